@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Report on the trained tokenizer: exact round trip over every document (exit 1 on any
+failure), bytes/token and tokens/word on validation, period-word fertility, top merges.
+
+    python 03_tokenizer/test_tokenizer.py
+"""
+import argparse
+import json
+import sys
+
+import config
+from londonlm.artifacts import write_json_atomic
+from londonlm.corpus import CorpusError
+from londonlm.tokenizer_stage import format_report, tokenizer_report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tokenizer", help="tokenizer folder (default: 09_models/tokenizers/<name>)")
+    p.add_argument("--name", default=config.TOKENIZER.name)
+    p.add_argument("--processed_dir", help="processed corpus folder")
+    p.add_argument("--root", help="project root")
+    p.add_argument("--json", help="also write the report as JSON here")
+    a = p.parse_args(argv)
+    paths = config.get_paths(a.root)
+    try:
+        rep = tokenizer_report(a.tokenizer or paths.tokenizer_dir(a.name),
+                               a.processed_dir or paths.processed_dir)
+    except (CorpusError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_report(rep))
+    if a.json:
+        write_json_atomic(a.json, rep)
+    return 1 if rep["roundtrip"]["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Train the byte-level BPE tokenizer on the processed corpus's training split.
+
+Writes a Hugging Face tokenizer folder (tokenizer.json, vocab.json, merges.txt, ...) under
+09_models/tokenizers/<name>/ with a sidecar; skips when current.
+
+    python 03_tokenizer/train_historical_tokenizer.py --preset tiny
+"""
+import argparse
+import sys
+
+import config
+from londonlm.corpus import CorpusError
+from londonlm.tokenizer_stage import train_tokenizer_stage
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS),
+                   help="preset whose vocabulary size and context length to use")
+    p.add_argument("--vocab_size", type=int, help="vocabulary size (default: the preset's)")
+    p.add_argument("--min_frequency", type=int, help="minimum pair frequency for a merge")
+    p.add_argument("--no_era_tokens", action="store_true",
+                   help="do not add <|1650s|>-style era tokens")
+    p.add_argument("--name", default=config.TOKENIZER.name, help="folder under 09_models/tokenizers/")
+    p.add_argument("--output_dir", help="tokenizer folder (overrides --name)")
+    p.add_argument("--processed_dir", help="processed corpus folder")
+    p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
+    p.add_argument("--overwrite", action="store_true", help="retrain even when current")
+    a = p.parse_args(argv)
+    if a.vocab_size is not None and not 256 < a.vocab_size < 65536:
+        p.error("--vocab_size must be between 257 and 65535 (uint16 token cache)")
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse(argv)
+    preset = config.get_preset(a.preset)
+    paths = config.get_paths(a.root)
+    try:
+        train_tokenizer_stage(
+            a.processed_dir or paths.processed_dir, a.output_dir or paths.tokenizer_dir(a.name),
+            vocab_size=a.vocab_size or preset.vocab_size,
+            min_frequency=a.min_frequency or preset.min_frequency,
+            era_tokens=config.TOKENIZER.era_tokens and not a.no_era_tokens,
+            era_width=config.TOKENIZER.era_width, model_max_length=preset.context_length,
+            overwrite=a.overwrite)
+    except (CorpusError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""londonlm configuration: the one place for defaults, presets and the path layout.
+
+Only the stage scripts import this module; the ``londonlm`` library takes explicit
+arguments. Every path derives from one root: the repository folder, or the
+``LONDONLM_ROOT`` environment variable, or a script's ``--root`` flag.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent
+ROOT_ENV = "LONDONLM_ROOT"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Artifact layout; see docs/architecture.md."""
+
+    root: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data" / "london_historical"
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.data_dir / "downloads"
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.data_dir / "processed"
+
+    @property
+    def metadata_dir(self) -> Path:
+        return self.data_dir / "metadata"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "09_models"
+
+    @property
+    def tokenizers_dir(self) -> Path:
+        return self.models_dir / "tokenizers"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.models_dir / "checkpoints"
+
+    @property
+    def registry_file(self) -> Path:
+        return REPO_DIR / "02_data_collection" / "data_sources.yaml"
+
+    @property
+    def training_log(self) -> Path:
+        return self.root / "04_training" / "model_training.log"
+
+    def tokenizer_dir(self, name: str) -> Path:
+        return self.tokenizers_dir / name
+
+    def run_dir(self, run_name: str) -> Path:
+        return self.checkpoints_dir / run_name
+
+
+def get_paths(root: str | os.PathLike | None = None) -> Paths:
+    """Paths from an explicit root, else $LONDONLM_ROOT, else the repository folder."""
+    chosen = root or os.environ.get(ROOT_ENV) or REPO_DIR
+    return Paths(Path(chosen).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class CorpusDefaults:
+    validation_percent: float = 5.0   # share of documents held out, by a hash of the document id
+    year_min: int = 1500              # period filter: documents dated outside are rejected
+    year_max: int = 1900
+    min_chars: int = 200              # shorter documents carry too little text to learn from
+    sample_name: str = "first_folio"  # the embedded offline sample used when no source is given
+    workers: int = 4                  # download/cleaning concurrency
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model shape plus the training defaults that go with it."""
+
+    name: str
+    n_layer: int
+    n_head: int
+    n_embd: int
+    context_length: int
+    vocab_size: int           # tokenizer vocabulary (the model's embedding is padded to x64)
+    batch_size: int           # per device
+    grad_accum: int
+    learning_rate: float
+    min_lr_ratio: float       # cosine decays to learning_rate * min_lr_ratio
+    warmup_steps: int
+    max_steps: int
+    save_steps: int
+    eval_steps: int
+    logging_steps: int
+    save_total_limit: int
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    dropout: float = 0.0
+    min_frequency: int = 2    # tokenizer BPE merge threshold
+    eval_max_batches: int = 0  # cap on validation batches per evaluation (0 = whole split)
+
+
+PRESETS: dict[str, Preset] = {
+    # Tests: seconds on CPU.
+    "micro": Preset("micro", n_layer=2, n_head=2, n_embd=64, context_length=64, vocab_size=512,
+                    batch_size=8, grad_accum=1, learning_rate=3e-3, min_lr_ratio=0.1,
+                    warmup_steps=5, max_steps=40, save_steps=20, eval_steps=20, logging_steps=5,
+                    save_total_limit=5, eval_max_batches=8),
+    # CPU demo: whole pipeline in <= 15 min on 2 cores (sized by measurement, see BENCHMARKS.md).
+    "tiny": Preset("tiny", n_layer=4, n_head=4, n_embd=256, context_length=256, vocab_size=8192,
+                   batch_size=16, grad_accum=1, learning_rate=2e-3, min_lr_ratio=0.1,
+                   warmup_steps=50, max_steps=700, save_steps=200, eval_steps=200,
+                   logging_steps=25, save_total_limit=5, eval_max_batches=20),
+    # GPT-2 Small, the guide's SLM settings.
+    "slm": Preset("slm", n_layer=12, n_head=12, n_embd=768, context_length=512, vocab_size=30000,
+                  batch_size=16, grad_accum=2, learning_rate=3e-4, min_lr_ratio=0.1,
+                  warmup_steps=1000, max_steps=60000, save_steps=500, eval_steps=500,
+                  logging_steps=50, save_total_limit=5, dropout=0.1),
+    # GPT-2 Medium, the guide's "regular" model.
+    "regular": Preset("regular", n_layer=24, n_head=16, n_embd=1024, context_length=1024,
+                      vocab_size=30000, batch_size=8, grad_accum=4, learning_rate=3e-4,
+                      min_lr_ratio=0.1, warmup_steps=2000, max_steps=60000, save_steps=250,
+                      eval_steps=250, logging_steps=50, save_total_limit=5, dropout=0.1),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise SystemExit(f"error: unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+
+
+@dataclass(frozen=True)
+class TokenizerDefaults:
+    name: str = "london_historical_bpe"  # folder under 09_models/tokenizers/
+    era_tokens: bool = True              # one <|1650s|>-style token per half-century in the corpus
+    era_width: int = 50
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    seed: int = 42
+    report_to: str = "tensorboard"       # also "wandb" (project/entity from WANDB_* env) or "none"
+    wandb_project: str = "londonlm"
+    dataloader_workers: int = 2          # GPU only; 0 on CPU where workers only add overhead
+
+
+@dataclass(frozen=True)
+class EvaluationDefaults:
+    mode: str = "quick"
+    sample_prompts: tuple = (
+        "It was a cold morning in Cheapside, and",
+        "The prisoner at the bar was indicted for",
+        "Up betimes, and to the office, where",
+    )
+    sample_max_new_tokens: int = 60
+
+
+@dataclass(frozen=True)
+class HubDefaults:
+    license: str = "mit"
+    commit_message: str = "Upload londonlm model"
+
+
+CORPUS = CorpusDefaults()
+TOKENIZER = TokenizerDefaults()
+TRAINING = TrainingDefaults()
+EVALUATION = EvaluationDefaults()
+HUB = HubDefaults()
+DEFAULT_PRESET = "tiny"
+
+__all__ = ["Paths", "get_paths", "Preset", "PRESETS", "get_preset", "CORPUS", "TOKENIZER",
+           "TRAINING", "EVALUATION", "HUB", "DEFAULT_PRESET", "asdict", "replace", "field"]

@@ -1,0 +1,128 @@
+"""Stage artifacts: atomic writes, hashes and JSON sidecars.
+
+A stage writes its outputs, then its sidecar last (temp file + rename), so a sidecar
+exists only for complete outputs. A stage is *current* when its sidecar exists, its
+format version matches and the recorded input hashes and settings equal the new ones.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SIDECAR_FORMAT = 1
+
+
+class StageInputMissing(FileNotFoundError):
+    """An input of a stage does not exist; the message names the command that makes it."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape the artifacts."""
+    out = {"python": platform.python_version()}
+    for mod in ("londonlm", "torch", "transformers", "tokenizers", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:
+            pass
+    return out
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_sidecar(path: str | os.PathLike, stage: str, inputs: dict[str, str],
+                  settings: dict[str, Any], counts: dict[str, Any] | None = None,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write a stage sidecar: format version, stage, inputs' hashes, settings, counts, time."""
+    obj = {"format_version": SIDECAR_FORMAT, "stage": stage, "created": now_iso(),
+           "versions": versions(), "inputs": inputs, "settings": settings,
+           "counts": counts or {}}
+    if extra:
+        obj.update(extra)
+    return write_json_atomic(path, obj)
+
+
+def sidecar_current(path: str | os.PathLike, inputs: dict[str, str],
+                    settings: dict[str, Any]) -> tuple[bool, str]:
+    """(is_current, reason). Current when the sidecar exists and inputs/settings agree."""
+    path = Path(path)
+    if not path.exists():
+        return False, "no previous output"
+    try:
+        old = read_json(path)
+    except Exception as e:
+        return False, f"sidecar unreadable ({e})"
+    if old.get("format_version") != SIDECAR_FORMAT:
+        return False, "sidecar format changed"
+    if old.get("inputs") != inputs:
+        changed = sorted(k for k in set(inputs) | set(old.get("inputs", {}))
+                         if inputs.get(k) != old.get("inputs", {}).get(k))
+        return False, f"inputs changed: {', '.join(changed)}"
+    # compare through JSON so tuples/lists and path objects compare as they were stored
+    if json.loads(json.dumps(settings, default=str)) != old.get("settings"):
+        new = json.loads(json.dumps(settings, default=str))
+        changed = sorted(k for k in set(new) | set(old.get("settings", {}))
+                         if new.get(k) != old.get("settings", {}).get(k))
+        return False, f"settings changed: {', '.join(changed)}"
+    return True, "outputs are current"
+
+
+def require_input(path: str | os.PathLike, command: str, what: str = "input") -> Path:
+    """Fail with a message naming the command that produces a missing input."""
+    path = Path(path)
+    if not path.exists():
+        raise StageInputMissing(f"{what} not found: {path}. Run `{command}` first.")
+    return path

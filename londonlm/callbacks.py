@@ -1,0 +1,117 @@
+"""Trainer callbacks: throughput/MFU, the training log file, signal-safe stopping."""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class ThroughputCallback(TrainerCallback):
+    """Adds tokens/s and, on GPUs in the peak table, MFU to every log line. Uses the host
+    clock between logging steps only: no per-step device synchronisation."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float | None,
+                 n_devices: int = 1):
+        self.tokens_per_step = tokens_per_step
+        self.flops_per_token = flops_per_token
+        self.peak = peak_flops * n_devices if peak_flops else None
+        self._t = None
+        self._step = 0
+        self.tokens_seen = 0
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._t, self._step = time.perf_counter(), state.global_step
+
+    def on_step_end(self, args, state, control, **kw):
+        self.tokens_seen = state.global_step * self.tokens_per_step
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs is None or "loss" not in logs or self._t is None:
+            return
+        now = time.perf_counter()
+        steps = state.global_step - self._step
+        if steps > 0:
+            dt = now - self._t
+            tps = steps * self.tokens_per_step / dt
+            logs["tokens_per_second"] = round(tps, 1)
+            logs["step_time_s"] = round(dt / steps, 4)
+            if self.peak:
+                logs["mfu"] = round(tps * self.flops_per_token / self.peak, 4)
+        logs["tokens_seen"] = state.global_step * self.tokens_per_step
+        self._t, self._step = now, state.global_step
+
+
+class LogFileCallback(TrainerCallback):
+    """Appends every log record (JSON) to the run's training log file, rank 0 only."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _write(self, text: str):
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+    def on_train_begin(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            self._write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} train begin: step "
+                        f"{state.global_step}/{state.max_steps} -> {args.output_dir}")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if state.is_world_process_zero and logs:
+            self._write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {state.global_step}/"
+                        f"{state.max_steps} " + json.dumps(logs))
+
+    def on_save(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            self._write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} saved checkpoint-{state.global_step}")
+
+
+class StopAndSaveCallback(TrainerCallback):
+    """Ctrl-C / SIGTERM (and an optional wall-clock budget) finish the current step, save a
+    checkpoint and stop, so no work is lost and the run resumes exactly from there."""
+
+    def __init__(self, max_seconds: float = 0.0):
+        self.max_seconds = max_seconds
+        self.reason: str | None = None
+        self._start = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.reason is not None and self.reason.startswith("signal"):
+            raise KeyboardInterrupt  # second signal: give up immediately
+        self.reason = f"signal {name}"
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._start = time.time()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.reason is None and self.max_seconds and time.time() - self._start >= self.max_seconds:
+            self.reason = f"time budget of {self.max_seconds:g}s reached"
+        if self.reason is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kw):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+class EvalLossOnlyCallback(TrainerCallback):
+    """Adds perplexity next to every validation loss."""
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        import math
+
+        if metrics and "eval_loss" in metrics:
+            metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))

@@ -1,0 +1,268 @@
+"""The pretokenized token cache: uint16 memmaps + document offsets + metadata.
+
+Layout of ``pretokenized_data/``::
+
+    train.bin, val.bin          uint16 token ids, documents back to back, each
+                                ``[era token] + text tokens + <|endoftext|>``
+    train.idx.npy, val.idx.npy  int64 start offset of every document (+ final length)
+    metadata.json               written last: format version, tokenizer/manifest sha256,
+                                context length, counts, era flag, checksums
+
+Loading is a memory map plus O(1) checks (sizes and a fixed number of sampled
+blocks), so start-up time does not grow with the corpus. The full checksum is
+verified on demand (``verify_full=True``).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .artifacts import now_iso, require_input, sha256_file, write_json_atomic
+from .tokenizer import EOT, era_token
+
+CACHE_FORMAT = 2
+SPLITS = {"train": "train", "validation": "val"}
+PRETOKENIZE_CMD = "python 04_training/train_model_slm.py --no_pretokenized"
+_SAMPLE_BLOCKS = 16
+_BLOCK = 1 << 20
+
+
+class CacheError(RuntimeError):
+    """The cache is absent, incompatible or damaged; the message says why."""
+
+
+def sampled_sha256(path: Path) -> str:
+    """Hash of the file size and up to 16 evenly spaced 1 MiB blocks: O(1) in file size,
+    catches truncation and most corruption without reading everything."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    n = max(1, min(_SAMPLE_BLOCKS, size // _BLOCK + 1))
+    with open(path, "rb") as f:
+        for i in range(n):
+            off = 0 if n == 1 else (size - _BLOCK) * i // (n - 1) if size > _BLOCK else 0
+            f.seek(max(0, off))
+            h.update(f.read(_BLOCK))
+    return h.hexdigest()
+
+
+@dataclass
+class CacheRequest:
+    """What the training run needs from the cache."""
+
+    tokenizer_sha256: str
+    manifest_sha256: str
+    context_length: int
+    era_tokens: bool
+
+
+def incompatibility(meta: dict, req: CacheRequest) -> str | None:
+    if meta.get("format_version") != CACHE_FORMAT:
+        return f"format version {meta.get('format_version')} != {CACHE_FORMAT}"
+    if meta.get("tokenizer_sha256") != req.tokenizer_sha256:
+        return "tokenizer mismatch"
+    if meta.get("manifest_sha256") != req.manifest_sha256:
+        return "corpus mismatch (manifest changed)"
+    if meta.get("context_length") != req.context_length:
+        return f"max length mismatch (cache {meta.get('context_length')}, run {req.context_length})"
+    if bool(meta.get("era_tokens")) != bool(req.era_tokens):
+        return f"era token mismatch (cache {meta.get('era_tokens')}, run {req.era_tokens})"
+    return None
+
+
+def damage(cache_dir: Path, meta: dict, verify_full: bool = False) -> str | None:
+    """Size / checksum disagreement between files and metadata, or None."""
+    for split, stem in SPLITS.items():
+        info = meta.get("splits", {}).get(split)
+        if info is None:
+            return f"metadata lacks split {split}"
+        bin_path, idx_path = cache_dir / f"{stem}.bin", cache_dir / f"{stem}.idx.npy"
+        if not bin_path.exists() or not idx_path.exists():
+            return f"{bin_path.name} or {idx_path.name} missing"
+        if bin_path.stat().st_size != info["tokens"] * 2:
+            return (f"{bin_path.name} is {bin_path.stat().st_size} bytes, metadata says "
+                    f"{info['tokens'] * 2} (truncated or overwritten)")
+        if sampled_sha256(bin_path) != info["sampled_sha256"]:
+            return f"{bin_path.name} checksum disagrees with metadata (corrupted)"
+        if verify_full and sha256_file(bin_path) != info["sha256"]:
+            return f"{bin_path.name} full checksum disagrees with metadata (corrupted)"
+    return None
+
+
+def read_metadata(cache_dir: Path) -> dict | None:
+    try:
+        return json.loads((cache_dir / "metadata.json").read_text())
+    except FileNotFoundError:
+        return None
+    except Exception:
+        return {"unreadable": True}
+
+
+def check_cache(cache_dir: Path, req: CacheRequest, verify_full: bool = False) -> str | None:
+    """None when the cache can be trained on, else the reason it cannot."""
+    meta = read_metadata(cache_dir)
+    if meta is None:
+        return "no cache (metadata.json missing)"
+    if meta.get("unreadable"):
+        return "metadata.json unreadable"
+    return incompatibility(meta, req) or damage(cache_dir, meta, verify_full)
+
+
+def _encode_stream(tokenizer, docs: Iterable[tuple[dict, str]], use_era: bool,
+                   batch_docs: int = 32) -> Iterator[list[int]]:
+    """Encoded documents, batched through the Rust tokenizer (parallel across threads)."""
+    backend = tokenizer.backend_tokenizer
+    eot_id = tokenizer.convert_tokens_to_ids(EOT)
+    batch: list[tuple[dict, str]] = []
+
+    def flush():
+        encs = backend.encode_batch([t for _, t in batch], add_special_tokens=False)
+        for (row, _), enc in zip(batch, encs):
+            prefix = []
+            if use_era and row.get("year") is not None:
+                tok = era_token(row["year"])
+                tid = tokenizer.convert_tokens_to_ids(tok)
+                if tid is None or tid == tokenizer.unk_token_id and tok != EOT:
+                    raise CacheError(f"tokenizer has no era token {tok} for document {row['id']}; "
+                                     f"retrain it: python 03_tokenizer/train_historical_tokenizer.py "
+                                     f"--overwrite")
+                prefix = [tid]
+            yield prefix + enc.ids + [eot_id]
+
+    for item in docs:
+        batch.append(item)
+        if len(batch) >= batch_docs:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+def _write_split(tokenizer, docs, out_bin: Path, out_idx: Path, use_era: bool,
+                 progress: bool, desc: str) -> dict:
+    from tqdm.auto import tqdm
+
+    offsets = [0]
+    n = 0
+    tmp_bin = out_bin.with_suffix(".bin.tmp")
+    h = hashlib.sha256()
+    vocab = len(tokenizer)
+    with open(tmp_bin, "wb") as f, tqdm(desc=desc, unit="doc", disable=not progress) as bar:
+        for ids in _encode_stream(tokenizer, docs, use_era):
+            arr = np.asarray(ids, dtype=np.uint16)
+            if len(ids) and max(ids) >= 65536:
+                raise CacheError("token id >= 65,536 does not fit uint16")
+            b = arr.tobytes()
+            f.write(b)
+            h.update(b)
+            n += len(ids)
+            offsets.append(n)
+            bar.update(1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_bin, out_bin)
+    tmp_idx = out_idx.with_name(out_idx.name + ".tmp.npy")
+    np.save(tmp_idx, np.asarray(offsets, dtype=np.int64))
+    os.replace(tmp_idx, out_idx)
+    return {"tokens": n, "documents": len(offsets) - 1, "sha256": h.hexdigest(),
+            "sampled_sha256": sampled_sha256(out_bin), "vocab_size": vocab}
+
+
+@contextlib.contextmanager
+def build_lock(cache_dir: Path, log=print):
+    """An exclusive file lock: under torchrun (or any two processes) one builds, the
+    others wait here and then find a current cache."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".build.lock", "w") as lf:
+        try:
+            fcntl.flock(lf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"token cache: another process is building {cache_dir}; waiting")
+            fcntl.flock(lf, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lf, fcntl.LOCK_UN)
+
+
+def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir: Path,
+                manifest_rows: list[dict], manifest_sha256: str, context_length: int,
+                era_tokens: bool, progress: bool = True) -> dict:
+    """Encode both splits to disk; metadata.json is written last."""
+    from .corpus import iter_split_texts
+
+    if len(tokenizer) >= 65536:
+        raise CacheError(f"vocabulary of {len(tokenizer)} does not fit uint16 (< 65,536)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = cache_dir / "metadata.json"
+    if meta_path.exists():
+        meta_path.unlink()  # outputs below are about to change; never leave stale metadata
+    t0 = time.time()
+    splits = {}
+    for split, stem in SPLITS.items():
+        splits[split] = _write_split(
+            tokenizer, iter_split_texts(processed_dir, split, manifest_rows),
+            cache_dir / f"{stem}.bin", cache_dir / f"{stem}.idx.npy", era_tokens, progress,
+            desc=f"pretokenize {split}")
+    meta = {"format_version": CACHE_FORMAT, "tokenizer_sha256": tokenizer_sha256,
+            "manifest_sha256": manifest_sha256, "context_length": context_length,
+            "era_tokens": bool(era_tokens), "dtype": "uint16", "eot_id": tokenizer.eos_token_id,
+            "vocab_size": len(tokenizer), "splits": splits, "created": now_iso(),
+            "build_seconds": round(time.time() - t0, 2)}
+    write_json_atomic(meta_path, meta)
+    return meta
+
+
+def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, context_length: int,
+                 era_tokens: bool, mode: str = "auto", progress: bool = True,
+                 verify_full: bool = False, log=print) -> dict:
+    """The guide's three modes: ``auto`` uses a compatible cache else rebuilds saying why;
+    ``require`` (--use_pretokenized) fails when absent/incompatible; ``rebuild``
+    (--no_pretokenized) always rebuilds. Returns the metadata."""
+    from transformers import AutoTokenizer
+
+    from .corpus import MANIFEST, read_manifest
+
+    cache_dir = Path(cache_dir)
+    tok_file = require_input(Path(tokenizer_dir) / "tokenizer.json",
+                             "python 03_tokenizer/train_historical_tokenizer.py", "tokenizer")
+    man = require_input(Path(processed_dir) / MANIFEST,
+                        "python 02_data_collection/historical_data_collector.py", "corpus manifest")
+    req = CacheRequest(sha256_file(tok_file), sha256_file(man), context_length, era_tokens)
+    with build_lock(cache_dir, log):
+        problem = check_cache(cache_dir, req, verify_full)
+        if mode == "require":
+            if problem:
+                raise CacheError(f"--use_pretokenized: cache at {cache_dir} cannot be used: "
+                                 f"{problem}. Run without --use_pretokenized to rebuild it.")
+            log(f"token cache: using {cache_dir}")
+            return read_metadata(cache_dir)
+        if mode == "auto" and problem is None:
+            log(f"token cache: compatible cache found at {cache_dir}; using it")
+            return read_metadata(cache_dir)
+        why = "--no_pretokenized" if mode == "rebuild" else problem
+        log(f"token cache: building {cache_dir} ({why})")
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        return build_cache(cache_dir, tokenizer, req.tokenizer_sha256, Path(processed_dir),
+                           read_manifest(processed_dir), req.manifest_sha256, context_length,
+                           era_tokens, progress)
+
+
+def load_tokens(cache_dir: Path, split: str) -> np.memmap:
+    """Memory-map one split (O(1) in its size)."""
+    path = Path(cache_dir) / f"{SPLITS[split]}.bin"
+    if path.stat().st_size == 0:
+        return np.zeros(0, dtype=np.uint16)
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def load_offsets(cache_dir: Path, split: str) -> np.ndarray:
+    return np.load(Path(cache_dir) / f"{SPLITS[split]}.idx.npy", mmap_mode="r")
