@@ -113,10 +113,10 @@ PRESETS: dict[str, Preset] = {
                     warmup_steps=5, max_steps=40, save_steps=20, eval_steps=20, logging_steps=5,
                     save_total_limit=5, eval_max_batches=8),
     # CPU demo: whole pipeline in <= 15 min on 2 cores (sized by measurement, see BENCHMARKS.md).
-    "tiny": Preset("tiny", n_layer=4, n_head=4, n_embd=256, context_length=256, vocab_size=8192,
-                   batch_size=16, grad_accum=1, learning_rate=2e-3, min_lr_ratio=0.1,
-                   warmup_steps=50, max_steps=700, save_steps=200, eval_steps=200,
-                   logging_steps=25, save_total_limit=5, eval_max_batches=20),
+    "tiny": Preset("tiny", n_layer=4, n_head=4, n_embd=256, context_length=128, vocab_size=4096,
+                   batch_size=32, grad_accum=1, learning_rate=2e-3, min_lr_ratio=0.1,
+                   warmup_steps=30, max_steps=500, save_steps=100, eval_steps=100,
+                   logging_steps=25, save_total_limit=5, eval_max_batches=10),
     # GPT-2 Small, the guide's SLM settings.
     "slm": Preset("slm", n_layer=12, n_head=12, n_embd=768, context_length=512, vocab_size=30000,
                   batch_size=16, grad_accum=2, learning_rate=3e-4, min_lr_ratio=0.1,

@@ -74,8 +74,9 @@ class StopAndSaveCallback(TrainerCallback):
     """Ctrl-C / SIGTERM (and an optional wall-clock budget) finish the current step, save a
     checkpoint and stop, so no work is lost and the run resumes exactly from there."""
 
-    def __init__(self, max_seconds: float = 0.0):
+    def __init__(self, max_seconds: float = 0.0, stop_after_steps: int = 0):
         self.max_seconds = max_seconds
+        self.stop_after_steps = stop_after_steps
         self.reason: str | None = None
         self._start = None
         self._old = {}
@@ -97,6 +98,8 @@ class StopAndSaveCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self.reason is None and self.max_seconds and time.time() - self._start >= self.max_seconds:
             self.reason = f"time budget of {self.max_seconds:g}s reached"
+        if self.reason is None and self.stop_after_steps and state.global_step >= self.stop_after_steps:
+            self.reason = f"--stop_after_steps {self.stop_after_steps} reached"
         if self.reason is not None:
             control.should_save = True
             control.should_training_stop = True

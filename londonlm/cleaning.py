@@ -1,27 +1,87 @@
-"""Text normalisation shared by every source: BOM, line endings, Unicode NFC,
-Project Gutenberg header/footer removal.
+"""Text normalisation shared by every source.
 
-Each step is a small pure function so sources can compose them; ``clean_text``
-is the default chain.
+Each step is a small pure function so sources can compose them; ``clean_text`` is the
+default chain for plain text and ``clean_text(..., ocr=True)`` adds the OCR-only steps
+(page numbers, running heads) for scanned books.
+
+Principle: a historian must be able to trust the output, so every repair is local and
+justified by the document itself. There are no global OCR substitutions (rn->m, ii->n,
+0->O): those damage valid words ("modern", "skiing", years). Hyphenated line breaks are
+joined only when the joined word is attested elsewhere in the same document.
 """
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 
-# Gutenberg START/END markers vary with the age of the file:
-#   "*** START OF THIS PROJECT GUTENBERG EBOOK X ***", "***START OF THE PROJECT ...",
-#   "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*...", "End of the Project Gutenberg EBook of X".
+# --- Project Gutenberg boilerplate -------------------------------------------------------
+# START markers vary with the age of the file:
+#   "*** START OF THIS PROJECT GUTENBERG EBOOK X ***", "***START OF THE PROJECT GUTENBERG EBOOK X***",
+#   "*** START OF THE PROJECT GUTENBERG EBOOK, X ***", and the 1990s licence block that
+#   precedes the text and ends with "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*".
 _PG_START = re.compile(
-    r"^\s*\*{3}\s*START OF (?:THIS|THE) PROJECT GUTENBERG E-?BOOK.*$"
-    r"|^\s*\*END\*THE SMALL PRINT!.*$",
+    r"^[ \t]*\*{3}[ \t]*START OF (?:THIS|THE) PROJECT GUTENBERG E-?(?:BOOK|TEXT)[^\n]*(?:\n[^\n]*\*{3}[ \t]*$)?"
+    r"|^[ \t]*\*END\*?[ \t]*THE SMALL PRINT![^\n]*$",
     re.IGNORECASE | re.MULTILINE,
 )
+# END markers: the "*** END OF ..." line and the friendlier "End of the Project Gutenberg
+# EBook of X" / "End of Project Gutenberg's X" line that usually precedes it, and the old
+# licence block when it follows the text ("***START**THE SMALL PRINT!**...").
 _PG_END = re.compile(
-    r"^\s*\*{3}\s*END OF (?:THIS|THE) PROJECT GUTENBERG E-?BOOK.*$"
-    r"|^\s*End of (?:the |this )?Project Gutenberg'?s? .*$",
+    r"^[ \t]*\*{3}[ \t]*END OF (?:THIS|THE) PROJECT GUTENBERG E-?(?:BOOK|TEXT)"
+    r"|^[ \t]*End of (?:the |this )?Project Gutenberg(?:'s|’s)?\b"
+    r"|^[ \t]*\*{3}[ \t]*START\*{1,2}[ \t]*THE SMALL PRINT!",
     re.IGNORECASE | re.MULTILINE,
 )
+# Editorial paragraphs that mention Project Gutenberg itself ("Project Gutenberg has the other
+# volume", "In this Project Gutenberg edition ...") are not part of the historical text.
+# A URL never belongs to a pre-1900 text either: its paragraph is an editor's or a
+# digitiser's note ("Images of the original pages are available through Internet Archive").
+_PG_MENTION = re.compile(r"Project Gutenberg|gutenberg\.(?:org|net)|pglaf\.org|pgdp\.net|https?://\S", re.IGNORECASE)
+_MENTION_NEEDLES = ("utenberg", "UTENBERG", "http", "pglaf", "pgdp", "HTTP")
+_PRODUCED_BY = re.compile(
+    r"^[ \t]*(?:Produced by|E-?text prepared by|This e-?text was prepared by|Prepared by|"
+    r"Transcribed from the|Transcribed by|Scanned by|Updated editions? will replace)\b",
+    re.IGNORECASE,
+)
+
+# --- transcriber notes and bracketed editorial markers ---------------------------------------
+_BRACKET_NOTE = re.compile(
+    r"\[[ \t]*(?:Original\s+)?Transcribers?[’'`]?s?\s+notes?\b[^\]]{0,5000}\]",
+    re.IGNORECASE,
+)
+# "[Illustration]", "[Illustration: caption ...]" (captions may span lines and nest one "[...]"),
+# "[Music: ...]", "[Image ...]", "[Decoration]", "[Frontispiece]", "[Plate ...]", "[Portrait ...]".
+_MARKER = re.compile(
+    r"\[[ \t]*(?:Illustrations?|Music|Images?|Decorations?|Frontispiece|Plates?|Portrait|Map|"
+    r"Picture|Engraving|Woodcut|Vignette)\b(?:[^\[\]]|\[[^\[\]]{0,500}\]){0,3000}\]",
+    re.IGNORECASE,
+)
+_NOTE_HEADING = re.compile(
+    r"^[ \t]*[*\[]?[ \t]*(?:Original[ \t]+)?Transcribers?[’'`]?s?[ \t]+(?:notes?|errata|corrections?)\b"
+    r"|^[ \t]*Errata[ \t]+noted[ \t]+by[ \t]+transcriber",
+    re.IGNORECASE,
+)
+_SECTION_RULE = re.compile(r"^[ \t]*(?:(?:\*[ \t]*){3,}|-{5,}|_{5,}|={5,})[ \t]*$")
+
+# --- OCR page furniture -----------------------------------------------------------------------
+_PAGE_NUMBER = re.compile(
+    r"^[ \t]*(?:\[?(?:page|p\.)?[ \t]*\d{1,4}[ \t]*\]?|[-–—][ \t]*\d{1,4}[ \t]*[-–—]|"
+    r"\[?[ivxlcdm]{1,7}\]?\.?)[ \t]*$",
+    re.IGNORECASE,
+)
+# UTF-8 decoded as cp1252/Latin-1 turns every multi-byte character into a lead char (Â-ô)
+# followed by a continuation byte shown as a Latin-1 or cp1252 character.
+_MOJIBAKE_HINT = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+    "\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
+)
+_WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
+
+# Lines longer than this are wrapped at a space so that later line-based steps stay linear
+# and no output line is unreadable; nothing is dropped.
+MAX_LINE_CHARS = 20_000
 
 
 def strip_bom(text: str) -> str:
@@ -33,33 +93,270 @@ def normalize_newlines(text: str) -> str:
 
 
 def nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def fix_mojibake(text: str) -> str:
+    """Repair UTF-8-read-as-cp1252 mojibake ("â€™" -> "’") with ftfy.
+
+    Curly quotes, ligatures and the long s are left alone: they are part of the historical
+    text, not encoding damage. Pure ASCII cannot contain mojibake, so it skips ftfy (fast path)."""
+    if text.isascii() or not _MOJIBAKE_HINT.search(text):
+        return text
+    import ftfy
+
+    cfg = ftfy.TextFixerConfig(
+        unescape_html=False, remove_terminal_escapes=True, fix_encoding=True, restore_byte_a0=True,
+        replace_lossy_sequences=True, decode_inconsistent_utf8=True, fix_c1_controls=True,
+        fix_latin_ligatures=False, fix_character_width=False, uncurl_quotes=False,
+        fix_line_breaks=False, fix_surrogates=True, remove_control_chars=True, normalization="NFC",
+        max_decode_length=1_000_000, explain=False,
+    )
+    # ftfy is slow (~3 MB/s), so only the lines that show a mojibake signature go through it.
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if _MOJIBAKE_HINT.search(line):
+            lines[i] = ftfy.fix_text(line, config=cfg)
+    return "\n".join(lines)
+
+
+def wrap_long_lines(text: str, limit: int = MAX_LINE_CHARS) -> str:
+    """Break lines longer than ``limit`` at the last space before the limit (no text dropped)."""
+    if "\n" in text and max((len(x) for x in text.split("\n")), default=0) <= limit:
+        return text
+    out: list[str] = []
+    for line in text.split("\n"):
+        while len(line) > limit:
+            cut = line.rfind(" ", 0, limit)
+            if cut <= 0:
+                cut = limit
+                out.append(line[:cut])
+                line = line[cut:]
+            else:
+                out.append(line[:cut])
+                line = line[cut + 1:]
+        out.append(line)
+    return "\n".join(out)
 
 
 def strip_gutenberg_boilerplate(text: str) -> str:
-    """Keep only the text between the last START marker and the first END marker.
+    """Keep only the text between the last START marker and the first END marker after it.
 
     Files without markers are returned unchanged (local scans, the embedded sample)."""
     starts = list(_PG_START.finditer(text))
+    begin = 0
     if starts:
-        text = text[starts[-1].end():]
-    end = _PG_END.search(text)
-    if end:
-        text = text[: end.start()]
-    return text
+        # the old licence block may sit *after* the text too ("*END THE SMALL PRINT" following
+        # the END marker), so the usable START is the last one before the first END.
+        first_end = _PG_END.search(text, starts[0].end())
+        limit = first_end.start() if first_end else len(text)
+        begin = max(m.end() for m in starts if m.start() < limit)
+    end = _PG_END.search(text, begin)
+    return text[begin: end.start() if end else len(text)]
+
+
+def _paragraphs(text: str) -> list[str]:
+    return re.split(r"(\n[ \t]*\n)", text)
+
+
+def _para_bounds(text: str, pos: int) -> tuple[int, int]:
+    """Start and end of the blank-line-delimited paragraph containing ``pos``."""
+    a = text.rfind("\n\n", 0, pos)
+    b = text.find("\n\n", pos)
+    return (0 if a < 0 else a + 2), (len(text) if b < 0 else b)
+
+
+def strip_gutenberg_mentions(text: str, max_chars: int = 2000, head_chars: int = 3000) -> str:
+    """Drop short editorial paragraphs that mention Project Gutenberg or carry a URL, and
+    the "Produced by" credit paragraph at the head of the text."""
+    cuts: list[tuple[int, int]] = []
+    # cheap literal pre-scan (C speed); the regex then checks only the candidate paragraphs
+    for needle in _MENTION_NEEDLES:
+        pos = text.find(needle)
+        while pos >= 0:
+            a, b = _para_bounds(text, pos)
+            if b - a <= max_chars and _PG_MENTION.search(text, a, b):
+                cuts.append((a, b))
+            pos = text.find(needle, b)
+    head = text[:head_chars]
+    for m in re.finditer(r"(?:^|\n)([^\n]*)", head):
+        if _PRODUCED_BY.match(m.group(1)):
+            cuts.append(_para_bounds(text, m.start(1)))
+            break
+    if not cuts:
+        return text
+    out, pos = [], 0
+    for a, b in sorted(set(cuts)):
+        if a < pos:
+            a = pos
+        if a >= b:
+            continue
+        out.append(text[pos:a])
+        pos = b
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def strip_transcriber_notes(text: str) -> str:
+    """Remove transcriber notes: bracketed notes anywhere, note paragraphs, and note sections.
+
+    A heading alone on its line ("Transcriber's Note") starts a section that ends at a section
+    rule, three blank lines, or (in the last 15% of the text) the end of the text. A heading
+    followed by text on the same line removes only its own paragraph."""
+    text = _BRACKET_NOTE.sub("", text)
+    if not re.search(r"transcriber", text, re.IGNORECASE):
+        return text
+    lines = text.split("\n")
+    n = len(lines)
+    keep = [True] * n
+    # character offset of each line: "the end of the book" is measured in text, not lines
+    offsets, pos = [], 0
+    for line in lines:
+        offsets.append(pos)
+        pos += len(line) + 1
+    i = 0
+    while i < n:
+        line = lines[i]
+        m = _NOTE_HEADING.match(line)
+        if not m:
+            i += 1
+            continue
+        rest = line[m.end():].strip(" \t:.-*]")
+        if rest:  # paragraph mode
+            j = i
+            while j < n and lines[j].strip():
+                keep[j] = False
+                j += 1
+            i = j
+            continue
+        tail = offsets[i] >= 0.85 * pos
+        j = i
+        blanks = 0
+        limit = n if tail else min(n, i + 120)
+        while j < limit:
+            if _SECTION_RULE.match(lines[j]) and j > i:
+                break
+            if not lines[j].strip():
+                blanks += 1
+                if blanks >= 3 and not tail:
+                    break
+            else:
+                blanks = 0
+            keep[j] = False
+            j += 1
+        i = j
+    return "\n".join(line for line, k in zip(lines, keep) if k)
+
+
+_UNCLOSED_MARKER = re.compile(
+    r"^[ \t]*\[[ \t]*(?:Illustrations?|Music|Images?|Decorations?|Frontispiece|Plates?|Portrait)\b[^\n]*"
+    r"(?:\n(?![ \t]*\n)[^\n]*)*",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def strip_markers(text: str) -> str:
+    """Remove ``[Illustration: ...]``-style editorial markers (captions included); a marker
+    whose bracket never closes (it happens in transcriptions) is removed up to its paragraph end."""
+    return _UNCLOSED_MARKER.sub("", _MARKER.sub("", text))
+
+
+_TRAILING_WORD = re.compile(r"(?<![A-Za-z])([A-Za-z]+)$")
+_LEADING_WORD = re.compile(r"^[ \t]*([a-z]+)(?![A-Za-z])[ \t]?")
+
+
+def join_hyphenation(text: str) -> str:
+    """Join "exam-\\nple" into "example" only when the document itself uses "example"
+    (or keep "to-morrow" when the document writes "to-morrow"); otherwise leave it alone."""
+    if "-\n" not in text:
+        return text
+    pieces = text.split("-\n")
+    cands = []  # (index, head word, tail word, tail match length)
+    for i in range(len(pieces) - 1):
+        mh = _TRAILING_WORD.search(pieces[i][-60:])
+        mt = _LEADING_WORD.match(pieces[i + 1])
+        if mh and mt:
+            cands.append((i, mh.group(1), mt.group(1), mt.end()))
+    if not cands:
+        return text
+    # vocabulary of the document without the broken halves themselves
+    vocab = set(re.split(r"[^a-z\-]+", "\n".join(pieces).lower()))
+    joins: dict[int, tuple[str, int]] = {}
+    for i, a, b, tail_len in cands:
+        if (a + b).lower() in vocab:
+            joins[i] = (a + b, tail_len)
+        elif f"{a}-{b}".lower() in vocab:
+            joins[i] = (f"{a}-{b}", tail_len)
+    if not joins:
+        return text
+    out = [pieces[0]]
+    for i in range(len(pieces) - 1):
+        nxt = pieces[i + 1]
+        if i in joins:
+            word, tail_len = joins[i]
+            head_len = len(_TRAILING_WORD.search(out[-1][-60:]).group(1))
+            out[-1] = out[-1][:-head_len] + word + "\n"
+            out.append(nxt[tail_len:])
+        else:
+            out[-1] = out[-1] + "-\n"
+            out.append(nxt)
+    return "".join(out)
+
+
+def strip_page_furniture(text: str, min_repeats: int = 3, max_head_chars: int = 60) -> str:
+    """OCR only: drop page-number lines and running heads.
+
+    A running head is a short line that recurs on many pages (digits ignored, so "LONDON. 23"
+    and "LONDON. 24" count together) and carries no sentence punctuation at its end."""
+    lines = text.split("\n")
+
+    def key(line: str) -> str:
+        return re.sub(r"\s+", " ", re.sub(r"\d+", "#", line.strip().lower()))
+
+    counts = Counter(key(x) for x in lines if 0 < len(x.strip()) <= max_head_chars)
+    pages = max(1, sum(1 for x in lines if _PAGE_NUMBER.match(x) and x.strip()) or text.count("\f"))
+    threshold = max(min_repeats, int(0.2 * pages))
+    out = []
+    for line in lines:
+        s = line.strip()
+        if s and _PAGE_NUMBER.match(line) and len(s) <= 12:
+            continue
+        if s and len(s) <= max_head_chars and counts[key(line)] >= threshold and re.search(r"[A-Za-z]", s) \
+                and (_mostly_upper(s) or not s.endswith((".", "?", "!", '"', "”"))):
+            continue
+        out.append(line)
+    return "\n".join(out).replace("\f", "\n")
+
+
+def _mostly_upper(s: str) -> bool:
+    letters = [c for c in s if c.isalpha()]
+    return bool(letters) and sum(c.isupper() for c in letters) >= 0.8 * len(letters)
 
 
 def collapse_blank_lines(text: str) -> str:
     """At most one blank line in a row; trailing spaces dropped; ends with one newline."""
-    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip("\n") + "\n" if text.strip() else ""
 
 
-def clean_text(text: str) -> str:
-    """The default cleaning chain for plain-text sources."""
+def clean_text(text: str, ocr: bool = False, gutenberg: bool | None = None) -> str:
+    """The default cleaning chain; ``ocr=True`` adds page-number and running-head removal.
+
+    ``gutenberg=None`` applies the Gutenberg steps when a Gutenberg marker is present."""
     text = strip_bom(text)
     text = normalize_newlines(text)
+    text = wrap_long_lines(text)
+    text = fix_mojibake(text)
     text = nfc(text)
-    text = strip_gutenberg_boilerplate(text)
+    if gutenberg is None:
+        gutenberg = bool(_PG_START.search(text) or _PG_END.search(text))
+    if gutenberg:
+        text = strip_gutenberg_boilerplate(text)
+        text = strip_gutenberg_mentions(text)
+    text = strip_transcriber_notes(text)
+    text = strip_markers(text)
+    if ocr:
+        text = strip_page_furniture(text)
+    text = join_hyphenation(text)
     return collapse_blank_lines(text)

@@ -110,12 +110,28 @@ def era_tokens_of(tokenizer) -> list[str]:
                   key=tokenizer.convert_tokens_to_ids)
 
 
-def roundtrip_failures(tokenizer, docs: Iterable[tuple[str, str]]) -> Iterator[tuple[str, int]]:
-    """Yield (doc_id, first differing char offset) for every doc that does not round-trip."""
-    for doc_id, text in docs:
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        back = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        if back != text:
-            n = next((i for i, (a, b) in enumerate(zip(back, text)) if a != b),
-                     min(len(back), len(text)))
-            yield doc_id, n
+def roundtrip_failures(tokenizer, docs: Iterable[tuple[str, str]],
+                       batch: int = 16) -> Iterator[tuple[str, int]]:
+    """Yield (doc_id, first differing char offset) for every doc that does not round-trip.
+
+    Goes through the Rust backend in batches (parallel across threads): the same
+    encode/decode as the transformers wrapper, several times faster on a large corpus."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+
+    def check(chunk):
+        encs = backend.encode_batch([t for _, t in chunk], add_special_tokens=False)
+        backs = backend.decode_batch([e.ids for e in encs], skip_special_tokens=False)
+        for (doc_id, text), back in zip(chunk, backs):
+            if back != text:
+                n = next((i for i, (a, b) in enumerate(zip(back, text)) if a != b),
+                         min(len(back), len(text)))
+                yield doc_id, n
+
+    chunk: list[tuple[str, str]] = []
+    for item in docs:
+        chunk.append(item)
+        if len(chunk) >= batch:
+            yield from check(chunk)
+            chunk = []
+    if chunk:
+        yield from check(chunk)

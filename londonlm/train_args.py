@@ -70,6 +70,9 @@ class DataArguments:
         "help": "Stop after this many evaluations without validation-loss improvement (0 = off)."})
     max_seconds: float = field(default=0.0, metadata={
         "help": "Stop (with a checkpoint) after this much training time (0 = no limit)."})
+    stop_after_steps: int = field(default=0, metadata={
+        "help": "Stop with a checkpoint once this invocation reaches this global step, keeping the "
+                "--max_steps schedule (for preemptible machines and chunked runs; 0 = off)."})
     list_checkpoints: bool = field(default=False, metadata={
         "help": "List this run's checkpoints (step, loss, time, validity) and exit."})
 

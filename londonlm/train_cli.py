@@ -134,6 +134,7 @@ def main(argv: list[str], presets: dict[str, dict], default_preset: str,
             eval_max_batches=preset["eval_max_batches"] if dargs.eval_max_batches is None else dargs.eval_max_batches,
             fresh=dargs.fresh, save_best=dargs.save_best,
             early_stopping_patience=dargs.early_stopping_patience, max_seconds=dargs.max_seconds,
+            stop_after_steps=dargs.stop_after_steps,
             init_from=margs.init_from, resize_embeddings=margs.resize_embeddings,
             attn_implementation=margs.attn_implementation, min_lr_ratio=preset["min_lr_ratio"],
             log_file=paths.training_log)

@@ -51,6 +51,7 @@ class RunOptions:
     save_best: bool = False
     early_stopping_patience: int = 0
     max_seconds: float = 0.0
+    stop_after_steps: int = 0
     init_from: str | None = None
     resize_embeddings: bool = False
     attn_implementation: str = "sdpa"
@@ -219,7 +220,7 @@ def run_training(opts: RunOptions, args) -> dict:
     callbacks = [ThroughputCallback(tokens_per_step, shape.flops_per_token(),
                                     peak_flops(device_name()), world),
                  EvalLossOnlyCallback()]
-    stopper = StopAndSaveCallback(opts.max_seconds)
+    stopper = StopAndSaveCallback(opts.max_seconds, opts.stop_after_steps)
     callbacks.append(stopper)
     if opts.log_file and is_main_process():
         callbacks.append(LogFileCallback(opts.log_file))

@@ -56,3 +56,41 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     return out
+
+
+MICRO_TEXT_SOURCE = SHARED_CORPUS / "gutenberg_journal_of_the_plague_year.txt"
+
+
+def micro_texts(n_docs: int = 6, chars: int = 6000) -> list[str]:
+    """A few KB of real period prose: Defoe from ../shared when present, else a built-in
+    paragraph set (so the suite runs without ../shared)."""
+    if MICRO_TEXT_SOURCE.exists():
+        raw = MICRO_TEXT_SOURCE.read_text(encoding="utf-8")
+        body = raw[raw.find("It was about the beginning"):] if "It was about the beginning" in raw else raw[5000:]
+        return [body[i * chars:(i + 1) * chars] for i in range(n_docs)]
+    base = " ".join(SAMPLE_TEXTS)
+    return [(f"Part {i}. " + base * (chars // len(base) + 1))[:chars] for i in range(n_docs)]
+
+
+def write_micro_source(folder: Path, n_docs: int = 6, chars: int = 6000) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, t in enumerate(micro_texts(n_docs, chars)):
+        (folder / f"plague_part{i}_1722.txt").write_text(t, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def micro_root(tmp_path_factory) -> Path:
+    """A project root with a processed micro corpus and its tokenizer (stages 02-03 done)."""
+    from londonlm.corpus import build_corpus
+    from londonlm.tokenizer_stage import train_tokenizer_stage
+
+    root = tmp_path_factory.mktemp("root")
+    src = write_micro_source(root / "src")
+    data = root / "data" / "london_historical"
+    build_corpus(data / "processed", data / "metadata", source_dir=src, validation_percent=20,
+                 log=lambda *_: None)
+    train_tokenizer_stage(data / "processed", root / "09_models" / "tokenizers" / "london_historical_bpe",
+                          vocab_size=512, min_frequency=2, era_tokens=True, model_max_length=64,
+                          log=lambda *_: None)
+    return root

@@ -1,0 +1,124 @@
+"""Corpus statistics (``corpus_stats.json``) and a Markdown report with plots: characters by
+source, documents and words by decade, rejections by reason."""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from .shards import read_jsonl
+
+
+def corpus_stats(processed_dir: str | Path, registry_entries: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
+    processed = Path(processed_dir)
+    rows = list(read_jsonl(processed / "manifest.jsonl"))
+    rej = list(read_jsonl(processed / "rejections.jsonl"))
+    by_source: dict[str, dict[str, int]] = defaultdict(lambda: {"documents": 0, "chars": 0, "words": 0})
+    by_kind: dict[str, dict[str, int]] = defaultdict(lambda: {"documents": 0, "chars": 0, "words": 0})
+    by_decade: dict[str, dict[str, int]] = defaultdict(lambda: {"documents": 0, "words": 0, "chars": 0})
+    splits: Counter = Counter()
+    for r in rows:
+        for table, key in ((by_source, r.get("source", "?")), (by_kind, r.get("source_kind", "?"))):
+            table[key]["documents"] += 1
+            table[key]["chars"] += int(r.get("chars", 0))
+            table[key]["words"] += int(r.get("words", 0))
+        dec = str(r["decade"]) if r.get("decade") is not None else "undated"
+        by_decade[dec]["documents"] += 1
+        by_decade[dec]["words"] += int(r.get("words", 0))
+        by_decade[dec]["chars"] += int(r.get("chars", 0))
+        splits[r.get("split", "?")] += 1
+    reasons = Counter(r.get("reason", "?") for r in rej)
+    stats: dict[str, Any] = {
+        "documents": len(rows),
+        "chars": sum(int(r.get("chars", 0)) for r in rows),
+        "words": sum(int(r.get("words", 0)) for r in rows),
+        "london_documents": sum(1 for r in rows if r.get("london")),
+        "rejected": len(rej),
+        "rejections_by_reason": dict(sorted(reasons.items())),
+        "by_source": dict(sorted(by_source.items())),
+        "by_source_kind": dict(sorted(by_kind.items())),
+        "by_decade": dict(sorted(by_decade.items())),
+        "splits": dict(sorted(splits.items())),
+        "years": [min((r["year"] for r in rows if r.get("year") is not None), default=None),
+                  max((r["year"] for r in rows if r.get("year") is not None), default=None)],
+    }
+    if registry_entries is not None:
+        stats["registry_sources_by_kind"] = dict(sorted(Counter(e["kind"] for e in registry_entries).items()))
+    return stats
+
+
+def _plot_bar(labels: list[str], values: list[float], title: str, ylabel: str, path: Path, horizontal: bool = False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, max(3, 0.28 * len(labels)) if horizontal else 4))
+    if horizontal:
+        ax.barh(labels, values, color="#6b4c2a")
+        ax.invert_yaxis()
+        ax.set_xlabel(ylabel)
+    else:
+        ax.bar(labels, values, color="#6b4c2a")
+        ax.set_ylabel(ylabel)
+        plt.setp(ax.get_xticklabels(), rotation=60, ha="right")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(processed_dir: str | Path, metadata_dir: str | Path,
+                 registry_entries: Iterable[dict[str, Any]] | None = None,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write plots, ``corpus_report.md`` and (last, atomically) ``corpus_stats.json``; returns the report path."""
+    meta = Path(metadata_dir)
+    meta.mkdir(parents=True, exist_ok=True)
+    stats = corpus_stats(processed_dir, list(registry_entries) if registry_entries is not None else None)
+    if extra:
+        stats.update(extra)
+    plots = []
+    src = sorted(stats["by_source"].items(), key=lambda kv: -kv[1]["chars"])[:40]
+    if src:
+        _plot_bar([k for k, _ in src], [v["chars"] / 1e6 for _, v in src], "Characters by source", "million chars",
+                  meta / "chars_by_source.png", horizontal=True)
+        plots.append(("Characters by source", "chars_by_source.png"))
+    dec = list(stats["by_decade"].items())
+    if dec:
+        _plot_bar([k for k, _ in dec], [v["documents"] for _, v in dec], "Documents by decade", "documents",
+                  meta / "docs_by_decade.png")
+        _plot_bar([k for k, _ in dec], [v["words"] / 1e3 for _, v in dec], "Words by decade", "thousand words",
+                  meta / "words_by_decade.png")
+        plots += [("Documents by decade", "docs_by_decade.png"), ("Words by decade", "words_by_decade.png")]
+    rej = list(stats["rejections_by_reason"].items())
+    if rej:
+        _plot_bar([k for k, _ in rej], [v for _, v in rej], "Rejections by reason", "documents",
+                  meta / "rejections_by_reason.png", horizontal=True)
+        plots.append(("Rejections by reason", "rejections_by_reason.png"))
+    lines = ["# London historical corpus report", "",
+             f"- Documents kept: **{stats['documents']}** ({stats['london_documents']} London-related)",
+             f"- Characters: {stats['chars']:,}; words: {stats['words']:,}",
+             f"- Years covered: {stats['years'][0]}–{stats['years'][1]}",
+             f"- Splits: " + ", ".join(f"{k}={v}" for k, v in stats["splits"].items()),
+             f"- Rejected: {stats['rejected']}", ""]
+    if rej:
+        lines += ["## Rejections by reason", "", "| reason | documents |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in rej] + [""]
+    lines += ["## By source kind", "", "| kind | documents | chars | words |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['documents']} | {v['chars']:,} | {v['words']:,} |" for k, v in stats["by_source_kind"].items()]
+    lines += ["", "## By decade", "", "| decade | documents | words |", "|---|---|---|"]
+    lines += [f"| {k} | {v['documents']} | {v['words']:,} |" for k, v in dec]
+    if stats.get("registry_sources_by_kind"):
+        lines += ["", "## Curated sources in the registry", "", "| kind | sources |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in stats["registry_sources_by_kind"].items()]
+    lines.append("")
+    for title, name in plots:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    report = meta / "corpus_report.md"
+    report.write_text("\n".join(lines), encoding="utf-8")
+    tmp = meta / f".corpus_stats.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(stats, indent=1, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, meta / "corpus_stats.json")
+    return report

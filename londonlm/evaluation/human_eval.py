@@ -1,0 +1,254 @@
+"""Blind human evaluation: export shuffled samples, import ratings, aggregate with CIs.
+
+Export writes, into one folder:
+- ``ratings_sheet.csv``: one row per item (item_id, prompt, text, empty rating columns) for
+  raters who prefer a spreadsheet;
+- ``rating_form.html``: a self-contained form (no network, no CDN) that shows the same items
+  and downloads the filled ratings as CSV or JSON;
+- ``blind_key.json``: item_id -> model/sample; keep it away from the raters.
+
+Items are shuffled across models and get random ids, so neither order nor id tells a rater
+which model wrote a text. Ratings are 1-5 on each criterion in :data:`CRITERIA`.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import random
+import secrets
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+CRITERIA = ("fluency", "period_authenticity", "coherence")
+SCALE = (1, 5)
+CRITERIA_HELP = {
+    "fluency": "Is it grammatical, readable English (of any period)?",
+    "period_authenticity": "Does it read like a text written in London between 1500 and 1900 "
+                           "(vocabulary, spelling, subjects, no modern notions)?",
+    "coherence": "Does it follow on from the prompt and hang together?",
+}
+
+
+class RatingsError(ValueError):
+    """Malformed ratings file or key; the message says what to fix."""
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: str | Path,
+                 seed: int | None = None, title: str = "londonlm human evaluation") -> dict:
+    """Write the blind sheet, form and key for ``samples`` = {model_name: [{"prompt", "text"}]}.
+
+    Returns the paths written and the number of items."""
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    items, key = [], {}
+    used: set[str] = set()
+    for model, rows in samples.items():
+        for i, r in enumerate(rows):
+            while True:  # random ids leak nothing about model or order
+                iid = (f"{rng.getrandbits(32):08x}" if seed is not None else secrets.token_hex(4))
+                if iid not in used:
+                    used.add(iid)
+                    break
+            items.append({"item_id": iid, "prompt": r.get("prompt", ""), "text": r["text"]})
+            key[iid] = {"model": model, "index": i}
+    if not items:
+        raise RatingsError("no samples to export")
+    rng.shuffle(items)
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["item_id", "prompt", "text", *CRITERIA, "comment"])
+    for it in items:
+        w.writerow([it["item_id"], it["prompt"], it["text"], *[""] * len(CRITERIA), ""])
+    paths = {"sheet": out / "ratings_sheet.csv", "form": out / "rating_form.html",
+             "key": out / "blind_key.json"}
+    _atomic_write(paths["sheet"], buf.getvalue())
+    _atomic_write(paths["form"], render_form(items, title))
+    _atomic_write(paths["key"], json.dumps({"format_version": 1, "criteria": list(CRITERIA),
+                                            "scale": list(SCALE), "items": key}, indent=2))
+    return {"items": len(items), **{k: str(v) for k, v in paths.items()}}
+
+
+def render_form(items: Sequence[Mapping[str, str]], title: str) -> str:
+    """A standalone HTML page: items, 1-5 radio buttons per criterion, CSV/JSON download."""
+    data = json.dumps(items, ensure_ascii=False).replace("</", "<\\/")
+    crit = json.dumps(list(CRITERIA))
+    helptext = "".join(f"<li><b>{html.escape(c.replace('_', ' '))}</b>: "
+                       f"{html.escape(CRITERIA_HELP[c])}</li>" for c in CRITERIA)
+    lo, hi = SCALE
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body{{font-family:Georgia,serif;max-width:52em;margin:2em auto;padding:0 1em;color:#222}}
+.item{{border:1px solid #ccc;border-radius:6px;padding:1em;margin:1em 0}}
+.prompt{{color:#555}} .text{{white-space:pre-wrap;background:#faf8f2;padding:.5em}}
+.crit{{margin:.3em 0}} label{{margin-right:.8em}} button{{margin:.5em .5em 0 0;padding:.4em 1em}}
+#status{{color:#555}}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Rate each text from {lo} (poor) to {hi} (excellent). The texts come from different
+models in random order. The <i>prompt</i> is the given opening; rate only the continuation.</p>
+<ul>{helptext}</ul>
+<p>Rater name or initials: <input id="rater" size="20"></p>
+<div id="items"></div>
+<button onclick="dl('csv')">Download ratings (CSV)</button>
+<button onclick="dl('json')">Download ratings (JSON)</button>
+<span id="status"></span>
+<script>
+const ITEMS = {data};
+const CRITERIA = {crit};
+const LO = {lo}, HI = {hi};
+const box = document.getElementById('items');
+ITEMS.forEach((it, n) => {{
+  const d = document.createElement('div'); d.className = 'item';
+  const h = document.createElement('h3'); h.textContent = 'Item ' + (n + 1) + ' (' + it.item_id + ')';
+  const p = document.createElement('div'); p.className = 'prompt'; p.textContent = 'Prompt: ' + it.prompt;
+  const t = document.createElement('div'); t.className = 'text'; t.textContent = it.text;
+  d.append(h, p, t);
+  CRITERIA.forEach(c => {{
+    const row = document.createElement('div'); row.className = 'crit';
+    row.append(c.replace('_', ' ') + ': ');
+    for (let v = LO; v <= HI; v++) {{
+      const l = document.createElement('label'); const r = document.createElement('input');
+      r.type = 'radio'; r.name = it.item_id + '|' + c; r.value = v; l.append(r, ' ' + v); row.append(l);
+    }}
+    d.append(row);
+  }});
+  const cm = document.createElement('input'); cm.size = 60; cm.id = it.item_id + '|comment';
+  cm.placeholder = 'comment (optional)'; d.append(cm);
+  box.append(d);
+}});
+function collect() {{
+  const rater = document.getElementById('rater').value;
+  return ITEMS.map(it => {{
+    const row = {{item_id: it.item_id, rater: rater}};
+    CRITERIA.forEach(c => {{
+      const s = document.querySelector('input[name="' + it.item_id + '|' + c + '"]:checked');
+      row[c] = s ? Number(s.value) : '';
+    }});
+    row.comment = document.getElementById(it.item_id + '|comment').value;
+    return row;
+  }});
+}}
+function q(v) {{ v = String(v); return /[",\\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v; }}
+function dl(kind) {{
+  const rows = collect(); let body, type;
+  if (kind === 'json') {{ body = JSON.stringify(rows, null, 1); type = 'application/json'; }}
+  else {{
+    const cols = ['item_id', 'rater'].concat(CRITERIA, ['comment']);
+    body = cols.join(',') + '\\n' + rows.map(r => cols.map(c => q(r[c])).join(',')).join('\\n') + '\\n';
+    type = 'text/csv';
+  }}
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(new Blob([body], {{type: type}}));
+  a.download = 'ratings.' + kind; a.click();
+  const done = rows.filter(r => CRITERIA.every(c => r[c] !== '')).length;
+  document.getElementById('status').textContent = done + ' of ' + rows.length + ' items fully rated';
+}}
+</script></body></html>
+"""
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise RatingsError(f"ratings file not found: {path}")
+    if path.suffix.lower() == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RatingsError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})")
+        if not isinstance(rows, list):
+            raise RatingsError(f"{path}: expected a JSON list of rating rows")
+        return rows
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def import_ratings(paths: Iterable[str | Path], key_path: str | Path) -> list[dict]:
+    """Ratings rows joined with the blind key: {item_id, model, rater, <criterion>: int|None}.
+
+    Empty cells are allowed (not rated); values outside the scale or unknown ids are
+    errors naming the file and row."""
+    key_path = Path(key_path)
+    try:
+        key = json.loads(key_path.read_text(encoding="utf-8"))["items"]
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise RatingsError(f"blind key {key_path} unreadable ({e}); use the blind_key.json "
+                           f"written by the export")
+    out = []
+    for p in paths:
+        p = Path(p)
+        for n, row in enumerate(_read_rows(p), 2 if p.suffix.lower() != ".json" else 1):
+            iid = str(row.get("item_id", "")).strip()
+            if iid not in key:
+                raise RatingsError(f"{p} row {n}: unknown item_id {iid!r} (not in {key_path.name})")
+            rec = {"item_id": iid, "model": key[iid]["model"], "rater": row.get("rater") or p.stem}
+            for c in CRITERIA:
+                v = row.get(c, "")
+                if v in ("", None):
+                    rec[c] = None
+                    continue
+                try:
+                    fv = float(v)
+                except (TypeError, ValueError):
+                    raise RatingsError(f"{p} row {n}: {c}={v!r} is not a number")
+                if not (SCALE[0] <= fv <= SCALE[1]):
+                    raise RatingsError(f"{p} row {n}: {c}={v!r} is outside {SCALE[0]}-{SCALE[1]}")
+                rec[c] = fv
+            out.append(rec)
+    return out
+
+
+def mean_ci(values: Sequence[float], method: str = "bootstrap", confidence: float = 0.95,
+            n_boot: int = 2000, seed: int = 0) -> dict:
+    """Mean with a confidence interval: percentile bootstrap or Student t."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "low": None, "high": None}
+    m = sum(values) / n
+    if n == 1:
+        return {"n": 1, "mean": m, "low": None, "high": None}
+    alpha = 1 - confidence
+    if method == "t":
+        sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
+        try:
+            from scipy.stats import t as _t
+
+            q = float(_t.ppf(1 - alpha / 2, n - 1))
+        except ImportError:  # normal approximation; fine for the n of a rating study
+            from statistics import NormalDist
+
+            q = NormalDist().inv_cdf(1 - alpha / 2)
+        half = q * sd / math.sqrt(n)
+        return {"n": n, "mean": m, "low": m - half, "high": m + half}
+    if method != "bootstrap":
+        raise ValueError(f"method must be 'bootstrap' or 't', got {method!r}")
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(n_boot))
+    lo = means[int(alpha / 2 * n_boot)]
+    hi = means[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
+    return {"n": n, "mean": m, "low": lo, "high": hi}
+
+
+def aggregate(rows: Sequence[Mapping], method: str = "bootstrap", confidence: float = 0.95,
+              n_boot: int = 2000, seed: int = 0) -> dict:
+    """{model: {criterion: {n, mean, low, high}}} over all raters' ratings."""
+    models = sorted({r["model"] for r in rows})
+    return {m: {c: mean_ci([r[c] for r in rows if r["model"] == m and r.get(c) is not None],
+                           method, confidence, n_boot, seed)
+                for c in CRITERIA}
+            for m in models}

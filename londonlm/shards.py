@@ -1,0 +1,215 @@
+"""Sharding: split the work into N shards that run apart (other machines, other days), each
+resumable, and a merge that combines them into the one corpus.
+
+A unit of work (a Gutenberg source, an archive.org item, a local file) belongs to shard
+``sha256(key) mod N``. Each shard writes under ``processed/shards/shard-K-of-N/``:
+``texts/<id>.txt`` for accepted documents and ``staged.jsonl``, one line per document seen
+(accepted or rejected, with its MinHash signature), appended *after* the text is on disk so
+a crash loses at most the document in flight; a re-run skips ids already staged. ``done.json``
+marks a finished shard.
+
+``merge_shards`` reads every staged row, dedups across all shards (exact + MinHash, see
+``dedup``), assigns splits, hard-links the kept texts into ``processed/texts/`` and writes
+``manifest.jsonl``, ``rejections.jsonl`` and ``duplicates.json``. Rows are sorted by id and
+dedup ties are broken by id, so 2 shards give byte-identical outputs to 1 shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .dedup import THRESHOLD, find_duplicates
+
+SHARDS_DIR = "shards"
+# keys that exist for merging only and stay out of the final manifest
+_STAGING_KEYS = ("minhash", "status", "staged_path", "preview")
+
+
+class ShardError(RuntimeError):
+    """A merge was asked for while a shard is missing or unfinished; the message names the fix."""
+
+
+def in_shard(key: str, shard: int, num_shards: int) -> bool:
+    if num_shards <= 1:
+        return True
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16) % num_shards == shard
+
+
+def shard_dir(processed_dir: str | Path, shard: int, num_shards: int) -> Path:
+    return Path(processed_dir) / SHARDS_DIR / f"shard-{shard:03d}-of-{num_shards:03d}"
+
+
+def split_for(doc_id: str, validation_percent: float) -> str:
+    """The corpus's one split rule (hash of the id), so sharded and unsharded runs agree."""
+    from .corpus import assign_split  # local: corpus imports cleaning, which is heavier
+
+    return assign_split(doc_id, validation_percent)
+
+
+def _atomic_write(path: Path, data: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file; a torn last line (crash mid-write) is ignored."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
+class ShardWriter:
+    """Append-only, crash-safe output of one shard."""
+
+    def __init__(self, processed_dir: str | Path, shard: int = 0, num_shards: int = 1):
+        self.dir = shard_dir(processed_dir, shard, num_shards)
+        self.texts = self.dir / "texts"
+        self.texts.mkdir(parents=True, exist_ok=True)
+        self.staged = self.dir / "staged.jsonl"
+        self.done_marker = self.dir / "done.json"
+        self.seen: set[str] = {r["id"] for r in read_jsonl(self.staged)}
+        self._f = None
+
+    def __enter__(self) -> "ShardWriter":
+        # a torn last line from a crash is dropped so the next append starts on a fresh line
+        if self.staged.exists():
+            data = self.staged.read_bytes()
+            if data and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                with open(self.staged, "r+b") as f:
+                    f.truncate(cut)
+        self._f = open(self.staged, "a", encoding="utf-8")
+        if self.done_marker.exists():
+            self.done_marker.unlink()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._f:
+            self._f.close()
+            self._f = None
+
+    def write(self, row: dict[str, Any], text: str | None) -> None:
+        if text is not None:
+            path = self.texts / f"{row['id']}.txt"
+            _atomic_write(path, text)
+        self._f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        self._f.flush()
+        self.seen.add(row["id"])
+
+    def mark_done(self, stats: dict[str, Any]) -> None:
+        _atomic_write(self.done_marker, json.dumps(stats, indent=1, sort_keys=True))
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        if dst.stat().st_size == src.stat().st_size and os.path.samefile(src, dst):
+            return
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def list_shards(processed_dir: str | Path, num_shards: int) -> list[Path]:
+    return [shard_dir(processed_dir, k, num_shards) for k in range(num_shards)]
+
+
+def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_percent: float = 5.0,
+                 threshold: float = THRESHOLD, split_fn: Callable[[str, float], str] | None = None,
+                 require_done: bool = True) -> dict[str, Any]:
+    """Combine the shard outputs into ``manifest.jsonl`` + ``texts/`` + ``rejections.jsonl``."""
+    processed = Path(processed_dir)
+    split_fn = split_fn or split_for
+    accepted: dict[str, dict[str, Any]] = {}
+    rejected: list[dict[str, Any]] = []
+    for d in list_shards(processed, num_shards):
+        if not d.exists() or (require_done and not (d / "done.json").exists()):
+            k = int(d.name.split("-")[1])
+            raise ShardError(f"shard {k} of {num_shards} is missing or unfinished ({d}); "
+                             f"run the collection with --shard {k} --num_shards {num_shards} first")
+        for row in read_jsonl(d / "staged.jsonl"):
+            row["staged_path"] = str(d / "texts" / f"{row['id']}.txt")
+            if row.get("status") == "accepted":
+                if row["id"] in accepted:
+                    rejected.append({**_reject_view(row), "reason": "duplicate_id",
+                                     "detail": "another document already has this id"})
+                else:
+                    accepted[row["id"]] = row
+            else:
+                rejected.append(row)
+    decisions, clusters = find_duplicates(accepted.values(), threshold=threshold)
+    for dec in decisions:
+        row = accepted.pop(dec.id)
+        rejected.append({**_reject_view(row), "reason": dec.reason, "reasons": [dec.reason],
+                         "detail": f"duplicate of {dec.kept_id} (similarity {dec.similarity})",
+                         "duplicate_of": dec.kept_id, "cluster": dec.cluster})
+    texts = processed / "texts"
+    texts.mkdir(parents=True, exist_ok=True)
+    manifest_rows = []
+    for doc_id in sorted(accepted):
+        row = accepted[doc_id]
+        _link_or_copy(Path(row["staged_path"]), texts / f"{doc_id}.txt")
+        out = {k: v for k, v in row.items() if k not in _STAGING_KEYS}
+        out.pop("reason", None)
+        out["split"] = split_fn(doc_id, validation_percent)
+        out["path"] = f"texts/{doc_id}.txt"
+        manifest_rows.append(out)
+    _ensure_both_splits(manifest_rows, validation_percent)
+    keep_names = {f"{r['id']}.txt" for r in manifest_rows}
+    for p in texts.glob("*.txt"):
+        if p.name not in keep_names:  # stale output of an earlier run
+            p.unlink()
+    rejected = sorted(({k: v for k, v in r.items() if k not in ("minhash", "status", "staged_path")}
+                       for r in rejected),
+                      key=lambda r: (str(r.get("id")), str(r.get("reason"))))
+    _atomic_write(processed / "rejections.jsonl",
+                  "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejected))
+    _atomic_write(processed / "duplicates.json", json.dumps(clusters, indent=1, sort_keys=True))
+    # the manifest is written last: its presence means the corpus is complete
+    _atomic_write(processed / "manifest.jsonl",
+                  "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in manifest_rows))
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    return {"documents": len(manifest_rows), "rejected": len(rejected), "rejections_by_reason": reasons,
+            "duplicate_clusters": len(clusters), "num_shards": num_shards}
+
+
+def _ensure_both_splits(rows: list[dict[str, Any]], validation_percent: float) -> None:
+    """With few documents the hash split can leave a split empty; then the document whose
+    id hash is closest to the boundary moves over (same rule as ``londonlm.corpus``)."""
+    if len(rows) < 2 or validation_percent <= 0:
+        return
+    splits = {r["split"] for r in rows}
+    if splits == {"train", "validation"}:
+        return
+    key = lambda r: hashlib.sha256(r["id"].encode()).hexdigest()  # noqa: E731
+    if "validation" not in splits:
+        min(rows, key=key)["split"] = "validation"
+    else:
+        max(rows, key=key)["split"] = "train"
+
+
+def _reject_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A rejection record for a row that had been accepted before dedup."""
+    keys = ("id", "source", "source_kind", "title", "author", "year", "url", "london", "repairs", "preview",
+            "chars", "reason", "reasons", "detail", "duplicate_of", "cluster")
+    return {k: row[k] for k in keys if k in row}

@@ -1,0 +1,84 @@
+"""Human evaluation: blind export (CSV + self-contained HTML + separate key), import of filled
+ratings, aggregation with confidence intervals."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+
+from londonlm.evaluation.human_eval import (CRITERIA, RatingsError, aggregate, export_blind,
+                                            import_ratings, mean_ci)
+
+SAMPLES = {
+    "model-A": [{"prompt": f"p{i}", "text": f"alpha text {i}"} for i in range(6)],
+    "model-B": [{"prompt": f"p{i}", "text": f"beta text {i}"} for i in range(6)],
+}
+
+
+def test_export_is_blind_and_self_contained(tmp_path):
+    info = export_blind(SAMPLES, tmp_path, seed=0)
+    assert info["items"] == 12
+    sheet = (tmp_path / "ratings_sheet.csv").read_text()
+    form = (tmp_path / "rating_form.html").read_text()
+    assert "model-A" not in sheet and "model-A" not in form
+    assert not re.search(r"(src|href)=\"https?://", form) and "cdn" not in form.lower()
+    assert "new Blob" in form and "a.download" in form
+    rows = list(csv.DictReader(open(tmp_path / "ratings_sheet.csv")))
+    order = [r["text"].split()[0] for r in rows]
+    assert order != sorted(order)  # shuffled across models
+    key = json.loads((tmp_path / "blind_key.json").read_text())["items"]
+    assert {r["item_id"] for r in rows} == set(key)
+
+
+def test_round_trip_csv_and_json(tmp_path):
+    export_blind(SAMPLES, tmp_path, seed=1)
+    key = json.loads((tmp_path / "blind_key.json").read_text())["items"]
+    rows = list(csv.DictReader(open(tmp_path / "ratings_sheet.csv")))
+    # rater 1 (CSV): model A gets 4s, B gets 2s; rater 2 (JSON, as the form downloads)
+    with open(tmp_path / "r1.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            v = "4" if key[r["item_id"]]["model"] == "model-A" else "2"
+            w.writerow({**r, **{c: v for c in CRITERIA}})
+    js = [{"item_id": r["item_id"], "rater": "r2",
+           **{c: (5 if key[r["item_id"]]["model"] == "model-A" else 1) for c in CRITERIA},
+           "comment": ""} for r in rows]
+    js[0]["fluency"] = ""  # unrated cell
+    (tmp_path / "r2.json").write_text(json.dumps(js))
+    got = import_ratings([tmp_path / "r1.csv", tmp_path / "r2.json"], tmp_path / "blind_key.json")
+    assert len(got) == 24
+    agg = aggregate(got, method="bootstrap", n_boot=500)
+    a, b = agg["model-A"]["coherence"], agg["model-B"]["coherence"]
+    assert a["mean"] == pytest.approx(4.5) and b["mean"] == pytest.approx(1.5)
+    assert a["low"] <= a["mean"] <= a["high"] and b["high"] < a["low"]
+    assert agg["model-A"]["fluency"]["n"] + agg["model-B"]["fluency"]["n"] == 23
+    t = aggregate(got, method="t")["model-A"]["coherence"]
+    assert t["low"] < 4.5 < t["high"]
+
+
+def test_bad_ratings_are_named(tmp_path):
+    export_blind(SAMPLES, tmp_path, seed=2)
+    rows = list(csv.DictReader(open(tmp_path / "ratings_sheet.csv")))
+    bad = tmp_path / "bad.csv"
+    with open(bad, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerow({**rows[0], "fluency": "7"})
+    with pytest.raises(RatingsError, match=r"row 2: fluency='7' is outside 1-5"):
+        import_ratings([bad], tmp_path / "blind_key.json")
+    unknown = tmp_path / "u.json"
+    unknown.write_text(json.dumps([{"item_id": "zzz", "fluency": 3}]))
+    with pytest.raises(RatingsError, match="unknown item_id 'zzz'"):
+        import_ratings([unknown], tmp_path / "blind_key.json")
+
+
+def test_mean_ci_edge_cases():
+    assert mean_ci([])["mean"] is None
+    assert mean_ci([3.0])["low"] is None
+    r = mean_ci([2.0, 4.0], method="t")
+    assert r["mean"] == 3.0 and r["low"] < 2.0 and r["high"] > 4.0
+    with pytest.raises(ValueError):
+        mean_ci([1.0, 2.0], method="magic")

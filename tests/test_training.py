@@ -1,0 +1,141 @@
+"""Training stage: exact resume, checkpoint validation, signals, distributed, errors."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import config
+from londonlm.train_cli import main as train_main
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def train(root, *argv):
+    return train_main(["--preset", "micro", "--root", str(root), "--report_to", "none",
+                       "--disable_tqdm", "true", *argv],
+                      presets={k: config.asdict(v) for k, v in config.PRESETS.items()},
+                      default_preset="micro", get_paths=config.get_paths,
+                      tokenizer_name=config.TOKENIZER.name, seed=config.TRAINING.seed,
+                      wandb_project="londonlm-test")
+
+
+def losses(ckpt: Path):
+    st = json.loads((ckpt / "trainer_state.json").read_text())
+    return [(h["step"], h["loss"]) for h in st["log_history"] if "loss" in h]
+
+
+@pytest.fixture
+def root(micro_root, tmp_path):
+    dst = tmp_path / "root"
+    shutil.copytree(micro_root, dst)
+    return dst
+
+
+def run_dir(root, name="micro"):
+    return root / "09_models" / "checkpoints" / name
+
+
+def test_resume_is_exact(root):
+    common = ["--max_steps", "12", "--logging_steps", "1", "--save_steps", "6", "--eval_steps", "100"]
+    assert train(root, *common, "--run_name_dir", "a") == 0
+    assert train(root, *common, "--run_name_dir", "b", "--stop_after_steps", "6") == 0
+    b = run_dir(root, "b")
+    assert (b / "checkpoint-6").is_dir() and not (b / "final").exists()
+    info = json.loads((b / "run_info.json").read_text())
+    assert "stop_after_steps" in info["interrupted"]
+    assert train(root, *common, "--run_name_dir", "b") == 0  # auto-resume from checkpoint-6
+    la, lb = losses(run_dir(root, "a") / "checkpoint-12"), losses(b / "checkpoint-12")
+    assert [s for s, _ in la] == [s for s, _ in lb] == list(range(1, 13))
+    for (_, x), (_, y) in zip(la, lb):
+        assert abs(x - y) <= 1e-5, (la, lb)
+    info = json.loads((b / "run_info.json").read_text())
+    assert info["resumed_from"].endswith("checkpoint-6")
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(b / "final"))
+
+
+def test_corrupt_checkpoint_skipped_and_unknown_name(root, capsys):
+    common = ["--max_steps", "4", "--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
+    assert train(root, *common) == 0
+    rd = run_dir(root)
+    w = rd / "checkpoint-4" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])  # truncated weights
+    assert train(root, "--max_steps", "6", "--save_steps", "2", "--eval_steps", "100") == 0
+    out = capsys.readouterr().out
+    assert "skipping incomplete or corrupt checkpoint" in out and "checkpoint-4" in out
+    assert "resuming from" in out and "checkpoint-2" in out
+    rc = train(root, "--max_steps", "6", "--resume_from_checkpoint", "checkpoint-3000")
+    err = capsys.readouterr().err
+    assert rc == 2 and "checkpoint-3000" in err and "available:" in err and "checkpoint-2" in err
+
+
+def test_fresh_moves_old_run_aside(root, capsys):
+    assert train(root, "--max_steps", "2", "--save_steps", "2", "--eval_steps", "100") == 0
+    assert train(root, "--max_steps", "2", "--save_steps", "2", "--eval_steps", "100", "--fresh") == 0
+    aside = list((root / "09_models" / "checkpoints").glob("micro.previous-*"))
+    assert len(aside) == 1 and (aside[0] / "checkpoint-2").is_dir() and (aside[0] / "final").is_dir()
+    assert "previous run moved to" in capsys.readouterr().out
+
+
+def test_bad_values_fail_fast(root, capsys):
+    assert train(root, "--n_embd", "30", "--n_head", "4") == 2
+    assert "not divisible" in capsys.readouterr().err
+    assert train(root, "--use_pretokenized", "--no_pretokenized") == 2
+    assert train(root, "--vocab_size", "999") == 2
+    assert "differs from the tokenizer" in capsys.readouterr().err
+    assert train(root, "--use_pretokenized", "--run_name_dir", "nocache") == 2
+    assert "--use_pretokenized" in capsys.readouterr().err
+    assert train(root, "--preset", "nope") == 2
+
+
+def _script(root, *argv, **kw):
+    env = {**os.environ, "LONDONLM_ROOT": str(root), "WANDB_MODE": "disabled",
+           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([PY, str(REPO / "04_training" / "train_model_slm.py"), "--preset", "micro",
+                             "--report_to", "none", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=kw.get("cwd", "/"))
+
+
+def test_sigterm_saves_checkpoint(root):
+    p = _script(root, "--max_steps", "100000", "--save_steps", "100000", "--eval_steps", "100000",
+                "--logging_steps", "1", "--disable_tqdm", "true")
+    log = root / "04_training" / "model_training.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "step 3/" in log.read_text()):
+        time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=120)
+    ckpts = list(run_dir(root).glob("checkpoint-*"))
+    assert len(ckpts) == 1, out
+    info = json.loads((run_dir(root) / "run_info.json").read_text())
+    assert "SIGTERM" in info["interrupted"] and "resume_training.sh" in out
+    from londonlm.checkpoints import checkpoint_problem
+
+    assert checkpoint_problem(ckpts[0]) is None
+
+
+def test_torchrun_two_processes_then_resume_with_one(root):
+    env = {**os.environ, "LONDONLM_ROOT": str(root), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           str(REPO / "04_training" / "train_model_slm.py"), "--preset", "micro", "--report_to", "none",
+           "--max_steps", "4", "--save_steps", "2", "--eval_steps", "100", "--disable_tqdm", "true",
+           "--ddp_backend", "gloo", "--stop_after_steps", "2"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd="/")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rd = run_dir(root)
+    assert (rd / "checkpoint-2").is_dir()
+    info = json.loads((rd / "run_info.json").read_text())
+    assert info["world_size"] == 2
+    p = _script(root, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "100", "--disable_tqdm", "true")
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out[-3000:]
+    assert "resuming from" in out and (rd / "final" / "model.safetensors").exists()
+    assert json.loads((rd / "run_info.json").read_text())["global_step"] == 4
