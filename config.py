@@ -75,8 +75,9 @@ class CorpusDefaults:
     year_min: int = 1500              # period filter: documents dated outside are rejected
     year_max: int = 1900
     min_chars: int = 200              # shorter documents carry too little text to learn from
-    sample_name: str = "first_folio"  # the embedded offline sample used when no source is given
     workers: int = 4                  # download/cleaning concurrency
+    download_interval_s: float = 1.0  # seconds between requests to one host: Gutenberg and archive.org ask robots to be gentle
+    download_retries: int = 5         # retries (exponential backoff, Retry-After honoured) before a file counts as failed
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,18 @@ class TokenizerDefaults:
 @dataclass(frozen=True)
 class TrainingDefaults:
     seed: int = 42
-    report_to: str = "tensorboard"       # also "wandb" (project/entity from WANDB_* env) or "none"
     wandb_project: str = "londonlm"
     dataloader_workers: int = 2          # GPU only; 0 on CPU where workers only add overhead
+    # Learning-rate finder (04_training/find_lr.py): one exponential ramp min -> max.
+    lr_find_min_lr: float = 1e-6         # far below any useful rate: the curve starts flat
+    lr_find_max_lr: float = 1.0          # far above: AdamW on GPT-2 diverges well before this
+    lr_find_steps: int = 100             # 1/5 of the tiny preset's 500 steps; ~17 points per decade
+    lr_find_smoothing: float = 0.9       # EMA of the loss; ~10-step window suits a 100-step ramp
+    lr_find_diverge_factor: float = 4.0  # stop once the smoothed loss is 4x its minimum
+    # Hyperparameter grid (10_scripts/run_grid.py), relative to the preset's values so one
+    # default grid fits every preset: 3 learning rates x 2 batch sizes = 6 runs.
+    grid_lr_factors: tuple = (0.5, 1.0, 2.0)
+    grid_batch_factors: tuple = (0.5, 1.0)
 
 
 @dataclass(frozen=True)

@@ -1,43 +1,108 @@
 #!/usr/bin/env python3
-"""Collect the corpus: the embedded offline sample (1623 First Folio) and/or a local
-folder of .txt files; clean, check and write texts + manifest.jsonl + statistics.
+"""Collect the corpus: registry sources (Project Gutenberg, archive.org, Old Bailey, ...), a local
+folder and/or the embedded offline sample; clean, filter, dedup and write texts + manifest.jsonl
++ rejections + statistics.
 
+    python 02_data_collection/historical_data_collector.py                      # offline sample
     python 02_data_collection/historical_data_collector.py --source_dir my_scans/
+    python 02_data_collection/historical_data_collector.py --sources pg_oliver_twist,pg_bleak_house
+    python 02_data_collection/historical_data_collector.py --all_sources --workers 8
+    python 02_data_collection/historical_data_collector.py --all_sources --shard 0 --num_shards 4
+    python 02_data_collection/historical_data_collector.py --all_sources --merge --num_shards 4
+    python 02_data_collection/historical_data_collector.py --list
 """
 import argparse
 import sys
 
 import config
 from londonlm.corpus import CorpusError, build_corpus
+from londonlm.sources import KINDS, RegistryError, load_registry
+from londonlm.collect import select_sources
+
+
+def parse_base_urls(values, p) -> dict:
+    out = {}
+    for v in values or []:
+        kind, sep, url = v.partition("=")
+        if not sep or kind not in KINDS or not url:
+            p.error(f"--base_url wants KIND=URL with KIND one of {', '.join(sorted(KINDS))}; got {v!r}")
+        out[kind] = url
+    return out
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--source_dir", help="folder of .txt files to add (recursively)")
-    p.add_argument("--sample", action="store_true",
-                   help="include the embedded sample even when --source_dir is given")
-    p.add_argument("--sample_limit_chars", type=int,
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[4:]))
+    g = p.add_argument_group("what to collect (default: the embedded offline sample)")
+    g.add_argument("--sources", help="comma-separated registry ids or kinds (e.g. pg_oliver_twist,old_bailey)")
+    g.add_argument("--all_sources", action="store_true", help="every enabled entry of the registry")
+    g.add_argument("--max_sources", type=int, help="only the first N selected registry entries")
+    g.add_argument("--registry", help="registry file (default 02_data_collection/data_sources.yaml)")
+    g.add_argument("--list", action="store_true", help="list the registry's sources and exit")
+    g.add_argument("--source_dir", help="folder of .txt/.xml/.html files to add (recursively)")
+    g.add_argument("--default_year", type=int,
+                   help="year for --source_dir files whose name has no date (and no MANIFEST.tsv)")
+    g.add_argument("--sample", action="store_true",
+                   help="include the embedded sample even when other sources are given")
+    g.add_argument("--sample_limit_chars", type=int,
                    help="take only the first N characters' worth of sample documents")
-    p.add_argument("--default_year", type=int,
-                   help="year for local files whose name has no 15xx-19xx year")
-    p.add_argument("--validation_percent", type=float, default=config.CORPUS.validation_percent)
-    p.add_argument("--min_chars", type=int, default=config.CORPUS.min_chars)
-    p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
-    p.add_argument("--overwrite", action="store_true", help="rebuild even when current")
+    r = p.add_argument_group("how")
+    r.add_argument("--offline", action="store_true", help="download nothing; use files already downloaded")
+    r.add_argument("--workers", type=int, default=config.CORPUS.workers,
+                   help="download threads and cleaning processes (1 = in this process)")
+    r.add_argument("--shard", type=int, help="run only shard K of --num_shards (merge later with --merge)")
+    r.add_argument("--num_shards", type=int, default=1)
+    r.add_argument("--merge", action="store_true", help="merge finished shards into the corpus")
+    r.add_argument("--base_url", action="append", metavar="KIND=URL",
+                   help="override a source kind's host, e.g. gutenberg=https://mirror.example (repeatable)")
+    r.add_argument("--download_interval", type=float, default=config.CORPUS.download_interval_s,
+                   help="seconds between requests to one host (be gentle with public servers)")
+    r.add_argument("--validation_percent", type=float, default=config.CORPUS.validation_percent)
+    r.add_argument("--min_chars", type=int, default=config.CORPUS.min_chars)
+    r.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
+    r.add_argument("--overwrite", action="store_true", help="rebuild even when current")
+    r.add_argument("--progress", action="store_true", help="show progress bars")
     a = p.parse_args(argv)
     if not 0 <= a.validation_percent < 100:
         p.error("--validation_percent must be in [0, 100)")
+    if a.num_shards < 1 or (a.shard is not None and not 0 <= a.shard < a.num_shards):
+        p.error(f"--shard must be in [0, {a.num_shards - 1}] for --num_shards {a.num_shards}")
+    if a.shard is not None and a.merge:
+        p.error("--merge combines every shard; leave out --shard")
+    if a.workers < 1:
+        p.error("--workers must be >= 1")
     paths = config.get_paths(a.root)
+    registry = a.registry or paths.registry_file
+    use_registry = bool(a.sources or a.all_sources or a.max_sources or a.registry or a.list)
+    entries = []
     try:
-        build_corpus(paths.processed_dir, paths.metadata_dir, source_dir=a.source_dir,
-                     use_sample=True if a.sample else None,
-                     sample_limit_chars=a.sample_limit_chars,
-                     validation_percent=a.validation_percent, min_chars=a.min_chars,
-                     year_range=(config.CORPUS.year_min, config.CORPUS.year_max),
-                     default_year=a.default_year, overwrite=a.overwrite)
-    except CorpusError as e:
+        if use_registry:
+            all_entries = load_registry(registry)
+            if a.list:
+                for e in all_entries:
+                    flag = "" if e.get("enabled", True) else "  (disabled)"
+                    year = e.get("year") or e.get("year_range") or ""
+                    print(f"{e['id']:<40} {e['kind']:<12} {year!s:<12} {str(e.get('title', ''))[:60]}{flag}")
+                return 0
+            wanted = [s.strip() for s in (a.sources or "").split(",") if s.strip()]
+            entries = select_sources(all_entries, wanted or None, a.max_sources)
+        counts = build_corpus(
+            paths.processed_dir, paths.metadata_dir, source_dir=a.source_dir,
+            use_sample=True if a.sample else None, sample_limit_chars=a.sample_limit_chars,
+            validation_percent=a.validation_percent, min_chars=a.min_chars,
+            year_range=(config.CORPUS.year_min, config.CORPUS.year_max), default_year=a.default_year,
+            overwrite=a.overwrite, entries=entries, downloads_dir=paths.downloads_dir, offline=a.offline,
+            workers=a.workers, shard=a.shard, num_shards=a.num_shards, merge_only=a.merge,
+            base_urls=parse_base_urls(a.base_url, p), progress=a.progress,
+            download_options={"per_host_interval": a.download_interval,
+                              "max_retries": config.CORPUS.download_retries})
+    except (CorpusError, RegistryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if a.shard is None:
+        print(f"corpus: {paths.processed_dir / 'manifest.jsonl'} ({counts.get('documents')} documents); "
+              f"statistics in {paths.metadata_dir / 'corpus_stats.json'}")
     return 0
 
 

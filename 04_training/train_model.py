@@ -15,5 +15,6 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], presets={k: config.asdict(v) for k, v in config.PRESETS.items()},
                   default_preset="regular", get_paths=config.get_paths,
                   tokenizer_name=config.TOKENIZER.name, seed=config.TRAINING.seed,
-                  wandb_project=config.TRAINING.wandb_project, prog="train_model.py",
+                  wandb_project=config.TRAINING.wandb_project,
+                  dataloader_workers=config.TRAINING.dataloader_workers, prog="train_model.py",
                   description=__doc__.splitlines()[0]))

@@ -21,4 +21,5 @@ from londonlm.evaluation.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], get_paths=config.get_paths, presets=list(config.PRESETS),
-                  default_preset=config.DEFAULT_PRESET, prog="run_evaluation.py"))
+                  default_preset=config.DEFAULT_PRESET, prog="run_evaluation.py",
+                  default_mode=config.EVALUATION.mode))

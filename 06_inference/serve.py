@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port must be in 0-65535, got {args.port}", file=sys.stderr)
+        return 2
     import uvicorn
     from transformers.utils import logging as hf_logging
 

@@ -53,7 +53,8 @@ def main(argv=None) -> int:
         return train_main(targv, presets={k: config.asdict(v) for k, v in config.PRESETS.items()},
                           default_preset=a.preset, get_paths=config.get_paths,
                           tokenizer_name=config.TOKENIZER.name, seed=config.TRAINING.seed,
-                          wandb_project=config.TRAINING.wandb_project)
+                          wandb_project=config.TRAINING.wandb_project,
+                          dataloader_workers=config.TRAINING.dataloader_workers)
     try:
         run_pipeline(plan, train)
     except Exception as e:  # every stage raises errors whose message names the fix

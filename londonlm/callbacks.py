@@ -118,3 +118,39 @@ class EvalLossOnlyCallback(TrainerCallback):
 
         if metrics and "eval_loss" in metrics:
             metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
+
+
+class SaveBestCallback(TrainerCallback):
+    """--save_best: every evaluation that lowers the validation loss forces a checkpoint at
+    that step, and that checkpoint's model (no optimizer state) is copied to ``best/`` with
+    ``best_info.json``, so the best model outlives checkpoint rotation and interruptions."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        loss = (metrics or {}).get("eval_loss")
+        # state.best_metric is still the previous best here (the Trainer updates it after)
+        if loss is not None and state.global_step > 0 and (
+                state.best_metric is None or loss < state.best_metric):
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kw):
+        import shutil
+
+        from .checkpoints import BEST_INFO
+
+        if not state.is_world_process_zero or state.best_global_step != state.global_step:
+            return
+        src = self.run_dir / f"checkpoint-{state.global_step}"
+        if not src.is_dir():
+            return
+        tmp, best = self.run_dir / ".best.tmp", self.run_dir / "best"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(
+            "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth"))
+        (tmp / BEST_INFO).write_text(json.dumps(
+            {"checkpoint": src.name, "step": state.global_step, "eval_loss": state.best_metric,
+             "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+        shutil.rmtree(best, ignore_errors=True)
+        tmp.rename(best)

@@ -47,13 +47,6 @@ def main(argv: list[str], get_paths: Callable, default_preset: str, presets: lis
     if a.list_checkpoints:
         print(f"checkpoints in {run_dir}:")
         print(describe_checkpoints(run_dir))
-        from .checkpoints import best_checkpoint
-
-        best = best_checkpoint(run_dir)
-        if best is not None:
-            print(f"best (lowest validation loss): {best.name}")
-        if (run_dir / "final").is_dir():
-            print("final: final/")
         return 0
     try:
         path = resolve_model_path(a.checkpoint or "latest", run_dir)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+BEST_INFO = "best_info.json"  # in best/: which checkpoint it copies, its step and validation loss
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -97,9 +98,34 @@ def best_checkpoint(run_dir: str | Path) -> Path | None:
     return None
 
 
+def best_info(run_dir: str | Path) -> dict | None:
+    """Which checkpoint is the run's best: ``{"path", "checkpoint", "step", "eval_loss"}``
+    from ``best/best_info.json`` (--save_best), else from the newest trainer_state.json."""
+    run_dir = Path(run_dir)
+    f = run_dir / "best" / BEST_INFO
+    if f.exists() and checkpoint_problem(run_dir / "best", False) is None:
+        try:
+            return {"path": str(run_dir / "best"), **json.loads(f.read_text())}
+        except ValueError:
+            pass
+    for ck in reversed(list_checkpoints(run_dir)):
+        try:
+            st = json.loads((ck / "trainer_state.json").read_text())
+        except Exception:
+            continue
+        b = st.get("best_model_checkpoint")
+        if b and (run_dir / Path(b).name).is_dir():
+            return {"path": str(run_dir / Path(b).name), "checkpoint": Path(b).name,
+                    "step": checkpoint_step(Path(b)), "eval_loss": st.get("best_metric")}
+        return None
+    return None
+
+
 def describe_checkpoints(run_dir: str | Path) -> str:
-    """One line per checkpoint: name, step, last logged loss, validation loss, validity."""
+    """One line per checkpoint: name, step, last logged loss, validation loss, validity;
+    the best-by-validation-loss one is marked, and best/ and final/ are named."""
     lines = []
+    best = best_info(run_dir)
     for ck in list_checkpoints(run_dir):
         problem = checkpoint_problem(ck)
         loss = eval_loss = "-"
@@ -116,8 +142,16 @@ def describe_checkpoints(run_dir: str | Path) -> str:
 
         when = _dt.datetime.fromtimestamp(ck.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
         status = "ok" if problem is None else f"INVALID: {problem}"
+        mark = "  <- best" if best and best.get("checkpoint") == ck.name else ""
         lines.append(f"{ck.name:<18} step {checkpoint_step(ck):>7}  loss {loss:>8}  "
-                     f"val {eval_loss:>8}  {when}  {status}")
+                     f"val {eval_loss:>8}  {when}  {status}{mark}")
+    if best is not None:
+        ev = best.get("eval_loss")
+        where = "best/ (copy)" if Path(best["path"]).name == "best" else best["checkpoint"]
+        lines.append(f"best: {best.get('checkpoint')} (step {best.get('step')}, val "
+                     f"{ev:.4f}) -> {where}" if ev is not None else f"best: {best.get('checkpoint')}")
+    if (Path(run_dir) / "final").is_dir():
+        lines.append("final: final/")
     return "\n".join(lines) if lines else "(no checkpoints)"
 
 

@@ -122,3 +122,73 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
     tmp.write_text(json.dumps(stats, indent=1, sort_keys=True, default=str), encoding="utf-8")
     os.replace(tmp, meta / "corpus_stats.json")
     return report
+
+
+def format_summary(stats: dict[str, Any], top: int = 15) -> str:
+    """A plain-text summary of ``corpus_stats``: documents, words and characters per source
+    (the ``top`` largest) and per decade, and rejections by reason."""
+    lines = [f"corpus statistics: {stats['documents']} documents, {stats['words']:,} words, "
+             f"{stats['chars']:,} chars; splits {stats.get('splits', {})}",
+             f"  {'source':<36} {'docs':>6} {'words':>12} {'chars':>14}"]
+    src = sorted(stats["by_source"].items(), key=lambda kv: -kv[1]["chars"])
+    for name, v in src[:top]:
+        lines.append(f"  {name[:36]:<36} {v['documents']:>6} {v['words']:>12,} {v['chars']:>14,}")
+    if len(src) > top:
+        rest = src[top:]
+        lines.append(f"  {f'({len(rest)} more sources)':<36} {sum(v['documents'] for _, v in rest):>6} "
+                     f"{sum(v['words'] for _, v in rest):>12,} {sum(v['chars'] for _, v in rest):>14,}")
+    lines.append(f"  {'decade':<36} {'docs':>6} {'words':>12} {'chars':>14}")
+    for dec, v in stats["by_decade"].items():
+        lines.append(f"  {dec:<36} {v['documents']:>6} {v['words']:>12,} {v['chars']:>14,}")
+    reasons = stats.get("rejections_by_reason") or {}
+    lines.append(f"  rejected: {stats.get('rejected', 0)}" +
+                 (" (" + ", ".join(f"{k}={v}" for k, v in reasons.items()) + ")" if reasons else ""))
+    return "\n".join(lines)
+
+
+def count_tokens(processed_dir: str | Path, tokenizer, batch: int = 32) -> dict[str, Any]:
+    """Tokens of every kept document with ``tokenizer`` (a transformers or ``tokenizers``
+    tokenizer), totalled per split, per source and per decade; no special tokens added."""
+    from .corpus import read_manifest
+
+    processed = Path(processed_dir)
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    rows = read_manifest(processed)
+    empty = lambda: {"documents": 0, "tokens": 0, "chars": 0, "bytes": 0}  # noqa: E731
+    tables: dict[str, dict[str, dict[str, int]]] = {"by_split": defaultdict(empty), "by_source": defaultdict(empty),
+                                                    "by_decade": defaultdict(empty)}
+    total = empty()
+
+    def add(chunk: list[tuple[dict[str, Any], str]]) -> None:
+        encs = backend.encode_batch([t for _, t in chunk], add_special_tokens=False)
+        for (row, text), enc in zip(chunk, encs):
+            dec = str(row["decade"]) if row.get("decade") is not None else "undated"
+            n = {"documents": 1, "tokens": len(enc.ids), "chars": len(text), "bytes": len(text.encode("utf-8"))}
+            for agg in (total, tables["by_split"][row.get("split", "?")], tables["by_source"][row.get("source", "?")],
+                        tables["by_decade"][dec]):
+                for k, v in n.items():
+                    agg[k] += v
+
+    chunk: list[tuple[dict[str, Any], str]] = []
+    for row in rows:
+        chunk.append((row, (processed / row["path"]).read_text(encoding="utf-8")))
+        if len(chunk) >= batch:
+            add(chunk)
+            chunk = []
+    if chunk:
+        add(chunk)
+    out: dict[str, Any] = {**total, "bytes_per_token": round(total["bytes"] / max(total["tokens"], 1), 4)}
+    for name, table in tables.items():
+        out[name] = {k: {**v, "bytes_per_token": round(v["bytes"] / max(v["tokens"], 1), 4)}
+                     for k, v in sorted(table.items())}
+    return out
+
+
+def format_token_counts(counts: dict[str, Any]) -> str:
+    lines = [f"tokens: {counts['tokens']:,} in {counts['documents']} documents "
+             f"({counts['bytes_per_token']:.3f} bytes/token)"]
+    for name in ("by_split", "by_source", "by_decade"):
+        lines.append(f"  {name[3:]:<36} {'docs':>6} {'tokens':>14} {'bytes/token':>12}")
+        for k, v in counts[name].items():
+            lines.append(f"  {k[:36]:<36} {v['documents']:>6} {v['tokens']:>14,} {v['bytes_per_token']:>12.3f}")
+    return "\n".join(lines)

@@ -3,8 +3,9 @@ names a reason code. ``run_filters`` applies them in order and returns every ver
 manifest can record them and the rejection log can say exactly why a document was dropped.
 
 Order (first failure is the rejection reason): language, min_length, quality, modernity,
-period. Modernity runs before period so that a modern manual is reported as *modern* even
-when its date alone would also exclude it.
+london, period. Modernity runs before period so that a modern manual is reported as *modern* even
+when its date alone would also exclude it; london (the source's metadata says the work is not
+London-related) runs before period for the same reason.
 
 All rules are offline heuristics: no model downloads.
 """
@@ -66,6 +67,7 @@ class DocInfo:
 
     text: str
     year: int | None = None
+    london: bool | None = None
     _words: list[str] | None = field(default=None, repr=False)
 
     @property
@@ -222,14 +224,26 @@ class PeriodFilter(Filter):
         return self._v(ok, doc.year, f"range {self.year_min}-{self.year_max}")
 
 
+class LondonFilter(Filter):
+    """Rejects documents whose metadata marks them as not London-related (registry entry or
+    MANIFEST.tsv ``london_related: no``). Documents with no flag pass: the text alone cannot
+    tell a London author's work from anyone else's."""
+
+    name, reason = "london", "not_london"
+
+    def __call__(self, doc: DocInfo) -> Verdict:
+        return self._v(doc.london is not False, doc.london, "" if doc.london is not False else "london: false")
+
+
 def default_filters(year_range: Sequence[int] = (1500, 1900), min_chars: int = 200) -> list[Filter]:
     return [LanguageFilter(), MinLengthFilter(min_chars=min_chars), QualityFilter(), ModernityFilter(),
-            PeriodFilter(int(year_range[0]), int(year_range[1]))]
+            LondonFilter(), PeriodFilter(int(year_range[0]), int(year_range[1]))]
 
 
-def run_filters(text: str, year: int | None, filters: Sequence[Filter]) -> tuple[bool, str, list[Verdict]]:
+def run_filters(text: str, year: int | None, filters: Sequence[Filter],
+                london: bool | None = None) -> tuple[bool, str, list[Verdict]]:
     """Apply every filter; returns (kept, first reason code or "", verdicts)."""
-    info = DocInfo(text, year)
+    info = DocInfo(text, year, london)
     verdicts = [f(info) for f in filters]
     first = next((v.reason for v in verdicts if not v.passed), "")
     return not first, first, verdicts

@@ -12,6 +12,10 @@ Sampling is reproducible: each sample ``i`` of a request reseeds torch with ``se
 right before ``generate()``, so streamed and non-streamed runs with the same seed give the
 same text. (torch's RNG is process-global: the guarantee holds when one generation runs at
 a time, which is the server's default ``max_concurrency=1``.)
+
+Terminal front ends (``06_inference/inference_unified.py``) use :func:`print_generation` and the
+REPL :func:`run_repl`; the HTTP server (``londonlm.serving``) uses :func:`generate` and
+:class:`TextStream` directly.
 """
 from __future__ import annotations
 
@@ -19,9 +23,9 @@ import json
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TextIO
 
 from .checkpoints import checkpoint_step, resolve_model_path
 from .tokenizer import EOT, era_token, era_tokens_of
@@ -94,7 +98,6 @@ class LoadedModel:
     context_length: int
     eras: list[str]
     defaults: GenerationSettings
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def info(self) -> dict:
         return {"model": self.model_id, "path": self.path, "device": self.device, "step": self.step,
@@ -152,16 +155,31 @@ def _step_of(path: Path) -> int | None:
 
 
 def defaults_from_generation_config(gen_config) -> GenerationSettings:
-    """Sampling defaults from a model's generation_config (None -> training's fallbacks)."""
+    """Sampling defaults from a model's generation_config.json.
+
+    Only values the file actually sets count (``to_diff_dict``): a config derived from
+    config.json (``_from_model_config``) sets none, and library-wide defaults (temperature 1.0,
+    do_sample False) must not silently turn a London model greedy. Unset values fall back to
+    what training writes; ``do_sample: false`` in the file means greedy."""
     d = dict(FALLBACK_DEFAULTS)
+    explicit = {}
     if gen_config is not None:
+        explicit = gen_config.to_diff_dict() if hasattr(gen_config, "to_diff_dict") else vars(gen_config)
         for key in d:
-            value = getattr(gen_config, key, None)
-            if value is not None:
-                d[key] = value
-        if getattr(gen_config, "do_sample", True) is False:
+            if explicit.get(key) is not None:
+                d[key] = explicit[key]
+        if explicit.get("do_sample") is False:
             d["temperature"] = 0.0
-    return GenerationSettings(**d).validate()
+    try:
+        return GenerationSettings(**d).validate()
+    except (GenerationError, TypeError):  # an odd Hub config: keep what validates, per field
+        base = GenerationSettings(**FALLBACK_DEFAULTS)
+        for key, value in d.items():
+            try:
+                base = replace(base, **{key: value}).validate()
+            except (GenerationError, TypeError):
+                base = replace(base, **{key: FALLBACK_DEFAULTS[key]})
+        return base
 
 
 def load_model(spec: str | None, *, run_dir: str | Path | None = None,
@@ -230,12 +248,44 @@ def normalize_era(value: str | int | None, eras: list[str]) -> str | None:
     return token
 
 
+def _special_id(tokenizer, token: str, fallback: int | None) -> int:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or (tid == tokenizer.unk_token_id and tokenizer.unk_token != token):
+        if fallback is None:
+            raise GenerationError(f"the tokenizer has no {token} token")
+        return fallback
+    return tid
+
+
 def encode_prompt(tokenizer, text: str, era: str | None = None) -> list[int]:
-    """``[EOT] + [era] + text tokens``, matching the training stream (see module docstring)."""
-    ids = [tokenizer.convert_tokens_to_ids(EOT)]
+    """``[EOT] + [era] + text tokens``, matching the training stream (see module docstring).
+
+    The text goes through the Rust backend exactly as pretokenization does
+    (``add_special_tokens=False``: no bos/eos added by a post-processor)."""
+    ids = [_special_id(tokenizer, EOT, tokenizer.bos_token_id if tokenizer.bos_token_id is not None
+                       else tokenizer.eos_token_id)]
     if era:
-        ids.append(tokenizer.convert_tokens_to_ids(era))
+        ids.append(_special_id(tokenizer, era, None))
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return ids + backend.encode(text, add_special_tokens=False).ids
     return ids + tokenizer.encode(text, add_special_tokens=False)
+
+
+def prompt_length(lm: "LoadedModel", prompt: str, era: str | None = None) -> int:
+    """Tokens the model sees for ``prompt`` (EOT and era prefix included)."""
+    return len(encode_prompt(lm.tokenizer, prompt, normalize_era(era, lm.eras)))
+
+
+def new_tokens_for_max_length(lm: "LoadedModel", prompt: str, max_length: int,
+                              era: str | None = None) -> int:
+    """``max_length`` counts prompt + new tokens (Hugging Face's meaning); returns the
+    number of new tokens that leaves, or raises when the prompt alone fills it."""
+    n = prompt_length(lm, prompt, era)
+    if max_length <= n:
+        raise GenerationError(f"max_length {max_length} leaves no room for new tokens: the prompt "
+                              f"is already {n} tokens; raise it or use max_new_tokens")
+    return max_length - n
 
 
 def fit_to_context(ids: list[int], max_new_tokens: int, context_length: int,
@@ -407,7 +457,9 @@ REPL_HELP = """commands:
   /n 2             samples per prompt
   /seed 42         fixed seed (/seed none for random)
   /era 1660s       condition on an era (/era none to clear)
+  /ngram 3         block repeated n-grams (0 = off)
   /settings        show the current settings
+  /history         prompts entered so far
   /help            this text
   /quit            leave (Ctrl-D also works)"""
 
@@ -448,3 +500,90 @@ def apply_command(settings: GenerationSettings, line: str, eras: list[str]
 
 def describe_settings(settings: GenerationSettings) -> str:
     return "  ".join(f"{f.name}={getattr(settings, f.name)}" for f in fields(settings))
+
+
+# --------------------------------------------------------------------------- terminal output
+
+def print_generation(lm: LoadedModel, prompt: str, settings: GenerationSettings, out: TextIO, *,
+                     info: TextIO | None = None, stream_tokens: bool = False,
+                     max_length: int | None = None) -> list[Sample]:
+    """Write ``prompt`` + each sample's continuation to ``out`` (with ``stream_tokens``, chunk by
+    chunk as generated, flushed); one stats line per sample to ``info``. ``max_length`` (prompt +
+    new tokens) overrides ``settings.max_new_tokens`` for this prompt."""
+    if max_length is not None:
+        settings = replace(settings, max_new_tokens=new_tokens_for_max_length(
+            lm, prompt, max_length, settings.era))
+    settings.validate()
+    n = settings.num_samples
+    samples: list[Sample] = []
+    if not stream_tokens:
+        samples = generate(lm, prompt, settings)
+    for i in range(n):
+        if n > 1:
+            out.write(f"--- sample {i + 1}/{n} ---\n")
+        out.write(prompt)
+        if stream_tokens:
+            ts = TextStream(lm, prompt, settings, sample_index=i)
+            try:
+                for chunk in ts:
+                    out.write(chunk)
+                    out.flush()
+            finally:
+                ts.close()  # Ctrl-C mid-sample: stop the generating thread too
+            samples.append(ts.sample)
+        elif i < len(samples):
+            out.write(samples[i].text)
+        else:
+            break
+        out.write("\n")
+        out.flush()
+        s = samples[i]
+        if info is not None:
+            rate = s.new_tokens / s.seconds if s.seconds > 0 else 0.0
+            info.write(f"[{s.new_tokens} tokens · {rate:.1f} tokens/s · {s.finish_reason} · "
+                       f"seed {s.seed}{' · prompt truncated to fit the context' if s.truncated_prompt else ''}]\n")
+            info.flush()
+    return samples
+
+
+def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
+             read: Callable[[str], str] = input, stream_tokens: bool = True,
+             max_length: int | None = None) -> int:
+    """Interactive loop: prompts generate, ``/commands`` change settings (see REPL_HELP).
+    Ctrl-D or Ctrl-C at the prompt (or /quit) leaves with 0; Ctrl-C during a generation
+    stops that generation only."""
+    history: list[str] = []
+    out.write(f"londonlm · {lm.model_id} · {lm.n_params:,} parameters · {lm.device}"
+              f"{' · eras: ' + ', '.join(e.strip('<|>') for e in lm.eras) if lm.eras else ''}\n"
+              f"type a prompt, /help for commands, Ctrl-D to quit\n")
+    out.flush()
+    while True:
+        try:
+            line = read("> ")
+        except (EOFError, KeyboardInterrupt):
+            out.write("\n")
+            out.flush()
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text.lower() in ("/quit", "/exit", "/q"):
+            return 0
+        try:
+            if text.lower() == "/history":
+                out.write("\n".join(f"{i + 1:>3}  {h}" for i, h in enumerate(history)) or "(none yet)")
+                out.write("\n")
+            elif text.startswith("/"):
+                settings, message = apply_command(settings, text, lm.eras)
+                if text.split()[0].lower() in ("/max", "/max_new_tokens") and max_length is not None:
+                    max_length = None  # an explicit /max replaces --max_length
+                out.write(message + "\n")
+            else:
+                history.append(line)
+                print_generation(lm, line, settings, out, info=out, stream_tokens=stream_tokens,
+                                 max_length=max_length)
+        except GenerationError as e:
+            out.write(f"error: {e}\n")
+        except KeyboardInterrupt:
+            out.write("\n[interrupted]\n")
+        out.flush()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .artifacts import read_json, sha256_file, write_json_atomic, write_text_atomic
-from .checkpoints import checkpoint_step, list_checkpoints, resolve_model_path
+from .checkpoints import list_checkpoints, resolve_model_path
 from .model_card import (DEFAULT_PROMPT, LICENSES, CardInputs, license_text, read_samples,
                          render_dataset_card, render_model_card, summarize_manifest,
                          usage_snippet)
@@ -259,9 +259,15 @@ def verify_model_folder(folder: Path, prompt: str = DEFAULT_PROMPT, max_new_toke
         rep.check(False, "AutoTokenizer loads", f"{type(e).__name__}: {e}")
         return rep
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+        model, info = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True,
+                                                           output_loading_info=True)
         model.eval()
         rep.check(True, "AutoModelForCausalLM loads")
+        bad = {k: sorted(map(str, info.get(k) or ()))[:5]
+               for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        rep.check(not any(bad.values()), "every weight loads from model.safetensors",
+                  "; ".join(f"{k}: {', '.join(v)}" for k, v in bad.items() if v)
+                  + " (a model with randomly initialised parts must not be published)")
     except Exception as e:
         rep.check(False, "AutoModelForCausalLM loads", f"{type(e).__name__}: {e}")
         return rep
@@ -338,6 +344,17 @@ def check_docs(folder: Path, license_id: str, report: VerificationReport) -> Non
 
 
 # ---------------------------------------------------------------- run facts
+def evaluation_dir(model_dir: Path, run_dir: Path | None) -> Path:
+    """Where the evaluation stage (``londonlm.evaluation.cli``) writes this model's
+    metrics.json: ``<run>/evaluation/`` for final/, ``<run>/evaluation/<name>/`` for any
+    other folder of the run, ``<model>/evaluation/`` for a model outside a run."""
+    model_dir = Path(model_dir)
+    if run_dir is not None and model_dir.resolve().parent == Path(run_dir).resolve():
+        base = Path(run_dir) / "evaluation"
+        return base if model_dir.name == "final" else base / model_dir.name
+    return model_dir / "evaluation"
+
+
 def find_trainer_state(model_dir: Path, run_dir: Path | None) -> tuple[dict | None, str | None]:
     """The trainer state that describes ``model_dir``: its own (checkpoint-N), else the
     newest checkpoint's in the run (``final/`` is saved without one)."""
@@ -347,11 +364,26 @@ def find_trainer_state(model_dir: Path, run_dir: Path | None) -> tuple[dict | No
     for p in candidates:
         if p.exists():
             try:
-                where = p.relative_to(run_dir) if run_dir and p.is_relative_to(run_dir) else p
+                where = (p.relative_to(run_dir) if run_dir and p.is_relative_to(run_dir)
+                         else Path(p.parent.name) / p.name)  # no local path in a public card
                 return read_json(p), str(where)
             except Exception:
                 continue
     return None, None
+
+
+def redact_local_paths(obj):
+    """A copy of ``obj`` whose absolute-path strings keep only their last two parts
+    (``/home/alice/.../tiny/final`` -> ``tiny/final``): the publisher's folder layout and
+    user name stay out of a public repo; every number is unchanged."""
+    if isinstance(obj, dict):
+        return {k: redact_local_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_local_paths(v) for v in obj]
+    if isinstance(obj, str) and re.match(r"^(/|~/|[A-Za-z]:[\\/])", obj) and "\n" not in obj:
+        parts = [x for x in re.split(r"[\\/]", obj) if x and x != "~" and not x.endswith(":")]
+        return "/".join(parts[-2:])
+    return obj
 
 
 def _read_json_or_none(path: Path) -> dict | None:
@@ -371,7 +403,10 @@ def load_corpus(processed_dir: Path | None, run_info: dict | None) -> tuple[dict
         return None, "", []
     from .corpus import read_manifest
 
-    rows = read_manifest(processed_dir)
+    try:
+        rows = read_manifest(processed_dir)
+    except Exception as e:  # CorpusError: a bad line names itself and the rebuild command
+        raise PublishError(f"cannot read the corpus manifest: {e}") from None
     note = ""
     trained_on = ((run_info or {}).get("cache") or {}).get("manifest_sha256")
     if trained_on and trained_on != sha256_file(Path(processed_dir) / "manifest.jsonl"):
@@ -405,6 +440,8 @@ def upload_to_hub(folder: Path, repo_id: str, *, token: str, repo_type: str = "m
     try:
         repo_url = api.create_repo(repo_id, repo_type=repo_type, private=True if private else None,
                                    exist_ok=True)
+        if private:  # create_repo leaves an existing public repo public: make it private too
+            api.update_repo_settings(repo_id, repo_type=repo_type, private=True)
         if branch != "main":
             api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
@@ -420,9 +457,10 @@ def upload_to_hub(folder: Path, repo_id: str, *, token: str, repo_type: str = "m
                                        f"{f' (HTTP {status})' if status else ''}: "
                                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
                                        f"{'; ' + hint if hint else ''}", token)) from None
-    except (OSError, ValueError) as e:  # connection refused, DNS, bad README metadata
+    except Exception as e:  # connection refused, DNS, timeouts, bad README metadata
         raise PublishError(mask_secret(f"upload to {url}/{repo_id} failed: "
-                                       f"{type(e).__name__}: {e}", token)) from None
+                                       f"{type(e).__name__}: {e}; check the network and "
+                                       f"HF_ENDPOINT", token)) from None
     commit_url = getattr(info, "commit_url", None)
     log(f"uploaded to {repo_url} (branch {branch})")
     return UploadResult(repo_url=str(repo_url), commit_url=commit_url, revision=branch)
@@ -447,7 +485,7 @@ def publish_model(*, run_dir: Path | None, stage_dir: Path, repo_id: str | None,
                   revision: str | None = None, commit_message: str = "Upload londonlm model",
                   dry_run: bool = False, token: str | None = None, endpoint: str | None = None,
                   prompt: str = DEFAULT_PROMPT, copyright_holder: str = "the londonlm contributors",
-                  log: Log = print) -> PublishResult:
+                  dataset_repo_id: str | None = None, log: Log = print) -> PublishResult:
     """Stage, verify and (unless ``dry_run``) upload one model. Raises PublishError."""
     if license_id not in LICENSES:
         raise PublishError(f"unknown --license {license_id!r}; choose one of: {', '.join(LICENSES)}")
@@ -465,7 +503,8 @@ def publish_model(*, run_dir: Path | None, stage_dir: Path, repo_id: str | None,
         parent = Path(model_dir).parent
         run_dir = parent if (parent / "run_info.json").exists() else run_dir
     run_info = _read_json_or_none(run_dir / "run_info.json") if run_dir else None
-    metrics = _read_json_or_none(run_dir / "evaluation" / "metrics.json") if run_dir else None
+    eval_dir = evaluation_dir(Path(model_dir), run_dir)
+    metrics = _read_json_or_none(eval_dir / "metrics.json")
     trainer_state, state_src = find_trainer_state(Path(model_dir), run_dir)
     corpus, corpus_note, _ = load_corpus(processed_dir, run_info)
 
@@ -477,29 +516,30 @@ def publish_model(*, run_dir: Path | None, stage_dir: Path, repo_id: str | None,
     log("verifying the staged folder offline (load, special ids, generate, usage snippet)")
     report = verify_model_folder(stage_dir, prompt=prompt)
 
-    samples_path = run_dir / "evaluation" / "samples.jsonl" if run_dir else None
+    samples_path = eval_dir / "samples.jsonl"
     samples, samples_source = [], ""
-    if samples_path and samples_path.exists():
+    if metrics is not None and samples_path.exists():
         samples = read_samples(samples_path)
-        samples_source = "From the evaluation stage (`evaluation/samples.jsonl`), unedited."
+        samples_source = ("From the evaluation stage (continuations of held-out validation "
+                          "passages, `samples.jsonl`), unedited.")
     if not samples and report.generation is not None:
         samples = [{"prompt": prompt, "text": report.generation,
                     "settings": "greedy decoding, generated while verifying this upload"}]
         samples_source = "Generated from the staged files while verifying this upload, unedited."
     name = model_name or (repo_id.split("/")[1] if repo_id else
                           f"londonlm-{run_dir.name if run_dir else Path(model_dir).name}")
-    ck_name = Path(model_dir).name if checkpoint_step(Path(model_dir)) is not None or \
-        Path(model_dir).name in ("final", "best") else str(model_dir)
+    ck_name = Path(model_dir).name  # never the local path: the card is public
     card = CardInputs(model_name=name, model_facts=report.facts, repo_id=repo_id,
                       license=license_id, checkpoint=ck_name, run_info=run_info,
                       trainer_state=trainer_state, trainer_state_source=state_src,
                       metrics=metrics, samples=samples, samples_source=samples_source,
-                      corpus=corpus, corpus_note=corpus_note, usage_prompt=prompt)
+                      corpus=corpus, corpus_note=corpus_note, usage_prompt=prompt,
+                      dataset_repo_id=dataset_repo_id)
     if report.facts:
         write_text_atomic(stage_dir / "README.md", render_model_card(card))
     write_text_atomic(stage_dir / "LICENSE", license_text(license_id, copyright_holder, corpus))
     if metrics is not None:
-        write_json_atomic(stage_dir / "metrics.json", metrics)
+        write_json_atomic(stage_dir / "metrics.json", redact_local_paths(metrics))
     check_docs(stage_dir, license_id, report)
 
     files = list_folder(stage_dir)
@@ -529,7 +569,10 @@ def stage_dataset(processed_dir: Path, stage_dir: Path, repo_id: str,
     if not (processed_dir / "manifest.jsonl").exists():
         raise PublishError(f"no corpus manifest at {processed_dir / 'manifest.jsonl'}; run "
                            f"`python 02_data_collection/historical_data_collector.py` first")
-    rows = read_manifest(processed_dir)
+    try:
+        rows = read_manifest(processed_dir)
+    except Exception as e:
+        raise PublishError(f"cannot read the corpus manifest: {e}") from None
     if not rows:
         raise PublishError(f"{processed_dir / 'manifest.jsonl'} lists no documents")
     stage_dir = prepare_stage_dir(stage_dir)

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 # Metrics given their own rows (and model-index entries) when the evaluation wrote them.
+# Paths follow londonlm.evaluation.run_evaluation: ``lm.validation.*`` and ``probes.<set>.*``.
 HEADLINE_METRICS: tuple[tuple[str, str, str], ...] = (
     # (dotted key in metrics.json, model-index metric type, human name)
-    ("lm.loss", "loss", "Loss (nats/token)"),
-    ("lm.perplexity", "perplexity", "Perplexity"),
-    ("lm.bits_per_byte", "bits_per_byte", "Bits per byte"),
-    ("probes.accuracy", "accuracy", "Probe accuracy"),
+    ("lm.validation.loss", "loss", "Validation loss (nats/token)"),
+    ("lm.validation.perplexity", "perplexity", "Validation perplexity"),
+    ("lm.validation.bits_per_byte", "bits_per_byte", "Validation bits per byte"),
 )
+PROBE_RULE = "per_byte"  # the choice rule the evaluation report leads with
 # Hub license identifiers we can write a LICENSE file for: (full name, canonical text URL).
 LICENSES: dict[str, tuple[str, str]] = {
     "mit": ("MIT License", "https://opensource.org/licenses/MIT"),
@@ -212,6 +213,30 @@ class CardInputs:
     corpus: dict | None = None             # summarize_manifest(...)
     corpus_note: str = ""                  # e.g. manifest changed since training
     usage_prompt: str = DEFAULT_PROMPT
+    dataset_repo_id: str | None = None    # the corpus published alongside, if any
+
+
+def headline_results(metrics: dict | None) -> list[tuple[str, float, str]]:
+    """(model-index metric type, value, human name) for every measured headline number:
+    held-out loss / perplexity / bits per byte, and each probe set's accuracy per rule."""
+    out: list[tuple[str, float, str]] = []
+    for key, mtype, name in HEADLINE_METRICS:
+        v = lookup(metrics or {}, key)
+        if _finite(v):
+            out.append((mtype, float(v), name))
+    probes = (metrics or {}).get("probes")
+    for set_name, res in (probes.items() if isinstance(probes, dict) else ()):
+        acc = res.get("accuracy") if isinstance(res, dict) else None
+        if not isinstance(acc, dict):
+            continue
+        rules = sorted(acc, key=lambda r: (r != PROBE_RULE, r))
+        for rule in rules:
+            if _finite(acc[rule]):
+                out.append((f"accuracy_{rule}" if rule != PROBE_RULE else "accuracy",
+                            float(acc[rule]), f"Probe accuracy ({set_name}, {rule})"))
+        if _finite(res.get("chance")):
+            out.append(("accuracy_chance", float(res["chance"]), f"Probe chance level ({set_name})"))
+    return out
 
 
 def model_index_results(metrics: dict | None, run_info: dict | None) -> list:
@@ -220,21 +245,15 @@ def model_index_results(metrics: dict | None, run_info: dict | None) -> list:
     from huggingface_hub import EvalResult
 
     def result(mtype: str, value: float, name: str, source: str) -> EvalResult:
+        # no source_name: the Hub requires a source_url with it, and there is none to give
         return EvalResult(task_type="text-generation", task_name="Text Generation",
                           dataset_type="london_historical",
                           dataset_name="London historical corpus (held-out validation split)",
                           dataset_split="validation", metric_type=mtype,
-                          metric_value=round(float(value), 6), metric_name=name, source_name=source)
+                          metric_value=round(float(value), 6), metric_name=f"{name} [{source}]")
 
-    out = []
-    for key, mtype, name in HEADLINE_METRICS:
-        v = lookup(metrics or {}, key)
-        if isinstance(v, dict):  # e.g. probes.accuracy per choice rule
-            for rule, rv in v.items():
-                if _finite(rv):
-                    out.append(result(f"{mtype}_{rule}", rv, f"{name} ({rule})", "londonlm evaluation"))
-        elif _finite(v):
-            out.append(result(mtype, v, name, "londonlm evaluation"))
+    out = [result(t, v, n, "londonlm evaluation") for t, v, n in headline_results(metrics)
+           if t != "accuracy_chance"]
     if not out and run_info:
         for key, mtype, name in (("final_eval_loss", "loss", "Validation loss (trainer)"),
                                  ("final_eval_perplexity", "perplexity", "Validation perplexity (trainer)")):
@@ -252,6 +271,7 @@ def _front_matter(inp: CardInputs) -> str:
     data = ModelCardData(
         language="en", license=inp.license, library_name="transformers",
         pipeline_tag="text-generation", tags=tags, model_name=inp.model_name,
+        datasets=[inp.dataset_repo_id] if inp.dataset_repo_id else None,
         eval_results=model_index_results(inp.metrics, inp.run_info) or None,
     )
     return data.to_yaml()
@@ -267,6 +287,13 @@ def _hardware(run_info: dict) -> str:
         return (f"CPU only ({hw.get('cpu_cores_physical', '?')} physical cores, "
                 f"{hw.get('platform', 'unknown platform')})")
     return "not recorded"
+
+
+def _last_parts(path: Any, n: int = 2) -> str:
+    """``run/checkpoint-N`` from a local path: a public card must not expose the
+    publisher's folder layout (home directory, user name)."""
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p]
+    return "/".join(parts[-n:]) if parts else str(path)
 
 
 def _training_section(inp: CardInputs) -> list[str]:
@@ -298,10 +325,11 @@ def _training_section(inp: CardInputs) -> list[str]:
             rows.append(("Best validation loss", f"{fmt_num(ri['best_eval_loss'])} "
                                                  f"({ri.get('best_checkpoint')})"))
         if ri.get("resumed_from"):
-            rows.append(("Resumed from", f"`{ri['resumed_from']}`"))
+            rows.append(("Resumed from", f"`{_last_parts(ri['resumed_from'])}`"))
         if ri.get("parent"):
+            parent = ri["parent"] if isinstance(ri["parent"], dict) else {"init_from": ri["parent"]}
             rows.append(("Initialised from (continued pre-training)",
-                         f"`{(ri['parent'] or {}).get('init_from', ri['parent'])}`"))
+                         f"`{_last_parts(parent.get('init_from') or parent.get('path'))}`"))
         if ri.get("interrupted"):
             rows.append(("Stopped early", str(ri["interrupted"])))
     if st:
@@ -332,21 +360,17 @@ def _evaluation_section(inp: CardInputs) -> list[str]:
                   "validation loss (above) is reported. Run the evaluation stage (`05_evaluation/`) "
                   "and publish again to add held-out perplexity, bits per byte and probe accuracy.", ""]
         return lines
-    head: list[tuple[str, str]] = []
-    for key, _mtype, name in HEADLINE_METRICS:
-        v = lookup(m, key)
-        if isinstance(v, dict):
-            for rule, rv in v.items():
-                if _finite(rv):
-                    head.append((f"{name} ({rule})", fmt_num(rv)))
-        elif _finite(v):
-            head.append((name, fmt_num(v)))
-    if _finite(lookup(m, "probes.chance")) and any(k.startswith("Probe") for k, _ in head):
-        head.append(("Probe chance level", fmt_num(lookup(m, "probes.chance"))))
+    head = [(name, fmt_num(v)) for _t, v, name in headline_results(m)]
     if head:
         lines += ["Held-out results measured by the londonlm evaluation stage on the corpus's "
                   "validation split (documents never seen in training):", "",
                   "| Metric | Value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in head] + [""]
+    v = lookup(m, "lm.validation") or {}
+    if isinstance(v, dict) and v.get("tokens") is not None:
+        lines += [f"Evaluation mode `{m.get('mode', 'unknown')}`: {fmt_num(v.get('tokens'))} "
+                  f"validation tokens scored"
+                  + (" (capped; run `--mode comprehensive` for the whole split)"
+                     if v.get("truncated") else "") + ".", ""]
     flat = flatten_numeric(m)
     if flat:
         lines += ["<details><summary>All numeric results in metrics.json "
@@ -393,6 +417,9 @@ def _data_section(inp: CardInputs) -> list[str]:
                       f"{fmt_num(cache.get('tokens_validation'))} validation"
                       + (" (each document prefixed with its half-century era token)"
                          if cache.get("era_tokens") else "") + "."]
+    if inp.dataset_repo_id:
+        lines += ["", f"The corpus (manifest and cleaned texts) is published as "
+                      f"[{inp.dataset_repo_id}](https://huggingface.co/datasets/{inp.dataset_repo_id})."]
     if inp.corpus_note:
         lines += ["", f"> Note: {inp.corpus_note}"]
     lines.append("")
@@ -412,7 +439,7 @@ def render_model_card(inp: CardInputs) -> str:
     parts = ["---", _front_matter(inp).rstrip("\n"), "---", "",
              f"# {inp.model_name}", "",
              f"A GPT-2-style causal language model trained **from scratch** on historical London "
-             f"texts (roughly 1500–1900) with the londonlm pipeline. It "
+             f"texts ({_span(inp.corpus)}) with the londonlm pipeline. It "
              f"continues text in the style of its sources: early modern and Georgian prose, "
              f"trial records, diaries and plays. It is a small research and teaching model, "
              f"not an instruction-following assistant.", "",
@@ -476,6 +503,12 @@ def render_model_card(inp: CardInputs) -> str:
               "  note         = {Trained with the londonlm pipeline}",
               "}", "```", ""]
     return "\n".join(parts)
+
+
+def _span(corpus: dict | None) -> str:
+    if corpus and corpus.get("year_min") is not None:
+        return f"{corpus['year_min']}–{corpus['year_max']}"
+    return "roughly 1500–1900"
 
 
 def _bibkey(name: str) -> str:
@@ -596,12 +629,13 @@ def read_samples(path, limit: int = 5) -> list[dict]:
                 continue
             if not isinstance(row, dict):
                 continue
-            text = next((row[k] for k in ("generated_text", "generation", "completion",
+            text = next((row[k] for k in ("generated", "generated_text", "generation", "completion",
                                           "continuation", "output", "text", "sample")
                          if isinstance(row.get(k), str)), None)
             if text is None:
                 continue
-            settings = row.get("settings")
+            settings = row.get("settings") or (f"{row['mode']} decoding, evaluation stage"
+                                               if isinstance(row.get("mode"), str) else None)
             if isinstance(settings, dict):
                 settings = ", ".join(f"{k}={v}" for k, v in settings.items())
             out.append({"prompt": row.get("prompt", ""), "text": text,

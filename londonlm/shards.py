@@ -25,6 +25,10 @@ from typing import Any, Callable, Iterator
 from .dedup import THRESHOLD, find_duplicates
 
 SHARDS_DIR = "shards"
+PLAN_FILE = "plan.json"
+# rejections that a later run may undo (the file arrives, the source answers): a resumed run
+# tries these documents again, and the merge keeps only their newest staged row
+RETRYABLE = frozenset({"not_downloaded", "source_error", "unreadable"})
 # keys that exist for merging only and stay out of the final manifest
 _STAGING_KEYS = ("minhash", "status", "staged_path", "preview")
 
@@ -37,6 +41,31 @@ def in_shard(key: str, shard: int, num_shards: int) -> bool:
     if num_shards <= 1:
         return True
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16) % num_shards == shard
+
+
+def retryable(row: dict[str, Any]) -> bool:
+    return row.get("status") != "accepted" and row.get("reason") in RETRYABLE
+
+
+def prepare_shard(processed_dir: str | Path, shard: int, num_shards: int, plan: str, fresh: bool = False) -> str:
+    """Make shard ``shard`` ready for a run with inputs+settings hash ``plan``: its staged work
+    is kept (the run resumes) only when it was staged under the same plan; otherwise, or with
+    ``fresh``, it is removed. Returns "resumed", "new" or why it was reset."""
+    d = shard_dir(processed_dir, shard, num_shards)
+    marker = d / PLAN_FILE
+    old = None
+    if marker.exists():
+        try:
+            old = json.loads(marker.read_text(encoding="utf-8")).get("plan")
+        except ValueError:
+            old = None
+    state = "new" if not d.exists() else ("resumed" if old == plan and not fresh else
+                                         "reset (--overwrite)" if fresh else "reset (inputs or settings changed)")
+    if d.exists() and state != "resumed":
+        shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
+    _atomic_write(marker, json.dumps({"plan": plan}))
+    return state
 
 
 def shard_dir(processed_dir: str | Path, shard: int, num_shards: int) -> Path:
@@ -84,7 +113,7 @@ class ShardWriter:
         self.texts.mkdir(parents=True, exist_ok=True)
         self.staged = self.dir / "staged.jsonl"
         self.done_marker = self.dir / "done.json"
-        self.seen: set[str] = {r["id"] for r in read_jsonl(self.staged)}
+        self.seen: set[str] = {r["id"] for r in read_jsonl(self.staged) if not retryable(r)}
         self._f = None
 
     def __enter__(self) -> "ShardWriter":
@@ -145,7 +174,11 @@ def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_perc
             k = int(d.name.split("-")[1])
             raise ShardError(f"shard {k} of {num_shards} is missing or unfinished ({d}); "
                              f"run the collection with --shard {k} --num_shards {num_shards} first")
-        for row in read_jsonl(d / "staged.jsonl"):
+        staged = list(read_jsonl(d / "staged.jsonl"))
+        last = {row["id"]: i for i, row in enumerate(staged)}
+        for i, row in enumerate(staged):
+            if retryable(row) and last[row["id"]] != i:
+                continue  # tried again later in this shard: the newer row decides
             row["staged_path"] = str(d / "texts" / f"{row['id']}.txt")
             if row.get("status") == "accepted":
                 if row["id"] in accepted:

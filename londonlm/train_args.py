@@ -21,10 +21,14 @@ class ModelArguments:
         "help": "Tokenizer vocabulary size; must equal the trained tokenizer's."})
     dropout: Optional[float] = field(default=None, metadata={"help": "Dropout probability."})
     init_from: Optional[str] = field(default=None, metadata={
-        "help": "Start from these weights (checkpoint, final/, or a HF model folder) with a fresh "
-                "optimizer and schedule: continued pre-training, not resume."})
+        "help": "Start a new run from these weights with a fresh optimizer and schedule (continued "
+                "pre-training, not resume): a model folder (checkpoint-N, final/, best/, a local HF "
+                "model), a run name, or RUN/final|best|latest|checkpoint-N. The shape comes from "
+                "the weights; a different tokenizer is refused unless --resize_embeddings. The "
+                "parent is recorded in run_info.json."})
     resize_embeddings: bool = field(default=False, metadata={
-        "help": "With --init_from: resize the embeddings when the tokenizer's vocabulary differs."})
+        "help": "With --init_from: accept a tokenizer that differs from the weights' and resize the "
+                "embeddings to it."})
     attn_implementation: str = field(default="sdpa", metadata={
         "help": "Attention kernel: sdpa (PyTorch scaled-dot-product / flash), eager."})
 
@@ -65,7 +69,8 @@ class DataArguments:
     fresh: bool = field(default=False, metadata={
         "help": "Start over: move existing checkpoints aside (never deleted) and train from scratch."})
     save_best: bool = field(default=False, metadata={
-        "help": "Also keep the best-by-validation-loss model in best/."})
+        "help": "Save a checkpoint whenever the validation loss improves and keep a copy of the "
+                "best one in best/ (with best_info.json), beside the last --save_total_limit."})
     early_stopping_patience: int = field(default=0, metadata={
         "help": "Stop after this many evaluations without validation-loss improvement (0 = off)."})
     max_seconds: float = field(default=0.0, metadata={

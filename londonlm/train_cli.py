@@ -33,7 +33,8 @@ def default_report_to() -> list[str]:
 
 
 def build_training_args(ta, preset: dict, explicit: set[str], run_dir: Path, run_name: str,
-                        batch_size: int | None, seed: int, early_stopping: bool):
+                        batch_size: int | None, seed: int, early_stopping: bool,
+                        dataloader_workers: int = 2):
     from transformers import TrainingArguments
 
     from .hardware import choose_precision
@@ -57,7 +58,7 @@ def build_training_args(ta, preset: dict, explicit: set[str], run_dir: Path, run
         "prediction_loss_only": True, "seed": seed, "data_seed": seed,
         "report_to": default_report_to(),
         "optim": "adamw_torch_fused" if cuda else "adamw_torch",
-        "dataloader_num_workers": 2 if cuda else 0, "dataloader_pin_memory": cuda,
+        "dataloader_num_workers": dataloader_workers if cuda else 0, "dataloader_pin_memory": cuda,
         "metric_for_best_model": "eval_loss", "greater_is_better": False,
         "ddp_find_unused_parameters": False, "save_safetensors": True,
         "adam_beta2": 0.95,
@@ -82,7 +83,8 @@ def build_training_args(ta, preset: dict, explicit: set[str], run_dir: Path, run
 
 def main(argv: list[str], presets: dict[str, dict], default_preset: str,
          get_paths: Callable, tokenizer_name: str, seed: int, wandb_project: str,
-         prog: str | None = None, description: str | None = None) -> int:
+         prog: str | None = None, description: str | None = None,
+         dataloader_workers: int = 2) -> int:
     from transformers import HfArgumentParser, TrainingArguments
 
     from .checkpoints import describe_checkpoints
@@ -118,7 +120,7 @@ def main(argv: list[str], presets: dict[str, dict], default_preset: str,
     try:
         args = build_training_args(targs, preset, explicit, run_dir, run_name, dargs.batch_size,
                                    targs.seed if "seed" in explicit else seed,
-                                   dargs.early_stopping_patience > 0)
+                                   dargs.early_stopping_patience > 0, dataloader_workers)
         opts = RunOptions(
             run_dir=run_dir,
             tokenizer_dir=Path(dargs.tokenizer_dir) if dargs.tokenizer_dir else paths.tokenizer_dir(tokenizer_name),
@@ -136,10 +138,15 @@ def main(argv: list[str], presets: dict[str, dict], default_preset: str,
             early_stopping_patience=dargs.early_stopping_patience, max_seconds=dargs.max_seconds,
             stop_after_steps=dargs.stop_after_steps,
             init_from=margs.init_from, resize_embeddings=margs.resize_embeddings,
+            shape_overrides={k: getattr(margs, k) for k in ("n_layer", "n_head", "n_embd")
+                             if getattr(margs, k) is not None},
             attn_implementation=margs.attn_implementation, min_lr_ratio=preset["min_lr_ratio"],
             log_file=paths.training_log)
-        if opts.n_embd % opts.n_head:
-            raise TrainingError(f"width {opts.n_embd} is not divisible by {opts.n_head} heads")
+        if opts.n_embd % opts.n_head and not opts.init_from:
+            raise TrainingError(f"--n_embd {opts.n_embd} is not divisible by --n_head {opts.n_head} "
+                                f"(preset {preset_name!r} gives n_embd={preset['n_embd']}, "
+                                f"n_head={preset['n_head']}); pick a width that is a multiple of "
+                                f"the head count")
         run_training(opts, args)
     except (TrainingError, CacheError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

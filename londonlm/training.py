@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .artifacts import now_iso, sha256_file, write_json_atomic
-from .checkpoints import checkpoint_problem, list_checkpoints, latest_valid_checkpoint
+from .checkpoints import BEST_INFO, checkpoint_problem, list_checkpoints, latest_valid_checkpoint
 from .modeling import ModelShape, build_model, padded_vocab
 
 logger = logging.getLogger("londonlm.training")
@@ -54,6 +54,7 @@ class RunOptions:
     stop_after_steps: int = 0
     init_from: str | None = None
     resize_embeddings: bool = False
+    shape_overrides: dict | None = None  # shape flags given on the command line
     attn_implementation: str = "sdpa"
     min_lr_ratio: float = 0.1
     log_file: Path | None = None
@@ -106,33 +107,137 @@ def resolve_resume(run_dir: Path, spec: str | None, fresh: bool) -> Path | None:
                         f"{', '.join(avail) or 'none'}. Use --fresh to start a new run.")
 
 
-def _check_init_weights(model, tokenizer, source: str, resize: bool):
-    if model.config.vocab_size < len(tokenizer):
-        if not resize:
-            raise TrainingError(
-                f"--init_from {source}: its vocabulary ({model.config.vocab_size}) is smaller than "
-                f"the tokenizer's ({len(tokenizer)}); use the parent's tokenizer or pass "
-                f"--resize_embeddings")
-        model.resize_token_embeddings(padded_vocab(len(tokenizer)))
-    ids = {k: getattr(model.config, k) for k in ("bos_token_id", "eos_token_id")}
-    if ids["eos_token_id"] is not None and ids["eos_token_id"] != tokenizer.eos_token_id and not resize:
-        raise TrainingError(f"--init_from {source}: its eos id {ids['eos_token_id']} differs from the "
-                            f"tokenizer's {tokenizer.eos_token_id}; the tokenizers differ")
+def _tokenizer_identity(folder: Path) -> dict | None:
+    """What decides token ids: BPE vocabulary, merges and (when known) added tokens, from
+    ``tokenizer.json`` or a slow tokenizer's ``vocab.json`` + ``merges.txt``; padding or
+    truncation settings do not count. None when the folder holds no tokenizer."""
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        d = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        model = d.get("model") or {}
+        return {"vocab": model.get("vocab"),
+                "merges": [" ".join(m) if isinstance(m, list) else m for m in model.get("merges") or []],
+                "added": sorted((t["id"], t["content"]) for t in d.get("added_tokens") or [])}
+    if (folder / "vocab.json").exists():
+        merges = []
+        if (folder / "merges.txt").exists():
+            merges = [ln for ln in (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+                      if ln and not ln.startswith("#version")]
+        return {"vocab": json.loads((folder / "vocab.json").read_text(encoding="utf-8")),
+                "merges": merges, "added": None}
+    return None
+
+
+def _same_tokenizer(a: dict, b: dict) -> bool:
+    return (a["vocab"] == b["vocab"] and a["merges"] == b["merges"]
+            and (a["added"] is None or b["added"] is None or a["added"] == b["added"]))
+
+
+def _parent_run_info(src: Path) -> dict | None:
+    for f in (src / "run_info.json", src.parent / "run_info.json"):
+        if f.exists():
+            try:
+                return json.loads(f.read_text())
+            except ValueError:
+                return None
+    return None
+
+
+@dataclass
+class InitSource:
+    """The weights a continued pre-training run starts from (resolved before any data work)."""
+    path: Path
+    spec: str
+    config: object
+    tokenizer_problem: str | None
+    note: str | None
+
+
+def resolve_init_source(spec: str, run_dir: Path, tokenizer, tok_dir: Path,
+                        context_length: int) -> InitSource:
+    """``--init_from``: a model folder path, ``RUN`` / ``RUN/final|best|latest|checkpoint-N``
+    under the runs folder, or ``final``/``best``/``checkpoint-N`` of this run. Checks the
+    weights are complete, the context fits, and whether the tokenizer matches."""
+    from transformers import AutoConfig
+
+    from .checkpoints import list_checkpoints, resolve_model_path
+
+    runs_root = run_dir.parent
+    try:
+        if not Path(spec).expanduser().exists() and "/" not in spec and (run_dir / spec).is_dir():
+            src = resolve_model_path(spec, run_dir)
+        else:
+            src = resolve_model_path(spec, None, runs_root)
+    except FileNotFoundError as e:
+        runs = sorted(p.name for p in runs_root.iterdir() if p.is_dir() and
+                      ((p / "final").is_dir() or list_checkpoints(p))) if runs_root.is_dir() else []
+        raise TrainingError(f"--init_from {spec!r}: {e}. Give a model folder, a run name, or "
+                            f"RUN/final|best|latest|checkpoint-N; runs with weights: "
+                            f"{', '.join(runs) or 'none'}") from None
+    problem = checkpoint_problem(src, need_training_state=False)
+    if problem:
+        raise TrainingError(f"--init_from {src}: cannot load weights: {problem}")
+    cfg = AutoConfig.from_pretrained(str(src))
+    if getattr(cfg, "n_positions", context_length) < context_length:
+        raise TrainingError(f"--init_from {src}: its context ({cfg.n_positions}) is shorter than "
+                            f"--max_length {context_length}; lower --max_length to at most "
+                            f"{cfg.n_positions}")
+    mine = _tokenizer_identity(tok_dir)
+    theirs = _tokenizer_identity(src)
+    tok_problem = note = None
+    info = _parent_run_info(src)
+    if theirs is None:
+        if info and info.get("tokenizer_sha256") and info["tokenizer_sha256"] != _tokenizer_fingerprint(tok_dir):
+            tok_problem = (f"it was trained with tokenizer {info.get('tokenizer_dir')} "
+                           f"(sha256 {info['tokenizer_sha256'][:12]}), not {tok_dir}")
+        elif not info:
+            note = "no tokenizer saved with the weights: only the vocabulary size was checked"
+    elif mine is None or not _same_tokenizer(theirs, mine):
+        n_theirs = len(theirs["vocab"] or {}) + len(theirs["added"] or [])
+        tok_problem = (f"its tokenizer (saved with the weights, ~{n_theirs} entries) differs from "
+                       f"{tok_dir} ({len(tokenizer)} tokens): token ids would not mean the same")
+    if tok_problem is None and cfg.vocab_size < len(tokenizer):
+        tok_problem = (f"its vocabulary ({cfg.vocab_size}) is smaller than the tokenizer's "
+                       f"({len(tokenizer)})")
+    eos = getattr(cfg, "eos_token_id", None)
+    if tok_problem is None and eos is not None and eos != tokenizer.eos_token_id:
+        tok_problem = f"its eos id {eos} differs from the tokenizer's {tokenizer.eos_token_id}"
+    if tok_problem:
+        if theirs is not None:
+            tok_problem += f"; to keep it, pass --tokenizer_dir {src}"
+        elif info and info.get("tokenizer_dir"):
+            tok_problem += f"; to keep it, pass --tokenizer_dir {info['tokenizer_dir']}"
+    return InitSource(src, spec, cfg, tok_problem, note)
 
 
 def _tokenizer_fingerprint(tokenizer_dir: Path) -> str:
     return sha256_file(tokenizer_dir / "tokenizer.json")
 
 
+def _gb(x: float) -> str:
+    return f"{x:.2f} GB" if x >= 1 else f"{x * 1000:.0f} MB"
+
+
+def _validation_bytes(processed_dir: Path) -> int | None:
+    """UTF-8 bytes of the validation split (file sizes from the manifest), for bits per byte."""
+    try:
+        from .corpus import read_manifest
+
+        return sum((processed_dir / r["path"]).stat().st_size for r in read_manifest(processed_dir)
+                   if r.get("split") == "validation")
+    except Exception:  # the estimate is optional
+        return None
+
+
 def run_training(opts: RunOptions, args) -> dict:
     """Train (or resume) one run. ``args`` is a ``transformers.TrainingArguments`` whose
     output_dir is ``opts.run_dir``. Returns the run summary also saved as run_info.json."""
     import torch
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback,
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback,
                               GenerationConfig, Trainer, default_data_collator)
 
-    from .callbacks import (EvalLossOnlyCallback, LogFileCallback, StopAndSaveCallback,
-                            ThroughputCallback)
+    from .callbacks import (EvalLossOnlyCallback, LogFileCallback, SaveBestCallback,
+                            StopAndSaveCallback, ThroughputCallback)
     from .data import PackedBlocks
     from .hardware import device_name, hardware_summary, peak_flops, physical_cores
     from .token_cache import ensure_cache
@@ -148,8 +253,54 @@ def run_training(opts: RunOptions, args) -> dict:
         raise TrainingError(f"--vocab_size {opts.vocab_size} differs from the tokenizer's "
                             f"{len(tokenizer)}; retrain the tokenizer with --vocab_size "
                             f"{opts.vocab_size} or drop the flag")
-    shape = ModelShape(opts.n_layer, opts.n_head, opts.n_embd, opts.context_length,
-                       padded_vocab(len(tokenizer)))
+    # Everything that can be wrong with the shape or the parent weights fails here, in
+    # seconds, before the token cache is built or read.
+    init = None
+    n_layer, n_head, n_embd = opts.n_layer, opts.n_head, opts.n_embd
+    vocab_rows = padded_vocab(len(tokenizer))
+    # Resume decision first (it only reads): a bad name fails in a second, not after caching.
+    if opts.fresh:
+        resolve_resume(run_dir, args.resume_from_checkpoint, True)  # --fresh + a name: refused
+    resume = None if opts.fresh else resolve_resume(run_dir, args.resume_from_checkpoint, False)
+    resumed_parent = None  # resuming a continued pre-training run: its shape is the checkpoint's
+    if resume is not None and (run_dir / "run_info.json").exists():
+        try:
+            resumed_parent = json.loads((run_dir / "run_info.json").read_text()).get("parent")
+        except ValueError:
+            pass
+    if opts.init_from:
+        init = resolve_init_source(opts.init_from, run_dir, tokenizer, tok_dir, opts.context_length)
+        if resume is not None:
+            if not resumed_parent or Path(resumed_parent.get("path", "")) != init.path.resolve():
+                raise TrainingError(
+                    f"--init_from starts a new run but {run_dir} already has checkpoints "
+                    f"({resume.name})" + (f" of a run continued from {resumed_parent['path']}"
+                                          if resumed_parent else "")
+                    + "; pass --fresh or a new --run_name")
+            log(f"resuming the run continued from {init.path}; its weights are in {resume.name}")
+            init = None
+    if resumed_parent:
+        cfg = AutoConfig.from_pretrained(str(resume))
+        n_layer, n_head, n_embd, vocab_rows = cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size
+    if init is not None:
+        cfg = init.config
+        parent_shape = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd}
+        clash = {k: v for k, v in (opts.shape_overrides or {}).items()
+                 if k in parent_shape and v != parent_shape[k]}
+        if clash:
+            raise TrainingError(
+                f"--init_from {init.path}: the shape comes from the parent weights "
+                f"({', '.join(f'{k}={v}' for k, v in parent_shape.items())}); drop "
+                f"{', '.join(f'--{k} {v}' for k, v in clash.items())}")
+        if init.tokenizer_problem and not opts.resize_embeddings:
+            raise TrainingError(
+                f"--init_from {init.path}: {init.tokenizer_problem}. Or pass --resize_embeddings "
+                f"to resize the embeddings to this tokenizer (rows of re-numbered tokens start "
+                f"out meaningless)")
+        n_layer, n_head, n_embd = cfg.n_layer, cfg.n_head, cfg.n_embd
+        if not (init.tokenizer_problem and opts.resize_embeddings):
+            vocab_rows = cfg.vocab_size
+    shape = ModelShape(n_layer, n_head, n_embd, opts.context_length, vocab_rows)
     try:
         shape.validate()
     except ValueError as e:
@@ -157,20 +308,25 @@ def run_training(opts: RunOptions, args) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     tokens_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                        * world * shape.n_positions)
-    log(f"model: {opts.n_layer} layers x {opts.n_embd} wide, {opts.n_head} heads, context "
-        f"{opts.context_length}, vocab {len(tokenizer)} (padded to {shape.vocab_size}): "
-        f"{shape.n_params / 1e6:.2f}M parameters, ~{shape.memory_estimate_gb(args.per_device_train_batch_size):.2f} GB "
-        f"to train at batch {args.per_device_train_batch_size}")
+    log(f"model: {n_layer} layers x {n_embd} wide, {n_head} heads, context "
+        f"{opts.context_length}, vocab {len(tokenizer)} (embedding rows {shape.vocab_size}): "
+        f"{shape.n_params / 1e6:.2f}M parameters, ~{_gb(shape.memory_estimate_gb(args.per_device_train_batch_size))} "
+        f"to train at batch {args.per_device_train_batch_size}"
+        + (f"; weights from {init.path}" if init else ""))
+    if init and init.note:
+        log(f"warning: --init_from {init.path}: {init.note}")
 
-    # Resume decision before any data work: a bad name fails in a second, not after caching.
     if opts.fresh and is_main_process():
         moved = move_run_aside(run_dir)
         if moved:
             log(f"--fresh: previous run moved to {moved}")
-    resume = resolve_resume(run_dir, args.resume_from_checkpoint, opts.fresh)
-    if resume is not None and opts.init_from:
-        raise TrainingError(f"--init_from starts a new run but {run_dir} already has checkpoints "
-                            f"({resume.name}); pass --fresh or a new --run_name")
+            if init is not None:
+                try:  # the parent was inside the run just moved aside: follow it
+                    rel = init.path.resolve().relative_to(run_dir.resolve())
+                    if (moved / rel).exists():
+                        init.path = moved / rel
+                except ValueError:
+                    pass
 
     era = opts.era_tokens if opts.era_tokens is not None else bool(era_tokens_of(tokenizer))
     cache_dir = run_dir / "pretokenized_data"
@@ -199,19 +355,33 @@ def run_training(opts: RunOptions, args) -> dict:
         torch.backends.cudnn.allow_tf32 = True
 
     parent = None
-    if opts.init_from:
-        from .checkpoints import resolve_model_path
-
-        src = resolve_model_path(opts.init_from, run_dir.parent / opts.init_from
-                                 if "/" not in opts.init_from else None, run_dir.parent)
+    if resumed_parent:
+        parent = resumed_parent
+        model = AutoModelForCausalLM.from_pretrained(str(resume))
+    elif init is not None:
+        src = init.path
         model = AutoModelForCausalLM.from_pretrained(str(src))
-        _check_init_weights(model, tokenizer, str(src), opts.resize_embeddings)
-        if model.config.n_positions < opts.context_length:
-            raise TrainingError(f"--init_from {src}: its context ({model.config.n_positions}) is "
-                                f"shorter than --max_length {opts.context_length}")
+        resized = False
+        if init.tokenizer_problem:  # only reached with --resize_embeddings
+            model.resize_token_embeddings(padded_vocab(len(tokenizer)))
+            resized = True
+            log(f"--resize_embeddings: {init.tokenizer_problem}; embeddings resized to "
+                f"{padded_vocab(len(tokenizer))} rows")
+        for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            setattr(model.config, k, getattr(tokenizer, k))
+        pinfo = _parent_run_info(src) or {}
+        st = src / "trainer_state.json"
+        parent_step = (json.loads(st.read_text()).get("global_step") if st.exists()
+                       else pinfo.get("global_step"))
         parent = {"path": str(src.resolve()), "init_from": opts.init_from,
-                  "config_sha256": sha256_file(src / "config.json")}
-        log(f"init from {src}: fresh optimizer and schedule (continued pre-training)")
+                  "config_sha256": sha256_file(src / "config.json"),
+                  "step": parent_step, "run_dir": pinfo.get("run_dir"),
+                  "run_name": pinfo.get("run_name"), "preset": pinfo.get("preset"),
+                  "tokens_seen": pinfo.get("tokens_seen"),
+                  "tokenizer_sha256": pinfo.get("tokenizer_sha256"),
+                  "tokenizer": "resized" if resized else "same",
+                  "resized_embeddings": resized}
+        log(f"init from {src}: step 0, fresh optimizer and schedule (continued pre-training)")
     else:
         model = build_model(shape, tokenizer.bos_token_id, tokenizer.eos_token_id,
                             tokenizer.pad_token_id, dropout=opts.dropout,
@@ -224,6 +394,8 @@ def run_training(opts: RunOptions, args) -> dict:
     callbacks.append(stopper)
     if opts.log_file and is_main_process():
         callbacks.append(LogFileCallback(opts.log_file))
+    if opts.save_best:
+        callbacks.append(SaveBestCallback(run_dir))
     if opts.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience))
 
@@ -239,6 +411,13 @@ def run_training(opts: RunOptions, args) -> dict:
             f"--batch_size and raise --gradient_accumulation_steps to keep the same tokens per "
             f"step, or add --gradient_checkpointing ({e})") from None
     wall = time.time() - t0
+    prev_wall = 0.0
+    if resume is not None and (run_dir / "run_info.json").exists():
+        try:
+            prev = json.loads((run_dir / "run_info.json").read_text())
+            prev_wall = prev.get("total_train_wall_seconds") or prev.get("train_wall_seconds") or 0.0
+        except ValueError:
+            pass
     state = trainer.state
     interrupted = stopper.reason is not None and state.global_step < state.max_steps
 
@@ -246,13 +425,15 @@ def run_training(opts: RunOptions, args) -> dict:
     train_losses = [h["loss"] for h in logs if "loss" in h]
     summary = {
         "run_dir": str(run_dir), "preset": opts.preset, "created": now_iso(),
-        "shape": {"n_layer": opts.n_layer, "n_head": opts.n_head, "n_embd": opts.n_embd,
+        "run_name": args.run_name,
+        "shape": {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd,
                   "context_length": opts.context_length, "vocab_size": len(tokenizer),
                   "embedding_rows": shape.vocab_size},
         "parameters": sum(p.numel() for p in model.parameters()),
         "global_step": state.global_step, "max_steps": state.max_steps,
         "tokens_seen": state.global_step * tokens_per_step, "tokens_per_step": tokens_per_step,
         "train_wall_seconds": round(wall, 1),
+        "total_train_wall_seconds": round(wall + (prev_wall if resume else 0.0), 1),
         "tokens_per_second": round((state.global_step - (int(resume.name.split('-')[1]) if resume else 0))
                                    * tokens_per_step / max(wall, 1e-9), 1),
         "final_train_loss": train_losses[-1] if train_losses else None,
@@ -267,6 +448,13 @@ def run_training(opts: RunOptions, args) -> dict:
         "interrupted": stopper.reason if interrupted else None,
         "learning_rate": args.learning_rate, "batch_size": args.per_device_train_batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed,
+        "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "warmup_steps": args.warmup_steps,
+        "eval_blocks": len(eval_ds),
+        "validation_bytes": _validation_bytes(Path(opts.processed_dir)),
+        "best_eval_loss": state.best_metric, "best_step": state.best_global_step or None,
+        "eval_curve": [[h["step"], h["eval_loss"]] for h in logs if "eval_loss" in h],
+        "train_curve": [[h["step"], h["loss"]] for h in logs if "loss" in h],
     }
     if interrupted:
         log(f"stopped early ({stopper.reason}) at step {state.global_step}; checkpoint saved. "
@@ -275,6 +463,10 @@ def run_training(opts: RunOptions, args) -> dict:
         ev = trainer.evaluate()
         summary["final_eval_loss"] = ev.get("eval_loss")
         summary["final_eval_perplexity"] = math.exp(min(ev["eval_loss"], 50)) if "eval_loss" in ev else None
+        if summary["final_eval_loss"] is not None and summary["validation_bytes"]:
+            # nats/token x tokens / bytes / ln 2; era tokens count as tokens: a close estimate
+            summary["final_eval_bpb"] = (summary["final_eval_loss"] * meta["splits"]["validation"]["tokens"]
+                                         / (math.log(2) * summary["validation_bytes"]))
         if trainer.is_world_process_zero():
             final = run_dir / "final"
             tmp = run_dir / ".final.tmp"
@@ -290,16 +482,14 @@ def run_training(opts: RunOptions, args) -> dict:
                              max_new_tokens=100).save_pretrained(str(tmp))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            if opts.save_best and state.best_model_checkpoint:
-                best_src = Path(state.best_model_checkpoint)
-                if best_src.is_dir():
-                    best = run_dir / "best"
-                    shutil.rmtree(best, ignore_errors=True)
-                    shutil.copytree(best_src, best, ignore=shutil.ignore_patterns(
-                        "optimizer.pt", "scheduler.pt", "rng_state*.pth"))
-                    summary["best_checkpoint"] = best_src.name
-                    summary["best_eval_loss"] = state.best_metric
             log(f"final model saved to {final}")
+    if opts.save_best and (run_dir / "best" / BEST_INFO).exists():
+        binfo = json.loads((run_dir / "best" / BEST_INFO).read_text())
+        summary["best_checkpoint"] = binfo.get("checkpoint")
+        summary["best_eval_loss"] = binfo.get("eval_loss")
+        summary["best_step"] = binfo.get("step")
+        log(f"best model (validation loss {binfo.get('eval_loss'):.4f} at step {binfo.get('step')}) "
+            f"in {run_dir / 'best'}")
     if trainer.is_world_process_zero():
         write_json_atomic(run_dir / "run_info.json", summary)
     return summary

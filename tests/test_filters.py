@@ -62,5 +62,5 @@ def test_period():
 def test_run_filters_returns_all_verdicts_and_first_reason():
     kept, reason, verdicts = run_filters(DUTCH, 1999, default_filters())
     assert not kept and reason == "not_english"
-    assert [v.filter for v in verdicts] == ["language", "min_length", "quality", "modernity", "period"]
+    assert [v.filter for v in verdicts] == ["language", "min_length", "quality", "modernity", "london", "period"]
     assert {v.reason for v in verdicts if not v.passed} >= {"not_english", "out_of_period"}

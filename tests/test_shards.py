@@ -85,14 +85,43 @@ def test_shard_writer_resumes_and_drops_torn_line(tmp_path):
     assert [r["id"] for r in read_jsonl(w2.staged)] == ["a", "c"]
 
 
-def test_rerun_resumes_without_reprocessing(folder):
+def test_rerun_skips_when_current_and_resumes_after_a_crash(folder):
     out = folder / "re"
     kw = dict(offline=True, workers=1, progress=False)
     first = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
+    assert first["shards"][0]["accepted"] > 0 and not first["skipped"]
     again = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
-    assert first["shards"][0]["accepted"] > 0
-    assert again["shards"][0]["accepted"] == 0 and again["shards"][0]["skipped_resumed"] == 15
-    assert first["merge"] == again["merge"]
+    assert again["skipped"] and again["counts"] == first["counts"] and not again["shards"]
+    # a crash before the merge: no sidecar, no manifest; staged work is reused
+    (out / "p" / "sidecar.json").unlink()
+    (out / "p" / "manifest.jsonl").unlink()
+    resumed = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
+    assert resumed["shards"][0]["accepted"] == 0 and resumed["shards"][0]["skipped_resumed"] == 15
+    assert first["merge"] == resumed["merge"]
+    # --overwrite reprocesses everything
+    fresh = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", overwrite=True, **kw)
+    assert fresh["shards"][0]["skipped_resumed"] == 0 and fresh["merge"] == first["merge"]
+
+
+def test_changed_settings_restage_instead_of_resuming(folder):
+    out = folder / "st"
+    kw = dict(offline=True, workers=1, progress=False)
+    first = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
+    second = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", min_chars=300, **kw)
+    assert not second["skipped"] and second["shards"][0]["skipped_resumed"] == 0
+    assert second["counts"]["documents"] == first["counts"]["documents"]
+
+
+def test_merge_refuses_shards_staged_with_other_settings(folder):
+    from londonlm.collect import CollectionError
+
+    out = folder / "mix"
+    kw = dict(offline=True, workers=1, progress=False, num_shards=2)
+    collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", shard=0, **kw)
+    collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", shard=1, min_chars=300, **kw)
+    with pytest.raises(CollectionError, match="--shard 0 --num_shards 2 --overwrite"):
+        collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", merge_only=True, min_chars=300,
+                              **kw)
 
 
 def test_in_shard_partitions_and_split_is_deterministic():

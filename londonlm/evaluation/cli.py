@@ -14,12 +14,13 @@ LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32
                 "--tasks lambada_openai,hellaswag,arc_easy --device cpu --batch_size 8")
 
 
-def build_parser(prog: str | None, presets: Sequence[str], default_preset: str) -> argparse.ArgumentParser:
+def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
+                 default_mode: str = "quick") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog, description="Evaluate a londonlm model: held-out loss/perplexity/bits per "
         "byte, knowledge probes, continuation quality, human-evaluation pack, training curves.",
         epilog="lm-eval-harness on the same folders: " + LM_EVAL_HINT.format(path="MODEL_DIR"))
-    p.add_argument("--mode", choices=("quick", "comprehensive"), default="quick",
+    p.add_argument("--mode", choices=("quick", "comprehensive"), default=default_mode,
                    help="quick: capped validation tokens, probes, 4 greedy samples (<= 2 min on "
                         "CPU for tiny); comprehensive: everything, whole validation split")
     p.add_argument("--model", default=None,
@@ -132,8 +133,8 @@ def import_ratings_main(paths: Sequence[str], key: str | None, ci: str) -> int:
 
 
 def main(argv: list[str] | None, get_paths: Callable, presets: Sequence[str],
-         default_preset: str, prog: str | None = None) -> int:
-    a = build_parser(prog, presets, default_preset).parse_args(argv)
+         default_preset: str, prog: str | None = None, default_mode: str = "quick") -> int:
+    a = build_parser(prog, presets, default_preset, default_mode).parse_args(argv)
     from londonlm.corpus import CorpusError
 
     from .human_eval import RatingsError

@@ -2,13 +2,14 @@
 
 At most ``max_concurrency`` generations run; up to ``max_queue`` more wait their turn; anything
 beyond is refused at once (the caller answers 503 + Retry-After) so a burst can never pile up
-unbounded work or memory. Counters are only touched from the event loop, so no lock is needed.
+unbounded work or memory. State is only touched from the event loop, so no lock is needed.
 """
 from __future__ import annotations
 
 import asyncio
 import math
 import time
+from collections import deque
 
 
 class Busy(Exception):
@@ -32,47 +33,69 @@ class Slot:
 
 
 class Admission:
+    """FIFO admission with direct hand-off: a finishing request passes its slot straight to the
+    oldest waiter, so ``active <= max_concurrency`` and ``waiting <= max_queue`` hold at every
+    instant (a semaphore would let a newcomer slip in between release and wake-up)."""
+
     def __init__(self, max_concurrency: int, max_queue: int):
         if max_concurrency < 1 or max_queue < 0:
             raise ValueError("max_concurrency must be >= 1 and max_queue >= 0")
         self.max_concurrency, self.max_queue = max_concurrency, max_queue
-        self._sem = asyncio.Semaphore(max_concurrency)
-        self.active = self.waiting = self.peak_active = self.peak_waiting = 0
+        self._waiters: deque[asyncio.Future] = deque()
+        self.active = self.peak_active = self.peak_waiting = 0
         self.completed = self.rejected = 0
         self._mean_s = 1.0  # running estimate of one generation's duration, for Retry-After
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
 
     def retry_after(self) -> int:
         backlog = (self.waiting + self.active) / self.max_concurrency
         return max(1, min(120, math.ceil(backlog * self._mean_s)))
 
     async def acquire(self, timeout_s: float) -> Slot:
-        if self.active >= self.max_concurrency and self.waiting >= self.max_queue:
+        if self.active < self.max_concurrency and not self._waiters:
+            self.active += 1
+            self.peak_active = max(self.peak_active, self.active)
+            return Slot(self)
+        if len(self._waiters) >= self.max_queue:
             self.rejected += 1
             raise Busy(f"server busy: {self.active} running and {self.waiting} queued "
                        f"(queue limit {self.max_queue}); retry later", self.retry_after())
-        self.waiting += 1
-        self.peak_waiting = max(self.peak_waiting, self.waiting)
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self.peak_waiting = max(self.peak_waiting, len(self._waiters))
         try:
-            if hasattr(asyncio, "timeout"):  # 3.11+: cancellation cannot lose an acquired permit
-                async with asyncio.timeout(timeout_s):
-                    await self._sem.acquire()
+            await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, timeout_s))
+        except BaseException as e:  # timeout, or the client went away while queued
+            if fut.done() and not fut.cancelled():
+                self._hand_off()  # the slot arrived just as we gave up: pass it on
             else:
-                await asyncio.wait_for(self._sem.acquire(), timeout=timeout_s)
-        except (TimeoutError, asyncio.TimeoutError):
-            self.rejected += 1
-            raise Busy(f"server busy: waited {timeout_s:.0f}s in the queue; retry later",
-                       self.retry_after()) from None
-        finally:
-            self.waiting -= 1
-        self.active += 1
-        self.peak_active = max(self.peak_active, self.active)
-        return Slot(self)
+                fut.cancel()
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+            if isinstance(e, (TimeoutError, asyncio.TimeoutError)):
+                self.rejected += 1
+                raise Busy(f"server busy: waited {timeout_s:.0f}s in the queue; retry later",
+                           self.retry_after()) from None
+            raise
+        return Slot(self)  # the releaser handed its slot over: ``active`` already counts us
+
+    def _hand_off(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.active -= 1
 
     def _release(self, seconds: float) -> None:
-        self.active -= 1
         self.completed += 1
         self._mean_s = 0.8 * self._mean_s + 0.2 * seconds
-        self._sem.release()
+        self._hand_off()
 
     def stats(self) -> dict:
         return {"active": self.active, "waiting": self.waiting, "max_concurrency": self.max_concurrency,

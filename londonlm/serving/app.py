@@ -3,8 +3,9 @@
 
 Errors are JSON ``{"error": "<one line>"}``: malformed JSON 400, oversize body 413,
 invalid/unknown fields 422, busy 503 with Retry-After. Generation runs in worker threads
-under :class:`~londonlm.serving.admission.Admission`; each request has a wall-clock
-limit after which generation stops and the text so far is returned with
+under :class:`~londonlm.serving.admission.Admission`; each request has one wall-clock
+limit covering its queue wait and its generation: a request still queued at the limit gets
+503, a generation still running stops and returns the text so far with
 ``finish_reason: "time_limit"``. No CORS middleware: only same-origin pages may call it.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pydantic import ValidationError
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..generation import GenerationError, GenerationSettings, LoadedModel, TextStream, generate, load_model
+from ..generation import (GenerationError, GenerationSettings, LoadedModel, TextStream, generate,
+                          load_model, normalize_era)
 from .admission import Admission, Busy
 from .schemas import error_message, request_model
 
@@ -152,25 +154,22 @@ def create_app(model_path: str | Path | None = None, *, lm: LoadedModel | None =
                 "no_repeat_ngram_size", "num_samples", "seed")})
             settings.max_new_tokens = min(settings.max_new_tokens, limits.max_new_tokens_limit)
             if req.era:
-                from ..generation import normalize_era
-
                 settings.era = normalize_era(req.era, lm.eras)
         except GenerationError as e:
             return _error(422, str(e))
         return req, settings
 
-    async def admit():
+    async def admit(deadline: float):
         try:
-            return await get_admission().acquire(limits.request_timeout_s)
+            return await get_admission().acquire(deadline - time.monotonic())
         except Busy as e:
             return _error(503, str(e), {"Retry-After": str(e.retry_after_s)})
 
-    async def run_json(prompt: str, settings: GenerationSettings):
-        slot = await admit()
+    async def run_json(prompt: str, settings: GenerationSettings, deadline: float):
+        slot = await admit(deadline)
         if isinstance(slot, JSONResponse):
             return slot
         cancel = threading.Event()
-        deadline = time.monotonic() + limits.request_timeout_s
         try:
             samples = await run_in_threadpool(generate, lm, prompt, settings, cancel=cancel,
                                               deadline=deadline)
@@ -182,11 +181,10 @@ def create_app(model_path: str | Path | None = None, *, lm: LoadedModel | None =
         return {"model": lm.model_id, "prompt": prompt, "settings": asdict(settings),
                 "samples": [s.to_dict() for s in samples], "text": samples[0].text}
 
-    async def run_stream(prompt: str, settings: GenerationSettings):
-        slot = await admit()
+    async def run_stream(prompt: str, settings: GenerationSettings, deadline: float):
+        slot = await admit(deadline)
         if isinstance(slot, JSONResponse):
             return slot
-        deadline = time.monotonic() + limits.request_timeout_s
         cancel = threading.Event()
 
         async def events():
@@ -217,21 +215,23 @@ def create_app(model_path: str | Path | None = None, *, lm: LoadedModel | None =
 
     @app.post("/v1/generate")
     async def generate_endpoint(request: Request):
+        deadline = time.monotonic() + limits.request_timeout_s  # queue wait + generation
         parsed = await parse(request)
         if isinstance(parsed, JSONResponse):
             return parsed
         req, settings = parsed
         if req.stream:
-            return await run_stream(req.prompt, settings)
-        return await run_json(req.prompt, settings)
+            return await run_stream(req.prompt, settings, deadline)
+        return await run_json(req.prompt, settings, deadline)
 
     @app.post("/v1/generate/stream")
     async def generate_stream_endpoint(request: Request):
+        deadline = time.monotonic() + limits.request_timeout_s
         parsed = await parse(request)
         if isinstance(parsed, JSONResponse):
             return parsed
         req, settings = parsed
-        return await run_stream(req.prompt, settings)
+        return await run_stream(req.prompt, settings, deadline)
 
     @app.get("/health")
     async def health():

@@ -12,6 +12,7 @@ from .html import HtmlSource, html_to_text
 from .local import LocalSource
 from .london_lives import LondonLivesSource, london_lives_to_text
 from .old_bailey import OldBaileySource, materialise_tei, tei_to_text
+from .sample import SampleMissing, SampleSource, sample_dir, sample_files
 
 KINDS: dict[str, type[Source]] = {
     "gutenberg": GutenbergSource,
@@ -20,6 +21,7 @@ KINDS: dict[str, type[Source]] = {
     "london_lives": LondonLivesSource,
     "html": HtmlSource,
     "local": LocalSource,
+    "sample": SampleSource,
 }
 MAX_RAW_BYTES = 512 * 1024 * 1024
 
@@ -113,6 +115,6 @@ def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
 
 __all__ = [
     "KINDS", "ArchiveOrgSource", "Document", "GutenbergSource", "HtmlSource", "LocalSource", "LondonLivesSource",
-    "OldBaileySource", "RegistryError", "Source", "SourceError", "decode_bytes", "gutenberg_urls", "html_to_text",
-    "load_registry", "make_source", "materialise", "read_text_file", "safe_id", "tei_to_text",
+    "OldBaileySource", "RegistryError", "SampleMissing", "SampleSource", "Source", "SourceError", "decode_bytes", "gutenberg_urls", "html_to_text",
+    "load_registry", "make_source", "materialise", "sample_dir", "sample_files", "read_text_file", "safe_id", "tei_to_text",
 ]

@@ -38,7 +38,8 @@ def _format_of(path: Path) -> str:
 
 
 class LocalSource(Source):
-    """Registry fields: ``path`` (folder), optional ``patterns``, ``exclude``, ``recursive``."""
+    """Registry fields: ``path`` (folder), optional ``patterns``, ``exclude``, ``recursive``,
+    ``id_prefix``, ``default_year`` (for files with no date in the manifest or the name)."""
 
     kind = "local"
 
@@ -89,6 +90,8 @@ class LocalSource(Source):
                 m = re.search(r"(?<!\d)(1[0-9]\d\d)(?:-?\d\d-?\d\d)?(?!\d)", p.name)
                 if m and not year and base["year"] is None:
                     meta["year"] = int(m.group(1))
+            if meta["year"] is None and self.spec.get("default_year") is not None:
+                meta["year"] = int(self.spec["default_year"])  # undated file: the user's stated year
             if row.get("london_related"):
                 meta["london"] = _BOOL.get(row["london_related"].strip().lower(), base["london"])
             if row.get("license"):

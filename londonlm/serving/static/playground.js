@@ -1,14 +1,20 @@
 // londonlm playground: posts to /v1/generate/stream and renders server-sent events as they arrive.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const sliders = ["temperature", "top_p", "top_k", "max_new_tokens"];
+const sliders = ["temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty"];
 let controller = null;
+let eras = [];  // era names from /health; the era slider's 0 means none
 
 function bindSlider(name) {
   const input = $(name), out = $(name + "-out");
   const show = () => { out.textContent = input.value; };
   input.addEventListener("input", show);
   show();
+}
+
+function showEra() {
+  const i = parseInt($("era").value, 10);
+  $("era-out").textContent = i > 0 ? eras[i - 1] : (eras.length ? "none" : "none (model has no era tokens)");
 }
 
 function setSlider(name, value, max) {
@@ -29,12 +35,11 @@ async function loadHealth() {
     setSlider("top_p", d.top_p);
     setSlider("top_k", d.top_k);
     setSlider("max_new_tokens", Math.min(d.max_new_tokens, h.limits.max_new_tokens_limit), h.limits.max_new_tokens_limit);
-    for (const era of h.eras || []) {
-      const o = document.createElement("option");
-      o.value = era; o.textContent = era;
-      $("era").appendChild(o);
-    }
-    $("era").disabled = !(h.eras || []).length;
+    setSlider("repetition_penalty", d.repetition_penalty);
+    eras = h.eras || [];
+    $("era").max = eras.length;
+    $("era").disabled = !eras.length;
+    showEra();
   } catch (e) {
     $("model-info").textContent = "could not reach the server: " + e;
   }
@@ -46,7 +51,9 @@ function request() {
   body.top_p = parseFloat($("top_p").value);
   body.top_k = parseInt($("top_k").value, 10);
   body.max_new_tokens = parseInt($("max_new_tokens").value, 10);
-  if ($("era").value) body.era = $("era").value;
+  body.repetition_penalty = parseFloat($("repetition_penalty").value);
+  const era = parseInt($("era").value, 10);
+  if (era > 0) body.era = eras[era - 1];
   if ($("seed").value !== "") body.seed = parseInt($("seed").value, 10);
   return body;
 }
@@ -133,4 +140,5 @@ $("copy").addEventListener("click", async () => {
   }
 });
 sliders.forEach(bindSlider);
+$("era").addEventListener("input", showEra);
 loadHealth();

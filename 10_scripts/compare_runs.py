@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Compare training runs side by side: a table (preset, parameters, tokens seen, wall time,
+best validation loss and bits per byte) and one PNG of their validation curves, written to
+09_models/comparisons/ (or --out_dir).
+
+    python 10_scripts/compare_runs.py tiny tiny-lr1e-3          # runs by name (or folder)
+    python 10_scripts/compare_runs.py --prefix grid-            # every grid-* run
+    python 10_scripts/compare_runs.py                           # every finished run
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import config
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="compare_runs.py", description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="*", help="run names under 09_models/checkpoints/ or run folders "
+                                          "(default: every run with a run_info.json)")
+    p.add_argument("--prefix", help="with no runs named: only runs whose name starts with this")
+    p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
+    p.add_argument("--out_dir", help="where NAME.md/.csv/.png go (default 09_models/comparisons)")
+    p.add_argument("--name", default="comparison", help="output file stem (default: comparison)")
+    p.add_argument("--x", choices=["tokens", "step"], default="tokens",
+                   help="x axis of the curves (tokens is fair across batch sizes)")
+    a = p.parse_args(argv)
+    from londonlm.compare import CompareError, compare_runs, find_runs
+
+    paths = config.get_paths(a.root)
+    out = Path(a.out_dir) if a.out_dir else paths.models_dir / "comparisons"
+    try:
+        runs = find_runs(paths.checkpoints_dir, a.runs, a.prefix)
+        _, table = compare_runs(runs, out, x=a.x, name=a.name)
+    except (CompareError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table)
+    print(f"\ntable: {out / (a.name + '.md')} (and .csv)\nplot:  {out / (a.name + '.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

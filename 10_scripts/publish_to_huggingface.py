@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Publish a trained run to the Hugging Face Hub: stage final/ (or --checkpoint) with a model
+card, LICENSE and the evaluation metrics.json, verify the staged folder offline (load, special
+token ids, generate, run the card's usage snippet), then upload; --dry_run uploads nothing.
+
+    python 10_scripts/publish_to_huggingface.py --preset tiny --repo_id your-name/londonlm-tiny --dry_run
+
+The token comes from HF_TOKEN or `hf auth login` and is never printed; HF_ENDPOINT picks the
+Hub. --dataset_repo_id also publishes the processed corpus (manifest + texts) as a dataset.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import config
+from londonlm.model_card import LICENSES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="publish_to_huggingface.py",
+                                description=__doc__.split("\n\n")[0],
+                                epilog="example: " + __doc__.split("\n\n")[1].strip())
+    p.add_argument("--repo_id", help="Hub model repo, 'your-username/model-name' (required "
+                                     "unless --dry_run)")
+    p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS),
+                   help="run to publish when --run_name is not given (default: %(default)s)")
+    p.add_argument("--run_name", help="run folder under 09_models/checkpoints/ (default: preset)")
+    p.add_argument("--checkpoint", help="final (default), best, latest, checkpoint-N or a "
+                                        "model folder path")
+    p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
+    p.add_argument("--private", action="store_true", help="create (or switch) the repo private")
+    p.add_argument("--revision", help="branch to commit to (created if missing; default main)")
+    p.add_argument("--commit_message", help=f"default: {config.HUB.commit_message!r}")
+    p.add_argument("--license", default=config.HUB.license, choices=list(LICENSES),
+                   help="licence of the weights (default: %(default)s)")
+    p.add_argument("--model_name", help="title of the model card (default: the repo name)")
+    p.add_argument("--prompt", default=config.EVALUATION.sample_prompts[0],
+                   help="fixed prompt for the verification generation and the card's snippet")
+    p.add_argument("--stage_dir", help="staging folder (default: <run>/hub_stage)")
+    p.add_argument("--dry_run", action="store_true",
+                   help="stage, verify and list what would be sent; upload nothing")
+    p.add_argument("--dataset_repo_id", help="also publish the processed corpus as this Hub "
+                                             "dataset repo")
+    p.add_argument("--dataset_stage_dir",
+                   help="staging folder for the dataset (default: <data>/hub_dataset_stage)")
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    from londonlm import hub
+
+    paths = config.get_paths(a.root)
+    run_dir = paths.run_dir(a.run_name or a.preset)
+    endpoint = hub.hub_endpoint()
+    ds_args = dict(processed_dir=paths.processed_dir, repo_id=a.dataset_repo_id,
+                   stage_dir=Path(a.dataset_stage_dir) if a.dataset_stage_dir
+                   else paths.data_dir / "hub_dataset_stage",
+                   model_repo_id=a.repo_id, private=a.private, revision=a.revision,
+                   endpoint=endpoint,
+                   **({"commit_message": a.commit_message} if a.commit_message else {}))
+    try:
+        if a.dataset_repo_id:  # stage and check the corpus before the model goes up
+            hub.publish_dataset(**ds_args, dry_run=True, log=lambda *_: None)
+        res = hub.publish_model(
+            run_dir=run_dir, runs_root=paths.checkpoints_dir, checkpoint=a.checkpoint,
+            stage_dir=Path(a.stage_dir) if a.stage_dir else run_dir / "hub_stage",
+            repo_id=a.repo_id, processed_dir=paths.processed_dir, license_id=a.license,
+            model_name=a.model_name, private=a.private, revision=a.revision,
+            commit_message=a.commit_message or config.HUB.commit_message, dry_run=a.dry_run,
+            endpoint=endpoint, prompt=a.prompt, dataset_repo_id=a.dataset_repo_id)
+        print(f"\nstaged {res.stage_dir}:\n{hub.describe_files(res.files)}")
+        print(f"\nsample ({res.report.prompt!r}, greedy):\n  {res.report.generation}")
+        target = f"{endpoint}/{res.repo_id}" if res.repo_id else "(no --repo_id given)"
+        if a.dry_run:
+            print(f"\ndry run: nothing uploaded; these {len(res.files)} files would be sent "
+                  f"to {target}")
+        else:
+            print(f"\npublished {target} ({res.upload.commit_url or res.upload.repo_url})")
+        if a.dataset_repo_id:
+            ds = hub.publish_dataset(**ds_args, dry_run=a.dry_run)
+            print(f"\nstaged dataset {ds.stage_dir}:\n{hub.describe_files(ds.files)}")
+            print("dry run: dataset not uploaded" if a.dry_run else
+                  f"published dataset {endpoint}/datasets/{ds.repo_id}")
+    except hub.PublishError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

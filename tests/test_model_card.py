@@ -1,0 +1,171 @@
+"""londonlm.model_card: the model card's YAML metadata and model-index, every section the
+issue asks for, measured numbers only, a usage snippet that runs, the dataset card and LICENSE."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import re
+
+import pytest
+import yaml
+
+from londonlm.model_card import (CardInputs, dataset_license, fmt_num, license_text,
+                                 model_index_results, read_samples, render_dataset_card,
+                                 render_model_card, summarize_manifest, usage_snippet)
+
+ROWS = [
+    {"id": "a", "source": "oldbailey", "source_kind": "web", "year": 1674, "decade": 1670,
+     "license": "cc-by-4.0", "words": 100, "chars": 600, "split": "train", "london": True},
+    {"id": "b", "source": "gutenberg", "source_kind": "gutenberg", "year": 1722, "decade": 1720,
+     "license": "public-domain", "words": 50, "chars": 300, "split": "validation", "london": True},
+    {"id": "c", "source": "gutenberg", "source_kind": "gutenberg", "year": None, "decade": None,
+     "license": "public-domain", "words": 10, "chars": 60, "split": "train", "london": False},
+]
+METRICS = {"format_version": 1, "mode": "quick",
+           "lm": {"validation": {"loss": 3.25, "perplexity": 25.79, "bits_per_byte": 1.125,
+                                 "tokens": 20000, "truncated": True}},
+           "probes": {"london": {"n": 40, "chance": 0.27,
+                                 "accuracy": {"sum": 0.45, "per_token": 0.5, "per_byte": 0.55},
+                                 "items": [{"id": 1}]}}}
+RUN_INFO = {"preset": "tiny", "parameters": 4_400_000, "global_step": 500, "max_steps": 500,
+            "tokens_seen": 2_048_000, "tokens_per_step": 4096, "batch_size": 32,
+            "gradient_accumulation_steps": 1, "learning_rate": 0.002, "precision": "fp32",
+            "hardware": {"cpu_cores_physical": 2, "platform": "Linux-x86_64"},
+            "train_wall_seconds": 754.2, "tokens_per_second": 2716.0, "final_train_loss": 3.4,
+            "final_eval_loss": 3.3, "final_eval_perplexity": 27.1, "seed": 42,
+            "cache": {"tokens_train": 1_000_000, "tokens_validation": 50_000, "era_tokens": True}}
+FACTS = {"n_layer": 4, "n_head": 4, "n_embd": 256, "n_positions": 128, "vocab_size": 4096,
+         "tokenizer_size": 4090, "parameters": 4_400_000, "eos_token_id": 0, "pad_token_id": 1,
+         "era_tokens": ["<|1650s|>", "<|1700s|>"], "snippet_max_new_tokens": 20}
+
+
+def _card(**kw) -> str:
+    base = dict(model_name="londonlm-tiny", model_facts=FACTS, repo_id="me/londonlm-tiny",
+                run_info=RUN_INFO, metrics=METRICS, corpus=summarize_manifest(ROWS),
+                samples=[{"prompt": "Up betimes", "text": "Up betimes, and to the office",
+                          "settings": "greedy"}],
+                trainer_state={"global_step": 500, "max_steps": 500,
+                               "log_history": [{"step": 25, "loss": 7.9}, {"step": 500, "loss": 3.4},
+                                               {"step": 500, "eval_loss": 3.3}]})
+    base.update(kw)
+    return render_model_card(CardInputs(**base))
+
+
+def _meta(card: str) -> dict:
+    m = re.match(r"^---\n(.*?)\n---\n", card, re.S)
+    assert m, "no YAML front matter"
+    return yaml.safe_load(m.group(1))
+
+
+def test_metadata_parses_with_model_index():
+    meta = _meta(_card())
+    assert meta["language"] == "en" and meta["license"] == "mit"
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation"
+    assert {"london", "history", "era-conditioning"} <= set(meta["tags"])
+    (entry,) = meta["model-index"]
+    assert entry["name"] == "londonlm-tiny"
+    (res,) = entry["results"]
+    assert res["task"]["type"] == "text-generation" and res["dataset"]["split"] == "validation"
+    values = {m["type"]: m["value"] for m in res["metrics"]}
+    assert values == {"loss": 3.25, "perplexity": 25.79, "bits_per_byte": 1.125, "accuracy": 0.55,
+                      "accuracy_sum": 0.45, "accuracy_per_token": 0.5}
+
+
+def test_card_sections_state_measured_facts():
+    card = _card()
+    for heading in ("## Model details", "## Training data", "### Sources", "### Period coverage",
+                    "## Training procedure", "## Evaluation", "## Sample generations",
+                    "## How to use", "## Intended use", "## Limitations and biases",
+                    "## Licence", "## Citation"):
+        assert heading in card, heading
+    data = card[card.index("## Training data"):card.index("## Training procedure")]
+    assert "**3 documents**" in data and "1674–1722" in data and "1,000,000 train" in data
+    assert "| oldbailey |" in data and "cc-by-4.0" in data and "| 1670s | 1 | 100 |" in data
+    assert "| undated | 1 | 10 |" in data
+    training = card[card.index("## Training procedure"):card.index("## Evaluation")]
+    for fact in ("tiny", "500 of 500", "2,048,000", "CPU only (2 physical cores", "12 min 34 s",
+                 "| Final training loss | 3.4 |", "| Final validation loss | 3.3 |",
+                 "7.9 at step 25 → 3.4 at step 500"):
+        assert fact in training, fact
+    evaluation = card[card.index("## Evaluation"):card.index("## Sample generations")]
+    assert "| Validation perplexity | 25.79 |" in evaluation
+    assert "| Probe accuracy (london, per_byte) | 0.55 |" in evaluation
+    assert "20,000 validation tokens scored (capped" in evaluation
+    limits = card[card.index("## Limitations and biases"):]
+    assert "Period attitudes" in limits and "OCR" in limits and "London and English only" in limits
+    assert "@misc{londonlm_tiny_" in card and "huggingface.co/me/londonlm-tiny" in card
+
+
+def test_card_never_shows_local_paths():
+    ri = dict(RUN_INFO, resumed_from="/home/alice/londonlm/09_models/checkpoints/tiny/checkpoint-200",
+              parent={"path": "/home/alice/runs/base/final", "init_from": "/home/alice/runs/base/final"})
+    card = _card(run_info=ri, trainer_state_source="checkpoint-500/trainer_state.json")
+    assert "/home/alice" not in card
+    assert "`tiny/checkpoint-200`" in card and "`base/final`" in card
+
+
+def test_missing_inputs_are_said_not_invented():
+    card = _card(run_info=None, metrics=None, corpus=None, trainer_state=None, samples=[])
+    assert "model-index" not in _meta(card)
+    assert "training details were not recorded" in card
+    assert "No `evaluation/metrics.json` was found" in card
+    assert "corpus manifest was not available" in card and "No samples were recorded" in card
+    # no evaluation, but the trainer's validation loss is still a measured number
+    results = model_index_results(None, RUN_INFO)
+    assert [(r.metric_type, r.metric_value) for r in results] == [("loss", 3.3), ("perplexity", 27.1)]
+    # non-finite values never reach the model-index
+    bad = {"lm": {"validation": {"loss": float("nan"), "perplexity": math.inf}}}
+    assert model_index_results(bad, None) == []
+
+
+def test_usage_snippet_runs_against_a_model_folder(tiny_model_dir):
+    code = usage_snippet(str(tiny_model_dir), "It was a cold morning", "<|1650s|>", 5)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(compile(code, "<snippet>", "exec"), {"__name__": "__snippet__"})
+    assert buf.getvalue().startswith("<|1650s|>It was a cold morning")
+    # the card carries the same code with the Hub id in place of the folder
+    card = _card()
+    shown = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    assert shown == usage_snippet("me/londonlm-tiny", "It was a cold morning in Cheapside, and",
+                                  "<|1700s|>", 20)
+
+
+def test_read_samples_understands_the_evaluation_format(tmp_path):
+    p = tmp_path / "samples.jsonl"
+    p.write_text("\n".join([
+        json.dumps({"kind": "continuation", "mode": "greedy", "prompt": "The prisoner",
+                    "reference": "was", "generated": "The prisoner at the bar"}),
+        "not json", json.dumps(["a list"]), json.dumps({"prompt": "x"}),
+        json.dumps({"prompt": "Up", "generated_text": "Up betimes",
+                    "settings": {"temperature": 0.8}})]) + "\n")
+    rows = read_samples(p)
+    assert rows == [{"prompt": "The prisoner", "text": "The prisoner at the bar",
+                     "settings": "greedy decoding, evaluation stage"},
+                    {"prompt": "Up", "text": "Up betimes", "settings": "temperature=0.8"}]
+
+
+def test_dataset_card_and_license():
+    corpus = summarize_manifest(ROWS)
+    assert corpus["sources"]["gutenberg"]["documents"] == 2 and corpus["words"] == 160
+    assert dataset_license(corpus) == "other"
+    assert dataset_license(summarize_manifest(ROWS[1:])) == "cc0-1.0"
+    card = render_dataset_card(corpus, "me/london-texts", model_repo_id="me/londonlm-tiny")
+    meta = _meta(card)
+    assert meta["license"] == "other" and meta["language"] == ["en"]
+    assert meta["configs"][0]["data_files"] == "manifest.jsonl"
+    assert "## Sources and licences" in card and "## Period coverage" in card
+    assert "| oldbailey | web | 1 | 100 | 1674–1674 | cc-by-4.0 |" in card
+    assert "me/londonlm-tiny" in card
+    lic = license_text("mit", "A. Person", corpus, year=2024)
+    assert lic.startswith("MIT License\n\nCopyright (c) 2024 A. Person")
+    assert "- oldbailey (web, 1 documents): cc-by-4.0" in lic
+    assert "apache.org" in license_text("apache-2.0", corpus=corpus)
+
+
+@pytest.mark.parametrize("value,text", [(1234567, "1,234,567"), (3.25, "3.25"), (0.0001234, "0.0001234"),
+                                        (None, "None"), (2.5e7, "2.5e+07")])
+def test_fmt_num(value, text):
+    assert fmt_num(value) == text

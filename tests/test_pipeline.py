@@ -1,0 +1,88 @@
+"""The one-command pipeline end to end on the micro preset, through the real script, run
+from another working directory: every stage writes its artifacts, a second run skips
+every stage, and the model it leaves loads with the stock transformers classes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, write_micro_source
+
+
+def _run(args, cwd, root):
+    env = dict(os.environ, LONDONLM_ROOT=str(root), WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, str(REPO / "10_scripts" / "run_pipeline.py"), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    src = write_micro_source(root / "src", n_docs=8)
+    first = _run(["--preset", "micro", "--source_dir", str(src), "--max_steps", "30",
+                  "--eval_max_tokens", "2000"], cwd=tmp_path_factory.mktemp("elsewhere"), root=root)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return root, src, first
+
+
+def test_every_stage_writes_its_artifacts(pipeline_run):
+    root, _, first = pipeline_run
+    processed = root / "data" / "london_historical" / "processed"
+    rows = [json.loads(line) for line in (processed / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and {r["split"] for r in rows} == {"train", "validation"}
+    assert all((processed / r["path"]).exists() for r in rows)
+    assert (processed / "sidecar.json").exists()
+
+    tok_dir = root / "09_models" / "tokenizers" / "london_historical_bpe"
+    for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "sidecar.json"):
+        assert (tok_dir / name).exists(), name
+
+    run = root / "09_models" / "checkpoints" / "micro"
+    assert (run / "pretokenized_data" / "train.bin").exists()
+    assert (run / "pretokenized_data" / "metadata.json").exists()
+    assert sorted(p.name for p in run.glob("checkpoint-*"))
+    summary = json.loads((run / "pipeline_summary.json").read_text())
+    assert summary["run_info"]["global_step"] == 30
+    ev = summary["validation"]
+    assert 0 < ev["bits_per_byte"] < 8 and ev["tokens"] > 0
+    assert len(summary["samples"]) >= 1 and all(s["continuation"] for s in summary["samples"])
+    assert "=== done ===" in first.stdout
+
+
+def test_training_lowered_the_loss_and_model_loads(pipeline_run):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = pipeline_run[0]
+    run = root / "09_models" / "checkpoints" / "micro"
+    last = max(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    losses = [e["loss"] for e in json.loads((last / "trainer_state.json").read_text())["log_history"]
+              if "loss" in e]
+    assert len(losses) >= 3 and losses[-1] < losses[0] - 0.5, losses  # ln(512)=6.2 at start
+    model = AutoModelForCausalLM.from_pretrained(run / "final")
+    tok = AutoTokenizer.from_pretrained(run / "final")
+    ids = tok("It was a dismal time in London", return_tensors="pt")
+    with torch.no_grad():
+        out = model(**ids, labels=ids["input_ids"])
+    assert torch.isfinite(out.loss)
+    assert model.config.eos_token_id == tok.eos_token_id and model.config.pad_token_id == tok.pad_token_id
+
+
+def test_second_run_skips_every_stage(pipeline_run, tmp_path):
+    root, src, _ = pipeline_run
+    second = _run(["--preset", "micro", "--source_dir", str(src), "--max_steps", "30",
+                   "--eval_max_tokens", "2000"], cwd=tmp_path, root=root)
+    assert second.returncode == 0, second.stderr[-3000:]
+    out = second.stdout.lower()
+    assert out.count("current") >= 3, second.stdout  # corpus, tokenizer and training all skip
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    res = _run(["--preset", "micro", "--source_dir", str(tmp_path / "nope")], cwd=tmp_path, root=tmp_path)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr and "nope" in res.stderr

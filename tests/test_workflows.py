@@ -1,0 +1,243 @@
+"""Training workflows end to end on the micro preset through the real CLIs: best checkpoint,
+continued pre-training (--init_from), shape flags, learning-rate finder, run comparison and
+the hyperparameter grid."""
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import config
+from londonlm.checkpoints import resolve_model_path
+from londonlm.train_cli import main as train_main
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1"]
+
+
+def train(root, *argv):
+    return train_main(["--preset", "micro", "--root", str(root), *FAST, *argv],
+                      presets={k: config.asdict(v) for k, v in config.PRESETS.items()},
+                      default_preset="micro", get_paths=config.get_paths,
+                      tokenizer_name=config.TOKENIZER.name, seed=config.TRAINING.seed,
+                      wandb_project="londonlm-test")
+
+
+def script(rel):
+    spec = importlib.util.spec_from_file_location(Path(rel).stem, REPO / rel)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_dir(root, name):
+    return root / "09_models" / "checkpoints" / name
+
+
+def info(root, name):
+    return json.loads((run_dir(root, name) / "run_info.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def wf_root(micro_root, tmp_path_factory):
+    """A project root with one finished run, ``parent``: 6 steps, evaluated and saved every
+    2 steps, --save_best, at most 1 rotating checkpoint."""
+    root = tmp_path_factory.mktemp("wf") / "root"
+    shutil.copytree(micro_root, root)
+    assert train(root, "--run_name", "parent", "--max_steps", "6", "--save_steps", "2",
+                 "--eval_steps", "2", "--save_total_limit", "1", "--save_best") == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def child(wf_root):
+    """``child``: continued pre-training from parent's best model, new lr and schedule."""
+    assert train(wf_root, "--run_name", "child", "--init_from", "parent/best",
+                 "--learning_rate", "1e-3", "--warmup_steps", "2", "--max_steps", "2",
+                 "--save_steps", "2", "--eval_steps", "2", "--eval_on_start", "true") == 0
+    return run_dir(wf_root, "child")
+
+
+def test_save_best_survives_rotation_and_resolves(wf_root, capsys):
+    rd = run_dir(wf_root, "parent")
+    ri = info(wf_root, "parent")
+    curve = ri["eval_curve"]
+    assert [s for s, _ in curve] == [2, 4, 6]
+    best_step, best_loss = min(curve, key=lambda x: x[1])
+    binfo = json.loads((rd / "best" / "best_info.json").read_text())
+    assert binfo["step"] == best_step and binfo["checkpoint"] == f"checkpoint-{best_step}"
+    assert abs(binfo["eval_loss"] - best_loss) < 1e-6 and ri["best_checkpoint"] == binfo["checkpoint"]
+    assert not (rd / "best" / "optimizer.pt").exists()
+    assert len(list(rd.glob("checkpoint-*"))) <= 2  # rotation ran (limit 1 + protected best)
+    for ck in rd.glob("checkpoint-*"):  # even once every rotating checkpoint is gone ...
+        if ck.name != "checkpoint-6":
+            shutil.rmtree(ck)
+    assert resolve_model_path("best", rd) == rd / "best"  # ... `best` resolves by name
+    assert resolve_model_path("parent/best", None, rd.parent) == rd / "best"
+    assert resolve_model_path("final", rd) == rd / "final"
+    assert resolve_model_path("latest", rd) == rd / "checkpoint-6"
+    assert resolve_model_path("checkpoint-6", rd) == rd / "checkpoint-6"
+    capsys.readouterr()
+    assert train(wf_root, "--run_name", "parent", "--list_checkpoints") == 0
+    out = capsys.readouterr().out
+    assert f"best: checkpoint-{best_step} (step {best_step}" in out and "final: final/" in out
+    from londonlm.checkpoint_cli import main as ck_main
+
+    assert ck_main(["--root", str(wf_root), "--run_name", "parent", "--checkpoint", "best",
+                    "--max_new_tokens", "3", "--prompt", "The"], get_paths=config.get_paths,
+                   default_preset="micro", presets=list(config.PRESETS), prompt="x") == 0
+    out = capsys.readouterr().out
+    assert f"{rd / 'best'}" in out and f"step: {best_step}" in out and f"{best_loss:.4f}" in out
+
+
+def test_save_best_keeps_an_early_best_beyond_the_last_n(wf_root):
+    # learning rate 0: every evaluation ties, so the first (step 2) stays best while
+    # rotation (last 2) goes on; best/ and the listing must still name checkpoint-2
+    assert train(wf_root, "--run_name", "flat", "--learning_rate", "0", "--max_steps", "8",
+                 "--save_steps", "2", "--eval_steps", "2", "--save_total_limit", "2",
+                 "--save_best") == 0
+    rd = run_dir(wf_root, "flat")
+    assert sorted(p.name for p in rd.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-8"]
+    assert json.loads((rd / "best" / "best_info.json").read_text())["step"] == 2
+    assert info(wf_root, "flat")["best_checkpoint"] == "checkpoint-2"
+    shutil.rmtree(rd / "checkpoint-2")  # a copy in best/ does not depend on the checkpoint
+    assert resolve_model_path("best", rd) == rd / "best"
+    from londonlm.checkpoints import describe_checkpoints
+
+    assert "best: checkpoint-2 (step 2" in describe_checkpoints(rd)
+
+
+def test_init_from_records_parent_fresh_optimizer_and_weights(wf_root, child):
+    import torch
+
+    ri, parent = info(wf_root, "child"), info(wf_root, "parent")
+    p = ri["parent"]
+    assert Path(p["path"]) == (run_dir(wf_root, "parent") / "best").resolve()
+    assert p["run_name"] == "parent" and p["step"] == parent["best_step"]
+    assert p["tokenizer"] == "same" and p["resized_embeddings"] is False
+    assert ri["resumed_from"] is None and ri["global_step"] == 2 and ri["learning_rate"] == 1e-3
+    # the step-0 evaluation scores the loaded weights: exactly the parent's best model
+    assert ri["eval_curve"][0][0] == 0
+    assert abs(ri["eval_curve"][0][1] - parent["best_eval_loss"]) < 1e-4
+    state = json.loads((child / "checkpoint-2" / "trainer_state.json").read_text())
+    lrs = [h["learning_rate"] for h in state["log_history"] if "learning_rate" in h]
+    assert state["max_steps"] == 2 and lrs[0] < 1e-3  # the child's own warmup, from step 0
+    opt = torch.load(child / "checkpoint-2" / "optimizer.pt", weights_only=False)
+    assert {int(s["step"]) for s in opt["state"].values()} == {2}  # fresh AdamW (parent had 6)
+
+
+def test_continued_run_stops_and_resumes(wf_root, capsys):
+    argv = ["--run_name", "chunked", "--init_from", "parent/final", "--max_steps", "4",
+            "--save_steps", "2", "--eval_steps", "100"]
+    assert train(wf_root, *argv, "--stop_after_steps", "2") == 0
+    assert info(wf_root, "chunked")["interrupted"]
+    assert train(wf_root, *argv) == 0  # the same command resumes instead of starting over
+    ri = info(wf_root, "chunked")
+    assert ri["global_step"] == 4 and ri["resumed_from"].endswith("checkpoint-2")
+    assert ri["parent"]["path"] == str((run_dir(wf_root, "parent") / "final").resolve())
+    capsys.readouterr()
+    assert train(wf_root, "--run_name", "chunked", "--init_from", "parent/best") == 2
+    assert "already has checkpoints" in capsys.readouterr().err
+
+
+def test_init_from_refusals_before_data(wf_root, tiny_model_dir, capsys):
+    capsys.readouterr()
+    # a foreign tokenizer: refused with the way out, before any token cache is built
+    assert train(wf_root, "--run_name", "foreign", "--init_from", str(tiny_model_dir)) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer" in err and "differs" in err and "--resize_embeddings" in err
+    assert not (run_dir(wf_root, "foreign") / "pretokenized_data").exists()
+    assert train(wf_root, "--run_name", "x", "--init_from", "parent/final", "--max_length", "128") == 2
+    assert "shorter than --max_length 128" in capsys.readouterr().err
+    assert train(wf_root, "--run_name", "x", "--init_from", "parent/final", "--n_layer", "3") == 2
+    assert "shape comes from the parent" in capsys.readouterr().err
+    assert train(wf_root, "--run_name", "x", "--init_from", "nosuchrun") == 2
+    err = capsys.readouterr().err
+    assert "runs with weights:" in err and "parent" in err
+    assert not (run_dir(wf_root, "x") / "pretokenized_data").exists()
+    # ... and accepted when resizing is asked for
+    assert train(wf_root, "--run_name", "foreign", "--init_from", str(tiny_model_dir),
+                 "--resize_embeddings", "--max_steps", "1", "--save_steps", "100",
+                 "--eval_steps", "100") == 0
+    ri = info(wf_root, "foreign")
+    assert ri["parent"]["resized_embeddings"] is True and ri["shape"]["n_embd"] == 32
+
+
+def test_shape_flags_override_and_bad_shapes_fail_fast(wf_root, capsys):
+    capsys.readouterr()
+    assert train(wf_root, "--run_name", "shaped", "--n_layer", "1", "--n_head", "4", "--n_embd", "32",
+                 "--max_length", "32", "--max_steps", "1", "--save_steps", "100",
+                 "--eval_steps", "100") == 0
+    out = capsys.readouterr().out
+    assert "1 layers x 32 wide, 4 heads, context 32" in out and "M parameters" in out
+    assert "to train at batch" in out
+    ri = info(wf_root, "shaped")
+    assert ri["shape"] == {"n_layer": 1, "n_head": 4, "n_embd": 32, "context_length": 32,
+                           "vocab_size": ri["shape"]["vocab_size"], "embedding_rows": 512}
+    for bad, msg in ((["--n_head", "3"], "not divisible"), (["--n_layer", "0"], "must be positive"),
+                     (["--max_length", "-4"], "must be positive"),
+                     (["--n_embd", "30", "--n_head", "4"], "not divisible"),
+                     (["--vocab_size", "999"], "differs from the tokenizer")):
+        assert train(wf_root, "--run_name", "bad", *bad) == 2, bad
+        assert msg in capsys.readouterr().err, bad
+    assert not run_dir(wf_root, "bad").exists()  # failed before any data work
+
+
+def test_lr_finder_writes_table_plot_and_suggestion(wf_root, tmp_path, capsys):
+    out = tmp_path / "lr"
+    rc = script("04_training/find_lr.py").main(
+        ["--preset", "micro", "--root", str(wf_root), "--run_name", "parent", "--steps", "20",
+         "--min_lr", "1e-5", "--max_lr", "0.5", "--output_dir", str(out)])
+    assert rc == 0
+    s = json.loads((out / "lr_find.json").read_text())
+    assert 1e-5 <= s["suggested_lr"] <= 0.5 and s["suggested_lr"] <= s["min_loss_lr"]
+    rows = (out / "lr_find.csv").read_text().splitlines()
+    assert rows[0] == "step,learning_rate,loss,smoothed_loss" and len(rows) == s["steps_run"] + 1
+    assert (out / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    assert "suggested --learning_rate" in capsys.readouterr().out
+
+
+def test_compare_runs_tabulates_and_plots(wf_root, child, tmp_path, capsys):
+    rc = script("10_scripts/compare_runs.py").main(
+        ["parent", str(child), "--root", str(wf_root), "--out_dir", str(tmp_path), "--name", "pc"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    for h in ("preset", "params (M)", "tokens seen", "wall (s)", "best val loss", "best val bpb"):
+        assert h in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("| parent") or ln.startswith("| child")]
+    assert len(lines) == 2 and "parent" in lines[[ln.startswith("| child") for ln in lines].index(True)]
+    assert (tmp_path / "pc.png").read_bytes()[:4] == b"\x89PNG"
+    csv_rows = (tmp_path / "pc.csv").read_text().splitlines()
+    assert len(csv_rows) == 3 and "best_val_bpb" in csv_rows[0]
+    assert script("10_scripts/compare_runs.py").main(["nope", "--root", str(wf_root)]) == 2
+    assert "runs available:" in capsys.readouterr().err
+
+
+def test_grid_runs_every_combination_and_summarises(wf_root, capsys):
+    grid = script("10_scripts/run_grid.py")
+    argv = ["--preset", "micro", "--root", str(wf_root), "--learning_rates", "1e-3,3e-3",
+            "--batch_sizes", "2,4", "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2",
+            "--prefix", "g", *FAST]
+    assert grid.main(argv) == 0
+    names = [f"g-lr{lr}-bs{bs}" for lr in ("0.001", "0.003") for bs in (2, 4)]
+    for n in names:
+        ri = info(wf_root, n)
+        assert ri["global_step"] == 2 and ri["seed"] == config.TRAINING.seed
+    # same validation set for every batch size: comparable losses
+    assert len({info(wf_root, n)["eval_blocks"] for n in names}) == 1
+    summary = (wf_root / "09_models" / "comparisons" / "g.md").read_text()
+    assert all(n in summary for n in names)
+    assert (wf_root / "09_models" / "comparisons" / "g.png").exists()
+    capsys.readouterr()
+    assert grid.main(argv) == 0  # a second call skips finished runs
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 4
+
+
+def test_scripts_help_from_any_cwd():
+    for rel in ("04_training/find_lr.py", "10_scripts/compare_runs.py", "10_scripts/run_grid.py"):
+        r = subprocess.run([sys.executable, str(REPO / rel), "--help"], capture_output=True,
+                           text=True, cwd="/", timeout=120)
+        assert r.returncode == 0 and "usage:" in r.stdout, (rel, r.stderr[-2000:])
