@@ -68,8 +68,12 @@ def micro_texts(n_docs: int = 6, chars: int = 6000) -> list[str]:
         raw = MICRO_TEXT_SOURCE.read_text(encoding="utf-8")
         body = raw[raw.find("It was about the beginning"):] if "It was about the beginning" in raw else raw[5000:]
         return [body[i * chars:(i + 1) * chars] for i in range(n_docs)]
-    base = " ".join(SAMPLE_TEXTS)
-    return [(f"Part {i}. " + base * (chars // len(base) + 1))[:chars] for i in range(n_docs)]
+    # Without ../shared: the embedded offline sample (First Folio, installed by install.sh),
+    # one play per document, skipping each file's header.
+    from londonlm.sources.sample import sample_files
+
+    texts = [f.read_text(encoding="utf-8", errors="replace") for f in sample_files()[:n_docs]]
+    return [t[len(t) // 3:len(t) // 3 + chars] for t in texts]
 
 
 def write_micro_source(folder: Path, n_docs: int = 6, chars: int = 6000) -> Path:
