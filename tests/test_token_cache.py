@@ -131,3 +131,50 @@ def test_load_is_constant_time(micro_root, tmp_path):
     t0 = time.perf_counter()
     m = load_tokens(big, "train")
     assert len(m) == len(arr) and time.perf_counter() - t0 < 0.05
+
+
+def test_split_exact_pieces_encode_like_the_whole(micro_root):
+    """Pieces cut by split_exact must tokenize exactly as the whole text: real prose (every
+    micro-corpus document at several piece sizes) and random strings rich in awkward
+    whitespace (NBSP, ideographic space, \\x1c, \\x85, U+2028, CR, tabs, runs)."""
+    import random
+
+    from tokenizers import Tokenizer
+
+    from londonlm.token_cache import split_exact
+
+    tok_dir, proc = paths(micro_root)
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+
+    def check(text, size):
+        pieces = split_exact(text, size)
+        assert "".join(pieces) == text
+        got = [i for e in tok.encode_batch(pieces, add_special_tokens=False) for i in e.ids]
+        assert got == tok.encode(text, add_special_tokens=False).ids, (text[:80], size)
+        return len(pieces)
+
+    total = 0
+    for f in sorted((proc / "texts").glob("*.txt")):
+        for size in (200, 1000, 5000):
+            total += check(f.read_text(encoding="utf-8"), size)
+    assert total > 30  # the cuts really happened
+    rng = random.Random(1)
+    alphabet = list(" \n\t\r\u00a0\u3000\x1c\x85\u2028abcXYZ019'ſæé\u0301.,;:-—")
+    for _ in range(1500):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300)))
+        check(s, rng.randint(1, 40))
+
+
+def test_small_encode_budgets_give_the_same_cache(micro_root, tmp_path, monkeypatch):
+    """The character budget bounds memory; it must not change a single token."""
+    import londonlm.token_cache as tc
+
+    root = fresh_copy(micro_root, tmp_path)
+    tok_dir, proc = paths(root)
+    ensure_cache(tmp_path / "a", tok_dir, proc, 64, era_tokens=True, progress=False, log=lambda *_: None)
+    real = tc._encode_stream
+    monkeypatch.setattr(tc, "_encode_stream", lambda t, d, e: real(t, d, e, batch_chars=700, piece_chars=300))
+    ensure_cache(tmp_path / "b", tok_dir, proc, 64, era_tokens=True, progress=False, log=lambda *_: None)
+    for split in ("train", "validation"):
+        assert np.array_equal(load_tokens(tmp_path / "a", split), load_tokens(tmp_path / "b", split))
+        assert np.array_equal(load_offsets(tmp_path / "a", split), load_offsets(tmp_path / "b", split))
