@@ -42,6 +42,14 @@ class ThroughputCallback(TrainerCallback):
                 logs["mfu"] = round(tps * self.flops_per_token / self.peak, 4)
         logs["tokens_seen"] = state.global_step * self.tokens_per_step
         self._t, self._step = now, state.global_step
+        # Trainer.log appends a copy of `logs` to log_history before calling on_log, so the
+        # figures added here would reach the console and W&B but not trainer_state.json
+        # (and so not the evaluation report's throughput plot) without this.
+        if state.log_history and state.log_history[-1].get("step") == state.global_step \
+                and "loss" in state.log_history[-1]:
+            for key in ("tokens_per_second", "step_time_s", "mfu", "tokens_seen"):
+                if key in logs:
+                    state.log_history[-1][key] = logs[key]
 
 
 class LogFileCallback(TrainerCallback):

@@ -57,6 +57,11 @@ def test_resume_is_exact(root):
         assert abs(x - y) <= 1e-5, (la, lb)
     info = json.loads((b / "run_info.json").read_text())
     assert info["resumed_from"].endswith("checkpoint-6")
+    # throughput reaches trainer_state.json (the evaluation report plots it from there)
+    hist = [h for h in json.loads((b / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
+            if "loss" in h]
+    assert all(h["tokens_per_second"] > 0 and h["tokens_seen"] == h["step"] * info["tokens_per_step"]
+               for h in hist[1:]), hist
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(str(b / "final"))
