@@ -158,10 +158,17 @@ def summarize_manifest(rows: Iterable[dict]) -> dict:
     }
 
 
+def _years(lo, hi) -> str:
+    """'1623', '1660–1703' or 'undated' (a one-year corpus is not a range)."""
+    if lo is None:
+        return "undated"
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
 def _source_table(corpus: dict) -> list[str]:
     lines = ["| Source | Kind | Documents | Words | Years | Licence |", "|---|---|---:|---:|---|---|"]
     for name, s in corpus["sources"].items():
-        years = (f"{s['year_min']}–{s['year_max']}" if s["year_min"] is not None else "undated")
+        years = _years(s["year_min"], s["year_max"])
         lines.append(f"| {_md_escape(name)} | {_md_escape(s['kind'])} | {s['documents']:,} | "
                      f"{s['words']:,} | {years} | {_md_escape(', '.join(s['licenses']))} |")
     return lines
@@ -322,8 +329,10 @@ def _training_section(inp: CardInputs) -> list[str]:
                  ("Final validation perplexity", fmt_num(ri.get("final_eval_perplexity"))),
                  ("Seed", str(ri.get("seed")))]
         if ri.get("best_eval_loss") is not None:
-            rows.append(("Best validation loss", f"{fmt_num(ri['best_eval_loss'])} "
-                                                 f"({ri.get('best_checkpoint')})"))
+            where = (f"`{_last_parts(ri['best_checkpoint'])}`" if ri.get("best_checkpoint")
+                     else f"step {ri['best_step']}" if ri.get("best_step") else "")
+            rows.append(("Best validation loss",
+                         f"{fmt_num(ri['best_eval_loss'])}" + (f" ({where})" if where else "")))
         if ri.get("resumed_from"):
             rows.append(("Resumed from", f"`{_last_parts(ri['resumed_from'])}`"))
         if ri.get("parent"):
@@ -346,8 +355,9 @@ def _training_section(inp: CardInputs) -> list[str]:
             rows.append(("Logged validation loss",
                          ", ".join(f"{fmt_num(v)} (step {s})" for s, v in ev[-5:])))
         if st.get("best_metric") is not None:
-            rows.append(("Best metric (trainer)", f"{fmt_num(st['best_metric'])} "
-                                                  f"({st.get('best_model_checkpoint') or 'n/a'})"))
+            best = st.get("best_model_checkpoint")
+            rows.append(("Best metric (trainer)", f"{fmt_num(st['best_metric'])}"
+                         + (f" (`{_last_parts(best)}`)" if best else "")))
     lines += ["| | |", "|---|---|"] + [f"| {k} | {_md_escape(v)} |" for k, v in rows] + [""]
     return lines
 
@@ -403,7 +413,7 @@ def _data_section(inp: CardInputs) -> list[str]:
     c, ri = inp.corpus, inp.run_info or {}
     cache = ri.get("cache") or {}
     if c:
-        span = (f"{c['year_min']}–{c['year_max']}" if c["year_min"] is not None else "undated")
+        span = _years(c["year_min"], c["year_max"])
         lines += [f"A corpus of historical London texts ({span}) assembled by the londonlm pipeline: "
                   f"**{c['documents']:,} documents** ({c['train_documents']:,} train, "
                   f"{c['validation_documents']:,} validation, split by a hash of the document id), "
@@ -507,7 +517,7 @@ def render_model_card(inp: CardInputs) -> str:
 
 def _span(corpus: dict | None) -> str:
     if corpus and corpus.get("year_min") is not None:
-        return f"{corpus['year_min']}–{corpus['year_max']}"
+        return _years(corpus["year_min"], corpus["year_max"])
     return "roughly 1500–1900"
 
 
@@ -573,7 +583,7 @@ def render_dataset_card(corpus: dict, repo_id: str, pretty_name: str = "London h
         tags=["history", "historical-english", "london", "londonlm"],
         configs=[{"config_name": "default", "data_files": "manifest.jsonl"}],
     )
-    span = f"{corpus['year_min']}–{corpus['year_max']}" if corpus["year_min"] is not None else "undated"
+    span = _years(corpus["year_min"], corpus["year_max"])
     parts = ["---", data.to_yaml().rstrip("\n"), "---", "", f"# {pretty_name}", "",
              f"Historical London texts ({span}) cleaned by the londonlm pipeline: "
              f"{corpus['documents']:,} documents, {corpus['words']:,} words, "

@@ -101,8 +101,11 @@ def test_card_sections_state_measured_facts():
 def test_card_never_shows_local_paths():
     ri = dict(RUN_INFO, resumed_from="/home/alice/londonlm/09_models/checkpoints/tiny/checkpoint-200",
               parent={"path": "/home/alice/runs/base/final", "init_from": "/home/alice/runs/base/final"})
-    card = _card(run_info=ri, trainer_state_source="checkpoint-500/trainer_state.json")
-    assert "/home/alice" not in card
+    st = {"global_step": 500, "max_steps": 500, "best_metric": 3.3,
+          "best_model_checkpoint": "/home/alice/londonlm/09_models/checkpoints/tiny/checkpoint-500",
+          "log_history": [{"step": 500, "loss": 3.4}]}
+    card = _card(run_info=ri, trainer_state=st, trainer_state_source="checkpoint-500/trainer_state.json")
+    assert "/home/alice" not in card and "`tiny/checkpoint-500`" in card
     assert "`tiny/checkpoint-200`" in card and "`base/final`" in card
 
 
@@ -157,7 +160,7 @@ def test_dataset_card_and_license():
     assert meta["license"] == "other" and meta["language"] == ["en"]
     assert meta["configs"][0]["data_files"] == "manifest.jsonl"
     assert "## Sources and licences" in card and "## Period coverage" in card
-    assert "| oldbailey | web | 1 | 100 | 1674–1674 | cc-by-4.0 |" in card
+    assert "| oldbailey | web | 1 | 100 | 1674 | cc-by-4.0 |" in card  # one year, not a range
     assert "me/londonlm-tiny" in card
     lic = license_text("mit", "A. Person", corpus, year=2024)
     assert lic.startswith("MIT License\n\nCopyright (c) 2024 A. Person")
@@ -169,3 +172,12 @@ def test_dataset_card_and_license():
                                         (None, "None"), (2.5e7, "2.5e+07")])
 def test_fmt_num(value, text):
     assert fmt_num(value) == text
+
+
+def test_best_loss_names_where_it_was_measured():
+    # run_info as train_model writes it: best_step, no best_checkpoint
+    card = _card(run_info={**RUN_INFO, "best_eval_loss": 3.2, "best_step": 400})
+    assert "| Best validation loss | 3.2 (step 400) |" in card and "None" not in card
+    card = _card(run_info={**RUN_INFO, "best_eval_loss": 3.2,
+                           "best_checkpoint": "/x/runs/tiny/checkpoint-400"})
+    assert "| Best validation loss | 3.2 (`tiny/checkpoint-400`) |" in card
