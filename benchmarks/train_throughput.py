@@ -3,7 +3,10 @@
 run_clm.py style, grouped and per-line padded) on the same tokenizer, corpus slice, model
 shape, batch, context and learning rate, alternating runs, under one wall-clock budget each.
 
-    python benchmarks/train_throughput.py --budget_seconds 120 --runs 3
+    python benchmarks/train_throughput.py --budget_seconds 120 --runs 3              # race, tiny shape
+    python benchmarks/train_throughput.py --shape 30m --budget_seconds 120 --runs 3  # ~30M parameters
+    python benchmarks/train_throughput.py --mode equal_steps --steps 150             # bf16 vs fp32 loss
+    python benchmarks/train_throughput.py --mode time_to_quality --ttq_seconds 600   # time to quality
 
 Per run it records useful (non-pad) tokens/s, step time, peak RSS of the training process,
 validation loss (same tokenizer, same scorer for every recipe) and bits per byte of the
@@ -75,39 +78,44 @@ def score(model_dir: Path, val_file: Path, max_bytes: int) -> dict:
     return {"bpb": r["bpb"], "val_loss": round(r["bpb"] * r["bytes"] * math.log(2) / r["tokens"], 4)}
 
 
-def ours(a, prep, out: Path, env: dict) -> dict:
-    run = "bench"
+def ours(a, prep, out: Path, env: dict, extra: list[str] | None = None, run: str = "bench",
+         max_seconds: float | None = None, log_name: str = "ours.log") -> dict:
     cmd = [sys.executable, str(REPO / "04_training" / "train_model_slm.py"), "--root", str(a.work),
            "--preset", "tiny", "--run_name_dir", run, "--fresh",
            "--n_layer", str(a.n_layer), "--n_head", str(a.n_head), "--n_embd", str(a.n_embd),
            "--max_length", str(a.context), "--batch_size", str(a.batch_size), "--learning_rate", str(a.lr),
            "--warmup_steps", str(a.warmup_steps), "--max_steps", str(a.max_steps),
-           "--max_seconds", str(a.budget_seconds), "--era_tokens", "false",
-           "--eval_steps", "1000000", "--save_steps", "1000000", "--logging_steps", "10",
-           "--report_to", "none", *a.ours_extra]
-    rc, wall, rss = run_measured(cmd, env, out / "ours.log")
+           "--max_seconds", str(a.budget_seconds if max_seconds is None else max_seconds),
+           "--era_tokens", "false", "--eval_steps", "1000000", "--save_steps", "1000000",
+           "--logging_steps", "10", "--report_to", "none", *a.ours_extra, *(extra or [])]
+    rc, wall, rss = run_measured(cmd, env, out / log_name)
     if rc != 0:
-        raise SystemExit(f"our training failed (exit {rc}); see {out / 'ours.log'}")
+        raise SystemExit(f"our training failed (exit {rc}); see {out / log_name}")
     run_dir = a.work / "09_models" / "checkpoints" / run
     info = json.loads((run_dir / "run_info.json").read_text())
     model_dir = run_dir / "final" if (run_dir / "final" / "config.json").exists() else max(
         run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return {"recipe": "londonlm", "steps": info["global_step"], "train_seconds": info["train_wall_seconds"],
+    return {"recipe": "londonlm", "precision": info.get("precision"),
+            "attn_implementation": info.get("attn_implementation"), "fused_loss": info.get("fused_loss"),
+            "final_train_loss": info.get("final_train_loss"),
+            "steps": info["global_step"], "train_seconds": info["train_wall_seconds"],
             "useful_tokens_per_s": info["tokens_per_second"],
             "step_time_s": info["train_wall_seconds"] / max(1, info["global_step"]),
             "peak_rss_mib": round(rss, 1), "wall_seconds": round(wall, 1), "model_dir": str(model_dir)}
 
 
-def reference(a, prep, out: Path, env: dict, style: str) -> dict:
-    ref_out = out / f"ref_{style}"
+def reference(a, prep, out: Path, env: dict, style: str, max_seconds: float | None = None,
+              tag: str = "") -> dict:
+    ref_out = out / f"ref_{style}{tag}"
     cmd = [sys.executable, str(SHARED / "bench" / "baseline_clm.py"), "--train-files", str(prep["train"]),
            "--tokenizer", str(prep["tokenizer"]), "--style", style, "--n-layer", str(a.n_layer),
            "--n-head", str(a.n_head), "--n-embd", str(a.n_embd), "--block-size", str(a.context),
            "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--warmup-steps", str(a.warmup_steps),
-           "--max-steps", str(a.max_steps), "--max-seconds", str(a.budget_seconds), "--out", str(ref_out)]
-    rc, wall, rss = run_measured(cmd, env, out / f"ref_{style}.log")
+           "--max-steps", str(a.max_steps), "--max-seconds",
+           str(a.budget_seconds if max_seconds is None else max_seconds), "--out", str(ref_out)]
+    rc, wall, rss = run_measured(cmd, env, out / f"ref_{style}{tag}.log")
     if rc != 0:
-        raise SystemExit(f"reference ({style}) failed (exit {rc}); see {out / f'ref_{style}.log'}")
+        raise SystemExit(f"reference ({style}) failed (exit {rc}); see {out / f'ref_{style}{tag}.log'}")
     r = json.loads((ref_out / "baseline_result.json").read_text())
     return {"recipe": f"reference/{style}", "steps": r["steps"], "train_seconds": r["train_seconds"],
             "useful_tokens_per_s": r["useful_tokens_per_s"],
@@ -115,40 +123,40 @@ def reference(a, prep, out: Path, env: dict, style: str) -> dict:
             "wall_seconds": round(wall, 1), "model_dir": str(ref_out / "model")}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--files", nargs="*", type=Path, help="training texts (default: a slice of ../shared/corpus)")
-    p.add_argument("--work", type=Path, default=Path("/tmp/londonlm_bench"), help="scratch root")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default WORK/results)")
-    p.add_argument("--recipes", default="ours,grouped,padded")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--budget_seconds", type=float, default=120)
-    p.add_argument("--n_layer", type=int, default=4)
-    p.add_argument("--n_head", type=int, default=4)
-    p.add_argument("--n_embd", type=int, default=256)
-    p.add_argument("--context", type=int, default=128)
-    p.add_argument("--vocab", type=int, default=4096)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup_steps", type=int, default=30)
-    p.add_argument("--max_steps", type=int, default=10_000, help="schedule length (the budget stops first)")
-    p.add_argument("--score_bytes", type=int, default=200_000, help="validation bytes scored per model")
-    p.add_argument("--ours_extra", nargs=argparse.REMAINDER, default=[], help="extra flags for our trainer")
-    a = p.parse_args()
-    a.work = a.work.resolve()
-    out = (a.out or a.work / "results").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    files = a.files or sorted((SHARED / "corpus").glob("gutenberg_*.txt"))[:6]
-    if not files:
-        raise SystemExit("no training texts: pass --files or provide ../shared/corpus")
-    prep = prepare(a.work, files, a.vocab, a.context, validation_percent=20)
-    env = dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false", HF_DATASETS_OFFLINE="1",
-               HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(a.work / "hf_datasets_cache"))
+SHAPES = {  # name: (n_layer, n_head, n_embd, context, batch)
+    "tiny": (4, 4, 256, 128, 32),   # the tiny preset, 4.2M parameters
+    "30m": (8, 8, 512, 256, 16),    # ~27M parameters with a 4,096 vocabulary
+}
+# Our trainer with every speed lever off: fp32, stock loss, sdpa (the "ours_fp32" recipe).
+FP32_FLAGS = ["--bf16", "false", "--fused_loss", "off", "--attn_implementation", "sdpa"]
+
+
+def cpu_description() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        info = open("/proc/cpuinfo").read()
+        name = next(ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name"))
+        flags = " (avx512_bf16)" if "avx512_bf16" in info else " (amx_bf16)" if "amx_bf16" in info else \
+            " (no native bf16)"
+        name += flags
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} CPUs, python {platform.python_version()}"
+
+
+def race(a, prep, out: Path, env: dict) -> dict:
+    """Alternating runs of each recipe under one wall-clock budget; medians and ratios."""
     recipes = a.recipes.split(",")
     results: dict[str, list[dict]] = {r: [] for r in recipes}
     for i in range(a.runs):  # alternate recipes so drift in machine load hits all of them alike
         for r in recipes:
-            res = ours(a, prep, out, env) if r == "ours" else reference(a, prep, out, env, r)
+            if r == "ours":
+                res = ours(a, prep, out, env)
+            elif r == "ours_fp32":
+                res = ours(a, prep, out, env, FP32_FLAGS, run="bench_fp32", log_name="ours_fp32.log")
+                res["recipe"] = "londonlm/fp32"
+            else:
+                res = reference(a, prep, out, env, r)
             res.update(score(Path(res["model_dir"]), prep["validation"], a.score_bytes))
             res["run"] = i
             results[r].append(res)
@@ -158,17 +166,116 @@ def main() -> int:
         summary[r] = {k: statistics.median(x[k] for x in rows if x.get(k) is not None)
                       for k in ("useful_tokens_per_s", "step_time_s", "peak_rss_mib", "bpb", "val_loss", "steps")
                       if any(x.get(k) is not None for x in rows)}
+        summary[r]["useful_tokens_per_s_runs"] = [x["useful_tokens_per_s"] for x in rows]
     if "ours" in summary:
         for r in recipes:
             if r != "ours" and summary[r].get("useful_tokens_per_s"):
                 summary[f"ratio_ours_over_{r}"] = round(summary["ours"]["useful_tokens_per_s"]
                                                         / summary[r]["useful_tokens_per_s"], 2)
+    return {"summary": summary, "runs": results}
+
+
+def equal_steps(a, prep, out: Path, env: dict) -> dict:
+    """Loss at equal steps: our default (bf16 autocast where native, fused loss) against our
+    fp32 run, same seed, same data order, same steps; validation loss by the shared scorer and
+    the mean training loss over the last quarter of the logged steps."""
+    rows = {}
+    for name, extra in (("default", []), ("fp32", FP32_FLAGS)):
+        res = ours(a, prep, out, env, [*extra, "--max_steps", str(a.steps), "--logging_steps", "5"],
+                   run=f"eq_{name}", max_seconds=0, log_name=f"eq_{name}.log")
+        st = json.loads((Path(res["model_dir"]).parent / "run_info.json").read_text())
+        curve = [l for _, l in st["train_curve"]]
+        res["train_loss_last_quarter"] = statistics.mean(curve[-max(1, len(curve) // 4):])
+        res.update(score(Path(res["model_dir"]), prep["validation"], a.score_bytes))
+        rows[name] = res
+        print(json.dumps(res), flush=True)
+    d, f = rows["default"], rows["fp32"]
+    return {"rows": rows, "steps": a.steps,
+            "val_loss_rel_diff": round((d["val_loss"] - f["val_loss"]) / f["val_loss"], 4),
+            "train_loss_rel_diff": round((d["train_loss_last_quarter"] - f["train_loss_last_quarter"])
+                                         / f["train_loss_last_quarter"], 4),
+            "speedup": round(d["useful_tokens_per_s"] / f["useful_tokens_per_s"], 2)}
+
+
+def time_to_quality(a, prep, out: Path, env: dict) -> dict:
+    """The reference (grouped) trains for --ttq_seconds; our tiny preset then trains with its
+    own schedule, saving every --ttq_save_steps; each checkpoint is scored by the shared bpb
+    tool and the first whose validation loss is at or below the reference's gives our time."""
+    ref = reference(a, prep, out, env, "grouped", max_seconds=a.ttq_seconds, tag="_ttq")
+    ref.update(score(Path(ref["model_dir"]), prep["validation"], a.score_bytes))
+    print(json.dumps(ref), flush=True)
+    res = ours(a, prep, out, env, ["--max_steps", str(a.ttq_max_steps), "--save_steps", str(a.ttq_save_steps),
+                                   "--save_total_limit", "1000", "--logging_steps", str(a.ttq_save_steps)],
+               run="ttq", max_seconds=a.ttq_seconds, log_name="ours_ttq.log")
+    run_dir = Path(res["model_dir"]).parent
+    points = []
+    for ck in sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+        step = int(ck.name.split("-")[1])
+        hist = json.loads((ck / "trainer_state.json").read_text())["log_history"]
+        secs = [h["train_seconds"] for h in hist if h.get("step") == step and "train_seconds" in h]
+        if not secs:
+            continue
+        sc = score(ck, prep["validation"], a.score_bytes)
+        points.append({"step": step, "train_seconds": secs[0], **sc})
+        print(json.dumps(points[-1]), flush=True)
+        if sc["val_loss"] <= ref["val_loss"]:
+            break
+    hit = next((p for p in points if p["val_loss"] <= ref["val_loss"]), None)
+    return {"reference": ref, "ours": res, "curve": points,
+            "ours_seconds_to_reference_loss": hit["train_seconds"] if hit else None,
+            "fraction_of_reference_time": round(hit["train_seconds"] / ref["train_seconds"], 3) if hit else None}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=["race", "equal_steps", "time_to_quality"], default="race",
+                   help="race: throughput and loss under one budget; equal_steps: our default "
+                        "precision against fp32 at equal steps; time_to_quality: seconds for our "
+                        "tiny preset to reach the reference's validation loss after --ttq_seconds")
+    p.add_argument("--files", nargs="*", type=Path, help="training texts (default: a slice of ../shared/corpus)")
+    p.add_argument("--work", type=Path, default=None, help="scratch root (default /tmp/londonlm_bench_SHAPE)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default WORK/results)")
+    p.add_argument("--recipes", default="ours,grouped,padded",
+                   help="comma list of ours, ours_fp32 (every speed lever off), grouped, padded")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--budget_seconds", type=float, default=120)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny",
+                   help="model shape and batch (the flags below override it)")
+    p.add_argument("--n_layer", type=int)
+    p.add_argument("--n_head", type=int)
+    p.add_argument("--n_embd", type=int)
+    p.add_argument("--context", type=int)
+    p.add_argument("--batch_size", type=int)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup_steps", type=int, default=30)
+    p.add_argument("--max_steps", type=int, default=10_000, help="schedule length (the budget stops first)")
+    p.add_argument("--steps", type=int, default=150, help="equal_steps: steps per run")
+    p.add_argument("--ttq_seconds", type=float, default=600, help="time_to_quality: reference budget")
+    p.add_argument("--ttq_max_steps", type=int, default=500, help="time_to_quality: our schedule (tiny preset)")
+    p.add_argument("--ttq_save_steps", type=int, default=25, help="time_to_quality: checkpoint interval")
+    p.add_argument("--score_bytes", type=int, default=200_000, help="validation bytes scored per model")
+    p.add_argument("--ours_extra", nargs=argparse.REMAINDER, default=[], help="extra flags for our trainer")
+    a = p.parse_args()
+    for k, v in zip(("n_layer", "n_head", "n_embd", "context", "batch_size"), SHAPES[a.shape]):
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    a.work = (a.work or Path(f"/tmp/londonlm_bench_{a.shape}")).resolve()
+    out = (a.out or a.work / f"results_{a.mode}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    files = a.files or sorted((SHARED / "corpus").glob("gutenberg_*.txt"))[:6]
+    if not files:
+        raise SystemExit("no training texts: pass --files or provide ../shared/corpus")
+    prep = prepare(a.work, files, a.vocab, a.context, validation_percent=20)
+    env = dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false", HF_DATASETS_OFFLINE="1",
+               HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(a.work / "hf_datasets_cache"))
+    result = {"race": race, "equal_steps": equal_steps, "time_to_quality": time_to_quality}[a.mode](
+        a, prep, out, env)
     meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                       f"python {platform.python_version()}",
-            "files": [str(f) for f in files], "args": {k: str(v) for k, v in vars(a).items()}}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": results}, indent=2))
-    print(json.dumps(summary, indent=2))
+            "machine": cpu_description(), "files": [str(f) for f in files],
+            "args": {k: str(v) for k, v in vars(a).items()}}
+    (out / "results.json").write_text(json.dumps({"meta": meta, **result}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "rows", "curve")}, indent=2))
     return 0
 
 

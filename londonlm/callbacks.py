@@ -19,11 +19,13 @@ class ThroughputCallback(TrainerCallback):
         self.flops_per_token = flops_per_token
         self.peak = peak_flops * n_devices if peak_flops else None
         self._t = None
+        self._t0 = None
         self._step = 0
         self.tokens_seen = 0
 
     def on_train_begin(self, args, state, control, **kw):
         self._t, self._step = time.perf_counter(), state.global_step
+        self._t0 = self._t
 
     def on_step_end(self, args, state, control, **kw):
         self.tokens_seen = state.global_step * self.tokens_per_step
@@ -41,13 +43,16 @@ class ThroughputCallback(TrainerCallback):
             if self.peak:
                 logs["mfu"] = round(tps * self.flops_per_token / self.peak, 4)
         logs["tokens_seen"] = state.global_step * self.tokens_per_step
+        # seconds since this invocation's training began (evaluations included): loss against
+        # wall time, the measure of time to quality
+        logs["train_seconds"] = round(now - self._t0, 2)
         self._t, self._step = now, state.global_step
         # Trainer.log appends a copy of `logs` to log_history before calling on_log, so the
         # figures added here would reach the console and W&B but not trainer_state.json
         # (and so not the evaluation report's throughput plot) without this.
         if state.log_history and state.log_history[-1].get("step") == state.global_step \
                 and "loss" in state.log_history[-1]:
-            for key in ("tokens_per_second", "step_time_s", "mfu", "tokens_seen"):
+            for key in ("tokens_per_second", "step_time_s", "mfu", "tokens_seen", "train_seconds"):
                 if key in logs:
                     state.log_history[-1][key] = logs[key]
 

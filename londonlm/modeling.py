@@ -71,6 +71,10 @@ def build_model(shape: ModelShape, bos_token_id: int, eos_token_id: int, pad_tok
         resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
         bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
         tie_word_embeddings=True,
+        # GPT-2's tanh-approximated GELU, computed by PyTorch's fused kernel (one pass forward,
+        # one backward) instead of gelu_new's seven element-wise ops: the same function, and a
+        # standard transformers activation name, so every loader reads it.
+        activation_function="gelu_pytorch_tanh",
     )
     cfg._attn_implementation = attn_implementation
     if seed is not None:

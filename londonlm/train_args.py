@@ -29,8 +29,13 @@ class ModelArguments:
     resize_embeddings: bool = field(default=False, metadata={
         "help": "With --init_from: accept a tokenizer that differs from the weights' and resize the "
                 "embeddings to it."})
-    attn_implementation: str = field(default="sdpa", metadata={
-        "help": "Attention kernel: sdpa (PyTorch scaled-dot-product / flash), eager."})
+    attn_implementation: str = field(default="auto", metadata={
+        "help": "Attention kernel: auto (eager on CPU in bf16, where it measured faster than "
+                "PyTorch's CPU flash kernel; sdpa otherwise), sdpa (PyTorch scaled-dot-product / "
+                "flash), eager."})
+    fused_loss: str = field(default="auto", metadata={
+        "help": "Fused LM-head + cross-entropy that never keeps the full logits (auto: on for CPU "
+                "training, where it measured faster; off on GPU until measured there), on, off."})
 
     def __post_init__(self):
         for k in ("n_layer", "n_head", "n_embd", "max_length", "vocab_size"):
@@ -39,6 +44,11 @@ class ModelArguments:
                 raise ValueError(f"--{k} must be positive, got {v}")
         if self.n_head and self.n_embd and self.n_embd % self.n_head:
             raise ValueError(f"--n_embd {self.n_embd} is not divisible by --n_head {self.n_head}")
+        if self.attn_implementation not in ("auto", "sdpa", "eager"):
+            raise ValueError(f"--attn_implementation must be auto, sdpa or eager, got "
+                             f"{self.attn_implementation!r}")
+        if self.fused_loss not in ("auto", "on", "off"):
+            raise ValueError(f"--fused_loss must be auto, on or off, got {self.fused_loss!r}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
 

@@ -62,6 +62,9 @@ def build_training_args(ta, preset: dict, explicit: set[str], run_dir: Path, run
         "metric_for_best_model": "eval_loss", "greater_is_better": False,
         "ddp_find_unused_parameters": False, "save_safetensors": True,
         "adam_beta2": 0.95,
+        # Without use_cpu, TrainingArguments refuses bf16 on a machine with no GPU, even on
+        # CPUs with native bf16 (avx512_bf16/AMX), where autocast is what makes CPU training fast.
+        "use_cpu": not cuda,
         **choose_precision(),
     }
     for k, v in defaults.items():
@@ -140,7 +143,8 @@ def main(argv: list[str], presets: dict[str, dict], default_preset: str,
             init_from=margs.init_from, resize_embeddings=margs.resize_embeddings,
             shape_overrides={k: getattr(margs, k) for k in ("n_layer", "n_head", "n_embd")
                              if getattr(margs, k) is not None},
-            attn_implementation=margs.attn_implementation, min_lr_ratio=preset["min_lr_ratio"],
+            attn_implementation=margs.attn_implementation, fused_loss=margs.fused_loss,
+            min_lr_ratio=preset["min_lr_ratio"],
             log_file=paths.training_log)
         if opts.n_embd % opts.n_head and not opts.init_from:
             raise TrainingError(f"--n_embd {opts.n_embd} is not divisible by --n_head {opts.n_head} "

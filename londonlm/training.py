@@ -55,7 +55,8 @@ class RunOptions:
     init_from: str | None = None
     resize_embeddings: bool = False
     shape_overrides: dict | None = None  # shape flags given on the command line
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"   # auto: eager on CPU in bf16, sdpa otherwise
+    fused_loss: str = "auto"            # auto: on for CPU training
     min_lr_ratio: float = 0.1
     log_file: Path | None = None
     progress: bool = True
@@ -239,7 +240,8 @@ def run_training(opts: RunOptions, args) -> dict:
     from .callbacks import (EvalLossOnlyCallback, LogFileCallback, SaveBestCallback,
                             StopAndSaveCallback, ThroughputCallback)
     from .data import PackedBlocks
-    from .hardware import device_name, hardware_summary, peak_flops, physical_cores
+    from .hardware import (device_name, hardware_summary, keep_freed_memory_in_heap, peak_flops,
+                           physical_cores)
     from .token_cache import ensure_cache
     from .tokenizer import era_tokens_of
 
@@ -348,8 +350,16 @@ def run_training(opts: RunOptions, args) -> dict:
     log(f"data: {len(train_ds):,} train blocks, {len(eval_ds):,} validation blocks of "
         f"{opts.context_length} tokens (era tokens: {'on' if era else 'off'})")
 
-    if not torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    # Measured on 2 CPU cores in bf16 (BENCHMARKS.md): the matmul-based eager attention beats
+    # PyTorch's CPU flash kernel at these context lengths; on GPUs sdpa/flash is the fast one.
+    attn = opts.attn_implementation
+    if attn == "auto":
+        attn = "eager" if (not cuda and args.bf16) else "sdpa"
+    fused = opts.fused_loss == "on" or (opts.fused_loss == "auto" and not cuda)
+    if not cuda:
         torch.set_num_threads(physical_cores())
+        keep_freed_memory_in_heap()
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -385,7 +395,16 @@ def run_training(opts: RunOptions, args) -> dict:
     else:
         model = build_model(shape, tokenizer.bos_token_id, tokenizer.eos_token_id,
                             tokenizer.pad_token_id, dropout=opts.dropout,
-                            attn_implementation=opts.attn_implementation, seed=args.seed)
+                            attn_implementation=attn, seed=args.seed)
+    if resumed_parent or init is not None:
+        model.set_attn_implementation(attn)
+    if fused:
+        from .fused_loss import enable_fused_loss
+
+        enable_fused_loss(model)
+    log(f"precision: {'bf16' if args.bf16 else 'fp16' if args.fp16 else 'fp32'}, attention: {attn}, "
+        f"fused LM-head loss: {'on' if fused else 'off'}"
+        + ("" if cuda else f", {torch.get_num_threads()} threads"))
 
     callbacks = [ThroughputCallback(tokens_per_step, shape.flops_per_token(),
                                     peak_flops(device_name()), world),
@@ -440,6 +459,7 @@ def run_training(opts: RunOptions, args) -> dict:
         "train_loss_mean": result.training_loss,
         "hardware": hardware_summary(), "world_size": world,
         "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "attn_implementation": attn, "fused_loss": fused,
         "tokenizer_dir": str(tok_dir), "tokenizer_sha256": _tokenizer_fingerprint(tok_dir),
         "cache": {"tokens_train": meta["splits"]["train"]["tokens"],
                   "tokens_validation": meta["splits"]["validation"]["tokens"],
