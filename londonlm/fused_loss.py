@@ -108,5 +108,4 @@ def enable_fused_loss(model, chunk_rows: int = 1024):
                                                  past_key_values=getattr(out, "past_key_values", None))
 
     model.forward = types.MethodType(forward, model)
-    model._londonlm_fused_loss = True
     return model

@@ -35,7 +35,8 @@ class ModelArguments:
                 "flash), eager."})
     fused_loss: str = field(default="auto", metadata={
         "help": "Fused LM-head + cross-entropy that never keeps the full logits (auto: on for CPU "
-                "training, where it measured faster; off on GPU until measured there), on, off."})
+                "training in bf16, where it measured faster; off in CPU fp32, where it did not, and "
+                "on GPU until measured there), on, off."})
 
     def __post_init__(self):
         for k in ("n_layer", "n_head", "n_embd", "max_length", "vocab_size"):

@@ -62,9 +62,6 @@ def build_training_args(ta, preset: dict, explicit: set[str], run_dir: Path, run
         "metric_for_best_model": "eval_loss", "greater_is_better": False,
         "ddp_find_unused_parameters": False, "save_safetensors": True,
         "adam_beta2": 0.95,
-        # Without use_cpu, TrainingArguments refuses bf16 on a machine with no GPU, even on
-        # CPUs with native bf16 (avx512_bf16/AMX), where autocast is what makes CPU training fast.
-        "use_cpu": not cuda,
         **choose_precision(),
     }
     for k, v in defaults.items():
@@ -98,6 +95,12 @@ def main(argv: list[str], presets: dict[str, dict], default_preset: str,
                               prog=prog, description=description)
     if "--output_dir" not in " ".join(argv):
         argv = [*argv, "--output_dir", "__londonlm_unset__"]
+    import torch
+
+    if not torch.cuda.is_available() and "use_cpu" not in explicit_flags(argv):
+        # TrainingArguments validates while parsing and refuses an explicit --bf16 on a GPU-less
+        # machine unless use_cpu is set (bf16 autocast on CPU is what we want there)
+        argv = [*argv, "--use_cpu", "true"]
     try:
         margs, dargs, targs = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as e:

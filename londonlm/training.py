@@ -56,7 +56,7 @@ class RunOptions:
     resize_embeddings: bool = False
     shape_overrides: dict | None = None  # shape flags given on the command line
     attn_implementation: str = "auto"   # auto: eager on CPU in bf16, sdpa otherwise
-    fused_loss: str = "auto"            # auto: on for CPU training
+    fused_loss: str = "auto"            # auto: on for CPU training in bf16
     min_lr_ratio: float = 0.1
     log_file: Path | None = None
     progress: bool = True
@@ -356,7 +356,8 @@ def run_training(opts: RunOptions, args) -> dict:
     attn = opts.attn_implementation
     if attn == "auto":
         attn = "eager" if (not cuda and args.bf16) else "sdpa"
-    fused = opts.fused_loss == "on" or (opts.fused_loss == "auto" and not cuda)
+    # the fused loss measured ~15% faster in CPU bf16 and no faster in CPU fp32: auto = there only
+    fused = opts.fused_loss == "on" or (opts.fused_loss == "auto" and not cuda and args.bf16)
     if not cuda:
         torch.set_num_threads(physical_cores())
         keep_freed_memory_in_heap()

@@ -65,6 +65,9 @@ def test_resume_is_exact(root):
             if "loss" in h]
     assert all(h["tokens_per_second"] > 0 and h["tokens_seen"] == h["step"] * info["tokens_per_step"]
                for h in hist[1:]), hist
+    # loss against wall time (time to quality): seconds since this invocation began
+    secs = [h["train_seconds"] for h in hist if h["step"] > 6]
+    assert all(b >= a for a, b in zip(secs, secs[1:])) and secs[-1] > 0, secs
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(str(b / "final"))
@@ -102,6 +105,23 @@ def test_bad_values_fail_fast(root, capsys):
     assert train(root, "--use_pretokenized", "--run_name_dir", "nocache") == 2
     assert "--use_pretokenized" in capsys.readouterr().err
     assert train(root, "--preset", "nope") == 2
+    assert train(root, "--fused_loss", "maybe") == 2
+    assert "--fused_loss must be auto, on or off" in capsys.readouterr().err
+    assert train(root, "--attn_implementation", "flash9") == 2
+    assert "--attn_implementation must be" in capsys.readouterr().err
+
+
+def test_cpu_bf16_path_trains_and_records_its_levers(root):
+    """bf16 on a GPU-less machine needs use_cpu (TrainingArguments refuses it otherwise); auto
+    then picks eager attention and the fused loss, and fp32 keeps sdpa and the stock loss."""
+    common = ["--max_steps", "2", "--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
+    assert train(root, *common, "--bf16", "true", "--run_name_dir", "bf") == 0
+    info = json.loads((run_dir(root, "bf") / "run_info.json").read_text())
+    assert (info["precision"], info["attn_implementation"], info["fused_loss"]) == ("bf16", "eager", True)
+    assert info["final_eval_loss"] > 0
+    assert train(root, *common, "--bf16", "false", "--run_name_dir", "fp") == 0
+    info = json.loads((run_dir(root, "fp") / "run_info.json").read_text())
+    assert (info["precision"], info["attn_implementation"], info["fused_loss"]) == ("fp32", "sdpa", False)
 
 
 def _script(root, *argv, **kw):
