@@ -44,23 +44,34 @@ class LinearCrossEntropy(torch.autograd.Function):
             w = weight.to(cd)
             n = h.shape[0]
             valid = targets != IGNORE_INDEX
-            safe_t = torch.where(valid, targets, torch.zeros_like(targets))
+            # packed blocks have no ignored targets; skip the masking then (the check is a host
+            # sync, so only on CPU, where it costs nothing)
+            all_valid = h.device.type == "cpu" and bool(valid.all())
+            safe_t = targets if all_valid else torch.where(valid, targets, torch.zeros_like(targets))
             total = torch.zeros((), dtype=torch.float32, device=h.device)
             grad_logits = torch.empty((n, w.shape[0]), dtype=cd, device=h.device) if need_grad else None
             for s in range(0, n, chunk_rows):
                 e = min(n, s + chunk_rows)
-                logits = (h[s:e] @ w.t()).float()
-                lse = torch.logsumexp(logits, dim=-1)
+                # one fused pass for max, sum of exponentials and the normalisation, in fp32
+                logp = torch.log_softmax((h[s:e] @ w.t()).float(), dim=-1)
                 tgt = safe_t[s:e]
-                picked = logits.gather(1, tgt[:, None]).squeeze(1)
-                v = valid[s:e]
-                total += torch.where(v, lse - picked, torch.zeros_like(lse)).sum()
+                picked = logp.gather(1, tgt[:, None]).squeeze(1)
+                if all_valid:
+                    total -= picked.sum()
+                else:
+                    v = valid[s:e]
+                    total -= torch.where(v, picked, torch.zeros_like(picked)).sum()
                 if need_grad:
-                    # d loss / d logits = softmax - onehot(target), zero on ignored rows
-                    logits.sub_(lse[:, None]).exp_()
-                    logits[torch.arange(e - s, device=h.device), tgt] -= 1.0
-                    logits.mul_(v[:, None].to(logits.dtype))
-                    grad_logits[s:e] = logits
+                    # d loss / d logits = softmax - onehot(target), zero on ignored rows: the
+                    # exponential is written straight in the compute dtype (one pass), and the
+                    # target entries get p - 1 computed in fp32, then rounded once, like the
+                    # stock path's fp32 gradient cast back to the logits' dtype
+                    g = grad_logits[s:e]
+                    torch.exp(logp, out=g)
+                    rows = torch.arange(e - s, device=h.device)
+                    g[rows, tgt] = (picked.exp() - 1.0).to(cd)
+                    if not all_valid:
+                        g.masked_fill_(~v[:, None], 0)
             if need_grad:
                 grad_h = (grad_logits @ w).to(hidden.dtype) if hidden.requires_grad else None
                 grad_w = (grad_logits.t() @ h).to(weight.dtype) if weight.requires_grad else None

@@ -15,13 +15,17 @@ def _model(seed=0):
     return GPT2LMHeadModel(cfg)
 
 
+@pytest.mark.parametrize("ignored", [True, False])
 @pytest.mark.parametrize("chunk", [1, 7, 1024])
-def test_loss_and_gradients_match_the_stock_path(chunk):
+def test_loss_and_gradients_match_the_stock_path(chunk, ignored):
     stock = _model()
     fused = enable_fused_loss(copy.deepcopy(stock), chunk_rows=chunk)
     x = torch.randint(0, 96, (3, 16), generator=torch.Generator().manual_seed(1))
     labels = x.clone()
-    labels[0, 5:9] = -100  # ignored targets count neither in the sum nor in the mean
+    if ignored:  # ignored targets count neither in the sum nor in the mean
+        labels[0, 5:9] = -100
+        labels[2, 0:3] = -100
+    # (packed blocks, ignored=False, take the path without masking)
     a = stock(input_ids=x, labels=labels)
     b = fused(input_ids=x, labels=labels)
     assert b.logits is None
@@ -64,3 +68,31 @@ def test_bf16_autocast_is_close_to_fp32():
     assert abs(got.item() - ref.item()) / ref.item() < 1e-2
     got.backward()
     assert h.grad.dtype == h.dtype and w.grad.dtype == w.dtype
+
+
+@pytest.mark.parametrize("ignored", [True, False])
+def test_bf16_gradients_match_the_stock_autocast_path(ignored):
+    """In bf16 the fused gradient is the stock autocast one: fp32 softmax minus one-hot, rounded
+    once to bf16 (the target entries too), then the same bf16 matmuls."""
+    torch.manual_seed(0)
+    h0 = torch.randn(200, 32) * 2
+    w0 = torch.randn(96, 32) * 0.5
+    t = torch.randint(0, 96, (200,))
+    if ignored:
+        t[10:30] = -100
+    grads = []
+    for fused in (False, True):
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if fused:
+                loss = linear_cross_entropy(h, w, t, chunk_rows=64)
+            else:
+                loss = torch.nn.functional.cross_entropy((h @ w.t()).float(), t, reduction="sum")
+        loss.backward()
+        grads.append((loss.detach(), h.grad, w.grad))
+    (la, ha, wa), (lb, hb, wb) = grads
+    assert torch.allclose(la, lb, rtol=1e-5)
+    for a, b in ((ha, hb), (wa, wb)):
+        assert (a - b).norm() / a.norm() < 5e-3
+    if ignored:
+        assert hb[10:30].abs().max() == 0
