@@ -136,9 +136,14 @@ def cpu_description() -> str:
     try:
         info = open("/proc/cpuinfo").read()
         name = next(ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name"))
-        flags = " (avx512_bf16)" if "avx512_bf16" in info else " (amx_bf16)" if "amx_bf16" in info else \
+        # family/model tell CPU generations apart under one brand name (Zen 4 is family 25,
+        # Zen 5 family 26), and the bf16 speed-up differs between them
+        field = {ln.split(":", 1)[0].strip(): ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                 if ln.startswith(("cpu family", "model\t"))}
+        if field:
+            name += f" (family {field.get('cpu family', '?')} model {field.get('model', '?')})"
+        name += " (avx512_bf16)" if "avx512_bf16" in info else " (amx_bf16)" if "amx_bf16" in info else \
             " (no native bf16)"
-        name += flags
     except (OSError, StopIteration):
         pass
     return f"{name}, {os.cpu_count()} CPUs, python {platform.python_version()}"
@@ -215,12 +220,11 @@ def time_to_quality(a, prep, out: Path, env: dict) -> dict:
         secs = [h["train_seconds"] for h in hist if h.get("step") == step and "train_seconds" in h]
         if not secs:
             continue
-        sc = score(ck, prep["validation"], a.score_bytes)
-        points.append({"step": step, "train_seconds": secs[0], **sc})
+        points.append({"step": step, "train_seconds": secs[0], **score(ck, prep["validation"], a.score_bytes)})
         print(json.dumps(points[-1]), flush=True)
-        if sc["val_loss"] <= ref["val_loss"]:
+        if points[-1]["val_loss"] <= ref["val_loss"]:
             break
-    hit = next((p for p in points if p["val_loss"] <= ref["val_loss"]), None)
+    hit = points[-1] if points and points[-1]["val_loss"] <= ref["val_loss"] else None
     return {"reference": ref, "ours": res, "curve": points,
             "ours_seconds_to_reference_loss": hit["train_seconds"] if hit else None,
             "fraction_of_reference_time": round(hit["train_seconds"] / ref["train_seconds"], 3) if hit else None}

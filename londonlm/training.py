@@ -356,7 +356,8 @@ def run_training(opts: RunOptions, args) -> dict:
     attn = opts.attn_implementation
     if attn == "auto":
         attn = "eager" if (not cuda and args.bf16) else "sdpa"
-    # the fused loss measured ~15% faster in CPU bf16 and no faster in CPU fp32: auto = there only
+    # the fused loss measured ~15% faster in CPU bf16 on a Zen 4 EPYC, even on a Zen 5 one (with
+    # lower peak memory), and no faster in CPU fp32: auto = CPU bf16 only (BENCHMARKS.md)
     fused = opts.fused_loss == "on" or (opts.fused_loss == "auto" and not cuda and args.bf16)
     if not cuda:
         torch.set_num_threads(physical_cores())
