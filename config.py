@@ -10,63 +10,21 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from londonlm.layout import ROOT_ENV, Layout
+
 REPO_DIR = Path(__file__).resolve().parent
-ROOT_ENV = "LONDONLM_ROOT"
 
 
-@dataclass(frozen=True)
-class Paths:
-    """Artifact layout; see docs/architecture.md."""
-
-    root: Path
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data" / "london_historical"
-
-    @property
-    def downloads_dir(self) -> Path:
-        return self.data_dir / "downloads"
-
-    @property
-    def processed_dir(self) -> Path:
-        return self.data_dir / "processed"
-
-    @property
-    def metadata_dir(self) -> Path:
-        return self.data_dir / "metadata"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.root / "09_models"
-
-    @property
-    def tokenizers_dir(self) -> Path:
-        return self.models_dir / "tokenizers"
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.models_dir / "checkpoints"
-
-    @property
-    def registry_file(self) -> Path:
-        return REPO_DIR / "02_data_collection" / "data_sources.yaml"
-
-    @property
-    def training_log(self) -> Path:
-        return self.root / "04_training" / "model_training.log"
-
-    def tokenizer_dir(self, name: str) -> Path:
-        return self.tokenizers_dir / name
-
-    def run_dir(self, run_name: str) -> Path:
-        return self.checkpoints_dir / run_name
+REGISTRY_FILE = REPO_DIR / "02_data_collection" / "data_sources.yaml"
 
 
-def get_paths(root: str | os.PathLike | None = None) -> Paths:
-    """Paths from an explicit root, else $LONDONLM_ROOT, else the repository folder."""
-    chosen = root or os.environ.get(ROOT_ENV) or REPO_DIR
-    return Paths(Path(chosen).expanduser().resolve())
+def get_layout(root: str | os.PathLike | None = None) -> Layout:
+    """The artifact layout at an explicit root, else $LONDONLM_ROOT, else the repository."""
+    return Layout.at(root, default_root=REPO_DIR, registry_file=REGISTRY_FILE)
+
+
+# Old name, kept while scripts move to get_layout.
+get_paths = get_layout
 
 
 @dataclass(frozen=True)
@@ -186,5 +144,5 @@ EVALUATION = EvaluationDefaults()
 HUB = HubDefaults()
 DEFAULT_PRESET = "tiny"
 
-__all__ = ["Paths", "get_paths", "Preset", "PRESETS", "get_preset", "CORPUS", "TOKENIZER",
+__all__ = ["Layout", "get_layout", "get_paths", "Preset", "PRESETS", "get_preset", "CORPUS", "TOKENIZER",
            "TRAINING", "EVALUATION", "HUB", "DEFAULT_PRESET", "asdict", "replace", "field"]
