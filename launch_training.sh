@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Launch training: one process per GPU with torchrun, or plain python on CPU.
+# Launch training: torchrun with one process per visible GPU, or one CPU process when none.
 #   ./launch_training.sh [slm|regular|tiny|micro] [extra training flags...]
-# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT (torchrun's rendezvous).
+# Python: $PYTHON when set, else the project's .venv, else python3.
+# GPUs: those CUDA_VISIBLE_DEVICES names when it is set, else every GPU nvidia-smi lists;
+#   NPROC_PER_NODE overrides the count (on a CPU-only machine it starts that many gloo ranks).
+# Nodes: NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT (torchrun's rendezvous); inside a Slurm
+#   allocation they default to SLURM_NNODES, SLURM_NODEID and the first host (slurm/train.sbatch).
+# Preemption: SIGTERM/SIGINT reach every rank, which saves a checkpoint; torchrun waits
+#   SHUTDOWN_GRACE seconds (default 300) before killing them, then exits 143 (SIGTERM) or 130.
 # Existing checkpoints are resumed automatically; pass --fresh to start over.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -9,11 +15,14 @@ PRESET="${1:-slm}"
 case "$PRESET" in
   slm|tiny|micro) SCRIPT="$HERE/04_training/train_model_slm.py" ;;
   regular) SCRIPT="$HERE/04_training/train_model.py" ;;
-  -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
   *) echo "error: unknown preset '$PRESET' (slm, regular, tiny, micro)" >&2; exit 2 ;;
 esac
 shift || true
-PY="${PYTHON:-python}"
+if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
+elif [ -x "$HERE/.venv/bin/python" ]; then PY="$HERE/.venv/bin/python"
+else PY=python3; fi
+
 RUN_NAME="$PRESET"
 ARGS=("$@")
 for ((i = 0; i < ${#ARGS[@]}; i++)); do
@@ -28,18 +37,39 @@ if ls -d "$RUN_DIR"/checkpoint-* >/dev/null 2>&1 && [[ " $* " != *" --fresh "* ]
   echo "Checkpoints exist in $RUN_DIR: training will RESUME from the latest valid one."
   echo "(Use ./resume_training.sh checkpoint-N for a specific one, or add --fresh to start over.)"
 fi
-NGPU=0
-if command -v nvidia-smi >/dev/null 2>&1; then
-  NGPU=$(nvidia-smi --list-gpus 2>/dev/null | wc -l || echo 0)
+
+# Visible GPUs: CUDA_VISIBLE_DEVICES decides when set (empty or -1 hides them all).
+count_gpus() {
+  if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
+    local ids="${CUDA_VISIBLE_DEVICES// /}"
+    case "$ids" in ""|-1*) echo 0 ;; *) echo "$ids" | tr "," "\n" | grep -c . || true ;; esac
+  elif command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --list-gpus 2>/dev/null | grep -c '^GPU' || true
+  else
+    echo 0
+  fi
+}
+NGPU="$(count_gpus)"
+NPROC="${NPROC_PER_NODE:-$NGPU}"
+
+# Inside a Slurm allocation (one launcher task per node), take the nodes from Slurm.
+if [ -n "${SLURM_JOB_ID:-}" ] && [ -n "${SLURM_NNODES:-}" ]; then
+  NNODES="${NNODES:-$SLURM_NNODES}"
+  NODE_RANK="${NODE_RANK:-${SLURM_NODEID:-0}}"
+  if [ -z "${MASTER_ADDR:-}" ] && [ -n "${SLURM_JOB_NODELIST:-}" ] && command -v scontrol >/dev/null 2>&1; then
+    MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)"
+  fi
 fi
-if [ "$NGPU" -eq 0 ]; then
-  NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
-fi
-if [ "$NGPU" -ge 1 ]; then
-  echo "Launching on $NGPU GPU(s) x ${NNODES:-1} node(s) with torchrun"
-  exec "$PY" -m torch.distributed.run --nproc_per_node="$NGPU" --nnodes="${NNODES:-1}" \
-    --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-    --master_port="${MASTER_PORT:-29500}" "$SCRIPT" --preset "$PRESET" "$@"
+
+if [ "$NPROC" -ge 1 ] || [ "${NNODES:-1}" -gt 1 ]; then
+  [ "$NPROC" -ge 1 ] || NPROC=1
+  echo "Launching $NPROC process(es) per node x ${NNODES:-1} node(s) with torchrun"
+  exec "$PY" -m londonlm.launch --run_dir "$RUN_DIR" \
+    --resume_hint "./launch_training.sh $PRESET $*" -- \
+    --nproc_per_node="$NPROC" --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
+    --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
+    --shutdown_timeout="${SHUTDOWN_GRACE:-300}" \
+    "$SCRIPT" --preset "$PRESET" "$@"
 fi
 echo "No GPU found: training on CPU"
 exec "$PY" "$SCRIPT" --preset "$PRESET" "$@"
