@@ -6,14 +6,12 @@ tokenizer (or another tokenizer folder); writes metadata/token_counts.json.
     python 02_data_collection/count_tokens.py --tokenizer path/to/tokenizer_or_model_folder
 """
 import argparse
-import sys
 from pathlib import Path
 
 import config
-from londonlm.artifacts import StageInputMissing, write_json_atomic
-from londonlm.corpus import CorpusError
-from londonlm.corpus_report import count_tokens, format_token_counts
-from londonlm.tokenizer import load_tokenizer
+from londonlm.artifacts import write_json_atomic
+from londonlm.corpus_report import count_tokens_with, format_token_counts
+from londonlm.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -24,16 +22,10 @@ def main(argv=None) -> int:
     p.add_argument("--output", help="JSON output (default metadata/token_counts.json)")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     a = p.parse_args(argv)
-    paths = config.get_paths(a.root)
-    tok_dir = Path(a.tokenizer) if a.tokenizer else paths.tokenizer_dir(a.name)
-    try:
-        tok = load_tokenizer(tok_dir)
-        counts = count_tokens(a.processed_dir or paths.processed_dir, tok)
-    except (CorpusError, StageInputMissing, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    counts["tokenizer"] = str(tok_dir)
-    out = Path(a.output) if a.output else paths.metadata_dir / "token_counts.json"
+    layout = config.get_layout(a.root)
+    tok_dir = Path(a.tokenizer) if a.tokenizer else layout.tokenizer_dir(a.name)
+    counts = count_tokens_with(a.processed_dir or layout.processed_dir, tok_dir)
+    out = Path(a.output) if a.output else layout.metadata_dir / "token_counts.json"
     write_json_atomic(out, counts)
     print(format_token_counts(counts))
     print(f"written {out}")
@@ -41,4 +33,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -12,12 +12,13 @@ folder and/or the embedded offline sample; clean, filter, dedup and write texts 
     python 02_data_collection/historical_data_collector.py --list
 """
 import argparse
-import sys
 
 import config
-from londonlm.corpus import CorpusError, build_corpus
-from londonlm.sources import KINDS, RegistryError, load_registry
-from londonlm.collect import select_sources
+from londonlm.collect import build_corpus
+from londonlm.corpus_report import CORPUS_STATS
+from londonlm.errors import run_main
+from londonlm.manifest import MANIFEST
+from londonlm.sources import KINDS, load_registry, select_sources
 
 
 def parse_base_urls(values, p) -> dict:
@@ -30,7 +31,7 @@ def parse_base_urls(values, p) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[4:]))
@@ -63,6 +64,18 @@ def main(argv=None) -> int:
     r.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     r.add_argument("--overwrite", action="store_true", help="rebuild even when current")
     r.add_argument("--progress", action="store_true", help="show progress bars")
+    return p
+
+
+def print_registry(entries) -> None:
+    for e in entries:
+        flag = "" if e.get("enabled", True) else "  (disabled)"
+        year = e.get("year") or e.get("year_range") or ""
+        print(f"{e['id']:<40} {e['kind']:<12} {year!s:<12} {str(e.get('title', ''))[:60]}{flag}")
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     if not 0 <= a.validation_percent < 100:
         p.error("--validation_percent must be in [0, 100)")
@@ -72,39 +85,30 @@ def main(argv=None) -> int:
         p.error("--merge combines every shard; leave out --shard")
     if a.workers < 1:
         p.error("--workers must be >= 1")
-    paths = config.get_paths(a.root)
-    registry = a.registry or paths.registry_file
-    use_registry = bool(a.sources or a.all_sources or a.max_sources or a.registry or a.list)
+    layout = config.get_layout(a.root)
     entries = []
-    try:
-        if use_registry:
-            all_entries = load_registry(registry)
-            if a.list:
-                for e in all_entries:
-                    flag = "" if e.get("enabled", True) else "  (disabled)"
-                    year = e.get("year") or e.get("year_range") or ""
-                    print(f"{e['id']:<40} {e['kind']:<12} {year!s:<12} {str(e.get('title', ''))[:60]}{flag}")
-                return 0
-            wanted = [s.strip() for s in (a.sources or "").split(",") if s.strip()]
-            entries = select_sources(all_entries, wanted or None, a.max_sources)
-        counts = build_corpus(
-            paths.processed_dir, paths.metadata_dir, source_dir=a.source_dir,
-            use_sample=True if a.sample else None, sample_limit_chars=a.sample_limit_chars,
-            validation_percent=a.validation_percent, min_chars=a.min_chars,
-            year_range=(config.CORPUS.year_min, config.CORPUS.year_max), default_year=a.default_year,
-            overwrite=a.overwrite, entries=entries, downloads_dir=paths.downloads_dir, offline=a.offline,
-            workers=a.workers, shard=a.shard, num_shards=a.num_shards, merge_only=a.merge,
-            base_urls=parse_base_urls(a.base_url, p), progress=a.progress,
-            download_options={"per_host_interval": a.download_interval,
-                              "max_retries": config.CORPUS.download_retries})
-    except (CorpusError, RegistryError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if a.sources or a.all_sources or a.max_sources or a.registry or a.list:
+        all_entries = load_registry(a.registry or layout.registry_file)
+        if a.list:
+            print_registry(all_entries)
+            return 0
+        wanted = [s.strip() for s in (a.sources or "").split(",") if s.strip()]
+        entries = select_sources(all_entries, wanted or None, a.max_sources)
+    counts = build_corpus(
+        layout.processed_dir, layout.metadata_dir, source_dir=a.source_dir,
+        use_sample=True if a.sample else None, sample_limit_chars=a.sample_limit_chars,
+        validation_percent=a.validation_percent, min_chars=a.min_chars,
+        year_range=(config.CORPUS.year_min, config.CORPUS.year_max), default_year=a.default_year,
+        overwrite=a.overwrite, entries=entries, downloads_dir=layout.downloads_dir, offline=a.offline,
+        workers=a.workers, shard=a.shard, num_shards=a.num_shards, merge_only=a.merge,
+        base_urls=parse_base_urls(a.base_url, p), progress=a.progress,
+        download_options={"per_host_interval": a.download_interval,
+                          "max_retries": config.CORPUS.download_retries})
     if a.shard is None:
-        print(f"corpus: {paths.processed_dir / 'manifest.jsonl'} ({counts.get('documents')} documents); "
-              f"statistics in {paths.metadata_dir / 'corpus_stats.json'}")
+        print(f"corpus: {layout.processed_dir / MANIFEST} ({counts.get('documents')} documents); "
+              f"statistics in {layout.metadata_dir / CORPUS_STATS}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -1,16 +1,15 @@
 #!/usr/bin/env python3
 """Report on the trained tokenizer: exact round trip over every document (exit 1 on any
-failure), bytes/token and tokens/word on validation, period-word fertility, top merges.
+failure, including text that encodes to a control token), bytes/token and tokens/word on
+validation, period-word fertility, top merges.
 
     python 03_tokenizer/test_tokenizer.py
 """
 import argparse
-import json
-import sys
 
 import config
 from londonlm.artifacts import write_json_atomic
-from londonlm.corpus import CorpusError
+from londonlm.errors import run_main
 from londonlm.tokenizer_stage import format_report, tokenizer_report
 
 
@@ -22,13 +21,9 @@ def main(argv=None) -> int:
     p.add_argument("--root", help="project root")
     p.add_argument("--json", help="also write the report as JSON here")
     a = p.parse_args(argv)
-    paths = config.get_paths(a.root)
-    try:
-        rep = tokenizer_report(a.tokenizer or paths.tokenizer_dir(a.name),
-                               a.processed_dir or paths.processed_dir)
-    except (CorpusError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    layout = config.get_layout(a.root)
+    rep = tokenizer_report(a.tokenizer or layout.tokenizer_dir(a.name),
+                           a.processed_dir or layout.processed_dir)
     print(format_report(rep))
     if a.json:
         write_json_atomic(a.json, rep)
@@ -36,4 +31,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -7,10 +7,9 @@ Writes a Hugging Face tokenizer folder (tokenizer.json, vocab.json, merges.txt, 
     python 03_tokenizer/train_historical_tokenizer.py --preset tiny
 """
 import argparse
-import sys
 
 import config
-from londonlm.corpus import CorpusError
+from londonlm.errors import run_main
 from londonlm.tokenizer_stage import train_tokenizer_stage
 
 
@@ -36,20 +35,16 @@ def parse(argv=None):
 def main(argv=None) -> int:
     a = parse(argv)
     preset = config.get_preset(a.preset)
-    paths = config.get_paths(a.root)
-    try:
-        train_tokenizer_stage(
-            a.processed_dir or paths.processed_dir, a.output_dir or paths.tokenizer_dir(a.name),
-            vocab_size=a.vocab_size or preset.vocab_size,
-            min_frequency=a.min_frequency or preset.min_frequency,
-            era_tokens=config.TOKENIZER.era_tokens and not a.no_era_tokens,
-            era_width=config.TOKENIZER.era_width, model_max_length=preset.context_length,
-            overwrite=a.overwrite)
-    except (CorpusError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    layout = config.get_layout(a.root)
+    train_tokenizer_stage(
+        a.processed_dir or layout.processed_dir, a.output_dir or layout.tokenizer_dir(a.name),
+        vocab_size=a.vocab_size or preset.vocab_size,
+        min_frequency=a.min_frequency or preset.min_frequency,
+        era_tokens=config.TOKENIZER.era_tokens and not a.no_era_tokens,
+        era_width=config.TOKENIZER.era_width, model_max_length=preset.context_length,
+        overwrite=a.overwrite)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

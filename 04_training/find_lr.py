@@ -7,10 +7,10 @@ suggested --learning_rate) to <run folder>/lr_find/. The model is discarded.
     python 04_training/find_lr.py --preset micro --steps 60 --output_dir /tmp/lr
 """
 import argparse
-import sys
 from pathlib import Path
 
 import config
+from londonlm.errors import run_main
 
 
 def parse(argv):
@@ -39,56 +39,23 @@ def parse(argv):
 
 def main(argv=None) -> int:
     a = parse(argv)
-    from transformers import AutoTokenizer
+    from londonlm.lr_finder import LRFindOptions, find_lr
 
-    from londonlm.data import PackedBlocks
-    from londonlm.lr_finder import lr_schedule, run_lr_sweep, write_lr_find
-    from londonlm.modeling import ModelShape, build_model, padded_vocab
-    from londonlm.token_cache import CacheError, ensure_cache
-    from londonlm.tokenizer import era_tokens_of
-
-    preset = config.get_preset(a.preset)
-    paths = config.get_paths(a.root)
-    run_dir = paths.run_dir(a.run_name or a.preset)
-    tok_dir = Path(a.tokenizer_dir) if a.tokenizer_dir else paths.tokenizer_dir(config.TOKENIZER.name)
-    ctx = a.max_length or preset.context_length
-    bs = a.batch_size or preset.batch_size
-    try:
-        if not (tok_dir / "tokenizer.json").exists():
-            raise FileNotFoundError(f"no tokenizer at {tok_dir}: run "
-                                    f"`python 03_tokenizer/train_historical_tokenizer.py` first")
-        tok = AutoTokenizer.from_pretrained(str(tok_dir))
-        shape = ModelShape(a.n_layer or preset.n_layer, a.n_head or preset.n_head,
-                           a.n_embd or preset.n_embd, ctx, padded_vocab(len(tok)))
-        shape.validate()
-        print(f"model: {shape.n_params / 1e6:.2f}M parameters; sweep {a.min_lr:g} -> {a.max_lr:g} "
-              f"over {a.steps} steps at batch {bs} x {ctx} tokens", flush=True)
-        cache = run_dir / "pretokenized_data"
-        ensure_cache(cache, tok_dir, Path(a.processed_dir) if a.processed_dir else paths.processed_dir,
-                     ctx, bool(era_tokens_of(tok)), progress=False, log=print)
-        blocks = PackedBlocks.from_cache(cache, "train", ctx)
-        if len(blocks) == 0:
-            raise ValueError(f"the training split has fewer than {ctx} tokens; add text")
-    except (CacheError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    import torch
-
-    from londonlm.hardware import physical_cores
-
-    if not torch.cuda.is_available():
-        torch.set_num_threads(physical_cores())  # as training does: hyperthreads only contend
-    model = build_model(shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
-                        dropout=preset.dropout, seed=a.seed)
-    res = run_lr_sweep(model, blocks, bs, lr_schedule(a.min_lr, a.max_lr, a.steps),
-                       weight_decay=preset.weight_decay, max_grad_norm=preset.max_grad_norm,
-                       smoothing=config.TRAINING.lr_find_smoothing,
-                       diverge_factor=config.TRAINING.lr_find_diverge_factor, seed=a.seed,
-                       device="cuda" if torch.cuda.is_available() else "cpu")
-    out = Path(a.output_dir) if a.output_dir else run_dir / "lr_find"
-    s = write_lr_find(res, out, title=f"LR range test: {a.preset} preset ({shape.n_params / 1e6:.1f}M)",
-                      extra={"preset": a.preset, "batch_size": bs, "context_length": ctx,
-                             "preset_learning_rate": preset.learning_rate})
+    preset, t = config.get_preset(a.preset), config.TRAINING
+    layout = config.get_layout(a.root)
+    run = layout.run(a.run_name or a.preset)
+    s, res = find_lr(LRFindOptions(
+        run=run, layout=layout,
+        tokenizer_dir=Path(a.tokenizer_dir) if a.tokenizer_dir else layout.tokenizer_dir(config.TOKENIZER.name),
+        processed_dir=Path(a.processed_dir) if a.processed_dir else layout.processed_dir,
+        output_dir=Path(a.output_dir) if a.output_dir else run.dir / "lr_find",
+        preset=a.preset, n_layer=a.n_layer or preset.n_layer, n_head=a.n_head or preset.n_head,
+        n_embd=a.n_embd or preset.n_embd, context_length=a.max_length or preset.context_length,
+        batch_size=a.batch_size or preset.batch_size, dropout=preset.dropout,
+        weight_decay=preset.weight_decay, max_grad_norm=preset.max_grad_norm,
+        preset_learning_rate=preset.learning_rate, min_lr=a.min_lr, max_lr=a.max_lr,
+        steps=a.steps, smoothing=t.lr_find_smoothing, diverge_factor=t.lr_find_diverge_factor,
+        seed=a.seed))
     if res.stopped_early:
         print(f"stopped: {res.stopped_early}")
     print(f"{s['steps_run']} steps in {s['seconds']:.0f}s; steepest descent at {s['steepest_lr']:.3g}, "
@@ -99,4 +66,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

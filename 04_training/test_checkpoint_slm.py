@@ -4,12 +4,11 @@ step and validation loss and generate from a prompt.
 
     python 04_training/test_checkpoint_slm.py --preset tiny --list-checkpoints
 """
-import sys
-
 import config
 from londonlm.checkpoint_cli import main
+from londonlm.errors import run_main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], get_paths=config.get_paths, default_preset="slm",
-                  presets=list(config.PRESETS), prompt=config.EVALUATION.sample_prompts[0],
-                  prog="test_checkpoint_slm.py"))
+    run_main(lambda argv: main(argv, config.get_layout(), "slm", list(config.PRESETS),
+                               config.EVALUATION.sample_prompts[0],
+                               config.EVALUATION.sample_max_new_tokens))

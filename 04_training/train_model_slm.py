@@ -6,15 +6,13 @@ moved aside). Every `transformers.TrainingArguments` flag works too.
 
     python 04_training/train_model_slm.py --preset tiny --max_steps 200
 """
-import sys
-
 import config
-from londonlm.train_cli import main
+from londonlm.errors import run_main
+from londonlm.train_cli import TrainDefaults, main
+
+DEFAULTS = TrainDefaults(config.PRESETS, "slm", config.get_layout(), config.TOKENIZER.name,
+                         config.TRAINING.seed, config.TRAINING.wandb_project,
+                         config.TRAINING.dataloader_workers)
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], presets={k: config.asdict(v) for k, v in config.PRESETS.items()},
-                  default_preset="slm", get_paths=config.get_paths,
-                  tokenizer_name=config.TOKENIZER.name, seed=config.TRAINING.seed,
-                  wandb_project=config.TRAINING.wandb_project,
-                  dataloader_workers=config.TRAINING.dataloader_workers, prog="train_model_slm.py",
-                  description=__doc__.splitlines()[0]))
+    run_main(lambda argv: main(argv, DEFAULTS, description=__doc__.splitlines()[0]))

@@ -14,12 +14,16 @@ The model folders also load in lm-eval-harness's Hugging Face backend:
     lm_eval --model hf --model_args pretrained=09_models/checkpoints/tiny/final,dtype=float32 \\
         --tasks lambada_openai,hellaswag,arc_easy --device cpu --batch_size 8
 """
-import sys
-
 import config
-from londonlm.evaluation.cli import main
+from londonlm.errors import run_main
+from londonlm.evaluation.cli import build_parser, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser("run_evaluation.py", list(config.PRESETS), config.DEFAULT_PRESET,
+                        default_mode=config.EVALUATION.mode).parse_args(argv)
+    return run(args, config.get_layout(args.root))
+
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], get_paths=config.get_paths, presets=list(config.PRESETS),
-                  default_preset=config.DEFAULT_PRESET, prog="run_evaluation.py",
-                  default_mode=config.EVALUATION.mode))
+    run_main(main)

@@ -8,10 +8,10 @@ best validation loss and bits per byte) and one PNG of their validation curves, 
     python 10_scripts/compare_runs.py                           # every finished run
 """
 import argparse
-import sys
 from pathlib import Path
 
 import config
+from londonlm.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -25,20 +25,15 @@ def main(argv=None) -> int:
     p.add_argument("--x", choices=["tokens", "step"], default="tokens",
                    help="x axis of the curves (tokens is fair across batch sizes)")
     a = p.parse_args(argv)
-    from londonlm.compare import CompareError, compare_runs, find_runs
+    from londonlm.compare import compare_runs, find_runs
 
-    paths = config.get_paths(a.root)
-    out = Path(a.out_dir) if a.out_dir else paths.models_dir / "comparisons"
-    try:
-        runs = find_runs(paths.checkpoints_dir, a.runs, a.prefix)
-        _, table = compare_runs(runs, out, x=a.x, name=a.name)
-    except (CompareError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    layout = config.get_layout(a.root)
+    out = Path(a.out_dir) if a.out_dir else layout.models_dir / "comparisons"
+    _, table = compare_runs(find_runs(layout, a.runs, a.prefix), out, x=a.x, name=a.name)
     print(table)
     print(f"\ntable: {out / (a.name + '.md')} (and .csv)\nplot:  {out / (a.name + '.png')}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -9,11 +9,12 @@ The token comes from HF_TOKEN or `hf auth login` and is never printed; HF_ENDPOI
 Hub. --dataset_repo_id also publishes the processed corpus (manifest + texts) as a dataset.
 """
 import argparse
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import config
-from londonlm.model_card import LICENSES
+from londonlm.cards.licenses import LICENSES
+from londonlm.errors import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,46 +51,36 @@ def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     from londonlm import hub
 
-    paths = config.get_paths(a.root)
-    run_dir = paths.run_dir(a.run_name or a.preset)
+    layout = config.get_layout(a.root)
+    run = layout.run(a.run_name or a.preset)
     endpoint = hub.hub_endpoint()
-    ds_args = dict(processed_dir=paths.processed_dir, repo_id=a.dataset_repo_id,
-                   stage_dir=Path(a.dataset_stage_dir) if a.dataset_stage_dir
-                   else paths.data_dir / "hub_dataset_stage",
-                   model_repo_id=a.repo_id, private=a.private, revision=a.revision,
-                   endpoint=endpoint,
-                   **({"commit_message": a.commit_message} if a.commit_message else {}))
-    try:
-        if a.dataset_repo_id:  # stage and check the corpus before the model goes up
-            hub.publish_dataset(**ds_args, dry_run=True, log=lambda *_: None)
-        res = hub.publish_model(
-            run_dir=run_dir, runs_root=paths.checkpoints_dir, checkpoint=a.checkpoint,
-            stage_dir=Path(a.stage_dir) if a.stage_dir else run_dir / "hub_stage",
-            repo_id=a.repo_id, processed_dir=paths.processed_dir, license_id=a.license,
-            model_name=a.model_name, private=a.private, revision=a.revision,
-            commit_message=a.commit_message or config.HUB.commit_message, dry_run=a.dry_run,
-            endpoint=endpoint, prompt=a.prompt, dataset_repo_id=a.dataset_repo_id)
-        print(f"\nstaged {res.stage_dir}:\n{hub.describe_files(res.files)}")
-        print(f"\nsample ({res.report.prompt!r}, greedy):\n  {res.report.generation}")
-        target = f"{endpoint}/{res.repo_id}" if res.repo_id else "(no --repo_id given)"
-        if a.dry_run:
-            print(f"\ndry run: nothing uploaded; these {len(res.files)} files would be sent "
-                  f"to {target}")
-        else:
-            print(f"\npublished {target} ({res.upload.commit_url or res.upload.repo_url})")
-        if a.dataset_repo_id:
-            ds = hub.publish_dataset(**ds_args, dry_run=a.dry_run)
-            print(f"\nstaged dataset {ds.stage_dir}:\n{hub.describe_files(ds.files)}")
-            print("dry run: dataset not uploaded" if a.dry_run else
-                  f"published dataset {endpoint}/datasets/{ds.repo_id}")
-    except hub.PublishError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    where = dict(private=a.private, revision=a.revision, endpoint=endpoint)
+    dataset = hub.HubTarget(a.dataset_repo_id, dry_run=a.dry_run, **where,
+                            commit_message=a.commit_message or hub.DATASET_COMMIT_MESSAGE)
+    ds_args = dict(stage_dir=Path(a.dataset_stage_dir) if a.dataset_stage_dir
+                   else layout.data_dir / "hub_dataset_stage", model_repo_id=a.repo_id)
+    if a.dataset_repo_id:  # stage and check the corpus before the model goes up
+        hub.publish_dataset(layout.processed_dir, replace(dataset, dry_run=True), **ds_args, log=lambda *_: None)
+    res = hub.publish_model(
+        layout, run, hub.HubTarget(a.repo_id, dry_run=a.dry_run, **where,
+                                   commit_message=a.commit_message or config.HUB.commit_message),
+        checkpoint=a.checkpoint, stage_dir=Path(a.stage_dir) if a.stage_dir else None,
+        card=hub.CardOptions(license_id=a.license, model_name=a.model_name, prompt=a.prompt,
+                             dataset_repo_id=a.dataset_repo_id))
+    print(f"\nstaged {res.stage_dir}:\n{hub.describe_files(res.files)}")
+    print(f"\nsample ({res.report.prompt!r}, greedy):\n  {res.report.generation}")
+    target = f"{endpoint}/{res.repo_id}" if res.repo_id else "(no --repo_id given)"
+    if a.dry_run:
+        print(f"\ndry run: nothing uploaded; these {len(res.files)} files would be sent to {target}")
+    else:
+        print(f"\npublished {target} ({res.upload.commit_url or res.upload.repo_url})")
+    if a.dataset_repo_id:
+        ds = hub.publish_dataset(layout.processed_dir, dataset, **ds_args)
+        print(f"\nstaged dataset {ds.stage_dir}:\n{hub.describe_files(ds.files)}")
+        print("dry run: dataset not uploaded" if a.dry_run else
+              f"published dataset {endpoint}/datasets/{ds.repo_id}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib
 import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from .errors import LondonLMError
 
 SIDECAR_FORMAT = 1
+# the libraries whose versions shape a model artifact (tokens, weights)
+ARTIFACT_LIBRARIES = ("londonlm", "torch", "transformers", "tokenizers", "numpy")
 
 
-class StageInputMissing(FileNotFoundError):
+class StageInputMissing(LondonLMError, FileNotFoundError):
     """An input of a stage does not exist; the message names the command that makes it."""
 
 
@@ -85,14 +91,21 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def versions() -> dict[str, str]:
-    """Versions of the libraries that shape the artifacts."""
+def versions(libraries: Sequence[str] = ARTIFACT_LIBRARIES, *, import_missing: bool = True) -> dict[str, str]:
+    """Versions of the libraries that shape the artifacts. ``import_missing=False`` reports only
+    libraries already imported: importing torch and transformers costs seconds that a CPU-only
+    stage (the corpus) need not spend."""
     out = {"python": platform.python_version()}
-    for mod in ("londonlm", "torch", "transformers", "tokenizers", "numpy"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:
-            pass
+    for name in libraries:
+        mod = sys.modules.get(name)
+        if mod is None and import_missing:
+            try:
+                mod = importlib.import_module(name)
+            except Exception:
+                continue
+        version = getattr(mod, "__version__", None)
+        if version:
+            out[name] = str(version)
     return out
 
 
@@ -102,10 +115,13 @@ def now_iso() -> str:
 
 def write_sidecar(path: str | os.PathLike, stage: str, inputs: dict[str, str],
                   settings: dict[str, Any], counts: dict[str, Any] | None = None,
-                  extra: dict[str, Any] | None = None) -> Path:
-    """Write a stage sidecar: format version, stage, inputs' hashes, settings, counts, time."""
+                  extra: dict[str, Any] | None = None,
+                  libraries: Sequence[str] | None = None) -> Path:
+    """Write a stage sidecar: format version, stage, inputs' hashes, settings, counts, time.
+    ``libraries``: record only these libraries' versions, and only if already imported."""
+    vers = versions() if libraries is None else versions(libraries, import_missing=False)
     obj = {"format_version": SIDECAR_FORMAT, "stage": stage, "created": now_iso(),
-           "versions": versions(), "inputs": inputs, "settings": settings,
+           "versions": vers, "inputs": inputs, "settings": settings,
            "counts": counts or {}}
     if extra:
         obj.update(extra)

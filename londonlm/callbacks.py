@@ -1,4 +1,5 @@
-"""Trainer callbacks: throughput/MFU, the training log file, signal-safe stopping."""
+"""Trainer callbacks: throughput/MFU, the training log file, signal-safe stopping agreed by
+every rank, --save_best."""
 from __future__ import annotations
 
 import json
@@ -8,14 +9,19 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .layout import BEST_INFO, RunLayout, checkpoint_name
+
 
 class ThroughputCallback(TrainerCallback):
     """Adds tokens/s and, on GPUs in the peak table, MFU to every log line. Uses the host
     clock between logging steps only: no per-step device synchronisation."""
 
     def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float | None,
-                 n_devices: int = 1):
+                 n_devices: int = 1, tokens_at=None):
         self.tokens_per_step = tokens_per_step
+        # tokens consumed by a global step: what the run read, at whatever world size each
+        # invocation had (a resumed run passes its data position's count)
+        self.tokens_at = tokens_at or (lambda step: step * tokens_per_step)
         self.flops_per_token = flops_per_token
         self.peak = peak_flops * n_devices if peak_flops else None
         self._t = None
@@ -28,7 +34,7 @@ class ThroughputCallback(TrainerCallback):
         self._t0 = self._t
 
     def on_step_end(self, args, state, control, **kw):
-        self.tokens_seen = state.global_step * self.tokens_per_step
+        self.tokens_seen = self.tokens_at(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs is None or "loss" not in logs or self._t is None:
@@ -42,7 +48,7 @@ class ThroughputCallback(TrainerCallback):
             logs["step_time_s"] = round(dt / steps, 4)
             if self.peak:
                 logs["mfu"] = round(tps * self.flops_per_token / self.peak, 4)
-        logs["tokens_seen"] = state.global_step * self.tokens_per_step
+        logs["tokens_seen"] = self.tokens_at(state.global_step)
         # seconds since this invocation's training began (evaluations included): loss against
         # wall time, the measure of time to quality
         logs["train_seconds"] = round(now - self._t0, 2)
@@ -80,42 +86,90 @@ class LogFileCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kw):
         if state.is_world_process_zero:
-            self._write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} saved checkpoint-{state.global_step}")
+            self._write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} saved {checkpoint_name(state.global_step)}")
 
 
 class StopAndSaveCallback(TrainerCallback):
-    """Ctrl-C / SIGTERM (and an optional wall-clock budget) finish the current step, save a
-    checkpoint and stop, so no work is lost and the run resumes exactly from there."""
+    """Ctrl-C / SIGTERM, a wall-clock budget (``max_seconds``) and ``stop_after_steps`` finish
+    the current step, save a checkpoint and stop, so no work is lost and the run resumes
+    exactly from there.
 
-    def __init__(self, max_seconds: float = 0.0, stop_after_steps: int = 0):
+    Under torchrun every such decision is agreed: after each step, each rank's wish to stop
+    (its own signal handler, its own clock) and the Trainer's should_save / should_log /
+    should_evaluate / should_training_stop go through one all-reduce (MAX) of a few integers
+    (:func:`londonlm.ranks.agree`), so all ranks stop after the same step and save one
+    checkpoint together. Early stopping and --save_best decide after an evaluation; their
+    flags are agreed there too. Place this callback last, after every callback that decides.
+    """
+
+    # a repeat of the signal within this many seconds is the same request forwarded again
+    # (Slurm signals every process of the step, then torchrun forwards it to each rank)
+    REPEAT_SECONDS = 1.0
+    _FLAGS = ("should_save", "should_log", "should_evaluate", "should_training_stop")
+
+    def __init__(self, max_seconds: float = 0.0, stop_after_steps: int = 0, agree=None,
+                 clock=time.monotonic, on_step=None):
+        from .ranks import agree as agree_max
+
         self.max_seconds = max_seconds
         self.stop_after_steps = stop_after_steps
+        self.agree = agree or agree_max
+        self.clock = clock
+        self.on_step = on_step        # called with the step number before agreeing (test hooks)
         self.reason: str | None = None
+        self.signum = 0               # the signal this rank received (0: none)
+        self._signalled_at = None
         self._start = None
         self._old = {}
 
     def _handler(self, signum, frame):
-        name = signal.Signals(signum).name
-        if self.reason is not None and self.reason.startswith("signal"):
-            raise KeyboardInterrupt  # second signal: give up immediately
-        self.reason = f"signal {name}"
+        now = time.monotonic()
+        if self._signalled_at is not None and now - self._signalled_at > self.REPEAT_SECONDS:
+            raise KeyboardInterrupt  # asked again: give up immediately
+        if self._signalled_at is None:
+            self._signalled_at, self.signum = now, signum
 
     def on_train_begin(self, args, state, control, **kw):
-        self._start = time.time()
+        self._start = self.clock()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread
                 pass
 
+    def _wishes(self, step: int) -> list[int]:
+        """This rank's reasons to stop: [signal number, out of time, step limit reached]."""
+        late = bool(self.max_seconds) and self.clock() - self._start >= self.max_seconds
+        limit = bool(self.stop_after_steps) and step >= self.stop_after_steps
+        return [self.signum, int(late), int(limit)]
+
+    def _reason(self, signum: int, late: int, limit: int) -> str | None:
+        if signum:
+            return f"signal {signal.Signals(signum).name}"
+        if late:
+            return f"time budget of {self.max_seconds:g}s reached"
+        if limit:
+            return f"--stop_after_steps {self.stop_after_steps} reached"
+        return None
+
+    def _agree_flags(self, control, extra: list[int]) -> list[int]:
+        out = self.agree(extra + [int(bool(getattr(control, f))) for f in self._FLAGS])
+        for f, v in zip(self._FLAGS, out[len(extra):]):
+            setattr(control, f, bool(v))
+        return out[:len(extra)]
+
     def on_step_end(self, args, state, control, **kw):
-        if self.reason is None and self.max_seconds and time.time() - self._start >= self.max_seconds:
-            self.reason = f"time budget of {self.max_seconds:g}s reached"
-        if self.reason is None and self.stop_after_steps and state.global_step >= self.stop_after_steps:
-            self.reason = f"--stop_after_steps {self.stop_after_steps} reached"
+        if self.on_step is not None:
+            self.on_step(state.global_step)
+        wishes = self._agree_flags(control, self._wishes(state.global_step))
+        if self.reason is None:
+            self.reason = self._reason(*wishes)
         if self.reason is not None:
             control.should_save = True
             control.should_training_stop = True
+
+    def on_evaluate(self, args, state, control, **kw):
+        self._agree_flags(control, [])
 
     def on_train_end(self, args, state, control, **kw):
         for sig, old in self._old.items():
@@ -138,8 +192,8 @@ class SaveBestCallback(TrainerCallback):
     that step, and that checkpoint's model (no optimizer state) is copied to ``best/`` with
     ``best_info.json``, so the best model outlives checkpoint rotation and interruptions."""
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run: RunLayout | Path):
+        self.run = run if isinstance(run, RunLayout) else RunLayout(Path(run))
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         loss = (metrics or {}).get("eval_loss")
@@ -151,17 +205,16 @@ class SaveBestCallback(TrainerCallback):
     def on_save(self, args, state, control, **kw):
         import shutil
 
-        from .checkpoints import BEST_INFO
-
         if not state.is_world_process_zero or state.best_global_step != state.global_step:
             return
-        src = self.run_dir / f"checkpoint-{state.global_step}"
+        src = self.run.checkpoint(state.global_step)
         if not src.is_dir():
             return
-        tmp, best = self.run_dir / ".best.tmp", self.run_dir / "best"
+        tmp, best = self.run.best_tmp, self.run.best
         shutil.rmtree(tmp, ignore_errors=True)
+        # the model only: no optimizer, scheduler or RNG state, nor FSDP's sharded copies
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(
-            "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth"))
+            "optimizer*", "scheduler.pt", "scaler.pt", "rng_state*.pth", "pytorch_model_fsdp*"))
         (tmp / BEST_INFO).write_text(json.dumps(
             {"checkpoint": src.name, "step": state.global_step, "eval_loss": state.best_metric,
              "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))

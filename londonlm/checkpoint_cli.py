@@ -4,32 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Callable
 
-from .checkpoints import checkpoint_step, describe_checkpoints, resolve_model_path
+from .checkpoints import describe_checkpoints
+from .layout import Layout, RunLayout, model_step
 
 
 def checkpoint_facts(path: Path) -> dict:
     """Step and last validation loss from trainer_state.json (or run_info.json for final/)."""
-    facts = {"path": str(path), "step": checkpoint_step(path), "eval_loss": None}
+    path = Path(path)
+    facts = {"path": str(path), "step": model_step(path), "eval_loss": None}
     state = path / "trainer_state.json"
-    info = path.parent / "run_info.json"
     if state.exists():
-        st = json.loads(state.read_text())
-        facts["step"] = st.get("global_step", facts["step"])
-        ev = [h["eval_loss"] for h in st.get("log_history", []) if "eval_loss" in h]
+        ev = [h["eval_loss"] for h in json.loads(state.read_text()).get("log_history", [])
+              if "eval_loss" in h]
         facts["eval_loss"] = ev[-1] if ev else None
-    elif info.exists():
-        ri = json.loads(info.read_text())
-        facts["step"] = ri.get("global_step")
-        facts["eval_loss"] = ri.get("final_eval_loss")
+    else:
+        facts["eval_loss"] = RunLayout(path.parent).read_run_info().get("final_eval_loss")
     return facts
 
 
-def main(argv: list[str], get_paths: Callable, default_preset: str, presets: list[str],
-         prompt: str, prog: str | None = None) -> int:
+def _parser(default_preset: str, presets: list[str], prompt: str,
+            max_new_tokens: int, prog: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Inspect and try a training checkpoint.")
     p.add_argument("--preset", default=default_preset, choices=presets)
     p.add_argument("--run_name", help="run folder under 09_models/checkpoints/ (default: preset)")
@@ -39,36 +35,45 @@ def main(argv: list[str], get_paths: Callable, default_preset: str, presets: lis
     p.add_argument("--checkpoint_path", "--checkpoint", dest="checkpoint",
                    help="checkpoint-N, latest, best, final or a path (default: latest)")
     p.add_argument("--prompt", default=prompt)
-    p.add_argument("--max_new_tokens", type=int, default=50)
+    p.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
     p.add_argument("--interactive", action="store_true", help="prompt loop on stdin")
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    run_dir = get_paths(a.root).run_dir(a.run_name or a.preset)
-    if a.list_checkpoints:
-        print(f"checkpoints in {run_dir}:")
-        print(describe_checkpoints(run_dir))
-        return 0
-    try:
-        path = resolve_model_path(a.checkpoint or "latest", run_dir)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    facts = checkpoint_facts(path)
-    ev = f"{facts['eval_loss']:.4f}" if facts["eval_loss"] is not None else "n/a"
-    print(f"checkpoint: {path}\nstep: {facts['step']}\nvalidation loss: {ev}")
-    from .pipeline import generate_samples
+    return p
 
-    prompts = [a.prompt]
-    while True:
-        for smp in generate_samples(path, prompts, a.max_new_tokens, a.seed):
-            print(f"> {smp['prompt']}{smp['continuation']}", flush=True)
-        if not a.interactive:
-            return 0
+
+def _prompts(first: str, interactive: bool):
+    """The first prompt, then (interactive) each line typed until EOF or /quit."""
+    yield first
+    while interactive:
         try:
             line = input("prompt> ")
         except (EOFError, KeyboardInterrupt):
             print()
-            return 0
+            return
         if line.strip() in ("/quit", "/exit"):
-            return 0
-        prompts = [line]
+            return
+        yield line
+
+
+def main(argv: list[str], layout: Layout, default_preset: str, presets: list[str],
+         prompt: str, max_new_tokens: int, prog: str | None = None) -> int:
+    a = _parser(default_preset, presets, prompt, max_new_tokens, prog).parse_args(argv)
+    if a.root:
+        layout = Layout.at(a.root, default_root=layout.root, registry_file=layout.registry_file)
+    run = layout.run(a.run_name or a.preset)
+    if a.list_checkpoints:
+        print(f"checkpoints in {run.dir}:")
+        print(describe_checkpoints(run.dir))
+        return 0
+    path = layout.resolve_model(a.checkpoint or "latest", run)  # ModelNotFound lists what exists
+    facts = checkpoint_facts(path)
+    ev = f"{facts['eval_loss']:.4f}" if facts["eval_loss"] is not None else "n/a"
+    print(f"checkpoint: {path}\nstep: {facts['step']}\nvalidation loss: {ev}")
+    from .generation import GenerationSettings, generate, load_model
+
+    lm = load_model(path)
+    settings = GenerationSettings(max_new_tokens=a.max_new_tokens, seed=a.seed)
+    for text in _prompts(a.prompt, a.interactive):
+        sample = generate(lm, text, settings)[0]
+        print(f"> {text}{sample.text}", flush=True)
+    return 0

@@ -1,212 +1,149 @@
-"""Corpus stage orchestration: registry -> downloads -> documents -> cleaned, filtered,
-deduplicated texts + manifest + rejection log + report.
+"""The corpus stage: registry entries, a local folder or the embedded sample -> downloads ->
+documents -> cleaned, filtered, deduplicated texts + manifest + rejection log + report.
 
-``process_documents`` is the streaming core. Documents arrive lazily (a path, not a text),
-worker processes load, parse, clean, filter and sign them, and the parent only writes results;
-at most ``2 * workers`` documents are in flight, so peak memory depends on the largest
-document, not on the corpus size.
+:func:`build_corpus` turns a script's arguments (embedded sample, local folder, registry
+entries) into source entries; :func:`run_collection` is the one code path for all of them:
+download, skip when current, stage shards (``londonlm.processing``), merge (``londonlm.shards``),
+report (``londonlm.corpus_report``), and the sidecar last. What it writes is read through
+``londonlm.manifest``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .cleaning import MAX_LINE_CHARS, clean_text
-from .dedup import hash_words, norm_words, signature
-from .filters import default_filters, preview, run_filters
-from .shards import PLAN_FILE, ShardWriter, in_shard, merge_shards, prepare_shard, read_jsonl, shard_dir, split_for
-from .sources import Document, RegistryError, load_registry, make_source, materialise
+from .artifacts import read_json, sidecar_current, write_sidecar
+from .errors import UsageError
+from .layout import SIDECAR
+from .manifest import MANIFEST, REJECTIONS, CorpusError, read_jsonl, summarize
+from .processing import process_documents
+from .shards import PLAN_FILE, in_shard, merge_shards, prepare_shard, shard_dir
+from .sources import Document, load_registry, make_source, select_sources
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-# metadata keys copied from Document.extra into the manifest (small, useful for historians)
-_EXTRA_KEYS = ("gutenberg_id", "identifier", "session_date", "date", "relpath", "notes", "ia_date", "member")
-
-
-def _decade(year: int | None) -> int | None:
-    return None if year is None else (int(year) // 10) * 10
-
-
-def _word_count(text: str) -> int:
-    return len(text.split())
-
-
-# --- worker side ------------------------------------------------------------------------------
-_FILTERS = None
-_SETTINGS: dict[str, Any] = {}
-
-
-def _init_worker(settings: dict[str, Any]) -> None:
-    global _FILTERS, _SETTINGS
-    _SETTINGS = settings
-    _FILTERS = default_filters(settings["year_range"], settings["min_chars"])
-
-
-def process_one(doc: Document) -> tuple[dict[str, Any], str | None]:
-    """Load, clean, filter and sign one document. Returns (row, cleaned text or None)."""
-    if _FILTERS is None:
-        _init_worker({"year_range": (1500, 1900), "min_chars": 200})
-    base = {"id": doc.id, "source": doc.source, "source_kind": doc.source_kind, "title": doc.title,
-            "author": doc.author, "url": doc.url, "license": doc.license, "london": bool(doc.london)}
-    materialise(doc)
-    base["year"] = doc.year
-    base["repairs"] = list(doc.repairs)
-    if doc.error:
-        return ({**base, "status": "rejected", "reason": doc.error, "reasons": [doc.error],
-                 "detail": doc.extra.get("error_detail", ""), "preview": ""}, None)
-    raw = doc.text or ""
-    if len(raw) > MAX_LINE_CHARS and max(map(len, raw.split("\n"))) > MAX_LINE_CHARS:
-        base["repairs"].append("long_lines_wrapped")
-    text = clean_text(raw, ocr=bool(doc.extra.get("ocr")))
-    del raw
-    doc.text = None
-    if not text.strip():
-        return ({**base, "status": "rejected", "reason": "empty_after_cleaning", "reasons": ["empty_after_cleaning"],
-                 "detail": "nothing left after cleaning", "preview": ""}, None)
-    kept, reason, verdicts = run_filters(text, doc.year, _FILTERS, london=doc.london)
-    filters = {v.filter: v.value for v in verdicts}
-    extra = {k: doc.extra[k] for k in _EXTRA_KEYS if doc.extra.get(k) not in (None, "")}
-    if doc.extra.get("trials"):
-        extra["trials"] = len(doc.extra["trials"])
-    if not kept:
-        failed = [v for v in verdicts if not v.passed]
-        return ({**base, **extra, "status": "rejected", "reason": reason, "reasons": [v.reason for v in failed],
-                 "detail": "; ".join(f"{v.filter}={v.value} {v.detail}".strip() for v in failed),
-                 "filters": filters, "preview": preview(text), "chars": len(text)}, None)
-    nwords = norm_words(text)
-    row = {**base, **extra, "status": "accepted", "decade": _decade(doc.year),
-           "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "norm_sha256": hash_words(nwords),
-           "chars": len(text), "words": _word_count(text), "filters": filters, "minhash": signature(nwords),
-           "preview": preview(text)}
-    return row, text
-
-
-# --- parent side ------------------------------------------------------------------------------
-def _bounded_map(docs: Iterable[Document], workers: int, settings: dict[str, Any]) -> Iterator[tuple[dict, str | None]]:
-    """Results of ``process_one`` with at most ``2 * workers`` documents in flight (order of
-    completion; the merge sorts). ``workers <= 1`` runs in this process."""
-    if workers <= 1:
-        _init_worker(settings)
-        for d in docs:
-            yield process_one(d)
-        return
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(settings,)) as pool:
-        pending: set[Future] = set()
-        it = iter(docs)
-        exhausted = False
-        while pending or not exhausted:
-            while not exhausted and len(pending) < 2 * workers:
-                try:
-                    pending.add(pool.submit(process_one, next(it)))
-                except StopIteration:
-                    exhausted = True
-            if not pending:
-                break
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-
-
-def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, year_range: Sequence[int] = (1500, 1900),
-                      min_chars: int = 200, workers: int = 1, shard: int = 0, num_shards: int = 1,
-                      validation_percent: float = 5.0, merge: bool | None = None, progress: bool = False,
-                      metadata_dir: str | Path | None = None) -> dict[str, Any]:
-    """Clean, filter and sign ``docs`` into shard ``shard`` of ``num_shards`` (resumable: ids
-    already staged are skipped), then — for a single shard, or when ``merge=True`` — dedup and
-    write ``manifest.jsonl``, ``texts/``, ``rejections.jsonl`` (and the report when
-    ``metadata_dir`` is given). Returns counts and timings."""
-    t0 = time.time()
-    settings = {"year_range": tuple(int(y) for y in year_range), "min_chars": int(min_chars)}
-    counts = {"accepted": 0, "rejected": 0, "skipped_resumed": 0, "input_bytes": 0}
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(desc="clean+filter", unit="doc")
-        except ImportError:
-            bar = None
-    with ShardWriter(processed_dir, shard, num_shards) as writer:
-        def todo() -> Iterator[Document]:
-            for d in docs:
-                if d.id in writer.seen:
-                    counts["skipped_resumed"] += 1
-                    continue
-                p = d.extra.get("raw_path")
-                if p and os.path.exists(p):
-                    counts["input_bytes"] += os.path.getsize(p)
-                elif d.extra.get("raw_bytes") is not None:
-                    counts["input_bytes"] += len(d.extra["raw_bytes"])
-                elif d.text is not None:
-                    counts["input_bytes"] += len(d.text.encode("utf-8"))
-                yield d
-
-        for row, text in _bounded_map(todo(), workers, settings):
-            if row["id"] in writer.seen:  # two inputs mapped to one id: keep the first
-                row = {**row, "status": "rejected", "reason": "duplicate_id", "reasons": ["duplicate_id"],
-                       "detail": "another document already has this id"}
-                text = None
-            writer.write(row, text)
-            counts[row["status"]] += 1
-            if bar is not None:
-                bar.update(1)
-        elapsed = time.time() - t0
-        stats = {**counts, "seconds": round(elapsed, 3), "shard": shard, "num_shards": num_shards,
-                 "mb_per_s": round(counts["input_bytes"] / 1e6 / elapsed, 3) if elapsed > 0 else None}
-        writer.mark_done(stats)
-    if bar is not None:
-        bar.close()
-    if merge is None:
-        merge = num_shards == 1
-    if merge:
-        stats["merge"] = merge_shards(processed_dir, num_shards, validation_percent)
-        if metadata_dir is not None:
-            from .corpus_report import write_report
-
-            stats["report"] = str(write_report(processed_dir, metadata_dir))
-    return stats
-
-
-
-# --- registry -----------------------------------------------------------------------------
-def select_sources(entries: list[dict[str, Any]], sources: Sequence[str] | None = None,
-                   max_sources: int | None = None) -> list[dict[str, Any]]:
-    """Entries named in ``sources`` (ids or kinds; named entries run even when disabled),
-    else every enabled entry; then the first ``max_sources``."""
-    if sources:
-        wanted = set(sources)
-        chosen = [e for e in entries if e["id"] in wanted or e["kind"] in wanted]
-        unknown = wanted - {e["id"] for e in entries} - {e["kind"] for e in entries}
-        if unknown:
-            raise RegistryError(f"unknown source id or kind: {', '.join(sorted(unknown))}; "
-                                f"see the ids in the registry file")
-    else:
-        chosen = [e for e in entries if e.get("enabled", True)]
-    return chosen[:max_sources] if max_sources else chosen
-
-
-class CollectionError(RuntimeError):
-    """The collection produced nothing usable, or shards disagree; the message says why."""
-
-
-SIDECAR = "sidecar.json"
+SAMPLE_SOURCE_ID = "first_folio"
+LOCAL_SOURCE_ID = "local"
 # kinds read straight from a folder on disk; every other kind reads files it downloaded
 _LOCAL_KINDS = ("local", "sample")
 _MAX_LOGGED_REJECTIONS = 20
+# the libraries that shape the corpus, for the sidecar (only those already imported)
+CORPUS_LIBRARIES = ("londonlm", "numpy", "datasketch", "ftfy", "trafilatura", "lxml")
 
 
+class CollectionError(CorpusError):
+    """The collection produced nothing usable, or shards disagree; the message says why."""
+
+
+@dataclass
+class CollectionOptions:
+    """How the stage runs; every field is also a keyword of :func:`run_collection`,
+    :func:`collect_from_registry` and :func:`build_corpus`."""
+
+    offline: bool = False                    # download nothing; use files already downloaded
+    workers: int = 1                         # download threads and cleaning processes
+    year_range: Sequence[int] = (1500, 1900)
+    min_chars: int = 200
+    validation_percent: float = 5.0
+    shard: int | None = None                 # run only shard K (merge later with merge_only)
+    num_shards: int = 1
+    merge_only: bool = False
+    overwrite: bool = False
+    progress: bool = False
+    base_urls: dict[str, str] | None = None  # kind -> host override (mirrors, test servers)
+    downloader: Any = None                   # a londonlm.download.Downloader (default: built here)
+    download_options: dict[str, Any] | None = None
+    log: Callable[[str], None] = print
+
+    def check(self) -> "CollectionOptions":
+        if self.num_shards < 1 or (self.shard is not None and not 0 <= int(self.shard) < self.num_shards):
+            raise UsageError(f"--shard must be in [0, {self.num_shards - 1}] for --num_shards {self.num_shards}")
+        return self
+
+    @property
+    def finishing(self) -> bool:
+        """Whether this run writes the merged corpus (not one shard of several)."""
+        return self.shard is None or self.merge_only or self.num_shards == 1
+
+    def shards_to_stage(self) -> list[int]:
+        if self.merge_only:
+            return []
+        return list(range(self.num_shards)) if self.shard is None else [int(self.shard)]
+
+    def settings(self) -> dict[str, Any]:
+        """What the outputs depend on besides the inputs (recorded in the sidecar)."""
+        return {"validation_percent": float(self.validation_percent), "min_chars": int(self.min_chars),
+                "year_range": [int(y) for y in self.year_range]}
+
+
+# ---------------------------------------------------------------- source entries
+def sample_entry(limit_chars: int | None = None, source_id: str = SAMPLE_SOURCE_ID) -> dict[str, Any]:
+    """Registry entry of the embedded offline sample (1623 First Folio)."""
+    from .sources import SampleMissing, sample_dir
+
+    try:
+        sample_dir()
+    except SampleMissing as e:
+        raise CorpusError(str(e)) from e
+    return {"id": source_id, "kind": "sample", "limit_chars": limit_chars, "title": "First Folio (1623)",
+            "year": 1623, "license": "public-domain", "london": True}
+
+
+def local_entry(source_dir: str | Path, default_year: int | None = None,
+                source_id: str = LOCAL_SOURCE_ID) -> dict[str, Any]:
+    """Registry entry of a local folder of .txt (.xml/.html/.gz) files, checked to exist."""
+    from .sources import LocalSource
+
+    folder = Path(source_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise CorpusError(f"source folder {source_dir} does not exist; pass --source_dir with a "
+                          f"folder of .txt files")
+    entry = {"id": source_id, "kind": "local", "path": str(folder), "id_prefix": "local_",
+             "license": "unknown (user supplied)", "london": True, "default_year": default_year}
+    if not LocalSource(entry).files():
+        raise CorpusError(f"source folder {source_dir} holds no .txt files (nor .xml/.html/.gz); add some "
+                          f"or omit --source_dir to use the embedded sample")
+    return entry
+
+
+def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, *,
+                 source_dir: str | Path | None = None, use_sample: bool | None = None,
+                 sample_limit_chars: int | None = None, default_year: int | None = None,
+                 entries: Sequence[dict[str, Any]] = (), downloads_dir: str | Path | None = None,
+                 **options: Any) -> dict:
+    """Build (or skip, when current) the corpus from the embedded sample, a local folder and
+    registry ``entries``; returns counts (documents, train/validation documents, words, chars,
+    rejected by reason). ``use_sample`` defaults to True when neither ``source_dir`` nor
+    ``entries`` is given. ``downloads_dir`` defaults to ``<processed_dir>/../downloads``.
+    ``options``: the fields of :class:`CollectionOptions`."""
+    processed_dir = Path(processed_dir)
+    if use_sample is None:
+        use_sample = source_dir is None and not entries
+    chosen: list[dict[str, Any]] = []
+    if use_sample:
+        chosen.append(sample_entry(sample_limit_chars))
+    if source_dir is not None:
+        chosen.append(local_entry(source_dir, default_year))
+    taken = {e["id"] for e in chosen}
+    for e in entries:
+        if e["id"] in taken:
+            raise CorpusError(f"source id {e['id']!r} is reserved for the built-in sample/local folder; "
+                              f"rename it in the registry")
+        chosen.append(dict(e))
+    if not chosen:
+        raise CorpusError("no sources: pass --sources, --source_dir or --sample")
+    downloads = Path(downloads_dir) if downloads_dir is not None else processed_dir.parent / "downloads"
+    stats = run_collection(chosen, downloads, processed_dir, metadata_dir, **options)
+    return stats.get("counts", {"shard": options.get("shard"), "shards": stats.get("shards")})
+
+
+# ---------------------------------------------------------------- fingerprints
 def _hash_files(files: Iterable[Path], root: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(files):
@@ -241,39 +178,18 @@ def _json_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def _write_sidecar(path: Path, inputs: dict[str, str], settings: dict[str, Any], counts: dict[str, Any]) -> None:
-    """``artifacts.write_sidecar``'s format, with the versions of the libraries this stage uses
-    (``artifacts.versions`` imports torch and transformers: seconds a CPU-only corpus run need not spend)."""
-    import platform
-    import sys
-
-    from .artifacts import SIDECAR_FORMAT, now_iso, write_json_atomic
-
-    vers = {"python": platform.python_version()}
-    for mod in ("londonlm", "numpy", "datasketch", "ftfy", "trafilatura", "lxml"):
-        m = sys.modules.get(mod)
-        if m is not None and getattr(m, "__version__", None):
-            vers[mod] = str(m.__version__)
-    write_json_atomic(path, {"format_version": SIDECAR_FORMAT, "stage": "corpus", "created": now_iso(),
-                             "versions": vers, "inputs": inputs, "settings": settings, "counts": counts})
-
-
-def summary_counts(merge: dict[str, Any], processed_dir: Path) -> dict[str, Any]:
+def summary_counts(merge: dict[str, Any], rows: Iterable[dict]) -> dict[str, Any]:
     """The corpus counts every caller gets (also stored in the sidecar)."""
-    rows = list(read_jsonl(processed_dir / "manifest.jsonl"))
-    return {"documents": len(rows), "train_documents": sum(r["split"] == "train" for r in rows),
-            "validation_documents": sum(r["split"] == "validation" for r in rows),
-            "chars": sum(int(r.get("chars", 0)) for r in rows), "words": sum(int(r.get("words", 0)) for r in rows),
+    s = summarize(rows)
+    return {"documents": s["documents"], "train_documents": s["splits"].get("train", 0),
+            "validation_documents": s["splits"].get("validation", 0), "chars": s["chars"], "words": s["words"],
             "rejected": dict(sorted(merge.get("rejections_by_reason", {}).items())),
             "duplicate_clusters": merge.get("duplicate_clusters", 0)}
 
 
+# ---------------------------------------------------------------- the stage
 def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path, processed_dir: str | Path,
-                   metadata_dir: str | Path, *, offline: bool = False, workers: int = 1,
-                   year_range: Sequence[int] = (1500, 1900), shard: int | None = None, num_shards: int = 1,
-                   merge_only: bool = False, base_urls: dict[str, str] | None = None, progress: bool = False,
-                   validation_percent: float = 5.0, min_chars: int = 200, overwrite: bool = False,
-                   downloader=None, download_options: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
+                   metadata_dir: str | Path, **options: Any) -> dict[str, Any]:
     """The corpus stage, the one code path for every source (registry, local folder, sample).
 
     1. download (unless ``offline``; files already complete are skipped);
@@ -283,133 +199,146 @@ def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path,
        ``corpus_stats.json`` in ``metadata_dir``, then the sidecar, last and atomically.
 
     ``shard=None`` runs every shard then merges; ``shard=K`` runs shard K only (merge later with
-    ``merge_only=True``). Returns stats with ``counts`` (documents, words, rejected by reason, ...)."""
-    from .artifacts import read_json, sidecar_current
-    from .download import Downloader, DownloadResult, failure_summary
-
+    ``merge_only=True``). ``options``: the fields of :class:`CollectionOptions`. Returns stats
+    with ``counts`` (documents, words, rejected by reason, ...)."""
+    o = CollectionOptions(**options).check()
     t0 = time.time()
     downloads_dir, processed_dir, metadata_dir = Path(downloads_dir), Path(processed_dir), Path(metadata_dir)
     if not entries:
         raise CollectionError("no sources selected; pass --sources, --source_dir or --sample")
-    if num_shards < 1 or (shard is not None and not 0 <= int(shard) < num_shards):
-        raise ValueError(f"--shard must be in [0, {num_shards - 1}] for --num_shards {num_shards}")
-    srcs = [make_source(dict(e), base_urls) for e in entries]
+    srcs = [make_source(dict(e), o.base_urls) for e in entries]
     stats: dict[str, Any] = {"sources": len(srcs), "shards": {}, "downloads": {}, "skipped": False}
-    finishing = shard is None or merge_only or num_shards == 1  # this run writes the merged corpus
-
-    keep = None if shard is None else (lambda key, k=int(shard): in_shard(key, k, num_shards))
     remote = [s for s in srcs if s.kind not in _LOCAL_KINDS]
-    if remote and not offline and not merge_only:
-        dl = downloader or Downloader(workers=workers, progress=progress, **(download_options or {}))
+    if remote and not o.offline and not o.merge_only:
+        stats["downloads"] = _download(remote, downloads_dir, o)
 
-        def fetch(src):
-            try:
-                return src.fetch(dl, downloads_dir, keep)
-            except Exception as e:  # noqa: BLE001 - a broken source must not stop the run
-                return [DownloadResult(src.id, "", False, "failed", error=f"{type(e).__name__}: {e}")]
-
-        results = []
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(remote)))) as pool:
-            for res in pool.map(fetch, remote):
-                results.extend(res)
-        summary = failure_summary(results)
-        log(f"corpus: {summary}")
-        stats["downloads"] = {"summary": summary, "failed": [r.to_dict() for r in results if not r.ok],
-                              "ok": sum(r.ok for r in results)}
-
-    settings = {"validation_percent": float(validation_percent), "min_chars": int(min_chars),
-                "year_range": [int(y) for y in year_range]}
     entries_hash = _json_hash([dict(e) for e in entries])
     local_inputs = {f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in srcs if s.kind in _LOCAL_KINDS}
     # the staging plan leaves downloads out, so shards run on machines with different
     # downloads still merge; a changed download is picked up with --overwrite
-    plan = _json_hash({"sources": entries_hash, **local_inputs, "settings": settings})
-    sidecar = processed_dir / SIDECAR
+    plan = _json_hash({"sources": entries_hash, **local_inputs, "settings": o.settings()})
     inputs: dict[str, str] = {}
-    if finishing:
+    if o.finishing:
         inputs = {"sources": entries_hash, **local_inputs,
                   **{f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in remote}}
-        current, why = sidecar_current(sidecar, inputs, settings)
-        if current and not overwrite:
-            log(f"corpus: outputs are current ({processed_dir}); skipping (use --overwrite to rebuild)")
-            stats.update(skipped=True, counts=read_json(sidecar).get("counts", {}))
+        if _outputs_current(processed_dir, inputs, o):
+            stats.update(skipped=True, counts=read_json(processed_dir / SIDECAR).get("counts", {}))
             return stats
-        if sidecar.exists():
-            log(f"corpus: rebuilding ({'--overwrite' if overwrite else why})")
-            sidecar.unlink()  # the old outputs are no longer vouched for
 
-    for k in ([] if merge_only else (range(num_shards) if shard is None else [int(shard)])):
-        state = prepare_shard(processed_dir, k, num_shards, plan, fresh=overwrite)
-        if num_shards > 1 or state.startswith("resumed"):
-            log(f"corpus: shard {k} of {num_shards}: {state}")
-        keep_k = (lambda key, k=k: in_shard(key, k, num_shards))
-
-        def docs(keep_k=keep_k) -> Iterator[Document]:
-            for src in srcs:
-                try:
-                    yield from src.documents(downloads_dir, keep_k)
-                except Exception as e:  # noqa: BLE001
-                    yield Document(id=f"{src.id}-source-error", source=src.id, source_kind=src.kind,
-                                   error="source_error", extra={"error_detail": f"{type(e).__name__}: {e}"})
-
-        stats["shards"][k] = process_documents(docs(), processed_dir, year_range=year_range, min_chars=min_chars,
-                                               workers=workers, shard=k, num_shards=num_shards, merge=False,
-                                               progress=progress)
-    if not finishing:
-        log(f"corpus: shard {shard} of {num_shards} done ({stats['shards'][int(shard)]['accepted']} accepted); "
-            f"merge with --merge --num_shards {num_shards} once every shard is done")
+    for k in o.shards_to_stage():
+        stats["shards"][k] = _stage_shard(srcs, downloads_dir, processed_dir, k, plan, o)
+    if not o.finishing:
+        o.log(f"corpus: shard {o.shard} of {o.num_shards} done ({stats['shards'][int(o.shard)]['accepted']} "
+              f"accepted); merge with --merge --num_shards {o.num_shards} once every shard is done")
         return stats
+    _check_plans(processed_dir, plan, o.num_shards)
+    stats["merge"] = merge_shards(processed_dir, o.num_shards, o.validation_percent)
+    return _finish(stats, entries, inputs, processed_dir, metadata_dir, o, t0)
 
+
+def _download(remote: list, downloads_dir: Path, o: CollectionOptions) -> dict[str, Any]:
+    """Fetch every remote source (a broken one is reported, not fatal); returns the summary."""
+    from .download import Downloader, DownloadResult, failure_summary
+
+    keep = None if o.shard is None else (lambda key, k=int(o.shard): in_shard(key, k, o.num_shards))
+    dl = o.downloader or Downloader(workers=o.workers, progress=o.progress, **(o.download_options or {}))
+
+    def fetch(src):
+        try:
+            return src.fetch(dl, downloads_dir, keep)
+        except Exception as e:  # noqa: BLE001 - a broken source must not stop the run
+            return [DownloadResult(src.id, "", False, "failed", error=f"{type(e).__name__}: {e}")]
+
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, min(o.workers, len(remote)))) as pool:
+        for res in pool.map(fetch, remote):
+            results.extend(res)
+    summary = failure_summary(results)
+    o.log(f"corpus: {summary}")
+    return {"summary": summary, "failed": [r.to_dict() for r in results if not r.ok],
+            "ok": sum(r.ok for r in results)}
+
+
+def _outputs_current(processed_dir: Path, inputs: dict[str, str], o: CollectionOptions) -> bool:
+    """True when the sidecar vouches for these inputs and settings (and no --overwrite); else
+    the sidecar goes, since the old outputs are no longer vouched for."""
+    sidecar = processed_dir / SIDECAR
+    current, why = sidecar_current(sidecar, inputs, o.settings())
+    if current and not o.overwrite:
+        o.log(f"corpus: outputs are current ({processed_dir}); skipping (use --overwrite to rebuild)")
+        return True
+    if sidecar.exists():
+        o.log(f"corpus: rebuilding ({'--overwrite' if o.overwrite else why})")
+        sidecar.unlink()
+    return False
+
+
+def _stage_shard(srcs: list, downloads_dir: Path, processed_dir: Path, k: int, plan: str,
+                 o: CollectionOptions) -> dict[str, Any]:
+    state = prepare_shard(processed_dir, k, o.num_shards, plan, fresh=o.overwrite)
+    if o.num_shards > 1 or state.startswith("resumed"):
+        o.log(f"corpus: shard {k} of {o.num_shards}: {state}")
+    keep = (lambda key: in_shard(key, k, o.num_shards))
+
+    def docs() -> Iterator[Document]:
+        for src in srcs:
+            try:
+                yield from src.documents(downloads_dir, keep)
+            except Exception as e:  # noqa: BLE001
+                yield Document(id=f"{src.id}-source-error", source=src.id, source_kind=src.kind,
+                               error="source_error", extra={"error_detail": f"{type(e).__name__}: {e}"})
+
+    return process_documents(docs(), processed_dir, year_range=o.year_range, min_chars=o.min_chars,
+                             workers=o.workers, shard=k, num_shards=o.num_shards, progress=o.progress)
+
+
+def _check_plans(processed_dir: Path, plan: str, num_shards: int) -> None:
     for k in range(num_shards):
         marker = shard_dir(processed_dir, k, num_shards) / PLAN_FILE
         if marker.exists() and json.loads(marker.read_text(encoding="utf-8")).get("plan") != plan:
             raise CollectionError(f"shard {k} of {num_shards} was staged with other sources or settings; "
                                   f"re-run it with --shard {k} --num_shards {num_shards} --overwrite")
-    merge = merge_shards(processed_dir, num_shards, validation_percent)
-    stats["merge"] = merge
-    counts = summary_counts(merge, processed_dir)
-    rejected = list(read_jsonl(processed_dir / "rejections.jsonl"))
+
+
+def _finish(stats: dict[str, Any], entries: Sequence[dict[str, Any]], inputs: dict[str, str],
+            processed_dir: Path, metadata_dir: Path, o: CollectionOptions, t0: float) -> dict[str, Any]:
+    """Log the rejections, write the report and statistics, then the sidecar (last)."""
+    from .corpus_report import CORPUS_STATS, format_summary, write_report
+
+    counts = summary_counts(stats["merge"], read_jsonl(processed_dir / MANIFEST))
+    rejected = list(read_jsonl(processed_dir / REJECTIONS))
     for r in rejected[:_MAX_LOGGED_REJECTIONS]:
         where = r.get("relpath") or r.get("url") or r.get("source", "")
-        log(f"rejected {r.get('id')} [{r.get('reason')}] {where} {r.get('detail', '')}".rstrip())
+        o.log(f"rejected {r.get('id')} [{r.get('reason')}] {where} {r.get('detail', '')}".rstrip())
     if len(rejected) > _MAX_LOGGED_REJECTIONS:
-        log(f"... and {len(rejected) - _MAX_LOGGED_REJECTIONS} more rejections: see {processed_dir / 'rejections.jsonl'}")
+        o.log(f"... and {len(rejected) - _MAX_LOGGED_REJECTIONS} more rejections: see {processed_dir / REJECTIONS}")
     if not counts["documents"]:
         raise CollectionError(f"no usable documents: every input was empty, unreadable or rejected "
-                              f"({counts['rejected'] or 'no input'}); see {processed_dir / 'rejections.jsonl'}")
-    from .corpus_report import format_summary, write_report
-
-    stats["seconds"] = round(time.time() - t0, 2)
-    counts["seconds"] = stats["seconds"]
+                              f"({counts['rejected'] or 'no input'}); see {processed_dir / REJECTIONS}")
+    stats["seconds"] = counts["seconds"] = round(time.time() - t0, 2)
     stats["counts"] = counts
     registry_entries = [e for e in entries if e["kind"] not in _LOCAL_KINDS] or None
     report = write_report(processed_dir, metadata_dir, registry_entries=registry_entries,
-                          extra={"collection": {k: v for k, v in stats.items() if k not in ("report",)}})
+                          extra={"collection": dict(stats)})
     stats["report"] = str(report)
-    _write_sidecar(sidecar, inputs, settings, counts)  # last: vouches for everything above
-    log(format_summary(json.loads((metadata_dir / "corpus_stats.json").read_text(encoding="utf-8"))))
-    log(f"corpus: {counts['documents']} documents ({counts['train_documents']} train, "
-        f"{counts['validation_documents']} validation), {counts['words']:,} words, {counts['chars']:,} chars, "
-        f"{sum(counts['rejected'].values())} rejected, {stats['seconds']:.1f}s -> {processed_dir}")
+    write_sidecar(processed_dir / SIDECAR, "corpus", inputs, o.settings(), counts,
+                  libraries=CORPUS_LIBRARIES)  # last: vouches for everything above
+    o.log(format_summary(read_json(Path(metadata_dir) / CORPUS_STATS)))
+    o.log(f"corpus: {counts['documents']} documents ({counts['train_documents']} train, "
+          f"{counts['validation_documents']} validation), {counts['words']:,} words, {counts['chars']:,} chars, "
+          f"{sum(counts['rejected'].values())} rejected, {stats['seconds']:.1f}s -> {processed_dir}")
     return stats
 
 
 def collect_from_registry(registry_path: str | Path, downloads_dir: str | Path, processed_dir: str | Path,
                           metadata_dir: str | Path, *, sources: Sequence[str] | None = None,
-                          max_sources: int | None = None, offline: bool = False, workers: int = 4,
-                          year_range: Sequence[int] = (1500, 1900), shard: int | None = None, num_shards: int = 1,
-                          base_urls: dict[str, str] | None = None, progress: bool = True,
-                          validation_percent: float = 5.0, min_chars: int = 200, downloader=None,
-                          download_options: dict[str, Any] | None = None, overwrite: bool = False,
-                          merge_only: bool = False, log=None) -> dict[str, Any]:
+                          max_sources: int | None = None, workers: int = 4, progress: bool = True,
+                          log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
     """``run_collection`` for the registry file's sources (see ``select_sources``)."""
     entries = select_sources(load_registry(registry_path), sources, max_sources)
-    return run_collection(entries, downloads_dir, processed_dir, metadata_dir, offline=offline, workers=workers,
-                          year_range=year_range, shard=shard, num_shards=num_shards, merge_only=merge_only,
-                          base_urls=base_urls, progress=progress, validation_percent=validation_percent,
-                          min_chars=min_chars, overwrite=overwrite, downloader=downloader,
-                          download_options=download_options, log=log or log_info)
+    return run_collection(entries, downloads_dir, processed_dir, metadata_dir, workers=workers,
+                          progress=progress, log=log or logger.info, **options)
 
 
-def log_info(msg: str) -> None:
-    log.info(msg)
+__all__ = ["CollectionError", "CollectionOptions", "build_corpus", "collect_from_registry", "local_entry",
+           "run_collection", "sample_entry", "select_sources", "source_fingerprint", "summary_counts"]

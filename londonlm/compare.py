@@ -8,6 +8,9 @@ import json
 import math
 from pathlib import Path
 
+from .errors import LondonLMError
+from .layout import Layout, RunLayout
+
 COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
            ("tokens_seen", "tokens seen"), ("wall_s", "wall (s)"),
@@ -16,38 +19,34 @@ COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("parent", "parent"), ("status", "status")]
 
 
-class CompareError(RuntimeError):
+class CompareError(LondonLMError, RuntimeError):
     """A run that cannot be compared; the message names what is missing."""
 
 
-def find_runs(runs_root: Path, specs: list[str], prefix: str | None = None) -> list[Path]:
-    """Run folders from names under ``runs_root`` or paths; with no specs, every run
-    (optionally only names starting with ``prefix``) that has a run_info.json."""
-    runs_root = Path(runs_root)
+def find_runs(layout: Layout, specs: list[str], prefix: str | None = None) -> list[Path]:
+    """Run folders from names under the layout's runs folder or paths; with no specs, every
+    run (optionally only names starting with ``prefix``) that has a run_info.json."""
     if not specs:
-        found = sorted(p for p in runs_root.glob(f"{prefix or ''}*")
-                       if (p / "run_info.json").is_file())
+        found = [r.dir for r in layout.runs() if r.name.startswith(prefix or "")]
         if not found:
             raise CompareError(f"no finished runs{f' named {prefix}*' if prefix else ''} in "
-                               f"{runs_root}; train some with 04_training/train_model_slm.py")
+                               f"{layout.checkpoints_dir}; train some with "
+                               f"04_training/train_model_slm.py")
         return found
     out = []
     for s in specs:
         p = Path(s).expanduser()
-        cand = p if p.is_dir() else runs_root / s
-        if not (cand / "run_info.json").is_file():
-            have = sorted(q.name for q in runs_root.glob("*") if (q / "run_info.json").is_file()) \
-                if runs_root.is_dir() else []
-            raise CompareError(f"run {s!r}: no run_info.json in {cand} (train it first, or let "
-                               f"it finish); runs available: {', '.join(have) or 'none'}")
-        out.append(cand)
+        run = RunLayout(p) if p.is_dir() else layout.run(s)
+        if not run.run_info.is_file():
+            have = [r.name for r in layout.runs()]
+            raise CompareError(f"run {s!r}: no {run.run_info.name} in {run.dir} (train it first, "
+                               f"or let it finish); runs available: {', '.join(have) or 'none'}")
+        out.append(run.dir)
     return out
 
 
-def _curve_from_checkpoints(run_dir: Path) -> list[list[float]]:
-    from .checkpoints import list_checkpoints
-
-    for ck in reversed(list_checkpoints(run_dir)):
+def _curve_from_checkpoints(run: RunLayout) -> list[list[float]]:
+    for ck in reversed(run.checkpoints()):
         try:
             st = json.loads((ck / "trainer_state.json").read_text())
         except Exception:
@@ -58,9 +57,9 @@ def _curve_from_checkpoints(run_dir: Path) -> list[list[float]]:
 
 def load_run(run_dir: Path) -> dict:
     """One table row plus its validation curve (``curve``: [(step, tokens, loss)])."""
-    run_dir = Path(run_dir)
-    info = json.loads((run_dir / "run_info.json").read_text(encoding="utf-8"))
-    curve = info.get("eval_curve") or _curve_from_checkpoints(run_dir)
+    run = RunLayout(Path(run_dir))
+    info = json.loads(run.run_info.read_text(encoding="utf-8"))
+    curve = info.get("eval_curve") or _curve_from_checkpoints(run)
     tps = info.get("tokens_per_step") or 0
     best = min(curve, key=lambda x: x[1]) if curve else None
     best_loss = best[1] if best else info.get("best_eval_loss")
@@ -69,7 +68,7 @@ def load_run(run_dir: Path) -> dict:
     bpb = best_loss * vt / (math.log(2) * vb) if best_loss is not None and vt and vb else None
     parent = info.get("parent") or {}
     return {
-        "run": run_dir.name, "run_dir": str(run_dir), "preset": info.get("preset"),
+        "run": run.name, "run_dir": str(run.dir), "preset": info.get("preset"),
         "params_m": round(info["parameters"] / 1e6, 3) if info.get("parameters") else None,
         "learning_rate": info.get("learning_rate"), "batch_size": info.get("batch_size"),
         "steps": info.get("global_step"), "tokens_seen": info.get("tokens_seen"),

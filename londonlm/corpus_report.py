@@ -3,50 +3,16 @@ source, documents and words by decade, rejections by reason."""
 from __future__ import annotations
 
 import json
-import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from .shards import read_jsonl
+from .artifacts import StageInputMissing, write_text_atomic
+from .manifest import decade_key, read_manifest, read_rejections, summarize
+from .tokenizer import plain_backend
 
-
-def corpus_stats(processed_dir: str | Path, registry_entries: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
-    processed = Path(processed_dir)
-    rows = list(read_jsonl(processed / "manifest.jsonl"))
-    rej = list(read_jsonl(processed / "rejections.jsonl"))
-    by_source: dict[str, dict[str, int]] = defaultdict(lambda: {"documents": 0, "chars": 0, "words": 0})
-    by_kind: dict[str, dict[str, int]] = defaultdict(lambda: {"documents": 0, "chars": 0, "words": 0})
-    by_decade: dict[str, dict[str, int]] = defaultdict(lambda: {"documents": 0, "words": 0, "chars": 0})
-    splits: Counter = Counter()
-    for r in rows:
-        for table, key in ((by_source, r.get("source", "?")), (by_kind, r.get("source_kind", "?"))):
-            table[key]["documents"] += 1
-            table[key]["chars"] += int(r.get("chars", 0))
-            table[key]["words"] += int(r.get("words", 0))
-        dec = str(r["decade"]) if r.get("decade") is not None else "undated"
-        by_decade[dec]["documents"] += 1
-        by_decade[dec]["words"] += int(r.get("words", 0))
-        by_decade[dec]["chars"] += int(r.get("chars", 0))
-        splits[r.get("split", "?")] += 1
-    reasons = Counter(r.get("reason", "?") for r in rej)
-    stats: dict[str, Any] = {
-        "documents": len(rows),
-        "chars": sum(int(r.get("chars", 0)) for r in rows),
-        "words": sum(int(r.get("words", 0)) for r in rows),
-        "london_documents": sum(1 for r in rows if r.get("london")),
-        "rejected": len(rej),
-        "rejections_by_reason": dict(sorted(reasons.items())),
-        "by_source": dict(sorted(by_source.items())),
-        "by_source_kind": dict(sorted(by_kind.items())),
-        "by_decade": dict(sorted(by_decade.items())),
-        "splits": dict(sorted(splits.items())),
-        "years": [min((r["year"] for r in rows if r.get("year") is not None), default=None),
-                  max((r["year"] for r in rows if r.get("year") is not None), default=None)],
-    }
-    if registry_entries is not None:
-        stats["registry_sources_by_kind"] = dict(sorted(Counter(e["kind"] for e in registry_entries).items()))
-    return stats
+CORPUS_STATS = "corpus_stats.json"
+REPORT = "corpus_report.md"
 
 
 def _plot_bar(labels: list[str], values: list[float], title: str, ylabel: str, path: Path, horizontal: bool = False) -> None:
@@ -76,7 +42,8 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
     """Write plots, ``corpus_report.md`` and (last, atomically) ``corpus_stats.json``; returns the report path."""
     meta = Path(metadata_dir)
     meta.mkdir(parents=True, exist_ok=True)
-    stats = corpus_stats(processed_dir, list(registry_entries) if registry_entries is not None else None)
+    stats = summarize(read_manifest(processed_dir), read_rejections(processed_dir),
+                      list(registry_entries) if registry_entries is not None else None)
     if extra:
         stats.update(extra)
     plots = []
@@ -116,16 +83,13 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
     lines.append("")
     for title, name in plots:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
-    report = meta / "corpus_report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
-    tmp = meta / f".corpus_stats.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(stats, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, meta / "corpus_stats.json")
+    report = write_text_atomic(meta / REPORT, "\n".join(lines))
+    write_text_atomic(meta / CORPUS_STATS, json.dumps(stats, indent=1, sort_keys=True, default=str))
     return report
 
 
 def format_summary(stats: dict[str, Any], top: int = 15) -> str:
-    """A plain-text summary of ``corpus_stats``: documents, words and characters per source
+    """A plain-text summary of ``manifest.summarize``'s statistics: documents, words and characters per source
     (the ``top`` largest) and per decade, and rejections by reason."""
     lines = [f"corpus statistics: {stats['documents']} documents, {stats['words']:,} words, "
              f"{stats['chars']:,} chars; splits {stats.get('splits', {})}",
@@ -149,10 +113,8 @@ def format_summary(stats: dict[str, Any], top: int = 15) -> str:
 def count_tokens(processed_dir: str | Path, tokenizer, batch: int = 32) -> dict[str, Any]:
     """Tokens of every kept document with ``tokenizer`` (a transformers or ``tokenizers``
     tokenizer), totalled per split, per source and per decade; no special tokens added."""
-    from .corpus import read_manifest
-
     processed = Path(processed_dir)
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    backend = plain_backend(tokenizer)  # corpus text never becomes a control token
     rows = read_manifest(processed)
     empty = lambda: {"documents": 0, "tokens": 0, "chars": 0, "bytes": 0}  # noqa: E731
     tables: dict[str, dict[str, dict[str, int]]] = {"by_split": defaultdict(empty), "by_source": defaultdict(empty),
@@ -162,7 +124,7 @@ def count_tokens(processed_dir: str | Path, tokenizer, batch: int = 32) -> dict[
     def add(chunk: list[tuple[dict[str, Any], str]]) -> None:
         encs = backend.encode_batch([t for _, t in chunk], add_special_tokens=False)
         for (row, text), enc in zip(chunk, encs):
-            dec = str(row["decade"]) if row.get("decade") is not None else "undated"
+            dec = decade_key(row)
             n = {"documents": 1, "tokens": len(enc.ids), "chars": len(text), "bytes": len(text.encode("utf-8"))}
             for agg in (total, tables["by_split"][row.get("split", "?")], tables["by_source"][row.get("source", "?")],
                         tables["by_decade"][dec]):
@@ -182,6 +144,17 @@ def count_tokens(processed_dir: str | Path, tokenizer, batch: int = 32) -> dict[
         out[name] = {k: {**v, "bytes_per_token": round(v["bytes"] / max(v["tokens"], 1), 4)}
                      for k, v in sorted(table.items())}
     return out
+
+
+def count_tokens_with(processed_dir: str | Path, tokenizer_dir: str | Path) -> dict[str, Any]:
+    """``count_tokens`` with the tokenizer saved in ``tokenizer_dir``; the counts name it."""
+    from .tokenizer import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(tokenizer_dir)
+    except FileNotFoundError as e:  # its message names the command that trains one
+        raise StageInputMissing(str(e)) from None
+    return {**count_tokens(processed_dir, tokenizer), "tokenizer": str(tokenizer_dir)}
 
 
 def format_token_counts(counts: dict[str, Any]) -> str:

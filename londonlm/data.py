@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .token_cache import load_tokens
+from .token_cache import load_checked_tokens
 
 
 class PackedBlocks(Dataset):
@@ -24,7 +24,7 @@ class PackedBlocks(Dataset):
 
     @classmethod
     def from_cache(cls, cache_dir: Path, split: str, block_size: int) -> "PackedBlocks":
-        return cls(load_tokens(cache_dir, split), block_size)
+        return cls(load_checked_tokens(cache_dir, split), block_size)  # each chunk CRC-checked on first read
 
     def subset_evenly(self, n: int) -> "PackedBlocks":
         """At most ``n`` blocks spread evenly over the split (bounded evaluation cost)."""

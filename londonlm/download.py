@@ -6,7 +6,8 @@ jitter on timeouts, connection errors, 429 and 5xx, honouring ``Retry-After``.
 
 Safety: bytes go to ``<dest>.part``; only a body whose length matches the server's promise
 is renamed into place (atomic ``os.replace``), so a partial file is never taken as complete.
-An interrupted ``.part`` is resumed with an HTTP Range request when the server supports it.
+An interrupted ``.part`` is resumed with an HTTP Range request when the server supports it,
+with ``If-Range`` so a file that changed upstream is fetched anew, never spliced.
 A ``<dest>.sha256`` sidecar (written last) records the checksum; a re-run skips files whose
 sidecar matches, and a run continues past failures and summarises them at the end.
 """
@@ -27,6 +28,10 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 import requests
+
+from .partial_download import (changed_upstream, content_length, content_range_start,
+                               content_range_total, discard_part, if_range_value, part_info,
+                               part_info_path, read_part_info)
 
 log = logging.getLogger(__name__)
 
@@ -240,45 +245,53 @@ class Downloader:
                               error="; ".join(errors) or "no URL")
 
     def _fetch_once(self, url: str, dest: Path) -> str:
-        """One attempt: stream into ``.part`` (resuming if possible); rename when complete."""
+        """One attempt: stream into ``.part`` (resuming if possible); rename when complete.
+
+        A resumed request carries ``If-Range`` with the validator (ETag or Last-Modified)
+        stored beside the ``.part``: a server whose file changed answers 200 with the new
+        file, which replaces the part instead of being spliced onto it. A 206 that starts
+        elsewhere, or names another validator or total size, restarts the file from zero."""
         part = dest.with_name(dest.name + ".part")
+        info_path = part_info_path(dest)
         have = part.stat().st_size if part.exists() else 0
+        stored = read_part_info(info_path, url) if have else None
+        if have and stored is None:
+            discard_part(dest)  # the part came from another URL: nothing to check it against
+            have = 0
         headers = {"Range": f"bytes={have}-"} if have else {}
+        if have and stored and if_range_value(stored):
+            headers["If-Range"] = if_range_value(stored)
         r = self._request(url, headers=headers, stream=True)
         with r:
             self._check_status(r)
             if r.status_code == 416:
                 # our .part is at or past the end; only trust it if the server says so
-                total = _content_range_total(r.headers.get("Content-Range"))
-                if total is not None and total == have:
+                total = content_range_total(r.headers.get("Content-Range"))
+                if total is not None and total == have and not changed_upstream(stored, r.headers, total):
                     os.replace(part, dest)
+                    info_path.unlink(missing_ok=True)
                     return "resumed"
-                part.unlink(missing_ok=True)
+                discard_part(dest)
                 raise _Transient("HTTP 416 with a stale partial file; restarting", 0.0)
             resumed = r.status_code == 206 and have > 0
             if r.status_code == 206:
-                start = _content_range_start(r.headers.get("Content-Range"))
-                if start != have:
-                    part.unlink(missing_ok=True)
-                    raise _Transient(f"server resumed at {start}, expected {have}", 0.0)
+                start = content_range_start(r.headers.get("Content-Range"))
+                why = (f"server resumed at {start}, expected {have}" if start != have else
+                       changed_upstream(stored, r.headers, content_range_total(r.headers.get("Content-Range"))))
+                if why:
+                    discard_part(dest)
+                    raise _Transient(f"{why}; restarting from zero", 0.0)
             else:
-                have = 0  # the server ignored Range: start over
-            expected = r.headers.get("Content-Length")
-            expected_len = int(expected) if expected and expected.isdigit() else None
-            got = 0
-            with open(part, "ab" if resumed else "wb") as f:
-                for chunk in r.iter_content(chunk_size=1 << 16):
-                    if chunk:
-                        f.write(chunk)
-                        got += len(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+                have = 0  # the server ignored Range, or If-Range said the file changed: start over
+                _write_json_atomic(info_path, part_info(url, r))
+            got, expected_len = _stream_body(r, part, append=resumed)
             if expected_len is not None and got != expected_len:
                 raise _Transient(f"truncated body: {got} of {expected_len} bytes", None)
             if r.headers.get("Content-Encoding") in (None, "", "identity") and expected_len is None \
                     and r.headers.get("Transfer-Encoding", "").lower() != "chunked" and got == 0:
                 raise _Transient("empty body without length", None)
         os.replace(part, dest)
+        info_path.unlink(missing_ok=True)
         return "resumed" if resumed else "downloaded"
 
     def fetch_all(self, tasks: Iterable[DownloadTask], desc: str = "download") -> list[DownloadResult]:
@@ -317,21 +330,17 @@ class _Exhausted(Exception):
     pass
 
 
-def _content_range_start(value: str | None) -> int | None:
-    # "bytes 100-199/200"
-    if not value or not value.startswith("bytes "):
-        return None
-    try:
-        return int(value[6:].split("-", 1)[0])
-    except ValueError:
-        return None
-
-
-def _content_range_total(value: str | None) -> int | None:
-    if not value or "/" not in value:
-        return None
-    tail = value.rsplit("/", 1)[1]
-    return int(tail) if tail.isdigit() else None
+def _stream_body(r: requests.Response, part: Path, append: bool) -> tuple[int, int | None]:
+    """Write the body to ``part`` (appending when resuming); (bytes got, bytes promised)."""
+    got = 0
+    with open(part, "ab" if append else "wb") as f:
+        for chunk in r.iter_content(chunk_size=1 << 16):
+            if chunk:
+                f.write(chunk)
+                got += len(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    return got, content_length(r.headers)
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:

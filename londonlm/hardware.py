@@ -1,21 +1,27 @@
-"""Device facts: peak FLOP/s table for MFU, precision and thread choices."""
+"""Device facts: peak FLOP/s table for MFU, precision and thread choices (affinity,
+cgroup quota and OMP_NUM_THREADS respected, cores shared among a node's ranks)."""
 from __future__ import annotations
 
 import os
+import re
 
-# Dense bf16/fp16 tensor-core peak FLOP/s (no sparsity), from vendor datasheets.
-# Matched by substring of torch.cuda.get_device_name(); first match wins, so more
-# specific names come first.
+# Dense bf16/fp16 tensor-core peak FLOP/s (no sparsity), from vendor datasheets, keyed by
+# model name as it appears in torch.cuda.get_device_name() ("NVIDIA L40S", "NVIDIA H100 PCIe",
+# "NVIDIA A100-SXM4-80GB"). A key matches as whole words and the longest matching key wins
+# (see peak_flops), so the order here does not matter.
 PEAK_FLOPS_BF16: list[tuple[str, float]] = [
+    ("GH200", 989e12),
     ("H200", 989e12),
-    ("H100 PCIe", 756e12),
     ("H100", 989e12),          # SXM / HBM3
-    ("A100", 312e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("A100", 312e12),          # SXM4 and PCIe, 40 and 80 GB alike
     ("A30", 165e12),
-    ("A10G", 70e12),           # AWS variant of A10: 70 TFLOP/s
     ("A10", 125e12),
-    ("L40S", 362e12),
+    ("A10G", 70e12),           # AWS variant of A10: 70 TFLOP/s
     ("L4", 121e12),
+    ("L40", 181e12),
+    ("L40S", 362e12),
     ("RTX 4090", 165e12),
     ("RTX 4080", 97e12),
     ("RTX 4070", 58e12),
@@ -26,15 +32,21 @@ PEAK_FLOPS_BF16: list[tuple[str, float]] = [
 ]
 
 
+def _names_model(device_name: str, key: str) -> bool:
+    """KEY occurs in DEVICE_NAME as whole words: "L4" is in "NVIDIA L4" but not in
+    "NVIDIA L40", "A10" not in "NVIDIA A100-SXM4-80GB"."""
+    return re.search(rf"(?<![a-z0-9]){re.escape(key.lower())}(?![a-z0-9])",
+                     device_name.lower()) is not None
+
+
 def peak_flops(device_name: str | None) -> float | None:
     """Peak bf16 FLOP/s for a GPU name, or None (CPU, unknown GPU): MFU is then absent,
-    never made up."""
+    never made up. The most specific (longest) key naming the device wins: "H100 PCIe"
+    over "H100"."""
     if not device_name:
         return None
-    for key, flops in PEAK_FLOPS_BF16:
-        if key.lower() in device_name.lower():
-            return flops
-    return None
+    found = [(len(key), flops) for key, flops in PEAK_FLOPS_BF16 if _names_model(device_name, key)]
+    return max(found)[1] if found else None
 
 
 def device_name() -> str | None:
@@ -45,26 +57,94 @@ def device_name() -> str | None:
     return None
 
 
-def physical_cores() -> int:
-    """Physical cores (hyper-threads share the FPUs, so more threads only add contention)."""
+def _core_of_cpu(cpuinfo: str = "/proc/cpuinfo") -> dict[int, tuple[str, str]]:
+    """Logical CPU number -> (physical package, core): hyper-thread siblings share a core."""
+    out, cpu, phys, core = {}, None, None, None
     try:
-        ids = set()
-        with open("/proc/cpuinfo") as f:
-            phys = core = None
-            for line in f:
-                if line.startswith("physical id"):
-                    phys = line.split(":")[1].strip()
-                elif line.startswith("core id"):
-                    core = line.split(":")[1].strip()
+        with open(cpuinfo) as f:
+            for line in list(f) + [""]:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "processor":
+                    cpu = int(value)
+                elif key == "physical id":
+                    phys = value
+                elif key == "core id":
+                    core = value
                 elif not line.strip():
-                    if core is not None:
-                        ids.add((phys, core))
-                    phys = core = None
-        if ids:
-            return len(ids)
-    except OSError:
+                    if cpu is not None and core is not None:
+                        out[cpu] = (phys, core)
+                    cpu = phys = core = None
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def physical_cores(cpus: set[int] | None = None, cpuinfo: str = "/proc/cpuinfo") -> int:
+    """Physical cores (hyper-threads share the FPUs, so more threads only add contention),
+    of the machine or, given ``cpus``, among those logical CPUs."""
+    cores = _core_of_cpu(cpuinfo)
+    if cores:
+        return max(1, len({c for cpu, c in cores.items() if cpus is None or cpu in cpus}))
+    n = len(cpus) if cpus is not None else (os.cpu_count() or 2)
+    return max(1, n // 2)
+
+
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> float | None:
+    """CPUs a cgroup quota allows this process (cgroup v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us``/``cpu.cfs_period_us``), or None when unlimited or unknown."""
+    rel = {"v2": "", "v1": ""}
+    try:
+        for line in open(self_cgroup).read().splitlines():
+            hier, ctrls, path = line.split(":", 2)
+            if hier == "0" and ctrls == "":
+                rel["v2"] = path.lstrip("/")
+            elif "cpu" in ctrls.split(","):
+                rel["v1"] = path.lstrip("/")
+    except (OSError, ValueError):
         pass
-    return max(1, (os.cpu_count() or 2) // 2)
+    candidates = [(os.path.join(root, rel["v2"], "cpu.max"), None), (os.path.join(root, "cpu.max"), None),
+                  (os.path.join(root, "cpu", rel["v1"], "cpu.cfs_quota_us"), "v1"),
+                  (os.path.join(root, "cpu", "cpu.cfs_quota_us"), "v1")]
+    for path, kind in candidates:
+        try:
+            if kind is None:
+                quota, period = open(path).read().split()[:2]
+            else:
+                quota = open(path).read().strip()
+                period = open(path.replace("cfs_quota_us", "cfs_period_us")).read().strip()
+        except (OSError, ValueError):
+            continue
+        if quota in ("max", "-1") or int(quota) <= 0:
+            return None
+        return int(quota) / int(period)
+    return None
+
+
+def usable_cores() -> int:
+    """Physical cores this process may use: those of its CPU affinity mask (taskset, Slurm's
+    --cpus-per-task binding), capped by a cgroup CPU quota (containers)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        cpus = None
+    n = physical_cores(cpus)
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        n = min(n, max(1, int(quota)))
+    return n
+
+
+def training_threads(environ=os.environ) -> tuple[int, str]:
+    """Threads for CPU training and why: ``OMP_NUM_THREADS`` when set (the user's word, and
+    torchrun's); else the usable physical cores shared among this node's ranks."""
+    given = environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given), "OMP_NUM_THREADS"
+    ranks = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    cores = usable_cores()
+    return max(1, cores // ranks), (f"{cores} usable cores / {ranks} ranks" if ranks > 1
+                                     else f"{cores} usable cores")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -121,3 +201,15 @@ def hardware_summary() -> dict:
     if torch.cuda.is_available():
         out["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return out
+
+
+def use_training_threads() -> int | None:
+    """CPU training: set torch's thread count from :func:`training_threads` (GPU runs keep
+    torch's own choice). Returns the count set, or None."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    n, _ = training_threads()
+    torch.set_num_threads(n)
+    return n

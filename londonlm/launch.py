@@ -4,11 +4,14 @@
 <torchrun arguments>``. torchrun itself does all the work (rendezvous, one process per rank,
 signal forwarding, the shutdown grace before SIGKILL); this wrapper only turns the agent's
 ``SignalException`` traceback, raised after every rank has received the signal and saved its
-checkpoint, into one line that names the checkpoint and the command that resumes it.
+checkpoint, into one line that names the checkpoint and the command that resumes it; and,
+when OMP_NUM_THREADS is unset, shares this node's usable cores among its ranks (torchrun
+would give each rank one thread).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -25,6 +28,27 @@ def stop_message(run_dir: Path, sig: int, resume_hint: str) -> str:
     return f"training stopped by {name}; checkpoint saved in {ck}; resume with: {resume_hint}"
 
 
+def threads_per_rank(torchrun_args: list[str], environ=os.environ) -> str | None:
+    """OMP_NUM_THREADS for the ranks when the user set none: this node's usable cores shared
+    among its ranks. torchrun would otherwise set 1 for every rank, leaving CPU ranks on a
+    many-core node one core each."""
+    if environ.get("OMP_NUM_THREADS"):
+        return None
+    nproc = 1
+    for i, a in enumerate(torchrun_args):
+        if a.startswith("--nproc_per_node=") or a.startswith("--nproc-per-node="):
+            nproc = a.split("=", 1)[1]
+        elif a in ("--nproc_per_node", "--nproc-per-node") and i + 1 < len(torchrun_args):
+            nproc = torchrun_args[i + 1]
+    try:
+        nproc = max(1, int(nproc))
+    except ValueError:  # "gpu", "auto": leave it to torchrun
+        return None
+    from .hardware import usable_cores
+
+    return str(max(1, usable_cores() // nproc))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m londonlm.launch",
                                 description="torchrun with a one-line message on preemption")
@@ -35,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="everything after -- goes to torchrun unchanged")
     a = p.parse_args(argv)
     rest = a.torchrun_args[1:] if a.torchrun_args[:1] == ["--"] else a.torchrun_args
+    threads = threads_per_rank(rest)
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = threads
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.run import main as torchrun
 

@@ -368,10 +368,35 @@ class Layout:
         run = run if isinstance(run, RunLayout) else self.run(run)
         if spec and Path(spec).expanduser().exists():
             return Path(spec).expanduser()
+        if spec and (Path(spec).expanduser().is_absolute() or spec.startswith(".")):
+            raise ModelNotFound(f"model folder {spec} does not exist")
         if spec and "/" in spec:
             other, _, name = spec.partition("/")
-            if (self.checkpoints_dir / other).is_dir():
+            if other and (self.checkpoints_dir / other).is_dir():
                 return self.run(other).resolve(name or None)
         elif spec and (self.checkpoints_dir / spec).is_dir():
             return self.run(spec).resolve(None)
         return run.resolve(spec)
+
+    # -------------------------------------------------------------- chat fine-tuning (07_finetuning/)
+
+    @property
+    def chat_data_dir(self) -> Path:
+        """The period-dialogue dataset: a ``datasets.save_to_disk`` folder that also holds its
+        card (README.md), statistics, rejected exchanges and sidecar."""
+        return self.data_dir / CHAT_DATA
+
+    def chat_run_name(self, base_run: str) -> str:
+        """The chat run fine-tuned from run ``base_run`` (``tiny`` -> ``tiny-chat``)."""
+        return f"{base_run}{CHAT_SUFFIX}"
+
+    def chat_run(self, base_run: str) -> RunLayout:
+        return self.run(self.chat_run_name(base_run))
+
+
+CHAT_DATA = "chat"                  # under data_dir: the dialogue dataset (datasets on disk)
+CHAT_SUFFIX = "-chat"               # chat run name = base run name + suffix
+CHAT_INFO = "chat_info.json"        # in a chat model folder: place, years, system line
+CHAT_STATS = "stats.json"           # in the dialogue dataset folder: counts per file and reason
+CHAT_REJECTED = "rejected.jsonl"    # in the dialogue dataset folder: each dropped exchange, why
+CHAT_EVAL = "chat_eval.json"        # chat evaluation report, in the model's evaluation folder

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .layout import Layout, RunLayout
+
 
 @dataclass
 class LRFindResult:
@@ -142,3 +144,66 @@ def write_lr_find(res: LRFindResult, out_dir: str | Path, title: str = "",
                "table": str(out / "lr_find.csv"), "plot": str(out / "lr_find.png")}
     (out / "lr_find.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
+
+
+@dataclass
+class LRFindOptions:
+    """One range test: the data and shape of a training run, and the ramp."""
+
+    run: RunLayout              # whose token cache is used (built when missing)
+    layout: Layout
+    tokenizer_dir: Path
+    processed_dir: Path
+    output_dir: Path
+    preset: str
+    n_layer: int
+    n_head: int
+    n_embd: int
+    context_length: int
+    batch_size: int
+    dropout: float = 0.0
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    preset_learning_rate: float | None = None
+    min_lr: float = 1e-6
+    max_lr: float = 1.0
+    steps: int = 100
+    smoothing: float = 0.98
+    diverge_factor: float = 4.0
+    seed: int = 0
+
+
+def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:
+    """Build the preset's model fresh, ramp the learning rate over the run's training blocks,
+    write the table, plot and summary to ``o.output_dir``. The model is discarded."""
+    import torch
+
+    from .modeling import ModelShape, build_model, padded_vocab
+    from .training.data import cached_tokens, load_blocks
+    from .training.model import configure_torch
+    from .training.options import RunOptions
+    from .training.plan import load_tokenizer, validated
+
+    tok = load_tokenizer(o.tokenizer_dir)
+    shape = validated(ModelShape(o.n_layer, o.n_head, o.n_embd, o.context_length,
+                                 padded_vocab(len(tok))))
+    log(f"model: {shape.n_params / 1e6:.2f}M parameters; sweep {o.min_lr:g} -> {o.max_lr:g} "
+        f"over {o.steps} steps at batch {o.batch_size} x {o.context_length} tokens")
+    run_opts = RunOptions(run=o.run, layout=o.layout, tokenizer_dir=o.tokenizer_dir,
+                          processed_dir=o.processed_dir, preset=o.preset, n_layer=o.n_layer,
+                          n_head=o.n_head, n_embd=o.n_embd, context_length=o.context_length)
+    meta, _ = cached_tokens(run_opts, tok, progress=False)
+    blocks = load_blocks(o.run.cache_dir, "train", meta, o.context_length)
+    configure_torch()  # as training does: one thread per physical core
+    model = build_model(shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
+                        dropout=o.dropout, seed=o.seed)
+    res = run_lr_sweep(model, blocks, o.batch_size, lr_schedule(o.min_lr, o.max_lr, o.steps),
+                       weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm,
+                       smoothing=o.smoothing, diverge_factor=o.diverge_factor, seed=o.seed,
+                       device="cuda" if torch.cuda.is_available() else "cpu", log=log)
+    summary = write_lr_find(res, o.output_dir,
+                            title=f"LR range test: {o.preset} preset ({shape.n_params / 1e6:.1f}M)",
+                            extra={"preset": o.preset, "batch_size": o.batch_size,
+                                   "context_length": o.context_length,
+                                   "preset_learning_rate": o.preset_learning_rate})
+    return summary, res

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from .artifacts import link_or_copy, write_text_atomic
 from .dedup import THRESHOLD, find_duplicates
+from .manifest import (DUPLICATES, MANIFEST, REJECTIONS, TEXTS, CorpusError, assign_split,
+                       ensure_both_splits, read_jsonl)
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
+STAGED_FILE = "staged.jsonl"
+DONE_FILE = "done.json"
 # rejections that a later run may undo (the file arrives, the source answers): a resumed run
 # tries these documents again, and the merge keeps only their newest staged row
 RETRYABLE = frozenset({"not_downloaded", "source_error", "unreadable"})
@@ -33,7 +37,7 @@ RETRYABLE = frozenset({"not_downloaded", "source_error", "unreadable"})
 _STAGING_KEYS = ("minhash", "status", "staged_path", "preview")
 
 
-class ShardError(RuntimeError):
+class ShardError(CorpusError):
     """A merge was asked for while a shard is missing or unfinished; the message names the fix."""
 
 
@@ -64,7 +68,7 @@ def prepare_shard(processed_dir: str | Path, shard: int, num_shards: int, plan: 
     if d.exists() and state != "resumed":
         shutil.rmtree(d)
     d.mkdir(parents=True, exist_ok=True)
-    _atomic_write(marker, json.dumps({"plan": plan}))
+    write_text_atomic(marker, json.dumps({"plan": plan}))
     return state
 
 
@@ -72,47 +76,15 @@ def shard_dir(processed_dir: str | Path, shard: int, num_shards: int) -> Path:
     return Path(processed_dir) / SHARDS_DIR / f"shard-{shard:03d}-of-{num_shards:03d}"
 
 
-def split_for(doc_id: str, validation_percent: float) -> str:
-    """The corpus's one split rule (hash of the id), so sharded and unsharded runs agree."""
-    from .corpus import assign_split  # local: corpus imports cleaning, which is heavier
-
-    return assign_split(doc_id, validation_percent)
-
-
-def _atomic_write(path: Path, data: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (crash mid-write) is ignored."""
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
-
-
 class ShardWriter:
     """Append-only, crash-safe output of one shard."""
 
     def __init__(self, processed_dir: str | Path, shard: int = 0, num_shards: int = 1):
         self.dir = shard_dir(processed_dir, shard, num_shards)
-        self.texts = self.dir / "texts"
+        self.texts = self.dir / TEXTS
         self.texts.mkdir(parents=True, exist_ok=True)
-        self.staged = self.dir / "staged.jsonl"
-        self.done_marker = self.dir / "done.json"
+        self.staged = self.dir / STAGED_FILE
+        self.done_marker = self.dir / DONE_FILE
         self.seen: set[str] = {r["id"] for r in read_jsonl(self.staged) if not retryable(r)}
         self._f = None
 
@@ -137,24 +109,13 @@ class ShardWriter:
     def write(self, row: dict[str, Any], text: str | None) -> None:
         if text is not None:
             path = self.texts / f"{row['id']}.txt"
-            _atomic_write(path, text)
+            write_text_atomic(path, text)
         self._f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
         self._f.flush()
         self.seen.add(row["id"])
 
     def mark_done(self, stats: dict[str, Any]) -> None:
-        _atomic_write(self.done_marker, json.dumps(stats, indent=1, sort_keys=True))
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if dst.exists():
-        if dst.stat().st_size == src.stat().st_size and os.path.samefile(src, dst):
-            return
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+        write_text_atomic(self.done_marker, json.dumps(stats, indent=1, sort_keys=True))
 
 
 def list_shards(processed_dir: str | Path, num_shards: int) -> list[Path]:
@@ -166,20 +127,44 @@ def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_perc
                  require_done: bool = True) -> dict[str, Any]:
     """Combine the shard outputs into ``manifest.jsonl`` + ``texts/`` + ``rejections.jsonl``."""
     processed = Path(processed_dir)
-    split_fn = split_fn or split_for
+    accepted, rejected = _read_staged(processed, num_shards, require_done)
+    decisions, clusters = find_duplicates(accepted.values(), threshold=threshold)
+    for dec in decisions:
+        row = accepted.pop(dec.id)
+        rejected.append({**_reject_view(row), "reason": dec.reason, "reasons": [dec.reason],
+                         "detail": f"duplicate of {dec.kept_id} (similarity {dec.similarity})",
+                         "duplicate_of": dec.kept_id, "cluster": dec.cluster})
+    manifest_rows = _place_texts(processed, accepted, split_fn or assign_split, validation_percent)
+    rejected = sorted(({k: v for k, v in r.items() if k not in ("minhash", "status", "staged_path")}
+                       for r in rejected),
+                      key=lambda r: (str(r.get("id")), str(r.get("reason"))))
+    write_text_atomic(processed / REJECTIONS, _jsonl(rejected))
+    write_text_atomic(processed / DUPLICATES, json.dumps(clusters, indent=1, sort_keys=True))
+    # the manifest is written last: its presence means the corpus is complete
+    write_text_atomic(processed / MANIFEST, _jsonl(manifest_rows))
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    return {"documents": len(manifest_rows), "rejected": len(rejected), "rejections_by_reason": reasons,
+            "duplicate_clusters": len(clusters), "num_shards": num_shards}
+
+
+def _read_staged(processed: Path, num_shards: int,
+                 require_done: bool) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(accepted rows by id, rejected rows) of every shard; a missing shard names its command."""
     accepted: dict[str, dict[str, Any]] = {}
     rejected: list[dict[str, Any]] = []
     for d in list_shards(processed, num_shards):
-        if not d.exists() or (require_done and not (d / "done.json").exists()):
+        if not d.exists() or (require_done and not (d / DONE_FILE).exists()):
             k = int(d.name.split("-")[1])
             raise ShardError(f"shard {k} of {num_shards} is missing or unfinished ({d}); "
                              f"run the collection with --shard {k} --num_shards {num_shards} first")
-        staged = list(read_jsonl(d / "staged.jsonl"))
+        staged = list(read_jsonl(d / STAGED_FILE))
         last = {row["id"]: i for i, row in enumerate(staged)}
         for i, row in enumerate(staged):
             if retryable(row) and last[row["id"]] != i:
                 continue  # tried again later in this shard: the newer row decides
-            row["staged_path"] = str(d / "texts" / f"{row['id']}.txt")
+            row["staged_path"] = str(d / TEXTS / f"{row['id']}.txt")
             if row.get("status") == "accepted":
                 if row["id"] in accepted:
                     rejected.append({**_reject_view(row), "reason": "duplicate_id",
@@ -188,57 +173,33 @@ def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_perc
                     accepted[row["id"]] = row
             else:
                 rejected.append(row)
-    decisions, clusters = find_duplicates(accepted.values(), threshold=threshold)
-    for dec in decisions:
-        row = accepted.pop(dec.id)
-        rejected.append({**_reject_view(row), "reason": dec.reason, "reasons": [dec.reason],
-                         "detail": f"duplicate of {dec.kept_id} (similarity {dec.similarity})",
-                         "duplicate_of": dec.kept_id, "cluster": dec.cluster})
-    texts = processed / "texts"
+    return accepted, rejected
+
+
+def _place_texts(processed: Path, accepted: dict[str, dict[str, Any]], split_fn: Callable[[str, float], str],
+                 validation_percent: float) -> list[dict[str, Any]]:
+    """Link the kept texts into ``texts/`` (removing stale ones) and return their manifest rows."""
+    texts = processed / TEXTS
     texts.mkdir(parents=True, exist_ok=True)
     manifest_rows = []
     for doc_id in sorted(accepted):
         row = accepted[doc_id]
-        _link_or_copy(Path(row["staged_path"]), texts / f"{doc_id}.txt")
+        link_or_copy(Path(row["staged_path"]), texts / f"{doc_id}.txt")
         out = {k: v for k, v in row.items() if k not in _STAGING_KEYS}
         out.pop("reason", None)
         out["split"] = split_fn(doc_id, validation_percent)
-        out["path"] = f"texts/{doc_id}.txt"
+        out["path"] = f"{TEXTS}/{doc_id}.txt"
         manifest_rows.append(out)
-    _ensure_both_splits(manifest_rows, validation_percent)
+    ensure_both_splits(manifest_rows, validation_percent)
     keep_names = {f"{r['id']}.txt" for r in manifest_rows}
     for p in texts.glob("*.txt"):
         if p.name not in keep_names:  # stale output of an earlier run
             p.unlink()
-    rejected = sorted(({k: v for k, v in r.items() if k not in ("minhash", "status", "staged_path")}
-                       for r in rejected),
-                      key=lambda r: (str(r.get("id")), str(r.get("reason"))))
-    _atomic_write(processed / "rejections.jsonl",
-                  "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejected))
-    _atomic_write(processed / "duplicates.json", json.dumps(clusters, indent=1, sort_keys=True))
-    # the manifest is written last: its presence means the corpus is complete
-    _atomic_write(processed / "manifest.jsonl",
-                  "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in manifest_rows))
-    reasons: dict[str, int] = {}
-    for r in rejected:
-        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-    return {"documents": len(manifest_rows), "rejected": len(rejected), "rejections_by_reason": reasons,
-            "duplicate_clusters": len(clusters), "num_shards": num_shards}
+    return manifest_rows
 
 
-def _ensure_both_splits(rows: list[dict[str, Any]], validation_percent: float) -> None:
-    """With few documents the hash split can leave a split empty; then the document whose
-    id hash is closest to the boundary moves over (same rule as ``londonlm.corpus``)."""
-    if len(rows) < 2 or validation_percent <= 0:
-        return
-    splits = {r["split"] for r in rows}
-    if splits == {"train", "validation"}:
-        return
-    key = lambda r: hashlib.sha256(r["id"].encode()).hexdigest()  # noqa: E731
-    if "validation" not in splits:
-        min(rows, key=key)["split"] = "validation"
-    else:
-        max(rows, key=key)["split"] = "train"
+def _jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
 
 
 def _reject_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,16 +1,23 @@
 """The pretokenized token cache: uint16 memmaps + document offsets + metadata.
 
-Layout of ``pretokenized_data/``::
+Files of the cache folder (``layout.CACHE`` of a run)::
 
     train.bin, val.bin          uint16 token ids, documents back to back, each
                                 ``[era token] + text tokens + <|endoftext|>``
     train.idx.npy, val.idx.npy  int64 start offset of every document (+ final length)
     metadata.json               written last: format version, tokenizer/manifest sha256,
-                                context length, counts, era flag, checksums
+                                context length, counts, era flag, checksums (whole file,
+                                sampled, and a CRC-32 per 1 MiB chunk)
 
 Loading is a memory map plus O(1) checks (sizes and a fixed number of sampled
-blocks), so start-up time does not grow with the corpus. The full checksum is
-verified on demand (``verify_full=True``).
+blocks), so start-up time does not grow with the corpus. Every byte is still checked
+before training reads it: :func:`load_checked_tokens` verifies each chunk's CRC-32 the first
+time a block is read from it (one pass over the data, spread over the first epoch). The full
+sha256 is verified on demand (``verify_full=True``).
+
+Document text is encoded with special-token strings read as plain characters: a book that
+quotes ``<|endoftext|>`` or ``<|1650s|>`` never injects a document boundary or an era; only
+the ids this module adds around each document are control tokens.
 """
 from __future__ import annotations
 
@@ -27,19 +34,17 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .artifacts import now_iso, require_input, sha256_file, write_json_atomic
-from .tokenizer import EOT, era_token
+from .token_chunks import PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
+from .tokenizer import EOT, era_token, plain_backend
 
 # 3: sampled checksum over 64 KiB blocks (was 1 MiB): start-up reads at most 1 MiB of
 # tokens, so a cache 8x larger loaded in 29 ms instead of 11 ms with 1 MiB blocks.
-CACHE_FORMAT = 3
+# 4: a CRC-32 per 1 MiB chunk, checked as training first reads each chunk; text encoded
+# with special-token strings as plain text. An older cache is rebuilt as stale.
+CACHE_FORMAT = 4
 SPLITS = {"train": "train", "validation": "val"}
-PRETOKENIZE_CMD = "python 04_training/train_model_slm.py --no_pretokenized"
 _SAMPLE_BLOCKS = 16
 _BLOCK = 64 << 10
-
-
-class CacheError(RuntimeError):
-    """The cache is absent, incompatible or damaged; the message says why."""
 
 
 def sampled_sha256(path: Path) -> str:
@@ -155,8 +160,8 @@ def _encode_stream(tokenizer, docs: Iterable[tuple[dict, str]], use_era: bool,
     """Encoded documents, in order. Pieces of documents are batched through the Rust
     tokenizer (parallel across its threads) under a character budget, so memory stays
     bounded even for one huge document; a document's pieces are joined before it is
-    yielded."""
-    backend = tokenizer.backend_tokenizer
+    yielded. Special-token strings in the text are encoded as text (``plain_backend``)."""
+    backend = plain_backend(tokenizer)
     eot_id = tokenizer.convert_tokens_to_ids(EOT)
     texts: list[str] = []
     marks: list[tuple[dict, bool, bool]] = []  # per piece: (row, first piece, last piece)
@@ -207,6 +212,7 @@ def _write_split(tokenizer, docs, out_bin: Path, out_idx: Path, use_era: bool,
     n = 0
     tmp_bin = out_bin.with_suffix(".bin.tmp")
     h = hashlib.sha256()
+    chunks = ChunkSums()
     vocab = len(tokenizer)
     with open(tmp_bin, "wb") as f, tqdm(desc=desc, unit="doc", disable=not progress) as bar:
         for ids in _encode_stream(tokenizer, docs, use_era):
@@ -216,6 +222,7 @@ def _write_split(tokenizer, docs, out_bin: Path, out_idx: Path, use_era: bool,
             b = arr.tobytes()
             f.write(b)
             h.update(b)
+            chunks.update(b)
             n += len(ids)
             offsets.append(n)
             bar.update(1)
@@ -226,7 +233,8 @@ def _write_split(tokenizer, docs, out_bin: Path, out_idx: Path, use_era: bool,
     np.save(tmp_idx, np.asarray(offsets, dtype=np.int64))
     os.replace(tmp_idx, out_idx)
     return {"tokens": n, "documents": len(offsets) - 1, "sha256": h.hexdigest(),
-            "sampled_sha256": sampled_sha256(out_bin), "vocab_size": vocab}
+            "sampled_sha256": sampled_sha256(out_bin), "vocab_size": vocab,
+            "chunk_bytes": chunks.chunk_bytes, "chunk_crc32": chunks.finish()}
 
 
 @contextlib.contextmanager
@@ -311,7 +319,8 @@ def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, cont
 
 
 def load_tokens(cache_dir: Path, split: str) -> np.memmap:
-    """Memory-map one split (O(1) in its size)."""
+    """Memory-map one split (O(1) in its size), unchecked: training reads
+    :func:`load_checked_tokens`."""
     path = Path(cache_dir) / f"{SPLITS[split]}.bin"
     if path.stat().st_size == 0:
         return np.zeros(0, dtype=np.uint16)
@@ -320,3 +329,18 @@ def load_tokens(cache_dir: Path, split: str) -> np.memmap:
 
 def load_offsets(cache_dir: Path, split: str) -> np.ndarray:
     return np.load(Path(cache_dir) / f"{SPLITS[split]}.idx.npy", mmap_mode="r")
+
+
+def load_checked_tokens(cache_dir: Path, split: str) -> "CheckedTokens":
+    """One split's tokens for training: O(1) to open, and every chunk's CRC-32 is verified
+    the first time any of its tokens is read (see :class:`CheckedTokens`)."""
+    cache_dir = Path(cache_dir)
+    meta = read_metadata(cache_dir) or {}
+    info = meta.get("splits", {}).get(split) or {}
+    path = cache_dir / f"{SPLITS[split]}.bin"
+    if "chunk_crc32" not in info:
+        raise CacheError(f"{cache_dir / 'metadata.json'} has no chunk checksums for {split} "
+                         f"(cache format {meta.get('format_version')}, expected {CACHE_FORMAT}); "
+                         f"rebuild it: {PRETOKENIZE_CMD}")
+    return CheckedTokens(path, info["tokens"], info["chunk_crc32"], info["chunk_bytes"])
+

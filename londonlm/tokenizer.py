@@ -5,6 +5,10 @@ Special tokens, each used by the pipeline:
 - ``<|pad|>``: padding for batched generation/evaluation (never in the training stream).
 - era tokens ``<|1650s|>`` (one per half-century that occurs in the corpus, optional per run):
   prepended to each document by pretokenization so generation can be conditioned on a period.
+
+Text never becomes a control token: corpus text is encoded with :func:`plain_backend`, which
+reads ``<|endoftext|>`` or ``<|1650s|>`` inside a document as the characters they are. Only
+the pipeline adds special ids, by id.
 """
 from __future__ import annotations
 
@@ -13,10 +17,16 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+from .errors import LondonLMError
+
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
                    "special_tokens_map.json")
+
+
+class TokenizerNotFound(LondonLMError, FileNotFoundError):
+    """No tokenizer.json in the folder given; the message names the command that trains one."""
 
 
 def era_of(year: int | None, width: int = 50) -> int | None:
@@ -96,9 +106,30 @@ def load_tokenizer(path: str | os.PathLike):
 
     p = Path(path)
     if not (p / "tokenizer.json").exists():
-        raise FileNotFoundError(
+        raise TokenizerNotFound(
             f"no tokenizer at {p}: run `python 03_tokenizer/train_historical_tokenizer.py` first")
     return AutoTokenizer.from_pretrained(str(p))
+
+
+def plain_backend(tokenizer):
+    """A private copy of the tokenizer's Rust ``tokenizers.Tokenizer`` (a transformers fast
+    tokenizer or a raw one) that encodes special-token strings in text as plain text, without
+    truncation or padding. A copy, because the flag on a shared backend would also change
+    how every other user of that tokenizer encodes."""
+    from tokenizers import Tokenizer
+
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    plain = Tokenizer.from_str(backend.to_str())
+    plain.encode_special_tokens = True
+    plain.no_truncation()
+    plain.no_padding()
+    return plain
+
+
+def special_ids(tokenizer) -> set[int]:
+    """Ids of every added special token (<|endoftext|>, <|pad|>, era tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    return {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
 
 
 def era_tokens_of(tokenizer) -> list[str]:
@@ -114,15 +145,21 @@ def roundtrip_failures(tokenizer, docs: Iterable[tuple[str, str]],
                        batch: int = 16) -> Iterator[tuple[str, int]]:
     """Yield (doc_id, first differing char offset) for every doc that does not round-trip.
 
-    Goes through the Rust backend in batches (parallel across threads): the same
-    encode/decode as the transformers wrapper, several times faster on a large corpus."""
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    Encodes as the token cache does (:func:`plain_backend`: special-token strings are text)
+    and decodes with special tokens kept, so a document whose text turned into a control
+    token fails at that token's offset instead of hiding behind an exact decode. Goes
+    through the Rust backend in batches (parallel across threads)."""
+    plain = plain_backend(tokenizer)
+    specials = special_ids(plain)
 
     def check(chunk):
-        encs = backend.encode_batch([t for _, t in chunk], add_special_tokens=False)
-        backs = backend.decode_batch([e.ids for e in encs], skip_special_tokens=False)
-        for (doc_id, text), back in zip(chunk, backs):
-            if back != text:
+        encs = plain.encode_batch([t for _, t in chunk], add_special_tokens=False)
+        backs = plain.decode_batch([e.ids for e in encs], skip_special_tokens=False)
+        for (doc_id, text), enc, back in zip(chunk, encs, backs):
+            control = next((enc.offsets[i][0] for i, t in enumerate(enc.ids) if t in specials), None)
+            if control is not None:
+                yield doc_id, control
+            elif back != text:
                 n = next((i for i, (a, b) in enumerate(zip(back, text)) if a != b),
                          min(len(back), len(text)))
                 yield doc_id, n

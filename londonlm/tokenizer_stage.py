@@ -1,17 +1,16 @@
 """Stage 03: train the tokenizer on the corpus's training split, and report on it."""
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
 
 from .artifacts import read_json, sidecar_current, write_sidecar
-from .corpus import COLLECT_CMD, iter_split_texts, manifest_sha256, read_manifest
-from .tokenizer import (era_tokens_for_years, load_tokenizer, roundtrip_failures, save_tokenizer,
-                        train_bpe)
+from .corpus import iter_split_texts, manifest_sha256, read_manifest
+from .layout import SIDECAR
+from .tokenizer import (era_tokens_for_years, load_tokenizer, plain_backend, roundtrip_failures,
+                        save_tokenizer, train_bpe)
 
-SIDECAR = "sidecar.json"
 TRAIN_TOKENIZER_CMD = "python 03_tokenizer/train_historical_tokenizer.py"
 PERIOD_WORDS = ["thou", "thee", "thy", "hath", "doth", "'tis", "whilst", "prithee", "methinks",
                 "ſo", "ſhall", "moſt", "Westminster", "Cheapside", "Southwark", "Newgate",
@@ -54,8 +53,10 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
 def tokenizer_report(tokenizer_dir: str | Path, processed_dir: str | Path,
                      top_merges: int = 20) -> dict:
     """Round trip over every document, bytes/token and tokens/word on validation,
-    fertility on period words, most frequent merges."""
+    fertility on period words, most frequent merges. Text is encoded as the token cache
+    encodes it (special-token strings as plain text)."""
     tok = load_tokenizer(tokenizer_dir)
+    plain = plain_backend(tok)
     rows = read_manifest(processed_dir)
     failures = []
     n_docs = 0
@@ -67,12 +68,12 @@ def tokenizer_report(tokenizer_dir: str | Path, processed_dir: str | Path,
     n_bytes = n_tokens = n_words = 0
     merge_use: Counter = Counter()
     for _, text in iter_split_texts(processed_dir, "validation", rows):
-        ids = tok.encode(text, add_special_tokens=False)
+        ids = plain.encode(text, add_special_tokens=False).ids
         n_bytes += len(text.encode("utf-8"))
         n_tokens += len(ids)
         n_words += len(text.split())
         merge_use.update(ids)
-    fertility = {w: len(tok.encode(" " + w, add_special_tokens=False)) for w in PERIOD_WORDS}
+    fertility = {w: len(plain.encode(" " + w, add_special_tokens=False).ids) for w in PERIOD_WORDS}
     merges_path = Path(tokenizer_dir) / "merges.txt"
     merges = []
     if merges_path.exists():

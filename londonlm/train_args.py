@@ -1,11 +1,15 @@
-"""Dataclass arguments for the training scripts (parsed with ``HfArgumentParser`` next to
-``transformers.TrainingArguments``, so every Trainer flag works too).
+"""The training command line: dataclass arguments parsed with ``HfArgumentParser`` next to
+``transformers.TrainingArguments`` (so every Trainer flag works too), and :class:`TrainFlags`,
+one parsed command line that the pipeline and the grid adjust with :meth:`TrainFlags.override`
+instead of building argv.
 
-Fields left at ``None`` are filled from the chosen preset by the script."""
+Fields left at ``None`` are filled from the chosen preset (``londonlm.training.options``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Optional
+
+from .errors import UsageError
 
 
 @dataclass
@@ -42,16 +46,16 @@ class ModelArguments:
         for k in ("n_layer", "n_head", "n_embd", "max_length", "vocab_size"):
             v = getattr(self, k)
             if v is not None and v <= 0:
-                raise ValueError(f"--{k} must be positive, got {v}")
+                raise UsageError(f"--{k} must be positive, got {v}")
         if self.n_head and self.n_embd and self.n_embd % self.n_head:
-            raise ValueError(f"--n_embd {self.n_embd} is not divisible by --n_head {self.n_head}")
+            raise UsageError(f"--n_embd {self.n_embd} is not divisible by --n_head {self.n_head}")
         if self.attn_implementation not in ("auto", "sdpa", "eager"):
-            raise ValueError(f"--attn_implementation must be auto, sdpa or eager, got "
+            raise UsageError(f"--attn_implementation must be auto, sdpa or eager, got "
                              f"{self.attn_implementation!r}")
         if self.fused_loss not in ("auto", "on", "off"):
-            raise ValueError(f"--fused_loss must be auto, on or off, got {self.fused_loss!r}")
+            raise UsageError(f"--fused_loss must be auto, on or off, got {self.fused_loss!r}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -94,12 +98,76 @@ class DataArguments:
 
     def __post_init__(self):
         if self.use_pretokenized and self.no_pretokenized:
-            raise ValueError("--use_pretokenized and --no_pretokenized contradict each other")
+            raise UsageError("--use_pretokenized and --no_pretokenized contradict each other")
         if self.batch_size is not None and self.batch_size <= 0:
-            raise ValueError(f"--batch_size must be positive, got {self.batch_size}")
+            raise UsageError(f"--batch_size must be positive, got {self.batch_size}")
         if self.max_seconds < 0:
-            raise ValueError("--max_seconds must be >= 0")
+            raise UsageError("--max_seconds must be >= 0")
 
     @property
     def cache_mode(self) -> str:
         return "require" if self.use_pretokenized else "rebuild" if self.no_pretokenized else "auto"
+
+
+_UNSET = "__londonlm_unset__"  # transformers < 5 requires --output_dir; None means "the run's"
+
+
+def explicit_flags(argv: list[str]) -> set[str]:
+    """Names of the flags present on the command line (``--x`` / ``--x=v``)."""
+    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+@dataclass(frozen=True)
+class TrainFlags:
+    """One training command line, parsed: model and data arguments, the Trainer's values
+    (``output_dir`` None unless given) and the names of the flags the user gave, which win
+    over the preset."""
+
+    model: ModelArguments
+    data: DataArguments
+    trainer: dict
+    explicit: frozenset
+
+    def override(self, **values) -> "TrainFlags":
+        """A copy with some flags set as if they had been given (validated the same way)."""
+        groups = {"model": {}, "data": {}}
+        trainer = dict(self.trainer)
+        for key, value in values.items():
+            if key in {f.name for f in fields(ModelArguments)}:
+                groups["model"][key] = value
+            elif key in {f.name for f in fields(DataArguments)}:
+                groups["data"][key] = value
+            elif key in trainer:
+                trainer[key] = value
+            else:
+                raise UsageError(f"unknown training option {key!r}")
+        return TrainFlags(replace(self.model, **groups["model"]), replace(self.data, **groups["data"]),
+                          trainer, self.explicit | set(values))
+
+
+def parse_train_flags(argv: list[str], prog: str | None = None,
+                      description: str | None = None) -> TrainFlags:
+    """Parse a training command line (``--help`` prints the usage and exits)."""
+    import dataclasses
+
+    import torch
+    from transformers import HfArgumentParser, TrainingArguments
+
+    argv = list(argv)
+    given = explicit_flags(argv)
+    if "output_dir" not in given:
+        argv += ["--output_dir", _UNSET]
+    if not torch.cuda.is_available() and "use_cpu" not in given:
+        # TrainingArguments validates while parsing and refuses an explicit --bf16 on a GPU-less
+        # machine unless use_cpu is set (bf16 autocast on CPU is what we want there)
+        argv += ["--use_cpu", "true"]
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments),
+                              prog=prog, description=description)
+    try:
+        model, data, ta = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    trainer = {f.name: getattr(ta, f.name) for f in dataclasses.fields(ta) if f.init}
+    if "output_dir" not in given:
+        trainer["output_dir"] = None
+    return TrainFlags(model, data, trainer, frozenset(given))

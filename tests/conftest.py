@@ -98,3 +98,173 @@ def micro_root(tmp_path_factory) -> Path:
                           vocab_size=512, min_frequency=2, era_tokens=True, model_max_length=64,
                           log=lambda *_: None)
     return root
+
+
+# --- micro Trainer parts (test_schedules, test_optim) --------------------------------------
+
+def micro_gpt2(seed: int = 0, vocab: int = 64, ctx: int = 16, n_layer: int = 1):
+    """A GPT-2 small enough for dozens of Trainer steps per second on one CPU core."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=vocab, n_positions=ctx, n_embd=16, n_layer=n_layer, n_head=2,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2LMHeadModel(cfg)
+
+
+def micro_lm_dataset(n: int = 64, vocab: int = 64, ctx: int = 16, seed: int = 0) -> list[dict]:
+    import torch
+
+    # counting sequences from random starts: learnable in a few steps, so losses move
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, vocab, (n, 1), generator=g)
+    ids = (starts + torch.arange(ctx)) % vocab
+    return [{"input_ids": row, "labels": row.clone()} for row in ids]
+
+
+def micro_training_args(out, **overrides):
+    from transformers import TrainingArguments
+
+    values = dict(output_dir=str(out), per_device_train_batch_size=4, learning_rate=3e-3,
+                  max_steps=20, warmup_steps=2, logging_steps=1, save_strategy="no",
+                  eval_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
+                  data_seed=0, dataloader_num_workers=0, weight_decay=0.1, adam_beta2=0.95)
+    values.update(overrides)
+    return TrainingArguments(**values)
+
+
+# --------------------------------------------------------------------------- chat (07_finetuning)
+
+OLD_BAILEY_1818 = """<?xml version="1.0" encoding="UTF-8"?>
+<TEI.2><text><body><div0 type="sessionsPaper" id="18181028">
+<interp inst="18181028" type="date" value="18181028"/>
+<div1 type="trialAccount" id="t18181028-1">
+<interp inst="t18181028-1" type="date" value="18181028"/>
+<p>1393. <persName id="t1-d1" type="defendantName">PATRICK <interp type="given" value="PATRICK"/>LEESON
+<interp type="surname" value="LEESON"/></persName> was indicted for stealing a watch, the goods of Robert Little.</p>
+<p><persName type="witnessName">ROBERT LITTLE</persName>. I am one of the money-takers at Covent Garden Theatre, and took him into custody.</p>
+<p>Q. How did he run against you - A. Not with any great force; it appeared to be done to put me off my guard.</p>
+<p>COURT. Q. Where do you <rs type="x">live</rs> - A. In Tothil-street, <placeName>Westminster</placeName>.</p>
+<p>Prisoner. Q. Will you positively say I took your watch - A. He is the man.</p>
+<p>Q. What is your business - A. |{~ ### 1l1l ~}| ^^</p>
+<p>Q. Was the watch found - A. (The watch produced and sworn to.)</p>
+<p>HANNAH STEPHENS. I am the prosecutor's servant, and live in the house.</p>
+<p>Cross-examined by MR. ANDREWS. Q. Were you in the room when he was taken into cus<lb/>tody? <hi rend="italic">A.</hi> Yes; I was there all the time.</p>
+<p>Q. Did you see him take the watch - A. I did not see him take</p>
+<p>it; I saw him run away.</p>
+<p>Q. Where do you live - A. In Tothil-street, Westminster.</p>
+<p>GUILTY. Transported for Seven years.</p>
+</div1></div0></body></text></TEI.2>
+"""
+
+OLD_BAILEY_1756 = """<?xml version="1.0" encoding="UTF-8"?>
+<TEI.2><text><body><div0 type="sessionsPaper" id="17561020">
+<interp inst="17561020" type="date" value="17561020"/>
+<div1 type="trialAccount" id="t17561020-4">
+<interp inst="t17561020-4" type="date" value="17561020"/>
+<p>400. (M.) <persName type="defendantName">Peter <interp type="given" value="Peter"/>Careless
+<interp type="surname" value="Careless"/></persName> was indicted for stealing one sword.</p>
+<p>George Keith. I work in the sword-cutlery way, and live in Gardner's-Lane.</p>
+<p>Q. to G. Keith. Is this the sword you lost?</p>
+<p>G. Keith. It is No. 19. the same sword.</p>
+<p>Q. How long have you known the prisoner at the bar?</p>
+<p>Acquitted.</p>
+</div1>
+<div1 type="trialAccount" id="t17561020-5">
+<interp inst="t17561020-5" type="date" value="17561020"/>
+<p>401. <persName type="defendantName">Charles <interp type="given" value="Charles"/>Gutteridge
+<interp type="surname" value="Gutteridge"/></persName> was indicted for stealing one cloth coat.</p>
+<p>Mary Holyland. My husband keeps the Bell tavern in Friday Street.</p>
+<p>Q. Look at this paper.</p>
+<p>M. Holyland. This is the same paper that I kept in the tobacco box.</p>
+<p>Q. from Prisoner. Did not the constable say he would make it up?</p>
+<p>M. Holyland. No, I know of no such thing.</p>
+</div1>
+<div1 type="trialAccount" id="t17561020-6">
+<interp inst="t17561020-6" type="date" value="17561020"/>
+<p>JONAS HOLMES sworn.</p>
+<p>Court. Was this pipe fixed to your house? - It was fixed up with wall hooks.</p>
+<p>Did you see him cut it? - Yes. Was he alone? - He was alone, my lord.</p>
+<p>Court to the Prisoner. Did you know that this was a capital indictment? - No, my lord.</p>
+<p>Upon his Cross-Examination was asked, whether the others had their hats off? - He said no.</p>
+</div1></div0></body></text></TEI.2>
+"""
+
+
+def write_old_bailey_tei(folder: Path) -> Path:
+    """Two small sessions papers in the three house styles of examination, with nested markup,
+    a line break inside a word, a page-split answer, a missing answer, OCR debris, a stage
+    direction, reported speech and a duplicate; plus a TEI file with no trials."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "oldbailey_proceedings_1818-10-28.xml").write_text(OLD_BAILEY_1818, encoding="utf-8")
+    (folder / "oldbailey_proceedings_1756-10-20.xml").write_text(OLD_BAILEY_1756, encoding="utf-8")
+    (folder / "other.xml").write_text("<TEI.2><text><body><p>No trials here.</p></body></text></TEI.2>",
+                                      encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def chat_root(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A project root with a micro base run (``base/final``, context 128) and the dialogue
+    dataset built from the TEI fixtures."""
+    from transformers import AutoTokenizer
+
+    from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset
+    from londonlm.modeling import ModelShape, build_model, padded_vocab
+
+    root = tmp_path_factory.mktemp("chatroot")
+    tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
+    shape = ModelShape(n_layer=2, n_head=2, n_embd=32, n_positions=128, vocab_size=padded_vocab(len(tok)))
+    model = build_model(shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, seed=0)
+    final = root / "09_models" / "checkpoints" / "base" / "final"
+    model.save_pretrained(str(final))
+    tok.save_pretrained(str(final))
+    src = write_old_bailey_tei(root / "src")
+    build_chat_dataset(src, root / "data" / "london_historical" / "chat",
+                       ChatDatasetOptions(validation_percent=34.0), log=lambda *_: None)
+    return root
+
+
+from contextlib import contextmanager  # noqa: E402  (appended section: serving helpers)
+
+
+@contextmanager
+def serving_in_thread(app):
+    """Serve an ASGI ``app`` with uvicorn in a thread on a free 127.0.0.1 port; yields the base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def chat_model_dir(chat_root) -> Path:
+    """A micro chat model fine-tuned (2 steps) from the ``chat_root`` base run."""
+    from londonlm.chat.finetune import ChatTrainOptions, finetune_chat
+    from londonlm.layout import Layout
+
+    layout = Layout(chat_root)
+    run = layout.run("fixture-chat")
+    finetune_chat(layout.run("base").final, layout.chat_data_dir, run,
+                  ChatTrainOptions(max_steps=2, batch_size=4, warmup_steps=1, save_steps=2, eval_steps=2,
+                                   logging_steps=1), log=lambda *_: None)
+    return run.final

@@ -25,8 +25,10 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
+
+from fakeservers import LoopbackServer
 
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
@@ -54,7 +56,9 @@ class Repo:
     commits: list[dict] = field(default_factory=list)
 
 
-class FakeHub:
+class FakeHub(LoopbackServer):
+    methods = ("GET", "POST", "PUT", "DELETE")
+
     def __init__(self, token: str, lfs_suffixes=(".safetensors", ".bin"), lfs_min_size=1 << 20):
         self.token = token
         self.lfs_suffixes = tuple(lfs_suffixes)
@@ -63,31 +67,7 @@ class FakeHub:
         self.lfs_store: dict[str, bytes] = {}
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):  # keep test output quiet
-                pass
-
-            def do_GET(self):  # noqa: N802
-                hub._handle(self)
-
-            do_POST = do_PUT = do_DELETE = do_GET
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "FakeHub":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._listen()
 
     # --- inspection helpers -------------------------------------------------------------
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo:

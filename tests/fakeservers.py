@@ -17,7 +17,41 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 
-class FakeServer:
+class LoopbackServer:
+    """A threaded HTTP server on a free 127.0.0.1 port handing every request (of ``methods``) to
+    ``self._handle(handler)``; ``with server:`` serves, leaving the block shuts it down."""
+
+    methods: tuple[str, ...] = ("GET",)
+
+    def _listen(self) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):  # keep test output quiet
+                pass
+
+        for method in self.methods:
+            setattr(Handler, f"do_{method}", lambda h: server._handle(h))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FakeServer(LoopbackServer):
     def __init__(self, slow_seconds: float = 2.0, retry_after: int = 1):
         self.files: dict[str, bytes] = {}
         self.json: dict[str, object] = {}
@@ -28,29 +62,7 @@ class FakeServer:
         self.retry_after = retry_after
         self.range_support = True
         self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):  # keep test output quiet
-                pass
-
-            def do_GET(self):  # noqa: N802
-                server._handle(self)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> "FakeServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._listen()
 
     def count(self, path: str) -> int:
         return sum(1 for p, _ in self.requests if p == path)

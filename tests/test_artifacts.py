@@ -31,3 +31,30 @@ def test_require_input_names_command(tmp_path):
         assert "python make_it.py" in str(e)
     else:
         raise AssertionError("expected StageInputMissing")
+
+
+def test_sidecar_can_record_only_libraries_already_loaded(tmp_path, monkeypatch):
+    import sys
+
+    from londonlm.artifacts import read_json, versions
+
+    (tmp_path / "londonlm_probe_lib.py").write_text("__version__ = '1.2'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "londonlm_probe_lib", raising=False)
+    sc = write_sidecar(tmp_path / "a.json", "corpus", {}, {}, libraries=["londonlm_probe_lib", "json"])
+    assert set(read_json(sc)["versions"]) <= {"python", "json"}  # not imported just to be listed
+    assert "londonlm_probe_lib" not in sys.modules
+    assert versions(["londonlm_probe_lib", "not_a_module_xyz"])["londonlm_probe_lib"] == "1.2"
+    sc = write_sidecar(tmp_path / "b.json", "corpus", {}, {}, libraries=["londonlm_probe_lib"])
+    assert read_json(sc)["versions"]["londonlm_probe_lib"] == "1.2"  # loaded now: recorded
+
+
+def test_missing_input_is_a_user_error(tmp_path):
+    from londonlm.errors import LondonLMError
+
+    try:
+        require_input(tmp_path / "nope", "python make_it.py")
+    except LondonLMError as e:  # scripts print it as one line and exit 2
+        assert isinstance(e, FileNotFoundError)
+    else:
+        raise AssertionError("expected StageInputMissing")

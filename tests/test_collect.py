@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from londonlm.collect import run_collection
-from londonlm.shards import read_jsonl
+from londonlm.manifest import read_jsonl
 from londonlm.sources import KINDS, load_registry
 
 REPO = Path(__file__).resolve().parents[1]

@@ -127,3 +127,117 @@ def test_parse_retry_after():
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after(None) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+# --- resuming a file that changed upstream ------------------------------------------------
+# A server of one file that can change between requests, with validators (ETag and/or
+# Last-Modified) and RFC 9110 If-Range semantics: a Range request whose If-Range does not
+# name the current file gets the whole new file (200). ``honour_if_range=False`` plays a
+# server that ignores If-Range; ``truncate_next`` cuts the next body short (a lost connection).
+
+class ChangingFileServer(FakeServer):
+    def __init__(self, body: bytes, etag: bool = True, last_modified: bool = True):
+        super().__init__()
+        self.version, self.body = 1, body
+        self.use_etag, self.use_lm = etag, last_modified
+        self.honour_if_range = True
+        self.truncate_next = False
+        self.bad_start = False
+        self.url = self.url + "/book.txt"
+
+    def change(self, body: bytes) -> None:
+        self.version += 1
+        self.body = body
+
+    def validators(self) -> dict[str, str]:
+        out = {}
+        if self.use_etag:
+            out["ETag"] = f'"v{self.version}"'
+        if self.use_lm:
+            out["Last-Modified"] = f"Wed, 0{self.version} Jan 2025 00:00:00 GMT"
+        return out
+
+    def _handle(self, h) -> None:
+        self.requests.append((h.path, dict(h.headers)))
+        v = self.validators()
+        rng, if_range = h.headers.get("Range"), h.headers.get("If-Range")
+        ranged = bool(rng) and (not if_range or not self.honour_if_range or if_range in v.values())
+        start = int(rng[6:].split("-")[0]) if ranged else 0
+        status, headers = (206 if ranged else 200), dict(v)
+        if ranged:
+            shown = start + 7 if self.bad_start else start
+            headers["Content-Range"] = f"bytes {shown}-{len(self.body) - 1}/{len(self.body)}"
+        payload = self.body[start:]
+        h.send_response(status)
+        for k, val in headers.items():
+            h.send_header(k, val)
+        h.send_header("Content-Length", str(len(payload)))
+        if self.truncate_next:
+            self.truncate_next = False
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.wfile.write(payload[: len(payload) // 3])
+            h.close_connection = True
+            return
+        h.end_headers()
+        h.wfile.write(payload)
+
+
+V1 = BODY
+V2 = ("It was the age of wisdom, it was the age of foolishness. " * 4000).encode()
+
+
+def _interrupted_then_changed(srv: ChangingFileServer, dest) -> int:
+    """A first download that leaves part of V1 in the .part; then V2 replaces V1. Returns
+    the part's size."""
+    srv.truncate_next = True
+    first = make_dl(max_retries=0).fetch(DownloadTask([srv.url], dest))
+    have = dest.with_name(dest.name + ".part").stat().st_size
+    assert not first.ok and 0 < have < len(V1)
+    srv.change(V2)
+    return have
+
+
+@pytest.mark.parametrize("etag, last_modified", [(True, True), (True, False), (False, True)])
+def test_changed_upstream_file_is_fetched_anew_not_spliced(tmp_path, etag, last_modified):
+    with ChangingFileServer(V1, etag=etag, last_modified=last_modified) as srv:
+        dest = tmp_path / "book.txt"
+        have = _interrupted_then_changed(srv, dest)
+        res = make_dl().fetch(DownloadTask([srv.url], dest))
+        assert res.ok and dest.read_bytes() == V2, "a part of the old file was spliced onto the new"
+        resume = srv.requests[1][1]
+        assert resume["Range"] == f"bytes={have}-"
+        assert resume["If-Range"] == ('"v1"' if etag else "Wed, 01 Jan 2025 00:00:00 GMT")
+        assert res.sha256 == hashlib.sha256(V2).hexdigest() and is_complete(dest)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["book.txt", "book.txt.sha256"]
+
+
+def test_server_ignoring_if_range_is_caught_by_its_validator(tmp_path):
+    with ChangingFileServer(V1) as srv:
+        srv.honour_if_range = False  # answers 206 with a slice of the NEW file
+        dest = tmp_path / "book.txt"
+        _interrupted_then_changed(srv, dest)
+        res = make_dl().fetch(DownloadTask([srv.url], dest))
+        assert res.ok and dest.read_bytes() == V2
+        assert "Range" not in srv.requests[-1][1]  # restarted from zero
+
+
+def test_unchanged_file_resumes_with_if_range(tmp_path):
+    with ChangingFileServer(V1) as srv:
+        dest = tmp_path / "book.txt"
+        srv.truncate_next = True
+        assert not make_dl(max_retries=0).fetch(DownloadTask([srv.url], dest)).ok
+        res = make_dl().fetch(DownloadTask([srv.url], dest))
+        assert res.ok and res.status == "resumed" and dest.read_bytes() == V1
+        assert srv.requests[-1][1]["If-Range"] == '"v1"' and len(srv.requests) == 2
+
+
+def test_206_at_the_wrong_offset_restarts_from_zero(tmp_path):
+    with ChangingFileServer(V1) as srv:
+        dest = tmp_path / "book.txt"
+        srv.truncate_next = True
+        assert not make_dl(max_retries=0).fetch(DownloadTask([srv.url], dest)).ok
+        srv.bad_start = True
+        res = make_dl().fetch(DownloadTask([srv.url], dest))
+        assert res.ok and dest.read_bytes() == V1
+        assert "Range" not in srv.requests[-1][1]

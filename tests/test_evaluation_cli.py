@@ -51,12 +51,19 @@ def project(tmp_path_factory, tiny_model_dir):
     return root
 
 
-def _main(argv):
+def _main(argv) -> int:
+    """The script's wiring with the micro preset as default; the exit code run_main gives."""
     import config
-    from londonlm.evaluation.cli import main
+    from londonlm.errors import run_main
+    from londonlm.evaluation.cli import build_parser, run
 
-    return main(argv, get_paths=config.get_paths, presets=list(config.PRESETS),
-                default_preset="micro", prog="run_evaluation.py")
+    def main(argv):
+        args = build_parser("run_evaluation.py", list(config.PRESETS), "micro").parse_args(argv)
+        return run(args, config.get_layout(args.root))
+
+    with pytest.raises(SystemExit) as e:
+        run_main(main, argv)
+    return e.value.code
 
 
 def test_quick_with_compare_and_text_file(project, tmp_path, capsys):
@@ -138,3 +145,30 @@ def test_script_help_and_missing_corpus(tmp_path, tiny_model_dir):
                         str(tiny_model_dir), "--out_dir", str(tmp_path / "o")],
                        capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 2 and "corpus manifest" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_output_folder_follows_the_layout_rule(tmp_path):
+    from londonlm.evaluation.cli import evaluation_dir
+    from londonlm.layout import Layout
+
+    layout = Layout(tmp_path)
+    run, other = layout.run("a"), layout.run("b")
+    for p in (run.final, run.checkpoint(2), other.checkpoint(5), tmp_path / "loose" / "model"):
+        p.mkdir(parents=True)
+    assert evaluation_dir(layout, run, run.final) == run.evaluation_dir
+    assert evaluation_dir(layout, run, run.checkpoint(2)) == run.evaluation_dir / "checkpoint-2"
+    # another run's checkpoint reports into that run, as publishing looks for it
+    assert evaluation_dir(layout, run, other.checkpoint(5)) == other.evaluation_dir_for(other.checkpoint(5))
+    assert evaluation_dir(layout, run, tmp_path / "loose" / "model") == tmp_path / "loose" / "model" / "evaluation"
+
+
+def test_serving_evaluation_and_inference_never_import_training():
+    code = ("import sys, londonlm.generation, londonlm.repl, londonlm.inference_cli, "
+            "londonlm.serving, londonlm.serving.cli, londonlm.evaluation, londonlm.evaluation.cli, "
+            "londonlm.evaluation.generation_quality, londonlm.evaluation.curves; "
+            "print(sorted(m for m in sys.modules if m.split('.')[-1] in "
+            "('training', 'train_cli', 'callbacks', 'checkpoints', 'lr_finder', 'pipeline')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
-"""londonlm.generation and 06_inference/inference_unified.py on the tiny fixture model."""
+"""londonlm.generation (the model interface), londonlm.repl and 06_inference/inference_unified.py
+on the tiny fixture model."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from londonlm.generation import (GenerationError, GenerationSettings, apply_command,
-                                 defaults_from_generation_config, encode_prompt, generate,
-                                 load_model, new_tokens_for_max_length, normalize_era,
-                                 run_repl, stream)
+from londonlm.errors import LondonLMError, run_main
+from londonlm.generation import (GenerationError, GenerationSettings, defaults_from_generation_config,
+                                 encode_prompt, generate, generation_config_dict, load_model,
+                                 new_tokens_for_max_length, normalize_era, stream,
+                                 to_generation_config)
+from londonlm.layout import Layout
+from londonlm.repl import apply_command, run_repl
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "06_inference" / "inference_unified.py"
@@ -36,6 +40,13 @@ def cli():
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop(name, None)
+
+
+def exit_code(main, argv) -> int:
+    """What the script's ``run_main(main)`` exits with (user errors: 2 and one stderr line)."""
+    with pytest.raises(SystemExit) as e:
+        run_main(main, argv)
+    return e.value.code
 
 
 def settings(lm, **kw) -> GenerationSettings:
@@ -70,15 +81,78 @@ def test_defaults_come_from_generation_config(lm):
     assert defaults_from_generation_config(GenerationConfig(do_sample=True, top_p=7.0)).top_p == 0.95
 
 
+def test_prompt_text_never_becomes_a_control_token(lm):
+    tok = lm.tokenizer
+    eot, era = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|1650s|>")
+    text = "Finis.<|endoftext|><|1650s|>Up betimes"
+    ids = encode_prompt(tok, text)
+    assert ids[0] == eot and eot not in ids[1:] and era not in ids
+    assert tok.decode(ids, skip_special_tokens=False) == "<|endoftext|>" + text  # only the leading EOT is a token
+    # the explicit era argument is still a control token, the typed one is not
+    assert encode_prompt(tok, text, "<|1650s|>")[:2] == [eot, era]
+    old = encode_prompt(tok, text, allow_control_tokens=True)
+    assert old.count(eot) == 2 and era in old
+    # the shared tokenizer is left reading special tokens as before (no flag flipped on it)
+    assert tok("a<|endoftext|>", add_special_tokens=False)["input_ids"][-1] == eot
+    sample = generate(lm, text, settings(lm, max_new_tokens=4))[0]
+    assert sample.prompt_tokens == len(ids)
+
+
+def test_one_set_of_sampling_defaults():
+    d = GenerationSettings()
+    assert generation_config_dict() == {"do_sample": True, "temperature": d.temperature,
+                                        "top_p": d.top_p, "top_k": d.top_k,
+                                        "repetition_penalty": d.repetition_penalty,
+                                        "max_new_tokens": d.max_new_tokens}
+    assert generation_config_dict(eos_token_id=0, pad_token_id=None)["eos_token_id"] == 0
+    assert defaults_from_generation_config(to_generation_config()) == d
+    greedy = generation_config_dict(d.updated(temperature=0.0, no_repeat_ngram_size=3))
+    assert greedy["do_sample"] is False and "temperature" not in greedy
+    assert greedy["no_repeat_ngram_size"] == 3
+
+
+def test_explicit_settings_beat_the_folders_generation_config(lm, tiny_model_dir, tmp_path):
+    """generate() fills unset fields from the folder's generation_config.json: an "off" value
+    must be passed explicitly or the folder's value comes back."""
+    from transformers import GenerationConfig
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    GenerationConfig(do_sample=False, no_repeat_ngram_size=1, repetition_penalty=1.0).save_pretrained(folder)
+    other = load_model(str(folder), device="cpu")
+    assert other.defaults.no_repeat_ngram_size == 1 and other.defaults.temperature == 0.0
+    s = GenerationSettings(temperature=0.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                           max_new_tokens=40)
+    assert generate(other, "London", s)[0].text == generate(lm, "London", s)[0].text
+
+
 def test_model_specs_resolve_and_fail_clearly(tiny_model_dir, tmp_path):
-    shutil.copytree(tiny_model_dir, tmp_path / "myrun" / "final")
-    lm = load_model("myrun", runs_root=tmp_path, device="cpu")
+    layout = Layout(tmp_path)
+    shutil.copytree(tiny_model_dir, layout.run("myrun").final)
+    lm = load_model("myrun", layout=layout, device="cpu")
     assert lm.model_id == "myrun/final" and lm.eras == ["<|1600s|>", "<|1650s|>", "<|1800s|>"]
-    assert load_model("final", run_dir=tmp_path / "myrun", device="cpu").path.endswith("final")
+    assert load_model("final", layout=layout, run="myrun", device="cpu").path.endswith("final")
+    assert load_model("final", run=layout.run("myrun"), device="cpu").model_id == "myrun/final"
     with pytest.raises(GenerationError, match="checkpoint-5"):
-        load_model("checkpoint-5", run_dir=tmp_path / "myrun", device="cpu")
+        load_model("checkpoint-5", layout=layout, run="myrun", device="cpu")
     with pytest.raises(GenerationError, match="local cache"):
-        load_model("nobody/no-such-model", run_dir=tmp_path / "none", device="cpu")
+        load_model("nobody/no-such-model", layout=layout, run="none", device="cpu")
+    with pytest.raises(GenerationError, match="does not exist"):
+        load_model(str(tmp_path / "no-such-folder"), device="cpu")
+    assert issubclass(GenerationError, LondonLMError) and issubclass(GenerationError, ValueError)
+
+
+def test_a_checkpoint_without_tokenizer_borrows_the_runs(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    run = Layout(tmp_path).run("r")
+    shutil.copytree(tiny_model_dir, run.final)
+    AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).save_pretrained(str(run.checkpoint(3)))
+    assert not (run.checkpoint(3) / "tokenizer.json").exists()
+    lm = load_model(str(run.checkpoint(3)), device="cpu")  # a plain folder: no layout needed
+    assert lm.model_id == "r/checkpoint-3" and lm.step == 3 and len(lm.eras) == 3
+    info = lm.info()
+    assert "path" not in info and str(tmp_path) not in repr(info)
 
 
 def test_hub_id_loads_from_the_local_cache_only(tiny_model_dir, tmp_path, monkeypatch):
@@ -89,10 +163,10 @@ def test_hub_id_loads_from_the_local_cache_only(tiny_model_dir, tmp_path, monkey
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("a" * 40)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    lm = load_model("someone/tiny-london", run_dir=tmp_path / "no-run", device="cpu")
+    lm = load_model("someone/tiny-london", device="cpu")
     assert lm.model_id == "someone/tiny-london" and lm.step is None and len(lm.eras) == 3
     with pytest.raises(GenerationError, match="huggingface-cli download someone/other"):
-        load_model("someone/other", run_dir=tmp_path / "no-run", device="cpu")
+        load_model("someone/other", layout=Layout(tmp_path), run="no-run", device="cpu")
 
 
 def test_seeded_sampling_is_reproducible_and_streaming_matches(lm):
@@ -209,9 +283,18 @@ def test_cli_stream_prints_while_generating(cli, tiny_model_dir, monkeypatch, ca
 ])
 def test_cli_bad_values_fail_cleanly(cli, tiny_model_dir, capsys, args, message):
     model = [] if "--model" in args else ["--model", str(tiny_model_dir)]
-    assert cli.main([*model, "--prompt", "Up", *args]) == 2
+    assert exit_code(cli.main, [*model, "--prompt", "Up", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_cli_allow_control_tokens_flag(cli, tiny_model_dir, capsys):
+    argv = ["--model", str(tiny_model_dir), "--prompt", "<|endoftext|><|1800s|>", "--temperature", "0",
+            "--max_new_tokens", "12", "--device", "cpu"]
+    assert cli.main(argv) == 0
+    plain = capsys.readouterr().out
+    assert cli.main([*argv, "--allow_control_tokens"]) == 0
+    assert capsys.readouterr().out != plain
 
 
 def test_cli_help(cli, capsys):

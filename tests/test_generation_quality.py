@@ -73,3 +73,29 @@ def test_evaluate_generation_on_tiny_model(tiny_model_dir):
     again, s2 = evaluate_generation(model, tok, texts, n_passages=3, prompt_tokens=16,
                                     continuation_tokens=8, seed=1, modes=("greedy",))
     assert [s["generated"] for s in s2] == [s["generated"] for s in samples if s["mode"] == "greedy"]
+
+
+def test_decoding_uses_the_one_set_of_defaults_whatever_the_folder_says(tiny_model_dir, tmp_path):
+    """Every model compared is decoded alike: a folder's own generation_config.json (here one
+    that forbids any repeated token) changes nothing."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from conftest import SAMPLE_TEXTS
+    from londonlm.generation import GenerationSettings
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    GenerationConfig(do_sample=True, no_repeat_ngram_size=1, repetition_penalty=3.0,
+                     top_k=2).save_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    texts = ["".join(SAMPLE_TEXTS) * 2, "".join(reversed(SAMPLE_TEXTS)) * 2]
+    runs = [evaluate_generation(AutoModelForCausalLM.from_pretrained(str(f)), tok, texts, n_passages=2,
+                                prompt_tokens=16, continuation_tokens=24, seed=1)
+            for f in (tiny_model_dir, folder)]
+    assert [s["generated"] for s in runs[0][1]] == [s["generated"] for s in runs[1][1]]
+    d = GenerationSettings()
+    assert runs[0][0]["sampling"] == {"temperature": d.temperature, "top_p": d.top_p, "top_k": d.top_k,
+                                      "repetition_penalty": d.repetition_penalty,
+                                      "no_repeat_ngram_size": d.no_repeat_ngram_size}

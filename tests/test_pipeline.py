@@ -86,3 +86,45 @@ def test_missing_source_is_a_clear_error(tmp_path):
     res = _run(["--preset", "micro", "--source_dir", str(tmp_path / "nope")], cwd=tmp_path, root=tmp_path)
     assert res.returncode != 0
     assert "Traceback" not in res.stderr and "nope" in res.stderr
+
+
+def test_samples_use_the_generation_interface_and_keep_the_leading_eot(tiny_model_dir, monkeypatch):
+    """A prompt longer than the context is cut from the left, never dropping the <|endoftext|>
+    every training document starts after."""
+    import londonlm.generation as generation
+    from londonlm.pipeline import generate_samples
+
+    seen, real_load = [], generation.load_model
+
+    def spy_load(path, **kw):
+        lm = real_load(path, **kw)
+        real_generate = lm.model.generate
+
+        def spy_generate(inp, **k):
+            seen.append(inp[0].tolist())
+            return real_generate(inp, **k)
+        lm.model.generate = spy_generate
+        return lm
+
+    monkeypatch.setattr(generation, "load_model", spy_load)
+    out = generate_samples(tiny_model_dir, ["the Thames ran black " * 60], max_new_tokens=5, seed=1)
+    lm = real_load(str(tiny_model_dir))
+    assert len(out) == 1 and isinstance(out[0]["continuation"], str)
+    assert seen and seen[0][0] == lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert len(seen[0]) + 5 <= lm.context_length
+
+
+def test_interrupted_training_stops_the_pipeline(tmp_path, monkeypatch):
+    import londonlm.pipeline as pipeline
+    from londonlm.layout import Layout
+    from londonlm.training import RunOptions, TrainingError, TrainingJob
+
+    layout = Layout(tmp_path)
+    opts = RunOptions(run=layout.run("r"), layout=layout, tokenizer_dir=tmp_path / "tok",
+                      processed_dir=tmp_path / "p", preset="micro", n_layer=1, n_head=1,
+                      n_embd=8, context_length=8)
+    plan = pipeline.PipelinePlan(tmp_path / "p", tmp_path / "m", tmp_path / "tok",
+                                 TrainingJob(opts, None), 512, 8, 2, False, 5.0, 10, (1500, 1900))
+    monkeypatch.setattr(pipeline, "run_job", lambda job: {"interrupted": "signal SIGINT"})
+    with pytest.raises(TrainingError, match="run the same command again"):
+        pipeline._train_stage(plan, log=lambda *_: None)

@@ -10,40 +10,21 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from londonlm.generation import load_model
+from conftest import serving_in_thread
+from londonlm.errors import run_main
+from londonlm.generation import encode_prompt, load_model
 from londonlm.serving import create_app
 
 pytestmark = pytest.mark.network_local
 REPO = Path(__file__).resolve().parents[1]
 
 
-@contextmanager
-def running(app):
-    """Serve ``app`` with uvicorn in a thread on a free 127.0.0.1 port; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+running = serving_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +65,23 @@ def slowed(tiny_model_dir, per_token_s=0.0, gate: threading.Event | None = None)
 
 # --------------------------------------------------------------------------- happy paths
 
-def test_health_names_model_device_and_step(base, lm):
-    h = httpx.get(f"{base}/health").json()
+def test_health_names_model_device_and_step(base, lm, tiny_model_dir):
+    r = httpx.get(f"{base}/health")
+    h = r.json()
     assert h["status"] == "ok" and h["model"] == lm.model_id and h["device"] == "cpu"
     assert "step" in h and h["eras"] == ["1600s", "1650s", "1800s"]
     assert h["limits"]["max_new_tokens_limit"] == 48 and h["queue"]["max_queue"] == 32
+    # no filesystem path: the model is named by its folder and parent only
+    assert "path" not in h and str(tiny_model_dir) not in r.text
+    assert h["model"] == f"{tiny_model_dir.parent.name}/{tiny_model_dir.name}"
+
+
+def test_prompt_text_is_plain_text(base, lm):
+    prompt = "<|endoftext|><|1650s|>London"
+    r = httpx.post(f"{base}/v1/generate", json={"prompt": prompt, "max_new_tokens": 2}, timeout=60)
+    assert r.status_code == 200, r.text
+    n = r.json()["samples"][0]["prompt_tokens"]
+    assert n == len(encode_prompt(lm.tokenizer, prompt)) > 3  # as control tokens it would be 3 + London
 
 
 def test_generate_json_is_reproducible_with_a_seed(base):
@@ -162,6 +155,41 @@ def test_invalid_fields_are_422_with_a_message(base, fields, words):
     r = httpx.post(f"{base}/v1/generate", json=body)
     assert r.status_code == 422, r.text
     assert words in r.json()["error"]
+
+
+def _raw_post(base: str, head: str, body: bytes = b"", wait_s: float = 10) -> bytes:
+    """Send raw bytes and return what the server answers within ``wait_s`` (b"" if nothing)."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait_s) as sock:
+        sock.sendall(head.encode() + body)
+        answer = b""
+        try:
+            while b"too large" not in answer:  # headers and body may come in separate packets
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except socket.timeout:
+            pass
+        return answer
+
+
+def test_oversize_content_length_is_refused_before_the_body_is_read(base):
+    head = ("POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 50000000\r\n\r\n")
+    started = time.monotonic()
+    answer = _raw_post(base, head)  # no body sent at all: a server waiting for it never answers
+    assert answer.startswith(b"HTTP/1.1 413") and b"too large" in answer
+    assert time.monotonic() - started < 5
+
+
+def test_chunked_body_is_read_only_up_to_the_cap(base):
+    head = ("POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"x" * 4096
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(40))  # 160 KB, unfinished
+    answer = _raw_post(base, head, body)
+    assert answer.startswith(b"HTTP/1.1 413") and b"too large" in answer
 
 
 def test_oversize_body_is_413_and_unknown_routes_are_json(base):
@@ -306,8 +334,11 @@ def test_serve_script_binds_loopback_and_answers(tiny_model_dir, tmp_path):
 
 def test_serve_script_rejects_bad_arguments(tmp_path, capsys):
     serve = _serve_module()
-    assert serve.main(["--model", str(tmp_path / "none"), "--root", str(tmp_path)]) == 2
-    assert serve.main(["--model", str(tmp_path), "--max_queue", "-1"]) == 2
-    assert serve.main(["--model", str(tmp_path), "--port", "70000"]) == 2
+    for argv in (["--model", str(tmp_path / "none"), "--root", str(tmp_path)],
+                 ["--model", str(tmp_path), "--max_queue", "-1"],
+                 ["--model", str(tmp_path), "--port", "70000"]):
+        with pytest.raises(SystemExit) as e:
+            run_main(serve.main, argv)
+        assert e.value.code == 2, argv
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err and "max_queue" in err

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from londonlm.collect import collect_from_registry
-from londonlm.shards import ShardError, ShardWriter, in_shard, merge_shards, read_jsonl, split_for
+from londonlm.manifest import assign_split, read_jsonl
+from londonlm.shards import ShardError, ShardWriter, in_shard, merge_shards
 
 WORDS = ("the of and a to in London was his that it with for as watch street by Thames bridge fire "
          "market church house lane prisoner goods shillings").split()
@@ -128,5 +129,15 @@ def test_in_shard_partitions_and_split_is_deterministic():
     keys = [f"k{i}" for i in range(200)]
     parts = [[k for k in keys if in_shard(k, s, 3)] for s in range(3)]
     assert sorted(sum(parts, [])) == sorted(keys) and all(parts)
-    assert split_for("abc", 5.0) == split_for("abc", 5.0)
-    assert {split_for(k, 50.0) for k in keys} == {"train", "validation"}
+    assert assign_split("abc", 5.0) == assign_split("abc", 5.0)
+    assert {assign_split(k, 50.0) for k in keys} == {"train", "validation"}
+
+
+def test_bad_shard_numbers_are_a_usage_error(tmp_path):
+    from londonlm.collect import run_collection
+    from londonlm.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--shard must be in \[0, 1\] for --num_shards 2"):
+        run_collection([{"id": "x", "kind": "local", "path": str(tmp_path)}], tmp_path / "dl", tmp_path / "p",
+                       tmp_path / "m", shard=2, num_shards=2, log=lambda *_: None)
+    assert not (tmp_path / "p").exists()

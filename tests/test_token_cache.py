@@ -178,3 +178,184 @@ def test_small_encode_budgets_give_the_same_cache(micro_root, tmp_path, monkeypa
     for split in ("train", "validation"):
         assert np.array_equal(load_tokens(tmp_path / "a", split), load_tokens(tmp_path / "b", split))
         assert np.array_equal(load_offsets(tmp_path / "a", split), load_offsets(tmp_path / "b", split))
+
+
+# --------------------------------------------------------------------------- damage detection
+# A cache several MiB long (the micro corpus's training documents repeated), so that the load
+# check samples only part of it (16 blocks of 64 KiB) and the 1 MiB chunk checksums are real.
+
+@pytest.fixture(scope="module")
+def big_cache(micro_root, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from londonlm.artifacts import sha256_file
+    from londonlm.corpus import read_manifest
+    from londonlm.token_cache import build_cache
+
+    tok_dir, proc = paths(micro_root)
+    rows = read_manifest(proc)
+    train = [r for r in rows if r["split"] == "train"]
+    many = [dict(r, id=f"{r['id']}#{i}") for i in range(200) for r in train]
+    many += [r for r in rows if r["split"] == "validation"]
+    cache = tmp_path_factory.mktemp("big") / "cache"
+    build_cache(cache, AutoTokenizer.from_pretrained(str(tok_dir)),
+                sha256_file(tok_dir / "tokenizer.json"), proc, many,
+                sha256_file(proc / "manifest.jsonl"), 64, era_tokens=True, progress=False)
+    assert (cache / "train.bin").stat().st_size > 4 << 20
+    return cache
+
+
+def damaged_copy(big_cache, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(big_cache, cache)
+    return cache, np.fromfile(cache / "train.bin", dtype=np.uint16)
+
+
+def unsampled_pages(size: int, n: int, seed: int) -> list[int]:
+    """N random 4 KiB-aligned offsets in the middle of the file that the load check's 16
+    sampled 64 KiB blocks do not cover (so only the chunk checksums can see them)."""
+    import random
+
+    from londonlm.token_cache import _BLOCK, _SAMPLE_BLOCKS
+
+    sampled = [(size - _BLOCK) * i // (_SAMPLE_BLOCKS - 1) for i in range(_SAMPLE_BLOCKS)]
+    rng = random.Random(seed)
+    out: list[int] = []
+    while len(out) < n:
+        off = rng.randrange(size // 4, 3 * size // 4) // 4096 * 4096
+        if all(off + 4096 <= s or off >= s + _BLOCK for s in sampled):
+            out.append(off)
+    return sorted(out)
+
+
+def epoch_until_error(tokens, clean: np.ndarray, block: int = 64, seed: int = 0):
+    """Read every block in a shuffled order, as a training epoch does; each block handed out
+    must be the clean one. Returns (blocks read, the CacheError or None)."""
+    order = np.random.default_rng(seed).permutation(len(clean) // block)
+    for n, i in enumerate(order):
+        try:
+            got = np.asarray(tokens[i * block:(i + 1) * block])
+        except CacheError as e:
+            return n, e
+        assert np.array_equal(got, clean[i * block:(i + 1) * block]), f"damaged block {i} handed out"
+    return len(order), None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_zeroed_pages_never_reach_training(big_cache, micro_root, tmp_path, seed):
+    """Two random 4 KiB pages zeroed in the middle: invisible to the O(1) load check, caught
+    by the chunk checksums the first time a block is read from their chunk."""
+    from londonlm.token_cache import load_checked_tokens
+
+    cache, clean = damaged_copy(big_cache, tmp_path)
+    data = bytearray((cache / "train.bin").read_bytes())
+    pages = unsampled_pages(len(data), 2, seed)
+    for off in pages:
+        data[off:off + 4096] = bytes(4096)
+    assert data != clean.tobytes()
+    (cache / "train.bin").write_bytes(bytes(data))
+    tok_dir, proc = paths(micro_root)
+    ensure_cache(cache, tok_dir, proc, 64, True, mode="require", progress=False, log=lambda *_: None)
+    read, err = epoch_until_error(load_checked_tokens(cache, "train"), clean)
+    assert err is not None, "the damaged pages were trained on"
+    msg = str(err)
+    assert "train.bin" in msg and any(f"chunk {off >> 20} " in msg for off in pages)
+    assert "--no_pretokenized" in msg
+    assert read < len(clean) // 64
+
+
+def test_clean_cache_reads_every_block_and_verifies_each_chunk_once(big_cache):
+    from londonlm.token_cache import load_checked_tokens
+
+    clean = np.fromfile(big_cache / "train.bin", dtype=np.uint16)
+    tokens = load_checked_tokens(big_cache, "train")
+    assert len(tokens) == len(clean) and not tokens.verified.any()
+    read, err = epoch_until_error(tokens, clean)
+    assert err is None and read == len(clean) // 64
+    assert tokens.verified[:len(clean) // 64 * 64 * 2 >> 20].all()
+    assert np.array_equal(np.asarray(tokens), clean) and tokens.verified.all()
+
+
+@pytest.mark.parametrize("change", ["truncated", "appended"])
+def test_truncated_or_appended_cache_is_refused_before_reading(big_cache, micro_root, tmp_path, change):
+    from londonlm.token_cache import load_checked_tokens
+
+    cache, clean = damaged_copy(big_cache, tmp_path)
+    data = clean.tobytes()
+    data = data[:-4096] if change == "truncated" else data + bytes(4096)
+    (cache / "train.bin").write_bytes(data)
+    tok_dir, proc = paths(micro_root)
+    with pytest.raises(CacheError, match="truncated"):
+        ensure_cache(cache, tok_dir, proc, 64, True, mode="require", progress=False, log=lambda *_: None)
+    with pytest.raises(CacheError, match=r"train\.bin.*(truncated or appended).*--no_pretokenized"):
+        load_checked_tokens(cache, "train")
+
+
+def test_damage_stops_a_dataloader_with_workers(big_cache, tmp_path):
+    """Under a DataLoader with worker processes (training's default) the error reaches the
+    main process as a CacheError before the damaged batch does."""
+    import torch
+
+    from londonlm.data import PackedBlocks
+    from londonlm.token_cache import load_checked_tokens
+
+    cache, clean = damaged_copy(big_cache, tmp_path)
+    data = bytearray(clean.tobytes())
+    off = unsampled_pages(len(data), 1, 5)[0]
+    data[off:off + 4096] = bytes(4096)
+    (cache / "train.bin").write_bytes(bytes(data))
+    ds = PackedBlocks(load_checked_tokens(cache, "train"), 64)
+    loader = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True, num_workers=2)
+    with pytest.raises(CacheError, match="chunk"):
+        for batch in loader:
+            rows = batch["input_ids"].numpy().astype(np.uint16)
+            assert not (rows == 0).all(axis=1).any(), "a zeroed block reached a batch"
+
+
+def test_old_format_cache_is_rebuilt_as_stale(micro_root, tmp_path):
+    root = fresh_copy(micro_root, tmp_path)
+    tok_dir, proc = paths(root)
+    cache = tmp_path / "cache"
+    ensure_cache(cache, tok_dir, proc, 64, True, progress=False, log=lambda *_: None)
+    meta = json.loads((cache / "metadata.json").read_text())
+    for info in meta["splits"].values():
+        del info["chunk_crc32"], info["chunk_bytes"]
+    meta["format_version"] = 3
+    (cache / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(CacheError, match="format version 3"):
+        ensure_cache(cache, tok_dir, proc, 64, True, mode="require", progress=False, log=lambda *_: None)
+    logs: list[str] = []
+    meta = ensure_cache(cache, tok_dir, proc, 64, True, progress=False, log=logs.append)
+    assert any("format version 3" in m for m in logs) and meta["splits"]["train"]["chunk_crc32"]
+
+
+# --------------------------------------------------------------------------- text stays text
+
+QUOTING = ("He wrote, quoting the printer, <|endoftext|> and <|1650s|> and <|pad|> "
+           "and <|1700s|>, which are but marks upon the page.\n")
+
+
+def test_special_token_strings_in_text_stay_text(micro_root, tmp_path):
+    """A document quoting <|endoftext|> or an era token gets no document boundary and no
+    era from its text: only the era id before it and the EOT after it are control tokens."""
+    from transformers import AutoTokenizer
+
+    from londonlm.corpus import read_manifest
+
+    root = fresh_copy(micro_root, tmp_path)
+    tok_dir, proc = paths(root)
+    first = next(r for r in read_manifest(proc) if r["split"] == "train")
+    doc = proc / first["path"]
+    doc.write_text(QUOTING + doc.read_text(encoding="utf-8") + QUOTING, encoding="utf-8")
+    cache = tmp_path / "cache"
+    meta = ensure_cache(cache, tok_dir, proc, 64, True, progress=False, log=lambda *_: None)
+    tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    specials = {tok.convert_tokens_to_ids(t) for t in tok.all_special_tokens}
+    assert len(specials) >= 3  # <|endoftext|>, <|pad|>, era tokens
+    toks, offs = load_tokens(cache, "train"), load_offsets(cache, "train")
+    ids = toks[offs[0]:offs[1]].tolist()
+    assert ids[0] == tok.convert_tokens_to_ids("<|1700s|>") and ids[-1] == tok.eos_token_id
+    assert not specials & set(ids[1:-1]), "text became a control token"
+    assert tok.decode(ids[1:-1]) == doc.read_text(encoding="utf-8")
+    eots = int((np.asarray(toks) == tok.eos_token_id).sum())
+    assert eots == meta["splits"]["train"]["documents"]  # one boundary per document, no more

@@ -63,5 +63,62 @@ def test_roundtrip_every_shared_file_full(tiny_tokenizer_dir):
 
 
 def test_missing_tokenizer_message(tmp_path):
+    from londonlm.errors import LondonLMError
+
     with pytest.raises(FileNotFoundError, match="train_historical_tokenizer.py"):
         load_tokenizer(tmp_path)
+    with pytest.raises(LondonLMError):
+        load_tokenizer(tmp_path)
+
+
+# --------------------------------------------------------------------------- text stays text
+
+QUOTING = "the printer set <|endoftext|> and <|1650s|> and <|pad|> in type, thus: <|1800s|>.\n"
+
+
+def test_plain_encoding_reads_special_token_strings_as_text(tiny_tokenizer_dir):
+    from londonlm.tokenizer import plain_backend, special_ids
+
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    specials = special_ids(tok)
+    assert specials == {0, 1} | {tok.convert_tokens_to_ids(t) for t in era_tokens_of(tok)}
+    plain = plain_backend(tok)
+    ids = plain.encode(QUOTING, add_special_tokens=False).ids
+    assert not specials & set(ids) and len(ids) > 20
+    assert plain.decode(ids, skip_special_tokens=False) == QUOTING
+    # the shared tokenizer is left as it was: its explicit special tokens still parse
+    assert tok.encode("<|1650s|>", add_special_tokens=False) == [tok.convert_tokens_to_ids("<|1650s|>")]
+
+
+def test_roundtrip_check_encodes_like_the_cache_and_flags_control_tokens(tiny_tokenizer_dir, monkeypatch):
+    import londonlm.tokenizer as T
+
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    assert list(roundtrip_failures(tok, [("quoting", QUOTING)])) == []
+    # were text ever read as a control token again, the check must say where, even though
+    # decoding with special tokens kept would give the text back exactly
+    from tokenizers import Tokenizer
+
+    monkeypatch.setattr(T, "plain_backend", lambda t: Tokenizer.from_str(t.backend_tokenizer.to_str()))
+    assert list(roundtrip_failures(tok, [("quoting", QUOTING)])) == [("quoting", QUOTING.index("<|"))]
+
+
+def test_tokenizer_report_counts_special_token_strings_as_text(micro_root, tmp_path):
+    import shutil
+
+    from londonlm.corpus import read_manifest
+    from londonlm.tokenizer import plain_backend
+    from londonlm.tokenizer_stage import tokenizer_report
+
+    root = tmp_path / "root"
+    shutil.copytree(micro_root, root)
+    proc = root / "data" / "london_historical" / "processed"
+    tok_dir = root / "09_models" / "tokenizers" / "london_historical_bpe"
+    val = [proc / r["path"] for r in read_manifest(proc) if r["split"] == "validation"]
+    for f in val:
+        f.write_text(QUOTING + f.read_text(encoding="utf-8"), encoding="utf-8")
+    rep = tokenizer_report(tok_dir, proc)
+    assert rep["roundtrip"]["failures"] == []
+    plain = plain_backend(load_tokenizer(tok_dir))
+    assert rep["validation"]["tokens"] == sum(
+        len(plain.encode(f.read_text(encoding="utf-8")).ids) for f in val)

@@ -11,19 +11,22 @@ from pathlib import Path
 import pytest
 
 import config
-from londonlm.train_cli import main as train_main
+from londonlm.errors import run_main
+from londonlm.train_cli import TrainDefaults, main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
+DEFAULTS = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name,
+                         config.TRAINING.seed, "londonlm-test")
 
 
 def train(root, *argv):
-    return train_main(["--preset", "micro", "--root", str(root), "--report_to", "none",
-                       "--disable_tqdm", "true", *argv],
-                      presets={k: config.asdict(v) for k, v in config.PRESETS.items()},
-                      default_preset="micro", get_paths=config.get_paths,
-                      tokenizer_name=config.TOKENIZER.name, seed=config.TRAINING.seed,
-                      wandb_project="londonlm-test")
+    """The training script's exit code (main wrapped in run_main, as the scripts run it)."""
+    with pytest.raises(SystemExit) as stop:
+        run_main(lambda a: train_main(a, DEFAULTS),
+                 ["--preset", "micro", "--root", str(root), "--report_to", "none",
+                  "--disable_tqdm", "true", *argv])
+    return stop.value.code
 
 
 def losses(ckpt: Path):
@@ -90,9 +93,14 @@ def test_corrupt_checkpoint_skipped_and_unknown_name(root, capsys):
 
 def test_fresh_moves_old_run_aside(root, capsys):
     assert train(root, "--max_steps", "2", "--save_steps", "2", "--eval_steps", "100") == 0
+    rd = run_dir(root)
+    (rd / "evaluation").mkdir()  # the old model's evaluation describes the old model: it goes too
+    (rd / "evaluation" / "report.json").write_text("{}")
     assert train(root, "--max_steps", "2", "--save_steps", "2", "--eval_steps", "100", "--fresh") == 0
     aside = list((root / "09_models" / "checkpoints").glob("micro.previous-*"))
     assert len(aside) == 1 and (aside[0] / "checkpoint-2").is_dir() and (aside[0] / "final").is_dir()
+    assert (aside[0] / "evaluation" / "report.json").exists() and not (rd / "evaluation").exists()
+    assert (rd / "pretokenized_data" / "metadata.json").exists()  # the token cache stays
     assert "previous run moved to" in capsys.readouterr().out
 
 
@@ -119,6 +127,14 @@ def test_cpu_bf16_path_trains_and_records_its_levers(root):
     info = json.loads((run_dir(root, "bf") / "run_info.json").read_text())
     assert (info["precision"], info["attn_implementation"], info["fused_loss"]) == ("bf16", "eager", True)
     assert info["final_eval_loss"] > 0
+    # final/ samples with the project's one set of sampling defaults
+    from londonlm.generation import GenerationSettings
+
+    gen = json.loads((run_dir(root, "bf") / "final" / "generation_config.json").read_text())
+    d = GenerationSettings()
+    assert gen["do_sample"] is True and (gen["temperature"], gen["top_p"], gen["top_k"],
+                                         gen["repetition_penalty"], gen["max_new_tokens"]) == \
+        (d.temperature, d.top_p, d.top_k, d.repetition_penalty, d.max_new_tokens)
     assert train(root, *common, "--bf16", "false", "--run_name_dir", "fp") == 0
     info = json.loads((run_dir(root, "fp") / "run_info.json").read_text())
     assert (info["precision"], info["attn_implementation"], info["fused_loss"]) == ("fp32", "sdpa", False)
@@ -145,7 +161,7 @@ def test_sigterm_saves_checkpoint(root):
     assert len(ckpts) == 1, out
     info = json.loads((run_dir(root) / "run_info.json").read_text())
     assert "SIGTERM" in info["interrupted"] and "resume_training.sh" in out
-    from londonlm.checkpoints import checkpoint_problem
+    from londonlm.layout import checkpoint_problem
 
     assert checkpoint_problem(ckpts[0]) is None
 
@@ -167,3 +183,25 @@ def test_torchrun_two_processes_then_resume_with_one(root):
     assert p.returncode == 0, out[-3000:]
     assert "resuming from" in out and (rd / "final" / "model.safetensors").exists()
     assert json.loads((rd / "run_info.json").read_text())["global_step"] == 4
+
+
+def test_flags_override_like_the_command_line_and_fill_from_the_preset(tmp_path):
+    """The pipeline and the grid adjust a parsed command line instead of building argv: an
+    override is validated like a flag and wins over the preset like one."""
+    from londonlm.errors import UsageError
+    from londonlm.train_args import parse_train_flags
+    from londonlm.training import make_job
+
+    flags = parse_train_flags(["--eval_steps", "7"]).override(
+        preset="micro", run_name_dir="x", max_steps=3, era_tokens=False)
+    assert {"eval_steps", "max_steps", "run_name_dir"} <= flags.explicit
+    job = make_job(flags.override(root=str(tmp_path)), DEFAULTS)
+    micro = config.PRESETS["micro"]
+    assert (job.args.max_steps, job.args.eval_steps) == (3, 7)
+    assert job.args.learning_rate == micro.learning_rate and job.opts.n_embd == micro.n_embd
+    assert job.opts.run.dir == tmp_path / "09_models" / "checkpoints" / "x" == Path(job.args.output_dir)
+    assert job.opts.era_tokens is False
+    with pytest.raises(UsageError, match="unknown training option"):
+        flags.override(no_such_flag=1)
+    with pytest.raises(UsageError, match="not divisible"):
+        flags.override(n_embd=30, n_head=4)

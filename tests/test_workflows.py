@@ -11,19 +11,26 @@ from pathlib import Path
 import pytest
 
 import config
-from londonlm.checkpoints import resolve_model_path
-from londonlm.train_cli import main as train_main
+from londonlm.errors import run_main
+from londonlm.layout import RunLayout
+from londonlm.train_cli import TrainDefaults, main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1"]
+DEFAULTS = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name,
+                         config.TRAINING.seed, "londonlm-test")
+
+
+def exit_code(main, argv):
+    """A script main's exit code as the script gives it (wrapped in run_main)."""
+    with pytest.raises(SystemExit) as stop:
+        run_main(main, argv)
+    return stop.value.code
 
 
 def train(root, *argv):
-    return train_main(["--preset", "micro", "--root", str(root), *FAST, *argv],
-                      presets={k: config.asdict(v) for k, v in config.PRESETS.items()},
-                      default_preset="micro", get_paths=config.get_paths,
-                      tokenizer_name=config.TOKENIZER.name, seed=config.TRAINING.seed,
-                      wandb_project="londonlm-test")
+    return exit_code(lambda a: train_main(a, DEFAULTS),
+                     ["--preset", "micro", "--root", str(root), *FAST, *argv])
 
 
 def script(rel):
@@ -75,11 +82,12 @@ def test_save_best_survives_rotation_and_resolves(wf_root, capsys):
     for ck in rd.glob("checkpoint-*"):  # even once every rotating checkpoint is gone ...
         if ck.name != "checkpoint-6":
             shutil.rmtree(ck)
-    assert resolve_model_path("best", rd) == rd / "best"  # ... `best` resolves by name
-    assert resolve_model_path("parent/best", None, rd.parent) == rd / "best"
-    assert resolve_model_path("final", rd) == rd / "final"
-    assert resolve_model_path("latest", rd) == rd / "checkpoint-6"
-    assert resolve_model_path("checkpoint-6", rd) == rd / "checkpoint-6"
+    run = RunLayout(rd)
+    assert run.resolve("best") == rd / "best"  # ... `best` resolves by name
+    assert config.get_layout(wf_root).resolve_model("parent/best", "other") == rd / "best"
+    assert run.resolve("final") == rd / "final"
+    assert run.resolve("latest") == rd / "checkpoint-6"
+    assert run.resolve("checkpoint-6") == rd / "checkpoint-6"
     capsys.readouterr()
     assert train(wf_root, "--run_name", "parent", "--list_checkpoints") == 0
     out = capsys.readouterr().out
@@ -87,8 +95,8 @@ def test_save_best_survives_rotation_and_resolves(wf_root, capsys):
     from londonlm.checkpoint_cli import main as ck_main
 
     assert ck_main(["--root", str(wf_root), "--run_name", "parent", "--checkpoint", "best",
-                    "--max_new_tokens", "3", "--prompt", "The"], get_paths=config.get_paths,
-                   default_preset="micro", presets=list(config.PRESETS), prompt="x") == 0
+                    "--max_new_tokens", "3", "--prompt", "The"], config.get_layout(), "micro",
+                   list(config.PRESETS), "x", 5) == 0
     out = capsys.readouterr().out
     assert f"{rd / 'best'}" in out and f"step: {best_step}" in out and f"{best_loss:.4f}" in out
 
@@ -104,7 +112,7 @@ def test_save_best_keeps_an_early_best_beyond_the_last_n(wf_root):
     assert json.loads((rd / "best" / "best_info.json").read_text())["step"] == 2
     assert info(wf_root, "flat")["best_checkpoint"] == "checkpoint-2"
     shutil.rmtree(rd / "checkpoint-2")  # a copy in best/ does not depend on the checkpoint
-    assert resolve_model_path("best", rd) == rd / "best"
+    assert RunLayout(rd).resolve("best") == rd / "best"
     from londonlm.checkpoints import describe_checkpoints
 
     assert "best: checkpoint-2 (step 2" in describe_checkpoints(rd)
@@ -212,7 +220,7 @@ def test_compare_runs_tabulates_and_plots(wf_root, child, tmp_path, capsys):
     assert (tmp_path / "pc.png").read_bytes()[:4] == b"\x89PNG"
     csv_rows = (tmp_path / "pc.csv").read_text().splitlines()
     assert len(csv_rows) == 3 and "best_val_bpb" in csv_rows[0]
-    assert script("10_scripts/compare_runs.py").main(["nope", "--root", str(wf_root)]) == 2
+    assert exit_code(script("10_scripts/compare_runs.py").main, ["nope", "--root", str(wf_root)]) == 2
     assert "runs available:" in capsys.readouterr().err
 
 

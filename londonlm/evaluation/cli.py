@@ -1,14 +1,18 @@
 """``05_evaluation/run_evaluation.py``: argument parsing and wiring for the evaluation stage.
 
-The stage script passes in the path layout and defaults from the root ``config.py``; this
-module never imports it."""
+The stage script builds the parser here (with its presets and defaults from ``config.py``),
+parses, makes the project :class:`~londonlm.layout.Layout` from ``--root`` and calls
+:func:`run`; this module never imports ``config.py``. Model specs resolve through the layout,
+and the output folder is :meth:`~londonlm.layout.RunLayout.evaluation_dir_for` (the rule
+publishing reads back)."""
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
+
+from ..errors import UsageError
+from ..layout import Layout, RunLayout, checkpoint_problem
 
 LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32 "
                 "--tasks lambada_openai,hellaswag,arc_easy --device cpu --batch_size 8")
@@ -66,24 +70,25 @@ def load_validation(processed_dir: Path) -> tuple[list[str], list[int | None]]:
     return texts, years
 
 
-def _resolve(spec: str | None, run_dir: Path, runs_root: Path) -> Path:
-    from londonlm.checkpoints import resolve_model_path
-
-    return resolve_model_path(spec, run_dir=run_dir, runs_root=runs_root)
-
-
-def _compare_specs(specs: Sequence[str], run_dir: Path, runs_root: Path) -> list[Path]:
-    from londonlm.checkpoints import checkpoint_problem, list_checkpoints
-
+def _compare_specs(specs: Sequence[str], layout: Layout, run: RunLayout) -> list[Path]:
     out: list[Path] = []
     for s in specs:
         if s == "all":
-            out += [c for c in list_checkpoints(run_dir) if checkpoint_problem(c, False) is None]
-            if (run_dir / "final").is_dir():
-                out.append(run_dir / "final")
+            out += [c for c in run.checkpoints() if checkpoint_problem(c, False) is None]
+            if run.final.is_dir():
+                out.append(run.final)
         else:
-            out.append(_resolve(s, run_dir, runs_root))
+            out.append(layout.resolve_model(s, run))
     return out
+
+
+def evaluation_dir(layout: Layout, run: RunLayout, model_path: Path) -> Path:
+    """The model's own run decides (a spec may name another run's checkpoint); a model
+    outside every run keeps its evaluation beside it."""
+    owner = run
+    if model_path.resolve().parent.parent == layout.checkpoints_dir.resolve():
+        owner = layout.run(model_path.resolve().parent.name)
+    return owner.evaluation_dir_for(model_path)
 
 
 def _print_table(m: dict) -> None:
@@ -114,8 +119,7 @@ def import_ratings_main(paths: Sequence[str], key: str | None, ci: str) -> int:
     from . import human_eval
 
     if not key:
-        print("error: --import_ratings needs --key path/to/blind_key.json", file=sys.stderr)
-        return 2
+        raise UsageError("--import_ratings needs --key path/to/blind_key.json")
     rows = human_eval.import_ratings(paths, key)
     agg = human_eval.aggregate(rows, method=ci)
     out = Path(key).parent / "human_eval_results.json"
@@ -132,42 +136,23 @@ def import_ratings_main(paths: Sequence[str], key: str | None, ci: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None, get_paths: Callable, presets: Sequence[str],
-         default_preset: str, prog: str | None = None, default_mode: str = "quick") -> int:
-    a = build_parser(prog, presets, default_preset, default_mode).parse_args(argv)
-    from londonlm.corpus import CorpusError
+def run(args: argparse.Namespace, layout: Layout) -> int:
+    """Evaluate the model ``args`` name (or aggregate ratings with ``--import_ratings``)."""
+    if args.import_ratings is not None:
+        return import_ratings_main(args.import_ratings, args.key, args.ci)
+    from .run import run_evaluation
 
-    from .human_eval import RatingsError
-    from .probes import ProbeFormatError
-
-    try:
-        if a.import_ratings is not None:
-            return import_ratings_main(a.import_ratings, a.key, a.ci)
-        from . import run_evaluation
-
-        paths = get_paths(a.root)
-        runs_root = paths.checkpoints_dir
-        run_dir = runs_root / (a.run_name or a.preset)
-        model_path = _resolve(a.model, run_dir, runs_root)
-        compare = _compare_specs(a.compare, run_dir, runs_root)
-        compare = [c for c in compare if c.resolve() != model_path.resolve()]
-        texts, years = load_validation(paths.processed_dir)
-        if a.out_dir:
-            out_dir = Path(a.out_dir)
-        elif model_path.resolve().parent.parent == runs_root.resolve():
-            out_dir = model_path.parent / "evaluation"
-            if model_path.name != "final":  # keep each checkpoint's report apart
-                out_dir = out_dir / model_path.name
-        else:
-            out_dir = model_path / "evaluation"
-        m = run_evaluation(model_path, out_dir, val_texts=texts, val_years=years, mode=a.mode,
-                           probes_path=a.probes, extra_mc_files=a.mc_files,
-                           text_files=a.text_files, compare=compare, device=a.device,
-                           seed=a.seed, max_eval_tokens=a.max_eval_tokens,
-                           trainer_state_path=a.trainer_state)
-    except (FileNotFoundError, ProbeFormatError, RatingsError, CorpusError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run_layout = layout.run(args.run_name or args.preset)
+    model_path = layout.resolve_model(args.model, run_layout)
+    compare = [c for c in _compare_specs(args.compare, layout, run_layout)
+               if c.resolve() != model_path.resolve()]
+    texts, years = load_validation(layout.processed_dir)
+    out_dir = Path(args.out_dir) if args.out_dir else evaluation_dir(layout, run_layout, model_path)
+    m = run_evaluation(model_path, out_dir, val_texts=texts, val_years=years, mode=args.mode,
+                       probes_path=args.probes, extra_mc_files=args.mc_files,
+                       text_files=args.text_files, compare=compare, device=args.device,
+                       seed=args.seed, max_eval_tokens=args.max_eval_tokens,
+                       trainer_state_path=args.trainer_state)
     _print_table(m)
     print(f"\nreport: {out_dir / 'report.md'}")
     print("lm-eval-harness: " + LM_EVAL_HINT.format(path=model_path))

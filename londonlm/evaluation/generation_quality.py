@@ -4,6 +4,11 @@ For passages cut from validation documents, the model continues the first
 ``prompt_tokens`` tokens (greedy and/or sampled, via ``model.generate``) and the
 continuation is compared with the text that really followed:
 
+Decoding uses the project's one set of sampling defaults
+(:class:`londonlm.generation.GenerationSettings`), greedy mode the same settings at
+temperature 0, passed in full so a model folder's own generation_config.json cannot change
+them: every model compared is decoded alike. Passage text is encoded as plain text.
+
 - ROUGE-1/2/L F1 (``rouge-score``) against the true continuation. This is a weak but honest
   signal: it compares with the real next text, never with the prompt itself.
 - repetition: distinct-n (unique n-grams / n-grams) and the repeated n-gram rate (share of
@@ -19,10 +24,13 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from ..generation import GenerationSettings, encode_prompt, encode_text, to_generation_config
 
 WORD = re.compile(r"[A-Za-zſ][A-Za-zſ']*")
 ARCHAIC_WORDS = frozenset({
@@ -124,7 +132,7 @@ def make_passages(tokenizer, texts: Sequence[str], n: int, prompt_tokens: int = 
         if len(out) >= n:
             break
         text = texts[d]
-        ids = tokenizer(text[: need * 40 + 2000], add_special_tokens=False, verbose=False)["input_ids"]
+        ids = encode_text(tokenizer, text[: need * 40 + 2000])
         if len(ids) < need:
             continue
         start = rng.randrange(0, len(ids) - need + 1)
@@ -134,12 +142,25 @@ def make_passages(tokenizer, texts: Sequence[str], n: int, prompt_tokens: int = 
     return out
 
 
+def decoding_settings(do_sample: bool, max_new_tokens: int, settings: GenerationSettings | None = None,
+                      **overrides) -> GenerationSettings:
+    """The settings one evaluation mode decodes with: ``settings`` (default: the project's
+    defaults) with ``overrides`` (None = keep), at temperature 0 when not sampling."""
+    s = (settings or GenerationSettings()).updated(max_new_tokens=max_new_tokens, **overrides)
+    return s if do_sample else replace(s, temperature=0.0)
+
+
 def generate_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int,
-                           do_sample: bool, temperature: float = 0.8, top_p: float = 0.95,
-                           seed: int = 0, batch_size: int = 8, device: str = "cpu",
-                           prefix_ids: Sequence[int] = ()) -> list[str]:
-    """Continuations of ``prompts`` (text after the prompt only), batched with left padding."""
+                           do_sample: bool, temperature: float | None = None,
+                           top_p: float | None = None, seed: int = 0, batch_size: int = 8,
+                           device: str = "cpu", prefix_ids: Sequence[int] = (),
+                           settings: GenerationSettings | None = None) -> list[str]:
+    """Continuations of ``prompts`` (text after the prompt only), batched with left padding,
+    decoded with :func:`decoding_settings`."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    cfg = to_generation_config(
+        decoding_settings(do_sample, max_new_tokens, settings, temperature=temperature, top_p=top_p),
+        pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
     ctx = getattr(model.config, "n_positions", None) or 1024
     keep = max(1, ctx - max_new_tokens)
     model.eval()
@@ -148,8 +169,7 @@ def generate_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_
     torch.manual_seed(seed)
     with torch.inference_mode():
         for s in range(0, len(prompts), batch_size):
-            enc = [list(prefix_ids) + tokenizer(p, add_special_tokens=False)["input_ids"]
-                   for p in prompts[s:s + batch_size]]
+            enc = [list(prefix_ids) + encode_text(tokenizer, p) for p in prompts[s:s + batch_size]]
             enc = [e[-keep:] for e in enc]
             width = max(len(e) for e in enc)
             ids = torch.full((len(enc), width), pad, dtype=torch.long)
@@ -157,11 +177,8 @@ def generate_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_
             for i, e in enumerate(enc):
                 ids[i, width - len(e):] = torch.tensor(e)
                 mask[i, width - len(e):] = 1
-            kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample,
-                          pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-            if do_sample:
-                kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 generation_config=cfg)
             for row in gen[:, width:]:
                 outs.append(tokenizer.decode(row.tolist(), skip_special_tokens=True))
     return outs
@@ -205,7 +222,8 @@ def evaluate_generation(model, tokenizer, texts: Sequence[str], *, n_passages: i
                         prompt_tokens: int = 48, continuation_tokens: int = 48,
                         modes: Sequence[str] = ("greedy", "sampled"), seed: int = 0,
                         device: str = "cpu", anachronism_path: str | Path | None = None,
-                        temperature: float = 0.8, top_p: float = 0.95) -> tuple[dict, list[dict]]:
+                        temperature: float | None = None, top_p: float | None = None,
+                        settings: GenerationSettings | None = None) -> tuple[dict, list[dict]]:
     """(metrics, samples). Metrics per decoding mode plus the same text statistics on the true
     continuations (``reference``) so each generated figure has its baseline beside it."""
     ctx = getattr(model.config, "n_positions", None) or 1024
@@ -219,17 +237,19 @@ def evaluate_generation(model, tokenizer, texts: Sequence[str], *, n_passages: i
     refs = [p["reference"] for p in passages]
     metrics: dict = {"passages": len(passages), "prompt_tokens": prompt_tokens,
                      "continuation_tokens": continuation_tokens,
-                     "sampling": {"temperature": temperature, "top_p": top_p},
+                     "sampling": _sampling_record(decoding_settings(
+                         True, continuation_tokens, settings, temperature=temperature, top_p=top_p)),
                      "reference": text_statistics(refs, wordlist)}
     samples: list[dict] = []
     if not passages:
         return metrics, samples
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    start = encode_prompt(tokenizer, "")  # [EOT]: the start of a document, as in training
     for mode in modes:
         gens = generate_continuations(model, tokenizer, [p["prompt"] for p in passages],
                                       max_new_tokens=continuation_tokens,
                                       do_sample=(mode == "sampled"), temperature=temperature,
-                                      top_p=top_p, seed=seed, device=device, prefix_ids=bos)
+                                      top_p=top_p, seed=seed, device=device, prefix_ids=start,
+                                      settings=settings)
         m = text_statistics(gens, wordlist)
         m.update(rouge(gens, refs))
         metrics[mode] = m
@@ -238,3 +258,9 @@ def evaluate_generation(model, tokenizer, texts: Sequence[str], *, n_passages: i
                             "prompt": p["prompt"], "reference": p["reference"],
                             "generated": g})
     return metrics, samples
+
+
+def _sampling_record(s: GenerationSettings) -> dict:
+    d = asdict(s)
+    return {k: d[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty",
+                              "no_repeat_ngram_size")}

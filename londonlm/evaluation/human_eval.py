@@ -21,6 +21,8 @@ import secrets
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from ..errors import LondonLMError
+
 CRITERIA = ("fluency", "period_authenticity", "coherence")
 SCALE = (1, 5)
 CRITERIA_HELP = {
@@ -31,7 +33,7 @@ CRITERIA_HELP = {
 }
 
 
-class RatingsError(ValueError):
+class RatingsError(LondonLMError, ValueError):
     """Malformed ratings file or key; the message says what to fix."""
 
 

@@ -24,6 +24,8 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..generation.model import encode_text
+
 LN2 = math.log(2)
 
 
@@ -108,6 +110,67 @@ def score_windows(model, batch: list[list[int]], score_starts: list[int], pad_id
     return [(float(s), int(c)) for s, c in zip(sums, counts)]
 
 
+class _Windows:
+    """The scoring windows of ``texts`` in order, as ``(doc index, window ids, score_from)``,
+    under the ``max_eval_tokens`` cap; records each planned document's bytes and whether the
+    cap left anything out (``truncated``)."""
+
+    def __init__(self, tokenizer, texts, prepend_tokens, max_eval_tokens, ctx: int, stride: int):
+        self.tokenizer, self.texts, self.prepend = tokenizer, texts, prepend_tokens
+        self.cap, self.ctx, self.stride = max_eval_tokens, ctx, stride
+        self.doc_bytes: dict[int, int] = {}
+        self.planned, self.truncated = 0, False
+
+    def _encode(self, text: str) -> list[int]:
+        return encode_text(self.tokenizer, text)  # special-token strings stay plain text
+
+    def _capped_document(self, text: str, pre: list[int]) -> tuple[str, list[int], bool]:
+        """(text, ids, cut): the document, cut at a word boundary when the cap falls inside it."""
+        if self.cap is None:
+            return text, self._encode(text), False
+        # don't tokenize a whole book to keep a few thousand tokens: English text runs
+        # ~4 characters per token, so 32 per token leaves a wide margin
+        limit = (self.cap - self.planned + 1) * 32
+        if len(text) > limit:
+            text, self.truncated = text[:limit], True
+        doc_ids = self._encode(text)
+        left = self.cap - self.planned
+        if len(doc_ids) - (0 if pre else 1) <= left:
+            return text, doc_ids, False
+        text = _truncate_text(text, len(doc_ids), left + (0 if pre else 1))
+        self.truncated = True
+        return text, self._encode(text), True
+
+    def __iter__(self) -> Iterator[tuple[int, list[int], int]]:
+        for d, text in enumerate(self.texts):
+            if self.cap is not None and self.planned >= self.cap:
+                self.truncated = True  # documents left unscored
+                return
+            pre = list(self.prepend[d]) if self.prepend is not None else []
+            text, doc_ids, cut = self._capped_document(text, pre)
+            ids = pre + doc_ids
+            first = len(pre) if pre else 1
+            if len(doc_ids) == 0 or len(ids) <= first:
+                continue  # nothing to score (the bench skips documents under 2 tokens)
+            self.doc_bytes[d] = len(text.encode("utf-8"))
+            self.planned += len(ids) - first
+            for begin, end, score_from in document_windows(len(ids), self.ctx, self.stride, first):
+                yield d, ids[begin:end], score_from - begin
+            if cut:
+                return  # the cap fell inside this document: no slivers of the next one
+
+
+def _batches(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def evaluate_lm(model, tokenizer, texts: Sequence[str], *, context_length: int | None = None,
                 stride: int | None = None, batch_size: int = 8, device: str = "cpu",
                 prepend_tokens: list[list[int]] | None = None, max_eval_tokens: int | None = None,
@@ -129,70 +192,33 @@ def evaluate_lm(model, tokenizer, texts: Sequence[str], *, context_length: int |
     was_training = getattr(model, "training", False)
     model.eval()
     model.to(device)
-
+    plan = _Windows(tokenizer, texts, prepend_tokens, max_eval_tokens, ctx, stride)
     per_doc: dict[int, list[float]] = {}
-    doc_bytes: dict[int, int] = {}
-    total_tokens_planned = 0
-    truncated = False
-
-    def windows() -> Iterator[tuple[int, list[int], int]]:
-        nonlocal total_tokens_planned, truncated
-        for d, text in enumerate(texts):
-            if max_eval_tokens is not None and total_tokens_planned >= max_eval_tokens:
-                truncated = True  # documents left unscored
-                return
-            pre = list(prepend_tokens[d]) if prepend_tokens is not None else []
-            if max_eval_tokens is not None:
-                # don't tokenize a whole book to keep a few thousand tokens: English text runs
-                # ~4 characters per token, so 32 per token leaves a wide margin
-                limit = (max_eval_tokens - total_tokens_planned + 1) * 32
-                if len(text) > limit:
-                    text = text[:limit]
-                    truncated = True
-            doc_ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-            cut = False
-            if max_eval_tokens is not None:
-                left = max_eval_tokens - total_tokens_planned
-                if len(doc_ids) - (0 if pre else 1) > left:
-                    text = _truncate_text(text, len(doc_ids), left + (0 if pre else 1))
-                    doc_ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-                    truncated = cut = True
-            ids = pre + doc_ids
-            first = len(pre) if pre else 1
-            if len(doc_ids) == 0 or len(ids) <= first:
-                continue  # nothing to score (the bench skips documents under 2 tokens)
-            per_doc[d] = [0.0, 0]
-            doc_bytes[d] = len(text.encode("utf-8"))
-            total_tokens_planned += len(ids) - first
-            for begin, end, score_from in document_windows(len(ids), ctx, stride, first):
-                yield d, ids[begin:end], score_from - begin
-            if cut:
-                return  # the cap fell inside this document: no slivers of the next one
-
     with torch.inference_mode():
-        batch: list[tuple[int, list[int], int]] = []
-
-        def flush():
+        for batch in _batches(plan, batch_size):
             res = score_windows(model, [b[1] for b in batch], [b[2] for b in batch], pad, device)
             for (d, _, _), (s, c) in zip(batch, res):
-                per_doc[d][0] += s
-                per_doc[d][1] += c
-            batch.clear()
-
-        for item in windows():
-            batch.append(item)
-            if len(batch) >= batch_size:
-                flush()
-        if batch:
-            flush()
+                acc = per_doc.setdefault(d, [0.0, 0])
+                acc[0] += s
+                acc[1] += c
     if was_training:
         model.train()
+    out = _summary(per_doc, plan.doc_bytes)
+    out.update(context_length=ctx, stride=stride, prepended=prepend_tokens is not None,
+               max_eval_tokens=max_eval_tokens, truncated=plan.truncated)
+    if return_per_document:
+        out["per_document"] = [
+            {"index": d, "nll": v[0], "tokens": int(v[1]), "bytes": plan.doc_bytes[d]}
+            for d, v in sorted(per_doc.items())]
+    return out
 
+
+def _summary(per_doc: dict[int, list[float]], doc_bytes: dict[int, int]) -> dict:
     nll = sum(v[0] for v in per_doc.values())
     ntok = sum(int(v[1]) for v in per_doc.values())
     nbytes = sum(doc_bytes.values())
     loss = nll / ntok if ntok else float("nan")
-    out = {
+    return {
         "loss": loss,
         "perplexity": math.exp(loss) if ntok and loss < 700 else float("inf") if ntok else float("nan"),
         "bits_per_byte": nll / (LN2 * nbytes) if nbytes else float("nan"),
@@ -200,14 +226,4 @@ def evaluate_lm(model, tokenizer, texts: Sequence[str], *, context_length: int |
         "bytes": nbytes,
         "documents": len(per_doc),
         "bytes_per_token": nbytes / ntok if ntok else float("nan"),
-        "context_length": ctx,
-        "stride": stride,
-        "prepended": prepend_tokens is not None,
-        "max_eval_tokens": max_eval_tokens,
-        "truncated": truncated,
     }
-    if return_per_document:
-        out["per_document"] = [
-            {"index": d, "nll": v[0], "tokens": int(v[1]), "bytes": doc_bytes[d]}
-            for d, v in sorted(per_doc.items())]
-    return out

@@ -30,13 +30,15 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import LondonLMError
+from ..generation.model import encode_text
 from .lm import model_context_length
 
 RULES = ("sum", "per_token", "per_byte")
 NATIVE_REQUIRED = ("id", "category", "context", "choices", "answer")
 
 
-class ProbeFormatError(ValueError):
+class ProbeFormatError(LondonLMError, ValueError):
     """A malformed probe file; the message names the file and line."""
 
 
@@ -157,9 +159,9 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], *,
     for context, cont in pairs:
         if context not in cache:
             pre = [bos] if (prefix_bos and bos is not None) else []
-            cache[context] = pre + tokenizer(context, add_special_tokens=False)["input_ids"]
+            cache[context] = pre + encode_text(tokenizer, context)
         c_ids = cache[context]
-        k_ids = tokenizer(cont, add_special_tokens=False)["input_ids"]
+        k_ids = encode_text(tokenizer, cont)
         if not k_ids:
             raise ValueError(f"continuation {cont!r} has no tokens")
         if not c_ids:

@@ -125,93 +125,123 @@ def render_markdown(metrics: Mapping, plots: Mapping[str, str], samples: Sequenc
          f"- mode: **{m['mode']}**, seed {m['settings']['seed']}, device {m['settings']['device']}, "
          f"created {m['created']}, took {_f(m['timing_s'].get('total'), 1)} s",
          f"- metrics format version {m['format_version']}; machine-readable copy: `metrics.json`", ""]
-    lm = m.get("lm", {})
-    if lm:
-        L += ["## Held-out language modelling", "",
-              "Sliding window over whole documents (see `context_length`/`stride`); loss in "
-              "nats per token; bits per byte = total NLL / (ln 2 x UTF-8 bytes), comparable "
-              "across tokenizers and with `shared/bench/bpb.py`.", "",
-              "| text | documents | tokens scored | bytes | loss | perplexity | bits/byte | note |",
-              "|---|---|---|---|---|---|---|---|"]
-        for name, r in lm.items():
-            if not isinstance(r, Mapping) or "bits_per_byte" not in r:
-                continue
-            note = []
-            if r.get("truncated"):
-                note.append(f"capped at {r.get('max_eval_tokens')} tokens")
-            if r.get("prefix"):
-                note.append(f"prefix {r['prefix']}")
-            L.append(f"| {name} | {r['documents']} | {r['tokens']} | {r['bytes']} | "
-                     f"{_f(r['loss'])} | {_f(r['perplexity'], 2)} | {_f(r['bits_per_byte'])} | "
-                     f"{'; '.join(note)} |")
-        by = lm.get("validation_by_century")
-        if by:
-            L += ["", "Validation bits per byte by century of the document:", "",
-                  "| century | documents | bytes | bits/byte |", "|---|---|---|---|"]
-            for c, r in by.items():
-                L.append(f"| {c} | {r['documents']} | {r['bytes']} | {_f(r['bits_per_byte'])} |")
-        L.append("")
+    L += _lm_section(m.get("lm", {}))
     for name, p in m.get("probes", {}).items():
-        acc = p["accuracy"]
-        L += [f"## Multiple-choice probes: {name}", "",
-              f"{p['n']} items scored by log-likelihood of each choice; chance {_f(p['chance'], 3)}. "
-              f"Accuracy: sum {_f(acc['sum'], 3)}, per token {_f(acc['per_token'], 3)}, "
-              f"**per byte {_f(acc['per_byte'], 3)}**.", "",
-              "| category | n | chance | sum | per token | per byte |", "|---|---|---|---|---|---|"]
-        for c, v in p["by_category"].items():
-            L.append(f"| {c} | {v['n']} | {_f(v['chance'], 3)} | {_f(v['sum'], 3)} | "
-                     f"{_f(v['per_token'], 3)} | {_f(v['per_byte'], 3)} |")
-        if f"probes_{name}" in plots:
-            L += ["", f"![probe accuracy]({plots[f'probes_{name}']})"]
-        L.append("")
-    g = m.get("generation")
-    if g and g.get("passages"):
-        L += ["## Continuation quality", "",
-              f"{g['passages']} held-out passages; prompt {g['prompt_tokens']} tokens, continuation "
-              f"{g['continuation_tokens']} tokens. ROUGE F1 against the true continuation; the "
-              f"`reference` column is the true continuation itself (the level to expect from "
-              f"period text).", ""]
-        modes = [k for k in ("greedy", "sampled") if k in g]
-        cols = modes + ["reference"]
-        L += ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-        for key in ("rouge1", "rouge2", "rougeL", "distinct_1", "distinct_2", "distinct_3",
-                    "repeated_3gram_rate", "repeated_4gram_rate", "anachronism_rate",
-                    "archaic_words_per_1k", "eth_verbs_per_1k", "long_s_per_1k_words"):
-            L.append(f"| {key} | " + " | ".join(_f(g[c].get(key)) for c in cols) + " |")
-        L.append("")
-    if samples:
-        L += ["## Sample continuations", ""]
-        for s in samples[:4]:
-            L += [f"**{s.get('mode', '')}** prompt: {s['prompt'].strip()[:300]!r}", "",
-                  f"> generated: {s['generated'].strip()[:400]!r}", "",
-                  f"> true continuation: {s.get('reference', '').strip()[:400]!r}", ""]
-    tr = m.get("training")
-    if tr:
-        L += ["## Training curves", "",
-              f"From `{tr.get('trainer_state')}`: {tr.get('steps')} steps, last train loss "
-              f"{_f(tr.get('last_train_loss'))}, last validation loss {_f(tr.get('last_eval_loss'))}, "
-              f"best validation loss {_f(tr.get('best_eval_loss'))} at step {tr.get('best_eval_step')}.", ""]
-        if "curves" in plots:
-            L += [f"![training curves]({plots['curves']})", ""]
-    cmp_rows = m.get("compare")
-    if cmp_rows:
-        L += ["## Comparison", "", "| model | step | loss | bits/byte | probe acc (per byte) |",
-              "|---|---|---|---|---|"]
-        for r in cmp_rows:
-            L.append(f"| {r['name']} | {r.get('step') or '-'} | {_f(r.get('loss'))} | "
-                     f"{_f(r.get('bits_per_byte'))} | {_f(r.get('probe_accuracy'), 3)} |")
-        if "compare" in plots:
-            L += ["", f"![comparison]({plots['compare']})"]
-        L.append("")
-    he = m.get("human_eval")
-    if he:
-        L += ["## Human evaluation", "",
-              f"{he['items']} blind items exported: open `{Path(he['form']).name}` in a browser "
-              f"(or fill `{Path(he['sheet']).name}`), then aggregate with "
-              f"`python 05_evaluation/run_evaluation.py --import_ratings RATINGS --key "
-              f"{he['key']}`. Keep `blind_key.json` from the raters.", ""]
+        L += _probe_section(name, p, plots)
+    L += _generation_section(m.get("generation"))
+    L += _samples_section(samples)
+    L += _training_section(m.get("training"), plots)
+    L += _compare_section(m.get("compare"), plots)
+    L += _human_section(m.get("human_eval"))
     L += ["## lm-eval-harness", "",
           "The model folder loads with lm-eval-harness's Hugging Face backend, e.g.:", "",
           f"    lm_eval --model hf --model_args pretrained={m['model']['path']},dtype=float32 "
           f"--tasks lambada_openai,hellaswag --device cpu --batch_size 8", ""]
     return "\n".join(L)
+
+
+def _lm_section(lm: Mapping) -> list[str]:
+    if not lm:
+        return []
+    L = ["## Held-out language modelling", "",
+         "Sliding window over whole documents (see `context_length`/`stride`); loss in "
+         "nats per token; bits per byte = total NLL / (ln 2 x UTF-8 bytes), comparable "
+         "across tokenizers and with `shared/bench/bpb.py`.", "",
+         "| text | documents | tokens scored | bytes | loss | perplexity | bits/byte | note |",
+         "|---|---|---|---|---|---|---|---|"]
+    for name, r in lm.items():
+        if not isinstance(r, Mapping) or "bits_per_byte" not in r:
+            continue
+        note = []
+        if r.get("truncated"):
+            note.append(f"capped at {r.get('max_eval_tokens')} tokens")
+        if r.get("prefix"):
+            note.append(f"prefix {r['prefix']}")
+        L.append(f"| {name} | {r['documents']} | {r['tokens']} | {r['bytes']} | "
+                 f"{_f(r['loss'])} | {_f(r['perplexity'], 2)} | {_f(r['bits_per_byte'])} | "
+                 f"{'; '.join(note)} |")
+    by = lm.get("validation_by_century")
+    if by:
+        L += ["", "Validation bits per byte by century of the document:", "",
+              "| century | documents | bytes | bits/byte |", "|---|---|---|---|"]
+        for c, r in by.items():
+            L.append(f"| {c} | {r['documents']} | {r['bytes']} | {_f(r['bits_per_byte'])} |")
+    return L + [""]
+
+
+def _probe_section(name: str, p: Mapping, plots: Mapping[str, str]) -> list[str]:
+    acc = p["accuracy"]
+    L = [f"## Multiple-choice probes: {name}", "",
+         f"{p['n']} items scored by log-likelihood of each choice; chance {_f(p['chance'], 3)}. "
+         f"Accuracy: sum {_f(acc['sum'], 3)}, per token {_f(acc['per_token'], 3)}, "
+         f"**per byte {_f(acc['per_byte'], 3)}**.", "",
+         "| category | n | chance | sum | per token | per byte |", "|---|---|---|---|---|---|"]
+    for c, v in p["by_category"].items():
+        L.append(f"| {c} | {v['n']} | {_f(v['chance'], 3)} | {_f(v['sum'], 3)} | "
+                 f"{_f(v['per_token'], 3)} | {_f(v['per_byte'], 3)} |")
+    if f"probes_{name}" in plots:
+        L += ["", f"![probe accuracy]({plots[f'probes_{name}']})"]
+    return L + [""]
+
+
+def _generation_section(g: Mapping | None) -> list[str]:
+    if not g or not g.get("passages"):
+        return []
+    L = ["## Continuation quality", "",
+         f"{g['passages']} held-out passages; prompt {g['prompt_tokens']} tokens, continuation "
+         f"{g['continuation_tokens']} tokens. ROUGE F1 against the true continuation; the "
+         f"`reference` column is the true continuation itself (the level to expect from "
+         f"period text).", ""]
+    cols = [k for k in ("greedy", "sampled") if k in g] + ["reference"]
+    L += ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for key in ("rouge1", "rouge2", "rougeL", "distinct_1", "distinct_2", "distinct_3",
+                "repeated_3gram_rate", "repeated_4gram_rate", "anachronism_rate",
+                "archaic_words_per_1k", "eth_verbs_per_1k", "long_s_per_1k_words"):
+        L.append(f"| {key} | " + " | ".join(_f(g[c].get(key)) for c in cols) + " |")
+    return L + [""]
+
+
+def _samples_section(samples: Sequence[Mapping]) -> list[str]:
+    if not samples:
+        return []
+    L = ["## Sample continuations", ""]
+    for s in samples[:4]:
+        L += [f"**{s.get('mode', '')}** prompt: {s['prompt'].strip()[:300]!r}", "",
+              f"> generated: {s['generated'].strip()[:400]!r}", "",
+              f"> true continuation: {s.get('reference', '').strip()[:400]!r}", ""]
+    return L
+
+
+def _training_section(tr: Mapping | None, plots: Mapping[str, str]) -> list[str]:
+    if not tr:
+        return []
+    L = ["## Training curves", "",
+         f"From `{tr.get('trainer_state')}`: {tr.get('steps')} steps, last train loss "
+         f"{_f(tr.get('last_train_loss'))}, last validation loss {_f(tr.get('last_eval_loss'))}, "
+         f"best validation loss {_f(tr.get('best_eval_loss'))} at step {tr.get('best_eval_step')}.", ""]
+    if "curves" in plots:
+        L += [f"![training curves]({plots['curves']})", ""]
+    return L
+
+
+def _compare_section(rows: Sequence[Mapping] | None, plots: Mapping[str, str]) -> list[str]:
+    if not rows:
+        return []
+    L = ["## Comparison", "", "| model | step | loss | bits/byte | probe acc (per byte) |",
+         "|---|---|---|---|---|"]
+    for r in rows:
+        L.append(f"| {r['name']} | {r.get('step') or '-'} | {_f(r.get('loss'))} | "
+                 f"{_f(r.get('bits_per_byte'))} | {_f(r.get('probe_accuracy'), 3)} |")
+    if "compare" in plots:
+        L += ["", f"![comparison]({plots['compare']})"]
+    return L + [""]
+
+
+def _human_section(he: Mapping | None) -> list[str]:
+    if not he:
+        return []
+    return ["## Human evaluation", "",
+            f"{he['items']} blind items exported: open `{Path(he['form']).name}` in a browser "
+            f"(or fill `{Path(he['sheet']).name}`), then aggregate with "
+            f"`python 05_evaluation/run_evaluation.py --import_ratings RATINGS --key "
+            f"{he['key']}`. Keep `blind_key.json` from the raters.", ""]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from ..errors import LondonLMError
 
 from .archive_org import ArchiveOrgSource
 from .base import Document, Source, SourceError, decode_bytes, read_text_file, safe_id
@@ -26,7 +28,7 @@ KINDS: dict[str, type[Source]] = {
 MAX_RAW_BYTES = 512 * 1024 * 1024
 
 
-class RegistryError(ValueError):
+class RegistryError(LondonLMError, ValueError):
     """The registry file is missing or malformed; the message names the fix."""
 
 
@@ -64,6 +66,22 @@ def load_registry(path: str | Path) -> list[dict[str, Any]]:
             # relative folders are relative to the registry file, not to the working directory
             e["path"] = str((p.parent / str(e["path"])).resolve())
     return entries
+
+
+def select_sources(entries: list[dict[str, Any]], sources: Sequence[str] | None = None,
+                   max_sources: int | None = None) -> list[dict[str, Any]]:
+    """Entries named in ``sources`` (ids or kinds; named entries run even when disabled),
+    else every enabled entry; then the first ``max_sources``."""
+    if sources:
+        wanted = set(sources)
+        chosen = [e for e in entries if e["id"] in wanted or e["kind"] in wanted]
+        unknown = wanted - {e["id"] for e in entries} - {e["kind"] for e in entries}
+        if unknown:
+            raise RegistryError(f"unknown source id or kind: {', '.join(sorted(unknown))}; "
+                                f"see the ids in the registry file")
+    else:
+        chosen = [e for e in entries if e.get("enabled", True)]
+    return chosen[:max_sources] if max_sources else chosen
 
 
 def make_source(spec: dict[str, Any], base_urls: dict[str, str] | None = None) -> Source:
@@ -116,5 +134,5 @@ def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
 __all__ = [
     "KINDS", "ArchiveOrgSource", "Document", "GutenbergSource", "HtmlSource", "LocalSource", "LondonLivesSource",
     "OldBaileySource", "RegistryError", "SampleMissing", "SampleSource", "Source", "SourceError", "decode_bytes", "gutenberg_urls", "html_to_text",
-    "load_registry", "make_source", "materialise", "sample_dir", "sample_files", "read_text_file", "safe_id", "tei_to_text",
+    "load_registry", "make_source", "select_sources", "materialise", "sample_dir", "sample_files", "read_text_file", "safe_id", "tei_to_text",
 ]

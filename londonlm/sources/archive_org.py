@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..artifacts import write_text_atomic
 from .base import Document, Source, safe_id, source_dir, wanted
 
 SEARCH_FIELDS = ("identifier", "title", "creator", "date", "year", "subject", "licenseurl", "language")
@@ -111,13 +111,13 @@ class ArchiveOrgSource(Source):
         search = d / "search.json"
         if not search.exists():
             return
-        for hit in json.loads(search.read_text()):
+        for hit in json.loads(search.read_text(encoding="utf-8")):
             ident = str(hit.get("identifier", ""))
             if not ident or not wanted(keep, f"{self.id}/{ident}"):
                 continue
             item_dir = d / safe_id(ident)[0]
             meta_path = item_dir / "metadata.json"
-            meta = json.loads(meta_path.read_text()).get("metadata", {}) if meta_path.exists() else {}
+            meta = json.loads(meta_path.read_text(encoding="utf-8")).get("metadata", {}) if meta_path.exists() else {}
             merged = {**hit, **meta}
             base = self.meta()
             doc = Document(
@@ -134,6 +134,4 @@ class ArchiveOrgSource(Source):
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1, ensure_ascii=False))

@@ -16,11 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import LondonLMError
+
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 MAX_ID_LEN = 150
 
 
-class SourceError(ValueError):
+class SourceError(LondonLMError, ValueError):
     """A raw input cannot become text; ``reason`` is the rejection code."""
 
     def __init__(self, reason: str, detail: str = ""):

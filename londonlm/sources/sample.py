@@ -11,12 +11,13 @@ import importlib.util
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import LondonLMError
 from .base import Document, Source, safe_id, wanted
 
 SAMPLE_FILES = "*_gut_f.txt"
 
 
-class SampleMissing(FileNotFoundError):
+class SampleMissing(LondonLMError, FileNotFoundError):
     """The sample package is not installed; the message names the fix."""
 
 

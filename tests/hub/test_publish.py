@@ -22,10 +22,11 @@ import yaml
 
 from conftest import SAMPLE_TEXTS
 from fake_hub import FakeHub
+from londonlm.errors import run_main
 
 pytestmark = pytest.mark.network_local
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "10_scripts" / "publish_to_huggingface.py"
 TOKEN = "hf_TestToken0123456789abcdefXYZ"
 REPO_ID = "someone/londonlm-test"
@@ -112,7 +113,10 @@ def hub(monkeypatch):
 
 
 def _run(project, *args) -> int:
-    return publish.main(["--root", str(project), "--preset", "micro", *args])
+    """The script's main as ``python publish_to_huggingface.py`` runs it; returns the exit code."""
+    with pytest.raises(SystemExit) as done:
+        run_main(publish.main, ["--root", str(project), "--preset", "micro", *args])
+    return done.value.code
 
 
 def _stage(project) -> Path:

@@ -1,5 +1,5 @@
-"""londonlm.model_card: the model card's YAML metadata and model-index, every section the
-issue asks for, measured numbers only, a usage snippet that runs, the dataset card and LICENSE."""
+"""londonlm.cards: the model card's YAML metadata and model-index, every section the issue asks
+for, measured numbers only, a usage snippet that runs and samples with the project's defaults."""
 from __future__ import annotations
 
 import contextlib
@@ -9,20 +9,12 @@ import math
 import re
 
 import pytest
-import yaml
 
-from londonlm.model_card import (CardInputs, dataset_license, fmt_num, license_text,
-                                 model_index_results, read_samples, render_dataset_card,
-                                 render_model_card, summarize_manifest, usage_snippet)
+from card_fixtures import ROWS, front_matter
+from londonlm.cards import (CardInputs, fmt_num, model_index_results, read_samples, render_model_card,
+                            usage_snippet)
+from londonlm.manifest import summarize
 
-ROWS = [
-    {"id": "a", "source": "oldbailey", "source_kind": "web", "year": 1674, "decade": 1670,
-     "license": "cc-by-4.0", "words": 100, "chars": 600, "split": "train", "london": True},
-    {"id": "b", "source": "gutenberg", "source_kind": "gutenberg", "year": 1722, "decade": 1720,
-     "license": "public-domain", "words": 50, "chars": 300, "split": "validation", "london": True},
-    {"id": "c", "source": "gutenberg", "source_kind": "gutenberg", "year": None, "decade": None,
-     "license": "public-domain", "words": 10, "chars": 60, "split": "train", "london": False},
-]
 METRICS = {"format_version": 1, "mode": "quick",
            "lm": {"validation": {"loss": 3.25, "perplexity": 25.79, "bits_per_byte": 1.125,
                                  "tokens": 20000, "truncated": True}},
@@ -43,7 +35,7 @@ FACTS = {"n_layer": 4, "n_head": 4, "n_embd": 256, "n_positions": 128, "vocab_si
 
 def _card(**kw) -> str:
     base = dict(model_name="londonlm-tiny", model_facts=FACTS, repo_id="me/londonlm-tiny",
-                run_info=RUN_INFO, metrics=METRICS, corpus=summarize_manifest(ROWS),
+                run_info=RUN_INFO, metrics=METRICS, corpus=summarize(ROWS),
                 samples=[{"prompt": "Up betimes", "text": "Up betimes, and to the office",
                           "settings": "greedy"}],
                 trainer_state={"global_step": 500, "max_steps": 500,
@@ -53,14 +45,8 @@ def _card(**kw) -> str:
     return render_model_card(CardInputs(**base))
 
 
-def _meta(card: str) -> dict:
-    m = re.match(r"^---\n(.*?)\n---\n", card, re.S)
-    assert m, "no YAML front matter"
-    return yaml.safe_load(m.group(1))
-
-
 def test_metadata_parses_with_model_index():
-    meta = _meta(_card())
+    meta = front_matter(_card())
     assert meta["language"] == "en" and meta["license"] == "mit"
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation"
     assert {"london", "history", "era-conditioning"} <= set(meta["tags"])
@@ -111,7 +97,7 @@ def test_card_never_shows_local_paths():
 
 def test_missing_inputs_are_said_not_invented():
     card = _card(run_info=None, metrics=None, corpus=None, trainer_state=None, samples=[])
-    assert "model-index" not in _meta(card)
+    assert "model-index" not in front_matter(card)
     assert "training details were not recorded" in card
     assert "No `evaluation/metrics.json` was found" in card
     assert "corpus manifest was not available" in card and "No samples were recorded" in card
@@ -150,24 +136,6 @@ def test_read_samples_understands_the_evaluation_format(tmp_path):
                     {"prompt": "Up", "text": "Up betimes", "settings": "temperature=0.8"}]
 
 
-def test_dataset_card_and_license():
-    corpus = summarize_manifest(ROWS)
-    assert corpus["sources"]["gutenberg"]["documents"] == 2 and corpus["words"] == 160
-    assert dataset_license(corpus) == "other"
-    assert dataset_license(summarize_manifest(ROWS[1:])) == "cc0-1.0"
-    card = render_dataset_card(corpus, "me/london-texts", model_repo_id="me/londonlm-tiny")
-    meta = _meta(card)
-    assert meta["license"] == "other" and meta["language"] == ["en"]
-    assert meta["configs"][0]["data_files"] == "manifest.jsonl"
-    assert "## Sources and licences" in card and "## Period coverage" in card
-    assert "| oldbailey | web | 1 | 100 | 1674 | cc-by-4.0 |" in card  # one year, not a range
-    assert "me/londonlm-tiny" in card
-    lic = license_text("mit", "A. Person", corpus, year=2024)
-    assert lic.startswith("MIT License\n\nCopyright (c) 2024 A. Person")
-    assert "- oldbailey (web, 1 documents): cc-by-4.0" in lic
-    assert "apache.org" in license_text("apache-2.0", corpus=corpus)
-
-
 @pytest.mark.parametrize("value,text", [(1234567, "1,234,567"), (3.25, "3.25"), (0.0001234, "0.0001234"),
                                         (None, "None"), (2.5e7, "2.5e+07")])
 def test_fmt_num(value, text):
@@ -181,3 +149,18 @@ def test_best_loss_names_where_it_was_measured():
     card = _card(run_info={**RUN_INFO, "best_eval_loss": 3.2,
                            "best_checkpoint": "/x/runs/tiny/checkpoint-400"})
     assert "| Best validation loss | 3.2 (`tiny/checkpoint-400`) |" in card
+
+
+def test_usage_snippet_samples_with_the_project_defaults(monkeypatch):
+    import dataclasses
+
+    from londonlm.cards import model_card
+    from londonlm.generation import GenerationSettings
+
+    d = GenerationSettings()
+    code = usage_snippet("me/m")
+    assert f"temperature={d.temperature}, top_p={d.top_p}, repetition_penalty={d.repetition_penalty}" in code
+    other = dataclasses.make_dataclass("Other", [("temperature", float, 0.6), ("top_p", float, 0.9),
+                                                 ("repetition_penalty", float, 1.3)])
+    monkeypatch.setattr(model_card, "GenerationSettings", other)  # the defaults change in one place
+    assert "temperature=0.6, top_p=0.9, repetition_penalty=1.3" in usage_snippet("me/m")

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Build the period-dialogue dataset: Old Bailey examinations (TEI XML) as chat conversations,
+one per witness examination, written with `datasets.save_to_disk` plus a dataset card,
+per-file statistics and every rejected exchange with its reason; skips when current.
+
+    python 07_finetuning/build_chat_dataset.py --source_dir ../shared/corpus
+"""
+import argparse
+
+import config
+from londonlm.artifacts import write_json_atomic
+from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset, format_statistics
+from londonlm.errors import run_main
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--source_dir", help="folder searched (recursively) for Old Bailey TEI *.xml "
+                                        "(default: the downloads folder)")
+    p.add_argument("--out_dir", help="dataset folder (default: data/london_historical/chat)")
+    p.add_argument("--validation_percent", type=float, default=ChatDatasetOptions.validation_percent,
+                   help="share of trials held out")
+    p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
+    p.add_argument("--overwrite", action="store_true", help="rebuild even when current")
+    p.add_argument("--json", help="also write the statistics as JSON here")
+    a = p.parse_args(argv)
+    layout = config.get_layout(a.root)
+    stats = build_chat_dataset(a.source_dir or layout.downloads_dir, a.out_dir or layout.chat_data_dir,
+                               ChatDatasetOptions(validation_percent=a.validation_percent),
+                               overwrite=a.overwrite)
+    print("\n".join(format_statistics(stats)))
+    if a.json:
+        write_json_atomic(a.json, stats)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Evaluate a chat model against its base: held-out answer loss, anachronisms in answers to
+60 "modern bait" questions at each year asked, answer length and repetition, and transcripts
+for the human evaluation pack (chat_eval.json, chat_transcripts.jsonl/.md).
+
+    python 07_finetuning/evaluate_chat.py --model tiny-chat
+"""
+import argparse
+from pathlib import Path
+
+import config
+from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
+from londonlm.chat.respond import is_chat_model, read_chat_info
+from londonlm.errors import UsageError, run_main
+from londonlm.layout import RunLayout
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=f"{config.DEFAULT_PRESET}-chat",
+                   help="chat model: a run name (its final/), RUN/checkpoint-N or a folder")
+    p.add_argument("--base", help="base model to compare with (default: the one it was tuned from)")
+    p.add_argument("--data_dir", help="dialogue dataset (default: data/london_historical/chat)")
+    p.add_argument("--years", type=int, nargs="+", default=list(ChatEvalOptions.years))
+    p.add_argument("--bait_limit", type=int, default=0, help="only the first N bait questions (0 = all)")
+    p.add_argument("--max_new_tokens", type=int, default=ChatEvalOptions.max_new_tokens)
+    p.add_argument("--out_dir", help="report folder (default: the run's evaluation folder)")
+    p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
+    a = p.parse_args(argv)
+    layout = config.get_layout(a.root)
+    chat_dir = layout.resolve_model(a.model, a.model.split("/")[0])
+    if not is_chat_model(chat_dir):
+        raise UsageError(f"{chat_dir} is not a chat model; make one with `python 07_finetuning/finetune_chat.py`")
+    base = a.base or read_chat_info(chat_dir).get("base_model")
+    if not base:
+        raise UsageError("the chat model does not record its base model: pass --base")
+    base_dir = layout.resolve_model(base, base)
+    out_dir = Path(a.out_dir) if a.out_dir else RunLayout(chat_dir.parent).evaluation_dir_for(chat_dir)
+    options = ChatEvalOptions(years=tuple(a.years), bait_limit=a.bait_limit, max_new_tokens=a.max_new_tokens)
+    evaluate_chat(chat_dir, base_dir, a.data_dir or layout.chat_data_dir, out_dir, options)
+    print(f"report: {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""A fair race at equal wall-clock time: every recipe (ours and the reference,
+../shared/bench/baseline_clm.py) gets its learning-rate schedule fitted to the same training
+budget, so each finishes its schedule (warm-up, then the decay to its floor) when the time is
+up, instead of being cut off early in a schedule planned for 10,000 steps.
+
+    python benchmarks/budget_race.py --budgets 300 600 --runs 3                  # the race
+    python benchmarks/budget_race.py --budgets 20 --runs 1 --warmup_steps 3 --n_layer 2 \
+        --n_head 2 --n_embd 64 --context 64 --batch_size 8 --vocab 512 --score_bytes 20000 \
+        --files ../shared/corpus/gutenberg_{journal_of_the_plague_year,beggars_opera,amelia}.txt
+
+Fitting: every recipe runs under benchmarks/budget_shim/, which hands its Trainer the same
+londonlm.schedules.BudgetFitCallback: the step time is measured while training and the
+schedule's length set so that its last step ends at the budget (``--schedule own`` keeps each
+recipe's own shape, cosine for both; ``wsd`` gives both a warmup-stable-decay). Once our
+training CLI fits its schedule itself (issue 21), pass its flag as --ours_budget_flag and ours
+runs without the shim. Every run also has a hard stop at 1.25 x the budget.
+
+Per budget and recipe it reports medians over --runs of validation bits per byte (the shared
+scorer ../shared/bench/bpb.py, tokenizer-independent), validation loss, useful (non-pad)
+tokens/s, peak RSS of the training process, training seconds and steps, whether the schedule
+finished, and writes everything to --out/results.json. Runs alternate between recipes so
+drift in machine load hits all alike.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import SHAPES, cpu_description, ours, prepare, reference, score  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHIM = REPO / "benchmarks" / "budget_shim"
+HARD_STOP = 1.25  # x budget: a run whose fitting failed is stopped (and flagged), never left running
+# our recipes and their extra training flags (ours_muon needs issue 21's --optim in the CLI)
+OURS = {"ours": [], "ours_fp32": ["--bf16", "false", "--fused_loss", "off", "--attn_implementation", "sdpa"],
+        "ours_muon": ["--optim", "muon"]}
+REFERENCE = ("grouped", "padded")
+REPORTED = ("bpb", "val_loss", "useful_tokens_per_s", "peak_rss_mib", "train_seconds", "steps", "fitted_steps")
+
+
+def train(a, prep, out: Path, env: dict, recipe: str, budget: float, tag: str) -> dict:
+    """One run of ``recipe`` fitted to ``budget`` seconds (hard stop at HARD_STOP x budget)."""
+    ns = copy.copy(a)
+    ns.max_steps = 10 ** 6  # only a bound: the budget decides
+    report = out / f"fit_{recipe}{tag}.json"
+    report.unlink(missing_ok=True)
+    extra = []
+    if recipe in OURS and a.ours_budget_flag:
+        extra = [a.ours_budget_flag, str(budget)]
+    else:
+        env = dict(env, LONDONLM_RACE_BUDGET=str(budget), LONDONLM_RACE_SCHEDULE=a.schedule,
+                   LONDONLM_RACE_REPORT=str(report),
+                   PYTHONPATH=os.pathsep.join([str(SHIM), str(REPO), env.get("PYTHONPATH", "")]))
+    if recipe in REFERENCE:
+        res = reference(ns, prep, out, env, recipe, max_seconds=HARD_STOP * budget, tag=tag)
+    else:
+        res = ours(ns, prep, out, env, [*OURS[recipe], *extra], run=f"race_{recipe}",
+                   max_seconds=HARD_STOP * budget, log_name=f"{recipe}{tag}.log")
+        res["recipe"] = f"londonlm/{recipe}"
+    fit = json.loads(report.read_text()) if report.exists() else {}
+    res["fitted_steps"] = fit.get("fitted_total_steps")
+    res["finished_schedule"] = (res["steps"] >= fit["fitted_total_steps"] if fit
+                                else Path(res["model_dir"]).name == "final")
+    return res
+
+
+def race_budget(a, prep, out: Path, env: dict, budget: float) -> dict:
+    recipes = a.recipes.split(",")
+    rows: dict[str, list[dict]] = {r: [] for r in recipes}
+    for i in range(a.runs):
+        for r in recipes:
+            res = train(a, prep, out, env, r, budget, f"_{budget:g}s_{i}")
+            res.update(score(Path(res["model_dir"]), prep["validation"], a.score_bytes), run=i)
+            rows[r].append(res)
+            print(json.dumps(res), flush=True)
+    summary = {}
+    for r, xs in rows.items():
+        summary[r] = {k: statistics.median(x[k] for x in xs) for k in REPORTED
+                      if all(x.get(k) is not None for x in xs)}
+        summary[r]["unfinished_schedules"] = sum(not x["finished_schedule"] for x in xs)
+    return {"budget_seconds": budget, "summary": summary, "runs": rows}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budgets", type=float, nargs="+", default=[300.0, 600.0],
+                   help="training seconds per run, one race each")
+    p.add_argument("--runs", type=int, default=3, help="runs per recipe and budget (medians)")
+    p.add_argument("--recipes", default="ours,grouped",
+                   help=f"comma list of {', '.join([*OURS, *REFERENCE])}")
+    p.add_argument("--schedule", choices=["own", "wsd"], default="own",
+                   help="own: each recipe's own schedule shape, fitted; wsd: warmup-stable-decay for all")
+    p.add_argument("--ours_budget_flag", default="",
+                   help="our CLI's own time-budget flag (e.g. --time_budget), used instead of the shim")
+    p.add_argument("--files", nargs="*", type=Path, help="training texts (default: a slice of ../shared/corpus)")
+    p.add_argument("--work", type=Path, default=None, help="scratch root (default /tmp/londonlm_budget_SHAPE)")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default WORK/results_budget)")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    for k in ("n_layer", "n_head", "n_embd", "context", "batch_size"):
+        p.add_argument(f"--{k}", type=int, help="override the shape's value")
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup_steps", type=int, default=30)
+    p.add_argument("--score_bytes", type=int, default=200_000, help="validation bytes scored per model")
+    p.add_argument("--ours_extra", nargs=argparse.REMAINDER, default=[], help="extra flags for our trainer")
+    a = p.parse_args(argv)
+    for k, v in zip(("n_layer", "n_head", "n_embd", "context", "batch_size"), SHAPES[a.shape]):
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    unknown = set(a.recipes.split(",")) - {*OURS, *REFERENCE}
+    if unknown:
+        p.error(f"unknown recipes: {', '.join(sorted(unknown))}")
+    a.work = (a.work or Path(f"/tmp/londonlm_budget_{a.shape}")).resolve()
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    out = (a.out or a.work / "results_budget").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    files = a.files or sorted((SHARED / "corpus").glob("gutenberg_*.txt"))[:6]
+    if not files:
+        raise SystemExit("no training texts: pass --files or provide ../shared/corpus")
+    prep = prepare(a.work, files, a.vocab, a.context, validation_percent=20)
+    env = dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false", HF_DATASETS_OFFLINE="1",
+               HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(a.work / "hf_datasets_cache"))
+    races = [race_budget(a, prep, out, env, b) for b in a.budgets]
+    meta = {"command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
+            "date": time.strftime("%Y-%m-%d"), "machine": cpu_description(),
+            "files": [str(f) for f in files], "args": {k: str(v) for k, v in vars(a).items()}}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "races": races}, indent=2))
+    print(json.dumps([{"budget_seconds": r["budget_seconds"], **r["summary"]} for r in races], indent=2))
+    return 0 if all(math.isfinite(v.get("bpb", math.nan)) for r in races for v in r["summary"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

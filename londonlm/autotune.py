@@ -1,0 +1,340 @@
+"""Measured speed defaults: on first use per machine, time a few training steps of each
+candidate setting (precision x attention kernel x fused LM-head loss) on the run's real model
+shape with synthetic tokens, keep the fastest, and cache the figures under the user's cache
+directory, keyed by what decides the winner (CPU model and instruction-set flags or GPU, thread
+count, torch version, model shape class).
+
+Why measure: the fixed rules in ``hardware.py`` were measured on two EPYC generations, and the
+winner moves with the machine (bf16 autocast helps where the CPU has native bf16, the fused
+loss helped on Zen 4 and not on Zen 5). ``--autotune off`` keeps those rules, ``on`` (default)
+measures once and reuses the cache, ``refresh`` measures again; a setting the user gave
+explicitly is never overridden, only the remaining ones are measured. The probe is a few
+steps per candidate (one warm-up, three timed, cut short when clearly slower), meant to stay
+under a tenth of a tiny-preset run.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .artifacts import now_iso, write_json_atomic
+from .errors import UsageError
+
+MODES = ("off", "on", "refresh")
+CACHE_FORMAT = "londonlm-autotune"
+CACHE_VERSION = 1
+# instruction-set flags that change which kernels are fast; the others (virtualisation,
+# microcode, security mitigations) differ between VMs of one CPU and would only force re-probes
+RELEVANT_CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
+                      "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    precision: str          # fp32 | bf16 | fp16
+    attn_implementation: str  # sdpa | eager
+    fused_loss: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision}/{self.attn_implementation}/fused-{'on' if self.fused_loss else 'off'}"
+
+    def describe(self) -> str:
+        return (f"{self.precision}, {self.attn_implementation} attention, fused loss "
+                f"{'on' if self.fused_loss else 'off'}")
+
+
+@dataclass
+class SpeedChoice:
+    """What the run uses, and why."""
+    candidate: Candidate
+    source: str                     # measured | cached | default | explicit
+    step_seconds: float | None = None
+    figures: dict = field(default_factory=dict)
+    message: str = ""
+
+    def training_args_overrides(self) -> dict:
+        return {"bf16": self.candidate.precision == "bf16", "fp16": self.candidate.precision == "fp16"}
+
+
+def _cpu_facts() -> dict:
+    name, family, model, flags = "unknown", "?", "?", set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "model name":
+                name = value
+            elif key == "cpu family":
+                family = value
+            elif key == "model":
+                model = value
+            elif key == "flags":
+                flags = set(value.split())
+                break  # the first processor's block holds all we need
+    except OSError:
+        import platform
+
+        name = platform.processor() or platform.machine()
+    return {"cpu": name, "family_model": f"{family}-{model}",
+            "flags": [f for f in RELEVANT_CPU_FLAGS if f in flags]}
+
+
+def device_key() -> dict:
+    """What decides the fastest settings on this machine, apart from the model shape."""
+    import torch
+
+    if torch.cuda.is_available():
+        cap = torch.cuda.get_device_capability(0)
+        return {"device": "cuda", "gpu": torch.cuda.get_device_name(0), "capability": f"{cap[0]}.{cap[1]}",
+                "torch": torch.__version__, "cuda": torch.version.cuda}
+    return {"device": "cpu", **_cpu_facts(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def shape_class(shape, batch_size: int) -> str:
+    """The model shape as a cache key; the vocabulary rounded up to a power of two, so a
+    retrained tokenizer of about the same size reuses the measurement."""
+    vocab = 1 << max(0, int(shape.vocab_size) - 1).bit_length()
+    return (f"L{shape.n_layer}-H{shape.n_head}-D{shape.n_embd}-T{shape.n_positions}"
+            f"-V{vocab}-B{batch_size}")
+
+
+def cache_key(dev: dict, shape, batch_size: int) -> str:
+    parts = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in dev.items()]
+    return " | ".join([*parts, f"shape={shape_class(shape, batch_size)}"])
+
+
+def default_cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "londonlm" / "autotune.json"
+
+
+def candidate_space(dev: dict, cpu_bf16: bool, gpu_bf16: bool) -> dict[str, list]:
+    """The settings worth timing here: bf16 only where the CPU has it natively (emulated bf16
+    is far slower, so timing it only costs probe time); on a GPU the half type it supports."""
+    if dev["device"] == "cuda":
+        precisions = ["bf16" if gpu_bf16 else "fp16"]
+    else:
+        precisions = ["fp32", *(["bf16"] if cpu_bf16 else [])]
+    return {"precision": precisions, "attn_implementation": ["sdpa", "eager"], "fused_loss": [False, True]}
+
+
+def heuristic_default(dev: dict, cpu_bf16: bool, gpu_bf16: bool) -> Candidate:
+    """``--autotune off``: the fixed rules measured on two EPYC generations (BENCHMARKS.md)."""
+    if dev["device"] == "cuda":
+        return Candidate("bf16" if gpu_bf16 else "fp16", "sdpa", False)
+    return Candidate("bf16", "eager", True) if cpu_bf16 else Candidate("fp32", "sdpa", False)
+
+
+def candidates(space: dict[str, list], explicit: dict, first: Candidate) -> list[Candidate]:
+    """Every combination of the space with the explicit settings pinned, ``first`` leading
+    (so a probe cut short by its time cap has at least measured the default)."""
+    dims = {k: [explicit[k]] if k in explicit else v for k, v in space.items()}
+    out = [Candidate(*c) for c in itertools.product(dims["precision"], dims["attn_implementation"],
+                                                    dims["fused_loss"])]
+    out.sort(key=lambda c: c != first)
+    return out
+
+
+def _valid_entry(entry) -> bool:
+    figs = entry.get("figures") if isinstance(entry, dict) else None
+    return isinstance(figs, dict) and all(
+        isinstance(f, dict) and (isinstance(f.get("step_seconds"), (int, float)) or "error" in f)
+        for f in figs.values())
+
+
+def load_cache(path: Path, log: Callable[[str], None]) -> dict:
+    """The cache's entries; an unreadable or foreign file is ignored with a warning (and
+    replaced at the next write), never an error: it only holds measurements."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(data, dict) and data.get("format") == CACHE_FORMAT
+                and data.get("version") == CACHE_VERSION and isinstance(data.get("entries"), dict)):
+            raise ValueError(f"not a version-{CACHE_VERSION} {CACHE_FORMAT} file")
+    except (OSError, ValueError) as e:
+        log(f"warning: ignoring the autotune cache {path} ({e}); it will be measured again and "
+            f"rewritten")
+        return {}
+    bad = [k for k, v in data["entries"].items() if not _valid_entry(v)]
+    if bad:
+        log(f"warning: ignoring {len(bad)} malformed entr{'y' if len(bad) == 1 else 'ies'} in the "
+            f"autotune cache {path}")
+    return {k: v for k, v in data["entries"].items() if k not in bad}
+
+
+def save_cache(path: Path, entries: dict) -> None:
+    write_json_atomic(path, {"format": CACHE_FORMAT, "version": CACHE_VERSION, "entries": entries})
+
+
+def time_candidate(cand: Candidate, shape, batch_size: int, *, warmup_steps: int = 1,
+                   timed_steps: int = 3, give_up_after: float | None = None,
+                   dropout: float = 0.0) -> list[float]:
+    """Seconds of each timed training step (forward, backward, AdamW step) of ``cand`` on a
+    fresh model of ``shape`` fed random tokens. Stops after the first timed step when that
+    alone exceeds ``give_up_after`` (a candidate clearly slower than the best so far)."""
+    import torch
+
+    from .fused_loss import enable_fused_loss
+    from .modeling import build_model
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cand.precision)
+    model = build_model(shape, 0, 0, 0, dropout=dropout, attn_implementation=cand.attn_implementation)
+    model.to(device).train()
+    if cand.fused_loss:
+        enable_fused_loss(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda or None)
+    x = torch.randint(0, shape.vocab_size, (batch_size, shape.n_positions), device=device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    times = []
+    for i in range(warmup_steps + timed_steps):
+        sync()
+        t = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        if i >= warmup_steps:
+            times.append(time.perf_counter() - t)
+            if give_up_after is not None and times[-1] > give_up_after:
+                break
+    return times
+
+
+def probe(cands: list[Candidate], shape, batch_size: int, *, max_seconds: float = 30.0,
+          log: Callable[[str], None] = print, timer: Callable = time_candidate) -> dict:
+    """Figures ``{label: {"step_seconds", "timed_steps"[, "cut"]}}`` (or ``{"error"}``) for the
+    candidates timed within ``max_seconds``; the training RNG streams are left untouched."""
+    import torch
+
+    figures: dict[str, dict] = {}
+    t0, best = time.perf_counter(), None
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        for cand in cands:
+            if figures and time.perf_counter() - t0 > max_seconds:
+                log(f"autotune: probe time cap of {max_seconds:g} s reached; "
+                    f"{len(cands) - len(figures)} candidate(s) left for the next run")
+                break
+            try:
+                times = timer(cand, shape, batch_size,
+                              give_up_after=None if best is None else 1.3 * best)
+            except (RuntimeError, ValueError, NotImplementedError) as e:  # OOM, unsupported kernel
+                figures[cand.label] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+                _free_gpu_memory()
+                continue
+            sec = statistics.median(times)
+            figures[cand.label] = {"step_seconds": round(sec, 5), "timed_steps": len(times)}
+            if best is not None and len(times) == 1 and sec > 1.3 * best:
+                figures[cand.label]["cut"] = True
+            best = sec if best is None else min(best, sec)
+            _free_gpu_memory()
+    return figures
+
+
+def _free_gpu_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def fastest(cands: list[Candidate], figures: dict) -> Candidate | None:
+    timed = [c for c in cands if "step_seconds" in figures.get(c.label, {})]
+    return min(timed, key=lambda c: figures[c.label]["step_seconds"]) if timed else None
+
+
+def explain(choice: Candidate, cands: list[Candidate], figures: dict, how: str,
+            explicit: dict) -> str:
+    """One paragraph: what was chosen and the measured figures behind it."""
+    timed = sorted((c for c in cands if c.label in figures),
+                   key=lambda c: figures[c.label].get("step_seconds", float("inf")))
+    parts = []
+    for c in timed:
+        f = figures[c.label]
+        parts.append(f"{c.label} failed ({f['error'][:60]})" if "step_seconds" not in f else
+                     f"{c.label} {f['step_seconds']:.3f}" + (" (cut short)" if f.get("cut") else ""))
+    pinned = f"; fixed by your flags: {', '.join(f'{k}={v}' for k, v in explicit.items())}" if explicit else ""
+    return (f"speed settings: {choice.describe()}, the fastest of {len(cands)} candidate(s) "
+            f"{how} (seconds per training step: {'; '.join(parts)}){pinned}. "
+            f"`--autotune refresh` measures again, `--autotune off` uses the fixed rules.")
+
+
+def _machine(dev: dict) -> tuple[bool, bool]:
+    """(CPU has native bf16, GPU supports bf16)."""
+    import torch
+
+    from .hardware import cpu_has_native_bf16
+
+    if dev["device"] == "cuda":
+        return False, torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16(), False
+
+
+def resolve_speed_settings(mode: str, shape, batch_size: int, explicit: dict | None = None, *,
+                           cache_path: Path | None = None, world_size: int = 1,
+                           max_probe_seconds: float = 30.0, log: Callable[[str], None] = print,
+                           timer: Callable = time_candidate) -> SpeedChoice:
+    """Precision, attention kernel and fused loss for a run of ``shape`` at ``batch_size``.
+    ``explicit`` holds the settings the user gave (keys ``precision``, ``attn_implementation``,
+    ``fused_loss``): they always win and only the others are chosen."""
+    if mode not in MODES:
+        raise UsageError(f"--autotune must be one of {', '.join(MODES)}, got {mode!r}")
+    explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
+    unknown = set(explicit) - {"precision", "attn_implementation", "fused_loss"}
+    if unknown:
+        raise ValueError(f"unknown explicit speed settings: {sorted(unknown)}")
+    dev = device_key()
+    cpu_bf16, gpu_bf16 = _machine(dev)
+    pinned = Candidate(**{**heuristic_default(dev, cpu_bf16, gpu_bf16).__dict__, **explicit})
+    if mode == "off" or len(explicit) == 3:
+        why = "all given by your flags" if len(explicit) == 3 else "the fixed rules (--autotune off)"
+        return SpeedChoice(pinned, "explicit" if len(explicit) == 3 else "default",
+                           message=f"speed settings: {pinned.describe()} ({why})")
+    cands = candidates(candidate_space(dev, cpu_bf16, gpu_bf16), explicit, pinned)
+    path, key = Path(cache_path or default_cache_path()), cache_key(dev, shape, batch_size)
+    stored = load_cache(path, log).get(key, {})
+    figures = dict(stored.get("figures", {})) if mode == "on" else {}
+    missing = [c for c in cands if c.label not in figures]
+    how = f"in the cache {path} (measured {stored.get('measured', '?')})"
+    if missing and world_size > 1:
+        # ranks timing on their own could choose differently; the first single-process run fills it
+        return SpeedChoice(pinned, "default", message=(
+            f"speed settings: {pinned.describe()} (the fixed rules: this machine and shape are not "
+            f"measured yet, and {world_size} processes must agree; run once with one process to "
+            f"measure)"))
+    if missing:
+        t0 = time.perf_counter()
+        new = probe(missing, shape, batch_size, max_seconds=max_probe_seconds, log=log, timer=timer)
+        figures.update(new)
+        entries = load_cache(path, lambda _m: None)  # re-read: another run may have written since
+        old = entries.get(key, {}).get("figures", {})
+        entries[key] = {"figures": {**old, **new}, "measured": now_iso(),
+                        "probe_seconds": round(time.perf_counter() - t0, 2)}
+        try:
+            save_cache(path, entries)
+        except OSError as e:
+            log(f"warning: could not write the autotune cache {path} ({e}); the next run measures again")
+        how = f"measured just now ({time.perf_counter() - t0:.1f} s probe, cached in {path})"
+    best = fastest(cands, figures)
+    if best is None:
+        return SpeedChoice(pinned, "default", message=(
+            f"speed settings: {pinned.describe()} (the fixed rules: no candidate could be timed)"))
+    shown = {c.label: figures[c.label] for c in cands if c.label in figures}
+    return SpeedChoice(best, "measured" if missing else "cached", figures[best.label]["step_seconds"],
+                       shown, explain(best, cands, figures, how, explicit))

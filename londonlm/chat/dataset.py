@@ -1,0 +1,264 @@
+"""The period-dialogue dataset: Old Bailey examinations as chat conversations, written as a
+Hugging Face ``datasets`` DatasetDict (``train`` / ``validation``, split by trial so no trial
+is on both sides), loadable with ``datasets.load_from_disk``, with a dataset card
+(README.md), statistics per source file, every rejected exchange with its reason, and the
+stage sidecar written last. The whole folder is built beside the old one and swapped in,
+so a failed build leaves the previous dataset as it was.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from ..artifacts import StageInputMissing, sha256_file, sidecar_current, write_sidecar, write_text_atomic
+from ..errors import LondonLMError
+from ..layout import CHAT_REJECTED, CHAT_STATS, SIDECAR
+from ..sources.local import read_manifest
+from .card import dataset_card
+from .extract import PLACE, Conversation, extract_conversations
+from .filters import REASONS, ExchangeRules, rejection_reason
+
+DATASET_FORMAT = 2   # bump when extraction or filter rules change: a current dataset is rebuilt
+STAGE = "chat_dataset"
+OBO_LICENSE = ("CC BY-NC 4.0 (Old Bailey Proceedings Online v7.2 transcription and markup; "
+               "the printed Proceedings are public domain)")
+BUILD_COMMAND = "python 07_finetuning/build_chat_dataset.py --source_dir DIR"
+
+
+class ChatDataError(LondonLMError, ValueError):
+    """The dialogue dataset cannot be built or read; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class ChatDatasetOptions:
+    validation_percent: float = 10.0   # share of trials held out (by a hash of the trial id)
+    place: str = PLACE                 # the system line's place: "<place>, <year>."
+    min_exchanges: int = 1             # conversations with fewer kept exchanges are dropped
+    rules: ExchangeRules = field(default_factory=ExchangeRules)
+
+
+def system_line(year: int | None, place: str = PLACE) -> str:
+    """The system message that sets the era: "Old Bailey, London, 1818."."""
+    return f"{place}, {year}." if year else f"{place}."
+
+
+@dataclass
+class SourceFile:
+    path: Path
+    name: str
+    sha256: str
+    title: str
+    license: str
+
+
+def source_files(source_dir: Path) -> list[Path]:
+    """Candidate TEI files: ``*.xml`` and ``*.xml.gz`` (those with no trials are skipped later)."""
+    return sorted([*source_dir.rglob("*.xml"), *source_dir.rglob("*.xml.gz")])
+
+
+def _license_of(row: dict) -> str:
+    if row.get("license"):
+        return row["license"]
+    m = re.search(r"CC BY[-A-Z]* \d\.\d", row.get("notes", ""))
+    return m.group(0) if m else OBO_LICENSE
+
+
+def describe_source(path: Path, source_dir: Path, manifest: dict) -> SourceFile:
+    name = path.relative_to(source_dir).as_posix()
+    row = manifest.get(name, {})
+    return SourceFile(path, name, sha256_file(path), row.get("title") or path.name, _license_of(row))
+
+
+def split_of(trial_id: str, validation_percent: float) -> str:
+    h = int(hashlib.sha256(trial_id.encode()).hexdigest()[:8], 16) % 10_000
+    return "validation" if h < validation_percent * 100 else "train"
+
+
+def conversation_record(conv: Conversation, src: SourceFile, place: str) -> dict:
+    """One dataset row: the messages in chat form plus where every word came from."""
+    messages = [{"role": "system", "content": system_line(conv.year, place), "speaker": "", "name": ""}]
+    for ex in conv.exchanges:
+        messages.append({"role": "user", "content": ex.question, "speaker": ex.questioner,
+                         "name": ex.questioner_name})
+        messages.append({"role": "assistant", "content": ex.answer, "speaker": ex.answerer,
+                         "name": ex.answerer_name})
+    return {"id": conv.id, "trial_id": conv.trial_id, "date": conv.date, "year": conv.year or 0,
+            "witness": conv.witness, "witness_role": conv.witness_role, "source_file": src.name,
+            "source_sha256": src.sha256, "source_title": src.title, "license": src.license,
+            "n_exchanges": len(conv.exchanges), "messages": messages}
+
+
+class _Build:
+    """Extraction + filtering over all files, with counts per file and reason."""
+
+    def __init__(self, options: ChatDatasetOptions):
+        self.options = options
+        self.records: list[dict] = []
+        self.rejected: list[dict] = []
+        self.per_file: dict[str, dict] = {}
+        self.seen: set[tuple[str, str]] = set()
+
+    def _reject(self, stats: dict, src: SourceFile, reason: str, trial_id: str, q: str, a: str) -> None:
+        stats["rejected"][reason] += 1
+        self.rejected.append({"source_file": src.name, "trial_id": trial_id, "reason": reason,
+                              "question": q[:300], "answer": a[:300]})
+
+    def add_file(self, src: SourceFile, data: bytes) -> None:
+        stats = {"trials": 0, "conversations": 0, "exchanges": 0, "rejected": Counter(),
+                 "conversations_rejected": 0, "questioner": Counter(), "answerer": Counter()}
+        self.per_file[src.name] = stats
+        if b"trialAccount" not in data:
+            stats["skipped"] = "no Old Bailey trials (div1 type=trialAccount) in the file"
+            return
+        convs, unanswered = extract_conversations(data)
+        stats["trials"] = len(re.findall(rb'type="trialAccount"', data))
+        for u in unanswered:
+            self._reject(stats, src, "missing_answer", u["trial_id"], u["question"], "")
+        for conv in convs:
+            kept = []
+            for ex in conv.exchanges:
+                reason = rejection_reason(ex, self.options.rules)
+                key = (ex.question.lower(), ex.answer.lower())
+                if reason is None and key in self.seen:
+                    reason = "duplicate"
+                if reason:
+                    self._reject(stats, src, reason, conv.trial_id, ex.question, ex.answer)
+                    continue
+                self.seen.add(key)
+                kept.append(ex)
+                stats["questioner"][ex.questioner] += 1
+                stats["answerer"][ex.answerer] += 1
+            if len(kept) < self.options.min_exchanges:
+                stats["conversations_rejected"] += 1
+                continue
+            conv.exchanges = kept
+            self.records.append(conversation_record(conv, src, self.options.place))
+            stats["conversations"] += 1
+            stats["exchanges"] += len(kept)
+
+    def splits(self) -> dict[str, list[dict]]:
+        out = {"train": [], "validation": []}
+        for r in self.records:
+            out[split_of(r["trial_id"], self.options.validation_percent)].append(r)
+        trials = sorted({r["trial_id"] for r in out["train"]},
+                        key=lambda t: hashlib.sha256(t.encode()).hexdigest())
+        if not out["validation"] and len(trials) > 1 and self.options.validation_percent > 0:
+            moved = trials[0]  # a held-out set must exist: the trial with the lowest hash
+            out["validation"] = [r for r in out["train"] if r["trial_id"] == moved]
+            out["train"] = [r for r in out["train"] if r["trial_id"] != moved]
+        return out
+
+    def statistics(self, splits: dict[str, list[dict]]) -> dict:
+        files = {name: {**s, "rejected": dict(s["rejected"]), "questioner": dict(s["questioner"]),
+                        "answerer": dict(s["answerer"])} for name, s in self.per_file.items()}
+        rejected = Counter()
+        for s in self.per_file.values():
+            rejected.update(s["rejected"])
+        answers = [m["content"] for r in self.records for m in r["messages"] if m["role"] == "assistant"]
+        return {"conversations": len(self.records), "exchanges": sum(r["n_exchanges"] for r in self.records),
+                "rejected": {k: rejected.get(k, 0) for k in REASONS},
+                "splits": {k: {"conversations": len(v), "exchanges": sum(r["n_exchanges"] for r in v)}
+                           for k, v in splits.items()},
+                "answer_words_mean": round(sum(len(a.split()) for a in answers) / len(answers), 1) if answers else 0,
+                "years": sorted({r["year"] for r in self.records if r["year"]}),
+                "files": files}
+
+
+def _features():
+    from datasets import Features, Value
+
+    turn = {"role": Value("string"), "content": Value("string"), "speaker": Value("string"),
+            "name": Value("string")}
+    cols = {k: Value("string") for k in ("id", "trial_id", "date", "witness", "witness_role",
+                                         "source_file", "source_sha256", "source_title", "license")}
+    return Features({**cols, "year": Value("int32"), "n_exchanges": Value("int32"), "messages": [turn]})
+
+
+def _read(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.name.endswith(".gz") else data
+
+
+def _settings(options: ChatDatasetOptions) -> dict:
+    return {"format": DATASET_FORMAT, **asdict(options)}
+
+
+def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
+                       options: ChatDatasetOptions = ChatDatasetOptions(), *,
+                       overwrite: bool = False, log=print) -> dict:
+    """Extract, filter and write the dataset; returns its statistics (skips when current)."""
+    from datasets import Dataset, DatasetDict
+
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    if not source_dir.is_dir():
+        raise StageInputMissing(f"source folder not found: {source_dir}; pass --source_dir with "
+                                f"Old Bailey TEI files (oldbailey_proceedings_*.xml)")
+    manifest = read_manifest(source_dir)
+    sources = [describe_source(p, source_dir, manifest) for p in source_files(source_dir)]
+    inputs = {s.name: s.sha256 for s in sources}
+    current, why = sidecar_current(out_dir / SIDECAR, inputs, _settings(options))
+    if current and not overwrite:
+        log(f"chat dataset: {why} ({out_dir}); skipping (use --overwrite to rebuild)")
+        return json.loads((out_dir / CHAT_STATS).read_text(encoding="utf-8"))
+    t0 = time.time()
+    build = _Build(options)
+    for src in sources:
+        build.add_file(src, _read(src.path))
+    if not build.records:
+        raise ChatDataError(f"no question/answer exchanges found in {len(sources)} XML file(s) under "
+                            f"{source_dir}: the dataset needs Old Bailey Proceedings TEI with "
+                            f"examinations (e.g. the 1750s-1850s sessions papers)")
+    splits = build.splits()
+    stats = build.statistics(splits)
+    tmp = out_dir.parent / f".{out_dir.name}.building"
+    shutil.rmtree(tmp, ignore_errors=True)
+    DatasetDict({k: Dataset.from_list(v, features=_features()) for k, v in splits.items()}).save_to_disk(str(tmp))
+    write_text_atomic(tmp / CHAT_STATS, json.dumps(stats, indent=2) + "\n")
+    write_text_atomic(tmp / CHAT_REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                   for r in build.rejected))
+    write_text_atomic(tmp / "README.md", dataset_card(stats, sources, options))
+    write_sidecar(tmp / SIDECAR, STAGE, inputs, _settings(options),
+                  counts={k: stats[k] for k in ("conversations", "exchanges")},
+                  libraries=("londonlm", "datasets"))
+    _swap_in(tmp, out_dir)
+    log(f"chat dataset: {stats['conversations']:,} conversations, {stats['exchanges']:,} exchanges, "
+        f"{sum(stats['rejected'].values()):,} exchanges rejected, {time.time() - t0:.1f}s -> {out_dir}")
+    return stats
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    old = out_dir.parent / f".{out_dir.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_chat_dataset(data_dir: str | Path):
+    """The DatasetDict at ``data_dir``; a missing or half-written folder names the command."""
+    from datasets import load_from_disk
+
+    data_dir = Path(data_dir)
+    if not (data_dir / SIDECAR).exists():
+        raise StageInputMissing(f"chat dataset not found (or incomplete) at {data_dir}. "
+                                f"Run `{BUILD_COMMAND}` first.")
+    return load_from_disk(str(data_dir))
+
+
+def format_statistics(stats: dict) -> Iterable[str]:
+    """Lines of a per-file table: conversations, exchanges and rejects by reason."""
+    yield f"{'file':44} {'trials':>6} {'convs':>6} {'exch.':>6}  rejected (by reason)"
+    for name, s in stats["files"].items():
+        rej = ", ".join(f"{k}={v}" for k, v in sorted(s["rejected"].items())) or "-"
+        yield f"{name[:44]:44} {s['trials']:>6} {s['conversations']:>6} {s['exchanges']:>6}  {rej}"
+    rej = ", ".join(f"{k}={v}" for k, v in stats["rejected"].items() if v) or "-"
+    yield f"{'total':44} {'':>6} {stats['conversations']:>6} {stats['exchanges']:>6}  {rej}"

@@ -1,0 +1,283 @@
+"""Chat evaluation, against the base model it was fine-tuned from.
+
+- Held-out answer loss: the validation conversations, scored on the answer text only. The
+  chat model reads them in its template; the base model reads the same window as printed
+  text (``Old Bailey, London, 1818.`` / ``Q. question`` / ``A. answer``, after its era token).
+  The two tokenizations of an answer differ only at its first token, so both losses are the
+  total NLL of the answer text divided by the same count (the chat encoding's answer tokens);
+  bits per byte is given too.
+- Modern bait (``londonlm/data/modern_bait.jsonl``, 60 questions): each names a thing with the
+  year it reached London (``since``). An answer is anachronistic for a year when it uses one of
+  the question's terms and the year is before ``since``, or uses a word of the project's
+  anachronism list (``londonlm/data/anachronisms.txt``). Rates per year asked, chat and base.
+- Answer length, repetition (repeated 3-grams), distinct 2-grams, and the share of answers
+  the model ended itself; transcripts for the human evaluation pack.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..artifacts import write_json_atomic, write_text_atomic
+from ..evaluation.generation_quality import distinct_n, load_wordlist, repeated_ngram_rate, words_of
+from ..generation.model import encode_text
+from ..layout import CHAT_EVAL
+from ..tokenizer import EOT, era_token
+from .dataset import load_chat_dataset, system_line
+from .extract import PLACE
+from .respond import ChatSettings, generate_reply
+from .template import ChatIds, encode_chat, message_windows
+
+BAIT_FILE = Path(__file__).resolve().parents[1] / "data" / "modern_bait.jsonl"
+
+
+@dataclass(frozen=True)
+class ChatEvalOptions:
+    years: tuple[int, ...] = (1756, 1818, 1851)   # the eras asked for (the dataset's three styles)
+    max_new_tokens: int = 40
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 1234
+    bait_limit: int = 0                           # 0 = every bait question
+    transcripts: int = 10                         # held-out conversations for the human pack
+    max_conversations: int = 0                    # 0 = the whole validation split
+
+
+def load_bait(path: str | Path | None = None) -> list[dict]:
+    items = [json.loads(line) for line in Path(path or BAIT_FILE).read_text(encoding="utf-8").splitlines()
+             if line.strip()]
+    for it in items:
+        if not {"id", "question", "terms", "since"} <= set(it):
+            raise ValueError(f"bait item {it} lacks id/question/terms/since")
+    return items
+
+
+def bait_hits(text: str, item: dict, year: int, wordlist: frozenset[str]) -> list[str]:
+    """The anachronisms in an answer: the question's terms when ``year`` < ``since``, and
+    any word of the anachronism list."""
+    low = " ".join(words_of(text))
+    hits = []
+    if year < item["since"]:
+        for term in item["terms"]:
+            t = " ".join(words_of(term))
+            if re.search(rf"(?<![\w]){re.escape(t)}(?:s|es)?(?![\w])", low):
+                hits.append(term)
+    hits += [w for w in words_of(text) if w in wordlist]
+    return hits
+
+
+# --------------------------------------------------------------------------- answer loss
+
+def base_window_ids(tokenizer, window: Sequence[dict], year: int | None) -> tuple[list[int], list[bool]]:
+    """A chat window as the base model's printed text, with the answer positions marked."""
+    vocab = tokenizer.get_vocab()
+    ids = [vocab[EOT]]
+    era = era_token(year) if year else None
+    if era in vocab:
+        ids.append(vocab[era])
+    mask = [False] * len(ids)
+
+    def add(text: str, answer: bool = False) -> None:
+        t = encode_text(tokenizer, text)
+        ids.extend(t)
+        mask.extend([answer] * len(t))
+
+    for m in window:
+        if m["role"] == "system":
+            add(m["content"] + "\n\n")
+        elif m["role"] == "user":
+            add(f"Q. {m['content']}\nA.")
+        else:
+            add(" " + m["content"], answer=True)
+            add("\n")
+    return ids, mask
+
+
+def _answer_nll(model, ids: list[int], mask: list[bool]) -> float:
+    import torch
+
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids])).logits[0, :-1].float()
+    nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")
+    return float(nll[torch.tensor(mask[1:])].sum())
+
+
+def answer_loss(chat_model, chat_tok, base_model, base_tok, rows) -> dict:
+    """Held-out answer loss of both models on the same answers (see module docstring)."""
+    ids = ChatIds.of(chat_tok)
+    max_len = min(chat_model.config.n_positions, base_model.config.n_positions)
+    chat_nats = base_nats = 0.0
+    tokens = nbytes = skipped = windows_used = 0  # skipped: exchanges too long for the context
+    for row in rows:
+        def measure(msgs):  # a window must fit both models' forms of it
+            return max(len(encode_chat(chat_tok, msgs, ids=ids)), len(base_window_ids(base_tok, msgs, year)[0]))
+
+        year = row.get("year")
+        pieces, dropped = message_windows(chat_tok, row["messages"], max_len, ids=ids, measure=measure)
+        skipped += dropped
+        for window in pieces:
+            enc = encode_chat(chat_tok, window, ids=ids)
+            b_ids, b_mask = base_window_ids(base_tok, window, year)
+            chat_nats += _answer_nll(chat_model, enc.input_ids, enc.answer_mask)
+            base_nats += _answer_nll(base_model, b_ids, b_mask)
+            tokens += sum(enc.answer_mask)
+            nbytes += sum(len(m["content"].encode()) for m in window if m["role"] == "assistant")
+            windows_used += 1
+    if not tokens:
+        return {"windows": 0, "exchanges_over_context": skipped}
+    out = {"windows": windows_used, "exchanges_over_context": skipped, "answer_tokens": tokens,
+           "answer_bytes": nbytes}
+    for name, nats in (("chat", chat_nats), ("base", base_nats)):
+        out[name] = {"answer_loss": nats / tokens, "answer_perplexity": math.exp(nats / tokens),
+                     "answer_bits_per_byte": nats / math.log(2) / nbytes}
+    return out
+
+
+# --------------------------------------------------------------------------- modern bait
+
+def base_answer(model, tokenizer, year: int, question: str, settings: ChatSettings,
+                place: str = PLACE) -> tuple[str, bool]:
+    """The base model's answer to a printed-style question; (text, ended by itself)."""
+    import torch
+
+    window = [{"role": "system", "content": system_line(year, place)}, {"role": "user", "content": question}]
+    ids, _ = base_window_ids(tokenizer, window, year)
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
+                             max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.convert_tokens_to_ids(EOT))
+    text = tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    first = re.split(r"\n| Q\. ", text, maxsplit=1)
+    return first[0].strip(), len(first) > 1
+
+
+def _text_figures(answers: list[str], ended: list[bool]) -> dict:
+    toks = [words_of(a) for a in answers]
+    rep = [r for r in (repeated_ngram_rate(t, 3) for t in toks) if r is not None]
+    dist = [d for d in (distinct_n(t, 2) for t in toks) if d is not None]
+    return {"answers": len(answers), "words_mean": sum(map(len, toks)) / len(toks) if toks else 0,
+            "repeated_3gram_rate": sum(rep) / len(rep) if rep else 0.0,
+            "distinct_2": sum(dist) / len(dist) if dist else 0.0,
+            "ended_share": sum(ended) / len(ended) if ended else 0.0}
+
+
+def bait_eval(chat_model, chat_tok, base_model, base_tok, items: list[dict], options: ChatEvalOptions,
+              place: str = PLACE) -> dict:
+    """Every bait question at every year, answered by both models; rates and transcripts."""
+    wordlist = load_wordlist()
+    records = []
+    for y_i, year in enumerate(options.years):
+        for i, item in enumerate(items):
+            s = ChatSettings(max_new_tokens=options.max_new_tokens, temperature=options.temperature,
+                             top_p=options.top_p, seed=options.seed + 1000 * y_i + i)
+            messages = [{"role": "system", "content": system_line(year, place)},
+                        {"role": "user", "content": item["question"]}]
+            reply = generate_reply(chat_model, chat_tok, messages, s)
+            base_text, base_ended = base_answer(base_model, base_tok, year, item["question"], s, place)
+            records.append({"id": item["id"], "year": year, "question": item["question"],
+                            "since": item["since"], "chat": reply.text, "chat_ended": reply.finish_reason == "stop",
+                            "chat_hits": bait_hits(reply.text, item, year, wordlist),
+                            "base": base_text, "base_ended": base_ended,
+                            "base_hits": bait_hits(base_text, item, year, wordlist)})
+    return {"per_year": {str(y): _bait_rates([r for r in records if r["year"] == y]) for y in options.years},
+            "all": _bait_rates(records), "records": records}
+
+
+def _bait_rates(records: list[dict]) -> dict:
+    out = {"questions": len(records),
+           "anachronistic_in_year": sum(r["since"] > r["year"] for r in records)}
+    for m in ("chat", "base"):
+        words = sum(len(words_of(r[m])) for r in records)
+        out[m] = {"anachronism_rate": sum(bool(r[f"{m}_hits"]) for r in records) / len(records) if records else 0,
+                  "anachronistic_word_rate": sum(len(r[f"{m}_hits"]) for r in records) / words if words else 0,
+                  **_text_figures([r[m] for r in records], [r[f"{m}_ended"] for r in records])}
+    return out
+
+
+# --------------------------------------------------------------------------- the stage
+
+def held_out_transcripts(chat_model, chat_tok, rows, n: int, options: ChatEvalOptions) -> list[dict]:
+    """For the human pack: held-out questions, the printed answer and the chat model's."""
+    out = []
+    for i, row in enumerate(rows[:n]):
+        msgs = row["messages"]
+        s = ChatSettings(max_new_tokens=options.max_new_tokens, temperature=options.temperature,
+                         top_p=options.top_p, seed=options.seed + i)
+        reply = generate_reply(chat_model, chat_tok, [{"role": m["role"], "content": m["content"]}
+                                                       for m in msgs[:2]], s)
+        out.append({"id": row["id"], "year": row["year"], "source_file": row["source_file"],
+                    "system": msgs[0]["content"], "question": msgs[1]["content"],
+                    "printed_answer": msgs[2]["content"], "model_answer": reply.text})
+    return out
+
+
+def human_eval_samples(records: list[dict]) -> dict[str, list[dict]]:
+    """Chat transcripts in the human evaluation pack's form, ``{model: [{"prompt", "text"}]}``
+    (for ``londonlm.evaluation.human_eval.export_blind``): the chat model's answers, the base
+    model's to the bait questions, and the printed answers to the held-out ones as a baseline."""
+    out: dict[str, list[dict]] = {"chat": [], "base": [], "printed": []}
+    for r in records:
+        if "printed_answer" in r:
+            prompt = f"{r['system']}\nQ. {r['question']}"
+            out["chat"].append({"prompt": prompt, "text": r["model_answer"]})
+            out["printed"].append({"prompt": prompt, "text": r["printed_answer"]})
+        else:
+            prompt = f"{system_line(r['year'])}\nQ. {r['question']}"
+            out["chat"].append({"prompt": prompt, "text": r["chat"]})
+            out["base"].append({"prompt": prompt, "text": r["base"]})
+    return out
+
+
+def transcripts_markdown(transcripts: list[dict], bait_records: list[dict]) -> str:
+    lines = ["# Chat transcripts", "", "## Held-out questions (printed answer vs model)", ""]
+    for t in transcripts:
+        lines += [f"**{t['system']}** ({t['id']})", "", f"> Q. {t['question']}", ">",
+                  f"> A. (printed) {t['printed_answer']}", ">", f"> A. (model) {t['model_answer']}", ""]
+    lines += ["## Modern bait", ""]
+    for r in bait_records:
+        lines += [f"**{r['year']}**: {r['question']}", "", f"- chat: {r['chat']}", f"- base: {r['base']}", ""]
+    return "\n".join(lines)
+
+
+def evaluate_chat(chat_dir: Path, base_dir: Path, data_dir: Path, out_dir: Path,
+                  options: ChatEvalOptions = ChatEvalOptions(), log=print) -> dict:
+    """Answer loss, bait anachronisms and transcripts; writes ``chat_eval.json``,
+    ``chat_transcripts.jsonl`` and ``chat_transcripts.md`` under ``out_dir``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .respond import read_chat_info
+
+    place = read_chat_info(chat_dir).get("place") or PLACE
+    rows = list(load_chat_dataset(data_dir)["validation"])
+    if options.max_conversations:
+        rows = rows[:options.max_conversations]
+    chat_tok = AutoTokenizer.from_pretrained(str(chat_dir))
+    chat_model = AutoModelForCausalLM.from_pretrained(str(chat_dir)).eval()
+    base_tok = AutoTokenizer.from_pretrained(str(base_dir))
+    base_model = AutoModelForCausalLM.from_pretrained(str(base_dir)).eval()
+    loss = answer_loss(chat_model, chat_tok, base_model, base_tok, rows)
+    if loss.get("answer_tokens"):
+        log(f"held-out answer loss: chat {loss['chat']['answer_loss']:.4f}, base {loss['base']['answer_loss']:.4f} "
+            f"({loss['answer_tokens']:,} answer tokens in {loss['windows']} windows)")
+    items = load_bait()
+    items = items[:options.bait_limit] if options.bait_limit else items
+    bait = bait_eval(chat_model, chat_tok, base_model, base_tok, items, options, place)
+    for year, r in bait["per_year"].items():
+        log(f"modern bait {year}: anachronistic answers chat {r['chat']['anachronism_rate']:.1%}, "
+            f"base {r['base']['anachronism_rate']:.1%} ({r['questions']} questions)")
+    transcripts = held_out_transcripts(chat_model, chat_tok, rows, options.transcripts, options)
+    report = {"chat_model": str(chat_dir), "base_model": str(base_dir), "dataset": str(data_dir),
+              "options": asdict(options), "answer_loss": loss,
+              "bait": {k: v for k, v in bait.items() if k != "records"}}
+    write_text_atomic(out_dir / "chat_transcripts.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in transcripts + bait["records"]))
+    write_text_atomic(out_dir / "chat_transcripts.md", transcripts_markdown(transcripts, bait["records"]))
+    write_json_atomic(out_dir / CHAT_EVAL, report)
+    return report

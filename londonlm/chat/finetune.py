@@ -1,0 +1,286 @@
+"""Chat fine-tuning with the ``transformers`` Trainer from a pre-trained run (``--init_from``).
+
+- Loss on the answers only: the labels of :func:`londonlm.chat.template.encode_chat`.
+- Conversations longer than the context are cut at exchange boundaries into windows that
+  each repeat the system line (:func:`londonlm.chat.template.windows`).
+- Packing without cross-talk: windows are packed into rows of the context length and their
+  ``position_ids`` restart at 0 for each window; with no attention mask, ``transformers``
+  turns restarting positions into a block-diagonal causal mask (a token never attends to
+  another conversation), and the learned position embeddings see the same positions as
+  unpacked. ``packing=False`` pads each window instead (same loss, more padding).
+- Resumable like pre-training: ``checkpoint-N`` folders with optimizer and scheduler state;
+  a rerun resumes from the latest valid one when the inputs and settings are unchanged.
+- Outputs: ``final/`` (weights, tokenizer with the chat template, generation config that
+  stops at ``<|end|>``, ``chat_info.json``), ``run_info.json``, then the sidecar, last.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..artifacts import sha256_file, sidecar_current, write_json_atomic, write_sidecar
+from ..errors import LondonLMError
+from ..layout import CHAT_INFO, SIDECAR, WEIGHT_FILES, RunLayout, checkpoint_problem
+from .dataset import load_chat_dataset
+from .template import IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
+
+STAGE = "chat_finetune"
+CHAT_FORMAT = 1
+
+
+class ChatTrainError(LondonLMError, RuntimeError):
+    """Fine-tuning cannot start or go on; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class ChatTrainOptions:
+    max_steps: int = 150
+    batch_size: int = 16           # packed rows per device and step
+    grad_accum: int = 1
+    learning_rate: float = 1e-3
+    min_lr_ratio: float = 0.1      # cosine decays to learning_rate * min_lr_ratio
+    warmup_steps: int = 15
+    weight_decay: float = 0.0      # a few epochs over a small set: no decay needed
+    max_grad_norm: float = 1.0
+    save_steps: int = 50
+    eval_steps: int = 50
+    logging_steps: int = 10
+    save_total_limit: int = 3
+    packing: bool = True
+    max_length: int = 0            # tokens per row; 0 = the model's context
+    seed: int = 42
+
+
+# --------------------------------------------------------------------------- data
+
+def encode_conversations(rows, tokenizer, max_len: int) -> tuple[list, dict]:
+    """Every dataset row cut into windows; returns (windows, counts)."""
+    ids = ChatIds.of(tokenizer)
+    out, dropped, exchanges = [], 0, 0
+    for row in rows:
+        pieces, d = windows(tokenizer, row["messages"], max_len, ids=ids)
+        out.extend(pieces)
+        dropped += d
+        exchanges += row["n_exchanges"]
+    answer_tokens = sum(sum(w.answer_mask) for w in out)
+    return out, {"conversations": len(rows), "windows": len(out), "exchanges": exchanges,
+                 "exchanges_over_context": dropped, "tokens": sum(len(w) for w in out),
+                 "answer_tokens": answer_tokens}
+
+
+def pack(encodings, max_len: int) -> list[dict]:
+    """First-fit-decreasing packing into rows of at most ``max_len`` tokens; positions restart
+    at each window (that restart is what keeps attention inside a conversation)."""
+    rows: list[dict] = []
+    for enc in sorted(encodings, key=len, reverse=True):
+        row = next((r for r in rows if len(r["input_ids"]) + len(enc) <= max_len), None)
+        if row is None:
+            row = {"input_ids": [], "labels": [], "position_ids": []}
+            rows.append(row)
+        row["input_ids"] += enc.input_ids
+        row["labels"] += enc.labels
+        row["position_ids"] += list(range(len(enc)))
+    return rows
+
+
+def unpacked(encodings) -> list[dict]:
+    return [{"input_ids": list(e.input_ids), "labels": list(e.labels)} for e in encodings]
+
+
+class ChatCollator:
+    """Pads a batch to its longest row. Packed rows: padding gets positions of its own (a
+    separate block that nothing attends to), no attention mask and ``use_cache=False`` (with
+    a cache or a mask, transformers does not derive the block-diagonal mask from the
+    positions); unpacked rows: an attention mask."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        packed = "position_ids" in features[0]
+        batch = {"input_ids": [], "labels": []}
+        if packed:
+            batch["position_ids"] = []
+        else:
+            batch["attention_mask"] = []
+        for f in features:
+            n = len(f["input_ids"])
+            batch["input_ids"].append(f["input_ids"] + [self.pad_id] * (width - n))
+            batch["labels"].append(f["labels"] + [IGNORE] * (width - n))
+            if packed:
+                batch["position_ids"].append(f["position_ids"] + list(range(width - n)))
+            else:
+                batch["attention_mask"].append([1] * n + [0] * (width - n))
+        out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+        if packed:
+            out["use_cache"] = False
+        return out
+
+
+# --------------------------------------------------------------------------- model
+
+def load_base_for_chat(base_dir: Path):
+    """(model, tokenizer) of a base model with the chat tokens and template added."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    problem = checkpoint_problem(base_dir, need_training_state=False)
+    if problem:
+        raise ChatTrainError(f"base model {base_dir} cannot be used ({problem}); pass --init_from "
+                             f"with a finished run (e.g. `tiny`) or a model folder")
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    add_chat_tokens(tokenizer)
+    prepare_model_for_chat(model, tokenizer)
+    return model, tokenizer
+
+
+def fingerprints(base_dir: Path, data_dir: Path) -> dict[str, str]:
+    """What the chat run depends on: the base weights and tokenizer, and the dataset."""
+    weights = next((base_dir / w for w in WEIGHT_FILES if (base_dir / w).exists()), None)
+    out = {"base_weights": sha256_file(weights) if weights else "",
+           "dataset": sha256_file(data_dir / SIDECAR)}
+    if (base_dir / "tokenizer.json").exists():
+        out["base_tokenizer"] = sha256_file(base_dir / "tokenizer.json")
+    return out
+
+
+# --------------------------------------------------------------------------- training
+
+def _training_args(run: RunLayout, options: ChatTrainOptions):
+    import torch
+    from transformers import TrainingArguments
+
+    from ..hardware import choose_precision
+
+    return TrainingArguments(
+        output_dir=str(run.dir), max_steps=options.max_steps,
+        per_device_train_batch_size=options.batch_size, per_device_eval_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.grad_accum, learning_rate=options.learning_rate,
+        lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": options.min_lr_ratio},
+        warmup_steps=options.warmup_steps, weight_decay=options.weight_decay,
+        max_grad_norm=options.max_grad_norm, logging_steps=options.logging_steps,
+        save_steps=options.save_steps, save_total_limit=options.save_total_limit,
+        eval_strategy="steps", eval_steps=options.eval_steps, report_to=[], seed=options.seed,
+        data_seed=options.seed, remove_unused_columns=False, dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=True, **choose_precision())
+
+
+def _log_callback(log):
+    from transformers import TrainerCallback
+
+    class LogLines(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in (logs or {}).items()
+                     if k in ("loss", "eval_loss", "learning_rate", "grad_norm")}
+            if shown:
+                log(f"step {state.global_step}/{state.max_steps}: " +
+                    ", ".join(f"{k} {v}" for k, v in shown.items()))
+
+    return LogLines()
+
+
+def _resume_point(run: RunLayout, inputs: dict, settings: dict, fresh: bool, log) -> Path | None:
+    """The checkpoint to resume from, after checking it was made from the same inputs and
+    settings; ``fresh`` moves an old run aside first (nothing is deleted)."""
+    old = run.movable_on_fresh()
+    if fresh and old:
+        dest = run.previous_dir()
+        dest.mkdir(parents=True)
+        for p in old:
+            shutil.move(str(p), str(dest / p.name))
+        (run.dir / SIDECAR).unlink(missing_ok=True)
+        log(f"chat fine-tuning: previous run moved to {dest}")
+        return None
+    ckpt = run.latest_valid_checkpoint(warn=log)
+    if ckpt is None:
+        return None
+    plan = run.read_run_info()
+    if plan.get("inputs") != inputs or plan.get("settings") != json.loads(json.dumps(settings)):
+        raise ChatTrainError(f"{run.dir} holds checkpoints made from other inputs or settings; "
+                             f"rerun with --fresh to start over (the old run is moved aside)")
+    log(f"chat fine-tuning: resuming from {ckpt}")
+    return ckpt
+
+
+def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
+                  options: ChatTrainOptions = ChatTrainOptions(), *, fresh: bool = False,
+                  overwrite: bool = False, log=print) -> dict:
+    """Fine-tune ``base_dir`` on the dialogue dataset at ``data_dir`` into ``run``; returns
+    the run summary (skips when the run is current)."""
+    import torch
+    from transformers import PrinterCallback, Trainer
+
+    from ..hardware import keep_freed_memory_in_heap, physical_cores
+
+    base_dir, data_dir = Path(base_dir), Path(data_dir)
+    dataset = load_chat_dataset(data_dir)
+    inputs = fingerprints(base_dir, data_dir)
+    settings = {"format": CHAT_FORMAT, **asdict(options)}
+    current, why = sidecar_current(run.dir / SIDECAR, inputs, settings)
+    if current and run.has_final() and not overwrite:
+        log(f"chat fine-tuning: {why} ({run.dir}); skipping (use --overwrite to retrain)")
+        return run.read_run_info()
+    resume = _resume_point(run, inputs, settings, fresh or overwrite, log)
+    model, tokenizer = load_base_for_chat(base_dir)
+    max_len = options.max_length or model.config.n_positions
+    train_enc, train_counts = encode_conversations(dataset["train"], tokenizer, max_len)
+    eval_enc, eval_counts = encode_conversations(dataset["validation"], tokenizer, max_len)
+    if not train_enc:
+        raise ChatTrainError(f"no training conversation fits {max_len} tokens; rebuild the dataset")
+    shape = pack if options.packing else (lambda e, _n: unpacked(e))
+    train_rows, eval_rows = shape(train_enc, max_len), shape(eval_enc, max_len)
+    log(f"chat data: {train_counts['windows']:,} train windows in {len(train_rows):,} rows of <= {max_len} "
+        f"tokens ({train_counts['answer_tokens']:,} answer tokens), {len(eval_rows):,} validation rows; "
+        f"{train_counts['exchanges_over_context']} exchanges longer than the context left out")
+    if not torch.cuda.is_available():
+        torch.set_num_threads(physical_cores())
+        keep_freed_memory_in_heap()
+    run.dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run.run_info, {"stage": STAGE, "status": "running", "base_model": str(base_dir),
+                                     "inputs": inputs, "settings": settings})
+    trainer = Trainer(model=model, args=_training_args(run, options), train_dataset=train_rows,
+                      eval_dataset=eval_rows or None, data_collator=ChatCollator(tokenizer.pad_token_id),
+                      callbacks=[_log_callback(log)])
+    trainer.remove_callback(PrinterCallback)  # our log lines instead of raw dicts on stdout
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.time() - t0
+    metrics = trainer.evaluate() if eval_rows else {}
+    _save_final(trainer, tokenizer, run, dataset, base_dir, data_dir)
+    info = {"stage": STAGE, "status": "finished", "base_model": str(base_dir), "data_dir": str(data_dir),
+            "inputs": inputs, "settings": settings, "global_step": trainer.state.global_step,
+            "max_steps": options.max_steps, "train_loss_mean": result.training_loss,
+            "eval_answer_loss": metrics.get("eval_loss"), "train_wall_seconds": round(wall, 1),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "data": {"train": train_counts, "validation": eval_counts, "train_rows": len(train_rows),
+                     "packing": options.packing, "max_length": max_len}}
+    write_json_atomic(run.run_info, info)
+    write_sidecar(run.dir / SIDECAR, STAGE, inputs, settings,
+                  counts={"global_step": trainer.state.global_step, **train_counts})
+    log(f"chat model: {run.final} (step {trainer.state.global_step}, {wall:.0f}s, "
+        f"validation answer loss {metrics.get('eval_loss', float('nan')):.4f})")
+    return info
+
+
+def _save_final(trainer, tokenizer, run: RunLayout, dataset, base_dir: Path, data_dir: Path) -> None:
+    """final/: weights, tokenizer + template, generation config, and what the chat expects."""
+    final = run.final
+    tmp = run.dir / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    years = sorted({y for split in dataset.values() for y in split["year"] if y})
+    place = json.loads((data_dir / SIDECAR).read_text(encoding="utf-8"))["settings"]["place"]
+    write_json_atomic(tmp / CHAT_INFO, {
+        "format": CHAT_FORMAT, "place": place, "years": [years[0], years[-1]] if years else [],
+        "system_line": "{place}, {year}.", "base_model": str(base_dir), "dataset": str(data_dir)})
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)

@@ -1,0 +1,158 @@
+"""Chat requests and replies, for the server, the playground and the command line: checks a
+list of messages, sets the era's system line, fits the history to the context, generates one
+answer that stops at ``<|end|>``. Message text is always plain text (never control tokens).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import LondonLMError
+from ..layout import CHAT_INFO
+from .dataset import system_line
+from .extract import PLACE
+from .template import CHAT_TOKENS, ChatIds, encode_chat
+
+ROLES = ("system", "user", "assistant")
+YEAR_RANGE = (1674, 1913)          # the Old Bailey Proceedings' span: the eras a user may ask for
+
+
+class ChatRequestError(LondonLMError, ValueError):
+    """A chat request that cannot be answered as given (bad roles, order, sizes or year)."""
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    max_new_tokens: int = 60
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    do_sample: bool = True
+    seed: int | None = None
+
+
+@dataclass
+class ChatReply:
+    text: str
+    finish_reason: str             # "stop" (the model ended its turn) or "length"
+    prompt_tokens: int
+    new_tokens: int
+
+
+def validate_messages(messages, *, max_messages: int = 64, max_chars: int = 4000) -> list[dict]:
+    """``messages`` as clean ``{"role", "content"}`` dicts, or ChatRequestError saying what is
+    wrong: an optional system message first, then user and assistant turns alternating,
+    starting and ending with a user turn; no empty or oversized text."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ChatRequestError("messages must be a non-empty list of {role, content} objects")
+    if len(messages) > max_messages:
+        raise ChatRequestError(f"too many messages ({len(messages)}; at most {max_messages})")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise ChatRequestError(f"message {i}: role must be one of {', '.join(ROLES)}")
+        content = m.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise ChatRequestError(f"message {i}: content must be non-empty text")
+        if len(content) > max_chars:
+            raise ChatRequestError(f"message {i}: content is {len(content):,} characters (at most {max_chars:,})")
+        if m["role"] == "system" and i != 0:
+            raise ChatRequestError(f"message {i}: a system message may only come first")
+        out.append({"role": m["role"], "content": content})
+    turns = [m["role"] for m in out if m["role"] != "system"]
+    if not turns or turns[-1] != "user":
+        raise ChatRequestError("the last message must be the user's question")
+    for i, role in enumerate(turns):
+        if role != ("user" if i % 2 == 0 else "assistant"):
+            raise ChatRequestError("user and assistant messages must alternate, starting with the user")
+    return out
+
+
+def with_era(messages: Sequence[dict], year: int | None, place: str = PLACE) -> list[dict]:
+    """The messages with the system line for ``year`` (replacing any system message). Without
+    a year, a given system message is kept, else the default year's line is used."""
+    rest = [m for m in messages if m["role"] != "system"]
+    if year is None:
+        return list(messages) if len(rest) < len(messages) else [
+            {"role": "system", "content": system_line(1800, place)}, *rest]
+    if not isinstance(year, int) or not YEAR_RANGE[0] <= year <= YEAR_RANGE[1]:
+        raise ChatRequestError(f"year must be a whole year from {YEAR_RANGE[0]} to {YEAR_RANGE[1]} "
+                               f"(the Old Bailey Proceedings), got {year!r}")
+    return [{"role": "system", "content": system_line(year, place)}, *rest]
+
+
+def prompt_ids(tokenizer, messages: Sequence[dict], context: int, max_new_tokens: int) -> list[int]:
+    """The prompt for the next answer, dropping the oldest exchanges (never the system line
+    nor the question) until prompt + answer fit the context."""
+    ids = ChatIds.of(tokenizer)
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = list(messages[len(system):])
+    budget = context - max_new_tokens
+    while True:
+        enc = encode_chat(tokenizer, [*system, *turns], add_generation_prompt=True, ids=ids)
+        if len(enc) <= budget or len(turns) <= 1:
+            break
+        turns = turns[2:]  # the oldest question and its answer
+    if len(enc) > budget:
+        raise ChatRequestError(f"the question is {len(enc)} tokens; with {max_new_tokens} new tokens it "
+                               f"does not fit the model's context of {context}: shorten it or ask for fewer tokens")
+    return enc.input_ids
+
+
+def generate_reply(model, tokenizer, messages: Sequence[dict], settings: ChatSettings = ChatSettings()) -> ChatReply:
+    """One answer to ``messages`` (already validated, system line included)."""
+    import torch
+
+    ids = ChatIds.of(tokenizer)
+    context = model.config.n_positions
+    if settings.max_new_tokens < 1 or settings.max_new_tokens >= context:
+        raise ChatRequestError(f"max_new_tokens must be from 1 to {context - 1}")
+    prompt = prompt_ids(tokenizer, messages, context, settings.max_new_tokens)
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    kwargs = dict(do_sample=settings.do_sample, max_new_tokens=settings.max_new_tokens,
+                  eos_token_id=[ids.end, ids.eot], pad_token_id=tokenizer.pad_token_id,
+                  repetition_penalty=settings.repetition_penalty)
+    if settings.do_sample:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([prompt], device=device),
+                             attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=device),
+                             **kwargs)
+    new = out[0, len(prompt):].tolist()
+    stopped = bool(new) and new[-1] in (ids.end, ids.eot)
+    text = tokenizer.decode(new[:-1] if stopped else new, skip_special_tokens=True).strip()
+    return ChatReply(text, "stop" if stopped else "length", len(prompt), len(new))
+
+
+def chat_reply(model, tokenizer, messages, *, year: int | None = None, place: str = PLACE,
+               settings: ChatSettings = ChatSettings(), max_chars: int = 4000) -> ChatReply:
+    """Validate a request, set its era, and answer it: the one call for serving."""
+    return generate_reply(model, tokenizer, with_era(validate_messages(messages, max_chars=max_chars),
+                                                     year, place), settings)
+
+
+def is_chat_model(model_dir: str | Path) -> bool:
+    """Whether a model folder holds a chat model (its tokenizer has the role tokens)."""
+    model_dir = Path(model_dir)
+    if (model_dir / CHAT_INFO).exists():
+        return True
+    tok = model_dir / "tokenizer.json"
+    if not tok.exists():
+        return False
+    added = {t["content"] for t in json.loads(tok.read_text(encoding="utf-8")).get("added_tokens", [])}
+    return all(t in added for t in CHAT_TOKENS)
+
+
+def read_chat_info(model_dir: str | Path) -> dict:
+    """chat_info.json of a chat model ({} when absent): place, years trained on, base model."""
+    path = Path(model_dir) / CHAT_INFO
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+__all__ = ["ChatReply", "ChatRequestError", "ChatSettings", "chat_reply", "generate_reply", "is_chat_model",
+           "prompt_ids", "read_chat_info", "validate_messages", "with_era"]

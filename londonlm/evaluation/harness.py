@@ -1,0 +1,98 @@
+"""lm-evaluation-harness on a model folder, in-process, with londonlm's own tasks.
+
+The tasks live in ``londonlm/lm_eval_tasks/`` (YAML + ``utils.py``), so the same scores come
+from the command line for any published model::
+
+    lm_eval --model hf --model_args pretrained=PATH --include_path londonlm/lm_eval_tasks \\
+        --tasks london_probes
+
+- ``london_probes``: the London multiple-choice probes, by log-likelihood (``acc``,
+  ``acc_norm``);
+- ``london_text_bpb``: bits per byte, byte and word perplexity on a folder of ``.txt`` files
+  (``text_dir``), lm-eval's wikitext recipe. It agrees with
+  :func:`londonlm.evaluation.lm.evaluate_lm` run with an ``<|endoftext|>`` prefix on documents
+  that fit one context window; on longer ones lm-eval restarts the context at each window
+  (disjoint windows) where ours slides by half a window, so lm-eval's figure is higher.
+
+Any other lm-eval task name (e.g. ``hellaswag``) works too when its data can be loaded.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import LondonLMError
+
+TASKS_DIR = Path(__file__).resolve().parents[1] / "lm_eval_tasks"
+PROBES_TASK = "london_probes"
+TEXT_TASK = "london_text_bpb"
+LONDON_TASKS = (PROBES_TASK, TEXT_TASK)
+
+
+class HarnessError(LondonLMError, RuntimeError):
+    """lm-eval cannot run as asked (package missing, bad model folder or task input)."""
+
+
+def _task_manager(tasks: Sequence[str], metadata: dict):
+    from lm_eval.tasks import TaskManager
+
+    # indexing lm-eval's several thousand built-in YAML files takes seconds: only when needed
+    builtin = any(t not in LONDON_TASKS for t in tasks)
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=builtin, metadata=metadata)
+
+
+def _flatten(results: dict, tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{"acc,none": 0.5, "alias": ...}`` per task -> ``{"acc": 0.5}`` (numbers only; an
+    unset standard error, "N/A", is left out)."""
+    out: dict[str, dict[str, float]] = {}
+    for task, metrics in results.get("results", {}).items():
+        row = {}
+        for key, value in metrics.items():
+            name, _, filt = key.partition(",")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[name if filt in ("", "none") else key] = float(value)
+        out[task] = row
+    missing = [t for t in tasks if t not in out]
+    if missing:
+        raise HarnessError(f"lm-eval returned no result for {', '.join(missing)}")
+    return out
+
+
+def run_harness(model_dir: str | os.PathLike, tasks: Sequence[str] = (PROBES_TASK,), *,
+                text_dir: str | os.PathLike | None = None,
+                probes_path: str | os.PathLike | None = None, batch_size: int = 8,
+                device: str = "cpu", limit: int | float | None = None,
+                dtype: str = "float32") -> dict[str, dict[str, float]]:
+    """Run lm-eval's ``simple_evaluate`` with the HF backend on ``model_dir`` (a
+    save_pretrained folder with its tokenizer) and return ``{task: {metric: value}}``.
+
+    ``text_dir`` is the folder ``london_text_bpb`` scores; ``probes_path`` replaces the
+    shipped probe file; ``limit`` caps documents per task (lm-eval's meaning)."""
+    try:
+        import lm_eval
+    except ImportError:
+        raise HarnessError("lm-eval is not installed: pip install -r requirements.txt") from None
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise HarnessError(f"no model at {model_dir} (config.json missing)")
+    tasks = list(tasks)
+    if not tasks:
+        raise HarnessError("no lm-eval task named")
+    metadata = {}
+    if TEXT_TASK in tasks:
+        if text_dir is None or not Path(text_dir).is_dir():
+            raise HarnessError(f"{TEXT_TASK} needs text_dir, a folder of .txt files "
+                               f"(got {text_dir})")
+        metadata["text_dir"] = str(Path(text_dir).resolve())
+    if probes_path is not None:
+        metadata["probes_path"] = str(Path(probes_path).resolve())
+    manager = _task_manager(tasks, metadata)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise HarnessError(f"unknown lm-eval task(s): {', '.join(unknown)}")
+    results = lm_eval.simple_evaluate(
+        model="hf", model_args={"pretrained": str(model_dir), "dtype": dtype},
+        tasks=tasks, task_manager=manager, batch_size=batch_size, device=device,
+        limit=limit, log_samples=False, bootstrap_iters=0)
+    return _flatten(results, tasks)

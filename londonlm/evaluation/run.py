@@ -1,0 +1,306 @@
+"""The evaluation stage's run: one model (and optionally others to compare) through held-out
+LM metrics, probes, continuation quality, curves, human-evaluation export and the report.
+
+Models load through the one model interface (:func:`londonlm.generation.load_model`); the
+folder the results go to is the caller's choice (the CLI takes it from
+:meth:`londonlm.layout.RunLayout.evaluation_dir_for`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import LondonLMError
+from ..generation import LoadedModel, load_model as _load, pick_device
+from .lm import evaluate_lm, model_context_length
+from .probes import default_probes_path, load_mc_jsonl, score_items
+from .report import METRICS_FORMAT_VERSION
+
+QUICK_MAX_EVAL_TOKENS = 20_000
+MODES = ("quick", "comprehensive")
+
+
+class EvaluationError(LondonLMError, ValueError):
+    """A bad evaluation request (unknown mode, no validation texts)."""
+
+
+class MissingInput(LondonLMError, FileNotFoundError):
+    """A file the evaluation was asked to read does not exist."""
+
+
+def load_for_evaluation(model_path: str | Path, device: str = "cpu") -> LoadedModel:
+    """A model folder through the model interface (a checkpoint without a tokenizer borrows
+    the run's final/ tokenizer there), with a clear error for a folder that is no model."""
+    p = Path(model_path)
+    if not (p / "config.json").is_file():
+        raise MissingInput(f"{p} is not a model folder (no config.json); pass a folder "
+                           f"written by save_pretrained or a checkpoint-N folder")
+    return _load(p, device=device)
+
+
+def load_model(model_path: str | Path, device: str = "cpu"):
+    """(model, tokenizer) of a model folder, in eval mode on ``device``."""
+    lm = load_for_evaluation(model_path, device)
+    return lm.model, lm.tokenizer
+
+
+def _model_info(lm: LoadedModel, path: Path) -> dict:
+    model = lm.model
+    return {"path": str(path), "name": lm.model_id, "params": lm.n_params,
+            "n_positions": model_context_length(model), "vocab_size": model.config.vocab_size,
+            "step": lm.step}
+
+
+@contextmanager
+def _timed(timing: dict, key: str):
+    t = time.time()
+    yield
+    timing[key] = time.time() - t
+
+
+# --------------------------------------------------------------------------- LM metrics
+
+def _by_century(per_doc: list[dict], years: Sequence[int | None]) -> dict:
+    groups: dict[str, list] = {}
+    for d in per_doc:
+        y = years[d["index"]] if d["index"] < len(years) else None
+        key = f"{(y // 100) * 100}s" if isinstance(y, int) else "undated"
+        g = groups.setdefault(key, [0.0, 0, 0, 0])
+        g[0] += d["nll"]
+        g[1] += d["tokens"]
+        g[2] += d["bytes"]
+        g[3] += 1
+    return {k: {"documents": v[3], "tokens": v[1], "bytes": v[2],
+                "loss": v[0] / v[1] if v[1] else None,
+                "bits_per_byte": v[0] / (math.log(2) * v[2]) if v[2] else None}
+            for k, v in sorted(groups.items())}
+
+
+def _prefix_lists(tok, years: Sequence[int | None] | None, n: int, with_era: bool) -> list[list[int]]:
+    from ..tokenizer import era_token, era_tokens_of
+
+    eot = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
+    eras = set(era_tokens_of(tok)) if with_era else set()
+    out = []
+    for i in range(n):
+        pre = [eot]
+        y = years[i] if years is not None and i < len(years) else None
+        t = era_token(y) if y is not None else None
+        if with_era and t in eras:
+            pre.append(tok.convert_tokens_to_ids(t))
+        out.append(pre)
+    return out
+
+
+def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, quick) -> dict:
+    """The bench-comparable validation figure first (no prefix, first token unscored), then
+    (comprehensive) EOT-prefixed and era-conditioned variants, then each text file."""
+    from ..tokenizer import era_tokens_of
+
+    v = evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
+                    return_per_document=years is not None)
+    per_doc = v.pop("per_document", None)
+    out: dict = {"validation": v}
+    if per_doc is not None and per_doc:
+        out["validation_by_century"] = _by_century(per_doc, years)
+    if not quick:
+        r = evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
+                        prepend_tokens=_prefix_lists(tok, years, len(texts), False))
+        out["validation_eot_prefixed"] = {**r, "prefix": "EOT"}
+        if era_tokens_of(tok) and years is not None:
+            r = evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
+                            prepend_tokens=_prefix_lists(tok, years, len(texts), True))
+            out["validation_era_conditioned"] = {**r, "prefix": "EOT + era token"}
+    for f in text_files:
+        raw = Path(f).read_bytes().decode("utf-8", errors="ignore")  # as bench/bpb.py reads
+        out[f"file:{Path(f).name}"] = evaluate_lm(model, tok, [raw], device=device,
+                                                  max_eval_tokens=max_tokens if quick else None)
+    return out
+
+
+def _read_probe_sets(probes_path, extra_mc_files, quick: bool) -> tuple[dict, dict]:
+    """Every MC file, read up front so a malformed one fails before minutes of scoring;
+    returns (name -> items, name -> file)."""
+    files = {"london": str(probes_path or default_probes_path())}
+    if not quick:
+        for f in extra_mc_files:
+            files.setdefault(Path(f).stem, str(f))
+    return {name: load_mc_jsonl(f) for name, f in files.items()}, files
+
+
+def _probe_metrics(model, tok, probe_sets: dict, device: str) -> tuple[dict, list[dict]]:
+    probes, rows = {}, []
+    for name, items in probe_sets.items():
+        res = score_items(model, tok, items, device=device)
+        rows += [{"set": name, **row} for row in res.pop("items")]
+        probes[name] = res
+    return probes, rows
+
+
+# --------------------------------------------------------------------------- comparison
+
+def _compare_row(lm: LoadedModel, path: Path, val_texts, probe_items, *, device, max_tokens) -> dict:
+    info = _model_info(lm, path)
+    cv = evaluate_lm(lm.model, lm.tokenizer, val_texts, device=device, max_eval_tokens=max_tokens)
+    cp = score_items(lm.model, lm.tokenizer, probe_items, device=device)
+    return {"name": info["name"], "path": str(path), "step": info["step"], "loss": cv["loss"],
+            "bits_per_byte": cv["bits_per_byte"], "tokens": cv["tokens"],
+            "probe_accuracy": cp["accuracy"]["per_byte"], "probe_chance": cp["chance"]}
+
+
+def _compare_and_human_eval(main_row: dict, samples: list[dict], compare, val_texts, probe_items,
+                            out: Path, plots: dict, *, quick, seed, device, max_tokens):
+    """Rows for every ``compare`` model (training order when steps are known) and, in
+    comprehensive mode, the blind human-evaluation pack; returns (compare_rows, human)."""
+    from . import generation_quality, human_eval, report
+
+    def texts_of(rows, key):
+        return [{"prompt": s["prompt"], "text": s[key]} for s in rows]
+
+    he_mode = "greedy" if quick else "sampled"
+    he_samples = {main_row["name"]: texts_of([s for s in samples if s["mode"] == he_mode], "generated")}
+    rows = [main_row]
+    for cpath in map(Path, compare):
+        lm = load_for_evaluation(cpath, device)
+        rows.append(_compare_row(lm, cpath, val_texts, probe_items, device=device, max_tokens=max_tokens))
+        if not quick:
+            _, cs = generation_quality.evaluate_generation(
+                lm.model, lm.tokenizer, val_texts, n_passages=16, continuation_tokens=64,
+                prompt_tokens=48, modes=("sampled",), seed=seed, device=device)
+            he_samples[rows[-1]["name"]] = texts_of(cs, "generated")
+        del lm
+    compare_rows: list[dict] = []
+    if compare:
+        compare_rows = sorted(rows, key=lambda r: (r["step"] is None, r["step"] or 0))
+        report.plot_comparison(compare_rows, out / "compare.png")
+        plots["compare"] = "compare.png"
+    human = None
+    if not quick:
+        # the true continuations join as a blind control: raters' scores for real period
+        # text give the ceiling each model is measured against
+        he_samples["reference (true text)"] = texts_of(
+            [s for s in samples if s["mode"] == "sampled"], "reference")
+        human = human_eval.export_blind(he_samples, out / "human_eval", seed=seed)
+    return compare_rows, human
+
+
+# --------------------------------------------------------------------------- the run
+
+def _check_request(mode: str, val_texts, text_files) -> None:
+    if mode not in MODES:
+        raise EvaluationError(f"mode must be one of {MODES}, got {mode!r}")
+    if not val_texts:
+        raise EvaluationError("no validation texts: the corpus manifest has no split == 'validation' "
+                              "documents; run the corpus stage first or pass --text_files")
+    for f in text_files:
+        if not Path(f).is_file():
+            raise MissingInput(f"text file not found: {f}")
+
+
+def _training_curves(model_path: Path, trainer_state_path, out: Path, plots: dict, title: str):
+    from . import curves
+
+    state = Path(trainer_state_path) if trainer_state_path else curves.find_trainer_state(model_path)
+    if state is None or not state.is_file():
+        return None
+    training = curves.plot_curves(state, out / "training_curves.png", title=title)
+    training["trainer_state"] = str(state)
+    plots["curves"] = "training_curves.png"
+    return training
+
+
+def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: list[str],
+                   val_years: list[int | None] | None = None, mode: str = "quick",
+                   probes_path: str | Path | None = None, extra_mc_files: Sequence[str | Path] = (),
+                   text_files: Sequence[str | Path] = (), compare: Sequence[str | Path] = (),
+                   device: str = "cpu", seed: int = 0, max_eval_tokens: int | None = None,
+                   trainer_state_path: str | Path | None = None, log=print) -> dict:
+    """Evaluate one model (and optionally compare others); write metrics.json, samples.jsonl,
+    report.md and plots into ``out_dir``; return the metrics dict."""
+    import torch
+
+    from . import generation_quality, report
+
+    _check_request(mode, val_texts, text_files)
+    t_start, timing = time.time(), {}
+    device = pick_device(device)
+    torch.manual_seed(seed)
+    quick = mode == "quick"
+    if max_eval_tokens is None and quick:
+        max_eval_tokens = QUICK_MAX_EVAL_TOKENS
+    out, model_path = Path(out_dir), Path(model_path)
+    out.mkdir(parents=True, exist_ok=True)
+    probe_sets, probe_files = _read_probe_sets(probes_path, extra_mc_files, quick)
+
+    with _timed(timing, "load"):
+        lm = load_for_evaluation(model_path, device)
+    model, tok, info = lm.model, lm.tokenizer, _model_info(lm, model_path)
+    log(f"evaluating {info['name']} ({info['params']:,} parameters) in {mode} mode on {device}")
+    with _timed(timing, "lm"):
+        lm_metrics = _lm_metrics(model, tok, val_texts, val_years, text_files, device=device,
+                                 max_tokens=max_eval_tokens, quick=quick)
+    v = lm_metrics["validation"]
+    log(f"validation: loss {v['loss']:.4f}  ppl {v['perplexity']:.2f}  bpb {v['bits_per_byte']:.4f}"
+        f"  ({v['tokens']} tokens{', capped' if v['truncated'] else ''})")
+    with _timed(timing, "probes"):
+        probes, probe_rows = _probe_metrics(model, tok, probe_sets, device)
+    with _timed(timing, "generation"):
+        gen_metrics, samples = generation_quality.evaluate_generation(
+            model, tok, val_texts, n_passages=4 if quick else 16,
+            continuation_tokens=32 if quick else 64, prompt_tokens=48,
+            modes=("greedy",) if quick else ("greedy", "sampled"), seed=seed, device=device)
+
+    plots: dict[str, str] = {}
+    for name, res in probes.items():
+        report.plot_probe_categories(res, out / f"probes_{name}.png",
+                                     title=f"Probe accuracy by category ({name})")
+        plots[f"probes_{name}"] = f"probes_{name}.png"
+    training = _training_curves(model_path, trainer_state_path, out, plots, info["name"])
+    compare_rows, human = [], None
+    if compare or not quick:
+        main_row = {"name": info["name"], "path": str(model_path), "step": info["step"],
+                    "loss": v["loss"], "bits_per_byte": v["bits_per_byte"],
+                    "probe_accuracy": probes["london"]["accuracy"]["per_byte"],
+                    "probe_chance": probes["london"]["chance"]}
+        with _timed(timing, "compare_and_human_eval"):
+            compare_rows, human = _compare_and_human_eval(
+                main_row, samples, compare, val_texts, probe_sets["london"], out, plots,
+                quick=quick, seed=seed, device=device, max_tokens=max_eval_tokens)
+
+    timing["total"] = time.time() - t_start
+    metrics = _metrics_document(mode, info, seed, device, max_eval_tokens, v, probe_files, text_files,
+                                lm_metrics, probes, gen_metrics, training, compare_rows, human, timing)
+    report.write_jsonl(out / "samples.jsonl", samples)
+    report.write_jsonl(out / "probe_items.jsonl", probe_rows)
+    report.write_text_atomic(out / "report.md", report.render_markdown(metrics, plots, samples))
+    report.write_metrics(out / "metrics.json", metrics)  # last: marks the folder complete
+    log(f"wrote {out / 'metrics.json'} and report.md in {timing['total']:.1f} s")
+    return metrics
+
+
+def _metrics_document(mode, info, seed, device, max_eval_tokens, v, probe_files, text_files,
+                      lm_metrics, probes, gen_metrics, training, compare_rows, human, timing) -> dict:
+    from ..artifacts import now_iso, versions
+
+    return {
+        "format_version": METRICS_FORMAT_VERSION,
+        "created": now_iso(),
+        "mode": mode,
+        "model": info,
+        "settings": {"seed": seed, "device": device, "max_eval_tokens": max_eval_tokens,
+                     "max_eval_tokens_meaning": "cap on scored validation tokens (documents in "
+                     "manifest order, last one cut at a word boundary); null = whole split",
+                     "context_length": v["context_length"], "stride": v["stride"],
+                     "probe_files": probe_files, "text_files": [str(f) for f in text_files]},
+        "lm": lm_metrics,
+        "probes": probes,
+        "generation": gen_metrics,
+        "training": training,
+        "compare": compare_rows,
+        "human_eval": human,
+        "timing_s": {k: round(x, 2) for k, x in timing.items()},
+        "versions": versions(),
+    }

@@ -1,0 +1,2 @@
+"""Exports of trained models to formats other tools run: GGUF for llama.cpp (:mod:`.gguf`),
+with a llama.cpp round-trip check (:mod:`.gguf_check`)."""

@@ -1,0 +1,346 @@
+"""GGUF export of a GPT-2 ``save_pretrained`` folder, for llama.cpp and the tools built on it.
+
+The file follows llama.cpp's own converter for ``GPT2LMHeadModel`` (architecture ``gpt2``):
+
+- tensors ``token_embd``, ``position_embd``, ``blk.N.{attn_norm,attn_qkv,attn_output,ffn_norm,
+  ffn_up,ffn_down}``, ``output_norm`` and ``output`` (the tied embedding written again, so
+  every llama.cpp version finds it). Transformers' GPT-2 keeps its projections as ``Conv1D``
+  with weights stored ``(in, out)``, the transpose of ``nn.Linear``; GGUF wants ``(out, in)``
+  rows, so those four weights are transposed here;
+- norms, biases and the position embedding stay F32 (llama.cpp reads them as F32); the other
+  2-D weights become F16, or Q8_0 (blocks of 32 with one scale) where the row length allows;
+- tokenizer ``gpt2`` (byte-level BPE) with pre-tokenizer ``gpt-2``: the GPT-2 split regex,
+  which is what our ``ByteLevel(use_regex=True, add_prefix_space=False)`` pre-tokenizer runs.
+  Special tokens (``<|endoftext|>``, ``<|pad|>``, era tokens like ``<|1650s|>``) are CONTROL
+  tokens, so llama.cpp never makes them from text; embedding rows past the tokenizer (the
+  vocabulary is padded to a multiple of 64) get UNUSED ``[PADn]`` tokens. ``add_bos_token``
+  is on with bos = ``<|endoftext|>``: our prompts start with it, as documents do in training.
+
+Our models use the exact (erf) GELU; llama.cpp's GPT-2 graph uses the tanh approximation.
+The two differ by < 5e-4, which can flip a near-tied greedy choice: :mod:`.gguf_check`
+measures the agreement.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..artifacts import read_json, sha256_file, sidecar_current, versions, write_sidecar
+from ..errors import LondonLMError
+from ..layout import FINAL, SIDECAR, RunLayout
+
+STAGE = "export_gguf"
+EXPORT_FORMAT = 1                      # bump when the written files change for the same inputs
+QUANT_TYPES = ("f16", "q8_0")
+WEIGHTS = "model.safetensors"
+TOKENIZER = "tokenizer.json"
+TRAIN_CMD = "python 04_training/train_model_slm.py"
+# llama.cpp's name for the GPT-2 split regex (its converter finds it by hashing a probe text)
+PRE_TOKENIZER = "gpt-2"
+# activations llama.cpp's GPT-2 graph can stand in for: it always runs the tanh GELU
+GELU_NAMES = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+
+
+class GGUFExportError(LondonLMError, ValueError):
+    """A model folder that cannot be written as a llama.cpp GPT-2 GGUF file."""
+
+
+@dataclass(frozen=True)
+class GGUFOptions:
+    types: tuple[str, ...] = QUANT_TYPES   # one file per type
+    stem: str | None = None                # file name stem (default: the model folder's name)
+    overwrite: bool = False
+
+
+@dataclass
+class GGUFExport:
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)   # type -> file
+    skipped: bool = False
+
+
+def gguf_version() -> str:
+    """The installed ``gguf`` package's version; a clear error when it is missing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gguf")
+    except PackageNotFoundError:
+        raise GGUFExportError("the GGUF export needs the gguf package: "
+                              "pip install -r requirements.txt") from None
+
+
+# --------------------------------------------------------------------------- model hyperparameters
+
+def read_gpt2_config(model_dir: Path) -> dict:
+    """config.json of a GPT-2 model, checked against what llama.cpp's GPT-2 graph computes."""
+    cfg = read_json(model_dir / "config.json")
+    if cfg.get("model_type") != "gpt2":
+        raise GGUFExportError(f"{model_dir} holds a {cfg.get('model_type')!r} model; the GGUF "
+                              f"export writes GPT-2 models only")
+    problems = []
+    if cfg.get("activation_function", "gelu_new") not in GELU_NAMES:
+        problems.append(f"activation {cfg['activation_function']!r} (llama.cpp runs GELU)")
+    if cfg.get("scale_attn_by_inverse_layer_idx") or cfg.get("scale_attn_weights") is False:
+        problems.append("non-standard attention scaling")
+    if cfg.get("add_cross_attention"):
+        problems.append("cross-attention")
+    if problems:
+        raise GGUFExportError(f"{model_dir}: llama.cpp's GPT-2 cannot run this model: "
+                              + "; ".join(problems))
+    return cfg
+
+
+def _add_hparams(writer, cfg: dict) -> None:
+    d = cfg["n_embd"]
+    writer.add_context_length(cfg["n_positions"])
+    writer.add_embedding_length(d)
+    writer.add_feed_forward_length(cfg.get("n_inner") or 4 * d)
+    writer.add_block_count(cfg["n_layer"])
+    writer.add_head_count(cfg["n_head"])
+    writer.add_layer_norm_eps(cfg.get("layer_norm_epsilon", 1e-5))
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+@dataclass
+class GGUFVocab:
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+
+
+def _check_pre_tokenizer(tok: dict, where: Path) -> None:
+    pre, model = tok.get("pre_tokenizer") or {}, tok.get("model") or {}
+    ok = (model.get("type") == "BPE" and tok.get("normalizer") is None
+          and pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+          and not pre.get("add_prefix_space", False))
+    if not ok:
+        raise GGUFExportError(
+            f"{where}: llama.cpp's 'gpt-2' tokenizer needs a byte-level BPE with the GPT-2 split "
+            f"regex, no normalizer and no prefix space; this tokenizer has model "
+            f"{model.get('type')!r}, pre-tokenizer {pre or None}, normalizer {tok.get('normalizer')}")
+
+
+def read_vocab(tokenizer_json: Path, n_rows: int) -> GGUFVocab:
+    """Tokens (byte-level strings, as llama.cpp's gpt2 vocabulary expects), their types and
+    the merges, for an embedding of ``n_rows`` rows."""
+    tok = read_json(tokenizer_json)
+    _check_pre_tokenizer(tok, tokenizer_json)
+    import gguf
+
+    by_id = {i: t for t, i in tok["model"]["vocab"].items()}
+    added = {a["id"]: a for a in tok.get("added_tokens", [])}
+    by_id.update({i: a["content"] for i, a in added.items()})
+    if max(by_id) >= n_rows:
+        raise GGUFExportError(f"{tokenizer_json} has token id {max(by_id)} but the model's "
+                              f"embedding has only {n_rows} rows: tokenizer and model differ")
+    tokens, types = [], []
+    for i in range(n_rows):
+        if i not in by_id:   # padding rows: never produced, never targets
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        text = by_id[i]
+        tokens.append(text)
+        if i in added:
+            special = added[i].get("special") or (text.startswith("<|") and text.endswith("|>"))
+            types.append(gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"].get("merges", [])]
+    return GGUFVocab(tokens, [int(t) for t in types], merges)
+
+
+def _add_tokenizer(writer, vocab: GGUFVocab, cfg: dict) -> None:
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(PRE_TOKENIZER)
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_types(vocab.types)
+    writer.add_token_merges(vocab.merges)
+    for key, add in (("bos_token_id", writer.add_bos_token_id),
+                     ("eos_token_id", writer.add_eos_token_id),
+                     ("pad_token_id", writer.add_pad_token_id)):
+        if isinstance(cfg.get(key), int):
+            add(cfg[key])
+    # prompts start with <|endoftext|> (the bos), as every document did in training
+    writer.add_add_bos_token(isinstance(cfg.get("bos_token_id"), int))
+    writer.add_add_eos_token(False)
+
+
+# --------------------------------------------------------------------------- tensors
+
+def _tensor_table(n_layer: int) -> dict[str, tuple[str, bool]]:
+    """HF name (without ``transformer.``) -> (GGUF name without suffix, transpose)."""
+    import gguf
+
+    T, names = gguf.MODEL_TENSOR, gguf.TENSOR_NAMES
+    table = {"wte": (names[T.TOKEN_EMBD], False), "wpe": (names[T.POS_EMBD], False),
+             "ln_f": (names[T.OUTPUT_NORM], False), "lm_head": (names[T.OUTPUT], False)}
+    per_layer = {"ln_1": (T.ATTN_NORM, False), "attn.c_attn": (T.ATTN_QKV, True),
+                 "attn.c_proj": (T.ATTN_OUT, True), "ln_2": (T.FFN_NORM, False),
+                 "mlp.c_fc": (T.FFN_UP, True), "mlp.c_proj": (T.FFN_DOWN, True)}
+    for i in range(n_layer):
+        for hf, (key, transpose) in per_layer.items():
+            table[f"h.{i}.{hf}"] = (names[key].format(bid=i), transpose)
+    return table
+
+
+def gguf_tensors(weights: Path, n_layer: int) -> Iterator[tuple[str, np.ndarray]]:
+    """(GGUF name, float32 array in GGUF row order) for every tensor of a GPT-2 safetensors
+    file; ``output.weight`` is the token embedding when the head is tied."""
+    import torch
+    from safetensors import safe_open
+
+    table = _tensor_table(n_layer)
+    seen: dict[str, np.ndarray] = {}
+    with safe_open(str(weights), framework="pt") as f:
+        for key in f.keys():
+            base = key.removeprefix("transformer.")
+            if base.endswith((".attn.bias", ".attn.masked_bias")):
+                continue   # causal-mask buffers of old transformers versions, not weights
+            stem, _, suffix = base.rpartition(".")
+            if stem not in table or suffix not in ("weight", "bias"):
+                raise GGUFExportError(f"{weights}: unexpected tensor {key!r} for a GPT-2 model")
+            name, transpose = table[stem]
+            data = f.get_tensor(key).to(torch.float32)
+            data = (data.T if transpose and suffix == "weight" else data).contiguous().numpy()
+            seen[f"{name}.{suffix}"] = data
+    output = table["lm_head"][0] + ".weight"
+    if output not in seen and table["wte"][0] + ".weight" in seen:
+        seen[output] = seen[table["wte"][0] + ".weight"]
+    missing = sorted({f"{n}.weight" for n, _ in table.values()} - set(seen))
+    if missing:
+        raise GGUFExportError(f"{weights}: tensors missing for a {n_layer}-layer GPT-2: "
+                              f"{', '.join(missing[:6])}")
+    yield from seen.items()
+
+
+def _encode(name: str, data: np.ndarray, qtype: str):
+    """(array, GGML type) to store: F32 for vectors, norms and the position table (llama.cpp
+    reads those as F32), else F16 or Q8_0; Q8_0 falls back to F16 when a row is not a whole
+    number of 32-value blocks."""
+    import gguf
+
+    Q = gguf.GGMLQuantizationType
+    keep_f32 = (data.ndim < 2 or name.endswith("_norm.weight") or not name.endswith(".weight")
+                or name.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.POS_EMBD]))
+    if keep_f32:
+        return data.astype(np.float32), Q.F32
+    if qtype == "q8_0":
+        try:
+            return gguf.quants.quantize(data, Q.Q8_0), Q.Q8_0
+        except gguf.QuantError:
+            pass
+    return data.astype(np.float16), Q.F16
+
+
+# --------------------------------------------------------------------------- one file
+
+def write_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, qtype: str = "f16",
+               name: str | None = None) -> Path:
+    """Write ``model_dir`` (config.json, model.safetensors, tokenizer.json) as one GGUF file of
+    type ``qtype`` (``f16`` or ``q8_0``); the file appears whole or not at all."""
+    import gguf
+
+    if qtype not in QUANT_TYPES:
+        raise GGUFExportError(f"unknown GGUF type {qtype!r}; choose from {', '.join(QUANT_TYPES)}")
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    cfg = read_gpt2_config(model_dir)
+    file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+    writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2])
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name or model_dir.name)
+    _add_hparams(writer, cfg)
+    writer.add_file_type(file_type[qtype])
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    n_rows = None
+    for tname, data in gguf_tensors(model_dir / WEIGHTS, cfg["n_layer"]):
+        if tname.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD]):
+            n_rows = data.shape[0]
+        stored, ggml_type = _encode(tname, data, qtype)
+        writer.add_tensor(tname, stored, raw_dtype=ggml_type)
+    _add_tokenizer(writer, read_vocab(model_dir / TOKENIZER, n_rows), cfg)
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    try:
+        writer.write_header_to_file(path=tmp)
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out_path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+# --------------------------------------------------------------------------- the export stage
+
+def default_output(run: RunLayout | None, model_dir: Path, folder: str) -> tuple[Path, str]:
+    """(output folder, file stem) for ``model_dir``: ``<run>/<folder>/`` and the run's name for
+    its final model, ``<run>/<folder>/<name>/`` and ``<run>-<name>`` for another folder of the
+    run (a checkpoint), ``<model>/<folder>/`` for a model outside any run."""
+    model_dir = Path(model_dir)
+    if run is not None and run.contains(model_dir):
+        if model_dir.name == FINAL:
+            return run.dir / folder, run.name
+        return run.dir / folder / model_dir.name, f"{run.name}-{model_dir.name}"
+    return model_dir / folder, model_dir.name
+
+
+def _inputs(model_dir: Path) -> dict[str, str]:
+    for f, why in ((WEIGHTS, f"re-save it with save_pretrained (safetensors), or train with "
+                             f"`{TRAIN_CMD}`"),
+                   (TOKENIZER, "copy the run's tokenizer folder into it")):
+        if not (model_dir / f).is_file():
+            raise GGUFExportError(f"{model_dir / f} not found: the GGUF export needs a "
+                                  f"save_pretrained GPT-2 folder with {f}; {why}")
+    return {WEIGHTS: sha256_file(model_dir / WEIGHTS),
+            TOKENIZER: sha256_file(model_dir / TOKENIZER)}
+
+
+def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                options: GGUFOptions = GGUFOptions(),
+                log: Callable[[str], None] = print) -> GGUFExport:
+    """Write one GGUF file per type in ``options.types`` into ``out_dir``, then its sidecar
+    (inputs' hashes, settings, sizes, versions) last; skip when the sidecar says the files
+    are current, unless ``options.overwrite``."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    gguf_version()
+    if not (model_dir / "config.json").is_file():
+        raise GGUFExportError(f"no model at {model_dir} (config.json missing); train one with "
+                              f"`{TRAIN_CMD}` or pass a save_pretrained folder")
+    bad = [t for t in options.types if t not in QUANT_TYPES]
+    if bad or not options.types:
+        raise GGUFExportError(f"GGUF types {bad or '(none)'} not supported; choose from "
+                              f"{', '.join(QUANT_TYPES)}")
+    stem = options.stem or model_dir.name
+    files = {t: out_dir / f"{stem}-{t}.gguf" for t in options.types}
+    inputs = _inputs(model_dir)
+    settings = {"format": EXPORT_FORMAT, "types": list(options.types), "stem": stem}
+    current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
+    if current and not all(p.is_file() for p in files.values()):
+        current, why = False, "a GGUF file is missing"
+    if current and not options.overwrite:
+        log(f"gguf: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
+        return GGUFExport(out_dir, files, skipped=True)
+    if (out_dir / SIDECAR).exists():
+        log(f"gguf: rebuilding ({'--overwrite' if options.overwrite else why})")
+        (out_dir / SIDECAR).unlink()
+    for qtype, path in files.items():
+        write_gguf(model_dir, path, qtype, name=stem)
+        log(f"gguf: wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    write_sidecar(out_dir / SIDECAR, STAGE, inputs, settings,
+                  counts={p.name: p.stat().st_size for p in files.values()},
+                  extra={"model_dir": str(model_dir),
+                         "versions": {**versions(), "gguf": gguf_version()},
+                         "files": {t: {"name": p.name, "sha256": sha256_file(p)}
+                                   for t, p in files.items()}})
+    return GGUFExport(out_dir, files)

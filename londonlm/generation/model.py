@@ -1,0 +1,242 @@
+"""Loading a model with its tokenizer, and turning a user's prompt into token ids.
+
+Prompt encoding mirrors pretokenization. Training documents are stored as
+``[era token] + text tokens + <|endoftext|>`` and packed back to back, so inside the packed
+stream every document is preceded by an ``<|endoftext|>`` (EOT). A prompt is therefore
+encoded as ``[EOT] + [era token, when given] + text tokens``: the leading EOT (the tokenizer's
+bos) reproduces the "start of a document" context the model learned from, and no EOT is ever
+appended after the prompt (that would tell the model the document had ended).
+
+Text never becomes a control token: the prompt's own characters are encoded as text even when
+they spell ``<|endoftext|>`` or an era token, so only :func:`encode_prompt` (from explicit
+arguments) places control ids. ``allow_control_tokens=True`` restores the old reading.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..layout import Layout, ModelNotFound, RunLayout, model_step
+from ..tokenizer import EOT, era_token, era_tokens_of, plain_backend
+from .settings import GenerationError, GenerationSettings, defaults_from_generation_config
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    device: str
+    model_id: str       # "run/final", "run/checkpoint-N" or a Hub id: never an absolute path
+    path: str           # where it was loaded from (a folder, or the Hub id)
+    step: int | None
+    n_params: int
+    context_length: int
+    eras: list[str]
+    defaults: GenerationSettings
+
+    def info(self) -> dict:
+        """What a client may see (no filesystem paths)."""
+        return {"model": self.model_id, "device": self.device, "step": self.step,
+                "params": self.n_params, "context_length": self.context_length, "eras": self.eras,
+                "defaults": asdict(self.defaults)}
+
+
+# --------------------------------------------------------------------------- loading
+
+def pick_device(device: str = "auto") -> str:
+    """``auto`` (a GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
+    import torch
+
+    if device != "auto" and device != "cpu" and not device.split(":")[0] == "cuda":
+        raise GenerationError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise GenerationError(f"--device {device} requested but no CUDA GPU is available; "
+                              f"use --device cpu")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_model_dir(spec: str | None, layout: Layout | None = None,
+                      run: str | RunLayout | None = None) -> Path:
+    """A model spec to a local folder: an existing path; else, with ``layout``/``run``, what
+    :meth:`Layout.resolve_model` / :meth:`RunLayout.resolve` name. Raises ModelNotFound."""
+    if spec and Path(spec).expanduser().exists():
+        return Path(spec).expanduser()
+    if spec and (Path(spec).is_absolute() or spec.startswith((".", "~"))):
+        raise ModelNotFound(f"model folder {spec} does not exist")
+    if layout is not None and run is not None:
+        return layout.resolve_model(spec, run)
+    if isinstance(run, RunLayout):
+        return run.resolve(spec)
+    if layout is not None and spec:
+        head = spec.partition("/")[0]
+        if (layout.checkpoints_dir / head).is_dir():
+            return layout.resolve_model(spec, head)
+    if not spec:
+        raise ModelNotFound("no model given: pass a model folder (or a run with its layout)")
+    raise ModelNotFound(f"model {spec!r} not found: not a folder"
+                        + (f", nor a run under {layout.checkpoints_dir}" if layout else "")
+                        + "; pass a model folder, or a run name")
+
+
+def _tokenizer_source(path: Path) -> Path:
+    """A checkpoint saved without its tokenizer borrows the run's final/ tokenizer."""
+    if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
+        return path
+    final = RunLayout(path.parent).final
+    return final if (final / "tokenizer.json").is_file() else path
+
+
+def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = None,
+               run: str | RunLayout | None = None, device: str = "auto") -> LoadedModel:
+    """Load a model with its tokenizer, in eval mode on ``device``.
+
+    ``spec_or_folder``: a model folder (needs nothing else); with ``layout``/``run``, also
+    ``final``/``best``/``latest``/``checkpoint-N``, a run name or ``RUN/checkpoint-N``; or a
+    Hub id (``owner/name``) that is already in the local Hugging Face cache."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    dev = pick_device(device)
+    spec = str(spec_or_folder) if spec_or_folder is not None else None
+    try:
+        path = resolve_model_dir(spec, layout, run)
+        source, tok_source, model_id = str(path), str(_tokenizer_source(path)), _local_id(path)
+    except ModelNotFound as local_err:
+        if not _looks_like_hub_id(spec):
+            raise GenerationError(str(local_err)) from None
+        path, source, tok_source, model_id = None, spec, spec, spec
+        hub_hint = str(local_err)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as e:
+        if path is not None:
+            raise GenerationError(f"cannot load model from {source}: {e}") from None
+        raise GenerationError(
+            f"{spec!r} is neither a local model ({hub_hint}) nor a Hub model in the local cache; "
+            f"download it first with `huggingface-cli download {spec}`") from None
+    try:
+        gen_config = GenerationConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError):
+        gen_config = None
+    model.to(dev).eval()
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, device=dev, model_id=model_id, path=source,
+        step=model_step(path) if path is not None else None,
+        n_params=sum(p.numel() for p in model.parameters()),
+        context_length=context_length_of(model), eras=era_tokens_of(tokenizer),
+        defaults=defaults_from_generation_config(gen_config))
+
+
+def _looks_like_hub_id(spec: str | None) -> bool:
+    """``owner/name``: one slash between two non-empty parts, and not a path."""
+    if not spec or spec.count("/") != 1 or spec.startswith((".", "~")) or Path(spec).is_absolute():
+        return False
+    owner, name = spec.split("/")
+    return bool(owner and name) and not Path(spec).expanduser().exists()
+
+
+def context_length_of(model) -> int:
+    cfg = model.config
+    return int(getattr(cfg, "n_positions", 0) or getattr(cfg, "max_position_embeddings", 1024))
+
+
+def _local_id(path: Path) -> str:
+    """``run/final``-style name: the folder and its parent, never the absolute path."""
+    path = Path(path).resolve()
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+# --------------------------------------------------------------------------- prompts
+
+def normalize_era(value: str | int | None, eras: list[str]) -> str | None:
+    """``"1660s"``, ``"1660"``, ``1666`` or ``"<|1650s|>"`` -> the era token ``"<|1650s|>"``.
+    Empty/``none`` -> None. Raises GenerationError when the tokenizer lacks that era."""
+    if value is None or str(value).strip().lower() in ("", "none", "off"):
+        return None
+    text = str(value).strip()
+    if text in eras:
+        return text
+    digits = text.strip("<|>").rstrip("s")
+    if not digits.isdigit():
+        raise GenerationError(f"era {value!r} is not a year or decade such as 1650s")
+    token = era_token(int(digits))
+    if token not in eras:
+        hint = ", ".join(e.strip("<|>") for e in eras) or "none (this model was trained without era tokens)"
+        raise GenerationError(f"era {value!r} ({token}) is not in this model's tokenizer; available: {hint}")
+    return token
+
+
+def _special_id(tokenizer, token: str, fallback: int | None) -> int:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or (tid == tokenizer.unk_token_id and tokenizer.unk_token != token):
+        if fallback is None:
+            raise GenerationError(f"the tokenizer has no {token} token")
+        return fallback
+    return tid
+
+
+# tokenizer -> (vocab size, a private copy of its Rust backend that reads special-token
+# strings as text). A copy, because transformers' ``split_special_tokens=True`` flips a flag
+# on the shared backend and leaves it flipped: with the server's threads, another encode
+# could run in the wrong mode.
+_PLAIN_BACKENDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _plain_backend(tokenizer):
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_special_tokens"):
+        return None
+    size = backend.get_vocab_size(with_added_tokens=True)
+    cached = _PLAIN_BACKENDS.get(tokenizer)
+    if cached is None or cached[0] != size:
+        cached = _PLAIN_BACKENDS[tokenizer] = (size, plain_backend(tokenizer))
+    return cached[1]
+
+
+def encode_text(tokenizer, text: str, *, allow_control_tokens: bool = False) -> list[int]:
+    """Token ids of ``text`` alone (no bos/eos added), through the Rust backend exactly as
+    pretokenization reads a document. Special-token strings in ``text`` (``<|endoftext|>``,
+    ``<|1650s|>``) are encoded as the characters they are, unless ``allow_control_tokens``."""
+    if allow_control_tokens:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return backend.encode(text, add_special_tokens=False).ids
+        return tokenizer.encode(text, add_special_tokens=False)
+    plain = _plain_backend(tokenizer)
+    if plain is not None:
+        return plain.encode(text, add_special_tokens=False).ids
+    if hasattr(tokenizer, "all_special_tokens"):  # a slow transformers tokenizer
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return tokenizer(text, add_special_tokens=False)["input_ids"]  # no special tokens to guard
+
+
+def encode_prompt(tokenizer, text: str, era: str | None = None, *,
+                  allow_control_tokens: bool = False) -> list[int]:
+    """``[EOT] + [era] + text tokens``, matching the training stream (see module docstring).
+    The EOT and era ids come only from here; the text is plain text (see :func:`encode_text`)."""
+    ids = [_special_id(tokenizer, EOT, tokenizer.bos_token_id if tokenizer.bos_token_id is not None
+                       else tokenizer.eos_token_id)]
+    if era:
+        ids.append(_special_id(tokenizer, era, None))
+    return ids + encode_text(tokenizer, text, allow_control_tokens=allow_control_tokens)
+
+
+def prompt_length(lm: LoadedModel, prompt: str, era: str | None = None, *,
+                  allow_control_tokens: bool = False) -> int:
+    """Tokens the model sees for ``prompt`` (EOT and era prefix included)."""
+    return len(encode_prompt(lm.tokenizer, prompt, normalize_era(era, lm.eras),
+                             allow_control_tokens=allow_control_tokens))
+
+
+def new_tokens_for_max_length(lm: LoadedModel, prompt: str, max_length: int,
+                              era: str | None = None, *, allow_control_tokens: bool = False) -> int:
+    """``max_length`` counts prompt + new tokens (Hugging Face's meaning); returns the
+    number of new tokens that leaves, or raises when the prompt alone fills it."""
+    n = prompt_length(lm, prompt, era, allow_control_tokens=allow_control_tokens)
+    if max_length <= n:
+        raise GenerationError(f"max_length {max_length} leaves no room for new tokens: the prompt "
+                              f"is already {n} tokens; raise it or use max_new_tokens")
+    return max_length - n

@@ -1,0 +1,103 @@
+"""Publishing one model: check the target first (cheap failures before slow work), stage a
+Hub-ready folder, verify it offline, write README/LICENSE/metrics, check the card's YAML, and
+only then upload. A dry run stops before the network."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..artifacts import write_json_atomic, write_text_atomic
+from ..cards import DEFAULT_PROMPT, LICENSES, CardInputs, license_text, render_model_card
+from ..layout import Layout, RunLayout
+from .access import HubTarget, PublishError
+from .facts import RunFacts, gather_run_facts, redact_local_paths
+from .staging import Log, StagedFile, list_folder, prepare_stage_dir, stage_model_files
+from .upload import UploadResult, upload_to_hub
+from .verify import VerificationReport, check_docs, verify_model_folder
+
+
+@dataclass
+class PublishResult:
+    stage_dir: Path
+    files: list[StagedFile]
+    report: VerificationReport
+    repo_id: str | None
+    dry_run: bool
+    upload: UploadResult | None = None
+    model_dir: Path | None = None
+
+
+@dataclass
+class CardOptions:
+    """What the model card and LICENSE say beyond the measured facts."""
+
+    license_id: str = "mit"
+    model_name: str | None = None            # default: the repo name
+    prompt: str = DEFAULT_PROMPT             # verification's fixed prompt and the card's snippet
+    copyright_holder: str = "the londonlm contributors"
+    dataset_repo_id: str | None = None       # the corpus published alongside, if any
+
+
+def publish_model(layout: Layout, run: RunLayout, target: HubTarget, *, checkpoint: str | None = None,
+                  stage_dir: Path | None = None, card: CardOptions | None = None,
+                  log: Log = print) -> PublishResult:
+    """Stage, verify and (unless ``target.dry_run``) upload ``checkpoint`` (a model spec, see
+    ``Layout.resolve_model``; default the run's final/). ``stage_dir`` defaults to the run's
+    hub_stage/. Raises PublishError (or ModelNotFound) with the fix in the message."""
+    card = card or CardOptions()
+    if card.license_id not in LICENSES:
+        raise PublishError(f"unknown --license {card.license_id!r}; choose one of: {', '.join(LICENSES)}")
+    target = target.checked()
+    model_dir = Path(layout.resolve_model(checkpoint, run))
+    facts = gather_run_facts(model_dir, run, layout.processed_dir)
+
+    stage_dir = prepare_stage_dir(Path(stage_dir) if stage_dir else run.hub_stage)
+    log(f"staging {model_dir} -> {stage_dir}")
+    stage_model_files(model_dir, stage_dir, facts.tokenizer_fallback, log=log)
+    log("verifying the staged folder offline (load, special ids, generate, usage snippet)")
+    report = verify_model_folder(stage_dir, prompt=card.prompt)
+    _write_docs(stage_dir, model_dir, facts, report, target, card)
+
+    result = PublishResult(stage_dir=stage_dir, files=list_folder(stage_dir), report=report,
+                           repo_id=target.repo_id, dry_run=target.dry_run, model_dir=model_dir)
+    if not report.ok:
+        raise PublishError("refusing to publish: verification of the staged folder failed:\n  - "
+                           + "\n  - ".join(report.failures)
+                           + f"\nfix the model folder {model_dir} (or retrain) and try again")
+    log(f"verification passed ({len(report.passed)} checks)")
+    if not target.dry_run:
+        result.upload = upload_to_hub(stage_dir, target, repo_type="model", log=log)
+    return result
+
+
+def _samples(facts: RunFacts, report: VerificationReport) -> tuple[list[dict], str]:
+    """The evaluation's samples when there are some, else the verification's generation."""
+    samples = facts.evaluation_samples()
+    if samples:
+        return samples, ("From the evaluation stage (continuations of held-out validation "
+                         "passages, `samples.jsonl`), unedited.")
+    if report.generation is not None:
+        return ([{"prompt": report.prompt, "text": report.generation,
+                  "settings": "greedy decoding, generated while verifying this upload"}],
+                "Generated from the staged files while verifying this upload, unedited.")
+    return [], ""
+
+
+def _write_docs(stage_dir: Path, model_dir: Path, facts: RunFacts, report: VerificationReport,
+                target: HubTarget, card: CardOptions) -> None:
+    """README.md (when the model loaded), LICENSE and metrics.json, then their checks."""
+    samples, samples_source = _samples(facts, report)
+    name = card.model_name or (target.repo_id.split("/")[1] if target.repo_id else f"londonlm-{facts.run.name}")
+    inputs = CardInputs(model_name=name, model_facts=report.facts, repo_id=target.repo_id,
+                        license=card.license_id, checkpoint=model_dir.name,  # never the local path
+                        run_info=facts.run_info, trainer_state=facts.trainer_state,
+                        trainer_state_source=facts.trainer_state_source, metrics=facts.metrics,
+                        samples=samples, samples_source=samples_source, corpus=facts.corpus,
+                        corpus_note=facts.corpus_note, usage_prompt=card.prompt,
+                        dataset_repo_id=card.dataset_repo_id)
+    if report.facts:
+        write_text_atomic(stage_dir / "README.md", render_model_card(inputs))
+    write_text_atomic(stage_dir / "LICENSE", license_text(card.license_id, card.copyright_holder, facts.corpus))
+    if facts.metrics is not None:
+        write_json_atomic(stage_dir / "metrics.json", redact_local_paths(facts.metrics))
+    check_docs(stage_dir, card.license_id, report)

@@ -1,0 +1,161 @@
+"""The streaming core of the corpus stage: documents -> cleaned, filtered, signed rows in a shard.
+
+Documents arrive lazily (a path, not a text), worker processes load, parse, clean, filter and
+sign them, and the parent only writes results; at most ``2 * workers`` documents are in
+flight, so peak memory depends on the largest document, not on the corpus size.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from .cleaning import MAX_LINE_CHARS, clean_text
+from .dedup import hash_words, norm_words, signature
+from .filters import default_filters, preview, run_filters
+from .shards import ShardWriter
+from .sources import Document, materialise
+
+# metadata keys copied from Document.extra into the manifest (small, useful for historians)
+_EXTRA_KEYS = ("gutenberg_id", "identifier", "session_date", "date", "relpath", "notes", "ia_date", "member")
+
+
+def _decade(year: int | None) -> int | None:
+    return None if year is None else (int(year) // 10) * 10
+
+
+def _word_count(text: str) -> int:
+    return len(text.split())
+
+
+# --- worker side ------------------------------------------------------------------------------
+_FILTERS = None
+_SETTINGS: dict[str, Any] = {}
+
+
+def _init_worker(settings: dict[str, Any]) -> None:
+    global _FILTERS, _SETTINGS
+    _SETTINGS = settings
+    _FILTERS = default_filters(settings["year_range"], settings["min_chars"])
+
+
+def process_one(doc: Document) -> tuple[dict[str, Any], str | None]:
+    """Load, clean, filter and sign one document. Returns (row, cleaned text or None)."""
+    if _FILTERS is None:
+        _init_worker({"year_range": (1500, 1900), "min_chars": 200})
+    base = {"id": doc.id, "source": doc.source, "source_kind": doc.source_kind, "title": doc.title,
+            "author": doc.author, "url": doc.url, "license": doc.license, "london": bool(doc.london)}
+    materialise(doc)
+    base["year"] = doc.year
+    base["repairs"] = list(doc.repairs)
+    if doc.error:
+        return ({**base, "status": "rejected", "reason": doc.error, "reasons": [doc.error],
+                 "detail": doc.extra.get("error_detail", ""), "preview": ""}, None)
+    raw = doc.text or ""
+    if len(raw) > MAX_LINE_CHARS and max(map(len, raw.split("\n"))) > MAX_LINE_CHARS:
+        base["repairs"].append("long_lines_wrapped")
+    text = clean_text(raw, ocr=bool(doc.extra.get("ocr")))
+    del raw
+    doc.text = None
+    if not text.strip():
+        return ({**base, "status": "rejected", "reason": "empty_after_cleaning", "reasons": ["empty_after_cleaning"],
+                 "detail": "nothing left after cleaning", "preview": ""}, None)
+    kept, reason, verdicts = run_filters(text, doc.year, _FILTERS, london=doc.london)
+    filters = {v.filter: v.value for v in verdicts}
+    extra = {k: doc.extra[k] for k in _EXTRA_KEYS if doc.extra.get(k) not in (None, "")}
+    if doc.extra.get("trials"):
+        extra["trials"] = len(doc.extra["trials"])
+    if not kept:
+        failed = [v for v in verdicts if not v.passed]
+        return ({**base, **extra, "status": "rejected", "reason": reason, "reasons": [v.reason for v in failed],
+                 "detail": "; ".join(f"{v.filter}={v.value} {v.detail}".strip() for v in failed),
+                 "filters": filters, "preview": preview(text), "chars": len(text)}, None)
+    nwords = norm_words(text)
+    row = {**base, **extra, "status": "accepted", "decade": _decade(doc.year),
+           "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "norm_sha256": hash_words(nwords),
+           "chars": len(text), "words": _word_count(text), "filters": filters, "minhash": signature(nwords),
+           "preview": preview(text)}
+    return row, text
+
+
+# --- parent side ------------------------------------------------------------------------------
+def _bounded_map(docs: Iterable[Document], workers: int, settings: dict[str, Any]) -> Iterator[tuple[dict, str | None]]:
+    """Results of ``process_one`` with at most ``2 * workers`` documents in flight (order of
+    completion; the merge sorts). ``workers <= 1`` runs in this process."""
+    if workers <= 1:
+        _init_worker(settings)
+        for d in docs:
+            yield process_one(d)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(settings,)) as pool:
+        pending: set[Future] = set()
+        it = iter(docs)
+        exhausted = False
+        while pending or not exhausted:
+            while not exhausted and len(pending) < 2 * workers:
+                try:
+                    pending.add(pool.submit(process_one, next(it)))
+                except StopIteration:
+                    exhausted = True
+            if not pending:
+                break
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+
+
+def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, year_range: Sequence[int] = (1500, 1900),
+                      min_chars: int = 200, workers: int = 1, shard: int = 0, num_shards: int = 1,
+                      progress: bool = False) -> dict[str, Any]:
+    """Clean, filter and sign ``docs`` into shard ``shard`` of ``num_shards`` (resumable: ids
+    already staged are skipped); the merge (``shards.merge_shards``) makes the corpus of them.
+    Returns counts and timings."""
+    t0 = time.time()
+    settings = {"year_range": tuple(int(y) for y in year_range), "min_chars": int(min_chars)}
+    counts = {"accepted": 0, "rejected": 0, "skipped_resumed": 0, "input_bytes": 0}
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc="clean+filter", unit="doc")
+        except ImportError:
+            bar = None
+    with ShardWriter(processed_dir, shard, num_shards) as writer:
+        def todo() -> Iterator[Document]:
+            for d in docs:
+                if d.id in writer.seen:
+                    counts["skipped_resumed"] += 1
+                    continue
+                p = d.extra.get("raw_path")
+                if p and os.path.exists(p):
+                    counts["input_bytes"] += os.path.getsize(p)
+                elif d.extra.get("raw_bytes") is not None:
+                    counts["input_bytes"] += len(d.extra["raw_bytes"])
+                elif d.text is not None:
+                    counts["input_bytes"] += len(d.text.encode("utf-8"))
+                yield d
+
+        for row, text in _bounded_map(todo(), workers, settings):
+            if row["id"] in writer.seen:  # two inputs mapped to one id: keep the first
+                row = {**row, "status": "rejected", "reason": "duplicate_id", "reasons": ["duplicate_id"],
+                       "detail": "another document already has this id"}
+                text = None
+            writer.write(row, text)
+            counts[row["status"]] += 1
+            if bar is not None:
+                bar.update(1)
+        elapsed = time.time() - t0
+        stats = {**counts, "seconds": round(elapsed, 3), "shard": shard, "num_shards": num_shards,
+                 "mb_per_s": round(counts["input_bytes"] / 1e6 / elapsed, 3) if elapsed > 0 else None}
+        writer.mark_done(stats)
+    if bar is not None:
+        bar.close()
+    return stats

@@ -1,0 +1,56 @@
+"""``06_inference/serve.py``: the server's arguments and its run.
+
+The script builds the parser here, parses, makes the project :class:`~londonlm.layout.Layout`
+from ``--root`` and calls :func:`run`; this module never imports ``config.py``."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+from ..layout import Layout
+
+
+def build_parser(default_preset: str, prog: str | None = None,
+                 description: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--model", default=None, help="a run name, final, latest, best, checkpoint-N, "
+                   "RUN/checkpoint-N, a model folder, or a Hub id in the local cache (default: the "
+                   "run's final model, else its latest checkpoint)")
+    p.add_argument("--run_name", default=None, help="run folder under 09_models/checkpoints/ "
+                   "(default: the preset name)")
+    p.add_argument("--preset", default=default_preset, help="preset naming the default run")
+    p.add_argument("--root", default=None, help="project root (default: $LONDONLM_ROOT or the repo)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind; 127.0.0.1 keeps it local (0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max_concurrency", type=int, default=1, help="generations running at once")
+    p.add_argument("--max_queue", type=int, default=8, help="requests allowed to wait; more get 503")
+    p.add_argument("--request_timeout_s", type=float, default=60.0,
+                   help="per-request wall-clock limit (queue wait + generation)")
+    p.add_argument("--max_prompt_chars", type=int, default=4000)
+    p.add_argument("--max_new_tokens_limit", type=int, default=512)
+    p.add_argument("--max_samples", type=int, default=4, help="most samples one request may ask for")
+    p.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    return p
+
+
+def run(args: argparse.Namespace, layout: Layout) -> int:
+    """Load the model, build the app and serve it until interrupted."""
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be in 0-65535, got {args.port}")
+    import uvicorn
+    from transformers.utils import logging as hf_logging
+
+    from .app import create_app
+
+    hf_logging.disable_progress_bar()
+    app = create_app(args.model, layout=layout, run=args.run_name or args.preset, device=args.device,
+                     max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+                     request_timeout_s=args.request_timeout_s, max_prompt_chars=args.max_prompt_chars,
+                     max_new_tokens_limit=args.max_new_tokens_limit, max_samples=args.max_samples)
+    lm = app.state.lm
+    print(f"serving {lm.model_id} ({lm.n_params:,} params, step {lm.step}, {lm.device}) on "
+          f"http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

@@ -1,0 +1,202 @@
+"""Training options: the project defaults every entry point starts from, one run's options,
+and how a parsed command line (:class:`~londonlm.train_args.TrainFlags`) plus a preset become
+``RunOptions`` and ``transformers.TrainingArguments`` (a :class:`TrainingJob`)."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import UsageError
+from ..layout import TENSORBOARD, Layout, RunLayout
+from ..train_args import TrainFlags
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """What config.py gives every training entry point (the scripts build it and pass it in)."""
+
+    presets: Mapping[str, Any]   # name -> preset (a dataclass or a dict of its fields)
+    default_preset: str
+    layout: Layout
+    tokenizer_name: str
+    seed: int
+    wandb_project: str
+    dataloader_workers: int = 2  # GPU only; CPU training loads in the main process
+
+    def preset(self, name: str | None) -> tuple[str, dict]:
+        """``(name, fields)`` of a preset (the default one for None)."""
+        name = name or self.default_preset
+        if name not in self.presets:
+            raise UsageError(f"unknown preset {name!r}; choose one of: {', '.join(self.presets)}")
+        p = self.presets[name]
+        return name, (dataclasses.asdict(p) if dataclasses.is_dataclass(p) else dict(p))
+
+    def at_root(self, root: str | os.PathLike | None) -> Layout:
+        """The layout, moved to ``--root`` when one is given."""
+        if not root:
+            return self.layout
+        return Layout.at(root, default_root=self.layout.root, registry_file=self.layout.registry_file)
+
+
+@dataclass
+class RunOptions:
+    """One run's choices beyond ``TrainingArguments``."""
+
+    run: RunLayout
+    layout: Layout                      # the project: other runs (--init_from RUN/...), logs
+    tokenizer_dir: Path
+    processed_dir: Path
+    preset: str
+    n_layer: int
+    n_head: int
+    n_embd: int
+    context_length: int
+    vocab_size: int | None = None
+    dropout: float = 0.0
+    cache_mode: str = "auto"
+    verify_cache: bool = False
+    era_tokens: bool | None = None
+    eval_max_batches: int = 0
+    fresh: bool = False
+    save_best: bool = False
+    early_stopping_patience: int = 0
+    max_seconds: float = 0.0
+    stop_after_steps: int = 0
+    init_from: str | None = None
+    resize_embeddings: bool = False
+    shape_overrides: dict | None = None  # shape flags given on the command line
+    attn_implementation: str = "auto"   # auto: eager on CPU in bf16, sdpa otherwise
+    fused_loss: str = "auto"            # auto: on for CPU training in bf16
+    log_file: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainingJob:
+    """Everything one training run needs: ``run_training(job.opts, job.args)``."""
+
+    opts: RunOptions
+    args: Any  # transformers.TrainingArguments, output_dir = opts.run.dir
+
+
+def default_report_to() -> list[str]:
+    """TensorBoard when installed; W&B only when installed and configured to run
+    (an API key, or WANDB_MODE=offline), so a fresh machine never blocks on a login."""
+    out = []
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        out.append("tensorboard")
+    if importlib.util.find_spec("wandb") and os.environ.get("WANDB_MODE") != "disabled" and (
+            os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "offline"):
+        out.append("wandb")
+    return out or ["none"]
+
+
+def _preset_training_values(preset: dict, batch_size: int, seed: int, workers: int) -> dict:
+    """TrainingArguments values a preset (and this machine) implies; flags given win."""
+    import torch
+
+    from ..hardware import choose_precision
+
+    cuda = torch.cuda.is_available()
+    return {
+        "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": batch_size,
+        "gradient_accumulation_steps": preset["grad_accum"],
+        "learning_rate": preset["learning_rate"], "warmup_steps": preset["warmup_steps"],
+        "max_steps": preset["max_steps"], "save_steps": preset["save_steps"],
+        "eval_steps": preset["eval_steps"], "logging_steps": preset["logging_steps"],
+        "save_total_limit": preset["save_total_limit"], "weight_decay": preset["weight_decay"],
+        "max_grad_norm": preset["max_grad_norm"],
+        "lr_scheduler_type": "cosine_with_min_lr",
+        "lr_scheduler_kwargs": {"min_lr_rate": preset["min_lr_ratio"]},
+        "eval_strategy": "steps", "save_strategy": "steps", "logging_strategy": "steps",
+        "prediction_loss_only": True, "seed": seed, "data_seed": seed,
+        "report_to": default_report_to(),
+        "optim": "adamw_torch_fused" if cuda else "adamw_torch",
+        "dataloader_num_workers": workers if cuda else 0, "dataloader_pin_memory": cuda,
+        "metric_for_best_model": "eval_loss", "greater_is_better": False,
+        "ddp_find_unused_parameters": False, "save_safetensors": True,
+        "adam_beta2": 0.95,
+        **choose_precision(),
+    }
+
+
+def build_training_args(flags: TrainFlags, preset: dict, run: RunLayout, run_name: str,
+                        seed: int, dataloader_workers: int = 2):
+    """``TrainingArguments``: every flag the user gave, the preset's values for the rest."""
+    from transformers import TrainingArguments
+
+    values = dict(flags.trainer)
+    explicit = flags.explicit
+    bs = flags.data.batch_size or preset["batch_size"]
+    seed = values["seed"] if "seed" in explicit else seed
+    for k, v in _preset_training_values(preset, bs, seed, dataloader_workers).items():
+        if k not in explicit and k in values:
+            values[k] = v
+    if flags.data.batch_size is not None:  # --batch_size is the train batch, and eval's unless given
+        values["per_device_train_batch_size"] = flags.data.batch_size
+        if "per_device_eval_batch_size" not in explicit:
+            values["per_device_eval_batch_size"] = flags.data.batch_size
+    values["output_dir"] = str(run.dir)
+    values["run_name"] = run_name
+    if "logging_dir" in values:  # transformers < 5
+        values["logging_dir"] = str(run.dir / TENSORBOARD)
+    if flags.data.early_stopping_patience > 0:
+        values["load_best_model_at_end"] = True
+    try:
+        return TrainingArguments(**values)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def run_options(flags: TrainFlags, preset_name: str, preset: dict, run: RunLayout,
+                defaults: TrainDefaults, layout: Layout) -> RunOptions:
+    """``RunOptions`` from the flags, the preset filling what was not given."""
+    m, d = flags.model, flags.data
+    opts = RunOptions(
+        run=run, layout=layout, preset=preset_name,
+        tokenizer_dir=Path(d.tokenizer_dir) if d.tokenizer_dir else layout.tokenizer_dir(defaults.tokenizer_name),
+        processed_dir=Path(d.processed_dir) if d.processed_dir else layout.processed_dir,
+        n_layer=m.n_layer or preset["n_layer"], n_head=m.n_head or preset["n_head"],
+        n_embd=m.n_embd or preset["n_embd"],
+        context_length=m.max_length or preset["context_length"], vocab_size=m.vocab_size,
+        dropout=preset["dropout"] if m.dropout is None else m.dropout,
+        cache_mode=d.cache_mode, verify_cache=d.verify_cache, era_tokens=d.era_tokens,
+        eval_max_batches=preset["eval_max_batches"] if d.eval_max_batches is None else d.eval_max_batches,
+        fresh=d.fresh, save_best=d.save_best, early_stopping_patience=d.early_stopping_patience,
+        max_seconds=d.max_seconds, stop_after_steps=d.stop_after_steps,
+        init_from=m.init_from, resize_embeddings=m.resize_embeddings,
+        shape_overrides={k: getattr(m, k) for k in ("n_layer", "n_head", "n_embd")
+                         if getattr(m, k) is not None},
+        attn_implementation=m.attn_implementation, fused_loss=m.fused_loss,
+        log_file=layout.training_log)
+    if opts.n_embd % opts.n_head and not opts.init_from:
+        raise UsageError(f"--n_embd {opts.n_embd} is not divisible by --n_head {opts.n_head} "
+                         f"(preset {preset_name!r} gives n_embd={preset['n_embd']}, "
+                         f"n_head={preset['n_head']}); pick a width that is a multiple of the "
+                         f"head count")
+    return opts
+
+
+def run_of(flags: TrainFlags, defaults: TrainDefaults) -> tuple[RunLayout, str, Layout]:
+    """The run folder a command line names: --output_dir, else the runs folder's
+    --run_name_dir / --run_name / preset name. Returns (run, run name, layout)."""
+    layout = defaults.at_root(flags.data.root)
+    preset_name = flags.model.preset or defaults.default_preset
+    run_name = (flags.data.run_name_dir or (flags.trainer.get("run_name") if "run_name" in flags.explicit
+                                             else None) or preset_name)
+    out = flags.trainer.get("output_dir")
+    return (RunLayout(Path(out)) if out else layout.run(run_name)), run_name, layout
+
+
+def make_job(flags: TrainFlags, defaults: TrainDefaults) -> TrainingJob:
+    """A parsed command line + the project defaults -> the run's options and Trainer args."""
+    preset_name, preset = defaults.preset(flags.model.preset)
+    run, run_name, layout = run_of(flags, defaults)
+    os.environ.setdefault("WANDB_PROJECT", defaults.wandb_project)
+    args = build_training_args(flags, preset, run, run_name, defaults.seed,
+                               defaults.dataloader_workers)
+    return TrainingJob(run_options(flags, preset_name, preset, run, defaults, layout), args)

@@ -1,0 +1,159 @@
+"""Chat fine-tuning: packed conversations never attend to each other, answer-only loss,
+the Trainer run with its artifacts, resume from a checkpoint, stock pipeline use."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from londonlm.chat.finetune import (
+    ChatCollator, ChatTrainError, ChatTrainOptions, finetune_chat, pack, unpacked)
+from londonlm.chat.template import IGNORE, ChatEncoding
+from londonlm.layout import CHAT_INFO, SIDECAR, Layout
+
+QUIET = dict(log=lambda *_: None)
+OPTS = ChatTrainOptions(max_steps=4, batch_size=4, learning_rate=3e-3, warmup_steps=1, save_steps=2,
+                        eval_steps=2, logging_steps=1, save_total_limit=5)
+
+
+def _layout(root):
+    return Layout(root)
+
+
+def _micro_model(vocab=128, positions=64):
+    from londonlm.modeling import ModelShape, build_model
+
+    return build_model(ModelShape(2, 2, 32, positions, vocab), 0, 0, 1, seed=0).eval()
+
+
+def _enc(ids, learn_from=1):
+    return ChatEncoding(list(ids), [IGNORE] * learn_from + list(ids[learn_from:]), [True] * len(ids))
+
+
+def test_packed_conversations_do_not_attend_to_each_other():
+    import torch
+
+    model = _micro_model()
+    a, b = _enc([0, 5, 6, 7, 8, 9]), _enc([0, 20, 21, 22, 23])
+    row = pack([a, b], 64)
+    assert len(row) == 1 and row[0]["position_ids"] == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4]
+    batch = ChatCollator(pad_id=1)(row)
+    with torch.no_grad():
+        packed = model(**batch).logits[0]
+        alone_a = model(input_ids=torch.tensor([a.input_ids])).logits[0]
+        alone_b = model(input_ids=torch.tensor([b.input_ids])).logits[0]
+    assert torch.allclose(packed[:6], alone_a, atol=1e-5)
+    assert torch.allclose(packed[6:], alone_b, atol=1e-5)  # fails if b could see a
+
+
+def test_packed_and_padded_batches_give_the_same_loss():
+    import torch
+
+    model = _micro_model()
+    encs = [_enc([0, 5, 6, 7, 8, 9], 3), _enc([0, 20, 21, 22, 23], 2), _enc([0, 30, 31], 1)]
+    collate = ChatCollator(pad_id=1)
+    with torch.no_grad():
+        packed = model(**collate(pack(encs, 12))).loss
+        padded = model(**collate(unpacked(encs))).loss
+    assert len(pack(encs, 12)) == 2
+    assert torch.allclose(packed, padded, atol=1e-5)
+
+
+def test_fine_tune_writes_a_chat_model_that_stock_tools_use(chat_root):
+    from transformers import AutoTokenizer, pipeline
+
+    layout = _layout(chat_root)
+    run = layout.chat_run("base")
+    info = finetune_chat(layout.run("base").final, layout.chat_data_dir, run, OPTS, **QUIET)
+    assert info["global_step"] == 4 and info["status"] == "finished"
+    assert info["data"]["train"]["answer_tokens"] > 0 and info["eval_answer_loss"] is not None
+    assert json.loads((run.final / CHAT_INFO).read_text())["years"] == [1756, 1818]
+    assert json.loads((run.dir / SIDECAR).read_text())["stage"] == "chat_finetune"
+    tok = AutoTokenizer.from_pretrained(str(run.final))
+    assert tok.chat_template and "<|assistant|>" in tok.get_vocab()
+    chat = pipeline("text-generation", model=str(run.final), tokenizer=str(run.final))
+    out = chat([{"role": "system", "content": "Old Bailey, London, 1818."},
+                {"role": "user", "content": "Where do you live?"}], max_new_tokens=5, do_sample=False)
+    assert out[0]["generated_text"][-1]["role"] == "assistant"
+    logs = []
+    finetune_chat(layout.run("base").final, layout.chat_data_dir, run, OPTS, log=logs.append)
+    assert "skipping" in logs[-1]
+
+
+def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(chat_root, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    layout = _layout(chat_root)
+    run = layout.run("resume-chat")
+    base = layout.run("base").final
+    finetune_chat(base, layout.chat_data_dir, run, OPTS, **QUIET)
+    whole = load_file(str(run.final / "model.safetensors"))
+    # an interrupted run: checkpoint-2 written, nothing after it
+    shutil.rmtree(run.final)
+    shutil.rmtree(run.checkpoint(4))
+    (run.dir / SIDECAR).unlink()
+    logs = []
+    info = finetune_chat(base, layout.chat_data_dir, run, OPTS, log=logs.append)
+    assert any("resuming from" in m and "checkpoint-2" in m for m in logs)
+    assert info["global_step"] == 4
+    resumed = load_file(str(run.final / "model.safetensors"))
+    assert all(torch.allclose(whole[k], resumed[k], atol=1e-6) for k in whole)
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(chat_root):
+    layout = _layout(chat_root)
+    run = layout.run("changed-chat")
+    base = layout.run("base").final
+    finetune_chat(base, layout.chat_data_dir, run, OPTS, **QUIET)
+    shutil.rmtree(run.final)
+    (run.dir / SIDECAR).unlink()
+    other = ChatTrainOptions(**{**OPTS.__dict__, "learning_rate": 1e-3})
+    with pytest.raises(ChatTrainError, match="--fresh"):
+        finetune_chat(base, layout.chat_data_dir, run, other, **QUIET)
+    info = finetune_chat(base, layout.chat_data_dir, run, other, fresh=True, **QUIET)
+    assert info["global_step"] == 4
+    assert any(p.name.startswith("changed-chat.previous-") for p in layout.checkpoints_dir.iterdir())
+
+
+def test_a_broken_base_model_is_refused(chat_root, tmp_path):
+    layout = _layout(chat_root)
+    broken = tmp_path / "broken"
+    shutil.copytree(layout.run("base").final, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(ChatTrainError, match="model weights missing"):
+        finetune_chat(broken, layout.chat_data_dir, layout.run("x-chat"), OPTS, **QUIET)
+
+
+def _script(name):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "07_finetuning" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_stage_scripts_fine_tune_from_a_run_name_and_evaluate(chat_root):
+    from londonlm.errors import UsageError
+
+    root = str(chat_root)
+    ft = _script("finetune_chat")
+    layout = Layout(chat_root)
+    assert ft.chat_run_name(layout, layout.run("base").final, "base") == "base-chat"
+    assert ft.main(["--preset", "micro", "--init_from", "base", "--max_steps", "2", "--run_name", "script-chat",
+                    "--root", root]) == 0
+    run = layout.run("script-chat")
+    assert run.has_final()
+    ev = _script("evaluate_chat")
+    assert ev.main(["--model", "script-chat", "--years", "1818", "--bait_limit", "1", "--max_new_tokens", "4",
+                    "--root", root]) == 0
+    report = json.loads((run.evaluation_dir / "chat_eval.json").read_text())
+    assert report["base_model"].endswith("base/final") and report["bait"]["all"]["questions"] == 1
+    with pytest.raises(UsageError, match="not a chat model"):
+        ev.main(["--model", "base", "--root", root])
+    with pytest.raises(UsageError, match="positive"):
+        ft.main(["--preset", "micro", "--init_from", "base", "--max_steps", "0", "--root", root])
