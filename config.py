@@ -6,7 +6,9 @@ arguments. Every path derives from one root: the repository folder, or the
 """
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -16,15 +18,24 @@ REPO_DIR = Path(__file__).resolve().parent
 
 
 REGISTRY_FILE = REPO_DIR / "02_data_collection" / "data_sources.yaml"
+INSTALL_HINT = ("run `bash install.sh` in the repository, then use .venv/bin/python "
+                "(or `source .venv/bin/activate` first)")
+
+
+def require_dependencies(modules=("numpy", "torch", "tokenizers", "transformers")) -> None:
+    """Stop with one line naming the fix when this interpreter lacks the project's packages
+    (e.g. the system python instead of .venv's), rather than a traceback deep in a stage."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"error: {sys.executable} lacks {', '.join(missing)}: {INSTALL_HINT}")
+
+
+require_dependencies()
 
 
 def get_layout(root: str | os.PathLike | None = None) -> Layout:
     """The artifact layout at an explicit root, else $LONDONLM_ROOT, else the repository."""
     return Layout.at(root, default_root=REPO_DIR, registry_file=REGISTRY_FILE)
-
-
-# Old name, kept while scripts move to get_layout.
-get_paths = get_layout
 
 
 @dataclass(frozen=True)
@@ -144,5 +155,13 @@ EVALUATION = EvaluationDefaults()
 HUB = HubDefaults()
 DEFAULT_PRESET = "tiny"
 
-__all__ = ["Layout", "get_layout", "get_paths", "Preset", "PRESETS", "get_preset", "CORPUS", "TOKENIZER",
+__all__ = ["Layout", "get_layout", "train_defaults", "Preset", "PRESETS", "get_preset", "CORPUS", "TOKENIZER",
            "TRAINING", "EVALUATION", "HUB", "DEFAULT_PRESET", "asdict", "replace", "field"]
+
+
+def train_defaults(default_preset: str, layout: Layout | None = None):
+    """What every training entry point starts from: presets, layout, tokenizer, seed, logging."""
+    from londonlm.training import TrainDefaults  # torch-heavy: only when training is asked for
+
+    return TrainDefaults(PRESETS, default_preset, layout or get_layout(), TOKENIZER.name,
+                         TRAINING.seed, TRAINING.wandb_project, TRAINING.dataloader_workers)

@@ -6,8 +6,11 @@
 #   NPROC_PER_NODE overrides the count (on a CPU-only machine it starts that many gloo ranks).
 # Nodes: NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT (torchrun's rendezvous); inside a Slurm
 #   allocation they default to SLURM_NNODES, SLURM_NODEID and the first host (slurm/train.sbatch).
-# Preemption: SIGTERM/SIGINT reach every rank, which saves a checkpoint; torchrun waits
-#   SHUTDOWN_GRACE seconds (default 300) before killing them, then exits 143 (SIGTERM) or 130.
+# Preemption: SIGTERM/SIGINT reach every rank (DataLoader workers ignore them); the ranks agree
+#   on the step, save one checkpoint together and exit 0; torchrun waits SHUTDOWN_GRACE seconds
+#   (default 300) before killing them, then exits 143 (SIGTERM) or 130 (SIGINT).
+# Threads: OMP_NUM_THREADS when set, else this node's usable cores (affinity, cgroup quota)
+#   shared among its ranks.
 # Existing checkpoints are resumed automatically; pass --fresh to start over.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,7 +18,7 @@ PRESET="${1:-slm}"
 case "$PRESET" in
   slm|tiny|micro) SCRIPT="$HERE/04_training/train_model_slm.py" ;;
   regular) SCRIPT="$HERE/04_training/train_model.py" ;;
-  -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
   *) echo "error: unknown preset '$PRESET' (slm, regular, tiny, micro)" >&2; exit 2 ;;
 esac
 shift || true

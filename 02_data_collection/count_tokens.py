@@ -8,7 +8,11 @@ tokenizer (or another tokenizer folder); writes metadata/token_counts.json.
 import argparse
 from pathlib import Path
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.artifacts import write_json_atomic
 from londonlm.corpus_report import count_tokens_with, format_token_counts
 from londonlm.errors import run_main

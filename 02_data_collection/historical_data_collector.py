@@ -13,7 +13,11 @@ folder and/or the embedded offline sample; clean, filter, dedup and write texts 
 """
 import argparse
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.collect import build_corpus
 from londonlm.corpus_report import CORPUS_STATS
 from londonlm.errors import run_main

@@ -8,7 +8,11 @@ Writes a Hugging Face tokenizer folder (tokenizer.json, vocab.json, merges.txt, 
 """
 import argparse
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.errors import run_main
 from londonlm.tokenizer_stage import train_tokenizer_stage
 

@@ -4,7 +4,11 @@ step and validation loss and generate from a prompt.
 
     python 04_training/test_checkpoint_slm.py --preset tiny --list-checkpoints
 """
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.checkpoint_cli import main
 from londonlm.errors import run_main
 

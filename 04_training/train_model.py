@@ -6,13 +6,15 @@ Same implementation as train_model_slm.py with the Medium preset; for several GP
 
     python 04_training/train_model.py --preset micro --max_steps 20
 """
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.errors import run_main
-from londonlm.train_cli import TrainDefaults, main
+from londonlm.train_cli import main
 
-DEFAULTS = TrainDefaults(config.PRESETS, "regular", config.get_layout(), config.TOKENIZER.name,
-                         config.TRAINING.seed, config.TRAINING.wandb_project,
-                         config.TRAINING.dataloader_workers)
+DEFAULTS = config.train_defaults("regular")
 
 if __name__ == "__main__":
     run_main(lambda argv: main(argv, DEFAULTS, description=__doc__.splitlines()[0]))

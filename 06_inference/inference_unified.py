@@ -9,7 +9,11 @@ plain text unless --allow_control_tokens.
 """
 from __future__ import annotations
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.errors import run_main
 from londonlm.inference_cli import build_parser, parse, run
 

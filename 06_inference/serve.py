@@ -1,14 +1,22 @@
 #!/usr/bin/env python3
-"""Serve a londonlm model over HTTP: JSON + server-sent-events API and a browser playground.
+"""Serve a londonlm model over HTTP: JSON + server-sent-events API, an OpenAI-compatible API
+(/v1/models, /v1/completions, /v1/chat/completions for chat models) and a browser playground.
+Concurrent requests are batched together (dynamic batching).
 
     python 06_inference/serve.py --model final --run_name tiny --port 8000
     # then open http://127.0.0.1:8000/  or:
     curl -s 127.0.0.1:8000/v1/generate -H 'Content-Type: application/json' \
          -d '{"prompt": "Up betimes, and", "max_new_tokens": 40, "seed": 1}'
+    curl -s 127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \
+         -d '{"model": "tiny/final", "prompt": "Up betimes, and", "max_tokens": 40}'
 """
 from __future__ import annotations
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.errors import run_main
 from londonlm.serving.cli import build_parser, run
 

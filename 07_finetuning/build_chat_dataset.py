@@ -7,7 +7,11 @@ per-file statistics and every rejected exchange with its reason; skips when curr
 """
 import argparse
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.artifacts import write_json_atomic
 from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset, format_statistics
 from londonlm.errors import run_main

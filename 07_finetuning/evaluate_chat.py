@@ -8,7 +8,11 @@ for the human evaluation pack (chat_eval.json, chat_transcripts.jsonl/.md).
 import argparse
 from pathlib import Path
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
 from londonlm.chat.respond import is_chat_model, read_chat_info
 from londonlm.errors import UsageError, run_main

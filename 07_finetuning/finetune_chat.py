@@ -9,7 +9,11 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.chat.finetune import ChatTrainOptions, finetune_chat
 from londonlm.errors import UsageError, run_main
 

@@ -13,12 +13,15 @@ import argparse
 import json
 from pathlib import Path
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.errors import run_main
 from londonlm.export.gguf import QUANT_TYPES, GGUFOptions, default_output, export_gguf
 from londonlm.layout import RUN_INFO, RunLayout
 
-GGUF_DIR = "gguf"   # under the run folder; to move into londonlm/layout.py as a constant
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +52,7 @@ def main(argv=None) -> int:
     model_dir = layout.resolve_model(a.model, a.run_name or a.preset)
     if not run.contains(model_dir) and (model_dir.parent / RUN_INFO).is_file():
         run = RunLayout(model_dir.parent)   # --model named another run's folder
-    out_dir, stem = default_output(run, model_dir, GGUF_DIR)
+    out_dir, stem = default_output(run, model_dir)
     result = export_gguf(model_dir, Path(a.out_dir) if a.out_dir else out_dir,
                          GGUFOptions(types=tuple(a.types), stem=stem, overwrite=a.overwrite))
     if a.verify:

@@ -6,13 +6,20 @@ token ids, generate, run the card's usage snippet), then upload; --dry_run uploa
     python 10_scripts/publish_to_huggingface.py --preset tiny --repo_id your-name/londonlm-tiny --dry_run
 
 The token comes from HF_TOKEN or `hf auth login` and is never printed; HF_ENDPOINT picks the
-Hub. --dataset_repo_id also publishes the processed corpus (manifest + texts) as a dataset.
+Hub. --dataset_repo_id also publishes the processed corpus (manifest + texts, and a parquet
+table per split for `datasets.load_dataset`) as a dataset. An evaluation that scored other
+weights than the ones published (e.g. made before a --fresh retraining) is refused with the
+command that evaluates them again.
 """
 import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.cards.licenses import LICENSES
 from londonlm.errors import run_main
 
@@ -38,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=config.EVALUATION.sample_prompts[0],
                    help="fixed prompt for the verification generation and the card's snippet")
     p.add_argument("--stage_dir", help="staging folder (default: <run>/hub_stage)")
+    p.add_argument("--gguf", action="store_true",
+                   help="also upload f16 and q8_0 GGUF files for llama.cpp/Ollama/LM Studio")
     p.add_argument("--dry_run", action="store_true",
                    help="stage, verify and list what would be sent; upload nothing")
     p.add_argument("--dataset_repo_id", help="also publish the processed corpus as this Hub "
@@ -66,7 +75,7 @@ def main(argv=None) -> int:
                                    commit_message=a.commit_message or config.HUB.commit_message),
         checkpoint=a.checkpoint, stage_dir=Path(a.stage_dir) if a.stage_dir else None,
         card=hub.CardOptions(license_id=a.license, model_name=a.model_name, prompt=a.prompt,
-                             dataset_repo_id=a.dataset_repo_id))
+                             dataset_repo_id=a.dataset_repo_id), gguf=a.gguf)
     print(f"\nstaged {res.stage_dir}:\n{hub.describe_files(res.files)}")
     print(f"\nsample ({res.report.prompt!r}, greedy):\n  {res.report.generation}")
     target = f"{endpoint}/{res.repo_id}" if res.repo_id else "(no --repo_id given)"

@@ -15,7 +15,11 @@ TrainingDefaults.grid_*). Any other training flag passes through to every run.
 import argparse
 import sys
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.errors import run_main
 
 
@@ -67,11 +71,8 @@ def main(argv=None) -> int:
         return 0
     from londonlm.compare import compare_runs
     from londonlm.train_args import parse_train_flags
-    from londonlm.training import TrainDefaults
-
     layout = config.get_layout(a.root)
-    defaults = TrainDefaults(config.PRESETS, a.preset, layout, config.TOKENIZER.name, t.seed,
-                             t.wandb_project, t.dataloader_workers)
+    defaults = config.train_defaults(a.preset, layout)
     flags = parse_train_flags(extra, prog="run_grid.py").override(preset=a.preset)
     done, failed = run_grid(grid, flags, defaults)
     if not done:

@@ -7,11 +7,15 @@ Any other training flag (e.g. --eval_steps 50) goes to the training stage.
 """
 import argparse
 
-import config
+try:
+    import config  # the project's settings; importable once `bash install.sh` has run
+except ModuleNotFoundError:  # started by an interpreter without the project installed
+    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
+                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.errors import run_main
 from londonlm.pipeline import PipelinePlan, run_pipeline
 from londonlm.train_args import parse_train_flags
-from londonlm.training import TrainDefaults, make_job
+from londonlm.training import make_job
 
 
 def parse(argv):
@@ -33,9 +37,7 @@ def main(argv=None) -> int:
     a, extra = parse(argv)
     preset = config.get_preset(a.preset)
     layout = config.get_layout(a.root)
-    t = config.TRAINING
-    defaults = TrainDefaults(config.PRESETS, a.preset, layout, config.TOKENIZER.name, t.seed,
-                             t.wandb_project, t.dataloader_workers)
+    defaults = config.train_defaults(a.preset, layout)
     flags = parse_train_flags(extra, prog="run_pipeline.py").override(
         preset=a.preset, run_name_dir=a.run_name or a.preset,
         **({"max_steps": a.max_steps} if a.max_steps else {}),
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
         year_range=(config.CORPUS.year_min, config.CORPUS.year_max), source_dir=a.source_dir,
         sample_limit_chars=a.sample_limit_chars, prompts=config.EVALUATION.sample_prompts,
         max_new_tokens=config.EVALUATION.sample_max_new_tokens,
-        eval_max_tokens=a.eval_max_tokens or None, overwrite=a.overwrite, seed=t.seed)
+        eval_max_tokens=a.eval_max_tokens or None, overwrite=a.overwrite, seed=config.TRAINING.seed)
     run_pipeline(plan)
     return 0
 

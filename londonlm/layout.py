@@ -28,6 +28,7 @@ RUN_INFO = "run_info.json"           # the run summary written by training
 CACHE = "pretokenized_data"          # token cache (train.bin, val.bin, metadata.json)
 EVALUATION = "evaluation"            # evaluation stage outputs
 HUB_STAGE = "hub_stage"              # publishing's staging folder
+GGUF = "gguf"                        # llama.cpp exports (f16, q8_0)
 TENSORBOARD = "runs"                 # the Trainer's TensorBoard logs
 SIDECAR = "sidecar.json"             # every stage's record of its inputs, written last
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -87,11 +88,19 @@ def _training_state_problem(path: Path) -> str | None:
         json.loads(state.read_text())
     except Exception as e:
         return f"trainer_state.json unreadable ({e})"
-    for f in ("optimizer.pt", "scheduler.pt"):
-        if not (path / f).exists():
-            return f"{f} missing"
-        if (path / f).stat().st_size == 0:
-            return f"{f} empty"
+    # The optimizer: one file (DDP: optimizer.pt; FSDP full state: optimizer.bin), or FSDP's
+    # sharded folder, whose .metadata is written after every shard.
+    optim = [path / "optimizer.pt", path / "optimizer.bin", path / "optimizer_0" / ".metadata"]
+    found = next((f for f in optim if f.exists()), None)
+    if found is None:
+        return "optimizer.pt missing"
+    if found.stat().st_size == 0:
+        return f"{found.relative_to(path)} empty"
+    sched = path / "scheduler.pt"
+    if not sched.exists():
+        return "scheduler.pt missing"
+    if sched.stat().st_size == 0:
+        return "scheduler.pt empty"
     return None
 
 
@@ -248,19 +257,25 @@ class RunLayout:
         """Where the evaluation of ``model_dir`` is written: ``evaluation/`` for final/,
         ``evaluation/<name>/`` for any other folder of this run (each checkpoint's report
         apart), ``<model>/evaluation/`` for a model outside the run."""
+        return self._per_model(model_dir, EVALUATION)
+
+    def gguf_dir_for(self, model_dir: str | os.PathLike) -> Path:
+        """Where GGUF exports of ``model_dir`` go, by the same rule as its evaluation."""
+        return self._per_model(model_dir, GGUF)
+
+    def _per_model(self, model_dir: str | os.PathLike, folder: str) -> Path:
         model_dir = Path(model_dir)
         if self.contains(model_dir):
-            return self.evaluation_dir if model_dir.name == FINAL else \
-                self.evaluation_dir / model_dir.name
-        return model_dir / EVALUATION
+            return self.dir / folder if model_dir.name == FINAL else self.dir / folder / model_dir.name
+        return model_dir / folder
 
     def movable_on_fresh(self) -> list[Path]:
         """What ``--fresh`` moves aside: everything the old model produced (checkpoints,
-        final/, best/, run_info.json, logs, its evaluation and staged upload); the token
+        final/, best/, run_info.json, logs, its evaluation, exports and staged upload); the token
         cache stays, since it depends on the data, not on the run."""
         if not self.dir.is_dir():
             return []
-        names = {FINAL, BEST, RUN_INFO, TENSORBOARD, EVALUATION, HUB_STAGE}
+        names = {FINAL, BEST, RUN_INFO, TENSORBOARD, EVALUATION, HUB_STAGE, GGUF}
         return sorted(p for p in self.dir.iterdir()
                       if p.name in names or checkpoint_step(p) is not None)
 

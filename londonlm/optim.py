@@ -36,6 +36,7 @@ class MuonOptions:
     ns_steps: int = 5
     muon_lr: float | None = None               # None: the same as ``lr``
     adjust_lr_fn: str = "match_rms_adamw"
+    ns_dtype: torch.dtype | None = None        # None: bf16 where native, else fp32
 
 
 def split_parameters(model) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
@@ -57,6 +58,64 @@ def split_parameters(model) -> dict[str, list[tuple[str, torch.nn.Parameter]]]:
         else:
             groups["adamw_no_decay"].append((name, p))
     return groups
+
+
+def orthogonalize(update: torch.Tensor, coefficients: tuple[float, float, float], steps: int,
+                  eps: float, dtype: torch.dtype) -> torch.Tensor:
+    """torch's quintic Newton-Schulz iteration (``torch.optim._muon``), in ``dtype``."""
+    a, b, c = coefficients
+    x = update.to(dtype)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)  # spectral norm at most 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Muon):
+    """``torch.optim.Muon`` with the Newton-Schulz iteration in ``ns_dtype``. torch runs it in
+    bf16, which a CPU without native bf16 emulates: on a 2-core Zen 1 EPYC one 256x1024
+    iteration took 7.6 s in bf16 against 0.34 s in fp32, so there it runs in fp32. Same
+    update otherwise, same state (``momentum_buffer``), so checkpoints move between the two."""
+
+    def __init__(self, params, ns_dtype: torch.dtype = torch.bfloat16, **kwargs):
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.ns_dtype == torch.bfloat16:
+            return super().step(closure)
+        from torch.optim._muon import _adjust_lr
+
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, bufs = [], [], []
+            self._init_group(group, params, grads, bufs)
+            m = group["momentum"]
+            for p, g, buf in zip(params, grads, bufs):
+                buf.lerp_(g, 1 - m)
+                update = g.lerp(buf, m) if group["nesterov"] else buf
+                update = orthogonalize(update, group["ns_coefficients"], group["ns_steps"],
+                                       group["eps"], self.ns_dtype)
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update.to(p.dtype), alpha=-_adjust_lr(group["lr"], group["adjust_lr_fn"], p.shape))
+        return loss
+
+
+def fast_ns_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where it is native (GPUs, CPUs with AVX512-BF16/AMX), else fp32."""
+    if device.type == "cuda":
+        return torch.bfloat16
+    from .hardware import cpu_has_native_bf16
+
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -113,10 +172,10 @@ def build_muon_adamw(model, opts: MuonOptions) -> MuonAdamW:
     if not groups["muon"]:
         raise OptimizerError("--optim muon: the model has no 2-D hidden weight matrices (is it "
                              "sharded, e.g. FSDP, which flattens them?); use --optim adamw")
-    muon = torch.optim.Muon(
-        [p for _, p in groups["muon"]], lr=opts.muon_lr or opts.lr, weight_decay=opts.weight_decay,
-        momentum=opts.momentum, nesterov=opts.nesterov, ns_steps=opts.ns_steps,
-        adjust_lr_fn=opts.adjust_lr_fn)
+    hidden = [p for _, p in groups["muon"]]
+    muon = Muon(hidden, ns_dtype=opts.ns_dtype or fast_ns_dtype(hidden[0].device),
+                lr=opts.muon_lr or opts.lr, weight_decay=opts.weight_decay, momentum=opts.momentum,
+                nesterov=opts.nesterov, ns_steps=opts.ns_steps, adjust_lr_fn=opts.adjust_lr_fn)
     fused = all(p.is_cuda for _, p in groups["adamw_decay"] + groups["adamw_no_decay"])
     adamw = torch.optim.AdamW(
         [{"params": [p for _, p in groups["adamw_decay"]], "weight_decay": opts.weight_decay},

@@ -1,14 +1,21 @@
 """The one-command pipeline: corpus -> tokenizer -> token cache + training -> evaluation
--> samples. Each stage skips itself when its outputs are current."""
+-> samples. Each stage skips itself when its outputs are current: training when a finished
+run recorded the same tokenizer, corpus and training settings (other ones start a fresh run,
+the old one moved aside), evaluation and samples when they record the same weights."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from .artifacts import read_json, sha256_file, write_json_atomic
+from .evaluation.identity import model_identity
 from .layout import RunLayout
+from .manifest import MANIFEST
 from .training import TrainingError, TrainingJob, run_job
+from .training.summary import training_settings
 
 SUMMARY = "pipeline_summary.json"  # in the run folder
 METRICS = "pipeline_metrics.json"  # in the run's evaluation folder
@@ -42,18 +49,56 @@ class PipelinePlan:
         return self.training.opts.run
 
 
-def training_current(run: RunLayout, tokenizer_dir: Path, processed_dir: Path) -> tuple[bool, str]:
-    """A finished run whose tokenizer and corpus are the current ones."""
-    if not run.has_final() or not run.run_info.exists():
-        return False, "no finished run"
+class TrainingStatus(NamedTuple):
+    """What the training stage should do with the run on disk."""
+
+    current: bool
+    why: str
+    restart: bool    # the run on disk was made from other inputs or settings: start over
+
+
+# What run_info.json recorded before it kept a "settings" record (still compared for old runs)
+LEGACY_SETTINGS = ("preset", "learning_rate", "batch_size", "gradient_accumulation_steps", "seed",
+                   "lr_scheduler_type", "warmup_steps", "max_steps", "precision")
+LEGACY_SHAPE = ("n_layer", "n_head", "n_embd", "context_length")
+
+
+def recorded_settings(info: dict) -> dict:
+    """The training settings a run recorded (for an older run_info.json, the ones it kept)."""
+    if isinstance(info.get("settings"), dict):
+        return info["settings"]
+    shape = info.get("shape") if isinstance(info.get("shape"), dict) else {}
+    return {**{k: info[k] for k in LEGACY_SETTINGS if k in info},
+            **{k: shape[k] for k in LEGACY_SHAPE if k in shape}}
+
+
+def settings_changes(info: dict, wanted: dict) -> list[str]:
+    """``name old -> new`` for every recorded setting that ``wanted`` changes (a setting the
+    run did not record cannot be compared and is not counted)."""
+    recorded = recorded_settings(info)
+    wanted = json.loads(json.dumps(wanted))  # JSON values against JSON values (tuples, enums)
+    return [f"{k} {recorded[k]!r} -> {wanted[k]!r}" for k in sorted(wanted)
+            if k in recorded and recorded[k] != wanted[k]]
+
+
+def training_status(plan: PipelinePlan) -> TrainingStatus:
+    """Whether the run is a finished one made from the current tokenizer, corpus and
+    training settings; a run made from others must start over (``restart``), one that
+    stopped part-way with the same ones resumes."""
+    run = plan.run
+    if not run.run_info.exists():
+        return TrainingStatus(False, "no finished run", False)
     info = run.read_run_info()
-    if info.get("interrupted") or info.get("global_step", 0) < info.get("max_steps", 1):
-        return False, "previous run did not finish"
-    if info.get("tokenizer_sha256") != sha256_file(tokenizer_dir / "tokenizer.json"):
-        return False, "tokenizer changed"
-    if info.get("cache", {}).get("manifest_sha256") != sha256_file(processed_dir / "manifest.jsonl"):
-        return False, "corpus changed"
-    return True, "outputs are current"
+    if info.get("tokenizer_sha256") != sha256_file(plan.tokenizer_dir / "tokenizer.json"):
+        return TrainingStatus(False, "tokenizer changed", True)
+    if info.get("cache", {}).get("manifest_sha256") != sha256_file(plan.processed_dir / MANIFEST):
+        return TrainingStatus(False, "corpus changed", True)
+    changes = settings_changes(info, training_settings(plan.training.opts, plan.training.args))
+    if changes:
+        return TrainingStatus(False, "training settings changed: " + "; ".join(changes), True)
+    if not run.has_final() or info.get("interrupted") or info.get("global_step", 0) < info.get("max_steps", 1):
+        return TrainingStatus(False, "previous run did not finish", False)
+    return TrainingStatus(True, "outputs are current", False)
 
 
 def generate_samples(model_dir: Path, prompts, max_new_tokens: int, seed: int) -> list[dict]:
@@ -82,21 +127,40 @@ def evaluate_validation(model_dir: Path, processed_dir: Path, max_tokens: int | 
 
 
 def _train_stage(plan: PipelinePlan, log) -> None:
-    """Train unless a finished run matches the current tokenizer and corpus; a run made with
-    another tokenizer or corpus (or --overwrite) starts fresh, its old files moved aside."""
-    current, why = training_current(plan.run, plan.tokenizer_dir, plan.processed_dir)
-    if current and not plan.overwrite:
-        log(f"training: {why} ({plan.run.dir}); skipping (use --overwrite to retrain)")
+    """Train unless a finished run matches the current tokenizer, corpus and settings; a run
+    made from other ones (or --overwrite) starts fresh, its old files moved aside, never
+    resumed under settings it was not started with."""
+    status = training_status(plan)
+    if status.current and not plan.overwrite:
+        log(f"training: {status.why} ({plan.run.dir}); skipping (use --overwrite to retrain)")
         return
     opts = plan.training.opts
-    if plan.run.checkpoints() and (plan.overwrite or why in ("tokenizer changed", "corpus changed")):
+    if (plan.overwrite or status.restart) and plan.run.movable_on_fresh():
         opts = replace(opts, fresh=True)
-        log(f"training: {'--overwrite' if plan.overwrite else why}; starting a fresh run "
-            f"(previous one is moved aside)")
+        log(f"training: {'--overwrite' if plan.overwrite else status.why}; starting a fresh "
+            f"run (the previous one is moved aside)")
     summary = run_job(replace(plan.training, opts=opts))
     if summary.get("interrupted"):
         raise TrainingError(f"training stopped early ({summary['interrupted']}); run the same "
                             f"command again to resume it")
+
+
+def current_or_make(path: Path, model: dict, settings: dict, make, overwrite: bool, log,
+                    name: str):
+    """``make()``'s result, stored in ``path`` with the model it describes and the settings
+    it was made with, and reused only while both are the same: a figure or sample never
+    outlives the weights it came from."""
+    try:
+        old = read_json(path) if path.is_file() else None
+    except ValueError:  # a torn or hand-edited file: made again
+        old = None
+    if not overwrite and isinstance(old, dict) and old.get("model") == model \
+            and old.get("settings") == json.loads(json.dumps(settings)):
+        log(f"{name}: outputs are current ({path}); skipping")
+        return old["result"]
+    result = make()
+    write_json_atomic(path, {"model": model, "settings": settings, "result": result})
+    return result
 
 
 def _report(summary: dict, log) -> None:
@@ -137,16 +201,20 @@ def run_pipeline(plan: PipelinePlan, log=print) -> dict:
         min_frequency=plan.min_frequency, era_tokens=plan.era_tokens,
         model_max_length=plan.context_length, overwrite=plan.overwrite, log=log))
     stage("3/5 token cache + training", "training", lambda: _train_stage(plan, log))
-    ev_path = run.evaluation_dir / METRICS
-    ev = stage("4/5 evaluation", "evaluation", lambda: evaluate_validation(
-        run.final, plan.processed_dir, plan.eval_max_tokens))
-    write_json_atomic(ev_path, ev)
+    ev_path, model = run.evaluation_dir / METRICS, model_identity(run.final)
+    ev = stage("4/5 evaluation", "evaluation", lambda: current_or_make(
+        ev_path, model, {"max_eval_tokens": plan.eval_max_tokens,
+                         "manifest_sha256": sha256_file(plan.processed_dir / MANIFEST)},
+        lambda: evaluate_validation(run.final, plan.processed_dir, plan.eval_max_tokens),
+        plan.overwrite, log, "evaluation"))
     log(f"validation: loss {ev['loss']:.4f}, perplexity {ev['perplexity']:.2f}, "
         f"bits/byte {ev['bits_per_byte']:.4f} ({ev['tokens']:,} tokens)")
-    samples = stage("5/5 samples", "samples", lambda: generate_samples(
-        run.final, plan.prompts, plan.max_new_tokens, plan.seed))
-    write_json_atomic(run.evaluation_dir / SAMPLES, samples)
-    summary = {"corpus": corpus, "run_info": read_json(run.run_info), "validation": ev,
+    samples = stage("5/5 samples", "samples", lambda: current_or_make(
+        run.evaluation_dir / SAMPLES, model, {"prompts": list(plan.prompts), "seed": plan.seed,
+                                              "max_new_tokens": plan.max_new_tokens},
+        lambda: generate_samples(run.final, plan.prompts, plan.max_new_tokens, plan.seed),
+        plan.overwrite, log, "samples"))
+    summary = {"corpus": corpus, "run_info": read_json(run.run_info), "model": model, "validation": ev,
                "samples": samples, "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
                "total_seconds": round(time.time() - t0, 1),
                "artifacts": {"corpus": str(plan.processed_dir), "tokenizer": str(plan.tokenizer_dir),

@@ -68,6 +68,11 @@ def agree(values: list[int], group: str = "control") -> list[int]:
     return t.tolist()
 
 
+def barrier() -> None:
+    """Every rank reaches this point before any goes on."""
+    agree([0])
+
+
 @contextmanager
 def rank0_first(what: str):
     """Rank 0 runs the body; the others wait for it (however long it takes), then run it

@@ -6,7 +6,7 @@ import json
 
 from londonlm.chat.dataset import load_chat_dataset
 from londonlm.chat.evaluate import (
-    ChatEvalOptions, bait_hits, base_window_ids, evaluate_chat, human_eval_samples, load_bait)
+    ChatEvalOptions, bait_hits, base_window_ids, evaluate_chat, human_eval_samples, load_bait, printed_answer)
 from londonlm.evaluation.generation_quality import load_wordlist
 from londonlm.layout import CHAT_EVAL, Layout
 
@@ -28,6 +28,12 @@ def test_anachronism_depends_on_the_year_asked():
     assert bait_hits("I saw it on television.", railway, 1851, words) == ["television"]
     assert bait_hits("I came up by the railways.", railway, 1756, words) == ["railway"]
     assert bait_hits("I came by the rail.", railway, 1756, words) == []
+
+
+def test_base_answer_is_the_first_printed_line():
+    assert printed_answer(" In Fleet-street.\nQ. What") == ("In Fleet-street.", True)
+    assert printed_answer("\n\n In Fleet-street. Q. Where next") == ("In Fleet-street.", True)
+    assert printed_answer(" In Fleet-street, by") == ("In Fleet-street, by", False)
 
 
 def test_base_sees_the_same_answer_as_printed_text(chat_root):
@@ -57,6 +63,7 @@ def test_report_compares_chat_and_base(chat_model_dir, chat_root, tmp_path):
     assert bait["per_year"]["1900"]["anachronistic_in_year"] == 2  # not the telephone (1876)
     for m in ("chat", "base"):
         assert 0 <= bait["all"][m]["anachronism_rate"] <= 1 and "repeated_3gram_rate" in bait["all"][m]
+        assert 0 <= bait["all"][m]["premise_accepted_rate"] <= 1
     assert json.loads((tmp_path / CHAT_EVAL).read_text())["answer_loss"] == loss
     lines = [json.loads(x) for x in (tmp_path / "chat_transcripts.jsonl").read_text().splitlines()]
     held_out = len(load_chat_dataset(layout.chat_data_dir)["validation"])
@@ -65,3 +72,14 @@ def test_report_compares_chat_and_base(chat_model_dir, chat_root, tmp_path):
     pack = human_eval_samples(lines)
     assert len(pack["chat"]) == len(lines) and len(pack["base"]) == 6 and len(pack["printed"]) == len(lines) - 6
     assert pack["base"][0]["prompt"] == "Old Bailey, London, 1756.\nQ. Did you ring him up on the telephone?"
+
+
+def test_premise_acceptance_counts_yes_to_things_not_yet_invented():
+    from londonlm.chat.evaluate import _bait_rates
+
+    rec = dict(id="x", question="q", chat_hits=[], base_hits=[], chat_ended=True, base_ended=True)
+    rates = _bait_rates([{**rec, "year": 1818, "since": 1876, "chat": "Yes, sir.", "base": "No."},
+                         {**rec, "year": 1818, "since": 1876, "chat": "I never did.", "base": "yesterday"},
+                         {**rec, "year": 1900, "since": 1876, "chat": "Yes.", "base": "Yes."}])
+    assert rates["anachronistic_in_year"] == 2
+    assert rates["chat"]["premise_accepted_rate"] == 0.5 and rates["base"]["premise_accepted_rate"] == 0.0

@@ -17,6 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "05_evaluation" / "run_evaluation.py"
 
 
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _trainer_state(step: int) -> dict:
     logs = [{"step": s, "loss": 6.0 - s / 10, "learning_rate": 1e-3 * (1 - s / 20),
              "grad_norm": 1.0, "tokens_per_second": 1000.0 + s} for s in range(1, step + 1)]
@@ -76,6 +82,16 @@ def test_quick_with_compare_and_text_file(project, tmp_path, capsys):
     m = json.loads((out_dir / "metrics.json").read_text())
     assert m["format_version"] == 1 and m["mode"] == "quick"
     assert m["model"]["name"] == "micro/final" and m["model"]["step"] == 4
+    # tied to the weights it scored, and to the files written beside it
+    run = project / "09_models" / "checkpoints" / "micro"
+    assert m["model"]["weights_sha256"] == _sha(run / "final" / "model.safetensors")
+    assert m["model"]["run"] == "micro"
+    assert m["outputs"]["samples.jsonl"] == _sha(out_dir / "samples.jsonl")
+    assert m["outputs"]["report.md"] == _sha(out_dir / "report.md")
+    assert [r["weights_sha256"] for r in m["compare"]] == [_sha(run / "checkpoint-2" / "model.safetensors"),
+                                                          _sha(run / "final" / "model.safetensors")]
+    g = m["generation"]
+    assert g["passages"] == g["passages_requested"] == 4 and g["greedy"]["texts"] == 4
     v = m["lm"]["validation"]
     assert v["documents"] == 3 and v["tokens"] > 0 and v["bits_per_byte"] > 0
     assert m["settings"]["max_eval_tokens"] == 20000
@@ -112,6 +128,12 @@ def test_comprehensive_with_mmlu_and_ratings_import(project, tmp_path, capsys):
     key = json.loads((he / "blind_key.json").read_text())["items"]
     rows = list(csv.DictReader(open(he / "ratings_sheet.csv")))
     assert {k["model"] for k in key.values()} == {"micro/checkpoint-2", "reference (true text)"}
+    ck = project / "09_models" / "checkpoints" / "micro" / "checkpoint-2"
+    models = json.loads((he / "blind_key.json").read_text())["models"]
+    assert models["micro/checkpoint-2"]["weights_sha256"] == _sha(ck / "model.safetensors")
+    assert m["outputs"]["human_eval/blind_key.json"] == _sha(he / "blind_key.json")
+    g = m["generation"]  # three short validation documents: every passage each one holds
+    assert (g["passages"], g["documents"], g["passages_requested"]) == (12, 3, 16)
     filled = tmp_path / "filled.csv"
     with open(filled, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -121,7 +143,8 @@ def test_comprehensive_with_mmlu_and_ratings_import(project, tmp_path, capsys):
     capsys.readouterr()
     assert _main(["--import_ratings", str(filled), "--key", str(he / "blind_key.json")]) == 0
     assert "reference (true text): fluency 3.00" in capsys.readouterr().out
-    assert (he / "human_eval_results.json").is_file()
+    results = json.loads((he / "human_eval_results.json").read_text())
+    assert results["models"]["micro/checkpoint-2"]["weights_sha256"] == _sha(ck / "model.safetensors")
 
 
 def test_user_errors_are_one_line(project, tmp_path, capsys):
@@ -160,6 +183,12 @@ def test_output_folder_follows_the_layout_rule(tmp_path):
     # another run's checkpoint reports into that run, as publishing looks for it
     assert evaluation_dir(layout, run, other.checkpoint(5)) == other.evaluation_dir_for(other.checkpoint(5))
     assert evaluation_dir(layout, run, tmp_path / "loose" / "model") == tmp_path / "loose" / "model" / "evaluation"
+    # a model path into a run under another root (the command publishing prints) reports
+    # into that run, where publishing reads it back
+    elsewhere = Layout(tmp_path / "other_root").run("c")
+    elsewhere.final.mkdir(parents=True)
+    elsewhere.run_info.write_text("{}")
+    assert evaluation_dir(layout, run, elsewhere.final) == elsewhere.evaluation_dir
 
 
 def test_serving_evaluation_and_inference_never_import_training():
@@ -172,3 +201,22 @@ def test_serving_evaluation_and_inference_never_import_training():
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_lm_eval_tasks_recorded_beside_our_figures(project, tmp_path):
+    pytest.importorskip("lm_eval")
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text(SAMPLE_TEXTS[0], encoding="utf-8")
+    rc = _main(["--root", str(project), "--preset", "micro", "--mode", "quick",
+                "--out_dir", str(tmp_path / "ev"), "--text_files", str(texts / "a.txt"),
+                "--lm_eval_tasks", "london_probes", "london_text_bpb",
+                "--lm_eval_text_dir", str(texts)])
+    assert rc == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(m["lm_eval"]) >= {"london_probes", "london_text_bpb"}
+    # (tests/test_harness.py checks agreement with our scorer where no window cuts the
+    # context; this micro model's 64-token window cuts long probes differently)
+    assert 0 <= m["lm_eval"]["london_probes"]["acc"] <= 1
+    assert m["lm_eval"]["london_text_bpb"]["bits_per_byte"] > 0
+    assert "lm_eval" in m["timing_s"]

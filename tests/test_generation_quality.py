@@ -1,8 +1,11 @@
 """Continuation-quality metrics: ROUGE on known pairs, repetition, anachronisms, style."""
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from conftest import SAMPLE_TEXTS
 from londonlm.evaluation.generation_quality import (anachronisms, distinct_n, evaluate_generation,
                                                     load_wordlist, repeated_ngram_rate, rouge,
                                                     style_markers, text_statistics, words_of)
@@ -65,11 +68,13 @@ def test_evaluate_generation_on_tiny_model(tiny_model_dir):
     texts = ["".join(SAMPLE_TEXTS) * 2, "".join(reversed(SAMPLE_TEXTS)) * 2, "too short"]
     m, samples = evaluate_generation(model, tok, texts, n_passages=3, prompt_tokens=16,
                                      continuation_tokens=8, seed=1)
-    assert m["passages"] == 2  # the short text cannot hold prompt + continuation
-    assert {s["mode"] for s in samples} == {"greedy", "sampled"} and len(samples) == 4
+    # the short text cannot hold prompt + continuation: the two others give all three
+    assert m["passages"] == 3 and m["documents"] == 2 and m["max_passages_per_document"] == 2
+    assert {s["doc"] for s in samples} == {0, 1}
+    assert {s["mode"] for s in samples} == {"greedy", "sampled"} and len(samples) == 6
     for k in ("rouge1", "rougeL", "distinct_1", "anachronism_rate"):
         assert k in m["greedy"]
-    assert m["reference"]["texts"] == 2
+    assert m["reference"]["texts"] == 3
     again, s2 = evaluate_generation(model, tok, texts, n_passages=3, prompt_tokens=16,
                                     continuation_tokens=8, seed=1, modes=("greedy",))
     assert [s["generated"] for s in s2] == [s["generated"] for s in samples if s["mode"] == "greedy"]
@@ -99,3 +104,32 @@ def test_decoding_uses_the_one_set_of_defaults_whatever_the_folder_says(tiny_mod
     assert runs[0][0]["sampling"] == {"temperature": d.temperature, "top_p": d.top_p, "top_k": d.top_k,
                                       "repetition_penalty": d.repetition_penalty,
                                       "no_repeat_ngram_size": d.no_repeat_ngram_size}
+
+
+def test_one_long_document_gives_every_passage_asked_for(tiny_model_dir):
+    """A validation split of one document (the sample corpus's) still gives the passages
+    asked for, from different stretches of it, and every figure says how many it rests on."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from londonlm.evaluation.report import render_markdown
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    rng = random.Random(0)  # period words in a random order: every stretch is unique
+    book = " ".join(rng.choice(words_of(" ".join(SAMPLE_TEXTS))) for _ in range(12000))
+    m, samples = evaluate_generation(model, tok, [book], n_passages=4, prompt_tokens=16,
+                                     continuation_tokens=8, seed=0, modes=("greedy",))
+    assert m["passages"] == 4 and m["documents"] == 1 and m["passages_requested"] == 4
+    assert m["greedy"]["texts"] == 4 and m["reference"]["texts"] == 4
+    at = [book.find(s["prompt"] + s["reference"]) for s in samples]
+    assert all(a >= 0 for a in at) and at == sorted(at)
+    quarters = [a * 4 // len(book) for a in at]
+    assert quarters == [0, 1, 2, 3]                     # one from each stretch of the document
+    again, _ = evaluate_generation(model, tok, [book], n_passages=4, prompt_tokens=16,
+                                   continuation_tokens=8, seed=0, modes=("greedy",))
+    assert again == m                                   # deterministic for a seed
+    report = render_markdown({"model": {"name": "m", "path": "m"}, "mode": "quick",
+                              "settings": {"seed": 0, "device": "cpu"}, "created": "now",
+                              "timing_s": {}, "format_version": 1, "generation": m}, {}, samples)
+    assert "4 held-out passages from 1 validation document;" in report
+    assert "| metric | greedy (n=4) | reference (n=4) |" in report

@@ -122,3 +122,14 @@ def test_stop_message_names_checkpoint_and_resume_command(tmp_path):
                    "resume with: ./launch_training.sh tiny")
     empty = stop_message(tmp_path / "none", int(signal.SIGINT), "x")
     assert "SIGINT" in empty and "no valid checkpoint" in empty
+
+
+def test_launcher_shares_cores_unless_omp_num_threads_is_set(monkeypatch):
+    import londonlm.hardware
+    from londonlm.launch import threads_per_rank
+
+    monkeypatch.setattr(londonlm.hardware, "usable_cores", lambda: 16)
+    assert threads_per_rank(["--nproc_per_node=4", "x.py"], {}) == "4"
+    assert threads_per_rank(["--nproc_per_node", "3", "x.py"], {}) == "5"
+    assert threads_per_rank(["--nproc_per_node=4"], {"OMP_NUM_THREADS": "2"}) is None
+    assert threads_per_rank(["--nproc_per_node=gpu"], {}) is None

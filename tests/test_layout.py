@@ -99,9 +99,10 @@ def test_fresh_moves_everything_the_old_model_made(layout):
     for d in (run.final, run.evaluation_dir, run.hub_stage, run.cache_dir):
         d.mkdir(parents=True, exist_ok=True)
     run.run_info.write_text("{}")
+    (run.dir / "gguf").mkdir()
     moved = {p.name for p in run.movable_on_fresh()}
     assert moved == {"checkpoint-10", "checkpoint-20", "checkpoint-30", "final", "evaluation",
-                     "hub_stage", "run_info.json"}
+                     "hub_stage", "gguf", "run_info.json"}
     assert run.previous_dir("20260101-000000").name == "tiny.previous-20260101-000000"
 
 
@@ -109,3 +110,16 @@ def test_runs_lists_only_trained_runs(layout):
     assert layout.runs() == []
     layout.run("tiny").run_info.write_text("{}")
     assert layout.runs() == [RunLayout(layout.checkpoints_dir / "tiny")]
+
+
+def test_fsdp_sharded_checkpoints_are_valid(layout):
+    ck = layout.run("tiny").checkpoint(40)
+    _model(ck, 40, training_state=False)
+    (ck / "trainer_state.json").write_text(json.dumps({"global_step": 40}))
+    (ck / "scheduler.pt").write_bytes(b"x")
+    assert checkpoint_problem(ck) == "optimizer.pt missing"
+    (ck / "optimizer_0").mkdir()
+    (ck / "optimizer_0" / "__0_0.distcp").write_bytes(b"shard")
+    assert checkpoint_problem(ck) == "optimizer.pt missing"     # shards without .metadata: cut off
+    (ck / "optimizer_0" / ".metadata").write_bytes(b"meta")
+    assert checkpoint_problem(ck) is None

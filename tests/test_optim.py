@@ -6,8 +6,8 @@ import torch
 
 from conftest import micro_gpt2, micro_lm_dataset, micro_training_args
 from londonlm.errors import LondonLMError
-from londonlm.optim import (MuonAdamW, MuonOptions, build_muon_adamw, describe_split,
-                            muon_options_from_args, split_parameters)
+from londonlm.optim import (Muon, MuonAdamW, MuonOptions, build_muon_adamw, describe_split,
+                            fast_ns_dtype, muon_options_from_args, split_parameters)
 from londonlm.schedules import WarmupStableDecay, make_lr_scheduler
 from londonlm.trainer_hooks import trainer_class
 
@@ -48,6 +48,37 @@ def test_one_scheduler_drives_both_halves_and_decay_is_split():
         opt.step()
         sched.step()
     assert [g["lr"] for g in opt.muon.param_groups + opt.adamw.param_groups] == [pytest.approx(0.005)] * 3
+
+
+def _one_muon_step(cls, **kw):
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(32, 96))
+    w.grad = torch.randn(32, 96)
+    opt = cls([w], lr=0.1, weight_decay=0.0, adjust_lr_fn="match_rms_adamw", **kw)
+    opt.step()
+    opt.step()  # the second step goes through the momentum buffer
+    return w.detach().clone(), opt
+
+
+def test_fp32_newton_schulz_makes_torchs_muon_update():
+    ref, _ = _one_muon_step(torch.optim.Muon)
+    same, _ = _one_muon_step(Muon, ns_dtype=torch.bfloat16)
+    assert torch.equal(same, ref)  # bf16: torch's own code path
+    fp32, opt = _one_muon_step(Muon, ns_dtype=torch.float32)
+    torch.manual_seed(0)
+    start = torch.randn(32, 96)
+    d_ref, d_fp32 = ref - start, fp32 - start
+    # the same step up to bf16 rounding of the iteration
+    assert torch.nn.functional.cosine_similarity(d_ref.flatten(), d_fp32.flatten(), dim=0) > 0.99
+    assert set(opt.state[opt.param_groups[0]["params"][0]]) == {"momentum_buffer"}
+
+
+def test_newton_schulz_runs_in_bf16_only_where_bf16_is_native(monkeypatch):
+    monkeypatch.setattr("londonlm.hardware.cpu_has_native_bf16", lambda: False)
+    assert fast_ns_dtype(torch.device("cpu")) == torch.float32
+    monkeypatch.setattr("londonlm.hardware.cpu_has_native_bf16", lambda: True)
+    assert fast_ns_dtype(torch.device("cpu")) == torch.bfloat16
+    assert fast_ns_dtype(torch.device("cuda")) == torch.bfloat16
 
 
 def test_options_carry_the_adamw_settings_over():

@@ -80,6 +80,58 @@ def test_second_run_skips_every_stage(pipeline_run, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     out = second.stdout.lower()
     assert out.count("current") >= 3, second.stdout  # corpus, tokenizer and training all skip
+    # evaluation and samples too: they record the weights they came from, and those are the same
+    assert "evaluation: outputs are current" in out and "samples: outputs are current" in out
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_changed_training_settings_start_a_fresh_run(pipeline_run, tmp_path):
+    """A finished run made with other settings is not 'current': the pipeline names what
+    changed, moves the old run aside (never resumes it under new settings), and the
+    evaluation it reports describes the new weights."""
+    root, src, _ = pipeline_run
+    run = root / "09_models" / "checkpoints" / "micro"
+    old_weights = _sha(run / "final" / "model.safetensors")
+    args = ["--preset", "micro", "--source_dir", str(src), "--max_steps", "30",
+            "--eval_max_tokens", "2000", "--learning_rate", "0.002"]
+    res = _run(args, cwd=tmp_path, root=root)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "training settings changed: learning_rate 0.003 -> 0.002" in res.stdout, res.stdout
+    assert "outputs are current" not in res.stdout.split("=== 3/5")[1].split("=== 4/5")[0]
+    (previous,) = run.parent.glob("micro.previous-*")
+    assert (previous / "final").is_dir() and (previous / "evaluation").is_dir()
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["settings"]["learning_rate"] == 0.002 and info["global_step"] == 30
+    assert info["resumed_from"] is None                 # trained from scratch, not resumed
+    new_weights = _sha(run / "final" / "model.safetensors")
+    assert new_weights != old_weights
+    ev = json.loads((run / "evaluation" / "pipeline_metrics.json").read_text())
+    assert ev["model"]["weights_sha256"] == new_weights
+    summary = json.loads((run / "pipeline_summary.json").read_text())
+    assert summary["model"]["weights_sha256"] == new_weights
+    # the settings a run records are the ones the same command asks for: it is now current
+    again = _run(args, cwd=tmp_path, root=root)
+    assert again.returncode == 0 and "training: outputs are current" in again.stdout, again.stdout
+
+
+def test_settings_of_an_older_run_info_are_still_compared():
+    """A run_info.json written before the settings record: the fields it kept still count."""
+    from londonlm.pipeline import settings_changes
+
+    old = {"preset": "micro", "learning_rate": 0.003, "batch_size": 8, "max_steps": 30,
+           "shape": {"n_layer": 2, "n_head": 2, "n_embd": 64, "context_length": 64, "vocab_size": 512}}
+    wanted = {"preset": "micro", "learning_rate": 0.003, "batch_size": 8, "max_steps": 30,
+              "n_layer": 2, "n_head": 2, "n_embd": 64, "context_length": 64, "weight_decay": 0.1}
+    assert settings_changes(old, wanted) == []          # weight_decay was not recorded
+    assert settings_changes(old, {**wanted, "n_embd": 128, "max_steps": 60}) == [
+        "max_steps 30 -> 60", "n_embd 64 -> 128"]
+    assert settings_changes({"settings": {"optim": "adamw_torch"}}, {"optim": "muon"}) == [
+        "optim 'adamw_torch' -> 'muon'"]
 
 
 def test_missing_source_is_a_clear_error(tmp_path):

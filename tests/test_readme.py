@@ -80,6 +80,8 @@ def readme_commands(text: str) -> list[str]:
 
 
 def light_version(cmd: str) -> str:
+    # " [--preset tiny] [--source_dir DIR]" style usage lines are documentation, not commands.
+    cmd = re.sub(r"\s*\[[^\]]*\]", "", cmd)
     for pattern, repl in SUBSTITUTIONS:
         cmd = re.sub(pattern, repl, cmd)
     # Training entry points finish within seconds on micro.
@@ -87,8 +89,7 @@ def light_version(cmd: str) -> str:
             and "--help" not in cmd and "--max_steps" not in cmd:
         cmd = re.sub(r"((?:train_model(?:_slm)?\.py|launch_training\.sh|run_grid\.py)\s+[^&|;]*)",
                      rf"\1 {MICRO_STEPS}", cmd, count=1)
-    # " [--preset tiny] [--source_dir DIR]" style usage lines are documentation, not commands.
-    return re.sub(r"\s*\[[^\]]*\]", "", cmd)
+    return cmd
 
 
 def test_extraction_finds_table_and_block_commands():

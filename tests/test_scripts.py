@@ -75,3 +75,40 @@ def test_every_config_key_is_used():
     lib = "".join(p.read_text() for p in (REPO / "londonlm" / "training").glob("*.py")) + users
     unused += [f"Preset.{n}" for n in preset_fields if n != "name" and n not in lib]
     assert not unused, f"config keys nobody uses: {unused}"
+
+
+def _bare_python() -> str | None:
+    """The interpreter the venv was made from, when it lacks the project's packages."""
+    import shutil
+    from pathlib import Path
+
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    cand = str(base) if base.exists() else shutil.which("python3")
+    if not cand or Path(cand) == Path(sys.executable):  # (a venv python may link to it)
+        return None
+    probe = subprocess.run([cand, "-c", "import torch"], capture_output=True, timeout=60)
+    return cand if probe.returncode != 0 else None
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_wrong_interpreter_gets_one_line_naming_the_fix(script, tmp_path):
+    bare = _bare_python()
+    if bare is None:
+        pytest.skip("no interpreter without the project's packages on this machine")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    res = subprocess.run([bare, str(script), "--help"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "bash install.sh" in lines[0]
+
+
+def test_config_names_missing_packages(tmp_path):
+    bare = _bare_python()
+    if bare is None:
+        pytest.skip("no interpreter without the project's packages on this machine")
+    res = subprocess.run([bare, "-c", "import config"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "lacks" in res.stderr and "torch" in res.stderr and "bash install.sh" in res.stderr

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import serving_in_thread
 from londonlm.errors import run_main
-from londonlm.generation import encode_prompt, load_model
+from londonlm.generation import encode_prompt, generate, load_model
 from londonlm.serving import create_app
 
 pytestmark = pytest.mark.network_local
@@ -174,8 +174,9 @@ def _raw_post(base: str, head: str, body: bytes = b"", wait_s: float = 10) -> by
         return answer
 
 
-def test_oversize_content_length_is_refused_before_the_body_is_read(base):
-    head = ("POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+@pytest.mark.parametrize("path", ["/v1/generate", "/v1/completions", "/v1/chat/completions"])
+def test_oversize_content_length_is_refused_before_the_body_is_read(base, path):
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             "Content-Length: 50000000\r\n\r\n")
     started = time.monotonic()
     answer = _raw_post(base, head)  # no body sent at all: a server waiting for it never answers
@@ -183,8 +184,9 @@ def test_oversize_content_length_is_refused_before_the_body_is_read(base):
     assert time.monotonic() - started < 5
 
 
-def test_chunked_body_is_read_only_up_to_the_cap(base):
-    head = ("POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+@pytest.mark.parametrize("path", ["/v1/generate", "/v1/completions", "/v1/chat/completions"])
+def test_chunked_body_is_read_only_up_to_the_cap(base, path):
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             "Transfer-Encoding: chunked\r\n\r\n")
     chunk = b"x" * 4096
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(40))  # 160 KB, unfinished
@@ -219,6 +221,31 @@ def test_twenty_concurrent_requests_are_all_answered(base):
     assert [r.json()["samples"][0]["seed"] for r in responses] == list(range(20))
     q = httpx.get(f"{base}/health").json()["queue"]
     assert q["completed"] - before == 20 and q["peak_active"] == 1 and q["active"] == 0
+
+
+def test_a_burst_of_forty_with_default_limits_is_all_answered_in_shared_batches(lm):
+    with running(create_app(lm=lm)) as url:
+        responses = asyncio.run(_burst(url, 40, {"prompt": "The prisoner", "max_new_tokens": 8}))
+        h = httpx.get(f"{url}/health").json()
+    assert [r.status_code for r in responses] == [200] * 40
+    assert h["limits"]["max_concurrency"] == 64 and h["limits"]["max_queue"] == 256
+    assert h["queue"]["rejected"] == 0 and h["queue"]["completed"] == 40
+    # forward passes were shared: one at a time would take 40 x 7 decode steps
+    assert h["batch"]["peak_rows"] > 1 and h["batch"]["steps"] < 40 * 7
+
+
+def test_concurrent_greedy_requests_equal_generate_one_by_one(base, lm):
+    prompts = ["Up betimes, and", "The prisoner was indicted for stealing a silver watch", "", "London, that"]
+    settings = lm.defaults.updated(max_new_tokens=12, temperature=0.0)
+    with running(create_app(lm=lm, max_concurrency=4)) as url:
+        async def together():
+            async with httpx.AsyncClient(timeout=120) as c:
+                return await asyncio.gather(*[c.post(f"{url}/v1/generate", json={
+                    "prompt": p, "max_new_tokens": 12, "temperature": 0}) for p in prompts])
+
+        responses = asyncio.run(together())
+        assert httpx.get(f"{url}/health").json()["batch"]["peak_rows"] > 1
+    assert [r.json()["text"] for r in responses] == [generate(lm, p, settings)[0].text for p in prompts]
 
 
 def test_queue_limit_gives_503_with_retry_after(tiny_model_dir):

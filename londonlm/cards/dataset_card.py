@@ -1,9 +1,21 @@
 """The dataset card (README.md) of the corpus published as a Hub dataset repo."""
 from __future__ import annotations
 
-from ..manifest import MANIFEST
+from ..manifest import SPLITS
 from .format import decade_table, source_table, split_count, year_span
 from .licenses import dataset_license
+
+PARQUET_DIR = "data"
+
+
+def split_file(split: str) -> str:
+    """Where a split's ``datasets`` table lives in the dataset repo."""
+    return f"{PARQUET_DIR}/{split}.parquet"
+
+
+def corpus_splits(corpus: dict) -> list[str]:
+    """The splits that hold documents, in train, validation order."""
+    return [s for s in SPLITS if split_count(corpus, s)]
 
 
 def _size_category(n: int) -> str:
@@ -23,7 +35,8 @@ def render_dataset_card(corpus: dict, repo_id: str, pretty_name: str = "London h
         language=["en"], license=lic, pretty_name=pretty_name,
         task_categories=["text-generation"], size_categories=[_size_category(corpus["documents"])],
         tags=["history", "historical-english", "london", "londonlm"],
-        configs=[{"config_name": "default", "data_files": MANIFEST}],
+        configs=[{"config_name": "default",
+                  "data_files": [{"split": s, "path": split_file(s)} for s in corpus_splits(corpus)]}],
     )
     span = year_span(corpus["years"])
     parts = ["---", data.to_yaml().rstrip("\n"), "---", "", f"# {pretty_name}", "",
@@ -34,21 +47,19 @@ def render_dataset_card(corpus: dict, repo_id: str, pretty_name: str = "London h
     if model_repo_id:
         parts += [f"Used to train [{model_repo_id}](https://huggingface.co/{model_repo_id}).", ""]
     parts += ["## Files", "",
+              f"- `{split_file('train')}`, `{split_file('validation')}`: one row per document "
+              "with its `text` and the manifest's columns, what `load_dataset` reads.",
               "- `manifest.jsonl`: one JSON object per document: `id`, `source`, `source_kind`, "
               "`title`, `author`, `year`, `decade`, `license`, `url`, `sha256` (of the text), "
               "`chars`, `words`, `split` (train/validation, from a hash of the id), `path`, "
               "`london`.",
               "- `texts/<id>.txt`: the cleaned UTF-8 text of each document (`path` in the "
-              "manifest).", "",
+              "manifest), byte for byte the file whose `sha256` the manifest records.", "",
               "```python",
-              "import json",
-              "from huggingface_hub import hf_hub_download",
+              "from datasets import load_dataset",
               "",
-              f"repo = {repo_id!r}",
-              "manifest = hf_hub_download(repo, \"manifest.jsonl\", repo_type=\"dataset\")",
-              "rows = [json.loads(line) for line in open(manifest, encoding=\"utf-8\")]",
-              "text = open(hf_hub_download(repo, rows[0][\"path\"], repo_type=\"dataset\"), "
-              "encoding=\"utf-8\").read()",
+              f"corpus = load_dataset({repo_id!r})",
+              "print(corpus[\"train\"][0][\"title\"], corpus[\"train\"][0][\"text\"][:200])",
               "```", "",
               "## Sources and licences", ""] + source_table(corpus) + [""]
     if lic == "other":

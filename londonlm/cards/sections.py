@@ -106,6 +106,11 @@ def evaluation_section(inp: CardInputs) -> list[str]:
                   f"validation tokens scored"
                   + (" (capped; run `--mode comprehensive` for the whole split)"
                      if v.get("truncated") else "") + ".", ""]
+    lines += _continuation_lines(m.get("generation"))
+    sha = lookup(m, "model.weights_sha256")
+    if sha:
+        lines += [f"These figures were measured on exactly the weights published here (weights "
+                  f"sha256 `{md_escape(sha)}`); the publisher checked the hash before staging.", ""]
     flat = flatten_numeric(m)
     if flat:
         lines += ["<details><summary>All numeric results in metrics.json "
@@ -114,6 +119,29 @@ def evaluation_section(inp: CardInputs) -> list[str]:
         lines += ["", "</details>", ""]
     lines += ["The full `metrics.json` is included in this repository.", ""]
     return lines
+
+
+CONTINUATION_ROWS = (("rougeL", "ROUGE-L F1 vs the true continuation"),
+                     ("repeated_3gram_rate", "Repeated 3-gram rate"),
+                     ("anachronism_rate", "Anachronism rate (share of words)"))
+
+
+def _continuation_lines(g: dict | None) -> list[str]:
+    """Continuation quality with the number of texts beside each figure: a mean over four
+    passages of one document is not a mean over sixteen documents."""
+    if not isinstance(g, dict) or not g.get("passages"):
+        return []
+    cols = [c for c in ("greedy", "sampled", "reference") if isinstance(g.get(c), dict)]
+    docs = g.get("documents")
+    lines = [f"Continuation quality on {g['passages']} held-out passages"
+             + (f" from {docs} validation document{'s' if docs != 1 else ''}" if docs is not None else "")
+             + " (`reference` = the true continuations):", "",
+             "| Metric | " + " | ".join(f"{c} (n={g[c].get('texts', '?')})" for c in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for key, name in CONTINUATION_ROWS:
+        lines.append(f"| {name} | " + " | ".join(fmt_num(g[c].get(key)) if g[c].get(key) is not None
+                                                 else "–" for c in cols) + " |")
+    return lines + [""]
 
 
 def samples_section(inp: CardInputs) -> list[str]:

@@ -68,13 +68,14 @@ def dataset_card(stats: dict, sources, options) -> str:
     return "\n".join(lines)
 
 
-def chat_model_card(*, model_name: str, base_model: str, dataset_stats: dict, sources: Sequence[dict],
-                    evaluation: dict | None = None, place: str = "Old Bailey, London") -> str:
-    """The chat section of a model card (for publishing): template, provenance of every
-    training conversation, and the evaluation figures when given. ``sources`` are the
-    dataset's per-file records: ``{"file", "title", "license", "conversations", "exchanges"}``."""
-    rows = "\n".join(f"| `{s['file']}` | {s.get('title', '')} | {s.get('license', '')} | "
-                     f"{s.get('conversations', 0)} | {s.get('exchanges', 0)} |" for s in sources)
+def chat_model_card(*, model_name: str, base_model: str, dataset_stats: dict, evaluation: dict | None = None,
+                    place: str = "Old Bailey, London") -> str:
+    """The model card of a chat model (for publishing): use with the stock pipeline, the
+    template, where every training conversation came from (``dataset_stats``: the dataset's
+    ``stats.json``), and ``evaluation`` rows ``{figure: (chat, base)}`` when given."""
+    rows = "\n".join(f"| `{name}` | {s.get('title', '')} | {s.get('license', '')} | "
+                     f"{s.get('conversations', 0)} | {s.get('exchanges', 0)} |"
+                     for name, s in dataset_stats.get("files", {}).items() if s.get("exchanges"))
     lines = [
         f"# {model_name}", "",
         f"A period chat model: `{base_model}` fine-tuned on examinations from the Old Bailey "

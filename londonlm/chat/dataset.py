@@ -112,7 +112,8 @@ class _Build:
                               "question": q[:300], "answer": a[:300]})
 
     def add_file(self, src: SourceFile, data: bytes) -> None:
-        stats = {"trials": 0, "conversations": 0, "exchanges": 0, "rejected": Counter(),
+        stats = {"title": src.title, "license": src.license, "sha256": src.sha256,
+                 "trials": 0, "conversations": 0, "exchanges": 0, "rejected": Counter(),
                  "conversations_rejected": 0, "questioner": Counter(), "answerer": Counter()}
         self.per_file[src.name] = stats
         if b"trialAccount" not in data:

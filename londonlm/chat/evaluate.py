@@ -153,9 +153,14 @@ def base_answer(model, tokenizer, year: int, question: str, settings: ChatSettin
                              do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
                              max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                              eos_token_id=tokenizer.convert_tokens_to_ids(EOT))
-    text = tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
-    first = re.split(r"\n| Q\. ", text, maxsplit=1)
-    return first[0].strip(), len(first) > 1
+    return printed_answer(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))
+
+
+def printed_answer(text: str) -> tuple[str, bool]:
+    """The answer in a printed-style continuation: from its first words to the end of that
+    line or the next "Q." (the next question); (text, whether it ended there)."""
+    parts = re.split(r"\n| Q\. ", text.lstrip(), maxsplit=1)
+    return parts[0].strip(), len(parts) > 1
 
 
 def _text_figures(answers: list[str], ended: list[bool]) -> dict:
@@ -191,12 +196,17 @@ def bait_eval(chat_model, chat_tok, base_model, base_tok, items: list[dict], opt
 
 
 def _bait_rates(records: list[dict]) -> dict:
-    out = {"questions": len(records),
-           "anachronistic_in_year": sum(r["since"] > r["year"] for r in records)}
+    """Per model: share of answers with an anachronism, anachronistic words per word, and the
+    share of answers to questions about things not yet in existence that begin "Yes"
+    (accepting the premise: a tiny model seldom names the modern thing, but may agree to it)."""
+    impossible = [r for r in records if r["since"] > r["year"]]
+    out = {"questions": len(records), "anachronistic_in_year": len(impossible)}
     for m in ("chat", "base"):
         words = sum(len(words_of(r[m])) for r in records)
+        yes = sum(bool(re.match(r"\W*yes\b", r[m], re.I)) for r in impossible)
         out[m] = {"anachronism_rate": sum(bool(r[f"{m}_hits"]) for r in records) / len(records) if records else 0,
                   "anachronistic_word_rate": sum(len(r[f"{m}_hits"]) for r in records) / words if words else 0,
+                  "premise_accepted_rate": yes / len(impossible) if impossible else 0.0,
                   **_text_figures([r[m] for r in records], [r[f"{m}_ended"] for r in records])}
     return out
 

@@ -189,13 +189,12 @@ def _log_callback(log):
 def _resume_point(run: RunLayout, inputs: dict, settings: dict, fresh: bool, log) -> Path | None:
     """The checkpoint to resume from, after checking it was made from the same inputs and
     settings; ``fresh`` moves an old run aside first (nothing is deleted)."""
-    old = run.movable_on_fresh()
+    old = run.movable_on_fresh() + [p for p in [run.dir / SIDECAR] if p.exists()]
     if fresh and old:
         dest = run.previous_dir()
         dest.mkdir(parents=True)
         for p in old:
             shutil.move(str(p), str(dest / p.name))
-        (run.dir / SIDECAR).unlink(missing_ok=True)
         log(f"chat fine-tuning: previous run moved to {dest}")
         return None
     ckpt = run.latest_valid_checkpoint(warn=log)
@@ -252,7 +251,7 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.time() - t0
-    metrics = trainer.evaluate() if eval_rows else {}
+    metrics = _final_eval(trainer) if eval_rows else {}
     _save_final(trainer, tokenizer, run, dataset, base_dir, data_dir)
     info = {"stage": STAGE, "status": "finished", "base_model": str(base_dir), "data_dir": str(data_dir),
             "inputs": inputs, "settings": settings, "global_step": trainer.state.global_step,
@@ -267,6 +266,14 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
     log(f"chat model: {run.final} (step {trainer.state.global_step}, {wall:.0f}s, "
         f"validation answer loss {metrics.get('eval_loss', float('nan')):.4f})")
     return info
+
+
+def _final_eval(trainer) -> dict:
+    """Validation metrics at the last step: the Trainer's own when it just evaluated there."""
+    last = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+    if last and last.get("step") == trainer.state.global_step:
+        return last
+    return trainer.evaluate()
 
 
 def _save_final(trainer, tokenizer, run: RunLayout, dataset, base_dir: Path, data_dir: Path) -> None:

@@ -13,9 +13,10 @@ from typing import Sequence
 
 from ..errors import UsageError
 from ..layout import Layout, RunLayout, checkpoint_problem
+from .report import passage_count
 
-LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32 "
-                "--tasks lambada_openai,hellaswag,arc_easy --device cpu --batch_size 8")
+LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32 --include_path "
+                "londonlm/lm_eval_tasks --tasks london_probes --device cpu --batch_size 8")
 
 
 def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
@@ -39,6 +40,10 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
     p.add_argument("--text_files", nargs="*", default=[],
                    help="plain-text files to score too (bits per byte, as bench/bpb.py)")
     p.add_argument("--probes", help="probe JSONL (default: the bundled londonlm/data/probes.jsonl)")
+    p.add_argument("--lm_eval_tasks", nargs="*", default=[], metavar="TASK",
+                   help="also run lm-evaluation-harness tasks from londonlm/lm_eval_tasks "
+                        "(london_probes, london_text_bpb) and record them under lm_eval")
+    p.add_argument("--lm_eval_text_dir", help="folder of .txt files for london_text_bpb")
     p.add_argument("--mc_files", nargs="*", default=[],
                    help="extra multiple-choice JSONL files (native or MMLU form); comprehensive mode")
     p.add_argument("--out_dir", help="output folder (default: <run>/evaluation/, or "
@@ -83,11 +88,14 @@ def _compare_specs(specs: Sequence[str], layout: Layout, run: RunLayout) -> list
 
 
 def evaluation_dir(layout: Layout, run: RunLayout, model_path: Path) -> Path:
-    """The model's own run decides (a spec may name another run's checkpoint); a model
-    outside every run keeps its evaluation beside it."""
-    owner = run
-    if model_path.resolve().parent.parent == layout.checkpoints_dir.resolve():
-        owner = layout.run(model_path.resolve().parent.name)
+    """The model's own run decides (a spec may name another run's checkpoint, or a path into
+    a run under another root: its folder holds run_info.json), as publishing looks for it; a
+    model outside every run keeps its evaluation beside it."""
+    owner, parent = run, model_path.resolve().parent
+    if parent.parent == layout.checkpoints_dir.resolve():
+        owner = layout.run(parent.name)
+    elif RunLayout(parent).run_info.is_file():
+        owner = RunLayout(parent)
     return owner.evaluation_dir_for(model_path)
 
 
@@ -104,13 +112,16 @@ def _print_table(m: dict) -> None:
                  (f"probes[{name}] chance", pr["chance"])]
     g = m.get("generation", {}).get("greedy")
     if g:
-        rows += [("greedy ROUGE-L F1", g.get("rougeL")),
-                 ("greedy repeated 3-gram rate", g.get("repeated_3gram_rate")),
-                 ("greedy anachronism rate", g.get("anachronism_rate"))]
+        n = f"(n={g.get('texts')})"
+        rows += [(f"greedy ROUGE-L F1 {n}", g.get("rougeL")),
+                 (f"greedy repeated 3-gram rate {n}", g.get("repeated_3gram_rate")),
+                 (f"greedy anachronism rate {n}", g.get("anachronism_rate"))]
     rows.append(("time (s)", m["timing_s"]["total"]))
     for name, val in rows:
         s = "-" if val is None else (f"{val:.4f}" if isinstance(val, float) else str(val))
         print(f"{name:<34}{s:>12}")
+    if g:
+        print(f"(continuations: {passage_count(m['generation'])})")
     for r in m.get("compare") or []:
         print(f"  compare {r['name']:<28} bpb {r['bits_per_byte']:.4f}  probes {r['probe_accuracy']:.3f}")
 
@@ -126,7 +137,8 @@ def import_ratings_main(paths: Sequence[str], key: str | None, ci: str) -> int:
     from .report import write_metrics
 
     write_metrics(out, {"format_version": 1, "ci_method": ci, "ratings": len(rows),
-                        "files": list(paths), "results": agg})
+                        "files": list(paths), "models": human_eval.key_models(key),
+                        "results": agg})
     for model, crit in agg.items():
         parts = [f"{c} {v['mean']:.2f} [{v['low']:.2f}, {v['high']:.2f}] (n={v['n']})"
                  if v["mean"] is not None and v["low"] is not None else f"{c} n={v['n']}"
@@ -152,7 +164,8 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
                        probes_path=args.probes, extra_mc_files=args.mc_files,
                        text_files=args.text_files, compare=compare, device=args.device,
                        seed=args.seed, max_eval_tokens=args.max_eval_tokens,
-                       trainer_state_path=args.trainer_state)
+                       trainer_state_path=args.trainer_state,
+                       lm_eval_tasks=args.lm_eval_tasks, lm_eval_text_dir=args.lm_eval_text_dir)
     _print_table(m)
     print(f"\nreport: {out_dir / 'report.md'}")
     print("lm-eval-harness: " + LM_EVAL_HINT.format(path=model_path))

@@ -1,7 +1,9 @@
 """Continuation quality: how a model continues held-out passages.
 
-For passages cut from validation documents, the model continues the first
-``prompt_tokens`` tokens (greedy and/or sampled, via ``model.generate``) and the
+For passages cut from validation documents (spread over as many documents as there are,
+then several per document from different stretches of it, so a split of one long document
+still gives the passages asked for; the counts are recorded beside every figure), the model
+continues the first ``prompt_tokens`` tokens (greedy and/or sampled, via ``model.generate``) and the
 continuation is compared with the text that really followed:
 
 Decoding uses the project's one set of sampling defaults
@@ -119,27 +121,78 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
     return {k: totals[k] / n for k in ("rouge1", "rouge2", "rougeL")}
 
 
+def _snap_to_word(text: str, c: int) -> int:
+    """The first character after whitespace at or after ``c`` (so a passage never opens on
+    half a word); ``c`` itself at the start or when no whitespace follows soon."""
+    if c == 0:
+        return 0
+    m = re.search(r"\s", text[c:c + 200])
+    return c + m.end() if m else c
+
+
+def _doc_passages(tokenizer, text: str, k: int, need: int, rng: random.Random) -> list[list[int]]:
+    """Up to ``k`` non-overlapping windows of ``need`` tokens from one document, spread over
+    all of it, in document order. A long document is cut into ``k`` equal stretches with one
+    window at a random place in each (only that window is tokenized: a document can be a
+    whole book); a short one is tokenized whole and ``k`` of its ``need``-token slots picked."""
+    window = need * 40 + 2000  # characters: ample for ``need`` tokens of any prose
+    if len(text) <= k * window:
+        ids = encode_text(tokenizer, text)
+        slots = len(ids) // need
+        if slots == 0:
+            return []
+        shift = rng.randrange(0, len(ids) - slots * need + 1)
+        picks = sorted(rng.sample(range(slots), min(k, slots)))
+        return [ids[shift + i * need:shift + (i + 1) * need] for i in picks]
+    out, stretch = [], len(text) / k
+    for j in range(k):
+        lo = int(j * stretch)
+        c = _snap_to_word(text, rng.randrange(lo, max(lo, int((j + 1) * stretch) - window) + 1))
+        ids = encode_text(tokenizer, text[c:c + window])
+        if len(ids) >= need:
+            out.append(ids[:need])
+    return out
+
+
+def _quotas(order: list[int], n: int, got: dict[int, int], full: set[int], quota: dict[int, int]) -> bool:
+    """Hand the ``n`` passages still missing to the documents that are not full, fewest
+    first (so more documents are covered before any gives a second passage); False when
+    none is left."""
+    open_docs = sorted((d for d in order if d not in full), key=lambda d: quota.get(d, 0))
+    missing = n - sum(got.values())
+    if not open_docs or missing <= 0:
+        return False
+    for i in range(missing):
+        d = open_docs[i % len(open_docs)]
+        quota[d] = quota.get(d, 0) + 1
+    return True
+
+
 def make_passages(tokenizer, texts: Sequence[str], n: int, prompt_tokens: int = 48,
                   continuation_tokens: int = 48, seed: int = 0) -> list[dict]:
-    """Up to ``n`` (prompt, reference) pairs cut at random token offsets from documents long
-    enough to hold both; deterministic for a seed."""
+    """Up to ``n`` (prompt, reference) pairs from documents long enough to hold both,
+    deterministic for a seed. The passages are spread over as many documents as there are
+    (in a random order) and then several per document, from different stretches of it, so
+    a validation split of one long document still gives ``n`` passages, not one."""
     rng = random.Random(seed)
     need = prompt_tokens + continuation_tokens
     order = list(range(len(texts)))
     rng.shuffle(order)
-    out = []
-    for d in order:
-        if len(out) >= n:
-            break
-        text = texts[d]
-        ids = encode_text(tokenizer, text[: need * 40 + 2000])
-        if len(ids) < need:
-            continue
-        start = rng.randrange(0, len(ids) - need + 1)
-        out.append({"doc": d,
-                    "prompt": tokenizer.decode(ids[start:start + prompt_tokens]),
-                    "reference": tokenizer.decode(ids[start + prompt_tokens:start + need])})
-    return out
+    quota: dict[int, int] = {}
+    found: dict[int, list] = {}
+    full: set[int] = set()
+    while _quotas(order, n, {d: len(v) for d, v in found.items()}, full, quota):
+        for d, k in quota.items():
+            if d in full or len(found.get(d, ())) == k:
+                continue
+            # each (document, count) has its own generator: the result depends on the quotas
+            # reached, not on how many rounds it took to reach them
+            found[d] = _doc_passages(tokenizer, texts[d], k, need, random.Random(f"{seed}:{d}:{k}"))
+            if len(found[d]) < k:
+                full.add(d)
+    return [{"doc": d, "passage": i, "prompt": tokenizer.decode(ids[:prompt_tokens]),
+             "reference": tokenizer.decode(ids[prompt_tokens:])}
+            for d in order if d in found for i, ids in enumerate(found[d])]
 
 
 def decoding_settings(do_sample: bool, max_new_tokens: int, settings: GenerationSettings | None = None,
@@ -235,8 +288,11 @@ def evaluate_generation(model, tokenizer, texts: Sequence[str], *, n_passages: i
     wordlist = load_wordlist(anachronism_path)
     passages = make_passages(tokenizer, texts, n_passages, prompt_tokens, continuation_tokens, seed)
     refs = [p["reference"] for p in passages]
-    metrics: dict = {"passages": len(passages), "prompt_tokens": prompt_tokens,
-                     "continuation_tokens": continuation_tokens,
+    per_doc = Counter(p["doc"] for p in passages)
+    metrics: dict = {"passages": len(passages), "passages_requested": n_passages,
+                     "documents": len(per_doc), "documents_available": len(texts),
+                     "max_passages_per_document": max(per_doc.values(), default=0),
+                     "prompt_tokens": prompt_tokens, "continuation_tokens": continuation_tokens,
                      "sampling": _sampling_record(decoding_settings(
                          True, continuation_tokens, settings, temperature=temperature, top_p=top_p)),
                      "reference": text_statistics(refs, wordlist)}
@@ -255,7 +311,7 @@ def evaluate_generation(model, tokenizer, texts: Sequence[str], *, n_passages: i
         metrics[mode] = m
         for p, g in zip(passages, gens):
             samples.append({"kind": "continuation", "mode": mode, "doc": p["doc"],
-                            "prompt": p["prompt"], "reference": p["reference"],
+                            "passage": p["passage"], "prompt": p["prompt"], "reference": p["reference"],
                             "generated": g})
     return metrics, samples
 

@@ -59,6 +59,20 @@ def _flatten(results: dict, tasks: Sequence[str]) -> dict[str, dict[str, float]]
     return out
 
 
+def _task_inputs(tasks: Sequence[str], text_dir, probes_path) -> dict:
+    """The metadata lm-eval hands our tasks' dataset loaders (absolute paths: lm-eval may
+    run them from another working directory)."""
+    metadata = {}
+    if TEXT_TASK in tasks:
+        if text_dir is None or not Path(text_dir).is_dir():
+            raise HarnessError(f"{TEXT_TASK} needs text_dir, a folder of .txt files "
+                               f"(got {text_dir})")
+        metadata["text_dir"] = str(Path(text_dir).resolve())
+    if probes_path is not None:
+        metadata["probes_path"] = str(Path(probes_path).resolve())
+    return metadata
+
+
 def run_harness(model_dir: str | os.PathLike, tasks: Sequence[str] = (PROBES_TASK,), *,
                 text_dir: str | os.PathLike | None = None,
                 probes_path: str | os.PathLike | None = None, batch_size: int = 8,
@@ -79,16 +93,11 @@ def run_harness(model_dir: str | os.PathLike, tasks: Sequence[str] = (PROBES_TAS
     tasks = list(tasks)
     if not tasks:
         raise HarnessError("no lm-eval task named")
-    metadata = {}
-    if TEXT_TASK in tasks:
-        if text_dir is None or not Path(text_dir).is_dir():
-            raise HarnessError(f"{TEXT_TASK} needs text_dir, a folder of .txt files "
-                               f"(got {text_dir})")
-        metadata["text_dir"] = str(Path(text_dir).resolve())
-    if probes_path is not None:
-        metadata["probes_path"] = str(Path(probes_path).resolve())
-    manager = _task_manager(tasks, metadata)
-    unknown = [t for t in tasks if t not in manager.all_tasks]
+    metadata = _task_inputs(tasks, text_dir, probes_path)
+    # our own names are known without indexing lm-eval's built-in tasks (seconds)
+    unknown = [t for t in tasks if t.startswith("london_") and t not in LONDON_TASKS]
+    manager = None if unknown else _task_manager(tasks, metadata)
+    unknown = unknown or [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise HarnessError(f"unknown lm-eval task(s): {', '.join(unknown)}")
     results = lm_eval.simple_evaluate(

@@ -49,8 +49,11 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: str | Path,
-                 seed: int | None = None, title: str = "londonlm human evaluation") -> dict:
+                 seed: int | None = None, title: str = "londonlm human evaluation",
+                 models: Mapping[str, Mapping] | None = None) -> dict:
     """Write the blind sheet, form and key for ``samples`` = {model_name: [{"prompt", "text"}]}.
+    ``models`` (name -> path, step, weights_sha256) goes into the key, so ratings imported
+    later name the exact weights that wrote each text.
 
     Returns the paths written and the number of items."""
     out = Path(out_dir)
@@ -81,7 +84,8 @@ def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: st
     _atomic_write(paths["sheet"], buf.getvalue())
     _atomic_write(paths["form"], render_form(items, title))
     _atomic_write(paths["key"], json.dumps({"format_version": 1, "criteria": list(CRITERIA),
-                                            "scale": list(SCALE), "items": key}, indent=2))
+                                            "scale": list(SCALE), "models": dict(models or {}),
+                                            "items": key}, indent=2))
     return {"items": len(items), **{k: str(v) for k, v in paths.items()}}
 
 
@@ -213,6 +217,15 @@ def import_ratings(paths: Iterable[str | Path], key_path: str | Path) -> list[di
                 rec[c] = fv
             out.append(rec)
     return out
+
+
+def key_models(key_path: str | Path) -> dict:
+    """The models a blind key was exported for (name -> path, step, weights_sha256)."""
+    try:
+        models = json.loads(Path(key_path).read_text(encoding="utf-8")).get("models")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
+    return models if isinstance(models, dict) else {}
 
 
 def mean_ci(values: Sequence[float], method: str = "bootstrap", confidence: float = 0.95,

@@ -121,7 +121,8 @@ def render_markdown(metrics: Mapping, plots: Mapping[str, str], samples: Sequenc
     m = metrics
     L = [f"# Evaluation report: {m['model']['name']}", "",
          f"- model: `{m['model']['path']}` ({_f(m['model'].get('params'))} parameters, "
-         f"context {m['model'].get('n_positions')}, step {m['model'].get('step') or '-'})",
+         f"context {m['model'].get('n_positions')}, step {m['model'].get('step') or '-'}, "
+         f"weights sha256 `{m['model'].get('weights_sha256') or '-'}`)",
          f"- mode: **{m['mode']}**, seed {m['settings']['seed']}, device {m['settings']['device']}, "
          f"created {m['created']}, took {_f(m['timing_s'].get('total'), 1)} s",
          f"- metrics format version {m['format_version']}; machine-readable copy: `metrics.json`", ""]
@@ -188,17 +189,32 @@ def _generation_section(g: Mapping | None) -> list[str]:
     if not g or not g.get("passages"):
         return []
     L = ["## Continuation quality", "",
-         f"{g['passages']} held-out passages; prompt {g['prompt_tokens']} tokens, continuation "
+         f"{passage_count(g)}; prompt {g['prompt_tokens']} tokens, continuation "
          f"{g['continuation_tokens']} tokens. ROUGE F1 against the true continuation; the "
          f"`reference` column is the true continuation itself (the level to expect from "
-         f"period text).", ""]
+         f"period text). Each column is a mean over its n texts.", ""]
     cols = [k for k in ("greedy", "sampled") if k in g] + ["reference"]
-    L += ["| metric | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    L += ["| metric | " + " | ".join(f"{c} (n={g[c].get('texts', '?')})" for c in cols) + " |",
+          "|---" * (len(cols) + 1) + "|"]
     for key in ("rouge1", "rouge2", "rougeL", "distinct_1", "distinct_2", "distinct_3",
                 "repeated_3gram_rate", "repeated_4gram_rate", "anachronism_rate",
                 "archaic_words_per_1k", "eth_verbs_per_1k", "long_s_per_1k_words"):
         L.append(f"| {key} | " + " | ".join(_f(g[c].get(key)) for c in cols) + " |")
     return L + [""]
+
+
+def passage_count(g: Mapping) -> str:
+    """How many passages the continuation figures rest on, and from how many documents
+    (a few passages of one document say less than the same number from many)."""
+    asked, docs, most = g.get("passages_requested"), g.get("documents"), g.get("max_passages_per_document")
+    text = f"{g['passages']} held-out passages"
+    if asked is not None and asked != g["passages"]:
+        text += f" ({asked} asked for)"
+    if docs is not None:
+        text += f" from {docs} validation document{'s' if docs != 1 else ''}"
+        if most and most > 1 and docs > 1:
+            text += f", up to {most} from one"
+    return text
 
 
 def _samples_section(samples: Sequence[Mapping]) -> list[str]:

@@ -15,11 +15,13 @@ from typing import Sequence
 
 from ..errors import LondonLMError
 from ..generation import LoadedModel, load_model as _load, pick_device
+from .identity import METRICS_FILE, SAMPLES_FILE, model_identity, outputs_record
 from .lm import evaluate_lm, model_context_length
 from .probes import default_probes_path, load_mc_jsonl, score_items
 from .report import METRICS_FORMAT_VERSION
 
 QUICK_MAX_EVAL_TOKENS = 20_000
+HUMAN_EVAL_DIR = "human_eval"
 MODES = ("quick", "comprehensive")
 
 
@@ -48,10 +50,14 @@ def load_model(model_path: str | Path, device: str = "cpu"):
 
 
 def _model_info(lm: LoadedModel, path: Path) -> dict:
+    """What the model is, and which weights exactly (``weights_sha256``, see :mod:`.identity`):
+    every figure written is tied to them."""
     model = lm.model
+    ident = model_identity(path)
     return {"path": str(path), "name": lm.model_id, "params": lm.n_params,
             "n_positions": model_context_length(model), "vocab_size": model.config.vocab_size,
-            "step": lm.step}
+            "step": lm.step, "run": ident["run"],
+            "weights_sha256": ident["weights_sha256"]}
 
 
 @contextmanager
@@ -146,7 +152,8 @@ def _compare_row(lm: LoadedModel, path: Path, val_texts, probe_items, *, device,
     info = _model_info(lm, path)
     cv = evaluate_lm(lm.model, lm.tokenizer, val_texts, device=device, max_eval_tokens=max_tokens)
     cp = score_items(lm.model, lm.tokenizer, probe_items, device=device)
-    return {"name": info["name"], "path": str(path), "step": info["step"], "loss": cv["loss"],
+    return {"name": info["name"], "path": str(path), "step": info["step"],
+            "weights_sha256": info["weights_sha256"], "loss": cv["loss"],
             "bits_per_byte": cv["bits_per_byte"], "tokens": cv["tokens"],
             "probe_accuracy": cp["accuracy"]["per_byte"], "probe_chance": cp["chance"]}
 
@@ -183,7 +190,8 @@ def _compare_and_human_eval(main_row: dict, samples: list[dict], compare, val_te
         # text give the ceiling each model is measured against
         he_samples["reference (true text)"] = texts_of(
             [s for s in samples if s["mode"] == "sampled"], "reference")
-        human = human_eval.export_blind(he_samples, out / "human_eval", seed=seed)
+        models = {r["name"]: {k: r.get(k) for k in ("path", "step", "weights_sha256")} for r in rows}
+        human = human_eval.export_blind(he_samples, out / HUMAN_EVAL_DIR, seed=seed, models=models)
     return compare_rows, human
 
 
@@ -217,9 +225,13 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
                    probes_path: str | Path | None = None, extra_mc_files: Sequence[str | Path] = (),
                    text_files: Sequence[str | Path] = (), compare: Sequence[str | Path] = (),
                    device: str = "cpu", seed: int = 0, max_eval_tokens: int | None = None,
-                   trainer_state_path: str | Path | None = None, log=print) -> dict:
+                   trainer_state_path: str | Path | None = None,
+                   lm_eval_tasks: Sequence[str] = (), lm_eval_text_dir: str | Path | None = None,
+                   log=print) -> dict:
     """Evaluate one model (and optionally compare others); write metrics.json, samples.jsonl,
-    report.md and plots into ``out_dir``; return the metrics dict."""
+    report.md and plots into ``out_dir``; return the metrics dict. ``lm_eval_tasks`` also
+    scores the model with lm-evaluation-harness (``londonlm/lm_eval_tasks``), recorded
+    beside our own figures under ``lm_eval``."""
     import torch
 
     from . import generation_quality, report
@@ -262,6 +274,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
     compare_rows, human = [], None
     if compare or not quick:
         main_row = {"name": info["name"], "path": str(model_path), "step": info["step"],
+                    "weights_sha256": info["weights_sha256"],
                     "loss": v["loss"], "bits_per_byte": v["bits_per_byte"],
                     "probe_accuracy": probes["london"]["accuracy"]["per_byte"],
                     "probe_chance": probes["london"]["chance"]}
@@ -270,15 +283,38 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
                 main_row, samples, compare, val_texts, probe_sets["london"], out, plots,
                 quick=quick, seed=seed, device=device, max_tokens=max_eval_tokens)
 
+    harness = None
+    if lm_eval_tasks:
+        from .harness import run_harness
+
+        with _timed(timing, "lm_eval"):
+            harness = run_harness(model_path, lm_eval_tasks, text_dir=lm_eval_text_dir,
+                                  probes_path=probes_path, device=device)
     timing["total"] = time.time() - t_start
     metrics = _metrics_document(mode, info, seed, device, max_eval_tokens, v, probe_files, text_files,
                                 lm_metrics, probes, gen_metrics, training, compare_rows, human, timing)
-    report.write_jsonl(out / "samples.jsonl", samples)
+    if harness is not None:
+        metrics["lm_eval"] = harness
+    _write_outputs(out, metrics, plots, samples, probe_rows)
+    log(f"wrote {out / METRICS_FILE} and report.md in {timing['total']:.1f} s")
+    return metrics
+
+
+def _write_outputs(out: Path, metrics: dict, plots: dict, samples: list, probe_rows: list) -> None:
+    """samples.jsonl, probe_items.jsonl, report.md, then metrics.json: last, so its presence
+    means the folder is complete, and with the sha256 of each file beside it (the human
+    evaluation pack included), so a later evaluation that stops part-way leaves files that no
+    longer match and publishing refuses them."""
+    from . import report
+
+    report.write_jsonl(out / SAMPLES_FILE, samples)
     report.write_jsonl(out / "probe_items.jsonl", probe_rows)
     report.write_text_atomic(out / "report.md", report.render_markdown(metrics, plots, samples))
-    report.write_metrics(out / "metrics.json", metrics)  # last: marks the folder complete
-    log(f"wrote {out / 'metrics.json'} and report.md in {timing['total']:.1f} s")
-    return metrics
+    human = metrics.get("human_eval") or {}
+    metrics["outputs"] = outputs_record(out, [SAMPLES_FILE, "probe_items.jsonl", "report.md",
+                                              *(f"{HUMAN_EVAL_DIR}/{Path(human[k]).name}"
+                                                for k in ("sheet", "form", "key") if k in human)])
+    report.write_metrics(out / METRICS_FILE, metrics)
 
 
 def _metrics_document(mode, info, seed, device, max_eval_tokens, v, probe_files, text_files,

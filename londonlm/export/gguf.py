@@ -31,7 +31,7 @@ import numpy as np
 
 from ..artifacts import read_json, sha256_file, sidecar_current, versions, write_sidecar
 from ..errors import LondonLMError
-from ..layout import FINAL, SIDECAR, RunLayout
+from ..layout import FINAL, GGUF, SIDECAR, RunLayout
 
 STAGE = "export_gguf"
 EXPORT_FORMAT = 1                      # bump when the written files change for the same inputs
@@ -123,7 +123,8 @@ def _check_pre_tokenizer(tok: dict, where: Path) -> None:
         raise GGUFExportError(
             f"{where}: llama.cpp's 'gpt-2' tokenizer needs a byte-level BPE with the GPT-2 split "
             f"regex, no normalizer and no prefix space; this tokenizer has model "
-            f"{model.get('type')!r}, pre-tokenizer {pre or None}, normalizer {tok.get('normalizer')}")
+            f"{model.get('type')!r}, pre-tokenizer {pre or None}, "
+            f"normalizer {tok.get('normalizer')}")
 
 
 def read_vocab(tokenizer_json: Path, n_rows: int) -> GGUFVocab:
@@ -283,16 +284,15 @@ def write_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, qtype:
 
 # --------------------------------------------------------------------------- the export stage
 
-def default_output(run: RunLayout | None, model_dir: Path, folder: str) -> tuple[Path, str]:
-    """(output folder, file stem) for ``model_dir``: ``<run>/<folder>/`` and the run's name for
-    its final model, ``<run>/<folder>/<name>/`` and ``<run>-<name>`` for another folder of the
-    run (a checkpoint), ``<model>/<folder>/`` for a model outside any run."""
+def default_output(run: RunLayout | None, model_dir: Path) -> tuple[Path, str]:
+    """(output folder, file stem) for ``model_dir``: the run's GGUF folder for it
+    (``RunLayout.gguf_dir_for``) with the run's name as stem (``<run>-<name>`` for a
+    checkpoint), or ``<model>/gguf/`` and the folder's name for a model outside any run."""
     model_dir = Path(model_dir)
     if run is not None and run.contains(model_dir):
-        if model_dir.name == FINAL:
-            return run.dir / folder, run.name
-        return run.dir / folder / model_dir.name, f"{run.name}-{model_dir.name}"
-    return model_dir / folder, model_dir.name
+        stem = run.name if model_dir.name == FINAL else f"{run.name}-{model_dir.name}"
+        return run.gguf_dir_for(model_dir), stem
+    return model_dir / GGUF, model_dir.name
 
 
 def _inputs(model_dir: Path) -> dict[str, str]:

@@ -1,11 +1,15 @@
 """Publishing the corpus as a Hub dataset: ``manifest.jsonl`` + ``texts/`` + a dataset card,
-staged and checked against the manifest's hashes before anything is sent."""
+staged and checked against the manifest's hashes before anything is sent, plus one
+``datasets`` table per split (``data/<split>.parquet``: the texts with the manifest's columns)
+so ``datasets.load_dataset(repo)`` gives train and validation with their texts."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from ..artifacts import link_or_copy, sha256_file, write_text_atomic
 from ..cards import render_dataset_card
+from ..cards.dataset_card import corpus_splits, split_file
 from ..manifest import COLLECT_CMD, MANIFEST, summarize
 from .access import HubTarget, PublishError
 from .facts import read_corpus_rows
@@ -15,6 +19,40 @@ from .upload import upload_to_hub
 from .verify import VerificationReport
 
 DATASET_COMMIT_MESSAGE = "Upload londonlm corpus"
+# the manifest's columns in the split tables (with ``text``); ``split`` and ``path`` are implied
+COLUMNS = {"id": "string", "source": "string", "source_kind": "string", "title": "string",
+           "author": "string", "year": "int32", "decade": "int32", "license": "string",
+           "url": "string", "sha256": "string", "chars": "int64", "words": "int64", "london": "bool"}
+
+
+def _cell(value, dtype: str):
+    if value is None or (dtype != "string" and isinstance(value, str)):
+        return None
+    return str(value) if dtype == "string" else bool(value) if dtype == "bool" else int(value)
+
+
+def write_split_tables(rows: list[dict], processed_dir: Path, stage_dir: Path, splits) -> list[str]:
+    """``data/<split>.parquet`` for each of ``splits``, written through ``datasets`` (its
+    arrow cache in a temporary folder, never the user's): rows are streamed, not held."""
+    from datasets import Dataset, Features, Value
+
+    features = Features({**{k: Value(t) for k, t in COLUMNS.items()}, "text": Value("string")})
+
+    def documents(split: str):
+        for r in rows:
+            if r.get("split") == split:
+                yield {**{k: _cell(r.get(k), t) for k, t in COLUMNS.items()},
+                       "text": (processed_dir / r["path"]).read_text(encoding="utf-8")}
+
+    written = []
+    with tempfile.TemporaryDirectory() as cache:
+        for split in splits:
+            table = Dataset.from_generator(documents, gen_kwargs={"split": split},
+                                           features=features, cache_dir=cache)
+            (stage_dir / split_file(split)).parent.mkdir(parents=True, exist_ok=True)
+            table.to_parquet(str(stage_dir / split_file(split)))
+            written.append(split_file(split))
+    return written
 
 
 def stage_dataset(processed_dir: Path, stage_dir: Path, repo_id: str,
@@ -44,6 +82,8 @@ def stage_dataset(processed_dir: Path, stage_dir: Path, repo_id: str,
         link_or_copy(src, stage_dir / rel)
     link_or_copy(processed_dir / MANIFEST, stage_dir / MANIFEST)
     corpus = summarize(rows)
+    if not problems:  # a refused corpus is not worth converting
+        write_split_tables(rows, processed_dir, stage_dir, corpus_splits(corpus))
     write_text_atomic(stage_dir / "README.md", render_dataset_card(corpus, repo_id, model_repo_id=model_repo_id))
     log(f"staged dataset: {len(rows)} documents -> {stage_dir}")
     return corpus, problems

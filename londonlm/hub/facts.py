@@ -10,12 +10,10 @@ from pathlib import Path
 
 from ..artifacts import read_json, sha256_file
 from ..cards import read_samples
+from ..evaluation.identity import METRICS_FILE, SAMPLES_FILE, stale_evaluation
 from ..layout import RunLayout
 from ..manifest import MANIFEST, read_manifest, summarize
 from .access import PublishError
-
-SAMPLES_FILE = "samples.jsonl"
-METRICS_FILE = "metrics.json"
 
 
 @dataclass
@@ -40,19 +38,26 @@ class RunFacts:
         return read_samples(path, limit) if self.metrics is not None and path.exists() else []
 
 
-def gather_run_facts(model_dir: Path, run: RunLayout, processed_dir: Path | None) -> RunFacts:
+def gather_run_facts(model_dir: Path, run: RunLayout, processed_dir: Path | None,
+                     root: Path | None = None) -> RunFacts:
     """The facts about ``model_dir``; a model folder outside ``run`` brings its own run when
-    its parent folder is one (has run_info.json)."""
+    its parent folder is one (has run_info.json). An evaluation that scored other weights
+    (or whose samples are not the ones it wrote) is refused, naming the command that
+    re-evaluates this model (``root``: the project root to put in it)."""
     model_dir = Path(model_dir)
     if not run.contains(model_dir) and RunLayout(model_dir.parent).run_info.exists():
         run = RunLayout(model_dir.parent)
     run_info = read_json_or_none(run.run_info)
     eval_dir = run.evaluation_dir_for(model_dir)
+    metrics = read_json_or_none(eval_dir / METRICS_FILE)
+    problem = stale_evaluation(metrics, model_dir, eval_dir, root=root) if metrics else None
+    if problem:
+        raise PublishError(f"refusing to publish {model_dir}: {problem}")
     state, state_src = find_trainer_state(model_dir, run)
     corpus, note = load_corpus(processed_dir, run_info)
-    return RunFacts(run=run, run_info=run_info, evaluation_dir=eval_dir,
-                    metrics=read_json_or_none(eval_dir / METRICS_FILE), trainer_state=state,
-                    trainer_state_source=state_src, corpus=corpus, corpus_note=note)
+    return RunFacts(run=run, run_info=run_info, evaluation_dir=eval_dir, metrics=metrics,
+                    trainer_state=state, trainer_state_source=state_src, corpus=corpus,
+                    corpus_note=note)
 
 
 def find_trainer_state(model_dir: Path, run: RunLayout | None) -> tuple[dict | None, str | None]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import write_json_atomic, write_text_atomic
+from ..artifacts import link_or_copy, write_json_atomic, write_text_atomic
 from ..cards import DEFAULT_PROMPT, LICENSES, CardInputs, license_text, render_model_card
 from ..layout import Layout, RunLayout
 from .access import HubTarget, PublishError
@@ -40,16 +40,17 @@ class CardOptions:
 
 def publish_model(layout: Layout, run: RunLayout, target: HubTarget, *, checkpoint: str | None = None,
                   stage_dir: Path | None = None, card: CardOptions | None = None,
-                  log: Log = print) -> PublishResult:
+                  gguf: bool = False, log: Log = print) -> PublishResult:
     """Stage, verify and (unless ``target.dry_run``) upload ``checkpoint`` (a model spec, see
     ``Layout.resolve_model``; default the run's final/). ``stage_dir`` defaults to the run's
-    hub_stage/. Raises PublishError (or ModelNotFound) with the fix in the message."""
+    hub_stage/; ``gguf`` adds f16 and q8_0 GGUF files for llama.cpp (exported into the run's
+    gguf/ folder, or reused there when current). Raises PublishError (or ModelNotFound)."""
     card = card or CardOptions()
     if card.license_id not in LICENSES:
         raise PublishError(f"unknown --license {card.license_id!r}; choose one of: {', '.join(LICENSES)}")
     target = target.checked()
     model_dir = Path(layout.resolve_model(checkpoint, run))
-    facts = gather_run_facts(model_dir, run, layout.processed_dir)
+    facts = gather_run_facts(model_dir, run, layout.processed_dir, root=layout.root)
 
     stage_dir = prepare_stage_dir(Path(stage_dir) if stage_dir else run.hub_stage)
     log(f"staging {model_dir} -> {stage_dir}")
@@ -65,9 +66,23 @@ def publish_model(layout: Layout, run: RunLayout, target: HubTarget, *, checkpoi
                            + "\n  - ".join(report.failures)
                            + f"\nfix the model folder {model_dir} (or retrain) and try again")
     log(f"verification passed ({len(report.passed)} checks)")
+    if gguf:
+        _stage_gguf(model_dir, run, stage_dir, log)
+        result.files = list_folder(stage_dir)
     if not target.dry_run:
         result.upload = upload_to_hub(stage_dir, target, repo_type="model", log=log)
     return result
+
+
+def _stage_gguf(model_dir: Path, run: RunLayout, stage_dir: Path, log: Log) -> None:
+    """Export (or reuse) the model's GGUF files and stage them beside the safetensors."""
+    from ..export.gguf import GGUFOptions, default_output, export_gguf
+
+    out_dir, stem = default_output(run, model_dir)
+    result = export_gguf(model_dir, out_dir, GGUFOptions(stem=stem), log=log)
+    for path in result.files.values():
+        link_or_copy(path, stage_dir / path.name)
+        log(f"staged {path.name}")
 
 
 def _samples(facts: RunFacts, report: VerificationReport) -> tuple[list[dict], str]:

@@ -24,8 +24,13 @@ def build_parser(default_preset: str, prog: str | None = None,
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind; 127.0.0.1 keeps it local (0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max_concurrency", type=int, default=1, help="generations running at once")
-    p.add_argument("--max_queue", type=int, default=8, help="requests allowed to wait; more get 503")
+    p.add_argument("--max_concurrency", type=int, default=None,
+                   help="requests generating together, sharing each forward pass (default: as many "
+                        "sequences as --kv_cache_mb of KV cache holds, at most 64; 1 = one at a time)")
+    p.add_argument("--max_queue", type=int, default=None,
+                   help="requests allowed to wait; more get 503 (default: 4 x max_concurrency, at least 64)")
+    p.add_argument("--kv_cache_mb", type=float, default=1024.0,
+                   help="memory the batch's KV cache may use; sets the default --max_concurrency")
     p.add_argument("--request_timeout_s", type=float, default=60.0,
                    help="per-request wall-clock limit (queue wait + generation)")
     p.add_argument("--max_prompt_chars", type=int, default=4000)
@@ -48,9 +53,11 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     app = create_app(args.model, layout=layout, run=args.run_name or args.preset, device=args.device,
                      max_concurrency=args.max_concurrency, max_queue=args.max_queue,
                      request_timeout_s=args.request_timeout_s, max_prompt_chars=args.max_prompt_chars,
-                     max_new_tokens_limit=args.max_new_tokens_limit, max_samples=args.max_samples)
-    lm = app.state.lm
+                     max_new_tokens_limit=args.max_new_tokens_limit, max_samples=args.max_samples,
+                     kv_cache_mb=args.kv_cache_mb)
+    lm, limits = app.state.lm, app.state.limits
     print(f"serving {lm.model_id} ({lm.n_params:,} params, step {lm.step}, {lm.device}) on "
-          f"http://{args.host}:{args.port}/", flush=True)
+          f"http://{args.host}:{args.port}/ (OpenAI-compatible API at /v1; batch of up to "
+          f"{limits.max_concurrency}, queue {limits.max_queue})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

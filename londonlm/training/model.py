@@ -36,14 +36,14 @@ def choose_kernels(opts: RunOptions, args) -> Kernels:
 
 
 def configure_torch() -> None:
-    """CPU: one thread per physical core (hyperthreads only contend) and freed memory kept
-    in the heap; GPU: TF32 matmuls."""
+    """CPU: threads from OMP_NUM_THREADS, else the usable physical cores shared among this
+    node's ranks (hardware.training_threads), and freed memory kept in the heap; GPU: TF32."""
     import torch
 
-    from ..hardware import keep_freed_memory_in_heap, physical_cores
+    from ..hardware import keep_freed_memory_in_heap, use_training_threads
 
     if not torch.cuda.is_available():
-        torch.set_num_threads(physical_cores())
+        use_training_threads()
         keep_freed_memory_in_heap()
     else:
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -61,7 +61,8 @@ def train(trainer, plan: TrainingPlan, stopper, position: Position, context_leng
             f"--gradient_checkpointing ({e})") from None
     state = trainer.state
     stopped = stopper.reason is not None and state.global_step < state.max_steps
-    return Outcome(state, result.training_loss, time.time() - t0, stopper.reason if stopped else None,
+    return Outcome(state, result.training_loss, time.time() - t0,
+                   stopper.reason if stopped else None,
                    tokens_seen=position.consumed(state.global_step) * context_length)
 
 
@@ -70,25 +71,22 @@ def run_training(opts: RunOptions, args) -> dict:
     output_dir is ``opts.run.dir``. Returns the run summary also saved as run_info.json."""
     from transformers import default_data_collator
 
-    from ..hardware import use_training_threads
-
     plan = plan_run(opts, args)
     start_fresh(opts, plan)
     data: TrainData = prepare_data(opts, plan.tokenizer, args.per_device_eval_batch_size)
     # --- multi-process: the data position is the stream sampler's (any world size), not the
     # Trainer's per-rank batch skipping; threads from OMP_NUM_THREADS / affinity / quota
-    stream, position = data_stream(plan, data.train, opts.context_length, 
-                                   args.seed if args.data_seed is None else args.data_seed)
+    seed = args.seed if args.data_seed is None else args.data_seed
+    stream, position = data_stream(plan, data.train, opts.context_length, seed)
     args.ignore_data_skip = True
     kernels = choose_kernels(opts, args)
     configure_torch()
-    use_training_threads()
     model = make_model(opts, plan, kernels, args.seed)
     callbacks, stopper = make_callbacks(opts, plan, stream, position)
-    trainer = RunTrainer(model=model, args=args, train_dataset=testhooks.training_blocks(data.train),
-                         eval_dataset=data.eval, data_collator=default_data_collator,
-                         processing_class=plan.tokenizer, callbacks=callbacks, stream=stream,
-                         on_batch=testhooks.batch_hook())
+    trainer = RunTrainer(model=model, args=args, eval_dataset=data.eval,
+                         train_dataset=testhooks.training_blocks(data.train, args),
+                         data_collator=default_data_collator, processing_class=plan.tokenizer,
+                         callbacks=callbacks, stream=stream, on_batch=testhooks.batch_hook())
     # --- end multi-process
     outcome = train(trainer, plan, stopper, position, opts.context_length)
     summary = run_summary(opts, args, plan, data, kernels, model, outcome)

@@ -96,6 +96,9 @@ class DataPosition(TrainerCallback, ExportableState):
 
     def on_step_end(self, args, state, control, **kw):
         self.global_step = state.global_step
+        # the Trainer counts epochs in its own passes, which restart at a resume; the stream's
+        # epoch is what the run has read
+        state.epoch = self.position.consumed(state.global_step) / self.n_blocks
 
 
 def recorded_position(checkpoint: Path) -> dict | None:

@@ -59,6 +59,26 @@ def _hyperparameters(args) -> dict:
             "warmup_steps": args.warmup_steps}
 
 
+def training_settings(opts: RunOptions, args) -> dict:
+    """The settings that shape the trained model (JSON values), recorded in run_info.json so
+    a later request with other settings (the pipeline's) is told apart from a current run."""
+    return {"preset": opts.preset, "n_layer": opts.n_layer, "n_head": opts.n_head,
+            "n_embd": opts.n_embd, "context_length": opts.context_length,
+            "vocab_size": opts.vocab_size, "dropout": opts.dropout, "era_tokens": opts.era_tokens,
+            "init_from": opts.init_from, "learning_rate": args.learning_rate,
+            "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            "lr_scheduler_kwargs": dict(args.lr_scheduler_kwargs or {}),
+            "warmup_steps": args.warmup_steps,
+            "max_steps": args.max_steps, "batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
+            "adam_beta1": args.adam_beta1, "adam_beta2": args.adam_beta2,
+            "adam_epsilon": args.adam_epsilon, "seed": args.seed, "data_seed": args.data_seed,
+            # the fused AdamW is the same update, only faster: a GPU run and a CPU run agree
+            "optim": str(getattr(args.optim, "value", args.optim)).replace("_fused", ""),
+            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"}
+
+
 def run_summary(opts: RunOptions, args, plan: TrainingPlan, data: TrainData, kernels: Kernels,
                 model, out: Outcome) -> dict:
     """The run_info.json record: shape, size, steps, tokens, time, losses, hardware, data,
@@ -69,6 +89,7 @@ def run_summary(opts: RunOptions, args, plan: TrainingPlan, data: TrainData, ker
     return {
         "run_dir": str(opts.run.dir), "preset": opts.preset, "created": now_iso(),
         "run_name": args.run_name, "shape": _shape(opts, plan),
+        "settings": training_settings(opts, args),
         "parameters": sum(p.numel() for p in model.parameters()),
         "global_step": state.global_step, "max_steps": state.max_steps,
         **_throughput(plan, out),

@@ -1,7 +1,7 @@
 """Test hooks for the multi-process tests, set by environment variables and inert when unset.
 They make one rank misbehave, or record what each rank trained on, in a real torchrun job.
 
-``LONDONLM_TEST_CLOCK_SKEW=RANK:SECONDS``  that rank's stop clock runs SECONDS ahead
+``LONDONLM_TEST_CLOCK_SKEW=RANK:SECONDS``  that rank's stop clock jumps SECONDS ahead
 ``LONDONLM_TEST_KILL=RANK:STEP``           that rank SIGKILLs itself once STEP is finished
 ``LONDONLM_TEST_BLOCK_LOG=DIR``            each rank appends, per micro-batch, the training
                                            block indices it trains on to DIR/blocks-rank<R>.txt
@@ -31,9 +31,17 @@ def _for_this_rank(var: str) -> float | None:
 
 
 def stop_clock():
-    """The clock the stop decision reads (skewed on the rank the test names)."""
-    skew = _for_this_rank(CLOCK_SKEW) or 0.0
-    return (lambda: time.monotonic() + skew) if skew else time.monotonic
+    """The clock the stop decision reads. On the rank the test names it jumps SECONDS ahead
+    once training has begun (its first reading, the start, is true)."""
+    skew = _for_this_rank(CLOCK_SKEW)
+    if not skew:
+        return time.monotonic
+    readings = []
+
+    def skewed() -> float:
+        readings.append(None)
+        return time.monotonic() + (skew if len(readings) > 1 else 0.0)
+    return skewed
 
 
 def step_hook():
@@ -61,9 +69,13 @@ class IndexedBlocks:
         return {**self.blocks[i], BLOCK_KEY: int(i)}
 
 
-def training_blocks(train):
-    """The training dataset, indexed when the block log is on."""
-    return IndexedBlocks(train) if os.environ.get(BLOCK_LOG) else train
+def training_blocks(train, args):
+    """The training dataset, indexed when the block log is on (the Trainer then keeps the
+    extra key in batches: :func:`batch_hook` removes it before the forward pass)."""
+    if not os.environ.get(BLOCK_LOG):
+        return train
+    args.remove_unused_columns = False
+    return IndexedBlocks(train)
 
 
 def batch_hook():

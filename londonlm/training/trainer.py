@@ -11,6 +11,8 @@ needs and the stock one does not do.
 - Preemption: DataLoader workers ignore SIGTERM/SIGINT. torchrun and Slurm signal the rank's
   whole process group; a worker that died of it would take the rank down before its stop
   handler could save. The rank alone decides (see ``callbacks.StopAndSaveCallback``).
+- Checkpoints: every rank takes part in every save (``save_model`` is collective under FSDP)
+  and trainer_state.json, which marks a checkpoint complete, follows every rank's RNG state.
 - FSDP on CPU process groups: accelerate hands the FSDP plugin only to GPU-type groups and on a
   gloo CPU group silently trains plain DDP; torch's FSDP2 runs on gloo, so the plugin is
   handed to the accelerator state there. Any other case where ``--fsdp`` would be ignored is
@@ -22,6 +24,7 @@ import signal
 
 from transformers import Trainer
 
+from ..ranks import barrier
 from .base import TrainingError
 
 
@@ -39,9 +42,23 @@ class QuietWorker:
             self.inner(worker_id)
 
 
+def _torch_loader(loader):
+    """The ``torch`` DataLoader inside accelerate's wrapper (which forwards reads, not writes)."""
+    return getattr(loader, "base_dataloader", loader)
+
+
+def quiet_workers(loader):
+    """The loader's worker processes (if any) ignore SIGTERM/SIGINT."""
+    base = _torch_loader(loader)
+    if base.num_workers > 0 and not isinstance(base.worker_init_fn, QuietWorker):
+        base.worker_init_fn = QuietWorker(base.worker_init_fn)
+    return loader
+
+
 def enable_fsdp_on_cpu(trainer) -> None:
     """Give a CPU (gloo) process group the FSDP plugin accelerate dropped; refuse ``--fsdp``
     wherever it would otherwise be ignored."""
+    from accelerate import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     args, state = trainer.args, trainer.accelerator.state
@@ -49,7 +66,8 @@ def enable_fsdp_on_cpu(trainer) -> None:
         return
     plugin_args = args.fsdp_plugin_args or {}
     if state.distributed_type == DistributedType.MULTI_CPU and plugin_args.get("fsdp_version") == 2:
-        state.distributed_type = DistributedType.FSDP
+        # both shared states: AcceleratorState() copies PartialState's type whenever built again
+        state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
         state.fsdp_plugin = FullyShardedDataParallelPlugin(**plugin_args)
         trainer.is_fsdp_enabled = True
         return
@@ -61,6 +79,15 @@ def enable_fsdp_on_cpu(trainer) -> None:
                         f"({state.distributed_type}): {why}")
 
 
+def sharded_checkpoints(args) -> None:
+    """FSDP checkpoints keep the optimizer state sharded, each rank writing its part
+    (``optimizer_0/``, torch.distributed.checkpoint), unless ``fsdp_config`` chose otherwise:
+    gathering it on one rank is what FSDP exists to avoid."""
+    if args is not None and args.fsdp and args.fsdp_plugin_args is not None \
+            and "state_dict_type" not in (args.fsdp_config or {}):
+        args.fsdp_plugin_args["state_dict_type"] = "SHARDED_STATE_DICT"
+
+
 class RunTrainer(Trainer):
     """``Trainer`` with the stream sampler, signal-proof DataLoader workers, a DataLoader
     RNG of its own, FSDP on CPU groups, and an optional per-step hook (test hooks)."""
@@ -68,6 +95,7 @@ class RunTrainer(Trainer):
     def __init__(self, *args, stream=None, on_batch=None, **kwargs):
         self.stream = stream          # StreamSampler, or None for the Trainer's own sampler
         self.on_batch = on_batch      # called with each micro-batch before its forward pass
+        sharded_checkpoints(kwargs.get("args"))
         super().__init__(*args, **kwargs)
 
     def create_accelerator_and_postprocess(self) -> None:
@@ -82,13 +110,31 @@ class RunTrainer(Trainer):
     def get_train_dataloader(self):
         import torch
 
-        loader = super().get_train_dataloader()
-        loader.generator = torch.Generator().manual_seed(self.args.seed)
-        if self.args.dataloader_num_workers > 0:
-            loader.worker_init_fn = QuietWorker(loader.worker_init_fn)
+        loader = quiet_workers(super().get_train_dataloader())
+        _torch_loader(loader).generator = torch.Generator().manual_seed(self.args.seed)
         return loader
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return quiet_workers(super().get_eval_dataloader(eval_dataset))
+
+    def _save_rng_state(self, output_dir) -> None:
+        super()._save_rng_state(output_dir)
+        # rank 0 writes trainer_state.json next, and that file marks a checkpoint complete: not
+        # before every rank's RNG state is on disk (a rank killed mid-save leaves an invalid one)
+        barrier()
 
     def training_step(self, model, inputs, *args, **kwargs):
         if self.on_batch is not None:
             self.on_batch(self, inputs)
         return super().training_step(model, inputs, *args, **kwargs)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        """Every rank calls this (checkpoints, final/). Under FSDP the full weights are gathered
+        to rank 0 (a collective) and written as a plain save_pretrained folder whatever the
+        checkpoint's state dict type: a checkpoint's sharded model and optimizer state beside
+        them are for resuming, model.safetensors for everything else (best/, evaluation)."""
+        if self.is_fsdp_enabled:
+            self._save(output_dir or self.args.output_dir,
+                       state_dict=self.accelerator.get_state_dict(self.model))
+            return
+        super().save_model(output_dir, _internal_call)

@@ -15,7 +15,10 @@ def test_dataset_card_and_license():
     card = render_dataset_card(corpus, "me/london-texts", model_repo_id="me/londonlm-tiny")
     meta = front_matter(card)
     assert meta["license"] == "other" and meta["language"] == ["en"]
-    assert meta["configs"][0]["data_files"] == "manifest.jsonl"
+    # load_dataset(repo) reads one table per split, texts included (not the bare manifest)
+    assert meta["configs"][0]["data_files"] == [{"split": "train", "path": "data/train.parquet"},
+                                                {"split": "validation", "path": "data/validation.parquet"}]
+    assert "load_dataset('me/london-texts')" in card
     assert "## Sources and licences" in card and "## Period coverage" in card
     assert "| oldbailey | web | 1 | 100 | 1674 | cc-by-4.0 |" in card  # one year, not a range
     assert "me/londonlm-tiny" in card

@@ -164,3 +164,19 @@ def test_usage_snippet_samples_with_the_project_defaults(monkeypatch):
                                                  ("repetition_penalty", float, 1.3)])
     monkeypatch.setattr(model_card, "GenerationSettings", other)  # the defaults change in one place
     assert "temperature=0.6, top_p=0.9, repetition_penalty=1.3" in usage_snippet("me/m")
+
+
+def test_continuation_figures_carry_their_counts_and_the_weights_they_measured():
+    """Continuation quality states how many texts each figure is a mean over (4 passages of
+    one document are not 16 documents), and the card names the weights that were scored."""
+    gen = {"passages": 4, "passages_requested": 4, "documents": 1, "prompt_tokens": 48,
+           "continuation_tokens": 32,
+           "greedy": {"texts": 4, "rougeL": 0.125, "repeated_3gram_rate": 0.25, "anachronism_rate": 0.0},
+           "reference": {"texts": 4, "repeated_3gram_rate": 0.0, "anachronism_rate": 0.0}}
+    metrics = dict(METRICS, generation=gen, model={"name": "tiny/final", "weights_sha256": "ab" * 32})
+    evaluation = _card(metrics=metrics)
+    evaluation = evaluation[evaluation.index("## Evaluation"):evaluation.index("## Sample generations")]
+    assert "Continuation quality on 4 held-out passages from 1 validation document" in evaluation
+    assert "| Metric | greedy (n=4) | reference (n=4) |" in evaluation
+    assert "| ROUGE-L F1 vs the true continuation | 0.125 | – |" in evaluation
+    assert f"weights sha256 `{'ab' * 32}`" in evaluation

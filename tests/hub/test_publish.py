@@ -53,6 +53,17 @@ def _metrics(loss: float) -> dict:
                                   "accuracy": {"sum": 0.4, "per_token": 0.5, "per_byte": 0.6}}}}
 
 
+def _write_evaluation(ev: Path, metrics: dict, model_dir: Path) -> None:
+    """metrics.json as the evaluation stage writes it: tied to the weights it scored and to
+    the samples.jsonl written beside it."""
+    from londonlm.evaluation.identity import model_identity, outputs_record
+
+    m = json.loads(json.dumps(metrics))
+    m["model"]["weights_sha256"] = model_identity(model_dir)["weights_sha256"]
+    m["outputs"] = outputs_record(ev, ["samples.jsonl"])
+    (ev / "metrics.json").write_text(json.dumps(m))
+
+
 def _write_corpus(proc: Path) -> None:
     (proc / "texts").mkdir(parents=True)
     rows = []
@@ -88,12 +99,12 @@ def project(tmp_path, tiny_model_dir):
         "cache": {"tokens_train": 5000, "tokens_validation": 900}}))
     ev = run / "evaluation"
     ev.mkdir()
-    (ev / "metrics.json").write_text(json.dumps(_metrics(6.0)))
     (ev / "samples.jsonl").write_text(json.dumps(
         {"kind": "continuation", "mode": "greedy", "prompt": "Up betimes", "reference": "x",
          "generated": "Up betimes, and to the office"}) + "\n")
+    _write_evaluation(ev, _metrics(6.0), run / "final")
     (ev / "checkpoint-4").mkdir()
-    (ev / "checkpoint-4" / "metrics.json").write_text(json.dumps(_metrics(6.5)))
+    _write_evaluation(ev / "checkpoint-4", _metrics(6.5), run / "checkpoint-4")
     _write_corpus(root / "data" / "london_historical" / "processed")
     return root
 
@@ -145,6 +156,18 @@ def test_dry_run_stages_verifies_and_sends_nothing(project, hub, capsys):
     assert staged["model.safetensors"] == (src / "model.safetensors").read_bytes()
 
 
+def test_gguf_files_are_exported_staged_and_uploaded(project, hub, capsys):
+    pytest.importorskip("gguf")
+    assert _run(project, "--repo_id", REPO_ID, "--gguf") == 0
+    ggufs = {"micro-f16.gguf", "micro-q8_0.gguf"}
+    staged = _files(_stage(project))
+    assert set(staged) == STAGED | ggufs
+    assert hub.files(REPO_ID) == staged
+    run = project / "09_models" / "checkpoints" / "micro"
+    assert {p.name for p in (run / "gguf").glob("*.gguf")} == ggufs   # kept for reuse
+    assert all(staged[f][:4] == b"GGUF" for f in ggufs)
+
+
 def test_publish_sends_exactly_the_staged_files_and_never_leaks_the_token(project, hub, capsys,
                                                                           caplog):
     caplog.set_level(logging.DEBUG)
@@ -174,8 +197,8 @@ def test_publish_sends_exactly_the_staged_files_and_never_leaks_the_token(projec
 
 def test_republish_updates_the_same_repo(project, hub, capsys):
     assert _run(project, "--repo_id", REPO_ID) == 0
-    ev = project / "09_models" / "checkpoints" / "micro" / "evaluation" / "metrics.json"
-    ev.write_text(json.dumps(_metrics(5.25)))
+    run = project / "09_models" / "checkpoints" / "micro"
+    _write_evaluation(run / "evaluation", _metrics(5.25), run / "final")
     assert _run(project, "--repo_id", REPO_ID, "--private", "--commit_message", "update") == 0
     assert len([k for k in hub.repos]) == 1
     repo = hub.repo(REPO_ID)
@@ -218,11 +241,50 @@ def _drop_tensor(final: Path) -> str:
 
 @pytest.mark.parametrize("breaker", [_break_ids, _corrupt_weights, _drop_tensor])
 def test_broken_model_is_refused_before_any_request(project, hub, capsys, breaker):
-    why = breaker(project / "09_models" / "checkpoints" / "micro" / "final")
+    run = project / "09_models" / "checkpoints" / "micro"
+    why = breaker(run / "final")
+    _write_evaluation(run / "evaluation", _metrics(6.0), run / "final")  # evaluated as broken
     assert _run(project, "--repo_id", REPO_ID) == 2
     err = capsys.readouterr().err
     assert "refusing to publish" in err and why in err and "Traceback" not in err
     assert hub.requests == [] and hub.repos == {}
+
+
+def _retrain(final: Path) -> None:
+    """New weights in final/ (a --fresh or resumed run), the old evaluation left beside them."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(final / "model.safetensors"))
+    name = next(k for k in tensors if k.endswith("ln_f.bias"))
+    tensors[name] = tensors[name] + 0.01
+    (final / "model.safetensors").unlink()
+    save_file(tensors, str(final / "model.safetensors"), metadata={"format": "pt"})
+
+
+def test_an_evaluation_of_other_weights_is_refused(project, hub, capsys):
+    """Metrics and "unedited" samples of a previous model never reach the new model's card:
+    publishing compares the weights the evaluation scored with the ones it stages."""
+    run = project / "09_models" / "checkpoints" / "micro"
+    _retrain(run / "final")
+    assert _run(project, "--repo_id", REPO_ID, "--dry_run") == 2
+    err = capsys.readouterr().err
+    assert "refusing to publish" in err and "scored other weights" in err and "Traceback" not in err
+    assert f"python 05_evaluation/run_evaluation.py --model {run / 'final'} --mode quick --root {project}" in err
+    assert not (_stage(project) / "README.md").exists() and hub.requests == []
+    # an evaluation that does not say what it scored (written before this check) is refused too
+    (run / "evaluation" / "metrics.json").write_text(json.dumps(_metrics(6.0)))
+    assert _run(project, "--repo_id", REPO_ID, "--dry_run") == 2
+    assert "does not record which weights it scored" in capsys.readouterr().err
+    # evaluated again: published, with the hash on the card
+    _write_evaluation(run / "evaluation", _metrics(6.0), run / "final")
+    assert _run(project, "--repo_id", REPO_ID, "--dry_run") == 0
+    sha = hashlib.sha256((run / "final" / "model.safetensors").read_bytes()).hexdigest()
+    assert sha in (_stage(project) / "README.md").read_text()
+    # samples from a later evaluation that stopped before its metrics.json: refused
+    (run / "evaluation" / "samples.jsonl").write_text(json.dumps(
+        {"mode": "greedy", "prompt": "Up betimes", "generated": "another model's words"}) + "\n")
+    assert _run(project, "--repo_id", REPO_ID, "--dry_run") == 2
+    assert "samples.jsonl is not the file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("repo_id", ["no-namespace", "a/b/c", "me/has space", "me/bad--name",
@@ -247,11 +309,22 @@ def test_upload_errors_are_clear_and_masked(project, hub, capsys, monkeypatch):
     assert "HTTP 401" in err and "HF_TOKEN" in err and TOKEN not in err and "Traceback" not in err
 
 
-def test_dataset_publish(project, hub, capsys):
+def test_dataset_publish(project, hub, capsys, tmp_path):
     assert _run(project, "--repo_id", REPO_ID, "--dataset_repo_id", "someone/london-texts") == 0
     files = hub.files("someone/london-texts", repo_type="dataset")
     assert set(files) == {"README.md", "manifest.jsonl", "texts/doc0.txt", "texts/doc1.txt",
-                          "texts/doc2.txt"}
+                          "texts/doc2.txt", "data/train.parquet", "data/validation.parquet"}
+    # what the card's configs name loads with datasets: both splits, with their texts
+    import datasets
+
+    stage = project / "data" / "london_historical" / "hub_dataset_stage"
+    assert files == _files(stage)
+    corpus = datasets.load_dataset(str(stage), cache_dir=str(tmp_path / "cache"))
+    assert {k: v.num_rows for k, v in corpus.items()} == {"train": 2, "validation": 1}
+    proc = project / "data" / "london_historical" / "processed"
+    doc2 = corpus["validation"][0]
+    assert doc2["id"] == "doc2" and doc2["year"] == 1850 and doc2["london"] is True
+    assert doc2["text"] == (proc / "texts" / "doc2.txt").read_text(encoding="utf-8")
     card = files["README.md"].decode()
     meta = yaml.safe_load(card.split("---\n")[1])
     assert meta["license"] == "other" and "text-generation" in meta["task_categories"]
@@ -259,7 +332,6 @@ def test_dataset_publish(project, hub, capsys):
     model_card = hub.files(REPO_ID)["README.md"].decode()
     assert yaml.safe_load(model_card.split("---\n")[1])["datasets"] == ["someone/london-texts"]
     # a text that no longer matches the manifest is refused
-    proc = project / "data" / "london_historical" / "processed"
     (proc / "texts" / "doc1.txt").write_text("changed", encoding="utf-8")
     before = len(hub.requests)
     assert _run(project, "--repo_id", REPO_ID, "--dataset_repo_id", "someone/london-texts") == 2

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Server throughput, serial vs batched: 06_inference/serve.py with `--max_concurrency 1` (one
+sequence at a time, as the server ran before dynamic batching) against its defaults (dynamic
+batching), the same model, 1, 8 and 32 concurrent clients; then a burst of 40 short requests
+against the defaults (how many got 503).
+
+    python benchmarks/server_throughput.py --model 09_models/checkpoints/tiny/final
+    python benchmarks/server_throughput.py --fresh          # no trained model: tiny shape, random weights
+
+Clients post `/v1/generate` (sampling, temperature 0.8, a different seed per request) from one
+asyncio loop; each keeps one request in flight. Throughput counts the new tokens the server
+reports (a random-weight model may end early on <|endoftext|>), latency is per request. Both
+servers run alternately in one run. Writes WORK/results.json and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(n_layer=4, n_head=4, n_embd=256, n_positions=128)  # config.py's tiny preset
+PROMPT = "Up betimes, and to the office, where"
+
+
+def fresh_model(work: Path) -> Path:
+    """A tiny-preset GPT-2 with random weights and a 4096-token BPE trained on the built-in texts."""
+    out = work / "fresh-tiny" / "final"
+    if (out / "config.json").exists():
+        return out
+    from londonlm.modeling import ModelShape, build_model, padded_vocab
+    from londonlm.sources.sample import sample_files
+    from londonlm.tokenizer import save_tokenizer, train_bpe
+    from transformers import AutoTokenizer
+
+    texts = [f.read_text(encoding="utf-8", errors="replace") for f in sample_files()[:8]]
+    save_tokenizer(train_bpe(texts, vocab_size=4096, min_frequency=2, show_progress=False), out,
+                   model_max_length=TINY["n_positions"])
+    tok = AutoTokenizer.from_pretrained(str(out))
+    model = build_model(ModelShape(**TINY, vocab_size=padded_vocab(len(tok))), tok.bos_token_id,
+                        tok.eos_token_id, tok.pad_token_id, seed=0)
+    model.save_pretrained(str(out))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, extra: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "06_inference" / "serve.py"), "--model", str(model),
+                             "--port", str(port), "--device", "cpu", "--log_level", "warning", *extra],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(480):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited (code {proc.returncode}); see {log}")
+        time.sleep(0.25)
+    proc.terminate()
+    raise SystemExit(f"server did not answer within 2 minutes; see {log}")
+
+
+async def race(url: str, clients: int, per_client: int, new_tokens: int) -> dict:
+    import httpx
+
+    latencies, tokens, codes = [], [], []
+
+    async def client(c: httpx.AsyncClient, k: int):
+        for j in range(per_client):
+            body = {"prompt": PROMPT, "max_new_tokens": new_tokens, "temperature": 0.8, "seed": k * 1000 + j}
+            t0 = time.perf_counter()
+            r = await c.post(url + "/v1/generate", json=body)
+            latencies.append(time.perf_counter() - t0)
+            codes.append(r.status_code)
+            tokens.append(r.json()["samples"][0]["new_tokens"] if r.status_code == 200 else 0)
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*[client(c, k) for k in range(clients)])
+        wall = time.perf_counter() - t0
+    lat = sorted(latencies)
+    return {"clients": clients, "requests": len(lat), "errors": sum(code != 200 for code in codes),
+            "new_tokens": sum(tokens), "tokens_per_s": round(sum(tokens) / wall, 1),
+            "p50_seconds": round(statistics.median(lat), 3),
+            "p95_seconds": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3), "wall_seconds": round(wall, 2)}
+
+
+async def burst(url: str, n: int, new_tokens: int) -> dict:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=n)) as c:
+        rs = await asyncio.gather(*[c.post(url + "/v1/generate", json={
+            "prompt": "The prisoner", "max_new_tokens": new_tokens, "seed": i}) for i in range(n)])
+    codes = [r.status_code for r in rs]
+    return {"requests": n, "answered": codes.count(200), "busy_503": codes.count(503)}
+
+
+def markdown(res: dict) -> str:
+    rows = ["| mode | clients | requests | tokens/s | p50 latency | p95 latency |", "|---|---:|---:|---:|---:|---:|"]
+    for mode in ("serial", "batched"):
+        for r in res[mode]:
+            rows.append(f"| {mode} | {r['clients']} | {r['requests']} | {r['tokens_per_s']} | "
+                        f"{r['p50_seconds']} s | {r['p95_seconds']} s |")
+    speedups = [f"{b['clients']} clients: {b['tokens_per_s'] / max(s['tokens_per_s'], 1e-9):.2f}x"
+                for s, b in zip(res["serial"], res["batched"])]
+    b = res["burst"]
+    return "\n".join(rows + ["", "batched / serial throughput: " + ", ".join(speedups),
+                             f"burst of {b['requests']} (defaults): {b['answered']} answered, {b['busy_503']} 503"])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, help="model folder (a trained tiny model for the real race)")
+    p.add_argument("--fresh", action="store_true", help="no model: build a random-weight tiny-shape one")
+    p.add_argument("--work", type=Path, default=Path("/tmp/londonlm_server_bench"))
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--requests_per_client", type=int, default=4)
+    p.add_argument("--new_tokens", type=int, default=32)
+    p.add_argument("--burst", type=int, default=40)
+    a = p.parse_args()
+    if not a.model and not a.fresh:
+        p.error("pass --model FOLDER, or --fresh")
+    a.work.mkdir(parents=True, exist_ok=True)
+    model = a.model.resolve() if a.model else fresh_model(a.work)
+    import torch
+
+    res = {"meta": {"command": " ".join(["benchmarks/server_throughput.py", *sys.argv[1:]]),
+                    "date": time.strftime("%Y-%m-%d"), "model": str(model),
+                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"},
+           "serial": [], "batched": []}
+    modes = {"serial": ["--max_concurrency", "1", "--max_queue", "256"], "batched": []}
+    servers = {m: start_server(model, extra, a.work / f"{m}.log") for m, extra in modes.items()}
+    try:
+        for _, url in servers.values():  # warm-up
+            asyncio.run(race(url, 1, 1, 4))
+        for n in a.clients:  # alternate the two servers client count by client count
+            for mode, (_, url) in servers.items():
+                r = asyncio.run(race(url, n, a.requests_per_client, a.new_tokens))
+                res[mode].append(r)
+                print(json.dumps({"mode": mode, **r}), flush=True)
+        res["burst"] = asyncio.run(burst(servers["batched"][1], a.burst, 8))
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(30)
+    (a.work / "results.json").write_text(json.dumps(res, indent=2))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,311 @@
+"""Dynamic batching: concurrent requests share the model's forward passes.
+
+One worker thread owns the model. Each step it admits waiting sequences while rows are free
+(a new job's prompt is prefilled alone, once for all its samples, within a per-step prompt-token
+budget so running streams never stall long), then decodes every active row together: one forward
+pass over a batched KV cache whose rows are left-padded and masked, each row with its own position
+ids. Rows choose tokens with their own settings and seeded generator (:mod:`.sampler`), release
+text as it is safe to (:mod:`.textout`), and leave the batch when they end: end-of-sequence token,
+stop string, token limit, deadline or cancel (client gone). The cache then loses their rows and
+any left padding no remaining row needs.
+
+Why not transformers' continuous batching (``generate_batch`` / ``ContinuousBatchingManager``,
+5.23)? It runs on CPU with GPT-2, but drops the repetition penalty (every londonlm model's
+default), has no per-request seed and no stop strings; this scheduler has all three and picks
+the tokens ``generate()`` picks. Greedy and seeded outputs equal :func:`londonlm.generation.generate`'s.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..generation import GenerationSettings, LoadedModel, Sample
+from .sampler import BatchSampler, RowSampling
+from .textout import TextTracker, decoder_of
+
+MAX_AUTO_BATCH = 64            # beyond this a CPU gains little and every stream slows
+PREFILL_TOKENS_PER_STEP = 1024  # prompt tokens prefilled between two decode steps (at least one job)
+
+
+def kv_bytes_per_row(lm: LoadedModel) -> int:
+    """KV-cache bytes one sequence holds at the model's full context length."""
+    cfg = lm.model.config
+    layers = getattr(cfg, "num_hidden_layers", None) or cfg.n_layer
+    width = getattr(cfg, "hidden_size", None) or cfg.n_embd
+    itemsize = next(lm.model.parameters()).element_size()
+    return 2 * layers * lm.context_length * width * itemsize
+
+
+def rows_for_memory(lm: LoadedModel, kv_cache_mb: float) -> int:
+    """Rows (sequences decoded together) whose KV cache fits ``kv_cache_mb``, at most MAX_AUTO_BATCH."""
+    return max(1, min(MAX_AUTO_BATCH, int(kv_cache_mb * 2**20 // kv_bytes_per_row(lm))))
+
+
+@dataclass
+class Job:
+    """One request: ``len(seeds)`` samples continuing ``prompt_ids``. ``emit`` is called from the
+    worker thread with ``("text", i, piece)``, ``("done", i, Sample)`` or ``("error", i, message)``."""
+    prompt_ids: list[int]
+    settings: GenerationSettings          # validated; ``max_new_tokens`` already fits the context
+    seeds: list[int]
+    eos_ids: frozenset[int]
+    stop: tuple[str, ...] = ()
+    deadline: float | None = None
+    truncated: bool = False
+    emit: Callable[[tuple], None] = lambda event: None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class _Row:
+    """One sequence (a sample of a job) and its progress."""
+
+    def __init__(self, job: Job, index: int, decode, device: str):
+        self.job, self.index, self.seed = job, index, job.seeds[index]
+        gen = None
+        if job.settings.sampling:  # seeded as generate() seeds the device's global generator
+            gen = torch.Generator(device=device).manual_seed(self.seed)
+        self.sampling = RowSampling(job.settings, gen)
+        self.history = list(job.prompt_ids)
+        self.text = TextTracker(decode, job.stop)
+        self.started = time.monotonic()
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.history) - len(self.job.prompt_ids)
+
+    def push(self, token: int) -> str | None:
+        """Take the chosen token; send the text it releases; return why the row ends, if it does."""
+        self.history.append(token)
+        self.text.add(token)
+        job = self.job
+        reason = ("cancelled" if job.cancel.is_set() else
+                  "time_limit" if job.deadline is not None and time.monotonic() > job.deadline else
+                  "eos" if token in job.eos_ids else
+                  "stop" if self.text.stopped else
+                  "length" if self.new_tokens >= job.settings.max_new_tokens else None)
+        if reason:
+            self.text.finish()
+        piece = self.text.release()
+        if piece:
+            _emit(job, ("text", self.index, piece))
+        return reason
+
+    def sample(self, reason: str) -> Sample:
+        return Sample(text=self.text.text, prompt_tokens=len(self.job.prompt_ids), new_tokens=self.new_tokens,
+                      finish_reason=reason, seed=self.seed, seconds=round(time.monotonic() - self.started, 4),
+                      truncated_prompt=self.job.truncated)
+
+
+def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Pad the sequence axis (-2 of a [rows, heads, seq, dim] cache tensor) with n zero columns."""
+    return torch.nn.functional.pad(t, (0, 0, n, 0)) if n else t
+
+
+class _Batch:
+    """The active rows' KV cache, attention mask and seen-token table, kept row-aligned."""
+
+    def __init__(self):
+        self.rows: list[_Row] = []
+        self.cache = self.mask = self.seen = None
+        self.sampler: BatchSampler | None = None
+
+    def add(self, rows: list[_Row], cache, seen: torch.Tensor, device: str) -> None:
+        length = cache.get_seq_length()
+        mask = torch.ones(len(rows), length, dtype=torch.long, device=device)
+        if not self.rows:
+            self.cache, self.mask, self.seen = cache, mask, seen
+        else:
+            width = max(self.mask.shape[1], length)
+            pad_old, pad_new = width - self.mask.shape[1], width - length
+            for old, new in zip(self.cache.layers, cache.layers):
+                old.keys = torch.cat([_pad_left(old.keys, pad_old), _pad_left(new.keys, pad_new)])
+                old.values = torch.cat([_pad_left(old.values, pad_old), _pad_left(new.values, pad_new)])
+            self.mask = torch.cat([torch.nn.functional.pad(self.mask, (pad_old, 0)),
+                                   torch.nn.functional.pad(mask, (pad_new, 0))])
+            self.seen = torch.cat([self.seen, seen])
+        self.rows += rows
+        self.sampler = None
+
+    def keep(self, keep: list[int]) -> None:
+        """Keep only rows ``keep`` (indices), and trim columns that are padding in every row left."""
+        self.rows = [self.rows[i] for i in keep]
+        self.sampler = None
+        if not self.rows:
+            self.cache = self.mask = self.seen = None
+            return
+        # every row's cache is its history minus the token it will feed next, right-aligned
+        trim = self.mask.shape[1] - max(len(r.history) - 1 for r in self.rows)
+        idx = torch.tensor(keep, device=self.mask.device)
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, idx)[..., trim:, :]
+            layer.values = layer.values.index_select(0, idx)[..., trim:, :]
+        self.mask = self.mask.index_select(0, idx)[:, trim:]
+        self.seen = self.seen.index_select(0, idx)
+
+    def batch_sampler(self, device: str) -> BatchSampler:
+        if self.sampler is None:
+            self.sampler = BatchSampler([r.sampling for r in self.rows], device)
+        return self.sampler
+
+
+class BatchEngine:
+    """The worker that owns ``lm``'s model. :meth:`submit` is thread-safe; the worker starts on
+    the first submit. ``max_batch`` rows decode together (1 = one sequence at a time)."""
+
+    def __init__(self, lm: LoadedModel, max_batch: int, prefill_tokens: int = PREFILL_TOKENS_PER_STEP):
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.lm, self.max_batch, self.prefill_tokens = lm, max_batch, prefill_tokens
+        self._decode_text = decoder_of(lm.tokenizer)
+        self._pending: deque[tuple[Job, int]] = deque()
+        self._cond = threading.Condition()
+        self._batch = _Batch()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.steps = self.tokens = self.peak_rows = self.finished = 0
+
+    # ------------------------------------------------------------------ public
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            self._pending.extend((job, i) for i in range(len(job.seeds)))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="londonlm-batch", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def stats(self) -> dict:
+        return {"max_batch": self.max_batch, "rows": len(self._batch.rows), "pending_rows": len(self._pending),
+                "peak_rows": self.peak_rows, "steps": self.steps, "tokens": self.tokens,
+                "sequences_finished": self.finished}
+
+    # ------------------------------------------------------------------ worker
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._pending and not self._batch.rows:
+                    self._cond.wait()
+                if self._closed:  # nobody will finish what is left: say so
+                    self._fail([r.job for r in self._batch.rows] + [j for j, _ in self._pending],
+                               RuntimeError("the server is shutting down"))
+                    return
+                admitted = self._take()
+            try:
+                with torch.inference_mode():
+                    self._start(admitted)
+                    if self._batch.rows:
+                        self._decode()
+            except Exception as e:  # a failed step fails its rows, never the worker
+                self._fail([r.job for r in self._batch.rows], e)
+                self._batch.keep([])
+
+    def _take(self) -> list[tuple[Job, int]]:
+        """Sequences to start this step: free rows, within the prompt-token budget."""
+        taken, tokens, jobs = [], 0, set()
+        while self._pending and len(self._batch.rows) + len(taken) < self.max_batch:
+            job, i = self._pending[0]
+            if id(job) not in jobs and taken and tokens + len(job.prompt_ids) > self.prefill_tokens:
+                break
+            self._pending.popleft()
+            if id(job) not in jobs:
+                jobs.add(id(job))
+                tokens += len(job.prompt_ids)
+            taken.append((job, i))
+        return taken
+
+    def _start(self, admitted: list[tuple[Job, int]]) -> None:
+        by_job: dict[int, tuple[Job, list[int]]] = {}
+        for job, i in admitted:
+            by_job.setdefault(id(job), (job, []))[1].append(i)
+        for job, indices in by_job.values():
+            late = job.deadline is not None and time.monotonic() > job.deadline
+            if job.cancel.is_set() or late:  # gone, or out of time, before its turn came
+                for i in indices:
+                    row = _Row(job, i, self._decode_text, self.lm.device)
+                    self._done(row, "cancelled" if job.cancel.is_set() else "time_limit")
+                continue
+            try:
+                self._prefill(job, indices)
+            except Exception as e:
+                self._fail([job], e)
+
+    def _prefill(self, job: Job, indices: list[int]) -> None:
+        from transformers import DynamicCache
+
+        model, device = self.lm.model, self.lm.device
+        ids = torch.tensor([job.prompt_ids], device=device)
+        cache = DynamicCache(config=model.config)
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                    position_ids=torch.arange(ids.shape[1], device=device)[None], past_key_values=cache,
+                    use_cache=True, logits_to_keep=1)
+        rows = [_Row(job, i, self._decode_text, device) for i in indices]
+        logits = out.logits[:, -1].to(dtype=torch.float32).expand(len(rows), -1)
+        seen = torch.zeros(len(rows), logits.shape[-1], dtype=torch.bool, device=device)
+        seen[:, job.prompt_ids] = True
+        tokens = BatchSampler([r.sampling for r in rows], device).choose(logits, seen, [r.history for r in rows])
+        seen[torch.arange(len(rows)), tokens] = True
+        self.tokens += len(rows)
+        live = []
+        for n, (row, token) in enumerate(zip(rows, tokens)):
+            reason = row.push(token)
+            if reason:
+                self._done(row, reason)
+            else:
+                live.append(n)
+        if live:
+            idx = torch.tensor([0] * len(live), device=device)
+            for layer in cache.layers:  # one prefilled prompt, a cache row per live sample
+                layer.keys, layer.values = layer.keys.index_select(0, idx), layer.values.index_select(0, idx)
+            self._batch.add([rows[n] for n in live], cache, seen[live], device)
+            self.peak_rows = max(self.peak_rows, len(self._batch.rows))
+
+    def _decode(self) -> None:
+        b, device = self._batch, self.lm.device
+        ids = torch.tensor([[r.history[-1]] for r in b.rows], device=device)
+        positions = torch.tensor([[len(r.history) - 1] for r in b.rows], device=device)
+        mask = torch.nn.functional.pad(b.mask, (0, 1), value=1)
+        out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                            past_key_values=b.cache, use_cache=True)
+        b.mask = mask
+        logits = out.logits[:, -1].to(dtype=torch.float32)
+        tokens = b.batch_sampler(device).choose(logits, b.seen, [r.history for r in b.rows])
+        b.seen[torch.arange(len(b.rows)), tokens] = True
+        self.steps += 1
+        self.tokens += len(tokens)
+        ended = [(row, row.push(token)) for row, token in zip(b.rows, tokens)]
+        if any(reason for _, reason in ended):
+            b.keep([n for n, (_, reason) in enumerate(ended) if not reason])
+            for row, reason in ended:  # after the batch lost them, so stats agree with the events
+                if reason:
+                    self._done(row, reason)
+
+    def _done(self, row: _Row, reason: str) -> None:
+        self.finished += 1
+        _emit(row.job, ("done", row.index, row.sample(reason)))
+
+    def _fail(self, jobs: list[Job], error: Exception) -> None:
+        for job in {id(j): j for j in jobs}.values():
+            job.cancel.set()
+            _emit(job, ("error", -1, f"internal error: {type(error).__name__}: {error}"))
+
+
+def _emit(job: Job, event: tuple) -> None:
+    try:
+        job.emit(event)
+    except Exception:  # the listener is gone (its event loop closed): nothing to tell
+        pass

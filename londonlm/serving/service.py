@@ -1,0 +1,132 @@
+"""One model behind the HTTP APIs: the server's limits, admission in front of the batching
+engine, prompts turned into engine jobs, and the engine's events brought to the event loop.
+
+Admission (:mod:`.admission`) lets ``max_concurrency`` requests into the engine and ``max_queue``
+more wait; beyond that a request gets 503 + Retry-After at once. By default both follow from
+memory: ``max_concurrency`` is the number of sequences whose KV cache fits ``kv_cache_mb`` (at
+most 64), the queue four times that (at least 64): waiting costs only the request's text.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import AsyncIterator
+
+from ..errors import UsageError
+from ..generation import GenerationSettings, LoadedModel, Sample, encode_prompt, fit_to_context
+from .admission import Admission, Busy, Slot
+from .batching import BatchEngine, Job, rows_for_memory
+from .httpio import ApiError
+
+STALL_GRACE_S = 60.0  # past a request's deadline, how long to wait for its engine before giving up
+
+
+@dataclass
+class ServerLimits:
+    max_concurrency: int | None = None  # requests generating together; None: as many as kv_cache_mb holds
+    max_queue: int | None = None        # requests waiting; None: 4 x max_concurrency, at least 64
+    request_timeout_s: float = 60.0     # one limit for queue wait + generation
+    max_prompt_chars: int = 4000
+    max_new_tokens_limit: int = 512
+    max_samples: int = 4
+    kv_cache_mb: float = 1024.0         # memory the batch's KV cache may use
+
+    def validate(self) -> "ServerLimits":
+        sizes = [self.request_timeout_s, self.max_prompt_chars, self.max_new_tokens_limit,
+                 self.max_samples, self.kv_cache_mb]
+        if (self.max_concurrency is not None and self.max_concurrency < 1) or \
+                (self.max_queue is not None and self.max_queue < 0) or min(sizes) <= 0:
+            raise UsageError(f"invalid server limits {self}: all must be positive (max_queue >= 0)")
+        return self
+
+    def resolved(self, lm: LoadedModel) -> "ServerLimits":
+        """The limits with the automatic ones worked out for ``lm``."""
+        batch = self.max_concurrency or rows_for_memory(lm, self.kv_cache_mb)
+        queue = self.max_queue if self.max_queue is not None else max(64, 4 * batch)
+        return replace(self, max_concurrency=batch, max_queue=queue).validate()
+
+
+def seeds_for(seed: int | None, n: int, offset: int = 0) -> list[int]:
+    """Seeds of samples ``offset .. offset+n-1``: ``seed + i``, as generate() numbers them."""
+    base = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    return [(base + offset + i) % 2**32 for i in range(n)]
+
+
+class Service:
+    def __init__(self, lm: LoadedModel, limits: ServerLimits):
+        self.lm, self.limits = lm, limits
+        self.engine = BatchEngine(lm, limits.max_concurrency)
+        self.max_body = 16_384 + 4 * limits.max_prompt_chars  # UTF-8 worst case plus the other fields
+        self.eos_ids = frozenset({lm.tokenizer.eos_token_id})
+        self._admission: Admission | None = None
+
+    @property
+    def admission(self) -> Admission:
+        if self._admission is None:  # created on first use, inside the server's event loop
+            self._admission = Admission(self.limits.max_concurrency, self.limits.max_queue)
+        return self._admission
+
+    def health(self) -> dict:
+        lm = self.lm
+        return {"status": "ok", **lm.info(), "eras": [e.strip("<|>") for e in lm.eras],
+                "chat": bool(getattr(lm.tokenizer, "chat_template", None)),
+                "limits": asdict(self.limits), "queue": self.admission.stats(), "batch": self.engine.stats()}
+
+    async def admit(self, deadline: float) -> Slot:
+        try:
+            return await self.admission.acquire(deadline - time.monotonic())
+        except Busy as e:
+            raise ApiError(503, str(e), code="server_busy", headers={"Retry-After": str(e.retry_after_s)}) from None
+
+    def text_job(self, prompt: str, settings: GenerationSettings, deadline: float, *,
+                 seed_offset: int = 0, stop: tuple[str, ...] = ()) -> Job:
+        """``settings.num_samples`` continuations of ``prompt``, encoded as generate() encodes it
+        (``[EOT] + [era] + text``, the text never control tokens; trimmed on the left to fit)."""
+        ids = encode_prompt(self.lm.tokenizer, prompt, settings.era)
+        ids, max_new, truncated = fit_to_context(ids, settings.max_new_tokens, self.lm.context_length,
+                                                 1 + (settings.era is not None))
+        return Job(ids, replace(settings, max_new_tokens=max_new),
+                   seeds_for(settings.seed, settings.num_samples, seed_offset), self.eos_ids, stop, deadline,
+                   truncated)
+
+    async def events(self, jobs: list[Job]) -> AsyncIterator[tuple[str, int, object]]:
+        """The jobs' events as ``(kind, choice, payload)``: ``("text", i, piece)`` and
+        ``("done", i, Sample)``, choices numbered across the jobs in order. A failure in the engine
+        raises ApiError(500). Leaving early (client gone) cancels the jobs' remaining work."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        offset = 0
+        for job in jobs:
+            job.emit = (lambda event, base=offset:
+                        loop.call_soon_threadsafe(queue.put_nowait, (event[0], base + event[1], event[2])))
+            offset += len(job.seeds)
+        remaining = offset
+        try:
+            for job in jobs:
+                self.engine.submit(job)
+            while remaining:
+                kind, choice, payload = await asyncio.wait_for(queue.get(), self._patience(jobs))
+                if kind == "error":
+                    raise ApiError(500, payload)
+                remaining -= kind == "done"
+                yield kind, choice, payload
+        except asyncio.TimeoutError:  # rows end at their deadline: silence past it means a stuck engine
+            raise ApiError(500, "generation stalled: no progress long after the request's time limit") from None
+        finally:
+            for job in jobs:
+                job.cancel.set()
+
+    @staticmethod
+    def _patience(jobs: list[Job]) -> float:
+        deadlines = [j.deadline for j in jobs if j.deadline is not None]
+        return max(0.0, max(deadlines) - time.monotonic()) + STALL_GRACE_S if deadlines else None
+
+    async def samples(self, jobs: list[Job]) -> list[Sample]:
+        """Every choice's finished Sample, in choice order."""
+        done = {}
+        async for kind, choice, payload in self.events(jobs):
+            if kind == "done":
+                done[choice] = payload
+        return [done[i] for i in sorted(done)]
