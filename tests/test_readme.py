@@ -46,6 +46,11 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"--n_layer 6 --n_embd 384 --n_head 6 --max_length 128", "--n_layer 3 --n_embd 96 --n_head 3 --max_length 64"),
     (r"(run_pipeline\.py)(?! .*--preset)", r"\1 --preset micro"),
     (r"(compare_runs\.py) tiny tiny_adapted", r"\1 micro tiny_adapted"),
+    # GPT-2 Small's 30k tokenizer becomes the micro runs' 512 (the same settings: current, kept).
+    (r"--vocab_size 30000", "--vocab_size 512"),
+    # Consumers without a --preset read the default (tiny) run: point them at micro's.
+    (r"((?:run_evaluation|inference_unified|export_gguf|publish_to_huggingface)\.py)(?! .*--preset)",
+     r"\1 --preset micro"),
     (r"(--batch_size) 4 (--gradient_accumulation_steps) 8", r"\1 2 \2 2"),
 ]
 MICRO_STEPS = "--max_steps 20"  # every training command stops after a checkpoint is written

@@ -60,7 +60,9 @@ def test_library_never_imports_config():
 def test_every_config_key_is_used():
     import config
 
-    user_texts = [p.read_text() for p in [*SCRIPTS, *REPO.glob("*.sh"), *REPO.glob("benchmarks/*.py")]]
+    # config.py's own helpers (train_defaults) count: they hand values to the scripts
+    user_texts = [p.read_text() for p in [*SCRIPTS, *REPO.glob("*.sh"), *REPO.glob("benchmarks/*.py"),
+                                          REPO / "config.py"]]
     users = "\n".join(user_texts)
     unused = []
     for const in ("CORPUS", "TOKENIZER", "TRAINING", "EVALUATION", "HUB"):

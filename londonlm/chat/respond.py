@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import LondonLMError
+from ..generation.settings import GenerationSettings
 from ..layout import CHAT_INFO
 from .dataset import system_line
 from .extract import PLACE
@@ -23,11 +24,16 @@ class ChatRequestError(LondonLMError, ValueError):
     """A chat request that cannot be answered as given (bad roles, order, sizes or year)."""
 
 
+_SAMPLING = GenerationSettings()  # the project's one set of sampling defaults
+
+
 @dataclass(frozen=True)
 class ChatSettings:
     max_new_tokens: int = 60
-    temperature: float = 0.8
-    top_p: float = 0.95
+    temperature: float = _SAMPLING.temperature
+    top_p: float = _SAMPLING.top_p
+    # Answers are short and echo the question's words by design ("Did you see him?" - "I saw
+    # him"): no top-k cut and no repetition penalty, which would push answers off the question.
     top_k: int = 0
     repetition_penalty: float = 1.0
     do_sample: bool = True
