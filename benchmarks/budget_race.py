@@ -35,10 +35,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import SHAPES, cpu_description, ours, prepare, reference, score  # noqa: E402
+from train_throughput import SHAPES, cpu_description, ours, reference, score, setup  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 SHIM = REPO / "benchmarks" / "budget_shim"
 HARD_STOP = 1.25  # x budget: a run whose fitting failed is stopped (and flagged), never left running
 # our recipes and their extra training flags (ours_muon needs issue 21's --optim in the CLI)
@@ -126,14 +125,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    out = (a.out or a.work / "results_budget").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    files = a.files or sorted((SHARED / "corpus").glob("gutenberg_*.txt"))[:6]
-    if not files:
-        raise SystemExit("no training texts: pass --files or provide ../shared/corpus")
-    prep = prepare(a.work, files, a.vocab, a.context, validation_percent=20)
-    env = dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false", HF_DATASETS_OFFLINE="1",
-               HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(a.work / "hf_datasets_cache"))
+    out, files, prep, env = setup(a, "results_budget")
     races = [race_budget(a, prep, out, env, b) for b in a.budgets]
     meta = {"command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
             "date": time.strftime("%Y-%m-%d"), "machine": cpu_description(),

@@ -230,6 +230,19 @@ def time_to_quality(a, prep, out: Path, env: dict) -> dict:
             "fraction_of_reference_time": round(hit["train_seconds"] / ref["train_seconds"], 3) if hit else None}
 
 
+def setup(a, results_name: str):
+    """(output folder, training files, prepared data, offline environment) shared by the races."""
+    out = (a.out or a.work / results_name).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    files = a.files or sorted((SHARED / "corpus").glob("gutenberg_*.txt"))[:6]
+    if not files:
+        raise SystemExit("no training texts: pass --files or provide ../shared/corpus")
+    prep = prepare(a.work, files, a.vocab, a.context, validation_percent=20)
+    env = dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false", HF_DATASETS_OFFLINE="1",
+               HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(a.work / "hf_datasets_cache"))
+    return out, files, prep, env
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=["race", "equal_steps", "time_to_quality"], default="race",
@@ -265,14 +278,7 @@ def main() -> int:
         if getattr(a, k) is None:
             setattr(a, k, v)
     a.work = (a.work or Path(f"/tmp/londonlm_bench_{a.shape}")).resolve()
-    out = (a.out or a.work / f"results_{a.mode}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    files = a.files or sorted((SHARED / "corpus").glob("gutenberg_*.txt"))[:6]
-    if not files:
-        raise SystemExit("no training texts: pass --files or provide ../shared/corpus")
-    prep = prepare(a.work, files, a.vocab, a.context, validation_percent=20)
-    env = dict(os.environ, WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false", HF_DATASETS_OFFLINE="1",
-               HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(a.work / "hf_datasets_cache"))
+    out, files, prep, env = setup(a, f"results_{a.mode}")
     result = {"race": race, "equal_steps": equal_steps, "time_to_quality": time_to_quality}[a.mode](
         a, prep, out, env)
     meta = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
