@@ -9,12 +9,12 @@ up, instead of being cut off early in a schedule planned for 10,000 steps.
         --n_head 2 --n_embd 64 --context 64 --batch_size 8 --vocab 512 --score_bytes 20000 \
         --files ../shared/corpus/gutenberg_{journal_of_the_plague_year,beggars_opera,amelia}.txt
 
-Fitting: every recipe runs under benchmarks/budget_shim/, which hands its Trainer the same
-londonlm.schedules.BudgetFitCallback: the step time is measured while training and the
-schedule's length set so that its last step ends at the budget (``--schedule own`` keeps each
-recipe's own shape, cosine for both; ``wsd`` gives both a warmup-stable-decay). Once our
-training CLI fits its schedule itself (issue 21), pass its flag as --ours_budget_flag and ours
-runs without the shim. Every run also has a hard stop at 1.25 x the budget.
+Fitting: our training CLI fits its own schedule (``--time_budget``: warmup-stable-decay, the
+step time measured while training). The reference runs under benchmarks/budget_shim/, which
+hands its Trainer the same londonlm.schedules.BudgetFitCallback, so its own cosine schedule
+ends at the budget too (``--schedule wsd`` gives it the warmup-stable-decay instead;
+``--ours_budget_flag ''`` runs ours under the shim as well). Every run also has a hard stop
+at 1.25 x the budget.
 
 Per budget and recipe it reports medians over --runs of validation bits per byte (the shared
 scorer ../shared/bench/bpb.py, tokenizer-independent), validation loss, useful (non-pad)
@@ -40,9 +40,9 @@ from train_throughput import SHAPES, cpu_description, ours, reference, score, se
 REPO = Path(__file__).resolve().parents[1]
 SHIM = REPO / "benchmarks" / "budget_shim"
 HARD_STOP = 1.25  # x budget: a run whose fitting failed is stopped (and flagged), never left running
-# our recipes and their extra training flags (ours_muon needs issue 21's --optim in the CLI)
+# our recipes and their extra training flags
 OURS = {"ours": [], "ours_fp32": ["--bf16", "false", "--fused_loss", "off", "--attn_implementation", "sdpa"],
-        "ours_muon": ["--optim", "muon"]}
+        "ours_muon": ["--optim", "muon"], "ours_adamw": ["--optim", "adamw"]}
 REFERENCE = ("grouped", "padded")
 REPORTED = ("bpb", "val_loss", "useful_tokens_per_s", "peak_rss_mib", "train_seconds", "steps", "fitted_steps")
 
@@ -66,7 +66,12 @@ def train(a, prep, out: Path, env: dict, recipe: str, budget: float, tag: str) -
         res = ours(ns, prep, out, env, [*OURS[recipe], *extra], run=f"race_{recipe}",
                    max_seconds=HARD_STOP * budget, log_name=f"{recipe}{tag}.log")
         res["recipe"] = f"londonlm/{recipe}"
-    fit = json.loads(report.read_text()) if report.exists() else {}
+    if report.exists():  # the shim's record
+        fit = json.loads(report.read_text())
+    else:  # our CLI's own (run_info.json beside final/ or the last checkpoint)
+        info = json.loads((Path(res["model_dir"]).parent / "run_info.json").read_text())
+        fit = info.get("time_budget") or {}
+        res["autotune"] = (info.get("speed") or {}).get("source")
     res["fitted_steps"] = fit.get("fitted_total_steps")
     res["finished_schedule"] = (res["steps"] >= fit["fitted_total_steps"] if fit
                                 else Path(res["model_dir"]).name == "final")
@@ -99,8 +104,8 @@ def parse_args(argv=None):
                    help=f"comma list of {', '.join([*OURS, *REFERENCE])}")
     p.add_argument("--schedule", choices=["own", "wsd"], default="own",
                    help="own: each recipe's own schedule shape, fitted; wsd: warmup-stable-decay for all")
-    p.add_argument("--ours_budget_flag", default="",
-                   help="our CLI's own time-budget flag (e.g. --time_budget), used instead of the shim")
+    p.add_argument("--ours_budget_flag", default="--time_budget",
+                   help="our CLI's own time-budget flag; '' runs ours under the shim like the reference")
     p.add_argument("--files", nargs="*", type=Path, help="training texts (default: a slice of ../shared/corpus)")
     p.add_argument("--work", type=Path, default=None, help="scratch root (default /tmp/londonlm_budget_SHAPE)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default WORK/results_budget)")

@@ -85,7 +85,7 @@ def ours(a, prep, out: Path, env: dict, extra: list[str] | None = None, run: str
            "--n_layer", str(a.n_layer), "--n_head", str(a.n_head), "--n_embd", str(a.n_embd),
            "--max_length", str(a.context), "--batch_size", str(a.batch_size), "--learning_rate", str(a.lr),
            "--warmup_steps", str(a.warmup_steps), "--max_steps", str(a.max_steps),
-           "--max_seconds", str(a.budget_seconds if max_seconds is None else max_seconds),
+           "--stop_after_seconds", str(a.budget_seconds if max_seconds is None else max_seconds),
            "--era_tokens", "false", "--eval_steps", "1000000", "--save_steps", "1000000",
            "--logging_steps", "10", "--report_to", "none", *a.ours_extra, *(extra or [])]
     rc, wall, rss = run_measured(cmd, env, out / log_name)
@@ -149,9 +149,32 @@ def cpu_description() -> str:
     return f"{name}, {os.cpu_count()} CPUs, python {platform.python_version()}"
 
 
+def candidate_flags(label: str) -> list[str]:
+    """Our trainer pinned to one autotune candidate, e.g. ``fp32/eager/on``."""
+    precision, attn, fused = label.split("/")
+    return ["--bf16", str(precision == "bf16").lower(), "--fp16", str(precision == "fp16").lower(),
+            "--attn_implementation", attn, "--fused_loss", fused]
+
+
+def expand_recipes(recipes: str) -> list[str]:
+    """``candidates`` stands for every speed candidate the autotune times on this machine."""
+    out = []
+    for r in recipes.split(","):
+        if r != "candidates":
+            out.append(r)
+            continue
+        from londonlm.autotune import _machine, candidate_space, device_key
+
+        dev = device_key()
+        space = candidate_space(dev, *_machine(dev))
+        out += [f"ours@{p}/{attn}/{'on' if f else 'off'}" for p in space["precision"]
+                for attn in space["attn_implementation"] for f in space["fused_loss"]]
+    return out
+
+
 def race(a, prep, out: Path, env: dict) -> dict:
     """Alternating runs of each recipe under one wall-clock budget; medians and ratios."""
-    recipes = a.recipes.split(",")
+    recipes = expand_recipes(a.recipes)
     results: dict[str, list[dict]] = {r: [] for r in recipes}
     for i in range(a.runs):  # alternate recipes so drift in machine load hits all of them alike
         for r in recipes:
@@ -160,6 +183,11 @@ def race(a, prep, out: Path, env: dict) -> dict:
             elif r == "ours_fp32":
                 res = ours(a, prep, out, env, FP32_FLAGS, run="bench_fp32", log_name="ours_fp32.log")
                 res["recipe"] = "londonlm/fp32"
+            elif r.startswith("ours@"):
+                tag = r[5:].replace("/", "_")
+                res = ours(a, prep, out, env, candidate_flags(r[5:]), run=f"bench_{tag}",
+                           log_name=f"ours_{tag}.log")
+                res["recipe"] = f"londonlm/{r[5:]}"
             else:
                 res = reference(a, prep, out, env, r)
             res.update(score(Path(res["model_dir"]), prep["validation"], a.score_bytes))
@@ -253,7 +281,10 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=None, help="scratch root (default /tmp/londonlm_bench_SHAPE)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default WORK/results)")
     p.add_argument("--recipes", default="ours,grouped,padded",
-                   help="comma list of ours, ours_fp32 (every speed lever off), grouped, padded")
+                   help="comma list of ours (the defaults: measured by --autotune), ours_fp32 (every "
+                        "speed lever off), ours@PRECISION/ATTN/FUSED (one candidate, e.g. "
+                        "ours@fp32/eager/on), candidates (every candidate the autotune times "
+                        "here), grouped, padded")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--budget_seconds", type=float, default=120)
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny",

@@ -125,11 +125,15 @@ def candidate_space(dev: dict, cpu_bf16: bool, gpu_bf16: bool) -> dict[str, list
     return {"precision": precisions, "attn_implementation": ["sdpa", "eager"], "fused_loss": [False, True]}
 
 
-def heuristic_default(dev: dict, cpu_bf16: bool, gpu_bf16: bool) -> Candidate:
-    """``--autotune off``: the fixed rules measured on two EPYC generations (BENCHMARKS.md)."""
+def heuristic_default(dev: dict, cpu_bf16: bool, gpu_bf16: bool,
+                      precision: str | None = None) -> Candidate:
+    """``--autotune off``: the fixed rules measured on two EPYC generations (BENCHMARKS.md):
+    on CPUs, bf16 where native, and in CPU bf16 eager attention and the fused loss; sdpa and
+    the stock loss otherwise. ``precision`` (given by the user) replaces the first rule."""
     if dev["device"] == "cuda":
-        return Candidate("bf16" if gpu_bf16 else "fp16", "sdpa", False)
-    return Candidate("bf16", "eager", True) if cpu_bf16 else Candidate("fp32", "sdpa", False)
+        return Candidate(precision or ("bf16" if gpu_bf16 else "fp16"), "sdpa", False)
+    precision = precision or ("bf16" if cpu_bf16 else "fp32")
+    return Candidate(precision, "eager", True) if precision == "bf16" else Candidate(precision, "sdpa", False)
 
 
 def candidates(space: dict[str, list], explicit: dict, first: Candidate) -> list[Candidate]:
@@ -301,7 +305,8 @@ def resolve_speed_settings(mode: str, shape, batch_size: int, explicit: dict | N
         raise ValueError(f"unknown explicit speed settings: {sorted(unknown)}")
     dev = device_key()
     cpu_bf16, gpu_bf16 = _machine(dev)
-    pinned = Candidate(**{**heuristic_default(dev, cpu_bf16, gpu_bf16).__dict__, **explicit})
+    rule = heuristic_default(dev, cpu_bf16, gpu_bf16, explicit.get("precision"))
+    pinned = Candidate(**{**rule.__dict__, **explicit})
     if mode == "off" or len(explicit) == 3:
         why = "all given by your flags" if len(explicit) == 3 else "the fixed rules (--autotune off)"
         return SpeedChoice(pinned, "explicit" if len(explicit) == 3 else "default",

@@ -90,7 +90,8 @@ class LogFileCallback(TrainerCallback):
 
 
 class StopAndSaveCallback(TrainerCallback):
-    """Ctrl-C / SIGTERM, a wall-clock budget (``max_seconds``) and ``stop_after_steps`` finish
+    """Ctrl-C / SIGTERM, a wall-clock limit (``max_seconds``, the CLI's --stop_after_seconds)
+    and ``stop_after_steps`` finish
     the current step, save a checkpoint and stop, so no work is lost and the run resumes
     exactly from there.
 
@@ -147,7 +148,7 @@ class StopAndSaveCallback(TrainerCallback):
         if signum:
             return f"signal {signal.Signals(signum).name}"
         if late:
-            return f"time budget of {self.max_seconds:g}s reached"
+            return f"--stop_after_seconds {self.max_seconds:g} reached"
         if limit:
             return f"--stop_after_steps {self.stop_after_steps} reached"
         return None

@@ -41,6 +41,15 @@ class ModelArguments:
         "help": "Fused LM-head + cross-entropy that never keeps the full logits (auto: on for CPU "
                 "training in bf16, where it measured faster; off in CPU fp32, where it did not, and "
                 "on GPU until measured there), on, off."})
+    autotune: Optional[str] = field(default=None, metadata={
+        "help": "Speed settings (precision, attention kernel, fused loss) measured on this machine: "
+                "on (measure once per machine and model shape, cache the winner under "
+                "~/.cache/londonlm/autotune.json, reuse it), refresh (measure again), off (fixed "
+                "rules by CPU/GPU type). Flags you give (--bf16, --attn_implementation, "
+                "--fused_loss) always win. Default: $LONDONLM_AUTOTUNE, else on."})
+    optimizer: Optional[str] = field(default=None, metadata={
+        "help": "adamw, or muon (Muon on the hidden weight matrices, AdamW on embeddings, norms "
+                "and biases); also accepted as --optim muon|adamw. Default: the preset's (adamw)."})
 
     def __post_init__(self):
         for k in ("n_layer", "n_head", "n_embd", "max_length", "vocab_size"):
@@ -54,6 +63,10 @@ class ModelArguments:
                              f"{self.attn_implementation!r}")
         if self.fused_loss not in ("auto", "on", "off"):
             raise UsageError(f"--fused_loss must be auto, on or off, got {self.fused_loss!r}")
+        if self.autotune is not None and self.autotune not in ("off", "on", "refresh"):
+            raise UsageError(f"--autotune must be off, on or refresh, got {self.autotune!r}")
+        if self.optimizer is not None and self.optimizer not in ("adamw", "muon"):
+            raise UsageError(f"--optim/--optimizer must be adamw or muon, got {self.optimizer!r}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
 
@@ -88,8 +101,18 @@ class DataArguments:
                 "best one in best/ (with best_info.json), beside the last --save_total_limit."})
     early_stopping_patience: int = field(default=0, metadata={
         "help": "Stop after this many evaluations without validation-loss improvement (0 = off)."})
+    time_budget: float = field(default=0.0, metadata={
+        "help": "Train for this many seconds: the step time is measured and a warmup-stable-decay "
+                "schedule fitted so that its decay ends at the budget (within one step); the run "
+                "then evaluates and saves final/ like any finished run. Without --max_steps the "
+                "budget alone decides the step count. Refused before any work when it cannot hold "
+                "the warm-up. Spans resumes. 0 = no budget."})
     max_seconds: float = field(default=0.0, metadata={
-        "help": "Stop (with a checkpoint) after this much training time (0 = no limit)."})
+        "help": "Same as --time_budget."})
+    stop_after_seconds: float = field(default=0.0, metadata={
+        "help": "Stop with a checkpoint after this much training time in this invocation, keeping "
+                "the planned schedule (for preemptible machines and chunked runs; resume later). "
+                "0 = off."})
     stop_after_steps: int = field(default=0, metadata={
         "help": "Stop with a checkpoint once this invocation reaches this global step, keeping the "
                 "--max_steps schedule (for preemptible machines and chunked runs; 0 = off)."})
@@ -101,8 +124,12 @@ class DataArguments:
             raise UsageError("--use_pretokenized and --no_pretokenized contradict each other")
         if self.batch_size is not None and self.batch_size <= 0:
             raise UsageError(f"--batch_size must be positive, got {self.batch_size}")
-        if self.max_seconds < 0:
-            raise UsageError("--max_seconds must be >= 0")
+        for k in ("time_budget", "max_seconds", "stop_after_seconds"):
+            if getattr(self, k) < 0:
+                raise UsageError(f"--{k} must be >= 0 seconds, got {getattr(self, k)}")
+        if self.time_budget and self.max_seconds and self.time_budget != self.max_seconds:
+            raise UsageError(f"--max_seconds is another name for --time_budget; they disagree "
+                             f"({self.max_seconds:g} vs {self.time_budget:g}): give one")
 
     @property
     def cache_mode(self) -> str:
@@ -145,6 +172,23 @@ class TrainFlags:
                           trainer, self.explicit | set(values))
 
 
+def our_optimizer_flag(argv: list[str]) -> list[str]:
+    """``--optim muon`` / ``--optim adamw`` name our optimizer choice (``--optimizer``); any
+    other ``--optim`` value (adamw_torch, adafactor...) stays the Trainer's own flag."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--optim" and i + 1 < len(argv) and argv[i + 1] in ("muon", "adamw"):
+            out += ["--optimizer", argv[i + 1]]
+            i += 2
+            continue
+        if a in ("--optim=muon", "--optim=adamw"):
+            a = "--optimizer=" + a.split("=", 1)[1]
+        out.append(a)
+        i += 1
+    return out
+
+
 def parse_train_flags(argv: list[str], prog: str | None = None,
                       description: str | None = None) -> TrainFlags:
     """Parse a training command line (``--help`` prints the usage and exits)."""
@@ -153,7 +197,7 @@ def parse_train_flags(argv: list[str], prog: str | None = None,
     import torch
     from transformers import HfArgumentParser, TrainingArguments
 
-    argv = list(argv)
+    argv = our_optimizer_flag(list(argv))
     given = explicit_flags(argv)
     if "output_dir" not in given:
         argv += ["--output_dir", _UNSET]

@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# training runs in tests use the fixed speed rules (deterministic kernels, no probe per run);
+# tests of --autotune pass it explicitly with a cache of their own
+os.environ.setdefault("LONDONLM_AUTOTUNE", "off")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -205,7 +205,7 @@ def test_stop_is_agreed_with_the_other_ranks():
         assert not ctl.should_training_stop and not ctl.should_save
         peer.wishes = [0, 1, 0]  # the peer is out of time
         cb.on_step_end(None, _state(2), ctl)
-        assert ctl.should_training_stop and ctl.should_save and "time budget" in cb.reason
+        assert ctl.should_training_stop and ctl.should_save and "--stop_after_seconds" in cb.reason
         peer.wishes = [int(signal.SIGTERM), 0, 0, 1, 0, 0, 0]  # also: the peer wants to save
         cb2 = StopAndSaveCallback(agree=peer)
         cb2.on_train_begin(None, _state(0), _control())
@@ -493,16 +493,16 @@ def test_sigterm_to_torchrun_with_dataloader_workers_saves_a_checkpoint(root):
 
 
 @pytest.mark.slow
-def test_max_seconds_with_one_rank_clock_skewed_never_hangs(root):
+def test_stop_after_seconds_with_one_rank_clock_skewed_never_hangs(root):
     """Rank 1's clock says the budget is spent after step 1, rank 0's that hours are left: they
     agree to stop after step 1 together, with one checkpoint (no rank waits for the other)."""
     t0 = time.time()
-    r = torchrun(root, 2, "--max_steps", "1000", "--save_steps", "1000", "--max_seconds", "36000",
+    r = torchrun(root, 2, "--max_steps", "1000", "--save_steps", "1000", "--stop_after_seconds", "36000",
                  env_extra={"LONDONLM_TEST_CLOCK_SKEW": "1:100000"}, timeout=240)
     ok(r)
     rd = run_dir(root)
     assert [p.name for p in rd.glob("checkpoint-*")] == ["checkpoint-1"]
-    assert "time budget" in json.loads((rd / "run_info.json").read_text())["interrupted"]
+    assert "--stop_after_seconds" in json.loads((rd / "run_info.json").read_text())["interrupted"]
     assert time.time() - t0 < 240
 
 

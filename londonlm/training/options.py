@@ -15,6 +15,10 @@ from ..layout import TENSORBOARD, Layout, RunLayout
 from ..train_args import TrainFlags
 
 
+# With a time budget and no --max_steps, the budget alone decides how many steps run.
+BUDGET_STEP_CAP = 10 ** 7
+
+
 @dataclass(frozen=True)
 class TrainDefaults:
     """What config.py gives every training entry point (the scripts build it and pass it in)."""
@@ -64,13 +68,18 @@ class RunOptions:
     fresh: bool = False
     save_best: bool = False
     early_stopping_patience: int = 0
-    max_seconds: float = 0.0
+    time_budget: float = 0.0            # seconds: the schedule is fitted to end there
+    stop_after_seconds: float = 0.0     # seconds: stop with a checkpoint, keep the schedule
     stop_after_steps: int = 0
     init_from: str | None = None
     resize_embeddings: bool = False
     shape_overrides: dict | None = None  # shape flags given on the command line
     attn_implementation: str = "auto"   # auto: eager on CPU in bf16, sdpa otherwise
     fused_loss: str = "auto"            # auto: on for CPU training in bf16
+    precision_given: str | None = None  # fp32/bf16/fp16 when --bf16/--fp16 was given
+    autotune: str = "on"                # off | on | refresh (londonlm.autotune)
+    autotune_seconds: float = 30.0      # cap on the probe's time
+    optimizer: str = "adamw"            # adamw | muon
     log_file: Path | None = None
     progress: bool = True
 
@@ -146,6 +155,8 @@ def build_training_args(flags: TrainFlags, preset: dict, run: RunLayout, run_nam
         values["logging_dir"] = str(run.dir / TENSORBOARD)
     if flags.data.early_stopping_patience > 0:
         values["load_best_model_at_end"] = True
+    if (flags.data.time_budget or flags.data.max_seconds) and "max_steps" not in explicit:
+        values["max_steps"] = BUDGET_STEP_CAP  # the budget alone decides how many steps run
     try:
         return TrainingArguments(**values)
     except ValueError as e:
@@ -167,11 +178,14 @@ def run_options(flags: TrainFlags, preset_name: str, preset: dict, run: RunLayou
         cache_mode=d.cache_mode, verify_cache=d.verify_cache, era_tokens=d.era_tokens,
         eval_max_batches=preset["eval_max_batches"] if d.eval_max_batches is None else d.eval_max_batches,
         fresh=d.fresh, save_best=d.save_best, early_stopping_patience=d.early_stopping_patience,
-        max_seconds=d.max_seconds, stop_after_steps=d.stop_after_steps,
+        time_budget=d.time_budget or d.max_seconds, stop_after_seconds=d.stop_after_seconds,
+        stop_after_steps=d.stop_after_steps,
         init_from=m.init_from, resize_embeddings=m.resize_embeddings,
         shape_overrides={k: getattr(m, k) for k in ("n_layer", "n_head", "n_embd")
                          if getattr(m, k) is not None},
         attn_implementation=m.attn_implementation, fused_loss=m.fused_loss,
+        precision_given=given_precision(flags), autotune=m.autotune or default_autotune(),
+        optimizer=m.optimizer or preset.get("optimizer", "adamw"),
         log_file=layout.training_log)
     if opts.n_embd % opts.n_head and not opts.init_from:
         raise UsageError(f"--n_embd {opts.n_embd} is not divisible by --n_head {opts.n_head} "
@@ -179,6 +193,25 @@ def run_options(flags: TrainFlags, preset_name: str, preset: dict, run: RunLayou
                          f"n_head={preset['n_head']}); pick a width that is a multiple of the "
                          f"head count")
     return opts
+
+
+def given_precision(flags: TrainFlags) -> str | None:
+    """fp32/bf16/fp16 when the command line set --bf16 or --fp16 (either way), else None."""
+    if not {"bf16", "fp16"} & set(flags.explicit):
+        return None
+    t = flags.trainer
+    return "bf16" if t.get("bf16") else "fp16" if t.get("fp16") else "fp32"
+
+
+def default_autotune() -> str:
+    """``--autotune`` when not given: $LONDONLM_AUTOTUNE (e.g. ``off`` in a test suite that
+    wants the fixed rules everywhere), else ``on``."""
+    from ..autotune import MODES
+
+    mode = os.environ.get("LONDONLM_AUTOTUNE", "on") or "on"
+    if mode not in MODES:
+        raise UsageError(f"LONDONLM_AUTOTUNE must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
 
 
 def run_of(flags: TrainFlags, defaults: TrainDefaults) -> tuple[RunLayout, str, Layout]:

@@ -8,12 +8,16 @@ from __future__ import annotations
 import time
 
 from . import testhooks
+from ..schedules import BudgetFitCallback
+from ..trainer_hooks import trainer_class
 from .base import TrainingError, is_main_process
 from .data import TrainData, data_stream, prepare_data
-from .model import choose_kernels, configure_torch, make_model
+from .model import configure_torch, make_model
 from .options import RunOptions
 from .plan import TrainingPlan, plan_run, start_fresh
 from .sampler import DataPosition, Position, StreamSampler
+from .speed import (SpeedPlan, budget_callback, budget_schedule, check_resume_optimizer,
+                    check_time_budget, choose_speed, follow_progress_bar, optimizer_factory)
 from .summary import Outcome, finish, run_summary
 from .trainer import RunTrainer
 
@@ -21,8 +25,9 @@ from .trainer import RunTrainer
 def make_callbacks(opts: RunOptions, plan: TrainingPlan, stream: StreamSampler,
                    position: Position) -> tuple[list, object]:
     """Throughput/MFU, perplexity, the data position, the log file, --save_best, early
-    stopping and, last, the stopper: it agrees with the other ranks on what the callbacks
-    before it decided. Returns (callbacks, the stopper, which knows why training stopped)."""
+    stopping, the time-budget fitter and, last, the stopper: it agrees with the other ranks on
+    what the callbacks before it decided. Returns (callbacks, the stopper, which knows why
+    training stopped)."""
     from transformers import EarlyStoppingCallback
 
     from ..callbacks import (EvalLossOnlyCallback, LogFileCallback, SaveBestCallback,
@@ -41,7 +46,10 @@ def make_callbacks(opts: RunOptions, plan: TrainingPlan, stream: StreamSampler,
         callbacks.append(SaveBestCallback(opts.run))
     if opts.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience))
-    stopper = StopAndSaveCallback(opts.max_seconds, opts.stop_after_steps,
+    fit = budget_callback(opts)
+    if fit is not None:
+        callbacks.append(fit)
+    stopper = StopAndSaveCallback(opts.stop_after_seconds, opts.stop_after_steps,
                                   clock=testhooks.stop_clock(), on_step=testhooks.step_hook())
     return callbacks + [stopper], stopper
 
@@ -72,6 +80,10 @@ def run_training(opts: RunOptions, args) -> dict:
     from transformers import default_data_collator
 
     plan = plan_run(opts, args)
+    configure_torch()  # training threads before the autotune probe times anything
+    check_resume_optimizer(opts, plan)
+    speed: SpeedPlan = choose_speed(opts, args, plan)
+    check_time_budget(opts, args, plan, speed)
     start_fresh(opts, plan)
     data: TrainData = prepare_data(opts, plan.tokenizer, args.per_device_eval_batch_size)
     # --- multi-process: the data position is the stream sampler's (any world size), not the
@@ -79,15 +91,21 @@ def run_training(opts: RunOptions, args) -> dict:
     seed = args.seed if args.data_seed is None else args.data_seed
     stream, position = data_stream(plan, data.train, opts.context_length, seed)
     args.ignore_data_skip = True
-    kernels = choose_kernels(opts, args)
-    configure_torch()
+    kernels = speed.kernels
     model = make_model(opts, plan, kernels, args.seed)
     callbacks, stopper = make_callbacks(opts, plan, stream, position)
-    trainer = RunTrainer(model=model, args=args, eval_dataset=data.eval,
+    trainer_cls = trainer_class(optimizer_factory(opts, args), budget_schedule(opts, args), RunTrainer)
+    trainer = trainer_cls(model=model, args=args, eval_dataset=data.eval,
                          train_dataset=testhooks.training_blocks(data.train, args),
                          data_collator=default_data_collator, processing_class=plan.tokenizer,
                          callbacks=callbacks, stream=stream, on_batch=testhooks.batch_hook())
+    fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)
+    if fit is not None:
+        follow_progress_bar(trainer, fit)
     # --- end multi-process
     outcome = train(trainer, plan, stopper, position, opts.context_length)
     summary = run_summary(opts, args, plan, data, kernels, model, outcome)
+    summary["speed"] = speed.record()
+    if fit is not None:
+        summary["time_budget"] = fit.report()
     return finish(trainer, opts, plan, data, summary)

@@ -76,7 +76,9 @@ def training_settings(opts: RunOptions, args) -> dict:
             "adam_epsilon": args.adam_epsilon, "seed": args.seed, "data_seed": args.data_seed,
             # the fused AdamW is the same update, only faster: a GPU run and a CPU run agree
             "optim": str(getattr(args.optim, "value", args.optim)).replace("_fused", ""),
-            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"}
+            "optimizer": opts.optimizer, "time_budget": opts.time_budget,
+            # "auto": chosen for the machine (--autotune); the run records what it used
+            "precision": opts.precision_given or "auto"}
 
 
 def run_summary(opts: RunOptions, args, plan: TrainingPlan, data: TrainData, kernels: Kernels,
