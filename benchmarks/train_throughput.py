@@ -200,6 +200,12 @@ def race(a, prep, out: Path, env: dict) -> dict:
                       for k in ("useful_tokens_per_s", "step_time_s", "peak_rss_mib", "bpb", "val_loss", "steps")
                       if any(x.get(k) is not None for x in rows)}
         summary[r]["useful_tokens_per_s_runs"] = [x["useful_tokens_per_s"] for x in rows]
+    cands = [r for r in recipes if r.startswith("ours@") and summary[r].get("useful_tokens_per_s")]
+    if "ours" in summary and cands:  # the measured defaults against the fastest candidate
+        best = max(cands, key=lambda r: summary[r]["useful_tokens_per_s"])
+        summary["fastest_candidate"] = best
+        summary["ours_over_fastest_candidate"] = round(summary["ours"]["useful_tokens_per_s"]
+                                                       / summary[best]["useful_tokens_per_s"], 3)
     if "ours" in summary:
         for r in recipes:
             if r != "ours" and summary[r].get("useful_tokens_per_s"):

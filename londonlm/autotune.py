@@ -292,7 +292,7 @@ def _machine(dev: dict) -> tuple[bool, bool]:
 
 def resolve_speed_settings(mode: str, shape, batch_size: int, explicit: dict | None = None, *,
                            cache_path: Path | None = None, world_size: int = 1,
-                           max_probe_seconds: float = 30.0, log: Callable[[str], None] = print,
+                           max_probe_seconds: float = 60.0, log: Callable[[str], None] = print,
                            timer: Callable = time_candidate) -> SpeedChoice:
     """Precision, attention kernel and fused loss for a run of ``shape`` at ``batch_size``.
     ``explicit`` holds the settings the user gave (keys ``precision``, ``attn_implementation``,
@@ -324,8 +324,12 @@ def resolve_speed_settings(mode: str, shape, batch_size: int, explicit: dict | N
             f"measured yet, and {world_size} processes must agree; run once with one process to "
             f"measure)"))
     if missing:
+        # the cached leader is timed again beside the new candidates: figures taken minutes or
+        # days apart (another load on the machine) must not decide between them on their own
+        anchor = fastest([c for c in cands if c not in missing], figures)
         t0 = time.perf_counter()
-        new = probe(missing, shape, batch_size, max_seconds=max_probe_seconds, log=log, timer=timer)
+        new = probe(([anchor] if anchor else []) + missing, shape, batch_size,
+                    max_seconds=max_probe_seconds, log=log, timer=timer)
         figures.update(new)
         entries = load_cache(path, lambda _m: None)  # re-read: another run may have written since
         old = entries.get(key, {}).get("figures", {})

@@ -144,3 +144,41 @@ def test_a_resumed_run_keeps_the_speed_settings_it_was_trained_with():
     assert resumed_speed(_plan(rec)) == rec
     assert resumed_speed(_plan(rec, resume=None)) == {}
     assert resumed_speed(_plan({"precision": "fp32"})) == {}  # an older record: choose anew
+
+
+def test_the_pipeline_with_a_time_budget_trains_saves_final_and_evaluates(tmp_path):
+    """`run_pipeline.py --max_seconds S` used to stop mid-schedule without final/ and crash in
+    the evaluation stage; now the schedule is fitted to S and every later stage runs."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, write_micro_source
+
+    root = tmp_path / "pipe"
+    src = write_micro_source(root / "src", n_docs=8)
+    env = dict(os.environ, LONDONLM_ROOT=str(root), WANDB_MODE="disabled")
+    r = subprocess.run([sys.executable, str(REPO / "10_scripts" / "run_pipeline.py"), "--preset", "micro",
+                        "--source_dir", str(src), "--max_seconds", "6", "--warmup_steps", "1",
+                        "--eval_max_tokens", "2000", "--chat", "off"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = root / "09_models" / "checkpoints" / "micro"
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["interrupted"] is None and (run / "final" / "config.json").exists()
+    assert info["global_step"] == info["time_budget"]["fitted_total_steps"]
+    assert list((run / "evaluation").glob("*.json"))  # the evaluation stage ran on final/
+
+
+def test_the_preset_names_the_optimizer_and_the_flag_wins():
+    from londonlm.train_args import parse_train_flags
+    from londonlm.training import make_job
+
+    defaults = TrainDefaults(config.PRESETS, "tiny", config.get_layout(), config.TOKENIZER.name,
+                             config.TRAINING.seed, "londonlm-test")
+    assert make_job(parse_train_flags(["--preset", "tiny"]), defaults).opts.optimizer == "muon"
+    assert make_job(parse_train_flags(["--preset", "micro"]), defaults).opts.optimizer == "adamw"
+    for argv in (["--optim", "adamw"], ["--optim=adamw"], ["--optimizer", "adamw"]):
+        assert make_job(parse_train_flags(["--preset", "tiny", *argv]), defaults).opts.optimizer == "adamw"
+    assert make_job(parse_train_flags(["--preset", "micro", "--optim", "muon"]),
+                    defaults).opts.optimizer == "muon"

@@ -78,7 +78,7 @@ class RunOptions:
     fused_loss: str = "auto"            # auto: on for CPU training in bf16
     precision_given: str | None = None  # fp32/bf16/fp16 when --bf16/--fp16 was given
     autotune: str = "on"                # off | on | refresh (londonlm.autotune)
-    autotune_seconds: float = 30.0      # cap on the probe's time
+    autotune_seconds: float = 60.0      # cap on the probe's time (~5% of a tiny run on Zen 1)
     optimizer: str = "adamw"            # adamw | muon
     log_file: Path | None = None
     progress: bool = True
