@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Generate text with a trained londonlm model: one prompt, several samples, streaming, or a REPL.
+"""Generate text with a trained londonlm model: one prompt, several samples, streaming, or a REPL;
+or talk to a period chat model (--chat: history, /year 1790, /reset, /help, streamed answers).
 
     python 06_inference/inference_unified.py --model final --run_name tiny --prompt "Up betimes, and" --seed 1
+    python 06_inference/inference_unified.py --chat --model tiny-chat --year 1790 --prompt "Where do you live?"
 
 Sampling defaults come from the model's generation_config.json; flags override them. Text goes
 to stdout, model and timing information to stderr. Special-token strings typed in a prompt are

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Evaluate a chat model against its base: held-out answer loss, anachronisms in answers to
 60 "modern bait" questions at each year asked, answer length and repetition, and transcripts
-for the human evaluation pack (chat_eval.json, chat_transcripts.jsonl/.md).
+(chat_eval.json, chat_transcripts.jsonl/.md) with a blind human-evaluation pack of them
+(human_eval/: ratings sheet, form, key; rate with 05_evaluation/run_evaluation.py --import_ratings).
 
     python 07_finetuning/evaluate_chat.py --model tiny-chat
 """
@@ -16,6 +17,8 @@ except ModuleNotFoundError:  # started by an interpreter without the project ins
 from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
 from londonlm.chat.respond import is_chat_model, read_chat_info
 from londonlm.errors import UsageError, run_main
+from londonlm.evaluation.human_eval import chat_transcript_samples, export_blind
+from londonlm.evaluation.identity import model_identity
 from londonlm.layout import RunLayout
 
 
@@ -42,7 +45,12 @@ def main(argv=None) -> int:
     out_dir = Path(a.out_dir) if a.out_dir else RunLayout(chat_dir.parent).evaluation_dir_for(chat_dir)
     options = ChatEvalOptions(years=tuple(a.years), bait_limit=a.bait_limit, max_new_tokens=a.max_new_tokens)
     evaluate_chat(chat_dir, base_dir, a.data_dir or layout.chat_data_dir, out_dir, options)
-    print(f"report: {out_dir}")
+    pack = chat_transcript_samples(chat_dir, a.model, eval_dir=out_dir)
+    models = {f"{a.model} (chat answers)": {"path": str(chat_dir), **model_identity(chat_dir)},
+              "base model (modern-bait answers)": {"path": str(base_dir), **model_identity(base_dir)}}
+    human = export_blind(pack, out_dir / "human_eval", seed=options.seed, title="londonlm chat human evaluation",
+                         models=models, chat_transcripts=False)
+    print(f"report: {out_dir}\nhuman evaluation pack: {human['items']} items in {out_dir / 'human_eval'}")
     return 0
 
 

@@ -17,20 +17,6 @@ except ModuleNotFoundError:  # started by an interpreter without the project ins
 from londonlm.chat.finetune import ChatTrainOptions, finetune_chat
 from londonlm.errors import UsageError, run_main
 
-# Chat fine-tuning settings per preset (the base run's shape comes from --init_from).
-# tiny: ~1,200 training exchanges pack into ~300 rows of 128 tokens; 150 steps of 16 rows is
-# ~8 passes, where held-out answer loss stops falling, and well under 10 minutes on 2 CPU cores.
-# slm: GPT-2 Small at context 512 (~80 rows): a 10x lower rate, as usual when fine-tuning.
-CHAT_PRESETS = {
-    "micro": dict(max_steps=8, batch_size=4, learning_rate=3e-3, warmup_steps=2, save_steps=4,
-                  eval_steps=4, logging_steps=2),
-    "tiny": dict(max_steps=150, batch_size=16, learning_rate=1e-3, warmup_steps=15, save_steps=50,
-                 eval_steps=50, logging_steps=10),
-    "slm": dict(max_steps=1500, batch_size=16, grad_accum=2, learning_rate=1e-4, warmup_steps=100,
-                weight_decay=0.01, save_steps=250, eval_steps=250, logging_steps=25),
-}
-
-
 def chat_run_name(layout, base_dir: Path, spec: str) -> str:
     """``<base run>-chat`` when the base model lives in a run folder, else from the folder name."""
     run = base_dir.parent if base_dir.parent.parent == layout.checkpoints_dir else base_dir
@@ -39,7 +25,7 @@ def chat_run_name(layout, base_dir: Path, spec: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(CHAT_PRESETS))
+    p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.CHAT_PRESETS))
     p.add_argument("--init_from", help="base model: a run name (its final/), RUN/checkpoint-N, "
                                        "best, latest or a folder (default: the preset's run)")
     p.add_argument("--run_name", help="chat run folder under 09_models/checkpoints/ (default: <base run>-chat)")
@@ -57,7 +43,7 @@ def main(argv=None) -> int:
                                    ("batch_size", a.batch_size)) if v is not None}
     if any(v <= 0 for v in overrides.values()):
         raise UsageError("--max_steps, --learning_rate and --batch_size must be positive")
-    options = replace(ChatTrainOptions(**CHAT_PRESETS[a.preset]), packing=not a.no_packing, **overrides)
+    options = replace(ChatTrainOptions(**config.CHAT_PRESETS[a.preset]), packing=not a.no_packing, **overrides)
     base_dir = layout.resolve_model(a.init_from, a.preset)
     run = layout.run(a.run_name or chat_run_name(layout, base_dir, a.init_from or a.preset))
     finetune_chat(base_dir, a.data_dir or layout.chat_data_dir, run, options,

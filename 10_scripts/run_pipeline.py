@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Run the whole pipeline (corpus, tokenizer, training, evaluation, samples) on the
 embedded First Folio sample, or on --source_dir; each stage skips when current.
-Any other training flag (e.g. --eval_steps 50) goes to the training stage.
+Any other training flag (e.g. --eval_steps 50) goes to the training stage. With Old Bailey
+Proceedings TEI in --source_dir, a period-chat step follows (dialogue dataset, chat
+fine-tuning, chat evaluation): --chat auto (default) adds it when dialogue is found.
 
     python 10_scripts/run_pipeline.py
 """
 import argparse
+from pathlib import Path
 
 try:
     import config  # the project's settings; importable once `bash install.sh` has run
@@ -13,7 +16,9 @@ except ModuleNotFoundError:  # started by an interpreter without the project ins
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.errors import run_main
-from londonlm.pipeline import PipelinePlan, run_pipeline
+from londonlm.chat.evaluate import ChatEvalOptions
+from londonlm.chat.finetune import ChatTrainOptions
+from londonlm.pipeline import CHAT_MODES, ChatStep, PipelinePlan, run_pipeline
 from londonlm.train_args import parse_train_flags
 from londonlm.training import make_job
 
@@ -30,6 +35,11 @@ def parse(argv):
     p.add_argument("--no_era_tokens", action="store_true", help="train without era tokens")
     p.add_argument("--eval_max_tokens", type=int, default=50_000,
                    help="validation tokens scored (0 = all)")
+    p.add_argument("--chat", default="auto", choices=CHAT_MODES,
+                   help="period-chat step: auto (when the source has Old Bailey dialogue), on, off")
+    p.add_argument("--chat_source_dir", help="Old Bailey TEI for the chat step (default: --source_dir)")
+    p.add_argument("--chat_bait_limit", type=int, default=0,
+                   help="chat evaluation: only the first N modern-bait questions (0 = all)")
     return p.parse_known_args(argv)
 
 
@@ -37,9 +47,16 @@ def main(argv=None) -> int:
     a, extra = parse(argv)
     preset = config.get_preset(a.preset)
     layout = config.get_layout(a.root)
+    run_name = a.run_name or a.preset
+    chat_preset = config.CHAT_PRESETS.get(a.preset)
+    chat_src = a.chat_source_dir or a.source_dir
+    chat = ChatStep(a.chat, Path(chat_src) if chat_src else None, layout.chat_data_dir,
+                    layout.chat_run(run_name), ChatTrainOptions(**chat_preset) if chat_preset else None,
+                    ChatEvalOptions(bait_limit=a.chat_bait_limit,  # answers leave room for the question
+                                    max_new_tokens=min(ChatEvalOptions.max_new_tokens, preset.context_length // 4)))
     defaults = config.train_defaults(a.preset, layout)
     flags = parse_train_flags(extra, prog="run_pipeline.py").override(
-        preset=a.preset, run_name_dir=a.run_name or a.preset,
+        preset=a.preset, run_name_dir=run_name,
         **({"max_steps": a.max_steps} if a.max_steps else {}),
         **({"era_tokens": False} if a.no_era_tokens else {}))
     plan = PipelinePlan(
@@ -52,7 +69,7 @@ def main(argv=None) -> int:
         year_range=(config.CORPUS.year_min, config.CORPUS.year_max), source_dir=a.source_dir,
         sample_limit_chars=a.sample_limit_chars, prompts=config.EVALUATION.sample_prompts,
         max_new_tokens=config.EVALUATION.sample_max_new_tokens,
-        eval_max_tokens=a.eval_max_tokens or None, overwrite=a.overwrite, seed=config.TRAINING.seed)
+        eval_max_tokens=a.eval_max_tokens or None, overwrite=a.overwrite, seed=config.TRAINING.seed, chat=chat)
     run_pipeline(plan)
     return 0
 

@@ -47,6 +47,11 @@ class InferenceArguments:
         "help": "Read special-token strings typed in the prompt (<|endoftext|>, <|1650s|>) as "
                 "control tokens; by default they are plain text."})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "Where to run."})
+    chat: bool = field(default=False, metadata={"help": (
+        "Talk to a chat model (default: the preset's <run>-chat): a conversation with history, "
+        "/year 1790 sets the era, /reset, /help; with --prompt, answer that question once and exit.")})
+    year: Optional[int] = field(default=None, metadata={
+        "help": "With --chat: the year of the system line (\"Old Bailey, London, 1790.\"), 1674-1913."})
 
     def __post_init__(self):
         for name in ("num_samples", "max_new_tokens", "max_length"):
@@ -59,10 +64,40 @@ class InferenceArguments:
             raise UsageError("--prompt and --interactive exclude each other; type prompts in the loop")
         if self.prompt is not None and "\x00" in self.prompt:
             raise UsageError("--prompt contains a NUL character")
+        self._check_chat()
         from .generation import GenerationSettings
 
         # range checks before the (slow) model load; the library raises the same messages
         GenerationSettings().updated(**self.overrides())
+
+    def _check_chat(self) -> None:
+        if not self.chat:
+            if self.year is not None:
+                raise UsageError("--year sets a chat's era: use it with --chat (or --era for text)")
+            return
+        for name, bad in (("era", self.era is not None), ("num_samples", self.num_samples != 1),
+                          ("max_length", self.max_length is not None),
+                          ("no_repeat_ngram_size", self.no_repeat_ngram_size is not None),
+                          ("allow_control_tokens", self.allow_control_tokens)):
+            if bad:
+                raise UsageError(f"--{name} does not apply to --chat" + (" (use --year)" if name == "era" else ""))
+        if self.year is not None:
+            from .chat.respond import ChatRequestError, with_era
+
+            try:
+                with_era([{"role": "user", "content": "?"}], self.year)
+            except ChatRequestError as e:
+                raise UsageError(f"--year: {e}") from None
+
+    def chat_settings(self):
+        """The chat's sampling: the chat defaults (``ChatSettings``), flags override them."""
+        from .chat.respond import ChatSettings
+
+        changes = {k: getattr(self, k) for k in ("max_new_tokens", "temperature", "top_p", "top_k",
+                                                 "repetition_penalty", "seed") if getattr(self, k) is not None}
+        if "temperature" in changes:
+            changes["do_sample"] = changes["temperature"] > 0
+        return ChatSettings(**changes)
 
     def overrides(self) -> dict:
         from .generation import REQUEST_FIELDS
@@ -95,6 +130,8 @@ def run(args: InferenceArguments, layout: Layout, default_prompt: str) -> int:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    if args.chat:
+        return run_chat(args, layout)
     lm = load_model(args.model, layout=layout, run=args.run_name or args.preset, device=args.device)
     settings = lm.defaults.updated(**args.overrides())
     settings.era = normalize_era(args.era, lm.eras)
@@ -115,3 +152,51 @@ def run(args: InferenceArguments, layout: Layout, default_prompt: str) -> int:
     except BrokenPipeError:  # e.g. piped into `head`
         return 0
     return 0
+
+
+def load_chat_model(args: InferenceArguments, layout: Layout):
+    """The chat model (default: the preset's ``<run>-chat``), refused with one line when its
+    tokenizer has no chat template."""
+    from .chat.template import ChatFormatError, ChatIds
+    from .generation import load_model
+
+    run = args.run_name or (args.preset if args.model else layout.chat_run_name(args.preset))
+    if not (args.model or args.run_name or layout.run(run).dir.is_dir()):
+        raise UsageError(f"no chat model at {layout.run(run).dir}: make it with `python 07_finetuning/"
+                         f"finetune_chat.py --preset {args.preset}`, or pass --model")
+    lm = load_model(args.model, layout=layout, run=run, device=args.device)
+    try:
+        if not getattr(lm.tokenizer, "chat_template", None):
+            raise ChatFormatError("its tokenizer has no chat template")
+        ChatIds.of(lm.tokenizer)
+    except ChatFormatError as e:
+        raise UsageError(f"--chat needs a chat model, and {lm.model_id} is not one ({str(e).split(':')[0]}); "
+                         f"fine-tune one with `python 07_finetuning/finetune_chat.py`, or drop --chat") from None
+    return lm
+
+
+def run_chat(args: InferenceArguments, layout: Layout) -> int:
+    """``--chat``: one answer to ``--prompt``, else the chat loop. The answer goes to stdout,
+    model and timing lines to stderr."""
+    from .chat.respond import ChatRequestError
+    from .repl import ChatSession, run_chat_repl
+
+    lm = load_chat_model(args, layout)
+    session = ChatSession(args.chat_settings(), year=args.year)
+    print(f"chat model {lm.model_id} · {lm.n_params:,} parameters · step {lm.step} · {lm.device}",
+          file=sys.stderr, flush=True)
+    try:
+        if args.prompt is not None:
+            try:
+                session.ask(lm, args.prompt, sys.stdout, sys.stderr, stream_tokens=args.stream)
+            except ChatRequestError as e:
+                raise UsageError(str(e)) from None
+            return 0
+        if sys.stdin.isatty():
+            import readline  # noqa: F401  (arrow-key editing and history for input())
+        return run_chat_repl(lm, session, sys.stdout, stream_tokens=args.stream or sys.stdin.isatty())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,18 +1,25 @@
 """The one-command pipeline: corpus -> tokenizer -> token cache + training -> evaluation
--> samples. Each stage skips itself when its outputs are current: training when a finished
-run recorded the same tokenizer, corpus and training settings (other ones start a fresh run,
-the old one moved aside), evaluation and samples when they record the same weights."""
+-> samples [-> period chat]. Each stage skips itself when its outputs are current: training
+when a finished run recorded the same tokenizer, corpus and training settings (other ones start
+a fresh run, the old one moved aside), evaluation and samples when they record the same
+weights. The optional chat step (:class:`ChatStep`) builds the Old Bailey dialogue dataset,
+fine-tunes the base run on it and evaluates the chat model against the base; each of the
+three skips when current (sidecars, and the weights the evaluation records)."""
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
 from .artifacts import read_json, sha256_file, write_json_atomic
+from .chat.dataset import ChatDataError, ChatDatasetOptions
+from .chat.evaluate import ChatEvalOptions
+from .chat.finetune import ChatTrainOptions
+from .errors import UsageError
 from .evaluation.identity import model_identity
-from .layout import RunLayout
+from .layout import SIDECAR, RunLayout
 from .manifest import MANIFEST
 from .training import TrainingError, TrainingJob, run_job
 from .training.summary import training_settings
@@ -20,6 +27,26 @@ from .training.summary import training_settings
 SUMMARY = "pipeline_summary.json"  # in the run folder
 METRICS = "pipeline_metrics.json"  # in the run's evaluation folder
 SAMPLES = "pipeline_samples.json"
+CHAT_METRICS = "pipeline_chat_eval.json"  # in the chat run's evaluation folder
+CHAT_MODES = ("auto", "on", "off")
+
+
+@dataclass
+class ChatStep:
+    """The optional chat step. ``mode``: ``on``, ``off``, or ``auto`` (on when ``source_dir``
+    holds Old Bailey examinations the extractor can read; the embedded sample has none)."""
+
+    mode: str
+    source_dir: Path | None       # searched (recursively) for Old Bailey TEI *.xml
+    data_dir: Path                # the dialogue dataset
+    run: RunLayout                # the chat run (<base run>-chat)
+    options: ChatTrainOptions | None  # None: no chat preset for this model preset
+    eval_options: ChatEvalOptions = ChatEvalOptions()
+    dataset_options: ChatDatasetOptions = ChatDatasetOptions()
+
+    def __post_init__(self):
+        if self.mode not in CHAT_MODES:
+            raise UsageError(f"--chat must be one of {', '.join(CHAT_MODES)}, got {self.mode!r}")
 
 
 @dataclass
@@ -43,6 +70,7 @@ class PipelinePlan:
     eval_max_tokens: int | None = 50_000
     overwrite: bool = False
     seed: int = 42
+    chat: ChatStep | None = None
 
     @property
     def run(self) -> RunLayout:
@@ -77,8 +105,9 @@ def settings_changes(info: dict, wanted: dict) -> list[str]:
     run did not record cannot be compared and is not counted)."""
     recorded = recorded_settings(info)
     wanted = json.loads(json.dumps(wanted))  # JSON values against JSON values (tuples, enums)
+    # "auto" (precision chosen for the machine by --autotune) accepts whatever the run used
     return [f"{k} {recorded[k]!r} -> {wanted[k]!r}" for k in sorted(wanted)
-            if k in recorded and recorded[k] != wanted[k]]
+            if k in recorded and recorded[k] != wanted[k] and wanted[k] != "auto"]
 
 
 def training_status(plan: PipelinePlan) -> TrainingStatus:
@@ -163,6 +192,81 @@ def current_or_make(path: Path, model: dict, settings: dict, make, overwrite: bo
     return result
 
 
+def _chat_skip(step: ChatStep, why: str, log) -> None:
+    """``auto`` leaves the step out with one line; ``on`` stops with the reason."""
+    if step.mode == "on":
+        raise ChatDataError(f"--chat on: {why}")
+    log(f"chat: skipped ({why})")
+
+
+def _chat_dataset(plan: PipelinePlan, step: ChatStep, log) -> dict | None:
+    """The dialogue dataset's statistics, or None when ``auto`` finds no dialogue to use."""
+    from .chat.dataset import build_chat_dataset
+
+    if step.source_dir is None:
+        _chat_skip(step, "the embedded sample has no courtroom dialogue: pass --source_dir with "
+                         "Old Bailey Proceedings TEI (oldbailey_proceedings_*.xml)", log)
+        return None
+    if step.options is None:
+        _chat_skip(step, f"no chat fine-tuning preset for {plan.training.opts.preset!r}", log)
+        return None
+    try:
+        return build_chat_dataset(step.source_dir, step.data_dir, step.dataset_options,
+                                  overwrite=plan.overwrite, log=log)
+    except ChatDataError as e:
+        _chat_skip(step, str(e), log)
+        return None
+
+
+def _chat_inputs_changed(base_final: Path, step: ChatStep) -> str:
+    """Why the chat run on disk was made from another base, dataset or settings ("" when it
+    was not, or there is none): it then starts over, as the training stage does, instead of
+    refusing to resume."""
+    from .chat.finetune import CHAT_FORMAT, fingerprints
+
+    if not step.run.run_info.exists():
+        return ""
+    info = step.run.read_run_info()
+    now = fingerprints(base_final, step.data_dir)
+    changed = [k for k in sorted(now) if (info.get("inputs") or {}).get(k) != now[k]]
+    if json.loads(json.dumps({"format": CHAT_FORMAT, **asdict(step.options)})) != info.get("settings"):
+        changed.append("settings")
+    return f"{', '.join(changed)} changed" if changed else ""
+
+
+def _chat_stage(plan: PipelinePlan, log) -> dict | None:
+    """Dialogue dataset -> chat fine-tuning from the base run's final/ -> chat evaluation
+    against the base; None when the step is off or ``auto`` found no dialogue."""
+    from .chat.evaluate import evaluate_chat
+    from .chat.finetune import finetune_chat
+
+    step = plan.chat
+    if step is None or step.mode == "off":
+        return None
+    stats = _chat_dataset(plan, step, log)
+    if stats is None:
+        return None
+    changed = _chat_inputs_changed(plan.run.final, step)
+    if changed:
+        log(f"chat fine-tuning: {changed}; starting a fresh chat run (the previous one is moved aside)")
+    info = finetune_chat(plan.run.final, step.data_dir, step.run, step.options,
+                         fresh=bool(changed), overwrite=plan.overwrite, log=log)
+    chat_final, eval_dir = step.run.final, step.run.evaluation_dir
+    settings = {**asdict(step.eval_options), "base": model_identity(plan.run.final),
+                "dataset_sidecar": sha256_file(step.data_dir / SIDECAR)}
+    report = current_or_make(
+        eval_dir / CHAT_METRICS, model_identity(chat_final), settings,
+        lambda: evaluate_chat(chat_final, plan.run.final, step.data_dir, eval_dir, step.eval_options, log=log),
+        plan.overwrite, log, "chat evaluation")
+    loss, bait = report["answer_loss"], report["bait"]["all"]
+    return {"dataset": {k: stats[k] for k in ("conversations", "exchanges", "rejected")},
+            "steps": info.get("global_step"), "train_wall_seconds": info.get("train_wall_seconds"),
+            "answer_loss": {m: (loss.get(m) or {}).get("answer_loss") for m in ("chat", "base")},
+            "anachronism_rate": {m: bait[m]["anachronism_rate"] for m in ("chat", "base")},
+            "artifacts": {"chat_dataset": str(step.data_dir), "chat_model": str(chat_final),
+                          "chat_evaluation": str(eval_dir)}}
+
+
 def _report(summary: dict, log) -> None:
     info, ev = summary["run_info"], summary["validation"]
     log("\n=== done ===")
@@ -174,6 +278,13 @@ def _report(summary: dict, log) -> None:
         f"bits/byte {ev['bits_per_byte']:.4f}")
     for smp in summary["samples"]:
         log(f"\n  > {smp['prompt']}{smp['continuation']}")
+    chat = summary.get("chat")
+    if chat:
+        loss, rate = chat["answer_loss"], chat["anachronism_rate"]
+        fig = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731 - no held-out answer fitted
+        log(f"\n  chat: {chat['dataset']['conversations']:,} conversations, {chat['dataset']['exchanges']:,} "
+            f"exchanges; held-out answer loss chat {fig(loss['chat'])} vs base {fig(loss['base'])}; "
+            f"modern-bait anachronisms chat {rate['chat']:.1%} vs base {rate['base']:.1%}")
     log(f"\ntotal {summary['total_seconds']:.0f}s")
 
 
@@ -183,43 +294,47 @@ def run_pipeline(plan: PipelinePlan, log=print) -> dict:
     from .tokenizer_stage import train_tokenizer_stage
 
     t0, timings, run = time.time(), {}, plan.run
+    total = 5 + (plan.chat is not None and plan.chat.mode != "off")
 
     def stage(name, key, fn):
-        log(f"\n=== {name} ===")
+        log(f"\n=== {len(timings) + 1}/{total} {name} ===")
         s = time.time()
         result = fn()
         timings[key] = time.time() - s
         return result
 
-    corpus = stage("1/5 corpus", "corpus", lambda: build_corpus(
+    corpus = stage("corpus", "corpus", lambda: build_corpus(
         plan.processed_dir, plan.metadata_dir, source_dir=plan.source_dir,
         use_sample=plan.use_sample, sample_limit_chars=plan.sample_limit_chars,
         validation_percent=plan.validation_percent, min_chars=plan.min_chars,
         year_range=plan.year_range, overwrite=plan.overwrite, log=log))
-    stage("2/5 tokenizer", "tokenizer", lambda: train_tokenizer_stage(
+    stage("tokenizer", "tokenizer", lambda: train_tokenizer_stage(
         plan.processed_dir, plan.tokenizer_dir, vocab_size=plan.vocab_size,
         min_frequency=plan.min_frequency, era_tokens=plan.era_tokens,
         model_max_length=plan.context_length, overwrite=plan.overwrite, log=log))
-    stage("3/5 token cache + training", "training", lambda: _train_stage(plan, log))
+    stage("token cache + training", "training", lambda: _train_stage(plan, log))
     ev_path, model = run.evaluation_dir / METRICS, model_identity(run.final)
-    ev = stage("4/5 evaluation", "evaluation", lambda: current_or_make(
+    ev = stage("evaluation", "evaluation", lambda: current_or_make(
         ev_path, model, {"max_eval_tokens": plan.eval_max_tokens,
                          "manifest_sha256": sha256_file(plan.processed_dir / MANIFEST)},
         lambda: evaluate_validation(run.final, plan.processed_dir, plan.eval_max_tokens),
         plan.overwrite, log, "evaluation"))
     log(f"validation: loss {ev['loss']:.4f}, perplexity {ev['perplexity']:.2f}, "
         f"bits/byte {ev['bits_per_byte']:.4f} ({ev['tokens']:,} tokens)")
-    samples = stage("5/5 samples", "samples", lambda: current_or_make(
+    samples = stage("samples", "samples", lambda: current_or_make(
         run.evaluation_dir / SAMPLES, model, {"prompts": list(plan.prompts), "seed": plan.seed,
                                               "max_new_tokens": plan.max_new_tokens},
         lambda: generate_samples(run.final, plan.prompts, plan.max_new_tokens, plan.seed),
         plan.overwrite, log, "samples"))
+    chat = stage("period chat", "chat", lambda: _chat_stage(plan, log)) if total > 5 else None
     summary = {"corpus": corpus, "run_info": read_json(run.run_info), "model": model, "validation": ev,
                "samples": samples, "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
                "total_seconds": round(time.time() - t0, 1),
                "artifacts": {"corpus": str(plan.processed_dir), "tokenizer": str(plan.tokenizer_dir),
                              "run": str(run.dir), "final_model": str(run.final),
-                             "evaluation": str(ev_path)}}
+                             "evaluation": str(ev_path), **(chat or {}).get("artifacts", {})}}
+    if chat:
+        summary["chat"] = {k: v for k, v in chat.items() if k != "artifacts"}
     write_json_atomic(run.dir / SUMMARY, summary)
     _report(summary, log)
     return summary

@@ -1,14 +1,19 @@
-"""The terminal front end of the model interface: print samples (streamed or whole) and the
-interactive prompt loop with ``/commands``. Used by ``06_inference/inference_unified.py``
+"""The terminal front end of the model interface: print samples (streamed or whole), the
+interactive prompt loop with ``/commands``, and the period-chat loop (``--chat``). Used by ``06_inference/inference_unified.py``
 through :mod:`londonlm.inference_cli`; the core (:mod:`londonlm.generation`) knows nothing of
 terminals."""
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable, TextIO
+import time
+from dataclasses import dataclass, replace
+from dataclasses import field as dc_field
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from .generation import (GenerationError, GenerationSettings, LoadedModel, Sample, TextStream,
                          generate, new_tokens_for_max_length, normalize_era)
+
+if TYPE_CHECKING:
+    from .chat.respond import ChatSettings
 
 REPL_HELP = """commands:
   /temp 0.7        temperature (0 = greedy)
@@ -151,6 +156,137 @@ def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
                 print_generation(lm, line, settings, out, info=out, stream_tokens=stream_tokens,
                                  max_length=max_length, allow_control_tokens=allow_control_tokens)
         except GenerationError as e:
+            out.write(f"error: {e}\n")
+        except KeyboardInterrupt:
+            out.write("\n[interrupted]\n")
+        out.flush()
+
+
+# --------------------------------------------------------------------------- period chat
+
+CHAT_HELP = """type a question and press Enter; the conversation so far goes with it. commands:
+  /year 1790       the era: the system line becomes "Old Bailey, London, 1790." (1674-1913)
+  /reset           forget the conversation (the year stays)
+  /temp 0.7        temperature (0 = greedy)
+  /max 60          max new tokens per answer
+  /seed 42         fixed seed (/seed none for random)
+  /history         the conversation so far
+  /help            this text
+  /quit            leave (Ctrl-D also works)"""
+MAX_HISTORY = 62  # messages kept (31 exchanges): what validate_messages allows before the question
+
+
+@dataclass
+class ChatSession:
+    """One conversation: its settings, the era asked for, and the exchanges so far."""
+
+    settings: "ChatSettings"
+    year: int | None = None
+    history: list = dc_field(default_factory=list)
+
+    def command(self, line: str) -> str:
+        """Apply one ``/command``; returns the message to show. Raises ChatRequestError."""
+        from .chat.respond import ChatRequestError, with_era
+
+        parts = line.strip().split(maxsplit=1)
+        cmd, arg = parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
+        if cmd in ("/help", "/?"):
+            return CHAT_HELP
+        if cmd == "/reset":
+            self.history.clear()
+            return "conversation cleared"
+        if cmd == "/history":
+            return "\n".join(f"{m['role']:>9}: {m['content']}" for m in self.history) or "(none yet)"
+        if cmd == "/year":
+            if arg:
+                if not arg.isdigit():
+                    raise ChatRequestError(f"/year needs a year such as 1790, got {arg!r}")
+                with_era([{"role": "user", "content": "?"}], int(arg))  # checks the range
+                self.year = int(arg)
+            return f"system line: {self.system_line()}"
+        fields = {"/temp": ("temperature", float), "/max": ("max_new_tokens", int), "/seed": ("seed", int)}
+        if cmd not in fields:
+            raise ChatRequestError(f"unknown command {cmd}; type /help for the list")
+        name, kind = fields[cmd]
+        if not arg:
+            return f"{name} = {getattr(self.settings, name)}"
+        try:
+            value = None if name == "seed" and arg.lower() == "none" else kind(arg)
+        except ValueError:
+            raise ChatRequestError(f"{cmd} needs a {kind.__name__}, got {arg!r}") from None
+        if name == "temperature" and not 0 <= value <= 5:
+            raise ChatRequestError(f"temperature must be between 0 (greedy) and 5, got {value}")
+        changes = {name: value, **({"do_sample": value > 0} if name == "temperature" else {})}
+        self.settings = replace(self.settings, **changes)
+        return f"{name} = {value}"
+
+    def system_line(self) -> str:
+        from .chat.respond import with_era
+
+        return with_era([{"role": "user", "content": "?"}], self.year)[0]["content"]
+
+    def ask(self, lm: LoadedModel, question: str, out: TextIO, info: TextIO | None,
+            stream_tokens: bool = True):
+        """Answer ``question`` with the history, writing the answer (streamed when asked);
+        the exchange joins the history once answered. Returns the ChatReply."""
+        from .chat.respond import chat_reply, chat_stream
+
+        messages = [*self.history, {"role": "user", "content": question}]
+        kwargs = dict(year=self.year, settings=self.settings)
+        started = time.monotonic()
+        if stream_tokens:
+            answer = chat_stream(lm.model, lm.tokenizer, messages, **kwargs)
+            try:
+                for chunk in answer:
+                    out.write(chunk)
+                    out.flush()
+            finally:
+                answer.close()  # Ctrl-C mid-answer: stop the generating thread too
+            reply = answer.reply
+        else:
+            reply = chat_reply(lm.model, lm.tokenizer, messages, **kwargs)
+            out.write(reply.text)
+        out.write("\n")
+        out.flush()
+        if reply.text:
+            self.history = [*messages, {"role": "assistant", "content": reply.text}][-MAX_HISTORY:]
+        if info is not None:
+            secs = time.monotonic() - started
+            empty = " · no answer: not kept in the history" if not reply.text else ""
+            info.write(f"[{reply.new_tokens} tokens · {reply.new_tokens / secs if secs else 0:.1f} tokens/s · "
+                       f"{reply.finish_reason} · {self.system_line()}{empty}]\n")
+            info.flush()
+        return reply
+
+
+def run_chat_repl(lm: LoadedModel, session: ChatSession, out: TextIO, *,
+                  read: Callable[[str], str] = input, stream_tokens: bool = True) -> int:
+    """The chat loop: each line is a question answered with the conversation so far;
+    ``/commands`` (see CHAT_HELP) set the year, reset, show help. Ctrl-D, Ctrl-C at the prompt
+    or /quit leave with 0; Ctrl-C during an answer stops that answer only."""
+    from .chat.respond import ChatRequestError
+
+    out.write(f"londonlm chat · {lm.model_id} · {lm.n_params:,} parameters · {lm.device}\n"
+              f"{session.system_line()} · type a question, /help for commands, Ctrl-D to quit\n")
+    out.flush()
+    while True:
+        try:
+            line = read("you> ")
+        except (EOFError, KeyboardInterrupt):
+            out.write("\n")
+            out.flush()
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text.lower() in ("/quit", "/exit", "/q"):
+            return 0
+        try:
+            if text.startswith("/"):
+                out.write(session.command(text) + "\n")
+            else:
+                session.ask(lm, text, out, out, stream_tokens=stream_tokens)
+        except ChatRequestError as e:
             out.write(f"error: {e}\n")
         except KeyboardInterrupt:
             out.write("\n[interrupted]\n")

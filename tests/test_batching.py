@@ -90,6 +90,14 @@ def test_seeded_sampling_in_a_batch_equals_generate(lm, engine):
         assert [job.got["samples"][i].seed for i in range(2)] == [7 + k, 8 + k]
 
 
+def test_a_job_that_does_not_stream_gets_only_its_samples(lm, engine):
+    """No text pieces cross threads when only the end is wanted (the server's JSON answers)."""
+    c = Collector(lm, engine)
+    job = c.job("London", GREEDY)
+    job.stream = False
+    c.run([job])
+    assert job.got["text"][0] == [] and job.got["samples"][0].text == generate(lm, "London", GREEDY)[0].text
+
 def test_rows_join_and_leave_mid_flight(lm):
     """Short requests finish and new ones join while a long one runs; a batch of 1 gives the same."""
     outputs = {}
@@ -196,3 +204,96 @@ def test_closing_the_engine_tells_the_jobs_it_leaves(lm):
     assert all("shutting down" in j.got["errors"][0] for j in (running, waiting))
     with pytest.raises(RuntimeError):
         engine.submit(c.job("London", GREEDY))
+
+
+def test_prompts_waiting_together_are_prefilled_in_one_pass(lm):
+    """Queued requests with prompts of different lengths share one left-padded prefill, and still
+    give generate()'s tokens."""
+    engine = BatchEngine(lm, max_batch=8)
+    prefills = []
+
+    def spy(module, args, kwargs):
+        if kwargs["input_ids"].shape[1] > 1:
+            prefills.append(kwargs["input_ids"].shape[0])
+
+    hook = lm.model.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        c = Collector(lm, engine)
+        jobs = [c.job(p, GREEDY) for p in PROMPTS]
+        with engine._cond:  # the worker takes nothing until every job waits
+            for j in jobs:
+                engine.submit(j)
+        c.run(jobs, submit=False)
+    finally:
+        hook.remove()
+        engine.close()
+    assert prefills == [len(PROMPTS)]
+    for p, job in zip(PROMPTS, jobs):
+        assert job.got["samples"][0].text == generate(lm, p, GREEDY)[0].text, p
+
+
+def test_the_kv_cache_is_written_in_place_while_rows_come_and_go(lm):
+    """A long prompt joins a short one (the window moves right), rows leave and join for longer
+    than the context (the window moves back to column 0): decode steps use the same buffers
+    throughout, and every output is still generate()'s."""
+    slow = load_model(str(lm.path), device="cpu")
+    buffers = set()
+
+    def spy(module, args, kwargs):
+        time.sleep(0.01)  # the test joins rows while the first one runs
+        layer = kwargs["past_key_values"].layers[0]
+        if hasattr(layer, "kbuf"):
+            buffers.add(layer.kbuf.data_ptr())
+
+    slow.model.register_forward_pre_hook(spy, with_kwargs=True)
+    engine = BatchEngine(slow, max_batch=2)
+    moves, move = [], engine._batch._move
+    engine._batch._move = lambda shift: (moves.append(shift), move(shift))
+    c = Collector(slow, engine)
+    first = c.job("London", replace(GREEDY, max_new_tokens=20))
+    engine.submit(first)
+    for _ in range(500):
+        if first.got["text"][0]:
+            break
+        time.sleep(0.01)
+    rest = c.run([c.job(p, replace(GREEDY, max_new_tokens=30)) for p in (PROMPTS[1], "", PROMPTS[4], PROMPTS[0])])
+    c.run([first], submit=False)
+    engine.close()
+    assert engine.steps > lm.context_length and any(s > 0 for s in moves) and any(s < 0 for s in moves)
+    assert 1 <= len(buffers) <= 2  # allocated for one row, then grown once to two
+    for p, job, n in zip(["London", PROMPTS[1], "", PROMPTS[4], PROMPTS[0]], [first, *rest], [20, 30, 30, 30, 30]):
+        assert job.got["samples"][0].text == generate(lm, p, replace(GREEDY, max_new_tokens=n))[0].text, p
+
+
+def test_batch_sampler_picks_what_the_transformers_processors_and_multinomial_pick():
+    """Each row of one batch, with its own settings and seed, picks the token of generate()'s
+    processors (repetition penalty, temperature, top-k, top-p), softmax and torch.multinomial:
+    also where top-p is computed from top-k's survivors and where those tie."""
+    from transformers import (RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
+                              TopPLogitsWarper)
+
+    from londonlm.serving.sampler import BatchSampler, RowSampling
+
+    rows = [GenerationSettings(temperature=0.0), GenerationSettings(temperature=0.8),
+            GenerationSettings(temperature=1.3, top_k=5, top_p=0.5, repetition_penalty=1.3),
+            GenerationSettings(temperature=0.7, top_k=0, top_p=0.9), GenerationSettings(temperature=1.0, top_k=3, top_p=1.0)]
+    rng = torch.Generator().manual_seed(0)
+    for trial in range(12):
+        logits = torch.randn(len(rows), 300, generator=rng) * 3
+        logits = logits.round() if trial % 3 == 2 else logits  # ties among the survivors
+        history = torch.randint(0, 300, (len(rows), 8), generator=rng)
+        seen = torch.zeros(len(rows), 300, dtype=torch.bool).scatter(1, history, True)
+        sampler = BatchSampler([RowSampling(s, torch.Generator().manual_seed(trial * 10 + i) if s.sampling else None)
+                                for i, s in enumerate(rows)], "cpu")
+        got = sampler.choose(logits, seen, history.tolist())
+        for i, s in enumerate(rows):
+            ids, scores = history[i:i + 1], logits[i:i + 1].clone()
+            scores = RepetitionPenaltyLogitsProcessor(s.repetition_penalty)(ids, scores)
+            if not s.sampling:
+                assert got[i] == int(scores.argmax()), (trial, i)
+                continue
+            scores = TemperatureLogitsWarper(s.temperature)(ids, scores)
+            scores = TopKLogitsWarper(s.top_k)(ids, scores) if s.top_k else scores
+            scores = TopPLogitsWarper(s.top_p)(ids, scores) if s.top_p < 1 else scores
+            draw = torch.multinomial(scores.softmax(dim=-1), 1, generator=torch.Generator().manual_seed(trial * 10 + i))
+            assert got[i] == int(draw), (trial, i)

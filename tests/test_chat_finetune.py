@@ -153,6 +153,11 @@ def test_stage_scripts_fine_tune_from_a_run_name_and_evaluate(chat_root):
                     "--root", root]) == 0
     report = json.loads((run.evaluation_dir / "chat_eval.json").read_text())
     assert report["base_model"].endswith("base/final") and report["bait"]["all"]["questions"] == 1
+    # the human evaluation pack gains the chat transcripts, blind, with the weights in its key
+    key = json.loads((run.evaluation_dir / "human_eval" / "blind_key.json").read_text())
+    assert {"script-chat (chat answers)", "base model (modern-bait answers)"} <= {
+        k["model"] for k in key["items"].values()}
+    assert key["models"]["script-chat (chat answers)"]["weights_sha256"]
     with pytest.raises(UsageError, match="not a chat model"):
         ev.main(["--model", "base", "--root", root])
     with pytest.raises(UsageError, match="positive"):

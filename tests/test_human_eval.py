@@ -82,3 +82,59 @@ def test_mean_ci_edge_cases():
     assert r["mean"] == 3.0 and r["low"] < 2.0 and r["high"] > 4.0
     with pytest.raises(ValueError):
         mean_ci([1.0, 2.0], method="magic")
+
+
+def _chat_model_with_transcripts(tmp_path, tiny_model_dir, chat: bool = True, transcripts: bool = True):
+    """A model folder in a run, marked as a chat model (chat_info.json) when ``chat``, with the
+    transcripts its chat evaluation writes (held-out questions, then modern bait)."""
+    import shutil
+
+    final = tmp_path / "run-chat" / "final"
+    shutil.copytree(tiny_model_dir, final)
+    if chat:
+        (final / "chat_info.json").write_text(json.dumps({"place": "Old Bailey, London"}))
+    if transcripts:
+        records = [{"id": "t1-w1", "year": 1818, "source_file": "oldbailey_proceedings_1818-10-28.xml",
+                    "system": "Old Bailey, London, 1818.", "question": "Where do you live?",
+                    "printed_answer": "In Fleet-street.", "model_answer": "At the sign of the Bell."},
+                   {"id": "b1", "year": 1756, "question": "Did you telephone him?", "since": 1879,
+                    "chat": "I sent a boy with a note.", "base": "The telephone rang.",
+                    "chat_hits": [], "base_hits": ["telephone"]}]
+        ev = final.parent / "evaluation"
+        ev.mkdir()
+        (ev / "chat_transcripts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return final
+
+
+def test_chat_transcripts_join_the_pack_blind(tmp_path, tiny_model_dir):
+    final = _chat_model_with_transcripts(tmp_path, tiny_model_dir)
+    models = {"run-chat/final": {"path": str(final), "step": None}}
+    info = export_blind(SAMPLES, tmp_path / "pack", seed=3, models=models)
+    assert info["items"] == 12 + 4          # 2 chat answers, 1 printed answer, 1 base answer
+    key = json.loads((tmp_path / "pack" / "blind_key.json").read_text())["items"]
+    rows = {r["item_id"]: r for r in csv.DictReader(open(tmp_path / "pack" / "ratings_sheet.csv"))}
+    by_model: dict[str, list[dict]] = {}
+    for iid, k in key.items():
+        by_model.setdefault(k["model"], []).append(rows[iid])
+    assert {m: len(v) for m, v in by_model.items() if m not in SAMPLES} == {
+        "run-chat/final (chat answers)": 2, "printed answers (Old Bailey Proceedings)": 1,
+        "base model (modern-bait answers)": 1}
+    printed = by_model["printed answers (Old Bailey Proceedings)"][0]
+    assert printed["prompt"] == "Old Bailey, London, 1818.\nQ. Where do you live?" and printed["text"] == "In Fleet-street."
+    assert {r["text"] for r in by_model["run-chat/final (chat answers)"]} == {
+        "At the sign of the Bell.", "I sent a boy with a note."}
+    sheet = (tmp_path / "pack" / "ratings_sheet.csv").read_text()
+    assert "chat answers" not in sheet and "printed answers" not in sheet   # still blind
+
+
+@pytest.mark.parametrize("chat, transcripts", [(False, True), (True, False)])
+def test_no_chat_items_without_a_chat_model_and_its_transcripts(tmp_path, tiny_model_dir, chat, transcripts):
+    final = _chat_model_with_transcripts(tmp_path, tiny_model_dir, chat=chat, transcripts=transcripts)
+    assert export_blind(SAMPLES, tmp_path / "pack", seed=3, models={"m": {"path": str(final)}})["items"] == 12
+
+
+def test_chat_transcripts_can_be_left_out(tmp_path, tiny_model_dir):
+    final = _chat_model_with_transcripts(tmp_path, tiny_model_dir)
+    info = export_blind(SAMPLES, tmp_path / "pack", seed=3, models={"m": {"path": str(final)}},
+                        chat_transcripts=False)
+    assert info["items"] == 12

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, write_micro_source
+from conftest import REPO, write_micro_source, write_old_bailey_tei
 
 
 def _run(args, cwd, root):
@@ -52,6 +52,10 @@ def test_every_stage_writes_its_artifacts(pipeline_run):
     assert 0 < ev["bits_per_byte"] < 8 and ev["tokens"] > 0
     assert len(summary["samples"]) >= 1 and all(s["continuation"] for s in summary["samples"])
     assert "=== done ===" in first.stdout
+    # --chat auto on plain text: the chat step says in one line why it left itself out
+    assert "=== 6/6 period chat ===" in first.stdout and "chat" not in summary
+    (skip,) = [line for line in first.stdout.splitlines() if line.startswith("chat: skipped")]
+    assert "no question/answer exchanges found in 0 XML file(s)" in skip
 
 
 def test_training_lowered_the_loss_and_model_loads(pipeline_run):
@@ -84,6 +88,34 @@ def test_second_run_skips_every_stage(pipeline_run, tmp_path):
     assert "evaluation: outputs are current" in out and "samples: outputs are current" in out
 
 
+def test_chat_step_on_old_bailey_material_then_current(pipeline_run, tmp_path):
+    """With Old Bailey TEI the chat step builds the dialogue dataset, fine-tunes the base run
+    and evaluates the chat model against it; run again, all three are current."""
+    root, src, _ = pipeline_run
+    tei = write_old_bailey_tei(tmp_path / "tei")
+    args = ["--preset", "micro", "--source_dir", str(src), "--max_steps", "30", "--eval_max_tokens", "2000",
+            "--chat", "on", "--chat_source_dir", str(tei), "--chat_bait_limit", "2"]
+    res = _run(args, cwd=tmp_path, root=root)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "training: outputs are current" in res.stdout   # (before any test changes the settings)
+    chat_run = root / "09_models" / "checkpoints" / "micro-chat"
+    assert (chat_run / "final" / "chat_info.json").exists() and (chat_run / "sidecar.json").exists()
+    assert (root / "data" / "london_historical" / "chat" / "sidecar.json").exists()
+    assert (chat_run / "evaluation" / "chat_eval.json").exists()
+    summary = json.loads((root / "09_models" / "checkpoints" / "micro" / "pipeline_summary.json").read_text())
+    chat = summary["chat"]
+    assert chat["dataset"]["exchanges"] > 0 and chat["steps"] == 8
+    assert set(chat["answer_loss"]) == set(chat["anachronism_rate"]) == {"chat", "base"}
+    assert summary["artifacts"]["chat_model"].endswith("micro-chat/final")
+    assert "held-out answer loss chat" in res.stdout
+    again = _run(args, cwd=tmp_path, root=root)
+    assert again.returncode == 0, again.stderr[-3000:]
+    chat_out = again.stdout.split("period chat ===")[1]
+    for line in ("chat dataset: outputs are current", "chat fine-tuning: outputs are current",
+                 "chat evaluation: outputs are current"):
+        assert line in chat_out, again.stdout
+
+
 def _sha(path: Path) -> str:
     import hashlib
 
@@ -102,7 +134,7 @@ def test_changed_training_settings_start_a_fresh_run(pipeline_run, tmp_path):
     res = _run(args, cwd=tmp_path, root=root)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "training settings changed: learning_rate 0.003 -> 0.002" in res.stdout, res.stdout
-    assert "outputs are current" not in res.stdout.split("=== 3/5")[1].split("=== 4/5")[0]
+    assert "outputs are current" not in res.stdout.split("token cache + training ===")[1].split(" evaluation ===")[0]
     (previous,) = run.parent.glob("micro.previous-*")
     assert (previous / "final").is_dir() and (previous / "evaluation").is_dir()
     info = json.loads((run / "run_info.json").read_text())
@@ -180,3 +212,51 @@ def test_interrupted_training_stops_the_pipeline(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "run_job", lambda job: {"interrupted": "signal SIGINT"})
     with pytest.raises(TrainingError, match="run the same command again"):
         pipeline._train_stage(plan, log=lambda *_: None)
+
+
+def _chat_plan(tmp_path, mode, source_dir, options=True):
+    from londonlm.chat.finetune import ChatTrainOptions
+    from londonlm.layout import Layout
+    from londonlm.pipeline import ChatStep, PipelinePlan
+    from londonlm.training import RunOptions, TrainingJob
+
+    layout = Layout(tmp_path)
+    opts = RunOptions(run=layout.run("r"), layout=layout, tokenizer_dir=tmp_path / "tok",
+                      processed_dir=tmp_path / "p", preset="micro", n_layer=1, n_head=1,
+                      n_embd=8, context_length=8)
+    step = ChatStep(mode, source_dir, layout.chat_data_dir, layout.chat_run("r"),
+                    ChatTrainOptions() if options else None)
+    return PipelinePlan(tmp_path / "p", tmp_path / "m", tmp_path / "tok", TrainingJob(opts, None),
+                        512, 8, 2, False, 5.0, 10, (1500, 1900), chat=step)
+
+
+@pytest.mark.parametrize("source, options, why", [
+    (None, True, "the embedded sample has no courtroom dialogue"),
+    ("empty", True, "no question/answer exchanges found in 1 XML file(s)"),
+    ("empty", False, "no chat fine-tuning preset for 'micro'"),
+])
+def test_chat_auto_skips_in_one_line_and_on_fails_clearly(tmp_path, source, options, why):
+    from londonlm.chat.dataset import ChatDataError
+    from londonlm.errors import LondonLMError
+    from londonlm.pipeline import _chat_stage
+
+    src = None
+    if source:
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "other.xml").write_text("<TEI.2><text><body><p>No trials.</p></body></text></TEI.2>")
+    lines = []
+    assert _chat_stage(_chat_plan(tmp_path, "auto", src, options), log=lines.append) is None
+    assert len(lines) == 1 and lines[0].startswith("chat: skipped (") and why in lines[0], lines
+    with pytest.raises(ChatDataError, match="--chat on: " + why.replace("(", r"\(").replace(")", r"\)")) as e:
+        _chat_stage(_chat_plan(tmp_path, "on", src, options), log=lines.append)
+    assert isinstance(e.value, LondonLMError) and "\n" not in str(e.value)
+    off = []
+    assert _chat_stage(_chat_plan(tmp_path, "off", src, options), log=off.append) is None and off == []
+
+
+def test_chat_mode_is_checked(tmp_path):
+    from londonlm.errors import UsageError
+
+    with pytest.raises(UsageError, match="--chat must be one of auto, on, off"):
+        _chat_plan(tmp_path, "maybe", None)

@@ -1,5 +1,7 @@
 """The browser playground in headless Chromium, driven over the DevTools protocol
-(``websocket-client``), at desktop and phone widths. Skips, naming why, without a browser."""
+(``websocket-client``), at desktop and phone widths: text generation, and the chat mode for a
+chat model (streamed answers from /v1/chat/completions, history, the year of the system line).
+Skips, naming why, without a browser."""
 from __future__ import annotations
 
 import json
@@ -137,6 +139,7 @@ def api_text(base: str, prompt: str, seed: int, max_new_tokens: int, era: str | 
 def test_playground_streams_generated_text_on_desktop(page, server):
     page.open(server, 1280, 800, mobile=False)
     assert page.js("$('era').max") == "3" and page.js("$('era-out').textContent") == "none"
+    assert page.js("$('modes').hidden") is True and page.js("$('chat').hidden") is True  # not a chat model
     out = generate_in_page(page, "Up betimes, and", seed=5, max_new_tokens=40)
     assert "tokens/s" in out["status"] and out["prompt"] == "Up betimes, and"
     assert out["text"] and out["text"] == api_text(server, "Up betimes, and", 5, 40)
@@ -167,3 +170,91 @@ def test_playground_shows_server_errors(page, server):
     out = generate_in_page(page, "x" * 600, seed=1, max_new_tokens=8)
     assert out["status"].startswith("error 422") and "prompt" in out["status"]
     assert page.js("$('status').className") == "error"
+
+
+# --------------------------------------------------------------------------- chat mode
+
+@pytest.fixture(scope="module")
+def chat_server(chat_model_dir):
+    lm = load_model(str(chat_model_dir), device="cpu")
+    lm.model.register_forward_pre_hook(lambda module, args: time.sleep(0.02))  # observable streaming
+    with running(create_app(lm=lm, max_prompt_chars=500, max_new_tokens_limit=64)) as url:
+        yield url
+
+
+def ask_in_page(page: Page, question: str, year: int, seed: int, max_tokens: int) -> dict:
+    page.js("""(() => {
+        window.__lengths = [];
+        new MutationObserver(() => {
+            const last = document.querySelector("#messages li.assistant:last-child .text");
+            if (last) window.__lengths.push(last.textContent.length);
+        }).observe($("messages"), {childList: true, characterData: true, subtree: true});
+    })()""")
+    page.js(f"""(() => {{
+        $("question").value = {json.dumps(question)};
+        $("year").value = "{year}"; $("year").dispatchEvent(new Event("input"));
+        $("chat-seed").value = "{seed}";
+        $("chat-max").value = {max_tokens}; $("chat-max").dispatchEvent(new Event("input"));
+        $("send").click();
+    }})()""")
+    page.wait("$('send').disabled === false && $('status').textContent !== 'answering…'")
+    return page.js("""({status: $("status").textContent, system: $("system-line").textContent,
+                        lengths: window.__lengths,
+                        messages: [...document.querySelectorAll("#messages li")].map(li => ({
+                            role: li.classList.contains("user") ? "user" : "assistant",
+                            text: li.querySelector(".text").textContent}))})""")
+
+
+def api_chat(base: str, messages: list[dict], year: int, seed: int, max_tokens: int) -> str:
+    body = {"model": httpx.get(f"{base}/health", timeout=30).json()["model"], "messages": messages,
+            "year": year, "seed": seed, "max_tokens": max_tokens, "temperature": 0.8}
+    r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def test_chat_mode_streams_answers_and_keeps_the_conversation(page, chat_server):
+    page.open(chat_server, 1280, 800, mobile=False)
+    assert page.js("$('modes').hidden") is False and page.js("$('chat').hidden") is False
+    assert page.js("$('form').hidden") is True          # a chat model opens in chat mode
+    first = ask_in_page(page, "Where do you live?", year=1790, seed=5, max_tokens=24)
+    assert first["system"] == "Old Bailey, London, 1790." and "answered in" in first["status"]
+    assert "Old Bailey, London, 1790." in first["status"]
+    q1 = {"role": "user", "content": "Where do you live?"}
+    a1 = api_chat(chat_server, [q1], 1790, 5, 24)
+    assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
+    assert first["messages"][1]["text"] == (a1 or "(no answer)")
+    grew = sorted(set(first["lengths"]))
+    if a1:
+        assert len([n for n in grew if 0 < n < len(a1)]) >= 1, f"the answer arrived in one piece: {grew}"
+    # the second question goes with the first exchange, under the year now asked
+    second = ask_in_page(page, "What did you see?", year=1818, seed=6, max_tokens=16)
+    history = [q1, {"role": "assistant", "content": a1}] if a1 else []
+    a2 = api_chat(chat_server, [*history, {"role": "user", "content": "What did you see?"}], 1818, 6, 16)
+    assert len(second["messages"]) == 4 and second["messages"][3]["text"] == (a2 or "(no answer)")
+    page.js("$('reset').click()")
+    assert page.js("$('messages').children.length") == 0 and page.js("$('status').textContent") == "new conversation"
+    # the text mode is still there for the same model
+    page.js("$('mode-text').click()")
+    assert page.js("$('form').hidden") is False and page.js("$('chat').hidden") is True
+    page.js("$('mode-chat').click()")
+
+
+def test_chat_mode_shows_refusals_and_fits_a_phone(page, chat_server):
+    page.open(chat_server, 375, 740, mobile=True)
+    # a year outside the Proceedings never leaves the page (the field's own range check)
+    page.js("$('year').value = '1500'; $('send').click()")
+    assert page.js("$('year').checkValidity()") is False and page.js("$('messages').children.length") == 0
+    out = ask_in_page(page, "x" * 600, year=1818, seed=1, max_tokens=8)      # the server refuses it
+    assert out["status"].startswith("error 400") and "at most 500" in out["status"], out["status"]
+    assert page.js("$('status').className") == "error"
+    assert out["messages"][-1]["text"] == "(no answer)"
+    layout = page.js("""(() => ({scroll: document.documentElement.scrollWidth, width: window.innerWidth,
+                                 send: $("send").getBoundingClientRect().right,
+                                 year: $("year").parentElement.getBoundingClientRect().left,
+                                 temp: $("chat-temperature").parentElement.getBoundingClientRect().left}))()""")
+    assert layout["scroll"] <= layout["width"] == 375 and layout["send"] <= 375
+    assert abs(layout["year"] - layout["temp"]) < 1, "chat settings should stack in one column"
+    # the refused question left no trace in the conversation sent next time
+    ok = ask_in_page(page, "Who are you?", year=1756, seed=2, max_tokens=8)
+    assert "answered in" in ok["status"], ok["status"]

@@ -29,7 +29,7 @@ from ..layout import CHAT_EVAL
 from ..tokenizer import EOT, era_token
 from .dataset import load_chat_dataset, system_line
 from .extract import PLACE
-from .respond import ChatSettings, generate_reply
+from .respond import ChatRequestError, ChatSettings, generate_reply
 from .template import ChatIds, encode_chat, message_windows
 
 BAIT_FILE = Path(__file__).resolve().parents[1] / "data" / "modern_bait.jsonl"
@@ -177,14 +177,21 @@ def bait_eval(chat_model, chat_tok, base_model, base_tok, items: list[dict], opt
               place: str = PLACE) -> dict:
     """Every bait question at every year, answered by both models; rates and transcripts."""
     wordlist = load_wordlist()
-    records = []
+    records, over_context = [], 0
     for y_i, year in enumerate(options.years):
         for i, item in enumerate(items):
             s = ChatSettings(max_new_tokens=options.max_new_tokens, temperature=options.temperature,
                              top_p=options.top_p, seed=options.seed + 1000 * y_i + i)
             messages = [{"role": "system", "content": system_line(year, place)},
                         {"role": "user", "content": item["question"]}]
-            reply = generate_reply(chat_model, chat_tok, messages, s)
+            base_len = len(base_window_ids(base_tok, messages, year)[0])
+            try:  # a question that leaves no room to answer in either model is passed over
+                if base_len + s.max_new_tokens > base_model.config.n_positions:
+                    raise ChatRequestError("too long for the base model")
+                reply = generate_reply(chat_model, chat_tok, messages, s)
+            except ChatRequestError:
+                over_context += 1
+                continue
             base_text, base_ended = base_answer(base_model, base_tok, year, item["question"], s, place)
             records.append({"id": item["id"], "year": year, "question": item["question"],
                             "since": item["since"], "chat": reply.text, "chat_ended": reply.finish_reason == "stop",
@@ -192,7 +199,7 @@ def bait_eval(chat_model, chat_tok, base_model, base_tok, items: list[dict], opt
                             "base": base_text, "base_ended": base_ended,
                             "base_hits": bait_hits(base_text, item, year, wordlist)})
     return {"per_year": {str(y): _bait_rates([r for r in records if r["year"] == y]) for y in options.years},
-            "all": _bait_rates(records), "records": records}
+            "all": _bait_rates(records), "questions_over_context": over_context, "records": records}
 
 
 def _bait_rates(records: list[dict]) -> dict:
@@ -214,14 +221,18 @@ def _bait_rates(records: list[dict]) -> dict:
 # --------------------------------------------------------------------------- the stage
 
 def held_out_transcripts(chat_model, chat_tok, rows, n: int, options: ChatEvalOptions) -> list[dict]:
-    """For the human pack: held-out questions, the printed answer and the chat model's."""
+    """For the human pack: held-out questions, the printed answer and the chat model's (a
+    question too long to be answered within the context is passed over)."""
     out = []
     for i, row in enumerate(rows[:n]):
         msgs = row["messages"]
         s = ChatSettings(max_new_tokens=options.max_new_tokens, temperature=options.temperature,
                          top_p=options.top_p, seed=options.seed + i)
-        reply = generate_reply(chat_model, chat_tok, [{"role": m["role"], "content": m["content"]}
-                                                       for m in msgs[:2]], s)
+        try:
+            reply = generate_reply(chat_model, chat_tok, [{"role": m["role"], "content": m["content"]}
+                                                           for m in msgs[:2]], s)
+        except ChatRequestError:  # a question too long for the context leaves no room to answer
+            continue
         out.append({"id": row["id"], "year": row["year"], "source_file": row["source_file"],
                     "system": msgs[0]["content"], "question": msgs[1]["content"],
                     "printed_answer": msgs[2]["content"], "model_answer": reply.text})

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from ..errors import LondonLMError
 from ..generation.settings import GenerationSettings
@@ -108,8 +108,8 @@ def prompt_ids(tokenizer, messages: Sequence[dict], context: int, max_new_tokens
     return enc.input_ids
 
 
-def generate_reply(model, tokenizer, messages: Sequence[dict], settings: ChatSettings = ChatSettings()) -> ChatReply:
-    """One answer to ``messages`` (already validated, system line included)."""
+def _generation(model, tokenizer, messages: Sequence[dict], settings: ChatSettings):
+    """(prompt ids, ``generate()`` keyword arguments, chat ids) for one answer."""
     import torch
 
     ids = ChatIds.of(tokenizer)
@@ -119,20 +119,95 @@ def generate_reply(model, tokenizer, messages: Sequence[dict], settings: ChatSet
     prompt = prompt_ids(tokenizer, messages, context, settings.max_new_tokens)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
-    kwargs = dict(do_sample=settings.do_sample, max_new_tokens=settings.max_new_tokens,
+    device = next(model.parameters()).device
+    kwargs = dict(input_ids=torch.tensor([prompt], device=device),
+                  attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=device),
+                  do_sample=settings.do_sample, max_new_tokens=settings.max_new_tokens,
                   eos_token_id=[ids.end, ids.eot], pad_token_id=tokenizer.pad_token_id,
                   repetition_penalty=settings.repetition_penalty)
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        out = model.generate(torch.tensor([prompt], device=device),
-                             attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=device),
-                             **kwargs)
-    new = out[0, len(prompt):].tolist()
+    return prompt, kwargs, ids
+
+
+def _finish(tokenizer, ids: ChatIds, prompt: list[int], new: list[int]) -> ChatReply:
     stopped = bool(new) and new[-1] in (ids.end, ids.eot)
     text = tokenizer.decode(new[:-1] if stopped else new, skip_special_tokens=True).strip()
     return ChatReply(text, "stop" if stopped else "length", len(prompt), len(new))
+
+
+def generate_reply(model, tokenizer, messages: Sequence[dict], settings: ChatSettings = ChatSettings()) -> ChatReply:
+    """One answer to ``messages`` (already validated, system line included)."""
+    import torch
+
+    prompt, kwargs, ids = _generation(model, tokenizer, messages, settings)
+    with torch.inference_mode():
+        out = model.generate(**kwargs)
+    return _finish(tokenizer, ids, prompt, out[0, len(prompt):].tolist())
+
+
+class _Cancel:
+    """Stopping criterion: stop at the next token once ``event`` is set (Ctrl-C, a client gone)."""
+
+    def __init__(self, event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), device=input_ids.device, dtype=torch.bool)
+
+
+class ReplyStream:
+    """The answer's text as it is generated (``for chunk in stream``); ``.reply`` (a
+    :class:`ChatReply`, its text the chunks joined and stripped) is set once exhausted.
+    ``generate()`` runs in a thread feeding a ``TextIteratorStreamer``; ``close()`` (or leaving
+    the loop early) stops it at the next token."""
+
+    def __init__(self, model, tokenizer, messages: Sequence[dict], settings: ChatSettings = ChatSettings()):
+        import threading
+
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        self.tokenizer, self.reply, self._error, self._out = tokenizer, None, None, None
+        self._prompt, kwargs, self._ids = _generation(model, tokenizer, messages, settings)
+        self._cancel = threading.Event()
+        self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                              timeout=600.0)
+        kwargs.update(streamer=self._streamer, stopping_criteria=StoppingCriteriaList([_Cancel(self._cancel)]))
+        self._thread = threading.Thread(target=self._run, args=(model, kwargs), daemon=True,
+                                        name="londonlm-chat")
+        self._thread.start()
+
+    def _run(self, model, kwargs) -> None:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                self._out = model.generate(**kwargs)[0, len(self._prompt):].tolist()
+        except BaseException as e:  # handed to the reader instead of dying silently
+            self._error = e
+            self._streamer.end()
+
+    def __iter__(self) -> Iterator[str]:
+        started = False
+        try:
+            for chunk in self._streamer:
+                if not started:  # the answer's leading space (after <|assistant|>) is not shown
+                    chunk = chunk.lstrip()
+                    started = bool(chunk)
+                if chunk:
+                    yield chunk
+        finally:
+            if self._out is None and self._error is None:
+                self._cancel.set()
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self.reply = _finish(self.tokenizer, self._ids, self._prompt, self._out)
+
+    def close(self) -> None:
+        self._cancel.set()
 
 
 def chat_reply(model, tokenizer, messages, *, year: int | None = None, place: str = PLACE,
@@ -140,6 +215,13 @@ def chat_reply(model, tokenizer, messages, *, year: int | None = None, place: st
     """Validate a request, set its era, and answer it: the one call for serving."""
     return generate_reply(model, tokenizer, with_era(validate_messages(messages, max_chars=max_chars),
                                                      year, place), settings)
+
+
+def chat_stream(model, tokenizer, messages, *, year: int | None = None, place: str = PLACE,
+                settings: ChatSettings = ChatSettings(), max_chars: int = 4000) -> ReplyStream:
+    """:func:`chat_reply`, streamed: the request is checked before anything is generated."""
+    return ReplyStream(model, tokenizer, with_era(validate_messages(messages, max_chars=max_chars),
+                                                  year, place), settings)
 
 
 def is_chat_model(model_dir: str | Path) -> bool:
@@ -160,5 +242,6 @@ def read_chat_info(model_dir: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-__all__ = ["ChatReply", "ChatRequestError", "ChatSettings", "chat_reply", "generate_reply", "is_chat_model",
+__all__ = ["ChatReply", "ChatRequestError", "ChatSettings", "ReplyStream", "chat_reply", "chat_stream",
+           "generate_reply", "is_chat_model",
            "prompt_ids", "read_chat_info", "validate_messages", "with_era"]

@@ -9,6 +9,11 @@ Export writes, into one folder:
 
 Items are shuffled across models and get random ids, so neither order nor id tells a rater
 which model wrote a text. Ratings are 1-5 on each criterion in :data:`CRITERIA`.
+
+A chat model whose chat evaluation ran (``07_finetuning/evaluate_chat.py``, or the pipeline's
+chat step) brings its transcripts into the pack (:func:`chat_transcript_samples`): its answers
+to held-out Old Bailey questions beside the printed answers, and its answers to the modern-bait
+questions beside the base model's, all blind like every other item.
 """
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from ..errors import LondonLMError
+from ..layout import RunLayout
+
+CHAT_TRANSCRIPTS = "chat_transcripts.jsonl"  # written by londonlm.chat.evaluate beside chat_eval.json
 
 CRITERIA = ("fluency", "period_authenticity", "coherence")
 SCALE = (1, 5)
@@ -48,14 +56,47 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def chat_transcript_samples(model_dir: str | Path, name: str = "chat",
+                            eval_dir: str | Path | None = None) -> dict[str, list[dict]]:
+    """The chat transcripts of ``model_dir`` in the pack's form (``{model: [{"prompt", "text"}]}``,
+    through :func:`londonlm.chat.evaluate.human_eval_samples`) when it is a chat model whose chat
+    evaluation wrote them (in ``eval_dir``, default the model's evaluation folder); ``{}``
+    otherwise. ``name`` labels the chat model's answers."""
+    from ..chat.evaluate import human_eval_samples
+    from ..chat.respond import is_chat_model
+
+    model_dir = Path(model_dir)
+    path = Path(eval_dir or RunLayout(model_dir.parent).evaluation_dir_for(model_dir)) / CHAT_TRANSCRIPTS
+    if not (model_dir.is_dir() and is_chat_model(model_dir) and path.is_file()):
+        return {}
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = {"chat": f"{name} (chat answers)", "base": "base model (modern-bait answers)",
+              "printed": "printed answers (Old Bailey Proceedings)"}
+    return {labels[k]: rows for k, rows in human_eval_samples(records).items() if rows}
+
+
+def with_chat_transcripts(samples: Mapping[str, Sequence[Mapping[str, str]]],
+                          models: Mapping[str, Mapping] | None) -> dict:
+    """``samples`` plus the chat transcripts of every chat model among ``models``."""
+    out = dict(samples)
+    for name, info in (models or {}).items():
+        if isinstance(info, Mapping) and info.get("path"):
+            for label, rows in chat_transcript_samples(info["path"], name).items():
+                out.setdefault(label, rows)
+    return out
+
+
 def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: str | Path,
                  seed: int | None = None, title: str = "londonlm human evaluation",
-                 models: Mapping[str, Mapping] | None = None) -> dict:
+                 models: Mapping[str, Mapping] | None = None, chat_transcripts: bool = True) -> dict:
     """Write the blind sheet, form and key for ``samples`` = {model_name: [{"prompt", "text"}]}.
     ``models`` (name -> path, step, weights_sha256) goes into the key, so ratings imported
-    later name the exact weights that wrote each text.
+    later name the exact weights that wrote each text; with ``chat_transcripts``, a chat model
+    among them adds its chat transcripts (:func:`with_chat_transcripts`).
 
     Returns the paths written and the number of items."""
+    if chat_transcripts:
+        samples = with_chat_transcripts(samples, models)
     out = Path(out_dir)
     rng = random.Random(seed)
     items, key = [], {}

@@ -10,6 +10,8 @@ from ..artifacts import link_or_copy, write_json_atomic, write_text_atomic
 from ..cards import DEFAULT_PROMPT, LICENSES, CardInputs, license_text, render_model_card
 from ..layout import Layout, RunLayout
 from .access import HubTarget, PublishError
+from .chat import (ChatFacts, chat_card_text, gather_chat_facts, is_chat_run, run_chat_snippet, stage_chat_files,
+                   verify_chat_folder)
 from .facts import RunFacts, gather_run_facts, redact_local_paths
 from .staging import Log, StagedFile, list_folder, prepare_stage_dir, stage_model_files
 from .upload import UploadResult, upload_to_hub
@@ -51,13 +53,18 @@ def publish_model(layout: Layout, run: RunLayout, target: HubTarget, *, checkpoi
     target = target.checked()
     model_dir = Path(layout.resolve_model(checkpoint, run))
     facts = gather_run_facts(model_dir, run, layout.processed_dir, root=layout.root)
+    chat = gather_chat_facts(model_dir, facts, layout) if is_chat_run(model_dir, facts.run_info) else None
 
     stage_dir = prepare_stage_dir(Path(stage_dir) if stage_dir else run.hub_stage)
-    log(f"staging {model_dir} -> {stage_dir}")
+    log(f"staging {'chat model ' if chat else ''}{model_dir} -> {stage_dir}")
     stage_model_files(model_dir, stage_dir, facts.tokenizer_fallback, log=log)
+    if chat:
+        stage_chat_files(model_dir, stage_dir)
     log("verifying the staged folder offline (load, special ids, generate, usage snippet)")
     report = verify_model_folder(stage_dir, prompt=card.prompt)
-    _write_docs(stage_dir, model_dir, facts, report, target, card)
+    if chat:
+        verify_chat_folder(stage_dir, report)
+    _write_docs(stage_dir, model_dir, facts, report, target, card, chat)
 
     result = PublishResult(stage_dir=stage_dir, files=list_folder(stage_dir), report=report,
                            repo_id=target.repo_id, dry_run=target.dry_run, model_dir=model_dir)
@@ -98,11 +105,26 @@ def _samples(facts: RunFacts, report: VerificationReport) -> tuple[list[dict], s
     return [], ""
 
 
+def _write_chat_docs(stage_dir: Path, facts: RunFacts, chat: ChatFacts, report: VerificationReport,
+                     model_id: str, card: CardOptions) -> None:
+    """A chat model's card (its snippet then run against the staged files) and its evaluation."""
+    if report.facts:
+        text = chat_card_text(chat, model_id, card.license_id, report.facts, facts.run_info)
+        write_text_atomic(stage_dir / "README.md", text)
+        from ..cards.chat_card import card_snippet
+
+        run_chat_snippet(card_snippet(text), model_id, stage_dir, report)
+    if chat.evaluation is not None:
+        write_json_atomic(stage_dir / "chat_eval.json", redact_local_paths(chat.evaluation))
+
+
 def _write_docs(stage_dir: Path, model_dir: Path, facts: RunFacts, report: VerificationReport,
-                target: HubTarget, card: CardOptions) -> None:
+                target: HubTarget, card: CardOptions, chat: ChatFacts | None = None) -> None:
     """README.md (when the model loaded), LICENSE and metrics.json, then their checks."""
     samples, samples_source = _samples(facts, report)
     name = card.model_name or (target.repo_id.split("/")[1] if target.repo_id else f"londonlm-{facts.run.name}")
+    if chat is not None:
+        _write_chat_docs(stage_dir, facts, chat, report, target.repo_id or name, card)
     inputs = CardInputs(model_name=name, model_facts=report.facts, repo_id=target.repo_id,
                         license=card.license_id, checkpoint=model_dir.name,  # never the local path
                         run_info=facts.run_info, trainer_state=facts.trainer_state,
@@ -110,7 +132,7 @@ def _write_docs(stage_dir: Path, model_dir: Path, facts: RunFacts, report: Verif
                         samples=samples, samples_source=samples_source, corpus=facts.corpus,
                         corpus_note=facts.corpus_note, usage_prompt=card.prompt,
                         dataset_repo_id=card.dataset_repo_id)
-    if report.facts:
+    if report.facts and chat is None:
         write_text_atomic(stage_dir / "README.md", render_model_card(inputs))
     write_text_atomic(stage_dir / "LICENSE", license_text(card.license_id, card.copyright_holder, facts.corpus))
     if facts.metrics is not None:

@@ -1,13 +1,15 @@
 """Dynamic batching: concurrent requests share the model's forward passes.
 
 One worker thread owns the model. Each step it admits waiting sequences while rows are free
-(a new job's prompt is prefilled alone, once for all its samples, within a per-step prompt-token
-budget so running streams never stall long), then decodes every active row together: one forward
-pass over a batched KV cache whose rows are left-padded and masked, each row with its own position
-ids. Rows choose tokens with their own settings and seeded generator (:mod:`.sampler`), release
-text as it is safe to (:mod:`.textout`), and leave the batch when they end: end-of-sequence token,
-stop string, token limit, deadline or cancel (client gone). The cache then loses their rows and
-any left padding no remaining row needs.
+and prefills their prompts together (one forward pass, prompts left-padded, once per job for all
+its samples, within a per-step prompt-token budget so running streams never stall long), then
+decodes every active row together: one forward pass over the batch's KV cache, each row with its
+own position ids and mask. The cache lives in buffers of fixed capacity (:class:`_Slots`): a
+decode step writes its one new column in place, a joining row is copied into a free row, a
+leaving row's place is taken by the last row; nothing is re-concatenated per step. Rows choose
+tokens with their own settings and seeded generator (:mod:`.sampler`, batched), release text as
+it is safe to (:mod:`.textout`), and leave the batch when they end: end-of-sequence token, stop
+string, token limit, deadline or cancel (client gone).
 
 Why not transformers' continuous batching (``generate_batch`` / ``ContinuousBatchingManager``,
 5.23)? It runs on CPU with GPT-2, but drops the repetition penalty (every londonlm model's
@@ -49,7 +51,8 @@ def rows_for_memory(lm: LoadedModel, kv_cache_mb: float) -> int:
 @dataclass
 class Job:
     """One request: ``len(seeds)`` samples continuing ``prompt_ids``. ``emit`` is called from the
-    worker thread with ``("text", i, piece)``, ``("done", i, Sample)`` or ``("error", i, message)``."""
+    worker thread with ``("text", i, piece)`` (only if ``stream``), ``("done", i, Sample)`` or
+    ``("error", i, message)``."""
     prompt_ids: list[int]
     settings: GenerationSettings          # validated; ``max_new_tokens`` already fits the context
     seeds: list[int]
@@ -59,6 +62,7 @@ class Job:
     truncated: bool = False
     emit: Callable[[tuple], None] = lambda event: None
     cancel: threading.Event = field(default_factory=threading.Event)
+    stream: bool = True
 
 
 class _Row:
@@ -90,9 +94,10 @@ class _Row:
                   "length" if self.new_tokens >= job.settings.max_new_tokens else None)
         if reason:
             self.text.finish()
-        piece = self.text.release()
-        if piece:
-            _emit(job, ("text", self.index, piece))
+        if job.stream:
+            piece = self.text.release()
+            if piece:
+                _emit(job, ("text", self.index, piece))
         return reason
 
     def sample(self, reason: str) -> Sample:
@@ -101,51 +106,132 @@ class _Row:
                       truncated_prompt=self.job.truncated)
 
 
-def _pad_left(t: torch.Tensor, n: int) -> torch.Tensor:
-    """Pad the sequence axis (-2 of a [rows, heads, seq, dim] cache tensor) with n zero columns."""
-    return torch.nn.functional.pad(t, (0, 0, n, 0)) if n else t
+class _SlotLayer:
+    """One layer's keys and values in the slots' buffers, as transformers' cache layers present
+    them (registered as a ``CacheLayerMixin`` when first used, transformers being imported late):
+    ``update`` writes a step's columns in place at the window's end and returns the window."""
+
+    is_sliding = is_compileable = is_croppable = False
+    supports_early_init = True
+
+    def __init__(self, slots: "_Slots", keys: torch.Tensor, values: torch.Tensor):
+        self.slots, self.kbuf, self.vbuf = slots, keys, values
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states, value_states) -> None:  # the buffers exist already
+        return None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n, start, end = len(self.slots.rows), self.slots.start, self.slots.end
+        stop = end + key_states.shape[-2]
+        self.kbuf[:n, :, end:stop] = key_states
+        self.vbuf[:n, :, end:stop] = value_states
+        return self.kbuf[:n, :, start:stop], self.vbuf[:n, :, start:stop]
+
+    def get_seq_length(self) -> int:
+        return self.slots.end - self.slots.start
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def get_max_length(self) -> int:
+        return self.slots.columns
 
 
-class _Batch:
-    """The active rows' KV cache, attention mask and seen-token table, kept row-aligned."""
+class _Slots:
+    """The active rows' KV cache, seen-token table and first cached column, row-aligned.
 
-    def __init__(self):
+    Buffers hold ``capacity`` rows x ``columns`` columns (the context length); rows 0..n-1 are the
+    active ones, in the order of ``rows``. The model attends over columns ``start..end-1``. Each
+    row's cache (its history less the token it feeds next) is right-aligned at ``end``, from its
+    column ``first``: the columns before are masked, and zeroed when they come into the window, so
+    stale numbers never meet a mask. The window moves back to column 0 only when its end reaches
+    the last column (rarely: a row is never longer than the context)."""
+
+    def __init__(self, max_rows: int, columns: int):
+        self.max_rows, self.columns = max_rows, columns
         self.rows: list[_Row] = []
-        self.cache = self.mask = self.seen = None
+        self.start = self.end = self.capacity = 0
+        self.cache = self.first = self.seen = self.cols = None
         self.sampler: BatchSampler | None = None
 
-    def add(self, rows: list[_Row], cache, seen: torch.Tensor, device: str) -> None:
-        length = cache.get_seq_length()
-        mask = torch.ones(len(rows), length, dtype=torch.long, device=device)
-        if not self.rows:
-            self.cache, self.mask, self.seen = cache, mask, seen
-        else:
-            width = max(self.mask.shape[1], length)
-            pad_old, pad_new = width - self.mask.shape[1], width - length
-            for old, new in zip(self.cache.layers, cache.layers):
-                old.keys = torch.cat([_pad_left(old.keys, pad_old), _pad_left(new.keys, pad_new)])
-                old.values = torch.cat([_pad_left(old.values, pad_old), _pad_left(new.values, pad_new)])
-            self.mask = torch.cat([torch.nn.functional.pad(self.mask, (pad_old, 0)),
-                                   torch.nn.functional.pad(mask, (pad_new, 0))])
-            self.seen = torch.cat([self.seen, seen])
-        self.rows += rows
-        self.sampler = None
+    def buffers(self) -> list[torch.Tensor]:
+        return [t for layer in self.cache.layers for t in (layer.kbuf, layer.vbuf)]
+
+    def _allocate(self, rows: int, like, seen: torch.Tensor) -> None:
+        """Buffers for ``rows`` rows shaped after ``like`` (a prefill's cache), the window copied over."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import CacheLayerMixin
+
+        CacheLayerMixin.register(_SlotLayer)
+        n, old = len(self.rows), (self.buffers() if self.cache is not None else None)
+        cache = DynamicCache()
+        cache.layers = [_SlotLayer(self, *(t.new_zeros(rows, t.shape[1], self.columns, t.shape[3])
+                                           for t in (layer.keys, layer.values))) for layer in like.layers]
+        first, table = torch.zeros(rows, dtype=torch.long, device=seen.device), seen.new_zeros(rows, seen.shape[1])
+        if old is not None:
+            for new, buf in zip([t for layer in cache.layers for t in (layer.kbuf, layer.vbuf)], old):
+                new[:n, :, self.start:self.end] = buf[:n, :, self.start:self.end]
+            first[:n], table[:n] = self.first[:n], self.seen[:n]
+        self.cache, self.first, self.seen, self.capacity = cache, first, table, rows
+        self.cols = torch.arange(self.columns, device=seen.device)
+
+    def _move(self, shift: int) -> None:
+        """Move the window ``shift`` columns (right to make room, left back to column 0)."""
+        n, a, b = len(self.rows), self.start, self.end
+        for buf in self.buffers():
+            buf[:n, :, a + shift:b + shift] = buf[:n, :, a:b].clone()
+        self.first[:n] += shift
+        self.start, self.end = a + shift, b + shift
+
+    def add(self, rows: list["_Row"], prefill, src: torch.Tensor, lengths: list[int], seen: torch.Tensor) -> None:
+        """Take ``rows``: row i's cache is row ``src[i]`` of the ``prefill`` cache (left-padded to
+        its width, padding zeroed), its prompt ``lengths[i]`` tokens."""
+        n, k, width = len(self.rows), len(rows), prefill.get_seq_length()
+        if self.capacity < n + k:
+            self._allocate(min(self.max_rows, max(n + k, 2 * self.capacity)), prefill, seen)
+        if self.end < width:
+            self._move(width - self.end)
+        end = self.end
+        first = end - torch.tensor(lengths, device=src.device)
+        start = min(self.start, end - max(lengths)) if n else end - max(lengths)
+        for layer, new in zip(self.cache.layers, prefill.layers):
+            for buf, block in ((layer.kbuf, new.keys), (layer.vbuf, new.values)):
+                buf[n:n + k, :, start:end - width] = 0
+                buf[n:n + k, :, end - width:end] = block.index_select(0, src)
+                if n and start < self.start:  # columns the old rows never had come into the window
+                    buf[:n, :, start:self.start] = 0
+        self.first[n:n + k], self.seen[n:n + k] = first, seen
+        self.start, self.rows, self.sampler = start, self.rows + rows, None
 
     def keep(self, keep: list[int]) -> None:
-        """Keep only rows ``keep`` (indices), and trim columns that are padding in every row left."""
-        self.rows = [self.rows[i] for i in keep]
-        self.sampler = None
+        """Keep only rows ``keep`` (indices): the last rows kept fill the places of those leaving."""
+        kept, m = set(keep), len(keep)
+        holes = [i for i in range(m) if i not in kept]
+        movers = [i for i in range(m, len(self.rows)) if i in kept]
+        rows = list(self.rows)
+        if holes:
+            to, fro = (torch.tensor(x, device=self.first.device) for x in (holes, movers))
+            for buf in self.buffers():
+                buf[to, :, self.start:self.end] = buf[fro, :, self.start:self.end]
+            self.first[to], self.seen[to] = self.first[fro], self.seen[fro]
+            for h, mv in zip(holes, movers):
+                rows[h] = rows[mv]
+        self.rows, self.sampler = rows[:m], None
         if not self.rows:
-            self.cache = self.mask = self.seen = None
-            return
-        # every row's cache is its history minus the token it will feed next, right-aligned
-        trim = self.mask.shape[1] - max(len(r.history) - 1 for r in self.rows)
-        idx = torch.tensor(keep, device=self.mask.device)
-        for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, idx)[..., trim:, :]
-            layer.values = layer.values.index_select(0, idx)[..., trim:, :]
-        self.mask = self.mask.index_select(0, idx)[:, trim:]
-        self.seen = self.seen.index_select(0, idx)
+            self.start = self.end = 0
+        else:  # the window loses the columns no row left needs
+            self.start = self.end - max(len(r.history) - 1 for r in self.rows)
+
+    def step_inputs(self) -> dict:
+        """The model's inputs for one decode step (the window moved back first if it is full)."""
+        if self.end == self.columns:
+            self._move(-self.start)
+        n, device = len(self.rows), self.first.device
+        first = self.first[:n, None]
+        return dict(input_ids=torch.tensor([[r.history[-1]] for r in self.rows], device=device),
+                    attention_mask=(self.cols[None, self.start:self.end + 1] >= first).long(),
+                    position_ids=self.end - first, past_key_values=self.cache, use_cache=True)
 
     def batch_sampler(self, device: str) -> BatchSampler:
         if self.sampler is None:
@@ -164,7 +250,7 @@ class BatchEngine:
         self._decode_text = decoder_of(lm.tokenizer)
         self._pending: deque[tuple[Job, int]] = deque()
         self._cond = threading.Condition()
-        self._batch = _Batch()
+        self._batch = _Slots(max_batch, lm.context_length)
         self._thread: threading.Thread | None = None
         self._closed = False
         self.steps = self.tokens = self.peak_rows = self.finished = 0
@@ -215,16 +301,18 @@ class BatchEngine:
                 self._batch.keep([])
 
     def _take(self) -> list[tuple[Job, int]]:
-        """Sequences to start this step: free rows, within the prompt-token budget."""
-        taken, tokens, jobs = [], 0, set()
+        """Sequences to start this step: free rows, within the prompt-token budget (prompts are
+        prefilled together, padded to the longest)."""
+        taken, jobs, longest = [], set(), 0
         while self._pending and len(self._batch.rows) + len(taken) < self.max_batch:
             job, i = self._pending[0]
-            if id(job) not in jobs and taken and tokens + len(job.prompt_ids) > self.prefill_tokens:
-                break
-            self._pending.popleft()
             if id(job) not in jobs:
+                wider = max(longest, len(job.prompt_ids))
+                if taken and wider * (len(jobs) + 1) > self.prefill_tokens:
+                    break
                 jobs.add(id(job))
-                tokens += len(job.prompt_ids)
+                longest = wider
+            self._pending.popleft()
             taken.append((job, i))
         return taken
 
@@ -232,31 +320,49 @@ class BatchEngine:
         by_job: dict[int, tuple[Job, list[int]]] = {}
         for job, i in admitted:
             by_job.setdefault(id(job), (job, []))[1].append(i)
+        ready = []
         for job, indices in by_job.values():
             late = job.deadline is not None and time.monotonic() > job.deadline
             if job.cancel.is_set() or late:  # gone, or out of time, before its turn came
                 for i in indices:
                     row = _Row(job, i, self._decode_text, self.lm.device)
                     self._done(row, "cancelled" if job.cancel.is_set() else "time_limit")
-                continue
+            else:
+                ready.append((job, indices))
+        if ready:
             try:
-                self._prefill(job, indices)
+                self._prefill(ready)
             except Exception as e:
-                self._fail([job], e)
+                self._fail([job for job, _ in ready], e)
 
-    def _prefill(self, job: Job, indices: list[int]) -> None:
+    def _prefill(self, jobs: list[tuple[Job, list[int]]]) -> None:
+        """One forward pass over the jobs' prompts (left-padded); each sample takes its first token
+        and, unless that ends it, a row of the batch."""
         from transformers import DynamicCache
 
         model, device = self.lm.model, self.lm.device
-        ids = torch.tensor([job.prompt_ids], device=device)
+        lengths = [len(job.prompt_ids) for job, _ in jobs]
+        width = max(lengths)
+        ids = torch.tensor([[0] * (width - len(job.prompt_ids)) + job.prompt_ids for job, _ in jobs], device=device)
+        pad = width - torch.tensor(lengths, device=device)[:, None]
+        columns = torch.arange(width, device=device)[None]
+        mask = columns >= pad
         cache = DynamicCache(config=model.config)
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids),
-                    position_ids=torch.arange(ids.shape[1], device=device)[None], past_key_values=cache,
-                    use_cache=True, logits_to_keep=1)
-        rows = [_Row(job, i, self._decode_text, device) for i in indices]
-        logits = out.logits[:, -1].to(dtype=torch.float32).expand(len(rows), -1)
+        out = model(input_ids=ids, attention_mask=mask.long(), position_ids=(columns - pad).clamp(min=0),
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if width > min(lengths):  # padding's keys and values never enter the batch
+            for layer in cache.layers:
+                layer.keys = layer.keys.masked_fill(~mask[:, None, :, None], 0)
+                layer.values = layer.values.masked_fill(~mask[:, None, :, None], 0)
+        rows, src = [], []
+        for j, (job, indices) in enumerate(jobs):
+            rows += [_Row(job, i, self._decode_text, device) for i in indices]
+            src += [j] * len(indices)
+        src = torch.tensor(src, device=device)
+        logits = out.logits[:, -1].to(dtype=torch.float32).index_select(0, src)
         seen = torch.zeros(len(rows), logits.shape[-1], dtype=torch.bool, device=device)
-        seen[:, job.prompt_ids] = True
+        for n, row in enumerate(rows):
+            seen[n, row.job.prompt_ids] = True
         tokens = BatchSampler([r.sampling for r in rows], device).choose(logits, seen, [r.history for r in rows])
         seen[torch.arange(len(rows)), tokens] = True
         self.tokens += len(rows)
@@ -268,22 +374,16 @@ class BatchEngine:
             else:
                 live.append(n)
         if live:
-            idx = torch.tensor([0] * len(live), device=device)
-            for layer in cache.layers:  # one prefilled prompt, a cache row per live sample
-                layer.keys, layer.values = layer.keys.index_select(0, idx), layer.values.index_select(0, idx)
-            self._batch.add([rows[n] for n in live], cache, seen[live], device)
+            self._batch.add([rows[n] for n in live], cache, src[live],
+                            [len(rows[n].job.prompt_ids) for n in live], seen[live])
             self.peak_rows = max(self.peak_rows, len(self._batch.rows))
 
     def _decode(self) -> None:
         b, device = self._batch, self.lm.device
-        ids = torch.tensor([[r.history[-1]] for r in b.rows], device=device)
-        positions = torch.tensor([[len(r.history) - 1] for r in b.rows], device=device)
-        mask = torch.nn.functional.pad(b.mask, (0, 1), value=1)
-        out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=b.cache, use_cache=True)
-        b.mask = mask
+        out = self.lm.model(**b.step_inputs())
+        b.end += 1
         logits = out.logits[:, -1].to(dtype=torch.float32)
-        tokens = b.batch_sampler(device).choose(logits, b.seen, [r.history for r in b.rows])
+        tokens = b.batch_sampler(device).choose(logits, b.seen[:len(b.rows)], [r.history for r in b.rows])
         b.seen[torch.arange(len(b.rows)), tokens] = True
         self.steps += 1
         self.tokens += len(tokens)

@@ -7,6 +7,14 @@ sampling rows only, temperature, top-k and top-p (the ``*LogitsWarper`` classes,
 softmax and ``torch.multinomial`` with the row's own seeded ``torch.Generator`` (``generate()``
 seeds the global one with the same seed: the same draws). Greedy rows take the argmax of the
 penalised logits, as ``generate()`` does with ``do_sample=False``.
+
+Two shortcuts keep a step's cost from growing with the batch, both giving the same numbers:
+top-p sorts only the top-k survivors (every other score is already -inf, so the sorted row is
+those survivors after a run of -inf: the same values, the same softmax and cumulative sum), and
+the draw is ``torch.multinomial``'s own single-sample method (``argmax(probs / q)``, ``q`` drawn
+from Exp(1) with the row's generator) done for all sampling rows at once, the draws still made
+row by row from each row's generator. Where survivors tie (a sort orders ties arbitrarily) or
+top-k is off, top-p sorts the whole row as before.
 """
 from __future__ import annotations
 
@@ -38,7 +46,16 @@ class BatchSampler:
         self.top_k = torch.tensor([x.top_k if x.sampling else 0 for x in s], dtype=torch.long, device=device)
         self.one_minus_top_p = torch.tensor([[1 - x.top_p if x.sampling else 0.0] for x in s], **col)
         self.use_top_p = torch.tensor([[x.sampling and x.top_p < 1.0] for x in s], device=device)
+        self.no_top_k = self.top_k[:, None] == 0
         self.ngram = [x.no_repeat_ngram_size for x in s]
+        self.k_max = max((x.top_k for x in s if x.sampling), default=0)
+        self.any_top_p = any(x.sampling and x.top_p < 1.0 for x in s)
+        # the short top-p needs every top-p row cut by top-k first
+        self.top_p_within_top_k = all(x.top_k > 0 for x in s if x.sampling and x.top_p < 1.0)
+        self.sampled = [i for i, x in enumerate(s) if x.sampling]
+        self.sampled_idx = torch.tensor(self.sampled, dtype=torch.long, device=device)
+        # torch.multinomial's draw is argmax(p / q); spelled out only where that is checked (CPU)
+        self.own_draw = torch.device(device).type == "cpu"
 
     def choose(self, logits: torch.Tensor, seen: torch.Tensor, histories: list[list[int]]) -> list[int]:
         """Next token of each row: ``logits`` [rows, vocab] float32, ``seen`` [rows, vocab] bool
@@ -47,13 +64,23 @@ class BatchSampler:
         scores = torch.where(seen, penalised, logits)
         if any(self.ngram):
             scores = self._block_ngrams(scores, histories)
-        chosen = scores.argmax(dim=-1).tolist()
-        if any(self.sampling):
-            probs = self._warp(scores).softmax(dim=-1)
-            for i, row in enumerate(self.rows):
-                if self.sampling[i]:
-                    chosen[i] = int(torch.multinomial(probs[i:i + 1], 1, generator=row.generator))
+        chosen = scores.argmax(dim=-1).tolist() if len(self.sampled) < len(self.rows) else [0] * len(self.rows)
+        if self.sampled:
+            for i, token in zip(self.sampled, self._draw(self._warp(scores).softmax(dim=-1))):
+                chosen[i] = token
         return chosen
+
+    def _draw(self, probs: torch.Tensor) -> list[int]:
+        """One token per sampling row from ``probs`` [rows, vocab], each from its row's generator."""
+        if not self.own_draw:
+            return [int(torch.multinomial(probs[i:i + 1], 1, generator=self.rows[i].generator))
+                    for i in self.sampled]
+        if len(self.sampled) < len(self.rows):
+            probs = probs.index_select(0, self.sampled_idx)
+        q = torch.empty_like(probs)
+        for j, i in enumerate(self.sampled):  # each row's Exp(1) draws, as multinomial makes them
+            q[j].exponential_(1, generator=self.rows[i].generator)
+        return (probs / q).argmax(dim=-1).tolist()
 
     def _block_ngrams(self, scores: torch.Tensor, histories: list[list[int]]) -> torch.Tensor:
         from transformers import NoRepeatNGramLogitsProcessor
@@ -68,15 +95,32 @@ class BatchSampler:
     def _warp(self, scores: torch.Tensor) -> torch.Tensor:
         """Temperature, then top-k, then top-p, each only on the rows that ask for it."""
         scores = scores / self.temperature
-        k = self.top_k.clamp(max=scores.shape[-1])
-        if bool((k > 0).any()):
-            top = torch.topk(scores, int(k.max()), dim=-1).values
-            kth = top.gather(1, (k - 1).clamp(min=0)[:, None])
-            scores = scores.masked_fill((scores < kth) & (k > 0)[:, None], -float("inf"))
-        if bool(self.use_top_p.any()):
-            sorted_scores, order = torch.sort(scores, descending=False)
-            remove = sorted_scores.softmax(dim=-1).cumsum(dim=-1) <= self.one_minus_top_p
-            remove[..., -1:] = False  # keep at least one token
-            remove = remove.scatter(1, order, remove) & self.use_top_p
-            scores = scores.masked_fill(remove, -float("inf"))
-        return scores
+        if not self.k_max:
+            return self._top_p(scores, None, None) if self.any_top_p else scores
+        vocab = scores.shape[-1]
+        top = torch.topk(scores, min(self.k_max + 1, vocab), dim=-1)  # one more: is the k-th score tied?
+        kth = top.values.gather(1, (self.top_k.clamp(max=vocab) - 1).clamp(min=0)[:, None])
+        kth = kth.masked_fill(self.no_top_k, -float("inf"))  # those rows cut nothing
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+        return self._top_p(scores, top, kth) if self.any_top_p else scores
+
+    def _top_p(self, scores: torch.Tensor, top, kth) -> torch.Tensor:
+        """TopPLogitsWarper: ascending sort, softmax, cumulative sum, cut at 1 - top_p."""
+        vocab, m = scores.shape[-1], self.k_max
+        if top is not None and self.top_p_within_top_k and m < vocab:
+            survivors = top.values[:, :m].masked_fill(top.values[:, :m] < kth, -float("inf"))
+            spill = (top.values[:, m:m + 1] >= kth)[:, 0]  # the k-th score tied beyond the top m: more survive
+            tied = ((survivors[:, 1:] == survivors[:, :-1]) & (survivors[:, 1:] > -float("inf"))).any(dim=-1)
+            if bool((~(spill | tied) | ~self.use_top_p[:, 0]).all()):  # a sort orders ties arbitrarily
+                ascending = torch.cat([survivors.new_full((len(survivors), vocab - m), -float("inf")),
+                                       survivors.flip(-1)], dim=-1)
+                drop = self._cut(ascending)[:, vocab - m:].flip(-1) & self.use_top_p
+                return scores.scatter(1, top.indices[:, :m], survivors.masked_fill(drop, -float("inf")))
+        ascending, order = torch.sort(scores, descending=False)
+        drop = torch.zeros_like(scores, dtype=torch.bool).scatter(1, order, self._cut(ascending))
+        return scores.masked_fill(drop & self.use_top_p, -float("inf"))
+
+    def _cut(self, ascending: torch.Tensor) -> torch.Tensor:
+        remove = ascending.softmax(dim=-1).cumsum(dim=-1) <= self.one_minus_top_p
+        remove[..., -1:] = False  # keep at least one token
+        return remove

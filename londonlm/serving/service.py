@@ -91,14 +91,16 @@ class Service:
                    seeds_for(settings.seed, settings.num_samples, seed_offset), self.eos_ids, stop, deadline,
                    truncated)
 
-    async def events(self, jobs: list[Job]) -> AsyncIterator[tuple[str, int, object]]:
-        """The jobs' events as ``(kind, choice, payload)``: ``("text", i, piece)`` and
-        ``("done", i, Sample)``, choices numbered across the jobs in order. A failure in the engine
-        raises ApiError(500). Leaving early (client gone) cancels the jobs' remaining work."""
+    async def events(self, jobs: list[Job], text: bool = True) -> AsyncIterator[tuple[str, int, object]]:
+        """The jobs' events as ``(kind, choice, payload)``: ``("text", i, piece)`` (unless ``text``
+        is False: no thread hand-over per token when only the end is wanted) and ``("done", i,
+        Sample)``, choices numbered across the jobs in order. A failure in the engine raises
+        ApiError(500). Leaving early (client gone) cancels the jobs' remaining work."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         offset = 0
         for job in jobs:
+            job.stream = text
             job.emit = (lambda event, base=offset:
                         loop.call_soon_threadsafe(queue.put_nowait, (event[0], base + event[1], event[2])))
             offset += len(job.seeds)
@@ -126,7 +128,7 @@ class Service:
     async def samples(self, jobs: list[Job]) -> list[Sample]:
         """Every choice's finished Sample, in choice order."""
         done = {}
-        async for kind, choice, payload in self.events(jobs):
+        async for kind, choice, payload in self.events(jobs, text=False):
             if kind == "done":
                 done[choice] = payload
         return [done[i] for i in sorted(done)]

@@ -1,9 +1,12 @@
-// londonlm playground: posts to /v1/generate/stream and renders server-sent events as they arrive.
+// londonlm playground: posts to /v1/generate/stream and renders server-sent events as they arrive;
+// for a chat model (/health says "chat": true) also a chat mode that streams answers from
+// /v1/chat/completions, keeping the conversation and setting the year of the system line.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const sliders = ["temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty"];
 let controller = null;
 let eras = [];  // era names from /health; the era slider's 0 means none
+let modelId = null;  // /health's model name: the "model" of OpenAI-style requests
 
 function bindSlider(name) {
   const input = $(name), out = $(name + "-out");
@@ -40,6 +43,9 @@ async function loadHealth() {
     $("era").max = eras.length;
     $("era").disabled = !eras.length;
     showEra();
+    modelId = h.model;
+    $("modes").hidden = !h.chat;
+    setMode(h.chat ? "chat" : "text");
   } catch (e) {
     $("model-info").textContent = "could not reach the server: " + e;
   }
@@ -126,6 +132,125 @@ async function generate(ev) {
     controller = null;
   }
 }
+
+// ------------------------------------------------------------------ chat mode
+
+const PLACE = "Old Bailey, London";  // the system line the chat model was trained with
+let conversation = [];  // the messages so far: {role: "user" | "assistant", content}
+
+function setMode(mode) {
+  const chat = mode === "chat";
+  $("chat").hidden = !chat;
+  $("form").hidden = chat;
+  $("output").hidden = chat;
+  $("mode-chat").setAttribute("aria-pressed", String(chat));
+  $("mode-text").setAttribute("aria-pressed", String(!chat));
+}
+
+function showYear() {
+  $("system-line").textContent = `${PLACE}, ${$("year").value}.`;
+}
+
+function addMessage(role, text) {
+  const li = document.createElement("li");
+  li.className = "msg " + role;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = role === "user" ? "Q." : "A.";
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  li.append(who, " ", body);
+  $("messages").append(li);
+  li.scrollIntoView({ block: "nearest" });
+  return body;
+}
+
+function chatRequest() {
+  const body = {
+    model: modelId, messages: conversation, stream: true, year: parseInt($("year").value, 10),
+    temperature: parseFloat($("chat-temperature").value), max_tokens: parseInt($("chat-max").value, 10),
+  };
+  if ($("chat-seed").value !== "") body.seed = parseInt($("chat-seed").value, 10);
+  return body;
+}
+
+function setChatBusy(busy) {
+  $("send").disabled = busy;
+  $("reset").disabled = busy;
+  $("chat-stop").disabled = !busy;
+}
+
+// OpenAI-style stream: "data: {chunk}" blocks, then "data: [DONE]"; returns the unparsed tail.
+function handleChunks(buffer, onChunk) {
+  let idx;
+  while ((idx = buffer.indexOf("\n\n")) >= 0) {
+    const block = buffer.slice(0, idx);
+    buffer = buffer.slice(idx + 2);
+    for (const line of block.split("\n")) {
+      if (line.startsWith("data: ") && line.slice(6) !== "[DONE]") onChunk(JSON.parse(line.slice(6)));
+    }
+  }
+  return buffer;
+}
+
+async function ask(ev) {
+  ev.preventDefault();
+  const question = $("question").value.trim();
+  if (!question) return status("type a question first", true);
+  conversation.push({ role: "user", content: question });
+  addMessage("user", question);
+  const answer = addMessage("assistant", "");
+  $("question").value = "";
+  setChatBusy(true);
+  status("answering…");
+  controller = new AbortController();
+  const started = performance.now();
+  let finish = null, pieces = 0;
+  try {
+    const r = await fetch("/v1/chat/completions", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(chatRequest()), signal: controller.signal,
+    });
+    if (!r.ok) {
+      const err = await r.json().catch(() => ({ error: { message: r.statusText } }));
+      throw new Error(`error ${r.status}: ${(err.error && err.error.message) || r.statusText}`);
+    }
+    const reader = r.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer = handleChunks(buffer + decoder.decode(value, { stream: true }), (chunk) => {
+        if (chunk.error) throw new Error("error: " + chunk.error.message);
+        const choice = chunk.choices && chunk.choices[0];
+        if (!choice) return;
+        if (choice.delta && choice.delta.content) { answer.textContent += choice.delta.content; pieces += 1; }
+        if (choice.finish_reason) finish = choice.finish_reason;
+      });
+    }
+    const secs = (performance.now() - started) / 1000;
+    status(`answered in ${secs.toFixed(1)} s · ${pieces} pieces · ${finish || "?"} · ${$("system-line").textContent}`);
+  } catch (e) {
+    status(e.name === "AbortError" ? "stopped" : (e.message || String(e)), e.name !== "AbortError");
+  } finally {
+    const text = answer.textContent.trim();
+    if (text) conversation.push({ role: "assistant", content: text });
+    else { conversation.pop(); answer.textContent = "(no answer)"; answer.parentNode.classList.add("empty"); }
+    setChatBusy(false);
+    controller = null;
+  }
+}
+
+$("chat-form").addEventListener("submit", ask);
+$("chat-stop").addEventListener("click", () => controller && controller.abort());
+$("reset").addEventListener("click", () => { conversation = []; $("messages").textContent = ""; status("new conversation"); });
+$("year").addEventListener("input", showYear);
+$("mode-chat").addEventListener("click", () => setMode("chat"));
+$("mode-text").addEventListener("click", () => setMode("text"));
+["chat-temperature", "chat-max"].forEach(bindSlider);
+showYear();
 
 $("form").addEventListener("submit", generate);
 $("stop").addEventListener("click", () => controller && controller.abort());
