@@ -95,8 +95,14 @@ def move_run_aside(run: RunLayout) -> Path | None:
     movable = run.movable_on_fresh()
     if not movable:
         return None
-    dest = run.previous_dir()
-    dest.mkdir(parents=True)
+    dest, n = run.previous_dir(), 1
+    while True:  # a second --fresh within the same second gets its own folder
+        try:
+            dest.mkdir(parents=True)
+            break
+        except FileExistsError:
+            n += 1
+            dest = dest.with_name(f"{run.previous_dir().name}-{n}")
     for p in movable:
         shutil.move(str(p), str(dest / p.name))
     return dest

@@ -192,3 +192,17 @@ def test_a_run_recorded_with_a_fixed_precision_stays_current_under_autotune():
     assert settings_changes({"settings": {"precision": "fp32"}}, {"precision": "auto"}) == []
     assert settings_changes({"settings": {"precision": "fp32"}}, {"precision": "bf16"}) == [
         "precision 'fp32' -> 'bf16'"]
+
+
+def test_two_fresh_starts_in_the_same_second_keep_both_old_runs(tmp_path):
+    from londonlm.checkpoints import move_run_aside
+    from londonlm.layout import RunLayout
+
+    run = RunLayout(tmp_path / "r")
+    moved = []
+    for i in range(3):
+        (run.dir).mkdir(exist_ok=True)
+        run.run_info.write_text(str(i))
+        moved.append(move_run_aside(run))
+    assert len(set(moved)) == 3 and all((m / run.run_info.name).read_text() == str(i)
+                                         for i, m in enumerate(moved))
