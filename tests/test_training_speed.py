@@ -3,39 +3,17 @@
 for the warm-up refused before any work, --autotune on/refresh/off with its cache, --optim muon
 (recorded, resumed exactly), and a resumed run keeping its speed settings."""
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 import config
-from londonlm.errors import run_main
-from londonlm.train_cli import TrainDefaults, main as train_main
+from londonlm.train_cli import TrainDefaults
 from londonlm.training.plan import TrainingPlan
 from londonlm.training.speed import resumed_speed
+from test_training import root, run_dir, train  # noqa: F401  (root: the copied micro project)
 
-DEFAULTS = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name,
-                         config.TRAINING.seed, "londonlm-test")
 QUIET = ["--eval_steps", "100000", "--logging_steps", "1", "--save_steps", "100000"]
-
-
-def train(root, *argv):
-    with pytest.raises(SystemExit) as stop:
-        run_main(lambda a: train_main(a, DEFAULTS),
-                 ["--preset", "micro", "--root", str(root), "--report_to", "none",
-                  "--disable_tqdm", "true", *argv])
-    return stop.value.code
-
-
-@pytest.fixture
-def root(micro_root, tmp_path):
-    dst = tmp_path / "root"
-    shutil.copytree(micro_root, dst)
-    return dst
-
-
-def run_dir(root, name="micro") -> Path:
-    return root / "09_models" / "checkpoints" / name
 
 
 def info_of(root, name="micro") -> dict:
