@@ -276,7 +276,8 @@ def test_batch_sampler_picks_what_the_transformers_processors_and_multinomial_pi
 
     rows = [GenerationSettings(temperature=0.0), GenerationSettings(temperature=0.8),
             GenerationSettings(temperature=1.3, top_k=5, top_p=0.5, repetition_penalty=1.3),
-            GenerationSettings(temperature=0.7, top_k=0, top_p=0.9), GenerationSettings(temperature=1.0, top_k=3, top_p=1.0)]
+            GenerationSettings(temperature=0.7, top_k=0, top_p=0.9),
+            GenerationSettings(temperature=1.0, top_k=3, top_p=1.0)]
     rng = torch.Generator().manual_seed(0)
     for trial in range(12):
         logits = torch.randn(len(rows), 300, generator=rng) * 3

@@ -83,3 +83,15 @@ def test_premise_acceptance_counts_yes_to_things_not_yet_invented():
                          {**rec, "year": 1900, "since": 1876, "chat": "Yes.", "base": "Yes."}])
     assert rates["anachronistic_in_year"] == 2
     assert rates["chat"]["premise_accepted_rate"] == 0.5 and rates["base"]["premise_accepted_rate"] == 0.0
+
+
+def test_questions_with_no_room_to_answer_are_passed_over_and_counted(chat_model_dir, chat_root, tmp_path):
+    """A model whose context leaves no room for an answer after a long question (e.g. the micro
+    preset's 64 tokens) is still evaluated: such a question is left out and counted, not fatal."""
+    layout = Layout(chat_root)
+    # 120 new tokens leave 8 of the 128 positions: no question fits
+    opts = ChatEvalOptions(years=(1818,), bait_limit=2, max_new_tokens=120, transcripts=2)
+    report = evaluate_chat(chat_model_dir, layout.run("base").final, layout.chat_data_dir, tmp_path, opts,
+                           log=lambda *_: None)
+    assert report["bait"]["questions_over_context"] == 2 and report["bait"]["all"]["questions"] == 0
+    assert (tmp_path / "chat_transcripts.jsonl").read_text() == ""   # no held-out question fitted either

@@ -107,12 +107,12 @@ def render_chat_model_card(inp: ChatCardInputs) -> str:
     body = chat_model_card(model_name=inp.model_name, base_model=inp.base_model,
                            dataset_stats=inp.dataset_stats, evaluation=evaluation_rows(inp.evaluation) or None,
                            place=inp.place)
-    title, _, rest = body.partition("\n")
     snippet_note = ("The snippet above was executed against the exact files in this repository before "
                     "they were uploaded.")
-    rest = rest.replace("\n## Training data", f"\n{snippet_note}\n\n## Training data", 1)
-    parts = ["---", _front_matter(inp).rstrip("\n"), "---", "", title, rest.strip("\n"), "",
-             *_details(inp), "## Limitations", "", *CHAT_LIMITATIONS, *LIMITATIONS[2:], *_licence(inp)]
+    body = body.replace("\n## Training data", f"\n{snippet_note}\n\n## Training data", 1)
+    limits = [line for line in LIMITATIONS[2:] if "period table" not in line]  # the base card's table
+    parts = ["---", _front_matter(inp).rstrip("\n"), "---", "", body.rstrip("\n"), "",
+             *_details(inp), "## Limitations", "", *CHAT_LIMITATIONS, *limits, *_licence(inp)]
     return "\n".join(parts)
 
 

@@ -8,7 +8,7 @@ softmax and ``torch.multinomial`` with the row's own seeded ``torch.Generator`` 
 seeds the global one with the same seed: the same draws). Greedy rows take the argmax of the
 penalised logits, as ``generate()`` does with ``do_sample=False``.
 
-Two shortcuts keep a step's cost from growing with the batch, both giving the same numbers:
+Two shortcuts make a step cheaper (a full sort per row was its largest cost) with the same numbers:
 top-p sorts only the top-k survivors (every other score is already -inf, so the sorted row is
 those survivors after a run of -inf: the same values, the same softmax and cumulative sum), and
 the draw is ``torch.multinomial``'s own single-sample method (``argmax(probs / q)``, ``q`` drawn
@@ -39,7 +39,6 @@ class BatchSampler:
         s = [r.settings for r in rows]
         col = dict(dtype=torch.float32, device=device)
         self.rows = rows
-        self.sampling = [x.sampling for x in s]
         self.penalty = torch.tensor([[x.repetition_penalty] for x in s], **col)
         # greedy rows never see the warpers; 1.0 keeps their (unused) arithmetic finite
         self.temperature = torch.tensor([[x.temperature if x.sampling else 1.0] for x in s], **col)
