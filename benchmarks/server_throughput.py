@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -27,6 +25,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from train_throughput import cpu_description  # noqa: E402  (names the CPU family/model)
 TINY = dict(n_layer=4, n_head=4, n_embd=256, n_positions=128)  # config.py's tiny preset
 PROMPT = "Up betimes, and to the office, where"
 
@@ -144,7 +144,7 @@ def main() -> int:
 
     res = {"meta": {"command": " ".join(["benchmarks/server_throughput.py", *sys.argv[1:]]),
                     "date": time.strftime("%Y-%m-%d"), "model": str(model),
-                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"},
+                    "machine": f"{cpu_description()}, torch {torch.__version__}"},
            "serial": [], "batched": []}
     modes = {"serial": ["--max_concurrency", "1", "--max_queue", "256"], "batched": []}
     servers = {m: start_server(model, extra, a.work / f"{m}.log") for m, extra in modes.items()}

@@ -130,18 +130,8 @@ def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
     history: list[str] = []
     out.write(_banner(lm))
     out.flush()
-    while True:
-        try:
-            line = read("> ")
-        except (EOFError, KeyboardInterrupt):
-            out.write("\n")
-            out.flush()
-            return 0
+    for line in _typed_lines(read, "> ", out):
         text = line.strip()
-        if not text:
-            continue
-        if text.lower() in ("/quit", "/exit", "/q"):
-            return 0
         try:
             if text.lower() == "/history":
                 out.write("\n".join(f"{i + 1:>3}  {h}" for i, h in enumerate(history)) or "(none yet)")
@@ -160,6 +150,24 @@ def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
         except KeyboardInterrupt:
             out.write("\n[interrupted]\n")
         out.flush()
+    return 0
+
+
+def _typed_lines(read: Callable[[str], str], prompt: str, out: TextIO):
+    """Each non-blank line typed at ``prompt``, as typed (a prompt's leading space is part of
+    the text the model continues); ends on Ctrl-D, Ctrl-C at the prompt, or /quit."""
+    while True:
+        try:
+            line = read(prompt)
+        except (EOFError, KeyboardInterrupt):
+            out.write("\n")
+            out.flush()
+            return
+        text = line.strip()
+        if text.lower() in ("/quit", "/exit", "/q"):
+            return
+        if text:
+            yield line
 
 
 # --------------------------------------------------------------------------- period chat
@@ -269,18 +277,8 @@ def run_chat_repl(lm: LoadedModel, session: ChatSession, out: TextIO, *,
     out.write(f"londonlm chat · {lm.model_id} · {lm.n_params:,} parameters · {lm.device}\n"
               f"{session.system_line()} · type a question, /help for commands, Ctrl-D to quit\n")
     out.flush()
-    while True:
-        try:
-            line = read("you> ")
-        except (EOFError, KeyboardInterrupt):
-            out.write("\n")
-            out.flush()
-            return 0
+    for line in _typed_lines(read, "you> ", out):
         text = line.strip()
-        if not text:
-            continue
-        if text.lower() in ("/quit", "/exit", "/q"):
-            return 0
         try:
             if text.startswith("/"):
                 out.write(session.command(text) + "\n")
@@ -291,3 +289,4 @@ def run_chat_repl(lm: LoadedModel, session: ChatSession, out: TextIO, *,
         except KeyboardInterrupt:
             out.write("\n[interrupted]\n")
         out.flush()
+    return 0

@@ -17,6 +17,8 @@ os.environ.setdefault("LONDONLM_AUTOTUNE", "off")
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SHARED_CORPUS = SHARED / "corpus"
+# fixtures kept in their own modules (beside this file), offered to every test
+pytest_plugins = ["hub_fixtures"]
 
 SAMPLE_TEXTS = [
     "It was the best of times, it was the worst of times; the Thames ran black by Southwark.\n",

@@ -21,14 +21,13 @@ import pytest
 import yaml
 
 from conftest import SAMPLE_TEXTS
-from fake_hub import FakeHub
+from hub_fixtures import TOKEN, staged_files  # the `hub` fixture comes from there too (conftest.py)
 from londonlm.errors import run_main
 
 pytestmark = pytest.mark.network_local
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "10_scripts" / "publish_to_huggingface.py"
-TOKEN = "hf_TestToken0123456789abcdefXYZ"
 REPO_ID = "someone/londonlm-test"
 STAGED = {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
           "tokenizer_config.json", "README.md", "LICENSE", "metrics.json"}
@@ -109,20 +108,6 @@ def project(tmp_path, tiny_model_dir):
     return root
 
 
-@pytest.fixture
-def hub(monkeypatch):
-    """The fake Hub, with the environment a real publish sees: endpoint, token, online."""
-    from huggingface_hub import constants
-
-    with FakeHub(TOKEN) as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)      # plain LFS uploads
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-        yield server
-
-
 def _run(project, *args) -> int:
     """The script's main as ``python publish_to_huggingface.py`` runs it; returns the exit code."""
     with pytest.raises(SystemExit) as done:
@@ -134,16 +119,11 @@ def _stage(project) -> Path:
     return project / "09_models" / "checkpoints" / "micro" / "hub_stage"
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file() and p.name != ".londonlm_stage"}
-
-
 def test_dry_run_stages_verifies_and_sends_nothing(project, hub, capsys):
     assert _run(project, "--repo_id", REPO_ID, "--dry_run", "--checkpoint", "checkpoint-4") == 0
     out = capsys.readouterr().out
     assert hub.requests == []
-    staged = _files(_stage(project))
+    staged = staged_files(_stage(project))
     assert set(staged) == STAGED
     assert "dry run: nothing uploaded" in out and all(f in out for f in STAGED)
     # the checkpoint's own evaluation, not final's
@@ -160,7 +140,7 @@ def test_gguf_files_are_exported_staged_and_uploaded(project, hub, capsys):
     pytest.importorskip("gguf")
     assert _run(project, "--repo_id", REPO_ID, "--gguf") == 0
     ggufs = {"micro-f16.gguf", "micro-q8_0.gguf"}
-    staged = _files(_stage(project))
+    staged = staged_files(_stage(project))
     assert set(staged) == STAGED | ggufs
     assert hub.files(REPO_ID) == staged
     run = project / "09_models" / "checkpoints" / "micro"
@@ -173,7 +153,7 @@ def test_publish_sends_exactly_the_staged_files_and_never_leaks_the_token(projec
     caplog.set_level(logging.DEBUG)
     assert _run(project, "--repo_id", REPO_ID, "--commit_message", "first upload") == 0
     out, err = capsys.readouterr()
-    staged = _files(_stage(project))
+    staged = staged_files(_stage(project))
     assert set(staged) == STAGED
     assert hub.files(REPO_ID) == staged                      # byte for byte, nothing else
     repo = hub.repo(REPO_ID)
@@ -208,7 +188,7 @@ def test_republish_updates_the_same_repo(project, hub, capsys):
     files = hub.files(REPO_ID)
     assert json.loads(files["metrics.json"])["lm"]["validation"]["loss"] == 5.25
     assert "5.25" in files["README.md"].decode()
-    assert files == _files(_stage(project))
+    assert files == staged_files(_stage(project))
     # a branch: created on demand, main untouched
     assert _run(project, "--repo_id", REPO_ID, "--revision", "v2") == 0
     assert hub.files(REPO_ID, branch="v2") == files and len(repo.commits) == 2
@@ -318,7 +298,7 @@ def test_dataset_publish(project, hub, capsys, tmp_path):
     import datasets
 
     stage = project / "data" / "london_historical" / "hub_dataset_stage"
-    assert files == _files(stage)
+    assert files == staged_files(stage)
     corpus = datasets.load_dataset(str(stage), cache_dir=str(tmp_path / "cache"))
     assert {k: v.num_rows for k, v in corpus.items()} == {"train": 2, "validation": 1}
     proc = project / "data" / "london_historical" / "processed"

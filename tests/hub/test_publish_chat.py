@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fake_hub import FakeHub
+from hub_fixtures import staged_files  # the `hub` fixture comes from there too (conftest.py)
 from londonlm.errors import run_main
 
 pytestmark = pytest.mark.network_local
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "hf_TestToken0123456789abcdefXYZ"
 REPO_ID = "someone/londonlm-chat-test"
 
 
@@ -70,19 +69,6 @@ def project(evaluated_root, tmp_path):
     return root
 
 
-@pytest.fixture
-def hub(monkeypatch):
-    from huggingface_hub import constants
-
-    with FakeHub(TOKEN) as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_TOKEN", TOKEN)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-        monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-        yield server
-
-
 def _run(project, *args) -> int:
     with pytest.raises(SystemExit) as done:
         run_main(publish.main, ["--root", str(project), "--run_name", "fixture-chat", *args])
@@ -93,14 +79,9 @@ def _stage(project) -> Path:
     return project / "09_models" / "checkpoints" / "fixture-chat" / "hub_stage"
 
 
-def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file() and p.name != ".londonlm_stage"}
-
-
 def test_chat_model_publishes_with_its_template_and_provenance_card(project, hub, capsys, tmp_path):
     assert _run(project, "--repo_id", REPO_ID, "--commit_message", "chat upload") == 0
-    staged = _files(_stage(project))
+    staged = staged_files(_stage(project))
     assert {"chat_template.jinja", "chat_info.json", "chat_eval.json", "README.md", "LICENSE",
             "tokenizer.json", "tokenizer_config.json", "model.safetensors"} <= set(staged)
     assert hub.files(REPO_ID) == staged                              # exactly what was verified

@@ -74,6 +74,19 @@ function status(text, isError) {
   $("status").className = isError ? "error" : "muted";
 }
 
+// Feeds a streamed response body to consume(buffer) as it arrives; consume returns the
+// unfinished tail (a server-sent event split across network reads) to prepend to the next read.
+async function readBody(response, consume) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer = consume(buffer + decoder.decode(value, { stream: true }));
+  }
+}
+
 // Parse "event: x\ndata: {...}\n\n" blocks; returns the unparsed tail.
 function handleEvents(buffer, onEvent) {
   let idx;
@@ -110,20 +123,13 @@ async function generate(ev) {
       status(`error ${r.status}: ${err.error}` + (retry ? ` (retry in ${retry}s)` : ""), true);
       return;
     }
-    const reader = r.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer = handleEvents(buffer + decoder.decode(value, { stream: true }), (event, data) => {
+    await readBody(r, (buffer) => handleEvents(buffer, (event, data) => {
         if (event === "message") $("out-text").textContent += data.text;
         else if (event === "sample") {
           const secs = (performance.now() - started) / 1000;
           status(`${data.new_tokens} tokens in ${secs.toFixed(1)} s · ${(data.new_tokens / secs).toFixed(1)} tokens/s · ${data.finish_reason} · seed ${data.seed}`);
         } else if (event === "error") status("error: " + data.error, true);
-      });
-    }
+      }));
   } catch (e) {
     if (e.name === "AbortError") status("stopped");
     else status("error: " + e, true);
@@ -216,20 +222,13 @@ async function ask(ev) {
       const err = await r.json().catch(() => ({ error: { message: r.statusText } }));
       throw new Error(`error ${r.status}: ${(err.error && err.error.message) || r.statusText}`);
     }
-    const reader = r.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer = handleChunks(buffer + decoder.decode(value, { stream: true }), (chunk) => {
+    await readBody(r, (buffer) => handleChunks(buffer, (chunk) => {
         if (chunk.error) throw new Error("error: " + chunk.error.message);
         const choice = chunk.choices && chunk.choices[0];
         if (!choice) return;
         if (choice.delta && choice.delta.content) { answer.textContent += choice.delta.content; pieces += 1; }
         if (choice.finish_reason) finish = choice.finish_reason;
-      });
-    }
+      }));
     const secs = (performance.now() - started) / 1000;
     status(`answered in ${secs.toFixed(1)} s · ${pieces} pieces · ${finish || "?"} · ${$("system-line").textContent}`);
   } catch (e) {
