@@ -19,8 +19,11 @@ at 1.25 x the budget.
 Per budget and recipe it reports medians over --runs of validation bits per byte (the shared
 scorer ../shared/bench/bpb.py, tokenizer-independent), validation loss, useful (non-pad)
 tokens/s, peak RSS of the training process, training seconds and steps, whether the schedule
-finished, and writes everything to --out/results.json. Runs alternate between recipes so
-drift in machine load hits all alike.
+finished, and writes everything to --out/results.json. With two or more budgets it also
+reports time to the same validation loss: how long each recipe needs to reach another's bits
+per byte at the largest budget (interpolated in log time between the budgets raced), e.g.
+``--budgets 150 300 600 --recipes ours,ours_adamw`` for Muon against AdamW. Runs alternate
+between recipes so drift in machine load hits all alike.
 """
 from __future__ import annotations
 
@@ -72,6 +75,8 @@ def train(a, prep, out: Path, env: dict, recipe: str, budget: float, tag: str) -
         info = json.loads((Path(res["model_dir"]).parent / "run_info.json").read_text())
         fit = info.get("time_budget") or {}
         res["autotune"] = (info.get("speed") or {}).get("source")
+        res["optimizer"] = (info.get("settings") or {}).get("optimizer")
+    res["budget_seconds"] = budget
     res["fitted_steps"] = fit.get("fitted_total_steps")
     res["finished_schedule"] = (res["steps"] >= fit["fitted_total_steps"] if fit
                                 else Path(res["model_dir"]).name == "final")
@@ -93,6 +98,35 @@ def race_budget(a, prep, out: Path, env: dict, budget: float) -> dict:
                       if all(x.get(k) is not None for x in xs)}
         summary[r]["unfinished_schedules"] = sum(not x["finished_schedule"] for x in xs)
     return {"budget_seconds": budget, "summary": summary, "runs": rows}
+
+
+def equal_loss_times(races: list[dict]) -> list[dict]:
+    """Time to the same validation loss: for each pair of recipes (A, B), how long A needs to
+    reach B's median bits per byte at the largest budget, A's medians interpolated linearly in
+    log(time) between the budgets raced (a bound when A is already there at the smallest
+    budget, None when A does not get there within the largest)."""
+    if len(races) < 2:
+        return []
+    races = sorted(races, key=lambda r: r["budget_seconds"])
+    curve = {rec: [(r["budget_seconds"], r["summary"][rec]["bpb"]) for r in races]
+             for rec in races[0]["summary"] if all("bpb" in r["summary"].get(rec, {}) for r in races)}
+    longest = races[-1]["budget_seconds"]
+    out = []
+    for a, points in curve.items():
+        for b in curve:
+            if a == b:
+                continue
+            target = curve[b][-1][1]
+            row = {"recipe": a, "reaches": b, "target_bpb": target, "at_most": False, "seconds": None}
+            if points[0][1] <= target:
+                row.update(seconds=points[0][0], at_most=True)
+            for (t1, y1), (t2, y2) in zip(points, points[1:]):
+                if row["seconds"] is None and y1 > target >= y2:
+                    row["seconds"] = round(math.exp(math.log(t1) + (y1 - target) / (y1 - y2)
+                                                    * (math.log(t2) - math.log(t1))), 1)
+            row["time_ratio"] = round(longest / row["seconds"], 2) if row["seconds"] else None
+            out.append(row)
+    return out
 
 
 def parse_args(argv=None):
@@ -135,8 +169,14 @@ def main(argv=None) -> int:
     meta = {"command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
             "date": time.strftime("%Y-%m-%d"), "machine": cpu_description(),
             "files": [str(f) for f in files], "args": {k: str(v) for k, v in vars(a).items()}}
-    (out / "results.json").write_text(json.dumps({"meta": meta, "races": races}, indent=2))
+    equal = equal_loss_times(races)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "races": races, "equal_loss": equal},
+                                                 indent=2))
     print(json.dumps([{"budget_seconds": r["budget_seconds"], **r["summary"]} for r in races], indent=2))
+    for row in equal:
+        when = ("not within the budgets raced" if row["seconds"] is None else
+                f"{'<= ' if row['at_most'] else ''}{row['seconds']:g} s ({row['time_ratio']}x less time)")
+        print(f"{row['recipe']} reaches {row['reaches']}'s {row['target_bpb']} bpb at the largest budget: {when}")
     return 0 if all(math.isfinite(v.get("bpb", math.nan)) for r in races for v in r["summary"].values()) else 1
 
 

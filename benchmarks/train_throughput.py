@@ -176,8 +176,9 @@ def race(a, prep, out: Path, env: dict) -> dict:
     """Alternating runs of each recipe under one wall-clock budget; medians and ratios."""
     recipes = expand_recipes(a.recipes)
     results: dict[str, list[dict]] = {r: [] for r in recipes}
-    for i in range(a.runs):  # alternate recipes so drift in machine load hits all of them alike
-        for r in recipes:
+    for i in range(a.runs):  # alternate recipes so drift in machine load hits all of them alike,
+        # each round starting one recipe later, so that none always runs first (after set-up)
+        for r in recipes[i % len(recipes):] + recipes[:i % len(recipes)]:
             if r == "ours":
                 res = ours(a, prep, out, env)
             elif r == "ours_fp32":
@@ -206,6 +207,13 @@ def race(a, prep, out: Path, env: dict) -> dict:
         summary["fastest_candidate"] = best
         summary["ours_over_fastest_candidate"] = round(summary["ours"]["useful_tokens_per_s"]
                                                        / summary[best]["useful_tokens_per_s"], 3)
+        # paired within each round: the guests' speed drifts by ~10% over minutes, which a ratio
+        # of medians taken minutes apart carries and a ratio within one round mostly cancels
+        paired = [x["useful_tokens_per_s"] / max(next(y for y in results[r] if y["run"] == x["run"])
+                                                 ["useful_tokens_per_s"] for r in cands)
+                  for x in results["ours"]]
+        summary["ours_over_fastest_candidate_per_round"] = [round(v, 3) for v in paired]
+        summary["ours_over_fastest_candidate_paired_median"] = round(statistics.median(paired), 3)
     if "ours" in summary:
         for r in recipes:
             if r != "ours" and summary[r].get("useful_tokens_per_s"):
