@@ -210,6 +210,19 @@ class BudgetFitCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         self.schedule.elapsed_seconds = self._elapsed0 + (self.clock() - self._t0)
 
+    def on_log(self, args, state, control, logs=None, **kw):
+        # The Trainer's end-of-training samples/s counts the samples of the max_steps it started
+        # with (the cap), shared out over state.max_steps, which this callback lowered to the
+        # fitted total: scale it back to the samples of the steps actually run.
+        rate, cap = (logs or {}).get("train_samples_per_second"), getattr(self, "_cap", None)
+        if rate is None or not cap or state.max_steps >= cap:
+            return
+        fixed = round(rate * state.max_steps / cap, 3)
+        logs["train_samples_per_second"] = fixed
+        last = state.log_history[-1] if state.log_history else {}
+        if last.get("train_samples_per_second") == rate:  # the Trainer's copy of these logs
+            last["train_samples_per_second"] = fixed
+
     def report(self) -> dict:
         """Figures for run_info.json."""
         s = self.schedule

@@ -506,6 +506,22 @@ def test_stop_after_seconds_with_one_rank_clock_skewed_never_hangs(root):
     assert time.time() - t0 < 240
 
 
+@pytest.mark.slow
+def test_a_time_budget_is_one_schedule_for_every_rank(root):
+    """Two ranks train to --time_budget: the step time is agreed before any data work and rank
+    0's fitted total is every rank's, so both stop at the same step with the schedule
+    finished and final/ saved (a rank stopping alone would leave the other in a collective)."""
+    r = torchrun(root, 2, "--time_budget", "25", "--warmup_steps", "1", "--save_steps", "100000",
+                 timeout=300)
+    ok(r)
+    info = json.loads((run_dir(root) / "run_info.json").read_text())
+    fit = info["time_budget"]
+    assert info["world_size"] == 2 and info["interrupted"] is None
+    assert info["global_step"] == fit["fitted_total_steps"] > 3
+    assert (run_dir(root) / "final" / "model.safetensors").exists()
+    assert "time budget 25 s: about" in r.stdout + r.stderr
+
+
 def _blocks_read(folder: Path) -> list[int]:
     return [int(b) for f in sorted(folder.glob("blocks-rank*.txt"))
             for line in f.read_text().splitlines() for b in line.split()[1:]]

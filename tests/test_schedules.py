@@ -118,6 +118,27 @@ def test_budget_fitted_run_ends_at_the_budget_with_a_finished_schedule(tmp_path)
     assert (tmp_path / f"checkpoint-{st.global_step}").is_dir()  # the Trainer's end-of-run save
     assert any("s per step measured" in m for m in logs)
     assert fit.report()["fitted_total_steps"] == st.global_step
+    # the Trainer's own end-of-training figure counts the steps run, not the 10,000-step cap
+    end = st.log_history[-1]
+    batch = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+    assert end["train_samples_per_second"] == pytest.approx(st.global_step * batch / end["train_runtime"],
+                                                            rel=0.02)
+
+
+def test_the_fitter_runs_before_the_loggers(tmp_path):
+    """report_to integrations and the progress bar come before the Trainer's given callbacks;
+    the fitter is moved ahead of them so they log its corrected figures."""
+    from transformers import Trainer
+
+    from londonlm.training.speed import attach_budget_fit
+
+    fit = BudgetFitCallback(10)
+    trainer = Trainer(model=micro_gpt2(), args=micro_training_args(tmp_path, max_steps=10),
+                      train_dataset=micro_lm_dataset(16), callbacks=[fit])
+    attach_budget_fit(trainer, fit)
+    callbacks = trainer.callback_handler.callbacks
+    assert callbacks[0] is fit and callbacks.count(fit) == 1
+    assert fit.on_total is not None  # resizes the progress bar (when there is one)
 
 
 def test_budget_is_shared_by_a_resumed_run(tmp_path):

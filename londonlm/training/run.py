@@ -16,8 +16,8 @@ from .model import configure_torch, make_model
 from .options import RunOptions
 from .plan import TrainingPlan, plan_run, start_fresh
 from .sampler import DataPosition, Position, StreamSampler
-from .speed import (SpeedPlan, budget_callback, budget_schedule, check_resume_optimizer,
-                    check_time_budget, choose_speed, follow_progress_bar, optimizer_factory)
+from .speed import (SpeedPlan, attach_budget_fit, budget_callback, budget_schedule,
+                    check_resume_optimizer, check_time_budget, choose_speed, optimizer_factory)
 from .summary import Outcome, finish, run_summary
 from .trainer import RunTrainer
 
@@ -101,7 +101,7 @@ def run_training(opts: RunOptions, args) -> dict:
                          callbacks=callbacks, stream=stream, on_batch=testhooks.batch_hook())
     fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)
     if fit is not None:
-        follow_progress_bar(trainer, fit)
+        attach_budget_fit(trainer, fit)
     # --- end multi-process
     outcome = train(trainer, plan, stopper, position, opts.context_length)
     summary = run_summary(opts, args, plan, data, kernels, model, outcome)

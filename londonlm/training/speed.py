@@ -131,11 +131,16 @@ def budget_callback(opts: RunOptions) -> BudgetFitCallback | None:
     return BudgetFitCallback(opts.time_budget, log=log) if opts.time_budget else None
 
 
-def follow_progress_bar(trainer, fit: BudgetFitCallback) -> None:
-    """The Trainer's progress bar shows the fitted step count, not the cap it started with."""
+def attach_budget_fit(trainer, fit: BudgetFitCallback) -> None:
+    """The Trainer's progress bar shows the fitted step count, not the cap it started with;
+    the fitter runs first among the callbacks, so the loggers (``report_to``, the log file,
+    the progress bar) get its corrected end-of-training samples/s."""
     from transformers.trainer_callback import ProgressCallback
 
-    bars = [c for c in trainer.callback_handler.callbacks if isinstance(c, ProgressCallback)]
+    handler = trainer.callback_handler
+    handler.callbacks.remove(fit)
+    handler.callbacks.insert(0, fit)
+    bars = [c for c in handler.callbacks if isinstance(c, ProgressCallback)]
 
     def on_total(total: int) -> None:
         for cb in bars:
