@@ -73,13 +73,19 @@ def _stats_line(s: Sample) -> str:
 
 def _stream_one(lm, prompt, settings, i, out, allow_control_tokens) -> Sample:
     ts = TextStream(lm, prompt, settings, sample_index=i, allow_control_tokens=allow_control_tokens)
+    _write_stream(ts, out)
+    return ts.sample
+
+
+def _write_stream(stream, out: TextIO) -> None:
+    """Writes a generation's text pieces as they come; closing the stream on the way out
+    (Ctrl-C mid-generation included) stops its generating thread too."""
     try:
-        for chunk in ts:
+        for chunk in stream:
             out.write(chunk)
             out.flush()
     finally:
-        ts.close()  # Ctrl-C mid-sample: stop the generating thread too
-    return ts.sample
+        stream.close()
 
 
 def print_generation(lm: LoadedModel, prompt: str, settings: GenerationSettings, out: TextIO, *,
@@ -244,12 +250,7 @@ class ChatSession:
         started = time.monotonic()
         if stream_tokens:
             answer = chat_stream(lm.model, lm.tokenizer, messages, **kwargs)
-            try:
-                for chunk in answer:
-                    out.write(chunk)
-                    out.flush()
-            finally:
-                answer.close()  # Ctrl-C mid-answer: stop the generating thread too
+            _write_stream(answer, out)
             reply = answer.reply
         else:
             reply = chat_reply(lm.model, lm.tokenizer, messages, **kwargs)
