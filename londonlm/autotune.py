@@ -9,8 +9,9 @@ winner moves with the machine (bf16 autocast helps where the CPU has native bf16
 loss helped on Zen 4 and not on Zen 5). ``--autotune off`` keeps those rules, ``on`` (default)
 measures once and reuses the cache, ``refresh`` measures again; a setting the user gave
 explicitly is never overridden, only the remaining ones are measured. The probe is a few
-steps per candidate (one warm-up, three timed, cut short when clearly slower), meant to stay
-under a tenth of a tiny-preset run.
+steps per candidate (one warm-up, three timed, interleaved round by round so that a drifting
+machine cannot decide the winner; cut short when clearly slower), meant to stay under a tenth
+of a tiny-preset run.
 """
 from __future__ import annotations
 
@@ -179,73 +180,131 @@ def save_cache(path: Path, entries: dict) -> None:
     write_json_atomic(path, {"format": CACHE_FORMAT, "version": CACHE_VERSION, "entries": entries})
 
 
-def time_candidate(cand: Candidate, shape, batch_size: int, *, warmup_steps: int = 1,
-                   timed_steps: int = 3, give_up_after: float | None = None,
-                   dropout: float = 0.0) -> list[float]:
-    """Seconds of each timed training step (forward, backward, AdamW step) of ``cand`` on a
-    fresh model of ``shape`` fed random tokens. Stops after the first timed step when that
-    alone exceeds ``give_up_after`` (a candidate clearly slower than the best so far)."""
-    import torch
+class StepTimer:
+    """Times single training steps (forward, backward, AdamW step, on random tokens) of any
+    candidate on one model of ``shape``, switching the attention kernel, the loss and autocast
+    between steps. Sharing one model means every candidate runs on the same weights, memory
+    and allocator state, and lets the probe interleave the candidates' steps (see ``probe``)."""
 
-    from .fused_loss import enable_fused_loss
-    from .modeling import build_model
+    def __init__(self, shape, batch_size: int, dropout: float = 0.0):
+        import torch
 
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cand.precision)
-    model = build_model(shape, 0, 0, 0, dropout=dropout, attn_implementation=cand.attn_implementation)
-    model.to(device).train()
-    if cand.fused_loss:
-        enable_fused_loss(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda or None)
-    x = torch.randint(0, shape.vocab_size, (batch_size, shape.n_positions), device=device)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    times = []
-    for i in range(warmup_steps + timed_steps):
+        from .fused_loss import enable_fused_loss
+        from .modeling import build_model
+
+        self.cuda = torch.cuda.is_available()
+        self.device = torch.device("cuda" if self.cuda else "cpu")
+        self.model = build_model(shape, 0, 0, 0, dropout=dropout).to(self.device).train()
+        self.stock_forward = self.model.forward
+        self.fused_forward = enable_fused_loss(self.model).forward
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=self.cuda or None)
+        self.x = torch.randint(0, shape.vocab_size, (batch_size, shape.n_positions), device=self.device)
+
+    def __call__(self, cand: Candidate) -> float:
+        import torch
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cand.precision)
+        if self.model.config._attn_implementation != cand.attn_implementation:
+            self.model.set_attn_implementation(cand.attn_implementation)
+        forward = self.fused_forward if cand.fused_loss else self.stock_forward
+        sync = torch.cuda.synchronize if self.cuda else (lambda: None)
         sync()
         t = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = model(input_ids=x, labels=x).loss
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = forward(input_ids=self.x, labels=self.x).loss
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         sync()
-        if i >= warmup_steps:
-            times.append(time.perf_counter() - t)
-            if give_up_after is not None and times[-1] > give_up_after:
-                break
-    return times
+        return time.perf_counter() - t
+
+
+def time_candidate(cand: Candidate, shape, batch_size: int, *, warmup_steps: int = 1,
+                   timed_steps: int = 3) -> list[float]:
+    """Seconds of each of ``timed_steps`` training steps of ``cand`` alone, after
+    ``warmup_steps`` untimed ones (the step-time estimate of a run whose settings are fixed)."""
+    timer = StepTimer(shape, batch_size)
+    return [t for i, t in enumerate(timer(cand) for _ in range(warmup_steps + timed_steps))
+            if i >= warmup_steps]
 
 
 def probe(cands: list[Candidate], shape, batch_size: int, *, max_seconds: float = 30.0,
-          log: Callable[[str], None] = print, timer: Callable = time_candidate) -> dict:
+          rounds: int = 3, log: Callable[[str], None] = print,
+          timer: Callable = StepTimer) -> dict:
     """Figures ``{label: {"step_seconds", "timed_steps"[, "cut"]}}`` (or ``{"error"}``) for the
-    candidates timed within ``max_seconds``; the training RNG streams are left untouched."""
+    candidates timed within ``max_seconds``; the training RNG streams are left untouched.
+
+    One untimed warm-up step per candidate (kernel selection, allocator growth), then up to
+    ``rounds`` rounds of one timed step per candidate, each round starting one candidate
+    later. Interleaved, a machine whose speed drifts (a VM's neighbours, clock changes) slows
+    every candidate alike; timed one after another, the drift would decide between candidates
+    a few percent apart. After the first round, a candidate over 1.3x the best is dropped."""
     import torch
 
-    figures: dict[str, dict] = {}
-    t0, best = time.perf_counter(), None
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
-        for cand in cands:
-            if figures and time.perf_counter() - t0 > max_seconds:
-                log(f"autotune: probe time cap of {max_seconds:g} s reached; "
-                    f"{len(cands) - len(figures)} candidate(s) left for the next run")
-                break
-            try:
-                times = timer(cand, shape, batch_size,
-                              give_up_after=None if best is None else 1.3 * best)
-            except (RuntimeError, ValueError, NotImplementedError) as e:  # OOM, unsupported kernel
-                figures[cand.label] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
-                _free_gpu_memory()
-                continue
-            sec = statistics.median(times)
-            figures[cand.label] = {"step_seconds": round(sec, 5), "timed_steps": len(times)}
-            if best is not None and len(times) == 1 and sec > 1.3 * best:
-                figures[cand.label]["cut"] = True
-            best = sec if best is None else min(best, sec)
-            _free_gpu_memory()
+        try:
+            step = timer(shape, batch_size)
+        except (RuntimeError, ValueError, NotImplementedError) as e:  # OOM building the model
+            return {c.label: {"error": f"{type(e).__name__}: {str(e)[:200]}"} for c in cands}
+        figures, deadline = {}, time.perf_counter() + max_seconds
+        warmed = _warm_up(step, cands, figures, deadline)
+        if len(figures) + len(warmed) < len(cands):
+            log(f"autotune: probe time cap of {max_seconds:g} s reached; "
+                f"{len(cands) - len(warmed) - len(figures)} candidate(s) left for the next run")
+        times = _interleaved_rounds(step, warmed, figures, rounds, deadline)
+        for label, ts in times.items():
+            figures[label] = {"step_seconds": round(statistics.median(ts), 5), "timed_steps": len(ts)}
+        del step
+        _free_gpu_memory()
     return figures
+
+
+def _warm_up(step: Callable, cands: list[Candidate], figures: dict,
+             deadline: float) -> list[Candidate]:
+    """One untimed step of each candidate, in order, until the time cap (the first always);
+    returns those that ran (a failure goes to ``figures``)."""
+    warmed = []
+    for i, cand in enumerate(cands):
+        if i and time.perf_counter() > deadline:
+            break
+        if _step_or_error(step, cand, figures) is not None:
+            warmed.append(cand)
+    return warmed
+
+
+def _interleaved_rounds(step: Callable, active: list[Candidate], figures: dict, rounds: int,
+                        deadline: float) -> dict[str, list[float]]:
+    """Step times per candidate label: each round one step of every candidate still in the
+    race, starting one candidate later than the round before; after the first round those
+    over 1.3x the best go to ``figures`` as cut short."""
+    times: dict[str, list[float]] = {c.label: [] for c in active}
+    for r in range(rounds):
+        if not active or (r and time.perf_counter() > deadline):
+            break
+        for cand in active[r % len(active):] + active[:r % len(active)]:
+            sec = _step_or_error(step, cand, figures)
+            if sec is not None:
+                times[cand.label].append(sec)
+        active = [c for c in active if c.label not in figures]  # a step failed: out
+        if r == 0 and active:
+            best = min(times[c.label][0] for c in active)
+            for c in [c for c in active if times[c.label][0] > 1.3 * best]:
+                figures[c.label] = {"step_seconds": round(times[c.label][0], 5), "timed_steps": 1,
+                                    "cut": True}
+                active.remove(c)
+    return {c.label: times[c.label] for c in active}
+
+
+def _step_or_error(step: Callable, cand: Candidate, figures: dict) -> float | None:
+    """One step of ``cand``; a failure (OOM, a kernel this device lacks) is recorded in
+    ``figures`` as that candidate's result and returns None."""
+    try:
+        return step(cand)
+    except (RuntimeError, ValueError, NotImplementedError) as e:
+        figures[cand.label] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+        _free_gpu_memory()
+        return None
 
 
 def _free_gpu_memory() -> None:
@@ -293,7 +352,7 @@ def _machine(dev: dict) -> tuple[bool, bool]:
 def resolve_speed_settings(mode: str, shape, batch_size: int, explicit: dict | None = None, *,
                            cache_path: Path | None = None, world_size: int = 1,
                            max_probe_seconds: float = 60.0, log: Callable[[str], None] = print,
-                           timer: Callable = time_candidate) -> SpeedChoice:
+                           timer: Callable = StepTimer) -> SpeedChoice:
     """Precision, attention kernel and fused loss for a run of ``shape`` at ``batch_size``.
     ``explicit`` holds the settings the user gave (keys ``precision``, ``attn_implementation``,
     ``fused_loss``): they always win and only the others are chosen."""

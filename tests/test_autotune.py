@@ -16,14 +16,25 @@ SHAPE = ModelShape(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=64
 
 
 class FakeTimer:
-    """Step times per candidate label, without running a model; counts what it timed."""
+    """Step times per candidate label, without running a model. ``timed``: the candidates it
+    was asked to time, in first-seen order; ``steps``: every step, in order. ``drift``: the
+    machine slows by this fraction of a step's time with each step taken."""
 
-    def __init__(self, seconds: dict[str, float], default: float = 1.0):
-        self.seconds, self.default, self.timed = seconds, default, []
+    def __init__(self, seconds: dict[str, float], default: float = 1.0, drift: float = 0.0,
+                 fail: tuple[str, ...] = ()):
+        self.seconds, self.default, self.drift, self.fail = seconds, default, drift, fail
+        self.timed, self.steps = [], []
 
-    def __call__(self, cand, shape, batch_size, give_up_after=None):
-        self.timed.append(cand.label)
-        return [self.seconds.get(cand.label, self.default)] * 3
+    def __call__(self, shape, batch_size):
+        return self.step
+
+    def step(self, cand):
+        if cand.label not in self.timed:
+            self.timed.append(cand.label)
+        self.steps.append(cand.label)
+        if cand.label in self.fail:
+            raise RuntimeError("out of memory")
+        return self.seconds.get(cand.label, self.default) * (1 + self.drift * len(self.steps))
 
 
 @pytest.fixture
@@ -169,5 +180,51 @@ def test_real_probe_times_steps_and_keeps_training_rng_untouched():
                              SHAPE, 2, max_seconds=600, log=print)  # no cap on a loaded machine
     assert torch.equal(torch.rand(3), expected)
     assert all(f["step_seconds"] > 0 for f in figures.values()) and len(figures) == 2
-    cut = autotune.time_candidate(Candidate("fp32", "sdpa", False), SHAPE, 2, give_up_after=0.0)
-    assert len(cut) == 1
+    assert all(f["timed_steps"] == 3 or f.get("cut") for f in figures.values())
+    assert len(autotune.time_candidate(Candidate("fp32", "sdpa", False), SHAPE, 2, timed_steps=2)) == 2
+
+
+A, B, C = (Candidate("fp32", "sdpa", False), Candidate("fp32", "eager", True),
+           Candidate("fp32", "sdpa", True))
+
+
+def test_probe_interleaves_candidates_round_by_round():
+    timer = FakeTimer({})
+    figures = autotune.probe([A, B, C], SHAPE, 2, max_seconds=600, timer=timer)
+    a, b, c = A.label, B.label, C.label
+    # one warm-up step each, then three rounds, each starting one candidate later
+    assert timer.steps == [a, b, c, a, b, c, b, c, a, c, a, b]
+    assert all(f == {"step_seconds": 1.0, "timed_steps": 3} for f in figures.values())
+
+
+def test_a_drifting_machine_does_not_decide_the_winner():
+    """B is 10% faster, but the machine slows by 10% of a step with every step: timed one
+    candidate after the other, A (timed first, on the faster machine) would win."""
+    timer = FakeTimer({A.label: 1.0, B.label: 0.9}, drift=0.1)
+    figures = autotune.probe([A, B], SHAPE, 2, max_seconds=600, timer=timer)
+    assert autotune.fastest([A, B], figures) == B
+    sequential = FakeTimer({A.label: 1.0, B.label: 0.9}, drift=0.1)
+    step = sequential(SHAPE, 2)
+    per_cand = {c.label: sorted(step(c) for _ in range(4))[1:][1] for c in (A, B)}
+    assert per_cand[A.label] < per_cand[B.label]  # what the one-after-another probe measured
+
+
+def test_a_clearly_slower_candidate_is_cut_after_one_timed_step_and_a_failing_one_recorded():
+    timer = FakeTimer({A.label: 1.0, B.label: 2.0}, fail=(C.label,))
+    figures = autotune.probe([A, B, C], SHAPE, 2, max_seconds=600, timer=timer)
+    assert figures[B.label] == {"step_seconds": 2.0, "timed_steps": 1, "cut": True}
+    assert figures[C.label]["error"].startswith("RuntimeError: out of memory")
+    assert figures[A.label]["timed_steps"] == 3 and timer.steps.count(C.label) == 1
+
+
+def test_the_step_timer_switches_attention_and_loss_on_one_model(monkeypatch):
+    from londonlm import fused_loss
+
+    calls = []
+    real = fused_loss.linear_cross_entropy
+    monkeypatch.setattr(fused_loss, "linear_cross_entropy", lambda *a: calls.append(1) or real(*a))
+    step = autotune.StepTimer(SHAPE, 2)
+    assert step(Candidate("fp32", "eager", True)) > 0
+    assert step.model.config._attn_implementation == "eager" and calls == [1]
+    step(Candidate("fp32", "sdpa", False))
+    assert step.model.config._attn_implementation == "sdpa" and calls == [1]
