@@ -186,7 +186,7 @@ class StepTimer:
     between steps. Sharing one model means every candidate runs on the same weights, memory
     and allocator state, and lets the probe interleave the candidates' steps (see ``probe``)."""
 
-    def __init__(self, shape, batch_size: int, dropout: float = 0.0):
+    def __init__(self, shape, batch_size: int):
         import torch
 
         from .fused_loss import enable_fused_loss
@@ -194,7 +194,7 @@ class StepTimer:
 
         self.cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.cuda else "cpu")
-        self.model = build_model(shape, 0, 0, 0, dropout=dropout).to(self.device).train()
+        self.model = build_model(shape, 0, 0, 0).to(self.device).train()
         self.stock_forward = self.model.forward
         self.fused_forward = enable_fused_loss(self.model).forward
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=self.cuda or None)
@@ -238,7 +238,9 @@ def probe(cands: list[Candidate], shape, batch_size: int, *, max_seconds: float 
     ``rounds`` rounds of one timed step per candidate, each round starting one candidate
     later. Interleaved, a machine whose speed drifts (a VM's neighbours, clock changes) slows
     every candidate alike; timed one after another, the drift would decide between candidates
-    a few percent apart. After the first round, a candidate over 1.3x the best is dropped."""
+    a few percent apart. After the first round, a candidate over 1.3x the best is dropped.
+    ``timer(shape, batch_size)`` builds the step timer, a callable ``candidate -> seconds``
+    (``StepTimer``; tests pass a fake)."""
     import torch
 
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
