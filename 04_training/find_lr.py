@@ -17,9 +17,18 @@ except ModuleNotFoundError:  # started by an interpreter without the project ins
 from londonlm.errors import run_main
 
 
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def parse(argv):
     t = config.TRAINING
-    p = argparse.ArgumentParser(prog="find_lr.py", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="find_lr.py", description=__doc__.splitlines()[0],
+                                allow_abbrev=False)
     p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS))
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--run_name", help="run folder whose token cache is used/built (default: preset)")
@@ -33,6 +42,10 @@ def parse(argv):
     for k in ("n_layer", "n_head", "n_embd", "max_length"):
         p.add_argument(f"--{k}", type=int, help="override the preset's (as in training)")
     p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--bf16", type=_bool, help="true: bf16 autocast (emulated on CPUs without native "
+                                               "bf16), false: fp32 (default: as training chooses)")
+    p.add_argument("--autotune", choices=("off", "on", "refresh"), default="off",
+                   help="measure the speed settings as training does (default: off, fixed rules)")
     a = p.parse_args(argv)
     if not 0 < a.min_lr < a.max_lr:
         p.error("need 0 < --min_lr < --max_lr")
@@ -59,7 +72,8 @@ def main(argv=None) -> int:
         weight_decay=preset.weight_decay, max_grad_norm=preset.max_grad_norm,
         preset_learning_rate=preset.learning_rate, min_lr=a.min_lr, max_lr=a.max_lr,
         steps=a.steps, smoothing=t.lr_find_smoothing, diverge_factor=t.lr_find_diverge_factor,
-        seed=a.seed))
+        seed=a.seed, precision=None if a.bf16 is None else "bf16" if a.bf16 else "fp32",
+        autotune=a.autotune))
     if res.stopped_early:
         print(f"stopped: {res.stopped_early}")
     print(f"{s['steps_run']} steps in {s['seconds']:.0f}s; steepest descent at {s['steepest_lr']:.3g}, "

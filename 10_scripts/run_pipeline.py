@@ -8,6 +8,7 @@ fine-tuning, chat evaluation): --chat auto (default) adds it when dialogue is fo
     python 10_scripts/run_pipeline.py
 """
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 try:
@@ -21,6 +22,7 @@ from londonlm.chat.finetune import ChatTrainOptions
 from londonlm.pipeline import CHAT_MODES, ChatStep, PipelinePlan, run_pipeline
 from londonlm.train_args import parse_train_flags
 from londonlm.training import make_job
+from londonlm.training.options import given_precision
 
 
 def parse(argv):
@@ -43,22 +45,30 @@ def parse(argv):
     return p.parse_known_args(argv)
 
 
+def chat_training(chat_preset: dict, flags) -> ChatTrainOptions:
+    """The chat preset, trained with the speed settings the pipeline's command line gave
+    (--bf16 true|false, --attn_implementation, --fused_loss, --autotune)."""
+    return replace(ChatTrainOptions(**chat_preset), precision=given_precision(flags),
+                   attn_implementation=flags.speed.attn_implementation,
+                   fused_loss=flags.speed.fused_loss, autotune=flags.speed.autotune)
+
+
 def main(argv=None) -> int:
     a, extra = parse(argv)
     preset = config.get_preset(a.preset)
     layout = config.get_layout(a.root)
     run_name = a.run_name or a.preset
-    chat_preset = config.CHAT_PRESETS.get(a.preset)
-    chat_src = a.chat_source_dir or a.source_dir
-    chat = ChatStep(a.chat, Path(chat_src) if chat_src else None, layout.chat_data_dir,
-                    layout.chat_run(run_name), ChatTrainOptions(**chat_preset) if chat_preset else None,
-                    ChatEvalOptions(bait_limit=a.chat_bait_limit,  # answers leave room for the question
-                                    max_new_tokens=min(ChatEvalOptions.max_new_tokens, preset.context_length // 4)))
     defaults = config.train_defaults(a.preset, layout)
     flags = parse_train_flags(extra, prog="run_pipeline.py").override(
         preset=a.preset, run_name_dir=run_name,
         **({"max_steps": a.max_steps} if a.max_steps else {}),
         **({"era_tokens": False} if a.no_era_tokens else {}))
+    chat_preset = config.CHAT_PRESETS.get(a.preset)
+    chat_src = a.chat_source_dir or a.source_dir
+    chat = ChatStep(a.chat, Path(chat_src) if chat_src else None, layout.chat_data_dir,
+                    layout.chat_run(run_name), chat_training(chat_preset, flags) if chat_preset else None,
+                    ChatEvalOptions(bait_limit=a.chat_bait_limit,  # answers leave room for the question
+                                    max_new_tokens=min(ChatEvalOptions.max_new_tokens, preset.context_length // 4)))
     plan = PipelinePlan(
         processed_dir=layout.processed_dir, metadata_dir=layout.metadata_dir,
         tokenizer_dir=layout.tokenizer_dir(config.TOKENIZER.name),

@@ -4,8 +4,9 @@ training loss against the learning rate shows where learning starts, where it is
 and where it diverges. Writes a CSV table, a PNG plot and a JSON summary with a suggestion.
 
 The model is freshly initialised and thrown away; nothing is written to the run's
-checkpoints. AdamW with the training stage's betas and weight decay, no warmup (the ramp
-itself starts tiny), gradient clipping as in training.
+checkpoints. It trains through the training package's Trainer (:mod:`londonlm.training.loop`):
+the same precision policy (``--bf16``, ``--autotune``), kernels, AdamW with the training
+stage's betas and weight decay, gradient clipping; no warmup (the ramp itself starts tiny).
 """
 from __future__ import annotations
 
@@ -58,54 +59,49 @@ def suggest_lr(lrs: list[float], smoothed: list[float], skip_start: int = 3) -> 
             "min_smoothed_loss": smoothed[i_min]}
 
 
-def run_lr_sweep(model, blocks, batch_size: int, lrs: list[float], *, weight_decay: float = 0.1,
-                 betas=(0.9, 0.95), max_grad_norm: float = 1.0, smoothing: float = 0.98,
-                 diverge_factor: float = 4.0, seed: int = 0, device: str = "cpu",
-                 log=print) -> LRFindResult:
-    """Train ``model`` one step per learning rate in ``lrs`` on random batches of ``blocks``
-    (a dataset of ``{"input_ids", "labels"}``); stop once the smoothed loss exceeds
-    ``diverge_factor`` x its minimum."""
-    import torch
+class ExponentialRamp:
+    """The ramp as a ``LambdaLR`` factor over the base rate ``min_lr``: step i trains at
+    ``lr_schedule(min_lr, max_lr, steps)[i]``."""
 
-    g = torch.Generator().manual_seed(seed)
-    model.to(device).train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lrs[0], betas=betas)
-    res = LRFindResult()
-    avg, best, t0 = 0.0, float("inf"), time.time()
-    n = len(blocks)
-    for i, lr in enumerate(lrs):
-        for group in opt.param_groups:
-            group["lr"] = lr
-        idx = torch.randint(0, n, (batch_size,), generator=g).tolist()
-        batch = [blocks[j] for j in idx]
-        ids = torch.stack([b["input_ids"] for b in batch]).to(device)
-        labels = torch.stack([b["labels"] for b in batch]).to(device)
-        loss = model(input_ids=ids, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        opt.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            res.stopped_early = f"loss became {value} at lr {lr:.3g}"
-            break
-        avg = smoothing * avg + (1 - smoothing) * value
-        sm = avg / (1 - smoothing ** (i + 1))
-        res.lrs.append(lr)
-        res.losses.append(value)
-        res.smoothed.append(sm)
-        best = min(best, sm)
-        if i and i % max(1, len(lrs) // 10) == 0:
-            log(f"  step {i:>4}/{len(lrs)}  lr {lr:.3g}  loss {value:.4f}  smoothed {sm:.4f}")
-        if i > 5 and sm > diverge_factor * best:
-            res.stopped_early = f"smoothed loss {sm:.3f} > {diverge_factor:g} x minimum at lr {lr:.3g}"
-            break
-    res.seconds = round(time.time() - t0, 1)
-    res.suggestion = suggest_lr(res.lrs, res.smoothed)
-    return res
+    def __init__(self, min_lr: float, max_lr: float, steps: int):
+        self.lrs = lr_schedule(min_lr, max_lr, steps)
+
+    def __call__(self, step: int) -> float:
+        return self.lrs[min(step, len(self.lrs) - 1)] / self.lrs[0]
+
+
+def sweep_recorder(res: LRFindResult, lrs: list[float], *, smoothing: float, diverge_factor: float,
+                   log=print):
+    """A Trainer callback that records each step's loss (logged every step) at the rate it
+    trained with, smooths it, and stops the run once the loss is not finite or the smoothed
+    loss exceeds ``diverge_factor`` x its minimum."""
+    from transformers import TrainerCallback
+
+    class SweepRecorder(TrainerCallback):
+        avg, best = 0.0, float("inf")
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs:
+                return
+            i = state.global_step - 1
+            lr, value = lrs[i], float(logs["loss"])
+            if not math.isfinite(value):
+                res.stopped_early = f"loss became {value} at lr {lr:.3g}"
+                control.should_training_stop = True
+                return
+            self.avg = smoothing * self.avg + (1 - smoothing) * value
+            sm = self.avg / (1 - smoothing ** (i + 1))
+            res.lrs.append(lr)
+            res.losses.append(value)
+            res.smoothed.append(sm)
+            self.best = min(self.best, sm)
+            if i and i % max(1, len(lrs) // 10) == 0:
+                log(f"  step {i:>4}/{len(lrs)}  lr {lr:.3g}  loss {value:.4f}  smoothed {sm:.4f}")
+            if i > 5 and sm > diverge_factor * self.best:
+                res.stopped_early = f"smoothed loss {sm:.3f} > {diverge_factor:g} x minimum at lr {lr:.3g}"
+                control.should_training_stop = True
+
+    return SweepRecorder()
 
 
 def write_lr_find(res: LRFindResult, out_dir: str | Path, title: str = "",
@@ -171,18 +167,43 @@ class LRFindOptions:
     smoothing: float = 0.98
     diverge_factor: float = 4.0
     seed: int = 0
+    precision: str | None = None    # fp32/bf16 given on the command line; None: the machine's
+    autotune: str = "off"           # the sweep is short: fixed rules unless asked to measure
+
+
+def sweep_arguments(o: LRFindOptions, output_dir: str):
+    """The sweep's ``TrainingArguments``: one logged step per rate, nothing saved or evaluated;
+    NaN losses are logged as they are (the Trainer would otherwise average them away)."""
+    import torch
+
+    from .training.loop import make_training_arguments
+
+    cuda = torch.cuda.is_available()
+    return make_training_arguments(dict(
+        output_dir=output_dir, max_steps=o.steps, per_device_train_batch_size=o.batch_size,
+        learning_rate=o.min_lr, lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm, adam_beta2=0.95,
+        save_strategy="no", eval_strategy="no", logging_steps=1, logging_nan_inf_filter=False,
+        report_to=[], seed=o.seed, data_seed=o.seed, disable_tqdm=True, dataloader_num_workers=0,
+        optim="adamw_torch_fused" if cuda else "adamw_torch"))
 
 
 def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:
     """Build the preset's model fresh, ramp the learning rate over the run's training blocks,
     write the table, plot and summary to ``o.output_dir``. The model is discarded."""
-    import torch
+    import tempfile
+
+    from transformers import PrinterCallback, default_data_collator
 
     from .modeling import ModelShape, build_model, padded_vocab
     from .training.data import cached_tokens, load_blocks
+    from .training.finetune import apply_kernels
+    from .training.loop import RunControl, build_trainer, common_callbacks
     from .training.model import configure_torch
     from .training.options import RunOptions
     from .training.plan import load_tokenizer, validated
+    from .training.sampler import Position, StreamSampler
+    from .training.speed import SpeedOptions, choose_speed
 
     tok = load_tokenizer(o.tokenizer_dir)
     shape = validated(ModelShape(o.n_layer, o.n_head, o.n_embd, o.context_length,
@@ -195,15 +216,33 @@ def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:
     meta, _ = cached_tokens(run_opts, tok, progress=False)
     blocks = load_blocks(o.run.cache_dir, "train", meta, o.context_length)
     configure_torch()  # as training does: one thread per physical core
-    model = build_model(shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
-                        dropout=o.dropout, seed=o.seed)
-    res = run_lr_sweep(model, blocks, o.batch_size, lr_schedule(o.min_lr, o.max_lr, o.steps),
-                       weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm,
-                       smoothing=o.smoothing, diverge_factor=o.diverge_factor, seed=o.seed,
-                       device="cuda" if torch.cuda.is_available() else "cpu", log=log)
+    ramp, res = ExponentialRamp(o.min_lr, o.max_lr, o.steps), LRFindResult()
+    speed_options = SpeedOptions(o.autotune, 30.0, o.precision)
+    with tempfile.TemporaryDirectory(prefix="lr_find-") as tmp:
+        args = sweep_arguments(o, tmp)
+        speed = choose_speed(speed_options, args, shape, 1, {})
+        model = build_model(shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
+                            dropout=o.dropout, attn_implementation=speed.kernels.attn, seed=o.seed)
+        apply_kernels(model, speed.kernels)
+        stream = StreamSampler(len(blocks), o.seed, 0, o.batch_size)
+        callbacks, _ = common_callbacks(
+            args, flops_per_token=shape.flops_per_token(), tokens_per_step=o.batch_size * o.context_length,
+            world=1, position=Position(0, 0, o.batch_size), stream=stream,
+            tokens_per_sample=o.context_length, control=RunControl(),
+            extra=[sweep_recorder(res, ramp.lrs, smoothing=o.smoothing,
+                                  diverge_factor=o.diverge_factor, log=log)])
+        trainer = build_trainer(model, args, train=blocks, eval_dataset=None,
+                                collator=default_data_collator, callbacks=callbacks, stream=stream,
+                                speed=speed_options, schedule=ramp)
+        trainer.remove_callback(PrinterCallback)
+        t0 = time.time()
+        trainer.train()
+        res.seconds = round(time.time() - t0, 1)
+    res.suggestion = suggest_lr(res.lrs, res.smoothed)
     summary = write_lr_find(res, o.output_dir,
                             title=f"LR range test: {o.preset} preset ({shape.n_params / 1e6:.1f}M)",
                             extra={"preset": o.preset, "batch_size": o.batch_size,
                                    "context_length": o.context_length,
-                                   "preset_learning_rate": o.preset_learning_rate})
+                                   "preset_learning_rate": o.preset_learning_rate,
+                                   "precision": speed.kernels.precision})
     return summary, res

@@ -222,14 +222,14 @@ def _chat_inputs_changed(base_final: Path, step: ChatStep) -> str:
     """Why the chat run on disk was made from another base, dataset or settings ("" when it
     was not, or there is none): it then starts over, as the training stage does, instead of
     refusing to resume."""
-    from .chat.finetune import CHAT_FORMAT, fingerprints
+    from .chat.finetune import fingerprints
 
     if not step.run.run_info.exists():
         return ""
     info = step.run.read_run_info()
     now = fingerprints(base_final, step.data_dir)
     changed = [k for k in sorted(now) if (info.get("inputs") or {}).get(k) != now[k]]
-    if json.loads(json.dumps({"format": CHAT_FORMAT, **asdict(step.options)})) != info.get("settings"):
+    if step.options.settings() != info.get("settings"):
         changed.append("settings")
     return f"{', '.join(changed)} changed" if changed else ""
 

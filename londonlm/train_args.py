@@ -33,23 +33,6 @@ class ModelArguments:
     resize_embeddings: bool = field(default=False, metadata={
         "help": "With --init_from: accept a tokenizer that differs from the weights' and resize the "
                 "embeddings to it."})
-    attn_implementation: str = field(default="auto", metadata={
-        "help": "Attention kernel: auto (eager on CPU in bf16, where it measured faster than "
-                "PyTorch's CPU flash kernel; sdpa otherwise), sdpa (PyTorch scaled-dot-product / "
-                "flash), eager."})
-    fused_loss: str = field(default="auto", metadata={
-        "help": "Fused LM-head + cross-entropy that never keeps the full logits (auto: on for CPU "
-                "training in bf16, where it measured faster; off in CPU fp32, where it did not, and "
-                "on GPU until measured there), on, off."})
-    autotune: Optional[str] = field(default=None, metadata={
-        "help": "Speed settings (precision, attention kernel, fused loss) measured on this machine: "
-                "on (measure once per machine and model shape, cache the winner under "
-                "~/.cache/londonlm/autotune.json, reuse it), refresh (measure again), off (fixed "
-                "rules by CPU/GPU type). Flags you give (--bf16, --attn_implementation, "
-                "--fused_loss) always win. Default: $LONDONLM_AUTOTUNE, else on."})
-    optimizer: Optional[str] = field(default=None, metadata={
-        "help": "adamw, or muon (Muon on the hidden weight matrices, AdamW on embeddings, norms "
-                "and biases); also accepted as --optim muon|adamw. Default: the preset's (adamw)."})
 
     def __post_init__(self):
         for k in ("n_layer", "n_head", "n_embd", "max_length", "vocab_size"):
@@ -58,15 +41,6 @@ class ModelArguments:
                 raise UsageError(f"--{k} must be positive, got {v}")
         if self.n_head and self.n_embd and self.n_embd % self.n_head:
             raise UsageError(f"--n_embd {self.n_embd} is not divisible by --n_head {self.n_head}")
-        if self.attn_implementation not in ("auto", "sdpa", "eager"):
-            raise UsageError(f"--attn_implementation must be auto, sdpa or eager, got "
-                             f"{self.attn_implementation!r}")
-        if self.fused_loss not in ("auto", "on", "off"):
-            raise UsageError(f"--fused_loss must be auto, on or off, got {self.fused_loss!r}")
-        if self.autotune is not None and self.autotune not in ("off", "on", "refresh"):
-            raise UsageError(f"--autotune must be off, on or refresh, got {self.autotune!r}")
-        if self.optimizer is not None and self.optimizer not in ("adamw", "muon"):
-            raise UsageError(f"--optim/--optimizer must be adamw or muon, got {self.optimizer!r}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
 
@@ -94,13 +68,64 @@ class DataArguments:
         "help": "Per-device batch size (alias of --per_device_train_batch_size)."})
     eval_max_batches: Optional[int] = field(default=None, metadata={
         "help": "Evaluate on at most this many validation batches (0 = the whole split)."})
-    fresh: bool = field(default=False, metadata={
-        "help": "Start over: move existing checkpoints aside (never deleted) and train from scratch."})
     save_best: bool = field(default=False, metadata={
         "help": "Save a checkpoint whenever the validation loss improves and keep a copy of the "
                 "best one in best/ (with best_info.json), beside the last --save_total_limit."})
     early_stopping_patience: int = field(default=0, metadata={
         "help": "Stop after this many evaluations without validation-loss improvement (0 = off)."})
+    list_checkpoints: bool = field(default=False, metadata={
+        "help": "List this run's checkpoints (step, loss, time, validity) and exit."})
+
+    def __post_init__(self):
+        if self.use_pretokenized and self.no_pretokenized:
+            raise UsageError("--use_pretokenized and --no_pretokenized contradict each other")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise UsageError(f"--batch_size must be positive, got {self.batch_size}")
+    @property
+    def cache_mode(self) -> str:
+        return "require" if self.use_pretokenized else "rebuild" if self.no_pretokenized else "auto"
+
+
+@dataclass
+class SpeedArguments:
+    """How fast a run trains, for every training job (pre-training, chat, the grid)."""
+
+    attn_implementation: str = field(default="auto", metadata={
+        "help": "Attention kernel: auto (eager on CPU in bf16, where it measured faster than "
+                "PyTorch's CPU flash kernel; sdpa otherwise), sdpa (PyTorch scaled-dot-product / "
+                "flash), eager."})
+    fused_loss: str = field(default="auto", metadata={
+        "help": "Fused LM-head + cross-entropy that never keeps the full logits (auto: on for CPU "
+                "training in bf16, where it measured faster; off in CPU fp32, where it did not, and "
+                "on GPU until measured there), on, off."})
+    autotune: Optional[str] = field(default=None, metadata={
+        "help": "Speed settings (precision, attention kernel, fused loss) measured on this machine: "
+                "on (measure once per machine and model shape, cache the winner under "
+                "~/.cache/londonlm/autotune.json, reuse it), refresh (measure again), off (fixed "
+                "rules by CPU/GPU type). Flags you give (--bf16, --attn_implementation, "
+                "--fused_loss) always win. Default: $LONDONLM_AUTOTUNE, else on."})
+    optimizer: Optional[str] = field(default=None, metadata={
+        "help": "adamw, or muon (Muon on the hidden weight matrices, AdamW on embeddings, norms "
+                "and biases); also accepted as --optim muon|adamw. Default: the preset's (adamw)."})
+
+    def __post_init__(self):
+        if self.attn_implementation not in ("auto", "sdpa", "eager"):
+            raise UsageError(f"--attn_implementation must be auto, sdpa or eager, got "
+                             f"{self.attn_implementation!r}")
+        if self.fused_loss not in ("auto", "on", "off"):
+            raise UsageError(f"--fused_loss must be auto, on or off, got {self.fused_loss!r}")
+        if self.autotune is not None and self.autotune not in ("off", "on", "refresh"):
+            raise UsageError(f"--autotune must be off, on or refresh, got {self.autotune!r}")
+        if self.optimizer is not None and self.optimizer not in ("adamw", "muon"):
+            raise UsageError(f"--optim/--optimizer must be adamw or muon, got {self.optimizer!r}")
+
+
+@dataclass
+class RunControlArguments:
+    """When a run starts over, stops and ends, for every training job."""
+
+    fresh: bool = field(default=False, metadata={
+        "help": "Start over: move existing checkpoints aside (never deleted) and train from scratch."})
     time_budget: float = field(default=0.0, metadata={
         "help": "Train for this many seconds: the step time is measured and a warmup-stable-decay "
                 "schedule fitted so that its decay ends at the budget (within one step); the run "
@@ -116,24 +141,16 @@ class DataArguments:
     stop_after_steps: int = field(default=0, metadata={
         "help": "Stop with a checkpoint once this invocation reaches this global step, keeping the "
                 "--max_steps schedule (for preemptible machines and chunked runs; 0 = off)."})
-    list_checkpoints: bool = field(default=False, metadata={
-        "help": "List this run's checkpoints (step, loss, time, validity) and exit."})
 
     def __post_init__(self):
-        if self.use_pretokenized and self.no_pretokenized:
-            raise UsageError("--use_pretokenized and --no_pretokenized contradict each other")
-        if self.batch_size is not None and self.batch_size <= 0:
-            raise UsageError(f"--batch_size must be positive, got {self.batch_size}")
+        if self.stop_after_steps < 0:
+            raise UsageError(f"--stop_after_steps must be >= 0, got {self.stop_after_steps}")
         for k in ("time_budget", "max_seconds", "stop_after_seconds"):
             if getattr(self, k) < 0:
                 raise UsageError(f"--{k} must be >= 0 seconds, got {getattr(self, k)}")
         if self.time_budget and self.max_seconds and self.time_budget != self.max_seconds:
             raise UsageError(f"--max_seconds is another name for --time_budget; they disagree "
                              f"({self.max_seconds:g} vs {self.time_budget:g}): give one")
-
-    @property
-    def cache_mode(self) -> str:
-        return "require" if self.use_pretokenized else "rebuild" if self.no_pretokenized else "auto"
 
 
 _UNSET = "__londonlm_unset__"  # transformers < 5 requires --output_dir; None means "the run's"
@@ -146,29 +163,33 @@ def explicit_flags(argv: list[str]) -> set[str]:
 
 @dataclass(frozen=True)
 class TrainFlags:
-    """One training command line, parsed: model and data arguments, the Trainer's values
-    (``output_dir`` None unless given) and the names of the flags the user gave, which win
-    over the preset."""
+    """One training command line, parsed: model, speed, data and run-control arguments, the
+    Trainer's values (``output_dir`` None unless given) and the names of the flags the user
+    gave, which win over the preset."""
 
     model: ModelArguments
+    speed: SpeedArguments
     data: DataArguments
+    control: RunControlArguments
     trainer: dict
     explicit: frozenset
 
+    GROUPS = ("model", "speed", "data", "control")
+
     def override(self, **values) -> "TrainFlags":
         """A copy with some flags set as if they had been given (validated the same way)."""
-        groups = {"model": {}, "data": {}}
+        groups = {g: {} for g in self.GROUPS}
         trainer = dict(self.trainer)
         for key, value in values.items():
-            if key in {f.name for f in fields(ModelArguments)}:
-                groups["model"][key] = value
-            elif key in {f.name for f in fields(DataArguments)}:
-                groups["data"][key] = value
+            group = next((g for g in self.GROUPS
+                          if key in {f.name for f in fields(getattr(self, g))}), None)
+            if group is not None:
+                groups[group][key] = value
             elif key in trainer:
                 trainer[key] = value
             else:
                 raise UsageError(f"unknown training option {key!r}")
-        return TrainFlags(replace(self.model, **groups["model"]), replace(self.data, **groups["data"]),
+        return TrainFlags(*(replace(getattr(self, g), **groups[g]) for g in self.GROUPS),
                           trainer, self.explicit | set(values))
 
 
@@ -189,9 +210,11 @@ def our_optimizer_flag(argv: list[str]) -> list[str]:
     return out
 
 
-def parse_train_flags(argv: list[str], prog: str | None = None,
-                      description: str | None = None) -> TrainFlags:
-    """Parse a training command line (``--help`` prints the usage and exits)."""
+def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
+                description: str | None = None) -> tuple[list, dict, frozenset]:
+    """Parse ``argv`` into the dataclasses ``groups`` followed by ``TrainingArguments``: the
+    one parser of every training job's command line (``--help`` prints the usage and exits).
+    Returns (the groups' values, the Trainer's values, the names of the flags given)."""
     import dataclasses
 
     import torch
@@ -205,13 +228,21 @@ def parse_train_flags(argv: list[str], prog: str | None = None,
         # TrainingArguments validates while parsing and refuses an explicit --bf16 on a GPU-less
         # machine unless use_cpu is set (bf16 autocast on CPU is what we want there)
         argv += ["--use_cpu", "true"]
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments),
-                              prog=prog, description=description)
+    parser = HfArgumentParser((*groups, TrainingArguments), prog=prog, description=description,
+                              allow_abbrev=False)
     try:
-        model, data, ta = parser.parse_args_into_dataclasses(args=argv)
+        *values, ta = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as e:
         raise UsageError(str(e)) from None
     trainer = {f.name: getattr(ta, f.name) for f in dataclasses.fields(ta) if f.init}
     if "output_dir" not in given:
         trainer["output_dir"] = None
-    return TrainFlags(model, data, trainer, frozenset(given))
+    return values, trainer, frozenset(given)
+
+
+def parse_train_flags(argv: list[str], prog: str | None = None,
+                      description: str | None = None) -> TrainFlags:
+    """Parse a pre-training command line (``--help`` prints the usage and exits)."""
+    values, trainer, given = parse_flags(
+        argv, (ModelArguments, SpeedArguments, DataArguments, RunControlArguments), prog, description)
+    return TrainFlags(*values, trainer, given)

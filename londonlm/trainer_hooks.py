@@ -10,10 +10,11 @@ from .schedules import WarmupStableDecay, make_lr_scheduler
 
 
 def trainer_class(optimizer_factory: Callable | None = None,
-                  schedule: WarmupStableDecay | None = None, base=None):
+                  schedule: WarmupStableDecay | Callable[[int], float] | None = None, base=None):
     """``base`` (default ``transformers.Trainer``) with ``optimizer_factory(model)`` building the
     optimizer and ``schedule`` driving the learning rate; either left None keeps the Trainer's
-    own (AdamW from ``args.optim``, the scheduler from ``args.lr_scheduler_type``)."""
+    own (AdamW from ``args.optim``, the scheduler from ``args.lr_scheduler_type``). A
+    ``schedule`` is any step -> learning-rate factor (a ``LambdaLR`` lambda)."""
     if base is None:
         from transformers import Trainer as base
 

@@ -30,8 +30,34 @@ SAMPLE_TEXTS = [
 
 
 def pytest_collection_modifyitems(config, items):
-    # keep the documented marker meaning even when -m is overridden on the command line
-    pass
+    """``gpu`` tests need CUDA: skipped, with the reason, on a machine without it."""
+    if not any("gpu" in item.keywords for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none here); run them on one with "
+                                   "`python benchmarks/gpu_acceptance.py`")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+# Both precisions on every machine: bf16 autocast runs on any x86 CPU (natively with
+# avx512_bf16/AMX, emulated elsewhere), so a path that breaks in one precision on another
+# machine kind fails here too. Training-path tests take this fixture and pass its flags.
+PRECISIONS = ("bf16", "fp32")
+
+
+@pytest.fixture(params=PRECISIONS)
+def precision(request) -> str:
+    return request.param
+
+
+def precision_flags(precision: str) -> list[str]:
+    """The command-line flags that force ``precision`` (as a user would give them)."""
+    return ["--bf16", "true" if precision == "bf16" else "false"]
 
 
 @pytest.fixture(scope="session")

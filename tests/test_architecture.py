@@ -144,3 +144,36 @@ def test_training_path_functions_are_short():
                 if n > 80:
                     long.append(f"{rel}:{node.name} ({n} lines)")
     assert not long, long
+
+
+TRAINER_CLASSES = ("TrainingArguments", "Trainer", "Seq2SeqTrainer", "Seq2SeqTrainingArguments")
+
+
+def trainer_constructions(tree: ast.AST) -> list[str]:
+    """``TrainingArguments(...)`` / ``Trainer(...)`` calls, by name or as an attribute
+    (``transformers.Trainer(...)``): the places that build a trainer or its arguments."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+            if name in TRAINER_CLASSES:
+                found.append(f"{name}:{node.lineno}")
+    return found
+
+
+def test_trainer_checker_sees_what_it_is_for():
+    src = ("from transformers import Trainer, TrainingArguments\n"
+           "a = TrainingArguments(output_dir='x')\nt = transformers.Trainer(model=m)\n"
+           "ok = RunTrainer(model=m)\n")
+    assert trainer_constructions(ast.parse(src)) == ["TrainingArguments:2", "Trainer:3"]
+
+
+def test_only_the_training_package_builds_trainers():
+    """One trainer: chat fine-tuning, the LR finder, the grid and every other job train
+    through londonlm/training/ (one precision policy, one set of flags, agreed stops)."""
+    training = LIB / "training"
+    offenders = [f"{_rel(path)} {where}" for path in MODULES
+                 if training not in path.parents
+                 for where in trainer_constructions(ast.parse(path.read_text()))]
+    assert not offenders, f"build TrainingArguments/Trainer in londonlm/training/ only: {offenders}"

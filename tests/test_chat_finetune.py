@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -60,13 +61,17 @@ def test_packed_and_padded_batches_give_the_same_loss():
     assert torch.allclose(packed, padded, atol=1e-5)
 
 
-def test_fine_tune_writes_a_chat_model_that_stock_tools_use(chat_root):
+def test_fine_tune_writes_a_chat_model_that_stock_tools_use(chat_root, precision):
+    """In both precisions on any CPU: bf16 used to crash on CPUs with native bf16, where the
+    chat trainer built TrainingArguments without use_cpu."""
     from transformers import AutoTokenizer, pipeline
 
     layout = _layout(chat_root)
-    run = layout.chat_run("base")
-    info = finetune_chat(layout.run("base").final, layout.chat_data_dir, run, OPTS, **QUIET)
+    run = layout.run(f"base-{precision}-chat")
+    opts = replace(OPTS, precision=precision)
+    info = finetune_chat(layout.run("base").final, layout.chat_data_dir, run, opts, **QUIET)
     assert info["global_step"] == 4 and info["status"] == "finished"
+    assert info["precision"] == precision
     assert info["data"]["train"]["answer_tokens"] > 0 and info["eval_answer_loss"] is not None
     assert json.loads((run.final / CHAT_INFO).read_text())["years"] == [1756, 1818]
     assert json.loads((run.dir / SIDECAR).read_text())["stage"] == "chat_finetune"
@@ -77,25 +82,26 @@ def test_fine_tune_writes_a_chat_model_that_stock_tools_use(chat_root):
                 {"role": "user", "content": "Where do you live?"}], max_new_tokens=5, do_sample=False)
     assert out[0]["generated_text"][-1]["role"] == "assistant"
     logs = []
-    finetune_chat(layout.run("base").final, layout.chat_data_dir, run, OPTS, log=logs.append)
+    finetune_chat(layout.run("base").final, layout.chat_data_dir, run, opts, log=logs.append)
     assert "skipping" in logs[-1]
 
 
-def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(chat_root, tmp_path):
+def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(chat_root, tmp_path, precision):
     import torch
     from safetensors.torch import load_file
 
     layout = _layout(chat_root)
-    run = layout.run("resume-chat")
+    run = layout.run(f"resume-{precision}-chat")
     base = layout.run("base").final
-    finetune_chat(base, layout.chat_data_dir, run, OPTS, **QUIET)
+    opts = replace(OPTS, precision=precision)
+    finetune_chat(base, layout.chat_data_dir, run, opts, **QUIET)
     whole = load_file(str(run.final / "model.safetensors"))
     # an interrupted run: checkpoint-2 written, nothing after it
     shutil.rmtree(run.final)
     shutil.rmtree(run.checkpoint(4))
     (run.dir / SIDECAR).unlink()
     logs = []
-    info = finetune_chat(base, layout.chat_data_dir, run, OPTS, log=logs.append)
+    info = finetune_chat(base, layout.chat_data_dir, run, opts, log=logs.append)
     assert any("resuming from" in m and "checkpoint-2" in m for m in logs)
     assert info["global_step"] == 4
     resumed = load_file(str(run.final / "model.safetensors"))
@@ -162,3 +168,67 @@ def test_stage_scripts_fine_tune_from_a_run_name_and_evaluate(chat_root):
         ev.main(["--model", "base", "--root", root])
     with pytest.raises(UsageError, match="positive"):
         ft.main(["--preset", "micro", "--init_from", "base", "--max_steps", "0", "--root", root])
+
+
+def _run_info(chat_root, name):
+    return json.loads((Layout(chat_root).run(name).run_info).read_text())
+
+
+def test_the_chat_script_takes_the_training_flags(chat_root, precision):
+    """--bf16 true|false, --optim, --gradient_accumulation_steps and any other Trainer flag
+    (--adam_beta2) mean what they mean for pre-training."""
+    from conftest import precision_flags
+
+    ft = _script("finetune_chat")
+    name = f"flags-{precision}-chat"
+    assert ft.main(["--preset", "micro", "--init_from", "base", "--max_steps", "2", "--run_name", name,
+                    "--gradient_accumulation_steps", "2", "--optim", "muon", "--adam_beta2", "0.9",
+                    "--root", str(chat_root), *precision_flags(precision)]) == 0
+    info = _run_info(chat_root, name)
+    assert (info["precision"], info["optimizer"], info["global_step"]) == (precision, "muon", 2)
+    assert info["settings"]["grad_accum"] == 2 and info["settings"]["trainer"]["adam_beta2"] == 0.9
+    ckpt = Layout(chat_root).run(name).checkpoint(2)
+    args = json.loads((ckpt / "trainer_state.json").read_text())
+    assert args["global_step"] == 2
+
+
+def test_a_chat_run_stops_after_steps_then_the_same_command_resumes(chat_root):
+    ft = _script("finetune_chat")
+    common = ["--preset", "micro", "--init_from", "base", "--max_steps", "4", "--save_steps", "2",
+              "--run_name", "chunked-chat", "--root", str(chat_root), "--bf16", "false"]
+    assert ft.main([*common, "--stop_after_steps", "2"]) == 0
+    info = _run_info(chat_root, "chunked-chat")
+    assert "stop_after_steps" in info["interrupted"] and info["status"] == "stopped"
+    assert not Layout(chat_root).run("chunked-chat").has_final()
+    assert ft.main(common) == 0  # per-invocation flags do not count as changed settings
+    info = _run_info(chat_root, "chunked-chat")
+    assert info["status"] == "finished" and info["resumed_from"].endswith("checkpoint-2")
+    assert info["global_step"] == 4
+
+
+def test_a_chat_run_to_a_time_budget_ends_with_final(chat_root):
+    ft = _script("finetune_chat")
+    assert ft.main(["--preset", "micro", "--init_from", "base", "--time_budget", "6", "--warmup_steps", "1",
+                    "--run_name", "budget-chat", "--root", str(chat_root)]) == 0
+    info = _run_info(chat_root, "budget-chat")
+    fit = info["time_budget"]
+    assert info["status"] == "finished" and info["global_step"] == fit["fitted_total_steps"] > 1
+    assert Layout(chat_root).run("budget-chat").has_final()
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["--bf16", "maybe"], "bf16"),
+    (["--optim", "sgd-ish"], "optim"),
+    (["--gradient_accumulation_steps", "0"], "gradient_accumulation_steps"),
+    (["--learning_rate", "-1"], "learning_rate"),
+    (["--time_budget", "-5"], "time_budget"),
+    (["--max_step", "3"], "max_step"),   # no abbreviations: a typo is not another flag
+])
+def test_bad_chat_flags_are_one_line_errors(chat_root, argv, why, capsys):
+    from londonlm.errors import run_main
+
+    ft = _script("finetune_chat")
+    with pytest.raises(SystemExit) as stop:
+        run_main(ft.main, ["--preset", "micro", "--init_from", "base", "--root", str(chat_root), *argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and why in err and "Traceback" not in err, err

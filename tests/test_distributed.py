@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import config
+from conftest import precision_flags
 from londonlm.errors import run_main
 from londonlm.train_cli import TrainDefaults, main as train_main
 
@@ -412,13 +413,13 @@ def test_two_ranks_agree_and_build_the_cache_once(root, tmp_path):
 # --------------------------------------------------------------------------- slow: torchrun jobs
 
 @pytest.mark.slow
-@pytest.mark.parametrize("nproc", [2, 3])
-def test_ddp_end_to_end(root, nproc):
-    r = torchrun(root, nproc, "--max_steps", "4", "--save_steps", "2")
+@pytest.mark.parametrize("nproc, precision", [(2, "bf16"), (3, "fp32")])
+def test_ddp_end_to_end(root, nproc, precision):
+    r = torchrun(root, nproc, "--max_steps", "4", "--save_steps", "2", *precision_flags(precision))
     out = ok(r)
     rd = run_dir(root)
     info = json.loads((rd / "run_info.json").read_text())
-    assert info["world_size"] == nproc and info["global_step"] == 4
+    assert info["world_size"] == nproc and info["global_step"] == 4 and info["precision"] == precision
     assert info["tokens_seen"] == 4 * 8 * nproc * 64
     assert "1 threads" in out  # OMP_NUM_THREADS=1 obeyed by every rank
     assert [f"rng_state_{i}.pth" in os.listdir(rd / "checkpoint-4") for i in range(nproc)] == [True] * nproc
@@ -576,3 +577,40 @@ def test_fsdp_run_stopped_then_resumed(root):
     out = ok(torchrun(root, 2, *args))
     assert "resuming from" in out and "checkpoint-2" in out
     assert [s for s, _ in losses(run_dir(root) / "checkpoint-4")] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_fsdp_in_bf16_on_cpu_process_group(root):
+    """FSDP2 with bf16 autocast on gloo (emulated bf16 where the CPU lacks it) trains, saves
+    and stops/resumes like fp32."""
+    args = ["--max_steps", "4", "--save_steps", "2", "--fsdp", "full_shard auto_wrap", "--bf16", "true"]
+    ok(torchrun(root, 2, *args, "--stop_after_steps", "2"))
+    out = ok(torchrun(root, 2, *args))
+    assert "resuming from" in out and "checkpoint-2" in out
+    info = json.loads((run_dir(root) / "run_info.json").read_text())
+    assert info["precision"] == "bf16" and info["global_step"] == 4
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(run_dir(root) / "final"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_chat_fine_tuning_under_torchrun_two_ranks(chat_root, tmp_path, precision):
+    """Chat fine-tuning is a training-package job: torchrun ranks, agreed stops and the
+    resume of a stopped run work as in pre-training."""
+    import shutil
+
+    root = tmp_path / "chat"
+    shutil.copytree(chat_root, root)
+    script = str(REPO / "07_finetuning" / "finetune_chat.py")
+    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           script, "--preset", "micro", "--init_from", "base", "--run_name", "ddp-chat", "--root",
+           str(root), "--max_steps", "4", "--save_steps", "2", "--ddp_backend", "gloo",
+           *precision_flags(precision)]
+    ok(run_job([*cmd, "--stop_after_steps", "2"], job_env(root), 400))
+    out = ok(run_job(cmd, job_env(root), 400))
+    assert "resuming from" in out
+    info = json.loads((run_dir(root, "ddp-chat") / "run_info.json").read_text())
+    assert (info["world_size"], info["global_step"], info["precision"]) == (2, 4, precision)
+    assert info["status"] == "finished" and (run_dir(root, "ddp-chat") / "final" / "chat_info.json").exists()

@@ -116,6 +116,26 @@ def test_chat_step_on_old_bailey_material_then_current(pipeline_run, tmp_path):
         assert line in chat_out, again.stdout
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_the_pipeline_chat_step_in_either_precision(pipeline_run, tmp_path, precision):
+    """The chat step trains with the precision the pipeline's command line forces (bf16 used
+    to crash there on CPUs with native bf16)."""
+    import shutil
+
+    from conftest import precision_flags
+
+    root, src, _ = pipeline_run
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    tei = write_old_bailey_tei(tmp_path / "tei")
+    res = _run(["--preset", "micro", "--source_dir", str(src), "--max_steps", "30", "--eval_max_tokens",
+                "2000", "--chat", "on", "--chat_source_dir", str(tei), "--chat_bait_limit", "1",
+                *precision_flags(precision)], cwd=tmp_path, root=copy)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    info = json.loads((copy / "09_models" / "checkpoints" / "micro-chat" / "run_info.json").read_text())
+    assert info["status"] == "finished" and info["precision"] == precision
+
+
 def _sha(path: Path) -> str:
     import hashlib
 

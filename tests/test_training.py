@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import config
+from conftest import precision_flags
 from londonlm.errors import run_main
 from londonlm.train_cli import TrainDefaults, main as train_main
 
@@ -45,11 +46,11 @@ def run_dir(root, name="micro"):
     return root / "09_models" / "checkpoints" / name
 
 
-def test_resume_is_exact(root):
-    # fp32, as the resume contract is stated (bf16 autocast is chosen by default on CPUs with
-    # native bf16; resume is exact there too, but 1e-5 is an fp32 tolerance)
+def test_resume_is_exact(root, precision):
+    # both precisions whatever the CPU has (bf16 autocast is emulated where not native): the
+    # same operations in the same order, so the resumed run replays the uninterrupted one
     common = ["--max_steps", "12", "--logging_steps", "1", "--save_steps", "6", "--eval_steps", "100",
-              "--bf16", "false"]
+              *precision_flags(precision)]
     assert train(root, *common, "--run_name_dir", "a") == 0
     assert train(root, *common, "--run_name_dir", "b", "--stop_after_steps", "6") == 0
     b = run_dir(root, "b")

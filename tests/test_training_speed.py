@@ -3,13 +3,12 @@
 for the warm-up refused before any work, --autotune on/refresh/off with its cache, --optim muon
 (recorded, resumed exactly), and a resumed run keeping its speed settings."""
 import json
-from pathlib import Path
 
 import pytest
 
 import config
+from conftest import precision_flags
 from londonlm.train_cli import TrainDefaults
-from londonlm.training.plan import TrainingPlan
 from londonlm.training.speed import resumed_speed
 from test_training import root, run_dir, train  # noqa: F401  (root: the copied micro project)
 
@@ -20,11 +19,11 @@ def info_of(root, name="micro") -> dict:
     return json.loads((run_dir(root, name) / "run_info.json").read_text())
 
 
-@pytest.mark.parametrize("flag", ["--time_budget", "--max_seconds"])
-def test_a_budgeted_run_ends_at_the_budget_with_a_finished_schedule_and_final(root, flag):
+@pytest.mark.parametrize("flag, precision", [("--time_budget", "bf16"), ("--max_seconds", "fp32")])
+def test_a_budgeted_run_ends_at_the_budget_with_a_finished_schedule_and_final(root, flag, precision):
     budget = 10.0
     assert train(root, flag, str(budget), "--warmup_steps", "1", "--learning_rate", "1e-3",
-                 *QUIET) == 0
+                 *precision_flags(precision), *QUIET) == 0
     info = info_of(root)
     fit = info["time_budget"]
     step = fit["measured_step_seconds"]
@@ -50,8 +49,9 @@ def test_a_budget_too_small_for_the_warmup_is_refused_before_any_work(root, caps
     assert "another name" in capsys.readouterr().err
 
 
-def test_stop_after_seconds_stops_with_a_checkpoint_and_keeps_the_schedule(root):
-    assert train(root, "--stop_after_seconds", "0.001", "--max_steps", "50", *QUIET) == 0
+def test_stop_after_seconds_stops_with_a_checkpoint_and_keeps_the_schedule(root, precision):
+    assert train(root, "--stop_after_seconds", "0.001", "--max_steps", "50",
+                 *precision_flags(precision), *QUIET) == 0
     info = info_of(root)
     assert "--stop_after_seconds" in info["interrupted"] and info["max_steps"] == 50
     assert not (run_dir(root) / "final").exists()
@@ -113,15 +113,11 @@ def test_muon_run_is_recorded_and_resumes_exactly(root, capsys):
     assert "trained with --optim muon" in capsys.readouterr().err
 
 
-def _plan(previous: dict, resume=Path("/x/checkpoint-2")) -> TrainingPlan:
-    return TrainingPlan(None, resume, None, None, previous, None, 0, 1)
-
-
 def test_a_resumed_run_keeps_the_speed_settings_it_was_trained_with():
     rec = {"precision": "fp32", "attn_implementation": "eager", "fused_loss": True}
-    assert resumed_speed(_plan(rec)) == rec
-    assert resumed_speed(_plan(rec, resume=None)) == {}
-    assert resumed_speed(_plan({"precision": "fp32"})) == {}  # an older record: choose anew
+    assert resumed_speed(rec) == rec
+    assert resumed_speed({}) == {}  # not resuming
+    assert resumed_speed({"precision": "fp32"}) == {}  # an older record: choose anew
 
 
 def test_the_pipeline_with_a_time_budget_trains_saves_final_and_evaluates(tmp_path):

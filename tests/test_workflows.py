@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import config
+from conftest import precision_flags
 from londonlm.errors import run_main
 from londonlm.layout import RunLayout
 from londonlm.train_cli import TrainDefaults, main as train_main
@@ -194,13 +195,15 @@ def test_shape_flags_override_and_bad_shapes_fail_fast(wf_root, capsys):
     assert not run_dir(wf_root, "bad").exists()  # failed before any data work
 
 
-def test_lr_finder_writes_table_plot_and_suggestion(wf_root, tmp_path, capsys):
+def test_lr_finder_writes_table_plot_and_suggestion(wf_root, tmp_path, capsys, precision):
+    """The range test trains through the training package's Trainer, in either precision."""
     out = tmp_path / "lr"
     rc = script("04_training/find_lr.py").main(
         ["--preset", "micro", "--root", str(wf_root), "--run_name", "parent", "--steps", "20",
-         "--min_lr", "1e-5", "--max_lr", "0.5", "--output_dir", str(out)])
+         "--min_lr", "1e-5", "--max_lr", "0.5", "--output_dir", str(out), *precision_flags(precision)])
     assert rc == 0
     s = json.loads((out / "lr_find.json").read_text())
+    assert s["precision"] == precision
     assert 1e-5 <= s["suggested_lr"] <= 0.5 and s["suggested_lr"] <= s["min_loss_lr"]
     rows = (out / "lr_find.csv").read_text().splitlines()
     assert rows[0] == "step,learning_rate,loss,smoothed_loss" and len(rows) == s["steps_run"] + 1

@@ -1,4 +1,8 @@
-"""Chat fine-tuning with the ``transformers`` Trainer from a pre-trained run (``--init_from``).
+"""Chat fine-tuning from a pre-trained run (``--init_from``), trained by the training package
+(:mod:`londonlm.training.finetune`): the same ``TrainingArguments``, Trainer, precision and
+autotune policy, ``--optim``, time budget, agreed stops and exact resume as pre-training.
+This module supplies only what differs: the dataset, answer-only labels, packing, and the
+chat run's ``final/``, record and sidecar.
 
 - Loss on the answers only: the labels of :func:`londonlm.chat.template.encode_chat`.
 - Conversations longer than the context are cut at exchange boundaries into windows that
@@ -9,21 +13,24 @@
   another conversation), and the learned position embeddings see the same positions as
   unpacked. ``packing=False`` pads each window instead (same loss, more padding).
 - Resumable like pre-training: ``checkpoint-N`` folders with optimizer and scheduler state;
-  a rerun resumes from the latest valid one when the inputs and settings are unchanged.
+  a rerun resumes from the latest valid one when the inputs and settings are unchanged, at
+  any world size (torchrun), keeping the precision and kernels it was trained with.
 - Outputs: ``final/`` (weights, tokenizer with the chat template, generation config that
   stops at ``<|end|>``, ``chat_info.json``), ``run_info.json``, then the sidecar, last.
 """
 from __future__ import annotations
 
 import json
-import shutil
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..artifacts import sha256_file, sidecar_current, write_json_atomic, write_sidecar
-from ..errors import LondonLMError
+from ..checkpoints import move_run_aside
 from ..layout import CHAT_INFO, SIDECAR, WEIGHT_FILES, RunLayout, checkpoint_problem
+from ..training import TrainingError, is_main_process
+from ..training.finetune import FineTuneData, FineTuneJob, fine_tune, save_model_folder
+from ..training.loop import RunControl, make_training_arguments
+from ..training.speed import SpeedOptions
 from .dataset import load_chat_dataset
 from .template import IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
 
@@ -31,7 +38,7 @@ STAGE = "chat_finetune"
 CHAT_FORMAT = 1
 
 
-class ChatTrainError(LondonLMError, RuntimeError):
+class ChatTrainError(TrainingError):
     """Fine-tuning cannot start or go on; the message names the fix."""
 
 
@@ -52,6 +59,37 @@ class ChatTrainOptions:
     packing: bool = True
     max_length: int = 0            # tokens per row; 0 = the model's context
     seed: int = 42
+    # speed, as for pre-training (--bf16/--fp16, --attn_implementation, --fused_loss, --optim)
+    precision: str | None = None   # fp32 | bf16 | fp16; None: chosen for the machine (--autotune)
+    attn_implementation: str = "auto"
+    fused_loss: str = "auto"
+    optimizer: str = "adamw"
+    autotune: str | None = None    # off | on | refresh; None: $LONDONLM_AUTOTUNE, else on
+    time_budget: float = 0.0       # seconds: the schedule is fitted to end there
+    # this invocation only (never part of the settings a resume must match)
+    stop_after_seconds: float = 0.0
+    stop_after_steps: int = 0
+    # any other TrainingArguments value given on the command line (e.g. adam_beta2, fsdp)
+    trainer: dict = field(default_factory=dict)
+
+    PER_INVOCATION = ("autotune", "stop_after_seconds", "stop_after_steps", "precision",
+                      "attn_implementation", "fused_loss")
+
+    def settings(self) -> dict:
+        """What the chat model depends on (JSON values): a run made with other settings is
+        not resumed. The speed settings are not among them: a resumed run keeps the ones it
+        was trained with unless the command line names others, as in pre-training."""
+        kept = {k: v for k, v in asdict(self).items() if k not in self.PER_INVOCATION}
+        return json.loads(json.dumps({"format": CHAT_FORMAT, **kept}, default=str))
+
+    def speed(self) -> SpeedOptions:
+        from ..training.options import default_autotune
+
+        return SpeedOptions(self.autotune or default_autotune(), 60.0, self.precision,
+                            self.attn_implementation, self.fused_loss, self.optimizer)
+
+    def control(self) -> RunControl:
+        return RunControl(self.time_budget, self.stop_after_seconds, self.stop_after_steps)
 
 
 # --------------------------------------------------------------------------- data
@@ -152,13 +190,13 @@ def fingerprints(base_dir: Path, data_dir: Path) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- training
 
-def _training_args(run: RunLayout, options: ChatTrainOptions):
+def training_arguments(run: RunLayout, options: ChatTrainOptions):
+    """The chat run's ``TrainingArguments`` (built by the training package): the chat
+    preset's values, then any other Trainer flag the command line gave."""
     import torch
-    from transformers import TrainingArguments
 
-    from ..hardware import choose_precision
-
-    return TrainingArguments(
+    cuda = torch.cuda.is_available()
+    values = dict(
         output_dir=str(run.dir), max_steps=options.max_steps,
         per_device_train_batch_size=options.batch_size, per_device_eval_batch_size=options.batch_size,
         gradient_accumulation_steps=options.grad_accum, learning_rate=options.learning_rate,
@@ -168,8 +206,10 @@ def _training_args(run: RunLayout, options: ChatTrainOptions):
         save_steps=options.save_steps, save_total_limit=options.save_total_limit,
         eval_strategy="steps", eval_steps=options.eval_steps, report_to=[], seed=options.seed,
         data_seed=options.seed, remove_unused_columns=False, dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=True, **choose_precision())
+        dataloader_pin_memory=cuda, optim="adamw_torch_fused" if cuda else "adamw_torch",
+        ddp_find_unused_parameters=False, prediction_loss_only=True, disable_tqdm=True)
+    values.update(options.trainer)
+    return make_training_arguments(values)
 
 
 def _log_callback(log):
@@ -179,7 +219,7 @@ def _log_callback(log):
         def on_log(self, args, state, control, logs=None, **kw):
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in (logs or {}).items()
                      if k in ("loss", "eval_loss", "learning_rate", "grad_norm")}
-            if shown:
+            if shown and state.is_world_process_zero:
                 log(f"step {state.global_step}/{state.max_steps}: " +
                     ", ".join(f"{k} {v}" for k, v in shown.items()))
 
@@ -189,46 +229,27 @@ def _log_callback(log):
 def _resume_point(run: RunLayout, inputs: dict, settings: dict, fresh: bool, log) -> Path | None:
     """The checkpoint to resume from, after checking it was made from the same inputs and
     settings; ``fresh`` moves an old run aside first (nothing is deleted)."""
-    old = run.movable_on_fresh() + [p for p in [run.dir / SIDECAR] if p.exists()]
-    if fresh and old:
-        dest = run.previous_dir()
-        dest.mkdir(parents=True)
-        for p in old:
-            shutil.move(str(p), str(dest / p.name))
-        log(f"chat fine-tuning: previous run moved to {dest}")
+    if fresh:
+        if is_main_process():
+            moved = move_run_aside(run)
+            if moved is not None and (run.dir / SIDECAR).exists():
+                (run.dir / SIDECAR).rename(moved / SIDECAR)
+            if moved is not None:
+                log(f"chat fine-tuning: previous run moved to {moved}")
         return None
     ckpt = run.latest_valid_checkpoint(warn=log)
     if ckpt is None:
         return None
     plan = run.read_run_info()
-    if plan.get("inputs") != inputs or plan.get("settings") != json.loads(json.dumps(settings)):
+    if plan.get("inputs") != inputs or plan.get("settings") != settings:
         raise ChatTrainError(f"{run.dir} holds checkpoints made from other inputs or settings; "
                              f"rerun with --fresh to start over (the old run is moved aside)")
     log(f"chat fine-tuning: resuming from {ckpt}")
     return ckpt
 
 
-def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
-                  options: ChatTrainOptions = ChatTrainOptions(), *, fresh: bool = False,
-                  overwrite: bool = False, log=print) -> dict:
-    """Fine-tune ``base_dir`` on the dialogue dataset at ``data_dir`` into ``run``; returns
-    the run summary (skips when the run is current)."""
-    import torch
-    from transformers import PrinterCallback, Trainer
-
-    from ..hardware import keep_freed_memory_in_heap, physical_cores
-
-    base_dir, data_dir = Path(base_dir), Path(data_dir)
-    dataset = load_chat_dataset(data_dir)
-    inputs = fingerprints(base_dir, data_dir)
-    settings = {"format": CHAT_FORMAT, **asdict(options)}
-    current, why = sidecar_current(run.dir / SIDECAR, inputs, settings)
-    if current and run.has_final() and not overwrite:
-        log(f"chat fine-tuning: {why} ({run.dir}); skipping (use --overwrite to retrain)")
-        return run.read_run_info()
-    resume = _resume_point(run, inputs, settings, fresh or overwrite, log)
-    model, tokenizer = load_base_for_chat(base_dir)
-    max_len = options.max_length or model.config.n_positions
+def _chat_data(dataset, tokenizer, options: ChatTrainOptions, max_len: int, log) -> tuple:
+    """(FineTuneData, train counts, validation counts)."""
     train_enc, train_counts = encode_conversations(dataset["train"], tokenizer, max_len)
     eval_enc, eval_counts = encode_conversations(dataset["validation"], tokenizer, max_len)
     if not train_enc:
@@ -238,34 +259,74 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
     log(f"chat data: {train_counts['windows']:,} train windows in {len(train_rows):,} rows of <= {max_len} "
         f"tokens ({train_counts['answer_tokens']:,} answer tokens), {len(eval_rows):,} validation rows; "
         f"{train_counts['exchanges_over_context']} exchanges longer than the context left out")
-    if not torch.cuda.is_available():
-        torch.set_num_threads(physical_cores())
-        keep_freed_memory_in_heap()
-    run.dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run.run_info, {"stage": STAGE, "status": "running", "base_model": str(base_dir),
-                                     "inputs": inputs, "settings": settings})
-    trainer = Trainer(model=model, args=_training_args(run, options), train_dataset=train_rows,
-                      eval_dataset=eval_rows or None, data_collator=ChatCollator(tokenizer.pad_token_id),
-                      callbacks=[_log_callback(log)])
-    trainer.remove_callback(PrinterCallback)  # our log lines instead of raw dicts on stdout
-    t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    wall = time.time() - t0
-    metrics = _final_eval(trainer) if eval_rows else {}
-    _save_final(trainer, tokenizer, run, dataset, base_dir, data_dir)
-    info = {"stage": STAGE, "status": "finished", "base_model": str(base_dir), "data_dir": str(data_dir),
-            "inputs": inputs, "settings": settings, "global_step": trainer.state.global_step,
-            "max_steps": options.max_steps, "train_loss_mean": result.training_loss,
-            "eval_answer_loss": metrics.get("eval_loss"), "train_wall_seconds": round(wall, 1),
+    data = FineTuneData(train_rows, eval_rows, ChatCollator(tokenizer.pad_token_id), max_len)
+    return data, train_counts, eval_counts
+
+
+def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
+                  options: ChatTrainOptions = ChatTrainOptions(), *, fresh: bool = False,
+                  overwrite: bool = False, log=print) -> dict:
+    """Fine-tune ``base_dir`` on the dialogue dataset at ``data_dir`` into ``run``; returns
+    the run summary (skips when the run is current). Single process or torchrun: every rank
+    calls this; rank 0 logs and writes."""
+    log = log if is_main_process() else (lambda _m: None)
+    base_dir, data_dir = Path(base_dir), Path(data_dir)
+    dataset = load_chat_dataset(data_dir)
+    inputs = fingerprints(base_dir, data_dir)
+    settings = options.settings()
+    current, why = sidecar_current(run.dir / SIDECAR, inputs, settings)
+    if current and run.has_final() and not overwrite:
+        log(f"chat fine-tuning: {why} ({run.dir}); skipping (use --overwrite to retrain)")
+        return run.read_run_info()
+    args = training_arguments(run, options)  # bad Trainer values fail before any work
+    resume = _resume_point(run, inputs, settings, fresh or overwrite, log)
+    previous = run.read_run_info() if resume is not None else {}
+    model, tokenizer = load_base_for_chat(base_dir)
+    max_len = options.max_length or model.config.n_positions
+    data, train_counts, eval_counts = _chat_data(dataset, tokenizer, options, max_len, log)
+    if is_main_process():
+        run.dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run.run_info, {"stage": STAGE, "status": "running", "base_model": str(base_dir),
+                                         "inputs": inputs, "settings": settings,
+                                         **{k: previous[k] for k in SPEED_KEYS if k in previous}})
+    job = FineTuneJob(run, args, options.speed(), options.control(), resume, previous,
+                      [_log_callback(log)])
+    result = fine_tune(job, model, tokenizer, data)
+    trainer, outcome, kernels = result.trainer, result.outcome, result.speed.kernels
+    info = {"stage": STAGE, "status": "stopped" if outcome.interrupted else "finished",
+            "base_model": str(base_dir), "data_dir": str(data_dir), "inputs": inputs,
+            "settings": settings, "global_step": outcome.state.global_step,
+            "max_steps": outcome.state.max_steps, "train_loss_mean": outcome.train_loss_mean,
+            "train_wall_seconds": round(outcome.wall_seconds, 1),
+            "tokens_seen": outcome.tokens_seen, "interrupted": outcome.interrupted,
+            "precision": kernels.precision, "attn_implementation": kernels.attn,
+            "fused_loss": kernels.fused_loss, "optimizer": options.optimizer,
+            "speed": result.speed.record(), "world_size": trainer.args.world_size,
+            "resumed_from": str(resume) if resume else None,
             "parameters": sum(p.numel() for p in model.parameters()),
-            "data": {"train": train_counts, "validation": eval_counts, "train_rows": len(train_rows),
+            "data": {"train": train_counts, "validation": eval_counts, "train_rows": len(data.train),
                      "packing": options.packing, "max_length": max_len}}
-    write_json_atomic(run.run_info, info)
-    write_sidecar(run.dir / SIDECAR, STAGE, inputs, settings,
-                  counts={"global_step": trainer.state.global_step, **train_counts})
-    log(f"chat model: {run.final} (step {trainer.state.global_step}, {wall:.0f}s, "
-        f"validation answer loss {metrics.get('eval_loss', float('nan')):.4f})")
+    if result.time_budget is not None:
+        info["time_budget"] = result.time_budget
+    if outcome.interrupted:
+        log(f"chat fine-tuning stopped ({outcome.interrupted}) at step {outcome.state.global_step}; "
+            f"checkpoint saved. Run the same command again to resume")
+        if is_main_process():
+            write_json_atomic(run.run_info, info)
+        return info
+    metrics = _final_eval(trainer) if data.eval else {}
+    info["eval_answer_loss"] = metrics.get("eval_loss")
+    _save_final(trainer, tokenizer, run, dataset, base_dir, data_dir)
+    if is_main_process():
+        write_json_atomic(run.run_info, info)
+        write_sidecar(run.dir / SIDECAR, STAGE, inputs, settings,
+                      counts={"global_step": outcome.state.global_step, **train_counts})
+    log(f"chat model: {run.final} (step {outcome.state.global_step}, {outcome.wall_seconds:.0f}s, "
+        f"{kernels.precision}, validation answer loss {metrics.get('eval_loss', float('nan')):.4f})")
     return info
+
+
+SPEED_KEYS = ("precision", "attn_implementation", "fused_loss")  # kept while a resumed run runs
 
 
 def _final_eval(trainer) -> dict:
@@ -278,16 +339,12 @@ def _final_eval(trainer) -> dict:
 
 def _save_final(trainer, tokenizer, run: RunLayout, dataset, base_dir: Path, data_dir: Path) -> None:
     """final/: weights, tokenizer + template, generation config, and what the chat expects."""
-    final = run.final
-    tmp = run.dir / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
     years = sorted({y for split in dataset.values() for y in split["year"] if y})
     place = json.loads((data_dir / SIDECAR).read_text(encoding="utf-8"))["settings"]["place"]
-    write_json_atomic(tmp / CHAT_INFO, {
-        "format": CHAT_FORMAT, "place": place, "years": [years[0], years[-1]] if years else [],
-        "system_line": "{place}, {year}.", "base_model": str(base_dir), "dataset": str(data_dir)})
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+
+    def chat_info(folder: Path) -> None:
+        write_json_atomic(folder / CHAT_INFO, {
+            "format": CHAT_FORMAT, "place": place, "years": [years[0], years[-1]] if years else [],
+            "system_line": "{place}, {year}.", "base_model": str(base_dir), "dataset": str(data_dir)})
+
+    save_model_folder(trainer, run.final, tokenizer, chat_info)

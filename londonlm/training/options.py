@@ -83,6 +83,13 @@ class RunOptions:
     log_file: Path | None = None
     progress: bool = True
 
+    def speed(self):
+        """What this run asks of the speed settings (:class:`~.speed.SpeedOptions`)."""
+        from .speed import SpeedOptions
+
+        return SpeedOptions(self.autotune, self.autotune_seconds, self.precision_given,
+                            self.attn_implementation, self.fused_loss, self.optimizer)
+
 
 @dataclass
 class TrainingJob:
@@ -136,7 +143,7 @@ def _preset_training_values(preset: dict, batch_size: int, seed: int, workers: i
 def build_training_args(flags: TrainFlags, preset: dict, run: RunLayout, run_name: str,
                         seed: int, dataloader_workers: int = 2):
     """``TrainingArguments``: every flag the user gave, the preset's values for the rest."""
-    from transformers import TrainingArguments
+    from .loop import make_training_arguments
 
     values = dict(flags.trainer)
     explicit = flags.explicit
@@ -155,18 +162,15 @@ def build_training_args(flags: TrainFlags, preset: dict, run: RunLayout, run_nam
         values["logging_dir"] = str(run.dir / TENSORBOARD)
     if flags.data.early_stopping_patience > 0:
         values["load_best_model_at_end"] = True
-    if (flags.data.time_budget or flags.data.max_seconds) and "max_steps" not in explicit:
+    if (flags.control.time_budget or flags.control.max_seconds) and "max_steps" not in explicit:
         values["max_steps"] = BUDGET_STEP_CAP  # the budget alone decides how many steps run
-    try:
-        return TrainingArguments(**values)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    return make_training_arguments(values)
 
 
 def run_options(flags: TrainFlags, preset_name: str, preset: dict, run: RunLayout,
                 defaults: TrainDefaults, layout: Layout) -> RunOptions:
     """``RunOptions`` from the flags, the preset filling what was not given."""
-    m, d = flags.model, flags.data
+    m, d, sp, c = flags.model, flags.data, flags.speed, flags.control
     opts = RunOptions(
         run=run, layout=layout, preset=preset_name,
         tokenizer_dir=Path(d.tokenizer_dir) if d.tokenizer_dir else layout.tokenizer_dir(defaults.tokenizer_name),
@@ -177,15 +181,15 @@ def run_options(flags: TrainFlags, preset_name: str, preset: dict, run: RunLayou
         dropout=preset["dropout"] if m.dropout is None else m.dropout,
         cache_mode=d.cache_mode, verify_cache=d.verify_cache, era_tokens=d.era_tokens,
         eval_max_batches=preset["eval_max_batches"] if d.eval_max_batches is None else d.eval_max_batches,
-        fresh=d.fresh, save_best=d.save_best, early_stopping_patience=d.early_stopping_patience,
-        time_budget=d.time_budget or d.max_seconds, stop_after_seconds=d.stop_after_seconds,
-        stop_after_steps=d.stop_after_steps,
+        fresh=c.fresh, save_best=d.save_best, early_stopping_patience=d.early_stopping_patience,
+        time_budget=c.time_budget or c.max_seconds, stop_after_seconds=c.stop_after_seconds,
+        stop_after_steps=c.stop_after_steps,
         init_from=m.init_from, resize_embeddings=m.resize_embeddings,
         shape_overrides={k: getattr(m, k) for k in ("n_layer", "n_head", "n_embd")
                          if getattr(m, k) is not None},
-        attn_implementation=m.attn_implementation, fused_loss=m.fused_loss,
-        precision_given=given_precision(flags), autotune=m.autotune or default_autotune(),
-        optimizer=m.optimizer or preset.get("optimizer", "adamw"),
+        attn_implementation=sp.attn_implementation, fused_loss=sp.fused_loss,
+        precision_given=given_precision(flags), autotune=sp.autotune or default_autotune(),
+        optimizer=sp.optimizer or preset.get("optimizer", "adamw"),
         log_file=layout.training_log)
     if opts.n_embd % opts.n_head and not opts.init_from:
         raise UsageError(f"--n_embd {opts.n_embd} is not divisible by --n_head {opts.n_head} "

@@ -14,13 +14,36 @@ from ..ranks import agree
 from ..schedules import BudgetFitCallback, WarmupStableDecay, check_budget
 from .base import TrainingError, log
 from .model import Kernels
-from .options import RunOptions
-from .plan import TrainingPlan
 
 # The decay takes the last fifth of a budget-fitted schedule: long enough to anneal fully,
 # short enough that most of the budget trains at the peak rate (Hägele et al., 2024).
 BUDGET_DECAY_FRACTION = 0.2
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """What a training job asks of its speed settings, whatever it trains (pre-training, chat):
+    the --autotune mode, the settings given on the command line (never overridden) and the
+    optimizer."""
+
+    autotune: str = "on"                 # off | on | refresh (londonlm.autotune)
+    probe_seconds: float = 60.0          # cap on the autotune probe's time
+    precision: str | None = None         # fp32/bf16/fp16 when --bf16/--fp16 was given
+    attn_implementation: str = "auto"    # auto | sdpa | eager
+    fused_loss: str = "auto"             # auto | on | off
+    optimizer: str = "adamw"             # adamw | muon
+
+    def explicit(self) -> dict:
+        """The speed settings the user gave on the command line."""
+        out = {}
+        if self.precision:
+            out["precision"] = self.precision
+        if self.attn_implementation != "auto":
+            out["attn_implementation"] = self.attn_implementation
+        if self.fused_loss != "auto":
+            out["fused_loss"] = self.fused_loss == "on"
+        return out
 
 
 @dataclass
@@ -37,25 +60,12 @@ class SpeedPlan:
                 "seconds_per_micro_batch": self.figures, "why": self.message}
 
 
-def explicit_speed(opts: RunOptions) -> dict:
-    """The speed settings the user gave on the command line (they are never overridden)."""
-    out = {}
-    if opts.precision_given:
-        out["precision"] = opts.precision_given
-    if opts.attn_implementation != "auto":
-        out["attn_implementation"] = opts.attn_implementation
-    if opts.fused_loss != "auto":
-        out["fused_loss"] = opts.fused_loss == "on"
-    return out
-
-
-def resumed_speed(plan: TrainingPlan) -> dict:
-    """A resumed run keeps what its checkpoints were trained with, so that it continues
-    exactly as the uninterrupted run would have (a later probe might choose otherwise)."""
-    info = plan.previous_info if plan.resume is not None else {}
-    keys = {"precision": "precision", "attn_implementation": "attn_implementation",
-            "fused_loss": "fused_loss"}
-    out = {k: info[src] for k, src in keys.items() if src in info}
+def resumed_speed(previous_info: dict) -> dict:
+    """A resumed run keeps what its checkpoints were trained with (``previous_info``: the
+    interrupted run's run_info.json, {} when not resuming), so that it continues exactly as
+    the uninterrupted run would have (a later probe might choose otherwise)."""
+    keys = ("precision", "attn_implementation", "fused_loss")
+    out = {k: previous_info[k] for k in keys if k in previous_info}
     return out if len(out) == 3 and out["precision"] in PRECISIONS else {}
 
 
@@ -78,22 +88,23 @@ def _agreed(choice: Candidate, fallback: Candidate) -> Candidate:
     return choice
 
 
-def choose_speed(opts: RunOptions, args, plan: TrainingPlan) -> SpeedPlan:
-    """Precision, attention and fused loss for this run; sets ``args``' precision to match."""
+def choose_speed(speed: SpeedOptions, args, shape, world: int, previous_info: dict) -> SpeedPlan:
+    """Precision, attention and fused loss for a model of ``shape`` trained with ``args``
+    (``previous_info``: the resumed run's record, {} for a new run); sets ``args``'
+    precision to match. The one precision policy of every training job."""
     import torch
 
-    explicit = explicit_speed(opts)
-    resumed = resumed_speed(plan)
+    explicit = speed.explicit()
+    resumed = resumed_speed(previous_info)
+    batch = args.per_device_train_batch_size
     if resumed and len(explicit) < 3:
-        choice = SpeedChoice(Candidate(**{**resumed, **explicit}), "resumed",
-                             message=f"speed settings of the resumed run kept: "
-                                     f"{Candidate(**{**resumed, **explicit}).describe()}")
+        kept = Candidate(**{**resumed, **explicit})
+        choice = SpeedChoice(kept, "resumed", message=f"speed settings of the resumed run kept: "
+                                                      f"{kept.describe()}")
     else:
-        choice = resolve_speed_settings(opts.autotune, plan.shape, args.per_device_train_batch_size,
-                                        explicit, world_size=plan.world,
-                                        max_probe_seconds=opts.autotune_seconds, log=log)
-    fallback = resolve_speed_settings("off", plan.shape, args.per_device_train_batch_size, explicit,
-                                      log=lambda _m: None).candidate
+        choice = resolve_speed_settings(speed.autotune, shape, batch, explicit, world_size=world,
+                                        max_probe_seconds=speed.probe_seconds, log=log)
+    fallback = resolve_speed_settings("off", shape, batch, explicit, log=lambda _m: None).candidate
     cand = _agreed(choice.candidate, fallback)
     log(choice.message if cand == choice.candidate else f"speed settings: {cand.describe()}")
     apply_precision(args, cand.precision)
@@ -102,33 +113,33 @@ def choose_speed(opts: RunOptions, args, plan: TrainingPlan) -> SpeedPlan:
     return SpeedPlan(kernels, choice.source, choice.message, step, choice.figures)
 
 
-def check_time_budget(opts: RunOptions, args, plan: TrainingPlan, speed: SpeedPlan) -> None:
-    """Refuse, before the token cache is touched, a budget that cannot hold the warm-up. The
-    step time is the autotune figure, else two timed steps of the chosen settings."""
-    if not opts.time_budget:
+def check_time_budget(time_budget: float, args, shape, speed: SpeedPlan) -> None:
+    """Refuse, before the data is touched, a budget that cannot hold the warm-up. The step
+    time is the autotune figure, else two timed steps of the chosen settings."""
+    if not time_budget:
         return
     step = speed.step_seconds
     if step is None:
         k = speed.kernels
-        times = time_candidate(Candidate(k.precision, k.attn, k.fused_loss), plan.shape,
+        times = time_candidate(Candidate(k.precision, k.attn, k.fused_loss), shape,
                                args.per_device_train_batch_size, warmup_steps=1, timed_steps=2)
         step = min(times) * args.gradient_accumulation_steps
     step = agree([round(step * 1e6)])[0] / 1e6  # the slowest rank's estimate, on every rank
-    fits = check_budget(opts.time_budget, args.warmup_steps, step)
-    log(f"time budget {opts.time_budget:g} s: about {fits} steps at ~{step:.3g} s per step "
+    fits = check_budget(time_budget, args.warmup_steps, step)
+    log(f"time budget {time_budget:g} s: about {fits} steps at ~{step:.3g} s per step "
         f"(fitted while training)")
 
 
-def budget_schedule(opts: RunOptions, args) -> WarmupStableDecay | None:
+def budget_schedule(time_budget: float, args) -> WarmupStableDecay | None:
     """The learning-rate schedule a budgeted run trains with (None: the Trainer's own)."""
-    if not opts.time_budget:
+    if not time_budget:
         return None
     floor = float((args.lr_scheduler_kwargs or {}).get("min_lr_rate", 0.0))
     return WarmupStableDecay(args.warmup_steps, args.max_steps, BUDGET_DECAY_FRACTION, floor, "linear")
 
 
-def budget_callback(opts: RunOptions) -> BudgetFitCallback | None:
-    return BudgetFitCallback(opts.time_budget, log=log) if opts.time_budget else None
+def budget_callback(time_budget: float) -> BudgetFitCallback | None:
+    return BudgetFitCallback(time_budget, log=log) if time_budget else None
 
 
 def attach_budget_fit(trainer, fit: BudgetFitCallback) -> None:
@@ -152,25 +163,25 @@ def attach_budget_fit(trainer, fit: BudgetFitCallback) -> None:
     fit.on_total = on_total
 
 
-def check_resume_optimizer(opts: RunOptions, plan: TrainingPlan) -> None:
+def check_resume_optimizer(optimizer: str, resume, previous_info: dict) -> None:
     """A checkpoint's optimizer state only loads into the optimizer that wrote it."""
-    if plan.resume is None:
+    if resume is None:
         return
-    settings = plan.previous_info.get("settings") or {}
+    settings = previous_info.get("settings") or {}
     before = settings.get("optimizer", "adamw")
-    if before != opts.optimizer:
+    if before != optimizer:
         raise TrainingError(
-            f"{plan.resume} was trained with --optim {before}; resume it with --optim {before}, "
-            f"or start a new run from its weights with --init_from {plan.resume} --optim "
-            f"{opts.optimizer} --run_name NEW (or --fresh to start this run over)")
+            f"{resume} was trained with --optim {before}; resume it with --optim {before}, "
+            f"or start a new run from its weights with --init_from {resume} --optim "
+            f"{optimizer} --run_name NEW (or --fresh to start this run over)")
 
 
-def optimizer_factory(opts: RunOptions, args):
+def optimizer_factory(optimizer: str, args):
     """``--optim muon``: Muon on the hidden matrices, AdamW on the rest (None: the Trainer's)."""
-    if opts.optimizer == "adamw":
+    if optimizer == "adamw":
         return None
-    if opts.optimizer != "muon":
-        raise TrainingError(f"unknown optimizer {opts.optimizer!r}: choose adamw or muon")
+    if optimizer != "muon":
+        raise TrainingError(f"unknown optimizer {optimizer!r}: choose adamw or muon")
     from ..optim import build_muon_adamw, describe_split, muon_options_from_args
 
     def build(model):

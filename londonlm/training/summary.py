@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts import now_iso, read_json, write_json_atomic
@@ -15,22 +14,12 @@ from ..layout import BEST_INFO, RunLayout, checkpoint_name, checkpoint_step
 from .base import log
 from .data import TrainData, validation_bytes
 from .init_from import tokenizer_fingerprint
+from .loop import Outcome
 from .model import Kernels
 from .options import RunOptions
 from .plan import TrainingPlan
 
 TOKENIZER_EXTRAS = ("special_tokens_map.json", "vocab.json", "merges.txt")  # slow-tokenizer files
-
-
-@dataclass
-class Outcome:
-    """What ``Trainer.train`` left: its state, the mean loss, the wall time, and why it
-    stopped early (None when it ran to max_steps)."""
-    state: object
-    train_loss_mean: float
-    wall_seconds: float
-    interrupted: str | None
-    tokens_seen: int | None = None  # tokens actually consumed, all invocations and world sizes
 
 
 def _shape(opts: RunOptions, plan: TrainingPlan) -> dict:
