@@ -6,6 +6,7 @@ against the defaults (how many got 503).
 
     python benchmarks/server_throughput.py --model 09_models/checkpoints/tiny/final
     python benchmarks/server_throughput.py --fresh          # no trained model: tiny shape, random weights
+    python benchmarks/server_throughput.py --model MODEL --device cuda   # the servers on the GPU
 
 Clients post `/v1/generate` (sampling, temperature 0.8, a different seed per request) from one
 asyncio loop; each keeps one request in flight. Throughput counts the new tokens the server
@@ -57,12 +58,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, extra: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, extra: list[str], log: Path, device: str = "cpu") -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(REPO / "06_inference" / "serve.py"), "--model", str(model),
-                             "--port", str(port), "--device", "cpu", "--log_level", "warning", *extra],
+                             "--port", str(port), "--device", device, "--log_level", "warning", *extra],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     for _ in range(480):
@@ -135,6 +136,7 @@ def main() -> int:
     p.add_argument("--requests_per_client", type=int, default=4)
     p.add_argument("--new_tokens", type=int, default=32)
     p.add_argument("--burst", type=int, default=40)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the servers run the model")
     a = p.parse_args()
     if not a.model and not a.fresh:
         p.error("pass --model FOLDER, or --fresh")
@@ -144,10 +146,10 @@ def main() -> int:
 
     res = {"meta": {"command": " ".join(["benchmarks/server_throughput.py", *sys.argv[1:]]),
                     "date": time.strftime("%Y-%m-%d"), "model": str(model),
-                    "machine": f"{cpu_description()}, torch {torch.__version__}"},
+                    "machine": f"{cpu_description()}, torch {torch.__version__}", "device": a.device},
            "serial": [], "batched": []}
     modes = {"serial": ["--max_concurrency", "1", "--max_queue", "256"], "batched": []}
-    servers = {m: start_server(model, extra, a.work / f"{m}.log") for m, extra in modes.items()}
+    servers = {m: start_server(model, extra, a.work / f"{m}.log", a.device) for m, extra in modes.items()}
     try:
         for _, url in servers.values():  # warm-up
             asyncio.run(race(url, 1, 1, 4))

@@ -1,0 +1,94 @@
+"""The command lines the acceptance run starts: the project's own scripts, with the flags the
+tests use, so the GPU run exercises what users run (nothing re-implemented here)."""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable
+TRAIN = REPO / "04_training" / "train_model_slm.py"
+EXPORT = REPO / "10_scripts" / "export_gguf.py"
+SERVER_BENCH = REPO / "benchmarks" / "server_throughput.py"
+
+# The exact-resume check of tests/test_training.py, on the micro preset: 12 steps with a
+# checkpoint at 6, every loss logged so the curves compare step by step
+RESUME_STEPS, RESUME_STOP = 12, 6
+RESUME_FLAGS = ["--max_steps", str(RESUME_STEPS), "--save_steps", str(RESUME_STOP),
+                "--logging_steps", "1", "--eval_steps", "100"]
+# FSDP runs longer so its tokens/s is more than start-up noise
+FSDP_FLAGS = ["--max_steps", "60", "--save_steps", "30", "--logging_steps", "10", "--eval_steps", "1000"]
+FSDP_MODE = "full_shard auto_wrap"
+SERVER_CLIENTS = (1, 8, 32)
+
+
+def job_env() -> dict:
+    """Offline, no W&B, unbuffered; the test-only hooks of the training code switched off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LONDONLM_TEST_")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               WANDB_MODE="disabled", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    return env
+
+
+def pytest_cmd() -> list[str]:
+    # -m gpu replaces pyproject's "-m 'not slow'" (the last -m wins); -rfE lists what failed
+    return [PY, "-m", "pytest", "-m", "gpu", "-q", "-rfE", "tests/"]  # run from REPO
+
+
+def train_args(root: Path, run: str, *extra: str) -> list[str]:
+    """The training script's arguments for a micro run: fixed speed rules (--autotune off), so
+    runs compared with each other use the same kernels."""
+    return [str(TRAIN), "--preset", "micro", "--root", str(root), "--run_name_dir", run,
+            "--report_to", "none", "--disable_tqdm", "true", "--autotune", "off", *extra]
+
+
+def resume_cmds(root: Path) -> dict[str, list[str]]:
+    """Run ``a`` uninterrupted; run ``b`` stopped after step 6 (a checkpoint, no final/), then
+    the same command without the stop: it auto-resumes from checkpoint-6."""
+    return {"uninterrupted": [PY, *train_args(root, "a", *RESUME_FLAGS, "--fresh")],
+            "stopped": [PY, *train_args(root, "b", *RESUME_FLAGS, "--fresh",
+                                        "--stop_after_steps", str(RESUME_STOP))],
+            "resumed": [PY, *train_args(root, "b", *RESUME_FLAGS)]}
+
+
+def fsdp_cmd(root: Path) -> list[str]:
+    # --standalone: a one-node rendezvous on a free port (no MASTER_PORT clash with anything)
+    return [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+            *train_args(root, "fsdp", *FSDP_FLAGS, "--fresh", "--fsdp", FSDP_MODE)]
+
+
+def server_cmd(model: Path, work: Path, device: str = "cuda") -> list[str]:
+    return [PY, str(SERVER_BENCH), "--model", str(model), "--device", device, "--work", str(work),
+            "--clients", *map(str, SERVER_CLIENTS)]
+
+
+def gguf_cmd(root: Path, run: str, verify: bool) -> list[str]:
+    # --verify runs each file in llama.cpp; only where llama-cpp-python is installed
+    return [PY, str(EXPORT), "--root", str(root), "--preset", "micro", "--run_name", run,
+            "--overwrite", *(["--verify", "--steps", "16"] if verify else [])]  # 16: inside context 64
+
+
+def shown(cmd: list[str], root: Path | None = None) -> str:
+    """A command line for the report: ``python`` for this interpreter, paths relative to the
+    repository, the scratch project root as ROOT."""
+    text = shlex.join(["python", *cmd[1:]] if cmd and cmd[0] == PY else cmd).replace(f"{REPO}/", "")
+    return text.replace(str(root), "ROOT") if root else text
+
+
+def prepare_micro_root(root: Path, sample_chars: int = 300_000) -> Path:
+    """A project root with stages 02-03 done on part of the embedded sample: the corpus and
+    a 512-token tokenizer (the micro preset's), as tests/conftest.py's ``micro_root``."""
+    import config
+    from londonlm.corpus import build_corpus
+    from londonlm.tokenizer_stage import train_tokenizer_stage
+
+    preset = config.get_preset("micro")
+    layout = config.get_layout(root)
+    build_corpus(layout.processed_dir, layout.metadata_dir, use_sample=True,
+                 sample_limit_chars=sample_chars, validation_percent=20, log=lambda *_: None)
+    train_tokenizer_stage(layout.processed_dir, layout.tokenizer_dir(config.TOKENIZER.name),
+                          vocab_size=preset.vocab_size, min_frequency=2, era_tokens=True,
+                          model_max_length=preset.context_length, log=lambda *_: None)
+    return root

@@ -1,0 +1,259 @@
+"""In-process GPU measurements at the GPT-2 Small shape: training throughput and MFU (eager and
+torch.compile), one optimizer step of Muon+AdamW against AdamW, and the memory estimate
+against the measured peak. torch is imported inside the functions: the dry run and the tests
+of this package need none of it."""
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from dataclasses import dataclass
+
+from .arith import SMALL, flop_terms, median_ms, mfu, time_windows, tokens_per_second, tokens_per_step
+
+GPT2_TOKENS = 50257  # GPT-2's vocabulary: the padded rows are never inputs or targets
+
+
+@dataclass
+class SmallConfig:
+    batch_size: int = 16
+    context: int = 1024
+    warmup: int = 3
+    windows: int = 5
+    steps_per_window: int = 10
+    compile: bool = True
+
+
+def small_shape(context: int):
+    from londonlm.modeling import ModelShape
+
+    return ModelShape(**{**SMALL, "n_positions": context})
+
+
+def small_model(context: int):
+    """GPT-2 Small as the project builds it (tied embeddings, erf GELU, SDPA), on the GPU, with
+    TF32 for what stays fp32 (the trainer turns it on on CUDA too)."""
+    import torch
+
+    from londonlm.modeling import build_model
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return build_model(small_shape(context), 0, 0, 0, attn_implementation="sdpa", seed=0).cuda().train()
+
+
+def fused_adamw(params, fused: bool = True):
+    import torch
+
+    # the project's AdamW settings (beta2 0.95, weight decay 0.1); fused: one kernel per step,
+    # else torch's multi-tensor (foreach) implementation
+    return torch.optim.AdamW(params, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1,
+                             fused=fused or None, foreach=None if fused else True)
+
+
+def random_batch(cfg: SmallConfig):
+    import torch
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    return torch.randint(0, GPT2_TOKENS, (cfg.batch_size, cfg.context), device="cuda", generator=g)
+
+
+def sdpa_backend(flash_only: bool):
+    """Flash attention only (an error where it cannot run), or torch's own choice."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION]) if flash_only else contextlib.nullcontext()
+
+
+def train_step(fwd, opt, batch):
+    """One step as the trainer takes it on a GPU: bf16 autocast over fp32 weights."""
+    import torch
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = fwd(input_ids=batch, labels=batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    return step
+
+
+def release() -> None:
+    """Free what the previous measurement held, so the next one starts from an empty GPU."""
+    import torch
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    if hasattr(torch, "_dynamo"):
+        torch._dynamo.reset()
+
+
+def measure_variant(cfg: SmallConfig, compiled: bool, flash_only: bool) -> dict:
+    import torch
+
+    model = small_model(cfg.context)
+    opt = fused_adamw(model.parameters())
+    step = train_step(torch.compile(model) if compiled else model, opt, random_batch(cfg))
+    try:
+        with sdpa_backend(flash_only):
+            t0 = time.perf_counter()
+            step()  # the first step compiles (torch.compile) and allocates: timed apart
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t0
+            windows = time_windows(step, torch.cuda.synchronize, time.perf_counter, cfg.warmup,
+                                   cfg.windows, cfg.steps_per_window)
+            loss = float(step().detach())
+    finally:
+        del model, opt, step
+        release()
+    tps = tokens_per_second(windows, cfg.steps_per_window, tokens_per_step(cfg.batch_size, cfg.context))
+    return {"tokens_per_s": round(tps, 1), "first_step_s": round(first, 2), "loss_after": round(loss, 3),
+            "step_ms": round(median_ms(windows) / cfg.steps_per_window, 2),
+            "window_tokens_per_s": [round(cfg.steps_per_window * tokens_per_step(cfg.batch_size, cfg.context)
+                                          / w) for w in windows]}
+
+
+def measure_with_fallback(cfg: SmallConfig, compiled: bool) -> dict:
+    """Flash attention forced; where torch refuses it ("No available kernel"), its own choice,
+    with the refusal recorded, rather than no figure at all."""
+    try:
+        return {"attention": "sdpa (flash)", **measure_variant(cfg, compiled, flash_only=True)}
+    except RuntimeError as e:
+        if "kernel" not in str(e).lower() and "flash" not in str(e).lower():
+            raise
+        release()
+        note = str(e).strip().splitlines()[0][:200]
+        return {"attention": f"sdpa (torch's choice; flash refused: {note})",
+                **measure_variant(cfg, compiled, flash_only=False)}
+
+
+def flops_and_peak(cfg: SmallConfig) -> dict:
+    """The MFU's two inputs: the project's FLOPs per token for this shape and context, and
+    the device's dense bf16 peak from londonlm.hardware (None where unknown)."""
+    import torch
+
+    from londonlm.hardware import peak_flops
+
+    shape = small_shape(cfg.context)
+    n = shape.n_params_non_embedding + shape.vocab_size * shape.n_embd
+    terms = flop_terms(shape.n_layer, shape.n_head, shape.n_embd, cfg.context, n)
+    if terms["flops_per_token"] != shape.flops_per_token(cfg.context):  # the training logs' formula
+        raise ValueError(f"FLOP terms {terms} disagree with ModelShape.flops_per_token "
+                         f"({shape.flops_per_token(cfg.context)}): update arith.flop_terms")
+    name = torch.cuda.get_device_name(0)
+    return {**terms, "device": name, "peak_flops_bf16": peak_flops(name), "n_params": shape.n_params}
+
+
+def step_throughput(ctx) -> dict:
+    cfg: SmallConfig = ctx.small
+    flops = flops_and_peak(cfg)
+    rows = []
+    for compiled in ([False, True] if cfg.compile else [False]):
+        name = "torch.compile" if compiled else "eager"
+        try:
+            r = measure_with_fallback(cfg, compiled)
+        except Exception as e:  # noqa: BLE001  (a compile failure keeps the eager figure)
+            release()
+            rows.append({"variant": name, "tokens_per_s": None, "error": f"{type(e).__name__}: {e}"[:300]})
+            continue
+        r["mfu"] = mfu(r["tokens_per_s"], flops["flops_per_token"], flops["peak_flops_bf16"])
+        r["mfu"] = None if r["mfu"] is None else round(r["mfu"], 4)
+        rows.append({"variant": name, **r})
+    measured = [r for r in rows if r["tokens_per_s"]]
+    if not measured:
+        raise RuntimeError("; ".join(r["error"] for r in rows))
+    best = max(measured, key=lambda r: r["tokens_per_s"])
+    summary = f"{best['tokens_per_s']:,.0f} tokens/s ({best['variant']})" + (
+        f", MFU {best['mfu']:.1%}" if best["mfu"] is not None else ", MFU n/a (peak unknown)")
+    figures = {"batch_size": cfg.batch_size, "context": cfg.context,
+               "tokens_per_step": tokens_per_step(cfg.batch_size, cfg.context),
+               "timing": f"{cfg.warmup} warm-up steps, median of {cfg.windows} windows of "
+                         f"{cfg.steps_per_window} steps, torch.cuda.synchronize around each window",
+               "precision": "bf16 autocast, fp32 weights; fused AdamW; TF32 matmuls", **flops}
+    if len(measured) == 2:
+        figures["compile_speedup"] = round(measured[1]["tokens_per_s"] / measured[0]["tokens_per_s"], 3)
+    failed = [f"{r['variant']}: {r['error']}" for r in rows if r.get("error")]
+    nan = [r["variant"] for r in measured if r["loss_after"] != r["loss_after"]]  # NaN != NaN
+    res = {"ok": not failed and not nan, "summary": summary, "figures": figures, "rows": rows}
+    if failed or nan:
+        res["error"] = "; ".join(failed + [f"{v}: loss is NaN" for v in nan])
+    return res
+
+
+def optimizer_ms(opt, warmup: int = 3, steps: int = 20) -> float:
+    """Median milliseconds of one ``opt.step()`` over ``steps`` single-step windows."""
+    import torch
+
+    return median_ms(time_windows(opt.step, torch.cuda.synchronize, time.perf_counter, warmup, steps, 1))
+
+
+def optimizer_rows(model) -> list[dict]:
+    """One row per optimizer: its median step in ms, or the error that stopped it (Muon needs
+    torch >= 2.9; the AdamW figures still count without it)."""
+    from londonlm.optim import MuonOptions, build_muon_adamw
+
+    rows = []
+    for name, make in (("AdamW (fused)", lambda: fused_adamw(model.parameters())),
+                       ("AdamW (foreach)", lambda: fused_adamw(model.parameters(), fused=False)),
+                       ("Muon + AdamW (--optim muon)", lambda: build_muon_adamw(model, MuonOptions(lr=3e-4)))):
+        try:
+            opt = make()
+            rows.append({"optimizer": name, "step_ms": round(optimizer_ms(opt), 3)})
+            del opt
+        except Exception as e:  # noqa: BLE001  (recorded in the row; the step then fails)
+            rows.append({"optimizer": name, "step_ms": None, "error": f"{type(e).__name__}: {e}"[:300]})
+    return rows
+
+
+def step_optimizers(ctx) -> dict:
+    import torch
+
+    model = small_model(ctx.small.context)
+    for p in model.parameters():  # fixed gradients: the step's cost does not depend on them
+        p.grad = torch.randn_like(p) * 1e-3
+    try:
+        rows = optimizer_rows(model)
+    finally:
+        del model
+        release()
+    adamw, muon = rows[0]["step_ms"], rows[2]["step_ms"]
+    ratio = round(muon / adamw, 3) if adamw and muon else None
+    res = {"ok": all(r["step_ms"] for r in rows),
+           "summary": f"Muon+AdamW {muon} ms vs fused AdamW {adamw} ms" + (f" ({ratio:.2f}x)" if ratio else ""),
+           "figures": {"shape": "GPT-2 Small (124M)", "muon_over_fused_adamw": ratio,
+                       "timing": "median of 20 single steps after 3 warm-up steps, synchronized"},
+           "rows": rows}
+    if not res["ok"]:
+        res["error"] = "; ".join(f"{r['optimizer']}: {r['error']}" for r in rows if r.get("error"))
+    return res
+
+
+def step_memory(ctx) -> dict:
+    import torch
+
+    cfg: SmallConfig = ctx.small
+    release()
+    torch.cuda.reset_peak_memory_stats()
+    model = small_model(cfg.context)
+    opt = fused_adamw(model.parameters())
+    step = train_step(model, opt, random_batch(cfg))
+    try:
+        for _ in range(2):  # the second step holds AdamW's state as well as activations
+            step()
+        torch.cuda.synchronize()
+        measured = torch.cuda.max_memory_allocated() / 1e9
+        reserved = torch.cuda.max_memory_reserved() / 1e9
+    finally:
+        del model, opt, step
+        release()
+    estimate = small_shape(cfg.context).memory_estimate_gb(cfg.batch_size)
+    ratio = measured / estimate
+    return {"summary": f"measured {measured:.2f} GB, estimated {estimate:.2f} GB (x{ratio:.2f})",
+            "figures": {"batch_size": cfg.batch_size, "context": cfg.context,
+                        "estimate_gb": round(estimate, 3), "max_allocated_gb": round(measured, 3),
+                        "max_reserved_gb": round(reserved, 3), "measured_over_estimate": round(ratio, 3),
+                        "estimate": "ModelShape.memory_estimate_gb: 16 B/param (fp32 weights, grads, "
+                                    "AdamW) + 34*T*d + 5*H*T^2 bytes per layer per sequence",
+                        "measured": "torch.cuda.max_memory_allocated over two eager bf16-autocast "
+                                    "steps with fused AdamW"}}

@@ -1,0 +1,114 @@
+"""The acceptance run's record: the machine, gpu_acceptance.json, gpu_acceptance.md and its
+section in BENCHMARKS.md between marker comments (replaced in place, appended when absent)."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+BEGIN, END = "<!-- gpu-acceptance:begin -->", "<!-- gpu-acceptance:end -->"
+
+
+def nvidia_smi(query: str) -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def machine_info() -> dict:
+    """GPU, driver, CUDA and library versions, CPU: what a figure depends on."""
+    import torch
+    import transformers
+
+    from train_throughput import cpu_description  # benchmarks/ is on sys.path (the entry's folder)
+
+    props = torch.cuda.get_device_properties(0)
+    return {"gpu": torch.cuda.get_device_name(0), "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "gpu_count": torch.cuda.device_count(), "compute_capability": f"{props.major}.{props.minor}",
+            "driver": nvidia_smi("driver_version"), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(),
+            "cpu": cpu_description()}
+
+
+def fmt(v) -> str:
+    """A table cell: thousands separators for large numbers, 4 significant digits for small."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:,.1f}" if abs(v) >= 1000 else f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, (list, tuple)):
+        return " / ".join(fmt(x) for x in v)  # not commas: numbers carry thousands commas
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {fmt(x)}" for k, x in v.items())
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def table(rows: list[dict]) -> list[str]:
+    """A Markdown table of ``rows`` (columns: every key, in order of first appearance)."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    return (["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            + ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows])
+
+
+def step_section(i: int, name: str, res: dict) -> list[str]:
+    lines = [f"### {i}. {res.get('title', name)} — {res['status']} ({res['seconds']:.1f} s)", ""]
+    if res.get("error"):
+        lines += [f"Error: `{fmt(res['error'])[:500]}`", ""]
+    if res.get("figures"):
+        lines += table([{"figure": k, "value": v} for k, v in res["figures"].items()]) + [""]
+    if res.get("rows"):
+        lines += table(res["rows"]) + [""]
+    return lines
+
+
+def markdown(results: dict) -> str:
+    """The section for BENCHMARKS.md: heading, command, machine, one summary table, then a
+    table per step."""
+    m, steps = results["machine"], results["steps"]
+    lines = [f"## GPU acceptance ({m.get('gpu', 'no GPU')}, {results['date']})", "",
+             f"    {results['command']}", "",
+             f"{m.get('gpu')} ({fmt(m.get('gpu_memory_gib'))} GiB, compute capability "
+             f"{m.get('compute_capability')}), driver {m.get('driver')}, CUDA {m.get('cuda')}, "
+             f"torch {m.get('torch')}, transformers {m.get('transformers')}, Python {m.get('python')}; "
+             f"CPU {m.get('cpu')}.", ""]
+    lines += table([{"step": f"{i}. {name}", "status": r["status"], "seconds": round(r["seconds"], 1),
+                     "result": r.get("summary") or r.get("error", "")[:200]}
+                    for i, (name, r) in enumerate(steps.items(), 1)]) + [""]
+    for i, (name, r) in enumerate(steps.items(), 1):
+        lines += step_section(i, name, r)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_section(text: str, section: str) -> str:
+    """``text`` with the block between the markers replaced by ``section`` (markers kept), or
+    with the block appended when there are no markers yet."""
+    block = f"{BEGIN}\n{section.strip()}\n{END}"
+    i = text.find(BEGIN)
+    if i < 0:
+        return (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
+    j = text.find(END, i)
+    if j < 0:
+        raise ValueError(f"{BEGIN} without {END}: mend the file by hand first")
+    return text[:i] + block + text[j + len(END):]
+
+
+def write_reports(results: dict, out: Path, bench_md: Path | None = None) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "gpu_acceptance.json", "md": out / "gpu_acceptance.md"}
+    paths["json"].write_text(json.dumps(results, indent=2, default=str) + "\n")
+    section = markdown(results)
+    paths["md"].write_text(section)
+    if bench_md is not None:
+        old = bench_md.read_text() if bench_md.exists() else ""
+        bench_md.write_text(replace_section(old, section))
+        paths["bench_md"] = bench_md
+    return paths

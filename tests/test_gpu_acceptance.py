@@ -1,0 +1,298 @@
+"""benchmarks/gpu_acceptance.py on a machine without a GPU: its arithmetic (throughput, MFU,
+medians, pytest's summary), the command lines it starts, the report writer and the
+BENCHMARKS.md section, the dry run, the one-line refusal without CUDA, and the step runner."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu_acceptance.py"
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.append(str(REPO / "benchmarks"))  # appended: benchmarks/ never shadows a package
+
+from gpu import arith, commands as C, report, runner  # noqa: E402
+
+SMALL_FLOPS = 855_383_040  # 6 * 123,689,472 + 12 * 12 * 768 * 1024 (worked by hand below)
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+def test_small_flops_per_token_is_the_projects_formula():
+    from londonlm.modeling import ModelShape
+
+    shape = ModelShape(**arith.SMALL)
+    # N = 12 layers * (12 d^2 + 13 d) + 2 d (final norm) + LM head 50304 * 768
+    n = 12 * (12 * 768 ** 2 + 13 * 768) + 2 * 768 + 50304 * 768
+    assert n == 123_689_472
+    terms = arith.flop_terms(12, 12, 768, 1024, n)
+    assert (terms["six_N"], terms["attention"]) == (742_136_832, 113_246_208)
+    assert terms["flops_per_token"] == shape.flops_per_token() == SMALL_FLOPS
+    assert terms["formula"].startswith("6*N + 12*L*H*Q*T")
+
+
+def test_mfu_on_known_numbers():
+    # 500k tokens/s of GPT-2 Small on a 989 TFLOP/s (H100/H200 dense bf16) GPU: 43.2%
+    assert arith.mfu(500_000, SMALL_FLOPS, 989e12) == pytest.approx(0.432448, abs=1e-6)
+    assert arith.mfu(1e6, 1e9, 1e15) == pytest.approx(1.0)
+    assert arith.mfu(500_000, SMALL_FLOPS, None) is None  # unknown peak: no made-up MFU
+
+
+def test_tokens_per_second_is_the_median_window_rate():
+    assert arith.tokens_per_step(16, 1024) == 16_384
+    assert arith.tokens_per_step(16, 1024, grad_accum=2) == 32_768
+    # rates 163,840 / 81,920 / 327,680 tokens/s: the median, not the mean (191,146.7)
+    assert arith.tokens_per_second([1.0, 2.0, 0.5], 10, 16_384) == 163_840
+    assert arith.median_ms([0.002, 0.001, 0.010]) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        arith.tokens_per_second([], 10, 16_384)
+
+
+def test_time_windows_syncs_and_leaves_warmup_untimed():
+    now, calls = [0.0], []
+
+    def step():  # each step "takes" one second of the fake clock
+        calls.append("step")
+        now[0] += 1.0
+
+    windows = arith.time_windows(step, lambda: calls.append("sync"), lambda: now[0],
+                                 warmup=3, windows=4, steps_per_window=5)
+    assert windows == [5.0, 5.0, 5.0, 5.0]
+    assert calls.count("step") == 3 + 4 * 5 and calls.count("sync") == 2 * 4
+    assert calls[:4] == ["step", "step", "step", "sync"]  # warm-up first, then a synced window
+
+
+def test_pytest_summary_and_failures_parsed():
+    out = ("..F.s\nFAILED tests/test_gpu.py::test_x - AssertionError: 1 != 2\n"
+           "ERROR tests/test_gpu.py::test_y - RuntimeError\n"
+           "3 passed, 1 failed, 2 skipped, 812 deselected, 1 error in 12.34s\n")
+    assert arith.pytest_counts(out) == {"passed": 3, "failed": 1, "skipped": 2, "deselected": 812, "errors": 1}
+    assert arith.failed_tests(out) == ["tests/test_gpu.py::test_x", "tests/test_gpu.py::test_y"]
+    assert arith.pytest_counts("no tests ran in 0.1s")["passed"] == 0
+
+
+def test_max_abs_diff():
+    assert arith.max_abs_diff([1.0, 2.0, 3.0], [1.0, 2.5, 2.9]) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        arith.max_abs_diff([1.0], [1.0, 2.0])
+
+
+# --------------------------------------------------------------------------- command lines
+
+def flag(cmd: list[str], name: str) -> str:
+    """The value after ``name`` in ``cmd`` (a missing flag fails the test)."""
+    return cmd[cmd.index(name) + 1]
+
+
+def test_pytest_command_selects_the_gpu_marker():
+    cmd = C.pytest_cmd()
+    assert cmd[1:5] == ["-m", "pytest", "-m", "gpu"] and cmd[-1] == "tests/" and "-rfE" in cmd
+
+
+def test_resume_commands_stop_then_resume_the_same_run(tmp_path):
+    cmds = C.resume_cmds(tmp_path)
+    for cmd in cmds.values():
+        assert cmd[1] == str(C.TRAIN) and flag(cmd, "--preset") == "micro"
+        assert flag(cmd, "--root") == str(tmp_path) and flag(cmd, "--max_steps") == str(C.RESUME_STEPS)
+        assert flag(cmd, "--save_steps") == str(C.RESUME_STOP) and flag(cmd, "--logging_steps") == "1"
+    a, stop, again = cmds["uninterrupted"], cmds["stopped"], cmds["resumed"]
+    assert flag(a, "--run_name_dir") == "a" and "--stop_after_steps" not in a and "--fresh" in a
+    assert flag(stop, "--run_name_dir") == "b" and flag(stop, "--stop_after_steps") == str(C.RESUME_STOP)
+    # the resume is the same command without the stop, and without --fresh (which starts over)
+    assert flag(again, "--run_name_dir") == "b" and "--stop_after_steps" not in again and "--fresh" not in again
+
+
+def test_fsdp_command_is_torchrun_with_one_process_and_fsdp(tmp_path):
+    cmd = C.fsdp_cmd(tmp_path)
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=1" in cmd
+    assert flag(cmd, "--fsdp") == "full_shard auto_wrap" and flag(cmd, "--preset") == "micro"
+    assert cmd.index("--nproc_per_node=1") < cmd.index(str(C.TRAIN))  # torchrun's flag, not the script's
+    assert "'full_shard auto_wrap'" in C.shown(cmd, tmp_path) and "ROOT" in C.shown(cmd, tmp_path)
+
+
+def test_server_and_gguf_commands(tmp_path):
+    cmd = C.server_cmd(tmp_path / "final", tmp_path / "w")
+    assert cmd[1] == str(C.SERVER_BENCH) and flag(cmd, "--device") == "cuda"
+    assert flag(cmd, "--model") == str(tmp_path / "final")
+    assert cmd[cmd.index("--clients") + 1:] == ["1", "8", "32"]
+    g = C.gguf_cmd(tmp_path, "a", verify=False)
+    assert g[1] == str(C.EXPORT) and flag(g, "--run_name") == "a" and flag(g, "--root") == str(tmp_path)
+    assert "--verify" not in g and "--verify" in C.gguf_cmd(tmp_path, "a", verify=True)
+
+
+def test_server_benchmark_takes_a_device():
+    out = subprocess.run([sys.executable, str(C.SERVER_BENCH), "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "--device {cpu,cuda}" in out.stdout
+
+
+# --------------------------------------------------------------------------- reports
+
+def fake_results() -> dict:
+    return {"command": "python benchmarks/gpu_acceptance.py --bench_md BENCHMARKS.md", "date": "2026-11-25",
+            "machine": {"gpu": "NVIDIA H200", "gpu_memory_gib": 139.8, "driver": "570.86", "cuda": "12.8",
+                        "torch": "2.9.0", "transformers": "5.24.0", "python": "3.11.7", "cpu": "Intel Xeon"},
+            "steps": {
+                "throughput": {"title": "GPT-2 Small training throughput and MFU", "status": "passed",
+                               "seconds": 93.31, "summary": "512,345 tokens/s (torch.compile), MFU 44.3%",
+                               "figures": {"flops_per_token": SMALL_FLOPS, "peak_flops_bf16": 989e12},
+                               "rows": [{"variant": "eager", "tokens_per_s": 401234.5, "mfu": 0.347},
+                                        {"variant": "torch.compile", "tokens_per_s": 512345.0, "mfu": 0.4431}]},
+                "fsdp": {"title": "FSDP2 on one GPU", "status": "failed", "seconds": 4.0,
+                         "error": "StepError: torchrun exit 1 | NCCL error"}}}
+
+
+def test_report_json_and_markdown(tmp_path):
+    paths = report.write_reports(fake_results(), tmp_path / "out")
+    data = json.loads(paths["json"].read_text())
+    assert data["machine"]["gpu"] == "NVIDIA H200" and data["steps"]["fsdp"]["status"] == "failed"
+    md = paths["md"].read_text()
+    assert md.startswith("## GPU acceptance (NVIDIA H200, 2026-11-25)\n")
+    assert "    python benchmarks/gpu_acceptance.py --bench_md BENCHMARKS.md" in md
+    assert "driver 570.86, CUDA 12.8, torch 2.9.0, transformers 5.24.0" in md
+    assert "| 1. throughput | passed | 93.3 | 512,345 tokens/s (torch.compile), MFU 44.3% |" in md
+    assert "| 2. fsdp | failed | 4 | StepError: torchrun exit 1 \\| NCCL error |" in md  # a | escaped
+    assert "| torch.compile | 512,345.0 | 0.4431 |" in md and "| flops_per_token | 855,383,040 |" in md
+    assert "### 2. FSDP2 on one GPU — failed (4.0 s)" in md
+    assert "bench_md" not in paths
+
+
+def test_bench_md_section_appended_when_absent_then_replaced(tmp_path):
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_text("# Benchmarks\n\nolder figures\n")
+    report.write_reports(fake_results(), tmp_path / "out", bench)
+    first = bench.read_text()
+    assert first.startswith("# Benchmarks\n\nolder figures\n\n" + report.BEGIN + "\n## GPU acceptance (")
+    assert first.rstrip().endswith(report.END)
+    # a later run replaces the section in place: text after it stays, no second copy
+    bench.write_text(first + "\n## Later section\n")
+    later = fake_results()
+    later["date"] = "2026-12-01"
+    report.write_reports(later, tmp_path / "out", bench)
+    text = bench.read_text()
+    assert text.count(report.BEGIN) == text.count(report.END) == 1
+    assert "2026-12-01" in text and "2026-11-25" not in text
+    assert text.startswith("# Benchmarks\n\nolder figures\n\n") and text.endswith("\n## Later section\n")
+
+
+def test_replace_section_edge_cases():
+    assert report.replace_section("", "## S\n") == f"{report.BEGIN}\n## S\n{report.END}\n"
+    with pytest.raises(ValueError):
+        report.replace_section(f"x\n{report.BEGIN}\nno end marker\n", "## S")
+    assert report.fmt(1234567.0) == "1,234,567.0" and report.fmt(0.43244) == "0.4324"
+    assert report.fmt(None) == "–" and report.fmt(True) == "yes" and report.fmt([1, 2000]) == "1 / 2,000"
+
+
+# --------------------------------------------------------------------------- the script
+
+def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120,
+                          cwd="/", env=env)
+
+
+def test_dry_run_lists_every_step_and_its_commands(tmp_path):
+    r = run_script("--dry_run", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    for i, step in enumerate(runner.STEPS, 1):
+        assert f"\n{i}. {step.name}: {step.title}\n" in r.stdout
+    assert "-m pytest -m gpu" in r.stdout and "--stop_after_steps 6" in r.stdout
+    assert "--nproc_per_node=1" in r.stdout and "--fsdp 'full_shard auto_wrap'" in r.stdout
+    assert "--device cuda" in r.stdout and "export_gguf.py" in r.stdout and "torch.compile" in r.stdout
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()  # nothing ran
+
+
+def test_dry_run_of_a_subset_and_unknown_steps():
+    r = run_script("--dry_run", "--steps", "memory,resume", "--no_compile")
+    assert r.returncode == 0 and "1. memory:" in r.stdout and "2. resume:" in r.stdout
+    assert "throughput" not in r.stdout and "server" not in r.stdout
+    bad = run_script("--dry_run", "--steps", "memory,warp")
+    assert bad.returncode == 2 and "unknown step(s) warp" in bad.stderr
+
+
+def test_without_cuda_one_error_line_and_exit_2(tmp_path):
+    # CUDA_VISIBLE_DEVICES="" hides any GPU, so this holds on a GPU machine too
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    r = run_script("--out", str(tmp_path / "out"), env=env)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no CUDA GPU here; "), r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_failing_step_is_recorded_and_the_next_still_runs(tmp_path, monkeypatch):
+    """main() over two fake steps (CUDA pretended): the first raises, the second runs and
+    passes; the reports hold both and the exit code says one failed."""
+    import gpu_acceptance
+    import torch
+
+    def boom(ctx):
+        raise RuntimeError("CUDA out of memory")
+
+    steps = [runner.Step("one", "fails", boom, lambda c: []),
+             runner.Step("two", "passes", lambda c: {"summary": "fine", "figures": {"x": 1}}, lambda c: [])]
+    monkeypatch.setattr(gpu_acceptance, "STEPS", steps)
+    monkeypatch.setattr(gpu_acceptance, "BY_NAME", {s.name: s for s in steps})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(report, "machine_info", lambda: {"gpu": "Fake GPU"})
+    bench = tmp_path / "B.md"
+    rc = gpu_acceptance.main(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "w"),
+                              "--bench_md", str(bench)])
+    assert rc == 1
+    data = json.loads((tmp_path / "out" / "gpu_acceptance.json").read_text())
+    assert list(data["steps"]) == ["one", "two"]
+    assert data["steps"]["one"]["status"] == "failed" and "CUDA out of memory" in data["steps"]["one"]["error"]
+    assert data["steps"]["two"]["status"] == "passed" and data["steps"]["two"]["figures"] == {"x": 1}
+    assert "RuntimeError" in (tmp_path / "out" / "logs" / "one_traceback.log").read_text()
+    assert "## GPU acceptance (Fake GPU," in bench.read_text()
+
+
+def test_run_step_marks_a_failed_check_failed(tmp_path):
+    ctx = runner.Context(out=tmp_path, work=tmp_path)
+    bad = runner.run_step(runner.Step("s", "t", lambda c: {"ok": False, "error": "loss differs"}, list), ctx)
+    good = runner.run_step(runner.Step("s", "t", lambda c: {"ok": True, "summary": "x"}, list), ctx)
+    assert (bad["status"], bad["error"], good["status"]) == ("failed", "loss differs", "passed")
+    assert "ok" not in good and good["seconds"] >= 0 and good["title"] == "t"
+
+
+@pytest.mark.parametrize("summary, code, status", [
+    ("4 passed, 900 deselected in 20.1s", 0, "passed"),
+    ("3 passed, 1 failed, 900 deselected in 20.1s", 1, "failed"),
+    ("4 skipped, 900 deselected in 2.0s", 0, "failed"),   # nothing ran on the GPU
+])
+def test_pytest_step_reads_the_summary(tmp_path, monkeypatch, summary, code, status):
+    from gpu import cli_steps
+
+    def fake_run(cmd, log, timeout):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("FAILED tests/test_gpu.py::test_a - boom\n" * (code != 0) + summary + "\n")
+        if code:
+            raise cli_steps.StepError(f"exit {code}")
+        return log.read_text()
+
+    monkeypatch.setattr(cli_steps, "run_logged", fake_run)
+    r = runner.run_step(runner.BY_NAME["pytest"], runner.Context(out=tmp_path, work=tmp_path))
+    assert r["status"] == status, r
+    assert r["figures"]["passed"] == int(summary.split()[0]) * ("passed" in summary.split(",")[0])
+    assert r["rows"] == ([{"failed test": "tests/test_gpu.py::test_a"}] if code else [])
+
+
+def test_gguf_verify_output_judged_per_file():
+    from gpu.cli_steps import verify_problems
+
+    def line(name, agree=True, diff=0.01, prefix=5):
+        return json.dumps({"gguf": f"/r/gguf/{name}", "steps": 16, "matching_prefix": prefix, "identical": prefix == 16,
+                           "prompt_tokens_agree": agree, "max_first_logit_diff": diff})
+
+    rows = [{"file": "a-f16.gguf"}, {"file": "a-q8_0.gguf"}]
+    out = "gguf: wrote ...\nf16: 5/16 ...\n" + line("a-f16.gguf") + "\n" + line("a-q8_0.gguf", diff=0.3) + "\n"
+    assert verify_problems(out, rows) == []  # q8_0's larger logit error and greedy drift are recorded only
+    assert rows[0]["greedy_prefix"] == "5/16" and rows[1]["max_first_logit_diff"] == 0.3
+    bad = line("a-f16.gguf", diff=0.2) + "\n" + line("a-q8_0.gguf", agree=False)
+    problems = verify_problems(bad, [{"file": "a-f16.gguf"}, {"file": "a-q8_0.gguf"}])
+    assert len(problems) == 2 and "first logits differ" in problems[0] and "tokenizes" in problems[1]
+    assert verify_problems("no json here", [{"file": "a-f16.gguf"}])[0] == "no --verify result printed"
