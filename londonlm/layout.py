@@ -275,7 +275,7 @@ class RunLayout:
         cache stays, since it depends on the data, not on the run."""
         if not self.dir.is_dir():
             return []
-        names = {FINAL, BEST, RUN_INFO, TENSORBOARD, EVALUATION, HUB_STAGE, GGUF}
+        names = {FINAL, BEST, RUN_INFO, SIDECAR, TENSORBOARD, EVALUATION, HUB_STAGE, GGUF}
         return sorted(p for p in self.dir.iterdir()
                       if p.name in names or checkpoint_step(p) is not None)
 

@@ -188,22 +188,52 @@ def sweep_arguments(o: LRFindOptions, output_dir: str):
         optim="adamw_torch_fused" if cuda else "adamw_torch"))
 
 
-def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:
-    """Build the preset's model fresh, ramp the learning rate over the run's training blocks,
-    write the table, plot and summary to ``o.output_dir``. The model is discarded."""
+def sweep(o: LRFindOptions, shape, tok, blocks, log=print) -> tuple[LRFindResult, str]:
+    """Train a fresh model of ``shape`` one step per rate of the ramp through the training
+    package's Trainer; returns (the recorded curve, the precision it ran in)."""
     import tempfile
 
     from transformers import PrinterCallback, default_data_collator
 
-    from .modeling import ModelShape, build_model, padded_vocab
-    from .training.data import cached_tokens, load_blocks
+    from .modeling import build_model
     from .training.finetune import apply_kernels
     from .training.loop import RunControl, build_trainer, common_callbacks
+    from .training.sampler import Position, StreamSampler
+    from .training.speed import SpeedOptions, choose_speed
+
+    ramp, res = ExponentialRamp(o.min_lr, o.max_lr, o.steps), LRFindResult()
+    speed_options = SpeedOptions(o.autotune, 30.0, o.precision)
+    with tempfile.TemporaryDirectory(prefix="lr_find-") as tmp:
+        args = sweep_arguments(o, tmp)
+        kernels = choose_speed(speed_options, args, shape, 1, {}).kernels
+        model = build_model(shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
+                            dropout=o.dropout, attn_implementation=kernels.attn, seed=o.seed)
+        apply_kernels(model, kernels)
+        stream = StreamSampler(len(blocks), o.seed, 0, o.batch_size)
+        recorder = sweep_recorder(res, ramp.lrs, smoothing=o.smoothing,
+                                  diverge_factor=o.diverge_factor, log=log)
+        callbacks, _ = common_callbacks(
+            args, flops_per_token=shape.flops_per_token(), tokens_per_step=o.batch_size * o.context_length,
+            world=1, position=Position(0, 0, o.batch_size), stream=stream,
+            tokens_per_sample=o.context_length, control=RunControl(), extra=[recorder])
+        trainer = build_trainer(model, args, train=blocks, eval_dataset=None,
+                                collator=default_data_collator, callbacks=callbacks, stream=stream,
+                                speed=speed_options, schedule=ramp)
+        trainer.remove_callback(PrinterCallback)
+        t0 = time.time()
+        trainer.train()
+        res.seconds = round(time.time() - t0, 1)
+    return res, kernels.precision
+
+
+def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:
+    """Build the preset's model fresh, ramp the learning rate over the run's training blocks,
+    write the table, plot and summary to ``o.output_dir``. The model is discarded."""
+    from .modeling import ModelShape, padded_vocab
+    from .training.data import cached_tokens, load_blocks
     from .training.model import configure_torch
     from .training.options import RunOptions
     from .training.plan import load_tokenizer, validated
-    from .training.sampler import Position, StreamSampler
-    from .training.speed import SpeedOptions, choose_speed
 
     tok = load_tokenizer(o.tokenizer_dir)
     shape = validated(ModelShape(o.n_layer, o.n_head, o.n_embd, o.context_length,
@@ -216,33 +246,12 @@ def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:
     meta, _ = cached_tokens(run_opts, tok, progress=False)
     blocks = load_blocks(o.run.cache_dir, "train", meta, o.context_length)
     configure_torch()  # as training does: one thread per physical core
-    ramp, res = ExponentialRamp(o.min_lr, o.max_lr, o.steps), LRFindResult()
-    speed_options = SpeedOptions(o.autotune, 30.0, o.precision)
-    with tempfile.TemporaryDirectory(prefix="lr_find-") as tmp:
-        args = sweep_arguments(o, tmp)
-        speed = choose_speed(speed_options, args, shape, 1, {})
-        model = build_model(shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
-                            dropout=o.dropout, attn_implementation=speed.kernels.attn, seed=o.seed)
-        apply_kernels(model, speed.kernels)
-        stream = StreamSampler(len(blocks), o.seed, 0, o.batch_size)
-        callbacks, _ = common_callbacks(
-            args, flops_per_token=shape.flops_per_token(), tokens_per_step=o.batch_size * o.context_length,
-            world=1, position=Position(0, 0, o.batch_size), stream=stream,
-            tokens_per_sample=o.context_length, control=RunControl(),
-            extra=[sweep_recorder(res, ramp.lrs, smoothing=o.smoothing,
-                                  diverge_factor=o.diverge_factor, log=log)])
-        trainer = build_trainer(model, args, train=blocks, eval_dataset=None,
-                                collator=default_data_collator, callbacks=callbacks, stream=stream,
-                                speed=speed_options, schedule=ramp)
-        trainer.remove_callback(PrinterCallback)
-        t0 = time.time()
-        trainer.train()
-        res.seconds = round(time.time() - t0, 1)
+    res, precision = sweep(o, shape, tok, blocks, log)
     res.suggestion = suggest_lr(res.lrs, res.smoothed)
     summary = write_lr_find(res, o.output_dir,
                             title=f"LR range test: {o.preset} preset ({shape.n_params / 1e6:.1f}M)",
                             extra={"preset": o.preset, "batch_size": o.batch_size,
                                    "context_length": o.context_length,
                                    "preset_learning_rate": o.preset_learning_rate,
-                                   "precision": speed.kernels.precision})
+                                   "precision": precision})
     return summary, res

@@ -99,10 +99,11 @@ def test_fresh_moves_everything_the_old_model_made(layout):
     for d in (run.final, run.evaluation_dir, run.hub_stage, run.cache_dir):
         d.mkdir(parents=True, exist_ok=True)
     run.run_info.write_text("{}")
+    (run.dir / "sidecar.json").write_text("{}")  # a chat run's stage record goes with its model
     (run.dir / "gguf").mkdir()
     moved = {p.name for p in run.movable_on_fresh()}
     assert moved == {"checkpoint-10", "checkpoint-20", "checkpoint-30", "final", "evaluation",
-                     "hub_stage", "gguf", "run_info.json"}
+                     "hub_stage", "gguf", "run_info.json", "sidecar.json"}
     assert run.previous_dir("20260101-000000").name == "tiny.previous-20260101-000000"
 
 

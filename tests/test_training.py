@@ -206,3 +206,18 @@ def test_flags_override_like_the_command_line_and_fill_from_the_preset(tmp_path)
         flags.override(no_such_flag=1)
     with pytest.raises(UsageError, match="not divisible"):
         flags.override(n_embd=30, n_head=4)
+
+
+def test_the_one_training_arguments_constructor_takes_bf16_on_any_cpu(tmp_path):
+    """``TrainingArguments(bf16=True)`` alone refuses a GPU-less machine ("Your setup doesn't
+    support bf16/gpu"): the chat trainer crashed so on CPUs with native bf16. The one
+    constructor every job uses sets use_cpu there; a bad value is a one-line usage error."""
+    import torch
+
+    from londonlm.errors import UsageError
+    from londonlm.training.loop import make_training_arguments
+
+    args = make_training_arguments({"output_dir": str(tmp_path), "bf16": True, "report_to": []})
+    assert args.bf16 and (args.use_cpu or torch.cuda.is_available())
+    with pytest.raises(UsageError):
+        make_training_arguments({"output_dir": str(tmp_path), "optim": "no-such-optimizer"})

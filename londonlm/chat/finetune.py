@@ -30,7 +30,7 @@ from ..layout import CHAT_INFO, SIDECAR, WEIGHT_FILES, RunLayout, checkpoint_pro
 from ..training import TrainingError, is_main_process
 from ..training.finetune import FineTuneData, FineTuneJob, fine_tune, save_model_folder
 from ..training.loop import RunControl, make_training_arguments
-from ..training.speed import SpeedOptions
+from ..training.speed import SPEED_RECORD_KEYS, SpeedOptions
 from .dataset import load_chat_dataset
 from .template import IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
 
@@ -85,8 +85,9 @@ class ChatTrainOptions:
     def speed(self) -> SpeedOptions:
         from ..training.options import default_autotune
 
-        return SpeedOptions(self.autotune or default_autotune(), 60.0, self.precision,
-                            self.attn_implementation, self.fused_loss, self.optimizer)
+        return SpeedOptions(autotune=self.autotune or default_autotune(), precision=self.precision,
+                            attn_implementation=self.attn_implementation,
+                            fused_loss=self.fused_loss, optimizer=self.optimizer)
 
     def control(self) -> RunControl:
         return RunControl(self.time_budget, self.stop_after_seconds, self.stop_after_steps)
@@ -230,12 +231,9 @@ def _resume_point(run: RunLayout, inputs: dict, settings: dict, fresh: bool, log
     """The checkpoint to resume from, after checking it was made from the same inputs and
     settings; ``fresh`` moves an old run aside first (nothing is deleted)."""
     if fresh:
-        if is_main_process():
-            moved = move_run_aside(run)
-            if moved is not None and (run.dir / SIDECAR).exists():
-                (run.dir / SIDECAR).rename(moved / SIDECAR)
-            if moved is not None:
-                log(f"chat fine-tuning: previous run moved to {moved}")
+        moved = move_run_aside(run) if is_main_process() else None
+        if moved is not None:
+            log(f"chat fine-tuning: previous run moved to {moved}")
         return None
     ckpt = run.latest_valid_checkpoint(warn=log)
     if ckpt is None:
@@ -288,26 +286,16 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
         run.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run.run_info, {"stage": STAGE, "status": "running", "base_model": str(base_dir),
                                          "inputs": inputs, "settings": settings,
-                                         **{k: previous[k] for k in SPEED_KEYS if k in previous}})
+                                         **{k: previous[k] for k in SPEED_RECORD_KEYS if k in previous}})
     job = FineTuneJob(run, args, options.speed(), options.control(), resume, previous,
                       [_log_callback(log)])
     result = fine_tune(job, model, tokenizer, data)
     trainer, outcome, kernels = result.trainer, result.outcome, result.speed.kernels
-    info = {"stage": STAGE, "status": "stopped" if outcome.interrupted else "finished",
-            "base_model": str(base_dir), "data_dir": str(data_dir), "inputs": inputs,
-            "settings": settings, "global_step": outcome.state.global_step,
-            "max_steps": outcome.state.max_steps, "train_loss_mean": outcome.train_loss_mean,
-            "train_wall_seconds": round(outcome.wall_seconds, 1),
-            "tokens_seen": outcome.tokens_seen, "interrupted": outcome.interrupted,
-            "precision": kernels.precision, "attn_implementation": kernels.attn,
-            "fused_loss": kernels.fused_loss, "optimizer": options.optimizer,
-            "speed": result.speed.record(), "world_size": trainer.args.world_size,
-            "resumed_from": str(resume) if resume else None,
-            "parameters": sum(p.numel() for p in model.parameters()),
+    info = {"stage": STAGE, "base_model": str(base_dir), "data_dir": str(data_dir), "inputs": inputs,
+            "settings": settings, "optimizer": options.optimizer,
+            "resumed_from": str(resume) if resume else None, **_record(result, model),
             "data": {"train": train_counts, "validation": eval_counts, "train_rows": len(data.train),
                      "packing": options.packing, "max_length": max_len}}
-    if result.time_budget is not None:
-        info["time_budget"] = result.time_budget
     if outcome.interrupted:
         log(f"chat fine-tuning stopped ({outcome.interrupted}) at step {outcome.state.global_step}; "
             f"checkpoint saved. Run the same command again to resume")
@@ -326,7 +314,20 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
     return info
 
 
-SPEED_KEYS = ("precision", "attn_implementation", "fused_loss")  # kept while a resumed run runs
+def _record(result, model) -> dict:
+    """run_info.json's account of the training itself: steps, time, tokens, speed settings."""
+    outcome, speed = result.outcome, result.speed
+    out = {"status": "stopped" if outcome.interrupted else "finished",
+           "global_step": outcome.state.global_step, "max_steps": outcome.state.max_steps,
+           "train_loss_mean": outcome.train_loss_mean, "train_wall_seconds": round(outcome.wall_seconds, 1),
+           "tokens_seen": outcome.tokens_seen, "interrupted": outcome.interrupted,
+           "precision": speed.kernels.precision, "attn_implementation": speed.kernels.attn,
+           "fused_loss": speed.kernels.fused_loss, "speed": speed.record(),
+           "world_size": result.trainer.args.world_size,
+           "parameters": sum(p.numel() for p in model.parameters())}
+    if result.time_budget is not None:
+        out["time_budget"] = result.time_budget
+    return out
 
 
 def _final_eval(trainer) -> dict:

@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..errors import UsageError
 from . import testhooks
-from .base import TrainingError, is_main_process
+from .base import TrainingError
 from .sampler import DataPosition, Position, StreamSampler
 from .speed import (SpeedOptions, SpeedPlan, attach_budget_fit, budget_callback, budget_schedule,
                     optimizer_factory)
@@ -125,7 +125,3 @@ def train(trainer, resume, stopper, position: Position, tokens_per_sample: int) 
                    stopper.reason if stopped else None,
                    tokens_seen=position.consumed(state.global_step) * tokens_per_sample)
 
-
-def main_process_log(log: Callable[[str], None]) -> Callable[[str], None]:
-    """``log`` on rank 0, silence elsewhere."""
-    return log if is_main_process() else (lambda _m: None)

@@ -19,6 +19,8 @@ from .model import Kernels
 # short enough that most of the budget trains at the peak rate (Hägele et al., 2024).
 BUDGET_DECAY_FRACTION = 0.2
 PRECISIONS = ("fp32", "bf16", "fp16")
+# What a run records of its speed settings (run_info.json), and a resumed run keeps
+SPEED_RECORD_KEYS = ("precision", "attn_implementation", "fused_loss")
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,7 @@ def resumed_speed(previous_info: dict) -> dict:
     """A resumed run keeps what its checkpoints were trained with (``previous_info``: the
     interrupted run's run_info.json, {} when not resuming), so that it continues exactly as
     the uninterrupted run would have (a later probe might choose otherwise)."""
-    keys = ("precision", "attn_implementation", "fused_loss")
-    out = {k: previous_info[k] for k in keys if k in previous_info}
+    out = {k: previous_info[k] for k in SPEED_RECORD_KEYS if k in previous_info}
     return out if len(out) == 3 and out["precision"] in PRECISIONS else {}
 
 

@@ -4,7 +4,6 @@ with its tokenizer and generation_config.json, the best checkpoint, and ``run_in
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -129,23 +128,19 @@ def generation_config(tokenizer):
 
 def save_final(trainer, run: RunLayout, tokenizer, tok_dir: Path) -> Path:
     """``final/``: weights, tokenizer (fast and slow files) and generation_config.json, built
-    in a temporary folder and moved into place, so a crash never leaves a half final/.
-    Every rank calls this: under FSDP gathering the weights is a collective (rank 0 writes)."""
-    tmp = run.dir / f".{run.final.name}.tmp"
-    zero = trainer.is_world_process_zero()
-    if zero:
-        shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    if not zero:
-        return run.final
-    tokenizer.save_pretrained(str(tmp))
-    for f in TOKENIZER_EXTRAS:
-        if (Path(tok_dir) / f).exists() and not (tmp / f).exists():
-            shutil.copy2(Path(tok_dir) / f, tmp / f)
-    generation_config(tokenizer).save_pretrained(str(tmp))
-    shutil.rmtree(run.final, ignore_errors=True)
-    os.replace(tmp, run.final)
-    log(f"final model saved to {run.final}")
+    in a temporary folder and moved into place (:func:`.finetune.save_model_folder`), so a
+    crash never leaves a half final/. Every rank calls this (FSDP gathers collectively)."""
+    from .finetune import save_model_folder
+
+    def extras(tmp: Path) -> None:
+        for f in TOKENIZER_EXTRAS:
+            if (Path(tok_dir) / f).exists() and not (tmp / f).exists():
+                shutil.copy2(Path(tok_dir) / f, tmp / f)
+        generation_config(tokenizer).save_pretrained(str(tmp))
+
+    save_model_folder(trainer, run.final, tokenizer, extras)
+    if trainer.is_world_process_zero():
+        log(f"final model saved to {run.final}")
     return run.final
 
 
