@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from londonlm.layout import ROOT_ENV, Layout
+from londonlm.core.layout import ROOT_ENV, Layout
 
 REPO_DIR = Path(__file__).resolve().parent
 

@@ -67,7 +67,7 @@ fi
 if [ "$NPROC" -ge 1 ] || [ "${NNODES:-1}" -gt 1 ]; then
   [ "$NPROC" -ge 1 ] || NPROC=1
   echo "Launching $NPROC process(es) per node x ${NNODES:-1} node(s) with torchrun"
-  exec "$PY" -m londonlm.launch --run_dir "$RUN_DIR" \
+  exec "$PY" -m londonlm.training.launch --run_dir "$RUN_DIR" \
     --resume_hint "./launch_training.sh $PRESET $*" -- \
     --nproc_per_node="$NPROC" --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
     --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \

@@ -13,9 +13,9 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.artifacts import write_json_atomic
-from londonlm.corpus_report import count_tokens_with, format_token_counts
-from londonlm.errors import run_main
+from londonlm.core.artifacts import write_json_atomic
+from londonlm.tokens.counts import count_tokens_with, format_token_counts
+from londonlm.core.errors import run_main
 
 
 def main(argv=None) -> int:

@@ -18,11 +18,11 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.collect import build_corpus
-from londonlm.corpus_report import CORPUS_STATS
-from londonlm.errors import run_main
-from londonlm.manifest import MANIFEST
-from londonlm.sources import KINDS, load_registry, select_sources
+from londonlm.corpus.collect import build_corpus
+from londonlm.corpus.report import CORPUS_STATS
+from londonlm.core.errors import run_main
+from londonlm.corpus.manifest import MANIFEST
+from londonlm.corpus.sources import KINDS, load_registry, select_sources
 
 
 def parse_base_urls(values, p) -> dict:

@@ -12,9 +12,9 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.artifacts import write_json_atomic
-from londonlm.errors import run_main
-from londonlm.tokenizer_stage import format_report, tokenizer_report
+from londonlm.core.artifacts import write_json_atomic
+from londonlm.core.errors import run_main
+from londonlm.tokens.stage import format_report, tokenizer_report
 
 
 def main(argv=None) -> int:

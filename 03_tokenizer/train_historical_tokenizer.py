@@ -13,8 +13,8 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.errors import run_main
-from londonlm.tokenizer_stage import train_tokenizer_stage
+from londonlm.core.errors import run_main
+from londonlm.tokens.stage import train_tokenizer_stage
 
 
 def parse(argv=None):

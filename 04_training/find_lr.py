@@ -14,7 +14,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.errors import run_main
+from londonlm.core.errors import run_main
 
 
 def _bool(text: str) -> bool:
@@ -56,7 +56,7 @@ def parse(argv):
 
 def main(argv=None) -> int:
     a = parse(argv)
-    from londonlm.lr_finder import LRFindOptions, find_lr
+    from londonlm.training.lr_finder import LRFindOptions, find_lr
 
     preset, t = config.get_preset(a.preset), config.TRAINING
     layout = config.get_layout(a.root)

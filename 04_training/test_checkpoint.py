@@ -9,8 +9,8 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.checkpoint_cli import main
-from londonlm.errors import run_main
+from londonlm.serving.checkpoint_cli import main
+from londonlm.core.errors import run_main
 
 if __name__ == "__main__":
     run_main(lambda argv: main(argv, config.get_layout(), "regular", list(config.PRESETS),

@@ -11,8 +11,8 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.errors import run_main
-from londonlm.train_cli import main
+from londonlm.core.errors import run_main
+from londonlm.training.cli import main
 
 DEFAULTS = config.train_defaults("regular")
 

@@ -16,8 +16,8 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.errors import run_main
-from londonlm.inference_cli import build_parser, parse, run
+from londonlm.core.errors import run_main
+from londonlm.serving.inference_cli import build_parser, parse, run
 
 
 def main(argv: list[str] | None = None) -> int:

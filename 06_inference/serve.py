@@ -17,7 +17,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.errors import run_main
+from londonlm.core.errors import run_main
 from londonlm.serving.cli import build_parser, run
 
 

@@ -16,10 +16,10 @@ except ModuleNotFoundError:  # started by an interpreter without the project ins
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
 from londonlm.chat.respond import is_chat_model, read_chat_info
-from londonlm.errors import UsageError, run_main
-from londonlm.evaluation.human_eval import chat_transcript_samples, export_blind
+from londonlm.core.errors import UsageError, run_main
+from londonlm.evaluation.human_eval import brought_samples, export_blind
 from londonlm.evaluation.identity import model_identity
-from londonlm.layout import RunLayout
+from londonlm.core.layout import RunLayout
 
 
 def main(argv=None) -> int:
@@ -45,11 +45,11 @@ def main(argv=None) -> int:
     out_dir = Path(a.out_dir) if a.out_dir else RunLayout(chat_dir.parent).evaluation_dir_for(chat_dir)
     options = ChatEvalOptions(years=tuple(a.years), bait_limit=a.bait_limit, max_new_tokens=a.max_new_tokens)
     evaluate_chat(chat_dir, base_dir, a.data_dir or layout.chat_data_dir, out_dir, options)
-    pack = chat_transcript_samples(chat_dir, a.model, eval_dir=out_dir)
+    pack = brought_samples(chat_dir, a.model, eval_dir=out_dir)
     models = {f"{a.model} (chat answers)": {"path": str(chat_dir), **model_identity(chat_dir)},
               "base model (modern-bait answers)": {"path": str(base_dir), **model_identity(base_dir)}}
     human = export_blind(pack, out_dir / "human_eval", seed=options.seed, title="londonlm chat human evaluation",
-                         models=models, chat_transcripts=False)
+                         models=models, brought=False)
     print(f"report: {out_dir}\nhuman evaluation pack: {human['items']} items in {out_dir / 'human_eval'}")
     return 0
 

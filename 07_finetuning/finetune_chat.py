@@ -13,7 +13,7 @@ except ModuleNotFoundError:  # started by an interpreter without the project ins
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.chat.finetune_cli import chat_run_name, main as chat_main  # noqa: F401 (chat_run_name: tests)
-from londonlm.errors import run_main
+from londonlm.core.errors import run_main
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.errors import run_main
+from londonlm.core.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--x", choices=["tokens", "step"], default="tokens",
                    help="x axis of the curves (tokens is fair across batch sizes)")
     a = p.parse_args(argv)
-    from londonlm.compare import compare_runs, find_runs
+    from londonlm.training.compare import compare_runs, find_runs
 
     layout = config.get_layout(a.root)
     out = Path(a.out_dir) if a.out_dir else layout.models_dir / "comparisons"

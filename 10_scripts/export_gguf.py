@@ -18,9 +18,9 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.errors import run_main
+from londonlm.core.errors import run_main
 from londonlm.export.gguf import QUANT_TYPES, GGUFOptions, default_output, export_gguf
-from londonlm.layout import RUN_INFO, RunLayout
+from londonlm.core.layout import RUN_INFO, RunLayout
 
 
 

@@ -20,8 +20,8 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.cards.licenses import LICENSES
-from londonlm.errors import run_main
+from londonlm.publishing.cards.licenses import LICENSES
+from londonlm.core.errors import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    from londonlm import hub
+    from londonlm import publishing as hub
 
     layout = config.get_layout(a.root)
     run = layout.run(a.run_name or a.preset)

@@ -20,7 +20,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.errors import run_main
+from londonlm.core.errors import run_main
 
 
 def _floats(s):
@@ -69,8 +69,8 @@ def main(argv=None) -> int:
         print(f"  {point.name}")
     if a.dry_run:
         return 0
-    from londonlm.compare import compare_runs
-    from londonlm.train_args import parse_train_flags
+    from londonlm.training.compare import compare_runs
+    from londonlm.training.args import parse_train_flags
     layout = config.get_layout(a.root)
     defaults = config.train_defaults(a.preset, layout)
     flags = parse_train_flags(extra, prog="run_grid.py").override(preset=a.preset)

@@ -16,11 +16,11 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.errors import run_main
+from londonlm.core.errors import run_main
 from londonlm.chat.evaluate import ChatEvalOptions
 from londonlm.chat.finetune import ChatTrainOptions
 from londonlm.pipeline import CHAT_MODES, ChatStep, PipelinePlan, run_pipeline
-from londonlm.train_args import parse_train_flags
+from londonlm.training.args import parse_train_flags
 from londonlm.training import make_job
 from londonlm.training.options import given_precision
 

@@ -36,8 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--block", type=int, default=1024)
     a = p.parse_args(argv)
     import config
-    from londonlm.token_cache import ensure_cache, load_checked_tokens, load_tokens
-    from londonlm.token_chunks import ChunkSums
+    from londonlm.tokens.cache import ensure_cache, load_checked_tokens, load_tokens
+    from londonlm.tokens.chunks import ChunkSums
 
     work = Path(a.work)
     cache = work / "cache"

@@ -32,7 +32,7 @@ LOAD_SNIPPET = """
 import json, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from londonlm.token_cache import ensure_cache, load_tokens, load_offsets
+from londonlm.tokens.cache import ensure_cache, load_tokens, load_offsets
 t1 = time.perf_counter()
 root = Path(sys.argv[1])
 meta = ensure_cache(root / "cache", root / "tok", root / "data/london_historical/processed", 128,
@@ -49,7 +49,7 @@ print(json.dumps({"load_seconds": t2 - t1, "import_seconds": t1 - t0, "train_tok
 PRETOK_SNIPPET = """
 import json, sys, time
 from pathlib import Path
-from londonlm.token_cache import ensure_cache
+from londonlm.tokens.cache import ensure_cache
 root = Path(sys.argv[1])
 t0 = time.perf_counter()
 meta = ensure_cache(root / "cache", root / "tok", root / "data/london_historical/processed", 128,

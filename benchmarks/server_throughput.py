@@ -37,9 +37,9 @@ def fresh_model(work: Path) -> Path:
     out = work / "fresh-tiny" / "final"
     if (out / "config.json").exists():
         return out
-    from londonlm.modeling import ModelShape, build_model, padded_vocab
-    from londonlm.sources.sample import sample_files
-    from londonlm.tokenizer import save_tokenizer, train_bpe
+    from londonlm.training.modeling import ModelShape, build_model, padded_vocab
+    from londonlm.corpus.sources.sample import sample_files
+    from londonlm.tokens.tokenizer import save_tokenizer, train_bpe
     from transformers import AutoTokenizer
 
     texts = [f.read_text(encoding="utf-8", errors="replace") for f in sample_files()[:8]]

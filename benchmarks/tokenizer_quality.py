@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import config
     from londonlm.corpus import iter_split_texts, read_manifest
-    from londonlm.tokenizer import load_tokenizer, plain_backend
-    from londonlm.tokenizer_stage import train_tokenizer_stage
+    from londonlm.tokens.tokenizer import load_tokenizer, plain_backend
+    from londonlm.tokens.stage import train_tokenizer_stage
 
     preset = config.get_preset("slm")
     vocab, min_freq = a.vocab_size or preset.vocab_size, a.min_frequency or preset.min_frequency

@@ -44,7 +44,7 @@ def prepare(work: Path, files: list[Path], vocab: int, context: int, validation_
     """Corpus + tokenizer with the project's own stages, then the same split as plain text
     files for the reference recipe."""
     from londonlm.corpus import build_corpus, iter_split_texts
-    from londonlm.tokenizer_stage import train_tokenizer_stage
+    from londonlm.tokens.stage import train_tokenizer_stage
 
     src = work / "src"
     src.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ def expand_recipes(recipes: str) -> list[str]:
         if r != "candidates":
             out.append(r)
             continue
-        from londonlm.autotune import _machine, candidate_space, device_key
+        from londonlm.training.autotune import _machine, candidate_space, device_key
 
         dev = device_key()
         space = candidate_space(dev, *_machine(dev))

@@ -13,16 +13,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from .artifacts import read_json, sha256_file, write_json_atomic
-from .chat.dataset import ChatDataError, ChatDatasetOptions
-from .chat.evaluate import ChatEvalOptions
-from .chat.finetune import ChatTrainOptions
-from .errors import UsageError
-from .evaluation.identity import model_identity
-from .layout import SIDECAR, RunLayout
-from .manifest import MANIFEST
-from .training import TrainingError, TrainingJob, run_job
-from .training.summary import training_settings
+from .chat import ChatDataError, ChatDatasetOptions, ChatEvalOptions, ChatTrainOptions
+from .core import RunLayout, SIDECAR, UsageError, read_json, sha256_file, write_json_atomic
+from .corpus import MANIFEST
+from .evaluation import model_identity
+from .training import TrainingError, TrainingJob, run_job, training_settings
 
 SUMMARY = "pipeline_summary.json"  # in the run folder
 METRICS = "pipeline_metrics.json"  # in the run's evaluation folder
@@ -147,7 +142,7 @@ def generate_samples(model_dir: Path, prompts, max_new_tokens: int, seed: int) -
 def evaluate_validation(model_dir: Path, processed_dir: Path, max_tokens: int | None) -> dict:
     """Held-out loss, perplexity and bits per byte on the validation split."""
     from .corpus import iter_split_texts
-    from .evaluation.lm import evaluate_lm
+    from .evaluation import evaluate_lm
     from .generation import load_model
 
     lm = load_model(str(model_dir), device="cpu")
@@ -201,7 +196,7 @@ def _chat_skip(step: ChatStep, why: str, log) -> None:
 
 def _chat_dataset(plan: PipelinePlan, step: ChatStep, log) -> dict | None:
     """The dialogue dataset's statistics, or None when ``auto`` finds no dialogue to use."""
-    from .chat.dataset import build_chat_dataset
+    from .chat import build_chat_dataset
 
     if step.source_dir is None:
         _chat_skip(step, "the embedded sample has no courtroom dialogue: pass --source_dir with "
@@ -222,7 +217,7 @@ def _chat_inputs_changed(base_final: Path, step: ChatStep) -> str:
     """Why the chat run on disk was made from another base, dataset or settings ("" when it
     was not, or there is none): it then starts over, as the training stage does, instead of
     refusing to resume."""
-    from .chat.finetune import fingerprints
+    from .chat import fingerprints
 
     if not step.run.run_info.exists():
         return ""
@@ -237,8 +232,7 @@ def _chat_inputs_changed(base_final: Path, step: ChatStep) -> str:
 def _chat_stage(plan: PipelinePlan, log) -> dict | None:
     """Dialogue dataset -> chat fine-tuning from the base run's final/ -> chat evaluation
     against the base; None when the step is off or ``auto`` found no dialogue."""
-    from .chat.evaluate import evaluate_chat
-    from .chat.finetune import finetune_chat
+    from .chat import evaluate_chat, finetune_chat
 
     step = plan.chat
     if step is None or step.mode == "off":
@@ -291,7 +285,7 @@ def _report(summary: dict, log) -> None:
 def run_pipeline(plan: PipelinePlan, log=print) -> dict:
     """Run every stage in order; returns (and saves in the run folder) a summary."""
     from .corpus import build_corpus
-    from .tokenizer_stage import train_tokenizer_stage
+    from .tokens import train_tokenizer_stage
 
     t0, timings, run = time.time(), {}, plan.run
     total = 5 + (plan.chat is not None and plan.chat.mode != "off")

@@ -62,7 +62,7 @@ def precision_flags(precision: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory) -> Path:
-    from londonlm.tokenizer import save_tokenizer, train_bpe
+    from londonlm.tokens.tokenizer import save_tokenizer, train_bpe
 
     out = tmp_path_factory.mktemp("tok")
     eras = ["<|1600s|>", "<|1650s|>", "<|1800s|>"]
@@ -77,7 +77,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     """A randomly initialised 2-layer GPT-2 + tokenizer in one save_pretrained folder."""
     from transformers import AutoTokenizer
 
-    from londonlm.modeling import ModelShape, build_model, padded_vocab
+    from londonlm.training.modeling import ModelShape, build_model, padded_vocab
 
     tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
     shape = ModelShape(n_layer=2, n_head=2, n_embd=32, n_positions=64,
@@ -101,7 +101,7 @@ def micro_texts(n_docs: int = 6, chars: int = 6000) -> list[str]:
         return [body[i * chars:(i + 1) * chars] for i in range(n_docs)]
     # Without ../shared: the embedded offline sample (First Folio, installed by install.sh),
     # one play per document, skipping each file's header.
-    from londonlm.sources.sample import sample_files
+    from londonlm.corpus.sources.sample import sample_files
 
     texts = [f.read_text(encoding="utf-8", errors="replace") for f in sample_files()[:n_docs]]
     return [t[len(t) // 3:len(t) // 3 + chars] for t in texts]
@@ -118,7 +118,7 @@ def write_micro_source(folder: Path, n_docs: int = 6, chars: int = 6000) -> Path
 def micro_root(tmp_path_factory) -> Path:
     """A project root with a processed micro corpus and its tokenizer (stages 02-03 done)."""
     from londonlm.corpus import build_corpus
-    from londonlm.tokenizer_stage import train_tokenizer_stage
+    from londonlm.tokens.stage import train_tokenizer_stage
 
     root = tmp_path_factory.mktemp("root")
     src = write_micro_source(root / "src")
@@ -242,7 +242,7 @@ def chat_root(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     from transformers import AutoTokenizer
 
     from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset
-    from londonlm.modeling import ModelShape, build_model, padded_vocab
+    from londonlm.training.modeling import ModelShape, build_model, padded_vocab
 
     root = tmp_path_factory.mktemp("chatroot")
     tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
@@ -291,7 +291,7 @@ def serving_in_thread(app):
 def chat_model_dir(chat_root) -> Path:
     """A micro chat model fine-tuned (2 steps) from the ``chat_root`` base run."""
     from londonlm.chat.finetune import ChatTrainOptions, finetune_chat
-    from londonlm.layout import Layout
+    from londonlm.core.layout import Layout
 
     layout = Layout(chat_root)
     run = layout.run("fixture-chat")
@@ -299,3 +299,16 @@ def chat_model_dir(chat_root) -> Path:
                   ChatTrainOptions(max_steps=2, batch_size=4, warmup_steps=1, save_steps=2, eval_steps=2,
                                    logging_steps=1), log=lambda *_: None)
     return run.final
+
+
+def patch_core(monkeypatch, name: str, value) -> None:
+    """Replace a ``londonlm.core`` function wherever a stage can look it up: among the package's
+    exports (other stages import it from there) and in every core module that holds it."""
+    import sys
+
+    import londonlm.core as core
+
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("londonlm.core.") and hasattr(module, name):
+            monkeypatch.setattr(module, name, value)
+    monkeypatch.setattr(core, name, value)

@@ -12,7 +12,7 @@ VOCAB, CTX = 512, 64
 
 
 def micro_model(seed: int = 0):
-    from londonlm.modeling import ModelShape, build_model
+    from londonlm.training.modeling import ModelShape, build_model
 
     shape = ModelShape(n_layer=2, n_head=2, n_embd=64, n_positions=CTX, vocab_size=VOCAB)
     return build_model(shape, 0, 0, 0, attn_implementation="sdpa", seed=seed).cuda()
@@ -74,7 +74,7 @@ def test_fused_adamw_steps_like_foreach_adamw():
 
 
 def test_muon_adamw_steps_on_the_gpu_in_bf16():
-    from londonlm.optim import MuonOptions, build_muon_adamw
+    from londonlm.training.optim import MuonOptions, build_muon_adamw
 
     if not hasattr(torch.optim, "Muon"):
         pytest.skip(f"torch {torch.__version__} has no torch.optim.Muon (needs >= 2.9)")

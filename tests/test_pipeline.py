@@ -220,7 +220,7 @@ def test_samples_use_the_generation_interface_and_keep_the_leading_eot(tiny_mode
 
 def test_interrupted_training_stops_the_pipeline(tmp_path, monkeypatch):
     import londonlm.pipeline as pipeline
-    from londonlm.layout import Layout
+    from londonlm.core.layout import Layout
     from londonlm.training import RunOptions, TrainingError, TrainingJob
 
     layout = Layout(tmp_path)
@@ -236,7 +236,7 @@ def test_interrupted_training_stops_the_pipeline(tmp_path, monkeypatch):
 
 def _chat_plan(tmp_path, mode, source_dir, options=True):
     from londonlm.chat.finetune import ChatTrainOptions
-    from londonlm.layout import Layout
+    from londonlm.core.layout import Layout
     from londonlm.pipeline import ChatStep, PipelinePlan
     from londonlm.training import RunOptions, TrainingJob
 
@@ -257,7 +257,7 @@ def _chat_plan(tmp_path, mode, source_dir, options=True):
 ])
 def test_chat_auto_skips_in_one_line_and_on_fails_clearly(tmp_path, source, options, why):
     from londonlm.chat.dataset import ChatDataError
-    from londonlm.errors import LondonLMError
+    from londonlm.core.errors import LondonLMError
     from londonlm.pipeline import _chat_stage
 
     src = None
@@ -276,7 +276,7 @@ def test_chat_auto_skips_in_one_line_and_on_fails_clearly(tmp_path, source, opti
 
 
 def test_chat_mode_is_checked(tmp_path):
-    from londonlm.errors import UsageError
+    from londonlm.core.errors import UsageError
 
     with pytest.raises(UsageError, match="--chat must be one of auto, on, off"):
         _chat_plan(tmp_path, "maybe", None)

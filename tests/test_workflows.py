@@ -12,9 +12,9 @@ import pytest
 
 import config
 from conftest import precision_flags
-from londonlm.errors import run_main
-from londonlm.layout import RunLayout
-from londonlm.train_cli import TrainDefaults, main as train_main
+from londonlm.core.errors import run_main
+from londonlm.core.layout import RunLayout
+from londonlm.training.cli import TrainDefaults, main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1"]
@@ -93,7 +93,7 @@ def test_save_best_survives_rotation_and_resolves(wf_root, capsys):
     assert train(wf_root, "--run_name", "parent", "--list_checkpoints") == 0
     out = capsys.readouterr().out
     assert f"best: checkpoint-{best_step} (step {best_step}" in out and "final: final/" in out
-    from londonlm.checkpoint_cli import main as ck_main
+    from londonlm.serving.checkpoint_cli import main as ck_main
 
     assert ck_main(["--root", str(wf_root), "--run_name", "parent", "--checkpoint", "best",
                     "--max_new_tokens", "3", "--prompt", "The"], config.get_layout(), "micro",
@@ -114,7 +114,7 @@ def test_save_best_keeps_an_early_best_beyond_the_last_n(wf_root):
     assert info(wf_root, "flat")["best_checkpoint"] == "checkpoint-2"
     shutil.rmtree(rd / "checkpoint-2")  # a copy in best/ does not depend on the checkpoint
     assert RunLayout(rd).resolve("best") == rd / "best"
-    from londonlm.checkpoints import describe_checkpoints
+    from londonlm.core.layout import describe_checkpoints
 
     assert "best: checkpoint-2 (step 2" in describe_checkpoints(rd)
 

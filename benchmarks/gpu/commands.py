@@ -82,7 +82,7 @@ def prepare_micro_root(root: Path, sample_chars: int = 300_000) -> Path:
     a 512-token tokenizer (the micro preset's), as tests/conftest.py's ``micro_root``."""
     import config
     from londonlm.corpus import build_corpus
-    from londonlm.tokenizer_stage import train_tokenizer_stage
+    from londonlm.tokens.stage import train_tokenizer_stage
 
     preset = config.get_preset("micro")
     layout = config.get_layout(root)

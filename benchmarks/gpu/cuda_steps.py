@@ -25,7 +25,7 @@ class SmallConfig:
 
 
 def small_shape(context: int):
-    from londonlm.modeling import ModelShape
+    from londonlm.training.modeling import ModelShape
 
     return ModelShape(**{**SMALL, "n_positions": context})
 
@@ -35,7 +35,7 @@ def small_model(context: int):
     TF32 for what stays fp32 (the trainer turns it on on CUDA too)."""
     import torch
 
-    from londonlm.modeling import build_model
+    from londonlm.training.modeling import build_model
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -130,10 +130,10 @@ def measure_with_fallback(cfg: SmallConfig, compiled: bool) -> dict:
 
 def flops_and_peak(cfg: SmallConfig) -> dict:
     """The MFU's two inputs: the project's FLOPs per token for this shape and context, and
-    the device's dense bf16 peak from londonlm.hardware (None where unknown)."""
+    the device's dense bf16 peak from londonlm.core.hardware (None where unknown)."""
     import torch
 
-    from londonlm.hardware import peak_flops
+    from londonlm.core.hardware import peak_flops
 
     shape = small_shape(cfg.context)
     n = shape.n_params_non_embedding + shape.vocab_size * shape.n_embd
@@ -191,7 +191,7 @@ def optimizer_ms(opt, warmup: int = 3, steps: int = 20) -> float:
 def optimizer_rows(model) -> list[dict]:
     """One row per optimizer: its median step in ms, or the error that stopped it (Muon needs
     torch >= 2.9; the AdamW figures still count without it)."""
-    from londonlm.optim import MuonOptions, build_muon_adamw
+    from londonlm.training.optim import MuonOptions, build_muon_adamw
 
     rows = []
     for name, make in (("AdamW (fused)", lambda: fused_adamw(model.parameters())),

@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ..artifacts import StageInputMissing, sha256_file, sidecar_current, write_sidecar, write_text_atomic
-from ..errors import LondonLMError
-from ..layout import CHAT_REJECTED, CHAT_STATS, SIDECAR
-from ..sources.local import read_manifest
+from ..core import (CHAT_REJECTED, CHAT_STATS, LondonLMError, SIDECAR, StageInputMissing, sha256_file,
+                    sidecar_current, write_sidecar, write_text_atomic)
+from ..corpus import read_folder_manifest
 from .card import dataset_card
 from .extract import PLACE, Conversation, extract_conversations
 from .filters import REASONS, ExchangeRules, rejection_reason
@@ -202,7 +201,7 @@ def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
     if not source_dir.is_dir():
         raise StageInputMissing(f"source folder not found: {source_dir}; pass --source_dir with "
                                 f"Old Bailey TEI files (oldbailey_proceedings_*.xml)")
-    manifest = read_manifest(source_dir)
+    manifest = read_folder_manifest(source_dir)
     sources = [describe_source(p, source_dir, manifest) for p in source_files(source_dir)]
     inputs = {s.name: s.sha256 for s in sources}
     current, why = sidecar_current(out_dir / SIDECAR, inputs, _settings(options))

@@ -6,10 +6,10 @@
   The two tokenizations of an answer differ only at its first token, so both losses are the
   total NLL of the answer text divided by the same count (the chat encoding's answer tokens);
   bits per byte is given too.
-- Modern bait (``londonlm/data/modern_bait.jsonl``, 60 questions): each names a thing with the
+- Modern bait (``londonlm/chat/data/modern_bait.jsonl``, 60 questions): each names a thing with the
   year it reached London (``since``). An answer is anachronistic for a year when it uses one of
   the question's terms and the year is before ``since``, or uses a word of the project's
-  anachronism list (``londonlm/data/anachronisms.txt``). Rates per year asked, chat and base.
+  anachronism list (``londonlm/evaluation/data/anachronisms.txt``). Rates per year asked, chat and base.
 - Answer length, repetition (repeated 3-grams), distinct 2-grams, and the share of answers
   the model ended itself; transcripts for the human evaluation pack.
 """
@@ -22,17 +22,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..artifacts import write_json_atomic, write_text_atomic
-from ..evaluation.generation_quality import distinct_n, load_wordlist, repeated_ngram_rate, words_of
-from ..generation.model import encode_text
-from ..layout import CHAT_EVAL
-from ..tokenizer import EOT, era_token
+from ..core import CHAT_EVAL, write_json_atomic, write_text_atomic
+from ..evaluation import BROUGHT_SAMPLES, distinct_n, load_wordlist, repeated_ngram_rate, words_of
+from ..generation import encode_text
+from ..tokens import EOT, era_token
 from .dataset import load_chat_dataset, system_line
 from .extract import PLACE
 from .respond import ChatRequestError, ChatSettings, generate_reply
 from .template import ChatIds, encode_chat, message_windows
 
-BAIT_FILE = Path(__file__).resolve().parents[1] / "data" / "modern_bait.jsonl"
+BAIT_FILE = Path(__file__).resolve().parent / "data" / "modern_bait.jsonl"
 
 
 @dataclass(frozen=True)
@@ -256,6 +255,20 @@ def human_eval_samples(records: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
+# How the chat evaluation's transcripts are labelled in the human evaluation pack; ``{model}``
+# becomes the chat model's name there.
+PACK_LABELS = {"chat": "{model} (chat answers)", "base": "base model (modern-bait answers)",
+               "printed": "printed answers (Old Bailey Proceedings)"}
+
+
+def write_pack_samples(records: list[dict], out_dir: Path) -> None:
+    """The transcripts as the items this model brings to a human evaluation pack
+    (``londonlm.evaluation``'s ``BROUGHT_SAMPLES`` beside ``chat_eval.json``)."""
+    rows = [{"label": PACK_LABELS[kind], **row}
+            for kind, items in human_eval_samples(records).items() for row in items]
+    write_text_atomic(out_dir / BROUGHT_SAMPLES, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
 def transcripts_markdown(transcripts: list[dict], bait_records: list[dict]) -> str:
     lines = ["# Chat transcripts", "", "## Held-out questions (printed answer vs model)", ""]
     for t in transcripts:
@@ -300,5 +313,6 @@ def evaluate_chat(chat_dir: Path, base_dir: Path, data_dir: Path, out_dir: Path,
     write_text_atomic(out_dir / "chat_transcripts.jsonl",
                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in transcripts + bait["records"]))
     write_text_atomic(out_dir / "chat_transcripts.md", transcripts_markdown(transcripts, bait["records"]))
+    write_pack_samples(transcripts + bait["records"], out_dir)
     write_json_atomic(out_dir / CHAT_EVAL, report)
     return report

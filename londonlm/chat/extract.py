@@ -11,7 +11,7 @@ The Proceedings print examinations in three house styles over the years; all thr
 A line that opens a witness's evidence ("ROBERT LITTLE. I am a money-taker...", "JONAS
 HOLMES sworn.") starts a new examination; so does an answer by someone else. Exchanges are
 returned raw (nothing dropped here): :mod:`londonlm.chat.filters` decides what is kept.
-The XML is parsed with :mod:`londonlm.sources.old_bailey`'s reader (recovery mode included).
+The XML is parsed with :mod:`londonlm.corpus.sources.old_bailey`'s reader (recovery mode included).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from ..sources.old_bailey import _SKIP_TAGS, _interp, _parse_xml, format_date
+from ..corpus import TEI_SKIP_TAGS, tei_interp, parse_tei, format_date
 
 PLACE = "Old Bailey, London"
 ROLES = ("court", "counsel", "prisoner", "jury", "witness", "unknown")
@@ -79,9 +79,9 @@ def _para_text(p) -> str:
 
     def walk(node, top: bool) -> None:
         tag = node.tag if isinstance(node.tag, str) else ""
-        if tag not in _SKIP_TAGS and node.text:
+        if tag not in TEI_SKIP_TAGS and node.text:
             out.append(node.text)
-        if tag not in _SKIP_TAGS:
+        if tag not in TEI_SKIP_TAGS:
             for child in node:
                 walk(child, False)
         if not top and node.tail:
@@ -111,14 +111,14 @@ def _join_page_splits(paras: list[str], vocabulary: set[str]) -> list[str]:
 def trial_paragraphs(data: bytes) -> Iterator[tuple[str, str, list[str], dict[str, set[str]]]]:
     """(trial id, yyyymmdd, paragraphs, defendants) for each trial of a sessions paper;
     defendants maps a surname to the initials of the given names it goes with."""
-    root, _ = _parse_xml(data)
+    root, _ = parse_tei(data)
     session = next(iter(root.iter("div0")), root)
-    session_date = re.sub(r"\D", "", session.get("id") or _interp(session, "date") or "")[:8]
+    session_date = re.sub(r"\D", "", session.get("id") or tei_interp(session, "date") or "")[:8]
     trials = [d for d in root.iter("div1") if d.get("type") == "trialAccount"]
     raw = {id(t): [x for x in (_para_text(p) for p in t.iter("p")) if x] for t in trials}
     vocabulary = {w.lower() for ps in raw.values() for p in ps for w in re.findall(r"\w+", p)}
     for t in trials:
-        date = re.sub(r"\D", "", _interp(t, "date") or session_date)[:8]
+        date = re.sub(r"\D", "", tei_interp(t, "date") or session_date)[:8]
         defendants: dict[str, set[str]] = {}
         for pn in t.iter("persName"):
             if pn.get("type") == "defendantName":

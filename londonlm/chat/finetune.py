@@ -24,13 +24,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..artifacts import sha256_file, sidecar_current, write_json_atomic, write_sidecar
-from ..checkpoints import move_run_aside
-from ..layout import CHAT_INFO, SIDECAR, WEIGHT_FILES, RunLayout, checkpoint_problem
-from ..training import TrainingError, is_main_process
-from ..training.finetune import FineTuneData, FineTuneJob, fine_tune, save_model_folder
-from ..training.loop import RunControl, make_training_arguments
-from ..training.speed import SPEED_RECORD_KEYS, SpeedOptions
+from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, sha256_file,
+                    sidecar_current, write_json_atomic, write_sidecar)
+from ..training import (FineTuneData, FineTuneJob, RunControl, SPEED_RECORD_KEYS, SpeedOptions,
+                        TrainingError, fine_tune, is_main_process, make_training_arguments, move_run_aside,
+                        save_model_folder)
 from .dataset import load_chat_dataset
 from .template import IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
 
@@ -83,7 +81,7 @@ class ChatTrainOptions:
         return json.loads(json.dumps({"format": CHAT_FORMAT, **kept}, default=str))
 
     def speed(self) -> SpeedOptions:
-        from ..training.options import default_autotune
+        from ..training import default_autotune
 
         return SpeedOptions(autotune=self.autotune or default_autotune(), precision=self.precision,
                             attn_implementation=self.attn_implementation,

@@ -1,6 +1,6 @@
 """Command line of ``07_finetuning/finetune_chat.py``: the chat arguments beside the training
 package's own (speed, run control and every ``transformers.TrainingArguments`` flag, parsed
-by :func:`londonlm.train_args.parse_flags`), turned into :class:`ChatTrainOptions` over the
+by :func:`londonlm.training.args.parse_flags`), turned into :class:`ChatTrainOptions` over the
 chosen chat preset. ``--bf16 true|false``, ``--optim muon``, ``--time_budget``,
 ``--autotune``, ``--gradient_accumulation_steps``... mean what they mean for pre-training."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
-from ..errors import UsageError
-from ..train_args import RunControlArguments, SpeedArguments, parse_flags
+from ..core import UsageError
+from ..training import RunControlArguments, SpeedArguments, parse_flags
 from .finetune import ChatTrainOptions, finetune_chat
 
 
@@ -66,7 +66,7 @@ def _checked(flag: str, value, least):
 def chat_options(preset: Mapping, chat: ChatArguments, speed: SpeedArguments,
                  control: RunControlArguments, trainer: dict, given: frozenset) -> ChatTrainOptions:
     """The preset's options with what the command line gave."""
-    from ..training.options import BUDGET_STEP_CAP
+    from ..training import BUDGET_STEP_CAP
 
     values = {}
     for flag, (name, least) in MAPPED.items():

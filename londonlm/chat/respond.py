@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..errors import LondonLMError
-from ..generation.settings import GenerationSettings
-from ..layout import CHAT_INFO
+from ..core import CHAT_INFO, GenerationSettings, LondonLMError
 from .dataset import system_line
 from .extract import PLACE
 from .template import CHAT_TOKENS, ChatIds, encode_chat

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from ..errors import LondonLMError
-from ..generation.model import encode_text
-from ..tokenizer import EOT
+from ..core import LondonLMError
+from ..generation import encode_text
+from ..tokens import EOT
 
 SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
 ROLE_TOKENS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
@@ -171,7 +171,7 @@ def prepare_model_for_chat(model, tokenizer) -> dict:
     INIT_FROM); set generation to stop at ``<|end|>``. Returns {token: id} of the rows set."""
     import torch
 
-    from ..modeling import padded_vocab
+    from ..training import padded_vocab
 
     ids = ChatIds.of(tokenizer)
     emb = model.get_input_embeddings()

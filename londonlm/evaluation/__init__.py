@@ -24,6 +24,14 @@ from .report import METRICS_FORMAT_VERSION
 from .run import (MODES, QUICK_MAX_EVAL_TOKENS, EvaluationError, MissingInput, load_for_evaluation,
                   load_model, run_evaluation)
 
-__all__ = ["run_evaluation", "evaluate_lm", "score_items", "load_mc_jsonl", "ProbeFormatError",
-           "load_model", "load_for_evaluation", "EvaluationError", "MissingInput", "MODES",
-           "QUICK_MAX_EVAL_TOKENS", "METRICS_FORMAT_VERSION"]
+from .generation_quality import distinct_n, load_wordlist, repeated_ngram_rate, words_of
+from .human_eval import BROUGHT_SAMPLES, brought_samples
+from .identity import METRICS_FILE, SAMPLES_FILE, model_identity, stale_evaluation
+
+__all__ = [
+    "brought_samples", "BROUGHT_SAMPLES", "distinct_n", "evaluate_lm", "EvaluationError",
+    "load_for_evaluation", "load_mc_jsonl", "load_model", "load_wordlist", "METRICS_FILE",
+    "METRICS_FORMAT_VERSION", "MissingInput", "model_identity", "MODES", "ProbeFormatError",
+    "QUICK_MAX_EVAL_TOKENS", "repeated_ngram_rate", "run_evaluation", "SAMPLES_FILE", "score_items",
+    "stale_evaluation", "words_of",
+]

@@ -1,9 +1,9 @@
 """``05_evaluation/run_evaluation.py``: argument parsing and wiring for the evaluation stage.
 
 The stage script builds the parser here (with its presets and defaults from ``config.py``),
-parses, makes the project :class:`~londonlm.layout.Layout` from ``--root`` and calls
+parses, makes the project :class:`~londonlm.core.layout.Layout` from ``--root`` and calls
 :func:`run`; this module never imports ``config.py``. Model specs resolve through the layout,
-and the output folder is :meth:`~londonlm.layout.RunLayout.evaluation_dir_for` (the rule
+and the output folder is :meth:`~londonlm.core.layout.RunLayout.evaluation_dir_for` (the rule
 publishing reads back)."""
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import UsageError
-from ..layout import Layout, RunLayout, checkpoint_problem
+from ..core import Layout, RunLayout, UsageError, checkpoint_problem
 from .report import passage_count
 
 LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32 --include_path "
-                "londonlm/lm_eval_tasks --tasks london_probes --device cpu --batch_size 8")
+                "londonlm/evaluation/lm_eval_tasks --tasks london_probes --device cpu --batch_size 8")
 
 
 def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
@@ -39,9 +38,9 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
                         "'all' = every checkpoint of the run plus final")
     p.add_argument("--text_files", nargs="*", default=[],
                    help="plain-text files to score too (bits per byte, as bench/bpb.py)")
-    p.add_argument("--probes", help="probe JSONL (default: the bundled londonlm/data/probes.jsonl)")
+    p.add_argument("--probes", help="probe JSONL (default: the bundled londonlm/evaluation/data/probes.jsonl)")
     p.add_argument("--lm_eval_tasks", nargs="*", default=[], metavar="TASK",
-                   help="also run lm-evaluation-harness tasks from londonlm/lm_eval_tasks "
+                   help="also run lm-evaluation-harness tasks from londonlm/evaluation/lm_eval_tasks "
                         "(london_probes, london_text_bpb) and record them under lm_eval")
     p.add_argument("--lm_eval_text_dir", help="folder of .txt files for london_text_bpb")
     p.add_argument("--mc_files", nargs="*", default=[],
@@ -65,7 +64,7 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
 
 def load_validation(processed_dir: Path) -> tuple[list[str], list[int | None]]:
     """Texts and years of the manifest's validation documents, in manifest order."""
-    from londonlm.corpus import iter_split_texts
+    from ..corpus import iter_split_texts
 
     texts, years = [], []
     for row, text in iter_split_texts(processed_dir, "validation"):

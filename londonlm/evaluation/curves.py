@@ -15,7 +15,7 @@ def find_trainer_state(model_or_run: str | Path) -> Path | None:
     p = Path(model_or_run)
     if (p / "trainer_state.json").is_file():
         return p / "trainer_state.json"
-    from ..layout import list_checkpoints
+    from ..core import list_checkpoints
 
     for run in (p, p.parent):
         for ck in reversed(list_checkpoints(run)):

@@ -15,7 +15,7 @@ them: every model compared is decoded alike. Passage text is encoded as plain te
   signal: it compares with the real next text, never with the prompt itself.
 - repetition: distinct-n (unique n-grams / n-grams) and the repeated n-gram rate (share of
   n-grams already seen earlier in the same text), the classic degenerate-loop detector.
-- anachronism rate: share of generated words found in ``londonlm/data/anachronisms.txt``
+- anachronism rate: share of generated words found in ``londonlm/evaluation/data/anachronisms.txt``
   (post-1900 coinages without older senses), with the same rate on the true continuations
   as the reference level.
 - period-style markers per 1,000 words (archaic pronouns and verb forms, -eth verbs,
@@ -49,7 +49,7 @@ ETH_STOP = frozenset({"beneath", "teeth", "seth", "elizabeth", "breath", "death"
 
 
 def default_anachronism_path() -> Path:
-    return Path(__file__).resolve().parents[1] / "data" / "anachronisms.txt"
+    return Path(__file__).resolve().parent / "data" / "anachronisms.txt"
 
 
 def load_wordlist(path: str | Path | None = None) -> frozenset[str]:

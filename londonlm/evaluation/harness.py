@@ -1,9 +1,9 @@
 """lm-evaluation-harness on a model folder, in-process, with londonlm's own tasks.
 
-The tasks live in ``londonlm/lm_eval_tasks/`` (YAML + ``utils.py``), so the same scores come
+The tasks live in ``londonlm/evaluation/lm_eval_tasks/`` (YAML + ``utils.py``), so the same scores come
 from the command line for any published model::
 
-    lm_eval --model hf --model_args pretrained=PATH --include_path londonlm/lm_eval_tasks \\
+    lm_eval --model hf --model_args pretrained=PATH --include_path londonlm/evaluation/lm_eval_tasks \\
         --tasks london_probes
 
 - ``london_probes``: the London multiple-choice probes, by log-likelihood (``acc``,
@@ -22,9 +22,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import LondonLMError
+from ..core import LondonLMError
 
-TASKS_DIR = Path(__file__).resolve().parents[1] / "lm_eval_tasks"
+TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 PROBES_TASK = "london_probes"
 TEXT_TASK = "london_text_bpb"
 LONDON_TASKS = (PROBES_TASK, TEXT_TASK)

@@ -10,8 +10,9 @@ Export writes, into one folder:
 Items are shuffled across models and get random ids, so neither order nor id tells a rater
 which model wrote a text. Ratings are 1-5 on each criterion in :data:`CRITERIA`.
 
-A chat model whose chat evaluation ran (``07_finetuning/evaluate_chat.py``, or the pipeline's
-chat step) brings its transcripts into the pack (:func:`chat_transcript_samples`): its answers
+A model whose own evaluation left items in ``BROUGHT_SAMPLES`` brings them into the pack
+(:func:`brought_samples`). The chat evaluation (``07_finetuning/evaluate_chat.py``, or the
+pipeline's chat step) leaves its transcripts there: a chat model's answers
 to held-out Old Bailey questions beside the printed answers, and its answers to the modern-bait
 questions beside the base model's, all blind like every other item.
 """
@@ -26,10 +27,10 @@ import secrets
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from ..errors import LondonLMError
-from ..layout import RunLayout
+from ..core import LondonLMError, RunLayout
 
-CHAT_TRANSCRIPTS = "chat_transcripts.jsonl"  # written by londonlm.chat.evaluate beside chat_eval.json
+# Items a model's own evaluation leaves for the pack, one JSON row each: label, prompt, text.
+BROUGHT_SAMPLES = "human_eval_samples.jsonl"
 
 CRITERIA = ("fluency", "period_authenticity", "coherence")
 SCALE = (1, 5)
@@ -56,47 +57,48 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def chat_transcript_samples(model_dir: str | Path, name: str = "chat",
-                            eval_dir: str | Path | None = None) -> dict[str, list[dict]]:
-    """The chat transcripts of ``model_dir`` in the pack's form (``{model: [{"prompt", "text"}]}``,
-    through :func:`londonlm.chat.evaluate.human_eval_samples`) when it is a chat model whose chat
-    evaluation wrote them (in ``eval_dir``, default the model's evaluation folder); ``{}``
-    otherwise. ``name`` labels the chat model's answers."""
-    from ..chat.evaluate import human_eval_samples
-    from ..chat.respond import is_chat_model
-
+def brought_samples(model_dir: str | Path, name: str = "model",
+                    eval_dir: str | Path | None = None) -> dict[str, list[dict]]:
+    """The items a model's own evaluation left for the pack in ``BROUGHT_SAMPLES`` (in
+    ``eval_dir``, default the model's evaluation folder), as ``{label: [{"prompt", "text"}]}``;
+    ``{model}`` in a label becomes ``name``. ``{}`` when there are none. The chat evaluation
+    writes its transcripts this way (chat answers, base answers, printed answers), so the pack
+    takes them without this stage knowing what a chat model is."""
     model_dir = Path(model_dir)
-    path = Path(eval_dir or RunLayout(model_dir.parent).evaluation_dir_for(model_dir)) / CHAT_TRANSCRIPTS
-    if not (model_dir.is_dir() and is_chat_model(model_dir) and path.is_file()):
+    path = Path(eval_dir or RunLayout(model_dir.parent).evaluation_dir_for(model_dir)) / BROUGHT_SAMPLES
+    if not (model_dir.is_dir() and path.is_file()):
         return {}
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    labels = {"chat": f"{name} (chat answers)", "base": "base model (modern-bait answers)",
-              "printed": "printed answers (Old Bailey Proceedings)"}
-    return {labels[k]: rows for k, rows in human_eval_samples(records).items() if rows}
+    out: dict[str, list[dict]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            out.setdefault(row["label"].replace("{model}", name), []).append(
+                {"prompt": row["prompt"], "text": row["text"]})
+    return out
 
 
-def with_chat_transcripts(samples: Mapping[str, Sequence[Mapping[str, str]]],
-                          models: Mapping[str, Mapping] | None) -> dict:
-    """``samples`` plus the chat transcripts of every chat model among ``models``."""
+def with_brought_samples(samples: Mapping[str, Sequence[Mapping[str, str]]],
+                         models: Mapping[str, Mapping] | None) -> dict:
+    """``samples`` plus the items every model among ``models`` brought (:func:`brought_samples`)."""
     out = dict(samples)
     for name, info in (models or {}).items():
         if isinstance(info, Mapping) and info.get("path"):
-            for label, rows in chat_transcript_samples(info["path"], name).items():
+            for label, rows in brought_samples(info["path"], name).items():
                 out.setdefault(label, rows)
     return out
 
 
 def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: str | Path,
                  seed: int | None = None, title: str = "londonlm human evaluation",
-                 models: Mapping[str, Mapping] | None = None, chat_transcripts: bool = True) -> dict:
+                 models: Mapping[str, Mapping] | None = None, brought: bool = True) -> dict:
     """Write the blind sheet, form and key for ``samples`` = {model_name: [{"prompt", "text"}]}.
     ``models`` (name -> path, step, weights_sha256) goes into the key, so ratings imported
-    later name the exact weights that wrote each text; with ``chat_transcripts``, a chat model
-    among them adds its chat transcripts (:func:`with_chat_transcripts`).
+    later name the exact weights that wrote each text; with ``brought``, the items those models'
+    evaluations left for the pack join it (:func:`with_brought_samples`).
 
     Returns the paths written and the number of items."""
-    if chat_transcripts:
-        samples = with_chat_transcripts(samples, models)
+    if brought:
+        samples = with_brought_samples(samples, models)
     out = Path(out_dir)
     rng = random.Random(seed)
     items, key = [], {}

@@ -22,8 +22,7 @@ import shlex
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..artifacts import sha256_file
-from ..layout import WEIGHT_FILES, RunLayout, model_step
+from ..core import RunLayout, WEIGHT_FILES, model_step, sha256_file
 
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.jsonl"

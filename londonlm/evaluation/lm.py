@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..generation.model import encode_text
+from ..generation import encode_text
 
 LN2 = math.log(2)
 

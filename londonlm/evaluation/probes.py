@@ -30,8 +30,8 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import LondonLMError
-from ..generation.model import encode_text
+from ..core import LondonLMError
+from ..generation import encode_text
 from .lm import model_context_length
 
 RULES = ("sum", "per_token", "per_byte")
@@ -139,7 +139,7 @@ def load_mc_jsonl(path: str | Path, min_choices: int = 2) -> list[MCItem]:
 
 
 def default_probes_path() -> Path:
-    return Path(__file__).resolve().parents[1] / "data" / "probes.jsonl"
+    return Path(__file__).resolve().parent / "data" / "probes.jsonl"
 
 
 def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], *,

@@ -3,7 +3,7 @@ LM metrics, probes, continuation quality, curves, human-evaluation export and th
 
 Models load through the one model interface (:func:`londonlm.generation.load_model`); the
 folder the results go to is the caller's choice (the CLI takes it from
-:meth:`londonlm.layout.RunLayout.evaluation_dir_for`).
+:meth:`londonlm.core.layout.RunLayout.evaluation_dir_for`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import LondonLMError
+from ..core import LondonLMError
 from ..generation import LoadedModel, load_model as _load, pick_device
 from .identity import METRICS_FILE, SAMPLES_FILE, model_identity, outputs_record
 from .lm import evaluate_lm, model_context_length
@@ -86,7 +86,7 @@ def _by_century(per_doc: list[dict], years: Sequence[int | None]) -> dict:
 
 
 def _prefix_lists(tok, years: Sequence[int | None] | None, n: int, with_era: bool) -> list[list[int]]:
-    from ..tokenizer import era_token, era_tokens_of
+    from ..tokens import era_token, era_tokens_of
 
     eot = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
     eras = set(era_tokens_of(tok)) if with_era else set()
@@ -104,7 +104,7 @@ def _prefix_lists(tok, years: Sequence[int | None] | None, n: int, with_era: boo
 def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, quick) -> dict:
     """The bench-comparable validation figure first (no prefix, first token unscored), then
     (comprehensive) EOT-prefixed and era-conditioned variants, then each text file."""
-    from ..tokenizer import era_tokens_of
+    from ..tokens import era_tokens_of
 
     v = evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
                     return_per_document=years is not None)
@@ -230,7 +230,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
                    log=print) -> dict:
     """Evaluate one model (and optionally compare others); write metrics.json, samples.jsonl,
     report.md and plots into ``out_dir``; return the metrics dict. ``lm_eval_tasks`` also
-    scores the model with lm-evaluation-harness (``londonlm/lm_eval_tasks``), recorded
+    scores the model with lm-evaluation-harness (``londonlm/evaluation/lm_eval_tasks``), recorded
     beside our own figures under ``lm_eval``."""
     import torch
 
@@ -319,7 +319,7 @@ def _write_outputs(out: Path, metrics: dict, plots: dict, samples: list, probe_r
 
 def _metrics_document(mode, info, seed, device, max_eval_tokens, v, probe_files, text_files,
                       lm_metrics, probes, gen_metrics, training, compare_rows, human, timing) -> dict:
-    from ..artifacts import now_iso, versions
+    from ..core import now_iso, versions
 
     return {
         "format_version": METRICS_FORMAT_VERSION,

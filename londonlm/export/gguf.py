@@ -29,9 +29,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..artifacts import read_json, sha256_file, sidecar_current, versions, write_sidecar
-from ..errors import LondonLMError
-from ..layout import FINAL, GGUF, SIDECAR, RunLayout
+from ..core import (FINAL, GGUF, LondonLMError, RunLayout, SIDECAR, read_json, sha256_file, sidecar_current,
+                    versions, write_sidecar)
 
 STAGE = "export_gguf"
 EXPORT_FORMAT = 1                      # bump when the written files change for the same inputs

@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..artifacts import read_json
+from ..core import read_json
 from .gguf import GGUFExportError
 
 

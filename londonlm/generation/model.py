@@ -17,9 +17,9 @@ import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..layout import Layout, ModelNotFound, RunLayout, model_step
-from ..tokenizer import EOT, era_token, era_tokens_of, plain_backend
-from .settings import GenerationError, GenerationSettings, defaults_from_generation_config
+from ..core import (GenerationError, GenerationSettings, Layout, ModelNotFound, RunLayout,
+                    defaults_from_generation_config, model_step)
+from ..tokens import EOT, era_token, era_tokens_of, plain_backend
 
 
 @dataclass

@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
+from ..core import GenerationSettings, to_generation_config
 from .model import LoadedModel, encode_prompt, normalize_era
-from .settings import GenerationSettings, to_generation_config
 
 
 @dataclass

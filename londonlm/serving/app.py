@@ -25,8 +25,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..generation import REQUEST_FIELDS, GenerationError, GenerationSettings, LoadedModel, load_model, normalize_era
-from ..layout import Layout, RunLayout
+from ..core import Layout, RunLayout
+from ..generation import (REQUEST_FIELDS, GenerationError, GenerationSettings, LoadedModel, load_model,
+                          normalize_era)
 from .httpio import ApiError, SecurityHeaders, SlotStreamingResponse, read_json_object, sse
 from .openai_api import add_openai_routes
 from .schemas import error_message, request_model

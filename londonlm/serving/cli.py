@@ -1,13 +1,12 @@
 """``06_inference/serve.py``: the server's arguments and its run.
 
-The script builds the parser here, parses, makes the project :class:`~londonlm.layout.Layout`
+The script builds the parser here, parses, makes the project :class:`~londonlm.core.layout.Layout`
 from ``--root`` and calls :func:`run`; this module never imports ``config.py``."""
 from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
-from ..layout import Layout
+from ..core import Layout, UsageError
 
 
 def build_parser(default_preset: str, prog: str | None = None,

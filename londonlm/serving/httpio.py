@@ -8,7 +8,7 @@ import json
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from ..errors import LondonLMError
+from ..core import LondonLMError
 
 # The playground loads only its own files: nothing from a CDN can run on the page.
 SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:",

@@ -115,7 +115,7 @@ class _OpenAI:
         if not self.is_chat:
             raise ApiError(400, f"'{self.lm.model_id}' is not a chat model (its tokenizer has no chat template); "
                                 f"use /v1/completions", param="model", code="model_not_chat")
-        from ..chat.respond import ChatRequestError, validate_messages, with_era
+        from ..chat import ChatRequestError, validate_messages, with_era
 
         try:
             messages = with_era(validate_messages([m.plain() for m in req.messages],

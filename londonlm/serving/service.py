@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import AsyncIterator
 
-from ..errors import UsageError
+from ..core import UsageError
 from ..generation import GenerationSettings, LoadedModel, Sample, encode_prompt, fit_to_context
 from .admission import Admission, Busy, Slot
 from .batching import BatchEngine, Job, rows_for_memory

@@ -6,12 +6,24 @@ resume, --init_from parent, shape) -> ``data.py`` (token cache, packed blocks) -
 (kernels, the model) -> the Trainer -> ``summary.py`` (final/, best, run_info.json).
 ``options.py`` turns a parsed command line and config.py's defaults into a
 :class:`TrainingJob`; the pipeline and the grid build one and call :func:`run_job`.
+
+Every other training job (chat fine-tuning, the LR finder) trains through the same pieces,
+exported here: :mod:`.loop` (the one ``TrainingArguments`` constructor and Trainer builder),
+:mod:`.finetune` (training a loaded model on a job's rows), :mod:`.speed` (precision, kernels,
+time budget) and :mod:`.args` (the flags every job shares).
 """
 from __future__ import annotations
 
+from .args import RunControlArguments, SpeedArguments, parse_flags
 from .base import TrainingError, is_main_process, log
-from .options import RunOptions, TrainDefaults, TrainingJob, make_job
+from .checkpoints import move_run_aside
+from .finetune import FineTuneData, FineTuneJob, fine_tune, save_model_folder
+from .loop import RunControl, make_training_arguments
+from .modeling import padded_vocab
+from .options import BUDGET_STEP_CAP, RunOptions, TrainDefaults, TrainingJob, default_autotune, make_job
 from .run import run_training
+from .speed import SPEED_RECORD_KEYS, SpeedOptions
+from .summary import training_settings
 
 
 def run_job(job: TrainingJob) -> dict:
@@ -19,5 +31,10 @@ def run_job(job: TrainingJob) -> dict:
     return run_training(job.opts, job.args)
 
 
-__all__ = ["RunOptions", "TrainDefaults", "TrainingError", "TrainingJob", "is_main_process",
-           "log", "make_job", "run_job", "run_training"]
+__all__ = [
+    "BUDGET_STEP_CAP", "default_autotune", "fine_tune", "FineTuneData", "FineTuneJob",
+    "is_main_process", "log", "make_job", "make_training_arguments", "move_run_aside", "padded_vocab",
+    "parse_flags", "run_job", "run_training", "RunControl", "RunControlArguments", "RunOptions",
+    "save_model_folder", "SPEED_RECORD_KEYS", "SpeedArguments", "SpeedOptions", "TrainDefaults",
+    "training_settings", "TrainingError", "TrainingJob",
+]

@@ -1,8 +1,8 @@
 """What every training step shares: the user-error class and rank-0 logging."""
 from __future__ import annotations
 
-from ..errors import LondonLMError
-from ..ranks import rank, world_size  # noqa: F401  (world_size: re-exported)
+from ..core import LondonLMError
+from .ranks import rank, world_size  # noqa: F401  (world_size: re-exported)
 
 
 class TrainingError(LondonLMError, RuntimeError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import PackedBlocks
 from .base import TrainingError, is_main_process, log
+from .blocks import PackedBlocks
 from .options import RunOptions
 from .plan import TrainingPlan
 from .sampler import Position, StreamSampler, checkpoint_step_of
@@ -34,9 +34,8 @@ def cached_tokens(opts: RunOptions, tokenizer, progress: bool | None = None) -> 
     """Build or check the run's token cache; returns (metadata, era tokens on). Under
     torchrun rank 0 builds it and the others wait, then check and use it: built once, never
     once per rank (--no_pretokenized rebuilds on rank 0 only)."""
-    from ..ranks import rank0_first
-    from ..token_cache import ensure_cache
-    from ..tokenizer import era_tokens_of
+    from ..tokens import ensure_cache, era_tokens_of
+    from .ranks import rank0_first
 
     era = opts.era_tokens if opts.era_tokens is not None else bool(era_tokens_of(tokenizer))
     progress = (opts.progress and is_main_process()) if progress is None else progress

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..layout import RunLayout, checkpoint_step
-from ..modeling import ModelShape
-from ..ranks import same_on_all_ranks, world_size
-from ..schedules import BudgetFitCallback
+from ..core import RunLayout, checkpoint_step
 from .base import TrainingError, log
 from .loop import Outcome, RunControl, build_trainer, common_callbacks, train
 from .model import Kernels, configure_torch
+from .modeling import ModelShape
+from .ranks import same_on_all_ranks, world_size
 from .sampler import Position, StreamSampler, checkpoint_step_of, recorded_position
+from .schedules import BudgetFitCallback
 from .speed import SpeedOptions, SpeedPlan, check_resume_optimizer, check_time_budget, choose_speed
 
 
@@ -68,7 +68,7 @@ def apply_kernels(model, kernels: Kernels) -> None:
     """Put the chosen attention kernel and LM-head loss on an already-built model."""
     model.set_attn_implementation(kernels.attn)
     if kernels.fused_loss:
-        from ..fused_loss import enable_fused_loss
+        from .fused_loss import enable_fused_loss
 
         enable_fused_loss(model)
 

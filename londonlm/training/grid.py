@@ -6,10 +6,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ..artifacts import link_or_copy
-from ..errors import LondonLMError
-from ..layout import RunLayout
-from ..train_args import TrainFlags
+from ..core import LondonLMError, RunLayout, link_or_copy
+from .args import TrainFlags
 from .options import TrainDefaults, make_job
 from .run import run_training
 

@@ -7,8 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import sha256_file
-from ..layout import Layout, ModelNotFound, RunLayout, checkpoint_problem, model_step
+from ..core import Layout, ModelNotFound, RunLayout, checkpoint_problem, model_step, sha256_file
 from .base import TrainingError
 
 

@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import UsageError
+from ..core import UsageError
 from . import testhooks
 from .base import TrainingError
 from .sampler import DataPosition, Position, StreamSampler
-from .speed import (SpeedOptions, SpeedPlan, attach_budget_fit, budget_callback, budget_schedule,
+from .speed import (SpeedOptions, attach_budget_fit, budget_callback, budget_schedule,
                     optimizer_factory)
 
 
@@ -56,8 +56,8 @@ def common_callbacks(args, *, flops_per_token: float, tokens_per_step: int, worl
     the time-budget fitter and, last, the stopper: it agrees with the other ranks on what the
     callbacks before it decided. Returns (callbacks, the stopper, which knows why training
     stopped)."""
-    from ..callbacks import EvalLossOnlyCallback, StopAndSaveCallback, ThroughputCallback
-    from ..hardware import device_name, peak_flops
+    from ..core import device_name, peak_flops
+    from .callbacks import EvalLossOnlyCallback, StopAndSaveCallback, ThroughputCallback
 
     callbacks = [ThroughputCallback(tokens_per_step, flops_per_token, peak_flops(device_name()), world,
                                     tokens_at=lambda step: position.consumed(step) * tokens_per_sample),
@@ -78,9 +78,9 @@ def build_trainer(model, args, *, train, eval_dataset, collator, callbacks: list
     resume, FSDP on CPU groups, signal-proof workers) with ``--optim muon`` and a budget-fitted
     schedule hooked in (or ``schedule``: step -> learning-rate factor, e.g. the LR finder's
     ramp); the test hooks wired when their variables are set."""
-    from ..schedules import BudgetFitCallback
-    from ..trainer_hooks import trainer_class
+    from .schedules import BudgetFitCallback
     from .trainer import RunTrainer
+    from .trainer_hooks import trainer_class
 
     cls = trainer_class(optimizer_factory(speed.optimizer, args),
                         schedule or budget_schedule(time_budget, args), RunTrainer)

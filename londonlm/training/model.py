@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..modeling import build_model, padded_vocab
 from .base import log
+from .modeling import build_model, padded_vocab
 from .options import RunOptions
 from .plan import TrainingPlan
 
@@ -40,7 +40,7 @@ def configure_torch() -> None:
     node's ranks (hardware.training_threads), and freed memory kept in the heap; GPU: TF32."""
     import torch
 
-    from ..hardware import keep_freed_memory_in_heap, use_training_threads
+    from ..core import keep_freed_memory_in_heap, use_training_threads
 
     if not torch.cuda.is_available():
         use_training_threads()
@@ -82,7 +82,7 @@ def make_model(opts: RunOptions, plan: TrainingPlan, kernels: Kernels, seed: int
     if plan.resumes_continued_run or plan.init is not None:
         model.set_attn_implementation(kernels.attn)
     if kernels.fused_loss:
-        from ..fused_loss import enable_fused_loss
+        from .fused_loss import enable_fused_loss
 
         enable_fused_loss(model)
     import torch

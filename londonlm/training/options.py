@@ -1,5 +1,5 @@
 """Training options: the project defaults every entry point starts from, one run's options,
-and how a parsed command line (:class:`~londonlm.train_args.TrainFlags`) plus a preset become
+and how a parsed command line (:class:`~londonlm.training.args.TrainFlags`) plus a preset become
 ``RunOptions`` and ``transformers.TrainingArguments`` (a :class:`TrainingJob`)."""
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UsageError
-from ..layout import TENSORBOARD, Layout, RunLayout
-from ..train_args import TrainFlags
+from ..core import Layout, RunLayout, TENSORBOARD, UsageError
+from .args import TrainFlags
 
 
 # With a time budget and no --max_steps, the budget alone decides how many steps run.
@@ -77,7 +76,7 @@ class RunOptions:
     attn_implementation: str = "auto"   # auto: eager on CPU in bf16, sdpa otherwise
     fused_loss: str = "auto"            # auto: on for CPU training in bf16
     precision_given: str | None = None  # fp32/bf16/fp16 when --bf16/--fp16 was given
-    autotune: str = "on"                # off | on | refresh (londonlm.autotune)
+    autotune: str = "on"                # off | on | refresh (londonlm.training.autotune)
     autotune_seconds: float = 60.0      # cap on the probe's time (~5% of a tiny run on Zen 1)
     optimizer: str = "adamw"            # adamw | muon
     log_file: Path | None = None
@@ -115,7 +114,7 @@ def _preset_training_values(preset: dict, batch_size: int, seed: int, workers: i
     """TrainingArguments values a preset (and this machine) implies; flags given win."""
     import torch
 
-    from ..hardware import choose_precision
+    from ..core import choose_precision
 
     cuda = torch.cuda.is_available()
     return {
@@ -210,7 +209,7 @@ def given_precision(flags: TrainFlags) -> str | None:
 def default_autotune() -> str:
     """``--autotune`` when not given: $LONDONLM_AUTOTUNE (e.g. ``off`` in a test suite that
     wants the fixed rules everywhere), else ``on``."""
-    from ..autotune import MODES
+    from .autotune import MODES
 
     mode = os.environ.get("LONDONLM_AUTOTUNE", "on") or "on"
     if mode not in MODES:

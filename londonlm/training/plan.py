@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoints import move_run_aside, resolve_resume
-from ..layout import checkpoint_step
-from ..modeling import ModelShape, padded_vocab
-from ..ranks import same_on_all_ranks
+from ..core import checkpoint_step
 from .base import TrainingError, is_main_process, log, world_size
+from .checkpoints import move_run_aside, resolve_resume
 from .init_from import (InitSource, parent_record, resolve_init_source, same_tokenizer,
                         tokenizer_fingerprint, tokenizer_identity)
+from .modeling import ModelShape, padded_vocab
 from .options import RunOptions
+from .ranks import same_on_all_ranks
 from .sampler import recorded_position
 
 

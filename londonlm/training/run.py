@@ -6,7 +6,6 @@ function in this package, and the Trainer, its arguments and callbacks come from
 """
 from __future__ import annotations
 
-from ..schedules import BudgetFitCallback
 from .base import is_main_process
 from .data import TrainData, data_stream, prepare_data
 from .loop import RunControl, build_trainer, common_callbacks, train
@@ -14,6 +13,7 @@ from .model import configure_torch, make_model
 from .options import RunOptions
 from .plan import TrainingPlan, plan_run, start_fresh
 from .sampler import Position, StreamSampler
+from .schedules import BudgetFitCallback
 from .speed import SpeedPlan, check_resume_optimizer, check_time_budget, choose_speed
 from .summary import finish, run_summary
 
@@ -24,7 +24,7 @@ def make_callbacks(opts: RunOptions, args, plan: TrainingPlan, stream: StreamSam
     perplexity in the log file, --save_best and early stopping."""
     from transformers import EarlyStoppingCallback
 
-    from ..callbacks import LogFileCallback, SaveBestCallback
+    from .callbacks import LogFileCallback, SaveBestCallback
 
     extra = []
     if opts.log_file and is_main_process():

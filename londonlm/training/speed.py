@@ -2,18 +2,18 @@
 machine runs fastest (``--autotune``, measured once per machine and cached; explicit flags
 win), and the time budget (``--time_budget`` / ``--max_seconds``): refused before any data
 work when it cannot hold the warm-up, then a warmup-stable-decay schedule fitted to it while
-training (``londonlm.schedules``), so the run ends on time with a finished schedule and
+training (``londonlm.training.schedules``), so the run ends on time with a finished schedule and
 ``final/`` saved. Also the optimizer factory for ``--optim muon``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..autotune import Candidate, SpeedChoice, resolve_speed_settings, time_candidate
-from ..ranks import agree
-from ..schedules import BudgetFitCallback, WarmupStableDecay, check_budget
+from .autotune import Candidate, SpeedChoice, resolve_speed_settings, time_candidate
 from .base import TrainingError, log
 from .model import Kernels
+from .ranks import agree
+from .schedules import BudgetFitCallback, WarmupStableDecay, check_budget
 
 # The decay takes the last fifth of a budget-fitted schedule: long enough to anneal fully,
 # short enough that most of the budget trains at the peak rate (Hägele et al., 2024).
@@ -29,7 +29,7 @@ class SpeedOptions:
     the --autotune mode, the settings given on the command line (never overridden) and the
     optimizer."""
 
-    autotune: str = "on"                 # off | on | refresh (londonlm.autotune)
+    autotune: str = "on"                 # off | on | refresh (londonlm.training.autotune)
     probe_seconds: float = 60.0          # cap on the autotune probe's time
     precision: str | None = None         # fp32/bf16/fp16 when --bf16/--fp16 was given
     attn_implementation: str = "auto"    # auto | sdpa | eager
@@ -183,7 +183,7 @@ def optimizer_factory(optimizer: str, args):
         return None
     if optimizer != "muon":
         raise TrainingError(f"unknown optimizer {optimizer!r}: choose adamw or muon")
-    from ..optim import build_muon_adamw, describe_split, muon_options_from_args
+    from .optim import build_muon_adamw, describe_split, muon_options_from_args
 
     def build(model):
         log(describe_split(model))

@@ -7,9 +7,8 @@ import math
 import shutil
 from pathlib import Path
 
-from ..artifacts import now_iso, read_json, write_json_atomic
-from ..hardware import hardware_summary
-from ..layout import BEST_INFO, RunLayout, checkpoint_name, checkpoint_step
+from ..core import (BEST_INFO, RunLayout, checkpoint_name, checkpoint_step, hardware_summary, now_iso,
+                    read_json, write_json_atomic)
 from .base import log
 from .data import TrainData, validation_bytes
 from .init_from import tokenizer_fingerprint
@@ -119,7 +118,7 @@ def final_metrics(trainer, summary: dict, data: TrainData) -> dict:
 def generation_config(tokenizer):
     """generation_config.json of a saved model: the project's sampling defaults (the field
     defaults of :class:`~londonlm.generation.GenerationSettings`) and the tokenizer's ids."""
-    from ..generation import to_generation_config
+    from ..core import to_generation_config
 
     return to_generation_config(bos_token_id=tokenizer.bos_token_id,
                                 eos_token_id=tokenizer.eos_token_id,

@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from ..ranks import rank
+from .ranks import rank
 
 CLOCK_SKEW = "LONDONLM_TEST_CLOCK_SKEW"
 KILL = "LONDONLM_TEST_KILL"

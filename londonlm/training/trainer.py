@@ -24,8 +24,8 @@ import signal
 
 from transformers import Trainer
 
-from ..ranks import barrier
 from .base import TrainingError
+from .ranks import barrier
 
 
 class QuietWorker:

@@ -1,0 +1,38 @@
+"""The shared core every stage may use, and which uses no stage.
+
+- :mod:`.layout`: where every artifact lives (``Layout``, ``RunLayout``), how a model spec
+  resolves, the checkpoint listing.
+- :mod:`.checkpoints`: what a checkpoint is (name, step, usable or resumable, the run's best).
+  These two spell every run-folder name; no other module does.
+- :mod:`.artifacts`: hashes, atomic writes, sidecars, ``StageInputMissing``.
+- :mod:`.errors`: ``LondonLMError`` (the base of every user-facing error), ``UsageError``,
+  ``run_main`` (one ``error:`` line and exit 2).
+- :mod:`.hardware`: device, precision, thread and peak-FLOP facts of this machine.
+- :mod:`.generation_settings`: the project's one set of sampling defaults, which training
+  writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
+"""
+from .artifacts import (StageInputMissing, link_or_copy, now_iso, read_json, require_input, sha256_file,
+                        sidecar_current, versions, write_json_atomic, write_sidecar, write_text_atomic)
+from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem, checkpoint_step,
+                          latest_valid_checkpoint, list_checkpoints, model_step)
+from .errors import LondonLMError, UsageError, run_main
+from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError, GenerationSettings,
+                                  defaults_from_generation_config, generation_config_dict,
+                                  to_generation_config)
+from .hardware import (choose_precision, cpu_has_native_bf16, device_name, hardware_summary,
+                       keep_freed_memory_in_heap, peak_flops, usable_cores, use_training_threads)
+from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, FINAL, GGUF, SIDECAR, TENSORBOARD, Layout,
+                     ModelNotFound, RunLayout, describe_checkpoints)
+
+__all__ = [
+    "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "checkpoint_name",
+    "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS", "cpu_has_native_bf16",
+    "defaults_from_generation_config", "describe_checkpoints", "device_name", "FINAL",
+    "generation_config_dict", "GenerationError", "GenerationSettings", "GGUF", "hardware_summary",
+    "keep_freed_memory_in_heap", "latest_valid_checkpoint", "Layout", "link_or_copy",
+    "list_checkpoints", "LondonLMError", "model_step", "ModelNotFound", "now_iso", "peak_flops",
+    "read_json", "REQUEST_FIELDS", "require_input", "run_main", "RunLayout", "sha256_file", "SIDECAR",
+    "sidecar_current", "StageInputMissing", "TENSORBOARD", "to_generation_config", "usable_cores",
+    "UsageError", "use_training_threads", "versions", "WEIGHT_FILES", "write_json_atomic",
+    "write_sidecar", "write_text_atomic",
+]

@@ -1,0 +1,165 @@
+"""What a checkpoint is: its name and step, whether a folder is a usable model (weights) or a
+resumable checkpoint (weights and training state), which one is a run's best, and the listing
+``--list_checkpoints`` prints. The run folder's other names are :mod:`.layout`'s.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+
+# Names a checkpoint and the run around it are recognised by.
+BEST = "best"                        # copy of the best-by-validation-loss checkpoint (--save_best)
+BEST_INFO = "best_info.json"         # in best/: which checkpoint it copies, its step and loss
+RUN_INFO = "run_info.json"           # the run summary written by training
+CHECKPOINT_PREFIX = "checkpoint-"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """N of a ``checkpoint-N`` folder, else None."""
+    m = _CKPT.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{int(step)}"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """``checkpoint-N`` folders of a run, ascending by step (valid or not)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted(found, key=checkpoint_step)
+
+
+def _weights_problem(path: Path) -> str | None:
+    weights = next((path / w for w in WEIGHT_FILES if (path / w).exists()), None)
+    if weights is None:
+        return "model weights missing"
+    if weights.suffix != ".safetensors":
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            if not list(f.keys()):
+                return "model weights empty"
+    except Exception as e:  # truncated / corrupt file
+        return f"model weights unreadable ({type(e).__name__}: {e})"
+    return None
+
+
+def _training_state_problem(path: Path) -> str | None:
+    state = path / "trainer_state.json"
+    if not state.exists():
+        return "trainer_state.json missing"
+    try:
+        json.loads(state.read_text())
+    except Exception as e:
+        return f"trainer_state.json unreadable ({e})"
+    # The optimizer: one file (DDP: optimizer.pt; FSDP full state: optimizer.bin), or FSDP's
+    # sharded folder, whose .metadata is written after every shard.
+    optim = [path / "optimizer.pt", path / "optimizer.bin", path / "optimizer_0" / ".metadata"]
+    found = next((f for f in optim if f.exists()), None)
+    if found is None:
+        return "optimizer.pt missing"
+    if found.stat().st_size == 0:
+        return f"{found.relative_to(path)} empty"
+    sched = path / "scheduler.pt"
+    if not sched.exists():
+        return "scheduler.pt missing"
+    if sched.stat().st_size == 0:
+        return "scheduler.pt empty"
+    return None
+
+
+def checkpoint_problem(path: str | os.PathLike, need_training_state: bool = True) -> str | None:
+    """Why a model or checkpoint folder cannot be used, or None when it is complete."""
+    path = Path(path)
+    if not path.is_dir():
+        return "not a directory"
+    if not (path / "config.json").exists():
+        return "config.json missing"
+    problem = _weights_problem(path)
+    if problem:
+        return problem
+    try:
+        json.loads((path / "config.json").read_text())
+    except Exception as e:
+        return f"config.json unreadable ({e})"
+    if need_training_state and checkpoint_step(path) is not None:
+        return _training_state_problem(path)
+    return None
+
+
+def latest_valid_checkpoint(run_dir: str | os.PathLike, warn=print) -> Path | None:
+    """Newest checkpoint that passes :func:`checkpoint_problem`; invalid ones are named."""
+    for ck in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(ck)
+        if problem is None:
+            return ck
+        warn(f"warning: skipping incomplete or corrupt checkpoint {ck}: {problem}")
+    return None
+
+
+def read_json_object(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def best_info(run_dir: str | os.PathLike) -> dict | None:
+    """Which checkpoint is the run's best: ``{"path", "checkpoint", "step", "eval_loss"}``
+    from ``best/best_info.json`` (--save_best), else from the newest trainer_state.json."""
+    run_dir = Path(run_dir)
+    best = run_dir / BEST
+    info = read_json_object(best / BEST_INFO)
+    if info and checkpoint_problem(best, False) is None:
+        return {"path": str(best), **info}
+    for ck in reversed(list_checkpoints(run_dir)):
+        state = read_json_object(ck / "trainer_state.json")
+        if not state:
+            continue
+        b = state.get("best_model_checkpoint")
+        if b and (run_dir / Path(b).name).is_dir():
+            return {"path": str(run_dir / Path(b).name), "checkpoint": Path(b).name,
+                    "step": checkpoint_step(Path(b)), "eval_loss": state.get("best_metric")}
+        return None
+    return None
+
+
+def best_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The run's best-by-validation-loss model folder (``best/`` when kept)."""
+    run_dir = Path(run_dir)
+    if (run_dir / BEST).is_dir() and checkpoint_problem(run_dir / BEST, False) is None:
+        return run_dir / BEST
+    info = best_info(run_dir)
+    return Path(info["path"]) if info else None
+
+
+def model_step(path: str | os.PathLike) -> int | None:
+    """Training step of a model folder: its checkpoint-N name, its trainer_state.json, or
+    the run's run_info.json (for final/ and best/)."""
+    path = Path(path)
+    step = checkpoint_step(path)
+    if step is not None:
+        return step
+    state = read_json_object(path / "trainer_state.json")
+    if isinstance(state.get("global_step"), int):
+        return state["global_step"]
+    info = read_json_object(path.parent / RUN_INFO)
+    if path.name == BEST:
+        b = read_json_object(path / BEST_INFO)
+        if isinstance(b.get("step"), int):
+            return b["step"]
+        if info.get("best_checkpoint"):
+            return checkpoint_step(Path(info["best_checkpoint"]))
+    return info.get("global_step") if isinstance(info.get("global_step"), int) else None

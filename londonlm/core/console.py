@@ -1,0 +1,39 @@
+"""A clean console: the third-party messages every run would print although they tell the
+user nothing to act on, dropped at one place (:func:`quiet_known_noise`, called by
+:func:`~londonlm.core.errors.run_main` for every script). Each entry says why it is noise;
+everything else those libraries log still gets through. The one such message our own code
+caused (a KV cache passed as ``past_key_values``) is fixed where it was passed instead.
+"""
+from __future__ import annotations
+
+import logging
+
+# (logger, start of the message, why it is noise here)
+KNOWN_NOISE = (
+    ("transformers.modeling_utils", "`loss_type=None` was set in the config but it is unrecognized",
+     "GPT-2's class name matches no loss type, and the default transformers then takes "
+     "(ForCausalLMLoss) is the loss every londonlm model trains with"),
+    ("transformers.tokenization_utils_base", "Token indices sequence length is longer than the specified",
+     "the corpus, cache and evaluation stages tokenize whole documents on purpose and cut them "
+     "into context-length blocks; prompts are fitted to the context by the model interface"),
+)
+
+
+class _DropKnownNoise(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_known_noise() -> None:
+    """Drop :data:`KNOWN_NOISE` from the loggers that print it (idempotent)."""
+    by_logger: dict[str, tuple[str, ...]] = {}
+    for name, prefix, _why in KNOWN_NOISE:
+        by_logger[name] = by_logger.get(name, ()) + (prefix,)
+    for name, prefixes in by_logger.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
+            logger.addFilter(_DropKnownNoise(prefixes))

@@ -1,0 +1,300 @@
+"""Where every artifact lives: the one module that spells folder and file names.
+
+``Layout`` covers the project root (data, tokenizers, runs); ``RunLayout`` one training run
+(``checkpoint-N/``, ``final/``, ``best/``, ``run_info.json``, the token cache, evaluation and
+Hub staging folders). Both are plain values: they compute paths and never create anything.
+A user's model spec (``final``, ``best``, ``latest``, ``checkpoint-N``, ``RUN``,
+``RUN/checkpoint-N`` or a folder) resolves here, with the checks that tell a usable model
+folder from a half-written one, so serving, evaluation and publishing never import training.
+
+``config.py`` builds a ``Layout`` from its values; scripts pass it (or a ``RunLayout``) in.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoints import (BEST, RUN_INFO, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
+                          checkpoint_step, latest_valid_checkpoint, list_checkpoints, read_json_object)
+from .errors import LondonLMError
+
+# Names inside a run folder.
+FINAL = "final"                      # save_pretrained folder of the finished run
+CACHE = "pretokenized_data"          # token cache (train.bin, val.bin, metadata.json)
+EVALUATION = "evaluation"            # evaluation stage outputs
+HUB_STAGE = "hub_stage"              # publishing's staging folder
+GGUF = "gguf"                        # llama.cpp exports (f16, q8_0)
+TENSORBOARD = "runs"                 # the Trainer's TensorBoard logs
+SIDECAR = "sidecar.json"             # every stage's record of its inputs, written last
+
+ROOT_ENV = "LONDONLM_ROOT"
+
+
+class ModelNotFound(LondonLMError, FileNotFoundError):
+    """A model spec names nothing usable; the message lists what exists."""
+
+
+# --------------------------------------------------------------------------- one run
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of one training run, ``<checkpoints>/<name>/``."""
+
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def final(self) -> Path:
+        return self.dir / FINAL
+
+    @property
+    def best(self) -> Path:
+        return self.dir / BEST
+
+    @property
+    def best_tmp(self) -> Path:
+        return self.dir / f".{BEST}.tmp"
+
+    @property
+    def run_info(self) -> Path:
+        return self.dir / RUN_INFO
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.dir / CACHE
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.dir / EVALUATION
+
+    @property
+    def hub_stage(self) -> Path:
+        return self.dir / HUB_STAGE
+
+    def checkpoint(self, step: int) -> Path:
+        return self.dir / checkpoint_name(step)
+
+    def checkpoints(self) -> list[Path]:
+        return list_checkpoints(self.dir)
+
+    def latest_valid_checkpoint(self, warn=print) -> Path | None:
+        return latest_valid_checkpoint(self.dir, warn=warn)
+
+    def best_info(self) -> dict | None:
+        return best_info(self.dir)
+
+    def read_run_info(self) -> dict:
+        """run_info.json as a dict ({} when missing or unreadable)."""
+        return read_json_object(self.run_info)
+
+    def has_final(self) -> bool:
+        return (self.final / "config.json").exists()
+
+    def contains(self, model_dir: str | os.PathLike) -> bool:
+        """Whether ``model_dir`` is a folder directly inside this run."""
+        return Path(model_dir).resolve().parent == self.dir.resolve()
+
+    def evaluation_dir_for(self, model_dir: str | os.PathLike) -> Path:
+        """Where the evaluation of ``model_dir`` is written: ``evaluation/`` for final/,
+        ``evaluation/<name>/`` for any other folder of this run (each checkpoint's report
+        apart), ``<model>/evaluation/`` for a model outside the run."""
+        return self._per_model(model_dir, EVALUATION)
+
+    def gguf_dir_for(self, model_dir: str | os.PathLike) -> Path:
+        """Where GGUF exports of ``model_dir`` go, by the same rule as its evaluation."""
+        return self._per_model(model_dir, GGUF)
+
+    def _per_model(self, model_dir: str | os.PathLike, folder: str) -> Path:
+        model_dir = Path(model_dir)
+        if self.contains(model_dir):
+            return self.dir / folder if model_dir.name == FINAL else self.dir / folder / model_dir.name
+        return model_dir / folder
+
+    def movable_on_fresh(self) -> list[Path]:
+        """What ``--fresh`` moves aside: everything the old model produced (checkpoints,
+        final/, best/, run_info.json, logs, its evaluation, exports and staged upload); the token
+        cache stays, since it depends on the data, not on the run."""
+        if not self.dir.is_dir():
+            return []
+        names = {FINAL, BEST, RUN_INFO, SIDECAR, TENSORBOARD, EVALUATION, HUB_STAGE, GGUF}
+        return sorted(p for p in self.dir.iterdir()
+                      if p.name in names or checkpoint_step(p) is not None)
+
+    def previous_dir(self, stamp: str | None = None) -> Path:
+        """The dated sibling folder an old run is moved to by ``--fresh``."""
+        stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+        return self.dir.parent / f"{self.name}.previous-{stamp}"
+
+    def available_models(self) -> list[str]:
+        names = [p.name for p in self.checkpoints()]
+        return names + [n for n in (FINAL, BEST) if (self.dir / n).is_dir()]
+
+    def resolve(self, spec: str | None) -> Path:
+        """``final`` (default: final/, else the latest valid checkpoint), ``latest``,
+        ``best`` or ``checkpoint-N`` of this run. Raises ModelNotFound naming what exists."""
+        if not self.dir.is_dir():
+            raise ModelNotFound(
+                f"model {spec or FINAL!r} not found: run folder {self.dir} does not exist; train "
+                f"one with `python 04_training/train_model_slm.py` or pass a model folder path")
+        name = spec or FINAL
+        found: Path | None = None
+        if name == FINAL and self.final.is_dir():
+            found = self.final
+        elif name in ("latest", FINAL):
+            found = self.latest_valid_checkpoint(warn=lambda *_: None)
+        elif name == BEST:
+            found = best_checkpoint(self.dir)
+        elif checkpoint_step(name) is not None and (self.dir / name).is_dir():
+            found = self.dir / name
+        if found is None:
+            raise ModelNotFound(f"model {name!r} not found in {self.dir}; available: "
+                                f"{', '.join(self.available_models()) or 'none'}")
+        return found
+
+
+def _losses(ck: Path) -> tuple[str, str]:
+    """Last logged training and validation loss of a checkpoint, formatted ('-' if none)."""
+    try:
+        logs = json.loads((ck / "trainer_state.json").read_text()).get("log_history", [])
+    except (OSError, ValueError):
+        return "-", "-"
+    tr = [h["loss"] for h in logs if "loss" in h]
+    ev = [h["eval_loss"] for h in logs if "eval_loss" in h]
+    return (f"{tr[-1]:.4f}" if tr else "-"), (f"{ev[-1]:.4f}" if ev else "-")
+
+
+def describe_checkpoints(run_dir: str | Path) -> str:
+    """One line per checkpoint: name, step, last logged loss, validation loss, validity;
+    the best-by-validation-loss one is marked, and best/ and final/ are named."""
+    run = RunLayout(Path(run_dir))
+    best = run.best_info()
+    lines = []
+    for ck in run.checkpoints():
+        problem = checkpoint_problem(ck)
+        loss, eval_loss = _losses(ck)
+        when = datetime.datetime.fromtimestamp(ck.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        status = "ok" if problem is None else f"INVALID: {problem}"
+        mark = "  <- best" if best and best.get("checkpoint") == ck.name else ""
+        lines.append(f"{ck.name:<18} step {checkpoint_step(ck):>7}  loss {loss:>8}  "
+                     f"val {eval_loss:>8}  {when}  {status}{mark}")
+    if best is not None:
+        ev = best.get("eval_loss")
+        where = f"{BEST}/ (copy)" if Path(best["path"]) == run.best else best["checkpoint"]
+        lines.append(f"best: {best.get('checkpoint')} (step {best.get('step')}, val "
+                     f"{ev:.4f}) -> {where}" if ev is not None else f"best: {best.get('checkpoint')}")
+    if run.final.is_dir():
+        lines.append(f"final: {run.final.name}/")
+    return "\n".join(lines) if lines else "(no checkpoints)"
+
+
+# --------------------------------------------------------------------------- the project
+
+@dataclass(frozen=True)
+class Layout:
+    """Every artifact's place under one root (the repository, ``$LONDONLM_ROOT`` or --root)."""
+
+    root: Path
+    registry_file: Path | None = None   # the corpus registry (data_sources.yaml) shipped with the repo
+
+    @classmethod
+    def at(cls, root: str | os.PathLike | None = None, *, default_root: str | os.PathLike,
+           registry_file: str | os.PathLike | None = None) -> "Layout":
+        """A layout at an explicit root, else ``$LONDONLM_ROOT``, else ``default_root``."""
+        chosen = root or os.environ.get(ROOT_ENV) or default_root
+        return cls(Path(chosen).expanduser().resolve(),
+                   Path(registry_file) if registry_file else None)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data" / "london_historical"
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.data_dir / "downloads"
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.data_dir / "processed"
+
+    @property
+    def metadata_dir(self) -> Path:
+        return self.data_dir / "metadata"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "09_models"
+
+    @property
+    def tokenizers_dir(self) -> Path:
+        return self.models_dir / "tokenizers"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.models_dir / "checkpoints"
+
+    @property
+    def training_log(self) -> Path:
+        return self.root / "04_training" / "model_training.log"
+
+    def tokenizer_dir(self, name: str) -> Path:
+        return self.tokenizers_dir / name
+
+    def run(self, name: str) -> RunLayout:
+        return RunLayout(self.checkpoints_dir / name)
+
+    def run_dir(self, name: str) -> Path:
+        return self.run(name).dir
+
+    def runs(self) -> list[RunLayout]:
+        """Every run folder that has a run_info.json, by name."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return [RunLayout(p) for p in sorted(self.checkpoints_dir.iterdir())
+                if (p / RUN_INFO).is_file()]
+
+    def resolve_model(self, spec: str | None, run: str | RunLayout) -> Path:
+        """A user's model spec to a model folder: an existing path; ``final``/``latest``/
+        ``best``/``checkpoint-N`` of ``run``; another run's name (its final/, else latest);
+        or ``RUN/checkpoint-N``. Raises ModelNotFound naming what is available."""
+        run = run if isinstance(run, RunLayout) else self.run(run)
+        if spec and Path(spec).expanduser().exists():
+            return Path(spec).expanduser()
+        if spec and (Path(spec).expanduser().is_absolute() or spec.startswith(".")):
+            raise ModelNotFound(f"model folder {spec} does not exist")
+        if spec and "/" in spec:
+            other, _, name = spec.partition("/")
+            if other and (self.checkpoints_dir / other).is_dir():
+                return self.run(other).resolve(name or None)
+        elif spec and (self.checkpoints_dir / spec).is_dir():
+            return self.run(spec).resolve(None)
+        return run.resolve(spec)
+
+    # -------------------------------------------------------------- chat fine-tuning (07_finetuning/)
+
+    @property
+    def chat_data_dir(self) -> Path:
+        """The period-dialogue dataset: a ``datasets.save_to_disk`` folder that also holds its
+        card (README.md), statistics, rejected exchanges and sidecar."""
+        return self.data_dir / CHAT_DATA
+
+    def chat_run_name(self, base_run: str) -> str:
+        """The chat run fine-tuned from run ``base_run`` (``tiny`` -> ``tiny-chat``)."""
+        return f"{base_run}{CHAT_SUFFIX}"
+
+    def chat_run(self, base_run: str) -> RunLayout:
+        return self.run(self.chat_run_name(base_run))
+
+
+CHAT_DATA = "chat"                  # under data_dir: the dialogue dataset (datasets on disk)
+CHAT_SUFFIX = "-chat"               # chat run name = base run name + suffix
+CHAT_INFO = "chat_info.json"        # in a chat model folder: place, years, system line
+CHAT_STATS = "stats.json"           # in the dialogue dataset folder: counts per file and reason
+CHAT_REJECTED = "rejected.jsonl"    # in the dialogue dataset folder: each dropped exchange, why
+CHAT_EVAL = "chat_eval.json"        # chat evaluation report, in the model's evaluation folder

@@ -1,0 +1,35 @@
+"""Stage 02, the corpus (``02_data_collection/``): sources -> download -> clean -> filter ->
+dedup -> ``manifest.jsonl`` and ``texts/``.
+
+- :mod:`.collect`: the stage (``build_corpus``); :mod:`.processing`: its streaming core;
+  :mod:`.shards`: shards and their merge; :mod:`.report`: statistics and the report.
+- :mod:`.manifest`: the artifact the later stages read: manifest, split rule, one summary.
+- :mod:`.cleaning`, :mod:`.filters`, :mod:`.dedup`: the steps; :mod:`.download` and
+  :mod:`.partial_download`: polite, resumable HTTP; :mod:`.sources`: one module per source kind.
+
+Exported here is what other stages read: the manifest and its summary, a local folder's
+``MANIFEST.tsv``, and the Old Bailey TEI parsing the chat stage shares. The stage's own entry
+points load on first use, so readers of the manifest need not import the cleaning and dedup
+code (numpy, ~1 s).
+"""
+from .manifest import (COLLECT_CMD, MANIFEST, SPLITS, CorpusError, assign_split, decade_key,
+                       iter_split_texts, manifest_sha256, read_manifest, summarize)
+from .sources.local import read_folder_manifest
+from .sources.old_bailey import TEI_SKIP_TAGS, format_date, parse_tei, tei_interp
+
+_STAGE_NAMES = ("CollectionError", "build_corpus", "collect_from_registry", "run_collection")
+
+__all__ = [
+    "assign_split", "COLLECT_CMD", "CorpusError", "decade_key", "format_date", "iter_split_texts",
+    "MANIFEST", "manifest_sha256", "parse_tei", "read_folder_manifest", "read_manifest", "SPLITS",
+    "summarize", "tei_interp", "TEI_SKIP_TAGS",
+    *_STAGE_NAMES,
+]
+
+
+def __getattr__(name: str):
+    if name in _STAGE_NAMES:
+        from . import collect
+
+        return getattr(collect, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

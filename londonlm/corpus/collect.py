@@ -1,0 +1,342 @@
+"""The corpus stage: registry entries, a local folder or the embedded sample -> downloads ->
+documents -> cleaned, filtered, deduplicated texts + manifest + rejection log + report.
+
+:func:`build_corpus` turns a script's arguments (embedded sample, local folder, registry
+entries) into source entries; :func:`run_collection` is the one code path for all of them:
+download, skip when current, stage shards (``londonlm.corpus.processing``), merge (``londonlm.corpus.shards``),
+report (``londonlm.corpus.report``), and the sidecar last. What it writes is read through
+``londonlm.corpus.manifest``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from ..core import SIDECAR, UsageError, read_json, sidecar_current, write_sidecar
+from .manifest import MANIFEST, REJECTIONS, CorpusError, read_jsonl, summarize
+from .processing import process_documents
+from .shards import PLAN_FILE, in_shard, merge_shards, prepare_shard, shard_dir
+from .sources import Document, load_registry, make_source, select_sources
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_SOURCE_ID = "first_folio"
+LOCAL_SOURCE_ID = "local"
+# kinds read straight from a folder on disk; every other kind reads files it downloaded
+_LOCAL_KINDS = ("local", "sample")
+_MAX_LOGGED_REJECTIONS = 20
+# the libraries that shape the corpus, for the sidecar (only those already imported)
+CORPUS_LIBRARIES = ("londonlm", "numpy", "datasketch", "ftfy", "trafilatura", "lxml")
+
+
+class CollectionError(CorpusError):
+    """The collection produced nothing usable, or shards disagree; the message says why."""
+
+
+@dataclass
+class CollectionOptions:
+    """How the stage runs; every field is also a keyword of :func:`run_collection`,
+    :func:`collect_from_registry` and :func:`build_corpus`."""
+
+    offline: bool = False                    # download nothing; use files already downloaded
+    workers: int = 1                         # download threads and cleaning processes
+    year_range: Sequence[int] = (1500, 1900)
+    min_chars: int = 200
+    validation_percent: float = 5.0
+    shard: int | None = None                 # run only shard K (merge later with merge_only)
+    num_shards: int = 1
+    merge_only: bool = False
+    overwrite: bool = False
+    progress: bool = False
+    base_urls: dict[str, str] | None = None  # kind -> host override (mirrors, test servers)
+    downloader: Any = None                   # a londonlm.corpus.download.Downloader (default: built here)
+    download_options: dict[str, Any] | None = None
+    log: Callable[[str], None] = print
+
+    def check(self) -> "CollectionOptions":
+        if self.num_shards < 1 or (self.shard is not None and not 0 <= int(self.shard) < self.num_shards):
+            raise UsageError(f"--shard must be in [0, {self.num_shards - 1}] for --num_shards {self.num_shards}")
+        return self
+
+    @property
+    def finishing(self) -> bool:
+        """Whether this run writes the merged corpus (not one shard of several)."""
+        return self.shard is None or self.merge_only or self.num_shards == 1
+
+    def shards_to_stage(self) -> list[int]:
+        if self.merge_only:
+            return []
+        return list(range(self.num_shards)) if self.shard is None else [int(self.shard)]
+
+    def settings(self) -> dict[str, Any]:
+        """What the outputs depend on besides the inputs (recorded in the sidecar)."""
+        return {"validation_percent": float(self.validation_percent), "min_chars": int(self.min_chars),
+                "year_range": [int(y) for y in self.year_range]}
+
+
+# ---------------------------------------------------------------- source entries
+def sample_entry(limit_chars: int | None = None, source_id: str = SAMPLE_SOURCE_ID) -> dict[str, Any]:
+    """Registry entry of the embedded offline sample (1623 First Folio)."""
+    from .sources import SampleMissing, sample_dir
+
+    try:
+        sample_dir()
+    except SampleMissing as e:
+        raise CorpusError(str(e)) from e
+    return {"id": source_id, "kind": "sample", "limit_chars": limit_chars, "title": "First Folio (1623)",
+            "year": 1623, "license": "public-domain", "london": True}
+
+
+def local_entry(source_dir: str | Path, default_year: int | None = None,
+                source_id: str = LOCAL_SOURCE_ID) -> dict[str, Any]:
+    """Registry entry of a local folder of .txt (.xml/.html/.gz) files, checked to exist."""
+    from .sources import LocalSource
+
+    folder = Path(source_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise CorpusError(f"source folder {source_dir} does not exist; pass --source_dir with a "
+                          f"folder of .txt files")
+    entry = {"id": source_id, "kind": "local", "path": str(folder), "id_prefix": "local_",
+             "license": "unknown (user supplied)", "london": True, "default_year": default_year}
+    if not LocalSource(entry).files():
+        raise CorpusError(f"source folder {source_dir} holds no .txt files (nor .xml/.html/.gz); add some "
+                          f"or omit --source_dir to use the embedded sample")
+    return entry
+
+
+def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, *,
+                 source_dir: str | Path | None = None, use_sample: bool | None = None,
+                 sample_limit_chars: int | None = None, default_year: int | None = None,
+                 entries: Sequence[dict[str, Any]] = (), downloads_dir: str | Path | None = None,
+                 **options: Any) -> dict:
+    """Build (or skip, when current) the corpus from the embedded sample, a local folder and
+    registry ``entries``; returns counts (documents, train/validation documents, words, chars,
+    rejected by reason). ``use_sample`` defaults to True when neither ``source_dir`` nor
+    ``entries`` is given. ``downloads_dir`` defaults to ``<processed_dir>/../downloads``.
+    ``options``: the fields of :class:`CollectionOptions`."""
+    processed_dir = Path(processed_dir)
+    if use_sample is None:
+        use_sample = source_dir is None and not entries
+    chosen: list[dict[str, Any]] = []
+    if use_sample:
+        chosen.append(sample_entry(sample_limit_chars))
+    if source_dir is not None:
+        chosen.append(local_entry(source_dir, default_year))
+    taken = {e["id"] for e in chosen}
+    for e in entries:
+        if e["id"] in taken:
+            raise CorpusError(f"source id {e['id']!r} is reserved for the built-in sample/local folder; "
+                              f"rename it in the registry")
+        chosen.append(dict(e))
+    if not chosen:
+        raise CorpusError("no sources: pass --sources, --source_dir or --sample")
+    downloads = Path(downloads_dir) if downloads_dir is not None else processed_dir.parent / "downloads"
+    stats = run_collection(chosen, downloads, processed_dir, metadata_dir, **options)
+    return stats.get("counts", {"shard": options.get("shard"), "shards": stats.get("shards")})
+
+
+# ---------------------------------------------------------------- fingerprints
+def _hash_files(files: Iterable[Path], root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(files):
+        h.update(p.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        fh = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                fh.update(block)
+        h.update(fh.digest())
+    return h.hexdigest()
+
+
+def source_fingerprint(src, downloads_dir: Path) -> str:
+    """Hash of the raw bytes a source reads: its folder (local), the sample's files, or what it
+    downloaded. A changed byte anywhere makes the corpus stale."""
+    from .sources import sample_files
+    from .sources.base import source_dir
+
+    if src.kind == "local":
+        return _hash_files(src.files(), src.folder())
+    if src.kind == "sample":
+        files = sample_files(src.spec.get("limit_chars"))
+        return _hash_files(files, files[0].parent) if files else "empty"
+    d = source_dir(downloads_dir, src.kind, src.id)
+    if not d.is_dir():
+        return "none"
+    return _hash_files((p for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")
+                        and not p.name.endswith((".part", ".tmp", ".sha256"))), d)
+
+
+def _json_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def summary_counts(merge: dict[str, Any], rows: Iterable[dict]) -> dict[str, Any]:
+    """The corpus counts every caller gets (also stored in the sidecar)."""
+    s = summarize(rows)
+    return {"documents": s["documents"], "train_documents": s["splits"].get("train", 0),
+            "validation_documents": s["splits"].get("validation", 0), "chars": s["chars"], "words": s["words"],
+            "rejected": dict(sorted(merge.get("rejections_by_reason", {}).items())),
+            "duplicate_clusters": merge.get("duplicate_clusters", 0)}
+
+
+# ---------------------------------------------------------------- the stage
+def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path, processed_dir: str | Path,
+                   metadata_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """The corpus stage, the one code path for every source (registry, local folder, sample).
+
+    1. download (unless ``offline``; files already complete are skipped);
+    2. skip when ``sidecar.json`` says the outputs are current for these inputs and settings;
+    3. clean, filter and sign documents into shard(s) (resuming staged work of the same plan);
+    4. merge: dedup, split, ``manifest.jsonl`` + ``texts/`` + ``rejections.jsonl``, report and
+       ``corpus_stats.json`` in ``metadata_dir``, then the sidecar, last and atomically.
+
+    ``shard=None`` runs every shard then merges; ``shard=K`` runs shard K only (merge later with
+    ``merge_only=True``). ``options``: the fields of :class:`CollectionOptions`. Returns stats
+    with ``counts`` (documents, words, rejected by reason, ...)."""
+    o = CollectionOptions(**options).check()
+    t0 = time.time()
+    downloads_dir, processed_dir, metadata_dir = Path(downloads_dir), Path(processed_dir), Path(metadata_dir)
+    if not entries:
+        raise CollectionError("no sources selected; pass --sources, --source_dir or --sample")
+    srcs = [make_source(dict(e), o.base_urls) for e in entries]
+    stats: dict[str, Any] = {"sources": len(srcs), "shards": {}, "downloads": {}, "skipped": False}
+    remote = [s for s in srcs if s.kind not in _LOCAL_KINDS]
+    if remote and not o.offline and not o.merge_only:
+        stats["downloads"] = _download(remote, downloads_dir, o)
+
+    entries_hash = _json_hash([dict(e) for e in entries])
+    local_inputs = {f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in srcs if s.kind in _LOCAL_KINDS}
+    # the staging plan leaves downloads out, so shards run on machines with different
+    # downloads still merge; a changed download is picked up with --overwrite
+    plan = _json_hash({"sources": entries_hash, **local_inputs, "settings": o.settings()})
+    inputs: dict[str, str] = {}
+    if o.finishing:
+        inputs = {"sources": entries_hash, **local_inputs,
+                  **{f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in remote}}
+        if _outputs_current(processed_dir, inputs, o):
+            stats.update(skipped=True, counts=read_json(processed_dir / SIDECAR).get("counts", {}))
+            return stats
+
+    for k in o.shards_to_stage():
+        stats["shards"][k] = _stage_shard(srcs, downloads_dir, processed_dir, k, plan, o)
+    if not o.finishing:
+        o.log(f"corpus: shard {o.shard} of {o.num_shards} done ({stats['shards'][int(o.shard)]['accepted']} "
+              f"accepted); merge with --merge --num_shards {o.num_shards} once every shard is done")
+        return stats
+    _check_plans(processed_dir, plan, o.num_shards)
+    stats["merge"] = merge_shards(processed_dir, o.num_shards, o.validation_percent)
+    return _finish(stats, entries, inputs, processed_dir, metadata_dir, o, t0)
+
+
+def _download(remote: list, downloads_dir: Path, o: CollectionOptions) -> dict[str, Any]:
+    """Fetch every remote source (a broken one is reported, not fatal); returns the summary."""
+    from .download import Downloader, DownloadResult, failure_summary
+
+    keep = None if o.shard is None else (lambda key, k=int(o.shard): in_shard(key, k, o.num_shards))
+    dl = o.downloader or Downloader(workers=o.workers, progress=o.progress, **(o.download_options or {}))
+
+    def fetch(src):
+        try:
+            return src.fetch(dl, downloads_dir, keep)
+        except Exception as e:  # noqa: BLE001 - a broken source must not stop the run
+            return [DownloadResult(src.id, "", False, "failed", error=f"{type(e).__name__}: {e}")]
+
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, min(o.workers, len(remote)))) as pool:
+        for res in pool.map(fetch, remote):
+            results.extend(res)
+    summary = failure_summary(results)
+    o.log(f"corpus: {summary}")
+    return {"summary": summary, "failed": [r.to_dict() for r in results if not r.ok],
+            "ok": sum(r.ok for r in results)}
+
+
+def _outputs_current(processed_dir: Path, inputs: dict[str, str], o: CollectionOptions) -> bool:
+    """True when the sidecar vouches for these inputs and settings (and no --overwrite); else
+    the sidecar goes, since the old outputs are no longer vouched for."""
+    sidecar = processed_dir / SIDECAR
+    current, why = sidecar_current(sidecar, inputs, o.settings())
+    if current and not o.overwrite:
+        o.log(f"corpus: outputs are current ({processed_dir}); skipping (use --overwrite to rebuild)")
+        return True
+    if sidecar.exists():
+        o.log(f"corpus: rebuilding ({'--overwrite' if o.overwrite else why})")
+        sidecar.unlink()
+    return False
+
+
+def _stage_shard(srcs: list, downloads_dir: Path, processed_dir: Path, k: int, plan: str,
+                 o: CollectionOptions) -> dict[str, Any]:
+    state = prepare_shard(processed_dir, k, o.num_shards, plan, fresh=o.overwrite)
+    if o.num_shards > 1 or state.startswith("resumed"):
+        o.log(f"corpus: shard {k} of {o.num_shards}: {state}")
+    keep = (lambda key: in_shard(key, k, o.num_shards))
+
+    def docs() -> Iterator[Document]:
+        for src in srcs:
+            try:
+                yield from src.documents(downloads_dir, keep)
+            except Exception as e:  # noqa: BLE001
+                yield Document(id=f"{src.id}-source-error", source=src.id, source_kind=src.kind,
+                               error="source_error", extra={"error_detail": f"{type(e).__name__}: {e}"})
+
+    return process_documents(docs(), processed_dir, year_range=o.year_range, min_chars=o.min_chars,
+                             workers=o.workers, shard=k, num_shards=o.num_shards, progress=o.progress)
+
+
+def _check_plans(processed_dir: Path, plan: str, num_shards: int) -> None:
+    for k in range(num_shards):
+        marker = shard_dir(processed_dir, k, num_shards) / PLAN_FILE
+        if marker.exists() and json.loads(marker.read_text(encoding="utf-8")).get("plan") != plan:
+            raise CollectionError(f"shard {k} of {num_shards} was staged with other sources or settings; "
+                                  f"re-run it with --shard {k} --num_shards {num_shards} --overwrite")
+
+
+def _finish(stats: dict[str, Any], entries: Sequence[dict[str, Any]], inputs: dict[str, str],
+            processed_dir: Path, metadata_dir: Path, o: CollectionOptions, t0: float) -> dict[str, Any]:
+    """Log the rejections, write the report and statistics, then the sidecar (last)."""
+    from .report import CORPUS_STATS, format_summary, write_report
+
+    counts = summary_counts(stats["merge"], read_jsonl(processed_dir / MANIFEST))
+    rejected = list(read_jsonl(processed_dir / REJECTIONS))
+    for r in rejected[:_MAX_LOGGED_REJECTIONS]:
+        where = r.get("relpath") or r.get("url") or r.get("source", "")
+        o.log(f"rejected {r.get('id')} [{r.get('reason')}] {where} {r.get('detail', '')}".rstrip())
+    if len(rejected) > _MAX_LOGGED_REJECTIONS:
+        o.log(f"... and {len(rejected) - _MAX_LOGGED_REJECTIONS} more rejections: see {processed_dir / REJECTIONS}")
+    if not counts["documents"]:
+        raise CollectionError(f"no usable documents: every input was empty, unreadable or rejected "
+                              f"({counts['rejected'] or 'no input'}); see {processed_dir / REJECTIONS}")
+    stats["seconds"] = counts["seconds"] = round(time.time() - t0, 2)
+    stats["counts"] = counts
+    registry_entries = [e for e in entries if e["kind"] not in _LOCAL_KINDS] or None
+    report = write_report(processed_dir, metadata_dir, registry_entries=registry_entries,
+                          extra={"collection": dict(stats)})
+    stats["report"] = str(report)
+    write_sidecar(processed_dir / SIDECAR, "corpus", inputs, o.settings(), counts,
+                  libraries=CORPUS_LIBRARIES)  # last: vouches for everything above
+    o.log(format_summary(read_json(Path(metadata_dir) / CORPUS_STATS)))
+    o.log(f"corpus: {counts['documents']} documents ({counts['train_documents']} train, "
+          f"{counts['validation_documents']} validation), {counts['words']:,} words, {counts['chars']:,} chars, "
+          f"{sum(counts['rejected'].values())} rejected, {stats['seconds']:.1f}s -> {processed_dir}")
+    return stats
+
+
+def collect_from_registry(registry_path: str | Path, downloads_dir: str | Path, processed_dir: str | Path,
+                          metadata_dir: str | Path, *, sources: Sequence[str] | None = None,
+                          max_sources: int | None = None, workers: int = 4, progress: bool = True,
+                          log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+    """``run_collection`` for the registry file's sources (see ``select_sources``)."""
+    entries = select_sources(load_registry(registry_path), sources, max_sources)
+    return run_collection(entries, downloads_dir, processed_dir, metadata_dir, workers=workers,
+                          progress=progress, log=log or logger.info, **options)
+
+
+__all__ = ["CollectionError", "CollectionOptions", "build_corpus", "collect_from_registry", "local_entry",
+           "run_collection", "sample_entry", "select_sources", "source_fingerprint", "summary_counts"]

@@ -1,0 +1,166 @@
+"""The corpus artifact as the later stages read it: ``manifest.jsonl``, the train/validation
+split rule and the one statistics summary. The collection (``londonlm.corpus.collect``) writes it.
+
+Layout under ``processed_dir``::
+
+    texts/<doc_id>.txt     cleaned UTF-8 text, one file per document
+    manifest.jsonl         one JSON object per document (id, path, split, year, title, source, ...)
+    rejections.jsonl       one JSON object per rejected input, with its reason code
+    duplicates.json        the near-duplicate clusters found by the merge
+    shards/                staged work of each shard (resumable)
+    sidecar.json           written last: inputs' hashes, settings, counts
+
+The split is a pure function of the document id, so it is stable across re-runs, machines and
+shards. :func:`summarize` is the corpus statistics every consumer uses: ``corpus_stats.json``,
+the report, the sidecar counts and the Hub cards.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from ..core import LondonLMError, require_input, sha256_file
+
+MANIFEST = "manifest.jsonl"
+REJECTIONS = "rejections.jsonl"
+DUPLICATES = "duplicates.json"
+TEXTS = "texts"
+COLLECT_CMD = "python 02_data_collection/historical_data_collector.py"
+SPLITS = ("train", "validation")
+
+
+class CorpusError(LondonLMError, RuntimeError):
+    """A corpus problem the user can fix; the message says how."""
+
+
+# ---------------------------------------------------------------- the split rule
+def _id_hash(doc_id: str) -> str:
+    return hashlib.sha256(doc_id.encode("utf-8")).hexdigest()
+
+
+def assign_split(doc_id: str, validation_percent: float) -> str:
+    """Deterministic split from a hash of the id (independent of order and sharding)."""
+    bucket = int(_id_hash(doc_id)[:8], 16) % 10000
+    return "validation" if bucket < validation_percent * 100 else "train"
+
+
+def ensure_both_splits(rows: list[dict[str, Any]], validation_percent: float) -> None:
+    """With few documents the hash split can leave a split empty; then the document whose id
+    hash is closest to the boundary moves over (in place), so both splits exist whatever the order."""
+    if len(rows) < 2 or validation_percent <= 0:
+        return
+    splits = {r["split"] for r in rows}
+    if splits == set(SPLITS):
+        return
+    key = lambda r: _id_hash(r["id"])  # noqa: E731
+    if "validation" not in splits:
+        min(rows, key=key)["split"] = "validation"
+    else:
+        max(rows, key=key)["split"] = "train"
+
+
+# ---------------------------------------------------------------- reading
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file the collection writes; a torn last line (crash mid-write) is ignored."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+
+
+def read_manifest(processed_dir: str | Path) -> list[dict]:
+    """Every manifest row; a missing manifest names the command that makes it, a bad line
+    names itself and the rebuild command."""
+    path = require_input(Path(processed_dir) / MANIFEST, COLLECT_CMD, "corpus manifest")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise CorpusError(f"{path}:{n}: bad JSON ({e}); rebuild with `{COLLECT_CMD} "
+                                      f"--overwrite`")
+    return rows
+
+
+def read_rejections(processed_dir: str | Path) -> list[dict]:
+    return list(read_jsonl(Path(processed_dir) / REJECTIONS))
+
+
+def manifest_sha256(processed_dir: str | Path) -> str:
+    return sha256_file(require_input(Path(processed_dir) / MANIFEST, COLLECT_CMD, "corpus manifest"))
+
+
+def iter_split_texts(processed_dir: str | Path, split: str,
+                     rows: list[dict] | None = None) -> Iterator[tuple[dict, str]]:
+    """(manifest row, text) for every document of one split, in manifest order."""
+    processed_dir = Path(processed_dir)
+    for row in rows if rows is not None else read_manifest(processed_dir):
+        if row["split"] == split:
+            yield row, (processed_dir / row["path"]).read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- statistics
+def _year(row: dict) -> int | None:
+    y = row.get("year")
+    return y if isinstance(y, int) and not isinstance(y, bool) else None
+
+
+def _span(years: list[int]) -> list[int | None]:
+    return [min(years, default=None), max(years, default=None)]
+
+
+def decade_key(row: dict) -> str:
+    """``"1670"`` for a row of the 1670s, ``"undated"`` when it has no decade."""
+    return str(row["decade"]) if row.get("decade") is not None else "undated"
+
+
+def summarize(rows: Iterable[dict], rejections: Iterable[dict] = (),
+              registry_entries: Iterable[dict] | None = None) -> dict[str, Any]:
+    """The corpus statistics: totals, splits, years, and documents/chars/words per source (with
+    its kind, licences and years), per source kind and per decade; rejections by reason."""
+    rows, rejections = list(rows), list(rejections)
+    count = lambda: {"documents": 0, "chars": 0, "words": 0}  # noqa: E731
+    by_source: dict[str, dict] = {}
+    by_kind: dict[str, dict] = defaultdict(count)
+    by_decade: dict[str, dict] = defaultdict(count)
+    source_years: dict[str, list[int]] = defaultdict(list)
+    for r in rows:
+        name = str(r.get("source", "?"))
+        src = by_source.setdefault(name, {"kind": r.get("source_kind", "?"), **count(), "licenses": set()})
+        src["licenses"].add(str(r.get("license") or "unknown"))
+        if _year(r) is not None:
+            source_years[name].append(_year(r))
+        for agg in (src, by_kind[r.get("source_kind", "?")], by_decade[decade_key(r)]):
+            agg["documents"] += 1
+            agg["chars"] += int(r.get("chars") or 0)
+            agg["words"] += int(r.get("words") or 0)
+    for name, src in by_source.items():
+        src.update(licenses=sorted(src["licenses"]), years=_span(source_years[name]))
+    stats: dict[str, Any] = {
+        "documents": len(rows),
+        "chars": sum(int(r.get("chars") or 0) for r in rows),
+        "words": sum(int(r.get("words") or 0) for r in rows),
+        "london_documents": sum(1 for r in rows if r.get("london")),
+        "splits": dict(sorted(Counter(r.get("split", "?") for r in rows).items())),
+        "years": _span([y for y in map(_year, rows) if y is not None]),
+        "by_source": dict(sorted(by_source.items())),
+        "by_source_kind": dict(sorted(by_kind.items())),
+        "by_decade": dict(sorted(by_decade.items())),
+        "rejected": len(rejections),
+        "rejections_by_reason": dict(sorted(Counter(r.get("reason", "?") for r in rejections).items())),
+    }
+    if registry_entries is not None:
+        stats["registry_sources_by_kind"] = dict(sorted(Counter(e["kind"] for e in registry_entries).items()))
+    return stats

@@ -1,0 +1,209 @@
+"""Sharding: split the work into N shards that run apart (other machines, other days), each
+resumable, and a merge that combines them into the one corpus.
+
+A unit of work (a Gutenberg source, an archive.org item, a local file) belongs to shard
+``sha256(key) mod N``. Each shard writes under ``processed/shards/shard-K-of-N/``:
+``texts/<id>.txt`` for accepted documents and ``staged.jsonl``, one line per document seen
+(accepted or rejected, with its MinHash signature), appended *after* the text is on disk so
+a crash loses at most the document in flight; a re-run skips ids already staged. ``done.json``
+marks a finished shard.
+
+``merge_shards`` reads every staged row, dedups across all shards (exact + MinHash, see
+``dedup``), assigns splits, hard-links the kept texts into ``processed/texts/`` and writes
+``manifest.jsonl``, ``rejections.jsonl`` and ``duplicates.json``. Rows are sorted by id and
+dedup ties are broken by id, so 2 shards give byte-identical outputs to 1 shard.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from ..core import link_or_copy, write_text_atomic
+from .dedup import THRESHOLD, find_duplicates
+from .manifest import (DUPLICATES, MANIFEST, REJECTIONS, TEXTS, CorpusError, assign_split,
+                       ensure_both_splits, read_jsonl)
+
+SHARDS_DIR = "shards"
+PLAN_FILE = "plan.json"
+STAGED_FILE = "staged.jsonl"
+DONE_FILE = "done.json"
+# rejections that a later run may undo (the file arrives, the source answers): a resumed run
+# tries these documents again, and the merge keeps only their newest staged row
+RETRYABLE = frozenset({"not_downloaded", "source_error", "unreadable"})
+# keys that exist for merging only and stay out of the final manifest
+_STAGING_KEYS = ("minhash", "status", "staged_path", "preview")
+
+
+class ShardError(CorpusError):
+    """A merge was asked for while a shard is missing or unfinished; the message names the fix."""
+
+
+def in_shard(key: str, shard: int, num_shards: int) -> bool:
+    if num_shards <= 1:
+        return True
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16) % num_shards == shard
+
+
+def retryable(row: dict[str, Any]) -> bool:
+    return row.get("status") != "accepted" and row.get("reason") in RETRYABLE
+
+
+def prepare_shard(processed_dir: str | Path, shard: int, num_shards: int, plan: str, fresh: bool = False) -> str:
+    """Make shard ``shard`` ready for a run with inputs+settings hash ``plan``: its staged work
+    is kept (the run resumes) only when it was staged under the same plan; otherwise, or with
+    ``fresh``, it is removed. Returns "resumed", "new" or why it was reset."""
+    d = shard_dir(processed_dir, shard, num_shards)
+    marker = d / PLAN_FILE
+    old = None
+    if marker.exists():
+        try:
+            old = json.loads(marker.read_text(encoding="utf-8")).get("plan")
+        except ValueError:
+            old = None
+    state = "new" if not d.exists() else ("resumed" if old == plan and not fresh else
+                                         "reset (--overwrite)" if fresh else "reset (inputs or settings changed)")
+    if d.exists() and state != "resumed":
+        shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(marker, json.dumps({"plan": plan}))
+    return state
+
+
+def shard_dir(processed_dir: str | Path, shard: int, num_shards: int) -> Path:
+    return Path(processed_dir) / SHARDS_DIR / f"shard-{shard:03d}-of-{num_shards:03d}"
+
+
+class ShardWriter:
+    """Append-only, crash-safe output of one shard."""
+
+    def __init__(self, processed_dir: str | Path, shard: int = 0, num_shards: int = 1):
+        self.dir = shard_dir(processed_dir, shard, num_shards)
+        self.texts = self.dir / TEXTS
+        self.texts.mkdir(parents=True, exist_ok=True)
+        self.staged = self.dir / STAGED_FILE
+        self.done_marker = self.dir / DONE_FILE
+        self.seen: set[str] = {r["id"] for r in read_jsonl(self.staged) if not retryable(r)}
+        self._f = None
+
+    def __enter__(self) -> "ShardWriter":
+        # a torn last line from a crash is dropped so the next append starts on a fresh line
+        if self.staged.exists():
+            data = self.staged.read_bytes()
+            if data and not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                with open(self.staged, "r+b") as f:
+                    f.truncate(cut)
+        self._f = open(self.staged, "a", encoding="utf-8")
+        if self.done_marker.exists():
+            self.done_marker.unlink()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._f:
+            self._f.close()
+            self._f = None
+
+    def write(self, row: dict[str, Any], text: str | None) -> None:
+        if text is not None:
+            path = self.texts / f"{row['id']}.txt"
+            write_text_atomic(path, text)
+        self._f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        self._f.flush()
+        self.seen.add(row["id"])
+
+    def mark_done(self, stats: dict[str, Any]) -> None:
+        write_text_atomic(self.done_marker, json.dumps(stats, indent=1, sort_keys=True))
+
+
+def list_shards(processed_dir: str | Path, num_shards: int) -> list[Path]:
+    return [shard_dir(processed_dir, k, num_shards) for k in range(num_shards)]
+
+
+def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_percent: float = 5.0,
+                 threshold: float = THRESHOLD, split_fn: Callable[[str, float], str] | None = None,
+                 require_done: bool = True) -> dict[str, Any]:
+    """Combine the shard outputs into ``manifest.jsonl`` + ``texts/`` + ``rejections.jsonl``."""
+    processed = Path(processed_dir)
+    accepted, rejected = _read_staged(processed, num_shards, require_done)
+    decisions, clusters = find_duplicates(accepted.values(), threshold=threshold)
+    for dec in decisions:
+        row = accepted.pop(dec.id)
+        rejected.append({**_reject_view(row), "reason": dec.reason, "reasons": [dec.reason],
+                         "detail": f"duplicate of {dec.kept_id} (similarity {dec.similarity})",
+                         "duplicate_of": dec.kept_id, "cluster": dec.cluster})
+    manifest_rows = _place_texts(processed, accepted, split_fn or assign_split, validation_percent)
+    rejected = sorted(({k: v for k, v in r.items() if k not in ("minhash", "status", "staged_path")}
+                       for r in rejected),
+                      key=lambda r: (str(r.get("id")), str(r.get("reason"))))
+    write_text_atomic(processed / REJECTIONS, _jsonl(rejected))
+    write_text_atomic(processed / DUPLICATES, json.dumps(clusters, indent=1, sort_keys=True))
+    # the manifest is written last: its presence means the corpus is complete
+    write_text_atomic(processed / MANIFEST, _jsonl(manifest_rows))
+    reasons: dict[str, int] = {}
+    for r in rejected:
+        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+    return {"documents": len(manifest_rows), "rejected": len(rejected), "rejections_by_reason": reasons,
+            "duplicate_clusters": len(clusters), "num_shards": num_shards}
+
+
+def _read_staged(processed: Path, num_shards: int,
+                 require_done: bool) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """(accepted rows by id, rejected rows) of every shard; a missing shard names its command."""
+    accepted: dict[str, dict[str, Any]] = {}
+    rejected: list[dict[str, Any]] = []
+    for d in list_shards(processed, num_shards):
+        if not d.exists() or (require_done and not (d / DONE_FILE).exists()):
+            k = int(d.name.split("-")[1])
+            raise ShardError(f"shard {k} of {num_shards} is missing or unfinished ({d}); "
+                             f"run the collection with --shard {k} --num_shards {num_shards} first")
+        staged = list(read_jsonl(d / STAGED_FILE))
+        last = {row["id"]: i for i, row in enumerate(staged)}
+        for i, row in enumerate(staged):
+            if retryable(row) and last[row["id"]] != i:
+                continue  # tried again later in this shard: the newer row decides
+            row["staged_path"] = str(d / TEXTS / f"{row['id']}.txt")
+            if row.get("status") == "accepted":
+                if row["id"] in accepted:
+                    rejected.append({**_reject_view(row), "reason": "duplicate_id",
+                                     "detail": "another document already has this id"})
+                else:
+                    accepted[row["id"]] = row
+            else:
+                rejected.append(row)
+    return accepted, rejected
+
+
+def _place_texts(processed: Path, accepted: dict[str, dict[str, Any]], split_fn: Callable[[str, float], str],
+                 validation_percent: float) -> list[dict[str, Any]]:
+    """Link the kept texts into ``texts/`` (removing stale ones) and return their manifest rows."""
+    texts = processed / TEXTS
+    texts.mkdir(parents=True, exist_ok=True)
+    manifest_rows = []
+    for doc_id in sorted(accepted):
+        row = accepted[doc_id]
+        link_or_copy(Path(row["staged_path"]), texts / f"{doc_id}.txt")
+        out = {k: v for k, v in row.items() if k not in _STAGING_KEYS}
+        out.pop("reason", None)
+        out["split"] = split_fn(doc_id, validation_percent)
+        out["path"] = f"{TEXTS}/{doc_id}.txt"
+        manifest_rows.append(out)
+    ensure_both_splits(manifest_rows, validation_percent)
+    keep_names = {f"{r['id']}.txt" for r in manifest_rows}
+    for p in texts.glob("*.txt"):
+        if p.name not in keep_names:  # stale output of an earlier run
+            p.unlink()
+    return manifest_rows
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+
+
+def _reject_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A rejection record for a row that had been accepted before dedup."""
+    keys = ("id", "source", "source_kind", "title", "author", "year", "url", "london", "repairs", "preview",
+            "chars", "reason", "reasons", "detail", "duplicate_of", "cluster")
+    return {k: row[k] for k in keys if k in row}

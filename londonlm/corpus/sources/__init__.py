@@ -1,0 +1,138 @@
+"""Source kinds behind one interface (see ``base.Source``), the registry loader, and
+``materialise``: raw bytes -> text for one document, run inside worker processes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from ...core import LondonLMError
+
+from .archive_org import ArchiveOrgSource
+from .base import Document, Source, SourceError, decode_bytes, read_text_file, safe_id
+from .gutenberg import GutenbergSource, gutenberg_urls
+from .html import HtmlSource, html_to_text
+from .local import LocalSource
+from .london_lives import LondonLivesSource, london_lives_to_text
+from .old_bailey import OldBaileySource, materialise_tei, tei_to_text
+from .sample import SampleMissing, SampleSource, sample_dir, sample_files
+
+KINDS: dict[str, type[Source]] = {
+    "gutenberg": GutenbergSource,
+    "archive_org": ArchiveOrgSource,
+    "old_bailey": OldBaileySource,
+    "london_lives": LondonLivesSource,
+    "html": HtmlSource,
+    "local": LocalSource,
+    "sample": SampleSource,
+}
+MAX_RAW_BYTES = 512 * 1024 * 1024
+
+
+class RegistryError(LondonLMError, ValueError):
+    """The registry file is missing or malformed; the message names the fix."""
+
+
+def load_registry(path: str | Path) -> list[dict[str, Any]]:
+    """Entries of ``data_sources.yaml`` (a ``sources:`` list, or a bare list; .json also read)."""
+    p = Path(path)
+    if not p.exists():
+        raise RegistryError(f"registry {p} not found; pass --registry or create 02_data_collection/data_sources.yaml")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".json":
+        import json
+
+        data = json.loads(text)
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise RegistryError(f"registry {p} is not valid YAML: {e}") from e
+    entries = data.get("sources", []) if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise RegistryError(f"registry {p}: expected a list of sources under 'sources:'")
+    seen = set()
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or "id" not in e or "kind" not in e:
+            raise RegistryError(f"registry {p}: entry {i} needs at least 'id' and 'kind'")
+        if e["kind"] not in KINDS:
+            raise RegistryError(f"registry {p}: entry {e['id']!r} has unknown kind {e['kind']!r}; "
+                                f"use one of {sorted(KINDS)}")
+        if e["id"] in seen:
+            raise RegistryError(f"registry {p}: duplicate source id {e['id']!r}")
+        seen.add(e["id"])
+        if e["kind"] == "local" and e.get("path") and not Path(str(e["path"])).expanduser().is_absolute():
+            # relative folders are relative to the registry file, not to the working directory
+            e["path"] = str((p.parent / str(e["path"])).resolve())
+    return entries
+
+
+def select_sources(entries: list[dict[str, Any]], sources: Sequence[str] | None = None,
+                   max_sources: int | None = None) -> list[dict[str, Any]]:
+    """Entries named in ``sources`` (ids or kinds; named entries run even when disabled),
+    else every enabled entry; then the first ``max_sources``."""
+    if sources:
+        wanted = set(sources)
+        chosen = [e for e in entries if e["id"] in wanted or e["kind"] in wanted]
+        unknown = wanted - {e["id"] for e in entries} - {e["kind"] for e in entries}
+        if unknown:
+            raise RegistryError(f"unknown source id or kind: {', '.join(sorted(unknown))}; "
+                                f"see the ids in the registry file")
+    else:
+        chosen = [e for e in entries if e.get("enabled", True)]
+    return chosen[:max_sources] if max_sources else chosen
+
+
+def make_source(spec: dict[str, Any], base_urls: dict[str, str] | None = None) -> Source:
+    cls = KINDS[spec["kind"]]
+    return cls(spec, base_url=(base_urls or {}).get(spec["kind"]))
+
+
+def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
+    """Load and parse ``doc``'s raw file into ``doc.text`` (or set ``doc.error``)."""
+    if doc.error or doc.text is not None:
+        return doc
+    fmt = doc.extra.get("raw_format", "text")
+    try:
+        data = doc.extra.pop("raw_bytes", None)
+        if data is None:
+            path = Path(doc.extra["raw_path"])
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise SourceError("too_large", f"{size} bytes > limit {max_bytes}")
+            data = path.read_bytes()
+        if fmt in ("tei", "london_lives"):
+            if not data:
+                raise SourceError("empty", "the file has no bytes")
+            if data[:2] == b"\x1f\x8b":
+                text, reps = decode_bytes(data)
+                doc.repairs.extend(reps)
+                data = text.encode("utf-8")
+            if fmt == "tei":
+                materialise_tei(doc, data)
+            else:
+                text, meta, reps = london_lives_to_text(data)
+                doc.text = text
+                doc.repairs.extend(reps)
+                if meta.get("year"):
+                    doc.year = meta.pop("year")
+                doc.extra.update(meta)
+        else:
+            text, reps = decode_bytes(data)
+            doc.repairs.extend(reps)
+            doc.text = html_to_text(text) if fmt == "html" else text
+    except SourceError as e:
+        doc.error = e.reason
+        doc.extra["error_detail"] = e.detail
+    except OSError as e:
+        doc.error = "unreadable"
+        doc.extra["error_detail"] = str(e)
+    return doc
+
+
+__all__ = [
+    "KINDS", "ArchiveOrgSource", "Document", "GutenbergSource", "HtmlSource", "LocalSource", "LondonLivesSource",
+    "OldBaileySource", "RegistryError", "SampleMissing", "SampleSource", "Source", "SourceError", "decode_bytes", "gutenberg_urls", "html_to_text",
+    "load_registry", "make_source", "select_sources", "materialise", "sample_dir", "sample_files", "read_text_file", "safe_id", "tei_to_text",
+]

@@ -1,0 +1,107 @@
+"""A local folder of ``.txt`` / ``.xml`` / ``.html`` (and ``.gz``) files: users' own scans,
+or the shared test corpus.
+
+Per-file metadata comes from an optional ``MANIFEST.tsv`` in the folder (columns ``file``,
+``title``, ``author``, ``year_first_published`` or ``year``, ``london_related``, ``license``),
+else from the registry entry, else from the file name (a date such as ``1782-04-10``).
+XML in Old Bailey TEI form is extracted trial by trial; other XML has its markup dropped.
+"""
+from __future__ import annotations
+
+import csv
+import fnmatch
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from .base import Document, Source, safe_id, wanted
+
+DEFAULT_PATTERNS = ("*.txt", "*.xml", "*.html", "*.htm", "*.txt.gz", "*.xml.gz")
+_BOOL = {"yes": True, "true": True, "1": True, "y": True, "no": False, "false": False, "0": False, "n": False}
+
+
+def read_folder_manifest(folder: Path) -> dict[str, dict[str, str]]:
+    path = folder / "MANIFEST.tsv"
+    if not path.exists():
+        return {}
+    with open(path, encoding="utf-8", newline="") as f:
+        return {row["file"]: row for row in csv.DictReader(f, delimiter="\t") if row.get("file")}
+
+
+def _format_of(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".xml"):
+        return "tei"
+    if name.endswith((".html", ".htm")):
+        return "html"
+    return "text"
+
+
+class LocalSource(Source):
+    """Registry fields: ``path`` (folder), optional ``patterns``, ``exclude``, ``recursive``,
+    ``id_prefix``, ``default_year`` (for files with no date in the manifest or the name)."""
+
+    kind = "local"
+
+    def folder(self) -> Path:
+        return Path(str(self.spec.get("path", ""))).expanduser()
+
+    def files(self) -> list[Path]:
+        root = self.folder()
+        if not root.is_dir():
+            return []
+        patterns = self.spec.get("patterns") or DEFAULT_PATTERNS
+        exclude = self.spec.get("exclude") or []
+        it = root.rglob("*") if self.spec.get("recursive", True) else root.glob("*")
+        out = []
+        for p in it:
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            rel = p.relative_to(root).as_posix()
+            if any(fnmatch.fnmatch(p.name, pat) for pat in patterns) and \
+                    not any(fnmatch.fnmatch(rel, pat) for pat in exclude):
+                out.append(p)
+        return sorted(out)
+
+    def documents(self, downloads_dir: Path | None = None, keep=None) -> Iterator[Document]:
+        root = self.folder()
+        manifest = read_folder_manifest(root) if root.is_dir() else {}
+        base = self.meta()
+        prefix = self.spec.get("id_prefix", "")
+        for p in self.files():
+            rel = p.relative_to(root).as_posix()
+            if not wanted(keep, f"{self.id}/{rel}"):
+                continue
+            stem = rel.removesuffix(".gz").rsplit(".", 1)[0]
+            raw_id = prefix + stem.replace("/", "__")
+            doc_id, changed = safe_id(raw_id)
+            row = manifest.get(rel, {})
+            meta: dict[str, Any] = dict(base)
+            if row.get("title"):
+                meta["title"] = row["title"]
+            elif not meta["title"] or len(self.files()) > 1:
+                meta["title"] = p.name.split(".")[0].replace("_", " ")
+            if row.get("author"):
+                meta["author"] = row["author"]
+            year = row.get("year_first_published") or row.get("year")
+            if year and re.fullmatch(r"\d{3,4}", year.strip()):
+                meta["year"] = int(year)
+            else:
+                m = re.search(r"(?<!\d)(1[0-9]\d\d)(?:-?\d\d-?\d\d)?(?!\d)", p.name)
+                if m and not year and base["year"] is None:
+                    meta["year"] = int(m.group(1))
+            if meta["year"] is None and self.spec.get("default_year") is not None:
+                meta["year"] = int(self.spec["default_year"])  # undated file: the user's stated year
+            if row.get("london_related"):
+                meta["london"] = _BOOL.get(row["london_related"].strip().lower(), base["london"])
+            if row.get("license"):
+                meta["license"] = row["license"]
+            doc = Document(id=doc_id, url=p.resolve().as_uri(), **meta)
+            doc.extra.update(raw_path=str(p), raw_format=_format_of(p), relpath=rel)
+            if row.get("notes"):
+                doc.extra["notes"] = row["notes"]
+            if self.spec.get("ocr"):
+                doc.extra["ocr"] = True
+            if changed and re.search(r"[^A-Za-z0-9._/-]|\.\.", raw_id):
+                doc.repairs.append("id_sanitised")
+            yield doc

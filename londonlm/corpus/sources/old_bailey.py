@@ -1,0 +1,206 @@
+"""Old Bailey Proceedings (TEI XML sessions papers) and the Ordinary of Newgate's Accounts.
+
+A sessions paper becomes one document: front matter, then each trial as its own section
+headed with its id and the session date ("Trial t17820410-1. Session of 10 April 1782."),
+the speech and narrative kept, the markup (``<interp>``, ``<persName>``, ``<xptr>``...)
+dropped. Truncated or malformed XML is parsed in recovery mode and flagged as repaired;
+XML with no recoverable text is rejected. Ordinary's Accounts are plain text (one file each).
+Raw files may also be zip archives of XML (as distributed), read member by member.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from .base import Document, Source, SourceError, decode_bytes, safe_id, source_dir, wanted
+
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December"]
+TEI_SKIP_TAGS = {"interp", "xptr", "note", "join", "rs_interp"}
+_BLOCK_TAGS = {"p", "div1", "div2", "head", "lb", "list", "item", "table", "row"}
+
+
+def format_date(yyyymmdd: str) -> str | None:
+    """'17820410' -> '10 April 1782' (None when not a date)."""
+    try:
+        d = dt.date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:8]))
+    except (ValueError, TypeError):
+        return None
+    return f"{d.day} {_MONTHS[d.month - 1]} {d.year}"
+
+
+def parse_tei(data: bytes):
+    """lxml in recovery mode; returns (root, recovered_flag)."""
+    from lxml import etree
+
+    try:
+        return etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, huge_tree=True)), False
+    except etree.XMLSyntaxError:
+        parser = etree.XMLParser(recover=True, resolve_entities=False, huge_tree=True)
+        root = etree.fromstring(data, parser=parser)
+        if root is None:
+            raise SourceError("xml_invalid", "no element could be recovered")
+        return root, True
+
+
+_BREAK = "\x00"  # paragraph sentinel: XML whitespace is insignificant, block elements are not
+
+
+def _text_of(el) -> str:
+    """Readable text of an element: markup dropped, paragraph breaks kept.
+
+    Whitespace inside the XML (pretty-printing) is collapsed to single spaces, and the space
+    that stripped tags leave before punctuation ("BLANCHARD ,") is closed up."""
+    out: list[str] = []
+
+    def walk(node) -> None:
+        tag = node.tag if isinstance(node.tag, str) else ""
+        if tag in TEI_SKIP_TAGS:
+            if node.tail:
+                out.append(node.tail)
+            return
+        block = tag in _BLOCK_TAGS
+        if block:
+            out.append(_BREAK)
+        if node.text:
+            out.append(node.text)
+        for child in node:
+            walk(child)
+        if block:
+            out.append(_BREAK)
+        if node.tail and node is not el:
+            out.append(node.tail)
+
+    walk(el)
+    text = re.sub(r"\s+", " ", "".join(out))
+    text = re.sub(r"(?<=[\w)\]]) +(?=[,.;:!?](?:\s|$|\x00))", "", text)
+    paras = [p.strip() for p in text.split(_BREAK)]
+    return "\n\n".join(p for p in paras if p)
+
+
+def tei_interp(el, name: str) -> str | None:
+    for it in el.iter("interp"):
+        if it.get("type") == name:
+            return it.get("value")
+    return None
+
+
+def tei_to_text(data: bytes) -> tuple[str, dict[str, Any], list[str]]:
+    """One sessions paper (bytes of TEI XML) -> (text, metadata, repairs)."""
+    root, recovered = parse_tei(data)
+    repairs = ["xml_recovered"] if recovered else []
+    session = next(iter(root.iter("div0")), root)
+    date = session.get("id") or tei_interp(session, "date") or ""
+    date = re.sub(r"\D", "", date)[:8]
+    pretty = format_date(date)
+    year = int(date[:4]) if len(date) >= 4 else None
+    parts: list[str] = []
+    trials: list[dict[str, str]] = []
+    divs = list(session.iter("div1")) or [session]
+    for div in divs:
+        kind = div.get("type", "")
+        body = _text_of(div)
+        if not body:
+            continue
+        if kind == "trialAccount":
+            tid = div.get("id", "")
+            tdate = format_date(re.sub(r"\D", "", tei_interp(div, "date") or date)[:8]) or pretty
+            heading = f"Trial {tid}. Session of {tdate}." if tdate else f"Trial {tid}."
+            trials.append({"id": tid, "date": tdate or ""})
+            parts.append(heading + "\n\n" + body)
+        else:
+            parts.append(body)
+    text = "\n\n".join(parts)
+    if not text.strip():
+        raise SourceError("xml_no_text", "no readable text in the XML")
+    meta = {"session_date": pretty, "session_id": date, "trials": trials}
+    return text, {"year": year, **meta}, repairs
+
+
+class OldBaileySource(Source):
+    """Registry fields: ``urls`` (XML, zip of XML, or Ordinary's Account .txt files)."""
+
+    kind = "old_bailey"
+    default_base_url = ""
+
+    def _files(self, downloads_dir: Path) -> list[tuple[str, Path]]:
+        d = source_dir(downloads_dir, self.kind, self.id)
+        out = []
+        for url in self.spec.get("urls") or []:
+            name = url.rstrip("/").rsplit("/", 1)[-1]
+            out.append((url, d / safe_id(name)[0]))
+        return out
+
+    def fetch(self, downloader, downloads_dir: Path, keep=None) -> list:
+        from ..download import DownloadTask
+
+        tasks = [DownloadTask([self._resolve(u)], p, key=f"{self.id}/{p.name}")
+                 for u, p in self._files(Path(downloads_dir)) if wanted(keep, f"{self.id}/{p.name}")]
+        return [downloader.fetch(t) for t in tasks]
+
+    def _resolve(self, url: str) -> str:
+        if self.base_url and not re.match(r"^https?://", url):
+            return f"{self.base_url}/{url.lstrip('/')}"
+        return url
+
+    def documents(self, downloads_dir: Path, keep=None) -> Iterator[Document]:
+        for url, path in self._files(Path(downloads_dir)):
+            if not wanted(keep, f"{self.id}/{path.name}"):
+                continue
+            yield from documents_from_file(path, self.meta(), url=self._resolve(url))
+
+
+def documents_from_file(path: Path, meta: dict[str, Any], url: str = "") -> Iterator[Document]:
+    """Documents of one raw Old Bailey file (XML, zip of XML, or Ordinary's Account text)."""
+    stem = path.name.rsplit(".", 1)[0]
+    base_id = f"{meta['source']}-{stem}" if meta.get("source") and not stem.startswith(meta["source"]) else stem
+    if path.suffix.lower() == ".zip" and path.exists():
+        try:
+            zf = zipfile.ZipFile(path)
+        except zipfile.BadZipFile:
+            doc = Document(id=safe_id(base_id)[0], url=url, **meta)
+            doc.error = "bad_zip"
+            yield doc
+            return
+        with zf:
+            for name in sorted(n for n in zf.namelist() if n.lower().endswith(".xml")):
+                mstem = name.rsplit("/", 1)[-1][:-4]
+                doc = Document(id=safe_id(f"{meta['source']}-{mstem}")[0], url=f"{url}!{name}", **meta)
+                doc.extra.update(raw_format="tei", member=name)
+                doc.text = None
+                doc.extra["raw_bytes"] = zf.read(name)
+                yield doc
+        return
+    doc = Document(id=safe_id(base_id)[0], url=url, **meta)
+    doc.extra["raw_path"] = str(path)
+    doc.extra["raw_format"] = "tei" if path.suffix.lower() == ".xml" else "text"
+    m = re.search(r"(1[5-9]\d\d)-?(\d\d)-?(\d\d)", stem)
+    if m:
+        doc.year = int(m.group(1))
+    if not path.exists():
+        doc.error = "not_downloaded"
+    yield doc
+
+
+def materialise_tei(doc: Document, data: bytes) -> None:
+    text, meta, repairs = tei_to_text(data)
+    doc.text = text
+    doc.repairs.extend(repairs)
+    if meta.get("year"):
+        doc.year = meta.pop("year")
+    else:
+        meta.pop("year", None)
+    doc.extra.update(meta)
+    if meta.get("session_date") and not doc.title:
+        doc.title = f"Old Bailey Proceedings, {meta['session_date']}"
+
+
+def decode_for_tei(data: bytes) -> bytes:
+    """XML bytes as given (lxml reads the declared encoding); gzip is unpacked first."""
+    if data[:2] == b"\x1f\x8b":
+        text, _ = decode_bytes(data)
+        return text.encode("utf-8")
+    return data

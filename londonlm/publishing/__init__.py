@@ -1,0 +1,23 @@
+"""Publishing a trained run (and optionally its corpus) to the Hugging Face Hub.
+
+- :mod:`.access`: :class:`HubTarget` (repo, branch, privacy, dry run), repo-id checks, the
+  token (``HF_TOKEN`` or the saved login, masked in every message), the endpoint, :class:`PublishError`.
+- :mod:`.staging`: the staging folder and what goes in it.
+- :mod:`.verify`: offline verification of a staged folder through ``londonlm.generation``.
+- :mod:`.facts`: what the run recorded (run_info, metrics, trainer state, corpus summary).
+- :mod:`.upload`: the ``huggingface_hub`` upload.
+- :mod:`.publish`: :func:`publish_model`; :mod:`.dataset`: :func:`publish_dataset`.
+
+The cards and LICENSE it writes come from :mod:`londonlm.publishing.cards`.
+"""
+from .access import HubTarget, PublishError, hub_endpoint, mask_secret, resolve_token, validate_repo_id
+from .dataset import DATASET_COMMIT_MESSAGE, publish_dataset, stage_dataset
+from .publish import CardOptions, PublishResult, publish_model
+from .staging import describe_files, list_folder
+from .verify import VerificationReport, verify_model_folder
+
+__all__ = [
+    "CardOptions", "DATASET_COMMIT_MESSAGE", "describe_files", "hub_endpoint", "HubTarget",
+    "list_folder", "mask_secret", "publish_dataset", "publish_model", "PublishError", "PublishResult",
+    "resolve_token", "stage_dataset", "validate_repo_id", "VerificationReport", "verify_model_folder",
+]

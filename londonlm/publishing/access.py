@@ -1,0 +1,104 @@
+"""Who publishes where: the Hub repo id, the token, the endpoint, and :class:`PublishError`.
+
+The token is read from ``HF_TOKEN`` or the saved login and only ever handed to ``HfApi``;
+error messages pass through :func:`mask_secret` before being raised.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+
+from ..core import LondonLMError
+
+_REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+class PublishError(LondonLMError, RuntimeError):
+    """A problem the user can fix; the message says how (and never contains the token)."""
+
+
+@dataclass(frozen=True)
+class HubTarget:
+    """Where an upload goes and how; ``dry_run`` stages and verifies but sends nothing."""
+
+    repo_id: str | None
+    private: bool = False
+    revision: str | None = None          # branch, created when missing (default main)
+    commit_message: str = "Upload londonlm model"
+    dry_run: bool = False
+    token: str | None = None             # default: HF_TOKEN, else the saved login
+    endpoint: str | None = None          # default: HF_ENDPOINT, else the public Hub
+
+    def checked(self, flag: str = "--repo_id", require_repo: bool = False) -> "HubTarget":
+        """Cheap failures first (before any slow work): a valid repo id (optional for a dry
+        run unless ``require_repo``) and, unless dry, a token."""
+        repo_id = self.repo_id
+        if repo_id is not None or not self.dry_run or require_repo:
+            repo_id = validate_repo_id(repo_id, flag)
+        token = self.token if self.dry_run else require_token(resolve_token(self.token))
+        return replace(self, repo_id=repo_id, token=token)
+
+
+def validate_repo_id(repo_id: str | None, flag: str = "--repo_id") -> str:
+    """``namespace/name`` with Hub-legal characters, else a PublishError naming the fix."""
+    rid = (repo_id or "").strip()
+    hint = f"pass {flag} as 'your-username/model-name' (letters, digits, '-', '_', '.')"
+    if not rid:
+        raise PublishError(f"{flag} is required; {hint}")
+    parts = rid.split("/")
+    if len(parts) != 2 or not all(_REPO_PART.match(p) for p in parts):
+        raise PublishError(f"invalid {flag} {rid!r}; {hint}")
+    if any(bad in rid for bad in ("--", "..")) or rid.endswith((".git", ".ipynb")) \
+            or parts[1].endswith((".", "-")):
+        raise PublishError(f"invalid {flag} {rid!r}: '--', '..', a trailing '.'/'-' or a "
+                           f"'.git' suffix are not allowed; {hint}")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id as hf_validate
+
+    try:
+        hf_validate(rid)
+    except HFValidationError as e:
+        raise PublishError(f"invalid {flag} {rid!r} ({e}); {hint}") from None
+    return rid
+
+
+def resolve_token(explicit: str | None = None) -> str | None:
+    """An explicit token, else ``HF_TOKEN``, else the token saved by ``hf auth login``."""
+    if explicit:
+        return explicit
+    env = os.environ.get("HF_TOKEN", "").strip()
+    if env:
+        return env
+    return _saved_token()
+
+
+def _saved_token() -> str | None:
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # a broken token file must not crash a dry run
+        return None
+
+
+def require_token(token: str | None) -> str:
+    if not token:
+        raise PublishError("no Hugging Face token: set HF_TOKEN (a write token from "
+                           "https://huggingface.co/settings/tokens) or run `hf auth login`; "
+                           "or use --dry_run to stage and verify without uploading")
+    return token
+
+
+def mask_secret(text: str, secret: str | None) -> str:
+    """Replace every occurrence of ``secret`` (and any hf_ token) in ``text``."""
+    out = str(text)
+    if secret:
+        out = out.replace(secret, "hf_***")
+    return re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", out)
+
+
+def hub_endpoint(endpoint: str | None = None) -> str:
+    """The Hub URL: explicit, else ``HF_ENDPOINT`` read now (not at import), else the default."""
+    from huggingface_hub import constants
+
+    return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")

@@ -1,0 +1,78 @@
+"""``test_checkpoint.py`` / ``test_checkpoint_slm.py``: list a run's checkpoints, or load one
+and print its step and validation loss, then generate from a prompt (or interactively)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..core import Layout, RunLayout, describe_checkpoints, model_step
+
+
+def checkpoint_facts(path: Path) -> dict:
+    """Step and last validation loss from trainer_state.json (or run_info.json for final/)."""
+    path = Path(path)
+    facts = {"path": str(path), "step": model_step(path), "eval_loss": None}
+    state = path / "trainer_state.json"
+    if state.exists():
+        ev = [h["eval_loss"] for h in json.loads(state.read_text()).get("log_history", [])
+              if "eval_loss" in h]
+        facts["eval_loss"] = ev[-1] if ev else None
+    else:
+        facts["eval_loss"] = RunLayout(path.parent).read_run_info().get("final_eval_loss")
+    return facts
+
+
+def _parser(default_preset: str, presets: list[str], prompt: str,
+            max_new_tokens: int, prog: str | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Inspect and try a training checkpoint.")
+    p.add_argument("--preset", default=default_preset, choices=presets)
+    p.add_argument("--run_name", help="run folder under 09_models/checkpoints/ (default: preset)")
+    p.add_argument("--root", help="project root")
+    p.add_argument("--list-checkpoints", "--list_checkpoints", dest="list_checkpoints",
+                   action="store_true", help="list checkpoints (step, loss, time, validity)")
+    p.add_argument("--checkpoint_path", "--checkpoint", dest="checkpoint",
+                   help="checkpoint-N, latest, best, final or a path (default: latest)")
+    p.add_argument("--prompt", default=prompt)
+    p.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
+    p.add_argument("--interactive", action="store_true", help="prompt loop on stdin")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _prompts(first: str, interactive: bool):
+    """The first prompt, then (interactive) each line typed until EOF or /quit."""
+    yield first
+    while interactive:
+        try:
+            line = input("prompt> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        if line.strip() in ("/quit", "/exit"):
+            return
+        yield line
+
+
+def main(argv: list[str], layout: Layout, default_preset: str, presets: list[str],
+         prompt: str, max_new_tokens: int, prog: str | None = None) -> int:
+    a = _parser(default_preset, presets, prompt, max_new_tokens, prog).parse_args(argv)
+    if a.root:
+        layout = Layout.at(a.root, default_root=layout.root, registry_file=layout.registry_file)
+    run = layout.run(a.run_name or a.preset)
+    if a.list_checkpoints:
+        print(f"checkpoints in {run.dir}:")
+        print(describe_checkpoints(run.dir))
+        return 0
+    path = layout.resolve_model(a.checkpoint or "latest", run)  # ModelNotFound lists what exists
+    facts = checkpoint_facts(path)
+    ev = f"{facts['eval_loss']:.4f}" if facts["eval_loss"] is not None else "n/a"
+    print(f"checkpoint: {path}\nstep: {facts['step']}\nvalidation loss: {ev}")
+    from ..generation import GenerationSettings, generate, load_model
+
+    lm = load_model(path)
+    settings = GenerationSettings(max_new_tokens=a.max_new_tokens, seed=a.seed)
+    for text in _prompts(a.prompt, a.interactive):
+        sample = generate(lm, text, settings)[0]
+        print(f"> {text}{sample.text}", flush=True)
+    return 0

@@ -1,0 +1,293 @@
+"""The terminal front end of the model interface: print samples (streamed or whole), the
+interactive prompt loop with ``/commands``, and the period-chat loop (``--chat``). Used by ``06_inference/inference_unified.py``
+through :mod:`londonlm.serving.inference_cli`; the core (:mod:`londonlm.generation`) knows nothing of
+terminals."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from dataclasses import field as dc_field
+from typing import TYPE_CHECKING, Callable, TextIO
+
+from ..generation import (GenerationError, GenerationSettings, LoadedModel, Sample, TextStream, generate,
+                          new_tokens_for_max_length, normalize_era)
+
+if TYPE_CHECKING:
+    from ..chat import ChatSettings
+
+REPL_HELP = """commands:
+  /temp 0.7        temperature (0 = greedy)
+  /top_p 0.9       nucleus sampling threshold
+  /top_k 40        top-k (0 = off)
+  /max 200         max new tokens
+  /rep 1.2         repetition penalty
+  /n 2             samples per prompt
+  /seed 42         fixed seed (/seed none for random)
+  /era 1660s       condition on an era (/era none to clear)
+  /ngram 3         block repeated n-grams (0 = off)
+  /settings        show the current settings
+  /history         prompts entered so far
+  /help            this text
+  /quit            leave (Ctrl-D also works)"""
+
+_COMMANDS = {"/temp": ("temperature", float), "/temperature": ("temperature", float),
+             "/top_p": ("top_p", float), "/top_k": ("top_k", int), "/max": ("max_new_tokens", int),
+             "/max_new_tokens": ("max_new_tokens", int), "/rep": ("repetition_penalty", float),
+             "/n": ("num_samples", int), "/seed": ("seed", int), "/era": ("era", str),
+             "/ngram": ("no_repeat_ngram_size", int)}
+
+
+def apply_command(settings: GenerationSettings, line: str, eras: list[str]
+                  ) -> tuple[GenerationSettings, str]:
+    """Apply one REPL ``/command value`` line; returns (new settings, message to show).
+    Raises GenerationError for unknown commands or bad values (settings unchanged)."""
+    parts = line.strip().split(maxsplit=1)
+    cmd, arg = parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
+    if cmd in ("/help", "/?"):
+        return settings, REPL_HELP
+    if cmd == "/settings":
+        return settings, settings.describe()
+    if cmd not in _COMMANDS:
+        raise GenerationError(f"unknown command {cmd}; type /help for the list")
+    name, kind = _COMMANDS[cmd]
+    if not arg:
+        return settings, f"{name} = {getattr(settings, name)}"
+    if name == "era":
+        value = normalize_era(arg, eras)
+    elif name == "seed" and arg.lower() == "none":
+        value = None
+    else:
+        try:
+            value = kind(arg)
+        except ValueError:
+            raise GenerationError(f"{cmd} needs a {kind.__name__}, got {arg!r}") from None
+    new = replace(settings, **{name: value}).validate()
+    return new, f"{name} = {value}"
+
+
+def _stats_line(s: Sample) -> str:
+    rate = s.new_tokens / s.seconds if s.seconds > 0 else 0.0
+    trimmed = " · prompt truncated to fit the context" if s.truncated_prompt else ""
+    return f"[{s.new_tokens} tokens · {rate:.1f} tokens/s · {s.finish_reason} · seed {s.seed}{trimmed}]\n"
+
+
+def _stream_one(lm, prompt, settings, i, out, allow_control_tokens) -> Sample:
+    ts = TextStream(lm, prompt, settings, sample_index=i, allow_control_tokens=allow_control_tokens)
+    _write_stream(ts, out)
+    return ts.sample
+
+
+def _write_stream(stream, out: TextIO) -> None:
+    """Writes a generation's text pieces as they come; closing the stream on the way out
+    (Ctrl-C mid-generation included) stops its generating thread too."""
+    try:
+        for chunk in stream:
+            out.write(chunk)
+            out.flush()
+    finally:
+        stream.close()
+
+
+def print_generation(lm: LoadedModel, prompt: str, settings: GenerationSettings, out: TextIO, *,
+                     info: TextIO | None = None, stream_tokens: bool = False,
+                     max_length: int | None = None, allow_control_tokens: bool = False
+                     ) -> list[Sample]:
+    """Write ``prompt`` + each sample's continuation to ``out`` (with ``stream_tokens``, chunk by
+    chunk as generated, flushed); one stats line per sample to ``info``. ``max_length`` (prompt +
+    new tokens) overrides ``settings.max_new_tokens`` for this prompt."""
+    if max_length is not None:
+        settings = replace(settings, max_new_tokens=new_tokens_for_max_length(
+            lm, prompt, max_length, settings.era, allow_control_tokens=allow_control_tokens))
+    settings.validate()
+    n = settings.num_samples
+    samples: list[Sample] = []
+    if not stream_tokens:
+        samples = generate(lm, prompt, settings, allow_control_tokens=allow_control_tokens)
+    for i in range(n):
+        if not stream_tokens and i >= len(samples):
+            break  # a time limit ended the request early
+        if n > 1:
+            out.write(f"--- sample {i + 1}/{n} ---\n")
+        out.write(prompt)
+        if stream_tokens:
+            samples.append(_stream_one(lm, prompt, settings, i, out, allow_control_tokens))
+        else:
+            out.write(samples[i].text)
+        out.write("\n")
+        out.flush()
+        if info is not None:
+            info.write(_stats_line(samples[i]))
+            info.flush()
+    return samples
+
+
+def _banner(lm: LoadedModel) -> str:
+    eras = f" · eras: {', '.join(e.strip('<|>') for e in lm.eras)}" if lm.eras else ""
+    return (f"londonlm · {lm.model_id} · {lm.n_params:,} parameters · {lm.device}{eras}\n"
+            f"type a prompt, /help for commands, Ctrl-D to quit\n")
+
+
+def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
+             read: Callable[[str], str] = input, stream_tokens: bool = True,
+             max_length: int | None = None, allow_control_tokens: bool = False) -> int:
+    """Interactive loop: prompts generate, ``/commands`` change settings (see REPL_HELP).
+    Ctrl-D or Ctrl-C at the prompt (or /quit) leaves with 0; Ctrl-C during a generation
+    stops that generation only."""
+    history: list[str] = []
+    out.write(_banner(lm))
+    out.flush()
+    for line in _typed_lines(read, "> ", out):
+        text = line.strip()
+        try:
+            if text.lower() == "/history":
+                out.write("\n".join(f"{i + 1:>3}  {h}" for i, h in enumerate(history)) or "(none yet)")
+                out.write("\n")
+            elif text.startswith("/"):
+                settings, message = apply_command(settings, text, lm.eras)
+                if text.split()[0].lower() in ("/max", "/max_new_tokens") and max_length is not None:
+                    max_length = None  # an explicit /max replaces --max_length
+                out.write(message + "\n")
+            else:
+                history.append(line)
+                print_generation(lm, line, settings, out, info=out, stream_tokens=stream_tokens,
+                                 max_length=max_length, allow_control_tokens=allow_control_tokens)
+        except GenerationError as e:
+            out.write(f"error: {e}\n")
+        except KeyboardInterrupt:
+            out.write("\n[interrupted]\n")
+        out.flush()
+    return 0
+
+
+def _typed_lines(read: Callable[[str], str], prompt: str, out: TextIO):
+    """Each non-blank line typed at ``prompt``, as typed (a prompt's leading space is part of
+    the text the model continues); ends on Ctrl-D, Ctrl-C at the prompt, or /quit."""
+    while True:
+        try:
+            line = read(prompt)
+        except (EOFError, KeyboardInterrupt):
+            out.write("\n")
+            out.flush()
+            return
+        text = line.strip()
+        if text.lower() in ("/quit", "/exit", "/q"):
+            return
+        if text:
+            yield line
+
+
+# --------------------------------------------------------------------------- period chat
+
+CHAT_HELP = """type a question and press Enter; the conversation so far goes with it. commands:
+  /year 1790       the era: the system line becomes "Old Bailey, London, 1790." (1674-1913)
+  /reset           forget the conversation (the year stays)
+  /temp 0.7        temperature (0 = greedy)
+  /max 60          max new tokens per answer
+  /seed 42         fixed seed (/seed none for random)
+  /history         the conversation so far
+  /help            this text
+  /quit            leave (Ctrl-D also works)"""
+MAX_HISTORY = 62  # messages kept (31 exchanges): what validate_messages allows before the question
+
+
+@dataclass
+class ChatSession:
+    """One conversation: its settings, the era asked for, and the exchanges so far."""
+
+    settings: "ChatSettings"
+    year: int | None = None
+    history: list = dc_field(default_factory=list)
+
+    def command(self, line: str) -> str:
+        """Apply one ``/command``; returns the message to show. Raises ChatRequestError."""
+        from ..chat import ChatRequestError, with_era
+
+        parts = line.strip().split(maxsplit=1)
+        cmd, arg = parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
+        if cmd in ("/help", "/?"):
+            return CHAT_HELP
+        if cmd == "/reset":
+            self.history.clear()
+            return "conversation cleared"
+        if cmd == "/history":
+            return "\n".join(f"{m['role']:>9}: {m['content']}" for m in self.history) or "(none yet)"
+        if cmd == "/year":
+            if arg:
+                if not arg.isdigit():
+                    raise ChatRequestError(f"/year needs a year such as 1790, got {arg!r}")
+                with_era([{"role": "user", "content": "?"}], int(arg))  # checks the range
+                self.year = int(arg)
+            return f"system line: {self.system_line()}"
+        fields = {"/temp": ("temperature", float), "/max": ("max_new_tokens", int), "/seed": ("seed", int)}
+        if cmd not in fields:
+            raise ChatRequestError(f"unknown command {cmd}; type /help for the list")
+        name, kind = fields[cmd]
+        if not arg:
+            return f"{name} = {getattr(self.settings, name)}"
+        try:
+            value = None if name == "seed" and arg.lower() == "none" else kind(arg)
+        except ValueError:
+            raise ChatRequestError(f"{cmd} needs a {kind.__name__}, got {arg!r}") from None
+        if name == "temperature" and not 0 <= value <= 5:
+            raise ChatRequestError(f"temperature must be between 0 (greedy) and 5, got {value}")
+        changes = {name: value, **({"do_sample": value > 0} if name == "temperature" else {})}
+        self.settings = replace(self.settings, **changes)
+        return f"{name} = {value}"
+
+    def system_line(self) -> str:
+        from ..chat import with_era
+
+        return with_era([{"role": "user", "content": "?"}], self.year)[0]["content"]
+
+    def ask(self, lm: LoadedModel, question: str, out: TextIO, info: TextIO | None,
+            stream_tokens: bool = True):
+        """Answer ``question`` with the history, writing the answer (streamed when asked);
+        the exchange joins the history once answered. Returns the ChatReply."""
+        from ..chat import chat_reply, chat_stream
+
+        messages = [*self.history, {"role": "user", "content": question}]
+        kwargs = dict(year=self.year, settings=self.settings)
+        started = time.monotonic()
+        if stream_tokens:
+            answer = chat_stream(lm.model, lm.tokenizer, messages, **kwargs)
+            _write_stream(answer, out)
+            reply = answer.reply
+        else:
+            reply = chat_reply(lm.model, lm.tokenizer, messages, **kwargs)
+            out.write(reply.text)
+        out.write("\n")
+        out.flush()
+        if reply.text:
+            self.history = [*messages, {"role": "assistant", "content": reply.text}][-MAX_HISTORY:]
+        if info is not None:
+            secs = time.monotonic() - started
+            empty = " · no answer: not kept in the history" if not reply.text else ""
+            info.write(f"[{reply.new_tokens} tokens · {reply.new_tokens / secs if secs else 0:.1f} tokens/s · "
+                       f"{reply.finish_reason} · {self.system_line()}{empty}]\n")
+            info.flush()
+        return reply
+
+
+def run_chat_repl(lm: LoadedModel, session: ChatSession, out: TextIO, *,
+                  read: Callable[[str], str] = input, stream_tokens: bool = True) -> int:
+    """The chat loop: each line is a question answered with the conversation so far;
+    ``/commands`` (see CHAT_HELP) set the year, reset, show help. Ctrl-D, Ctrl-C at the prompt
+    or /quit leave with 0; Ctrl-C during an answer stops that answer only."""
+    from ..chat import ChatRequestError
+
+    out.write(f"londonlm chat · {lm.model_id} · {lm.n_params:,} parameters · {lm.device}\n"
+              f"{session.system_line()} · type a question, /help for commands, Ctrl-D to quit\n")
+    out.flush()
+    for line in _typed_lines(read, "you> ", out):
+        text = line.strip()
+        try:
+            if text.startswith("/"):
+                out.write(session.command(text) + "\n")
+            else:
+                session.ask(lm, text, out, out, stream_tokens=stream_tokens)
+        except ChatRequestError as e:
+            out.write(f"error: {e}\n")
+        except KeyboardInterrupt:
+            out.write("\n[interrupted]\n")
+        out.flush()
+    return 0

@@ -1,0 +1,18 @@
+"""Stage 03 and the token cache: the byte-level BPE tokenizer with era tokens, the stage that
+trains it (``03_tokenizer/``), and the uint16 memmap token cache training reads.
+
+- :mod:`.tokenizer`: training, loading, era tokens, ``plain_backend`` (text never becomes a
+  control token).
+- :mod:`.stage`: :func:`train_tokenizer_stage` (skip when current, sidecar written last).
+- :mod:`.cache`: ``train.bin``/``val.bin`` built from the manifest, checked on load.
+- :mod:`.chunks`: the per-chunk CRC-32 that the cache's reader verifies on first use.
+- :mod:`.counts`: tokens per split, source and decade (``02_data_collection/count_tokens.py``).
+"""
+from .cache import ensure_cache, load_checked_tokens
+from .stage import train_tokenizer_stage
+from .tokenizer import EOT, TOKENIZER_FILES, era_token, era_tokens_of, load_tokenizer, plain_backend
+
+__all__ = [
+    "ensure_cache", "EOT", "era_token", "era_tokens_of", "load_checked_tokens", "load_tokenizer",
+    "plain_backend", "TOKENIZER_FILES", "train_tokenizer_stage",
+]

@@ -1,0 +1,174 @@
+"""Byte-level BPE tokenizer (Hugging Face ``tokenizers``) that round-trips any UTF-8 exactly.
+
+Special tokens, each used by the pipeline:
+- ``<|endoftext|>``: document separator in the token cache, and bos/eos/unk for the model.
+- ``<|pad|>``: padding for batched generation/evaluation (never in the training stream).
+- era tokens ``<|1650s|>`` (one per half-century that occurs in the corpus, optional per run):
+  prepended to each document by pretokenization so generation can be conditioned on a period.
+
+Text never becomes a control token: corpus text is encoded with :func:`plain_backend`, which
+reads ``<|endoftext|>`` or ``<|1650s|>`` inside a document as the characters they are. Only
+the pipeline adds special ids, by id.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from ..core import LondonLMError
+
+EOT = "<|endoftext|>"
+PAD = "<|pad|>"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+class TokenizerNotFound(LondonLMError, FileNotFoundError):
+    """No tokenizer.json in the folder given; the message names the command that trains one."""
+
+
+def era_of(year: int | None, width: int = 50) -> int | None:
+    """The first year of the ``width``-year period holding ``year`` (1666 -> 1650)."""
+    if year is None:
+        return None
+    return (int(year) // width) * width
+
+
+def era_token(year: int | None, width: int = 50) -> str | None:
+    era = era_of(year, width)
+    return None if era is None else f"<|{era}s|>"
+
+
+def era_tokens_for_years(years: Iterable[int | None], width: int = 50) -> list[str]:
+    """Sorted era tokens for the periods that actually occur (no dead tokens)."""
+    eras = sorted({era_of(y, width) for y in years if y is not None})
+    return [f"<|{e}s|>" for e in eras]
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
+              era_tokens: Sequence[str] = (), show_progress: bool = True):
+    """Train a byte-level BPE ``tokenizers.Tokenizer`` on an iterator of documents.
+
+    No normalizer and ``add_prefix_space=False`` so decode(encode(x)) == x for every string."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    special = [EOT, PAD, *era_tokens]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def wrap_fast(tok, model_max_length: int = 1024, era_tokens: Sequence[str] = ()):
+    """Wrap a raw ``tokenizers.Tokenizer`` as a transformers fast tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=PAD,
+        additional_special_tokens=list(era_tokens) or None,
+        model_max_length=model_max_length,
+        clean_up_tokenization_spaces=False,
+    )
+    return fast
+
+
+def save_tokenizer(tok, out_dir: str | os.PathLike, model_max_length: int = 1024,
+                   era_tokens: Sequence[str] = ()) -> Path:
+    """Write a Hugging Face tokenizer folder (tokenizer.json, vocab.json, merges.txt,
+    tokenizer_config.json, special_tokens_map.json), loadable with AutoTokenizer."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fast = wrap_fast(tok, model_max_length=model_max_length, era_tokens=era_tokens)
+    fast.save_pretrained(str(out))
+    tok.model.save(str(out))  # vocab.json + merges.txt, the GPT-2 file pair
+    stm = out / "special_tokens_map.json"
+    if not stm.exists():  # transformers 5 no longer writes it; other tools still read it
+        stm.write_text(json.dumps({
+            "bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": PAD,
+            "additional_special_tokens": list(era_tokens)}, indent=2) + "\n")
+    return out
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """AutoTokenizer over a tokenizer or model folder, with a clear error when absent."""
+    from transformers import AutoTokenizer
+
+    p = Path(path)
+    if not (p / "tokenizer.json").exists():
+        raise TokenizerNotFound(
+            f"no tokenizer at {p}: run `python 03_tokenizer/train_historical_tokenizer.py` first")
+    return AutoTokenizer.from_pretrained(str(p))
+
+
+def plain_backend(tokenizer):
+    """A private copy of the tokenizer's Rust ``tokenizers.Tokenizer`` (a transformers fast
+    tokenizer or a raw one) that encodes special-token strings in text as plain text, without
+    truncation or padding. A copy, because the flag on a shared backend would also change
+    how every other user of that tokenizer encodes."""
+    from tokenizers import Tokenizer
+
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    plain = Tokenizer.from_str(backend.to_str())
+    plain.encode_special_tokens = True
+    plain.no_truncation()
+    plain.no_padding()
+    return plain
+
+
+def special_ids(tokenizer) -> set[int]:
+    """Ids of every added special token (<|endoftext|>, <|pad|>, era tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    return {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
+
+
+def era_tokens_of(tokenizer) -> list[str]:
+    """Era tokens present in a loaded tokenizer, in vocabulary order."""
+    specials = getattr(tokenizer, "additional_special_tokens", None) or []
+    if not specials:
+        specials = [t for t in tokenizer.get_vocab() if t.startswith("<|") and t.endswith("s|>")]
+    return sorted((t for t in specials if t.startswith("<|") and t.endswith("s|>")),
+                  key=tokenizer.convert_tokens_to_ids)
+
+
+def roundtrip_failures(tokenizer, docs: Iterable[tuple[str, str]],
+                       batch: int = 16) -> Iterator[tuple[str, int]]:
+    """Yield (doc_id, first differing char offset) for every doc that does not round-trip.
+
+    Encodes as the token cache does (:func:`plain_backend`: special-token strings are text)
+    and decodes with special tokens kept, so a document whose text turned into a control
+    token fails at that token's offset instead of hiding behind an exact decode. Goes
+    through the Rust backend in batches (parallel across threads)."""
+    plain = plain_backend(tokenizer)
+    specials = special_ids(plain)
+
+    def check(chunk):
+        encs = plain.encode_batch([t for _, t in chunk], add_special_tokens=False)
+        backs = plain.decode_batch([e.ids for e in encs], skip_special_tokens=False)
+        for (doc_id, text), enc, back in zip(chunk, encs, backs):
+            control = next((enc.offsets[i][0] for i, t in enumerate(enc.ids) if t in specials), None)
+            if control is not None:
+                yield doc_id, control
+            elif back != text:
+                n = next((i for i, (a, b) in enumerate(zip(back, text)) if a != b),
+                         min(len(back), len(text)))
+                yield doc_id, n
+
+    chunk: list[tuple[str, str]] = []
+    for item in docs:
+        chunk.append(item)
+        if len(chunk) >= batch:
+            yield from check(chunk)
+            chunk = []
+    if chunk:
+        yield from check(chunk)

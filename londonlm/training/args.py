@@ -1,0 +1,248 @@
+"""The training command line: dataclass arguments parsed with ``HfArgumentParser`` next to
+``transformers.TrainingArguments`` (so every Trainer flag works too), and :class:`TrainFlags`,
+one parsed command line that the pipeline and the grid adjust with :meth:`TrainFlags.override`
+instead of building argv.
+
+Fields left at ``None`` are filled from the chosen preset (``londonlm.training.options``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Optional
+
+from ..core import UsageError
+
+
+@dataclass
+class ModelArguments:
+    preset: Optional[str] = field(default=None, metadata={
+        "help": "Model/training preset: micro, tiny, slm (GPT-2 Small), regular (GPT-2 Medium)."})
+    n_layer: Optional[int] = field(default=None, metadata={"help": "Override the preset's layer count."})
+    n_head: Optional[int] = field(default=None, metadata={"help": "Override the preset's head count."})
+    n_embd: Optional[int] = field(default=None, metadata={"help": "Override the preset's width."})
+    max_length: Optional[int] = field(default=None, metadata={
+        "help": "Context length (tokens per training block); overrides the preset."})
+    vocab_size: Optional[int] = field(default=None, metadata={
+        "help": "Tokenizer vocabulary size; must equal the trained tokenizer's."})
+    dropout: Optional[float] = field(default=None, metadata={"help": "Dropout probability."})
+    init_from: Optional[str] = field(default=None, metadata={
+        "help": "Start a new run from these weights with a fresh optimizer and schedule (continued "
+                "pre-training, not resume): a model folder (checkpoint-N, final/, best/, a local HF "
+                "model), a run name, or RUN/final|best|latest|checkpoint-N. The shape comes from "
+                "the weights; a different tokenizer is refused unless --resize_embeddings. The "
+                "parent is recorded in run_info.json."})
+    resize_embeddings: bool = field(default=False, metadata={
+        "help": "With --init_from: accept a tokenizer that differs from the weights' and resize the "
+                "embeddings to it."})
+
+    def __post_init__(self):
+        for k in ("n_layer", "n_head", "n_embd", "max_length", "vocab_size"):
+            v = getattr(self, k)
+            if v is not None and v <= 0:
+                raise UsageError(f"--{k} must be positive, got {v}")
+        if self.n_head and self.n_embd and self.n_embd % self.n_head:
+            raise UsageError(f"--n_embd {self.n_embd} is not divisible by --n_head {self.n_head}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class DataArguments:
+    run_name_dir: Optional[str] = field(default=None, metadata={
+        "help": "Run folder name under 09_models/checkpoints/ (default: --run_name, else the preset)."})
+    root: Optional[str] = field(default=None, metadata={
+        "help": "Project root holding data/ and 09_models/ (default: $LONDONLM_ROOT or the repo)."})
+    tokenizer_dir: Optional[str] = field(default=None, metadata={
+        "help": "Tokenizer folder (default: 09_models/tokenizers/london_historical_bpe)."})
+    processed_dir: Optional[str] = field(default=None, metadata={
+        "help": "Processed corpus folder with manifest.jsonl (default: data/london_historical/processed)."})
+    use_pretokenized: bool = field(default=False, metadata={
+        "help": "Require a compatible pretokenized cache; fail if it is absent or incompatible."})
+    no_pretokenized: bool = field(default=False, metadata={
+        "help": "Rebuild the pretokenized cache even if a compatible one exists."})
+    verify_cache: bool = field(default=False, metadata={
+        "help": "Verify the cache's full sha256 before training (reads every byte)."})
+    era_tokens: Optional[bool] = field(default=None, metadata={
+        "help": "Prepend each document's era token (e.g. <|1650s|>) in the cache (default: when the "
+                "tokenizer has era tokens)."})
+    batch_size: Optional[int] = field(default=None, metadata={
+        "help": "Per-device batch size (alias of --per_device_train_batch_size)."})
+    eval_max_batches: Optional[int] = field(default=None, metadata={
+        "help": "Evaluate on at most this many validation batches (0 = the whole split)."})
+    save_best: bool = field(default=False, metadata={
+        "help": "Save a checkpoint whenever the validation loss improves and keep a copy of the "
+                "best one in best/ (with best_info.json), beside the last --save_total_limit."})
+    early_stopping_patience: int = field(default=0, metadata={
+        "help": "Stop after this many evaluations without validation-loss improvement (0 = off)."})
+    list_checkpoints: bool = field(default=False, metadata={
+        "help": "List this run's checkpoints (step, loss, time, validity) and exit."})
+
+    def __post_init__(self):
+        if self.use_pretokenized and self.no_pretokenized:
+            raise UsageError("--use_pretokenized and --no_pretokenized contradict each other")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise UsageError(f"--batch_size must be positive, got {self.batch_size}")
+    @property
+    def cache_mode(self) -> str:
+        return "require" if self.use_pretokenized else "rebuild" if self.no_pretokenized else "auto"
+
+
+@dataclass
+class SpeedArguments:
+    """How fast a run trains, for every training job (pre-training, chat, the grid)."""
+
+    attn_implementation: str = field(default="auto", metadata={
+        "help": "Attention kernel: auto (eager on CPU in bf16, where it measured faster than "
+                "PyTorch's CPU flash kernel; sdpa otherwise), sdpa (PyTorch scaled-dot-product / "
+                "flash), eager."})
+    fused_loss: str = field(default="auto", metadata={
+        "help": "Fused LM-head + cross-entropy that never keeps the full logits (auto: on for CPU "
+                "training in bf16, where it measured faster; off in CPU fp32, where it did not, and "
+                "on GPU until measured there), on, off."})
+    autotune: Optional[str] = field(default=None, metadata={
+        "help": "Speed settings (precision, attention kernel, fused loss) measured on this machine: "
+                "on (measure once per machine and model shape, cache the winner under "
+                "~/.cache/londonlm/autotune.json, reuse it), refresh (measure again), off (fixed "
+                "rules by CPU/GPU type). Flags you give (--bf16, --attn_implementation, "
+                "--fused_loss) always win. Default: $LONDONLM_AUTOTUNE, else on."})
+    optimizer: Optional[str] = field(default=None, metadata={
+        "help": "adamw, or muon (Muon on the hidden weight matrices, AdamW on embeddings, norms "
+                "and biases); also accepted as --optim muon|adamw. Default: the preset's (adamw)."})
+
+    def __post_init__(self):
+        if self.attn_implementation not in ("auto", "sdpa", "eager"):
+            raise UsageError(f"--attn_implementation must be auto, sdpa or eager, got "
+                             f"{self.attn_implementation!r}")
+        if self.fused_loss not in ("auto", "on", "off"):
+            raise UsageError(f"--fused_loss must be auto, on or off, got {self.fused_loss!r}")
+        if self.autotune is not None and self.autotune not in ("off", "on", "refresh"):
+            raise UsageError(f"--autotune must be off, on or refresh, got {self.autotune!r}")
+        if self.optimizer is not None and self.optimizer not in ("adamw", "muon"):
+            raise UsageError(f"--optim/--optimizer must be adamw or muon, got {self.optimizer!r}")
+
+
+@dataclass
+class RunControlArguments:
+    """When a run starts over, stops and ends, for every training job."""
+
+    fresh: bool = field(default=False, metadata={
+        "help": "Start over: move existing checkpoints aside (never deleted) and train from scratch."})
+    time_budget: float = field(default=0.0, metadata={
+        "help": "Train for this many seconds: the step time is measured and a warmup-stable-decay "
+                "schedule fitted so that its decay ends at the budget (within one step); the run "
+                "then evaluates and saves final/ like any finished run. Without --max_steps the "
+                "budget alone decides the step count. Refused before any work when it cannot hold "
+                "the warm-up. Spans resumes. 0 = no budget."})
+    max_seconds: float = field(default=0.0, metadata={
+        "help": "Same as --time_budget."})
+    stop_after_seconds: float = field(default=0.0, metadata={
+        "help": "Stop with a checkpoint after this much training time in this invocation, keeping "
+                "the planned schedule (for preemptible machines and chunked runs; resume later). "
+                "0 = off."})
+    stop_after_steps: int = field(default=0, metadata={
+        "help": "Stop with a checkpoint once this invocation reaches this global step, keeping the "
+                "--max_steps schedule (for preemptible machines and chunked runs; 0 = off)."})
+
+    def __post_init__(self):
+        if self.stop_after_steps < 0:
+            raise UsageError(f"--stop_after_steps must be >= 0, got {self.stop_after_steps}")
+        for k in ("time_budget", "max_seconds", "stop_after_seconds"):
+            if getattr(self, k) < 0:
+                raise UsageError(f"--{k} must be >= 0 seconds, got {getattr(self, k)}")
+        if self.time_budget and self.max_seconds and self.time_budget != self.max_seconds:
+            raise UsageError(f"--max_seconds is another name for --time_budget; they disagree "
+                             f"({self.max_seconds:g} vs {self.time_budget:g}): give one")
+
+
+_UNSET = "__londonlm_unset__"  # transformers < 5 requires --output_dir; None means "the run's"
+
+
+def explicit_flags(argv: list[str]) -> set[str]:
+    """Names of the flags present on the command line (``--x`` / ``--x=v``)."""
+    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+@dataclass(frozen=True)
+class TrainFlags:
+    """One training command line, parsed: model, speed, data and run-control arguments, the
+    Trainer's values (``output_dir`` None unless given) and the names of the flags the user
+    gave, which win over the preset."""
+
+    model: ModelArguments
+    speed: SpeedArguments
+    data: DataArguments
+    control: RunControlArguments
+    trainer: dict
+    explicit: frozenset
+
+    GROUPS = ("model", "speed", "data", "control")
+
+    def override(self, **values) -> "TrainFlags":
+        """A copy with some flags set as if they had been given (validated the same way)."""
+        groups = {g: {} for g in self.GROUPS}
+        trainer = dict(self.trainer)
+        for key, value in values.items():
+            group = next((g for g in self.GROUPS
+                          if key in {f.name for f in fields(getattr(self, g))}), None)
+            if group is not None:
+                groups[group][key] = value
+            elif key in trainer:
+                trainer[key] = value
+            else:
+                raise UsageError(f"unknown training option {key!r}")
+        return TrainFlags(*(replace(getattr(self, g), **groups[g]) for g in self.GROUPS),
+                          trainer, self.explicit | set(values))
+
+
+def our_optimizer_flag(argv: list[str]) -> list[str]:
+    """``--optim muon`` / ``--optim adamw`` name our optimizer choice (``--optimizer``); any
+    other ``--optim`` value (adamw_torch, adafactor...) stays the Trainer's own flag."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--optim" and i + 1 < len(argv) and argv[i + 1] in ("muon", "adamw"):
+            out += ["--optimizer", argv[i + 1]]
+            i += 2
+            continue
+        if a in ("--optim=muon", "--optim=adamw"):
+            a = "--optimizer=" + a.split("=", 1)[1]
+        out.append(a)
+        i += 1
+    return out
+
+
+def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
+                description: str | None = None) -> tuple[list, dict, frozenset]:
+    """Parse ``argv`` into the dataclasses ``groups`` followed by ``TrainingArguments``: the
+    one parser of every training job's command line (``--help`` prints the usage and exits).
+    Returns (the groups' values, the Trainer's values, the names of the flags given)."""
+    import dataclasses
+
+    import torch
+    from transformers import HfArgumentParser, TrainingArguments
+
+    argv = our_optimizer_flag(list(argv))
+    given = explicit_flags(argv)
+    if "output_dir" not in given:
+        argv += ["--output_dir", _UNSET]
+    if not torch.cuda.is_available() and "use_cpu" not in given:
+        # TrainingArguments validates while parsing and refuses an explicit --bf16 on a GPU-less
+        # machine unless use_cpu is set (bf16 autocast on CPU is what we want there)
+        argv += ["--use_cpu", "true"]
+    parser = HfArgumentParser((*groups, TrainingArguments), prog=prog, description=description,
+                              allow_abbrev=False)
+    try:
+        *values, ta = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    trainer = {f.name: getattr(ta, f.name) for f in dataclasses.fields(ta) if f.init}
+    if "output_dir" not in given:
+        trainer["output_dir"] = None
+    return values, trainer, frozenset(given)
+
+
+def parse_train_flags(argv: list[str], prog: str | None = None,
+                      description: str | None = None) -> TrainFlags:
+    """Parse a pre-training command line (``--help`` prints the usage and exits)."""
+    values, trainer, given = parse_flags(
+        argv, (ModelArguments, SpeedArguments, DataArguments, RunControlArguments), prog, description)
+    return TrainFlags(*values, trainer, given)

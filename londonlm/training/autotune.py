@@ -1,0 +1,319 @@
+"""Measured speed defaults: on first use per machine, time a few training steps of each
+candidate setting (precision x attention kernel x fused LM-head loss) on the run's real model
+shape with synthetic tokens, keep the fastest, and cache the figures under the user's cache
+directory, keyed by what decides the winner (CPU model and instruction-set flags or GPU, thread
+count, torch version, model shape class).
+
+Why measure: the fixed rules in ``londonlm.core.hardware`` were measured on two EPYC generations, and the
+winner moves with the machine (bf16 autocast helps where the CPU has native bf16, the fused
+loss helped on Zen 4 and not on Zen 5). ``--autotune off`` keeps those rules, ``on`` (default)
+measures once and reuses the cache, ``refresh`` measures again; a setting the user gave
+explicitly is never overridden, only the remaining ones are measured. The probe is a few
+steps per candidate (one warm-up, three timed, interleaved round by round so that a drifting
+machine cannot decide the winner; cut short when clearly slower), meant to stay under a tenth
+of a tiny-preset run. The cache and its keys are :mod:`.autotune_cache`'s.
+"""
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..core import UsageError, now_iso
+from .autotune_cache import (CACHE_FORMAT, CACHE_VERSION, cache_key, default_cache_path, device_key,  # noqa: F401
+                             load_cache, save_cache, shape_class)
+
+MODES = ("off", "on", "refresh")
+
+
+
+@dataclass(frozen=True)
+class Candidate:
+    precision: str          # fp32 | bf16 | fp16
+    attn_implementation: str  # sdpa | eager
+    fused_loss: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision}/{self.attn_implementation}/fused-{'on' if self.fused_loss else 'off'}"
+
+    def describe(self) -> str:
+        return (f"{self.precision}, {self.attn_implementation} attention, fused loss "
+                f"{'on' if self.fused_loss else 'off'}")
+
+
+@dataclass
+class SpeedChoice:
+    """What the run uses, and why."""
+    candidate: Candidate
+    source: str                     # measured | cached | default | explicit
+    step_seconds: float | None = None
+    figures: dict = field(default_factory=dict)
+    message: str = ""
+
+    def training_args_overrides(self) -> dict:
+        return {"bf16": self.candidate.precision == "bf16", "fp16": self.candidate.precision == "fp16"}
+
+
+def candidate_space(dev: dict, cpu_bf16: bool, gpu_bf16: bool) -> dict[str, list]:
+    """The settings worth timing here: bf16 only where the CPU has it natively (emulated bf16
+    is far slower, so timing it only costs probe time); on a GPU the half type it supports."""
+    if dev["device"] == "cuda":
+        precisions = ["bf16" if gpu_bf16 else "fp16"]
+    else:
+        precisions = ["fp32", *(["bf16"] if cpu_bf16 else [])]
+    return {"precision": precisions, "attn_implementation": ["sdpa", "eager"], "fused_loss": [False, True]}
+
+
+def heuristic_default(dev: dict, cpu_bf16: bool, gpu_bf16: bool,
+                      precision: str | None = None) -> Candidate:
+    """``--autotune off``: the fixed rules measured on two EPYC generations (BENCHMARKS.md):
+    on CPUs, bf16 where native, and in CPU bf16 eager attention and the fused loss; sdpa and
+    the stock loss otherwise. ``precision`` (given by the user) replaces the first rule."""
+    if dev["device"] == "cuda":
+        return Candidate(precision or ("bf16" if gpu_bf16 else "fp16"), "sdpa", False)
+    precision = precision or ("bf16" if cpu_bf16 else "fp32")
+    return Candidate(precision, "eager", True) if precision == "bf16" else Candidate(precision, "sdpa", False)
+
+
+def candidates(space: dict[str, list], explicit: dict, first: Candidate) -> list[Candidate]:
+    """Every combination of the space with the explicit settings pinned, ``first`` leading
+    (so a probe cut short by its time cap has at least measured the default)."""
+    dims = {k: [explicit[k]] if k in explicit else v for k, v in space.items()}
+    out = [Candidate(*c) for c in itertools.product(dims["precision"], dims["attn_implementation"],
+                                                    dims["fused_loss"])]
+    out.sort(key=lambda c: c != first)
+    return out
+
+
+class StepTimer:
+    """Times single training steps (forward, backward, AdamW step, on random tokens) of any
+    candidate on one model of ``shape``, switching the attention kernel, the loss and autocast
+    between steps. Sharing one model means every candidate runs on the same weights, memory
+    and allocator state, and lets the probe interleave the candidates' steps (see ``probe``)."""
+
+    def __init__(self, shape, batch_size: int):
+        import torch
+
+        from .fused_loss import enable_fused_loss
+        from .modeling import build_model
+
+        self.cuda = torch.cuda.is_available()
+        self.device = torch.device("cuda" if self.cuda else "cpu")
+        self.model = build_model(shape, 0, 0, 0).to(self.device).train()
+        self.stock_forward = self.model.forward
+        self.fused_forward = enable_fused_loss(self.model).forward
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=self.cuda or None)
+        self.x = torch.randint(0, shape.vocab_size, (batch_size, shape.n_positions), device=self.device)
+
+    def __call__(self, cand: Candidate) -> float:
+        import torch
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cand.precision)
+        if self.model.config._attn_implementation != cand.attn_implementation:
+            self.model.set_attn_implementation(cand.attn_implementation)
+        forward = self.fused_forward if cand.fused_loss else self.stock_forward
+        sync = torch.cuda.synchronize if self.cuda else (lambda: None)
+        sync()
+        t = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = forward(input_ids=self.x, labels=self.x).loss
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        sync()
+        return time.perf_counter() - t
+
+
+def time_candidate(cand: Candidate, shape, batch_size: int, *, warmup_steps: int = 1,
+                   timed_steps: int = 3) -> list[float]:
+    """Seconds of each of ``timed_steps`` training steps of ``cand`` alone, after
+    ``warmup_steps`` untimed ones (the step-time estimate of a run whose settings are fixed)."""
+    timer = StepTimer(shape, batch_size)
+    return [t for i, t in enumerate(timer(cand) for _ in range(warmup_steps + timed_steps))
+            if i >= warmup_steps]
+
+
+def probe(cands: list[Candidate], shape, batch_size: int, *, max_seconds: float = 30.0,
+          rounds: int = 3, log: Callable[[str], None] = print,
+          timer: Callable = StepTimer) -> dict:
+    """Figures ``{label: {"step_seconds", "timed_steps"[, "cut"]}}`` (or ``{"error"}``) for the
+    candidates timed within ``max_seconds``; the training RNG streams are left untouched.
+
+    One untimed warm-up step per candidate (kernel selection, allocator growth), then up to
+    ``rounds`` rounds of one timed step per candidate, each round starting one candidate
+    later. Interleaved, a machine whose speed drifts (a VM's neighbours, clock changes) slows
+    every candidate alike; timed one after another, the drift would decide between candidates
+    a few percent apart. After the first round, a candidate over 1.3x the best is dropped.
+    ``timer(shape, batch_size)`` builds the step timer, a callable ``candidate -> seconds``
+    (``StepTimer``; tests pass a fake)."""
+    import torch
+
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            step = timer(shape, batch_size)
+        except (RuntimeError, ValueError, NotImplementedError) as e:  # OOM building the model
+            return {c.label: {"error": f"{type(e).__name__}: {str(e)[:200]}"} for c in cands}
+        figures, deadline = {}, time.perf_counter() + max_seconds
+        warmed = _warm_up(step, cands, figures, deadline)
+        if len(figures) + len(warmed) < len(cands):
+            log(f"autotune: probe time cap of {max_seconds:g} s reached; "
+                f"{len(cands) - len(warmed) - len(figures)} candidate(s) left for the next run")
+        times = _interleaved_rounds(step, warmed, figures, rounds, deadline)
+        for label, ts in times.items():
+            figures[label] = {"step_seconds": round(statistics.median(ts), 5), "timed_steps": len(ts)}
+        del step
+        _free_gpu_memory()
+    return figures
+
+
+def _warm_up(step: Callable, cands: list[Candidate], figures: dict,
+             deadline: float) -> list[Candidate]:
+    """One untimed step of each candidate, in order, until the time cap (the first always);
+    returns those that ran (a failure goes to ``figures``)."""
+    warmed = []
+    for i, cand in enumerate(cands):
+        if i and time.perf_counter() > deadline:
+            break
+        if _step_or_error(step, cand, figures) is not None:
+            warmed.append(cand)
+    return warmed
+
+
+def _interleaved_rounds(step: Callable, active: list[Candidate], figures: dict, rounds: int,
+                        deadline: float) -> dict[str, list[float]]:
+    """Step times per candidate label: each round one step of every candidate still in the
+    race, starting one candidate later than the round before; after the first round those
+    over 1.3x the best go to ``figures`` as cut short."""
+    times: dict[str, list[float]] = {c.label: [] for c in active}
+    for r in range(rounds):
+        if not active or (r and time.perf_counter() > deadline):
+            break
+        for cand in active[r % len(active):] + active[:r % len(active)]:
+            sec = _step_or_error(step, cand, figures)
+            if sec is not None:
+                times[cand.label].append(sec)
+        active = [c for c in active if c.label not in figures]  # a step failed: out
+        if r == 0 and active:
+            best = min(times[c.label][0] for c in active)
+            for c in [c for c in active if times[c.label][0] > 1.3 * best]:
+                figures[c.label] = {"step_seconds": round(times[c.label][0], 5), "timed_steps": 1,
+                                    "cut": True}
+                active.remove(c)
+    return {c.label: times[c.label] for c in active}
+
+
+def _step_or_error(step: Callable, cand: Candidate, figures: dict) -> float | None:
+    """One step of ``cand``; a failure (OOM, a kernel this device lacks) is recorded in
+    ``figures`` as that candidate's result and returns None."""
+    try:
+        return step(cand)
+    except (RuntimeError, ValueError, NotImplementedError) as e:
+        figures[cand.label] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+        _free_gpu_memory()
+        return None
+
+
+def _free_gpu_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def fastest(cands: list[Candidate], figures: dict) -> Candidate | None:
+    timed = [c for c in cands if "step_seconds" in figures.get(c.label, {})]
+    return min(timed, key=lambda c: figures[c.label]["step_seconds"]) if timed else None
+
+
+def explain(choice: Candidate, cands: list[Candidate], figures: dict, how: str,
+            explicit: dict) -> str:
+    """One paragraph: what was chosen and the measured figures behind it."""
+    timed = sorted((c for c in cands if c.label in figures),
+                   key=lambda c: figures[c.label].get("step_seconds", float("inf")))
+    parts = []
+    for c in timed:
+        f = figures[c.label]
+        parts.append(f"{c.label} failed ({f['error'][:60]})" if "step_seconds" not in f else
+                     f"{c.label} {f['step_seconds']:.3f}" + (" (cut short)" if f.get("cut") else ""))
+    pinned = f"; fixed by your flags: {', '.join(f'{k}={v}' for k, v in explicit.items())}" if explicit else ""
+    return (f"speed settings: {choice.describe()}, the fastest of {len(cands)} candidate(s) "
+            f"{how} (seconds per training step: {'; '.join(parts)}){pinned}. "
+            f"`--autotune refresh` measures again, `--autotune off` uses the fixed rules.")
+
+
+def _machine(dev: dict) -> tuple[bool, bool]:
+    """(CPU has native bf16, GPU supports bf16)."""
+    import torch
+
+    from ..core import cpu_has_native_bf16
+
+    if dev["device"] == "cuda":
+        return False, torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16(), False
+
+
+def resolve_speed_settings(mode: str, shape, batch_size: int, explicit: dict | None = None, *,
+                           cache_path: Path | None = None, world_size: int = 1,
+                           max_probe_seconds: float = 60.0, log: Callable[[str], None] = print,
+                           timer: Callable = StepTimer) -> SpeedChoice:
+    """Precision, attention kernel and fused loss for a run of ``shape`` at ``batch_size``.
+    ``explicit`` holds the settings the user gave (keys ``precision``, ``attn_implementation``,
+    ``fused_loss``): they always win and only the others are chosen."""
+    if mode not in MODES:
+        raise UsageError(f"--autotune must be one of {', '.join(MODES)}, got {mode!r}")
+    explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
+    unknown = set(explicit) - {"precision", "attn_implementation", "fused_loss"}
+    if unknown:
+        raise ValueError(f"unknown explicit speed settings: {sorted(unknown)}")
+    dev = device_key()
+    cpu_bf16, gpu_bf16 = _machine(dev)
+    rule = heuristic_default(dev, cpu_bf16, gpu_bf16, explicit.get("precision"))
+    pinned = Candidate(**{**rule.__dict__, **explicit})
+    if mode == "off" or len(explicit) == 3:
+        why = "all given by your flags" if len(explicit) == 3 else "the fixed rules (--autotune off)"
+        return SpeedChoice(pinned, "explicit" if len(explicit) == 3 else "default",
+                           message=f"speed settings: {pinned.describe()} ({why})")
+    cands = candidates(candidate_space(dev, cpu_bf16, gpu_bf16), explicit, pinned)
+    path, key = Path(cache_path or default_cache_path()), cache_key(dev, shape, batch_size)
+    stored = load_cache(path, log).get(key, {})
+    figures = dict(stored.get("figures", {})) if mode == "on" else {}
+    missing = [c for c in cands if c.label not in figures]
+    how = f"in the cache {path} (measured {stored.get('measured', '?')})"
+    if missing and world_size > 1:
+        # ranks timing on their own could choose differently; the first single-process run fills it
+        return SpeedChoice(pinned, "default", message=(
+            f"speed settings: {pinned.describe()} (the fixed rules: this machine and shape are not "
+            f"measured yet, and {world_size} processes must agree; run once with one process to "
+            f"measure)"))
+    if missing:
+        # the cached leader is timed again beside the new candidates: figures taken minutes or
+        # days apart (another load on the machine) must not decide between them on their own
+        anchor = fastest([c for c in cands if c not in missing], figures)
+        t0 = time.perf_counter()
+        new = probe(([anchor] if anchor else []) + missing, shape, batch_size,
+                    max_seconds=max_probe_seconds, log=log, timer=timer)
+        figures.update(new)
+        entries = load_cache(path, lambda _m: None)  # re-read: another run may have written since
+        old = entries.get(key, {}).get("figures", {})
+        entries[key] = {"figures": {**old, **new}, "measured": now_iso(),
+                        "probe_seconds": round(time.perf_counter() - t0, 2)}
+        try:
+            save_cache(path, entries)
+        except OSError as e:
+            log(f"warning: could not write the autotune cache {path} ({e}); the next run measures again")
+        how = f"measured just now ({time.perf_counter() - t0:.1f} s probe, cached in {path})"
+    best = fastest(cands, figures)
+    if best is None:
+        return SpeedChoice(pinned, "default", message=(
+            f"speed settings: {pinned.describe()} (the fixed rules: no candidate could be timed)"))
+    shown = {c.label: figures[c.label] for c in cands if c.label in figures}
+    return SpeedChoice(best, "measured" if missing else "cached", figures[best.label]["step_seconds"],
+                       shown, explain(best, cands, figures, how, explicit))

@@ -1,0 +1,97 @@
+"""Chat evaluation: the modern-bait list, anachronisms judged against the year asked, the
+base model's view of the same answers, and the report with transcripts."""
+from __future__ import annotations
+
+import json
+
+from londonlm.chat.dataset import load_chat_dataset
+from londonlm.chat.evaluate import (
+    ChatEvalOptions, bait_hits, base_window_ids, evaluate_chat, human_eval_samples, load_bait, printed_answer)
+from londonlm.evaluation.generation_quality import load_wordlist
+from londonlm.core.layout import CHAT_EVAL, Layout
+
+
+def test_bait_list_has_at_least_50_dated_questions():
+    items = load_bait()
+    assert len(items) >= 50 and len({i["id"] for i in items}) == len(items)
+    for it in items:
+        assert it["question"].endswith("?") and it["terms"] and 1700 < it["since"] < 2030
+    assert {"telephone", "railway", "internet", "electricity"} <= {i["id"] for i in items}
+
+
+def test_anachronism_depends_on_the_year_asked():
+    railway = next(i for i in load_bait() if i["id"] == "railway")
+    words = load_wordlist()
+    answer = "I came up by the railway, sir, on the Tuesday."
+    assert bait_hits(answer, railway, 1818, words) == ["railway"]
+    assert bait_hits(answer, railway, 1851, words) == []
+    assert bait_hits("I saw it on television.", railway, 1851, words) == ["television"]
+    assert bait_hits("I came up by the railways.", railway, 1756, words) == ["railway"]
+    assert bait_hits("I came by the rail.", railway, 1756, words) == []
+
+
+def test_base_answer_is_the_first_printed_line():
+    assert printed_answer(" In Fleet-street.\nQ. What") == ("In Fleet-street.", True)
+    assert printed_answer("\n\n In Fleet-street. Q. Where next") == ("In Fleet-street.", True)
+    assert printed_answer(" In Fleet-street, by") == ("In Fleet-street, by", False)
+
+
+def test_base_sees_the_same_answer_as_printed_text(chat_root):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(Layout(chat_root).run("base").final))
+    window = [{"role": "system", "content": "Old Bailey, London, 1800."},
+              {"role": "user", "content": "Where do you live?"},
+              {"role": "assistant", "content": "In Fleet-street."}]
+    ids, mask = base_window_ids(tok, window, 1800)
+    assert tok.decode(ids) == ("<|endoftext|><|1800s|>Old Bailey, London, 1800.\n\n"
+                               "Q. Where do you live?\nA. In Fleet-street.\n")
+    assert tok.decode([t for t, m in zip(ids, mask) if m]) == " In Fleet-street."
+
+
+def test_report_compares_chat_and_base(chat_model_dir, chat_root, tmp_path):
+    layout = Layout(chat_root)
+    opts = ChatEvalOptions(years=(1756, 1900), bait_limit=3, max_new_tokens=8, transcripts=2)
+    report = evaluate_chat(chat_model_dir, layout.run("base").final, layout.chat_data_dir, tmp_path, opts,
+                           log=lambda *_: None)
+    loss = report["answer_loss"]
+    assert loss["answer_tokens"] > 0 and loss["windows"] >= 1
+    assert loss["chat"]["answer_loss"] > 0 and loss["base"]["answer_loss"] > 0
+    bait = report["bait"]
+    assert set(bait["per_year"]) == {"1756", "1900"} and bait["all"]["questions"] == 6
+    assert bait["per_year"]["1756"]["anachronistic_in_year"] == 3  # telephone, mobile, television
+    assert bait["per_year"]["1900"]["anachronistic_in_year"] == 2  # not the telephone (1876)
+    for m in ("chat", "base"):
+        assert 0 <= bait["all"][m]["anachronism_rate"] <= 1 and "repeated_3gram_rate" in bait["all"][m]
+        assert 0 <= bait["all"][m]["premise_accepted_rate"] <= 1
+    assert json.loads((tmp_path / CHAT_EVAL).read_text())["answer_loss"] == loss
+    lines = [json.loads(x) for x in (tmp_path / "chat_transcripts.jsonl").read_text().splitlines()]
+    held_out = len(load_chat_dataset(layout.chat_data_dir)["validation"])
+    assert len(lines) == min(2, held_out) + 6 and "printed_answer" in lines[0] and "chat" in lines[-1]
+    assert "## Modern bait" in (tmp_path / "chat_transcripts.md").read_text()
+    pack = human_eval_samples(lines)
+    assert len(pack["chat"]) == len(lines) and len(pack["base"]) == 6 and len(pack["printed"]) == len(lines) - 6
+    assert pack["base"][0]["prompt"] == "Old Bailey, London, 1756.\nQ. Did you ring him up on the telephone?"
+
+
+def test_premise_acceptance_counts_yes_to_things_not_yet_invented():
+    from londonlm.chat.evaluate import _bait_rates
+
+    rec = dict(id="x", question="q", chat_hits=[], base_hits=[], chat_ended=True, base_ended=True)
+    rates = _bait_rates([{**rec, "year": 1818, "since": 1876, "chat": "Yes, sir.", "base": "No."},
+                         {**rec, "year": 1818, "since": 1876, "chat": "I never did.", "base": "yesterday"},
+                         {**rec, "year": 1900, "since": 1876, "chat": "Yes.", "base": "Yes."}])
+    assert rates["anachronistic_in_year"] == 2
+    assert rates["chat"]["premise_accepted_rate"] == 0.5 and rates["base"]["premise_accepted_rate"] == 0.0
+
+
+def test_questions_with_no_room_to_answer_are_passed_over_and_counted(chat_model_dir, chat_root, tmp_path):
+    """A model whose context leaves no room for an answer after a long question (e.g. the micro
+    preset's 64 tokens) is still evaluated: such a question is left out and counted, not fatal."""
+    layout = Layout(chat_root)
+    # 120 new tokens leave 8 of the 128 positions: no question fits
+    opts = ChatEvalOptions(years=(1818,), bait_limit=2, max_new_tokens=120, transcripts=2)
+    report = evaluate_chat(chat_model_dir, layout.run("base").final, layout.chat_data_dir, tmp_path, opts,
+                           log=lambda *_: None)
+    assert report["bait"]["questions_over_context"] == 2 and report["bait"]["all"]["questions"] == 0
+    assert (tmp_path / "chat_transcripts.jsonl").read_text() == ""   # no held-out question fitted either

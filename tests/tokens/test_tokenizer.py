@@ -1,0 +1,124 @@
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from londonlm.tokens.tokenizer import (TOKENIZER_FILES, era_token, era_tokens_for_years, era_tokens_of,
+                                load_tokenizer, roundtrip_failures)
+
+from conftest import SHARED_CORPUS
+
+
+def test_files_and_special_ids(tiny_tokenizer_dir):
+    for f in TOKENIZER_FILES:
+        assert (tiny_tokenizer_dir / f).exists(), f
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    assert tok.eos_token_id == tok.bos_token_id == 0 and tok.pad_token_id == 1
+    assert era_tokens_of(tok) == ["<|1600s|>", "<|1650s|>", "<|1800s|>"]
+    ids = tok.encode("<|1650s|>Thou", add_special_tokens=False)
+    assert ids[0] == tok.convert_tokens_to_ids("<|1650s|>")
+
+
+def test_era_helpers():
+    assert era_token(1666) == "<|1650s|>" and era_token(1700) == "<|1700s|>" and era_token(None) is None
+    assert era_tokens_for_years([1666, 1623, None, 1650]) == ["<|1600s|>", "<|1650s|>"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=0, max_size=200))
+def test_roundtrip_any_unicode(tiny_tokenizer_dir, text):
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(ids, clean_up_tokenization_spaces=False) == text
+
+
+def test_roundtrip_period_text(tiny_tokenizer_dir):
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    samples = ["ſhall be moſt  welcome\r\n\tæther £3 10s. — «quoth» naïve 1666\n\n", "  \n", "日本語 🙂"]
+    assert list(roundtrip_failures(tok, [(str(i), s) for i, s in enumerate(samples)])) == []
+
+
+def _shared_files():
+    return sorted(p for p in SHARED_CORPUS.rglob("*") if p.is_file() and p.suffix in (".txt", ".xml"))
+
+
+@pytest.mark.skipif(not SHARED_CORPUS.is_dir(), reason="../shared/corpus absent: no shared corpus to round-trip")
+def test_roundtrip_every_shared_file_head(tiny_tokenizer_dir):
+    """Every shared file, its first 64 KB (BOMs, CRLF, XML, accents); the full files are
+    in the slow test below (45 MB takes minutes with this 512-token vocabulary)."""
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    files = _shared_files()
+    assert len(files) >= 50
+    docs = ((p.name, p.read_text(encoding="utf-8")[:65536]) for p in files)
+    assert list(roundtrip_failures(tok, docs)) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_CORPUS.is_dir(), reason="../shared/corpus absent: no shared corpus to round-trip")
+def test_roundtrip_every_shared_file_full(tiny_tokenizer_dir):
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    docs = ((p.name, p.read_text(encoding="utf-8")) for p in _shared_files())
+    assert list(roundtrip_failures(tok, docs)) == []
+
+
+def test_missing_tokenizer_message(tmp_path):
+    from londonlm.core.errors import LondonLMError
+
+    with pytest.raises(FileNotFoundError, match="train_historical_tokenizer.py"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(LondonLMError):
+        load_tokenizer(tmp_path)
+
+
+# --------------------------------------------------------------------------- text stays text
+
+QUOTING = "the printer set <|endoftext|> and <|1650s|> and <|pad|> in type, thus: <|1800s|>.\n"
+
+
+def test_plain_encoding_reads_special_token_strings_as_text(tiny_tokenizer_dir):
+    from londonlm.tokens.tokenizer import plain_backend, special_ids
+
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    specials = special_ids(tok)
+    assert specials == {0, 1} | {tok.convert_tokens_to_ids(t) for t in era_tokens_of(tok)}
+    plain = plain_backend(tok)
+    ids = plain.encode(QUOTING, add_special_tokens=False).ids
+    assert not specials & set(ids) and len(ids) > 20
+    assert plain.decode(ids, skip_special_tokens=False) == QUOTING
+    # the shared tokenizer is left as it was: its explicit special tokens still parse
+    assert tok.encode("<|1650s|>", add_special_tokens=False) == [tok.convert_tokens_to_ids("<|1650s|>")]
+
+
+def test_roundtrip_check_encodes_like_the_cache_and_flags_control_tokens(tiny_tokenizer_dir, monkeypatch):
+    import londonlm.tokens.tokenizer as T
+
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    assert list(roundtrip_failures(tok, [("quoting", QUOTING)])) == []
+    # were text ever read as a control token again, the check must say where, even though
+    # decoding with special tokens kept would give the text back exactly
+    from tokenizers import Tokenizer
+
+    monkeypatch.setattr(T, "plain_backend", lambda t: Tokenizer.from_str(t.backend_tokenizer.to_str()))
+    assert list(roundtrip_failures(tok, [("quoting", QUOTING)])) == [("quoting", QUOTING.index("<|"))]
+
+
+def test_tokenizer_report_counts_special_token_strings_as_text(micro_root, tmp_path):
+    import shutil
+
+    from londonlm.corpus import read_manifest
+    from londonlm.tokens.tokenizer import plain_backend
+    from londonlm.tokens.stage import tokenizer_report
+
+    root = tmp_path / "root"
+    shutil.copytree(micro_root, root)
+    proc = root / "data" / "london_historical" / "processed"
+    tok_dir = root / "09_models" / "tokenizers" / "london_historical_bpe"
+    val = [proc / r["path"] for r in read_manifest(proc) if r["split"] == "validation"]
+    for f in val:
+        f.write_text(QUOTING + f.read_text(encoding="utf-8"), encoding="utf-8")
+    rep = tokenizer_report(tok_dir, proc)
+    assert rep["roundtrip"]["failures"] == []
+    plain = plain_backend(load_tokenizer(tok_dir))
+    assert rep["validation"]["tokens"] == sum(
+        len(plain.encode(f.read_text(encoding="utf-8")).ids) for f in val)

@@ -1,0 +1,98 @@
+"""The fused LM-head loss gives the stock GPT-2 loss and gradients, and leaves the model stock."""
+import copy
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from londonlm.training.fused_loss import enable_fused_loss, linear_cross_entropy
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=96, n_positions=16, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.0,
+                     embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    return GPT2LMHeadModel(cfg)
+
+
+@pytest.mark.parametrize("ignored", [True, False])
+@pytest.mark.parametrize("chunk", [1, 7, 1024])
+def test_loss_and_gradients_match_the_stock_path(chunk, ignored):
+    stock = _model()
+    fused = enable_fused_loss(copy.deepcopy(stock), chunk_rows=chunk)
+    x = torch.randint(0, 96, (3, 16), generator=torch.Generator().manual_seed(1))
+    labels = x.clone()
+    if ignored:  # ignored targets count neither in the sum nor in the mean
+        labels[0, 5:9] = -100
+        labels[2, 0:3] = -100
+    # (packed blocks, ignored=False, take the path without masking)
+    a = stock(input_ids=x, labels=labels)
+    b = fused(input_ids=x, labels=labels)
+    assert b.logits is None
+    assert torch.allclose(a.loss, b.loss, atol=1e-6, rtol=1e-6)
+    a.loss.backward()
+    b.loss.backward()
+    for (name, p), q in zip(stock.named_parameters(), fused.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-5), name
+
+
+def test_num_items_in_batch_normalises_like_the_trainer_expects():
+    m = enable_fused_loss(_model())
+    x = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(2))
+    mean = m(input_ids=x, labels=x).loss
+    summed = m(input_ids=x, labels=x, num_items_in_batch=torch.tensor(1)).loss
+    assert torch.allclose(summed, mean * 2 * 15, rtol=1e-5)
+
+
+def test_no_grad_evaluation_and_generation_keep_working():
+    m = enable_fused_loss(_model())
+    x = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        loss = m(input_ids=x, labels=x).loss
+        ref = _model()(input_ids=x, labels=x).loss
+        assert torch.allclose(loss, ref, atol=1e-6)
+        assert m(input_ids=x).logits.shape == (2, 16, 96)  # no labels: the stock forward
+    out = m.generate(x[:1, :4], max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 7)
+
+
+def test_bf16_autocast_is_close_to_fp32():
+    torch.manual_seed(0)
+    h = torch.randn(64, 32, requires_grad=True)
+    w = torch.randn(96, 32, requires_grad=True)
+    t = torch.randint(0, 96, (64,))
+    ref = torch.nn.functional.cross_entropy(h @ w.t(), t, reduction="sum")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = linear_cross_entropy(h, w, t, chunk_rows=16)
+    assert got.dtype == torch.float32
+    assert abs(got.item() - ref.item()) / ref.item() < 1e-2
+    got.backward()
+    assert h.grad.dtype == h.dtype and w.grad.dtype == w.dtype
+
+
+@pytest.mark.parametrize("ignored", [True, False])
+def test_bf16_gradients_match_the_stock_autocast_path(ignored):
+    """In bf16 the fused gradient is the stock autocast one: fp32 softmax minus one-hot, rounded
+    once to bf16 (the target entries too), then the same bf16 matmuls."""
+    torch.manual_seed(0)
+    h0 = torch.randn(200, 32) * 2
+    w0 = torch.randn(96, 32) * 0.5
+    t = torch.randint(0, 96, (200,))
+    if ignored:
+        t[10:30] = -100
+    grads = []
+    for fused in (False, True):
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if fused:
+                loss = linear_cross_entropy(h, w, t, chunk_rows=64)
+            else:
+                loss = torch.nn.functional.cross_entropy((h @ w.t()).float(), t, reduction="sum")
+        loss.backward()
+        grads.append((loss.detach(), h.grad, w.grad))
+    (la, ha, wa), (lb, hb, wb) = grads
+    assert torch.allclose(la, lb, rtol=1e-5)
+    for a, b in ((ha, hb), (wa, wb)):
+        assert (a - b).norm() / a.norm() < 5e-3
+    if ignored:
+        assert hb[10:30].abs().max() == 0

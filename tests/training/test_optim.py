@@ -1,0 +1,122 @@
+"""Muon on the hidden matrices, AdamW on the rest: groups, scheduling, checkpoint and resume."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import micro_gpt2, micro_lm_dataset, micro_training_args, patch_core
+from londonlm.core.errors import LondonLMError
+from londonlm.training.optim import (Muon, MuonAdamW, MuonOptions, build_muon_adamw, describe_split,
+                            fast_ns_dtype, muon_options_from_args, split_parameters)
+from londonlm.training.schedules import WarmupStableDecay, make_lr_scheduler
+from londonlm.training.trainer_hooks import trainer_class
+
+
+def _names(group):
+    return {n for n, _ in group}
+
+
+def test_hidden_matrices_go_to_muon_and_the_rest_to_adamw():
+    model = micro_gpt2(n_layer=2)
+    g = split_parameters(model)
+    assert _names(g["muon"]) == {f"transformer.h.{i}.{m}.weight" for i in range(2)
+                                 for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    # the LM head is tied to wte: one parameter, optimised once, by AdamW
+    assert _names(g["adamw_decay"]) == {"transformer.wte.weight", "transformer.wpe.weight"}
+    assert all(p.ndim == 1 for _, p in g["adamw_no_decay"])
+    assert any("ln_f" in n for n in _names(g["adamw_no_decay"]))
+    every = [p for grp in g.values() for _, p in grp]
+    assert len(every) == len({id(p) for p in every}) == len(list(model.parameters()))
+    assert "Muon on 8 hidden matrices" in describe_split(model)
+
+
+def test_an_untied_lm_head_stays_with_adamw():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=1,
+                                       n_head=2, tie_word_embeddings=False))
+    assert "lm_head.weight" in _names(split_parameters(model)["adamw_decay"])
+
+
+def test_one_scheduler_drives_both_halves_and_decay_is_split():
+    model = micro_gpt2()
+    opt = build_muon_adamw(model, MuonOptions(lr=0.01, weight_decay=0.1))
+    assert isinstance(opt.muon, torch.optim.Muon) and isinstance(opt.adamw, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in opt.adamw.param_groups] == [0.1, 0.0]
+    sched = make_lr_scheduler(opt, WarmupStableDecay(4, 100))
+    for _ in range(2):
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.muon.param_groups + opt.adamw.param_groups] == [pytest.approx(0.005)] * 3
+
+
+def _one_muon_step(cls, **kw):
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(32, 96))
+    w.grad = torch.randn(32, 96)
+    opt = cls([w], lr=0.1, weight_decay=0.0, adjust_lr_fn="match_rms_adamw", **kw)
+    opt.step()
+    opt.step()  # the second step goes through the momentum buffer
+    return w.detach().clone(), opt
+
+
+def test_fp32_newton_schulz_makes_torchs_muon_update():
+    ref, _ = _one_muon_step(torch.optim.Muon)
+    same, _ = _one_muon_step(Muon, ns_dtype=torch.bfloat16)
+    assert torch.equal(same, ref)  # bf16: torch's own code path
+    fp32, opt = _one_muon_step(Muon, ns_dtype=torch.float32)
+    torch.manual_seed(0)
+    start = torch.randn(32, 96)
+    d_ref, d_fp32 = ref - start, fp32 - start
+    # the same step up to bf16 rounding of the iteration
+    assert torch.nn.functional.cosine_similarity(d_ref.flatten(), d_fp32.flatten(), dim=0) > 0.99
+    assert set(opt.state[opt.param_groups[0]["params"][0]]) == {"momentum_buffer"}
+
+
+def test_newton_schulz_runs_in_bf16_only_where_bf16_is_native(monkeypatch):
+    patch_core(monkeypatch, "cpu_has_native_bf16", lambda: False)
+    assert fast_ns_dtype(torch.device("cpu")) == torch.float32
+    patch_core(monkeypatch, "cpu_has_native_bf16", lambda: True)
+    assert fast_ns_dtype(torch.device("cpu")) == torch.bfloat16
+    assert fast_ns_dtype(torch.device("cuda")) == torch.bfloat16
+
+
+def test_options_carry_the_adamw_settings_over():
+    args = micro_training_args("/tmp/unused", learning_rate=1e-3, weight_decay=0.05, adam_beta2=0.9)
+    o = muon_options_from_args(args)
+    assert (o.lr, o.weight_decay, o.betas) == (1e-3, 0.05, (0.9, 0.9))
+
+
+def test_a_foreign_optimizer_state_is_refused_clearly():
+    model = micro_gpt2()
+    opt = build_muon_adamw(model, MuonOptions(lr=0.01))
+    adamw_state = torch.optim.AdamW(model.parameters()).state_dict()
+    with pytest.raises(LondonLMError, match="same --optim"):
+        opt.load_state_dict(adamw_state)
+
+
+def _train(out, resume=None, steps=8):
+    """Micro GPT-2 through the Trainer with Muon+AdamW and a WSD schedule; losses per step."""
+    args = micro_training_args(out, max_steps=steps, save_strategy="steps", save_steps=4,
+                               learning_rate=0.02)
+    cls = trainer_class(
+        optimizer_factory=lambda m: build_muon_adamw(m, muon_options_from_args(args)),
+        schedule=WarmupStableDecay(2, steps, decay_fraction=0.5, min_lr_ratio=0.1))
+    trainer = cls(model=micro_gpt2(seed=1), args=args, train_dataset=micro_lm_dataset(64))
+    trainer.train(resume_from_checkpoint=resume)
+    opt = trainer.optimizer.optimizer  # accelerate's wrapper around ours
+    assert isinstance(opt, MuonAdamW)
+    # the schedule reached both inner optimizers (loading a state replaces their group dicts)
+    assert [g["lr"] for g in opt.muon.param_groups + opt.adamw.param_groups] == [pytest.approx(0.002)] * 3
+    return {h["step"]: h["loss"] for h in trainer.state.log_history if "loss" in h}
+
+
+def test_muon_run_resumes_exactly(tmp_path):
+    whole = _train(tmp_path / "a")
+    assert (tmp_path / "a" / "checkpoint-4" / "optimizer.pt").exists()
+    resumed = _train(tmp_path / "a", resume=str(tmp_path / "a" / "checkpoint-4"))
+    assert sorted(resumed) == list(range(1, 9))  # 1-4 from the checkpoint's trainer_state
+    for step in (5, 6, 7, 8):
+        assert resumed[step] == pytest.approx(whole[step], abs=1e-5)
+    # and the optimizer did something: the loss moved
+    assert whole[8] < whole[1]

@@ -1,0 +1,167 @@
+"""Warmup-stable-decay schedules and their fitting to a wall-clock budget."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import micro_gpt2, micro_lm_dataset, micro_training_args
+from londonlm.core.errors import LondonLMError
+from londonlm.training.schedules import (BudgetError, BudgetFitCallback, WarmupStableDecay, check_budget,
+                                make_lr_scheduler)
+
+
+def test_wsd_shape_warms_up_holds_and_decays_to_the_floor():
+    s = WarmupStableDecay(warmup_steps=10, total_steps=100, decay_fraction=0.2, min_lr_ratio=0.1)
+    assert s(0) == 0.0 and s(5) == pytest.approx(0.5)
+    assert s(10) == s(50) == s(82) == 1.0
+    assert s.decay_start == pytest.approx(82.0)  # 10 + 0.8 * 90
+    assert s(91) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert s(100) == pytest.approx(0.1) and s(150) == pytest.approx(0.1)
+
+
+def test_full_cosine_decay_is_the_hugging_face_cosine_with_min_lr():
+    from transformers import get_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    hf = get_scheduler("cosine_with_min_lr", opt, num_warmup_steps=7, num_training_steps=60,
+                       scheduler_specific_kwargs={"min_lr_rate": 0.1})
+    ours = WarmupStableDecay(7, 60, decay_fraction=1.0, min_lr_ratio=0.1, decay_shape="cosine")
+    for step in range(60):
+        assert ours(step) == pytest.approx(hf.lr_lambdas[0](step), abs=1e-12)
+
+
+def test_refit_in_the_stable_stretch_moves_only_the_decay():
+    s = WarmupStableDecay(5, 100, decay_fraction=0.2)
+    s.refit(200, at_step=40)
+    assert s.total_steps == 200 and s.decay_start == pytest.approx(5 + 0.8 * 195)
+    assert s(40) == 1.0
+    # a much shorter total than planned: the decay starts now, never in the past
+    s.refit(45, at_step=40)
+    assert s.decay_start == 40 and s(40) == 1.0 and s(45) == 0.0
+
+
+def test_refit_inside_the_decay_keeps_the_current_rate_and_ends_at_the_new_total():
+    s = WarmupStableDecay(0, 100, decay_fraction=0.5, min_lr_ratio=0.0)
+    before = s(75)
+    s.refit(140, at_step=75)
+    assert s(75) == pytest.approx(before)
+    assert s(140) == pytest.approx(0.0) and s(139) > 0
+    assert all(s(k) >= s(k + 1) for k in range(75, 140))
+
+
+def test_fitted_schedule_survives_the_scheduler_state_dict():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = WarmupStableDecay(3, 50)
+    sched = make_lr_scheduler(opt, s)
+    s.refit(80, at_step=10)
+    s.elapsed_seconds = 12.5
+    state = sched.state_dict()
+    s2 = WarmupStableDecay(3, 50)
+    sched2 = make_lr_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), s2)
+    sched2.load_state_dict(state)
+    assert (s2.total_steps, s2.decay_start, s2.elapsed_seconds) == (80, s.decay_start, 12.5)
+
+
+def test_check_budget_refuses_a_budget_without_room_for_warmup():
+    assert check_budget(100, warmup_steps=10, step_seconds=0.5) == 200
+    assert check_budget(100, warmup_steps=10) is None  # step time unknown: checked when measured
+    with pytest.raises(LondonLMError, match="fits only 10 steps.*10 warm-up steps"):
+        check_budget(5, warmup_steps=10, step_seconds=0.5)
+    with pytest.raises(BudgetError, match="positive"):
+        check_budget(0, warmup_steps=1)
+
+
+class SimulatedClock:
+    """Step time without waiting: every step 'takes' ``tau`` seconds (the first ones longer,
+    as real first steps do); the Trainer's clock reads it."""
+
+    def __init__(self, tau: float, first: float):
+        self.t, self.tau, self.first = 0.0, tau, first
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _run(tmp_path, budget, tau=0.5, first=2.0, warmup=3, max_steps=10_000, resume=None,
+         stop_at=None, clock=None, logs=None):
+    from transformers import Trainer, TrainerCallback
+
+    clock = clock or SimulatedClock(tau, first)
+
+    class Tick(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            clock.t += clock.first if state.global_step <= 2 else clock.tau
+            if stop_at and state.global_step == stop_at:  # an interruption, with a checkpoint
+                control.should_training_stop = control.should_save = True
+
+    sched = WarmupStableDecay(warmup, 1000, decay_fraction=0.25, min_lr_ratio=0.0)
+    args = micro_training_args(tmp_path, max_steps=max_steps, save_strategy="steps", save_steps=10_000)
+    model = micro_gpt2()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
+    fit = BudgetFitCallback(budget, clock=clock, log=(logs.append if logs is not None else None))
+    trainer = Trainer(model=model, args=args, train_dataset=micro_lm_dataset(400),
+                      optimizers=(opt, make_lr_scheduler(opt, sched)), callbacks=[Tick(), fit])
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, sched, clock, fit
+
+
+def test_budget_fitted_run_ends_at_the_budget_with_a_finished_schedule(tmp_path):
+    logs = []
+    trainer, sched, clock, fit = _run(tmp_path, budget=20.0, logs=logs)
+    st = trainer.state
+    # 2 slow first steps (4 s) then 0.5 s each: 34 steps fill 20 s exactly
+    assert st.global_step == st.max_steps == sched.total_steps
+    assert abs(clock.t - 20.0) <= 0.5
+    assert sched.progress(st.global_step) == 1.0          # decayed all the way
+    lrs = [h["learning_rate"] for h in st.log_history if "learning_rate" in h]
+    assert lrs[-1] == pytest.approx(3e-3 * sched(st.global_step - 1)) and lrs[-1] < lrs[-5] / 2
+    assert (tmp_path / f"checkpoint-{st.global_step}").is_dir()  # the Trainer's end-of-run save
+    assert any("s per step measured" in m for m in logs)
+    assert fit.report()["fitted_total_steps"] == st.global_step
+    # the Trainer's own end-of-training figure counts the steps run, not the 10,000-step cap
+    end = st.log_history[-1]
+    batch = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+    assert end["train_samples_per_second"] == pytest.approx(st.global_step * batch / end["train_runtime"],
+                                                            rel=0.02)
+
+
+def test_the_fitter_runs_before_the_loggers(tmp_path):
+    """report_to integrations and the progress bar come before the Trainer's given callbacks;
+    the fitter is moved ahead of them so they log its corrected figures."""
+    from transformers import Trainer
+
+    from londonlm.training.speed import attach_budget_fit
+
+    fit = BudgetFitCallback(10)
+    trainer = Trainer(model=micro_gpt2(), args=micro_training_args(tmp_path, max_steps=10),
+                      train_dataset=micro_lm_dataset(16), callbacks=[fit])
+    attach_budget_fit(trainer, fit)
+    callbacks = trainer.callback_handler.callbacks
+    assert callbacks[0] is fit and callbacks.count(fit) == 1
+    assert fit.on_total is not None  # resizes the progress bar (when there is one)
+
+
+def test_budget_is_shared_by_a_resumed_run(tmp_path):
+    trainer, sched, clock, _ = _run(tmp_path, budget=20.0, stop_at=12)
+    assert trainer.state.global_step == 12
+    spent = clock.t
+    ck = tmp_path / "checkpoint-12"
+    clock2 = SimulatedClock(0.5, 0.5)
+    trainer2, sched2, clock2, _ = _run(tmp_path, budget=20.0, resume=str(ck), clock=clock2)
+    assert sched2.total_steps == trainer2.state.global_step
+    # the second invocation only had the budget's remainder
+    assert abs(spent + clock2.t - 20.0) <= 0.5
+
+
+def test_budget_too_small_for_warmup_fails_clearly(tmp_path):
+    with pytest.raises(BudgetError, match="warm-up"):
+        _run(tmp_path, budget=5.0, warmup=20)
+
+
+def test_callback_refuses_a_scheduler_it_cannot_fit(tmp_path):
+    from transformers import Trainer
+
+    trainer = Trainer(model=micro_gpt2(), args=micro_training_args(tmp_path, max_steps=3),
+                      train_dataset=micro_lm_dataset(16), callbacks=[BudgetFitCallback(10)])
+    with pytest.raises(TypeError, match="WarmupStableDecay"):
+        trainer.train()

@@ -1,0 +1,223 @@
+"""Training stage: exact resume, checkpoint validation, signals, distributed, errors."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import config
+from conftest import precision_flags
+from londonlm.core.errors import run_main
+from londonlm.training.cli import TrainDefaults, main as train_main
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable
+DEFAULTS = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name,
+                         config.TRAINING.seed, "londonlm-test")
+
+
+def train(root, *argv):
+    """The training script's exit code (main wrapped in run_main, as the scripts run it)."""
+    with pytest.raises(SystemExit) as stop:
+        run_main(lambda a: train_main(a, DEFAULTS),
+                 ["--preset", "micro", "--root", str(root), "--report_to", "none",
+                  "--disable_tqdm", "true", *argv])
+    return stop.value.code
+
+
+def losses(ckpt: Path):
+    st = json.loads((ckpt / "trainer_state.json").read_text())
+    return [(h["step"], h["loss"]) for h in st["log_history"] if "loss" in h]
+
+
+@pytest.fixture
+def root(micro_root, tmp_path):
+    dst = tmp_path / "root"
+    shutil.copytree(micro_root, dst)
+    return dst
+
+
+def run_dir(root, name="micro"):
+    return root / "09_models" / "checkpoints" / name
+
+
+def test_resume_is_exact(root, precision):
+    # both precisions whatever the CPU has (bf16 autocast is emulated where not native): the
+    # same operations in the same order, so the resumed run replays the uninterrupted one
+    common = ["--max_steps", "12", "--logging_steps", "1", "--save_steps", "6", "--eval_steps", "100",
+              *precision_flags(precision)]
+    assert train(root, *common, "--run_name_dir", "a") == 0
+    assert train(root, *common, "--run_name_dir", "b", "--stop_after_steps", "6") == 0
+    b = run_dir(root, "b")
+    assert (b / "checkpoint-6").is_dir() and not (b / "final").exists()
+    info = json.loads((b / "run_info.json").read_text())
+    assert "stop_after_steps" in info["interrupted"]
+    assert train(root, *common, "--run_name_dir", "b") == 0  # auto-resume from checkpoint-6
+    la, lb = losses(run_dir(root, "a") / "checkpoint-12"), losses(b / "checkpoint-12")
+    assert [s for s, _ in la] == [s for s, _ in lb] == list(range(1, 13))
+    for (_, x), (_, y) in zip(la, lb):
+        assert abs(x - y) <= 1e-5, (la, lb)
+    info = json.loads((b / "run_info.json").read_text())
+    assert info["resumed_from"].endswith("checkpoint-6")
+    # throughput reaches trainer_state.json (the evaluation report plots it from there)
+    hist = [h for h in json.loads((b / "checkpoint-12" / "trainer_state.json").read_text())["log_history"]
+            if "loss" in h]
+    assert all(h["tokens_per_second"] > 0 and h["tokens_seen"] == h["step"] * info["tokens_per_step"]
+               for h in hist[1:]), hist
+    # loss against wall time (time to quality): seconds since this invocation began
+    secs = [h["train_seconds"] for h in hist if h["step"] > 6]
+    assert all(b >= a for a, b in zip(secs, secs[1:])) and secs[-1] > 0, secs
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(b / "final"))
+
+
+def test_corrupt_checkpoint_skipped_and_unknown_name(root, capsys):
+    common = ["--max_steps", "4", "--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
+    assert train(root, *common) == 0
+    rd = run_dir(root)
+    w = rd / "checkpoint-4" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])  # truncated weights
+    assert train(root, "--max_steps", "6", "--save_steps", "2", "--eval_steps", "100") == 0
+    out = capsys.readouterr().out
+    assert "skipping incomplete or corrupt checkpoint" in out and "checkpoint-4" in out
+    assert "resuming from" in out and "checkpoint-2" in out
+    rc = train(root, "--max_steps", "6", "--resume_from_checkpoint", "checkpoint-3000")
+    err = capsys.readouterr().err
+    assert rc == 2 and "checkpoint-3000" in err and "available:" in err and "checkpoint-2" in err
+
+
+def test_fresh_moves_old_run_aside(root, capsys):
+    assert train(root, "--max_steps", "2", "--save_steps", "2", "--eval_steps", "100") == 0
+    rd = run_dir(root)
+    (rd / "evaluation").mkdir()  # the old model's evaluation describes the old model: it goes too
+    (rd / "evaluation" / "report.json").write_text("{}")
+    assert train(root, "--max_steps", "2", "--save_steps", "2", "--eval_steps", "100", "--fresh") == 0
+    aside = list((root / "09_models" / "checkpoints").glob("micro.previous-*"))
+    assert len(aside) == 1 and (aside[0] / "checkpoint-2").is_dir() and (aside[0] / "final").is_dir()
+    assert (aside[0] / "evaluation" / "report.json").exists() and not (rd / "evaluation").exists()
+    assert (rd / "pretokenized_data" / "metadata.json").exists()  # the token cache stays
+    assert "previous run moved to" in capsys.readouterr().out
+
+
+def test_bad_values_fail_fast(root, capsys):
+    assert train(root, "--n_embd", "30", "--n_head", "4") == 2
+    assert "not divisible" in capsys.readouterr().err
+    assert train(root, "--use_pretokenized", "--no_pretokenized") == 2
+    assert train(root, "--vocab_size", "999") == 2
+    assert "differs from the tokenizer" in capsys.readouterr().err
+    assert train(root, "--use_pretokenized", "--run_name_dir", "nocache") == 2
+    assert "--use_pretokenized" in capsys.readouterr().err
+    assert train(root, "--preset", "nope") == 2
+    assert train(root, "--fused_loss", "maybe") == 2
+    assert "--fused_loss must be auto, on or off" in capsys.readouterr().err
+    assert train(root, "--attn_implementation", "flash9") == 2
+    assert "--attn_implementation must be" in capsys.readouterr().err
+
+
+def test_cpu_bf16_path_trains_and_records_its_levers(root):
+    """bf16 on a GPU-less machine needs use_cpu (TrainingArguments refuses it otherwise); auto
+    then picks eager attention and the fused loss, and fp32 keeps sdpa and the stock loss."""
+    common = ["--max_steps", "2", "--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
+    assert train(root, *common, "--bf16", "true", "--run_name_dir", "bf") == 0
+    info = json.loads((run_dir(root, "bf") / "run_info.json").read_text())
+    assert (info["precision"], info["attn_implementation"], info["fused_loss"]) == ("bf16", "eager", True)
+    assert info["final_eval_loss"] > 0
+    # final/ samples with the project's one set of sampling defaults
+    from londonlm.generation import GenerationSettings
+
+    gen = json.loads((run_dir(root, "bf") / "final" / "generation_config.json").read_text())
+    d = GenerationSettings()
+    assert gen["do_sample"] is True and (gen["temperature"], gen["top_p"], gen["top_k"],
+                                         gen["repetition_penalty"], gen["max_new_tokens"]) == \
+        (d.temperature, d.top_p, d.top_k, d.repetition_penalty, d.max_new_tokens)
+    assert train(root, *common, "--bf16", "false", "--run_name_dir", "fp") == 0
+    info = json.loads((run_dir(root, "fp") / "run_info.json").read_text())
+    assert (info["precision"], info["attn_implementation"], info["fused_loss"]) == ("fp32", "sdpa", False)
+
+
+def _script(root, *argv, **kw):
+    env = {**os.environ, "LONDONLM_ROOT": str(root), "WANDB_MODE": "disabled",
+           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([PY, str(REPO / "04_training" / "train_model_slm.py"), "--preset", "micro",
+                             "--report_to", "none", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=kw.get("cwd", "/"))
+
+
+def test_sigterm_saves_checkpoint(root):
+    p = _script(root, "--max_steps", "100000", "--save_steps", "100000", "--eval_steps", "100000",
+                "--logging_steps", "1", "--disable_tqdm", "true")
+    log = root / "04_training" / "model_training.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and "step 3/" in log.read_text()):
+        time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=120)
+    ckpts = list(run_dir(root).glob("checkpoint-*"))
+    assert len(ckpts) == 1, out
+    info = json.loads((run_dir(root) / "run_info.json").read_text())
+    assert "SIGTERM" in info["interrupted"] and "resume_training.sh" in out
+    from londonlm.core.layout import checkpoint_problem
+
+    assert checkpoint_problem(ckpts[0]) is None
+
+
+def test_torchrun_two_processes_then_resume_with_one(root):
+    env = {**os.environ, "LONDONLM_ROOT": str(root), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           str(REPO / "04_training" / "train_model_slm.py"), "--preset", "micro", "--report_to", "none",
+           "--max_steps", "4", "--save_steps", "2", "--eval_steps", "100", "--disable_tqdm", "true",
+           "--ddp_backend", "gloo", "--stop_after_steps", "2"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd="/")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rd = run_dir(root)
+    assert (rd / "checkpoint-2").is_dir()
+    info = json.loads((rd / "run_info.json").read_text())
+    assert info["world_size"] == 2
+    p = _script(root, "--max_steps", "4", "--save_steps", "2", "--eval_steps", "100", "--disable_tqdm", "true")
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out[-3000:]
+    assert "resuming from" in out and (rd / "final" / "model.safetensors").exists()
+    assert json.loads((rd / "run_info.json").read_text())["global_step"] == 4
+
+
+def test_flags_override_like_the_command_line_and_fill_from_the_preset(tmp_path):
+    """The pipeline and the grid adjust a parsed command line instead of building argv: an
+    override is validated like a flag and wins over the preset like one."""
+    from londonlm.core.errors import UsageError
+    from londonlm.training.args import parse_train_flags
+    from londonlm.training import make_job
+
+    flags = parse_train_flags(["--eval_steps", "7"]).override(
+        preset="micro", run_name_dir="x", max_steps=3, era_tokens=False)
+    assert {"eval_steps", "max_steps", "run_name_dir"} <= flags.explicit
+    job = make_job(flags.override(root=str(tmp_path)), DEFAULTS)
+    micro = config.PRESETS["micro"]
+    assert (job.args.max_steps, job.args.eval_steps) == (3, 7)
+    assert job.args.learning_rate == micro.learning_rate and job.opts.n_embd == micro.n_embd
+    assert job.opts.run.dir == tmp_path / "09_models" / "checkpoints" / "x" == Path(job.args.output_dir)
+    assert job.opts.era_tokens is False
+    with pytest.raises(UsageError, match="unknown training option"):
+        flags.override(no_such_flag=1)
+    with pytest.raises(UsageError, match="not divisible"):
+        flags.override(n_embd=30, n_head=4)
+
+
+def test_the_one_training_arguments_constructor_takes_bf16_on_any_cpu(tmp_path):
+    """``TrainingArguments(bf16=True)`` alone refuses a GPU-less machine ("Your setup doesn't
+    support bf16/gpu"): the chat trainer crashed so on CPUs with native bf16. The one
+    constructor every job uses sets use_cpu there; a bad value is a one-line usage error."""
+    import torch
+
+    from londonlm.core.errors import UsageError
+    from londonlm.training.loop import make_training_arguments
+
+    args = make_training_arguments({"output_dir": str(tmp_path), "bf16": True, "report_to": []})
+    assert args.bf16 and (args.use_cpu or torch.cuda.is_available())
+    with pytest.raises(UsageError):
+        make_training_arguments({"output_dir": str(tmp_path), "optim": "no-such-optimizer"})

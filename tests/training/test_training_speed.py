@@ -1,0 +1,182 @@
+"""The training CLI's speed and time flags end to end on the micro preset: --time_budget /
+--max_seconds (a fitted schedule that ends at the budget with final/ saved), a budget too small
+for the warm-up refused before any work, --autotune on/refresh/off with its cache, --optim muon
+(recorded, resumed exactly), and a resumed run keeping its speed settings."""
+import json
+
+import pytest
+
+import config
+from conftest import precision_flags
+from londonlm.training.cli import TrainDefaults
+from londonlm.training.speed import resumed_speed
+from test_training import root, run_dir, train  # noqa: F401  (root: the copied micro project)
+
+QUIET = ["--eval_steps", "100000", "--logging_steps", "1", "--save_steps", "100000"]
+
+
+def info_of(root, name="micro") -> dict:
+    return json.loads((run_dir(root, name) / "run_info.json").read_text())
+
+
+@pytest.mark.parametrize("flag, precision", [("--time_budget", "bf16"), ("--max_seconds", "fp32")])
+def test_a_budgeted_run_ends_at_the_budget_with_a_finished_schedule_and_final(root, flag, precision):
+    budget = 10.0
+    assert train(root, flag, str(budget), "--warmup_steps", "1", "--learning_rate", "1e-3",
+                 *precision_flags(precision), *QUIET) == 0
+    info = info_of(root)
+    fit = info["time_budget"]
+    step = fit["measured_step_seconds"]
+    assert info["interrupted"] is None and (run_dir(root) / "final" / "config.json").exists()
+    assert info["global_step"] == fit["fitted_total_steps"] == info["max_steps"] > 3
+    assert fit["decay_start_step"] < info["global_step"] - 1  # the decay spans the last steps
+    # the last step ends at the budget, within one step's time (plus timer slack)
+    assert abs(fit["train_seconds_in_budget"] - budget) <= step + 0.5
+    lrs = [h["learning_rate"] for h in json.loads(
+        (run_dir(root) / f"checkpoint-{info['global_step']}" / "trainer_state.json").read_text()
+    )["log_history"] if "learning_rate" in h]
+    assert max(lrs) == pytest.approx(1e-3, rel=0.05) and lrs[-1] < max(lrs)  # decaying at the end
+    assert info["final_eval_loss"] > 0 and info["settings"]["time_budget"] == budget
+
+
+def test_a_budget_too_small_for_the_warmup_is_refused_before_any_work(root, capsys):
+    assert train(root, "--time_budget", "0.05", "--warmup_steps", "500", *QUIET) == 2
+    err = capsys.readouterr().err
+    assert "warm-up" in err and "Traceback" not in err
+    assert not (run_dir(root) / "pretokenized_data").exists()  # the cache was never touched
+    assert train(root, "--time_budget", "-1") == 2
+    assert train(root, "--time_budget", "5", "--max_seconds", "6") == 2
+    assert "another name" in capsys.readouterr().err
+
+
+def test_stop_after_seconds_stops_with_a_checkpoint_and_keeps_the_schedule(root, precision):
+    assert train(root, "--stop_after_seconds", "0.001", "--max_steps", "50",
+                 *precision_flags(precision), *QUIET) == 0
+    info = info_of(root)
+    assert "--stop_after_seconds" in info["interrupted"] and info["max_steps"] == 50
+    assert not (run_dir(root) / "final").exists()
+
+
+def test_autotune_measures_caches_reuses_and_refreshes(root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    common = ["--max_steps", "2", *QUIET, "--fresh"]
+    assert train(root, "--autotune", "on", *common) == 0
+    out = capsys.readouterr().out
+    assert "measured just now" in out and "seconds per training step" in out
+    cache = tmp_path / "cache" / "londonlm" / "autotune.json"
+    entries = json.loads(cache.read_text())["entries"]
+    assert len(entries) == 1
+    info = info_of(root)
+    assert info["speed"]["source"] == "measured"
+    chosen = (info["precision"], info["attn_implementation"], info["fused_loss"])
+    figures = info["speed"]["seconds_per_micro_batch"]
+    assert len(figures) >= 4  # fp32 x sdpa/eager x fused on/off at least
+    assert train(root, "--autotune", "on", *common) == 0
+    assert "in the cache" in capsys.readouterr().out and info_of(root)["speed"]["source"] == "cached"
+    assert (info_of(root)["precision"], info_of(root)["attn_implementation"],
+            info_of(root)["fused_loss"]) == chosen
+    assert train(root, "--autotune", "refresh", *common) == 0
+    assert "measured just now" in capsys.readouterr().out
+    assert train(root, "--autotune", "off", *common) == 0
+    assert info_of(root)["speed"]["source"] == "default"
+    # explicit flags win over the cache
+    assert train(root, "--autotune", "on", "--attn_implementation", "eager", "--fused_loss", "on",
+                 "--bf16", "false", *common) == 0
+    i = info_of(root)
+    assert (i["precision"], i["attn_implementation"], i["fused_loss"]) == ("fp32", "eager", True)
+    assert i["speed"]["source"] == "explicit"
+
+
+def test_bad_autotune_and_optimizer_values_fail_fast(root, capsys):
+    assert train(root, "--autotune", "sometimes") == 2
+    assert "--autotune must be" in capsys.readouterr().err
+    assert train(root, "--optim", "bogus") == 2  # not ours, and not a Trainer optimizer either
+    assert train(root, "--optimizer", "lion") == 2
+    assert "adamw or muon" in capsys.readouterr().err
+
+
+def test_muon_run_is_recorded_and_resumes_exactly(root, capsys):
+    common = ["--max_steps", "6", "--logging_steps", "1", "--save_steps", "3", "--eval_steps",
+              "100", "--optim", "muon"]
+    assert train(root, *common, "--run_name_dir", "whole") == 0
+    assert "optimizer: Muon on" in capsys.readouterr().out
+    assert train(root, *common, "--run_name_dir", "split", "--stop_after_steps", "3") == 0
+    assert train(root, *common, "--run_name_dir", "split") == 0
+    whole, split = info_of(root, "whole"), info_of(root, "split")
+    assert whole["settings"]["optimizer"] == "muon" and split["resumed_from"].endswith("checkpoint-3")
+    a, b = dict(whole["train_curve"]), dict(split["train_curve"])
+    assert set(a) == set(b) and all(abs(a[s] - b[s]) < 1e-5 for s in a)
+    # resuming with the other optimizer is refused, not silently restarted
+    capsys.readouterr()
+    assert train(root, "--max_steps", "9", "--save_steps", "3", "--run_name_dir", "split",
+                 "--optim", "adamw") == 2
+    assert "trained with --optim muon" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_the_speed_settings_it_was_trained_with():
+    rec = {"precision": "fp32", "attn_implementation": "eager", "fused_loss": True}
+    assert resumed_speed(rec) == rec
+    assert resumed_speed({}) == {}  # not resuming
+    assert resumed_speed({"precision": "fp32"}) == {}  # an older record: choose anew
+
+
+def test_the_pipeline_with_a_time_budget_trains_saves_final_and_evaluates(tmp_path):
+    """`run_pipeline.py --max_seconds S` used to stop mid-schedule without final/ and crash in
+    the evaluation stage; now the schedule is fitted to S and every later stage runs."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, write_micro_source
+
+    root = tmp_path / "pipe"
+    src = write_micro_source(root / "src", n_docs=8)
+    env = dict(os.environ, LONDONLM_ROOT=str(root), WANDB_MODE="disabled")
+    r = subprocess.run([sys.executable, str(REPO / "10_scripts" / "run_pipeline.py"), "--preset", "micro",
+                        "--source_dir", str(src), "--max_seconds", "6", "--warmup_steps", "1",
+                        "--eval_max_tokens", "2000", "--chat", "off"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = root / "09_models" / "checkpoints" / "micro"
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["interrupted"] is None and (run / "final" / "config.json").exists()
+    assert info["global_step"] == info["time_budget"]["fitted_total_steps"]
+    assert list((run / "evaluation").glob("*.json"))  # the evaluation stage ran on final/
+
+
+def test_the_preset_names_the_optimizer_and_the_flag_wins():
+    from londonlm.training.args import parse_train_flags
+    from londonlm.training import make_job
+
+    defaults = TrainDefaults(config.PRESETS, "tiny", config.get_layout(), config.TOKENIZER.name,
+                             config.TRAINING.seed, "londonlm-test")
+    assert make_job(parse_train_flags(["--preset", "tiny"]), defaults).opts.optimizer == "muon"
+    assert make_job(parse_train_flags(["--preset", "micro"]), defaults).opts.optimizer == "adamw"
+    for argv in (["--optim", "adamw"], ["--optim=adamw"], ["--optimizer", "adamw"]):
+        assert make_job(parse_train_flags(["--preset", "tiny", *argv]), defaults).opts.optimizer == "adamw"
+    assert make_job(parse_train_flags(["--preset", "micro", "--optim", "muon"]),
+                    defaults).opts.optimizer == "muon"
+
+
+def test_a_run_recorded_with_a_fixed_precision_stays_current_under_autotune():
+    """Settings record "auto" for a precision the machine chose: an older run's "fp32" is not a
+    change (the pipeline would otherwise retrain it), an explicit other precision is."""
+    from londonlm.pipeline import settings_changes
+
+    assert settings_changes({"settings": {"precision": "fp32"}}, {"precision": "auto"}) == []
+    assert settings_changes({"settings": {"precision": "fp32"}}, {"precision": "bf16"}) == [
+        "precision 'fp32' -> 'bf16'"]
+
+
+def test_two_fresh_starts_in_the_same_second_keep_both_old_runs(tmp_path):
+    from londonlm.training.checkpoints import move_run_aside
+    from londonlm.core.layout import RunLayout
+
+    run = RunLayout(tmp_path / "r")
+    moved = []
+    for i in range(3):
+        (run.dir).mkdir(exist_ok=True)
+        run.run_info.write_text(str(i))
+        moved.append(move_run_aside(run))
+    assert len(set(moved)) == 3 and all((m / run.run_info.name).read_text() == str(i)
+                                         for i, m in enumerate(moved))
