@@ -312,3 +312,18 @@ def patch_core(monkeypatch, name: str, value) -> None:
         if module_name.startswith("londonlm.core.") and hasattr(module, name):
             monkeypatch.setattr(module, name, value)
     monkeypatch.setattr(core, name, value)
+
+
+def short_probes(path, tok, n=12):
+    """Items from the shipped probes whose context + longest choice fit the 64-token model
+    (longer ones are cut from the left, where lm-eval keeps one token more than we do)."""
+    from londonlm.evaluation.probes import default_probes_path, load_mc_jsonl
+
+    lines = default_probes_path().read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line, it in zip(lines, load_mc_jsonl(default_probes_path())):
+        longest = max(len(tok(it.context + c)["input_ids"]) for c in it.continuations)
+        if longest < 60:
+            kept.append(line)
+    path.write_text("\n".join(kept[:n]) + "\n", encoding="utf-8")
+    return path

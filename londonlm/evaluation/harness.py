@@ -18,6 +18,7 @@ Any other lm-eval task name (e.g. ``hellaswag``) works too when its data can be 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -77,12 +78,22 @@ def run_harness(model_dir: str | os.PathLike, tasks: Sequence[str] = (PROBES_TAS
                 text_dir: str | os.PathLike | None = None,
                 probes_path: str | os.PathLike | None = None, batch_size: int = 8,
                 device: str = "cpu", limit: int | float | None = None,
-                dtype: str = "float32") -> dict[str, dict[str, float]]:
+                dtype: str = "float32", served_at: str | None = None,
+                max_length: int | None = None) -> dict[str, dict[str, float]]:
     """Run lm-eval's ``simple_evaluate`` with the HF backend on ``model_dir`` (a
     save_pretrained folder with its tokenizer) and return ``{task: {metric: value}}``.
 
     ``text_dir`` is the folder ``london_text_bpb`` scores; ``probes_path`` replaces the
-    shipped probe file; ``limit`` caps documents per task (lm-eval's meaning)."""
+    shipped probe file; ``limit`` caps documents per task (lm-eval's meaning).
+
+    With ``served_at`` (a server's base URL, ``http://host:port``), the model is the one that
+    server serves (``06_inference/serve.py``), scored through its OpenAI-compatible
+    ``/v1/completions`` by lm-eval's ``local-completions`` model; ``model_dir`` then only lends
+    the tokenizer and the context length. lm-eval keeps a token of every request for the one
+    it asks the server to generate and another for the rolling window's context, so
+    ``london_text_bpb`` there scores windows two tokens shorter than in-process;
+    ``max_length`` (lm-eval's: the longest sequence it sends) sets the window on either side.
+    """
     try:
         import lm_eval
     except ImportError:
@@ -101,7 +112,27 @@ def run_harness(model_dir: str | os.PathLike, tasks: Sequence[str] = (PROBES_TAS
     if unknown:
         raise HarnessError(f"unknown lm-eval task(s): {', '.join(unknown)}")
     results = lm_eval.simple_evaluate(
-        model="hf", model_args={"pretrained": str(model_dir), "dtype": dtype},
-        tasks=tasks, task_manager=manager, batch_size=batch_size, device=device,
+        **_model(model_dir, dtype, served_at, max_length), tasks=tasks, task_manager=manager, batch_size=batch_size, device=device,
         limit=limit, log_samples=False, bootstrap_iters=0)
     return _flatten(results, tasks)
+
+
+def _model(model_dir: Path, dtype: str, served_at: str | None, max_length: int | None) -> dict:
+    """lm-eval's model: the folder in-process, or the server that serves it."""
+    if served_at is None:
+        args = {"pretrained": str(model_dir), "dtype": dtype}
+        return {"model": "hf", "model_args": args if max_length is None else {**args, "max_length": max_length}}
+    import urllib.request
+
+    context = json.loads((model_dir / "config.json").read_text()).get("n_positions", 1024)
+    try:  # requests name the model the server serves
+        with urllib.request.urlopen(f"{served_at.rstrip('/')}/v1/models", timeout=30) as r:
+            served = json.loads(r.read())["data"][0]["id"]
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise HarnessError(f"no londonlm server answers at {served_at} ({e}); start one with "
+                           f"`python 06_inference/serve.py`") from None
+    return {"model": "local-completions",
+            "model_args": {"model": served, "base_url": f"{served_at.rstrip('/')}/v1/completions", "tokenizer": str(model_dir),
+                           "tokenizer_backend": "huggingface", "max_length": max_length or context,
+                           "num_concurrent": 1,
+                           "max_retries": 1, "tokenized_requests": True}}

@@ -9,6 +9,7 @@ publishing's verification and the model card.
 - :mod:`.model`: :func:`load_model` (a folder, a spec resolved by :mod:`londonlm.core.layout`, or a
   cached Hub id) and prompt encoding (:func:`encode_prompt`: text never becomes a control token).
 - :mod:`.sampling`: :func:`generate`, :func:`stream` / :class:`TextStream`, :class:`Sample`.
+- :mod:`.scoring`: :func:`score_tokens`, per-token log-probabilities (the server's ``logprobs``).
 
 The terminal front end (REPL, printing) lives in :mod:`londonlm.serving.repl`, outside this core.
 """
@@ -18,11 +19,12 @@ from .model import (LoadedModel, context_length_of, encode_prompt, encode_text, 
                     new_tokens_for_max_length, normalize_era, pick_device, prompt_length,
                     resolve_model_dir)
 from .sampling import Sample, TextStream, fit_to_context, generate, stream
+from .scoring import MAX_TOP, TokenScores, score_tokens
 
 __all__ = [
-    "CONFIG_FIELDS", "context_length_of", "defaults_from_generation_config", "encode_prompt",
+    "MAX_TOP", "CONFIG_FIELDS", "context_length_of", "defaults_from_generation_config", "encode_prompt",
     "encode_text", "fit_to_context", "generate", "generation_config_dict", "GenerationError",
     "GenerationSettings", "load_model", "LoadedModel", "new_tokens_for_max_length", "normalize_era",
-    "pick_device", "prompt_length", "REQUEST_FIELDS", "resolve_model_dir", "Sample", "stream",
-    "TextStream", "to_generation_config",
+    "pick_device", "prompt_length", "REQUEST_FIELDS", "resolve_model_dir", "Sample", "score_tokens",
+    "stream", "TextStream", "to_generation_config", "TokenScores",
 ]

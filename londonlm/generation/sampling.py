@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 from ..core import GenerationSettings, to_generation_config
@@ -27,9 +27,14 @@ class Sample:
     seed: int
     seconds: float
     truncated_prompt: bool = False
+    # the new tokens' ids, for callers that score them (the server's ``logprobs``); not part
+    # of the sample's JSON form
+    token_ids: tuple[int, ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("token_ids")
+        return out
 
 
 def fit_to_context(ids: list[int], max_new_tokens: int, context_length: int,
@@ -93,7 +98,8 @@ def _finish(lm, out_ids, prompt_len, stop, seed, started, truncated) -> Sample:
         reason = "length"
     text = lm.tokenizer.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     return Sample(text=text, prompt_tokens=prompt_len, new_tokens=len(new), finish_reason=reason,
-                  seed=seed, seconds=round(time.monotonic() - started, 4), truncated_prompt=truncated)
+                  seed=seed, seconds=round(time.monotonic() - started, 4), truncated_prompt=truncated,
+                  token_ids=tuple(new))
 
 
 def generate(lm: LoadedModel, prompt: str, settings: GenerationSettings | None = None, *,

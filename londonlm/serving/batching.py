@@ -104,7 +104,8 @@ class _Row:
     def sample(self, reason: str) -> Sample:
         return Sample(text=self.text.text, prompt_tokens=len(self.job.prompt_ids), new_tokens=self.new_tokens,
                       finish_reason=reason, seed=self.seed, seconds=round(time.monotonic() - self.started, 4),
-                      truncated_prompt=self.job.truncated)
+                      truncated_prompt=self.job.truncated,
+                      token_ids=tuple(self.history[len(self.job.prompt_ids):]))
 
 
 class BatchEngine:

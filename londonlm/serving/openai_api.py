@@ -5,13 +5,18 @@ with ``data: [DONE]``; ``usage``, ``stop``, ``n`` and ``seed`` work; errors are
 ``{"error": {"message", "type", "param", "code"}}``.
 
 Sampling settings a request leaves out are the model's own defaults (as on ``/v1/generate``), not
-OpenAI's. Completion prompts are encoded as ``/v1/generate`` encodes them. Chat messages go through
+OpenAI's. Completion prompts are encoded as ``/v1/generate`` encodes them (``<|endoftext|>`` first),
+or given as token ids (one list or a list of lists), taken exactly. ``logprobs: k`` (0-5) reports
+each completion token's log-probability and its ``k`` likeliest alternatives; with ``echo`` the
+prompt's tokens too, and ``max_tokens: 0`` scores the prompt alone: what lm-evaluation-harness's
+``local-completions`` model scores log-likelihood tasks with. Chat messages go through
 the tokenizer's chat template (``apply_chat_template(..., sanitize_control_tokens=True)``): only
 the template writes role tokens; a message's text is always text. A chat answer ends at any
 control token the template writes (the end of its turn) or the model's end-of-sequence tokens.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import replace
@@ -20,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from ..generation import GenerationError, GenerationSettings, normalize_era
+from ..generation import GenerationError, GenerationSettings, Sample, normalize_era, score_tokens
 from .batching import Job
 from .httpio import ApiError, SlotStreamingResponse, read_json_object, sse
 from .schemas import error_message, openai_models
@@ -69,12 +74,16 @@ class _OpenAI:
         if req.model != self.lm.model_id:
             raise ApiError(404, f"the model '{req.model}' does not exist; this server serves "
                                 f"'{self.lm.model_id}' (GET /v1/models)", param="model", code="model_not_found")
-        for field, off in (("presence_penalty", 0), ("frequency_penalty", 0), ("logprobs", None),
-                           ("logit_bias", None), ("top_logprobs", None), ("suffix", None)):
+        unsupported = (("presence_penalty", 0), ("frequency_penalty", 0), ("logit_bias", None),
+                       ("top_logprobs", None), ("suffix", None)) + ((("logprobs", None),) if schema is self.Chat else ())
+        for field, off in unsupported:
             value = getattr(req, field, None)
             if value not in (None, off, False, {}):
                 raise ApiError(400, f"{field} is not supported by this server (use repetition_penalty)"
                                if "penalty" in field else f"{field} is not supported by this server", param=field)
+        if schema is self.Completion and req.stream and (req.logprobs is not None or req.max_tokens == 0):
+            raise ApiError(400, "logprobs and max_tokens 0 are answered without streaming: leave stream unset",
+                           param="stream")
         return req
 
     def _settings(self, req, max_tokens: int | None) -> GenerationSettings:
@@ -94,22 +103,54 @@ class _OpenAI:
             raise ApiError(400, "stop must be up to 4 non-empty strings", param="stop")
         return stop
 
+    def _prompts(self, req) -> list[tuple[str, list[int] | None]]:
+        """The request's prompts as ``(text, ids)``: a string or strings (``ids`` None: encoded as
+        /v1/generate encodes text), or token ids, one list or a list of lists, taken as they are."""
+        p = req.prompt
+        items = [p] if isinstance(p, str) or (p and all(isinstance(x, int) for x in p)) else list(p)
+        if not items or len(items) > MAX_PROMPTS:
+            raise ApiError(400, f"prompt must be a string, a list of token ids, or a list of 1 to {MAX_PROMPTS} "
+                                f"of either", param="prompt")
+        vocab, context = len(self.lm.tokenizer), self.lm.context_length
+        out = []
+        for item in items:
+            if isinstance(item, str):
+                if len(item) > self.limits.max_prompt_chars:
+                    raise ApiError(400, f"a prompt is longer than {self.limits.max_prompt_chars} characters",
+                                   param="prompt")
+                out.append((item, None))
+                continue
+            if not 0 < len(item) <= context:
+                raise ApiError(400, f"a token-id prompt holds 1 to {context} ids (the model's context); "
+                                    f"this one holds {len(item)}", param="prompt", code="context_length_exceeded")
+            if not all(0 <= t < vocab for t in item):
+                raise ApiError(400, f"token ids are 0 to {vocab - 1} for this model", param="prompt")
+            out.append((self.lm.tokenizer.decode(item, clean_up_tokenization_spaces=False), list(item)))
+        return out
+
     def _completion_jobs(self, req, deadline: float) -> tuple[list[Job], list[str]]:
-        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-        if not prompts or len(prompts) > MAX_PROMPTS:
-            raise ApiError(400, f"prompt must be a string or a list of 1 to {MAX_PROMPTS} strings", param="prompt")
-        if any(len(p) > self.limits.max_prompt_chars for p in prompts):
-            raise ApiError(400, f"a prompt is longer than {self.limits.max_prompt_chars} characters", param="prompt")
+        prompts = self._prompts(req)
         if req.best_of not in (None, req.n or 1):
             raise ApiError(400, "best_of is not supported (leave it unset or equal to n)", param="best_of")
-        settings = self._settings(req, req.max_tokens)
+        score_only = req.max_tokens == 0  # echo + logprobs of the prompt alone, nothing generated
+        settings = self._settings(req, None if score_only else req.max_tokens)
         try:
             settings.era = normalize_era(req.era, self.lm.eras)
         except GenerationError as e:
             raise ApiError(400, str(e), param="era") from None
-        n, stop = settings.num_samples, self._stop(req)
-        return [self.service.text_job(p, settings, deadline, seed_offset=k * n, stop=stop)
-                for k, p in enumerate(prompts)], prompts
+        if score_only:
+            settings = replace(settings, max_new_tokens=0)
+        n, stop, jobs = settings.num_samples, self._stop(req), []
+        for k, (text, ids) in enumerate(prompts):
+            if ids is None:
+                jobs.append(self.service.text_job(text, settings, deadline, seed_offset=k * n, stop=stop))
+            elif score_only or len(ids) < self.lm.context_length:
+                jobs.append(self.service.ids_job(ids, settings, deadline, seed_offset=k * n, stop=stop))
+            else:
+                raise ApiError(400, f"a token-id prompt of {len(ids)} ids leaves no room for new tokens in the "
+                                    f"model's context ({self.lm.context_length}): send fewer, or max_tokens 0",
+                               param="prompt", code="context_length_exceeded")
+        return jobs, [text for text, _ in prompts]
 
     def _chat_job(self, req, deadline: float) -> Job:
         if not self.is_chat:
@@ -158,15 +199,35 @@ class _OpenAI:
             usage = bool(req.stream_options and req.stream_options.include_usage)
             return SlotStreamingResponse(self._chunks(jobs, head, chat, echo, usage), slot.release)
         try:
-            samples = await self.service.samples(jobs)
+            samples = await self._samples(jobs)
+            scores = None if chat or req.logprobs is None else await self._logprobs(jobs, samples, req)
         except ApiError as e:
             return openai_error(e)
         finally:
             slot.release()
-        choices = [_choice(chat, i, (echo[i] if echo else "") + s.text, FINISH[s.finish_reason])
+        choices = [_choice(chat, i, (echo[i] if echo else "") + s.text, FINISH[s.finish_reason],
+                           scores[i] if scores else None)
                    for i, s in enumerate(samples)]
         return {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices,
                 "usage": _usage(jobs, samples), "system_fingerprint": None}
+
+    async def _samples(self, jobs: list[Job]) -> list[Sample]:
+        """The jobs' samples; a job with nothing to generate (max_tokens 0) answers at once."""
+        if all(j.settings.max_new_tokens == 0 for j in jobs):
+            return [Sample(text="", prompt_tokens=len(j.prompt_ids), new_tokens=0, finish_reason="length",
+                           seed=seed, seconds=0.0) for j in jobs for seed in j.seeds]
+        return await self.service.samples(jobs)
+
+    async def _logprobs(self, jobs: list[Job], samples: list[Sample], req) -> list[dict]:
+        """Each choice's ``logprobs``: every token of prompt and completion (``echo``) or of the
+        completion alone, each scored given all the tokens before it, with the ``req.logprobs``
+        likeliest alternatives. The model is read-only here, so scoring runs beside the engine."""
+        prompts = [j.prompt_ids for j in jobs for _ in j.seeds]
+        out = []
+        for ids, sample in zip(prompts, samples):
+            scores = await asyncio.to_thread(score_tokens, self.lm, [*ids, *sample.token_ids], req.logprobs)
+            out.append((scores if req.echo else scores.after(len(ids))).to_dict())
+        return out
 
     async def _chunks(self, jobs: list[Job], head: dict, chat: bool, echo: list[str] | None, with_usage: bool):
         head = {**head, "object": "chat.completion.chunk" if chat else "text_completion", "system_fingerprint": None}
@@ -189,11 +250,11 @@ class _OpenAI:
             yield sse(None, {"error": {"message": e.message, "type": "server_error", "param": None, "code": None}})
 
 
-def _choice(chat: bool, i: int, text: str, finish: str) -> dict:
+def _choice(chat: bool, i: int, text: str, finish: str, logprobs: dict | None = None) -> dict:
     if chat:
         return {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
                 "finish_reason": finish}
-    return {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
+    return {"index": i, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
 
 def _delta(chat: bool, i: int, text: str, finish: str | None, first: bool = False, echo=None) -> dict:

@@ -10,6 +10,8 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ..generation import MAX_TOP
+
 
 def request_model(max_prompt_chars: int, max_new_tokens_limit: int, max_samples: int) -> type[BaseModel]:
     class _Base(BaseModel):
@@ -105,9 +107,11 @@ def openai_models(max_new_tokens_limit: int, max_samples: int) -> tuple[type, ty
         **_IGNORED,
     }
     completion = create_model(
-        "CompletionRequest", __base__=_Strict, **common,
-        prompt=(Union[str, list[str]], Field(...)),
-        echo=(Optional[bool], False), logprobs=(Optional[int], None), best_of=(Optional[int], None),
+        "CompletionRequest", __base__=_Strict, **{k: v for k, v in common.items() if k != "max_tokens"},
+        prompt=(Union[str, list[str], list[int], list[list[int]]], Field(...)),
+        max_tokens=(Optional[int], Field(None, ge=0, le=max_new_tokens_limit)),  # 0: score the prompt (echo)
+        echo=(Optional[bool], False), logprobs=(Optional[int], Field(None, ge=0, le=MAX_TOP)),
+        best_of=(Optional[int], None),
         suffix=(Optional[str], None), era=(Optional[str], Field(None, max_length=16)))
     chat = create_model(
         "ChatRequest", __base__=_Strict, **common,

@@ -91,6 +91,15 @@ class Service:
                    seeds_for(settings.seed, settings.num_samples, seed_offset), self.eos_ids, stop, deadline,
                    truncated)
 
+    def ids_job(self, ids: list[int], settings: GenerationSettings, deadline: float, *,
+                seed_offset: int = 0, stop: tuple[str, ...] = ()) -> Job:
+        """``settings.num_samples`` continuations of a prompt given as token ids, taken as they
+        are (an evaluation tool scores exactly these): never trimmed, so they must leave room
+        for the new tokens, which are cut to the context."""
+        max_new = min(settings.max_new_tokens, self.lm.context_length - len(ids))
+        return Job(list(ids), replace(settings, max_new_tokens=max_new),
+                   seeds_for(settings.seed, settings.num_samples, seed_offset), self.eos_ids, stop, deadline)
+
     async def events(self, jobs: list[Job], text: bool = True) -> AsyncIterator[tuple[str, int, object]]:
         """The jobs' events as ``(kind, choice, payload)``: ``("text", i, piece)`` (unless ``text``
         is False: no thread hand-over per token when only the end is wanted) and ``("done", i,

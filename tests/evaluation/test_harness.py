@@ -8,7 +8,7 @@ import logging
 import pytest
 import torch
 
-from conftest import SAMPLE_TEXTS
+from conftest import SAMPLE_TEXTS, short_probes
 
 pytest.importorskip("lm_eval")
 
@@ -33,26 +33,11 @@ def test_task_files_ship_in_the_package():
     assert {"london_probes.yaml", "london_text_bpb.yaml", "utils.py"} <= names
 
 
-def _short_probes(path, tok, n=12):
-    """Items from the shipped probes whose context + longest choice fit the 64-token model
-    (longer ones are cut from the left, where lm-eval keeps one token more than we do)."""
-    from londonlm.evaluation.probes import default_probes_path, load_mc_jsonl
-
-    lines = default_probes_path().read_text(encoding="utf-8").splitlines()
-    kept = []
-    for line, it in zip(lines, load_mc_jsonl(default_probes_path())):
-        longest = max(len(tok(it.context + c)["input_ids"]) for c in it.continuations)
-        if longest < 60:
-            kept.append(line)
-    path.write_text("\n".join(kept[:n]) + "\n", encoding="utf-8")
-    return path
-
-
 def test_probes_task_matches_londonlm_probe_scoring(tiny_model_dir, model_and_tok, tmp_path):
     from londonlm.evaluation.probes import load_mc_jsonl, score_items
 
     model, tok = model_and_tok
-    probes = _short_probes(tmp_path / "probes.jsonl", tok)
+    probes = short_probes(tmp_path / "probes.jsonl", tok)
     got = run_harness(tiny_model_dir, ["london_probes"], probes_path=probes)["london_probes"]
     ours = score_items(model, tok, load_mc_jsonl(probes))["accuracy"]
     assert got["sample_len"] == len(load_mc_jsonl(probes)) >= 6

@@ -1,0 +1,146 @@
+"""What evaluation tools need from /v1/completions: ``logprobs`` (the chosen token's and the
+likeliest alternatives'), ``echo`` with the prompt's own log-probabilities, prompts given as
+token ids, ``max_tokens: 0``; and lm-evaluation-harness's ``local-completions`` model, pointed
+at a loopback server, scoring as lm-eval scores the same folder in-process."""
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+import torch
+
+from conftest import SAMPLE_TEXTS, serving_in_thread, short_probes
+from londonlm.generation import encode_prompt, load_model
+from londonlm.serving import create_app
+
+pytestmark = pytest.mark.network_local
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def base(lm):
+    with serving_in_thread(create_app(lm=lm, max_prompt_chars=300, max_new_tokens_limit=48)) as url:
+        yield url
+
+
+def complete(base, lm, **body) -> httpx.Response:
+    return httpx.post(f"{base}/v1/completions", json={"model": lm.model_id, **body}, timeout=60)
+
+
+def reference(lm, ids: list[int]) -> torch.Tensor:
+    """log P(ids[i] | ids[:i]) for i >= 1, straight from the model."""
+    with torch.inference_mode():
+        logits = lm.model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+
+def test_echo_with_max_tokens_zero_scores_the_prompt(base, lm):
+    ids = encode_prompt(lm.tokenizer, "It was a cold morning in Cheapside")
+    r = complete(base, lm, prompt=ids, max_tokens=0, echo=True, logprobs=2)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    lp = choice["logprobs"]
+    assert choice["text"] == lm.tokenizer.decode(ids) and choice["finish_reason"] == "length"
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(ids)
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    assert lp["token_logprobs"][1:] == pytest.approx(reference(lm, ids).tolist(), abs=1e-4)
+    assert all(len(top) <= 2 and max(top.values()) >= chosen - 1e-6
+               for top, chosen in zip(lp["top_logprobs"][1:], lp["token_logprobs"][1:]))
+    assert "".join(lp["tokens"]) == lm.tokenizer.decode(ids)
+    assert lp["text_offset"][1] == len(lp["tokens"][0])
+    assert r.json()["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}
+
+
+def test_greedy_completion_tokens_are_the_likeliest(base, lm):
+    """lm-eval's ``is_greedy``: each generated token's log-probability is the top one."""
+    r = complete(base, lm, prompt="The watch was found", max_tokens=5, temperature=0, logprobs=1)
+    assert r.status_code == 200, r.text
+    lp = r.json()["choices"][0]["logprobs"]
+    assert 1 <= len(lp["tokens"]) <= 5 and "".join(lp["tokens"]) == r.json()["choices"][0]["text"]
+    for chosen, top in zip(lp["token_logprobs"], lp["top_logprobs"]):
+        assert chosen == pytest.approx(max(top.values()), abs=1e-5)
+    prompt = encode_prompt(lm.tokenizer, "The watch was found")
+    echoed = complete(base, lm, prompt=prompt, max_tokens=5, temperature=0, logprobs=1, echo=True).json()
+    assert echoed["choices"][0]["logprobs"]["token_logprobs"][len(prompt):] == pytest.approx(lp["token_logprobs"],
+                                                                                            abs=1e-5)
+
+
+def test_token_id_prompts_generate_what_the_text_does(base, lm):
+    text = "Upon my word"
+    by_text = complete(base, lm, prompt=text, max_tokens=6, temperature=0).json()["choices"][0]["text"]
+    ids = encode_prompt(lm.tokenizer, text)
+    batch = complete(base, lm, prompt=[ids, ids[:2]], max_tokens=6, temperature=0).json()
+    assert [c["index"] for c in batch["choices"]] == [0, 1]
+    assert batch["choices"][0]["text"] == by_text
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"prompt": [], "max_tokens": 1}, "prompt"),
+    ({"prompt": [[]], "max_tokens": 1}, "prompt"),
+    ({"prompt": [-1, 5]}, "prompt"),
+    ({"prompt": [10**9]}, "prompt"),
+    ({"prompt": [1, "a"]}, "prompt"),
+    ({"prompt": [True, 2]}, "prompt"),
+    ({"prompt": [5] * 64, "max_tokens": 1}, "prompt"),       # no room left in the 64-token context
+    ({"prompt": [5] * 65, "max_tokens": 0, "echo": True}, "prompt"),
+    ({"prompt": "x", "logprobs": 6}, "logprobs"),
+    ({"prompt": "x", "logprobs": -1}, "logprobs"),
+    ({"prompt": "x", "max_tokens": -1}, "max_tokens"),
+    ({"prompt": "x", "logprobs": 1, "stream": True}, "stream"),
+    ({"prompt": "x", "max_tokens": 0, "stream": True}, "stream"),
+])
+def test_bad_scoring_requests_get_openai_errors(base, lm, body, param):
+    r = complete(base, lm, **body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["message"] and (err["param"] or "").startswith(param)
+
+
+def test_a_prompt_at_the_full_context_is_scored(base, lm):
+    ids = encode_prompt(lm.tokenizer, " ".join(SAMPLE_TEXTS))[:lm.context_length]
+    lp = complete(base, lm, prompt=ids, max_tokens=0, echo=True, logprobs=0).json()["choices"][0]["logprobs"]
+    assert len(lp["token_logprobs"]) == lm.context_length
+    assert lp["token_logprobs"][1:] == pytest.approx(reference(lm, ids).tolist(), abs=1e-4)
+    assert all(top == {} for top in lp["top_logprobs"][1:])
+
+
+# --------------------------------------------------------------------------- lm-eval, served
+
+@pytest.fixture(scope="module")
+def lm_eval_inputs(tmp_path_factory, lm):
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("tenacity")
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    folder = tmp_path_factory.mktemp("texts")
+    for i, text in enumerate(SAMPLE_TEXTS):
+        (folder / f"doc{i}.txt").write_text(text[:400], encoding="utf-8")   # several 64-token windows each
+    return folder, short_probes(folder.parent / "probes.jsonl", lm.tokenizer, n=10)
+
+
+def test_lm_eval_scores_the_served_model_as_it_scores_the_folder(base, tiny_model_dir, lm_eval_inputs):
+    from londonlm.evaluation.harness import run_harness
+
+    texts, probes = lm_eval_inputs
+    tasks = ["london_text_bpb", "london_probes"]
+    # served, lm-eval's windows are two tokens shorter (one kept for the token it asks the server
+    # for, one for the window's context): the same windows in-process, for a like-for-like check
+    local = run_harness(tiny_model_dir, tasks, text_dir=texts, probes_path=probes, max_length=62)
+    served = run_harness(tiny_model_dir, tasks, text_dir=texts, probes_path=probes, served_at=base)
+    assert served["london_text_bpb"]["bits_per_byte"] == pytest.approx(local["london_text_bpb"]["bits_per_byte"],
+                                                                       rel=0.005)
+    assert served["london_probes"]["acc"] == local["london_probes"]["acc"]
+    assert served["london_probes"]["acc_norm"] == local["london_probes"]["acc_norm"]
+    assert served["london_probes"]["sample_len"] == local["london_probes"]["sample_len"] >= 6
+
+
+def test_no_server_is_one_clear_error(tiny_model_dir, lm_eval_inputs):
+    from londonlm.evaluation.harness import HarnessError, run_harness
+
+    texts, probes = lm_eval_inputs
+    with pytest.raises(HarnessError, match="no londonlm server answers at http://127.0.0.1:9"):
+        run_harness(tiny_model_dir, ["london_probes"], probes_path=probes, served_at="http://127.0.0.1:9")
