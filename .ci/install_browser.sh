@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Best effort: a headless Chromium plus the websocket-client package for tests/test_playground.py
+# Best effort: a headless Chromium plus the websocket-client package for tests/serving/test_playground.py
 # (which drives Chromium over the DevTools protocol). Never fails the CI: without a browser the
 # playground test skips and says why. Usage: bash .ci/install_browser.sh
 set -u
@@ -35,5 +35,5 @@ if [ -n "$PY" ]; then
     || log "could not install websocket-client"
 fi
 
-have_browser && log "ok" || log "no browser: tests/test_playground.py will skip"
+have_browser && log "ok" || log "no browser: tests/serving/test_playground.py will skip"
 exit 0

@@ -5,7 +5,6 @@ tokenizer (or another tokenizer folder); writes metadata/token_counts.json.
     python 02_data_collection/count_tokens.py
     python 02_data_collection/count_tokens.py --tokenizer path/to/tokenizer_or_model_folder
 """
-import argparse
 from pathlib import Path
 
 try:
@@ -13,13 +12,14 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import StageParser
 from londonlm.core.artifacts import write_json_atomic
 from londonlm.tokens.counts import count_tokens_with, format_token_counts
 from londonlm.core.errors import run_main
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = StageParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokenizer", help="tokenizer (or model) folder; default 09_models/tokenizers/<--name>")
     p.add_argument("--name", default=config.TOKENIZER.name, help="tokenizer name under 09_models/tokenizers/")
     p.add_argument("--processed_dir", help="processed corpus folder (default: the root's)")

@@ -18,6 +18,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import non_negative_float, non_negative_int, percent, positive_int, StageParser
 from londonlm.corpus.collect import build_corpus
 from londonlm.corpus.report import CORPUS_STATS
 from londonlm.core.errors import run_main
@@ -36,35 +37,35 @@ def parse_base_urls(values, p) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[4:]))
+    p = StageParser(description=__doc__.splitlines()[0],
+                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                    epilog="\n".join(__doc__.splitlines()[4:]))
     g = p.add_argument_group("what to collect (default: the embedded offline sample)")
     g.add_argument("--sources", help="comma-separated registry ids or kinds (e.g. pg_oliver_twist,old_bailey)")
     g.add_argument("--all_sources", action="store_true", help="every enabled entry of the registry")
-    g.add_argument("--max_sources", type=int, help="only the first N selected registry entries")
+    g.add_argument("--max_sources", type=positive_int, help="only the first N selected registry entries")
     g.add_argument("--registry", help="registry file (default 02_data_collection/data_sources.yaml)")
     g.add_argument("--list", action="store_true", help="list the registry's sources and exit")
     g.add_argument("--source_dir", help="folder of .txt/.xml/.html files to add (recursively)")
-    g.add_argument("--default_year", type=int,
+    g.add_argument("--default_year", type=positive_int,
                    help="year for --source_dir files whose name has no date (and no MANIFEST.tsv)")
     g.add_argument("--sample", action="store_true",
                    help="include the embedded sample even when other sources are given")
-    g.add_argument("--sample_limit_chars", type=int,
+    g.add_argument("--sample_limit_chars", type=positive_int,
                    help="take only the first N characters' worth of sample documents")
     r = p.add_argument_group("how")
     r.add_argument("--offline", action="store_true", help="download nothing; use files already downloaded")
-    r.add_argument("--workers", type=int, default=config.CORPUS.workers,
+    r.add_argument("--workers", type=positive_int, default=config.CORPUS.workers,
                    help="download threads and cleaning processes (1 = in this process)")
-    r.add_argument("--shard", type=int, help="run only shard K of --num_shards (merge later with --merge)")
-    r.add_argument("--num_shards", type=int, default=1)
+    r.add_argument("--shard", type=non_negative_int, help="run only shard K of --num_shards (merge later with --merge)")
+    r.add_argument("--num_shards", type=positive_int, default=1)
     r.add_argument("--merge", action="store_true", help="merge finished shards into the corpus")
     r.add_argument("--base_url", action="append", metavar="KIND=URL",
                    help="override a source kind's host, e.g. gutenberg=https://mirror.example (repeatable)")
-    r.add_argument("--download_interval", type=float, default=config.CORPUS.download_interval_s,
+    r.add_argument("--download_interval", type=non_negative_float, default=config.CORPUS.download_interval_s,
                    help="seconds between requests to one host (be gentle with public servers)")
-    r.add_argument("--validation_percent", type=float, default=config.CORPUS.validation_percent)
-    r.add_argument("--min_chars", type=int, default=config.CORPUS.min_chars)
+    r.add_argument("--validation_percent", type=percent, default=config.CORPUS.validation_percent)
+    r.add_argument("--min_chars", type=non_negative_int, default=config.CORPUS.min_chars)
     r.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     r.add_argument("--overwrite", action="store_true", help="rebuild even when current")
     r.add_argument("--progress", action="store_true", help="show progress bars")

@@ -5,20 +5,20 @@ validation, period-word fertility, top merges.
 
     python 03_tokenizer/test_tokenizer.py
 """
-import argparse
 
 try:
     import config  # the project's settings; importable once `bash install.sh` has run
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import StageParser
 from londonlm.core.artifacts import write_json_atomic
 from londonlm.core.errors import run_main
 from londonlm.tokens.stage import format_report, tokenizer_report
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = StageParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokenizer", help="tokenizer folder (default: 09_models/tokenizers/<name>)")
     p.add_argument("--name", default=config.TOKENIZER.name)
     p.add_argument("--processed_dir", help="processed corpus folder")

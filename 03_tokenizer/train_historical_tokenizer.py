@@ -6,23 +6,23 @@ Writes a Hugging Face tokenizer folder (tokenizer.json, vocab.json, merges.txt, 
 
     python 03_tokenizer/train_historical_tokenizer.py --preset tiny
 """
-import argparse
 
 try:
     import config  # the project's settings; importable once `bash install.sh` has run
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import positive_int, StageParser, vocabulary
 from londonlm.core.errors import run_main
 from londonlm.tokens.stage import train_tokenizer_stage
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = StageParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS),
                    help="preset whose vocabulary size and context length to use")
-    p.add_argument("--vocab_size", type=int, help="vocabulary size (default: the preset's)")
-    p.add_argument("--min_frequency", type=int, help="minimum pair frequency for a merge")
+    p.add_argument("--vocab_size", type=vocabulary, help="vocabulary size (default: the preset's)")
+    p.add_argument("--min_frequency", type=positive_int, help="minimum pair frequency for a merge")
     p.add_argument("--no_era_tokens", action="store_true",
                    help="do not add <|1650s|>-style era tokens")
     p.add_argument("--name", default=config.TOKENIZER.name, help="folder under 09_models/tokenizers/")

@@ -14,6 +14,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import non_negative_int, positive_float, positive_int, StageParser
 from londonlm.core.errors import run_main
 
 
@@ -27,21 +28,21 @@ def _bool(text: str) -> bool:
 
 def parse(argv):
     t = config.TRAINING
-    p = argparse.ArgumentParser(prog="find_lr.py", description=__doc__.splitlines()[0],
-                                allow_abbrev=False)
+    p = StageParser(prog="find_lr.py", description=__doc__.splitlines()[0],
+                    allow_abbrev=False)
     p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS))
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--run_name", help="run folder whose token cache is used/built (default: preset)")
     p.add_argument("--tokenizer_dir", help="tokenizer folder (default: the trained project tokenizer)")
     p.add_argument("--processed_dir", help="processed corpus folder (default: the project's)")
     p.add_argument("--output_dir", help="where the table/plot go (default: <run>/lr_find)")
-    p.add_argument("--min_lr", type=float, default=t.lr_find_min_lr)
-    p.add_argument("--max_lr", type=float, default=t.lr_find_max_lr)
-    p.add_argument("--steps", type=int, default=t.lr_find_steps, help="steps in the ramp")
-    p.add_argument("--batch_size", type=int, help="default: the preset's")
+    p.add_argument("--min_lr", type=positive_float, default=t.lr_find_min_lr)
+    p.add_argument("--max_lr", type=positive_float, default=t.lr_find_max_lr)
+    p.add_argument("--steps", type=positive_int, default=t.lr_find_steps, help="steps in the ramp")
+    p.add_argument("--batch_size", type=positive_int, help="default: the preset's")
     for k in ("n_layer", "n_head", "n_embd", "max_length"):
-        p.add_argument(f"--{k}", type=int, help="override the preset's (as in training)")
-    p.add_argument("--seed", type=int, default=t.seed)
+        p.add_argument(f"--{k}", type=positive_int, help="override the preset's (as in training)")
+    p.add_argument("--seed", type=non_negative_int, default=t.seed)
     p.add_argument("--bf16", type=_bool, help="true: bf16 autocast (emulated on CPUs without native "
                                                "bf16), false: fp32 (default: as training chooses)")
     p.add_argument("--autotune", choices=("off", "on", "refresh"), default="off",

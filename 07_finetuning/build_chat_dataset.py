@@ -5,24 +5,24 @@ per-file statistics and every rejected exchange with its reason; skips when curr
 
     python 07_finetuning/build_chat_dataset.py --source_dir ../shared/corpus
 """
-import argparse
 
 try:
     import config  # the project's settings; importable once `bash install.sh` has run
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import percent, StageParser
 from londonlm.core.artifacts import write_json_atomic
 from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset, format_statistics
 from londonlm.core.errors import run_main
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = StageParser(description=__doc__.splitlines()[0])
     p.add_argument("--source_dir", help="folder searched (recursively) for Old Bailey TEI *.xml "
                                         "(default: the downloads folder)")
     p.add_argument("--out_dir", help="dataset folder (default: data/london_historical/chat)")
-    p.add_argument("--validation_percent", type=float, default=ChatDatasetOptions.validation_percent,
+    p.add_argument("--validation_percent", type=percent, default=ChatDatasetOptions.validation_percent,
                    help="share of trials held out")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--overwrite", action="store_true", help="rebuild even when current")

@@ -6,7 +6,6 @@
 
     python 07_finetuning/evaluate_chat.py --model tiny-chat
 """
-import argparse
 from pathlib import Path
 
 try:
@@ -14,6 +13,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import non_negative_int, positive_int, StageParser
 from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
 from londonlm.chat.respond import is_chat_model, read_chat_info
 from londonlm.core.errors import UsageError, run_main
@@ -23,14 +23,14 @@ from londonlm.core.layout import RunLayout
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = StageParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=f"{config.DEFAULT_PRESET}-chat",
                    help="chat model: a run name (its final/), RUN/checkpoint-N or a folder")
     p.add_argument("--base", help="base model to compare with (default: the one it was tuned from)")
     p.add_argument("--data_dir", help="dialogue dataset (default: data/london_historical/chat)")
-    p.add_argument("--years", type=int, nargs="+", default=list(ChatEvalOptions.years))
-    p.add_argument("--bait_limit", type=int, default=0, help="only the first N bait questions (0 = all)")
-    p.add_argument("--max_new_tokens", type=int, default=ChatEvalOptions.max_new_tokens)
+    p.add_argument("--years", type=positive_int, nargs="+", default=list(ChatEvalOptions.years))
+    p.add_argument("--bait_limit", type=non_negative_int, default=0, help="only the first N bait questions (0 = all)")
+    p.add_argument("--max_new_tokens", type=positive_int, default=ChatEvalOptions.max_new_tokens)
     p.add_argument("--out_dir", help="report folder (default: the run's evaluation folder)")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     a = p.parse_args(argv)

@@ -7,7 +7,6 @@ best validation loss and bits per byte) and one PNG of their validation curves, 
     python 10_scripts/compare_runs.py --prefix grid-            # every grid-* run
     python 10_scripts/compare_runs.py                           # every finished run
 """
-import argparse
 from pathlib import Path
 
 try:
@@ -15,11 +14,12 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import StageParser
 from londonlm.core.errors import run_main
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="compare_runs.py", description=__doc__.splitlines()[0])
+    p = StageParser(prog="compare_runs.py", description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="*", help="run names under 09_models/checkpoints/ or run folders "
                                           "(default: every run with a run_info.json)")
     p.add_argument("--prefix", help="with no runs named: only runs whose name starts with this")

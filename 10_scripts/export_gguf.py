@@ -18,6 +18,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import positive_int, StageParser
 from londonlm.core.errors import run_main
 from londonlm.export.gguf import QUANT_TYPES, GGUFOptions, default_output, export_gguf
 from londonlm.core.layout import RUN_INFO, RunLayout
@@ -25,8 +26,8 @@ from londonlm.core.layout import RUN_INFO, RunLayout
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="export_gguf.py", description=__doc__.split("\n\n")[0],
-                                epilog="example: " + __doc__.split("\n\n")[1].strip())
+    p = StageParser(prog="export_gguf.py", description=__doc__.split("\n\n")[0],
+                    epilog="example: " + __doc__.split("\n\n")[1].strip())
     p.add_argument("--model", help="final (default), best, latest, checkpoint-N, another run's "
                                    "name, RUN/checkpoint-N or a model folder")
     p.add_argument("--run_name", help="run folder under 09_models/checkpoints/ (default: preset)")
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run each file in llama.cpp and compare greedy tokens with transformers")
     p.add_argument("--prompt", default=config.EVALUATION.sample_prompts[0],
                    help="prompt for --verify (default: %(default)r)")
-    p.add_argument("--steps", type=int, default=32, help="greedy tokens for --verify")
+    p.add_argument("--steps", type=positive_int, default=32, help="greedy tokens for --verify")
     return p
 
 

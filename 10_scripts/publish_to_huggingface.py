@@ -20,14 +20,15 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import StageParser
 from londonlm.publishing.cards.licenses import LICENSES
 from londonlm.core.errors import run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="publish_to_huggingface.py",
-                                description=__doc__.split("\n\n")[0],
-                                epilog="example: " + __doc__.split("\n\n")[1].strip())
+    p = StageParser(prog="publish_to_huggingface.py",
+                    description=__doc__.split("\n\n")[0],
+                    epilog="example: " + __doc__.split("\n\n")[1].strip())
     p.add_argument("--repo_id", help="Hub model repo, 'your-username/model-name' (required "
                                      "unless --dry_run)")
     p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS),

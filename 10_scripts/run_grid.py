@@ -20,6 +20,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+from londonlm.core.cli import positive_int, StageParser
 from londonlm.core.errors import run_main
 
 
@@ -32,13 +33,13 @@ def _ints(s):
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(prog="run_grid.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Other flags (e.g. --eval_steps 50) go to every training run.")
+    p = StageParser(prog="run_grid.py", description=__doc__.splitlines()[0],
+                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                    epilog="Other flags (e.g. --eval_steps 50) go to every training run.")
     p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS))
     p.add_argument("--learning_rates", type=_floats, help="comma list (default: preset lr x factors)")
     p.add_argument("--batch_sizes", type=_ints, help="comma list (default: preset batch x factors)")
-    p.add_argument("--max_steps", type=int, help="steps per run (default: the preset's)")
+    p.add_argument("--max_steps", type=positive_int, help="steps per run (default: the preset's)")
     p.add_argument("--prefix", help="run-name prefix and summary name (default: grid-PRESET)")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--fresh", action="store_true", help="retrain runs that already finished")

@@ -26,8 +26,8 @@ ACTIVATE = "source .venv/bin/activate"
 # (pattern, replacement) applied in order with re.sub; each says why it is needed.
 SUBSTITUTIONS: list[tuple[str, str]] = [
     # The whole test suite inside a test: run one small test file instead.
-    (r"-m pytest -q$", "-m pytest -q tests/test_artifacts.py"),
-    (r"-m pytest -q -m slow$", "-m pytest -q -m slow --co tests/test_artifacts.py"),
+    (r"-m pytest -q$", "-m pytest -q tests/core/test_artifacts.py"),
+    (r"-m pytest -q -m slow$", "-m pytest -q -m slow --co tests/core/test_artifacts.py"),
     # Sources on the internet: no network here, so only the CLI itself is exercised.
     (r"(historical_data_collector\.py) .*", r"\1 --help"),
     # Long-running servers and multi-node rendezvous that wait for peers.

@@ -188,7 +188,7 @@ def verify_problems(out: str, rows: list[dict]) -> list[str]:
     """export_gguf.py --verify prints one JSON line per file. Held: llama.cpp tokenizes the
     prompt as transformers does, and the f16 file's first logits are within F16_LOGIT_TOL.
     Greedy agreement is recorded, not required: an under-trained micro model has near-ties
-    that half precision flips (tests/test_export_gguf.py requires it of a memorised text)."""
+    that half precision flips (tests/export/test_export_gguf.py requires it of a memorised text)."""
     checks = {Path(c["gguf"]).name: c for c in
               (json.loads(ln) for ln in out.splitlines() if ln.startswith("{") and '"gguf"' in ln)}
     problems = [] if checks else ["no --verify result printed"]

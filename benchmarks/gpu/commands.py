@@ -13,7 +13,7 @@ TRAIN = REPO / "04_training" / "train_model_slm.py"
 EXPORT = REPO / "10_scripts" / "export_gguf.py"
 SERVER_BENCH = REPO / "benchmarks" / "server_throughput.py"
 
-# The exact-resume check of tests/test_training.py, on the micro preset: 12 steps with a
+# The exact-resume check of tests/training/test_training.py, on the micro preset: 12 steps with a
 # checkpoint at 6, every loss logged so the curves compare step by step
 RESUME_STEPS, RESUME_STOP = 12, 6
 RESUME_FLAGS = ["--max_steps", str(RESUME_STEPS), "--save_steps", str(RESUME_STOP),

@@ -15,6 +15,8 @@ from .artifacts import (StageInputMissing, link_or_copy, now_iso, read_json, req
                         sidecar_current, versions, write_json_atomic, write_sidecar, write_text_atomic)
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem, checkpoint_step,
                           latest_valid_checkpoint, list_checkpoints, model_step)
+from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction,
+                  non_negative_float, non_negative_int, number_in, port, positive_float, positive_int)
 from .errors import LondonLMError, UsageError, run_main
 from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError, GenerationSettings,
                                   defaults_from_generation_config, generation_config_dict,
@@ -22,10 +24,11 @@ from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError
 from .hardware import (choose_precision, cpu_has_native_bf16, device_name, hardware_summary,
                        keep_freed_memory_in_heap, peak_flops, usable_cores, use_training_threads)
 from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, FINAL, GGUF, SIDECAR, TENSORBOARD, Layout,
-                     ModelNotFound, RunLayout, describe_checkpoints)
+                     ModelNotFound, RunLayout, describe_checkpoints, usable_model)
 
 __all__ = [
-    "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "checkpoint_name",
+    "OneLineErrors", "StageParser", "check_ranges", "existing_dir", "existing_file", "fraction",
+    "non_negative_float", "non_negative_int", "number_in", "port", "positive_float", "positive_int", "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "checkpoint_name",
     "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS", "cpu_has_native_bf16",
     "defaults_from_generation_config", "describe_checkpoints", "device_name", "FINAL",
     "generation_config_dict", "GenerationError", "GenerationSettings", "GGUF", "hardware_summary",
@@ -33,6 +36,6 @@ __all__ = [
     "list_checkpoints", "LondonLMError", "model_step", "ModelNotFound", "now_iso", "peak_flops",
     "read_json", "REQUEST_FIELDS", "require_input", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "sidecar_current", "StageInputMissing", "TENSORBOARD", "to_generation_config", "usable_cores",
-    "UsageError", "use_training_threads", "versions", "WEIGHT_FILES", "write_json_atomic",
+    "UsageError", "use_training_threads", "usable_model", "versions", "WEIGHT_FILES", "write_json_atomic",
     "write_sidecar", "write_text_atomic",
 ]

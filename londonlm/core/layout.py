@@ -38,6 +38,16 @@ class ModelNotFound(LondonLMError, FileNotFoundError):
     """A model spec names nothing usable; the message lists what exists."""
 
 
+def usable_model(path: Path) -> Path:
+    """``path``, unless it is a model folder (it has a config.json) whose config or weights
+    cannot be read: then ModelNotFound says what is wrong, in one line, before any work."""
+    if path.is_dir() and (path / "config.json").exists():
+        problem = checkpoint_problem(path, need_training_state=False)
+        if problem:
+            raise ModelNotFound(f"the model at {path} cannot be loaded: {problem}")
+    return path
+
+
 # --------------------------------------------------------------------------- one run
 
 @dataclass(frozen=True)
@@ -262,7 +272,12 @@ class Layout:
     def resolve_model(self, spec: str | None, run: str | RunLayout) -> Path:
         """A user's model spec to a model folder: an existing path; ``final``/``latest``/
         ``best``/``checkpoint-N`` of ``run``; another run's name (its final/, else latest);
-        or ``RUN/checkpoint-N``. Raises ModelNotFound naming what is available."""
+        or ``RUN/checkpoint-N``. Raises ModelNotFound naming what is available, or what is
+        wrong with a model folder that is there but damaged (so every stage that loads one says
+        so in one line, before any work)."""
+        return usable_model(self._find_model(spec, run))
+
+    def _find_model(self, spec: str | None, run: str | RunLayout) -> Path:
         run = run if isinstance(run, RunLayout) else self.run(run)
         if spec and Path(spec).expanduser().exists():
             return Path(spec).expanduser()

@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from ..core import Layout, RunLayout, UsageError, checkpoint_problem
+from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, non_negative_int,
+                    positive_int)
 from .report import passage_count
 
 LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32 --include_path "
@@ -20,7 +21,7 @@ LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32
 
 def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
                  default_mode: str = "quick") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = StageParser(
         prog=prog, description="Evaluate a londonlm model: held-out loss/perplexity/bits per "
         "byte, knowledge probes, continuation quality, human-evaluation pack, training curves.",
         epilog="lm-eval-harness on the same folders: " + LM_EVAL_HINT.format(path="MODEL_DIR"))
@@ -48,8 +49,8 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
     p.add_argument("--out_dir", help="output folder (default: <run>/evaluation/, or "
                                      "<model>/evaluation/ for a model outside a run)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max_eval_tokens", type=int, default=None,
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--max_eval_tokens", type=positive_int, default=None,
                    help="cap on scored validation tokens (quick default 20000; comprehensive: all)")
     p.add_argument("--trainer_state", help="trainer_state.json for the curves (default: found "
                                            "in the model folder or the run's newest checkpoint)")

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core import (GenerationError, GenerationSettings, Layout, ModelNotFound, RunLayout,
-                    defaults_from_generation_config, model_step)
+                    defaults_from_generation_config, model_step, usable_model)
 from ..tokens import EOT, era_token, era_tokens_of, plain_backend
 
 
@@ -63,7 +63,7 @@ def resolve_model_dir(spec: str | None, layout: Layout | None = None,
     """A model spec to a local folder: an existing path; else, with ``layout``/``run``, what
     :meth:`Layout.resolve_model` / :meth:`RunLayout.resolve` name. Raises ModelNotFound."""
     if spec and Path(spec).expanduser().exists():
-        return Path(spec).expanduser()
+        return usable_model(Path(spec).expanduser())
     if spec and (Path(spec).is_absolute() or spec.startswith((".", "~"))):
         raise ModelNotFound(f"model folder {spec} does not exist")
     if layout is not None and run is not None:

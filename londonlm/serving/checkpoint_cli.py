@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..core import Layout, RunLayout, describe_checkpoints, model_step
+from ..core import (Layout, RunLayout, StageParser, describe_checkpoints, model_step, non_negative_int,
+                    positive_int)
 
 
 def checkpoint_facts(path: Path) -> dict:
@@ -25,7 +26,7 @@ def checkpoint_facts(path: Path) -> dict:
 
 def _parser(default_preset: str, presets: list[str], prompt: str,
             max_new_tokens: int, prog: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Inspect and try a training checkpoint.")
+    p = StageParser(prog=prog, description="Inspect and try a training checkpoint.")
     p.add_argument("--preset", default=default_preset, choices=presets)
     p.add_argument("--run_name", help="run folder under 09_models/checkpoints/ (default: preset)")
     p.add_argument("--root", help="project root")
@@ -34,9 +35,9 @@ def _parser(default_preset: str, presets: list[str], prompt: str,
     p.add_argument("--checkpoint_path", "--checkpoint", dest="checkpoint",
                    help="checkpoint-N, latest, best, final or a path (default: latest)")
     p.add_argument("--prompt", default=prompt)
-    p.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
+    p.add_argument("--max_new_tokens", type=positive_int, default=max_new_tokens)
     p.add_argument("--interactive", action="store_true", help="prompt loop on stdin")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     return p
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..core import Layout, UsageError
+from ..core import Layout, StageParser, UsageError, non_negative_int, port, positive_float, positive_int
 
 
 def build_parser(default_preset: str, prog: str | None = None,
                  description: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = StageParser(prog=prog, description=description)
     p.add_argument("--model", default=None, help="a run name, final, latest, best, checkpoint-N, "
                    "RUN/checkpoint-N, a model folder, or a Hub id in the local cache (default: the "
                    "run's final model, else its latest checkpoint)")
@@ -22,19 +22,19 @@ def build_parser(default_preset: str, prog: str | None = None,
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind; 127.0.0.1 keeps it local (0.0.0.0 exposes it)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max_concurrency", type=int, default=None,
+    p.add_argument("--port", type=port, default=8000)
+    p.add_argument("--max_concurrency", type=positive_int, default=None,
                    help="requests generating together, sharing each forward pass (default: as many "
                         "sequences as --kv_cache_mb of KV cache holds, at most 64; 1 = one at a time)")
-    p.add_argument("--max_queue", type=int, default=None,
+    p.add_argument("--max_queue", type=non_negative_int, default=None,
                    help="requests allowed to wait; more get 503 (default: 4 x max_concurrency, at least 64)")
-    p.add_argument("--kv_cache_mb", type=float, default=1024.0,
+    p.add_argument("--kv_cache_mb", type=positive_float, default=1024.0,
                    help="memory the batch's KV cache may use; sets the default --max_concurrency")
-    p.add_argument("--request_timeout_s", type=float, default=60.0,
+    p.add_argument("--request_timeout_s", type=positive_float, default=60.0,
                    help="per-request wall-clock limit (queue wait + generation)")
-    p.add_argument("--max_prompt_chars", type=int, default=4000)
-    p.add_argument("--max_new_tokens_limit", type=int, default=512)
-    p.add_argument("--max_samples", type=int, default=4, help="most samples one request may ask for")
+    p.add_argument("--max_prompt_chars", type=positive_int, default=4000)
+    p.add_argument("--max_new_tokens_limit", type=positive_int, default=512)
+    p.add_argument("--max_samples", type=positive_int, default=4, help="most samples one request may ask for")
     p.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 

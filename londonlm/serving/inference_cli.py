@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from ..core import Layout, UsageError
+from ..core import Layout, OneLineErrors, UsageError
 
 
 @dataclass
@@ -109,7 +109,8 @@ def build_parser(default_preset: str, prog: str | None = None, description: str 
     ``parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)``."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(InferenceArguments, prog=prog, description=description)
+    parser = type("InferenceParser", (OneLineErrors, HfArgumentParser), {})(
+        InferenceArguments, prog=prog, description=description, allow_abbrev=False)
     parser.set_defaults(preset=default_preset)
     return parser
 

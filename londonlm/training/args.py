@@ -9,7 +9,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
-from ..core import UsageError
+from ..core import OneLineErrors, UsageError, check_ranges, number_in
+
+_POSITIVE_INT, _NON_NEGATIVE_INT = number_in(1), number_in(0)
+_POSITIVE, _NON_NEGATIVE = number_in(0, kind=float, above=True), number_in(0, kind=float)
+_BELOW_ONE = number_in(0, 1, kind=float, below=True)
+# What a value given on the command line must be (the defaults may mean "unset": -1 steps, a 0
+# budget). Checked before any work, so nonsense ends in one line instead of a run that
+# misreads it (negative --max_steps trained a whole epoch) or a traceback deep inside.
+FLAG_RANGES = {
+    # the model and its data
+    "n_layer": _POSITIVE_INT, "n_head": _POSITIVE_INT, "n_embd": _POSITIVE_INT, "max_length": number_in(2),
+    "vocab_size": number_in(2), "dropout": _BELOW_ONE, "batch_size": _POSITIVE_INT,
+    "eval_max_batches": _POSITIVE_INT, "early_stopping_patience": _NON_NEGATIVE_INT,
+    # run control: 0 is the default "off", so a given value must be more
+    "time_budget": _POSITIVE, "max_seconds": _POSITIVE, "stop_after_seconds": _POSITIVE,
+    "stop_after_steps": _POSITIVE_INT,
+    # the Trainer's own
+    "max_steps": _POSITIVE_INT, "num_train_epochs": _POSITIVE, "learning_rate": _NON_NEGATIVE,
+    "per_device_train_batch_size": _POSITIVE_INT, "per_device_eval_batch_size": _POSITIVE_INT,
+    "gradient_accumulation_steps": _POSITIVE_INT, "eval_accumulation_steps": _POSITIVE_INT,
+    "warmup_steps": _NON_NEGATIVE, "warmup_ratio": _BELOW_ONE, "weight_decay": _NON_NEGATIVE,
+    "max_grad_norm": _NON_NEGATIVE, "adam_beta1": _BELOW_ONE, "adam_beta2": _BELOW_ONE,
+    "adam_epsilon": _POSITIVE, "logging_steps": _POSITIVE, "eval_steps": _POSITIVE, "save_steps": _POSITIVE,
+    "save_total_limit": _POSITIVE_INT, "dataloader_num_workers": _NON_NEGATIVE_INT, "seed": _NON_NEGATIVE_INT,
+    "data_seed": _NON_NEGATIVE_INT,
+}
 
 
 @dataclass
@@ -38,11 +63,11 @@ class ModelArguments:
         for k in ("n_layer", "n_head", "n_embd", "max_length", "vocab_size"):
             v = getattr(self, k)
             if v is not None and v <= 0:
-                raise UsageError(f"--{k} must be positive, got {v}")
+                raise UsageError(f"--{k}: must be positive, got {v}")
         if self.n_head and self.n_embd and self.n_embd % self.n_head:
             raise UsageError(f"--n_embd {self.n_embd} is not divisible by --n_head {self.n_head}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise UsageError(f"--dropout: must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -80,7 +105,7 @@ class DataArguments:
         if self.use_pretokenized and self.no_pretokenized:
             raise UsageError("--use_pretokenized and --no_pretokenized contradict each other")
         if self.batch_size is not None and self.batch_size <= 0:
-            raise UsageError(f"--batch_size must be positive, got {self.batch_size}")
+            raise UsageError(f"--batch_size: must be positive, got {self.batch_size}")
     @property
     def cache_mode(self) -> str:
         return "require" if self.use_pretokenized else "rebuild" if self.no_pretokenized else "auto"
@@ -110,14 +135,14 @@ class SpeedArguments:
 
     def __post_init__(self):
         if self.attn_implementation not in ("auto", "sdpa", "eager"):
-            raise UsageError(f"--attn_implementation must be auto, sdpa or eager, got "
+            raise UsageError(f"--attn_implementation: must be auto, sdpa or eager, got "
                              f"{self.attn_implementation!r}")
         if self.fused_loss not in ("auto", "on", "off"):
-            raise UsageError(f"--fused_loss must be auto, on or off, got {self.fused_loss!r}")
+            raise UsageError(f"--fused_loss: must be auto, on or off, got {self.fused_loss!r}")
         if self.autotune is not None and self.autotune not in ("off", "on", "refresh"):
-            raise UsageError(f"--autotune must be off, on or refresh, got {self.autotune!r}")
+            raise UsageError(f"--autotune: must be off, on or refresh, got {self.autotune!r}")
         if self.optimizer is not None and self.optimizer not in ("adamw", "muon"):
-            raise UsageError(f"--optim/--optimizer must be adamw or muon, got {self.optimizer!r}")
+            raise UsageError(f"--optim/--optimizer: must be adamw or muon, got {self.optimizer!r}")
 
 
 @dataclass
@@ -144,10 +169,10 @@ class RunControlArguments:
 
     def __post_init__(self):
         if self.stop_after_steps < 0:
-            raise UsageError(f"--stop_after_steps must be >= 0, got {self.stop_after_steps}")
+            raise UsageError(f"--stop_after_steps: must be >= 0, got {self.stop_after_steps}")
         for k in ("time_budget", "max_seconds", "stop_after_seconds"):
             if getattr(self, k) < 0:
-                raise UsageError(f"--{k} must be >= 0 seconds, got {getattr(self, k)}")
+                raise UsageError(f"--{k}: must be >= 0 seconds, got {getattr(self, k)}")
         if self.time_budget and self.max_seconds and self.time_budget != self.max_seconds:
             raise UsageError(f"--max_seconds is another name for --time_budget; they disagree "
                              f"({self.max_seconds:g} vs {self.time_budget:g}): give one")
@@ -228,13 +253,15 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
         # TrainingArguments validates while parsing and refuses an explicit --bf16 on a GPU-less
         # machine unless use_cpu is set (bf16 autocast on CPU is what we want there)
         argv += ["--use_cpu", "true"]
-    parser = HfArgumentParser((*groups, TrainingArguments), prog=prog, description=description,
-                              allow_abbrev=False)
+    parser = type("FlagParser", (OneLineErrors, HfArgumentParser), {})(
+        (*groups, TrainingArguments), prog=prog, description=description, allow_abbrev=False)
     try:
         *values, ta = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as e:
         raise UsageError(str(e)) from None
     trainer = {f.name: getattr(ta, f.name) for f in dataclasses.fields(ta) if f.init}
+    named = {**{f.name: getattr(v, f.name) for v in values for f in dataclasses.fields(v)}, **trainer}
+    check_ranges({k: v for k, v in named.items() if k in given}, FLAG_RANGES)
     if "output_dir" not in given:
         trainer["output_dir"] = None
     return values, trainer, frozenset(given)

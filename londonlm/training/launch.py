@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from ..core import RunLayout
+from ..core import RunLayout, StageParser
 
 
 def stop_message(run_dir: Path, sig: int, resume_hint: str) -> str:
@@ -50,8 +50,8 @@ def threads_per_rank(torchrun_args: list[str], environ=os.environ) -> str | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m londonlm.training.launch",
-                                description="torchrun with a one-line message on preemption")
+    p = StageParser(prog="python -m londonlm.training.launch",
+                    description="torchrun with a one-line message on preemption")
     p.add_argument("--run_dir", required=True, help="the run folder (for the checkpoint message)")
     p.add_argument("--resume_hint", default="the same command",
                    help="the command that resumes the run")

@@ -166,7 +166,7 @@ def test_stage_scripts_fine_tune_from_a_run_name_and_evaluate(chat_root):
     assert key["models"]["script-chat (chat answers)"]["weights_sha256"]
     with pytest.raises(UsageError, match="not a chat model"):
         ev.main(["--model", "base", "--root", root])
-    with pytest.raises(UsageError, match="positive"):
+    with pytest.raises(UsageError, match="--max_steps: must be at least 1"):
         ft.main(["--preset", "micro", "--init_from", "base", "--max_steps", "0", "--root", root])
 
 

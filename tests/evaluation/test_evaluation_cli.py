@@ -214,7 +214,7 @@ def test_lm_eval_tasks_recorded_beside_our_figures(project, tmp_path):
     assert rc == 0
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert set(m["lm_eval"]) >= {"london_probes", "london_text_bpb"}
-    # (tests/test_harness.py checks agreement with our scorer where no window cuts the
+    # (tests/evaluation/test_harness.py checks agreement with our scorer where no window cuts the
     # context; this micro model's 64-token window cuts long probes differently)
     assert 0 <= m["lm_eval"]["london_probes"]["acc"] <= 1
     assert m["lm_eval"]["london_text_bpb"]["bits_per_byte"] > 0

@@ -226,8 +226,9 @@ def test_broken_model_is_refused_before_any_request(project, hub, capsys, breake
     _write_evaluation(run / "evaluation", _metrics(6.0), run / "final")  # evaluated as broken
     assert _run(project, "--repo_id", REPO_ID) == 2
     err = capsys.readouterr().err
-    assert "refusing to publish" in err and why in err and "Traceback" not in err
-    assert hub.requests == [] and hub.repos == {}
+    # unreadable weights are refused where every stage resolves a model; the rest by publishing's checks
+    assert ("refusing to publish" in err and why in err) or ("cannot be loaded" in err and "weights unreadable" in err)
+    assert "Traceback" not in err and hub.requests == [] and hub.repos == {}
 
 
 def _retrain(final: Path) -> None:

@@ -131,7 +131,7 @@ def test_echo_returns_the_prompt_too(client, lm):
     ({"temperature": -1}, 400, "temperature"),
     ({"max_tokens": 49}, 400, "max_tokens"),
     ({"n": 9}, 400, "n"),
-    ({"logprobs": 2}, 400, "logprobs"),
+    ({"logprobs": 6}, 400, "logprobs"),
     ({"presence_penalty": 0.5}, 400, "presence_penalty"),
     ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ({"prompt": "x" * 301}, 400, "prompt"),

@@ -115,9 +115,9 @@ def test_bad_values_fail_fast(root, capsys):
     assert "--use_pretokenized" in capsys.readouterr().err
     assert train(root, "--preset", "nope") == 2
     assert train(root, "--fused_loss", "maybe") == 2
-    assert "--fused_loss must be auto, on or off" in capsys.readouterr().err
+    assert "--fused_loss: must be auto, on or off" in capsys.readouterr().err
     assert train(root, "--attn_implementation", "flash9") == 2
-    assert "--attn_implementation must be" in capsys.readouterr().err
+    assert "--attn_implementation: must be" in capsys.readouterr().err
 
 
 def test_cpu_bf16_path_trains_and_records_its_levers(root):

@@ -89,7 +89,7 @@ def test_autotune_measures_caches_reuses_and_refreshes(root, tmp_path, monkeypat
 
 def test_bad_autotune_and_optimizer_values_fail_fast(root, capsys):
     assert train(root, "--autotune", "sometimes") == 2
-    assert "--autotune must be" in capsys.readouterr().err
+    assert "--autotune: must be" in capsys.readouterr().err
     assert train(root, "--optim", "bogus") == 2  # not ours, and not a Trainer optimizer either
     assert train(root, "--optimizer", "lion") == 2
     assert "adamw or muon" in capsys.readouterr().err

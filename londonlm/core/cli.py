@@ -1,0 +1,94 @@
+"""Command lines that refuse nonsense in one line, before any work. The argument types every
+stage script uses (numbers with their ranges, paths that must exist) are written here once,
+and :class:`StageParser` turns every parse error into ``error: <flag>: <why>`` and exit code
+2: no usage dump, no traceback, and no abbreviations (``--model`` is never taken for
+``--model_name``)."""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+from typing import Callable
+
+
+class OneLineErrors:
+    """Mixin for an ``argparse`` parser (also ``HfArgumentParser``): one ``error:`` line, exit 2."""
+
+    def error(self, message: str):  # argparse calls this for every parse error
+        m = re.match(r"argument (\S+?)(?:/\S+)?: (.*)", message, re.S)
+        text = f"{m.group(1)}: {m.group(2)}" if m else message
+        self.exit(2, f"error: {' '.join(text.split())}\n")
+
+
+class StageParser(OneLineErrors, argparse.ArgumentParser):
+    """The parser of every stage script."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
+def _number(kind: type, text: str):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def number_in(low: float | None = None, high: float | None = None, *, kind: type = int,
+              above: bool = False, below: bool = False) -> Callable[[str], float]:
+    """An argparse type: a ``kind`` number from ``low`` (excluded with ``above``) to ``high``
+    (excluded with ``below``)."""
+    def convert(text: str):
+        value = _number(kind, text)
+        if low is not None and (value <= low if above else value < low):
+            raise argparse.ArgumentTypeError(f"must be {'more than' if above else 'at least'} {low} (got {text})")
+        if high is not None and (value >= high if below else value > high):
+            raise argparse.ArgumentTypeError(f"must be {'less than' if below else 'at most'} {high} (got {text})")
+        return value
+
+    convert.__name__ = f"{kind.__name__}_in_range"
+    return convert
+
+
+positive_int = number_in(1)
+non_negative_int = number_in(0)
+positive_float = number_in(0, kind=float, above=True)
+non_negative_float = number_in(0, kind=float)
+fraction = number_in(0, 1, kind=float)
+port = number_in(1, 65535)
+percent = number_in(0, 100, kind=float, above=True, below=True)
+vocabulary = number_in(300)  # byte-level BPE: the 256 bytes, the special and era tokens, then merges
+
+
+def existing_file(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no file at {text}")
+    return path
+
+
+def existing_dir(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no folder at {text}")
+    return path
+
+
+def check_ranges(values: dict, rules: dict[str, Callable[[str], object]]) -> None:
+    """Check already-parsed ``values`` by the same rules (``number_in`` types, applied to the
+    value's text): for parsers that convert values themselves (``HfArgumentParser``). Raises
+    UsageError ``--<flag>: <why>``."""
+    from .errors import UsageError
+
+    for name, rule in rules.items():
+        if name in values and values[name] is not None:
+            try:
+                rule(str(values[name]))
+            except argparse.ArgumentTypeError as e:
+                raise UsageError(f"--{name}: {e}") from None

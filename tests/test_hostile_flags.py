@@ -1,0 +1,80 @@
+"""Flags that refuse nonsense in one line, before any work: each command a new user tried that
+trained a whole epoch, ignored its budget, printed a traceback or published another model now
+ends with one ``error: <flag>: <why>`` line and exit code 2."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from londonlm.core import StageParser, number_in, positive_int
+
+TRAIN = REPO / "04_training" / "train_model_slm.py"
+
+
+def run(script, *args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
+                          timeout=180, cwd=cwd)
+
+
+def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr and all(n in lines[0] for n in needles), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag, value", [("--max_steps", "-5"), ("--time_budget", "0"),
+                                         ("--per_device_train_batch_size", "0"), ("--learning_rate", "-1"),
+                                         ("--stop_after_steps", "0"), ("--n_layer", "0"), ("--dropout", "1.5")])
+def test_training_refuses_nonsense_before_any_work(tmp_path, flag, value):
+    r = run(TRAIN, "--preset", "micro", "--root", tmp_path, flag, value)
+    one_error_line(r, f"error: {flag}: ", value)
+    assert not (tmp_path / "09_models").exists()   # nothing was built, downloaded or trained
+
+
+def test_a_damaged_model_folder_is_one_line_in_export(tmp_path, tiny_model_dir):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])   # truncated
+    r = run(REPO / "10_scripts" / "export_gguf.py", "--model", broken, "--out_dir", tmp_path / "gguf")
+    one_error_line(r, "model weights unreadable")
+    assert not (tmp_path / "gguf").exists()
+
+
+def test_publish_takes_no_abbreviation_for_another_flag(tmp_path, tiny_model_dir):
+    """``--model`` was taken for ``--model_name``, and the dry run staged the default model."""
+    r = run(REPO / "10_scripts" / "publish_to_huggingface.py", "--model", tiny_model_dir, "--dry_run",
+            "--root", tmp_path)
+    one_error_line(r, "unrecognized arguments: --model")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n", "-5"], "error: --n: must be at least 1 (got -5)"),
+    (["--n", "x"], "error: --n: 'x' is not an integer"),
+    (["--rate", "nan"], "error: --rate: 'nan' is not a finite number"),
+    (["--rate", "1"], "error: --rate: must be less than 1 (got 1)"),
+    (["--nope"], "error: unrecognized arguments: --nope"),
+    (["--n"], "error: --n: expected one argument"),
+])
+def test_stage_parser_errors_are_one_line(capsys, argv, message):
+    p = StageParser(prog="x")
+    p.add_argument("--n", type=positive_int)
+    p.add_argument("--number", type=positive_int)   # --n is never taken for --number's abbreviation
+    p.add_argument("--rate", type=number_in(0, 1, kind=float, below=True))
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(argv)
+    assert e.value.code == 2
+    assert capsys.readouterr().err == message + "\n"
+
+
+def test_no_abbreviations():
+    p = StageParser(prog="x")
+    p.add_argument("--model_name")
+    with pytest.raises(SystemExit):
+        p.parse_args(["--model", "m"])
