@@ -116,7 +116,12 @@ def build_parser(default_preset: str, prog: str | None = None, description: str 
 
 
 def parse(parser, argv) -> InferenceArguments:
-    (args,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    try:
+        (args,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    except UsageError:
+        raise
+    except (TypeError, ValueError) as e:  # e.g. values left over after the known flags
+        raise UsageError(" ".join(str(e).split())) from None
     return args
 
 

@@ -257,14 +257,25 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
         (*groups, TrainingArguments), prog=prog, description=description, allow_abbrev=False)
     try:
         *values, ta = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    except UsageError:
+        raise
+    except Exception as e:  # TrainingArguments checks what it was given as it builds (files too)
+        raise UsageError(_refused(e, argv)) from None
     trainer = {f.name: getattr(ta, f.name) for f in dataclasses.fields(ta) if f.init}
     named = {**{f.name: getattr(v, f.name) for v in values for f in dataclasses.fields(v)}, **trainer}
     check_ranges({k: v for k, v in named.items() if k in given}, FLAG_RANGES)
     if "output_dir" not in given:
         trainer["output_dir"] = None
     return values, trainer, frozenset(given)
+
+
+def _refused(error: Exception, argv: list[str]) -> str:
+    """The Trainer's own refusal, naming the flag whose value it quotes when one does."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    for flag, value in zip(argv, argv[1:]):
+        if flag.startswith("--") and value and not value.startswith("--") and repr(value) in text:
+            return f"{flag}: {text}"
+    return text
 
 
 def parse_train_flags(argv: list[str], prog: str | None = None,
