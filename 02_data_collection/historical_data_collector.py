@@ -18,7 +18,8 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import non_negative_float, non_negative_int, percent, positive_int, StageParser
+from londonlm.core.cli import (StageParser, existing_dir, existing_file, non_negative_float, non_negative_int,
+                               percent, positive_int)
 from londonlm.corpus.collect import build_corpus
 from londonlm.corpus.report import CORPUS_STATS
 from londonlm.core.errors import run_main
@@ -44,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sources", help="comma-separated registry ids or kinds (e.g. pg_oliver_twist,old_bailey)")
     g.add_argument("--all_sources", action="store_true", help="every enabled entry of the registry")
     g.add_argument("--max_sources", type=positive_int, help="only the first N selected registry entries")
-    g.add_argument("--registry", help="registry file (default 02_data_collection/data_sources.yaml)")
+    g.add_argument("--registry", type=existing_file, help="registry file (default 02_data_collection/data_sources.yaml)")
     g.add_argument("--list", action="store_true", help="list the registry's sources and exit")
-    g.add_argument("--source_dir", help="folder of .txt/.xml/.html files to add (recursively)")
+    g.add_argument("--source_dir", type=existing_dir, help="folder of .txt/.xml/.html files to add (recursively)")
     g.add_argument("--default_year", type=positive_int,
                    help="year for --source_dir files whose name has no date (and no MANIFEST.tsv)")
     g.add_argument("--sample", action="store_true",

@@ -15,7 +15,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import non_negative_int, positive_int, StageParser
+from londonlm.core.cli import existing_dir, non_negative_int, positive_int, StageParser
 from londonlm.core.errors import run_main
 from londonlm.chat.evaluate import ChatEvalOptions
 from londonlm.chat.finetune import ChatTrainOptions
@@ -28,7 +28,7 @@ from londonlm.training.options import given_precision
 def parse(argv):
     p = StageParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS))
-    p.add_argument("--source_dir", help="folder of .txt files instead of the embedded sample")
+    p.add_argument("--source_dir", type=existing_dir, help="folder of .txt files instead of the embedded sample")
     p.add_argument("--sample_limit_chars", type=positive_int, help="use only part of the sample")
     p.add_argument("--max_steps", type=positive_int, help="override the preset's training steps")
     p.add_argument("--run_name", help="run folder under 09_models/checkpoints/ (default: preset)")
@@ -39,7 +39,7 @@ def parse(argv):
                    help="validation tokens scored (0 = all)")
     p.add_argument("--chat", default="auto", choices=CHAT_MODES,
                    help="period-chat step: auto (when the source has Old Bailey dialogue), on, off")
-    p.add_argument("--chat_source_dir", help="Old Bailey TEI for the chat step (default: --source_dir)")
+    p.add_argument("--chat_source_dir", type=existing_dir, help="Old Bailey TEI for the chat step (default: --source_dir)")
     p.add_argument("--chat_bait_limit", type=non_negative_int, default=0,
                    help="chat evaluation: only the first N modern-bait questions (0 = all)")
     return p.parse_known_args(argv)

@@ -47,6 +47,20 @@ def test_a_damaged_model_folder_is_one_line_in_export(tmp_path, tiny_model_dir):
     assert not (tmp_path / "gguf").exists()
 
 
+@pytest.mark.parametrize("script, flags", [
+    ("05_evaluation/run_evaluation.py", ["--model"]),
+    ("06_inference/serve.py", ["--port", "1", "--model"]),
+    ("06_inference/inference_unified.py", ["--prompt", "It was", "--model"]),
+    ("07_finetuning/finetune_chat.py", ["--preset", "micro", "--init_from"]),
+])
+def test_a_damaged_model_folder_is_the_same_line_in_every_stage(tmp_path, tiny_model_dir, script, flags):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes((broken / "model.safetensors").read_bytes()[:100])
+    r = run(REPO / script, "--root", tmp_path / "root", *flags, broken)
+    one_error_line(r, f"the model at {broken} cannot be loaded: model weights unreadable")
+
+
 def test_publish_takes_no_abbreviation_for_another_flag(tmp_path, tiny_model_dir):
     """``--model`` was taken for ``--model_name``, and the dry run staged the default model."""
     r = run(REPO / "10_scripts" / "publish_to_huggingface.py", "--model", tiny_model_dir, "--dry_run",

@@ -66,18 +66,18 @@ percent = number_in(0, 100, kind=float, above=True, below=True)
 vocabulary = number_in(300)  # byte-level BPE: the 256 bytes, the special and era tokens, then merges
 
 
-def existing_file(text: str) -> Path:
-    path = Path(text).expanduser()
-    if not path.is_file():
+# For inputs a user brings (a source folder, a probe file). A stage's own outputs are checked
+# by the stage that reads them, whose message names the command that makes them.
+def existing_file(text: str) -> str:
+    if not Path(text).expanduser().is_file():
         raise argparse.ArgumentTypeError(f"no file at {text}")
-    return path
+    return text
 
 
-def existing_dir(text: str) -> Path:
-    path = Path(text).expanduser()
-    if not path.is_dir():
+def existing_dir(text: str) -> str:
+    if not Path(text).expanduser().is_dir():
         raise argparse.ArgumentTypeError(f"no folder at {text}")
-    return path
+    return text
 
 
 def check_ranges(values: dict, rules: dict[str, Callable[[str], object]]) -> None:

@@ -11,8 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, non_negative_int,
-                    positive_int)
+from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, existing_dir, existing_file,
+                    non_negative_int, positive_int)
 from .report import passage_count
 
 LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32 --include_path "
@@ -37,14 +37,15 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
     p.add_argument("--compare", nargs="*", default=[],
                    help="other models/checkpoints (same spec forms as --model) to compare; "
                         "'all' = every checkpoint of the run plus final")
-    p.add_argument("--text_files", nargs="*", default=[],
+    p.add_argument("--text_files", type=existing_file, nargs="*", default=[],
                    help="plain-text files to score too (bits per byte, as bench/bpb.py)")
-    p.add_argument("--probes", help="probe JSONL (default: the bundled londonlm/evaluation/data/probes.jsonl)")
+    p.add_argument("--probes", type=existing_file,
+                   help="probe JSONL (default: the bundled londonlm/evaluation/data/probes.jsonl)")
     p.add_argument("--lm_eval_tasks", nargs="*", default=[], metavar="TASK",
                    help="also run lm-evaluation-harness tasks from londonlm/evaluation/lm_eval_tasks "
                         "(london_probes, london_text_bpb) and record them under lm_eval")
-    p.add_argument("--lm_eval_text_dir", help="folder of .txt files for london_text_bpb")
-    p.add_argument("--mc_files", nargs="*", default=[],
+    p.add_argument("--lm_eval_text_dir", type=existing_dir, help="folder of .txt files for london_text_bpb")
+    p.add_argument("--mc_files", type=existing_file, nargs="*", default=[],
                    help="extra multiple-choice JSONL files (native or MMLU form); comprehensive mode")
     p.add_argument("--out_dir", help="output folder (default: <run>/evaluation/, or "
                                      "<model>/evaluation/ for a model outside a run)")
