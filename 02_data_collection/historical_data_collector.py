@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sources", help="comma-separated registry ids or kinds (e.g. pg_oliver_twist,old_bailey)")
     g.add_argument("--all_sources", action="store_true", help="every enabled entry of the registry")
     g.add_argument("--max_sources", type=positive_int, help="only the first N selected registry entries")
-    g.add_argument("--registry", type=existing_file, help="registry file (default 02_data_collection/data_sources.yaml)")
+    g.add_argument("--registry", type=existing_file,
+                   help="registry file (default 02_data_collection/data_sources.yaml)")
     g.add_argument("--list", action="store_true", help="list the registry's sources and exit")
     g.add_argument("--source_dir", type=existing_dir, help="folder of .txt/.xml/.html files to add (recursively)")
     g.add_argument("--default_year", type=positive_int,

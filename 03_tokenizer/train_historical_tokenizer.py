@@ -12,7 +12,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import positive_int, StageParser, vocabulary
+from londonlm.core.cli import positive_int, StageParser, vocabulary, writable_dir
 from londonlm.core.errors import run_main
 from londonlm.tokens.stage import train_tokenizer_stage
 
@@ -26,7 +26,7 @@ def parse(argv=None):
     p.add_argument("--no_era_tokens", action="store_true",
                    help="do not add <|1650s|>-style era tokens")
     p.add_argument("--name", default=config.TOKENIZER.name, help="folder under 09_models/tokenizers/")
-    p.add_argument("--output_dir", help="tokenizer folder (overrides --name)")
+    p.add_argument("--output_dir", type=writable_dir, help="tokenizer folder (overrides --name)")
     p.add_argument("--processed_dir", help="processed corpus folder")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--overwrite", action="store_true", help="retrain even when current")

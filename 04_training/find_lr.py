@@ -14,7 +14,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import non_negative_int, positive_float, positive_int, StageParser
+from londonlm.core.cli import non_negative_int, positive_float, positive_int, StageParser, writable_dir
 from londonlm.core.errors import run_main
 
 
@@ -35,7 +35,7 @@ def parse(argv):
     p.add_argument("--run_name", help="run folder whose token cache is used/built (default: preset)")
     p.add_argument("--tokenizer_dir", help="tokenizer folder (default: the trained project tokenizer)")
     p.add_argument("--processed_dir", help="processed corpus folder (default: the project's)")
-    p.add_argument("--output_dir", help="where the table/plot go (default: <run>/lr_find)")
+    p.add_argument("--output_dir", type=writable_dir, help="where the table/plot go (default: <run>/lr_find)")
     p.add_argument("--min_lr", type=positive_float, default=t.lr_find_min_lr)
     p.add_argument("--max_lr", type=positive_float, default=t.lr_find_max_lr)
     p.add_argument("--steps", type=positive_int, default=t.lr_find_steps, help="steps in the ramp")

@@ -11,7 +11,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import existing_dir, percent, StageParser
+from londonlm.core.cli import existing_dir, percent, StageParser, writable_dir
 from londonlm.core.artifacts import write_json_atomic
 from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset, format_statistics
 from londonlm.core.errors import run_main
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     p = StageParser(description=__doc__.splitlines()[0])
     p.add_argument("--source_dir", type=existing_dir, help="folder searched (recursively) for Old Bailey TEI *.xml "
                                         "(default: the downloads folder)")
-    p.add_argument("--out_dir", help="dataset folder (default: data/london_historical/chat)")
+    p.add_argument("--out_dir", type=writable_dir, help="dataset folder (default: data/london_historical/chat)")
     p.add_argument("--validation_percent", type=percent, default=ChatDatasetOptions.validation_percent,
                    help="share of trials held out")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")

@@ -13,8 +13,8 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import non_negative_int, positive_int, StageParser
-from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
+from londonlm.core.cli import evaluate_chat, non_negative_int, positive_int, StageParser, writable_dir
+from londonlm.chat.evaluate import ChatEvalOptions
 from londonlm.chat.respond import is_chat_model, read_chat_info
 from londonlm.core.errors import UsageError, run_main
 from londonlm.evaluation.human_eval import brought_samples, export_blind
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--years", type=positive_int, nargs="+", default=list(ChatEvalOptions.years))
     p.add_argument("--bait_limit", type=non_negative_int, default=0, help="only the first N bait questions (0 = all)")
     p.add_argument("--max_new_tokens", type=positive_int, default=ChatEvalOptions.max_new_tokens)
-    p.add_argument("--out_dir", help="report folder (default: the run's evaluation folder)")
+    p.add_argument("--out_dir", type=writable_dir, help="report folder (default: the run's evaluation folder)")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     a = p.parse_args(argv)
     layout = config.get_layout(a.root)

@@ -14,7 +14,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import StageParser
+from londonlm.core.cli import StageParser, writable_dir
 from londonlm.core.errors import run_main
 
 
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
                                           "(default: every run with a run_info.json)")
     p.add_argument("--prefix", help="with no runs named: only runs whose name starts with this")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
-    p.add_argument("--out_dir", help="where NAME.md/.csv/.png go (default 09_models/comparisons)")
+    p.add_argument("--out_dir", type=writable_dir, help="where NAME.md/.csv/.png go (default 09_models/comparisons)")
     p.add_argument("--name", default="comparison", help="output file stem (default: comparison)")
     p.add_argument("--x", choices=["tokens", "step"], default="tokens",
                    help="x axis of the curves (tokens is fair across batch sizes)")

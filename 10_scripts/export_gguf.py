@@ -18,7 +18,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import positive_int, StageParser
+from londonlm.core.cli import positive_int, StageParser, writable_dir
 from londonlm.core.errors import run_main
 from londonlm.export.gguf import QUANT_TYPES, GGUFOptions, default_output, export_gguf
 from londonlm.core.layout import RUN_INFO, RunLayout
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS),
                    help="names the default run (default: %(default)s)")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
-    p.add_argument("--out_dir", help="output folder (default: <run>/gguf/)")
+    p.add_argument("--out_dir", type=writable_dir, help="output folder (default: <run>/gguf/)")
     p.add_argument("--types", nargs="+", default=list(QUANT_TYPES), choices=QUANT_TYPES,
                    help="GGUF tensor types, one file each (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="rebuild even when current")

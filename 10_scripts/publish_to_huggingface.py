@@ -20,7 +20,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import StageParser
+from londonlm.core.cli import StageParser, writable_dir
 from londonlm.publishing.cards.licenses import LICENSES
 from londonlm.core.errors import run_main
 
@@ -45,14 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_name", help="title of the model card (default: the repo name)")
     p.add_argument("--prompt", default=config.EVALUATION.sample_prompts[0],
                    help="fixed prompt for the verification generation and the card's snippet")
-    p.add_argument("--stage_dir", help="staging folder (default: <run>/hub_stage)")
+    p.add_argument("--stage_dir", type=writable_dir, help="staging folder (default: <run>/hub_stage)")
     p.add_argument("--gguf", action="store_true",
                    help="also upload f16 and q8_0 GGUF files for llama.cpp/Ollama/LM Studio")
     p.add_argument("--dry_run", action="store_true",
                    help="stage, verify and list what would be sent; upload nothing")
     p.add_argument("--dataset_repo_id", help="also publish the processed corpus as this Hub "
                                              "dataset repo")
-    p.add_argument("--dataset_stage_dir",
+    p.add_argument("--dataset_stage_dir", type=writable_dir,
                    help="staging folder for the dataset (default: <data>/hub_dataset_stage)")
     return p
 

@@ -39,7 +39,8 @@ def parse(argv):
                    help="validation tokens scored (0 = all)")
     p.add_argument("--chat", default="auto", choices=CHAT_MODES,
                    help="period-chat step: auto (when the source has Old Bailey dialogue), on, off")
-    p.add_argument("--chat_source_dir", type=existing_dir, help="Old Bailey TEI for the chat step (default: --source_dir)")
+    p.add_argument("--chat_source_dir", type=existing_dir,
+                   help="Old Bailey TEI for the chat step (default: --source_dir)")
     p.add_argument("--chat_bait_limit", type=non_negative_int, default=0,
                    help="chat evaluation: only the first N modern-bait questions (0 = all)")
     return p.parse_known_args(argv)

@@ -30,7 +30,7 @@ def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:
 
 @pytest.mark.parametrize("flag, value", [("--max_steps", "-5"), ("--time_budget", "0"),
                                          ("--per_device_train_batch_size", "0"), ("--learning_rate", "-1"),
-                                         ("--stop_after_steps", "0"), ("--n_layer", "0"), ("--dropout", "1.5")])
+                                         ("--learning_rate", "0"), ("--stop_after_steps", "0"), ("--n_layer", "0"), ("--dropout", "1.5")])
 def test_training_refuses_nonsense_before_any_work(tmp_path, flag, value):
     r = run(TRAIN, "--preset", "micro", "--root", tmp_path, flag, value)
     one_error_line(r, f"error: {flag}: ", value)
@@ -59,6 +59,16 @@ def test_a_damaged_model_folder_is_the_same_line_in_every_stage(tmp_path, tiny_m
     (broken / "model.safetensors").write_bytes((broken / "model.safetensors").read_bytes()[:100])
     r = run(REPO / script, "--root", tmp_path / "root", *flags, broken)
     one_error_line(r, f"the model at {broken} cannot be loaded: model weights unreadable")
+
+
+@pytest.mark.parametrize("script, flag", [("10_scripts/export_gguf.py", "--out_dir"),
+                                          ("05_evaluation/run_evaluation.py", "--out_dir"),
+                                          ("03_tokenizer/train_historical_tokenizer.py", "--output_dir")])
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, script, flag):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    one_error_line(run(REPO / script, flag, blocker / "out"), f"error: {flag}: cannot make a folder under the file")
+    one_error_line(run(REPO / script, flag, blocker), f"error: {flag}: ", "is a file, not a folder")
 
 
 def test_publish_takes_no_abbreviation_for_another_flag(tmp_path, tiny_model_dir):

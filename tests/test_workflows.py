@@ -103,9 +103,10 @@ def test_save_best_survives_rotation_and_resolves(wf_root, capsys):
 
 
 def test_save_best_keeps_an_early_best_beyond_the_last_n(wf_root):
-    # learning rate 0: every evaluation ties, so the first (step 2) stays best while
-    # rotation (last 2) goes on; best/ and the listing must still name checkpoint-2
-    assert train(wf_root, "--run_name", "flat", "--learning_rate", "0", "--max_steps", "8",
+    # a learning rate far below float32's resolution (0 is refused): the weights never change,
+    # every evaluation ties, so the first (step 2) stays best while rotation (last 2) goes on;
+    # best/ and the listing must still name checkpoint-2
+    assert train(wf_root, "--run_name", "flat", "--learning_rate", "1e-30", "--max_steps", "8",
                  "--save_steps", "2", "--eval_steps", "2", "--save_total_limit", "2",
                  "--save_best") == 0
     rd = run_dir(wf_root, "flat")

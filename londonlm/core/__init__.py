@@ -16,7 +16,7 @@ from .artifacts import (StageInputMissing, link_or_copy, now_iso, read_json, req
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem, checkpoint_step,
                           latest_valid_checkpoint, list_checkpoints, model_step)
 from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction,
-                  non_negative_float, non_negative_int, number_in, port, positive_float, positive_int)
+                  non_negative_float, non_negative_int, number_in, port, positive_float, positive_int, writable_dir)
 from .errors import LondonLMError, UsageError, run_main
 from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError, GenerationSettings,
                                   defaults_from_generation_config, generation_config_dict,
@@ -27,15 +27,16 @@ from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, FINAL, GGU
                      ModelNotFound, RunLayout, describe_checkpoints, usable_model)
 
 __all__ = [
-    "OneLineErrors", "StageParser", "check_ranges", "existing_dir", "existing_file", "fraction",
-    "non_negative_float", "non_negative_int", "number_in", "port", "positive_float", "positive_int", "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "checkpoint_name",
-    "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS", "cpu_has_native_bf16",
-    "defaults_from_generation_config", "describe_checkpoints", "device_name", "FINAL",
-    "generation_config_dict", "GenerationError", "GenerationSettings", "GGUF", "hardware_summary",
-    "keep_freed_memory_in_heap", "latest_valid_checkpoint", "Layout", "link_or_copy",
-    "list_checkpoints", "LondonLMError", "model_step", "ModelNotFound", "now_iso", "peak_flops",
-    "read_json", "REQUEST_FIELDS", "require_input", "run_main", "RunLayout", "sha256_file", "SIDECAR",
-    "sidecar_current", "StageInputMissing", "TENSORBOARD", "to_generation_config", "usable_cores",
-    "UsageError", "use_training_threads", "usable_model", "versions", "WEIGHT_FILES", "write_json_atomic",
-    "write_sidecar", "write_text_atomic",
+    "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
+    "checkpoint_name", "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS",
+    "cpu_has_native_bf16", "defaults_from_generation_config", "describe_checkpoints", "device_name",
+    "existing_dir", "existing_file", "FINAL", "fraction", "generation_config_dict", "GenerationError",
+    "GenerationSettings", "GGUF", "hardware_summary", "keep_freed_memory_in_heap",
+    "latest_valid_checkpoint", "Layout", "link_or_copy", "list_checkpoints", "LondonLMError",
+    "model_step", "ModelNotFound", "non_negative_float", "non_negative_int", "now_iso", "number_in",
+    "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json",
+    "REQUEST_FIELDS", "require_input", "run_main", "RunLayout", "sha256_file", "SIDECAR",
+    "sidecar_current", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
+    "usable_cores", "usable_model", "UsageError", "use_training_threads", "versions", "WEIGHT_FILES",
+    "writable_dir", "write_json_atomic", "write_sidecar", "write_text_atomic",
 ]

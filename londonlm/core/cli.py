@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -77,6 +78,21 @@ def existing_file(text: str) -> str:
 def existing_dir(text: str) -> str:
     if not Path(text).expanduser().is_dir():
         raise argparse.ArgumentTypeError(f"no folder at {text}")
+    return text
+
+
+def writable_dir(text: str) -> str:
+    """An output folder: one that can be written in, or made under the nearest folder above it
+    that can; never an existing file."""
+    path = Path(text).expanduser().absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise argparse.ArgumentTypeError(f"{probe} is a file, not a folder" if probe == path
+                                         else f"cannot make a folder under the file {probe}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {probe}")
     return text
 
 

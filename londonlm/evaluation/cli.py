@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, existing_dir, existing_file,
-                    non_negative_int, positive_int)
+                    non_negative_int, positive_int, writable_dir)
 from .report import passage_count
 
 LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32 --include_path "
@@ -47,7 +47,7 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
     p.add_argument("--lm_eval_text_dir", type=existing_dir, help="folder of .txt files for london_text_bpb")
     p.add_argument("--mc_files", type=existing_file, nargs="*", default=[],
                    help="extra multiple-choice JSONL files (native or MMLU form); comprehensive mode")
-    p.add_argument("--out_dir", help="output folder (default: <run>/evaluation/, or "
+    p.add_argument("--out_dir", type=writable_dir, help="output folder (default: <run>/evaluation/, or "
                                      "<model>/evaluation/ for a model outside a run)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--seed", type=non_negative_int, default=0)

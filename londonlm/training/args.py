@@ -26,7 +26,7 @@ FLAG_RANGES = {
     "time_budget": _POSITIVE, "max_seconds": _POSITIVE, "stop_after_seconds": _POSITIVE,
     "stop_after_steps": _POSITIVE_INT,
     # the Trainer's own
-    "max_steps": _POSITIVE_INT, "num_train_epochs": _POSITIVE, "learning_rate": _NON_NEGATIVE,
+    "max_steps": _POSITIVE_INT, "num_train_epochs": _POSITIVE, "learning_rate": _POSITIVE,
     "per_device_train_batch_size": _POSITIVE_INT, "per_device_eval_batch_size": _POSITIVE_INT,
     "gradient_accumulation_steps": _POSITIVE_INT, "eval_accumulation_steps": _POSITIVE_INT,
     "warmup_steps": _NON_NEGATIVE, "warmup_ratio": _BELOW_ONE, "weight_decay": _NON_NEGATIVE,
