@@ -150,6 +150,9 @@ class _OpenAI:
                 raise ApiError(400, f"a token-id prompt of {len(ids)} ids leaves no room for new tokens in the "
                                     f"model's context ({self.lm.context_length}): send fewer, or max_tokens 0",
                                param="prompt", code="context_length_exceeded")
+        if score_only:  # fitting a text prompt to the context leaves room for one token; none is wanted
+            for job in jobs:
+                job.settings = replace(job.settings, max_new_tokens=0)
         return jobs, [text for text, _ in prompts]
 
     def _chat_job(self, req, deadline: float) -> Job:

@@ -56,6 +56,14 @@ def test_echo_with_max_tokens_zero_scores_the_prompt(base, lm):
     assert r.json()["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}
 
 
+def test_a_text_prompt_with_max_tokens_zero_generates_nothing(base, lm):
+    body = complete(base, lm, prompt="Upon my word", max_tokens=0, echo=True, logprobs=1).json()
+    ids = encode_prompt(lm.tokenizer, "Upon my word")
+    assert body["choices"][0]["text"] == "Upon my word" and body["usage"]["completion_tokens"] == 0
+    assert body["choices"][0]["logprobs"]["token_logprobs"][1:] == pytest.approx(reference(lm, ids).tolist(),
+                                                                                  abs=1e-4)
+
+
 def test_greedy_completion_tokens_are_the_likeliest(base, lm):
     """lm-eval's ``is_greedy``: each generated token's log-probability is the top one."""
     r = complete(base, lm, prompt="The watch was found", max_tokens=5, temperature=0, logprobs=1)
