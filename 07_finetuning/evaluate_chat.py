@@ -13,8 +13,8 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import evaluate_chat, non_negative_int, positive_int, StageParser, writable_dir
-from londonlm.chat.evaluate import ChatEvalOptions
+from londonlm.core.cli import non_negative_int, positive_int, StageParser, writable_dir
+from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
 from londonlm.chat.respond import is_chat_model, read_chat_info
 from londonlm.core.errors import UsageError, run_main
 from londonlm.evaluation.human_eval import brought_samples, export_blind
