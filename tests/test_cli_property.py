@@ -21,7 +21,7 @@ SCRIPTS = sorted(p for d in ("02_data_collection", "03_tokenizer", "04_training"
                              "07_finetuning", "10_scripts") for p in (REPO / d).glob("*.py"))
 HOSTILE = st.one_of(
     st.sampled_from(["0", "-1", "-5", "1e309", "nan", "inf", "-inf", "", " ", "x", "ü", "9" * 40, "-0.5", "1.5",
-                     "/nonexistent/path", "../../etc/passwd", "true", "None", "--", "1,2"]),
+                     "/nonexistent/path", "../../etc/passwd", "~nosuchuser/x", "true", "None", "--", "1,2"]),
     st.integers(-10**12, 10**12).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
     st.text(max_size=12))

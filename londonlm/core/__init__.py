@@ -16,7 +16,8 @@ from .artifacts import (StageInputMissing, link_or_copy, now_iso, read_json, req
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem, checkpoint_step,
                           latest_valid_checkpoint, list_checkpoints, model_step)
 from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction,
-                  non_negative_float, non_negative_int, number_in, port, positive_float, positive_int, writable_dir)
+                  non_negative_float, non_negative_int, number_in, port, positive_float, positive_int,
+                  user_path, writable_dir)
 from .errors import LondonLMError, UsageError, run_main
 from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError, GenerationSettings,
                                   defaults_from_generation_config, generation_config_dict,
@@ -37,6 +38,6 @@ __all__ = [
     "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json",
     "REQUEST_FIELDS", "require_input", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "sidecar_current", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
-    "usable_cores", "usable_model", "UsageError", "use_training_threads", "versions", "WEIGHT_FILES",
+    "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "versions", "WEIGHT_FILES",
     "writable_dir", "write_json_atomic", "write_sidecar", "write_text_atomic",
 ]

@@ -67,16 +67,36 @@ percent = number_in(0, 100, kind=float, above=True, below=True)
 vocabulary = number_in(300)  # byte-level BPE: the 256 bytes, the special and era tokens, then merges
 
 
+def user_path(text) -> Path:
+    """A path a user typed, ``~`` expanded; a ``~someone`` this machine does not know is a
+    UsageError, not a RuntimeError from deep inside."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        from .errors import UsageError
+
+        raise UsageError(f"cannot expand {text}: no such user") from None
+
+
+def _path(text: str) -> Path:
+    from .errors import UsageError
+
+    try:
+        return user_path(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 # For inputs a user brings (a source folder, a probe file). A stage's own outputs are checked
 # by the stage that reads them, whose message names the command that makes them.
 def existing_file(text: str) -> str:
-    if not Path(text).expanduser().is_file():
+    if not _path(text).is_file():
         raise argparse.ArgumentTypeError(f"no file at {text}")
     return text
 
 
 def existing_dir(text: str) -> str:
-    if not Path(text).expanduser().is_dir():
+    if not _path(text).is_dir():
         raise argparse.ArgumentTypeError(f"no folder at {text}")
     return text
 
@@ -84,7 +104,7 @@ def existing_dir(text: str) -> str:
 def writable_dir(text: str) -> str:
     """An output folder: one that can be written in, or made under the nearest folder above it
     that can; never an existing file."""
-    path = Path(text).expanduser().absolute()
+    path = _path(text).absolute()
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

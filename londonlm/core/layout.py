@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .checkpoints import (BEST, RUN_INFO, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
                           checkpoint_step, latest_valid_checkpoint, list_checkpoints, read_json_object)
+from .cli import user_path
 from .errors import LondonLMError
 
 # Names inside a run folder.
@@ -218,7 +219,7 @@ class Layout:
            registry_file: str | os.PathLike | None = None) -> "Layout":
         """A layout at an explicit root, else ``$LONDONLM_ROOT``, else ``default_root``."""
         chosen = root or os.environ.get(ROOT_ENV) or default_root
-        return cls(Path(chosen).expanduser().resolve(),
+        return cls(user_path(chosen).resolve(),
                    Path(registry_file) if registry_file else None)
 
     @property
@@ -279,9 +280,9 @@ class Layout:
 
     def _find_model(self, spec: str | None, run: str | RunLayout) -> Path:
         run = run if isinstance(run, RunLayout) else self.run(run)
-        if spec and Path(spec).expanduser().exists():
-            return Path(spec).expanduser()
-        if spec and (Path(spec).expanduser().is_absolute() or spec.startswith(".")):
+        if spec and user_path(spec).exists():
+            return user_path(spec)
+        if spec and (user_path(spec).is_absolute() or spec.startswith(".")):
             raise ModelNotFound(f"model folder {spec} does not exist")
         if spec and "/" in spec:
             other, _, name = spec.partition("/")

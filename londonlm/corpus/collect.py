@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..core import SIDECAR, UsageError, read_json, sidecar_current, write_sidecar
+from ..core import SIDECAR, UsageError, read_json, sidecar_current, user_path, write_sidecar
 from .manifest import MANIFEST, REJECTIONS, CorpusError, read_jsonl, summarize
 from .processing import process_documents
 from .shards import PLAN_FILE, in_shard, merge_shards, prepare_shard, shard_dir
@@ -98,7 +98,7 @@ def local_entry(source_dir: str | Path, default_year: int | None = None,
     """Registry entry of a local folder of .txt (.xml/.html/.gz) files, checked to exist."""
     from .sources import LocalSource
 
-    folder = Path(source_dir).expanduser().resolve()
+    folder = user_path(source_dir).resolve()
     if not folder.is_dir():
         raise CorpusError(f"source folder {source_dir} does not exist; pass --source_dir with a "
                           f"folder of .txt files")

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core import (GenerationError, GenerationSettings, Layout, ModelNotFound, RunLayout,
-                    defaults_from_generation_config, model_step, usable_model)
+                    defaults_from_generation_config, model_step, usable_model, user_path)
 from ..tokens import EOT, era_token, era_tokens_of, plain_backend
 
 
@@ -62,8 +62,8 @@ def resolve_model_dir(spec: str | None, layout: Layout | None = None,
                       run: str | RunLayout | None = None) -> Path:
     """A model spec to a local folder: an existing path; else, with ``layout``/``run``, what
     :meth:`Layout.resolve_model` / :meth:`RunLayout.resolve` name. Raises ModelNotFound."""
-    if spec and Path(spec).expanduser().exists():
-        return usable_model(Path(spec).expanduser())
+    if spec and user_path(spec).exists():
+        return usable_model(user_path(spec))
     if spec and (Path(spec).is_absolute() or spec.startswith((".", "~"))):
         raise ModelNotFound(f"model folder {spec} does not exist")
     if layout is not None and run is not None:
@@ -135,7 +135,7 @@ def _looks_like_hub_id(spec: str | None) -> bool:
     if not spec or spec.count("/") != 1 or spec.startswith((".", "~")) or Path(spec).is_absolute():
         return False
     owner, name = spec.split("/")
-    return bool(owner and name) and not Path(spec).expanduser().exists()
+    return bool(owner and name) and not user_path(spec).exists()
 
 
 def context_length_of(model) -> int:

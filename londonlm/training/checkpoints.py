@@ -9,7 +9,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..core import (LondonLMError, RunLayout, checkpoint_problem, latest_valid_checkpoint, list_checkpoints)
+from ..core import (LondonLMError, RunLayout, checkpoint_problem, latest_valid_checkpoint, list_checkpoints,
+                    user_path)
 
 
 class ResumeError(LondonLMError, RuntimeError):
@@ -35,7 +36,7 @@ def resolve_resume(run: RunLayout, spec: str | None, fresh: bool, log=print) -> 
         ck = latest_valid_checkpoint(run.dir, warn=log)
         candidates = [ck] if ck else []
     else:
-        candidates = [Path(spec).expanduser(), run.dir / spec]
+        candidates = [user_path(spec), run.dir / spec]
     for c in candidates:
         if c.is_dir():
             problem = checkpoint_problem(c)

@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from ..core import Layout, LondonLMError, RunLayout
+from ..core import Layout, LondonLMError, RunLayout, user_path
 
 COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
@@ -34,7 +34,7 @@ def find_runs(layout: Layout, specs: list[str], prefix: str | None = None) -> li
         return found
     out = []
     for s in specs:
-        p = Path(s).expanduser()
+        p = user_path(s)
         run = RunLayout(p) if p.is_dir() else layout.run(s)
         if not run.run_info.is_file():
             have = [r.name for r in layout.runs()]

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import Layout, ModelNotFound, RunLayout, checkpoint_problem, model_step, sha256_file
+from ..core import Layout, ModelNotFound, RunLayout, checkpoint_problem, model_step, sha256_file, user_path
 from .base import TrainingError
 
 
@@ -78,7 +78,7 @@ def find_parent(spec: str, run: RunLayout, layout: Layout) -> Path:
     """A model folder path, ``RUN`` / ``RUN/final|best|latest|checkpoint-N`` under the runs
     folder, or ``final``/``best``/``checkpoint-N`` of this run."""
     try:
-        if not Path(spec).expanduser().exists() and "/" not in spec and (run.dir / spec).is_dir():
+        if not user_path(spec).exists() and "/" not in spec and (run.dir / spec).is_dir():
             return run.resolve(spec)
         return layout.resolve_model(spec, run)
     except ModelNotFound as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ...core import LondonLMError
+from ...core import LondonLMError, user_path
 
 from .archive_org import ArchiveOrgSource
 from .base import Document, Source, SourceError, decode_bytes, read_text_file, safe_id
@@ -62,7 +62,7 @@ def load_registry(path: str | Path) -> list[dict[str, Any]]:
         if e["id"] in seen:
             raise RegistryError(f"registry {p}: duplicate source id {e['id']!r}")
         seen.add(e["id"])
-        if e["kind"] == "local" and e.get("path") and not Path(str(e["path"])).expanduser().is_absolute():
+        if e["kind"] == "local" and e.get("path") and not user_path(str(e["path"])).is_absolute():
             # relative folders are relative to the registry file, not to the working directory
             e["path"] = str((p.parent / str(e["path"])).resolve())
     return entries

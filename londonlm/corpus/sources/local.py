@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from ...core import user_path
 from .base import Document, Source, safe_id, wanted
 
 DEFAULT_PATTERNS = ("*.txt", "*.xml", "*.html", "*.htm", "*.txt.gz", "*.xml.gz")
@@ -44,7 +45,7 @@ class LocalSource(Source):
     kind = "local"
 
     def folder(self) -> Path:
-        return Path(str(self.spec.get("path", ""))).expanduser()
+        return user_path(str(self.spec.get("path", "")))
 
     def files(self) -> list[Path]:
         root = self.folder()
