@@ -35,8 +35,6 @@ class Parsed(Exception):
 def stop_after_parsing(seen: list):
     """Every parser the scripts use stops the script once it has parsed and checked its values;
     the parsers seen are recorded (their flags are the sweep's inputs)."""
-    import transformers
-
     import londonlm.serving.inference_cli as inference_cli
     import londonlm.training.args as training_args
     from londonlm.core import StageParser
@@ -69,7 +67,6 @@ def stop_after_parsing(seen: list):
     finally:
         for obj, name, value in saved:
             setattr(obj, name, value)
-    del transformers
 
 
 def outcome(script, argv: list[str]) -> tuple[str, str]:

@@ -71,6 +71,16 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, script, flag):
     one_error_line(run(REPO / script, flag, blocker), f"error: {flag}: ", "is a file, not a folder")
 
 
+@pytest.mark.parametrize("script, flag", [("02_data_collection/historical_data_collector.py", "--source_dir"),
+                                          ("07_finetuning/build_chat_dataset.py", "--source_dir"),
+                                          ("05_evaluation/run_evaluation.py", "--probes")])
+def test_an_input_a_user_brings_must_exist(tmp_path, script, flag):
+    missing = tmp_path / "not_here"
+    r = run(REPO / script, "--root", tmp_path / "root", flag, missing)
+    one_error_line(r, f"error: {flag}: no ", str(missing))
+    assert not (tmp_path / "root").exists()
+
+
 def test_publish_takes_no_abbreviation_for_another_flag(tmp_path, tiny_model_dir):
     """``--model`` was taken for ``--model_name``, and the dry run staged the default model."""
     r = run(REPO / "10_scripts" / "publish_to_huggingface.py", "--model", tiny_model_dir, "--dry_run",

@@ -116,6 +116,7 @@ class BatchEngine:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.lm, self.max_batch, self.prefill_tokens = lm, max_batch, prefill_tokens
+        self._cache_kw = cache_argument(lm.model)  # once: every forward pass passes the cache
         self._decode_text = decoder_of(lm.tokenizer)
         self._pending: deque[tuple[Job, int]] = deque()
         self._cond = threading.Condition()
@@ -218,7 +219,7 @@ class BatchEngine:
         mask = columns >= pad
         cache = DynamicCache(config=model.config)
         out = model(input_ids=ids, attention_mask=mask.long(), position_ids=(columns - pad).clamp(min=0),
-                    use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
+                    use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
         if width > min(lengths):  # padding's keys and values never enter the batch
             for layer in cache.layers:
                 layer.keys = layer.keys.masked_fill(~mask[:, None, :, None], 0)
@@ -249,7 +250,7 @@ class BatchEngine:
 
     def _decode(self) -> None:
         b, device = self._batch, self.lm.device
-        out = self.lm.model(**b.step_inputs(cache_argument(self.lm.model)))
+        out = self.lm.model(**b.step_inputs(self._cache_kw))
         b.end += 1
         logits = out.logits[:, -1].to(dtype=torch.float32)
         tokens = b.batch_sampler(device).choose(logits, b.seen[:len(b.rows)], [r.history for r in b.rows])

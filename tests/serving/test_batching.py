@@ -298,3 +298,17 @@ def test_batch_sampler_picks_what_the_transformers_processors_and_multinomial_pi
             scores = TopPLogitsWarper(s.top_p)(ids, scores) if s.top_p < 1 else scores
             draw = torch.multinomial(scores.softmax(dim=-1), 1, generator=torch.Generator().manual_seed(trial * 10 + i))
             assert got[i] == int(draw), (trial, i)
+
+
+def test_the_cache_goes_by_the_name_forward_takes():
+    """``cache`` where transformers renamed it (the old name warns on every step), else
+    ``past_key_values`` (the releases before)."""
+    from londonlm.serving.kv_slots import cache_argument
+
+    class New:
+        def forward(self, input_ids=None, cache=None, **kwargs): ...
+
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None, **kwargs): ...
+
+    assert cache_argument(New()) == "cache" and cache_argument(Old()) == "past_key_values"
