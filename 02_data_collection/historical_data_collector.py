@@ -9,6 +9,7 @@ folder and/or the embedded offline sample; clean, filter, dedup and write texts 
     python 02_data_collection/historical_data_collector.py --all_sources --workers 8
     python 02_data_collection/historical_data_collector.py --all_sources --shard 0 --num_shards 4
     python 02_data_collection/historical_data_collector.py --all_sources --merge --num_shards 4
+    python 02_data_collection/historical_data_collector.py --source_dir my_scans/ --cutoff_year 1750
     python 02_data_collection/historical_data_collector.py --list
 """
 import argparse
@@ -19,7 +20,7 @@ except ModuleNotFoundError:  # started by an interpreter without the project ins
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
 from londonlm.core.cli import (StageParser, existing_dir, existing_file, non_negative_float, non_negative_int,
-                               percent, positive_int)
+                               percent, positive_int, year)
 from londonlm.corpus.collect import build_corpus
 from londonlm.corpus.report import CORPUS_STATS
 from londonlm.core.errors import run_main
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between requests to one host (be gentle with public servers)")
     r.add_argument("--validation_percent", type=percent, default=config.CORPUS.validation_percent)
     r.add_argument("--min_chars", type=non_negative_int, default=config.CORPUS.min_chars)
+    r.add_argument("--cutoff_year", type=year,
+                   help="keep only documents dated up to this year; later and undated ones go to "
+                        "rejections.jsonl (after_cutoff, undated_under_cutoff)")
     r.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     r.add_argument("--overwrite", action="store_true", help="rebuild even when current")
     r.add_argument("--progress", action="store_true", help="show progress bars")
@@ -106,6 +110,7 @@ def main(argv=None) -> int:
         use_sample=True if a.sample else None, sample_limit_chars=a.sample_limit_chars,
         validation_percent=a.validation_percent, min_chars=a.min_chars,
         year_range=(config.CORPUS.year_min, config.CORPUS.year_max), default_year=a.default_year,
+        cutoff_year=a.cutoff_year,
         overwrite=a.overwrite, entries=entries, downloads_dir=layout.downloads_dir, offline=a.offline,
         workers=a.workers, shard=a.shard, num_shards=a.num_shards, merge_only=a.merge,
         base_urls=parse_base_urls(a.base_url, p), progress=a.progress,

@@ -69,8 +69,9 @@ def main(argv=None) -> int:
                             commit_message=a.commit_message or hub.DATASET_COMMIT_MESSAGE)
     ds_args = dict(stage_dir=Path(a.dataset_stage_dir) if a.dataset_stage_dir
                    else layout.data_dir / "hub_dataset_stage", model_repo_id=a.repo_id)
+    corpus = layout.corpus_of(run.final)  # a time-locked run's own cutoff view
     if a.dataset_repo_id:  # stage and check the corpus before the model goes up
-        hub.publish_dataset(layout.processed_dir, replace(dataset, dry_run=True), **ds_args, log=lambda *_: None)
+        hub.publish_dataset(corpus, replace(dataset, dry_run=True), **ds_args, log=lambda *_: None)
     res = hub.publish_model(
         layout, run, hub.HubTarget(a.repo_id, dry_run=a.dry_run, **where,
                                    commit_message=a.commit_message or config.HUB.commit_message),
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     else:
         print(f"\npublished {target} ({res.upload.commit_url or res.upload.repo_url})")
     if a.dataset_repo_id:
-        ds = hub.publish_dataset(layout.processed_dir, dataset, **ds_args)
+        ds = hub.publish_dataset(corpus, dataset, **ds_args)
         print(f"\nstaged dataset {ds.stage_dir}:\n{hub.describe_files(ds.files)}")
         print("dry run: dataset not uploaded" if a.dry_run else
               f"published dataset {endpoint}/datasets/{ds.repo_id}")

@@ -3,12 +3,18 @@
 this machine, with the same preset, seed, data and step count, then write a summary table
 and a validation-curve plot (10_scripts/compare_runs.py) to 09_models/comparisons/PREFIX.*.
 
+With --cutoffs, a family of time-locked models instead: from the collected corpus, one view
+per cutoff year (documents dated up to it), a tokenizer trained on each view, one run each
+(PREFIX-toYEAR), the leakage probes on each final model, and the same table with the
+cutoffs, years and probe results.
+
 Runs are named PREFIX-lrLR-bsBS. Re-running the command skips finished runs and resumes
 interrupted ones, so a grid can be stopped (Ctrl-C saves a checkpoint) and continued.
 Defaults: the preset's learning rate x (0.5, 1, 2) and batch size x (0.5, 1) (config.py
 TrainingDefaults.grid_*). Any other training flag passes through to every run.
 
     python 10_scripts/run_grid.py --preset tiny --max_steps 300
+    python 10_scripts/run_grid.py --preset tiny --cutoffs 1700,1750,1800 --max_seconds 300
     python 10_scripts/run_grid.py --preset micro --learning_rates 1e-3,3e-3 --batch_sizes 4,8 \\
         --max_steps 40 --prefix lrgrid --eval_steps 10
 """
@@ -20,7 +26,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import positive_int, StageParser
+from londonlm.core.cli import positive_int, StageParser, year
 from londonlm.core.errors import run_main
 
 
@@ -32,6 +38,10 @@ def _ints(s):
     return [int(x) for x in s.split(",") if x.strip()]
 
 
+def _years(s):
+    return [year(x) for x in s.split(",") if x.strip()]
+
+
 def parse(argv):
     p = StageParser(prog="run_grid.py", description=__doc__.splitlines()[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -39,12 +49,23 @@ def parse(argv):
     p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS))
     p.add_argument("--learning_rates", type=_floats, help="comma list (default: preset lr x factors)")
     p.add_argument("--batch_sizes", type=_ints, help="comma list (default: preset batch x factors)")
+    p.add_argument("--cutoffs", type=_years,
+                   help="comma list of cutoff years: one time-locked model per year instead of a "
+                        "learning-rate x batch grid")
+    p.add_argument("--leakage_limit", type=positive_int, help=argparse.SUPPRESS)  # tests: fewer probe items
     p.add_argument("--max_steps", type=positive_int, help="steps per run (default: the preset's)")
     p.add_argument("--prefix", help="run-name prefix and summary name (default: grid-PRESET)")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
     p.add_argument("--dry_run", action="store_true", help="print the runs and exit")
     a, extra = p.parse_known_args(argv)
+    if a.cutoffs is not None:
+        if a.learning_rates or a.batch_sizes:
+            p.error("--cutoffs trains one model per cutoff with the preset's learning rate and batch "
+                    "size; give --learning_rate/--batch_size (one each) instead of lists")
+        if not a.cutoffs:
+            p.error("--cutoffs: give at least one year")
+        return a, extra
     t = config.TRAINING
     preset = config.get_preset(a.preset)
     a.learning_rates = a.learning_rates or [preset.learning_rate * f for f in t.grid_lr_factors]
@@ -55,8 +76,50 @@ def parse(argv):
     return a, extra
 
 
+def report(done, failed, layout, prefix) -> int:
+    """The comparison table of the finished runs; exit 1 when some failed."""
+    from londonlm.training.compare import compare_runs
+
+    if not done:
+        print("error: no run finished; nothing to summarise", file=sys.stderr)
+        return 1
+    out = layout.models_dir / "comparisons"
+    _, table = compare_runs([r.dir for r in done], out, name=prefix)
+    print(f"\n{table}\n\nsummary: {out / (prefix + '.md')} (and .csv)\nplot:    {out / (prefix + '.png')}")
+    if failed:
+        print(f"error: {len(failed)} run(s) failed or stopped early: {', '.join(failed)}; run the "
+              f"same command again to resume them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def family(a, extra) -> int:
+    """--cutoffs: one time-locked model per cutoff from the collected corpus."""
+    from londonlm.family import FamilyPlan, run_family
+    from londonlm.training.args import parse_train_flags
+
+    preset = config.get_preset(a.preset)
+    prefix = a.prefix or f"family-{a.preset}"
+    layout = config.get_layout(a.root)
+    plan = FamilyPlan(prefix, a.cutoffs, layout, layout.processed_dir, config.TOKENIZER.name,
+                      preset.vocab_size, preset.min_frequency, config.TOKENIZER.era_tokens,
+                      preset.context_length, a.fresh, a.leakage_limit)
+    print(f"family {prefix}: {len(set(a.cutoffs))} time-locked runs of the {a.preset} preset, "
+          f"seed {config.TRAINING.seed}")
+    for y in sorted(set(a.cutoffs)):
+        print(f"  {plan.run(y).name}: documents dated up to {y}")
+    if a.dry_run:
+        return 0
+    flags = parse_train_flags(extra, prog="run_grid.py").override(
+        preset=a.preset, **({"max_steps": a.max_steps} if a.max_steps else {}))
+    done, failed = run_family(plan, flags, config.train_defaults(a.preset, layout))
+    return report(done, failed, layout, prefix)
+
+
 def main(argv=None) -> int:
     a, extra = parse(argv)
+    if a.cutoffs is not None:
+        return family(a, extra)
     from londonlm.training.grid import GridOptions, run_grid
 
     t = config.TRAINING
@@ -70,23 +133,12 @@ def main(argv=None) -> int:
         print(f"  {point.name}")
     if a.dry_run:
         return 0
-    from londonlm.training.compare import compare_runs
     from londonlm.training.args import parse_train_flags
     layout = config.get_layout(a.root)
     defaults = config.train_defaults(a.preset, layout)
     flags = parse_train_flags(extra, prog="run_grid.py").override(preset=a.preset)
     done, failed = run_grid(grid, flags, defaults)
-    if not done:
-        print("error: no run finished; nothing to summarise", file=sys.stderr)
-        return 1
-    out = layout.models_dir / "comparisons"
-    _, table = compare_runs([r.dir for r in done], out, name=prefix)
-    print(f"\n{table}\n\nsummary: {out / (prefix + '.md')} (and .csv)\nplot:    {out / (prefix + '.png')}")
-    if failed:
-        print(f"error: {len(failed)} run(s) failed or stopped early: {', '.join(failed)}; run the "
-              f"same command again to resume them", file=sys.stderr)
-        return 1
-    return 0
+    return report(done, failed, layout, prefix)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ try:
 except ModuleNotFoundError:  # started by an interpreter without the project installed
     raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
                      "then use .venv/bin/python (or `source .venv/bin/activate` first)")
-from londonlm.core.cli import existing_dir, non_negative_int, positive_int, StageParser
+from londonlm.core.cli import existing_dir, non_negative_int, positive_int, StageParser, year
 from londonlm.core.errors import run_main
 from londonlm.chat.evaluate import ChatEvalOptions
 from londonlm.chat.finetune import ChatTrainOptions
@@ -35,6 +35,10 @@ def parse(argv):
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--overwrite", action="store_true", help="rebuild every stage")
     p.add_argument("--no_era_tokens", action="store_true", help="train without era tokens")
+    p.add_argument("--cutoff_year", type=year,
+                   help="time-lock the model: tokenizer and training see only documents dated up to "
+                        "this year (a view of the collected corpus; undated ones are left out), run "
+                        "folder PRESET-toYEAR, leakage probes in the evaluation")
     p.add_argument("--eval_max_tokens", type=positive_int, default=50_000,
                    help="validation tokens scored (0 = all)")
     p.add_argument("--chat", default="auto", choices=CHAT_MODES,
@@ -58,10 +62,14 @@ def main(argv=None) -> int:
     a, extra = parse(argv)
     preset = config.get_preset(a.preset)
     layout = config.get_layout(a.root)
-    run_name = a.run_name or a.preset
+    run_name = a.run_name or layout.cutoff_run_name(a.preset, a.cutoff_year)
     defaults = config.train_defaults(a.preset, layout)
+    tokenizer_dir = layout.tokenizer_dir(config.TOKENIZER.name, a.cutoff_year)
+    cutoff = {} if a.cutoff_year is None else {
+        "cutoff_year": a.cutoff_year, "processed_dir": str(layout.cutoff_dir(a.cutoff_year)),
+        "tokenizer_dir": str(tokenizer_dir)}
     flags = parse_train_flags(extra, prog="run_pipeline.py").override(
-        preset=a.preset, run_name_dir=run_name,
+        preset=a.preset, run_name_dir=run_name, **cutoff,
         **({"max_steps": a.max_steps} if a.max_steps else {}),
         **({"era_tokens": False} if a.no_era_tokens else {}))
     chat_preset = config.CHAT_PRESETS.get(a.preset)
@@ -72,7 +80,8 @@ def main(argv=None) -> int:
                                     max_new_tokens=min(ChatEvalOptions.max_new_tokens, preset.context_length // 4)))
     plan = PipelinePlan(
         processed_dir=layout.processed_dir, metadata_dir=layout.metadata_dir,
-        tokenizer_dir=layout.tokenizer_dir(config.TOKENIZER.name),
+        tokenizer_dir=tokenizer_dir, cutoff_year=a.cutoff_year,
+        cutoff_dir=layout.cutoff_dir(a.cutoff_year) if a.cutoff_year is not None else None,
         training=make_job(flags, defaults), vocab_size=preset.vocab_size,
         context_length=preset.context_length, min_frequency=preset.min_frequency,
         era_tokens=config.TOKENIZER.era_tokens and not a.no_era_tokens,

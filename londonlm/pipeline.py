@@ -66,10 +66,21 @@ class PipelinePlan:
     overwrite: bool = False
     seed: int = 42
     chat: ChatStep | None = None
+    cutoff_year: int | None = None   # time lock: train on a view of the corpus up to this year
+    cutoff_dir: Path | None = None   # where that view is written
+
+    def __post_init__(self):
+        if (self.cutoff_year is None) != (self.cutoff_dir is None):
+            raise UsageError("a cutoff needs both its year and the folder of its corpus view")
 
     @property
     def run(self) -> RunLayout:
         return self.training.opts.run
+
+    @property
+    def corpus_dir(self) -> Path:
+        """The corpus the tokenizer, training and evaluation read: the cutoff view, if any."""
+        return self.cutoff_dir if self.cutoff_dir is not None else self.processed_dir
 
 
 class TrainingStatus(NamedTuple):
@@ -115,7 +126,7 @@ def training_status(plan: PipelinePlan) -> TrainingStatus:
     info = run.read_run_info()
     if info.get("tokenizer_sha256") != sha256_file(plan.tokenizer_dir / "tokenizer.json"):
         return TrainingStatus(False, "tokenizer changed", True)
-    if info.get("cache", {}).get("manifest_sha256") != sha256_file(plan.processed_dir / MANIFEST):
+    if info.get("cache", {}).get("manifest_sha256") != sha256_file(plan.corpus_dir / MANIFEST):
         return TrainingStatus(False, "corpus changed", True)
     changes = settings_changes(info, training_settings(plan.training.opts, plan.training.args))
     if changes:
@@ -282,13 +293,24 @@ def _report(summary: dict, log) -> None:
     log(f"\ntotal {summary['total_seconds']:.0f}s")
 
 
+def _leakage_stage(plan: PipelinePlan, log) -> dict:
+    """The leakage probes on a time-locked model (redone only when its weights change)."""
+    from .evaluation import leakage_for_model, leakage_summary
+
+    result = leakage_for_model(plan.run.final, plan.cutoff_year, out=plan.run.leakage,
+                               overwrite=plan.overwrite, log=log)
+    log(f"leakage probes (cutoff {plan.cutoff_year}): {leakage_summary(result)}")
+    return result
+
+
 def run_pipeline(plan: PipelinePlan, log=print) -> dict:
     """Run every stage in order; returns (and saves in the run folder) a summary."""
-    from .corpus import build_corpus
+    from .corpus import build_corpus, cutoff_view
     from .tokens import train_tokenizer_stage
 
     t0, timings, run = time.time(), {}, plan.run
-    total = 5 + (plan.chat is not None and plan.chat.mode != "off")
+    with_chat = plan.chat is not None and plan.chat.mode != "off"
+    total = 5 + with_chat + (plan.cutoff_year is not None)
 
     def stage(name, key, fn):
         log(f"\n=== {len(timings) + 1}/{total} {name} ===")
@@ -302,33 +324,39 @@ def run_pipeline(plan: PipelinePlan, log=print) -> dict:
         use_sample=plan.use_sample, sample_limit_chars=plan.sample_limit_chars,
         validation_percent=plan.validation_percent, min_chars=plan.min_chars,
         year_range=plan.year_range, overwrite=plan.overwrite, log=log))
+    if plan.cutoff_year is not None:
+        corpus = stage(f"corpus up to {plan.cutoff_year}", "cutoff", lambda: cutoff_view(
+            plan.processed_dir, plan.cutoff_dir, plan.cutoff_year, overwrite=plan.overwrite, log=log))
     stage("tokenizer", "tokenizer", lambda: train_tokenizer_stage(
-        plan.processed_dir, plan.tokenizer_dir, vocab_size=plan.vocab_size,
+        plan.corpus_dir, plan.tokenizer_dir, vocab_size=plan.vocab_size,
         min_frequency=plan.min_frequency, era_tokens=plan.era_tokens,
         model_max_length=plan.context_length, overwrite=plan.overwrite, log=log))
     stage("token cache + training", "training", lambda: _train_stage(plan, log))
     ev_path, model = run.evaluation_dir / METRICS, model_identity(run.final)
     ev = stage("evaluation", "evaluation", lambda: current_or_make(
         ev_path, model, {"max_eval_tokens": plan.eval_max_tokens,
-                         "manifest_sha256": sha256_file(plan.processed_dir / MANIFEST)},
-        lambda: evaluate_validation(run.final, plan.processed_dir, plan.eval_max_tokens),
+                         "manifest_sha256": sha256_file(plan.corpus_dir / MANIFEST)},
+        lambda: evaluate_validation(run.final, plan.corpus_dir, plan.eval_max_tokens),
         plan.overwrite, log, "evaluation"))
     log(f"validation: loss {ev['loss']:.4f}, perplexity {ev['perplexity']:.2f}, "
         f"bits/byte {ev['bits_per_byte']:.4f} ({ev['tokens']:,} tokens)")
+    leakage = _leakage_stage(plan, log) if plan.cutoff_year is not None else None
     samples = stage("samples", "samples", lambda: current_or_make(
         run.evaluation_dir / SAMPLES, model, {"prompts": list(plan.prompts), "seed": plan.seed,
                                               "max_new_tokens": plan.max_new_tokens},
         lambda: generate_samples(run.final, plan.prompts, plan.max_new_tokens, plan.seed),
         plan.overwrite, log, "samples"))
-    chat = stage("period chat", "chat", lambda: _chat_stage(plan, log)) if total > 5 else None
+    chat = stage("period chat", "chat", lambda: _chat_stage(plan, log)) if with_chat else None
     summary = {"corpus": corpus, "run_info": read_json(run.run_info), "model": model, "validation": ev,
                "samples": samples, "timings_seconds": {k: round(v, 1) for k, v in timings.items()},
                "total_seconds": round(time.time() - t0, 1),
-               "artifacts": {"corpus": str(plan.processed_dir), "tokenizer": str(plan.tokenizer_dir),
+               "artifacts": {"corpus": str(plan.corpus_dir), "tokenizer": str(plan.tokenizer_dir),
                              "run": str(run.dir), "final_model": str(run.final),
                              "evaluation": str(ev_path), **(chat or {}).get("artifacts", {})}}
     if chat:
         summary["chat"] = {k: v for k, v in chat.items() if k != "artifacts"}
+    if leakage is not None:
+        summary["leakage"] = leakage
     write_json_atomic(run.dir / SUMMARY, summary)
     _report(summary, log)
     return summary

@@ -25,12 +25,13 @@ CONSUMERS = ("serving", "evaluation", "generation", "publishing", "export")
 # The stage packages, in the direction they may use each other: a package may import any
 # package of an earlier tier, and a package of its own tier only where SIBLING_USES says so.
 TIERS = (("core",), ("corpus",), ("tokens",), ("training",), ("evaluation", "generation"),
-         ("serving", "chat", "export", "publishing"), ("pipeline",))
+         ("serving", "chat", "export", "publishing"), ("pipeline", "family"))
 SIBLING_USES = {("evaluation", "generation"),   # scoring a model goes through the model interface
                 ("serving", "chat"),            # the server answers chat requests
                 ("publishing", "chat"),         # a chat model's card and verification
                 ("publishing", "export")}       # the GGUF files published beside the weights
-PACKAGES = tuple(p for tier in TIERS for p in tier if p != "pipeline")
+TOP_LEVEL = ("pipeline", "family")  # the one-command runs: modules, not packages
+PACKAGES = tuple(p for tier in TIERS for p in tier if p not in TOP_LEVEL)
 TOP_MODULES = 6
 
 
@@ -182,7 +183,7 @@ def test_stages_use_each_other_only_through_their_exports():
         user = package_of(_module_name(path))
         for target, names, line in imports_of(path):
             used = package_of(target)
-            if used == user or used in (None, "pipeline"):
+            if used == user or used is None or used in TOP_LEVEL:
                 continue
             if target != f"londonlm.{used}":
                 offenders.append(f"{_rel(path)}:{line} imports {target}: use londonlm.{used}'s exports")

@@ -17,27 +17,28 @@ from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkp
                           latest_valid_checkpoint, list_checkpoints, model_step)
 from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction,
                   non_negative_float, non_negative_int, number_in, port, positive_float, positive_int,
-                  user_path, writable_dir)
+                  user_path, writable_dir, year)
 from .errors import LondonLMError, UsageError, run_main
 from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError, GenerationSettings,
                                   defaults_from_generation_config, generation_config_dict,
                                   to_generation_config)
 from .hardware import (choose_precision, cpu_has_native_bf16, device_name, hardware_summary,
                        keep_freed_memory_in_heap, peak_flops, usable_cores, use_training_threads)
-from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, FINAL, GGUF, SIDECAR, TENSORBOARD, Layout,
-                     ModelNotFound, RunLayout, describe_checkpoints, usable_model)
+from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE, SIDECAR,
+                     TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints, model_run_info,
+                     usable_model)
 
 __all__ = [
     "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
     "checkpoint_name", "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS",
-    "cpu_has_native_bf16", "defaults_from_generation_config", "describe_checkpoints", "device_name",
+    "cpu_has_native_bf16", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name",
     "existing_dir", "existing_file", "FINAL", "fraction", "generation_config_dict", "GenerationError",
     "GenerationSettings", "GGUF", "hardware_summary", "keep_freed_memory_in_heap",
-    "latest_valid_checkpoint", "Layout", "link_or_copy", "list_checkpoints", "LondonLMError",
-    "model_step", "ModelNotFound", "non_negative_float", "non_negative_int", "now_iso", "number_in",
+    "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
+    "model_run_info", "model_step", "ModelNotFound", "non_negative_float", "non_negative_int", "now_iso", "number_in",
     "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json",
     "REQUEST_FIELDS", "require_input", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "sidecar_current", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
     "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "versions", "WEIGHT_FILES",
-    "writable_dir", "write_json_atomic", "write_sidecar", "write_text_atomic",
+    "writable_dir", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",
 ]

@@ -65,6 +65,13 @@ fraction = number_in(0, 1, kind=float)
 port = number_in(1, 65535)
 percent = number_in(0, 100, kind=float, above=True, below=True)
 vocabulary = number_in(300)  # byte-level BPE: the 256 bytes, the special and era tokens, then merges
+_YEAR = number_in(1000, 2100)
+
+
+def year(text: str) -> int:
+    """A calendar year from 1000 to 2100 (a cutoff year): wider would be a typo, not a date of
+    a text this project reads."""
+    return _YEAR(text)
 
 
 def user_path(text) -> Path:

@@ -31,6 +31,8 @@ HUB_STAGE = "hub_stage"              # publishing's staging folder
 GGUF = "gguf"                        # llama.cpp exports (f16, q8_0)
 TENSORBOARD = "runs"                 # the Trainer's TensorBoard logs
 SIDECAR = "sidecar.json"             # every stage's record of its inputs, written last
+CUTOFF_SUFFIX = "-to"                # tiny-to1750, processed-to1750: the cutoff in the name
+LEAKAGE = "leakage.json"             # the leakage probes' result, in a run's evaluation folder
 
 ROOT_ENV = "LONDONLM_ROOT"
 
@@ -88,6 +90,10 @@ class RunLayout:
     @property
     def hub_stage(self) -> Path:
         return self.dir / HUB_STAGE
+
+    @property
+    def leakage(self) -> Path:
+        return self.evaluation_dir / LEAKAGE
 
     def checkpoint(self, step: int) -> Path:
         return self.dir / checkpoint_name(step)
@@ -168,6 +174,13 @@ class RunLayout:
             raise ModelNotFound(f"model {name!r} not found in {self.dir}; available: "
                                 f"{', '.join(self.available_models()) or 'none'}")
         return found
+
+
+def model_run_info(model_dir: str | os.PathLike) -> dict:
+    """run_info.json of the run a model folder belongs to ({} when none): a run folder's own,
+    else that of the folder holding ``final/``, ``best/`` or ``checkpoint-N/``."""
+    model_dir = Path(model_dir)
+    return RunLayout(model_dir).read_run_info() or RunLayout(model_dir.parent).read_run_info()
 
 
 def _losses(ck: Path) -> tuple[str, str]:
@@ -254,8 +267,27 @@ class Layout:
     def training_log(self) -> Path:
         return self.root / "04_training" / "model_training.log"
 
-    def tokenizer_dir(self, name: str) -> Path:
-        return self.tokenizers_dir / name
+    def tokenizer_dir(self, name: str, cutoff_year: int | None = None) -> Path:
+        """The tokenizer ``name``; with a cutoff, the one trained on that cutoff's corpus view
+        (a tokenizer trained on later text would carry its words into a time-locked model)."""
+        return self.tokenizers_dir / (name if cutoff_year is None else f"{name}{CUTOFF_SUFFIX}{cutoff_year}")
+
+    def corpus_of(self, model_dir: str | os.PathLike) -> Path:
+        """The corpus a model was trained on: its run's recorded one when it still exists (a
+        time-locked run reads a cutoff view), else the project's processed corpus."""
+        recorded = model_run_info(model_dir).get("processed_dir")
+        if recorded and (Path(recorded) / "manifest.jsonl").is_file():
+            return Path(recorded)
+        return self.processed_dir
+
+    def cutoff_dir(self, cutoff_year: int) -> Path:
+        """The view of the processed corpus that keeps only documents dated up to the cutoff."""
+        return self.data_dir / f"processed{CUTOFF_SUFFIX}{cutoff_year}"
+
+    @staticmethod
+    def cutoff_run_name(base: str, cutoff_year: int | None) -> str:
+        """``tiny`` -> ``tiny-to1750``: one run per cutoff, never one run seeded across two."""
+        return base if cutoff_year is None else f"{base}{CUTOFF_SUFFIX}{cutoff_year}"
 
     def run(self, name: str) -> RunLayout:
         return RunLayout(self.checkpoints_dir / name)

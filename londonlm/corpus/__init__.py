@@ -7,11 +7,13 @@ dedup -> ``manifest.jsonl`` and ``texts/``.
 - :mod:`.cleaning`, :mod:`.filters`, :mod:`.dedup`: the steps; :mod:`.download` and
   :mod:`.partial_download`: polite, resumable HTTP; :mod:`.sources`: one module per source kind.
 
-Exported here is what other stages read: the manifest and its summary, a local folder's
-``MANIFEST.tsv``, and the Old Bailey TEI parsing the chat stage shares. The stage's own entry
-points load on first use, so readers of the manifest need not import the cleaning and dedup
-code (numpy, ~1 s).
+Exported here is what other stages read: the manifest and its summary, the corpus's time
+facts and its cutoff view (:mod:`.cutoff`; :mod:`.dating` decides a document's year), a local
+folder's ``MANIFEST.tsv``, and the Old Bailey TEI parsing the chat stage shares. The stage's
+own entry points load on first use, so readers of the manifest need not import the cleaning
+and dedup code (numpy, ~1 s).
 """
+from .cutoff import corpus_time_facts, cutoff_view
 from .manifest import (COLLECT_CMD, MANIFEST, SPLITS, CorpusError, assign_split, decade_key,
                        iter_split_texts, manifest_sha256, read_manifest, summarize)
 from .sources.local import read_folder_manifest
@@ -20,8 +22,8 @@ from .sources.old_bailey import TEI_SKIP_TAGS, format_date, parse_tei, tei_inter
 _STAGE_NAMES = ("CollectionError", "build_corpus", "collect_from_registry", "run_collection")
 
 __all__ = [
-    "assign_split", "COLLECT_CMD", "CorpusError", "decade_key", "format_date", "iter_split_texts",
-    "MANIFEST", "manifest_sha256", "parse_tei", "read_folder_manifest", "read_manifest", "SPLITS",
+    "assign_split", "COLLECT_CMD", "corpus_time_facts", "CorpusError", "cutoff_view", "decade_key",
+    "format_date", "iter_split_texts", "MANIFEST", "manifest_sha256", "parse_tei", "read_folder_manifest", "read_manifest", "SPLITS",
     "summarize", "tei_interp", "TEI_SKIP_TAGS",
     *_STAGE_NAMES,
 ]

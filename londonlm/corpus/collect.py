@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..core import SIDECAR, UsageError, read_json, sidecar_current, user_path, write_sidecar
+from .cutoff import time_facts
 from .manifest import MANIFEST, REJECTIONS, CorpusError, read_jsonl, summarize
 from .processing import process_documents
 from .shards import PLAN_FILE, in_shard, merge_shards, prepare_shard, shard_dir
@@ -54,6 +55,7 @@ class CollectionOptions:
     merge_only: bool = False
     overwrite: bool = False
     progress: bool = False
+    cutoff_year: int | None = None           # keep only documents dated up to this year (undated ones too go)
     base_urls: dict[str, str] | None = None  # kind -> host override (mirrors, test servers)
     downloader: Any = None                   # a londonlm.corpus.download.Downloader (default: built here)
     download_options: dict[str, Any] | None = None
@@ -62,6 +64,9 @@ class CollectionOptions:
     def check(self) -> "CollectionOptions":
         if self.num_shards < 1 or (self.shard is not None and not 0 <= int(self.shard) < self.num_shards):
             raise UsageError(f"--shard must be in [0, {self.num_shards - 1}] for --num_shards {self.num_shards}")
+        if self.cutoff_year is not None and int(self.cutoff_year) < int(self.year_range[0]):
+            raise UsageError(f"--cutoff_year {self.cutoff_year} is before the corpus period, which starts in "
+                             f"{int(self.year_range[0])}: no document could be kept")
         return self
 
     @property
@@ -75,9 +80,13 @@ class CollectionOptions:
         return list(range(self.num_shards)) if self.shard is None else [int(self.shard)]
 
     def settings(self) -> dict[str, Any]:
-        """What the outputs depend on besides the inputs (recorded in the sidecar)."""
-        return {"validation_percent": float(self.validation_percent), "min_chars": int(self.min_chars),
-                "year_range": [int(y) for y in self.year_range]}
+        """What the outputs depend on besides the inputs (recorded in the sidecar). The cutoff
+        is there only when set, so the sidecars of corpora without one stay current."""
+        out = {"validation_percent": float(self.validation_percent), "min_chars": int(self.min_chars),
+               "year_range": [int(y) for y in self.year_range]}
+        if self.cutoff_year is not None:
+            out["cutoff_year"] = int(self.cutoff_year)
+        return out
 
 
 # ---------------------------------------------------------------- source entries
@@ -176,13 +185,15 @@ def _json_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def summary_counts(merge: dict[str, Any], rows: Iterable[dict]) -> dict[str, Any]:
-    """The corpus counts every caller gets (also stored in the sidecar)."""
+def summary_counts(merge: dict[str, Any], rows: Iterable[dict], cutoff_year: int | None = None) -> dict[str, Any]:
+    """The corpus counts every caller gets (also stored in the sidecar), with its time facts
+    (cutoff, first and last year, words by decade)."""
+    rows = list(rows)
     s = summarize(rows)
     return {"documents": s["documents"], "train_documents": s["splits"].get("train", 0),
             "validation_documents": s["splits"].get("validation", 0), "chars": s["chars"], "words": s["words"],
             "rejected": dict(sorted(merge.get("rejections_by_reason", {}).items())),
-            "duplicate_clusters": merge.get("duplicate_clusters", 0)}
+            "duplicate_clusters": merge.get("duplicate_clusters", 0), "corpus_time": time_facts(rows, cutoff_year)}
 
 
 # ---------------------------------------------------------------- the stage
@@ -287,7 +298,8 @@ def _stage_shard(srcs: list, downloads_dir: Path, processed_dir: Path, k: int, p
                                error="source_error", extra={"error_detail": f"{type(e).__name__}: {e}"})
 
     return process_documents(docs(), processed_dir, year_range=o.year_range, min_chars=o.min_chars,
-                             workers=o.workers, shard=k, num_shards=o.num_shards, progress=o.progress)
+                             workers=o.workers, shard=k, num_shards=o.num_shards, progress=o.progress,
+                             cutoff_year=o.cutoff_year)
 
 
 def _check_plans(processed_dir: Path, plan: str, num_shards: int) -> None:
@@ -303,7 +315,7 @@ def _finish(stats: dict[str, Any], entries: Sequence[dict[str, Any]], inputs: di
     """Log the rejections, write the report and statistics, then the sidecar (last)."""
     from .report import CORPUS_STATS, format_summary, write_report
 
-    counts = summary_counts(stats["merge"], read_jsonl(processed_dir / MANIFEST))
+    counts = summary_counts(stats["merge"], read_jsonl(processed_dir / MANIFEST), o.cutoff_year)
     rejected = list(read_jsonl(processed_dir / REJECTIONS))
     for r in rejected[:_MAX_LOGGED_REJECTIONS]:
         where = r.get("relpath") or r.get("url") or r.get("source", "")
@@ -317,7 +329,7 @@ def _finish(stats: dict[str, Any], entries: Sequence[dict[str, Any]], inputs: di
     stats["counts"] = counts
     registry_entries = [e for e in entries if e["kind"] not in _LOCAL_KINDS] or None
     report = write_report(processed_dir, metadata_dir, registry_entries=registry_entries,
-                          extra={"collection": dict(stats)})
+                          extra={"collection": dict(stats), "cutoff_year": o.cutoff_year})
     stats["report"] = str(report)
     write_sidecar(processed_dir / SIDECAR, "corpus", inputs, o.settings(), counts,
                   libraries=CORPUS_LIBRARIES)  # last: vouches for everything above

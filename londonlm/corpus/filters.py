@@ -3,9 +3,10 @@ names a reason code. ``run_filters`` applies them in order and returns every ver
 manifest can record them and the rejection log can say exactly why a document was dropped.
 
 Order (first failure is the rejection reason): language, min_length, quality, modernity,
-london, period. Modernity runs before period so that a modern manual is reported as *modern* even
-when its date alone would also exclude it; london (the source's metadata says the work is not
-London-related) runs before period for the same reason.
+london, period, then cutoff when the corpus has a cutoff year. Modernity runs before period so
+that a modern manual is reported as *modern* even when its date alone would also exclude it;
+london (the source's metadata says the work is not London-related) runs before period for the
+same reason; cutoff runs last, so a text outside the period is reported as such.
 
 All rules are offline heuristics: no model downloads.
 """
@@ -17,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Sequence
+
+from .dating import cutoff_verdict
 
 # --- language ----------------------------------------------------------------------------
 # The most frequent function words of each language. Early Modern English spellings
@@ -68,6 +71,7 @@ class DocInfo:
     text: str
     year: int | None = None
     london: bool | None = None
+    year_rule: str | None = None     # the date evidence that decided ``year`` (for the cutoff's detail)
     _words: list[str] | None = field(default=None, repr=False)
 
     @property
@@ -235,15 +239,32 @@ class LondonFilter(Filter):
         return self._v(doc.london is not False, doc.london, "" if doc.london is not False else "london: false")
 
 
-def default_filters(year_range: Sequence[int] = (1500, 1900), min_chars: int = 200) -> list[Filter]:
-    return [LanguageFilter(), MinLengthFilter(min_chars=min_chars), QualityFilter(), ModernityFilter(),
-            LondonFilter(), PeriodFilter(int(year_range[0]), int(year_range[1]))]
+class CutoffFilter(Filter):
+    """Rejects, in a corpus with a cutoff year, documents dated after it and undated ones (they
+    could be from any year). The rule is ``dating.cutoff_verdict``, which the cutoff view of an
+    already collected corpus applies too."""
+
+    name = "cutoff"
+
+    def __init__(self, cutoff_year: int):
+        self.cutoff_year = int(cutoff_year)
+
+    def __call__(self, doc: DocInfo) -> Verdict:
+        kept, reason, detail = cutoff_verdict(doc.year, doc.year_rule, self.cutoff_year)
+        return Verdict(self.name, kept, reason, doc.year, detail)
 
 
-def run_filters(text: str, year: int | None, filters: Sequence[Filter],
-                london: bool | None = None) -> tuple[bool, str, list[Verdict]]:
+def default_filters(year_range: Sequence[int] = (1500, 1900), min_chars: int = 200,
+                    cutoff_year: int | None = None) -> list[Filter]:
+    filters = [LanguageFilter(), MinLengthFilter(min_chars=min_chars), QualityFilter(), ModernityFilter(),
+               LondonFilter(), PeriodFilter(int(year_range[0]), int(year_range[1]))]
+    return filters + ([CutoffFilter(cutoff_year)] if cutoff_year is not None else [])
+
+
+def run_filters(text: str, year: int | None, filters: Sequence[Filter], london: bool | None = None,
+                year_rule: str | None = None) -> tuple[bool, str, list[Verdict]]:
     """Apply every filter; returns (kept, first reason code or "", verdicts)."""
-    info = DocInfo(text, year, london)
+    info = DocInfo(text, year, london, year_rule)
     verdicts = [f(info) for f in filters]
     first = next((v.reason for v in verdicts if not v.passed), "")
     return not first, first, verdicts

@@ -121,6 +121,12 @@ def _span(years: list[int]) -> list[int | None]:
     return [min(years, default=None), max(years, default=None)]
 
 
+def year_rule_key(row: dict) -> str:
+    """The rule that dated a row; ``"undated"`` without a year, ``"unrecorded"`` for a row of a
+    manifest written before the collection recorded its date evidence."""
+    return str(row.get("year_rule") or ("undated" if _year(row) is None else "unrecorded"))
+
+
 def decade_key(row: dict) -> str:
     """``"1670"`` for a row of the 1670s, ``"undated"`` when it has no decade."""
     return str(row["decade"]) if row.get("decade") is not None else "undated"
@@ -129,7 +135,8 @@ def decade_key(row: dict) -> str:
 def summarize(rows: Iterable[dict], rejections: Iterable[dict] = (),
               registry_entries: Iterable[dict] | None = None) -> dict[str, Any]:
     """The corpus statistics: totals, splits, years, and documents/chars/words per source (with
-    its kind, licences and years), per source kind and per decade; rejections by reason."""
+    its kind, licences and years), per source kind and per decade; documents by the rule that
+    dated them; rejections by reason."""
     rows, rejections = list(rows), list(rejections)
     count = lambda: {"documents": 0, "chars": 0, "words": 0}  # noqa: E731
     by_source: dict[str, dict] = {}
@@ -158,6 +165,7 @@ def summarize(rows: Iterable[dict], rejections: Iterable[dict] = (),
         "by_source": dict(sorted(by_source.items())),
         "by_source_kind": dict(sorted(by_kind.items())),
         "by_decade": dict(sorted(by_decade.items())),
+        "by_year_rule": dict(sorted(Counter(map(year_rule_key, rows)).items())),
         "rejected": len(rejections),
         "rejections_by_reason": dict(sorted(Counter(r.get("reason", "?") for r in rejections).items())),
     }

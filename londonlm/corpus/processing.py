@@ -39,7 +39,7 @@ _SETTINGS: dict[str, Any] = {}
 def _init_worker(settings: dict[str, Any]) -> None:
     global _FILTERS, _SETTINGS
     _SETTINGS = settings
-    _FILTERS = default_filters(settings["year_range"], settings["min_chars"])
+    _FILTERS = default_filters(settings["year_range"], settings["min_chars"], settings.get("cutoff_year"))
 
 
 def process_one(doc: Document) -> tuple[dict[str, Any], str | None]:
@@ -49,7 +49,8 @@ def process_one(doc: Document) -> tuple[dict[str, Any], str | None]:
     base = {"id": doc.id, "source": doc.source, "source_kind": doc.source_kind, "title": doc.title,
             "author": doc.author, "url": doc.url, "license": doc.license, "london": bool(doc.london)}
     materialise(doc)
-    base["year"] = doc.year
+    # the date evidence goes on every row, kept or rejected, so a dating can be checked later
+    base.update(year=doc.year, year_rule=doc.year_rule, date_evidence=dict(doc.dates))
     base["repairs"] = list(doc.repairs)
     if doc.error:
         return ({**base, "status": "rejected", "reason": doc.error, "reasons": [doc.error],
@@ -63,7 +64,7 @@ def process_one(doc: Document) -> tuple[dict[str, Any], str | None]:
     if not text.strip():
         return ({**base, "status": "rejected", "reason": "empty_after_cleaning", "reasons": ["empty_after_cleaning"],
                  "detail": "nothing left after cleaning", "preview": ""}, None)
-    kept, reason, verdicts = run_filters(text, doc.year, _FILTERS, london=doc.london)
+    kept, reason, verdicts = run_filters(text, doc.year, _FILTERS, london=doc.london, year_rule=doc.year_rule)
     filters = {v.filter: v.value for v in verdicts}
     extra = {k: doc.extra[k] for k in _EXTRA_KEYS if doc.extra.get(k) not in (None, "")}
     if doc.extra.get("trials"):
@@ -113,12 +114,14 @@ def _bounded_map(docs: Iterable[Document], workers: int, settings: dict[str, Any
 
 def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, year_range: Sequence[int] = (1500, 1900),
                       min_chars: int = 200, workers: int = 1, shard: int = 0, num_shards: int = 1,
-                      progress: bool = False) -> dict[str, Any]:
+                      progress: bool = False, cutoff_year: int | None = None) -> dict[str, Any]:
     """Clean, filter and sign ``docs`` into shard ``shard`` of ``num_shards`` (resumable: ids
     already staged are skipped); the merge (``shards.merge_shards``) makes the corpus of them.
-    Returns counts and timings."""
+    ``cutoff_year`` adds the cutoff filter (later and undated documents rejected). Returns
+    counts and timings."""
     t0 = time.time()
-    settings = {"year_range": tuple(int(y) for y in year_range), "min_chars": int(min_chars)}
+    settings = {"year_range": tuple(int(y) for y in year_range), "min_chars": int(min_chars),
+                "cutoff_year": None if cutoff_year is None else int(cutoff_year)}
     counts = {"accepted": 0, "rejected": 0, "skipped_resumed": 0, "input_bytes": 0}
     bar = None
     if progress:

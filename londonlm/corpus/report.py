@@ -65,7 +65,9 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
     lines = ["# London historical corpus report", "",
              f"- Documents kept: **{stats['documents']}** ({stats['london_documents']} London-related)",
              f"- Characters: {stats['chars']:,}; words: {stats['words']:,}",
-             f"- Years covered: {stats['years'][0]}–{stats['years'][1]}",
+             f"- Years covered: {stats['years'][0]}–{stats['years'][1]}" +
+             (f" (cutoff {stats['cutoff_year']}: nothing dated later, nothing undated)"
+              if stats.get("cutoff_year") is not None else ""),
              f"- Splits: " + ", ".join(f"{k}={v}" for k, v in stats["splits"].items()),
              f"- Rejected: {stats['rejected']}", ""]
     if rej:
@@ -75,6 +77,9 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
     lines += [f"| {k} | {v['documents']} | {v['chars']:,} | {v['words']:,} |" for k, v in stats["by_source_kind"].items()]
     lines += ["", "## By decade", "", "| decade | documents | words |", "|---|---|---|"]
     lines += [f"| {k} | {v['documents']} | {v['words']:,} |" for k, v in dec]
+    # which evidence dated the documents (londonlm.corpus.dating: the latest trace decides)
+    lines += ["", "## Dated by", "", "| rule | documents |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in stats.get("by_year_rule", {}).items()]
     if stats.get("registry_sources_by_kind"):
         lines += ["", "## Curated sources in the registry", "", "| kind | sources |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in stats["registry_sources_by_kind"].items()]
@@ -102,6 +107,9 @@ def format_summary(stats: dict[str, Any], top: int = 15) -> str:
     lines.append(f"  {'decade':<36} {'docs':>6} {'words':>12} {'chars':>14}")
     for dec, v in stats["by_decade"].items():
         lines.append(f"  {dec:<36} {v['documents']:>6} {v['words']:>12,} {v['chars']:>14,}")
+    rules = stats.get("by_year_rule") or {}
+    if rules:
+        lines.append("  dated by: " + ", ".join(f"{k}={v}" for k, v in rules.items()))
     reasons = stats.get("rejections_by_reason") or {}
     lines.append(f"  rejected: {stats.get('rejected', 0)}" +
                  (" (" + ", ".join(f"{k}={v}" for k, v in reasons.items()) + ")" if reasons else ""))

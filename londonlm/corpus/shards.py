@@ -204,6 +204,6 @@ def _jsonl(rows: list[dict[str, Any]]) -> str:
 
 def _reject_view(row: dict[str, Any]) -> dict[str, Any]:
     """A rejection record for a row that had been accepted before dedup."""
-    keys = ("id", "source", "source_kind", "title", "author", "year", "url", "london", "repairs", "preview",
-            "chars", "reason", "reasons", "detail", "duplicate_of", "cluster")
+    keys = ("id", "source", "source_kind", "title", "author", "year", "year_rule", "date_evidence", "url",
+            "london", "repairs", "preview", "chars", "reason", "reasons", "detail", "duplicate_of", "cluster")
     return {k: row[k] for k in keys if k in row}

@@ -27,9 +27,13 @@ from .run import (MODES, QUICK_MAX_EVAL_TOKENS, EvaluationError, MissingInput, l
 from .generation_quality import distinct_n, load_wordlist, repeated_ngram_rate, words_of
 from .human_eval import BROUGHT_SAMPLES, brought_samples
 from .identity import METRICS_FILE, SAMPLES_FILE, model_identity, stale_evaluation
+from .leakage import LEAKAGE_FACTS, LEAKAGE_WORDS, LeakageError, leakage_markdown, run_leakage_probes
+from .time_lock import could_not_know_section, leakage_for_model, leakage_summary
 
 __all__ = [
     "brought_samples", "BROUGHT_SAMPLES", "distinct_n", "evaluate_lm", "EvaluationError",
+    "could_not_know_section", "LEAKAGE_FACTS", "LEAKAGE_WORDS", "leakage_for_model", "leakage_markdown",
+    "leakage_summary", "LeakageError", "run_leakage_probes",
     "load_for_evaluation", "load_mc_jsonl", "load_model", "load_wordlist", "METRICS_FILE",
     "METRICS_FORMAT_VERSION", "MissingInput", "model_identity", "MODES", "ProbeFormatError",
     "QUICK_MAX_EVAL_TOKENS", "repeated_ngram_rate", "run_evaluation", "SAMPLES_FILE", "score_items",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, existing_dir, existing_file,
-                    non_negative_int, positive_int, writable_dir)
+                    non_negative_int, positive_int, writable_dir, year)
 from .report import passage_count
 
 LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32 --include_path "
@@ -51,6 +51,9 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
                                      "<model>/evaluation/ for a model outside a run)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--cutoff_year", type=year,
+                   help="split the leakage probes at this year (default: the cutoff the model's run "
+                        "recorded; none: every item counts as before the cutoff)")
     p.add_argument("--max_eval_tokens", type=positive_int, default=None,
                    help="cap on scored validation tokens (quick default 20000; comprehensive: all)")
     p.add_argument("--trainer_state", help="trainer_state.json for the curves (default: found "
@@ -159,14 +162,15 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     model_path = layout.resolve_model(args.model, run_layout)
     compare = [c for c in _compare_specs(args.compare, layout, run_layout)
                if c.resolve() != model_path.resolve()]
-    texts, years = load_validation(layout.processed_dir)
+    texts, years = load_validation(layout.corpus_of(model_path))
     out_dir = Path(args.out_dir) if args.out_dir else evaluation_dir(layout, run_layout, model_path)
     m = run_evaluation(model_path, out_dir, val_texts=texts, val_years=years, mode=args.mode,
                        probes_path=args.probes, extra_mc_files=args.mc_files,
                        text_files=args.text_files, compare=compare, device=args.device,
                        seed=args.seed, max_eval_tokens=args.max_eval_tokens,
                        trainer_state_path=args.trainer_state,
-                       lm_eval_tasks=args.lm_eval_tasks, lm_eval_text_dir=args.lm_eval_text_dir)
+                       lm_eval_tasks=args.lm_eval_tasks, lm_eval_text_dir=args.lm_eval_text_dir,
+                       cutoff_year=args.cutoff_year)
     _print_table(m)
     print(f"\nreport: {out_dir / 'report.md'}")
     print("lm-eval-harness: " + LM_EVAL_HINT.format(path=model_path))

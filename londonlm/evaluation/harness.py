@@ -8,6 +8,8 @@ from the command line for any published model::
 
 - ``london_probes``: the London multiple-choice probes, by log-likelihood (``acc``,
   ``acc_norm``);
+- ``london_leakage``: the dated leakage facts (:mod:`londonlm.evaluation.leakage`), scored the
+  same way; the split at a cutoff year is londonlm's own;
 - ``london_text_bpb``: bits per byte, byte and word perplexity on a folder of ``.txt`` files
   (``text_dir``), lm-eval's wikitext recipe. It agrees with
   :func:`londonlm.evaluation.lm.evaluate_lm` run with an ``<|endoftext|>`` prefix on documents
@@ -28,7 +30,8 @@ from ..core import LondonLMError
 TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 PROBES_TASK = "london_probes"
 TEXT_TASK = "london_text_bpb"
-LONDON_TASKS = (PROBES_TASK, TEXT_TASK)
+LEAKAGE_TASK = "london_leakage"
+LONDON_TASKS = (PROBES_TASK, TEXT_TASK, LEAKAGE_TASK)
 
 
 class HarnessError(LondonLMError, RuntimeError):

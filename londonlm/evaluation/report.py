@@ -129,6 +129,10 @@ def render_markdown(metrics: Mapping, plots: Mapping[str, str], samples: Sequenc
     L += _lm_section(m.get("lm", {}))
     for name, p in m.get("probes", {}).items():
         L += _probe_section(name, p, plots)
+    if "leakage" in m:
+        from .time_lock import could_not_know_section
+
+        L += could_not_know_section(m.get("corpus_time"), m.get("leakage"))
     L += _generation_section(m.get("generation"))
     L += _samples_section(samples)
     L += _training_section(m.get("training"), plots)

@@ -127,6 +127,19 @@ def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, qui
     return out
 
 
+def _leakage(lm: LoadedModel, model_path: Path, cutoff_year, limit, log) -> tuple[dict | None, dict]:
+    """(the run's recorded corpus years, the leakage probes split at the cutoff)."""
+    from .leakage import run_leakage_probes
+    from .time_lock import corpus_time_of, leakage_summary
+
+    record = corpus_time_of(model_path)
+    if cutoff_year is None and record:
+        cutoff_year = record.get("cutoff_year")
+    result = run_leakage_probes(lm, cutoff_year, limit=limit)
+    log(f"leakage probes: {leakage_summary(result)}")
+    return record, result
+
+
 def _read_probe_sets(probes_path, extra_mc_files, quick: bool) -> tuple[dict, dict]:
     """Every MC file, read up front so a malformed one fails before minutes of scoring;
     returns (name -> items, name -> file)."""
@@ -227,11 +240,13 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
                    device: str = "cpu", seed: int = 0, max_eval_tokens: int | None = None,
                    trainer_state_path: str | Path | None = None,
                    lm_eval_tasks: Sequence[str] = (), lm_eval_text_dir: str | Path | None = None,
+                   cutoff_year: int | None = None, leakage_limit: int | None = None,
                    log=print) -> dict:
     """Evaluate one model (and optionally compare others); write metrics.json, samples.jsonl,
     report.md and plots into ``out_dir``; return the metrics dict. ``lm_eval_tasks`` also
     scores the model with lm-evaluation-harness (``londonlm/evaluation/lm_eval_tasks``), recorded
-    beside our own figures under ``lm_eval``."""
+    beside our own figures under ``lm_eval``. The leakage probes split their items at
+    ``cutoff_year`` (default: the cutoff its run recorded)."""
     import torch
 
     from . import generation_quality, report
@@ -259,6 +274,8 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
         f"  ({v['tokens']} tokens{', capped' if v['truncated'] else ''})")
     with _timed(timing, "probes"):
         probes, probe_rows = _probe_metrics(model, tok, probe_sets, device)
+    with _timed(timing, "leakage"):
+        corpus_time, leakage = _leakage(lm, model_path, cutoff_year, leakage_limit, log)
     with _timed(timing, "generation"):
         gen_metrics, samples = generation_quality.evaluate_generation(
             model, tok, val_texts, n_passages=4 if quick else 16,
@@ -293,6 +310,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
     timing["total"] = time.time() - t_start
     metrics = _metrics_document(mode, info, seed, device, max_eval_tokens, v, probe_files, text_files,
                                 lm_metrics, probes, gen_metrics, training, compare_rows, human, timing)
+    metrics.update(corpus_time=corpus_time, leakage=leakage)
     if harness is not None:
         metrics["lm_eval"] = harness
     _write_outputs(out, metrics, plots, samples, probe_rows)

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ..core import link_or_copy, sha256_file, write_text_atomic
-from ..corpus import COLLECT_CMD, MANIFEST, summarize
+from ..corpus import COLLECT_CMD, MANIFEST, corpus_time_facts, summarize
 from .access import HubTarget, PublishError
 from .cards import render_dataset_card
 from .cards.dataset_card import corpus_splits, split_file
@@ -84,7 +84,8 @@ def stage_dataset(processed_dir: Path, stage_dir: Path, repo_id: str,
     corpus = summarize(rows)
     if not problems:  # a refused corpus is not worth converting
         write_split_tables(rows, processed_dir, stage_dir, corpus_splits(corpus))
-    write_text_atomic(stage_dir / "README.md", render_dataset_card(corpus, repo_id, model_repo_id=model_repo_id))
+    write_text_atomic(stage_dir / "README.md", render_dataset_card(
+        corpus, repo_id, model_repo_id=model_repo_id, corpus_time=corpus_time_facts(processed_dir)))
     log(f"staged dataset: {len(rows)} documents -> {stage_dir}")
     return corpus, problems
 

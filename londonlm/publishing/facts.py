@@ -8,9 +8,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import RunLayout, read_json, sha256_file
+from ..core import FINAL, RunLayout, read_json, sha256_file
 from ..corpus import MANIFEST, read_manifest, summarize
-from ..evaluation import METRICS_FILE, SAMPLES_FILE, stale_evaluation
+from ..evaluation import METRICS_FILE, SAMPLES_FILE, model_identity, stale_evaluation
 from .access import PublishError
 from .cards import read_samples
 
@@ -25,6 +25,7 @@ class RunFacts:
     trainer_state_source: str | None     # e.g. "checkpoint-600/trainer_state.json"
     corpus: dict | None                  # londonlm.corpus.manifest.summarize of the current manifest
     corpus_note: str
+    leakage: dict | None = None          # the leakage probes on these weights, when run
 
     @property
     def tokenizer_fallback(self) -> Path | None:
@@ -56,7 +57,19 @@ def gather_run_facts(model_dir: Path, run: RunLayout, processed_dir: Path | None
     corpus, note = load_corpus(processed_dir, run_info)
     return RunFacts(run=run, run_info=run_info, evaluation_dir=eval_dir, metrics=metrics,
                     trainer_state=state, trainer_state_source=state_src, corpus=corpus,
-                    corpus_note=note)
+                    corpus_note=note, leakage=leakage_of(model_dir, run, metrics))
+
+
+def leakage_of(model_dir: Path, run: RunLayout, metrics: dict | None) -> dict | None:
+    """The leakage probes' result for these weights: the evaluation's (already checked against
+    the weights), else the one the family or pipeline kept, if it scored these very weights."""
+    if metrics and metrics.get("leakage"):
+        return metrics["leakage"]
+    kept = read_json_or_none(run.leakage) if model_dir.name == FINAL else None
+    if isinstance(kept, dict) and (kept.get("model") or {}).get("weights_sha256") == \
+            model_identity(model_dir)["weights_sha256"]:
+        return kept.get("result")
+    return None
 
 
 def find_trainer_state(model_dir: Path, run: RunLayout | None) -> tuple[dict | None, str | None]:

@@ -51,7 +51,7 @@ def publish_model(layout: Layout, run: RunLayout, target: HubTarget, *, checkpoi
         raise PublishError(f"unknown --license {card.license_id!r}; choose one of: {', '.join(LICENSES)}")
     target = target.checked()
     model_dir = Path(layout.resolve_model(checkpoint, run))
-    facts = gather_run_facts(model_dir, run, layout.processed_dir, root=layout.root)
+    facts = gather_run_facts(model_dir, run, layout.corpus_of(model_dir), root=layout.root)
     chat = gather_chat_facts(model_dir, facts, layout) if is_chat_run(model_dir, facts.run_info) else None
 
     stage_dir = prepare_stage_dir(Path(stage_dir) if stage_dir else run.hub_stage)
@@ -130,7 +130,7 @@ def _write_docs(stage_dir: Path, model_dir: Path, facts: RunFacts, report: Verif
                         trainer_state_source=facts.trainer_state_source, metrics=facts.metrics,
                         samples=samples, samples_source=samples_source, corpus=facts.corpus,
                         corpus_note=facts.corpus_note, usage_prompt=card.prompt,
-                        dataset_repo_id=card.dataset_repo_id)
+                        dataset_repo_id=card.dataset_repo_id, leakage=facts.leakage)
     if report.facts and chat is None:
         write_text_atomic(stage_dir / "README.md", render_model_card(inputs))
     write_text_atomic(stage_dir / "LICENSE", license_text(card.license_id, card.copyright_holder, facts.corpus))

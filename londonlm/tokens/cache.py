@@ -258,7 +258,7 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
                 manifest_rows: list[dict], manifest_sha256: str, context_length: int,
                 era_tokens: bool, progress: bool = True) -> dict:
     """Encode both splits to disk; metadata.json is written last."""
-    from ..corpus import iter_split_texts
+    from ..corpus import corpus_time_facts, iter_split_texts
 
     if len(tokenizer) >= 65536:
         raise CacheError(f"vocabulary of {len(tokenizer)} does not fit uint16 (< 65,536)")
@@ -277,6 +277,9 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
             "manifest_sha256": manifest_sha256, "context_length": context_length,
             "era_tokens": bool(era_tokens), "dtype": "uint16", "eot_id": tokenizer.eos_token_id,
             "vocab_size": len(tokenizer), "splits": splits, "created": now_iso(),
+            # the cutoff and years of the text these tokens hold: a resumed time-locked run
+            # checks them even when the run stopped before writing run_info.json
+            "corpus_time": corpus_time_facts(processed_dir),
             "build_seconds": round(time.time() - t0, 2)}
     write_json_atomic(meta_path, meta)
     return meta

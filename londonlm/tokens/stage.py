@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..core import SIDECAR, read_json, sidecar_current, write_sidecar
-from ..corpus import iter_split_texts, manifest_sha256, read_manifest
+from ..corpus import corpus_time_facts, iter_split_texts, manifest_sha256, read_manifest
 from .tokenizer import (era_tokens_for_years, load_tokenizer, plain_backend, roundtrip_failures,
                         save_tokenizer, train_bpe)
 
@@ -42,7 +42,9 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
     seconds = time.time() - t0
     counts = {"vocab_size": tok.get_vocab_size(), "train_documents":
               sum(r["split"] == "train" for r in rows), "train_chars": train_chars,
-              "train_seconds": round(seconds, 2)}
+              "train_seconds": round(seconds, 2),
+              # the years its merges were learnt from: a time-locked run refuses a later corpus's
+              "corpus_time": corpus_time_facts(processed_dir)}
     write_sidecar(out_dir / SIDECAR, "tokenizer", inputs, settings, counts)
     log(f"tokenizer: vocab {tok.get_vocab_size()} ({len(eras)} era tokens) trained on "
         f"{train_chars:,} chars in {seconds:.1f}s -> {out_dir}")

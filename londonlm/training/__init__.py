@@ -14,10 +14,11 @@ time budget) and :mod:`.args` (the flags every job shares).
 """
 from __future__ import annotations
 
-from .args import RunControlArguments, SpeedArguments, parse_flags
+from .args import RunControlArguments, SpeedArguments, TrainFlags, parse_flags
 from .base import TrainingError, is_main_process, log
 from .checkpoints import move_run_aside
 from .finetune import FineTuneData, FineTuneJob, fine_tune, save_model_folder
+from .grid import finished, share_cache
 from .loop import RunControl, make_training_arguments
 from .modeling import padded_vocab
 from .options import BUDGET_STEP_CAP, RunOptions, TrainDefaults, TrainingJob, default_autotune, make_job
@@ -32,9 +33,9 @@ def run_job(job: TrainingJob) -> dict:
 
 
 __all__ = [
-    "BUDGET_STEP_CAP", "default_autotune", "fine_tune", "FineTuneData", "FineTuneJob",
+    "BUDGET_STEP_CAP", "default_autotune", "fine_tune", "FineTuneData", "FineTuneJob", "finished",
     "is_main_process", "log", "make_job", "make_training_arguments", "move_run_aside", "padded_vocab",
     "parse_flags", "run_job", "run_training", "RunControl", "RunControlArguments", "RunOptions",
-    "save_model_folder", "SPEED_RECORD_KEYS", "SpeedArguments", "SpeedOptions", "TrainDefaults",
-    "training_settings", "TrainingError", "TrainingJob",
+    "save_model_folder", "share_cache", "SPEED_RECORD_KEYS", "SpeedArguments", "SpeedOptions", "TrainDefaults",
+    "TrainFlags", "training_settings", "TrainingError", "TrainingJob",
 ]

@@ -20,7 +20,7 @@ _BELOW_ONE = number_in(0, 1, kind=float, below=True)
 FLAG_RANGES = {
     # the model and its data
     "n_layer": _POSITIVE_INT, "n_head": _POSITIVE_INT, "n_embd": _POSITIVE_INT, "max_length": number_in(2),
-    "vocab_size": number_in(2), "dropout": _BELOW_ONE, "batch_size": _POSITIVE_INT,
+    "vocab_size": number_in(2), "dropout": _BELOW_ONE, "cutoff_year": number_in(1000, 2100), "batch_size": _POSITIVE_INT,
     "eval_max_batches": _POSITIVE_INT, "early_stopping_patience": _NON_NEGATIVE_INT,
     # run control: 0 is the default "off", so a given value must be more
     "time_budget": _POSITIVE, "max_seconds": _POSITIVE, "stop_after_seconds": _POSITIVE,
@@ -89,6 +89,10 @@ class DataArguments:
     era_tokens: Optional[bool] = field(default=None, metadata={
         "help": "Prepend each document's era token (e.g. <|1650s|>) in the cache (default: when the "
                 "tokenizer has era tokens)."})
+    cutoff_year: Optional[int] = field(default=None, metadata={
+        "help": "Time-lock the run to this year: refuse a corpus, tokenizer, --init_from parent or "
+                "resumed checkpoint that reaches past it (default: the corpus's own cutoff, if it was "
+                "built with one). Recorded in run_info.json and the model card."})
     batch_size: Optional[int] = field(default=None, metadata={
         "help": "Per-device batch size (alias of --per_device_train_batch_size)."})
     eval_max_batches: Optional[int] = field(default=None, metadata={

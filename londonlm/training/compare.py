@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from ..core import Layout, LondonLMError, RunLayout, user_path
+from ..core import Layout, LondonLMError, RunLayout, read_json, user_path
 
 COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
@@ -16,6 +16,11 @@ COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("best_val_loss", "best val loss"), ("best_step", "best step"),
            ("final_val_loss", "final val loss"), ("best_val_bpb", "best val bpb"),
            ("parent", "parent"), ("status", "status")]
+
+
+# shown when any compared run is time-locked (a family from run_grid.py --cutoffs)
+TIME_COLUMNS = [("cutoff", "cutoff"), ("years", "years"), ("facts_before", "facts ≤ cutoff"),
+                ("facts_after", "facts > cutoff"), ("leak", "leak?")]
 
 
 class CompareError(LondonLMError, RuntimeError):
@@ -77,7 +82,35 @@ def load_run(run_dir: Path) -> dict:
         "parent": parent.get("run_name") or (Path(parent["path"]).parent.name if parent.get("path") else ""),
         "status": f"interrupted ({info['interrupted']})" if info.get("interrupted") else "finished",
         "curve": [(s, s * tps, v) for s, v in curve],
+        **time_row(run, info),
     }
+
+
+def _accuracy(side: dict | None) -> str | None:
+    """``0.31 [0.22, 0.41] n=70`` (per-byte rule, 95% interval) for one side of the leakage
+    probes, None when that side has no item."""
+    if not side or not side.get("n"):
+        return None
+    acc = side.get("per_byte") or {}
+    low, high = acc.get("ci95") or (None, None)
+    ci = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
+    return f"{acc['accuracy']:.2f}{ci} n={side['n']}"
+
+
+def time_row(run: RunLayout, info: dict) -> dict:
+    """The cutoff, years and leakage probe results of one run (what the family table adds)."""
+    record = info.get("corpus_time") or {}
+    years = record.get("years") or [None, None]
+    try:
+        kept = read_json(run.leakage) if run.leakage.is_file() else {}
+    except (OSError, ValueError):  # a torn file: the probes are simply not shown
+        kept = {}
+    result = kept.get("result") or {}
+    facts = result.get("facts") or {}
+    return {"cutoff": record.get("cutoff_year"),
+            "years": f"{years[0]}–{years[1]}" if years[0] is not None else None,
+            "facts_before": _accuracy(facts.get("before")), "facts_after": _accuracy(facts.get("after")),
+            "leak": None if not facts else ("YES" if result.get("flag") else "no")}
 
 
 def _fmt(v) -> str:
@@ -90,12 +123,23 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def columns_for(rows: list[dict]) -> list[tuple[str, str]]:
+    """The table's columns: the time-lock ones only when some run has a cutoff."""
+    if any(r.get("cutoff") is not None for r in rows):
+        return COLUMNS[:1] + TIME_COLUMNS + COLUMNS[1:]
+    return COLUMNS
+
+
 def format_table(rows: list[dict], sort_by: str | None = "best_val_loss") -> str:
-    """A Markdown table (readable as plain text too), best run first."""
+    """A Markdown table (readable as plain text too), best run first (a family of cutoffs:
+    earliest cutoff first)."""
+    columns = columns_for(rows)
+    if columns is not COLUMNS:
+        sort_by = "cutoff"
     if sort_by:
         rows = sorted(rows, key=lambda r: (r.get(sort_by) is None, r.get(sort_by) or 0))
-    cells = [[h for _, h in COLUMNS]] + [[_fmt(r.get(k)) for k, _ in COLUMNS] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+    cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     line = lambda c: "| " + " | ".join(x.ljust(w) for x, w in zip(c, widths)) + " |"  # noqa: E731
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
                       *map(line, cells[1:])])
@@ -103,7 +147,7 @@ def format_table(rows: list[dict], sort_by: str | None = "best_val_loss") -> str
 
 def write_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=[k for k, _ in COLUMNS] + ["run_dir"],
+        w = csv.DictWriter(f, fieldnames=[k for k, _ in columns_for(rows)] + ["run_dir"],
                            extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)

@@ -63,6 +63,7 @@ class RunOptions:
     cache_mode: str = "auto"
     verify_cache: bool = False
     era_tokens: bool | None = None
+    cutoff_year: int | None = None      # time lock (None: the corpus's own cutoff, if any)
     eval_max_batches: int = 0
     fresh: bool = False
     save_best: bool = False
@@ -179,6 +180,7 @@ def run_options(flags: TrainFlags, preset_name: str, preset: dict, run: RunLayou
         context_length=m.max_length or preset["context_length"], vocab_size=m.vocab_size,
         dropout=preset["dropout"] if m.dropout is None else m.dropout,
         cache_mode=d.cache_mode, verify_cache=d.verify_cache, era_tokens=d.era_tokens,
+        cutoff_year=d.cutoff_year,
         eval_max_batches=preset["eval_max_batches"] if d.eval_max_batches is None else d.eval_max_batches,
         fresh=c.fresh, save_best=d.save_best, early_stopping_patience=d.early_stopping_patience,
         time_budget=c.time_budget or c.max_seconds, stop_after_seconds=c.stop_after_seconds,

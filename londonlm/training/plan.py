@@ -6,7 +6,7 @@ token cache is built or read.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import checkpoint_step
@@ -18,6 +18,7 @@ from .modeling import ModelShape, padded_vocab
 from .options import RunOptions
 from .ranks import same_on_all_ranks
 from .sampler import recorded_position
+from .time_lock import time_lock
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TrainingPlan:
     tokens_per_step: int
     world: int
     data_position: dict | None = None  # what the resumed checkpoint recorded (sampler.DataPosition)
+    corpus_time: dict = field(default_factory=dict)  # cutoff and years (run_info.json "corpus_time")
 
     @property
     def resumes_continued_run(self) -> bool:
@@ -149,11 +151,13 @@ def plan_run(opts: RunOptions, args) -> TrainingPlan:
         shape = ModelShape(opts.n_layer, opts.n_head, opts.n_embd, opts.context_length,
                            padded_vocab(len(tokenizer)))
         parent = resumed_parent
+    corpus_time = time_lock(opts, tokenizer, resume, previous, init.path if init else None)
     world = world_size()
     tokens_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                        * world * opts.context_length)
     plan = TrainingPlan(tokenizer, resume, init, parent, previous, validated(shape),
-                        tokens_per_step, world, recorded_position(resume) if resume else None)
+                        tokens_per_step, world, recorded_position(resume) if resume else None,
+                        corpus_time)
     _log_plan(plan, opts, args.per_device_train_batch_size)
     return plan
 

@@ -1,7 +1,6 @@
 """Shards run apart and merge to exactly the single-shard result; shards resume."""
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from ...core import LondonLMError, user_path
 
+from ..dating import LONDON_LIVES
 from .archive_org import ArchiveOrgSource
 from .base import Document, Source, SourceError, decode_bytes, read_text_file, safe_id
 from .gutenberg import GutenbergSource, gutenberg_urls
@@ -115,8 +116,7 @@ def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
                 text, meta, reps = london_lives_to_text(data)
                 doc.text = text
                 doc.repairs.extend(reps)
-                if meta.get("year"):
-                    doc.year = meta.pop("year")
+                doc.add_date(LONDON_LIVES, meta.pop("year", None))
                 doc.extra.update(meta)
         else:
             text, reps = decode_bytes(data)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ...core import write_text_atomic
+from ..dating import ARCHIVE_ORG
 from .base import Document, Source, safe_id, source_dir, wanted
 
 SEARCH_FIELDS = ("identifier", "title", "creator", "date", "year", "subject", "licenseurl", "language")
@@ -120,10 +121,13 @@ class ArchiveOrgSource(Source):
             meta = json.loads(meta_path.read_text(encoding="utf-8")).get("metadata", {}) if meta_path.exists() else {}
             merged = {**hit, **meta}
             base = self.meta()
+            dates = dict(base["dates"])
+            if _year_of(merged) is not None:
+                dates[ARCHIVE_ORG] = _year_of(merged)
             doc = Document(
                 id=safe_id(f"{self.id}-{ident}")[0], source=self.id, source_kind=self.kind,
                 title=_first(merged.get("title")) or base["title"], author=_first(merged.get("creator")),
-                year=_year_of(merged) or base["year"], license=_first(merged.get("licenseurl")) or base["license"],
+                dates=dates, license=_first(merged.get("licenseurl")) or base["license"],
                 url=f"{self.base_url}/details/{ident}", london=base["london"],
                 extra={"identifier": ident, "raw_path": str(item_dir / "text_djvu.txt"), "raw_format": "text",
                        "ocr": True, "ia_subject": merged.get("subject"), "ia_date": _first(merged.get("date"))},

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ...core import LondonLMError
+from ..dating import REGISTRY_RANGE, REGISTRY_YEAR, SOURCE_YEAR, decide_year
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 MAX_ID_LEN = 150
@@ -37,7 +38,10 @@ class Document:
 
     ``text`` may be None with ``extra['raw_path']`` set: the worker process loads it, so the
     parent never holds a whole corpus. ``error`` set means the input was rejected while reading
-    (binary, empty, ...): the pipeline logs it and moves on."""
+    (binary, empty, ...): the pipeline logs it and moves on.
+
+    ``dates`` is every date the source saw, by rule name (``londonlm.corpus.dating``); ``year``
+    is always the year they decide, so give dates through ``dates`` or :meth:`add_date`."""
 
     id: str
     source: str
@@ -52,6 +56,26 @@ class Document:
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     repairs: list[str] = field(default_factory=list)
+    dates: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # an own copy: the documents of one source are built from one shared metadata dict
+        self.dates = {str(rule): int(y) for rule, y in (self.dates or {}).items()}
+        if self.year is not None and not self.dates:
+            self.dates[SOURCE_YEAR] = int(self.year)
+        self.year = decide_year(self.dates)[0]
+
+    def add_date(self, rule: str, year: int | None) -> None:
+        """Record one piece of date evidence and re-decide ``year``."""
+        if year is None:
+            return
+        self.dates[rule] = int(year)
+        self.year = decide_year(self.dates)[0]
+
+    @property
+    def year_rule(self) -> str | None:
+        """The rule that decided ``year`` (None when undated)."""
+        return decide_year(self.dates)[1]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,11 +165,14 @@ class Source:
     # metadata shared by every document of the source
     def meta(self) -> dict[str, Any]:
         s = self.spec
-        year = s.get("year")
-        if year is None and s.get("year_range"):
-            year = int(s["year_range"][0])
+        dates = {}
+        if s.get("year") is not None:
+            dates[REGISTRY_YEAR] = int(s["year"])
+        if s.get("year_range"):
+            # the end: any text of the source may be that late (used only for undated texts)
+            dates[REGISTRY_RANGE] = int(s["year_range"][1])
         return dict(source=self.id, source_kind=self.kind, title=str(s.get("title", "")),
-                    author=str(s.get("author", "")), year=int(year) if year is not None else None,
+                    author=str(s.get("author", "")), dates=dates,
                     license=str(s.get("license", "")), london=bool(s.get("london", True)))
 
     def fetch(self, downloader, downloads_dir: Path, keep=None) -> list:

@@ -3,7 +3,8 @@ or the shared test corpus.
 
 Per-file metadata comes from an optional ``MANIFEST.tsv`` in the folder (columns ``file``,
 ``title``, ``author``, ``year_first_published`` or ``year``, ``london_related``, ``license``),
-else from the registry entry, else from the file name (a date such as ``1782-04-10``).
+the registry entry and the file name (a date such as ``1782-04-10``): every date seen is
+kept as evidence and the latest decides (``londonlm.corpus.dating``).
 XML in Old Bailey TEI form is extracted trial by trial; other XML has its markup dropped.
 """
 from __future__ import annotations
@@ -15,9 +16,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ...core import user_path
+from ..dating import DEFAULT_YEAR, FILE_NAME, MANIFEST_FIRST_PUBLISHED, MANIFEST_YEAR
 from .base import Document, Source, safe_id, wanted
 
 DEFAULT_PATTERNS = ("*.txt", "*.xml", "*.html", "*.htm", "*.txt.gz", "*.xml.gz")
+# a year in a file name, alone or as the start of a date (oldbailey_1782-04-10.xml, OA16780123.txt)
+_FILE_YEAR = re.compile(r"(?<!\d)(1[0-9]\d\d)(?:-?\d\d-?\d\d)?(?!\d)")
 _BOOL = {"yes": True, "true": True, "1": True, "y": True, "no": False, "false": False, "0": False, "n": False}
 
 
@@ -64,12 +68,29 @@ class LocalSource(Source):
                 out.append(p)
         return sorted(out)
 
+    def _dates(self, name: str, row: dict[str, str], registry: dict[str, int]) -> dict[str, int]:
+        """Every date seen for one file: the registry entry's, its MANIFEST.tsv row's, its
+        file name's and the user's ``default_year`` (``dating.decide_year`` picks)."""
+        dates = dict(registry)
+        for column, rule in (("year_first_published", MANIFEST_FIRST_PUBLISHED), ("year", MANIFEST_YEAR)):
+            value = (row.get(column) or "").strip()
+            if re.fullmatch(r"\d{3,4}", value):
+                dates[rule] = int(value)
+                break
+        m = _FILE_YEAR.search(name)
+        if m:
+            dates[FILE_NAME] = int(m.group(1))
+        if self.spec.get("default_year") is not None:
+            dates[DEFAULT_YEAR] = int(self.spec["default_year"])  # counts only when nothing else dates it
+        return dates
+
     def documents(self, downloads_dir: Path | None = None, keep=None) -> Iterator[Document]:
         root = self.folder()
         manifest = read_folder_manifest(root) if root.is_dir() else {}
         base = self.meta()
         prefix = self.spec.get("id_prefix", "")
-        for p in self.files():
+        files = self.files()
+        for p in files:
             rel = p.relative_to(root).as_posix()
             if not wanted(keep, f"{self.id}/{rel}"):
                 continue
@@ -80,19 +101,11 @@ class LocalSource(Source):
             meta: dict[str, Any] = dict(base)
             if row.get("title"):
                 meta["title"] = row["title"]
-            elif not meta["title"] or len(self.files()) > 1:
+            elif not meta["title"] or len(files) > 1:
                 meta["title"] = p.name.split(".")[0].replace("_", " ")
             if row.get("author"):
                 meta["author"] = row["author"]
-            year = row.get("year_first_published") or row.get("year")
-            if year and re.fullmatch(r"\d{3,4}", year.strip()):
-                meta["year"] = int(year)
-            else:
-                m = re.search(r"(?<!\d)(1[0-9]\d\d)(?:-?\d\d-?\d\d)?(?!\d)", p.name)
-                if m and not year and base["year"] is None:
-                    meta["year"] = int(m.group(1))
-            if meta["year"] is None and self.spec.get("default_year") is not None:
-                meta["year"] = int(self.spec["default_year"])  # undated file: the user's stated year
+            meta["dates"] = self._dates(p.name, row, base["dates"])
             if row.get("london_related"):
                 meta["london"] = _BOOL.get(row["london_related"].strip().lower(), base["london"])
             if row.get("license"):

@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..dating import FILE_NAME, TEI_SESSION
 from .base import Document, Source, SourceError, decode_bytes, safe_id, source_dir, wanted
 
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
@@ -179,7 +180,7 @@ def documents_from_file(path: Path, meta: dict[str, Any], url: str = "") -> Iter
     doc.extra["raw_format"] = "tei" if path.suffix.lower() == ".xml" else "text"
     m = re.search(r"(1[5-9]\d\d)-?(\d\d)-?(\d\d)", stem)
     if m:
-        doc.year = int(m.group(1))
+        doc.add_date(FILE_NAME, int(m.group(1)))
     if not path.exists():
         doc.error = "not_downloaded"
     yield doc
@@ -189,10 +190,7 @@ def materialise_tei(doc: Document, data: bytes) -> None:
     text, meta, repairs = tei_to_text(data)
     doc.text = text
     doc.repairs.extend(repairs)
-    if meta.get("year"):
-        doc.year = meta.pop("year")
-    else:
-        meta.pop("year", None)
+    doc.add_date(TEI_SESSION, meta.pop("year", None))
     doc.extra.update(meta)
     if meta.get("session_date") and not doc.title:
         doc.title = f"Old Bailey Proceedings, {meta['session_date']}"

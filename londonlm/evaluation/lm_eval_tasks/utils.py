@@ -12,6 +12,7 @@ from pathlib import Path
 
 TEXT_DIR_ENV = "LONDONLM_TEXT_DIR"
 PROBES_ENV = "LONDONLM_PROBES"
+LEAKAGE_ENV = "LONDONLM_LEAKAGE"
 
 
 def load_probes(probes_path: str | None = None, **_):
@@ -25,6 +26,21 @@ def load_probes(probes_path: str | None = None, **_):
     rows = [{"id": it.id, "category": it.category, "context": it.context,
              "choices": it.choices, "continuations": it.continuations, "answer": it.answer}
             for it in load_mc_jsonl(path)]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def load_leakage(leakage_path: str | None = None, **_):
+    """The dated leakage facts as a one-split DatasetDict, validated by londonlm's own reader;
+    each row keeps its ``year`` so results can be split at a cutoff afterwards."""
+    import datasets
+
+    from londonlm.evaluation.leakage import LEAKAGE_FACTS, load_leakage_facts  # loaded by lm-eval as a file
+
+    path = leakage_path or os.environ.get(LEAKAGE_ENV) or LEAKAGE_FACTS
+    rows = [{"id": f.item.id, "category": f.item.category, "year": f.year,
+             "context": f.item.context, "choices": f.item.choices,
+             "continuations": f.item.continuations, "answer": f.item.answer}
+            for f in load_leakage_facts(path)]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 

@@ -26,8 +26,26 @@ def _size_category(n: int) -> str:
     return "1M<n<10M"
 
 
+def time_lock_lines(corpus_time: dict | None) -> list[str]:
+    """The dataset's cutoff (if any) and how each document was dated."""
+    if not corpus_time:
+        return []
+    cutoff, years = corpus_time.get("cutoff_year"), corpus_time.get("years") or [None, None]
+    lines = ["## Dates and cutoff", ""]
+    if cutoff is not None:
+        lines.append(f"**Cutoff: {cutoff}.** Every document's date evidence is {cutoff} or earlier "
+                     f"(its latest dated trace decides), and undated documents were left out, so a "
+                     f"model trained on this dataset saw no text written after {cutoff}.")
+    else:
+        lines.append("This corpus has no cutoff year: undated documents may be included.")
+    lines += ["", f"Document years: {years[0]}–{years[1]}. Each manifest row records its `year`, the "
+                  "`year_rule` that decided it and all `date_evidence` found (registry year, TEI "
+                  "session date, MANIFEST.tsv, file name).", ""]
+    return lines
+
+
 def render_dataset_card(corpus: dict, repo_id: str, pretty_name: str = "London historical texts",
-                        model_repo_id: str | None = None) -> str:
+                        model_repo_id: str | None = None, corpus_time: dict | None = None) -> str:
     from huggingface_hub import DatasetCardData
 
     lic = dataset_license(corpus)
@@ -50,7 +68,7 @@ def render_dataset_card(corpus: dict, repo_id: str, pretty_name: str = "London h
               f"- `{split_file('train')}`, `{split_file('validation')}`: one row per document "
               "with its `text` and the manifest's columns, what `load_dataset` reads.",
               "- `manifest.jsonl`: one JSON object per document: `id`, `source`, `source_kind`, "
-              "`title`, `author`, `year`, `decade`, `license`, `url`, `sha256` (of the text), "
+              "`title`, `author`, `year` (with `year_rule` and `date_evidence`), `decade`, `license`, `url`, `sha256` (of the text), "
               "`chars`, `words`, `split` (train/validation, from a hash of the id), `path`, "
               "`london`.",
               "- `texts/<id>.txt`: the cleaned UTF-8 text of each document (`path` in the "
@@ -65,7 +83,7 @@ def render_dataset_card(corpus: dict, repo_id: str, pretty_name: str = "London h
     if lic == "other":
         parts += ["The sources carry different licences (see the table); check each source's "
                   "terms before redistribution.", ""]
-    parts += ["## Period coverage", ""] + decade_table(corpus) + [""]
+    parts += ["## Period coverage", ""] + decade_table(corpus) + [""] + time_lock_lines(corpus_time)
     parts += ["## Processing", "",
               "Texts were decoded to UTF-8, cleaned of markup and boilerplate (e.g. Project "
               "Gutenberg headers), de-duplicated and filtered to the 1500–1900 period. Historical "

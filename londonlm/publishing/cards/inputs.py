@@ -26,3 +26,4 @@ class CardInputs:
     corpus_note: str = ""                  # e.g. manifest changed since training
     usage_prompt: str = DEFAULT_PROMPT
     dataset_repo_id: str | None = None    # the corpus published alongside, if any
+    leakage: dict | None = None            # the leakage probes on these weights, if run

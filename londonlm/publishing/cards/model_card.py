@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
+from ...evaluation import could_not_know_section
 from ...generation import GenerationSettings
 from .format import fmt_num, md_escape, year_span
 from .inputs import DEFAULT_PROMPT, CardInputs
@@ -45,7 +46,8 @@ def usage_snippet(model_id: str, prompt: str = DEFAULT_PROMPT, era_token: str | 
 def render_model_card(inp: CardInputs) -> str:
     eras = inp.model_facts.get("era_tokens") or []
     parts = ["---", _front_matter(inp).rstrip("\n"), "---", "", *_details(inp)]
-    parts += data_section(inp) + training_section(inp) + evaluation_section(inp) + samples_section(inp)
+    parts += data_section(inp) + could_not_know_section((inp.run_info or {}).get("corpus_time"), inp.leakage)
+    parts += training_section(inp) + evaluation_section(inp) + samples_section(inp)
     model_id = inp.repo_id or inp.model_name
     parts += ["## How to use", "", "```python",
               usage_snippet(model_id, inp.usage_prompt, eras[-1] if eras else None,

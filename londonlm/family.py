@@ -1,0 +1,118 @@
+"""A family of time-locked models in one command (``run_grid.py --cutoffs 1700,1750,1800``).
+
+From one collected corpus, each cutoff gets a view of it (documents dated up to that year),
+a tokenizer trained on that view only, one run (``PREFIX-toYEAR``) and the leakage probes on
+its final model; then one table compares them. Cutoffs whose views hold the same documents
+share the tokenizer and the token cache (hard links), since they would be identical. A
+finished member is skipped unless its corpus view changed (then it starts over) or
+``--fresh`` is given; one member that fails does not stop the others.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .core import Layout, LondonLMError, RunLayout, sha256_file
+from .corpus import MANIFEST, cutoff_view
+from .tokens import train_tokenizer_stage
+from .training import TrainDefaults, TrainFlags, finished, make_job, run_training, share_cache
+
+
+@dataclass
+class FamilyPlan:
+    prefix: str
+    cutoffs: list[int]
+    layout: Layout
+    processed_dir: Path          # the collected corpus every view is cut from
+    tokenizer_name: str
+    vocab_size: int
+    min_frequency: int = 2
+    era_tokens: bool = True
+    context_length: int = 1024
+    fresh: bool = False
+    leakage_limit: int | None = None   # only the first N probe items (tests)
+
+    def run(self, cutoff: int) -> RunLayout:
+        return self.layout.run(self.layout.cutoff_run_name(self.prefix, cutoff))
+
+
+@dataclass
+class Member:
+    cutoff: int
+    run: RunLayout
+    view_dir: Path
+    tokenizer_dir: Path
+    shared_with: str | None = None   # the member whose tokenizer and cache this one reuses
+
+
+def _corpus_changed(run: RunLayout, view_dir: Path) -> bool:
+    recorded = (run.read_run_info().get("cache") or {}).get("manifest_sha256")
+    return bool(recorded) and recorded != sha256_file(view_dir / MANIFEST)
+
+
+def prepare_member(plan: FamilyPlan, cutoff: int, seen: dict[str, Member], log) -> Member:
+    """The cutoff's corpus view and tokenizer (another member's, when the views are identical)."""
+    view = plan.layout.cutoff_dir(cutoff)
+    cutoff_view(plan.processed_dir, view, cutoff, log=log)
+    digest = sha256_file(view / MANIFEST)
+    twin = seen.get(digest)
+    member = Member(cutoff, plan.run(cutoff), view,
+                    twin.tokenizer_dir if twin else plan.layout.tokenizer_dir(plan.tokenizer_name, cutoff),
+                    twin.run.name if twin else None)
+    if twin is None:
+        train_tokenizer_stage(view, member.tokenizer_dir, vocab_size=plan.vocab_size,
+                              min_frequency=plan.min_frequency, era_tokens=plan.era_tokens,
+                              model_max_length=plan.context_length, log=log)
+        seen[digest] = member
+    else:
+        log(f"cutoff {cutoff}: the same documents as {twin.run.name}; sharing its tokenizer and token cache")
+        share_cache(twin.run, member.run)
+    return member
+
+
+def member_flags(flags: TrainFlags, plan: FamilyPlan, m: Member, fresh: bool) -> TrainFlags:
+    return flags.override(run_name_dir=m.run.name, processed_dir=str(m.view_dir),
+                          tokenizer_dir=str(m.tokenizer_dir), cutoff_year=m.cutoff,
+                          **({"fresh": True} if fresh else {}))
+
+
+def train_member(plan: FamilyPlan, m: Member, flags: TrainFlags, defaults: TrainDefaults, log) -> None:
+    changed = finished(m.run) and _corpus_changed(m.run, m.view_dir)
+    if finished(m.run) and not (plan.fresh or changed):
+        log(f"{m.run.name}: finished earlier, skipped (--fresh retrains)")
+        return
+    if changed:
+        log(f"{m.run.name}: its corpus view changed; starting it over (the old run is moved aside)")
+    job = make_job(member_flags(flags, plan, m, plan.fresh or changed), defaults)
+    run_training(job.opts, job.args)
+
+
+def probe_member(plan: FamilyPlan, m: Member, log) -> dict:
+    """The leakage probes on the member's final model, kept in its evaluation folder and
+    redone only when the weights change."""
+    from .evaluation import leakage_for_model, leakage_summary
+
+    result = leakage_for_model(m.run.final, m.cutoff, out=m.run.leakage, limit=plan.leakage_limit, log=log)
+    log(f"{m.run.name}: {leakage_summary(result)}")
+    return result
+
+
+def run_family(plan: FamilyPlan, flags: TrainFlags, defaults: TrainDefaults,
+               log=print) -> tuple[list[RunLayout], list[str]]:
+    """Every cutoff in turn, earliest first. Returns (finished runs, names of failed ones)."""
+    done, failed, seen = [], [], {}
+    cutoffs = sorted(set(plan.cutoffs))
+    for i, cutoff in enumerate(cutoffs, 1):
+        log(f"\n[{i}/{len(cutoffs)}] cutoff {cutoff}: {plan.run(cutoff).name}")
+        try:
+            member = prepare_member(plan, cutoff, seen, log)
+            train_member(plan, member, flags, defaults, log)
+            if finished(member.run):
+                probe_member(plan, member, log)
+        except LondonLMError as e:  # one bad member does not stop the family
+            log(f"error: {plan.run(cutoff).name}: {e}")
+        if finished(plan.run(cutoff)) and plan.run(cutoff).leakage.is_file():
+            done.append(plan.run(cutoff))
+        else:
+            failed.append(plan.run(cutoff).name)
+    return done, failed
