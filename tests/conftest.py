@@ -114,6 +114,24 @@ def write_micro_source(folder: Path, n_docs: int = 6, chars: int = 6000) -> Path
     return folder
 
 
+def write_dated_source(folder: Path, years, validation_up_to: int | None = None,
+                       percent: float = 5.0) -> Path:
+    """Micro period prose, one file per year (the year in its name dates it), named so that the
+    first document dated up to ``validation_up_to`` falls in the validation split (a cutoff
+    view of it can then be evaluated) and every other one in train."""
+    from londonlm.corpus import assign_split
+
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = micro_texts(len(years), 6000)
+    held = min((y for y in years if validation_up_to is None or y <= validation_up_to), default=None)
+    for i, (text, y) in enumerate(zip(texts, years)):
+        want = "validation" if y == held else "train"
+        stem = next(f"part{i}v{k}_{y}" for k in range(2000)
+                    if assign_split(f"local_part{i}v{k}_{y}", percent) == want)
+        (folder / f"{stem}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def micro_root(tmp_path_factory) -> Path:
     """A project root with a processed micro corpus and its tokenizer (stages 02-03 done)."""

@@ -280,3 +280,29 @@ def test_chat_mode_is_checked(tmp_path):
 
     with pytest.raises(UsageError, match="--chat must be one of auto, on, off"):
         _chat_plan(tmp_path, "maybe", None)
+
+
+def test_cutoff_year_time_locks_the_whole_pipeline(tmp_path):
+    """--cutoff_year: a view of the corpus, a tokenizer and a run (PRESET-toYEAR) of its own,
+    the leakage probes in the summary, and nothing dated after the cutoff anywhere."""
+    from conftest import write_dated_source
+
+    root = tmp_path / "root"
+    src = write_dated_source(root / "src", [1650, 1690, 1720, 1745, 1790, 1850], validation_up_to=1750)
+    res = _run(["--preset", "micro", "--source_dir", str(src), "--max_steps", "4", "--eval_max_tokens",
+                "2000", "--cutoff_year", "1750", "--chat", "off"], cwd=tmp_path, root=root)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "=== 2/6 corpus up to 1750 ===" in res.stdout
+    data = root / "data" / "london_historical"
+    full = [json.loads(x) for x in (data / "processed" / "manifest.jsonl").read_text().splitlines()]
+    view = [json.loads(x) for x in (data / "processed-to1750" / "manifest.jsonl").read_text().splitlines()]
+    assert len(full) == 6 and sorted(r["year"] for r in view) == [1650, 1690, 1720, 1745]
+    tok = json.loads((root / "09_models/tokenizers/london_historical_bpe-to1750/tokenizer.json").read_text())
+    assert not [t for t in tok["added_tokens"] if t["content"] in ("<|1750s|>", "<|1800s|>", "<|1850s|>")]
+    run = root / "09_models" / "checkpoints" / "micro-to1750"
+    summary = json.loads((run / "pipeline_summary.json").read_text())
+    assert summary["run_info"]["corpus_time"]["cutoff_year"] == 1750
+    assert summary["run_info"]["corpus_time"]["years"] == [1650, 1745]
+    assert summary["leakage"]["cutoff_year"] == 1750 and summary["leakage"]["facts"]["after"]["n"] > 0
+    assert (run / "evaluation" / "leakage.json").is_file()
+    assert "leakage probes (cutoff 1750):" in res.stdout

@@ -219,3 +219,29 @@ def test_lm_eval_tasks_recorded_beside_our_figures(project, tmp_path):
     assert 0 <= m["lm_eval"]["london_probes"]["acc"] <= 1
     assert m["lm_eval"]["london_text_bpb"]["bits_per_byte"] > 0
     assert "lm_eval" in m["timing_s"]
+
+
+def test_leakage_probes_and_what_the_model_could_not_know(project, tmp_path):
+    out = tmp_path / "ev"
+    assert _main(["--root", str(project), "--preset", "micro", "--out_dir", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    # the run recorded no cutoff: every item counts as before it, nothing is flagged
+    assert m["leakage"]["cutoff_year"] is None and m["leakage"]["facts"]["after"]["n"] == 0
+    assert m["leakage"]["facts"]["before"]["n"] >= 150 and not m["leakage"]["flag"]
+    # the run's recorded cutoff splits the items (and --cutoff_year overrides it)
+    info_path = project / "09_models" / "checkpoints" / "micro" / "run_info.json"
+    saved = info_path.read_text()
+    try:
+        info_path.write_text(json.dumps({"global_step": 4, "corpus_time": {
+            "cutoff_year": 1750, "years": [1600, 1750], "words_by_decade": {"1600": 900, "1750": 300}}}))
+        assert _main(["--root", str(project), "--preset", "micro", "--out_dir", str(out)]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["leakage"]["cutoff_year"] == 1750 and m["leakage"]["facts"]["after"]["n"] > 100
+        report = (out / "report.md").read_text()
+        section = report[report.index("## What this model could not know"):]
+        assert "**Cutoff: 1750.**" in section and "| 1600s | 900 |" in section and "Leakage probes" in section
+        assert _main(["--root", str(project), "--preset", "micro", "--out_dir", str(out),
+                      "--cutoff_year", "1650"]) == 0
+        assert json.loads((out / "metrics.json").read_text())["leakage"]["cutoff_year"] == 1650
+    finally:
+        info_path.write_text(saved)

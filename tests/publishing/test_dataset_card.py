@@ -26,3 +26,13 @@ def test_dataset_card_and_license():
     assert lic.startswith("MIT License\n\nCopyright (c) 2024 A. Person")
     assert "- oldbailey (web, 1 documents): cc-by-4.0" in lic
     assert "apache.org" in license_text("apache-2.0", corpus=corpus)
+
+
+def test_dataset_card_states_the_cutoff():
+    corpus = summarize(ROWS)
+    card = render_dataset_card(corpus, "me/london-texts", corpus_time={
+        "cutoff_year": 1750, "years": [1598, 1741], "words_by_decade": {}, "undated_documents": 0})
+    assert "## Dates and cutoff" in card and "**Cutoff: 1750.**" in card and "1598–1741" in card
+    assert "`year_rule`" in card and "`date_evidence`" in card
+    assert "no cutoff year" in render_dataset_card(corpus, "me/x", corpus_time={"cutoff_year": None,
+                                                                               "years": [1598, 1891]})

@@ -180,3 +180,36 @@ def test_continuation_figures_carry_their_counts_and_the_weights_they_measured()
     assert "| Metric | greedy (n=4) | reference (n=4) |" in evaluation
     assert "| ROUGE-L F1 vs the true continuation | 0.125 | – |" in evaluation
     assert f"weights sha256 `{'ab' * 32}`" in evaluation
+
+
+LEAKAGE = {"cutoff_year": 1750, "rule": "per_byte", "flag": False, "p_value": 0.61, "informative": False,
+           "verdict": "no sign of post-cutoff knowledge",
+           "facts": {"file": "leakage_facts.jsonl", "n": 280,
+                     "before": {"n": 143, "chance": 0.25,
+                                "per_byte": {"correct": 40, "accuracy": 40 / 143, "ci95": [0.21, 0.36],
+                                             "p_value": 0.2, "above_chance": False},
+                                "sum": {"correct": 38, "accuracy": 38 / 143, "ci95": [0.2, 0.34],
+                                        "p_value": 0.4, "above_chance": False}},
+                     "after": {"n": 137, "chance": 0.25,
+                               "per_byte": {"correct": 33, "accuracy": 33 / 137, "ci95": [0.18, 0.32],
+                                            "p_value": 0.61, "above_chance": False},
+                               "sum": {"correct": 30, "accuracy": 30 / 137, "ci95": [0.16, 0.3],
+                                       "p_value": 0.8, "above_chance": False}},
+                     "by_category": {}, "by_half_century": {}, "items": []},
+           "words": {"file": "leakage_words.jsonl", "n": 0, "before": {"n": 0, "mean": None, "ci95": None},
+                     "after": {"n": 0, "mean": None, "ci95": None}, "items": []}}
+
+
+def test_what_this_model_could_not_know():
+    ri = {**RUN_INFO, "corpus_time": {"cutoff_year": 1750, "years": [1598, 1741],
+                                      "words_by_decade": {"1590": 270000, "1720": 250000, "1740": 8000}}}
+    card = _card(run_info=ri, leakage=LEAKAGE)
+    section = card[card.index("## What this model could not know"):]
+    assert "**Cutoff: 1750.**" in section and "1598–1741" in section
+    assert "| 1590s | 270,000 | ██████████████████████████████ |" in section  # the year histogram
+    assert "| 1740s | 8,000 | █ |" in section
+    assert "no sign of post-cutoff knowledge" in section and "1750" in section
+    # a model trained without a cutoff says so, and that no probe was run
+    plain = _card(run_info={**RUN_INFO, "corpus_time": {"cutoff_year": None, "years": [1598, 1891],
+                                                        "words_by_decade": {"1890": 10}}})
+    assert "trained without a cutoff year" in plain and "No leakage probes were run" in plain
