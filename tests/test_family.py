@@ -4,7 +4,6 @@ tabulates them; identical views share their tokenizer and token cache."""
 import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 
