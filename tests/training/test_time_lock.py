@@ -143,3 +143,16 @@ def test_bad_cutoff_value_is_one_line(root, capsys):
     assert train(root, *QUICK, "--cutoff_year", "seventeen") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "cutoff_year" in err[0]
+
+
+def test_undated_documents_are_refused_under_a_cutoff(root):
+    from londonlm.training.base import TrainingError
+    from londonlm.training.time_lock import corpus_time
+
+    manifest = processed(root) / "manifest.jsonl"
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    rows[0].update(year=None, decade=None, year_rule=None, date_evidence={})
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert corpus_time(processed(root), None)["undated_documents"] == 1  # no cutoff: recorded only
+    with pytest.raises(TrainingError, match="1 undated documents"):
+        corpus_time(processed(root), 1750)
