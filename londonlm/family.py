@@ -30,7 +30,7 @@ class FamilyPlan:
     era_tokens: bool = True
     context_length: int = 1024
     fresh: bool = False
-    leakage_limit: int | None = None   # only the first N probe items (tests)
+    leakage_limit: int | None = None   # N probe items of each file, spread over 1500-1900 (tests)
 
     def run(self, cutoff: int) -> RunLayout:
         return self.layout.run(self.layout.cutoff_run_name(self.prefix, cutoff))
