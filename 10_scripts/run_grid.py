@@ -87,8 +87,8 @@ def report(done, failed, layout, prefix) -> int:
     _, table = compare_runs([r.dir for r in done], out, name=prefix)
     print(f"\n{table}\n\nsummary: {out / (prefix + '.md')} (and .csv)\nplot:    {out / (prefix + '.png')}")
     if failed:
-        print(f"error: {len(failed)} run(s) failed or stopped early: {', '.join(failed)}; run the "
-              f"same command again to resume them", file=sys.stderr)
+        print(f"error: {len(failed)} run(s) failed or stopped early: {', '.join(failed)}; the lines "
+              f"above say why; once fixed, the same command resumes them", file=sys.stderr)
         return 1
     return 0
 

@@ -70,7 +70,7 @@ def prepare_member(plan: FamilyPlan, cutoff: int, seen: dict[str, Member], log) 
     return member
 
 
-def member_flags(flags: TrainFlags, plan: FamilyPlan, m: Member, fresh: bool) -> TrainFlags:
+def member_flags(flags: TrainFlags, m: Member, fresh: bool) -> TrainFlags:
     return flags.override(run_name_dir=m.run.name, processed_dir=str(m.view_dir),
                           tokenizer_dir=str(m.tokenizer_dir), cutoff_year=m.cutoff,
                           **({"fresh": True} if fresh else {}))
@@ -83,7 +83,7 @@ def train_member(plan: FamilyPlan, m: Member, flags: TrainFlags, defaults: Train
         return
     if changed:
         log(f"{m.run.name}: its corpus view changed; starting it over (the old run is moved aside)")
-    job = make_job(member_flags(flags, plan, m, plan.fresh or changed), defaults)
+    job = make_job(member_flags(flags, m, plan.fresh or changed), defaults)
     run_training(job.opts, job.args)
 
 

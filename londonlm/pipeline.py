@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .chat import ChatDataError, ChatDatasetOptions, ChatEvalOptions, ChatTrainOptions
-from .core import RunLayout, SIDECAR, UsageError, read_json, sha256_file, write_json_atomic
+from .core import RunLayout, SIDECAR, UsageError, current_or_make, read_json, sha256_file, write_json_atomic
 from .corpus import MANIFEST
 from .evaluation import model_identity
 from .training import TrainingError, TrainingJob, run_job, training_settings
@@ -178,24 +178,6 @@ def _train_stage(plan: PipelinePlan, log) -> None:
     if summary.get("interrupted"):
         raise TrainingError(f"training stopped early ({summary['interrupted']}); run the same "
                             f"command again to resume it")
-
-
-def current_or_make(path: Path, model: dict, settings: dict, make, overwrite: bool, log,
-                    name: str):
-    """``make()``'s result, stored in ``path`` with the model it describes and the settings
-    it was made with, and reused only while both are the same: a figure or sample never
-    outlives the weights it came from."""
-    try:
-        old = read_json(path) if path.is_file() else None
-    except ValueError:  # a torn or hand-edited file: made again
-        old = None
-    if not overwrite and isinstance(old, dict) and old.get("model") == model \
-            and old.get("settings") == json.loads(json.dumps(settings)):
-        log(f"{name}: outputs are current ({path}); skipping")
-        return old["result"]
-    result = make()
-    write_json_atomic(path, {"model": model, "settings": settings, "result": result})
-    return result
 
 
 def _chat_skip(step: ChatStep, why: str, log) -> None:

@@ -114,6 +114,22 @@ def write_micro_source(folder: Path, n_docs: int = 6, chars: int = 6000) -> Path
     return folder
 
 
+def train_exit_code(root, *argv) -> int:
+    """The training script's exit code for a micro run under ``root`` (its main wrapped in
+    run_main, as the scripts run it: one `error:` line and 2 on bad input)."""
+    import config
+    from londonlm.core.errors import run_main
+    from londonlm.training.cli import TrainDefaults, main as train_main
+
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name,
+                             config.TRAINING.seed, "londonlm-test")
+    with pytest.raises(SystemExit) as stop:
+        run_main(lambda a: train_main(a, defaults),
+                 ["--preset", "micro", "--root", str(root), "--report_to", "none",
+                  "--disable_tqdm", "true", *argv])
+    return stop.value.code
+
+
 def write_dated_source(folder: Path, years, validation_up_to: int | None = None,
                        percent: float = 5.0) -> Path:
     """Micro period prose, one file per year (the year in its name dates it), named so that the

@@ -94,3 +94,17 @@ def test_bad_cutoff_is_one_line(tmp_path, capsys):
         grid().main(["--cutoffs", "17x0", "--root", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("error:")
+
+
+def test_a_member_whose_view_changed_starts_over(family, capsys):
+    root, layout, argv = family
+    info_path = layout.run("fam-to1700").run_info
+    info = json.loads(info_path.read_text())
+    info["cache"]["manifest_sha256"] = "0" * 64  # as if trained on another view of the corpus
+    info_path.write_text(json.dumps(info))
+    capsys.readouterr()
+    argv = [a if a != "1760,1700,1780" else "1700" for a in argv]
+    assert grid().main(argv) == 0
+    assert "fam-to1700: its corpus view changed; starting it over" in capsys.readouterr().out
+    assert list(layout.checkpoints_dir.glob("fam-to1700.previous-*"))
+    assert json.loads(info_path.read_text())["cache"]["manifest_sha256"] != "0" * 64

@@ -11,7 +11,7 @@
 - :mod:`.generation_settings`: the project's one set of sampling defaults, which training
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
-from .artifacts import (StageInputMissing, link_or_copy, now_iso, read_json, require_input, sha256_file,
+from .artifacts import (StageInputMissing, current_or_make, link_or_copy, now_iso, read_json, require_input, sha256_file,
                         sidecar_current, versions, write_json_atomic, write_sidecar, write_text_atomic)
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem, checkpoint_step,
                           latest_valid_checkpoint, list_checkpoints, model_step)
@@ -31,7 +31,7 @@ from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUF
 __all__ = [
     "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
     "checkpoint_name", "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS",
-    "cpu_has_native_bf16", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name",
+    "cpu_has_native_bf16", "current_or_make", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name",
     "existing_dir", "existing_file", "FINAL", "fraction", "generation_config_dict", "GenerationError",
     "GenerationSettings", "GGUF", "hardware_summary", "keep_freed_memory_in_heap",
     "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",

@@ -159,3 +159,21 @@ def require_input(path: str | os.PathLike, command: str, what: str = "input") ->
     if not path.exists():
         raise StageInputMissing(f"{what} not found: {path}. Run `{command}` first.")
     return path
+
+
+def current_or_make(path: Path, model: dict, settings: dict, make, overwrite: bool, log,
+                    name: str):
+    """``make()``'s result, stored in ``path`` with the model it describes and the settings
+    it was made with, and reused only while both are the same: a figure or sample never
+    outlives the weights it came from."""
+    try:
+        old = read_json(path) if path.is_file() else None
+    except ValueError:  # a torn or hand-edited file: made again
+        old = None
+    if not overwrite and isinstance(old, dict) and old.get("model") == model \
+            and old.get("settings") == json.loads(json.dumps(settings)):
+        log(f"{name}: outputs are current ({path}); skipping")
+        return old["result"]
+    result = make()
+    write_json_atomic(path, {"model": model, "settings": settings, "result": result})
+    return result

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..core import SIDECAR, UsageError, read_json, sidecar_current, user_path, write_sidecar
-from .cutoff import time_facts
+from .cutoff import time_facts_of
 from .manifest import MANIFEST, REJECTIONS, CorpusError, read_jsonl, summarize
 from .processing import process_documents
 from .shards import PLAN_FILE, in_shard, merge_shards, prepare_shard, shard_dir
@@ -188,12 +188,11 @@ def _json_hash(obj: Any) -> str:
 def summary_counts(merge: dict[str, Any], rows: Iterable[dict], cutoff_year: int | None = None) -> dict[str, Any]:
     """The corpus counts every caller gets (also stored in the sidecar), with its time facts
     (cutoff, first and last year, words by decade)."""
-    rows = list(rows)
     s = summarize(rows)
     return {"documents": s["documents"], "train_documents": s["splits"].get("train", 0),
             "validation_documents": s["splits"].get("validation", 0), "chars": s["chars"], "words": s["words"],
             "rejected": dict(sorted(merge.get("rejections_by_reason", {}).items())),
-            "duplicate_clusters": merge.get("duplicate_clusters", 0), "corpus_time": time_facts(rows, cutoff_year)}
+            "duplicate_clusters": merge.get("duplicate_clusters", 0), "corpus_time": time_facts_of(s, cutoff_year)}
 
 
 # ---------------------------------------------------------------- the stage

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..core import SIDECAR, link_or_copy, read_json, sidecar_current, write_sidecar, write_text_atomic
 from .dating import cutoff_verdict, row_year
-from .manifest import (COLLECT_CMD, MANIFEST, REJECTIONS, TEXTS, CorpusError, manifest_sha256, read_manifest,
-                       summarize)
+from .manifest import (COLLECT_CMD, MANIFEST, REJECTIONS, TEXTS, CorpusError, jsonl_text, manifest_sha256,
+                       read_manifest, summarize)
 from .report import CORPUS_STATS
 
 CUTOFF_STAGE = "corpus_cutoff"
@@ -33,24 +32,18 @@ _REJECT_KEYS = ("id", "source", "source_kind", "title", "author", "year", "year_
 def time_facts(rows: Iterable[dict], cutoff_year: int | None = None) -> dict[str, Any]:
     """The cutoff, first and last year, documents and words per decade (``"1660"``) and the
     undated documents of manifest ``rows``."""
-    docs: Counter = Counter()
-    words: Counter = Counter()
-    years: list[int] = []
-    undated = undated_words = 0
-    for r in rows:
-        y = row_year(r)
-        if y is None:
-            undated += 1
-            undated_words += int(r.get("words") or 0)
-            continue
-        years.append(y)
-        decade = str(y // 10 * 10)
-        docs[decade] += 1
-        words[decade] += int(r.get("words") or 0)
-    order = sorted(docs, key=int)
-    return {"cutoff_year": cutoff_year, "years": [min(years, default=None), max(years, default=None)],
-            "words_by_decade": {d: words[d] for d in order}, "documents_by_decade": {d: docs[d] for d in order},
-            "undated_documents": undated, "undated_words": undated_words}
+    return time_facts_of(summarize(rows), cutoff_year)
+
+
+def time_facts_of(stats: dict[str, Any], cutoff_year: int | None = None) -> dict[str, Any]:
+    """:func:`time_facts` read off a :func:`.manifest.summarize` result already at hand."""
+    decades = {d: v for d, v in stats["by_decade"].items() if d != "undated"}
+    undated = stats["by_decade"].get("undated", {"documents": 0, "words": 0})
+    order = sorted(decades, key=int)
+    return {"cutoff_year": cutoff_year, "years": stats["years"],
+            "words_by_decade": {d: decades[d]["words"] for d in order},
+            "documents_by_decade": {d: decades[d]["documents"] for d in order},
+            "undated_documents": undated["documents"], "undated_words": undated["words"]}
 
 
 def _recorded_cutoff(processed_dir: Path) -> int | None:
@@ -84,10 +77,6 @@ def _text_path(processed_dir: Path, row: dict) -> Path:
         raise CorpusError(f"{processed_dir / MANIFEST}: document {row.get('id')!r} has path {rel}, outside the "
                           f"corpus; rebuild it with `{COLLECT_CMD} --overwrite`")
     return rel
-
-
-def _jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
 
 
 def _none_to_train(processed_dir: Path, rows: list[dict], cutoff_year: int) -> CorpusError:
@@ -154,14 +143,14 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
         raise _none_to_train(processed_dir, rows, cutoff_year)
     _place_texts(processed_dir, out_dir, kept)
     dropped.sort(key=lambda r: (str(r.get("id")), str(r.get("reason"))))
-    write_text_atomic(out_dir / REJECTIONS, _jsonl(dropped))
-    write_text_atomic(out_dir / MANIFEST, _jsonl(kept))  # after the texts: a manifest means complete
+    write_text_atomic(out_dir / REJECTIONS, jsonl_text(dropped))
+    write_text_atomic(out_dir / MANIFEST, jsonl_text(kept))  # after the texts: a manifest means complete
     stats = {**summarize(kept, dropped), "cutoff_year": cutoff_year, "parent": str(processed_dir)}
     write_text_atomic(out_dir / CORPUS_STATS, json.dumps(stats, indent=1, sort_keys=True, default=str))
     counts = {"documents": stats["documents"], "train_documents": stats["splits"].get("train", 0),
               "validation_documents": stats["splits"].get("validation", 0), "chars": stats["chars"],
               "words": stats["words"], "rejected": stats["rejections_by_reason"],
-              "corpus_time": time_facts(kept, cutoff_year)}
+              "corpus_time": time_facts_of(stats, cutoff_year)}
     write_sidecar(sidecar, CUTOFF_STAGE, inputs, settings, counts, extra={"parent": str(processed_dir)},
                   libraries=("londonlm",))  # last: vouches for everything above
     years = counts["corpus_time"]["years"]
@@ -192,4 +181,4 @@ def _place_texts(processed_dir: Path, out_dir: Path, kept: list[dict]) -> None:
             p.unlink()
 
 
-__all__ = ["CUTOFF_STAGE", "corpus_time_facts", "cutoff_view", "time_facts"]
+__all__ = ["CUTOFF_STAGE", "corpus_time_facts", "cutoff_view", "time_facts", "time_facts_of"]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..core import LondonLMError, require_input, sha256_file
+from .dating import row_year
 
 MANIFEST = "manifest.jsonl"
 REJECTIONS = "rejections.jsonl"
@@ -112,9 +113,9 @@ def iter_split_texts(processed_dir: str | Path, split: str,
 
 
 # ---------------------------------------------------------------- statistics
-def _year(row: dict) -> int | None:
-    y = row.get("year")
-    return y if isinstance(y, int) and not isinstance(y, bool) else None
+def jsonl_text(rows: Iterable[dict]) -> str:
+    """Rows as JSON Lines, keys sorted (what every corpus file of rows holds)."""
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
 
 
 def _span(years: list[int]) -> list[int | None]:
@@ -124,7 +125,7 @@ def _span(years: list[int]) -> list[int | None]:
 def year_rule_key(row: dict) -> str:
     """The rule that dated a row; ``"undated"`` without a year, ``"unrecorded"`` for a row of a
     manifest written before the collection recorded its date evidence."""
-    return str(row.get("year_rule") or ("undated" if _year(row) is None else "unrecorded"))
+    return str(row.get("year_rule") or ("undated" if row_year(row) is None else "unrecorded"))
 
 
 def decade_key(row: dict) -> str:
@@ -147,8 +148,8 @@ def summarize(rows: Iterable[dict], rejections: Iterable[dict] = (),
         name = str(r.get("source", "?"))
         src = by_source.setdefault(name, {"kind": r.get("source_kind", "?"), **count(), "licenses": set()})
         src["licenses"].add(str(r.get("license") or "unknown"))
-        if _year(r) is not None:
-            source_years[name].append(_year(r))
+        if row_year(r) is not None:
+            source_years[name].append(row_year(r))
         for agg in (src, by_kind[r.get("source_kind", "?")], by_decade[decade_key(r)]):
             agg["documents"] += 1
             agg["chars"] += int(r.get("chars") or 0)
@@ -161,7 +162,7 @@ def summarize(rows: Iterable[dict], rejections: Iterable[dict] = (),
         "words": sum(int(r.get("words") or 0) for r in rows),
         "london_documents": sum(1 for r in rows if r.get("london")),
         "splits": dict(sorted(Counter(r.get("split", "?") for r in rows).items())),
-        "years": _span([y for y in map(_year, rows) if y is not None]),
+        "years": _span([y for y in map(row_year, rows) if y is not None]),
         "by_source": dict(sorted(by_source.items())),
         "by_source_kind": dict(sorted(by_kind.items())),
         "by_decade": dict(sorted(by_decade.items())),

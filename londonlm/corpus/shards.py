@@ -24,7 +24,7 @@ from typing import Any, Callable
 from ..core import link_or_copy, write_text_atomic
 from .dedup import THRESHOLD, find_duplicates
 from .manifest import (DUPLICATES, MANIFEST, REJECTIONS, TEXTS, CorpusError, assign_split,
-                       ensure_both_splits, read_jsonl)
+                       ensure_both_splits, jsonl_text, read_jsonl)
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
@@ -138,10 +138,10 @@ def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_perc
     rejected = sorted(({k: v for k, v in r.items() if k not in ("minhash", "status", "staged_path")}
                        for r in rejected),
                       key=lambda r: (str(r.get("id")), str(r.get("reason"))))
-    write_text_atomic(processed / REJECTIONS, _jsonl(rejected))
+    write_text_atomic(processed / REJECTIONS, jsonl_text(rejected))
     write_text_atomic(processed / DUPLICATES, json.dumps(clusters, indent=1, sort_keys=True))
     # the manifest is written last: its presence means the corpus is complete
-    write_text_atomic(processed / MANIFEST, _jsonl(manifest_rows))
+    write_text_atomic(processed / MANIFEST, jsonl_text(manifest_rows))
     reasons: dict[str, int] = {}
     for r in rejected:
         reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
@@ -196,10 +196,6 @@ def _place_texts(processed: Path, accepted: dict[str, dict[str, Any]], split_fn:
         if p.name not in keep_names:  # stale output of an earlier run
             p.unlink()
     return manifest_rows
-
-
-def _jsonl(rows: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
 
 
 def _reject_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,6 @@ machinery as the probes, so numbers agree with ``05_evaluation`` and lm-eval's
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Sequence
 from ..core import LondonLMError
 from .leakage_report import (PRIMARY, RULES, leakage_markdown, mean_interval, side_summary,
                              verdict)
-from .probes import MCItem, ProbeFormatError, continuation_logprobs, parse_item, score_items
+from .probes import MCItem, ProbeFormatError, continuation_logprobs, jsonl_objects, parse_item, score_items
 
 DATA = Path(__file__).resolve().parent / "data"
 LEAKAGE_FACTS = DATA / "leakage_facts.jsonl"
@@ -70,24 +69,6 @@ class DatedWord:
 
 # --------------------------------------------------------------------------- files
 
-def _objects(path: Path):
-    """(``path:line``, decoded object) for every non-blank line."""
-    if not path.is_file():
-        raise LeakageError(f"leakage file not found: {path}")
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LeakageError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise LeakageError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            yield where, obj
-
-
 def _year(obj: dict, where: str) -> int:
     if "year" not in obj:
         raise LeakageError(f"{where}: missing key 'year' (the year the item became knowable)")
@@ -115,7 +96,7 @@ def load_leakage_facts(path: str | Path | None = None) -> list[DatedFact]:
     """Read and validate a dated multiple-choice file (the shipped one by default)."""
     path = Path(path) if path is not None else LEAKAGE_FACTS
     facts, seen = [], set()
-    for where, obj in _objects(path):
+    for where, obj in jsonl_objects(path, LeakageError, "leakage file"):
         try:
             item = parse_item(obj, where)
         except ProbeFormatError as e:  # one error type for every leakage file problem
@@ -150,7 +131,7 @@ def load_leakage_words(path: str | Path | None = None) -> list[DatedWord]:
     """Read and validate a first-attestation word file (the shipped one by default)."""
     path = Path(path) if path is not None else LEAKAGE_WORDS
     words, seen = [], set()
-    for where, obj in _objects(path):
+    for where, obj in jsonl_objects(path, LeakageError, "leakage file"):
         w = _word(obj, where)
         if w.id in seen:
             raise LeakageError(f"{where}: duplicate id {w.id!r}")

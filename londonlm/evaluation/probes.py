@@ -113,12 +113,11 @@ def parse_item(obj, where: str, min_choices: int = 2) -> MCItem:
                            f"(MMLU form)")
 
 
-def load_mc_jsonl(path: str | Path, min_choices: int = 2) -> list[MCItem]:
-    """Read and validate a multiple-choice JSONL file; errors name ``path:line``."""
-    path = Path(path)
+def jsonl_objects(path: Path, error: type[Exception] = ProbeFormatError, what: str = "probe file"):
+    """(``path:line``, decoded JSON object) for every non-blank line of a JSONL file; a missing
+    file, bad JSON or a non-object line raises ``error`` naming ``path:line``."""
     if not path.is_file():
-        raise ProbeFormatError(f"probe file not found: {path}")
-    items, seen = [], set()
+        raise error(f"{what} not found: {path}")
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -127,12 +126,22 @@ def load_mc_jsonl(path: str | Path, min_choices: int = 2) -> list[MCItem]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ProbeFormatError(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
-            item = parse_item(obj, where, min_choices)
-            if item.id in seen:
-                raise ProbeFormatError(f"{where}: duplicate id {item.id!r}")
-            seen.add(item.id)
-            items.append(item)
+                raise error(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise error(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield where, obj
+
+
+def load_mc_jsonl(path: str | Path, min_choices: int = 2) -> list[MCItem]:
+    """Read and validate a multiple-choice JSONL file; errors name ``path:line``."""
+    path = Path(path)
+    items, seen = [], set()
+    for where, obj in jsonl_objects(path):
+        item = parse_item(obj, where, min_choices)
+        if item.id in seen:
+            raise ProbeFormatError(f"{where}: duplicate id {item.id!r}")
+        seen.add(item.id)
+        items.append(item)
     if not items:
         raise ProbeFormatError(f"{path}: no items")
     return items

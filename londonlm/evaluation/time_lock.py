@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core import model_run_info, read_json, write_json_atomic
+from ..core import current_or_make, model_run_info
 from .identity import model_identity
 from .leakage import leakage_markdown, run_leakage_probes
 
@@ -83,16 +83,7 @@ def leakage_for_model(model_dir: str | Path, cutoff_year: int | None, *, out: Pa
     the result for these very weights and settings, else computed and written there."""
     from .run import load_for_evaluation
 
-    model = model_identity(model_dir)
-    settings = {"cutoff_year": cutoff_year, "limit": limit}
-    try:
-        old = read_json(out) if Path(out).is_file() else None
-    except ValueError:  # a torn file is made again
-        old = None
-    if not overwrite and isinstance(old, dict) and old.get("model") == model and old.get("settings") == settings:
-        log(f"leakage probes: outputs are current ({out}); skipping")
-        return old["result"]
-    lm = load_for_evaluation(model_dir, device="cpu")
-    result = run_leakage_probes(lm, cutoff_year, limit=limit)
-    write_json_atomic(Path(out), {"model": model, "settings": settings, "result": result})
-    return result
+    return current_or_make(
+        Path(out), model_identity(model_dir), {"cutoff_year": cutoff_year, "limit": limit},
+        lambda: run_leakage_probes(load_for_evaluation(model_dir, device="cpu"), cutoff_year, limit=limit),
+        overwrite, log, "leakage probes")

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import Layout, ModelNotFound, RunLayout, checkpoint_problem, model_step, sha256_file, user_path
+from ..core import (Layout, ModelNotFound, RunLayout, checkpoint_problem, model_run_info, model_step, sha256_file,
+                    user_path)
 from .base import TrainingError
 
 
@@ -39,12 +40,6 @@ def same_tokenizer(a: dict, b: dict) -> bool:
 
 def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
     return sha256_file(Path(tokenizer_dir) / "tokenizer.json")
-
-
-def parent_run_info(src: Path) -> dict:
-    """run_info.json of the run a model folder belongs to ({} when none): a run folder's own,
-    else that of the folder holding ``final/``, ``best/`` or ``checkpoint-N/``."""
-    return RunLayout(src).read_run_info() or RunLayout(src.parent).read_run_info()
 
 
 @dataclass
@@ -90,7 +85,7 @@ def find_parent(spec: str, run: RunLayout, layout: Layout) -> Path:
 def _tokenizer_problem(src: Path, cfg, tokenizer, tok_dir: Path) -> tuple[str | None, str | None]:
     """(why the parent's token ids differ from the tokenizer's, a note when unchecked)."""
     theirs, mine = tokenizer_identity(src), tokenizer_identity(tok_dir)
-    info = parent_run_info(src)
+    info = model_run_info(src)
     problem = note = None
     if theirs is None:
         if info.get("tokenizer_sha256") and info["tokenizer_sha256"] != tokenizer_fingerprint(tok_dir):
@@ -137,7 +132,7 @@ def parent_record(init: InitSource) -> dict:
     """The ``parent`` entry of run_info.json: where the weights came from, which run and step,
     and whether the embeddings were resized to a different tokenizer."""
     src = init.path
-    info = parent_run_info(src)
+    info = model_run_info(src)
     resized = init.tokenizer_problem is not None  # only reached with --resize_embeddings
     return {"path": str(src.resolve()), "init_from": init.spec,
             "config_sha256": sha256_file(src / "config.json"),

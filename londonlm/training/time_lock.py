@@ -14,17 +14,16 @@ Each refusal names both years and the command that makes a compatible input.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..core import SIDECAR, model_run_info, read_json
 from ..corpus import corpus_time_facts
-from ..tokens import era_tokens_of
+from ..tokens import era_tokens_of, read_metadata
 from .base import TrainingError
 
 VIEW_CMD = "python 10_scripts/run_pipeline.py --cutoff_year {y} (or 02_data_collection/historical_data_collector.py --cutoff_year {y})"
-TOKENIZER_CMD = ("python 03_tokenizer/train_historical_tokenizer.py --processed_dir DIR_OF_THE_CUTOFF_CORPUS "
-                 "--output_dir NEW_DIR")
+TOKENIZER_CMD = ("python 03_tokenizer/train_historical_tokenizer.py --processed_dir {corpus} --output_dir NEW_DIR, "
+                 "then pass --tokenizer_dir NEW_DIR")
 
 
 def last_year(record: dict | None) -> int | None:
@@ -56,14 +55,15 @@ def _era_start(token: str) -> int | None:
     return int(digits) if digits.isdigit() else None
 
 
-def check_tokenizer(tokenizer, tok_dir: Path, cutoff: int) -> None:
+def check_tokenizer(tokenizer, tok_dir: Path, cutoff: int, corpus: Path) -> None:
     """The tokenizer must come from text up to the cutoff: no era token starting after it, and
-    (when its stage recorded one) a training corpus that ends by it."""
+    (when its stage recorded one) a training corpus that ends by it. ``corpus``: the run's
+    (already checked) corpus, the one to train a tokenizer on."""
+    fix = TOKENIZER_CMD.format(corpus=corpus)
     late = [t for t in era_tokens_of(tokenizer) if (_era_start(t) or 0) > cutoff]
     if late:
         raise TrainingError(f"--cutoff_year {cutoff}: the tokenizer at {tok_dir} has era token(s) "
-                            f"{', '.join(late)} past the cutoff; train one on the cutoff corpus: "
-                            f"{TOKENIZER_CMD}")
+                            f"{', '.join(late)} past the cutoff; train one on the cutoff corpus: {fix}")
     side = Path(tok_dir) / SIDECAR
     try:
         record = (read_json(side).get("counts") or {}).get("corpus_time") if side.is_file() else None
@@ -73,7 +73,7 @@ def check_tokenizer(tokenizer, tok_dir: Path, cutoff: int) -> None:
     if latest is not None and latest > cutoff:
         raise TrainingError(f"--cutoff_year {cutoff}: the tokenizer at {tok_dir} was trained on text "
                             f"up to {latest}, past the cutoff (its merges carry later words); train "
-                            f"one on the cutoff corpus: {TOKENIZER_CMD}")
+                            f"one on the cutoff corpus: {fix}")
 
 
 def _recorded_years(info: dict, cache_meta: dict | None = None) -> dict | None:
@@ -98,13 +98,8 @@ def check_parent(src: Path, cutoff: int) -> None:
 
 def check_resume(resume: Path, previous_info: dict, cache_dir: Path, cutoff: int) -> None:
     """Resuming under a cutoff: the checkpoint's corpus must end by it (a run trained on later
-    text cannot become time-locked by training on."""
-    meta = None
-    if (Path(cache_dir) / "metadata.json").is_file():
-        try:
-            meta = json.loads((Path(cache_dir) / "metadata.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = None
+    text cannot become time-locked by training on)."""
+    meta = read_metadata(Path(cache_dir)) or {}
     latest = last_year(_recorded_years(previous_info, meta))
     if latest is not None and latest > cutoff:
         raise TrainingError(f"cannot resume {resume} under --cutoff_year {cutoff}: it was trained on "
@@ -118,7 +113,7 @@ def time_lock(opts, tokenizer, resume: Path | None, previous_info: dict, init_pa
     cutoff = record["cutoff_year"]
     if cutoff is None:
         return record
-    check_tokenizer(tokenizer, Path(opts.tokenizer_dir), cutoff)
+    check_tokenizer(tokenizer, Path(opts.tokenizer_dir), cutoff, Path(opts.processed_dir))
     if resume is not None:
         check_resume(resume, previous_info, opts.run.cache_dir, cutoff)
     if init_path is not None:

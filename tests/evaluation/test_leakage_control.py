@@ -9,19 +9,14 @@ import shutil
 
 import pytest
 
-import config
-from conftest import micro_texts
+from conftest import micro_texts, train_exit_code
 from londonlm.core import Layout
-from londonlm.core.errors import run_main
 from londonlm.corpus import assign_split, build_corpus, cutoff_view, read_manifest
 from londonlm.evaluation import LEAKAGE_FACTS, load_for_evaluation, run_leakage_probes
 from londonlm.tokens import train_tokenizer_stage
-from londonlm.training.cli import TrainDefaults, main as train_main
 
 CUTOFF = 1750
 PLANTED = 40       # after-cutoff facts written into the planted document
-DEFAULTS = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name,
-                         config.TRAINING.seed, "londonlm-test")
 
 
 def name_in_split(stem: str, split: str, percent: float) -> str:
@@ -51,12 +46,8 @@ def planted_text(facts: list[dict], lines: int = 15) -> str:
 
 
 def train(root, *argv):
-    with pytest.raises(SystemExit) as stop:
-        run_main(lambda a: train_main(a, DEFAULTS),
-                 ["--preset", "micro", "--root", str(root), "--report_to", "none", "--disable_tqdm", "true",
-                  "--max_steps", "150", "--logging_steps", "50", "--save_steps", "1000",
-                  "--eval_steps", "1000", *argv])
-    assert stop.value.code == 0
+    assert train_exit_code(root, "--max_steps", "150", "--logging_steps", "50", "--save_steps", "1000",
+                           "--eval_steps", "1000", *argv) == 0
 
 
 @pytest.fixture(scope="module")

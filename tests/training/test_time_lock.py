@@ -6,22 +6,10 @@ import shutil
 
 import pytest
 
-import config
-from londonlm.core.errors import run_main
+from conftest import train_exit_code as train
 from londonlm.corpus import cutoff_view
-from londonlm.training.cli import TrainDefaults, main as train_main
 
-DEFAULTS = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name,
-                         config.TRAINING.seed, "londonlm-test")
 QUICK = ["--max_steps", "2", "--logging_steps", "1", "--save_steps", "100", "--eval_steps", "100"]
-
-
-def train(root, *argv):
-    with pytest.raises(SystemExit) as stop:
-        run_main(lambda a: train_main(a, DEFAULTS),
-                 ["--preset", "micro", "--root", str(root), "--report_to", "none",
-                  "--disable_tqdm", "true", *argv])
-    return stop.value.code
 
 
 @pytest.fixture

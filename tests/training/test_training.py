@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 import config
-from conftest import precision_flags
-from londonlm.core.errors import run_main
-from londonlm.training.cli import TrainDefaults, main as train_main
+from conftest import precision_flags, train_exit_code
+from londonlm.training.cli import TrainDefaults
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -23,11 +22,7 @@ DEFAULTS = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TO
 
 def train(root, *argv):
     """The training script's exit code (main wrapped in run_main, as the scripts run it)."""
-    with pytest.raises(SystemExit) as stop:
-        run_main(lambda a: train_main(a, DEFAULTS),
-                 ["--preset", "micro", "--root", str(root), "--report_to", "none",
-                  "--disable_tqdm", "true", *argv])
-    return stop.value.code
+    return train_exit_code(root, *argv)
 
 
 def losses(ckpt: Path):
