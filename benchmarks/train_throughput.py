@@ -80,12 +80,13 @@ def score(model_dir: Path, val_file: Path, max_bytes: int) -> dict:
 
 def ours(a, prep, out: Path, env: dict, extra: list[str] | None = None, run: str = "bench",
          max_seconds: float | None = None, log_name: str = "ours.log") -> dict:
+    seconds = a.budget_seconds if max_seconds is None else max_seconds
     cmd = [sys.executable, str(REPO / "04_training" / "train_model_slm.py"), "--root", str(a.work),
            "--preset", "tiny", "--run_name_dir", run, "--fresh",
            "--n_layer", str(a.n_layer), "--n_head", str(a.n_head), "--n_embd", str(a.n_embd),
            "--max_length", str(a.context), "--batch_size", str(a.batch_size), "--learning_rate", str(a.lr),
            "--warmup_steps", str(a.warmup_steps), "--max_steps", str(a.max_steps),
-           "--stop_after_seconds", str(a.budget_seconds if max_seconds is None else max_seconds),
+           *(["--stop_after_seconds", str(seconds)] if seconds else []),
            "--era_tokens", "false", "--eval_steps", "1000000", "--save_steps", "1000000",
            "--logging_steps", "10", "--report_to", "none", *a.ours_extra, *(extra or [])]
     rc, wall, rss = run_measured(cmd, env, out / log_name)

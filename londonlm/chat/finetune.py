@@ -67,10 +67,11 @@ class ChatTrainOptions:
     # this invocation only (never part of the settings a resume must match)
     stop_after_seconds: float = 0.0
     stop_after_steps: int = 0
+    profile_steps: int = 0         # --profile_steps: a torch.profiler window -> the run's profile/
     # any other TrainingArguments value given on the command line (e.g. adam_beta2, fsdp)
     trainer: dict = field(default_factory=dict)
 
-    PER_INVOCATION = ("autotune", "stop_after_seconds", "stop_after_steps", "precision",
+    PER_INVOCATION = ("autotune", "stop_after_seconds", "stop_after_steps", "profile_steps", "precision",
                       "attn_implementation", "fused_loss")
 
     def settings(self) -> dict:
@@ -87,8 +88,9 @@ class ChatTrainOptions:
                             attn_implementation=self.attn_implementation,
                             fused_loss=self.fused_loss, optimizer=self.optimizer)
 
-    def control(self) -> RunControl:
-        return RunControl(self.time_budget, self.stop_after_seconds, self.stop_after_steps)
+    def control(self, run: RunLayout) -> RunControl:
+        return RunControl(self.time_budget, self.stop_after_seconds, self.stop_after_steps,
+                          self.profile_steps, run.profile)
 
 
 # --------------------------------------------------------------------------- data
@@ -285,7 +287,7 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
         write_json_atomic(run.run_info, {"stage": STAGE, "status": "running", "base_model": str(base_dir),
                                          "inputs": inputs, "settings": settings,
                                          **{k: previous[k] for k in SPEED_RECORD_KEYS if k in previous}})
-    job = FineTuneJob(run, args, options.speed(), options.control(), resume, previous,
+    job = FineTuneJob(run, args, options.speed(), options.control(run), resume, previous,
                       [_log_callback(log)])
     result = fine_tune(job, model, tokenizer, data)
     trainer, outcome, kernels = result.trainer, result.outcome, result.speed.kernels

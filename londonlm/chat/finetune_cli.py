@@ -91,7 +91,8 @@ def chat_options(preset: Mapping, chat: ChatArguments, speed: SpeedArguments,
                    fused_loss=speed.fused_loss, optimizer=speed.optimizer or base.optimizer,
                    autotune=speed.autotune, time_budget=budget,
                    stop_after_seconds=control.stop_after_seconds,
-                   stop_after_steps=control.stop_after_steps, trainer=extra)
+                   stop_after_steps=control.stop_after_steps,
+                   profile_steps=control.profile_steps, trainer=extra)
 
 
 def chat_run_name(layout, base_dir: Path, spec: str) -> str:

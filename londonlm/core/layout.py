@@ -32,6 +32,7 @@ GGUF = "gguf"                        # llama.cpp exports (f16, q8_0)
 TENSORBOARD = "runs"                 # the Trainer's TensorBoard logs
 SIDECAR = "sidecar.json"             # every stage's record of its inputs, written last
 CUTOFF_SUFFIX = "-to"                # tiny-to1750, processed-to1750: the cutoff in the name
+PROFILE = "profile"                  # --profile_steps output in a run folder
 LEAKAGE = "leakage.json"             # the leakage probes' result, in a run's evaluation folder
 
 ROOT_ENV = "LONDONLM_ROOT"
@@ -90,6 +91,10 @@ class RunLayout:
     @property
     def hub_stage(self) -> Path:
         return self.dir / HUB_STAGE
+
+    @property
+    def profile(self) -> Path:
+        return self.dir / PROFILE
 
     @property
     def leakage(self) -> Path:

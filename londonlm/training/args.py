@@ -24,7 +24,7 @@ FLAG_RANGES = {
     "eval_max_batches": _POSITIVE_INT, "early_stopping_patience": _NON_NEGATIVE_INT,
     # run control: 0 is the default "off", so a given value must be more
     "time_budget": _POSITIVE, "max_seconds": _POSITIVE, "stop_after_seconds": _POSITIVE,
-    "stop_after_steps": _POSITIVE_INT,
+    "stop_after_steps": _POSITIVE_INT, "profile_steps": _POSITIVE_INT,
     # the Trainer's own
     "max_steps": _POSITIVE_INT, "num_train_epochs": _POSITIVE, "learning_rate": _POSITIVE,
     "per_device_train_batch_size": _POSITIVE_INT, "per_device_eval_batch_size": _POSITIVE_INT,
@@ -170,6 +170,11 @@ class RunControlArguments:
     stop_after_steps: int = field(default=0, metadata={
         "help": "Stop with a checkpoint once this invocation reaches this global step, keeping the "
                 "--max_steps schedule (for preemptible machines and chunked runs; 0 = off)."})
+
+    profile_steps: int = field(default=0, metadata={
+        "help": "Profile this many whole steps (after 3 warm-up steps) with torch.profiler and "
+                "write where the time went, by op group, to the run's profile/ folder "
+                "(profile.md, profile.json, a Chrome trace.json). Training goes on. 0 = off."})
 
     def __post_init__(self):
         if self.stop_after_steps < 0:

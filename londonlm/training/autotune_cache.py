@@ -12,6 +12,9 @@ from ..core import write_json_atomic
 
 CACHE_FORMAT = "londonlm-autotune"
 CACHE_VERSION = 1
+# Bumped whenever a candidate's kernels change speed (2: the bf16 fused loss writes its softmax
+# straight into the gradient), so measurements of the old kernels are not reused for the new
+KERNELS_REVISION = 2
 # instruction-set flags that change which kernels are fast; the others (virtualisation,
 # microcode, security mitigations) differ between VMs of one CPU and would only force re-probes
 RELEVANT_CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
@@ -62,7 +65,7 @@ def shape_class(shape, batch_size: int) -> str:
 
 def cache_key(dev: dict, shape, batch_size: int) -> str:
     parts = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in dev.items()]
-    return " | ".join([*parts, f"shape={shape_class(shape, batch_size)}"])
+    return " | ".join([*parts, f"shape={shape_class(shape, batch_size)}", f"kernels={KERNELS_REVISION}"])
 
 
 def default_cache_path() -> Path:

@@ -4,15 +4,17 @@
 The stock path (``GPT2LMHeadModel.forward`` then ``ForCausalLMLoss``) materialises the
 logits, upcasts them to fp32, runs ``log_softmax`` over the whole tensor, and in backward
 builds a zero-filled gradient of the same size, scatters into it and runs the
-``log_softmax`` backward: four passes over a tensor that is far larger than the caches
-(tiny preset: 4,096 tokens x 4,096 vocab x 4 B = 64 MiB per step). Here the logits are
-produced a chunk of rows at a time, turned into the loss *and* its gradient while they are
-still in cache (softmax minus one-hot), and the two gradient matmuls run once on the whole
-bf16 gradient. Mathematically the same loss and gradients; numerically the same precision as
-autocast (the head's matmul in the autocast dtype, softmax in fp32).
+``log_softmax`` backward: several passes over a tensor far larger than the caches (tiny
+preset: 4,096 tokens x 4,096 vocab x 4 B = 64 MiB per step). Here the logits are produced
+256 rows at a time and turned into the loss *and* its gradient (softmax minus one-hot) while
+still in cache; in bf16 one softmax kernel writes the probabilities straight into the bf16
+gradient. The two gradient matmuls then run once on the whole gradient. Same loss and
+gradients to the autocast path's precision (the head's matmul in the autocast dtype, the
+softmax computed in fp32, the gradient rounded once to the autocast dtype).
 
-Measured on 2 CPU cores in bf16 (BENCHMARKS.md): ~15% faster steps on a Zen 4 EPYC, no
-difference on a Zen 5 one, lower peak memory on both.
+Measured on 2 CPU cores in bf16 (BENCHMARKS.md, ``benchmarks/profile_step.py``): on a Zen 4
+EPYC the LM head + loss group of a tiny-shape step fell from ~190 ms (stock) to ~120 ms with
+the fp32 softmax and further with the bf16 one; lower peak memory everywhere.
 Only the training forward changes; the model, its weights and ``save_pretrained`` output
 are an ordinary ``GPT2LMHeadModel``, and generation uses the stock forward.
 """
@@ -29,6 +31,46 @@ def _compute_dtype(device_type: str, fallback: torch.dtype) -> torch.dtype:
     if torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return fallback
+
+
+def _fp32_chunk(logits: torch.Tensor, tgt: torch.Tensor, g: torch.Tensor | None,
+                valid: torch.Tensor | None) -> torch.Tensor:
+    """Summed target log-probability of one chunk, the softmax in fp32; ``g`` (when given)
+    receives d loss / d logits = softmax - onehot(target), zero on ignored rows: the
+    exponential written straight in ``g``'s dtype, the target entries p - 1 computed in fp32
+    and rounded once, like the stock path's fp32 gradient cast back to the logits' dtype."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # max, sum of exponentials, normalisation
+    picked = logp.gather(1, tgt[:, None]).squeeze(1)
+    if g is not None:
+        torch.exp(logp, out=g)
+        g[torch.arange(len(tgt), device=g.device), tgt] = (picked.exp() - 1.0).to(g.dtype)
+        if valid is not None:
+            g.masked_fill_(~valid[:, None], 0)
+    return picked.sum() if valid is None else torch.where(valid, picked, torch.zeros_like(picked)).sum()
+
+
+def _bf16_chunk(logits: torch.Tensor, tgt: torch.Tensor, g: torch.Tensor,
+                valid: torch.Tensor | None) -> torch.Tensor:
+    """The same for bf16 logits in a quarter of the passes: one softmax kernel (fp32 inside)
+    writes the probabilities straight into the bf16 gradient ``g``, where the stock path upcasts
+    the logits, takes an fp32 log-softmax, exponentiates and casts back (measured on a 2-core
+    Zen 4 EPYC, 4,096 rows x 4,096 vocab: 28-32 ms against 46-68 ms, the head's GEMM included).
+    bf16 keeps fp32's exponent range, so no probability underflows. The target's own entry is
+    rebuilt in fp32 from the row: with S the fp32 sum of the row's bf16 probabilities, p = p_t/S
+    and 1 - p = (S - p_t)/S, both to bf16's relative precision, so the gradient p - 1 = -(1 - p)
+    is as exact as the stock path's for confident tokens too, and log p uses log1p(-(1 - p))
+    when p > 1/2."""
+    torch.softmax(logits, dim=-1, out=g)
+    total = g.sum(-1, dtype=torch.float32)
+    p_t = g.gather(1, tgt[:, None]).squeeze(1).float()
+    rest = (total - p_t) / total
+    p = p_t / total
+    logp = torch.where(p < 0.5, p.log(), torch.log1p(-rest))
+    g[torch.arange(len(tgt), device=g.device), tgt] = (-rest).to(g.dtype)
+    if valid is None:
+        return logp.sum()
+    g.masked_fill_(~valid[:, None], 0)
+    return torch.where(valid, logp, torch.zeros_like(logp)).sum()
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -51,28 +93,15 @@ class LinearCrossEntropy(torch.autograd.Function):
             safe_t = targets if all_valid else torch.where(valid, targets, torch.zeros_like(targets))
             total = torch.zeros((), dtype=torch.float32, device=h.device)
             grad_logits = torch.empty((n, w.shape[0]), dtype=cd, device=h.device) if need_grad else None
+            softmax_first = need_grad and cd == torch.bfloat16
             for s in range(0, n, chunk_rows):
                 e = min(n, s + chunk_rows)
-                # one fused pass for max, sum of exponentials and the normalisation, in fp32
-                logp = torch.log_softmax((h[s:e] @ w.t()).float(), dim=-1)
                 tgt = safe_t[s:e]
-                picked = logp.gather(1, tgt[:, None]).squeeze(1)
-                if all_valid:
-                    total -= picked.sum()
+                v = None if all_valid else valid[s:e]
+                if softmax_first:
+                    total -= _bf16_chunk(h[s:e] @ w.t(), tgt, grad_logits[s:e], v)
                 else:
-                    v = valid[s:e]
-                    total -= torch.where(v, picked, torch.zeros_like(picked)).sum()
-                if need_grad:
-                    # d loss / d logits = softmax - onehot(target), zero on ignored rows: the
-                    # exponential is written straight in the compute dtype (one pass), and the
-                    # target entries get p - 1 computed in fp32, then rounded once, like the
-                    # stock path's fp32 gradient cast back to the logits' dtype
-                    g = grad_logits[s:e]
-                    torch.exp(logp, out=g)
-                    rows = torch.arange(e - s, device=h.device)
-                    g[rows, tgt] = (picked.exp() - 1.0).to(cd)
-                    if not all_valid:
-                        g.masked_fill_(~v[:, None], 0)
+                    total -= _fp32_chunk(h[s:e] @ w.t(), tgt, grad_logits[s:e] if need_grad else None, v)
             if need_grad:
                 grad_h = (grad_logits @ w).to(hidden.dtype) if hidden.requires_grad else None
                 grad_w = (grad_logits.t() @ h).to(weight.dtype) if weight.requires_grad else None
@@ -89,14 +118,14 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                         chunk_rows: int = 1024) -> torch.Tensor:
+                         chunk_rows: int = 256) -> torch.Tensor:
     """Summed next-token loss of ``hidden`` (rows x d) under the head ``weight`` (vocab x d)."""
     # (inside Function.forward grad mode is always off, so decide here)
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     return LinearCrossEntropy.apply(hidden, weight, targets, chunk_rows, need_grad)
 
 
-def enable_fused_loss(model, chunk_rows: int = 1024):
+def enable_fused_loss(model, chunk_rows: int = 256):
     """Route ``model(input_ids=..., labels=...)`` through :func:`linear_cross_entropy`
     (returning the loss and no logits); calls without labels (generation, scoring) keep the
     stock forward. Works through DDP, which calls the module's ``forward``. Returns the model."""

@@ -47,6 +47,8 @@ class RunControl:
     time_budget: float = 0.0
     stop_after_seconds: float = 0.0
     stop_after_steps: int = 0
+    profile_steps: int = 0            # --profile_steps: a torch.profiler window of this many steps
+    profile_dir: object = None        # where its tables and trace go (the run's profile/)
 
 
 def common_callbacks(args, *, flops_per_token: float, tokens_per_step: int, world: int,
@@ -63,6 +65,11 @@ def common_callbacks(args, *, flops_per_token: float, tokens_per_step: int, worl
                                     tokens_at=lambda step: position.consumed(step) * tokens_per_sample),
                  EvalLossOnlyCallback(),
                  DataPosition(position, world, stream.n_blocks, stream.seed), *extra]
+    if control.profile_steps:
+        from .base import log
+        from .profiling import ProfileCallback
+
+        callbacks.append(ProfileCallback(control.profile_dir, control.profile_steps, log=log))
     fit = budget_callback(control.time_budget)
     if fit is not None:
         callbacks.append(fit)

@@ -71,6 +71,7 @@ class RunOptions:
     time_budget: float = 0.0            # seconds: the schedule is fitted to end there
     stop_after_seconds: float = 0.0     # seconds: stop with a checkpoint, keep the schedule
     stop_after_steps: int = 0
+    profile_steps: int = 0              # torch.profiler window (steps) -> run/profile/
     init_from: str | None = None
     resize_embeddings: bool = False
     shape_overrides: dict | None = None  # shape flags given on the command line
@@ -140,6 +141,24 @@ def _preset_training_values(preset: dict, batch_size: int, seed: int, workers: i
     }
 
 
+# torch.compile's warm-up on a GPU (about 30-60 s for GPT-2 Small) is paid back within minutes of
+# training; a run given less than this many seconds stays eager
+COMPILE_MIN_BUDGET_SECONDS = 600
+
+
+def _on_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def compile_pays(cuda: bool, time_budget: float) -> bool:
+    """``torch_compile`` by default: on CUDA, unless a time budget too short to pay back the
+    warm-up; never on CPU (measured on 2 cores: compiling the blocks took ~24 s and made the tiny
+    step no faster, BENCHMARKS.md)."""
+    return cuda and not (0 < time_budget < COMPILE_MIN_BUDGET_SECONDS)
+
+
 def build_training_args(flags: TrainFlags, preset: dict, run: RunLayout, run_name: str,
                         seed: int, dataloader_workers: int = 2):
     """``TrainingArguments``: every flag the user gave, the preset's values for the rest."""
@@ -162,8 +181,11 @@ def build_training_args(flags: TrainFlags, preset: dict, run: RunLayout, run_nam
         values["logging_dir"] = str(run.dir / TENSORBOARD)
     if flags.data.early_stopping_patience > 0:
         values["load_best_model_at_end"] = True
-    if (flags.control.time_budget or flags.control.max_seconds) and "max_steps" not in explicit:
+    budget = flags.control.time_budget or flags.control.max_seconds
+    if budget and "max_steps" not in explicit:
         values["max_steps"] = BUDGET_STEP_CAP  # the budget alone decides how many steps run
+    if "torch_compile" not in explicit:
+        values["torch_compile"] = compile_pays(_on_cuda(), budget)
     return make_training_arguments(values)
 
 
@@ -184,7 +206,7 @@ def run_options(flags: TrainFlags, preset_name: str, preset: dict, run: RunLayou
         eval_max_batches=preset["eval_max_batches"] if d.eval_max_batches is None else d.eval_max_batches,
         fresh=c.fresh, save_best=d.save_best, early_stopping_patience=d.early_stopping_patience,
         time_budget=c.time_budget or c.max_seconds, stop_after_seconds=c.stop_after_seconds,
-        stop_after_steps=c.stop_after_steps,
+        stop_after_steps=c.stop_after_steps, profile_steps=c.profile_steps,
         init_from=m.init_from, resize_embeddings=m.resize_embeddings,
         shape_overrides={k: getattr(m, k) for k in ("n_layer", "n_head", "n_embd")
                          if getattr(m, k) is not None},

@@ -40,7 +40,8 @@ def make_callbacks(opts: RunOptions, args, plan: TrainingPlan, stream: StreamSam
 
 
 def run_control(opts: RunOptions) -> RunControl:
-    return RunControl(opts.time_budget, opts.stop_after_seconds, opts.stop_after_steps)
+    return RunControl(opts.time_budget, opts.stop_after_seconds, opts.stop_after_steps,
+                      opts.profile_steps, opts.run.profile)
 
 
 def run_training(opts: RunOptions, args) -> dict:

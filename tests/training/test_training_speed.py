@@ -180,3 +180,23 @@ def test_two_fresh_starts_in_the_same_second_keep_both_old_runs(tmp_path):
         moved.append(move_run_aside(run))
     assert len(set(moved)) == 3 and all((m / run.run_info.name).read_text() == str(i)
                                          for i, m in enumerate(moved))
+
+
+def test_torch_compile_is_the_default_on_cuda_unless_the_budget_is_short(monkeypatch):
+    """The GPU path compiles by default; a short time budget (warm-up not paid back) and every
+    CPU run stay eager; an explicit --torch_compile wins."""
+    from londonlm.training import make_job, options
+    from londonlm.training.args import parse_train_flags
+
+    assert options.compile_pays(True, 0) and options.compile_pays(True, options.COMPILE_MIN_BUDGET_SECONDS)
+    assert not options.compile_pays(True, 300) and not options.compile_pays(False, 0)
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
+
+    def compiled(*argv) -> bool:
+        return make_job(parse_train_flags(["--preset", "micro", *argv]), defaults).args.torch_compile
+
+    assert compiled() is False  # this CPU
+    monkeypatch.setattr(options, "_on_cuda", lambda: True)  # the decision as on a GPU machine
+    assert compiled() is True
+    assert compiled("--max_seconds", "120") is False
+    assert compiled("--torch_compile", "false") is False

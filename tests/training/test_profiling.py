@@ -1,0 +1,87 @@
+"""``--profile_steps``: a torch.profiler window over whole training steps, its time grouped by
+op group (GEMM, attention, norms/GELU, LM head + loss, optimizer, data, overhead)."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import micro_gpt2, train_exit_code as train
+from londonlm.training.fused_loss import enable_fused_loss
+from londonlm.training.optim import MuonOptions, build_muon_adamw
+from londonlm.training.profiling import GROUPS, ModuleLabels, group_events, markdown, profile_table
+
+
+def _profiled_step(fused: bool, optimizer):
+    model = micro_gpt2(n_layer=2).train()
+    if fused:
+        enable_fused_loss(model)
+    opt = optimizer(model)
+    x = torch.randint(0, 64, (4, 16))
+    with ModuleLabels(model), torch.profiler.profile(record_shapes=True, with_flops=True) as prof:
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+    assert not any(h for h in [model._forward_pre_hooks, model._forward_hooks]), "hooks left behind"
+    return group_events(prof.events())
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_every_part_of_a_step_lands_in_its_group(fused):
+    totals, flops = _profiled_step(fused, lambda m: build_muon_adamw(m, MuonOptions(lr=1e-3)))
+    assert set(totals) == set(GROUPS)
+    for group in ("GEMM", "attention", "norms/GELU", "LM head + loss", "optimizer: Newton-Schulz",
+                  "optimizer: other"):
+        assert totals[group] > 0, group
+    # the linear layers' products, forward and backward, are counted as GEMM FLOPs:
+    # 2 layers x (qkv, proj, fc, mlp proj) on 64 rows of width 16, forward + 2 backward products
+    d, rows = 16, 64
+    linear = 2 * (3 * d * d + d * d + 4 * d * d + 4 * d * d) * 2 * rows * 3
+    assert flops["GEMM"] == pytest.approx(linear, rel=0.35)
+    assert flops["optimizer: Newton-Schulz"] > 0
+
+
+def test_adamw_has_no_newton_schulz():
+    totals, _ = _profiled_step(True, lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3))
+    assert totals["optimizer: Newton-Schulz"] == 0 and totals["optimizer: other"] > 0
+
+
+def test_the_table_charges_uncovered_wall_time_to_overhead():
+    totals = {g: 0.0 for g in GROUPS}
+    totals["GEMM"] = 300_000.0  # µs
+    res = profile_table(totals, wall_s=0.5, steps=2, gemm_flops=60e9)
+    rows = {r["group"]: r for r in res["groups"]}
+    assert res["step_ms"] == 250.0
+    assert rows["GEMM"]["ms_per_step"] == 150.0 and rows["GEMM"]["share"] == 0.6
+    assert rows["Python/Trainer overhead"]["ms_per_step"] == 100.0
+    assert res["gemm_gflops_per_s"] == 200.0
+    assert "| GEMM | 150.0 | 60.0% |" in markdown(res)
+
+
+@pytest.fixture
+def root(micro_root, tmp_path):
+    dst = tmp_path / "root"
+    shutil.copytree(micro_root, dst)
+    return dst
+
+
+def test_cli_profiles_a_window_and_goes_on_training(root, capsys):
+    code = train(root, "--run_name", "prof", "--profile_steps", "2", "--max_steps", "8",
+                 "--logging_steps", "4", "--save_steps", "100", "--eval_steps", "100", "--optim", "muon")
+    assert code in (0, None)
+    run = root / "09_models" / "checkpoints" / "prof"
+    res = json.loads((run / "profile" / "profile.json").read_text())
+    assert res["steps"] == 2 and res["step_ms"] > 0
+    shares = {r["group"]: r["share"] for r in res["groups"]}
+    assert sum(shares.values()) == pytest.approx(1.0, abs=0.02)
+    assert shares["GEMM"] > 0 and shares["optimizer: Newton-Schulz"] > 0
+    assert (run / "profile" / "trace.json").stat().st_size > 0
+    assert "| op group | ms per step | share |" in (run / "profile" / "profile.md").read_text()
+    assert json.loads((run / "run_info.json").read_text())["global_step"] == 8  # training went on
+    printed = capsys.readouterr()
+    assert "profile of 2 steps" in printed.out + printed.err
+
+
+def test_profile_steps_must_be_positive(root, capsys):
+    assert train(root, "--profile_steps", "-1") == 2
+    assert "error:" in capsys.readouterr().err
