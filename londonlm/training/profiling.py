@@ -217,6 +217,9 @@ class ProfileCallback(TrainerCallback):
         if self.prof is not None:  # training ended inside the window: profile what ran
             k = state.global_step - self.begin_step - self.skip
             self._stop(time.perf_counter() - self.t0, steps=max(1, k))
+        elif not self.done and state.is_world_process_zero:
+            self.log(f"--profile_steps: training ended within the {self.skip} warm-up steps; "
+                     f"nothing was profiled (give the run more steps)")
 
     def _start(self, model) -> None:
         import torch

@@ -82,6 +82,14 @@ def test_cli_profiles_a_window_and_goes_on_training(root, capsys):
     assert "profile of 2 steps" in printed.out + printed.err
 
 
+def test_a_run_too_short_for_the_window_says_so(root, capsys):
+    assert train(root, "--run_name", "short", "--profile_steps", "2", "--max_steps", "2",
+                 "--save_steps", "100", "--eval_steps", "100") in (0, None)
+    printed = capsys.readouterr()
+    assert "nothing was profiled" in printed.out + printed.err
+    assert not (root / "09_models" / "checkpoints" / "short" / "profile").exists()
+
+
 def test_profile_steps_must_be_positive(root, capsys):
     assert train(root, "--profile_steps", "-1") == 2
     assert "error:" in capsys.readouterr().err
