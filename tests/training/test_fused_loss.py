@@ -120,3 +120,23 @@ def test_bf16_target_gradient_stays_exact_for_confident_tokens():
     g[torch.arange(256), t] -= 1
     exact_h = (g.bfloat16().double() @ w0.bfloat16().double())
     assert ((h.grad.double() - exact_h).norm() / exact_h.norm()) < 2e-2
+
+
+def test_the_fused_loss_traces_under_torch_compile():
+    """CUDA runs compile by default (training.options.compile_pays): the fused forward and its
+    autograd Function must go through dynamo and AOT autograd with the eager gradients
+    (aot_eager: the same tracing without inductor's C++ build, seconds on CPU)."""
+    from conftest import micro_gpt2
+
+    x = torch.randint(0, 64, (4, 16))
+    grads = []
+    for compiled in (False, True):
+        model = enable_fused_loss(micro_gpt2(n_layer=2).train())
+        run = torch.compile(model, backend="aot_eager") if compiled else model
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = run(input_ids=x, labels=x).loss
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (la, ga), (lb, gb) = grads
+    assert torch.allclose(la, lb)
+    assert all(torch.allclose(a, b) for a, b in zip(ga, gb))
