@@ -34,7 +34,8 @@ from typing import Sequence
 from ..core import LondonLMError
 from .leakage_report import (PRIMARY, RULES, leakage_markdown, mean_interval, side_summary,
                              verdict)
-from .probes import MCItem, ProbeFormatError, continuation_logprobs, jsonl_objects, parse_item, score_items
+from .probes import (MCItem, ProbeFormatError, continuation_logprobs, jsonl_objects, parse_item,
+                     require_keys, score_items)
 
 DATA = Path(__file__).resolve().parent / "data"
 LEAKAGE_FACTS = DATA / "leakage_facts.jsonl"
@@ -110,12 +111,7 @@ def load_leakage_facts(path: str | Path | None = None) -> list[DatedFact]:
 
 
 def _word(obj: dict, where: str) -> DatedWord:
-    missing = [k for k in WORD_KEYS if k not in obj]
-    if missing:
-        raise LeakageError(f"{where}: missing key(s) {', '.join(missing)}")
-    for key in ("id", "word", "context"):
-        if not isinstance(obj[key], str) or not obj[key].strip():
-            raise LeakageError(f"{where}: '{key}' must be a non-empty string")
+    require_keys(obj, WORD_KEYS, ("id", "word", "context"), where, LeakageError)
     word, controls = obj["word"].strip(), obj["controls"]
     if not isinstance(controls, list) or not controls or \
             not all(isinstance(c, str) and c.strip() for c in controls):

@@ -86,12 +86,7 @@ def parse_item(obj, where: str, min_choices: int = 2) -> MCItem:
     if len(set(choices)) != len(choices):
         raise ProbeFormatError(f"{where}: 'choices' contains duplicates")
     if "context" in obj:
-        missing = [k for k in NATIVE_REQUIRED if k not in obj]
-        if missing:
-            raise ProbeFormatError(f"{where}: missing key(s) {', '.join(missing)}")
-        for k in ("id", "category", "context"):
-            if not isinstance(obj[k], str) or not obj[k].strip():
-                raise ProbeFormatError(f"{where}: '{k}' must be a non-empty string")
+        require_keys(obj, NATIVE_REQUIRED, ("id", "category", "context"), where, ProbeFormatError)
         ans = _answer_index(obj["answer"], len(choices), where)
         item = MCItem(obj["id"], obj["category"], obj["context"], list(choices), ans,
                       str(obj.get("source_note", "")))
@@ -111,6 +106,18 @@ def parse_item(obj, where: str, min_choices: int = 2) -> MCItem:
         return item
     raise ProbeFormatError(f"{where}: an item needs 'context' (native form) or 'question' "
                            f"(MMLU form)")
+
+
+def require_keys(obj: dict, required: Sequence[str], strings: Sequence[str], where: str,
+                 error: type[Exception] = ProbeFormatError) -> None:
+    """Raise ``error`` naming the first problem: a key of ``required`` absent, or one of
+    ``strings`` not a non-empty string (probe and leakage files share these rules)."""
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise error(f"{where}: missing key(s) {', '.join(missing)}")
+    for k in strings:
+        if not isinstance(obj[k], str) or not obj[k].strip():
+            raise error(f"{where}: '{k}' must be a non-empty string")
 
 
 def jsonl_objects(path: Path, error: type[Exception] = ProbeFormatError, what: str = "probe file"):

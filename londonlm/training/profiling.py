@@ -18,11 +18,12 @@ that recorded its autograd node (the two share a ``sequence_nr``).
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from ..core import write_json_atomic
 
 GROUPS = ("GEMM", "attention", "norms/GELU", "LM head + loss", "embeddings",
           "optimizer: Newton-Schulz", "optimizer: other", "data", "other ops",
@@ -238,7 +239,7 @@ class ProfileCallback(TrainerCallback):
         result = profile_table(totals, wall, steps or self.steps, gemm_flops=flops["GEMM"])
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.prof.export_chrome_trace(str(self.out_dir / "trace.json"))
-        (self.out_dir / "profile.json").write_text(json.dumps(result, indent=2))
         (self.out_dir / "profile.md").write_text(markdown(result))
+        write_json_atomic(self.out_dir / "profile.json", result)  # last: marks the profile complete
         self.log(f"profile of {result['steps']} steps -> {self.out_dir}\n{markdown(result)}")
         self.prof, self.done = None, True

@@ -1,7 +1,6 @@
 """``--profile_steps``: a torch.profiler window over whole training steps, its time grouped by
 op group (GEMM, attention, norms/GELU, LM head + loss, optimizer, data, overhead)."""
 import json
-import shutil
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ from conftest import micro_gpt2, train_exit_code as train
 from londonlm.training.fused_loss import enable_fused_loss
 from londonlm.training.optim import MuonOptions, build_muon_adamw
 from londonlm.training.profiling import GROUPS, ModuleLabels, group_events, markdown, profile_table
+from test_training import root  # noqa: F401  (the copied micro project)
 
 
 def _profiled_step(fused: bool, optimizer):
@@ -56,13 +56,6 @@ def test_the_table_charges_uncovered_wall_time_to_overhead():
     assert rows["Python/Trainer overhead"]["ms_per_step"] == 100.0
     assert res["gemm_gflops_per_s"] == 200.0
     assert "| GEMM | 150.0 | 60.0% |" in markdown(res)
-
-
-@pytest.fixture
-def root(micro_root, tmp_path):
-    dst = tmp_path / "root"
-    shutil.copytree(micro_root, dst)
-    return dst
 
 
 def test_cli_profiles_a_window_and_goes_on_training(root, capsys):

@@ -2,21 +2,14 @@
 with a cutoff refuses a corpus, tokenizer, --init_from parent or resumed checkpoint that
 reaches past it, naming both years."""
 import json
-import shutil
 
 import pytest
 
 from conftest import train_exit_code as train
 from londonlm.corpus import cutoff_view
+from test_training import root  # noqa: F401  (the copied micro project)
 
 QUICK = ["--max_steps", "2", "--logging_steps", "1", "--save_steps", "100", "--eval_steps", "100"]
-
-
-@pytest.fixture
-def root(micro_root, tmp_path):
-    dst = tmp_path / "root"
-    shutil.copytree(micro_root, dst)
-    return dst
 
 
 def run_info(root, name):
