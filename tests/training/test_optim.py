@@ -63,7 +63,7 @@ def _one_muon_step(cls, **kw):
 def test_fp32_newton_schulz_makes_torchs_muon_update():
     ref, _ = _one_muon_step(torch.optim.Muon)
     same, _ = _one_muon_step(Muon, ns_dtype=torch.bfloat16)
-    assert torch.equal(same, ref)  # bf16: torch's own code path
+    assert torch.equal(same, ref)  # bf16: the same products as torch's, batched
     fp32, opt = _one_muon_step(Muon, ns_dtype=torch.float32)
     torch.manual_seed(0)
     start = torch.randn(32, 96)
@@ -71,6 +71,32 @@ def test_fp32_newton_schulz_makes_torchs_muon_update():
     # the same step up to bf16 rounding of the iteration
     assert torch.nn.functional.cosine_similarity(d_ref.flatten(), d_fp32.flatten(), dim=0) > 0.99
     assert set(opt.state[opt.param_groups[0]["params"][0]]) == {"momentum_buffer"}
+
+
+def test_batched_newton_schulz_is_each_matrix_own_iteration_in_one_matmul_per_product():
+    from torch.optim._muon import _zeropower_via_newtonschulz
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from londonlm.training.optim import orthogonalize_many
+
+    class CountMatmuls(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls += func.__name__.split(".")[0] in ("mm", "addmm", "bmm", "baddbmm")
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)  # wide and tall of one shape share a stack; norms differ 100-fold
+    mats = [torch.randn(16, 48), torch.randn(48, 16) * 100, torch.randn(16, 48) / 100, torch.randn(8, 8)]
+    coeffs = (3.4445, -4.7750, 2.0315)
+    with CountMatmuls() as counter:
+        got = orthogonalize_many(mats, coeffs, 5, 1e-7, torch.bfloat16)
+    assert counter.calls == 2 * 3 * 5  # two shapes, three products, five steps
+    for m, g in zip(mats, got):
+        assert g.shape == m.shape
+        assert torch.equal(g, _zeropower_via_newtonschulz(m, coeffs, 5, 1e-7))
+    with pytest.raises(ValueError, match="2-D"):
+        orthogonalize_many([torch.randn(4)], coeffs, 5, 1e-7, torch.float32)
 
 
 def test_newton_schulz_runs_in_bf16_only_where_bf16_is_native(monkeypatch):
