@@ -13,8 +13,9 @@ gradients to the autocast path's precision (the head's matmul in the autocast dt
 softmax computed in fp32, the gradient rounded once to the autocast dtype).
 
 Measured on 2 CPU cores in bf16 (BENCHMARKS.md, ``benchmarks/profile_step.py``): on a Zen 4
-EPYC the LM head + loss group of a tiny-shape step fell from ~190 ms (stock) to ~120 ms with
-the fp32 softmax and further with the bf16 one; lower peak memory everywhere.
+EPYC the LM head + loss group of a tiny-shape step takes 89 ms with the bf16 softmax against
+120-392 ms for the stock path (it varies with memory-bandwidth contention); alone, 4,096 rows
+take 28-32 ms against 46-68 ms with the earlier fp32-softmax version; lower peak memory.
 Only the training forward changes; the model, its weights and ``save_pretrained`` output
 are an ordinary ``GPT2LMHeadModel``, and generation uses the stock forward.
 """

@@ -97,6 +97,21 @@ def test_batched_newton_schulz_is_each_matrix_own_iteration_in_one_matmul_per_pr
         assert torch.equal(g, _zeropower_via_newtonschulz(m, coeffs, 5, 1e-7))
     with pytest.raises(ValueError, match="2-D"):
         orthogonalize_many([torch.randn(4)], coeffs, 5, 1e-7, torch.float32)
+    assert orthogonalize_many([], coeffs, 5, 1e-7, torch.float32) == []
+
+
+def test_newton_schulz_stacks_are_bounded_in_size(monkeypatch):
+    import londonlm.training.optim as optim
+
+    stacked = []
+    real_stack = torch.stack
+    monkeypatch.setattr(optim.torch, "stack", lambda ts, *a, **k: stacked.append(len(ts)) or real_stack(ts, *a, **k))
+    monkeypatch.setattr(optim, "STACK_ELEMENTS", 2 * 16 * 48)
+    mats = [torch.randn(16, 48) for _ in range(5)]
+    got = optim.orthogonalize_many(mats, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float32)
+    assert stacked == [2, 2, 1]
+    for m, g in zip(mats, got):
+        assert torch.allclose(g, optim.orthogonalize(m, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float32))
 
 
 def test_newton_schulz_runs_in_bf16_only_where_bf16_is_native(monkeypatch):
