@@ -161,3 +161,86 @@ def test_muon_run_resumes_exactly(tmp_path):
         assert resumed[step] == pytest.approx(whole[step], abs=1e-5)
     # and the optimizer did something: the loss moved
     assert whole[8] < whole[1]
+
+
+def _stepped(seed=1):
+    """A micro GPT-2 and its Muon+AdamW after two steps (state in both halves)."""
+    model = micro_gpt2(seed=seed, n_layer=2)
+    opt = build_muon_adamw(model, MuonOptions(lr=0.01, ns_dtype=torch.float32))
+    for _ in range(2):
+        _backward(model)
+        opt.step()
+        opt.zero_grad()
+    return model, opt
+
+
+def _backward(model, seed=2):
+    batch = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(seed))
+    model(input_ids=batch, labels=batch).loss.backward()
+
+
+def _step_both(pairs):
+    """One more step of each (model, optimizer) on the same batch; the models' parameters."""
+    for model, opt in pairs:
+        _backward(model, seed=3)
+        opt.step()
+    return [[p.detach().clone() for p in model.parameters()] for model, _ in pairs]
+
+
+def _fresh_copy(model):
+    copy = micro_gpt2(seed=9, n_layer=2)
+    copy.load_state_dict(model.state_dict())
+    return copy, build_muon_adamw(copy, MuonOptions(lr=0.5, ns_dtype=torch.float32))
+
+
+def test_state_dict_is_torchs_standard_format_and_round_trips_through_torch_save(tmp_path):
+    model, opt = _stepped()
+    sd = opt.state_dict()
+    # what torch's own Optimizer.state_dict makes of the combined groups, Muon's first
+    plain = torch.optim.Optimizer.state_dict(opt)
+    assert set(sd) == {"state", "param_groups"} and sd["param_groups"] == plain["param_groups"]
+    assert sorted(sd["state"]) == sorted(plain["state"]) == list(range(len(list(model.parameters()))))
+    assert set(sd["state"][0]) == {"momentum_buffer"} and "exp_avg" in sd["state"][len(sd["state"]) - 1]
+    torch.save(sd, tmp_path / "optimizer.pt")
+    copy, fresh = _fresh_copy(model)
+    fresh.load_state_dict(torch.load(tmp_path / "optimizer.pt", weights_only=True))
+    assert [g["lr"] for g in fresh.param_groups] == [0.01] * 3  # the saved groups, re-linked
+    assert fresh.param_groups[0] is fresh.muon.param_groups[0]
+    a, b = _step_both([(model, opt), (copy, fresh)])
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_a_state_saved_as_the_old_muon_adamw_pair_still_loads(tmp_path):
+    model, opt = _stepped()
+    # saved and read back: a loaded state dict's tensors would be the live ones
+    torch.save({"muon": opt.muon.state_dict(), "adamw": opt.adamw.state_dict()}, tmp_path / "old.pt")
+    copy, fresh = _fresh_copy(model)
+    fresh.load_state_dict(torch.load(tmp_path / "old.pt", weights_only=True))
+    a, b = _step_both([(model, opt), (copy, fresh)])
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_a_same_shaped_state_of_another_optimizer_is_refused_too():
+    model, opt = _stepped()
+    # AdamW over the same three groups: the sizes match, Muon's settings are missing
+    groups = [{"params": list(g["params"])} for g in opt.param_groups]
+    foreign = torch.optim.AdamW(groups).state_dict()
+    with pytest.raises(LondonLMError, match="same --optim"):
+        opt.load_state_dict(foreign)
+    with pytest.raises(LondonLMError, match="same --optim"):
+        opt.load_state_dict({"state": {}})
+
+
+def test_newton_schulz_dtype_follows_the_device_the_parameters_end_up_on(monkeypatch):
+    import londonlm.training.optim as optim
+
+    # FSDP2: the Trainer builds the optimizer on CPU, accelerate repoints its groups to the
+    # parameters on the GPU (here: meta stands for the GPU)
+    monkeypatch.setattr(optim, "fast_ns_dtype",
+                        lambda d: torch.bfloat16 if d.type == "meta" else torch.float32)
+    opt = build_muon_adamw(micro_gpt2(), MuonOptions(lr=0.01))
+    assert opt.muon.ns_dtype == torch.float32
+    group = opt.muon.param_groups[0]
+    group["params"] = [p.to("meta") for p in group["params"]]
+    assert opt.muon.ns_dtype == torch.bfloat16
+    assert Muon([torch.nn.Parameter(torch.ones(2, 2))], ns_dtype=torch.float16).ns_dtype == torch.float16
