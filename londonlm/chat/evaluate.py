@@ -24,7 +24,7 @@ from typing import Sequence
 
 from ..core import CHAT_EVAL, write_json_atomic, write_text_atomic
 from ..evaluation import BROUGHT_SAMPLES, distinct_n, load_wordlist, repeated_ngram_rate, words_of
-from ..generation import encode_text
+from ..generation import encode_text, load_model
 from ..tokens import EOT, era_token
 from .dataset import load_chat_dataset, system_line
 from .extract import PLACE
@@ -100,9 +100,9 @@ def _answer_nll(model, ids: list[int], mask: list[bool]) -> float:
     import torch
 
     with torch.inference_mode():
-        logits = model(torch.tensor([ids])).logits[0, :-1].float()
-    nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]), reduction="none")
-    return float(nll[torch.tensor(mask[1:])].sum())
+        logits = model(torch.tensor([ids], device=model.device)).logits[0, :-1].float()
+    nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:], device=logits.device), reduction="none")
+    return float(nll[torch.tensor(mask[1:], device=logits.device)].sum())
 
 
 def answer_loss(chat_model, chat_tok, base_model, base_tok, rows) -> dict:
@@ -148,7 +148,8 @@ def base_answer(model, tokenizer, year: int, question: str, settings: ChatSettin
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     with torch.inference_mode():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        out = model.generate(torch.tensor([ids], device=model.device),
+                             attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
                              do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
                              max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                              eos_token_id=tokenizer.convert_tokens_to_ids(EOT))
@@ -283,19 +284,16 @@ def transcripts_markdown(transcripts: list[dict], bait_records: list[dict]) -> s
 def evaluate_chat(chat_dir: Path, base_dir: Path, data_dir: Path, out_dir: Path,
                   options: ChatEvalOptions = ChatEvalOptions(), log=print) -> dict:
     """Answer loss, bait anachronisms and transcripts; writes ``chat_eval.json``,
-    ``chat_transcripts.jsonl`` and ``chat_transcripts.md`` under ``out_dir``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    ``chat_transcripts.jsonl`` and ``chat_transcripts.md`` under ``out_dir``. Both models load
+    through the model interface, on a GPU when there is one (scores in fp32 either way)."""
     from .respond import read_chat_info
 
     place = read_chat_info(chat_dir).get("place") or PLACE
     rows = list(load_chat_dataset(data_dir)["validation"])
     if options.max_conversations:
         rows = rows[:options.max_conversations]
-    chat_tok = AutoTokenizer.from_pretrained(str(chat_dir))
-    chat_model = AutoModelForCausalLM.from_pretrained(str(chat_dir)).eval()
-    base_tok = AutoTokenizer.from_pretrained(str(base_dir))
-    base_model = AutoModelForCausalLM.from_pretrained(str(base_dir)).eval()
+    chat, base = load_model(str(chat_dir)), load_model(str(base_dir))
+    chat_model, chat_tok, base_model, base_tok = chat.model, chat.tokenizer, base.model, base.tokenizer
     loss = answer_loss(chat_model, chat_tok, base_model, base_tok, rows)
     if loss.get("answer_tokens"):
         log(f"held-out answer loss: chat {loss['chat']['answer_loss']:.4f}, base {loss['base']['answer_loss']:.4f} "

@@ -13,10 +13,12 @@ from typing import Sequence
 
 from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, existing_dir, existing_file,
                     non_negative_int, positive_int, writable_dir, year)
+from ..generation import DTYPES
 from .report import passage_count
 
-LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype=float32 --include_path "
-                "londonlm/evaluation/lm_eval_tasks --tasks london_probes --device cpu --batch_size 8")
+# filled with the device and dtype an evaluation ran with, so lm-eval's figures are comparable
+LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype={dtype} --include_path "
+                "londonlm/evaluation/lm_eval_tasks --tasks london_probes --device {device} --batch_size 8")
 
 
 def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
@@ -24,7 +26,8 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
     p = StageParser(
         prog=prog, description="Evaluate a londonlm model: held-out loss/perplexity/bits per "
         "byte, knowledge probes, continuation quality, human-evaluation pack, training curves.",
-        epilog="lm-eval-harness on the same folders: " + LM_EVAL_HINT.format(path="MODEL_DIR"))
+        epilog="lm-eval-harness on the same folders: " + LM_EVAL_HINT.format(
+            path="MODEL_DIR", dtype="bfloat16", device="cuda") + " (without a GPU: dtype=float32, --device cpu)")
     p.add_argument("--mode", choices=("quick", "comprehensive"), default=default_mode,
                    help="quick: capped validation tokens, probes, 4 greedy samples (<= 2 min on "
                         "CPU for tiny); comprehensive: everything, whole validation split")
@@ -49,7 +52,11 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
                    help="extra multiple-choice JSONL files (native or MMLU form); comprehensive mode")
     p.add_argument("--out_dir", type=writable_dir, help="output folder (default: <run>/evaluation/, or "
                                      "<model>/evaluation/ for a model outside a run)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one, else the CPU), cpu, "
+                                                    "cuda or cuda:N")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="the weights' dtype (auto: bfloat16 on a GPU that has it, else float16; "
+                        "float32 on CPU); recorded in metrics.json")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--cutoff_year", type=year,
                    help="split the leakage probes at this year (default: the cutoff the model's run "
@@ -167,11 +174,12 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     m = run_evaluation(model_path, out_dir, val_texts=texts, val_years=years, mode=args.mode,
                        probes_path=args.probes, extra_mc_files=args.mc_files,
                        text_files=args.text_files, compare=compare, device=args.device,
-                       seed=args.seed, max_eval_tokens=args.max_eval_tokens,
+                       dtype=args.dtype, seed=args.seed, max_eval_tokens=args.max_eval_tokens,
                        trainer_state_path=args.trainer_state,
                        lm_eval_tasks=args.lm_eval_tasks, lm_eval_text_dir=args.lm_eval_text_dir,
                        cutoff_year=args.cutoff_year)
     _print_table(m)
     print(f"\nreport: {out_dir / 'report.md'}")
-    print("lm-eval-harness: " + LM_EVAL_HINT.format(path=model_path))
+    print("lm-eval-harness: " + LM_EVAL_HINT.format(path=model_path, dtype=m["settings"]["dtype"],
+                                                    device=m["settings"]["device"]))
     return 0

@@ -124,6 +124,7 @@ def render_markdown(metrics: Mapping, plots: Mapping[str, str], samples: Sequenc
          f"context {m['model'].get('n_positions')}, step {m['model'].get('step') or '-'}, "
          f"weights sha256 `{m['model'].get('weights_sha256') or '-'}`)",
          f"- mode: **{m['mode']}**, seed {m['settings']['seed']}, device {m['settings']['device']}, "
+         f"weights {m['settings'].get('dtype', 'float32')}, "
          f"created {m['created']}, took {_f(m['timing_s'].get('total'), 1)} s",
          f"- metrics format version {m['format_version']}; machine-readable copy: `metrics.json`", ""]
     L += _lm_section(m.get("lm", {}))
@@ -140,8 +141,9 @@ def render_markdown(metrics: Mapping, plots: Mapping[str, str], samples: Sequenc
     L += _human_section(m.get("human_eval"))
     L += ["## lm-eval-harness", "",
           "The model folder loads with lm-eval-harness's Hugging Face backend, e.g.:", "",
-          f"    lm_eval --model hf --model_args pretrained={m['model']['path']},dtype=float32 "
-          f"--tasks lambada_openai,hellaswag --device cpu --batch_size 8", ""]
+          f"    lm_eval --model hf --model_args pretrained={m['model']['path']},"
+          f"dtype={m['settings'].get('dtype', 'float32')} --tasks lambada_openai,hellaswag "
+          f"--device {m['settings']['device']} --batch_size 8", ""]
     return "\n".join(L)
 
 

@@ -33,19 +33,20 @@ class MissingInput(LondonLMError, FileNotFoundError):
     """A file the evaluation was asked to read does not exist."""
 
 
-def load_for_evaluation(model_path: str | Path, device: str = "cpu") -> LoadedModel:
+def load_for_evaluation(model_path: str | Path, device: str = "auto",
+                        dtype: str = "auto") -> LoadedModel:
     """A model folder through the model interface (a checkpoint without a tokenizer borrows
     the run's final/ tokenizer there), with a clear error for a folder that is no model."""
     p = Path(model_path)
     if not (p / "config.json").is_file():
         raise MissingInput(f"{p} is not a model folder (no config.json); pass a folder "
                            f"written by save_pretrained or a checkpoint-N folder")
-    return _load(p, device=device)
+    return _load(p, device=device, dtype=dtype)
 
 
-def load_model(model_path: str | Path, device: str = "cpu"):
+def load_model(model_path: str | Path, device: str = "auto", dtype: str = "auto"):
     """(model, tokenizer) of a model folder, in eval mode on ``device``."""
-    lm = load_for_evaluation(model_path, device)
+    lm = load_for_evaluation(model_path, device, dtype)
     return lm.model, lm.tokenizer
 
 
@@ -172,7 +173,7 @@ def _compare_row(lm: LoadedModel, path: Path, val_texts, probe_items, *, device,
 
 
 def _compare_and_human_eval(main_row: dict, samples: list[dict], compare, val_texts, probe_items,
-                            out: Path, plots: dict, *, quick, seed, device, max_tokens):
+                            out: Path, plots: dict, *, quick, seed, device, dtype, max_tokens):
     """Rows for every ``compare`` model (training order when steps are known) and, in
     comprehensive mode, the blind human-evaluation pack; returns (compare_rows, human)."""
     from . import generation_quality, human_eval, report
@@ -184,7 +185,7 @@ def _compare_and_human_eval(main_row: dict, samples: list[dict], compare, val_te
     he_samples = {main_row["name"]: texts_of([s for s in samples if s["mode"] == he_mode], "generated")}
     rows = [main_row]
     for cpath in map(Path, compare):
-        lm = load_for_evaluation(cpath, device)
+        lm = load_for_evaluation(cpath, device, dtype)  # the main model's: comparable figures
         rows.append(_compare_row(lm, cpath, val_texts, probe_items, device=device, max_tokens=max_tokens))
         if not quick:
             _, cs = generation_quality.evaluate_generation(
@@ -237,8 +238,8 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
                    val_years: list[int | None] | None = None, mode: str = "quick",
                    probes_path: str | Path | None = None, extra_mc_files: Sequence[str | Path] = (),
                    text_files: Sequence[str | Path] = (), compare: Sequence[str | Path] = (),
-                   device: str = "cpu", seed: int = 0, max_eval_tokens: int | None = None,
-                   trainer_state_path: str | Path | None = None,
+                   device: str = "auto", dtype: str = "auto", seed: int = 0,
+                   max_eval_tokens: int | None = None, trainer_state_path: str | Path | None = None,
                    lm_eval_tasks: Sequence[str] = (), lm_eval_text_dir: str | Path | None = None,
                    cutoff_year: int | None = None, leakage_limit: int | None = None,
                    log=print) -> dict:
@@ -246,7 +247,9 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
     report.md and plots into ``out_dir``; return the metrics dict. ``lm_eval_tasks`` also
     scores the model with lm-evaluation-harness (``londonlm/evaluation/lm_eval_tasks``), recorded
     beside our own figures under ``lm_eval``. The leakage probes split their items at
-    ``cutoff_year`` (default: the cutoff its run recorded)."""
+    ``cutoff_year`` (default: the cutoff its run recorded). ``device`` and ``dtype`` are
+    :func:`~londonlm.generation.load_model`'s (``auto``: bf16 on a GPU, fp32 on CPU); the
+    resolved ones are recorded under ``settings``."""
     import torch
 
     from . import generation_quality, report
@@ -263,9 +266,12 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
     probe_sets, probe_files = _read_probe_sets(probes_path, extra_mc_files, quick)
 
     with _timed(timing, "load"):
-        lm = load_for_evaluation(model_path, device)
-    model, tok, info = lm.model, lm.tokenizer, _model_info(lm, model_path)
-    log(f"evaluating {info['name']} ({info['params']:,} parameters) in {mode} mode on {device}")
+        lm = load_for_evaluation(model_path, device, dtype)
+    # from here on the dtype the weights were loaded in ("auto" resolved): compared models load
+    # in it too, and metrics.json records it
+    model, tok, info, dtype = lm.model, lm.tokenizer, _model_info(lm, model_path), lm.dtype
+    log(f"evaluating {info['name']} ({info['params']:,} parameters) in {mode} mode on {device} "
+        f"({dtype})")
     with _timed(timing, "lm"):
         lm_metrics = _lm_metrics(model, tok, val_texts, val_years, text_files, device=device,
                                  max_tokens=max_eval_tokens, quick=quick)
@@ -298,7 +304,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
         with _timed(timing, "compare_and_human_eval"):
             compare_rows, human = _compare_and_human_eval(
                 main_row, samples, compare, val_texts, probe_sets["london"], out, plots,
-                quick=quick, seed=seed, device=device, max_tokens=max_eval_tokens)
+                quick=quick, seed=seed, device=device, dtype=dtype, max_tokens=max_eval_tokens)
 
     harness = None
     if lm_eval_tasks:
@@ -306,10 +312,11 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
 
         with _timed(timing, "lm_eval"):
             harness = run_harness(model_path, lm_eval_tasks, text_dir=lm_eval_text_dir,
-                                  probes_path=probes_path, device=device)
+                                  probes_path=probes_path, device=device, dtype=dtype)
     timing["total"] = time.time() - t_start
-    metrics = _metrics_document(mode, info, seed, device, max_eval_tokens, v, probe_files, text_files,
-                                lm_metrics, probes, gen_metrics, training, compare_rows, human, timing)
+    metrics = _metrics_document(mode, info, seed, device, dtype, max_eval_tokens, v, probe_files,
+                                text_files, lm_metrics, probes, gen_metrics, training, compare_rows,
+                                human, timing)
     metrics.update(corpus_time=corpus_time, leakage=leakage)
     if harness is not None:
         metrics["lm_eval"] = harness
@@ -335,7 +342,7 @@ def _write_outputs(out: Path, metrics: dict, plots: dict, samples: list, probe_r
     report.write_metrics(out / METRICS_FILE, metrics)
 
 
-def _metrics_document(mode, info, seed, device, max_eval_tokens, v, probe_files, text_files,
+def _metrics_document(mode, info, seed, device, dtype, max_eval_tokens, v, probe_files, text_files,
                       lm_metrics, probes, gen_metrics, training, compare_rows, human, timing) -> dict:
     from ..core import now_iso, versions
 
@@ -344,7 +351,7 @@ def _metrics_document(mode, info, seed, device, max_eval_tokens, v, probe_files,
         "created": now_iso(),
         "mode": mode,
         "model": info,
-        "settings": {"seed": seed, "device": device, "max_eval_tokens": max_eval_tokens,
+        "settings": {"seed": seed, "device": device, "dtype": dtype, "max_eval_tokens": max_eval_tokens,
                      "max_eval_tokens_meaning": "cap on scored validation tokens (documents in "
                      "manifest order, last one cut at a word boundary); null = whole split",
                      "context_length": v["context_length"], "stride": v["stride"],

@@ -85,5 +85,5 @@ def leakage_for_model(model_dir: str | Path, cutoff_year: int | None, *, out: Pa
 
     return current_or_make(
         Path(out), model_identity(model_dir), {"cutoff_year": cutoff_year, "limit": limit},
-        lambda: run_leakage_probes(load_for_evaluation(model_dir, device="cpu"), cutoff_year, limit=limit),
+        lambda: run_leakage_probes(load_for_evaluation(model_dir, device="auto"), cutoff_year, limit=limit),
         overwrite, log, "leakage probes")

@@ -7,7 +7,8 @@ publishing's verification and the model card.
   :mod:`londonlm.core.generation_settings`, because training writes those defaults into every
   model folder and training may not import this package; re-exported here.
 - :mod:`.model`: :func:`load_model` (a folder, a spec resolved by :mod:`londonlm.core.layout`, or a
-  cached Hub id) and prompt encoding (:func:`encode_prompt`: text never becomes a control token).
+  cached Hub id; ``auto`` device and dtype: bf16 weights on a GPU, fp32 on CPU) and prompt
+  encoding (:func:`encode_prompt`: text never becomes a control token).
 - :mod:`.sampling`: :func:`generate`, :func:`stream` / :class:`TextStream`, :class:`Sample`.
 - :mod:`.scoring`: :func:`score_tokens`, per-token log-probabilities (the server's ``logprobs``).
 
@@ -15,16 +16,16 @@ The terminal front end (REPL, printing) lives in :mod:`londonlm.serving.repl`, o
 """
 from ..core import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError, GenerationSettings,
                     defaults_from_generation_config, generation_config_dict, to_generation_config)
-from .model import (LoadedModel, context_length_of, encode_prompt, encode_text, load_model,
-                    new_tokens_for_max_length, normalize_era, pick_device, prompt_length,
+from .model import (DTYPES, LoadedModel, context_length_of, encode_prompt, encode_text, load_model,
+                    new_tokens_for_max_length, normalize_era, pick_device, pick_dtype, prompt_length,
                     resolve_model_dir)
 from .sampling import Sample, TextStream, fit_to_context, generate, stream
 from .scoring import MAX_TOP, TokenScores, score_tokens
 
 __all__ = [
-    "MAX_TOP", "CONFIG_FIELDS", "context_length_of", "defaults_from_generation_config", "encode_prompt",
+    "MAX_TOP", "CONFIG_FIELDS", "context_length_of", "DTYPES", "defaults_from_generation_config", "encode_prompt",
     "encode_text", "fit_to_context", "generate", "generation_config_dict", "GenerationError",
     "GenerationSettings", "load_model", "LoadedModel", "new_tokens_for_max_length", "normalize_era",
-    "pick_device", "prompt_length", "REQUEST_FIELDS", "resolve_model_dir", "Sample", "score_tokens",
+    "pick_device", "pick_dtype", "prompt_length", "REQUEST_FIELDS", "resolve_model_dir", "Sample", "score_tokens",
     "stream", "TextStream", "to_generation_config", "TokenScores",
 ]

@@ -34,15 +34,20 @@ class LoadedModel:
     context_length: int
     eras: list[str]
     defaults: GenerationSettings
+    dtype: str = "float32"  # the weights' dtype: float32, bfloat16 or float16
 
     def info(self) -> dict:
         """What a client may see (no filesystem paths)."""
-        return {"model": self.model_id, "device": self.device, "step": self.step,
+        return {"model": self.model_id, "device": self.device, "dtype": self.dtype, "step": self.step,
                 "params": self.n_params, "context_length": self.context_length, "eras": self.eras,
                 "defaults": asdict(self.defaults)}
 
 
 # --------------------------------------------------------------------------- loading
+
+# the weights' dtypes load_model takes ("auto": see pick_dtype); the CLIs offer exactly these
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 
 def pick_device(device: str = "auto") -> str:
     """``auto`` (a GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
@@ -56,6 +61,22 @@ def pick_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def pick_dtype(dtype: str, device: str) -> str:
+    """The weights' dtype on a resolved ``device``: ``auto`` is bfloat16 on a CUDA GPU that
+    computes it natively, float16 on an older one (emulated bf16 is slower than fp32 there),
+    float32 on CPU (where half precision is mostly slower and only worth it when asked for);
+    an explicit ``float32``, ``bfloat16`` or ``float16`` is taken as it is, on any device."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise GenerationError(f"unknown dtype {dtype!r}; use {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    if not device.startswith("cuda"):
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
 
 
 def resolve_model_dir(spec: str | None, layout: Layout | None = None,
@@ -90,15 +111,19 @@ def _tokenizer_source(path: Path) -> Path:
 
 
 def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = None,
-               run: str | RunLayout | None = None, device: str = "auto") -> LoadedModel:
-    """Load a model with its tokenizer, in eval mode on ``device``.
+               run: str | RunLayout | None = None, device: str = "auto",
+               dtype: str = "auto") -> LoadedModel:
+    """Load a model with its tokenizer, in eval mode on ``device``, its weights in ``dtype``
+    (see :func:`pick_device` and :func:`pick_dtype`).
 
     ``spec_or_folder``: a model folder (needs nothing else); with ``layout``/``run``, also
     ``final``/``best``/``latest``/``checkpoint-N``, a run name or ``RUN/checkpoint-N``; or a
     Hub id (``owner/name``) that is already in the local Hugging Face cache."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
     spec = str(spec_or_folder) if spec_or_folder is not None else None
     try:
         path = resolve_model_dir(spec, layout, run)
@@ -110,7 +135,8 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         hub_hint = str(local_err)
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True,
+                                                     dtype=getattr(torch, dt))
     except (OSError, ValueError) as e:
         if path is not None:
             raise GenerationError(f"cannot load model from {source}: {e}") from None
@@ -127,7 +153,7 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         step=model_step(path) if path is not None else None,
         n_params=sum(p.numel() for p in model.parameters()),
         context_length=context_length_of(model), eras=era_tokens_of(tokenizer),
-        defaults=defaults_from_generation_config(gen_config))
+        defaults=defaults_from_generation_config(gen_config), dtype=dt)
 
 
 def _looks_like_hub_id(spec: str | None) -> bool:

@@ -112,16 +112,18 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def create_app(model: str | Path | None = None, *, lm: LoadedModel | None = None,
                layout: Layout | None = None, run: str | RunLayout | None = None,
-               device: str = "auto", max_concurrency: int | None = None, max_queue: int | None = None,
-               request_timeout_s: float = 60.0, max_prompt_chars: int = 4000,
-               max_new_tokens_limit: int = 512, max_samples: int = 4, kv_cache_mb: float = 1024.0) -> FastAPI:
+               device: str = "auto", dtype: str = "auto", max_concurrency: int | None = None,
+               max_queue: int | None = None, request_timeout_s: float = 60.0, max_prompt_chars: int = 4000,
+               max_new_tokens_limit: int = 512, max_samples: int = 4,
+               kv_cache_mb: float | str = "auto") -> FastAPI:
     """Build the app around one model: an already loaded ``lm``, or ``model`` (a folder, or a
-    spec resolved with ``layout``/``run``) loaded with :func:`load_model`. ``max_concurrency``
-    and ``max_queue`` default to what ``kv_cache_mb`` of KV cache allows (see ServerLimits)."""
+    spec resolved with ``layout``/``run``) loaded with :func:`load_model` on ``device`` in
+    ``dtype``. ``max_concurrency`` and ``max_queue`` default to what ``kv_cache_mb`` of KV cache
+    allows (``auto``: measured once the model is loaded; see ServerLimits)."""
     limits = ServerLimits(max_concurrency, max_queue, request_timeout_s, max_prompt_chars,
                           max_new_tokens_limit, max_samples, kv_cache_mb).validate()
     if lm is None:
-        lm = load_model(model, layout=layout, run=run, device=device)
+        lm = load_model(model, layout=layout, run=run, device=device, dtype=dtype)
     service = Service(lm, limits.resolved(lm))
     native = _Native(service)
     app = FastAPI(title="londonlm", docs_url=None, redoc_url=None)

@@ -33,6 +33,12 @@ from .textout import TextTracker, decoder_of
 
 MAX_AUTO_BATCH = 64            # beyond this a CPU gains little and every stream slows
 PREFILL_TOKENS_PER_STEP = 1024  # prompt tokens prefilled between two decode steps (at least one job)
+# the automatic KV budget on CPU, as it always was: there compute, not memory, bounds the batch
+CPU_KV_CACHE_MB = 1024.0
+# The automatic KV budget on a GPU: this share of the memory free once the weights are in. The
+# rest is for what a step allocates beside the cache (a prefill's activations and attention, the
+# logits and the sampler's [rows, vocab] tables), the allocator's slack, and other processes.
+CUDA_FREE_FRACTION = 0.5
 
 
 def kv_bytes_per_row(lm: LoadedModel) -> int:
@@ -46,7 +52,21 @@ def kv_bytes_per_row(lm: LoadedModel) -> int:
 
 def rows_for_memory(lm: LoadedModel, kv_cache_mb: float) -> int:
     """Rows (sequences decoded together) whose KV cache fits ``kv_cache_mb``, at most MAX_AUTO_BATCH."""
-    return max(1, min(MAX_AUTO_BATCH, int(kv_cache_mb * 2**20 // kv_bytes_per_row(lm))))
+    return max(1, min(MAX_AUTO_BATCH, full_context_rows(lm, kv_cache_mb)))
+
+
+def full_context_rows(lm: LoadedModel, kv_cache_mb: float) -> int:
+    """Sequences at the model's full context whose KV cache fits ``kv_cache_mb`` (no cap)."""
+    return int(kv_cache_mb * 2**20 // kv_bytes_per_row(lm))
+
+
+def auto_kv_cache_mb(device: str, free_bytes: int | None) -> float:
+    """The KV budget ``--kv_cache_mb auto`` means on ``device``: on a GPU, CUDA_FREE_FRACTION of
+    ``free_bytes`` (its free memory, measured after the model is loaded); on CPU, CPU_KV_CACHE_MB."""
+    if not device.startswith("cuda") or free_bytes is None:
+        return CPU_KV_CACHE_MB
+    return CUDA_FREE_FRACTION * free_bytes / 2**20
+
 
 
 @dataclass

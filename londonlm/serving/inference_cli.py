@@ -46,6 +46,8 @@ class InferenceArguments:
         "help": "Read special-token strings typed in the prompt (<|endoftext|>, <|1650s|>) as "
                 "control tokens; by default they are plain text."})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "Where to run."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
+        "The weights' dtype (auto: bfloat16 on a GPU that has it, else float16; float32 on CPU).")})
     chat: bool = field(default=False, metadata={"help": (
         "Talk to a chat model (default: the preset's <run>-chat): a conversation with history, "
         "/year 1790 sets the era, /reset, /help; with --prompt, answer that question once and exit.")})
@@ -137,10 +139,11 @@ def run(args: InferenceArguments, layout: Layout, default_prompt: str) -> int:
     hf_logging.disable_progress_bar()
     if args.chat:
         return run_chat(args, layout)
-    lm = load_model(args.model, layout=layout, run=args.run_name or args.preset, device=args.device)
+    lm = load_model(args.model, layout=layout, run=args.run_name or args.preset, device=args.device,
+                    dtype=args.dtype)
     settings = lm.defaults.updated(**args.overrides())
     settings.era = normalize_era(args.era, lm.eras)
-    print(f"model {lm.model_id} · {lm.n_params:,} parameters · step {lm.step} · {lm.device}",
+    print(f"model {lm.model_id} · {lm.n_params:,} parameters · step {lm.step} · {lm.device} · {lm.dtype}",
           file=sys.stderr, flush=True)
     try:
         if args.interactive:
@@ -169,7 +172,7 @@ def load_chat_model(args: InferenceArguments, layout: Layout):
     if not (args.model or args.run_name or layout.run(run).dir.is_dir()):
         raise UsageError(f"no chat model at {layout.run(run).dir}: make it with `python 07_finetuning/"
                          f"finetune_chat.py --preset {args.preset}`, or pass --model")
-    lm = load_model(args.model, layout=layout, run=run, device=args.device)
+    lm = load_model(args.model, layout=layout, run=run, device=args.device, dtype=args.dtype)
     try:
         if not getattr(lm.tokenizer, "chat_template", None):
             raise ChatFormatError("its tokenizer has no chat template")

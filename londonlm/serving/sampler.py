@@ -11,10 +11,18 @@ penalised logits, as ``generate()`` does with ``do_sample=False``.
 Two shortcuts make a step cheaper (a full sort per row was its largest cost) with the same numbers:
 top-p sorts only the top-k survivors (every other score is already -inf, so the sorted row is
 those survivors after a run of -inf: the same values, the same softmax and cumulative sum), and
-the draw is ``torch.multinomial``'s own single-sample method (``argmax(probs / q)``, ``q`` drawn
-from Exp(1) with the row's generator) done for all sampling rows at once, the draws still made
-row by row from each row's generator. Where survivors tie (a sort orders ties arbitrarily) or
+the draw is ``torch.multinomial``'s own single-sample method done for all sampling rows at once.
+``torch.multinomial(p, 1)`` (without replacement, its default) is, on every device, ATen's
+``multinomial_out`` (aten/src/ATen/native/Distributions.cpp; the CPU and CUDA dispatch share that
+one native function): ``q = empty_like(p).exponential_(1, gen)``, then ``argmax(p / q)``. So the
+``q`` rows are drawn row by row from each row's own generator, exactly as multinomial draws them,
+and one division and one argmax serve the whole batch; on a GPU that also spares multinomial's
+per-row validity checks, each a host sync. Where survivors tie (a sort orders ties arbitrarily) or
 top-k is off, top-p sorts the whole row as before.
+
+A step reads its tokens back to the host once: greedy and sampled rows' choices are gathered
+into one tensor before the single ``.tolist()`` (the short top-p's tie check is the one other
+read, and only in steps with top-k and top-p rows).
 """
 from __future__ import annotations
 
@@ -53,8 +61,6 @@ class BatchSampler:
         self.top_p_within_top_k = all(x.top_k > 0 for x in s if x.sampling and x.top_p < 1.0)
         self.sampled = [i for i, x in enumerate(s) if x.sampling]
         self.sampled_idx = torch.tensor(self.sampled, dtype=torch.long, device=device)
-        # torch.multinomial's draw is argmax(p / q); spelled out only where that is checked (CPU)
-        self.own_draw = torch.device(device).type == "cpu"
 
     def choose(self, logits: torch.Tensor, seen: torch.Tensor, histories: list[list[int]]) -> list[int]:
         """Next token of each row: ``logits`` [rows, vocab] float32, ``seen`` [rows, vocab] bool
@@ -63,23 +69,23 @@ class BatchSampler:
         scores = torch.where(seen, penalised, logits)
         if any(self.ngram):
             scores = self._block_ngrams(scores, histories)
-        chosen = scores.argmax(dim=-1).tolist() if len(self.sampled) < len(self.rows) else [0] * len(self.rows)
-        if self.sampled:
-            for i, token in zip(self.sampled, self._draw(self._warp(scores).softmax(dim=-1))):
-                chosen[i] = token
-        return chosen
+        if not self.sampled:
+            return scores.argmax(dim=-1).tolist()
+        drawn = self._draw(self._warp(scores).softmax(dim=-1))
+        if len(self.sampled) == len(self.rows):
+            return drawn.tolist()
+        return scores.argmax(dim=-1).index_copy(0, self.sampled_idx, drawn).tolist()
 
-    def _draw(self, probs: torch.Tensor) -> list[int]:
-        """One token per sampling row from ``probs`` [rows, vocab], each from its row's generator."""
-        if not self.own_draw:
-            return [int(torch.multinomial(probs[i:i + 1], 1, generator=self.rows[i].generator))
-                    for i in self.sampled]
+    def _draw(self, probs: torch.Tensor) -> torch.Tensor:
+        """One token per sampling row from ``probs`` [rows, vocab], each from its row's generator
+        (``torch.multinomial(probs[i:i+1], 1, generator=...)``'s token: see the module docstring),
+        left on the device."""
         if len(self.sampled) < len(self.rows):
             probs = probs.index_select(0, self.sampled_idx)
         q = torch.empty_like(probs)
         for j, i in enumerate(self.sampled):  # each row's Exp(1) draws, as multinomial makes them
             q[j].exponential_(1, generator=self.rows[i].generator)
-        return (probs / q).argmax(dim=-1).tolist()
+        return (probs / q).argmax(dim=-1)
 
     def _block_ngrams(self, scores: torch.Tensor, histories: list[list[int]]) -> torch.Tensor:
         from transformers import NoRepeatNGramLogitsProcessor

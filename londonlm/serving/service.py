@@ -5,6 +5,8 @@ Admission (:mod:`.admission`) lets ``max_concurrency`` requests into the engine 
 more wait; beyond that a request gets 503 + Retry-After at once. By default both follow from
 memory: ``max_concurrency`` is the number of sequences whose KV cache fits ``kv_cache_mb`` (at
 most 64), the queue four times that (at least 64): waiting costs only the request's text.
+``kv_cache_mb`` itself defaults to ``auto``: half the GPU memory free once the model is loaded,
+1024 MB on CPU (:func:`.batching.auto_kv_cache_mb`).
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import AsyncIterator
 
-from ..core import UsageError
+from ..core import UsageError, free_memory_bytes
 from ..generation import GenerationSettings, LoadedModel, Sample, encode_prompt, fit_to_context
 from .admission import Admission, Busy, Slot
-from .batching import BatchEngine, Job, rows_for_memory
+from .batching import (CUDA_FREE_FRACTION, BatchEngine, Job, auto_kv_cache_mb, full_context_rows,
+                       rows_for_memory)
 from .httpio import ApiError
 
 STALL_GRACE_S = 60.0  # past a request's deadline, how long to wait for its engine before giving up
@@ -31,21 +34,37 @@ class ServerLimits:
     max_prompt_chars: int = 4000
     max_new_tokens_limit: int = 512
     max_samples: int = 4
-    kv_cache_mb: float = 1024.0         # memory the batch's KV cache may use
+    kv_cache_mb: float | str = "auto"   # memory the batch's KV cache may use (MB), or "auto"
 
     def validate(self) -> "ServerLimits":
         sizes = [self.request_timeout_s, self.max_prompt_chars, self.max_new_tokens_limit,
-                 self.max_samples, self.kv_cache_mb]
+                 self.max_samples] + ([] if self.kv_cache_mb == "auto" else [self.kv_cache_mb])
+        if not all(isinstance(x, (int, float)) for x in sizes):
+            raise UsageError(f"invalid server limits {self}: kv_cache_mb is a number or 'auto'")
         if (self.max_concurrency is not None and self.max_concurrency < 1) or \
                 (self.max_queue is not None and self.max_queue < 0) or min(sizes) <= 0:
             raise UsageError(f"invalid server limits {self}: all must be positive (max_queue >= 0)")
         return self
 
     def resolved(self, lm: LoadedModel) -> "ServerLimits":
-        """The limits with the automatic ones worked out for ``lm``."""
-        batch = self.max_concurrency or rows_for_memory(lm, self.kv_cache_mb)
+        """The limits with the automatic ones worked out for ``lm`` (already loaded: an ``auto``
+        KV budget on a GPU is a share of the memory its weights left free)."""
+        mb = self.kv_cache_mb
+        if mb == "auto":
+            mb = auto_kv_cache_mb(lm.device, free_memory_bytes(lm.device))
+        batch = self.max_concurrency or rows_for_memory(lm, mb)
         queue = self.max_queue if self.max_queue is not None else max(64, 4 * batch)
-        return replace(self, max_concurrency=batch, max_queue=queue).validate()
+        return replace(self, max_concurrency=batch, max_queue=queue, kv_cache_mb=mb).validate()
+
+    def describe_budget(self, lm: LoadedModel, asked: float | str) -> str:
+        """One line for the log: the KV budget (resolved), what it holds, the batch it allows."""
+        how = "--kv_cache_mb"
+        if asked == "auto":
+            how = (f"auto: {CUDA_FREE_FRACTION:.0%} of the GPU memory free after loading"
+                   if lm.device.startswith("cuda") else "auto: the CPU default")
+        return (f"KV cache budget {self.kv_cache_mb:,.0f} MB ({how}): holds "
+                f"{full_context_rows(lm, self.kv_cache_mb)} full-context ({lm.context_length}-token) rows; "
+                f"batch of up to {self.max_concurrency}")
 
 
 def seeds_for(seed: int | None, n: int, offset: int = 0) -> list[int]:

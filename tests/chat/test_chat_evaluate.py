@@ -49,11 +49,16 @@ def test_base_sees_the_same_answer_as_printed_text(chat_root):
     assert tok.decode([t for t, m in zip(ids, mask) if m]) == " In Fleet-street."
 
 
-def test_report_compares_chat_and_base(chat_model_dir, chat_root, tmp_path):
+def test_report_compares_chat_and_base(chat_model_dir, chat_root, tmp_path, monkeypatch):
+    from londonlm.generation import model as interface
+
+    asked, pick = [], interface.pick_device
+    monkeypatch.setattr(interface, "pick_device", lambda device="auto": asked.append(device) or pick(device))
     layout = Layout(chat_root)
     opts = ChatEvalOptions(years=(1756, 1900), bait_limit=3, max_new_tokens=8, transcripts=2)
     report = evaluate_chat(chat_model_dir, layout.run("base").final, layout.chat_data_dir, tmp_path, opts,
                            log=lambda *_: None)
+    assert asked == ["auto", "auto"]  # both models through the model interface, a GPU when there is one
     loss = report["answer_loss"]
     assert loss["answer_tokens"] > 0 and loss["windows"] >= 1
     assert loss["chat"]["answer_loss"] > 0 and loss["base"]["answer_loss"] > 0
