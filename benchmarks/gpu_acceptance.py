@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """GPU acceptance in one command: on one CUDA GPU, run the `gpu` tests, measure GPT-2 Small
-training throughput and MFU (eager and torch.compile), Muon vs AdamW step cost and the memory
-estimate against the measured peak, then run the training CLI through a kill and exact resume,
-FSDP2 under torchrun, the batched server at 1/8/32 clients and the GGUF export (about 5 min on
-an H100/H200). Every step is timed; a failing one is recorded with its error and the others
-still run.
+training throughput and MFU (eager and torch.compile, with its graph breaks), Muon vs AdamW step
+cost, the memory estimate against the measured peak (each attention kind and loss), the
+micro-batch fitted to the free memory (slm, regular) and the speed settings a GPU gets, then run
+the training CLI through a kill and exact resume, FSDP2 under torchrun (AdamW, and Muon stopped
+and resumed), torch.compile without a C compiler, --profile_steps with CUDA kernels, the
+batched server at 1/8/32 clients in bf16 and the GGUF export (about 10 min on an H100/H200).
+Every step is timed; a failing one is recorded with its error and the others still run.
 
     python benchmarks/gpu_acceptance.py --bench_md BENCHMARKS.md
     python benchmarks/gpu_acceptance.py --dry_run                   # the plan, no GPU needed

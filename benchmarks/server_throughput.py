@@ -150,6 +150,11 @@ def main() -> int:
            "serial": [], "batched": []}
     modes = {"serial": ["--max_concurrency", "1", "--max_queue", "256"], "batched": []}
     servers = {m: start_server(model, extra, a.work / f"{m}.log", a.device) for m, extra in modes.items()}
+    import httpx
+
+    health = httpx.get(servers["batched"][1] + "/health", timeout=10).json()
+    res["meta"].update(dtype=health.get("dtype"), kv_cache_mb=health.get("limits", {}).get("kv_cache_mb"),
+                       max_concurrency=health.get("limits", {}).get("max_concurrency"))
     try:
         for _, url in servers.values():  # warm-up
             asyncio.run(race(url, 1, 1, 4))

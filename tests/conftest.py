@@ -361,3 +361,14 @@ def short_probes(path, tok, n=12):
             kept.append(line)
     path.write_text("\n".join(kept[:n]) + "\n", encoding="utf-8")
     return path
+
+
+def fake_nvidia_smi(folder, gpus: int, driver: str = "535.104.05"):
+    """An ``nvidia-smi`` that lists ``gpus`` H100s and reports ``driver``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    listing = "".join(f"echo 'GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})'; " for i in range(gpus))
+    exe = folder / "nvidia-smi"
+    exe.write_text(f"#!/bin/sh\ncase \"$*\" in\n  *--list-gpus*) {listing or 'true'} ;;\n"
+                   f"  *driver_version*) echo '{driver}' ;;\nesac\n")
+    exe.chmod(0o755)
+    return folder

@@ -87,3 +87,24 @@ def test_muon_adamw_steps_on_the_gpu_in_bf16():
     model(input_ids=batch, labels=batch).loss.backward()
     opt.step()
     assert not torch.equal(before, hidden) and torch.isfinite(hidden).all()
+
+
+def test_this_gpu_is_usable_and_compile_can_build_for_it():
+    """The preflights a GPU run passes: torch sees the GPUs the machine shows, and
+    torch.compile can build a kernel (else training falls back to eager, saying why)."""
+    from londonlm.core import require_usable_gpus
+    from londonlm.training.speed import compile_problem
+
+    require_usable_gpus()
+    assert compile_problem("cuda") is None
+
+
+def test_the_training_loss_compiles_to_one_graph_on_the_gpu():
+    from londonlm.training.modeling import with_causal_lm_loss
+
+    model = with_causal_lm_loss(micro_model().train())
+    batch = counting_batch(4)
+    torch._dynamo.reset()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        explained = torch._dynamo.explain(lambda x: model(input_ids=x, labels=x).loss)(batch)
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]

@@ -296,3 +296,76 @@ def test_gguf_verify_output_judged_per_file():
     problems = verify_problems(bad, [{"file": "a-f16.gguf"}, {"file": "a-q8_0.gguf"}])
     assert len(problems) == 2 and "first logits differ" in problems[0] and "tokenizes" in problems[1]
     assert verify_problems("no json here", [{"file": "a-f16.gguf"}])[0] == "no --verify result printed"
+
+
+# --------------------------------------------------------------------------- the issue-43 steps
+
+def test_fsdp_muon_commands_stop_then_resume_under_torchrun(tmp_path):
+    cmds = C.fsdp_muon_cmds(tmp_path)
+    for cmd in cmds.values():
+        assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=1" in cmd
+        assert flag(cmd, "--fsdp") == C.FSDP_MODE and flag(cmd, "--optim") == "muon"
+    assert flag(cmds["stopped"], "--stop_after_steps") == str(C.RESUME_STOP)
+    again = cmds["resumed"]
+    assert flag(again, "--run_name_dir") == "fsdp-muon-b" and "--fresh" not in again and "--stop_after_steps" not in again
+    assert flag(cmds["uninterrupted"], "--run_name_dir") == "fsdp-muon-a"
+
+
+def test_compile_fallback_commands_hide_the_compiler(tmp_path):
+    cmds = C.compile_fallback_cmds(tmp_path)
+    assert "--torch_compile" not in cmds["default"] and flag(cmds["asked"], "--torch_compile") == "true"
+    assert C.NO_COMPILER["CC"].startswith("/nonexistent")
+
+
+def test_run_logged_checks_the_expected_exit_code(tmp_path):
+    from gpu.cli_steps import StepError, run_logged
+
+    two = [sys.executable, "-c", "import os, sys; print(os.environ['X']); sys.exit(2)"]
+    assert "seen" in run_logged(two, tmp_path / "a.log", 60, {"X": "seen"}, expect_rc=2)
+    with pytest.raises(StepError, match=r"exit 2 \(expected 0\)"):
+        run_logged(two, tmp_path / "b.log", 60, {"X": "x"})
+
+
+def test_compile_fallback_step_judges_both_runs(tmp_path, monkeypatch):
+    from gpu import cli_steps
+
+    ctx = runner.Context(out=tmp_path / "out", work=tmp_path / "w")
+    monkeypatch.setattr(runner.Context, "root", lambda self: tmp_path / "root")
+    final = cli_steps.run_dir(tmp_path / "root", "no-compiler") / "final"
+    final.mkdir(parents=True)
+    (final / "model.safetensors").write_bytes(b"x")
+
+    def fake(cmd, log, timeout, env_extra=None, expect_rc=0):
+        assert env_extra == C.NO_COMPILER
+        if "--torch_compile" in cmd:
+            return "error: --torch_compile: torch.compile cannot build kernels here (no C compiler ...); " \
+                   "install what it names, or pass --torch_compile false\n"
+        return "torch.compile: off, training eager: it cannot build kernels here (no C compiler (CC=...))\n"
+
+    monkeypatch.setattr(cli_steps, "run_logged", fake)
+    assert runner.run_step(runner.BY_NAME["compile_fallback"], ctx)["status"] == "passed"
+    monkeypatch.setattr(cli_steps, "run_logged", lambda cmd, *a, **k: "trained, compiled\n")
+    assert runner.run_step(runner.BY_NAME["compile_fallback"], ctx)["status"] == "failed"
+
+
+def test_profile_step_needs_gpu_kernel_time(tmp_path, monkeypatch):
+    from gpu import cli_steps
+
+    ctx = runner.Context(out=tmp_path / "out", work=tmp_path / "w")
+    monkeypatch.setattr(runner.Context, "root", lambda self: tmp_path / "root")
+    monkeypatch.setattr(cli_steps, "run_logged", lambda *a, **k: "")
+    prof = cli_steps.run_dir(tmp_path / "root", "profiled") / "profile" / "profile.json"
+    prof.parent.mkdir(parents=True)
+    groups = [{"group": "GEMM", "ms_per_step": 1.0, "share": 0.5, "gpu_ms_per_step": 3.0}]
+    prof.write_text(json.dumps({"steps": 3, "step_ms": 5.0, "gpu_busy_share": 0.8, "groups": groups}))
+    assert runner.run_step(runner.BY_NAME["profile"], ctx)["status"] == "passed"
+    prof.write_text(json.dumps({"steps": 3, "step_ms": 5.0, "groups": [{"group": "GEMM", "ms_per_step": 1.0,
+                                                                          "share": 0.5}]}))
+    assert runner.run_step(runner.BY_NAME["profile"], ctx)["status"] == "failed"  # a CPU-only profile
+
+
+def test_dry_run_lists_the_gpu_readiness_steps():
+    r = run_script("--dry_run", "--steps", "micro_batch,probe,fsdp_muon,compile_fallback,profile")
+    assert r.returncode == 0, r.stderr
+    assert "--optim muon" in r.stdout and "CC=/nonexistent/cc" in r.stdout and "--profile_steps 3" in r.stdout
+    assert "fit_batch_to_memory" in r.stdout and "resolve_speed_settings on CUDA" in r.stdout

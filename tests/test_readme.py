@@ -32,7 +32,12 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"(historical_data_collector\.py) .*", r"\1 --help"),
     # Long-running servers and multi-node rendezvous that wait for peers.
     (r"^(python .*serve\.py .*?)( then .*)?$", r"\1 --help"),
-    (r"^NNODES=2 .*launch_training\.sh .*", "./launch_training.sh --help"),
+    (r"^(?:\w+=\S+ )*NNODES=2 .*launch_training\.sh .*", "./launch_training.sh --help"),
+    # Named GPUs on a machine without them: training refuses to start (tests/training/test_launch.py
+    # checks that one-line refusal), where it used to train on the CPU.
+    (r"^CUDA_VISIBLE_DEVICES=\d\S* (\./launch_training\.sh) .*", r"\1 --help"),
+    # Another torch build from its wheel index (a download): the script computes its stamp only.
+    (r"^(TORCH_INDEX_URL=\S+ bash install\.sh)$", r"\1 --print-stamp"),
     (r"^(tensorboard) .*", "true"),
     (r"^sbatch (\S+).*", r"bash -n \1"),
     # Model sizes: GPT-2 Small/Medium and the CPU demo become the seconds-long micro preset.
@@ -103,6 +108,14 @@ def test_extraction_finds_table_and_block_commands():
     assert readme_commands(text) == ["python x.py --y 1", "./run.sh a --b 2"]
 
 
+def test_light_version_keeps_downloads_and_rendezvous_away():
+    assert light_version("GLOO_SOCKET_IFNAME=ib0 NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 "
+                         "./launch_training.sh slm") == "./launch_training.sh --help"
+    assert light_version("CUDA_VISIBLE_DEVICES=0,1 ./launch_training.sh slm") == "./launch_training.sh --help"
+    assert light_version("TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 bash install.sh") == \
+        "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 bash install.sh --print-stamp"
+
+
 def test_light_version_uses_micro_and_help():
     assert light_version("python 04_training/train_model_slm.py") == \
         "python 04_training/train_model_slm.py --preset micro --max_steps 20"
@@ -129,8 +142,9 @@ def _make_venv(copy: Path) -> None:
     site = next((copy / ".venv" / "lib").glob("python*/site-packages"))
     (site / "londonlm_readme_test.pth").write_text(
         f"{copy}\n{sysconfig.get_paths()['purelib']}\n")
-    stamp = subprocess.run("sha256sum requirements.txt pyproject.toml | sha256sum | cut -c1-16",
-                           shell=True, cwd=copy, capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCH_VERSION", "TORCH_INDEX_URL")}
+    stamp = subprocess.run(["bash", "install.sh", "--print-stamp"], cwd=copy, capture_output=True,
+                           text=True, check=True, env=env)
     (copy / ".venv" / ".londonlm-installed").write_text(stamp.stdout)
 
 

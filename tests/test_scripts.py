@@ -114,3 +114,41 @@ def test_config_names_missing_packages(tmp_path):
                          text=True, timeout=60)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "lacks" in res.stderr and "torch" in res.stderr and "bash install.sh" in res.stderr
+
+
+# --------------------------------------------------------------------------- install.sh
+
+FAKE_PYTHON = """#!/bin/sh
+# a stand-in for .venv/bin/python: reports the torch build it was told, logs pip's arguments
+if [ "$1" = "-c" ]; then echo "$FAKE_TORCH"; exit 0; fi
+shift 3; echo "$*" >> "$PIP_LOG"  # after -m pip --disable-pip-version-check
+"""
+
+
+def _install(repo, log, torch_build, **env_extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCH_INDEX_URL", "TORCH_VERSION")}
+    env.update(PIP_LOG=str(log), FAKE_TORCH=torch_build, **env_extra)
+    return subprocess.run(["bash", str(repo / "install.sh")], env=env, text=True, capture_output=True,
+                          timeout=60)
+
+
+def test_install_takes_a_torch_wheel_index_and_replaces_another_build(tmp_path):
+    import shutil
+
+    for f in ("install.sh", "requirements.txt", "pyproject.toml"):
+        shutil.copy2(REPO / f, tmp_path / f)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text(FAKE_PYTHON)
+    (tmp_path / ".venv" / "bin" / "python").chmod(0o755)
+    log = tmp_path / "pip.log"
+    assert _install(tmp_path, log, "2.13.0+cpu").returncode == 0
+    assert log.read_text().splitlines()[0] == "install -q torch==2.13.0"
+    assert "up to date" in _install(tmp_path, log, "2.13.0+cpu").stdout
+    log.unlink()
+    cu126 = "https://download.pytorch.org/whl/cu126"
+    assert _install(tmp_path, log, "2.13.0+cpu", TORCH_INDEX_URL=cu126).returncode == 0  # the stamp saw the index
+    assert log.read_text().splitlines()[0] == f"install -q --force-reinstall torch==2.13.0 --index-url {cu126}"
+    log.unlink()
+    (tmp_path / ".venv" / ".londonlm-installed").unlink()
+    assert _install(tmp_path, log, "2.13.0+cu126", TORCH_INDEX_URL=cu126).returncode == 0
+    assert "torch==" not in log.read_text()  # that build is there already: nothing replaced

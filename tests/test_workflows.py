@@ -183,7 +183,7 @@ def test_shape_flags_override_and_bad_shapes_fail_fast(wf_root, capsys):
                  "--eval_steps", "100") == 0
     out = capsys.readouterr().out
     assert "1 layers x 32 wide, 4 heads, context 32" in out and "M parameters" in out
-    assert "to train at batch" in out
+    assert "per device to train at micro-batch" in out
     ri = info(wf_root, "shaped")
     assert ri["shape"] == {"n_layer": 1, "n_head": 4, "n_embd": 32, "context_length": 32,
                            "vocab_size": ri["shape"]["vocab_size"], "embedding_rows": 512}

@@ -17,15 +17,17 @@ class StepError(RuntimeError):
     """A subprocess failed or a check did not hold; the message says which and where the log is."""
 
 
-def run_logged(cmd: list[str], log: Path, timeout: float) -> str:
+def run_logged(cmd: list[str], log: Path, timeout: float, env_extra: dict | None = None,
+               expect_rc: int = 0) -> str:
     """Run ``cmd`` from the repository with its output in ``log``; returns the output. Past
-    ``timeout`` its whole process group (torchrun and its ranks) gets SIGTERM, then SIGKILL."""
+    ``timeout`` its whole process group (torchrun and its ranks) gets SIGTERM, then SIGKILL. An
+    exit code other than ``expect_rc`` is a :class:`StepError`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         f.write("$ " + shlex.join(cmd) + "\n")
         f.flush()
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=C.REPO, env=C.job_env(),
-                             start_new_session=True)
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=C.REPO,
+                             env={**C.job_env(), **(env_extra or {})}, start_new_session=True)
         try:
             rc = p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -37,8 +39,8 @@ def run_logged(cmd: list[str], log: Path, timeout: float) -> str:
                 p.wait()
             rc = None
     out = log.read_text(errors="replace")
-    if rc != 0:
-        why = f"timed out after {timeout:.0f} s" if rc is None else f"exit {rc}"
+    if rc != expect_rc:
+        why = f"timed out after {timeout:.0f} s" if rc is None else f"exit {rc} (expected {expect_rc})"
         tail = " | ".join(out.strip().splitlines()[-3:])[-600:]
         raise StepError(f"{shlex.join(cmd[:4])} ... {why}; log {log}: {tail}")
     return out
@@ -142,6 +144,80 @@ def step_fsdp(ctx) -> dict:
     return res
 
 
+def _stop_and_resume(ctx, cmds: dict, prefix: str, run_b: str) -> tuple[list, list]:
+    """Run the three commands (uninterrupted, stopped at RESUME_STOP, resumed); the two loss
+    curves at the last checkpoint."""
+    root = ctx.root()
+    for name, cmd in cmds.items():
+        run_logged(cmd, ctx.logs / f"{prefix}_{name}.log", ctx.timeout)
+        if name == "stopped" and (run_dir(root, run_b) / "final").exists():
+            raise StepError(f"--stop_after_steps {C.RESUME_STOP} did not stop {run_b}")
+    ck = f"checkpoint-{C.RESUME_STEPS}"
+    run_a = flag_value(cmds["uninterrupted"], "--run_name_dir")
+    return logged_losses(run_dir(root, run_a) / ck), logged_losses(run_dir(root, run_b) / ck)
+
+
+def flag_value(cmd: list[str], name: str) -> str:
+    return cmd[cmd.index(name) + 1]
+
+
+def step_fsdp_muon(ctx) -> dict:
+    """--optim muon under FSDP2 on NCCL (one rank: the DTensor path, the sharded optimizer state
+    in torch.distributed.checkpoint): stopped and resumed, its losses are the uninterrupted run's."""
+    cmds = C.fsdp_muon_cmds(ctx.root())
+    la, lb = _stop_and_resume(ctx, cmds, "fsdp_muon", "fsdp-muon-b")
+    diff = max_abs_diff([x for _, x in la], [y for _, y in lb])
+    ck = run_dir(ctx.root(), "fsdp-muon-b") / f"checkpoint-{C.RESUME_STOP}"
+    sharded = (ck / "optimizer_0").is_dir()
+    ok = diff <= ctx.resume_tol and sharded
+    res = {"ok": ok, "summary": f"max |loss diff| {diff:.2e} over {len(la)} steps, sharded optimizer state: "
+                                f"{'yes' if sharded else 'no'}",
+           "figures": {"max_loss_diff": diff, "tolerance": ctx.resume_tol, "sharded_checkpoint": sharded,
+                       "command (stop, then again without --stop_after_steps)":
+                           C.shown(cmds["stopped"], ctx.root())},
+           "rows": [{"step": s, "loss uninterrupted": x, "loss resumed": y} for (s, x), (_, y) in zip(la, lb)]}
+    if not ok:
+        res["error"] = f"FSDP + Muon: max |loss diff| {diff:.3g}, sharded optimizer state {sharded}"
+    return res
+
+
+def step_compile_fallback(ctx) -> dict:
+    """No C compiler for Triton: on by default, compile is turned off with a message and the run
+    trains; asked for, the run is refused with one line naming --torch_compile false."""
+    cmds = C.compile_fallback_cmds(ctx.root())
+    default = run_logged(cmds["default"], ctx.logs / "compile_default.log", ctx.timeout, C.NO_COMPILER)
+    asked = run_logged(cmds["asked"], ctx.logs / "compile_asked.log", ctx.timeout, C.NO_COMPILER, expect_rc=2)
+    said = "torch.compile: off, training eager" in default and "no C compiler" in default
+    trained = (run_dir(ctx.root(), "no-compiler") / "final" / "model.safetensors").exists()
+    refused = [ln for ln in asked.splitlines() if ln.startswith("error:")]
+    ok = said and trained and len(refused) == 1 and "--torch_compile false" in refused[0] \
+        and not (run_dir(ctx.root(), "no-compiler-asked") / "pretokenized_data").exists()
+    res = {"ok": ok, "summary": f"default: eager with a message {'yes' if said and trained else 'NO'}; "
+                                f"asked: refused {'yes' if refused else 'NO'}",
+           "figures": {"environment": " ".join(f"{k}={v}" for k, v in C.NO_COMPILER.items()),
+                       "default_run_said": said, "default_run_trained": trained,
+                       "asked_refusal": refused[0] if refused else None}}
+    if not ok:
+        res["error"] = "compile fallback did not behave; see compile_default.log and compile_asked.log"
+    return res
+
+
+def step_profile(ctx) -> dict:
+    """--profile_steps on the GPU: CUDA kernels recorded and charged to the op groups."""
+    run_logged(C.profile_cmd(ctx.root()), ctx.logs / "profile.log", ctx.timeout)
+    prof = json.loads((run_dir(ctx.root(), "profiled") / "profile" / "profile.json").read_text())
+    rows = [{k: r.get(k) for k in ("group", "ms_per_step", "gpu_ms_per_step", "share")} for r in prof["groups"]]
+    gemm = next(r for r in prof["groups"] if r["group"] == "GEMM").get("gpu_ms_per_step") or 0
+    ok = prof.get("gpu_busy_share") is not None and gemm > 0
+    res = {"ok": ok, "summary": f"GPU busy {100 * (prof.get('gpu_busy_share') or 0):.1f}% of "
+                                f"{prof['step_ms']:.1f} ms steps; GEMM kernels {gemm:.2f} ms per step",
+           "figures": {"steps": prof["steps"], "step_ms": prof["step_ms"], "gpu_busy_share": prof.get("gpu_busy_share"),
+                       "command": C.shown(C.profile_cmd(ctx.root()), ctx.root())}, "rows": rows}
+    if not ok:
+        res["error"] = "the profile holds no GPU kernel time"
+    return res
+
+
 def step_server(ctx) -> dict:
     """benchmarks/server_throughput.py (serial vs batched servers, 1/8/32 clients) on the GPU,
     serving the micro model the resume step trained."""
@@ -155,13 +231,17 @@ def step_server(ctx) -> dict:
                for s, b in zip(res["serial"], res["batched"])}
     errors = sum(r["errors"] for r in rows)
     top = max(res["batched"], key=lambda r: r["clients"])
-    out = {"ok": errors == 0 and all(r["tokens_per_s"] > 0 for r in rows),
-           "summary": f"batched {top['tokens_per_s']:,} tokens/s at {top['clients']} clients, {errors} errors",
-           "figures": {"model": "micro preset (2 layers, 64 wide, context 64)", **speedup, "burst": res.get("burst"),
+    dtype = res["meta"].get("dtype")
+    out = {"ok": errors == 0 and all(r["tokens_per_s"] > 0 for r in rows) and dtype in ("bfloat16", "float16"),
+           "summary": f"batched {top['tokens_per_s']:,} tokens/s at {top['clients']} clients in {dtype}, "
+                      f"{errors} errors",
+           "figures": {"model": "micro preset (2 layers, 64 wide, context 64)", "weights": dtype,
+                       "kv_cache_mb (auto)": res["meta"].get("kv_cache_mb"),
+                       "max_concurrency": res["meta"].get("max_concurrency"), **speedup, "burst": res.get("burst"),
                        "command": C.shown(C.server_cmd(Path("MODEL"), Path("WORK")))},
            "rows": rows}
     if not out["ok"]:
-        out["error"] = f"{errors} failed requests; see {work}"
+        out["error"] = f"{errors} failed requests, weights {dtype}; see {work}"
     return out
 
 

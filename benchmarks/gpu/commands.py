@@ -59,6 +59,38 @@ def fsdp_cmd(root: Path) -> list[str]:
             *train_args(root, "fsdp", *FSDP_FLAGS, "--fresh", "--fsdp", FSDP_MODE)]
 
 
+def fsdp_muon_cmds(root: Path) -> dict[str, list[str]]:
+    """``--optim muon`` under FSDP2 on NCCL: run ``fsdp-muon-a`` uninterrupted, ``fsdp-muon-b``
+    stopped after step 6 and resumed by the same command (the resume check's steps)."""
+    torchrun = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
+    flags = [*RESUME_FLAGS, "--fsdp", FSDP_MODE, "--optim", "muon"]
+    return {"uninterrupted": [*torchrun, *train_args(root, "fsdp-muon-a", *flags, "--fresh")],
+            "stopped": [*torchrun, *train_args(root, "fsdp-muon-b", *flags, "--fresh", "--stop_after_steps",
+                                               str(RESUME_STOP))],
+            "resumed": [*torchrun, *train_args(root, "fsdp-muon-b", *flags)]}
+
+
+# No C compiler where Triton looks for one (CC names it): torch.compile cannot build kernels
+NO_COMPILER = {"CC": "/nonexistent/cc"}
+
+
+def compile_fallback_cmds(root: Path) -> dict[str, list[str]]:
+    """The micro run on CUDA (torch.compile on by default) without a compiler: ``default`` must
+    train eager and say why; ``asked`` (--torch_compile true) must be refused before any data work."""
+    short = ["--max_steps", "4", "--save_steps", "100", "--eval_steps", "100", "--fresh"]
+    return {"default": [PY, *train_args(root, "no-compiler", *short)],
+            "asked": [PY, *train_args(root, "no-compiler-asked", *short, "--torch_compile", "true")]}
+
+
+PROFILED_STEPS = 3
+
+
+def profile_cmd(root: Path) -> list[str]:
+    """``--profile_steps`` on the GPU: the kernels' time by op group (3 warm-up steps first)."""
+    return [PY, *train_args(root, "profiled", "--max_steps", "10", "--save_steps", "100", "--eval_steps",
+                            "100", "--profile_steps", str(PROFILED_STEPS), "--fresh")]
+
+
 def server_cmd(model: Path, work: Path, device: str = "cuda") -> list[str]:
     return [PY, str(SERVER_BENCH), "--model", str(model), "--device", device, "--work", str(work),
             "--clients", *map(str, SERVER_CLIENTS)]

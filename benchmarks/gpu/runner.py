@@ -73,13 +73,28 @@ STEPS = [
          lambda c: ["in-process: one step of fused AdamW, foreach AdamW, Muon+AdamW (build_muon_adamw); "
                     "median ms of 20"]),
     Step("memory", "memory estimate vs measured peak (GPT-2 Small)", cuda_steps.step_memory,
-         lambda c: [_small(c), "ModelShape.memory_estimate_gb(batch) vs torch.cuda.max_memory_allocated"]),
+         lambda c: [_small(c), "ModelShape.training_memory vs torch.cuda.max_memory_allocated, for sdpa and "
+                               "eager attention x stock and fused loss"]),
+    Step("micro_batch", "micro-batch fitted to the free GPU memory (slm, regular)", cuda_steps.step_micro_batch,
+         lambda c: ["in-process: londonlm.training.speed.fit_batch_to_memory for the slm and regular presets, "
+                    "then two bf16 steps at the chosen micro-batch (peak vs estimate, no out-of-memory)"]),
+    Step("probe", "speed settings on a GPU: fixed rules, the step timed as it trains", cuda_steps.step_probe,
+         lambda c: ["in-process: resolve_speed_settings on CUDA (nothing timed), time_candidate eager and "
+                    "torch.compile at " + _small(c).split(": ", 1)[1] + ", memory left after timing"]),
     Step("resume", "kill and exact resume (training CLI, micro preset)", cli_steps.step_resume,
          lambda c: [f"prepare {c.work / 'root'}: corpus + 512-token tokenizer from the embedded sample"]
          + [_cmd(cmd) for cmd in C.resume_cmds(c.work / "root").values()]),
     Step("fsdp", "FSDP2 on one GPU under torchrun (micro preset)", cli_steps.step_fsdp,
          lambda c: [_cmd(C.fsdp_cmd(c.work / "root"))]),
-    Step("server", "batched OpenAI-compatible server, 1/8/32 clients", cli_steps.step_server,
+    Step("fsdp_muon", "Muon under FSDP2 on NCCL: stop and exact resume (micro preset)", cli_steps.step_fsdp_muon,
+         lambda c: [_cmd(cmd) for cmd in C.fsdp_muon_cmds(c.work / "root").values()]),
+    Step("compile_fallback", "torch.compile without a C compiler: eager by default, refused when asked",
+         cli_steps.step_compile_fallback,
+         lambda c: [f"with {' '.join(f'{k}={v}' for k, v in C.NO_COMPILER.items())}:"]
+         + [_cmd(cmd) for cmd in C.compile_fallback_cmds(c.work / "root").values()]),
+    Step("profile", "--profile_steps on the GPU: kernel time by op group", cli_steps.step_profile,
+         lambda c: [_cmd(C.profile_cmd(c.work / "root"))]),
+    Step("server", "batched OpenAI-compatible server, 1/8/32 clients, bf16 weights", cli_steps.step_server,
          lambda c: [_cmd(C.server_cmd(c.work / "root/09_models/checkpoints/a/final", c.work / "server"))]),
     Step("gguf", "GGUF export of the trained micro model", cli_steps.step_gguf,
          lambda c: [_cmd(C.gguf_cmd(c.work / "root", "a", verify=False)) + "  (+ --verify where llama-cpp-python is)"]),

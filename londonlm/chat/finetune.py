@@ -86,7 +86,8 @@ class ChatTrainOptions:
 
         return SpeedOptions(autotune=self.autotune or default_autotune(), precision=self.precision,
                             attn_implementation=self.attn_implementation,
-                            fused_loss=self.fused_loss, optimizer=self.optimizer)
+                            fused_loss=self.fused_loss, optimizer=self.optimizer,
+                            compile_given=bool(self.trainer.get("torch_compile")))
 
     def control(self, run: RunLayout) -> RunControl:
         return RunControl(self.time_budget, self.stop_after_seconds, self.stop_after_steps,
@@ -208,7 +209,8 @@ def training_arguments(run: RunLayout, options: ChatTrainOptions):
         eval_strategy="steps", eval_steps=options.eval_steps, report_to=[], seed=options.seed,
         data_seed=options.seed, remove_unused_columns=False, dataloader_num_workers=0,
         dataloader_pin_memory=cuda, optim="adamw_torch_fused" if cuda else "adamw_torch",
-        ddp_find_unused_parameters=False, prediction_loss_only=True, disable_tqdm=True)
+        ddp_find_unused_parameters=False, prediction_loss_only=True, disable_tqdm=True,
+        logging_nan_inf_filter=False)  # as pre-training: no host sync per micro-batch
     values.update(options.trainer)
     return make_training_arguments(values)
 

@@ -7,7 +7,8 @@
 - :mod:`.artifacts`: hashes, atomic writes, sidecars, ``StageInputMissing``.
 - :mod:`.errors`: ``LondonLMError`` (the base of every user-facing error), ``UsageError``,
   ``run_main`` (one ``error:`` line and exit 2).
-- :mod:`.hardware`: device, precision, thread and peak-FLOP facts of this machine.
+- :mod:`.hardware`: device, precision, thread, free-memory and peak-FLOP facts of this machine,
+  and the refusal to train on the CPU when torch cannot use the GPUs the machine shows.
 - :mod:`.generation_settings`: the project's one set of sampling defaults, which training
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
@@ -22,8 +23,9 @@ from .errors import LondonLMError, UsageError, run_main
 from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError, GenerationSettings,
                                   defaults_from_generation_config, generation_config_dict,
                                   to_generation_config)
-from .hardware import (choose_precision, cpu_has_native_bf16, device_name, hardware_summary,
-                       keep_freed_memory_in_heap, peak_flops, usable_cores, use_training_threads)
+from .hardware import (GpuUnusable, choose_precision, cpu_has_native_bf16, device_name, free_memory_bytes,
+                       hardware_summary, keep_freed_memory_in_heap, peak_flops, require_usable_gpus,
+                       usable_cores, use_training_threads)
 from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE, SIDECAR,
                      TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints, model_run_info,
                      usable_model)
@@ -32,12 +34,12 @@ __all__ = [
     "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
     "checkpoint_name", "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS",
     "cpu_has_native_bf16", "current_or_make", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name",
-    "existing_dir", "existing_file", "FINAL", "fraction", "generation_config_dict", "GenerationError",
+    "existing_dir", "existing_file", "FINAL", "fraction", "free_memory_bytes", "GpuUnusable", "generation_config_dict", "GenerationError",
     "GenerationSettings", "GGUF", "hardware_summary", "keep_freed_memory_in_heap",
     "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "non_negative_float", "non_negative_int", "now_iso", "number_in",
     "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json",
-    "REQUEST_FIELDS", "require_input", "run_main", "RunLayout", "sha256_file", "SIDECAR",
+    "REQUEST_FIELDS", "require_input", "require_usable_gpus", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "sidecar_current", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
     "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "versions", "WEIGHT_FILES",
     "writable_dir", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",

@@ -1,8 +1,9 @@
 """A clean console: the third-party messages every run would print although they tell the
 user nothing to act on, dropped at one place (:func:`quiet_known_noise`, called by
 :func:`~londonlm.core.errors.run_main` for every script). Each entry says why it is noise;
-everything else those libraries log still gets through. The one such message our own code
-caused (a KV cache passed as ``past_key_values``) is fixed where it was passed instead.
+everything else those libraries log still gets through. The messages our own code caused are
+fixed where they arose instead: a KV cache passed as ``past_key_values``, and the unnamed loss
+of a GPT-2 (``training.modeling.with_causal_lm_loss``, a graph break under torch.compile).
 """
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ import logging
 
 # (logger, start of the message, why it is noise here)
 KNOWN_NOISE = (
-    ("transformers.modeling_utils", "`loss_type=None` was set in the config but it is unrecognized",
-     "GPT-2's class name matches no loss type, and the default transformers then takes "
-     "(ForCausalLMLoss) is the loss every londonlm model trains with"),
     ("transformers.tokenization_utils_base", "Token indices sequence length is longer than the specified",
      "the corpus, cache and evaluation stages tokenize whole documents on purpose and cut them "
      "into context-length blocks; prompts are fitted to the context by the model interface"),

@@ -1,9 +1,15 @@
 """Device facts: peak FLOP/s table for MFU, precision and thread choices (affinity,
-cgroup quota and OMP_NUM_THREADS respected, cores shared among a node's ranks)."""
+cgroup quota and OMP_NUM_THREADS respected, cores shared among a node's ranks), free memory,
+and whether this torch can use the GPUs the machine shows."""
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from .errors import LondonLMError
 
 # Dense bf16/fp16 tensor-core peak FLOP/s (no sparsity), from vendor datasheets, keyed by
 # model name as it appears in torch.cuda.get_device_name() ("NVIDIA L40S", "NVIDIA H100 PCIe",
@@ -213,3 +219,142 @@ def use_training_threads() -> int | None:
     n, _ = training_threads()
     torch.set_num_threads(n)
     return n
+
+
+# --------------------------------------------------------------------------- GPUs torch cannot use
+
+# The oldest NVIDIA driver (major version) each CUDA major release runs on, with CUDA's minor
+# version compatibility (NVIDIA's CUDA compatibility guide, "CUDA Toolkit ... Driver Version Ranges")
+MIN_DRIVER_FOR_CUDA = {11: 450, 12: 525, 13: 580}
+TORCH_WHEEL_INDEX = "https://download.pytorch.org/whl/{tag}"
+
+
+class GpuUnusable(LondonLMError, RuntimeError):
+    """The machine shows GPUs that this torch cannot use: training would silently run on the CPU."""
+
+
+@dataclass(frozen=True)
+class GpuListing:
+    """The GPUs this machine shows, whatever torch makes of them."""
+    count: int
+    source: str                 # "CUDA_VISIBLE_DEVICES" or "nvidia-smi"
+    driver: str | None = None   # the NVIDIA driver version nvidia-smi reports
+
+
+def _nvidia_smi(*args: str) -> str:
+    """nvidia-smi's output, or "" where it is missing or fails (no driver loaded)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return ""
+    try:
+        out = subprocess.run([exe, *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout if out.returncode == 0 else ""
+
+
+def nvidia_driver_version() -> str | None:
+    """The driver version nvidia-smi reports (``535.104.05``), or None."""
+    found = re.search(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b",
+                      _nvidia_smi("--query-gpu=driver_version", "--format=csv,noheader"))
+    return found.group(1) if found else None
+
+
+def listed_gpus(environ=os.environ) -> GpuListing:
+    """The GPUs this machine shows: ``CUDA_VISIBLE_DEVICES`` decides when set (empty or -1 hides
+    them all), else those ``nvidia-smi --list-gpus`` lists; as ``launch_training.sh`` counts them."""
+    ids = environ.get("CUDA_VISIBLE_DEVICES")
+    if ids is not None:
+        ids = ids.replace(" ", "")
+        count = 0 if ids == "" or ids.startswith("-1") else len([i for i in ids.split(",") if i])
+        return GpuListing(count, "CUDA_VISIBLE_DEVICES", nvidia_driver_version() if count else None)
+    count = sum(1 for line in _nvidia_smi("--list-gpus").splitlines() if line.startswith("GPU"))
+    return GpuListing(count, "nvidia-smi", nvidia_driver_version() if count else None)
+
+
+def _major(version: str | None) -> int | None:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return None
+
+
+def wheel_index_for(driver: str | None) -> str | None:
+    """The PyTorch wheel index whose CUDA build runs on ``driver`` (None: no CUDA 12 or 13 build
+    does, or the driver is unknown)."""
+    major = _major(driver)
+    if major is None or major < MIN_DRIVER_FOR_CUDA[12]:
+        return None
+    return TORCH_WHEEL_INDEX.format(tag="cu130" if major >= MIN_DRIVER_FOR_CUDA[13] else "cu126")
+
+
+def gpu_problem(listing: GpuListing, torch_version: str, torch_cuda: str | None,
+                cuda_available: bool) -> str | None:
+    """Why the GPUs ``listing`` shows go unused by this torch (one line, with the fix), or None
+    when torch uses them or none are shown."""
+    if listing.count == 0 or cuda_available:
+        return None
+    shown = f"{listing.source} shows {listing.count} GPU{'s' if listing.count > 1 else ''}" + (
+        f" (NVIDIA driver {listing.driver})" if listing.driver else "")
+    index, cu126 = wheel_index_for(listing.driver), TORCH_WHEEL_INDEX.format(tag="cu126")
+    if index:
+        install = f"reinstall torch for this driver: TORCH_INDEX_URL={index} bash install.sh"
+    elif listing.driver is None:
+        install = (f"install the CUDA build of torch for the NVIDIA driver (no nvidia-smi here to read "
+                   f"its version): TORCH_INDEX_URL={cu126} bash install.sh for drivers >= "
+                   f"{MIN_DRIVER_FOR_CUDA[12]}, .../whl/cu130 for >= {MIN_DRIVER_FOR_CUDA[13]}")
+    else:
+        install = (f"upgrade the NVIDIA driver to >= {MIN_DRIVER_FOR_CUDA[12]} (CUDA 12), then "
+                   f"TORCH_INDEX_URL={cu126} bash install.sh")
+    need = MIN_DRIVER_FOR_CUDA.get(_major(torch_cuda) or -1)
+    if torch_cuda is None:
+        why, fix = f"this torch ({torch_version}) is a CPU-only build", install
+    elif need and _major(listing.driver) is not None and _major(listing.driver) < need:
+        why = (f"this torch ({torch_version}) is built for CUDA {torch_cuda}, which needs NVIDIA "
+               f"driver >= {need}")
+        fix = f"{install}, or upgrade the driver"
+    else:
+        why = (f"torch {torch_version} (CUDA {torch_cuda}) cannot reach them "
+               f"(torch.cuda.is_available() is False)")
+        fix = ("check that `nvidia-smi` works where training runs (a container needs --gpus; the "
+               "driver must be loaded)")
+    return (f"{shown} but {why}, so training would silently run on the CPU. Fix: {fix}. To train "
+            f"on the CPU on purpose, set CUDA_VISIBLE_DEVICES= (empty) or pass --use_cpu true")
+
+
+def require_usable_gpus(environ=os.environ) -> None:
+    """Stop before any work when the machine shows GPUs this torch cannot use."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    problem = gpu_problem(listed_gpus(environ), torch.__version__, torch.version.cuda, False)
+    if problem:
+        raise GpuUnusable(problem)
+
+
+# --------------------------------------------------------------------------- free memory
+
+def free_memory_bytes(device: str = "cpu") -> int | None:
+    """Bytes a new allocation can still get on ``device``: the GPU's free memory, or on the CPU
+    ``MemAvailable`` capped by a cgroup memory limit (containers); None when unknown."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        meminfo = open("/proc/meminfo").read()
+        free = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024
+    except (OSError, AttributeError, ValueError):
+        return None
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit, used = open(limit_file).read().strip(), int(open(usage_file).read())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit():
+            free = min(free, max(0, int(limit) - used))
+        break
+    return free

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
-from ..core import OneLineErrors, UsageError, check_ranges, number_in
+from ..core import OneLineErrors, UsageError, check_ranges, number_in, require_usable_gpus
 
 _POSITIVE_INT, _NON_NEGATIVE_INT = number_in(1), number_in(0)
 _POSITIVE, _NON_NEGATIVE = number_in(0, kind=float, above=True), number_in(0, kind=float)
@@ -259,6 +259,8 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
     if "output_dir" not in given:
         argv += ["--output_dir", _UNSET]
     if not torch.cuda.is_available() and "use_cpu" not in given:
+        # a machine showing GPUs this torch cannot use would train on the CPU without a word
+        require_usable_gpus()
         # TrainingArguments validates while parsing and refuses an explicit --bf16 on a GPU-less
         # machine unless use_cpu is set (bf16 autocast on CPU is what we want there)
         argv += ["--use_cpu", "true"]

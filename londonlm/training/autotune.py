@@ -93,9 +93,11 @@ class StepTimer:
     """Times single training steps (forward, backward, AdamW step, on random tokens) of any
     candidate on one model of ``shape``, switching the attention kernel, the loss and autocast
     between steps. Sharing one model means every candidate runs on the same weights, memory
-    and allocator state, and lets the probe interleave the candidates' steps (see ``probe``)."""
+    and allocator state, and lets the probe interleave the candidates' steps (see ``probe``).
+    ``compile``: the steps run through ``torch.compile``, as a compiled run trains. ``close``
+    frees the model at once (a GPU's memory is the training run's next)."""
 
-    def __init__(self, shape, batch_size: int):
+    def __init__(self, shape, batch_size: int, compile: bool = False):
         import torch
 
         from .fused_loss import enable_fused_loss
@@ -104,8 +106,8 @@ class StepTimer:
         self.cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.cuda else "cpu")
         self.model = build_model(shape, 0, 0, 0).to(self.device).train()
-        self.stock_forward = self.model.forward
-        self.fused_forward = enable_fused_loss(self.model).forward
+        self.fused_forward = enable_fused_loss(self.model).forward  # no reference back to the model
+        self.compiled = torch.compile(self.model) if compile else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=self.cuda or None)
         self.x = torch.randint(0, shape.vocab_size, (batch_size, shape.n_positions), device=self.device)
 
@@ -115,26 +117,38 @@ class StepTimer:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cand.precision)
         if self.model.config._attn_implementation != cand.attn_implementation:
             self.model.set_attn_implementation(cand.attn_implementation)
-        forward = self.fused_forward if cand.fused_loss else self.stock_forward
+        if cand.fused_loss:
+            self.model.forward = self.fused_forward
+        else:  # the class's own forward (a bound method stored on the model would be a cycle)
+            self.model.__dict__.pop("forward", None)
+        run = self.compiled or self.model
         sync = torch.cuda.synchronize if self.cuda else (lambda: None)
         sync()
         t = time.perf_counter()
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = forward(input_ids=self.x, labels=self.x).loss
+            loss = run(input_ids=self.x, labels=self.x).loss
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         sync()
         return time.perf_counter() - t
 
+    def close(self) -> None:
+        self.model = self.fused_forward = self.compiled = self.opt = self.x = None
+        _free_gpu_memory()
+
 
 def time_candidate(cand: Candidate, shape, batch_size: int, *, warmup_steps: int = 1,
-                   timed_steps: int = 3) -> list[float]:
+                   timed_steps: int = 3, compile: bool = False) -> list[float]:
     """Seconds of each of ``timed_steps`` training steps of ``cand`` alone, after
-    ``warmup_steps`` untimed ones (the step-time estimate of a run whose settings are fixed)."""
-    timer = StepTimer(shape, batch_size)
-    return [t for i, t in enumerate(timer(cand) for _ in range(warmup_steps + timed_steps))
-            if i >= warmup_steps]
+    ``warmup_steps`` untimed ones (the step-time estimate of a run whose settings are fixed;
+    ``compile``: compiled, as the run will train, the compilation in the warm-up)."""
+    timer = StepTimer(shape, batch_size, compile=compile)
+    try:
+        return [t for i, t in enumerate(timer(cand) for _ in range(warmup_steps + timed_steps))
+                if i >= warmup_steps]
+    finally:
+        timer.close()
 
 
 def probe(cands: list[Candidate], shape, batch_size: int, *, max_seconds: float = 30.0,
@@ -166,8 +180,7 @@ def probe(cands: list[Candidate], shape, batch_size: int, *, max_seconds: float 
         times = _interleaved_rounds(step, warmed, figures, rounds, deadline)
         for label, ts in times.items():
             figures[label] = {"step_seconds": round(statistics.median(ts), 5), "timed_steps": len(ts)}
-        del step
-        _free_gpu_memory()
+        getattr(step, "close", _free_gpu_memory)()
     return figures
 
 
@@ -260,13 +273,40 @@ def _machine(dev: dict) -> tuple[bool, bool]:
     return cpu_has_native_bf16(), False
 
 
+# On a GPU the probe would time eager steps of each candidate while the run trains compiled
+# (torch.compile fuses what the candidates differ in), and the eager-attention candidate alone
+# holds B*H*T^2 scores per layer (~30 GB at GPT-2 Medium's batch 8): the fixed rules instead
+GPU_RULES = ("the fixed rules on a GPU: SDPA (flash) attention, the stock loss, half precision; "
+             "torch.compile where it can build")
+# Share of the free memory a probed candidate's estimated step may take (the probe shares the
+# machine with the run that follows; the estimate is within a quarter of measured peaks)
+PROBE_MEMORY_SHARE = 0.6
+
+
+def fitting(cands: list[Candidate], shape, batch_size: int,
+            free_bytes: float | None) -> tuple[list[Candidate], str]:
+    """The candidates whose estimated step fits ``PROBE_MEMORY_SHARE`` of ``free_bytes`` (all
+    when unknown), and a note naming those left out: a probe step past the memory is killed
+    by the kernel, taking the run with it."""
+    if not free_bytes:
+        return cands, ""
+    need = {c: shape.training_memory(batch_size, attention=c.attn_implementation, precision=c.precision,
+                                     fused_loss=c.fused_loss).total for c in cands}
+    out = [c for c in cands if need[c] <= PROBE_MEMORY_SHARE * free_bytes]
+    left = [f"{c.label} (~{need[c] / 1e9:.1f} GB)" for c in cands if c not in out]
+    return out, (f"not timed, as their steps would not fit the {free_bytes / 1e9:.1f} GB free: "
+                 f"{', '.join(left)}" if left else "")
+
+
 def resolve_speed_settings(mode: str, shape, batch_size: int, explicit: dict | None = None, *,
                            cache_path: Path | None = None, world_size: int = 1,
                            max_probe_seconds: float = 60.0, log: Callable[[str], None] = print,
-                           timer: Callable = StepTimer) -> SpeedChoice:
+                           timer: Callable = StepTimer, free_bytes: float | None = None) -> SpeedChoice:
     """Precision, attention kernel and fused loss for a run of ``shape`` at ``batch_size``.
     ``explicit`` holds the settings the user gave (keys ``precision``, ``attn_implementation``,
-    ``fused_loss``): they always win and only the others are chosen."""
+    ``fused_loss``): they always win and only the others are chosen. On a GPU, the fixed rules
+    (:data:`GPU_RULES`); on a CPU, candidates whose step would not fit ``free_bytes`` are not
+    timed."""
     if mode not in MODES:
         raise UsageError(f"--autotune must be one of {', '.join(MODES)}, got {mode!r}")
     explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
@@ -277,11 +317,16 @@ def resolve_speed_settings(mode: str, shape, batch_size: int, explicit: dict | N
     cpu_bf16, gpu_bf16 = _machine(dev)
     rule = heuristic_default(dev, cpu_bf16, gpu_bf16, explicit.get("precision"))
     pinned = Candidate(**{**rule.__dict__, **explicit})
-    if mode == "off" or len(explicit) == 3:
-        why = "all given by your flags" if len(explicit) == 3 else "the fixed rules (--autotune off)"
+    if mode == "off" or len(explicit) == 3 or dev["device"] == "cuda":
+        why = ("all given by your flags" if len(explicit) == 3 else "the fixed rules (--autotune off)"
+               if mode == "off" else GPU_RULES)
         return SpeedChoice(pinned, "explicit" if len(explicit) == 3 else "default",
                            message=f"speed settings: {pinned.describe()} ({why})")
-    cands = candidates(candidate_space(dev, cpu_bf16, gpu_bf16), explicit, pinned)
+    space = candidate_space(dev, cpu_bf16, gpu_bf16)
+    cands, too_big = fitting(candidates(space, explicit, pinned), shape, batch_size, free_bytes)
+    if not cands:
+        return SpeedChoice(pinned, "default", message=(
+            f"speed settings: {pinned.describe()} (the fixed rules: {too_big})"))
     path, key = Path(cache_path or default_cache_path()), cache_key(dev, shape, batch_size)
     stored = load_cache(path, log).get(key, {})
     figures = dict(stored.get("figures", {})) if mode == "on" else {}
@@ -315,5 +360,6 @@ def resolve_speed_settings(mode: str, shape, batch_size: int, explicit: dict | N
         return SpeedChoice(pinned, "default", message=(
             f"speed settings: {pinned.describe()} (the fixed rules: no candidate could be timed)"))
     shown = {c.label: figures[c.label] for c in cands if c.label in figures}
+    note = f" Candidates {too_big}." if too_big else ""
     return SpeedChoice(best, "measured" if missing else "cached", figures[best.label]["step_seconds"],
-                       shown, explain(best, cands, figures, how, explicit))
+                       shown, explain(best, cands, figures, how, explicit) + note)

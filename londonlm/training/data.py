@@ -49,15 +49,28 @@ def cached_tokens(opts: RunOptions, tokenizer, progress: bool | None = None) -> 
     return meta, era
 
 
-def prepare_data(opts: RunOptions, tokenizer, eval_batch_size: int) -> TrainData:
-    """The token cache and the train/validation datasets (validation capped at
-    ``opts.eval_max_batches`` batches spread evenly over the split)."""
+def eval_blocks(n_blocks: int, batch_size: int, max_batches: int = 0, world: int = 1,
+                whole_batches: bool = False) -> int:
+    """How many validation blocks an evaluation reads: at most ``max_batches`` batches of
+    ``batch_size`` (0: the whole split), the same at every world size. ``whole_batches`` (a
+    compiled model): a multiple of every rank's batches together, for no ragged last batch, a
+    new shape it would recompile for at every evaluation; unless the split is smaller than that."""
+    n = min(n_blocks, max_batches * batch_size) if max_batches else n_blocks
+    step = batch_size * world
+    return n - n % step if whole_batches and n >= step else n
+
+
+def prepare_data(opts: RunOptions, tokenizer, eval_batch_size: int, world: int = 1,
+                 compiled: bool = False) -> TrainData:
+    """The token cache and the train/validation datasets (validation: at most
+    ``opts.eval_max_batches`` batches spread evenly over the split; whole batches when the
+    model is ``compiled``)."""
     meta, era = cached_tokens(opts, tokenizer)
     cache = opts.run.cache_dir
     train = load_blocks(cache, "train", meta, opts.context_length)
     evals = load_blocks(cache, "validation", meta, opts.context_length)
-    if opts.eval_max_batches:
-        evals = evals.subset_evenly(opts.eval_max_batches * eval_batch_size)
+    evals = evals.subset_evenly(eval_blocks(len(evals), eval_batch_size, opts.eval_max_batches, world,
+                                            compiled))
     log(f"data: {len(train):,} train blocks, {len(evals):,} validation blocks of "
         f"{opts.context_length} tokens (era tokens: {'on' if era else 'off'})")
     return TrainData(train, evals, meta, era)

@@ -21,7 +21,7 @@ are an ordinary ``GPT2LMHeadModel``, and generation uses the stock forward.
 """
 from __future__ import annotations
 
-import types
+import weakref
 
 import torch
 
@@ -129,17 +129,23 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
 def enable_fused_loss(model, chunk_rows: int = 256):
     """Route ``model(input_ids=..., labels=...)`` through :func:`linear_cross_entropy`
     (returning the loss and no logits); calls without labels (generation, scoring) keep the
-    stock forward. Works through DDP, which calls the module's ``forward``. Returns the model."""
+    stock forward. Works through DDP, which calls the module's ``forward``. Returns the model.
+
+    The new forward reaches the model through a weak reference: a bound method stored on the
+    model would make a reference cycle, and a discarded model (the autotune probe's, several GB
+    at GPT-2 Medium's size) would then outlive its last use until the garbage collector ran."""
     from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 
-    stock_forward = model.forward
+    stock_forward = type(model).forward
+    this = weakref.ref(model)
     # The KV cache's field name in model outputs: ``cache`` since transformers renamed it (the
     # old ``past_key_values`` attribute then warns on every read), ``past_key_values`` before.
     cache_field = "cache" if "cache" in CausalLMOutputWithCrossAttentions.__dataclass_fields__ else "past_key_values"
 
-    def forward(self, input_ids=None, labels=None, num_items_in_batch=None, **kwargs):
+    def forward(input_ids=None, labels=None, num_items_in_batch=None, **kwargs):
+        self = this()
         if labels is None:
-            return stock_forward(input_ids=input_ids, **kwargs)
+            return stock_forward(self, input_ids=input_ids, **kwargs)
         kwargs.pop("return_dict", None)
         out = self.transformer(input_ids=input_ids, **kwargs)
         hidden = out[0][:, :-1].reshape(-1, out[0].shape[-1])
@@ -151,5 +157,5 @@ def enable_fused_loss(model, chunk_rows: int = 256):
         loss = total / denom
         return CausalLMOutputWithCrossAttentions(loss=loss, logits=None, **{cache_field: out.get(cache_field)})
 
-    model.forward = types.MethodType(forward, model)
+    model.forward = forward
     return model

@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..core import UsageError
+from ..core import UsageError, require_usable_gpus
 from . import testhooks
 from .base import TrainingError
+from .modeling import with_causal_lm_loss
 from .sampler import DataPosition, Position, StreamSampler
 from .speed import (SpeedOptions, attach_budget_fit, budget_callback, budget_schedule,
                     optimizer_factory)
@@ -25,13 +26,16 @@ def make_training_arguments(values: dict):
 
     On a machine without CUDA ``use_cpu`` is set: ``TrainingArguments`` otherwise refuses
     ``bf16=True`` there ("Your setup doesn't support bf16/gpu"), though bf16 autocast runs on
-    every x86 CPU (natively with avx512_bf16/AMX, emulated elsewhere). A bad value becomes a
-    one-line usage error."""
+    every x86 CPU (natively with avx512_bf16/AMX, emulated elsewhere). Unless ``use_cpu`` was
+    asked for, a machine showing GPUs that this torch cannot use is refused (it would train on
+    the CPU without a word). A bad value becomes a one-line usage error."""
     import torch
     from transformers import TrainingArguments
 
     values = dict(values)
     if not torch.cuda.is_available():
+        if not values.get("use_cpu"):  # not on purpose: refused where GPUs go unused
+            require_usable_gpus()
         values["use_cpu"] = True
     try:
         return TrainingArguments(**values)
@@ -70,7 +74,7 @@ def common_callbacks(args, *, flops_per_token: float, tokens_per_step: int, worl
         from .profiling import ProfileCallback
 
         callbacks.append(ProfileCallback(control.profile_dir, control.profile_steps, log=log))
-    fit = budget_callback(control.time_budget)
+    fit = budget_callback(control.time_budget, clock=testhooks.stop_clock())
     if fit is not None:
         callbacks.append(fit)
     stopper = StopAndSaveCallback(control.stop_after_seconds, control.stop_after_steps,
@@ -91,6 +95,7 @@ def build_trainer(model, args, *, train, eval_dataset, collator, callbacks: list
 
     cls = trainer_class(optimizer_factory(speed.optimizer, args),
                         schedule or budget_schedule(time_budget, args), RunTrainer)
+    with_causal_lm_loss(model)  # built, resumed or loaded: no per-step warning (a graph break)
     trainer = cls(model=model, args=args, eval_dataset=eval_dataset,
                   train_dataset=testhooks.training_blocks(train, args), data_collator=collator,
                   processing_class=processing_class, callbacks=callbacks, stream=stream,
@@ -99,6 +104,11 @@ def build_trainer(model, args, *, train, eval_dataset, collator, callbacks: list
     if fit is not None:
         attach_budget_fit(trainer, fit)
     return trainer
+
+
+def compile_failure(error: BaseException) -> bool:
+    """An error raised by torch.compile's tracer or code generator (not by the model)."""
+    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor", "triton"))
 
 
 @dataclass
@@ -125,7 +135,13 @@ def train(trainer, resume, stopper, position: Position, tokens_per_sample: int) 
         raise TrainingError(
             f"CUDA out of memory at batch size {bs}: lower --batch_size and raise "
             f"--gradient_accumulation_steps to keep the same tokens per step, or add "
-            f"--gradient_checkpointing ({e})") from None
+            f"--gradient_checkpointing ({' '.join(str(e).split())[:300]})") from None
+    except Exception as e:
+        if not (trainer.args.torch_compile and compile_failure(e)):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise TrainingError(f"torch.compile failed ({type(e).__name__}: {first}); train eager with "
+                            f"--torch_compile false (checkpoints resume either way)") from None
     state = trainer.state
     stopped = stopper.reason is not None and state.global_step < state.max_steps
     return Outcome(state, result.training_loss, time.time() - t0,

@@ -49,13 +49,58 @@ class ModelShape:
         head_dim = self.n_embd // self.n_head
         return 6 * N + 12 * self.n_layer * self.n_head * head_dim * T
 
-    def memory_estimate_gb(self, batch_size: int, seq_len: int | None = None,
-                           bytes_per_param_state: int = 16) -> float:
-        """Rough training memory: fp32 weights+grads+AdamW (16 B/param) plus activations
-        (~34·T·d + 5·H·T² bytes per layer per sequence in half precision, Korthikanti et al.)."""
-        T = seq_len or self.n_positions
-        act = self.n_layer * batch_size * (34 * T * self.n_embd + 5 * self.n_head * T * T)
-        return (self.n_params * bytes_per_param_state + act) / 1e9
+    def training_memory(self, batch_size: int, seq_len: int | None = None, *, attention: str = "sdpa",
+                        precision: str = "bf16", fused_loss: bool = False, optimizer: str = "adamw",
+                        dropout: float = 0.0, shards: int = 1) -> "TrainingMemory":
+        """Peak memory of one eager training step, by part. ``attention``: "sdpa" (flash or
+        memory-efficient kernels: no T x T scores stored) or "eager"; ``precision``: "bf16"/"fp16"
+        autocast over fp32 weights, or "fp32"; ``shards``: FSDP ranks the weight, gradient and
+        optimizer state is split over. Checked against measured peaks: tests/training/
+        test_modeling.py on CPU, benchmarks/gpu_acceptance.py on a GPU."""
+        T, d, L = seq_len or self.n_positions, self.n_embd, self.n_layer
+        tokens = batch_size * T
+        half = precision in ("bf16", "fp16")
+        matrices = self.n_layer * 12 * d * d                 # the blocks' weight matrices
+        # fp32 weights and gradients, AdamW's two moments; Muon keeps one momentum per matrix
+        moments = 8 * self.n_params - (4 * matrices if optimizer == "muon" else 0)
+        state = (8 * self.n_params + moments) / max(1, shards)
+        # autocast keeps each matrix's half-precision copy for the backward of its matmul
+        copies = 2 * matrices if half else 0
+        # saved for backward per token and layer, counted op by op for HF GPT-2: the fp32
+        # residual stream twice, the half-precision casts of both layer norms' outputs, q/k/v,
+        # the attention output and its merged copy, the MLP's 4d input and GELU output; in fp32
+        # the casts vanish and every tensor doubles. Dropout adds a one-byte mask per dropout.
+        per_token = (38 if half else 68) * d + (2 * d if dropout else 0)
+        activations = L * tokens * per_token
+        # eager attention stores its T x T scores and softmax per head (measured ~8 B each, both
+        # precisions); SDPA's flash/memory-efficient kernels store none
+        scores = 8 * L * tokens * self.n_head * T if attention == "eager" else 0
+        # the LM head: the stock loss keeps half logits, their fp32 copy and log-softmax (~10 B
+        # per logit, measured in both precisions); the fused loss only its gradient
+        logits = tokens * self.vocab_size * ((2 if half else 4) if fused_loss else 10)
+        return TrainingMemory(state, copies, activations, scores, logits)
+
+    def memory_estimate_gb(self, batch_size: int, seq_len: int | None = None, **kernels) -> float:
+        """:meth:`training_memory` in GB (10^9 bytes)."""
+        return self.training_memory(batch_size, seq_len, **kernels).total / 1e9
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Bytes of a training step's peak, by what holds them."""
+    state: float          # weights, gradients, optimizer moments (per FSDP shard)
+    weight_copies: float  # autocast's half-precision weight copies
+    activations: float    # saved for backward, attention scores excepted
+    scores: float         # eager attention's T x T scores
+    logits: float         # the LM head and loss
+
+    @property
+    def total(self) -> float:
+        return self.state + self.weight_copies + self.activations + self.scores + self.logits
+
+    def per_sequence(self, batch_size: int) -> float:
+        """Bytes each sequence of the micro-batch adds."""
+        return (self.activations + self.scores + self.logits) / batch_size
 
 
 def build_model(shape: ModelShape, bos_token_id: int, eos_token_id: int, pad_token_id: int,
@@ -81,4 +126,16 @@ def build_model(shape: ModelShape, bos_token_id: int, eos_token_id: int, pad_tok
     cfg._attn_implementation = attn_implementation
     if seed is not None:
         torch.manual_seed(seed)
-    return GPT2LMHeadModel(cfg)
+    return with_causal_lm_loss(GPT2LMHeadModel(cfg))
+
+
+# transformers picks a model's loss from its class name, finds none in "GPT2LMHeadModel", and then
+# calls its warn-once logger on every forward with labels: under torch.compile a graph break in
+# every training step. Naming the loss it falls back to anyway removes the call.
+CAUSAL_LM_LOSS = "ForCausalLM"
+
+
+def with_causal_lm_loss(model):
+    """``model`` with its loss named (the causal-LM cross-entropy it computes either way)."""
+    model.loss_type = CAUSAL_LM_LOSS
+    return model

@@ -81,6 +81,9 @@ class RunOptions:
     autotune: str = "on"                # off | on | refresh (londonlm.training.autotune)
     autotune_seconds: float = 60.0      # cap on the probe's time (~5% of a tiny run on Zen 1)
     optimizer: str = "adamw"            # adamw | muon
+    compile_given: bool = False         # --torch_compile on the command line (else the default's)
+    batch_given: bool = False           # micro-batch or accumulation on the command line (else fitted on GPUs)
+    eval_batch_given: bool = False      # --per_device_eval_batch_size on the command line
     log_file: Path | None = None
     progress: bool = True
 
@@ -89,7 +92,8 @@ class RunOptions:
         from .speed import SpeedOptions
 
         return SpeedOptions(self.autotune, self.autotune_seconds, self.precision_given,
-                            self.attn_implementation, self.fused_loss, self.optimizer)
+                            self.attn_implementation, self.fused_loss, self.optimizer,
+                            self.compile_given)
 
 
 @dataclass
@@ -137,6 +141,9 @@ def _preset_training_values(preset: dict, batch_size: int, seed: int, workers: i
         "metric_for_best_model": "eval_loss", "greater_is_better": False,
         "ddp_find_unused_parameters": False, "save_safetensors": True,
         "adam_beta2": 0.95,
+        # the filter checks every micro-batch's loss for NaN/inf on the host: a GPU sync per
+        # micro-batch; and a NaN logged as NaN is what a user should see, not a smoothed-over one
+        "logging_nan_inf_filter": False,
         **choose_precision(),
     }
 
@@ -213,7 +220,10 @@ def run_options(flags: TrainFlags, preset_name: str, preset: dict, run: RunLayou
         attn_implementation=sp.attn_implementation, fused_loss=sp.fused_loss,
         precision_given=given_precision(flags), autotune=sp.autotune or default_autotune(),
         optimizer=sp.optimizer or preset.get("optimizer", "adamw"),
-        log_file=layout.training_log)
+        compile_given="torch_compile" in flags.explicit,
+        batch_given=bool({"batch_size", "per_device_train_batch_size", "gradient_accumulation_steps"}
+                         & flags.explicit),
+        eval_batch_given="per_device_eval_batch_size" in flags.explicit, log_file=layout.training_log)
     if opts.n_embd % opts.n_head and not opts.init_from:
         raise UsageError(f"--n_embd {opts.n_embd} is not divisible by --n_head {opts.n_head} "
                          f"(preset {preset_name!r} gives n_embd={preset['n_embd']}, "

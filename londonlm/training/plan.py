@@ -116,16 +116,11 @@ def validated(shape: ModelShape) -> ModelShape:
     return shape
 
 
-def _gb(x: float) -> str:
-    return f"{x:.2f} GB" if x >= 1 else f"{x * 1000:.0f} MB"
-
-
-def _log_plan(plan: TrainingPlan, opts: RunOptions, batch_size: int) -> None:
+def _log_plan(plan: TrainingPlan, opts: RunOptions) -> None:
     s = plan.shape
     log(f"model: {s.n_layer} layers x {s.n_embd} wide, {s.n_head} heads, context "
         f"{opts.context_length}, vocab {len(plan.tokenizer)} (embedding rows {s.vocab_size}): "
-        f"{s.n_params / 1e6:.2f}M parameters, ~{_gb(s.memory_estimate_gb(batch_size))} "
-        f"to train at batch {batch_size}" + (f"; weights from {plan.init.path}" if plan.init else ""))
+        f"{s.n_params / 1e6:.2f}M parameters" + (f"; weights from {plan.init.path}" if plan.init else ""))
     if plan.init and plan.init.note:
         log(f"warning: --init_from {plan.init.path}: {plan.init.note}")
 
@@ -158,7 +153,7 @@ def plan_run(opts: RunOptions, args) -> TrainingPlan:
     plan = TrainingPlan(tokenizer, resume, init, parent, previous, validated(shape),
                         tokens_per_step, world, recorded_position(resume) if resume else None,
                         corpus_time)
-    _log_plan(plan, opts, args.per_device_train_batch_size)
+    _log_plan(plan, opts)
     return plan
 
 

@@ -15,6 +15,11 @@ Every op's own (self) time goes to one group:
 Forward ops are grouped by the module that ran them (forward hooks open a ``record_function``
 scope per module while the profiler runs); a backward op goes to the group of the forward op
 that recorded its autograd node (the two share a ``sequence_nr``).
+
+On a GPU the profiler records CUDA activity too, and every kernel's time goes to the group of the
+op that launched it (the profiler links the two): the table then has a GPU column, and the share
+of the wall time the GPU was busy (what is not busy is time the GPU waited for the host). The
+window begins and ends with a device synchronisation, so its wall time holds the kernels it ran.
 """
 from __future__ import annotations
 
@@ -65,9 +70,10 @@ def _forward_group(event) -> str | None:
     return None
 
 
-def group_events(events) -> tuple[dict[str, float], dict[str, float]]:
-    """Self time (µs) and FLOPs per group for ``torch.profiler`` function events (their
-    ``cpu_parent`` links intact). Scope events' own time is Python between ops: overhead."""
+def group_events(events) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Self CPU time (µs), FLOPs and self device time (µs: the kernels each op launched) per
+    group for ``torch.profiler`` function events (their ``cpu_parent`` links intact). Scope
+    events' own CPU time is Python between ops: overhead."""
     by_seq: dict[tuple, str] = {}
     for e in events:  # forward ops that recorded an autograd node, by its sequence number
         g = _forward_group(e)
@@ -76,6 +82,7 @@ def group_events(events) -> tuple[dict[str, float], dict[str, float]]:
             by_seq.setdefault((e.thread, e.sequence_nr), g)
     totals = {g: 0.0 for g in GROUPS}
     flops = {g: 0.0 for g in GROUPS}
+    device = {g: 0.0 for g in GROUPS}
     for e in events:
         node = _backward_node(e)
         if node is None:
@@ -84,11 +91,12 @@ def group_events(events) -> tuple[dict[str, float], dict[str, float]]:
             g = by_seq.get((node.fwd_thread, node.sequence_nr)) or _backward_name_group(node.name)
         g = _own_group(e, g)
         totals[g] += e.self_cpu_time_total
+        device[g] += getattr(e, "self_device_time_total", 0.0) or 0.0
         # an op redispatched to itself (autocast calls aten::addmm again) reports its FLOPs at
         # both levels: count the innermost
         if e.flops and not any(c.flops for c in e.cpu_children):
             flops[g] += e.flops
-    return totals, flops
+    return totals, flops, device
 
 
 def _backward_node(event):
@@ -166,28 +174,59 @@ class ModuleLabels:
         self.handles.clear()
 
 
-def profile_table(totals_us: dict[str, float], wall_s: float, steps: int, gemm_flops: float = 0.0) -> dict:
-    """Per-step milliseconds and shares; the wall time not covered by any op is overhead."""
+def profile_table(totals_us: dict[str, float], wall_s: float, steps: int, gemm_flops: float = 0.0,
+                  device_us: dict[str, float] | None = None) -> dict:
+    """Per-step milliseconds and shares; the wall time not covered by any op is overhead. With
+    ``device_us`` (a GPU profile), each group's kernel milliseconds and the GPU's busy share."""
     covered = sum(totals_us.values()) / 1e6
     rows = dict(totals_us)
     rows["Python/Trainer overhead"] += max(0.0, wall_s - covered) * 1e6
     step_ms = wall_s / steps * 1e3
+    on_gpu = bool(device_us) and any(device_us.values())
     table = [{"group": g, "ms_per_step": round(rows[g] / 1e3 / steps, 2),
-              "share": round(rows[g] / 1e6 / wall_s, 4) if wall_s else 0.0} for g in GROUPS]
+              "share": round(rows[g] / 1e6 / wall_s, 4) if wall_s else 0.0,
+              **({"gpu_ms_per_step": round(device_us[g] / 1e3 / steps, 2)} if on_gpu else {})}
+             for g in GROUPS]
     out = {"steps": steps, "wall_seconds": round(wall_s, 4), "step_ms": round(step_ms, 2), "groups": table}
-    gemm_s = rows["GEMM"] / 1e6
+    gemm_s = (device_us["GEMM"] if on_gpu else rows["GEMM"]) / 1e6
     if gemm_flops and gemm_s:
         out["gemm_gflops_per_s"] = round(gemm_flops / gemm_s / 1e9, 1)
+    if on_gpu:
+        busy = sum(device_us.values()) / 1e6
+        out["gpu_busy_share"] = round(min(1.0, busy / wall_s), 4) if wall_s else 0.0
     return out
 
 
 def markdown(result: dict) -> str:
+    gpu = "gpu_busy_share" in result
     lines = [f"{result['steps']} steps, {result['step_ms']:.1f} ms per step (profiled)", "",
-             "| op group | ms per step | share |", "|---|---|---|"]
-    lines += [f"| {r['group']} | {r['ms_per_step']:.1f} | {100 * r['share']:.1f}% |" for r in result["groups"]]
+             "| op group | ms per step | share |" + (" GPU ms per step |" if gpu else ""),
+             "|---|---|---|" + ("---|" if gpu else "")]
+    lines += [f"| {r['group']} | {r['ms_per_step']:.1f} | {100 * r['share']:.1f}% |"
+              + (f" {r['gpu_ms_per_step']:.1f} |" if gpu else "") for r in result["groups"]]
+    if gpu:
+        lines += ["", f"GPU busy {100 * result['gpu_busy_share']:.1f}% of the wall time (the rest it "
+                      f"waited for the host); ms per step is the host's time launching each group"]
     if "gemm_gflops_per_s" in result:
         lines += ["", f"GEMM rate inside the linear layers: {result['gemm_gflops_per_s']:.0f} GFLOP/s"]
     return "\n".join(lines) + "\n"
+
+
+def profiler_activities() -> list:
+    """What the profiler records: the host's ops, and the GPU's kernels where there is one."""
+    import torch
+
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    return acts
+
+
+def _synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 class ProfileCallback(TrainerCallback):
@@ -212,12 +251,12 @@ class ProfileCallback(TrainerCallback):
         if k == self.skip and self.prof is None:
             self._start(model)
         elif self.prof is not None and k == self.skip + self.steps:
-            self._stop(time.perf_counter() - self.t0)
+            self._stop()
 
     def on_train_end(self, args, state, control, **kw):
         if self.prof is not None:  # training ended inside the window: profile what ran
             k = state.global_step - self.begin_step - self.skip
-            self._stop(time.perf_counter() - self.t0, steps=max(1, k))
+            self._stop(steps=max(1, k))
         elif not self.done and state.is_world_process_zero:
             self.log(f"--profile_steps: training ended within the {self.skip} warm-up steps; "
                      f"nothing was profiled (give the run more steps)")
@@ -226,17 +265,19 @@ class ProfileCallback(TrainerCallback):
         import torch
 
         self.labels = ModuleLabels(model).__enter__()
-        self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                           record_shapes=True, with_flops=True)
+        self.prof = torch.profiler.profile(activities=profiler_activities(), record_shapes=True,
+                                           with_flops=True)
+        _synchronize()  # the window's wall time starts with no kernel of an earlier step queued
         self.prof.__enter__()
         self.t0 = time.perf_counter()
 
-    def _stop(self, wall: float, steps: int | None = None) -> None:
+    def _stop(self, steps: int | None = None) -> None:
+        _synchronize()  # ... and ends once the window's kernels have run
+        wall = time.perf_counter() - self.t0
         self.prof.__exit__(None, None, None)
         self.labels.__exit__()
-        events = self.prof.events()
-        totals, flops = group_events(events)
-        result = profile_table(totals, wall, steps or self.steps, gemm_flops=flops["GEMM"])
+        totals, flops, device = group_events(self.prof.events())
+        result = profile_table(totals, wall, steps or self.steps, gemm_flops=flops["GEMM"], device_us=device)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.prof.export_chrome_trace(str(self.out_dir / "trace.json"))
         (self.out_dir / "profile.md").write_text(markdown(result))

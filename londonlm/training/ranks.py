@@ -5,7 +5,9 @@ A decision one rank takes alone (stop now: its own clock, its own signal handler
 others go on is a hang: they wait in the next gradient all-reduce for a rank that has left.
 So each rank proposes and :func:`agree` combines the proposals with one all-reduce (MAX) of a
 few integers. It runs on a gloo group of its own: on an NCCL job the integers still travel
-between host processes, and agreeing never forces a GPU synchronisation.
+between host processes, and agreeing never forces a GPU synchronisation. Gloo picks its network
+interface from the host name; where that is the wrong one, GLOO_SOCKET_IFNAME names the right
+one (:data:`INTERFACE_HINT`, in the error).
 
 Outside torchrun (or before the process group exists) every function here is a no-op.
 """
@@ -22,6 +24,13 @@ from ..core import LondonLMError
 WAIT_FOR_RANK0 = timedelta(days=2)
 
 _groups: dict[str, object] = {}
+
+# What every failed rendezvous says: on clusters with several network interfaces the processes of
+# a job can pick different ones (torchrun's store, the gloo group the ranks agree on, NCCL's
+# bootstrap), and then never meet
+INTERFACE_HINT = ("on nodes with several network interfaces (InfiniBand clusters), set GLOO_SOCKET_IFNAME "
+                  "and NCCL_SOCKET_IFNAME to the one the nodes reach each other on (e.g. ib0 or eth0; "
+                  "`ip -br addr` lists them)")
 
 
 def rank() -> int:
@@ -52,7 +61,12 @@ def _group(name: str, timeout: timedelta | None = None):
     dist = _dist()
     if name not in _groups:
         kw = {"timeout": timeout} if timeout else {}
-        _groups[name] = dist.new_group(backend="gloo", **kw)
+        try:
+            _groups[name] = dist.new_group(backend="gloo", **kw)
+        except (RuntimeError, dist.DistError) as e:  # gloo could not connect the ranks
+            first = " ".join(str(e).split())[:300]
+            raise LondonLMError(f"the ranks could not open the gloo group they agree on ({first}): "
+                                f"{INTERFACE_HINT}") from None
     return _groups[name]
 
 

@@ -14,8 +14,8 @@ from .options import RunOptions
 from .plan import TrainingPlan, plan_run, start_fresh
 from .sampler import Position, StreamSampler
 from .schedules import BudgetFitCallback
-from .speed import SpeedPlan, check_resume_optimizer, check_time_budget, choose_speed
-from .summary import finish, run_summary
+from .speed import SpeedPlan, check_resume_optimizer, check_time_budget, choose_speed, fit_batch_to_memory
+from .summary import finish, run_summary, training_settings
 
 
 def make_callbacks(opts: RunOptions, args, plan: TrainingPlan, stream: StreamSampler,
@@ -54,9 +54,13 @@ def run_training(opts: RunOptions, args) -> dict:
     check_resume_optimizer(opts.optimizer, plan.resume, plan.previous_info)
     speed: SpeedPlan = choose_speed(opts.speed(), args, plan.shape, plan.world,
                                     plan.previous_info if plan.resume is not None else {})
+    settings = training_settings(opts, args)  # what was asked: the micro-batch may be fitted below
+    fit_batch_to_memory(args, plan.shape, speed.kernels, opts.optimizer, opts.dropout, opts.batch_given,
+                        opts.eval_batch_given, plan.world, plan.previous_info)
     check_time_budget(opts.time_budget, args, plan.shape, speed)
     start_fresh(opts, plan)
-    data: TrainData = prepare_data(opts, plan.tokenizer, args.per_device_eval_batch_size)
+    data: TrainData = prepare_data(opts, plan.tokenizer, args.per_device_eval_batch_size, plan.world,
+                                   args.torch_compile)
     # --- multi-process: the data position is the stream sampler's (any world size), not the
     # Trainer's per-rank batch skipping; threads from OMP_NUM_THREADS / affinity / quota
     seed = args.seed if args.data_seed is None else args.data_seed
@@ -71,7 +75,7 @@ def run_training(opts: RunOptions, args) -> dict:
                             processing_class=plan.tokenizer)
     # --- end multi-process
     outcome = train(trainer, plan.resume, stopper, position, opts.context_length)
-    summary = run_summary(opts, args, plan, data, kernels, model, outcome)
+    summary = run_summary(opts, args, plan, data, kernels, model, outcome, settings)
     summary["speed"] = speed.record()
     fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)
     if fit is not None:

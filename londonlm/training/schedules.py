@@ -12,6 +12,8 @@ fitted the same way.
 measures seconds per step (after skipping the first, slow ones) and sets the total so that
 the last step ends at the budget, within one step's time; ``state.max_steps`` follows, so
 the Trainer's own end-of-training evaluation and save happen as for any finished schedule.
+Under torchrun the ranks agree on the total at every step (the fewest steps any rank's clock
+allows), on the host.
 
 The schedule is a callable object rather than a function, so ``LambdaLR.state_dict`` saves
 its fields (total, decay start, seconds spent) into the checkpoint's ``scheduler.pt`` and a
@@ -26,6 +28,7 @@ from typing import Callable
 from transformers import TrainerCallback
 
 from ..core import LondonLMError
+from .ranks import agree
 
 DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
 
@@ -133,17 +136,17 @@ def _too_small(budget: float, fits: int, warmup: int, step_seconds: float, how: 
             f"~{need} s, or fewer --warmup_steps")
 
 
-def _agree(value: int) -> int:
-    """Rank 0's value on every rank: ranks that disagreed on the step count would hang."""
-    import torch
-    import torch.distributed as dist
+# "no new total yet" in the agreement below
+_NO_TOTAL = 1 << 62
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.long,
-                     device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.broadcast(t, src=0)
-    return int(t.item())
+
+def agreed_total(total: int | None, agree=agree) -> int | None:
+    """The fewest steps any rank proposes (None when none proposes): every rank calls this at
+    every step whatever it decided, so the ranks always meet in the same collective. One whose
+    clock alone says the budget is spent would otherwise enter it while the others skip it: a
+    hang. Agreement runs on the host (:func:`~.ranks.agree`): no GPU synchronisation."""
+    least = -agree([-(_NO_TOTAL if total is None else int(total))])[0]
+    return None if least == _NO_TOTAL else least
 
 
 class BudgetFitCallback(TrainerCallback):
@@ -152,11 +155,13 @@ class BudgetFitCallback(TrainerCallback):
     bound (set it high when the budget should decide); the fitted total never exceeds it."""
 
     def __init__(self, budget_seconds: float, skip_steps: int = 2,
-                 clock: Callable[[], float] = time.perf_counter, log: Callable[[str], None] | None = print):
+                 clock: Callable[[], float] = time.perf_counter, log: Callable[[str], None] | None = print,
+                 agree: Callable[[list[int]], list[int]] = agree):
         check_budget(budget_seconds, 0)
         self.budget = float(budget_seconds)
         self.skip_steps = skip_steps
         self.clock = clock
+        self.agree = agree
         self.log = log or (lambda _msg: None)
         self.schedule: WarmupStableDecay | None = None
         self.on_total: Callable[[int], None] | None = None  # e.g. resize a progress bar
@@ -191,9 +196,9 @@ class BudgetFitCallback(TrainerCallback):
             total = g + max(1, int((self.budget - elapsed) // s.step_seconds))
         elif elapsed >= self.budget:
             total = g + 1
+        total = agreed_total(total, self.agree)
         if total is None:
             return
-        total = _agree(total)
         if total <= s.warmup_steps and g <= s.warmup_steps:
             raise BudgetError(_too_small(self.budget, total, s.warmup_steps,
                                          s.step_seconds or elapsed / max(1, g), "measured"))

@@ -3,12 +3,20 @@ machine runs fastest (``--autotune``, measured once per machine and cached; expl
 win), and the time budget (``--time_budget`` / ``--max_seconds``): refused before any data
 work when it cannot hold the warm-up, then a warmup-stable-decay schedule fitted to it while
 training (``londonlm.training.schedules``), so the run ends on time with a finished schedule and
-``final/`` saved. Also the optimizer factory for ``--optim muon``.
+``final/`` saved; whether ``torch.compile`` can build kernels here (checked before any data
+work; off with a message, or refused when asked for); the optimizer factory for ``--optim muon``.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import sysconfig
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
+from ..core import free_memory_bytes
 from .autotune import Candidate, SpeedChoice, resolve_speed_settings, time_candidate
 from .base import TrainingError, log
 from .model import Kernels
@@ -35,6 +43,7 @@ class SpeedOptions:
     attn_implementation: str = "auto"    # auto | sdpa | eager
     fused_loss: str = "auto"             # auto | on | off
     optimizer: str = "adamw"             # adamw | muon
+    compile_given: bool = False          # --torch_compile was on the command line
 
     def explicit(self) -> dict:
         """The speed settings the user gave on the command line."""
@@ -104,14 +113,160 @@ def choose_speed(speed: SpeedOptions, args, shape, world: int, previous_info: di
                                                       f"{kept.describe()}")
     else:
         choice = resolve_speed_settings(speed.autotune, shape, batch, explicit, world_size=world,
-                                        max_probe_seconds=speed.probe_seconds, log=log)
+                                        max_probe_seconds=speed.probe_seconds, log=log,
+                                        free_bytes=free_memory_bytes("cpu"))
     fallback = resolve_speed_settings("off", shape, batch, explicit, log=lambda _m: None).candidate
     cand = _agreed(choice.candidate, fallback)
     log(choice.message if cand == choice.candidate else f"speed settings: {cand.describe()}")
     apply_precision(args, cand.precision)
+    settle_compile(args, speed.compile_given)
     step = choice.step_seconds * args.gradient_accumulation_steps if choice.step_seconds else None
     kernels = Kernels(cand.attn_implementation, cand.fused_loss, cand.precision, torch.cuda.is_available())
     return SpeedPlan(kernels, choice.source, choice.message, step, choice.figures)
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+def _compiler_problem(device_type: str) -> str | None:
+    """What torch.compile's code generators need and this machine lacks, or None: on CUDA,
+    Triton and a C compiler (Triton builds a small C launcher per kernel signature), on the
+    CPU a C++ compiler (inductor's kernels); and the Python headers, both."""
+    if device_type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "Triton is not installed (torch's CUDA wheels for Linux bring it)"
+        cc = os.environ.get("CC")
+        if not (shutil.which(cc) if cc else any(shutil.which(c) for c in ("cc", "gcc", "clang"))):
+            return (f"no C compiler ({'CC=' + cc if cc else 'cc, gcc or clang'}): Triton builds a C "
+                    f"launcher for each kernel; install gcc")
+    else:
+        import torch._inductor.config as inductor_config
+
+        cxx = inductor_config.cpp.cxx[-1]  # what inductor will call ($CXX, else g++)
+        if not shutil.which(cxx):
+            return f"no C++ compiler ({cxx}) for inductor's CPU kernels; install g++"
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not headers.exists():
+        return f"no Python headers ({headers}); install the python3-dev package of this Python"
+    return None
+
+
+def _probe(x):
+    return (x * 2.0).sin() + 1.0
+
+
+def compile_problem(device_type: str) -> str | None:
+    """Why torch.compile cannot build kernels for ``device_type`` here (one line), or None. The
+    tools it needs first, then a real compile of a tiny function with inductor's caches off (a
+    cached kernel would load without a compiler and prove nothing)."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    missing = _compiler_problem(device_type)
+    if missing:
+        return missing
+    try:
+        with inductor_config.patch(force_disable_caches=True), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "dynamo_pgo force disabled": what we asked for
+            torch.compile(_probe, dynamic=False)(torch.ones(8, device=device_type))
+        if device_type == "cuda":
+            torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001  (whatever stops the compile stops the run's too)
+        lines = str(e).strip().splitlines()
+        return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
+    finally:
+        torch._dynamo.reset()
+    return None
+
+
+def compile_off(args) -> None:
+    """Turn ``TrainingArguments``' torch.compile off after it was built: its backend too, from
+    which the Trainer builds accelerate's dynamo plugin (a backend alone compiles)."""
+    args.torch_compile, args.torch_compile_backend, args.torch_compile_mode = False, None, None
+
+
+def settle_compile(args, given: bool) -> None:
+    """Before any data work, every rank checks that torch.compile can build kernels here. Where
+    one cannot: asked for on the command line, the run is refused naming the fix; on by default
+    (CUDA), every rank trains eager and the log says why."""
+    import torch
+
+    if not args.torch_compile:
+        return
+    problem = compile_problem("cuda" if not args.use_cpu and torch.cuda.is_available() else "cpu")
+    if not agree([int(problem is not None)])[0]:
+        return
+    problem = problem or "another rank could not compile"
+    if given:
+        raise TrainingError(f"--torch_compile: torch.compile cannot build kernels here ({problem}); "
+                            f"install what it names, or pass --torch_compile false")
+    compile_off(args)
+    log(f"torch.compile: off, training eager: it cannot build kernels here ({problem}). Install what "
+        f"it names to compile; --torch_compile false skips this check")
+
+
+# --------------------------------------------------------------------------- memory and micro-batch
+
+# Share of a GPU's free memory a step's estimated peak may take: the estimate is of an eager step
+# (a compiled one stores less), and the allocator's fragmentation and NCCL's buffers need the rest
+GPU_MEMORY_SHARE = 0.85
+
+
+def memory_of(shape, batch: int, kernels: Kernels, optimizer: str, dropout: float, shards: int = 1):
+    """:meth:`ModelShape.training_memory` of a step trained with these kernels."""
+    return shape.training_memory(batch, attention=kernels.attn, precision=kernels.precision,
+                                 fused_loss=kernels.fused_loss, optimizer=optimizer,
+                                 dropout=dropout, shards=shards)
+
+
+def fit_micro_batch(sequences_per_step: int, fits: Callable[[int], bool]) -> int:
+    """The largest micro-batch that divides the sequences each rank trains per optimizer step
+    (so the tokens per step stay the same) and ``fits``; 1 when none does."""
+    return max((b for b in range(1, sequences_per_step + 1) if sequences_per_step % b == 0 and fits(b)),
+               default=1)
+
+
+def _gb(x: float) -> str:
+    return f"{x / 1e9:.2f} GB" if x >= 1e9 else f"{x / 1e6:.0f} MB"
+
+
+def _set_micro_batch(args, batch: int, per_step: int, eval_batch_given: bool) -> None:
+    args.per_device_train_batch_size, args.gradient_accumulation_steps = batch, per_step // batch
+    if not eval_batch_given:
+        args.per_device_eval_batch_size = batch
+
+
+def fit_batch_to_memory(args, shape, kernels: Kernels, optimizer: str, dropout: float,
+                        batch_given: bool, eval_batch_given: bool, world: int = 1,
+                        previous_info: dict | None = None) -> None:
+    """Log the step's memory estimate; on CUDA, unless the command line fixed the batch, choose
+    the micro-batch from the free memory every rank measured (the least of them), keeping
+    batch x accumulation (tokens per step): a preset's 16 x 512 x 2 uses a fifth of an 80 GB
+    card. A resumed run keeps the split it was trained with (``previous_info``), so that it
+    continues as the uninterrupted run would."""
+    shards = world if args.fsdp else 1
+    batch, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    per_step = batch * accum
+    before = (previous_info or {}).get("batch_size"), (previous_info or {}).get("gradient_accumulation_steps")
+    if kernels.cuda and not batch_given and None not in before and before[0] * before[1] == per_step:
+        if before[0] != batch:
+            log(f"micro-batch {before[0]} x {before[1]} accumulation steps, as the resumed run trained")
+            _set_micro_batch(args, before[0], per_step, eval_batch_given)
+    elif kernels.cuda and not batch_given:
+        free = -agree([-free_memory_bytes("cuda")])[0]
+        chosen = fit_micro_batch(per_step, lambda b: memory_of(
+            shape, b, kernels, optimizer, dropout, shards).total <= GPU_MEMORY_SHARE * free)
+        if chosen != batch:
+            log(f"micro-batch {chosen} x {per_step // chosen} accumulation steps (was {batch} x {accum}; "
+                f"same tokens per step): the largest whose estimated peak fits "
+                f"{GPU_MEMORY_SHARE:.0%} of the {_gb(free)} free on the GPU (--batch_size fixes it)")
+            _set_micro_batch(args, chosen, per_step, eval_batch_given)
+    batch = args.per_device_train_batch_size
+    m = memory_of(shape, batch, kernels, optimizer, dropout, shards)
+    log(f"memory: ~{_gb(m.total)} per device to train at micro-batch {batch} ({kernels.attn} attention, "
+        f"{kernels.precision}, {'fused' if kernels.fused_loss else 'stock'} loss): weights, gradients and "
+        f"optimizer {_gb(m.state)}, activations {_gb(m.activations + m.scores)}, LM head {_gb(m.logits)}")
 
 
 def check_time_budget(time_budget: float, args, shape, speed: SpeedPlan) -> None:
@@ -120,10 +275,11 @@ def check_time_budget(time_budget: float, args, shape, speed: SpeedPlan) -> None
     if not time_budget:
         return
     step = speed.step_seconds
-    if step is None:
+    if step is None:  # timed as the run will train: compiled when it compiles (the warm-up compiles)
         k = speed.kernels
         times = time_candidate(Candidate(k.precision, k.attn, k.fused_loss), shape,
-                               args.per_device_train_batch_size, warmup_steps=1, timed_steps=2)
+                               args.per_device_train_batch_size, warmup_steps=1, timed_steps=2,
+                               compile=bool(args.torch_compile))
         step = min(times) * args.gradient_accumulation_steps
     step = agree([round(step * 1e6)])[0] / 1e6  # the slowest rank's estimate, on every rank
     fits = check_budget(time_budget, args.warmup_steps, step)
@@ -139,8 +295,10 @@ def budget_schedule(time_budget: float, args) -> WarmupStableDecay | None:
     return WarmupStableDecay(args.warmup_steps, args.max_steps, BUDGET_DECAY_FRACTION, floor, "linear")
 
 
-def budget_callback(time_budget: float) -> BudgetFitCallback | None:
-    return BudgetFitCallback(time_budget, log=log) if time_budget else None
+def budget_callback(time_budget: float, clock: Callable[[], float] | None = None) -> BudgetFitCallback | None:
+    if not time_budget:
+        return None
+    return BudgetFitCallback(time_budget, log=log, **({"clock": clock} if clock else {}))
 
 
 def attach_budget_fit(trainer, fit: BudgetFitCallback) -> None:

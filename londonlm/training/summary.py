@@ -69,16 +69,17 @@ def training_settings(opts: RunOptions, args) -> dict:
 
 
 def run_summary(opts: RunOptions, args, plan: TrainingPlan, data: TrainData, kernels: Kernels,
-                model, out: Outcome) -> dict:
+                model, out: Outcome, settings: dict | None = None) -> dict:
     """The run_info.json record: shape, size, steps, tokens, time, losses, hardware, data,
-    hyperparameters, where it resumed from and its parent."""
+    hyperparameters (as trained), where it resumed from and its parent; ``settings``: those
+    asked for (:func:`training_settings` before the micro-batch was fitted to the GPU)."""
     state, logs = out.state, out.state.log_history
     train_losses = [h["loss"] for h in logs if "loss" in h]
     splits = data.meta["splits"]
     return {
         "run_dir": str(opts.run.dir), "preset": opts.preset, "created": now_iso(),
         "run_name": args.run_name, "shape": _shape(opts, plan),
-        "settings": training_settings(opts, args),
+        "settings": settings or training_settings(opts, args),
         "parameters": sum(p.numel() for p in model.parameters()),
         "global_step": state.global_step, "max_steps": state.max_steps,
         **_throughput(plan, out),

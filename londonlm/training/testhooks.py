@@ -1,7 +1,7 @@
 """Test hooks for the multi-process tests, set by environment variables and inert when unset.
 They make one rank misbehave, or record what each rank trained on, in a real torchrun job.
 
-``LONDONLM_TEST_CLOCK_SKEW=RANK:SECONDS``  that rank's stop clock jumps SECONDS ahead
+``LONDONLM_TEST_CLOCK_SKEW=RANK:SECONDS``  that rank's clocks (stop, time budget) jump SECONDS ahead
 ``LONDONLM_TEST_KILL=RANK:STEP``           that rank SIGKILLs itself once STEP is finished
 ``LONDONLM_TEST_BLOCK_LOG=DIR``            each rank appends, per micro-batch, the training
                                            block indices it trains on to DIR/blocks-rank<R>.txt
@@ -31,8 +31,9 @@ def _for_this_rank(var: str) -> float | None:
 
 
 def stop_clock():
-    """The clock the stop decision reads. On the rank the test names it jumps SECONDS ahead
-    once training has begun (its first reading, the start, is true)."""
+    """The clock a stop decision reads (--stop_after_seconds, --time_budget). On the rank the
+    test names it jumps SECONDS ahead once training has begun (its first reading, the start, is
+    true)."""
     skew = _for_this_rank(CLOCK_SKEW)
     if not skew:
         return time.monotonic

@@ -17,6 +17,10 @@ needs and the stock one does not do.
   gloo CPU group silently trains plain DDP; torch's FSDP2 runs on gloo, so the plugin is
   handed to the accelerator state there. Any other case where ``--fsdp`` would be ignored is
   an error.
+- Saved weights are the model's: a gathered state dict's keys lose torch.compile's
+  ``_orig_mod.`` prefix (transformers 4.x saved FSDP1 + compile weights that way, and
+  ``from_pretrained`` then loads random weights with only a warning), and keys that still do not
+  match the model are refused before anything is written.
 """
 from __future__ import annotations
 
@@ -88,6 +92,31 @@ def sharded_checkpoints(args) -> None:
         args.fsdp_plugin_args["state_dict_type"] = "SHARDED_STATE_DICT"
 
 
+COMPILED_PREFIX = "_orig_mod."  # what torch.compile's wrapper adds to every parameter name
+
+
+def matching_state_dict(state_dict: dict, model) -> dict:
+    """``state_dict`` under ``model``'s own parameter names: torch.compile's prefix removed;
+    any other difference (a missing or foreign tensor) refused, as a ``final/`` saved with it
+    would load random weights. Tied weights (GPT-2's LM head) may appear once."""
+    fixed = {k.replace(COMPILED_PREFIX, ""): v for k, v in state_dict.items()}
+    own = model.state_dict(keep_vars=True)
+    seen, tied = {}, set()
+    for name, tensor in own.items():
+        if id(tensor) in seen:
+            tied.add(name)
+        seen.setdefault(id(tensor), name)
+    missing = sorted(set(own) - set(fixed) - tied)
+    foreign = sorted(set(fixed) - set(own))
+    if missing or foreign:
+        raise TrainingError(
+            f"refusing to save weights that do not match the model (they would load as random "
+            f"weights): {len(missing)} missing ({', '.join(missing[:3])}), {len(foreign)} unknown "
+            f"({', '.join(foreign[:3])}); pin the tested transformers/accelerate versions "
+            f"(requirements.txt) or train without --torch_compile")
+    return fixed
+
+
 class RunTrainer(Trainer):
     """``Trainer`` with the stream sampler, signal-proof DataLoader workers, a DataLoader
     RNG of its own, FSDP on CPU groups, and an optional per-step hook (test hooks)."""
@@ -127,6 +156,12 @@ class RunTrainer(Trainer):
         if self.on_batch is not None:
             self.on_batch(self, inputs)
         return super().training_step(model, inputs, *args, **kwargs)
+
+    def _save(self, output_dir=None, state_dict=None):
+        if state_dict and self.args.should_save:  # the writer checks what it writes
+            state_dict = matching_state_dict(
+                state_dict, self.accelerator.unwrap_model(self.model, keep_torch_compile=False))
+        super()._save(output_dir, state_dict)
 
     def save_model(self, output_dir=None, _internal_call=False):
         """Every rank calls this (checkpoints, final/). Under FSDP the full weights are gathered

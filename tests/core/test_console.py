@@ -22,7 +22,8 @@ WORK = textwrap.dedent('''
         tok = AutoTokenizer.from_pretrained(model_dir)
         tok("It was a cold morning in Cheapside. " * 400)
         ids = torch.tensor([[5, 6, 7, 8]])
-        AutoModelForCausalLM.from_pretrained(model_dir)(input_ids=ids, labels=ids)
+        from londonlm.training.modeling import with_causal_lm_loss
+        with_causal_lm_loss(AutoModelForCausalLM.from_pretrained(model_dir))(input_ids=ids, labels=ids)
         from londonlm.training.fused_loss import enable_fused_loss
         enable_fused_loss(AutoModelForCausalLM.from_pretrained(model_dir))(input_ids=ids, labels=ids)
         from londonlm.generation import GenerationSettings, encode_prompt, load_model
@@ -59,13 +60,13 @@ def test_a_script_prints_none_of_the_known_noise(tmp_path, tiny_model_dir):
 
 def test_without_the_filter_transformers_prints_it(tmp_path, tiny_model_dir):
     """The control: the same work outside ``run_main`` still prints the filtered messages (so
-    the test above can fail), but not the KV-cache deprecation, which is fixed where our code
-    passed the cache."""
+    the test above can fail), but not those fixed where our code caused them: the KV-cache
+    deprecation and the unnamed loss (tests/training/test_modeling.py has its control)."""
     r = _run(tmp_path, "bare", tiny_model_dir)
     assert r.returncode == 0 and "worked" in r.stdout, r.stderr
-    assert "`loss_type=None` was set in the config" in r.stderr
     assert "Token indices sequence length is longer" in r.stderr
     assert "past_key_values" not in r.stderr and "cache_params" not in r.stderr
+    assert "loss_type" not in r.stderr
 
 
 def test_the_filter_is_narrow():

@@ -44,3 +44,47 @@ def test_peak_table_most_specific_whole_word_name_wins(name, flops):
 @pytest.mark.parametrize("name", ["NVIDIA L400", "NVIDIA A1000", "NVIDIA RTX A4000", "Tesla T4"])
 def test_peak_table_unknown_gpus_have_no_peak(name):
     assert peak_flops(name) is None
+
+
+# --------------------------------------------------------------------------- GPUs torch cannot use
+
+from conftest import fake_nvidia_smi  # noqa: E402
+from londonlm.core.hardware import GpuListing, gpu_problem, listed_gpus  # noqa: E402
+
+
+def test_listed_gpus_from_nvidia_smi_and_cuda_visible_devices(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{fake_nvidia_smi(tmp_path, 2)}:/usr/bin:/bin")
+    assert listed_gpus({}) == GpuListing(2, "nvidia-smi", "535.104.05")
+    assert listed_gpus({"CUDA_VISIBLE_DEVICES": "1"}) == GpuListing(1, "CUDA_VISIBLE_DEVICES", "535.104.05")
+    assert listed_gpus({"CUDA_VISIBLE_DEVICES": ""}).count == 0
+    assert listed_gpus({"CUDA_VISIBLE_DEVICES": "-1"}).count == 0
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert listed_gpus({}) == GpuListing(0, "nvidia-smi", None)
+
+
+def test_a_cpu_only_torch_on_a_gpu_machine_names_the_driver_and_the_wheel_index():
+    msg = gpu_problem(GpuListing(1, "nvidia-smi", "535.104.05"), "2.13.0+cpu", None, False)
+    assert "1 GPU (NVIDIA driver 535.104.05)" in msg and "CPU-only build" in msg
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 bash install.sh" in msg
+    assert "CUDA_VISIBLE_DEVICES=" in msg and "\n" not in msg
+
+
+def test_a_cuda_13_torch_on_an_older_driver_says_which_driver_it_needs():
+    msg = gpu_problem(GpuListing(8, "nvidia-smi", "550.54.15"), "2.13.0", "13.0", False)
+    assert "built for CUDA 13.0, which needs NVIDIA driver >= 580" in msg
+    assert "whl/cu126" in msg
+    new_driver = gpu_problem(GpuListing(8, "nvidia-smi", "580.65.06"), "2.13.0", "13.0", False)
+    assert "cannot reach them" in new_driver and "--gpus" in new_driver
+    too_old = gpu_problem(GpuListing(1, "nvidia-smi", "470.82.01"), "2.13.0+cpu", None, False)
+    assert "upgrade the NVIDIA driver to >= 525" in too_old
+
+
+def test_without_nvidia_smi_the_fix_names_both_indexes():
+    msg = gpu_problem(GpuListing(2, "CUDA_VISIBLE_DEVICES", None), "2.13.0+cpu", None, False)
+    assert "CUDA_VISIBLE_DEVICES shows 2 GPUs but" in msg and "no nvidia-smi here" in msg
+    assert "whl/cu126 bash install.sh for drivers >= 525" in msg and "cu130 for >= 580" in msg
+
+
+def test_no_problem_when_torch_uses_the_gpus_or_none_are_shown():
+    assert gpu_problem(GpuListing(1, "nvidia-smi", "580.1"), "2.13.0", "13.0", True) is None
+    assert gpu_problem(GpuListing(0, "nvidia-smi"), "2.13.0+cpu", None, False) is None

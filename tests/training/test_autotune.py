@@ -230,3 +230,69 @@ def test_the_step_timer_switches_attention_and_loss_on_one_model(monkeypatch):
     assert step.model.config._attn_implementation == "eager" and calls == [1]
     step(Candidate("fp32", "sdpa", False))
     assert step.model.config._attn_implementation == "sdpa" and calls == [1]
+
+
+def test_on_a_gpu_the_fixed_rules_are_used_and_nothing_is_timed(tmp_path, monkeypatch):
+    """The probe times eager steps while a GPU run trains compiled, and its eager-attention
+    candidate alone would hold B*H*T^2 scores per layer: on CUDA, the fixed rules."""
+    monkeypatch.setattr(autotune, "device_key", lambda: {"device": "cuda", "gpu": "NVIDIA H100"})
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    timer = FakeTimer({})
+    choice = _resolve("on", tmp_path / "a.json", timer)
+    assert timer.timed == [] and not (tmp_path / "a.json").exists()
+    assert choice.candidate == Candidate("bf16", "sdpa", False) and choice.source == "default"
+    assert "fixed rules on a GPU" in choice.message
+    pinned = _resolve("refresh", tmp_path / "a.json", timer, explicit={"fused_loss": True})
+    assert pinned.candidate == Candidate("bf16", "sdpa", True) and timer.timed == []
+
+
+def test_candidates_whose_step_would_not_fit_in_memory_are_never_timed(tmp_path, cpu_without_bf16):
+    """A probe step past the memory is killed by the kernel, with the run: at a long context the
+    eager-attention candidates (T x T scores per head and layer) are left out, and the message
+    says so."""
+    shape = ModelShape(n_layer=2, n_head=8, n_embd=64, n_positions=2048, vocab_size=512)
+    sdpa, eager = (shape.training_memory(4, attention=a, precision="fp32").total for a in ("sdpa", "eager"))
+    free = (sdpa / autotune.PROBE_MEMORY_SHARE + eager / autotune.PROBE_MEMORY_SHARE) / 2
+    timer = FakeTimer({})
+    choice = resolve_speed_settings("on", shape, 4, cache_path=tmp_path / "a.json", timer=timer,
+                                    log=lambda _m: None, free_bytes=free)
+    assert timer.timed and all("/sdpa/" in label for label in timer.timed)
+    assert "not timed" in choice.message and "fp32/eager/fused-off" in choice.message
+    nothing = resolve_speed_settings("on", shape, 4, cache_path=tmp_path / "b.json", timer=timer,
+                                     log=lambda _m: None, free_bytes=1e6)
+    assert nothing.source == "default" and "would not fit" in nothing.message
+
+
+def test_a_timer_frees_its_model_without_waiting_for_the_garbage_collector():
+    """The fused loss's forward stored on the model used to be a bound method of it: a cycle
+    that kept each probe's model (GBs at GPT-2 Medium's size) alive until the GC ran."""
+    import gc
+    import weakref
+
+    timer = autotune.StepTimer(SHAPE, 2)
+    model = weakref.ref(timer.model)
+    for cand in (Candidate("fp32", "sdpa", True), Candidate("fp32", "eager", False), Candidate("fp32", "sdpa", True)):
+        assert timer(cand) > 0
+    gc.collect()
+    gc.disable()
+    try:
+        timer.close()
+        assert model() is None
+    finally:
+        gc.enable()
+
+
+def test_the_budget_check_times_the_step_as_the_run_trains(monkeypatch):
+    """Compiled when the run compiles: the eager step time is another program's."""
+    from types import SimpleNamespace
+
+    from londonlm.training import speed
+    from londonlm.training.model import Kernels
+
+    asked = {}
+    monkeypatch.setattr(speed, "time_candidate", lambda cand, shape, batch, **kw: asked.update(kw) or [0.01])
+    args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=1, warmup_steps=1,
+                           torch_compile=True)
+    plan = speed.SpeedPlan(Kernels("sdpa", False, "bf16", True), "default", "", None)
+    speed.check_time_budget(100.0, args, SHAPE, plan)
+    assert asked["compile"] is True

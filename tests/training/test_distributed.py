@@ -523,6 +523,20 @@ def test_a_time_budget_is_one_schedule_for_every_rank(root):
     assert "time budget 25 s: about" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
+def test_a_time_budget_with_one_rank_clock_skewed_never_hangs(root):
+    """Rank 1's clock says the budget is spent before the step time is even measured: it used to
+    enter a broadcast alone while rank 0 went on to the next step (a hang). Every rank now
+    agrees on the total at every step: both end after the same step with final/ saved."""
+    t0 = time.time()
+    r = torchrun(root, 2, "--time_budget", "3600", "--warmup_steps", "0", "--save_steps", "100000",
+                 env_extra={"LONDONLM_TEST_CLOCK_SKEW": "1:100000"}, timeout=240)
+    ok(r)
+    info = json.loads((run_dir(root) / "run_info.json").read_text())
+    assert info["global_step"] == info["time_budget"]["fitted_total_steps"] == 1
+    assert (run_dir(root) / "final" / "model.safetensors").exists() and time.time() - t0 < 240
+
+
 def _blocks_read(folder: Path) -> list[int]:
     return [int(b) for f in sorted(folder.glob("blocks-rank*.txt"))
             for line in f.read_text().splitlines() for b in line.split()[1:]]

@@ -14,7 +14,7 @@ import pytest
 
 from londonlm.training.launch import stop_message
 
-from conftest import patch_core
+from conftest import fake_nvidia_smi, patch_core
 
 REPO = Path(__file__).resolve().parents[2]
 STUB = "#!/bin/sh\necho \"STUB $0 $*\"\n"
@@ -134,3 +134,110 @@ def test_launcher_shares_cores_unless_omp_num_threads_is_set(monkeypatch):
     assert threads_per_rank(["--nproc_per_node", "3", "x.py"], {}) == "5"
     assert threads_per_rank(["--nproc_per_node=4"], {"OMP_NUM_THREADS": "2"}) is None
     assert threads_per_rank(["--nproc_per_node=gpu"], {}) is None
+
+
+def test_gpu_machine_with_cpu_only_torch_is_refused_before_any_rank_starts(micro_root, tmp_path):
+    """The acceptance: a fake nvidia-smi listing one GPU, no CUDA_VISIBLE_DEVICES, this CPU-only
+    torch: ./launch_training.sh micro --max_steps 2 exits 2 with one error line, no checkpoint."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this torch can use a GPU")
+    root = tmp_path / "root"
+    shutil.copytree(micro_root, root)
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "PYTHON")}
+    env.update(PATH=f"{fake_nvidia_smi(tmp_path / 'bin', 1)}:{env['PATH']}", LONDONLM_ROOT=str(root),
+               WANDB_MODE="disabled")
+    out = subprocess.run(["bash", str(REPO / "launch_training.sh"), "micro", "--max_steps", "2"],
+                         env=env, text=True, capture_output=True, timeout=300)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: nvidia-smi shows 1 GPU"), out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert not list((root / "09_models" / "checkpoints").glob("*/checkpoint-*"))
+
+
+def test_training_script_refuses_gpus_it_cannot_use_unless_the_cpu_is_asked_for(monkeypatch, tmp_path):
+    """Run directly (no launcher), a training job stops at its flags, and every job's one
+    TrainingArguments constructor refuses too; --use_cpu true is the way to the CPU on purpose."""
+    import torch
+
+    from londonlm.core import GpuUnusable
+    from londonlm.training.args import parse_train_flags
+    from londonlm.training.loop import make_training_arguments
+
+    if torch.cuda.is_available():
+        pytest.skip("this torch can use a GPU")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(GpuUnusable, match="CUDA_VISIBLE_DEVICES shows 1 GPU"):
+        parse_train_flags(["--preset", "micro"])
+    with pytest.raises(GpuUnusable):
+        make_training_arguments({"output_dir": str(tmp_path)})
+    assert parse_train_flags(["--preset", "micro", "--use_cpu", "true"]).trainer["use_cpu"] is True
+    assert make_training_arguments({"output_dir": str(tmp_path), "use_cpu": True}).use_cpu
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert parse_train_flags(["--preset", "micro"]).trainer["use_cpu"] is True
+
+
+def test_launcher_lets_cpu_on_purpose_through(monkeypatch):
+    from londonlm.training.launch import cpu_on_purpose
+
+    assert cpu_on_purpose(["--nproc_per_node=2", "x.py", "--use_cpu", "true"])
+    assert cpu_on_purpose(["x.py", "--use_cpu=1"])
+    assert not cpu_on_purpose(["x.py", "--use_cpu", "false"]) and not cpu_on_purpose(["x.py"])
+
+
+def _launch(tmp_path, *torchrun_args, timeout=120):
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "londonlm.training.launch", "--run_dir", str(tmp_path / "run"),
+                           "--resume_hint", "AGAIN", "--", *torchrun_args], cwd=str(REPO), text=True,
+                          capture_output=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _error_lines(out) -> list[str]:
+    return [line for line in out.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_nodes_that_never_meet_end_in_one_line_naming_the_interface_variables(tmp_path):
+    """A two-node job whose other node never comes: torchrun's rendezvous times out and the
+    launcher says where the nodes were to meet and which variables pick the network interface."""
+    from test_distributed import free_port
+
+    script = tmp_path / "hi.py"
+    script.write_text("print('hi')\n")
+    port = free_port()
+    out = _launch(tmp_path, "--nnodes=2", "--node_rank=0", "--nproc_per_node=1", "--master_addr=127.0.0.1",
+                  f"--master_port={port}", "--rdzv_conf", "timeout=2", str(script))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    (line,) = _error_lines(out)
+    assert "could not meet" in line and f"127.0.0.1:{port}" in line and "NNODES (2)" in line
+    assert "GLOO_SOCKET_IFNAME" in line and "NCCL_SOCKET_IFNAME" in line
+
+
+def test_a_failing_rank_ends_in_one_line_not_torchruns_traceback(tmp_path):
+    from test_distributed import free_port
+
+    script = tmp_path / "fail.py"
+    script.write_text("import sys\nprint('error: a user error in the rank', file=sys.stderr)\nsys.exit(2)\n")
+    out = _launch(tmp_path, "--nproc_per_node=1", f"--master_port={free_port()}", str(script))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert _error_lines(out) == ["error: a user error in the rank",
+                                 "error: training failed on rank 0 (exit code 2); that rank's own error is above"]
+
+
+def test_a_gloo_group_that_cannot_connect_names_the_interface_variable(monkeypatch):
+    from londonlm.core import LondonLMError
+    from londonlm.training import ranks
+
+    class Dist:
+        DistError = RuntimeError
+
+        def new_group(self, **kw):
+            raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:144] connect: Connection refused")
+
+    monkeypatch.setattr(ranks, "_dist", lambda: Dist())
+    monkeypatch.setattr(ranks, "_groups", {})
+    with pytest.raises(LondonLMError, match="GLOO_SOCKET_IFNAME") as e:
+        ranks._group("control")
+    assert "Connection refused" in str(e.value)

@@ -23,7 +23,7 @@ def _profiled_step(fused: bool, optimizer):
         loss.backward()
         opt.step()
     assert not any(h for h in [model._forward_pre_hooks, model._forward_hooks]), "hooks left behind"
-    return group_events(prof.events())
+    return group_events(prof.events())[:2]
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -86,3 +86,30 @@ def test_a_run_too_short_for_the_window_says_so(root, capsys):
 def test_profile_steps_must_be_positive(root, capsys):
     assert train(root, "--profile_steps", "-1") == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_gpu_profiles_record_kernels_and_attribute_them_to_the_launching_op(monkeypatch):
+    """On CUDA the profiler records kernels too; each op's own device time goes to its group,
+    the table gains a GPU column and the GPU's busy share, and the GEMM rate uses kernel time."""
+    from types import SimpleNamespace
+
+    from londonlm.training import profiling
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert profiling.profiler_activities() == [torch.profiler.ProfilerActivity.CPU,
+                                               torch.profiler.ProfilerActivity.CUDA]
+
+    def op(name, cpu, gpu, parent=None, flops=0):
+        return SimpleNamespace(name=name, cpu_parent=parent, sequence_nr=-1, thread=1, self_cpu_time_total=cpu,
+                               self_device_time_total=gpu, flops=flops, cpu_children=[])
+
+    mlp = op("londonlm::GEMM", 5.0, 0.0)
+    events = [mlp, op("aten::addmm", 20.0, 600.0, mlp, flops=12e9), op("aten::add", 10.0, 100.0)]
+    totals, flops, device = profiling.group_events(events)
+    assert device["GEMM"] == 600.0 and device["other ops"] == 100.0 and totals["GEMM"] == 20.0
+    res = profiling.profile_table(totals, wall_s=0.001, steps=1, gemm_flops=flops["GEMM"], device_us=device)
+    rows = {r["group"]: r for r in res["groups"]}
+    assert rows["GEMM"]["gpu_ms_per_step"] == 0.6 and res["gpu_busy_share"] == 0.7
+    assert res["gemm_gflops_per_s"] == 20_000.0  # 12 GFLOP in 0.6 ms of kernels
+    text = profiling.markdown(res)
+    assert "GPU ms per step |" in text and "| GEMM | 0.0 | 2.0% | 0.6 |" in text and "GPU busy 70.0%" in text

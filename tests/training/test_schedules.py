@@ -83,7 +83,7 @@ class SimulatedClock:
 
 
 def _run(tmp_path, budget, tau=0.5, first=2.0, warmup=3, max_steps=10_000, resume=None,
-         stop_at=None, clock=None, logs=None):
+         stop_at=None, clock=None, logs=None, agree=None):
     from transformers import Trainer, TrainerCallback
 
     clock = clock or SimulatedClock(tau, first)
@@ -98,7 +98,8 @@ def _run(tmp_path, budget, tau=0.5, first=2.0, warmup=3, max_steps=10_000, resum
     args = micro_training_args(tmp_path, max_steps=max_steps, save_strategy="steps", save_steps=10_000)
     model = micro_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
-    fit = BudgetFitCallback(budget, clock=clock, log=(logs.append if logs is not None else None))
+    fit = BudgetFitCallback(budget, clock=clock, log=(logs.append if logs is not None else None),
+                            **({"agree": agree} if agree else {}))
     trainer = Trainer(model=model, args=args, train_dataset=micro_lm_dataset(400),
                       optimizers=(opt, make_lr_scheduler(opt, sched)), callbacks=[Tick(), fit])
     trainer.train(resume_from_checkpoint=resume)
@@ -165,3 +166,22 @@ def test_callback_refuses_a_scheduler_it_cannot_fit(tmp_path):
                       train_dataset=micro_lm_dataset(16), callbacks=[BudgetFitCallback(10)])
     with pytest.raises(TypeError, match="WarmupStableDecay"):
         trainer.train()
+
+
+def test_every_rank_joins_the_budget_agreement_at_every_step(tmp_path):
+    """The agreement is a collective: a rank that joins it only when its own clock has decided
+    (before the step time is known, a clock alone says the budget is spent) would wait there for
+    ranks that never come. Here the fitter joins once per step from the first, and the fewest
+    steps any rank proposes wins."""
+    from londonlm.training.schedules import agreed_total
+
+    calls = []
+
+    def one_rank(values):  # the agreement as one rank sees it: its own proposal
+        calls.append(values)
+        return values
+    trainer, sched, clock, fit = _run(tmp_path, budget=20.0, agree=one_rank)
+    assert len(calls) == trainer.state.global_step  # one per step, whether or not it proposed
+    assert agreed_total(None, lambda v: v) is None and agreed_total(7, lambda v: v) == 7
+    other_rank_proposes = lambda v: [max(v[0], -5)]  # noqa: E731  (MAX over -total: the fewest)
+    assert agreed_total(None, other_rank_proposes) == 5 and agreed_total(9, other_rank_proposes) == 5

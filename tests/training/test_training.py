@@ -216,3 +216,28 @@ def test_the_one_training_arguments_constructor_takes_bf16_on_any_cpu(tmp_path):
     assert args.bf16 and (args.use_cpu or torch.cuda.is_available())
     with pytest.raises(UsageError):
         make_training_arguments({"output_dir": str(tmp_path), "optim": "no-such-optimizer"})
+
+
+def test_saved_weights_lose_the_compile_prefix_and_foreign_ones_are_refused(tmp_path):
+    """A gathered state dict from a compiled model (transformers 4.x, FSDP1 + torch.compile) had
+    ``_orig_mod.``-prefixed keys, and from_pretrained loaded random weights with a warning: the
+    prefix is stripped; keys that still do not match are refused before anything is written."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import micro_gpt2, micro_lm_dataset, micro_training_args
+    from londonlm.training.base import TrainingError
+    from londonlm.training.trainer import RunTrainer
+
+    model = micro_gpt2()
+    trainer = RunTrainer(model=model, args=micro_training_args(tmp_path / "run"), train_dataset=micro_lm_dataset(8))
+    compiled = {f"_orig_mod.{k}": v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    trainer._save(str(tmp_path / "final"), state_dict=compiled)
+    again = AutoModelForCausalLM.from_pretrained(str(tmp_path / "final"))
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    foreign = {k: v for k, v in model.state_dict().items() if "h.0.mlp" not in k}
+    foreign["module.extra"] = torch.zeros(1)
+    with pytest.raises(TrainingError, match="do not match the model.*missing.*h.0.mlp"):
+        trainer._save(str(tmp_path / "bad"), state_dict=foreign)
+    assert not (tmp_path / "bad").exists()

@@ -2,6 +2,7 @@
 --max_seconds (a fitted schedule that ends at the budget with final/ saved), a budget too small
 for the warm-up refused before any work, --autotune on/refresh/off with its cache, --optim muon
 (recorded, resumed exactly), and a resumed run keeping its speed settings."""
+import dataclasses
 import json
 
 import pytest
@@ -200,3 +201,148 @@ def test_torch_compile_is_the_default_on_cuda_unless_the_budget_is_short(monkeyp
     assert compiled() is True
     assert compiled("--max_seconds", "120") is False
     assert compiled("--torch_compile", "false") is False
+
+
+def test_compile_preflight_names_what_is_missing_and_catches_a_compile_that_fails():
+    """The tools first (a missing compiler), then a real compile with the caches off: a
+    compiler that exists but fails is caught too, where the first training step would fail."""
+    import torch._inductor.config as inductor_config
+
+    from londonlm.training.speed import compile_problem
+
+    with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++")}):  # as $CXX sets it
+        assert "no C++ compiler (/nonexistent/g++)" in compile_problem("cpu")
+    with inductor_config.patch({"cpp.cxx": (None, "/bin/false")}):
+        assert "InductorError" in compile_problem("cpu")
+
+
+def test_compile_on_by_default_falls_back_to_eager_and_asked_for_is_refused(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from londonlm.training import speed
+    from londonlm.training.base import TrainingError
+
+    monkeypatch.setattr(speed, "compile_problem", lambda device: "no C compiler (cc, gcc or clang)")
+    args = SimpleNamespace(torch_compile=True, torch_compile_backend="inductor", torch_compile_mode=None,
+                           use_cpu=True)
+    speed.settle_compile(args, given=False)
+    assert (args.torch_compile, args.torch_compile_backend) == (False, None)  # no dynamo plugin either
+    assert "training eager" in capsys.readouterr().out
+    args.torch_compile = True
+    with pytest.raises(TrainingError, match="--torch_compile false"):
+        speed.settle_compile(args, given=True)
+    monkeypatch.setattr(speed, "compile_problem", lambda device: None)
+    args = SimpleNamespace(torch_compile=True, torch_compile_backend="inductor", use_cpu=True)
+    speed.settle_compile(args, given=True)
+    assert args.torch_compile is True
+
+
+def test_torch_compile_asked_for_where_it_cannot_build_is_refused_before_any_data_work(root, capsys):
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++")}):
+        assert train(root, "--torch_compile", "true", "--max_steps", "2", *QUIET) == 2
+    err = capsys.readouterr().err
+    assert "--torch_compile false" in err and "no C++ compiler" in err and "Traceback" not in err
+    assert not (run_dir(root) / "pretokenized_data").exists()
+
+
+def test_a_compile_failure_in_the_first_step_is_one_line_naming_the_way_out():
+    import torch
+
+    from londonlm.training.loop import compile_failure
+
+    try:
+        torch.compile(lambda x: x + 1, backend="no_such_backend")(torch.ones(2))
+    except Exception as e:  # noqa: BLE001
+        assert compile_failure(e)
+    assert not compile_failure(ValueError("a bug in the model"))
+
+
+def _args(batch, accum, eval_batch=None, fsdp=""):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
+                           per_device_eval_batch_size=eval_batch or batch, fsdp=fsdp)
+
+
+def test_the_micro_batch_is_fitted_to_the_gpus_free_memory_keeping_tokens_per_step(monkeypatch, capsys):
+    """On CUDA the slm preset's 16 x 2 becomes 32 x 1 on an 80 GB card and shrinks on a small one;
+    the command line's batch, a resumed run's split and CPU runs are kept."""
+    from londonlm.training import speed
+    from londonlm.training.model import Kernels
+    from londonlm.training.modeling import ModelShape
+
+    slm = ModelShape(12, 12, 768, 512, 30016)
+    gpu = Kernels("sdpa", False, "bf16", cuda=True)
+    fit = lambda args, **kw: speed.fit_batch_to_memory(args, slm, gpu, "adamw", 0.1, kw.get("given", False),  # noqa: E731
+                                                     kw.get("eval_given", False), 1, kw.get("previous"))
+    monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 80e9)
+    args = _args(16, 2)
+    fit(args)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.per_device_eval_batch_size) == (32, 1, 32)
+    assert "micro-batch 32 x 1 accumulation steps (was 16 x 2" in capsys.readouterr().out
+    monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 6e9)
+    args = _args(16, 2, eval_batch=64)
+    fit(args, eval_given=True)
+    b = args.per_device_train_batch_size
+    assert b * args.gradient_accumulation_steps == 32 and b < 16 and args.per_device_eval_batch_size == 64
+    assert speed.memory_of(slm, b, gpu, "adamw", 0.1).total <= speed.GPU_MEMORY_SHARE * 6e9
+    assert speed.memory_of(slm, 2 * b, gpu, "adamw", 0.1).total > speed.GPU_MEMORY_SHARE * 6e9
+    monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 80e9)
+    for kept in (dict(given=True), dict(previous={"batch_size": 16, "gradient_accumulation_steps": 2})):
+        args = _args(16, 2)
+        fit(args, **kept)
+        assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 2), kept
+    args = _args(16, 2)
+    speed.fit_batch_to_memory(args, slm, Kernels("sdpa", False, "bf16", cuda=False), "adamw", 0.1, False, False)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 2)
+    assert "GB per device to train at micro-batch 16" in capsys.readouterr().out
+
+
+def test_a_fitted_micro_batch_leaves_the_recorded_settings_as_asked(root, monkeypatch):
+    """run_info.json's settings keep the batch the command asked for (the pipeline compares
+    them); its top-level batch size is what trained."""
+    from londonlm.training import speed
+
+    monkeypatch.setattr(speed, "fit_micro_batch", lambda per_step, fits: 4)
+    monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 1e12)
+    real = speed.fit_batch_to_memory
+
+    def as_on_a_gpu(args, shape, kernels, *rest):
+        real(args, shape, dataclasses.replace(kernels, cuda=True), *rest)
+
+    monkeypatch.setattr("londonlm.training.run.fit_batch_to_memory", as_on_a_gpu)
+    assert train(root, "--max_steps", "2", *QUIET) == 0
+    info = info_of(root)
+    assert info["settings"]["batch_size"] == 8 and info["settings"]["gradient_accumulation_steps"] == 1
+    assert info["batch_size"] == 4 and info["gradient_accumulation_steps"] == 2
+
+
+def test_evaluations_read_whole_batches_when_compiled_and_gpu_presets_are_capped():
+    """A compiled model recompiles for a ragged last validation batch at every evaluation; the
+    cap means the same blocks at every world size; slm/regular no longer read their whole
+    validation split every few hundred steps."""
+    from londonlm.training.data import eval_blocks
+
+    assert eval_blocks(1000, 16) == 1000 and eval_blocks(1000, 16, whole_batches=True) == 992
+    assert eval_blocks(1000, 16, max_batches=10) == eval_blocks(1000, 16, 10, world=4) == 160
+    assert eval_blocks(1000, 16, 10, world=3, whole_batches=True) == 144  # 3 ranks x 16
+    assert eval_blocks(10, 16, whole_batches=True) == 10  # less than one batch: all of it
+    assert config.PRESETS["slm"].eval_max_batches == config.PRESETS["regular"].eval_max_batches == 100
+
+
+def test_the_trainer_does_not_check_every_micro_batch_loss_on_the_host():
+    """logging_nan_inf_filter reads every micro-batch's loss back from the GPU (a sync each);
+    pre-training and chat fine-tuning turn it off unless the command line sets it."""
+    from londonlm.chat.finetune import ChatTrainOptions, training_arguments
+    from londonlm.core import RunLayout
+    from londonlm.training import make_job
+    from londonlm.training.args import parse_train_flags
+
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
+    job = lambda *argv: make_job(parse_train_flags(["--preset", "micro", *argv]), defaults).args  # noqa: E731
+    assert job().logging_nan_inf_filter is False
+    assert job("--logging_nan_inf_filter", "true").logging_nan_inf_filter is True
+    chat = training_arguments(RunLayout(config.get_layout().checkpoints_dir / "chat-x"), ChatTrainOptions())
+    assert chat.logging_nan_inf_filter is False
