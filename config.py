@@ -6,6 +6,7 @@ arguments. Every path derives from one root: the repository folder, or the
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -24,10 +25,17 @@ INSTALL_HINT = ("run `bash install.sh` in the repository, then use .venv/bin/pyt
 
 def require_dependencies(modules=("numpy", "torch", "tokenizers", "transformers")) -> None:
     """Stop with one line naming the fix when this interpreter lacks the project's packages
-    (e.g. the system python instead of .venv's), rather than a traceback deep in a stage."""
+    (e.g. the system python instead of .venv's) or lacks the project itself (another
+    environment's torch, without the versions install.sh pins), rather than a traceback deep
+    in a stage."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise SystemExit(f"error: {sys.executable} lacks {', '.join(missing)}: {INSTALL_HINT}")
+    # the stage scripts put the repository on sys.path, where pip also leaves londonlm.egg-info:
+    # only an install elsewhere on the path counts
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != REPO_DIR]
+    if next(iter(importlib.metadata.distributions(name="londonlm", path=elsewhere)), None) is None:
+        raise SystemExit(f"error: londonlm is not installed for {sys.executable}: {INSTALL_HINT}")
 
 
 require_dependencies()

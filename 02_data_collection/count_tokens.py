@@ -5,13 +5,11 @@ tokenizer (or another tokenizer folder); writes metadata/token_counts.json.
     python 02_data_collection/count_tokens.py
     python 02_data_collection/count_tokens.py --tokenizer path/to/tokenizer_or_model_folder
 """
+import sys
 from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import StageParser
 from londonlm.core.artifacts import write_json_atomic
 from londonlm.tokens.counts import count_tokens_with, format_token_counts

@@ -13,12 +13,11 @@ folder and/or the embedded offline sample; clean, filter, dedup and write texts 
     python 02_data_collection/historical_data_collector.py --list
 """
 import argparse
+import sys
+from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import (StageParser, existing_dir, existing_file, non_negative_float, non_negative_int,
                                percent, positive_int, year)
 from londonlm.corpus.collect import build_corpus

@@ -5,12 +5,11 @@ validation, period-word fertility, top merges.
 
     python 03_tokenizer/test_tokenizer.py
 """
+import sys
+from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import StageParser
 from londonlm.core.artifacts import write_json_atomic
 from londonlm.core.errors import run_main

@@ -6,12 +6,11 @@ Writes a Hugging Face tokenizer folder (tokenizer.json, vocab.json, merges.txt, 
 
     python 03_tokenizer/train_historical_tokenizer.py --preset tiny
 """
+import sys
+from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import positive_int, StageParser, vocabulary, writable_dir
 from londonlm.core.errors import run_main
 from londonlm.tokens.stage import train_tokenizer_stage

@@ -7,13 +7,11 @@ suggested --learning_rate) to <run folder>/lr_find/. The model is discarded.
     python 04_training/find_lr.py --preset micro --steps 60 --output_dir /tmp/lr
 """
 import argparse
+import sys
 from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import non_negative_int, positive_float, positive_int, StageParser, writable_dir
 from londonlm.core.errors import run_main
 
@@ -57,7 +55,7 @@ def parse(argv):
 
 def main(argv=None) -> int:
     a = parse(argv)
-    from londonlm.training.lr_finder import LRFindOptions, find_lr
+    from londonlm.training.tools.lr_finder import LRFindOptions, find_lr
 
     preset, t = config.get_preset(a.preset), config.TRAINING
     layout = config.get_layout(a.root)

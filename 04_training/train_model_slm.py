@@ -6,11 +6,11 @@ moved aside). Every `transformers.TrainingArguments` flag works too.
 
     python 04_training/train_model_slm.py --preset tiny --max_steps 200
 """
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.errors import run_main
 from londonlm.training.cli import main
 

@@ -14,11 +14,11 @@ The model folders also load in lm-eval-harness's Hugging Face backend:
     lm_eval --model hf --model_args pretrained=09_models/checkpoints/tiny/final,dtype=float32 \\
         --tasks lambada_openai,hellaswag,arc_easy --device cpu --batch_size 8
 """
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.errors import run_main
 from londonlm.evaluation.cli import build_parser, run
 

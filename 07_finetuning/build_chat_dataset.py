@@ -5,12 +5,11 @@ per-file statistics and every rejected exchange with its reason; skips when curr
 
     python 07_finetuning/build_chat_dataset.py --source_dir ../shared/corpus
 """
+import sys
+from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import existing_dir, percent, StageParser, writable_dir
 from londonlm.core.artifacts import write_json_atomic
 from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset, format_statistics

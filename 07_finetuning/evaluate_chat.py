@@ -6,19 +6,17 @@
 
     python 07_finetuning/evaluate_chat.py --model tiny-chat
 """
+import sys
 from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import non_negative_int, positive_int, StageParser, writable_dir
 from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
 from londonlm.chat.respond import is_chat_model, read_chat_info
 from londonlm.core.errors import UsageError, run_main
+from londonlm.evaluation import model_identity
 from londonlm.evaluation.human_eval import brought_samples, export_blind
-from londonlm.evaluation.identity import model_identity
 from londonlm.core.layout import RunLayout
 
 

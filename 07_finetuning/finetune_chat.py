@@ -7,18 +7,16 @@ every TrainingArguments flag), under torchrun too, with exact resume; writes <ru
 
     python 07_finetuning/finetune_chat.py --preset tiny --init_from tiny
 """
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.chat.finetune_cli import chat_run_name, main as chat_main  # noqa: F401 (chat_run_name: tests)
 from londonlm.core.errors import run_main
 
 
 def main(argv=None) -> int:
-    import sys
-
     return chat_main(sys.argv[1:] if argv is None else list(argv), config.CHAT_PRESETS,
                      config.DEFAULT_PRESET, config.get_layout,
                      description=__doc__.splitlines()[0])

@@ -7,13 +7,11 @@ best validation loss and bits per byte) and one PNG of their validation curves, 
     python 10_scripts/compare_runs.py --prefix grid-            # every grid-* run
     python 10_scripts/compare_runs.py                           # every finished run
 """
+import sys
 from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import StageParser, writable_dir
 from londonlm.core.errors import run_main
 
@@ -29,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--x", choices=["tokens", "step"], default="tokens",
                    help="x axis of the curves (tokens is fair across batch sizes)")
     a = p.parse_args(argv)
-    from londonlm.training.compare import compare_runs, find_runs
+    from londonlm.training.tools.compare import compare_runs, find_runs
 
     layout = config.get_layout(a.root)
     out = Path(a.out_dir) if a.out_dir else layout.models_dir / "comparisons"

@@ -11,13 +11,11 @@ its greedy tokens with transformers on a fixed prompt. Run a file with llama.cpp
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import positive_int, StageParser, writable_dir
 from londonlm.core.errors import run_main
 from londonlm.export.gguf import QUANT_TYPES, GGUFOptions, default_output, export_gguf

@@ -12,14 +12,12 @@ weights than the ones published (e.g. made before a --fresh retraining) is refus
 command that evaluates them again.
 """
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import StageParser, writable_dir
 from londonlm.publishing.cards.licenses import LICENSES
 from londonlm.core.errors import run_main

@@ -20,12 +20,10 @@ TrainingDefaults.grid_*). Any other training flag passes through to every run.
 """
 import argparse
 import sys
+from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import positive_int, StageParser, year
 from londonlm.core.errors import run_main
 
@@ -78,7 +76,7 @@ def parse(argv):
 
 def report(done, failed, layout, prefix) -> int:
     """The comparison table of the finished runs; exit 1 when some failed."""
-    from londonlm.training.compare import compare_runs
+    from londonlm.training.tools.compare import compare_runs
 
     if not done:
         print("error: no run finished; nothing to summarise", file=sys.stderr)
@@ -96,7 +94,7 @@ def report(done, failed, layout, prefix) -> int:
 def family(a, extra) -> int:
     """--cutoffs: one time-locked model per cutoff from the collected corpus."""
     from londonlm.family import FamilyPlan, run_family
-    from londonlm.training.args import parse_train_flags
+    from londonlm.training.options import parse_train_flags
 
     preset = config.get_preset(a.preset)
     prefix = a.prefix or f"family-{a.preset}"
@@ -120,7 +118,7 @@ def main(argv=None) -> int:
     a, extra = parse(argv)
     if a.cutoffs is not None:
         return family(a, extra)
-    from londonlm.training.grid import GridOptions, run_grid
+    from londonlm.training.tools.grid import GridOptions, run_grid
 
     t = config.TRAINING
     preset = config.get_preset(a.preset)
@@ -133,7 +131,7 @@ def main(argv=None) -> int:
         print(f"  {point.name}")
     if a.dry_run:
         return 0
-    from londonlm.training.args import parse_train_flags
+    from londonlm.training.options import parse_train_flags
     layout = config.get_layout(a.root)
     defaults = config.train_defaults(a.preset, layout)
     flags = parse_train_flags(extra, prog="run_grid.py").override(preset=a.preset)

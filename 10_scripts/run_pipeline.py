@@ -7,20 +7,18 @@ fine-tuning, chat evaluation): --chat auto (default) adds it when dialogue is fo
 
     python 10_scripts/run_pipeline.py
 """
+import sys
 from dataclasses import replace
 from pathlib import Path
 
-try:
-    import config  # the project's settings; importable once `bash install.sh` has run
-except ModuleNotFoundError:  # started by an interpreter without the project installed
-    raise SystemExit("error: londonlm is not installed for this Python: run `bash install.sh`, "
-                     "then use .venv/bin/python (or `source .venv/bin/activate` first)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
 from londonlm.core.cli import existing_dir, non_negative_int, positive_int, StageParser, year
 from londonlm.core.errors import run_main
 from londonlm.chat.evaluate import ChatEvalOptions
 from londonlm.chat.finetune import ChatTrainOptions
 from londonlm.pipeline import CHAT_MODES, ChatStep, PipelinePlan, run_pipeline
-from londonlm.training.args import parse_train_flags
+from londonlm.training.options import parse_train_flags
 from londonlm.training import make_job
 from londonlm.training.options import given_precision
 

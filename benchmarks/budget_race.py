@@ -11,7 +11,7 @@ up, instead of being cut off early in a schedule planned for 10,000 steps.
 
 Fitting: our training CLI fits its own schedule (``--time_budget``: warmup-stable-decay, the
 step time measured while training). The reference runs under benchmarks/budget_shim/, which
-hands its Trainer the same londonlm.training.schedules.BudgetFitCallback, so its own cosine schedule
+hands its Trainer the same londonlm.training.step.schedules.BudgetFitCallback, so its own cosine schedule
 ends at the budget too (``--schedule wsd`` gives it the warmup-stable-decay instead;
 ``--ours_budget_flag ''`` runs ours under the shim as well). Every run also has a hard stop
 at 1.25 x the budget.

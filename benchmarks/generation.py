@@ -32,7 +32,7 @@ SHAPES = {  # the presets' shapes (config.py); vocab as the presets' tokenizers
 def gen_speed(shape: str, use_cache: bool, prompt_len: int, new_tokens: int, repeats: int) -> dict:
     import torch
 
-    from londonlm.training.modeling import ModelShape, build_model
+    from londonlm.training.model import ModelShape, build_model
 
     model = build_model(ModelShape(**SHAPES[shape]), 0, 0, 0, seed=0).eval()
     ids = torch.randint(1, SHAPES[shape]["vocab_size"], (1, prompt_len))

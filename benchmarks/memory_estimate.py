@@ -12,8 +12,8 @@ import argparse
 
 import torch
 
-from londonlm.training.fused_loss import enable_fused_loss
-from londonlm.training.modeling import ModelShape, build_model
+from londonlm.training.step.fused_loss import enable_fused_loss
+from londonlm.training.model import ModelShape, build_model
 
 # (shape, micro-batch): the tiny preset's, a width-heavy and a context-heavy one
 SHAPES = ((ModelShape(4, 4, 256, 128, 4096), 8), (ModelShape(2, 4, 192, 96, 2048), 6),

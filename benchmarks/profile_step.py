@@ -7,7 +7,7 @@
     python benchmarks/profile_step.py --recipes ours,ours@fp32/sdpa/off --save after.json
     python benchmarks/profile_step.py --compare before.json                       # before | after
 
-Groups (``londonlm/training/profiling.py``): GEMM (linear layers, forward and backward),
+Groups (``londonlm/training/step/profiling.py``): GEMM (linear layers, forward and backward),
 attention core, norms/GELU/residuals, LM head + loss, embeddings, Muon's Newton-Schulz and the
 rest of the optimizer, data loading, other ops (grad-norm clipping, zeroing) and the
 Python/Trainer overhead (wall time outside every op). Also the GEMM rate inside the linear

@@ -37,7 +37,7 @@ def fresh_model(work: Path) -> Path:
     out = work / "fresh-tiny" / "final"
     if (out / "config.json").exists():
         return out
-    from londonlm.training.modeling import ModelShape, build_model, padded_vocab
+    from londonlm.training.model import ModelShape, build_model, padded_vocab
     from londonlm.corpus.sources.sample import sample_files
     from londonlm.tokens.tokenizer import save_tokenizer, train_bpe
     from transformers import AutoTokenizer

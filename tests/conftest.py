@@ -77,7 +77,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     """A randomly initialised 2-layer GPT-2 + tokenizer in one save_pretrained folder."""
     from transformers import AutoTokenizer
 
-    from londonlm.training.modeling import ModelShape, build_model, padded_vocab
+    from londonlm.training.model import ModelShape, build_model, padded_vocab
 
     tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
     shape = ModelShape(n_layer=2, n_head=2, n_embd=32, n_positions=64,
@@ -276,7 +276,7 @@ def chat_root(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     from transformers import AutoTokenizer
 
     from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset
-    from londonlm.training.modeling import ModelShape, build_model, padded_vocab
+    from londonlm.training.model import ModelShape, build_model, padded_vocab
 
     root = tmp_path_factory.mktemp("chatroot")
     tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
@@ -351,7 +351,7 @@ def patch_core(monkeypatch, name: str, value) -> None:
 def short_probes(path, tok, n=12):
     """Items from the shipped probes whose context + longest choice fit the 64-token model
     (longer ones are cut from the left, where lm-eval keeps one token more than we do)."""
-    from londonlm.evaluation.probes import default_probes_path, load_mc_jsonl
+    from londonlm.evaluation.metrics.probes import default_probes_path, load_mc_jsonl
 
     lines = default_probes_path().read_text(encoding="utf-8").splitlines()
     kept = []

@@ -12,7 +12,7 @@ VOCAB, CTX = 512, 64
 
 
 def micro_model(seed: int = 0):
-    from londonlm.training.modeling import ModelShape, build_model
+    from londonlm.training.model import ModelShape, build_model
 
     shape = ModelShape(n_layer=2, n_head=2, n_embd=64, n_positions=CTX, vocab_size=VOCAB)
     return build_model(shape, 0, 0, 0, attn_implementation="sdpa", seed=seed).cuda()
@@ -74,7 +74,7 @@ def test_fused_adamw_steps_like_foreach_adamw():
 
 
 def test_muon_adamw_steps_on_the_gpu_in_bf16():
-    from londonlm.training.optim import MuonOptions, build_muon_adamw
+    from londonlm.training.step.optim import MuonOptions, build_muon_adamw
 
     if not hasattr(torch.optim, "Muon"):
         pytest.skip(f"torch {torch.__version__} has no torch.optim.Muon (needs >= 2.9)")
@@ -93,14 +93,14 @@ def test_this_gpu_is_usable_and_compile_can_build_for_it():
     """The preflights a GPU run passes: torch sees the GPUs the machine shows, and
     torch.compile can build a kernel (else training falls back to eager, saying why)."""
     from londonlm.core import require_usable_gpus
-    from londonlm.training.speed import compile_problem
+    from londonlm.training.speed.choice import compile_problem
 
     require_usable_gpus()
     assert compile_problem("cuda") is None
 
 
 def test_the_training_loss_compiles_to_one_graph_on_the_gpu():
-    from londonlm.training.modeling import with_causal_lm_loss
+    from londonlm.training.model import with_causal_lm_loss
 
     model = with_causal_lm_loss(micro_model().train())
     batch = counting_batch(4)

@@ -24,7 +24,7 @@ SMALL_FLOPS = 855_383_040  # 6 * 123,689,472 + 12 * 12 * 768 * 1024 (worked by h
 # --------------------------------------------------------------------------- arithmetic
 
 def test_small_flops_per_token_is_the_projects_formula():
-    from londonlm.training.modeling import ModelShape
+    from londonlm.training.model import ModelShape
 
     shape = ModelShape(**arith.SMALL)
     # N = 12 layers * (12 d^2 + 13 d) + 2 d (final norm) + LM head 50304 * 768

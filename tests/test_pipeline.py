@@ -222,11 +222,11 @@ def test_interrupted_training_stops_the_pipeline(tmp_path, monkeypatch):
     import londonlm.pipeline as pipeline
     from londonlm.core.layout import Layout
     from londonlm.training import RunOptions, TrainingError, TrainingJob
+    from londonlm.training.data import DataOptions
 
     layout = Layout(tmp_path)
-    opts = RunOptions(run=layout.run("r"), layout=layout, tokenizer_dir=tmp_path / "tok",
-                      processed_dir=tmp_path / "p", preset="micro", n_layer=1, n_head=1,
-                      n_embd=8, context_length=8)
+    opts = RunOptions(run=layout.run("r"), layout=layout, preset="micro", n_layer=1, n_head=1,
+                      n_embd=8, context_length=8, data=DataOptions(tmp_path / "tok", tmp_path / "p"))
     plan = pipeline.PipelinePlan(tmp_path / "p", tmp_path / "m", tmp_path / "tok",
                                  TrainingJob(opts, None), 512, 8, 2, False, 5.0, 10, (1500, 1900))
     monkeypatch.setattr(pipeline, "run_job", lambda job: {"interrupted": "signal SIGINT"})
@@ -239,11 +239,11 @@ def _chat_plan(tmp_path, mode, source_dir, options=True):
     from londonlm.core.layout import Layout
     from londonlm.pipeline import ChatStep, PipelinePlan
     from londonlm.training import RunOptions, TrainingJob
+    from londonlm.training.data import DataOptions
 
     layout = Layout(tmp_path)
-    opts = RunOptions(run=layout.run("r"), layout=layout, tokenizer_dir=tmp_path / "tok",
-                      processed_dir=tmp_path / "p", preset="micro", n_layer=1, n_head=1,
-                      n_embd=8, context_length=8)
+    opts = RunOptions(run=layout.run("r"), layout=layout, preset="micro", n_layer=1, n_head=1,
+                      n_embd=8, context_length=8, data=DataOptions(tmp_path / "tok", tmp_path / "p"))
     step = ChatStep(mode, source_dir, layout.chat_data_dir, layout.chat_run("r"),
                     ChatTrainOptions() if options else None)
     return PipelinePlan(tmp_path / "p", tmp_path / "m", tmp_path / "tok", TrainingJob(opts, None),

@@ -14,7 +14,7 @@ if os.environ.get("LONDONLM_RACE_BUDGET"):
     import transformers
     from transformers import TrainerCallback
 
-    from londonlm.training.schedules import BudgetFitCallback, WarmupStableDecay, make_lr_scheduler
+    from londonlm.training.step.schedules import BudgetFitCallback, WarmupStableDecay, make_lr_scheduler
 
     _BUDGET = float(os.environ["LONDONLM_RACE_BUDGET"])
     _KIND = os.environ.get("LONDONLM_RACE_SCHEDULE", "own")

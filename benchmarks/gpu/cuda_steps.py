@@ -27,7 +27,7 @@ class SmallConfig:
 
 
 def small_shape(context: int):
-    from londonlm.training.modeling import ModelShape
+    from londonlm.training.model import ModelShape
 
     return ModelShape(**{**SMALL, "n_positions": context})
 
@@ -37,7 +37,7 @@ def small_model(context: int):
     TF32 for what stays fp32 (the trainer turns it on on CUDA too)."""
     import torch
 
-    from londonlm.training.modeling import build_model
+    from londonlm.training.model import build_model
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -159,7 +159,7 @@ def graph_breaks(cfg: SmallConfig) -> int:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return torch._dynamo.explain(lambda x: model(input_ids=x, labels=x).loss)(batch).graph_break_count
     finally:
-        del model
+        model = None  # the GPU's memory back for the next measurement
         release()
 
 
@@ -212,7 +212,7 @@ def optimizer_ms(opt, warmup: int = 3, steps: int = 20) -> float:
 def optimizer_rows(model) -> list[dict]:
     """One row per optimizer: its median step in ms, or the error that stopped it (Muon needs
     torch >= 2.9; the AdamW figures still count without it)."""
-    from londonlm.training.optim import MuonOptions, build_muon_adamw
+    from londonlm.training.step.optim import MuonOptions, build_muon_adamw
 
     rows = []
     for name, make in (("AdamW (fused)", lambda: fused_adamw(model.parameters())),
@@ -255,7 +255,7 @@ def measured_peak(cfg: SmallConfig, attention: str, fused: bool) -> float:
     holds AdamW's state too), from an emptied GPU."""
     import torch
 
-    from londonlm.training.fused_loss import enable_fused_loss
+    from londonlm.training.step.fused_loss import enable_fused_loss
 
     release()
     torch.cuda.reset_peak_memory_stats()
@@ -316,7 +316,7 @@ def step_memory(ctx) -> dict:
 def preset_shape(name: str):
     """A preset's model shape as training builds it (vocabulary padded to a multiple of 64)."""
     import config
-    from londonlm.training.modeling import ModelShape, padded_vocab
+    from londonlm.training.model import ModelShape, padded_vocab
 
     p = config.get_preset(name)
     return ModelShape(p.n_layer, p.n_head, p.n_embd, p.context_length, padded_vocab(p.vocab_size)), p
@@ -330,18 +330,19 @@ def step_micro_batch(ctx) -> dict:
 
     import torch
 
-    from londonlm.training.model import Kernels
-    from londonlm.training.modeling import build_model
-    from londonlm.training.speed import fit_batch_to_memory, memory_of
+    from londonlm.training.model import build_model
+    from londonlm.training.speed.choice import SpeedPlan, fit_batch_to_memory, memory_of
+    from londonlm.training.speed.settings import SpeedRequest, SpeedSettings
 
-    kernels, rows = Kernels("sdpa", False, "bf16", cuda=True), []
+    kernels = SpeedSettings("bf16", "sdpa", False)
+    plan, request, rows = SpeedPlan(kernels, True, "default", ""), SpeedRequest(), []
     for name in ("slm", "regular"):
         shape, preset = preset_shape(name)
         args = types.SimpleNamespace(per_device_train_batch_size=preset.batch_size, fsdp="",
                                      gradient_accumulation_steps=preset.grad_accum,
                                      per_device_eval_batch_size=preset.batch_size)
         release()
-        fit_batch_to_memory(args, shape, kernels, "adamw", preset.dropout, False, False)
+        fit_batch_to_memory(args, shape, plan, request, preset.dropout)
         b = args.per_device_train_batch_size
         torch.cuda.reset_peak_memory_stats()
         model = build_model(shape, 0, 0, 0, dropout=preset.dropout, seed=0).cuda().train()
@@ -366,7 +367,7 @@ def step_micro_batch(ctx) -> dict:
     res = {"ok": ok, "summary": "; ".join(f"{r['preset']} {r['preset_batch']} -> {r['fitted_batch']} "
                                           f"({r.get('max_allocated_gb', 'OOM')} GB)" for r in rows),
            "figures": {"rule": "the largest micro-batch dividing batch x accumulation whose estimated peak fits "
-                               "85% of the free memory (londonlm.training.speed.fit_batch_to_memory)"},
+                               "85% of the free memory (londonlm.training.speed.choice.fit_batch_to_memory)"},
            "rows": rows}
     if not ok:
         res["error"] = "a fitted micro-batch ran out of memory or changed the tokens per step"
@@ -379,7 +380,8 @@ def step_probe(ctx) -> dict:
     (eager and compiled both shown); the timer's model freed as soon as it is done."""
     import torch
 
-    from londonlm.training.autotune import Candidate, resolve_speed_settings, time_candidate
+    from londonlm.training.speed.probe import resolve_speed_settings, time_candidate
+    from londonlm.training.speed.settings import SpeedSettings
 
     cfg: SmallConfig = ctx.small
     shape = small_shape(cfg.context)
@@ -391,7 +393,7 @@ def step_probe(ctx) -> dict:
                                     cache_path=ctx.work / "autotune.json")
     release()
     before = torch.cuda.memory_allocated()
-    cand, times = Candidate(choice.candidate.precision, "sdpa", False), {}
+    cand, times = SpeedSettings(choice.candidate.precision, "sdpa", False), {}
     for compiled in (False, True):
         times["compiled" if compiled else "eager"] = min(time_candidate(
             cand, shape, cfg.batch_size, warmup_steps=2, timed_steps=3, compile=compiled))

@@ -76,7 +76,7 @@ STEPS = [
          lambda c: [_small(c), "ModelShape.training_memory vs torch.cuda.max_memory_allocated, for sdpa and "
                                "eager attention x stock and fused loss"]),
     Step("micro_batch", "micro-batch fitted to the free GPU memory (slm, regular)", cuda_steps.step_micro_batch,
-         lambda c: ["in-process: londonlm.training.speed.fit_batch_to_memory for the slm and regular presets, "
+         lambda c: ["in-process: londonlm.training.speed.choice.fit_batch_to_memory for the slm and regular presets, "
                     "then two bf16 steps at the chosen micro-batch (peak vs estimate, no out-of-memory)"]),
     Step("probe", "speed settings on a GPU: fixed rules, the step timed as it trains", cuda_steps.step_probe,
          lambda c: ["in-process: resolve_speed_settings on CUDA (nothing timed), time_candidate eager and "

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, sha256_file,
                     sidecar_current, write_json_atomic, write_sidecar)
-from ..training import (FineTuneData, FineTuneJob, RunControl, SPEED_RECORD_KEYS, SpeedOptions,
-                        TrainingError, fine_tune, is_main_process, make_training_arguments, move_run_aside,
-                        save_model_folder)
+from ..training import (FineTuneData, FineTuneJob, Resumed, RunControl, SpeedRequest, SpeedSettings,
+                        TrainingError, default_autotune, fine_tune, is_main_process, make_training_arguments,
+                        move_run_aside, save_model_folder)
 from .dataset import load_chat_dataset
 from .template import IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
 
@@ -81,13 +81,10 @@ class ChatTrainOptions:
         kept = {k: v for k, v in asdict(self).items() if k not in self.PER_INVOCATION}
         return json.loads(json.dumps({"format": CHAT_FORMAT, **kept}, default=str))
 
-    def speed(self) -> SpeedOptions:
-        from ..training import default_autotune
-
-        return SpeedOptions(autotune=self.autotune or default_autotune(), precision=self.precision,
-                            attn_implementation=self.attn_implementation,
-                            fused_loss=self.fused_loss, optimizer=self.optimizer,
-                            compile_given=bool(self.trainer.get("torch_compile")))
+    def speed(self) -> SpeedRequest:
+        return SpeedRequest(autotune=self.autotune or default_autotune(),
+                            given=SpeedSettings.from_flags(self.precision, self.attn_implementation, self.fused_loss),
+                            optimizer=self.optimizer, compile_given=bool(self.trainer.get("torch_compile")))
 
     def control(self, run: RunLayout) -> RunControl:
         return RunControl(self.time_budget, self.stop_after_seconds, self.stop_after_steps,
@@ -288,11 +285,11 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
         run.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run.run_info, {"stage": STAGE, "status": "running", "base_model": str(base_dir),
                                          "inputs": inputs, "settings": settings,
-                                         **{k: previous[k] for k in SPEED_RECORD_KEYS if k in previous}})
-    job = FineTuneJob(run, args, options.speed(), options.control(run), resume, previous,
+                                         **(kept.record() if (kept := SpeedSettings.recorded(previous)) else {})})
+    job = FineTuneJob(run, args, options.speed(), options.control(run), Resumed(resume, previous),
                       [_log_callback(log)])
     result = fine_tune(job, model, tokenizer, data)
-    trainer, outcome, kernels = result.trainer, result.outcome, result.speed.kernels
+    trainer, outcome, speed = result.trainer, result.outcome, result.speed.settings
     info = {"stage": STAGE, "base_model": str(base_dir), "data_dir": str(data_dir), "inputs": inputs,
             "settings": settings, "optimizer": options.optimizer,
             "resumed_from": str(resume) if resume else None, **_record(result, model),
@@ -312,7 +309,7 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
         write_sidecar(run.dir / SIDECAR, STAGE, inputs, settings,
                       counts={"global_step": outcome.state.global_step, **train_counts})
     log(f"chat model: {run.final} (step {outcome.state.global_step}, {outcome.wall_seconds:.0f}s, "
-        f"{kernels.precision}, validation answer loss {metrics.get('eval_loss', float('nan')):.4f})")
+        f"{speed.precision}, validation answer loss {metrics.get('eval_loss', float('nan')):.4f})")
     return info
 
 
@@ -323,8 +320,7 @@ def _record(result, model) -> dict:
            "global_step": outcome.state.global_step, "max_steps": outcome.state.max_steps,
            "train_loss_mean": outcome.train_loss_mean, "train_wall_seconds": round(outcome.wall_seconds, 1),
            "tokens_seen": outcome.tokens_seen, "interrupted": outcome.interrupted,
-           "precision": speed.kernels.precision, "attn_implementation": speed.kernels.attn,
-           "fused_loss": speed.kernels.fused_loss, "speed": speed.record(),
+           **speed.settings.record(), "speed": speed.record(),
            "world_size": result.trainer.args.world_size,
            "parameters": sum(p.numel() for p in model.parameters())}
     if result.time_budget is not None:

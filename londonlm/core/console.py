@@ -3,7 +3,7 @@ user nothing to act on, dropped at one place (:func:`quiet_known_noise`, called 
 :func:`~londonlm.core.errors.run_main` for every script). Each entry says why it is noise;
 everything else those libraries log still gets through. The messages our own code caused are
 fixed where they arose instead: a KV cache passed as ``past_key_values``, and the unnamed loss
-of a GPT-2 (``training.modeling.with_causal_lm_loss``, a graph break under torch.compile).
+of a GPT-2 (``training.model.with_causal_lm_loss``, a graph break under torch.compile).
 """
 from __future__ import annotations
 

@@ -155,10 +155,6 @@ def strip_gutenberg_boilerplate(text: str) -> str:
     return text[begin: end.start() if end else len(text)]
 
 
-def _paragraphs(text: str) -> list[str]:
-    return re.split(r"(\n[ \t]*\n)", text)
-
-
 def _para_bounds(text: str, pos: int) -> tuple[int, int]:
     """Start and end of the blank-line-delimited paragraph containing ``pos``."""
     a = text.rfind("\n\n", 0, pos)

@@ -12,14 +12,13 @@ first and last year and its words by decade (the manifest and the sidecar only, 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..core import SIDECAR, link_or_copy, read_json, sidecar_current, write_sidecar, write_text_atomic
+from ..core import SIDECAR, read_json, sidecar_current, write_sidecar, write_text_atomic
 from .dating import cutoff_verdict, row_year
 from .manifest import (COLLECT_CMD, MANIFEST, REJECTIONS, TEXTS, CorpusError, jsonl_text, manifest_sha256,
-                       read_manifest, summarize)
+                       place_texts, read_manifest, summarize)
 from .report import CORPUS_STATS
 
 CUTOFF_STAGE = "corpus_cutoff"
@@ -141,7 +140,7 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
             dropped.append(_rejection(row, reason, detail))
     if not any(r.get("split") == "train" for r in kept):
         raise _none_to_train(processed_dir, rows, cutoff_year)
-    _place_texts(processed_dir, out_dir, kept)
+    place_texts(out_dir, _kept_texts(processed_dir, kept))
     dropped.sort(key=lambda r: (str(r.get("id")), str(r.get("reason"))))
     write_text_atomic(out_dir / REJECTIONS, jsonl_text(dropped))
     write_text_atomic(out_dir / MANIFEST, jsonl_text(kept))  # after the texts: a manifest means complete
@@ -163,22 +162,18 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
     return {**counts, "skipped": False}
 
 
-def _place_texts(processed_dir: Path, out_dir: Path, kept: list[dict]) -> None:
-    """Hard-link (else copy) each kept text into ``out_dir``; texts of an earlier view that
-    are no longer kept go."""
-    keep = set()
+def _kept_texts(processed_dir: Path, kept: list[dict]) -> dict[str, Path]:
+    """Each kept document's manifest path and its text in the parent corpus, all checked
+    before any is placed: a missing text names the rebuild."""
+    texts = {}
     for row in kept:
         rel = _text_path(processed_dir, row)
         src = processed_dir / rel
         if not src.is_file():
             raise CorpusError(f"{src} is listed in {processed_dir / MANIFEST} but missing; rebuild the corpus "
                               f"with `{COLLECT_CMD} --overwrite`")
-        link_or_copy(src, out_dir / rel)
-        keep.add(os.path.normpath(out_dir / rel))
-    texts = out_dir / TEXTS
-    for p in texts.rglob("*.txt") if texts.is_dir() else ():
-        if os.path.normpath(p) not in keep:
-            p.unlink()
+        texts[str(rel)] = src
+    return texts
 
 
 __all__ = ["CUTOFF_STAGE", "corpus_time_facts", "cutoff_view", "time_facts", "time_facts_of"]

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from ..core import write_json_atomic
 from .partial_download import (changed_upstream, content_length, content_range_start, content_range_total,
                                discard_part, if_range_value, part_info, part_info_path, read_part_info)
 
@@ -237,8 +238,8 @@ class Downloader:
                 errors.append(f"{url}: sha256 mismatch ({digest} != {task.expected_sha256})")
                 continue
             size = dest.stat().st_size
-            _write_json_atomic(_sidecar(dest), {"url": url, "sha256": digest, "bytes": size,
-                                                "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            write_json_atomic(_sidecar(dest), {"url": url, "sha256": digest, "bytes": size,
+                                               "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
             return DownloadResult(key, str(dest), True, status, url, digest, size, attempts)
         return DownloadResult(key, str(dest), False, "failed", task.urls[0] if task.urls else "",
                               error="; ".join(errors) or "no URL")
@@ -282,7 +283,7 @@ class Downloader:
                     raise _Transient(f"{why}; restarting from zero", 0.0)
             else:
                 have = 0  # the server ignored Range, or If-Range said the file changed: start over
-                _write_json_atomic(info_path, part_info(url, r))
+                write_json_atomic(info_path, part_info(url, r))
             got, expected_len = _stream_body(r, part, append=resumed)
             if expected_len is not None and got != expected_len:
                 raise _Transient(f"truncated body: {got} of {expected_len} bytes", None)
@@ -340,12 +341,6 @@ def _stream_body(r: requests.Response, part: Path, append: bool) -> tuple[int, i
         f.flush()
         os.fsync(f.fileno())
     return got, content_length(r.headers)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def _progress(total: int, desc: str, enabled: bool):

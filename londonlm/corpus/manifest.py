@@ -1,5 +1,6 @@
 """The corpus artifact as the later stages read it: ``manifest.jsonl``, the train/validation
-split rule and the one statistics summary. The collection (``londonlm.corpus.collect``) writes it.
+split rule, the one statistics summary and :func:`place_texts`, which fills a corpus's ``texts/``.
+The collection (``londonlm.corpus.collect``) writes it.
 
 Layout under ``processed_dir``::
 
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..core import LondonLMError, require_input, sha256_file
+from ..core import LondonLMError, link_or_copy, require_input, sha256_file
 from .dating import row_year
 
 MANIFEST = "manifest.jsonl"
@@ -110,6 +112,22 @@ def iter_split_texts(processed_dir: str | Path, split: str,
     for row in rows if rows is not None else read_manifest(processed_dir):
         if row["split"] == split:
             yield row, (processed_dir / row["path"]).read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- writing
+def place_texts(out_dir: Path, texts: dict[str, Path]) -> None:
+    """Hard-link (else copy) each text to its manifest ``path`` under ``out_dir`` (``texts``
+    maps ``"texts/<id>.txt"`` to the source file), then remove the texts an earlier build left
+    there that are no longer kept: the folder must hold only what its new manifest lists."""
+    keep = set()
+    for rel, src in texts.items():
+        link_or_copy(src, out_dir / rel)
+        keep.add(os.path.normpath(out_dir / rel))
+    folder = out_dir / TEXTS
+    folder.mkdir(parents=True, exist_ok=True)  # an empty corpus still has its texts folder
+    for p in folder.rglob("*.txt"):
+        if os.path.normpath(p) not in keep:
+            p.unlink()
 
 
 # ---------------------------------------------------------------- statistics

@@ -21,10 +21,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core import link_or_copy, write_text_atomic
+from ..core import write_text_atomic
 from .dedup import THRESHOLD, find_duplicates
 from .manifest import (DUPLICATES, MANIFEST, REJECTIONS, TEXTS, CorpusError, assign_split,
-                       ensure_both_splits, jsonl_text, read_jsonl)
+                       ensure_both_splits, jsonl_text, place_texts, read_jsonl)
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
@@ -134,7 +134,8 @@ def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_perc
         rejected.append({**_reject_view(row), "reason": dec.reason, "reasons": [dec.reason],
                          "detail": f"duplicate of {dec.kept_id} (similarity {dec.similarity})",
                          "duplicate_of": dec.kept_id, "cluster": dec.cluster})
-    manifest_rows = _place_texts(processed, accepted, split_fn or assign_split, validation_percent)
+    manifest_rows = _manifest_rows(accepted, split_fn or assign_split, validation_percent)
+    place_texts(processed, {r["path"]: Path(accepted[r["id"]]["staged_path"]) for r in manifest_rows})
     rejected = sorted(({k: v for k, v in r.items() if k not in ("minhash", "status", "staged_path")}
                        for r in rejected),
                       key=lambda r: (str(r.get("id")), str(r.get("reason"))))
@@ -176,25 +177,17 @@ def _read_staged(processed: Path, num_shards: int,
     return accepted, rejected
 
 
-def _place_texts(processed: Path, accepted: dict[str, dict[str, Any]], split_fn: Callable[[str, float], str],
-                 validation_percent: float) -> list[dict[str, Any]]:
-    """Link the kept texts into ``texts/`` (removing stale ones) and return their manifest rows."""
-    texts = processed / TEXTS
-    texts.mkdir(parents=True, exist_ok=True)
+def _manifest_rows(accepted: dict[str, dict[str, Any]], split_fn: Callable[[str, float], str],
+                   validation_percent: float) -> list[dict[str, Any]]:
+    """The manifest row of each kept document, by id: its split and its path under ``texts/``."""
     manifest_rows = []
     for doc_id in sorted(accepted):
-        row = accepted[doc_id]
-        link_or_copy(Path(row["staged_path"]), texts / f"{doc_id}.txt")
-        out = {k: v for k, v in row.items() if k not in _STAGING_KEYS}
+        out = {k: v for k, v in accepted[doc_id].items() if k not in _STAGING_KEYS}
         out.pop("reason", None)
         out["split"] = split_fn(doc_id, validation_percent)
         out["path"] = f"{TEXTS}/{doc_id}.txt"
         manifest_rows.append(out)
     ensure_both_splits(manifest_rows, validation_percent)
-    keep_names = {f"{r['id']}.txt" for r in manifest_rows}
-    for p in texts.glob("*.txt"):
-        if p.name not in keep_names:  # stale output of an earlier run
-            p.unlink()
     return manifest_rows
 
 

@@ -1,8 +1,13 @@
-"""Evaluation stage: held-out LM metrics, knowledge probes, continuation quality, human
-evaluation export, training curves and a report.
+"""Evaluation stage: held-out LM metrics, knowledge and leakage probes, continuation quality,
+human evaluation export, training curves and a report.
 
 :func:`run_evaluation` (in :mod:`.run`) is the entry point used by ``05_evaluation/run_evaluation.py``
-(through :mod:`.cli`) and by the pipeline.
+(through :mod:`.cli`) and by the pipeline. :mod:`.model` loads the model under evaluation, says
+which weights it is and whether an evaluation folder describes it; :mod:`.metrics` holds the
+measures (``lm``, ``probes``, ``generation_quality``, ``leakage``); :mod:`.report` writes what an
+evaluation found (metrics.json, report.md, and the "what this model could not know" section the
+model card shares).
+
 Modes:
 
 - ``quick`` (<= 2 min on 2 CPU cores for a ~10-30M-parameter model): validation LM metrics
@@ -18,17 +23,15 @@ The model folders stay loadable by lm-eval-harness's Hugging Face backend::
     lm_eval --model hf --model_args pretrained=09_models/checkpoints/tiny/final,dtype=float32 \\
         --tasks lambada_openai,hellaswag,arc_easy --device cpu --batch_size 8
 """
-from .lm import evaluate_lm
-from .probes import ProbeFormatError, load_mc_jsonl, score_items
-from .report import METRICS_FORMAT_VERSION
-from .run import (MODES, QUICK_MAX_EVAL_TOKENS, EvaluationError, MissingInput, load_for_evaluation,
-                  load_model, run_evaluation)
-
-from .generation_quality import distinct_n, load_wordlist, repeated_ngram_rate, words_of
 from .human_eval import BROUGHT_SAMPLES, brought_samples
-from .identity import METRICS_FILE, SAMPLES_FILE, model_identity, stale_evaluation
-from .leakage import LEAKAGE_FACTS, LEAKAGE_WORDS, LeakageError, leakage_markdown, run_leakage_probes
-from .time_lock import could_not_know_section, leakage_for_model, leakage_summary
+from .metrics.generation_quality import distinct_n, load_wordlist, repeated_ngram_rate, words_of
+from .metrics.leakage import LEAKAGE_FACTS, LEAKAGE_WORDS, LeakageError, run_leakage_probes
+from .metrics.lm import evaluate_lm
+from .metrics.probes import ProbeFormatError, load_mc_jsonl, score_items
+from .model import (METRICS_FILE, SAMPLES_FILE, MissingInput, load_for_evaluation, load_model,
+                    model_identity, stale_evaluation)
+from .report import METRICS_FORMAT_VERSION, could_not_know_section, leakage_markdown, leakage_summary
+from .run import MODES, QUICK_MAX_EVAL_TOKENS, EvaluationError, leakage_for_model, run_evaluation
 
 __all__ = [
     "brought_samples", "BROUGHT_SAMPLES", "distinct_n", "evaluate_lm", "EvaluationError",

@@ -13,8 +13,11 @@ from typing import Sequence
 
 from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, existing_dir, existing_file,
                     non_negative_int, positive_int, writable_dir, year)
+from ..corpus import iter_split_texts
 from ..generation import DTYPES
-from .report import passage_count
+from . import human_eval
+from .report import passage_count, write_metrics
+from .run import run_evaluation
 
 # filled with the device and dtype an evaluation ran with, so lm-eval's figures are comparable
 LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype={dtype} --include_path "
@@ -76,8 +79,6 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
 
 def load_validation(processed_dir: Path) -> tuple[list[str], list[int | None]]:
     """Texts and years of the manifest's validation documents, in manifest order."""
-    from ..corpus import iter_split_texts
-
     texts, years = [], []
     for row, text in iter_split_texts(processed_dir, "validation"):
         texts.append(text)
@@ -138,15 +139,11 @@ def _print_table(m: dict) -> None:
 
 
 def import_ratings_main(paths: Sequence[str], key: str | None, ci: str) -> int:
-    from . import human_eval
-
     if not key:
         raise UsageError("--import_ratings needs --key path/to/blind_key.json")
     rows = human_eval.import_ratings(paths, key)
     agg = human_eval.aggregate(rows, method=ci)
     out = Path(key).parent / "human_eval_results.json"
-    from .report import write_metrics
-
     write_metrics(out, {"format_version": 1, "ci_method": ci, "ratings": len(rows),
                         "files": list(paths), "models": human_eval.key_models(key),
                         "results": agg})
@@ -163,8 +160,6 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     """Evaluate the model ``args`` name (or aggregate ratings with ``--import_ratings``)."""
     if args.import_ratings is not None:
         return import_ratings_main(args.import_ratings, args.key, args.ci)
-    from .run import run_evaluation
-
     run_layout = layout.run(args.run_name or args.preset)
     model_path = layout.resolve_model(args.model, run_layout)
     compare = [c for c in _compare_specs(args.compare, layout, run_layout)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..core import list_checkpoints
+
 THROUGHPUT_KEYS = ("tokens_per_second", "train_tokens_per_second", "throughput_tokens_per_s",
                    "tokens_per_sec", "samples_per_second", "train_samples_per_second")
 
@@ -15,8 +17,6 @@ def find_trainer_state(model_or_run: str | Path) -> Path | None:
     p = Path(model_or_run)
     if (p / "trainer_state.json").is_file():
         return p / "trainer_state.json"
-    from ..core import list_checkpoints
-
     for run in (p, p.parent):
         for ck in reversed(list_checkpoints(run)):
             if (ck / "trainer_state.json").is_file():

@@ -8,11 +8,11 @@ from the command line for any published model::
 
 - ``london_probes``: the London multiple-choice probes, by log-likelihood (``acc``,
   ``acc_norm``);
-- ``london_leakage``: the dated leakage facts (:mod:`londonlm.evaluation.leakage`), scored the
+- ``london_leakage``: the dated leakage facts (:mod:`londonlm.evaluation.metrics.leakage`), scored the
   same way; the split at a cutoff year is londonlm's own;
 - ``london_text_bpb``: bits per byte, byte and word perplexity on a folder of ``.txt`` files
   (``text_dir``), lm-eval's wikitext recipe. It agrees with
-  :func:`londonlm.evaluation.lm.evaluate_lm` run with an ``<|endoftext|>`` prefix on documents
+  :func:`londonlm.evaluation.metrics.lm.evaluate_lm` run with an ``<|endoftext|>`` prefix on documents
   that fit one context window; on longer ones lm-eval restarts the context at each window
   (disjoint windows) where ours slides by half a window, so lm-eval's figure is higher.
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import math
 import random
@@ -27,7 +28,7 @@ import secrets
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from ..core import LondonLMError, RunLayout
+from ..core import LondonLMError, RunLayout, write_json_atomic, write_text_atomic
 
 # Items a model's own evaluation leaves for the pack, one JSON row each: label, prompt, text.
 BROUGHT_SAMPLES = "human_eval_samples.jsonl"
@@ -44,17 +45,6 @@ CRITERIA_HELP = {
 
 class RatingsError(LondonLMError, ValueError):
     """Malformed ratings file or key; the message says what to fix."""
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def brought_samples(model_dir: str | Path, name: str = "model",
@@ -115,8 +105,6 @@ def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: st
     if not items:
         raise RatingsError("no samples to export")
     rng.shuffle(items)
-    import io
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["item_id", "prompt", "text", *CRITERIA, "comment"])
@@ -124,11 +112,10 @@ def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: st
         w.writerow([it["item_id"], it["prompt"], it["text"], *[""] * len(CRITERIA), ""])
     paths = {"sheet": out / "ratings_sheet.csv", "form": out / "rating_form.html",
              "key": out / "blind_key.json"}
-    _atomic_write(paths["sheet"], buf.getvalue())
-    _atomic_write(paths["form"], render_form(items, title))
-    _atomic_write(paths["key"], json.dumps({"format_version": 1, "criteria": list(CRITERIA),
-                                            "scale": list(SCALE), "models": dict(models or {}),
-                                            "items": key}, indent=2))
+    write_text_atomic(paths["sheet"], buf.getvalue())
+    write_text_atomic(paths["form"], render_form(items, title))
+    write_json_atomic(paths["key"], {"format_version": 1, "criteria": list(CRITERIA),
+                                     "scale": list(SCALE), "models": dict(models or {}), "items": key})
     return {"items": len(items), **{k: str(v) for k, v in paths.items()}}
 
 

@@ -1,32 +1,30 @@
-"""Evaluation outputs: ``metrics.json`` (versioned), ``samples.jsonl``, ``report.md`` + PNGs.
+"""What an evaluation writes and says: ``metrics.json`` (versioned), ``samples.jsonl``,
+``report.md`` with its PNGs, and the "what this model could not know" section that the report
+and the model card share.
 
 ``metrics.json`` is written last and atomically, so its presence means the folder is
-complete. Its ``format_version`` changes whenever a key changes meaning."""
+complete. Its ``format_version`` changes whenever a key changes meaning.
+
+The "could not know" section states the run's cutoff and the years of its training text
+(words per decade, as a table with bars, since a historian reads the shape at a glance), then
+the leakage probes (:mod:`.metrics.leakage`): accuracy on facts from before and after the
+cutoff, against chance, and what that can and cannot show.
+"""
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..core import write_text_atomic
+from .metrics.leakage import PRIMARY, format_p
+
 METRICS_FORMAT_VERSION = 1
+BAR_WIDTH = 30  # characters of the longest bar in the words-per-decade table
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
+# --------------------------------------------------------------------------- files
 
 def _clean(obj):
     """JSON-safe copy: NaN/inf become null (strict JSON readers reject them)."""
@@ -49,6 +47,8 @@ def write_jsonl(path: str | Path, rows: Sequence[Mapping]) -> Path:
     return write_text_atomic(path, "".join(json.dumps(_clean(r), ensure_ascii=False) + "\n"
                                            for r in rows))
 
+
+# --------------------------------------------------------------------------- plots
 
 def _plt():
     import matplotlib
@@ -108,6 +108,8 @@ def plot_comparison(rows: Sequence[Mapping], out_png: str | Path) -> Path:
     return Path(out_png)
 
 
+# --------------------------------------------------------------------------- report.md
+
 def _f(v, nd: int = 4) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
@@ -131,8 +133,6 @@ def render_markdown(metrics: Mapping, plots: Mapping[str, str], samples: Sequenc
     for name, p in m.get("probes", {}).items():
         L += _probe_section(name, p, plots)
     if "leakage" in m:
-        from .time_lock import could_not_know_section
-
         L += could_not_know_section(m.get("corpus_time"), m.get("leakage"))
     L += _generation_section(m.get("generation"))
     L += _samples_section(samples)
@@ -267,3 +267,133 @@ def _human_section(he: Mapping | None) -> list[str]:
             f"(or fill `{Path(he['sheet']).name}`), then aggregate with "
             f"`python 05_evaluation/run_evaluation.py --import_ratings RATINGS --key "
             f"{he['key']}`. Keep `blind_key.json` from the raters.", ""]
+
+
+# --------------------------------------------------------------------------- could not know
+
+def leakage_summary(result: dict) -> str:
+    """One line: per-byte accuracy before and after the cutoff against chance, and the verdict."""
+    facts, cutoff = result.get("facts") or {}, result.get("cutoff_year")
+    parts = []
+    for side, sign in (("before", "≤"), ("after", ">")):
+        s = facts.get(side) or {}
+        acc = (s.get("per_byte") or {}).get("accuracy")
+        if s.get("n") and acc is not None:
+            where = f"{sign} {cutoff}" if cutoff is not None else "all"
+            parts.append(f"facts {where}: {acc:.1%} of {s['n']} (chance {s['chance']:.1%})")
+    return "; ".join(parts + [result.get("verdict", "")])
+
+
+def year_histogram(words_by_decade: dict) -> list[str]:
+    """Words of training text per decade as a Markdown table with a bar per row."""
+    rows = sorted(((str(k), int(v)) for k, v in (words_by_decade or {}).items()), key=lambda kv: kv[0])
+    if not rows:
+        return ["(no dated training text recorded)"]
+    top = max(v for _, v in rows) or 1
+    lines = ["| decade | words | |", "|---|---:|---|"]
+    for decade, words in rows:
+        label = f"{decade}s" if decade.isdigit() else decade
+        lines.append(f"| {label} | {words:,} | {'█' * max(1, round(BAR_WIDTH * words / top)) if words else ''} |")
+    return lines
+
+
+def _years_line(record: dict) -> str:
+    years = record.get("years") or [None, None]
+    cutoff = record.get("cutoff_year")
+    span = f"{years[0]}–{years[1]}" if years[0] is not None else "unknown years"
+    if cutoff is None:
+        return (f"This model was trained without a cutoff year: its training text spans {span}, "
+                f"so it may know anything written up to {years[1] or 'the end of its corpus'}.")
+    return (f"**Cutoff: {cutoff}.** Only documents whose date evidence is {cutoff} or earlier were "
+            f"kept (undated documents were left out), and the tokenizer was trained on the same "
+            f"text. Its training text spans {span}.")
+
+
+def could_not_know_section(record: dict | None, leakage: dict | None, heading: str = "##") -> list[str]:
+    """The section's Markdown lines (``record``: run_info ``corpus_time``; ``leakage``: the
+    probes' result, either may be None)."""
+    lines = [f"{heading} What this model could not know", ""]
+    if not record and not leakage:
+        return lines + ["The run recorded no corpus years and no leakage probes were run, so "
+                        "nothing can be said about what this model could not know.", ""]
+    if record:
+        lines += [_years_line(record), "", "Training text by decade:", "",
+                  *year_histogram(record.get("words_by_decade") or {}), ""]
+    if leakage:
+        lines += [f"{heading}# Leakage probes", "", *leakage_markdown(leakage), ""]
+    else:
+        lines += ["No leakage probes were run on this model (`05_evaluation/run_evaluation.py` runs them).", ""]
+    return lines
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(ci) -> str:
+    return "–" if not ci else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}%"
+
+
+def _share(x) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _sides(cutoff) -> tuple[str, str]:
+    if cutoff is None:
+        return "all facts (no cutoff)", "after the cutoff"
+    return f"dated ≤ {cutoff}", f"dated > {cutoff}"
+
+
+def leakage_markdown(result: dict) -> list[str]:
+    """Markdown lines for a report section: the before/after table of facts, the table of
+    new words, the breakdown by category, the verdict and what it can and cannot show."""
+    cutoff, facts, words = result.get("cutoff_year"), result["facts"], result.get("words")
+    label_before, label_after = _sides(cutoff)
+    lines = [(f"Multiple-choice facts about London and England, each dated by the year it became "
+             f"knowable, scored by log-likelihood per byte (`{facts.get('file', '')}`, "
+             f"{facts['n']} items). p is the exact one-sided probability of doing at least this "
+             f"well by guessing."), "",
+             "| facts | items | accuracy | 95% CI | chance | p (above chance) | sum-rule accuracy |",
+             "|---|---:|---:|---|---:|---:|---:|"]
+    for label, side in ((label_before, facts["before"]), (label_after, facts["after"])):
+        s = side[PRIMARY]
+        lines.append(f"| {label} | {side['n']} | {_pct(s['accuracy'])} | {_ci(s['ci95'])} | "
+                     f"{_pct(side['chance'])} | {format_p(s['p_value'])} | {_pct(side['sum']['accuracy'])} |")
+    lines.append("")
+    if words and words.get("n"):
+        lines += [(f"New words (`{words.get('file', '')}`): each word first recorded in a known year, "
+                  f"against four older words of similar length. *share* is the fraction of a word's "
+                  f"controls the model finds more surprising than the word: near 0 the word is "
+                  f"stranger than all of them (as a word never read would be), near 0.5 it is "
+                  f"ordinary. Spelling and the tokenizer move a share too (a word the tokenizer "
+                  f"never saw is cut into more pieces, even for an untrained model), so compare "
+                  f"the two sides, and other models on the same words, rather than either with "
+                  f"0.5; the verdict rests on the facts."), "",
+                  "| new words | words | mean share | 95% CI |", "|---|---:|---:|---|"]
+        for label, side in ((label_before.replace("dated", "first used"), words["before"]),
+                            (label_after.replace("dated", "first used"), words["after"])):
+            ci = side["ci95"]
+            lines.append(f"| {label} | {side['n']} | {_share(side['mean'])} | "
+                         f"{'–' if not ci else f'{ci[0]:.2f}–{ci[1]:.2f}'} |")
+        lines.append("")
+    cats = facts.get("by_category") or {}
+    if cats:
+        lines += ["| category | before: items | before: accuracy | after: items | after: accuracy |",
+                  "|---|---:|---:|---:|---:|"]
+        for cat, sides in cats.items():
+            b, a = sides["before"], sides["after"]
+            lines.append(f"| {cat} | {b['n']} | {_pct(b[PRIMARY]['accuracy'])} | {a['n']} | "
+                         f"{_pct(a[PRIMARY]['accuracy'])} |")
+        lines.append("")
+    lines += [f"**Verdict:** {result['verdict']}.", ""]
+    before = facts["before"][PRIMARY]
+    if before["above_chance"]:
+        lines.append("Before-cutoff accuracy is above chance, so the model does answer from what it "
+                     "read; after-cutoff accuracy at chance is then evidence that it did not read "
+                     "about the later years.")
+    else:
+        lines.append(f"Before-cutoff accuracy is not above chance either (p={format_p(before['p_value'])}): "
+                     "a small model may not recall even the facts it did read, so for this model "
+                     "the probe cannot bound leakage. It only does so when the before-cutoff "
+                     "accuracy is above chance.")
+    return lines

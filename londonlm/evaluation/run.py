@@ -1,8 +1,11 @@
 """The evaluation stage's run: one model (and optionally others to compare) through held-out
-LM metrics, probes, continuation quality, curves, human-evaluation export and the report.
+LM metrics, probes, leakage probes, continuation quality, curves, human-evaluation export and
+the report (:func:`run_evaluation`); or one model folder through the leakage probes alone,
+kept while its weights stay the same (:func:`leakage_for_model`, for the family of
+time-locked runs and the pipeline).
 
-Models load through the one model interface (:func:`londonlm.generation.load_model`); the
-folder the results go to is the caller's choice (the CLI takes it from
+Models load through :func:`.model.load_for_evaluation` and are measured by the modules of
+:mod:`.metrics`; the folder the results go to is the caller's choice (the CLI takes it from
 :meth:`londonlm.core.layout.RunLayout.evaluation_dir_for`).
 """
 from __future__ import annotations
@@ -13,12 +16,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
-from ..core import LondonLMError
-from ..generation import LoadedModel, load_model as _load, pick_device
-from .identity import METRICS_FILE, SAMPLES_FILE, model_identity, outputs_record
-from .lm import evaluate_lm, model_context_length
-from .probes import default_probes_path, load_mc_jsonl, score_items
-from .report import METRICS_FORMAT_VERSION
+import torch
+
+from ..core import LondonLMError, current_or_make, now_iso, versions, write_text_atomic
+from ..generation import LoadedModel, pick_device
+from ..tokens import era_token, era_tokens_of
+from . import curves, human_eval, report
+from .harness import run_harness
+from .metrics import generation_quality
+from .metrics.leakage import run_leakage_probes
+from .metrics.lm import evaluate_lm, model_context_length
+from .metrics.probes import default_probes_path, load_mc_jsonl, score_items
+from .model import (METRICS_FILE, SAMPLES_FILE, MissingInput, corpus_time_of, load_for_evaluation,
+                    model_identity, outputs_record)
 
 QUICK_MAX_EVAL_TOKENS = 20_000
 HUMAN_EVAL_DIR = "human_eval"
@@ -29,29 +39,8 @@ class EvaluationError(LondonLMError, ValueError):
     """A bad evaluation request (unknown mode, no validation texts)."""
 
 
-class MissingInput(LondonLMError, FileNotFoundError):
-    """A file the evaluation was asked to read does not exist."""
-
-
-def load_for_evaluation(model_path: str | Path, device: str = "auto",
-                        dtype: str = "auto") -> LoadedModel:
-    """A model folder through the model interface (a checkpoint without a tokenizer borrows
-    the run's final/ tokenizer there), with a clear error for a folder that is no model."""
-    p = Path(model_path)
-    if not (p / "config.json").is_file():
-        raise MissingInput(f"{p} is not a model folder (no config.json); pass a folder "
-                           f"written by save_pretrained or a checkpoint-N folder")
-    return _load(p, device=device, dtype=dtype)
-
-
-def load_model(model_path: str | Path, device: str = "auto", dtype: str = "auto"):
-    """(model, tokenizer) of a model folder, in eval mode on ``device``."""
-    lm = load_for_evaluation(model_path, device, dtype)
-    return lm.model, lm.tokenizer
-
-
 def _model_info(lm: LoadedModel, path: Path) -> dict:
-    """What the model is, and which weights exactly (``weights_sha256``, see :mod:`.identity`):
+    """What the model is, and which weights exactly (``weights_sha256``, see :mod:`.model`):
     every figure written is tied to them."""
     model = lm.model
     ident = model_identity(path)
@@ -87,8 +76,6 @@ def _by_century(per_doc: list[dict], years: Sequence[int | None]) -> dict:
 
 
 def _prefix_lists(tok, years: Sequence[int | None] | None, n: int, with_era: bool) -> list[list[int]]:
-    from ..tokens import era_token, era_tokens_of
-
     eot = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
     eras = set(era_tokens_of(tok)) if with_era else set()
     out = []
@@ -105,8 +92,6 @@ def _prefix_lists(tok, years: Sequence[int | None] | None, n: int, with_era: boo
 def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, quick) -> dict:
     """The bench-comparable validation figure first (no prefix, first token unscored), then
     (comprehensive) EOT-prefixed and era-conditioned variants, then each text file."""
-    from ..tokens import era_tokens_of
-
     v = evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
                     return_per_document=years is not None)
     per_doc = v.pop("per_document", None)
@@ -130,14 +115,11 @@ def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, qui
 
 def _leakage(lm: LoadedModel, model_path: Path, cutoff_year, limit, log) -> tuple[dict | None, dict]:
     """(the run's recorded corpus years, the leakage probes split at the cutoff)."""
-    from .leakage import run_leakage_probes
-    from .time_lock import corpus_time_of, leakage_summary
-
     record = corpus_time_of(model_path)
     if cutoff_year is None and record:
         cutoff_year = record.get("cutoff_year")
     result = run_leakage_probes(lm, cutoff_year, limit=limit)
-    log(f"leakage probes: {leakage_summary(result)}")
+    log(f"leakage probes: {report.leakage_summary(result)}")
     return record, result
 
 
@@ -176,8 +158,6 @@ def _compare_and_human_eval(main_row: dict, samples: list[dict], compare, val_te
                             out: Path, plots: dict, *, quick, seed, device, dtype, max_tokens):
     """Rows for every ``compare`` model (training order when steps are known) and, in
     comprehensive mode, the blind human-evaluation pack; returns (compare_rows, human)."""
-    from . import generation_quality, human_eval, report
-
     def texts_of(rows, key):
         return [{"prompt": s["prompt"], "text": s[key]} for s in rows]
 
@@ -223,8 +203,6 @@ def _check_request(mode: str, val_texts, text_files) -> None:
 
 
 def _training_curves(model_path: Path, trainer_state_path, out: Path, plots: dict, title: str):
-    from . import curves
-
     state = Path(trainer_state_path) if trainer_state_path else curves.find_trainer_state(model_path)
     if state is None or not state.is_file():
         return None
@@ -250,10 +228,6 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
     ``cutoff_year`` (default: the cutoff its run recorded). ``device`` and ``dtype`` are
     :func:`~londonlm.generation.load_model`'s (``auto``: bf16 on a GPU, fp32 on CPU); the
     resolved ones are recorded under ``settings``."""
-    import torch
-
-    from . import generation_quality, report
-
     _check_request(mode, val_texts, text_files)
     t_start, timing = time.time(), {}
     device = pick_device(device)
@@ -269,12 +243,45 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
         lm = load_for_evaluation(model_path, device, dtype)
     # from here on the dtype the weights were loaded in ("auto" resolved): compared models load
     # in it too, and metrics.json records it
-    model, tok, info, dtype = lm.model, lm.tokenizer, _model_info(lm, model_path), lm.dtype
+    info, dtype = _model_info(lm, model_path), lm.dtype
     log(f"evaluating {info['name']} ({info['params']:,} parameters) in {mode} mode on {device} "
         f"({dtype})")
+    scores = _measure(lm, model_path, val_texts, val_years, text_files, probe_sets, quick=quick,
+                      seed=seed, device=device, max_tokens=max_eval_tokens, cutoff_year=cutoff_year,
+                      leakage_limit=leakage_limit, timing=timing, log=log)
+    plots = _probe_plots(scores["probes"], out)
+    training = _training_curves(model_path, trainer_state_path, out, plots, info["name"])
+    compare_rows, human = [], None
+    if compare or not quick:
+        with _timed(timing, "compare_and_human_eval"):
+            compare_rows, human = _compare_and_human_eval(
+                _main_row(info, model_path, scores), scores["samples"], compare, val_texts,
+                probe_sets["london"], out, plots, quick=quick, seed=seed, device=device, dtype=dtype,
+                max_tokens=max_eval_tokens)
+    harness = None
+    if lm_eval_tasks:
+        with _timed(timing, "lm_eval"):
+            harness = run_harness(model_path, lm_eval_tasks, text_dir=lm_eval_text_dir,
+                                  probes_path=probes_path, device=device, dtype=dtype)
+    timing["total"] = time.time() - t_start
+    settings = {"seed": seed, "device": device, "dtype": dtype, "max_eval_tokens": max_eval_tokens,
+                "probe_files": probe_files, "text_files": [str(f) for f in text_files]}
+    metrics = _metrics_document(mode, info, settings, scores, training, compare_rows, human, timing)
+    if harness is not None:
+        metrics["lm_eval"] = harness
+    _write_outputs(out, metrics, plots, scores["samples"], scores["probe_rows"])
+    log(f"wrote {out / METRICS_FILE} and report.md in {timing['total']:.1f} s")
+    return metrics
+
+
+def _measure(lm: LoadedModel, model_path: Path, val_texts, val_years, text_files, probe_sets: dict, *,
+             quick, seed, device, max_tokens, cutoff_year, leakage_limit, timing: dict, log) -> dict:
+    """The loaded model through each measure, each timed: held-out LM metrics, the probes, the
+    leakage probes, continuations of held-out passages."""
+    model, tok = lm.model, lm.tokenizer
     with _timed(timing, "lm"):
         lm_metrics = _lm_metrics(model, tok, val_texts, val_years, text_files, device=device,
-                                 max_tokens=max_eval_tokens, quick=quick)
+                                 max_tokens=max_tokens, quick=quick)
     v = lm_metrics["validation"]
     log(f"validation: loss {v['loss']:.4f}  ppl {v['perplexity']:.2f}  bpb {v['bits_per_byte']:.4f}"
         f"  ({v['tokens']} tokens{', capped' if v['truncated'] else ''})")
@@ -283,46 +290,31 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
     with _timed(timing, "leakage"):
         corpus_time, leakage = _leakage(lm, model_path, cutoff_year, leakage_limit, log)
     with _timed(timing, "generation"):
-        gen_metrics, samples = generation_quality.evaluate_generation(
+        generation, samples = generation_quality.evaluate_generation(
             model, tok, val_texts, n_passages=4 if quick else 16,
             continuation_tokens=32 if quick else 64, prompt_tokens=48,
             modes=("greedy",) if quick else ("greedy", "sampled"), seed=seed, device=device)
+    return {"lm": lm_metrics, "probes": probes, "probe_rows": probe_rows, "corpus_time": corpus_time,
+            "leakage": leakage, "generation": generation, "samples": samples}
 
+
+def _probe_plots(probes: dict, out: Path) -> dict[str, str]:
+    """A bar chart per probe set; returns plot name -> file name (the report links them)."""
     plots: dict[str, str] = {}
     for name, res in probes.items():
         report.plot_probe_categories(res, out / f"probes_{name}.png",
                                      title=f"Probe accuracy by category ({name})")
         plots[f"probes_{name}"] = f"probes_{name}.png"
-    training = _training_curves(model_path, trainer_state_path, out, plots, info["name"])
-    compare_rows, human = [], None
-    if compare or not quick:
-        main_row = {"name": info["name"], "path": str(model_path), "step": info["step"],
-                    "weights_sha256": info["weights_sha256"],
-                    "loss": v["loss"], "bits_per_byte": v["bits_per_byte"],
-                    "probe_accuracy": probes["london"]["accuracy"]["per_byte"],
-                    "probe_chance": probes["london"]["chance"]}
-        with _timed(timing, "compare_and_human_eval"):
-            compare_rows, human = _compare_and_human_eval(
-                main_row, samples, compare, val_texts, probe_sets["london"], out, plots,
-                quick=quick, seed=seed, device=device, dtype=dtype, max_tokens=max_eval_tokens)
+    return plots
 
-    harness = None
-    if lm_eval_tasks:
-        from .harness import run_harness
 
-        with _timed(timing, "lm_eval"):
-            harness = run_harness(model_path, lm_eval_tasks, text_dir=lm_eval_text_dir,
-                                  probes_path=probes_path, device=device, dtype=dtype)
-    timing["total"] = time.time() - t_start
-    metrics = _metrics_document(mode, info, seed, device, dtype, max_eval_tokens, v, probe_files,
-                                text_files, lm_metrics, probes, gen_metrics, training, compare_rows,
-                                human, timing)
-    metrics.update(corpus_time=corpus_time, leakage=leakage)
-    if harness is not None:
-        metrics["lm_eval"] = harness
-    _write_outputs(out, metrics, plots, samples, probe_rows)
-    log(f"wrote {out / METRICS_FILE} and report.md in {timing['total']:.1f} s")
-    return metrics
+def _main_row(info: dict, model_path: Path, scores: dict) -> dict:
+    """The evaluated model's row of the comparison, in the form of :func:`_compare_row`'s."""
+    v, london = scores["lm"]["validation"], scores["probes"]["london"]
+    return {"name": info["name"], "path": str(model_path), "step": info["step"],
+            "weights_sha256": info["weights_sha256"],
+            "loss": v["loss"], "bits_per_byte": v["bits_per_byte"],
+            "probe_accuracy": london["accuracy"]["per_byte"], "probe_chance": london["chance"]}
 
 
 def _write_outputs(out: Path, metrics: dict, plots: dict, samples: list, probe_rows: list) -> None:
@@ -330,11 +322,9 @@ def _write_outputs(out: Path, metrics: dict, plots: dict, samples: list, probe_r
     means the folder is complete, and with the sha256 of each file beside it (the human
     evaluation pack included), so a later evaluation that stops part-way leaves files that no
     longer match and publishing refuses them."""
-    from . import report
-
     report.write_jsonl(out / SAMPLES_FILE, samples)
     report.write_jsonl(out / "probe_items.jsonl", probe_rows)
-    report.write_text_atomic(out / "report.md", report.render_markdown(metrics, plots, samples))
+    write_text_atomic(out / "report.md", report.render_markdown(metrics, plots, samples))
     human = metrics.get("human_eval") or {}
     metrics["outputs"] = outputs_record(out, [SAMPLES_FILE, "probe_items.jsonl", "report.md",
                                               *(f"{HUMAN_EVAL_DIR}/{Path(human[k]).name}"
@@ -342,26 +332,40 @@ def _write_outputs(out: Path, metrics: dict, plots: dict, samples: list, probe_r
     report.write_metrics(out / METRICS_FILE, metrics)
 
 
-def _metrics_document(mode, info, seed, device, dtype, max_eval_tokens, v, probe_files, text_files,
-                      lm_metrics, probes, gen_metrics, training, compare_rows, human, timing) -> dict:
-    from ..core import now_iso, versions
-
+def _metrics_document(mode: str, info: dict, settings: dict, scores: dict, training, compare_rows,
+                      human, timing: dict) -> dict:
+    v = scores["lm"]["validation"]
     return {
-        "format_version": METRICS_FORMAT_VERSION,
+        "format_version": report.METRICS_FORMAT_VERSION,
         "created": now_iso(),
         "mode": mode,
         "model": info,
-        "settings": {"seed": seed, "device": device, "dtype": dtype, "max_eval_tokens": max_eval_tokens,
+        "settings": {"seed": settings["seed"], "device": settings["device"], "dtype": settings["dtype"],
+                     "max_eval_tokens": settings["max_eval_tokens"],
                      "max_eval_tokens_meaning": "cap on scored validation tokens (documents in "
                      "manifest order, last one cut at a word boundary); null = whole split",
                      "context_length": v["context_length"], "stride": v["stride"],
-                     "probe_files": probe_files, "text_files": [str(f) for f in text_files]},
-        "lm": lm_metrics,
-        "probes": probes,
-        "generation": gen_metrics,
+                     "probe_files": settings["probe_files"], "text_files": settings["text_files"]},
+        "lm": scores["lm"],
+        "probes": scores["probes"],
+        "generation": scores["generation"],
         "training": training,
         "compare": compare_rows,
         "human_eval": human,
         "timing_s": {k: round(x, 2) for k, x in timing.items()},
         "versions": versions(),
+        "corpus_time": scores["corpus_time"],
+        "leakage": scores["leakage"],
     }
+
+
+# --------------------------------------------------------------------------- leakage alone
+
+def leakage_for_model(model_dir: str | Path, cutoff_year: int | None, *, out: Path,
+                      limit: int | None = None, overwrite: bool = False, log=print) -> dict:
+    """The leakage probes' result for ``model_dir`` under ``cutoff_year``, from ``out`` when that holds
+    the result for these very weights and settings, else computed and written there."""
+    return current_or_make(
+        Path(out), model_identity(model_dir), {"cutoff_year": cutoff_year, "limit": limit},
+        lambda: run_leakage_probes(load_for_evaluation(model_dir, device="auto"), cutoff_year, limit=limit),
+        overwrite, log, "leakage probes")

@@ -1,30 +1,33 @@
 """Training with the Hugging Face ``Trainer``: one implementation behind every training
 script (GPT-2 Small, Medium, tiny, micro), single process or torchrun DDP/FSDP.
 
-A run reads top to bottom in :func:`run_training` (``run.py``): ``plan.py`` (tokenizer,
-resume, --init_from parent, shape) -> ``data.py`` (token cache, packed blocks) -> ``model.py``
-(kernels, the model) -> the Trainer -> ``summary.py`` (final/, best, run_info.json).
-``options.py`` turns a parsed command line and config.py's defaults into a
-:class:`TrainingJob`; the pipeline and the grid build one and call :func:`run_job`.
+A run reads top to bottom in :func:`run_training` (``run.py``): ``plan.py`` (tokenizer, resume,
+--init_from parent, shape, time lock) -> ``speed/choice.py`` (precision, kernels, compile,
+micro-batch) -> ``data.py`` (token cache, packed blocks, the stream) -> ``model.py`` ->
+``step/trainer.py`` (the Trainer, with its optimizer and schedule; ``step/callbacks.py`` around
+every step) -> ``record.py`` (final/, best/, run_info.json). ``options.py`` turns a parsed command
+line and config.py's defaults into a :class:`TrainingJob`; the pipeline and the grid build one
+and call :func:`run_job`. Everything a resume decides is in ``resume.py``; ranks and agreement in
+``dist.py``.
 
 Every other training job (chat fine-tuning, the LR finder) trains through the same pieces,
-exported here: :mod:`.loop` (the one ``TrainingArguments`` constructor and Trainer builder),
-:mod:`.finetune` (training a loaded model on a job's rows), :mod:`.speed` (precision, kernels,
-time budget) and :mod:`.args` (the flags every job shares).
+exported here: :func:`make_training_arguments` (the one ``TrainingArguments`` constructor),
+:func:`fine_tune` (training a loaded model on a job's rows), :class:`SpeedRequest` and the flags
+every job shares.
 """
 from __future__ import annotations
 
-from .args import RunControlArguments, SpeedArguments, TrainFlags, parse_flags
-from .base import TrainingError, is_main_process, log
-from .checkpoints import move_run_aside
-from .finetune import FineTuneData, FineTuneJob, fine_tune, save_model_folder
-from .grid import finished, share_cache
-from .loop import RunControl, make_training_arguments
-from .modeling import padded_vocab
-from .options import BUDGET_STEP_CAP, RunOptions, TrainDefaults, TrainingJob, default_autotune, make_job
+from .dist import TrainingError, is_main_process, log
+from .finetune import FineTuneData, FineTuneJob, fine_tune
+from .model import padded_vocab
+from .options import (BUDGET_STEP_CAP, RunControlArguments, RunOptions, SpeedArguments, TrainDefaults,
+                      TrainFlags, TrainingJob, default_autotune, make_job, make_training_arguments, parse_flags)
+from .record import save_model_folder, training_settings
+from .resume import Resumed, move_run_aside, resumed
 from .run import run_training
-from .speed import SPEED_RECORD_KEYS, SpeedOptions
-from .summary import training_settings
+from .speed.settings import SpeedRequest, SpeedSettings
+from .step.callbacks import RunControl
+from .tools.grid import finished, share_cache
 
 
 def run_job(job: TrainingJob) -> dict:
@@ -35,7 +38,8 @@ def run_job(job: TrainingJob) -> dict:
 __all__ = [
     "BUDGET_STEP_CAP", "default_autotune", "fine_tune", "FineTuneData", "FineTuneJob", "finished",
     "is_main_process", "log", "make_job", "make_training_arguments", "move_run_aside", "padded_vocab",
-    "parse_flags", "run_job", "run_training", "RunControl", "RunControlArguments", "RunOptions",
-    "save_model_folder", "share_cache", "SPEED_RECORD_KEYS", "SpeedArguments", "SpeedOptions", "TrainDefaults",
-    "TrainFlags", "training_settings", "TrainingError", "TrainingJob",
+    "parse_flags", "resumed", "Resumed", "run_job", "run_training", "RunControl", "RunControlArguments",
+    "RunOptions", "save_model_folder", "share_cache", "SpeedArguments",
+    "SpeedRequest", "SpeedSettings", "TrainDefaults", "TrainFlags", "training_settings", "TrainingError",
+    "TrainingJob",
 ]

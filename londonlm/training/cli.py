@@ -1,6 +1,6 @@
 """Command-line front end of ``04_training/train_model_slm.py`` and ``train_model.py``:
 parses ``ModelArguments``, ``DataArguments`` and every ``TrainingArguments`` flag
-(:func:`~londonlm.training.args.parse_train_flags`), fills what the user did not set from the
+(:func:`~londonlm.training.options.parse_train_flags`), fills what the user did not set from the
 preset (:func:`~londonlm.training.make_job`, with config.py's :class:`TrainDefaults` passed
 in by the script), then runs :func:`londonlm.training.run_training`.
 
@@ -9,9 +9,8 @@ Errors a user can fix raise :class:`~londonlm.core.errors.LondonLMError`; the sc
 from __future__ import annotations
 
 from ..core import describe_checkpoints
-from . import TrainDefaults, make_job, run_job
-from .args import parse_train_flags
-from .options import run_of
+from .options import TrainDefaults, make_job, parse_train_flags, run_of
+from .run import run_training
 
 __all__ = ["TrainDefaults", "main"]
 
@@ -24,5 +23,6 @@ def main(argv: list[str], defaults: TrainDefaults, prog: str | None = None,
         run, _, _ = run_of(flags, defaults)
         print(describe_checkpoints(run.dir))
         return 0
-    run_job(make_job(flags, defaults))
+    job = make_job(flags, defaults)
+    run_training(job.opts, job.args)
     return 0

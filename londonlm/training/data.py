@@ -1,16 +1,163 @@
-"""Step 2 of a run, the data: the run's token cache (built once, or checked), the packed
-train/validation blocks the Trainer reads, and where in the training stream the run starts."""
+"""A run's data: the token cache (built once, or checked), the packed fixed-length blocks the
+Trainer reads, and where in the training stream each step reads, whatever the world size.
+
+The training blocks form one stream: stream epoch ``e`` is a permutation of all N blocks
+drawn from ``(seed, e)`` alone, and epochs follow each other, so stream position ``p`` is block
+``perm_{p // N}[p % N]``. Every optimizer step consumes the next ``samples_per_step`` positions
+(batch x gradient accumulation x world size: accelerate deals the global batches out to the
+ranks round-robin, so a step's micro-batches on all ranks together are consecutive positions).
+A checkpoint records how many positions were consumed (:class:`DataPosition`, saved in
+trainer_state.json); a resumed run, at any world size, starts reading there. Within a stream
+epoch no block is seen twice and none is skipped, whatever the world size was before.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import TrainingError, is_main_process, log
-from .blocks import PackedBlocks
-from .options import RunOptions
-from .plan import TrainingPlan
-from .sampler import Position, StreamSampler, checkpoint_step_of
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
+from ..core import RunLayout
+from ..corpus import read_manifest
+from ..tokens import ensure_cache, era_tokens_of, load_checked_tokens
+from .dist import TrainingError, is_main_process, log, rank0_first
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where a run's text comes from and how its token cache and validation blocks are made."""
+
+    tokenizer_dir: Path
+    processed_dir: Path
+    cache_mode: str = "auto"            # auto | require (--use_pretokenized) | rebuild (--no_pretokenized)
+    verify_cache: bool = False          # read every byte of the cache before training
+    era_tokens: bool | None = None      # None: when the tokenizer has era tokens
+    cutoff_year: int | None = None      # time lock (None: the corpus's own cutoff, if any)
+    eval_max_batches: int = 0           # validation batches per evaluation (0: the whole split)
+    progress: bool = True
+
+
+# --------------------------------------------------------------------------- blocks
+
+class PackedBlocks(Dataset):
+    """Map-style dataset of non-overlapping ``block_size`` windows of the memmapped token
+    stream (documents separated by <|endoftext|>). Indexing is one slice of the memmap:
+    cheap, and any block can be fetched without reading the ones before it, so resuming
+    never re-reads skipped data."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int, indices: np.ndarray | None = None):
+        self.tokens = tokens
+        self.block_size = block_size
+        self.n_blocks = len(tokens) // block_size
+        self.indices = indices
+
+    @classmethod
+    def from_cache(cls, cache_dir: Path, split: str, block_size: int) -> "PackedBlocks":
+        return cls(load_checked_tokens(cache_dir, split), block_size)  # each chunk CRC-checked on first read
+
+    def subset_evenly(self, n: int) -> "PackedBlocks":
+        """At most ``n`` blocks spread evenly over the split (bounded evaluation cost)."""
+        if n <= 0 or n >= self.n_blocks:
+            return self
+        idx = np.linspace(0, self.n_blocks - 1, n).round().astype(np.int64)
+        return PackedBlocks(self.tokens, self.block_size, np.unique(idx))
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else self.n_blocks
+
+    def __getitem__(self, i: int) -> dict:
+        if self.indices is not None:
+            i = int(self.indices[i])
+        start = i * self.block_size
+        x = torch.from_numpy(np.asarray(self.tokens[start:start + self.block_size], dtype=np.int64))
+        return {"input_ids": x, "labels": x}
+
+
+# --------------------------------------------------------------------------- the stream
+
+def epoch_permutation(n_blocks: int, seed: int, epoch: int) -> np.ndarray:
+    """Stream epoch ``epoch``'s block order: a function of (seed, epoch) only."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n_blocks)
+
+
+def stream_blocks(n_blocks: int, seed: int, begin: int, end: int) -> np.ndarray:
+    """Block indices at stream positions ``[begin, end)``."""
+    out, p = [], begin
+    while p < end:
+        epoch, offset = divmod(p, n_blocks)
+        take = min(end - p, n_blocks - offset)
+        out.append(epoch_permutation(n_blocks, seed, epoch)[offset:offset + take])
+        p += take
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+class StreamSampler(Sampler[int]):
+    """The Trainer's training sampler over the block stream. Each pass the Trainer makes over
+    the data (its "epoch") reads the next :meth:`__len__` positions, a whole number of steps,
+    so a pass never ends inside a step; the first pass starts at ``start`` (the positions a
+    resumed checkpoint consumed)."""
+
+    def __init__(self, n_blocks: int, seed: int, start: int, samples_per_step: int):
+        if n_blocks <= 0 or samples_per_step <= 0:
+            raise ValueError("a stream needs blocks and a positive step size")
+        self.n_blocks, self.seed, self.start = n_blocks, seed, start
+        self.length = max(1, n_blocks // samples_per_step) * samples_per_step
+        self.passes = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        begin = self.start + self.passes * self.length
+        self.passes += 1
+        for p in range(begin, begin + self.length, self.n_blocks):
+            yield from stream_blocks(self.n_blocks, self.seed, p,
+                                     min(p + self.n_blocks, begin + self.length)).tolist()
+
+
+@dataclass
+class Position:
+    """Blocks consumed at a step of this invocation: ``start`` at ``start_step`` plus
+    ``samples_per_step`` per step since."""
+    start: int
+    start_step: int
+    samples_per_step: int
+
+    def consumed(self, global_step: int) -> int:
+        return self.start + (global_step - self.start_step) * self.samples_per_step
+
+
+class DataPosition(TrainerCallback, ExportableState):
+    """Saves the consumed block count in every checkpoint's trainer_state.json
+    (``stateful_callbacks.DataPosition``): what a resume at any world size starts from."""
+
+    def __init__(self, position: Position, world_size: int, n_blocks: int, seed: int):
+        self.position, self.world_size, self.n_blocks, self.seed = position, world_size, n_blocks, seed
+        self.global_step = position.start_step
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {
+            "consumed_samples": self.position.consumed(self.global_step),
+            "global_step": self.global_step, "world_size": self.world_size,
+            "samples_per_step": self.position.samples_per_step, "blocks": self.n_blocks,
+            "seed": self.seed}}
+
+    def on_train_begin(self, args, state, control, **kw):
+        # a checkpoint from before this callback existed has no entry; the Trainer indexes it
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+
+    def on_step_end(self, args, state, control, **kw):
+        self.global_step = state.global_step
+        # the Trainer counts epochs in its own passes, which restart at a resume; the stream's
+        # epoch is what the run has read
+        state.epoch = self.position.consumed(state.global_step) / self.n_blocks
+
+
+# --------------------------------------------------------------------------- the cache and the splits
 
 @dataclass
 class TrainData:
@@ -30,22 +177,18 @@ def load_blocks(cache_dir: Path, split: str, meta: dict, context_length: int) ->
     return blocks
 
 
-def cached_tokens(opts: RunOptions, tokenizer, progress: bool | None = None) -> tuple[dict, bool]:
+def cached_tokens(run: RunLayout, data: DataOptions, context_length: int, tokenizer) -> tuple[dict, bool]:
     """Build or check the run's token cache; returns (metadata, era tokens on). Under
     torchrun rank 0 builds it and the others wait, then check and use it: built once, never
     once per rank (--no_pretokenized rebuilds on rank 0 only)."""
-    from ..tokens import ensure_cache, era_tokens_of
-    from .ranks import rank0_first
-
-    era = opts.era_tokens if opts.era_tokens is not None else bool(era_tokens_of(tokenizer))
-    progress = (opts.progress and is_main_process()) if progress is None else progress
-    mode = opts.cache_mode
+    era = data.era_tokens if data.era_tokens is not None else bool(era_tokens_of(tokenizer))
+    mode = data.cache_mode
     if mode == "rebuild" and not is_main_process():
         mode = "auto"  # rank 0 has just rebuilt it
     with rank0_first("building the token cache"):
-        meta = ensure_cache(opts.run.cache_dir, Path(opts.tokenizer_dir), Path(opts.processed_dir),
-                            opts.context_length, era, mode=mode, progress=progress,
-                            verify_full=opts.verify_cache, log=log)
+        meta = ensure_cache(run.cache_dir, Path(data.tokenizer_dir), Path(data.processed_dir),
+                            context_length, era, mode=mode, progress=data.progress and is_main_process(),
+                            verify_full=data.verify_cache, log=log)
     return meta, era
 
 
@@ -60,51 +203,24 @@ def eval_blocks(n_blocks: int, batch_size: int, max_batches: int = 0, world: int
     return n - n % step if whole_batches and n >= step else n
 
 
-def prepare_data(opts: RunOptions, tokenizer, eval_batch_size: int, world: int = 1,
-                 compiled: bool = False) -> TrainData:
+def prepare_data(run: RunLayout, data: DataOptions, context_length: int, tokenizer, eval_batch_size: int,
+                 world: int = 1, compiled: bool = False) -> TrainData:
     """The token cache and the train/validation datasets (validation: at most
-    ``opts.eval_max_batches`` batches spread evenly over the split; whole batches when the
+    ``data.eval_max_batches`` batches spread evenly over the split; whole batches when the
     model is ``compiled``)."""
-    meta, era = cached_tokens(opts, tokenizer)
-    cache = opts.run.cache_dir
-    train = load_blocks(cache, "train", meta, opts.context_length)
-    evals = load_blocks(cache, "validation", meta, opts.context_length)
-    evals = evals.subset_evenly(eval_blocks(len(evals), eval_batch_size, opts.eval_max_batches, world,
+    meta, era = cached_tokens(run, data, context_length, tokenizer)
+    train = load_blocks(run.cache_dir, "train", meta, context_length)
+    evals = load_blocks(run.cache_dir, "validation", meta, context_length)
+    evals = evals.subset_evenly(eval_blocks(len(evals), eval_batch_size, data.eval_max_batches, world,
                                             compiled))
     log(f"data: {len(train):,} train blocks, {len(evals):,} validation blocks of "
-        f"{opts.context_length} tokens (era tokens: {'on' if era else 'off'})")
+        f"{context_length} tokens (era tokens: {'on' if era else 'off'})")
     return TrainData(train, evals, meta, era)
-
-
-def data_stream(plan: TrainingPlan, train: PackedBlocks, context_length: int,
-                seed: int) -> tuple[StreamSampler, Position]:
-    """The training sampler and where it starts: 0, or the blocks the resumed checkpoint
-    consumed (whatever world size consumed them)."""
-    per_step = plan.tokens_per_step // context_length
-    position = Position(0, 0, per_step)
-    if plan.resume is not None:
-        step = checkpoint_step_of(plan.resume)
-        rec = plan.data_position
-        if rec:
-            position = Position(int(rec["consumed_samples"]), step, per_step)
-            if rec.get("blocks") not in (None, len(train)):
-                log(f"warning: the training data changed since {plan.resume.name} ({rec['blocks']:,} "
-                    f"blocks then, {len(train):,} now): its data position no longer means the same")
-        else:  # a checkpoint saved before positions were recorded: same world size assumed
-            before = plan.previous_info.get("tokens_per_step", plan.tokens_per_step) // context_length
-            position = Position(step * before, step, per_step)
-            log(f"note: {plan.resume.name} records no data position; assuming {before} blocks per "
-                f"step before it")
-        log(f"data: resuming after {position.start:,} blocks (epoch "
-            f"{position.start / len(train):.2f})")
-    return StreamSampler(len(train), seed, position.start, per_step), position
 
 
 def validation_bytes(processed_dir: Path) -> int | None:
     """UTF-8 bytes of the validation split (file sizes from the manifest), for bits per byte."""
     try:
-        from ..corpus import read_manifest
-
         return sum((Path(processed_dir) / r["path"]).stat().st_size
                    for r in read_manifest(processed_dir) if r.get("split") == "validation")
     except Exception:  # the estimate is optional

@@ -2,30 +2,30 @@
 fine-tuning (and any later fine-tuning) runs through, with pre-training's machinery.
 
 The job gives the model and tokenizer, its train/validation rows with their collator, the
-``TrainingArguments`` (built by :func:`.loop.make_training_arguments`), the speed options and
+``TrainingArguments`` (built by :func:`.options.make_training_arguments`), the speed request and
 run control, and the checkpoint to resume from. This module picks the precision and kernels
 (the one policy: ``--autotune``, explicit flags, a resumed run's own), refuses a time budget
 that cannot hold the warm-up, orders the rows with the stream sampler (exact resume at any
 world size), and trains with the shared callbacks and Trainer. What a finished run writes
-is the job's; :func:`save_model_folder` writes a ``final/`` the way pre-training does.
+is the job's; :func:`.record.save_model_folder` writes a ``final/`` the way pre-training does.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
+from transformers import PrinterCallback
+
 from ..core import RunLayout, checkpoint_step
-from .base import TrainingError, log
-from .loop import Outcome, RunControl, build_trainer, common_callbacks, train
-from .model import Kernels, configure_torch
-from .modeling import ModelShape
-from .ranks import same_on_all_ranks, world_size
-from .sampler import Position, StreamSampler, checkpoint_step_of, recorded_position
-from .schedules import BudgetFitCallback
-from .speed import SpeedOptions, SpeedPlan, check_resume_optimizer, check_time_budget, choose_speed
+from .data import Position, StreamSampler
+from .dist import TrainingError, log, same_on_all_ranks, world_size
+from .model import ModelShape, apply_speed, configure_torch
+from .resume import Resumed, check_optimizer, checkpoint_step_of, recorded_position
+from .speed.choice import SpeedPlan, check_time_budget, choose_speed
+from .speed.settings import SpeedRequest
+from .step.callbacks import RunControl, common_callbacks
+from .step.schedules import BudgetFitCallback
+from .step.trainer import Outcome, build_trainer, train
 
 
 @dataclass
@@ -42,10 +42,9 @@ class FineTuneData:
 class FineTuneJob:
     run: RunLayout
     args: object                     # transformers.TrainingArguments, output_dir = run.dir
-    speed: SpeedOptions = field(default_factory=SpeedOptions)
+    speed: SpeedRequest = field(default_factory=SpeedRequest)
     control: RunControl = field(default_factory=RunControl)
-    resume: Path | None = None       # the checkpoint to resume from
-    previous_info: dict = field(default_factory=dict)   # the resumed run's run_info.json
+    resume: Resumed = field(default_factory=Resumed)  # the checkpoint to resume from, its run's record
     extra_callbacks: list = field(default_factory=list)
 
 
@@ -64,24 +63,15 @@ def model_shape(model, context: int) -> ModelShape:
                       model.get_input_embeddings().weight.shape[0])
 
 
-def apply_kernels(model, kernels: Kernels) -> None:
-    """Put the chosen attention kernel and LM-head loss on an already-built model."""
-    model.set_attn_implementation(kernels.attn)
-    if kernels.fused_loss:
-        from .fused_loss import enable_fused_loss
-
-        enable_fused_loss(model)
-
-
 def stream_for(job: FineTuneJob, n_rows: int) -> tuple[StreamSampler, Position]:
     """The row sampler and where it starts: 0, or the rows the resumed checkpoint consumed."""
-    a = job.args
+    a, checkpoint = job.args, job.resume.checkpoint
     per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * world_size()
     seed = a.seed if a.data_seed is None else a.data_seed
     position = Position(0, 0, per_step)
-    if job.resume is not None:
-        step = checkpoint_step_of(job.resume)
-        rec = recorded_position(job.resume) or {}
+    if checkpoint is not None:
+        step = checkpoint_step_of(checkpoint)
+        rec = recorded_position(checkpoint) or {}
         position = Position(int(rec.get("consumed_samples", step * per_step)), step, per_step)
         log(f"data: resuming after {position.start:,} rows (epoch {position.start / n_rows:.2f})")
     return StreamSampler(n_rows, seed, position.start, per_step), position
@@ -89,18 +79,17 @@ def stream_for(job: FineTuneJob, n_rows: int) -> tuple[StreamSampler, Position]:
 
 def fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTuneResult:
     """Train ``model`` on ``data`` under ``job``; returns the trainer and what happened."""
-    args = job.args
+    args, checkpoint = job.args, job.resume.checkpoint
     if not len(data.train):
         raise TrainingError("no training rows")
     _ = args.device  # joins the process group under torchrun: the ranks must agree from here
-    same_on_all_ranks(checkpoint_step(job.resume) if job.resume else -1, "the checkpoint to resume from")
+    same_on_all_ranks(checkpoint_step(checkpoint) if checkpoint else -1, "the checkpoint to resume from")
     configure_torch()
-    check_resume_optimizer(job.speed.optimizer, job.resume, job.previous_info)
+    check_optimizer(job.resume, job.speed.optimizer)
     shape = model_shape(model, data.row_tokens)
-    speed = choose_speed(job.speed, args, shape, world_size(),
-                         job.previous_info if job.resume is not None else {})
+    speed = choose_speed(job.speed, args, shape, world_size(), job.resume.speed)
     check_time_budget(job.control.time_budget, args, shape, speed)
-    apply_kernels(model, speed.kernels)
+    apply_speed(model, speed.settings)
     args.ignore_data_skip = True  # the stream sampler starts where the checkpoint says
     stream, position = stream_for(job, len(data.train))
     callbacks, stopper = common_callbacks(
@@ -109,31 +98,9 @@ def fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTun
         tokens_per_sample=data.row_tokens, control=job.control, extra=job.extra_callbacks)
     trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval or None,
                             collator=data.collator, callbacks=callbacks, stream=stream,
-                            speed=job.speed, time_budget=job.control.time_budget,
+                            optimizer=job.speed.optimizer, time_budget=job.control.time_budget,
                             processing_class=tokenizer)
-    from transformers import PrinterCallback
-
     trainer.remove_callback(PrinterCallback)  # the job's log lines instead of raw dicts
-    outcome = train(trainer, job.resume, stopper, position, data.row_tokens)
+    outcome = train(trainer, checkpoint, stopper, position, data.row_tokens)
     fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)
     return FineTuneResult(trainer, outcome, speed, fit.report() if fit is not None else None)
-
-
-def save_model_folder(trainer, folder: Path, tokenizer, extras: Callable[[Path], None] | None = None) -> Path:
-    """A ``save_pretrained`` folder (weights, generation config, tokenizer, ``extras``) built
-    in a temporary folder and moved into place, so a crash never leaves half of one. Every rank
-    calls this: under FSDP gathering the weights is a collective (rank 0 writes)."""
-    folder = Path(folder)
-    tmp = folder.parent / f".{folder.name}.tmp"
-    zero = trainer.is_world_process_zero()
-    if zero:
-        shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
-    if not zero:
-        return folder
-    tokenizer.save_pretrained(str(tmp))
-    if extras is not None:
-        extras(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-    return folder

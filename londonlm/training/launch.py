@@ -19,8 +19,8 @@ import signal
 import sys
 from pathlib import Path
 
-from ..core import GpuUnusable, RunLayout, StageParser, require_usable_gpus
-from .ranks import INTERFACE_HINT
+from ..core import GpuUnusable, RunLayout, StageParser, require_usable_gpus, usable_cores
+from .dist import INTERFACE_HINT
 
 
 def stop_message(run_dir: Path, sig: int, resume_hint: str) -> str:
@@ -48,8 +48,6 @@ def threads_per_rank(torchrun_args: list[str], environ=os.environ) -> str | None
         nproc = max(1, int(nproc))
     except ValueError:  # "gpu", "auto": leave it to torchrun
         return None
-    from ..core import usable_cores
-
     return str(max(1, usable_cores() // nproc))
 
 

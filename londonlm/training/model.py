@@ -1,38 +1,173 @@
-"""Step 3 of a run, the model: kernels and threads for this machine, then the model itself:
-freshly built, loaded from --init_from weights, or from a continued run's checkpoint."""
+"""The model a run trains: GPT-2's shape with its size, FLOP and memory arithmetic, the model
+built fresh or loaded from weights (explicit values in, a ``GPT2LMHeadModel`` out), the speed
+settings put on it, and torch's process-wide settings for training on this machine."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
-from .base import log
-from .modeling import build_model, padded_vocab
-from .options import RunOptions
-from .plan import TrainingPlan
+from ..core import keep_freed_memory_in_heap, use_training_threads
+from .speed.settings import SpeedSettings
+from .step.fused_loss import enable_fused_loss
+
+
+def padded_vocab(n: int, multiple: int = 64) -> int:
+    """Round the embedding size up to a multiple of 64: matmuls tile better, the extra
+    rows are never targets and so learn to be improbable."""
+    return int(math.ceil(n / multiple) * multiple) if multiple > 1 else n
+
+
+@dataclass
+class ModelShape:
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_positions: int
+    vocab_size: int
+
+    def validate(self) -> None:
+        for k in ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size"):
+            if getattr(self, k) <= 0:
+                raise ValueError(f"{k} must be positive, got {getattr(self, k)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                             f"pick a width that is a multiple of the head count")
+        if self.vocab_size >= 65536:
+            raise ValueError(f"vocab_size={self.vocab_size} does not fit the uint16 token cache (< 65,536)")
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of GPT2LMHeadModel with tied input/output embeddings."""
+        d, L = self.n_embd, self.n_layer
+        emb = self.vocab_size * d + self.n_positions * d
+        per_layer = 12 * d * d + 13 * d  # attn qkv+proj, mlp 4d, 2 layernorms, biases
+        return emb + L * per_layer + 2 * d
+
+    @property
+    def n_params_non_embedding(self) -> int:
+        return self.n_params - self.vocab_size * self.n_embd - self.n_positions * self.n_embd
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: 6N (forward+backward matmuls) + 12·L·H·Q·T attention
+        (PaLM appendix B; N excludes embeddings but includes the LM head)."""
+        T = seq_len or self.n_positions
+        N = self.n_params_non_embedding + self.vocab_size * self.n_embd
+        head_dim = self.n_embd // self.n_head
+        return 6 * N + 12 * self.n_layer * self.n_head * head_dim * T
+
+    def training_memory(self, batch_size: int, seq_len: int | None = None, *, attention: str = "sdpa",
+                        precision: str = "bf16", fused_loss: bool = False, optimizer: str = "adamw",
+                        dropout: float = 0.0, shards: int = 1) -> "TrainingMemory":
+        """Peak memory of one eager training step, by part. ``attention``: "sdpa" (flash or
+        memory-efficient kernels: no T x T scores stored) or "eager"; ``precision``: "bf16"/"fp16"
+        autocast over fp32 weights, or "fp32"; ``shards``: FSDP ranks the weight, gradient and
+        optimizer state is split over. Checked against measured peaks: tests/training/
+        test_modeling.py on CPU, benchmarks/gpu_acceptance.py on a GPU."""
+        T, d, L = seq_len or self.n_positions, self.n_embd, self.n_layer
+        tokens = batch_size * T
+        half = precision in ("bf16", "fp16")
+        matrices = self.n_layer * 12 * d * d                 # the blocks' weight matrices
+        # fp32 weights and gradients, AdamW's two moments; Muon keeps one momentum per matrix
+        moments = 8 * self.n_params - (4 * matrices if optimizer == "muon" else 0)
+        state = (8 * self.n_params + moments) / max(1, shards)
+        # autocast keeps each matrix's half-precision copy for the backward of its matmul
+        copies = 2 * matrices if half else 0
+        # saved for backward per token and layer, counted op by op for HF GPT-2: the fp32
+        # residual stream twice, the half-precision casts of both layer norms' outputs, q/k/v,
+        # the attention output and its merged copy, the MLP's 4d input and GELU output; in fp32
+        # the casts vanish and every tensor doubles. Dropout adds a one-byte mask per dropout.
+        per_token = (38 if half else 68) * d + (2 * d if dropout else 0)
+        activations = L * tokens * per_token
+        # eager attention stores its T x T scores and softmax per head (measured ~8 B each, both
+        # precisions); SDPA's flash/memory-efficient kernels store none
+        scores = 8 * L * tokens * self.n_head * T if attention == "eager" else 0
+        # the LM head: the stock loss keeps half logits, their fp32 copy and log-softmax (~10 B
+        # per logit, measured in both precisions); the fused loss only its gradient
+        logits = tokens * self.vocab_size * ((2 if half else 4) if fused_loss else 10)
+        return TrainingMemory(state, copies, activations, scores, logits)
+
+    def memory_estimate_gb(self, batch_size: int, seq_len: int | None = None, **kernels) -> float:
+        """:meth:`training_memory` in GB (10^9 bytes)."""
+        return self.training_memory(batch_size, seq_len, **kernels).total / 1e9
 
 
 @dataclass(frozen=True)
-class Kernels:
-    attn: str        # attention implementation: eager or sdpa
-    fused_loss: bool
-    precision: str   # bf16, fp16 or fp32
-    cuda: bool
+class TrainingMemory:
+    """Bytes of a training step's peak, by what holds them."""
+    state: float          # weights, gradients, optimizer moments (per FSDP shard)
+    weight_copies: float  # autocast's half-precision weight copies
+    activations: float    # saved for backward, attention scores excepted
+    scores: float         # eager attention's T x T scores
+    logits: float         # the LM head and loss
+
+    @property
+    def total(self) -> float:
+        return self.state + self.weight_copies + self.activations + self.scores + self.logits
+
+    def per_sequence(self, batch_size: int) -> float:
+        """Bytes each sequence of the micro-batch adds."""
+        return (self.activations + self.scores + self.logits) / batch_size
 
 
-def choose_kernels(opts: RunOptions, args) -> Kernels:
-    """The attention kernel and LM-head loss for this machine and precision."""
+def build_model(shape: ModelShape, bos_token_id: int, eos_token_id: int, pad_token_id: int,
+                dropout: float = 0.0, attn_implementation: str = "sdpa", seed: int | None = None):
+    """A freshly initialised ``GPT2LMHeadModel`` whose special ids come from the tokenizer."""
     import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    cuda = torch.cuda.is_available()
-    # Measured on 2 CPU cores in bf16 (BENCHMARKS.md): the matmul-based eager attention beats
-    # PyTorch's CPU flash kernel at these context lengths; on GPUs sdpa/flash is the fast one.
-    attn = opts.attn_implementation
-    if attn == "auto":
-        attn = "eager" if (not cuda and args.bf16) else "sdpa"
-    # the fused loss measured ~15% faster in CPU bf16 on a Zen 4 EPYC, even on a Zen 5 one (with
-    # lower peak memory), and no faster in CPU fp32: auto = CPU bf16 only (BENCHMARKS.md)
-    fused = opts.fused_loss == "on" or (opts.fused_loss == "auto" and not cuda and args.bf16)
-    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
-    return Kernels(attn, fused, precision, cuda)
+    shape.validate()
+    cfg = GPT2Config(
+        vocab_size=shape.vocab_size, n_positions=shape.n_positions, n_embd=shape.n_embd,
+        n_layer=shape.n_layer, n_head=shape.n_head,
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+        bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        tie_word_embeddings=True,
+        # Exact (erf) GELU rather than GPT-2's tanh approximation (the two differ by < 5e-4):
+        # PyTorch's CPU erf kernel is far cheaper than its tanh one, measured on 2 cores in bf16
+        # (32x128x1024 activations, forward + backward: 1.6 ms vs 6.1 ms; the whole tiny-shape
+        # step ~7% faster, BENCHMARKS.md); on GPUs both are one fused element-wise kernel. A
+        # standard transformers activation name, so every loader reads it.
+        activation_function="gelu",
+    )
+    cfg._attn_implementation = attn_implementation
+    if seed is not None:
+        torch.manual_seed(seed)
+    return with_causal_lm_loss(GPT2LMHeadModel(cfg))
+
+
+# transformers picks a model's loss from its class name, finds none in "GPT2LMHeadModel", and then
+# calls its warn-once logger on every forward with labels: under torch.compile a graph break in
+# every training step. Naming the loss it falls back to anyway removes the call.
+CAUSAL_LM_LOSS = "ForCausalLM"
+
+
+def with_causal_lm_loss(model):
+    """``model`` with its loss named (the causal-LM cross-entropy it computes either way)."""
+    model.loss_type = CAUSAL_LM_LOSS
+    return model
+
+
+def load_weights(path: Path, tokenizer, resize_rows: int | None = None):
+    """A model from saved weights (a checkpoint, a ``--init_from`` parent) with ``tokenizer``'s
+    special ids; its embeddings resized to ``resize_rows`` when given (``--resize_embeddings``)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    if resize_rows:
+        model.resize_token_embeddings(resize_rows)
+    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(model.config, k, getattr(tokenizer, k))
+    return with_causal_lm_loss(model)
+
+
+def apply_speed(model, settings: SpeedSettings):
+    """The attention kernel and LM-head loss of ``settings`` on a built or loaded model (the
+    model, its weights and ``save_pretrained`` output stay an ordinary GPT-2). Returns it."""
+    model.set_attn_implementation(settings.attn_implementation)
+    if settings.fused_loss:
+        enable_fused_loss(model)
+    return model
 
 
 def configure_torch() -> None:
@@ -40,54 +175,9 @@ def configure_torch() -> None:
     node's ranks (hardware.training_threads), and freed memory kept in the heap; GPU: TF32."""
     import torch
 
-    from ..core import keep_freed_memory_in_heap, use_training_threads
-
     if not torch.cuda.is_available():
         use_training_threads()
         keep_freed_memory_in_heap()
     else:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-
-def _from_parent(plan: TrainingPlan):
-    """--init_from: the parent's weights, its embeddings resized when the tokenizer differs
-    (only reached with --resize_embeddings), with this tokenizer's special ids."""
-    from transformers import AutoModelForCausalLM
-
-    tokenizer, init = plan.tokenizer, plan.init
-    model = AutoModelForCausalLM.from_pretrained(str(init.path))
-    if init.tokenizer_problem:
-        model.resize_token_embeddings(padded_vocab(len(tokenizer)))
-        log(f"--resize_embeddings: {init.tokenizer_problem}; embeddings resized to "
-            f"{padded_vocab(len(tokenizer))} rows")
-    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        setattr(model.config, k, getattr(tokenizer, k))
-    log(f"init from {init.path}: step 0, fresh optimizer and schedule (continued pre-training)")
-    return model
-
-
-def make_model(opts: RunOptions, plan: TrainingPlan, kernels: Kernels, seed: int):
-    """The model the Trainer trains (it then loads a resumed checkpoint's weights itself)."""
-    from transformers import AutoModelForCausalLM
-
-    tok = plan.tokenizer
-    if plan.resumes_continued_run:
-        model = AutoModelForCausalLM.from_pretrained(str(plan.resume))
-    elif plan.init is not None:
-        model = _from_parent(plan)
-    else:
-        model = build_model(plan.shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
-                            dropout=opts.dropout, attn_implementation=kernels.attn, seed=seed)
-    if plan.resumes_continued_run or plan.init is not None:
-        model.set_attn_implementation(kernels.attn)
-    if kernels.fused_loss:
-        from .fused_loss import enable_fused_loss
-
-        enable_fused_loss(model)
-    import torch
-
-    log(f"precision: {kernels.precision}, attention: {kernels.attn}, fused LM-head loss: "
-        f"{'on' if kernels.fused_loss else 'off'}"
-        + ("" if kernels.cuda else f", {torch.get_num_threads()} threads"))
-    return model

@@ -1,44 +1,49 @@
-"""Step 1 of a run, the plan: tokenizer, resume decision, parent weights and model shape.
+"""Step 1 of a run, the plan: tokenizer, resume decision, parent weights (``--init_from``), model
+shape and the time lock. Everything here only reads, so whatever is wrong with the request (a
+missing tokenizer, an unknown checkpoint, a parent that does not fit, a bad shape, text past the
+cutoff) fails in seconds, before the token cache is built or read.
 
-Everything here only reads, so whatever is wrong with the request (a missing tokenizer, an
-unknown checkpoint, a parent that does not fit, a bad shape) fails in seconds, before the
-token cache is built or read.
+Time-locked runs: a model trained to a cutoff year must never see text written after it. Every
+run records its corpus's years (``run_info.json`` ``corpus_time``: the cutoff, the first and last
+document year, words per decade). A run with a cutoff, given by ``--cutoff_year`` or by a corpus
+built with one, refuses, before any data work, whatever would carry later text into it: a corpus
+whose latest document is past the cutoff; a tokenizer trained on such a corpus, or holding an
+era token that starts after it; an ``--init_from`` parent, or a checkpoint being resumed
+(:func:`.resume.check_cutoff`), whose corpus reaches past it (or is unknown). Each refusal names
+both years and the command that makes a compatible input.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import checkpoint_step
-from .base import TrainingError, is_main_process, log, world_size
-from .checkpoints import move_run_aside, resolve_resume
-from .init_from import (InitSource, parent_record, resolve_init_source, same_tokenizer,
-                        tokenizer_fingerprint, tokenizer_identity)
-from .modeling import ModelShape, padded_vocab
+from ..core import (SIDECAR, Layout, ModelNotFound, RunLayout, checkpoint_problem, checkpoint_step, model_run_info,
+                    model_step, read_json, sha256_file, user_path)
+from ..corpus import corpus_time_facts
+from ..tokens import era_tokens_of
+from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
+from .model import ModelShape, padded_vocab
 from .options import RunOptions
-from .ranks import same_on_all_ranks
-from .sampler import recorded_position
-from .time_lock import time_lock
+from .resume import (Resumed, check_cutoff, check_tokenizer, last_year, move_run_aside, recorded_years, resumed,
+                     same_tokenizer, tokenizer_fingerprint, tokenizer_identity)
 
 
 @dataclass
 class TrainingPlan:
     tokenizer: object
-    resume: Path | None          # checkpoint the Trainer resumes from
-    init: InitSource | None      # --init_from parent weights (a new run, step 0)
+    resume: Resumed              # the checkpoint the Trainer resumes from (none: a new run), its record
+    init: "InitSource | None"    # --init_from parent weights (a new run, step 0)
     parent: dict | None          # run_info.json "parent" (from init, or kept when resuming one)
-    previous_info: dict          # run_info.json of the interrupted run being resumed ({} if none)
     shape: ModelShape
     tokens_per_step: int
     world: int
-    data_position: dict | None = None  # what the resumed checkpoint recorded (sampler.DataPosition)
     corpus_time: dict = field(default_factory=dict)  # cutoff and years (run_info.json "corpus_time")
 
     @property
     def resumes_continued_run(self) -> bool:
         """Resuming a run that was itself started with --init_from: its checkpoint holds the
         weights (and the shape), not the preset."""
-        return self.resume is not None and bool(self.previous_info.get("parent"))
+        return self.resume.checkpoint is not None and bool(self.resume.info.get("parent"))
 
 
 def load_tokenizer(tok_dir: Path, vocab_size: int | None = None):
@@ -56,36 +61,121 @@ def load_tokenizer(tok_dir: Path, vocab_size: int | None = None):
     return tokenizer
 
 
-def _check_init_against_resume(opts: RunOptions, init: InitSource, resume: Path | None,
+# --------------------------------------------------------------------------- --init_from
+
+@dataclass
+class InitSource:
+    """The weights a continued pre-training run starts from (resolved before any data work)."""
+    path: Path
+    spec: str
+    config: object
+    tokenizer_problem: str | None   # set: the weights' token ids differ from the tokenizer's
+    note: str | None
+
+    def follow(self, old_dir: Path, new_dir: Path) -> None:
+        """The parent was inside a run that --fresh just moved from old_dir to new_dir."""
+        try:
+            rel = self.path.resolve().relative_to(old_dir.resolve())
+        except ValueError:
+            return
+        if (new_dir / rel).exists():
+            self.path = new_dir / rel
+
+
+def _runs_with_weights(layout: Layout) -> list[str]:
+    root = layout.checkpoints_dir
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and (RunLayout(p).final.is_dir() or RunLayout(p).checkpoints()))
+
+
+def find_parent(spec: str, run: RunLayout, layout: Layout) -> Path:
+    """A model folder path, ``RUN`` / ``RUN/final|best|latest|checkpoint-N`` under the runs
+    folder, or ``final``/``best``/``checkpoint-N`` of this run."""
+    try:
+        if not user_path(spec).exists() and "/" not in spec and (run.dir / spec).is_dir():
+            return run.resolve(spec)
+        return layout.resolve_model(spec, run)
+    except ModelNotFound as e:
+        raise TrainingError(f"--init_from {spec!r}: {e}. Give a model folder, a run name, or "
+                            f"RUN/final|best|latest|checkpoint-N; runs with weights: "
+                            f"{', '.join(_runs_with_weights(layout)) or 'none'}") from None
+
+
+def _tokenizer_problem(src: Path, cfg, tokenizer, tok_dir: Path) -> tuple[str | None, str | None]:
+    """(why the parent's token ids differ from the tokenizer's, a note when unchecked)."""
+    theirs, mine = tokenizer_identity(src), tokenizer_identity(tok_dir)
+    info = model_run_info(src)
+    problem = note = None
+    if theirs is None:
+        if info.get("tokenizer_sha256") and info["tokenizer_sha256"] != tokenizer_fingerprint(tok_dir):
+            problem = (f"it was trained with tokenizer {info.get('tokenizer_dir')} "
+                       f"(sha256 {info['tokenizer_sha256'][:12]}), not {tok_dir}")
+        elif not info:
+            note = "no tokenizer saved with the weights: only the vocabulary size was checked"
+    elif mine is None or not same_tokenizer(theirs, mine):
+        n_theirs = len(theirs["vocab"] or {}) + len(theirs["added"] or [])
+        problem = (f"its tokenizer (saved with the weights, ~{n_theirs} entries) differs from "
+                   f"{tok_dir} ({len(tokenizer)} tokens): token ids would not mean the same")
+    if problem is None and cfg.vocab_size < len(tokenizer):
+        problem = f"its vocabulary ({cfg.vocab_size}) is smaller than the tokenizer's ({len(tokenizer)})"
+    eos = getattr(cfg, "eos_token_id", None)
+    if problem is None and eos is not None and eos != tokenizer.eos_token_id:
+        problem = f"its eos id {eos} differs from the tokenizer's {tokenizer.eos_token_id}"
+    if problem and theirs is not None:
+        problem += f"; to keep it, pass --tokenizer_dir {src}"
+    elif problem and info.get("tokenizer_dir"):
+        problem += f"; to keep it, pass --tokenizer_dir {info['tokenizer_dir']}"
+    return problem, note
+
+
+def resolve_init_source(spec: str, run: RunLayout, layout: Layout, tokenizer, tok_dir: Path,
+                        context_length: int) -> InitSource:
+    """The parent weights of ``--init_from spec``, checked: complete weights, a context at
+    least ``context_length``, and whether the tokenizer matches."""
+    from transformers import AutoConfig
+
+    src = find_parent(spec, run, layout)
+    problem = checkpoint_problem(src, need_training_state=False)
+    if problem:
+        raise TrainingError(f"--init_from {src}: cannot load weights: {problem}")
+    cfg = AutoConfig.from_pretrained(str(src))
+    if getattr(cfg, "n_positions", context_length) < context_length:
+        raise TrainingError(f"--init_from {src}: its context ({cfg.n_positions}) is shorter than "
+                            f"--max_length {context_length}; lower --max_length to at most "
+                            f"{cfg.n_positions}")
+    tok_problem, note = _tokenizer_problem(src, cfg, tokenizer, tok_dir)
+    return InitSource(src, spec, cfg, tok_problem, note)
+
+
+def parent_record(init: InitSource) -> dict:
+    """The ``parent`` entry of run_info.json: where the weights came from, which run and step,
+    and whether the embeddings were resized to a different tokenizer."""
+    src = init.path
+    info = model_run_info(src)
+    resized = init.tokenizer_problem is not None  # only reached with --resize_embeddings
+    return {"path": str(src.resolve()), "init_from": init.spec,
+            "config_sha256": sha256_file(src / "config.json"),
+            "step": model_step(src) if (src / "trainer_state.json").exists() else info.get("global_step"),
+            "run_dir": info.get("run_dir"), "run_name": info.get("run_name"),
+            "preset": info.get("preset"), "tokens_seen": info.get("tokens_seen"),
+            "tokenizer_sha256": info.get("tokenizer_sha256"),
+            "tokenizer": "resized" if resized else "same", "resized_embeddings": resized}
+
+
+def _check_init_against_resume(opts: RunOptions, init: InitSource, resume: Resumed,
                                resumed_parent: dict | None) -> None:
     """--init_from on a run with checkpoints: only the same command resuming the same run."""
-    if resume is None:
+    if resume.checkpoint is None:
         return
     if not resumed_parent or Path(resumed_parent.get("path", "")) != init.path.resolve():
         raise TrainingError(
             f"--init_from starts a new run but {opts.run.dir} already has checkpoints "
-            f"({resume.name})" + (f" of a run continued from {resumed_parent['path']}"
-                                  if resumed_parent else "")
+            f"({resume.checkpoint.name})" + (f" of a run continued from {resumed_parent['path']}"
+                                             if resumed_parent else "")
             + "; pass --fresh or a new --run_name")
-    log(f"resuming the run continued from {init.path}; its weights are in {resume.name}")
-
-
-def check_resume_tokenizer(resume: Path, tok_dir: Path, previous_info: dict) -> None:
-    """Resuming with a tokenizer that numbers tokens differently from the one the checkpoint
-    was trained with would silently continue the old weights on renumbered tokens."""
-    theirs, mine = tokenizer_identity(resume), tokenizer_identity(tok_dir)
-    if theirs is not None and mine is not None:
-        differs = not same_tokenizer(theirs, mine)
-    else:  # a checkpoint without its tokenizer: the run's record of the tokenizer file
-        recorded = previous_info.get("tokenizer_sha256")
-        differs = bool(recorded) and recorded != tokenizer_fingerprint(tok_dir)
-    if differs:
-        raise TrainingError(
-            f"{resume} was trained with a different tokenizer than {tok_dir} (token ids would "
-            f"change meaning). Pass --fresh to start this run over with the new tokenizer, or "
-            f"continue these weights under it in a new run: --init_from {resume} "
-            f"--resize_embeddings --run_name NEW. To resume, restore the old tokenizer"
-            + (f" ({previous_info['tokenizer_dir']})" if previous_info.get("tokenizer_dir") else ""))
+    log(f"resuming the run continued from {init.path}; its weights are in {resume.checkpoint.name}")
 
 
 def _shape_from_parent(opts: RunOptions, init: InitSource, tokenizer) -> ModelShape:
@@ -116,6 +206,87 @@ def validated(shape: ModelShape) -> ModelShape:
     return shape
 
 
+# --------------------------------------------------------------------------- the time lock
+
+VIEW_CMD = "python 10_scripts/run_pipeline.py --cutoff_year {y} (or 02_data_collection/historical_data_collector.py --cutoff_year {y})"
+TOKENIZER_CMD = ("python 03_tokenizer/train_historical_tokenizer.py --processed_dir {corpus} --output_dir NEW_DIR, "
+                 "then pass --tokenizer_dir NEW_DIR")
+
+
+def corpus_time(processed_dir: Path, cutoff_year: int | None) -> dict:
+    """The run's ``corpus_time`` record; raises when the corpus reaches past ``cutoff_year``."""
+    facts = corpus_time_facts(processed_dir)
+    own = facts.get("cutoff_year")
+    cutoff = cutoff_year if cutoff_year is not None else own
+    latest = last_year(facts)
+    if cutoff is not None and latest is not None and latest > cutoff:
+        raise TrainingError(
+            f"--cutoff_year {cutoff}: the corpus at {processed_dir} reaches {latest}, past the "
+            f"cutoff; train on a cutoff view of it: {VIEW_CMD.format(y=cutoff)}")
+    if cutoff is not None and facts.get("undated_documents"):
+        raise TrainingError(
+            f"--cutoff_year {cutoff}: the corpus at {processed_dir} holds "
+            f"{facts['undated_documents']} undated documents, which could be from any year; "
+            f"train on a cutoff view of it: {VIEW_CMD.format(y=cutoff)}")
+    return {**facts, "cutoff_year": cutoff}
+
+
+def _era_start(token: str) -> int | None:
+    digits = token.strip("<|>").rstrip("s")
+    return int(digits) if digits.isdigit() else None
+
+
+def check_tokenizer_years(tokenizer, tok_dir: Path, cutoff: int, corpus: Path) -> None:
+    """The tokenizer must come from text up to the cutoff: no era token starting after it, and
+    (when its stage recorded one) a training corpus that ends by it. ``corpus``: the run's
+    (already checked) corpus, the one to train a tokenizer on."""
+    fix = TOKENIZER_CMD.format(corpus=corpus)
+    late = [t for t in era_tokens_of(tokenizer) if (_era_start(t) or 0) > cutoff]
+    if late:
+        raise TrainingError(f"--cutoff_year {cutoff}: the tokenizer at {tok_dir} has era token(s) "
+                            f"{', '.join(late)} past the cutoff; train one on the cutoff corpus: {fix}")
+    side = Path(tok_dir) / SIDECAR
+    try:
+        record = (read_json(side).get("counts") or {}).get("corpus_time") if side.is_file() else None
+    except (OSError, ValueError):
+        record = None
+    latest = last_year(record)
+    if latest is not None and latest > cutoff:
+        raise TrainingError(f"--cutoff_year {cutoff}: the tokenizer at {tok_dir} was trained on text "
+                            f"up to {latest}, past the cutoff (its merges carry later words); train "
+                            f"one on the cutoff corpus: {fix}")
+
+
+def check_parent(src: Path, cutoff: int) -> None:
+    """``--init_from`` under a cutoff: the parent's corpus must be known and end by it."""
+    record = recorded_years(model_run_info(src))
+    latest = last_year(record)
+    if latest is None:
+        raise TrainingError(f"--init_from {src}: the years of its training corpus are unknown (no "
+                            f"corpus_time in its run_info.json), so it cannot seed a model time-locked "
+                            f"to {cutoff}; start from a run trained with a cutoff of {cutoff} or earlier")
+    if latest > cutoff:
+        raise TrainingError(f"--init_from {src}: its corpus reaches {latest}, past this run's cutoff "
+                            f"{cutoff}; a base trained on later text would leak it. Start from a run "
+                            f"whose corpus ends by {cutoff}")
+
+
+def time_lock(opts: RunOptions, tokenizer, resume: Resumed, init_path: Path | None) -> dict:
+    """Every time-lock check, in order; returns the run's ``corpus_time`` record."""
+    data = opts.data
+    record = corpus_time(Path(data.processed_dir), data.cutoff_year)
+    cutoff = record["cutoff_year"]
+    if cutoff is None:
+        return record
+    check_tokenizer_years(tokenizer, Path(data.tokenizer_dir), cutoff, Path(data.processed_dir))
+    check_cutoff(resume, opts.run.cache_dir, cutoff)
+    if init_path is not None:
+        check_parent(init_path, cutoff)
+    return record
+
+
+# --------------------------------------------------------------------------- the plan
+
 def _log_plan(plan: TrainingPlan, opts: RunOptions) -> None:
     s = plan.shape
     log(f"model: {s.n_layer} layers x {s.n_embd} wide, {s.n_head} heads, context "
@@ -127,18 +298,17 @@ def _log_plan(plan: TrainingPlan, opts: RunOptions) -> None:
 
 def plan_run(opts: RunOptions, args) -> TrainingPlan:
     """Tokenizer, resume, parent and shape for ``opts`` and the Trainer ``args``."""
-    tokenizer = load_tokenizer(opts.tokenizer_dir, opts.vocab_size)
-    resume = resolve_resume(opts.run, args.resume_from_checkpoint, opts.fresh, log=log)
+    tokenizer = load_tokenizer(opts.data.tokenizer_dir, opts.vocab_size)
+    resume = resumed(opts.run, args.resume_from_checkpoint, opts.fresh)
     _ = args.device  # joins the process group under torchrun: the ranks must agree from here
-    same_on_all_ranks(checkpoint_step(resume) if resume else -1, "the checkpoint to resume from")
-    previous = opts.run.read_run_info() if resume is not None else {}
-    if resume is not None:
-        check_resume_tokenizer(resume, opts.tokenizer_dir, previous)
-    resumed_parent = previous.get("parent")  # resuming a continued run: shape is the checkpoint's
+    same_on_all_ranks(checkpoint_step(resume.checkpoint) if resume.checkpoint else -1,
+                      "the checkpoint to resume from")
+    check_tokenizer(resume, opts.data.tokenizer_dir)
+    resumed_parent = resume.info.get("parent")  # resuming a continued run: shape is the checkpoint's
     init = parent = None
     if opts.init_from:
         init = resolve_init_source(opts.init_from, opts.run, opts.layout, tokenizer,
-                                   opts.tokenizer_dir, opts.context_length)
+                                   opts.data.tokenizer_dir, opts.context_length)
         _check_init_against_resume(opts, init, resume, resumed_parent)
         shape = _shape_from_parent(opts, init, tokenizer)
         parent = resumed_parent or parent_record(init)
@@ -146,13 +316,11 @@ def plan_run(opts: RunOptions, args) -> TrainingPlan:
         shape = ModelShape(opts.n_layer, opts.n_head, opts.n_embd, opts.context_length,
                            padded_vocab(len(tokenizer)))
         parent = resumed_parent
-    corpus_time = time_lock(opts, tokenizer, resume, previous, init.path if init else None)
+    corpus_time = time_lock(opts, tokenizer, resume, init.path if init else None)
     world = world_size()
     tokens_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
                        * world * opts.context_length)
-    plan = TrainingPlan(tokenizer, resume, init, parent, previous, validated(shape),
-                        tokens_per_step, world, recorded_position(resume) if resume else None,
-                        corpus_time)
+    plan = TrainingPlan(tokenizer, resume, init, parent, validated(shape), tokens_per_step, world, corpus_time)
     _log_plan(plan, opts)
     return plan
 

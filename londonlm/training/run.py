@@ -1,31 +1,92 @@
-"""One pre-training run, top to bottom: plan -> data -> model -> Trainer -> record.
+"""One pre-training run, top to bottom: plan -> speed -> data -> model -> Trainer -> record.
 
-Single process or torchrun DDP/FSDP (CPU gloo groups included); every step is a named
-function in this package, and the Trainer, its arguments and callbacks come from
-:mod:`.loop`, which every training job (chat fine-tuning too) shares.
+Single process or torchrun DDP/FSDP (CPU gloo groups included). Each line of
+:func:`run_training` is one step with its own module: :mod:`.plan` (tokenizer, resume, parent,
+shape, time lock), :mod:`.speed.choice` (precision, kernels, compile, micro-batch, budget),
+:mod:`.data` (token cache, blocks, the stream), :mod:`.model`, :mod:`.step.trainer` (the Trainer
+and the call that trains; :mod:`.step.callbacks` runs around every step), :mod:`.record`
+(final/, best/, run_info.json). Chat fine-tuning trains through the same pieces (:mod:`.finetune`).
 """
 from __future__ import annotations
 
-from .base import is_main_process
-from .data import TrainData, data_stream, prepare_data
-from .loop import RunControl, build_trainer, common_callbacks, train
-from .model import configure_torch, make_model
+import torch
+from transformers import EarlyStoppingCallback, default_data_collator
+
+from .data import StreamSampler, prepare_data
+from .dist import is_main_process, log
+from .model import apply_speed, build_model, configure_torch, load_weights, padded_vocab
 from .options import RunOptions
 from .plan import TrainingPlan, plan_run, start_fresh
-from .sampler import Position, StreamSampler
-from .schedules import BudgetFitCallback
-from .speed import SpeedPlan, check_resume_optimizer, check_time_budget, choose_speed, fit_batch_to_memory
-from .summary import finish, run_summary, training_settings
+from .record import SaveBestCallback, finish, run_summary, training_settings
+from .resume import check_optimizer
+from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory
+from .speed.settings import SpeedSettings
+from .step.callbacks import LogFileCallback, common_callbacks
+from .step.schedules import BudgetFitCallback
+from .step.trainer import build_trainer, train
 
 
-def make_callbacks(opts: RunOptions, args, plan: TrainingPlan, stream: StreamSampler,
-                   position: Position) -> tuple[list, object]:
-    """Every run's callbacks (:func:`.loop.common_callbacks`) plus pre-training's own:
-    perplexity in the log file, --save_best and early stopping."""
-    from transformers import EarlyStoppingCallback
+def run_training(opts: RunOptions, args) -> dict:
+    """Train (or resume) one run. ``args`` is a ``transformers.TrainingArguments`` whose
+    output_dir is ``opts.run.dir``. Returns the run summary also saved as run_info.json."""
+    plan = plan_run(opts, args)
+    configure_torch()  # training threads before the speed probe times anything
+    check_optimizer(plan.resume, opts.speed.optimizer)
+    speed = choose_speed(opts.speed, args, plan.shape, plan.world, plan.resume.speed)
+    settings = training_settings(opts, args)  # as asked: the micro-batch may be fitted next
+    fit_batch_to_memory(args, plan.shape, speed, opts.speed, opts.dropout, plan.world, plan.resume.micro_batch)
+    check_time_budget(opts.control.time_budget, args, plan.shape, speed)
+    start_fresh(opts, plan)
+    data = prepare_data(opts.run, opts.data, opts.context_length, plan.tokenizer,
+                        args.per_device_eval_batch_size, plan.world, args.torch_compile)
+    # the data position is the stream's (any world size), not the Trainer's per-rank batch skipping
+    position = plan.resume.start(plan.tokens_per_step // opts.context_length, len(data.train),
+                                 opts.context_length)
+    seed = args.seed if args.data_seed is None else args.data_seed
+    stream = StreamSampler(len(data.train), seed, position.start, position.samples_per_step)
+    args.ignore_data_skip = True
+    model = make_model(opts, plan, speed.settings, args.seed)
+    callbacks, stopper = common_callbacks(
+        args, flops_per_token=plan.shape.flops_per_token(), tokens_per_step=plan.tokens_per_step,
+        world=plan.world, position=position, stream=stream, tokens_per_sample=opts.context_length,
+        control=opts.control, extra=run_callbacks(opts))
+    trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval,
+                            collator=default_data_collator, callbacks=callbacks, stream=stream,
+                            optimizer=opts.speed.optimizer, time_budget=opts.control.time_budget,
+                            processing_class=plan.tokenizer)
+    outcome = train(trainer, plan.resume.checkpoint, stopper, position, opts.context_length)
+    summary = run_summary(opts, args, plan, data, speed.settings, model, outcome, settings)
+    summary["speed"] = speed.record()
+    fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)
+    if fit is not None:
+        summary["time_budget"] = fit.report()
+    return finish(trainer, opts, plan, data, summary)
 
-    from .callbacks import LogFileCallback, SaveBestCallback
 
+def make_model(opts: RunOptions, plan: TrainingPlan, speed: SpeedSettings, seed: int):
+    """The model the Trainer trains (it then loads a resumed checkpoint's weights itself):
+    a resumed continued run's checkpoint, the ``--init_from`` parent, or a fresh one."""
+    tok = plan.tokenizer
+    if plan.resumes_continued_run:
+        model = load_weights(plan.resume.checkpoint, tok)
+    elif plan.init is not None:
+        rows = padded_vocab(len(tok)) if plan.init.tokenizer_problem else None
+        model = load_weights(plan.init.path, tok, rows)
+        if rows:
+            log(f"--resize_embeddings: {plan.init.tokenizer_problem}; embeddings resized to {rows} rows")
+        log(f"init from {plan.init.path}: step 0, fresh optimizer and schedule (continued pre-training)")
+    else:
+        model = build_model(plan.shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
+                            dropout=opts.dropout, attn_implementation=speed.attn_implementation, seed=seed)
+    apply_speed(model, speed)
+    log(f"precision: {speed.precision}, attention: {speed.attn_implementation}, fused LM-head loss: "
+        f"{'on' if speed.fused_loss else 'off'}"
+        + ("" if torch.cuda.is_available() else f", {torch.get_num_threads()} threads"))
+    return model
+
+
+def run_callbacks(opts: RunOptions) -> list:
+    """Pre-training's own callbacks beside every job's: the log file, --save_best, early stopping."""
     extra = []
     if opts.log_file and is_main_process():
         extra.append(LogFileCallback(opts.log_file))
@@ -33,51 +94,4 @@ def make_callbacks(opts: RunOptions, args, plan: TrainingPlan, stream: StreamSam
         extra.append(SaveBestCallback(opts.run))
     if opts.early_stopping_patience:
         extra.append(EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience))
-    return common_callbacks(args, flops_per_token=plan.shape.flops_per_token(),
-                            tokens_per_step=plan.tokens_per_step, world=plan.world,
-                            position=position, stream=stream, tokens_per_sample=opts.context_length,
-                            control=run_control(opts), extra=extra)
-
-
-def run_control(opts: RunOptions) -> RunControl:
-    return RunControl(opts.time_budget, opts.stop_after_seconds, opts.stop_after_steps,
-                      opts.profile_steps, opts.run.profile)
-
-
-def run_training(opts: RunOptions, args) -> dict:
-    """Train (or resume) one run. ``args`` is a ``transformers.TrainingArguments`` whose
-    output_dir is ``opts.run.dir``. Returns the run summary also saved as run_info.json."""
-    from transformers import default_data_collator
-
-    plan = plan_run(opts, args)
-    configure_torch()  # training threads before the autotune probe times anything
-    check_resume_optimizer(opts.optimizer, plan.resume, plan.previous_info)
-    speed: SpeedPlan = choose_speed(opts.speed(), args, plan.shape, plan.world,
-                                    plan.previous_info if plan.resume is not None else {})
-    settings = training_settings(opts, args)  # what was asked: the micro-batch may be fitted below
-    fit_batch_to_memory(args, plan.shape, speed.kernels, opts.optimizer, opts.dropout, opts.batch_given,
-                        opts.eval_batch_given, plan.world, plan.previous_info)
-    check_time_budget(opts.time_budget, args, plan.shape, speed)
-    start_fresh(opts, plan)
-    data: TrainData = prepare_data(opts, plan.tokenizer, args.per_device_eval_batch_size, plan.world,
-                                   args.torch_compile)
-    # --- multi-process: the data position is the stream sampler's (any world size), not the
-    # Trainer's per-rank batch skipping; threads from OMP_NUM_THREADS / affinity / quota
-    seed = args.seed if args.data_seed is None else args.data_seed
-    stream, position = data_stream(plan, data.train, opts.context_length, seed)
-    args.ignore_data_skip = True
-    kernels = speed.kernels
-    model = make_model(opts, plan, kernels, args.seed)
-    callbacks, stopper = make_callbacks(opts, args, plan, stream, position)
-    trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval,
-                            collator=default_data_collator, callbacks=callbacks, stream=stream,
-                            speed=opts.speed(), time_budget=opts.time_budget,
-                            processing_class=plan.tokenizer)
-    # --- end multi-process
-    outcome = train(trainer, plan.resume, stopper, position, opts.context_length)
-    summary = run_summary(opts, args, plan, data, kernels, model, outcome, settings)
-    summary["speed"] = speed.record()
-    fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)
-    if fit is not None:
-        summary["time_budget"] = fit.report()
-    return finish(trainer, opts, plan, data, summary)
+    return extra

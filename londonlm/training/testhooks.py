@@ -1,5 +1,6 @@
 """Test hooks for the multi-process tests, set by environment variables and inert when unset.
-They make one rank misbehave, or record what each rank trained on, in a real torchrun job.
+They make one rank misbehave, or record what each rank trained on, in a real torchrun job;
+:func:`install` wires them into a built Trainer (the one place training calls them).
 
 ``LONDONLM_TEST_CLOCK_SKEW=RANK:SECONDS``  that rank's clocks (stop, time budget) jump SECONDS ahead
 ``LONDONLM_TEST_KILL=RANK:STEP``           that rank SIGKILLs itself once STEP is finished
@@ -10,10 +11,14 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+from collections import deque
 from pathlib import Path
 
-from .ranks import rank
+from transformers import TrainerCallback
+
+from .dist import rank
+from .step.callbacks import StopAndSaveCallback
+from .step.schedules import BudgetFitCallback
 
 CLOCK_SKEW = "LONDONLM_TEST_CLOCK_SKEW"
 KILL = "LONDONLM_TEST_KILL"
@@ -30,31 +35,25 @@ def _for_this_rank(var: str) -> float | None:
     return float(value) if int(who) == rank() else None
 
 
-def stop_clock():
-    """The clock a stop decision reads (--stop_after_seconds, --time_budget). On the rank the
-    test names it jumps SECONDS ahead once training has begun (its first reading, the start, is
-    true)."""
-    skew = _for_this_rank(CLOCK_SKEW)
-    if not skew:
-        return time.monotonic
+def skewed(clock, skew: float):
+    """``clock``, but SECONDS ahead once training has begun (its first reading, the start, is true)."""
     readings = []
 
-    def skewed() -> float:
+    def read() -> float:
         readings.append(None)
-        return time.monotonic() + (skew if len(readings) > 1 else 0.0)
-    return skewed
+        return clock() + (skew if len(readings) > 1 else 0.0)
+    return read
 
 
-def step_hook():
-    """Called after every step (before the ranks agree on stopping); None when unused."""
-    kill_at = _for_this_rank(KILL)
-    if kill_at is None:
-        return None
+class KillAfter(TrainerCallback):
+    """SIGKILL this rank once ``step`` is finished, before the ranks agree on stopping."""
 
-    def maybe_kill(step: int) -> None:
-        if step >= kill_at:
+    def __init__(self, step: float):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
-    return maybe_kill
 
 
 class IndexedBlocks:
@@ -70,25 +69,50 @@ class IndexedBlocks:
         return {**self.blocks[i], BLOCK_KEY: int(i)}
 
 
-def training_blocks(train, args):
-    """The training dataset, indexed when the block log is on (the Trainer then keeps the
-    extra key in batches: :func:`batch_hook` removes it before the forward pass)."""
-    if not os.environ.get(BLOCK_LOG):
-        return train
-    args.remove_unused_columns = False
-    return IndexedBlocks(train)
+class BlockLog(TrainerCallback):
+    """The collator side pops each training micro-batch's block indices out of its items (the
+    model must not see them) and queues them; the callback side writes one line per micro-batch
+    actually trained (``on_substep_end`` for each accumulated one, ``on_step_end`` for the last):
+    the DataLoader collates one batch ahead, and a batch collated when the run stops was never
+    trained on."""
+
+    def __init__(self, collate, path: Path):
+        self.collate, self.path, self.queued = collate, path, deque()
+
+    def __call__(self, features: list[dict]):
+        if features and BLOCK_KEY in features[0]:
+            self.queued.append([f.pop(BLOCK_KEY) for f in features])
+        return self.collate(features)
+
+    def _trained(self, state) -> None:
+        if self.queued:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(f"{state.global_step} {' '.join(map(str, self.queued.popleft()))}\n")
+
+    def on_substep_end(self, args, state, control, **kw):
+        self._trained(state)
+
+    def on_step_end(self, args, state, control, **kw):
+        self._trained(state)
 
 
-def batch_hook():
-    """``RunTrainer.on_batch``: pops the block indices out of a micro-batch and logs them."""
-    folder = os.environ.get(BLOCK_LOG)
-    if not folder:
-        return None
-    path = Path(folder) / f"blocks-rank{rank()}.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def log_blocks(trainer, inputs: dict) -> None:
-        idx = inputs.pop(BLOCK_KEY).tolist()
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{trainer.state.global_step + 1} {' '.join(map(str, idx))}\n")
-    return log_blocks
+def install(trainer) -> None:
+    """Wire the hooks the environment names into a built ``trainer``; nothing when none is set."""
+    skew, kill_at, folder = _for_this_rank(CLOCK_SKEW), _for_this_rank(KILL), os.environ.get(BLOCK_LOG)
+    callbacks = trainer.callback_handler.callbacks
+    if skew:
+        for cb in callbacks:
+            if isinstance(cb, (StopAndSaveCallback, BudgetFitCallback)):
+                cb.clock = skewed(cb.clock, skew)
+    if kill_at is not None:  # before the stopper (last), as a rank dies between steps
+        stopper = next(i for i, cb in enumerate(callbacks) if isinstance(cb, StopAndSaveCallback))
+        callbacks.insert(stopper, KillAfter(kill_at))
+    if folder:
+        path = Path(folder) / f"blocks-rank{rank()}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the Trainer keeps the extra key for the collator, which runs in this process (its queue
+        # is the callback's)
+        trainer.args.remove_unused_columns, trainer.args.dataloader_num_workers = False, 0
+        trainer.train_dataset = IndexedBlocks(trainer.train_dataset)
+        trainer.data_collator = log = BlockLog(trainer.data_collator, path)
+        callbacks.insert(0, log)

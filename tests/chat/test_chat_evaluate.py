@@ -7,7 +7,7 @@ import json
 from londonlm.chat.dataset import load_chat_dataset
 from londonlm.chat.evaluate import (
     ChatEvalOptions, bait_hits, base_window_ids, evaluate_chat, human_eval_samples, load_bait, printed_answer)
-from londonlm.evaluation.generation_quality import load_wordlist
+from londonlm.evaluation.metrics.generation_quality import load_wordlist
 from londonlm.core.layout import CHAT_EVAL, Layout
 
 

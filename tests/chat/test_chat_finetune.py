@@ -23,7 +23,7 @@ def _layout(root):
 
 
 def _micro_model(vocab=128, positions=64):
-    from londonlm.training.modeling import ModelShape, build_model
+    from londonlm.training.model import ModelShape, build_model
 
     return build_model(ModelShape(2, 2, 32, positions, vocab), 0, 0, 1, seed=0).eval()
 

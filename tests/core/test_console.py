@@ -22,9 +22,9 @@ WORK = textwrap.dedent('''
         tok = AutoTokenizer.from_pretrained(model_dir)
         tok("It was a cold morning in Cheapside. " * 400)
         ids = torch.tensor([[5, 6, 7, 8]])
-        from londonlm.training.modeling import with_causal_lm_loss
+        from londonlm.training.model import with_causal_lm_loss
         with_causal_lm_loss(AutoModelForCausalLM.from_pretrained(model_dir))(input_ids=ids, labels=ids)
-        from londonlm.training.fused_loss import enable_fused_loss
+        from londonlm.training.step.fused_loss import enable_fused_loss
         enable_fused_loss(AutoModelForCausalLM.from_pretrained(model_dir))(input_ids=ids, labels=ids)
         from londonlm.generation import GenerationSettings, encode_prompt, load_model
         from londonlm.serving.batching import BatchEngine, Job

@@ -14,6 +14,7 @@ import pytest
 from londonlm.core import SIDECAR, StageInputMissing, UsageError
 from londonlm.corpus import CorpusError, build_corpus, corpus_time_facts, cutoff_view, read_manifest, summarize
 from londonlm.corpus import cutoff as cutoff_module
+from londonlm.corpus import manifest as manifest_module
 from londonlm.corpus.dating import cutoff_verdict, decide_year
 from londonlm.corpus.filters import CutoffFilter, DocInfo, default_filters, run_filters
 from londonlm.corpus.manifest import read_jsonl
@@ -301,7 +302,7 @@ def test_view_writes_its_sidecar_last(collected, tmp_path, monkeypatch):
     def broken(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cutoff_module, "link_or_copy", broken)
+    monkeypatch.setattr(manifest_module, "link_or_copy", broken)  # where the view's texts are placed
     with pytest.raises(OSError):
         cutoff_view(collected, view, 1760, log=quiet)
     assert not (view / SIDECAR).exists()  # a half-made view is never vouched for

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from londonlm.corpus.manifest import (CorpusError, assign_split, ensure_both_splits, iter_split_texts, read_jsonl,
-                               read_manifest, summarize)
+from londonlm.corpus.manifest import (CorpusError, assign_split, ensure_both_splits, iter_split_texts, place_texts,
+                               read_jsonl, read_manifest, summarize)
 
 ROWS = [
     {"id": "a", "source": "oldbailey", "source_kind": "web", "year": 1674, "decade": 1670, "license": "cc-by-4.0",
@@ -52,6 +52,20 @@ def test_summarize_totals_sources_decades_and_rejections():
     json.dumps(s)  # corpus_stats.json is this dict: no sets
     empty = summarize([])
     assert empty["documents"] == 0 and empty["years"] == [None, None] and empty["by_source"] == {}
+
+
+def test_place_texts_links_the_kept_and_removes_the_stale(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    (src / "a.txt").write_text("A text.", encoding="utf-8")
+    place_texts(out, {})
+    assert (out / "texts").is_dir()  # an empty corpus still has its texts folder
+    for name in ("old.txt", "sub/old.txt"):  # an earlier build's texts, the nested one too
+        (out / "texts" / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / "texts" / name).write_text("gone", encoding="utf-8")
+    place_texts(out, {"texts/a.txt": src / "a.txt"})
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.txt")) == ["texts/a.txt"]
+    assert (out / "texts" / "a.txt").read_text(encoding="utf-8") == "A text."
 
 
 def test_read_manifest_names_the_fix(tmp_path):

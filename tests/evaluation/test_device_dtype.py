@@ -50,10 +50,10 @@ def project(tmp_path, tiny_model_dir):
 
 def test_the_evaluation_cli_defaults_to_auto_device_and_dtype(project, fake_gpu, monkeypatch):
     import config
-    from londonlm.evaluation import cli, run
+    from londonlm.evaluation import cli, model
 
-    loads, real = [], run._load
-    monkeypatch.setattr(run, "_load", lambda path, **kw: (loads.append(kw), real(path, **kw))[1])
+    loads, real = [], model._load
+    monkeypatch.setattr(model, "_load", lambda path, **kw: (loads.append(kw), real(path, **kw))[1])
     parser = cli.build_parser("run_evaluation.py", list(config.PRESETS), "micro")
     args = parser.parse_args(["--root", str(project), "--preset", "micro"])
     assert args.device == "auto" and args.dtype == "auto"

@@ -194,7 +194,7 @@ def test_output_folder_follows_the_layout_rule(tmp_path):
 def test_serving_evaluation_and_inference_never_import_training():
     code = ("import sys, londonlm.generation, londonlm.serving.repl, londonlm.serving.inference_cli, "
             "londonlm.serving, londonlm.serving.cli, londonlm.evaluation, londonlm.evaluation.cli, "
-            "londonlm.evaluation.generation_quality, londonlm.evaluation.curves; "
+            "londonlm.evaluation.metrics.generation_quality, londonlm.evaluation.curves; "
             "print(sorted(m for m in sys.modules if m.startswith('londonlm.training') or m == 'londonlm.pipeline'))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                        timeout=120)

@@ -6,9 +6,9 @@ import random
 import pytest
 
 from conftest import SAMPLE_TEXTS
-from londonlm.evaluation.generation_quality import (anachronisms, distinct_n, evaluate_generation,
-                                                    load_wordlist, repeated_ngram_rate, rouge,
-                                                    style_markers, text_statistics, words_of)
+from londonlm.evaluation.metrics.generation_quality import (anachronisms, distinct_n, evaluate_generation,
+                                                            load_wordlist, repeated_ngram_rate, rouge,
+                                                            style_markers, text_statistics, words_of)
 
 
 def test_rouge_known_pairs():

@@ -1,5 +1,5 @@
 """lm-eval-harness with londonlm's task files: the probes task scores like our own probes, and
-the text-folder task's bits per byte equals londonlm.evaluation.lm's on the same texts."""
+the text-folder task's bits per byte equals londonlm.evaluation.metrics.lm's on the same texts."""
 from __future__ import annotations
 
 import json
@@ -34,7 +34,7 @@ def test_task_files_ship_in_the_package():
 
 
 def test_probes_task_matches_londonlm_probe_scoring(tiny_model_dir, model_and_tok, tmp_path):
-    from londonlm.evaluation.probes import load_mc_jsonl, score_items
+    from londonlm.evaluation.metrics.probes import load_mc_jsonl, score_items
 
     model, tok = model_and_tok
     probes = short_probes(tmp_path / "probes.jsonl", tok)
@@ -51,7 +51,7 @@ def test_probes_task_reads_the_shipped_file(tiny_model_dir):
 
 
 def test_bits_per_byte_agrees_with_ours(tiny_model_dir, model_and_tok, tmp_path):
-    from londonlm.evaluation.lm import evaluate_lm
+    from londonlm.evaluation.metrics.lm import evaluate_lm
 
     model, tok = model_and_tok
     folder = tmp_path / "texts"

@@ -14,13 +14,13 @@ import pytest
 import yaml
 
 from londonlm.core import LondonLMError
-from londonlm.evaluation import leakage
 from londonlm.evaluation.harness import LONDON_TASKS, TASKS_DIR
-from londonlm.evaluation.leakage import (CATEGORIES, LEAKAGE_FACTS, LEAKAGE_WORDS, LeakageError,
-                                         leakage_markdown, load_leakage_facts, load_leakage_words,
-                                         run_leakage_probes, side_of, spread)
-from londonlm.evaluation.leakage_report import (binomial_tail, mean_interval, tail_probability,
-                                                wilson_interval)
+from londonlm.evaluation.metrics import leakage
+from londonlm.evaluation.metrics.leakage import (CATEGORIES, LEAKAGE_FACTS, LEAKAGE_WORDS, LeakageError,
+                                                 binomial_tail, load_leakage_facts, load_leakage_words,
+                                                 mean_interval, run_leakage_probes, side_of, spread,
+                                                 tail_probability, wilson_interval)
+from londonlm.evaluation.report import leakage_markdown
 
 NO_LM = SimpleNamespace(model=None, tokenizer=None, device="cpu")
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from londonlm.evaluation.probes import (ProbeFormatError, continuation_logprobs,
-                                        default_probes_path, join_continuation, load_mc_jsonl,
-                                        score_items, shuffled_items)
+from londonlm.evaluation.metrics.probes import (ProbeFormatError, continuation_logprobs,
+                                                default_probes_path, join_continuation, load_mc_jsonl,
+                                                score_items, shuffled_items)
 
 ALPHABET = "abcde "
 

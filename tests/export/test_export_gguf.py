@@ -217,7 +217,7 @@ def _trained_model(tokenizer_dir, out, steps=100):
     random model's near-flat logits would make any comparison a coin toss)."""
     from transformers import AutoTokenizer
 
-    from londonlm.training.modeling import ModelShape, build_model, padded_vocab
+    from londonlm.training.model import ModelShape, build_model, padded_vocab
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     shape = ModelShape(n_layer=2, n_head=2, n_embd=64, n_positions=64,

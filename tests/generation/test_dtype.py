@@ -87,7 +87,7 @@ def test_scores_from_bf16_weights_keep_float32_precision(bf16):
     """log_softmax in bf16 would put every log-probability on bf16's coarse grid (8 bits of
     mantissa); upcast first, they fall between its points."""
     from londonlm.evaluation import evaluate_lm
-    from londonlm.evaluation.probes import continuation_logprobs
+    from londonlm.evaluation.metrics.probes import continuation_logprobs
     from londonlm.generation import encode_prompt
 
     def off_grid(values):

@@ -55,7 +55,7 @@ def _metrics(loss: float) -> dict:
 def _write_evaluation(ev: Path, metrics: dict, model_dir: Path) -> None:
     """metrics.json as the evaluation stage writes it: tied to the weights it scored and to
     the samples.jsonl written beside it."""
-    from londonlm.evaluation.identity import model_identity, outputs_record
+    from londonlm.evaluation.model import model_identity, outputs_record
 
     m = json.loads(json.dumps(metrics))
     m["model"]["weights_sha256"] = model_identity(model_dir)["weights_sha256"]

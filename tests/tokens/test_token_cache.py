@@ -296,7 +296,7 @@ def test_damage_stops_a_dataloader_with_workers(big_cache, tmp_path):
     main process as a CacheError before the damaged batch does."""
     import torch
 
-    from londonlm.training.blocks import PackedBlocks
+    from londonlm.training.data import PackedBlocks
     from londonlm.tokens.cache import load_checked_tokens
 
     cache, clean = damaged_copy(big_cache, tmp_path)

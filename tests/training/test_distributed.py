@@ -103,7 +103,7 @@ def losses(ckpt: Path) -> list[tuple[int, float]]:
 
 
 def position(ckpt: Path) -> dict:
-    from londonlm.training.sampler import recorded_position
+    from londonlm.training.resume import recorded_position
 
     return recorded_position(ckpt)
 
@@ -123,7 +123,7 @@ def _shards(n_blocks, seed, start, batch, accum, world, steps):
     from accelerate.data_loader import BatchSamplerShard
     from torch.utils.data import BatchSampler
 
-    from londonlm.training.sampler import StreamSampler
+    from londonlm.training.data import StreamSampler
 
     # every rank's loader iterates its own sampler (one pass each), dealt round-robin
     per_rank = [iter(BatchSamplerShard(BatchSampler(
@@ -143,7 +143,7 @@ def _shards(n_blocks, seed, start, batch, accum, world, steps):
 def test_stream_resumes_at_the_same_block_at_any_world_size(before, after):
     """Steps at one world size, then a resume at another from the consumed count: within the
     epoch no block is read twice and none is skipped."""
-    from londonlm.training.sampler import stream_blocks
+    from londonlm.training.data import stream_blocks
 
     n, seed, batch, accum = 100, 7, 2, 2
     first = _shards(n, seed, 0, batch, accum, before, 3)
@@ -155,7 +155,7 @@ def test_stream_resumes_at_the_same_block_at_any_world_size(before, after):
 
 
 def test_stream_passes_are_whole_steps_and_epochs_are_permutations():
-    from londonlm.training.sampler import StreamSampler, stream_blocks
+    from londonlm.training.data import StreamSampler, stream_blocks
 
     s = StreamSampler(10, 3, 0, 4)
     assert len(s) == 8  # a pass never ends inside a step
@@ -195,7 +195,7 @@ def _state(step):
 def test_stop_is_agreed_with_the_other_ranks():
     """Another rank's clock ran out (or it got the signal): this rank stops after the same step,
     saving, and records why; its own clock never said so."""
-    from londonlm.training.callbacks import StopAndSaveCallback
+    from londonlm.training.step.callbacks import StopAndSaveCallback
 
     peer = Peer()
     cb = StopAndSaveCallback(max_seconds=3600, agree=peer)
@@ -226,7 +226,7 @@ def test_stop_is_agreed_with_the_other_ranks():
 def test_repeated_signal_within_a_second_is_one_request():
     """Slurm signals every process, then torchrun forwards the signal: one request. Asked
     again later, give up at once."""
-    from londonlm.training.callbacks import StopAndSaveCallback
+    from londonlm.training.step.callbacks import StopAndSaveCallback
 
     cb = StopAndSaveCallback()
     cb._handler(signal.SIGTERM, None)
@@ -282,7 +282,7 @@ def test_dataloader_workers_ignore_sigterm():
     it (the rank decides, then saves)."""
     from torch.utils.data import DataLoader
 
-    from londonlm.training.trainer import quiet_workers
+    from londonlm.training.step.trainer import quiet_workers
 
     loader = quiet_workers(DataLoader(_Slow(), batch_size=4, num_workers=2))
     it = iter(loader)
@@ -294,8 +294,8 @@ def test_dataloader_workers_ignore_sigterm():
 
 
 def test_tokens_seen_count_what_was_consumed():
-    from londonlm.training.callbacks import ThroughputCallback
-    from londonlm.training.sampler import DataPosition, Position
+    from londonlm.training.step.callbacks import ThroughputCallback
+    from londonlm.training.data import DataPosition, Position
 
     pos = Position(start=48, start_step=3, samples_per_step=8)  # 3 steps at 2 ranks, then 1
     cb = ThroughputCallback(8 * 64, 1.0, None, tokens_at=lambda s: pos.consumed(s) * 64)
@@ -310,23 +310,29 @@ def test_tokens_seen_count_what_was_consumed():
 def test_resume_starts_at_the_recorded_position_or_infers_an_old_one(tmp_path, capsys):
     """A checkpoint's recorded block count wins over global_step x today's step size; one
     saved before positions were recorded assumes the step size its run had."""
-    from types import SimpleNamespace
-
-    from londonlm.training.data import data_stream
+    from londonlm.training.data import StreamSampler
+    from londonlm.training.resume import Resumed
 
     ck = tmp_path / "checkpoint-3"
     ck.mkdir()
-    (ck / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
-    plan = SimpleNamespace(resume=ck, tokens_per_step=8 * 64, previous_info={"tokens_per_step": 16 * 64},
-                           data_position={"consumed_samples": 48, "blocks": 164})
-    stream, pos = data_stream(plan, [None] * 164, 64, seed=1)
+
+    def record(position):
+        state = {"global_step": 3}
+        if position:
+            state["stateful_callbacks"] = {"DataPosition": {"args": {}, "attributes": position}}
+        (ck / "trainer_state.json").write_text(json.dumps(state))
+
+    resume = Resumed(ck, {"tokens_per_step": 16 * 64})
+    record({"consumed_samples": 48, "blocks": 164})
+    pos = resume.start(8, 164, 64)
+    stream = StreamSampler(164, 1, pos.start, pos.samples_per_step)
     assert (stream.start, pos.consumed(5)) == (48, 64) and len(stream) == 160
-    plan.data_position = {"consumed_samples": 48, "blocks": 100}
-    data_stream(plan, [None] * 164, 64, seed=1)
+    record({"consumed_samples": 48, "blocks": 100})
+    resume.start(8, 164, 64)
     assert "training data changed" in capsys.readouterr().out
-    plan.data_position = None
-    stream, _ = data_stream(plan, [None] * 164, 64, seed=1)
-    assert stream.start == 3 * 16 and "records no data position" in capsys.readouterr().out
+    record(None)
+    assert resume.start(8, 164, 64).start == 3 * 16 and "records no data position" in capsys.readouterr().out
+    assert Resumed().start(8, 164, 64).start == 0  # a new run
 
 
 def test_changed_tokenizer_refuses_to_resume(root, tmp_path, capsys):
@@ -368,9 +374,9 @@ def _rank_worker(rank, init_file, root, out):
 
     import londonlm.tokens.cache as tc
     from londonlm.core.errors import LondonLMError
-    from londonlm.training.ranks import agree, rank0_first
+    from londonlm.training.dist import agree, rank0_first
     from londonlm.training.data import cached_tokens
-    from londonlm.training.options import RunOptions
+    from londonlm.training.data import DataOptions
 
     out = Path(out)
     assert agree([rank, 5 - rank, 0]) == [1, 5, 0]
@@ -383,10 +389,8 @@ def _rank_worker(rank, init_file, root, out):
     tc.build_cache = counting
     layout = DEFAULTS.at_root(root)
     tok_dir = layout.tokenizer_dir(config.TOKENIZER.name)
-    opts = RunOptions(run=layout.run("micro"), layout=layout, tokenizer_dir=tok_dir,
-                      processed_dir=layout.processed_dir, preset="micro", n_layer=2, n_head=2,
-                      n_embd=64, context_length=64, cache_mode="rebuild", progress=False)
-    meta, _ = cached_tokens(opts, AutoTokenizer.from_pretrained(str(tok_dir)))
+    data = DataOptions(tok_dir, layout.processed_dir, cache_mode="rebuild", progress=False)
+    meta, _ = cached_tokens(layout.run("micro"), data, 64, AutoTokenizer.from_pretrained(str(tok_dir)))
     (out / f"created{rank}.txt").write_text(meta["created"])
     try:  # rank 0 failing: the others are told, not left waiting
         with rank0_first("testing"):
@@ -545,7 +549,7 @@ def _blocks_read(folder: Path) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])
 def test_world_size_change_reads_each_block_at_most_once(root, tmp_path, before, after):
-    from londonlm.training.sampler import stream_blocks
+    from londonlm.training.data import stream_blocks
 
     logs = tmp_path / "blocks"
     hook = {"LONDONLM_TEST_BLOCK_LOG": str(logs)}

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from londonlm.training.fused_loss import enable_fused_loss, linear_cross_entropy
+from londonlm.training.step.fused_loss import enable_fused_loss, linear_cross_entropy
 
 
 def _model(seed=0):

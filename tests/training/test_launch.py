@@ -14,7 +14,7 @@ import pytest
 
 from londonlm.training.launch import stop_message
 
-from conftest import fake_nvidia_smi, patch_core
+from conftest import fake_nvidia_smi
 
 REPO = Path(__file__).resolve().parents[2]
 STUB = "#!/bin/sh\necho \"STUB $0 $*\"\n"
@@ -127,9 +127,10 @@ def test_stop_message_names_checkpoint_and_resume_command(tmp_path):
 
 
 def test_launcher_shares_cores_unless_omp_num_threads_is_set(monkeypatch):
+    from londonlm.training import launch
     from londonlm.training.launch import threads_per_rank
 
-    patch_core(monkeypatch, "usable_cores", lambda: 16)
+    monkeypatch.setattr(launch, "usable_cores", lambda: 16)
     assert threads_per_rank(["--nproc_per_node=4", "x.py"], {}) == "4"
     assert threads_per_rank(["--nproc_per_node", "3", "x.py"], {}) == "5"
     assert threads_per_rank(["--nproc_per_node=4"], {"OMP_NUM_THREADS": "2"}) is None
@@ -163,8 +164,8 @@ def test_training_script_refuses_gpus_it_cannot_use_unless_the_cpu_is_asked_for(
     import torch
 
     from londonlm.core import GpuUnusable
-    from londonlm.training.args import parse_train_flags
-    from londonlm.training.loop import make_training_arguments
+    from londonlm.training.options import parse_train_flags
+    from londonlm.training.options import make_training_arguments
 
     if torch.cuda.is_available():
         pytest.skip("this torch can use a GPU")
@@ -228,7 +229,7 @@ def test_a_failing_rank_ends_in_one_line_not_torchruns_traceback(tmp_path):
 
 def test_a_gloo_group_that_cannot_connect_names_the_interface_variable(monkeypatch):
     from londonlm.core import LondonLMError
-    from londonlm.training import ranks
+    from londonlm.training import dist as ranks
 
     class Dist:
         DistError = RuntimeError

@@ -18,7 +18,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 from conftest import micro_gpt2
-from londonlm.training.optim import MuonOptions, build_muon_adamw, orthogonalize_many
+from londonlm.training.step.optim import MuonOptions, build_muon_adamw, orthogonalize_many
 from test_distributed import losses, ok, run_dir, torchrun
 
 COEFFS = (3.4445, -4.7750, 2.0315)

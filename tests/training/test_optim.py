@@ -6,10 +6,10 @@ import torch
 
 from conftest import micro_gpt2, micro_lm_dataset, micro_training_args, patch_core
 from londonlm.core.errors import LondonLMError
-from londonlm.training.optim import (Muon, MuonAdamW, MuonOptions, build_muon_adamw, describe_split,
+from londonlm.training.step.optim import (Muon, MuonAdamW, MuonOptions, build_muon_adamw, describe_split,
                             fast_ns_dtype, muon_options_from_args, split_parameters)
-from londonlm.training.schedules import WarmupStableDecay, make_lr_scheduler
-from londonlm.training.trainer_hooks import trainer_class
+from londonlm.training.step.schedules import WarmupStableDecay, make_lr_scheduler
+from londonlm.training.step.trainer import RunTrainer
 
 
 def _names(group):
@@ -77,7 +77,7 @@ def test_batched_newton_schulz_is_each_matrix_own_iteration_in_one_matmul_per_pr
     from torch.optim._muon import _zeropower_via_newtonschulz
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from londonlm.training.optim import orthogonalize_many
+    from londonlm.training.step.optim import orthogonalize_many
 
     class CountMatmuls(TorchDispatchMode):
         calls = 0
@@ -101,7 +101,7 @@ def test_batched_newton_schulz_is_each_matrix_own_iteration_in_one_matmul_per_pr
 
 
 def test_newton_schulz_stacks_are_bounded_in_size(monkeypatch):
-    import londonlm.training.optim as optim
+    import londonlm.training.step.optim as optim
 
     stacked = []
     real_stack = torch.stack
@@ -140,10 +140,9 @@ def _train(out, resume=None, steps=8):
     """Micro GPT-2 through the Trainer with Muon+AdamW and a WSD schedule; losses per step."""
     args = micro_training_args(out, max_steps=steps, save_strategy="steps", save_steps=4,
                                learning_rate=0.02)
-    cls = trainer_class(
-        optimizer_factory=lambda m: build_muon_adamw(m, muon_options_from_args(args)),
-        schedule=WarmupStableDecay(2, steps, decay_fraction=0.5, min_lr_ratio=0.1))
-    trainer = cls(model=micro_gpt2(seed=1), args=args, train_dataset=micro_lm_dataset(64))
+    trainer = RunTrainer(model=micro_gpt2(seed=1), args=args, train_dataset=micro_lm_dataset(64),
+                         optimizer_builder=lambda m: build_muon_adamw(m, muon_options_from_args(args)),
+                         schedule=WarmupStableDecay(2, steps, decay_fraction=0.5, min_lr_ratio=0.1))
     trainer.train(resume_from_checkpoint=resume)
     opt = trainer.optimizer.optimizer  # accelerate's wrapper around ours
     assert isinstance(opt, MuonAdamW)
@@ -232,7 +231,7 @@ def test_a_same_shaped_state_of_another_optimizer_is_refused_too():
 
 
 def test_newton_schulz_dtype_follows_the_device_the_parameters_end_up_on(monkeypatch):
-    import londonlm.training.optim as optim
+    import londonlm.training.step.optim as optim
 
     # FSDP2: the Trainer builds the optimizer on CPU, accelerate repoints its groups to the
     # parameters on the GPU (here: meta stands for the GPU)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import micro_gpt2, train_exit_code as train
-from londonlm.training.fused_loss import enable_fused_loss
-from londonlm.training.optim import MuonOptions, build_muon_adamw
-from londonlm.training.profiling import GROUPS, ModuleLabels, group_events, markdown, profile_table
+from londonlm.training.step.fused_loss import enable_fused_loss
+from londonlm.training.step.optim import MuonOptions, build_muon_adamw
+from londonlm.training.step.profiling import GROUPS, ModuleLabels, group_events, markdown, profile_table
 from test_training import root  # noqa: F401  (the copied micro project)
 
 
@@ -93,7 +93,7 @@ def test_gpu_profiles_record_kernels_and_attribute_them_to_the_launching_op(monk
     the table gains a GPU column and the GPU's busy share, and the GEMM rate uses kernel time."""
     from types import SimpleNamespace
 
-    from londonlm.training import profiling
+    from londonlm.training.step import profiling
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert profiling.profiler_activities() == [torch.profiler.ProfilerActivity.CPU,

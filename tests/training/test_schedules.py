@@ -6,7 +6,7 @@ import torch
 
 from conftest import micro_gpt2, micro_lm_dataset, micro_training_args
 from londonlm.core.errors import LondonLMError
-from londonlm.training.schedules import (BudgetError, BudgetFitCallback, WarmupStableDecay, check_budget,
+from londonlm.training.step.schedules import (BudgetError, BudgetFitCallback, WarmupStableDecay, check_budget,
                                 make_lr_scheduler)
 
 
@@ -131,7 +131,7 @@ def test_the_fitter_runs_before_the_loggers(tmp_path):
     the fitter is moved ahead of them so they log its corrected figures."""
     from transformers import Trainer
 
-    from londonlm.training.speed import attach_budget_fit
+    from londonlm.training.step.trainer import attach_budget_fit
 
     fit = BudgetFitCallback(10)
     trainer = Trainer(model=micro_gpt2(), args=micro_training_args(tmp_path, max_steps=10),
@@ -173,7 +173,7 @@ def test_every_rank_joins_the_budget_agreement_at_every_step(tmp_path):
     (before the step time is known, a clock alone says the budget is spent) would wait there for
     ranks that never come. Here the fitter joins once per step from the first, and the fewest
     steps any rank proposes wins."""
-    from londonlm.training.schedules import agreed_total
+    from londonlm.training.step.schedules import agreed_total
 
     calls = []
 

@@ -185,7 +185,7 @@ def test_flags_override_like_the_command_line_and_fill_from_the_preset(tmp_path)
     """The pipeline and the grid adjust a parsed command line instead of building argv: an
     override is validated like a flag and wins over the preset like one."""
     from londonlm.core.errors import UsageError
-    from londonlm.training.args import parse_train_flags
+    from londonlm.training.options import parse_train_flags
     from londonlm.training import make_job
 
     flags = parse_train_flags(["--eval_steps", "7"]).override(
@@ -196,7 +196,7 @@ def test_flags_override_like_the_command_line_and_fill_from_the_preset(tmp_path)
     assert (job.args.max_steps, job.args.eval_steps) == (3, 7)
     assert job.args.learning_rate == micro.learning_rate and job.opts.n_embd == micro.n_embd
     assert job.opts.run.dir == tmp_path / "09_models" / "checkpoints" / "x" == Path(job.args.output_dir)
-    assert job.opts.era_tokens is False
+    assert job.opts.data.era_tokens is False
     with pytest.raises(UsageError, match="unknown training option"):
         flags.override(no_such_flag=1)
     with pytest.raises(UsageError, match="not divisible"):
@@ -210,7 +210,7 @@ def test_the_one_training_arguments_constructor_takes_bf16_on_any_cpu(tmp_path):
     import torch
 
     from londonlm.core.errors import UsageError
-    from londonlm.training.loop import make_training_arguments
+    from londonlm.training.options import make_training_arguments
 
     args = make_training_arguments({"output_dir": str(tmp_path), "bf16": True, "report_to": []})
     assert args.bf16 and (args.use_cpu or torch.cuda.is_available())
@@ -226,8 +226,8 @@ def test_saved_weights_lose_the_compile_prefix_and_foreign_ones_are_refused(tmp_
     from transformers import AutoModelForCausalLM
 
     from conftest import micro_gpt2, micro_lm_dataset, micro_training_args
-    from londonlm.training.base import TrainingError
-    from londonlm.training.trainer import RunTrainer
+    from londonlm.training.dist import TrainingError
+    from londonlm.training.step.trainer import RunTrainer
 
     model = micro_gpt2()
     trainer = RunTrainer(model=model, args=micro_training_args(tmp_path / "run"), train_dataset=micro_lm_dataset(8))

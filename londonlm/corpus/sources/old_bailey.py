@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..dating import FILE_NAME, TEI_SESSION
-from .base import Document, Source, SourceError, decode_bytes, safe_id, source_dir, wanted
+from .base import Document, Source, SourceError, safe_id, source_dir, wanted
 
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December"]
@@ -194,11 +194,3 @@ def materialise_tei(doc: Document, data: bytes) -> None:
     doc.extra.update(meta)
     if meta.get("session_date") and not doc.title:
         doc.title = f"Old Bailey Proceedings, {meta['session_date']}"
-
-
-def decode_for_tei(data: bytes) -> bytes:
-    """XML bytes as given (lxml reads the declared encoding); gzip is unpacked first."""
-    if data[:2] == b"\x1f\x8b":
-        text, _ = decode_bytes(data)
-        return text.encode("utf-8")
-    return data

@@ -20,7 +20,7 @@ def load_probes(probes_path: str | None = None, **_):
     reader; ``continuations`` are the choices as londonlm scores them after the context."""
     import datasets
 
-    from londonlm.evaluation.probes import default_probes_path, load_mc_jsonl  # loaded by lm-eval as a file
+    from londonlm.evaluation.metrics.probes import default_probes_path, load_mc_jsonl  # loaded by lm-eval as a file
 
     path = probes_path or os.environ.get(PROBES_ENV) or default_probes_path()
     rows = [{"id": it.id, "category": it.category, "context": it.context,
@@ -34,7 +34,7 @@ def load_leakage(leakage_path: str | None = None, **_):
     each row keeps its ``year`` so results can be split at a cutoff afterwards."""
     import datasets
 
-    from londonlm.evaluation.leakage import LEAKAGE_FACTS, load_leakage_facts  # loaded by lm-eval as a file
+    from londonlm.evaluation.metrics.leakage import LEAKAGE_FACTS, load_leakage_facts  # loaded by lm-eval as a file
 
     path = leakage_path or os.environ.get(LEAKAGE_ENV) or LEAKAGE_FACTS
     rows = [{"id": f.item.id, "category": f.item.category, "year": f.year,

@@ -1,0 +1,229 @@
+"""What a run leaves behind: the final evaluation, ``final/`` as a save_pretrained folder with
+its tokenizer and generation_config.json (:func:`save_model_folder`, also fine-tuning's),
+``best/`` (:class:`SaveBestCallback`, ``--save_best``), and ``run_info.json`` (written last,
+atomically: the training stage's sidecar)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from transformers import TrainerCallback
+
+from ..core import (BEST_INFO, RunLayout, checkpoint_name, checkpoint_step, hardware_summary, now_iso,
+                    read_json, to_generation_config, write_json_atomic)
+from .data import TrainData, validation_bytes
+from .dist import log
+from .options import RunOptions
+from .plan import TrainingPlan
+from .resume import tokenizer_fingerprint
+from .speed.settings import SpeedSettings
+from .step.trainer import Outcome
+
+TOKENIZER_EXTRAS = ("special_tokens_map.json", "vocab.json", "merges.txt")  # slow-tokenizer files
+
+
+def _shape(opts: RunOptions, plan: TrainingPlan) -> dict:
+    s = plan.shape
+    return {"n_layer": s.n_layer, "n_head": s.n_head, "n_embd": s.n_embd,
+            "context_length": opts.context_length, "vocab_size": len(plan.tokenizer),
+            "embedding_rows": s.vocab_size}
+
+
+def _throughput(plan: TrainingPlan, out: Outcome) -> dict:
+    info, ck = plan.resume.info, plan.resume.checkpoint
+    prev_wall = (info.get("total_train_wall_seconds") or info.get("train_wall_seconds") or 0.0) if ck else 0.0
+    steps_now = out.state.global_step - (checkpoint_step(ck) if ck else 0)
+    seen = out.tokens_seen if out.tokens_seen is not None else out.state.global_step * plan.tokens_per_step
+    return {"tokens_seen": seen,
+            "tokens_per_step": plan.tokens_per_step,
+            "train_wall_seconds": round(out.wall_seconds, 1),
+            "total_train_wall_seconds": round(out.wall_seconds + prev_wall, 1),
+            "tokens_per_second": round(steps_now * plan.tokens_per_step / max(out.wall_seconds, 1e-9), 1)}
+
+
+def _hyperparameters(args) -> dict:
+    return {"learning_rate": args.learning_rate, "batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed,
+            "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            "warmup_steps": args.warmup_steps}
+
+
+def training_settings(opts: RunOptions, args) -> dict:
+    """The settings that shape the trained model (JSON values), recorded in run_info.json so
+    a later request with other settings (the pipeline's) is told apart from a current run."""
+    return {"preset": opts.preset, "n_layer": opts.n_layer, "n_head": opts.n_head,
+            "n_embd": opts.n_embd, "context_length": opts.context_length,
+            "vocab_size": opts.vocab_size, "dropout": opts.dropout, "era_tokens": opts.data.era_tokens,
+            "cutoff_year": opts.data.cutoff_year, "init_from": opts.init_from, "learning_rate": args.learning_rate,
+            "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            "lr_scheduler_kwargs": dict(args.lr_scheduler_kwargs or {}),
+            "warmup_steps": args.warmup_steps,
+            "max_steps": args.max_steps, "batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
+            "adam_beta1": args.adam_beta1, "adam_beta2": args.adam_beta2,
+            "adam_epsilon": args.adam_epsilon, "seed": args.seed, "data_seed": args.data_seed,
+            # the fused AdamW is the same update, only faster: a GPU run and a CPU run agree
+            "optim": str(getattr(args.optim, "value", args.optim)).replace("_fused", ""),
+            "optimizer": opts.speed.optimizer, "time_budget": opts.control.time_budget,
+            # "auto": chosen for the machine (--autotune); the run records what it used
+            "precision": opts.speed.given.precision or "auto"}
+
+
+def run_summary(opts: RunOptions, args, plan: TrainingPlan, data: TrainData, speed: SpeedSettings,
+                model, out: Outcome, settings: dict | None = None) -> dict:
+    """The run_info.json record: shape, size, steps, tokens, time, losses, hardware, data,
+    hyperparameters (as trained), where it resumed from and its parent; ``settings``: those
+    asked for (:func:`training_settings` before the micro-batch was fitted to the GPU)."""
+    state, logs = out.state, out.state.log_history
+    train_losses = [h["loss"] for h in logs if "loss" in h]
+    splits = data.meta["splits"]
+    return {
+        "run_dir": str(opts.run.dir), "preset": opts.preset, "created": now_iso(),
+        "run_name": args.run_name, "shape": _shape(opts, plan),
+        "settings": settings or training_settings(opts, args),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "global_step": state.global_step, "max_steps": state.max_steps,
+        **_throughput(plan, out),
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "train_loss_mean": out.train_loss_mean,
+        "hardware": hardware_summary(), "world_size": plan.world,
+        **speed.record(),
+        "tokenizer_dir": str(opts.data.tokenizer_dir), "processed_dir": str(opts.data.processed_dir),
+        "tokenizer_sha256": tokenizer_fingerprint(opts.data.tokenizer_dir),
+        "cache": {"tokens_train": splits["train"]["tokens"],
+                  "tokens_validation": splits["validation"]["tokens"],
+                  "manifest_sha256": data.meta["manifest_sha256"], "era_tokens": data.era_tokens},
+        "corpus_time": plan.corpus_time,
+        "resumed_from": str(plan.resume.checkpoint) if plan.resume.checkpoint else None, "parent": plan.parent,
+        "interrupted": out.interrupted,
+        **_hyperparameters(args),
+        "eval_blocks": len(data.eval),
+        "validation_bytes": validation_bytes(opts.data.processed_dir),
+        "best_eval_loss": state.best_metric, "best_step": state.best_global_step or None,
+        "eval_curve": [[h["step"], h["eval_loss"]] for h in logs if "eval_loss" in h],
+        "train_curve": [[h["step"], h["loss"]] for h in logs if "loss" in h],
+    }
+
+
+def final_metrics(trainer, summary: dict, data: TrainData) -> dict:
+    """Validation loss, perplexity and bits per byte of the finished model."""
+    loss = trainer.evaluate().get("eval_loss")
+    out = {"final_eval_loss": loss,
+           "final_eval_perplexity": math.exp(min(loss, 50)) if loss is not None else None}
+    if loss is not None and summary["validation_bytes"]:
+        # nats/token x tokens / bytes / ln 2; era tokens count as tokens: a close estimate
+        out["final_eval_bpb"] = (loss * data.meta["splits"]["validation"]["tokens"]
+                                 / (math.log(2) * summary["validation_bytes"]))
+    return out
+
+
+def generation_config(tokenizer):
+    """generation_config.json of a saved model: the project's sampling defaults (the field
+    defaults of :class:`~londonlm.generation.GenerationSettings`) and the tokenizer's ids."""
+    return to_generation_config(bos_token_id=tokenizer.bos_token_id,
+                                eos_token_id=tokenizer.eos_token_id,
+                                pad_token_id=tokenizer.pad_token_id)
+
+
+def save_model_folder(trainer, folder: Path, tokenizer, extras: Callable[[Path], None] | None = None) -> Path:
+    """A ``save_pretrained`` folder (weights, generation config, tokenizer, ``extras``) built
+    in a temporary folder and moved into place, so a crash never leaves half of one. Every rank
+    calls this: under FSDP gathering the weights is a collective (rank 0 writes)."""
+    folder = Path(folder)
+    tmp = folder.parent / f".{folder.name}.tmp"
+    zero = trainer.is_world_process_zero()
+    if zero:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    if not zero:
+        return folder
+    tokenizer.save_pretrained(str(tmp))
+    if extras is not None:
+        extras(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
+
+
+def save_final(trainer, run: RunLayout, tokenizer, tok_dir: Path) -> Path:
+    """``final/``: weights, tokenizer (fast and slow files) and generation_config.json, built
+    in a temporary folder and moved into place (:func:`.finetune.save_model_folder`), so a
+    crash never leaves a half final/. Every rank calls this (FSDP gathers collectively)."""
+    def extras(tmp: Path) -> None:
+        for f in TOKENIZER_EXTRAS:
+            if (Path(tok_dir) / f).exists() and not (tmp / f).exists():
+                shutil.copy2(Path(tok_dir) / f, tmp / f)
+        generation_config(tokenizer).save_pretrained(str(tmp))
+
+    save_model_folder(trainer, run.final, tokenizer, extras)
+    if trainer.is_world_process_zero():
+        log(f"final model saved to {run.final}")
+    return run.final
+
+
+def best_record(run: RunLayout) -> dict:
+    """--save_best: which checkpoint best/ copies, from its best_info.json ({} when none)."""
+    if not (run.best / BEST_INFO).exists():
+        return {}
+    info = read_json(run.best / BEST_INFO)
+    log(f"best model (validation loss {info.get('eval_loss'):.4f} at step {info.get('step')}) "
+        f"in {run.best}")
+    return {"best_checkpoint": info.get("checkpoint"), "best_eval_loss": info.get("eval_loss"),
+            "best_step": info.get("step")}
+
+
+def finish(trainer, opts: RunOptions, plan: TrainingPlan, data: TrainData, summary: dict) -> dict:
+    """Evaluate and save final/ (a finished run) or say how to resume (a stopped one); record
+    the best checkpoint; write run_info.json last."""
+    zero = trainer.is_world_process_zero()
+    if summary["interrupted"]:
+        step = summary["global_step"]
+        log(f"stopped early ({summary['interrupted']}) at step {step}; checkpoint saved. "
+            f"Resume with: ./resume_training.sh {checkpoint_name(step)}")
+    else:
+        summary.update(final_metrics(trainer, summary, data))
+        save_final(trainer, opts.run, plan.tokenizer, opts.data.tokenizer_dir)
+    if opts.save_best:
+        summary.update(best_record(opts.run))
+    if zero:
+        write_json_atomic(opts.run.run_info, summary)
+    return summary
+
+
+class SaveBestCallback(TrainerCallback):
+    """--save_best: every evaluation that lowers the validation loss forces a checkpoint at
+    that step, and that checkpoint's model (no optimizer state) is copied to ``best/`` with
+    ``best_info.json``, so the best model outlives checkpoint rotation and interruptions."""
+
+    def __init__(self, run: RunLayout | Path):
+        self.run = run if isinstance(run, RunLayout) else RunLayout(Path(run))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        loss = (metrics or {}).get("eval_loss")
+        # state.best_metric is still the previous best here (the Trainer updates it after)
+        if loss is not None and state.global_step > 0 and (
+                state.best_metric is None or loss < state.best_metric):
+            control.should_save = True
+
+    def on_save(self, args, state, control, **kw):
+        if not state.is_world_process_zero or state.best_global_step != state.global_step:
+            return
+        src = self.run.checkpoint(state.global_step)
+        if not src.is_dir():
+            return
+        tmp, best = self.run.best_tmp, self.run.best
+        shutil.rmtree(tmp, ignore_errors=True)
+        # the model only: no optimizer, scheduler or RNG state, nor FSDP's sharded copies
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(
+            "optimizer*", "scheduler.pt", "scaler.pt", "rng_state*.pth", "pytorch_model_fsdp*"))
+        (tmp / BEST_INFO).write_text(json.dumps(
+            {"checkpoint": src.name, "step": state.global_step, "eval_loss": state.best_metric,
+             "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
+        shutil.rmtree(best, ignore_errors=True)
+        tmp.rename(best)

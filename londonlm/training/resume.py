@@ -1,0 +1,234 @@
+"""Everything a resume decides, in one place: which checkpoint a run resumes from (never silently
+none when one was asked for), what ``--fresh`` moves aside, and what the resumed run must keep
+the same or refuse: the tokenizer (token ids must mean the same), the optimizer (its state only
+loads into the optimizer that wrote it), the cutoff (a checkpoint trained on later text cannot
+become time-locked), the speed settings and micro-batch (so that it continues as the
+uninterrupted run would), and where in the data stream it starts reading.
+
+Listing, validation and model-spec resolution live in :mod:`londonlm.core.layout`, which every
+consumer of models uses; this module is training's own.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core import (LondonLMError, RunLayout, checkpoint_problem, latest_valid_checkpoint, list_checkpoints,
+                    sha256_file, user_path)
+from ..tokens import read_metadata
+from .data import DataPosition, Position
+from .dist import TrainingError, log
+from .speed.settings import SpeedSettings
+
+TRAINER_STATE = "trainer_state.json"   # the Trainer's own file in every checkpoint
+
+
+class ResumeError(LondonLMError, RuntimeError):
+    """A resume request that cannot be honoured; the message lists what can."""
+
+
+def resolve_resume(run: RunLayout, spec: str | None, fresh: bool, log=print) -> Path | None:
+    """The checkpoint to resume from, never silently nothing when one was asked for.
+
+    spec None: latest valid checkpoint (invalid ones are named and skipped), or a fresh
+    start when the run has none. spec 'checkpoint-N' / a path: that one, or an error
+    listing the available ones."""
+    if fresh:
+        if spec:
+            raise ResumeError("--fresh and --resume_from_checkpoint contradict each other")
+        return None
+    if spec in (None, "", "auto"):
+        ck = latest_valid_checkpoint(run.dir, warn=log)
+        if ck is not None:
+            log(f"resuming from {ck} (latest valid checkpoint; use --fresh to start over)")
+        return ck
+    if spec == "latest":
+        ck = latest_valid_checkpoint(run.dir, warn=log)
+        candidates = [ck] if ck else []
+    else:
+        candidates = [user_path(spec), run.dir / spec]
+    for c in candidates:
+        if c.is_dir():
+            problem = checkpoint_problem(c)
+            if problem:
+                raise ResumeError(f"checkpoint {c} cannot be resumed: {problem}. Pick another "
+                                  f"(`python 04_training/test_checkpoint.py --list-checkpoints`)")
+            return c
+    avail = [f"{p.name}{'' if checkpoint_problem(p) is None else ' (invalid)'}"
+             for p in list_checkpoints(run.dir)]
+    raise ResumeError(f"checkpoint {spec!r} not found in {run.dir}; available: "
+                      f"{', '.join(avail) or 'none'}. Use --fresh to start a new run.")
+
+
+def move_run_aside(run: RunLayout) -> Path | None:
+    """--fresh: move everything the old model produced (:meth:`RunLayout.movable_on_fresh`:
+    checkpoints, final/, best/, run_info.json, logs, its evaluation and staged upload) to a
+    dated sibling folder; nothing is deleted. The token cache stays."""
+    movable = run.movable_on_fresh()
+    if not movable:
+        return None
+    dest, n = run.previous_dir(), 1
+    while True:  # a second --fresh within the same second gets its own folder
+        try:
+            dest.mkdir(parents=True)
+            break
+        except FileExistsError:
+            n += 1
+            dest = dest.with_name(f"{run.previous_dir().name}-{n}")
+    for p in movable:
+        shutil.move(str(p), str(dest / p.name))
+    return dest
+
+
+# --------------------------------------------------------------------------- what the checkpoint recorded
+
+def recorded_position(checkpoint: Path) -> dict | None:
+    """The :class:`~.data.DataPosition` a checkpoint recorded (None for one saved before it existed)."""
+    try:
+        st = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    rec = (st.get("stateful_callbacks") or {}).get(DataPosition.__name__)
+    if isinstance(rec, list):
+        rec = rec[-1] if rec else None
+    return (rec or {}).get("attributes")
+
+
+def checkpoint_step_of(checkpoint: Path) -> int:
+    st = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+    return int(st.get("global_step", 0))
+
+
+@dataclass
+class Resumed:
+    """The checkpoint a run resumes from (None: a new run) and what its run recorded."""
+
+    checkpoint: Path | None = None
+    info: dict = field(default_factory=dict)   # the interrupted run's run_info.json ({} if none)
+
+    @property
+    def speed(self) -> SpeedSettings | None:
+        """The speed settings it was trained with: a resumed run keeps them (a later probe might
+        choose otherwise)."""
+        return SpeedSettings.recorded(self.info) if self.checkpoint is not None else None
+
+    @property
+    def micro_batch(self) -> tuple[int, int] | None:
+        """(micro-batch, accumulation) it trained with."""
+        b, a = self.info.get("batch_size"), self.info.get("gradient_accumulation_steps")
+        return (b, a) if self.checkpoint is not None and b and a else None
+
+    def start(self, samples_per_step: int, n_blocks: int, context_length: int) -> Position:
+        """Where in the data stream the run starts: 0, or the blocks the checkpoint consumed
+        (whatever world size consumed them)."""
+        if self.checkpoint is None:
+            return Position(0, 0, samples_per_step)
+        step, rec = checkpoint_step_of(self.checkpoint), recorded_position(self.checkpoint)
+        if rec:
+            position = Position(int(rec["consumed_samples"]), step, samples_per_step)
+            if rec.get("blocks") not in (None, n_blocks):
+                log(f"warning: the training data changed since {self.checkpoint.name} ({rec['blocks']:,} "
+                    f"blocks then, {n_blocks:,} now): its data position no longer means the same")
+        else:  # a checkpoint saved before positions were recorded: the same step size assumed
+            before = self.info.get("tokens_per_step", samples_per_step * context_length) // context_length
+            position = Position(step * before, step, samples_per_step)
+            log(f"note: {self.checkpoint.name} records no data position; assuming {before} blocks per "
+                f"step before it")
+        log(f"data: resuming after {position.start:,} blocks (epoch {position.start / n_blocks:.2f})")
+        return position
+
+
+def resumed(run: RunLayout, spec: str | None, fresh: bool) -> Resumed:
+    """The checkpoint to resume (:func:`resolve_resume`) with its run's record."""
+    checkpoint = resolve_resume(run, spec, fresh, log=log)
+    return Resumed(checkpoint, run.read_run_info() if checkpoint is not None else {})
+
+
+# --------------------------------------------------------------------------- what must not change
+
+def tokenizer_identity(folder: Path) -> dict | None:
+    """What decides token ids: BPE vocabulary, merges and (when known) added tokens, from
+    ``tokenizer.json`` or a slow tokenizer's ``vocab.json`` + ``merges.txt``; padding or
+    truncation settings do not count. None when the folder holds no tokenizer."""
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        d = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        model = d.get("model") or {}
+        return {"vocab": model.get("vocab"),
+                "merges": [" ".join(m) if isinstance(m, list) else m for m in model.get("merges") or []],
+                "added": sorted((t["id"], t["content"]) for t in d.get("added_tokens") or [])}
+    if (folder / "vocab.json").exists():
+        merges = []
+        if (folder / "merges.txt").exists():
+            merges = [ln for ln in (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+                      if ln and not ln.startswith("#version")]
+        return {"vocab": json.loads((folder / "vocab.json").read_text(encoding="utf-8")),
+                "merges": merges, "added": None}
+    return None
+
+
+def same_tokenizer(a: dict, b: dict) -> bool:
+    return (a["vocab"] == b["vocab"] and a["merges"] == b["merges"]
+            and (a["added"] is None or b["added"] is None or a["added"] == b["added"]))
+
+
+def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
+    return sha256_file(Path(tokenizer_dir) / "tokenizer.json")
+
+
+def check_tokenizer(resume: Resumed, tok_dir: Path) -> None:
+    """Resuming with a tokenizer that numbers tokens differently from the one the checkpoint
+    was trained with would silently continue the old weights on renumbered tokens."""
+    if resume.checkpoint is None:
+        return
+    theirs, mine = tokenizer_identity(resume.checkpoint), tokenizer_identity(tok_dir)
+    if theirs is not None and mine is not None:
+        differs = not same_tokenizer(theirs, mine)
+    else:  # a checkpoint without its tokenizer: the run's record of the tokenizer file
+        recorded = resume.info.get("tokenizer_sha256")
+        differs = bool(recorded) and recorded != tokenizer_fingerprint(tok_dir)
+    if differs:
+        raise TrainingError(
+            f"{resume.checkpoint} was trained with a different tokenizer than {tok_dir} (token ids would "
+            f"change meaning). Pass --fresh to start this run over with the new tokenizer, or "
+            f"continue these weights under it in a new run: --init_from {resume.checkpoint} "
+            f"--resize_embeddings --run_name NEW. To resume, restore the old tokenizer"
+            + (f" ({resume.info['tokenizer_dir']})" if resume.info.get("tokenizer_dir") else ""))
+
+
+def check_optimizer(resume: Resumed, optimizer: str) -> None:
+    """A checkpoint's optimizer state only loads into the optimizer that wrote it."""
+    if resume.checkpoint is None:
+        return
+    before = (resume.info.get("settings") or {}).get("optimizer", "adamw")
+    if before != optimizer:
+        raise TrainingError(
+            f"{resume.checkpoint} was trained with --optim {before}; resume it with --optim {before}, "
+            f"or start a new run from its weights with --init_from {resume.checkpoint} --optim "
+            f"{optimizer} --run_name NEW (or --fresh to start this run over)")
+
+
+def last_year(record: dict | None) -> int | None:
+    """The latest document year of a ``corpus_time`` record (None when unknown)."""
+    years = (record or {}).get("years") or [None, None]
+    return years[1] if len(years) == 2 and isinstance(years[1], int) else None
+
+
+def recorded_years(info: dict, cache_meta: dict | None = None) -> dict | None:
+    """A run's ``corpus_time``: its run_info's, else its token cache's (what its checkpoints
+    were trained on when the run stopped before writing run_info.json)."""
+    return info.get("corpus_time") or (cache_meta or {}).get("corpus_time")
+
+
+def check_cutoff(resume: Resumed, cache_dir: Path, cutoff: int | None) -> None:
+    """Resuming under a cutoff: the checkpoint's corpus must end by it (a run trained on later
+    text cannot become time-locked by training on)."""
+    if resume.checkpoint is None or cutoff is None:
+        return
+    latest = last_year(recorded_years(resume.info, read_metadata(Path(cache_dir)) or {}))
+    if latest is not None and latest > cutoff:
+        raise TrainingError(f"cannot resume {resume.checkpoint} under --cutoff_year {cutoff}: it was "
+                            f"trained on text up to {latest}. Pass --fresh to start this run over, or "
+                            f"train under another --run_name")

@@ -1,0 +1,105 @@
+"""The one speed-settings object: the precision, attention kernel and LM-head loss a run trains
+with. The same :class:`SpeedSettings` is what the command line fixed (fields left ``None`` are
+not decided), a candidate the probe times and the cache files, the choice a run trains with,
+and what a resumed run keeps. :class:`SpeedRequest` is what a training job asks of its speed
+settings (the ``--autotune`` mode, what its flags fixed, the optimizer). The fixed rules, measured
+on EPYC CPUs and used on GPUs, live here too.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+ATTENTIONS = ("sdpa", "eager")
+# What a run records of its speed settings (run_info.json), and a resumed run keeps
+SPEED_RECORD_KEYS = ("precision", "attn_implementation", "fused_loss")
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    precision: str | None = None            # fp32 | bf16 | fp16
+    attn_implementation: str | None = None  # sdpa | eager
+    fused_loss: bool | None = None
+
+    @property
+    def complete(self) -> bool:
+        return None not in (self.precision, self.attn_implementation, self.fused_loss)
+
+    def given(self) -> dict:
+        """The decided fields (``SPEED_RECORD_KEYS`` names)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def over(self, base: "SpeedSettings") -> "SpeedSettings":
+        """``base`` with this object's decided fields put over it."""
+        return replace(base, **self.given())
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision}/{self.attn_implementation}/fused-{'on' if self.fused_loss else 'off'}"
+
+    def describe(self) -> str:
+        return (f"{self.precision}, {self.attn_implementation} attention, fused loss "
+                f"{'on' if self.fused_loss else 'off'}")
+
+    def record(self) -> dict:
+        """run_info.json's entries (``SPEED_RECORD_KEYS``)."""
+        return asdict(self)
+
+    @classmethod
+    def recorded(cls, info: dict) -> "SpeedSettings | None":
+        """What a run recorded (its run_info.json), or None when it recorded no complete set."""
+        out = {k: info[k] for k in SPEED_RECORD_KEYS if k in info}
+        if len(out) < 3 or out["precision"] not in PRECISIONS:
+            return None
+        return cls(**out)
+
+    @classmethod
+    def from_flags(cls, precision: str | None = None, attn_implementation: str = "auto",
+                   fused_loss: str = "auto") -> "SpeedSettings":
+        """What the command line fixed: ``auto`` decides nothing; ``--fused_loss on|off``."""
+        return cls(precision, None if attn_implementation == "auto" else attn_implementation,
+                   None if fused_loss == "auto" else fused_loss == "on")
+
+
+@dataclass(frozen=True)
+class SpeedRequest:
+    """What a training job asks of its speed settings, whatever it trains (pre-training, chat)."""
+
+    autotune: str = "on"                   # off | on | refresh (see .probe)
+    probe_seconds: float = 60.0            # cap on the probe's time
+    given: SpeedSettings = field(default_factory=SpeedSettings)  # fixed on the command line
+    optimizer: str = "adamw"               # adamw | muon
+    compile_given: bool = False            # --torch_compile was on the command line
+    batch_given: bool = False              # the micro-batch or accumulation was (else fitted on GPUs)
+    eval_batch_given: bool = False         # --per_device_eval_batch_size was
+
+
+def candidate_space(dev: dict, cpu_bf16: bool, gpu_bf16: bool) -> dict[str, list]:
+    """The settings worth timing here: bf16 only where the CPU has it natively (emulated bf16
+    is far slower, so timing it only costs probe time); on a GPU the half type it supports."""
+    if dev["device"] == "cuda":
+        precisions = ["bf16" if gpu_bf16 else "fp16"]
+    else:
+        precisions = ["fp32", *(["bf16"] if cpu_bf16 else [])]
+    return {"precision": precisions, "attn_implementation": list(ATTENTIONS), "fused_loss": [False, True]}
+
+
+def fixed_rules(dev: dict, cpu_bf16: bool, gpu_bf16: bool, precision: str | None = None) -> SpeedSettings:
+    """``--autotune off`` and every GPU: on CPUs, bf16 where native, and in CPU bf16 eager
+    attention and the fused loss (measured on two EPYC generations, BENCHMARKS.md); SDPA and
+    the stock loss otherwise. ``precision`` (given by the user) replaces the first rule."""
+    if dev["device"] == "cuda":
+        return SpeedSettings(precision or ("bf16" if gpu_bf16 else "fp16"), "sdpa", False)
+    precision = precision or ("bf16" if cpu_bf16 else "fp32")
+    return SpeedSettings(precision, "eager", True) if precision == "bf16" else SpeedSettings(precision, "sdpa", False)
+
+
+def machine_bf16(dev: dict) -> tuple[bool, bool]:
+    """(the CPU has native bf16, the GPU supports bf16)."""
+    import torch
+
+    from ...core import cpu_has_native_bf16  # read at call time: tests emulate another CPU by patching it
+
+    if dev["device"] == "cuda":
+        return False, torch.cuda.is_bf16_supported()
+    return cpu_has_native_bf16(), False

@@ -1,0 +1,222 @@
+"""What runs around every training step, whatever the job: throughput and MFU in the logs, the
+training log file, perplexity beside the validation loss, the data position in checkpoints, the
+profiler window and the time-budget fitter when asked for, and last the stop that every rank
+agrees on (a signal, a time limit, a step limit, the Trainer's own decisions). :func:`common_callbacks`
+builds that list; :class:`RunControl` is what a job asks of it."""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from ...core import checkpoint_name, device_name, peak_flops
+from ..data import DataPosition, Position, StreamSampler
+from ..dist import agree, log
+from .profiling import ProfileCallback
+from .schedules import BudgetFitCallback
+
+
+@dataclass(frozen=True)
+class RunControl:
+    """When a run ends besides its schedule: a time budget that the schedule is fitted to, a
+    stop with a checkpoint after some seconds or at some step of this invocation, and a
+    profiler window."""
+
+    time_budget: float = 0.0
+    stop_after_seconds: float = 0.0
+    stop_after_steps: int = 0
+    profile_steps: int = 0            # --profile_steps: a torch.profiler window of this many steps
+    profile_dir: object = None        # where its tables and trace go (the run's profile/)
+
+
+def common_callbacks(args, *, flops_per_token: float, tokens_per_step: int, world: int,
+                     position: Position, stream: StreamSampler, tokens_per_sample: int,
+                     control: RunControl, extra: list = ()) -> tuple[list, "StopAndSaveCallback"]:
+    """Throughput/MFU, the eval-loss-only filter, the data position, ``extra`` (a job's own),
+    the profiler window, the time-budget fitter and, last, the stopper: it agrees with the other
+    ranks on what the callbacks before it decided. Returns (callbacks, the stopper, which knows
+    why training stopped)."""
+    callbacks = [ThroughputCallback(tokens_per_step, flops_per_token, peak_flops(device_name()), world,
+                                    tokens_at=lambda step: position.consumed(step) * tokens_per_sample),
+                 EvalLossOnlyCallback(),
+                 DataPosition(position, world, stream.n_blocks, stream.seed), *extra]
+    if control.profile_steps:
+        callbacks.append(ProfileCallback(control.profile_dir, control.profile_steps, log=log))
+    if control.time_budget:
+        callbacks.append(BudgetFitCallback(control.time_budget, log=log))
+    stopper = StopAndSaveCallback(control.stop_after_seconds, control.stop_after_steps)
+    return callbacks + [stopper], stopper
+
+
+class ThroughputCallback(TrainerCallback):
+    """Adds tokens/s and, on GPUs in the peak table, MFU to every log line. Uses the host
+    clock between logging steps only: no per-step device synchronisation."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float | None,
+                 n_devices: int = 1, tokens_at=None):
+        self.tokens_per_step = tokens_per_step
+        # tokens consumed by a global step: what the run read, at whatever world size each
+        # invocation had (a resumed run passes its data position's count)
+        self.tokens_at = tokens_at or (lambda step: step * tokens_per_step)
+        self.flops_per_token = flops_per_token
+        self.peak = peak_flops * n_devices if peak_flops else None
+        self._t = None
+        self._t0 = None
+        self._step = 0
+        self.tokens_seen = 0
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._t, self._step = time.perf_counter(), state.global_step
+        self._t0 = self._t
+
+    def on_step_end(self, args, state, control, **kw):
+        self.tokens_seen = self.tokens_at(state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs is None or "loss" not in logs or self._t is None:
+            return
+        now = time.perf_counter()
+        steps = state.global_step - self._step
+        if steps > 0:
+            dt = now - self._t
+            tps = steps * self.tokens_per_step / dt
+            logs["tokens_per_second"] = round(tps, 1)
+            logs["step_time_s"] = round(dt / steps, 4)
+            if self.peak:
+                logs["mfu"] = round(tps * self.flops_per_token / self.peak, 4)
+        logs["tokens_seen"] = self.tokens_at(state.global_step)
+        # seconds since this invocation's training began (evaluations included): loss against
+        # wall time, the measure of time to quality
+        logs["train_seconds"] = round(now - self._t0, 2)
+        self._t, self._step = now, state.global_step
+        # Trainer.log appends a copy of `logs` to log_history before calling on_log, so the
+        # figures added here would reach the console and W&B but not trainer_state.json
+        # (and so not the evaluation report's throughput plot) without this.
+        if state.log_history and state.log_history[-1].get("step") == state.global_step \
+                and "loss" in state.log_history[-1]:
+            for key in ("tokens_per_second", "step_time_s", "mfu", "tokens_seen", "train_seconds"):
+                if key in logs:
+                    state.log_history[-1][key] = logs[key]
+
+
+class LogFileCallback(TrainerCallback):
+    """Appends every log record (JSON) to the run's training log file, rank 0 only."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _write(self, text: str):
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+    def on_train_begin(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            self._write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} train begin: step "
+                        f"{state.global_step}/{state.max_steps} -> {args.output_dir}")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if state.is_world_process_zero and logs:
+            self._write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {state.global_step}/"
+                        f"{state.max_steps} " + json.dumps(logs))
+
+    def on_save(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            self._write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} saved {checkpoint_name(state.global_step)}")
+
+
+class StopAndSaveCallback(TrainerCallback):
+    """Ctrl-C / SIGTERM, a wall-clock limit (``max_seconds``, the CLI's --stop_after_seconds)
+    and ``stop_after_steps`` finish
+    the current step, save a checkpoint and stop, so no work is lost and the run resumes
+    exactly from there.
+
+    Under torchrun every such decision is agreed: after each step, each rank's wish to stop
+    (its own signal handler, its own clock) and the Trainer's should_save / should_log /
+    should_evaluate / should_training_stop go through one all-reduce (MAX) of a few integers
+    (:func:`londonlm.training.dist.agree`), so all ranks stop after the same step and save one
+    checkpoint together. Early stopping and --save_best decide after an evaluation; their
+    flags are agreed there too. Place this callback last, after every callback that decides.
+    """
+
+    # a repeat of the signal within this many seconds is the same request forwarded again
+    # (Slurm signals every process of the step, then torchrun forwards it to each rank)
+    REPEAT_SECONDS = 1.0
+    _FLAGS = ("should_save", "should_log", "should_evaluate", "should_training_stop")
+
+    def __init__(self, max_seconds: float = 0.0, stop_after_steps: int = 0, agree=agree,
+                 clock=time.monotonic):
+        self.max_seconds = max_seconds
+        self.stop_after_steps = stop_after_steps
+        self.agree = agree
+        self.clock = clock
+        self.reason: str | None = None
+        self.signum = 0               # the signal this rank received (0: none)
+        self._signalled_at = None
+        self._start = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        now = time.monotonic()
+        if self._signalled_at is not None and now - self._signalled_at > self.REPEAT_SECONDS:
+            raise KeyboardInterrupt  # asked again: give up immediately
+        if self._signalled_at is None:
+            self._signalled_at, self.signum = now, signum
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._start = self.clock()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def _wishes(self, step: int) -> list[int]:
+        """This rank's reasons to stop: [signal number, out of time, step limit reached]."""
+        late = bool(self.max_seconds) and self.clock() - self._start >= self.max_seconds
+        limit = bool(self.stop_after_steps) and step >= self.stop_after_steps
+        return [self.signum, int(late), int(limit)]
+
+    def _reason(self, signum: int, late: int, limit: int) -> str | None:
+        if signum:
+            return f"signal {signal.Signals(signum).name}"
+        if late:
+            return f"--stop_after_seconds {self.max_seconds:g} reached"
+        if limit:
+            return f"--stop_after_steps {self.stop_after_steps} reached"
+        return None
+
+    def _agree_flags(self, control, extra: list[int]) -> list[int]:
+        out = self.agree(extra + [int(bool(getattr(control, f))) for f in self._FLAGS])
+        for f, v in zip(self._FLAGS, out[len(extra):]):
+            setattr(control, f, bool(v))
+        return out[:len(extra)]
+
+    def on_step_end(self, args, state, control, **kw):
+        wishes = self._agree_flags(control, self._wishes(state.global_step))
+        if self.reason is None:
+            self.reason = self._reason(*wishes)
+        if self.reason is not None:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_evaluate(self, args, state, control, **kw):
+        self._agree_flags(control, [])
+
+    def on_train_end(self, args, state, control, **kw):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+class EvalLossOnlyCallback(TrainerCallback):
+    """Adds perplexity next to every validation loss."""
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        if metrics and "eval_loss" in metrics:
+            metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))

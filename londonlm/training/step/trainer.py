@@ -1,0 +1,277 @@
+"""The Trainer every training job trains with, and the call that trains: ``transformers.Trainer``
+plus what our runs need and the stock one does not do.
+
+- Optimizer and schedule: ``--optim muon`` (:mod:`.optim`) and a budget-fitted or custom
+  learning-rate schedule (:mod:`.schedules`) are built by this class's ``create_optimizer`` /
+  ``create_scheduler``, when the Trainer would build its own (after the model is on its device,
+  before a checkpoint's optimizer and scheduler states are loaded into them).
+- Data order: the :class:`~..data.StreamSampler`, a function of (seed, blocks consumed), so a
+  run resumes at the exact block at any world size. The Trainer's own skipping counts batches
+  per rank (world-size dependent), so the job sets ``ignore_data_skip``; the sampler starts
+  where the checkpoint says instead.
+- RNG: the training DataLoader draws its worker seed from a generator of its own, not from the
+  global RNG, so where a pass over the data begins (which moves with a resume) never shifts
+  the dropout stream: a resumed run replays the uninterrupted one exactly.
+- Preemption: DataLoader workers ignore SIGTERM/SIGINT. torchrun and Slurm signal the rank's
+  whole process group; a worker that died of it would take the rank down before its stop
+  handler could save. The rank alone decides (see :class:`.callbacks.StopAndSaveCallback`).
+- Checkpoints: every rank takes part in every save (``save_model`` is collective under FSDP)
+  and trainer_state.json, which marks a checkpoint complete, follows every rank's RNG state.
+- FSDP on CPU process groups: accelerate hands the FSDP plugin only to GPU-type groups and on a
+  gloo CPU group silently trains plain DDP; torch's FSDP2 runs on gloo, so the plugin is
+  handed to the accelerator state there. Any other case where ``--fsdp`` would be ignored is
+  an error.
+- Saved weights are the model's: a gathered state dict's keys lose torch.compile's
+  ``_orig_mod.`` prefix (transformers 4.x saved FSDP1 + compile weights that way, and
+  ``from_pretrained`` then loads random weights with only a warning), and keys that still do not
+  match the model are refused before anything is written.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from transformers import Trainer
+from transformers.trainer_callback import ProgressCallback
+
+from .. import testhooks
+from ..data import Position, StreamSampler
+from ..dist import TrainingError, barrier, log
+from ..model import with_causal_lm_loss
+from .optim import optimizer_factory
+from .schedules import BudgetFitCallback, WarmupStableDecay, budget_schedule, make_lr_scheduler
+
+
+class QuietWorker:
+    """``worker_init_fn`` wrapper: the worker ignores SIGTERM and SIGINT (they are for the
+    rank process), then runs the Trainer's own initialiser (its seeding)."""
+
+    def __init__(self, inner=None):
+        self.inner = inner
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.inner is not None:
+            self.inner(worker_id)
+
+
+def _torch_loader(loader):
+    """The ``torch`` DataLoader inside accelerate's wrapper (which forwards reads, not writes)."""
+    return getattr(loader, "base_dataloader", loader)
+
+
+def quiet_workers(loader):
+    """The loader's worker processes (if any) ignore SIGTERM/SIGINT."""
+    base = _torch_loader(loader)
+    if base.num_workers > 0 and not isinstance(base.worker_init_fn, QuietWorker):
+        base.worker_init_fn = QuietWorker(base.worker_init_fn)
+    return loader
+
+
+def enable_fsdp_on_cpu(trainer) -> None:
+    """Give a CPU (gloo) process group the FSDP plugin accelerate dropped; refuse ``--fsdp``
+    wherever it would otherwise be ignored."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    args, state = trainer.args, trainer.accelerator.state
+    if not args.fsdp or trainer.is_fsdp_enabled:
+        return
+    plugin_args = args.fsdp_plugin_args or {}
+    if state.distributed_type == DistributedType.MULTI_CPU and plugin_args.get("fsdp_version") == 2:
+        # both shared states: AcceleratorState() copies PartialState's type whenever built again
+        state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
+        state.fsdp_plugin = FullyShardedDataParallelPlugin(**plugin_args)
+        trainer.is_fsdp_enabled = True
+        return
+    why = ("FSDP1 does not run on CPU process groups; use FSDP2 (drop fsdp_config version 1)"
+           if state.distributed_type == DistributedType.MULTI_CPU else
+           "FSDP shards the model across processes: launch with torchrun "
+           "(e.g. NPROC_PER_NODE=2 ./launch_training.sh ...)")
+    raise TrainingError(f"--fsdp was given but accelerate would train without it "
+                        f"({state.distributed_type}): {why}")
+
+
+def sharded_checkpoints(args) -> None:
+    """FSDP checkpoints keep the optimizer state sharded, each rank writing its part
+    (``optimizer_0/``, torch.distributed.checkpoint), unless ``fsdp_config`` chose otherwise:
+    gathering it on one rank is what FSDP exists to avoid."""
+    if args is not None and args.fsdp and args.fsdp_plugin_args is not None \
+            and "state_dict_type" not in (args.fsdp_config or {}):
+        args.fsdp_plugin_args["state_dict_type"] = "SHARDED_STATE_DICT"
+
+
+COMPILED_PREFIX = "_orig_mod."  # what torch.compile's wrapper adds to every parameter name
+
+
+def matching_state_dict(state_dict: dict, model) -> dict:
+    """``state_dict`` under ``model``'s own parameter names: torch.compile's prefix removed;
+    any other difference (a missing or foreign tensor) refused, as a ``final/`` saved with it
+    would load random weights. Tied weights (GPT-2's LM head) may appear once."""
+    fixed = {k.replace(COMPILED_PREFIX, ""): v for k, v in state_dict.items()}
+    own = model.state_dict(keep_vars=True)
+    seen, tied = {}, set()
+    for name, tensor in own.items():
+        if id(tensor) in seen:
+            tied.add(name)
+        seen.setdefault(id(tensor), name)
+    missing = sorted(set(own) - set(fixed) - tied)
+    foreign = sorted(set(fixed) - set(own))
+    if missing or foreign:
+        raise TrainingError(
+            f"refusing to save weights that do not match the model (they would load as random "
+            f"weights): {len(missing)} missing ({', '.join(missing[:3])}), {len(foreign)} unknown "
+            f"({', '.join(foreign[:3])}); pin the tested transformers/accelerate versions "
+            f"(requirements.txt) or train without --torch_compile")
+    return fixed
+
+
+class RunTrainer(Trainer):
+    """``Trainer`` with our optimizer and schedule, the stream sampler, signal-proof DataLoader
+    workers, a DataLoader RNG of its own, FSDP on CPU groups, and weights checked as saved."""
+
+    def __init__(self, *args, stream=None, optimizer_builder: Callable | None = None,
+                 schedule: WarmupStableDecay | Callable[[int], float] | None = None, **kwargs):
+        self.stream = stream                        # StreamSampler, or None for the Trainer's own
+        self.optimizer_builder = optimizer_builder  # model -> optimizer (None: args.optim's AdamW)
+        self.schedule = schedule                    # step -> LR factor (None: args' scheduler)
+        sharded_checkpoints(kwargs.get("args"))
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.optimizer_builder is not None:
+            self.optimizer = self.optimizer_builder(self.model if model is None else model)
+        return super().create_optimizer(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and self.schedule is not None:
+            self.lr_scheduler = make_lr_scheduler(optimizer or self.optimizer, self.schedule)
+            self._created_lr_scheduler = True  # rebuilt (from the same schedule) on a re-train
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        enable_fsdp_on_cpu(self)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.stream is not None:
+            return self.stream
+        return super()._get_train_sampler(train_dataset)
+
+    def get_train_dataloader(self):
+        import torch
+
+        loader = quiet_workers(super().get_train_dataloader())
+        _torch_loader(loader).generator = torch.Generator().manual_seed(self.args.seed)
+        return loader
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return quiet_workers(super().get_eval_dataloader(eval_dataset))
+
+    def _save_rng_state(self, output_dir) -> None:
+        super()._save_rng_state(output_dir)
+        # rank 0 writes trainer_state.json next, and that file marks a checkpoint complete: not
+        # before every rank's RNG state is on disk (a rank killed mid-save leaves an invalid one)
+        barrier()
+
+    def _save(self, output_dir=None, state_dict=None):
+        if state_dict and self.args.should_save:  # the writer checks what it writes
+            state_dict = matching_state_dict(
+                state_dict, self.accelerator.unwrap_model(self.model, keep_torch_compile=False))
+        super()._save(output_dir, state_dict)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        """Every rank calls this (checkpoints, final/). Under FSDP the full weights are gathered
+        to rank 0 (a collective) and written as a plain save_pretrained folder whatever the
+        checkpoint's state dict type: a checkpoint's sharded model and optimizer state beside
+        them are for resuming, model.safetensors for everything else (best/, evaluation)."""
+        if self.is_fsdp_enabled:
+            self._save(output_dir or self.args.output_dir,
+                       state_dict=self.accelerator.get_state_dict(self.model))
+            return
+        super().save_model(output_dir, _internal_call)
+
+
+def build_trainer(model, args, *, train, eval_dataset, collator, callbacks: list,
+                  stream: StreamSampler, optimizer: str, time_budget: float = 0.0,
+                  processing_class=None, schedule: Callable[[int], float] | None = None) -> RunTrainer:
+    """The ``Trainer`` of every job: :class:`RunTrainer` (stream sampler, exact resume, FSDP on
+    CPU groups, signal-proof workers) with ``--optim muon`` and a budget-fitted schedule (or
+    ``schedule``: step -> learning-rate factor, e.g. the LR finder's ramp); the test hooks
+    installed when their variables are set."""
+    with_causal_lm_loss(model)  # built, resumed or loaded: no per-step warning (a graph break)
+    trainer = RunTrainer(model=model, args=args, eval_dataset=eval_dataset, train_dataset=train,
+                         data_collator=collator, processing_class=processing_class, callbacks=callbacks,
+                         stream=stream, optimizer_builder=optimizer_factory(optimizer, args, log=log),
+                         schedule=schedule or budget_schedule(time_budget, args))
+    fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)
+    if fit is not None:
+        attach_budget_fit(trainer, fit)
+    testhooks.install(trainer)
+    return trainer
+
+
+def attach_budget_fit(trainer, fit: BudgetFitCallback) -> None:
+    """The Trainer's progress bar shows the fitted step count, not the cap it started with;
+    the fitter runs first among the callbacks, so the loggers (``report_to``, the log file,
+    the progress bar) get its corrected end-of-training samples/s."""
+    handler = trainer.callback_handler
+    handler.callbacks.remove(fit)
+    handler.callbacks.insert(0, fit)
+    bars = [c for c in handler.callbacks if isinstance(c, ProgressCallback)]
+
+    def on_total(total: int) -> None:
+        for cb in bars:
+            bar = getattr(cb, "training_bar", None)
+            if bar is not None and bar.total != total:
+                bar.total = total
+                bar.refresh()
+
+    fit.on_total = on_total
+
+
+def compile_failure(error: BaseException) -> bool:
+    """An error raised by torch.compile's tracer or code generator (not by the model)."""
+    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor", "triton"))
+
+
+@dataclass
+class Outcome:
+    """What ``Trainer.train`` left: its state, the mean loss, the wall time, and why it
+    stopped early (None when it ran to max_steps)."""
+    state: object
+    train_loss_mean: float
+    wall_seconds: float
+    interrupted: str | None
+    tokens_seen: int | None = None  # tokens actually consumed, all invocations and world sizes
+
+
+def train(trainer, resume, stopper, position: Position, tokens_per_sample: int) -> Outcome:
+    """``Trainer.train``, resuming from ``resume`` when given; a GPU out of memory becomes
+    advice."""
+    import torch
+
+    t0 = time.time()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except torch.cuda.OutOfMemoryError as e:  # pragma: no cover - GPU only
+        bs = trainer.args.per_device_train_batch_size
+        raise TrainingError(
+            f"CUDA out of memory at batch size {bs}: lower --batch_size and raise "
+            f"--gradient_accumulation_steps to keep the same tokens per step, or add "
+            f"--gradient_checkpointing ({' '.join(str(e).split())[:300]})") from None
+    except Exception as e:
+        if not (trainer.args.torch_compile and compile_failure(e)):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise TrainingError(f"torch.compile failed ({type(e).__name__}: {first}); train eager with "
+                            f"--torch_compile false (checkpoints resume either way)") from None
+    state = trainer.state
+    stopped = stopper.reason is not None and state.global_step < state.max_steps
+    return Outcome(state, result.training_loss, time.time() - t0,
+                   stopper.reason if stopped else None,
+                   tokens_seen=position.consumed(state.global_step) * tokens_per_sample)
+

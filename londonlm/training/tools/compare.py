@@ -1,0 +1,194 @@
+"""Experiments side by side: read several runs' ``run_info.json`` (written by the training
+stage) into one table — preset, parameters, tokens seen, wall time, best validation loss,
+bits per byte — and draw their validation curves on one PNG."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from ...core import Layout, LondonLMError, RunLayout, read_json, user_path
+
+COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
+           ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
+           ("tokens_seen", "tokens seen"), ("wall_s", "wall (s)"),
+           ("best_val_loss", "best val loss"), ("best_step", "best step"),
+           ("final_val_loss", "final val loss"), ("best_val_bpb", "best val bpb"),
+           ("parent", "parent"), ("status", "status")]
+
+
+# shown when any compared run is time-locked (a family from run_grid.py --cutoffs)
+TIME_COLUMNS = [("cutoff", "cutoff"), ("years", "years"), ("facts_before", "facts ≤ cutoff"),
+                ("facts_after", "facts > cutoff"), ("leak", "leak?")]
+
+
+class CompareError(LondonLMError, RuntimeError):
+    """A run that cannot be compared; the message names what is missing."""
+
+
+def find_runs(layout: Layout, specs: list[str], prefix: str | None = None) -> list[Path]:
+    """Run folders from names under the layout's runs folder or paths; with no specs, every
+    run (optionally only names starting with ``prefix``) that has a run_info.json."""
+    if not specs:
+        found = [r.dir for r in layout.runs() if r.name.startswith(prefix or "")]
+        if not found:
+            raise CompareError(f"no finished runs{f' named {prefix}*' if prefix else ''} in "
+                               f"{layout.checkpoints_dir}; train some with "
+                               f"04_training/train_model_slm.py")
+        return found
+    out = []
+    for s in specs:
+        p = user_path(s)
+        run = RunLayout(p) if p.is_dir() else layout.run(s)
+        if not run.run_info.is_file():
+            have = [r.name for r in layout.runs()]
+            raise CompareError(f"run {s!r}: no {run.run_info.name} in {run.dir} (train it first, "
+                               f"or let it finish); runs available: {', '.join(have) or 'none'}")
+        out.append(run.dir)
+    return out
+
+
+def _curve_from_checkpoints(run: RunLayout) -> list[list[float]]:
+    for ck in reversed(run.checkpoints()):
+        try:
+            st = json.loads((ck / "trainer_state.json").read_text())
+        except Exception:
+            continue
+        return [[h["step"], h["eval_loss"]] for h in st.get("log_history", []) if "eval_loss" in h]
+    return []
+
+
+def load_run(run_dir: Path) -> dict:
+    """One table row plus its validation curve (``curve``: [(step, tokens, loss)])."""
+    run = RunLayout(Path(run_dir))
+    info = json.loads(run.run_info.read_text(encoding="utf-8"))
+    curve = info.get("eval_curve") or _curve_from_checkpoints(run)
+    tps = info.get("tokens_per_step") or 0
+    best = min(curve, key=lambda x: x[1]) if curve else None
+    best_loss = best[1] if best else info.get("best_eval_loss")
+    vt = (info.get("cache") or {}).get("tokens_validation")
+    vb = info.get("validation_bytes")
+    bpb = best_loss * vt / (math.log(2) * vb) if best_loss is not None and vt and vb else None
+    parent = info.get("parent") or {}
+    return {
+        "run": run.name, "run_dir": str(run.dir), "preset": info.get("preset"),
+        "params_m": round(info["parameters"] / 1e6, 3) if info.get("parameters") else None,
+        "learning_rate": info.get("learning_rate"), "batch_size": info.get("batch_size"),
+        "steps": info.get("global_step"), "tokens_seen": info.get("tokens_seen"),
+        "wall_s": info.get("total_train_wall_seconds", info.get("train_wall_seconds")),
+        "best_val_loss": best_loss, "best_step": best[0] if best else info.get("best_step"),
+        "final_val_loss": info.get("final_eval_loss"), "best_val_bpb": bpb,
+        "parent": parent.get("run_name") or (Path(parent["path"]).parent.name if parent.get("path") else ""),
+        "status": f"interrupted ({info['interrupted']})" if info.get("interrupted") else "finished",
+        "curve": [(s, s * tps, v) for s, v in curve],
+        **time_row(run, info),
+    }
+
+
+def _accuracy(side: dict | None) -> str | None:
+    """``0.31 [0.22, 0.41] n=70`` (per-byte rule, 95% interval) for one side of the leakage
+    probes, None when that side has no item."""
+    if not side or not side.get("n"):
+        return None
+    acc = side.get("per_byte") or {}
+    low, high = acc.get("ci95") or (None, None)
+    ci = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
+    return f"{acc['accuracy']:.2f}{ci} n={side['n']}"
+
+
+def time_row(run: RunLayout, info: dict) -> dict:
+    """The cutoff, years and leakage probe results of one run (what the family table adds)."""
+    record = info.get("corpus_time") or {}
+    years = record.get("years") or [None, None]
+    try:
+        kept = read_json(run.leakage) if run.leakage.is_file() else {}
+    except (OSError, ValueError):  # a torn file: the probes are simply not shown
+        kept = {}
+    result = kept.get("result") or {}
+    facts = result.get("facts") or {}
+    return {"cutoff": record.get("cutoff_year"),
+            "years": f"{years[0]}–{years[1]}" if years[0] is not None else None,
+            "facts_before": _accuracy(facts.get("before")), "facts_after": _accuracy(facts.get("after")),
+            "leak": None if not facts else ("YES" if result.get("flag") else "no")}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e-2 or abs(v) >= 1e5 else f"{v:.4f}".rstrip("0").rstrip(".")
+    if isinstance(v, int) and v >= 10_000:
+        return f"{v:,}"
+    return str(v)
+
+
+def columns_for(rows: list[dict]) -> list[tuple[str, str]]:
+    """The table's columns: the time-lock ones only when some run has a cutoff."""
+    if any(r.get("cutoff") is not None for r in rows):
+        return COLUMNS[:1] + TIME_COLUMNS + COLUMNS[1:]
+    return COLUMNS
+
+
+def format_table(rows: list[dict], sort_by: str | None = "best_val_loss") -> str:
+    """A Markdown table (readable as plain text too), best run first (a family of cutoffs:
+    earliest cutoff first)."""
+    columns = columns_for(rows)
+    if columns is not COLUMNS:
+        sort_by = "cutoff"
+    if sort_by:
+        rows = sorted(rows, key=lambda r: (r.get(sort_by) is None, r.get(sort_by) or 0))
+    cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    line = lambda c: "| " + " | ".join(x.ljust(w) for x, w in zip(c, widths)) + " |"  # noqa: E731
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *map(line, cells[1:])])
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=[k for k, _ in columns_for(rows)] + ["run_dir"],
+                           extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot_validation_curves(rows: list[dict], png: Path, x: str = "tokens",
+                           title: str = "validation loss") -> None:
+    """All runs' validation loss on one axis; x is ``tokens`` (fair across batch sizes) or
+    ``step``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        if not r["curve"]:
+            continue
+        xs = [c[1] if x == "tokens" else c[0] for c in r["curve"]]
+        ax.plot(xs, [c[2] for c in r["curve"]], "o-", ms=3, label=r["run"])
+    ax.set_xlabel("tokens seen" if x == "tokens" else "step")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(title)
+    if any(r["curve"] for r in rows):
+        ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def compare_runs(run_dirs: list[Path], out_dir: Path, x: str = "tokens",
+                 name: str = "comparison") -> tuple[list[dict], str]:
+    """Table (printed form returned; ``<name>.md``/``.csv`` written) and ``<name>.png``."""
+    rows = [load_run(p) for p in run_dirs]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = format_table(rows)
+    (out_dir / f"{name}.md").write_text(table + "\n", encoding="utf-8")
+    write_csv(rows, out_dir / f"{name}.csv")
+    plot_validation_curves(rows, out_dir / f"{name}.png", x=x,
+                           title=f"validation loss: {len(rows)} runs")
+    return rows, table

@@ -1,0 +1,249 @@
+"""Learning-rate range test (Smith 2017, "Cyclical Learning Rates", section 3.3): one short
+run whose learning rate grows exponentially from ``min_lr`` to ``max_lr``; the smoothed
+training loss against the learning rate shows where learning starts, where it is fastest
+and where it diverges. Writes a CSV table, a PNG plot and a JSON summary with a suggestion.
+
+The model is freshly initialised and thrown away; nothing is written to the run's
+checkpoints. It trains through the training package's Trainer (:mod:`londonlm.training.step.trainer`):
+the same precision policy (``--bf16``, ``--autotune``), kernels, AdamW with the training
+stage's betas and weight decay, gradient clipping; no warmup (the ramp itself starts tiny).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...core import Layout, RunLayout
+from ..data import DataOptions, Position, StreamSampler, cached_tokens, load_blocks
+from ..model import ModelShape, apply_speed, build_model, configure_torch, padded_vocab
+from ..options import make_training_arguments
+from ..plan import load_tokenizer, validated
+from ..speed.choice import choose_speed
+from ..speed.settings import SpeedRequest, SpeedSettings
+from ..step.callbacks import RunControl, common_callbacks
+from ..step.trainer import build_trainer
+
+
+@dataclass
+class LRFindResult:
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)       # raw per-step training loss
+    smoothed: list[float] = field(default_factory=list)     # bias-corrected EMA of the loss
+    stopped_early: str | None = None
+    seconds: float = 0.0
+    suggestion: dict = field(default_factory=dict)
+
+
+def lr_schedule(min_lr: float, max_lr: float, steps: int) -> list[float]:
+    """``steps`` learning rates evenly spaced in log space from min_lr to max_lr."""
+    if not 0 < min_lr < max_lr:
+        raise ValueError(f"need 0 < min_lr < max_lr, got {min_lr} and {max_lr}")
+    if steps < 5:
+        raise ValueError(f"the sweep needs at least 5 steps, got {steps}")
+    r = math.log(max_lr / min_lr) / (steps - 1)
+    return [min_lr * math.exp(r * i) for i in range(steps)]
+
+
+def suggest_lr(lrs: list[float], smoothed: list[float], skip_start: int = 3) -> dict:
+    """Two classic readings of the curve: the learning rate of steepest loss descent
+    (d loss / d log lr most negative) and one tenth of the learning rate at the minimum
+    loss. The suggestion is the smaller of the two: the largest rate still well clear of
+    divergence."""
+    if len(smoothed) < skip_start + 3:
+        raise ValueError("too few points to read a suggestion; run more --steps")
+    i_min = min(range(skip_start, len(smoothed)), key=lambda i: smoothed[i])
+    logs = [math.log10(x) for x in lrs]
+    hi = max(i_min, skip_start + 2)
+    grads = [(smoothed[i + 1] - smoothed[i - 1]) / (logs[i + 1] - logs[i - 1])
+             for i in range(skip_start, min(hi, len(smoothed) - 1))]
+    i_steep = skip_start + min(range(len(grads)), key=lambda j: grads[j]) if grads else i_min
+    steep, min_over_10 = lrs[i_steep], lrs[i_min] / 10
+    return {"suggested_lr": min(steep, min_over_10), "steepest_lr": steep,
+            "min_loss_lr": lrs[i_min], "min_loss_lr_over_10": min_over_10,
+            "min_smoothed_loss": smoothed[i_min]}
+
+
+class ExponentialRamp:
+    """The ramp as a ``LambdaLR`` factor over the base rate ``min_lr``: step i trains at
+    ``lr_schedule(min_lr, max_lr, steps)[i]``."""
+
+    def __init__(self, min_lr: float, max_lr: float, steps: int):
+        self.lrs = lr_schedule(min_lr, max_lr, steps)
+
+    def __call__(self, step: int) -> float:
+        return self.lrs[min(step, len(self.lrs) - 1)] / self.lrs[0]
+
+
+def sweep_recorder(res: LRFindResult, lrs: list[float], *, smoothing: float, diverge_factor: float,
+                   log=print):
+    """A Trainer callback that records each step's loss (logged every step) at the rate it
+    trained with, smooths it, and stops the run once the loss is not finite or the smoothed
+    loss exceeds ``diverge_factor`` x its minimum."""
+    from transformers import TrainerCallback
+
+    class SweepRecorder(TrainerCallback):
+        avg, best = 0.0, float("inf")
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs:
+                return
+            i = state.global_step - 1
+            lr, value = lrs[i], float(logs["loss"])
+            if not math.isfinite(value):
+                res.stopped_early = f"loss became {value} at lr {lr:.3g}"
+                control.should_training_stop = True
+                return
+            self.avg = smoothing * self.avg + (1 - smoothing) * value
+            sm = self.avg / (1 - smoothing ** (i + 1))
+            res.lrs.append(lr)
+            res.losses.append(value)
+            res.smoothed.append(sm)
+            self.best = min(self.best, sm)
+            if i and i % max(1, len(lrs) // 10) == 0:
+                log(f"  step {i:>4}/{len(lrs)}  lr {lr:.3g}  loss {value:.4f}  smoothed {sm:.4f}")
+            if i > 5 and sm > diverge_factor * self.best:
+                res.stopped_early = f"smoothed loss {sm:.3f} > {diverge_factor:g} x minimum at lr {lr:.3g}"
+                control.should_training_stop = True
+
+    return SweepRecorder()
+
+
+def write_lr_find(res: LRFindResult, out_dir: str | Path, title: str = "",
+                  extra: dict | None = None) -> dict:
+    """``lr_find.csv`` (step, lr, loss, smoothed), ``lr_find.png`` and ``lr_find.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "lr_find.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
+        for i, (lr, lo, sm) in enumerate(zip(res.lrs, res.losses, res.smoothed)):
+            w.writerow([i, f"{lr:.6g}", f"{lo:.5f}", f"{sm:.5f}"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(res.lrs, res.losses, alpha=0.3, label="loss")
+    ax.plot(res.lrs, res.smoothed, label="smoothed loss")
+    s = res.suggestion
+    ax.axvline(s["suggested_lr"], color="red", ls="--", label=f"suggested {s['suggested_lr']:.2g}")
+    ax.axvline(s["min_loss_lr"], color="grey", ls=":", label=f"minimum {s['min_loss_lr']:.2g}")
+    ax.set_xscale("log")
+    lo = min(res.smoothed)
+    ax.set_ylim(min(min(res.losses), lo) - 0.1, max(res.smoothed[0], lo) + 0.5)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss (nats/token)")
+    ax.set_title(title or "learning-rate range test")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "lr_find.png", dpi=100)
+    plt.close(fig)
+    summary = {**s, "steps_run": len(res.lrs), "stopped_early": res.stopped_early,
+               "seconds": res.seconds, "lr_range": [res.lrs[0], res.lrs[-1]], **(extra or {}),
+               "table": str(out / "lr_find.csv"), "plot": str(out / "lr_find.png")}
+    (out / "lr_find.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+@dataclass
+class LRFindOptions:
+    """One range test: the data and shape of a training run, and the ramp."""
+
+    run: RunLayout              # whose token cache is used (built when missing)
+    layout: Layout
+    tokenizer_dir: Path
+    processed_dir: Path
+    output_dir: Path
+    preset: str
+    n_layer: int
+    n_head: int
+    n_embd: int
+    context_length: int
+    batch_size: int
+    dropout: float = 0.0
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    preset_learning_rate: float | None = None
+    min_lr: float = 1e-6
+    max_lr: float = 1.0
+    steps: int = 100
+    smoothing: float = 0.98
+    diverge_factor: float = 4.0
+    seed: int = 0
+    precision: str | None = None    # fp32/bf16 given on the command line; None: the machine's
+    autotune: str = "off"           # the sweep is short: fixed rules unless asked to measure
+
+
+def sweep_arguments(o: LRFindOptions, output_dir: str):
+    """The sweep's ``TrainingArguments``: one logged step per rate, nothing saved or evaluated;
+    NaN losses are logged as they are (the Trainer would otherwise average them away)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return make_training_arguments(dict(
+        output_dir=output_dir, max_steps=o.steps, per_device_train_batch_size=o.batch_size,
+        learning_rate=o.min_lr, lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm, adam_beta2=0.95,
+        save_strategy="no", eval_strategy="no", logging_steps=1, logging_nan_inf_filter=False,
+        report_to=[], seed=o.seed, data_seed=o.seed, disable_tqdm=True, dataloader_num_workers=0,
+        optim="adamw_torch_fused" if cuda else "adamw_torch"))
+
+
+def sweep(o: LRFindOptions, shape, tok, blocks, log=print) -> tuple[LRFindResult, str]:
+    """Train a fresh model of ``shape`` one step per rate of the ramp through the training
+    package's Trainer; returns (the recorded curve, the precision it ran in)."""
+    import tempfile
+
+    from transformers import PrinterCallback, default_data_collator
+
+    ramp, res = ExponentialRamp(o.min_lr, o.max_lr, o.steps), LRFindResult()
+    request = SpeedRequest(o.autotune, 30.0, SpeedSettings(o.precision))
+    with tempfile.TemporaryDirectory(prefix="lr_find-") as tmp:
+        args = sweep_arguments(o, tmp)
+        speed = choose_speed(request, args, shape, 1).settings
+        model = build_model(shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
+                            dropout=o.dropout, attn_implementation=speed.attn_implementation, seed=o.seed)
+        apply_speed(model, speed)
+        stream = StreamSampler(len(blocks), o.seed, 0, o.batch_size)
+        recorder = sweep_recorder(res, ramp.lrs, smoothing=o.smoothing,
+                                  diverge_factor=o.diverge_factor, log=log)
+        callbacks, _ = common_callbacks(
+            args, flops_per_token=shape.flops_per_token(), tokens_per_step=o.batch_size * o.context_length,
+            world=1, position=Position(0, 0, o.batch_size), stream=stream,
+            tokens_per_sample=o.context_length, control=RunControl(), extra=[recorder])
+        trainer = build_trainer(model, args, train=blocks, eval_dataset=None,
+                                collator=default_data_collator, callbacks=callbacks, stream=stream,
+                                optimizer=request.optimizer, schedule=ramp)
+        trainer.remove_callback(PrinterCallback)
+        t0 = time.time()
+        trainer.train()
+        res.seconds = round(time.time() - t0, 1)
+    return res, speed.precision
+
+
+def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:
+    """Build the preset's model fresh, ramp the learning rate over the run's training blocks,
+    write the table, plot and summary to ``o.output_dir``. The model is discarded."""
+    tok = load_tokenizer(o.tokenizer_dir)
+    shape = validated(ModelShape(o.n_layer, o.n_head, o.n_embd, o.context_length,
+                                 padded_vocab(len(tok))))
+    log(f"model: {shape.n_params / 1e6:.2f}M parameters; sweep {o.min_lr:g} -> {o.max_lr:g} "
+        f"over {o.steps} steps at batch {o.batch_size} x {o.context_length} tokens")
+    data = DataOptions(o.tokenizer_dir, o.processed_dir, progress=False)
+    meta, _ = cached_tokens(o.run, data, o.context_length, tok)
+    blocks = load_blocks(o.run.cache_dir, "train", meta, o.context_length)
+    configure_torch()  # as training does: one thread per physical core
+    res, precision = sweep(o, shape, tok, blocks, log)
+    res.suggestion = suggest_lr(res.lrs, res.smoothed)
+    summary = write_lr_find(res, o.output_dir,
+                            title=f"LR range test: {o.preset} preset ({shape.n_params / 1e6:.1f}M)",
+                            extra={"preset": o.preset, "batch_size": o.batch_size,
+                                   "context_length": o.context_length,
+                                   "preset_learning_rate": o.preset_learning_rate,
+                                   "precision": precision})
+    return summary, res

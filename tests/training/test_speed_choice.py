@@ -1,0 +1,352 @@
+"""The training CLI's speed and time flags end to end on the micro preset: --time_budget /
+--max_seconds (a fitted schedule that ends at the budget with final/ saved), a budget too small
+for the warm-up refused before any work, --autotune on/refresh/off with its cache, --optim muon
+(recorded, resumed exactly), and a resumed run keeping its speed settings."""
+import dataclasses
+import json
+
+import pytest
+
+import config
+from conftest import precision_flags
+from londonlm.training.cli import TrainDefaults
+from londonlm.training.resume import Resumed
+from londonlm.training.speed.settings import SpeedSettings
+from test_training import root, run_dir, train  # noqa: F401  (root: the copied micro project)
+
+QUIET = ["--eval_steps", "100000", "--logging_steps", "1", "--save_steps", "100000"]
+
+
+def info_of(root, name="micro") -> dict:
+    return json.loads((run_dir(root, name) / "run_info.json").read_text())
+
+
+@pytest.mark.parametrize("flag, precision", [("--time_budget", "bf16"), ("--max_seconds", "fp32")])
+def test_a_budgeted_run_ends_at_the_budget_with_a_finished_schedule_and_final(root, flag, precision):
+    budget = 10.0
+    assert train(root, flag, str(budget), "--warmup_steps", "1", "--learning_rate", "1e-3",
+                 *precision_flags(precision), *QUIET) == 0
+    info = info_of(root)
+    fit = info["time_budget"]
+    step = fit["measured_step_seconds"]
+    assert info["interrupted"] is None and (run_dir(root) / "final" / "config.json").exists()
+    assert info["global_step"] == fit["fitted_total_steps"] == info["max_steps"] > 3
+    assert fit["decay_start_step"] < info["global_step"] - 1  # the decay spans the last steps
+    # the last step ends at the budget, within one step's time (plus timer slack)
+    assert abs(fit["train_seconds_in_budget"] - budget) <= step + 0.5
+    lrs = [h["learning_rate"] for h in json.loads(
+        (run_dir(root) / f"checkpoint-{info['global_step']}" / "trainer_state.json").read_text()
+    )["log_history"] if "learning_rate" in h]
+    assert max(lrs) == pytest.approx(1e-3, rel=0.05) and lrs[-1] < max(lrs)  # decaying at the end
+    assert info["final_eval_loss"] > 0 and info["settings"]["time_budget"] == budget
+
+
+def test_a_budget_too_small_for_the_warmup_is_refused_before_any_work(root, capsys):
+    assert train(root, "--time_budget", "0.05", "--warmup_steps", "500", *QUIET) == 2
+    err = capsys.readouterr().err
+    assert "warm-up" in err and "Traceback" not in err
+    assert not (run_dir(root) / "pretokenized_data").exists()  # the cache was never touched
+    assert train(root, "--time_budget", "-1") == 2
+    assert train(root, "--time_budget", "5", "--max_seconds", "6") == 2
+    assert "another name" in capsys.readouterr().err
+
+
+def test_stop_after_seconds_stops_with_a_checkpoint_and_keeps_the_schedule(root, precision):
+    assert train(root, "--stop_after_seconds", "0.001", "--max_steps", "50",
+                 *precision_flags(precision), *QUIET) == 0
+    info = info_of(root)
+    assert "--stop_after_seconds" in info["interrupted"] and info["max_steps"] == 50
+    assert not (run_dir(root) / "final").exists()
+
+
+def test_autotune_measures_caches_reuses_and_refreshes(root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    common = ["--max_steps", "2", *QUIET, "--fresh"]
+    assert train(root, "--autotune", "on", *common) == 0
+    out = capsys.readouterr().out
+    assert "measured just now" in out and "seconds per training step" in out
+    cache = tmp_path / "cache" / "londonlm" / "autotune.json"
+    entries = json.loads(cache.read_text())["entries"]
+    assert len(entries) == 1
+    info = info_of(root)
+    assert info["speed"]["source"] == "measured"
+    chosen = (info["precision"], info["attn_implementation"], info["fused_loss"])
+    figures = info["speed"]["seconds_per_micro_batch"]
+    assert len(figures) >= 4  # fp32 x sdpa/eager x fused on/off at least
+    assert train(root, "--autotune", "on", *common) == 0
+    assert "in the cache" in capsys.readouterr().out and info_of(root)["speed"]["source"] == "cached"
+    assert (info_of(root)["precision"], info_of(root)["attn_implementation"],
+            info_of(root)["fused_loss"]) == chosen
+    assert train(root, "--autotune", "refresh", *common) == 0
+    assert "measured just now" in capsys.readouterr().out
+    assert train(root, "--autotune", "off", *common) == 0
+    assert info_of(root)["speed"]["source"] == "default"
+    # explicit flags win over the cache
+    assert train(root, "--autotune", "on", "--attn_implementation", "eager", "--fused_loss", "on",
+                 "--bf16", "false", *common) == 0
+    i = info_of(root)
+    assert (i["precision"], i["attn_implementation"], i["fused_loss"]) == ("fp32", "eager", True)
+    assert i["speed"]["source"] == "explicit"
+
+
+def test_bad_autotune_and_optimizer_values_fail_fast(root, capsys):
+    assert train(root, "--autotune", "sometimes") == 2
+    assert "--autotune: must be" in capsys.readouterr().err
+    assert train(root, "--optim", "bogus") == 2  # not ours, and not a Trainer optimizer either
+    assert train(root, "--optimizer", "lion") == 2
+    assert "adamw or muon" in capsys.readouterr().err
+
+
+def test_muon_run_is_recorded_and_resumes_exactly(root, capsys):
+    common = ["--max_steps", "6", "--logging_steps", "1", "--save_steps", "3", "--eval_steps",
+              "100", "--optim", "muon"]
+    assert train(root, *common, "--run_name_dir", "whole") == 0
+    assert "optimizer: Muon on" in capsys.readouterr().out
+    assert train(root, *common, "--run_name_dir", "split", "--stop_after_steps", "3") == 0
+    assert train(root, *common, "--run_name_dir", "split") == 0
+    whole, split = info_of(root, "whole"), info_of(root, "split")
+    assert whole["settings"]["optimizer"] == "muon" and split["resumed_from"].endswith("checkpoint-3")
+    a, b = dict(whole["train_curve"]), dict(split["train_curve"])
+    assert set(a) == set(b) and all(abs(a[s] - b[s]) < 1e-5 for s in a)
+    # resuming with the other optimizer is refused, not silently restarted
+    capsys.readouterr()
+    assert train(root, "--max_steps", "9", "--save_steps", "3", "--run_name_dir", "split",
+                 "--optim", "adamw") == 2
+    assert "trained with --optim muon" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_the_speed_settings_it_was_trained_with(tmp_path):
+    rec = {"precision": "fp32", "attn_implementation": "eager", "fused_loss": True}
+    assert Resumed(tmp_path, rec).speed == SpeedSettings("fp32", "eager", True)
+    assert Resumed(None, rec).speed is None  # not resuming
+    assert Resumed(tmp_path, {"precision": "fp32"}).speed is None  # an older record: choose anew
+
+
+def test_the_pipeline_with_a_time_budget_trains_saves_final_and_evaluates(tmp_path):
+    """`run_pipeline.py --max_seconds S` used to stop mid-schedule without final/ and crash in
+    the evaluation stage; now the schedule is fitted to S and every later stage runs."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, write_micro_source
+
+    root = tmp_path / "pipe"
+    src = write_micro_source(root / "src", n_docs=8)
+    env = dict(os.environ, LONDONLM_ROOT=str(root), WANDB_MODE="disabled")
+    r = subprocess.run([sys.executable, str(REPO / "10_scripts" / "run_pipeline.py"), "--preset", "micro",
+                        "--source_dir", str(src), "--max_seconds", "6", "--warmup_steps", "1",
+                        "--eval_max_tokens", "2000", "--chat", "off"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run = root / "09_models" / "checkpoints" / "micro"
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["interrupted"] is None and (run / "final" / "config.json").exists()
+    assert info["global_step"] == info["time_budget"]["fitted_total_steps"]
+    assert list((run / "evaluation").glob("*.json"))  # the evaluation stage ran on final/
+
+
+def test_the_preset_names_the_optimizer_and_the_flag_wins():
+    from londonlm.training.options import parse_train_flags
+    from londonlm.training import make_job
+
+    defaults = TrainDefaults(config.PRESETS, "tiny", config.get_layout(), config.TOKENIZER.name,
+                             config.TRAINING.seed, "londonlm-test")
+    assert make_job(parse_train_flags(["--preset", "tiny"]), defaults).opts.speed.optimizer == "muon"
+    assert make_job(parse_train_flags(["--preset", "micro"]), defaults).opts.speed.optimizer == "adamw"
+    for argv in (["--optim", "adamw"], ["--optim=adamw"], ["--optimizer", "adamw"]):
+        assert make_job(parse_train_flags(["--preset", "tiny", *argv]), defaults).opts.speed.optimizer == "adamw"
+    assert make_job(parse_train_flags(["--preset", "micro", "--optim", "muon"]),
+                    defaults).opts.speed.optimizer == "muon"
+
+
+def test_a_run_recorded_with_a_fixed_precision_stays_current_under_autotune():
+    """Settings record "auto" for a precision the machine chose: an older run's "fp32" is not a
+    change (the pipeline would otherwise retrain it), an explicit other precision is."""
+    from londonlm.pipeline import settings_changes
+
+    assert settings_changes({"settings": {"precision": "fp32"}}, {"precision": "auto"}) == []
+    assert settings_changes({"settings": {"precision": "fp32"}}, {"precision": "bf16"}) == [
+        "precision 'fp32' -> 'bf16'"]
+
+
+def test_two_fresh_starts_in_the_same_second_keep_both_old_runs(tmp_path):
+    from londonlm.training.resume import move_run_aside
+    from londonlm.core.layout import RunLayout
+
+    run = RunLayout(tmp_path / "r")
+    moved = []
+    for i in range(3):
+        (run.dir).mkdir(exist_ok=True)
+        run.run_info.write_text(str(i))
+        moved.append(move_run_aside(run))
+    assert len(set(moved)) == 3 and all((m / run.run_info.name).read_text() == str(i)
+                                         for i, m in enumerate(moved))
+
+
+def test_torch_compile_is_the_default_on_cuda_unless_the_budget_is_short(monkeypatch):
+    """The GPU path compiles by default; a short time budget (warm-up not paid back) and every
+    CPU run stay eager; an explicit --torch_compile wins."""
+    from londonlm.training import make_job, options
+    from londonlm.training.options import parse_train_flags
+
+    assert options.compile_pays(True, 0) and options.compile_pays(True, options.COMPILE_MIN_BUDGET_SECONDS)
+    assert not options.compile_pays(True, 300) and not options.compile_pays(False, 0)
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
+
+    def compiled(*argv) -> bool:
+        return make_job(parse_train_flags(["--preset", "micro", *argv]), defaults).args.torch_compile
+
+    assert compiled() is False  # this CPU
+    monkeypatch.setattr(options, "_on_cuda", lambda: True)  # the decision as on a GPU machine
+    assert compiled() is True
+    assert compiled("--max_seconds", "120") is False
+    assert compiled("--torch_compile", "false") is False
+
+
+def test_compile_preflight_names_what_is_missing_and_catches_a_compile_that_fails():
+    """The tools first (a missing compiler), then a real compile with the caches off: a
+    compiler that exists but fails is caught too, where the first training step would fail."""
+    import torch._inductor.config as inductor_config
+
+    from londonlm.training.speed.choice import compile_problem
+
+    with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++")}):  # as $CXX sets it
+        assert "no C++ compiler (/nonexistent/g++)" in compile_problem("cpu")
+    with inductor_config.patch({"cpp.cxx": (None, "/bin/false")}):
+        assert "InductorError" in compile_problem("cpu")
+
+
+def test_compile_on_by_default_falls_back_to_eager_and_asked_for_is_refused(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from londonlm.training.speed import choice as speed
+    from londonlm.training.dist import TrainingError
+
+    monkeypatch.setattr(speed, "compile_problem", lambda device: "no C compiler (cc, gcc or clang)")
+    args = SimpleNamespace(torch_compile=True, torch_compile_backend="inductor", torch_compile_mode=None,
+                           use_cpu=True)
+    speed.settle_compile(args, given=False)
+    assert (args.torch_compile, args.torch_compile_backend) == (False, None)  # no dynamo plugin either
+    assert "training eager" in capsys.readouterr().out
+    args.torch_compile = True
+    with pytest.raises(TrainingError, match="--torch_compile false"):
+        speed.settle_compile(args, given=True)
+    monkeypatch.setattr(speed, "compile_problem", lambda device: None)
+    args = SimpleNamespace(torch_compile=True, torch_compile_backend="inductor", use_cpu=True)
+    speed.settle_compile(args, given=True)
+    assert args.torch_compile is True
+
+
+def test_torch_compile_asked_for_where_it_cannot_build_is_refused_before_any_data_work(root, capsys):
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++")}):
+        assert train(root, "--torch_compile", "true", "--max_steps", "2", *QUIET) == 2
+    err = capsys.readouterr().err
+    assert "--torch_compile false" in err and "no C++ compiler" in err and "Traceback" not in err
+    assert not (run_dir(root) / "pretokenized_data").exists()
+
+
+def test_a_compile_failure_in_the_first_step_is_one_line_naming_the_way_out():
+    import torch
+
+    from londonlm.training.step.trainer import compile_failure
+
+    try:
+        torch.compile(lambda x: x + 1, backend="no_such_backend")(torch.ones(2))
+    except Exception as e:  # noqa: BLE001
+        assert compile_failure(e)
+    assert not compile_failure(ValueError("a bug in the model"))
+
+
+def _args(batch, accum, eval_batch=None, fsdp=""):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
+                           per_device_eval_batch_size=eval_batch or batch, fsdp=fsdp)
+
+
+def test_the_micro_batch_is_fitted_to_the_gpus_free_memory_keeping_tokens_per_step(monkeypatch, capsys):
+    """On CUDA the slm preset's 16 x 2 becomes 32 x 1 on an 80 GB card and shrinks on a small one;
+    the command line's batch, a resumed run's split and CPU runs are kept."""
+    from londonlm.training.model import ModelShape
+    from londonlm.training.speed import choice as speed
+    from londonlm.training.speed.settings import SpeedRequest
+
+    slm, bf16 = ModelShape(12, 12, 768, 512, 30016), SpeedSettings("bf16", "sdpa", False)
+    gpu = speed.SpeedPlan(bf16, True, "default", "", None)
+
+    def fit(args, given=False, eval_given=False, kept=None):
+        request = SpeedRequest(batch_given=given, eval_batch_given=eval_given)
+        speed.fit_batch_to_memory(args, slm, gpu, request, 0.1, 1, kept)
+
+    monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 80e9)
+    args = _args(16, 2)
+    fit(args)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.per_device_eval_batch_size) == (32, 1, 32)
+    assert "micro-batch 32 x 1 accumulation steps (was 16 x 2" in capsys.readouterr().out
+    monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 6e9)
+    args = _args(16, 2, eval_batch=64)
+    fit(args, eval_given=True)
+    b = args.per_device_train_batch_size
+    assert b * args.gradient_accumulation_steps == 32 and b < 16 and args.per_device_eval_batch_size == 64
+    assert speed.memory_of(slm, b, bf16, "adamw", 0.1).total <= speed.GPU_MEMORY_SHARE * 6e9
+    assert speed.memory_of(slm, 2 * b, bf16, "adamw", 0.1).total > speed.GPU_MEMORY_SHARE * 6e9
+    monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 80e9)
+    for kept in (dict(given=True), dict(kept=(16, 2))):
+        args = _args(16, 2)
+        fit(args, **kept)
+        assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 2), kept
+    args = _args(16, 2)
+    speed.fit_batch_to_memory(args, slm, speed.SpeedPlan(bf16, False, "default", "", None), SpeedRequest(), 0.1)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 2)
+    assert "GB per device to train at micro-batch 16" in capsys.readouterr().out
+
+
+def test_a_fitted_micro_batch_leaves_the_recorded_settings_as_asked(root, monkeypatch):
+    """run_info.json's settings keep the batch the command asked for (the pipeline compares
+    them); its top-level batch size is what trained."""
+    from londonlm.training.speed import choice as speed
+
+    monkeypatch.setattr(speed, "fit_micro_batch", lambda per_step, fits: 4)
+    monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 1e12)
+    real = speed.fit_batch_to_memory
+
+    def as_on_a_gpu(args, shape, plan, *rest):
+        real(args, shape, dataclasses.replace(plan, cuda=True), *rest)
+
+    monkeypatch.setattr("londonlm.training.run.fit_batch_to_memory", as_on_a_gpu)
+    assert train(root, "--max_steps", "2", *QUIET) == 0
+    info = info_of(root)
+    assert info["settings"]["batch_size"] == 8 and info["settings"]["gradient_accumulation_steps"] == 1
+    assert info["batch_size"] == 4 and info["gradient_accumulation_steps"] == 2
+
+
+def test_evaluations_read_whole_batches_when_compiled_and_gpu_presets_are_capped():
+    """A compiled model recompiles for a ragged last validation batch at every evaluation; the
+    cap means the same blocks at every world size; slm/regular no longer read their whole
+    validation split every few hundred steps."""
+    from londonlm.training.data import eval_blocks
+
+    assert eval_blocks(1000, 16) == 1000 and eval_blocks(1000, 16, whole_batches=True) == 992
+    assert eval_blocks(1000, 16, max_batches=10) == eval_blocks(1000, 16, 10, world=4) == 160
+    assert eval_blocks(1000, 16, 10, world=3, whole_batches=True) == 144  # 3 ranks x 16
+    assert eval_blocks(10, 16, whole_batches=True) == 10  # less than one batch: all of it
+    assert config.PRESETS["slm"].eval_max_batches == config.PRESETS["regular"].eval_max_batches == 100
+
+
+def test_the_trainer_does_not_check_every_micro_batch_loss_on_the_host():
+    """logging_nan_inf_filter reads every micro-batch's loss back from the GPU (a sync each);
+    pre-training and chat fine-tuning turn it off unless the command line sets it."""
+    from londonlm.chat.finetune import ChatTrainOptions, training_arguments
+    from londonlm.core import RunLayout
+    from londonlm.training import make_job
+    from londonlm.training.options import parse_train_flags
+
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
+    job = lambda *argv: make_job(parse_train_flags(["--preset", "micro", *argv]), defaults).args  # noqa: E731
+    assert job().logging_nan_inf_filter is False
+    assert job("--logging_nan_inf_filter", "true").logging_nan_inf_filter is True
+    chat = training_arguments(RunLayout(config.get_layout().checkpoints_dir / "chat-x"), ChatTrainOptions())
+    assert chat.logging_nan_inf_filter is False
