@@ -14,7 +14,7 @@ import config
 from londonlm.core.errors import run_main
 from londonlm.training.cli import main
 
-DEFAULTS = config.train_defaults("slm")
-
 if __name__ == "__main__":
-    run_main(lambda argv: main(argv, DEFAULTS, description=__doc__.splitlines()[0]))
+    # the defaults (and the project root in them) are made inside run_main: a bad
+    # $LONDONLM_ROOT is then one error line, not a traceback at import
+    run_main(lambda argv: main(argv, config.train_defaults("slm"), description=__doc__.splitlines()[0]))

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import config
 from londonlm.core.cli import non_negative_int, positive_int, StageParser, writable_dir
 from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
-from londonlm.chat.respond import is_chat_model, read_chat_info
+from londonlm.chat.respond import chat_year, is_chat_model, read_chat_info
 from londonlm.core.errors import UsageError, run_main
 from londonlm.evaluation import model_identity
 from londonlm.evaluation.human_eval import brought_samples, export_blind
@@ -26,7 +26,8 @@ def main(argv=None) -> int:
                    help="chat model: a run name (its final/), RUN/checkpoint-N or a folder")
     p.add_argument("--base", help="base model to compare with (default: the one it was tuned from)")
     p.add_argument("--data_dir", help="dialogue dataset (default: data/london_historical/chat)")
-    p.add_argument("--years", type=positive_int, nargs="+", default=list(ChatEvalOptions.years))
+    p.add_argument("--years", type=chat_year, nargs="+", default=list(ChatEvalOptions.years),
+                   help="the eras asked for, each 1674-1913 (as the server and the chat REPL take them)")
     p.add_argument("--bait_limit", type=non_negative_int, default=0, help="only the first N bait questions (0 = all)")
     p.add_argument("--max_new_tokens", type=positive_int, default=ChatEvalOptions.max_new_tokens)
     p.add_argument("--out_dir", type=writable_dir, help="report folder (default: the run's evaluation folder)")

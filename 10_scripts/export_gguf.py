@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
-from londonlm.core.cli import positive_int, StageParser, writable_dir
+from londonlm.core.cli import positive_int, StageParser, free_text, writable_dir
 from londonlm.core.errors import run_main
 from londonlm.export.gguf import QUANT_TYPES, GGUFOptions, default_output, export_gguf
 from londonlm.core.layout import RUN_INFO, RunLayout
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="rebuild even when current")
     p.add_argument("--verify", action="store_true",
                    help="run each file in llama.cpp and compare greedy tokens with transformers")
-    p.add_argument("--prompt", default=config.EVALUATION.sample_prompts[0],
+    p.add_argument("--prompt", type=free_text, default=config.EVALUATION.sample_prompts[0],
                    help="prompt for --verify (default: %(default)r)")
     p.add_argument("--steps", type=positive_int, default=32, help="greedy tokens for --verify")
     return p

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
-from londonlm.core.cli import StageParser, writable_dir
+from londonlm.core.cli import StageParser, free_text, writable_dir
 from londonlm.publishing.cards.licenses import LICENSES
 from londonlm.core.errors import run_main
 
@@ -37,11 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--private", action="store_true", help="create (or switch) the repo private")
     p.add_argument("--revision", help="branch to commit to (created if missing; default main)")
-    p.add_argument("--commit_message", help=f"default: {config.HUB.commit_message!r}")
+    p.add_argument("--commit_message", type=free_text, help=f"default: {config.HUB.commit_message!r}")
     p.add_argument("--license", default=config.HUB.license, choices=list(LICENSES),
                    help="licence of the weights (default: %(default)s)")
-    p.add_argument("--model_name", help="title of the model card (default: the repo name)")
-    p.add_argument("--prompt", default=config.EVALUATION.sample_prompts[0],
+    p.add_argument("--model_name", type=free_text, help="title of the model card (default: the repo name)")
+    p.add_argument("--prompt", type=free_text, default=config.EVALUATION.sample_prompts[0],
                    help="fixed prompt for the verification generation and the card's snippet")
     p.add_argument("--stage_dir", type=writable_dir, help="staging folder (default: <run>/hub_stage)")
     p.add_argument("--gguf", action="store_true",

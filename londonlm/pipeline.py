@@ -287,9 +287,39 @@ def _leakage_stage(plan: PipelinePlan, log) -> dict:
     return result
 
 
+def corpus_stage(plan: PipelinePlan, log) -> dict:
+    """The corpus: built from the embedded sample or ``--source_dir``, but a corpus collected
+    from other sources (``historical_data_collector.py``) is never replaced without
+    ``--overwrite``: with no source named it is the corpus the pipeline trains on (a cutoff is a
+    view of it); with another source named the pipeline stops before touching it."""
+    from .corpus import SAMPLE_SOURCE_ID, build_corpus, collected_sources
+
+    have = collected_sources(plan.processed_dir)
+    nothing_named = plan.source_dir is None and plan.use_sample is None
+    if nothing_named and have not in (None, [SAMPLE_SOURCE_ID]) and not plan.overwrite:
+        log(f"corpus: using the corpus collected in {plan.processed_dir} (sources: {', '.join(have)}); "
+            f"--source_dir or --overwrite builds another")
+        return {**read_json(plan.processed_dir / SIDECAR).get("counts", {}), "skipped": True}
+    corpus = build_corpus(plan.processed_dir, plan.metadata_dir, source_dir=plan.source_dir,
+                          use_sample=plan.use_sample, sample_limit_chars=plan.sample_limit_chars,
+                          validation_percent=plan.validation_percent, min_chars=plan.min_chars,
+                          year_range=plan.year_range, overwrite=plan.overwrite,
+                          keep_other_sources=not plan.overwrite, log=log)
+    require_validation(corpus, f"the corpus in {plan.processed_dir}", "add texts")
+    return corpus
+
+
+def require_validation(counts: dict, what: str, fix: str) -> None:
+    """Stop before the tokenizer and training when nothing is held out: the run could neither
+    evaluate nor report a validation loss (documents go to validation by a hash of their id)."""
+    if counts.get("validation_documents") == 0:
+        raise UsageError(f"{what} has no validation document ({counts.get('documents', 0)} documents, "
+                         f"all in the training split), so nothing could be held out: {fix}")
+
+
 def run_pipeline(plan: PipelinePlan, log=print) -> dict:
     """Run every stage in order; returns (and saves in the run folder) a summary."""
-    from .corpus import build_corpus, cutoff_view
+    from .corpus import cutoff_view
     from .tokens import train_tokenizer_stage
 
     t0, timings, run = time.time(), {}, plan.run
@@ -303,14 +333,12 @@ def run_pipeline(plan: PipelinePlan, log=print) -> dict:
         timings[key] = time.time() - s
         return result
 
-    corpus = stage("corpus", "corpus", lambda: build_corpus(
-        plan.processed_dir, plan.metadata_dir, source_dir=plan.source_dir,
-        use_sample=plan.use_sample, sample_limit_chars=plan.sample_limit_chars,
-        validation_percent=plan.validation_percent, min_chars=plan.min_chars,
-        year_range=plan.year_range, overwrite=plan.overwrite, log=log))
+    corpus = stage("corpus", "corpus", lambda: corpus_stage(plan, log))
     if plan.cutoff_year is not None:
         corpus = stage(f"corpus up to {plan.cutoff_year}", "cutoff", lambda: cutoff_view(
             plan.processed_dir, plan.cutoff_dir, plan.cutoff_year, overwrite=plan.overwrite, log=log))
+        require_validation(corpus, f"the corpus up to {plan.cutoff_year} ({plan.cutoff_dir})",
+                           "choose a later --cutoff_year, or collect more texts dated by it")
     stage("tokenizer", "tokenizer", lambda: train_tokenizer_stage(
         plan.corpus_dir, plan.tokenizer_dir, vocab_size=plan.vocab_size,
         min_frequency=plan.min_frequency, era_tokens=plan.era_tokens,

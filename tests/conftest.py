@@ -372,3 +372,13 @@ def fake_nvidia_smi(folder, gpus: int, driver: str = "535.104.05"):
                    f"  *driver_version*) echo '{driver}' ;;\nesac\n")
     exe.chmod(0o755)
     return folder
+
+
+def tree_digest(folder) -> dict:
+    """Every file under ``folder`` with its bytes' sha256: equal before and after a refused
+    command means it changed nothing there."""
+    import hashlib
+
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -21,7 +21,10 @@ SCRIPTS = sorted(p for d in ("02_data_collection", "03_tokenizer", "04_training"
                              "07_finetuning", "10_scripts") for p in (REPO / d).glob("*.py"))
 HOSTILE = st.one_of(
     st.sampled_from(["0", "-1", "-5", "1e309", "nan", "inf", "-inf", "", " ", "x", "ü", "9" * 40, "-0.5", "1.5",
-                     "/nonexistent/path", "../../etc/passwd", "~nosuchuser/x", "true", "None", "--", "1,2"]),
+                     "/nonexistent/path", "../../etc/passwd", "~nosuchuser/x", "true", "None", "--", "1,2",
+                     "Up \udcff betimes",  # argv's form of a byte that is not UTF-8 (surrogateescape)
+                     # a file where a folder is wanted, and a path through a file (ENOTDIR)
+                     str(REPO / "README.md"), str(REPO / "README.md" / "x")]),
     st.integers(-10**12, 10**12).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
     st.text(max_size=12))
@@ -142,3 +145,21 @@ def test_the_sweep_sees_every_script_and_would_catch_a_traceback(tmp_path):
                    "a = p.parse_args()\nraise ValueError(1 / a.n)\n")
     with pytest.raises((AssertionError, ZeroDivisionError)):
         check_one(bad, "--n", "0")
+
+
+# Flags whose value is free text (prompts, commit messages, card titles): each takes
+# ``londonlm.core.cli.free_text``, so what argv could not decode as UTF-8 stops at the parse.
+FREE_TEXT_FLAGS = ("--prompt", "--commit_message", "--model_name")
+
+
+def test_every_free_text_flag_refuses_what_is_not_utf8():
+    checked = []
+    for script in SCRIPTS:
+        for flag in set(_flags(script)) & set(FREE_TEXT_FLAGS):
+            with stop_after_parsing([]):
+                kind, err = outcome(script, [flag, "Up \udcff betimes"])  # argv's form of the byte 0xff
+            assert kind == "exit 2" and err == f"error: {flag}: not valid UTF-8 (byte 0xff at character 4)\n", \
+                f"{script.name} {flag}: {kind}\n{err[-2000:]}"
+            checked.append(f"{script.name} {flag}")
+    # inference_unified, test_checkpoint(_slm), export_gguf, publish_to_huggingface (3 flags)
+    assert len(checked) >= 7, checked

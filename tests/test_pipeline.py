@@ -306,3 +306,56 @@ def test_cutoff_year_time_locks_the_whole_pipeline(tmp_path):
     assert summary["leakage"]["cutoff_year"] == 1750 and summary["leakage"]["facts"]["after"]["n"] > 0
     assert (run / "evaluation" / "leakage.json").is_file()
     assert "leakage probes (cutoff 1750):" in res.stdout
+
+
+def _dated_source(folder: Path, splits: dict[int, str]) -> Path:
+    """Micro prose, one document per year, each landing in the split given for it."""
+    from conftest import micro_texts
+    from londonlm.corpus import assign_split
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (text, (year, want)) in enumerate(zip(micro_texts(len(splits), 6000), splits.items())):
+        stem = next(f"part{i}v{k}_{year}" for k in range(2000)
+                    if assign_split(f"local_part{i}v{k}_{year}", 5.0) == want)
+        (folder / f"{stem}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_a_collected_corpus_is_the_pipelines_and_never_replaced_without_overwrite(tmp_path):
+    """`historical_data_collector.py --source_dir DIR` then `run_pipeline.py --cutoff_year Y`
+    rebuilt the corpus from the embedded sample and trained the time-locked model on the First
+    Folio (hostile inputs round 3, item 2): the collected corpus is the one viewed and trained on;
+    naming another source without --overwrite is refused, the corpus untouched."""
+    from conftest import tree_digest
+
+    root = tmp_path / "root"
+    src = _dated_source(tmp_path / "src", {1650: "train", 1690: "train", 1720: "validation", 1790: "train"})
+    env = dict(os.environ, LONDONLM_ROOT=str(root))
+    collected = subprocess.run([sys.executable, str(REPO / "02_data_collection" / "historical_data_collector.py"),
+                                "--source_dir", str(src)], env=env, capture_output=True, text=True, timeout=300)
+    assert collected.returncode == 0, collected.stderr[-2000:]
+    processed = root / "data" / "london_historical" / "processed"
+    before = tree_digest(processed)
+    res = _run(["--preset", "micro", "--max_steps", "2", "--eval_max_tokens", "500", "--cutoff_year", "1750",
+                "--chat", "off"], cwd=tmp_path, root=root)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "corpus: using the corpus collected in" in res.stdout and tree_digest(processed) == before
+    view = [json.loads(x) for x in (processed.parent / "processed-to1750" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["year"] for r in view) == [1650, 1690, 1720]  # the collected texts, not the Folio
+    other = write_micro_source(tmp_path / "other")
+    refused = _run(["--preset", "micro", "--source_dir", str(other), "--max_steps", "2"], cwd=tmp_path, root=root)
+    assert refused.returncode == 2 and "would replace it" in refused.stderr and "--overwrite" in refused.stderr
+    assert "Traceback" not in refused.stderr and tree_digest(processed) == before
+
+
+def test_a_cutoff_that_leaves_nothing_held_out_stops_before_the_tokenizer(tmp_path):
+    """The view warned, then the tokenizer and the token cache were built and training failed
+    advising `lower --max_length`; now one line before any of that work."""
+    root = tmp_path / "root"
+    src = _dated_source(tmp_path / "src", {1650: "train", 1690: "train", 1850: "validation"})
+    res = _run(["--preset", "micro", "--source_dir", str(src), "--max_steps", "2", "--cutoff_year", "1750",
+                "--chat", "off"], cwd=tmp_path, root=root)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    (line,) = [x for x in res.stderr.splitlines() if x.startswith("error:")]
+    assert "no validation document" in line and "later --cutoff_year" in line and "max_length" not in line
+    assert not (root / "09_models" / "tokenizers" / "london_historical_bpe-to1750").exists()

@@ -10,13 +10,13 @@ from .card import chat_model_card
 from .dataset import ChatDataError, ChatDatasetOptions, build_chat_dataset
 from .evaluate import ChatEvalOptions, evaluate_chat
 from .finetune import ChatTrainOptions, finetune_chat, fingerprints
-from .respond import (ChatRequestError, ChatSettings, chat_reply, chat_stream, is_chat_model, read_chat_info,
+from .respond import (ChatRequestError, ChatSettings, chat_reply, chat_stream, check_year, is_chat_model, read_chat_info,
                       validate_messages, with_era)
 from .template import ChatFormatError, ChatIds, encode_chat
 
 __all__ = [
     "build_chat_dataset", "chat_model_card", "chat_reply", "chat_stream", "ChatDataError",
     "ChatDatasetOptions", "ChatEvalOptions", "ChatFormatError", "ChatIds", "ChatRequestError",
-    "ChatSettings", "ChatTrainOptions", "encode_chat", "evaluate_chat", "finetune_chat", "fingerprints",
+    "ChatSettings", "ChatTrainOptions", "check_year", "encode_chat", "evaluate_chat", "finetune_chat", "fingerprints",
     "is_chat_model", "read_chat_info", "validate_messages", "with_era",
 ]

@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..core import CHAT_EVAL, write_json_atomic, write_text_atomic
+from ..core import CHAT_EVAL, LondonLMError, write_json_atomic, write_text_atomic
 from ..evaluation import BROUGHT_SAMPLES, distinct_n, load_wordlist, repeated_ngram_rate, words_of
 from ..generation import encode_text, load_model
 from ..tokens import EOT, era_token
 from .dataset import load_chat_dataset, system_line
 from .extract import PLACE
-from .respond import ChatRequestError, ChatSettings, generate_reply
+from .respond import ChatRequestError, ChatSettings, check_year, generate_reply
 from .template import ChatIds, encode_chat, message_windows
 
 BAIT_FILE = Path(__file__).resolve().parent / "data" / "modern_bait.jsonl"
@@ -44,6 +44,16 @@ class ChatEvalOptions:
     bait_limit: int = 0                           # 0 = every bait question
     transcripts: int = 10                         # held-out conversations for the human pack
     max_conversations: int = 0                    # 0 = the whole validation split
+
+    def __post_init__(self):
+        if not self.years:
+            raise ChatRequestError("no year to ask the bait questions at")
+        for year in self.years:
+            check_year(year)  # the eras the server and the REPL take: the model was tuned on no other
+
+
+class ChatEvalError(LondonLMError, ValueError):
+    """A chat evaluation that cannot measure anything as asked (the message says what to change)."""
 
 
 def load_bait(path: str | Path | None = None) -> list[dict]:
@@ -173,25 +183,57 @@ def _text_figures(answers: list[str], ended: list[bool]) -> dict:
             "ended_share": sum(ended) / len(ended) if ended else 0.0}
 
 
+def _bait_messages(year: int, question: str, place: str) -> list[dict]:
+    return [{"role": "system", "content": system_line(year, place)}, {"role": "user", "content": question}]
+
+
+def bait_rooms(chat_model, chat_tok, base_model, base_tok, items: list[dict], years: Sequence[int],
+               place: str = PLACE) -> dict[tuple[int, str], int]:
+    """``{(year, id): n}``: the most new tokens an answer to each bait question can have in both
+    models' contexts (the chat model reads it in its template, the base model as print)."""
+    ids = ChatIds.of(chat_tok)
+    rooms = {}
+    for year in years:
+        for item in items:
+            messages = _bait_messages(year, item["question"], place)
+            chat_len = len(encode_chat(chat_tok, messages, add_generation_prompt=True, ids=ids))
+            base_len = len(base_window_ids(base_tok, messages, year)[0])
+            rooms[year, item["id"]] = min(chat_model.config.n_positions - chat_len,
+                                          base_model.config.n_positions - base_len)
+    return rooms
+
+
+def check_bait_fits(rooms: dict[tuple[int, str], int], max_new_tokens: int) -> int:
+    """The number of bait questions that leave no room for ``max_new_tokens`` (they are passed
+    over and counted); ChatEvalError, before any slow work, when that is every one of them: a
+    report with no bait answer would say nothing about anachronisms, the point of the stage."""
+    over = sum(room < max_new_tokens for room in rooms.values())
+    if rooms and over == len(rooms):
+        fits_all, fits_some = min(rooms.values()), max(rooms.values())
+        fix = (f"--max_new_tokens {fits_all} or less lets every question fit" if fits_all >= 1 else
+               f"--max_new_tokens {fits_some} or less lets some fit" if fits_some >= 1 else
+               "no answer fits at all: this model's context is too short for the bait questions")
+        raise ChatEvalError(f"no modern-bait question leaves room for {max_new_tokens} new tokens in the "
+                            f"models' context: {fix}")
+    return over
+
+
 def bait_eval(chat_model, chat_tok, base_model, base_tok, items: list[dict], options: ChatEvalOptions,
-              place: str = PLACE) -> dict:
-    """Every bait question at every year, answered by both models; rates and transcripts."""
+              place: str = PLACE, rooms: dict[tuple[int, str], int] | None = None) -> dict:
+    """Every bait question at every year, answered by both models; rates and transcripts. A
+    question that leaves no room to answer in either model (``rooms``) is passed over and counted."""
     wordlist = load_wordlist()
+    if rooms is None:
+        rooms = bait_rooms(chat_model, chat_tok, base_model, base_tok, items, options.years, place)
     records, over_context = [], 0
     for y_i, year in enumerate(options.years):
         for i, item in enumerate(items):
             s = ChatSettings(max_new_tokens=options.max_new_tokens, temperature=options.temperature,
                              top_p=options.top_p, seed=options.seed + 1000 * y_i + i)
-            messages = [{"role": "system", "content": system_line(year, place)},
-                        {"role": "user", "content": item["question"]}]
-            base_len = len(base_window_ids(base_tok, messages, year)[0])
-            try:  # a question that leaves no room to answer in either model is passed over
-                if base_len + s.max_new_tokens > base_model.config.n_positions:
-                    raise ChatRequestError("too long for the base model")
-                reply = generate_reply(chat_model, chat_tok, messages, s)
-            except ChatRequestError:
+            if rooms[year, item["id"]] < s.max_new_tokens:
                 over_context += 1
                 continue
+            reply = generate_reply(chat_model, chat_tok, _bait_messages(year, item["question"], place), s)
             base_text, base_ended = base_answer(base_model, base_tok, year, item["question"], s, place)
             records.append({"id": item["id"], "year": year, "question": item["question"],
                             "since": item["since"], "chat": reply.text, "chat_ended": reply.finish_reason == "stop",
@@ -294,13 +336,18 @@ def evaluate_chat(chat_dir: Path, base_dir: Path, data_dir: Path, out_dir: Path,
         rows = rows[:options.max_conversations]
     chat, base = load_model(str(chat_dir)), load_model(str(base_dir))
     chat_model, chat_tok, base_model, base_tok = chat.model, chat.tokenizer, base.model, base.tokenizer
+    items = load_bait()
+    items = items[:options.bait_limit] if options.bait_limit else items
+    rooms = bait_rooms(chat_model, chat_tok, base_model, base_tok, items, options.years, place)
+    over = check_bait_fits(rooms, options.max_new_tokens)  # before the answer loss, the slow part
+    if over:
+        log(f"modern bait: {over} of {len(rooms)} questions leave no room for {options.max_new_tokens} new "
+            f"tokens in the context; passed over (fewer with a lower --max_new_tokens)")
     loss = answer_loss(chat_model, chat_tok, base_model, base_tok, rows)
     if loss.get("answer_tokens"):
         log(f"held-out answer loss: chat {loss['chat']['answer_loss']:.4f}, base {loss['base']['answer_loss']:.4f} "
             f"({loss['answer_tokens']:,} answer tokens in {loss['windows']} windows)")
-    items = load_bait()
-    items = items[:options.bait_limit] if options.bait_limit else items
-    bait = bait_eval(chat_model, chat_tok, base_model, base_tok, items, options, place)
+    bait = bait_eval(chat_model, chat_tok, base_model, base_tok, items, options, place, rooms)
     for year, r in bait["per_year"].items():
         log(f"modern bait {year}: anachronistic answers chat {r['chat']['anachronism_rate']:.1%}, "
             f"base {r['base']['anachronism_rate']:.1%} ({r['questions']} questions)")

@@ -82,10 +82,30 @@ def with_era(messages: Sequence[dict], year: int | None, place: str = PLACE) -> 
     if year is None:
         return list(messages) if len(rest) < len(messages) else [
             {"role": "system", "content": system_line(1800, place)}, *rest]
-    if not isinstance(year, int) or not YEAR_RANGE[0] <= year <= YEAR_RANGE[1]:
+    return [{"role": "system", "content": system_line(check_year(year), place)}, *rest]
+
+
+def check_year(year) -> int:
+    """``year`` when it is an era a chat may be asked for (``YEAR_RANGE``), else ChatRequestError:
+    the one rule for the server, the REPL's /year, --year and the chat evaluation's --years."""
+    if isinstance(year, bool) or not isinstance(year, int) or not YEAR_RANGE[0] <= year <= YEAR_RANGE[1]:
         raise ChatRequestError(f"year must be a whole year from {YEAR_RANGE[0]} to {YEAR_RANGE[1]} "
                                f"(the Old Bailey Proceedings), got {year!r}")
-    return [{"role": "system", "content": system_line(year, place)}, *rest]
+    return year
+
+
+def chat_year(text: str) -> int:
+    """An argparse type: a chat era by :func:`check_year`."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = text  # check_year refuses it by name
+    try:
+        return check_year(value)
+    except ChatRequestError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def prompt_ids(tokenizer, messages: Sequence[dict], context: int, max_new_tokens: int) -> list[int]:

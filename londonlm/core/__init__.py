@@ -12,13 +12,14 @@
 - :mod:`.generation_settings`: the project's one set of sampling defaults, which training
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
-from .artifacts import (StageInputMissing, current_or_make, link_or_copy, now_iso, read_json, require_input, sha256_file,
-                        sidecar_current, versions, write_json_atomic, write_sidecar, write_text_atomic)
+from .artifacts import (StageInputMissing, current_or_make, give_open_mode, link_or_copy, naming, now_iso, read_json,
+                        require_input, sha256_file, sidecar_current, versions, write_json_atomic, write_sidecar,
+                        write_text_atomic)
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem, checkpoint_step,
                           latest_valid_checkpoint, list_checkpoints, model_step)
-from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction,
+from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction, free_text,
                   non_negative_float, non_negative_int, number_in, port, positive_float, positive_int,
-                  user_path, writable_dir, year)
+                  user_path, utf8_problem, writable_dir, year)
 from .errors import LondonLMError, UsageError, run_main
 from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError, GenerationSettings,
                                   defaults_from_generation_config, generation_config_dict,
@@ -34,13 +35,13 @@ __all__ = [
     "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
     "checkpoint_name", "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS",
     "cpu_has_native_bf16", "current_or_make", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name",
-    "existing_dir", "existing_file", "FINAL", "fraction", "free_memory_bytes", "GpuUnusable", "generation_config_dict", "GenerationError",
-    "GenerationSettings", "GGUF", "hardware_summary", "keep_freed_memory_in_heap",
+    "existing_dir", "existing_file", "FINAL", "fraction", "free_text", "free_memory_bytes", "GpuUnusable", "generation_config_dict", "GenerationError",
+    "GenerationSettings", "GGUF", "give_open_mode", "hardware_summary", "keep_freed_memory_in_heap",
     "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
-    "model_run_info", "model_step", "ModelNotFound", "non_negative_float", "non_negative_int", "now_iso", "number_in",
+    "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",
     "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json",
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "sidecar_current", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
-    "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "versions", "WEIGHT_FILES",
+    "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "utf8_problem", "versions", "WEIGHT_FILES",
     "writable_dir", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",
 ]

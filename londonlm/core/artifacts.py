@@ -12,13 +12,14 @@ import importlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import sys
-import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
-from .errors import LondonLMError
+from .errors import USER_OS_ERRNOS, LondonLMError
 
 SIDECAR_FORMAT = 1
 # the libraries whose versions shape a model artifact (tokens, weights)
@@ -40,22 +41,74 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+@contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """OS errors raised inside name ``path``, the file being made: not the temporary file it
+    is written through (a random name the user never asked for), and not nothing (a full
+    disk's ``write()`` names no file), so the one-line message says which output failed.
+    Other OSErrors (bugs, with a traceback) keep the name they had."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        yield
+    except OSError as e:
+        if e.errno in USER_OS_ERRNOS:
+            e.filename, e.filename2 = str(path), None
         raise
+
+
+def _new_temp(path: Path) -> tuple[int, Path]:
+    """A new, empty temporary file beside ``path``, opened for writing. Created with mode 0666
+    and the umask applied by the kernel, exactly as ``open(path, "w")`` makes a file
+    (``tempfile.mkstemp`` makes 0600, which left every artifact unreadable to the group and
+    to others whatever the umask said)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # another writer's temporary file: draw another name
+            continue
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux shows it (/proc, kernel 4.7+);
+    elsewhere set and restored at once (os.umask is the only other way to read it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_open_mode(paths) -> None:
+    """Give files a library wrote the mode ``open()`` would have: 0666 less the umask. For
+    writers that ignore the umask: safetensors 0.8 writes every ``.safetensors`` file 0600
+    through a temporary file (safetensors issue #782), so model weights could be read by their
+    writer alone."""
+    mode = 0o666 & ~current_umask()
+    for p in paths:
+        os.chmod(p, mode)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file, fsync, rename)."""
+    path = Path(path)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _new_temp(path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
 
 

@@ -74,6 +74,33 @@ def year(text: str) -> int:
     return _YEAR(text)
 
 
+def utf8_problem(value: str) -> str | None:
+    """Why ``value`` is not text (``not valid UTF-8 (byte 0xff at character 4)``), or None.
+
+    Python decodes what it cannot read as UTF-8 (argv, a stdin or a file opened with
+    ``errors="surrogateescape"``) into lone surrogates, one per undecodable byte, and a JSON
+    ``"\\ud800"`` escape makes one too; a str holding one cannot be encoded, so a tokenizer, a
+    JSON writer or a socket fails on it far from where it came in. Every boundary where text
+    enters (argument types, the REPLs' lines, JSONL files) asks this one question."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(value[e.start])
+        what = (f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF  # surrogateescape's form of a byte
+                else f"lone surrogate U+{code:04X}")
+        return f"not valid UTF-8 ({what} at character {e.start + 1})"
+    return None
+
+
+def free_text(value: str) -> str:
+    """An argparse type for free text (a prompt, a commit message): refused when it is not
+    valid UTF-8 (see :func:`utf8_problem`), so no later stage sees what it cannot encode."""
+    problem = utf8_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def user_path(text) -> Path:
     """A path a user typed, ``~`` expanded; a ``~someone`` this machine does not know is a
     UsageError, not a RuntimeError from deep inside."""

@@ -4,10 +4,19 @@ A :class:`LondonLMError` carries a message written for the person at the termina
 wrong, and the command or flag that mends it). Stage scripts do not catch their own tuples of
 exception classes: they call :func:`run_main`, which prints ``error: <message>`` and exits 2
 for any ``LondonLMError``, and lets every other exception (a bug) raise with its traceback.
+
+The machine's own refusals are user errors too, whichever stage meets them: a file or folder
+the user may not read or write, a file where a folder should be (or the reverse), a read-only
+or full disk (:data:`USER_OS_ERRNOS`). No stage catches them; :func:`os_error_message` words
+them once, naming the path, its owner and mode, and what to do.
 """
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 USER_ERROR_EXIT = 2      # argparse's own code for bad usage; the same for every user error
@@ -23,9 +32,94 @@ class UsageError(LondonLMError, ValueError):
     """A bad command-line value or option combination."""
 
 
+# OSError numbers that say something about the user's files or disk, never about the code: the
+# user mends them (chmod/chown, another --root or --out_dir, free space); any other OSError
+# (a bad file descriptor, a broken pipe, ...) may be a bug and keeps its traceback.
+USER_OS_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                            errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+_WRITE_ELSEWHERE = ("write somewhere else: a project root you own (--root or LONDONLM_ROOT), "
+                    "or --out_dir where the script has it")
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no passwd entry (containers): the number is all there is
+        return f"uid {uid}"
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _owner(path: Path) -> str:
+    try:
+        st = path.lstat()
+    except OSError:
+        return f"{path} cannot be examined"
+    return f"{path} is owned by {_user_name(st.st_uid)}, {stat.filemode(st.st_mode)}"
+
+
+def _permission_message(path: Path) -> str:
+    """Which access failed, guessed from the path's state (the exception does not say), and
+    who owns what, so the user knows what to change or whom to ask."""
+    you = f"you are {_user_name(os.geteuid())}"
+    if not os.path.lexists(path):
+        folder = _nearest_existing(path.parent)
+        if not os.access(folder, os.X_OK):  # a folder on the way that may not be entered
+            return (f"cannot reach {path}: permission denied ({_owner(folder)}; {you}); make "
+                    f"that folder accessible for you (chmod, chown) or run as its owner")
+        return (f"cannot create {path}: permission denied ({_owner(folder)}; {you}); make that "
+                f"folder writable for you (chmod, chown), or {_WRITE_ELSEWHERE}")
+    if not os.access(path, os.R_OK):
+        return (f"cannot read {path}: permission denied ({_owner(path)}; {you}); make it "
+                f"readable for you (chmod, chown) or run as its owner")
+    # artifacts are replaced through a temporary file beside them, which needs the folder
+    # writable (the file's own mode does not matter then): the folder is named first
+    blame = next((p for p, mode in ((path.parent, os.W_OK | os.X_OK), (path, os.W_OK))
+                  if not os.access(p, mode)), None)
+    if blame is not None:
+        return (f"cannot write {path}: permission denied ({_owner(blame)}; {you}); make "
+                f"{'it' if blame == path else 'that folder'} writable for you (chmod, chown), "
+                f"or {_WRITE_ELSEWHERE}")
+    # os.access allows all (root, or rules it cannot see: ACLs, read-only bind mounts)
+    return (f"cannot use {path}: permission denied ({_owner(path)}; {you}); check who may read "
+            f"and write it (ls -l, chmod, chown), or {_WRITE_ELSEWHERE}")
+
+
+def os_error_message(exc: BaseException) -> str | None:
+    """One line for an OSError the user can mend (:data:`USER_OS_ERRNOS`), naming the path;
+    None for any other exception, which is left to raise with its traceback."""
+    if not isinstance(exc, OSError) or exc.errno not in USER_OS_ERRNOS:
+        return None
+    name = exc.filename if exc.filename is not None else exc.filename2
+    if not isinstance(name, (str, bytes, os.PathLike)):  # absent, or a file descriptor number
+        name = None
+    reason = exc.strerror or os.strerror(exc.errno)
+    if name is None:  # e.g. a write() that found the disk full: no path to name
+        return f"{reason.lower()} (errno {errno.errorcode.get(exc.errno, exc.errno)}); free space or {_WRITE_ELSEWHERE}"
+    path = Path(os.fsdecode(name))
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return _permission_message(path)
+    if exc.errno == errno.ENOTDIR:
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        what = f"{blocker} is a file, not a folder" if blocker else "a part of it is not a folder"
+        return f"cannot use {path}: {what}; move that file aside or choose another path"
+    if exc.errno == errno.EISDIR:
+        return f"cannot use {path}: it is a folder where a file is expected; move it aside or choose another path"
+    if exc.errno == errno.EROFS:
+        return f"cannot write {path}: the file system is read-only; {_WRITE_ELSEWHERE}"
+    return (f"cannot write {path}: {reason.lower()}; free space there (df -h {_nearest_existing(path)}) "
+            f"or {_WRITE_ELSEWHERE}")
+
+
 def exit_code_for(exc: BaseException) -> int | None:
     """The exit code for a user-facing exception, or None for one that is a bug."""
-    if isinstance(exc, LondonLMError):
+    if isinstance(exc, LondonLMError) or os_error_message(exc) is not None:
         return USER_ERROR_EXIT
     if isinstance(exc, KeyboardInterrupt):
         return INTERRUPTED_EXIT
@@ -34,9 +128,10 @@ def exit_code_for(exc: BaseException) -> int | None:
 
 def run_main(main: Callable[[Sequence[str]], int | None],
              argv: Sequence[str] | None = None) -> NoReturn:
-    """Run a script's ``main(argv)`` and exit with its code; a :class:`LondonLMError` becomes
-    one ``error: ...`` line on stderr and exit code 2, Ctrl-C exits 130 quietly. Known
-    third-party noise is kept off the console (:mod:`.console`)."""
+    """Run a script's ``main(argv)`` and exit with its code; a :class:`LondonLMError`, or an
+    OSError the user can mend (:func:`os_error_message`), becomes one ``error: ...`` line on
+    stderr and exit code 2, Ctrl-C exits 130 quietly. Known third-party noise is kept off the
+    console (:mod:`.console`)."""
     from .console import quiet_known_noise
 
     quiet_known_noise()
@@ -47,4 +142,10 @@ def run_main(main: Callable[[Sequence[str]], int | None],
         if isinstance(e, LondonLMError):
             print(f"error: {e}", file=sys.stderr)
         sys.exit(exit_code_for(e))
+    except OSError as e:
+        message = os_error_message(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
     sys.exit(int(code or 0))

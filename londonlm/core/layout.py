@@ -38,6 +38,10 @@ LEAKAGE = "leakage.json"             # the leakage probes' result, in a run's ev
 ROOT_ENV = "LONDONLM_ROOT"
 
 
+class RootNotAFolder(LondonLMError, NotADirectoryError):
+    """The project root (--root, $LONDONLM_ROOT) is a file, or lies under one."""
+
+
 class ModelNotFound(LondonLMError, FileNotFoundError):
     """A model spec names nothing usable; the message lists what exists."""
 
@@ -225,6 +229,20 @@ def describe_checkpoints(run_dir: str | Path) -> str:
 
 # --------------------------------------------------------------------------- the project
 
+def _check_root(root: Path, origin: str) -> None:
+    """A project root must be a folder, or not exist yet (the stages make it); a file there or
+    above it would fail later, deep in some stage, with NotADirectoryError."""
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_dir():
+        return
+    where = "is a file" if probe == root else f"lies under {probe}, which is a file"
+    fix = (f"point {ROOT_ENV} at a project folder (or unset it to use the repository)"
+           if origin.startswith(ROOT_ENV) else "pass a folder")
+    raise RootNotAFolder(f"{origin} is not a folder: it {where}; {fix}")
+
+
 @dataclass(frozen=True)
 class Layout:
     """Every artifact's place under one root (the repository, ``$LONDONLM_ROOT`` or --root)."""
@@ -235,10 +253,18 @@ class Layout:
     @classmethod
     def at(cls, root: str | os.PathLike | None = None, *, default_root: str | os.PathLike,
            registry_file: str | os.PathLike | None = None) -> "Layout":
-        """A layout at an explicit root, else ``$LONDONLM_ROOT``, else ``default_root``."""
-        chosen = root or os.environ.get(ROOT_ENV) or default_root
-        return cls(user_path(chosen).resolve(),
-                   Path(registry_file) if registry_file else None)
+        """A layout at an explicit root, else ``$LONDONLM_ROOT``, else ``default_root``. A root
+        that is (or lies under) a file is refused here, naming where it came from, before any
+        stage makes a folder under it."""
+        if root:
+            chosen, origin = root, f"--root {root}"
+        elif os.environ.get(ROOT_ENV):
+            chosen, origin = os.environ[ROOT_ENV], f"{ROOT_ENV}={os.environ[ROOT_ENV]}"
+        else:
+            chosen, origin = default_root, f"the project root {default_root}"
+        path = user_path(chosen).resolve()
+        _check_root(path, origin)
+        return cls(path, Path(registry_file) if registry_file else None)
 
     @property
     def data_dir(self) -> Path:

@@ -14,15 +14,15 @@ own entry points load on first use, so readers of the manifest need not import t
 and dedup code (numpy, ~1 s).
 """
 from .cutoff import corpus_time_facts, cutoff_view
-from .manifest import (COLLECT_CMD, MANIFEST, SPLITS, CorpusError, assign_split, decade_key,
+from .manifest import (COLLECT_CMD, MANIFEST, SPLITS, CorpusError, assign_split, collected_sources, decade_key,
                        iter_split_texts, manifest_sha256, read_manifest, summarize)
 from .sources.local import read_folder_manifest
 from .sources.old_bailey import TEI_SKIP_TAGS, format_date, parse_tei, tei_interp
 
-_STAGE_NAMES = ("CollectionError", "build_corpus", "collect_from_registry", "run_collection")
+_STAGE_NAMES = ("CollectionError", "SAMPLE_SOURCE_ID", "build_corpus", "collect_from_registry", "run_collection")
 
 __all__ = [
-    "assign_split", "COLLECT_CMD", "corpus_time_facts", "CorpusError", "cutoff_view", "decade_key",
+    "assign_split", "collected_sources", "COLLECT_CMD", "corpus_time_facts", "CorpusError", "cutoff_view", "decade_key",
     "format_date", "iter_split_texts", "MANIFEST", "manifest_sha256", "parse_tei", "read_folder_manifest", "read_manifest", "SPLITS",
     "summarize", "tei_interp", "TEI_SKIP_TAGS",
     *_STAGE_NAMES,

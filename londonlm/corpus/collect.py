@@ -9,6 +9,7 @@ report (``londonlm.corpus.report``), and the sidecar last. What it writes is rea
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..core import SIDECAR, UsageError, read_json, sidecar_current, user_path, write_sidecar
 from .cutoff import time_facts_of
-from .manifest import MANIFEST, REJECTIONS, CorpusError, read_jsonl, summarize
+from .manifest import MANIFEST, REJECTIONS, CorpusError, collected_sources, corpus_inputs, read_jsonl, summarize
 from .processing import process_documents
 from .shards import PLAN_FILE, in_shard, merge_shards, prepare_shard, shard_dir
 from .sources import Document, load_registry, make_source, select_sources
@@ -123,12 +124,13 @@ def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, *,
                  source_dir: str | Path | None = None, use_sample: bool | None = None,
                  sample_limit_chars: int | None = None, default_year: int | None = None,
                  entries: Sequence[dict[str, Any]] = (), downloads_dir: str | Path | None = None,
-                 **options: Any) -> dict:
+                 keep_other_sources: bool = False, **options: Any) -> dict:
     """Build (or skip, when current) the corpus from the embedded sample, a local folder and
     registry ``entries``; returns counts (documents, train/validation documents, words, chars,
     rejected by reason). ``use_sample`` defaults to True when neither ``source_dir`` nor
     ``entries`` is given. ``downloads_dir`` defaults to ``<processed_dir>/../downloads``.
-    ``options``: the fields of :class:`CollectionOptions`."""
+    ``options``: the fields of :class:`CollectionOptions`. ``keep_other_sources``: refuse to
+    replace a corpus collected from other sources (the embedded sample's own corpus excepted)."""
     processed_dir = Path(processed_dir)
     if use_sample is None:
         use_sample = source_dir is None and not entries
@@ -145,20 +147,41 @@ def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, *,
         chosen.append(dict(e))
     if not chosen:
         raise CorpusError("no sources: pass --sources, --source_dir or --sample")
+    if keep_other_sources:
+        _refuse_replacing(processed_dir, chosen)
     downloads = Path(downloads_dir) if downloads_dir is not None else processed_dir.parent / "downloads"
     stats = run_collection(chosen, downloads, processed_dir, metadata_dir, **options)
     return stats.get("counts", {"shard": options.get("shard"), "shards": stats.get("shards")})
 
 
+def _refuse_replacing(processed_dir: Path, chosen: list[dict[str, Any]]) -> None:
+    """A finished corpus collected from other sources than ``chosen`` is not rebuilt from them:
+    it may have taken hours of downloads (the sample's own corpus is rebuilt freely)."""
+    inputs, have = corpus_inputs(processed_dir) or {}, collected_sources(processed_dir)
+    if inputs and inputs.get("sources") != _json_hash([dict(e) for e in chosen]) and have != [SAMPLE_SOURCE_ID]:
+        asked = ", ".join(e.get("path") or e["id"] for e in chosen)
+        raise CorpusError(f"{processed_dir} holds a corpus collected from {', '.join(have)}; building one from "
+                          f"{asked} would replace it. Pass --overwrite to replace it, or --root to build elsewhere")
+
+
 # ---------------------------------------------------------------- fingerprints
 def _hash_files(files: Iterable[Path], root: Path) -> str:
+    """One hash of every file's name and bytes. A file that cannot be read (no permission, gone
+    since the listing, an I/O error) counts by the reason instead of its bytes: the stage goes
+    on, and the document is rejected as ``unreadable`` with that reason, as for any other
+    input it cannot use (``sources.materialise``); one stray unreadable file among thousands
+    must not stop a collection. Once it can be read the hash changes, so the corpus is rebuilt
+    with it."""
     h = hashlib.sha256()
     for p in sorted(files):
         h.update(p.relative_to(root).as_posix().encode("utf-8") + b"\0")
         fh = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                fh.update(block)
+        try:
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    fh.update(block)
+        except OSError as e:
+            fh = hashlib.sha256(f"unreadable: {errno.errorcode.get(e.errno, e.errno)}".encode())
         h.update(fh.digest())
     return h.hexdigest()
 

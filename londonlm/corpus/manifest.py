@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ..core import LondonLMError, link_or_copy, require_input, sha256_file
+from ..core import SIDECAR, LondonLMError, link_or_copy, read_json, require_input, sha256_file
 from .dating import row_year
 
 MANIFEST = "manifest.jsonl"
@@ -99,6 +99,22 @@ def read_manifest(processed_dir: str | Path) -> list[dict]:
 
 def read_rejections(processed_dir: str | Path) -> list[dict]:
     return list(read_jsonl(Path(processed_dir) / REJECTIONS))
+
+
+def corpus_inputs(processed_dir: str | Path) -> dict | None:
+    """What a finished corpus was built from (its sidecar's inputs: the sources' hash and each
+    ``source:<id>``'s fingerprint), or None when the folder holds no finished corpus."""
+    side = Path(processed_dir) / SIDECAR
+    try:
+        return read_json(side).get("inputs") or {} if side.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def collected_sources(processed_dir: str | Path) -> list[str] | None:
+    """The ids of the sources a finished corpus was collected from, or None when there is none."""
+    inputs = corpus_inputs(processed_dir)
+    return None if inputs is None else sorted(k.split(":", 1)[1] for k in inputs if k.startswith("source:"))
 
 
 def manifest_sha256(processed_dir: str | Path) -> str:

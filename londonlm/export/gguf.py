@@ -29,8 +29,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..core import (FINAL, GGUF, LondonLMError, RunLayout, SIDECAR, read_json, sha256_file, sidecar_current,
-                    versions, write_sidecar)
+from ..core import (FINAL, GGUF, LondonLMError, RunLayout, SIDECAR, naming, read_json, sha256_file,
+                    sidecar_current, versions, write_sidecar)
 
 STAGE = "export_gguf"
 EXPORT_FORMAT = 1                      # bump when the written files change for the same inputs
@@ -241,15 +241,13 @@ def _encode(name: str, data: np.ndarray, qtype: str):
 
 # --------------------------------------------------------------------------- one file
 
-def write_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, qtype: str = "f16",
-               name: str | None = None) -> Path:
-    """Write ``model_dir`` (config.json, model.safetensors, tokenizer.json) as one GGUF file of
-    type ``qtype`` (``f16`` or ``q8_0``); the file appears whole or not at all."""
+def _write_gguf_temp(model_dir: Path, out_path: Path, qtype: str, name: str | None) -> Path:
+    """Write ``model_dir`` as a GGUF file of type ``qtype`` into a temporary file beside
+    ``out_path`` and return it; nothing else is touched (on failure the temporary file goes)."""
     import gguf
 
     if qtype not in QUANT_TYPES:
         raise GGUFExportError(f"unknown GGUF type {qtype!r}; choose from {', '.join(QUANT_TYPES)}")
-    model_dir, out_path = Path(model_dir), Path(out_path)
     cfg = read_gpt2_config(model_dir)
     file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2])
@@ -266,19 +264,41 @@ def write_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, qtype:
         writer.add_tensor(tname, stored, raw_dtype=ggml_type)
     _add_tokenizer(writer, read_vocab(model_dir / TOKENIZER, n_rows), cfg)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
-    try:
-        writer.write_header_to_file(path=tmp)
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, out_path)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+    with naming(out_path):  # an unwritable folder or a full disk names the file asked for
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            writer.write_header_to_file(path=tmp)
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+        except BaseException:
+            writer.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    return tmp
+
+
+def write_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, qtype: str = "f16",
+               name: str | None = None) -> Path:
+    """Write ``model_dir`` (config.json, model.safetensors, tokenizer.json) as one GGUF file of
+    type ``qtype`` (``f16`` or ``q8_0``); the file appears whole or not at all."""
+    out_path = Path(out_path)
+    tmp = _write_gguf_temp(Path(model_dir), out_path, qtype, name)
+    _commit({tmp: out_path})
     return out_path
+
+
+def _commit(renames: dict[Path, Path]) -> None:
+    """Rename each finished temporary file onto its output; on failure every temporary file
+    still there is removed (an output already renamed is complete)."""
+    try:
+        for tmp, out in renames.items():
+            with naming(out):
+                os.replace(tmp, out)
+    finally:
+        for tmp in renames:
+            tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the export stage
@@ -330,11 +350,23 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     if current and not options.overwrite:
         log(f"gguf: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
         return GGUFExport(out_dir, files, skipped=True)
+    # every file is made in full (as a temporary file) before anything that was there changes:
+    # a folder the user may not write in, a full disk or a bad model leaves the old files and
+    # their sidecar exactly as they were
+    temps: dict[Path, Path] = {}
+    try:
+        for qtype, path in files.items():
+            temps[_write_gguf_temp(model_dir, path, qtype, stem)] = path
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
     if (out_dir / SIDECAR).exists():
         log(f"gguf: rebuilding ({'--overwrite' if options.overwrite else why})")
-        (out_dir / SIDECAR).unlink()
-    for qtype, path in files.items():
-        write_gguf(model_dir, path, qtype, name=stem)
+        with naming(out_dir / SIDECAR):
+            (out_dir / SIDECAR).unlink()
+    _commit(temps)
+    for path in files.values():
         log(f"gguf: wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     write_sidecar(out_dir / SIDECAR, STAGE, inputs, settings,
                   counts={p.name: p.stat().st_size for p in files.values()},

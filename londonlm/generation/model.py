@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..core import (GenerationError, GenerationSettings, Layout, ModelNotFound, RunLayout,
                     defaults_from_generation_config, model_step, usable_model, user_path)
-from ..tokens import EOT, era_token, era_tokens_of, plain_backend
+from ..tokens import EOT, era_token, era_tokens_of, plain_backend, split_exact
 
 
 @dataclass
@@ -225,15 +225,18 @@ def _plain_backend(tokenizer):
 def encode_text(tokenizer, text: str, *, allow_control_tokens: bool = False) -> list[int]:
     """Token ids of ``text`` alone (no bos/eos added), through the Rust backend exactly as
     pretokenization reads a document. Special-token strings in ``text`` (``<|endoftext|>``,
-    ``<|1650s|>``) are encoded as the characters they are, unless ``allow_control_tokens``."""
+    ``<|1650s|>``) are encoded as the characters they are, unless ``allow_control_tokens``.
+
+    A Rust encoding holds offsets and token strings beside the ids (~100 bytes a token), so a
+    long text (a whole validation document) goes through in pieces (:func:`split_exact`) whose
+    encodings concatenate to the whole's: peak memory follows the piece, not the text."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) if allow_control_tokens \
+        else _plain_backend(tokenizer)
+    if backend is not None:
+        return [i for piece in split_exact(text)
+                for i in backend.encode(piece, add_special_tokens=False).ids]
     if allow_control_tokens:
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is not None:
-            return backend.encode(text, add_special_tokens=False).ids
         return tokenizer.encode(text, add_special_tokens=False)
-    plain = _plain_backend(tokenizer)
-    if plain is not None:
-        return plain.encode(text, add_special_tokens=False).ids
     if hasattr(tokenizer, "all_special_tokens"):  # a slow transformers tokenizer
         return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     return tokenizer(text, add_special_tokens=False)["input_ids"]  # no special tokens to guard

@@ -36,6 +36,8 @@ class HubTarget:
         repo_id = self.repo_id
         if repo_id is not None or not self.dry_run or require_repo:
             repo_id = validate_repo_id(repo_id, flag)
+        if self.revision is not None:
+            validate_revision(self.revision)
         token = self.token if self.dry_run else require_token(resolve_token(self.token))
         return replace(self, repo_id=repo_id, token=token)
 
@@ -60,6 +62,33 @@ def validate_repo_id(repo_id: str | None, flag: str = "--repo_id") -> str:
     except HFValidationError as e:
         raise PublishError(f"invalid {flag} {rid!r} ({e}); {hint}") from None
     return rid
+
+
+def validate_revision(revision: str, flag: str = "--revision") -> str:
+    """A branch name the Hub can create and commit to, by git's ref-name rules
+    (``git check-ref-format --branch``), else a PublishError naming ``flag``. A dry run checks
+    it too: a name the upload would refuse must not pass the rehearsal."""
+    from ..core import utf8_problem
+
+    hint = f"pass {flag} as a branch name such as 'main' or 'v1-tiny'"
+    problem = utf8_problem(revision)
+    if problem is None:
+        components = revision.split("/")
+        problem = next((why for bad, why in (
+            (not revision, "it is empty"),
+            (any(ord(c) < 32 or ord(c) == 127 for c in revision), "it holds a control character"),
+            (any(c in revision for c in " ~^:?*[\\"), "it holds a space or one of ~ ^ : ? * [ \\"),
+            (revision.startswith("/") or revision.endswith("/") or "//" in revision,
+             "it starts or ends with '/' or holds '//'"),
+            (".." in revision or "@{" in revision, "it holds '..' or '@{'"),
+            (revision == "@" or revision.startswith("-"), "it is '@' or starts with '-'"),
+            (revision.endswith("."), "it ends with '.'"),
+            (any(c.startswith(".") or c.endswith(".lock") for c in components),
+             "a part of it starts with '.' or ends with '.lock'"),
+        ) if bad), None)
+    if problem:
+        raise PublishError(f"invalid {flag} {revision!r}: {problem}; {hint}")
+    return revision
 
 
 def resolve_token(explicit: str | None = None) -> str | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..core import link_or_copy, write_json_atomic
+from ..core import give_open_mode, link_or_copy, write_json_atomic
 from ..generation import generation_config_dict
 from ..tokens import TOKENIZER_FILES
 from .access import PublishError
@@ -109,6 +109,7 @@ def _stage_weights(model_dir: Path, stage_dir: Path, log: Log) -> None:
         log("converting pytorch_model.bin to model.safetensors")
         AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True) \
             .save_pretrained(str(stage_dir))
+        give_open_mode(stage_dir.glob("*.safetensors"))
     else:
         raise PublishError(f"no model weights in {model_dir} (model.safetensors or "
                            f"pytorch_model.bin); pick another --checkpoint")

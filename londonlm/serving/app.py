@@ -4,8 +4,10 @@ and ``/v1/chat/completions`` (:mod:`.openai_api`), ``GET /health``, ``GET /`` (p
 
 Every generation goes through one :class:`~londonlm.serving.batching.BatchEngine`: concurrent
 requests share forward passes. Native errors are JSON ``{"error": "<one line>"}``: malformed
-JSON 400, oversize body 413 (refused from its Content-Length before any of it is read; a chunked
-body is read only up to the cap), invalid/unknown fields 422, busy 503 with Retry-After. Each
+JSON, JSON nested past 32 levels or a lone surrogate in any string 400 (every endpoint checks the
+body at one boundary, :func:`.httpio.read_json_object`), a body that stops arriving 408, oversize
+body 413 (refused from its Content-Length before any of it is read; a chunked body is read only up
+to the cap), invalid/unknown fields 422, busy 503 with Retry-After. Each
 request has one wall-clock limit covering its queue wait and its generation: a request still
 queued at the limit gets 503, a generation still running stops and returns the text so far with
 ``finish_reason: "time_limit"``. No CORS middleware: only same-origin pages may call it.

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from ..core import (Layout, RunLayout, StageParser, describe_checkpoints, model_step, non_negative_int,
-                    positive_int)
+from ..core import (Layout, RunLayout, StageParser, UsageError, describe_checkpoints, existing_dir, free_text,
+                    model_step, non_negative_int, positive_int)
 
 
 def checkpoint_facts(path: Path) -> dict:
@@ -29,12 +30,12 @@ def _parser(default_preset: str, presets: list[str], prompt: str,
     p = StageParser(prog=prog, description="Inspect and try a training checkpoint.")
     p.add_argument("--preset", default=default_preset, choices=presets)
     p.add_argument("--run_name", help="run folder under 09_models/checkpoints/ (default: preset)")
-    p.add_argument("--root", help="project root")
+    p.add_argument("--root", type=existing_dir, help="project root")
     p.add_argument("--list-checkpoints", "--list_checkpoints", dest="list_checkpoints",
                    action="store_true", help="list checkpoints (step, loss, time, validity)")
     p.add_argument("--checkpoint_path", "--checkpoint", dest="checkpoint",
                    help="checkpoint-N, latest, best, final or a path (default: latest)")
-    p.add_argument("--prompt", default=prompt)
+    p.add_argument("--prompt", type=free_text, default=prompt)
     p.add_argument("--max_new_tokens", type=positive_int, default=max_new_tokens)
     p.add_argument("--interactive", action="store_true", help="prompt loop on stdin")
     p.add_argument("--seed", type=non_negative_int, default=0)
@@ -42,17 +43,13 @@ def _parser(default_preset: str, presets: list[str], prompt: str,
 
 
 def _prompts(first: str, interactive: bool):
-    """The first prompt, then (interactive) each line typed until EOF or /quit."""
+    """The first prompt, then (interactive) each line typed until EOF or /quit (read as the
+    REPL reads them: a line that is not valid UTF-8 is refused and the loop goes on)."""
+    from .repl import typed_lines
+
     yield first
-    while interactive:
-        try:
-            line = input("prompt> ")
-        except (EOFError, KeyboardInterrupt):
-            print()
-            return
-        if line.strip() in ("/quit", "/exit"):
-            return
-        yield line
+    if interactive:
+        yield from typed_lines(None, "prompt> ", sys.stdout)
 
 
 def main(argv: list[str], layout: Layout, default_preset: str, presets: list[str],
@@ -62,6 +59,11 @@ def main(argv: list[str], layout: Layout, default_preset: str, presets: list[str
         layout = Layout.at(a.root, default_root=layout.root, registry_file=layout.registry_file)
     run = layout.run(a.run_name or a.preset)
     if a.list_checkpoints:
+        # a run folder that is not there (a mistyped --run_name, a --root or $LONDONLM_ROOT
+        # elsewhere) has nothing to list: say where we looked instead of "(no checkpoints)"
+        if not run.dir.is_dir():
+            raise UsageError(f"no run folder at {run.dir}: check --run_name/--preset and --root "
+                             f"(or $LONDONLM_ROOT)")
         print(f"checkpoints in {run.dir}:")
         print(describe_checkpoints(run.dir))
         return 0
@@ -73,7 +75,7 @@ def main(argv: list[str], layout: Layout, default_preset: str, presets: list[str
 
     lm = load_model(path)
     settings = GenerationSettings(max_new_tokens=a.max_new_tokens, seed=a.seed)
-    for text in _prompts(a.prompt, a.interactive):
-        sample = generate(lm, text, settings)[0]
-        print(f"> {text}{sample.text}", flush=True)
+    for prompt in _prompts(a.prompt, a.interactive):
+        sample = generate(lm, prompt, settings)[0]
+        print(f"> {prompt}{sample.text}", flush=True)
     return 0

@@ -1,9 +1,14 @@
-"""HTTP plumbing shared by the native and the OpenAI-compatible APIs: capped body reading,
-server-sent events, a streaming response that frees its admission slot however it ends, and the
-security headers. Problems are raised as :class:`ApiError`; each API renders it in its shape."""
+"""HTTP plumbing shared by the native and the OpenAI-compatible APIs: body reading bounded in
+size, time and nesting, with every string checked to be text; server-sent events, a streaming
+response that frees its admission slot however it ends, and the security headers. Problems are
+raised as :class:`ApiError`; each API renders it in its shape."""
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import re
+import time
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -14,6 +19,20 @@ from ..core import LondonLMError
 SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:",
                     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# A client sends its whole body (at most ~32 KB) in well under a second; one that stops sending
+# would hold its connection and a coroutine for as long as it likes (uvicorn has no body timeout).
+# No byte for BODY_IDLE_S, or BODY_TOTAL_S in all (a byte a second is never idle), answers 408.
+BODY_IDLE_S = 5.0
+BODY_TOTAL_S = 30.0
+# The deepest request any endpoint takes is 5 levels (body > messages > message > content > part);
+# 32 leaves room for nested metadata, far below the ~1,000 levels at which json.loads and pydantic,
+# which recurse once per level, would raise RecursionError.
+MAX_JSON_DEPTH = 32
+# A UTF-16 surrogate is never a character by itself: JSON's \ud800 escape without its pair decodes
+# to one, which no tokenizer, encoder or JSON response can take (UTF-8 cannot encode it).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# uvicorn's own log for the connection-level events it reports (its handlers, its level)
+_server_log = logging.getLogger("uvicorn.error")
 
 
 class ApiError(LondonLMError):
@@ -27,20 +46,37 @@ class ApiError(LondonLMError):
 
 
 async def _read_capped(request: Request, cap: int) -> bytes | None:
-    """The body, or None once it passes ``cap`` bytes (the rest is never read)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
+    """The body, or None once it passes ``cap`` bytes (the rest is never read). Refused: a body
+    that stalls (408, and the connection closes: its unread rest would otherwise be taken for
+    the next request). A client that hangs up mid-body is one line in the server log, not a
+    ClientDisconnect traceback; the error raised for it goes nowhere."""
+    chunks, size, give_up = [], 0, time.monotonic() + BODY_TOTAL_S
+    while True:
+        try:
+            message = await asyncio.wait_for(request.receive(),
+                                             max(0.0, min(BODY_IDLE_S, give_up - time.monotonic())))
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the request body stopped arriving ({size} bytes received; the limits are "
+                                f"{BODY_IDLE_S:g}s without a byte, {BODY_TOTAL_S:g}s in all)",
+                           headers={"Connection": "close"}) from None
+        if message["type"] == "http.disconnect":
+            _server_log.info("client closed the connection mid-body (%d bytes received): %s %s",
+                             size, request.method, request.url.path)
+            raise ApiError(400, "the client closed the connection before the whole body arrived")
+        size += len(message.get("body", b""))
         if size > cap:
             return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def read_json_object(request: Request, max_body: int) -> dict:
-    """The body as a JSON object. Refused: a non-JSON content type (415); a body over
-    ``max_body`` bytes (413), from its Content-Length before any of it is read, or as soon as a
-    chunked body passes the cap; malformed JSON or a non-object (400)."""
+    """The body as a JSON object: the one boundary every request's text passes. Refused: a
+    non-JSON content type (415); a body over ``max_body`` bytes (413), from its Content-Length
+    before any of it is read, or as soon as a chunked body passes the cap; a body that stops
+    arriving (408); malformed JSON, a non-object, nesting past MAX_JSON_DEPTH or a string (a key
+    too) holding a lone surrogate (400, naming the field)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype and ctype != "application/json":
         raise ApiError(415, f"send JSON with Content-Type: application/json, not {ctype}")
@@ -54,9 +90,39 @@ async def read_json_object(request: Request, max_body: int) -> dict:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"malformed JSON: {e}") from None
+    except RecursionError:  # the parser's own guard, a long way past MAX_JSON_DEPTH
+        raise _too_deep() from None
     if not isinstance(raw, dict):
         raise ApiError(400, 'the body must be a JSON object such as {"prompt": "London"}')
+    _check_tree(raw)
     return raw
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep; no request needs that")
+
+
+def _check_tree(raw: dict) -> None:
+    """Walk the parsed body (without recursion): nesting past MAX_JSON_DEPTH or a string or key
+    holding a lone surrogate is refused, naming the field as pydantic does (``messages.0.content``)."""
+    stack = [(raw, (), 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep()
+        for key, item in (value.items() if isinstance(value, dict) else enumerate(value)):
+            if isinstance(key, str) and _SURROGATE.search(key):
+                _refuse_surrogate(path, "a key in ")
+            if isinstance(item, str) and _SURROGATE.search(item):
+                _refuse_surrogate((*path, key), "")
+            if isinstance(item, (dict, list)):
+                stack.append((item, (*path, key), depth + 1))
+
+
+def _refuse_surrogate(path: tuple, what: str) -> None:
+    field = ".".join(map(str, path))
+    raise ApiError(400, f"{what}{field or 'the body'} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
+                        f"without its pair), which is not text: send text as UTF-8", param=field or None)
 
 
 def sse(event: str | None, data) -> str:

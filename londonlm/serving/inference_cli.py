@@ -8,7 +8,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from ..core import Layout, OneLineErrors, UsageError
+from ..core import Layout, OneLineErrors, UsageError, free_text
+
+# Flags whose value is free text: they take the project's ``free_text`` type (valid UTF-8).
+TEXT_FLAGS = ("prompt",)
 
 
 @dataclass
@@ -83,10 +86,10 @@ class InferenceArguments:
             if bad:
                 raise UsageError(f"--{name} does not apply to --chat" + (" (use --year)" if name == "era" else ""))
         if self.year is not None:
-            from ..chat import ChatRequestError, with_era
+            from ..chat import ChatRequestError, check_year
 
             try:
-                with_era([{"role": "user", "content": "?"}], self.year)
+                check_year(self.year)
             except ChatRequestError as e:
                 raise UsageError(f"--year: {e}") from None
 
@@ -114,6 +117,11 @@ def build_parser(default_preset: str, prog: str | None = None, description: str 
     parser = type("InferenceParser", (OneLineErrors, HfArgumentParser), {})(
         InferenceArguments, prog=prog, description=description, allow_abbrev=False)
     parser.set_defaults(preset=default_preset)
+    # HfArgumentParser gives each flag its field's annotation (str) as its type; free text
+    # takes the project's free_text type instead, which refuses what argv could not decode
+    for action in parser._actions:
+        if action.dest in TEXT_FLAGS:
+            action.type = free_text
     return parser
 
 

@@ -6,7 +6,10 @@ with ``data: [DONE]``; ``usage``, ``stop``, ``n`` and ``seed`` work; errors are
 
 Sampling settings a request leaves out are the model's own defaults (as on ``/v1/generate``), not
 OpenAI's. Completion prompts are encoded as ``/v1/generate`` encodes them (``<|endoftext|>`` first),
-or given as token ids (one list or a list of lists), taken exactly. ``logprobs: k`` (0-5) reports
+or given as token ids (one list or a list of lists), taken exactly. Either kind is never cut (the
+echo, the scores and ``usage`` describe the prompt sent): one that does not fit the model's context,
+leaving room for a new token unless ``max_tokens`` is 0, is a 400 ``context_length_exceeded`` naming
+its token count, as OpenAI answers; ``max_tokens`` is cut to the room left. ``logprobs: k`` (0-5) reports
 each completion token's log-probability and its ``k`` likeliest alternatives; with ``echo`` the
 prompt's tokens too, and ``max_tokens: 0`` scores the prompt alone: what lm-evaluation-harness's
 ``local-completions`` model scores log-likelihood tasks with. Chat messages go through
@@ -25,7 +28,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from ..generation import GenerationError, GenerationSettings, Sample, normalize_era, score_tokens
+from ..generation import (GenerationError, GenerationSettings, Sample, encode_prompt, normalize_era,
+                          score_tokens)
 from .batching import Job
 from .httpio import ApiError, SlotStreamingResponse, read_json_object, sse
 from .schemas import error_message, openai_models
@@ -103,33 +107,42 @@ class _OpenAI:
             raise ApiError(400, "stop must be up to 4 non-empty strings", param="stop")
         return stop
 
-    def _prompts(self, req) -> list[tuple[str, list[int] | None]]:
-        """The request's prompts as ``(text, ids)``: a string or strings (``ids`` None: encoded as
-        /v1/generate encodes text), or token ids, one list or a list of lists, taken as they are."""
+    def _prompts(self, req, era: str | None) -> list[tuple[str, list[int]]]:
+        """The request's prompts as ``(text, ids)``: a string or strings, encoded as /v1/generate
+        encodes text, or token ids, one list or a list of lists, taken as they are."""
         p = req.prompt
         items = [p] if isinstance(p, str) or (p and all(isinstance(x, int) for x in p)) else list(p)
         if not items or len(items) > MAX_PROMPTS:
             raise ApiError(400, f"prompt must be a string, a list of token ids, or a list of 1 to {MAX_PROMPTS} "
                                 f"of either", param="prompt")
-        vocab, context = len(self.lm.tokenizer), self.lm.context_length
+        tok, vocab = self.lm.tokenizer, len(self.lm.tokenizer)
         out = []
         for item in items:
             if isinstance(item, str):
                 if len(item) > self.limits.max_prompt_chars:
                     raise ApiError(400, f"a prompt is longer than {self.limits.max_prompt_chars} characters",
                                    param="prompt")
-                out.append((item, None))
+                out.append((item, encode_prompt(tok, item, era)))
                 continue
-            if not 0 < len(item) <= context:
-                raise ApiError(400, f"a token-id prompt holds 1 to {context} ids (the model's context); "
-                                    f"this one holds {len(item)}", param="prompt", code="context_length_exceeded")
+            if not item:
+                raise ApiError(400, "a token-id prompt holds at least one id", param="prompt")
             if not all(0 <= t < vocab for t in item):
                 raise ApiError(400, f"token ids are 0 to {vocab - 1} for this model", param="prompt")
-            out.append((self.lm.tokenizer.decode(item, clean_up_tokenization_spaces=False), list(item)))
+            out.append((tok.decode(item, clean_up_tokenization_spaces=False), list(item)))
         return out
 
+    def _check_fits(self, ids: list[int], score_only: bool) -> None:
+        """A prompt is never cut (text or ids alike): its echo, scores and usage must be the
+        prompt sent. Scoring needs it within the context, generating one position more."""
+        context = self.lm.context_length
+        if len(ids) < context or (score_only and len(ids) == context):
+            return
+        room = (f"is longer than the model's context ({context} tokens)" if score_only else
+                f"leaves no room for new tokens in the model's context ({context}); send max_tokens 0 to score it")
+        raise ApiError(400, f"a prompt of {len(ids)} tokens {room}: send a shorter prompt (prompts are never cut)",
+                       param="prompt", code="context_length_exceeded")
+
     def _completion_jobs(self, req, deadline: float) -> tuple[list[Job], list[str]]:
-        prompts = self._prompts(req)
         if req.best_of not in (None, req.n or 1):
             raise ApiError(400, "best_of is not supported (leave it unset or equal to n)", param="best_of")
         score_only = req.max_tokens == 0  # echo + logprobs of the prompt alone, nothing generated
@@ -140,19 +153,11 @@ class _OpenAI:
             raise ApiError(400, str(e), param="era") from None
         if score_only:
             settings = replace(settings, max_new_tokens=0)
-        n, stop, jobs = settings.num_samples, self._stop(req), []
-        for k, (text, ids) in enumerate(prompts):
-            if ids is None:
-                jobs.append(self.service.text_job(text, settings, deadline, seed_offset=k * n, stop=stop))
-            elif score_only or len(ids) < self.lm.context_length:
-                jobs.append(self.service.ids_job(ids, settings, deadline, seed_offset=k * n, stop=stop))
-            else:
-                raise ApiError(400, f"a token-id prompt of {len(ids)} ids leaves no room for new tokens in the "
-                                    f"model's context ({self.lm.context_length}): send fewer, or max_tokens 0",
-                               param="prompt", code="context_length_exceeded")
-        if score_only:  # fitting a text prompt to the context leaves room for one token; none is wanted
-            for job in jobs:
-                job.settings = replace(job.settings, max_new_tokens=0)
+        prompts, n, stop = self._prompts(req, settings.era), settings.num_samples, self._stop(req)
+        for _, ids in prompts:
+            self._check_fits(ids, score_only)
+        jobs = [self.service.ids_job(ids, settings, deadline, seed_offset=k * n, stop=stop)
+                for k, (_, ids) in enumerate(prompts)]
         return jobs, [text for text, _ in prompts]
 
     def _chat_job(self, req, deadline: float) -> Job:

@@ -4,11 +4,13 @@ through :mod:`londonlm.serving.inference_cli`; the core (:mod:`londonlm.generati
 terminals."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Callable, TextIO
 
+from ..core import utf8_problem
 from ..generation import (GenerationError, GenerationSettings, LoadedModel, Sample, TextStream, generate,
                           new_tokens_for_max_length, normalize_era)
 
@@ -128,7 +130,7 @@ def _banner(lm: LoadedModel) -> str:
 
 
 def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
-             read: Callable[[str], str] = input, stream_tokens: bool = True,
+             read: Callable[[str], str] | None = None, stream_tokens: bool = True,
              max_length: int | None = None, allow_control_tokens: bool = False) -> int:
     """Interactive loop: prompts generate, ``/commands`` change settings (see REPL_HELP).
     Ctrl-D or Ctrl-C at the prompt (or /quit) leaves with 0; Ctrl-C during a generation
@@ -136,7 +138,7 @@ def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
     history: list[str] = []
     out.write(_banner(lm))
     out.flush()
-    for line in _typed_lines(read, "> ", out):
+    for line in typed_lines(read, "> ", out):
         text = line.strip()
         try:
             if text.lower() == "/history":
@@ -159,9 +161,22 @@ def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
     return 0
 
 
-def _typed_lines(read: Callable[[str], str], prompt: str, out: TextIO):
-    """Each non-blank line typed at ``prompt``, as typed (a prompt's leading space is part of
-    the text the model continues); ends on Ctrl-D, Ctrl-C at the prompt, or /quit."""
+def read_line(prompt: str) -> str:
+    """``input(prompt)``, with stdin decoding bytes that are not UTF-8 into surrogate escapes
+    instead of raising: a strict stdin raises UnicodeDecodeError mid-conversation (and may
+    drop the lines read ahead with the bad one), where an escaped line can be refused alone
+    (``typed_lines``). ``input`` decodes a terminal's line by ``sys.stdin.errors`` too."""
+    if getattr(sys.stdin, "errors", None) == "strict" and hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")
+    return input(prompt)
+
+
+def typed_lines(read: Callable[[str], str] | None, prompt: str, out: TextIO):
+    """Each non-blank line typed at ``prompt`` (default reader: :func:`read_line`), as typed (a
+    prompt's leading space is part of the text the model continues); a line that is not valid
+    UTF-8 is refused with an ``error:`` line and the loop goes on. Ends on Ctrl-D, Ctrl-C at
+    the prompt, or /quit."""
+    read = read or read_line
     while True:
         try:
             line = read(prompt)
@@ -169,6 +184,11 @@ def _typed_lines(read: Callable[[str], str], prompt: str, out: TextIO):
             out.write("\n")
             out.flush()
             return
+        problem = utf8_problem(line)
+        if problem:
+            out.write(f"error: {problem}; the line was not used\n")
+            out.flush()
+            continue
         text = line.strip()
         if text.lower() in ("/quit", "/exit", "/q"):
             return
@@ -200,7 +220,7 @@ class ChatSession:
 
     def command(self, line: str) -> str:
         """Apply one ``/command``; returns the message to show. Raises ChatRequestError."""
-        from ..chat import ChatRequestError, with_era
+        from ..chat import ChatRequestError, check_year
 
         parts = line.strip().split(maxsplit=1)
         cmd, arg = parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
@@ -213,10 +233,9 @@ class ChatSession:
             return "\n".join(f"{m['role']:>9}: {m['content']}" for m in self.history) or "(none yet)"
         if cmd == "/year":
             if arg:
-                if not arg.isdigit():
+                if not arg.isdecimal():  # isdigit() passes "²", which int() refuses
                     raise ChatRequestError(f"/year needs a year such as 1790, got {arg!r}")
-                with_era([{"role": "user", "content": "?"}], int(arg))  # checks the range
-                self.year = int(arg)
+                self.year = check_year(int(arg))
             return f"system line: {self.system_line()}"
         fields = {"/temp": ("temperature", float), "/max": ("max_new_tokens", int), "/seed": ("seed", int)}
         if cmd not in fields:
@@ -269,7 +288,7 @@ class ChatSession:
 
 
 def run_chat_repl(lm: LoadedModel, session: ChatSession, out: TextIO, *,
-                  read: Callable[[str], str] = input, stream_tokens: bool = True) -> int:
+                  read: Callable[[str], str] | None = None, stream_tokens: bool = True) -> int:
     """The chat loop: each line is a question answered with the conversation so far;
     ``/commands`` (see CHAT_HELP) set the year, reset, show help. Ctrl-D, Ctrl-C at the prompt
     or /quit leave with 0; Ctrl-C during an answer stops that answer only."""
@@ -278,7 +297,7 @@ def run_chat_repl(lm: LoadedModel, session: ChatSession, out: TextIO, *,
     out.write(f"londonlm chat · {lm.model_id} · {lm.n_params:,} parameters · {lm.device}\n"
               f"{session.system_line()} · type a question, /help for commands, Ctrl-D to quit\n")
     out.flush()
-    for line in _typed_lines(read, "you> ", out):
+    for line in typed_lines(read, "you> ", out):
         text = line.strip()
         try:
             if text.startswith("/"):

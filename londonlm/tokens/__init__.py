@@ -2,7 +2,7 @@
 trains it (``03_tokenizer/``), and the uint16 memmap token cache training reads.
 
 - :mod:`.tokenizer`: training, loading, era tokens, ``plain_backend`` (text never becomes a
-  control token).
+  control token), ``split_exact`` (long text in pieces that encode like the whole).
 - :mod:`.stage`: :func:`train_tokenizer_stage` (skip when current, sidecar written last).
 - :mod:`.cache`: ``train.bin``/``val.bin`` built from the manifest, checked on load.
 - :mod:`.chunks`: the per-chunk CRC-32 that the cache's reader verifies on first use.
@@ -10,9 +10,10 @@ trains it (``03_tokenizer/``), and the uint16 memmap token cache training reads.
 """
 from .cache import ensure_cache, load_checked_tokens, read_metadata
 from .stage import train_tokenizer_stage
-from .tokenizer import EOT, TOKENIZER_FILES, era_token, era_tokens_of, load_tokenizer, plain_backend
+from .tokenizer import (EOT, TOKENIZER_FILES, era_token, era_tokens_of, load_tokenizer, plain_backend,
+                        split_exact)
 
 __all__ = [
     "ensure_cache", "EOT", "era_token", "era_tokens_of", "load_checked_tokens", "load_tokenizer",
-    "plain_backend", "read_metadata", "TOKENIZER_FILES", "train_tokenizer_stage",
+    "plain_backend", "read_metadata", "split_exact", "TOKENIZER_FILES", "train_tokenizer_stage",
 ]

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core import now_iso, require_input, sha256_file, write_json_atomic
 from .chunks import PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
-from .tokenizer import EOT, era_token, plain_backend
+from .tokenizer import EOT, PIECE_CHARS, era_token, plain_backend, split_exact
 
 # 3: sampled checksum over 64 KiB blocks (was 1 MiB): start-up reads at most 1 MiB of
 # tokens, so a cache 8x larger loaded in 29 ms instead of 11 ms with 1 MiB blocks.
@@ -123,35 +123,9 @@ def check_cache(cache_dir: Path, req: CacheRequest, verify_full: bool = False) -
     return incompatibility(meta, req) or damage(cache_dir, meta, verify_full)
 
 
-# Pieces are encoded at most this many characters at a time. The Rust encodings of one
-# batch (ids, offsets, token strings) cost ~100 bytes a token; batching by documents alone
-# let peak RSS follow the largest documents (1.6 GiB on the shared corpus, whose longest
-# text is 2.9 MB). A character budget keeps it bounded whatever the corpus holds.
-PIECE_CHARS = 256 * 1024
+# Pieces of documents (:func:`.tokenizer.split_exact`) are batched through the Rust tokenizer
+# up to this many characters at a time.
 BATCH_CHARS = 4 * 1024 * 1024
-
-
-def split_exact(text: str, max_chars: int = PIECE_CHARS) -> list[str]:
-    """TEXT in pieces of about MAX_CHARS whose encodings concatenate to the encoding of the
-    whole. Each cut is placed just before a space or newline that is followed by a letter
-    or digit. The byte-level pre-tokenizer's regex builds every pre-token either from
-    whitespace only or from one optional leading space plus non-space characters, and looks
-    ahead only through ``\\s+(?!\\S)``; so such a place is always a pre-token boundary in the
-    whole text, the piece before it ends the same way, and BPE never merges across
-    pre-tokens. A text with no such place stays whole."""
-    if len(text) <= max_chars:
-        return [text]
-    pieces, start, n = [], 0, len(text)
-    while n - start > max_chars:
-        cut = start + max_chars
-        while cut < n - 1 and not (text[cut] in " \n" and text[cut + 1].isalnum()):
-            cut += 1
-        if cut >= n - 1:
-            break
-        pieces.append(text[start:cut])
-        start = cut
-    pieces.append(text[start:])
-    return pieces
 
 
 def _encode_stream(tokenizer, docs: Iterable[tuple[dict, str]], use_era: bool,

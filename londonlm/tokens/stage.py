@@ -8,7 +8,7 @@ from pathlib import Path
 from ..core import SIDECAR, read_json, sidecar_current, write_sidecar
 from ..corpus import corpus_time_facts, iter_split_texts, manifest_sha256, read_manifest
 from .tokenizer import (era_tokens_for_years, load_tokenizer, plain_backend, roundtrip_failures,
-                        save_tokenizer, train_bpe)
+                        save_tokenizer, split_exact, train_bpe)
 
 TRAIN_TOKENIZER_CMD = "python 03_tokenizer/train_historical_tokenizer.py"
 PERIOD_WORDS = ["thou", "thee", "thy", "hath", "doth", "'tis", "whilst", "prithee", "methinks",
@@ -36,7 +36,10 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
         (out_dir / SIDECAR).unlink()
     t0 = time.time()
     train_chars = sum(r["chars"] for r in rows if r["split"] == "train")
-    tok = train_bpe((t for _, t in iter_split_texts(processed_dir, "train", rows)),
+    # Pieces cut at pre-token boundaries count the same words as whole documents, so the
+    # merges are the same, while the trainer holds one piece's pre-tokens at a time.
+    pieces = (p for _, t in iter_split_texts(processed_dir, "train", rows) for p in split_exact(t))
+    tok = train_bpe(pieces,
                     vocab_size=vocab_size, min_frequency=min_frequency, era_tokens=eras)
     save_tokenizer(tok, out_dir, model_max_length=model_max_length, era_tokens=eras)
     seconds = time.time() - t0
@@ -69,7 +72,7 @@ def tokenizer_report(tokenizer_dir: str | Path, processed_dir: str | Path,
     n_bytes = n_tokens = n_words = 0
     merge_use: Counter = Counter()
     for _, text in iter_split_texts(processed_dir, "validation", rows):
-        ids = plain.encode(text, add_special_tokens=False).ids
+        ids = [i for piece in split_exact(text) for i in plain.encode(piece, add_special_tokens=False).ids]
         n_bytes += len(text.encode("utf-8"))
         n_tokens += len(ids)
         n_words += len(text.split())

@@ -170,6 +170,9 @@ class TrainData:
 def load_blocks(cache_dir: Path, split: str, meta: dict, context_length: int) -> PackedBlocks:
     """One split's blocks; an error when it holds less than one block."""
     blocks = PackedBlocks.from_cache(cache_dir, split, context_length)
+    if not meta["splits"][split].get("documents", 1):
+        raise TrainingError(f"the corpus has no {split} document (documents go to a split by a hash of "
+                            f"their id); add texts, or for a cutoff view choose a later cutoff")
     if len(blocks) == 0:
         raise TrainingError(f"the {split} split has {meta['splits'][split]['tokens']} tokens, "
                             f"fewer than one block of {context_length}; add text or lower "

@@ -24,7 +24,7 @@ from ..tokens import era_tokens_of
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape, padded_vocab
 from .options import RunOptions
-from .resume import (Resumed, check_cutoff, check_tokenizer, last_year, move_run_aside, recorded_years, resumed,
+from .resume import (Resumed, check_cutoff, check_data, check_tokenizer, last_year, move_run_aside, recorded_years, resumed,
                      same_tokenizer, tokenizer_fingerprint, tokenizer_identity)
 
 
@@ -276,10 +276,10 @@ def time_lock(opts: RunOptions, tokenizer, resume: Resumed, init_path: Path | No
     data = opts.data
     record = corpus_time(Path(data.processed_dir), data.cutoff_year)
     cutoff = record["cutoff_year"]
+    check_cutoff(resume, opts.run.cache_dir, cutoff)
     if cutoff is None:
         return record
     check_tokenizer_years(tokenizer, Path(data.tokenizer_dir), cutoff, Path(data.processed_dir))
-    check_cutoff(resume, opts.run.cache_dir, cutoff)
     if init_path is not None:
         check_parent(init_path, cutoff)
     return record
@@ -304,6 +304,8 @@ def plan_run(opts: RunOptions, args) -> TrainingPlan:
     same_on_all_ranks(checkpoint_step(resume.checkpoint) if resume.checkpoint else -1,
                       "the checkpoint to resume from")
     check_tokenizer(resume, opts.data.tokenizer_dir)
+    era = opts.data.era_tokens if opts.data.era_tokens is not None else bool(era_tokens_of(tokenizer))
+    check_data(resume, opts.run.cache_dir, opts.data.processed_dir, opts.context_length, era)
     resumed_parent = resume.info.get("parent")  # resuming a continued run: shape is the checkpoint's
     init = parent = None
     if opts.init_from:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..core import (LondonLMError, RunLayout, checkpoint_problem, latest_valid_checkpoint, list_checkpoints,
                     sha256_file, user_path)
+from ..corpus import MANIFEST
 from ..tokens import read_metadata
 from .data import DataPosition, Position
 from .dist import TrainingError, log
@@ -51,6 +52,13 @@ def resolve_resume(run: RunLayout, spec: str | None, fresh: bool, log=print) -> 
         candidates = [user_path(spec), run.dir / spec]
     for c in candidates:
         if c.is_dir():
+            if c.resolve().parent != run.dir.resolve():
+                # another run's checkpoint would continue that run's weights, schedule and data
+                # position under this run's name, settings and folder, overwriting its checkpoints
+                raise ResumeError(
+                    f"checkpoint {c} is not one of this run's ({run.dir}): resume its own run "
+                    f"(--run_name {c.resolve().parent.name}), or start a new run from its weights with "
+                    f"--init_from {c} --run_name NEW")
             problem = checkpoint_problem(c)
             if problem:
                 raise ResumeError(f"checkpoint {c} cannot be resumed: {problem}. Pick another "
@@ -224,11 +232,45 @@ def recorded_years(info: dict, cache_meta: dict | None = None) -> dict | None:
 
 def check_cutoff(resume: Resumed, cache_dir: Path, cutoff: int | None) -> None:
     """Resuming under a cutoff: the checkpoint's corpus must end by it (a run trained on later
-    text cannot become time-locked by training on)."""
-    if resume.checkpoint is None or cutoff is None:
+    text cannot become time-locked by training on), and a time-locked run stays locked to its
+    own cutoff (resumed without it, it would go on over later text)."""
+    if resume.checkpoint is None:
         return
-    latest = last_year(recorded_years(resume.info, read_metadata(Path(cache_dir)) or {}))
-    if latest is not None and latest > cutoff:
+    record = recorded_years(resume.info, read_metadata(Path(cache_dir)) or {}) or {}
+    locked = record.get("cutoff_year")
+    if locked is not None and cutoff != locked:
+        raise TrainingError(f"cannot resume {resume.checkpoint} under "
+                            f"{f'--cutoff_year {cutoff}' if cutoff is not None else 'no cutoff'}: it was "
+                            f"time-locked to {locked}. Resume it on its cutoff view (--cutoff_year {locked}), "
+                            f"or pass --fresh to start this run over")
+    latest = last_year(record)
+    if cutoff is not None and latest is not None and latest > cutoff:
         raise TrainingError(f"cannot resume {resume.checkpoint} under --cutoff_year {cutoff}: it was "
                             f"trained on text up to {latest}. Pass --fresh to start this run over, or "
                             f"train under another --run_name")
+
+
+def check_data(resume: Resumed, cache_dir: Path, processed_dir: Path, context_length: int,
+               era_tokens: bool) -> None:
+    """A resumed run goes on over the data its checkpoints were trained on: the corpus, context
+    and era tokens its token cache recorded (its run_info.json when the cache is gone). Another
+    corpus (a different ``--processed_dir``, a changed manifest) or setting is refused before
+    anything is written, where the cache would otherwise be rebuilt for it and the run go on."""
+    if resume.checkpoint is None:
+        return
+    meta, cache = read_metadata(Path(cache_dir)) or {}, resume.info.get("cache") or {}
+    manifest = Path(processed_dir) / MANIFEST
+    trained = {"corpus": meta.get("manifest_sha256") or cache.get("manifest_sha256"),
+               "era tokens": meta.get("era_tokens", cache.get("era_tokens")),
+               "context": meta.get("context_length") or (resume.info.get("shape") or {}).get("context_length")}
+    now = {"corpus": sha256_file(manifest) if manifest.is_file() else None, "era tokens": era_tokens,
+           "context": context_length}
+    shown = {"corpus": lambda v: f"manifest sha256 {str(v)[:12]}", "era tokens": lambda v: "on" if v else "off",
+             "context": str}
+    changed = [f"{k} {shown[k](now[k])} (trained with {shown[k](trained[k])})" for k in trained
+               if trained[k] is not None and now[k] is not None and trained[k] != now[k]]
+    if changed:
+        raise TrainingError(
+            f"cannot resume {resume.checkpoint} on other data than it was trained on: {'; '.join(changed)} "
+            f"(corpus {processed_dir}). Resume it with the settings it was started with, pass --fresh to start "
+            f"this run over, or continue its weights in a new run: --init_from {resume.checkpoint} --run_name NEW")

@@ -141,3 +141,33 @@ def test_a_model_without_a_chat_template_is_refused(tiny_model_dir, tmp_path):
 def test_bad_chat_flags_are_refused_before_loading(args, match, tmp_path):
     res = _cli(*args, "--prompt", "hi", root=tmp_path)
     assert res.returncode == 2 and match in res.stderr and "Traceback" not in res.stderr
+
+
+def _stdin(monkeypatch, data: bytes) -> None:
+    """``data`` as the process's stdin, decoded as a UTF-8 terminal would be (strict)."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="strict"))
+
+
+def test_an_undecodable_line_is_refused_and_the_conversation_goes_on(lm, monkeypatch):
+    prompts = _spy_prompts(lm, monkeypatch)
+    _stdin(monkeypatch, b"Where do you live?\n\xff\xfe\nWhat did you see?\n/year \xc2\xb2\n/year 1790\n")
+    out = io.StringIO()
+    session = ChatSession(ChatSettings(max_new_tokens=4, seed=1, temperature=0.0, do_sample=False))
+    assert run_chat_repl(lm, session, out, stream_tokens=False) == 0  # the default reader: stdin
+    text = out.getvalue()
+    assert "error: not valid UTF-8 (byte 0xff at character 1); the line was not used" in text
+    assert "error: /year needs a year such as 1790, got '²'" in text  # "²".isdigit(), yet no int
+    assert len(prompts) == 2 and "What did you see?" in prompts[1] and "Where do you live?" in prompts[1]
+    assert session.year == 1790 and len(session.history) == 4
+
+
+def test_the_chat_script_reads_undecodable_stdin_without_dying(chat_model_dir):
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONIOENCODING="utf-8:strict")
+    res = subprocess.run([sys.executable, str(SCRIPT), "--chat", "--model", str(chat_model_dir), "--device", "cpu",
+                          "--max_new_tokens", "4", "--seed", "1"],
+                         input=b"Where do you live?\n\xff\xfe\nWho are you?\n", env=env, capture_output=True,
+                         timeout=300)
+    out = res.stdout.decode()
+    assert res.returncode == 0, res.stderr.decode()[-2000:]
+    assert out.count("error: not valid UTF-8 (byte 0xff at character 1)") == 1
+    assert out.count("tokens/s") == 2  # both questions answered (the loop's stats lines)

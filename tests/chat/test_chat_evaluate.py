@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from londonlm.chat.dataset import load_chat_dataset
 from londonlm.chat.evaluate import (
-    ChatEvalOptions, bait_hits, base_window_ids, evaluate_chat, human_eval_samples, load_bait, printed_answer)
+    ChatEvalError, ChatEvalOptions, bait_hits, base_window_ids, evaluate_chat, human_eval_samples, load_bait, printed_answer)
 from londonlm.evaluation.metrics.generation_quality import load_wordlist
+from londonlm.chat.respond import ChatRequestError
 from londonlm.core.layout import CHAT_EVAL, Layout
 
 
@@ -90,13 +93,82 @@ def test_premise_acceptance_counts_yes_to_things_not_yet_invented():
     assert rates["chat"]["premise_accepted_rate"] == 0.5 and rates["base"]["premise_accepted_rate"] == 0.0
 
 
+def _rooms(chat_model_dir, chat_root, years, n):
+    from londonlm.chat.evaluate import bait_rooms
+    from londonlm.generation import load_model
+
+    chat, base = load_model(str(chat_model_dir)), load_model(str(Layout(chat_root).run("base").final))
+    return bait_rooms(chat.model, chat.tokenizer, base.model, base.tokenizer, load_bait()[:n], years)
+
+
 def test_questions_with_no_room_to_answer_are_passed_over_and_counted(chat_model_dir, chat_root, tmp_path):
     """A model whose context leaves no room for an answer after a long question (e.g. the micro
     preset's 64 tokens) is still evaluated: such a question is left out and counted, not fatal."""
     layout = Layout(chat_root)
-    # 120 new tokens leave 8 of the 128 positions: no question fits
-    opts = ChatEvalOptions(years=(1818,), bait_limit=2, max_new_tokens=120, transcripts=2)
+    rooms = sorted(_rooms(chat_model_dir, chat_root, (1818,), 6).values())
+    assert rooms[0] < rooms[-1]
+    # as many new tokens as the shortest question leaves room for: the longer ones are passed over
+    opts = ChatEvalOptions(years=(1818,), bait_limit=6, max_new_tokens=rooms[-1], transcripts=2)
+    logged = []
     report = evaluate_chat(chat_model_dir, layout.run("base").final, layout.chat_data_dir, tmp_path, opts,
-                           log=lambda *_: None)
-    assert report["bait"]["questions_over_context"] == 2 and report["bait"]["all"]["questions"] == 0
-    assert (tmp_path / "chat_transcripts.jsonl").read_text() == ""   # no held-out question fitted either
+                           log=logged.append)
+    fits = sum(r >= opts.max_new_tokens for r in rooms)
+    assert 0 < fits < 6
+    assert report["bait"]["questions_over_context"] == 6 - fits and report["bait"]["all"]["questions"] == fits
+    assert any(f"{6 - fits} of 6 questions leave no room" in line for line in logged)
+
+
+def test_no_question_with_room_to_answer_fails_before_the_slow_work(chat_model_dir, chat_root, tmp_path,
+                                                                      monkeypatch):
+    """With every bait question over the context the report would hold no answer: refused
+    upfront, naming the --max_new_tokens that fits, before the answer loss is scored."""
+    from londonlm.chat import evaluate as chat_evaluate
+
+    monkeypatch.setattr(chat_evaluate, "answer_loss", lambda *a: pytest.fail("scored before the refusal"))
+    layout = Layout(chat_root)
+    fit = min(_rooms(chat_model_dir, chat_root, (1818,), 2).values())
+    opts = ChatEvalOptions(years=(1818,), bait_limit=2, max_new_tokens=120, transcripts=2)  # 8 of 128 left
+    with pytest.raises(ChatEvalError) as e:
+        evaluate_chat(chat_model_dir, layout.run("base").final, layout.chat_data_dir, tmp_path / "out", opts,
+                      log=lambda *_: None)
+    assert str(e.value) == (f"no modern-bait question leaves room for 120 new tokens in the models' context: "
+                            f"--max_new_tokens {fit} or less lets every question fit")
+    assert not (tmp_path / "out").exists()
+
+
+def _cli(argv) -> tuple[int, str]:
+    import contextlib
+    import io
+    import runpy
+    import sys
+
+    from conftest import REPO
+
+    err, old = io.StringIO(), sys.argv
+    sys.argv = ["evaluate_chat.py", *map(str, argv)]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
+                pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(REPO / "07_finetuning" / "evaluate_chat.py"), run_name="__main__")
+    finally:
+        sys.argv = old
+    return stop.value.code, err.getvalue()
+
+
+@pytest.mark.parametrize("years", [["1200", "3000"], ["1673"], ["1914"], ["1790", "x"]])
+def test_years_outside_the_chat_eras_are_one_line(years, tmp_path):
+    code, err = _cli(["--years", *years, "--root", tmp_path])
+    assert code == 2 and err.startswith("error: --years: year must be a whole year from 1674 to 1913") \
+        and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ChatRequestError, match="from 1674 to 1913"):  # the library keeps the same rule
+        ChatEvalOptions(years=(1200,))
+
+
+def test_the_script_finishes_with_the_questions_that_fit(chat_model_dir, chat_root, tmp_path):
+    rooms = sorted(_rooms(chat_model_dir, chat_root, (1818,), 6).values())
+    code, err = _cli(["--model", "fixture-chat", "--root", chat_root, "--years", "1818", "--bait_limit", "6",
+                      "--max_new_tokens", rooms[-1], "--out_dir", tmp_path])
+    assert code == 0, err
+    assert json.loads((tmp_path / CHAT_EVAL).read_text())["bait"]["all"]["questions"] >= 1
+    assert (tmp_path / "human_eval").is_dir()

@@ -1,4 +1,9 @@
+import errno
 import json
+import os
+import stat
+
+import pytest
 
 from londonlm.core.artifacts import (StageInputMissing, require_input, sha256_file, sidecar_current,
                                 write_json_atomic, write_sidecar)
@@ -58,3 +63,70 @@ def test_missing_input_is_a_user_error(tmp_path):
         assert isinstance(e, FileNotFoundError)
     else:
         raise AssertionError("expected StageInputMissing")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_take_the_mode_open_would(tmp_path, umask):
+    """0666 less the umask, as open() makes a file (mkstemp's 0600 hid every artifact from the
+    group and from other users, whatever the umask said)."""
+    old = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "a.json", {})
+        with open(tmp_path / "plain.json", "w"):
+            pass
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
+    assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
+
+
+def _listing(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("where, exc", [
+    ("replace", PermissionError(errno.EACCES, "Permission denied")),
+    ("fsync", OSError(errno.ENOSPC, "No space left on device")),
+    ("open", PermissionError(errno.EACCES, "Permission denied")),
+])
+def test_a_failed_atomic_write_names_its_file_and_changes_nothing(tmp_path, monkeypatch, where, exc):
+    """The error names the file asked for (not the temporary file, not nothing: a full disk's
+    write names no file), the old file stays, and no temporary file is left."""
+    target = tmp_path / "out.json"
+    target.write_text('{"old": 1}')
+    before = _listing(tmp_path)
+    real = getattr(os, where)
+
+    def failing(*args, **kwargs):
+        if where == "open" and not str(args[0]).startswith(str(tmp_path)):
+            return real(*args, **kwargs)
+        e = type(exc)(exc.errno, exc.strerror, str(tmp_path / ".out.json.1234.tmp")) if where != "fsync" else exc
+        raise e
+
+    monkeypatch.setattr(os, where, failing)
+    with pytest.raises(OSError) as caught:
+        write_json_atomic(target, {"new": 1})
+    monkeypatch.undo()
+    assert caught.value.filename == str(target) and caught.value.errno == exc.errno
+    assert _listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_give_open_mode_mends_a_library_that_ignores_the_umask(tmp_path, umask):
+    """safetensors 0.8 writes its files 0600 whatever the umask (safetensors issue #782):
+    give_open_mode gives them the mode open() would have, as every other file of a model
+    folder has."""
+    import torch
+    from safetensors.torch import save_file
+
+    from londonlm.core import give_open_mode
+    from londonlm.core.artifacts import current_umask
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        save_file({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+        give_open_mode([tmp_path / "model.safetensors"])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o666 & ~umask

@@ -46,6 +46,27 @@ def test_root_from_environment(tmp_path, monkeypatch):
     assert Layout.at(tmp_path / "x", default_root=tmp_path).root == (tmp_path / "x").resolve()
 
 
+def test_a_root_that_is_a_file_is_refused_naming_where_it_came_from(tmp_path, monkeypatch):
+    """Not a NotADirectoryError deep in a stage: one user error that names LONDONLM_ROOT or
+    --root; a root that does not exist yet is fine (the stages make it)."""
+    from londonlm.core.layout import RootNotAFolder
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setenv("LONDONLM_ROOT", str(afile))
+    with pytest.raises(RootNotAFolder, match=rf"^LONDONLM_ROOT={afile} is not a folder: it is a file; "
+                                             r"point LONDONLM_ROOT at a project folder"):
+        Layout.at(None, default_root=tmp_path)
+    with pytest.raises(LondonLMError, match=rf"^--root {afile / 'sub'} is not a folder: it lies under "
+                                            rf"{afile}, which is a file"):
+        Layout.at(afile / "sub", default_root=tmp_path)
+    monkeypatch.delenv("LONDONLM_ROOT")
+    with pytest.raises(RootNotAFolder, match="the project root"):
+        Layout.at(None, default_root=afile)
+    assert Layout.at(tmp_path / "new" / "root", default_root=tmp_path).root == tmp_path / "new" / "root"
+    assert afile.read_text() == "x"
+
+
 def test_specs_resolve_without_final(layout):
     run = layout.run("tiny")
     assert layout.resolve_model(None, "tiny") == run.checkpoint(20)     # latest valid

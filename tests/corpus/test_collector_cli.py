@@ -88,6 +88,22 @@ def test_registry_sources_from_a_fake_gutenberg(tmp_path):
         assert r.returncode == 2 and "unknown source id or kind: pg_nope" in r.stderr
 
 
+def test_source_dir_links_to_nothing_appear_as_rejections(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "plague_1722.txt").write_text(" ".join(WORDS * 20), encoding="utf-8")
+    (src / "dangling.txt").symlink_to(src / "moved_away.txt")
+    (src / "loop1.txt").symlink_to("loop2.txt")
+    (src / "loop2.txt").symlink_to("loop1.txt")
+    r = run(["--root", str(tmp_path / "root"), "--source_dir", str(src), "--workers", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rejected = {x["id"]: x for x in rows(tmp_path / "root", "rejections.jsonl")}
+    assert rejected["local_dangling"]["reason"] == "broken_link"
+    assert "dangling.txt -> " in rejected["local_dangling"]["detail"]
+    assert rejected["local_loop1"]["reason"] == rejected["local_loop2"]["reason"] == "link_loop"
+    assert [x["id"] for x in rows(tmp_path / "root")] == ["local_plague_1722"]
+
+
 def test_local_folder_sharded_runs_merge_to_the_unsharded_corpus(tmp_path):
     src = tmp_path / "scans"
     src.mkdir()

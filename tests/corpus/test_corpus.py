@@ -99,3 +99,34 @@ def test_embedded_sample_is_the_default_and_joins_a_folder(tmp_path):
     build_corpus(tmp_path / "p2", tmp_path / "m2", source_dir=src, use_sample=True, sample_limit_chars=1,
                  log=lambda *_: None)
     assert {r["source"] for r in read_manifest(tmp_path / "p2")} == {"first_folio", "local"}
+
+
+def test_an_unreadable_input_is_a_rejection_not_a_failed_collection(tmp_path, monkeypatch):
+    """A file of --source_dir that cannot be read (mode 000 for this user: simulated where it
+    is opened, since root reads anything) is rejected with the reason, like an undecodable
+    one; the rest is collected. Once readable, the corpus is stale and rebuilt with it."""
+    import builtins
+    import errno
+    import io
+    from pathlib import Path
+
+    src = make_src(tmp_path, n=4)
+    locked = src / "doc1_1710.txt"
+    real_open = builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and Path(file) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(io, "open", guarded)
+    logs = []
+    counts = build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    assert counts["documents"] == 3 and counts["rejected"] == {"unreadable": 1}
+    assert any("local_doc1_1710 [unreadable]" in m and "Permission denied" in m for m in logs)
+    monkeypatch.undo()
+    logs.clear()
+    counts = build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    assert any("rebuilding (inputs changed: source:local)" in m for m in logs)
+    assert counts["documents"] == 4 and counts["rejected"] == {}

@@ -156,6 +156,23 @@ def test_local_folder_with_manifest_and_bad_inputs(tmp_path):
     assert docs["binary"].error == "binary" and docs["empty"].error == "empty"
 
 
+def test_links_that_lead_to_no_file_are_rejected_not_lost(tmp_path):
+    (tmp_path / "real_1700.txt").write_text("Hello London.", encoding="utf-8")
+    (tmp_path / "dangling.txt").symlink_to(tmp_path / "gone.txt")
+    (tmp_path / "loop_a.txt").symlink_to("loop_b.txt")
+    (tmp_path / "loop_b.txt").symlink_to("loop_a.txt")
+    (tmp_path / "alias_1700.txt").symlink_to("real_1700.txt")       # a link to a file is read as that file
+    (tmp_path / "dangling.md").symlink_to("gone.md")                 # not a pattern the source reads
+    src = LocalSource({"id": "mine", "kind": "local", "path": str(tmp_path), "title": "Mine"})
+    assert [p.name for p in src.files()] == ["alias_1700.txt", "real_1700.txt"]  # what the fingerprint reads
+    docs = {d.id: d for d in src.documents()}
+    assert set(docs) == {"real_1700", "alias_1700", "dangling", "loop_a", "loop_b"}
+    assert docs["dangling"].error == "broken_link" and "dangling.txt -> " in docs["dangling"].extra["error_detail"]
+    assert docs["loop_a"].error == docs["loop_b"].error == "link_loop"
+    assert docs["loop_a"].extra["error_detail"] == "loop_a.txt -> loop_b.txt: the links lead back to themselves"
+    assert materialise(docs["alias_1700"]).text == "Hello London." and docs["alias_1700"].error is None
+
+
 def test_decode_bytes_rules():
     assert decode_bytes("ſ and æ".encode())[0] == "ſ and æ"
     with pytest.raises(SourceError) as e:

@@ -160,6 +160,19 @@ def test_user_errors_are_one_line(project, tmp_path, capsys):
     assert "checkpoint-99" in capsys.readouterr().err
 
 
+def test_a_probe_file_that_is_not_utf8_is_one_line_naming_its_line(project, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"id": "a", "category": "c", "context": "x", "choices": ["p", "q"], "answer": 0}\n'
+                    b'{"id": "b", "category": "c", "context": "Caf\xe9", "choices": ["p", "q"], "answer": 0}\n')
+    out = tmp_path / "o"  # a report from before: the failed run must leave it as it was
+    out.mkdir()
+    (out / "metrics.json").write_text('{"earlier": true}')
+    assert _main(["--root", str(project), "--preset", "micro", "--probes", str(bad), "--out_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {bad}:2: not valid UTF-8 (byte 0xe9 at character 45)\n"
+    assert [p.name for p in out.iterdir()] == ["metrics.json"] and (out / "metrics.json").read_text() == '{"earlier": true}'
+
+
 def test_script_help_and_missing_corpus(tmp_path, tiny_model_dir):
     r = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
                        timeout=60, cwd=REPO)
@@ -245,3 +258,27 @@ def test_leakage_probes_and_what_the_model_could_not_know(project, tmp_path):
         assert json.loads((out / "metrics.json").read_text())["leakage"]["cutoff_year"] == 1650
     finally:
         info_path.write_text(saved)
+
+
+def test_a_recorded_corpus_it_may_not_read_is_one_line(project, tmp_path, monkeypatch, capsys):
+    """The corpus manifest cannot be read (no permission: simulated where it is opened, since
+    root reads anything): one line naming it, before any model is loaded, and nothing
+    written."""
+    import builtins
+    import errno
+
+    manifest = project / "data" / "london_historical" / "processed" / "manifest.jsonl"
+    real_open = builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and Path(file) == manifest:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded)
+    before = sorted(p for p in project.rglob("*"))
+    rc = _main(["--root", str(project), "--preset", "micro", "--out_dir", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: cannot use {manifest}: permission denied")
+    assert sorted(p for p in project.rglob("*")) == before and not (tmp_path / "ev").exists()

@@ -210,6 +210,8 @@ GOOD = {"id": "a", "category": "events", "year": 1700, "context": "x", "choices"
     ({k: v for k, v in GOOD.items() if k != "year"} | {"id": "b"}, "missing key 'year'"),
     ({**GOOD, "id": "b", "year": "1700"}, "'year' must be an integer"),
     ({**GOOD, "id": "b", "year": True}, "'year' must be an integer"),
+    ({**GOOD, "id": "b", "year": -5}, "'year' must be at least 1000 (got -5)"),
+    ({**GOOD, "id": "b", "year": 10**30}, f"'year' must be at most 2100 (got {10**30})"),
     ({**GOOD, "id": "b", "answer": 5}, "out of range"),
     ({**GOOD, "id": "b", "source": 3}, "'source' must be a string"),
     (GOOD, "duplicate id"),
@@ -224,6 +226,7 @@ def test_bad_fact_is_a_clear_error(tmp_path, bad, msg):
 
 
 @pytest.mark.parametrize("change,msg", [
+    ({"year": 3000}, "'year' must be at most 2100"),
     ({"controls": []}, "'controls' must be a non-empty list"),
     ({"controls": ["new", "old"]}, "must not contain the word"),
     ({"year": None}, "'year' must be an integer"),
@@ -236,6 +239,22 @@ def test_bad_word_is_a_clear_error(tmp_path, change, msg):
         load_leakage_words(p)
     with pytest.raises(LeakageError, match="not found"):
         load_leakage_words(tmp_path / "nope.jsonl")
+
+
+def test_a_leakage_file_that_is_not_utf8_names_its_line(tmp_path, monkeypatch):
+    p = tmp_path / "facts.jsonl"
+    p.write_bytes(json.dumps(GOOD).encode() + b"\n" + json.dumps({**GOOD, "id": "b", "context": "Caf\u00e9"})
+                  .encode().replace(b"\\u00e9", b"\xe9") + b"\n")  # latin-1, as an old editor saves it
+    with pytest.raises(LeakageError) as e:
+        load_leakage_facts(p)
+    assert str(e.value).startswith(f"{p}:2: not valid UTF-8 (byte 0xe9 at character ")
+    pytest.importorskip("datasets")  # lm-eval's task reads $LONDONLM_LEAKAGE through the same reader
+    spec = importlib.util.spec_from_file_location("lm_eval_task_utils", TASKS_DIR / "utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    monkeypatch.setenv(utils.LEAKAGE_ENV, str(p))
+    with pytest.raises(LeakageError, match=f"{p}:2: not valid UTF-8"):
+        utils.load_leakage()
 
 
 # --------------------------------------------------------------------------- lm-eval and a real model

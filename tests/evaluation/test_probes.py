@@ -85,6 +85,20 @@ def test_malformed_line_reported_with_line_number(tmp_path, bad, msg):
     assert f"{p}:3:" in str(e.value) and msg in str(e.value)
 
 
+@pytest.mark.parametrize("raw,msg", [
+    (b'{"id": "b", "category": "c", "context": "The \xff fire", "choices": ["p", "q"], "answer": 0}',
+     "not valid UTF-8 (byte 0xff at character 46)"),
+    (b'{"id": "b", "category": "c", "context": "x", "choices": ["p", "\\ud800"], "answer": 0}',
+     "lone surrogate escape"),
+])
+def test_a_line_that_is_not_text_is_reported_with_its_line_number(tmp_path, raw, msg):
+    p = tmp_path / "mc.jsonl"
+    p.write_bytes(GOOD.encode() + b"\n\n" + raw + b"\n" + GOOD.replace('"a"', '"c"').encode() + b"\n")
+    with pytest.raises(ProbeFormatError) as e:
+        load_mc_jsonl(p)
+    assert str(e.value).startswith(f"{p}:3: ") and msg in str(e.value)
+
+
 def test_missing_and_empty_files(tmp_path):
     with pytest.raises(ProbeFormatError, match="not found"):
         load_mc_jsonl(tmp_path / "nope.jsonl")

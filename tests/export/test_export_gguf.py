@@ -2,6 +2,7 @@
 (sidecar, skip, --overwrite, clear errors), the script, and a llama.cpp round trip (slow)."""
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import shutil
@@ -258,3 +259,74 @@ def test_llama_cpp_greedy_round_trip(tiny_tokenizer_dir, tmp_path):
     q8 = greedy_agreement(model, result.files["q8_0"], prompt, steps=32)
     print("q8_0 agreement:", q8.to_dict())
     assert q8.prompt_tokens_agree and q8.matching_prefix >= 8, q8.to_dict()
+
+
+def _tree(folder):
+    """Every file under ``folder`` with its bytes: the before/after picture of a failed command."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _micro_project(tiny_model_dir, root):
+    run = root / "09_models" / "checkpoints" / "micro"
+    shutil.copytree(tiny_model_dir, run / "final")
+    (run / "run_info.json").write_text(json.dumps({"global_step": 4}))
+    return run
+
+
+@pytest.mark.parametrize("qtype, exc", [
+    ("f16", PermissionError(errno.EACCES, "Permission denied")),
+    ("q8_0", OSError(errno.ENOSPC, "No space left on device")),
+])
+def test_script_that_cannot_write_says_so_in_one_line_and_changes_nothing(
+        tiny_model_dir, tmp_path, monkeypatch, capsys, qtype, exc):
+    """The script end to end (run_main), --overwrite over a current export: the folder
+    refuses the first file, or the disk fills while the second is written (after the first
+    is made). One line naming that file; the old files and their sidecar exactly as they
+    were, no temporary file left."""
+    from londonlm.core.errors import run_main
+
+    run = _micro_project(tiny_model_dir, tmp_path)
+    script = _script()
+    argv = ["--root", str(tmp_path), "--preset", "micro"]
+    assert script.main(argv) == 0
+    target = run / "gguf" / f"micro-{qtype}.gguf"
+    before = _tree(run)
+    real_write = gguf.GGUFWriter.write_header_to_file
+
+    def refuse(self, path=None, *a, **k):
+        if path is not None and path.name.startswith(f".{target.name}"):
+            # as open() reports it: the temporary file's name, or (a full disk) none
+            raise type(exc)(exc.errno, exc.strerror, *([str(path)] if exc.errno == errno.EACCES else []))
+        return real_write(self, path, *a, **k)
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_header_to_file", refuse)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_main(script.main, argv + ["--overwrite"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: cannot ") and f"{target}:" in err, err
+    assert _tree(run) == before
+
+
+def test_an_unprivileged_user_exporting_into_a_root_owned_project(tiny_model_dir):
+    """Really unprivileged (nobody, when the suite runs as root), no --out_dir: the run
+    folder may not be written in. One line naming the file and the folder's owner."""
+    from unprivileged import make_readable, reachable_dir, run_unprivileged
+
+    base = reachable_dir()
+    try:
+        run = _micro_project(tiny_model_dir, base / "root")
+        make_readable(base)
+        run.chmod(0o555)
+        before = _tree(base / "root")
+        r = run_unprivileged([str(SCRIPT), "--root", str(base / "root"), "--preset", "micro"],
+                             base / "home")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert f"error: cannot create {run / 'gguf' / 'micro-f16.gguf'}: permission denied ({run} is owned by" \
+            in r.stderr
+        assert _tree(base / "root") == before
+    finally:
+        run.chmod(0o755)
+        shutil.rmtree(base)

@@ -277,6 +277,40 @@ def test_bad_repo_ids_fail_fast(project, hub, capsys, repo_id):
     assert hub.requests == [] and not _stage(project).exists()
 
 
+def _tree_hash(folder: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("revision,why", [
+    ("refs/../../x y", "holds a space"), ("a..b", "'..'"), ("/main", "starts or ends with '/'"),
+    ("main/", "starts or ends with '/'"), ("a//b", "'//'"), ("tab\tbranch", "control character"),
+    ("x~1", "one of ~ ^ :"), ("v1.lock", "'.lock'"), (".hidden", "starts with '.'"), ("-x", "starts with '-'"),
+    ("a@{1}", "'@{'"), ("v1.", "ends with '.'"), ("", "empty"), ("br\udcffanch", "not valid UTF-8 (byte 0xff"),
+])
+@pytest.mark.parametrize("dataset", [False, True], ids=["model", "with-dataset"])
+def test_bad_revisions_fail_fast_even_in_a_dry_run(project, hub, capsys, revision, why, dataset):
+    before = _tree_hash(project)
+    extra = ["--dataset_repo_id", REPO_ID + "-corpus"] if dataset else []
+    assert _run(project, "--dry_run", f"--revision={revision}", *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: invalid --revision ") and why in err and err.count("\n") == 1, err
+    assert hub.requests == [] and _tree_hash(project) == before
+
+
+@pytest.mark.parametrize("revision", ["main", "v1-tiny", "feature/cutoff-1750", "refs/pr/3", "ünï"])
+def test_good_revisions_pass(revision):
+    from londonlm.publishing.access import validate_revision
+
+    assert validate_revision(revision) == revision
+
+
 def test_upload_errors_are_clear_and_masked(project, hub, capsys, monkeypatch):
     from huggingface_hub import constants
 

@@ -117,6 +117,43 @@ def test_a_prompt_at_the_full_context_is_scored(base, lm):
     assert all(top == {} for top in lp["top_logprobs"][1:])
 
 
+def text_of(lm, lo: int, hi: int) -> str:
+    """A prefix of the sample texts that encodes (``<|endoftext|>`` first) to lo..hi tokens."""
+    whole = " ".join(SAMPLE_TEXTS)
+    text = next(whole[:n] for n in range(len(whole)) if len(encode_prompt(lm.tokenizer, whole[:n])) >= lo)
+    assert len(encode_prompt(lm.tokenizer, text)) <= hi and len(text) <= 300  # the server's character limit
+    return text
+
+
+@pytest.mark.parametrize("max_tokens", [0, 1])
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_text_prompt_longer_than_the_context_is_refused_as_token_ids_are(base, lm, max_tokens, as_list):
+    """Once scored only its last 64 tokens (200, the offsets covering a fraction of the text)."""
+    text = text_of(lm, 70, 80)
+    n = len(encode_prompt(lm.tokenizer, text))
+    r = complete(base, lm, prompt=["Up", text] if as_list else text, max_tokens=max_tokens, echo=True, logprobs=0)
+    assert r.status_code == 400, r.text[:300]
+    err = r.json()["error"]
+    assert err["param"] == "prompt" and err["code"] == "context_length_exceeded"
+    assert f"{n} tokens" in err["message"] and "(64" in err["message"]
+    assert complete(base, lm, prompt="Up", max_tokens=1).status_code == 200  # still serving
+
+
+def test_a_text_prompt_is_never_cut_to_make_room_for_new_tokens(base, lm):
+    """A text prompt that fits is generated from whole (as token ids are): max_tokens is cut to
+    the room left, and the echo's scores cover every prompt token."""
+    text = text_of(lm, 40, 44)
+    ids = encode_prompt(lm.tokenizer, text)
+    r = complete(base, lm, prompt=text, max_tokens=48, echo=True, logprobs=0, temperature=0)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["usage"]["prompt_tokens"] == len(ids)
+    assert body["usage"]["completion_tokens"] <= lm.context_length - len(ids)
+    lp = body["choices"][0]["logprobs"]
+    assert lp["token_logprobs"][1:len(ids)] == pytest.approx(reference(lm, ids).tolist(), abs=1e-4)
+    assert body["choices"][0]["text"].startswith(text)
+
+
 # --------------------------------------------------------------------------- lm-eval, served
 
 @pytest.fixture(scope="module")

@@ -141,7 +141,7 @@ def test_split_exact_pieces_encode_like_the_whole(micro_root):
 
     from tokenizers import Tokenizer
 
-    from londonlm.tokens.cache import split_exact
+    from londonlm.tokens import split_exact
 
     tok_dir, proc = paths(micro_root)
     tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))

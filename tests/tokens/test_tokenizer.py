@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from londonlm.tokens.tokenizer import (TOKENIZER_FILES, era_token, era_tokens_for_years, era_tokens_of,
-                                load_tokenizer, roundtrip_failures)
+from londonlm.tokens.tokenizer import (EOT, TOKENIZER_FILES, era_token, era_tokens_for_years, era_tokens_of,
+                                load_tokenizer, roundtrip_failures, train_bpe)
 
 from conftest import SHARED_CORPUS
 
@@ -121,3 +121,65 @@ def test_tokenizer_report_counts_special_token_strings_as_text(micro_root, tmp_p
     plain = plain_backend(load_tokenizer(tok_dir))
     assert rep["validation"]["tokens"] == sum(
         len(plain.encode(f.read_text(encoding="utf-8")).ids) for f in val)
+
+
+def test_tokenizer_trained_on_pieces_has_the_merges_of_whole_documents(micro_root):
+    """Stage 03 feeds the BPE trainer documents in pieces (memory follows the piece): pieces
+    cut at pre-token boundaries count the same words, so vocabulary and merges are the same."""
+    import json
+
+    from conftest import micro_texts
+    from londonlm.tokens import split_exact
+
+    texts = micro_texts(n_docs=4, chars=4000)
+    whole = train_bpe(texts, vocab_size=400, show_progress=False)
+    pieces = [p for t in texts for p in split_exact(t, 300)]
+    assert len(pieces) > 4 * 10
+    cut = train_bpe(pieces, vocab_size=400, show_progress=False)
+    model = lambda tok: json.loads(tok.to_str())["model"]  # noqa: E731
+    assert model(cut)["vocab"] == model(whole)["vocab"] and model(cut)["merges"] == model(whole)["merges"]
+
+
+def test_encode_text_goes_through_the_backend_in_pieces(tiny_tokenizer_dir, monkeypatch):
+    """A long text is encoded piece by piece (a whole validation document once cost ~100
+    bytes a token at once); the ids equal the whole text's, control-token strings included."""
+    import londonlm.generation.model as gm
+    from londonlm.tokens import load_tokenizer, plain_backend, split_exact
+
+    tok = load_tokenizer(tiny_tokenizer_dir)
+    text = ("In the Year of our Lord 1666, upon the 2d of September, <|endoftext|> the Fire began "
+            "in Pudding-lane,\n near Fish-street hill. ") * 60
+    monkeypatch.setattr(gm, "split_exact", lambda t: split_exact(t, 500))
+    seen = []
+    real = type(plain_backend(tok)).encode
+    monkeypatch.setattr(type(plain_backend(tok)), "encode",
+                        lambda self, t, *a, **k: seen.append(len(t)) or real(self, t, *a, **k))
+    assert gm.encode_text(tok, text) == real(plain_backend(tok), text, add_special_tokens=False).ids
+    assert len(seen) > 1 and max(seen) < 1000, seen
+    seen.clear()
+    with_control = gm.encode_text(tok, text, allow_control_tokens=True)
+    assert with_control == real(tok.backend_tokenizer, text, add_special_tokens=False).ids
+    assert len(seen) > 1 and max(seen) < 1000 and tok.convert_tokens_to_ids(EOT) in with_control
+
+
+def test_tokenizer_stage_trains_on_pieces_and_reports_on_pieces(micro_root, tmp_path, monkeypatch):
+    """The stage gives the BPE trainer, and the report's encoder, pieces of documents (the
+    whole longest document once set the stage's peak memory); the report's counts stay exact."""
+    import shutil
+
+    import londonlm.tokens.stage as stage
+    from londonlm.tokens import split_exact
+
+    root = tmp_path / "root"
+    shutil.copytree(micro_root, root)
+    proc = root / "data" / "london_historical" / "processed"
+    monkeypatch.setattr(stage, "split_exact", lambda t: split_exact(t, 400))
+    fed = []
+    real_train = stage.train_bpe
+    monkeypatch.setattr(stage, "train_bpe", lambda texts, **k: real_train(
+        (fed.append(len(t)) or t for t in texts), **{**k, "show_progress": False}))
+    stage.train_tokenizer_stage(proc, tmp_path / "tok", vocab_size=400, log=lambda *_: None)
+    assert len(fed) > 20 and max(fed) < 1000, fed
+    rep = stage.tokenizer_report(tmp_path / "tok", proc)
+    monkeypatch.setattr(stage, "split_exact", lambda t: [t])
+    assert stage.tokenizer_report(tmp_path / "tok", proc)["validation"] == rep["validation"]

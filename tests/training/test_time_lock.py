@@ -2,6 +2,7 @@
 with a cutoff refuses a corpus, tokenizer, --init_from parent or resumed checkpoint that
 reaches past it, naming both years."""
 import json
+import shutil
 
 import pytest
 
@@ -137,3 +138,55 @@ def test_undated_documents_are_refused_under_a_cutoff(root):
     assert corpus_time(processed(root), None)["undated_documents"] == 1  # no cutoff: recorded only
     with pytest.raises(TrainingError, match="1 undated documents"):
         corpus_time(processed(root), 1750)
+
+
+# --------------------------------------------------------------------------- a run's identity on resume
+
+RESUMABLE = ["--max_steps", "4", "--logging_steps", "1", "--save_steps", "2", "--eval_steps", "100"]
+
+
+def test_a_foreign_checkpoint_is_refused_and_nothing_is_written(root, capsys):
+    """`resume_training.sh <another run>/checkpoint-2` resumed run micro from micro-b's
+    checkpoint and overwrote micro's checkpoints and final/ (hostile inputs round 3, item 1)."""
+    from conftest import tree_digest
+
+    assert train(root, *RESUMABLE, "--run_name_dir", "micro") == 0
+    assert train(root, *RESUMABLE, "--run_name_dir", "micro-b", "--stop_after_steps", "2") == 0
+    runs = root / "09_models" / "checkpoints"
+    before = tree_digest(runs)
+    foreign = runs / "micro-b" / "checkpoint-2"
+    assert train(root, *RESUMABLE, "--run_name_dir", "micro", "--resume_from_checkpoint", str(foreign)) == 2
+    err = capsys.readouterr().err
+    assert "is not one of this run's" in err and "--run_name micro-b" in err and f"--init_from {foreign}" in err
+    assert tree_digest(runs) == before
+
+
+def test_a_resume_on_other_data_is_refused_before_anything_is_written(root, capsys):
+    """A stopped run resumed with --era_tokens false, another --processed_dir or without its
+    cutoff went on over other text (item 3); each is refused, the run folder untouched."""
+    from conftest import tree_digest
+
+    view = processed(root).parent / "processed-to1750"
+    cutoff_view(processed(root), view, 1750, log=lambda *_: None)
+    assert train(root, *RESUMABLE, "--run_name_dir", "to1750", "--processed_dir", str(view),
+                 "--stop_after_steps", "2") == 0
+    run = root / "09_models" / "checkpoints" / "to1750"
+    before = tree_digest(run)
+    capsys.readouterr()
+    for argv, said in ((["--processed_dir", str(view), "--era_tokens", "false"], "era tokens off (trained with on)"),
+                       ([], "time-locked to 1750"),                    # the full corpus: no cutoff
+                       (["--processed_dir", str(view), "--max_length", "32"], "context 32 (trained with 64)")):
+        assert train(root, *RESUMABLE, "--run_name_dir", "to1750", *argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "cannot resume" in err and said in err and "Traceback" not in err, err
+        assert tree_digest(run) == before, argv
+    (run / "run_info.json").unlink()  # as after a crash: the cache still says what it trained on
+    other = processed(root).parent / "processed-other"  # the view with one document retitled
+    shutil.copytree(view, other)
+    rows = (other / "manifest.jsonl").read_text().splitlines()
+    rows[0] = json.dumps({**json.loads(rows[0]), "title": "Another Title"})
+    (other / "manifest.jsonl").write_text("\n".join(rows) + "\n")
+    assert train(root, *RESUMABLE, "--run_name_dir", "to1750", "--processed_dir", str(other),
+                 "--cutoff_year", "1750") == 2
+    assert "corpus manifest sha256" in capsys.readouterr().err
+    assert train(root, *RESUMABLE, "--run_name_dir", "to1750", "--processed_dir", str(view)) == 0  # as started

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -85,6 +86,23 @@ def test_corrupt_checkpoint_skipped_and_unknown_name(root, capsys):
     rc = train(root, "--max_steps", "6", "--resume_from_checkpoint", "checkpoint-3000")
     err = capsys.readouterr().err
     assert rc == 2 and "checkpoint-3000" in err and "available:" in err and "checkpoint-2" in err
+
+
+def test_weights_are_as_readable_as_every_other_file_of_the_run(root):
+    """safetensors writes its files 0600 whatever the umask; a run's weights (checkpoint and
+    final/) get the mode open() gives, like the run's JSON beside them."""
+    assert train(root, "--max_steps", "2", "--save_steps", "2", "--eval_steps", "100") == 0
+    rd = run_dir(root)
+    expected = 0o666 & ~_umask()
+    for weights in (rd / "checkpoint-2" / "model.safetensors", rd / "final" / "model.safetensors"):
+        assert stat.S_IMODE(weights.stat().st_mode) == expected, weights
+    assert stat.S_IMODE((rd / "final" / "config.json").stat().st_mode) == expected
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_fresh_moves_old_run_aside(root, capsys):

@@ -10,7 +10,9 @@ XML in Old Bailey TEI form is extracted trial by trial; other XML has its markup
 from __future__ import annotations
 
 import csv
+import errno
 import fnmatch
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,6 +44,21 @@ def _format_of(path: Path) -> str:
     return "text"
 
 
+def _link_problem(path: Path, rel: str) -> tuple[str, str] | None:
+    """(``broken_link`` or ``link_loop``, detail) for a symbolic link that leads to no file;
+    None for anything else."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.stat()
+    except OSError as e:
+        target = os.readlink(path)
+        if e.errno == errno.ELOOP:
+            return "link_loop", f"{rel} -> {target}: the links lead back to themselves"
+        return "broken_link", f"{rel} -> {target}: {e.strerror.lower() if e.strerror else 'cannot be followed'}"
+    return None
+
+
 class LocalSource(Source):
     """Registry fields: ``path`` (folder), optional ``patterns``, ``exclude``, ``recursive``,
     ``id_prefix``, ``default_year`` (for files with no date in the manifest or the name)."""
@@ -52,6 +69,13 @@ class LocalSource(Source):
         return user_path(str(self.spec.get("path", "")))
 
     def files(self) -> list[Path]:
+        """The files to read (what the corpus fingerprint hashes): links that lead to no file
+        are left out here and rejected by :meth:`documents`."""
+        return [p for p, problem in self._entries() if problem is None]
+
+    def _entries(self) -> list[tuple[Path, tuple[str, str] | None]]:
+        """Every name the patterns select, with (reason, detail) for a symbolic link that
+        leads to no file: ``is_file()`` is False for those, so they would vanish unreported."""
         root = self.folder()
         if not root.is_dir():
             return []
@@ -60,13 +84,16 @@ class LocalSource(Source):
         it = root.rglob("*") if self.spec.get("recursive", True) else root.glob("*")
         out = []
         for p in it:
-            if not p.is_file() or p.name.startswith("."):
+            if p.name.startswith("."):
                 continue
             rel = p.relative_to(root).as_posix()
-            if any(fnmatch.fnmatch(p.name, pat) for pat in patterns) and \
-                    not any(fnmatch.fnmatch(rel, pat) for pat in exclude):
-                out.append(p)
-        return sorted(out)
+            if not any(fnmatch.fnmatch(p.name, pat) for pat in patterns) or \
+                    any(fnmatch.fnmatch(rel, pat) for pat in exclude):
+                continue
+            problem = _link_problem(p, rel)
+            if problem or p.is_file():
+                out.append((p, problem))
+        return sorted(out, key=lambda entry: entry[0])
 
     def _dates(self, name: str, row: dict[str, str], registry: dict[str, int]) -> dict[str, int]:
         """Every date seen for one file: the registry entry's, its MANIFEST.tsv row's, its
@@ -89,19 +116,24 @@ class LocalSource(Source):
         manifest = read_folder_manifest(root) if root.is_dir() else {}
         base = self.meta()
         prefix = self.spec.get("id_prefix", "")
-        files = self.files()
-        for p in files:
+        entries = self._entries()
+        n_files = sum(problem is None for _, problem in entries)
+        for p, problem in entries:
             rel = p.relative_to(root).as_posix()
             if not wanted(keep, f"{self.id}/{rel}"):
                 continue
             stem = rel.removesuffix(".gz").rsplit(".", 1)[0]
             raw_id = prefix + stem.replace("/", "__")
             doc_id, changed = safe_id(raw_id)
+            if problem:  # a rejection row says what happened to the name the user gave
+                yield Document(id=doc_id, url=p.absolute().as_uri(), error=problem[0],
+                               extra={"error_detail": problem[1], "relpath": rel}, **base)
+                continue
             row = manifest.get(rel, {})
             meta: dict[str, Any] = dict(base)
             if row.get("title"):
                 meta["title"] = row["title"]
-            elif not meta["title"] or len(files) > 1:
+            elif not meta["title"] or n_files > 1:
                 meta["title"] = p.name.split(".")[0].replace("_", " ")
             if row.get("author"):
                 meta["author"] = row["author"]

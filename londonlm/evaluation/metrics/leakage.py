@@ -34,6 +34,7 @@ one-line summary) is the report's: :mod:`londonlm.evaluation.report`.
 """
 from __future__ import annotations
 
+import argparse
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ...core import LondonLMError
+from ...core import year as cli_year
 from .probes import (MCItem, ProbeFormatError, continuation_logprobs, jsonl_objects, parse_item,
                      require_keys, score_items)
 
@@ -88,7 +90,10 @@ def _year(obj: dict, where: str) -> int:
     # a bool is an int to Python; a string year would sort wrongly against the cutoff
     if isinstance(year, bool) or not isinstance(year, int):
         raise LeakageError(f"{where}: 'year' must be an integer, got {year!r}")
-    return year
+    try:  # the project's year rule (the --cutoff_year type): a year outside it is a typo
+        return cli_year(str(year))
+    except argparse.ArgumentTypeError as e:
+        raise LeakageError(f"{where}: 'year' {e}") from None
 
 
 def _source(obj: dict, where: str) -> str:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core import LondonLMError
+from ...core import utf8_problem
 from ...generation import encode_text
 from .lm import model_context_length
 
@@ -122,20 +123,29 @@ def require_keys(obj: dict, required: Sequence[str], strings: Sequence[str], whe
 
 def jsonl_objects(path: Path, error: type[Exception] = ProbeFormatError, what: str = "probe file"):
     """(``path:line``, decoded JSON object) for every non-blank line of a JSONL file; a missing
-    file, bad JSON or a non-object line raises ``error`` naming ``path:line``."""
+    file, a line that is not UTF-8, bad JSON, a ``"\\ud800"`` escape (text no tokenizer takes)
+    or a non-object line raises ``error`` naming ``path:line``."""
     if not path.is_file():
         raise error(f"{what} not found: {path}")
-    with path.open(encoding="utf-8") as f:
+    # bytes that are not UTF-8 are read as surrogate escapes and refused line by line, so the
+    # message names the line (a strict decoder fails somewhere in a block, naming no line)
+    with path.open(encoding="utf-8", errors="surrogateescape") as f:
         for n, line in enumerate(f, 1):
+            where = f"{path}:{n}"
+            problem = utf8_problem(line)
+            if problem:
+                raise error(f"{where}: {problem}")
             if not line.strip():
                 continue
-            where = f"{path}:{n}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise error(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
                 raise error(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            if utf8_problem(json.dumps(obj, ensure_ascii=False)):
+                raise error(f"{where}: a string holds a lone surrogate escape (such as \\ud800), "
+                            f"which is not text")
             yield where, obj
 
 

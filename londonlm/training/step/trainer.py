@@ -31,11 +31,13 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
+from ...core import give_open_mode
 from .. import testhooks
 from ..data import Position, StreamSampler
 from ..dist import TrainingError, barrier, log
@@ -182,6 +184,8 @@ class RunTrainer(Trainer):
             state_dict = matching_state_dict(
                 state_dict, self.accelerator.unwrap_model(self.model, keep_torch_compile=False))
         super()._save(output_dir, state_dict)
+        if self.args.should_save:  # checkpoints and final/ alike: readable as any file we write
+            give_open_mode(Path(output_dir or self.args.output_dir).glob("*.safetensors"))
 
     def save_model(self, output_dir=None, _internal_call=False):
         """Every rank calls this (checkpoints, final/). Under FSDP the full weights are gathered

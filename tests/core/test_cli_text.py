@@ -1,0 +1,52 @@
+"""Free text at the command line (``londonlm.core.cli.free_text``): bytes that are not UTF-8 reach
+Python's argv as lone surrogates (surrogateescape), which no tokenizer or JSON writer takes; the
+``free_text`` type refuses them in one line naming the flag, before any work."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from londonlm.core.cli import StageParser, free_text, utf8_problem
+
+
+@pytest.mark.parametrize("value,why", [
+    ("Up \udcff betimes", "byte 0xff at character 4"),       # argv's form of the byte 0xff
+    ("\udced\udca0\udc80", "byte 0xed at character 1"),      # an encoded surrogate: three bad bytes
+    ("a\ud800", "lone surrogate U+D800 at character 2"),     # a real lone surrogate (a JSON escape)
+])
+def test_text_that_is_not_utf8_is_refused_saying_where(value, why):
+    assert utf8_problem(value) == f"not valid UTF-8 ({why})"
+    with pytest.raises(argparse.ArgumentTypeError, match="not valid UTF-8"):
+        free_text(value)
+
+
+@pytest.mark.parametrize("value", ["", " ", "Up betimes", "Ünïcödé · 1666 — ☃", "\U0001F600"])
+def test_any_valid_text_passes_unchanged(value):
+    assert utf8_problem(value) is None and free_text(value) == value
+
+
+def test_a_parser_names_the_flag(capsys):
+    p = StageParser(prog="x")
+    p.add_argument("--prompt", type=free_text)
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["--prompt", "Up \udcff betimes"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "error: --prompt: not valid UTF-8 (byte 0xff at character 4)\n"
+
+
+@pytest.mark.parametrize("args", [["--prompt", b"Up \xff betimes"], ["--chat", "--prompt", b"\xed\xa0\x80"]],
+                         ids=["prompt", "chat"])
+def test_inference_refuses_undecodable_argv_before_loading(args, tmp_path):
+    # real argv bytes, as a shell passes $'Up \xff betimes'; the model named does not exist, so
+    # only a refusal at parse time can answer with the UTF-8 message
+    argv = [sys.executable, str(REPO / "06_inference" / "inference_unified.py"), "--model",
+            str(tmp_path / "none"), *(a if isinstance(a, bytes) else a.encode() for a in args)]
+    r = subprocess.run(argv, capture_output=True, timeout=120, env=dict(os.environ, PYTHONIOENCODING="utf-8"))
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: --prompt: not valid UTF-8 (byte 0x")
