@@ -10,6 +10,8 @@ folder and/or the embedded offline sample; clean, filter, dedup and write texts 
     python 02_data_collection/historical_data_collector.py --all_sources --shard 0 --num_shards 4
     python 02_data_collection/historical_data_collector.py --all_sources --merge --num_shards 4
     python 02_data_collection/historical_data_collector.py --source_dir my_scans/ --cutoff_year 1750
+    python 02_data_collection/historical_data_collector.py --sources bl_books --progress        # streams from the Hub
+    python 02_data_collection/historical_data_collector.py --sources bl_books --hf_dataset_dir blbooks-parquet/
     python 02_data_collection/historical_data_collector.py --list
 """
 import argparse
@@ -18,13 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
-from londonlm.core.cli import (StageParser, existing_dir, existing_file, non_negative_float, non_negative_int,
-                               percent, positive_int, year)
+from londonlm.core.cli import (StageParser, existing_dir, existing_file, fraction, non_negative_float,
+                               non_negative_int, percent, positive_int, year)
 from londonlm.corpus.collect import build_corpus
 from londonlm.corpus.report import CORPUS_STATS
 from londonlm.core.errors import run_main
 from londonlm.corpus.manifest import MANIFEST
 from londonlm.corpus.sources import KINDS, load_registry, select_sources
+from londonlm.corpus.sources.hub import hub_entries
 
 
 def parse_base_urls(values, p) -> dict:
@@ -55,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="include the embedded sample even when other sources are given")
     g.add_argument("--sample_limit_chars", type=positive_int,
                    help="take only the first N characters' worth of sample documents")
+    h = p.add_argument_group("Hub datasets (bl_books: the British Library's books)")
+    h.add_argument("--hf_dataset_dir", type=existing_dir,
+                   help="read a local copy of the dataset (its parquet files, laid out as on the Hub) "
+                        "instead of streaming it from the Hub")
+    h.add_argument("--all_britain", action="store_true",
+                   help="keep books printed anywhere in England, Scotland or Wales, not only in London")
+    h.add_argument("--min_ocr_confidence", type=fraction,
+                   help="reject books whose mean OCR word confidence is below this (0-1; default: the registry's)")
     r = p.add_argument_group("how")
     r.add_argument("--offline", action="store_true", help="download nothing; use files already downloaded")
     r.add_argument("--workers", type=positive_int, default=config.CORPUS.workers,
@@ -104,6 +115,7 @@ def main(argv=None) -> int:
             return 0
         wanted = [s.strip() for s in (a.sources or "").split(",") if s.strip()]
         entries = select_sources(all_entries, wanted or None, a.max_sources)
+    entries = hub_entries(entries, a.hf_dataset_dir, a.all_britain, a.min_ocr_confidence, a.offline)
     counts = build_corpus(
         layout.processed_dir, layout.metadata_dir, source_dir=a.source_dir,
         use_sample=True if a.sample else None, sample_limit_chars=a.sample_limit_chars,

@@ -23,7 +23,7 @@ from ..core import SIDECAR, UsageError, read_json, sidecar_current, user_path, w
 from .cutoff import time_facts_of
 from .manifest import MANIFEST, REJECTIONS, CorpusError, collected_sources, corpus_inputs, read_jsonl, summarize
 from .processing import process_documents
-from .shards import PLAN_FILE, in_shard, merge_shards, prepare_shard, shard_dir
+from .shards import PLAN_FILE, ShardKeep, merge_shards, prepare_shard, shard_dir
 from .sources import Document, load_registry, make_source, select_sources
 
 logger = logging.getLogger(__name__)
@@ -192,6 +192,8 @@ def source_fingerprint(src, downloads_dir: Path) -> str:
     from .sources import sample_files
     from .sources.base import source_dir
 
+    if hasattr(src, "fingerprint"):  # a source that knows what it reads (a Hub dataset's revision)
+        return src.fingerprint()
     if src.kind == "local":
         return _hash_files(src.files(), src.folder())
     if src.kind == "sample":
@@ -238,13 +240,15 @@ def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path,
     if not entries:
         raise CollectionError("no sources selected; pass --sources, --source_dir or --sample")
     srcs = [make_source(dict(e), o.base_urls) for e in entries]
+    for s in srcs:
+        s.progress = o.progress
     stats: dict[str, Any] = {"sources": len(srcs), "shards": {}, "downloads": {}, "skipped": False}
-    remote = [s for s in srcs if s.kind not in _LOCAL_KINDS]
+    remote = [s for s in srcs if not _in_place(s)]
     if remote and not o.offline and not o.merge_only:
         stats["downloads"] = _download(remote, downloads_dir, o)
 
     entries_hash = _json_hash([dict(e) for e in entries])
-    local_inputs = {f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in srcs if s.kind in _LOCAL_KINDS}
+    local_inputs = {f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in srcs if _in_place(s)}
     # the staging plan leaves downloads out, so shards run on machines with different
     # downloads still merge; a changed download is picked up with --overwrite
     plan = _json_hash({"sources": entries_hash, **local_inputs, "settings": o.settings()})
@@ -267,11 +271,17 @@ def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path,
     return _finish(stats, entries, inputs, processed_dir, metadata_dir, o, t0)
 
 
+def _in_place(src) -> bool:
+    """A source read where it lies (a folder, the sample, a dataset streamed from the Hub):
+    nothing to download, and its fingerprint is part of the staging plan."""
+    return src.kind in _LOCAL_KINDS or getattr(src, "reads_in_place", False)
+
+
 def _download(remote: list, downloads_dir: Path, o: CollectionOptions) -> dict[str, Any]:
     """Fetch every remote source (a broken one is reported, not fatal); returns the summary."""
     from .download import Downloader, DownloadResult, failure_summary
 
-    keep = None if o.shard is None else (lambda key, k=int(o.shard): in_shard(key, k, o.num_shards))
+    keep = None if o.shard is None else ShardKeep(int(o.shard), o.num_shards)
     dl = o.downloader or Downloader(workers=o.workers, progress=o.progress, **(o.download_options or {}))
 
     def fetch(src):
@@ -309,7 +319,7 @@ def _stage_shard(srcs: list, downloads_dir: Path, processed_dir: Path, k: int, p
     state = prepare_shard(processed_dir, k, o.num_shards, plan, fresh=o.overwrite)
     if o.num_shards > 1 or state.startswith("resumed"):
         o.log(f"corpus: shard {k} of {o.num_shards}: {state}")
-    keep = (lambda key: in_shard(key, k, o.num_shards))
+    keep = ShardKeep(k, o.num_shards)
 
     def docs() -> Iterator[Document]:
         for src in srcs:

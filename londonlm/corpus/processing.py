@@ -20,7 +20,8 @@ from .shards import ShardWriter
 from .sources import Document, materialise
 
 # metadata keys copied from Document.extra into the manifest (small, useful for historians)
-_EXTRA_KEYS = ("gutenberg_id", "identifier", "session_date", "date", "relpath", "notes", "ia_date", "member")
+_EXTRA_KEYS = ("gutenberg_id", "identifier", "session_date", "date", "relpath", "notes", "ia_date", "member",
+               "record_id", "place", "ocr_confidence", "pages")
 
 
 def _decade(year: int | None) -> int | None:

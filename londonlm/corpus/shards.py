@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,6 +46,22 @@ def in_shard(key: str, shard: int, num_shards: int) -> bool:
     if num_shards <= 1:
         return True
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16) % num_shards == shard
+
+
+@dataclass(frozen=True)
+class ShardKeep:
+    """The ``keep(key)`` a source is given: the units of work of one shard, with the shard's
+    name, so a source that keeps work files of its own (a page store) keeps one per shard."""
+
+    shard: int
+    num_shards: int
+
+    def __call__(self, key: str) -> bool:
+        return in_shard(key, self.shard, self.num_shards)
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.shard:03d}-of-{self.num_shards:03d}"
 
 
 def retryable(row: dict[str, Any]) -> bool:

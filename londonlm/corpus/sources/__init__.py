@@ -12,6 +12,7 @@ from .archive_org import ArchiveOrgSource
 from .base import Document, Source, SourceError, decode_bytes, read_text_file, safe_id
 from .gutenberg import GutenbergSource, gutenberg_urls
 from .html import HtmlSource, html_to_text
+from .hub import HubDatasetSource
 from .local import LocalSource
 from .london_lives import LondonLivesSource, london_lives_to_text
 from .old_bailey import OldBaileySource, materialise_tei, tei_to_text
@@ -23,6 +24,7 @@ KINDS: dict[str, type[Source]] = {
     "old_bailey": OldBaileySource,
     "london_lives": LondonLivesSource,
     "html": HtmlSource,
+    "hf_dataset": HubDatasetSource,
     "local": LocalSource,
     "sample": SampleSource,
 }
@@ -132,7 +134,7 @@ def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
 
 
 __all__ = [
-    "KINDS", "ArchiveOrgSource", "Document", "GutenbergSource", "HtmlSource", "LocalSource", "LondonLivesSource",
+    "KINDS", "ArchiveOrgSource", "Document", "GutenbergSource", "HtmlSource", "HubDatasetSource", "LocalSource", "LondonLivesSource",
     "OldBaileySource", "RegistryError", "SampleMissing", "SampleSource", "Source", "SourceError", "decode_bytes", "gutenberg_urls", "html_to_text",
     "load_registry", "make_source", "select_sources", "materialise", "sample_dir", "sample_files", "read_text_file", "safe_id", "tei_to_text",
 ]

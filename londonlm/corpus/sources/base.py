@@ -156,6 +156,7 @@ class Source:
 
     kind = "base"
     default_base_url = ""
+    progress = False        # show the source's own progress bars (the collector's --progress)
 
     def __init__(self, spec: dict[str, Any], base_url: str | None = None):
         self.spec = spec
