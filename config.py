@@ -126,6 +126,7 @@ class TokenizerDefaults:
     name: str = "london_historical_bpe"  # folder under 09_models/tokenizers/
     era_tokens: bool = True              # one <|1650s|>-style token per half-century in the corpus
     era_width: int = 50
+    sample_chars: int = 300_000_000      # trained on at most this much of the training split (memory stays flat)
 
 
 @dataclass(frozen=True)

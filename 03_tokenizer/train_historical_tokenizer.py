@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
-from londonlm.core.cli import positive_int, StageParser, vocabulary, writable_dir
+from londonlm.core.cli import non_negative_int, positive_int, StageParser, vocabulary, writable_dir
 from londonlm.core.errors import run_main
 from londonlm.tokens.stage import train_tokenizer_stage
 
@@ -22,6 +22,9 @@ def parse(argv=None):
                    help="preset whose vocabulary size and context length to use")
     p.add_argument("--vocab_size", type=vocabulary, help="vocabulary size (default: the preset's)")
     p.add_argument("--min_frequency", type=positive_int, help="minimum pair frequency for a merge")
+    p.add_argument("--sample_chars", type=non_negative_int, default=config.TOKENIZER.sample_chars,
+                   help="train on a sample of at most this many characters of the training split, chosen by "
+                        "a hash of document ids (0: all of it)")
     p.add_argument("--no_era_tokens", action="store_true",
                    help="do not add <|1650s|>-style era tokens")
     p.add_argument("--name", default=config.TOKENIZER.name, help="folder under 09_models/tokenizers/")
@@ -45,7 +48,7 @@ def main(argv=None) -> int:
         min_frequency=a.min_frequency or preset.min_frequency,
         era_tokens=config.TOKENIZER.era_tokens and not a.no_era_tokens,
         era_width=config.TOKENIZER.era_width, model_max_length=preset.context_length,
-        overwrite=a.overwrite)
+        sample_chars=a.sample_chars, overwrite=a.overwrite)
     return 0
 
 

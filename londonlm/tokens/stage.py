@@ -1,9 +1,11 @@
 """Stage 03: train the tokenizer on the corpus's training split, and report on it."""
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from ..core import SIDECAR, read_json, sidecar_current, write_sidecar
 from ..corpus import corpus_time_facts, iter_split_texts, manifest_sha256, read_manifest
@@ -11,6 +13,11 @@ from .tokenizer import (era_tokens_for_years, load_tokenizer, plain_backend, rou
                         save_tokenizer, split_exact, train_bpe)
 
 TRAIN_TOKENIZER_CMD = "python 03_tokenizer/train_historical_tokenizer.py"
+# The BPE trainer holds every distinct pre-token it has seen, and an OCR corpus keeps making
+# new ones (misread words) as it grows: trained on everything, its memory grows with the
+# corpus. Merges learnt from a few hundred million characters are those of the whole for a
+# vocabulary of 4k-50k, so a larger training split is sampled (and the log and sidecar say so).
+SAMPLE_CHARS = 300_000_000
 PERIOD_WORDS = ["thou", "thee", "thy", "hath", "doth", "'tis", "whilst", "prithee", "methinks",
                 "ſo", "ſhall", "moſt", "Westminster", "Cheapside", "Southwark", "Newgate",
                 "Tyburn", "shilling", "farthing", "guinea", "hackney", "apothecary", "Thames"]
@@ -19,14 +26,21 @@ PERIOD_WORDS = ["thou", "thee", "thy", "hath", "doth", "'tis", "whilst", "prithe
 def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, vocab_size: int,
                           min_frequency: int = 2, era_tokens: bool = True, era_width: int = 50,
                           model_max_length: int = 1024, overwrite: bool = False,
+                          sample_chars: int | None = SAMPLE_CHARS, progress: bool | None = None,
                           log=print) -> dict:
-    """Train on the training split only (validation stays unseen); skip when current."""
+    """Train on the training split only (validation stays unseen), on a sample of at most
+    ``sample_chars`` characters of it (None or 0: all of it); skip when current."""
     processed_dir, out_dir = Path(processed_dir), Path(out_dir)
     rows = read_manifest(processed_dir)
     eras = era_tokens_for_years((r.get("year") for r in rows), era_width) if era_tokens else []
     inputs = {"manifest_sha256": manifest_sha256(processed_dir)}
     settings = {"vocab_size": vocab_size, "min_frequency": min_frequency,
                 "era_tokens": eras, "model_max_length": model_max_length}
+    train_rows = [r for r in rows if r["split"] == "train"]
+    train_chars = sum(r["chars"] for r in train_rows)
+    sample = sample_rows(train_rows, sample_chars)
+    if len(sample) < len(train_rows):  # only then: a corpus under the budget keeps its sidecar current
+        settings["sample_chars"] = int(sample_chars)
     current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
     if current and not overwrite:
         log(f"tokenizer: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
@@ -35,23 +49,53 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
         log(f"tokenizer: rebuilding ({'--overwrite' if overwrite else why})")
         (out_dir / SIDECAR).unlink()
     t0 = time.time()
-    train_chars = sum(r["chars"] for r in rows if r["split"] == "train")
-    # Pieces cut at pre-token boundaries count the same words as whole documents, so the
-    # merges are the same, while the trainer holds one piece's pre-tokens at a time.
-    pieces = (p for _, t in iter_split_texts(processed_dir, "train", rows) for p in split_exact(t))
-    tok = train_bpe(pieces,
-                    vocab_size=vocab_size, min_frequency=min_frequency, era_tokens=eras)
+    sampled = sum(r["chars"] for r in sample)
+    if len(sample) < len(train_rows):
+        log(f"tokenizer: training on a sample of the training split: {len(sample):,} of {len(train_rows):,} "
+            f"documents, {sampled:,} of {train_chars:,} chars ({100 * sampled / max(train_chars, 1):.1f}%), "
+            f"chosen by a hash of their id (--sample_chars {sample_chars:,})")
+    tok = train_bpe(_pieces(processed_dir, sample, progress), vocab_size=vocab_size, min_frequency=min_frequency,
+                    era_tokens=eras, show_progress=False)
     save_tokenizer(tok, out_dir, model_max_length=model_max_length, era_tokens=eras)
     seconds = time.time() - t0
-    counts = {"vocab_size": tok.get_vocab_size(), "train_documents":
-              sum(r["split"] == "train" for r in rows), "train_chars": train_chars,
+    counts = {"vocab_size": tok.get_vocab_size(), "train_documents": len(train_rows), "train_chars": train_chars,
+              "sample_documents": len(sample), "sample_chars": sampled,
               "train_seconds": round(seconds, 2),
               # the years its merges were learnt from: a time-locked run refuses a later corpus's
               "corpus_time": corpus_time_facts(processed_dir)}
     write_sidecar(out_dir / SIDECAR, "tokenizer", inputs, settings, counts)
     log(f"tokenizer: vocab {tok.get_vocab_size()} ({len(eras)} era tokens) trained on "
-        f"{train_chars:,} chars in {seconds:.1f}s -> {out_dir}")
+        f"{sampled:,} chars{' (a sample)' if len(sample) < len(train_rows) else ''} in {seconds:.1f}s -> {out_dir}")
     return read_json(out_dir / SIDECAR)
+
+
+def sample_rows(rows: list[dict], max_chars: int | None) -> list[dict]:
+    """Documents of ``rows`` (in their order) up to ``max_chars`` characters, chosen by a hash
+    of their id: the same sample on every run and machine, spread over sources and years
+    as the corpus is; all of them when they fit (or ``max_chars`` is None or 0)."""
+    if not max_chars or sum(r["chars"] for r in rows) <= max_chars:
+        return rows
+    chosen, total = set(), 0
+    for r in sorted(rows, key=lambda r: hashlib.sha256(r["id"].encode("utf-8")).digest()):
+        if total >= max_chars:
+            break
+        chosen.add(r["id"])
+        total += r["chars"]
+    return [r for r in rows if r["id"] in chosen]
+
+
+def _pieces(processed_dir: Path, rows: list[dict], progress: bool | None) -> Iterator[str]:
+    """The sample's texts in ``split_exact`` pieces, with a progress bar in bytes read.
+    Pieces cut at pre-token boundaries count the same words as whole documents, so the
+    merges are the same, while the trainer holds one piece's pre-tokens at a time."""
+    from tqdm.auto import tqdm
+
+    sizes = [(processed_dir / r["path"]).stat().st_size for r in rows]
+    with tqdm(total=sum(sizes), unit="B", unit_scale=True, unit_divisor=1024, desc="tokenizer: reading",
+              disable=None if progress is None else not progress) as bar:
+        for (_, text), size in zip(iter_split_texts(processed_dir, "train", rows), sizes):
+            yield from split_exact(text)
+            bar.update(size)
 
 
 def tokenizer_report(tokenizer_dir: str | Path, processed_dir: str | Path,

@@ -183,3 +183,33 @@ def test_tokenizer_stage_trains_on_pieces_and_reports_on_pieces(micro_root, tmp_
     rep = stage.tokenizer_report(tmp_path / "tok", proc)
     monkeypatch.setattr(stage, "split_exact", lambda t: [t])
     assert stage.tokenizer_report(tmp_path / "tok", proc)["validation"] == rep["validation"]
+
+
+def test_a_large_training_split_is_sampled_and_the_sidecar_says_so(micro_root, tmp_path, monkeypatch):
+    """Over the character budget the trainer sees a sample of documents chosen by a hash of
+    their ids (the same on every run), and the log and sidecar say how much; a corpus under
+    the budget is trained on whole, with the settings (and so the sidecar) it always had."""
+    import json
+    import shutil
+
+    import londonlm.tokens.stage as stage
+
+    root = tmp_path / "root"
+    shutil.copytree(micro_root, root)
+    proc = root / "data" / "london_historical" / "processed"
+    rows = [json.loads(x) for x in (proc / "manifest.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    budget = sum(r["chars"] for r in train) // 2
+    fed: list[str] = []
+    real_train = stage.train_bpe
+    monkeypatch.setattr(stage, "train_bpe", lambda texts, **k: real_train((fed.append(t) or t for t in texts), **k))
+    logs: list[str] = []
+    side = stage.train_tokenizer_stage(proc, tmp_path / "tok", vocab_size=400, sample_chars=budget, log=logs.append)
+    sampled = stage.sample_rows(train, budget)
+    assert 0 < len(sampled) < len(train) and sampled == stage.sample_rows(list(reversed(train)), budget)[::-1]
+    assert "".join(fed) == "".join((proc / r["path"]).read_text() for r in sampled)
+    assert side["settings"]["sample_chars"] == budget
+    assert side["counts"]["sample_documents"] == len(sampled) < side["counts"]["train_documents"]
+    assert any("a sample of the training split" in m for m in logs)
+    whole = stage.train_tokenizer_stage(proc, tmp_path / "tok2", vocab_size=400, log=lambda *_: None)
+    assert "sample_chars" not in whole["settings"] and whole["counts"]["sample_documents"] == len(train)
