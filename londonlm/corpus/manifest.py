@@ -81,19 +81,22 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
-def read_manifest(processed_dir: str | Path) -> list[dict]:
-    """Every manifest row; a missing manifest names the command that makes it, a bad line
-    names itself and the rebuild command."""
+def read_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None) -> list[dict]:
+    """Every manifest row (only ``keys`` of each, when given: a reader of a large corpus that
+    needs a few fields keeps a few); a missing manifest names the command that makes it, a bad
+    line names itself and the rebuild command."""
     path = require_input(Path(processed_dir) / MANIFEST, COLLECT_CMD, "corpus manifest")
+    keep = None if keys is None else tuple(keys)
     rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise CorpusError(f"{path}:{n}: bad JSON ({e}); rebuild with `{COLLECT_CMD} "
                                       f"--overwrite`")
+                rows.append(row if keep is None else {k: row[k] for k in keep if k in row})
     return rows
 
 

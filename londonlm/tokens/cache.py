@@ -34,7 +34,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..core import now_iso, require_input, sha256_file, write_json_atomic
-from .chunks import PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
+from .chunks import CHUNK_BYTES, PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
 from .tokenizer import EOT, PIECE_CHARS, era_token, plain_backend, split_exact
 
 # 3: sampled checksum over 64 KiB blocks (was 1 MiB): start-up reads at most 1 MiB of
@@ -123,6 +123,8 @@ def check_cache(cache_dir: Path, req: CacheRequest, verify_full: bool = False) -
     return incompatibility(meta, req) or damage(cache_dir, meta, verify_full)
 
 
+# what the build reads of each manifest row (the rest, for a book corpus a few KiB a row, is left unread)
+_CACHE_KEYS = ("id", "split", "path", "year")
 # Pieces of documents (:func:`.tokenizer.split_exact`) are batched through the Rust tokenizer
 # up to this many characters at a time.
 BATCH_CHARS = 4 * 1024 * 1024
@@ -178,37 +180,134 @@ def _encode_stream(tokenizer, docs: Iterable[tuple[dict, str]], use_era: bool,
         yield from flush()
 
 
-def _write_split(tokenizer, docs, out_bin: Path, out_idx: Path, use_era: bool,
-                 progress: bool, desc: str) -> dict:
+# A stopped build keeps what it wrote up to its last checkpoint, one every 64 MiB of tokens:
+# a resumed build starts at the next document (a 10 GB corpus takes an hour to encode on 2 cores).
+CHECKPOINT_BYTES = 64 << 20
+
+
+class _SplitWriter:
+    """One split's ``.bin`` and document offsets, written as documents arrive, resumable.
+
+    Beside the outputs, while building: ``<stem>.bin.tmp`` (the tokens), ``<stem>.idx.tmp``
+    (int64 offsets, raw) and ``<stem>.progress.json`` (what the build is for, and how many
+    documents and tokens the files held at the last checkpoint, taken after they were synced).
+    A build for the same tokenizer, manifest and settings cuts the files back to that
+    checkpoint, re-reads them once for their hashes and goes on from the next document; a
+    finished split (``done``) is kept whole until the build writes its metadata."""
+
+    def __init__(self, out_bin: Path, out_idx: Path, identity: dict):
+        self.out_bin, self.out_idx, self.identity = out_bin, out_idx, identity
+        self.bin_tmp = out_bin.with_name(out_bin.name + ".tmp")
+        self.idx_tmp = out_idx.with_name(out_idx.stem.removesuffix(".idx") + ".idx.tmp")
+        self.state_path = out_bin.with_name(out_bin.stem + ".progress.json")
+        self.sha, self.chunks = hashlib.sha256(), ChunkSums()
+        self.docs = self.tokens = self._since = 0
+        self.info: dict | None = None
+
+    def resume(self) -> int:
+        """Open the files, keeping a matching earlier build's work; returns its documents."""
+        state = read_json_or_none(self.state_path)
+        if state is None or state.get("identity") != self.identity:
+            state = None
+        elif state.get("done") and self.out_bin.exists() and self.out_idx.exists():
+            self.info = state["info"]
+            return -1
+        elif not (self.bin_tmp.exists() and self.bin_tmp.stat().st_size >= 2 * state["tokens"] and
+                  self.idx_tmp.exists() and self.idx_tmp.stat().st_size >= 8 * (state["docs"] + 1)):
+            state = None
+        self.docs, self.tokens = (state["docs"], state["tokens"]) if state else (0, 0)
+        mode = "r+b" if state else "w+b"
+        self.f, self.fi = open(self.bin_tmp, mode), open(self.idx_tmp, mode)
+        self.f.truncate(2 * self.tokens)
+        self.fi.truncate(8 * (self.docs + 1) if state else 0)
+        for block in iter(lambda: self.f.read(CHUNK_BYTES), b""):  # the kept part's hashes
+            self.sha.update(block)
+            self.chunks.update(block)
+        self.f.seek(0, os.SEEK_END)
+        self.fi.seek(0, os.SEEK_END)
+        if not state:
+            self.fi.write(np.int64(0).tobytes())
+        return self.docs
+
+    def write(self, ids: list[int]) -> None:
+        if len(ids) and max(ids) >= 65536:
+            raise CacheError("token id >= 65,536 does not fit uint16")
+        b = np.asarray(ids, dtype=np.uint16).tobytes()
+        self.f.write(b)
+        self.sha.update(b)
+        self.chunks.update(b)
+        self.docs += 1
+        self.tokens += len(ids)
+        self.fi.write(np.int64(self.tokens).tobytes())
+        self._since += len(b)
+        if self._since >= CHECKPOINT_BYTES:
+            self.checkpoint()
+
+    def _sync(self) -> None:
+        for f in (self.f, self.fi):
+            f.flush()
+            os.fsync(f.fileno())
+
+    def checkpoint(self) -> None:
+        self._sync()  # the data first: the state never claims bytes the disk may not have
+        write_json_atomic(self.state_path, {"identity": self.identity, "docs": self.docs, "tokens": self.tokens})
+        self._since = 0
+
+    def finish(self, vocab: int) -> dict:
+        self._sync()
+        self.f.close()
+        self.fi.close()
+        os.replace(self.bin_tmp, self.out_bin)
+        tmp_idx = self.out_idx.with_name(self.out_idx.name + ".tmp.npy")
+        np.save(tmp_idx, np.fromfile(self.idx_tmp, dtype=np.int64))
+        os.replace(tmp_idx, self.out_idx)
+        self.idx_tmp.unlink()
+        self.info = {"tokens": self.tokens, "documents": self.docs, "sha256": self.sha.hexdigest(),
+                     "sampled_sha256": sampled_sha256(self.out_bin), "vocab_size": vocab,
+                     "chunk_bytes": self.chunks.chunk_bytes, "chunk_crc32": self.chunks.finish()}
+        write_json_atomic(self.state_path, {"identity": self.identity, "done": True, "info": self.info})
+        return self.info
+
+    def close(self) -> None:
+        for f in (getattr(self, "f", None), getattr(self, "fi", None)):
+            if f is not None and not f.closed:
+                f.close()
+
+
+def read_json_or_none(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_split(tokenizer, processed_dir: Path, rows: list[dict], out_bin: Path, out_idx: Path,
+                 use_era: bool, progress: bool, desc: str, identity: dict, log=print) -> dict:
+    """Encode one split's documents (manifest ``rows`` of that split, in order) into its files,
+    resuming a stopped build of the same identity; a progress bar in bytes of text read."""
     from tqdm.auto import tqdm
 
-    offsets = [0]
-    n = 0
-    tmp_bin = out_bin.with_suffix(".bin.tmp")
-    h = hashlib.sha256()
-    chunks = ChunkSums()
-    vocab = len(tokenizer)
-    with open(tmp_bin, "wb") as f, tqdm(desc=desc, unit="doc", disable=not progress) as bar:
-        for ids in _encode_stream(tokenizer, docs, use_era):
-            arr = np.asarray(ids, dtype=np.uint16)
-            if len(ids) and max(ids) >= 65536:
-                raise CacheError("token id >= 65,536 does not fit uint16")
-            b = arr.tobytes()
-            f.write(b)
-            h.update(b)
-            chunks.update(b)
-            n += len(ids)
-            offsets.append(n)
-            bar.update(1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_bin, out_bin)
-    tmp_idx = out_idx.with_name(out_idx.name + ".tmp.npy")
-    np.save(tmp_idx, np.asarray(offsets, dtype=np.int64))
-    os.replace(tmp_idx, out_idx)
-    return {"tokens": n, "documents": len(offsets) - 1, "sha256": h.hexdigest(),
-            "sampled_sha256": sampled_sha256(out_bin), "vocab_size": vocab,
-            "chunk_bytes": chunks.chunk_bytes, "chunk_crc32": chunks.finish()}
+    from ..corpus import iter_split_texts
+
+    w = _SplitWriter(out_bin, out_idx, identity)
+    start = w.resume()
+    if start < 0:
+        log(f"token cache: {desc}: kept from a stopped build ({w.info['tokens']:,} tokens)")
+        return w.info
+    try:
+        if start:
+            log(f"token cache: {desc}: resuming at document {start:,} of {len(rows):,} "
+                f"({w.tokens:,} tokens kept from a stopped build)")
+        sizes = [(processed_dir / r["path"]).stat().st_size for r in rows]
+        with tqdm(total=sum(sizes), initial=sum(sizes[:start]), unit="B", unit_scale=True, unit_divisor=1024,
+                  desc=desc, disable=not progress) as bar:
+            docs = iter_split_texts(processed_dir, identity["split"], rows[start:])
+            for size, ids in zip(sizes[start:], _encode_stream(tokenizer, docs, use_era)):
+                w.write(ids)
+                bar.update(size)
+        return w.finish(len(tokenizer))
+    finally:
+        w.close()
 
 
 @contextlib.contextmanager
@@ -230,9 +329,10 @@ def build_lock(cache_dir: Path, log=print):
 
 def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir: Path,
                 manifest_rows: list[dict], manifest_sha256: str, context_length: int,
-                era_tokens: bool, progress: bool = True) -> dict:
-    """Encode both splits to disk; metadata.json is written last."""
-    from ..corpus import corpus_time_facts, iter_split_texts
+                era_tokens: bool, progress: bool = True, log=print) -> dict:
+    """Encode both splits to disk (resuming a stopped build for the same inputs and
+    settings); metadata.json is written last, and the build's progress files then go."""
+    from ..corpus import corpus_time_facts
 
     if len(tokenizer) >= 65536:
         raise CacheError(f"vocabulary of {len(tokenizer)} does not fit uint16 (< 65,536)")
@@ -243,10 +343,13 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
     t0 = time.time()
     splits = {}
     for split, stem in SPLITS.items():
+        identity = {"format_version": CACHE_FORMAT, "tokenizer_sha256": tokenizer_sha256,
+                    "manifest_sha256": manifest_sha256, "context_length": context_length,
+                    "era_tokens": bool(era_tokens), "split": split}
         splits[split] = _write_split(
-            tokenizer, iter_split_texts(processed_dir, split, manifest_rows),
+            tokenizer, Path(processed_dir), [r for r in manifest_rows if r["split"] == split],
             cache_dir / f"{stem}.bin", cache_dir / f"{stem}.idx.npy", era_tokens, progress,
-            desc=f"pretokenize {split}")
+            desc=f"pretokenize {split}", identity=identity, log=log)
     meta = {"format_version": CACHE_FORMAT, "tokenizer_sha256": tokenizer_sha256,
             "manifest_sha256": manifest_sha256, "context_length": context_length,
             "era_tokens": bool(era_tokens), "dtype": "uint16", "eot_id": tokenizer.eos_token_id,
@@ -256,6 +359,8 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
             "corpus_time": corpus_time_facts(processed_dir),
             "build_seconds": round(time.time() - t0, 2)}
     write_json_atomic(meta_path, meta)
+    for stem in SPLITS.values():
+        (cache_dir / f"{stem}.progress.json").unlink(missing_ok=True)
     return meta
 
 
@@ -291,8 +396,8 @@ def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, cont
 
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         return build_cache(cache_dir, tokenizer, req.tokenizer_sha256, Path(processed_dir),
-                           read_manifest(processed_dir), req.manifest_sha256, context_length,
-                           era_tokens, progress)
+                           read_manifest(processed_dir, keys=_CACHE_KEYS), req.manifest_sha256, context_length,
+                           era_tokens, progress, log=log)
 
 
 def load_tokens(cache_dir: Path, split: str) -> np.memmap:

@@ -359,3 +359,93 @@ def test_special_token_strings_in_text_stay_text(micro_root, tmp_path):
     assert tok.decode(ids[1:-1]) == doc.read_text(encoding="utf-8")
     eots = int((np.asarray(toks) == tok.eos_token_id).sum())
     assert eots == meta["splits"]["train"]["documents"]  # one boundary per document, no more
+
+
+# --------------------------------------------------------------------------- a stopped build
+def test_a_stopped_build_resumes_at_its_last_checkpoint(micro_root, tmp_path, monkeypatch):
+    """Killed mid-split, the next build keeps what the last checkpoint vouched for, encodes
+    only the rest, and ends with the cache an uninterrupted build makes."""
+    import londonlm.tokens.cache as tc
+
+    root = fresh_copy(micro_root, tmp_path)
+    tok_dir, proc = paths(root)
+    whole = ensure_cache(tmp_path / "whole", tok_dir, proc, 64, True, progress=False, log=lambda *_: None)
+    n_train = whole["splits"]["train"]["documents"]
+    assert n_train >= 4
+    monkeypatch.setattr(tc, "CHECKPOINT_BYTES", 1)  # a checkpoint after every document
+    encoded: list[int] = []
+    real_write = tc._SplitWriter.write
+
+    def write_then_die(self, ids):
+        real_write(self, ids)
+        encoded.append(len(ids))
+        if len(encoded) == 3:
+            self.f.write(b"\x01\x02")  # a torn write after the checkpoint: must be cut away
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tc._SplitWriter, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_cache(tmp_path / "c", tok_dir, proc, 64, True, progress=False, log=lambda *_: None)
+    assert not (tmp_path / "c" / "metadata.json").exists() and (tmp_path / "c" / "train.progress.json").exists()
+    monkeypatch.setattr(tc._SplitWriter, "write", lambda self, ids: (encoded.append(len(ids)), real_write(self, ids)))
+    logs: list[str] = []
+    meta = ensure_cache(tmp_path / "c", tok_dir, proc, 64, True, progress=False, log=logs.append)
+    assert any("resuming at document 3" in m for m in logs), logs
+    assert len(encoded) == n_train + whole["splits"]["validation"]["documents"]  # nothing encoded twice
+    assert meta["splits"] == whole["splits"]
+    for split in ("train", "validation"):
+        assert np.array_equal(load_tokens(tmp_path / "c", split), load_tokens(tmp_path / "whole", split))
+        assert np.array_equal(load_offsets(tmp_path / "c", split), load_offsets(tmp_path / "whole", split))
+    assert not list((tmp_path / "c").glob("*.progress.json")) and not list((tmp_path / "c").glob("*.tmp"))
+
+
+def test_a_stopped_build_for_another_tokenizer_starts_over(micro_root, tmp_path, monkeypatch):
+    import londonlm.tokens.cache as tc
+
+    root = fresh_copy(micro_root, tmp_path)
+    tok_dir, proc = paths(root)
+    monkeypatch.setattr(tc, "CHECKPOINT_BYTES", 1)
+    real_write = tc._SplitWriter.write
+    calls: list[int] = []
+
+    def die_at_two(self, ids):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_write(self, ids)
+
+    monkeypatch.setattr(tc._SplitWriter, "write", die_at_two)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_cache(tmp_path / "c", tok_dir, proc, 64, True, progress=False, log=lambda *_: None)
+    monkeypatch.setattr(tc._SplitWriter, "write", real_write)
+    logs: list[str] = []
+    ensure_cache(tmp_path / "c", tok_dir, proc, 128, True, progress=False, log=logs.append)  # other settings
+    assert not any("resuming" in m for m in logs)
+    fresh = ensure_cache(tmp_path / "d", tok_dir, proc, 128, True, progress=False, log=lambda *_: None)
+    assert np.array_equal(load_tokens(tmp_path / "c", "train"), load_tokens(tmp_path / "d", "train"))
+    assert fresh["splits"]["train"]["tokens"] == len(load_tokens(tmp_path / "c", "train"))
+
+
+def test_reading_the_cache_keeps_no_mapped_pages_resident(tmp_path):
+    """Blocks and chunk checks are read with pread: reading every block of a 32 MiB split
+    leaves the process's resident memory where it was (a memory map kept every page it touched)."""
+    from londonlm.tokens.chunks import CheckedTokens, ChunkSums
+
+    def rss_mib() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
+
+    tokens = np.random.default_rng(0).integers(0, 4096, size=16 << 20, dtype=np.uint16)
+    path = tmp_path / "train.bin"
+    tokens.tofile(path)
+    sums = ChunkSums()
+    sums.update(tokens.tobytes())
+    ct = CheckedTokens(path, len(tokens), sums.finish(), sums.chunk_bytes)
+    del tokens
+    before = rss_mib()
+    total = 0
+    for start in range(0, len(ct), 1 << 14):
+        total += int(ct[start:start + 128][0])
+    assert ct.verified.all() and ct._map is None
+    assert rss_mib() - before < 8, "the split's pages stayed resident"
+    assert np.array_equal(ct[5:9], np.fromfile(path, dtype=np.uint16)[5:9])
