@@ -26,7 +26,7 @@ from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError
                                   to_generation_config)
 from .hardware import (GpuUnusable, choose_precision, cpu_has_native_bf16, device_name, free_memory_bytes,
                        hardware_summary, keep_freed_memory_in_heap, peak_flops, require_usable_gpus,
-                       usable_cores, use_training_threads)
+                       return_freed_memory, usable_cores, use_training_threads)
 from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE, SIDECAR,
                      TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints, model_run_info,
                      usable_model)
@@ -40,7 +40,7 @@ __all__ = [
     "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",
     "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json",
-    "REQUEST_FIELDS", "require_input", "require_usable_gpus", "run_main", "RunLayout", "sha256_file", "SIDECAR",
+    "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "sidecar_current", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
     "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "utf8_problem", "versions", "WEIGHT_FILES",
     "writable_dir", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",

@@ -197,6 +197,23 @@ def keep_freed_memory_in_heap() -> bool:
         return False
 
 
+def return_freed_memory() -> bool:
+    """Give the heap's free memory back to the system now (glibc ``malloc_trim``). With
+    :func:`keep_freed_memory_in_heap` nothing is ever given back on its own, so after a
+    one-off burst (the speed probe's eight candidate steps, the largest fp32 with stock loss)
+    the process would keep that peak for the whole run. No-op where glibc is absent."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux":
+        return False
+    try:
+        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def hardware_summary() -> dict:
     import platform
 

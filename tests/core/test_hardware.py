@@ -88,3 +88,29 @@ def test_without_nvidia_smi_the_fix_names_both_indexes():
 def test_no_problem_when_torch_uses_the_gpus_or_none_are_shown():
     assert gpu_problem(GpuListing(1, "nvidia-smi", "580.1"), "2.13.0", "13.0", True) is None
     assert gpu_problem(GpuListing(0, "nvidia-smi"), "2.13.0+cpu", None, False) is None
+
+
+def test_return_freed_memory_gives_a_kept_heap_back(tmp_path):
+    """With freed memory kept in the heap (CPU training), a burst stays resident until
+    return_freed_memory (after the speed probe) gives it back. In a process of its own: the
+    heap settings are process-wide."""
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    code = """
+from londonlm.core.hardware import keep_freed_memory_in_heap, return_freed_memory
+def rss():
+    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) // 1024
+keep_freed_memory_in_heap()
+base = rss()
+blocks = [bytearray(4 << 20) for _ in range(75)]
+del blocks
+kept = rss()
+return_freed_memory()
+print(base, kept, rss())
+"""
+    base, kept, after = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                check=True).stdout.split())
+    assert kept - base > 250 and after - base < 50, (base, kept, after)

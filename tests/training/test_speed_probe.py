@@ -295,3 +295,12 @@ def test_the_budget_check_times_the_step_as_the_run_trains(monkeypatch):
     plan = speed.SpeedPlan(SpeedSettings("bf16", "sdpa", False), True, "default", "", None)
     speed.check_time_budget(100.0, args, SHAPE, plan)
     assert asked["compile"] is True
+
+
+def test_the_probe_gives_its_memory_back_when_it_closes(monkeypatch):
+    calls = []
+    monkeypatch.setattr(autotune, "return_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cands = [SpeedSettings("fp32", "sdpa", False), SpeedSettings("fp32", "eager", True)]
+    autotune.probe(cands, SHAPE, 2, rounds=1, timer=FakeTimer({}))
+    assert calls  # on the CPU the heap is trimmed once the probe's model is gone

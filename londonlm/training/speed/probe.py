@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ...core import UsageError, now_iso
+from ...core import UsageError, now_iso, return_freed_memory
 from ..model import build_model
 from ..step.fused_loss import enable_fused_loss
 from .cache import cache_key, default_cache_path, device_key, load_cache, save_cache
@@ -200,6 +200,8 @@ def _free_gpu_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    else:  # the probe's largest candidate (fp32, stock loss) needs ~3x the chosen one's memory
+        return_freed_memory()
 
 
 def fastest(cands: list[SpeedSettings], figures: dict) -> SpeedSettings | None:
