@@ -126,12 +126,10 @@ def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, ye
     counts = {"accepted": 0, "rejected": 0, "skipped_resumed": 0, "input_bytes": 0}
     bar = None
     if progress:
-        try:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            bar = tqdm(desc="clean+filter", unit="doc")
-        except ImportError:
-            bar = None
+        bar = tqdm(desc="clean+filter", unit="B", unit_scale=True, unit_divisor=1024)
+    in_flight: dict[str, int] = {}  # bytes of each document handed to the workers, for the bar
     with ShardWriter(processed_dir, shard, num_shards) as writer:
         def todo() -> Iterator[Document]:
             for d in docs:
@@ -139,12 +137,15 @@ def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, ye
                     counts["skipped_resumed"] += 1
                     continue
                 p = d.extra.get("raw_path")
+                size = 0
                 if p and os.path.exists(p):
-                    counts["input_bytes"] += os.path.getsize(p)
+                    size = os.path.getsize(p)
                 elif d.extra.get("raw_bytes") is not None:
-                    counts["input_bytes"] += len(d.extra["raw_bytes"])
+                    size = len(d.extra["raw_bytes"])
                 elif d.text is not None:
-                    counts["input_bytes"] += len(d.text.encode("utf-8"))
+                    size = len(d.text.encode("utf-8"))
+                counts["input_bytes"] += size
+                in_flight[d.id] = in_flight.get(d.id, 0) + size
                 yield d
 
         for row, text in _bounded_map(todo(), workers, settings):
@@ -155,7 +156,8 @@ def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, ye
             writer.write(row, text)
             counts[row["status"]] += 1
             if bar is not None:
-                bar.update(1)
+                bar.update(in_flight.pop(row["id"], 0))
+                bar.set_postfix(docs=counts["accepted"] + counts["rejected"], refresh=False)
         elapsed = time.time() - t0
         stats = {**counts, "seconds": round(elapsed, 3), "shard": shard, "num_shards": num_shards,
                  "mb_per_s": round(counts["input_bytes"] / 1e6 / elapsed, 3) if elapsed > 0 else None}

@@ -140,3 +140,41 @@ def test_bad_shard_numbers_are_a_usage_error(tmp_path):
         run_collection([{"id": "x", "kind": "local", "path": str(tmp_path)}], tmp_path / "dl", tmp_path / "p",
                        tmp_path / "m", shard=2, num_shards=2, log=lambda *_: None)
     assert not (tmp_path / "p").exists()
+
+
+def test_the_merge_holds_a_few_kib_per_document(tmp_path):
+    """Every staged row is in memory at the merge (the dedup compares them all), so what a row
+    costs decides the merge's peak at scale: its MinHash as uint64 (1 KiB, not ~5 KiB of Python
+    ints) and one copy of each row, not the staged row and its manifest row side by side."""
+    import json
+    import tracemalloc
+
+    from datasketch import MinHashLSH
+
+    from londonlm.corpus.shards import DONE_FILE, STAGED_FILE, TEXTS, shard_dir
+
+    n = 1500
+    d = shard_dir(tmp_path, 0, 1)
+    (d / TEXTS).mkdir(parents=True)
+    rng = random.Random(0)
+    with open(d / STAGED_FILE, "w") as f:
+        for i in range(n):
+            doc_id = f"bl_books-{i:09d}"
+            (d / TEXTS / f"{doc_id}.txt").write_text("x")
+            row = {"id": doc_id, "status": "accepted", "source": "bl_books", "source_kind": "hf_dataset",
+                   "title": "A survey of the cities of London and Westminster", "author": "Stow, John",
+                   "year": 1720, "decade": 1720, "year_rule": "catalogue date", "london": True,
+                   "date_evidence": {"catalogue date": 1720, "registry year_range": 1900}, "repairs": [],
+                   "filters": {"language": 0.4, "min_length": 600000, "quality": 4.6, "modernity": 0.0,
+                               "london": True, "period": 1720}, "chars": 600000, "words": 100000,
+                   "sha256": f"{i:064x}", "norm_sha256": f"{i:064x}", "preview": "x" * 300,
+                   "minhash": [rng.getrandbits(32) for _ in range(128)], "place": "London", "record_id": f"{i:09d}"}
+            f.write(json.dumps(row) + "\n")
+    (d / DONE_FILE).write_text("{}")
+    MinHashLSH(threshold=0.8, num_perm=128)  # its imports (scipy) are a fixed cost, not a document's
+    tracemalloc.start()
+    merge_shards(tmp_path, 1)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(list(read_jsonl(tmp_path / "manifest.jsonl"))) == n
+    assert peak / n < 8_000, f"{peak / n:.0f} bytes a document"  # ~13.7 KB before
