@@ -62,9 +62,9 @@ print({"seconds": time.perf_counter() - t0, "tokens": {k: v["tokens"] for k, v i
 
 
 # ---------------------------------------------------------------------------- the corpus
-def pool_texts() -> list[str]:
+def pool_texts(shared: Path = SHARED) -> list[str]:
     texts = []
-    for p in sorted(SHARED.glob("*.txt")):
+    for p in sorted(shared.glob("*.txt")):
         t = p.read_text(encoding="utf-8", errors="replace")
         start = re.search(r"\*\*\* ?START OF .*?\*\*\*", t)
         end = re.search(r"\*\*\* ?END OF ", t)
@@ -130,12 +130,12 @@ def book_rows(meta: dict, pages: int, texts: list[str], rng: random.Random) -> l
     return rows
 
 
-def make_corpus(out: Path, size_bytes: int, seed: int = 0) -> dict:
+def make_corpus(out: Path, size_bytes: int, shared: Path = SHARED, seed: int = 0) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rng = random.Random(seed)
-    texts = pool_texts()
+    texts = pool_texts(shared)
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
     n_files = max(1, round(size_bytes / FILE_TEXT_BYTES))
@@ -251,6 +251,7 @@ def main() -> int:
     p.add_argument("--size_gb", type=float, help="text in the synthetic corpus, in GB (10^9 bytes)")
     p.add_argument("--work", type=Path, help="folder for the corpus, the stages' outputs and results.json")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
+    p.add_argument("--shared", type=Path, default=SHARED, help="the shared corpus the pages are cut from")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("SMALL", "LARGE"),
                    help="print the table of two finished WORK folders and the LARGE/SMALL ratios")
     a = p.parse_args()
@@ -258,8 +259,8 @@ def main() -> int:
         return compare(*a.compare)
     if not (a.size_gb and a.work):
         p.error("--size_gb and --work are needed (or --compare)")
-    if not SHARED.is_dir():
-        p.error(f"no shared corpus at {SHARED}")
+    if not a.shared.is_dir():
+        p.error(f"no shared corpus at {a.shared} (pass --shared)")
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     out = work / "results.json"
@@ -275,7 +276,7 @@ def main() -> int:
             continue
         t0 = time.perf_counter()
         if name == "make":
-            made = make_corpus(work / "blbooks", int(a.size_gb * 1e9))
+            made = make_corpus(work / "blbooks", int(a.size_gb * 1e9), a.shared)
             res["corpus"] = made
             res["stages"][name] = {"seconds": round(time.perf_counter() - t0, 1)}
         else:
