@@ -84,3 +84,38 @@ def test_hugging_face_offline_mode_is_named(tmp_path):
     r = subprocess.run([sys.executable, str(SCRIPT), "--root", str(root), "--sources", "bl_books"],
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2 and "offline mode is on (HF_HUB_OFFLINE" in r.stderr and "--hf_dataset_dir" in r.stderr
+
+
+def test_a_collection_killed_mid_stage_resumes_where_it_was(tmp_path):
+    """SIGKILL while books are being cleaned and staged; the rerun keeps the staged books (it
+    cleans only the rest) and ends with the corpus an uninterrupted run makes."""
+    import signal
+    import time
+
+    repo = tmp_path / "repo"
+    write_repo(repo, [Book(f"{n:09d}", pages=3) for n in range(1, 241)], row_group_size=8)
+    whole = collect(tmp_path / "whole", "--hf_dataset_dir", str(repo))
+    assert whole.returncode == 0, whole.stderr
+    root = tmp_path / "killed"
+    staged = root / "data/london_historical/processed/shards/shard-000-of-001/staged.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--root", str(root), "--sources", "bl_books",
+                             "--hf_dataset_dir", str(repo), "--workers", "1", "--min_chars", "50", "--progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if staged.exists() and staged.read_text().count("\n") >= 20:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    err = proc.communicate()[1].decode()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert "bl_books: reading pages" in err and "bl_books: books" in err  # bars in bytes, with totals
+    assert not (root / "data/london_historical/processed/manifest.jsonl").exists()
+    kept_before = staged.read_text().count("\n")
+    again = collect(root, "--hf_dataset_dir", str(repo))
+    assert again.returncode == 0, again.stderr
+    assert "resumed" in again.stdout
+    assert staged.read_text().count("\n") == 240  # the staged books were not staged again
+    assert kept_before >= 20
+    assert manifest(root) == manifest(tmp_path / "whole")
