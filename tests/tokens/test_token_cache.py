@@ -449,3 +449,43 @@ def test_reading_the_cache_keeps_no_mapped_pages_resident(tmp_path):
     assert ct.verified.all() and ct._map is None
     assert rss_mib() - before < 8, "the split's pages stayed resident"
     assert np.array_equal(ct[5:9], np.fromfile(path, dtype=np.uint16)[5:9])
+
+
+@pytest.mark.slow
+def test_a_build_killed_by_sigkill_resumes(micro_root, tmp_path):
+    """A real kill (SIGKILL, no cleanup) mid-build: the next build resumes from the last
+    checkpoint and gives the cache an uninterrupted build gives."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = fresh_copy(micro_root, tmp_path)
+    tok_dir, proc = paths(root)
+    rows = [json.loads(x) for x in (proc / "manifest.jsonl").read_text().splitlines()]
+    many = []
+    for i in range(400):  # the micro corpus 400 times over: a build of a few seconds
+        for r in rows:
+            many.append({**r, "id": f"{r['id']}-{i}"})
+    (proc / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in many))
+    build = ("import sys; import londonlm.tokens.cache as tc; tc.CHECKPOINT_BYTES = 1 << 14; "
+             "from pathlib import Path; tc.ensure_cache(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), 64, "
+             "True, progress=False)")
+    p = subprocess.Popen([sys.executable, "-c", build, str(tmp_path / "c"), str(tok_dir), str(proc)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    state = tmp_path / "c" / "train.progress.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if state.exists() and json.loads(state.read_text() or "{}").get("docs", 0) > 200:
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    assert p.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+    logs: list[str] = []
+    meta = ensure_cache(tmp_path / "c", tok_dir, proc, 64, True, progress=False, log=logs.append)
+    assert any("resuming at document" in m for m in logs), logs
+    whole = ensure_cache(tmp_path / "w", tok_dir, proc, 64, True, progress=False, log=lambda *_: None)
+    assert meta["splits"] == whole["splits"]
+    for split in ("train", "validation"):
+        assert np.array_equal(load_tokens(tmp_path / "c", split), load_tokens(tmp_path / "w", split))
