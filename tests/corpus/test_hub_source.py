@@ -253,3 +253,17 @@ def test_a_dataset_the_hub_cannot_give_is_one_error(tmp_path, monkeypatch):
     write_repo(tmp_path / "repo", [Book("000000001")])
     with pytest.raises(SourceError, match="no split 'validation'"):
         make_source({**bl_entry(tmp_path / "repo"), "split": "validation"}).data_files()
+
+
+def test_pages_without_a_number_or_a_record_are_kept_or_reported(tmp_path):
+    book = Book("000000001", pages=3)
+    rows = [page_row(book, pg) for pg in (1, 2, 3)]
+    rows[1]["pg"] = None  # an unnumbered page: after the numbered ones, in the order read
+    orphan = dict(page_row(Book("000000002"), 1), record_id=None)
+    write_file(tmp_path / "repo" / "data" / "train-00000-of-00001-0123456789abcdef.parquet", rows + [orphan])
+    kept, rejected, _ = collect(tmp_path, bl_entry(tmp_path / "repo"))
+    row = kept["bl_books-000000001"]
+    assert page_marks(text_of(tmp_path, row)) == ["000000001 p1", "000000001 p3", "000000001 p2"]
+    assert "pages_unnumbered" in row["repairs"]
+    (orphans,) = rejected.values()
+    assert orphans["reason"] == "page_without_record" and "1 pages without a record id" in orphans["detail"]
