@@ -31,7 +31,7 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
     """Train on the training split only (validation stays unseen), on a sample of at most
     ``sample_chars`` characters of it (None or 0: all of it); skip when current."""
     processed_dir, out_dir = Path(processed_dir), Path(out_dir)
-    rows = read_manifest(processed_dir)
+    rows = read_manifest(processed_dir, keys=("id", "split", "path", "chars", "year"))  # held while training
     eras = era_tokens_for_years((r.get("year") for r in rows), era_width) if era_tokens else []
     inputs = {"manifest_sha256": manifest_sha256(processed_dir)}
     settings = {"vocab_size": vocab_size, "min_frequency": min_frequency,
