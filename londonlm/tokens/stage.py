@@ -54,8 +54,8 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
         log(f"tokenizer: training on a sample of the training split: {len(sample):,} of {len(train_rows):,} "
             f"documents, {sampled:,} of {train_chars:,} chars ({100 * sampled / max(train_chars, 1):.1f}%), "
             f"chosen by a hash of their id (--sample_chars {sample_chars:,})")
-    tok = train_bpe(_pieces(processed_dir, sample, progress), vocab_size=vocab_size, min_frequency=min_frequency,
-                    era_tokens=eras, show_progress=False)
+    tok = train_bpe(_pieces(processed_dir, sample, progress, log, vocab_size), vocab_size=vocab_size,
+                    min_frequency=min_frequency, era_tokens=eras, show_progress=False)
     save_tokenizer(tok, out_dir, model_max_length=model_max_length, era_tokens=eras)
     seconds = time.time() - t0
     counts = {"vocab_size": tok.get_vocab_size(), "train_documents": len(train_rows), "train_chars": train_chars,
@@ -84,10 +84,12 @@ def sample_rows(rows: list[dict], max_chars: int | None) -> list[dict]:
     return [r for r in rows if r["id"] in chosen]
 
 
-def _pieces(processed_dir: Path, rows: list[dict], progress: bool | None) -> Iterator[str]:
-    """The sample's texts in ``split_exact`` pieces, with a progress bar in bytes read.
-    Pieces cut at pre-token boundaries count the same words as whole documents, so the
-    merges are the same, while the trainer holds one piece's pre-tokens at a time."""
+def _pieces(processed_dir: Path, rows: list[dict], progress: bool | None, log=print,
+            vocab_size: int = 0) -> Iterator[str]:
+    """The sample's texts in ``split_exact`` pieces, with a progress bar in bytes read (the
+    trainer's own bar counts pieces, without a total). Pieces cut at pre-token boundaries
+    count the same words as whole documents, so the merges are the same, while the trainer
+    holds one piece's pre-tokens at a time."""
     from tqdm.auto import tqdm
 
     sizes = [(processed_dir / r["path"]).stat().st_size for r in rows]
@@ -96,6 +98,7 @@ def _pieces(processed_dir: Path, rows: list[dict], progress: bool | None) -> Ite
         for (_, text), size in zip(iter_split_texts(processed_dir, "train", rows), sizes):
             yield from split_exact(text)
             bar.update(size)
+    log(f"tokenizer: text read; computing merges up to a vocabulary of {vocab_size:,}")
 
 
 def tokenizer_report(tokenizer_dir: str | Path, processed_dir: str | Path,
