@@ -70,8 +70,11 @@ class PageStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, isolation_level=None)  # transactions by hand
-        # WAL: a crash loses at most the group being written; the cache is bounded (32 MiB)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-32768", "temp_store=FILE"):
+        # 64 KiB pages: a page of 1-4 KB of text alone in a 4 KiB page wasted half the file (a
+        # 10 GB dataset made a 15 GB store); fixed when the file is made, so set first. WAL: a
+        # crash loses at most the group being written. The cache is bounded (32 MiB).
+        for pragma in ("page_size=65536", "journal_mode=WAL", "synchronous=NORMAL", "cache_size=-32768",
+                       "temp_store=FILE"):
             self.db.execute(f"PRAGMA {pragma}")
         self.db.executescript(_SCHEMA)
         row = self.db.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
