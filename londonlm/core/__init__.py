@@ -25,8 +25,8 @@ from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError
                                   defaults_from_generation_config, generation_config_dict,
                                   to_generation_config)
 from .hardware import (GpuUnusable, choose_precision, cpu_has_native_bf16, device_name, free_memory_bytes,
-                       hardware_summary, keep_freed_memory_in_heap, peak_flops, require_usable_gpus,
-                       return_freed_memory, usable_cores, use_training_threads)
+                       hardware_summary, keep_freed_memory_in_heap, large_blocks_from_the_system, peak_flops,
+                       require_usable_gpus, return_freed_memory, usable_cores, use_training_threads)
 from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE, SIDECAR,
                      TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints, model_run_info,
                      usable_model)
@@ -37,6 +37,7 @@ __all__ = [
     "cpu_has_native_bf16", "current_or_make", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name",
     "existing_dir", "existing_file", "FINAL", "fraction", "free_text", "free_memory_bytes", "GpuUnusable", "generation_config_dict", "GenerationError",
     "GenerationSettings", "GGUF", "give_open_mode", "hardware_summary", "keep_freed_memory_in_heap",
+    "large_blocks_from_the_system",
     "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",
     "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json",

@@ -197,6 +197,25 @@ def keep_freed_memory_in_heap() -> bool:
         return False
 
 
+def large_blocks_from_the_system(threshold: int = 128 << 10) -> bool:
+    """Blocks over ``threshold`` (a book's text, ~1 MB) mapped from the system and given back when
+    freed, always. glibc's default raises its mmap threshold to the largest block freed so far
+    (up to 32 MiB), after which such blocks come from the heap and leave holes there: the
+    collector's main process, handing on a book at a time, crept by ~45 MB over a 10 GB
+    collection. Fixed, it stayed flat (BENCHMARKS.md). For streaming stages, not CPU training
+    (:func:`keep_freed_memory_in_heap`, which wants the opposite). No-op where glibc is absent."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux":
+        return False
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, int(threshold)) == 1
+    except (OSError, AttributeError):
+        return False
+
+
 def return_freed_memory() -> bool:
     """Give the heap's free memory back to the system now (glibc ``malloc_trim``). With
     :func:`keep_freed_memory_in_heap` nothing is ever given back on its own, so after a

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..core import SIDECAR, UsageError, read_json, sidecar_current, user_path, write_sidecar
+from ..core import (SIDECAR, UsageError, large_blocks_from_the_system, read_json, sidecar_current, user_path,
+                    write_sidecar)
 from .cutoff import time_facts_of
 from .manifest import MANIFEST, REJECTIONS, CorpusError, collected_sources, corpus_inputs, read_jsonl, summarize
 from .processing import process_documents
@@ -235,6 +236,7 @@ def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path,
     ``merge_only=True``). ``options``: the fields of :class:`CollectionOptions`. Returns stats
     with ``counts`` (documents, words, rejected by reason, ...)."""
     o = CollectionOptions(**options).check()
+    large_blocks_from_the_system()  # books pass through this process one by one: no heap creep
     t0 = time.time()
     downloads_dir, processed_dir, metadata_dir = Path(downloads_dir), Path(processed_dir), Path(metadata_dir)
     if not entries:
