@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from ..core import (SIDECAR, UsageError, large_blocks_from_the_system, read_json, sidecar_current, user_path,
                     write_sidecar)
 from .cutoff import time_facts_of
-from .manifest import MANIFEST, REJECTIONS, CorpusError, collected_sources, corpus_inputs, read_jsonl, summarize
+from .manifest import (REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs, read_jsonl,
+                       read_manifest, summarize)
 from .processing import process_documents
 from .shards import PLAN_FILE, ShardKeep, merge_shards, prepare_shard, shard_dir
 from .sources import Document, load_registry, make_source, select_sources
@@ -349,13 +350,14 @@ def _finish(stats: dict[str, Any], entries: Sequence[dict[str, Any]], inputs: di
     """Log the rejections, write the report and statistics, then the sidecar (last)."""
     from .report import CORPUS_STATS, format_summary, write_report
 
-    counts = summary_counts(stats["merge"], read_jsonl(processed_dir / MANIFEST), o.cutoff_year)
-    rejected = list(read_jsonl(processed_dir / REJECTIONS))
-    for r in rejected[:_MAX_LOGGED_REJECTIONS]:
-        where = r.get("relpath") or r.get("url") or r.get("source", "")
-        o.log(f"rejected {r.get('id')} [{r.get('reason')}] {where} {r.get('detail', '')}".rstrip())
-    if len(rejected) > _MAX_LOGGED_REJECTIONS:
-        o.log(f"... and {len(rejected) - _MAX_LOGGED_REJECTIONS} more rejections: see {processed_dir / REJECTIONS}")
+    counts = summary_counts(stats["merge"], read_manifest(processed_dir, keys=SUMMARY_KEYS), o.cutoff_year)
+    n_rejected = 0
+    for n_rejected, r in enumerate(read_jsonl(processed_dir / REJECTIONS), 1):
+        if n_rejected <= _MAX_LOGGED_REJECTIONS:
+            where = r.get("relpath") or r.get("url") or r.get("source", "")
+            o.log(f"rejected {r.get('id')} [{r.get('reason')}] {where} {r.get('detail', '')}".rstrip())
+    if n_rejected > _MAX_LOGGED_REJECTIONS:
+        o.log(f"... and {n_rejected - _MAX_LOGGED_REJECTIONS} more rejections: see {processed_dir / REJECTIONS}")
     if not counts["documents"]:
         raise CollectionError(f"no usable documents: every input was empty, unreadable or rejected "
                               f"({counts['rejected'] or 'no input'}); see {processed_dir / REJECTIONS}")

@@ -104,16 +104,24 @@ class BandIndex:
         from datasketch import MinHashLSH
 
         self.ranges = list(MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges)
-        self.tables: list[dict[int, list[str]]] = [{} for _ in self.ranges]
+        self.tables: list[dict[int, str | list[str]]] = [{} for _ in self.ranges]
 
     def add(self, doc_id: str, sig: Sequence[int]) -> set[str]:
-        """The documents added before that share a band with ``sig``; then ``doc_id`` is added."""
+        """The documents added before that share a band with ``sig``; then ``doc_id`` is added.
+        A bucket is its one document's id until a second arrives (most never do)."""
         sig = np.asarray(sig, dtype=np.uint64)
         found: set[str] = set()
         for (a, b), table in zip(self.ranges, self.tables):
-            bucket = table.setdefault(hash(sig[a:b].tobytes()), [])
-            found.update(bucket)
-            bucket.append(doc_id)
+            key = hash(sig[a:b].tobytes())
+            bucket = table.get(key)
+            if bucket is None:
+                table[key] = doc_id
+            elif isinstance(bucket, str):
+                found.add(bucket)
+                table[key] = [bucket, doc_id]
+            else:
+                found.update(bucket)
+                bucket.append(doc_id)
         return found
 
 

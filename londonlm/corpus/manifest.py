@@ -100,8 +100,10 @@ def read_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None) 
     return rows
 
 
-def read_rejections(processed_dir: str | Path) -> list[dict]:
-    return list(read_jsonl(Path(processed_dir) / REJECTIONS))
+def read_rejections(processed_dir: str | Path, keys: Iterable[str] | None = None) -> list[dict]:
+    keep = None if keys is None else tuple(keys)
+    return [r if keep is None else {k: r[k] for k in keep if k in r}
+            for r in read_jsonl(Path(processed_dir) / REJECTIONS)]
 
 
 def corpus_inputs(processed_dir: str | Path) -> dict | None:
@@ -168,6 +170,12 @@ def year_rule_key(row: dict) -> str:
 def decade_key(row: dict) -> str:
     """``"1670"`` for a row of the 1670s, ``"undated"`` when it has no decade."""
     return str(row["decade"]) if row.get("decade") is not None else "undated"
+
+
+# the fields of a row that summarize reads (of a rejection: its reason): a reader of a large
+# corpus's statistics keeps these, a few hundred bytes a row where the whole row is a few KiB
+SUMMARY_KEYS = ("source", "source_kind", "license", "year", "chars", "words", "decade", "london", "split",
+                "year_rule")
 
 
 def summarize(rows: Iterable[dict], rejections: Iterable[dict] = (),

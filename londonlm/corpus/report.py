@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..core import write_text_atomic
-from .manifest import read_manifest, read_rejections, summarize
+from .manifest import SUMMARY_KEYS, read_manifest, read_rejections, summarize
 
 CORPUS_STATS = "corpus_stats.json"
 REPORT = "corpus_report.md"
@@ -40,7 +40,7 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
     """Write plots, ``corpus_report.md`` and (last, atomically) ``corpus_stats.json``; returns the report path."""
     meta = Path(metadata_dir)
     meta.mkdir(parents=True, exist_ok=True)
-    stats = summarize(read_manifest(processed_dir), read_rejections(processed_dir),
+    stats = summarize(read_manifest(processed_dir, keys=SUMMARY_KEYS), read_rejections(processed_dir, ("reason",)),
                       list(registry_entries) if registry_entries is not None else None)
     if extra:
         stats.update(extra)

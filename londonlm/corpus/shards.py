@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,80 +147,100 @@ def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_perc
     """Combine the shard outputs into ``manifest.jsonl`` + ``texts/`` + ``rejections.jsonl``."""
     processed = Path(processed_dir)
     accepted, rejected = _read_staged(processed, num_shards, require_done)
-    decisions, clusters = find_duplicates(accepted.values(), threshold=threshold)
+    decisions, clusters = find_duplicates((e.key for e in accepted.values()), threshold=threshold)
     for dec in decisions:
-        row = accepted.pop(dec.id)
-        rejected.append({**_reject_view(row), "reason": dec.reason, "reasons": [dec.reason],
-                         "detail": f"duplicate of {dec.kept_id} (similarity {dec.similarity})",
-                         "duplicate_of": dec.kept_id, "cluster": dec.cluster})
-    manifest_rows = _manifest_rows(accepted, split_fn or assign_split, validation_percent)
-    place_texts(processed, {r["path"]: Path(accepted[r["id"]]["staged_path"]) for r in manifest_rows})
-    rejected = sorted(({k: v for k, v in r.items() if k not in ("minhash", "status", "staged_path")}
-                       for r in rejected),
-                      key=lambda r: (str(r.get("id")), str(r.get("reason"))))
-    write_text_atomic(processed / REJECTIONS, jsonl_text(rejected))
+        row = accepted.pop(dec.id).row()
+        rejected.append(_Rejected(dec.id, dec.reason, _pack({
+            **_reject_view(row), "reason": dec.reason, "reasons": [dec.reason],
+            "detail": f"duplicate of {dec.kept_id} (similarity {dec.similarity})",
+            "duplicate_of": dec.kept_id, "cluster": dec.cluster})))
+    splits = _splits(accepted, split_fn or assign_split, validation_percent)
+    place_texts(processed, {f"{TEXTS}/{doc_id}.txt": Path(accepted[doc_id].staged_path) for doc_id in splits})
+    rejected.sort(key=lambda r: (r.id, r.reason))
+    write_text_atomic(processed / REJECTIONS, jsonl_text(
+        {k: v for k, v in json.loads(r.packed).items() if k not in ("minhash", "status", "staged_path")}
+        for r in rejected))
     write_text_atomic(processed / DUPLICATES, json.dumps(clusters, indent=1, sort_keys=True))
     # the manifest is written last: its presence means the corpus is complete
-    write_text_atomic(processed / MANIFEST, jsonl_text(manifest_rows))
+    write_text_atomic(processed / MANIFEST, jsonl_text(_manifest_row(accepted[doc_id], doc_id, split)
+                                                       for doc_id, split in splits.items()))
     reasons: dict[str, int] = {}
     for r in rejected:
-        reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-    return {"documents": len(manifest_rows), "rejected": len(rejected), "rejections_by_reason": reasons,
+        reasons[r.reason] = reasons.get(r.reason, 0) + 1
+    return {"documents": len(splits), "rejected": len(rejected), "rejections_by_reason": reasons,
             "duplicate_clusters": len(clusters), "num_shards": num_shards}
 
 
+# Every staged row is held until the dedup has compared them all, so what a row costs decides
+# the merge's peak at scale: a row is kept as its JSON (its MinHash apart), ~0.7 KiB, where the
+# parsed row was ~4 KiB and its MinHash as Python ints ~5 KiB more; the dedup's fields apart.
+def _pack(row: dict[str, Any]) -> bytes:
+    return json.dumps(row, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+@dataclass
+class _Accepted:
+    packed: bytes                 # the staged row, MinHash left out
+    staged_path: str
+    key: dict[str, Any]           # what the dedup compares: id, norm_sha256, minhash (uint64), chars, repairs
+
+    def row(self) -> dict[str, Any]:
+        return json.loads(self.packed)
+
+
+@dataclass
+class _Rejected:
+    id: str
+    reason: str
+    packed: bytes
+
+
 def _read_staged(processed: Path, num_shards: int,
-                 require_done: bool) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+                 require_done: bool) -> tuple[dict[str, _Accepted], list[_Rejected]]:
     """(accepted rows by id, rejected rows) of every shard; a missing shard names its command."""
-    accepted: dict[str, dict[str, Any]] = {}
-    rejected: list[dict[str, Any]] = []
+    accepted: dict[str, _Accepted] = {}
+    rejected: list[_Rejected] = []
     for d in list_shards(processed, num_shards):
         if not d.exists() or (require_done and not (d / DONE_FILE).exists()):
             k = int(d.name.split("-")[1])
             raise ShardError(f"shard {k} of {num_shards} is missing or unfinished ({d}); "
                              f"run the collection with --shard {k} --num_shards {num_shards} first")
-        staged = [_compact(row) for row in read_jsonl(d / STAGED_FILE)]
-        last = {row["id"]: i for i, row in enumerate(staged)}
-        for i, row in enumerate(staged):
-            if retryable(row) and last[row["id"]] != i:
+        staged = []  # (id, retryable, accepted, packed row, dedup key), in the order staged
+        for row in read_jsonl(d / STAGED_FILE):
+            sig = row.pop("minhash", None)
+            key = {k: row.get(k) for k in ("id", "norm_sha256", "chars", "repairs")}
+            key["minhash"] = None if sig is None else np.asarray(sig, dtype=np.uint64)
+            staged.append((row["id"], retryable(row), row.get("status") == "accepted", _pack(row), key))
+        last = {doc_id: i for i, (doc_id, *_) in enumerate(staged)}
+        for i, (doc_id, retry, ok, packed, key) in enumerate(staged):
+            if retry and last[doc_id] != i:
                 continue  # tried again later in this shard: the newer row decides
-            row["staged_path"] = str(d / TEXTS / f"{row['id']}.txt")
-            if row.get("status") == "accepted":
-                if row["id"] in accepted:
-                    rejected.append({**_reject_view(row), "reason": "duplicate_id",
-                                     "detail": "another document already has this id"})
-                else:
-                    accepted[row["id"]] = row
+            if not ok:
+                rejected.append(_Rejected(doc_id, str(json.loads(packed).get("reason")), packed))
+            elif doc_id in accepted:
+                rejected.append(_Rejected(doc_id, "duplicate_id", _pack({
+                    **_reject_view(json.loads(packed)), "reason": "duplicate_id",
+                    "detail": "another document already has this id"})))
             else:
-                rejected.append(row)
+                accepted[doc_id] = _Accepted(packed, str(d / TEXTS / f"{doc_id}.txt"), key)
     return accepted, rejected
 
 
-def _compact(row: dict[str, Any]) -> dict[str, Any]:
-    """A staged row as the merge holds it, every row at once until the dedup is done: its
-    MinHash as uint64 (1 KiB, against ~5 KiB as a list of Python ints) and its keys shared
-    with every other row's (JSON gives each row its own copies, ~1.5 KiB a row)."""
-    if row.get("minhash") is not None:
-        row["minhash"] = np.asarray(row["minhash"], dtype=np.uint64)
-    return {sys.intern(k): ({sys.intern(kk): vv for kk, vv in v.items()} if type(v) is dict else v)
-            for k, v in row.items()}
+def _splits(accepted: dict[str, _Accepted], split_fn: Callable[[str, float], str],
+            validation_percent: float) -> dict[str, str]:
+    """Each kept document's split, by id (the order of the manifest)."""
+    lean = [{"id": doc_id, "split": split_fn(doc_id, validation_percent)} for doc_id in sorted(accepted)]
+    ensure_both_splits(lean, validation_percent)
+    return {r["id"]: r["split"] for r in lean}
 
 
-def _manifest_rows(accepted: dict[str, dict[str, Any]], split_fn: Callable[[str, float], str],
-                   validation_percent: float) -> list[dict[str, Any]]:
-    """The manifest row of each kept document, by id: its split and its path under ``texts/``."""
-    manifest_rows = []
-    for doc_id in sorted(accepted):
-        row = accepted[doc_id]
-        out = {k: v for k, v in row.items() if k not in _STAGING_KEYS}
-        for k in set(row) - {"staged_path"}:  # the staged row now lives on as ``out``: not held twice
-            del row[k]
-        out.pop("reason", None)
-        out["split"] = split_fn(doc_id, validation_percent)
-        out["path"] = f"{TEXTS}/{doc_id}.txt"
-        manifest_rows.append(out)
-    ensure_both_splits(manifest_rows, validation_percent)
-    return manifest_rows
+def _manifest_row(staged: _Accepted, doc_id: str, split: str) -> dict[str, Any]:
+    """The manifest row of a kept document: its staged row, its split and its path under ``texts/``."""
+    out = {k: v for k, v in staged.row().items() if k not in _STAGING_KEYS}
+    out.pop("reason", None)
+    out["split"] = split
+    out["path"] = f"{TEXTS}/{doc_id}.txt"
+    return out
 
 
 def _reject_view(row: dict[str, Any]) -> dict[str, Any]:

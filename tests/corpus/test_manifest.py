@@ -81,3 +81,43 @@ def test_read_manifest_names_the_fix(tmp_path):
     with pytest.raises(CorpusError, match=r"manifest.jsonl:2: bad JSON.*--overwrite"):
         read_manifest(tmp_path)
     assert list(read_jsonl(tmp_path / "manifest.jsonl")) == [{"id": "a"}]  # a torn line is skipped
+
+
+def _fat_rows(n: int) -> list[dict]:
+    return [{"id": f"bl_books-{i:09d}", "path": f"texts/bl_books-{i:09d}.txt", "split": "train", "year": 1700 + i % 200,
+             "decade": 1700 + i % 200 // 10 * 10, "source": "bl_books", "source_kind": "hf_dataset", "license": "CC0",
+             "chars": 600000, "words": 100000, "london": True, "year_rule": "catalogue date",
+             "title": f"A survey of London, volume {i}", "author": "Stow, John", "sha256": f"{i:064x}",
+             "norm_sha256": f"{i:064x}", "filters": {"language": 0.4, "quality": 4.6, "period": 1720},
+             "date_evidence": {"catalogue date": 1720}, "repairs": [], "url": "https://huggingface.co/datasets/x",
+             "pages": {"read": 300, "text": 290, "empty": 10, "null_text": 0, "duplicates": 0}} for i in range(n)]
+
+
+def test_read_manifest_keeps_only_the_keys_asked_for(tmp_path):
+    from londonlm.corpus.manifest import SUMMARY_KEYS, jsonl_text, read_manifest, summarize
+
+    rows = _fat_rows(50)
+    (tmp_path / "manifest.jsonl").write_text(jsonl_text(rows))
+    lean = read_manifest(tmp_path, keys=SUMMARY_KEYS)
+    assert all(set(r) <= set(SUMMARY_KEYS) for r in lean) and read_manifest(tmp_path) == rows
+    assert summarize(lean) == summarize(rows)  # the statistics need nothing else
+
+
+def test_the_corpus_report_holds_a_few_hundred_bytes_a_document(tmp_path):
+    import tracemalloc
+
+    import matplotlib.pyplot  # noqa: F401 - a fixed cost, not a document's
+
+    from londonlm.corpus.manifest import jsonl_text
+    from londonlm.corpus.report import write_report
+
+    n = 3000
+    (tmp_path / "manifest.jsonl").write_text(jsonl_text(_fat_rows(n)))
+    (tmp_path / "rejections.jsonl").write_text(jsonl_text(
+        {"id": f"r{i}", "reason": "not_london_imprint", "detail": "printed at 'Edinburgh'" * 5} for i in range(n)))
+    write_report(tmp_path, tmp_path / "meta")  # warm: matplotlib's first figure
+    tracemalloc.start()
+    write_report(tmp_path, tmp_path / "meta")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak / n < 1500, f"{peak / n:.0f} bytes a document"  # whole rows: ~4 KB
