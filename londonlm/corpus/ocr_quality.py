@@ -74,3 +74,24 @@ def quality_distribution(scores: Iterable[float | None]) -> dict[str, int]:
         if s is not None:
             out[quality_bin(float(s))] += 1
     return out
+
+
+def ocr_summary(rows: Iterable[dict[str, Any]], rejections: Iterable[dict[str, Any]] = ()) -> dict[str, Any] | None:
+    """The OCR part of the corpus statistics (None when no document was OCR): documents kept and
+    rejected as too damaged, the quality distribution before and after repair, repairs made."""
+    kept = [r for r in rows if r.get("ocr")]
+    rejected = [r for r in rejections if r.get("ocr")]
+    if not kept and not rejected:
+        return None
+    seen = kept + rejected
+
+    def mean(key: str) -> float | None:
+        vals = [float(r[key]) for r in seen if r.get(key) is not None]
+        return round(sum(vals) / len(vals), 4) if vals else None
+
+    return {"documents": len(kept), "rejected": len(rejected),
+            "rejected_too_damaged": sum(r.get("reason") == "ocr_too_damaged" for r in rejected),
+            "repairs": sum(int(r.get("ocr_repairs") or 0) for r in seen),
+            "mean_quality_before": mean("ocr_quality_before"), "mean_quality_after": mean("ocr_quality"),
+            "quality_before": quality_distribution(r.get("ocr_quality_before") for r in seen),
+            "quality_after": quality_distribution(r.get("ocr_quality") for r in seen)}

@@ -30,7 +30,7 @@ from .ocr_confusions import LONG_S, ConfusionModel
 from .period_lexicon import BACKOFF, PeriodLexicon, word_key
 
 # a word as the corrector sees it: letters, with digits the OCR may have put for letters
-TOKEN = re.compile(r"[A-Za-zſ0-9]+(?:['’][A-Za-zſ]+)*")
+TOKEN = re.compile(r"[A-Za-zſ0-9\u00c0-\u024f]+(?:['’][A-Za-zſ\u00c0-\u024f]+)*")
 # numbers, ordinals, sums (5s, 10d, 3l), years, times: never changed
 _NUMBER = re.compile(r"\d+(?:st|nd|rd|th|d|s|l|[ap]m)?|[0-9]*\d[0-9]*\d[0-9A-Za-z]*", re.IGNORECASE)
 # a digit among letters may be a misread letter ("9treet", "VALU8"); "10d", "4a", "lOd" are sums and numbers

@@ -156,6 +156,13 @@ class DocumentRepair:
         return cls(lexicon, confusions, options.repair, RepairSettings(long_s_output=options.long_s_output))
 
     def __call__(self, text: str, year: int | None = None) -> tuple[str, dict[str, Any]]:
+        """(repaired text, the manifest's ``ocr_*`` facts)."""
+        text, facts = self.repair_text(text, year)
+        facts.pop("changes", None)
+        return text, facts
+
+    def repair_text(self, text: str, year: int | None = None) -> tuple[str, dict[str, Any]]:
+        """(repaired text, facts with ``changes``: every ``ocr_repair.Change``)."""
         before = ocr_quality(text, self._known)
         facts: dict[str, Any] = {"ocr": True, "ocr_quality_before": round(before.score, 4)}
         if self._repairer is not None:
@@ -164,7 +171,7 @@ class DocumentRepair:
             if "-\n" in text:
                 known = self._known
                 text = join_hyphenation(text, known=lambda w: word_key(w) in known)
-            facts.update(ocr_repairs=len(done.changes), ocr_long_s=done.long_s)
+            facts.update(ocr_repairs=len(done.changes), ocr_long_s=done.long_s, changes=done.changes)
         after = ocr_quality(text, self._known) if self._repairer is not None else before
         facts["ocr_quality"] = round(after.score, 4)
         return text, facts

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..core import write_bytes_atomic
-from .manifest import CorpusError
+from ..core import LondonLMError, write_bytes_atomic
 
 FORMAT = 1
 LEXICON_FILE = "period_lexicon.json.gz"
@@ -35,7 +34,7 @@ _KEY = str.maketrans({"ſ": "s", "’": "'"})
 BACKOFF = math.log(0.4)  # stupid backoff (Brants et al. 2007): an unseen pair costs this on top
 
 
-class LexiconError(CorpusError):
+class LexiconError(LondonLMError, ValueError):
     """A period lexicon that cannot be built or read; the message says why."""
 
 
