@@ -82,10 +82,10 @@ _WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 # a digitiser's stamp, never period text: "Digitized by Google" (its logo read as "VjOOQlC" and the
 # like), "Digitized by the Internet Archive in 2008 with funding from ...", "Original from ..."
 _STAMP = re.compile(
-    r"Digiti[sz]ed[ \t]+by[ \t]+(?:the[ \t]+Internet[ \t]+Archive\b[^\n]*|[A-Za-z0-9]{4,12}\b\.?)"
+    r"Digiti[sz]ed[ \t]+by[ \t]+(?:the[ \t]+Internet[ \t]+Archive\b[^\n]*|[A-Za-z0-9]{4,12}\b\.?[ \t]*)"
     r"|^[ \t]*(?:Original[ \t]+from[ \t]+[A-Z][^\n]{0,80}|Generated[ \t]+(?:on|for)[ \t][^\n]{0,120}GMT[^\n]*"
     r"|Public[ \t]+Domain,?[ \t]+Google-digitized[^\n]*)[ \t]*$",
-    re.IGNORECASE | re.MULTILINE)
+    re.MULTILINE)  # stamps are set with capitals; "digitized by hand" in a sentence is no stamp
 
 # Lines longer than this are wrapped at a space so that later line-based steps stay linear
 # and no output line is unreadable; nothing is dropped.

@@ -37,6 +37,7 @@ _NUMBER = re.compile(r"\d+(?:st|nd|rd|th|d|s|l|[ap]m)?|[0-9]*\d[0-9]*\d[0-9A-Za-
 _LETTERS_WITH_A_DIGIT = re.compile(r"[A-Za-zſ]{2,}[0-9][A-Za-zſ]*|[A-Za-zſ]*[0-9][A-Za-zſ]{2,}")
 _SENTENCE_END = ".!?\n"
 _MISSING = object()
+PIECE = 1_000_000  # characters repaired at once (a longer text goes in pieces)
 _STOPS = (",", ";", ":", ".", "!", "?")
 _MID = re.compile(r"[A-Za-zſ,;] ")  # what comes before a word in mid-sentence
 # capitals whose small letter differs by a dot or a stroke the OCR loses: the only case repairs.
@@ -64,6 +65,8 @@ class RepairSettings:
     known_min_count: int = 2
     doc_min_count: int = 3
     doc_penalty: float = -4.0
+    doc_slack: float = 3.0
+    doc_boost: float = 20.0
     noise_weight: float = 4.0
     noise_reference: float = 0.07
     noise_cap: float = 0.0
@@ -120,6 +123,21 @@ class OcrRepairer:
 
     # ---------------------------------------------------------------- the document
     def repair(self, text: str, year: int | None = None) -> Repaired:
+        """The repaired text and every change. A text longer than ``PIECE`` characters is repaired
+        in pieces cut at a line break (or a space), so memory stays bounded whatever its size."""
+        if len(text) <= PIECE:
+            return self._repair(text, year)
+        out, changes, long_s, pos = [], [], False, 0
+        while pos < len(text):
+            end = _cut(text, pos)
+            done = self._repair(text[pos:end], year)
+            out.append(done.text)
+            changes += [Change(c.start + pos, c.before, c.after, c.kind, c.gain, c.channel) for c in done.changes]
+            long_s = long_s or done.long_s
+            pos = end
+        return Repaired("".join(out), changes, long_s)
+
+    def _repair(self, text: str, year: int | None = None) -> Repaired:
         matches = list(TOKEN.finditer(text))
         found = [m.group(0) for m in matches]
         starts = [m.start() for m in matches]
@@ -189,9 +207,12 @@ class OcrRepairer:
     def _add_document_evidence(self, words: list[str], keys: list[str], priors: list[float | None],
                                long_s: bool) -> None:
         """A word the document itself uses often is a word of the document (``fleete`` in Stow,
-        ``Carrie`` in a diary), unless the confusion model explains its count as misreadings of
-        words the document uses (``tbe`` beside a thousand ``the``): the occurrences it does not
-        explain give the word a prior of its own (in place in ``priors``)."""
+        ``Carrie`` in a diary) when it is too frequent to be misreadings of the words it may
+        stand for: more often than those words' own count here plus ``doc_slack`` times what the
+        period's frequency expects of them in a text this long, each times the misreading's
+        probability (``doc_boost`` times it, at most 1: one scan misreads one glyph far more
+        often than OCR on average does). ``tbe`` beside ``the`` is not; such a word gets its
+        document frequency as its prior (in place in ``priors``)."""
         counts = Counter(keys)
         total = max(1, len(keys))
         least = self.s.doc_min_count
@@ -204,10 +225,10 @@ class OcrRepairer:
             cands = self._cache.get((w, long_s))
             if cands is None:
                 cands = self._candidates(w, k, self._prior(k), long_s)
-            expected = sum(counts.get(ck, 0) * math.exp(ch) for _, ck, ch, p in cands if p is not None)
-            unexplained = counts[k] - expected
-            if unexplained >= least:
-                own[k] = math.log(unexplained / total) + self.s.doc_penalty
+            could_be = sum((counts.get(ck, 0) + self.s.doc_slack * total * math.exp(p))
+                           * min(1.0, self.s.doc_boost * math.exp(ch)) for _, ck, ch, p in cands if p is not None)
+            if counts[k] > could_be:
+                own[k] = math.log(counts[k] / total) + self.s.doc_penalty
         if own:
             for i, k in enumerate(keys):
                 lp = own.get(k)
@@ -418,6 +439,18 @@ class _Doc:
         prev = self.keys[i - 1] if i > 0 and self.priors[i - 1] is not None else None
         nxt = self.keys[i + 1] if i + 1 < len(self.keys) and self.priors[i + 1] is not None else None
         return prev, nxt
+
+
+def _cut(text: str, pos: int) -> int:
+    """Where the piece from ``pos`` ends: the last line break (else space) before ``PIECE``."""
+    end = pos + PIECE
+    if end >= len(text):
+        return len(text)
+    for sep in ("\n", " "):
+        k = text.rfind(sep, pos + PIECE // 2, end)
+        if k > 0:
+            return k + 1
+    return end
 
 
 def _is_name(word: str, text: str, start: int) -> bool:
