@@ -65,18 +65,18 @@ class ConfusionModel:
     # -- candidates
     def candidates(self, word: str, known: Container[str], prefixes: Container[str], key: Callable[[str], str],
                    long_s: bool = False, max_edits: int = 2, floor: float = -14.0,
-                   beam: float = -7.0) -> dict[str, float]:
+                   beam: float = -7.0, fanout: int = 1000) -> dict[str, float]:
         """The words of ``known`` (by ``key``, a letter-for-letter map such as lower case) that
         ``word`` may have been read from, with log P(word | printed): every way of undoing up to
         ``max_edits`` rules, left to right, a second only where the first left a likely string
-        (above ``beam``), nothing less likely than ``floor``. ``prefixes`` (every prefix of a
+        (above ``beam``, the ``fanout`` likeliest), nothing less likely than ``floor``. ``prefixes`` (every prefix of a
         known key) prunes early: once the text before the next edit begins no known word, no
         later edit can help. ``long_s``: the text was printed with the long s, so its rules count."""
         rules = self._keyed(long_s, key)
         out: dict[str, float] = {}
         wk = key(word)
         if len(wk) == len(word):
-            self._walk(word, wk, 0, 0.0, max_edits, rules, known, prefixes, floor, beam, out)
+            self._walk(word, wk, 0, 0.0, max_edits, rules, known, prefixes, floor, beam, out, fanout)
         out.pop(word, None)
         return out
 
@@ -90,12 +90,13 @@ class ConfusionModel:
         return got
 
     def _walk(self, w: str, wk: str, start: int, base: float, edits: int, rules: dict, known: Container[str],
-              prefixes: Container[str], floor: float, beam: float, out: dict[str, float]) -> None:
+              prefixes: Container[str], floor: float, beam: float, out: dict[str, float], fanout: int) -> None:
         n = len(w)
+        deeper: list[tuple[float, str, str, int]] = []
         for i in range(start, n):
             hk = wk[:i]
             if i and hk not in prefixes:
-                return  # every later edit keeps this head, which begins no word
+                break  # every later edit keeps this head, which begins no word
             for ln in self._lengths:
                 if i + ln > n:
                     continue
@@ -110,17 +111,16 @@ class ConfusionModel:
                     if nk not in prefixes:
                         continue
                     ck = nk + wk[i + ln:]
-                    deeper = edits > 1 and total > beam
                     if ck in known:
                         cand = w[:i] + g + w[i + ln:]
                         if total > out.get(cand, -math.inf):
                             out[cand] = total
-                    elif not deeper:
-                        continue
-                    else:
-                        cand = w[:i] + g + w[i + ln:]
-                    if deeper:
-                        self._walk(cand, ck, i + len(g), total, edits - 1, rules, known, prefixes, floor, beam, out)
+                    if edits > 1 and total > beam:
+                        deeper.append((total, w[:i] + g + w[i + ln:], ck, i + len(g)))
+        if deeper:  # a second undoing, from the likeliest first ones only
+            deeper.sort(key=lambda d: -d[0])
+            for total, cand, ck, nxt in deeper[:fanout]:
+                self._walk(cand, ck, nxt, total, edits - 1, rules, known, prefixes, floor, beam, out, fanout)
 
     # -- persistence
     def to_json(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Container
 
 from .ocr_confusions import LONG_S, ConfusionModel
 from .period_lexicon import BACKOFF, PeriodLexicon, word_key
@@ -47,12 +47,24 @@ _CASE_SHAPES = frozenset("I")
 
 @dataclass
 class RepairSettings:
-    """The thresholds of a change (tuned on the training part of ``../shared/ocr``; see
-    BENCHMARKS.md). ``margin``: the score a candidate must beat the word by; ``name_margin``:
-    the same for a capitalised word in mid-sentence; ``lm_weight``: the weight of the period
-    language model against the confusion model; ``unknown``: log-probability of a word the
-    lexicon does not hold; ``long_s``: ``auto`` (year and the text's evidence), ``on``, ``off``;
-    ``long_s_output``: ``print`` (write ``ſ`` where the page had it) or ``modern`` (``s``)."""
+    """The evidence a change needs, tuned by 3-fold cross-validation on the training part of
+    ``../shared/ocr`` (see BENCHMARKS.md). Scores are log-probabilities.
+
+    - ``margin``: what a candidate must beat the word by; ``name_margin`` for a capitalised word
+      in mid-sentence (a name), ``short_margin`` for a word of two letters, ``join_margin`` for a
+      join whose halves are both words ("any body"), ``known_margin`` added for a word the
+      period knows, ``case_margin`` for a capital read for a small letter.
+    - ``lm_weight``: the language model's weight against the confusion model; ``unknown``: the
+      prior of a word the lexicon lacks, moved by ``char_weight`` x letters x (its per-letter
+      character-model score - ``char_reference``): "Tiverton" is likelier than "tbe".
+    - ``doc_min_count``, ``doc_slack``, ``doc_boost``, ``doc_penalty``: a word the document uses too
+      often to be misreadings gets its own prior (``_add_document_evidence``).
+    - ``noise_weight``, ``noise_reference``, ``noise_cap``: misreadings scaled by how noisy the
+      document is (``_noise_adjustment``).
+    - ``max_edits``, ``floor``, ``known_floor``, ``beam``, ``fanout``, ``candidates``,
+      ``max_deficit``: how far the candidate search goes (``ConfusionModel.candidates``).
+    - ``long_s``: ``auto`` (the year and the text's evidence), ``on``, ``off``; ``long_s_output``:
+      ``print`` (write ``ſ`` where the page had it) or ``modern`` (``s``)."""
 
     margin: float = 0.0
     name_margin: float = 3.0
@@ -61,7 +73,9 @@ class RepairSettings:
     known_margin: float = 0.0
     case_margin: float = 0.0
     lm_weight: float = 1.0
-    unknown: float = -24.0
+    unknown: float = -20.0
+    char_weight: float = 1.0
+    char_reference: float = -2.5
     known_min_count: int = 2
     doc_min_count: int = 3
     doc_penalty: float = -4.0
@@ -73,8 +87,9 @@ class RepairSettings:
     max_edits: int = 2
     max_deficit: float = 6.0
     floor: float = -12.0
-    known_floor: float = -12.0
+    known_floor: float = -10.0
     beam: float = -8.0
+    fanout: int = 12
     candidates: int = 4
     joins: bool = True
     splits: bool = True
@@ -119,6 +134,8 @@ class OcrRepairer:
         self.s = settings or RepairSettings()
         self._cache: dict[tuple[str, bool], tuple] = {}
         self._priors: dict[str, Any] = {}
+        self._keys: dict[str, str] = {}
+        self._unknowns: dict[str, float] = {}
         self._cache_size = cache_size
 
     # ---------------------------------------------------------------- the document
@@ -141,7 +158,7 @@ class OcrRepairer:
         matches = list(TOKEN.finditer(text))
         found = [m.group(0) for m in matches]
         starts = [m.start() for m in matches]
-        keys = [word_key(w) for w in found]
+        keys = [self._key(w) for w in found]
         priors = [self._prior(k) for k in keys]
         long_s = self.uses_long_s(keys, priors, year)
         if self.s.doc_min_count:
@@ -204,6 +221,14 @@ class OcrRepairer:
         return min(self.s.noise_cap, self.s.noise_weight * math.log(share / self.s.noise_reference))
 
     # ---------------------------------------------------------------- the evidence
+    def _key(self, word: str) -> str:
+        got = self._keys.get(word)
+        if got is None:
+            if len(self._keys) >= self._cache_size:
+                self._keys.clear()
+            got = self._keys[word] = word_key(word)
+        return got
+
     def _add_document_evidence(self, words: list[str], keys: list[str], priors: list[float | None],
                                long_s: bool) -> None:
         """A word the document itself uses often is a word of the document (``fleete`` in Stow,
@@ -252,12 +277,25 @@ class OcrRepairer:
         self._priors[key] = got
         return got
 
+    def _unknown(self, key: str) -> float:
+        """log P(word) of a word the period lexicon lacks: ``unknown``, raised or lowered by how
+        much its letters look like the period's words (``char_weight``; cached)."""
+        if not self.s.char_weight:
+            return self.s.unknown
+        got = self._unknowns.get(key)
+        if got is None:
+            if len(self._unknowns) >= self._cache_size:
+                self._unknowns.clear()
+            got = self._unknowns[key] = self.s.unknown + self.s.char_weight * len(key) * (
+                self.lex.char_logp(key) - self.s.char_reference)
+        return got
+
     def _lm(self, key: str, prior: float | None, prev: str | None, nxt: str | None) -> float:
         """log P(key | prev) + log P(nxt | key): the period's bigrams, backing off to the word's
         prior (the lexicon's, or the document's own evidence)."""
         lex = self.lex
         if prior is None:
-            return self.s.unknown + (lex.logp(nxt) if nxt is not None else 0.0)
+            return self._unknown(key) + (lex.logp(nxt) if nxt is not None else 0.0)
         if prev is None:
             lp = prior
         elif key in lex:
@@ -331,23 +369,25 @@ class OcrRepairer:
             self._cache[ck] = ()
             return ()
         known = prior is not None
-        own = prior if known else self.s.unknown
+        own = prior if known else self._unknown(key)
         known_keys, prefixes = self.lex.vocabulary(self.s.known_min_count)
         found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s=long_s,
                                      max_edits=1 if known else self.s.max_edits,
-                                     floor=self.s.known_floor if known else self.s.floor, beam=self.s.beam)
+                                     floor=self.s.known_floor if known else self.s.floor, beam=self.s.beam,
+                                     fanout=self.s.fanout)
         scored = []
         odd_case = not (word.islower() or word.istitle() or word.isupper())
+        logp, weight, least = self.lex.logp, self.s.lm_weight, -self.s.max_deficit
         for cand, ch in found.items():
             k = word_key(cand)
             if k == key or not (odd_case or cand.islower() or cand.istitle() or cand.isupper()):
                 continue
-            p = self.lex.logp(k)
-            static = self.s.lm_weight * (p - own) + ch
-            if static > -self.s.max_deficit:
+            p = logp(k)
+            static = weight * (p - own) + ch
+            if static > least:
                 scored.append((static, cand, k, ch, p))
-        if self.s.splits and not known:
-            scored += self._splits(word, own)
+        if self.s.splits and not known and word.isalpha() and len(key) == len(word):
+            scored += self._splits(word, key, own, known_keys)
         scored.sort(key=lambda x: -x[0])
         out = tuple(x[1:] for x in scored[:self.s.candidates])
         if len(self._cache) >= self._cache_size:
@@ -355,14 +395,16 @@ class OcrRepairer:
         self._cache[ck] = out
         return out
 
-    def _splits(self, word: str, own: float) -> list[tuple]:
+    def _splits(self, word: str, key: str, own: float, known: Container[str]) -> list[tuple]:
         """A word run into the next (``TheShoreham``): both halves the period's words."""
         out = []
         for j in range(1, len(word)):
-            a, b = word[:j], word[j:]
-            if (len(a) == 1 and a not in "aAI") or (len(b) == 1 and b not in "aAI") or not (a.isalpha() and b.isalpha()):
+            ka, kb = key[:j], key[j:]
+            if ka not in known or kb not in known:
                 continue
-            ka, kb = word_key(a), word_key(b)
+            a, b = word[:j], word[j:]
+            if (len(a) == 1 and a not in "aAI") or (len(b) == 1 and b not in "aAI"):
+                continue
             pa, pb = self._prior(ka), self._prior(kb)
             if pa is not None and pb is not None:
                 static = self.s.lm_weight * (pa + pb - own) + self.conf.join

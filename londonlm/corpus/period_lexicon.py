@@ -58,6 +58,7 @@ class PeriodLexicon:
         log_total = math.log(self.total)
         self.unseen = -log_total - math.log(10)  # a tenth of a word seen once
         self._vocab: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+        self._chars: tuple[dict[str, int], dict[str, int], int] | None = None
         # log-probabilities once, not per lookup: the corrector asks millions of times
         self._lp = {k: math.log(n) - log_total for k, n in self.unigrams.items()}
         self._lp_after: dict[str, float] = {}
@@ -83,6 +84,21 @@ class PeriodLexicon:
 
     def count(self, key: str) -> int:
         return self.unigrams.get(key, 0)
+
+    def char_logp(self, key: str) -> float:
+        """log P(key) under a character trigram model of the period's words (each word type once,
+        add-one smoothed): how much a word the lexicon lacks looks like a word of the period
+        (``Tiverton``) rather than OCR debris (``tbc``, ``Bakcr``). Per character, so length does
+        not decide."""
+        if self._chars is None:
+            self._chars = _char_model(self.unigrams)
+        tri, bi, size = self._chars
+        padded = "^^" + key + "$"
+        total = 0.0
+        for i in range(2, len(padded)):
+            ctx = padded[i - 2:i]
+            total += math.log((tri.get(ctx + padded[i], 0) + 1) / (bi.get(ctx, 0) + size))
+        return total / (len(padded) - 2)
 
     def capital_share(self, key: str) -> float:
         """How often the period wrote ``key`` with a capital in mid-sentence (a name: ~1; "in": ~0)."""
@@ -123,6 +139,20 @@ class PeriodLexicon:
                        {str(k): int(v) for k, v in (data.get("capitals") or {}).items()})
         except (TypeError, ValueError, AttributeError) as e:
             raise LexiconError(f"{path}: malformed period lexicon ({e}); rebuild it") from e
+
+
+def _char_model(unigrams: dict[str, int]) -> tuple[dict[str, int], dict[str, int], int]:
+    """Character trigram and bigram counts over the word types, and the alphabet size."""
+    tri: Counter[str] = Counter()
+    bi: Counter[str] = Counter()
+    chars: set[str] = set("$")
+    for key in unigrams:
+        padded = "^^" + key + "$"
+        chars.update(key)
+        for i in range(2, len(padded)):
+            tri[padded[i - 2:i + 1]] += 1
+            bi[padded[i - 2:i]] += 1
+    return dict(tri), dict(bi), len(chars)
 
 
 class LexiconBuilder:

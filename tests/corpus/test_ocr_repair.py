@@ -127,3 +127,8 @@ def test_a_long_text_is_repaired_in_pieces_as_it_would_be_whole(monkeypatch):
     assert len(seen) > 3 and max(seen) <= 700
     assert pieces.text == whole.text and apply(text, pieces.changes) == pieces.text
     assert len(pieces.changes) == len(whole.changes)
+
+
+def test_an_unknown_word_that_looks_like_the_periods_is_likelier_than_debris():
+    r = repairer()
+    assert r._unknown("bakery") > r._unknown("bakcry") and r._unknown("tbe") < repairer(char_weight=0)._unknown("tbe")

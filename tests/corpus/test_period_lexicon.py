@@ -66,3 +66,10 @@ def test_file_round_trip_and_damaged_files(tmp_path):
 def test_an_empty_corpus_is_refused():
     with pytest.raises(LexiconError, match="empty"):
         build_lexicon(["", "123 456"])
+
+
+def test_letters_tell_a_word_of_the_period_from_ocr_debris():
+    text = "the watch and the weather, the whole of the world with the wheel and the thatch " * 3
+    lex = build_lexicon([text])
+    assert lex.char_logp("whether") > lex.char_logp("wbetber")
+    assert lex.char_logp("thatched") > lex.char_logp("tliatcbed")
