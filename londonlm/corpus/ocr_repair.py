@@ -76,7 +76,7 @@ class RepairSettings:
     unknown: float = -20.0
     char_weight: float = 1.0
     char_reference: float = -2.5
-    known_min_count: int = 2
+    known_min_count: int = 1
     doc_min_count: int = 3
     doc_penalty: float = -4.0
     doc_slack: float = 3.0

@@ -67,7 +67,7 @@ class PeriodLexicon:
             if first:
                 self._lp_after[pair] = math.log(min(1.0, n / first))
 
-    def vocabulary(self, min_count: int = 2) -> tuple[frozenset[str], frozenset[str]]:
+    def vocabulary(self, min_count: int = 1) -> tuple[frozenset[str], frozenset[str]]:
         """(the keys seen at least ``min_count`` times, every prefix of them), cached: what a
         candidate must be, and what its beginning must be on the way."""
         got = self._vocab.get(min_count)
@@ -157,8 +157,9 @@ def _char_model(unigrams: dict[str, int]) -> tuple[dict[str, int], dict[str, int
 
 class LexiconBuilder:
     """Counts words and word pairs text by text (:meth:`add`), then keeps what is evidence
-    (:meth:`build`): words seen at least ``min_count`` times, pairs at least ``min_pair_count``
-    times, each capped (the most frequent kept) so that a huge corpus gives a bounded model."""
+    (:meth:`build`): words seen at least ``min_count`` times (once: a rare word of the period is
+    still one; cross-validated on ../shared/ocr), pairs at least ``min_pair_count`` times, each
+    capped (the most frequent kept) so that a huge corpus gives a bounded model."""
 
     def __init__(self) -> None:
         self.unigrams: Counter[str] = Counter()
@@ -177,7 +178,7 @@ class LexiconBuilder:
         self.bigrams.update(f"{a} {b}" for a, b in zip(keys, keys[1:]))
         self.documents += 1
 
-    def build(self, min_count: int = 2, min_pair_count: int = 2, max_words: int = 400_000,
+    def build(self, min_count: int = 1, min_pair_count: int = 2, max_words: int = 400_000,
               max_pairs: int = 2_000_000, made_from: dict[str, Any] | None = None) -> PeriodLexicon:
         words = dict(_top(self.unigrams, min_count, max_words))
         pairs = dict(_top(self.bigrams, min_pair_count, max_pairs))
