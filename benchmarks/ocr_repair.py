@@ -184,6 +184,11 @@ def _init(lexicon_path: str, mode: str, warm: list | None = None) -> None:
         _WORKER.repair(text, year)
 
 
+def _ready(_: int) -> int:
+    time.sleep(0.2)
+    return os.getpid()
+
+
 def _repair(item: tuple[str, int]) -> int:
     _WORKER.repair(*item)
     return len(item[0].encode("utf-8"))
@@ -199,7 +204,8 @@ def speed(lexicon_path: Path, mode: str, texts: list[tuple[str, int]], workers: 
     for _ in range(runs):
         with ProcessPoolExecutor(workers, initializer=_init,
                                  initargs=(str(lexicon_path), mode, texts if warm else None)) as pool:
-            list(pool.map(time.sleep, [1.0] * workers))  # every worker started, its lexicon loaded
+            while len(set(pool.map(_ready, range(2 * workers)))) < workers:
+                pass  # until every worker has answered: started, lexicon loaded (and warmed)
             t0 = time.perf_counter()
             list(pool.map(_repair, texts, chunksize=1))
             walls.append(time.perf_counter() - t0)

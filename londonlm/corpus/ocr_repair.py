@@ -342,8 +342,9 @@ class OcrRepairer:
         """``came In from``: a capital the period never set in mid-sentence on this word, and a
         capital the OCR is known to read for the small letter, is the small letter."""
         word, start = doc.words[i], doc.starts[i]
-        if len(word) < 2 or not word.istitle() or start < 2 or not _MID.match(doc.text, start - 2):
-            return None
+        if len(word) < 2 or not word.istitle() or start < 2 or not _MID.match(doc.text, start - 2) \
+                or doc.text[start + len(word):start + len(word) + 1] == ".":
+            return None  # "Is. 6d." is a sum (1s.), an abbreviation ends with its stop
         ch = self._lower_rules().get(word[0]) if word[0] in _CASE_SHAPES else None
         if ch is None:
             return None

@@ -54,7 +54,7 @@ def test_the_periods_own_spellings_and_elisions_stay():
 
 
 def test_numbers_dates_and_sums_are_never_touched():
-    text = "tbe Court will sit on the 27th of May 1744, and the Merchants will attend with £5 10s. 6d. and 10d. " * 2
+    text = "tbe Court will sit on the 27th of May 1744, and the Merchants will attend with £5 10s. 6d. and Is. 6d. " * 2
     done = repairer().repair(text, 1744)
     assert {c.before for c in done.changes} == {"tbe"}
 
@@ -132,3 +132,10 @@ def test_a_long_text_is_repaired_in_pieces_as_it_would_be_whole(monkeypatch):
 def test_an_unknown_word_that_looks_like_the_periods_is_likelier_than_debris():
     r = repairer()
     assert r._unknown("bakery") > r._unknown("bakcry") and r._unknown("tbe") < repairer(char_weight=0)._unknown("tbe")
+
+
+def test_a_capital_i_read_for_a_small_one_but_not_a_sum():
+    lex = period_lexicon("and it is good, and he paid, and it is here. " * 300)  # "is": never a capital in mid-sentence
+    text = NOISY + "and tbe Court said it Is good, and paid Is. 6d. for tbe Bread. "
+    out = OcrRepairer(lex, load_confusions()).repair(text, 1790).text
+    assert "it is good" in out and "paid Is. 6d." in out
