@@ -44,7 +44,7 @@ from londonlm.corpus.period_lexicon import LexiconBuilder, PeriodLexicon  # noqa
 from londonlm.corpus.sources import LocalSource, materialise  # noqa: E402
 
 MODES = {"default": RepairSettings(),
-         "thorough": RepairSettings(max_edits=3, floor=-15.0, beam=-8.0, fanout=1000)}
+         "thorough": RepairSettings.thorough()}
 
 
 # ---------------------------------------------------------------- the fixed split

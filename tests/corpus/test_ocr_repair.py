@@ -139,3 +139,8 @@ def test_a_capital_i_read_for_a_small_one_but_not_a_sum():
     text = NOISY + "and tbe Court said it Is good, and paid Is. 6d. for tbe Bread. "
     out = OcrRepairer(lex, load_confusions()).repair(text, 1790).text
     assert "it is good" in out and "paid Is. 6d." in out
+
+
+def test_the_thorough_search_goes_deeper():
+    deep = RepairSettings.thorough(long_s_output="modern")
+    assert deep.max_edits == 3 and deep.floor < RepairSettings().floor and deep.long_s_output == "modern"
