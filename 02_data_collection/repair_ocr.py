@@ -29,8 +29,8 @@ from londonlm.corpus.ocr_step import DocumentRepair, load_period_lexicon
 def build_parser() -> argparse.ArgumentParser:
     p = StageParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                     epilog="\n".join(__doc__.splitlines()[5:]))
-    p.add_argument("--input", required=True, type=existing_file, help="JSONL rows with a text field")
-    p.add_argument("--output", required=True, help="JSONL out: the same rows, text repaired")
+    p.add_argument("--input", type=existing_file, help="JSONL rows with a text field (needed)")
+    p.add_argument("--output", help="JSONL out: the same rows, text repaired (needed)")
     p.add_argument("--report", help="JSONL report: per row what changed, where and why; a summary line last")
     p.add_argument("--period_corpus", help="saved lexicon (.json.gz), collected corpus or folder of texts "
                                            "(default: the corpus collected under --root)")
@@ -53,8 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
-    layout = config.get_layout(a.root)
+    p = build_parser()
+    a = p.parse_args(argv)
+    layout = config.get_layout(a.root)  # first: a root that cannot be one is refused before anything else
+    if not a.input or not a.output:
+        p.error("--input and --output are both needed")
     lexicon = load_period_lexicon(a.period_corpus or layout.processed_dir)
     if a.save_lexicon:
         lexicon.save(a.save_lexicon)
