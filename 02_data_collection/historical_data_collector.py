@@ -12,6 +12,7 @@ folder and/or the embedded offline sample; clean, filter, dedup and write texts 
     python 02_data_collection/historical_data_collector.py --source_dir my_scans/ --cutoff_year 1750
     python 02_data_collection/historical_data_collector.py --sources bl_books --progress        # streams from the Hub
     python 02_data_collection/historical_data_collector.py --sources bl_books --hf_dataset_dir blbooks-parquet/
+    python 02_data_collection/historical_data_collector.py --source_dir my_scans/ --ocr --period_corpus ../shared/corpus
     python 02_data_collection/historical_data_collector.py --list
 """
 import argparse
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--source_dir", type=existing_dir, help="folder of .txt/.xml/.html files to add (recursively)")
     g.add_argument("--default_year", type=positive_int,
                    help="year for --source_dir files whose name has no date (and no MANIFEST.tsv)")
+    g.add_argument("--ocr", action="store_true",
+                   help="the --source_dir files are OCR: repair them with the period's evidence and filter the "
+                        "too damaged (archive.org and other scanning sources are OCR already)")
     g.add_argument("--sample", action="store_true",
                    help="include the embedded sample even when other sources are given")
     g.add_argument("--sample_limit_chars", type=positive_int,
@@ -82,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cutoff_year", type=year,
                    help="keep only documents dated up to this year; later and undated ones go to "
                         "rejections.jsonl (after_cutoff, undated_under_cutoff)")
+    o = p.add_argument_group("OCR documents (londonlm/corpus/ocr_repair.py)")
+    o.add_argument("--period_corpus", help="the corpus the period lexicon is learned from: a saved lexicon "
+                   "(.json.gz), a collected corpus or a folder of texts (default: the collection's transcribed texts)")
+    o.add_argument("--no_ocr_repair", action="store_true", help="measure OCR quality, change no word")
+    o.add_argument("--ocr_min_quality", type=fraction, default=0.5,
+                   help="reject OCR documents whose quality after repair is below this (0 keeps all)")
     r.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     r.add_argument("--overwrite", action="store_true", help="rebuild even when current")
     r.add_argument("--progress", action="store_true", help="show progress bars")
@@ -106,6 +116,8 @@ def main(argv=None) -> int:
         p.error("--merge combines every shard; leave out --shard")
     if a.workers < 1:
         p.error("--workers must be >= 1")
+    if a.ocr and not a.source_dir:
+        p.error("--ocr marks the --source_dir files as OCR; give --source_dir")
     layout = config.get_layout(a.root)
     entries = []
     if a.sources or a.all_sources or a.max_sources or a.registry or a.list:
@@ -121,7 +133,8 @@ def main(argv=None) -> int:
         use_sample=True if a.sample else None, sample_limit_chars=a.sample_limit_chars,
         validation_percent=a.validation_percent, min_chars=a.min_chars,
         year_range=(config.CORPUS.year_min, config.CORPUS.year_max), default_year=a.default_year,
-        cutoff_year=a.cutoff_year,
+        cutoff_year=a.cutoff_year, source_dir_ocr=a.ocr,
+        ocr={"repair": not a.no_ocr_repair, "period_corpus": a.period_corpus, "min_quality": a.ocr_min_quality},
         overwrite=a.overwrite, entries=entries, downloads_dir=layout.downloads_dir, offline=a.offline,
         workers=a.workers, shard=a.shard, num_shards=a.num_shards, merge_only=a.merge,
         base_urls=parse_base_urls(a.base_url, p), progress=a.progress,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from typing import Callable
 
 # --- Project Gutenberg boilerplate -------------------------------------------------------
 # START markers vary with the age of the file:
@@ -78,6 +79,13 @@ _MOJIBAKE_HINT = re.compile(
     "\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
 )
 _WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
+# a digitiser's stamp, never period text: "Digitized by Google" (its logo read as "VjOOQlC" and the
+# like), "Digitized by the Internet Archive in 2008 with funding from ...", "Original from ..."
+_STAMP = re.compile(
+    r"Digiti[sz]ed[ \t]+by[ \t]+(?:the[ \t]+Internet[ \t]+Archive\b[^\n]*|[A-Za-z0-9]{4,12}\b\.?[ \t]*)"
+    r"|^[ \t]*(?:Original[ \t]+from[ \t]+[A-Z][^\n]{0,80}|Generated[ \t]+(?:on|for)[ \t][^\n]{0,120}GMT[^\n]*"
+    r"|Public[ \t]+Domain,?[ \t]+Google-digitized[^\n]*)[ \t]*$",
+    re.MULTILINE)  # stamps are set with capitals; "digitized by hand" in a sentence is no stamp
 
 # Lines longer than this are wrapped at a space so that later line-based steps stay linear
 # and no output line is unreadable; nothing is dropped.
@@ -261,9 +269,13 @@ _TRAILING_WORD = re.compile(r"(?<![A-Za-z])([A-Za-z]+)$")
 _LEADING_WORD = re.compile(r"^[ \t]*([a-z]+)(?![A-Za-z])[ \t]?")
 
 
-def join_hyphenation(text: str) -> str:
+def join_hyphenation(text: str, known: Callable[[str], bool] | None = None) -> str:
     """Join "exam-\\nple" into "example" only when the document itself uses "example"
-    (or keep "to-morrow" when the document writes "to-morrow"); otherwise leave it alone."""
+    (or keep "to-morrow" when the document writes "to-morrow"); otherwise leave it alone.
+
+    ``known`` (a period lexicon's test, for OCR) is further evidence: the joined word is
+    joined when the period knows it and a half is no word of its own ("exam"), while two
+    words ("to" and "morrow") keep their hyphen, as the period may have printed them."""
     if "-\n" not in text:
         return text
     pieces = text.split("-\n")
@@ -283,6 +295,8 @@ def join_hyphenation(text: str) -> str:
             joins[i] = (a + b, tail_len)
         elif f"{a}-{b}".lower() in vocab:
             joins[i] = (f"{a}-{b}", tail_len)
+        elif known is not None and known(a + b) and not (known(a) and known(b)):
+            joins[i] = (a + b, tail_len)
     if not joins:
         return text
     out = [pieces[0]]
@@ -299,12 +313,20 @@ def join_hyphenation(text: str) -> str:
     return "".join(out)
 
 
+def strip_scan_stamps(text: str) -> str:
+    """OCR only: drop digitisers' stamps ("Digitized by Google", "Original from ...")."""
+    if "igiti" not in text and "riginal" not in text and "enerated" not in text and "oogle" not in text:
+        return text
+    return _STAMP.sub("", text)
+
+
 def strip_page_furniture(text: str, min_repeats: int = 3, max_head_chars: int = 60) -> str:
-    """OCR only: drop page-number lines and running heads.
+    """OCR only: drop page-number lines, running heads and catchwords.
 
     A running head is a short line that recurs on many pages (digits ignored, so "LONDON. 23"
-    and "LONDON. 24" count together) and carries no sentence punctuation at its end."""
-    lines = text.split("\n")
+    and "LONDON. 24" count together) and carries no sentence punctuation at its end. A
+    catchword is the word alone on a page's last line that repeats the next page's first word."""
+    lines = _strip_catchwords(text.split("\n"))
 
     def key(line: str) -> str:
         return re.sub(r"\s+", " ", re.sub(r"\d+", "#", line.strip().lower()))
@@ -322,6 +344,28 @@ def strip_page_furniture(text: str, min_repeats: int = 3, max_head_chars: int = 
             continue
         out.append(line)
     return "\n".join(out).replace("\f", "\n")
+
+
+def _strip_catchwords(lines: list[str]) -> list[str]:
+    """Lines without the catchwords: a page ends at a form feed or a page-number line."""
+    def first_word(j: int, step: int) -> tuple[int, str]:
+        while 0 <= j < len(lines) and not lines[j].strip(" \t\f"):
+            j += step
+        return (j, lines[j].strip(" \t\f")) if 0 <= j < len(lines) else (-1, "")
+
+    drop = set()
+    for i, line in enumerate(lines):
+        if not ("\f" in line or (_PAGE_NUMBER.match(line) and line.strip())):
+            continue
+        j, last = first_word(i - 1, -1)
+        k, nxt = first_word(i + 1, 1)
+        if j < 0 or k < 0 or " " in last or not re.fullmatch(r"[A-Za-zſ'’-]{1,20}[,.;:]?", last):
+            continue
+        head = nxt.split()[0] if nxt.split() else ""
+        if head.rstrip(",.;:").lower() == last.rstrip(",.;:-").lower() or \
+                (last.endswith("-") and head.lower().startswith(last[:-1].lower())):
+            drop.add(j)
+    return [x for n, x in enumerate(lines) if n not in drop] if drop else lines
 
 
 def _mostly_upper(s: str) -> bool:
@@ -353,6 +397,7 @@ def clean_text(text: str, ocr: bool = False, gutenberg: bool | None = None) -> s
     text = strip_transcriber_notes(text)
     text = strip_markers(text)
     if ocr:
+        text = strip_scan_stamps(text)
         text = strip_page_furniture(text)
     text = join_hyphenation(text)
     return collapse_blank_lines(text)

@@ -24,6 +24,7 @@ from ..core import (SIDECAR, UsageError, large_blocks_from_the_system, read_json
 from .cutoff import time_facts_of
 from .manifest import (REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs, read_jsonl,
                        read_manifest, summarize)
+from .ocr_step import OCR_DIR, OcrOptions, collection_lexicon
 from .processing import process_documents
 from .shards import PLAN_FILE, ShardKeep, merge_shards, prepare_shard, shard_dir
 from .sources import Document, load_registry, make_source, select_sources
@@ -60,11 +61,15 @@ class CollectionOptions:
     progress: bool = False
     cutoff_year: int | None = None           # keep only documents dated up to this year (undated ones too go)
     base_urls: dict[str, str] | None = None  # kind -> host override (mirrors, test servers)
+    ocr: OcrOptions | dict | None = None     # how OCR documents are repaired and filtered (ocr_step.OcrOptions)
     downloader: Any = None                   # a londonlm.corpus.download.Downloader (default: built here)
     download_options: dict[str, Any] | None = None
     log: Callable[[str], None] = print
 
     def check(self) -> "CollectionOptions":
+        self.ocr = OcrOptions(**self.ocr) if isinstance(self.ocr, dict) else (self.ocr or OcrOptions())
+        if not 0 <= self.ocr.min_quality <= 1:
+            raise UsageError(f"--ocr_min_quality must be in [0, 1] (got {self.ocr.min_quality})")
         if self.num_shards < 1 or (self.shard is not None and not 0 <= int(self.shard) < self.num_shards):
             raise UsageError(f"--shard must be in [0, {self.num_shards - 1}] for --num_shards {self.num_shards}")
         if self.cutoff_year is not None and int(self.cutoff_year) < int(self.year_range[0]):
@@ -89,6 +94,8 @@ class CollectionOptions:
                "year_range": [int(y) for y in self.year_range]}
         if self.cutoff_year is not None:
             out["cutoff_year"] = int(self.cutoff_year)
+        if self.ocr is not None and self.ocr.settings():
+            out["ocr"] = self.ocr.settings()
         return out
 
 
@@ -106,8 +113,9 @@ def sample_entry(limit_chars: int | None = None, source_id: str = SAMPLE_SOURCE_
 
 
 def local_entry(source_dir: str | Path, default_year: int | None = None,
-                source_id: str = LOCAL_SOURCE_ID) -> dict[str, Any]:
-    """Registry entry of a local folder of .txt (.xml/.html/.gz) files, checked to exist."""
+                source_id: str = LOCAL_SOURCE_ID, ocr: bool = False) -> dict[str, Any]:
+    """Registry entry of a local folder of .txt (.xml/.html/.gz) files, checked to exist;
+    ``ocr``: the user says its files are OCR (repaired, quality-filtered)."""
     from .sources import LocalSource
 
     folder = user_path(source_dir).resolve()
@@ -116,6 +124,8 @@ def local_entry(source_dir: str | Path, default_year: int | None = None,
                           f"folder of .txt files")
     entry = {"id": source_id, "kind": "local", "path": str(folder), "id_prefix": "local_",
              "license": "unknown (user supplied)", "london": True, "default_year": default_year}
+    if ocr:
+        entry["ocr"] = True
     if not LocalSource(entry).files():
         raise CorpusError(f"source folder {source_dir} holds no .txt files (nor .xml/.html/.gz); add some "
                           f"or omit --source_dir to use the embedded sample")
@@ -126,13 +136,14 @@ def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, *,
                  source_dir: str | Path | None = None, use_sample: bool | None = None,
                  sample_limit_chars: int | None = None, default_year: int | None = None,
                  entries: Sequence[dict[str, Any]] = (), downloads_dir: str | Path | None = None,
-                 keep_other_sources: bool = False, **options: Any) -> dict:
+                 keep_other_sources: bool = False, source_dir_ocr: bool = False, **options: Any) -> dict:
     """Build (or skip, when current) the corpus from the embedded sample, a local folder and
     registry ``entries``; returns counts (documents, train/validation documents, words, chars,
     rejected by reason). ``use_sample`` defaults to True when neither ``source_dir`` nor
     ``entries`` is given. ``downloads_dir`` defaults to ``<processed_dir>/../downloads``.
     ``options``: the fields of :class:`CollectionOptions`. ``keep_other_sources``: refuse to
-    replace a corpus collected from other sources (the embedded sample's own corpus excepted)."""
+    replace a corpus collected from other sources (the embedded sample's own corpus excepted).
+    ``source_dir_ocr``: the local folder's files are OCR."""
     processed_dir = Path(processed_dir)
     if use_sample is None:
         use_sample = source_dir is None and not entries
@@ -140,7 +151,7 @@ def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, *,
     if use_sample:
         chosen.append(sample_entry(sample_limit_chars))
     if source_dir is not None:
-        chosen.append(local_entry(source_dir, default_year))
+        chosen.append(local_entry(source_dir, default_year, ocr=source_dir_ocr))
     taken = {e["id"] for e in chosen}
     for e in entries:
         if e["id"] in taken:
@@ -263,6 +274,9 @@ def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path,
             stats.update(skipped=True, counts=read_json(processed_dir / SIDECAR).get("counts", {}))
             return stats
 
+    if o.shards_to_stage():
+        fingerprints = inputs or {f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in srcs}
+        o.ocr.lexicon_path = _period_lexicon(srcs, downloads_dir, processed_dir, _json_hash(fingerprints), o)
     for k in o.shards_to_stage():
         stats["shards"][k] = _stage_shard(srcs, downloads_dir, processed_dir, k, plan, o)
     if not o.finishing:
@@ -334,7 +348,23 @@ def _stage_shard(srcs: list, downloads_dir: Path, processed_dir: Path, k: int, p
 
     return process_documents(docs(), processed_dir, year_range=o.year_range, min_chars=o.min_chars,
                              workers=o.workers, shard=k, num_shards=o.num_shards, progress=o.progress,
-                             cutoff_year=o.cutoff_year)
+                             cutoff_year=o.cutoff_year, ocr=o.ocr)
+
+
+def _period_lexicon(srcs: list, downloads_dir: Path, processed_dir: Path, key: str, o: CollectionOptions) -> str | None:
+    """The period lexicon OCR documents are repaired with (None when there are none)."""
+    def docs() -> Iterator[Document]:
+        for src in srcs:
+            if src.all_ocr():   # no transcribed text to learn from, and no need to stream it twice
+                continue
+            try:
+                yield from src.documents(downloads_dir)
+            except Exception:  # noqa: BLE001 - the staging reports a broken source
+                continue
+
+    path = collection_lexicon(docs, processed_dir / OCR_DIR, key, o.ocr, o.log,
+                              ocr_sources=any(src.all_ocr() for src in srcs))
+    return None if path is None else str(path)
 
 
 def _check_plans(processed_dir: Path, plan: str, num_shards: int) -> None:

@@ -2,8 +2,9 @@
 names a reason code. ``run_filters`` applies them in order and returns every verdict, so the
 manifest can record them and the rejection log can say exactly why a document was dropped.
 
-Order (first failure is the rejection reason): language, min_length, quality, modernity,
-london, period, then cutoff when the corpus has a cutoff year. Modernity runs before period so
+Order (first failure is the rejection reason): language, min_length, ocr_quality (a collection
+with OCR documents), quality, modernity, london, period, then cutoff when the corpus has a
+cutoff year. Modernity runs before period so
 that a modern manual is reported as *modern* even when its date alone would also exclude it;
 london (the source's metadata says the work is not London-related) runs before period for the
 same reason; cutoff runs last, so a text outside the period is reported as such.
@@ -72,6 +73,7 @@ class DocInfo:
     year: int | None = None
     london: bool | None = None
     year_rule: str | None = None     # the date evidence that decided ``year`` (for the cutoff's detail)
+    ocr_quality: float | None = None  # an OCR document's quality after repair (None: not OCR)
     _words: list[str] | None = field(default=None, repr=False)
 
     @property
@@ -131,6 +133,22 @@ class MinLengthFilter(Filter):
         n = len(doc.text.strip())
         ok = n >= self.min_chars and len(doc.words) >= self.min_words
         return self._v(ok, n, f"{n} chars, {len(doc.words)} words")
+
+
+class OcrQualityFilter(Filter):
+    """Rejects an OCR document too damaged to train on: its quality after repair (words the
+    period knows x characters that are not debris, ``ocr_quality``) below ``min_quality``.
+    Transcribed documents pass."""
+
+    name, reason = "ocr_quality", "ocr_too_damaged"
+
+    def __init__(self, min_quality: float = 0.5):
+        self.min_quality = min_quality
+
+    def __call__(self, doc: DocInfo) -> Verdict:
+        if doc.ocr_quality is None:
+            return self._v(True, None, "not OCR")
+        return self._v(doc.ocr_quality >= self.min_quality, doc.ocr_quality, f"min {self.min_quality}")
 
 
 class QualityFilter(Filter):
@@ -255,16 +273,19 @@ class CutoffFilter(Filter):
 
 
 def default_filters(year_range: Sequence[int] = (1500, 1900), min_chars: int = 200,
-                    cutoff_year: int | None = None) -> list[Filter]:
-    filters = [LanguageFilter(), MinLengthFilter(min_chars=min_chars), QualityFilter(), ModernityFilter(),
+                    cutoff_year: int | None = None, ocr_min_quality: float | None = None) -> list[Filter]:
+    """The filters in their order; ``ocr_min_quality`` (a collection with OCR documents) adds
+    the ``ocr_quality`` filter after ``min_length``."""
+    ocr = [OcrQualityFilter(ocr_min_quality)] if ocr_min_quality is not None else []
+    filters = [LanguageFilter(), MinLengthFilter(min_chars=min_chars), *ocr, QualityFilter(), ModernityFilter(),
                LondonFilter(), PeriodFilter(int(year_range[0]), int(year_range[1]))]
     return filters + ([CutoffFilter(cutoff_year)] if cutoff_year is not None else [])
 
 
 def run_filters(text: str, year: int | None, filters: Sequence[Filter], london: bool | None = None,
-                year_rule: str | None = None) -> tuple[bool, str, list[Verdict]]:
+                year_rule: str | None = None, ocr_quality: float | None = None) -> tuple[bool, str, list[Verdict]]:
     """Apply every filter; returns (kept, first reason code or "", verdicts)."""
-    info = DocInfo(text, year, london, year_rule)
+    info = DocInfo(text, year, london, year_rule, ocr_quality)
     verdicts = [f(info) for f in filters]
     first = next((v.reason for v in verdicts if not v.passed), "")
     return not first, first, verdicts

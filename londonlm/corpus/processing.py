@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import asdict
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -16,6 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from .cleaning import MAX_LINE_CHARS, clean_text
 from .dedup import hash_words, norm_words, signature
 from .filters import default_filters, preview, run_filters
+from .ocr_step import DocumentRepair, OcrOptions
 from .shards import ShardWriter
 from .sources import Document, materialise
 
@@ -35,12 +37,16 @@ def _word_count(text: str) -> int:
 # --- worker side ------------------------------------------------------------------------------
 _FILTERS = None
 _SETTINGS: dict[str, Any] = {}
+_OCR: DocumentRepair | None = None
 
 
 def _init_worker(settings: dict[str, Any]) -> None:
-    global _FILTERS, _SETTINGS
+    global _FILTERS, _SETTINGS, _OCR
     _SETTINGS = settings
-    _FILTERS = default_filters(settings["year_range"], settings["min_chars"], settings.get("cutoff_year"))
+    ocr = OcrOptions(**settings.get("ocr", {}))
+    _FILTERS = default_filters(settings["year_range"], settings["min_chars"], settings.get("cutoff_year"),
+                               ocr.min_quality if ocr.found else None)
+    _OCR = DocumentRepair.from_options(ocr)
 
 
 def process_one(doc: Document) -> tuple[dict[str, Any], str | None]:
@@ -59,13 +65,19 @@ def process_one(doc: Document) -> tuple[dict[str, Any], str | None]:
     raw = doc.text or ""
     if len(raw) > MAX_LINE_CHARS and max(map(len, raw.split("\n"))) > MAX_LINE_CHARS:
         base["repairs"].append("long_lines_wrapped")
-    text = clean_text(raw, ocr=bool(doc.extra.get("ocr")))
+    ocr = bool(doc.extra.get("ocr"))
+    text = clean_text(raw, ocr=ocr)
     del raw
     doc.text = None
+    facts: dict[str, Any] = {}
+    if ocr and _OCR is not None:  # repaired with the period's evidence, its quality measured before and after
+        text, facts = _OCR(text, doc.year)
+        base.update(facts)
     if not text.strip():
         return ({**base, "status": "rejected", "reason": "empty_after_cleaning", "reasons": ["empty_after_cleaning"],
                  "detail": "nothing left after cleaning", "preview": ""}, None)
-    kept, reason, verdicts = run_filters(text, doc.year, _FILTERS, london=doc.london, year_rule=doc.year_rule)
+    kept, reason, verdicts = run_filters(text, doc.year, _FILTERS, london=doc.london, year_rule=doc.year_rule,
+                                         ocr_quality=facts.get("ocr_quality"))
     filters = {v.filter: v.value for v in verdicts}
     extra = {k: doc.extra[k] for k in _EXTRA_KEYS if doc.extra.get(k) not in (None, "")}
     if doc.extra.get("trials"):
@@ -115,14 +127,16 @@ def _bounded_map(docs: Iterable[Document], workers: int, settings: dict[str, Any
 
 def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, year_range: Sequence[int] = (1500, 1900),
                       min_chars: int = 200, workers: int = 1, shard: int = 0, num_shards: int = 1,
-                      progress: bool = False, cutoff_year: int | None = None) -> dict[str, Any]:
+                      progress: bool = False, cutoff_year: int | None = None,
+                      ocr: OcrOptions | None = None) -> dict[str, Any]:
     """Clean, filter and sign ``docs`` into shard ``shard`` of ``num_shards`` (resumable: ids
     already staged are skipped); the merge (``shards.merge_shards``) makes the corpus of them.
-    ``cutoff_year`` adds the cutoff filter (later and undated documents rejected). Returns
-    counts and timings."""
+    ``cutoff_year`` adds the cutoff filter (later and undated documents rejected); ``ocr``: how
+    OCR documents are repaired and filtered (``ocr_step``). Returns counts and timings."""
     t0 = time.time()
     settings = {"year_range": tuple(int(y) for y in year_range), "min_chars": int(min_chars),
-                "cutoff_year": None if cutoff_year is None else int(cutoff_year)}
+                "cutoff_year": None if cutoff_year is None else int(cutoff_year),
+                "ocr": asdict(ocr or OcrOptions())}
     counts = {"accepted": 0, "rejected": 0, "skipped_resumed": 0, "input_bytes": 0}
     bar = None
     if progress:

@@ -8,6 +8,7 @@ from typing import Any, Iterable
 
 from ..core import write_text_atomic
 from .manifest import SUMMARY_KEYS, read_manifest, read_rejections, summarize
+from .ocr_quality import OCR_SUMMARY_KEYS, ocr_summary
 
 CORPUS_STATS = "corpus_stats.json"
 REPORT = "corpus_report.md"
@@ -40,8 +41,14 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
     """Write plots, ``corpus_report.md`` and (last, atomically) ``corpus_stats.json``; returns the report path."""
     meta = Path(metadata_dir)
     meta.mkdir(parents=True, exist_ok=True)
-    stats = summarize(read_manifest(processed_dir, keys=SUMMARY_KEYS), read_rejections(processed_dir, ("reason",)),
-                      list(registry_entries) if registry_entries is not None else None)
+    # Only the fields the statistics read: a 10 GB corpus's rows are a few hundred bytes each here.
+    rows = read_manifest(processed_dir, keys=SUMMARY_KEYS + OCR_SUMMARY_KEYS)
+    rejections = read_rejections(processed_dir, ("reason",) + OCR_SUMMARY_KEYS)
+    stats = summarize(rows, rejections, list(registry_entries) if registry_entries is not None else None)
+    ocr = ocr_summary(rows, rejections)
+    del rows, rejections    # the plots below need only the statistics
+    if ocr:
+        stats["ocr"] = ocr
     if extra:
         stats.update(extra)
     plots = []
@@ -80,6 +87,7 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
     # which evidence dated the documents (londonlm.corpus.dating: the latest trace decides)
     lines += ["", "## Dated by", "", "| rule | documents |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in stats.get("by_year_rule", {}).items()]
+    lines += _ocr_section(stats.get("ocr"))
     if stats.get("registry_sources_by_kind"):
         lines += ["", "## Curated sources in the registry", "", "| kind | sources |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in stats["registry_sources_by_kind"].items()]
@@ -89,6 +97,18 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
     report = write_text_atomic(meta / REPORT, "\n".join(lines))
     write_text_atomic(meta / CORPUS_STATS, json.dumps(stats, indent=1, sort_keys=True, default=str))
     return report
+
+
+def _ocr_section(ocr: dict[str, Any] | None) -> list[str]:
+    """OCR documents: how many, the quality distribution before and after repair, the rejected."""
+    if not ocr:
+        return []
+    lines = ["", "## OCR quality", "",
+             f"{ocr['documents']} OCR documents kept, {ocr['rejected']} rejected "
+             f"({ocr['rejected_too_damaged']} too damaged to train on); {ocr['repairs']:,} repairs. Quality = words "
+             f"the period knows x characters that are not debris; mean {ocr['mean_quality_before']} before repair, "
+             f"{ocr['mean_quality_after']} after.", "", "| quality | documents before repair | after |", "|---|---|---|"]
+    return lines + [f"| {b} | {n} | {ocr['quality_after'][b]} |" for b, n in ocr["quality_before"].items()]
 
 
 def format_summary(stats: dict[str, Any], top: int = 15) -> str:
@@ -110,6 +130,10 @@ def format_summary(stats: dict[str, Any], top: int = 15) -> str:
     rules = stats.get("by_year_rule") or {}
     if rules:
         lines.append("  dated by: " + ", ".join(f"{k}={v}" for k, v in rules.items()))
+    ocr = stats.get("ocr")
+    if ocr:
+        lines.append(f"  OCR: {ocr['documents']} kept, {ocr['rejected_too_damaged']} too damaged; quality "
+                     f"{ocr['mean_quality_before']} -> {ocr['mean_quality_after']} ({ocr['repairs']:,} repairs)")
     reasons = stats.get("rejections_by_reason") or {}
     lines.append(f"  rejected: {stats.get('rejected', 0)}" +
                  (" (" + ", ".join(f"{k}={v}" for k, v in reasons.items()) + ")" if reasons else ""))

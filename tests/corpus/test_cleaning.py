@@ -119,3 +119,32 @@ def test_long_lines_wrapped_without_losing_text():
     out = wrap_long_lines(line, limit=1000)
     assert max(len(x) for x in out.split("\n")) <= 1000
     assert out.split() == line.split()
+
+
+def test_scan_stamps_are_removed_from_ocr_only():
+    from londonlm.corpus.cleaning import strip_scan_stamps
+
+    raw = ("The watch cried the hour.\nDigitized by VjOOQlC\nThe Tower stood dark.\n"
+           "Digitized by the Internet Archive in 2008 with funding from Microsoft Corporation\n"
+           "Original from UNIVERSITY OF MICHIGAN\nDigitized by Google The Strand was quiet.\n")
+    out = clean_text(raw, ocr=True)
+    assert out == "The watch cried the hour.\n\nThe Tower stood dark.\n\nThe Strand was quiet.\n"
+    assert "Digitized" in clean_text(raw)  # transcribed text keeps every word it has
+    # a sentence that merely uses the words is no stamp
+    assert strip_scan_stamps("It was digitized by hand.") == "It was digitized by hand."
+
+
+def test_catchwords_repeating_the_next_pages_first_word_are_removed():
+    page1 = "The Lord Mayor went to the Tower, and there\nhe saw the Lions in their dens, and\nthe\n"
+    raw = page1 + "  12  \nthe Keepers fed them.\nThey roared.\nmore\n\fless was said.\n"
+    out = strip_page_furniture(raw)
+    assert out.splitlines()[:3] == ["The Lord Mayor went to the Tower, and there",
+                                    "he saw the Lions in their dens, and", "the Keepers fed them."]
+    assert "more" in out  # not the next page's first word: kept
+
+
+def test_hyphenated_line_ends_join_on_the_period_lexicons_evidence():
+    known = {"example", "to", "morrow", "tomorrow"}.__contains__
+    text = "an exam-\nple of to-\nmorrow"
+    assert join_hyphenation(text) == text                     # the document alone attests neither
+    assert join_hyphenation(text, known=lambda w: known(w.lower())) == "an example\nof to-\nmorrow"

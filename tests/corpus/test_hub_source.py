@@ -267,3 +267,26 @@ def test_pages_without_a_number_or_a_record_are_kept_or_reported(tmp_path):
     assert "pages_unnumbered" in row["repairs"]
     (orphans,) = rejected.values()
     assert orphans["reason"] == "page_without_record" and "1 pages without a record id" in orphans["detail"]
+
+
+def test_bl_books_are_repaired_with_the_period_lexicon_and_the_hub_is_read_once(tmp_path, monkeypatch):
+    """A bl_books collection with a period corpus repairs its books (the OCR step applies to them);
+    the period lexicon never streams the Hub source, which is all OCR, a second time."""
+    from ocr_fixtures import OCR, PERIOD, period_lexicon
+
+    from londonlm.corpus.sources.hub import HubDatasetSource
+
+    reads = []
+    documents = HubDatasetSource.documents
+    monkeypatch.setattr(HubDatasetSource, "documents", lambda self, *a, **k: reads.append(1) or documents(self, *a, **k))
+    write_repo(tmp_path / "repo", [Book("000000001", pages=2, date=1744, texts={1: OCR, 2: PERIOD})])
+    saved = period_lexicon().save(tmp_path / "lexicon.json.gz")
+    kept, _, _ = collect(tmp_path, bl_entry(tmp_path / "repo"), ocr={"period_corpus": str(saved)})
+    book = kept["bl_books-000000001"]
+    assert book["ocr"] and book["ocr_repairs"] >= 5 and book["ocr_quality"] > book["ocr_quality_before"]
+    assert "Yeſterday the Lords of the Admiralty" in text_of(tmp_path, book)
+    assert len(reads) == 1
+    # without a period corpus, and no transcribed source to learn from: measured, not repaired
+    kept, _, _ = collect(tmp_path, bl_entry(tmp_path / "repo"), name="bare")
+    assert "ocr_repairs" not in kept["bl_books-000000001"] and "ocr_quality" in kept["bl_books-000000001"]
+    assert len(reads) == 2

@@ -56,6 +56,9 @@ class ArchiveOrgSource(Source):
     kind = "archive_org"
     default_base_url = "https://archive.org"
 
+    def all_ocr(self) -> bool:
+        return True     # archive.org's text is always its scans' OCR
+
     def _dir(self, downloads_dir: Path) -> Path:
         return source_dir(downloads_dir, self.kind, self.id)
 

@@ -176,6 +176,11 @@ class Source:
                     author=str(s.get("author", "")), dates=dates,
                     license=str(s.get("license", "")), london=bool(s.get("london", True)))
 
+    def all_ocr(self) -> bool:
+        """Whether every document of the source is OCR (its entry's ``ocr: true``): the period
+        lexicon never reads such a source, so a 10 GB scanned source is not streamed twice."""
+        return bool(self.spec.get("ocr"))
+
     def fetch(self, downloader, downloads_dir: Path, keep=None) -> list:
         """Download raw files; returns DownloadResults. Offline kinds return [].
 

@@ -108,6 +108,9 @@ class HubDatasetSource(Source):
         self._files: list[DataFile] | None = None
         self._fingerprint: str | None = None
 
+    def all_ocr(self) -> bool:
+        return bool(self.spec.get("ocr", True))   # as documents() marks them
+
     # ------------------------------------------------------------------ where the files are
     @property
     def local_dir(self) -> Path | None:

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Repair OCR text in JSONL rows ({"id", "text", ...}) with the period's own evidence: the same
+rows out in the same order, "text" repaired, every other key kept; --report says what changed
+and why. Words change only where a lexicon learned from the period and a confusion model
+learned from real OCR agree strongly enough (londonlm/corpus/ocr_repair.py).
+
+    python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --report changes.jsonl
+    python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --period_corpus ../shared/corpus
+    python 02_data_collection/repair_ocr.py --input scans.jsonl --output out.jsonl --period_corpus lexicon.json.gz --workers 2
+
+The period lexicon comes from --period_corpus (a saved lexicon .json.gz, a collected corpus or a
+folder of texts), by default from the corpus collected under --root (its transcribed documents);
+--save_lexicon keeps it for the next run. A row's "year" (--year_key) tells the long s's era.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
+import config
+from londonlm.core.cli import StageParser, existing_file, positive_int
+from londonlm.core.errors import run_main
+from londonlm.corpus.ocr_confusions import load_confusions
+from londonlm.corpus.ocr_jsonl import JsonlOptions, repair_jsonl
+from londonlm.corpus.ocr_repair import RepairSettings
+from londonlm.corpus.ocr_step import DocumentRepair, load_period_lexicon
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = StageParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                    epilog="\n".join(__doc__.splitlines()[5:]))
+    p.add_argument("--input", type=existing_file, help="JSONL rows with a text field (needed)")
+    p.add_argument("--output", help="JSONL out: the same rows, text repaired (needed)")
+    p.add_argument("--report", help="JSONL report: per row what changed, where and why; a summary line last")
+    p.add_argument("--period_corpus", help="saved lexicon (.json.gz), collected corpus or folder of texts "
+                                           "(default: the corpus collected under --root)")
+    p.add_argument("--save_lexicon", help="save the period lexicon learned from --period_corpus here (.json.gz)")
+    p.add_argument("--confusions", type=existing_file,
+                   help="a confusion model learned from other paired data (default: the shipped one)")
+    p.add_argument("--text_key", default="text", help="the rows' text field")
+    p.add_argument("--year_key", default="year", help="the rows' year field (the long s's era)")
+    p.add_argument("--long_s", choices=("print", "modern"), default="print",
+                   help="write a repaired long s as printed (ſ) or as s")
+    p.add_argument("--thorough", action="store_true",
+                   help="a deeper candidate search: about a point more of CER for about 1.5x the time")
+    p.add_argument("--no_furniture", action="store_true",
+                   help="keep scan stamps, page numbers, running heads and catchwords")
+    p.add_argument("--max_row_mb", type=positive_int, default=64, help="rows larger than this pass through unrepaired")
+    p.add_argument("--workers", type=positive_int, default=1, help="repair processes")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    layout = config.get_layout(a.root)  # first: a root that cannot be one is refused before anything else
+    if not a.input or not a.output:
+        p.error("--input and --output are both needed")
+    lexicon = load_period_lexicon(a.period_corpus or layout.processed_dir)
+    if a.save_lexicon:
+        lexicon.save(a.save_lexicon)
+        print(f"period lexicon ({len(lexicon):,} words) saved to {a.save_lexicon}")
+    confusions = load_confusions(a.confusions)
+    settings = RepairSettings.thorough(long_s_output=a.long_s) if a.thorough else RepairSettings(long_s_output=a.long_s)
+    repair = DocumentRepair(lexicon, confusions, settings=settings)
+    options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,
+                           max_row_bytes=a.max_row_mb * 1024 * 1024, workers=a.workers, progress=a.progress)
+    s = repair_jsonl(a.input, a.output, repair, a.report, options)
+    errors = ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
+    print(f"repair_ocr: {s['rows']} rows -> {a.output}: {s['repaired']} repaired ({s['changes']} changes)"
+          + (f", {sum(s['errors'].values())} passed through unrepaired ({errors})" if errors else "")
+          + (f", {s['encoding_notes']} read as cp1252" if s["encoding_notes"] else "")
+          + (f"; report {a.report}" if a.report else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

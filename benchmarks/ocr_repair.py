@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""OCR repair measured on real OCR with human gold (../shared/ocr, ICDAR 2017 periodicals) and
+on clean period prose (../shared/corpus): CER before and after per file and per part, the
+characters it changes in clean text, its speed on this machine, its most frequent corrections.
+
+    python benchmarks/ocr_repair.py learn      # londonlm/corpus/data/ocr_confusions.json from the training part
+    python benchmarks/ocr_repair.py measure --work /work/scratch46/ocr_bench
+
+The held-out part is fixed by rule and never tuned on: within each decade of metadata.csv, the
+third of the files (rounded) with the smallest sha256 of their file name (19 of 58 files).
+The confusion model is learned from the training part only; so is the newspaper text the
+period lexicon adds to ../shared/corpus. The Gutenberg books the clean-text figure is measured
+on (sha256 of the file name = 0 mod 3) are left out of the lexicon. CER is scored as
+../shared/ocr/README.md says ("raw": the gold's own characters, ligatures and all) and again with
+the gold's typography folded to letters ("letters": ﬁ as fi, ſ as s, U+2010 as -), since the
+repair restores letters, never ligature glyphs. Writes WORK/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared"
+ICDAR = SHARED / "ocr" / "icdar2017_eng_periodical"
+
+from londonlm.corpus.cleaning import clean_text  # noqa: E402
+from londonlm.corpus.ocr_confusions import CONFUSIONS_FILE, learn, load_confusions  # noqa: E402
+from londonlm.corpus.ocr_pairs import (aligned_words, char_errors, fold_glyphs, gold_pieces,  # noqa: E402
+                                       read_aligned_pair, repaired_pieces)
+from londonlm.corpus.ocr_repair import OcrRepairer, RepairSettings  # noqa: E402
+from londonlm.corpus.period_lexicon import LexiconBuilder, PeriodLexicon  # noqa: E402
+from londonlm.corpus.sources import LocalSource, materialise  # noqa: E402
+
+MODES = {"default": RepairSettings(),
+         "thorough": RepairSettings.thorough()}
+
+
+# ---------------------------------------------------------------- the fixed split
+def icdar_years() -> dict[str, int]:
+    with open(ICDAR / "metadata.csv", encoding="utf-8") as f:
+        return {r["file"]: int(r["date"]) for r in csv.DictReader(f, delimiter=";")}
+
+
+def held_out(years: dict[str, int]) -> set[str]:
+    """Within each decade, the third of the files (rounded) with the smallest sha256 of the name."""
+    by_decade: dict[int, list[str]] = defaultdict(list)
+    for name, year in years.items():
+        by_decade[year // 10 * 10].append(name)
+    out: set[str] = set()
+    for names in by_decade.values():
+        names.sort(key=lambda n: hashlib.sha256(n.encode()).hexdigest())
+        out.update(names[:round(len(names) / 3)])
+    return out
+
+
+def clean_held_out(name: str) -> bool:
+    """The Gutenberg books the clean-text figure is measured on (and the lexicon leaves out)."""
+    return name.startswith("gutenberg_") and int(hashlib.sha256(name.encode()).hexdigest(), 16) % 3 == 0
+
+
+def by_number(names) -> list[str]:
+    return sorted(names, key=lambda n: int(n.split(".")[0]))
+
+
+# ---------------------------------------------------------------- learn
+def cmd_learn(a) -> int:
+    years = icdar_years()
+    train = by_number(set(years) - held_out(years))
+    pairs = [p for name in train for p in aligned_words(*read_aligned_pair(ICDAR / name)[1:])]
+    model = learn(pairs, min_count=a.min_count, made_by={
+        "data": "ICDAR 2017 post-OCR, English periodicals (../shared/ocr/icdar2017_eng_periodical), training part: "
+                + " ".join(train),
+        "held_out_rule": "within each decade, the third of the files (rounded) with the smallest sha256 of the name",
+        "command": f"python benchmarks/ocr_repair.py learn --min_count {a.min_count}"})
+    out = REPO / "londonlm" / "corpus" / CONFUSIONS_FILE
+    model.save(out)
+    print(f"{model.made_by['rules']} rules from {model.made_by['words']} word pairs of {len(train)} files -> {out} "
+          f"({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+# ---------------------------------------------------------------- measure
+def build_lexicon(train: list[str], path: Path) -> PeriodLexicon:
+    if path.is_file():
+        return PeriodLexicon.load(path)
+    b = LexiconBuilder()
+    src = LocalSource({"id": "shared", "path": str(SHARED / "corpus"), "exclude": ["_negatives/*"]})
+    for doc in src.documents():
+        if clean_held_out(doc.extra["relpath"]):
+            continue
+        materialise(doc)
+        if doc.text:
+            b.add(clean_text(doc.text))
+    for name in train:
+        _, ocr_aligned, gold_aligned = read_aligned_pair(ICDAR / name)
+        for piece in gold_pieces(ocr_aligned, gold_aligned)[1]:
+            b.add(fold_glyphs(piece))
+    lexicon = b.build(made_from={"period_corpus": "../shared/corpus less the clean-text books, + the gold of the "
+                                                  "ICDAR training part"})
+    lexicon.save(path)
+    return lexicon
+
+
+def score_files(repairer: OcrRepairer, names: list[str], years: dict[str, int]) -> tuple[dict, list]:
+    """Per file: CER before/after (raw and letters), changes; and every change with its verdict."""
+    rows, verdicts = {}, []
+    for name in names:
+        ocr, ocr_aligned, gold_aligned = read_aligned_pair(ICDAR / name)
+        owner, gold = gold_pieces(ocr_aligned, gold_aligned)
+        done = repairer.repair(ocr, years[name])
+        spans = [(c.start, c.start + len(c.before), c.after) for c in done.changes]
+        before, after = repaired_pieces(ocr, owner, len(gold)), repaired_pieces(ocr, owner, len(gold), spans)
+        eb, n = char_errors(before, gold)
+        ea, _ = char_errors(after, gold)
+        lb, _ = char_errors(before, gold, fold=True)
+        la, _ = char_errors(after, gold, fold=True)
+        rows[name] = {"year": years[name], "gold_chars": n, "raw_before": eb, "raw_after": ea, "letters_before": lb,
+                      "letters_after": la, "changes": len(done.changes), "long_s": done.long_s}
+        for c, span in zip(done.changes, spans):
+            k = owner[c.start] if c.start < len(owner) else -1
+            if k < 0:
+                continue
+            one = repaired_pieces(ocr, owner, len(gold), [span])
+            d = char_errors([one[k]], [gold[k]], fold=True)[0] - char_errors([before[k]], [gold[k]], fold=True)[0]
+            verdicts.append((c.before, c.after, c.kind, d))
+    return rows, verdicts
+
+
+def summary(rows: dict) -> dict:
+    n = sum(r["gold_chars"] for r in rows.values())
+    out = {"files": len(rows), "gold_chars": n}
+    for kind in ("raw", "letters"):
+        b, a = sum(r[f"{kind}_before"] for r in rows.values()), sum(r[f"{kind}_after"] for r in rows.values())
+        out[kind] = {"cer_before": round(b / n, 5), "cer_after": round(a / n, 5),
+                     "lower_by_percent": round(100 * (b - a) / b, 2)}
+    return out
+
+
+def top_corrections(verdicts: list, k: int = 10) -> list[dict]:
+    by = defaultdict(lambda: [0, 0, 0])
+    for before, after, kind, d in verdicts:
+        by[(before, after)][0 if d < 0 else 1 if d > 0 else 2] += 1
+    top = sorted(by.items(), key=lambda kv: -sum(kv[1]))[:k]
+    return [{"from": b, "to": a, "count": sum(v), "right": v[0], "wrong": v[1], "neutral": v[2]} for (b, a), v in top]
+
+
+def clean_prose(repairer: OcrRepairer) -> dict:
+    src = LocalSource({"id": "shared", "path": str(SHARED / "corpus"), "exclude": ["_negatives/*"]})
+    books, changed, chars, examples = {}, 0, 0, Counter()
+    for doc in src.documents():
+        if not clean_held_out(doc.extra["relpath"]):
+            continue
+        materialise(doc)
+        text = clean_text(doc.text)
+        done = repairer.repair(text, doc.year)
+        n = sum(max(len(c.before), len(c.after)) for c in done.changes)
+        books[doc.extra["relpath"]] = {"chars": len(text), "changes": len(done.changes),
+                                       "percent_changed": round(100 * n / len(text), 4)}
+        changed, chars = changed + n, chars + len(text)
+        examples.update((c.before, c.after) for c in done.changes)
+    return {"books": books, "chars": chars, "percent_changed": round(100 * changed / chars, 4),
+            "most_frequent": [[b, a, n] for (b, a), n in examples.most_common(15)]}
+
+
+_WORKER = None
+
+
+def _init(lexicon_path: str, mode: str, warm: list | None = None) -> None:
+    global _WORKER
+    _WORKER = OcrRepairer(PeriodLexicon.load(lexicon_path), load_confusions(), MODES[mode])
+    for text, year in warm or ():  # the steady state of a long-lived worker: every word type seen
+        _WORKER.repair(text, year)
+
+
+def _ready(_: int) -> int:
+    time.sleep(0.2)
+    return os.getpid()
+
+
+def _repair(item: tuple[str, int]) -> int:
+    _WORKER.repair(*item)
+    return len(item[0].encode("utf-8"))
+
+
+def speed(lexicon_path: Path, mode: str, texts: list[tuple[str, int]], workers: int, runs: int,
+          warm: bool = False) -> dict:
+    """MB/s of repairing ``texts`` with ``workers`` processes, each with its own repairer started
+    cold (its lexicon loaded before the clock starts), or ``warm`` (it has repaired them all
+    once: only what no cache can save is timed), median of ``runs``."""
+    size = sum(len(t.encode("utf-8")) for t, _ in texts)
+    walls = []
+    for _ in range(runs):
+        with ProcessPoolExecutor(workers, initializer=_init,
+                                 initargs=(str(lexicon_path), mode, texts if warm else None)) as pool:
+            while len(set(pool.map(_ready, range(2 * workers)))) < workers:
+                pass  # until every worker has answered: started, lexicon loaded (and warmed)
+            t0 = time.perf_counter()
+            list(pool.map(_repair, texts, chunksize=1))
+            walls.append(time.perf_counter() - t0)
+    return {"workers": workers, "warm": warm, "mb": round(size / 1e6, 3), "runs_s": [round(w, 2) for w in walls],
+            "mb_per_s": round(size / 1e6 / statistics.median(walls), 3)}
+
+
+def cmd_measure(a) -> int:
+    if not ICDAR.is_dir():
+        raise SystemExit(f"{ICDAR} not found: this benchmark needs ../shared/ocr")
+    work = a.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    years = icdar_years()
+    held = by_number(held_out(years))
+    train = by_number(set(years) - set(held))
+    lexicon_path = work / "period_lexicon.json.gz"
+    lexicon = build_lexicon(train, lexicon_path)
+    results = {"meta": {"command": " ".join(["benchmarks/ocr_repair.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
+                        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                                   f"python {platform.python_version()}",
+                        "held_out": held, "lexicon": lexicon.made_from}}
+    for mode in a.modes:
+        repairer = OcrRepairer(lexicon, load_confusions(), MODES[mode])
+        t_rows, t_verdicts = score_files(repairer, train, years)
+        h_rows, h_verdicts = score_files(repairer, held, years)
+        res = {"train": summary(t_rows), "held_out": summary(h_rows), "files": {**t_rows, **h_rows},
+               "top_corrections": top_corrections(t_verdicts + h_verdicts),
+               "top_corrections_held_out": top_corrections(h_verdicts)}
+        print(mode, json.dumps({"train": res["train"], "held_out": res["held_out"]}), flush=True)
+        if not a.skip_clean:
+            res["clean_prose"] = clean_prose(repairer)
+            print(mode, "clean prose", res["clean_prose"]["percent_changed"], "% changed", flush=True)
+        texts = [(read_aligned_pair(ICDAR / n)[0], years[n]) for n in by_number(years)]
+        res["speed"] = [speed(lexicon_path, mode, texts, w, a.runs, warm) for warm in (False, True) for w in (1, 2)]
+        print(mode, "speed", json.dumps(res["speed"]), flush=True)
+        results[mode] = res
+    (work / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    print(f"written {work / 'results.json'}")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    lp = sub.add_parser("learn", help="learn the shipped confusion model from the training part")
+    lp.add_argument("--min_count", type=int, default=2)
+    mp = sub.add_parser("measure", help="CER, clean-prose changes, speed")
+    mp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
+    mp.add_argument("--modes", nargs="+", default=["default"], choices=sorted(MODES))
+    mp.add_argument("--runs", type=int, default=3, help="timed runs per speed figure (median)")
+    mp.add_argument("--skip_clean", action="store_true", help="leave out the clean-prose figure")
+    a = p.parse_args()
+    return cmd_learn(a) if a.cmd == "learn" else cmd_measure(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

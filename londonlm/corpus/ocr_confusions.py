@@ -1,0 +1,249 @@
+"""The OCR confusion model: how print becomes OCR, learned from paired data (OCR beside a human
+transcription), and the candidates it proposes for an OCR word.
+
+A rule says "printed ``G`` was read as ``O``" with probability ``P(O | G)`` (Brill and Moore's
+substring error model): ``ſ -> f`` (the long s read as f), ``e -> c``, ``h -> li``, ``m -> rn``,
+``s -> 9``, a letter dropped after its neighbour (``ll -> l``), a stray mark added
+(``e -> e'``). Rules are learned from character alignments of word pairs (``learn``); reading
+them backwards turns an OCR word into the printed words it may have come from
+(``candidates``), each with the log-probability of the OCR misreading it that way.
+
+The gold transcriptions this is learned from record typography (``ﬁ``, ``ﬀ``, the U+2010
+hyphen): :func:`fold_glyphs` writes those as the letters they join, so a rule says what a
+reader sees, and ``ſ`` stays a letter of its own (only texts printed with it can be misread
+that way). Paired data comes in the ICDAR 2017 post-OCR format (:mod:`.ocr_pairs`);
+the shipped model, ``data/ocr_confusions.json``, was learned from the training part of
+``../shared/ocr`` by ``benchmarks/ocr_repair.py learn`` and records how in its ``made_by``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Container, Iterable
+
+from rapidfuzz.distance import Levenshtein
+
+from ..core import write_text_atomic
+from .manifest import CorpusError
+from .ocr_pairs import fold_glyphs
+
+CONFUSIONS_FILE = "data/ocr_confusions.json"
+FORMAT = 1
+LONG_S = "ſ"
+MAX_SPAN = 3            # longest printed or OCR string a rule covers
+# the printed side of a rule is letters (a word's repair never invents digits or punctuation)
+_PRINTED = re.compile(r"[A-Za-zſ']+")
+
+
+class ConfusionError(CorpusError):
+    """A confusion-model file or a paired-data file that cannot be used; the message says why."""
+
+
+# ---------------------------------------------------------------- the model
+@dataclass
+class ConfusionModel:
+    """``rules[O]`` = [(G, log P(O | G))]: the printed strings an OCR string ``O`` may stand for.
+    ``split`` / ``join``: log-probabilities (per word) of a space added inside a word, and of
+    one lost between two; ``hyphen``: of a line-end hyphen lost (the halves stand apart)."""
+
+    rules: dict[str, list[tuple[str, float]]]
+    split: float = math.log(0.002)
+    join: float = math.log(0.002)
+    hyphen: float = math.log(0.002)
+    made_by: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lengths = sorted({len(o) for o in self.rules if o}, reverse=True)
+        self._by_key: dict[tuple, dict[str, list[tuple[str, str, float]]]] = {}
+
+    # -- candidates
+    def candidates(self, word: str, known: Container[str], prefixes: Container[str], key: Callable[[str], str],
+                   long_s: bool = False, max_edits: int = 2, floor: float = -14.0,
+                   beam: float = -7.0, fanout: int = 1000) -> dict[str, float]:
+        """The words of ``known`` (by ``key``, a letter-for-letter map such as lower case) that
+        ``word`` may have been read from, with log P(word | printed): every way of undoing up to
+        ``max_edits`` rules, left to right, a second only where the first left a likely string
+        (above ``beam``, the ``fanout`` likeliest), nothing less likely than ``floor``. ``prefixes`` (every prefix of a
+        known key) prunes early: once the text before the next edit begins no known word, no
+        later edit can help. ``long_s``: the text was printed with the long s, so its rules count."""
+        rules = self._keyed(long_s, key)
+        out: dict[str, float] = {}
+        wk = key(word)
+        if len(wk) == len(word):
+            self._walk(word, wk, 0, 0.0, max_edits, rules, known, prefixes, floor, beam, out, fanout)
+        out.pop(word, None)
+        return out
+
+    def _keyed(self, long_s: bool, key: Callable[[str], str]) -> dict[str, list[tuple[str, str, float]]]:
+        """The rules (long-s ones only for long-s print) with each printed side's key."""
+        cache_key = (long_s, key)
+        got = self._by_key.get(cache_key)
+        if got is None:
+            got = self._by_key[cache_key] = {o: [(g, key(g), lp) for g, lp in gs if long_s or LONG_S not in g]
+                                             for o, gs in self.rules.items()}
+        return got
+
+    def _walk(self, w: str, wk: str, start: int, base: float, edits: int, rules: dict, known: Container[str],
+              prefixes: Container[str], floor: float, beam: float, out: dict[str, float], fanout: int) -> None:
+        n = len(w)
+        deeper: list[tuple[float, str, str, int]] = []
+        for i in range(start, n):
+            hk = wk[:i]
+            if i and hk not in prefixes:
+                break  # every later edit keeps this head, which begins no word
+            for ln in self._lengths:
+                if i + ln > n:
+                    continue
+                alts = rules.get(w[i:i + ln])
+                if not alts:
+                    continue
+                for g, gk, lp in alts:
+                    total = base + lp
+                    if total < floor:
+                        break  # alternatives come likeliest first
+                    nk = hk + gk
+                    if nk not in prefixes:
+                        continue
+                    ck = nk + wk[i + ln:]
+                    if ck in known:
+                        cand = w[:i] + g + w[i + ln:]
+                        if total > out.get(cand, -math.inf):
+                            out[cand] = total
+                    if edits > 1 and total > beam:
+                        deeper.append((total, w[:i] + g + w[i + ln:], ck, i + len(g)))
+        if deeper:  # a second undoing, from the likeliest first ones only
+            deeper.sort(key=lambda d: -d[0])
+            for total, cand, ck, nxt in deeper[:fanout]:
+                self._walk(cand, ck, nxt, total, edits - 1, rules, known, prefixes, floor, beam, out, fanout)
+
+    # -- persistence
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "made_by": self.made_by, "split": round(self.split, 4), "join": round(self.join, 4),
+                "hyphen": round(self.hyphen, 4),
+                "rules": {o: [[g, round(lp, 4)] for g, lp in gs] for o, gs in sorted(self.rules.items())}}
+
+    def save(self, path: str | Path) -> Path:
+        return write_text_atomic(Path(path), json.dumps(self.to_json(), ensure_ascii=False, indent=0, sort_keys=True))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "confusion model") -> "ConfusionModel":
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("rules"), dict):
+            raise ConfusionError(f"{where}: not a confusion model of format {FORMAT}")
+        try:
+            rules = {str(o): [(str(g), float(lp)) for g, lp in gs] for o, gs in data["rules"].items()}
+            return cls(rules, float(data.get("split", cls.split)), float(data.get("join", cls.join)),
+                       float(data.get("hyphen", cls.hyphen)), dict(data.get("made_by") or {}))
+        except (TypeError, ValueError) as e:
+            raise ConfusionError(f"{where}: malformed rule ({e})") from e
+
+
+def load_confusions(path: str | Path | None = None) -> ConfusionModel:
+    """The shipped model (``path=None``) or one learned from other paired data."""
+    if path is None:
+        return _shipped()
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfusionError(f"{path}: cannot read a confusion model ({e})") from e
+    return ConfusionModel.from_json(data, str(path))
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> ConfusionModel:
+    text = resources.files("londonlm.corpus").joinpath(CONFUSIONS_FILE).read_text(encoding="utf-8")
+    return ConfusionModel.from_json(json.loads(text), CONFUSIONS_FILE)
+
+
+# ---------------------------------------------------------------- learning
+def edit_segments(gold: str, ocr: str) -> list[tuple[str, str, int]]:
+    """The differences of one word pair as (printed, OCR, position in gold): runs of adjacent
+    edits of the cheapest alignment."""
+    segs: list[tuple[str, str, int]] = []
+    cur: list[int] | None = None  # [gold start, gold end, ocr start, ocr end]
+    for op in Levenshtein.opcodes(gold, ocr):
+        if op.tag == "equal":
+            if cur:
+                segs.append((gold[cur[0]:cur[1]], ocr[cur[2]:cur[3]], cur[0]))
+                cur = None
+            continue
+        if cur is None:
+            cur = [op.src_start, op.src_end, op.dest_start, op.dest_end]
+        else:
+            cur[1], cur[3] = op.src_end, op.dest_end
+    if cur:
+        segs.append((gold[cur[0]:cur[1]], ocr[cur[2]:cur[3]], cur[0]))
+    return segs
+
+
+def _anchor(gold: str, g: str, o: str, at: int) -> tuple[str, str] | None:
+    """A rule with an empty side gets one neighbouring printed letter as its anchor, so that
+    undoing it is a substitution at a place, not an insertion anywhere."""
+    if at > 0:
+        c = gold[at - 1]
+        return c + g, c + o
+    end = at + len(g)
+    if end < len(gold):
+        c = gold[end]
+        return g + c, o + c
+    return None
+
+
+def learn(word_pairs: Iterable[tuple[str, str]], min_count: int = 2, max_distance: float = 0.5,
+          made_by: dict[str, Any] | None = None) -> ConfusionModel:
+    """Learn rules from (OCR word, gold word) pairs: each difference of a pair's alignment is
+    one observation of "printed G read as O"; ``P(O | G)`` is its count over the times G is
+    printed. Pairs too unlike to align (normalised distance above ``max_distance``) and rules
+    seen fewer than ``min_count`` times are left out."""
+    seen: Counter[tuple[str, str]] = Counter()
+    golds: list[str] = []
+    splits = joins = words = lost = 0
+    for ocr, gold in word_pairs:
+        gold = fold_glyphs(gold)
+        if not gold or not ocr or any("\ue000" <= c <= "\uf8ff" for c in gold):
+            continue
+        words += 1
+        o_parts, g_parts = ocr.split(), gold.split()
+        if len(o_parts) == 2 and len(g_parts) == 1 and "".join(o_parts) == gold:
+            splits += 1  # "how ever": a space inside a word
+        if len(o_parts) == 1 and gold == ocr + "-" and ocr.isalpha():
+            lost += 1  # "pre" for "pre-": a line-end hyphen lost, the halves left apart
+        if len(g_parts) == 2 and len(o_parts) == 1 and "".join(g_parts) == ocr:
+            joins += 1  # "ofthe": the space between two words lost
+        if len(o_parts) != len(g_parts):
+            continue
+        for o, g in zip(o_parts, g_parts):
+            if g.endswith("-") and not o.endswith("-") and len(g) > 1:
+                g = g[:-1]  # a line-end hyphen the OCR dropped: joining words undoes it, not a rule
+            golds.append(g)
+            if o == g or Levenshtein.normalized_distance(o, g) > max_distance:
+                continue
+            for gs, os_, at in edit_segments(g, o):
+                if not gs or not os_:
+                    anchored = _anchor(g, gs, os_, at)
+                    if anchored is None:
+                        continue
+                    gs, os_ = anchored
+                if len(gs) <= MAX_SPAN and len(os_) <= MAX_SPAN and _PRINTED.fullmatch(gs):
+                    seen[(gs, os_)] += 1
+    printed = _substring_counts(golds, {g for g, _ in seen})
+    rules: dict[str, list[tuple[str, float]]] = {}
+    for (g, o), n in seen.items():
+        if n >= min_count and printed.get(g):
+            rules.setdefault(o, []).append((g, math.log(min(1.0, n / printed[g]))))
+    for alts in rules.values():
+        alts.sort(key=lambda x: -x[1])
+    info = dict(made_by or {}, words=words, rules=sum(map(len, rules.values())), min_count=min_count)
+    rate = lambda n: math.log(max(n, 1) / max(words, 1))  # noqa: E731
+    return ConfusionModel(rules, rate(splits), rate(joins), rate(lost), info)
+
+
+def _substring_counts(words: list[str], wanted: set[str]) -> dict[str, int]:
+    """How often each string of ``wanted`` is printed in ``words``."""
+    text = "\n".join(words)
+    return {g: text.count(g) for g in wanted if g}

@@ -1,0 +1,202 @@
+"""The JSONL repair stage (``02_data_collection/repair_ocr.py``): rows ``{"id", "text", ...}`` in,
+the same rows out in the same order with ``text`` repaired and every other key kept.
+
+Nothing is lost: a row that cannot be repaired comes out as it came in, with an
+``ocr_repair_error`` naming why (``bad_json``, ``not_an_object``, ``no_text``, ``too_large``);
+a line that is not JSON at all comes out as ``{"line": N, "ocr_repair_error": "bad_json", "raw":
+...}``; a line in another encoding than UTF-8 is read as cp1252 and says so. An input that is not
+a text file (binary) or holds no rows is refused in one line before anything is written. The
+output is written whole or not at all (a temporary file renamed at the end), and the report,
+one line per row (what changed, where, the evidence's margin and the misreading's probability,
+the quality before and after) and a summary line last, after it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .cleaning import strip_page_furniture, strip_scan_stamps
+from .manifest import CorpusError
+from .ocr_step import DocumentRepair
+
+MAX_ROW_BYTES = 64 * 1024 * 1024
+MAX_CHANGES_REPORTED = 500   # per row: the report says how many more there were
+
+
+class RepairInputError(CorpusError):
+    """The input cannot be read as JSONL rows at all; the message says why."""
+
+
+@dataclass
+class JsonlOptions:
+    text_key: str = "text"
+    year_key: str = "year"
+    furniture: bool = True          # remove stamps, page numbers, running heads, catchwords first
+    max_row_bytes: int = MAX_ROW_BYTES
+    workers: int = 1
+    progress: bool = False
+
+
+# ---------------------------------------------------------------- reading
+def check_input(path: Path) -> None:
+    """Refuse, in one line, an input that is no text file of rows."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError as e:
+        raise RepairInputError(f"{path}: cannot read ({e.strerror or e})") from e
+    if not head.strip():
+        raise RepairInputError(f"{path}: {'empty' if not size else 'only blank lines'}: no rows to repair")
+    if b"\x00" in head:
+        raise RepairInputError(f"{path}: binary data (NUL bytes), not JSONL rows")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if raw.strip():
+                yield n, raw
+
+
+def _decode(raw: bytes) -> tuple[str, str | None]:
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace"), "decoded_cp1252"
+
+
+def parse_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[dict[str, Any], str | None, str | None]:
+    """(row, error, encoding note) of one input line; the row is what goes out if it cannot be repaired."""
+    line, note = _decode(raw.rstrip(b"\r\n"))
+    if len(raw) > o.max_row_bytes:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        return (row if isinstance(row, dict) else {"line": n, "raw": line}), "too_large", note
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return {"line": n, "raw": line}, "bad_json", note
+    if not isinstance(row, dict):
+        return {"line": n, "raw": row}, "not_an_object", note
+    if not isinstance(row.get(o.text_key), str):
+        return row, "no_text", note
+    return row, None, note
+
+
+# ---------------------------------------------------------------- one row
+_REPAIR: DocumentRepair | None = None
+
+
+def _init(repair: DocumentRepair) -> None:
+    global _REPAIR
+    _REPAIR = repair
+
+
+def repair_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[str, dict[str, Any]]:
+    """(output line, report entry) of one input line."""
+    row, error, note = parse_row(n, raw, o)
+    entry: dict[str, Any] = {"line": n, "id": row.get("id")}
+    if note:
+        entry["encoding"] = note
+    if error:
+        row["ocr_repair_error"] = error
+        entry["error"] = error
+        return json.dumps(row, ensure_ascii=False), entry
+    text = row[o.text_key]
+    if o.furniture:
+        text = strip_page_furniture(strip_scan_stamps(text))
+    year = row.get(o.year_key)
+    text, facts = _REPAIR.repair_text(text, year if isinstance(year, int) else None)
+    row[o.text_key] = text
+    changes = facts.pop("changes", [])
+    entry.update(facts, changes=[c.to_dict() for c in changes[:MAX_CHANGES_REPORTED]])
+    if len(changes) > MAX_CHANGES_REPORTED:
+        entry["changes_not_listed"] = len(changes) - MAX_CHANGES_REPORTED
+    return json.dumps(row, ensure_ascii=False), entry
+
+
+def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: DocumentRepair) -> Iterator[tuple[str, dict]]:
+    """``repair_row`` of every line, in input order; ``workers`` processes with at most
+    ``2 * workers`` rows in flight."""
+    if o.workers <= 1:
+        _init(repair)
+        for n, raw in items:
+            yield repair_row(n, raw, o)
+        return
+    with ProcessPoolExecutor(o.workers, initializer=_init, initargs=(repair,)) as pool:
+        queue: deque[Future] = deque()
+        for n, raw in items:
+            queue.append(pool.submit(repair_row, n, raw, o))
+            if len(queue) >= 2 * o.workers:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
+
+
+@contextmanager
+def _atomic(path: Path):
+    """A file written whole or not at all: a temporary file beside it, renamed at the end."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: DocumentRepair,
+                 report_path: str | Path | None = None, options: JsonlOptions | None = None) -> dict[str, Any]:
+    """Repair every row of ``input_path`` into ``output_path`` (and the report); returns the summary."""
+    o = options or JsonlOptions()
+    src, dst = Path(input_path), Path(output_path)
+    if src.resolve() == dst.resolve():
+        raise RepairInputError(f"--output {dst} is the input: write the repaired rows elsewhere")
+    check_input(src)
+    summary: dict[str, Any] = {"rows": 0, "repaired": 0, "errors": {}, "changes": 0, "encoding_notes": 0}
+    entries: list[dict[str, Any]] = []
+    bar = _bar(o.progress)
+    with _atomic(dst) as out:
+        for line, entry in _ordered(_lines(src), o, repair):
+            out.write(line + "\n")
+            summary["rows"] += 1
+            summary["encoding_notes"] += "encoding" in entry
+            if entry.get("error"):
+                summary["errors"][entry["error"]] = summary["errors"].get(entry["error"], 0) + 1
+            else:
+                summary["repaired"] += 1
+                summary["changes"] += len(entry.get("changes", ())) + entry.get("changes_not_listed", 0)
+            if report_path is not None:
+                entries.append(entry)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    if report_path is not None:
+        with _atomic(Path(report_path)) as rep:
+            for e in entries:
+                rep.write(json.dumps(e, ensure_ascii=False) + "\n")
+            rep.write(json.dumps({"summary": summary}, ensure_ascii=False) + "\n")
+    return summary
+
+
+def _bar(progress: bool):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(desc="repair", unit="row")

@@ -1,0 +1,519 @@
+"""OCR repair: a noisy-channel word corrector whose every change is justified by the period.
+
+For each word of an OCR text the confusion model (:mod:`.ocr_confusions`) proposes the printed
+words it may have been misread from (``Yefterday`` <- ``Yeſterday``, ``tbe`` <- ``the``), each
+with the probability of that misreading; the period lexicon (:mod:`.period_lexicon`), learned
+from transcribed text of the period, says how likely each is in its place (word and word-pair
+counts). A word changes only when
+
+    w_lm * [log P(candidate | neighbours) - log P(word | neighbours)] + log P(word | candidate)
+
+clears a margin: a word the period used stays unless its neighbours speak strongly against it,
+and a capitalised word in mid-sentence (a name) needs a wider margin. Numbers, dates and sums
+of money are never touched. Two words the OCR split (``pre vailed``, its line-end hyphen lost)
+are joined when the language model prefers the joined word; a word run into the next
+(``TheShoreham``) is split when both halves are the period's.
+
+Three things keep clean text clean (BENCHMARKS.md: 0.007% of clean prose changed): a misreading
+is as likely as the document is noisy (its share of words the period does not know); a word the
+document uses too often to be misreadings of its neighbours is the document's own (``Carrie``,
+Stow's ``fleete``); and an unknown word that looks like the period's words (a character trigram
+model of them) is likelier than debris.
+
+The long s: a text printed with ``ſ`` (the year, when known, and the text's own
+evidence, ``fuch``, ``fome``, ``himfelf``, decide) lets the ``ſ -> f`` rules count; the repaired
+word is written as the page printed it (``Yeſterday``), or with ``s`` with ``long_s="modern"``.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Container
+
+from .ocr_confusions import LONG_S, ConfusionModel
+from .period_lexicon import BACKOFF, PeriodLexicon, word_key
+
+# a word as the corrector sees it: letters, with digits the OCR may have put for letters
+TOKEN = re.compile(r"[A-Za-zſ0-9\u00c0-\u024f]+(?:['’][A-Za-zſ\u00c0-\u024f]+)*")
+# numbers, ordinals, sums (5s, 10d, 3l), years, times: never changed
+_NUMBER = re.compile(r"\d+(?:st|nd|rd|th|d|s|l|[ap]m)?|[0-9]*\d[0-9]*\d[0-9A-Za-z]*", re.IGNORECASE)
+# a digit among letters may be a misread letter ("9treet", "VALU8"); "10d", "4a", "lOd" are sums and numbers
+_LETTERS_WITH_A_DIGIT = re.compile(r"[A-Za-zſ]{2,}[0-9][A-Za-zſ]*|[A-Za-zſ]*[0-9][A-Za-zſ]{2,}")
+_SENTENCE_END = ".!?\n"
+_MISSING = object()
+PIECE = 1_000_000  # characters repaired at once (a longer text goes in pieces)
+_STOPS = (",", ";", ":", ".", "!", "?")
+_MID = re.compile(r"[A-Za-zſ,;] ")  # what comes before a word in mid-sentence
+# capitals whose small letter differs by a dot or a stroke the OCR loses: the only case repairs.
+# Others ("Well", "Wanted") are mostly sentences whose stop the OCR lost (measured on ../shared/ocr).
+_CASE_SHAPES = frozenset("I")
+
+
+@dataclass
+class RepairSettings:
+    """The evidence a change needs, tuned by 3-fold cross-validation on the training part of
+    ``../shared/ocr`` (see BENCHMARKS.md). Scores are log-probabilities.
+
+    - ``margin``: what a candidate must beat the word by; ``name_margin`` for a capitalised word
+      in mid-sentence (a name), ``short_margin`` for a word of two letters, ``join_margin`` for a
+      join whose halves are both words ("any body"), ``known_margin`` added for a word the
+      period knows, ``case_margin`` for a capital read for a small letter.
+    - ``lm_weight``: the language model's weight against the confusion model; ``unknown``: the
+      prior of a word the lexicon lacks, moved by ``char_weight`` x letters x (its per-letter
+      character-model score - ``char_reference``): "Tiverton" is likelier than "tbe".
+    - ``doc_min_count``, ``doc_slack``, ``doc_boost``, ``doc_penalty``: a word the document uses too
+      often to be misreadings gets its own prior (``_add_document_evidence``).
+    - ``noise_weight``, ``noise_reference``, ``noise_cap``: misreadings scaled by how noisy the
+      document is (``_noise_adjustment``).
+    - ``max_edits``, ``floor``, ``known_floor``, ``beam``, ``fanout``, ``candidates``,
+      ``max_deficit``: how far the candidate search goes (``ConfusionModel.candidates``).
+    - ``long_s``: ``auto`` (the year and the text's evidence), ``on``, ``off``; ``long_s_output``:
+      ``print`` (write ``ſ`` where the page had it) or ``modern`` (``s``)."""
+
+    margin: float = 0.0
+    name_margin: float = 3.0
+    short_margin: float = 2.0
+    join_margin: float = 2.0
+    known_margin: float = 0.0
+    case_margin: float = 0.0
+    lm_weight: float = 1.0
+    unknown: float = -20.0
+    char_weight: float = 1.0
+    char_reference: float = -2.5
+    known_min_count: int = 1
+    doc_min_count: int = 3
+    doc_penalty: float = -4.0
+    doc_slack: float = 3.0
+    doc_boost: float = 20.0
+    noise_weight: float = 4.0
+    noise_reference: float = 0.07
+    noise_cap: float = 0.0
+    max_edits: int = 2
+    max_deficit: float = 6.0
+    floor: float = -12.0
+    known_floor: float = -10.0
+    beam: float = -8.0
+    fanout: int = 12
+    candidates: int = 4
+    joins: bool = True
+    splits: bool = True
+    long_s: str = "auto"
+    long_s_output: str = "print"
+    long_s_before: int = 1800
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def thorough(cls, **overrides: Any) -> "RepairSettings":
+        """A deeper candidate search (three undoings per word, a wider beam): about a point more
+        of CER on held-out newspapers for about 1.5x the time (BENCHMARKS.md)."""
+        return cls(**{"max_edits": 3, "floor": -15.0, "beam": -8.0, "fanout": 1000, **overrides})
+
+
+@dataclass
+class Change:
+    """One repair: where (character offset in the input), what, into what, and why."""
+
+    start: int
+    before: str
+    after: str
+    kind: str             # word | join | split | case (I read for i) | space (after a stop)
+    gain: float           # how far the change cleared the word's own score
+    channel: float        # log P(OCR | printed) of the misreading it undoes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.start, "from": self.before, "to": self.after, "kind": self.kind,
+                "gain": round(self.gain, 2), "channel": round(self.channel, 2)}
+
+
+@dataclass
+class Repaired:
+    text: str
+    changes: list[Change] = field(default_factory=list)
+    long_s: bool = False
+
+
+class OcrRepairer:
+    """Repairs OCR texts with one period lexicon and one confusion model; per word-type work is
+    cached, so a corpus costs its distinct words once."""
+
+    def __init__(self, lexicon: PeriodLexicon, confusions: ConfusionModel, settings: RepairSettings | None = None,
+                 cache_size: int = 200_000):
+        self.lex, self.conf = lexicon, confusions
+        self.s = settings or RepairSettings()
+        self._cache: dict[tuple[str, bool], tuple] = {}
+        self._priors: dict[str, Any] = {}
+        self._keys: dict[str, str] = {}
+        self._unknowns: dict[str, float] = {}
+        self._lower: dict[str, float] | None = None
+        self._cache_size = cache_size
+
+    # ---------------------------------------------------------------- the document
+    def repair(self, text: str, year: int | None = None) -> Repaired:
+        """The repaired text and every change. A text longer than ``PIECE`` characters is repaired
+        in pieces cut at a line break (or a space), so memory stays bounded whatever its size."""
+        if len(text) <= PIECE:
+            return self._repair(text, year)
+        out, changes, long_s, pos = [], [], False, 0
+        while pos < len(text):
+            end = _cut(text, pos)
+            done = self._repair(text[pos:end], year)
+            out.append(done.text)
+            changes += [Change(c.start + pos, c.before, c.after, c.kind, c.gain, c.channel) for c in done.changes]
+            long_s = long_s or done.long_s
+            pos = end
+        return Repaired("".join(out), changes, long_s)
+
+    def _repair(self, text: str, year: int | None = None) -> Repaired:
+        matches = list(TOKEN.finditer(text))
+        found = [m.group(0) for m in matches]
+        starts = [m.start() for m in matches]
+        keys = [self._key(w) for w in found]
+        priors = [self._prior(k) for k in keys]
+        long_s = self.uses_long_s(keys, priors, year)
+        if self.s.doc_min_count:
+            self._add_document_evidence(found, keys, priors, long_s)
+        doc = _Doc(text, found, starts, keys, priors, text.count("\n") * 200 < len(text), long_s,
+                   self._noise_adjustment(found, priors))
+        out: list[str] = []
+        changes: list[Change] = []
+        pos = i = 0
+        n = len(found)
+        while i < n:
+            fix = self._join(doc, i) if self.s.joins and i + 1 < n else None
+            if fix is None:
+                fix = self._fix_word(doc, i)
+            if i + 1 < n and (fix is None or fix[2] != "join"):
+                fix = self._space_after(doc, i, fix)
+            if fix is not None:
+                after, end, kind, gain, ch = fix
+                if self.s.long_s_output == "modern":
+                    after = after.replace(LONG_S, "s")
+                out.append(text[pos:starts[i]])
+                out.append(after)
+                changes.append(Change(starts[i], text[starts[i]:end], after, kind, gain, ch))
+                pos = end
+                i += 2 if kind == "join" else 1
+                continue
+            i += 1
+        out.append(text[pos:])
+        return Repaired("".join(out), changes, long_s)
+
+    def uses_long_s(self, keys: list[str], priors: list[float | None], year: int | None) -> bool:
+        """Whether the text was printed with the long s: ``on``/``off`` as set; ``auto``: words
+        that are not the period's with ``f`` but are with ``s`` (``fuch``, ``himfelf``) make up
+        a share of the words with an ``f`` that only long-s print gives, or the year is early."""
+        if self.s.long_s != "auto":
+            return self.s.long_s == "on"
+        with_f = hits = 0
+        for k, p in zip(keys, priors):
+            if "f" in k:
+                with_f += 1
+                hits += p is None and self._prior(k.replace("f", "s")) is not None
+        share = hits / with_f if with_f else 0.0
+        if year is not None and year < self.s.long_s_before:
+            return share > 0.01
+        return share > 0.05 and hits >= 3
+
+    def _noise_adjustment(self, words: list[str], priors: list[float | None]) -> float:
+        """A misreading is as likely as the document is noisy: the share of its words the period
+        does not know, against that share in the OCR the confusion model was learned from
+        (``noise_reference``), scales every misreading's probability, so a clean text (a
+        transcription, good print) is hardly touched while a bad scan is repaired freely."""
+        if not self.s.noise_weight:
+            return 0.0
+        n = unknown = 0
+        for w, p in zip(words, priors):
+            if len(w) > 1 and w.isalpha():
+                n += 1
+                unknown += p is None
+        share = max(unknown / n if n else 0.0, 1e-3)
+        return min(self.s.noise_cap, self.s.noise_weight * math.log(share / self.s.noise_reference))
+
+    # ---------------------------------------------------------------- the evidence
+    def _key(self, word: str) -> str:
+        got = self._keys.get(word)
+        if got is None:
+            if len(self._keys) >= self._cache_size:
+                self._keys.clear()
+            got = self._keys[word] = word_key(word)
+        return got
+
+    def _add_document_evidence(self, words: list[str], keys: list[str], priors: list[float | None],
+                               long_s: bool) -> None:
+        """A word the document itself uses often is a word of the document (``fleete`` in Stow,
+        ``Carrie`` in a diary) when it is too frequent to be misreadings of the words it may
+        stand for: more often than those words' own count here plus ``doc_slack`` times what the
+        period's frequency expects of them in a text this long, each times the misreading's
+        probability (``doc_boost`` times it, at most 1: one scan misreads one glyph far more
+        often than OCR on average does). ``tbe`` beside ``the`` is not; such a word gets its
+        document frequency as its prior (in place in ``priors``)."""
+        counts = Counter(keys)
+        total = max(1, len(keys))
+        least = self.s.doc_min_count
+        first = {}
+        for w, k in zip(words, keys):
+            if counts[k] >= least and k not in first:
+                first[k] = w
+        own: dict[str, float] = {}
+        for k, w in first.items():
+            cands = self._cache.get((w, long_s))
+            if cands is None:
+                cands = self._candidates(w, k, self._prior(k), long_s)
+            could_be = sum((counts.get(ck, 0) + self.s.doc_slack * total * math.exp(p))
+                           * min(1.0, self.s.doc_boost * math.exp(ch)) for _, ck, ch, p in cands if p is not None)
+            if counts[k] > could_be:
+                own[k] = math.log(counts[k] / total) + self.s.doc_penalty
+        if own:
+            for i, k in enumerate(keys):
+                lp = own.get(k)
+                if lp is not None and (priors[i] is None or lp > priors[i]):
+                    priors[i] = lp
+
+    def _prior(self, key: str) -> float | None:
+        """log P(word) by the period lexicon, None for a word it does not hold. The period's
+        elisions ("hop'd", "pass'd", "'tis") count as their full spelling when it is known."""
+        got = self._priors.get(key, _MISSING)
+        if got is not _MISSING:
+            return got
+        lex, least = self.lex, self.s.known_min_count
+        got = lex.logp(key) if lex.count(key) >= least else None
+        if got is None and "'" in key:
+            full = next((v for v in (key.replace("'d", "ed"), key.replace("'", "e"), key.replace("'", ""))
+                         if lex.count(v) >= least), None)
+            got = None if full is None else lex.logp(full)
+        if len(self._priors) >= self._cache_size:
+            self._priors.clear()
+        self._priors[key] = got
+        return got
+
+    def _unknown(self, key: str) -> float:
+        """log P(word) of a word the period lexicon lacks: ``unknown``, raised or lowered by how
+        much its letters look like the period's words (``char_weight``; cached)."""
+        if not self.s.char_weight:
+            return self.s.unknown
+        got = self._unknowns.get(key)
+        if got is None:
+            if len(self._unknowns) >= self._cache_size:
+                self._unknowns.clear()
+            got = self._unknowns[key] = self.s.unknown + self.s.char_weight * len(key) * (
+                self.lex.char_logp(key) - self.s.char_reference)
+        return got
+
+    def _lm(self, key: str, prior: float | None, prev: str | None, nxt: str | None) -> float:
+        """log P(key | prev) + log P(nxt | key): the period's bigrams, backing off to the word's
+        prior (the lexicon's, or the document's own evidence)."""
+        lex = self.lex
+        if prior is None:
+            return self._unknown(key) + (lex.logp(nxt) if nxt is not None else 0.0)
+        if prev is None:
+            lp = prior
+        elif key in lex:
+            lp = lex.logp_after(prev, key)
+            if lp < BACKOFF + prior:  # the document knows the word better than the lexicon does
+                lp = BACKOFF + prior
+        else:
+            lp = BACKOFF + prior
+        if nxt is not None:
+            lp += lex.logp_after(key, nxt)
+        return lp
+
+    # ---------------------------------------------------------------- one word
+    def _fix_word(self, doc: "_Doc", i: int):
+        word = doc.words[i]
+        cands = self._cache.get((word, doc.long_s))
+        if cands is None:
+            cands = self._candidates(word, doc.keys[i], doc.priors[i], doc.long_s)
+        if not cands:
+            return self._fix_case(doc, i) if word[0].isupper() and doc.priors[i] is not None else None
+        prev, nxt = doc.context(i)
+        lm = self.lex
+        own = self.s.lm_weight * self._lm(doc.keys[i], doc.priors[i], prev, nxt)
+        best, best_score, best_ch = None, -math.inf, 0.0
+        for cand, key, ch, prior in cands:
+            if prior is None:  # a split: two words
+                a, b = key.split(" ", 1)
+                score = (lm.logp_after(prev, a) if prev is not None else lm.logp(a)) + lm.logp_after(a, b) + \
+                    (lm.logp_after(b, nxt) if nxt is not None else 0.0)
+            else:
+                score = self._lm(key, prior, prev, nxt)
+            score = self.s.lm_weight * score + ch + doc.noise - own
+            if score > best_score:
+                best, best_score, best_ch = cand, score, ch
+        margin = self.s.name_margin if _is_name(word, doc.text, doc.starts[i]) else \
+            self.s.short_margin if len(word) < 3 else self.s.margin
+        if doc.priors[i] is not None:
+            margin += self.s.known_margin
+        if best is None or best_score <= margin:
+            return None
+        return best, doc.starts[i] + len(word), "split" if " " in best else "word", best_score, best_ch
+
+    def _fix_case(self, doc: "_Doc", i: int):
+        """``came In from``: a capital the period never set in mid-sentence on this word, and a
+        capital the OCR is known to read for the small letter, is the small letter."""
+        word, start = doc.words[i], doc.starts[i]
+        if len(word) < 2 or not word.istitle() or start < 2 or not _MID.match(doc.text, start - 2) \
+                or doc.text[start + len(word):start + len(word) + 1] == ".":
+            return None  # "Is. 6d." is a sum (1s.), an abbreviation ends with its stop
+        ch = self._lower_rules().get(word[0]) if word[0] in _CASE_SHAPES else None
+        if ch is None:
+            return None
+        share = self.lex.capital_share(doc.keys[i])
+        gain = math.log(1 - share) - math.log(share) + ch + doc.noise if share < 1 else -math.inf
+        if gain <= self.s.case_margin:
+            return None
+        return word[0].lower() + word[1:], start + len(word), "case", gain, ch
+
+    def _lower_rules(self) -> dict[str, float]:
+        """log P(capital read | small letter printed), by capital."""
+        if self._lower is None:
+            self._lower = {o: lp for o, alts in self.conf.rules.items() if len(o) == 1 and o.isupper()
+                           for g, lp in alts if g == o.lower()}
+        return self._lower
+
+    def _candidates(self, word: str, key: str, prior: float | None, long_s: bool) -> tuple:
+        """(candidate, key, log P(word | candidate), log P(candidate)) for the period's words
+        ``word`` may be a misreading of: the likeliest ``candidates`` by prior and channel
+        together, none that no context could bring within ``max_deficit`` of the word (cached)."""
+        ck = (word, long_s)
+        if len(word) < 2 or _NUMBER.fullmatch(word) or (not word.isalpha() and not _LETTERS_WITH_A_DIGIT.fullmatch(word)):
+            self._cache[ck] = ()
+            return ()
+        known = prior is not None
+        own = prior if known else self._unknown(key)
+        known_keys, prefixes = self.lex.vocabulary(self.s.known_min_count)
+        found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s=long_s,
+                                     max_edits=1 if known else self.s.max_edits,
+                                     floor=self.s.known_floor if known else self.s.floor, beam=self.s.beam,
+                                     fanout=self.s.fanout)
+        scored = []
+        odd_case = not (word.islower() or word.istitle() or word.isupper())
+        logp, weight, least = self.lex.logp, self.s.lm_weight, -self.s.max_deficit
+        for cand, ch in found.items():
+            k = word_key(cand)
+            if k == key or not (odd_case or cand.islower() or cand.istitle() or cand.isupper()):
+                continue
+            p = logp(k)
+            static = weight * (p - own) + ch
+            if static > least:
+                scored.append((static, cand, k, ch, p))
+        if self.s.splits and not known and word.isalpha() and len(key) == len(word):
+            scored += self._splits(word, key, own, known_keys)
+        scored.sort(key=lambda x: -x[0])
+        out = tuple(x[1:] for x in scored[:self.s.candidates])
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[ck] = out
+        return out
+
+    def _splits(self, word: str, key: str, own: float, known: Container[str]) -> list[tuple]:
+        """A word run into the next (``TheShoreham``): both halves the period's words."""
+        out = []
+        for j in range(1, len(word)):
+            ka, kb = key[:j], key[j:]
+            if ka not in known or kb not in known:
+                continue
+            a, b = word[:j], word[j:]
+            if (len(a) == 1 and a not in "aAI") or (len(b) == 1 and b not in "aAI"):
+                continue
+            pa, pb = self._prior(ka), self._prior(kb)
+            if pa is not None and pb is not None:
+                static = self.s.lm_weight * (pa + pb - own) + self.conf.join
+                out.append((static, f"{a} {b}", f"{ka} {kb}", self.conf.join, None))
+        return out
+
+    # ---------------------------------------------------------------- two words
+    def _join(self, doc: "_Doc", i: int):
+        """Words ``i`` and ``i+1`` are one word the OCR split (a space added, or a line-end
+        hyphen lost) when the joined word is the period's and the language model prefers it to
+        the halves by the margin (a wider one, ``join_margin``, when both halves are words too:
+        the period wrote "any body", "my self")."""
+        ka, kb = doc.keys[i], doc.keys[i + 1]
+        joined = ka + kb
+        pj = self._prior(joined) if joined in self.lex else None
+        if pj is None:
+            return None
+        a, b = doc.words[i], doc.words[i + 1]
+        a_end, b_start = doc.starts[i] + len(a), doc.starts[i + 1]
+        gap = doc.text[a_end:b_start]
+        if gap not in (" ", "\n", "-") or not a.isalpha() or not b.isalpha():
+            return None
+        pa, pb = doc.priors[i], doc.priors[i + 1]
+        if gap == "-" and (pa is not None and pb is not None or self._prior(f"{ka}-{kb}") is not None):
+            return None  # a compound of two words ("to-morrow", "well-known"), as the period wrote it
+        margin = self.s.join_margin if pa is not None and pb is not None else self.s.margin
+        prev = doc.keys[i - 1] if i > 0 and doc.priors[i - 1] is not None else None
+        nxt = doc.keys[i + 2] if i + 2 < len(doc.keys) and doc.priors[i + 2] is not None else None
+        apart = self._lm(ka, pa, prev, None) + self._lm(kb, pb, ka if pa is not None else None, nxt)
+        # a line-end hyphen breaks between syllables: never after or before a single letter
+        hyphen = gap == "\n" or (doc.flattened and self.conf.hyphen > self.conf.split and len(a) > 1 and len(b) > 1)
+        ch = self.conf.hyphen if hyphen else self.conf.split
+        gain = self.s.lm_weight * (self._lm(joined, pj, prev, nxt) - apart) + ch + doc.noise
+        if gain <= margin:
+            return None
+        end = b_start + len(b)
+        if gap == "\n":  # as the cleaning joins a hyphenated line end: the word ends the first line
+            return a + b + "\n", end + (doc.text[end:end + 1] == " "), "join", gain, ch
+        if gap == "-":  # "Ben-son": a hyphenated line end whose break was lost with the lines
+            return (f"{a}- {b}" if doc.flattened else a + b), end, "join", gain, ch
+        return (f"{a}- {b}" if hyphen else a + b), end, "join", gain, ch
+
+    def _space_after(self, doc: "_Doc", i: int, fix):
+        """``chairman,and``: the space print always set after a comma or stop between two words,
+        lost; restored when both words are the period's."""
+        start, word = doc.starts[i], doc.words[i]
+        a_end, b_start = start + len(word), doc.starts[i + 1]
+        gap = doc.text[a_end:b_start]
+        if gap not in _STOPS or doc.priors[i + 1] is None or not doc.words[i + 1].isalpha():
+            return fix
+        after = fix[0] if fix is not None else word
+        if word_key(after) not in self.lex or not after.isalpha() or len(after) < 2 or \
+                (gap in ".!?" and (len(after) < 3 or after.isupper() or not doc.words[i + 1][0].isupper())):
+            return fix  # "M.P.", "F.C.": initials are set close
+        gain, ch = (fix[3], fix[4]) if fix is not None else (0.0, 0.0)
+        return after + gap + " ", b_start, fix[2] if fix is not None else "space", gain, ch
+
+
+@dataclass
+class _Doc:
+    """One text as the corrector walks it: its words, where they start, their keys and priors."""
+
+    text: str
+    words: list[str]
+    starts: list[int]
+    keys: list[str]
+    priors: list[float | None]
+    flattened: bool          # no line breaks: a space may be where a line ended
+    long_s: bool
+    noise: float             # log of how much likelier a misreading is here than in the paired data
+
+    def context(self, i: int) -> tuple[str | None, str | None]:
+        """The known words either side (an unknown neighbour is no evidence)."""
+        prev = self.keys[i - 1] if i > 0 and self.priors[i - 1] is not None else None
+        nxt = self.keys[i + 1] if i + 1 < len(self.keys) and self.priors[i + 1] is not None else None
+        return prev, nxt
+
+
+def _cut(text: str, pos: int) -> int:
+    """Where the piece from ``pos`` ends: the last line break (else space) before ``PIECE``."""
+    end = pos + PIECE
+    if end >= len(text):
+        return len(text)
+    for sep in ("\n", " "):
+        k = text.rfind(sep, pos + PIECE // 2, end)
+        if k > 0:
+            return k + 1
+    return end
+
+
+def _is_name(word: str, text: str, start: int) -> bool:
+    """A capitalised word not at the start of a sentence: a name, until the evidence is overwhelming."""
+    if not word[0].isupper():
+        return False
+    j = start - 1
+    while j >= 0 and text[j] in " \t\"'‘“(":
+        j -= 1
+    return j >= 0 and text[j] not in _SENTENCE_END

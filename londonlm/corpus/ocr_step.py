@@ -1,0 +1,180 @@
+"""The OCR step of the corpus stage: which documents are OCR, the period lexicon a collection
+repairs them with, and one document's repair with its quality before and after.
+
+A document is OCR when its source says so (``doc.extra["ocr"]``: archive.org, a local folder
+marked ``ocr: true`` or collected with ``--ocr``, any source that scans); transcribed text is
+never repaired. The period lexicon comes from a corpus the user names (``--period_corpus``: a
+saved lexicon, a collected corpus, or a folder of texts) or else from the transcribed documents
+of the collection itself, cleaned as the collection cleans them; it is saved under
+``processed/ocr/`` and reused while its inputs are unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ..core import user_path, write_text_atomic
+from .cleaning import clean_text, join_hyphenation
+from .manifest import MANIFEST, CorpusError, read_jsonl
+from .ocr_confusions import ConfusionModel, load_confusions
+from .ocr_quality import ocr_quality
+from .ocr_repair import OcrRepairer, RepairSettings
+from .period_lexicon import LEXICON_FILE, LexiconBuilder, PeriodLexicon, word_key
+from .sources import Document, LocalSource, materialise
+
+OCR_DIR = "ocr"                 # under processed/: the collection's period lexicon and its key
+KEY_FILE = "lexicon_inputs.json"
+DEFAULT_MIN_QUALITY = 0.5
+
+
+def is_ocr(doc: Document) -> bool:
+    """Whether a document's text came from OCR (its source's word; never guessed from the text)."""
+    return bool(doc.extra.get("ocr"))
+
+
+@dataclass
+class OcrOptions:
+    """How the collection treats OCR documents. ``period_corpus``: the corpus the lexicon is
+    learned from (None: the collection's transcribed documents); ``repair``: False measures
+    quality only; ``min_quality``: the ``ocr_quality`` filter's threshold (0: keep all)."""
+
+    repair: bool = True
+    period_corpus: str | None = None
+    min_quality: float = DEFAULT_MIN_QUALITY
+    long_s_output: str = "print"
+    confusions: str | None = None
+    found: bool = False               # filled in by the collection: it has OCR documents
+    lexicon_path: str | None = None   # ... and the period lexicon it built for them
+
+    def settings(self) -> dict[str, Any]:
+        """What shapes the outputs, for the sidecar: only what differs from the defaults, so
+        the sidecars of corpora collected before OCR repair stay current."""
+        base = OcrOptions()
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("found", "lexicon_path") and v != getattr(base, k)}
+
+
+# ---------------------------------------------------------------- the period lexicon
+def transcribed_texts(docs: Iterable[Document], progress: Callable[[int], None] | None = None) -> Iterator[str]:
+    """The cleaned text of every transcribed (not OCR) document of ``docs``."""
+    for n, doc in enumerate(docs, 1):
+        if is_ocr(doc):
+            continue
+        materialise(doc)
+        if doc.text and not doc.error:
+            yield clean_text(doc.text)
+        doc.text = None
+        if progress:
+            progress(n)
+
+
+def corpus_texts(path: str | Path) -> Iterator[str]:
+    """The transcribed texts of a corpus the user names: a collected corpus (its manifest's
+    rows not marked OCR) or a folder of .txt/.xml/.html files (read as the collection reads them)."""
+    folder = user_path(str(path))
+    if (folder / MANIFEST).is_file():
+        for row in read_jsonl(folder / MANIFEST):
+            if not row.get("ocr") and row.get("path"):
+                yield (folder / row["path"]).read_text(encoding="utf-8")
+        return
+    if not folder.is_dir():
+        raise CorpusError(f"period corpus {path} is neither a period lexicon file, a collected corpus nor a folder "
+                          f"of texts; pass --period_corpus with one of those")
+    yield from transcribed_texts(LocalSource({"id": "period_corpus", "path": str(folder)}).documents())
+
+
+def load_period_lexicon(path: str | Path) -> PeriodLexicon:
+    """A saved lexicon (``*.json.gz``), or one learned now from a corpus or folder of texts."""
+    p = user_path(str(path))
+    if p.is_file():
+        return PeriodLexicon.load(p)
+    lexicon = _learn(corpus_texts(p), {"period_corpus": str(p)})
+    if lexicon is None:
+        raise CorpusError(f"period corpus {path} holds no transcribed text to learn the period's words from")
+    return lexicon
+
+
+def _learn(texts: Iterable[str], made_from: dict[str, Any]) -> PeriodLexicon | None:
+    b = LexiconBuilder()
+    for t in texts:
+        b.add(t)
+    return b.build(made_from=made_from) if b.unigrams else None
+
+
+def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, inputs_key: str,
+                       options: OcrOptions, log: Callable[[str], None] = print,
+                       ocr_sources: bool = False) -> Path | None:
+    """The period lexicon file for a collection whose documents ``docs()`` yields (the sources
+    not wholly OCR), from the user's period corpus or the collection's own transcribed
+    documents, learned once per ``inputs_key`` and kept in ``out_dir``; sets ``options.found``
+    when a document is OCR or ``ocr_sources`` says a source is all OCR (None is returned when
+    none is, or there is no transcribed text to learn from)."""
+    options.found = ocr_sources or any(is_ocr(d) for d in docs())
+    if not options.found:
+        return None
+    key = hashlib.sha256(json.dumps([inputs_key, options.period_corpus]).encode()).hexdigest()
+    path, key_file = out_dir / LEXICON_FILE, out_dir / KEY_FILE
+    if path.is_file() and key_file.is_file() and json.loads(key_file.read_text(encoding="utf-8")).get("key") == key:
+        log(f"corpus: OCR documents found; period lexicon {path} is current")
+        return path
+    if options.period_corpus:
+        lexicon = load_period_lexicon(options.period_corpus)
+    else:
+        lexicon = _learn(transcribed_texts(docs()), {"period_corpus": "the collection's transcribed documents"})
+    if lexicon is None:
+        log("corpus: OCR documents found but no transcribed text to learn the period's words from: OCR repair "
+            "skipped (pass --period_corpus with a corpus of the period)")
+        return None
+    lexicon.save(path)
+    write_text_atomic(key_file, json.dumps({"key": key, "made_from": lexicon.made_from}))
+    log(f"corpus: period lexicon of {len(lexicon):,} words from {lexicon.made_from.get('period_corpus')} -> {path}")
+    return path
+
+
+# ---------------------------------------------------------------- one document
+@dataclass
+class DocumentRepair:
+    """Repairs one OCR document after cleaning: word repair, line-end hyphens joined with the
+    period lexicon as evidence, and the quality before and after (the manifest's ``ocr_*``)."""
+
+    lexicon: PeriodLexicon | None
+    confusions: ConfusionModel | None = None
+    repair: bool = True
+    settings: RepairSettings = field(default_factory=RepairSettings)
+
+    def __post_init__(self) -> None:
+        self._repairer = None
+        if self.lexicon is not None and self.repair:
+            self._repairer = OcrRepairer(self.lexicon, self.confusions or load_confusions(), self.settings)
+        self._known = self.lexicon.vocabulary(self.settings.known_min_count)[0] if self.lexicon is not None else None
+
+    @classmethod
+    def from_options(cls, options: OcrOptions) -> "DocumentRepair":
+        lexicon = PeriodLexicon.load(options.lexicon_path) if options.lexicon_path else None
+        confusions = load_confusions(options.confusions) if options.confusions else None
+        return cls(lexicon, confusions, options.repair, RepairSettings(long_s_output=options.long_s_output))
+
+    def __call__(self, text: str, year: int | None = None) -> tuple[str, dict[str, Any]]:
+        """(repaired text, the manifest's ``ocr_*`` facts)."""
+        text, facts = self.repair_text(text, year)
+        facts.pop("changes", None)
+        return text, facts
+
+    def repair_text(self, text: str, year: int | None = None) -> tuple[str, dict[str, Any]]:
+        """(repaired text, facts with ``changes``: every ``ocr_repair.Change``)."""
+        before = ocr_quality(text, self._known)
+        facts: dict[str, Any] = {"ocr": True, "ocr_quality_before": round(before.score, 4)}
+        if self._repairer is not None:
+            done = self._repairer.repair(text, year)
+            text = done.text
+            if "-\n" in text:
+                known = self._known
+                text = join_hyphenation(text, known=lambda w: word_key(w) in known)
+            facts.update(ocr_repairs=len(done.changes), ocr_long_s=done.long_s, changes=done.changes)
+        after = ocr_quality(text, self._known) if self._repairer is not None else before
+        facts["ocr_quality"] = round(after.score, 4)
+        return text, facts
+

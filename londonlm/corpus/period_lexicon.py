@@ -1,0 +1,206 @@
+"""The period lexicon: the words of a corpus of the period, with how often each stands alone
+and after another (unigram and bigram counts), learned from transcribed text, never from a
+modern dictionary. OCR repair (:mod:`.ocr_repair`) takes it as its evidence of what the
+period wrote (``shew``, ``connexion``, ``to-morrow`` are words because the corpus uses them)
+and as the language model of its noisy channel; the OCR quality score (:mod:`.ocr_quality`)
+counts the words a document has outside it.
+
+Words are compared by their key: lower case, the long s as ``s``, a curly apostrophe as
+``'``. The lexicon is built from the collected corpus's transcribed documents at collection
+time, or from a corpus the user names (a folder of texts or a collected corpus), and saved
+as gzip'd JSON beside the corpus.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..core import LondonLMError, write_bytes_atomic
+
+FORMAT = 1
+LEXICON_FILE = "period_lexicon.json.gz"
+# a word: letters (the long s among them), inner apostrophes ("order'd", "o'clock")
+WORD = re.compile(r"[A-Za-zſ\u00c0-\u024f]+(?:['’][A-Za-zſ\u00c0-\u024f]+)*")
+_BROKEN = re.compile(r"([A-Za-zſ])-(?:[ \t]*\n[ \t]*|[ \t]+)([a-zſ])")
+_MID_CAPITAL = re.compile(r"(?<=[A-Za-zſ,;])[ \t]+([A-Z][A-Za-zſ]*(?:['’][A-Za-zſ]+)*)")
+_KEY = str.maketrans({"ſ": "s", "’": "'"})
+BACKOFF = math.log(0.4)  # stupid backoff (Brants et al. 2007): an unseen pair costs this on top
+
+
+class LexiconError(LondonLMError, ValueError):
+    """A period lexicon that cannot be built or read; the message says why."""
+
+
+def word_key(word: str) -> str:
+    """How the lexicon knows a word: lower case, ``ſ`` as ``s``, ``’`` as ``'``."""
+    return word.translate(_KEY).lower()
+
+
+@dataclass
+class PeriodLexicon:
+    """Unigram and bigram counts of word keys; ``logp`` / ``logp_after`` are their log-probabilities
+    (bigrams back off to unigrams, unseen words get ``unseen``)."""
+
+    unigrams: dict[str, int]
+    bigrams: dict[str, int] = field(default_factory=dict)
+    made_from: dict[str, Any] = field(default_factory=dict)
+    capitals: dict[str, int] = field(default_factory=dict)  # times a word began with a capital mid-sentence
+
+    def __post_init__(self) -> None:
+        self.total = max(1, sum(self.unigrams.values()))
+        log_total = math.log(self.total)
+        self.unseen = -log_total - math.log(10)  # a tenth of a word seen once
+        self._vocab: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+        self._chars: tuple[dict[str, int], dict[str, int], int] | None = None
+        # log-probabilities once, not per lookup: the corrector asks millions of times
+        self._lp = {k: math.log(n) - log_total for k, n in self.unigrams.items()}
+        self._lp_after: dict[str, float] = {}
+        for pair, n in self.bigrams.items():
+            first = self.unigrams.get(pair.split(" ", 1)[0])
+            if first:
+                self._lp_after[pair] = math.log(min(1.0, n / first))
+
+    def vocabulary(self, min_count: int = 1) -> tuple[frozenset[str], frozenset[str]]:
+        """(the keys seen at least ``min_count`` times, every prefix of them), cached: what a
+        candidate must be, and what its beginning must be on the way."""
+        got = self._vocab.get(min_count)
+        if got is None:
+            known = frozenset(k for k, n in self.unigrams.items() if n >= min_count)
+            got = self._vocab[min_count] = (known, frozenset(k[:i] for k in known for i in range(len(k) + 1)))
+        return got
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.unigrams
+
+    def __len__(self) -> int:
+        return len(self.unigrams)
+
+    def count(self, key: str) -> int:
+        return self.unigrams.get(key, 0)
+
+    def char_logp(self, key: str) -> float:
+        """log P(key) under a character trigram model of the period's words (each word type once,
+        add-one smoothed): how much a word the lexicon lacks looks like a word of the period
+        (``Tiverton``) rather than OCR debris (``tbc``, ``Bakcr``). Per character, so length does
+        not decide."""
+        if self._chars is None:
+            self._chars = _char_model(self.unigrams)
+        tri, bi, size = self._chars
+        padded = "^^" + key + "$"
+        total = 0.0
+        for i in range(2, len(padded)):
+            ctx = padded[i - 2:i]
+            total += math.log((tri.get(ctx + padded[i], 0) + 1) / (bi.get(ctx, 0) + size))
+        return total / (len(padded) - 2)
+
+    def capital_share(self, key: str) -> float:
+        """How often the period wrote ``key`` with a capital in mid-sentence (a name: ~1; "in": ~0)."""
+        return (self.capitals.get(key, 0) + 0.5) / (self.unigrams.get(key, 0) + 1.0)
+
+    def logp(self, key: str) -> float:
+        return self._lp.get(key, self.unseen)
+
+    def logp_after(self, prev: str | None, key: str) -> float:
+        """log P(key | prev) with stupid backoff to the unigram."""
+        if prev:
+            lp = self._lp_after.get(prev + " " + key)
+            if lp is not None:
+                return lp
+        return BACKOFF + self._lp.get(key, self.unseen)
+
+    # -- persistence
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps([sorted(self.unigrams.items()), sorted(self.bigrams.items())]).encode()).hexdigest()
+
+    def save(self, path: str | Path) -> Path:
+        data = {"format": FORMAT, "made_from": self.made_from, "unigrams": self.unigrams, "bigrams": self.bigrams,
+                "capitals": self.capitals}
+        raw = gzip.compress(json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8"), mtime=0)
+        return write_bytes_atomic(path, raw)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PeriodLexicon":
+        try:
+            data = json.loads(gzip.decompress(Path(path).read_bytes()).decode("utf-8"))
+        except (OSError, ValueError, EOFError) as e:
+            raise LexiconError(f"{path}: not a period lexicon ({e}); rebuild it") from e
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("unigrams"), dict):
+            raise LexiconError(f"{path}: not a period lexicon of format {FORMAT}; rebuild it")
+        try:
+            return cls({str(k): int(v) for k, v in data["unigrams"].items()},
+                       {str(k): int(v) for k, v in (data.get("bigrams") or {}).items()}, dict(data.get("made_from") or {}),
+                       {str(k): int(v) for k, v in (data.get("capitals") or {}).items()})
+        except (TypeError, ValueError, AttributeError) as e:
+            raise LexiconError(f"{path}: malformed period lexicon ({e}); rebuild it") from e
+
+
+def _char_model(unigrams: dict[str, int]) -> tuple[dict[str, int], dict[str, int], int]:
+    """Character trigram and bigram counts over the word types, and the alphabet size."""
+    tri: Counter[str] = Counter()
+    bi: Counter[str] = Counter()
+    chars: set[str] = set("$")
+    for key in unigrams:
+        padded = "^^" + key + "$"
+        chars.update(key)
+        for i in range(2, len(padded)):
+            tri[padded[i - 2:i + 1]] += 1
+            bi[padded[i - 2:i]] += 1
+    return dict(tri), dict(bi), len(chars)
+
+
+class LexiconBuilder:
+    """Counts words and word pairs text by text (:meth:`add`), then keeps what is evidence
+    (:meth:`build`): words seen at least ``min_count`` times (once: a rare word of the period is
+    still one; cross-validated on ../shared/ocr), pairs at least ``min_pair_count`` times, each
+    capped (the most frequent kept) so that a huge corpus gives a bounded model."""
+
+    def __init__(self) -> None:
+        self.unigrams: Counter[str] = Counter()
+        self.bigrams: Counter[str] = Counter()
+        self.capitals: Counter[str] = Counter()
+        self.documents = 0
+
+    def add(self, text: str) -> None:
+        # a word broken at a line end ("atten-\ntion", or "atten- tion" where lines were
+        # flattened) counts once, whole: its halves are not words of the period
+        text = _BROKEN.sub(r"\1\2", text)
+        keys = [word_key(w) for w in WORD.findall(text)]
+        self.unigrams.update(keys)
+        # a capital after a word (a space or a comma between) is in mid-sentence
+        self.capitals.update(word_key(m.group(1)) for m in _MID_CAPITAL.finditer(text))
+        self.bigrams.update(f"{a} {b}" for a, b in zip(keys, keys[1:]))
+        self.documents += 1
+
+    def build(self, min_count: int = 1, min_pair_count: int = 2, max_words: int = 400_000,
+              max_pairs: int = 2_000_000, made_from: dict[str, Any] | None = None) -> PeriodLexicon:
+        words = dict(_top(self.unigrams, min_count, max_words))
+        pairs = dict(_top(self.bigrams, min_pair_count, max_pairs))
+        capitals = {k: n for k, n in self.capitals.items() if k in words}
+        info = dict(made_from or {}, documents=self.documents, words_read=sum(self.unigrams.values()),
+                    kept_words=len(words), kept_pairs=len(pairs), min_count=min_count)
+        return PeriodLexicon(words, pairs, info, capitals)
+
+
+def _top(counts: Counter[str], min_count: int, cap: int) -> list[tuple[str, int]]:
+    kept = [(k, n) for k, n in counts.items() if n >= min_count]
+    if len(kept) > cap:
+        kept.sort(key=lambda kv: (-kv[1], kv[0]))
+        kept = kept[:cap]
+    return kept
+
+
+def build_lexicon(texts: Iterable[str], made_from: dict[str, Any] | None = None, **limits: Any) -> PeriodLexicon:
+    """The period lexicon of ``texts`` (see :class:`LexiconBuilder` for ``limits``)."""
+    b = LexiconBuilder()
+    for t in texts:
+        b.add(t)
+    if not b.unigrams:
+        raise LexiconError("no words to learn a period lexicon from: the period corpus is empty")
+    return b.build(made_from=made_from, **limits)

@@ -1,0 +1,83 @@
+"""The confusion model: rules learned from aligned word pairs with their probabilities, the
+line-end hyphen and space rates, the long s only for long-s print, candidates that are every
+known word the rules reach (the prefix pruning loses none), and the shipped model's file."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+
+from londonlm.corpus.ocr_confusions import ConfusionError, ConfusionModel, edit_segments, learn, load_confusions
+from londonlm.corpus.period_lexicon import word_key
+
+PAIRS = [("fome", "ſome"), ("fet", "ſet"), ("fuch", "ſuch"), ("fun", "sun"), ("tbe", "the"), ("the", "the"),
+         ("tbe", "the"), ("man", "man"), ("pre", "pre-"), ("how ever", "however"), ("ofthe", "of the"),
+         ("ﬁre", "ﬁre")]
+
+
+def test_learns_rules_with_their_probabilities():
+    m = learn(PAIRS, min_count=2)
+    alts = dict(m.rules["f"])
+    # ſ printed 3 times (the gold's ſ), read as f 3 times; h printed 4 times (the x3, ſuch; the
+    # pairs that split or join words are left out of the rules), read as b twice
+    assert alts["ſ"] == pytest.approx(0.0)
+    assert dict(m.rules["b"])["h"] == pytest.approx(math.log(2 / 4))
+    assert m.hyphen == pytest.approx(math.log(1 / len(PAIRS)))
+    assert m.split == m.join == pytest.approx(math.log(1 / len(PAIRS)))
+    assert "s" not in alts  # "fun" for "sun" once: under min_count
+
+
+def test_edit_segments_group_adjacent_edits():
+    assert edit_segments("home", "liome") == [("h", "li", 0)]
+    assert edit_segments("the", "the") == []
+
+
+def known_of(words):
+    keys = {word_key(w) for w in words}
+    return keys, {k[:i] for k in keys for i in range(len(k) + 1)}
+
+
+def brute_force(model, word, known, long_s, edits):
+    """Every string the rules reach from ``word`` in at most ``edits`` undoings (any order)."""
+    out, frontier = {}, {word: 0.0}
+    for _ in range(edits):
+        nxt = {}
+        for w, base in frontier.items():
+            for i, n in itertools.product(range(len(w)), range(1, 4)):
+                for g, lp in model.rules.get(w[i:i + n], ()):
+                    if "ſ" in g and not long_s:
+                        continue
+                    c = w[:i] + g + w[i + n:]
+                    nxt[c] = max(nxt.get(c, -math.inf), base + lp)
+        frontier = nxt
+        out.update({c: lp for c, lp in nxt.items() if word_key(c) in known and c != word})
+    return set(out)
+
+
+@pytest.mark.parametrize("word", ["tbe", "fome", "Tbe", "fuch", "tlie"])
+def test_candidates_are_the_known_words_the_rules_reach(word):
+    m = ConfusionModel({"b": [("h", -1.0)], "f": [("ſ", -0.5)], "li": [("h", -2.0)], "c": [("e", -1.5)]})
+    known, prefixes = known_of(["the", "some", "such", "The", "she"])
+    for long_s in (True, False):
+        got = m.candidates(word, known, prefixes, word_key, long_s=long_s, floor=-20, beam=-20)
+        assert set(got) == brute_force(m, word, known, long_s, 2)
+    assert "ſome" not in m.candidates("fome", known, prefixes, word_key, long_s=False)
+
+
+def test_the_shipped_model_says_how_it_was_made():
+    m = load_confusions()
+    assert "benchmarks/ocr_repair.py learn" in m.made_by["command"]
+    assert "ſ" in dict(m.rules["f"])  # the long s read as f, the commonest misreading of 18th-century print
+
+
+def test_model_files_round_trip_and_bad_ones_are_refused(tmp_path):
+    m = learn(PAIRS, min_count=1, made_by={"data": "test"})
+    back = load_confusions(m.save(tmp_path / "m.json"))
+    assert back.rules.keys() == m.rules.keys() and back.made_by["data"] == "test"
+    (tmp_path / "bad.json").write_text(json.dumps({"format": 1, "rules": {"f": [["s"]]}}))
+    with pytest.raises(ConfusionError, match="malformed"):
+        load_confusions(tmp_path / "bad.json")
+    with pytest.raises(ConfusionError, match="cannot read"):
+        load_confusions(tmp_path / "missing.json")

@@ -1,0 +1,88 @@
+"""repair_ocr.py end to end, as a user runs it: rows out in order with their keys, text
+repaired, a report of what changed and why; and hostile input (empty, binary, cp1252, a huge
+row, malformed JSONL, rows without text, the output over the input, no period corpus): one
+error line, or the row passed through with its reason; every input row comes out."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ocr_fixtures import OCR, period_lexicon
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "02_data_collection" / "repair_ocr.py"
+
+
+@pytest.fixture(scope="module")
+def lexicon(tmp_path_factory) -> Path:
+    return period_lexicon().save(tmp_path_factory.mktemp("lex") / "lexicon.json.gz")
+
+
+def run(tmp_path: Path, lexicon: Path, lines: list[bytes] | bytes, *extra: str):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(lines if isinstance(lines, bytes) else b"".join(x + b"\n" for x in lines))
+    res = subprocess.run([sys.executable, str(SCRIPT), "--input", str(src), "--output", str(tmp_path / "out.jsonl"),
+                          "--report", str(tmp_path / "report.jsonl"), "--period_corpus", str(lexicon),
+                          "--root", str(tmp_path), *extra], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = tmp_path / "out.jsonl"
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()] if out.exists() else None
+    return res, rows
+
+
+def row(**kw) -> bytes:
+    return json.dumps(kw, ensure_ascii=False).encode("utf-8")
+
+
+def test_rows_out_in_order_text_repaired_keys_kept_and_a_report(tmp_path, lexicon):
+    lines = [row(id="a", text=OCR, year=1744, source="gazette"), row(id="b", text="tbe Court of Aldermen", n=[1])]
+    res, rows = run(tmp_path, lexicon, lines)
+    assert res.returncode == 0, res.stderr
+    assert [r["id"] for r in rows] == ["a", "b"] and rows[0]["source"] == "gazette" and rows[1]["n"] == [1]
+    assert rows[0]["text"].startswith("Yeſterday the Lords of the Admiralty") and rows[1]["text"] == "the Court of Aldermen"
+    report = [json.loads(x) for x in (tmp_path / "report.jsonl").read_text().splitlines()]
+    first = report[0]["changes"][0]
+    assert first == {"at": 0, "from": "Yefterday", "to": "Yeſterday", "kind": "word", "gain": first["gain"],
+                     "channel": first["channel"]}
+    assert report[0]["ocr_quality"] > report[0]["ocr_quality_before"]
+    assert report[-1]["summary"]["rows"] == 2 and "2 rows" in res.stdout
+    # two processes give the same rows
+    res2, rows2 = run(tmp_path, lexicon, lines, "--workers", "2", "--long_s", "modern", "--thorough")
+    assert [r["id"] for r in rows2] == ["a", "b"] and rows2[0]["text"].startswith("Yesterday the Lords")
+
+
+def test_bad_rows_pass_through_with_their_reason_and_nothing_is_lost(tmp_path, lexicon):
+    big = row(id="big", text="tbe " * 400_000)  # 1.6 MB, over --max_row_mb 1
+    lines = [row(id="ok", text="tbe Court"), b"{not json", row(id="no text"), b"[1, 2]",
+             row(id="n", text=5), b'{"id": "cp", "text": "caf\xe9 tbe Court"}', big, row(id="last", text="tbe")]
+    res, rows = run(tmp_path, lexicon, lines, "--max_row_mb", "1")
+    assert res.returncode == 0, res.stderr
+    assert len(rows) == len(lines)
+    errors = [r.get("ocr_repair_error") for r in rows]
+    assert errors == [None, "bad_json", "no_text", "not_an_object", "no_text", None, "too_large", None]
+    assert rows[1] == {"line": 2, "raw": "{not json", "ocr_repair_error": "bad_json"}
+    assert rows[5]["text"] == "café the Court"     # read as cp1252, and said so
+    assert rows[6]["text"] == json.loads(big)["text"]  # passed through whole
+    assert "read as cp1252" in res.stdout and "passed through unrepaired" in res.stdout
+
+
+@pytest.mark.parametrize("content,why", [(b"", "empty"), (b"\n \n", "only blank lines"),
+                                         (b"\x00\x01binary\x00" * 50, "binary")])
+def test_an_input_with_no_rows_is_refused_in_one_line(tmp_path, lexicon, content, why):
+    res, rows = run(tmp_path, lexicon, content)
+    assert res.returncode == 2 and res.stderr.startswith("error:") and why in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and rows is None
+
+
+def test_refusals_before_any_work(tmp_path, lexicon):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(row(id="a", text="tbe") + b"\n")
+    over = subprocess.run([sys.executable, str(SCRIPT), "--input", str(src), "--output", str(src),
+                           "--period_corpus", str(lexicon)], capture_output=True, text=True, timeout=300)
+    assert over.returncode == 2 and "is the input" in over.stderr and src.read_bytes() == row(id="a", text="tbe") + b"\n"
+    none = subprocess.run([sys.executable, str(SCRIPT), "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
+                           "--root", str(tmp_path / "empty_root")], capture_output=True, text=True, timeout=300)
+    assert none.returncode == 2 and none.stderr.startswith("error:") and "--period_corpus" in none.stderr
+    assert len(none.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.jsonl").exists()

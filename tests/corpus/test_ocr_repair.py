@@ -1,0 +1,146 @@
+"""The OCR corrector: misreadings undone where the period's evidence is strong (the long s as
+printed or as s, b/h, li/h, lost line-end hyphens, words run together), and everything the
+period wrote left alone: its spellings and elisions, numbers, sums and dates, names in
+mid-sentence, words a document uses too often to be misreadings, clean text."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from ocr_fixtures import OCR, PERIOD, period_lexicon
+
+from londonlm.corpus.ocr_confusions import load_confusions
+from londonlm.corpus.ocr_repair import OcrRepairer, RepairSettings
+
+LEX = period_lexicon("The Baker came with the Bread on the 27th of May. " * 3)
+NOISY = "Tbe Bakcr came, aud tbe Court met Bakcr at tbe Hall; fome Villains liad a Defign on tbe Bread. "
+
+
+def repairer(**settings) -> OcrRepairer:
+    return OcrRepairer(LEX, load_confusions(), RepairSettings(**settings))
+
+
+def apply(text: str, changes) -> str:
+    out, pos = [], 0
+    for c in changes:
+        assert text[c.start:c.start + len(c.before)] == c.before
+        out += [text[pos:c.start], c.after]
+        pos = c.start + len(c.before)
+    return "".join(out) + text[pos:]
+
+
+def test_long_s_print_is_restored_as_printed_or_as_s():
+    done = repairer().repair(OCR, 1744)
+    assert done.long_s
+    assert done.text.startswith("Yeſterday the Lords of the Admiralty commiſſioned the following Ships")
+    for word in ("ſome", "Deſign", "ſet", "Veſſels", "Treaſon", "Correſpondence", "all the small"):
+        assert word in done.text
+    modern = repairer(long_s_output="modern").repair(OCR, 1744).text
+    assert modern.startswith("Yesterday the Lords") and "ſ" not in modern
+
+
+def test_the_long_s_is_decided_by_the_year_and_the_texts_evidence():
+    r = repairer()
+    assert not r.repair("The Court met at tbe Hall to hear the Merchants.", 1880).long_s
+    assert r.repair(OCR, None).long_s                       # undated: fome, Defign, Treafon are its evidence
+    assert not repairer(long_s="off").repair(OCR, 1744).long_s
+
+
+def test_the_periods_own_spellings_and_elisions_stay():
+    text = "tbe Lord Mayor did shew the connexion, and To-morrow 'tis hop'd the Vessels are mann'd. " * 2
+    done = repairer().repair(text, 1750)
+    assert {c.before for c in done.changes} == {"tbe"}
+    for word in ("shew", "connexion", "To-morrow", "'tis", "hop'd", "mann'd"):
+        assert word in done.text
+
+
+def test_numbers_dates_and_sums_are_never_touched():
+    text = "tbe Court will sit on the 27th of May 1744, and the Merchants will attend with £5 10s. 6d. and Is. 6d. " * 2
+    done = repairer().repair(text, 1744)
+    assert {c.before for c in done.changes} == {"tbe"}
+
+
+def test_a_capitalised_word_in_mid_sentence_is_a_name_until_the_evidence_is_overwhelming():
+    r = repairer(name_margin=1000.0)
+    done = r.repair(NOISY, 1790).text
+    assert done.startswith("The Bakcr came") or done.startswith("Tbe Bakcr came")  # "Bakcr" after a word: a name
+    assert "met Bakcr at" in done
+    assert "Baker came to" in r.repair("Bakcr came to the Court. " + NOISY, 1790).text  # opens a sentence
+
+
+def test_words_the_ocr_split_or_ran_together():
+    r = repairer()
+    assert r.repair("tbe Bakers have pre vailed upon the Court, and ofthe Merchants.", 1780).text == \
+        "the Bakers have pre- vailed upon the Court, and of the Merchants."   # flattened: the hyphen the line lost
+    lined = "tbe Bakers have pre\nvailed upon the Court, and the Merchants\nwere heard.\n"
+    assert r.repair(lined, 1780).text.startswith("the Bakers have prevailed\nupon the Court")
+    assert "pre- vailed" in r.repair("tbe Bakers have pre-vailed upon the Court.", 1780).text
+
+
+def changed(text: str, **settings) -> set[str]:
+    return {c.before for c in repairer(**settings).repair(text, 1790).changes}
+
+
+def test_a_word_the_document_uses_often_is_its_own():
+    # "Streete" (Stow's spelling) four times in a short text: more than misreadings of "Street" could give
+    once, often = ("tbe Lords met. " + " ".join(["The Streete was set."] * n) + " tbe Court liad a Defign."
+                   for n in (1, 4))
+    assert "Streete" in changed(once) and "Streete" not in changed(often)
+    assert "Streete" in changed(often, doc_min_count=0)
+    assert "tbe" in changed(often)  # "tbe" is misreadings of "the" however often it comes
+
+
+def test_clean_text_is_left_alone():
+    assert repairer().repair(PERIOD, 1750).changes == []
+
+
+def test_a_clean_text_makes_every_misreading_less_likely():
+    r = repairer()
+    clean, noisy = PERIOD.split(), NOISY.split()
+    assert r._noise_adjustment(clean, [0.0] * len(clean)) < -10
+    assert r._noise_adjustment(noisy, [None] * len(noisy)) == 0.0
+
+
+def test_changes_say_where_what_and_why():
+    done = repairer().repair(NOISY, 1790)
+    assert apply(NOISY, done.changes) == done.text
+    first = done.changes[0].to_dict()
+    assert set(first) == {"at", "from", "to", "kind", "gain", "channel"} and first["gain"] > 0 > first["channel"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("tbehofaslicnu ſf.,-'\n0123456789TBLMé")), max_size=80))
+def test_any_text_repairs_to_what_its_changes_say(text):
+    done = repairer().repair(text, 1744)
+    assert apply(text, done.changes) == done.text
+
+
+def test_a_long_text_is_repaired_in_pieces_as_it_would_be_whole(monkeypatch):
+    import londonlm.corpus.ocr_repair as m
+
+    text = (OCR + "\n") * 6
+    whole = repairer().repair(text, 1744)
+    monkeypatch.setattr(m, "PIECE", 700)
+    r = repairer()
+    seen, inner = [], r._repair
+    monkeypatch.setattr(r, "_repair", lambda t, y: seen.append(len(t)) or inner(t, y))
+    pieces = r.repair(text, 1744)
+    assert len(seen) > 3 and max(seen) <= 700
+    assert pieces.text == whole.text and apply(text, pieces.changes) == pieces.text
+    assert len(pieces.changes) == len(whole.changes)
+
+
+def test_an_unknown_word_that_looks_like_the_periods_is_likelier_than_debris():
+    r = repairer()
+    assert r._unknown("bakery") > r._unknown("bakcry") and r._unknown("tbe") < repairer(char_weight=0)._unknown("tbe")
+
+
+def test_a_capital_i_read_for_a_small_one_but_not_a_sum():
+    lex = period_lexicon("and it is good, and he paid, and it is here. " * 300)  # "is": never a capital in mid-sentence
+    text = NOISY + "and tbe Court said it Is good, and paid Is. 6d. for tbe Bread. "
+    out = OcrRepairer(lex, load_confusions()).repair(text, 1790).text
+    assert "it is good" in out and "paid Is. 6d." in out
+
+
+def test_the_thorough_search_goes_deeper():
+    deep = RepairSettings.thorough(long_s_output="modern")
+    assert deep.max_edits == 3 and deep.floor < RepairSettings().floor and deep.long_s_output == "modern"
