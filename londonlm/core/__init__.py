@@ -12,10 +12,9 @@
 - :mod:`.generation_settings`: the project's one set of sampling defaults, which training
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
-from .artifacts import (StageInputMissing, current_or_make, give_open_mode, link_or_copy, naming, now_iso, read_json,
-                        require_input, sha256_file, sidecar_current, versions, write_json_atomic, write_sidecar,
-                        write_text_atomic)
-from .artifacts import write_bytes_atomic
+from .artifacts import (StageInputMissing, atomic_writer, current_or_make, give_open_mode, link_or_copy, naming,
+                        now_iso, read_json, require_input, sha256_file, sidecar_current, versions, write_bytes_atomic,
+                        write_json_atomic, write_sidecar, write_text_atomic)
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem, checkpoint_step,
                           latest_valid_checkpoint, list_checkpoints, model_step)
 from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction, free_text,
@@ -45,5 +44,5 @@ __all__ = [
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "sidecar_current", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
     "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "utf8_problem", "versions", "WEIGHT_FILES",
-    "writable_dir", "write_bytes_atomic", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",
+    "writable_dir", "atomic_writer", "write_bytes_atomic", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",
 ]

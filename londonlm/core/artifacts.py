@@ -17,7 +17,7 @@ import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 from .errors import USER_OS_ERRNOS, LondonLMError
 
@@ -94,22 +94,31 @@ def give_open_mode(paths) -> None:
         os.chmod(p, mode)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` whole or not at all (a temporary file, fsync, rename)."""
+@contextmanager
+def atomic_writer(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """A file streamed to ``path`` whole or not at all: written through a temporary file beside
+    it (the mode ``open()`` would give), fsynced and renamed when the block ends; on any error
+    the temporary file goes, the old file stays, and an OS error names ``path``."""
     path = Path(path)
     with naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _new_temp(path)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all (a temporary file, fsync, rename)."""
+    with atomic_writer(path, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -363,7 +363,7 @@ def _period_lexicon(srcs: list, downloads_dir: Path, processed_dir: Path, key: s
                 continue
 
     path = collection_lexicon(docs, processed_dir / OCR_DIR, key, o.ocr, o.log,
-                              ocr_sources=any(src.all_ocr() for src in srcs))
+                              has_ocr=any(src.all_ocr() for src in srcs))
     return None if path is None else str(path)
 
 

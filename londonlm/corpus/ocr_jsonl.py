@@ -13,15 +13,13 @@ the quality before and after) and a summary line last, after it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..core import atomic_writer
 from .cleaning import strip_page_furniture, strip_scan_stamps
 from .manifest import CorpusError
 from .ocr_step import DocumentRepair
@@ -143,22 +141,6 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
             yield queue.popleft().result()
 
 
-@contextmanager
-def _atomic(path: Path):
-    """A file written whole or not at all: a temporary file beside it, renamed at the end."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: DocumentRepair,
                  report_path: str | Path | None = None, options: JsonlOptions | None = None) -> dict[str, Any]:
     """Repair every row of ``input_path`` into ``output_path`` (and the report); returns the summary."""
@@ -170,7 +152,7 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     summary: dict[str, Any] = {"rows": 0, "repaired": 0, "errors": {}, "changes": 0, "encoding_notes": 0}
     entries: list[dict[str, Any]] = []
     bar = _bar(o.progress)
-    with _atomic(dst) as out:
+    with atomic_writer(dst) as out:
         for line, entry in _ordered(_lines(src), o, repair):
             out.write(line + "\n")
             summary["rows"] += 1
@@ -187,7 +169,7 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     if bar is not None:
         bar.close()
     if report_path is not None:
-        with _atomic(Path(report_path)) as rep:
+        with atomic_writer(report_path) as rep:
             for e in entries:
                 rep.write(json.dumps(e, ensure_ascii=False) + "\n")
             rep.write(json.dumps({"summary": summary}, ensure_ascii=False) + "\n")

@@ -106,13 +106,12 @@ def _learn(texts: Iterable[str], made_from: dict[str, Any]) -> PeriodLexicon | N
 
 def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, inputs_key: str,
                        options: OcrOptions, log: Callable[[str], None] = print,
-                       ocr_sources: bool = False) -> Path | None:
-    """The period lexicon file for a collection whose documents ``docs()`` yields (the sources
-    not wholly OCR), from the user's period corpus or the collection's own transcribed
-    documents, learned once per ``inputs_key`` and kept in ``out_dir``; sets ``options.found``
-    when a document is OCR or ``ocr_sources`` says a source is all OCR (None is returned when
-    none is, or there is no transcribed text to learn from)."""
-    options.found = ocr_sources or any(is_ocr(d) for d in docs())
+                       has_ocr: bool = False) -> Path | None:
+    """The period lexicon file for a collection with OCR sources (``has_ocr``: a source's
+    entry says so, as its documents do), from the user's period corpus or the transcribed
+    documents ``docs()`` yields, learned once per ``inputs_key`` and kept in ``out_dir``; sets
+    ``options.found``. None when no source is OCR, or there is no transcribed text to learn from."""
+    options.found = has_ocr
     if not options.found:
         return None
     key = hashlib.sha256(json.dumps([inputs_key, options.period_corpus]).encode()).hexdigest()

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from londonlm.core.artifacts import (StageInputMissing, require_input, sha256_file, sidecar_current,
+from londonlm.core.artifacts import (StageInputMissing, atomic_writer, require_input, sha256_file, sidecar_current,
                                 write_json_atomic, write_sidecar)
 
 
@@ -78,6 +78,24 @@ def test_atomic_writes_take_the_mode_open_would(tmp_path, umask):
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
     assert mode == 0o666 & ~umask == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_streamed_atomic_file_is_whole_or_absent_with_the_mode_open_would_give(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        with atomic_writer(tmp_path / "rows.jsonl") as f:
+            f.write("één\n")
+            assert not (tmp_path / "rows.jsonl").exists()  # not before the block ends
+    finally:
+        os.umask(old)
+    assert (tmp_path / "rows.jsonl").read_text(encoding="utf-8") == "één\n"
+    assert stat.S_IMODE((tmp_path / "rows.jsonl").stat().st_mode) == 0o666 & ~umask
+    with pytest.raises(ValueError):
+        with atomic_writer(tmp_path / "rows.jsonl") as f:
+            f.write("half")
+            raise ValueError("a row went wrong")
+    assert _listing(tmp_path) == {"rows.jsonl": "één\n".encode()}  # the old file, no temporary left
 
 
 def _listing(folder):

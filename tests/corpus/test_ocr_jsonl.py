@@ -5,12 +5,15 @@ error line, or the row passed through with its reason; every input row comes out
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from ocr_fixtures import OCR, period_lexicon
+
+from londonlm.core.artifacts import current_umask
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "02_data_collection" / "repair_ocr.py"
@@ -48,6 +51,9 @@ def test_rows_out_in_order_text_repaired_keys_kept_and_a_report(tmp_path, lexico
                      "channel": first["channel"]}
     assert report[0]["ocr_quality"] > report[0]["ocr_quality_before"]
     assert report[-1]["summary"]["rows"] == 2 and "2 rows" in res.stdout
+    # artifacts take the mode open() would give (0666 less the umask), not a temporary file's 0600
+    umask = current_umask()  # the script inherits this process's
+    assert {stat.S_IMODE((tmp_path / f).stat().st_mode) for f in ("out.jsonl", "report.jsonl")} == {0o666 & ~umask}
     # two processes give the same rows
     res2, rows2 = run(tmp_path, lexicon, lines, "--workers", "2", "--long_s", "modern", "--thorough")
     assert [r["id"] for r in rows2] == ["a", "b"] and rows2[0]["text"].startswith("Yesterday the Lords")

@@ -75,6 +75,22 @@ def test_ocr_is_repaired_with_the_collections_own_period_words(tmp_path):
     assert any("is current" in m for m in logs2) and not any("period lexicon of" in m for m in logs2)
 
 
+def test_sources_are_read_once_for_the_lexicon_and_not_at_all_without_ocr(tmp_path, monkeypatch):
+    """Whether a collection has OCR is its sources' word: transcribed sources are read once for
+    the lexicon when a source is OCR, and never beyond the staging when none is."""
+    from londonlm.corpus.sources import LocalSource
+
+    reads = []
+    documents = LocalSource.documents
+    monkeypatch.setattr(LocalSource, "documents", lambda self, *a, **k: reads.append(self.id) or documents(self, *a, **k))
+    books, scans = folders(tmp_path)
+    collect(tmp_path, [books, scans])
+    assert sorted(reads) == ["books", "books", "scans"]   # books: lexicon and staging; scans: staging only
+    reads.clear()
+    collect(tmp_path, [books], overwrite=True)
+    assert reads == ["books"]
+
+
 def test_a_named_period_corpus_a_lower_threshold_and_no_repair(tmp_path):
     _, scans = folders(tmp_path)
     saved = period_lexicon().save(tmp_path / "lexicon.json.gz")

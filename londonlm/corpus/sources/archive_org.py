@@ -133,7 +133,7 @@ class ArchiveOrgSource(Source):
                 dates=dates, license=_first(merged.get("licenseurl")) or base["license"],
                 url=f"{self.base_url}/details/{ident}", london=base["london"],
                 extra={"identifier": ident, "raw_path": str(item_dir / "text_djvu.txt"), "raw_format": "text",
-                       "ocr": True, "ia_subject": merged.get("subject"), "ia_date": _first(merged.get("date"))},
+                       "ocr": self.all_ocr(), "ia_subject": merged.get("subject"), "ia_date": _first(merged.get("date"))},
             )
             if not (item_dir / "text_djvu.txt").exists():
                 doc.error = "not_downloaded"

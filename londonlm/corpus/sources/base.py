@@ -177,8 +177,9 @@ class Source:
                     license=str(s.get("license", "")), london=bool(s.get("london", True)))
 
     def all_ocr(self) -> bool:
-        """Whether every document of the source is OCR (its entry's ``ocr: true``): the period
-        lexicon never reads such a source, so a 10 GB scanned source is not streamed twice."""
+        """Whether the source's documents are OCR (its entry's ``ocr: true``; they carry
+        ``extra["ocr"]``): such a source is repaired, and the period lexicon never reads it, so a
+        10 GB scanned source is not streamed twice. A source kind marks all its documents or none."""
         return bool(self.spec.get("ocr"))
 
     def fetch(self, downloader, downloads_dir: Path, keep=None) -> list:

@@ -109,7 +109,7 @@ class HubDatasetSource(Source):
         self._fingerprint: str | None = None
 
     def all_ocr(self) -> bool:
-        return bool(self.spec.get("ocr", True))   # as documents() marks them
+        return bool(self.spec.get("ocr", True))   # page scans unless the entry says otherwise
 
     # ------------------------------------------------------------------ where the files are
     @property
@@ -207,7 +207,7 @@ class HubDatasetSource(Source):
         extra.update({k: v for k, v in (("place", book.place), ("date", meta.get("date_text"))) if v})
         if conf is not None:
             extra["ocr_confidence"] = round(conf, 4)
-        if self.spec.get("ocr", True):
+        if self.all_ocr():
             extra["ocr"] = True
         doc = Document(id=doc_id, source=self.id, source_kind=self.kind, title=meta.get("title") or base["title"],
                        author=meta.get("author") or base["author"], dates=dates, license=base["license"],

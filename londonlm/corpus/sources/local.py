@@ -146,7 +146,7 @@ class LocalSource(Source):
             doc.extra.update(raw_path=str(p), raw_format=_format_of(p), relpath=rel)
             if row.get("notes"):
                 doc.extra["notes"] = row["notes"]
-            if self.spec.get("ocr"):
+            if self.all_ocr():
                 doc.extra["ocr"] = True
             if changed and re.search(r"[^A-Za-z0-9._/-]|\.\.", raw_id):
                 doc.repairs.append("id_sanitised")
