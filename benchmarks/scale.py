@@ -196,8 +196,12 @@ def run(cmd: list[str], log: Path, env: dict | None = None) -> dict:
             p = psutil.Process(proc.pid)
             while not done.wait(2.0):
                 try:
-                    kids = sum(c.memory_info().rss for c in p.children(recursive=True))
-                    timeline.append((round(time.perf_counter() - t0, 1), p.memory_info().rss >> 20, kids >> 20))
+                    kids = [c.memory_info() for c in p.children(recursive=True)]
+                    me = p.memory_info()
+                    # anonymous memory (rss less the file-backed ``shared`` pages: mapped libraries,
+                    # whose resident share depends on the page cache, not on the corpus)
+                    timeline.append((round(time.perf_counter() - t0, 1), me.rss >> 20, sum(k.rss for k in kids) >> 20,
+                                     (me.rss - me.shared) >> 20, max((k.rss - k.shared for k in kids), default=0) >> 20))
                 except psutil.Error:
                     break
 
@@ -207,7 +211,8 @@ def run(cmd: list[str], log: Path, env: dict | None = None) -> dict:
     rc = os.waitstatus_to_exitcode(status)
     if rc != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} failed (exit {rc}); see {log}")
-    (log.with_suffix(".rss.json")).write_text(json.dumps({"columns": ["seconds", "main_mib", "workers_mib"],
+    (log.with_suffix(".rss.json")).write_text(json.dumps({"columns": ["seconds", "main_mib", "workers_mib", "main_anon_mib",
+                                                                      "largest_worker_anon_mib"],
                                                           "samples": timeline}))
     # CPU seconds (user + system, the stage's worker processes included): on a machine shared with
     # other work, wall seconds measure the neighbours too

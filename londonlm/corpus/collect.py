@@ -23,7 +23,7 @@ from ..core import (SIDECAR, UsageError, large_blocks_from_the_system, read_json
                     write_sidecar)
 from .cutoff import time_facts_of
 from .manifest import (REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs, read_jsonl,
-                       read_manifest, summarize)
+                       iter_manifest, summarize)
 from .ocr_step import OCR_DIR, OcrOptions, collection_lexicon
 from .processing import process_documents
 from .shards import PLAN_FILE, ShardKeep, merge_shards, prepare_shard, shard_dir
@@ -380,7 +380,7 @@ def _finish(stats: dict[str, Any], entries: Sequence[dict[str, Any]], inputs: di
     """Log the rejections, write the report and statistics, then the sidecar (last)."""
     from .report import CORPUS_STATS, format_summary, write_report
 
-    counts = summary_counts(stats["merge"], read_manifest(processed_dir, keys=SUMMARY_KEYS), o.cutoff_year)
+    counts = summary_counts(stats["merge"], iter_manifest(processed_dir, keys=SUMMARY_KEYS), o.cutoff_year)
     n_rejected = 0
     for n_rejected, r in enumerate(read_jsonl(processed_dir / REJECTIONS), 1):
         if n_rejected <= _MAX_LOGGED_REJECTIONS:

@@ -4,16 +4,20 @@ copy of each cluster is kept: the longest text (the most complete edition), then
 the fewest repairs, then the smallest id (so the choice is deterministic across shards).
 
 Signatures are computed per document in the worker processes (``signature``), stored with the
-staged rows, and clustered once all documents are known (``find_duplicates``), which is what
-lets shards run apart and merge to the same result.
+staged rows, and clustered once all documents are known (``find_duplicates``, over a SQLite file
+so the merge's memory does not grow with the corpus), which is what lets shards run apart and
+merge to the same result.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
+import tempfile
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -89,97 +93,142 @@ class DupDecision:
 
 
 def _best_key(row: dict[str, Any]) -> tuple:
-    return (-int(row.get("chars", 0)), len(row.get("repairs", []) or []), str(row["id"]))
+    return (-int(row.get("chars", 0)), int(row.get("nrepairs", 0)), str(row["id"]))
 
 
-class BandIndex:
-    """MinHash LSH by banding, with the bands ``datasketch.MinHashLSH`` chooses for this
-    threshold (9 bands of 13 values at 0.8 and 128 permutations): a document is a candidate
-    for another when one band matches exactly. It holds a 64-bit hash of each band where
-    datasketch holds the band's bytes in a set per bucket (~1.5 KiB a document, not ~3.7
-    KiB: the merge holds every document at once). Candidates are confirmed by their Jaccard
-    estimate, so a hash collision costs one comparison, never a wrong match."""
+def band_ranges(threshold: float = THRESHOLD, num_perm: int = NUM_PERM) -> list[tuple[int, int]]:
+    """The LSH bands ``datasketch.MinHashLSH`` chooses for this threshold (9 bands of 13 values
+    at 0.8 and 128 permutations): two documents are candidates when one band matches exactly."""
+    from datasketch import MinHashLSH
 
-    def __init__(self, threshold: float = THRESHOLD, num_perm: int = NUM_PERM):
-        from datasketch import MinHashLSH
-
-        self.ranges = list(MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges)
-        self.tables: list[dict[int, str | list[str]]] = [{} for _ in self.ranges]
-
-    def add(self, doc_id: str, sig: Sequence[int]) -> set[str]:
-        """The documents added before that share a band with ``sig``; then ``doc_id`` is added.
-        A bucket is its one document's id until a second arrives (most never do)."""
-        sig = np.asarray(sig, dtype=np.uint64)
-        found: set[str] = set()
-        for (a, b), table in zip(self.ranges, self.tables):
-            key = hash(sig[a:b].tobytes())
-            bucket = table.get(key)
-            if bucket is None:
-                table[key] = doc_id
-            elif isinstance(bucket, str):
-                found.add(bucket)
-                table[key] = [bucket, doc_id]
-            else:
-                found.update(bucket)
-                bucket.append(doc_id)
-        return found
+    return [tuple(r) for r in MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges]
 
 
-def find_duplicates(rows: Iterable[dict[str, Any]], threshold: float = THRESHOLD,
-                    num_perm: int = NUM_PERM) -> tuple[list[DupDecision], list[dict[str, Any]]]:
-    """Rows need ``id``, ``norm_sha256``, ``minhash`` (ints: a list or a uint64 array), ``chars``.
+class DedupStore:
+    """What the dedup compares, one row per document, in a SQLite file rather than in memory:
+    the merge of a 10 GB corpus sees every document at once, and a few KiB each in memory (the
+    MinHash alone is 1 KiB) made its peak grow with the corpus. Here it holds one batch of rows
+    and the candidate pairs (documents that share a band: the duplicates and a few chance
+    matches), whatever the corpus's size.
 
-    Returns (decisions for every dropped document, cluster reports)."""
-    rows = sorted(rows, key=lambda r: str(r["id"]))
-    by_id = {r["id"]: r for r in rows}
-    parent = {r["id"]: r["id"] for r in rows}
+    Rows need ``id``, ``norm_sha256``, ``minhash`` (ints: a list or a uint64 array), ``chars``
+    and optionally ``repairs``."""
+
+    _BATCH = 256   # rows per insert: a batch is the most the store holds in memory
+
+    def __init__(self, path: str | Path, threshold: float = THRESHOLD, num_perm: int = NUM_PERM):
+        self.path, self.threshold = Path(path), threshold
+        self.ranges = band_ranges(threshold, num_perm)
+        self.path.unlink(missing_ok=True)   # a file left by a killed merge is rebuilt
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN;"
+                              "CREATE TABLE doc (id TEXT PRIMARY KEY, norm TEXT NOT NULL, chars INTEGER,"
+                              " nrepairs INTEGER, sig BLOB);"
+                              "CREATE TABLE band (band INTEGER, key BLOB, id TEXT);")
+
+    def __enter__(self) -> "DedupStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.db.close()
+        self.path.unlink(missing_ok=True)
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        batch: list[tuple] = []
+        for r in rows:
+            sig = r.get("minhash")
+            sig = None if sig is None or not len(sig) else np.asarray(sig, dtype=np.uint64).tobytes()
+            # a row without a hash groups with the others without one, as a dict keyed by it would
+            batch.append((str(r["id"]), str(r.get("norm_sha256")), int(r.get("chars") or 0),
+                          len(r.get("repairs") or []), sig))
+            if len(batch) >= self._BATCH:
+                self.db.executemany("INSERT INTO doc VALUES (?, ?, ?, ?, ?)", batch)
+                batch = []
+        self.db.executemany("INSERT INTO doc VALUES (?, ?, ?, ?, ?)", batch)
+
+    def index(self) -> None:
+        """Once every row is added: the bands of each exact-duplicate group's first id (its
+        copies follow it anyway)."""
+        self.db.execute("CREATE INDEX doc_norm ON doc (norm, id)")
+        firsts = self.db.execute("SELECT d.id, d.sig FROM doc d JOIN (SELECT norm, min(id) AS id FROM doc GROUP BY norm)"
+                                 " f ON d.id = f.id WHERE d.sig IS NOT NULL")
+        for rows in iter(lambda: firsts.fetchmany(self._BATCH), []):
+            self.db.executemany("INSERT INTO band VALUES (?, ?, ?)",
+                                [(k, sig[a * 8: b * 8], doc_id) for doc_id, sig in rows
+                                 for k, (a, b) in enumerate(self.ranges)])
+        self.db.execute("CREATE INDEX band_key ON band (band, key, id)")
+
+    def pairs(self) -> Iterator[tuple[str, str]]:
+        """Pairs of ids that are duplicates: the same normalised text, or a shared band whose
+        documents' Jaccard estimate clears the threshold (LSH gives candidates; this confirms)."""
+        yield from self.db.execute("SELECT f.id, d.id FROM doc d JOIN (SELECT norm, min(id) AS id FROM doc GROUP BY"
+                                   " norm HAVING count(*) > 1) f ON d.norm = f.norm AND d.id != f.id")
+        for a, b in self.candidates():
+            if jaccard(self.signature(a), self.signature(b)) >= self.threshold:
+                yield a, b
+
+    def candidates(self) -> list[tuple[str, str]]:
+        """Pairs (a < b) of documents that share a band: what ``MinHashLSH.query`` would give."""
+        return self.db.execute("SELECT DISTINCT a.id, b.id FROM band a JOIN band b ON a.band = b.band"
+                               " AND a.key = b.key AND a.id < b.id").fetchall()
+
+    def signature(self, doc_id: str) -> np.ndarray | None:
+        (sig,), = self.db.execute("SELECT sig FROM doc WHERE id = ?", (doc_id,))
+        return None if sig is None else np.frombuffer(sig, dtype=np.uint64)
+
+    def row(self, doc_id: str) -> dict[str, Any]:
+        (norm, chars, nrepairs), = self.db.execute("SELECT norm, chars, nrepairs FROM doc WHERE id = ?", (doc_id,))
+        return {"id": doc_id, "norm_sha256": norm, "chars": chars, "nrepairs": nrepairs}
+
+
+def _clusters(pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """The connected groups of ``pairs`` (each sorted, the groups in order): the union-find
+    holds only the documents that have a duplicate."""
+    parent: dict[str, str] = {}
 
     def find(x: str) -> str:
+        parent.setdefault(x, x)
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
-    def union(a: str, b: str) -> None:
+    for a, b in pairs:
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[str, list[str]] = {}
+    for x in parent:
+        groups.setdefault(find(x), []).append(x)
+    return sorted(sorted(g) for g in groups.values())
 
-    exact_of: dict[str, str] = {}
-    for r in rows:
-        h = r["norm_sha256"]
-        if h in exact_of:
-            union(exact_of[h], r["id"])
-        else:
-            exact_of[h] = r["id"]
-    index = BandIndex(threshold, num_perm)
-    sigs = {}
-    for rid in exact_of.values():
-        sig = by_id[rid].get("minhash")
-        if sig is None or not len(sig):
-            continue
-        for other in sorted(index.add(rid, sig)):
-            if jaccard(sig, sigs[other]) >= threshold:  # LSH gives candidates; confirm them
-                union(other, rid)
-        sigs[rid] = sig
-    clusters: dict[str, list[str]] = {}
-    for r in rows:
-        clusters.setdefault(find(r["id"]), []).append(r["id"])
-    decisions: list[DupDecision] = []
-    reports: list[dict[str, Any]] = []
-    n = 0
-    for members in sorted(clusters.values()):
-        if len(members) < 2:
-            continue
-        n += 1
-        best = min((by_id[m] for m in members), key=_best_key)
-        for m in sorted(members):
-            if m == best["id"]:
-                continue
-            exact = by_id[m]["norm_sha256"] == best["norm_sha256"]
-            a, b = by_id[m].get("minhash"), best.get("minhash")
-            sim = 1.0 if exact else jaccard(a, b) if a is not None and len(a) and b is not None and len(b) else 0.0
-            decisions.append(DupDecision(m, best["id"], "duplicate_exact" if exact else "near_duplicate", n,
-                                         round(sim, 4)))
-        reports.append({"cluster": n, "kept": best["id"], "members": sorted(members)})
-    return decisions, reports
+
+def find_duplicates(rows: Iterable[dict[str, Any]], threshold: float = THRESHOLD, num_perm: int = NUM_PERM,
+                    workdir: str | Path | None = None) -> tuple[list[DupDecision], list[dict[str, Any]]]:
+    """Rows need ``id``, ``norm_sha256``, ``minhash`` (ints: a list or a uint64 array), ``chars``;
+    they are kept in a temporary SQLite file in ``workdir`` (the system's temporary folder by
+    default), so memory holds the duplicates, not the corpus.
+
+    Returns (decisions for every dropped document, cluster reports)."""
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="dedup-") as tmp, \
+            DedupStore(Path(tmp) / "dedup.sqlite", threshold, num_perm) as store:
+        store.add(rows)
+        store.index()
+        decisions: list[DupDecision] = []
+        reports: list[dict[str, Any]] = []
+        for n, members in enumerate(_clusters(store.pairs()), 1):
+            by_id = {m: store.row(m) for m in members}
+            best = min(by_id.values(), key=_best_key)
+            for m in members:
+                if m != best["id"]:
+                    decisions.append(_decision(store, by_id[m], best, n))
+            reports.append({"cluster": n, "kept": best["id"], "members": members})
+        return decisions, reports
+
+
+def _decision(store: DedupStore, row: dict[str, Any], best: dict[str, Any], cluster: int) -> DupDecision:
+    exact = row["norm_sha256"] == best["norm_sha256"]
+    a, b = store.signature(row["id"]), store.signature(best["id"])
+    sim = 1.0 if exact else jaccard(a, b) if a is not None and b is not None else 0.0
+    return DupDecision(row["id"], best["id"], "duplicate_exact" if exact else "near_duplicate", cluster,
+                       round(sim, 4))

@@ -22,7 +22,7 @@ import json
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..core import SIDECAR, LondonLMError, link_or_copy, read_json, require_input, sha256_file
 from .dating import row_year
@@ -53,16 +53,26 @@ def assign_split(doc_id: str, validation_percent: float) -> str:
 def ensure_both_splits(rows: list[dict[str, Any]], validation_percent: float) -> None:
     """With few documents the hash split can leave a split empty; then the document whose id
     hash is closest to the boundary moves over (in place), so both splits exist whatever the order."""
-    if len(rows) < 2 or validation_percent <= 0:
-        return
-    splits = {r["split"] for r in rows}
-    if splits == set(SPLITS):
-        return
-    key = lambda r: _id_hash(r["id"])  # noqa: E731
-    if "validation" not in splits:
-        min(rows, key=key)["split"] = "validation"
-    else:
-        max(rows, key=key)["split"] = "train"
+    move = split_to_move(((r["id"], r["split"]) for r in rows), validation_percent)
+    if move is not None:
+        next(r for r in rows if r["id"] == move[0])["split"] = move[1]
+
+
+def split_to_move(splits: Iterable[tuple[str, str]], validation_percent: float) -> tuple[str, str] | None:
+    """(id, its new split) of the one document ``ensure_both_splits`` moves, or None; one pass
+    over (id, split) pairs, so a corpus of any size is never held to decide it."""
+    n, seen, lowest, highest = 0, set(), None, None
+    for doc_id, split in splits:
+        n += 1
+        seen.add(split)
+        h = _id_hash(doc_id)
+        if lowest is None or h < lowest[0]:
+            lowest = (h, doc_id)
+        if highest is None or h > highest[0]:
+            highest = (h, doc_id)
+    if n < 2 or validation_percent <= 0 or seen == set(SPLITS):
+        return None
+    return (lowest[1], "validation") if "validation" not in seen else (highest[1], "train")
 
 
 # ---------------------------------------------------------------- reading
@@ -85,9 +95,14 @@ def read_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None) 
     """Every manifest row (only ``keys`` of each, when given: a reader of a large corpus that
     needs a few fields keeps a few); a missing manifest names the command that makes it, a bad
     line names itself and the rebuild command."""
+    return list(iter_manifest(processed_dir, keys))
+
+
+def iter_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None) -> Iterator[dict]:
+    """``read_manifest``'s rows one at a time, for a reader that needs each row once (the
+    statistics of a corpus of any size)."""
     path = require_input(Path(processed_dir) / MANIFEST, COLLECT_CMD, "corpus manifest")
     keep = None if keys is None else tuple(keys)
-    rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
@@ -96,14 +111,17 @@ def read_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None) 
                 except json.JSONDecodeError as e:
                     raise CorpusError(f"{path}:{n}: bad JSON ({e}); rebuild with `{COLLECT_CMD} "
                                       f"--overwrite`")
-                rows.append(row if keep is None else {k: row[k] for k in keep if k in row})
-    return rows
+                yield row if keep is None else {k: row[k] for k in keep if k in row}
 
 
 def read_rejections(processed_dir: str | Path, keys: Iterable[str] | None = None) -> list[dict]:
+    return list(iter_rejections(processed_dir, keys))
+
+
+def iter_rejections(processed_dir: str | Path, keys: Iterable[str] | None = None) -> Iterator[dict]:
     keep = None if keys is None else tuple(keys)
-    return [r if keep is None else {k: r[k] for k in keep if k in r}
-            for r in read_jsonl(Path(processed_dir) / REJECTIONS)]
+    for r in read_jsonl(Path(processed_dir) / REJECTIONS):
+        yield r if keep is None else {k: r[k] for k in keep if k in r}
 
 
 def corpus_inputs(processed_dir: str | Path) -> dict | None:
@@ -136,19 +154,38 @@ def iter_split_texts(processed_dir: str | Path, split: str,
 
 
 # ---------------------------------------------------------------- writing
-def place_texts(out_dir: Path, texts: dict[str, Path]) -> None:
+def place_texts(out_dir: Path, texts: Mapping[str, Path] | Iterable[tuple[str, Path]],
+                kept: Callable[[str], bool] | None = None) -> None:
     """Hard-link (else copy) each text to its manifest ``path`` under ``out_dir`` (``texts``
     maps ``"texts/<id>.txt"`` to the source file), then remove the texts an earlier build left
-    there that are no longer kept: the folder must hold only what its new manifest lists."""
-    keep = set()
-    for rel, src in texts.items():
+    there that are no longer kept: the folder must hold only what its new manifest lists.
+    ``kept(rel)`` says whether a path is one of ``texts`` (a caller with a corpus too large to
+    hold its paths in memory asks its own index); without it, the paths placed are remembered."""
+    placed: set[str] = set()
+    for rel, src in (texts.items() if isinstance(texts, Mapping) else texts):
         link_or_copy(src, out_dir / rel)
-        keep.add(os.path.normpath(out_dir / rel))
+        if kept is None:
+            placed.add(os.path.normpath(rel))
     folder = out_dir / TEXTS
     folder.mkdir(parents=True, exist_ok=True)  # an empty corpus still has its texts folder
-    for p in folder.rglob("*.txt"):
-        if os.path.normpath(p) not in keep:
+    for p in _text_files(folder):
+        rel = p.relative_to(out_dir).as_posix()
+        if not (kept(rel) if kept is not None else os.path.normpath(rel) in placed):
             p.unlink()
+
+
+def _text_files(folder: Path) -> Iterator[Path]:
+    """The ``.txt`` files under ``folder``, one at a time (``Path.rglob`` lists a folder's
+    entries first: a corpus's worth of them)."""
+    subfolders = []
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                subfolders.append(e.path)
+            elif e.name.endswith(".txt"):
+                yield Path(e.path)
+    for sub in subfolders:
+        yield from _text_files(Path(sub))
 
 
 # ---------------------------------------------------------------- statistics
@@ -182,38 +219,43 @@ def summarize(rows: Iterable[dict], rejections: Iterable[dict] = (),
               registry_entries: Iterable[dict] | None = None) -> dict[str, Any]:
     """The corpus statistics: totals, splits, years, and documents/chars/words per source (with
     its kind, licences and years), per source kind and per decade; documents by the rule that
-    dated them; rejections by reason."""
-    rows, rejections = list(rows), list(rejections)
+    dated them; rejections by reason. One pass over each: the rows may be a stream of a corpus
+    too large to hold."""
     count = lambda: {"documents": 0, "chars": 0, "words": 0}  # noqa: E731
+    total = {**count(), "london_documents": 0}
     by_source: dict[str, dict] = {}
     by_kind: dict[str, dict] = defaultdict(count)
     by_decade: dict[str, dict] = defaultdict(count)
-    source_years: dict[str, list[int]] = defaultdict(list)
+    source_years: dict[str, list[int]] = defaultdict(list)   # each source's [first, last] year
+    splits, rules = Counter(), Counter()
     for r in rows:
         name = str(r.get("source", "?"))
         src = by_source.setdefault(name, {"kind": r.get("source_kind", "?"), **count(), "licenses": set()})
         src["licenses"].add(str(r.get("license") or "unknown"))
-        if row_year(r) is not None:
-            source_years[name].append(row_year(r))
-        for agg in (src, by_kind[r.get("source_kind", "?")], by_decade[decade_key(r)]):
+        year = row_year(r)
+        if year is not None:
+            span = source_years[name]
+            source_years[name] = [min(span[0], year), max(span[1], year)] if span else [year, year]
+        for agg in (total, src, by_kind[r.get("source_kind", "?")], by_decade[decade_key(r)]):
             agg["documents"] += 1
             agg["chars"] += int(r.get("chars") or 0)
             agg["words"] += int(r.get("words") or 0)
+        total["london_documents"] += bool(r.get("london"))
+        splits[r.get("split", "?")] += 1
+        rules[year_rule_key(r)] += 1
     for name, src in by_source.items():
         src.update(licenses=sorted(src["licenses"]), years=_span(source_years[name]))
+    reasons = Counter(r.get("reason", "?") for r in rejections)
     stats: dict[str, Any] = {
-        "documents": len(rows),
-        "chars": sum(int(r.get("chars") or 0) for r in rows),
-        "words": sum(int(r.get("words") or 0) for r in rows),
-        "london_documents": sum(1 for r in rows if r.get("london")),
-        "splits": dict(sorted(Counter(r.get("split", "?") for r in rows).items())),
-        "years": _span([y for y in map(row_year, rows) if y is not None]),
+        **total,
+        "splits": dict(sorted(splits.items())),
+        "years": _span([y for span in source_years.values() for y in span]),
         "by_source": dict(sorted(by_source.items())),
         "by_source_kind": dict(sorted(by_kind.items())),
         "by_decade": dict(sorted(by_decade.items())),
-        "by_year_rule": dict(sorted(Counter(map(year_rule_key, rows)).items())),
-        "rejected": len(rejections),
-        "rejections_by_reason": dict(sorted(Counter(r.get("reason", "?") for r in rejections).items())),
+        "by_year_rule": dict(sorted(rules.items())),
+        "rejected": sum(reasons.values()),
+        "rejections_by_reason": dict(sorted(reasons.items())),
     }
     if registry_entries is not None:
         stats["registry_sources_by_kind"] = dict(sorted(Counter(e["kind"] for e in registry_entries).items()))

@@ -82,20 +82,27 @@ OCR_SUMMARY_KEYS = ("ocr", "ocr_repairs", "ocr_quality_before", "ocr_quality")
 
 def ocr_summary(rows: Iterable[dict[str, Any]], rejections: Iterable[dict[str, Any]] = ()) -> dict[str, Any] | None:
     """The OCR part of the corpus statistics (None when no document was OCR): documents kept and
-    rejected as too damaged, the quality distribution before and after repair, repairs made."""
-    kept = [r for r in rows if r.get("ocr")]
-    rejected = [r for r in rejections if r.get("ocr")]
+    rejected as too damaged, the quality distribution before and after repair, repairs made.
+    One pass over each, holding counts only (the rows may stream from a corpus of any size)."""
+    kept = rejected = too_damaged = repairs = 0
+    sums = {"ocr_quality_before": [0.0, 0], "ocr_quality": [0.0, 0]}
+    bins = {key: quality_distribution(()) for key in sums}
+    for is_kept, group in ((True, rows), (False, rejections)):
+        for r in group:
+            if not r.get("ocr"):
+                continue
+            kept += is_kept
+            rejected += not is_kept
+            too_damaged += not is_kept and r.get("reason") == "ocr_too_damaged"
+            repairs += int(r.get("ocr_repairs") or 0)
+            for key, acc in sums.items():
+                if r.get(key) is not None:
+                    acc[0] += float(r[key])
+                    acc[1] += 1
+                    bins[key][quality_bin(float(r[key]))] += 1
     if not kept and not rejected:
         return None
-    seen = kept + rejected
-
-    def mean(key: str) -> float | None:
-        vals = [float(r[key]) for r in seen if r.get(key) is not None]
-        return round(sum(vals) / len(vals), 4) if vals else None
-
-    return {"documents": len(kept), "rejected": len(rejected),
-            "rejected_too_damaged": sum(r.get("reason") == "ocr_too_damaged" for r in rejected),
-            "repairs": sum(int(r.get("ocr_repairs") or 0) for r in seen),
-            "mean_quality_before": mean("ocr_quality_before"), "mean_quality_after": mean("ocr_quality"),
-            "quality_before": quality_distribution(r.get("ocr_quality_before") for r in seen),
-            "quality_after": quality_distribution(r.get("ocr_quality") for r in seen)}
+    mean = {key: round(total / n, 4) if n else None for key, (total, n) in sums.items()}
+    return {"documents": kept, "rejected": rejected, "rejected_too_damaged": too_damaged, "repairs": repairs,
+            "mean_quality_before": mean["ocr_quality_before"], "mean_quality_after": mean["ocr_quality"],
+            "quality_before": bins["ocr_quality_before"], "quality_after": bins["ocr_quality"]}

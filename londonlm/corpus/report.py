@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..core import write_text_atomic
-from .manifest import SUMMARY_KEYS, read_manifest, read_rejections, summarize
+from .manifest import SUMMARY_KEYS, iter_manifest, iter_rejections, summarize
 from .ocr_quality import OCR_SUMMARY_KEYS, ocr_summary
 
 CORPUS_STATS = "corpus_stats.json"
@@ -41,12 +41,12 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
     """Write plots, ``corpus_report.md`` and (last, atomically) ``corpus_stats.json``; returns the report path."""
     meta = Path(metadata_dir)
     meta.mkdir(parents=True, exist_ok=True)
-    # Only the fields the statistics read: a 10 GB corpus's rows are a few hundred bytes each here.
-    rows = read_manifest(processed_dir, keys=SUMMARY_KEYS + OCR_SUMMARY_KEYS)
-    rejections = read_rejections(processed_dir, ("reason",) + OCR_SUMMARY_KEYS)
-    stats = summarize(rows, rejections, list(registry_entries) if registry_entries is not None else None)
-    ocr = ocr_summary(rows, rejections)
-    del rows, rejections    # the plots below need only the statistics
+    # The statistics stream the rows (each read twice, a few fields of each): their memory does
+    # not grow with the corpus.
+    rows = lambda: iter_manifest(processed_dir, keys=SUMMARY_KEYS + OCR_SUMMARY_KEYS)  # noqa: E731
+    rejections = lambda: iter_rejections(processed_dir, ("reason",) + OCR_SUMMARY_KEYS)  # noqa: E731
+    stats = summarize(rows(), rejections(), list(registry_entries) if registry_entries is not None else None)
+    ocr = ocr_summary(rows(), rejections())
     if ocr:
         stats["ocr"] = ocr
     if extra:

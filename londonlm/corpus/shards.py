@@ -18,21 +18,23 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
-from typing import Any, Callable
 
-from ..core import write_text_atomic
-from .dedup import THRESHOLD, find_duplicates
-from .manifest import (DUPLICATES, MANIFEST, REJECTIONS, TEXTS, CorpusError, assign_split,
-                       ensure_both_splits, jsonl_text, place_texts, read_jsonl)
+from ..core import atomic_writer, write_text_atomic
+from .dedup import THRESHOLD, DupDecision, find_duplicates
+from .manifest import (DUPLICATES, MANIFEST, REJECTIONS, TEXTS, CorpusError, assign_split, place_texts, read_jsonl,
+                       split_to_move)
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
 STAGED_FILE = "staged.jsonl"
 DONE_FILE = "done.json"
+MERGE_FILE = "merge.sqlite"
 # rejections that a later run may undo (the file arrives, the source answers): a resumed run
 # tries these documents again, and the merge keeps only their newest staged row
 RETRYABLE = frozenset({"not_downloaded", "source_error", "unreadable"})
@@ -144,99 +146,167 @@ def list_shards(processed_dir: str | Path, num_shards: int) -> list[Path]:
 def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_percent: float = 5.0,
                  threshold: float = THRESHOLD, split_fn: Callable[[str, float], str] | None = None,
                  require_done: bool = True) -> dict[str, Any]:
-    """Combine the shard outputs into ``manifest.jsonl`` + ``texts/`` + ``rejections.jsonl``."""
+    """Combine the shard outputs into ``manifest.jsonl`` + ``texts/`` + ``rejections.jsonl``.
+
+    Every staged row passes through a SQLite file beside the shards (``shards/merge.sqlite``,
+    removed when the merge ends), so the merge holds a batch of rows, never the corpus: the
+    dedup compares every document with every other, and held in memory their rows made the
+    merge's peak grow by a few KiB a document."""
     processed = Path(processed_dir)
-    accepted, rejected = _read_staged(processed, num_shards, require_done)
-    decisions, clusters = find_duplicates((e.key for e in accepted.values()), threshold=threshold)
-    for dec in decisions:
-        row = accepted.pop(dec.id).row()
-        rejected.append(_Rejected(dec.id, dec.reason, _pack({
-            **_reject_view(row), "reason": dec.reason, "reasons": [dec.reason],
-            "detail": f"duplicate of {dec.kept_id} (similarity {dec.similarity})",
-            "duplicate_of": dec.kept_id, "cluster": dec.cluster})))
-    splits = _splits(accepted, split_fn or assign_split, validation_percent)
-    place_texts(processed, {f"{TEXTS}/{doc_id}.txt": Path(accepted[doc_id].staged_path) for doc_id in splits})
-    rejected.sort(key=lambda r: (r.id, r.reason))
-    write_text_atomic(processed / REJECTIONS, jsonl_text(
-        {k: v for k, v in json.loads(r.packed).items() if k not in ("minhash", "status", "staged_path")}
-        for r in rejected))
-    write_text_atomic(processed / DUPLICATES, json.dumps(clusters, indent=1, sort_keys=True))
-    # the manifest is written last: its presence means the corpus is complete
-    write_text_atomic(processed / MANIFEST, jsonl_text(_manifest_row(accepted[doc_id], doc_id, split)
-                                                       for doc_id, split in splits.items()))
-    reasons: dict[str, int] = {}
-    for r in rejected:
-        reasons[r.reason] = reasons.get(r.reason, 0) + 1
-    return {"documents": len(splits), "rejected": len(rejected), "rejections_by_reason": reasons,
-            "duplicate_clusters": len(clusters), "num_shards": num_shards}
+    with _MergeStore(processed / SHARDS_DIR / MERGE_FILE) as store:
+        for k, d in enumerate(list_shards(processed, num_shards)):
+            if not d.exists() or (require_done and not (d / DONE_FILE).exists()):
+                raise ShardError(f"shard {k} of {num_shards} is missing or unfinished ({d}); "
+                                 f"run the collection with --shard {k} --num_shards {num_shards} first")
+            store.add_shard(k, d / STAGED_FILE)
+        store.resolve()
+        decisions, clusters = find_duplicates(store.dedup_keys(), threshold=threshold, workdir=store.path.parent)
+        for dec in decisions:
+            store.reject_duplicate(dec)
+        store.assign_splits(split_fn or assign_split, validation_percent)
+        place_texts(processed, store.texts(processed, num_shards), kept=store.keeps_text)
+        with atomic_writer(processed / REJECTIONS) as f:
+            for row in store.rejections():
+                f.write(json.dumps({k: v for k, v in row.items() if k not in ("minhash", "status", "staged_path")},
+                                   ensure_ascii=False, sort_keys=True) + "\n")
+        write_text_atomic(processed / DUPLICATES, json.dumps(clusters, indent=1, sort_keys=True))
+        # the manifest is written last: its presence means the corpus is complete
+        with atomic_writer(processed / MANIFEST) as f:
+            for doc_id, split, packed in store.kept():
+                f.write(json.dumps(_manifest_row(json.loads(packed), doc_id, split), ensure_ascii=False,
+                                   sort_keys=True) + "\n")
+        reasons = store.reasons()
+        return {"documents": store.count_kept(), "rejected": sum(reasons.values()), "rejections_by_reason": reasons,
+                "duplicate_clusters": len(clusters), "num_shards": num_shards}
 
 
-# Every staged row is held until the dedup has compared them all, so what a row costs decides
-# the merge's peak at scale: a row is kept as its JSON (its MinHash apart), ~0.7 KiB, where the
-# parsed row was ~4 KiB and its MinHash as Python ints ~5 KiB more; the dedup's fields apart.
 def _pack(row: dict[str, Any]) -> bytes:
     return json.dumps(row, ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
-@dataclass
-class _Accepted:
-    packed: bytes                 # the staged row, MinHash left out
-    staged_path: str
-    key: dict[str, Any]           # what the dedup compares: id, norm_sha256, minhash (uint64), chars, repairs
+class _MergeStore:
+    """The staged rows of every shard in one SQLite table, in the order staged (``seq``), and
+    what the merge decides of them: ``kept`` (each id's first accepted row, and its split) and
+    ``rej`` (every rejection, in the order it was made, which breaks ties when sorted)."""
 
-    def row(self) -> dict[str, Any]:
-        return json.loads(self.packed)
+    _BATCH = 256   # rows per insert: a batch is the most the store holds in memory
 
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)   # a file left by a killed merge is rebuilt
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN;"
+            "CREATE TABLE staged (seq INTEGER PRIMARY KEY, shard INTEGER, id TEXT, retry INTEGER, ok INTEGER,"
+            " reason TEXT, norm TEXT, chars INTEGER, nrepairs INTEGER, sig BLOB, packed BLOB);"
+            "CREATE TABLE kept (id TEXT PRIMARY KEY, seq INTEGER, split TEXT);"
+            "CREATE TABLE rej (n INTEGER PRIMARY KEY, id TEXT, reason TEXT, packed BLOB);")
 
-@dataclass
-class _Rejected:
-    id: str
-    reason: str
-    packed: bytes
+    def __enter__(self) -> "_MergeStore":
+        return self
 
+    def __exit__(self, *exc) -> None:
+        self.db.close()
+        self.path.unlink(missing_ok=True)
 
-def _read_staged(processed: Path, num_shards: int,
-                 require_done: bool) -> tuple[dict[str, _Accepted], list[_Rejected]]:
-    """(accepted rows by id, rejected rows) of every shard; a missing shard names its command."""
-    accepted: dict[str, _Accepted] = {}
-    rejected: list[_Rejected] = []
-    for d in list_shards(processed, num_shards):
-        if not d.exists() or (require_done and not (d / DONE_FILE).exists()):
-            k = int(d.name.split("-")[1])
-            raise ShardError(f"shard {k} of {num_shards} is missing or unfinished ({d}); "
-                             f"run the collection with --shard {k} --num_shards {num_shards} first")
-        staged = []  # (id, retryable, accepted, packed row, dedup key), in the order staged
-        for row in read_jsonl(d / STAGED_FILE):
+    def add_shard(self, shard: int, staged: Path) -> None:
+        batch: list[tuple] = []
+        for row in read_jsonl(staged):
             sig = row.pop("minhash", None)
-            key = {k: row.get(k) for k in ("id", "norm_sha256", "chars", "repairs")}
-            key["minhash"] = None if sig is None else np.asarray(sig, dtype=np.uint64)
-            staged.append((row["id"], retryable(row), row.get("status") == "accepted", _pack(row), key))
-        last = {doc_id: i for i, (doc_id, *_) in enumerate(staged)}
-        for i, (doc_id, retry, ok, packed, key) in enumerate(staged):
-            if retry and last[doc_id] != i:
-                continue  # tried again later in this shard: the newer row decides
-            if not ok:
-                rejected.append(_Rejected(doc_id, str(json.loads(packed).get("reason")), packed))
-            elif doc_id in accepted:
-                rejected.append(_Rejected(doc_id, "duplicate_id", _pack({
-                    **_reject_view(json.loads(packed)), "reason": "duplicate_id",
-                    "detail": "another document already has this id"})))
-            else:
-                accepted[doc_id] = _Accepted(packed, str(d / TEXTS / f"{doc_id}.txt"), key)
-    return accepted, rejected
+            batch.append((shard, str(row["id"]), retryable(row), row.get("status") == "accepted",
+                          str(row.get("reason")), row.get("norm_sha256"), int(row.get("chars") or 0),
+                          len(row.get("repairs") or []),
+                          None if sig is None else np.asarray(sig, dtype=np.uint64).tobytes(), _pack(row)))
+            if len(batch) >= self._BATCH:
+                self._insert(batch)
+                batch = []
+        self._insert(batch)
+
+    def _insert(self, batch: list[tuple]) -> None:
+        self.db.executemany("INSERT INTO staged (shard, id, retry, ok, reason, norm, chars, nrepairs, sig, packed)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
+
+    def resolve(self) -> None:
+        """Each id's first accepted row is kept; a later accepted row of the same id is a
+        ``duplicate_id``; a retryable rejection tried again later in its shard gives way to the
+        newer row; every other rejection stands."""
+        self.db.execute("CREATE INDEX staged_id ON staged (id, shard, seq)")
+        self.db.execute("INSERT INTO kept (id, seq) SELECT id, min(seq) FROM staged WHERE ok GROUP BY id")
+        rows = self.db.execute(
+            "SELECT s.id, s.ok, s.reason, s.packed FROM staged s WHERE (s.ok AND s.seq NOT IN (SELECT seq FROM kept))"
+            " OR (NOT s.ok AND NOT (s.retry AND EXISTS (SELECT 1 FROM staged t WHERE t.shard = s.shard"
+            " AND t.id = s.id AND t.seq > s.seq))) ORDER BY s.seq")
+        for batch in iter(lambda: rows.fetchmany(self._BATCH), []):
+            self.db.executemany("INSERT INTO rej (id, reason, packed) VALUES (?, ?, ?)", [
+                (doc_id, "duplicate_id", _pack({**_reject_view(json.loads(packed)), "reason": "duplicate_id",
+                                                "detail": "another document already has this id"}))
+                if ok else (doc_id, reason, packed) for doc_id, ok, reason, packed in batch])
+
+    def dedup_keys(self) -> Iterator[dict[str, Any]]:
+        """What the dedup compares of each kept row."""
+        rows = self.db.execute("SELECT s.id, s.norm, s.chars, s.nrepairs, s.sig FROM kept k JOIN staged s"
+                               " ON s.seq = k.seq ORDER BY k.id")
+        for doc_id, norm, chars, nrepairs, sig in iter(rows.fetchone, None):
+            yield {"id": doc_id, "norm_sha256": norm, "chars": chars, "repairs": [None] * nrepairs,
+                   "minhash": None if sig is None else np.frombuffer(sig, dtype=np.uint64)}
+
+    def reject_duplicate(self, dec: DupDecision) -> None:
+        (seq, packed), = self.db.execute("SELECT s.seq, s.packed FROM kept k JOIN staged s ON s.seq = k.seq"
+                                         " WHERE k.id = ?", (dec.id,))
+        self.db.execute("DELETE FROM kept WHERE id = ?", (dec.id,))
+        self.db.execute("INSERT INTO rej (id, reason, packed) VALUES (?, ?, ?)", (dec.id, dec.reason, _pack({
+            **_reject_view(json.loads(packed)), "reason": dec.reason, "reasons": [dec.reason],
+            "detail": f"duplicate of {dec.kept_id} (similarity {dec.similarity})",
+            "duplicate_of": dec.kept_id, "cluster": dec.cluster})))
+
+    def assign_splits(self, split_fn: Callable[[str, float], str], validation_percent: float) -> None:
+        """Each kept document's split by its id; then, with few documents, the one move that
+        gives both splits (``manifest.split_to_move``)."""
+        ids = self.db.execute("SELECT id FROM kept ORDER BY id")
+        for batch in iter(lambda: ids.fetchmany(self._BATCH), []):
+            self.db.executemany("UPDATE kept SET split = ? WHERE id = ?",
+                                [(split_fn(doc_id, validation_percent), doc_id) for doc_id, in batch])
+        move = split_to_move(iter(self.db.execute("SELECT id, split FROM kept ORDER BY id").fetchone, None),
+                             validation_percent)
+        if move is not None:
+            self.db.execute("UPDATE kept SET split = ? WHERE id = ?", (move[1], move[0]))
+
+    def texts(self, processed: Path, num_shards: int) -> Iterator[tuple[str, Path]]:
+        """(manifest path, staged text) of each kept document."""
+        rows = self.db.execute("SELECT k.id, s.shard FROM kept k JOIN staged s ON s.seq = k.seq ORDER BY k.id")
+        for doc_id, shard in iter(rows.fetchone, None):
+            yield f"{TEXTS}/{doc_id}.txt", shard_dir(processed, shard, num_shards) / TEXTS / f"{doc_id}.txt"
+
+    def keeps_text(self, rel: str) -> bool:
+        """Whether ``texts/<id>.txt`` is a kept document's text."""
+        prefix, suffix = f"{TEXTS}/", ".txt"
+        if not (rel.startswith(prefix) and rel.endswith(suffix)):
+            return False
+        doc_id = rel[len(prefix):-len(suffix)]
+        return self.db.execute("SELECT 1 FROM kept WHERE id = ?", (doc_id,)).fetchone() is not None
+
+    def rejections(self) -> Iterator[dict[str, Any]]:
+        """Every rejection by id and reason (ties in the order they were made)."""
+        rows = self.db.execute("SELECT packed FROM rej ORDER BY id, reason, n")
+        for packed, in iter(rows.fetchone, None):
+            yield json.loads(packed)
+
+    def kept(self) -> Iterator[tuple[str, str, bytes]]:
+        """(id, split, staged row) of each kept document, by id: the manifest's order."""
+        return iter(self.db.execute("SELECT k.id, k.split, s.packed FROM kept k JOIN staged s ON s.seq = k.seq"
+                                    " ORDER BY k.id").fetchone, None)
+
+    def reasons(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT reason, count(*) FROM rej GROUP BY reason ORDER BY reason"))
+
+    def count_kept(self) -> int:
+        return self.db.execute("SELECT count(*) FROM kept").fetchone()[0]
 
 
-def _splits(accepted: dict[str, _Accepted], split_fn: Callable[[str, float], str],
-            validation_percent: float) -> dict[str, str]:
-    """Each kept document's split, by id (the order of the manifest)."""
-    lean = [{"id": doc_id, "split": split_fn(doc_id, validation_percent)} for doc_id in sorted(accepted)]
-    ensure_both_splits(lean, validation_percent)
-    return {r["id"]: r["split"] for r in lean}
-
-
-def _manifest_row(staged: _Accepted, doc_id: str, split: str) -> dict[str, Any]:
+def _manifest_row(row: dict[str, Any], doc_id: str, split: str) -> dict[str, Any]:
     """The manifest row of a kept document: its staged row, its split and its path under ``texts/``."""
-    out = {k: v for k, v in staged.row().items() if k not in _STAGING_KEYS}
+    out = {k: v for k, v in row.items() if k not in _STAGING_KEYS}
     out.pop("reason", None)
     out["split"] = split
     out["path"] = f"{TEXTS}/{doc_id}.txt"

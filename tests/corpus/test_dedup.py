@@ -42,15 +42,13 @@ def test_clusters_and_best_copy():
     assert len(clusters) == 1 and sorted(clusters[0]["members"]) == ["a_exact", "a_long", "a_short", "a_upper"]
 
 
-def test_the_band_index_finds_what_datasketch_finds():
-    """The merge's own LSH index (a hash per band, ~1.5 KiB a document) gives exactly the
+def test_the_band_index_finds_what_datasketch_finds(tmp_path):
+    """The merge's own LSH index (each band's bytes in a SQLite table) gives exactly the
     candidates datasketch's MinHashLSH gives, near-duplicates and all."""
-    import random
-
     import numpy as np
     from datasketch import MinHash, MinHashLSH
 
-    from londonlm.corpus.dedup import BandIndex, signature
+    from londonlm.corpus.dedup import DedupStore
 
     rng = random.Random(3)
     words = [f"w{i}" for i in range(400)]
@@ -63,13 +61,22 @@ def test_the_band_index_finds_what_datasketch_finds():
             for j in rng.sample(range(300), 2):
                 near[j] = rng.choice(words)
             docs.append((f"d{i:03d}n", near))
-    index, lsh = BandIndex(0.8, 128), MinHashLSH(threshold=0.8, num_perm=128)
-    matched = 0
-    for doc_id, text in docs:
-        sig = signature(text)
-        mh = MinHash(num_perm=128, hashvalues=np.asarray(sig, dtype=np.uint64), scheme="legacy")
-        expected = set(lsh.query(mh))
-        assert index.add(doc_id, sig) == expected, doc_id
-        matched += bool(expected)
-        lsh.insert(doc_id, mh)
-    assert matched >= 25  # the near copies were found (30 planted)
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    expected = set()
+    with DedupStore(tmp_path / "d.sqlite", 0.8, 128) as store:
+        for doc_id, text in docs:
+            sig = signature(text)
+            mh = MinHash(num_perm=128, hashvalues=np.asarray(sig, dtype=np.uint64), scheme="legacy")
+            expected |= {tuple(sorted((doc_id, other))) for other in lsh.query(mh)}
+            lsh.insert(doc_id, mh)
+            store.add([{"id": doc_id, "norm_sha256": doc_id, "minhash": sig, "chars": len(text)}])
+        store.index()
+        assert set(store.candidates()) == expected
+    assert len(expected) >= 25  # the near copies were found (30 planted)
+    assert not (tmp_path / "d.sqlite").exists()  # the store's file goes with it
+
+
+def test_the_dedup_leaves_no_files_behind(tmp_path):
+    a = _text(1)
+    decisions, _ = find_duplicates([_row("x", a), _row("y", a)], workdir=tmp_path)
+    assert [d.id for d in decisions] == ["y"] and list(tmp_path.iterdir()) == []

@@ -121,3 +121,27 @@ def test_the_corpus_report_holds_a_few_hundred_bytes_a_document(tmp_path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak / n < 1500, f"{peak / n:.0f} bytes a document"  # whole rows: ~4 KB
+
+
+def test_the_statistics_hold_counts_not_rows():
+    """The report streams a corpus's rows through ``summarize`` and ``ocr_summary``: 5x the
+    rows cost them nothing more (they once held every row: ~1 KB each)."""
+    import tracemalloc
+
+    from londonlm.corpus.ocr_quality import ocr_summary
+
+    def rows(n):
+        for i in range(n):
+            yield {"id": f"d{i}", "source": f"s{i % 3}", "source_kind": "hf_dataset", "license": "cc0", "year": 1700 + i % 200,
+                   "decade": 1700 + i % 200 // 10 * 10, "chars": 1000, "words": 200, "london": True,
+                   "split": "train", "year_rule": "catalogue date", "ocr": True, "ocr_repairs": 3,
+                   "ocr_quality_before": 0.8, "ocr_quality": 0.9}
+
+    peaks = {}
+    for n in (2000, 10000):
+        tracemalloc.start()
+        stats, ocr = summarize(rows(n)), ocr_summary(rows(n))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert stats["documents"] == ocr["documents"] == n and stats["years"] == [1700, 1899]
+    assert (peaks[10000] - peaks[2000]) / 8000 < 50, peaks

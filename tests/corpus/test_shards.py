@@ -142,19 +142,13 @@ def test_bad_shard_numbers_are_a_usage_error(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-def test_the_merge_holds_a_few_kib_per_document(tmp_path):
-    """Every staged row is in memory at the merge (the dedup compares them all), so what a row
-    costs decides the merge's peak at scale: its JSON (not a parsed dict), its MinHash as uint64
-    (1 KiB, not ~5 KiB of Python ints), one 64-bit hash per LSH band."""
+def _staged_books(root: Path, n: int) -> None:
+    """``n`` accepted staged rows of one finished shard, each the size of a real book's row."""
     import json
-    import tracemalloc
-
-    from datasketch import MinHashLSH
 
     from londonlm.corpus.shards import DONE_FILE, STAGED_FILE, TEXTS, shard_dir
 
-    n = 1500
-    d = shard_dir(tmp_path, 0, 1)
+    d = shard_dir(root, 0, 1)
     (d / TEXTS).mkdir(parents=True)
     rng = random.Random(0)
     with open(d / STAGED_FILE, "w") as f:
@@ -171,10 +165,32 @@ def test_the_merge_holds_a_few_kib_per_document(tmp_path):
                    "minhash": [rng.getrandbits(32) for _ in range(128)], "place": "London", "record_id": f"{i:09d}"}
             f.write(json.dumps(row) + "\n")
     (d / DONE_FILE).write_text("{}")
-    MinHashLSH(threshold=0.8, num_perm=128)  # its imports (scipy) are a fixed cost, not a document's
+
+
+def _merge_peak(root: Path) -> int:
+    import tracemalloc
+
     tracemalloc.start()
-    merge_shards(tmp_path, 1)
+    merge_shards(root, 1)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert len(list(read_jsonl(tmp_path / "manifest.jsonl"))) == n
-    assert peak / n < 6_000, f"{peak / n:.0f} bytes a document"  # ~13.7 KB before, ~4 KB now
+    return peak
+
+
+def test_the_merge_memory_does_not_grow_with_the_documents(tmp_path):
+    """The dedup compares every staged row with every other; held in memory, they made the
+    merge's peak grow by ~4 KB a document (13.7 KB before that). In the merge's SQLite file,
+    5x the documents cost the merge (nearly) nothing more."""
+    from datasketch import MinHashLSH
+
+    MinHashLSH(threshold=0.8, num_perm=128)  # its imports (scipy) are a fixed cost, not a document's
+    peaks = {}
+    for n in (400, 2000):
+        _staged_books(tmp_path / str(n), n)
+        _merge_peak(tmp_path / str(n))  # the first merge's one-off costs (imports, caches) apart
+        (tmp_path / str(n) / "manifest.jsonl").unlink()
+        peaks[n] = _merge_peak(tmp_path / str(n))
+        assert len(list(read_jsonl(tmp_path / str(n) / "manifest.jsonl"))) == n
+    per_doc = (peaks[2000] - peaks[400]) / 1600
+    assert per_doc < 300, f"{per_doc:.0f} bytes more a document ({peaks})"
+    assert not list(tmp_path.rglob("*.sqlite"))  # the merge's files go when it ends
