@@ -288,7 +288,8 @@ def main() -> int:
             res["corpus"] = made
             res["stages"][name] = {"seconds": round(time.perf_counter() - t0, 1)}
         else:
-            res["stages"][name] = stage(name, work, res)
+            res["stages"][name] = {**stage(name, work, res), "commit": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()}
             if name == "collect":
                 res["corpus"].update(corpus_facts(work))
         print(f"{name}: {res['stages'][name]}", flush=True)
