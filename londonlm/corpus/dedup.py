@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sqlite3
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from ..core import ScratchTables
 
 NUM_PERM = 128
 SHINGLE = 5
@@ -104,7 +105,7 @@ def band_ranges(threshold: float = THRESHOLD, num_perm: int = NUM_PERM) -> list[
     return [tuple(r) for r in MinHashLSH(threshold=threshold, num_perm=num_perm).hashranges]
 
 
-class DedupStore:
+class DedupStore(ScratchTables):
     """What the dedup compares, one row per document, in a SQLite file rather than in memory:
     the merge of a 10 GB corpus sees every document at once, and a few KiB each in memory (the
     MinHash alone is 1 KiB) made its peak grow with the corpus. Here it holds one batch of rows
@@ -114,24 +115,12 @@ class DedupStore:
     Rows need ``id``, ``norm_sha256``, ``minhash`` (ints: a list or a uint64 array), ``chars``
     and optionally ``repairs``."""
 
-    _BATCH = 256   # rows per insert: a batch is the most the store holds in memory
+    SCHEMA = ("CREATE TABLE doc (id TEXT PRIMARY KEY, norm TEXT NOT NULL, chars INTEGER, nrepairs INTEGER, sig BLOB);"
+              "CREATE TABLE band (band INTEGER, key BLOB, id TEXT);")
 
     def __init__(self, path: str | Path, threshold: float = THRESHOLD, num_perm: int = NUM_PERM):
-        self.path, self.threshold = Path(path), threshold
-        self.ranges = band_ranges(threshold, num_perm)
-        self.path.unlink(missing_ok=True)   # a file left by a killed merge is rebuilt
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN;"
-                              "CREATE TABLE doc (id TEXT PRIMARY KEY, norm TEXT NOT NULL, chars INTEGER,"
-                              " nrepairs INTEGER, sig BLOB);"
-                              "CREATE TABLE band (band INTEGER, key BLOB, id TEXT);")
-
-    def __enter__(self) -> "DedupStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.db.close()
-        self.path.unlink(missing_ok=True)
+        super().__init__(path)
+        self.threshold, self.ranges = threshold, band_ranges(threshold, num_perm)
 
     def add(self, rows: Iterable[dict[str, Any]]) -> None:
         batch: list[tuple] = []
@@ -141,7 +130,7 @@ class DedupStore:
             # a row without a hash groups with the others without one, as a dict keyed by it would
             batch.append((str(r["id"]), str(r.get("norm_sha256")), int(r.get("chars") or 0),
                           len(r.get("repairs") or []), sig))
-            if len(batch) >= self._BATCH:
+            if len(batch) >= self.BATCH:
                 self.db.executemany("INSERT INTO doc VALUES (?, ?, ?, ?, ?)", batch)
                 batch = []
         self.db.executemany("INSERT INTO doc VALUES (?, ?, ?, ?, ?)", batch)
@@ -152,7 +141,7 @@ class DedupStore:
         self.db.execute("CREATE INDEX doc_norm ON doc (norm, id)")
         firsts = self.db.execute("SELECT d.id, d.sig FROM doc d JOIN (SELECT norm, min(id) AS id FROM doc GROUP BY norm)"
                                  " f ON d.id = f.id WHERE d.sig IS NOT NULL")
-        for rows in iter(lambda: firsts.fetchmany(self._BATCH), []):
+        for rows in iter(lambda: firsts.fetchmany(self.BATCH), []):
             self.db.executemany("INSERT INTO band VALUES (?, ?, ?)",
                                 [(k, sig[a * 8: b * 8], doc_id) for doc_id, sig in rows
                                  for k, (a, b) in enumerate(self.ranges)])

@@ -18,14 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..core import atomic_writer, write_text_atomic
+from ..core import ScratchTables, atomic_writer, write_text_atomic
 from .dedup import THRESHOLD, DupDecision, find_duplicates
 from .manifest import (DUPLICATES, MANIFEST, REJECTIONS, TEXTS, CorpusError, assign_split, place_texts, read_jsonl,
                        split_to_move)
@@ -184,31 +183,15 @@ def _pack(row: dict[str, Any]) -> bytes:
     return json.dumps(row, ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
-class _MergeStore:
+class _MergeStore(ScratchTables):
     """The staged rows of every shard in one SQLite table, in the order staged (``seq``), and
     what the merge decides of them: ``kept`` (each id's first accepted row, and its split) and
     ``rej`` (every rejection, in the order it was made, which breaks ties when sorted)."""
 
-    _BATCH = 256   # rows per insert: a batch is the most the store holds in memory
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)   # a file left by a killed merge is rebuilt
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN;"
-            "CREATE TABLE staged (seq INTEGER PRIMARY KEY, shard INTEGER, id TEXT, retry INTEGER, ok INTEGER,"
-            " reason TEXT, norm TEXT, chars INTEGER, nrepairs INTEGER, sig BLOB, packed BLOB);"
-            "CREATE TABLE kept (id TEXT PRIMARY KEY, seq INTEGER, split TEXT);"
-            "CREATE TABLE rej (n INTEGER PRIMARY KEY, id TEXT, reason TEXT, packed BLOB);")
-
-    def __enter__(self) -> "_MergeStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.db.close()
-        self.path.unlink(missing_ok=True)
+    SCHEMA = ("CREATE TABLE staged (seq INTEGER PRIMARY KEY, shard INTEGER, id TEXT, retry INTEGER, ok INTEGER,"
+              " reason TEXT, norm TEXT, chars INTEGER, nrepairs INTEGER, sig BLOB, packed BLOB);"
+              "CREATE TABLE kept (id TEXT PRIMARY KEY, seq INTEGER, split TEXT);"
+              "CREATE TABLE rej (n INTEGER PRIMARY KEY, id TEXT, reason TEXT, packed BLOB);")
 
     def add_shard(self, shard: int, staged: Path) -> None:
         batch: list[tuple] = []
@@ -218,7 +201,7 @@ class _MergeStore:
                           str(row.get("reason")), row.get("norm_sha256"), int(row.get("chars") or 0),
                           len(row.get("repairs") or []),
                           None if sig is None else np.asarray(sig, dtype=np.uint64).tobytes(), _pack(row)))
-            if len(batch) >= self._BATCH:
+            if len(batch) >= self.BATCH:
                 self._insert(batch)
                 batch = []
         self._insert(batch)
@@ -237,7 +220,7 @@ class _MergeStore:
             "SELECT s.id, s.ok, s.reason, s.packed FROM staged s WHERE (s.ok AND s.seq NOT IN (SELECT seq FROM kept))"
             " OR (NOT s.ok AND NOT (s.retry AND EXISTS (SELECT 1 FROM staged t WHERE t.shard = s.shard"
             " AND t.id = s.id AND t.seq > s.seq))) ORDER BY s.seq")
-        for batch in iter(lambda: rows.fetchmany(self._BATCH), []):
+        for batch in iter(lambda: rows.fetchmany(self.BATCH), []):
             self.db.executemany("INSERT INTO rej (id, reason, packed) VALUES (?, ?, ?)", [
                 (doc_id, "duplicate_id", _pack({**_reject_view(json.loads(packed)), "reason": "duplicate_id",
                                                 "detail": "another document already has this id"}))
@@ -264,7 +247,7 @@ class _MergeStore:
         """Each kept document's split by its id; then, with few documents, the one move that
         gives both splits (``manifest.split_to_move``)."""
         ids = self.db.execute("SELECT id FROM kept ORDER BY id")
-        for batch in iter(lambda: ids.fetchmany(self._BATCH), []):
+        for batch in iter(lambda: ids.fetchmany(self.BATCH), []):
             self.db.executemany("UPDATE kept SET split = ? WHERE id = ?",
                                 [(split_fn(doc_id, validation_percent), doc_id) for doc_id, in batch])
         move = split_to_move(iter(self.db.execute("SELECT id, split FROM kept ORDER BY id").fetchone, None),
