@@ -193,14 +193,16 @@ def _clusters(pairs: Iterable[tuple[str, str]]) -> list[list[str]]:
 
 
 def find_duplicates(rows: Iterable[dict[str, Any]], threshold: float = THRESHOLD, num_perm: int = NUM_PERM,
-                    workdir: str | Path | None = None) -> tuple[list[DupDecision], list[dict[str, Any]]]:
+                    scratch: str | Path | None = None) -> tuple[list[DupDecision], list[dict[str, Any]]]:
     """Rows need ``id``, ``norm_sha256``, ``minhash`` (ints: a list or a uint64 array), ``chars``;
-    they are kept in a temporary SQLite file in ``workdir`` (the system's temporary folder by
-    default), so memory holds the duplicates, not the corpus.
+    they are kept in the SQLite file ``scratch`` (one a killed run left is replaced; by default a
+    file in the system's temporary folder), so memory holds the duplicates, not the corpus.
 
     Returns (decisions for every dropped document, cluster reports)."""
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="dedup-") as tmp, \
-            DedupStore(Path(tmp) / "dedup.sqlite", threshold, num_perm) as store:
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="londonlm-dedup-") as tmp:
+            return find_duplicates(rows, threshold, num_perm, Path(tmp) / "dedup.sqlite")
+    with DedupStore(scratch, threshold, num_perm) as store:
         store.add(rows)
         store.index()
         decisions: list[DupDecision] = []

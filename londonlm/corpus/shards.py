@@ -34,6 +34,7 @@ PLAN_FILE = "plan.json"
 STAGED_FILE = "staged.jsonl"
 DONE_FILE = "done.json"
 MERGE_FILE = "merge.sqlite"
+DEDUP_FILE = "dedup.sqlite"   # the merge's scratch files, beside the shards; gone when it ends
 # rejections that a later run may undo (the file arrives, the source answers): a resumed run
 # tries these documents again, and the merge keeps only their newest staged row
 RETRYABLE = frozenset({"not_downloaded", "source_error", "unreadable"})
@@ -159,7 +160,8 @@ def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_perc
                                  f"run the collection with --shard {k} --num_shards {num_shards} first")
             store.add_shard(k, d / STAGED_FILE)
         store.resolve()
-        decisions, clusters = find_duplicates(store.dedup_keys(), threshold=threshold, workdir=store.path.parent)
+        decisions, clusters = find_duplicates(store.dedup_keys(), threshold=threshold,
+                                             scratch=store.path.with_name(DEDUP_FILE))
         for dec in decisions:
             store.reject_duplicate(dec)
         store.assign_splits(split_fn or assign_split, validation_percent)

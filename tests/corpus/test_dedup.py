@@ -78,5 +78,6 @@ def test_the_band_index_finds_what_datasketch_finds(tmp_path):
 
 def test_the_dedup_leaves_no_files_behind(tmp_path):
     a = _text(1)
-    decisions, _ = find_duplicates([_row("x", a), _row("y", a)], workdir=tmp_path)
+    (tmp_path / "d.sqlite").write_bytes(b"what a killed merge left")
+    decisions, _ = find_duplicates([_row("x", a), _row("y", a)], scratch=tmp_path / "d.sqlite")
     assert [d.id for d in decisions] == ["y"] and list(tmp_path.iterdir()) == []
