@@ -194,3 +194,43 @@ def test_the_merge_memory_does_not_grow_with_the_documents(tmp_path):
     per_doc = (peaks[2000] - peaks[400]) / 1600
     assert per_doc < 300, f"{per_doc:.0f} bytes more a document ({peaks})"
     assert not list(tmp_path.rglob("*.sqlite"))  # the merge's files go when it ends
+
+
+def test_the_merge_resolves_retries_and_repeated_ids(tmp_path):
+    """Within a shard a retryable rejection gives way to the row staged after it; an id
+    accepted twice keeps its first row (the second is a ``duplicate_id``); other rejections
+    all stand; rejections come out by id and reason."""
+    import json
+
+    from londonlm.corpus.dedup import normalised_hash, signature
+    from londonlm.corpus.shards import DONE_FILE, STAGED_FILE, TEXTS, shard_dir
+
+    def ok(doc_id, seed):
+        text = _doc(seed)
+        return {"id": doc_id, "status": "accepted", "chars": len(text), "norm_sha256": normalised_hash(text),
+                "minhash": signature(text), "source": "s", "title": doc_id}
+
+    def no(doc_id, reason):
+        return {"id": doc_id, "status": "rejected", "reason": reason}
+
+    staged = {0: [no("a", "not_downloaded"), ok("b", 1), ok("a", 2), no("c", "not_downloaded"),
+                  no("c", "source_error"), no("d", "too_short"), no("d", "too_short"), no("e", "not_downloaded")],
+              1: [ok("b", 3), ok("e", 4)]}
+    for k, rows in staged.items():
+        d = shard_dir(tmp_path, k, 2)
+        (d / TEXTS).mkdir(parents=True)
+        for r in rows:
+            if r["status"] == "accepted":
+                (d / TEXTS / f"{r['id']}.txt").write_text(r["title"])
+        (d / STAGED_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (d / DONE_FILE).write_text("{}")
+    out = merge_shards(tmp_path, 2, validation_percent=50.0)
+    manifest = list(read_jsonl(tmp_path / "manifest.jsonl"))
+    assert [r["id"] for r in manifest] == ["a", "b", "e"]
+    assert {r["id"]: (tmp_path / r["path"]).read_text() for r in manifest} == {"a": "a", "b": "b", "e": "e"}
+    assert {r["split"] for r in manifest} == {"train", "validation"}
+    rejections = [(r["id"], r["reason"]) for r in read_jsonl(tmp_path / "rejections.jsonl")]
+    assert rejections == [("b", "duplicate_id"), ("c", "source_error"), ("d", "too_short"), ("d", "too_short"),
+                          ("e", "not_downloaded")]
+    assert out["rejections_by_reason"] == {"duplicate_id": 1, "not_downloaded": 1, "source_error": 1, "too_short": 2}
+    assert not list(tmp_path.rglob("*.sqlite"))
