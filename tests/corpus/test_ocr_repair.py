@@ -144,3 +144,24 @@ def test_a_capital_i_read_for_a_small_one_but_not_a_sum():
 def test_the_thorough_search_goes_deeper():
     deep = RepairSettings.thorough(long_s_output="modern")
     assert deep.max_edits == 3 and deep.floor < RepairSettings().floor and deep.long_s_output == "modern"
+
+
+def test_a_letter_read_as_an_apostrophe_inside_an_unknown_word():
+    text = NOISY + "the small Vessels to be ful'y mann'd. "
+    done = repairer().repair(text, 1790)
+    assert "to be fully mann'd" in done.text  # "mann'd" is the period's elision, never searched
+
+
+def test_a_letter_read_as_a_stop_or_hyphen_cuts_a_word_the_whole_is_repaired():
+    text = NOISY + "the Merch.nts of the City, and he w.s examined. "
+    done = repairer().repair(text, 1790)
+    assert "the Merchants of the City, and he was examined." in done.text
+    assert {c.kind for c in done.changes if c.after in ("Merchants", "was")} == {"glued"}
+    off = repairer(glued=False).repair(text, 1790).text
+    assert "Merch.nts" in off and "w.s" in off
+
+
+def test_two_words_set_close_and_a_line_end_hyphen_are_not_glued():
+    text = NOISY + "the Lord Mayor.The Court heard the Mer-chants. "
+    done = repairer().repair(text, 1790)
+    assert "Lord Mayor" in done.text and not any(c.kind == "glued" for c in done.changes)
