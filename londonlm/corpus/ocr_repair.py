@@ -43,8 +43,8 @@ _NUMBER = re.compile(r"\d+(?:st|nd|rd|th|d|s|l|[ap]m)?|[0-9]*\d[0-9]*\d[0-9A-Za-
 _LETTERS_WITH_A_DIGIT = re.compile(r"[A-Za-zſ]{2,}[0-9][A-Za-zſ]*|[A-Za-zſ]*[0-9][A-Za-zſ]{2,}")
 # a word the period does not know with a mark inside may be a letter read as the mark ("regu'ar",
 # "En.land"): searched only when unknown, so the period's elisions ("hop'd") never are
-_LETTERS_WITH_A_MARK = re.compile(r"[A-Za-zſ]+(?:[.,'’-][A-Za-zſ]+)+")
-_GLUE = ".,-"  # a mark that cuts a token in two ("En.land" is "En" "land" to TOKEN)
+_LETTERS_WITH_A_MARK = re.compile(r"[A-Za-zſ]+(?:[.,'’ -][A-Za-zſ]+)+")
+_GLUE = ".,- "  # a mark (or a space) that cuts a token in two ("En.land", "noi e": two tokens)
 _SENTENCE_END = ".!?\n"
 _MISSING = object()
 PIECE = 1_000_000  # characters repaired at once (a longer text goes in pieces)
@@ -437,15 +437,20 @@ class OcrRepairer:
 
     # ---------------------------------------------------------------- two words
     def _glued(self, doc: "_Doc", i: int):
-        """``En.land``, ``murd-r``, ``h.s``: a letter read as a stop, comma or hyphen cuts one word
-        into two tokens, one of them not a word (unknown, or a letter other than a, A, I); the whole is repaired as one word when a
-        candidate for it (the mark undone as a misread letter) beats the two halves as they stand."""
-        a, b = doc.words[i], doc.words[i + 1]
+        """``En.land``, ``murd-r``, ``h.s``, ``noi e``: a letter read as a stop, comma, hyphen or
+        space cuts one word into two tokens, one of them not a word (unknown, or a letter other
+        than a, A, I); the whole is repaired as one word when a candidate for it (the mark undone
+        as a misread letter) beats the two halves as they stand."""
+        a = doc.words[i]
         a_end, b_start = doc.starts[i] + len(a), doc.starts[i + 1]
-        pa, pb = doc.priors[i], doc.priors[i + 1]
-        if b_start != a_end + 1 or doc.text[a_end] not in _GLUE or not a.isalpha() or not b.isalpha() \
-                or _is_word(a, pa) and _is_word(b, pb):
+        if b_start != a_end + 1 or doc.text[a_end] not in _GLUE:
+            return None  # (first: most words are not glued, and this is cheap)
+        b, pa, pb = doc.words[i + 1], doc.priors[i], doc.priors[i + 1]
+        if not a.isalpha() or not b.isalpha() or _is_word(a, pa) and _is_word(b, pb):
             return None
+        if doc.text[a_end] == " " and len(a) > 1 and len(b) > 1:
+            return None  # a space for a letter beside a stray one ("S r", "noi e"): more would cost
+            #              a search per pair of words for little (cross-validated on ../shared/ocr)
         whole = a + doc.text[a_end] + b
         cands = self._cache.get((whole, doc.long_s))
         if cands is None:

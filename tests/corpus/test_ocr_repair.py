@@ -165,3 +165,12 @@ def test_two_words_set_close_and_a_line_end_hyphen_are_not_glued():
     text = NOISY + "the Lord Mayor.The Court heard the Mer-chants. "
     done = repairer().repair(text, 1790)
     assert "Lord Mayor" in done.text and not any(c.kind == "glued" for c in done.changes)
+
+
+def test_a_letter_read_as_a_space_beside_a_stray_letter():
+    text = NOISY + "The Soldier was taken Care of, and his L g was cut off yesterday. "
+    assert "and his Leg was cut off" in repairer().repair(text, 1790).text
+    assert "his L g was" in repairer(glued=False).repair(text, 1790).text
+    lex = period_lexicon("the Bakers met at the Hall " * 3)
+    two = NOISY + "the Bak rs met at the Hall. "  # neither half a stray letter: not searched
+    assert not any(c.kind == "glued" for c in OcrRepairer(lex, load_confusions()).repair(two, 1790).changes)
