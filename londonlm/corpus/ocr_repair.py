@@ -68,7 +68,8 @@ class RepairSettings:
       prior of a word the lexicon lacks, moved by ``char_weight`` x letters x (its per-letter
       character-model score - ``char_reference``): "Tiverton" is likelier than "tbe".
     - ``doc_min_count``, ``doc_slack``, ``doc_boost``, ``doc_penalty``: a word the document uses too
-      often to be misreadings gets its own prior (``_add_document_evidence``).
+      often to be misreadings gets its own prior (``_add_document_evidence``) if it looks like the
+      period's words (per-letter character-model score above ``own_min_char``).
     - ``noise_weight``, ``noise_reference``, ``noise_cap``: misreadings scaled by how noisy the
       document is (``_noise_adjustment``).
     - ``max_edits``, ``floor``, ``known_floor``, ``beam``, ``fanout``, ``candidates``,
@@ -93,6 +94,7 @@ class RepairSettings:
     doc_penalty: float = -4.0
     doc_slack: float = 3.0
     doc_boost: float = 20.0
+    own_min_char: float = -3.0
     noise_weight: float = 4.0
     noise_reference: float = 0.07
     noise_cap: float = 0.0
@@ -258,8 +260,9 @@ class OcrRepairer:
         stand for: more often than those words' own count here plus ``doc_slack`` times what the
         period's frequency expects of them in a text this long, each times the misreading's
         probability (``doc_boost`` times it, at most 1: one scan misreads one glyph far more
-        often than OCR on average does). ``tbe`` beside ``the`` is not; such a word gets its
-        document frequency as its prior (in place in ``priors``)."""
+        often than OCR on average does). ``tbe`` beside ``the`` is not, nor is a word whose
+        letters are unlike the period's (``tiie``, 105 times in one paper: one misreading made
+        often); such a word gets its document frequency as its prior (in place in ``priors``)."""
         counts = Counter(keys)
         total = max(1, len(keys))
         least = self.s.doc_min_count
@@ -274,7 +277,7 @@ class OcrRepairer:
                 cands = self._candidates(w, k, self._prior(k), long_s)
             could_be = sum((counts.get(ck, 0) + self.s.doc_slack * total * math.exp(p))
                            * min(1.0, self.s.doc_boost * math.exp(ch)) for _, ck, ch, p in cands if p is not None)
-            if counts[k] > could_be:
+            if counts[k] > could_be and self.lex.char_logp(k) > self.s.own_min_char:
                 own[k] = math.log(counts[k] / total) + self.s.doc_penalty
         if own:
             for i, k in enumerate(keys):

@@ -174,3 +174,11 @@ def test_a_letter_read_as_a_space_beside_a_stray_letter():
     lex = period_lexicon("the Bakers met at the Hall " * 3)
     two = NOISY + "the Bak rs met at the Hall. "  # neither half a stray letter: not searched
     assert not any(c.kind == "glued" for c in OcrRepairer(lex, load_confusions()).repair(two, 1790).changes)
+
+
+def test_a_misreading_the_document_makes_often_is_not_its_own_word():
+    # "tiie" eight times and "the" never: too often to be a misreading by the model's average
+    # rate, but its letters are unlike the period's words ("Streete"'s are like them)
+    text = "Tbe Bakcr came. " + " ".join(["Tiie Court of tiie City met at tiie Hall."] * 4)
+    assert "Tiie" in changed(text)  # (a sentence's first word: its only evidence is its prior)
+    assert "Tiie" not in changed(text, own_min_char=-99.0)
