@@ -74,6 +74,8 @@ class RepairSettings:
       document is (``_noise_adjustment``).
     - ``max_edits``, ``floor``, ``known_floor``, ``beam``, ``fanout``, ``candidates``,
       ``max_deficit``: how far the candidate search goes (``ConfusionModel.candidates``).
+    - ``unit_letters``: a word of at most this many letters after a number is a unit or a sum
+      ("440 gs", "3 yrs"), never changed.
     - ``glued``: a word a letter misread as a stop, comma or hyphen cut in two is repaired whole
       (``_glued``).
     - ``long_s``: ``auto`` (the year and the text's evidence), ``on``, ``off``; ``long_s_output``:
@@ -107,6 +109,7 @@ class RepairSettings:
     candidates: int = 4
     joins: bool = True
     glued: bool = True
+    unit_letters: int = 4
     splits: bool = True
     long_s: str = "auto"
     long_s_output: str = "print"
@@ -341,6 +344,9 @@ class OcrRepairer:
             cands = self._candidates(word, doc.keys[i], doc.priors[i], doc.long_s)
         if not cands:
             return self._fix_case(doc, i) if word[0].isupper() and doc.priors[i] is not None else None
+        if len(word) <= self.s.unit_letters and i and _NUMBER.fullmatch(doc.words[i - 1]) \
+                and doc.text[doc.starts[i] - 1] == " ":
+            return None  # "440 gs", "300 sovs", "3 yrs", "2s Cd": a unit or a sum after a number
         prev, nxt = doc.context(i)
         lm = self.lex
         own = self.s.lm_weight * self._lm(doc.keys[i], doc.priors[i], prev, nxt)

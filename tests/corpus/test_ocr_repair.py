@@ -182,3 +182,11 @@ def test_a_misreading_the_document_makes_often_is_not_its_own_word():
     text = "Tbe Bakcr came. " + " ".join(["Tiie Court of tiie City met at tiie Hall."] * 4)
     assert "Tiie" in changed(text)  # (a sentence's first word: its only evidence is its prior)
     assert "Tiie" not in changed(text, own_min_char=-99.0)
+
+
+def test_a_unit_after_a_number_is_left_alone():
+    lex = period_lexicon("he said go to the sale, and go home. " * 30)
+    text = NOISY + "he bid 440 gs for the Horse, and gs more. "
+    done = OcrRepairer(lex, load_confusions()).repair(text, 1790)
+    assert "440 gs for" in done.text
+    assert "440 gs for" not in OcrRepairer(lex, load_confusions(), RepairSettings(unit_letters=0)).repair(text, 1790).text
