@@ -215,6 +215,8 @@ def learn(word_pairs: Iterable[tuple[str, str]], min_count: int = 2, max_distanc
             lost += 1  # "pre" for "pre-": a line-end hyphen lost, the halves left apart
         if len(g_parts) == 2 and len(o_parts) == 1 and "".join(g_parts) == ocr:
             joins += 1  # "ofthe": the space between two words lost
+        if len(o_parts) == 2 and len(g_parts) == 1 and _count_letter_read_as_space(gold, " ".join(o_parts), seen):
+            golds.append(gold)  # its letters were printed: they count in P(O | G)
         if len(o_parts) != len(g_parts):
             continue
         for o, g in zip(o_parts, g_parts):
@@ -241,6 +243,17 @@ def learn(word_pairs: Iterable[tuple[str, str]], min_count: int = 2, max_distanc
     info = dict(made_by or {}, words=words, rules=sum(map(len, rules.values())), min_count=min_count)
     rate = lambda n: math.log(max(n, 1) / max(words, 1))  # noqa: E731
     return ConfusionModel(rules, rate(splits), rate(joins), rate(lost), info)
+
+
+def _count_letter_read_as_space(gold: str, ocr: str, seen: Counter) -> bool:
+    """``Fr derick`` for ``Frederick``: the letters a space stands for (a space merely added,
+    "pre vailed", is the join's business, and a lost hyphen is no letter); whether any was."""
+    found = False
+    for gs, os_, _ in edit_segments(gold, ocr):
+        if " " in os_ and gs and len(gs) <= MAX_SPAN and len(os_) <= MAX_SPAN and _PRINTED.fullmatch(gs):
+            seen[(gs, os_)] += 1
+            found = True
+    return found
 
 
 def _substring_counts(words: list[str], wanted: set[str]) -> dict[str, int]:

@@ -41,6 +41,10 @@ TOKEN = re.compile(r"[A-Za-zſ0-9\u00c0-\u024f]+(?:['’][A-Za-zſ\u00c0-\u024f]
 _NUMBER = re.compile(r"\d+(?:st|nd|rd|th|d|s|l|[ap]m)?|[0-9]*\d[0-9]*\d[0-9A-Za-z]*", re.IGNORECASE)
 # a digit among letters may be a misread letter ("9treet", "VALU8"); "10d", "4a", "lOd" are sums and numbers
 _LETTERS_WITH_A_DIGIT = re.compile(r"[A-Za-zſ]{2,}[0-9][A-Za-zſ]*|[A-Za-zſ]*[0-9][A-Za-zſ]{2,}")
+# a word the period does not know with a mark inside may be a letter read as the mark ("regu'ar",
+# "En.land"): searched only when unknown, so the period's elisions ("hop'd") never are
+_LETTERS_WITH_A_MARK = re.compile(r"[A-Za-zſ]+(?:[.,'’ -][A-Za-zſ]+)+")
+_GLUE = ".,- "  # a mark (or a space) that cuts a token in two ("En.land", "noi e": two tokens)
 _SENTENCE_END = ".!?\n"
 _MISSING = object()
 PIECE = 1_000_000  # characters repaired at once (a longer text goes in pieces)
@@ -64,11 +68,16 @@ class RepairSettings:
       prior of a word the lexicon lacks, moved by ``char_weight`` x letters x (its per-letter
       character-model score - ``char_reference``): "Tiverton" is likelier than "tbe".
     - ``doc_min_count``, ``doc_slack``, ``doc_boost``, ``doc_penalty``: a word the document uses too
-      often to be misreadings gets its own prior (``_add_document_evidence``).
+      often to be misreadings gets its own prior (``_add_document_evidence``) if it looks like the
+      period's words (per-letter character-model score above ``own_min_char``).
     - ``noise_weight``, ``noise_reference``, ``noise_cap``: misreadings scaled by how noisy the
       document is (``_noise_adjustment``).
     - ``max_edits``, ``floor``, ``known_floor``, ``beam``, ``fanout``, ``candidates``,
       ``max_deficit``: how far the candidate search goes (``ConfusionModel.candidates``).
+    - ``unit_letters``: a word of at most this many letters after a number is a unit or a sum
+      ("440 gs", "3 yrs"), never changed.
+    - ``glued``: a word a letter misread as a stop, comma or hyphen cut in two is repaired whole
+      (``_glued``).
     - ``long_s``: ``auto`` (the year and the text's evidence), ``on``, ``off``; ``long_s_output``:
       ``print`` (write ``ſ`` where the page had it) or ``modern`` (``s``)."""
 
@@ -87,17 +96,20 @@ class RepairSettings:
     doc_penalty: float = -4.0
     doc_slack: float = 3.0
     doc_boost: float = 20.0
+    own_min_char: float = -3.0
     noise_weight: float = 4.0
     noise_reference: float = 0.07
     noise_cap: float = 0.0
     max_edits: int = 2
     max_deficit: float = 6.0
-    floor: float = -12.0
+    floor: float = -14.0
     known_floor: float = -10.0
     beam: float = -8.0
-    fanout: int = 12
+    fanout: int = 20
     candidates: int = 4
     joins: bool = True
+    glued: bool = True
+    unit_letters: int = 4
     splits: bool = True
     long_s: str = "auto"
     long_s_output: str = "print"
@@ -108,9 +120,10 @@ class RepairSettings:
 
     @classmethod
     def thorough(cls, **overrides: Any) -> "RepairSettings":
-        """A deeper candidate search (three undoings per word, a wider beam): about a point more
-        of CER on held-out newspapers for about 1.5x the time (BENCHMARKS.md)."""
-        return cls(**{"max_edits": 3, "floor": -15.0, "beam": -8.0, "fanout": 1000, **overrides})
+        """A deeper candidate search (three undoings per word, a lower floor, a wider beam): about
+        half a point more of CER cross-validated on newspapers, for about twice the time on words
+        not seen before (BENCHMARKS.md)."""
+        return cls(**{"max_edits": 3, "floor": -18.0, "beam": -12.0, "fanout": 40, **overrides})
 
 
 @dataclass
@@ -183,10 +196,12 @@ class OcrRepairer:
         pos = i = 0
         n = len(found)
         while i < n:
-            fix = self._join(doc, i) if self.s.joins and i + 1 < n else None
+            fix = self._glued(doc, i) if self.s.glued and i + 1 < n else None
+            if fix is None and self.s.joins and i + 1 < n:
+                fix = self._join(doc, i)
             if fix is None:
                 fix = self._fix_word(doc, i)
-            if i + 1 < n and (fix is None or fix[2] != "join"):
+            if i + 1 < n and (fix is None or fix[2] not in ("join", "glued")):
                 fix = self._space_after(doc, i, fix)
             if fix is not None:
                 after, end, kind, gain, ch = fix
@@ -196,7 +211,7 @@ class OcrRepairer:
                 out.append(after)
                 changes.append(Change(starts[i], text[starts[i]:end], after, kind, gain, ch))
                 pos = end
-                i += 2 if kind == "join" else 1
+                i += 2 if kind in ("join", "glued") else 1
                 continue
             i += 1
         out.append(text[pos:])
@@ -249,8 +264,9 @@ class OcrRepairer:
         stand for: more often than those words' own count here plus ``doc_slack`` times what the
         period's frequency expects of them in a text this long, each times the misreading's
         probability (``doc_boost`` times it, at most 1: one scan misreads one glyph far more
-        often than OCR on average does). ``tbe`` beside ``the`` is not; such a word gets its
-        document frequency as its prior (in place in ``priors``)."""
+        often than OCR on average does). ``tbe`` beside ``the`` is not, nor is a word whose
+        letters are unlike the period's (``tiie``, 105 times in one paper: one misreading made
+        often); such a word gets its document frequency as its prior (in place in ``priors``)."""
         counts = Counter(keys)
         total = max(1, len(keys))
         least = self.s.doc_min_count
@@ -265,7 +281,7 @@ class OcrRepairer:
                 cands = self._candidates(w, k, self._prior(k), long_s)
             could_be = sum((counts.get(ck, 0) + self.s.doc_slack * total * math.exp(p))
                            * min(1.0, self.s.doc_boost * math.exp(ch)) for _, ck, ch, p in cands if p is not None)
-            if counts[k] > could_be:
+            if counts[k] > could_be and self.lex.char_logp(k) > self.s.own_min_char:
                 own[k] = math.log(counts[k] / total) + self.s.doc_penalty
         if own:
             for i, k in enumerate(keys):
@@ -329,6 +345,9 @@ class OcrRepairer:
             cands = self._candidates(word, doc.keys[i], doc.priors[i], doc.long_s)
         if not cands:
             return self._fix_case(doc, i) if word[0].isupper() and doc.priors[i] is not None else None
+        if len(word) <= self.s.unit_letters and i and _NUMBER.fullmatch(doc.words[i - 1]) \
+                and doc.text[doc.starts[i] - 1] == " ":
+            return None  # "440 gs", "300 sovs", "3 yrs", "2s Cd": a unit or a sum after a number
         prev, nxt = doc.context(i)
         lm = self.lex
         own = self.s.lm_weight * self._lm(doc.keys[i], doc.priors[i], prev, nxt)
@@ -379,10 +398,11 @@ class OcrRepairer:
         ``word`` may be a misreading of: the likeliest ``candidates`` by prior and channel
         together, none that no context could bring within ``max_deficit`` of the word (cached)."""
         ck = (word, long_s)
-        if len(word) < 2 or _NUMBER.fullmatch(word) or (not word.isalpha() and not _LETTERS_WITH_A_DIGIT.fullmatch(word)):
+        known = prior is not None
+        if len(word) < 2 or _NUMBER.fullmatch(word) or not (word.isalpha() or _LETTERS_WITH_A_DIGIT.fullmatch(word)
+                                                            or not known and _LETTERS_WITH_A_MARK.fullmatch(word)):
             self._cache[ck] = ()
             return ()
-        known = prior is not None
         own = prior if known else self._unknown(key)
         known_keys, prefixes = self.lex.vocabulary(self.s.known_min_count)
         found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s=long_s,
@@ -426,6 +446,43 @@ class OcrRepairer:
         return out
 
     # ---------------------------------------------------------------- two words
+    def _glued(self, doc: "_Doc", i: int):
+        """``En.land``, ``murd-r``, ``h.s``, ``noi e``: a letter read as a stop, comma, hyphen or
+        space cuts one word into two tokens, one of them not a word (unknown, or a letter other
+        than a, A, I); the whole is repaired as one word when a candidate for it (the mark undone
+        as a misread letter) beats the two halves as they stand."""
+        a = doc.words[i]
+        a_end, b_start = doc.starts[i] + len(a), doc.starts[i + 1]
+        if b_start != a_end + 1 or doc.text[a_end] not in _GLUE:
+            return None  # (first: most words are not glued, and this is cheap)
+        b, pa, pb = doc.words[i + 1], doc.priors[i], doc.priors[i + 1]
+        if not a.isalpha() or not b.isalpha() or _is_word(a, pa) and _is_word(b, pb):
+            return None
+        if doc.text[a_end] == " " and len(a) > 1 and len(b) > 1:
+            return None  # a space for a letter beside a stray one ("S r", "noi e"): more would cost
+            #              a search per pair of words for little (cross-validated on ../shared/ocr)
+        whole = a + doc.text[a_end] + b
+        cands = self._cache.get((whole, doc.long_s))
+        if cands is None:
+            cands = self._candidates(whole, self._key(whole), None, doc.long_s)
+        if not cands:
+            return None
+        ka, kb = doc.keys[i], doc.keys[i + 1]
+        prev = doc.keys[i - 1] if i > 0 and doc.priors[i - 1] is not None else None
+        nxt = doc.keys[i + 2] if i + 2 < len(doc.keys) and doc.priors[i + 2] is not None else None
+        apart = self._lm(ka, pa, prev, None) + self._lm(kb, pb, ka if pa is not None else None, nxt)
+        best, best_score, best_ch = None, -math.inf, 0.0
+        for cand, key, ch, prior in cands:
+            # the mark dropped, not read for a letter, is a line-end hyphen: the join's to decide
+            if prior is not None and key != ka + kb:  # (a split is two words, not one)
+                score = self.s.lm_weight * (self._lm(key, prior, prev, nxt) - apart) + ch + doc.noise
+                if score > best_score:
+                    best, best_score, best_ch = cand, score, ch
+        margin = self.s.name_margin if _is_name(a, doc.text, doc.starts[i]) else self.s.margin
+        if best is None or best_score <= margin:
+            return None
+        return best, b_start + len(b), "glued", best_score, best_ch
+
     def _join(self, doc: "_Doc", i: int):
         """Words ``i`` and ``i+1`` are one word the OCR split (a space added, or a line-end
         hyphen lost) when the joined word is the period's and the language model prefers it to
@@ -507,6 +564,11 @@ def _cut(text: str, pos: int) -> int:
         if k > 0:
             return k + 1
     return end
+
+
+def _is_word(token: str, prior: float | None) -> bool:
+    """A token that stands as a word of its own: the period's, and more than a stray letter."""
+    return prior is not None and (len(token) > 1 or token in ("a", "A", "I"))
 
 
 def _is_name(word: str, text: str, start: int) -> bool:

@@ -28,6 +28,9 @@ FORMAT = 1
 LEXICON_FILE = "period_lexicon.json.gz"
 # a word: letters (the long s among them), inner apostrophes ("order'd", "o'clock")
 WORD = re.compile(r"[A-Za-zſ\u00c0-\u024f]+(?:['’][A-Za-zſ\u00c0-\u024f]+)*")
+# a token with a digit ("4th", "5s", "10d", "3l", "1744"): no word, and no word's neighbour; its
+# letters would make "th", "s" and "d" words of the period and hide the OCR's "of th laws"
+_WITH_A_DIGIT = re.compile(r"[A-Za-zſ\u00c0-\u024f]*[0-9][0-9A-Za-zſ\u00c0-\u024f]*")
 _BROKEN = re.compile(r"([A-Za-zſ])-(?:[ \t]*\n[ \t]*|[ \t]+)([a-zſ])")
 _MID_CAPITAL = re.compile(r"(?<=[A-Za-zſ,;])[ \t]+([A-Z][A-Za-zſ]*(?:['’][A-Za-zſ]+)*)")
 _KEY = str.maketrans({"ſ": "s", "’": "'"})
@@ -171,11 +174,12 @@ class LexiconBuilder:
         # a word broken at a line end ("atten-\ntion", or "atten- tion" where lines were
         # flattened) counts once, whole: its halves are not words of the period
         text = _BROKEN.sub(r"\1\2", text)
-        keys = [word_key(w) for w in WORD.findall(text)]
-        self.unigrams.update(keys)
+        for piece in _WITH_A_DIGIT.split(text):
+            keys = [word_key(w) for w in WORD.findall(piece)]
+            self.unigrams.update(keys)
+            self.bigrams.update(f"{a} {b}" for a, b in zip(keys, keys[1:]))
         # a capital after a word (a space or a comma between) is in mid-sentence
         self.capitals.update(word_key(m.group(1)) for m in _MID_CAPITAL.finditer(text))
-        self.bigrams.update(f"{a} {b}" for a, b in zip(keys, keys[1:]))
         self.documents += 1
 
     def build(self, min_count: int = 1, min_pair_count: int = 2, max_words: int = 400_000,

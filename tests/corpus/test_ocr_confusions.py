@@ -29,6 +29,13 @@ def test_learns_rules_with_their_probabilities():
     assert "s" not in alts  # "fun" for "sun" once: under min_count
 
 
+def test_a_letter_read_as_a_space_is_a_rule_a_space_merely_added_is_not():
+    m = learn([("noi e", "noise"), ("hou e", "house"), ("how ever", "however"), ("pre vailed", "pre-vailed")]
+              + [("sun", "sun")] * 2, min_count=2)
+    assert dict(m.rules[" "]) == {"s": pytest.approx(math.log(2 / 4))}  # s printed 4 times, twice read as a space
+    assert not any(" " in o for o in learn([("how ever", "however"), ("pre vailed", "pre-vailed")] * 2).rules)
+
+
 def test_edit_segments_group_adjacent_edits():
     assert edit_segments("home", "liome") == [("h", "li", 0)]
     assert edit_segments("the", "the") == []

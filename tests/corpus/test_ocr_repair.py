@@ -144,3 +144,49 @@ def test_a_capital_i_read_for_a_small_one_but_not_a_sum():
 def test_the_thorough_search_goes_deeper():
     deep = RepairSettings.thorough(long_s_output="modern")
     assert deep.max_edits == 3 and deep.floor < RepairSettings().floor and deep.long_s_output == "modern"
+
+
+def test_a_letter_read_as_an_apostrophe_inside_an_unknown_word():
+    text = NOISY + "the small Vessels to be ful'y mann'd. "
+    done = repairer().repair(text, 1790)
+    assert "to be fully mann'd" in done.text  # "mann'd" is the period's elision, never searched
+
+
+def test_a_letter_read_as_a_stop_or_hyphen_cuts_a_word_the_whole_is_repaired():
+    text = NOISY + "the Merch.nts of the City, and he w.s examined. "
+    done = repairer().repair(text, 1790)
+    assert "the Merchants of the City, and he was examined." in done.text
+    assert {c.kind for c in done.changes if c.after in ("Merchants", "was")} == {"glued"}
+    off = repairer(glued=False).repair(text, 1790).text
+    assert "Merch.nts" in off and "w.s" in off
+
+
+def test_two_words_set_close_and_a_line_end_hyphen_are_not_glued():
+    text = NOISY + "the Lord Mayor.The Court heard the Mer-chants. "
+    done = repairer().repair(text, 1790)
+    assert "Lord Mayor" in done.text and not any(c.kind == "glued" for c in done.changes)
+
+
+def test_a_letter_read_as_a_space_beside_a_stray_letter():
+    text = NOISY + "The Soldier was taken Care of, and his L g was cut off yesterday. "
+    assert "and his Leg was cut off" in repairer().repair(text, 1790).text
+    assert "his L g was" in repairer(glued=False).repair(text, 1790).text
+    lex = period_lexicon("the Bakers met at the Hall " * 3)
+    two = NOISY + "the Bak rs met at the Hall. "  # neither half a stray letter: not searched
+    assert not any(c.kind == "glued" for c in OcrRepairer(lex, load_confusions()).repair(two, 1790).changes)
+
+
+def test_a_misreading_the_document_makes_often_is_not_its_own_word():
+    # "tiie" eight times and "the" never: too often to be a misreading by the model's average
+    # rate, but its letters are unlike the period's words ("Streete"'s are like them)
+    text = "Tbe Bakcr came. " + " ".join(["Tiie Court of tiie City met at tiie Hall."] * 4)
+    assert "Tiie" in changed(text)  # (a sentence's first word: its only evidence is its prior)
+    assert "Tiie" not in changed(text, own_min_char=-99.0)
+
+
+def test_a_unit_after_a_number_is_left_alone():
+    lex = period_lexicon("he said go to the sale, and go home. " * 30)
+    text = NOISY + "he bid 440 gs for the Horse, and gs more. "
+    done = OcrRepairer(lex, load_confusions()).repair(text, 1790)
+    assert "440 gs for" in done.text
+    assert "440 gs for" not in OcrRepairer(lex, load_confusions(), RepairSettings(unit_letters=0)).repair(text, 1790).text

@@ -73,3 +73,10 @@ def test_letters_tell_a_word_of_the_period_from_ocr_debris():
     lex = build_lexicon([text])
     assert lex.char_logp("whether") > lex.char_logp("wbetber")
     assert lex.char_logp("thatched") > lex.char_logp("tliatcbed")
+
+
+def test_letters_set_close_to_a_number_are_not_words():
+    lex = build_lexicon(["On the 4th of May he paid 5s. 6d. and 3l. for 2nd hand goods; hop'd o'clock."])
+    assert {"th", "s", "d", "l", "nd"}.isdisjoint(lex.unigrams)
+    assert {"the", "of", "may", "paid", "hand", "hop'd", "o'clock"} <= set(lex.unigrams)
+    assert "the of" not in build_lexicon(["On the 4th of May, on the 5th of June"], min_pair_count=1).bigrams
