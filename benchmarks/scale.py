@@ -254,6 +254,12 @@ def corpus_facts(work: Path) -> dict:
     return {"kept_books": len(rows), "kept_chars": sum(r["chars"] for r in rows), "rejected": reasons}
 
 
+def commit() -> str:
+    """The checkout's commit: which code a figure measured."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=REPO).stdout.strip()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size_gb", type=float, help="text in the synthetic corpus, in GB (10^9 bytes)")
@@ -276,8 +282,7 @@ def main() -> int:
         "size_gb": a.size_gb, "date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, python "
                    f"{platform.python_version()}", "stages": {},
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=REPO).stdout.strip()}
+        "commit": commit()}
     for name in a.stages.split(","):
         if name in res["stages"]:
             print(f"{name}: done before ({res['stages'][name]})", flush=True)
@@ -288,8 +293,7 @@ def main() -> int:
             res["corpus"] = made
             res["stages"][name] = {"seconds": round(time.perf_counter() - t0, 1)}
         else:
-            res["stages"][name] = {**stage(name, work, res), "commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()}
+            res["stages"][name] = {**stage(name, work, res), "commit": commit()}
             if name == "collect":
                 res["corpus"].update(corpus_facts(work))
         print(f"{name}: {res['stages'][name]}", flush=True)

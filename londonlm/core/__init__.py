@@ -10,7 +10,7 @@
 - :mod:`.hardware`: device, precision, thread, free-memory and peak-FLOP facts of this machine,
   and the refusal to train on the CPU when torch cannot use the GPUs the machine shows.
 - :mod:`.scratch`: ``ScratchTables``, a SQLite file for one job's rows that would not fit in
-  memory at scale.
+  memory at scale; ``sqlite_os_error``, the OSError a SQLite failure stands for (a full disk).
 - :mod:`.generation_settings`: the project's one set of sampling defaults, which training
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
@@ -29,7 +29,7 @@ from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError
 from .hardware import (GpuUnusable, choose_precision, cpu_has_native_bf16, device_name, free_memory_bytes,
                        hardware_summary, keep_freed_memory_in_heap, large_blocks_from_the_system, peak_flops,
                        require_usable_gpus, return_freed_memory, usable_cores, use_training_threads)
-from .scratch import ScratchTables
+from .scratch import ScratchTables, sqlite_os_error
 from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE, SIDECAR,
                      TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints, model_run_info,
                      usable_model)
@@ -45,7 +45,7 @@ __all__ = [
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",
     "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json",
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
-    "ScratchTables", "sidecar_current", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
+    "ScratchTables", "sidecar_current", "sqlite_os_error", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
     "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "utf8_problem", "versions", "WEIGHT_FILES",
     "writable_dir", "atomic_writer", "write_bytes_atomic", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",
 ]

@@ -113,7 +113,7 @@ class DedupStore(ScratchTables):
     matches), whatever the corpus's size.
 
     Rows need ``id``, ``norm_sha256``, ``minhash`` (ints: a list or a uint64 array), ``chars``
-    and optionally ``repairs``."""
+    and optionally ``repairs`` (the list, or its length as ``nrepairs``)."""
 
     SCHEMA = ("CREATE TABLE doc (id TEXT PRIMARY KEY, norm TEXT NOT NULL, chars INTEGER, nrepairs INTEGER, sig BLOB);"
               "CREATE TABLE band (band INTEGER, key BLOB, id TEXT);")
@@ -128,8 +128,8 @@ class DedupStore(ScratchTables):
             sig = r.get("minhash")
             sig = None if sig is None or not len(sig) else np.asarray(sig, dtype=np.uint64).tobytes()
             # a row without a hash groups with the others without one, as a dict keyed by it would
-            batch.append((str(r["id"]), str(r.get("norm_sha256")), int(r.get("chars") or 0),
-                          len(r.get("repairs") or []), sig))
+            nrepairs = r["nrepairs"] if "nrepairs" in r else len(r.get("repairs") or [])
+            batch.append((str(r["id"]), str(r.get("norm_sha256")), int(r.get("chars") or 0), int(nrepairs), sig))
             if len(batch) >= self.BATCH:
                 self.db.executemany("INSERT INTO doc VALUES (?, ?, ?, ?, ?)", batch)
                 batch = []

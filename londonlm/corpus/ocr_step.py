@@ -22,7 +22,7 @@ from .manifest import MANIFEST, CorpusError, read_jsonl
 from .ocr_confusions import ConfusionModel, load_confusions
 from .ocr_quality import ocr_quality
 from .ocr_repair import OcrRepairer, RepairSettings
-from .period_lexicon import LEXICON_FILE, LexiconBuilder, PeriodLexicon, word_key
+from .period_lexicon import LEXICON_FILE, RULES, LexiconBuilder, PeriodLexicon, word_key
 from .sources import Document, LocalSource, materialise
 
 OCR_DIR = "ocr"                 # under processed/: the collection's period lexicon and its key
@@ -114,7 +114,7 @@ def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, in
     options.found = has_ocr
     if not options.found:
         return None
-    key = hashlib.sha256(json.dumps([inputs_key, options.period_corpus]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([inputs_key, options.period_corpus, RULES]).encode()).hexdigest()
     path, key_file = out_dir / LEXICON_FILE, out_dir / KEY_FILE
     if path.is_file() and key_file.is_file() and json.loads(key_file.read_text(encoding="utf-8")).get("key") == key:
         log(f"corpus: OCR documents found; period lexicon {path} is current")

@@ -25,6 +25,9 @@ from typing import Any, Iterable
 from ..core import LondonLMError, write_bytes_atomic
 
 FORMAT = 1
+# what the builder counts, bumped when that changes (2: tokens with a digit left out), so a
+# collection's kept lexicon learned by the older rules is learned again
+RULES = 2
 LEXICON_FILE = "period_lexicon.json.gz"
 # a word: letters (the long s among them), inner apostrophes ("order'd", "o'clock")
 WORD = re.compile(r"[A-Za-zſ\u00c0-\u024f]+(?:['’][A-Za-zſ\u00c0-\u024f]+)*")

@@ -233,12 +233,12 @@ class _MergeStore(ScratchTables):
         rows = self.db.execute("SELECT s.id, s.norm, s.chars, s.nrepairs, s.sig FROM kept k JOIN staged s"
                                " ON s.seq = k.seq ORDER BY k.id")
         for doc_id, norm, chars, nrepairs, sig in iter(rows.fetchone, None):
-            yield {"id": doc_id, "norm_sha256": norm, "chars": chars, "repairs": [None] * nrepairs,
+            yield {"id": doc_id, "norm_sha256": norm, "chars": chars, "nrepairs": nrepairs,
                    "minhash": None if sig is None else np.frombuffer(sig, dtype=np.uint64)}
 
     def reject_duplicate(self, dec: DupDecision) -> None:
-        (seq, packed), = self.db.execute("SELECT s.seq, s.packed FROM kept k JOIN staged s ON s.seq = k.seq"
-                                         " WHERE k.id = ?", (dec.id,))
+        (packed,), = self.db.execute("SELECT s.packed FROM kept k JOIN staged s ON s.seq = k.seq WHERE k.id = ?",
+                                     (dec.id,))
         self.db.execute("DELETE FROM kept WHERE id = ?", (dec.id,))
         self.db.execute("INSERT INTO rej (id, reason, packed) VALUES (?, ?, ?)", (dec.id, dec.reason, _pack({
             **_reject_view(json.loads(packed)), "reason": dec.reason, "reasons": [dec.reason],

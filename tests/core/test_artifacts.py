@@ -148,3 +148,27 @@ def test_give_open_mode_mends_a_library_that_ignores_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_full_disk_under_scratch_tables_is_an_os_error_naming_the_file(tmp_path):
+    """SQLite says "database or disk is full" as its own error; the stages report an OSError
+    the user can mend in one line, so the scratch tables turn it into one, and remove the file."""
+    import errno
+
+    from londonlm.core import ScratchTables
+    from londonlm.core.errors import os_error_message
+
+    class Rows(ScratchTables):
+        SCHEMA = "CREATE TABLE t (x BLOB);"
+
+    path = tmp_path / "scratch.sqlite"
+    with pytest.raises(OSError) as caught:
+        with Rows(path) as rows:
+            rows.db.execute("PRAGMA max_page_count = 3")  # a disk with room for three pages
+            for _ in range(100):
+                rows.db.execute("INSERT INTO t VALUES (?)", (b"x" * 4000,))
+    assert caught.value.errno == errno.ENOSPC and str(path) in os_error_message(caught.value)
+    assert not path.exists()
+    with pytest.raises(ZeroDivisionError):  # anything else passes through as it was
+        with Rows(path):
+            1 / 0

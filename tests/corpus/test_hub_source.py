@@ -290,3 +290,19 @@ def test_bl_books_are_repaired_with_the_period_lexicon_and_the_hub_is_read_once(
     kept, _, _ = collect(tmp_path, bl_entry(tmp_path / "repo"), name="bare")
     assert "ocr_repairs" not in kept["bl_books-000000001"] and "ocr_quality" in kept["bl_books-000000001"]
     assert len(reads) == 2
+
+
+def test_a_full_disk_under_the_page_store_is_an_os_error_naming_it(tmp_path):
+    """The page store is SQLite: a full disk there is reported as the OSError it is (one
+    `error:` line from the collector), not as SQLite's own exception with a traceback."""
+    import errno
+
+    from londonlm.corpus.sources.page_store import PageStore
+
+    path = tmp_path / "pages" / "all.sqlite"
+    with pytest.raises(OSError) as caught:
+        with PageStore(path, "identity") as store:
+            store.db.execute("PRAGMA max_page_count = 8")  # a disk with room for eight pages
+            for _ in range(100):
+                store.db.execute("INSERT INTO meta VALUES (?, ?)", (str(_), "x" * 60000))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)

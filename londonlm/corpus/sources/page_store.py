@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ...core import sqlite_os_error
+
 # a page without a number sorts after the numbered pages of its record, in the order read
 UNNUMBERED = 1 << 62
 _SCHEMA = """
@@ -89,8 +91,11 @@ class PageStore:
     def __enter__(self) -> "PageStore":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, exc, tb) -> None:
         self.close()
+        mapped = sqlite_os_error(exc, self.path)   # a full disk is the user's to mend: one line
+        if mapped is not None:
+            raise mapped from exc
 
     def close(self) -> None:
         if self.db is not None:
