@@ -33,6 +33,11 @@ from ..core import write_text_atomic
 from .manifest import CorpusError
 from .ocr_pairs import fold_glyphs
 
+try:  # the walk compiled (setup.py builds it where there is a C compiler); the same walk in Python otherwise
+    from ._ocr_walk import Walker as _CompiledWalker
+except ImportError:
+    _CompiledWalker = None
+
 CONFUSIONS_FILE = "data/ocr_confusions.json"
 FORMAT = 1
 LONG_S = "ſ"
@@ -61,6 +66,8 @@ class ConfusionModel:
     def __post_init__(self) -> None:
         self._lengths = sorted({len(o) for o in self.rules if o}, reverse=True)
         self._by_key: dict[tuple, dict[str, list[tuple[str, str, float]]]] = {}
+        self._walkers: dict[tuple, tuple] = {}
+        self.compiled = _CompiledWalker is not None  # False: the Python walk (the reference)
 
     # -- candidates
     def candidates(self, word: str, known: Container[str], prefixes: Container[str], key: Callable[[str], str],
@@ -72,13 +79,24 @@ class ConfusionModel:
         (above ``beam``, the ``fanout`` likeliest), nothing less likely than ``floor``. ``prefixes`` (every prefix of a
         known key) prunes early: once the text before the next edit begins no known word, no
         later edit can help. ``long_s``: the text was printed with the long s, so its rules count."""
-        rules = self._keyed(long_s, key)
-        out: dict[str, float] = {}
         wk = key(word)
-        if len(wk) == len(word):
-            self._walk(word, wk, 0, 0.0, max_edits, rules, known, prefixes, floor, beam, out, fanout)
+        if len(wk) != len(word):
+            return {}
+        if self.compiled:
+            out = self._walker(long_s, key, known, prefixes).candidates(word, wk, max_edits, floor, beam, fanout)
+        else:
+            out = {}
+            self._walk(word, wk, 0, 0.0, max_edits, self._keyed(long_s, key), known, prefixes, floor, beam, out, fanout)
         out.pop(word, None)
         return out
+
+    def _walker(self, long_s: bool, key: Callable[[str], str], known: Container[str], prefixes: Container[str]):
+        """The compiled walk over these rules and this lexicon, built once (its trie of the
+        lexicon's keys: ~2 MB for 60 k words). ``prefixes`` are the trie's nodes."""
+        got = self._walkers.get((long_s, key))
+        if got is None or got[0] is not known:
+            got = self._walkers[(long_s, key)] = (known, _CompiledWalker(self._keyed(long_s, key), sorted(known)))
+        return got[1]
 
     def _keyed(self, long_s: bool, key: Callable[[str], str]) -> dict[str, list[tuple[str, str, float]]]:
         """The rules (long-s ones only for long-s print) with each printed side's key."""

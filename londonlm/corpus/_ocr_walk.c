@@ -1,0 +1,482 @@
+/* The OCR confusion model's candidate search, compiled: the same walk as
+ * ConfusionModel._walk in ocr_confusions.py (which stays as the reference and the fallback where
+ * this module is not built), step for step, so both give the same candidates, the same
+ * log-probabilities and the same dict order (tests/corpus/test_ocr_walk.py checks them against
+ * each other).
+ *
+ * Why in C: the walk undoes rules left to right, testing each new beginning against every prefix
+ * of the period lexicon's words; in Python that is one string built and hashed per rule tried,
+ * ~90 us per unknown word, and most of a first pass over OCR text (BENCHMARKS.md). Here the
+ * lexicon's keys are a trie (a prefix is a node; a rule tried is a step or two from the node of
+ * the text before it, near the root and so in cache), and no Python object is made until a
+ * candidate is found.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ the lexicon's trie */
+/* Nodes in breadth-first order; a node's children are consecutive, from first_child, sorted by
+ * the letter on the edge into them (letter[child]). */
+typedef struct {
+    uint32_t *first_child, *nchildren;
+    Py_UCS4 *letter;
+    uint8_t *known;
+    size_t nnodes;
+    int empty;            /* no keys at all: not even the empty prefix is one (as in Python) */
+} Trie;
+
+#define NO_NODE UINT32_MAX
+
+static inline uint32_t trie_child(const Trie *t, uint32_t node, Py_UCS4 c) {
+    uint32_t lo = t->first_child[node], hi = lo + t->nchildren[node];
+    if (hi - lo <= 8) {
+        for (uint32_t k = lo; k < hi; k++)
+            if (t->letter[k] == c) return k;
+        return NO_NODE;
+    }
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (t->letter[mid] < c) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < t->first_child[node] + t->nchildren[node] && t->letter[lo] == c ? lo : NO_NODE;
+}
+
+/* the node of s read from node, or NO_NODE where s begins no key */
+static inline uint32_t trie_walk(const Trie *t, uint32_t node, const Py_UCS4 *s, size_t n) {
+    for (size_t i = 0; i < n && node != NO_NODE; i++) node = trie_child(t, node, s[i]);
+    return node;
+}
+
+/* ------------------------------------------------------------------ a table of strings (the rules) */
+typedef struct {
+    uint64_t hash;
+    uint32_t off, len;   /* the string: arena[off : off + len] */
+    uint32_t value;      /* flags (the lexicon table) or the first alternative's index (rules) */
+    uint32_t used;
+} Entry;
+
+typedef struct {
+    Entry *slots;
+    size_t mask, count;
+} Table;
+
+typedef struct {
+    Py_UCS4 *data;
+    size_t len, cap;
+} Arena;
+
+typedef struct {
+    uint32_t g_off, g_len, gk_off, gk_len;
+    double lp;
+} Alt;
+
+typedef struct {
+    PyObject_HEAD
+    Arena arena;
+    Trie trie;            /* the known keys; every prefix of one is a node */
+    Table rules;          /* OCR string -> 1 + its rule's index */
+    uint32_t *rule_start, *rule_count;   /* rule i's alternatives: alts[rule_start[i] : + rule_count[i]] */
+    Alt *alts;
+    size_t nalts;
+    int lengths[16];      /* the OCR strings' lengths, longest first, as the Python walk tries them */
+    int nlengths;
+    uint32_t max_gk;
+} Walker;
+
+static uint64_t hash_ucs4(const Py_UCS4 *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL;   /* FNV-1a over code points */
+    for (size_t i = 0; i < n; i++) {
+        h ^= s[i];
+        h *= 1099511628211ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static int arena_add(Arena *a, const Py_UCS4 *s, size_t n, uint32_t *off) {
+    if (a->len + n > a->cap) {
+        size_t cap = a->cap ? a->cap : 1024;
+        while (cap < a->len + n) cap *= 2;
+        Py_UCS4 *d = PyMem_Realloc(a->data, cap * sizeof(Py_UCS4));
+        if (!d) { PyErr_NoMemory(); return -1; }
+        a->data = d;
+        a->cap = cap;
+    }
+    if (a->len + n > UINT32_MAX) { PyErr_SetString(PyExc_OverflowError, "lexicon too large"); return -1; }
+    memcpy(a->data + a->len, s, n * sizeof(Py_UCS4));
+    *off = (uint32_t)a->len;
+    a->len += n;
+    return 0;
+}
+
+static int table_init(Table *t, size_t expected) {
+    size_t size = 16;
+    while (size < expected * 2 + 16) size *= 2;
+    t->slots = PyMem_Calloc(size, sizeof(Entry));
+    if (!t->slots) { PyErr_NoMemory(); return -1; }
+    t->mask = size - 1;
+    t->count = 0;
+    return 0;
+}
+
+/* the slot holding s, or the empty slot where it would go */
+static Entry *table_slot(const Table *t, const Arena *a, const Py_UCS4 *s, size_t n, uint64_t h) {
+    size_t i = (size_t)h & t->mask;
+    for (;;) {
+        Entry *e = &t->slots[i];
+        if (!e->used) return e;
+        if (e->hash == h && e->len == n && memcmp(a->data + e->off, s, n * sizeof(Py_UCS4)) == 0) return e;
+        i = (i + 1) & t->mask;
+    }
+}
+
+static inline uint32_t table_get(const Table *t, const Arena *a, const Py_UCS4 *s, size_t n) {
+    Entry *e = table_slot(t, a, s, n, hash_ucs4(s, n));
+    return e->used ? e->value : 0;
+}
+
+/* the slot of s, added (value 0) if absent; NULL on error */
+static Entry *table_put(Table *t, Arena *a, const Py_UCS4 *s, size_t n) {
+    uint64_t h = hash_ucs4(s, n);
+    Entry *e = table_slot(t, a, s, n, h);
+    if (!e->used) {
+        uint32_t off;
+        if (arena_add(a, s, n, &off) < 0) return NULL;
+        e->hash = h; e->off = off; e->len = (uint32_t)n; e->value = 0; e->used = 1;
+        t->count++;
+    }
+    return e;
+}
+
+/* a str as UCS-4 (a new buffer the caller frees) */
+static Py_UCS4 *as_ucs4(PyObject *o, Py_ssize_t *n) {
+    if (!PyUnicode_Check(o)) { PyErr_SetString(PyExc_TypeError, "expected str"); return NULL; }
+    *n = PyUnicode_GET_LENGTH(o);
+    return PyUnicode_AsUCS4Copy(o);
+}
+
+/* ------------------------------------------------------------------ building */
+typedef struct {
+    uint32_t lo, hi, depth;   /* the keys keys[lo:hi] share this node's prefix, depth letters long */
+} Span;
+
+/* The trie of keys (sorted by code point, as Python sorts str, no repeats), breadth first. */
+static int build_trie(Trie *t, Py_UCS4 **keys, Py_ssize_t *lens, uint32_t nkeys) {
+    size_t total = 1;
+    for (uint32_t k = 0; k < nkeys; k++) total += (size_t)lens[k];   /* at most this many nodes */
+    if (total >= NO_NODE) { PyErr_SetString(PyExc_OverflowError, "lexicon too large"); return -1; }
+    t->first_child = PyMem_Calloc(total, sizeof(uint32_t));
+    t->nchildren = PyMem_Calloc(total, sizeof(uint32_t));
+    t->letter = PyMem_Calloc(total, sizeof(Py_UCS4));
+    t->known = PyMem_Calloc(total, 1);
+    Span *queue = PyMem_Calloc(total, sizeof(Span));
+    if (!t->first_child || !t->nchildren || !t->letter || !t->known || !queue) {
+        PyMem_Free(queue);
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t head = 0, next = 1;
+    queue[0] = (Span){0, nkeys, 0};
+    while (head < next) {   /* node `head`: its span; its children get the next free numbers */
+        Span sp = queue[head];
+        uint32_t lo = sp.lo;
+        if (lo < sp.hi && (uint32_t)lens[lo] == sp.depth) { t->known[head] = 1; lo++; }  /* the shortest sorts first */
+        t->first_child[head] = (uint32_t)next;
+        while (lo < sp.hi) {
+            Py_UCS4 c = keys[lo][sp.depth];
+            uint32_t hi = lo + 1;
+            while (hi < sp.hi && keys[hi][sp.depth] == c) hi++;
+            t->letter[next] = c;
+            queue[next++] = (Span){lo, hi, sp.depth + 1};
+            t->nchildren[head]++;
+            lo = hi;
+        }
+        head++;
+    }
+    t->nnodes = next;
+    t->empty = nkeys == 0;
+    PyMem_Free(queue);
+    return 0;
+}
+
+static int add_words(Walker *self, PyObject *sorted_keys) {
+    PyObject *seq = PySequence_Fast(sorted_keys, "known: a sequence of str");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_UCS4 **keys = PyMem_Calloc((size_t)n + 1, sizeof(Py_UCS4 *));
+    Py_ssize_t *lens = PyMem_Calloc((size_t)n + 1, sizeof(Py_ssize_t));
+    int rc = keys && lens ? 0 : -1;
+    if (rc) PyErr_NoMemory();
+    for (Py_ssize_t k = 0; k < n && rc == 0; k++) {
+        keys[k] = as_ucs4(PySequence_Fast_GET_ITEM(seq, k), &lens[k]);
+        if (!keys[k]) rc = -1;
+        else if (k && PyUnicode_Compare(PySequence_Fast_GET_ITEM(seq, k - 1), PySequence_Fast_GET_ITEM(seq, k)) >= 0) {
+            PyErr_SetString(PyExc_ValueError, "known: keys must be sorted and distinct");
+            rc = -1;
+        }
+    }
+    if (rc == 0) rc = build_trie(&self->trie, keys, lens, (uint32_t)n);
+    for (Py_ssize_t k = 0; k < n && keys; k++) PyMem_Free(keys[k]);
+    PyMem_Free(keys);
+    PyMem_Free(lens);
+    Py_DECREF(seq);
+    return rc;
+}
+
+static int add_rules(Walker *self, PyObject *rules) {
+    Py_ssize_t pos = 0, total = 0;
+    PyObject *o, *alts;
+    while (PyDict_Next(rules, &pos, &o, &alts)) {
+        if (!PyList_Check(alts)) { PyErr_SetString(PyExc_TypeError, "rules: lists of (g, gk, lp)"); return -1; }
+        total += PyList_GET_SIZE(alts);
+    }
+    self->alts = PyMem_Calloc((size_t)total + 1, sizeof(Alt));
+    self->rule_start = PyMem_Calloc((size_t)PyDict_GET_SIZE(rules) + 1, sizeof(uint32_t));
+    self->rule_count = PyMem_Calloc((size_t)PyDict_GET_SIZE(rules) + 1, sizeof(uint32_t));
+    if (!self->alts || !self->rule_start || !self->rule_count) { PyErr_NoMemory(); return -1; }
+    if (table_init(&self->rules, (size_t)PyDict_GET_SIZE(rules)) < 0) return -1;
+    pos = 0;
+    uint32_t index = 0;
+    while (PyDict_Next(rules, &pos, &o, &alts)) {
+        Py_ssize_t n;
+        Py_UCS4 *s = as_ucs4(o, &n);
+        if (!s) return -1;
+        Entry *e = table_put(&self->rules, &self->arena, s, (size_t)n);
+        PyMem_Free(s);
+        if (!e) return -1;
+        e->value = index + 1;   /* so that 0 means "no rule" */
+        self->rule_start[index] = (uint32_t)self->nalts;
+        if (n > 0) {
+            int have = 0;
+            for (int k = 0; k < self->nlengths; k++) have |= self->lengths[k] == n;
+            if (!have) {
+                if (self->nlengths == 16) { PyErr_SetString(PyExc_ValueError, "rules: too many lengths"); return -1; }
+                self->lengths[self->nlengths++] = (int)n;
+            }
+        }
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(alts); j++) {
+            PyObject *alt = PyList_GET_ITEM(alts, j);
+            PyObject *g, *gk;
+            double lp;
+            if (!PyArg_ParseTuple(alt, "UUd", &g, &gk, &lp)) return -1;
+            Alt *a = &self->alts[self->nalts++];
+            Py_ssize_t gn, gkn;
+            Py_UCS4 *gs = as_ucs4(g, &gn), *gks;
+            if (!gs) return -1;
+            if (arena_add(&self->arena, gs, (size_t)gn, &a->g_off) < 0) { PyMem_Free(gs); return -1; }
+            PyMem_Free(gs);
+            gks = as_ucs4(gk, &gkn);
+            if (!gks) return -1;
+            if (arena_add(&self->arena, gks, (size_t)gkn, &a->gk_off) < 0) { PyMem_Free(gks); return -1; }
+            PyMem_Free(gks);
+            a->g_len = (uint32_t)gn; a->gk_len = (uint32_t)gkn; a->lp = lp;
+            if ((uint32_t)gkn > self->max_gk) self->max_gk = (uint32_t)gkn;
+        }
+        self->rule_count[index] = (uint32_t)self->nalts - self->rule_start[index];
+        index++;
+    }
+    /* longest first (sorted(reverse=True), as the Python walk) */
+    for (int a = 0; a < self->nlengths; a++)
+        for (int b = a + 1; b < self->nlengths; b++)
+            if (self->lengths[b] > self->lengths[a]) { int t = self->lengths[a]; self->lengths[a] = self->lengths[b]; self->lengths[b] = t; }
+    return 0;
+}
+
+static int Walker_init(Walker *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"rules", "known", NULL};
+    PyObject *rules, *known;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O", kw, &PyDict_Type, &rules, &known)) return -1;
+    if (self->trie.first_child) { PyErr_SetString(PyExc_RuntimeError, "Walker is built once"); return -1; }
+    if (add_words(self, known) < 0) return -1;
+    return add_rules(self, rules);
+}
+
+static void Walker_dealloc(Walker *self) {
+    PyMem_Free(self->arena.data);
+    PyMem_Free(self->trie.first_child);
+    PyMem_Free(self->trie.nchildren);
+    PyMem_Free(self->trie.letter);
+    PyMem_Free(self->trie.known);
+    PyMem_Free(self->rules.slots);
+    PyMem_Free(self->rule_start);
+    PyMem_Free(self->rule_count);
+    PyMem_Free(self->alts);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* ------------------------------------------------------------------ the walk */
+typedef struct {
+    double total;
+    size_t order;          /* the Python walk's sort is stable: ties keep the order found */
+    Py_UCS4 *cand, *ck;
+    size_t cand_len, ck_len, nxt;
+} Deeper;
+
+typedef struct {
+    double floor, beam;
+    Py_ssize_t fanout;
+    PyObject *out;
+} Search;
+
+static int deeper_cmp(const void *pa, const void *pb) {
+    const Deeper *a = pa, *b = pb;
+    if (a->total > b->total) return -1;
+    if (a->total < b->total) return 1;
+    return a->order < b->order ? -1 : a->order > b->order;
+}
+
+static int found(Search *s, const Py_UCS4 *cand, size_t n, double total) {
+    PyObject *key = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, cand, (Py_ssize_t)n);
+    if (!key) return -1;
+    PyObject *have = PyDict_GetItemWithError(s->out, key);
+    int rc = 0;
+    if (!have && PyErr_Occurred()) rc = -1;
+    else if (!have || total > PyFloat_AS_DOUBLE(have)) {
+        PyObject *v = PyFloat_FromDouble(total);
+        rc = v ? PyDict_SetItem(s->out, key, v) : -1;
+        Py_XDECREF(v);
+    }
+    Py_DECREF(key);
+    return rc;
+}
+
+/* the Python walk's string w[:i] + g + w[i+ln:] (slices clipped as Python clips them) */
+static size_t splice(Py_UCS4 *dst, const Py_UCS4 *w, size_t n, size_t i, size_t ln, const Py_UCS4 *g, size_t gn) {
+    size_t head = i < n ? i : n, tail = i + ln < n ? i + ln : n;
+    memcpy(dst, w, head * sizeof(Py_UCS4));
+    memcpy(dst + head, g, gn * sizeof(Py_UCS4));
+    memcpy(dst + head + gn, w + tail, (n - tail) * sizeof(Py_UCS4));
+    return head + gn + (n - tail);
+}
+
+static int walk(Walker *self, Search *s, const Py_UCS4 *w, size_t n, const Py_UCS4 *wk, size_t nk,
+                size_t start, double base, int edits) {
+    const Py_UCS4 *arena = self->arena.data;
+    size_t cap = nk + self->max_gk + 1, wcap = n + self->max_gk + 1;
+    Py_UCS4 *buf = PyMem_Malloc(cap * sizeof(Py_UCS4)), *cbuf = PyMem_Malloc(wcap * sizeof(Py_UCS4));
+    Deeper *deeper = NULL;
+    size_t ndeeper = 0, deeper_cap = 0;
+    int rc = 0;
+    if (!buf || !cbuf) { PyErr_NoMemory(); rc = -1; goto done; }
+    const Trie *t = &self->trie;
+    uint32_t node_h = 0;   /* the node of hk = wk[:i], read `at` letters into wk */
+    size_t at = 0;
+    for (size_t i = start; i < n && rc == 0; i++) {
+        size_t hn = i < nk ? i : nk;
+        node_h = trie_walk(t, node_h, wk + at, hn - at);
+        at = hn;
+        if (node_h == NO_NODE) break;   /* every later edit keeps this head, which begins no word */
+        for (int L = 0; L < self->nlengths; L++) {
+            size_t ln = (size_t)self->lengths[L];
+            if (i + ln > n) continue;
+            uint32_t r = table_get(&self->rules, &self->arena, w + i, ln);
+            if (!r) continue;
+            uint32_t first = self->rule_start[r - 1], last = first + self->rule_count[r - 1];
+            for (uint32_t a = first; a < last; a++) {
+                const Alt *A = &self->alts[a];
+                double total = base + A->lp;
+                if (total < s->floor) break;              /* alternatives come likeliest first */
+                uint32_t node_n = trie_walk(t, node_h, arena + A->gk_off, A->gk_len);   /* nk = hk + gk */
+                if (node_n == NO_NODE || (t->empty && hn + A->gk_len == 0)) continue;
+                size_t tail = i + ln < nk ? i + ln : nk;   /* ck = nk + wk[i+ln:] */
+                uint32_t node_c = trie_walk(t, node_n, wk + tail, nk - tail);
+                int is_known = node_c != NO_NODE && t->known[node_c];
+                int go_deeper = edits > 1 && total > s->beam;
+                if (!is_known && !go_deeper) continue;
+                size_t ckn = hn + A->gk_len + (nk - tail);
+                memcpy(buf, wk, hn * sizeof(Py_UCS4));
+                memcpy(buf + hn, arena + A->gk_off, A->gk_len * sizeof(Py_UCS4));
+                memcpy(buf + hn + A->gk_len, wk + tail, (nk - tail) * sizeof(Py_UCS4));
+                size_t cn = splice(cbuf, w, n, i, ln, arena + A->g_off, A->g_len);
+                if (is_known && found(s, cbuf, cn, total) < 0) { rc = -1; break; }
+                if (go_deeper) {
+                    if (ndeeper == deeper_cap) {
+                        size_t nc = deeper_cap ? deeper_cap * 2 : 16;
+                        Deeper *d = PyMem_Realloc(deeper, nc * sizeof(Deeper));
+                        if (!d) { PyErr_NoMemory(); rc = -1; break; }
+                        deeper = d; deeper_cap = nc;
+                    }
+                    Deeper *d = &deeper[ndeeper];
+                    d->cand = PyMem_Malloc((cn + 1) * sizeof(Py_UCS4));
+                    d->ck = PyMem_Malloc((ckn + 1) * sizeof(Py_UCS4));
+                    if (!d->cand || !d->ck) { PyMem_Free(d->cand); PyMem_Free(d->ck); PyErr_NoMemory(); rc = -1; break; }
+                    memcpy(d->cand, cbuf, cn * sizeof(Py_UCS4));
+                    memcpy(d->ck, buf, ckn * sizeof(Py_UCS4));
+                    d->cand_len = cn; d->ck_len = ckn; d->total = total; d->order = ndeeper;
+                    d->nxt = i + A->g_len;
+                    ndeeper++;
+                }
+            }
+            if (rc) break;
+        }
+    }
+    if (rc == 0 && ndeeper) {   /* a second undoing, from the likeliest first ones only */
+        qsort(deeper, ndeeper, sizeof(Deeper), deeper_cmp);
+        /* deeper[:fanout], as Python slices (a negative fanout drops from the end) */
+        Py_ssize_t f = s->fanout < 0 ? (Py_ssize_t)ndeeper + s->fanout : s->fanout;
+        size_t take = f < 0 ? 0 : (size_t)f < ndeeper ? (size_t)f : ndeeper;
+        for (size_t k = 0; k < take && rc == 0; k++)
+            rc = walk(self, s, deeper[k].cand, deeper[k].cand_len, deeper[k].ck, deeper[k].ck_len,
+                      deeper[k].nxt, deeper[k].total, edits - 1);
+    }
+done:
+    for (size_t k = 0; k < ndeeper; k++) { PyMem_Free(deeper[k].cand); PyMem_Free(deeper[k].ck); }
+    PyMem_Free(deeper);
+    PyMem_Free(buf);
+    PyMem_Free(cbuf);
+    return rc;
+}
+
+static PyObject *Walker_candidates(Walker *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"word", "key", "max_edits", "floor", "beam", "fanout", NULL};
+    PyObject *word, *key;
+    int max_edits;
+    Search s;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UUiddn", kw, &word, &key, &max_edits, &s.floor, &s.beam, &s.fanout))
+        return NULL;
+    if (!self->trie.first_child) { PyErr_SetString(PyExc_RuntimeError, "Walker not built"); return NULL; }
+    Py_ssize_t n, nk;
+    Py_UCS4 *w = as_ucs4(word, &n), *wk = w ? as_ucs4(key, &nk) : NULL;
+    s.out = wk ? PyDict_New() : NULL;
+    if (s.out && walk(self, &s, w, (size_t)n, wk, (size_t)nk, 0, 0.0, max_edits) < 0) Py_CLEAR(s.out);
+    PyMem_Free(w);
+    PyMem_Free(wk);
+    return s.out;
+}
+
+static PyMethodDef Walker_methods[] = {
+    {"candidates", (PyCFunction)(void (*)(void))Walker_candidates, METH_VARARGS | METH_KEYWORDS,
+     "candidates(word, key, max_edits, floor, beam, fanout) -> {printed word: log P(word | printed)}"},
+    {NULL, NULL, 0, NULL}};
+
+static PyTypeObject WalkerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "londonlm.corpus._ocr_walk.Walker",
+    .tp_basicsize = sizeof(Walker),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Walker(rules, known): the candidate search of one rule set over one lexicon's keys (sorted).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Walker_init,
+    .tp_dealloc = (destructor)Walker_dealloc,
+    .tp_methods = Walker_methods,
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ocr_walk",
+                                    "The OCR confusion model's candidate search, compiled (see ocr_confusions.py).", -1,
+                                    NULL, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__ocr_walk(void) {
+    if (PyType_Ready(&WalkerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&WalkerType);
+    if (PyModule_AddObject(m, "Walker", (PyObject *)&WalkerType) < 0) {
+        Py_DECREF(&WalkerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
