@@ -1,0 +1,85 @@
+"""The compiled candidate search (londonlm/corpus/_ocr_walk.c) against the Python walk it
+replaces: the same candidates, log-probabilities and order, word for word."""
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from londonlm.corpus import ocr_confusions
+from londonlm.corpus.ocr_confusions import ConfusionModel, load_confusions
+from londonlm.corpus.period_lexicon import word_key
+
+from ocr_fixtures import OCR, PERIOD, period_lexicon
+
+compiled = pytest.mark.skipif(ocr_confusions._CompiledWalker is None,
+                              reason="the compiled walk is not built here (no C compiler at install: "
+                                     "`python setup.py build_ext --inplace` builds it)")
+SEARCHES = [dict(max_edits=1, floor=-10.0, beam=-8.0, fanout=20), dict(max_edits=2, floor=-14.0, beam=-8.0, fanout=20),
+            dict(max_edits=3, floor=-18.0, beam=-12.0, fanout=40), dict(max_edits=2, floor=-14.0, beam=-8.0, fanout=-3)]
+
+
+def words_to_try(seed: int = 0) -> list[str]:
+    """The fixture's OCR and period words, and each with a few random misreadings the shipped
+    model knows (so that first and second undoings, ties and the long s are all exercised)."""
+    words = sorted(set(re.findall(r"[A-Za-zſ0-9'.,-]+", OCR + PERIOD)))
+    rules = load_confusions().rules
+    backwards = [(g, o) for o, alts in rules.items() for g, _ in alts]
+    rng = random.Random(seed)
+    for w in list(words):
+        for _ in range(3):
+            g, o = rng.choice(backwards)
+            at = w.find(g)
+            words.append(w[:at] + o + w[at + len(g):] if at >= 0 else w + o)
+    return words + ["", "ü", "İstanbul", "a" * 60]
+
+
+def both_walks(model: ConfusionModel, word: str, known, prefixes, **search) -> tuple[list, list]:
+    out = []
+    for use_compiled in (True, False):
+        model.compiled = use_compiled
+        for long_s in (False, True):
+            out.append(list(model.candidates(word, known, prefixes, word_key, long_s=long_s, **search).items()))
+    return out[:2], out[2:]
+
+
+@compiled
+@pytest.mark.parametrize("search", SEARCHES)
+def test_the_compiled_walk_finds_what_the_python_walk_finds_in_its_order(search):
+    model = load_confusions()
+    known, prefixes = period_lexicon().vocabulary(1)
+    found = 0
+    for word in words_to_try():
+        fast, reference = both_walks(model, word, known, prefixes, **search)
+        assert fast == reference, word
+        found += bool(fast[0] or fast[1])
+    assert found > 100  # the comparison is not of empty results
+
+
+@compiled
+def test_the_compiled_walk_on_an_empty_lexicon_and_odd_rules():
+    model = ConfusionModel({"b": [("h", -1.0), ("b", -1.0)], "e": [("", -2.0)], "xyz": [("q", -0.5)],
+                            "ii": [("İ", -1.0)], "c": [("e", -1.5), ("ee", -1.5)]})
+    for vocabulary in ([], ["the", "thee", "q", "i̇", "tee"]):
+        known = frozenset(word_key(w) for w in vocabulary)
+        prefixes = frozenset(k[:i] for k in known for i in range(len(k) + 1))
+        for word in ("tbe", "tbc", "xyz", "ii", "tcc", "e", "bbb"):
+            fast, reference = both_walks(model, word, known, prefixes, max_edits=3, floor=-20.0, beam=-20.0, fanout=50)
+            assert fast == reference, (vocabulary, word)
+
+
+@compiled
+def test_the_compiled_walk_refuses_unsorted_keys():
+    with pytest.raises(ValueError, match="sorted"):
+        ocr_confusions._CompiledWalker({}, ["the", "and"])
+    with pytest.raises(TypeError):
+        ocr_confusions._CompiledWalker({"b": [("h", "h")]}, ["the"])
+
+
+def test_without_the_compiled_walk_the_python_walk_answers(monkeypatch):
+    monkeypatch.setattr(ocr_confusions, "_CompiledWalker", None)
+    model = ConfusionModel({"b": [("h", -1.0)]})
+    assert model.compiled is False
+    known = frozenset({"the"})
+    assert model.candidates("tbe", known, frozenset({"", "t", "th", "the"}), word_key) == {"the": -1.0}
