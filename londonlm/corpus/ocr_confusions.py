@@ -90,7 +90,16 @@ class ConfusionModel:
         out.pop(word, None)
         return out
 
-    def _walker(self, long_s: bool, key: Callable[[str], str], known: Container[str], prefixes: Container[str]):
+    def prepare(self, known: Container[str], key: Callable[[str], str]) -> None:
+        """Build now what the first search would (the compiled walk's tables, for print with and
+        without the long s): a worker's start, not its first document, pays for them."""
+        for long_s in (False, True):
+            if self.compiled:
+                self._walker(long_s, key, known, None)
+            else:
+                self._keyed(long_s, key)
+
+    def _walker(self, long_s: bool, key: Callable[[str], str], known: Container[str], prefixes: Container[str] | None):
         """The compiled walk over these rules and this lexicon, built once (its trie of the
         lexicon's keys: ~2 MB for 60 k words). ``prefixes`` are the trie's nodes."""
         got = self._walkers.get((long_s, key))

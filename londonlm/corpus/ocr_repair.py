@@ -163,6 +163,10 @@ class OcrRepairer:
         self._unknowns: dict[str, float] = {}
         self._lower: dict[str, float] | None = None
         self._cache_size = cache_size
+        # the tables every repair reads, built now: a worker's start pays for them, not its first text
+        known, _ = lexicon.vocabulary(self.s.known_min_count)
+        lexicon.char_logp("")
+        confusions.prepare(known, word_key)
 
     # ---------------------------------------------------------------- the document
     def repair(self, text: str, year: int | None = None) -> Repaired:
