@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv and install londonlm with its dependencies. Safe to re-run: a finished install is
-# recorded in .venv/.londonlm-installed with the hash of requirements.txt, pyproject.toml and
-# the torch choice below, and skipped while that hash is unchanged.
+# recorded in .venv/.londonlm-installed with the hash of requirements.txt, pyproject.toml, the
+# compiled part's source (setup.py builds londonlm/corpus/_ocr_walk.c where a C compiler is found)
+# and the torch choice below, and skipped while that hash is unchanged.
 #   bash install.sh            then   .venv/bin/python 10_scripts/run_pipeline.py
 #
 # torch is installed first, pinned (TORCH_VERSION, default 2.13.0), so that requirements.txt's
@@ -19,7 +20,7 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 STAMP=.venv/.londonlm-installed
 TORCH_SPEC="torch==${TORCH_VERSION:-2.13.0}"
-want="$( (cat requirements.txt pyproject.toml; echo "$TORCH_SPEC ${TORCH_INDEX_URL:-}") | sha256sum | cut -c1-16)"
+want="$( (cat requirements.txt pyproject.toml setup.py londonlm/corpus/_ocr_walk.c; echo "$TORCH_SPEC ${TORCH_INDEX_URL:-}") | sha256sum | cut -c1-16)"
 [ "${1:-}" = "--print-stamp" ] && { echo "$want"; exit 0; }  # what a finished install records
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     echo "install.sh: .venv is up to date"

@@ -151,7 +151,8 @@ def _install(repo, log, torch_build, **env_extra):
 def test_install_takes_a_torch_wheel_index_and_replaces_another_build(tmp_path):
     import shutil
 
-    for f in ("install.sh", "requirements.txt", "pyproject.toml"):
+    for f in ("install.sh", "requirements.txt", "pyproject.toml", "setup.py", "londonlm/corpus/_ocr_walk.c"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, tmp_path / f)
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     (tmp_path / ".venv" / "bin" / "python").write_text(FAKE_PYTHON)
@@ -168,3 +169,22 @@ def test_install_takes_a_torch_wheel_index_and_replaces_another_build(tmp_path):
     (tmp_path / ".venv" / ".londonlm-installed").unlink()
     assert _install(tmp_path, log, "2.13.0+cu126", TORCH_INDEX_URL=cu126).returncode == 0
     assert "torch==" not in log.read_text()  # that build is there already: nothing replaced
+
+
+def test_install_is_redone_when_the_compiled_part_changes(tmp_path):
+    """A changed _ocr_walk.c (or setup.py) changes the install stamp, so install.sh builds it again
+    instead of keeping a module compiled from older source."""
+    import shutil
+
+    for f in ("install.sh", "requirements.txt", "pyproject.toml", "setup.py", "londonlm/corpus/_ocr_walk.c"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, tmp_path / f)
+
+    def stamp():
+        return subprocess.run(["bash", "install.sh", "--print-stamp"], cwd=tmp_path, capture_output=True, text=True,
+                              check=True).stdout
+
+    before = stamp()
+    with open(tmp_path / "londonlm/corpus/_ocr_walk.c", "a") as f:
+        f.write("/* changed */\n")
+    assert stamp() != before
