@@ -197,8 +197,10 @@ class OcrRepairer:
         n = len(found)
         while i < n:
             fix = self._glued(doc, i) if self.s.glued and i + 1 < n else None
-            if fix is None and self.s.joins and i + 1 < n:
-                fix = self._join(doc, i)
+            if self.s.joins and i + 1 < n:
+                join = self._join(doc, i)  # "w ill": "will" joined may beat "wall" glued (the better wins)
+                if join is not None and (fix is None or join[3] > fix[3]):
+                    fix = join
             if fix is None:
                 fix = self._fix_word(doc, i)
             if i + 1 < n and (fix is None or fix[2] not in ("join", "glued")):
@@ -447,10 +449,11 @@ class OcrRepairer:
 
     # ---------------------------------------------------------------- two words
     def _glued(self, doc: "_Doc", i: int):
-        """``En.land``, ``murd-r``, ``h.s``, ``noi e``: a letter read as a stop, comma, hyphen or
-        space cuts one word into two tokens, one of them not a word (unknown, or a letter other
-        than a, A, I); the whole is repaired as one word when a candidate for it (the mark undone
-        as a misread letter) beats the two halves as they stand."""
+        """``En.land``, ``murd-r``, ``h.s``, ``noi e``, ``B nevolent``: a letter read as a stop,
+        comma, hyphen or space cuts one word into two tokens, one of them not a word (unknown, or a
+        letter other than a, A, I); the whole is repaired as one word when a candidate for it (the
+        mark undone as a misread letter) beats the two halves as they stand. Two pieces longer than
+        a letter are searched too (``Patrona e``, ``Bak rs``): +0.2 point of CER cross-validated."""
         a = doc.words[i]
         a_end, b_start = doc.starts[i] + len(a), doc.starts[i + 1]
         if b_start != a_end + 1 or doc.text[a_end] not in _GLUE:
@@ -458,9 +461,6 @@ class OcrRepairer:
         b, pa, pb = doc.words[i + 1], doc.priors[i], doc.priors[i + 1]
         if not a.isalpha() or not b.isalpha() or _is_word(a, pa) and _is_word(b, pb):
             return None
-        if doc.text[a_end] == " " and len(a) > 1 and len(b) > 1:
-            return None  # a space for a letter beside a stray one ("S r", "noi e"): more would cost
-            #              a search per pair of words for little (cross-validated on ../shared/ocr)
         whole = a + doc.text[a_end] + b
         cands = self._cache.get((whole, doc.long_s))
         if cands is None:

@@ -171,9 +171,20 @@ def test_a_letter_read_as_a_space_beside_a_stray_letter():
     text = NOISY + "The Soldier was taken Care of, and his L g was cut off yesterday. "
     assert "and his Leg was cut off" in repairer().repair(text, 1790).text
     assert "his L g was" in repairer(glued=False).repair(text, 1790).text
+
+
+def test_a_letter_read_as_a_space_between_two_longer_pieces():
     lex = period_lexicon("the Bakers met at the Hall " * 3)
-    two = NOISY + "the Bak rs met at the Hall. "  # neither half a stray letter: not searched
-    assert not any(c.kind == "glued" for c in OcrRepairer(lex, load_confusions()).repair(two, 1790).changes)
+    two = NOISY + "the Bak rs met at the Hall. "  # neither half a stray letter
+    done = OcrRepairer(lex, load_confusions()).repair(two, 1790)
+    assert "the Bakers met at the Hall" in done.text and any(c.kind == "glued" for c in done.changes)
+
+
+def test_a_join_that_beats_a_glued_repair_wins():
+    # "w ill": the space read for a letter gives "wall", but the space merely added gives "will"
+    lex = period_lexicon("the wall of the Court " * 3)
+    done = OcrRepairer(lex, load_confusions()).repair(NOISY + "the Court w ill sit again. ", 1790)
+    assert "the Court will sit again" in done.text
 
 
 def test_a_misreading_the_document_makes_often_is_not_its_own_word():
