@@ -133,8 +133,9 @@ class RepairSettings:
     @classmethod
     def thorough(cls, **overrides: Any) -> "RepairSettings":
         """A deeper candidate search (three undoings per word, a lower floor, a wider beam): about
-        half a point more of CER cross-validated on newspapers, for about twice the time on words
-        not seen before (BENCHMARKS.md)."""
+        a fifth of a point more of CER cross-validated on newspapers (the near-word search now
+        reaches much of what it did), for about twice the time on words not seen before
+        (BENCHMARKS.md)."""
         return cls(**{"max_edits": 3, "floor": -18.0, "beam": -12.0, "fanout": 40, **overrides})
 
 
