@@ -171,9 +171,20 @@ def test_a_letter_read_as_a_space_beside_a_stray_letter():
     text = NOISY + "The Soldier was taken Care of, and his L g was cut off yesterday. "
     assert "and his Leg was cut off" in repairer().repair(text, 1790).text
     assert "his L g was" in repairer(glued=False).repair(text, 1790).text
+
+
+def test_a_letter_read_as_a_space_between_two_longer_pieces():
     lex = period_lexicon("the Bakers met at the Hall " * 3)
-    two = NOISY + "the Bak rs met at the Hall. "  # neither half a stray letter: not searched
-    assert not any(c.kind == "glued" for c in OcrRepairer(lex, load_confusions()).repair(two, 1790).changes)
+    two = NOISY + "the Bak rs met at the Hall. "  # neither half a stray letter
+    done = OcrRepairer(lex, load_confusions()).repair(two, 1790)
+    assert "the Bakers met at the Hall" in done.text and any(c.kind == "glued" for c in done.changes)
+
+
+def test_a_join_that_beats_a_glued_repair_wins():
+    # "w ill": the space read for a letter gives "wall", but the space merely added gives "will"
+    lex = period_lexicon("the wall of the Court " * 3)
+    done = OcrRepairer(lex, load_confusions()).repair(NOISY + "the Court w ill sit again. ", 1790)
+    assert "the Court will sit again" in done.text
 
 
 def test_a_misreading_the_document_makes_often_is_not_its_own_word():
@@ -190,3 +201,15 @@ def test_a_unit_after_a_number_is_left_alone():
     done = OcrRepairer(lex, load_confusions()).repair(text, 1790)
     assert "440 gs for" in done.text
     assert "440 gs for" not in OcrRepairer(lex, load_confusions(), RepairSettings(unit_letters=0)).repair(text, 1790).text
+
+
+def test_a_word_too_garbled_for_the_rules_takes_a_near_word_of_the_period():
+    lex = period_lexicon("The Baker came with the Bread on the 27th of May, and Caesar heard it. " * 6, times=6)
+    text = NOISY + "A Bill is ordered into Parlxamcnt, and the Merchants will attend with their Acxqunts. "
+    done = OcrRepairer(lex, load_confusions()).repair(text, 1790)
+    assert "into Parliament, and" in done.text and "with their Accounts." in done.text
+    off = OcrRepairer(lex, load_confusions(), RepairSettings(near=0)).repair(text, 1790).text
+    assert "Parlxamcnt" in off and "Acxqunts" in off
+    # a word of other letters than plain ones is a loan or a name, never searched
+    loan = OcrRepairer(lex, load_confusions()).repair(NOISY + "the Merchants heard Cæsar at the Court. ", 1790)
+    assert "Cæsar" in loan.text
