@@ -206,10 +206,12 @@ def test_a_unit_after_a_number_is_left_alone():
 def test_a_word_too_garbled_for_the_rules_takes_a_near_word_of_the_period():
     lex = period_lexicon("The Baker came with the Bread on the 27th of May, and Caesar heard it. " * 6, times=6)
     text = NOISY + "A Bill is ordered into Parlxamcnt, and the Merchants will attend with their Acxqunts. "
-    done = OcrRepairer(lex, load_confusions()).repair(text, 1790)
+    done = OcrRepairer(lex, load_confusions(), RepairSettings(near=4)).repair(text, 1790)
     assert "into Parliament, and" in done.text and "with their Accounts." in done.text
-    off = OcrRepairer(lex, load_confusions(), RepairSettings(near=0)).repair(text, 1790).text
+    deep = OcrRepairer(lex, load_confusions(), RepairSettings.thorough()).repair(text, 1790).text
+    assert "into Parliament, and" in deep and "with their Accounts." in deep
+    off = OcrRepairer(lex, load_confusions()).repair(text, 1790).text  # the default mode leaves it off (its time)
     assert "Parlxamcnt" in off and "Acxqunts" in off
     # a word of other letters than plain ones is a loan or a name, never searched
-    loan = OcrRepairer(lex, load_confusions()).repair(NOISY + "the Merchants heard Cæsar at the Court. ", 1790)
+    loan = OcrRepairer(lex, load_confusions(), RepairSettings(near=4)).repair(NOISY + "the Merchants heard Cæsar at the Court. ", 1790)
     assert "Cæsar" in loan.text
