@@ -51,11 +51,11 @@ static inline uint32_t trie_walk(const Trie *t, uint32_t node, const Py_UCS4 *s,
     return node;
 }
 
-/* ------------------------------------------------------------------ a table of strings (the rules) */
+/* ------------------------------------------------------------------ a table of strings: the rules' OCR sides */
 typedef struct {
     uint64_t hash;
     uint32_t off, len;   /* the string: arena[off : off + len] */
-    uint32_t value;      /* flags (the lexicon table) or the first alternative's index (rules) */
+    uint32_t value;      /* 1 + the rule's index (0: no rule) */
     uint32_t used;
 } Entry;
 

@@ -78,7 +78,9 @@ class ConfusionModel:
         ``max_edits`` rules, left to right, a second only where the first left a likely string
         (above ``beam``, the ``fanout`` likeliest), nothing less likely than ``floor``. ``prefixes`` (every prefix of a
         known key) prunes early: once the text before the next edit begins no known word, no
-        later edit can help. ``long_s``: the text was printed with the long s, so its rules count."""
+        later edit can help (the compiled walk reads them off its trie of ``known``: they must be
+        every prefix of a known key, as ``PeriodLexicon.vocabulary`` gives). ``long_s``: the text
+        was printed with the long s, so its rules count."""
         wk = key(word)
         if len(wk) != len(word):
             return {}
@@ -89,6 +91,18 @@ class ConfusionModel:
             self._walk(word, wk, 0, 0.0, max_edits, self._keyed(long_s, key), known, prefixes, floor, beam, out, fanout)
         out.pop(word, None)
         return out
+
+    def channel(self, printed: str, ocr: str, unknown: float) -> float:
+        """log P(ocr | printed) by the differences of their alignment, each as likely as its rule
+        (an insertion or deletion anchored on a printed letter, as ``learn`` counts them);
+        ``unknown`` per letter of a difference no rule has."""
+        total = 0.0
+        for g, o, at in edit_segments(printed, ocr):
+            if not g or not o:
+                g, o = _anchor(printed, g, o, at) or (g, o)
+            lp = next((lp for gg, lp in self.rules.get(o, ()) if gg == g), None)
+            total += lp if lp is not None else unknown * max(len(g), len(o), 1)
+        return total
 
     def prepare(self, known: Container[str], key: Callable[[str], str]) -> None:
         """Build now what the first search would (the compiled walk's tables, for print with and

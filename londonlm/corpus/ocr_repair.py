@@ -35,7 +35,7 @@ from typing import Any, Container
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from .ocr_confusions import LONG_S, ConfusionModel, _anchor, edit_segments
+from .ocr_confusions import LONG_S, ConfusionModel
 from .period_lexicon import BACKOFF, PeriodLexicon, word_key
 
 # a word as the corrector sees it: letters, with digits the OCR may have put for letters
@@ -462,7 +462,7 @@ class OcrRepairer:
             cand = _cased(k, word)
             if cand in found:
                 continue
-            ch = self._channel(cand, word)
+            ch = self.conf.channel(cand, word, self.s.near_edit)
             static = weight * (logp(k) - own) + ch
             if static > least:
                 out.append((static, cand, k, ch, logp(k)))
@@ -485,17 +485,6 @@ class OcrRepairer:
                 out += [k for k, _, _ in process.extract(key, pool, scorer=Levenshtein.distance, score_cutoff=limit,
                                                           limit=None)]
         return out
-
-    def _channel(self, cand: str, word: str) -> float:
-        """log P(word | cand) by the differences of their alignment: a rule's where one has it."""
-        total = 0.0
-        rules = self.conf.rules
-        for g, o, at in edit_segments(cand, word):
-            if not g or not o:  # as learned: an insertion or deletion anchored on a printed letter
-                g, o = _anchor(cand, g, o, at) or (g, o)
-            lp = next((lp for gg, lp in rules.get(o, ()) if gg == g), None)
-            total += lp if lp is not None else self.s.near_edit * max(len(g), len(o), 1)
-        return total
 
     def _splits(self, word: str, key: str, own: float, known: Container[str]) -> list[tuple]:
         """A word run into the next (``TheShoreham``): both halves the period's words."""

@@ -88,3 +88,12 @@ def test_model_files_round_trip_and_bad_ones_are_refused(tmp_path):
         load_confusions(tmp_path / "bad.json")
     with pytest.raises(ConfusionError, match="cannot read"):
         load_confusions(tmp_path / "missing.json")
+
+
+def test_channel_scores_an_alignment_by_its_rules_and_a_price_for_the_rest():
+    m = ConfusionModel({"b": [("h", -1.0)], "li": [("h", -2.0)], "tt": [("t", -0.5)]})
+    assert m.channel("the", "tbe", -6.0) == -1.0
+    assert m.channel("the", "tlie", -6.0) == -2.0
+    assert m.channel("the", "thx", -6.0) == -6.0       # e read as x: no rule, one letter's price
+    assert m.channel("the", "tbx", -6.0) == -12.0      # adjacent differences are one, of two letters
+    assert m.channel("the", "the", -6.0) == 0.0
