@@ -85,7 +85,7 @@ class ConfusionModel:
         if len(wk) != len(word):
             return {}
         if self.compiled:
-            out = self._walker(long_s, key, known, prefixes).candidates(word, wk, max_edits, floor, beam, fanout)
+            out = self._walker(long_s, key, known).candidates(word, wk, max_edits, floor, beam, fanout)
         else:
             out = {}
             self._walk(word, wk, 0, 0.0, max_edits, self._keyed(long_s, key), known, prefixes, floor, beam, out, fanout)
@@ -109,13 +109,13 @@ class ConfusionModel:
         without the long s): a worker's start, not its first document, pays for them."""
         for long_s in (False, True):
             if self.compiled:
-                self._walker(long_s, key, known, None)
+                self._walker(long_s, key, known)
             else:
                 self._keyed(long_s, key)
 
-    def _walker(self, long_s: bool, key: Callable[[str], str], known: Container[str], prefixes: Container[str] | None):
+    def _walker(self, long_s: bool, key: Callable[[str], str], known: Container[str]):
         """The compiled walk over these rules and this lexicon, built once (its trie of the
-        lexicon's keys: ~2 MB for 60 k words). ``prefixes`` are the trie's nodes."""
+        lexicon's keys, ~2 MB for 60 k words, whose nodes are the prefixes)."""
         got = self._walkers.get((long_s, key))
         if got is None or got[0] is not known:
             got = self._walkers[(long_s, key)] = (known, _CompiledWalker(self._keyed(long_s, key), sorted(known)))
