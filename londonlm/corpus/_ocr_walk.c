@@ -26,11 +26,20 @@ typedef struct {
     uint8_t *known;
     size_t nnodes;
     int empty;            /* no keys at all: not even the empty prefix is one (as in Python) */
+    /* A node with many children (the root, the first letters) also has a row of `dense`: its
+     * child by ASCII letter, NO_NODE where none. Finding a child is most of the walk's time, and
+     * these nodes are where it is asked most and a search of their children is longest. */
+    uint32_t *dense_row;  /* per node: its row, or NO_NODE */
+    uint32_t *dense;
 } Trie;
 
 #define NO_NODE UINT32_MAX
+#define DENSE_FROM 9      /* children from which a node gets a row (up to 8: a scan is as quick) */
+#define DENSE_WIDTH 128
 
 static inline uint32_t trie_child(const Trie *t, uint32_t node, Py_UCS4 c) {
+    uint32_t row = t->dense_row[node];
+    if (row != NO_NODE && c < DENSE_WIDTH) return t->dense[(size_t)row * DENSE_WIDTH + c];
     uint32_t lo = t->first_child[node], hi = lo + t->nchildren[node];
     if (hi - lo <= 8) {
         for (uint32_t k = lo; k < hi; k++)
@@ -163,6 +172,25 @@ typedef struct {
     uint32_t lo, hi, depth;   /* the keys keys[lo:hi] share this node's prefix, depth letters long */
 } Span;
 
+/* The rows of `dense` for the nodes with DENSE_FROM children or more. */
+static int build_dense(Trie *t) {
+    size_t rows = 0;
+    t->dense_row = PyMem_Malloc((t->nnodes + 1) * sizeof(uint32_t));
+    if (!t->dense_row) { PyErr_NoMemory(); return -1; }
+    for (size_t k = 0; k < t->nnodes; k++)
+        t->dense_row[k] = t->nchildren[k] >= DENSE_FROM ? (uint32_t)rows++ : NO_NODE;
+    t->dense = PyMem_Malloc((rows * DENSE_WIDTH + 1) * sizeof(uint32_t));
+    if (!t->dense) { PyErr_NoMemory(); return -1; }
+    for (size_t k = 0; k < rows * DENSE_WIDTH; k++) t->dense[k] = NO_NODE;
+    for (size_t k = 0; k < t->nnodes; k++) {
+        if (t->dense_row[k] == NO_NODE) continue;
+        uint32_t *row = t->dense + (size_t)t->dense_row[k] * DENSE_WIDTH;
+        for (uint32_t ch = t->first_child[k]; ch < t->first_child[k] + t->nchildren[k]; ch++)
+            if (t->letter[ch] < DENSE_WIDTH) row[t->letter[ch]] = ch;
+    }
+    return 0;
+}
+
 /* The trie of keys (sorted by code point, as Python sorts str, no repeats), breadth first. */
 static int build_trie(Trie *t, Py_UCS4 **keys, Py_ssize_t *lens, uint32_t nkeys) {
     size_t total = 1;
@@ -199,7 +227,7 @@ static int build_trie(Trie *t, Py_UCS4 **keys, Py_ssize_t *lens, uint32_t nkeys)
     t->nnodes = next;
     t->empty = nkeys == 0;
     PyMem_Free(queue);
-    return 0;
+    return build_dense(t);
 }
 
 static int add_words(Walker *self, PyObject *sorted_keys) {
@@ -300,6 +328,8 @@ static void Walker_dealloc(Walker *self) {
     PyMem_Free(self->trie.nchildren);
     PyMem_Free(self->trie.letter);
     PyMem_Free(self->trie.known);
+    PyMem_Free(self->trie.dense_row);
+    PyMem_Free(self->trie.dense);
     PyMem_Free(self->rules.slots);
     PyMem_Free(self->rule_start);
     PyMem_Free(self->rule_count);
@@ -437,7 +467,7 @@ static PyObject *Walker_candidates(Walker *self, PyObject *args, PyObject *kwds)
     Search s;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "UUiddn", kw, &word, &key, &max_edits, &s.floor, &s.beam, &s.fanout))
         return NULL;
-    if (!self->trie.first_child) { PyErr_SetString(PyExc_RuntimeError, "Walker not built"); return NULL; }
+    if (!self->trie.first_child || !self->trie.dense_row) { PyErr_SetString(PyExc_RuntimeError, "Walker not built"); return NULL; }
     Py_ssize_t n, nk;
     Py_UCS4 *w = as_ucs4(word, &n), *wk = w ? as_ucs4(key, &nk) : NULL;
     s.out = wk ? PyDict_New() : NULL;

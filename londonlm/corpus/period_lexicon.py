@@ -64,7 +64,7 @@ class PeriodLexicon:
         log_total = math.log(self.total)
         self.unseen = -log_total - math.log(10)  # a tenth of a word seen once
         self._vocab: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
-        self._chars: tuple[dict[str, int], dict[str, int], int] | None = None
+        self._chars: tuple[dict[str, float], dict[str, float]] | None = None
         # log-probabilities once, not per lookup: the corrector asks millions of times
         self._lp = {k: math.log(n) - log_total for k, n in self.unigrams.items()}
         self._lp_after: dict[str, float] = {}
@@ -98,12 +98,12 @@ class PeriodLexicon:
         not decide."""
         if self._chars is None:
             self._chars = _char_model(self.unigrams)
-        tri, bi, size = self._chars
+        seen, unseen = self._chars
         padded = "^^" + key + "$"
         total = 0.0
         for i in range(2, len(padded)):
-            ctx = padded[i - 2:i]
-            total += math.log((tri.get(ctx + padded[i], 0) + 1) / (bi.get(ctx, 0) + size))
+            lp = seen.get(padded[i - 2:i + 1])
+            total += lp if lp is not None else unseen.get(padded[i - 2:i], unseen[""])
         return total / (len(padded) - 2)
 
     def capital_share(self, key: str) -> float:
@@ -147,8 +147,10 @@ class PeriodLexicon:
             raise LexiconError(f"{path}: malformed period lexicon ({e}); rebuild it") from e
 
 
-def _char_model(unigrams: dict[str, int]) -> tuple[dict[str, int], dict[str, int], int]:
-    """Character trigram and bigram counts over the word types, and the alphabet size."""
+def _char_model(unigrams: dict[str, int]) -> tuple[dict[str, float], dict[str, float]]:
+    """The character trigram model over the word types, add-one smoothed, as log-probabilities
+    (computed once: the corrector asks for every new word): of each trigram seen, and of an
+    unseen letter after each two-letter context (``""``: after a context never seen)."""
     tri: Counter[str] = Counter()
     bi: Counter[str] = Counter()
     chars: set[str] = set("$")
@@ -158,7 +160,11 @@ def _char_model(unigrams: dict[str, int]) -> tuple[dict[str, int], dict[str, int
         for i in range(2, len(padded)):
             tri[padded[i - 2:i + 1]] += 1
             bi[padded[i - 2:i]] += 1
-    return dict(tri), dict(bi), len(chars)
+    size = len(chars)
+    seen = {t: math.log((n + 1) / (bi[t[:2]] + size)) for t, n in tri.items()}
+    unseen = {ctx: math.log(1 / (n + size)) for ctx, n in bi.items()}
+    unseen[""] = math.log(1 / size)
+    return seen, unseen
 
 
 class LexiconBuilder:

@@ -180,6 +180,17 @@ def test_a_letter_read_as_a_space_between_two_longer_pieces():
     assert "the Bakers met at the Hall" in done.text and any(c.kind == "glued" for c in done.changes)
 
 
+def test_a_space_between_two_long_pieces_is_the_thorough_search_s():
+    # both pieces longer than glued_space letters: a search per word pair of a noisy text, left
+    # to the thorough search
+    lex = period_lexicon("the Patronage of the Court " * 3)
+    text = NOISY + "the Patro age of the Court. "
+    default = OcrRepairer(lex, load_confusions()).repair(text, 1790).text
+    assert "the Patro age of" in default
+    for settings in (RepairSettings.thorough(), RepairSettings(glued_space=5)):
+        assert "the Patronage of the Court" in OcrRepairer(lex, load_confusions(), settings).repair(text, 1790).text
+
+
 def test_a_join_that_beats_a_glued_repair_wins():
     # "w ill": the space read for a letter gives "wall", but the space merely added gives "will"
     lex = period_lexicon("the wall of the Court " * 3)

@@ -70,6 +70,25 @@ def test_the_compiled_walk_on_an_empty_lexicon_and_odd_rules():
 
 
 @compiled
+def test_the_compiled_walk_at_nodes_with_many_children():
+    """A node with nine children or more is looked up by letter in a table (ASCII) and searched
+    otherwise (``é``, ``æ``, ``ſ``-free keys past ASCII): both give what the Python walk gives."""
+    model = ConfusionModel({"b": [("h", -1.0), ("é", -1.5)], "c": [("e", -1.0), ("æ", -2.0)], "rn": [("m", -0.5)]})
+    letters = "abcdefghijklmnopqrstuvwxyzéæœ"
+    vocabulary = [f"t{c}" for c in letters] + [f"t{c}{d}" for c in letters for d in "ehm"] + ["é", "æsop", "tæ"]
+    known = frozenset(word_key(w) for w in vocabulary)
+    prefixes = frozenset(k[:i] for k in known for i in range(len(k) + 1))
+    assert len({k[1] for k in known if len(k) > 1 and k[0] == "t"}) >= 9
+    tried = ["tb", "tc", "tbe", "tcb", "trn", "tbrn", "b", "csop", "tæc", "tzz", "tœb", "t"] + [f"t{c}b" for c in letters]
+    found = 0
+    for word in tried:
+        fast, reference = both_walks(model, word, known, prefixes, max_edits=2, floor=-10.0, beam=-10.0, fanout=20)
+        assert fast == reference, word
+        found += bool(fast[0])
+    assert found > 20
+
+
+@compiled
 def test_the_compiled_walk_refuses_unsorted_keys():
     with pytest.raises(ValueError, match="sorted"):
         ocr_confusions._CompiledWalker({}, ["the", "and"])
