@@ -208,9 +208,8 @@ class OcrRepairer:
         matches = list(TOKEN.finditer(text))
         found = [m.group(0) for m in matches]
         starts = [m.start() for m in matches]
-        known_key, known_prior = self._keys.get, self._priors.get  # (the caches first: most words are seen)
-        keys = [known_key(w) or self._key(w) for w in found]
-        priors = [p if (p := known_prior(k, _MISSING)) is not _MISSING else self._prior(k) for k in keys]
+        keys = [self._key(w) for w in found]
+        priors = [self._prior(k) for k in keys]
         long_s = self.uses_long_s(keys, priors, year)
         if self.s.doc_min_count:
             self._add_document_evidence(found, keys, priors, long_s)
@@ -348,23 +347,20 @@ class OcrRepairer:
 
     def _lm(self, key: str, prior: float | None, prev: str | None, nxt: str | None) -> float:
         """log P(key | prev) + log P(nxt | key): the period's bigrams, backing off to the word's
-        prior (the lexicon's, or the document's own evidence). (``PeriodLexicon.logp_after``,
-        inlined: this runs for every candidate of every word.)"""
+        prior (the lexicon's, or the document's own evidence)."""
         lex = self.lex
-        after = lex._lp_after
         if prior is None:
             return self._unknown(key) + (lex.logp(nxt) if nxt is not None else 0.0)
         if prev is None:
             lp = prior
-        else:
-            lp = after.get(f"{prev} {key}") if key in lex.unigrams else None
-            if lp is None:
-                lp = BACKOFF + lex.logp(key) if key in lex.unigrams else BACKOFF + prior
+        elif key in lex.unigrams:
+            lp = lex.logp_after(prev, key)
             if lp < BACKOFF + prior:  # the document knows the word better than the lexicon does
                 lp = BACKOFF + prior
+        else:
+            lp = BACKOFF + prior
         if nxt is not None:
-            got = after.get(f"{key} {nxt}")
-            lp += got if got is not None else BACKOFF + lex.logp(nxt)
+            lp += lex.logp_after(key, nxt)
         return lp
 
     # ---------------------------------------------------------------- one word

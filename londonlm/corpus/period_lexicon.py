@@ -116,7 +116,7 @@ class PeriodLexicon:
     def logp_after(self, prev: str | None, key: str) -> float:
         """log P(key | prev) with stupid backoff to the unigram."""
         if prev:
-            lp = self._lp_after.get(prev + " " + key)
+            lp = self._lp_after.get(f"{prev} {key}")
             if lp is not None:
                 return lp
         return BACKOFF + self._lp.get(key, self.unseen)
