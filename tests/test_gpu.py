@@ -108,3 +108,16 @@ def test_the_training_loss_compiles_to_one_graph_on_the_gpu():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         explained = torch._dynamo.explain(lambda x: model(input_ids=x, labels=x).loss)(batch)
     assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+
+
+def test_a_compiled_step_trains_on_flash_attention():
+    """Compiled, the causal mask is still skipped (londonlm/training/step/causal_mask.py): with
+    torch < 2.14 transformers alone gives SDPA a mask there, and flash refuses a mask."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = micro_model().train()
+    step, batch = torch.compile(model), counting_batch()
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]), torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = step(input_ids=batch, labels=batch).loss
+    loss.backward()
+    assert torch.isfinite(loss.detach()) and model.transformer.h[0].attn.c_attn.weight.grad is not None

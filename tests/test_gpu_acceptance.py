@@ -16,7 +16,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_acceptance.py"
 if str(REPO / "benchmarks") not in sys.path:
     sys.path.append(str(REPO / "benchmarks"))  # appended: benchmarks/ never shadows a package
 
-from gpu import arith, commands as C, report, runner  # noqa: E402
+from gpu import arith, cli_steps, commands as C, report, runner  # noqa: E402
 
 SMALL_FLOPS = 855_383_040  # 6 * 123,689,472 + 12 * 12 * 768 * 1024 (worked by hand below)
 
@@ -82,6 +82,32 @@ def test_max_abs_diff():
         arith.max_abs_diff([1.0], [1.0, 2.0])
 
 
+def test_curve_diffs_split_at_the_stop():
+    a = [(1, 6.0), (2, 5.0), (3, 4.0), (4, 3.0)]
+    assert arith.curve_diffs(a, [(1, 6.0), (2, 5.1), (3, 4.0), (4, 3.3)], 2) == pytest.approx((0.1, 0.3))
+    with pytest.raises(ValueError):
+        arith.curve_diffs(a, a[:3], 2)
+
+
+# the first GPU run's curves (H200, without deterministic kernels): apart from step 4, before the stop
+H200_A = [(1, 6.2558), (2, 6.2522), (3, 6.2242), (4, 6.160864), (5, 6.075263), (6, 5.998664), (7, 5.92253)]
+H200_B = [(1, 6.2558), (2, 6.2522), (3, 6.2242), (4, 6.160863), (5, 6.075244), (6, 5.998649), (7, 5.92247)]
+
+
+def test_resume_verdict_blames_the_kernels_for_a_difference_before_the_stop():
+    same, diffs, why = cli_steps.resume_verdict(H200_A, H200_B, 1e-5)
+    assert not same and diffs["max_loss_diff_before_stop"] == pytest.approx(1.9e-5, abs=1e-7)
+    assert "before the stop" in why and "not deterministic" in why
+
+
+def test_resume_verdict_blames_the_resume_for_a_difference_after_it():
+    b = [(s, x + (1e-3 if s > C.RESUME_STOP else 0.0)) for s, x in H200_A]
+    same, diffs, why = cli_steps.resume_verdict(H200_A, b, 1e-5)
+    assert not same and diffs["max_loss_diff_before_stop"] == 0 and "resumed run differs" in why
+    assert cli_steps.resume_verdict(H200_A, H200_A, 1e-5) == (True, {"max_loss_diff": 0.0, "max_loss_diff_before_stop": 0.0,
+                                                                     "tolerance": 1e-5}, None)
+
+
 # --------------------------------------------------------------------------- command lines
 
 def flag(cmd: list[str], name: str) -> str:
@@ -105,6 +131,8 @@ def test_resume_commands_stop_then_resume_the_same_run(tmp_path):
     assert flag(stop, "--run_name_dir") == "b" and flag(stop, "--stop_after_steps") == str(C.RESUME_STOP)
     # the resume is the same command without the stop, and without --fresh (which starts over)
     assert flag(again, "--run_name_dir") == "b" and "--stop_after_steps" not in again and "--fresh" not in again
+    # deterministic kernels, so that a GPU's run-to-run noise is not read as a resume error
+    assert all(flag(cmd, "--full_determinism") == "true" for cmd in [*cmds.values(), *C.fsdp_muon_cmds(tmp_path).values()])
 
 
 def test_fsdp_command_is_torchrun_with_one_process_and_fsdp(tmp_path):

@@ -92,3 +92,14 @@ def max_abs_diff(a: Iterable[float], b: Iterable[float]) -> float:
     if len(a) != len(b):
         raise ValueError(f"lengths differ: {len(a)} vs {len(b)}")
     return max((abs(x - y) for x, y in zip(a, b)), default=0.0)
+
+
+def curve_diffs(a: list[tuple[int, float]], b: list[tuple[int, float]], stop: int) -> tuple[float, float]:
+    """Largest |loss difference| of two logged curves ``[(step, loss)]`` up to and including
+    ``stop`` and after it: a resume can only make the second differ; the first is the
+    kernels' run-to-run noise."""
+    if [s for s, _ in a] != [s for s, _ in b]:
+        raise ValueError(f"logged steps differ: {[s for s, _ in a]} vs {[s for s, _ in b]}")
+    before = max_abs_diff([x for s, x in a if s <= stop], [y for s, y in b if s <= stop])
+    after = max_abs_diff([x for s, x in a if s > stop], [y for s, y in b if s > stop])
+    return before, after

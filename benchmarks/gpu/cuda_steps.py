@@ -335,7 +335,7 @@ def step_micro_batch(ctx) -> dict:
     from londonlm.training.speed.settings import SpeedRequest, SpeedSettings
 
     kernels = SpeedSettings("bf16", "sdpa", False)
-    plan, request, rows = SpeedPlan(kernels, True, "default", ""), SpeedRequest(), []
+    plan, request, rows = SpeedPlan(kernels, True, "default", "", None), SpeedRequest(), []
     for name in ("slm", "regular"):
         shape, preset = preset_shape(name)
         args = types.SimpleNamespace(per_device_train_batch_size=preset.batch_size, fsdp="",

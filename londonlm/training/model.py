@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..core import keep_freed_memory_in_heap, use_training_threads
 from .speed.settings import SpeedSettings
+from .step.causal_mask import skip_causal_mask_for_full_windows
 from .step.fused_loss import enable_fused_loss
 
 
@@ -131,6 +132,7 @@ def build_model(shape: ModelShape, bos_token_id: int, eos_token_id: int, pad_tok
         activation_function="gelu",
     )
     cfg._attn_implementation = attn_implementation
+    skip_causal_mask_for_full_windows()  # flash attention when it trains compiled (causal_mask.py)
     if seed is not None:
         torch.manual_seed(seed)
     return with_causal_lm_loss(GPT2LMHeadModel(cfg))
@@ -165,6 +167,7 @@ def apply_speed(model, settings: SpeedSettings):
     """The attention kernel and LM-head loss of ``settings`` on a built or loaded model (the
     model, its weights and ``save_pretrained`` output stay an ordinary GPT-2). Returns it."""
     model.set_attn_implementation(settings.attn_implementation)
+    skip_causal_mask_for_full_windows()  # a loaded model too (resume, --init_from, chat)
     if settings.fused_loss:
         enable_fused_loss(model)
     return model

@@ -186,6 +186,31 @@ def test_real_probe_times_steps_and_keeps_training_rng_untouched():
     assert len(autotune.time_candidate(SpeedSettings("fp32", "sdpa", False), SHAPE, 2, timed_steps=2)) == 2
 
 
+class CompiledLike(torch.nn.Module):
+    """What ``torch.compile`` returns, as far as the timer can tell: a wrapper that runs the
+    model and, like ``OptimizedModule``, has no truth value of its own (it asks for len())."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.calls = model, 0
+
+    def forward(self, **kw):
+        self.calls += 1
+        return self.inner(**kw)
+
+    def __len__(self):
+        raise TypeError(f"{type(self.inner).__name__} does not support len()")
+
+
+def test_a_compiled_candidate_is_timed_through_the_compiled_model(monkeypatch):
+    made = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: made.append(CompiledLike(m)) or made[-1])
+    times = autotune.time_candidate(SpeedSettings("fp32", "sdpa", False), SHAPE, 2, warmup_steps=1,
+                                    timed_steps=2, compile=True)
+    assert len(times) == 2 and all(t > 0 for t in times)
+    assert made[0].calls == 3  # the warm-up and both timed steps ran the compiled model
+
+
 A, B, C = (SpeedSettings("fp32", "sdpa", False), SpeedSettings("fp32", "eager", True),
            SpeedSettings("fp32", "sdpa", True))
 

@@ -82,7 +82,9 @@ class StepTimer:
             self.model.forward = self.fused_forward
         else:  # the class's own forward (a bound method stored on the model would be a cycle)
             self.model.__dict__.pop("forward", None)
-        run = self.compiled or self.model
+        # not `self.compiled or self.model`: a compiled module's truth value asks the model for
+        # its len(), which GPT-2 has not (a TypeError, found on the first GPU run)
+        run = self.model if self.compiled is None else self.compiled
         sync = torch.cuda.synchronize if self.cuda else (lambda: None)
         sync()
         t = time.perf_counter()
