@@ -5,6 +5,7 @@ characters it changes in clean text, its speed on this machine, its most frequen
 
     python benchmarks/ocr_repair.py learn      # londonlm/corpus/data/ocr_confusions.json from the training part
     python benchmarks/ocr_repair.py measure --work /work/scratch46/ocr_bench
+    python benchmarks/ocr_repair.py tables --work /work/scratch46/ocr_bench   # BENCHMARKS.md's tables
 
 The held-out part is fixed by rule and never tuned on: within each decade of metadata.csv, the
 third of the files (rounded) with the smallest sha256 of their file name (19 of 58 files).
@@ -247,6 +248,74 @@ def cmd_measure(a) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- BENCHMARKS.md's tables
+def _cer(errors: int, n: int) -> str:
+    return f"{100 * errors / n:.2f}%"
+
+
+def decade_table(files: dict, held: set[str]) -> list[str]:
+    """CER before -> after by decade and part (held-out first), both scores, from results.json's files."""
+    groups: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    for name, r in files.items():
+        groups[(r["year"] // 10 * 10, "held-out" if name in held else "tuning")].append(r)
+    out = ["| decade | part | files | raw CER before → after | letters before → after |", "|---|---|---|---|---|"]
+    for (decade, part), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "held-out")):
+        n = sum(r["gold_chars"] for r in rows)
+        cells = []
+        for kind in ("raw", "letters"):
+            b, a = sum(r[f"{kind}_before"] for r in rows), sum(r[f"{kind}_after"] for r in rows)
+            cells.append(f"{_cer(b, n)} → {_cer(a, n)} ({100 * (b - a) / b:.1f}%)" if b else "0 → 0")
+        out.append(f"| {decade}s | {part} | {len(rows)} | {cells[0]} | {cells[1]} |")
+    return out
+
+
+def file_table(files: dict, held: set[str]) -> list[str]:
+    out = ["| file | year | part | gold chars | changes | raw CER before → after | letters before → after |",
+           "|---|---|---|---|---|---|---|"]
+    for name in by_number(files):
+        r, n = files[name], files[name]["gold_chars"]
+        out.append(f"| {name} | {r['year']} | {'held-out' if name in held else 'tuning'} | {n:,} | {r['changes']} | "
+                   f"{100 * r['raw_before'] / n:.2f} → {100 * r['raw_after'] / n:.2f} | "
+                   f"{100 * r['letters_before'] / n:.2f} → {100 * r['letters_after'] / n:.2f} |")
+    return out
+
+
+def first_use(word: str, texts: dict[str, str], years: dict[str, int], width: int = 4) -> str:
+    """The first place (by file number) ``word`` stands as a whole token, with ``width`` words either side."""
+    for name in by_number(texts):
+        words = texts[name].split()
+        for i, w in enumerate(words):
+            if w.strip(".,;:!?\"'()") == word:
+                left, right = " ".join(words[max(0, i - width):i]), " ".join(words[i + 1:i + 1 + width])
+                return f'"{left} **{w}** {right}" ({name}, {years[name]})'
+    return ""
+
+
+def top_table(top: list[dict], texts: dict[str, str], years: dict[str, int]) -> list[str]:
+    out = ["| OCR | repaired | times | right | wrong | neutral | example (OCR, in context) |", "|---|---|---|---|---|---|---|"]
+    for t in top:
+        out.append(f"| {t['from']} | {t['to']} | {t['count']} | {t['right']} | {t['wrong']} | {t['neutral']} | "
+                   f"{first_use(t['from'], texts, years)} |")
+    return out
+
+
+def cmd_tables(a) -> int:
+    path = a.work / "results.json"
+    if not path.is_file():
+        print(f"error: {path} not found: run `python benchmarks/ocr_repair.py measure --work {a.work}` first",
+              file=sys.stderr)
+        return 2
+    results = json.loads(path.read_text())
+    held, res = set(results["meta"]["held_out"]), results[a.mode]
+    years = {n: r["year"] for n, r in res["files"].items()}
+    texts = {n: read_aligned_pair(ICDAR / n)[0] for n in res["files"]} if ICDAR.is_dir() else {}
+    print(f"By decade ({a.mode} mode):\n", *decade_table(res["files"], held), sep="\n")
+    print(f"\nPer file ({a.mode} mode; CER in %):\n", *file_table(res["files"], held), sep="\n")
+    print(f"\nThe ten most frequent corrections (all {len(res['files'])} files, {a.mode} mode):\n",
+          *top_table(res["top_corrections"], texts, years), sep="\n")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -257,8 +326,11 @@ def main() -> int:
     mp.add_argument("--modes", nargs="+", default=["default"], choices=sorted(MODES))
     mp.add_argument("--runs", type=int, default=3, help="timed runs per speed figure (median)")
     mp.add_argument("--skip_clean", action="store_true", help="leave out the clean-prose figure")
+    tp = sub.add_parser("tables", help="BENCHMARKS.md's tables (by decade, per file, top ten) from WORK/results.json")
+    tp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
+    tp.add_argument("--mode", default="default", choices=sorted(MODES))
     a = p.parse_args()
-    return cmd_learn(a) if a.cmd == "learn" else cmd_measure(a)
+    return {"learn": cmd_learn, "measure": cmd_measure, "tables": cmd_tables}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""benchmarks/ocr_repair.py's tables for BENCHMARKS.md, from a results.json (no ../shared needed)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.append(str(REPO / "benchmarks"))
+
+import ocr_repair as bench  # noqa: E402
+
+
+def row(year, n, rb, ra, lb, la, changes=1):
+    return {"year": year, "gold_chars": n, "raw_before": rb, "raw_after": ra, "letters_before": lb,
+            "letters_after": la, "changes": changes, "long_s": False}
+
+
+FILES = {"10.txt": row(1744, 1000, 80, 60, 70, 50), "2.txt": row(1748, 1000, 40, 30, 30, 20, 7),
+         "3.txt": row(1845, 2000, 20, 20, 10, 10)}
+
+
+def test_by_decade_sums_errors_over_the_files_held_out_part_first():
+    lines = bench.decade_table(FILES, held={"2.txt"})
+    assert lines[2] == "| 1740s | held-out | 1 | 4.00% → 3.00% (25.0%) | 3.00% → 2.00% (33.3%) |"
+    assert lines[3] == "| 1740s | tuning | 1 | 8.00% → 6.00% (25.0%) | 7.00% → 5.00% (28.6%) |"
+    assert lines[4] == "| 1840s | tuning | 1 | 1.00% → 1.00% (0.0%) | 0.50% → 0.50% (0.0%) |"
+
+
+def test_per_file_in_file_number_order():
+    lines = bench.file_table(FILES, held={"2.txt"})
+    assert [ln.split(" | ")[0] for ln in lines[2:]] == ["| 2.txt", "| 3.txt", "| 10.txt"]
+    assert lines[2] == "| 2.txt | 1748 | held-out | 1,000 | 7 | 4.00 → 3.00 | 3.00 → 2.00 |"
+
+
+def test_an_example_is_the_first_use_as_a_whole_token():
+    texts = {"2.txt": "one two tbe, three", "1.txt": "nothing tbex here"}
+    assert bench.first_use("tbe", texts, {"1.txt": 1800, "2.txt": 1744}, width=1) == '"two **tbe,** three" (2.txt, 1744)'
+    assert bench.first_use("absent", texts, {}) == ""
+
+
+def test_tables_without_results_names_the_measure_command(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ocr_repair.py"), "tables", "--work", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "measure" in r.stderr
+
+
+def test_tables_from_a_results_file(tmp_path):
+    top = [{"from": "tbe", "to": "the", "count": 3, "right": 3, "wrong": 0, "neutral": 0}]
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"held_out": ["2.txt"]},
+                                                       "default": {"files": FILES, "top_corrections": top}}))
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ocr_repair.py"), "tables", "--work", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "| 1740s | held-out | 1 |" in r.stdout and "| 10.txt | 1744 | tuning |" in r.stdout
+    assert "| tbe | the | 3 | 3 | 0 | 0 |" in r.stdout
