@@ -59,6 +59,35 @@ def test_dtensor_updates_on_one_rank_are_the_plain_path(tmp_path):
         dist.destroy_process_group()
 
 
+def test_muon_steps_sharded_parameters_without_an_out_of_place_foreach_lerp(tmp_path, monkeypatch):
+    """FSDP2 + Muon with torch 2.11 (the first GPU run, H200) stopped at its first step: that
+    DTensor has no sharding rule for the out-of-place ``torch._foreach_lerp`` (Nesterov's update).
+    Here the rule is taken away as 2.11 lacks it; the sharded steps still equal the plain ones."""
+    real = torch._foreach_lerp
+
+    def as_in_torch_2_11(tensors, *args, **kwargs):
+        if any(isinstance(t, DTensor) for t in tensors):
+            raise NotImplementedError("Operator aten._foreach_lerp.Scalar does not have a sharding strategy registered.")
+        return real(tensors, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_foreach_lerp", as_in_torch_2_11)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        plain, sharded = micro_gpt2(seed=1, n_layer=2), _sharded_gpt2(init_device_mesh("cpu", (1,)))
+        opts = MuonOptions(lr=0.02, ns_dtype=torch.float32)
+        o_plain, o_sharded = build_muon_adamw(plain, opts), build_muon_adamw(sharded, opts)
+        batch = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(5))
+        for _ in range(2):
+            for model, opt in ((plain, o_plain), (sharded, o_sharded)):
+                model(input_ids=batch, labels=batch).loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        for p, q in zip(plain.parameters(), sharded.parameters()):
+            torch.testing.assert_close(q.full_tensor(), p.detach(), rtol=0, atol=1e-6)
+    finally:
+        dist.destroy_process_group()
+
+
 # ----------------------------------------------------- fast: two spawned gloo ranks, no Trainer
 
 def _rank_worker(rank, init_file, ckpt):

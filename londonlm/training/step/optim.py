@@ -171,7 +171,9 @@ class Muon(torch.optim.Muon):
                 continue
             m, lr = group["momentum"], group["lr"]
             torch._foreach_lerp_(bufs, grads, 1 - m)
-            updates = torch._foreach_lerp(grads, bufs, m) if group["nesterov"] else bufs
+            # per tensor, not torch._foreach_lerp: torch 2.11's DTensor has no sharding rule for that
+            # out-of-place op, and FSDP2 + Muon stopped at its first step (the first GPU run, H200)
+            updates = [g.lerp(b, m) for g, b in zip(grads, bufs)] if group["nesterov"] else bufs
             updates = orthogonalize_many(updates, group["ns_coefficients"], group["ns_steps"],
                                          group["eps"], self.ns_dtype)
             torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
