@@ -305,8 +305,13 @@ def cmd_tables(a) -> int:
         print(f"error: {path} not found: run `python benchmarks/ocr_repair.py measure --work {a.work}` first",
               file=sys.stderr)
         return 2
-    results = json.loads(path.read_text())
-    held, res = set(results["meta"]["held_out"]), results[a.mode]
+    try:
+        results = json.loads(path.read_text())
+        held, res = set(results["meta"]["held_out"]), results[a.mode]
+    except (ValueError, KeyError, TypeError) as e:
+        print(f"error: {path} holds no {a.mode} mode's measurement ({type(e).__name__}: {e}): run "
+              f"`python benchmarks/ocr_repair.py measure --work {a.work} --modes {a.mode}`", file=sys.stderr)
+        return 2
     years = {n: r["year"] for n, r in res["files"].items()}
     texts = {n: read_aligned_pair(ICDAR / n)[0] for n in res["files"]} if ICDAR.is_dir() else {}
     print(f"By decade ({a.mode} mode):\n", *decade_table(res["files"], held), sep="\n")

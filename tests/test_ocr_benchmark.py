@@ -47,6 +47,17 @@ def test_tables_without_results_names_the_measure_command(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "measure" in r.stderr
 
 
+def test_tables_of_a_mode_not_measured_or_a_damaged_file_name_the_measure_command(tmp_path):
+    tables = [sys.executable, str(REPO / "benchmarks" / "ocr_repair.py"), "tables", "--work", str(tmp_path)]
+    (tmp_path / "results.json").write_text(json.dumps({"meta": {"held_out": []}, "default": {"files": {}}}))
+    r = subprocess.run([*tables, "--mode", "thorough"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "--modes thorough" in r.stderr
+    assert "Traceback" not in r.stderr
+    (tmp_path / "results.json").write_text("{not json")
+    r = subprocess.run(tables, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+
 def test_tables_from_a_results_file(tmp_path):
     top = [{"from": "tbe", "to": "the", "count": 3, "right": 3, "wrong": 0, "neutral": 0}]
     (tmp_path / "results.json").write_text(json.dumps({"meta": {"held_out": ["2.txt"]},

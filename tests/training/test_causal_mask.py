@@ -50,6 +50,8 @@ def model():
 
 
 def test_stock_transformers_builds_a_mask_inside_a_trace(stock_sdpa_mask, in_a_trace, sdpa_calls):
+    """Why causal_mask.py exists. If this fails after an upgrade, transformers skips the mask in a
+    trace by itself, and the module (with its two calls in model.py) can go."""
     m = model()  # build_model registers the training mask function ...
     AttentionMaskInterface.register("sdpa", sdpa_mask)  # ... put transformers' own back
     m(input_ids=tokens())
@@ -71,11 +73,12 @@ def test_padding_still_gets_transformers_mask_inside_a_trace(stock_sdpa_mask, in
     assert all(mask is not None for mask, _ in sdpa_calls)
 
 
-def test_the_same_logits_as_transformers_own_mask(stock_sdpa_mask, in_a_trace):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_same_logits_as_transformers_own_mask(stock_sdpa_mask, in_a_trace, bf16):
     m, x = model(), tokens()
     pad = torch.ones_like(x)
     pad[1, :3] = 0
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         ours = [m(input_ids=x).logits, m(input_ids=x, attention_mask=pad).logits]
         AttentionMaskInterface.register("sdpa", sdpa_mask)
         stock = [m(input_ids=x).logits, m(input_ids=x, attention_mask=pad).logits]

@@ -59,7 +59,8 @@ def test_dtensor_updates_on_one_rank_are_the_plain_path(tmp_path):
         dist.destroy_process_group()
 
 
-def test_muon_steps_sharded_parameters_without_an_out_of_place_foreach_lerp(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ns_dtype", [torch.float32, torch.bfloat16])
+def test_muon_steps_sharded_parameters_without_an_out_of_place_foreach_lerp(tmp_path, monkeypatch, ns_dtype):
     """FSDP2 + Muon with torch 2.11 (the first GPU run, H200) stopped at its first step: that
     DTensor has no sharding rule for the out-of-place ``torch._foreach_lerp`` (Nesterov's update).
     Here the rule is taken away as 2.11 lacks it; the sharded steps still equal the plain ones."""
@@ -74,7 +75,7 @@ def test_muon_steps_sharded_parameters_without_an_out_of_place_foreach_lerp(tmp_
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
     try:
         plain, sharded = micro_gpt2(seed=1, n_layer=2), _sharded_gpt2(init_device_mesh("cpu", (1,)))
-        opts = MuonOptions(lr=0.02, ns_dtype=torch.float32)
+        opts = MuonOptions(lr=0.02, ns_dtype=ns_dtype)
         o_plain, o_sharded = build_muon_adamw(plain, opts), build_muon_adamw(sharded, opts)
         batch = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(5))
         for _ in range(2):

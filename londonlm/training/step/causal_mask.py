@@ -10,9 +10,9 @@ memory-efficient or math kernel. On the first GPU run (H200, GPT-2 Small, batch 
 BENCHMARKS.md) a flash-only compiled step refused to run for that reason.
 
 ``skip_causal_mask_for_full_windows`` registers, for the "sdpa" implementation, a mask function
-that returns no mask exactly when transformers would outside a trace (no padding mask, queries
+that returns no mask where transformers would outside a trace too (no padding mask, queries
 and keys the same positions from 0, no sliding window, nothing added to the causal rule) and
-defers to transformers' own ``sdpa_mask`` otherwise (padding in chat fine-tuning, generation
+defers to transformers' own ``sdpa_mask`` in every other case (padding in chat fine-tuning, generation
 with a cache). The decision reads Python values only (``None``, ints), which dynamo guards, so
 a compiled graph is never reused for a batch that needs a mask. It is not for
 ``torch.export`` with dynamic shapes, where pytorch#108108 applies; nothing here exports.
