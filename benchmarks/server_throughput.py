@@ -11,7 +11,9 @@ against the defaults (how many got 503).
 Clients post `/v1/generate` (sampling, temperature 0.8, a different seed per request) from one
 asyncio loop; each keeps one request in flight. Throughput counts the new tokens the server
 reports (a random-weight model may end early on <|endoftext|>), latency is per request. Both
-servers run alternately in one run. Writes WORK/results.json and prints a Markdown table.
+servers run alternately in one run; before each timed client count, each server answers one
+untimed round at that count, so a batch size's first use (on a GPU: kernel selection, the
+caching allocator growing) is not timed. Writes WORK/results.json and prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -156,10 +158,9 @@ def main() -> int:
     res["meta"].update(dtype=health.get("dtype"), kv_cache_mb=health.get("limits", {}).get("kv_cache_mb"),
                        max_concurrency=health.get("limits", {}).get("max_concurrency"))
     try:
-        for _, url in servers.values():  # warm-up
-            asyncio.run(race(url, 1, 1, 4))
         for n in a.clients:  # alternate the two servers client count by client count
             for mode, (_, url) in servers.items():
+                asyncio.run(race(url, n, 1, a.new_tokens))  # warm-up at this count, untimed
                 r = asyncio.run(race(url, n, a.requests_per_client, a.new_tokens))
                 res[mode].append(r)
                 print(json.dumps({"mode": mode, **r}), flush=True)

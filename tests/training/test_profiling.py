@@ -1,6 +1,7 @@
 """``--profile_steps``: a torch.profiler window over whole training steps, its time grouped by
 op group (GEMM, attention, norms/GELU, LM head + loss, optimizer, data, overhead)."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from conftest import micro_gpt2, train_exit_code as train
 from londonlm.training.step.fused_loss import enable_fused_loss
 from londonlm.training.step.optim import MuonOptions, build_muon_adamw
+from londonlm.training.speed.choice import compile_problem
 from londonlm.training.step.profiling import GROUPS, ModuleLabels, group_events, markdown, profile_table
 from test_training import root  # noqa: F401  (the copied micro project)
 
@@ -91,8 +93,6 @@ def test_profile_steps_must_be_positive(root, capsys):
 def test_gpu_profiles_record_kernels_and_attribute_them_to_the_launching_op(monkeypatch):
     """On CUDA the profiler records kernels too; each op's own device time goes to its group,
     the table gains a GPU column and the GPU's busy share, and the GEMM rate uses kernel time."""
-    from types import SimpleNamespace
-
     from londonlm.training.step import profiling
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -113,3 +113,49 @@ def test_gpu_profiles_record_kernels_and_attribute_them_to_the_launching_op(monk
     assert res["gemm_gflops_per_s"] == 20_000.0  # 12 GFLOP in 0.6 ms of kernels
     text = profiling.markdown(res)
     assert "GPU ms per step |" in text and "| GEMM | 0.0 | 2.0% | 0.6 |" in text and "GPU busy 70.0%" in text
+
+
+def _op(name, cpu, gpu=0.0, parent=None, seq=-1):
+    return SimpleNamespace(name=name, cpu_parent=parent, sequence_nr=seq, thread=1, fwd_thread=1,
+                           self_cpu_time_total=cpu, self_device_time_total=gpu, flops=0, cpu_children=[])
+
+
+def test_a_compiled_graphs_ops_are_grouped_by_name():
+    """Under torch.compile no module scope opens: the graph's library calls and generated kernels
+    go to their groups by name, its guard checks to overhead, and the backward graph's too (its
+    node names no group)."""
+    region = _op("Torch-Compiled Region: 0/0", 30.0)
+    graph = _op("CompiledFunction", 5.0, parent=region, seq=7)
+    bwd = _op("autograd::engine::evaluate_function: CompiledFunctionBackward", 2.0)
+    bwd_graph = _op("CompiledFunctionBackward", 1.0, parent=bwd)
+    events = [region, graph, _op("TorchDynamo Cache Lookup", 4.0),
+              _op("aten::mm", 20.0, 600.0, graph), _op("aten::embedding", 1.0, 10.0, graph),
+              _op("aten::_scaled_dot_product_flash_attention", 3.0, 200.0, graph),
+              _op("triton_per_fused_add_native_layer_norm_0", 6.0, 90.0, graph),
+              _op("triton_tem_fused_addmm_1", 2.0, 50.0, graph),
+              bwd, bwd_graph, _op("aten::mm", 8.0, 700.0, bwd_graph),
+              _op("aten::_efficient_attention_backward", 2.0, 300.0, bwd)]
+    totals, _, device = group_events(events)
+    assert device["GEMM"] == 1350.0 and totals["GEMM"] == 30.0
+    assert device["attention"] == 500.0 and device["embeddings"] == 10.0
+    assert device["compiled fused kernels"] == 90.0
+    assert totals["compiled fused kernels"] == 30.0 + 5.0 + 6.0 + 1.0  # the graphs' own time too
+    assert totals["Python/Trainer overhead"] == 4.0 + 2.0
+    assert totals["other ops"] == 0.0
+
+
+@pytest.mark.skipif(compile_problem("cpu") is not None, reason=f"torch.compile cannot build kernels here: "
+                    f"{compile_problem('cpu')}")
+def test_cli_profiles_a_compiled_model_without_recompiling_it(root):
+    """A compiled run's window (the default on CUDA) installs no module hooks, so it times steps,
+    not a recompilation, and its matrix products and generated kernels land in their groups."""
+    code = train(root, "--run_name", "profc", "--profile_steps", "2", "--max_steps", "7", "--torch_compile", "true",
+                 "--logging_steps", "100", "--save_steps", "100", "--eval_steps", "100")
+    assert code in (0, None)
+    out = root / "09_models" / "checkpoints" / "profc" / "profile"
+    shares = {r["group"]: r["share"] for r in json.loads((out / "profile.json").read_text())["groups"]}
+    assert shares["GEMM"] > 0.05 and shares["compiled fused kernels"] > 0.05
+    assert shares["other ops"] < shares["GEMM"]
+    trace = json.loads((out / "trace.json").read_text())["traceEvents"]
+    assert not [e["name"] for e in trace if "compile" in e.get("name", "") and "Region" not in e["name"]
+                and "Compiled" not in e["name"]], "the window recompiled the model"

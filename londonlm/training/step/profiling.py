@@ -16,6 +16,15 @@ Forward ops are grouped by the module that ran them (forward hooks open a ``reco
 scope per module while the profiler runs); a backward op goes to the group of the forward op
 that recorded its autograd node (the two share a ``sequence_nr``).
 
+Under ``torch.compile`` (the default on CUDA) modules no longer run one by one: a compiled graph
+runs the whole forward (or backward) as library calls plus generated kernels that fuse several
+modules' elementwise work. No hooks are installed then (they would force a recompilation inside
+the window), and an op outside every scope is grouped by its name: matrix products (``aten::mm``
+and the like: the LM head's too, and attention's where the compiler decomposes it) are **GEMM**, the SDPA kernels **attention**, embedding
+lookups **embeddings**, and the generated kernels (``triton_*`` on a GPU; on a CPU they run
+inline, inside the compiled graph's own time) are **compiled fused kernels**: norms, GELU,
+residual adds, softmax and loss pieces fused together.
+
 On a GPU the profiler records CUDA activity too, and every kernel's time goes to the group of the
 op that launched it (the profiler links the two): the table then has a GPU column, and the share
 of the wall time the GPU was busy (what is not busy is time the GPU waited for the host). The
@@ -31,7 +40,7 @@ from transformers import TrainerCallback
 from ...core import write_json_atomic
 
 GROUPS = ("GEMM", "attention", "norms/GELU", "LM head + loss", "embeddings",
-          "optimizer: Newton-Schulz", "optimizer: other", "data", "other ops",
+          "compiled fused kernels", "optimizer: Newton-Schulz", "optimizer: other", "data", "other ops",
           "Python/Trainer overhead")
 PREFIX = "londonlm::"
 # module class name -> group of the ops it runs itself (an inner labelled module wins)
@@ -40,6 +49,28 @@ MODULE_GROUPS = {"Conv1D": "GEMM", "Linear": "GEMM", "GPT2Attention": "attention
                  "Embedding": "embeddings", "GELUActivation": "norms/GELU", "GELU": "norms/GELU",
                  "Dropout": "norms/GELU"}
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul")
+ATTENTION_OPS = ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product",
+                 "aten::_flash_attention", "aten::_efficient_attention", "aten::_cudnn_attention")
+EMBEDDING_OPS = ("aten::embedding", "aten::embedding_dense_backward")
+DYNAMO_GUARDS = "TorchDynamo Cache Lookup"  # checking a compiled graph's guards: host overhead
+# what a compiled graph runs besides library calls: its generated kernels' launches (GPU; Inductor
+# names a template GEMM ``triton_tem_*``), and the graphs themselves, whose own time on a CPU is
+# the generated C++ kernels that run inline
+COMPILED_GRAPH = ("Torch-Compiled Region", "CompiledFunction", "## Call CompiledFxGraph", "triton_")
+
+
+def _op_name_group(name: str) -> str | None:
+    """The group an op outside every labelled scope belongs to by its name alone (a compiled
+    graph's ops, or a backward node the forward did not label), or None."""
+    if name in MATMULS or name.startswith("triton_tem_"):
+        return "GEMM"
+    if name.startswith(ATTENTION_OPS):
+        return "attention"
+    if name in EMBEDDING_OPS:
+        return "embeddings"
+    if name.startswith(COMPILED_GRAPH) or "cpp_fused" in name:
+        return "compiled fused kernels"
+    return None
 
 
 def _scope_group(name: str) -> str | None:
@@ -86,7 +117,7 @@ def group_events(events) -> tuple[dict[str, float], dict[str, float], dict[str, 
     for e in events:
         node = _backward_node(e)
         if node is None:
-            g = _forward_group(e) or "other ops"
+            g = _forward_group(e)
         else:  # a backward op: the group of the forward op whose node it runs
             g = by_seq.get((node.fwd_thread, node.sequence_nr)) or _backward_name_group(node.name)
         g = _own_group(e, g)
@@ -109,7 +140,7 @@ def _backward_node(event):
     return None
 
 
-def _backward_name_group(name: str) -> str:
+def _backward_name_group(name: str) -> str | None:
     n = name.split(":")[-1].strip()
     if n.startswith(("Addmm", "Mm")):
         return "GEMM"
@@ -117,16 +148,16 @@ def _backward_name_group(name: str) -> str:
         return "LM head + loss"
     if n.startswith("Embedding"):
         return "embeddings"
-    return "other ops"
+    return None
 
 
-def _own_group(event, group: str) -> str:
-    """Where ``event``'s self time goes inside ``group``."""
-    if _is_scope(event.name):
+def _own_group(event, group: str | None) -> str:
+    """Where ``event``'s self time goes inside ``group`` (None: no scope or node names one)."""
+    if _is_scope(event.name) or event.name.startswith(DYNAMO_GUARDS):
         return "Python/Trainer overhead"
     if group == "optimizer: other" and event.name in MATMULS:
         return "optimizer: Newton-Schulz"
-    return group
+    return group or _op_name_group(event.name) or "other ops"
 
 
 class ModuleLabels:
@@ -140,6 +171,8 @@ class ModuleLabels:
     def __enter__(self):
         import torch
 
+        if self.model is None:  # nothing to label
+            return self
         head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
         body = getattr(self.model, "base_model", None)
         for module in self.model.modules():
@@ -249,7 +282,7 @@ class ProfileCallback(TrainerCallback):
             return
         k = state.global_step - self.begin_step
         if k == self.skip and self.prof is None:
-            self._start(model)
+            self._start(model, labels=not args.torch_compile)
         elif self.prof is not None and k == self.skip + self.steps:
             self._stop()
 
@@ -261,10 +294,12 @@ class ProfileCallback(TrainerCallback):
             self.log(f"--profile_steps: training ended within the {self.skip} warm-up steps; "
                      f"nothing was profiled (give the run more steps)")
 
-    def _start(self, model) -> None:
+    def _start(self, model, labels: bool = True) -> None:
+        """Opens the window; ``labels``: hook the modules (not for a compiled model: its graphs
+        would recompile inside the window, and its ops are grouped by name instead)."""
         import torch
 
-        self.labels = ModuleLabels(model).__enter__()
+        self.labels = ModuleLabels(model if labels else None).__enter__()
         self.prof = torch.profiler.profile(activities=profiler_activities(), record_shapes=True,
                                            with_flops=True)
         _synchronize()  # the window's wall time starts with no kernel of an earlier step queued
