@@ -7,4 +7,4 @@ else about the package is in pyproject.toml.
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("londonlm.corpus._ocr_walk", ["londonlm/corpus/_ocr_walk.c"],
-                             extra_compile_args=["-O2"], optional=True)])
+                             extra_compile_args=["-O2", "-ffp-contract=off"], optional=True)])

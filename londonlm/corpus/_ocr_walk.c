@@ -10,6 +10,12 @@
  * lexicon's keys are a trie (a prefix is a node; a rule tried is a step or two from the node of
  * the text before it, near the root and so in cache), and no Python object is made until a
  * candidate is found.
+ *
+ * `scored` goes one step further for the corrector (OcrRepairer._candidates): given each known
+ * key's log-prior (Walker(..., logps=...)), it scores the candidates it finds against the word
+ * as the corrector's Python loop did (weight * (prior - own) + channel, kept above `least`), so
+ * that a Python object is made only for a candidate that survives (~10% of a cold pass's time
+ * went to that loop). Built with -ffp-contract=off: the same sums, rounded the same way.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -24,6 +30,7 @@ typedef struct {
     uint32_t *first_child, *nchildren;
     Py_UCS4 *letter;
     uint8_t *known;
+    uint32_t *key_index;  /* per known node: its key's index in the sorted keys */
     size_t nnodes;
     int empty;            /* no keys at all: not even the empty prefix is one (as in Python) */
     /* A node with many children (the root, the first letters) also has a row of `dense`: its
@@ -94,6 +101,7 @@ typedef struct {
     int lengths[16];      /* the OCR strings' lengths, longest first, as the Python walk tries them */
     int nlengths;
     uint32_t max_gk;
+    double *node_lp;      /* per known node: its key's log-prior (NULL: not given, no `scored`) */
 } Walker;
 
 static uint64_t hash_ucs4(const Py_UCS4 *s, size_t n) {
@@ -200,8 +208,9 @@ static int build_trie(Trie *t, Py_UCS4 **keys, Py_ssize_t *lens, uint32_t nkeys)
     t->nchildren = PyMem_Calloc(total, sizeof(uint32_t));
     t->letter = PyMem_Calloc(total, sizeof(Py_UCS4));
     t->known = PyMem_Calloc(total, 1);
+    t->key_index = PyMem_Calloc(total, sizeof(uint32_t));
     Span *queue = PyMem_Calloc(total, sizeof(Span));
-    if (!t->first_child || !t->nchildren || !t->letter || !t->known || !queue) {
+    if (!t->first_child || !t->nchildren || !t->letter || !t->known || !t->key_index || !queue) {
         PyMem_Free(queue);
         PyErr_NoMemory();
         return -1;
@@ -211,7 +220,7 @@ static int build_trie(Trie *t, Py_UCS4 **keys, Py_ssize_t *lens, uint32_t nkeys)
     while (head < next) {   /* node `head`: its span; its children get the next free numbers */
         Span sp = queue[head];
         uint32_t lo = sp.lo;
-        if (lo < sp.hi && (uint32_t)lens[lo] == sp.depth) { t->known[head] = 1; lo++; }  /* the shortest sorts first */
+        if (lo < sp.hi && (uint32_t)lens[lo] == sp.depth) { t->known[head] = 1; t->key_index[head] = lo++; }  /* the shortest sorts first */
         t->first_child[head] = (uint32_t)next;
         while (lo < sp.hi) {
             Py_UCS4 c = keys[lo][sp.depth];
@@ -313,12 +322,34 @@ static int add_rules(Walker *self, PyObject *rules) {
     return 0;
 }
 
+/* node_lp from logps, one float per key of the sorted keys */
+static int add_logps(Walker *self, PyObject *logps, Py_ssize_t nkeys) {
+    PyObject *seq = PySequence_Fast(logps, "logps: a sequence of float, one per key");
+    if (!seq) return -1;
+    int rc = 0;
+    if (PySequence_Fast_GET_SIZE(seq) != nkeys) {
+        PyErr_SetString(PyExc_ValueError, "logps: one per key of known");
+        rc = -1;
+    }
+    const Trie *t = &self->trie;
+    if (rc == 0 && !(self->node_lp = PyMem_Calloc(t->nnodes + 1, sizeof(double)))) { PyErr_NoMemory(); rc = -1; }
+    for (size_t k = 0; k < t->nnodes && rc == 0; k++) {
+        if (!t->known[k]) continue;
+        double v = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, t->key_index[k]));
+        if (v == -1.0 && PyErr_Occurred()) rc = -1;
+        self->node_lp[k] = v;
+    }
+    Py_DECREF(seq);
+    return rc;
+}
+
 static int Walker_init(Walker *self, PyObject *args, PyObject *kwds) {
-    static char *kw[] = {"rules", "known", NULL};
-    PyObject *rules, *known;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O", kw, &PyDict_Type, &rules, &known)) return -1;
+    static char *kw[] = {"rules", "known", "logps", NULL};
+    PyObject *rules, *known, *logps = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O|O", kw, &PyDict_Type, &rules, &known, &logps)) return -1;
     if (self->trie.first_child) { PyErr_SetString(PyExc_RuntimeError, "Walker is built once"); return -1; }
     if (add_words(self, known) < 0) return -1;
+    if (logps != Py_None && add_logps(self, logps, PySequence_Size(known)) < 0) return -1;
     return add_rules(self, rules);
 }
 
@@ -328,6 +359,8 @@ static void Walker_dealloc(Walker *self) {
     PyMem_Free(self->trie.nchildren);
     PyMem_Free(self->trie.letter);
     PyMem_Free(self->trie.known);
+    PyMem_Free(self->trie.key_index);
+    PyMem_Free(self->node_lp);
     PyMem_Free(self->trie.dense_row);
     PyMem_Free(self->trie.dense);
     PyMem_Free(self->rules.slots);
@@ -345,10 +378,20 @@ typedef struct {
     size_t cand_len, ck_len, nxt;
 } Deeper;
 
+/* a candidate `scored` found: its best channel log-probability, its key's node and the key */
+typedef struct {
+    double total;
+    uint32_t node;
+    Py_UCS4 *ck;
+    size_t ckn;
+} Found;
+
 typedef struct {
     double floor, beam;
     Py_ssize_t fanout;
-    PyObject *out;
+    PyObject *out;        /* candidates: {cand: log P(word | cand)}; `scored`: {cand: index into found} */
+    Found *found;         /* `scored` only (NULL otherwise), in the order first found */
+    size_t nfound, found_cap;
 } Search;
 
 static int deeper_cmp(const void *pa, const void *pb) {
@@ -358,13 +401,41 @@ static int deeper_cmp(const void *pa, const void *pb) {
     return a->order < b->order ? -1 : a->order > b->order;
 }
 
-static int found(Search *s, const Py_UCS4 *cand, size_t n, double total) {
+/* `scored`: a new candidate's entry (its key copied), its index the dict's value */
+static int found_new(Search *s, PyObject *key, double total, uint32_t node, const Py_UCS4 *ck, size_t ckn) {
+    if (s->nfound == s->found_cap) {
+        size_t nc = s->found_cap ? s->found_cap * 2 : 16;
+        Found *f = PyMem_Realloc(s->found, nc * sizeof(Found));
+        if (!f) { PyErr_NoMemory(); return -1; }
+        s->found = f; s->found_cap = nc;
+    }
+    Found *f = &s->found[s->nfound];
+    if (!(f->ck = PyMem_Malloc((ckn + 1) * sizeof(Py_UCS4)))) { PyErr_NoMemory(); return -1; }
+    memcpy(f->ck, ck, ckn * sizeof(Py_UCS4));
+    f->ckn = ckn; f->total = total; f->node = node;
+    PyObject *index = PyLong_FromSize_t(s->nfound);
+    int rc = index ? PyDict_SetItem(s->out, key, index) : -1;
+    Py_XDECREF(index);
+    if (rc == 0) s->nfound++;
+    else PyMem_Free(f->ck);
+    return rc;
+}
+
+/* cand (key ck, at trie node `node`) is a known word, total = log P(word | cand) this way: kept
+ * if it is new or likelier this way than any found before */
+static int found(Search *s, const Py_UCS4 *cand, size_t n, double total, uint32_t node, const Py_UCS4 *ck, size_t ckn) {
     PyObject *key = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, cand, (Py_ssize_t)n);
     if (!key) return -1;
     PyObject *have = PyDict_GetItemWithError(s->out, key);
     int rc = 0;
     if (!have && PyErr_Occurred()) rc = -1;
-    else if (!have || total > PyFloat_AS_DOUBLE(have)) {
+    else if (s->found) {
+        if (!have) rc = found_new(s, key, total, node, ck, ckn);
+        else {
+            Found *f = &s->found[PyLong_AsSize_t(have)];
+            if (total > f->total) f->total = total;
+        }
+    } else if (!have || total > PyFloat_AS_DOUBLE(have)) {
         PyObject *v = PyFloat_FromDouble(total);
         rc = v ? PyDict_SetItem(s->out, key, v) : -1;
         Py_XDECREF(v);
@@ -421,7 +492,7 @@ static int walk(Walker *self, Search *s, const Py_UCS4 *w, size_t n, const Py_UC
                 memcpy(buf + hn, arena + A->gk_off, A->gk_len * sizeof(Py_UCS4));
                 memcpy(buf + hn + A->gk_len, wk + tail, (nk - tail) * sizeof(Py_UCS4));
                 size_t cn = splice(cbuf, w, n, i, ln, arena + A->g_off, A->g_len);
-                if (is_known && found(s, cbuf, cn, total) < 0) { rc = -1; break; }
+                if (is_known && found(s, cbuf, cn, total, node_c, buf, ckn) < 0) { rc = -1; break; }
                 if (go_deeper) {
                     if (ndeeper == deeper_cap) {
                         size_t nc = deeper_cap ? deeper_cap * 2 : 16;
@@ -464,7 +535,7 @@ static PyObject *Walker_candidates(Walker *self, PyObject *args, PyObject *kwds)
     static char *kw[] = {"word", "key", "max_edits", "floor", "beam", "fanout", NULL};
     PyObject *word, *key;
     int max_edits;
-    Search s;
+    Search s = {0};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "UUiddn", kw, &word, &key, &max_edits, &s.floor, &s.beam, &s.fanout))
         return NULL;
     if (!self->trie.first_child || !self->trie.dense_row) { PyErr_SetString(PyExc_RuntimeError, "Walker not built"); return NULL; }
@@ -477,9 +548,61 @@ static PyObject *Walker_candidates(Walker *self, PyObject *args, PyObject *kwds)
     return s.out;
 }
 
+/* The candidates' scores against the word itself (OcrRepairer._candidates' loop): for each
+ * candidate other than the word, whose key is not the word's, in the order first found,
+ * static = weight * (log-prior - own) + log P(word | cand); those with static > least as
+ * (static, cand, key, log P(word | cand), log-prior). */
+static PyObject *scored_list(Search *s, const Py_UCS4 *wk, size_t nk, const double *node_lp,
+                             double own, double weight, double least) {
+    PyObject *out = PyList_New(0), *cand, *index;
+    Py_ssize_t pos = 0;
+    while (out && PyDict_Next(s->out, &pos, &cand, &index)) {   /* insertion order: first found first */
+        const Found *f = &s->found[PyLong_AsSize_t(index)];
+        if (f->ckn == nk && memcmp(f->ck, wk, nk * sizeof(Py_UCS4)) == 0) continue;   /* the word's key: the word too */
+        double p = node_lp[f->node];
+        double st = weight * (p - own) + f->total;
+        if (!(st > least)) continue;
+        PyObject *k = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, f->ck, (Py_ssize_t)f->ckn);
+        PyObject *row = k ? Py_BuildValue("(dONdd)", st, cand, k, f->total, p) : NULL;
+        if (!row || PyList_Append(out, row) < 0) Py_CLEAR(out);
+        Py_XDECREF(row);
+    }
+    return out;
+}
+
+static PyObject *Walker_scored(Walker *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"word", "key", "max_edits", "floor", "beam", "fanout", "own", "weight", "least", NULL};
+    PyObject *word, *key, *result = NULL;
+    int max_edits;
+    double own, weight, least;
+    Search s = {0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UUiddnddd", kw, &word, &key, &max_edits, &s.floor, &s.beam,
+                                     &s.fanout, &own, &weight, &least))
+        return NULL;
+    if (!self->trie.first_child || !self->trie.dense_row) { PyErr_SetString(PyExc_RuntimeError, "Walker not built"); return NULL; }
+    if (!self->node_lp) { PyErr_SetString(PyExc_RuntimeError, "scored needs Walker(..., logps=...)"); return NULL; }
+    Py_ssize_t n, nk;
+    Py_UCS4 *w = as_ucs4(word, &n), *wk = w ? as_ucs4(key, &nk) : NULL;
+    if (wk && nk != n) result = PyList_New(0);   /* a key is letter for letter: no candidates otherwise */
+    else if (wk && (s.out = PyDict_New()) && (s.found = PyMem_Malloc(16 * sizeof(Found)))) {
+        s.found_cap = 16;
+        if (walk(self, &s, w, (size_t)n, wk, (size_t)nk, 0, 0.0, max_edits) == 0)
+            result = scored_list(&s, wk, (size_t)nk, self->node_lp, own, weight, least);
+    } else if (wk && s.out) PyErr_NoMemory();
+    for (size_t k = 0; k < s.nfound; k++) PyMem_Free(s.found[k].ck);
+    PyMem_Free(s.found);
+    Py_XDECREF(s.out);
+    PyMem_Free(w);
+    PyMem_Free(wk);
+    return result;
+}
+
 static PyMethodDef Walker_methods[] = {
     {"candidates", (PyCFunction)(void (*)(void))Walker_candidates, METH_VARARGS | METH_KEYWORDS,
      "candidates(word, key, max_edits, floor, beam, fanout) -> {printed word: log P(word | printed)}"},
+    {"scored", (PyCFunction)(void (*)(void))Walker_scored, METH_VARARGS | METH_KEYWORDS,
+     "scored(word, key, max_edits, floor, beam, fanout, own, weight, least) -> "
+     "[(weight * (log-prior - own) + channel, cand, key, channel, log-prior)] above least, first found first"},
     {NULL, NULL, 0, NULL}};
 
 static PyTypeObject WalkerType = {

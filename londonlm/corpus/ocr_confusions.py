@@ -104,21 +104,46 @@ class ConfusionModel:
             total += lp if lp is not None else unknown * max(len(g), len(o), 1)
         return total
 
-    def prepare(self, known: Container[str], key: Callable[[str], str]) -> None:
+    def scored(self, word: str, known: Container[str], prefixes: Container[str], key: Callable[[str], str],
+               logp: Callable[[str], float], own: float, weight: float, least: float, long_s: bool = False,
+               max_edits: int = 2, floor: float = -14.0, beam: float = -7.0,
+               fanout: int = 1000) -> list[tuple[float, str, str, float, float]]:
+        """:meth:`candidates` (the same search arguments) as a corrector ranks them against the
+        word itself: ``(weight * (logp(k) - own) + channel, candidate, k, channel, logp(k))``
+        for each candidate whose key ``k`` is not the word's, those above ``least`` only, in
+        :meth:`candidates`' order. Compiled, a candidate below ``least`` costs no Python object
+        (``logp`` is then read once per known key, when the walk is built)."""
+        wk = key(word)
+        if self.compiled:
+            if len(wk) != len(word):
+                return []
+            return self._walker(long_s, key, known, logp).scored(word, wk, max_edits, floor, beam, fanout,
+                                                                 own, weight, least)
+        found = self.candidates(word, known, prefixes, key, long_s, max_edits, floor, beam, fanout)
+        return ranked(found, wk, key, logp, own, weight, least)
+
+    def prepare(self, known: Container[str], key: Callable[[str], str],
+                logp: Callable[[str], float] | None = None) -> None:
         """Build now what the first search would (the compiled walk's tables, for print with and
-        without the long s): a worker's start, not its first document, pays for them."""
+        without the long s; with ``logp``, the known keys' priors :meth:`scored` reads): a
+        worker's start, not its first document, pays for them."""
         for long_s in (False, True):
             if self.compiled:
-                self._walker(long_s, key, known)
+                self._walker(long_s, key, known, logp)
             else:
                 self._keyed(long_s, key)
 
-    def _walker(self, long_s: bool, key: Callable[[str], str], known: Container[str]):
+    def _walker(self, long_s: bool, key: Callable[[str], str], known: Container[str],
+                logp: Callable[[str], float] | None = None):
         """The compiled walk over these rules and this lexicon, built once (its trie of the
-        lexicon's keys, ~2 MB for 60 k words, whose nodes are the prefixes)."""
+        lexicon's keys, ~2 MB for 60 k words, whose nodes are the prefixes), with the keys'
+        priors by ``logp`` where given (built again if it was built without them)."""
         got = self._walkers.get((long_s, key))
-        if got is None or got[0] is not known:
-            got = self._walkers[(long_s, key)] = (known, _CompiledWalker(self._keyed(long_s, key), sorted(known)))
+        if got is None or got[0] is not known or (logp is not None and not got[2]):
+            keys = sorted(known)
+            walker = _CompiledWalker(self._keyed(long_s, key), keys,
+                                     None if logp is None else [logp(k) for k in keys])
+            got = self._walkers[(long_s, key)] = (known, walker, logp is not None)
         return got[1]
 
     def _keyed(self, long_s: bool, key: Callable[[str], str]) -> dict[str, list[tuple[str, str, float]]]:
@@ -182,6 +207,21 @@ class ConfusionModel:
                        float(data.get("hyphen", cls.hyphen)), dict(data.get("made_by") or {}))
         except (TypeError, ValueError) as e:
             raise ConfusionError(f"{where}: malformed rule ({e})") from e
+
+
+def ranked(found: dict[str, float], wk: str, key: Callable[[str], str], logp: Callable[[str], float],
+           own: float, weight: float, least: float) -> list[tuple[float, str, str, float, float]]:
+    """:meth:`ConfusionModel.scored`'s ranking of :meth:`ConfusionModel.candidates`' ``found``
+    against a word whose key is ``wk`` (what the compiled ``scored`` does in one go)."""
+    out = []
+    for cand, ch in found.items():
+        k = key(cand)
+        if k != wk:
+            p = logp(k)
+            static = weight * (p - own) + ch
+            if static > least:
+                out.append((static, cand, k, ch, p))
+    return out
 
 
 def load_confusions(path: str | Path | None = None) -> ConfusionModel:

@@ -35,7 +35,7 @@ from typing import Any, Container
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from .ocr_confusions import LONG_S, ConfusionModel
+from .ocr_confusions import LONG_S, ConfusionModel, ranked
 from .period_lexicon import BACKOFF, PeriodLexicon, word_key
 
 # a word as the corrector sees it: letters, with digits the OCR may have put for letters
@@ -54,6 +54,7 @@ _SENTENCE_END = ".!?\n"
 _MISSING = object()
 PIECE = 1_000_000  # characters repaired at once (a longer text goes in pieces)
 _STOPS = (",", ";", ":", ".", "!", "?")
+_STOP_CHARS = "".join(_STOPS)
 _MID = re.compile(r"[A-Za-zſ,;] ")  # what comes before a word in mid-sentence
 # capitals whose small letter differs by a dot or a stroke the OCR loses: the only case repairs.
 # Others ("Well", "Wanted") are mostly sentences whose stop the OCR lost (measured on ../shared/ocr).
@@ -183,10 +184,13 @@ class OcrRepairer:
         self._lower: dict[str, float] | None = None
         self._by_length: dict[int, list[str]] | None = None
         self._cache_size = cache_size
+        # the candidate search's (max_edits, floor, beam, fanout) for a known word and an unknown one
+        self._search_known = (1, self.s.known_floor, self.s.beam, self.s.fanout)
+        self._search_unknown = (self.s.max_edits, self.s.floor, self.s.beam, self.s.fanout)
         # the tables every repair reads, built now: a worker's start pays for them, not its first text
         known, _ = lexicon.vocabulary(self.s.known_min_count)
         lexicon.char_logp("")
-        confusions.prepare(known, word_key)
+        confusions.prepare(known, word_key, lexicon.logp)
 
     # ---------------------------------------------------------------- the document
     def repair(self, text: str, year: int | None = None) -> Repaired:
@@ -219,15 +223,24 @@ class OcrRepairer:
         changes: list[Change] = []
         pos = i = 0
         n = len(found)
+        # the tests that end most two-word searches at once, made here (per word, not per call):
+        # two words that stand as words are not one glued; a join must be the period's word; a
+        # lost space follows a stop
+        words_ok = [_is_word(w, p) for w, p in zip(found, priors)]
+        glued, joins, unigrams = self.s.glued, self.s.joins, self.lex.unigrams
         while i < n:
-            fix = self._glued(doc, i) if self.s.glued and i + 1 < n else None
-            if self.s.joins and i + 1 < n:
-                join = self._join(doc, i)  # "w ill": "will" joined may beat "wall" glued (the better wins)
-                if join is not None and (fix is None or join[3] > fix[3]):
-                    fix = join
+            fix = None
+            if i + 1 < n:
+                if glued and not (words_ok[i] and words_ok[i + 1]):
+                    fix = self._glued(doc, i)
+                if joins and keys[i] + keys[i + 1] in unigrams:
+                    join = self._join(doc, i)  # "w ill": "will" joined may beat "wall" glued (the better wins)
+                    if join is not None and (fix is None or join[3] > fix[3]):
+                        fix = join
             if fix is None:
                 fix = self._fix_word(doc, i)
-            if i + 1 < n and (fix is None or fix[2] not in ("join", "glued")):
+            if i + 1 < n and text[starts[i] + len(found[i])] in _STOP_CHARS \
+                    and (fix is None or fix[2] not in ("join", "glued")):
                 fix = self._space_after(doc, i, fix)
             if fix is not None:
                 after, end, kind, gain, ch = fix
@@ -431,24 +444,20 @@ class OcrRepairer:
             return ()
         own = prior if known else self._unknown(key)
         known_keys, prefixes = self.lex.vocabulary(self.s.known_min_count)
-        found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s=long_s,
-                                     max_edits=1 if known else self.s.max_edits,
-                                     floor=self.s.known_floor if known else self.s.floor, beam=self.s.beam,
-                                     fanout=self.s.fanout)
-        scored = []
-        odd_case = not (word.islower() or word.istitle() or word.isupper())
-        logp, weight, least = self.lex.logp, self.s.lm_weight, -self.s.max_deficit
-        for cand, ch in found.items():
-            k = word_key(cand)
-            if k == key or not (odd_case or cand.islower() or cand.istitle() or cand.isupper()):
-                continue
-            p = logp(k)
-            static = weight * (p - own) + ch
-            if static > least:
-                scored.append((static, cand, k, ch, p))
+        search = self._search_known if known else self._search_unknown
+        least, weight = -self.s.max_deficit, self.s.lm_weight
+        near = self.s.near and not known and len(word) >= 3 and _PLAIN.fullmatch(word)
+        if near:  # the near search needs every candidate the rules find, the ranked ones or not
+            found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s, *search)
+            scored = ranked(found, key, word_key, self.lex.logp, own, weight, least)
+        else:
+            scored = self.conf.scored(word, known_keys, prefixes, word_key, self.lex.logp, own, weight, least,
+                                      long_s, *search)
+        if word.islower() or word.istitle() or word.isupper():  # (an odd case, "tHe", may stand for any)
+            scored = [x for x in scored if x[1].islower() or x[1].istitle() or x[1].isupper()]
         if self.s.splits and not known and word.isalpha() and len(key) == len(word):
             scored += self._splits(word, key, own, known_keys)
-        if self.s.near and not scored and not known and len(word) >= 3 and _PLAIN.fullmatch(word):
+        if near and not scored:
             scored = self._near(word, key, own, found, least)  # (only then: beside rules' candidates, worse)
         scored.sort(key=lambda x: -x[0])
         out = tuple(x[1:] for x in scored[:self.s.candidates])

@@ -102,3 +102,47 @@ def test_without_the_compiled_walk_the_python_walk_answers(monkeypatch):
     assert model.compiled is False
     known = frozenset({"the"})
     assert model.candidates("tbe", known, frozenset({"", "t", "th", "the"}), word_key) == {"the": -1.0}
+
+
+SCORINGS = [dict(own=-9.0, weight=1.0, least=-6.0), dict(own=-4.0, weight=0.7, least=-3.0),
+            dict(own=-20.0, weight=1.3, least=-30.0)]
+
+
+@compiled
+@pytest.mark.parametrize("scoring", SCORINGS)
+def test_the_compiled_scoring_keeps_what_the_python_loop_keeps_in_its_order(scoring):
+    """``scored``: the candidates ranked against the word (prior, channel, threshold) in C give
+    the tuples the Python loop over ``candidates`` gives, numbers and order alike."""
+    model = load_confusions()
+    lexicon = period_lexicon()
+    known, prefixes = lexicon.vocabulary(1)
+    kept = 0
+    for search in SEARCHES[:3]:
+        for word in words_to_try(seed=1):
+            for long_s in (False, True):
+                got = []
+                for use_compiled in (True, False):
+                    model.compiled = use_compiled
+                    got.append(model.scored(word, known, prefixes, word_key, lexicon.logp, long_s=long_s,
+                                            **scoring, **search))
+                assert got[0] == got[1], (word, long_s)
+                assert all(k != word_key(word) and static > scoring["least"] for static, _, k, _, _ in got[0])
+                kept += len(got[0])
+    assert kept > 20  # the comparison is not of empty results
+
+
+@compiled
+def test_the_compiled_scoring_needs_the_priors():
+    model = ConfusionModel({"b": [("h", -1.0)]})
+    rules = model._keyed(False, word_key)
+    with pytest.raises(RuntimeError, match="logps"):
+        ocr_confusions._CompiledWalker(rules, ["the"]).scored("tbe", "tbe", 1, -9.0, -9.0, 5, -5.0, 1.0, -9.0)
+    with pytest.raises(ValueError, match="one per key"):
+        ocr_confusions._CompiledWalker(rules, ["the", "thy"], [-1.0])
+    walker = ocr_confusions._CompiledWalker(rules, ["the", "thy"], [-1.5, -4.0])
+    assert walker.scored("tbe", "tbe", 1, -9.0, -9.0, 5, -5.0, 1.0, -9.0) == [(1.0 * (-1.5 + 5.0) - 1.0, "the", "the", -1.0, -1.5)]
+    # built first without them (``candidates``), the walk is built again when ``scored`` asks
+    known = frozenset({"the"})
+    model.candidates("tbe", known, frozenset({"", "t", "th", "the"}), word_key)
+    assert model.scored("tbe", known, frozenset(), word_key, {"the": -2.0}.get, -5.0, 1.0, -9.0) == \
+        [(-2.0 + 5.0 - 1.0, "the", "the", -1.0, -2.0)]
