@@ -81,29 +81,75 @@ def start_server(model: Path, extra: list[str], log: Path, device: str = "cpu") 
     raise SystemExit(f"server did not answer within 2 minutes; see {log}")
 
 
-async def race(url: str, clients: int, per_client: int, new_tokens: int) -> dict:
+async def race(url: str, clients: int, per_client: int, new_tokens: int, timeline: bool = False) -> dict:
+    """``clients`` clients, each sending ``per_client`` requests one after another. ``timeline``:
+    also the server's /health every 50 ms and each request's span (:func:`stalls` reads them)."""
     import httpx
 
-    latencies, tokens, codes = [], [], []
+    spans, tokens, codes = [], [], []
 
-    async def client(c: httpx.AsyncClient, k: int):
+    async def client(c: httpx.AsyncClient, k: int, t0: float):
         for j in range(per_client):
             body = {"prompt": PROMPT, "max_new_tokens": new_tokens, "temperature": 0.8, "seed": k * 1000 + j}
-            t0 = time.perf_counter()
+            start = time.perf_counter() - t0
             r = await c.post(url + "/v1/generate", json=body)
-            latencies.append(time.perf_counter() - t0)
+            spans.append((start, time.perf_counter() - t0))
             codes.append(r.status_code)
             tokens.append(r.json()["samples"][0]["new_tokens"] if r.status_code == 200 else 0)
 
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as c:
+        done = asyncio.Event()
         t0 = time.perf_counter()
-        await asyncio.gather(*[client(c, k) for k in range(clients)])
+        watcher = asyncio.create_task(watch(c, url, t0, done)) if timeline else None
+        await asyncio.gather(*[client(c, k, t0) for k in range(clients)])
         wall = time.perf_counter() - t0
-    lat = sorted(latencies)
-    return {"clients": clients, "requests": len(lat), "errors": sum(code != 200 for code in codes),
-            "new_tokens": sum(tokens), "tokens_per_s": round(sum(tokens) / wall, 1),
-            "p50_seconds": round(statistics.median(lat), 3),
-            "p95_seconds": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3), "wall_seconds": round(wall, 2)}
+        done.set()
+        polls = await watcher if watcher else None
+    lat = sorted(b - a for a, b in spans)
+    out = {"clients": clients, "requests": len(lat), "errors": sum(code != 200 for code in codes),
+           "new_tokens": sum(tokens), "tokens_per_s": round(sum(tokens) / wall, 1),
+           "p50_seconds": round(statistics.median(lat), 3),
+           "p95_seconds": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3), "wall_seconds": round(wall, 2)}
+    if polls is not None:
+        out["stalls"] = stalls(polls, spans)
+        out["timeline"] = {"polls": polls, "spans": [[round(a, 3), round(b, 3)] for a, b in spans]}
+    return out
+
+
+async def watch(c, url: str, t0: float, done: asyncio.Event, every: float = 0.05) -> list[dict]:
+    """The engine's counters from /health every ``every`` seconds until ``done``: when asked (s
+    after ``t0``), how long the answer took (a busy event loop answers late), decode steps so
+    far, rows decoding, rows waiting to join."""
+    polls = []
+    while not done.is_set():
+        asked = time.perf_counter()
+        batch = (await c.get(url + "/health")).json().get("batch", {})
+        polls.append({"t": round(asked - t0, 3), "answer_s": round(time.perf_counter() - asked, 3),
+                      "steps": batch.get("steps"), "rows": batch.get("rows"), "pending": batch.get("pending_rows")})
+        try:
+            await asyncio.wait_for(done.wait(), every)
+        except asyncio.TimeoutError:
+            pass
+    return polls
+
+
+def stalls(polls: list[dict], spans: list[tuple[float, float]]) -> dict:
+    """Where a slow request waited: the longest stretch of polls over which the engine made no
+    decode step while a request was in flight (with the rows decoding and waiting then), and
+    the slowest /health answer (the server's event loop busy or blocked)."""
+    longest, start, at = 0.0, None, None
+    for a, b in zip(polls, polls[1:]):
+        busy = any(s < a["t"] and e > b["t"] for s, e in spans)
+        if busy and a["steps"] == b["steps"]:
+            start = a if start is None else start
+            if b["t"] - start["t"] > longest:
+                longest, at = b["t"] - start["t"], start
+        else:
+            start = None
+    slowest = max(polls, key=lambda p: p["answer_s"], default=None)
+    return {"no_step_seconds": round(longest, 3), "no_step_from": at and at["t"],
+            "rows_then": at and at["rows"], "pending_then": at and at["pending"],
+            "slowest_health_s": slowest and slowest["answer_s"], "slowest_health_at": slowest and slowest["t"]}
 
 
 async def burst(url: str, n: int, new_tokens: int) -> dict:
@@ -139,6 +185,8 @@ def main() -> int:
     p.add_argument("--new_tokens", type=int, default=32)
     p.add_argument("--burst", type=int, default=40)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the servers run the model")
+    p.add_argument("--timeline", action="store_true", help="poll each server's /health during the timed rounds "
+                   "and report where slow requests waited (results.json: each round's stalls and timeline)")
     a = p.parse_args()
     if not a.model and not a.fresh:
         p.error("pass --model FOLDER, or --fresh")
@@ -161,9 +209,9 @@ def main() -> int:
         for n in a.clients:  # alternate the two servers client count by client count
             for mode, (_, url) in servers.items():
                 asyncio.run(race(url, n, 1, a.new_tokens))  # warm-up at this count, untimed
-                r = asyncio.run(race(url, n, a.requests_per_client, a.new_tokens))
+                r = asyncio.run(race(url, n, a.requests_per_client, a.new_tokens, a.timeline))
                 res[mode].append(r)
-                print(json.dumps({"mode": mode, **r}), flush=True)
+                print(json.dumps({"mode": mode, **{k: v for k, v in r.items() if k != "timeline"}}), flush=True)
         res["burst"] = asyncio.run(burst(servers["batched"][1], a.burst, 8))
     finally:
         for proc, _ in servers.values():

@@ -147,7 +147,8 @@ def test_server_and_gguf_commands(tmp_path):
     cmd = C.server_cmd(tmp_path / "final", tmp_path / "w")
     assert cmd[1] == str(C.SERVER_BENCH) and flag(cmd, "--device") == "cuda"
     assert flag(cmd, "--model") == str(tmp_path / "final")
-    assert cmd[cmd.index("--clients") + 1:] == ["1", "8", "32"]
+    assert cmd[cmd.index("--clients") + 1:cmd.index("--clients") + 4] == ["1", "8", "32"]
+    assert "--timeline" in cmd  # a slow request's wait is located, not just counted
     g = C.gguf_cmd(tmp_path, "a", verify=False)
     assert g[1] == str(C.EXPORT) and flag(g, "--run_name") == "a" and flag(g, "--root") == str(tmp_path)
     assert "--verify" not in g and "--verify" in C.gguf_cmd(tmp_path, "a", verify=True)

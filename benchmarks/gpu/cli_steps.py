@@ -237,7 +237,8 @@ def step_server(ctx) -> dict:
     run_logged(C.server_cmd(ctx.micro_model(), work), ctx.logs / "server.log", ctx.timeout)
     res = json.loads((work / "results.json").read_text())
     rows = [{"mode": mode, **{k: r[k] for k in ("clients", "requests", "errors", "tokens_per_s",
-                                                 "p50_seconds", "p95_seconds")}}
+                                                 "p50_seconds", "p95_seconds")},
+             **{f"stall_{k}": v for k, v in r.get("stalls", {}).items()}}
             for mode in ("serial", "batched") for r in res[mode]]
     speedup = {f"batched_over_serial_{b['clients']}_clients": round(b["tokens_per_s"] / max(s["tokens_per_s"], 1e-9), 2)
                for s, b in zip(res["serial"], res["batched"])}

@@ -96,7 +96,7 @@ def profile_cmd(root: Path) -> list[str]:
 
 def server_cmd(model: Path, work: Path, device: str = "cuda") -> list[str]:
     return [PY, str(SERVER_BENCH), "--model", str(model), "--device", device, "--work", str(work),
-            "--clients", *map(str, SERVER_CLIENTS)]
+            "--clients", *map(str, SERVER_CLIENTS), "--timeline"]  # where a slow request waited
 
 
 def gguf_cmd(root: Path, run: str, verify: bool) -> list[str]:
