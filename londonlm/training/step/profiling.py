@@ -20,10 +20,10 @@ Under ``torch.compile`` (the default on CUDA) modules no longer run one by one: 
 runs the whole forward (or backward) as library calls plus generated kernels that fuse several
 modules' elementwise work. No hooks are installed then (they would force a recompilation inside
 the window), and an op outside every scope is grouped by its name: matrix products (``aten::mm``
-and the like: the LM head's too, and attention's where the compiler decomposes it) are **GEMM**, the SDPA kernels **attention**, embedding
-lookups **embeddings**, and the generated kernels (``triton_*`` on a GPU; on a CPU they run
-inline, inside the compiled graph's own time) are **compiled fused kernels**: norms, GELU,
-residual adds, softmax and loss pieces fused together.
+and the like: the LM head's too, and attention's where the compiler decomposes it) are **GEMM**,
+the SDPA kernels **attention**, embedding lookups **embeddings**, and the generated kernels
+(``triton_*`` on a GPU; on a CPU they run inline, inside the compiled graph's own time) are
+**compiled fused kernels**: norms, GELU, residual adds, softmax and loss pieces fused together.
 
 On a GPU the profiler records CUDA activity too, and every kernel's time goes to the group of the
 op that launched it (the profiler links the two): the table then has a GPU column, and the share
