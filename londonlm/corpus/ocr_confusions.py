@@ -119,7 +119,8 @@ class ConfusionModel:
                 return []
             return self._walker(long_s, key, known, logp).scored(word, wk, max_edits, floor, beam, fanout,
                                                                  own, weight, least)
-        found = self.candidates(word, known, prefixes, key, long_s, max_edits, floor, beam, fanout)
+        found = self.candidates(word, known, prefixes, key, long_s=long_s, max_edits=max_edits, floor=floor,
+                                beam=beam, fanout=fanout)
         return ranked(found, wk, key, logp, own, weight, least)
 
     def prepare(self, known: Container[str], key: Callable[[str], str],

@@ -184,9 +184,10 @@ class OcrRepairer:
         self._lower: dict[str, float] | None = None
         self._by_length: dict[int, list[str]] | None = None
         self._cache_size = cache_size
-        # the candidate search's (max_edits, floor, beam, fanout) for a known word and an unknown one
-        self._search_known = (1, self.s.known_floor, self.s.beam, self.s.fanout)
-        self._search_unknown = (self.s.max_edits, self.s.floor, self.s.beam, self.s.fanout)
+        # the candidate search's arguments for a known word and an unknown one (built once: hot path)
+        self._search_known = dict(max_edits=1, floor=self.s.known_floor, beam=self.s.beam, fanout=self.s.fanout)
+        self._search_unknown = dict(max_edits=self.s.max_edits, floor=self.s.floor, beam=self.s.beam,
+                                    fanout=self.s.fanout)
         # the tables every repair reads, built now: a worker's start pays for them, not its first text
         known, _ = lexicon.vocabulary(self.s.known_min_count)
         lexicon.char_logp("")
@@ -448,11 +449,11 @@ class OcrRepairer:
         least, weight = -self.s.max_deficit, self.s.lm_weight
         near = self.s.near and not known and len(word) >= 3 and _PLAIN.fullmatch(word)
         if near:  # the near search needs every candidate the rules find, the ranked ones or not
-            found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s, *search)
+            found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s=long_s, **search)
             scored = ranked(found, key, word_key, self.lex.logp, own, weight, least)
         else:
             scored = self.conf.scored(word, known_keys, prefixes, word_key, self.lex.logp, own, weight, least,
-                                      long_s, *search)
+                                      long_s=long_s, **search)
         if word.islower() or word.istitle() or word.isupper():  # (an odd case, "tHe", may stand for any)
             scored = [x for x in scored if x[1].islower() or x[1].istitle() or x[1].isupper()]
         if self.s.splits and not known and word.isalpha() and len(key) == len(word):

@@ -171,8 +171,6 @@ class ModuleLabels:
     def __enter__(self):
         import torch
 
-        if self.model is None:  # nothing to label
-            return self
         head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
         body = getattr(self.model, "base_model", None)
         for module in self.model.modules():
@@ -299,7 +297,7 @@ class ProfileCallback(TrainerCallback):
         would recompile inside the window, and its ops are grouped by name instead)."""
         import torch
 
-        self.labels = ModuleLabels(model if labels else None).__enter__()
+        self.labels = ModuleLabels(model).__enter__() if labels else None
         self.prof = torch.profiler.profile(activities=profiler_activities(), record_shapes=True,
                                            with_flops=True)
         _synchronize()  # the window's wall time starts with no kernel of an earlier step queued
@@ -310,7 +308,8 @@ class ProfileCallback(TrainerCallback):
         _synchronize()  # ... and ends once the window's kernels have run
         wall = time.perf_counter() - self.t0
         self.prof.__exit__(None, None, None)
-        self.labels.__exit__()
+        if self.labels is not None:
+            self.labels.__exit__()
         totals, flops, device = group_events(self.prof.events())
         result = profile_table(totals, wall, steps or self.steps, gemm_flops=flops["GEMM"], device_us=device)
         self.out_dir.mkdir(parents=True, exist_ok=True)
