@@ -9,8 +9,10 @@ counts). A word changes only when
     w_lm * [log P(candidate | neighbours) - log P(word | neighbours)] + log P(word | candidate)
 
 clears a margin: a word the period used stays unless its neighbours speak strongly against it,
-and a capitalised word in mid-sentence (a name) needs a wider margin. Numbers, dates and sums
-of money are never touched. Two words the OCR split (``pre vailed``, its line-end hyphen lost)
+and a capitalised word in mid-sentence (a name) needs a wider margin. Numbers and dates are never
+touched; a sum of money only where the sum around it says its digits were read as letters
+(``£1 Is.`` -> ``£1 1s.``, :mod:`.ocr_sums`), and a ``1`` only where it stands for the pronoun I
+(``of which 1 am``). Two words the OCR split (``pre vailed``, its line-end hyphen lost)
 are joined when the language model prefers the joined word; a word run into the next
 (``TheShoreham``) is split when both halves are the period's.
 
@@ -36,6 +38,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from .ocr_confusions import LONG_S, ConfusionModel, ranked
+from .ocr_sums import MONEY, repaired_sum
 from .period_lexicon import BACKOFF, PeriodLexicon, word_key
 
 # a word as the corrector sees it: letters, with digits the OCR may have put for letters
@@ -59,6 +62,10 @@ _MID = re.compile(r"[A-Za-zſ,;] ")  # what comes before a word in mid-sentence
 # capitals whose small letter differs by a dot or a stroke the OCR loses: the only case repairs.
 # Others ("Well", "Wanted") are mostly sentences whose stop the OCR lost (measured on ../shared/ocr).
 _CASE_SHAPES = frozenset("I")
+# what may follow a one-letter word a misreading made ("m the", "t, the"), not an abbreviation's stop
+_LETTER_ENDS = ("", " ", "\n", ",", ";", ":")
+# what the OCR reads for the pronoun I standing alone
+_PRONOUN_SHAPES = frozenset({"1", "l"})
 
 
 @dataclass
@@ -87,6 +94,12 @@ class RepairSettings:
       seen before; ``thorough`` turns it on (``near=4``), 0 (the default) leaves it off.
     - ``unit_letters``: a word of at most this many letters after a number is a unit or a sum
       ("440 gs", "3 yrs"), never changed.
+    - ``sums``: a sum of money whose digits the OCR read as letters (``£1 Is.``, ``2s. fid.``) is
+      repaired where a sum stands beside it (:mod:`.ocr_sums`; CV +0.35 raw).
+    - ``pronoun``: ``1`` or ``l`` between two words is the pronoun I when the next word follows I
+      this many (log) times likelier than it stands anywhere (``which 1 am``; None: never; CV +0.09).
+    - ``single_letters``: a small letter standing alone (not ``a``, not before a stop or
+      apostrophe: ``p. m.``, ``o'clock``) is searched like a word (``m the`` -> ``in the``; CV +0.08).
     - ``glued``: a word a letter misread as a stop, comma, hyphen or space cut in two is repaired
       whole (``_glued``); ``glued_space``: a space is searched only where a piece has at most this
       many letters (``Bak rs``; ``thorough``: any, ``Patrona e``): two long pieces are a search
@@ -125,6 +138,9 @@ class RepairSettings:
     glued: bool = True
     glued_space: int = 2
     unit_letters: int = 4
+    sums: bool = True
+    pronoun: float | None = 1.5
+    single_letters: bool = True
     splits: bool = True
     near: int = 0
     near_edit: float = -6.0
@@ -153,7 +169,7 @@ class Change:
     start: int
     before: str
     after: str
-    kind: str             # word | join | split | case (I read for i) | space (after a stop)
+    kind: str             # word | join | split | glued | case (I read for i) | space (after a stop) | sum | pronoun
     gain: float           # how far the change cleared the word's own score
     channel: float        # log P(OCR | printed) of the misreading it undoes
 
@@ -219,7 +235,7 @@ class OcrRepairer:
         if self.s.doc_min_count:
             self._add_document_evidence(found, keys, priors, long_s)
         doc = _Doc(text, found, starts, keys, priors, text.count("\n") * 200 < len(text), long_s,
-                   self._noise_adjustment(found, priors))
+                   self._noise_adjustment(found, priors), self.s.sums and MONEY.search(text) is not None)
         out: list[str] = []
         changes: list[Change] = []
         pos = i = 0
@@ -238,6 +254,10 @@ class OcrRepairer:
                     join = self._join(doc, i)  # "w ill": "will" joined may beat "wall" glued (the better wins)
                     if join is not None and (fix is None or join[3] > fix[3]):
                         fix = join
+            if fix is None and doc.money:
+                fix = self._fix_sum(doc, i)
+            if fix is None and found[i] in _PRONOUN_SHAPES:
+                fix = self._fix_pronoun(doc, i)
             if fix is None:
                 fix = self._fix_word(doc, i)
             if i + 1 < n and text[starts[i] + len(found[i])] in _STOP_CHARS \
@@ -388,6 +408,9 @@ class OcrRepairer:
         if len(word) <= self.s.unit_letters and i and _NUMBER.fullmatch(doc.words[i - 1]) \
                 and doc.text[doc.starts[i] - 1] == " ":
             return None  # "440 gs", "300 sovs", "3 yrs", "2s Cd": a unit or a sum after a number
+        if len(word) == 1 and (doc.text[doc.starts[i] + 1:doc.starts[i] + 2] not in _LETTER_ENDS
+                               or doc.text[doc.starts[i] - 1:doc.starts[i]] not in ("", " ", "\n")):
+            return None  # "p. m.", "o'clock", "w.s": a letter that stands for a word, or a piece of one
         prev, nxt = doc.context(i)
         lm = self.lex
         own = self.s.lm_weight * self._lm(doc.keys[i], doc.priors[i], prev, nxt)
@@ -409,6 +432,33 @@ class OcrRepairer:
         if best is None or best_score <= margin:
             return None
         return best, doc.starts[i] + len(word), "split" if " " in best else "word", best_score, best_ch
+
+    def _fix_sum(self, doc: "_Doc", i: int):
+        """``£1 Is.`` -> ``£1 1s.``: a sum of money whose digits the OCR read as letters, where
+        the sum around it says so (:mod:`.ocr_sums`)."""
+        word, start = doc.words[i], doc.starts[i]
+        after = repaired_sum(doc.text, start, word)
+        if after is None:
+            return None
+        return after, start + len(word), "sum", 0.0, 0.0
+
+    def _fix_pronoun(self, doc: "_Doc", i: int):
+        """``of which 1 am``: the pronoun I read as a 1 or an l, between two words, where the next
+        word follows I ``pronoun`` (log) times likelier than it stands anywhere (``am``, ``shall``,
+        ``thought``; not ``1 and 2``, ``1 year``, ``1 the``)."""
+        start, n = doc.starts[i], len(doc.words)
+        if self.s.pronoun is None or not 0 < i < n - 1 or doc.text[start - 1:start + 2] != f" {doc.words[i]} " \
+                or doc.starts[i + 1] != start + 2:
+            return None
+        before, nxt = doc.words[i - 1], doc.words[i + 1]
+        gap = doc.text[doc.starts[i - 1] + len(before):start]
+        if not before.isalpha() or gap not in (" ", ", ") or not nxt.isalpha() or not nxt.islower() \
+                or doc.priors[i + 1] is None:
+            return None
+        gain = self.lex.logp_after("i", doc.keys[i + 1]) - doc.priors[i + 1]
+        if gain <= self.s.pronoun:
+            return None
+        return "I", start + 1, "pronoun", gain, 0.0
 
     def _fix_case(self, doc: "_Doc", i: int):
         """``came In from``: a capital the period never set in mid-sentence on this word, and a
@@ -439,8 +489,7 @@ class OcrRepairer:
         together, none that no context could bring within ``max_deficit`` of the word (cached)."""
         ck = (word, long_s)
         known = prior is not None
-        if len(word) < 2 or _NUMBER.fullmatch(word) or not (word.isalpha() or _LETTERS_WITH_A_DIGIT.fullmatch(word)
-                                                            or not known and _LETTERS_WITH_A_MARK.fullmatch(word)):
+        if not self._searchable(word, known):
             self._cache[ck] = ()
             return ()
         own = prior if known else self._unknown(key)
@@ -466,6 +515,15 @@ class OcrRepairer:
             self._cache.clear()
         self._cache[ck] = out
         return out
+
+    def _searchable(self, word: str, known: bool) -> bool:
+        """A token the candidate search takes: letters (a digit among them may be a misread
+        letter; a mark inside, only in a word the period lacks), never a number; one small letter
+        other than ``a`` (``m`` for ``in``, ``t`` for ``to``) with ``single_letters``."""
+        if len(word) < 2 and not (self.s.single_letters and word.islower() and word != "a"):
+            return False
+        return not _NUMBER.fullmatch(word) and (word.isalpha() or _LETTERS_WITH_A_DIGIT.fullmatch(word) is not None
+                                                or not known and _LETTERS_WITH_A_MARK.fullmatch(word) is not None)
 
     def _near(self, word: str, key: str, own: float, found: Container[str], least: float) -> list[tuple]:
         """A word too garbled for the rules' search (``sdsmands``, ``baahels``): the period's words
@@ -619,6 +677,7 @@ class _Doc:
     flattened: bool          # no line breaks: a space may be where a line ended
     long_s: bool
     noise: float             # log of how much likelier a misreading is here than in the paired data
+    money: bool              # the text holds sums of money (a misread one may be among them)
 
     def context(self, i: int) -> tuple[str | None, str | None]:
         """The known words either side (an unknown neighbour is no evidence)."""

@@ -36,6 +36,13 @@ def test_a_letter_read_as_a_space_is_a_rule_a_space_merely_added_is_not():
     assert not any(" " in o for o in learn([("how ever", "however"), ("pre vailed", "pre-vailed")] * 2).rules)
 
 
+def test_a_short_word_misread_twice_over_is_learned():
+    # "ami" for "and": two of three letters differ, one misreading of "nd" all the same
+    m = learn([("ami", "and")] * 2 + [("and", "and")] * 2, min_count=2)
+    assert dict(m.rules["mi"])["nd"] == pytest.approx(math.log(2 / 4))
+    assert not learn([("ami", "and")] * 2, min_count=2, max_distance=0.5).rules  # the old cap left it out
+
+
 def test_edit_segments_group_adjacent_edits():
     assert edit_segments("home", "liome") == [("h", "li", 0)]
     assert edit_segments("the", "the") == []

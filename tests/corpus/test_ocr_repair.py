@@ -53,10 +53,30 @@ def test_the_periods_own_spellings_and_elisions_stay():
         assert word in done.text
 
 
-def test_numbers_dates_and_sums_are_never_touched():
+def test_numbers_dates_and_sums_are_never_touched_but_a_misread_sum_beside_a_sum_is():
     text = "tbe Court will sit on the 27th of May 1744, and the Merchants will attend with £5 10s. 6d. and Is. 6d. " * 2
     done = repairer().repair(text, 1744)
-    assert {c.before for c in done.changes} == {"tbe"}
+    assert {(c.before, c.after, c.kind) for c in done.changes} == {("tbe", "the", "word"), ("Is", "1s", "sum")}
+    assert "with £5 10s. 6d. and 1s. 6d." in done.text
+    assert not repairer(sums=False).repair(text, 1744).text.count("1s.")
+
+
+def test_the_pronoun_read_as_a_figure_where_the_next_word_follows_i():
+    lex = period_lexicon("of which I am sure, and I shall go, and I saw him. Clauses one and two of the year. " * 20)
+    text = NOISY + "of which 1 am sure, and 1 shall go; Clauses 1 and 2 of the 1 year. "
+    done = OcrRepairer(lex, load_confusions()).repair(text, 1790)
+    assert "of which I am sure, and I shall go; Clauses 1 and 2 of the 1 year." in done.text
+    assert {c.kind for c in done.changes if c.after == "I"} == {"pronoun"}
+    assert "which 1 am" in OcrRepairer(lex, load_confusions(), RepairSettings(pronoun=None)).repair(text, 1790).text
+
+
+def test_a_word_read_as_a_single_letter_but_not_a_letter_that_stands_for_one():
+    lex = period_lexicon("he was in the House in the Evening, and it was one o'clock. " * 20 + "at ten p. m. and")
+    text = NOISY + "he was m the House m the Evening at ten p. m. and it was one o'clock. "
+    done = OcrRepairer(lex, load_confusions()).repair(text, 1790)
+    assert "he was in the House in the Evening at ten p. m. and" in done.text
+    assert "was m the" in OcrRepairer(lex, load_confusions(), RepairSettings(single_letters=False)).repair(
+        text, 1790).text
 
 
 def test_a_capitalised_word_in_mid_sentence_is_a_name_until_the_evidence_is_overwhelming():
@@ -138,7 +158,7 @@ def test_a_capital_i_read_for_a_small_one_but_not_a_sum():
     lex = period_lexicon("and it is good, and he paid, and it is here. " * 300)  # "is": never a capital in mid-sentence
     text = NOISY + "and tbe Court said it Is good, and paid Is. 6d. for tbe Bread. "
     out = OcrRepairer(lex, load_confusions()).repair(text, 1790).text
-    assert "it is good" in out and "paid Is. 6d." in out
+    assert "it is good" in out and "paid 1s. 6d." in out  # a sum, not a small i
 
 
 def test_the_thorough_search_goes_deeper():
