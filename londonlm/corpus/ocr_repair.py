@@ -157,7 +157,7 @@ class RepairSettings:
         """A deeper candidate search (three undoings per word, a lower floor, a wider beam), the
         near-word search for unknown words the rules cannot reach, and a space searched between
         any two pieces: about 1.5 points more of CER cross-validated on newspapers than the
-        default (2.0 held out), for about 3.5 times its time on words not seen before (BENCHMARKS.md)."""
+        default (1.9 held out), for about 4 times its time on words not seen before (BENCHMARKS.md)."""
         return cls(**{"max_edits": 3, "floor": -18.0, "beam": -12.0, "fanout": 40, "near": 4, "glued_space": 99,
                       **overrides})
 

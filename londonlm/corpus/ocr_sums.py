@@ -6,15 +6,16 @@ newspapers of ``../shared/ocr`` these are the largest class of errors the word s
 reach (``Is`` for ``1s``, ``fid`` for ``6d``, ``lOd`` for ``10d``, ``Od`` for ``0d``). Their
 evidence is the sum around them, and it is overwhelming or nothing:
 
-- the token is shillings or pence (``s`` or ``d`` after one or two characters), and each
+- the token is shillings or pence (``s`` or ``d`` after one to three characters), and each
   character before the unit is a digit or a shape the OCR reads for one (``DIGIT_SHAPES``);
 - the value is one a sum can hold: shillings below 20, pence below 12 (pre-decimal money);
 - a sum stands beside it: pounds before shillings (``£1 Is``, ``3l. Is.``), shillings before
-  pence (``2s. fid.``), pence after shillings (``Is. 6d.``), or ``per``/``each`` after it with
-  its stop (``Jam Is, per``).
+  pence (``2s. fid.``), pence after shillings (``Is. 6d.``); or the words of a price: ``per`` or
+  ``each`` after its stop (``Jam Is, per``), ``price``/``at``/``from`` before it and a stop
+  after (``price Is.``), a printed sum and ``and``/``or``/``to`` before it (``7s. to lOs.``).
 
-``it is, each`` has no sum beside it, and ``£1 is`` ... is a sum only where ``is`` stands
-between a pound and what follows a sum; a lone ``Is.`` stays as the page has it.
+``is`` is the verb unless sums stand on both sides (``£10 is offered``, ``it is, each`` stay);
+a lone ``Is.`` stays as the page has it.
 """
 from __future__ import annotations
 
@@ -27,12 +28,6 @@ DIGIT_SHAPES = {"I": "1", "l": "1", "i": "1", "|": "1", "!": "1", "O": "0", "o":
 LIMITS = {"s": 20, "d": 12}  # shillings and pence a sum can hold
 _SHAPES = "".join(sorted({c for k in DIGIT_SHAPES for c in k} | set("0123456789")))
 _SUM_TOKEN = re.compile(rf"([{re.escape(_SHAPES)}]{{1,3}})([sd])")
-# a sum before: pounds ("£1 ", "£ 12. ", "3l. "), or shillings before pence ("2s. ", "10s ")
-_POUNDS_BEFORE = re.compile(r"(?:£ ?\d[\d,]*|\b\d+l)[.,]? ?$")
-_SHILLINGS_BEFORE = re.compile(r"\b\d{1,2}s[.,]? ?$")
-# a sum after: pence after shillings ("Is. 6d"), or the price's "per"/"each" after the stop
-_PENCE_AFTER = re.compile(r"[.,]? ?\d{1,2}d\b")
-_PER_AFTER = re.compile(r"[.,] ?(?:per|each)\b")
 _LOOK_BACK = 16
 # a text with a sum in it (a digit's shillings or pence, or a pound sign): only such a text is searched
 MONEY = re.compile(r"£|\d[sd]\b")
@@ -88,24 +83,29 @@ def _neighbours(text: str, start: int, end: int) -> tuple[list[str], str, str]:
 def repaired_sum(text: str, start: int, word: str) -> str | None:
     """``word`` (at ``start`` in ``text``) as the sum it stands for (``1s``, ``6d``), or None
     when it is no misread sum or the sum around it does not say so."""
+    if len(word) > 4 or word[-1] not in "sd" or word[:-1].isdigit():
+        return None  # (first: most words are no sum, and a printed one needs nothing)
     got = sum_value(word)
-    if got is None or word[:-1].isdigit():
+    if got is None:
         return None
     value, unit = got
     (joined, prev), nxt, mark = _neighbours(text, start, start + len(word))
     pounds = _POUNDS_BEFORE.search(text[max(0, start - _LOOK_BACK):start]) is not None
+    if word == "is":  # the verb, unless sums stand on both sides: "£1 is 6d."
+        return value + unit if pounds and _unit(nxt) == "d" else None
     if unit == "s":
-        pence = sum_value(nxt)
-        beside = pence is not None and pence[1] == "d" or pounds
+        beside = pounds or _unit(nxt) == "d"
     else:
-        shillings = sum_value(prev)
-        beside = shillings is not None and shillings[1] == "s"
-    if word == "is":  # "£10 is offered", "it is, each": the verb, unless sums stand on both sides
-        beside = beside and (pounds or unit == "d") and pence is not None if unit == "s" else beside
-    else:
-        beside = beside or mark in ".," and nxt.lower() in _PER or mark == "." and (
-            prev.lower() in _PRICE_WORDS or prev.lower() in _JOINING and _printed_sum(joined))
-    return value + unit if beside else None
+        beside = _unit(prev) == "s"
+    price = mark in (".", ",") and nxt.lower() in _PER or mark == "." and (
+        prev.lower() in _PRICE_WORDS or prev.lower() in _JOINING and _printed_sum(joined))
+    return value + unit if beside or price else None
+
+
+def _unit(token: str) -> str | None:
+    """``s`` or ``d`` when ``token`` is shillings or pence (printed or misread), else None."""
+    got = sum_value(token)
+    return None if got is None else got[1]
 
 
 def _printed_sum(token: str) -> bool:

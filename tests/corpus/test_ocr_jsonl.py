@@ -59,6 +59,18 @@ def test_rows_out_in_order_text_repaired_keys_kept_and_a_report(tmp_path, lexico
     assert [r["id"] for r in rows2] == ["a", "b"] and rows2[0]["text"].startswith("Yesterday the Lords")
 
 
+def test_sums_are_repaired_unless_the_user_keeps_them(tmp_path, lexicon):
+    lines = [row(id="a", text="tbe Merchants will attend with £1 Is. 6d. and tbe Bread")]
+    res, rows = run(tmp_path, lexicon, lines)
+    assert res.returncode == 0, res.stderr
+    assert rows[0]["text"] == "the Merchants will attend with £1 1s. 6d. and the Bread"
+    report = json.loads((tmp_path / "report.jsonl").read_text().splitlines()[0])
+    assert {c["kind"] for c in report["changes"]} == {"word", "sum"}
+    res, rows = run(tmp_path, lexicon, lines, "--keep_sums")
+    assert res.returncode == 0, res.stderr
+    assert rows[0]["text"] == "the Merchants will attend with £1 Is. 6d. and the Bread"
+
+
 def test_bad_rows_pass_through_with_their_reason_and_nothing_is_lost(tmp_path, lexicon):
     big = row(id="big", text="tbe " * 400_000)  # 1.6 MB, over --max_row_mb 1
     lines = [row(id="ok", text="tbe Court"), b"{not json", row(id="no text"), b"[1, 2]",
