@@ -149,7 +149,25 @@ def stalls(polls: list[dict], spans: list[tuple[float, float]]) -> dict:
     slowest = max(polls, key=lambda p: p["answer_s"], default=None)
     return {"no_step_seconds": round(longest, 3), "no_step_from": at and at["t"],
             "rows_then": at and at["rows"], "pending_then": at and at["pending"],
-            "slowest_health_s": slowest and slowest["answer_s"], "slowest_health_at": slowest and slowest["t"]}
+            "slowest_health_s": slowest and slowest["answer_s"], "slowest_health_at": slowest and slowest["t"],
+            **slowest_rate(polls, spans)}
+
+
+def slowest_rate(polls: list[dict], spans: list[tuple[float, float]], window: float = 0.5) -> dict:
+    """The fewest decode steps per second over any ``window`` seconds a request was in flight
+    throughout: an engine that crawls (on the first GPU runs, cuDNN compiling attention plans
+    for each new shape: a step every 0.2-0.5 s for seconds) never stops outright, so
+    ``no_step_seconds`` alone misses it."""
+    worst, at = None, None
+    for i, a in enumerate(polls):
+        b = next((p for p in polls[i + 1:] if p["t"] - a["t"] >= window), None)
+        if b is None:
+            break
+        if any(s < a["t"] and e > b["t"] for s, e in spans):
+            rate = (b["steps"] - a["steps"]) / (b["t"] - a["t"])
+            if worst is None or rate < worst:
+                worst, at = rate, a["t"]
+    return {"slowest_steps_per_s": worst if worst is None else round(worst, 1), "slowest_rate_from": at}
 
 
 async def burst(url: str, n: int, new_tokens: int) -> dict:

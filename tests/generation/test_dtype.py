@@ -83,6 +83,26 @@ def test_auto_on_cuda_asks_for_half_precision(tiny_model_dir, monkeypatch, nativ
     assert pick_dtype("float32", "cuda") == "float32"
 
 
+@pytest.fixture
+def cudnn_sdp_restored():
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    yield
+    torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+def test_a_model_loaded_on_a_gpu_never_uses_cudnn_attention(tiny_model_dir, monkeypatch, cudnn_sdp_restored):
+    """cuDNN's attention compiles a plan for every new shape (0.1-0.5 s each on an H200); the
+    server's batch meets a new shape at nearly every step, which made its steps 100x slower."""
+    load_model(str(tiny_model_dir), device="cpu")
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # on CPU nothing changes
+    fake_cuda(monkeypatch, bf16=True)
+    recording_from_pretrained(monkeypatch)
+    load_model(str(tiny_model_dir))
+    assert not torch.backends.cuda.cudnn_sdp_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+
+
 def test_scores_from_bf16_weights_keep_float32_precision(bf16):
     """log_softmax in bf16 would put every log-probability on bf16's coarse grid (8 bits of
     mantissa); upcast first, they fall between its points."""
