@@ -66,6 +66,7 @@ _CASE_SHAPES = frozenset("I")
 _LETTER_ENDS = ("", " ", "\n", ",", ";", ":")
 # what the OCR reads for the pronoun I standing alone
 _PRONOUN_SHAPES = frozenset({"1", "l"})
+_PRONOUN_GAPS = frozenset({" ", ", ", ". ", "! ", "? ", "; ", ": "})  # mid-sentence, or a sentence begun
 
 
 @dataclass
@@ -96,8 +97,10 @@ class RepairSettings:
       ("440 gs", "3 yrs"), never changed.
     - ``sums``: a sum of money whose digits the OCR read as letters (``£1 Is.``, ``2s. fid.``) is
       repaired where a sum stands beside it (:mod:`.ocr_sums`; CV +0.35 raw).
-    - ``pronoun``: ``1`` or ``l`` between two words is the pronoun I when the next word follows I
-      this many (log) times likelier than it stands anywhere (``which 1 am``; None: never; CV +0.09).
+    - ``pronoun``: ``1`` or ``l`` between two words, in mid-sentence or a sentence's first
+      (``which 1 am``, ``cold. 1 saw``), is the pronoun I when the next word follows I this many
+      (log) times likelier than it stands anywhere (None: never; CV +0.09, +0.05 more with the
+      sentence's first).
     - ``single_letters``: a small letter standing alone (not ``a``, not before a stop or
       apostrophe: ``p. m.``, ``o'clock``) is searched like a word (``m the`` -> ``in the``; CV +0.08).
     - ``glued``: a word a letter misread as a stop, comma, hyphen or space cut in two is repaired
@@ -443,7 +446,8 @@ class OcrRepairer:
         return after, start + len(word), "sum", 0.0, 0.0
 
     def _fix_pronoun(self, doc: "_Doc", i: int):
-        """``of which 1 am``: the pronoun I read as a 1 or an l, between two words, where the next
+        """``of which 1 am``, ``cold. 1 saw``: the pronoun I read as a 1 or an l, between two words
+        (a comma or a sentence's stop may stand before it, never one after it), where the next
         word follows I ``pronoun`` (log) times likelier than it stands anywhere (``am``, ``shall``,
         ``thought``; not ``1 and 2``, ``1 year``, ``1 the``)."""
         start, n = doc.starts[i], len(doc.words)
@@ -452,7 +456,7 @@ class OcrRepairer:
             return None
         before, nxt = doc.words[i - 1], doc.words[i + 1]
         gap = doc.text[doc.starts[i - 1] + len(before):start]
-        if not before.isalpha() or gap not in (" ", ", ") or not nxt.isalpha() or not nxt.islower() \
+        if not before.isalpha() or gap not in _PRONOUN_GAPS or not nxt.isalpha() or not nxt.islower() \
                 or doc.priors[i + 1] is None:
             return None
         gain = self.lex.logp_after("i", doc.keys[i + 1]) - doc.priors[i + 1]

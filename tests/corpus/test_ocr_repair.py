@@ -70,6 +70,13 @@ def test_the_pronoun_read_as_a_figure_where_the_next_word_follows_i():
     assert "which 1 am" in OcrRepairer(lex, load_confusions(), RepairSettings(pronoun=None)).repair(text, 1790).text
 
 
+def test_the_pronoun_read_as_a_figure_at_the_start_of_a_sentence_but_not_a_numbered_item():
+    lex = period_lexicon("of which I am sure. I saw him go, and I shall go. Clauses one and two. " * 20)
+    text = NOISY + "the Evening was cold. 1 saw him go! 1 shall go. Clauses: 1. and 2. of the Act. "
+    done = OcrRepairer(lex, load_confusions()).repair(text, 1790)
+    assert "was cold. I saw him go! I shall go. Clauses: 1. and 2." in done.text
+
+
 def test_a_word_read_as_a_single_letter_but_not_a_letter_that_stands_for_one():
     lex = period_lexicon("he was in the House in the Evening, and it was one o'clock. " * 20 + "at ten p. m. and")
     text = NOISY + "he was m the House m the Evening at ten p. m. and it was one o'clock. "
