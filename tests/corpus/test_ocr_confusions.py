@@ -80,6 +80,25 @@ def test_candidates_are_the_known_words_the_rules_reach(word):
     assert "ſome" not in m.candidates("fome", known, prefixes, word_key, long_s=False)
 
 
+def test_a_word_misread_as_another_often_enough_is_a_word_rule():
+    # "be" printed 10 times as a word, 3 of them read "he" ("he," too: the stop is no part of it);
+    # the letter rule b -> h counts every b ("but" 6 times) and says less
+    pairs = [("he", "be")] * 2 + [("he,", "be,")] + [("be", "be")] * 7 + [("but", "but")] * 6 + [("tbe", "the")]
+    m = learn(pairs, min_count=1, word_min_count=2)
+    assert m.word_channel("be", "he") == pytest.approx(math.log(3 / 10))
+    assert dict(m.rules["h"])["b"] == pytest.approx(math.log(3 / 16))
+    assert m.word_channel("the", "tbe") is None  # once: under word_min_count
+    assert m.made_by["word_rules"] == 1
+    assert not learn(pairs, min_count=1, word_min_count=4).words
+
+
+def test_a_model_file_from_before_word_rules_still_loads(tmp_path):
+    data = learn(PAIRS, min_count=1).to_json()
+    del data["words"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert load_confusions(tmp_path / "old.json").words == {}
+
+
 def test_the_shipped_model_says_how_it_was_made():
     m = load_confusions()
     assert "benchmarks/ocr_repair.py learn" in m.made_by["command"]
@@ -90,6 +109,7 @@ def test_model_files_round_trip_and_bad_ones_are_refused(tmp_path):
     m = learn(PAIRS, min_count=1, made_by={"data": "test"})
     back = load_confusions(m.save(tmp_path / "m.json"))
     assert back.rules.keys() == m.rules.keys() and back.made_by["data"] == "test"
+    assert back.words.keys() == m.words.keys() and back.word_channel("the", "tbe") == pytest.approx(math.log(2 / 3), abs=1e-4)
     (tmp_path / "bad.json").write_text(json.dumps({"format": 1, "rules": {"f": [["s"]]}}))
     with pytest.raises(ConfusionError, match="malformed"):
         load_confusions(tmp_path / "bad.json")

@@ -4,6 +4,9 @@ period wrote left alone: its spellings and elisions, numbers, sums and dates, na
 mid-sentence, words a document uses too often to be misreadings, clean text."""
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings, strategies as st
 from ocr_fixtures import OCR, PERIOD, period_lexicon
@@ -75,6 +78,20 @@ def test_the_pronoun_read_as_a_figure_at_the_start_of_a_sentence_but_not_a_numbe
     text = NOISY + "the Evening was cold. 1 saw him go! 1 shall go. Clauses: 1. and 2. of the Act. "
     done = OcrRepairer(lex, load_confusions()).repair(text, 1790)
     assert "was cold. I saw him go! I shall go. Clauses: 1. and 2." in done.text
+
+
+def test_a_word_the_paired_data_saw_misread_often_takes_that_words_own_probability():
+    # the letters' rule makes "be" read as "he" too unlikely for the context; the word rule
+    # (3 in 10 readings of "be", say) does not, and "he said" stays
+    lex = period_lexicon("the Bread will be made, and he said the Bread will be sold; he came. " * 6)
+    shipped = load_confusions()
+    letters = dict(shipped.rules, h=[(g, -7.5 if g == "b" else lp) for g, lp in shipped.rules["h"]])
+    conf = replace(shipped, rules=letters, words={"he": [("be", math.log(0.3))]})
+    text = NOISY + "The Bread will he made, and he said so. "
+    on = OcrRepairer(lex, conf, RepairSettings(max_deficit=12)).repair(text, 1790)
+    assert "The Bread will be made, and he said" in on.text
+    off = OcrRepairer(lex, conf, RepairSettings(max_deficit=12, word_channel=False)).repair(text, 1790)
+    assert "The Bread will he made" in off.text
 
 
 def test_a_word_read_as_a_single_letter_but_not_a_letter_that_stands_for_one():
