@@ -66,6 +66,7 @@ _CASE_SHAPES = frozenset("I")
 _LETTER_ENDS = ("", " ", "\n", ",", ";", ":")
 # what the OCR reads for the pronoun I standing alone
 _PRONOUN_SHAPES = frozenset({"1", "l"})
+_ONE_WORD = frozenset({"word", "pronoun", "sum"})  # changes of one token into one
 _PRONOUN_GAPS = frozenset({" ", ", ", ". ", "! ", "? ", "; ", ": "})  # mid-sentence, or a sentence begun
 
 
@@ -277,6 +278,9 @@ class OcrRepairer:
                 out.append(text[pos:starts[i]])
                 out.append(after)
                 changes.append(Change(starts[i], text[starts[i]:end], after, kind, gain, ch))
+                if kind in _ONE_WORD and " " not in after:  # the next word's context is the word repaired
+                    keys[i] = self._key(after)
+                    priors[i] = self._prior(keys[i])
                 pos = end
                 i += 2 if kind in ("join", "glued") else 1
                 continue

@@ -94,6 +94,15 @@ def test_a_word_the_paired_data_saw_misread_often_takes_that_words_own_probabili
     assert "The Bread will he made" in off.text
 
 
+def test_a_word_repaired_is_the_next_words_context():
+    # "wiil" is no word, so no evidence for "he" after it, until it is repaired to "will"
+    lex = period_lexicon("the Bread will be made, and he said the Bread will be sold; he came. " * 6)
+    conf = replace(load_confusions(), words={"he": [("be", math.log(0.3))]})
+    text = NOISY + "The Bread wiil he zqx, and the Bread will he zqx; he came. "
+    done = OcrRepairer(lex, conf, RepairSettings()).repair(text, 1790)
+    assert "The Bread will be zqx, and the Bread will be zqx; he came." in done.text
+
+
 def test_a_word_read_as_a_single_letter_but_not_a_letter_that_stands_for_one():
     lex = period_lexicon("he was in the House in the Evening, and it was one o'clock. " * 20 + "at ten p. m. and")
     text = NOISY + "he was m the House m the Evening at ten p. m. and it was one o'clock. "
