@@ -103,6 +103,14 @@ def test_a_word_repaired_is_the_next_words_context():
     assert "The Bread will be zqx, and the Bread will be zqx; he came." in done.text
 
 
+def test_the_word_an_unknown_neighbour_likely_stands_for_is_context():
+    # "rnade" is no word; "made", the word it most likely stands for, is what follows "he"
+    lex = period_lexicon("he said the Bread is to be made; he came. " * 6)
+    conf = replace(load_confusions(), words={"he": [("be", math.log(0.3))]})
+    done = OcrRepairer(lex, conf, RepairSettings()).repair(NOISY + "zqx he rnade, and zqx he made; he came. ", 1790)
+    assert "zqx be made, and zqx be made; he came." in done.text
+
+
 def test_a_word_read_as_a_single_letter_but_not_a_letter_that_stands_for_one():
     lex = period_lexicon("he was in the House in the Evening, and it was one o'clock. " * 20 + "at ten p. m. and")
     text = NOISY + "he was m the House m the Evening at ten p. m. and it was one o'clock. "
