@@ -111,6 +111,17 @@ def test_the_word_an_unknown_neighbour_likely_stands_for_is_context():
     assert "zqx be made, and zqx be made; he came." in done.text
 
 
+def test_a_capital_a_rule_made_of_a_small_letter_is_small_in_mid_sentence():
+    # the rules say "l" is likelier a capital I than a small i; a sentence's first word is "In",
+    # in mid-sentence the period wrote "in"
+    shipped = load_confusions()
+    conf = replace(shipped, rules=dict(shipped.rules, l=[("I", -1.0), ("i", -6.0)]))
+    lex = period_lexicon("In the Evening he came in the House, and in the Hall. " * 4)
+    done = OcrRepairer(lex, conf, RepairSettings()).repair(NOISY + "ln the Evening he came ln the House, and ln the Hall. ",
+                                                           1790)
+    assert "In the Evening he came in the House, and in the Hall." in done.text
+
+
 def test_a_word_read_as_a_single_letter_but_not_a_letter_that_stands_for_one():
     lex = period_lexicon("he was in the House in the Evening, and it was one o'clock. " * 20 + "at ten p. m. and")
     text = NOISY + "he was m the House m the Evening at ten p. m. and it was one o'clock. "
