@@ -63,8 +63,8 @@ class ConfusionModel:
     hyphen: float = math.log(0.002)
     made_by: dict[str, Any] = field(default_factory=dict)
     # ``words[O]`` = [(G, log P(O | G))]: whole words the paired data read one as another often
-    # enough to count on their own (``he`` for ``be``: 5% of its readings, where the letter rule
-    # b -> h, learned from every word, says 1.4%)
+    # enough to count on their own (``he`` for ``be``: 4.6% of its readings, where the letter rule
+    # b -> h, learned from every word, says 1.3%)
     words: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
