@@ -253,7 +253,7 @@ class OcrRepairer:
         # two words that stand as words are not one glued; a join must be the period's word; a
         # lost space follows a stop
         words_ok = [_is_word(w, p) for w, p in zip(found, priors)]
-        glued, joins, unigrams = self.s.glued, self.s.joins, self.lex.unigrams
+        glued, joins, unigrams, cache = self.s.glued, self.s.joins, self.lex.unigrams, self._cache
         while i < n:
             fix = None
             if i + 1 < n:
@@ -263,12 +263,13 @@ class OcrRepairer:
                     join = self._join(doc, i)  # "w ill": "will" joined may beat "wall" glued (the better wins)
                     if join is not None and (fix is None or join[3] > fix[3]):
                         fix = join
-            if fix is None and doc.money:
+            word = found[i]
+            if fix is None and doc.money and len(word) <= 4 and word[-1] in "sd":  # (what a sum can be)
                 fix = self._fix_sum(doc, i)
-            if fix is None and found[i] in _PRONOUN_SHAPES:
+            if fix is None and word in _PRONOUN_SHAPES:
                 fix = self._fix_pronoun(doc, i)
-            if fix is None:
-                fix = self._fix_word(doc, i)
+            if fix is None and (cache.get((word, long_s)) != () or word[0].isupper() and priors[i] is not None):
+                fix = self._fix_word(doc, i)  # (not for a word whose search found nothing and is no capital)
             if i + 1 < n and text[starts[i] + len(found[i])] in _STOP_CHARS \
                     and (fix is None or fix[2] not in ("join", "glued")):
                 fix = self._space_after(doc, i, fix)
