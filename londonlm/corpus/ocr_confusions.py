@@ -202,8 +202,7 @@ class ConfusionModel:
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "made_by": self.made_by, "split": round(self.split, 4), "join": round(self.join, 4),
                 "hyphen": round(self.hyphen, 4),
-                "rules": {o: [[g, round(lp, 4)] for g, lp in gs] for o, gs in sorted(self.rules.items())},
-                "words": {o: [[g, round(lp, 4)] for g, lp in gs] for o, gs in sorted(self.words.items())}}
+                "rules": _table_json(self.rules), "words": _table_json(self.words)}
 
     def save(self, path: str | Path) -> Path:
         return write_text_atomic(Path(path), json.dumps(self.to_json(), ensure_ascii=False, indent=0, sort_keys=True))
@@ -213,12 +212,20 @@ class ConfusionModel:
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("rules"), dict):
             raise ConfusionError(f"{where}: not a confusion model of format {FORMAT}")
         try:
-            rules, words = ({str(o): [(str(g), float(lp)) for g, lp in gs] for o, gs in (table or {}).items()}
-                            for table in (data["rules"], data.get("words")))  # (a model before words: none)
-            return cls(rules, float(data.get("split", cls.split)), float(data.get("join", cls.join)),
-                       float(data.get("hyphen", cls.hyphen)), dict(data.get("made_by") or {}), words)
+            return cls(_table(data["rules"]), float(data.get("split", cls.split)), float(data.get("join", cls.join)),
+                       float(data.get("hyphen", cls.hyphen)), dict(data.get("made_by") or {}),
+                       _table(data.get("words") or {}))  # (a model from before word rules has none)
         except (TypeError, ValueError) as e:
             raise ConfusionError(f"{where}: malformed rule ({e})") from e
+
+
+def _table_json(table: dict[str, list[tuple[str, float]]]) -> dict[str, list]:
+    return {o: [[g, round(lp, 4)] for g, lp in gs] for o, gs in sorted(table.items())}
+
+
+def _table(raw: dict) -> dict[str, list[tuple[str, float]]]:
+    """A rule table as read from JSON (TypeError or ValueError where it is malformed)."""
+    return {str(o): [(str(g), float(lp)) for g, lp in gs] for o, gs in raw.items()}
 
 
 def ranked(found: dict[str, float], wk: str, key: Callable[[str], str], logp: Callable[[str], float],

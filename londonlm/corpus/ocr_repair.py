@@ -349,9 +349,7 @@ class OcrRepairer:
                 first[k] = w
         own: dict[str, float] = {}
         for k, w in first.items():
-            cands = self._cache.get((w, long_s))
-            if cands is None:
-                cands = self._candidates(w, k, self._prior(k), long_s)
+            cands = self._candidates(w, k, self._prior(k), long_s)
             could_be = sum((counts.get(ck, 0) + self.s.doc_slack * total * math.exp(p))
                            * min(1.0, self.s.doc_boost * math.exp(ch)) for _, ck, ch, p in cands if p is not None)
             if counts[k] > could_be and self.lex.char_logp(k) > self.s.own_min_char:
@@ -413,9 +411,7 @@ class OcrRepairer:
     # ---------------------------------------------------------------- one word
     def _fix_word(self, doc: "_Doc", i: int):
         word = doc.words[i]
-        cands = self._cache.get((word, doc.long_s))
-        if cands is None:
-            cands = self._candidates(word, doc.keys[i], doc.priors[i], doc.long_s)
+        cands = self._candidates(word, doc.keys[i], doc.priors[i], doc.long_s)
         if not cands:
             return self._fix_case(doc, i) if word[0].isupper() and doc.priors[i] is not None else None
         if len(word) <= self.s.unit_letters and i and _NUMBER.fullmatch(doc.words[i - 1]) \
@@ -465,9 +461,7 @@ class OcrRepairer:
         word = doc.words[j]
         if doc.priors[j] is not None or not self._searchable(word, False):
             return None
-        cands = self._cache.get((word, doc.long_s))
-        if cands is None:
-            cands = self._candidates(word, doc.keys[j], None, doc.long_s)
+        cands = self._candidates(word, doc.keys[j], None, doc.long_s)
         if not cands or cands[0][3] is None:
             return None
         return cands[0][1]
@@ -526,8 +520,12 @@ class OcrRepairer:
     def _candidates(self, word: str, key: str, prior: float | None, long_s: bool) -> tuple:
         """(candidate, key, log P(word | candidate), log P(candidate)) for the period's words
         ``word`` may be a misreading of: the likeliest ``candidates`` by prior and channel
-        together, none that no context could bring within ``max_deficit`` of the word (cached)."""
+        together, none that no context could bring within ``max_deficit`` of the word (cached by
+        the word as it stands: its first search decides)."""
         ck = (word, long_s)
+        got = self._cache.get(ck)
+        if got is not None:
+            return got
         known = prior is not None
         if not self._searchable(word, known):
             self._cache[ck] = ()
@@ -642,9 +640,7 @@ class OcrRepairer:
         if doc.text[a_end] == " " and len(a) > self.s.glued_space and len(b) > self.s.glued_space:
             return None
         whole = a + doc.text[a_end] + b
-        cands = self._cache.get((whole, doc.long_s))
-        if cands is None:
-            cands = self._candidates(whole, self._key(whole), None, doc.long_s)
+        cands = self._candidates(whole, self._key(whole), None, doc.long_s)
         if not cands:
             return None
         ka, kb = doc.keys[i], doc.keys[i + 1]

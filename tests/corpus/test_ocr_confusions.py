@@ -113,6 +113,9 @@ def test_model_files_round_trip_and_bad_ones_are_refused(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"format": 1, "rules": {"f": [["s"]]}}))
     with pytest.raises(ConfusionError, match="malformed"):
         load_confusions(tmp_path / "bad.json")
+    (tmp_path / "bad_words.json").write_text(json.dumps({"format": 1, "rules": {}, "words": {"he": [["be"]]}}))
+    with pytest.raises(ConfusionError, match="malformed"):
+        load_confusions(tmp_path / "bad_words.json")
     with pytest.raises(ConfusionError, match="cannot read"):
         load_confusions(tmp_path / "missing.json")
 
