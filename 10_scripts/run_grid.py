@@ -94,7 +94,7 @@ def report(done, failed, layout, prefix) -> int:
 def family(a, extra) -> int:
     """--cutoffs: one time-locked model per cutoff from the collected corpus."""
     from londonlm.family import FamilyPlan, run_family
-    from londonlm.training.options import parse_train_flags
+    from londonlm.training import parse_train_flags
 
     preset = config.get_preset(a.preset)
     prefix = a.prefix or f"family-{a.preset}"
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         print(f"  {point.name}")
     if a.dry_run:
         return 0
-    from londonlm.training.options import parse_train_flags
+    from londonlm.training import parse_train_flags
     layout = config.get_layout(a.root)
     defaults = config.train_defaults(a.preset, layout)
     flags = parse_train_flags(extra, prog="run_grid.py").override(preset=a.preset)

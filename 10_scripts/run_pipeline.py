@@ -8,7 +8,6 @@ fine-tuning, chat evaluation): --chat auto (default) adds it when dialogue is fo
     python 10_scripts/run_pipeline.py
 """
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
@@ -18,9 +17,7 @@ from londonlm.core.errors import run_main
 from londonlm.chat.evaluate import ChatEvalOptions
 from londonlm.chat.finetune import ChatTrainOptions
 from londonlm.pipeline import CHAT_MODES, ChatStep, PipelinePlan, run_pipeline
-from londonlm.training.options import parse_train_flags
-from londonlm.training import make_job
-from londonlm.training.options import given_precision
+from londonlm.training import JobRequest, build_config, parse_train_flags
 
 
 def parse(argv):
@@ -48,12 +45,11 @@ def parse(argv):
     return p.parse_known_args(argv)
 
 
-def chat_training(chat_preset: dict, flags) -> ChatTrainOptions:
-    """The chat preset, trained with the speed settings the pipeline's command line gave
-    (--bf16 true|false, --attn_implementation, --fused_loss, --autotune)."""
-    return replace(ChatTrainOptions(**chat_preset), precision=given_precision(flags),
-                   attn_implementation=flags.speed.attn_implementation,
-                   fused_loss=flags.speed.fused_loss, autotune=flags.speed.autotune)
+def chat_request(flags) -> JobRequest:
+    """The chat step trains with the speed settings the pipeline's command line gave
+    (--bf16 true|false, --attn_implementation, --fused_loss, --autotune); its own preset does the rest."""
+    req = JobRequest.from_flags(flags.speed, flags.control, flags.trainer, flags.explicit)
+    return JobRequest(speed=req.speed)
 
 
 def main(argv=None) -> int:
@@ -73,14 +69,15 @@ def main(argv=None) -> int:
     chat_preset = config.CHAT_PRESETS.get(a.preset)
     chat_src = a.chat_source_dir or a.source_dir
     chat = ChatStep(a.chat, Path(chat_src) if chat_src else None, layout.chat_data_dir,
-                    layout.chat_run(run_name), chat_training(chat_preset, flags) if chat_preset else None,
+                    layout.chat_run(run_name), ChatTrainOptions(**chat_preset) if chat_preset else None,
+                    chat_request(flags),
                     ChatEvalOptions(bait_limit=a.chat_bait_limit,  # answers leave room for the question
                                     max_new_tokens=min(ChatEvalOptions.max_new_tokens, preset.context_length // 4)))
     plan = PipelinePlan(
         processed_dir=layout.processed_dir, metadata_dir=layout.metadata_dir,
         tokenizer_dir=tokenizer_dir, cutoff_year=a.cutoff_year,
         cutoff_dir=layout.cutoff_dir(a.cutoff_year) if a.cutoff_year is not None else None,
-        training=make_job(flags, defaults), vocab_size=preset.vocab_size,
+        training=build_config(flags, defaults), vocab_size=preset.vocab_size,
         context_length=preset.context_length, min_frequency=preset.min_frequency,
         era_tokens=config.TOKENIZER.era_tokens and not a.no_era_tokens,
         validation_percent=config.CORPUS.validation_percent, min_chars=config.CORPUS.min_chars,

@@ -15,7 +15,7 @@ from pathlib import Path
 from .core import Layout, LondonLMError, RunLayout, sha256_file
 from .corpus import MANIFEST, cutoff_view
 from .tokens import train_tokenizer_stage
-from .training import TrainDefaults, TrainFlags, finished, make_job, run_training, share_cache
+from .training import TrainDefaults, TrainFlags, build_config, finished, run_training, share_cache
 
 
 @dataclass
@@ -83,8 +83,7 @@ def train_member(plan: FamilyPlan, m: Member, flags: TrainFlags, defaults: Train
         return
     if changed:
         log(f"{m.run.name}: its corpus view changed; starting it over (the old run is moved aside)")
-    job = make_job(member_flags(flags, m, plan.fresh or changed), defaults)
-    run_training(job.opts, job.args)
+    run_training(build_config(member_flags(flags, m, plan.fresh or changed), defaults))
 
 
 def probe_member(plan: FamilyPlan, m: Member, log) -> dict:

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from .chat import ChatDataError, ChatDatasetOptions, ChatEvalOptions, ChatTrainOptions
+from .chat import ChatDataError, ChatDatasetOptions, ChatEvalOptions, ChatTrainOptions, chat_settings
 from .core import RunLayout, SIDECAR, UsageError, current_or_make, read_json, sha256_file, write_json_atomic
 from .corpus import MANIFEST
 from .evaluation import model_identity
-from .training import TrainingError, TrainingJob, run_job, training_settings
+from .training import JobRequest, TrainingConfig, TrainingError, run_training, training_settings
 
 SUMMARY = "pipeline_summary.json"  # in the run folder
 METRICS = "pipeline_metrics.json"  # in the run's evaluation folder
@@ -36,6 +36,7 @@ class ChatStep:
     data_dir: Path                # the dialogue dataset
     run: RunLayout                # the chat run (<base run>-chat)
     options: ChatTrainOptions | None  # None: no chat preset for this model preset
+    request: JobRequest = JobRequest()  # speed settings etc. the pipeline's command line gave
     eval_options: ChatEvalOptions = ChatEvalOptions()
     dataset_options: ChatDatasetOptions = ChatDatasetOptions()
 
@@ -49,7 +50,7 @@ class PipelinePlan:
     processed_dir: Path
     metadata_dir: Path
     tokenizer_dir: Path
-    training: TrainingJob        # the run (its options name the tokenizer and corpus above)
+    training: TrainingConfig     # the run (its tree names the tokenizer and corpus above)
     vocab_size: int
     context_length: int
     min_frequency: int
@@ -75,7 +76,7 @@ class PipelinePlan:
 
     @property
     def run(self) -> RunLayout:
-        return self.training.opts.run
+        return self.training.run
 
     @property
     def corpus_dir(self) -> Path:
@@ -128,7 +129,7 @@ def training_status(plan: PipelinePlan) -> TrainingStatus:
         return TrainingStatus(False, "tokenizer changed", True)
     if info.get("cache", {}).get("manifest_sha256") != sha256_file(plan.corpus_dir / MANIFEST):
         return TrainingStatus(False, "corpus changed", True)
-    changes = settings_changes(info, training_settings(plan.training.opts, plan.training.args))
+    changes = settings_changes(info, training_settings(plan.training))
     if changes:
         return TrainingStatus(False, "training settings changed: " + "; ".join(changes), True)
     if not run.has_final() or info.get("interrupted") or info.get("global_step", 0) < info.get("max_steps", 1):
@@ -171,12 +172,12 @@ def _train_stage(plan: PipelinePlan, log) -> None:
     if status.current and not plan.overwrite:
         log(f"training: {status.why} ({plan.run.dir}); skipping (use --overwrite to retrain)")
         return
-    opts = plan.training.opts
+    config = plan.training
     if (plan.overwrite or status.restart) and plan.run.movable_on_fresh():
-        opts = replace(opts, fresh=True)
+        config = config.but(control={"fresh": True})
         log(f"training: {'--overwrite' if plan.overwrite else status.why}; starting a fresh "
             f"run (the previous one is moved aside)")
-    summary = run_job(replace(plan.training, opts=opts))
+    summary = run_training(config)
     if summary.get("interrupted"):
         raise TrainingError(f"training stopped early ({summary['interrupted']}); run the same "
                             f"command again to resume it")
@@ -198,7 +199,7 @@ def _chat_dataset(plan: PipelinePlan, step: ChatStep, log) -> dict | None:
                          "Old Bailey Proceedings TEI (oldbailey_proceedings_*.xml)", log)
         return None
     if step.options is None:
-        _chat_skip(step, f"no chat fine-tuning preset for {plan.training.opts.preset!r}", log)
+        _chat_skip(step, f"no chat fine-tuning preset for {plan.training.output.preset!r}", log)
         return None
     try:
         return build_chat_dataset(step.source_dir, step.data_dir, step.dataset_options,
@@ -219,7 +220,7 @@ def _chat_inputs_changed(base_final: Path, step: ChatStep) -> str:
     info = step.run.read_run_info()
     now = fingerprints(base_final, step.data_dir)
     changed = [k for k in sorted(now) if (info.get("inputs") or {}).get(k) != now[k]]
-    if step.options.settings() != info.get("settings"):
+    if chat_settings(step.options, step.request) != info.get("settings"):
         changed.append("settings")
     return f"{', '.join(changed)} changed" if changed else ""
 
@@ -238,7 +239,7 @@ def _chat_stage(plan: PipelinePlan, log) -> dict | None:
     changed = _chat_inputs_changed(plan.run.final, step)
     if changed:
         log(f"chat fine-tuning: {changed}; starting a fresh chat run (the previous one is moved aside)")
-    info = finetune_chat(plan.run.final, step.data_dir, step.run, step.options,
+    info = finetune_chat(plan.run.final, step.data_dir, step.run, step.options, request=step.request,
                          fresh=bool(changed), overwrite=plan.overwrite, log=log)
     chat_final, eval_dir = step.run.final, step.run.evaluation_dir
     settings = {**asdict(step.eval_options), "base": model_identity(plan.run.final),

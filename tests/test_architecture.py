@@ -409,3 +409,81 @@ def test_one_speed_settings_object():
     owners = [f"{_rel(p)}:{c}" for p in MODULES if (LIB / "training") in p.parents
               for c in classes_with_field(ast.parse(p.read_text()), "fused_loss")]
     assert len(owners) <= 2, owners
+
+
+# --------------------------------------------------------------------------- one training configuration
+
+def training_arguments_fields() -> set[str]:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    # and what it derives as it builds (the accelerator reads these)
+    return {f.name for f in dataclasses.fields(TrainingArguments)} | {"fsdp_plugin_args", "mixed_precision"}
+
+
+def assigned_trainer_fields(tree: ast.AST, names: set[str]) -> list[int]:
+    """Lines assigning a ``TrainingArguments`` field on an object after it exists: ``args.bf16 =``,
+    ``trainer.args.x =``, ``x.args.y, z = ...``, ``setattr(args, "bf16", ...)``, and item writes into
+    one of its fields (``args.fsdp_plugin_args[k] =``)."""
+    def on_args(node) -> bool:
+        return (isinstance(node, ast.Name) and node.id.endswith("args")) or (
+            isinstance(node, ast.Attribute) and node.attr.endswith("args"))
+
+    def hits(target) -> bool:
+        if isinstance(target, (ast.Tuple, ast.List)):
+            return any(hits(t) for t in target.elts)
+        if isinstance(target, ast.Subscript):
+            return hits(target.value)
+        return isinstance(target, ast.Attribute) and target.attr in names and on_args(target.value)
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(hits(t) for t in node.targets):
+            lines.append(node.lineno)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and hits(node.target):
+            lines.append(node.lineno)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "setattr" and node.args
+              and on_args(node.args[0])):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_module_changes_training_arguments_after_they_are_built():
+    """The Trainer's arguments are generated from the configuration tree (training/job.py) after
+    every decision and never changed: a decision returns a new tree instead."""
+    names = training_arguments_fields()
+    src = ("args.bf16 = True\ntrainer.args.remove_unused_columns, x = 1, 2\nargs.fsdp_plugin_args['k'] = 1\n"
+           "setattr(args, 'fp16', 1)\nself.args = args\nspec.bf16 = 1\n")
+    assert assigned_trainer_fields(ast.parse(src), names) == [1, 2, 3, 4]
+    found = [f"{_rel(p)}:{n}" for p in MODULES for n in assigned_trainer_fields(ast.parse(p.read_text()), names)]
+    assert not found, found
+
+
+def test_the_library_holds_no_test_hooks():
+    """The multi-process tests' hooks live with the tests and are wired in by a test-side entry
+    point: no library module imports them or reads their variables."""
+    found = [_rel(p) for p in MODULES if "testhooks" in p.read_text() or "LONDONLM_TEST_" in p.read_text()]
+    assert not found, found
+    assert (REPO / "tests" / "training" / "testhooks.py").is_file()
+
+
+def test_chat_declares_no_speed_settings_of_its_own():
+    """Chat fine-tuning takes the training package's configuration tree; none of its classes
+    declares its own precision, compile or loss kernel."""
+    chat = [p for p in MODULES if (LIB / "chat") in p.parents]
+    found = [f"{_rel(p)}:{c}:{field}" for p in chat for field in ("fused_loss", "torch_compile", "bf16", "precision")
+             for c in classes_with_field(ast.parse(p.read_text()), field)]
+    assert not found, found
+
+
+def test_the_architecture_doc_names_only_files_that_exist():
+    """Every file path docs/architecture.md names (``training/job.py``, ``tests/...``,
+    ``02_data_collection/x.py``) exists, under londonlm/ or the repository."""
+    import re
+
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    paths = set(re.findall(r"`([\w./-]+\.(?:py|c|json|txt|jsonl|md|sh|yaml))`", doc))
+    missing = sorted(p for p in paths if "/" in p and not (LIB / p).exists() and not (REPO / p).exists()
+                     and not p.startswith(("data/", "09_models/", "processed/", "tokenizers/")))
+    assert not missing, missing

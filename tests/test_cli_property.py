@@ -39,7 +39,7 @@ def stop_after_parsing(seen: list):
     """Every parser the scripts use stops the script once it has parsed and checked its values;
     the parsers seen are recorded (their flags are the sweep's inputs)."""
     import londonlm.serving.inference_cli as inference_cli
-    import londonlm.training.options as training_args
+    import londonlm.training.flags as training_args
     from londonlm.core import StageParser
 
     real_known, real_parse = argparse.ArgumentParser.parse_known_args, StageParser.parse_args

@@ -221,32 +221,36 @@ def test_samples_use_the_generation_interface_and_keep_the_leading_eot(tiny_mode
 def test_interrupted_training_stops_the_pipeline(tmp_path, monkeypatch):
     import londonlm.pipeline as pipeline
     from londonlm.core.layout import Layout
-    from londonlm.training import RunOptions, TrainingError, TrainingJob
+    from londonlm.training import TrainingError
+
+    plan = pipeline.PipelinePlan(tmp_path / "p", tmp_path / "m", tmp_path / "tok",
+                                 _tiny_config(tmp_path), 512, 8, 2, False, 5.0, 10, (1500, 1900))
+    monkeypatch.setattr(pipeline, "run_training", lambda config: {"interrupted": "signal SIGINT"})
+    with pytest.raises(TrainingError, match="run the same command again"):
+        pipeline._train_stage(plan, log=lambda *_: None)
+
+
+def _tiny_config(tmp_path):
+    """A run's configuration tree (nothing trains from it here)."""
+    from londonlm.core.layout import Layout
+    from londonlm.training import (ModelConfig, OptimConfig, OutputConfig, RunControl, SpeedConfig,
+                                   TrainingConfig)
     from londonlm.training.data import DataOptions
 
     layout = Layout(tmp_path)
-    opts = RunOptions(run=layout.run("r"), layout=layout, preset="micro", n_layer=1, n_head=1,
-                      n_embd=8, context_length=8, data=DataOptions(tmp_path / "tok", tmp_path / "p"))
-    plan = pipeline.PipelinePlan(tmp_path / "p", tmp_path / "m", tmp_path / "tok",
-                                 TrainingJob(opts, None), 512, 8, 2, False, 5.0, 10, (1500, 1900))
-    monkeypatch.setattr(pipeline, "run_job", lambda job: {"interrupted": "signal SIGINT"})
-    with pytest.raises(TrainingError, match="run the same command again"):
-        pipeline._train_stage(plan, log=lambda *_: None)
+    return TrainingConfig(ModelConfig(1, 1, 8, 8), DataOptions(tmp_path / "tok", tmp_path / "p"), SpeedConfig(),
+                          OptimConfig(), RunControl(), OutputConfig(layout.run("r"), "r", layout, "micro"))
 
 
 def _chat_plan(tmp_path, mode, source_dir, options=True):
     from londonlm.chat.finetune import ChatTrainOptions
     from londonlm.core.layout import Layout
     from londonlm.pipeline import ChatStep, PipelinePlan
-    from londonlm.training import RunOptions, TrainingJob
-    from londonlm.training.data import DataOptions
 
     layout = Layout(tmp_path)
-    opts = RunOptions(run=layout.run("r"), layout=layout, preset="micro", n_layer=1, n_head=1,
-                      n_embd=8, context_length=8, data=DataOptions(tmp_path / "tok", tmp_path / "p"))
     step = ChatStep(mode, source_dir, layout.chat_data_dir, layout.chat_run("r"),
                     ChatTrainOptions() if options else None)
-    return PipelinePlan(tmp_path / "p", tmp_path / "m", tmp_path / "tok", TrainingJob(opts, None),
+    return PipelinePlan(tmp_path / "p", tmp_path / "m", tmp_path / "tok", _tiny_config(tmp_path),
                         512, 8, 2, False, 5.0, 10, (1500, 1900), chat=step)
 
 

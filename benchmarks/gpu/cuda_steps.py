@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .arith import SMALL, flop_terms, median_ms, mfu, time_windows, tokens_per_second, tokens_per_step
 
@@ -326,24 +328,28 @@ def step_micro_batch(ctx) -> dict:
     """What the trainer does on this GPU for the slm and regular presets: the micro-batch from
     the free memory (tokens per step kept), then two real steps at it: the peak against the
     estimate, and no out-of-memory."""
-    import types
-
     import torch
 
+    from londonlm.core import RunLayout
+    from londonlm.training import ModelConfig, OutputConfig, RunControl, SpeedRequest, config_from_values
     from londonlm.training.model import build_model
     from londonlm.training.speed.choice import SpeedPlan, fit_batch_to_memory, memory_of
-    from londonlm.training.speed.settings import SpeedRequest, SpeedSettings
+    from londonlm.training.speed.settings import SpeedSettings
 
     kernels = SpeedSettings("bf16", "sdpa", False)
-    plan, request, rows = SpeedPlan(kernels, True, "default", "", None), SpeedRequest(), []
+    plan, rows = SpeedPlan(kernels, True, "default", "", None), []
     for name in ("slm", "regular"):
         shape, preset = preset_shape(name)
-        args = types.SimpleNamespace(per_device_train_batch_size=preset.batch_size, fsdp="",
-                                     gradient_accumulation_steps=preset.grad_accum,
-                                     per_device_eval_batch_size=preset.batch_size)
+        out = RunLayout(Path(tempfile.mkdtemp()))
+        config = config_from_values(
+            dict(output_dir=str(out.dir), per_device_train_batch_size=preset.batch_size,
+                 gradient_accumulation_steps=preset.grad_accum, per_device_eval_batch_size=preset.batch_size,
+                 report_to=[]),
+            model=ModelConfig(shape.n_layer, shape.n_head, shape.n_embd, shape.n_positions, dropout=preset.dropout),
+            data=None, request=SpeedRequest(), optimizer="adamw", control=RunControl(),
+            output=OutputConfig(out, name))
         release()
-        fit_batch_to_memory(args, shape, plan, request, preset.dropout)
-        b = args.per_device_train_batch_size
+        b = fit_batch_to_memory(config, shape, plan).speed.micro_batch
         torch.cuda.reset_peak_memory_stats()
         model = build_model(shape, 0, 0, 0, dropout=preset.dropout, seed=0).cuda().train()
         opt = fused_adamw(model.parameters())

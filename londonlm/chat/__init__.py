@@ -9,7 +9,7 @@ anachronisms), ``respond`` (validated requests and replies, for serving), ``card
 from .card import chat_model_card
 from .dataset import ChatDataError, ChatDatasetOptions, build_chat_dataset
 from .evaluate import ChatEvalOptions, evaluate_chat
-from .finetune import ChatTrainOptions, finetune_chat, fingerprints
+from .finetune import ChatTrainOptions, chat_settings, finetune_chat, fingerprints
 from .respond import (ChatRequestError, ChatSettings, chat_reply, chat_stream, check_year, is_chat_model, read_chat_info,
                       validate_messages, with_era)
 from .template import ChatFormatError, ChatIds, encode_chat
@@ -17,6 +17,6 @@ from .template import ChatFormatError, ChatIds, encode_chat
 __all__ = [
     "build_chat_dataset", "chat_model_card", "chat_reply", "chat_stream", "ChatDataError",
     "ChatDatasetOptions", "ChatEvalOptions", "ChatFormatError", "ChatIds", "ChatRequestError",
-    "ChatSettings", "ChatTrainOptions", "check_year", "encode_chat", "evaluate_chat", "finetune_chat", "fingerprints",
+    "ChatSettings", "chat_settings", "ChatTrainOptions", "check_year", "encode_chat", "evaluate_chat", "finetune_chat", "fingerprints",
     "is_chat_model", "read_chat_info", "validate_messages", "with_era",
 ]

@@ -21,14 +21,14 @@ chat run's ``final/``, record and sidecar.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, sha256_file,
                     sidecar_current, write_json_atomic, write_sidecar)
-from ..training import (FineTuneData, FineTuneJob, Resumed, RunControl, SpeedRequest, SpeedSettings,
-                        TrainingError, default_autotune, fine_tune, is_main_process, make_training_arguments,
-                        move_run_aside, save_model_folder)
+from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
+                        TrainingError, config_from_values, fine_tune, is_main_process, move_run_aside,
+                        save_model_folder)
 from .dataset import load_chat_dataset
 from .template import IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
 
@@ -42,6 +42,10 @@ class ChatTrainError(TrainingError):
 
 @dataclass(frozen=True)
 class ChatTrainOptions:
+    """The chat preset: the schedule and batch of a chat fine-tuning run and how its rows are
+    made. How fast it trains (precision, kernels, compile), its optimizer flag, its time budget
+    and stops are the training package's, as for pre-training (:class:`~londonlm.training.JobRequest`)."""
+
     max_steps: int = 150
     batch_size: int = 16           # packed rows per device and step
     grad_accum: int = 1
@@ -57,38 +61,17 @@ class ChatTrainOptions:
     packing: bool = True
     max_length: int = 0            # tokens per row; 0 = the model's context
     seed: int = 42
-    # speed, as for pre-training (--bf16/--fp16, --attn_implementation, --fused_loss, --optim)
-    precision: str | None = None   # fp32 | bf16 | fp16; None: chosen for the machine (--autotune)
-    attn_implementation: str = "auto"
-    fused_loss: str = "auto"
-    optimizer: str = "adamw"
-    autotune: str | None = None    # off | on | refresh; None: $LONDONLM_AUTOTUNE, else on
-    time_budget: float = 0.0       # seconds: the schedule is fitted to end there
-    # this invocation only (never part of the settings a resume must match)
-    stop_after_seconds: float = 0.0
-    stop_after_steps: int = 0
-    profile_steps: int = 0         # --profile_steps: a torch.profiler window -> the run's profile/
-    # any other TrainingArguments value given on the command line (e.g. adam_beta2, fsdp)
-    trainer: dict = field(default_factory=dict)
+    optimizer: str = "adamw"       # the preset's; --optim on the command line wins
 
-    PER_INVOCATION = ("autotune", "stop_after_seconds", "stop_after_steps", "profile_steps", "precision",
-                      "attn_implementation", "fused_loss")
 
-    def settings(self) -> dict:
-        """What the chat model depends on (JSON values): a run made with other settings is
-        not resumed. The speed settings are not among them: a resumed run keeps the ones it
-        was trained with unless the command line names others, as in pre-training."""
-        kept = {k: v for k, v in asdict(self).items() if k not in self.PER_INVOCATION}
-        return json.loads(json.dumps({"format": CHAT_FORMAT, **kept}, default=str))
-
-    def speed(self) -> SpeedRequest:
-        return SpeedRequest(autotune=self.autotune or default_autotune(),
-                            given=SpeedSettings.from_flags(self.precision, self.attn_implementation, self.fused_loss),
-                            optimizer=self.optimizer, compile_given=bool(self.trainer.get("torch_compile")))
-
-    def control(self, run: RunLayout) -> RunControl:
-        return RunControl(self.time_budget, self.stop_after_seconds, self.stop_after_steps,
-                          self.profile_steps, run.profile)
+def chat_settings(options: ChatTrainOptions, request: JobRequest) -> dict:
+    """What the chat model depends on (JSON values): a run made with other settings is not
+    resumed. The speed settings and this invocation's stops are not among them: a resumed run
+    keeps the speed settings it was trained with unless the command line names others, as in
+    pre-training."""
+    kept = {**asdict(options), "optimizer": request.optimizer or options.optimizer,
+            "time_budget": request.control.time_budget, "trainer": dict(request.trainer)}
+    return json.loads(json.dumps({"format": CHAT_FORMAT, **kept}, default=str))
 
 
 # --------------------------------------------------------------------------- data
@@ -162,14 +145,18 @@ class ChatCollator:
 
 # --------------------------------------------------------------------------- model
 
-def load_base_for_chat(base_dir: Path):
-    """(model, tokenizer) of a base model with the chat tokens and template added."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _check_base(base_dir: Path) -> None:
     problem = checkpoint_problem(base_dir, need_training_state=False)
     if problem:
         raise ChatTrainError(f"base model {base_dir} cannot be used ({problem}); pass --init_from "
                              f"with a finished run (e.g. `tiny`) or a model folder")
+
+
+def load_base_for_chat(base_dir: Path):
+    """(model, tokenizer) of a base model with the chat tokens and template added."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _check_base(base_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir))
     add_chat_tokens(tokenizer)
@@ -189,13 +176,12 @@ def fingerprints(base_dir: Path, data_dir: Path) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- training
 
-def training_arguments(run: RunLayout, options: ChatTrainOptions):
-    """The chat run's ``TrainingArguments`` (built by the training package): the chat
-    preset's values, then any other Trainer flag the command line gave."""
+def chat_trainer_values(run: RunLayout, options: ChatTrainOptions) -> dict:
+    """The chat preset's ``TrainingArguments`` values."""
     import torch
 
     cuda = torch.cuda.is_available()
-    values = dict(
+    return dict(
         output_dir=str(run.dir), max_steps=options.max_steps,
         per_device_train_batch_size=options.batch_size, per_device_eval_batch_size=options.batch_size,
         gradient_accumulation_steps=options.grad_accum, learning_rate=options.learning_rate,
@@ -208,8 +194,21 @@ def training_arguments(run: RunLayout, options: ChatTrainOptions):
         dataloader_pin_memory=cuda, optim="adamw_torch_fused" if cuda else "adamw_torch",
         ddp_find_unused_parameters=False, prediction_loss_only=True, disable_tqdm=True,
         logging_nan_inf_filter=False)  # as pre-training: no host sync per micro-batch
-    values.update(options.trainer)
-    return make_training_arguments(values)
+
+
+def chat_config(run: RunLayout, options: ChatTrainOptions, request: JobRequest, base_dir: Path):
+    """The chat run's configuration tree (the training package's): the chat preset's values,
+    then the Trainer flags the command line gave; validated as built, so bad values fail
+    before any work."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(base_dir))
+    model = ModelConfig(cfg.n_layer, cfg.n_head, cfg.n_embd, options.max_length or cfg.n_positions)
+    control = replace(request.control, profile_dir=run.profile)
+    values = {**chat_trainer_values(run, options), **request.trainer}
+    return config_from_values(values, model=model, data=None, request=request.speed_request(),
+                              optimizer=request.optimizer or options.optimizer, control=control,
+                              output=OutputConfig(run, run.name), explicit=request.explicit)
 
 
 def _log_callback(log):
@@ -261,37 +260,38 @@ def _chat_data(dataset, tokenizer, options: ChatTrainOptions, max_len: int, log)
 
 
 def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
-                  options: ChatTrainOptions = ChatTrainOptions(), *, fresh: bool = False,
-                  overwrite: bool = False, log=print) -> dict:
+                  options: ChatTrainOptions = ChatTrainOptions(), *, request: JobRequest = JobRequest(),
+                  fresh: bool = False, overwrite: bool = False, log=print) -> dict:
     """Fine-tune ``base_dir`` on the dialogue dataset at ``data_dir`` into ``run``; returns
-    the run summary (skips when the run is current). Single process or torchrun: every rank
-    calls this; rank 0 logs and writes."""
+    the run summary (skips when the run is current). ``request``: what the command line asked
+    beyond the chat preset (speed, optimizer, time budget, stops, other Trainer flags). Single
+    process or torchrun: every rank calls this; rank 0 logs and writes."""
     log = log if is_main_process() else (lambda _m: None)
     base_dir, data_dir = Path(base_dir), Path(data_dir)
     dataset = load_chat_dataset(data_dir)
     inputs = fingerprints(base_dir, data_dir)
-    settings = options.settings()
+    settings = chat_settings(options, request)
     current, why = sidecar_current(run.dir / SIDECAR, inputs, settings)
     if current and run.has_final() and not overwrite:
         log(f"chat fine-tuning: {why} ({run.dir}); skipping (use --overwrite to retrain)")
         return run.read_run_info()
-    args = training_arguments(run, options)  # bad Trainer values fail before any work
+    _check_base(base_dir)
+    config = chat_config(run, options, request, base_dir)  # bad Trainer values fail before any work
     resume = _resume_point(run, inputs, settings, fresh or overwrite, log)
     previous = run.read_run_info() if resume is not None else {}
     model, tokenizer = load_base_for_chat(base_dir)
-    max_len = options.max_length or model.config.n_positions
+    max_len = config.model.context_length
     data, train_counts, eval_counts = _chat_data(dataset, tokenizer, options, max_len, log)
     if is_main_process():
         run.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run.run_info, {"stage": STAGE, "status": "running", "base_model": str(base_dir),
                                          "inputs": inputs, "settings": settings,
                                          **(kept.record() if (kept := SpeedSettings.recorded(previous)) else {})})
-    job = FineTuneJob(run, args, options.speed(), options.control(run), Resumed(resume, previous),
-                      [_log_callback(log)])
+    job = FineTuneJob(config, Resumed(resume, previous), [_log_callback(log)])
     result = fine_tune(job, model, tokenizer, data)
     trainer, outcome, speed = result.trainer, result.outcome, result.speed.settings
     info = {"stage": STAGE, "base_model": str(base_dir), "data_dir": str(data_dir), "inputs": inputs,
-            "settings": settings, "optimizer": options.optimizer,
+            "settings": settings, "optimizer": config.optim.optimizer,
             "resumed_from": str(resume) if resume else None, **_record(result, model),
             "data": {"train": train_counts, "validation": eval_counts, "train_rows": len(data.train),
                      "packing": options.packing, "max_length": max_len}}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from ..core import UsageError
-from ..training import RunControlArguments, SpeedArguments, parse_flags
+from ..training import JobRequest, RunControlArguments, SpeedArguments, parse_flags
 from .finetune import ChatTrainOptions, finetune_chat
 
 
@@ -63,9 +63,10 @@ def _checked(flag: str, value, least):
     return value
 
 
-def chat_options(preset: Mapping, chat: ChatArguments, speed: SpeedArguments,
-                 control: RunControlArguments, trainer: dict, given: frozenset) -> ChatTrainOptions:
-    """The preset's options with what the command line gave."""
+def chat_options(preset: Mapping, chat: ChatArguments, speed: SpeedArguments, control: RunControlArguments,
+                 trainer: dict, given: frozenset) -> tuple[ChatTrainOptions, JobRequest]:
+    """The chat preset's options with what the command line gave, and what it asked beyond
+    them (speed, optimizer, time budget, stops, other Trainer flags)."""
     from ..training import BUDGET_STEP_CAP
 
     values = {}
@@ -77,22 +78,15 @@ def chat_options(preset: Mapping, chat: ChatArguments, speed: SpeedArguments,
     budget = control.time_budget or control.max_seconds
     if budget and "max_steps" not in given:
         values["max_steps"] = BUDGET_STEP_CAP  # the budget alone decides how many steps run
-    precision = None
-    if {"bf16", "fp16"} & given:
-        precision = "bf16" if trainer.get("bf16") else "fp16" if trainer.get("fp16") else "fp32"
     extra = {k: trainer[k] for k in sorted(given) if k in trainer and k not in MAPPED
              and k not in NOT_PASSED}
     if "per_device_eval_batch_size" not in extra and "batch_size" in values:
         extra["per_device_eval_batch_size"] = values["batch_size"]
     base = ChatTrainOptions(**{k: v for k, v in preset.items()
                                if k in {f.name for f in fields(ChatTrainOptions)}})
-    return replace(base, **values, packing=not chat.no_packing, max_length=chat.max_length or 0,
-                   precision=precision, attn_implementation=speed.attn_implementation,
-                   fused_loss=speed.fused_loss, optimizer=speed.optimizer or base.optimizer,
-                   autotune=speed.autotune, time_budget=budget,
-                   stop_after_seconds=control.stop_after_seconds,
-                   stop_after_steps=control.stop_after_steps,
-                   profile_steps=control.profile_steps, trainer=extra)
+    options = replace(base, **values, packing=not chat.no_packing, max_length=chat.max_length or 0)
+    request = JobRequest.from_flags(speed, control, trainer, given)  # --bf16/--fp16 read from trainer
+    return options, replace(request, trainer=extra)
 
 
 def chat_run_name(layout, base_dir: Path, spec: str) -> str:
@@ -109,11 +103,11 @@ def main(argv: list[str], presets: Mapping[str, Mapping], default_preset: str, g
     name = chat.preset or default_preset
     if name not in presets:
         raise UsageError(f"--preset: unknown chat preset {name!r}; choose one of: {', '.join(presets)}")
-    options = chat_options(presets[name], chat, speed, control, trainer, given)
+    options, request = chat_options(presets[name], chat, speed, control, trainer, given)
     layout = get_layout(chat.root)
     base_dir = layout.resolve_model(chat.init_from, name)
     run_name = trainer.get("run_name") if "run_name" in given else None
     run = layout.run(run_name or chat_run_name(layout, base_dir, chat.init_from or name))
-    finetune_chat(base_dir, chat.data_dir or layout.chat_data_dir, run, options,
+    finetune_chat(base_dir, chat.data_dir or layout.chat_data_dir, run, options, request=request,
                   fresh=control.fresh, overwrite=chat.overwrite)
     return 0

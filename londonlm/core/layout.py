@@ -34,6 +34,8 @@ SIDECAR = "sidecar.json"             # every stage's record of its inputs, writt
 CUTOFF_SUFFIX = "-to"                # tiny-to1750, processed-to1750: the cutoff in the name
 PROFILE = "profile"                  # --profile_steps output in a run folder
 LEAKAGE = "leakage.json"             # the leakage probes' result, in a run's evaluation folder
+TRAINING_CONFIG = "training_config.json"  # the configuration tree a run trained with
+TRAINING_LOCK = ".training.lock"     # held by the process training the run (flock)
 
 ROOT_ENV = "LONDONLM_ROOT"
 
@@ -101,6 +103,14 @@ class RunLayout:
         return self.dir / PROFILE
 
     @property
+    def training_config(self) -> Path:
+        return self.dir / TRAINING_CONFIG
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / TRAINING_LOCK
+
+    @property
     def leakage(self) -> Path:
         return self.evaluation_dir / LEAKAGE
 
@@ -149,7 +159,7 @@ class RunLayout:
         cache stays, since it depends on the data, not on the run."""
         if not self.dir.is_dir():
             return []
-        names = {FINAL, BEST, RUN_INFO, SIDECAR, TENSORBOARD, EVALUATION, HUB_STAGE, GGUF}
+        names = {FINAL, BEST, RUN_INFO, SIDECAR, TENSORBOARD, EVALUATION, HUB_STAGE, GGUF, TRAINING_CONFIG}
         return sorted(p for p in self.dir.iterdir()
                       if p.name in names or checkpoint_step(p) is not None)
 

@@ -1,15 +1,17 @@
 """Command-line front end of ``04_training/train_model_slm.py`` and ``train_model.py``:
-parses ``ModelArguments``, ``DataArguments`` and every ``TrainingArguments`` flag
-(:func:`~londonlm.training.options.parse_train_flags`), fills what the user did not set from the
-preset (:func:`~londonlm.training.make_job`, with config.py's :class:`TrainDefaults` passed
-in by the script), then runs :func:`londonlm.training.run_training`.
+parses the training flags and every ``TrainingArguments`` flag (:func:`~.flags.parse_train_flags`),
+builds the run's configuration tree with what the user did not set from the preset
+(:func:`~.job.build_config`, with config.py's :class:`~.defaults.TrainDefaults` passed in by the
+script), then runs :func:`~.run.run_training`.
 
 Errors a user can fix raise :class:`~londonlm.core.errors.LondonLMError`; the scripts wrap
 :func:`main` in :func:`~londonlm.core.errors.run_main`."""
 from __future__ import annotations
 
 from ..core import describe_checkpoints
-from .options import TrainDefaults, make_job, parse_train_flags, run_of
+from .defaults import TrainDefaults
+from .flags import parse_train_flags
+from .job import build_config, run_of
 from .run import run_training
 
 __all__ = ["TrainDefaults", "main"]
@@ -19,10 +21,9 @@ def main(argv: list[str], defaults: TrainDefaults, prog: str | None = None,
          description: str | None = None) -> int:
     """Train (or resume) the run a command line names; ``--list_checkpoints`` lists it."""
     flags = parse_train_flags(argv, prog=prog, description=description)
-    if flags.data.list_checkpoints:
+    if flags.run.list_checkpoints:
         run, _, _ = run_of(flags, defaults)
         print(describe_checkpoints(run.dir))
         return 0
-    job = make_job(flags, defaults)
-    run_training(job.opts, job.args)
+    run_training(build_config(flags, defaults))
     return 0

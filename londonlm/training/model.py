@@ -163,11 +163,16 @@ def load_weights(path: Path, tokenizer, resize_rows: int | None = None):
     return with_causal_lm_loss(model)
 
 
-def apply_speed(model, settings: SpeedSettings):
-    """The attention kernel and LM-head loss of ``settings`` on a built or loaded model (the
-    model, its weights and ``save_pretrained`` output stay an ordinary GPT-2). Returns it."""
+def prepare_for_training(model, settings: SpeedSettings):
+    """Every patch a model gets before it trains, in one place, whatever built or loaded it
+    (a fresh model, a resumed checkpoint, an ``--init_from`` parent, a chat base): its loss
+    named (no per-step warning, a graph break under torch.compile), the attention kernel of
+    ``settings``, the causal mask skipped for full windows (:mod:`.step.causal_mask`,
+    process-wide) and the fused LM-head loss when ``settings`` asks for it. The weights and
+    ``save_pretrained`` output stay an ordinary GPT-2. Returns the model."""
+    with_causal_lm_loss(model)
     model.set_attn_implementation(settings.attn_implementation)
-    skip_causal_mask_for_full_windows()  # a loaded model too (resume, --init_from, chat)
+    skip_causal_mask_for_full_windows()
     if settings.fused_loss:
         enable_fused_loss(model)
     return model

@@ -23,9 +23,9 @@ from ..corpus import corpus_time_facts
 from ..tokens import era_tokens_of
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape, padded_vocab
-from .options import RunOptions
-from .resume import (Resumed, check_cutoff, check_data, check_tokenizer, last_year, move_run_aside, recorded_years, resumed,
-                     same_tokenizer, tokenizer_fingerprint, tokenizer_identity)
+from .job import TrainingConfig, training_arguments
+from .resume import (Resumed, check_resume, last_year, move_run_aside, recorded_years, resumed, same_tokenizer,
+                     tokenizer_fingerprint, tokenizer_identity)
 
 
 @dataclass
@@ -164,38 +164,38 @@ def parent_record(init: InitSource) -> dict:
             "tokenizer": "resized" if resized else "same", "resized_embeddings": resized}
 
 
-def _check_init_against_resume(opts: RunOptions, init: InitSource, resume: Resumed,
+def _check_init_against_resume(config: TrainingConfig, init: InitSource, resume: Resumed,
                                resumed_parent: dict | None) -> None:
     """--init_from on a run with checkpoints: only the same command resuming the same run."""
     if resume.checkpoint is None:
         return
     if not resumed_parent or Path(resumed_parent.get("path", "")) != init.path.resolve():
         raise TrainingError(
-            f"--init_from starts a new run but {opts.run.dir} already has checkpoints "
+            f"--init_from starts a new run but {config.run.dir} already has checkpoints "
             f"({resume.checkpoint.name})" + (f" of a run continued from {resumed_parent['path']}"
                                              if resumed_parent else "")
             + "; pass --fresh or a new --run_name")
     log(f"resuming the run continued from {init.path}; its weights are in {resume.checkpoint.name}")
 
 
-def _shape_from_parent(opts: RunOptions, init: InitSource, tokenizer) -> ModelShape:
+def _shape_from_parent(config: TrainingConfig, init: InitSource, tokenizer) -> ModelShape:
     """A continued run's shape is its parent's; shape flags that disagree are refused."""
     cfg = init.config
     parent_shape = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd}
-    clash = {k: v for k, v in (opts.shape_overrides or {}).items()
+    clash = {k: v for k, v in config.model.shape_overrides.items()
              if k in parent_shape and v != parent_shape[k]}
     if clash:
         raise TrainingError(
             f"--init_from {init.path}: the shape comes from the parent weights "
             f"({', '.join(f'{k}={v}' for k, v in parent_shape.items())}); drop "
             f"{', '.join(f'--{k} {v}' for k, v in clash.items())}")
-    if init.tokenizer_problem and not opts.resize_embeddings:
+    if init.tokenizer_problem and not config.model.resize_embeddings:
         raise TrainingError(
             f"--init_from {init.path}: {init.tokenizer_problem}. Or pass --resize_embeddings "
             f"to resize the embeddings to this tokenizer (rows of re-numbered tokens start "
             f"out meaningless)")
     rows = padded_vocab(len(tokenizer)) if init.tokenizer_problem else cfg.vocab_size
-    return ModelShape(cfg.n_layer, cfg.n_head, cfg.n_embd, opts.context_length, rows)
+    return ModelShape(cfg.n_layer, cfg.n_head, cfg.n_embd, config.model.context_length, rows)
 
 
 def validated(shape: ModelShape) -> ModelShape:
@@ -271,12 +271,12 @@ def check_parent(src: Path, cutoff: int) -> None:
                             f"whose corpus ends by {cutoff}")
 
 
-def time_lock(opts: RunOptions, tokenizer, resume: Resumed, init_path: Path | None) -> dict:
-    """Every time-lock check, in order; returns the run's ``corpus_time`` record."""
-    data = opts.data
+def time_lock(config: TrainingConfig, tokenizer, init_path: Path | None) -> dict:
+    """The time lock of the corpus, the tokenizer and the parent; returns the run's
+    ``corpus_time`` record (a resumed checkpoint's years are checked with the resume)."""
+    data = config.data
     record = corpus_time(Path(data.processed_dir), data.cutoff_year)
     cutoff = record["cutoff_year"]
-    check_cutoff(resume, opts.run.cache_dir, cutoff)
     if cutoff is None:
         return record
     check_tokenizer_years(tokenizer, Path(data.tokenizer_dir), cutoff, Path(data.processed_dir))
@@ -287,52 +287,63 @@ def time_lock(opts: RunOptions, tokenizer, resume: Resumed, init_path: Path | No
 
 # --------------------------------------------------------------------------- the plan
 
-def _log_plan(plan: TrainingPlan, opts: RunOptions) -> None:
+def _log_plan(plan: TrainingPlan, config: TrainingConfig) -> None:
     s = plan.shape
     log(f"model: {s.n_layer} layers x {s.n_embd} wide, {s.n_head} heads, context "
-        f"{opts.context_length}, vocab {len(plan.tokenizer)} (embedding rows {s.vocab_size}): "
+        f"{config.model.context_length}, vocab {len(plan.tokenizer)} (embedding rows {s.vocab_size}): "
         f"{s.n_params / 1e6:.2f}M parameters" + (f"; weights from {plan.init.path}" if plan.init else ""))
     if plan.init and plan.init.note:
         log(f"warning: --init_from {plan.init.path}: {plan.init.note}")
 
 
-def plan_run(opts: RunOptions, args) -> TrainingPlan:
-    """Tokenizer, resume, parent and shape for ``opts`` and the Trainer ``args``."""
-    tokenizer = load_tokenizer(opts.data.tokenizer_dir, opts.vocab_size)
-    resume = resumed(opts.run, args.resume_from_checkpoint, opts.fresh)
-    _ = args.device  # joins the process group under torchrun: the ranks must agree from here
+def join_ranks(config: TrainingConfig) -> None:
+    """Under torchrun, join the process group (the Trainer's arguments make it): every check
+    after this is agreed by all ranks."""
+    _ = training_arguments(config).device
+
+
+def _parent_and_shape(config: TrainingConfig, tokenizer, resume: Resumed):
+    """(the --init_from parent, the parent record, the model's shape)."""
+    m = config.model
+    resumed_parent = resume.info.get("parent")  # resuming a continued run: shape is the checkpoint's
+    if not m.init_from:
+        shape = ModelShape(m.n_layer, m.n_head, m.n_embd, m.context_length, padded_vocab(len(tokenizer)))
+        return None, resumed_parent, shape
+    init = resolve_init_source(m.init_from, config.run, config.output.layout, tokenizer,
+                               config.data.tokenizer_dir, m.context_length)
+    _check_init_against_resume(config, init, resume, resumed_parent)
+    return init, resumed_parent or parent_record(init), _shape_from_parent(config, init, tokenizer)
+
+
+def plan_run(config: TrainingConfig) -> TrainingPlan:
+    """Every check before any work, in one pass, reading only: the tokenizer, the checkpoint
+    to resume (agreed by every rank), the parent weights and the shape, the time lock, and
+    what the resumed run must keep (:func:`.resume.check_resume`). Call it holding the run's
+    lock (:func:`.runlock.run_lock`)."""
+    data = config.data
+    tokenizer = load_tokenizer(data.tokenizer_dir, config.model.vocab_size)
+    resume = resumed(config.run, config.control.resume_from, config.control.fresh)
     same_on_all_ranks(checkpoint_step(resume.checkpoint) if resume.checkpoint else -1,
                       "the checkpoint to resume from")
-    check_tokenizer(resume, opts.data.tokenizer_dir)
-    era = opts.data.era_tokens if opts.data.era_tokens is not None else bool(era_tokens_of(tokenizer))
-    check_data(resume, opts.run.cache_dir, opts.data.processed_dir, opts.context_length, era)
-    resumed_parent = resume.info.get("parent")  # resuming a continued run: shape is the checkpoint's
-    init = parent = None
-    if opts.init_from:
-        init = resolve_init_source(opts.init_from, opts.run, opts.layout, tokenizer,
-                                   opts.data.tokenizer_dir, opts.context_length)
-        _check_init_against_resume(opts, init, resume, resumed_parent)
-        shape = _shape_from_parent(opts, init, tokenizer)
-        parent = resumed_parent or parent_record(init)
-    else:
-        shape = ModelShape(opts.n_layer, opts.n_head, opts.n_embd, opts.context_length,
-                           padded_vocab(len(tokenizer)))
-        parent = resumed_parent
-    corpus_time = time_lock(opts, tokenizer, resume, init.path if init else None)
+    init, parent, shape = _parent_and_shape(config, tokenizer, resume)
+    corpus_time = time_lock(config, tokenizer, init.path if init else None)
+    era = data.era_tokens if data.era_tokens is not None else bool(era_tokens_of(tokenizer))
+    check_resume(resume, tok_dir=data.tokenizer_dir, optimizer=config.optim.optimizer,
+                 cache_dir=config.run.cache_dir, processed_dir=data.processed_dir,
+                 context_length=config.model.context_length, era_tokens=era, cutoff=corpus_time["cutoff_year"])
     world = world_size()
-    tokens_per_step = (args.per_device_train_batch_size * args.gradient_accumulation_steps
-                       * world * opts.context_length)
+    tokens_per_step = config.sequences_per_step * world * config.model.context_length
     plan = TrainingPlan(tokenizer, resume, init, parent, validated(shape), tokens_per_step, world, corpus_time)
-    _log_plan(plan, opts)
+    _log_plan(plan, config)
     return plan
 
 
-def start_fresh(opts: RunOptions, plan: TrainingPlan) -> None:
+def start_fresh(config: TrainingConfig, plan: TrainingPlan) -> None:
     """--fresh: move the old run aside (rank 0), following a parent that lived inside it."""
-    if not (opts.fresh and is_main_process()):
+    if not (config.control.fresh and is_main_process()):
         return
-    moved = move_run_aside(opts.run)
+    moved = move_run_aside(config.run)
     if moved:
         log(f"--fresh: previous run moved to {moved}")
         if plan.init is not None:
-            plan.init.follow(opts.run.dir, moved)
+            plan.init.follow(config.run.dir, moved)

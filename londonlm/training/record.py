@@ -18,7 +18,7 @@ from ..core import (BEST_INFO, RunLayout, checkpoint_name, checkpoint_step, hard
                     read_json, to_generation_config, write_json_atomic)
 from .data import TrainData, validation_bytes
 from .dist import log
-from .options import RunOptions
+from .job import TrainingConfig
 from .plan import TrainingPlan
 from .resume import tokenizer_fingerprint
 from .speed.settings import SpeedSettings
@@ -27,10 +27,10 @@ from .step.trainer import Outcome
 TOKENIZER_EXTRAS = ("special_tokens_map.json", "vocab.json", "merges.txt")  # slow-tokenizer files
 
 
-def _shape(opts: RunOptions, plan: TrainingPlan) -> dict:
+def _shape(config: TrainingConfig, plan: TrainingPlan) -> dict:
     s = plan.shape
     return {"n_layer": s.n_layer, "n_head": s.n_head, "n_embd": s.n_embd,
-            "context_length": opts.context_length, "vocab_size": len(plan.tokenizer),
+            "context_length": config.model.context_length, "vocab_size": len(plan.tokenizer),
             "embedding_rows": s.vocab_size}
 
 
@@ -53,40 +53,46 @@ def _hyperparameters(args) -> dict:
             "warmup_steps": args.warmup_steps}
 
 
-def training_settings(opts: RunOptions, args) -> dict:
-    """The settings that shape the trained model (JSON values), recorded in run_info.json so
-    a later request with other settings (the pipeline's) is told apart from a current run."""
-    return {"preset": opts.preset, "n_layer": opts.n_layer, "n_head": opts.n_head,
-            "n_embd": opts.n_embd, "context_length": opts.context_length,
-            "vocab_size": opts.vocab_size, "dropout": opts.dropout, "era_tokens": opts.data.era_tokens,
-            "cutoff_year": opts.data.cutoff_year, "init_from": opts.init_from, "learning_rate": args.learning_rate,
-            "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-            "lr_scheduler_kwargs": dict(args.lr_scheduler_kwargs or {}),
-            "warmup_steps": args.warmup_steps,
-            "max_steps": args.max_steps, "batch_size": args.per_device_train_batch_size,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
-            "adam_beta1": args.adam_beta1, "adam_beta2": args.adam_beta2,
-            "adam_epsilon": args.adam_epsilon, "seed": args.seed, "data_seed": args.data_seed,
+def _name(value) -> str:
+    return str(getattr(value, "value", value))  # the Trainer's enums by their names
+
+
+def training_settings(config: TrainingConfig) -> dict:
+    """The settings that shape the trained model (JSON values), as asked (before any decision
+    for this machine), recorded in run_info.json so a later request with other settings (the
+    pipeline's) is told apart from a current run."""
+    m, o, t = config.model, config.optim, config.trainer
+    return {"preset": config.output.preset, "n_layer": m.n_layer, "n_head": m.n_head,
+            "n_embd": m.n_embd, "context_length": m.context_length,
+            "vocab_size": m.vocab_size, "dropout": m.dropout, "era_tokens": config.data.era_tokens,
+            "cutoff_year": config.data.cutoff_year, "init_from": m.init_from, "learning_rate": o.learning_rate,
+            "lr_scheduler_type": _name(o.lr_scheduler_type),
+            "lr_scheduler_kwargs": dict(o.lr_scheduler_kwargs or {}),
+            "warmup_steps": o.warmup_steps,
+            "max_steps": o.max_steps, "batch_size": config.speed.micro_batch,
+            "gradient_accumulation_steps": config.speed.grad_accum,
+            "weight_decay": o.weight_decay, "max_grad_norm": o.max_grad_norm,
+            "adam_beta1": o.adam_beta1, "adam_beta2": o.adam_beta2,
+            "adam_epsilon": o.adam_epsilon, "seed": t.get("seed"), "data_seed": t.get("data_seed"),
             # the fused AdamW is the same update, only faster: a GPU run and a CPU run agree
-            "optim": str(getattr(args.optim, "value", args.optim)).replace("_fused", ""),
-            "optimizer": opts.speed.optimizer, "time_budget": opts.control.time_budget,
+            "optim": _name(o.optim).replace("_fused", ""),
+            "optimizer": o.optimizer, "time_budget": config.control.time_budget,
             # "auto": chosen for the machine (--autotune); the run records what it used
-            "precision": opts.speed.given.precision or "auto"}
+            "precision": config.speed.request.given.precision or "auto"}
 
 
-def run_summary(opts: RunOptions, args, plan: TrainingPlan, data: TrainData, speed: SpeedSettings,
-                model, out: Outcome, settings: dict | None = None) -> dict:
+def run_summary(config: TrainingConfig, args, plan: TrainingPlan, data: TrainData, speed: SpeedSettings,
+                model, out: Outcome, settings: dict) -> dict:
     """The run_info.json record: shape, size, steps, tokens, time, losses, hardware, data,
     hyperparameters (as trained), where it resumed from and its parent; ``settings``: those
-    asked for (:func:`training_settings` before the micro-batch was fitted to the GPU)."""
+    asked for (:func:`training_settings` of the tree before any decision)."""
     state, logs = out.state, out.state.log_history
     train_losses = [h["loss"] for h in logs if "loss" in h]
     splits = data.meta["splits"]
     return {
-        "run_dir": str(opts.run.dir), "preset": opts.preset, "created": now_iso(),
-        "run_name": args.run_name, "shape": _shape(opts, plan),
-        "settings": settings or training_settings(opts, args),
+        "run_dir": str(config.run.dir), "preset": config.output.preset, "created": now_iso(),
+        "run_name": args.run_name, "shape": _shape(config, plan),
+        "settings": settings,
         "parameters": sum(p.numel() for p in model.parameters()),
         "global_step": state.global_step, "max_steps": state.max_steps,
         **_throughput(plan, out),
@@ -94,8 +100,8 @@ def run_summary(opts: RunOptions, args, plan: TrainingPlan, data: TrainData, spe
         "train_loss_mean": out.train_loss_mean,
         "hardware": hardware_summary(), "world_size": plan.world,
         **speed.record(),
-        "tokenizer_dir": str(opts.data.tokenizer_dir), "processed_dir": str(opts.data.processed_dir),
-        "tokenizer_sha256": tokenizer_fingerprint(opts.data.tokenizer_dir),
+        "tokenizer_dir": str(config.data.tokenizer_dir), "processed_dir": str(config.data.processed_dir),
+        "tokenizer_sha256": tokenizer_fingerprint(config.data.tokenizer_dir),
         "cache": {"tokens_train": splits["train"]["tokens"],
                   "tokens_validation": splits["validation"]["tokens"],
                   "manifest_sha256": data.meta["manifest_sha256"], "era_tokens": data.era_tokens},
@@ -104,7 +110,7 @@ def run_summary(opts: RunOptions, args, plan: TrainingPlan, data: TrainData, spe
         "interrupted": out.interrupted,
         **_hyperparameters(args),
         "eval_blocks": len(data.eval),
-        "validation_bytes": validation_bytes(opts.data.processed_dir),
+        "validation_bytes": validation_bytes(config.data.processed_dir),
         "best_eval_loss": state.best_metric, "best_step": state.best_global_step or None,
         "eval_curve": [[h["step"], h["eval_loss"]] for h in logs if "eval_loss" in h],
         "train_curve": [[h["step"], h["loss"]] for h in logs if "loss" in h],
@@ -178,7 +184,7 @@ def best_record(run: RunLayout) -> dict:
             "best_step": info.get("step")}
 
 
-def finish(trainer, opts: RunOptions, plan: TrainingPlan, data: TrainData, summary: dict) -> dict:
+def finish(trainer, config: TrainingConfig, plan: TrainingPlan, data: TrainData, summary: dict) -> dict:
     """Evaluate and save final/ (a finished run) or say how to resume (a stopped one); record
     the best checkpoint; write run_info.json last."""
     zero = trainer.is_world_process_zero()
@@ -188,11 +194,11 @@ def finish(trainer, opts: RunOptions, plan: TrainingPlan, data: TrainData, summa
             f"Resume with: ./resume_training.sh {checkpoint_name(step)}")
     else:
         summary.update(final_metrics(trainer, summary, data))
-        save_final(trainer, opts.run, plan.tokenizer, opts.data.tokenizer_dir)
-    if opts.save_best:
-        summary.update(best_record(opts.run))
+        save_final(trainer, config.run, plan.tokenizer, config.data.tokenizer_dir)
+    if config.control.save_best:
+        summary.update(best_record(config.run))
     if zero:
-        write_json_atomic(opts.run.run_info, summary)
+        write_json_atomic(config.run.run_info, summary)
     return summary
 
 

@@ -274,3 +274,15 @@ def check_data(resume: Resumed, cache_dir: Path, processed_dir: Path, context_le
             f"cannot resume {resume.checkpoint} on other data than it was trained on: {'; '.join(changed)} "
             f"(corpus {processed_dir}). Resume it with the settings it was started with, pass --fresh to start "
             f"this run over, or continue its weights in a new run: --init_from {resume.checkpoint} --run_name NEW")
+
+
+def check_resume(resume: Resumed, *, tok_dir: Path, optimizer: str, cache_dir: Path, processed_dir: Path,
+                 context_length: int, era_tokens: bool, cutoff: int | None) -> None:
+    """Everything a resumed run must keep, checked at once before any work: the tokenizer, the
+    optimizer, the data (corpus, context, era tokens) and the time lock. Nothing for a new run."""
+    if resume.checkpoint is None:
+        return
+    check_tokenizer(resume, tok_dir)
+    check_optimizer(resume, optimizer)
+    check_data(resume, cache_dir, processed_dir, context_length, era_tokens)
+    check_cutoff(resume, cache_dir, cutoff)

@@ -24,6 +24,12 @@ from londonlm.training.cli import TrainDefaults, main as train_main
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 SCRIPT = str(REPO / "04_training" / "train_model_slm.py")
+# the same script with the test hooks wired in (the library has none): used when a test sets them
+HOOKED = str(Path(__file__).resolve().parent / "hooked_train.py")
+
+
+def script_for(env_extra) -> str:
+    return HOOKED if any(k.startswith("LONDONLM_TEST_") for k in env_extra or {}) else SCRIPT
 DEFAULTS = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name,
                          config.TRAINING.seed, "londonlm-test")
 COMMON = ["--preset", "micro", "--report_to", "none", "--disable_tqdm", "true", "--eval_steps", "100",
@@ -82,13 +88,13 @@ def stop(p):
 def torchrun(root, nproc, *argv, env_extra=None, timeout=400):
     """A torchrun job of the training script; returns the CompletedProcess."""
     cmd = [PY, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-           f"--master_port={free_port()}", "--shutdown_timeout=30", SCRIPT, *COMMON,
+           f"--master_port={free_port()}", "--shutdown_timeout=30", script_for(env_extra), *COMMON,
            "--ddp_backend", "gloo", *argv]
     return run_job(cmd, job_env(root, **(env_extra or {})), timeout)
 
 
 def single(root, *argv, env_extra=None, timeout=400):
-    return run_job([PY, SCRIPT, *COMMON, *argv], job_env(root, **(env_extra or {})), timeout)
+    return run_job([PY, script_for(env_extra), *COMMON, *argv], job_env(root, **(env_extra or {})), timeout)
 
 
 def ok(r) -> str:

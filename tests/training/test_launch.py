@@ -164,8 +164,8 @@ def test_training_script_refuses_gpus_it_cannot_use_unless_the_cpu_is_asked_for(
     import torch
 
     from londonlm.core import GpuUnusable
-    from londonlm.training.options import parse_train_flags
-    from londonlm.training.options import make_training_arguments
+    from londonlm.training.flags import parse_train_flags
+    from londonlm.training.job import make_training_arguments
 
     if torch.cuda.is_available():
         pytest.skip("this torch can use a GPU")

@@ -127,19 +127,20 @@ def test_budget_fitted_run_ends_at_the_budget_with_a_finished_schedule(tmp_path)
 
 
 def test_the_fitter_runs_before_the_loggers(tmp_path):
-    """report_to integrations and the progress bar come before the Trainer's given callbacks;
-    the fitter is moved ahead of them so they log its corrected figures."""
-    from transformers import Trainer
+    """report_to integrations and the progress bar are the Trainer's own callbacks; the fitter
+    runs ahead of them so they log its corrected figures, and the bar follows its step count."""
+    from transformers.trainer_callback import ProgressCallback
 
-    from londonlm.training.step.trainer import attach_budget_fit
+    from londonlm.training.step.callbacks import TRAINER_OWN
+    from londonlm.training.step.trainer import FittedProgress, RunTrainer
 
     fit = BudgetFitCallback(10)
-    trainer = Trainer(model=micro_gpt2(), args=micro_training_args(tmp_path, max_steps=10),
-                      train_dataset=micro_lm_dataset(16), callbacks=[fit])
-    attach_budget_fit(trainer, fit)
+    trainer = RunTrainer(model=micro_gpt2(), args=micro_training_args(tmp_path, max_steps=10, disable_tqdm=False),
+                         train_dataset=micro_lm_dataset(16), callbacks=[fit, TRAINER_OWN])
     callbacks = trainer.callback_handler.callbacks
     assert callbacks[0] is fit and callbacks.count(fit) == 1
-    assert fit.on_total is not None  # resizes the progress bar (when there is one)
+    bars = [c for c in callbacks if isinstance(c, ProgressCallback)]
+    assert bars and all(isinstance(c, FittedProgress) for c in bars)  # resizes with the fitted total
 
 
 def test_budget_is_shared_by_a_resumed_run(tmp_path):

@@ -3,6 +3,7 @@
 for the warm-up refused before any work, --autotune on/refresh/off with its cache, --optim muon
 (recorded, resumed exactly), and a resumed run keeping its speed settings."""
 import dataclasses
+from pathlib import Path
 import json
 
 import pytest
@@ -147,17 +148,16 @@ def test_the_pipeline_with_a_time_budget_trains_saves_final_and_evaluates(tmp_pa
 
 
 def test_the_preset_names_the_optimizer_and_the_flag_wins():
-    from londonlm.training.options import parse_train_flags
-    from londonlm.training import make_job
+    from londonlm.training import build_config, parse_train_flags
 
     defaults = TrainDefaults(config.PRESETS, "tiny", config.get_layout(), config.TOKENIZER.name,
                              config.TRAINING.seed, "londonlm-test")
-    assert make_job(parse_train_flags(["--preset", "tiny"]), defaults).opts.speed.optimizer == "muon"
-    assert make_job(parse_train_flags(["--preset", "micro"]), defaults).opts.speed.optimizer == "adamw"
+    assert build_config(parse_train_flags(["--preset", "tiny"]), defaults).optim.optimizer == "muon"
+    assert build_config(parse_train_flags(["--preset", "micro"]), defaults).optim.optimizer == "adamw"
     for argv in (["--optim", "adamw"], ["--optim=adamw"], ["--optimizer", "adamw"]):
-        assert make_job(parse_train_flags(["--preset", "tiny", *argv]), defaults).opts.speed.optimizer == "adamw"
-    assert make_job(parse_train_flags(["--preset", "micro", "--optim", "muon"]),
-                    defaults).opts.speed.optimizer == "muon"
+        assert build_config(parse_train_flags(["--preset", "tiny", *argv]), defaults).optim.optimizer == "adamw"
+    assert build_config(parse_train_flags(["--preset", "micro", "--optim", "muon"]),
+                        defaults).optim.optimizer == "muon"
 
 
 def test_a_run_recorded_with_a_fixed_precision_stays_current_under_autotune():
@@ -187,18 +187,19 @@ def test_two_fresh_starts_in_the_same_second_keep_both_old_runs(tmp_path):
 def test_torch_compile_is_the_default_on_cuda_unless_the_budget_is_short(monkeypatch):
     """The GPU path compiles by default; a short time budget (warm-up not paid back) and every
     CPU run stay eager; an explicit --torch_compile wins."""
-    from londonlm.training import make_job, options
-    from londonlm.training.options import parse_train_flags
+    from londonlm.training import build_config, job, parse_train_flags, training_arguments
+    from londonlm.training.speed import compile as policy
 
-    assert options.compile_pays(True, 0) and options.compile_pays(True, options.COMPILE_MIN_BUDGET_SECONDS)
-    assert not options.compile_pays(True, 300) and not options.compile_pays(False, 0)
+    assert policy.compile_pays(True, 0) and policy.compile_pays(True, policy.COMPILE_MIN_BUDGET_SECONDS)
+    assert not policy.compile_pays(True, 300) and not policy.compile_pays(False, 0)
     defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
 
     def compiled(*argv) -> bool:
-        return make_job(parse_train_flags(["--preset", "micro", *argv]), defaults).args.torch_compile
+        return training_arguments(build_config(parse_train_flags(["--preset", "micro", *argv]),
+                                               defaults)).torch_compile
 
     assert compiled() is False  # this CPU
-    monkeypatch.setattr(options, "_on_cuda", lambda: True)  # the decision as on a GPU machine
+    monkeypatch.setattr(job, "_on_cuda", lambda: True)  # the decision as on a GPU machine
     assert compiled() is True
     assert compiled("--max_seconds", "120") is False
     assert compiled("--torch_compile", "false") is False
@@ -209,7 +210,7 @@ def test_compile_preflight_names_what_is_missing_and_catches_a_compile_that_fail
     compiler that exists but fails is caught too, where the first training step would fail."""
     import torch._inductor.config as inductor_config
 
-    from londonlm.training.speed.choice import compile_problem
+    from londonlm.training.speed.compile import compile_problem
 
     with inductor_config.patch({"cpp.cxx": (None, "/nonexistent/g++")}):  # as $CXX sets it
         assert "no C++ compiler (/nonexistent/g++)" in compile_problem("cpu")
@@ -218,24 +219,22 @@ def test_compile_preflight_names_what_is_missing_and_catches_a_compile_that_fail
 
 
 def test_compile_on_by_default_falls_back_to_eager_and_asked_for_is_refused(monkeypatch, capsys):
-    from types import SimpleNamespace
-
-    from londonlm.training.speed import choice as speed
+    from londonlm.training import training_arguments
     from londonlm.training.dist import TrainingError
+    from londonlm.training.speed import compile as speed
 
     monkeypatch.setattr(speed, "compile_problem", lambda device: "no C compiler (cc, gcc or clang)")
-    args = SimpleNamespace(torch_compile=True, torch_compile_backend="inductor", torch_compile_mode=None,
-                           use_cpu=True)
-    speed.settle_compile(args, given=False)
+    asked = _config(torch_compile=True, torch_compile_backend="inductor")
+    eager = speed.settle_compile(asked)
+    args = training_arguments(eager)
     assert (args.torch_compile, args.torch_compile_backend) == (False, None)  # no dynamo plugin either
+    assert asked.speed.torch_compile is True  # a new tree; the one asked for is unchanged
     assert "training eager" in capsys.readouterr().out
-    args.torch_compile = True
+    given = asked.but(speed={"compile_given": True})
     with pytest.raises(TrainingError, match="--torch_compile false"):
-        speed.settle_compile(args, given=True)
+        speed.settle_compile(given)
     monkeypatch.setattr(speed, "compile_problem", lambda device: None)
-    args = SimpleNamespace(torch_compile=True, torch_compile_backend="inductor", use_cpu=True)
-    speed.settle_compile(args, given=True)
-    assert args.torch_compile is True
+    assert speed.settle_compile(given).speed.torch_compile is True
 
 
 def test_torch_compile_asked_for_where_it_cannot_build_is_refused_before_any_data_work(root, capsys):
@@ -260,11 +259,32 @@ def test_a_compile_failure_in_the_first_step_is_one_line_naming_the_way_out():
     assert not compile_failure(ValueError("a bug in the model"))
 
 
-def _args(batch, accum, eval_batch=None, fsdp=""):
-    from types import SimpleNamespace
+def _config(tmp=None, **values):
+    """A small configuration tree (the training package's), built from Trainer values."""
+    import tempfile
 
-    return SimpleNamespace(per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
-                           per_device_eval_batch_size=eval_batch or batch, fsdp=fsdp)
+    from londonlm.core import RunLayout
+    from londonlm.training import ModelConfig, OutputConfig, RunControl, SpeedRequest, config_from_values
+
+    out = Path(tmp or tempfile.mkdtemp())
+    base = dict(output_dir=str(out), per_device_train_batch_size=1, per_device_eval_batch_size=1,
+                gradient_accumulation_steps=1, report_to=[])
+    explicit = frozenset(values.pop("explicit", ()))
+    return config_from_values({**base, **values}, model=ModelConfig(12, 12, 768, 512, dropout=0.1), data=None,
+                              request=SpeedRequest(), optimizer="adamw", control=RunControl(),
+                              output=OutputConfig(RunLayout(out), "t"), explicit=explicit)
+
+
+def _args(batch, accum, eval_batch=None, given=False, eval_given=False):
+    explicit = ({"per_device_train_batch_size"} if given else set()) | (
+        {"per_device_eval_batch_size"} if eval_given else set())
+    return _config(per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
+                   per_device_eval_batch_size=eval_batch or batch, explicit=explicit)
+
+
+def _split(config) -> tuple:
+    s = config.speed
+    return s.micro_batch, s.grad_accum, s.eval_batch
 
 
 def test_the_micro_batch_is_fitted_to_the_gpus_free_memory_keeping_tokens_per_step(monkeypatch, capsys):
@@ -272,35 +292,28 @@ def test_the_micro_batch_is_fitted_to_the_gpus_free_memory_keeping_tokens_per_st
     the command line's batch, a resumed run's split and CPU runs are kept."""
     from londonlm.training.model import ModelShape
     from londonlm.training.speed import choice as speed
-    from londonlm.training.speed.settings import SpeedRequest
 
     slm, bf16 = ModelShape(12, 12, 768, 512, 30016), SpeedSettings("bf16", "sdpa", False)
     gpu = speed.SpeedPlan(bf16, True, "default", "", None)
 
-    def fit(args, given=False, eval_given=False, kept=None):
-        request = SpeedRequest(batch_given=given, eval_batch_given=eval_given)
-        speed.fit_batch_to_memory(args, slm, gpu, request, 0.1, 1, kept)
+    def fit(args, kept=None):
+        return speed.fit_batch_to_memory(args, slm, gpu, 1, kept)
 
     monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 80e9)
-    args = _args(16, 2)
-    fit(args)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.per_device_eval_batch_size) == (32, 1, 32)
+    args = fit(_args(16, 2))
+    assert _split(args) == (32, 1, 32)
     assert "micro-batch 32 x 1 accumulation steps (was 16 x 2" in capsys.readouterr().out
     monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 6e9)
-    args = _args(16, 2, eval_batch=64)
-    fit(args, eval_given=True)
-    b = args.per_device_train_batch_size
-    assert b * args.gradient_accumulation_steps == 32 and b < 16 and args.per_device_eval_batch_size == 64
+    args = fit(_args(16, 2, eval_batch=64, eval_given=True))
+    b = args.speed.micro_batch
+    assert b * args.speed.grad_accum == 32 and b < 16 and args.speed.eval_batch == 64
     assert speed.memory_of(slm, b, bf16, "adamw", 0.1).total <= speed.GPU_MEMORY_SHARE * 6e9
     assert speed.memory_of(slm, 2 * b, bf16, "adamw", 0.1).total > speed.GPU_MEMORY_SHARE * 6e9
     monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 80e9)
-    for kept in (dict(given=True), dict(kept=(16, 2))):
-        args = _args(16, 2)
-        fit(args, **kept)
-        assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 2), kept
-    args = _args(16, 2)
-    speed.fit_batch_to_memory(args, slm, speed.SpeedPlan(bf16, False, "default", "", None), SpeedRequest(), 0.1)
-    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (16, 2)
+    for args, kept in ((_args(16, 2, given=True), None), (_args(16, 2), (16, 2))):
+        assert _split(fit(args, kept))[:2] == (16, 2), kept
+    args = speed.fit_batch_to_memory(_args(16, 2), slm, speed.SpeedPlan(bf16, False, "default", "", None))
+    assert _split(args)[:2] == (16, 2)
     assert "GB per device to train at micro-batch 16" in capsys.readouterr().out
 
 
@@ -313,8 +326,8 @@ def test_a_fitted_micro_batch_leaves_the_recorded_settings_as_asked(root, monkey
     monkeypatch.setattr(speed, "free_memory_bytes", lambda device: 1e12)
     real = speed.fit_batch_to_memory
 
-    def as_on_a_gpu(args, shape, plan, *rest):
-        real(args, shape, dataclasses.replace(plan, cuda=True), *rest)
+    def as_on_a_gpu(config, shape, plan, *rest):
+        return real(config, shape, dataclasses.replace(plan, cuda=True), *rest)
 
     monkeypatch.setattr("londonlm.training.run.fit_batch_to_memory", as_on_a_gpu)
     assert train(root, "--max_steps", "2", *QUIET) == 0
@@ -339,14 +352,15 @@ def test_evaluations_read_whole_batches_when_compiled_and_gpu_presets_are_capped
 def test_the_trainer_does_not_check_every_micro_batch_loss_on_the_host():
     """logging_nan_inf_filter reads every micro-batch's loss back from the GPU (a sync each);
     pre-training and chat fine-tuning turn it off unless the command line sets it."""
-    from londonlm.chat.finetune import ChatTrainOptions, training_arguments
+    from londonlm.chat.finetune import ChatTrainOptions, chat_trainer_values
     from londonlm.core import RunLayout
-    from londonlm.training import make_job
-    from londonlm.training.options import parse_train_flags
+    from londonlm.training import build_config, parse_train_flags, training_arguments
 
     defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
-    job = lambda *argv: make_job(parse_train_flags(["--preset", "micro", *argv]), defaults).args  # noqa: E731
+    job = lambda *argv: training_arguments(build_config(parse_train_flags(["--preset", "micro", *argv]),  # noqa: E731
+                                                        defaults))
     assert job().logging_nan_inf_filter is False
     assert job("--logging_nan_inf_filter", "true").logging_nan_inf_filter is True
-    chat = training_arguments(RunLayout(config.get_layout().checkpoints_dir / "chat-x"), ChatTrainOptions())
-    assert chat.logging_nan_inf_filter is False
+    chat = _config(**chat_trainer_values(RunLayout(config.get_layout().checkpoints_dir / "chat-x"),
+                                         ChatTrainOptions()))
+    assert training_arguments(chat).logging_nan_inf_filter is False

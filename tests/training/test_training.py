@@ -203,18 +203,18 @@ def test_flags_override_like_the_command_line_and_fill_from_the_preset(tmp_path)
     """The pipeline and the grid adjust a parsed command line instead of building argv: an
     override is validated like a flag and wins over the preset like one."""
     from londonlm.core.errors import UsageError
-    from londonlm.training.options import parse_train_flags
-    from londonlm.training import make_job
+    from londonlm.training import build_config, parse_train_flags, training_arguments
 
     flags = parse_train_flags(["--eval_steps", "7"]).override(
         preset="micro", run_name_dir="x", max_steps=3, era_tokens=False)
     assert {"eval_steps", "max_steps", "run_name_dir"} <= flags.explicit
-    job = make_job(flags.override(root=str(tmp_path)), DEFAULTS)
+    job = build_config(flags.override(root=str(tmp_path)), DEFAULTS)
+    args = training_arguments(job)
     micro = config.PRESETS["micro"]
-    assert (job.args.max_steps, job.args.eval_steps) == (3, 7)
-    assert job.args.learning_rate == micro.learning_rate and job.opts.n_embd == micro.n_embd
-    assert job.opts.run.dir == tmp_path / "09_models" / "checkpoints" / "x" == Path(job.args.output_dir)
-    assert job.opts.data.era_tokens is False
+    assert (args.max_steps, args.eval_steps) == (3, 7)
+    assert args.learning_rate == micro.learning_rate and job.model.n_embd == micro.n_embd
+    assert job.run.dir == tmp_path / "09_models" / "checkpoints" / "x" == Path(args.output_dir)
+    assert job.data.era_tokens is False
     with pytest.raises(UsageError, match="unknown training option"):
         flags.override(no_such_flag=1)
     with pytest.raises(UsageError, match="not divisible"):
@@ -228,7 +228,7 @@ def test_the_one_training_arguments_constructor_takes_bf16_on_any_cpu(tmp_path):
     import torch
 
     from londonlm.core.errors import UsageError
-    from londonlm.training.options import make_training_arguments
+    from londonlm.training.job import make_training_arguments
 
     args = make_training_arguments({"output_dir": str(tmp_path), "bf16": True, "report_to": []})
     assert args.bf16 and (args.use_cpu or torch.cuda.is_available())

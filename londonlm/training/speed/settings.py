@@ -2,7 +2,7 @@
 with. The same :class:`SpeedSettings` is what the command line fixed (fields left ``None`` are
 not decided), a candidate the probe times and the cache files, the choice a run trains with,
 and what a resumed run keeps. :class:`SpeedRequest` is what a training job asks of its speed
-settings (the ``--autotune`` mode, what its flags fixed, the optimizer). The fixed rules, measured
+settings (the ``--autotune`` mode, what its flags fixed). The fixed rules, measured
 on EPYC CPUs and used on GPUs, live here too.
 """
 from __future__ import annotations
@@ -63,15 +63,12 @@ class SpeedSettings:
 
 @dataclass(frozen=True)
 class SpeedRequest:
-    """What a training job asks of its speed settings, whatever it trains (pre-training, chat)."""
+    """What a training job asks of its speed settings, whatever it trains (pre-training, chat):
+    the ``--autotune`` mode, the probe's time cap, and what its flags fixed."""
 
     autotune: str = "on"                   # off | on | refresh (see .probe)
     probe_seconds: float = 60.0            # cap on the probe's time
     given: SpeedSettings = field(default_factory=SpeedSettings)  # fixed on the command line
-    optimizer: str = "adamw"               # adamw | muon
-    compile_given: bool = False            # --torch_compile was on the command line
-    batch_given: bool = False              # the micro-batch or accumulation was (else fitted on GPUs)
-    eval_batch_given: bool = False         # --per_device_eval_batch_size was
 
 
 def candidate_space(dev: dict, cpu_bf16: bool, gpu_bf16: bool) -> dict[str, list]:

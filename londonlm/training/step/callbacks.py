@@ -1,15 +1,15 @@
 """What runs around every training step, whatever the job: throughput and MFU in the logs, the
 training log file, perplexity beside the validation loss, the data position in checkpoints, the
 profiler window and the time-budget fitter when asked for, and last the stop that every rank
-agrees on (a signal, a time limit, a step limit, the Trainer's own decisions). :func:`common_callbacks`
-builds that list; :class:`RunControl` is what a job asks of it."""
+agrees on (a signal, a time limit, a step limit, the Trainer's own decisions). :func:`step_callbacks`
+is that list, in its order, with the reason for the order; :class:`~..job.RunControl` is what a
+job asks of it."""
 from __future__ import annotations
 
 import json
 import math
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -17,40 +17,45 @@ from transformers import TrainerCallback
 from ...core import checkpoint_name, device_name, peak_flops
 from ..data import DataPosition, Position, StreamSampler
 from ..dist import agree, log
+from ..job import RunControl
 from .profiling import ProfileCallback
 from .schedules import BudgetFitCallback
 
 
-@dataclass(frozen=True)
-class RunControl:
-    """When a run ends besides its schedule: a time budget that the schedule is fitted to, a
-    stop with a checkpoint after some seconds or at some step of this invocation, and a
-    profiler window."""
-
-    time_budget: float = 0.0
-    stop_after_seconds: float = 0.0
-    stop_after_steps: int = 0
-    profile_steps: int = 0            # --profile_steps: a torch.profiler window of this many steps
-    profile_dir: object = None        # where its tables and trace go (the run's profile/)
+# Where the Trainer's own callbacks (the flow of logging, evaluating and saving, the trackers of
+# --report_to, the progress bar) run among a job's: RunTrainer puts them at this place in the list
+TRAINER_OWN = "the Trainer's own callbacks"
 
 
-def common_callbacks(args, *, flops_per_token: float, tokens_per_step: int, world: int,
-                     position: Position, stream: StreamSampler, tokens_per_sample: int,
-                     control: RunControl, extra: list = ()) -> tuple[list, "StopAndSaveCallback"]:
-    """Throughput/MFU, the eval-loss-only filter, the data position, ``extra`` (a job's own),
-    the profiler window, the time-budget fitter and, last, the stopper: it agrees with the other
-    ranks on what the callbacks before it decided. Returns (callbacks, the stopper, which knows
-    why training stopped)."""
-    callbacks = [ThroughputCallback(tokens_per_step, flops_per_token, peak_flops(device_name()), world,
+def step_callbacks(control: RunControl, *, flops_per_token: float, tokens_per_step: int, world: int,
+                   position: Position, stream: StreamSampler, tokens_per_sample: int,
+                   job: list = ()) -> tuple[list, "StopAndSaveCallback"]:
+    """Every callback around a training step, in the order they run, for every job
+    (pre-training, chat, the LR finder); ``job``: the job's own. Returns (the list, the stopper,
+    which knows why training stopped). The order, and why:
+
+    1. the time-budget fitter (``--time_budget``): it sets the step count before anything reads
+       it, and corrects the end-of-training samples/s before anyone logs it;
+    2. throughput/MFU and perplexity: they add their figures to the logs before anyone reads them;
+    3. the Trainer's own (:data:`TRAINER_OWN`): the flow of logging, evaluating and saving, the
+       trackers, the progress bar (which follows the fitted step count);
+    4. the data position (saved in every checkpoint), then the job's own (the log file,
+       ``--save_best``, early stopping...), then the profiler window;
+    5. last, the stopper: it agrees with the other ranks on what everything before it decided
+       (a save, a stop), so it must see every decision of the step.
+    """
+    first = [BudgetFitCallback(control.time_budget, log=log)] if control.time_budget else []
+    profile = ([ProfileCallback(control.profile_dir, control.profile_steps, log=log)]
+               if control.profile_steps else [])
+    stopper = StopAndSaveCallback(control.stop_after_seconds, control.stop_after_steps)
+    callbacks = [*first,
+                 ThroughputCallback(tokens_per_step, flops_per_token, peak_flops(device_name()), world,
                                     tokens_at=lambda step: position.consumed(step) * tokens_per_sample),
                  EvalLossOnlyCallback(),
-                 DataPosition(position, world, stream.n_blocks, stream.seed), *extra]
-    if control.profile_steps:
-        callbacks.append(ProfileCallback(control.profile_dir, control.profile_steps, log=log))
-    if control.time_budget:
-        callbacks.append(BudgetFitCallback(control.time_budget, log=log))
-    stopper = StopAndSaveCallback(control.stop_after_seconds, control.stop_after_steps)
-    return callbacks + [stopper], stopper
+                 TRAINER_OWN,
+                 DataPosition(position, world, stream.n_blocks, stream.seed), *job, *profile,
+                 stopper]
+    return callbacks, stopper
 
 
 class ThroughputCallback(TrainerCallback):

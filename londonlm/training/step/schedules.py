@@ -175,7 +175,6 @@ class BudgetFitCallback(TrainerCallback):
         self.agree = agree
         self.log = log or (lambda _msg: None)
         self.schedule: WarmupStableDecay | None = None
-        self.on_total: Callable[[int], None] | None = None  # e.g. resize a progress bar
 
     def on_train_begin(self, args, state, control, lr_scheduler=None, **kw):
         self.schedule = schedule_of(lr_scheduler)
@@ -192,8 +191,6 @@ class BudgetFitCallback(TrainerCallback):
     def _set_total(self, total: int, state) -> None:
         self.schedule.refit(min(total, self._cap), state.global_step)
         state.max_steps = self.schedule.total_steps
-        if self.on_total is not None:
-            self.on_total(state.max_steps)
 
     def on_step_begin(self, args, state, control, **kw):
         now, g, s = self.clock(), state.global_step, self.schedule

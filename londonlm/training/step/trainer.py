@@ -17,6 +17,8 @@ plus what our runs need and the stock one does not do.
   handler could save. The rank alone decides (see :class:`.callbacks.StopAndSaveCallback`).
 - Checkpoints: every rank takes part in every save (``save_model`` is collective under FSDP)
   and trainer_state.json, which marks a checkpoint complete, follows every rank's RNG state.
+- Callbacks: in the one order :func:`.callbacks.step_callbacks` states, the Trainer's own among
+  them (:func:`in_order`).
 - FSDP on CPU process groups: accelerate hands the FSDP plugin only to GPU-type groups and on a
   gloo CPU group silently trains plain DDP; torch's FSDP2 runs on gloo, so the plugin is
   handed to the accelerator state there. Any other case where ``--fsdp`` would be ignored is
@@ -38,12 +40,11 @@ from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
 from ...core import give_open_mode
-from .. import testhooks
 from ..data import Position, StreamSampler
 from ..dist import TrainingError, barrier, log
-from ..model import with_causal_lm_loss
+from .callbacks import TRAINER_OWN
 from .optim import optimizer_factory
-from .schedules import BudgetFitCallback, WarmupStableDecay, budget_schedule, make_lr_scheduler
+from .schedules import WarmupStableDecay, budget_schedule, make_lr_scheduler
 
 
 class QuietWorker:
@@ -97,15 +98,6 @@ def enable_fsdp_on_cpu(trainer) -> None:
                         f"({state.distributed_type}): {why}")
 
 
-def sharded_checkpoints(args) -> None:
-    """FSDP checkpoints keep the optimizer state sharded, each rank writing its part
-    (``optimizer_0/``, torch.distributed.checkpoint), unless ``fsdp_config`` chose otherwise:
-    gathering it on one rank is what FSDP exists to avoid."""
-    if args is not None and args.fsdp and args.fsdp_plugin_args is not None \
-            and "state_dict_type" not in (args.fsdp_config or {}):
-        args.fsdp_plugin_args["state_dict_type"] = "SHARDED_STATE_DICT"
-
-
 COMPILED_PREFIX = "_orig_mod."  # what torch.compile's wrapper adds to every parameter name
 
 
@@ -136,12 +128,13 @@ class RunTrainer(Trainer):
     workers, a DataLoader RNG of its own, FSDP on CPU groups, and weights checked as saved."""
 
     def __init__(self, *args, stream=None, optimizer_builder: Callable | None = None,
-                 schedule: WarmupStableDecay | Callable[[int], float] | None = None, **kwargs):
+                 schedule: WarmupStableDecay | Callable[[int], float] | None = None, callbacks=(), **kwargs):
         self.stream = stream                        # StreamSampler, or None for the Trainer's own
         self.optimizer_builder = optimizer_builder  # model -> optimizer (None: args.optim's AdamW)
         self.schedule = schedule                    # step -> LR factor (None: args' scheduler)
-        sharded_checkpoints(kwargs.get("args"))
         super().__init__(*args, **kwargs)
+        handler = self.callback_handler
+        handler.callbacks = in_order(list(callbacks), handler.callbacks)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.optimizer_builder is not None:
@@ -199,42 +192,40 @@ class RunTrainer(Trainer):
         super().save_model(output_dir, _internal_call)
 
 
+def in_order(callbacks: list, trainer_own: list) -> list:
+    """``callbacks`` (:func:`.callbacks.step_callbacks`, in their order) with the Trainer's own
+    at the place marked :data:`~.callbacks.TRAINER_OWN` (at the end when unmarked), its progress
+    bar one that follows a fitted step count."""
+    own = [FittedProgress() if type(cb) is ProgressCallback else cb for cb in trainer_own]
+    if TRAINER_OWN not in callbacks:
+        return [*callbacks, *own]
+    i = callbacks.index(TRAINER_OWN)
+    return [*callbacks[:i], *own, *callbacks[i + 1:]]
+
+
+class FittedProgress(ProgressCallback):
+    """The progress bar, its total following ``state.max_steps`` when the time-budget fitter
+    (which runs before it) changes it, instead of the cap the run started with."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        bar = getattr(self, "training_bar", None)
+        if bar is not None and bar.total != state.max_steps:
+            bar.total = state.max_steps
+            bar.refresh()
+        super().on_step_end(args, state, control, **kwargs)
+
+
 def build_trainer(model, args, *, train, eval_dataset, collator, callbacks: list,
                   stream: StreamSampler, optimizer: str, time_budget: float = 0.0,
                   processing_class=None, schedule: Callable[[int], float] | None = None) -> RunTrainer:
     """The ``Trainer`` of every job: :class:`RunTrainer` (stream sampler, exact resume, FSDP on
-    CPU groups, signal-proof workers) with ``--optim muon`` and a budget-fitted schedule (or
-    ``schedule``: step -> learning-rate factor, e.g. the LR finder's ramp); the test hooks
-    installed when their variables are set."""
-    with_causal_lm_loss(model)  # built, resumed or loaded: no per-step warning (a graph break)
-    trainer = RunTrainer(model=model, args=args, eval_dataset=eval_dataset, train_dataset=train,
-                         data_collator=collator, processing_class=processing_class, callbacks=callbacks,
-                         stream=stream, optimizer_builder=optimizer_factory(optimizer, args, log=log),
-                         schedule=schedule or budget_schedule(time_budget, args))
-    fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)
-    if fit is not None:
-        attach_budget_fit(trainer, fit)
-    testhooks.install(trainer)
-    return trainer
-
-
-def attach_budget_fit(trainer, fit: BudgetFitCallback) -> None:
-    """The Trainer's progress bar shows the fitted step count, not the cap it started with;
-    the fitter runs first among the callbacks, so the loggers (``report_to``, the log file,
-    the progress bar) get its corrected end-of-training samples/s."""
-    handler = trainer.callback_handler
-    handler.callbacks.remove(fit)
-    handler.callbacks.insert(0, fit)
-    bars = [c for c in handler.callbacks if isinstance(c, ProgressCallback)]
-
-    def on_total(total: int) -> None:
-        for cb in bars:
-            bar = getattr(cb, "training_bar", None)
-            if bar is not None and bar.total != total:
-                bar.total = total
-                bar.refresh()
-
-    fit.on_total = on_total
+    CPU groups, signal-proof workers, ``callbacks`` in their order) with ``--optim muon`` and a
+    budget-fitted schedule (or ``schedule``: step -> learning-rate factor, e.g. the LR finder's
+    ramp). The model comes ready to train (:func:`~..model.prepare_for_training`)."""
+    return RunTrainer(model=model, args=args, eval_dataset=eval_dataset, train_dataset=train,
+                      data_collator=collator, processing_class=processing_class, callbacks=callbacks,
+                      stream=stream, optimizer_builder=optimizer_factory(optimizer, args, log=log),
+                      schedule=schedule or budget_schedule(time_budget, args))
 
 
 def compile_failure(error: BaseException) -> bool:

@@ -7,7 +7,9 @@ import itertools
 from dataclasses import dataclass
 
 from ...core import LondonLMError, RunLayout, link_or_copy
-from ..options import TrainDefaults, TrainFlags, make_job
+from ..defaults import TrainDefaults
+from ..flags import TrainFlags
+from ..job import build_config
 from ..run import run_training
 
 
@@ -62,7 +64,7 @@ def point_flags(flags: TrainFlags, opts: GridOptions, point: GridPoint) -> Train
 def run_grid(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults,
              log=print) -> tuple[list[RunLayout], list[str]]:
     """Train every point in turn. Returns (finished runs, names of failed or stopped ones)."""
-    layout = defaults.at_root(flags.data.root)
+    layout = defaults.at_root(flags.run.root)
     points = opts.points()
     done, failed, prev = [], [], None
     for i, point in enumerate(points, 1):
@@ -77,8 +79,7 @@ def run_grid(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults,
         log(f"[{i}/{len(points)}] {point.name}: learning rate {point.learning_rate:g}, "
             f"batch size {point.batch_size}")
         try:
-            job = make_job(point_flags(flags, opts, point), defaults)
-            run_training(job.opts, job.args)
+            run_training(build_config(point_flags(flags, opts, point), defaults))
         except LondonLMError as e:  # one bad run does not stop the grid
             log(f"error: {point.name}: {e}")
         if finished(run):

@@ -19,12 +19,12 @@ from pathlib import Path
 
 from ...core import Layout, RunLayout
 from ..data import DataOptions, Position, StreamSampler, cached_tokens, load_blocks
-from ..model import ModelShape, apply_speed, build_model, configure_torch, padded_vocab
-from ..options import make_training_arguments
+from ..job import ModelConfig, OutputConfig, RunControl, config_from_values, training_arguments
+from ..model import ModelShape, build_model, configure_torch, padded_vocab, prepare_for_training
 from ..plan import load_tokenizer, validated
 from ..speed.choice import choose_speed
 from ..speed.settings import SpeedRequest, SpeedSettings
-from ..step.callbacks import RunControl, common_callbacks
+from ..step.callbacks import step_callbacks
 from ..step.trainer import build_trainer
 
 
@@ -179,19 +179,27 @@ class LRFindOptions:
     autotune: str = "off"           # the sweep is short: fixed rules unless asked to measure
 
 
-def sweep_arguments(o: LRFindOptions, output_dir: str):
-    """The sweep's ``TrainingArguments``: one logged step per rate, nothing saved or evaluated;
-    NaN losses are logged as they are (the Trainer would otherwise average them away)."""
+def sweep_config(o: LRFindOptions, output_dir: str):
+    """The sweep's configuration tree (the training package's): one logged step per rate,
+    nothing saved or evaluated; NaN losses are logged as they are (the Trainer would otherwise
+    average them away)."""
     import torch
 
     cuda = torch.cuda.is_available()
-    return make_training_arguments(dict(
+    values = dict(
         output_dir=output_dir, max_steps=o.steps, per_device_train_batch_size=o.batch_size,
+        per_device_eval_batch_size=o.batch_size, gradient_accumulation_steps=1,
         learning_rate=o.min_lr, lr_scheduler_type="constant", warmup_steps=0,
         weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm, adam_beta2=0.95,
         save_strategy="no", eval_strategy="no", logging_steps=1, logging_nan_inf_filter=False,
         report_to=[], seed=o.seed, data_seed=o.seed, disable_tqdm=True, dataloader_num_workers=0,
-        optim="adamw_torch_fused" if cuda else "adamw_torch"))
+        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        torch_compile=False)  # a sweep of a few hundred steps never pays back a compile
+    model = ModelConfig(o.n_layer, o.n_head, o.n_embd, o.context_length, dropout=o.dropout)
+    return config_from_values(values, model=model, data=None,
+                              request=SpeedRequest(o.autotune, 30.0, SpeedSettings(o.precision)),
+                              optimizer="adamw", control=RunControl(),
+                              output=OutputConfig(RunLayout(Path(output_dir)), "lr_find"))
 
 
 def sweep(o: LRFindOptions, shape, tok, blocks, log=print) -> tuple[LRFindResult, str]:
@@ -202,28 +210,28 @@ def sweep(o: LRFindOptions, shape, tok, blocks, log=print) -> tuple[LRFindResult
     from transformers import PrinterCallback, default_data_collator
 
     ramp, res = ExponentialRamp(o.min_lr, o.max_lr, o.steps), LRFindResult()
-    request = SpeedRequest(o.autotune, 30.0, SpeedSettings(o.precision))
     with tempfile.TemporaryDirectory(prefix="lr_find-") as tmp:
-        args = sweep_arguments(o, tmp)
-        speed = choose_speed(request, args, shape, 1).settings
+        config, speed = choose_speed(sweep_config(o, tmp), shape, 1)
+        args = training_arguments(config)
         model = build_model(shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
-                            dropout=o.dropout, attn_implementation=speed.attn_implementation, seed=o.seed)
-        apply_speed(model, speed)
+                            dropout=o.dropout, attn_implementation=speed.settings.attn_implementation,
+                            seed=o.seed)
+        prepare_for_training(model, speed.settings)
         stream = StreamSampler(len(blocks), o.seed, 0, o.batch_size)
         recorder = sweep_recorder(res, ramp.lrs, smoothing=o.smoothing,
                                   diverge_factor=o.diverge_factor, log=log)
-        callbacks, _ = common_callbacks(
-            args, flops_per_token=shape.flops_per_token(), tokens_per_step=o.batch_size * o.context_length,
+        callbacks, _ = step_callbacks(
+            config.control, flops_per_token=shape.flops_per_token(), tokens_per_step=o.batch_size * o.context_length,
             world=1, position=Position(0, 0, o.batch_size), stream=stream,
-            tokens_per_sample=o.context_length, control=RunControl(), extra=[recorder])
+            tokens_per_sample=o.context_length, job=[recorder])
         trainer = build_trainer(model, args, train=blocks, eval_dataset=None,
                                 collator=default_data_collator, callbacks=callbacks, stream=stream,
-                                optimizer=request.optimizer, schedule=ramp)
+                                optimizer=config.optim.optimizer, schedule=ramp)
         trainer.remove_callback(PrinterCallback)
         t0 = time.time()
         trainer.train()
         res.seconds = round(time.time() - t0, 1)
-    return res, speed.precision
+    return res, speed.settings.precision
 
 
 def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:

@@ -1,6 +1,8 @@
 """Test hooks for the multi-process tests, set by environment variables and inert when unset.
 They make one rank misbehave, or record what each rank trained on, in a real torchrun job;
-:func:`install` wires them into a built Trainer (the one place training calls them).
+:func:`install` wires them into a built Trainer. They live with the tests: the training script
+the tests run under torchrun for them is ``hooked_train.py`` beside this file, which wraps the
+library's Trainer builder; the library knows nothing of them.
 
 ``LONDONLM_TEST_CLOCK_SKEW=RANK:SECONDS``  that rank's clocks (stop, time budget) jump SECONDS ahead
 ``LONDONLM_TEST_KILL=RANK:STEP``           that rank SIGKILLs itself once STEP is finished
@@ -16,9 +18,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .dist import rank
-from .step.callbacks import StopAndSaveCallback
-from .step.schedules import BudgetFitCallback
+from londonlm.training.dist import rank
+from londonlm.training.step.callbacks import StopAndSaveCallback
+from londonlm.training.step.schedules import BudgetFitCallback
 
 CLOCK_SKEW = "LONDONLM_TEST_CLOCK_SKEW"
 KILL = "LONDONLM_TEST_KILL"

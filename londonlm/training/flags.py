@@ -1,27 +1,18 @@
-"""Training options: the command line every training job parses (dataclass flags read by
-``HfArgumentParser`` beside ``transformers.TrainingArguments``, so every Trainer flag works too;
-:class:`TrainFlags`, one parsed command line, which the pipeline and the grid adjust with
-:meth:`TrainFlags.override` instead of building argv), the project defaults every entry point
-starts from (:class:`TrainDefaults`), and how flags plus a preset become one run's
-:class:`RunOptions` (built once: the model's shape and one object per concern, data, speed and
-run control) and its ``TrainingArguments``, whose only constructor is here
-(:func:`make_training_arguments`). Fields left ``None`` are filled from the chosen preset.
+"""The command line of every training job: the flag groups (dataclasses read by
+``HfArgumentParser`` beside ``transformers.TrainingArguments``, so every Trainer flag works too),
+their ranges, and the one parser (:func:`parse_flags`), which also reads ``--optim muon|adamw``
+as our optimizer choice. :class:`TrainFlags` is one parsed pre-training command line; the
+pipeline, the grid and the family adjust it with :meth:`TrainFlags.override` instead of building
+argv. What the flags become (the preset filling what was not given) is :mod:`.job`'s business.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Optional
 
-from ..core import (TENSORBOARD, Layout, OneLineErrors, RunLayout, UsageError, check_ranges, choose_precision,
-                    number_in, require_usable_gpus)
-from .data import DataOptions
-from .speed.probe import MODES
-from .speed.settings import SpeedRequest, SpeedSettings
-from .step.callbacks import RunControl
+from ..core import OneLineErrors, UsageError, check_ranges, number_in, require_usable_gpus
+from .trackers import take_report_to
 
 _POSITIVE_INT, _NON_NEGATIVE_INT = number_in(1), number_in(0)
 _POSITIVE, _NON_NEGATIVE = number_in(0, kind=float, above=True), number_in(0, kind=float)
@@ -83,11 +74,19 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class RunArguments:
+    """Which run a command line names: its folder, the project root, a listing of it."""
+
     run_name_dir: Optional[str] = field(default=None, metadata={
         "help": "Run folder name under 09_models/checkpoints/ (default: --run_name, else the preset)."})
     root: Optional[str] = field(default=None, metadata={
         "help": "Project root holding data/ and 09_models/ (default: $LONDONLM_ROOT or the repo)."})
+    list_checkpoints: bool = field(default=False, metadata={
+        "help": "List this run's checkpoints (step, loss, time, validity) and exit."})
+
+
+@dataclass
+class DataArguments:
     tokenizer_dir: Optional[str] = field(default=None, metadata={
         "help": "Tokenizer folder (default: 09_models/tokenizers/london_historical_bpe)."})
     processed_dir: Optional[str] = field(default=None, metadata={
@@ -109,13 +108,6 @@ class DataArguments:
         "help": "Per-device batch size (alias of --per_device_train_batch_size)."})
     eval_max_batches: Optional[int] = field(default=None, metadata={
         "help": "Evaluate on at most this many validation batches (0 = the whole split)."})
-    save_best: bool = field(default=False, metadata={
-        "help": "Save a checkpoint whenever the validation loss improves and keep a copy of the "
-                "best one in best/ (with best_info.json), beside the last --save_total_limit."})
-    early_stopping_patience: int = field(default=0, metadata={
-        "help": "Stop after this many evaluations without validation-loss improvement (0 = off)."})
-    list_checkpoints: bool = field(default=False, metadata={
-        "help": "List this run's checkpoints (step, loss, time, validity) and exit."})
 
     def __post_init__(self):
         if self.use_pretokenized and self.no_pretokenized:
@@ -183,6 +175,12 @@ class RunControlArguments:
         "help": "Stop with a checkpoint once this invocation reaches this global step, keeping the "
                 "--max_steps schedule (for preemptible machines and chunked runs; 0 = off)."})
 
+    save_best: bool = field(default=False, metadata={
+        "help": "Save a checkpoint whenever the validation loss improves and keep a copy of the "
+                "best one in best/ (with best_info.json), beside the last --save_total_limit."})
+    early_stopping_patience: int = field(default=0, metadata={
+        "help": "Stop after this many evaluations without validation-loss improvement (0 = off)."})
+
     profile_steps: int = field(default=0, metadata={
         "help": "Profile this many whole steps (after 3 warm-up steps) with torch.profiler and "
                 "write where the time went, by op group, to the run's profile/ folder "
@@ -217,10 +215,11 @@ class TrainFlags:
     speed: SpeedArguments
     data: DataArguments
     control: RunControlArguments
+    run: RunArguments
     trainer: dict
     explicit: frozenset
 
-    GROUPS = ("model", "speed", "data", "control")
+    GROUPS = ("model", "speed", "data", "control", "run")
 
     def override(self, **values) -> "TrainFlags":
         """A copy with some flags set as if they had been given (validated the same way)."""
@@ -266,6 +265,7 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
 
     argv = our_optimizer_flag(list(argv))
     given = explicit_flags(argv)
+    argv, report_to = take_report_to(argv)  # checked here: one line, before any work
     if "output_dir" not in given:
         argv += ["--output_dir", _UNSET]
     if not torch.cuda.is_available() and "use_cpu" not in given:
@@ -287,6 +287,8 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
     check_ranges({k: v for k, v in named.items() if k in given}, FLAG_RANGES)
     if "output_dir" not in given:
         trainer["output_dir"] = None
+    if report_to is not None:
+        trainer["report_to"] = report_to
     return values, trainer, frozenset(given)
 
 
@@ -303,201 +305,9 @@ def parse_train_flags(argv: list[str], prog: str | None = None,
                       description: str | None = None) -> TrainFlags:
     """Parse a pre-training command line (``--help`` prints the usage and exits)."""
     values, trainer, given = parse_flags(
-        argv, (ModelArguments, SpeedArguments, DataArguments, RunControlArguments), prog, description)
+        argv, (ModelArguments, SpeedArguments, DataArguments, RunControlArguments, RunArguments), prog,
+        description)
     return TrainFlags(*values, trainer, given)
-
-
-# --------------------------------------------------------------------------- a run's options
-
-# With a time budget and no --max_steps, the budget alone decides how many steps run.
-BUDGET_STEP_CAP = 10 ** 7
-
-
-@dataclass(frozen=True)
-class TrainDefaults:
-    """What config.py gives every training entry point (the scripts build it and pass it in)."""
-
-    presets: Mapping[str, Any]   # name -> preset (a dataclass or a dict of its fields)
-    default_preset: str
-    layout: Layout
-    tokenizer_name: str
-    seed: int
-    wandb_project: str
-    dataloader_workers: int = 2  # GPU only; CPU training loads in the main process
-
-    def preset(self, name: str | None) -> tuple[str, dict]:
-        """``(name, fields)`` of a preset (the default one for None)."""
-        name = name or self.default_preset
-        if name not in self.presets:
-            raise UsageError(f"unknown preset {name!r}; choose one of: {', '.join(self.presets)}")
-        p = self.presets[name]
-        return name, (dataclasses.asdict(p) if dataclasses.is_dataclass(p) else dict(p))
-
-    def at_root(self, root: str | os.PathLike | None) -> Layout:
-        """The layout, moved to ``--root`` when one is given."""
-        if not root:
-            return self.layout
-        return Layout.at(root, default_root=self.layout.root, registry_file=self.layout.registry_file)
-
-
-@dataclass
-class RunOptions:
-    """One run's choices beyond ``TrainingArguments``, built once from the flags and a preset:
-    where it lives, the model's shape, and one settings object per concern (its data, its speed
-    settings, when it stops)."""
-
-    run: RunLayout
-    layout: Layout                      # the project: other runs (--init_from RUN/...), logs
-    preset: str
-    n_layer: int
-    n_head: int
-    n_embd: int
-    context_length: int
-    data: DataOptions
-    speed: SpeedRequest = field(default_factory=SpeedRequest)
-    control: RunControl = field(default_factory=RunControl)
-    vocab_size: int | None = None
-    dropout: float = 0.0
-    init_from: str | None = None
-    resize_embeddings: bool = False
-    shape_overrides: dict | None = None  # shape flags given on the command line
-    fresh: bool = False
-    save_best: bool = False
-    early_stopping_patience: int = 0
-    log_file: Path | None = None
-
-
-@dataclass
-class TrainingJob:
-    """Everything one training run needs: ``run_training(job.opts, job.args)``."""
-
-    opts: RunOptions
-    args: Any  # transformers.TrainingArguments, output_dir = opts.run.dir
-
-
-def default_report_to() -> list[str]:
-    """TensorBoard when installed; W&B only when installed and configured to run
-    (an API key, or WANDB_MODE=offline), so a fresh machine never blocks on a login."""
-    out = []
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        out.append("tensorboard")
-    if importlib.util.find_spec("wandb") and os.environ.get("WANDB_MODE") != "disabled" and (
-            os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "offline"):
-        out.append("wandb")
-    return out or ["none"]
-
-
-def _preset_training_values(preset: dict, batch_size: int, seed: int, workers: int) -> dict:
-    """TrainingArguments values a preset (and this machine) implies; flags given win."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return {
-        "per_device_train_batch_size": batch_size, "per_device_eval_batch_size": batch_size,
-        "gradient_accumulation_steps": preset["grad_accum"],
-        "learning_rate": preset["learning_rate"], "warmup_steps": preset["warmup_steps"],
-        "max_steps": preset["max_steps"], "save_steps": preset["save_steps"],
-        "eval_steps": preset["eval_steps"], "logging_steps": preset["logging_steps"],
-        "save_total_limit": preset["save_total_limit"], "weight_decay": preset["weight_decay"],
-        "max_grad_norm": preset["max_grad_norm"],
-        "lr_scheduler_type": "cosine_with_min_lr",
-        "lr_scheduler_kwargs": {"min_lr_rate": preset["min_lr_ratio"]},
-        "eval_strategy": "steps", "save_strategy": "steps", "logging_strategy": "steps",
-        "prediction_loss_only": True, "seed": seed, "data_seed": seed,
-        "report_to": default_report_to(),
-        "optim": "adamw_torch_fused" if cuda else "adamw_torch",
-        "dataloader_num_workers": workers if cuda else 0, "dataloader_pin_memory": cuda,
-        "metric_for_best_model": "eval_loss", "greater_is_better": False,
-        "ddp_find_unused_parameters": False, "save_safetensors": True,
-        "adam_beta2": 0.95,
-        # the filter checks every micro-batch's loss for NaN/inf on the host: a GPU sync per
-        # micro-batch; and a NaN logged as NaN is what a user should see, not a smoothed-over one
-        "logging_nan_inf_filter": False,
-        **choose_precision(),
-    }
-
-
-# torch.compile's warm-up on a GPU (about 30-60 s for GPT-2 Small) is paid back within minutes of
-# training; a run given less than this many seconds stays eager
-COMPILE_MIN_BUDGET_SECONDS = 600
-
-
-def _on_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def compile_pays(cuda: bool, time_budget: float) -> bool:
-    """``torch_compile`` by default: on CUDA, unless a time budget too short to pay back the
-    warm-up; never on CPU (measured on 2 cores: compiling the blocks took ~24 s and made the tiny
-    step no faster, BENCHMARKS.md)."""
-    return cuda and not (0 < time_budget < COMPILE_MIN_BUDGET_SECONDS)
-
-
-def build_training_args(flags: TrainFlags, preset: dict, run: RunLayout, run_name: str,
-                        seed: int, dataloader_workers: int = 2):
-    """``TrainingArguments``: every flag the user gave, the preset's values for the rest."""
-    values = dict(flags.trainer)
-    explicit = flags.explicit
-    bs = flags.data.batch_size or preset["batch_size"]
-    seed = values["seed"] if "seed" in explicit else seed
-    for k, v in _preset_training_values(preset, bs, seed, dataloader_workers).items():
-        if k not in explicit and k in values:
-            values[k] = v
-    if flags.data.batch_size is not None:  # --batch_size is the train batch, and eval's unless given
-        values["per_device_train_batch_size"] = flags.data.batch_size
-        if "per_device_eval_batch_size" not in explicit:
-            values["per_device_eval_batch_size"] = flags.data.batch_size
-    values["output_dir"] = str(run.dir)
-    values["run_name"] = run_name
-    if "logging_dir" in values:  # transformers < 5
-        values["logging_dir"] = str(run.dir / TENSORBOARD)
-    if flags.data.early_stopping_patience > 0:
-        values["load_best_model_at_end"] = True
-    budget = flags.control.time_budget or flags.control.max_seconds
-    if budget and "max_steps" not in explicit:
-        values["max_steps"] = BUDGET_STEP_CAP  # the budget alone decides how many steps run
-    if "torch_compile" not in explicit:
-        values["torch_compile"] = compile_pays(_on_cuda(), budget)
-    return make_training_arguments(values)
-
-
-def run_options(flags: TrainFlags, preset_name: str, preset: dict, run: RunLayout,
-                defaults: TrainDefaults, layout: Layout) -> RunOptions:
-    """``RunOptions`` from the flags, the preset filling what was not given."""
-    m, d, sp, c = flags.model, flags.data, flags.speed, flags.control
-    data = DataOptions(
-        tokenizer_dir=Path(d.tokenizer_dir) if d.tokenizer_dir else layout.tokenizer_dir(defaults.tokenizer_name),
-        processed_dir=Path(d.processed_dir) if d.processed_dir else layout.processed_dir,
-        cache_mode=d.cache_mode, verify_cache=d.verify_cache, era_tokens=d.era_tokens, cutoff_year=d.cutoff_year,
-        eval_max_batches=preset["eval_max_batches"] if d.eval_max_batches is None else d.eval_max_batches)
-    speed = SpeedRequest(
-        autotune=sp.autotune or default_autotune(),
-        given=SpeedSettings.from_flags(given_precision(flags), sp.attn_implementation, sp.fused_loss),
-        optimizer=sp.optimizer or preset.get("optimizer", "adamw"),
-        compile_given="torch_compile" in flags.explicit,
-        batch_given=bool({"batch_size", "per_device_train_batch_size", "gradient_accumulation_steps"}
-                         & flags.explicit),
-        eval_batch_given="per_device_eval_batch_size" in flags.explicit)
-    control = RunControl(c.time_budget or c.max_seconds, c.stop_after_seconds, c.stop_after_steps,
-                         c.profile_steps, run.profile)
-    opts = RunOptions(
-        run=run, layout=layout, preset=preset_name,
-        n_layer=m.n_layer or preset["n_layer"], n_head=m.n_head or preset["n_head"],
-        n_embd=m.n_embd or preset["n_embd"], context_length=m.max_length or preset["context_length"],
-        data=data, speed=speed, control=control, vocab_size=m.vocab_size,
-        dropout=preset["dropout"] if m.dropout is None else m.dropout,
-        init_from=m.init_from, resize_embeddings=m.resize_embeddings,
-        shape_overrides={k: getattr(m, k) for k in ("n_layer", "n_head", "n_embd") if getattr(m, k) is not None},
-        fresh=c.fresh, save_best=d.save_best, early_stopping_patience=d.early_stopping_patience,
-        log_file=layout.training_log)
-    if opts.n_embd % opts.n_head and not opts.init_from:
-        raise UsageError(f"--n_embd {opts.n_embd} is not divisible by --n_head {opts.n_head} "
-                         f"(preset {preset_name!r} gives n_embd={preset['n_embd']}, "
-                         f"n_head={preset['n_head']}); pick a width that is a multiple of the "
-                         f"head count")
-    return opts
 
 
 def given_precision(flags: TrainFlags) -> str | None:
@@ -506,55 +316,3 @@ def given_precision(flags: TrainFlags) -> str | None:
         return None
     t = flags.trainer
     return "bf16" if t.get("bf16") else "fp16" if t.get("fp16") else "fp32"
-
-
-def default_autotune() -> str:
-    """``--autotune`` when not given: $LONDONLM_AUTOTUNE (e.g. ``off`` in a test suite that
-    wants the fixed rules everywhere), else ``on``."""
-    mode = os.environ.get("LONDONLM_AUTOTUNE", "on") or "on"
-    if mode not in MODES:
-        raise UsageError(f"LONDONLM_AUTOTUNE must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode
-
-
-def run_of(flags: TrainFlags, defaults: TrainDefaults) -> tuple[RunLayout, str, Layout]:
-    """The run folder a command line names: --output_dir, else the runs folder's
-    --run_name_dir / --run_name / preset name. Returns (run, run name, layout)."""
-    layout = defaults.at_root(flags.data.root)
-    preset_name = flags.model.preset or defaults.default_preset
-    run_name = (flags.data.run_name_dir or (flags.trainer.get("run_name") if "run_name" in flags.explicit
-                                             else None) or preset_name)
-    out = flags.trainer.get("output_dir")
-    return (RunLayout(Path(out)) if out else layout.run(run_name)), run_name, layout
-
-
-def make_job(flags: TrainFlags, defaults: TrainDefaults) -> TrainingJob:
-    """A parsed command line + the project defaults -> the run's options and Trainer args."""
-    preset_name, preset = defaults.preset(flags.model.preset)
-    run, run_name, layout = run_of(flags, defaults)
-    os.environ.setdefault("WANDB_PROJECT", defaults.wandb_project)
-    args = build_training_args(flags, preset, run, run_name, defaults.seed,
-                               defaults.dataloader_workers)
-    return TrainingJob(run_options(flags, preset_name, preset, run, defaults, layout), args)
-
-
-def make_training_arguments(values: dict):
-    """``TrainingArguments(**values)``: the only construction of it in the project.
-
-    On a machine without CUDA ``use_cpu`` is set: ``TrainingArguments`` otherwise refuses
-    ``bf16=True`` there ("Your setup doesn't support bf16/gpu"), though bf16 autocast runs on
-    every x86 CPU (natively with avx512_bf16/AMX, emulated elsewhere). Unless ``use_cpu`` was
-    asked for, a machine showing GPUs that this torch cannot use is refused (it would train on
-    the CPU without a word). A bad value becomes a one-line usage error."""
-    import torch
-    from transformers import TrainingArguments
-
-    values = dict(values)
-    if not torch.cuda.is_available():
-        if not values.get("use_cpu"):  # not on purpose: refused where GPUs go unused
-            require_usable_gpus()
-        values["use_cpu"] = True
-    try:
-        return TrainingArguments(**values)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
