@@ -33,7 +33,7 @@ check_walk() {
         echo "install.sh: warning: the OCR search's compiled walk was not built: no C compiler found (${CC:-cc}/gcc)" >&2
     else
         tmp="$(mktemp -d)"
-        out="$("$py" setup.py -q build_ext --inplace --build-temp "$tmp" 2>&1 || true)"
+        out="$(PYTHONWARNINGS=ignore "$py" setup.py -q build_ext --inplace --build-temp "$tmp" 2>&1 || true)"  # setuptools' own deprecation notes are not the reason
         rm -rf "$tmp"
         if "$py" -c "import londonlm.corpus.ocr._walk" 2>/dev/null; then
             echo "install.sh: OCR search: compiled walk built (on a second try, outside pip)"
