@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cutoff_year", type=year,
                    help="keep only documents dated up to this year; later and undated ones go to "
                         "rejections.jsonl (after_cutoff, undated_under_cutoff)")
-    o = p.add_argument_group("OCR documents (londonlm/corpus/ocr_repair.py)")
+    o = p.add_argument_group("OCR documents (londonlm/corpus/ocr/)")
     o.add_argument("--period_corpus", help="the corpus the period lexicon is learned from: a saved lexicon "
                    "(.json.gz), a collected corpus or a folder of texts (default: the collection's transcribed texts)")
     o.add_argument("--no_ocr_repair", action="store_true", help="measure OCR quality, change no word")

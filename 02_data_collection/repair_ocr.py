@@ -2,7 +2,7 @@
 """Repair OCR text in JSONL rows ({"id", "text", ...}) with the period's own evidence: the same
 rows out in the same order, "text" repaired, every other key kept; --report says what changed
 and why. Words change only where a lexicon learned from the period and a confusion model
-learned from real OCR agree strongly enough (londonlm/corpus/ocr_repair.py).
+learned from real OCR agree strongly enough (londonlm/corpus/ocr/repair.py).
 
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --report changes.jsonl
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --period_corpus ../shared/corpus
@@ -20,10 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import config
 from londonlm.core.cli import StageParser, existing_file, positive_int
 from londonlm.core.errors import run_main
-from londonlm.corpus.ocr_confusions import load_confusions
-from londonlm.corpus.ocr_jsonl import JsonlOptions, repair_jsonl
-from londonlm.corpus.ocr_repair import RepairSettings
-from londonlm.corpus.ocr_step import DocumentRepair, load_period_lexicon
+from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, load_confusions, load_period_lexicon,
+                                 repair_jsonl)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
 on clean period prose (../shared/corpus): CER before and after per file and per part, the
 characters it changes in clean text, its speed on this machine, its most frequent corrections.
 
-    python benchmarks/ocr_repair.py learn      # londonlm/corpus/data/ocr_confusions.json from the training part
+    python benchmarks/ocr_repair.py learn      # londonlm/corpus/ocr/data/confusions.json from the training part
     python benchmarks/ocr_repair.py measure --work /work/scratch46/ocr_bench
     python benchmarks/ocr_repair.py tables --work /work/scratch46/ocr_bench   # BENCHMARKS.md's tables
 
@@ -37,11 +37,10 @@ SHARED = REPO.parent / "shared"
 ICDAR = SHARED / "ocr" / "icdar2017_eng_periodical"
 
 from londonlm.corpus.cleaning import clean_text  # noqa: E402
-from londonlm.corpus.ocr_confusions import CONFUSIONS_FILE, learn, load_confusions  # noqa: E402
-from londonlm.corpus.ocr_pairs import (aligned_words, char_errors, fold_glyphs, gold_pieces,  # noqa: E402
+from londonlm.corpus.ocr import LexiconBuilder, OcrRepairer, PeriodLexicon, RepairSettings, load_confusions  # noqa: E402
+from londonlm.corpus.ocr.confusions import CONFUSIONS_FILE, learn  # noqa: E402
+from londonlm.corpus.ocr.pairs import (aligned_words, char_errors, fold_glyphs, gold_pieces,  # noqa: E402
                                        read_aligned_pair, repaired_pieces)
-from londonlm.corpus.ocr_repair import OcrRepairer, RepairSettings  # noqa: E402
-from londonlm.corpus.period_lexicon import LexiconBuilder, PeriodLexicon  # noqa: E402
 from londonlm.corpus.sources import LocalSource, materialise  # noqa: E402
 
 MODES = {"default": RepairSettings(),
@@ -85,7 +84,7 @@ def cmd_learn(a) -> int:
                 + " ".join(train),
         "held_out_rule": "within each decade, the third of the files (rounded) with the smallest sha256 of the name",
         "command": f"python benchmarks/ocr_repair.py learn --min_count {a.min_count}"})
-    out = REPO / "londonlm" / "corpus" / CONFUSIONS_FILE
+    out = REPO / "londonlm" / "corpus" / "ocr" / CONFUSIONS_FILE
     model.save(out)
     print(f"{model.made_by['rules']} rules from {model.made_by['words']} word pairs of {len(train)} files -> {out} "
           f"({out.stat().st_size / 1024:.0f} KiB)")

@@ -30,7 +30,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"-m pytest -q -m slow$", "-m pytest -q -m slow --co tests/core/test_artifacts.py"),
     # Sources on the internet: no network here, so only the CLI itself is exercised.
     (r"(historical_data_collector\.py) .*", r"\1 --help"),
-    # A user's own scans (scans.jsonl) and ../shared: the CLI only here; tests/corpus/test_ocr_jsonl.py
+    # A user's own scans (scans.jsonl) and ../shared: the CLI only here; tests/corpus/ocr/test_jsonl.py
     # runs it end to end on in-process rows.
     (r"(repair_ocr\.py) .*", r"\1 --help"),
     # Long-running servers and multi-node rendezvous that wait for peers.

@@ -151,7 +151,7 @@ def _install(repo, log, torch_build, **env_extra):
 def test_install_takes_a_torch_wheel_index_and_replaces_another_build(tmp_path):
     import shutil
 
-    for f in ("install.sh", "requirements.txt", "pyproject.toml", "setup.py", "londonlm/corpus/_ocr_walk.c"):
+    for f in ("install.sh", "requirements.txt", "pyproject.toml", "setup.py", "londonlm/corpus/ocr/_walk.c"):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, tmp_path / f)
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
@@ -172,11 +172,11 @@ def test_install_takes_a_torch_wheel_index_and_replaces_another_build(tmp_path):
 
 
 def test_install_is_redone_when_the_compiled_part_changes(tmp_path):
-    """A changed _ocr_walk.c (or setup.py) changes the install stamp, so install.sh builds it again
+    """A changed _walk.c (or setup.py) changes the install stamp, so install.sh builds it again
     instead of keeping a module compiled from older source."""
     import shutil
 
-    for f in ("install.sh", "requirements.txt", "pyproject.toml", "setup.py", "londonlm/corpus/_ocr_walk.c"):
+    for f in ("install.sh", "requirements.txt", "pyproject.toml", "setup.py", "londonlm/corpus/ocr/_walk.c"):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / f, tmp_path / f)
 
@@ -185,6 +185,60 @@ def test_install_is_redone_when_the_compiled_part_changes(tmp_path):
                               check=True).stdout
 
     before = stamp()
-    with open(tmp_path / "londonlm/corpus/_ocr_walk.c", "a") as f:
+    with open(tmp_path / "londonlm/corpus/ocr/_walk.c", "a") as f:
         f.write("/* changed */\n")
     assert stamp() != before
+
+
+# stand-ins for .venv/bin/python in install.sh's check of the compiled walk: the import fails
+# (exit 1), a build prints what a compiler missing Python's headers prints
+FAILED_BUILD_PYTHON = """#!/bin/sh
+if [ "$1" = "-c" ]; then [ -f "$(dirname "$0")/built" ]; exit $?; fi
+echo "building 'londonlm.corpus.ocr._walk' extension"
+echo "londonlm/corpus/ocr/_walk.c:10:10: fatal error: Python.h: No such file or directory"
+echo "compilation terminated."
+echo ""
+"""
+BUILT_ON_SECOND_TRY_PYTHON = FAILED_BUILD_PYTHON.replace('echo ""', 'touch "$(dirname "$0")/built"')
+
+
+def _check_walk(tmp_path, python: str, tools: tuple[str, ...]):
+    """``install.sh --check-walk`` with a PATH of only ``tools`` (no compiler unless one is there)."""
+    import shutil
+
+    shutil.copy2(REPO / "install.sh", tmp_path / "install.sh")
+    fake = tmp_path / "venv" / "python"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(python)
+    fake.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("dirname", "mktemp", "rm", "grep", "tail", "sed", "touch", *tools):
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(shutil.which(tool) or "/bin/true")
+    env = {k: v for k, v in os.environ.items() if k != "CC"}
+    env["PATH"] = str(bin_dir)
+    return subprocess.run([shutil.which("bash"), str(tmp_path / "install.sh"), "--check-walk", str(fake)],
+                          env=env, text=True, capture_output=True, timeout=30)
+
+
+def test_install_says_why_the_compiled_walk_was_not_built(tmp_path):
+    """pip -q hides a failed optional build: install.sh names the reason (no compiler, or the
+    compiler's own error) and still succeeds; a walk that imports is reported built."""
+    none = _check_walk(tmp_path, FAILED_BUILD_PYTHON, ())
+    assert none.returncode == 0
+    assert "compiled walk was not built: no C compiler found (cc/gcc)" in none.stderr
+    assert "Python walk" in none.stderr and "setup.py build_ext --inplace" in none.stderr
+    assert "Python.h" not in none.stderr   # no build tried without a compiler
+
+    failed = _check_walk(tmp_path, FAILED_BUILD_PYTHON, ("cc",))
+    assert failed.returncode == 0
+    assert f"{tmp_path / 'bin' / 'cc'} failed; its output ends:" in failed.stderr
+    assert "    londonlm/corpus/ocr/_walk.c:10:10: fatal error: Python.h: No such file or directory" in failed.stderr
+    assert "Python walk" in failed.stderr
+
+    second = _check_walk(tmp_path, BUILT_ON_SECOND_TRY_PYTHON, ("cc",))
+    assert (second.returncode, second.stderr) == (0, "")
+    assert "compiled walk built (on a second try" in second.stdout
+    built = _check_walk(tmp_path, BUILT_ON_SECOND_TRY_PYTHON, ("cc",))  # the marker is there now
+    assert built.stdout == "install.sh: OCR search: compiled walk built\n" and built.stderr == ""

@@ -6,6 +6,9 @@ dedup -> ``manifest.jsonl`` and ``texts/``.
 - :mod:`.manifest`: the artifact the later stages read: manifest, split rule, one summary.
 - :mod:`.cleaning`, :mod:`.filters`, :mod:`.dedup`: the steps; :mod:`.download` and
   :mod:`.partial_download`: polite, resumable HTTP; :mod:`.sources`: one module per source kind.
+- :mod:`.ocr`: OCR repair, a subpackage: scanned documents repaired with the period's own
+  evidence (period lexicon, confusion model, its optional compiled search) and their quality
+  measured; also the JSONL repair stage (``repair_ocr.py``).
 
 Exported here is what other stages read: the manifest and its summary, the corpus's time
 facts and its cutoff view (:mod:`.cutoff`; :mod:`.dating` decides a document's year), a local

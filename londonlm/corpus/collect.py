@@ -24,7 +24,7 @@ from ..core import (SIDECAR, UsageError, large_blocks_from_the_system, read_json
 from .cutoff import time_facts_of
 from .manifest import (REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs, read_jsonl,
                        iter_manifest, summarize)
-from .ocr_step import OCR_DIR, OcrOptions, collection_lexicon
+from .ocr import OCR_DIR, OcrOptions, collection_lexicon
 from .processing import process_documents
 from .shards import PLAN_FILE, ShardKeep, merge_shards, prepare_shard, shard_dir
 from .sources import Document, load_registry, make_source, select_sources
@@ -61,7 +61,7 @@ class CollectionOptions:
     progress: bool = False
     cutoff_year: int | None = None           # keep only documents dated up to this year (undated ones too go)
     base_urls: dict[str, str] | None = None  # kind -> host override (mirrors, test servers)
-    ocr: OcrOptions | dict | None = None     # how OCR documents are repaired and filtered (ocr_step.OcrOptions)
+    ocr: OcrOptions | dict | None = None     # how OCR documents are repaired and filtered (ocr.OcrOptions)
     downloader: Any = None                   # a londonlm.corpus.download.Downloader (default: built here)
     download_options: dict[str, Any] | None = None
     log: Callable[[str], None] = print

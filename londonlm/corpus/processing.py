@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from .cleaning import MAX_LINE_CHARS, clean_text
 from .dedup import hash_words, norm_words, signature
 from .filters import default_filters, preview, run_filters
-from .ocr_step import DocumentRepair, OcrOptions
+from .ocr import DocumentRepair, OcrOptions
 from .shards import ShardWriter
 from .sources import Document, materialise
 
@@ -132,7 +132,7 @@ def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, ye
     """Clean, filter and sign ``docs`` into shard ``shard`` of ``num_shards`` (resumable: ids
     already staged are skipped); the merge (``shards.merge_shards``) makes the corpus of them.
     ``cutoff_year`` adds the cutoff filter (later and undated documents rejected); ``ocr``: how
-    OCR documents are repaired and filtered (``ocr_step``). Returns counts and timings."""
+    OCR documents are repaired and filtered (:mod:`.ocr`). Returns counts and timings."""
     t0 = time.time()
     settings = {"year_range": tuple(int(y) for y in year_range), "min_chars": int(min_chars),
                 "cutoff_year": None if cutoff_year is None else int(cutoff_year),

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from ..core import write_text_atomic
 from .manifest import SUMMARY_KEYS, iter_manifest, iter_rejections, summarize
-from .ocr_quality import OCR_SUMMARY_KEYS, ocr_summary
+from .ocr import OCR_SUMMARY_KEYS, ocr_summary
 
 CORPUS_STATS = "corpus_stats.json"
 REPORT = "corpus_report.md"

@@ -128,7 +128,7 @@ def test_the_statistics_hold_counts_not_rows():
     rows cost them nothing more (they once held every row: ~1 KB each)."""
     import tracemalloc
 
-    from londonlm.corpus.ocr_quality import ocr_summary
+    from londonlm.corpus.ocr.quality import ocr_summary
 
     def rows(n):
         for i in range(n):

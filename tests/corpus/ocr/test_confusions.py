@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from londonlm.corpus.ocr_confusions import ConfusionError, ConfusionModel, edit_segments, learn, load_confusions
-from londonlm.corpus.period_lexicon import word_key
+from londonlm.corpus.ocr.confusions import ConfusionError, ConfusionModel, edit_segments, learn, load_confusions
+from londonlm.corpus.ocr.lexicon import word_key
 
 PAIRS = [("fome", "ſome"), ("fet", "ſet"), ("fuch", "ſuch"), ("fun", "sun"), ("tbe", "the"), ("the", "the"),
          ("tbe", "the"), ("man", "man"), ("pre", "pre-"), ("how ever", "however"), ("ofthe", "of the"),

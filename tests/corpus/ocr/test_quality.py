@@ -5,7 +5,7 @@ from __future__ import annotations
 from ocr_fixtures import OCR, PERIOD, period_lexicon
 
 from londonlm.corpus.filters import OcrQualityFilter, default_filters, run_filters
-from londonlm.corpus.ocr_quality import ocr_quality, ocr_summary, quality_distribution
+from londonlm.corpus.ocr.quality import ocr_quality, ocr_summary, quality_distribution
 
 KNOWN = period_lexicon().vocabulary(2)[0]
 

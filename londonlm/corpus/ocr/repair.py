@@ -1,8 +1,8 @@
 """OCR repair: a noisy-channel word corrector whose every change is justified by the period.
 
-For each word of an OCR text the confusion model (:mod:`.ocr_confusions`) proposes the printed
+For each word of an OCR text the confusion model (:mod:`.confusions`) proposes the printed
 words it may have been misread from (``Yefterday`` <- ``Yeſterday``, ``tbe`` <- ``the``), each
-with the probability of that misreading; the period lexicon (:mod:`.period_lexicon`), learned
+with the probability of that misreading; the period lexicon (:mod:`.lexicon`), learned
 from transcribed text of the period, says how likely each is in its place (word and word-pair
 counts). A word changes only when
 
@@ -11,7 +11,7 @@ counts). A word changes only when
 clears a margin: a word the period used stays unless its neighbours speak strongly against it,
 and a capitalised word in mid-sentence (a name) needs a wider margin. Numbers and dates are never
 touched; a sum of money only where the sum around it says its digits were read as letters
-(``£1 Is.`` -> ``£1 1s.``, :mod:`.ocr_sums`), and a ``1`` only where it stands for the pronoun I
+(``£1 Is.`` -> ``£1 1s.``, :mod:`.sums`), and a ``1`` only where it stands for the pronoun I
 (``of which 1 am``). Two words the OCR split (``pre vailed``, its line-end hyphen lost)
 are joined when the language model prefers the joined word; a word run into the next
 (``TheShoreham``) is split when both halves are the period's.
@@ -37,9 +37,9 @@ from typing import Any, Container
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from .ocr_confusions import LONG_S, ConfusionModel, ranked
-from .ocr_sums import MONEY, repaired_sum
-from .period_lexicon import BACKOFF, PeriodLexicon, word_key
+from .confusions import LONG_S, ConfusionModel, announce_walk, ranked
+from .lexicon import BACKOFF, PeriodLexicon, word_key
+from .sums import MONEY, repaired_sum
 
 # a word as the corrector sees it: letters, with digits the OCR may have put for letters
 TOKEN = re.compile(r"[A-Za-zſ0-9\u00c0-\u024f]+(?:['’][A-Za-zſ\u00c0-\u024f]+)*")
@@ -97,7 +97,7 @@ class RepairSettings:
     - ``unit_letters``: a word of at most this many letters after a number is a unit or a sum
       ("440 gs", "3 yrs"), never changed.
     - ``sums``: a sum of money whose digits the OCR read as letters (``£1 Is.``, ``2s. fid.``) is
-      repaired where a sum stands beside it (:mod:`.ocr_sums`; CV +0.35 raw).
+      repaired where a sum stands beside it (:mod:`.sums`; CV +0.35 raw).
     - ``pronoun``: ``1`` or ``l`` between two words, in mid-sentence or a sentence's first
       (``which 1 am``, ``cold. 1 saw``), is the pronoun I when the next word follows I this many
       (log) times likelier than it stands anywhere (None: never; CV +0.09, +0.05 more with the
@@ -222,6 +222,7 @@ class OcrRepairer:
     def repair(self, text: str, year: int | None = None) -> Repaired:
         """The repaired text and every change. A text longer than ``PIECE`` characters is repaired
         in pieces cut at a line break (or a space), so memory stays bounded whatever its size."""
+        announce_walk(self.conf.compiled)
         if len(text) <= PIECE:
             return self._repair(text, year)
         out, changes, long_s, pos = [], [], False, 0
@@ -468,7 +469,7 @@ class OcrRepairer:
 
     def _fix_sum(self, doc: "_Doc", i: int):
         """``£1 Is.`` -> ``£1 1s.``: a sum of money whose digits the OCR read as letters, where
-        the sum around it says so (:mod:`.ocr_sums`)."""
+        the sum around it says so (:mod:`.sums`)."""
         word, start = doc.words[i], doc.starts[i]
         after = repaired_sum(doc.text, start, word)
         if after is None:

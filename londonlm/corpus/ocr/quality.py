@@ -3,7 +3,7 @@ after repair, shown as a distribution in the corpus report, and what the ``ocr_q
 rejects too damaged a scan on.
 
 The score is the share of its words the period knows (words of two letters or more found in
-the period lexicon, :mod:`.period_lexicon`) times the share of its characters that are not
+the period lexicon, :mod:`.lexicon`) times the share of its characters that are not
 OCR debris (``■``, ``•``, ``®``, stray ``|``, ``~`` or ``^``, letters and digits run together as
 in ``t9n``). Clean period prose scores about 0.95-0.99 against a lexicon of the period (names and
 rare words are the rest); the ICDAR 2017 newspapers score 0.78-0.98 before repair. Without a
@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Container, Iterable
 
-from .period_lexicon import word_key
+from .lexicon import word_key
 
 # what print of the period sets: letters (accented and the long s), digits, space and the marks
 # of prose, money and reference; anything else in an OCR text is debris

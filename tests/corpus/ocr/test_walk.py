@@ -1,4 +1,4 @@
-"""The compiled candidate search (londonlm/corpus/_ocr_walk.c) against the Python walk it
+"""The compiled candidate search (londonlm/corpus/ocr/_walk.c) against the Python walk it
 replaces: the same candidates, log-probabilities and order, word for word."""
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import re
 
 import pytest
 
-from londonlm.corpus import ocr_confusions
-from londonlm.corpus.ocr_confusions import ConfusionModel, load_confusions
-from londonlm.corpus.period_lexicon import word_key
+from londonlm.corpus.ocr import confusions
+from londonlm.corpus.ocr.confusions import ConfusionModel, load_confusions
+from londonlm.corpus.ocr.lexicon import word_key
+from londonlm.corpus.ocr.repair import OcrRepairer
 
 from ocr_fixtures import OCR, PERIOD, period_lexicon
 
-compiled = pytest.mark.skipif(ocr_confusions._CompiledWalker is None,
+compiled = pytest.mark.skipif(confusions._CompiledWalker is None,
                               reason="the compiled walk is not built here (no C compiler at install: "
                                      "`python setup.py build_ext --inplace` builds it)")
 SEARCHES = [dict(max_edits=1, floor=-10.0, beam=-8.0, fanout=20), dict(max_edits=2, floor=-14.0, beam=-8.0, fanout=20),
@@ -91,17 +92,45 @@ def test_the_compiled_walk_at_nodes_with_many_children():
 @compiled
 def test_the_compiled_walk_refuses_unsorted_keys():
     with pytest.raises(ValueError, match="sorted"):
-        ocr_confusions._CompiledWalker({}, ["the", "and"])
+        confusions._CompiledWalker({}, ["the", "and"])
     with pytest.raises(TypeError):
-        ocr_confusions._CompiledWalker({"b": [("h", "h")]}, ["the"])
+        confusions._CompiledWalker({"b": [("h", "h")]}, ["the"])
 
 
 def test_without_the_compiled_walk_the_python_walk_answers(monkeypatch):
-    monkeypatch.setattr(ocr_confusions, "_CompiledWalker", None)
+    monkeypatch.setattr(confusions, "_CompiledWalker", None)
     model = ConfusionModel({"b": [("h", -1.0)]})
     assert model.compiled is False
     known = frozenset({"the"})
     assert model.candidates("tbe", known, frozenset({"", "t", "th", "the"}), word_key) == {"the": -1.0}
+
+
+@pytest.mark.parametrize("built, error, says", [
+    (True, "", "OCR search: compiled walk in use"),
+    (False, "No module named 'londonlm.corpus.ocr._walk'",
+     "OCR search: compiled walk not built (no C compiler at install, or its build failed: bash install.sh says "
+     "which); using the Python walk (same repairs, slower)"),
+    (False, "_walk.so: undefined symbol: PyFoo", "(it does not load: _walk.so: undefined symbol: PyFoo); using the Python walk"),
+])
+def test_the_log_says_once_per_process_which_walk_the_search_runs(monkeypatch, capsys, built, error, says):
+    """A repairer's first repair says on stderr whether the compiled walk is in use (the Python
+    one is several times slower), once per process, not per repairer or text."""
+    if built and confusions._CompiledWalker is None:
+        pytest.skip("the compiled walk is not built here")
+    monkeypatch.setattr(confusions, "_walk_announced", False)
+    if not built:
+        monkeypatch.setattr(confusions, "_CompiledWalker", None)
+        monkeypatch.setattr(confusions, "_WALK_ERROR", error)
+    lexicon = period_lexicon()
+    model = ConfusionModel(load_confusions().rules)   # built under the patch: its walk is the patched one
+    assert model.compiled is built
+    repairers = [OcrRepairer(lexicon, model), OcrRepairer(lexicon, model)]
+    assert capsys.readouterr().err == ""     # built, nothing repaired yet: nothing said
+    for repairer in repairers:
+        repairer.repair(OCR)
+        repairer.repair(OCR)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
 
 
 SCORINGS = [dict(own=-9.0, weight=1.0, least=-6.0), dict(own=-4.0, weight=0.7, least=-3.0),
@@ -136,10 +165,10 @@ def test_the_compiled_scoring_needs_the_priors():
     model = ConfusionModel({"b": [("h", -1.0)]})
     rules = model._keyed(False, word_key)
     with pytest.raises(RuntimeError, match="logps"):
-        ocr_confusions._CompiledWalker(rules, ["the"]).scored("tbe", "tbe", 1, -9.0, -9.0, 5, -5.0, 1.0, -9.0)
+        confusions._CompiledWalker(rules, ["the"]).scored("tbe", "tbe", 1, -9.0, -9.0, 5, -5.0, 1.0, -9.0)
     with pytest.raises(ValueError, match="one per key"):
-        ocr_confusions._CompiledWalker(rules, ["the", "thy"], [-1.0])
-    walker = ocr_confusions._CompiledWalker(rules, ["the", "thy"], [-1.5, -4.0])
+        confusions._CompiledWalker(rules, ["the", "thy"], [-1.0])
+    walker = confusions._CompiledWalker(rules, ["the", "thy"], [-1.5, -4.0])
     assert walker.scored("tbe", "tbe", 1, -9.0, -9.0, 5, -5.0, 1.0, -9.0) == [(1.0 * (-1.5 + 5.0) - 1.0, "the", "the", -1.0, -1.5)]
     # built first without them (``candidates``), the walk is built again when ``scored`` asks
     known = frozenset({"the"})

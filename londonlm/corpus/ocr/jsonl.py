@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..core import atomic_writer
-from .cleaning import strip_page_furniture, strip_scan_stamps
-from .manifest import CorpusError
-from .ocr_step import DocumentRepair
+from ...core import atomic_writer
+from ..cleaning import strip_page_furniture, strip_scan_stamps
+from ..manifest import CorpusError
+from .step import DocumentRepair
 
 MAX_ROW_BYTES = 64 * 1024 * 1024
 MAX_CHANGES_REPORTED = 500   # per row: the report says how many more there were

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from londonlm.corpus.ocr_pairs import (PairedDataError, aligned_words, char_errors, fold_glyphs, gold_pieces,
+from londonlm.corpus.ocr.pairs import (PairedDataError, aligned_words, char_errors, fold_glyphs, gold_pieces,
                                        read_aligned_pair, repaired_pieces)
 
 OCR_IN = "tbe cat fat on ### the mat"

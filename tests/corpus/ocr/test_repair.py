@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from ocr_fixtures import OCR, PERIOD, period_lexicon
 
-from londonlm.corpus.ocr_confusions import load_confusions
-from londonlm.corpus.ocr_repair import OcrRepairer, RepairSettings
+from londonlm.corpus.ocr.confusions import load_confusions
+from londonlm.corpus.ocr.repair import OcrRepairer, RepairSettings
 
 LEX = period_lexicon("The Baker came with the Bread on the 27th of May. " * 3)
 NOISY = "Tbe Bakcr came, aud tbe Court met Bakcr at tbe Hall; fome Villains liad a Defign on tbe Bread. "
@@ -187,7 +187,7 @@ def test_any_text_repairs_to_what_its_changes_say(text):
 
 
 def test_a_long_text_is_repaired_in_pieces_as_it_would_be_whole(monkeypatch):
-    import londonlm.corpus.ocr_repair as m
+    import londonlm.corpus.ocr.repair as m
 
     text = (OCR + "\n") * 6
     whole = repairer().repair(text, 1744)

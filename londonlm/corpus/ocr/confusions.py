@@ -11,8 +11,8 @@ them backwards turns an OCR word into the printed words it may have come from
 The gold transcriptions this is learned from record typography (``ﬁ``, ``ﬀ``, the U+2010
 hyphen): :func:`fold_glyphs` writes those as the letters they join, so a rule says what a
 reader sees, and ``ſ`` stays a letter of its own (only texts printed with it can be misread
-that way). Paired data comes in the ICDAR 2017 post-OCR format (:mod:`.ocr_pairs`);
-the shipped model, ``data/ocr_confusions.json``, was learned from the training part of
+that way). Paired data comes in the ICDAR 2017 post-OCR format (:mod:`.pairs`);
+the shipped model, ``data/confusions.json``, was learned from the training part of
 ``../shared/ocr`` by ``benchmarks/ocr_repair.py learn`` and records how in its ``made_by``.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,16 +30,19 @@ from typing import Any, Callable, Container, Iterable
 
 from rapidfuzz.distance import Levenshtein
 
-from ..core import write_text_atomic
-from .manifest import CorpusError
-from .ocr_pairs import fold_glyphs
+from ...core import write_text_atomic
+from ..manifest import CorpusError
+from .pairs import fold_glyphs
 
 try:  # the walk compiled (setup.py builds it where there is a C compiler); the same walk in Python otherwise
-    from ._ocr_walk import Walker as _CompiledWalker
-except ImportError:
+    from ._walk import Walker as _CompiledWalker
+    _WALK_ERROR = ""
+except ImportError as e:
     _CompiledWalker = None
+    _WALK_ERROR = str(e)
+_walk_announced = False  # the log says once per process which walk the search runs
 
-CONFUSIONS_FILE = "data/ocr_confusions.json"
+CONFUSIONS_FILE = "data/confusions.json"
 FORMAT = 1
 LONG_S = "ſ"
 MAX_SPAN = 3            # longest printed or OCR string a rule covers
@@ -243,6 +247,24 @@ def ranked(found: dict[str, float], wk: str, key: Callable[[str], str], logp: Ca
     return out
 
 
+def announce_walk(compiled: bool) -> None:
+    """One line on stderr, the first time in a process that a repairer repairs a text: whether
+    the compiled walk is in use (not when it is built: a refused input says only its error). It is optional (built where install found a C
+    compiler) and the Python walk is several times slower on new words, so a slow repair is
+    explained in the log rather than guessed at."""
+    global _walk_announced
+    if _walk_announced:
+        return
+    _walk_announced = True
+    if compiled:
+        line = "OCR search: compiled walk in use"
+    else:
+        why = ("no C compiler at install, or its build failed: bash install.sh says which"
+               if not _WALK_ERROR or _WALK_ERROR.startswith("No module named") else f"it does not load: {_WALK_ERROR}")
+        line = f"OCR search: compiled walk not built ({why}); using the Python walk (same repairs, slower)"
+    print(line, file=sys.stderr, flush=True)
+
+
 def load_confusions(path: str | Path | None = None) -> ConfusionModel:
     """The shipped model (``path=None``) or one learned from other paired data."""
     if path is None:
@@ -256,7 +278,7 @@ def load_confusions(path: str | Path | None = None) -> ConfusionModel:
 
 @lru_cache(maxsize=1)
 def _shipped() -> ConfusionModel:
-    text = resources.files("londonlm.corpus").joinpath(CONFUSIONS_FILE).read_text(encoding="utf-8")
+    text = resources.files(__package__).joinpath(CONFUSIONS_FILE).read_text(encoding="utf-8")
     return ConfusionModel.from_json(json.loads(text), CONFUSIONS_FILE)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from londonlm.corpus.ocr_sums import digits, repaired_sum, sum_value
+from londonlm.corpus.ocr.sums import digits, repaired_sum, sum_value
 
 
 def fix(text: str, word: str) -> str | None:

@@ -2,7 +2,7 @@
 made of it with the misreadings real OCR makes."""
 from __future__ import annotations
 
-from londonlm.corpus.period_lexicon import build_lexicon
+from londonlm.corpus.ocr.lexicon import build_lexicon
 
 PERIOD = """Yesterday the Lords of the Admiralty commissioned the following Ships, and it is thought some
 Villains had a Design to have set Fire to the Magazine of Powder. The Soldier was taken Care of, and

@@ -11,14 +11,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from ocr_fixtures import OCR, PERIOD, period_lexicon
 
 from londonlm.corpus.cleaning import clean_text
 from londonlm.corpus.collect import run_collection
 from londonlm.corpus.manifest import read_jsonl
-from londonlm.corpus.ocr_step import DocumentRepair, OcrOptions, load_period_lexicon
+from londonlm.corpus.ocr.step import DocumentRepair, OcrOptions, load_period_lexicon
 
-REPO = Path(__file__).resolve().parents[2]
 # English enough for the language filter (a fifth of its words are "the" and "of"), too damaged to train on;
 # no line repeats (a repeated short line is a running head, removed as furniture)
 GARBAGE = "".join(f"the ■ qzv t9n xjw{a} •• kp{b}q ®® of zzk\n" for a in "bcdfghjk" for b in "lmnpr")
@@ -74,9 +74,9 @@ def test_ocr_is_repaired_with_the_collections_own_period_words(tmp_path, monkeyp
                    log=logs2.append, overwrite=True)
     assert any("is current" in m for m in logs2) and not any("period lexicon of" in m for m in logs2)
     # the builder's counting rules changed since: the kept lexicon is learned again
-    import londonlm.corpus.ocr_step as ocr_step
+    import londonlm.corpus.ocr.step as step
 
-    monkeypatch.setattr(ocr_step, "RULES", ocr_step.RULES + 1)
+    monkeypatch.setattr(step, "RULES", step.RULES + 1)
     logs3: list[str] = []
     run_collection([books, scans], tmp_path / "dl", tmp_path / "p", tmp_path / "m", offline=True, workers=1,
                    log=logs3.append, overwrite=True)

@@ -1,8 +1,8 @@
 """The period lexicon: the words of a corpus of the period, with how often each stands alone
 and after another (unigram and bigram counts), learned from transcribed text, never from a
-modern dictionary. OCR repair (:mod:`.ocr_repair`) takes it as its evidence of what the
+modern dictionary. OCR repair (:mod:`.repair`) takes it as its evidence of what the
 period wrote (``shew``, ``connexion``, ``to-morrow`` are words because the corpus uses them)
-and as the language model of its noisy channel; the OCR quality score (:mod:`.ocr_quality`)
+and as the language model of its noisy channel; the OCR quality score (:mod:`.quality`)
 counts the words a document has outside it.
 
 Words are compared by their key: lower case, the long s as ``s``, a curly apostrophe as
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..core import LondonLMError, write_bytes_atomic
+from ...core import LondonLMError, write_bytes_atomic
 
 FORMAT = 1
 # what the builder counts, bumped when that changes (2: tokens with a digit left out), so a

@@ -7,7 +7,7 @@ import gzip
 
 import pytest
 
-from londonlm.corpus.period_lexicon import BACKOFF, LexiconError, PeriodLexicon, build_lexicon, word_key
+from londonlm.corpus.ocr.lexicon import BACKOFF, LexiconError, PeriodLexicon, build_lexicon, word_key
 
 
 def test_keys_fold_case_long_s_and_curly_apostrophe():

@@ -1,7 +1,7 @@
 /* The OCR confusion model's candidate search, compiled: the same walk as
- * ConfusionModel._walk in ocr_confusions.py (which stays as the reference and the fallback where
+ * ConfusionModel._walk in confusions.py (which stays as the reference and the fallback where
  * this module is not built), step for step, so both give the same candidates, the same
- * log-probabilities and the same dict order (tests/corpus/test_ocr_walk.py checks them against
+ * log-probabilities and the same dict order (tests/corpus/ocr/test_walk.py checks them against
  * each other).
  *
  * Why in C: the walk undoes rules left to right, testing each new beginning against every prefix
@@ -607,7 +607,7 @@ static PyMethodDef Walker_methods[] = {
 
 static PyTypeObject WalkerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "londonlm.corpus._ocr_walk.Walker",
+    .tp_name = "londonlm.corpus.ocr._walk.Walker",
     .tp_basicsize = sizeof(Walker),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Walker(rules, known): the candidate search of one rule set over one lexicon's keys (sorted).",
@@ -617,11 +617,11 @@ static PyTypeObject WalkerType = {
     .tp_methods = Walker_methods,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ocr_walk",
-                                    "The OCR confusion model's candidate search, compiled (see ocr_confusions.py).", -1,
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_walk",
+                                    "The OCR confusion model's candidate search, compiled (see confusions.py).", -1,
                                     NULL, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__ocr_walk(void) {
+PyMODINIT_FUNC PyInit__walk(void) {
     if (PyType_Ready(&WalkerType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;

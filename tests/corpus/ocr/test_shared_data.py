@@ -3,17 +3,15 @@ gold (../shared/ocr) come out with fewer character errors, and a clean book the 
 saw is all but untouched. The full measurement is benchmarks/ocr_repair.py."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from londonlm.corpus.cleaning import clean_text
-from londonlm.corpus.ocr_confusions import load_confusions
-from londonlm.corpus.ocr_pairs import char_errors, gold_pieces, read_aligned_pair, repaired_pieces
-from londonlm.corpus.ocr_repair import OcrRepairer
-from londonlm.corpus.period_lexicon import build_lexicon
+from londonlm.corpus.ocr.confusions import load_confusions
+from londonlm.corpus.ocr.lexicon import build_lexicon
+from londonlm.corpus.ocr.pairs import char_errors, gold_pieces, read_aligned_pair, repaired_pieces
+from londonlm.corpus.ocr.repair import OcrRepairer
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+from conftest import SHARED
 ICDAR = SHARED / "ocr" / "icdar2017_eng_periodical"
 BOOKS = ["gutenberg_moll_flanders.txt", "gutenberg_oliver_twist.txt", "gutenberg_bleak_house.txt",
          "gutenberg_amelia.txt", "gutenberg_sketches_by_boz.txt", "oldbailey_ordinarys_account_1741-05-04.txt",

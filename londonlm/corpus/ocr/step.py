@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..core import user_path, write_text_atomic
-from .cleaning import clean_text, join_hyphenation
-from .manifest import MANIFEST, CorpusError, read_jsonl
-from .ocr_confusions import ConfusionModel, load_confusions
-from .ocr_quality import ocr_quality
-from .ocr_repair import OcrRepairer, RepairSettings
-from .period_lexicon import LEXICON_FILE, RULES, LexiconBuilder, PeriodLexicon, word_key
-from .sources import Document, LocalSource, materialise
+from ...core import user_path, write_text_atomic
+from ..cleaning import clean_text, join_hyphenation
+from ..manifest import MANIFEST, CorpusError, read_jsonl
+from ..sources import Document, LocalSource, materialise
+from .confusions import ConfusionModel, load_confusions
+from .lexicon import LEXICON_FILE, RULES, LexiconBuilder, PeriodLexicon, word_key
+from .quality import ocr_quality
+from .repair import OcrRepairer, RepairSettings
 
 OCR_DIR = "ocr"                 # under processed/: the collection's period lexicon and its key
 KEY_FILE = "lexicon_inputs.json"
@@ -163,7 +163,7 @@ class DocumentRepair:
         return text, facts
 
     def repair_text(self, text: str, year: int | None = None) -> tuple[str, dict[str, Any]]:
-        """(repaired text, facts with ``changes``: every ``ocr_repair.Change``)."""
+        """(repaired text, facts with ``changes``: every ``repair.Change``)."""
         before = ocr_quality(text, self._known)
         facts: dict[str, Any] = {"ocr": True, "ocr_quality_before": round(before.score, 4)}
         if self._repairer is not None:

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from ocr_fixtures import OCR, period_lexicon
 
 from londonlm.core.artifacts import current_umask
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "02_data_collection" / "repair_ocr.py"
 
 

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 from rapidfuzz.distance import Levenshtein
 
-from .manifest import CorpusError
+from ..manifest import CorpusError
 
 GAP, NO_GOLD = "@", "#"
 _TAGS = ("[OCR_toInput] ", "[OCR_aligned] ", "[ GS_aligned] ")
