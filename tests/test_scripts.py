@@ -79,7 +79,7 @@ def test_every_config_key_is_used():
             if not re.search(rf"\b{const}\.{f.name}\b", users) and not aliased:
                 unused.append(f"{const}.{f.name}")
     preset_fields = {f.name for f in dataclasses.fields(config.Preset)}
-    # presets flow into training whole (training/options.py fills TrainingArguments from them)
+    # presets flow into training whole (training/job.py fills the configuration tree from them)
     lib = "".join(p.read_text() for p in (REPO / "londonlm" / "training").glob("*.py")) + users
     unused += [f"Preset.{n}" for n in preset_fields if n != "name" and n not in lib]
     assert not unused, f"config keys nobody uses: {unused}"

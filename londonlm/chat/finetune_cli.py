@@ -1,6 +1,6 @@
 """Command line of ``07_finetuning/finetune_chat.py``: the chat arguments beside the training
 package's own (speed, run control and every ``transformers.TrainingArguments`` flag, parsed
-by :func:`londonlm.training.options.parse_flags`), turned into :class:`ChatTrainOptions` over the
+by :func:`londonlm.training.flags.parse_flags`), turned into :class:`ChatTrainOptions` over the
 chosen chat preset. ``--bf16 true|false``, ``--optim muon``, ``--time_budget``,
 ``--autotune``, ``--gradient_accumulation_steps``... mean what they mean for pre-training."""
 from __future__ import annotations

@@ -35,7 +35,6 @@ CUTOFF_SUFFIX = "-to"                # tiny-to1750, processed-to1750: the cutoff
 PROFILE = "profile"                  # --profile_steps output in a run folder
 LEAKAGE = "leakage.json"             # the leakage probes' result, in a run's evaluation folder
 TRAINING_CONFIG = "training_config.json"  # the configuration tree a run trained with
-TRAINING_LOCK = ".training.lock"     # held by the process training the run (flock)
 
 ROOT_ENV = "LONDONLM_ROOT"
 
@@ -105,10 +104,6 @@ class RunLayout:
     @property
     def training_config(self) -> Path:
         return self.dir / TRAINING_CONFIG
-
-    @property
-    def lock(self) -> Path:
-        return self.dir / TRAINING_LOCK
 
     @property
     def leakage(self) -> Path:

@@ -310,9 +310,9 @@ def parse_train_flags(argv: list[str], prog: str | None = None,
     return TrainFlags(*values, trainer, given)
 
 
-def given_precision(flags: TrainFlags) -> str | None:
-    """fp32/bf16/fp16 when the command line set --bf16 or --fp16 (either way), else None."""
-    if not {"bf16", "fp16"} & set(flags.explicit):
+def precision_given(trainer: dict, explicit) -> str | None:
+    """The precision ``--bf16``/``--fp16`` set (either way), from the Trainer's parsed values
+    and the names of the flags given; None when neither was given."""
+    if not {"bf16", "fp16"} & set(explicit):
         return None
-    t = flags.trainer
-    return "bf16" if t.get("bf16") else "fp16" if t.get("fp16") else "fp32"
+    return "bf16" if trainer.get("bf16") else "fp16" if trainer.get("fp16") else "fp32"

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from ..core import TENSORBOARD, Layout, RunLayout, UsageError, choose_precision, require_usable_gpus
 from .data import DataOptions
 from .defaults import BUDGET_STEP_CAP, TrainDefaults, default_autotune, preset_trainer_values
-from .flags import TrainFlags, given_precision
+from .flags import TrainFlags, precision_given
 from .speed.compile import compile_pays
 from .speed.settings import SpeedRequest, SpeedSettings
 
@@ -194,12 +194,9 @@ class JobRequest:
         """From parsed :class:`~.flags.SpeedArguments` and :class:`~.flags.RunControlArguments`
         (the precision from ``--bf16``/``--fp16`` when ``explicit`` names them)."""
         t = dict(trainer)
-        precision = None
-        if {"bf16", "fp16"} & set(explicit):
-            precision = "bf16" if t.get("bf16") else "fp16" if t.get("fp16") else "fp32"
         request = SpeedRequest(autotune=speed.autotune or default_autotune(),
-                               given=SpeedSettings.from_flags(precision, speed.attn_implementation,
-                                                              speed.fused_loss))
+                               given=SpeedSettings.from_flags(precision_given(t, explicit),
+                                                              speed.attn_implementation, speed.fused_loss))
         run_control = RunControl(control.time_budget or control.max_seconds, control.stop_after_seconds,
                                  control.stop_after_steps, control.profile_steps, profile_dir, fresh=control.fresh)
         return cls(request, speed.optimizer, run_control, t, frozenset(explicit))
@@ -352,17 +349,13 @@ def build_config(flags: TrainFlags, defaults: TrainDefaults) -> TrainingConfig:
         processed_dir=Path(d.processed_dir) if d.processed_dir else layout.processed_dir,
         cache_mode=d.cache_mode, verify_cache=d.verify_cache, era_tokens=d.era_tokens, cutoff_year=d.cutoff_year,
         eval_max_batches=preset["eval_max_batches"] if d.eval_max_batches is None else d.eval_max_batches)
-    request = SpeedRequest(autotune=sp.autotune or default_autotune(),
-                           given=SpeedSettings.from_flags(given_precision(flags), sp.attn_implementation,
-                                                          sp.fused_loss))
-    control = RunControl(c.time_budget or c.max_seconds, c.stop_after_seconds, c.stop_after_steps,
-                         c.profile_steps, run.profile, fresh=c.fresh,
-                         resume_from=flags.trainer.get("resume_from_checkpoint"),
-                         save_best=c.save_best, early_stopping_patience=c.early_stopping_patience)
+    asked = JobRequest.from_flags(sp, c, flags.trainer, flags.explicit, profile_dir=run.profile)
+    control = replace(asked.control, resume_from=flags.trainer.get("resume_from_checkpoint"),
+                      save_best=c.save_best, early_stopping_patience=c.early_stopping_patience)
     output = OutputConfig(run, run_name, layout, preset_name, layout.training_log)
     values = _trainer_values(flags, preset, defaults.seed, defaults.dataloader_workers)
     return config_from_values(values, model=_model_config(flags, preset_name, preset), data=data,
-                              request=request, optimizer=sp.optimizer or preset.get("optimizer", "adamw"),
+                              request=asked.speed, optimizer=sp.optimizer or preset.get("optimizer", "adamw"),
                               control=control, output=output, explicit=flags.explicit)
 
 

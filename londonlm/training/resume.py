@@ -22,6 +22,7 @@ from ..tokens import read_metadata
 from .data import DataPosition, Position
 from .dist import TrainingError, log
 from .speed.settings import SpeedSettings
+from .timelock import check_cutoff
 
 TRAINER_STATE = "trainer_state.json"   # the Trainer's own file in every checkpoint
 
@@ -216,38 +217,6 @@ def check_optimizer(resume: Resumed, optimizer: str) -> None:
             f"{resume.checkpoint} was trained with --optim {before}; resume it with --optim {before}, "
             f"or start a new run from its weights with --init_from {resume.checkpoint} --optim "
             f"{optimizer} --run_name NEW (or --fresh to start this run over)")
-
-
-def last_year(record: dict | None) -> int | None:
-    """The latest document year of a ``corpus_time`` record (None when unknown)."""
-    years = (record or {}).get("years") or [None, None]
-    return years[1] if len(years) == 2 and isinstance(years[1], int) else None
-
-
-def recorded_years(info: dict, cache_meta: dict | None = None) -> dict | None:
-    """A run's ``corpus_time``: its run_info's, else its token cache's (what its checkpoints
-    were trained on when the run stopped before writing run_info.json)."""
-    return info.get("corpus_time") or (cache_meta or {}).get("corpus_time")
-
-
-def check_cutoff(resume: Resumed, cache_dir: Path, cutoff: int | None) -> None:
-    """Resuming under a cutoff: the checkpoint's corpus must end by it (a run trained on later
-    text cannot become time-locked by training on), and a time-locked run stays locked to its
-    own cutoff (resumed without it, it would go on over later text)."""
-    if resume.checkpoint is None:
-        return
-    record = recorded_years(resume.info, read_metadata(Path(cache_dir)) or {}) or {}
-    locked = record.get("cutoff_year")
-    if locked is not None and cutoff != locked:
-        raise TrainingError(f"cannot resume {resume.checkpoint} under "
-                            f"{f'--cutoff_year {cutoff}' if cutoff is not None else 'no cutoff'}: it was "
-                            f"time-locked to {locked}. Resume it on its cutoff view (--cutoff_year {locked}), "
-                            f"or pass --fresh to start this run over")
-    latest = last_year(record)
-    if cutoff is not None and latest is not None and latest > cutoff:
-        raise TrainingError(f"cannot resume {resume.checkpoint} under --cutoff_year {cutoff}: it was "
-                            f"trained on text up to {latest}. Pass --fresh to start this run over, or "
-                            f"train under another --run_name")
 
 
 def check_data(resume: Resumed, cache_dir: Path, processed_dir: Path, context_length: int,

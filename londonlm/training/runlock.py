@@ -1,59 +1,73 @@
 """One live training per run folder. Two trainings of one run would overwrite each other's
 checkpoints, ``final/`` and ``run_info.json``, and a second one would "resume" from the first's
-live checkpoints. The process that trains a run holds an exclusive ``flock`` on the run's lock
-file (:attr:`~londonlm.core.RunLayout.lock`) for as long as it trains; the kernel releases it
-when the process ends however it ends (``kill -9`` too), so a stale lock never blocks a rerun.
-A second training or resume of the run gets one ``error:`` line naming the process that holds it.
-Under torchrun the global rank 0 holds it and every rank learns the outcome.
+live checkpoints. The process that trains a run holds an exclusive ``flock`` on the run folder
+itself for as long as it trains: nothing is written for it, and the kernel releases it when the
+process ends however it ends (``kill -9`` too), so a stale lock never blocks a rerun. A second
+training or resume of the run gets one ``error:`` line naming the process that holds it (read
+from ``/proc/locks`` where there is one). Under torchrun the global rank 0 holds it and every
+rank learns the outcome. A run folder made only to be locked is removed again when the run
+is refused before anything was written in it.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 
 from ..core import RunLayout
 from .dist import TrainingError, agree, is_main_process
 
 
-def _holder(path) -> str:
+def holder(path) -> str:
+    """Who holds a flock on ``path``: ``process PID N`` from /proc/locks, else ``another process``."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        inode = os.stat(path).st_ino
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
     except OSError:
         return "another process"
-    return text or "another process"
+    for line in lines:
+        parts = line.split()
+        if "FLOCK" not in parts or "->" in parts:  # "->": a waiter, not the holder
+            continue
+        for i, token in enumerate(parts[1:], 1):
+            dev_inode = token.split(":")
+            if len(dev_inode) == 3 and dev_inode[2].isdigit() and int(dev_inode[2]) == inode:
+                return f"process PID {parts[i - 1]}"
+    return "another process"
 
 
-def _take(run: RunLayout):
-    """The open, locked lock file, or a TrainingError naming who holds it."""
+def _take(run: RunLayout) -> int:
+    """The run folder, open and locked, or a TrainingError naming who holds it."""
     import fcntl
 
-    run.dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(run.dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise TrainingError(f"{run.dir} is being trained by {_holder(run.lock)}; wait for it to finish "
+        raise TrainingError(f"{run.dir} is being trained by {holder(run.dir)}; wait for it to finish "
                             f"(or stop it), or train under another --run_name") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"PID {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
     return fd
 
 
 @contextlib.contextmanager
 def run_lock(run: RunLayout):
     """Hold the run's lock while the block trains; every rank fails together when it is held."""
-    fd, problem = None, None
+    fd, problem, made = None, None, False
     if is_main_process():
+        made = not run.dir.exists()
+        run.dir.mkdir(parents=True, exist_ok=True)
         try:
             fd = _take(run)
         except TrainingError as e:
             problem = e
-    if agree([int(problem is not None)])[0]:
-        raise problem or TrainingError(f"{run.dir} is being trained by another process")
     try:
+        if agree([int(problem is not None)])[0]:
+            raise problem or TrainingError(f"{run.dir} is being trained by another process")
         yield
     finally:
         if fd is not None:
-            os.close(fd)  # closing the file releases the lock
+            os.close(fd)  # closing it releases the lock
+        if made:
+            with contextlib.suppress(OSError):  # only when nothing was written in it
+                run.dir.rmdir()

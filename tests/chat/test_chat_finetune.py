@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 
 import pytest
 
@@ -14,6 +13,13 @@ from londonlm.chat.template import IGNORE, ChatEncoding
 from londonlm.core.layout import CHAT_INFO, SIDECAR, Layout
 
 QUIET = dict(log=lambda *_: None)
+
+
+def in_precision(precision: str):
+    """What ``--bf16 true|false`` asks of a chat run (the training package's request)."""
+    from londonlm.training import JobRequest, SpeedRequest, SpeedSettings, default_autotune
+
+    return JobRequest(speed=SpeedRequest(autotune=default_autotune(), given=SpeedSettings(precision)))
 OPTS = ChatTrainOptions(max_steps=4, batch_size=4, learning_rate=3e-3, warmup_steps=1, save_steps=2,
                         eval_steps=2, logging_steps=1, save_total_limit=5)
 
@@ -68,8 +74,8 @@ def test_fine_tune_writes_a_chat_model_that_stock_tools_use(chat_root, precision
 
     layout = _layout(chat_root)
     run = layout.run(f"base-{precision}-chat")
-    opts = replace(OPTS, precision=precision)
-    info = finetune_chat(layout.run("base").final, layout.chat_data_dir, run, opts, **QUIET)
+    info = finetune_chat(layout.run("base").final, layout.chat_data_dir, run, OPTS,
+                         request=in_precision(precision), **QUIET)
     assert info["global_step"] == 4 and info["status"] == "finished"
     assert info["precision"] == precision
     assert info["data"]["train"]["answer_tokens"] > 0 and info["eval_answer_loss"] is not None
@@ -93,15 +99,15 @@ def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(chat_root, tmp_pa
     layout = _layout(chat_root)
     run = layout.run(f"resume-{precision}-chat")
     base = layout.run("base").final
-    opts = replace(OPTS, precision=precision)
-    finetune_chat(base, layout.chat_data_dir, run, opts, **QUIET)
+    opts, request = OPTS, in_precision(precision)
+    finetune_chat(base, layout.chat_data_dir, run, opts, request=request, **QUIET)
     whole = load_file(str(run.final / "model.safetensors"))
     # an interrupted run: checkpoint-2 written, nothing after it
     shutil.rmtree(run.final)
     shutil.rmtree(run.checkpoint(4))
     (run.dir / SIDECAR).unlink()
     logs = []
-    info = finetune_chat(base, layout.chat_data_dir, run, opts, log=logs.append)
+    info = finetune_chat(base, layout.chat_data_dir, run, opts, request=request, log=logs.append)
     assert any("resuming from" in m and "checkpoint-2" in m for m in logs)
     assert info["global_step"] == 4
     resumed = load_file(str(run.final / "model.safetensors"))

@@ -123,7 +123,7 @@ def test_bf16_target_gradient_stays_exact_for_confident_tokens():
 
 
 def test_the_fused_loss_traces_under_torch_compile():
-    """CUDA runs compile by default (training.options.compile_pays): the fused forward and its
+    """CUDA runs compile by default (training.speed.compile.compile_pays): the fused forward and its
     autograd Function must go through dynamo and AOT autograd with the eager gradients
     (aot_eager: the same tracing without inductor's C++ build, seconds on CPU)."""
     from conftest import micro_gpt2

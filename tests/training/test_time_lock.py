@@ -129,7 +129,7 @@ def test_bad_cutoff_value_is_one_line(root, capsys):
 
 def test_undated_documents_are_refused_under_a_cutoff(root):
     from londonlm.training.dist import TrainingError
-    from londonlm.training.plan import corpus_time
+    from londonlm.training.timelock import corpus_time
 
     manifest = processed(root) / "manifest.jsonl"
     rows = [json.loads(x) for x in manifest.read_text().splitlines()]

@@ -1,6 +1,7 @@
 """Training stage: exact resume, checkpoint validation, signals, distributed, errors."""
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -259,3 +260,80 @@ def test_saved_weights_lose_the_compile_prefix_and_foreign_ones_are_refused(tmp_
     with pytest.raises(TrainingError, match="do not match the model.*missing.*h.0.mlp"):
         trainer._save(str(tmp_path / "bad"), state_dict=foreign)
     assert not (tmp_path / "bad").exists()
+
+
+BEFORE_TREE = Path(__file__).resolve().parent / "data" / "run_before_config_tree"
+
+
+def test_a_checkpoint_written_before_the_configuration_tree_resumes_exactly(tmp_path):
+    """A run stopped at step 3 by the code before training settings became one tree (the
+    fixture: its tokenizer, corpus, checkpoint-3 and run_info.json, made by b828d8e) resumes under
+    this code with the same command: its settings stay current (same record) and steps 4-6 train
+    as the uninterrupted run of that code did."""
+    recorded = json.loads((BEFORE_TREE / "whole_run.json").read_text())
+    root = tmp_path / "root"
+    shutil.copytree(BEFORE_TREE, root)
+    env = {**os.environ, "LONDONLM_AUTOTUNE": "off", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(REPO / "04_training" / "train_model_slm.py"),
+                        "--root", str(root), "--run_name_dir", "old", "--preset", "micro", "--n_layer", "1",
+                        "--n_embd", "32", "--n_head", "2", "--max_steps", "6", "--save_steps", "3",
+                        "--eval_steps", "3", "--logging_steps", "1", "--bf16", "false", "--seed", "1",
+                        "--report_to", "none"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "resuming from" in r.stdout + r.stderr and "checkpoint-3" in r.stdout + r.stderr
+    info = json.loads((root / "09_models" / "checkpoints" / "old" / "run_info.json").read_text())
+    assert info["resumed_from"].endswith("checkpoint-3") and info["global_step"] == 6
+    assert info["settings"] == recorded["whole_settings"]
+    resumed, whole = dict(map(tuple, info["train_curve"])), dict(map(tuple, recorded["whole_train_curve"]))
+    for step in (4, 5, 6):
+        assert resumed[step] == pytest.approx(whole[step], rel=1e-4), step
+
+
+def test_a_second_training_of_a_live_run_is_refused_naming_the_holder(root, capsys):
+    """Two trainings of one run overwrote each other's checkpoints, final/ and run_info.json (the
+    second "resumed" from the first's live checkpoint). The process training a run holds its
+    lock; a second training, or a resume of it, is one line naming that process, and nothing of
+    the run is touched. The lock goes with the process that held it."""
+    from londonlm.core import RunLayout
+    from londonlm.training.runlock import run_lock
+
+    quiet = ["--eval_steps", "100000", "--logging_steps", "1", "--save_steps", "100000"]
+    run = RunLayout(run_dir(root))
+    with run_lock(run):  # as a live training holds it
+        assert train(root, "--max_steps", "2", *quiet) == 2
+        err = capsys.readouterr().err
+        assert f"is being trained by process PID {os.getpid()}" in err and "Traceback" not in err
+        assert not any(run.dir.iterdir())  # nothing of the run written
+    assert train(root, "--max_steps", "2", *quiet) == 0  # released: trains
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--report_to", "nonsense"], "unknown tracker 'nonsense'; installed here:"),
+    (["--report_to", "wandb,nonsense"], "unknown tracker 'nonsense'"),
+    (["--report_to", "none", "wandb"], "'none' cannot be combined"),
+])
+def test_report_to_is_checked_when_parsed(argv, said):
+    """A tracker name transformers does not know was a ValueError traceback when the Trainer
+    was built, after the data work: now one line at parse time naming what is installed."""
+    from londonlm.core.errors import UsageError
+    from londonlm.training import parse_train_flags
+
+    with pytest.raises(UsageError, match=re.escape(said)):
+        parse_train_flags(["--preset", "micro", *argv])
+
+
+def test_two_trackers_can_be_named_either_way_transformers_takes_them():
+    """``--report_to wandb tensorboard`` (a list) and ``--report_to wandb,tensorboard`` both name two
+    trackers (each alone worked; together they were refused or a traceback)."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    from londonlm.training import build_config, parse_train_flags, training_arguments
+
+    installed = get_available_reporting_integrations()[:2]
+    if len(installed) < 2:
+        pytest.skip(f"needs two trackers installed, found {installed}")
+    for argv in (["--report_to", *installed], ["--report_to", ",".join(installed)],
+                 [f"--report_to={','.join(installed)}"]):
+        flags = parse_train_flags(["--preset", "micro", *argv])
+        assert flags.trainer["report_to"] == installed and "report_to" in flags.explicit
+        assert training_arguments(build_config(flags, DEFAULTS)).report_to == installed
