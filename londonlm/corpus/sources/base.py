@@ -91,6 +91,19 @@ def safe_id(raw: str) -> tuple[str, bool]:
     return s, s != raw
 
 
+def distinct_id(raw: str) -> tuple[str, bool]:
+    """:func:`safe_id`, but an id that had to change carries a hash of the raw one, so raw ids
+    that clean alike (``a/b``, ``a b``, ``a_b``) stay distinct documents: the corpus keeps one
+    document per id, and a clash silently dropped all but the first."""
+    s, changed = safe_id(raw)
+    if not changed:
+        return s, False
+    h = hashlib.sha256(raw.encode()).hexdigest()[:12]
+    if s.endswith("-" + h):  # a long id: safe_id gave it its hash already
+        return s, True
+    return s[: MAX_ID_LEN - 13] + "-" + h, True
+
+
 def _binary_share(data: bytes) -> float:
     """Share of bytes that never occur in text (NUL and most C0 controls)."""
     sample = data[:65536]
