@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from ..core import die_with_parent
 from .cleaning import MAX_LINE_CHARS, clean_text
 from .dedup import hash_words, norm_words, signature
 from .filters import default_filters, preview, run_filters
@@ -40,8 +41,10 @@ _SETTINGS: dict[str, Any] = {}
 _OCR: DocumentRepair | None = None
 
 
-def _init_worker(settings: dict[str, Any]) -> None:
+def _init_worker(settings: dict[str, Any], parent_pid: int | None = None) -> None:
     global _FILTERS, _SETTINGS, _OCR
+    if parent_pid is not None:  # a worker process: it ends with the collection (kill -9 included)
+        die_with_parent(parent_pid)
     _SETTINGS = settings
     ocr = OcrOptions(**settings.get("ocr", {}))
     _FILTERS = default_filters(settings["year_range"], settings["min_chars"], settings.get("cutoff_year"),
@@ -108,7 +111,7 @@ def _bounded_map(docs: Iterable[Document], workers: int, settings: dict[str, Any
 
     ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(settings,)) as pool:
+                             initargs=(settings, os.getpid())) as pool:
         pending: set[Future] = set()
         it = iter(docs)
         exhausted = False
