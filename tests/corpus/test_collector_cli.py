@@ -242,3 +242,20 @@ def test_a_second_collector_on_the_same_root_is_one_line_naming_the_first(tmp_pa
     assert sorted(x["id"] for x in rows(root) + rows(root, "rejections.jsonl")) == [
         "local_large_1750", "local_small_0_1750", "local_small_1_1750", "local_small_2_1750"]
     assert run(args, tmp_path).returncode == 0  # the hold went with the first collector
+
+
+@pytest.mark.parametrize("registry, message", [
+    ("sources:\n  - {id: [1, 2], kind: html}\n", "entry 0: id must be text, not [1, 2]"),
+    ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "sources:\n  - {id: x, kind: html, title: *b}\n", "line 2: the YAML alias *a is not read"),
+    ("sources:\n  - {id: x, kind: html, urls: ['http://127.0.0.1:9/a', 'file:///etc/passwd']}\n",
+     "entry 'x': urls 'file:///etc/passwd' is not an http(s) URL"),
+], ids=["id_a_list", "alias", "file_url"])
+def test_a_bad_registry_is_one_line_for_list_and_collect(tmp_path, registry, message):
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(registry)
+    for args in (["--list"], ["--sources", "x", "--root", str(tmp_path / "root")]):
+        r = run(["--registry", str(reg), *args], tmp_path)
+        assert r.returncode == 2 and r.stderr == f"error: registry {reg}: {message}" + r.stderr.split(message)[1]
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "root").exists()

@@ -207,5 +207,16 @@ class Source:
         raise NotImplementedError
 
 
+def not_downloaded(doc: Document, dest: str | Path) -> Document:
+    """``doc`` rejected as ``not_downloaded``, with why its fetch failed when one was tried."""
+    from ..download import download_failure
+
+    doc.error = "not_downloaded"
+    why = download_failure(dest)
+    if why:
+        doc.extra["error_detail"] = why
+    return doc
+
+
 def wanted(keep, key: str) -> bool:
     return keep is None or keep(key)
