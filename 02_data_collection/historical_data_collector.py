@@ -12,7 +12,7 @@ folder and/or the embedded offline sample; clean, filter, dedup and write texts 
     python 02_data_collection/historical_data_collector.py --source_dir my_scans/ --cutoff_year 1750
     python 02_data_collection/historical_data_collector.py --sources bl_books --progress        # streams from the Hub
     python 02_data_collection/historical_data_collector.py --sources bl_books --hf_dataset_dir blbooks-parquet/
-    python 02_data_collection/historical_data_collector.py --source_dir my_scans/ --ocr --period_corpus ../shared/corpus
+    python 02_data_collection/historical_data_collector.py --source_dir my_scans/ --ocr --period_corpus period_lexicon.json.gz
     python 02_data_collection/historical_data_collector.py --list
 """
 import argparse

@@ -3,7 +3,7 @@
 one per witness examination, written with `datasets.save_to_disk` plus a dataset card,
 per-file statistics and every rejected exchange with its reason; skips when current.
 
-    python 07_finetuning/build_chat_dataset.py --source_dir ../shared/corpus
+    python 07_finetuning/build_chat_dataset.py --source_dir my_texts/
 """
 import sys
 from pathlib import Path

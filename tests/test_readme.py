@@ -92,6 +92,15 @@ def readme_commands(text: str) -> list[str]:
     return out
 
 
+def prose_commands(text: str) -> list[str]:
+    """Backticked commands in the README's prose (outside fenced blocks and tables), a span
+    wrapped over lines joined: commands a reader copies as well."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    prose = "\n".join(line for line in prose.splitlines() if not line.startswith("|"))
+    spans = (" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose))
+    return [span for span in spans if re.match(r"(python|\./|bash |\.venv/|source |\w+/\S+\.py )", span)]
+
+
 def light_version(cmd: str) -> str:
     # " [--preset tiny] [--source_dir DIR]" style usage lines are documentation, not commands.
     cmd = re.sub(r"\s*\[[^\]]*\]", "", cmd)
@@ -109,6 +118,15 @@ def test_extraction_finds_table_and_block_commands():
     text = ("| a | `python x.py --y 1` | `data/` |\n\n```bash\n./run.sh a \\\n   --b 2   # why\n"
             "# comment\n```\n```text\nnot a command\n```\n")
     assert readme_commands(text) == ["python x.py --y 1", "./run.sh a --b 2"]
+
+
+def test_no_readme_command_needs_the_development_machines_folders():
+    """`../shared` holds this repository's test data on its development machines; a user has
+    their own texts, the corpus they collected and the registry's sources."""
+    text = README.read_text(encoding="utf-8")
+    commands = readme_commands(text) + prose_commands(text)
+    assert "python 10_scripts/run_pipeline.py --source_dir my_texts/" in commands  # prose is read too
+    assert [c for c in commands if "../shared" in c or "shared/corpus" in c] == []
 
 
 def test_light_version_keeps_downloads_and_rendezvous_away():

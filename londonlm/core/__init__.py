@@ -11,6 +11,8 @@
   and the refusal to train on the CPU when torch cannot use the GPUs the machine shows.
 - :mod:`.scratch`: ``ScratchTables``, a SQLite file for one job's rows that would not fit in
   memory at scale; ``sqlite_os_error``, the OSError a SQLite failure stands for (a full disk).
+- :mod:`.processes`: a lock file that names its holder (``hold``), and workers that end with
+  their parent (``die_with_parent``).
 - :mod:`.generation_settings`: the project's one set of sampling defaults, which training
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
@@ -29,6 +31,7 @@ from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError
 from .hardware import (GpuUnusable, choose_precision, cpu_has_native_bf16, device_name, free_memory_bytes,
                        hardware_summary, keep_freed_memory_in_heap, large_blocks_from_the_system, peak_flops,
                        require_usable_gpus, return_freed_memory, usable_cores, use_training_threads)
+from .processes import Hold, die_with_parent, hold, holder_pid
 from .scratch import ScratchTables, sqlite_os_error
 from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE, SIDECAR,
                      TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints, model_run_info,
@@ -37,9 +40,9 @@ from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUF
 __all__ = [
     "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
     "checkpoint_name", "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS",
-    "cpu_has_native_bf16", "current_or_make", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name",
+    "cpu_has_native_bf16", "current_or_make", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name", "die_with_parent",
     "existing_dir", "existing_file", "FINAL", "fraction", "free_text", "free_memory_bytes", "GpuUnusable", "generation_config_dict", "GenerationError",
-    "GenerationSettings", "GGUF", "give_open_mode", "hardware_summary", "keep_freed_memory_in_heap",
+    "GenerationSettings", "GGUF", "give_open_mode", "hardware_summary", "Hold", "hold", "holder_pid", "keep_freed_memory_in_heap",
     "large_blocks_from_the_system",
     "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",

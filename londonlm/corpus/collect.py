@@ -9,6 +9,7 @@ report (``londonlm.corpus.report``), and the sidecar last. What it writes is rea
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..core import (SIDECAR, UsageError, large_blocks_from_the_system, read_json, sidecar_current, user_path,
-                    write_sidecar)
+from ..core import (SIDECAR, UsageError, hold, holder_pid, large_blocks_from_the_system, read_json, sidecar_current,
+                    user_path, write_sidecar)
 from .cutoff import time_facts_of
 from .manifest import (REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs, read_jsonl,
                        iter_manifest, summarize)
@@ -42,6 +43,10 @@ CORPUS_LIBRARIES = ("londonlm", "numpy", "datasketch", "ftfy", "trafilatura", "l
 
 class CollectionError(CorpusError):
     """The collection produced nothing usable, or shards disagree; the message says why."""
+
+
+class CollectionBusy(CollectionError):
+    """Another collection is writing to the same output folder now."""
 
 
 @dataclass
@@ -246,13 +251,19 @@ def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path,
 
     ``shard=None`` runs every shard then merges; ``shard=K`` runs shard K only (merge later with
     ``merge_only=True``). ``options``: the fields of :class:`CollectionOptions`. Returns stats
-    with ``counts`` (documents, words, rejected by reason, ...)."""
+    with ``counts`` (documents, words, rejected by reason, ...). One collection at a time writes
+    to one ``processed_dir`` (:func:`collection_lock`)."""
     o = CollectionOptions(**options).check()
-    large_blocks_from_the_system()  # books pass through this process one by one: no heap creep
-    t0 = time.time()
-    downloads_dir, processed_dir, metadata_dir = Path(downloads_dir), Path(processed_dir), Path(metadata_dir)
     if not entries:
         raise CollectionError("no sources selected; pass --sources, --source_dir or --sample")
+    with collection_lock(Path(processed_dir), o.shard, o.num_shards):
+        return _collect(entries, Path(downloads_dir), Path(processed_dir), Path(metadata_dir), o)
+
+
+def _collect(entries: Sequence[dict[str, Any]], downloads_dir: Path, processed_dir: Path, metadata_dir: Path,
+             o: CollectionOptions) -> dict[str, Any]:
+    large_blocks_from_the_system()  # books pass through this process one by one: no heap creep
+    t0 = time.time()
     srcs = [make_source(dict(e), o.base_urls) for e in entries]
     for s in srcs:
         s.progress = o.progress
@@ -286,6 +297,55 @@ def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path,
     _check_plans(processed_dir, plan, o.num_shards)
     stats["merge"] = merge_shards(processed_dir, o.num_shards, o.validation_percent)
     return _finish(stats, entries, inputs, processed_dir, metadata_dir, o, t0)
+
+
+LOCK_FILE = ".collection.lock"
+
+
+@contextlib.contextmanager
+def collection_lock(processed_dir: Path, shard: int | None, num_shards: int) -> Iterator[None]:
+    """Hold ``processed_dir`` for one collection: two at once both exited 0 with the same book
+    staged twice in the rejections. The runs of a Slurm array's shards share the folder (each
+    takes a shared hold on it) but a shard is run once at a time, and a whole run or a merge
+    holds the folder alone. The holds go with the process, however it ends (kill -9 included:
+    its workers die with it). A folder this user may not write needs no hold: the collection
+    either finds it current or fails at its first write, naming it."""
+    names = [(LOCK_FILE, shard is not None)] + ([] if shard is None else [(_shard_lock(shard, num_shards), False)])
+    holds = []
+    try:
+        for name, shared in names:
+            try:
+                h = hold(processed_dir / name, shared=shared)
+            except OSError as e:
+                if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                break
+            if h is None:
+                raise CollectionBusy(_busy_message(processed_dir, shard, None if shared or shard is None else num_shards))
+            holds.append(h)
+        yield
+    finally:
+        for h in reversed(holds):
+            h.release()
+
+
+def _shard_lock(shard: int, num_shards: int) -> str:
+    return f".collection-shard-{shard}-of-{num_shards}.lock"
+
+
+def _busy_message(processed_dir: Path, shard: int | None, num_shards: int | None = None) -> str:
+    """Who holds the folder (their PIDs, as their lock files say), and what the user can do."""
+    if num_shards is not None:   # this shard is being collected
+        pids = [holder_pid(processed_dir / _shard_lock(shard, num_shards))]
+        what = f"shard {shard} of {num_shards} is being collected into {processed_dir}"
+    else:                        # a whole run or a merge holds it, or (for those) some shard runs do
+        pids = [holder_pid(processed_dir / LOCK_FILE)] + [holder_pid(p) for p in
+                                                           sorted(processed_dir.glob(".collection-shard-*.lock"))]
+        what = f"another collection is writing to {processed_dir}"
+    pids = sorted({p for p in pids if p is not None})
+    by = f" by process {', '.join(map(str, pids))}" if pids else ""
+    stop = f"stop it (kill {' '.join(map(str, pids))}) or " if pids else ""
+    return f"{what}{by}; wait for it to end, {stop}collect elsewhere (--root)"
 
 
 def _in_place(src) -> bool:
@@ -416,5 +476,5 @@ def collect_from_registry(registry_path: str | Path, downloads_dir: str | Path, 
                           progress=progress, log=log or logger.info, **options)
 
 
-__all__ = ["CollectionError", "CollectionOptions", "build_corpus", "collect_from_registry", "local_entry",
-           "run_collection", "sample_entry", "select_sources", "source_fingerprint", "summary_counts"]
+__all__ = ["CollectionBusy", "CollectionError", "CollectionOptions", "build_corpus", "collect_from_registry", "local_entry",
+           "collection_lock", "run_collection", "sample_entry", "select_sources", "source_fingerprint", "summary_counts"]

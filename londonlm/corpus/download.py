@@ -9,7 +9,9 @@ is renamed into place (atomic ``os.replace``), so a partial file is never taken 
 An interrupted ``.part`` is resumed with an HTTP Range request when the server supports it,
 with ``If-Range`` so a file that changed upstream is fetched anew, never spliced.
 A ``<dest>.sha256`` sidecar (written last) records the checksum; a re-run skips files whose
-sidecar matches, and a run continues past failures and summarises them at the end.
+sidecar matches, and a run continues past failures and summarises them at the end. A fetch that
+failed leaves ``.<dest>.failed`` saying why (every URL tried, each with its error), so the
+document's rejection row names the cause (:func:`download_failure`); a later success removes it.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..core import write_json_atomic
+from ..core import write_json_atomic, write_text_atomic
 from .partial_download import (changed_upstream, content_length, content_range_start, content_range_total,
                                discard_part, if_range_value, part_info, part_info_path, read_part_info)
 
@@ -121,6 +123,20 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _failure_note(dest: Path) -> Path:
+    # a dot file: the downloads' fingerprint leaves it out (a new wording of one failure
+    # must not make the corpus stale)
+    return dest.with_name(f".{dest.name}.failed")
+
+
+def download_failure(dest: str | Path) -> str:
+    """Why the last fetch of ``dest`` failed ('' when it did not fail, or was never tried)."""
+    try:
+        return _failure_note(Path(dest)).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def is_complete(dest: Path) -> bool:
@@ -222,6 +238,7 @@ class Downloader:
         key = task.key or dest.name
         if is_complete(dest):
             meta = json.loads(_sidecar(dest).read_text())
+            _failure_note(dest).unlink(missing_ok=True)
             return DownloadResult(key, str(dest), True, "skipped", meta.get("url", ""), meta["sha256"],
                                   meta["bytes"])
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +249,9 @@ class Downloader:
             except (_Permanent, _Exhausted) as e:
                 errors.append(f"{url}: {e}")
                 continue
+            except requests.RequestException as e:  # a URL no retry mends (file:, no host): the next one
+                errors.append(f"{url}: {type(e).__name__}: {e}")
+                continue
             digest = _sha256(dest)
             if task.expected_sha256 and digest != task.expected_sha256:
                 dest.unlink()
@@ -240,9 +260,11 @@ class Downloader:
             size = dest.stat().st_size
             write_json_atomic(_sidecar(dest), {"url": url, "sha256": digest, "bytes": size,
                                                "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            _failure_note(dest).unlink(missing_ok=True)
             return DownloadResult(key, str(dest), True, status, url, digest, size, attempts)
-        return DownloadResult(key, str(dest), False, "failed", task.urls[0] if task.urls else "",
-                              error="; ".join(errors) or "no URL")
+        error = "; ".join(errors) or "no URL"
+        write_text_atomic(_failure_note(dest), error + "\n")
+        return DownloadResult(key, str(dest), False, "failed", task.urls[0] if task.urls else "", error=error)
 
     def _fetch_once(self, url: str, dest: Path) -> str:
         """One attempt: stream into ``.part`` (resuming if possible); rename when complete.

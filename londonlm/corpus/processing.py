@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from ..core import die_with_parent
 from .cleaning import MAX_LINE_CHARS, clean_text
 from .dedup import hash_words, norm_words, signature
 from .filters import default_filters, preview, run_filters
@@ -40,8 +41,10 @@ _SETTINGS: dict[str, Any] = {}
 _OCR: DocumentRepair | None = None
 
 
-def _init_worker(settings: dict[str, Any]) -> None:
+def _init_worker(settings: dict[str, Any], parent_pid: int | None = None) -> None:
     global _FILTERS, _SETTINGS, _OCR
+    if parent_pid is not None:  # a worker process: it ends with the collection (kill -9 included)
+        die_with_parent(parent_pid)
     _SETTINGS = settings
     ocr = OcrOptions(**settings.get("ocr", {}))
     _FILTERS = default_filters(settings["year_range"], settings["min_chars"], settings.get("cutoff_year"),
@@ -108,7 +111,7 @@ def _bounded_map(docs: Iterable[Document], workers: int, settings: dict[str, Any
 
     ctx = mp.get_context("spawn" if os.name == "nt" else "fork")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(settings,)) as pool:
+                             initargs=(settings, os.getpid())) as pool:
         pending: set[Future] = set()
         it = iter(docs)
         exhausted = False
@@ -123,6 +126,17 @@ def _bounded_map(docs: Iterable[Document], workers: int, settings: dict[str, Any
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 yield fut.result()
+
+
+def _duplicate_id(doc: Document) -> Document:
+    """A document whose id an earlier one of this run has, as the rejection row it becomes
+    (said before it reaches a worker: with several, the first to finish is not the first read)."""
+    where = doc.extra.get("relpath") or doc.extra.get("record_id") or doc.url
+    doc.error, doc.text = "duplicate_id", None
+    doc.extra.pop("raw_bytes", None)
+    doc.extra["error_detail"] = (f"another input of this collection has the id {doc.id}"
+                                 + (f"; {where} is left out" if where else ""))
+    return doc
 
 
 def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, year_range: Sequence[int] = (1500, 1900),
@@ -145,11 +159,16 @@ def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, ye
         bar = tqdm(desc="clean+filter", unit="B", unit_scale=True, unit_divisor=1024)
     in_flight: dict[str, int] = {}  # bytes of each document handed to the workers, for the bar
     with ShardWriter(processed_dir, shard, num_shards) as writer:
+        staged_before, handed = set(writer.seen), set()
+
         def todo() -> Iterator[Document]:
             for d in docs:
-                if d.id in writer.seen:
+                if d.id in staged_before:
                     counts["skipped_resumed"] += 1
                     continue
+                if d.id in handed:  # two inputs of this run mapped to one id: the first keeps it
+                    d = _duplicate_id(d)
+                handed.add(d.id)
                 p = d.extra.get("raw_path")
                 size = 0
                 if p and os.path.exists(p):
@@ -163,10 +182,6 @@ def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, ye
                 yield d
 
         for row, text in _bounded_map(todo(), workers, settings):
-            if row["id"] in writer.seen:  # two inputs mapped to one id: keep the first
-                row = {**row, "status": "rejected", "reason": "duplicate_id", "reasons": ["duplicate_id"],
-                       "detail": "another document already has this id"}
-                text = None
             writer.write(row, text)
             counts[row["status"]] += 1
             if bar is not None:

@@ -79,3 +79,27 @@ def test_registry_gutenberg_ids_agree_with_the_shared_manifest():
         assert e["year"] == int(r["year_first_published"]), e["id"]
         checked += 1
     assert checked >= 30
+
+
+def test_shards_of_one_folder_run_at_once_but_each_once_and_never_beside_a_whole_run(tmp_path):
+    """A Slurm array's shards share the output folder; a second run of one shard, or a whole run
+    or merge beside them, is refused naming the process that holds it (here, this one)."""
+    import os
+
+    from londonlm.corpus.collect import CollectionBusy, collection_lock
+
+    me = f"by process {os.getpid()};"
+    with collection_lock(tmp_path, 0, 2), collection_lock(tmp_path, 1, 2):
+        with pytest.raises(CollectionBusy, match=f"shard 0 of 2 is being collected into {tmp_path} {me}"):
+            with collection_lock(tmp_path, 0, 2):
+                pass
+        with pytest.raises(CollectionBusy, match=f"another collection is writing to {tmp_path} {me}"):
+            with collection_lock(tmp_path, None, 2):
+                pass
+    with collection_lock(tmp_path, None, 2):
+        with pytest.raises(CollectionBusy, match=me):
+            with collection_lock(tmp_path, 1, 2):
+                pass
+    with collection_lock(tmp_path, None, 1):  # every hold went with its block
+        pass
+    assert all(not p.read_text() for p in tmp_path.glob(".collection*.lock"))

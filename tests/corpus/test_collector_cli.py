@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,109 @@ def test_count_tokens_per_split_source_decade(micro_root, tmp_path):
     r = subprocess.run([sys.executable, str(COUNT), "--root", str(tmp_path / "nothing")], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no tokenizer" in r.stderr
+
+
+def slow_source(folder: Path, mb: int = 12) -> Path:
+    """A folder whose one large file keeps a cleaning worker busy for seconds, beside small ones."""
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"small_{i}_1750.txt").write_bytes(book(200 + i, f"Small {i}"))
+    rng = random.Random(7)
+    block = "\n".join(" ".join(rng.choice(WORDS) for _ in range(12)).capitalize() + "." for _ in range(500))
+    n = mb * 2**20 // len(block)
+    (folder / "large_1750.txt").write_text("\n".join(f"Part {k}. {block}" for k in range(n)), encoding="utf-8")
+    return folder
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper is dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(condition, seconds: float):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        got = condition()
+        if got:
+            return got
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_collector_takes_its_workers_with_it(tmp_path):
+    """kill -9 of the collector: its cleaning workers die too (they went on, re-parented to
+    init, and raced the user's rerun), and nothing is written after it."""
+    src, root = slow_source(tmp_path / "src"), tmp_path / "root"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--root", str(root), "--source_dir", str(src),
+                             "--workers", "2"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        workers = wait_for(lambda: children_of(proc.pid), 60)
+        assert workers, "the collector started no worker"
+        time.sleep(0.5)  # a large document is being cleaned
+        proc.kill()
+        proc.wait()
+        survivors = wait_for(lambda: [] if not any(map(alive, workers)) else None, 5)
+        assert survivors == [], [w for w in workers if alive(w)]
+        time.sleep(1)
+        assert not (root / "data" / "london_historical" / "processed" / "manifest.jsonl").exists()
+    finally:
+        proc.kill()
+        for w in workers:  # what the collector left running, if it did
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
+
+
+def test_a_second_collector_on_the_same_root_is_one_line_naming_the_first(tmp_path):
+    src, root = slow_source(tmp_path / "src"), tmp_path / "root"
+    args = ["--root", str(root), "--source_dir", str(src), "--workers", "1"]
+    first = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        lock = root / "data" / "london_historical" / "processed" / ".collection.lock"
+        assert wait_for(lambda: lock.exists() and lock.read_text().strip() == str(first.pid), 60)
+        second = run(args, tmp_path)
+        assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+        assert second.stderr.startswith("error: another collection is writing to ")
+        assert f"by process {first.pid};" in second.stderr
+        out, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err[-2000:]
+    finally:
+        first.kill()
+    # every input once (the large one is rejected for its repeated lines), none twice
+    assert sorted(x["id"] for x in rows(root) + rows(root, "rejections.jsonl")) == [
+        "local_large_1750", "local_small_0_1750", "local_small_1_1750", "local_small_2_1750"]
+    assert run(args, tmp_path).returncode == 0  # the hold went with the first collector
+
+
+@pytest.mark.parametrize("registry, message", [
+    ("sources:\n  - {id: [1, 2], kind: html}\n", "entry 0: id must be text, not [1, 2]"),
+    ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "sources:\n  - {id: x, kind: html, title: *b}\n", "line 2: the YAML alias *a is not read"),
+    ("sources:\n  - {id: x, kind: html, urls: ['http://127.0.0.1:9/a', 'file:///etc/passwd']}\n",
+     "entry 'x': urls 'file:///etc/passwd' is not an http(s) URL"),
+], ids=["id_a_list", "alias", "file_url"])
+def test_a_bad_registry_is_one_line_for_list_and_collect(tmp_path, registry, message):
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(registry)
+    for args in (["--list"], ["--sources", "x", "--root", str(tmp_path / "root")]):
+        r = run(["--registry", str(reg), *args], tmp_path)
+        assert r.returncode == 2 and r.stderr == f"error: registry {reg}: {message}" + r.stderr.split(message)[1]
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "root").exists()

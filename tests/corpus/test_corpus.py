@@ -130,3 +130,21 @@ def test_an_unreadable_input_is_a_rejection_not_a_failed_collection(tmp_path, mo
     counts = build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
     assert any("rebuilding (inputs changed: source:local)" in m for m in logs)
     assert counts["documents"] == 4 and counts["rejected"] == {}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_two_inputs_whose_ids_clean_alike_keep_one_and_reject_the_other(tmp_path, workers):
+    """`a b.txt` and `a_b.txt` both become the id local_a_b_1720: the first read keeps it, the
+    other is a duplicate_id rejection naming its file (it was skipped silently, as if resumed)."""
+    from londonlm.corpus.manifest import read_jsonl
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a b_1720.txt").write_text(text(1), encoding="utf-8")
+    (src / "a_b_1720.txt").write_text(text(2), encoding="utf-8")
+    counts = build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, workers=workers, log=lambda *_: None)
+    (row,) = read_manifest(tmp_path / "p")
+    assert row["relpath"] == "a b_1720.txt" and (tmp_path / "p" / row["path"]).read_text() == text(1)
+    (rejected,) = read_jsonl(tmp_path / "p" / "rejections.jsonl")
+    assert rejected["reason"] == "duplicate_id" and "a_b_1720.txt is left out" in rejected["detail"]
+    assert counts["rejected"] == {"duplicate_id": 1}

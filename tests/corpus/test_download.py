@@ -241,3 +241,19 @@ def test_206_at_the_wrong_offset_restarts_from_zero(tmp_path):
         res = make_dl().fetch(DownloadTask([srv.url], dest))
         assert res.ok and dest.read_bytes() == V1
         assert "Range" not in srv.requests[-1][1]
+
+
+def test_a_url_requests_cannot_fetch_is_one_failure_and_the_next_url_is_tried(tmp_path):
+    """`file:` (or a URL with no host) raised out of fetch and stopped the rest of its source;
+    now it is one URL's failure. A failed fetch leaves its reasons for the rejection row, and
+    a later success removes them."""
+    from londonlm.corpus.download import download_failure
+
+    dest = tmp_path / "a.txt"
+    with FakeServer() as srv:
+        srv.files["/a.txt"] = BODY
+        res = make_dl().fetch(DownloadTask(["file:///etc/passwd", "http://"], dest))
+        assert not res.ok and "file:///etc/passwd: InvalidSchema" in res.error and "http://: " in res.error
+        assert download_failure(dest) == res.error and not dest.exists()
+        res = make_dl().fetch(DownloadTask(["file:///etc/passwd", srv.url + "/a.txt"], dest))
+        assert res.ok and dest.read_bytes() == BODY and download_failure(dest) == ""

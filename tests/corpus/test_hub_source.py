@@ -179,8 +179,8 @@ def test_a_run_stopped_while_reading_pages_resumes_at_the_next_row_group(tmp_pat
     stored: list[int] = []
     real_add = PageStore.add_group
 
-    def add_then_stop(self, state, pages, records):
-        real_add(self, state, pages, records)
+    def add_then_stop(self, state, pages, records, notes=()):
+        real_add(self, state, pages, records, notes)
         stored.append(len(pages))
         if len(stored) == 5:
             raise KeyboardInterrupt  # killed after five row groups were stored
@@ -191,7 +191,7 @@ def test_a_run_stopped_while_reading_pages_resumes_at_the_next_row_group(tmp_pat
     monkeypatch.setattr(PageStore, "add_group", real_add)
     groups_after: list[int] = []
     monkeypatch.setattr(PageStore, "add_group",
-                        lambda self, s, p, r: (groups_after.append(len(p)), real_add(self, s, p, r)))
+                        lambda self, s, p, *rest: (groups_after.append(len(p)), real_add(self, s, p, *rest)))
     kept, rejected, _ = collect(tmp_path, entry, "again")
     assert groups_after and len(stored) + len(groups_after) == 12  # 24 pages, 2 a group: none read twice
     assert kept.keys() == whole.keys() and not rejected
@@ -306,3 +306,54 @@ def test_a_full_disk_under_the_page_store_is_an_os_error_naming_it(tmp_path):
             for _ in range(100):
                 store.db.execute("INSERT INTO meta VALUES (?, ?)", (str(_), "x" * 60000))
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+
+
+def _retyped(schema: pa.Schema, **types) -> pa.Schema:
+    return pa.schema([pa.field(f.name, types[f.name]) if f.name in types else f for f in schema])
+
+
+def test_a_cell_that_is_no_number_costs_its_own_value_not_its_row_group(tmp_path):
+    """pandas writes a missing integer as NaN in a float column; a confidence may be text. Such a
+    cell loses its value (the page is kept unnumbered, its confidence left out), never the other
+    pages of its row group, which once were all rejected as one unreadable group."""
+    books = [Book(f"00000000{n}", pages=20) for n in (1, 2, 3)]
+    rows = [page_row(b, pg) for b in books for pg in range(1, 21)]
+    for r in rows:
+        r["pg"], r["mean_wc_ocr"] = float(r["pg"]), str(r["mean_wc_ocr"])
+    rows[4]["pg"] = float("nan")            # book 1, page 5
+    rows[25]["mean_wc_ocr"] = "high"        # book 2, page 6
+    write_file(tmp_path / "repo" / "data" / "train-00000-of-00001-0123456789abcdef.parquet", rows,
+               schema=_retyped(SCHEMA, pg=pa.float64(), mean_wc_ocr=pa.string()), row_group_size=60)
+    kept, rejected, _ = collect(tmp_path, bl_entry(tmp_path / "repo"))
+    assert set(kept) == {"bl_books-000000001", "bl_books-000000002", "bl_books-000000003"} and not rejected
+    first, second, third = (kept[f"bl_books-00000000{n}"] for n in (1, 2, 3))
+    assert page_marks(text_of(tmp_path, first)) == [f"000000001 p{n}" for n in (*range(1, 5), *range(6, 21), 5)]
+    assert "unreadable_page_number" in first["repairs"] and "pages_unnumbered" in first["repairs"]
+    assert len(page_marks(text_of(tmp_path, second))) == 20 and "unreadable_ocr_confidence" in second["repairs"]
+    assert second["ocr_confidence"] == pytest.approx(0.9, abs=1e-4)
+    assert not {"unreadable_page_number", "unreadable_ocr_confidence"} & set(third["repairs"])
+
+
+def test_fractional_page_numbers_are_ordered_by_their_value_not_dropped_as_repeats(tmp_path):
+    book = Book("000000001", pages=20)
+    numbers = [1 + i / 2 for i in range(20)]                 # 1, 1.5, 2, 2.5, ...
+    rows = [dict(page_row(book, i + 1), pg=n) for i, n in enumerate(numbers)]
+    rows = rows[1::2] + rows[0::2]                            # read out of order
+    write_file(tmp_path / "repo" / "data" / "train-00000-of-00001-0123456789abcdef.parquet", rows,
+               schema=_retyped(SCHEMA, pg=pa.float64()))
+    kept, rejected, _ = collect(tmp_path, bl_entry(tmp_path / "repo"))
+    row = kept["bl_books-000000001"]
+    assert row["pages"]["duplicates"] == 0 and row["pages"]["text"] == 20 and not rejected
+    assert page_marks(text_of(tmp_path, row)) == [f"000000001 p{n}" for n in range(1, 21)]
+
+
+def test_record_ids_that_clean_alike_stay_distinct_books(tmp_path):
+    books = [Book("a/b"), Book("a_b"), Book("a b"), Book("x" * 200), Book("x" * 199 + "/")]
+    write_repo(tmp_path / "repo", books)
+    kept, rejected, _ = collect(tmp_path, bl_entry(tmp_path / "repo"))
+    assert len(kept) == 5 and not rejected
+    by_record = {r["record_id"]: r for r in kept.values()}
+    assert by_record["a_b"]["id"] == "bl_books-a_b"    # an id that needs no cleaning keeps its name
+    for record in ("a/b", "a b", "x" * 200, "x" * 199 + "/"):
+        assert f"[{record} p1]" in text_of(tmp_path, by_record[record])
+        assert "id_sanitised" in by_record[record]["repairs"] and len(by_record[record]["id"]) <= 150

@@ -221,3 +221,80 @@ def test_project_registry_is_valid_and_large_enough():
         assert 1500 <= int(e["year"]) <= 1900 and e.get("title") and e.get("author")
     kinds = {e["kind"] for e in entries}
     assert {"gutenberg", "archive_org", "old_bailey", "london_lives", "html", "local"} <= kinds
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("{id: [1, 2], kind: html}", "entry 0: id must be text, not [1, 2]"),
+    ("{id: {a: 1}, kind: html}", "entry 0: id must be text, not {'a': 1}"),
+    ("{id: null, kind: html}", "entry 0: id must be text, not None"),
+    ("{id: x, kind: [html]}", "entry 0: kind must be text, not ['html']"),
+    ("{id: x, kind: html, title: [a, b]}", "entry 'x': title must be text"),
+    ("{id: x, kind: html, urls: [http://a.example/a, 'file:///etc/passwd']}",
+     "entry 'x': urls 'file:///etc/passwd' is not an http(s) URL"),
+    ("{id: x, kind: html, urls: [a/b.html]}", "entry 'x': urls 'a/b.html' is not an http(s) URL"),
+    ("{id: x, kind: html, urls: http://a.example/a}", "entry 'x': urls must be a list"),
+    ("{id: x, kind: gutenberg, gutenberg_id: 1, base_url: 'ftp://mirror'}", "entry 'x': base_url 'ftp://mirror'"),
+])
+def test_a_registry_entry_of_the_wrong_shape_is_refused_naming_it(tmp_path, entry, message):
+    reg = tmp_path / "r.yaml"
+    reg.write_text(f"sources:\n  - {entry}\n")
+    with pytest.raises(RegistryError) as caught:
+        load_registry(reg)
+    assert str(caught.value).startswith(f"registry {reg}: {message}")
+
+
+def test_relative_urls_are_paths_on_an_old_bailey_base_url(tmp_path):
+    reg = tmp_path / "r.yaml"
+    reg.write_text("sources:\n  - {id: obo, kind: old_bailey, base_url: 'https://www.oldbaileyonline.org', "
+                   "urls: [obo/17820410.xml]}\n")
+    assert load_registry(reg)[0]["urls"] == ["obo/17820410.xml"]
+
+
+def alias_bomb(levels: int) -> str:
+    """A registry whose title is `levels` nested lists of nine aliases each: 9**levels strings."""
+    lines = ["  a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"  a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 9) + "]" for n in range(1, levels)]
+    return "bomb:\n" + "\n".join(lines) + f"\nsources:\n  - {{id: x, kind: local, path: ., title: *a{levels - 1}}}\n"
+
+
+def test_a_yaml_alias_is_refused_before_it_is_expanded(tmp_path):
+    """A 9-level alias bomb as a title took 50 s and 3.1 GB to list, and an 8-level one wrote a
+    624 MB manifest for one 12 KB document: no alias is read."""
+    reg = tmp_path / "r.yaml"
+    reg.write_text(alias_bomb(9))
+    with pytest.raises(RegistryError, match=r"line 3: the YAML alias \*a0 is not read"):
+        load_registry(reg)
+    reg.write_text("base: &b {kind: local, path: .}\nsources:\n  - {id: x, <<: *b}\n")
+    with pytest.raises(RegistryError, match=r"alias \*b is not read"):
+        load_registry(reg)
+
+
+def test_a_failed_url_does_not_stop_the_rest_of_its_source(tmp_path):
+    """b answers 500 every time and d is a file: URL (given past the registry's check): c is
+    still fetched and kept; b and d are rejection rows saying why."""
+    from londonlm.corpus.collect import run_collection
+    from londonlm.corpus.manifest import read_jsonl
+
+    import random
+
+    words = ("the watermen of Thames plied their boats between stairs at Westminster and Bridge calling for "
+             "fares in voices that carried over water on every tide day").split()
+    with FakeServer() as srv:
+        for name in "abc":  # three different pages (near-duplicates would be merged)
+            rng = random.Random(name)
+            paras = "".join(f"<p>{' '.join(rng.choice(words) for _ in range(30)).capitalize()}.</p>" for _ in range(6))
+            srv.files[f"/{name}.html"] = f"<html><body><article>{paras}</article></body></html>".encode()
+        srv.faults["/b.html"] = ["500"] * 10
+        entry = {"id": "pages", "kind": "html", "year": 1800, "title": "Pages", "license": "PD",
+                 "urls": [srv.url + "/a.html", srv.url + "/b.html", "file:///etc/passwd", srv.url + "/c.html"]}
+        run_collection([entry], tmp_path / "dl", tmp_path / "p", tmp_path / "m", workers=1, min_chars=50,
+                       log=lambda *_: None, download_options={"per_host_interval": 0, "max_retries": 1,
+                                                              "backoff_base": 0.01})
+        assert srv.count("/c.html") == 1 and srv.count("/b.html") == 2
+    kept = {r["id"]: r for r in read_jsonl(tmp_path / "p" / "manifest.jsonl")}
+    rejected = {r["id"]: r for r in read_jsonl(tmp_path / "p" / "rejections.jsonl")}
+    assert set(kept) == {"pages-page-000", "pages-page-003"}
+    assert rejected["pages-page-001"]["reason"] == "not_downloaded"
+    assert "/b.html: gave up after 2 attempts: HTTP 500" in rejected["pages-page-001"]["detail"]
+    assert rejected["pages-page-002"]["reason"] == "not_downloaded"
+    assert "file:///etc/passwd: InvalidSchema" in rejected["pages-page-002"]["detail"]

@@ -35,40 +35,118 @@ class RegistryError(LondonLMError, ValueError):
     """The registry file is missing or malformed; the message names the fix."""
 
 
+# fields shown and copied as text (into every document's manifest row): a list or mapping there is a mistake
+_TEXT_FIELDS = ("title", "author", "license")
+# kinds whose ``urls`` may be paths on their ``base_url``
+_RELATIVE_URL_KINDS = ("old_bailey", "london_lives")
+
+
 def load_registry(path: str | Path) -> list[dict[str, Any]]:
-    """Entries of ``data_sources.yaml`` (a ``sources:`` list, or a bare list; .json also read)."""
+    """Entries of ``data_sources.yaml`` (a ``sources:`` list, or a bare list; .json also read),
+    each checked: ``id`` and ``kind`` text, a known kind, ids unique, titles text, URLs http(s)."""
     p = Path(path)
     if not p.exists():
         raise RegistryError(f"registry {p} not found; pass --registry or create 02_data_collection/data_sources.yaml")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".json":
-        import json
-
-        data = json.loads(text)
-    else:
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise RegistryError(f"registry {p} is not valid YAML: {e}") from e
+    data = _parse_registry(p)
     entries = data.get("sources", []) if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise RegistryError(f"registry {p}: expected a list of sources under 'sources:'")
-    seen = set()
+    seen: set[str] = set()
     for i, e in enumerate(entries):
-        if not isinstance(e, dict) or "id" not in e or "kind" not in e:
-            raise RegistryError(f"registry {p}: entry {i} needs at least 'id' and 'kind'")
-        if e["kind"] not in KINDS:
-            raise RegistryError(f"registry {p}: entry {e['id']!r} has unknown kind {e['kind']!r}; "
-                                f"use one of {sorted(KINDS)}")
-        if e["id"] in seen:
-            raise RegistryError(f"registry {p}: duplicate source id {e['id']!r}")
-        seen.add(e["id"])
+        _check_entry(p, i, e, seen)
         if e["kind"] == "local" and e.get("path") and not user_path(str(e["path"])).is_absolute():
             # relative folders are relative to the registry file, not to the working directory
             e["path"] = str((p.parent / str(e["path"])).resolve())
     return entries
+
+
+def _parse_registry(p: Path) -> Any:
+    """The registry file's data: JSON, or YAML without aliases (a 9-level alias bomb of a few
+    lines as a ``title:`` took 50 s and 3.1 GB to list, and wrote a 624 MB manifest)."""
+    import yaml
+
+    try:
+        text = p.read_text(encoding="utf-8")
+        if p.suffix == ".json":
+            import json
+
+            return json.loads(text)
+        return yaml.load(text, Loader=_no_aliases())  # noqa: S506 - a SafeLoader, less aliases
+    except _AliasRefused as e:
+        raise RegistryError(f"registry {p}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise RegistryError(f"registry {p} is not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except RecursionError as e:
+        raise RegistryError(f"registry {p} is nested too deeply to read") from e
+    except (ValueError, yaml.YAMLError) as e:
+        raise RegistryError(f"registry {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
+                            f"{' '.join(str(e).split())}") from e
+
+
+class _AliasRefused(Exception):
+    pass
+
+
+def _no_aliases():
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """YAML's safe loader refusing aliases (``*name``): a registry spells every value out."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _AliasRefused(f"line {event.start_mark.line + 1}: the YAML alias *{event.anchor} is not read: "
+                                     f"write the value out in full (aliases can make a few lines gigabytes)")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_entry(p: Path, i: int, e: Any, seen: set[str]) -> None:
+    """One entry's shape, refused in one line naming it (a list as an id was a traceback)."""
+    if not isinstance(e, dict) or "id" not in e or "kind" not in e:
+        raise RegistryError(f"registry {p}: entry {i} needs at least 'id' and 'kind'")
+    for field in ("id", "kind"):
+        if not isinstance(e[field], str) or not e[field].strip():
+            raise RegistryError(f"registry {p}: entry {i}: {field} must be text, not {_shown(e[field])}")
+    if e["kind"] not in KINDS:
+        raise RegistryError(f"registry {p}: entry {e['id']!r} has unknown kind {e['kind']!r}; "
+                            f"use one of {sorted(KINDS)}")
+    if e["id"] in seen:
+        raise RegistryError(f"registry {p}: duplicate source id {e['id']!r}")
+    seen.add(e["id"])
+    for field in _TEXT_FIELDS:
+        if isinstance(e.get(field), (list, dict)):
+            raise RegistryError(f"registry {p}: entry {e['id']!r}: {field} must be text, not {_shown(e[field])}")
+    urls = e.get("urls")
+    if urls is not None and not isinstance(urls, list):
+        raise RegistryError(f"registry {p}: entry {e['id']!r}: urls must be a list of http(s) URLs")
+    for url in urls or []:
+        _check_url(p, e, "urls", url, relative=e["kind"] in _RELATIVE_URL_KINDS)
+    if e.get("base_url") is not None:
+        _check_url(p, e, "base_url", e["base_url"], relative=False)
+
+
+def _check_url(p: Path, e: dict[str, Any], field: str, url: Any, relative: bool) -> None:
+    """Only http(s) is fetched: a ``file:`` URL read the machine's own files (and stopped the
+    rest of its source). Old Bailey and London Lives paths may be relative to their base_url."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        parts = None
+    if parts is not None and (parts.scheme.lower() in ("http", "https") and parts.netloc
+                              or relative and not parts.scheme and not parts.netloc and url.strip()):
+        return
+    raise RegistryError(f"registry {p}: entry {e['id']!r}: {field} {_shown(url)} is not an http(s) URL; "
+                        f"only http:// and https:// are fetched")
 
 
 def select_sources(entries: list[dict[str, Any]], sources: Sequence[str] | None = None,

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from ...core import write_text_atomic
 from ..dating import ARCHIVE_ORG
-from .base import Document, Source, safe_id, source_dir, wanted
+from .base import Document, Source, not_downloaded, safe_id, source_dir, wanted
 
 SEARCH_FIELDS = ("identifier", "title", "creator", "date", "year", "subject", "licenseurl", "language")
 
@@ -136,7 +136,7 @@ class ArchiveOrgSource(Source):
                        "ocr": self.all_ocr(), "ia_subject": merged.get("subject"), "ia_date": _first(merged.get("date"))},
             )
             if not (item_dir / "text_djvu.txt").exists():
-                doc.error = "not_downloaded"
+                not_downloaded(doc, item_dir / "text_djvu.txt")
             yield doc
 
 

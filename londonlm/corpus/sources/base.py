@@ -91,6 +91,19 @@ def safe_id(raw: str) -> tuple[str, bool]:
     return s, s != raw
 
 
+def distinct_id(raw: str) -> tuple[str, bool]:
+    """:func:`safe_id`, but an id that had to change carries a hash of the raw one, so raw ids
+    that clean alike (``a/b``, ``a b``, ``a_b``) stay distinct documents: the corpus keeps one
+    document per id, and a clash silently dropped all but the first."""
+    s, changed = safe_id(raw)
+    if not changed:
+        return s, False
+    h = hashlib.sha256(raw.encode()).hexdigest()[:12]
+    if s.endswith("-" + h):  # a long id: safe_id gave it its hash already
+        return s, True
+    return s[: MAX_ID_LEN - 13] + "-" + h, True
+
+
 def _binary_share(data: bytes) -> float:
     """Share of bytes that never occur in text (NUL and most C0 controls)."""
     sample = data[:65536]
@@ -192,6 +205,17 @@ class Source:
     def documents(self, downloads_dir: Path, keep=None) -> Iterator[Document]:
         """Documents from what is on disk (offline); same ``keep`` as ``fetch``."""
         raise NotImplementedError
+
+
+def not_downloaded(doc: Document, dest: str | Path) -> Document:
+    """``doc`` rejected as ``not_downloaded``, with why its fetch failed when one was tried."""
+    from ..download import download_failure
+
+    doc.error = "not_downloaded"
+    why = download_failure(dest)
+    if why:
+        doc.extra["error_detail"] = why
+    return doc
 
 
 def wanted(keep, key: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from .base import Document, Source, SourceError, safe_id, source_dir, wanted
+from .base import Document, Source, SourceError, not_downloaded, safe_id, source_dir, wanted
 
 URL_PATTERNS = (
     "{base}/cache/epub/{id}/pg{id}.txt",
@@ -55,6 +55,6 @@ class GutenbergSource(Source):
         if changed:
             doc.repairs.append("id_sanitised")
         if not dest.exists():
-            doc.error = "not_downloaded"
+            not_downloaded(doc, dest)
         yield doc
 

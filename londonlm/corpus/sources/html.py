@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from .base import Document, Source, SourceError, safe_id, source_dir, wanted
+from .base import Document, Source, SourceError, not_downloaded, safe_id, source_dir, wanted
 
 
 def html_to_text(html: str) -> str:
@@ -42,5 +42,5 @@ class HtmlSource(Source):
             doc = Document(id=safe_id(f"{self.id}{suffix}")[0], url=u, **self.meta())
             doc.extra.update(raw_path=str(p), raw_format="html")
             if not p.exists():
-                doc.error = "not_downloaded"
+                not_downloaded(doc, p)
             yield doc

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any, Iterator
 from ...core import sha256_file, user_path
 from ..catalogue import Catalogue, ImprintFilter, catalogue_filters, first_failure
 from ..dating import CATALOGUE_DATE, CATALOGUE_DATE_TEXT, latest_year_stated
-from .base import Document, Source, SourceError, safe_id, source_dir, wanted
+from .base import Document, Source, SourceError, distinct_id, safe_id, source_dir, wanted
 from .page_store import EMPTY, NULL_TEXT, TEXT, UNNUMBERED, FileState, PageStore, StoredPage
 
 # what a column can stand for; ``text`` is the one a dataset must have
@@ -45,6 +46,8 @@ ROLES = ("record_id", "page", "text", "empty", "date", "date_text", "place", "co
          "ocr_confidence", "languages")
 _CATALOGUE_ROLES = ("title", "author", "place", "country", "date", "date_text", "languages")
 _MAX_LISTED_PROBLEMS = 5
+# a book's repairs when one of its cells was no number: the page kept unnumbered / its confidence left out
+UNREADABLE_PAGE_NUMBER, UNREADABLE_CONFIDENCE = "unreadable_page_number", "unreadable_ocr_confidence"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,30 @@ def _year(value: Any) -> int | None:
     if hasattr(value, "year"):
         return int(value.year)
     return latest_year_stated(str(value))
+
+
+def _number(value: Any) -> int | float | None:
+    """A numeric cell's value, or None when it is no finite number: NaN (what pandas writes for
+    a missing integer), infinity, a boolean, text that is not a number (``"high"``)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        x = float(_text(value).strip()) if isinstance(value, (str, bytes)) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _page_number(value: Any) -> int | float | None:
+    """A page-number cell to order pages by: an integer, or a fraction kept as it is (page 2.5
+    lies between 2 and 3; truncated, it was dropped as a repeat of page 2). None when it is no
+    number or too large to order by."""
+    x = _number(value)
+    if x is None or abs(x) >= UNNUMBERED:
+        return None
+    return int(x) if isinstance(x, float) and x.is_integer() else x
 
 
 def _text(value: Any) -> str | None:
@@ -202,7 +229,7 @@ class HubDatasetSource(Source):
         for rule, year in ((CATALOGUE_DATE, meta.get("date")), (CATALOGUE_DATE_TEXT, latest_year_stated(meta.get("date_text")))):
             if year is not None:
                 dates[rule] = year
-        doc_id, changed = safe_id(f"{self.id}-{record_id}")
+        doc_id, changed = distinct_id(f"{self.id}-{record_id}")
         extra: dict[str, Any] = {"record_id": record_id, "pages": counts}
         extra.update({k: v for k, v in (("place", book.place), ("date", meta.get("date_text"))) if v})
         if conf is not None:
@@ -214,6 +241,7 @@ class HubDatasetSource(Source):
                        url=self.url(), london=self._london(book, base["london"]), extra=extra, repairs=repairs)
         if changed:
             doc.repairs.append("id_sanitised")
+        doc.repairs.extend(meta.get("notes") or [])
         failed = first_failure(book, self.filters)
         if not texts:
             doc.error, extra["error_detail"] = "empty", f"all {len(kept)} pages empty"
@@ -304,18 +332,18 @@ class _FileReader:
         size = sum(meta.column(i).total_compressed_size for i in range(meta.num_columns))
         try:
             table = pf.read_row_group(g, columns=sorted(set(self._column_names())))
-            pages, records, no_record = self._rows(table, first_row)
+            pages, records, notes, no_record = self._rows(table, first_row)
         except Exception as e:  # noqa: BLE001 - a damaged row group: the rest of the file is still read
             self.state.problems.append({"reason": "bad_parquet", "detail": f"row group {g} unreadable "
                                                                             f"({type(e).__name__}: {_short(e)})"})
-            pages, records, no_record = [], [], 0
+            pages, records, notes, no_record = [], [], [], 0
         if no_record:
             self.state.problems.append({"reason": "page_without_record",
                                         "detail": f"row group {g}: {no_record} pages without a record id"})
         self.state.groups_done = g + 1
         self.state.pages += len(pages)
         self.state.chars += sum(len(p[6]) for p in pages)
-        self.store.add_group(self.state, pages, records)
+        self.store.add_group(self.state, pages, records, notes)
         self.bar.update(size)
 
     def _wanted(self, record_id: str) -> bool:
@@ -325,7 +353,7 @@ class _FileReader:
             self._kept[record_id] = self.keep(f"{self.src.id}/{record_id}")
         return self._kept[record_id]
 
-    def _rows(self, table, first_row: int) -> tuple[list[tuple], list[tuple[str, str]], int]:
+    def _rows(self, table, first_row: int) -> tuple[list[tuple], list[tuple[str, str]], list[tuple[str, str]], int]:
         col = lambda role: table.column(self.cols[role]).to_pylist() if role in self.cols else None  # noqa: E731
         n = table.num_rows
         none = [None] * n
@@ -333,7 +361,7 @@ class _FileReader:
         empties, confs = col("empty") or none, col("ocr_confidence") or none
         catalogue = {role: col(role) for role in _CATALOGUE_ROLES if role in self.cols and role != "languages"}
         languages = [table.column(c).to_pylist() for c in self.cols.get("languages", [])]
-        pages, records, seen, no_record = [], [], set(), 0
+        pages, records, notes, seen, no_record = [], [], [], set(), 0
         for i in range(n):
             row_no = first_row + i
             rid = f"{self.f.name}#{row_no}" if ids is None else _text(ids[i])
@@ -344,15 +372,20 @@ class _FileReader:
                 continue
             text = _text(texts[i])
             state = NULL_TEXT if text is None else EMPTY if empties[i] is True or not text.strip() else TEXT
-            pg = UNNUMBERED if pgs[i] is None else int(pgs[i])
-            conf = None if confs[i] is None else float(confs[i])
-            pages.append((rid, pg, self.state.file_no, row_no, conf, state, text or ""))
+            pg, conf = _page_number(pgs[i]), _number(confs[i])
+            # a cell that is no number costs its own value only: the page is kept, the book says so
+            if pg is None and pgs[i] is not None:
+                notes.append((rid, UNREADABLE_PAGE_NUMBER))
+            if conf is None and confs[i] is not None:
+                notes.append((rid, UNREADABLE_CONFIDENCE))
+            pages.append((rid, UNNUMBERED if pg is None else pg, self.state.file_no, row_no,
+                          None if conf is None else float(conf), state, text or ""))
             if rid not in seen:
                 seen.add(rid)
                 fields = {role: (_year(v[i]) if role == "date" else _text(v[i])) for role, v in catalogue.items()}
                 fields["languages"] = [t for t in (_text(c[i]) for c in languages) if t and t.strip()]
                 records.append((rid, json.dumps(fields, ensure_ascii=False)))
-        return pages, records, no_record
+        return pages, records, notes, no_record
 
 
 def hub_entries(entries: list[dict[str, Any]], local_dir: str | None = None, all_britain: bool = False,

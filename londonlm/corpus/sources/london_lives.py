@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-from .base import Document, SourceError, safe_id, source_dir, wanted
+from .base import Document, SourceError, not_downloaded, safe_id, source_dir, wanted
 from .old_bailey import OldBaileySource, tei_interp, parse_tei, _text_of, format_date
 
 
@@ -35,7 +35,7 @@ class LondonLivesSource(OldBaileySource):
             doc = Document(id=safe_id(f"{self.id}-{path.stem}")[0], url=self._resolve(url), **self.meta())
             doc.extra.update(raw_path=str(path), raw_format="london_lives")
             if not path.exists():
-                doc.error = "not_downloaded"
+                not_downloaded(doc, path)
             yield doc
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..dating import FILE_NAME, TEI_SESSION
-from .base import Document, Source, SourceError, safe_id, source_dir, wanted
+from .base import Document, Source, SourceError, not_downloaded, safe_id, source_dir, wanted
 
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December"]
@@ -182,7 +182,7 @@ def documents_from_file(path: Path, meta: dict[str, Any], url: str = "") -> Iter
     if m:
         doc.add_date(FILE_NAME, int(m.group(1)))
     if not path.exists():
-        doc.error = "not_downloaded"
+        not_downloaded(doc, path)
     yield doc
 
 

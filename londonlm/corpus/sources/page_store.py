@@ -14,6 +14,8 @@ BENCHMARKS.md) and gives three things at once: grouping, ordering and resumabili
   killed mid-file resumes without duplicating a page. A page that really is in the dataset
   twice (another file or row) is kept twice and resolved when its record is read back.
 - ``records``: each record's catalogue fields, from the first of its pages read.
+- ``notes``: what was wrong with a record's cells (a page number or confidence that is no
+  number), once per kind: the page is kept, the cell's value is not, and the book says so.
 - ``files``: each data file's state (row groups done, pages, characters, problems), so a
   resumed run starts at the first row group not yet stored.
 - ``meta``: the identity (dataset, revision or file hashes, columns, shard) the store was
@@ -29,7 +31,9 @@ from typing import Any, Iterator, Sequence
 
 from ...core import sqlite_os_error
 
-# a page without a number sorts after the numbered pages of its record, in the order read
+# a page without a number sorts after the numbered pages of its record, in the order read. A
+# page number is an integer or, for a page between two (2.5), a real: SQLite's INTEGER column
+# keeps a fraction as a real and orders both by value.
 UNNUMBERED = 1 << 62
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -39,6 +43,7 @@ CREATE TABLE IF NOT EXISTS records (record_id TEXT PRIMARY KEY, meta TEXT NOT NU
 CREATE TABLE IF NOT EXISTS pages (record_id TEXT NOT NULL, pg INTEGER NOT NULL, file_no INTEGER NOT NULL,
     row_no INTEGER NOT NULL, confidence REAL, state INTEGER NOT NULL, text TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS page_order ON pages (record_id, pg, file_no, row_no);
+CREATE TABLE IF NOT EXISTS notes (record_id TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (record_id, note));
 """
 # a page's state
 TEXT, EMPTY, NULL_TEXT = 0, 1, 2
@@ -57,7 +62,7 @@ class FileState:
 
 @dataclass
 class StoredPage:
-    pg: int
+    pg: int | float
     file_no: int
     row_no: int
     confidence: float | None
@@ -85,7 +90,8 @@ class PageStore:
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('identity', ?)", (identity,))
 
     def _reset(self) -> None:
-        self.db.executescript("DROP TABLE meta; DROP TABLE files; DROP TABLE records; DROP TABLE pages; VACUUM;")
+        self.db.executescript("DROP TABLE meta; DROP TABLE files; DROP TABLE records; DROP TABLE pages; "
+                              "DROP TABLE IF EXISTS notes; VACUUM;")
         self.db.executescript(_SCHEMA)
 
     def __enter__(self) -> "PageStore":
@@ -116,13 +122,16 @@ class PageStore:
             return FileState(file_no, name, problems=[])
         return FileState(file_no, name, row[1], row[2], row[3], bool(row[4]), json.loads(row[5]))
 
-    def add_group(self, state: FileState, pages: Sequence[tuple], records: Sequence[tuple[str, str]]) -> None:
+    def add_group(self, state: FileState, pages: Sequence[tuple], records: Sequence[tuple[str, str]],
+                  notes: Sequence[tuple[str, str]] = ()) -> None:
         """Store one row group's pages (``(record_id, pg, file_no, row_no, confidence, state,
-        text)``) and its records' catalogue fields, and count the group done: all or nothing."""
+        text)``), its records' catalogue fields and notes (``(record_id, note)``), and count
+        the group done: all or nothing."""
         self.db.execute("BEGIN")
         try:
             self.db.executemany("INSERT OR IGNORE INTO pages VALUES (?, ?, ?, ?, ?, ?, ?)", pages)
             self.db.executemany("INSERT OR IGNORE INTO records VALUES (?, ?)", records)
+            self.db.executemany("INSERT OR IGNORE INTO notes VALUES (?, ?)", notes)
             self._save(state)
             self.db.execute("COMMIT")
         except BaseException:
@@ -143,8 +152,8 @@ class PageStore:
         return [FileState(r[0], r[1], r[2], r[3], r[4], bool(r[5]), json.loads(r[6])) for r in rows]
 
     def records(self) -> Iterator[tuple[str, dict[str, Any], list[StoredPage]]]:
-        """(record id, catalogue fields, its pages in (page, file, row) order) for every record,
-        by record id; one record's pages in memory at a time."""
+        """(record id, catalogue fields and ``notes`` when it has any, its pages in (page,
+        file, row) order) for every record, by record id; one record's pages in memory at a time."""
         meta = self.db.cursor()  # a second cursor: the page scan stays open while it looks up
         cur = self.db.execute("SELECT record_id, pg, file_no, row_no, confidence, state, text FROM pages "
                               "INDEXED BY page_order ORDER BY record_id, pg, file_no, row_no")
@@ -161,7 +170,11 @@ class PageStore:
     @staticmethod
     def _meta(cur: sqlite3.Cursor, record_id: str) -> dict[str, Any]:
         row = cur.execute("SELECT meta FROM records WHERE record_id=?", (record_id,)).fetchone()
-        return json.loads(row[0]) if row else {}
+        meta = json.loads(row[0]) if row else {}
+        notes = [n for (n,) in cur.execute("SELECT note FROM notes WHERE record_id=? ORDER BY note", (record_id,))]
+        if notes:
+            meta["notes"] = notes
+        return meta
 
 
 __all__ = ["EMPTY", "FileState", "NULL_TEXT", "PageStore", "StoredPage", "TEXT", "UNNUMBERED"]

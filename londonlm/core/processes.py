@@ -1,0 +1,116 @@
+"""What one process owes the others: a hold on a file that says who holds it, and worker
+processes that end with the process that started them.
+
+- :func:`hold`: an ``flock`` on a lock file, taken without waiting. The exclusive holder writes
+  its PID into the file, so the process that is refused can name it; the kernel releases the
+  lock when the holder ends, however it ends (``kill -9`` included), so a stale file never
+  blocks anyone.
+- :func:`die_with_parent`: called first thing in a worker. A pool's workers outlived a parent
+  killed with SIGKILL (``kill -9``, the OOM killer): re-parented to init, they kept working,
+  kept the parent's open files (an ``flock`` is shared with them through fork) and raced the
+  user's rerun. On Linux the kernel now kills a worker when its parent dies (``prctl
+  PR_SET_PDEATHSIG``); everywhere, a thread checks the parent once a second and ends the worker
+  when it has gone (it died before the ``prctl``, or there is no ``prctl``).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+_PR_SET_PDEATHSIG = 1         # linux/prctl.h
+ORPHAN_EXIT = 128 + signal.SIGKILL  # what a worker killed with its parent reports
+
+
+class Hold:
+    """An ``flock`` held on an open lock file until :meth:`release` (or the ``with`` block's end,
+    or the process's end, however it ends)."""
+
+    def __init__(self, f: IO[str], exclusive: bool):
+        self._f, self.exclusive = f, exclusive
+
+    def release(self) -> None:
+        """Give up the hold; an exclusive holder wipes its PID first, so the file names no one."""
+        if self._f is None:
+            return
+        try:
+            if self.exclusive:
+                self._f.seek(0)
+                self._f.truncate()
+        except OSError:  # a full or read-only disk: the lock goes with the close all the same
+            pass
+        finally:
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> "Hold":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def hold(path: str | Path, shared: bool = False) -> Hold | None:
+    """An ``flock`` on the lock file at ``path`` (created with its folder), taken without
+    waiting; None when another process holds it in a conflicting way. An exclusive holder
+    writes its PID into the file (:func:`holder_pid` reads it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+", encoding="ascii")   # "a+": opening must not erase the holder's PID
+    try:
+        fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    if not shared:
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+    return Hold(f, exclusive=not shared)
+
+
+def holder_pid(path: str | Path) -> int | None:
+    """The PID written in a lock file when that process is still alive, else None."""
+    try:
+        pid = int(Path(path).read_text(encoding="ascii").strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return pid
+
+
+def die_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """End this process when ``parent_pid`` is no longer its parent (see the module's doc)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no libc to call: the watching thread still ends it
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the prctl took effect
+        os._exit(ORPHAN_EXIT)
+    threading.Thread(target=_watch_parent, args=(parent_pid, interval), name="die-with-parent",
+                     daemon=True).start()
+
+
+def _watch_parent(parent_pid: int, interval: float) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(interval)
+    os._exit(ORPHAN_EXIT)
+
+
+__all__ = ["Hold", "ORPHAN_EXIT", "die_with_parent", "hold", "holder_pid"]
