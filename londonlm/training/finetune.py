@@ -24,7 +24,7 @@ from .job import TrainingConfig, training_arguments
 from .model import ModelShape, configure_torch, prepare_for_training
 from .resume import Resumed, check_optimizer, checkpoint_step_of, recorded_position
 from .runlock import run_lock
-from .speed.choice import SpeedPlan, check_time_budget, choose_speed
+from .speed.choice import SpeedPlan, check_time_budget, choose_speed, speed_callbacks
 from .step.callbacks import step_callbacks
 from .step.schedules import BudgetFitCallback
 from .step.trainer import Outcome, build_trainer, train
@@ -99,7 +99,7 @@ def _fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTu
     callbacks, stopper = step_callbacks(
         config.control, flops_per_token=shape.flops_per_token(), tokens_per_step=position.samples_per_step
         * data.row_tokens, world=world_size(), position=position, stream=stream,
-        tokens_per_sample=data.row_tokens, job=job.extra_callbacks)
+        tokens_per_sample=data.row_tokens, job=[*job.extra_callbacks, *speed_callbacks(speed)])
     trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval or None,
                             collator=data.collator, callbacks=callbacks, stream=stream,
                             optimizer=config.optim.optimizer, time_budget=config.control.time_budget,

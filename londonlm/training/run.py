@@ -22,7 +22,7 @@ from .model import build_model, configure_torch, load_weights, padded_vocab, pre
 from .plan import TrainingPlan, join_ranks, plan_run, start_fresh
 from .record import SaveBestCallback, finish, run_summary, training_settings
 from .runlock import run_lock
-from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory
+from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory, speed_callbacks
 from .speed.settings import SpeedSettings
 from .step.callbacks import LogFileCallback, step_callbacks
 from .step.schedules import BudgetFitCallback
@@ -56,7 +56,8 @@ def train_run(config: TrainingConfig, args, plan: TrainingPlan, speed, settings:
     model = make_model(config, plan, speed.settings, args.seed)
     callbacks, stopper = step_callbacks(
         config.control, flops_per_token=plan.shape.flops_per_token(), tokens_per_step=plan.tokens_per_step,
-        world=plan.world, position=position, stream=stream, tokens_per_sample=context, job=run_callbacks(config))
+        world=plan.world, position=position, stream=stream, tokens_per_sample=context,
+        job=run_callbacks(config) + speed_callbacks(speed))
     trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval,
                             collator=default_data_collator, callbacks=callbacks, stream=stream,
                             optimizer=config.optim.optimizer, time_budget=config.control.time_budget,

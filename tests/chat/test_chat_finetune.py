@@ -88,7 +88,8 @@ def test_fine_tune_writes_a_chat_model_that_stock_tools_use(chat_root, precision
                 {"role": "user", "content": "Where do you live?"}], max_new_tokens=5, do_sample=False)
     assert out[0]["generated_text"][-1]["role"] == "assistant"
     logs = []
-    finetune_chat(layout.run("base").final, layout.chat_data_dir, run, opts, log=logs.append)
+    finetune_chat(layout.run("base").final, layout.chat_data_dir, run, OPTS, request=in_precision(precision),
+                  log=logs.append)
     assert "skipping" in logs[-1]
 
 

@@ -151,16 +151,35 @@ def test_native_bf16_cpus_time_bf16_too(tmp_path, monkeypatch):
 
 
 def test_probe_time_cap_leaves_the_rest_for_the_next_run(tmp_path, cpu_without_bf16):
+    """A probe cut by its time cap after one timed step decides nothing: the fixed rules, nothing
+    cached (one step on a busy machine chose badly and every later run reused it: hostile inputs
+    round 4, item 17), and the next run measures every candidate."""
     path, logs = tmp_path / "autotune.json", []
     first = FakeTimer({})
     choice = _resolve("on", path, first, logs, max_probe_seconds=0)
     assert first.timed == ["fp32/sdpa/fused-off"] and any("time cap" in m for m in logs)
-    assert choice.candidate == SpeedSettings("fp32", "sdpa", False)
+    assert choice.candidate == SpeedSettings("fp32", "sdpa", False) and choice.source == "default"
+    assert "too few or too noisy" in choice.message and "not cached" in choice.message
+    assert not path.exists()
     rest = FakeTimer({"fp32/sdpa/fused-off": 0.5, "fp32/eager/fused-on": 0.7})
     choice = _resolve("on", path, rest)
-    # the rest, and the cached leader again beside them (its old figure was 1.0)
-    assert rest.timed[0] == "fp32/sdpa/fused-off" and len(rest.timed) == 4
+    assert len(rest.timed) == 4 and choice.source == "measured"
     assert choice.candidate == SpeedSettings("fp32", "sdpa", False) and choice.step_seconds == 0.5
+
+
+def test_a_probe_on_a_busy_machine_says_so_and_caches_nothing(tmp_path, cpu_without_bf16):
+    """Steps of the winner that swing (another job on the cores) cannot decide: the fixed rules,
+    the reason in the log line, no cache; steady figures are cached as before."""
+    class Swinging(FakeTimer):
+        def step(self, cand):
+            seconds = super().step(cand)
+            return seconds * (2 if self.steps.count(cand.label) % 2 else 1)  # every other step slow
+
+    path = tmp_path / "autotune.json"
+    choice = _resolve("on", path, Swinging({"fp32/eager/fused-on": 0.2}))
+    assert choice.source == "default" and "slowest step took" in choice.message and not path.exists()
+    steady = FakeTimer({"fp32/eager/fused-on": 0.2})
+    assert _resolve("on", path, steady).source == "measured" and path.exists()
 
 
 def test_processes_of_a_distributed_run_never_probe_on_their_own(tmp_path, cpu_without_bf16):
@@ -221,7 +240,7 @@ def test_probe_interleaves_candidates_round_by_round():
     a, b, c = A.label, B.label, C.label
     # one warm-up step each, then three rounds, each starting one candidate later
     assert timer.steps == [a, b, c, a, b, c, b, c, a, c, a, b]
-    assert all(f == {"step_seconds": 1.0, "timed_steps": 3} for f in figures.values())
+    assert all(f == {"step_seconds": 1.0, "timed_steps": 3, "spread": 1.0} for f in figures.values())
 
 
 def test_a_drifting_machine_does_not_decide_the_winner():
@@ -315,10 +334,10 @@ def test_the_budget_check_times_the_step_as_the_run_trains(monkeypatch):
 
     asked = {}
     monkeypatch.setattr(speed, "time_candidate", lambda cand, shape, batch, **kw: asked.update(kw) or [0.01])
-    args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=1, warmup_steps=1,
-                           torch_compile=True)
+    config = SimpleNamespace(speed=SimpleNamespace(micro_batch=4, grad_accum=1, torch_compile=True),
+                             optim=SimpleNamespace(warmup_steps=1), control=SimpleNamespace(time_budget=100.0))
     plan = speed.SpeedPlan(SpeedSettings("bf16", "sdpa", False), True, "default", "", None)
-    speed.check_time_budget(100.0, args, SHAPE, plan)
+    speed.check_time_budget(config, SHAPE, plan)
     assert asked["compile"] is True
 
 
@@ -329,3 +348,31 @@ def test_the_probe_gives_its_memory_back_when_it_closes(monkeypatch):
     cands = [SpeedSettings("fp32", "sdpa", False), SpeedSettings("fp32", "eager", True)]
     autotune.probe(cands, SHAPE, 2, rounds=1, timer=FakeTimer({}))
     assert calls  # on the CPU the heap is trimmed once the probe's model is gone
+
+
+def test_a_cached_choice_the_run_misses_by_2x_is_measured_again(tmp_path, cpu_without_bf16):
+    """The run's own step time against the cached estimate: within 2x the entry stays; 2.5x
+    slower (figures taken under another load) drops it, says so, and the next run measures."""
+    from types import SimpleNamespace
+
+    from londonlm.training.speed.choice import EstimateCheck
+
+    path = tmp_path / "autotune.json"
+    choice = _resolve("on", path, FakeTimer({"fp32/eager/fused-on": 0.2}))
+    assert choice.cache == (path, next(iter(json.loads(path.read_text())["entries"])))
+
+    def run(step_seconds: float) -> tuple[str, list]:
+        t, logs = [0.0], []
+        check = EstimateCheck(choice.step_seconds, choice.cache, clock=lambda: t[0], log=logs.append)
+        state = SimpleNamespace(global_step=0)
+        for _ in range(12):
+            t[0] += step_seconds
+            check.on_step_end(None, state, None)
+        return check.verdict, logs
+
+    assert run(0.3) == ("held", []) and json.loads(path.read_text())["entries"]
+    verdict, logs = run(0.5)
+    assert verdict == "missed" and "2.5x" in logs[0] and "measures again" in logs[0]
+    assert json.loads(path.read_text())["entries"] == {}
+    again = FakeTimer({})
+    assert _resolve("on", path, again).source == "measured" and len(again.timed) == 4

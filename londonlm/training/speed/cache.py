@@ -104,3 +104,12 @@ def load_cache(path: Path, log: Callable[[str], None]) -> dict:
 
 def save_cache(path: Path, entries: dict) -> None:
     write_json_atomic(path, {"format": CACHE_FORMAT, "version": CACHE_VERSION, "entries": entries})
+
+
+def forget(path: Path, key: str) -> bool:
+    """Drop the entry ``key`` (its figures proved wrong for this machine); True when one was there."""
+    entries = load_cache(Path(path), lambda _m: None)
+    if entries.pop(key, None) is None:
+        return False
+    save_cache(Path(path), entries)
+    return True

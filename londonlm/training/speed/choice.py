@@ -6,13 +6,18 @@ against. Each decision takes the job's configuration tree (:mod:`..job`) and ret
 """
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from transformers import TrainerCallback
+
 from ...core import free_memory_bytes
-from ..dist import TrainingError, agree, log
+from ..dist import agree, is_main_process, log
 from ..step.schedules import check_budget
 from .probe import SpeedChoice, resolve_speed_settings, time_candidate
+from .cache import forget
 from .compile import settle_compile
 from .settings import PRECISIONS, SpeedSettings
 
@@ -26,6 +31,7 @@ class SpeedPlan:
     message: str
     step_seconds: float | None       # one optimizer step (all micro-batches), when known
     figures: dict = field(default_factory=dict)
+    cache: tuple | None = None       # (cache file, key) the estimate came from (measured | cached)
 
     def record(self) -> dict:
         """run_info.json's "speed" entry."""
@@ -68,7 +74,7 @@ def choose_speed(config, shape, world: int, kept: SpeedSettings | None = None):
     config = settle_compile(config.but(speed={"chosen": settings}))
     step = choice.step_seconds * config.speed.grad_accum if choice.step_seconds else None
     return config, SpeedPlan(settings, torch.cuda.is_available(), choice.source, choice.message, step,
-                             choice.figures)
+                             choice.figures, choice.cache if settings == choice.candidate else None)
 
 
 # --------------------------------------------------------------------------- memory and micro-batch
@@ -154,3 +160,54 @@ def check_time_budget(config, shape, speed: SpeedPlan) -> None:
     fits = check_budget(time_budget, config.optim.warmup_steps, step)
     log(f"time budget {time_budget:g} s: about {fits} steps at ~{step:.3g} s per step "
         f"(fitted while training)")
+
+
+# --------------------------------------------------------------------------- the estimate, checked
+
+class EstimateCheck(TrainerCallback):
+    """A measured choice whose step time the run then misses by ``factor`` (either way) was
+    measured under another load (a busy machine), and every later run would reuse it: the run
+    says so and drops its cache entry, so the next run measures again. The run's own step time
+    is the median of ``window`` steps after ``skip`` warm-up ones (host clock; an evaluation or a
+    save between two steps is one outlier among them)."""
+
+    def __init__(self, estimate: float, cache: tuple, factor: float = 2.0, skip: int = 3, window: int = 8,
+                 clock: Callable[[], float] = time.perf_counter, log: Callable[[str], None] = log):
+        self.estimate, self.cache, self.factor = estimate, cache, factor
+        self.skip, self.window, self.clock, self.log = skip, window, clock, log
+        self.times: list[float] = []
+        self.last, self.seen, self.verdict = None, 0, None
+
+    def on_step_end(self, args, state, control, **kw):
+        now, self.seen = self.clock(), self.seen + 1
+        if self.last is not None and self.seen > self.skip and self.verdict is None:
+            self.times.append(now - self.last)
+            if len(self.times) == self.window:
+                self.verdict = self._judge(statistics.median(self.times))
+        self.last = now
+
+    def _judge(self, seconds: float) -> str:
+        ratio = seconds / self.estimate
+        if 1 / self.factor <= ratio <= self.factor:
+            return "held"
+        path, key = self.cache
+        self.log(f"autotune: this run trains at {seconds:.3g} s per step, {ratio:.1f}x the {self.estimate:.3g} s "
+                 f"its cached figures estimated (measured under another load?); "
+                 + ("the cache entry is dropped, the next run measures again" if is_main_process()
+                    and _forget(path, key) else "the next run measures again (`--autotune refresh`)"))
+        return "missed"
+
+
+def _forget(path, key) -> bool:
+    try:
+        return forget(path, key)
+    except OSError:
+        return False
+
+
+def speed_callbacks(plan: SpeedPlan) -> list:
+    """The step callbacks a run's speed choice asks for: the estimate checked when it came from
+    the probe's figures."""
+    if plan.cache is None or not plan.step_seconds:
+        return []
+    return [EstimateCheck(plan.step_seconds, plan.cache)]

@@ -40,6 +40,7 @@ class SpeedChoice:
     step_seconds: float | None = None
     figures: dict = field(default_factory=dict)
     message: str = ""
+    cache: tuple | None = None      # (cache file, key) the figures live under (measured | cached)
 
 
 def candidates(space: dict[str, list], given: SpeedSettings, first: SpeedSettings) -> list[SpeedSettings]:
@@ -142,7 +143,8 @@ def probe(cands: list[SpeedSettings], shape, batch_size: int, *, max_seconds: fl
                 f"{len(cands) - len(warmed) - len(figures)} candidate(s) left for the next run")
         times = _interleaved_rounds(step, warmed, figures, rounds, deadline)
         for label, ts in times.items():
-            figures[label] = {"step_seconds": round(statistics.median(ts), 5), "timed_steps": len(ts)}
+            figures[label] = {"step_seconds": round(statistics.median(ts), 5), "timed_steps": len(ts),
+                              "spread": round(max(ts) / min(ts), 3)}
         getattr(step, "close", _free_gpu_memory)()
     return figures
 
@@ -209,6 +211,25 @@ def _free_gpu_memory() -> None:
 def fastest(cands: list[SpeedSettings], figures: dict) -> SpeedSettings | None:
     timed = [c for c in cands if "step_seconds" in figures.get(c.label, {})]
     return min(timed, key=lambda c: figures[c.label]["step_seconds"]) if timed else None
+
+
+# A probe decides only with at least this many timed steps of its winner, whose slowest is at
+# most this many times its fastest: a busy machine (another job on the cores) gives one step per
+# candidate after the warm-ups, or steps that swing; such figures chose badly and, cached, every
+# later run would reuse them (hostile inputs round 4, item 17)
+DECISIVE_STEPS = 2
+DECISIVE_SPREAD = 1.25
+
+
+def indecisive(best: SpeedSettings, figures: dict) -> str | None:
+    """Why the winner's figures are too few or too noisy to decide on (None when they are not)."""
+    f = figures.get(best.label, {})
+    if f.get("timed_steps", 0) < DECISIVE_STEPS:
+        return f"{best.label} was timed {f.get('timed_steps', 0)} step(s), fewer than {DECISIVE_STEPS}"
+    if f.get("spread", 1.0) > DECISIVE_SPREAD:
+        return (f"{best.label}'s slowest step took {f['spread']:.2f}x its fastest (over {DECISIVE_SPREAD}x: "
+                f"the machine is busy or its speed drifts)")
+    return None
 
 
 def explain(choice: SpeedSettings, cands: list[SpeedSettings], figures: dict, how: str,
@@ -288,8 +309,12 @@ def resolve_speed_settings(mode: str, shape, batch_size: int, given: SpeedSettin
             f"measured yet, and {world_size} processes must agree; run once with one process to "
             f"measure)"))
     if missing:
-        figures, how = _measure(cands, missing, figures, shape, batch_size, path, key, max_probe_seconds,
-                                log, timer)
+        figures, how, shaky = _measure(cands, missing, figures, shape, batch_size, path, key,
+                                       max_probe_seconds, log, timer)
+        if shaky:
+            return SpeedChoice(pinned, "default", message=(
+                f"speed settings: {pinned.describe()} (the fixed rules: the probe's figures are too few "
+                f"or too noisy to decide: {shaky}; not cached, the next run measures again)"))
     best = fastest(cands, figures)
     if best is None:
         return SpeedChoice(pinned, "default", message=(
@@ -297,18 +322,23 @@ def resolve_speed_settings(mode: str, shape, batch_size: int, given: SpeedSettin
     shown = {c.label: figures[c.label] for c in cands if c.label in figures}
     note = f" Candidates {too_big}." if too_big else ""
     return SpeedChoice(best, "measured" if missing else "cached", figures[best.label]["step_seconds"],
-                       shown, explain(best, cands, figures, how, given) + note)
+                       shown, explain(best, cands, figures, how, given) + note, cache=(path, key))
 
 
 def _measure(cands, missing, figures, shape, batch_size, path, key, max_seconds, log, timer):
     """Time ``missing`` (and the cached leader again: figures taken minutes or days apart, under
     another load, must not decide between candidates on their own); merge the figures into the
-    cache. Returns (every figure, how they were had)."""
+    cache when they can decide. Returns (every figure, how they were had, why they cannot
+    decide or None)."""
     anchor = fastest([c for c in cands if c not in missing], figures)
     t0 = time.perf_counter()
     new = probe(([anchor] if anchor else []) + missing, shape, batch_size, max_seconds=max_seconds,
                 log=log, timer=timer)
     figures = {**figures, **new}
+    best = fastest(cands, figures)
+    shaky = indecisive(best, figures) if best is not None and best.label in new else None
+    if shaky:
+        return figures, "", shaky
     entries = load_cache(path, lambda _m: None)  # re-read: another run may have written since
     old = entries.get(key, {}).get("figures", {})
     entries[key] = {"figures": {**old, **new}, "measured": now_iso(),
@@ -317,4 +347,4 @@ def _measure(cands, missing, figures, shape, batch_size, path, key, max_seconds,
         save_cache(path, entries)
     except OSError as e:
         log(f"warning: could not write the autotune cache {path} ({e}); the next run measures again")
-    return figures, f"measured just now ({time.perf_counter() - t0:.1f} s probe, cached in {path})"
+    return figures, f"measured just now ({time.perf_counter() - t0:.1f} s probe, cached in {path})", None
