@@ -374,6 +374,19 @@ def fake_nvidia_smi(folder, gpus: int, driver: str = "535.104.05"):
     return folder
 
 
+# nvidia-smi as it misbehaves: a driver stuck in the kernel
+NVIDIA_SMI_HANGS = "exec sleep 10"
+
+
+def broken_nvidia_smi(folder, body: str):
+    """An ``nvidia-smi`` that runs the shell ``body`` whatever it is asked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / "nvidia-smi"
+    exe.write_text(f"#!/bin/sh\n{body}\n")
+    exe.chmod(0o755)
+    return folder
+
+
 def tree_digest(folder) -> dict:
     """Every file under ``folder`` with its bytes' sha256: equal before and after a refused
     command means it changed nothing there."""

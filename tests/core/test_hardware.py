@@ -141,3 +141,33 @@ print(rss() - base)
     grew = {m: int(subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True,
                                   check=True).stdout) for m in ("default", "fixed")}
     assert grew["fixed"] < 90 < grew["default"], grew  # 60 blocks of ~1.1 MiB kept either way
+
+
+# --------------------------------------------------------------------------- nvidia-smi misbehaving
+
+from conftest import NVIDIA_SMI_HANGS, broken_nvidia_smi  # noqa: E402
+
+
+def test_a_hung_nvidia_smi_is_reported_after_the_timeout(tmp_path, monkeypatch):
+    """A stuck driver hangs nvidia-smi: it is given LONDONLM_NVIDIA_SMI_TIMEOUT_S (30 s by
+    default), then killed, and the listing says so; it is not a machine without GPUs."""
+    import time
+
+    monkeypatch.setenv("PATH", f"{broken_nvidia_smi(tmp_path, NVIDIA_SMI_HANGS)}:/usr/bin:/bin")
+    started = time.monotonic()
+    listing = listed_gpus({"LONDONLM_NVIDIA_SMI_TIMEOUT_S": "1"})
+    assert time.monotonic() - started < 5
+    assert listing.count == 0 and listing.nvidia_smi_problem == "`nvidia-smi --list-gpus` did not answer within 1 s"
+    msg = gpu_problem(listing, "2.13.0+cpu", None, False)
+    assert msg.startswith("`nvidia-smi --list-gpus` did not answer within 1 s, so whether this machine has GPUs "
+                          "is unknown") and "CUDA_VISIBLE_DEVICES=" in msg and "\n" not in msg
+    assert gpu_problem(listing, "2.13.0", "12.6", True) is None  # torch reaches the GPUs: nothing to say
+
+
+def test_a_bad_nvidia_smi_timeout_is_refused():
+    from londonlm.core.hardware import GpuUnusable, nvidia_smi_timeout
+
+    assert nvidia_smi_timeout({}) == 30 and nvidia_smi_timeout({"LONDONLM_NVIDIA_SMI_TIMEOUT_S": "2"}) == 2
+    for bad in ("0", "-1", "1.5", "x"):
+        with pytest.raises(GpuUnusable, match="whole seconds"):
+            nvidia_smi_timeout({"LONDONLM_NVIDIA_SMI_TIMEOUT_S": bad})
