@@ -5,7 +5,7 @@
 # GPUs: those CUDA_VISIBLE_DEVICES names when it is set, else every GPU nvidia-smi lists;
 #   NPROC_PER_NODE overrides the count (on a CPU-only machine it starts that many gloo ranks).
 #   GPUs this torch cannot use (a CPU build, a driver too old for its CUDA) stop it before any rank;
-#   so does an nvidia-smi that hangs (LONDONLM_NVIDIA_SMI_TIMEOUT_S, 30 s).
+#   so does an nvidia-smi that fails, prints no GPU or hangs (LONDONLM_NVIDIA_SMI_TIMEOUT_S, 30).
 # Nodes: NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT (torchrun's rendezvous); inside a Slurm
 #   allocation they default to SLURM_NNODES, SLURM_NODEID and the first host (slurm/train.sbatch);
 #   GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME pick the network interface on multi-interface nodes.
@@ -45,7 +45,7 @@ if ls -d "$RUN_DIR"/checkpoint-* >/dev/null 2>&1 && [[ " $* " != *" --fresh "* ]
 fi
 
 # Visible GPUs: CUDA_VISIBLE_DEVICES decides when set (empty or -1 hides them all), else the GPU
-# lines nvidia-smi prints. An nvidia-smi that hangs (a stuck driver)
+# lines nvidia-smi prints. An nvidia-smi that hangs (a stuck driver), fails or prints no GPU line
 # is no proof that there are none: that is one error line (README: training never falls back to
 # the CPU silently), or CPU training that says why when the flags ask for the CPU.
 SMI_TIMEOUT="${LONDONLM_NVIDIA_SMI_TIMEOUT_S:-30}"  # as londonlm.core.hardware waits
@@ -74,12 +74,19 @@ count_gpus() {
     local ids="${CUDA_VISIBLE_DEVICES// /}"
     case "$ids" in ""|-1*) ;; *) NGPU="$(echo "$ids" | tr "," "\n" | grep -c . || true)" ;; esac
   elif command -v nvidia-smi >/dev/null 2>&1; then
-    local out rc=0
+    local out rc=0 said
     out="$(mktemp)"
     list_gpus "$out" || rc=$?
-    NGPU="$(grep -c '^GPU' "$out" || true)"
+    NGPU="$(grep -c -E '^GPU [0-9]+: ' "$out" || true)"
+    said="$(LC_ALL=C tr -d '\000-\011\013-\037\177-\377' <"$out" | grep -m1 . | cut -c1-200 || true)"
     rm -f "$out"
-    if [ "$rc" -eq 124 ]; then SMI_PROBLEM="\`nvidia-smi --list-gpus\` did not answer within $SMI_TIMEOUT s"; NGPU=0; fi
+    [ -z "$said" ] || said="'$said'"
+    if [ "$rc" -eq 124 ]; then SMI_PROBLEM="\`nvidia-smi --list-gpus\` did not answer within $SMI_TIMEOUT s"
+    elif [ "$rc" -ne 0 ]; then SMI_PROBLEM="\`nvidia-smi --list-gpus\` failed (exit $rc): ${said:-nothing}"
+    elif [ "$NGPU" -eq 0 ] && [ -n "$said" ]; then
+      SMI_PROBLEM="\`nvidia-smi --list-gpus\` printed $said, not a list of GPUs"
+    fi
+    [ -z "$SMI_PROBLEM" ] || NGPU=0
   fi
 }
 cpu_asked() {  # the training flags ask for the CPU (--use_cpu true, --use_cpu=1, ...)

@@ -374,8 +374,11 @@ def fake_nvidia_smi(folder, gpus: int, driver: str = "535.104.05"):
     return folder
 
 
-# nvidia-smi as it misbehaves: a driver stuck in the kernel
+# nvidia-smi as it misbehaves: a driver stuck in the kernel, a driver not loaded, nonsense output
 NVIDIA_SMI_HANGS = "exec sleep 10"
+NVIDIA_SMI_FAILS = ("echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make "
+                    "sure that the latest NVIDIA driver is installed and running.\"; exit 9")
+NVIDIA_SMI_GARBLED = "printf 'GPU \\377garbage\\000 ~~\\n'"
 
 
 def broken_nvidia_smi(folder, body: str):

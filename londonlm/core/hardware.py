@@ -281,6 +281,8 @@ class GpuListing:
 
 
 NVIDIA_SMI_TIMEOUT_S = 30  # a hung driver hangs nvidia-smi; LONDONLM_NVIDIA_SMI_TIMEOUT_S overrides
+# a GPU line of `nvidia-smi --list-gpus`: "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-...)"
+_GPU_LINE = re.compile(r"GPU \d+: ")
 
 
 def nvidia_smi_timeout(environ=os.environ) -> int:
@@ -292,6 +294,13 @@ def nvidia_smi_timeout(environ=os.environ) -> int:
     if not given.isdecimal() or int(given) < 1:
         raise GpuUnusable(f"LONDONLM_NVIDIA_SMI_TIMEOUT_S must be whole seconds >= 1, got {given!r}")
     return int(given)
+
+
+def _quoted(output: str) -> str:
+    """nvidia-smi's first non-blank line, quoted on one line (control characters dropped)."""
+    line = next((x.strip() for x in output.splitlines() if x.strip()), "")
+    line = "".join(c for c in line if c.isprintable())[:200]
+    return f"'{line}'" if line else "nothing"
 
 
 def _nvidia_smi(*args: str, environ=os.environ) -> tuple[str, str | None]:
@@ -319,7 +328,9 @@ def _nvidia_smi(*args: str, environ=os.environ) -> tuple[str, str | None]:
         proc.stdout.close()
         return "", f"`{asked}` did not answer within {timeout} s"
     out = raw.decode("utf-8", errors="replace")
-    return (out if proc.returncode == 0 else ""), None
+    if proc.returncode != 0:
+        return "", f"`{asked}` failed (exit {proc.returncode}): {_quoted(out)}"
+    return out, None
 
 
 def nvidia_driver_version(environ=os.environ) -> str | None:
@@ -331,7 +342,11 @@ def _driver(environ=os.environ) -> tuple[str | None, str | None]:
     """(the driver version, or None; what nvidia-smi did instead of reporting one, if it is there)."""
     out, problem = _nvidia_smi("--query-gpu=driver_version", "--format=csv,noheader", environ=environ)
     found = re.search(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b", out)
-    return (found.group(1) if found else None), problem
+    if found or problem:
+        return (found.group(1) if found else None), problem
+    if shutil.which("nvidia-smi") is None:
+        return None, None
+    return None, f"`nvidia-smi --query-gpu=driver_version` printed {_quoted(out)}, not a driver version"
 
 
 def listed_gpus(environ=os.environ) -> GpuListing:
@@ -346,7 +361,9 @@ def listed_gpus(environ=os.environ) -> GpuListing:
         source, problem = "CUDA_VISIBLE_DEVICES", None
     else:
         out, problem = _nvidia_smi("--list-gpus", environ=environ)
-        count, source = sum(1 for line in out.splitlines() if line.startswith("GPU")), "nvidia-smi"
+        count, source = sum(1 for line in out.splitlines() if _GPU_LINE.match(line)), "nvidia-smi"
+        if not count and out.strip() and problem is None:
+            problem = f"`nvidia-smi --list-gpus` printed {_quoted(out)}, not a list of GPUs"
     if not count:
         return GpuListing(0, source, None, problem)
     driver, driver_problem = _driver(environ)
