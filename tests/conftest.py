@@ -295,18 +295,21 @@ from contextlib import contextmanager  # noqa: E402  (appended section: serving 
 
 
 @contextmanager
-def serving_in_thread(app):
-    """Serve an ASGI ``app`` with uvicorn in a thread on a free 127.0.0.1 port; yields the base URL."""
+def serving_in_thread(app, **options):
+    """Serve an ASGI ``app`` with uvicorn in a thread on a free 127.0.0.1 port, as ``serve.py``
+    runs it (``uvicorn_options(**options)``); yields the base URL."""
     import socket
     import threading
     import time
 
     import uvicorn
 
+    from londonlm.serving.httpio import uvicorn_options
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **uvicorn_options(**options)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
