@@ -4,7 +4,8 @@
 # Python: $PYTHON when set, else the project's .venv, else python3.
 # GPUs: those CUDA_VISIBLE_DEVICES names when it is set, else every GPU nvidia-smi lists;
 #   NPROC_PER_NODE overrides the count (on a CPU-only machine it starts that many gloo ranks).
-#   GPUs this torch cannot use (a CPU build, a driver too old for its CUDA) stop it before any rank.
+#   GPUs this torch cannot use (a CPU build, a driver too old for its CUDA) stop it before any rank;
+#   so does an nvidia-smi that fails, prints no GPU or hangs (LONDONLM_NVIDIA_SMI_TIMEOUT_S, 30).
 # Nodes: NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT (torchrun's rendezvous); inside a Slurm
 #   allocation they default to SLURM_NNODES, SLURM_NODEID and the first host (slurm/train.sbatch);
 #   GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME pick the network interface on multi-interface nodes.
@@ -20,7 +21,7 @@ PRESET="${1:-slm}"
 case "$PRESET" in
   slm|tiny|micro) SCRIPT="$HERE/04_training/train_model_slm.py" ;;
   regular) SCRIPT="$HERE/04_training/train_model.py" ;;
-  -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
   *) echo "error: unknown preset '$PRESET' (slm, regular, tiny, micro)" >&2; exit 2 ;;
 esac
 shift || true
@@ -43,18 +44,71 @@ if ls -d "$RUN_DIR"/checkpoint-* >/dev/null 2>&1 && [[ " $* " != *" --fresh "* ]
   echo "(Use ./resume_training.sh checkpoint-N for a specific one, or add --fresh to start over.)"
 fi
 
-# Visible GPUs: CUDA_VISIBLE_DEVICES decides when set (empty or -1 hides them all).
+# Visible GPUs: CUDA_VISIBLE_DEVICES decides when set (empty or -1 hides them all), else the GPU
+# lines nvidia-smi prints. An nvidia-smi that hangs (a stuck driver), fails or prints no GPU line
+# is no proof that there are none: that is one error line (README: training never falls back to
+# the CPU silently), or CPU training that says why when the flags ask for the CPU.
+SMI_TIMEOUT="${LONDONLM_NVIDIA_SMI_TIMEOUT_S:-30}"  # as londonlm.core.hardware waits
+if ! [[ "$SMI_TIMEOUT" =~ ^[0-9]+$ ]] || [ "$SMI_TIMEOUT" -lt 1 ]; then
+  echo "error: LONDONLM_NVIDIA_SMI_TIMEOUT_S must be whole seconds >= 1, got '$SMI_TIMEOUT'" >&2; exit 2
+fi
+SMI_PROBLEM=""
+list_gpus() {  # nvidia-smi --list-gpus into $1; returns its exit code, 124 when it did not answer
+  nvidia-smi --list-gpus >"$1" 2>&1 </dev/null &
+  local pid=$! tick rc=0
+  for ((tick = 0; tick < SMI_TIMEOUT * 10; tick++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then  # killed, never waited for: a process stuck in the driver may not die
+    disown "$pid" 2>/dev/null || true  # no "Killed" job notice on stderr
+    kill -KILL "$pid" 2>/dev/null || true
+    return 124
+  fi
+  wait "$pid" || rc=$?
+  return "$rc"
+}
 count_gpus() {
+  NGPU=0
   if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
     local ids="${CUDA_VISIBLE_DEVICES// /}"
-    case "$ids" in ""|-1*) echo 0 ;; *) echo "$ids" | tr "," "\n" | grep -c . || true ;; esac
+    case "$ids" in ""|-1*) ;; *) NGPU="$(echo "$ids" | tr "," "\n" | grep -c . || true)" ;; esac
   elif command -v nvidia-smi >/dev/null 2>&1; then
-    nvidia-smi --list-gpus 2>/dev/null | grep -c '^GPU' || true
-  else
-    echo 0
+    local out rc=0 said
+    out="$(mktemp)"
+    list_gpus "$out" || rc=$?
+    NGPU="$(grep -c -E '^GPU [0-9]+: ' "$out" || true)"
+    said="$(LC_ALL=C tr -d '\000-\011\013-\037\177-\377' <"$out" | grep -m1 . | cut -c1-200 || true)"
+    rm -f "$out"
+    [ -z "$said" ] || said="'$said'"
+    if [ "$rc" -eq 124 ]; then SMI_PROBLEM="\`nvidia-smi --list-gpus\` did not answer within $SMI_TIMEOUT s"
+    elif [ "$rc" -ne 0 ]; then SMI_PROBLEM="\`nvidia-smi --list-gpus\` failed (exit $rc): ${said:-nothing}"
+    elif [ "$NGPU" -eq 0 ] && [ -n "$said" ]; then
+      SMI_PROBLEM="\`nvidia-smi --list-gpus\` printed $said, not a list of GPUs"
+    fi
+    [ -z "$SMI_PROBLEM" ] || NGPU=0
   fi
 }
-NGPU="$(count_gpus)"
+cpu_asked() {  # the training flags ask for the CPU (--use_cpu true, --use_cpu=1, ...)
+  local i value
+  for ((i = 0; i < ${#ARGS[@]}; i++)); do
+    case "${ARGS[$i]}" in
+      --use_cpu) value="${ARGS[$((i + 1))]:-}" ;;
+      --use_cpu=*) value="${ARGS[$i]#*=}" ;;
+      *) continue ;;
+    esac
+    case "$(echo "$value" | tr '[:upper:]' '[:lower:]')" in true|1|yes|y|t) return 0 ;; esac
+  done
+  return 1
+}
+count_gpus
+if [ -n "$SMI_PROBLEM" ]; then
+  if ! cpu_asked; then  # the words of londonlm.core.hardware.nvidia_smi_failed
+    echo "error: $SMI_PROBLEM, so whether this machine has GPUs is unknown and training would silently run on the CPU. Fix: make \`nvidia-smi\` work where training runs (the NVIDIA driver loaded; a container needs --gpus). To train on the CPU on purpose, set CUDA_VISIBLE_DEVICES= (empty) or pass --use_cpu true" >&2
+    exit 2
+  fi
+  echo "$SMI_PROBLEM; training on the CPU, as --use_cpu asks"
+fi
 NPROC="${NPROC_PER_NODE:-$NGPU}"
 
 # Inside a Slurm allocation (one launcher task per node), take the nodes from Slurm.

@@ -295,18 +295,21 @@ from contextlib import contextmanager  # noqa: E402  (appended section: serving 
 
 
 @contextmanager
-def serving_in_thread(app):
-    """Serve an ASGI ``app`` with uvicorn in a thread on a free 127.0.0.1 port; yields the base URL."""
+def serving_in_thread(app, **options):
+    """Serve an ASGI ``app`` with uvicorn in a thread on a free 127.0.0.1 port, as ``serve.py``
+    runs it (``uvicorn_options(**options)``); yields the base URL."""
     import socket
     import threading
     import time
 
     import uvicorn
 
+    from londonlm.serving.httpio import uvicorn_options
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **uvicorn_options(**options)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -370,6 +373,22 @@ def fake_nvidia_smi(folder, gpus: int, driver: str = "535.104.05"):
     exe = folder / "nvidia-smi"
     exe.write_text(f"#!/bin/sh\ncase \"$*\" in\n  *--list-gpus*) {listing or 'true'} ;;\n"
                    f"  *driver_version*) echo '{driver}' ;;\nesac\n")
+    exe.chmod(0o755)
+    return folder
+
+
+# nvidia-smi as it misbehaves: a driver stuck in the kernel, a driver not loaded, nonsense output
+NVIDIA_SMI_HANGS = "exec sleep 10"
+NVIDIA_SMI_FAILS = ("echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make "
+                    "sure that the latest NVIDIA driver is installed and running.\"; exit 9")
+NVIDIA_SMI_GARBLED = "printf 'GPU \\377garbage\\000 ~~\\n'"
+
+
+def broken_nvidia_smi(folder, body: str):
+    """An ``nvidia-smi`` that runs the shell ``body`` whatever it is asked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / "nvidia-smi"
+    exe.write_text(f"#!/bin/sh\n{body}\n")
     exe.chmod(0o755)
     return folder
 

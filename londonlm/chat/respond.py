@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..core import CHAT_INFO, GenerationSettings, LondonLMError
+from ..core import CHAT_INFO, GREEDY_BELOW, GenerationSettings, LondonLMError
 from .dataset import system_line
 from .extract import PLACE
 from .template import CHAT_TOKENS, ChatIds, encode_chat
@@ -138,12 +138,13 @@ def _generation(model, tokenizer, messages: Sequence[dict], settings: ChatSettin
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     device = next(model.parameters()).device
+    sample = settings.do_sample and settings.temperature >= GREEDY_BELOW  # below it, greedy: as 0
     kwargs = dict(input_ids=torch.tensor([prompt], device=device),
                   attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=device),
-                  do_sample=settings.do_sample, max_new_tokens=settings.max_new_tokens,
+                  do_sample=sample, max_new_tokens=settings.max_new_tokens,
                   eos_token_id=[ids.end, ids.eot], pad_token_id=tokenizer.pad_token_id,
                   repetition_penalty=settings.repetition_penalty)
-    if settings.do_sample:
+    if sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
     return prompt, kwargs, ids
 

@@ -25,7 +25,7 @@ from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existi
                   non_negative_float, non_negative_int, number_in, port, positive_float, positive_int,
                   user_path, utf8_problem, writable_dir, year)
 from .errors import LondonLMError, UsageError, run_main
-from .generation_settings import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError, GenerationSettings,
+from .generation_settings import (CONFIG_FIELDS, GREEDY_BELOW, REQUEST_FIELDS, GenerationError, GenerationSettings,
                                   defaults_from_generation_config, generation_config_dict,
                                   to_generation_config)
 from .hardware import (GpuUnusable, choose_precision, cpu_has_native_bf16, device_name, free_memory_bytes,
@@ -42,7 +42,8 @@ __all__ = [
     "checkpoint_name", "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS",
     "cpu_has_native_bf16", "current_or_make", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name", "die_with_parent",
     "existing_dir", "existing_file", "FINAL", "fraction", "free_text", "free_memory_bytes", "GpuUnusable", "generation_config_dict", "GenerationError",
-    "GenerationSettings", "GGUF", "give_open_mode", "hardware_summary", "Hold", "hold", "holder_pid", "keep_freed_memory_in_heap",
+    "GenerationSettings", "GGUF", "GREEDY_BELOW", "give_open_mode", "hardware_summary", "Hold", "hold", "holder_pid",
+    "keep_freed_memory_in_heap",
     "large_blocks_from_the_system",
     "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",

@@ -17,6 +17,17 @@ CONFIG_FIELDS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_
                  "no_repeat_ngram_size")
 REQUEST_FIELDS = CONFIG_FIELDS + ("num_samples", "seed")
 
+# Temperatures below this decode greedily, as 0 does, everywhere (the server's batched sampler,
+# generate(), the CLIs and chat). Sampling at temperature T gives a token whose logit is d below
+# the best exp(-d/T) times the best's chance; float32 holds nothing below e^-103.3, so under 1e-5
+# every token more than 1e-3 below the best already has chance exactly 0: sampling is the argmax
+# for every gap wider than the model's own rounding (bf16 logits round at ~1e-2). Far below it,
+# dividing float32 logits by T overflows: at 1e-39 every logit became -inf, the softmax NaN, and
+# the server chose <|endoftext|> at -9.42 over "\n" at -3.12, while transformers' sampler raised
+# "probability tensor contains either inf, nan or element < 0". vLLM draws the same line
+# (_SAMPLING_EPS = 1e-5 in its sampling_params.py).
+GREEDY_BELOW = 1e-5
+
 
 class GenerationError(LondonLMError, ValueError):
     """A user-facing problem (bad setting, unknown era, missing model): one-line message."""
@@ -24,8 +35,8 @@ class GenerationError(LondonLMError, ValueError):
 
 @dataclass
 class GenerationSettings:
-    """Sampling settings. ``temperature=0`` means greedy decoding; ``top_k=0`` disables top-k.
-    The field defaults are the project's sampling defaults."""
+    """Sampling settings. ``temperature=0`` (or any below :data:`GREEDY_BELOW`) means greedy
+    decoding; ``top_k=0`` disables top-k. The field defaults are the project's sampling defaults."""
 
     max_new_tokens: int = 100
     temperature: float = 0.8
@@ -39,7 +50,7 @@ class GenerationSettings:
 
     @property
     def sampling(self) -> bool:
-        return self.temperature > 0
+        return self.temperature >= GREEDY_BELOW
 
     def validate(self) -> "GenerationSettings":
         for ok, message in self._checks():

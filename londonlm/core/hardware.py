@@ -275,37 +275,99 @@ class GpuListing:
     count: int
     source: str                 # "CUDA_VISIBLE_DEVICES" or "nvidia-smi"
     driver: str | None = None   # the NVIDIA driver version nvidia-smi reports
+    # what nvidia-smi did instead of answering (hung, failed, printed no GPU or no version): a
+    # machine whose nvidia-smi fails may well have GPUs, so this is never read as "none"
+    nvidia_smi_problem: str | None = None
 
 
-def _nvidia_smi(*args: str) -> str:
-    """nvidia-smi's output, or "" where it is missing or fails (no driver loaded)."""
+NVIDIA_SMI_TIMEOUT_S = 30  # a hung driver hangs nvidia-smi; LONDONLM_NVIDIA_SMI_TIMEOUT_S overrides
+# a GPU line of `nvidia-smi --list-gpus`: "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-...)"
+_GPU_LINE = re.compile(r"GPU \d+: ")
+
+
+def nvidia_smi_timeout(environ=os.environ) -> int:
+    """Seconds nvidia-smi gets to answer: LONDONLM_NVIDIA_SMI_TIMEOUT_S (whole seconds, as
+    launch_training.sh reads it) or NVIDIA_SMI_TIMEOUT_S."""
+    given = environ.get("LONDONLM_NVIDIA_SMI_TIMEOUT_S", "").strip()
+    if not given:
+        return NVIDIA_SMI_TIMEOUT_S
+    if not given.isdecimal() or int(given) < 1:
+        raise GpuUnusable(f"LONDONLM_NVIDIA_SMI_TIMEOUT_S must be whole seconds >= 1, got {given!r}")
+    return int(given)
+
+
+def _quoted(output: str) -> str:
+    """nvidia-smi's first non-blank line, quoted on one line (control characters dropped)."""
+    line = next((x.strip() for x in output.splitlines() if x.strip()), "")
+    line = "".join(c for c in line if c.isprintable())[:200]
+    return f"'{line}'" if line else "nothing"
+
+
+def _nvidia_smi(*args: str, environ=os.environ) -> tuple[str, str | None]:
+    """nvidia-smi's output and, where it did not answer, what it did instead (one line quoting
+    it); ``("", None)`` where there is no nvidia-smi. A hung nvidia-smi (a driver stuck in the
+    kernel, where even SIGKILL may not end it) is killed and never waited for."""
+    import signal
+
     exe = shutil.which("nvidia-smi")
     if exe is None:
-        return ""
+        return "", None
+    asked, timeout = " ".join(["nvidia-smi", *args]), nvidia_smi_timeout(environ)
     try:
-        out = subprocess.run([exe, *args], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout if out.returncode == 0 else ""
+        proc = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:
+        return "", f"`{asked}` could not run ({e.strerror or e})"
+    try:
+        raw, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: any child it started goes too
+        except OSError:
+            pass
+        proc.stdout.close()
+        return "", f"`{asked}` did not answer within {timeout} s"
+    out = raw.decode("utf-8", errors="replace")
+    if proc.returncode != 0:
+        return "", f"`{asked}` failed (exit {proc.returncode}): {_quoted(out)}"
+    return out, None
 
 
-def nvidia_driver_version() -> str | None:
+def nvidia_driver_version(environ=os.environ) -> str | None:
     """The driver version nvidia-smi reports (``535.104.05``), or None."""
-    found = re.search(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b",
-                      _nvidia_smi("--query-gpu=driver_version", "--format=csv,noheader"))
-    return found.group(1) if found else None
+    return _driver(environ)[0]
+
+
+def _driver(environ=os.environ) -> tuple[str | None, str | None]:
+    """(the driver version, or None; what nvidia-smi did instead of reporting one, if it is there)."""
+    out, problem = _nvidia_smi("--query-gpu=driver_version", "--format=csv,noheader", environ=environ)
+    found = re.search(r"\b(\d{3,}\.\d+(?:\.\d+)?)\b", out)
+    if found or problem:
+        return (found.group(1) if found else None), problem
+    if shutil.which("nvidia-smi") is None:
+        return None, None
+    return None, f"`nvidia-smi --query-gpu=driver_version` printed {_quoted(out)}, not a driver version"
 
 
 def listed_gpus(environ=os.environ) -> GpuListing:
     """The GPUs this machine shows: ``CUDA_VISIBLE_DEVICES`` decides when set (empty or -1 hides
-    them all), else those ``nvidia-smi --list-gpus`` lists; as ``launch_training.sh`` counts them."""
+    them all), else the GPU lines ``nvidia-smi --list-gpus`` prints; as ``launch_training.sh``
+    counts them. An nvidia-smi that hangs, fails or prints no GPU line is recorded, not taken
+    for a machine without GPUs."""
     ids = environ.get("CUDA_VISIBLE_DEVICES")
     if ids is not None:
         ids = ids.replace(" ", "")
         count = 0 if ids == "" or ids.startswith("-1") else len([i for i in ids.split(",") if i])
-        return GpuListing(count, "CUDA_VISIBLE_DEVICES", nvidia_driver_version() if count else None)
-    count = sum(1 for line in _nvidia_smi("--list-gpus").splitlines() if line.startswith("GPU"))
-    return GpuListing(count, "nvidia-smi", nvidia_driver_version() if count else None)
+        source, problem = "CUDA_VISIBLE_DEVICES", None
+    else:
+        out, problem = _nvidia_smi("--list-gpus", environ=environ)
+        count, source = sum(1 for line in out.splitlines() if _GPU_LINE.match(line)), "nvidia-smi"
+        if not count and out.strip() and problem is None:
+            problem = f"`nvidia-smi --list-gpus` printed {_quoted(out)}, not a list of GPUs"
+    if not count:
+        return GpuListing(0, source, None, problem)
+    driver, driver_problem = _driver(environ)
+    return GpuListing(count, source, driver, problem or driver_problem)
 
 
 def _major(version: str | None) -> int | None:
@@ -328,16 +390,19 @@ def gpu_problem(listing: GpuListing, torch_version: str, torch_cuda: str | None,
                 cuda_available: bool) -> str | None:
     """Why the GPUs ``listing`` shows go unused by this torch (one line, with the fix), or None
     when torch uses them or none are shown."""
-    if listing.count == 0 or cuda_available:
+    if cuda_available:
         return None
+    if listing.count == 0:
+        return None if listing.nvidia_smi_problem is None else nvidia_smi_failed(listing.nvidia_smi_problem)
     shown = f"{listing.source} shows {listing.count} GPU{'s' if listing.count > 1 else ''}" + (
         f" (NVIDIA driver {listing.driver})" if listing.driver else "")
     index, cu126 = wheel_index_for(listing.driver), TORCH_WHEEL_INDEX.format(tag="cu126")
     if index:
         install = f"reinstall torch for this driver: TORCH_INDEX_URL={index} bash install.sh"
     elif listing.driver is None:
-        install = (f"install the CUDA build of torch for the NVIDIA driver (no nvidia-smi here to read "
-                   f"its version): TORCH_INDEX_URL={cu126} bash install.sh for drivers >= "
+        unread = listing.nvidia_smi_problem or "no nvidia-smi here to read its version"
+        install = (f"install the CUDA build of torch for the NVIDIA driver ({unread}): "
+                   f"TORCH_INDEX_URL={cu126} bash install.sh for drivers >= "
                    f"{MIN_DRIVER_FOR_CUDA[12]}, .../whl/cu130 for >= {MIN_DRIVER_FOR_CUDA[13]}")
     else:
         install = (f"upgrade the NVIDIA driver to >= {MIN_DRIVER_FOR_CUDA[12]} (CUDA 12), then "
@@ -356,6 +421,15 @@ def gpu_problem(listing: GpuListing, torch_version: str, torch_cuda: str | None,
                "driver must be loaded)")
     return (f"{shown} but {why}, so training would silently run on the CPU. Fix: {fix}. To train "
             f"on the CPU on purpose, set CUDA_VISIBLE_DEVICES= (empty) or pass --use_cpu true")
+
+
+def nvidia_smi_failed(problem: str) -> str:
+    """Why a machine whose nvidia-smi hangs, fails or answers nonsense is not taken for one
+    without GPUs (one line, with the fix); ``launch_training.sh`` words it the same."""
+    return (f"{problem}, so whether this machine has GPUs is unknown and training would silently run on "
+            f"the CPU. Fix: make `nvidia-smi` work where training runs (the NVIDIA driver loaded; a "
+            f"container needs --gpus). To train on the CPU on purpose, set CUDA_VISIBLE_DEVICES= (empty) "
+            f"or pass --use_cpu true")
 
 
 def require_usable_gpus(environ=os.environ) -> None:

@@ -14,18 +14,18 @@ publishing's verification and the model card.
 
 The terminal front end (REPL, printing) lives in :mod:`londonlm.serving.repl`, outside this core.
 """
-from ..core import (CONFIG_FIELDS, REQUEST_FIELDS, GenerationError, GenerationSettings,
+from ..core import (CONFIG_FIELDS, GREEDY_BELOW, REQUEST_FIELDS, GenerationError, GenerationSettings,
                     defaults_from_generation_config, generation_config_dict, to_generation_config)
 from .model import (DTYPES, LoadedModel, context_length_of, encode_prompt, encode_text, load_model,
                     new_tokens_for_max_length, normalize_era, pick_device, pick_dtype, prompt_length,
                     resolve_model_dir)
 from .sampling import Sample, TextStream, fit_to_context, generate, stream
-from .scoring import MAX_TOP, TokenScores, score_tokens
+from .scoring import MAX_TOP, TokenScores, fit_pieces, score_tokens, text_pieces
 
 __all__ = [
     "MAX_TOP", "CONFIG_FIELDS", "context_length_of", "DTYPES", "defaults_from_generation_config", "encode_prompt",
     "encode_text", "fit_to_context", "generate", "generation_config_dict", "GenerationError",
-    "GenerationSettings", "load_model", "LoadedModel", "new_tokens_for_max_length", "normalize_era",
+    "GenerationSettings", "GREEDY_BELOW", "load_model", "LoadedModel", "new_tokens_for_max_length", "normalize_era",
     "pick_device", "pick_dtype", "prompt_length", "REQUEST_FIELDS", "resolve_model_dir", "Sample", "score_tokens",
-    "stream", "TextStream", "to_generation_config", "TokenScores",
+    "stream", "text_pieces", "TextStream", "to_generation_config", "TokenScores", "fit_pieces",
 ]

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     from transformers.utils import logging as hf_logging
 
     from .app import create_app
+    from .httpio import uvicorn_options
 
     hf_logging.disable_progress_bar()
     app = create_app(args.model, layout=layout, run=args.run_name or args.preset, device=args.device,
@@ -75,5 +76,5 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     print(f"serving {lm.model_id} ({lm.n_params:,} params, step {lm.step}, {lm.device}, {lm.dtype}) on "
           f"http://{args.host}:{args.port}/ (OpenAI-compatible API at /v1; batch of up to "
           f"{limits.max_concurrency}, queue {limits.max_queue})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options())
     return 0

@@ -1,7 +1,8 @@
-"""HTTP plumbing shared by the native and the OpenAI-compatible APIs: body reading bounded in
-size, time and nesting, with every string checked to be text; server-sent events, a streaming
-response that frees its admission slot however it ends, and the security headers. Problems are
-raised as :class:`ApiError`; each API renders it in its shape."""
+"""HTTP plumbing shared by the native and the OpenAI-compatible APIs: request headers bounded in
+time (:func:`uvicorn_options`), body reading bounded in size, time and nesting, with every string
+checked to be text; server-sent events, a streaming response that frees its admission slot however
+it ends, and the security headers. Problems are raised as :class:`ApiError`; each API renders it
+in its shape."""
 from __future__ import annotations
 
 import asyncio
@@ -24,6 +25,12 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # No byte for BODY_IDLE_S, or BODY_TOTAL_S in all (a byte a second is never idle), answers 408.
 BODY_IDLE_S = 5.0
 BODY_TOTAL_S = 30.0
+# uvicorn has no timeout for a request's line and headers either: 1,000 sockets that sent
+# "GET /health HTTP/1.1\r\nHost: x\r\n" and nothing more held 1,000 connections (and file
+# descriptors) for as long as they liked. A request's head is a few hundred bytes, one packet:
+# it gets HEADER_TIMEOUT_S from the connection's opening (or the end of the previous response's
+# keep-alive wait), however it trickles in.
+HEADER_TIMEOUT_S = 10.0
 # The deepest request any endpoint takes is 5 levels (body > messages > message > content > part);
 # 32 leaves room for nested metadata, far below the ~1,000 levels at which json.loads and pydantic,
 # which recurse once per level, would raise RecursionError.
@@ -123,6 +130,61 @@ def _refuse_surrogate(path: tuple, what: str) -> None:
     field = ".".join(map(str, path))
     raise ApiError(400, f"{what}{field or 'the body'} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
                         f"without its pair), which is not text: send text as UTF-8", param=field or None)
+
+
+def uvicorn_options(header_timeout_s: float = HEADER_TIMEOUT_S) -> dict:
+    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config`` that every londonlm server runs
+    with: uvicorn's h11 protocol (pure Python, always installed with uvicorn) with a timeout on
+    the request line and headers, which uvicorn has not (its ``timeout_keep_alive`` covers only
+    the wait between two requests and stops at their first byte)."""
+    return {"http": _header_timeout_protocol(header_timeout_s)}
+
+
+def _header_timeout_protocol(timeout_s: float) -> type:
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    refusal = f"the request line and headers did not arrive within {timeout_s:g} s\n".encode()
+    response = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"connection: close\r\ncontent-length: " + str(len(refusal)).encode() + b"\r\n\r\n" + refusal)
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        """A connection whose next request has not been read up to the end of its headers
+        (h11's client state IDLE) within ``timeout_s`` gets a 408 and is closed. Once the headers
+        are in, the body's own limits (:func:`read_json_object`) and the request's take over."""
+
+        _head_timer = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._watch_head()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._watch_head()
+
+        def connection_lost(self, exc) -> None:
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+        def _watch_head(self) -> None:
+            if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
+                self._stop_head_timer()
+            elif self._head_timer is None:  # started by the first byte (or the opening), never reset
+                self._head_timer = self.loop.call_later(timeout_s, self._head_too_slow)
+
+        def _stop_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.write(response)
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
 
 
 def sse(event: str | None, data) -> str:

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from ..core import Layout, OneLineErrors, UsageError, free_text
+from ..core import GREEDY_BELOW, Layout, OneLineErrors, UsageError, free_text
 
 # Flags whose value is free text: they take the project's ``free_text`` type (valid UTF-8).
 TEXT_FLAGS = ("prompt",)
@@ -33,7 +33,8 @@ class InferenceArguments:
     max_new_tokens: Optional[int] = field(default=None, metadata={"help": "Tokens to generate."})
     max_length: Optional[int] = field(default=None, metadata={
         "help": "Alternative to --max_new_tokens: prompt + generated tokens in total."})
-    temperature: Optional[float] = field(default=None, metadata={"help": "0 = greedy; up to 5."})
+    temperature: Optional[float] = field(default=None, metadata={
+        "help": "0 = greedy (so is any below 1e-5: sampling there is the argmax); up to 5."})
     top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus sampling, in (0, 1]."})
     top_k: Optional[int] = field(default=None, metadata={"help": "Top-k sampling (0 = off)."})
     repetition_penalty: Optional[float] = field(default=None, metadata={"help": "1 = off; in (0, 10]."})
@@ -100,7 +101,7 @@ class InferenceArguments:
         changes = {k: getattr(self, k) for k in ("max_new_tokens", "temperature", "top_p", "top_k",
                                                  "repetition_penalty", "seed") if getattr(self, k) is not None}
         if "temperature" in changes:
-            changes["do_sample"] = changes["temperature"] > 0
+            changes["do_sample"] = changes["temperature"] >= GREEDY_BELOW
         return ChatSettings(**changes)
 
     def overrides(self) -> dict:

@@ -12,7 +12,9 @@ leaving room for a new token unless ``max_tokens`` is 0, is a 400 ``context_leng
 its token count, as OpenAI answers; ``max_tokens`` is cut to the room left. ``logprobs: k`` (0-5) reports
 each completion token's log-probability and its ``k`` likeliest alternatives; with ``echo`` the
 prompt's tokens too, and ``max_tokens: 0`` scores the prompt alone: what lm-evaluation-harness's
-``local-completions`` model scores log-likelihood tasks with. Chat messages go through
+``local-completions`` model scores log-likelihood tasks with. ``tokens[i]`` is token i's part of the
+choice's ``text`` and ``text_offset[i]`` where it starts there (``""`` for a token the text does not
+show, such as the ``<|endoftext|>`` before a text prompt). Chat messages go through
 the tokenizer's chat template (``apply_chat_template(..., sanitize_control_tokens=True)``): only
 the template writes role tokens; a message's text is always text. A chat answer ends at any
 control token the template writes (the end of its turn) or the model's end-of-sequence tokens.
@@ -28,8 +30,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from ..generation import (GenerationError, GenerationSettings, Sample, encode_prompt, normalize_era,
-                          score_tokens)
+from ..generation import (GenerationError, GenerationSettings, Sample, encode_prompt, fit_pieces,
+                          normalize_era, score_tokens, text_pieces)
 from .batching import Job
 from .httpio import ApiError, SlotStreamingResponse, read_json_object, sse
 from .schemas import error_message, openai_models
@@ -107,9 +109,11 @@ class _OpenAI:
             raise ApiError(400, "stop must be up to 4 non-empty strings", param="stop")
         return stop
 
-    def _prompts(self, req, era: str | None) -> list[tuple[str, list[int]]]:
-        """The request's prompts as ``(text, ids)``: a string or strings, encoded as /v1/generate
-        encodes text, or token ids, one list or a list of lists, taken as they are."""
+    def _prompts(self, req, era: str | None) -> list[tuple[str, list[int], bool]]:
+        """The request's prompts as ``(text, ids, as_ids)``: a string or strings, encoded as
+        /v1/generate encodes text (the text echoed is the one sent: the ``<|endoftext|>`` and era
+        tokens put before it are not in it), or token ids, one list or a list of lists, taken as
+        they are (echoed as they decode, control tokens shown)."""
         p = req.prompt
         items = [p] if isinstance(p, str) or (p and all(isinstance(x, int) for x in p)) else list(p)
         if not items or len(items) > MAX_PROMPTS:
@@ -122,13 +126,13 @@ class _OpenAI:
                 if len(item) > self.limits.max_prompt_chars:
                     raise ApiError(400, f"a prompt is longer than {self.limits.max_prompt_chars} characters",
                                    param="prompt")
-                out.append((item, encode_prompt(tok, item, era)))
+                out.append((item, encode_prompt(tok, item, era), False))
                 continue
             if not item:
                 raise ApiError(400, "a token-id prompt holds at least one id", param="prompt")
             if not all(0 <= t < vocab for t in item):
                 raise ApiError(400, f"token ids are 0 to {vocab - 1} for this model", param="prompt")
-            out.append((tok.decode(item, clean_up_tokenization_spaces=False), list(item)))
+            out.append((tok.decode(item, clean_up_tokenization_spaces=False), list(item), True))
         return out
 
     def _check_fits(self, ids: list[int], score_only: bool) -> None:
@@ -142,7 +146,7 @@ class _OpenAI:
         raise ApiError(400, f"a prompt of {len(ids)} tokens {room}: send a shorter prompt (prompts are never cut)",
                        param="prompt", code="context_length_exceeded")
 
-    def _completion_jobs(self, req, deadline: float) -> tuple[list[Job], list[str]]:
+    def _completion_jobs(self, req, deadline: float) -> tuple[list[Job], list[tuple[str, bool]]]:
         if req.best_of not in (None, req.n or 1):
             raise ApiError(400, "best_of is not supported (leave it unset or equal to n)", param="best_of")
         score_only = req.max_tokens == 0  # echo + logprobs of the prompt alone, nothing generated
@@ -154,11 +158,11 @@ class _OpenAI:
         if score_only:
             settings = replace(settings, max_new_tokens=0)
         prompts, n, stop = self._prompts(req, settings.era), settings.num_samples, self._stop(req)
-        for _, ids in prompts:
+        for _, ids, _ in prompts:
             self._check_fits(ids, score_only)
         jobs = [self.service.ids_job(ids, settings, deadline, seed_offset=k * n, stop=stop)
-                for k, (_, ids) in enumerate(prompts)]
-        return jobs, [text for text, _ in prompts]
+                for k, (_, ids, _) in enumerate(prompts)]
+        return jobs, [(text, as_ids) for text, _, as_ids in prompts]
 
     def _chat_job(self, req, deadline: float) -> Job:
         if not self.is_chat:
@@ -202,13 +206,13 @@ class _OpenAI:
             return openai_error(e)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
                 "model": self.lm.model_id}
-        echo = [p for p in prompts for _ in range(jobs[0].settings.num_samples)] if prompts and req.echo else None
+        echo = [p for p, _ in prompts for _ in range(jobs[0].settings.num_samples)] if prompts and req.echo else None
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
             return SlotStreamingResponse(self._chunks(jobs, head, chat, echo, usage), slot.release)
         try:
             samples = await self._samples(jobs)
-            scores = None if chat or req.logprobs is None else await self._logprobs(jobs, samples, req)
+            scores = None if chat or req.logprobs is None else await self._logprobs(jobs, prompts, samples, req)
         except ApiError as e:
             return openai_error(e)
         finally:
@@ -226,15 +230,28 @@ class _OpenAI:
                            seed=seed, seconds=0.0) for j in jobs for seed in j.seeds]
         return await self.service.samples(jobs)
 
-    async def _logprobs(self, jobs: list[Job], samples: list[Sample], req) -> list[dict]:
+    async def _logprobs(self, jobs: list[Job], prompts: list[tuple[str, bool]], samples: list[Sample],
+                        req) -> list[dict]:
         """Each choice's ``logprobs``: every token of prompt and completion (``echo``) or of the
         completion alone, each scored given all the tokens before it, with the ``req.logprobs``
-        likeliest alternatives. The model is read-only here, so scoring runs beside the engine."""
-        prompts = [j.prompt_ids for j in jobs for _ in j.seeds]
+        likeliest alternatives. The model is read-only here, so scoring runs beside the engine.
+
+        ``tokens[i]`` is token i's part of the choice's ``text`` and ``text[text_offset[i]:]``
+        starts with it (:func:`text_pieces`): a token the text does not show (the
+        ``<|endoftext|>`` and era tokens before a text prompt, the end-of-sequence token, tokens
+        past a stop string) is ``""`` where it would be; a token ending inside a character is
+        ``""``, the one completing it carries it."""
+        tok = self.lm.tokenizer
         out = []
-        for ids, sample in zip(prompts, samples):
+        for ids, (_, as_ids), sample in zip([j.prompt_ids for j in jobs for _ in j.seeds],
+                                            [p for p, j in zip(prompts, jobs) for _ in j.seeds], samples):
             scores = await asyncio.to_thread(score_tokens, self.lm, [*ids, *sample.token_ids], req.logprobs)
-            out.append((scores if req.echo else scores.after(len(ids))).to_dict())
+            new = fit_pieces(text_pieces(tok, list(sample.token_ids), skip_special_tokens=True), sample.text)
+            if req.echo:
+                scores = scores.in_text(text_pieces(tok, ids, skip_special_tokens=not as_ids) + new)
+            else:
+                scores = scores.after(len(ids)).in_text(new)
+            out.append(scores.to_dict())
         return out
 
     async def _chunks(self, jobs: list[Job], head: dict, chat: bool, echo: list[str] | None, with_usage: bool):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from ..core import utf8_problem
+from ..core import GREEDY_BELOW, utf8_problem
 from ..generation import (GenerationError, GenerationSettings, LoadedModel, Sample, TextStream, generate,
                           new_tokens_for_max_length, normalize_era)
 
@@ -249,7 +249,7 @@ class ChatSession:
             raise ChatRequestError(f"{cmd} needs a {kind.__name__}, got {arg!r}") from None
         if name == "temperature" and not 0 <= value <= 5:
             raise ChatRequestError(f"temperature must be between 0 (greedy) and 5, got {value}")
-        changes = {name: value, **({"do_sample": value > 0} if name == "temperature" else {})}
+        changes = {name: value, **({"do_sample": value >= GREEDY_BELOW} if name == "temperature" else {})}
         self.settings = replace(self.settings, **changes)
         return f"{name} = {value}"
 

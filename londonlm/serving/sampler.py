@@ -48,7 +48,8 @@ class BatchSampler:
         col = dict(dtype=torch.float32, device=device)
         self.rows = rows
         self.penalty = torch.tensor([[x.repetition_penalty] for x in s], **col)
-        # greedy rows never see the warpers; 1.0 keeps their (unused) arithmetic finite
+        # greedy rows (temperature below GREEDY_BELOW, 0 included) never see the warpers; 1.0 keeps
+        # their (unused) arithmetic finite
         self.temperature = torch.tensor([[x.temperature if x.sampling else 1.0] for x in s], **col)
         self.top_k = torch.tensor([x.top_k if x.sampling else 0 for x in s], dtype=torch.long, device=device)
         self.one_minus_top_p = torch.tensor([[1 - x.top_p if x.sampling else 0.0] for x in s], **col)

@@ -22,7 +22,7 @@ def request_model(max_prompt_chars: int, max_new_tokens_limit: int, max_samples:
                               description="text to continue (may be empty)")),
         "max_new_tokens": (Optional[int], Field(None, ge=1, le=max_new_tokens_limit)),
         "temperature": (Optional[float], Field(None, ge=0, le=5, allow_inf_nan=False,
-                                               description="0 = greedy")),
+                                               description="0 = greedy (so is any below 1e-5)")),
         "top_p": (Optional[float], Field(None, gt=0, le=1, allow_inf_nan=False)),
         "top_k": (Optional[int], Field(None, ge=0, le=1000, description="0 = off")),
         "repetition_penalty": (Optional[float], Field(None, gt=0, le=10, allow_inf_nan=False)),

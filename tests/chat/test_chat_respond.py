@@ -86,6 +86,18 @@ def test_reply_is_text_and_control_strings_stay_text(chat_model_dir, monkeypatch
         chat_reply(model, tok, [Q], settings=ChatSettings(max_new_tokens=0))
 
 
+def test_a_temperature_too_small_to_divide_by_answers_greedily(chat_model_dir):
+    """ChatSettings(temperature=1e-40) sampled: transformers raised "probability tensor contains
+    either inf, nan or element < 0". Below GREEDY_BELOW a chat answer is greedy, as at 0."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(chat_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(chat_model_dir))
+    tiny = chat_reply(model, tok, [Q], settings=ChatSettings(max_new_tokens=8, temperature=1e-40, seed=1))
+    greedy = chat_reply(model, tok, [Q], settings=ChatSettings(max_new_tokens=8, do_sample=False))
+    assert tiny == greedy
+
+
 def test_chat_models_are_recognised(chat_model_dir, tiny_model_dir):
     assert is_chat_model(chat_model_dir) and not is_chat_model(tiny_model_dir)
     info = read_chat_info(chat_model_dir)

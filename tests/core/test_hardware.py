@@ -141,3 +141,66 @@ print(rss() - base)
     grew = {m: int(subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True,
                                   check=True).stdout) for m in ("default", "fixed")}
     assert grew["fixed"] < 90 < grew["default"], grew  # 60 blocks of ~1.1 MiB kept either way
+
+
+# --------------------------------------------------------------------------- nvidia-smi misbehaving
+
+from conftest import NVIDIA_SMI_FAILS, NVIDIA_SMI_GARBLED, NVIDIA_SMI_HANGS, broken_nvidia_smi  # noqa: E402
+
+
+def test_a_hung_nvidia_smi_is_reported_after_the_timeout(tmp_path, monkeypatch):
+    """A stuck driver hangs nvidia-smi: it is given LONDONLM_NVIDIA_SMI_TIMEOUT_S (30 s by
+    default), then killed, and the listing says so; it is not a machine without GPUs."""
+    import time
+
+    monkeypatch.setenv("PATH", f"{broken_nvidia_smi(tmp_path, NVIDIA_SMI_HANGS)}:/usr/bin:/bin")
+    started = time.monotonic()
+    listing = listed_gpus({"LONDONLM_NVIDIA_SMI_TIMEOUT_S": "1"})
+    assert time.monotonic() - started < 5
+    assert listing.count == 0 and listing.nvidia_smi_problem == "`nvidia-smi --list-gpus` did not answer within 1 s"
+    msg = gpu_problem(listing, "2.13.0+cpu", None, False)
+    assert msg.startswith("`nvidia-smi --list-gpus` did not answer within 1 s, so whether this machine has GPUs "
+                          "is unknown") and "CUDA_VISIBLE_DEVICES=" in msg and "\n" not in msg
+    assert gpu_problem(listing, "2.13.0", "12.6", True) is None  # torch reaches the GPUs: nothing to say
+
+
+def test_a_bad_nvidia_smi_timeout_is_refused():
+    from londonlm.core.hardware import GpuUnusable, nvidia_smi_timeout
+
+    assert nvidia_smi_timeout({}) == 30 and nvidia_smi_timeout({"LONDONLM_NVIDIA_SMI_TIMEOUT_S": "2"}) == 2
+    for bad in ("0", "-1", "1.5", "x"):
+        with pytest.raises(GpuUnusable, match="whole seconds"):
+            nvidia_smi_timeout({"LONDONLM_NVIDIA_SMI_TIMEOUT_S": bad})
+
+
+def test_a_failing_nvidia_smi_is_quoted_not_taken_for_no_gpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{broken_nvidia_smi(tmp_path, NVIDIA_SMI_FAILS)}:/usr/bin:/bin")
+    listing = listed_gpus({})
+    assert listing.count == 0 and listing.nvidia_smi_problem.startswith(
+        "`nvidia-smi --list-gpus` failed (exit 9): 'NVIDIA-SMI has failed because it couldn't communicate")
+    msg = gpu_problem(listing, "2.13.0+cpu", None, False)
+    assert "failed (exit 9): 'NVIDIA-SMI has failed" in msg and "training would silently run on the CPU" in msg
+    assert "--use_cpu true" in msg and "\n" not in msg
+    import torch
+
+    from londonlm.core.hardware import GpuUnusable, require_usable_gpus
+
+    if not torch.cuda.is_available():  # every training script and the launcher's torchrun wrapper stop
+        with pytest.raises(GpuUnusable, match="NVIDIA-SMI has failed"):
+            require_usable_gpus({})
+
+
+def test_garbled_nvidia_smi_output_is_quoted_as_it_was_seen(tmp_path, monkeypatch):
+    """Once "nvidia-smi shows 1 GPU ... (no nvidia-smi here to read its version)": now the
+    listing's line must be a GPU line, and what nvidia-smi printed instead is quoted."""
+    monkeypatch.setenv("PATH", f"{broken_nvidia_smi(tmp_path, NVIDIA_SMI_GARBLED)}:/usr/bin:/bin")
+    listing = listed_gpus({})
+    assert listing.count == 0
+    assert listing.nvidia_smi_problem == "`nvidia-smi --list-gpus` printed 'GPU \ufffdgarbage ~~', not a list of GPUs"
+    assert "no nvidia-smi here" not in gpu_problem(listing, "2.13.0+cpu", None, False)
+    # the GPUs listed, the driver's version garbled: the fix says what the version query printed
+    listing = listed_gpus({"CUDA_VISIBLE_DEVICES": "0"})
+    assert listing.count == 1 and listing.driver is None
+    msg = gpu_problem(listing, "2.13.0+cpu", None, False)
+    assert "(`nvidia-smi --query-gpu=driver_version` printed 'GPU \ufffdgarbage ~~', not a driver version)" in msg
+    assert "no nvidia-smi here" not in msg

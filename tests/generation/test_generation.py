@@ -208,6 +208,17 @@ def test_greedy_is_deterministic_without_a_seed(lm):
     assert generate(lm, "London", s)[0].text == generate(lm, "London", s)[0].text
 
 
+@pytest.mark.parametrize("temperature", [1e-40, 1e-320, 9e-6])
+def test_a_temperature_too_small_to_divide_by_is_greedy(lm, temperature):
+    """generate() at 1e-40 raised transformers' "probability tensor contains either inf, nan or
+    element < 0" (the logits divided by it overflow); below GREEDY_BELOW it is greedy, as at 0,
+    in generate(), stream() and the REPL's /temp alike."""
+    tiny, greedy = settings(lm, temperature=temperature), settings(lm, temperature=0.0)
+    assert not tiny.sampling and generate(lm, "Up betimes", tiny)[0].text == generate(lm, "Up betimes", greedy)[0].text
+    assert "".join(stream(lm, "London", tiny)) == generate(lm, "London", greedy)[0].text
+    assert not apply_command(settings(lm), f"/temp {temperature}", lm.eras)[0].sampling
+
+
 def test_repl_commands(lm):
     s = settings(lm)
     s2, msg = apply_command(s, "/temp 0.7", lm.eras)
@@ -286,6 +297,17 @@ def test_cli_bad_values_fail_cleanly(cli, tiny_model_dir, capsys, args, message)
     assert exit_code(cli.main, [*model, "--prompt", "Up", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_cli_tiny_temperature_is_greedy_not_a_traceback(cli, tiny_model_dir, capsys):
+    """``--temperature 1e-40`` died with RuntimeError: probability tensor contains inf/nan."""
+    argv = ["--model", str(tiny_model_dir), "--prompt", "Up betimes", "--max_new_tokens", "12", "--device", "cpu"]
+    assert cli.main([*argv, "--temperature", "0"]) == 0
+    greedy = capsys.readouterr().out
+    assert cli.main([*argv, "--temperature", "1e-40"]) == 0
+    assert capsys.readouterr().out == greedy
+    chat = cli.parse(cli.build_parser("micro"), ["--chat", "--temperature", "1e-40"])
+    assert chat.chat_settings().do_sample is False  # --chat: greedy too
 
 
 def test_cli_allow_control_tokens_flag(cli, tiny_model_dir, capsys):

@@ -181,6 +181,66 @@ def test_a_body_trickled_forever_is_cut_at_the_total_limit(base, lm, quick_body_
     assert_still_serving(base, lm)
 
 
+# --------------------------------------------------------------------------- heads that stop
+
+HEADER_TIMEOUT = 1.0
+
+
+def _half_sent(url: str, sent: bytes) -> socket.socket:
+    sock = connect(url)
+    if sent:
+        sock.sendall(sent)
+    return sock
+
+
+def test_request_headers_that_stop_arriving_are_a_408_and_closed(lm):
+    """1,000 sockets sending "GET /health HTTP/1.1\\r\\nHost: x\\r\\n" and no more once held 1,000
+    connections (open files 9 -> 1,009) for good: uvicorn has no header timeout. Now each is a
+    408 and closed once its head has not arrived within the header timeout: half a head, a
+    request line cut short, nothing at all, the next request on a kept-alive connection, a head
+    trickled a byte at a time. A whole request meanwhile is answered as ever."""
+    with serving_in_thread(create_app(lm=lm, max_new_tokens_limit=8), header_timeout_s=HEADER_TIMEOUT) as url:
+        kept = _half_sent(url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while not first.endswith(b"}"):  # the whole first answer (a small JSON body)
+            first += kept.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200"), first[:200]
+        started = time.monotonic()
+        kept.sendall(b"GET /health HTTP/1.1\r\n")
+        socks = [kept] + [_half_sent(url, sent) for sent in (
+            b"GET /health HTTP/1.1\r\nHost: x\r\n", b"GET /heal", b"", b"POST /v1/completions HTTP/1.1\r\n")]
+        trickled = _half_sent(url, b"G")
+        for byte in b"ET /health HTTP/1.1\r\nHost":  # a byte every 0.1 s: never idle, never done
+            if time.monotonic() - started > HEADER_TIMEOUT + 1:
+                break
+            try:
+                trickled.sendall(bytes([byte]))
+            except OSError:  # closed: that is the point
+                break
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/health", timeout=10).status_code == 200  # served meanwhile
+        for sock in [*socks, trickled]:
+            answer = read_all(sock)
+            waited = time.monotonic() - started
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b"connection: close" in answer.lower() and b"did not arrive within 1 s" in answer
+            sock.close()
+        assert HEADER_TIMEOUT * 0.9 < waited < HEADER_TIMEOUT + 3  # the timeout, then closed (read_all saw EOF)
+        assert_still_serving(url, lm)
+
+
+def test_a_body_sent_after_the_header_timeout_is_served(lm):
+    """The timeout covers only the head: once the headers are in, the body has its own limits."""
+    with serving_in_thread(create_app(lm=lm, max_new_tokens_limit=8), header_timeout_s=0.5) as url:
+        body = json.dumps({"model": lm.model_id, "prompt": "Up", "max_tokens": 2}).encode()
+        with connect(url) as sock:
+            sock.sendall(head("/v1/completions", len(body)).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+            time.sleep(0.8)  # past the header timeout, within the body's idle limit
+            sock.sendall(body)
+            answer = read_all(sock)
+        assert answer.startswith(b"HTTP/1.1 200") and b'"usage"' in answer, answer[:300]
+
+
 class Records(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)

@@ -89,6 +89,19 @@ def test_completion_equals_generate_with_usage(client, lm):
     assert r.usage.completion_tokens == 10 and r.usage.total_tokens == r.usage.prompt_tokens + 10
 
 
+@pytest.mark.parametrize("temperature", [1e-39, 1e-320])
+def test_a_temperature_too_small_to_divide_by_is_greedy(client, base, lm, temperature):
+    """At 1e-39 (1e-39 to 1e-320) the logits divided by the temperature were all -inf: the server
+    answered "" with finish_reason "stop", having chosen <|endoftext|> at -9.42 over "\\n" at
+    -3.12. Below GREEDY_BELOW a request decodes greedily, as at 0, on both APIs."""
+    want = generate(lm, "Up betimes", greedy(lm, 8))[0]
+    r = client.completions.create(model=lm.model_id, prompt="Up betimes", max_tokens=8, temperature=temperature)
+    assert r.choices[0].text == want.text and r.choices[0].finish_reason == "length"
+    native = httpx.post(f"{base}/v1/generate", json={"prompt": "Up betimes", "max_new_tokens": 8,
+                                                    "temperature": temperature}, timeout=60).json()
+    assert native["text"] == want.text
+
+
 def test_n_and_seed_give_generates_samples(client, lm):
     r = client.completions.create(model=lm.model_id, prompt="London", max_tokens=8, n=2, seed=5,
                                   temperature=0.9, extra_body={"top_k": 40, "repetition_penalty": 1.2})

@@ -64,6 +64,73 @@ def test_a_text_prompt_with_max_tokens_zero_generates_nothing(base, lm):
                                                                                   abs=1e-4)
 
 
+def assert_offsets_index_the_text(choice: dict) -> None:
+    """OpenAI's meaning, which lm-eval reads: ``text[text_offset[i]:]`` starts with ``tokens[i]``;
+    here every character of the text is in exactly one token's piece, in order."""
+    text, lp = choice["text"], choice["logprobs"]
+    assert len(lp["tokens"]) == len(lp["text_offset"]) == len(lp["token_logprobs"])
+    for i, (piece, at) in enumerate(zip(lp["tokens"], lp["text_offset"])):
+        assert text[at:].startswith(piece), (i, piece, at, text)
+    assert "".join(lp["tokens"]) == text
+    assert lp["text_offset"] == [sum(map(len, lp["tokens"][:i])) for i in range(len(lp["tokens"]))]
+
+
+# non-ASCII: BPE on bytes splits these characters between tokens (checked below)
+OFFSET_PROMPTS = ["Up betimes", "Café naïve: “quoted” 日本語 ✠ 𝔊 done", "  two  spaces\nand a line",
+                  "<|endoftext|> typed, as text"]
+
+
+@pytest.mark.parametrize("prompt", OFFSET_PROMPTS)
+@pytest.mark.parametrize("echo", [True, False])
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 2.0, "top_k": 0, "top_p": 1.0, "seed": 4}])
+def test_text_offset_indexes_the_returned_text(base, lm, prompt, echo, sampling):
+    """``echo`` on "Up betimes" once gave text "Up betimes theg" but tokens ["<|endoftext|>",
+    "U", ...] at offsets [0, 13, ...]. The <|endoftext|> the server puts before a text prompt is
+    not in the text: it is reported as "" at offset 0, its log-probability None as before."""
+    r = complete(base, lm, prompt=prompt, max_tokens=12, echo=echo, logprobs=1, **sampling)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert_offsets_index_the_text(choice)
+    lp, ids = choice["logprobs"], encode_prompt(lm.tokenizer, prompt)
+    if echo:
+        assert choice["text"].startswith(prompt) and len(lp["tokens"]) >= len(ids)
+        assert lp["tokens"][0] == "" and lp["text_offset"][0] == 0 and lp["token_logprobs"][0] is None
+
+
+def test_a_token_that_splits_a_character_is_empty_and_the_next_carries_it(base, lm):
+    """A byte-level token ending inside a multibyte character adds the characters it completes
+    and none of the one it starts; the token completing that character carries all of it. So
+    after each token the pieces so far are exactly the whole characters its bytes make."""
+    prompt = OFFSET_PROMPTS[1]
+    ids = encode_prompt(lm.tokenizer, prompt)
+
+    def whole_characters(n: int) -> str:
+        return lm.tokenizer.decode(ids[:n], skip_special_tokens=True).rstrip("\ufffd")
+
+    split = [i for i in range(1, len(ids)) if lm.tokenizer.decode(ids[:i + 1]).endswith("\ufffd")]
+    assert split, "the fixture tokenizer keeps these characters whole: the test tests nothing"
+    choice = complete(base, lm, prompt=prompt, max_tokens=0, echo=True, logprobs=0).json()["choices"][0]
+    pieces = choice["logprobs"]["tokens"]
+    assert choice["text"] == prompt and "\ufffd" not in "".join(pieces)
+    assert ["".join(pieces[:i + 1]) for i in range(len(ids))] == [whole_characters(i + 1) for i in range(len(ids))]
+    assert any(pieces[i] == "" for i in split)  # a token that is only the first bytes of a character
+    assert_offsets_index_the_text(choice)
+
+
+def test_token_id_prompts_show_their_control_tokens_and_a_stop_cuts_the_pieces(base, lm):
+    ids = encode_prompt(lm.tokenizer, "Up betimes")
+    choice = complete(base, lm, prompt=ids, max_tokens=6, echo=True, logprobs=0, temperature=0).json()["choices"][0]
+    assert choice["text"].startswith("<|endoftext|>Up betimes") and choice["logprobs"]["tokens"][0] == "<|endoftext|>"
+    assert_offsets_index_the_text(choice)
+    whole = complete(base, lm, prompt="Up betimes", max_tokens=12, temperature=0).json()["choices"][0]["text"]
+    stop = whole.strip()[2:4]
+    assert len(stop) == 2, whole
+    cut = complete(base, lm, prompt="Up betimes", max_tokens=12, temperature=0, logprobs=0, echo=True,
+                   stop=[stop]).json()["choices"][0]
+    assert cut["text"] == "Up betimes" + whole[:whole.index(stop)] and cut["finish_reason"] == "stop"
+    assert_offsets_index_the_text(cut)
+
+
 def test_greedy_completion_tokens_are_the_likeliest(base, lm):
     """lm-eval's ``is_greedy``: each generated token's log-probability is the top one."""
     r = complete(base, lm, prompt="The watch was found", max_tokens=5, temperature=0, logprobs=1)

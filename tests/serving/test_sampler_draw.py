@@ -103,3 +103,25 @@ def test_the_draw_alone_is_multinomials_on_cuda_with_a_large_vocabulary():
         probs = torch.randn(len(rows), 50_304, device="cuda").mul(2).softmax(dim=-1)
         drawn = sampler._draw(probs).tolist()
         assert drawn == [int(torch.multinomial(probs[i:i + 1], 1, generator=g)) for i, g in enumerate(theirs)], step
+
+
+@pytest.mark.parametrize("temperature", [1e-39, 1e-320, 9.9e-6])
+def test_a_temperature_too_small_to_divide_by_is_greedy(temperature):
+    """At 1e-39 every float32 logit divided by the temperature was -inf: the softmax was NaN and
+    the row picked a wrong token (<|endoftext|> at -9.42 over "\\n" at -3.12). Below
+    GREEDY_BELOW a row is greedy, as at 0; the rows beside it sample as before."""
+    rng = torch.Generator().manual_seed(3)
+    logits = (-3 - torch.rand(1, VOCAB, generator=rng) * 6).repeat(3, 1)  # the best at -3.x, as in the report
+    seen = torch.zeros(3, VOCAB, dtype=torch.bool)
+    seen[:, 0] = True  # the history below: token 0, penalised
+    rows = [GenerationSettings(temperature=temperature), GenerationSettings(temperature=0.0),
+            GenerationSettings(temperature=0.8)]
+    gens = [None, None, torch.Generator().manual_seed(1)]
+    got = BatchSampler([RowSampling(s, g) for s, g in zip(rows, gens)], "cpu").choose(logits, seen, [[]] * 3)
+    assert got[0] == got[1]
+    want = expected(rows, logits, torch.zeros(3, 1, dtype=torch.long), [None, None, torch.Generator().manual_seed(1)])
+    assert got == want
+
+    from londonlm.core.generation_settings import GREEDY_BELOW
+
+    assert not rows[0].sampling and rows[2].sampling and GenerationSettings(temperature=GREEDY_BELOW).sampling

@@ -333,6 +333,7 @@ def test_serve_script_defaults_to_loopback(tiny_model_dir, monkeypatch):
     (app, kw), = calls
     assert kw["host"] == "127.0.0.1" and kw["port"] == 8000
     assert app.state.limits.max_queue == 3 and app.state.lm.device == "cpu"
+    assert kw["http"].__name__ == "HeaderTimeoutProtocol"  # request heads are timed (test_hostile_http)
 
 
 @pytest.mark.slow

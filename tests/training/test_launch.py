@@ -14,7 +14,8 @@ import pytest
 
 from londonlm.training.launch import stop_message
 
-from conftest import fake_nvidia_smi
+from conftest import (NVIDIA_SMI_FAILS, NVIDIA_SMI_GARBLED, NVIDIA_SMI_HANGS, broken_nvidia_smi,
+                      fake_nvidia_smi)
 
 REPO = Path(__file__).resolve().parents[2]
 STUB = "#!/bin/sh\necho \"STUB $0 $*\"\n"
@@ -106,6 +107,57 @@ def test_slurm_allocation_sets_nodes_rank_and_master(repo_copy):
     for want in ("--nnodes=2", "--node_rank=1", "--master_addr=gpu-node-07",
                  "--nproc_per_node=2", "--shutdown_timeout=120"):
         assert want in out, out
+
+
+def _refused(repo: Path, *args, env_extra=None):
+    """The launcher's run that must end in one error line (exit 2), nothing launched."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "CUDA_VISIBLE_DEVICES")}
+    env.update(PATH=f"{repo / 'bin'}:/usr/bin:/bin", LONDONLM_ROOT=str(repo), **(env_extra or {}))
+    out = subprocess.run(["bash", str(repo / "launch_training.sh"), *args], env=env, text=True,
+                         capture_output=True, timeout=60)
+    assert out.returncode == 2 and "STUB" not in out.stdout, out.stdout + out.stderr
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("error: ")
+    return line
+
+
+CPU_ON_PURPOSE = "To train on the CPU on purpose, set CUDA_VISIBLE_DEVICES= (empty) or pass --use_cpu true"
+
+
+def test_a_hung_nvidia_smi_is_one_error_line_after_the_timeout(repo_copy):
+    """nvidia-smi hanging (a stuck driver) once hung the launcher forever: now it waits
+    LONDONLM_NVIDIA_SMI_TIMEOUT_S (30 s by default, as the Python side), then stops."""
+    import time
+
+    broken_nvidia_smi(repo_copy / "bin", NVIDIA_SMI_HANGS)
+    started = time.monotonic()
+    line = _refused(repo_copy, "micro", env_extra={"LONDONLM_NVIDIA_SMI_TIMEOUT_S": "1"})
+    assert time.monotonic() - started < 5
+    assert line.startswith("error: `nvidia-smi --list-gpus` did not answer within 1 s, so whether this machine "
+                           "has GPUs is unknown") and line.endswith(CPU_ON_PURPOSE)
+    bad = _refused(repo_copy, "micro", env_extra={"LONDONLM_NVIDIA_SMI_TIMEOUT_S": "soon"})
+    assert bad == "error: LONDONLM_NVIDIA_SMI_TIMEOUT_S must be whole seconds >= 1, got 'soon'"
+
+
+def test_a_failing_nvidia_smi_is_one_error_line_quoting_it_unless_the_cpu_is_asked_for(repo_copy):
+    """nvidia-smi failing (no driver loaded) once meant "No GPU found: training on CPU", its own
+    message thrown away: the README promises training never falls back to the CPU silently."""
+    broken_nvidia_smi(repo_copy / "bin", NVIDIA_SMI_FAILS)
+    line = _refused(repo_copy, "micro")
+    assert line.startswith("error: `nvidia-smi --list-gpus` failed (exit 9): 'NVIDIA-SMI has failed because it "
+                           "couldn't communicate with the NVIDIA driver.") and line.endswith(CPU_ON_PURPOSE)
+    out = _run(repo_copy, "launch_training.sh", "micro", "--use_cpu", "true")
+    assert out.startswith("`nvidia-smi --list-gpus` failed (exit 9): 'NVIDIA-SMI has failed")
+    assert "training on the CPU, as --use_cpu asks" in out and "train_model_slm.py --preset micro --use_cpu true" in out
+    out = _run(repo_copy, "launch_training.sh", "micro", env_extra={"CUDA_VISIBLE_DEVICES": ""})
+    assert "training on CPU" in out and "nvidia-smi" not in out  # hidden GPUs: nvidia-smi is not asked
+
+
+def test_garbled_nvidia_smi_output_is_one_error_line_saying_what_it_printed(repo_copy):
+    broken_nvidia_smi(repo_copy / "bin", NVIDIA_SMI_GARBLED)
+    line = _refused(repo_copy, "micro")
+    assert line.startswith("error: `nvidia-smi --list-gpus` printed 'GPU garbage ~~', not a list of GPUs, so "
+                           "whether this machine has GPUs is unknown")
 
 
 def test_stop_message_names_checkpoint_and_resume_command(tmp_path):
