@@ -16,7 +16,7 @@ from ..core import (Layout, ModelNotFound, RunLayout, checkpoint_problem, checkp
 from ..tokens import era_tokens_of
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape, padded_vocab
-from .job import TrainingConfig, training_arguments
+from .job import TrainingConfig
 from .resume import (Resumed, check_resume, move_run_aside, resumed, same_tokenizer, tokenizer_fingerprint,
                      tokenizer_identity)
 from .timelock import time_lock
@@ -209,12 +209,6 @@ def _log_plan(plan: TrainingPlan, config: TrainingConfig) -> None:
         f"{s.n_params / 1e6:.2f}M parameters" + (f"; weights from {plan.init.path}" if plan.init else ""))
     if plan.init and plan.init.note:
         log(f"warning: --init_from {plan.init.path}: {plan.init.note}")
-
-
-def join_ranks(config: TrainingConfig) -> None:
-    """Under torchrun, join the process group (the Trainer's arguments make it): every check
-    after this is agreed by all ranks."""
-    _ = training_arguments(config).device
 
 
 def _parent_and_shape(config: TrainingConfig, tokenizer, resume: Resumed):

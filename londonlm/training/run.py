@@ -19,7 +19,7 @@ from .data import StreamSampler, prepare_data
 from .dist import is_main_process, log
 from .job import TrainingConfig, describe, save_config, training_arguments
 from .model import build_model, configure_torch, load_weights, padded_vocab, prepare_for_training
-from .plan import TrainingPlan, join_ranks, plan_run, start_fresh
+from .plan import TrainingPlan, plan_run, start_fresh
 from .record import SaveBestCallback, finish, run_summary, training_settings
 from .runlock import run_lock
 from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory, speed_callbacks
@@ -31,7 +31,7 @@ from .step.trainer import build_trainer, train
 
 def run_training(config: TrainingConfig) -> dict:
     """Train (or resume) one run. Returns the run summary also saved as run_info.json."""
-    join_ranks(config)
+    _ = training_arguments(config).device  # joins the process group under torchrun: ranks agree from here
     with run_lock(config.run):
         plan = plan_run(config)
         configure_torch()  # training threads before the speed probe times anything
