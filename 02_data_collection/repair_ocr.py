@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import config
 from londonlm.core.cli import StageParser, existing_file, positive_int
 from londonlm.core.errors import run_main
-from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, load_confusions, load_period_lexicon,
-                                 repair_jsonl)
+from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, check_output, load_confusions,
+                                 load_period_lexicon, refuse_same_files, regular_target, repair_jsonl)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,9 +61,18 @@ def main(argv=None) -> int:
     layout = config.get_layout(a.root)  # first: a root that cannot be one is refused before anything else
     if not a.input or not a.output:
         p.error("--input and --output are both needed")
+    # before anything is read or written: a report or a saved lexicon over an input or the output
+    # would replace it; a folder or a device where a file is written is refused
+    period_file = a.period_corpus if a.period_corpus and Path(a.period_corpus).is_file() else None
+    refuse_same_files({"--input": a.input, "--period_corpus": period_file, "--confusions": a.confusions,
+                       "--output": a.output, "--report": a.report, "--save_lexicon": a.save_lexicon})
+    for flag, path in (("--output", a.output), ("--report", a.report)):
+        if path:
+            check_output(flag, path)
+    lexicon_to = regular_target("--save_lexicon", a.save_lexicon) if a.save_lexicon else None
     lexicon = load_period_lexicon(a.period_corpus or layout.processed_dir)
-    if a.save_lexicon:
-        lexicon.save(a.save_lexicon)
+    if lexicon_to:
+        lexicon.save(lexicon_to)
         print(f"period lexicon ({len(lexicon):,} words) saved to {a.save_lexicon}")
     confusions = load_confusions(a.confusions)
     chosen = dict(long_s_output=a.long_s, sums=not a.keep_sums)

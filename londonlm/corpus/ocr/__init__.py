@@ -4,6 +4,8 @@ and its quality measured before and after.
 - :mod:`.step`: the collection's OCR step (which documents are OCR, the period lexicon a
   collection repairs with, one document's repair with its quality).
 - :mod:`.jsonl`: the JSONL repair stage (``02_data_collection/repair_ocr.py``).
+- :mod:`.files`: that stage's files: no two of them one, outputs written through links and
+  into devices and pipes as they are, no temporary file left by a killed run.
 - :mod:`.repair`: the noisy-channel corrector (``OcrRepairer``) and its settings.
 - :mod:`.confusions`: the confusion model (how print is misread) and its candidate search;
   :mod:`._walk` (``_walk.c``) is that search compiled, optional (built where install finds a C
@@ -23,6 +25,7 @@ from importlib import import_module
 _WHERE = {
     "ConfusionError": "confusions", "ConfusionModel": "confusions", "load_confusions": "confusions",
     "JsonlOptions": "jsonl", "repair_jsonl": "jsonl",
+    "check_output": "files", "FileClash": "files", "refuse_same_files": "files", "regular_target": "files",
     "build_lexicon": "lexicon", "LexiconBuilder": "lexicon", "LexiconError": "lexicon", "PeriodLexicon": "lexicon",
     "OCR_SUMMARY_KEYS": "quality", "ocr_quality": "quality", "ocr_summary": "quality",
     "OcrRepairer": "repair", "RepairSettings": "repair",

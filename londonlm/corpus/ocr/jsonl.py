@@ -6,7 +6,8 @@ Nothing is lost: a row that cannot be repaired comes out as it came in, with an
 a line that is not JSON at all comes out as ``{"line": N, "ocr_repair_error": "bad_json", "raw":
 ...}``; a line in another encoding than UTF-8 is read as cp1252 and says so. An input that is not
 a text file (binary) or holds no rows is refused in one line before anything is written. The
-output is written whole or not at all (a temporary file renamed at the end), and the report,
+output is written whole or not at all (a temporary file renamed at the end; through a link, to
+its target; a device or a pipe streamed: :mod:`.files`), and the report,
 one line per row (what changed, where, the evidence's margin and the misreading's probability,
 the quality before and after) and a summary line last, after it.
 """
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ...core import atomic_writer
 from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
+from .files import check_output, output_file, refuse_same_files, remove_stale_temps
 from .step import DocumentRepair
 
 MAX_ROW_BYTES = 64 * 1024 * 1024
@@ -146,13 +147,17 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     """Repair every row of ``input_path`` into ``output_path`` (and the report); returns the summary."""
     o = options or JsonlOptions()
     src, dst = Path(input_path), Path(output_path)
-    if src.resolve() == dst.resolve():
-        raise RepairInputError(f"--output {dst} is the input: write the repaired rows elsewhere")
+    refuse_same_files({"--input": src, "--output": dst, "--report": report_path})
+    outputs = [(flag, path) for flag, path in (("--output", dst), ("--report", report_path)) if path is not None]
+    for flag, path in outputs:
+        check_output(flag, path)
     check_input(src)
+    for _, path in outputs:  # (a killed run's, nobody's now)
+        remove_stale_temps(path)
     summary: dict[str, Any] = {"rows": 0, "repaired": 0, "errors": {}, "changes": 0, "encoding_notes": 0}
     entries: list[dict[str, Any]] = []
     bar = _bar(o.progress)
-    with atomic_writer(dst) as out:
+    with output_file(dst) as out:
         for line, entry in _ordered(_lines(src), o, repair):
             out.write(line + "\n")
             summary["rows"] += 1
@@ -169,7 +174,7 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     if bar is not None:
         bar.close()
     if report_path is not None:
-        with atomic_writer(report_path) as rep:
+        with output_file(report_path) as rep:
             for e in entries:
                 rep.write(json.dumps(e, ensure_ascii=False) + "\n")
             rep.write(json.dumps({"summary": summary}, ensure_ascii=False) + "\n")
