@@ -85,6 +85,8 @@ def main(argv=None) -> int:
     print(f"repair_ocr: {s['rows']} rows -> {a.output}: {s['repaired']} repaired ({s['changes']} changes)"
           + (f", {sum(s['errors'].values())} passed through unrepaired ({errors})" if errors else "")
           + (f", {s['encoding_notes']} read as cp1252" if s["encoding_notes"] else "")
+          + (f", {s['years_ignored']} with a {a.year_key} that is no year (repaired without)"
+             if s["years_ignored"] else "")
           + (f"; report {a.report}" if a.report else ""))
     return 0
 

@@ -110,3 +110,59 @@ def test_a_device_or_a_pipe_is_written_as_it_is_never_replaced(tmp_path, lexicon
     assert refused(script("--input", src, "--output", tmp_path / "o.jsonl", "--save_lexicon", fifo,
                           "--period_corpus", lexicon), "a device or a pipe")
     assert not (tmp_path / "o.jsonl").exists() and fifo.is_fifo()
+
+
+# ---------------------------------------------------------------- 3, 4, 6, 10: rows
+LONG_S_TEXT = ("Yefterday the Lords of the Admiralty ordered all the small Vessels off for the Service of the "
+               "Channel, for the Soldier was taken Care of")
+
+
+def run_rows(tmp_path: Path, lexicon: Path, data: bytes) -> tuple[subprocess.CompletedProcess, list, list]:
+    src, out, rep = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "report.jsonl"
+    src.write_bytes(data)
+    res = script("--input", src, "--output", out, "--report", rep, "--period_corpus", lexicon, cwd=tmp_path)
+    return res, (rows_of(out) if out.exists() else None), (rows_of(rep) if rep.exists() else None)
+
+
+def test_a_lone_surrogate_passes_its_row_through_and_the_rest_are_repaired(tmp_path, lexicon):
+    data = b'{"id": "a", "text": "tbe Court"}\n{"id": "s", "text": "tbe \\ud800 Court"}\n' \
+           b'{"id": "k\\udc00", "text": "tbe Court"}\n'
+    res, rows, report = run_rows(tmp_path, lexicon, data)
+    assert res.returncode == 0, res.stderr
+    assert [r.get("ocr_repair_error") for r in rows] == [None, "lone_surrogate", None]
+    assert rows[1]["text"] == "tbe \ud800 Court"  # as it came (written escaped)
+    assert "\\ud800" in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()[1]
+    assert rows[0]["text"] == rows[2]["text"] == "the Court" and rows[2]["id"] == "k\udc00"
+    assert report[2]["id"] == "k\udc00" and report[-1]["summary"]["errors"] == {"lone_surrogate": 1}
+
+
+def test_a_stray_latin1_byte_keeps_the_lines_utf8_and_is_marked(tmp_path, lexicon):
+    line = '{"id": "l", "text": "M. Lefèvre tbe Court, '.encode() + b'caf\xe9"}\n'
+    res, rows, report = run_rows(tmp_path, lexicon, line + b'{"id": "w", "text": "caf\xe9 tbe Court \x81"}\n')
+    assert res.returncode == 0, res.stderr
+    assert rows[0]["text"] == "M. Lefèvre the Court, café"   # the UTF-8 kept, the stray byte read as cp1252
+    assert rows[1]["text"] == "café the Court \x81"            # a byte cp1252 lacks: kept (latin-1), not replaced
+    assert report[0]["encoding"] == "decoded_cp1252" and report[0]["cp1252_bytes"] == [line.index(b"\xe9")]
+    assert "2 read as cp1252" in res.stdout
+
+
+def test_a_utf8_byte_order_mark_is_skipped_and_utf16_refused(tmp_path, lexicon):
+    res, rows, _ = run_rows(tmp_path, lexicon, b"\xef\xbb\xbf" + ROWS)
+    assert res.returncode == 0, res.stderr
+    assert [r.get("ocr_repair_error") for r in rows] == [None, None] and rows[0]["text"] == "the Court of Aldermen"
+    (tmp_path / "u16").mkdir()
+    res, rows, _ = run_rows(tmp_path / "u16", lexicon, ROWS.decode().encode("utf-16"))
+    assert refused(res, "UTF-16") and rows is None, res.stderr
+
+
+def test_a_year_as_text_is_read_and_one_that_is_no_year_ignored_with_a_reason(tmp_path, lexicon):
+    # a year before 1800 lets one long-s word ("Yefterday") decide the long s; without a year it takes three
+    lines = [json.dumps({"id": i, "text": LONG_S_TEXT, "year": y}).encode() for i, y in
+             enumerate([1744, "1744", " 1744 ", True, "c. 1744", 1744.0, None])]
+    res, rows, report = run_rows(tmp_path, lexicon, b"\n".join(lines) + b"\n")
+    assert res.returncode == 0, res.stderr
+    firsts = [r["text"].split()[0] for r in rows]
+    assert firsts == ["Yeſterday"] * 3 + ["Yesterday"] * 4
+    assert [e.get("year_ignored") for e in report[:-1]] == [None] * 3 + ["not_a_year"] * 3 + [None]
+    assert [r["year"] for r in rows] == [1744, "1744", " 1744 ", True, "c. 1744", 1744.0, None]  # kept as they came
+    assert report[-1]["summary"]["years_ignored"] == 3 and "3 with a year that is no year" in res.stdout
