@@ -166,3 +166,16 @@ def test_a_year_as_text_is_read_and_one_that_is_no_year_ignored_with_a_reason(tm
     assert [e.get("year_ignored") for e in report[:-1]] == [None] * 3 + ["not_a_year"] * 3 + [None]
     assert [r["year"] for r in rows] == [1744, "1744", " 1744 ", True, "c. 1744", 1744.0, None]  # kept as they came
     assert report[-1]["summary"]["years_ignored"] == 3 and "3 with a year that is no year" in res.stdout
+
+
+# ---------------------------------------------------------------- 7. one endless word
+def test_a_row_of_letters_without_spaces_takes_time_linear_in_its_length(tmp_path, lexicon):
+    # 600,000 letters run together: before, the quality score's look-ahead and the split search
+    # were quadratic in the word (9,000 letters 1.8 s, 90,000 116 s); now well under a second
+    # of repair (the limit below is the process's start and a slow shared machine, not a measure)
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    text = "tbe" * 200_000
+    src.write_text(json.dumps({"id": "w", "text": text}) + "\n" + json.dumps({"id": "x", "text": "tbe Court"}) + "\n")
+    res = script("--input", src, "--output", out, "--period_corpus", lexicon, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert [r["text"] for r in rows_of(out)] == [text, "the Court"]  # no word: left as it is
