@@ -6,6 +6,8 @@ and its quality measured before and after.
 - :mod:`.jsonl`: the JSONL repair stage (``02_data_collection/repair_ocr.py``).
 - :mod:`.files`: that stage's files: no two of them one, outputs written through links and
   into devices and pipes as they are, no temporary file left by a killed run.
+- :mod:`.forms`: a text as the repair searches it (composed, invisible characters left out) and
+  the way back: the same repairs whatever the Unicode form of the input.
 - :mod:`.repair`: the noisy-channel corrector (``OcrRepairer``) and its settings.
 - :mod:`.confusions`: the confusion model (how print is misread) and its candidate search;
   :mod:`._walk` (``_walk.c``) is that search compiled, optional (built where install finds a C

@@ -38,6 +38,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from .confusions import LONG_S, ConfusionModel, announce_walk, ranked
+from .forms import SearchText
 from .lexicon import BACKOFF, PeriodLexicon, word_key
 from .sums import MONEY, repaired_sum
 
@@ -226,8 +227,17 @@ class OcrRepairer:
     # ---------------------------------------------------------------- the document
     def repair(self, text: str, year: int | None = None) -> Repaired:
         """The repaired text and every change. A text longer than ``PIECE`` characters is repaired
-        in pieces cut at a line break (or a space), so memory stays bounded whatever its size."""
+        in pieces cut at a line break (or a space), so memory stays bounded whatever its size.
+        Decomposed accents and invisible characters are searched as :mod:`.forms` reads them (the
+        same repairs in NFC and NFD), the text not changed kept as it came."""
         announce_walk(self.conf.compiled)
+        view = SearchText.of(text)
+        if view is not None:
+            done = self._repair_pieces(view.text, year)
+            return Repaired(*view.restore(done.changes), done.long_s)
+        return self._repair_pieces(text, year)
+
+    def _repair_pieces(self, text: str, year: int | None) -> Repaired:
         if len(text) <= PIECE:
             return self._repair(text, year)
         out, changes, long_s, pos = [], [], False, 0
