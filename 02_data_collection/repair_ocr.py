@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import config
 from londonlm.core.cli import StageParser, existing_file, positive_int
 from londonlm.core.errors import run_main
-from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, check_output, load_confusions,
-                                 load_period_lexicon, refuse_same_files, regular_target, repair_jsonl)
+from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, bounded_workers, check_output,
+                                 load_confusions, load_period_lexicon, refuse_same_files, regular_target, repair_jsonl,
+                                 usable_cpus)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_furniture", action="store_true",
                    help="keep scan stamps, page numbers, running heads and catchwords")
     p.add_argument("--max_row_mb", type=positive_int, default=64, help="rows larger than this pass through unrepaired")
-    p.add_argument("--workers", type=positive_int, default=1, help="repair processes")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="repair processes (at most one per CPU this process may use)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     return p
@@ -80,6 +82,9 @@ def main(argv=None) -> int:
     repair = DocumentRepair(lexicon, confusions, settings=settings)
     options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,
                            max_row_bytes=a.max_row_mb * 1024 * 1024, workers=a.workers, progress=a.progress)
+    if bounded_workers(a.workers) < a.workers:
+        print(f"repair_ocr: --workers {a.workers} is more than the {usable_cpus()} CPUs this process may use: "
+              f"{bounded_workers(a.workers)} repair processes")
     s = repair_jsonl(a.input, a.output, repair, a.report, options)
     errors = ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
     print(f"repair_ocr: {s['rows']} rows -> {a.output}: {s['repaired']} repaired ({s['changes']} changes)"

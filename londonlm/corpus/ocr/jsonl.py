@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import re
 from collections import deque
+from contextlib import closing
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any, Iterator
 from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
 from .files import check_output, output_file, refuse_same_files, remove_stale_temps
+from .processes import bounded_workers, die_with_parent, sigterm_as_error, stop_pool
 from .step import DocumentRepair
 
 MAX_ROW_BYTES = 64 * 1024 * 1024
@@ -155,8 +158,10 @@ def dumps(obj: Any) -> str:
 _REPAIR: DocumentRepair | None = None
 
 
-def _init(repair: DocumentRepair) -> None:
+def _init(repair: DocumentRepair, parent: int | None = None) -> None:
     global _REPAIR
+    if parent is not None:  # a worker process
+        die_with_parent(parent)
     _REPAIR = repair
 
 
@@ -186,21 +191,27 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[str, dict[str, Any]
 
 
 def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: DocumentRepair) -> Iterator[tuple[str, dict]]:
-    """``repair_row`` of every line, in input order; ``workers`` processes with at most
-    ``2 * workers`` rows in flight."""
-    if o.workers <= 1:
+    """``repair_row`` of every line, in input order; ``workers`` processes (one per CPU at most)
+    with at most ``2 * workers`` rows in flight, killed at once if the run ends early."""
+    workers = bounded_workers(o.workers)
+    if workers <= 1:
         _init(repair)
         for n, raw in items:
             yield repair_row(n, raw, o)
         return
-    with ProcessPoolExecutor(o.workers, initializer=_init, initargs=(repair,)) as pool:
+    pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid()))
+    try:
         queue: deque[Future] = deque()
         for n, raw in items:
             queue.append(pool.submit(repair_row, n, raw, o))
-            if len(queue) >= 2 * o.workers:
+            if len(queue) >= 2 * workers:
                 yield queue.popleft().result()
         while queue:
             yield queue.popleft().result()
+    except BaseException:  # (SIGTERM, Ctrl-C, an error writing, the generator closed)
+        stop_pool(pool)
+        raise
+    pool.shutdown()
 
 
 def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: DocumentRepair,
@@ -216,32 +227,36 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     for _, path in outputs:  # (a killed run's, nobody's now)
         remove_stale_temps(path)
     summary: dict[str, Any] = {"rows": 0, "repaired": 0, "errors": {}, "changes": 0, "encoding_notes": 0,
-                               "years_ignored": 0}
-    entries: list[dict[str, Any]] = []
-    bar = _bar(o.progress)
-    with output_file(dst) as out:
-        for line, entry in _ordered(_lines(src), o, repair):
-            out.write(line + "\n")
-            summary["rows"] += 1
-            summary["encoding_notes"] += "encoding" in entry
-            summary["years_ignored"] += "year_ignored" in entry
-            if entry.get("error"):
-                summary["errors"][entry["error"]] = summary["errors"].get(entry["error"], 0) + 1
-            else:
-                summary["repaired"] += 1
-                summary["changes"] += len(entry.get("changes", ())) + entry.get("changes_not_listed", 0)
-            if report_path is not None:
-                entries.append(entry)
-            if bar is not None:
-                bar.update(1)
+                               "years_ignored": 0, "workers": bounded_workers(o.workers)}
+    entries: list[dict[str, Any]] | None = [] if report_path is not None else None
+    with sigterm_as_error():  # (SIGTERM: an error, so the temporary files go)
+        with output_file(dst) as out, closing(_ordered(_lines(src), o, repair)) as rows:
+            _write_rows(rows, out, summary, entries, _bar(o.progress))
+        if report_path is not None:
+            with output_file(report_path) as rep:
+                for e in entries:
+                    rep.write(dumps(e) + "\n")
+                rep.write(json.dumps({"summary": summary}, ensure_ascii=False) + "\n")
+    return summary
+
+
+def _write_rows(rows: Iterator[tuple[str, dict]], out, summary: dict[str, Any], entries: list | None, bar) -> None:
+    for line, entry in rows:
+        out.write(line + "\n")
+        summary["rows"] += 1
+        summary["encoding_notes"] += "encoding" in entry
+        summary["years_ignored"] += "year_ignored" in entry
+        if entry.get("error"):
+            summary["errors"][entry["error"]] = summary["errors"].get(entry["error"], 0) + 1
+        else:
+            summary["repaired"] += 1
+            summary["changes"] += len(entry.get("changes", ())) + entry.get("changes_not_listed", 0)
+        if entries is not None:
+            entries.append(entry)
+        if bar is not None:
+            bar.update(1)
     if bar is not None:
         bar.close()
-    if report_path is not None:
-        with output_file(report_path) as rep:
-            for e in entries:
-                rep.write(dumps(e) + "\n")
-            rep.write(json.dumps({"summary": summary}, ensure_ascii=False) + "\n")
-    return summary
 
 
 def _bar(progress: bool):

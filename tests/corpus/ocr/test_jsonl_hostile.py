@@ -7,8 +7,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,102 @@ def test_a_row_of_letters_without_spaces_takes_time_linear_in_its_length(tmp_pat
     res = script("--input", src, "--output", out, "--period_corpus", lexicon, timeout=30)
     assert res.returncode == 0, res.stderr
     assert [r["text"] for r in rows_of(out)] == [text, "the Court"]  # no word: left as it is
+
+
+# ---------------------------------------------------------------- 8, 9: workers, signals
+def test_workers_are_bounded_by_the_cpus_with_a_line_saying_so(tmp_path, lexicon):
+    src, rep = tmp_path / "in.jsonl", tmp_path / "report.jsonl"
+    src.write_bytes(ROWS)
+    # (64, not 10,000: the unfixed code would start them all, on a machine others share)
+    res = script("--input", src, "--output", tmp_path / "out.jsonl", "--report", rep, "--period_corpus", lexicon,
+                 "--workers", "64")
+    assert res.returncode == 0, res.stderr
+    cpus = len(os.sched_getaffinity(0))
+    assert rows_of(rep)[-1]["summary"]["workers"] == min(64, cpus)
+    assert cpus >= 64 or f"--workers 64 is more than the {cpus} CPUs" in res.stdout
+
+
+def _slow_input(path: Path) -> None:
+    """Rows of words the period never used (each searched anew): over ten seconds with --thorough."""
+    rng = random.Random(0)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(3000):
+            words = ("".join(rng.choice("abcdefghiklmnoprstuw") for _ in range(rng.randint(4, 9))) for _ in range(60))
+            f.write(json.dumps({"id": i, "text": " ".join(words)}) + "\n")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _temps(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name.startswith(".out.jsonl.") and p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def busy_run(tmp_path, lexicon):
+    """repair_ocr.py with two workers, well into a run of several seconds: (process, its workers)."""
+    _slow_input(tmp_path / "in.jsonl")
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--input", "in.jsonl", "--output", "out.jsonl",
+                             "--period_corpus", str(lexicon), "--workers", "2", "--thorough"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not (len(workers) >= 2 and _temps(tmp_path)):
+        time.sleep(0.05)
+        workers = _children(proc.pid)
+    assert proc.poll() is None and len(workers) >= 2 and _temps(tmp_path), "the run ended or never started"
+    try:
+        yield proc, workers
+    finally:  # (whatever the test found, nothing of it is left running)
+        for pid in [proc.pid, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.communicate()
+
+
+def _gone(pids: list[int], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and any(map(_alive, pids)):
+        time.sleep(0.05)
+    return not any(map(_alive, pids))
+
+
+def test_kill_9_takes_the_workers_with_it_and_the_next_run_removes_its_temporary_file(tmp_path, lexicon, busy_run):
+    proc, workers = busy_run
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _gone(workers, 2.0), "workers outlived their parent"
+    assert _temps(tmp_path)  # what kill -9 leaves: nothing can clean up after it
+    (tmp_path / "small.jsonl").write_bytes(ROWS)
+    res = script("--input", "small.jsonl", "--output", "out.jsonl", "--period_corpus", lexicon, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert not _temps(tmp_path) and [r["id"] for r in rows_of(tmp_path / "out.jsonl")] == ["a", "b"]
+
+
+def test_sigterm_ends_the_run_with_one_line_and_leaves_nothing(tmp_path, busy_run):
+    proc, workers = busy_run
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    errors = [x for x in err.splitlines() if x.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "SIGTERM" in errors[0] and "Traceback" not in err, err
+    assert not _temps(tmp_path) and not (tmp_path / "out.jsonl").exists()
+    assert _gone(workers, 2.0)
