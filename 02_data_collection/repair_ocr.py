@@ -22,7 +22,7 @@ from londonlm.core.cli import StageParser, existing_file, positive_int
 from londonlm.core.errors import run_main
 from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, bounded_workers, check_output,
                                  load_confusions, load_period_lexicon, refuse_same_files, regular_target, repair_jsonl,
-                                 usable_cpus)
+                                 same_as_stdout, usable_cpus)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,10 +72,12 @@ def main(argv=None) -> int:
         if path:
             check_output(flag, path)
     lexicon_to = regular_target("--save_lexicon", a.save_lexicon) if a.save_lexicon else None
+    # the rows on standard output (--output /dev/stdout | jq): the messages go to stderr
+    log = sys.stderr if same_as_stdout(a.output) or same_as_stdout(a.report) else sys.stdout
     lexicon = load_period_lexicon(a.period_corpus or layout.processed_dir)
     if lexicon_to:
         lexicon.save(lexicon_to)
-        print(f"period lexicon ({len(lexicon):,} words) saved to {a.save_lexicon}")
+        print(f"period lexicon ({len(lexicon):,} words) saved to {a.save_lexicon}", file=log)
     confusions = load_confusions(a.confusions)
     chosen = dict(long_s_output=a.long_s, sums=not a.keep_sums)
     settings = RepairSettings.thorough(**chosen) if a.thorough else RepairSettings(**chosen)
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
                            max_row_bytes=a.max_row_mb * 1024 * 1024, workers=a.workers, progress=a.progress)
     if bounded_workers(a.workers) < a.workers:
         print(f"repair_ocr: --workers {a.workers} is more than the {usable_cpus()} CPUs this process may use: "
-              f"{bounded_workers(a.workers)} repair processes")
+              f"{bounded_workers(a.workers)} repair processes", file=log)
     s = repair_jsonl(a.input, a.output, repair, a.report, options)
     errors = ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
     print(f"repair_ocr: {s['rows']} rows -> {a.output}: {s['repaired']} repaired ({s['changes']} changes)"
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
           + (f", {s['encoding_notes']} read as cp1252" if s["encoding_notes"] else "")
           + (f", {s['years_ignored']} with a {a.year_key} that is no year (repaired without)"
              if s["years_ignored"] else "")
-          + (f"; report {a.report}" if a.report else ""))
+          + (f"; report {a.report}" if a.report else ""), file=log)
     return 0
 
 

@@ -9,7 +9,8 @@ that do not outlive their run.
   not at all (a temporary file beside the target, renamed over it). A character device or a
   pipe (``/dev/stdout``, a FIFO) is written as it is, streamed: renaming a file over it would
   replace the device node (as root, ``/dev/stdout`` itself). A folder, a block device or a
-  socket is refused.
+  socket is refused. A path to an open descriptor (``/dev/stdout``, ``/dev/fd/1``) is a stream
+  too, appended to, whatever it leads to (``>> log``: the log kept).
 - The temporary file of a run is locked while it is written; one that nobody holds (its run was
   killed with ``kill -9``) is removed by the next run writing the same output.
 """
@@ -45,6 +46,35 @@ def _streamed(mode: int | None) -> bool:
     return mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode))
 
 
+_FD_LINK = re.compile(r"/(?:proc/(?:self|thread-self|\d+)|dev)/fd/\d+")
+
+
+def is_fd_link(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an open file descriptor (``/dev/stdout``, ``/dev/fd/1``,
+    ``/proc/self/fd/1``): its links lead through ``/proc/*/fd/N``. Such a path resolves to a
+    pipe's pseudo-name, or to the file the shell opened, perhaps to append (``>> log``): it is
+    written as a stream, never replaced."""
+    p = os.path.abspath(path)
+    for _ in range(40):  # (the kernel's own limit on links followed)
+        if _FD_LINK.fullmatch(p):
+            return True
+        if not os.path.islink(p):
+            return False
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return False
+
+
+def same_as_stdout(path: str | os.PathLike | None) -> bool:
+    """Whether ``path`` is this process's standard output (messages then go to stderr)."""
+    if path is None:
+        return False
+    try:
+        a, b = os.stat(path), os.fstat(1)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def refuse_same_files(named: Mapping[str, str | os.PathLike | None]) -> None:
     """One line when two of ``named`` (flag -> path; None: not given) are the same file. A device
     or a pipe named twice is let be (``/dev/null`` for two outputs): nothing is renamed over it,
@@ -78,8 +108,8 @@ def regular_target(flag: str, path: str | os.PathLike) -> str:
     """Where a file written whole (a saved lexicon) goes: the target of a link; one line for a
     device, a pipe, a folder (a gzip file is no stream to show)."""
     _, _, mode = _identity(os.fspath(path))
-    if _streamed(mode):
-        raise FileClash(f"{flag} {os.fspath(path)} is a device or a pipe: name a file to write")
+    if _streamed(mode) or is_fd_link(path):
+        raise FileClash(f"{flag} {os.fspath(path)} is a device, a pipe or an open descriptor: name a file to write")
     check_output(flag, path)
     return os.path.realpath(path)
 
@@ -121,13 +151,12 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
 def output_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """``path`` opened for writing as this module says: through a link, whole or not at all;
     a device or a pipe written as it is."""
-    real = os.path.realpath(path)
-    _, _, st_mode = _identity(real)
-    if _streamed(st_mode):
-        with naming(path), open(real, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+    _, _, st_mode = _identity(os.fspath(path))
+    if _streamed(st_mode) or is_fd_link(path):  # appended to: a descriptor may be a file opened with >>
+        with naming(path), open(path, mode.replace("w", "a"), **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
         return
     check_output("output", path)
-    with atomic_writer(real, mode) as f:
+    with atomic_writer(os.path.realpath(path), mode) as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # (a new file: nobody else holds it)
         yield f

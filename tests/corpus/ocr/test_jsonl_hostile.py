@@ -107,11 +107,26 @@ def test_a_device_or_a_pipe_is_written_as_it_is_never_replaced(tmp_path, lexicon
         assert fifo.is_fifo() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
         lines = [json.loads(x) for x in streamed.splitlines()]
         assert [r.get("id") for r in lines][:2] == ["a", "b"] and len(lines) == (2 if not extra else 5)
+    # a path to an open descriptor (what /dev/stdout is; this process's own, never the system's
+    # node): a pipe streamed into, a file the shell opened to append (>> log) appended to, not
+    # replaced; the messages go to stderr, the rows alone to standard output
+    piped = subprocess.run([sys.executable, str(SCRIPT), "--input", str(src), "--output", "/dev/fd/1",
+                            "--period_corpus", str(lexicon)], capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert [json.loads(x)["id"] for x in piped.stdout.splitlines()] == ["a", "b"] and "2 rows" in piped.stderr
+    log = tmp_path / "log.jsonl"
+    log.write_text("previous\n")
+    with open(log, "a") as out:
+        res = subprocess.run([sys.executable, str(SCRIPT), "--input", str(src), "--output", "/proc/self/fd/1",
+                              "--period_corpus", str(lexicon)], stdout=out, stderr=subprocess.PIPE, text=True,
+                             timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert log.read_text().splitlines()[0] == "previous" and [json.loads(x)["id"] for x in log.read_text().splitlines()[1:]] == ["a", "b"]
     # a folder, or a pipe for the gzip lexicon: one line, nothing written
     (tmp_path / "folder").mkdir()
     assert refused(script("--input", src, "--output", tmp_path / "folder", "--period_corpus", lexicon), "is a folder")
     assert refused(script("--input", src, "--output", tmp_path / "o.jsonl", "--save_lexicon", fifo,
-                          "--period_corpus", lexicon), "a device or a pipe")
+                          "--period_corpus", lexicon), "a device, a pipe")
     assert not (tmp_path / "o.jsonl").exists() and fifo.is_fifo()
 
 
