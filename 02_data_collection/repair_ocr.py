@@ -10,7 +10,9 @@ learned from real OCR agree strongly enough (londonlm/corpus/ocr/repair.py).
 
 The period lexicon comes from --period_corpus (a saved lexicon .json.gz, a collected corpus or a
 folder of texts), by default from the corpus collected under --root (its transcribed documents);
---save_lexicon keeps it for the next run. A row's "year" (--year_key) tells the long s's era.
+--save_lexicon keeps it for the next run. A row's "year" (--year_key, a number or "1750") tells
+the long s's era. --output may be a stream (/dev/stdout, a pipe): the messages then go to stderr.
+No two of the files named may be one file; --workers is at most the CPUs this process may use.
 """
 import argparse
 import sys
