@@ -10,7 +10,9 @@ learned from real OCR agree strongly enough (londonlm/corpus/ocr/repair.py).
 
 The period lexicon comes from --period_corpus (a saved lexicon .json.gz, a collected corpus or a
 folder of texts), by default from the corpus collected under --root (its transcribed documents);
---save_lexicon keeps it for the next run. A row's "year" (--year_key) tells the long s's era.
+--save_lexicon keeps it for the next run. A row's "year" (--year_key, a number or "1750") tells
+the long s's era. --output may be a stream (/dev/stdout, a pipe): the messages then go to stderr.
+No two of the files named may be one file; --workers is at most the CPUs this process may use.
 """
 import argparse
 import sys
@@ -20,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import config
 from londonlm.core.cli import StageParser, existing_file, positive_int
 from londonlm.core.errors import run_main
-from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, load_confusions, load_period_lexicon,
-                                 repair_jsonl)
+from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, bounded_workers, check_output,
+                                 load_confusions, load_period_lexicon, refuse_same_files, regular_target, repair_jsonl,
+                                 same_as_stdout, usable_cpus)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_furniture", action="store_true",
                    help="keep scan stamps, page numbers, running heads and catchwords")
     p.add_argument("--max_row_mb", type=positive_int, default=64, help="rows larger than this pass through unrepaired")
-    p.add_argument("--workers", type=positive_int, default=1, help="repair processes")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="repair processes (at most one per CPU this process may use)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     return p
@@ -61,22 +65,38 @@ def main(argv=None) -> int:
     layout = config.get_layout(a.root)  # first: a root that cannot be one is refused before anything else
     if not a.input or not a.output:
         p.error("--input and --output are both needed")
+    # before anything is read or written: a report or a saved lexicon over an input or the output
+    # would replace it; a folder or a device where a file is written is refused
+    period_file = a.period_corpus if a.period_corpus and Path(a.period_corpus).is_file() else None
+    refuse_same_files({"--input": a.input, "--period_corpus": period_file, "--confusions": a.confusions,
+                       "--output": a.output, "--report": a.report, "--save_lexicon": a.save_lexicon})
+    for flag, path in (("--output", a.output), ("--report", a.report)):
+        if path:
+            check_output(flag, path)
+    lexicon_to = regular_target("--save_lexicon", a.save_lexicon) if a.save_lexicon else None
+    # the rows on standard output (--output /dev/stdout | jq): the messages go to stderr
+    log = sys.stderr if same_as_stdout(a.output) or same_as_stdout(a.report) else sys.stdout
     lexicon = load_period_lexicon(a.period_corpus or layout.processed_dir)
-    if a.save_lexicon:
-        lexicon.save(a.save_lexicon)
-        print(f"period lexicon ({len(lexicon):,} words) saved to {a.save_lexicon}")
+    if lexicon_to:
+        lexicon.save(lexicon_to)
+        print(f"period lexicon ({len(lexicon):,} words) saved to {a.save_lexicon}", file=log)
     confusions = load_confusions(a.confusions)
     chosen = dict(long_s_output=a.long_s, sums=not a.keep_sums)
     settings = RepairSettings.thorough(**chosen) if a.thorough else RepairSettings(**chosen)
     repair = DocumentRepair(lexicon, confusions, settings=settings)
     options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,
                            max_row_bytes=a.max_row_mb * 1024 * 1024, workers=a.workers, progress=a.progress)
+    if bounded_workers(a.workers) < a.workers:
+        print(f"repair_ocr: --workers {a.workers} is more than the {usable_cpus()} CPUs this process may use: "
+              f"{bounded_workers(a.workers)} repair processes", file=log)
     s = repair_jsonl(a.input, a.output, repair, a.report, options)
     errors = ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
     print(f"repair_ocr: {s['rows']} rows -> {a.output}: {s['repaired']} repaired ({s['changes']} changes)"
           + (f", {sum(s['errors'].values())} passed through unrepaired ({errors})" if errors else "")
           + (f", {s['encoding_notes']} read as cp1252" if s["encoding_notes"] else "")
-          + (f"; report {a.report}" if a.report else ""))
+          + (f", {s['years_ignored']} with a {a.year_key} that is no year (repaired without)"
+             if s["years_ignored"] else "")
+          + (f"; report {a.report}" if a.report else ""), file=log)
     return 0
 
 

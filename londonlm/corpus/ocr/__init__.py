@@ -4,6 +4,12 @@ and its quality measured before and after.
 - :mod:`.step`: the collection's OCR step (which documents are OCR, the period lexicon a
   collection repairs with, one document's repair with its quality).
 - :mod:`.jsonl`: the JSONL repair stage (``02_data_collection/repair_ocr.py``).
+- :mod:`.files`: that stage's files: no two of them one, outputs written through links and
+  into devices and pipes as they are, no temporary file left by a killed run.
+- :mod:`.forms`: a text as the repair searches it (composed, invisible characters left out) and
+  the way back: the same repairs whatever the Unicode form of the input.
+- :mod:`.processes`: that stage's processes: workers bounded by the CPUs, dying with their
+  parent, stopped at once; SIGTERM an error like any other.
 - :mod:`.repair`: the noisy-channel corrector (``OcrRepairer``) and its settings.
 - :mod:`.confusions`: the confusion model (how print is misread) and its candidate search;
   :mod:`._walk` (``_walk.c``) is that search compiled, optional (built where install finds a C
@@ -23,6 +29,9 @@ from importlib import import_module
 _WHERE = {
     "ConfusionError": "confusions", "ConfusionModel": "confusions", "load_confusions": "confusions",
     "JsonlOptions": "jsonl", "repair_jsonl": "jsonl",
+    "bounded_workers": "processes", "Terminated": "processes", "usable_cpus": "processes",
+    "check_output": "files", "FileClash": "files", "refuse_same_files": "files", "regular_target": "files",
+    "same_as_stdout": "files",
     "build_lexicon": "lexicon", "LexiconBuilder": "lexicon", "LexiconError": "lexicon", "PeriodLexicon": "lexicon",
     "OCR_SUMMARY_KEYS": "quality", "ocr_quality": "quality", "ocr_summary": "quality",
     "OcrRepairer": "repair", "RepairSettings": "repair",

@@ -2,26 +2,37 @@
 the same rows out in the same order with ``text`` repaired and every other key kept.
 
 Nothing is lost: a row that cannot be repaired comes out as it came in, with an
-``ocr_repair_error`` naming why (``bad_json``, ``not_an_object``, ``no_text``, ``too_large``);
-a line that is not JSON at all comes out as ``{"line": N, "ocr_repair_error": "bad_json", "raw":
-...}``; a line in another encoding than UTF-8 is read as cp1252 and says so. An input that is not
-a text file (binary) or holds no rows is refused in one line before anything is written. The
-output is written whole or not at all (a temporary file renamed at the end), and the report,
+``ocr_repair_error`` naming why (``bad_json``, ``not_an_object``, ``no_text``, ``too_large``,
+``lone_surrogate``: a ``"\\ud800"`` in its text, written back escaped as it came); a line that is
+not JSON at all comes out as ``{"line": N, "ocr_repair_error": "bad_json", "raw": ...}``. The
+bytes of a line that are not UTF-8 are read one by one as cp1252 (its UTF-8 stays UTF-8) and the
+report says where (``cp1252_bytes``); a UTF-8 byte-order mark starting the file is skipped. A
+year (``--year_key``) is a whole number or one written as text (``"1750"``); any other value
+(``true``) is none: the row is repaired without it and the report says ``year_ignored``. An
+input that is not a text file (binary, UTF-16) or holds no rows is refused in one line before
+anything is written. The
+output is written whole or not at all (a temporary file renamed at the end; through a link, to
+its target; a device or a pipe streamed: :mod:`.files`), and the report,
 one line per row (what changed, where, the evidence's margin and the misreading's probability,
 the quality before and after) and a summary line last, after it.
 """
 from __future__ import annotations
 
+import codecs
 import json
+import os
+import re
 from collections import deque
+from contextlib import closing
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ...core import atomic_writer
 from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
+from .files import check_output, output_file, refuse_same_files, remove_stale_temps
+from .processes import bounded_workers, die_with_parent, sigterm_as_error, stop_pool
 from .step import DocumentRepair
 
 MAX_ROW_BYTES = 64 * 1024 * 1024
@@ -51,6 +62,10 @@ def check_input(path: Path) -> None:
             head = f.read(65536)
     except OSError as e:
         raise RepairInputError(f"{path}: cannot read ({e.strerror or e})") from e
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise RepairInputError(f"{path}: UTF-16 text (its byte-order mark says so), not UTF-8 JSONL rows; "
+                               f"convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)")
+    head = head.removeprefix(BOM)
     if not head.strip():
         raise RepairInputError(f"{path}: {'empty' if not size else 'only blank lines'}: no rows to repair")
     if b"\x00" in head:
@@ -60,20 +75,43 @@ def check_input(path: Path) -> None:
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
+            if n == 1 and raw.startswith(BOM):  # (editors on Windows write one)
+                raw = raw[len(BOM):]
             if raw.strip():
                 yield n, raw
 
 
-def _decode(raw: bytes) -> tuple[str, str | None]:
+def _byte_by_byte(e: UnicodeDecodeError) -> tuple[str, int]:
+    """Bytes that are not UTF-8 read one by one as cp1252 (latin-1 where cp1252 has no
+    character): nothing replaced, and where they were is kept (``_BAD``)."""
+    bad = e.object[e.start:e.end]
+    _BAD.extend(range(e.start, e.end))
+    return "".join(_CP1252[b] for b in bad), e.end
+
+
+BOM = b"\xef\xbb\xbf"
+_CP1252 = [bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in range(256)]
+_BAD: list[int] = []
+codecs.register_error("londonlm_cp1252_bytes", _byte_by_byte)
+MAX_BAD_LISTED = 100
+
+
+def _decode(raw: bytes) -> tuple[str, str | None, list[int]]:
+    """(text, note, offsets of the bytes read as cp1252). A line's valid UTF-8 stays UTF-8: one
+    stray Latin-1 byte does not turn the line's other accents into mojibake."""
     try:
-        return raw.decode("utf-8"), None
+        return raw.decode("utf-8"), None, []
     except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace"), "decoded_cp1252"
+        _BAD.clear()
+        text = raw.decode("utf-8", errors="londonlm_cp1252_bytes")
+        return text, "decoded_cp1252", _BAD[:MAX_BAD_LISTED]
 
 
-def parse_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[dict[str, Any], str | None, str | None]:
-    """(row, error, encoding note) of one input line; the row is what goes out if it cannot be repaired."""
-    line, note = _decode(raw.rstrip(b"\r\n"))
+def parse_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[dict[str, Any], str | None, dict[str, Any] | None]:
+    """(row, error, encoding note for the report) of one input line; the row is what goes out if
+    it cannot be repaired."""
+    line, how, bad = _decode(raw.rstrip(b"\r\n"))
+    note = {"encoding": how, "cp1252_bytes": bad} if how else None
     if len(raw) > o.max_row_bytes:
         try:
             row = json.loads(line)
@@ -88,15 +126,42 @@ def parse_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[dict[str, Any], str 
         return {"line": n, "raw": row}, "not_an_object", note
     if not isinstance(row.get(o.text_key), str):
         return row, "no_text", note
+    if _SURROGATE.search(row[o.text_key]):  # "\\ud800" in JSON: no character, nothing UTF-8 can write
+        return row, "lone_surrogate", note
     return row, None, note
+
+
+def row_year(value: Any) -> tuple[int | None, str | None]:
+    """(year, why it is not one) of a row's year field: a whole number, or one written as text
+    ("1750"); anything else (``true``, ``1750.5``, ``"c. 1750"``) is no year, and the row is
+    repaired as one without."""
+    if value is None:
+        return None, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, None
+    if isinstance(value, str) and _YEAR_TEXT.fullmatch(value):
+        return int(value), None
+    return None, "not_a_year"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_YEAR_TEXT = re.compile(r"\s*[0-9]{1,6}\s*")
+
+
+def dumps(obj: Any) -> str:
+    """One JSON line; a lone surrogate anywhere is written escaped, as it came (UTF-8 has none)."""
+    line = json.dumps(obj, ensure_ascii=False)
+    return json.dumps(obj) if _SURROGATE.search(line) else line
 
 
 # ---------------------------------------------------------------- one row
 _REPAIR: DocumentRepair | None = None
 
 
-def _init(repair: DocumentRepair) -> None:
+def _init(repair: DocumentRepair, parent: int | None = None) -> None:
     global _REPAIR
+    if parent is not None:  # a worker process
+        die_with_parent(parent)
     _REPAIR = repair
 
 
@@ -105,40 +170,48 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[str, dict[str, Any]
     row, error, note = parse_row(n, raw, o)
     entry: dict[str, Any] = {"line": n, "id": row.get("id")}
     if note:
-        entry["encoding"] = note
+        entry.update(note)
     if error:
         row["ocr_repair_error"] = error
         entry["error"] = error
-        return json.dumps(row, ensure_ascii=False), entry
+        return dumps(row), entry
     text = row[o.text_key]
     if o.furniture:
         text = strip_page_furniture(strip_scan_stamps(text))
-    year = row.get(o.year_key)
-    text, facts = _REPAIR.repair_text(text, year if isinstance(year, int) else None)
+    year, not_a_year = row_year(row.get(o.year_key))
+    if not_a_year:
+        entry["year_ignored"] = not_a_year
+    text, facts = _REPAIR.repair_text(text, year)
     row[o.text_key] = text
     changes = facts.pop("changes", [])
     entry.update(facts, changes=[c.to_dict() for c in changes[:MAX_CHANGES_REPORTED]])
     if len(changes) > MAX_CHANGES_REPORTED:
         entry["changes_not_listed"] = len(changes) - MAX_CHANGES_REPORTED
-    return json.dumps(row, ensure_ascii=False), entry
+    return dumps(row), entry
 
 
 def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: DocumentRepair) -> Iterator[tuple[str, dict]]:
-    """``repair_row`` of every line, in input order; ``workers`` processes with at most
-    ``2 * workers`` rows in flight."""
-    if o.workers <= 1:
+    """``repair_row`` of every line, in input order; ``workers`` processes (one per CPU at most)
+    with at most ``2 * workers`` rows in flight, killed at once if the run ends early."""
+    workers = bounded_workers(o.workers)
+    if workers <= 1:
         _init(repair)
         for n, raw in items:
             yield repair_row(n, raw, o)
         return
-    with ProcessPoolExecutor(o.workers, initializer=_init, initargs=(repair,)) as pool:
+    pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid()))
+    try:
         queue: deque[Future] = deque()
         for n, raw in items:
             queue.append(pool.submit(repair_row, n, raw, o))
-            if len(queue) >= 2 * o.workers:
+            if len(queue) >= 2 * workers:
                 yield queue.popleft().result()
         while queue:
             yield queue.popleft().result()
+    except BaseException:  # (SIGTERM, Ctrl-C, an error writing, the generator closed)
+        stop_pool(pool)
+        raise
+    pool.shutdown()
 
 
 def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: DocumentRepair,
@@ -146,34 +219,44 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     """Repair every row of ``input_path`` into ``output_path`` (and the report); returns the summary."""
     o = options or JsonlOptions()
     src, dst = Path(input_path), Path(output_path)
-    if src.resolve() == dst.resolve():
-        raise RepairInputError(f"--output {dst} is the input: write the repaired rows elsewhere")
+    refuse_same_files({"--input": src, "--output": dst, "--report": report_path})
+    outputs = [(flag, path) for flag, path in (("--output", dst), ("--report", report_path)) if path is not None]
+    for flag, path in outputs:
+        check_output(flag, path)
     check_input(src)
-    summary: dict[str, Any] = {"rows": 0, "repaired": 0, "errors": {}, "changes": 0, "encoding_notes": 0}
-    entries: list[dict[str, Any]] = []
-    bar = _bar(o.progress)
-    with atomic_writer(dst) as out:
-        for line, entry in _ordered(_lines(src), o, repair):
-            out.write(line + "\n")
-            summary["rows"] += 1
-            summary["encoding_notes"] += "encoding" in entry
-            if entry.get("error"):
-                summary["errors"][entry["error"]] = summary["errors"].get(entry["error"], 0) + 1
-            else:
-                summary["repaired"] += 1
-                summary["changes"] += len(entry.get("changes", ())) + entry.get("changes_not_listed", 0)
-            if report_path is not None:
-                entries.append(entry)
-            if bar is not None:
-                bar.update(1)
+    for _, path in outputs:  # (a killed run's, nobody's now)
+        remove_stale_temps(path)
+    summary: dict[str, Any] = {"rows": 0, "repaired": 0, "errors": {}, "changes": 0, "encoding_notes": 0,
+                               "years_ignored": 0, "workers": bounded_workers(o.workers)}
+    entries: list[dict[str, Any]] | None = [] if report_path is not None else None
+    with sigterm_as_error():  # (SIGTERM: an error, so the temporary files go)
+        with output_file(dst) as out, closing(_ordered(_lines(src), o, repair)) as rows:
+            _write_rows(rows, out, summary, entries, _bar(o.progress))
+        if report_path is not None:
+            with output_file(report_path) as rep:
+                for e in entries:
+                    rep.write(dumps(e) + "\n")
+                rep.write(json.dumps({"summary": summary}, ensure_ascii=False) + "\n")
+    return summary
+
+
+def _write_rows(rows: Iterator[tuple[str, dict]], out, summary: dict[str, Any], entries: list | None, bar) -> None:
+    for line, entry in rows:
+        out.write(line + "\n")
+        summary["rows"] += 1
+        summary["encoding_notes"] += "encoding" in entry
+        summary["years_ignored"] += "year_ignored" in entry
+        if entry.get("error"):
+            summary["errors"][entry["error"]] = summary["errors"].get(entry["error"], 0) + 1
+        else:
+            summary["repaired"] += 1
+            summary["changes"] += len(entry.get("changes", ())) + entry.get("changes_not_listed", 0)
+        if entries is not None:
+            entries.append(entry)
+        if bar is not None:
+            bar.update(1)
     if bar is not None:
         bar.close()
-    if report_path is not None:
-        with atomic_writer(report_path) as rep:
-            for e in entries:
-                rep.write(json.dumps(e, ensure_ascii=False) + "\n")
-            rep.write(json.dumps({"summary": summary}, ensure_ascii=False) + "\n")
-    return summary
 
 
 def _bar(progress: bool):

@@ -38,6 +38,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from .confusions import LONG_S, ConfusionModel, announce_walk, ranked
+from .forms import SearchText
 from .lexicon import BACKOFF, PeriodLexicon, word_key
 from .sums import MONEY, repaired_sum
 
@@ -56,6 +57,10 @@ _GLUE = ".,- "  # a mark (or a space) that cuts a token in two ("En.land", "noi 
 _SENTENCE_END = ".!?\n"
 _MISSING = object()
 PIECE = 1_000_000  # characters repaired at once (a longer text goes in pieces)
+# the longest token searched: two of the period's longest words and a mark between (a word run
+# into the next, two halves glued); a longer one (letters run together for pages) is no word,
+# and the searches' time grows faster than its length
+MAX_SEARCHED = 100
 _STOPS = (",", ";", ":", ".", "!", "?")
 _STOP_CHARS = "".join(_STOPS)
 _MID = re.compile(r"[A-Za-zſ,;] ")  # what comes before a word in mid-sentence
@@ -215,14 +220,24 @@ class OcrRepairer:
                                     fanout=self.s.fanout)
         # the tables every repair reads, built now: a worker's start pays for them, not its first text
         known, _ = lexicon.vocabulary(self.s.known_min_count)
+        self._longest = min(MAX_SEARCHED, 2 * max(map(len, known), default=0) + 1)
         lexicon.char_logp("")
         confusions.prepare(known, word_key, lexicon.logp)
 
     # ---------------------------------------------------------------- the document
     def repair(self, text: str, year: int | None = None) -> Repaired:
         """The repaired text and every change. A text longer than ``PIECE`` characters is repaired
-        in pieces cut at a line break (or a space), so memory stays bounded whatever its size."""
+        in pieces cut at a line break (or a space), so memory stays bounded whatever its size.
+        Decomposed accents and invisible characters are searched as :mod:`.forms` reads them (the
+        same repairs in NFC and NFD), the text not changed kept as it came."""
         announce_walk(self.conf.compiled)
+        view = SearchText.of(text)
+        if view is not None:
+            done = self._repair_pieces(view.text, year)
+            return Repaired(*view.restore(done.changes), done.long_s)
+        return self._repair_pieces(text, year)
+
+    def _repair_pieces(self, text: str, year: int | None) -> Repaired:
         if len(text) <= PIECE:
             return self._repair(text, year)
         out, changes, long_s, pos = [], [], False, 0
@@ -567,8 +582,10 @@ class OcrRepairer:
     def _searchable(self, word: str, known: bool) -> bool:
         """A token the candidate search takes: letters (a digit among them may be a misread
         letter; a mark inside, only in a word the period lacks), never a number; one small letter
-        other than ``a`` (``m`` for ``in``, ``t`` for ``to``) with ``single_letters``."""
-        if len(word) < 2 and not (self.s.single_letters and word.islower() and word != "a"):
+        other than ``a`` (``m`` for ``in``, ``t`` for ``to``) with ``single_letters``; none longer
+        than two of the period's longest words (``MAX_SEARCHED`` at most)."""
+        if len(word) < 2 and not (self.s.single_letters and word.islower() and word != "a") \
+                or len(word) > self._longest:
             return False
         return not _NUMBER.fullmatch(word) and (word.isalpha() or _LETTERS_WITH_A_DIGIT.fullmatch(word) is not None
                                                 or not known and _LETTERS_WITH_A_MARK.fullmatch(word) is not None)

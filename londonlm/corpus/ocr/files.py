@@ -1,0 +1,162 @@
+"""The files of the JSONL repair stage (``02_data_collection/repair_ocr.py``): no two of them one
+file, outputs written through links and into devices and pipes as they are, and temporary files
+that do not outlive their run.
+
+- Two of the named files that are one (``./x``, a symbolic or a hard link: the resolved paths or
+  the inodes compared) are refused in one line before anything is written: a report over the
+  input or the output would replace it.
+- An output is written through a symbolic link to its target (the link stays a link), whole or
+  not at all (a temporary file beside the target, renamed over it). A character device or a
+  pipe (``/dev/stdout``, a FIFO) is written as it is, streamed: renaming a file over it would
+  replace the device node (as root, ``/dev/stdout`` itself). A folder, a block device or a
+  socket is refused. A path to an open descriptor (``/dev/stdout``, ``/dev/fd/1``) is a stream
+  too, appended to, whatever it leads to (``>> log``: the log kept).
+- The temporary file of a run is locked while it is written; one that nobody holds (its run was
+  killed with ``kill -9``) is removed by the next run writing the same output.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import stat
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator, Mapping
+
+from ...core import atomic_writer, naming
+from ..manifest import CorpusError
+
+
+class FileClash(CorpusError):
+    """Two of a command's files are one, or an output is no file that can be written."""
+
+
+def _identity(path: str) -> tuple[str, tuple[int, int] | None, int | None]:
+    """(resolved path, (device, inode) or None, mode or None) of ``path``."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return real, None, None
+    return real, (st.st_dev, st.st_ino), st.st_mode
+
+
+def _streamed(mode: int | None) -> bool:
+    return mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode))
+
+
+_FD_LINK = re.compile(r"/(?:proc/(?:self|thread-self|\d+)|dev)/fd/\d+")
+
+
+def is_fd_link(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an open file descriptor (``/dev/stdout``, ``/dev/fd/1``,
+    ``/proc/self/fd/1``): its links lead through ``/proc/*/fd/N``. Such a path resolves to a
+    pipe's pseudo-name, or to the file the shell opened, perhaps to append (``>> log``): it is
+    written as a stream, never replaced."""
+    p = os.path.abspath(path)
+    for _ in range(40):  # (the kernel's own limit on links followed)
+        if _FD_LINK.fullmatch(p):
+            return True
+        if not os.path.islink(p):
+            return False
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return False
+
+
+def same_as_stdout(path: str | os.PathLike | None) -> bool:
+    """Whether ``path`` is this process's standard output (messages then go to stderr)."""
+    if path is None:
+        return False
+    try:
+        a, b = os.stat(path), os.fstat(1)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def refuse_same_files(named: Mapping[str, str | os.PathLike | None]) -> None:
+    """One line when two of ``named`` (flag -> path; None: not given) are the same file. A device
+    or a pipe named twice is let be (``/dev/null`` for two outputs): nothing is renamed over it,
+    so nothing is lost."""
+    seen: list[tuple[str, str, str, tuple[int, int] | None]] = []
+    for flag, path in named.items():
+        if path is None:
+            continue
+        real, ident, mode = _identity(os.fspath(path))
+        if _streamed(mode):
+            continue
+        for other_flag, other_path, other_real, other_ident in seen:
+            if real == other_real or (ident is not None and ident == other_ident):
+                what = "the input" if other_flag == "--input" else f"the same file as {other_flag}"
+                raise FileClash(f"{flag} {os.fspath(path)} is {what} ({other_path}): name another file; "
+                                f"nothing was written")
+        seen.append((flag, os.fspath(path), real, ident))
+
+
+def check_output(flag: str, path: str | os.PathLike) -> None:
+    """One line for an output that is no file: a folder, a block device, a socket."""
+    _, _, mode = _identity(os.fspath(path))
+    if mode is None or stat.S_ISREG(mode) or _streamed(mode):
+        return
+    kind = "a folder" if stat.S_ISDIR(mode) else "a block device" if stat.S_ISBLK(mode) else \
+        "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+    raise FileClash(f"{flag} {os.fspath(path)} is {kind}: name a file to write")
+
+
+def regular_target(flag: str, path: str | os.PathLike) -> str:
+    """Where a file written whole (a saved lexicon) goes: the target of a link; one line for a
+    device, a pipe, a folder (a gzip file is no stream to show)."""
+    _, _, mode = _identity(os.fspath(path))
+    if _streamed(mode) or is_fd_link(path):
+        raise FileClash(f"{flag} {os.fspath(path)} is a device, a pipe or an open descriptor: name a file to write")
+    check_output(flag, path)
+    return os.path.realpath(path)
+
+
+def _temp_names(target: Path) -> re.Pattern:
+    # the temporary files core.atomic_writer makes beside a file: ".NAME.<8 hex>.tmp"
+    return re.compile(re.escape(f".{target.name}.") + r"[0-9a-f]{8}\.tmp")
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files beside ``path``'s target that no run holds (a run holds its
+    own locked while it writes: a killed run's lock went with it); the removed ones."""
+    target = Path(os.path.realpath(path))
+    pattern, removed = _temp_names(target), []
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        p = target.parent / name
+        try:
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live run's
+        finally:
+            os.close(fd)  # (closing drops a lock taken)
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+@contextmanager
+def output_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """``path`` opened for writing as this module says: through a link, whole or not at all;
+    a device or a pipe written as it is."""
+    _, _, st_mode = _identity(os.fspath(path))
+    if _streamed(st_mode) or is_fd_link(path):  # appended to: a descriptor may be a file opened with >>
+        with naming(path), open(path, mode.replace("w", "a"), **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        return
+    check_output("output", path)
+    with atomic_writer(os.path.realpath(path), mode) as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # (a new file: nobody else holds it)
+        yield f

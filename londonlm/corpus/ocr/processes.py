@@ -1,0 +1,88 @@
+"""The processes of the JSONL repair stage: no more workers than the machine has CPUs, workers
+that die with their parent, a pool stopped at once when the run ends early, and SIGTERM an
+error like any other (so the output's temporary file goes with the run).
+
+``--workers 10000`` started 1,237 processes and finished nothing in 200 s; ``kill -9`` of the
+command left its workers running (their parent PID 1, busy a minute later), and SIGTERM left a
+temporary file beside the output.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Iterator
+
+from ..manifest import CorpusError
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class Terminated(CorpusError):
+    """The run was sent SIGTERM; nothing was written."""
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: taskset, a batch system's binding)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def bounded_workers(requested: int) -> int:
+    """``requested`` worker processes, at most one per usable CPU: more only wait their turn, each
+    holding its own copy of the lexicon (thousands never finish starting)."""
+    return max(1, min(requested, usable_cpus()))
+
+
+def die_with_parent(parent: int) -> None:
+    """In a worker: be killed when ``parent`` dies, however it dies (Linux: PR_SET_PDEATHSIG; a
+    parent already gone by now, checked after); leave SIGTERM and Ctrl-C to the parent, which
+    stops the pool itself."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (a fork's copy of the parent's handler is not ours)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # (no prctl: the check below is all there is)
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool`` now: nothing more started, its workers killed (a row may take minutes:
+    waiting for it would keep a stopped run alive)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # (the executor's own list)
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+    for p in processes:
+        p.join(5)
+
+
+@contextmanager
+def sigterm_as_error() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread while the block runs, so what the
+    block was writing is cleaned up as after any error (one line, exit 2); a second SIGTERM
+    during that clean-up is ignored. Elsewhere than in the main thread: nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated("terminated (SIGTERM): nothing written, the temporary output removed")
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
