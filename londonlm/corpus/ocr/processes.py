@@ -8,18 +8,15 @@ temporary file beside the output.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Iterator
 
+from ...core import die_with_parent as end_with_parent
 from ..manifest import CorpusError
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class Terminated(CorpusError):
@@ -41,19 +38,11 @@ def bounded_workers(requested: int) -> int:
 
 
 def die_with_parent(parent: int) -> None:
-    """In a worker: be killed when ``parent`` dies, however it dies (Linux: PR_SET_PDEATHSIG; a
-    parent already gone by now, checked after); leave SIGTERM and Ctrl-C to the parent, which
-    stops the pool itself."""
+    """In a worker: be killed when ``parent`` dies, however it dies (:func:`londonlm.core.die_with_parent`);
+    leave SIGTERM and Ctrl-C to the parent, which stops the pool itself."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (a fork's copy of the parent's handler is not ours)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # (no prctl: the check below is all there is)
-            pass
-    if os.getppid() != parent:
-        os._exit(1)
+    end_with_parent(parent)
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:
