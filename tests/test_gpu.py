@@ -93,7 +93,7 @@ def test_this_gpu_is_usable_and_compile_can_build_for_it():
     """The preflights a GPU run passes: torch sees the GPUs the machine shows, and
     torch.compile can build a kernel (else training falls back to eager, saying why)."""
     from londonlm.core import require_usable_gpus
-    from londonlm.training.speed.choice import compile_problem
+    from londonlm.training.speed.compile import compile_problem
 
     require_usable_gpus()
     assert compile_problem("cuda") is None

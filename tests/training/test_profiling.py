@@ -9,7 +9,7 @@ import torch
 from conftest import micro_gpt2, train_exit_code as train
 from londonlm.training.step.fused_loss import enable_fused_loss
 from londonlm.training.step.optim import MuonOptions, build_muon_adamw
-from londonlm.training.speed.choice import compile_problem
+from londonlm.training.speed.compile import compile_problem
 from londonlm.training.step.profiling import GROUPS, ModuleLabels, group_events, markdown, profile_table
 from test_training import root  # noqa: F401  (the copied micro project)
 
