@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from gpu.cuda_steps import SmallConfig  # benchmarks/ is this script's folder, first on sys.path
-from gpu.runner import BY_NAME, STEPS, Context, run_step
+from gpu.runner import BY_NAME, STEPS, Context, RaceConfig, run_step
 
 REPO = Path(__file__).resolve().parents[1]
 NO_CUDA = ("error: no CUDA GPU here; this run needs one NVIDIA GPU and a CUDA build of torch "
@@ -41,7 +41,7 @@ def step_names(values: list[str]) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown step(s) {', '.join(unknown)}; choose from "
                                          f"{', '.join(BY_NAME)} or all")
-    return [s.name for s in STEPS if "all" in asked or s.name in asked]
+    return [s.name for s in STEPS if ("all" in asked and s.in_all) or s.name in asked]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -60,6 +60,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300, help="seconds per subprocess")
     p.add_argument("--resume_tol", type=float, default=1e-5, help="largest loss difference that "
                    "counts as an exact resume")
+    p.add_argument("--race_data", type=Path, default=REPO / ".gpu_race", help="race step: the data folder "
+                   "prepared on a CPU (benchmarks/gpu_race.py --prepare) and carried here")
+    p.add_argument("--race_preset", default="slm", help="race step: the preset raced (that of --race_data)")
+    p.add_argument("--race_seconds", type=float, default=180.0, help="race step: training seconds per recipe")
     a = p.parse_args(argv)
     try:
         a.steps = step_names(a.steps)
@@ -71,7 +75,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def context(a: argparse.Namespace) -> Context:
     work = a.work or Path(tempfile.gettempdir()) / f"londonlm_gpu_acceptance_{time.strftime('%Y%m%d_%H%M%S')}"
     small = SmallConfig(a.batch_size, a.context, a.warmup, a.windows, a.steps_per_window, not a.no_compile)
-    return Context(out=a.out.resolve(), work=work.resolve(), timeout=a.timeout, resume_tol=a.resume_tol, small=small)
+    race = RaceConfig(a.race_data.resolve(), a.race_preset, a.race_seconds, a.bench_md)
+    return Context(out=a.out.resolve(), work=work.resolve(), timeout=a.timeout, resume_tol=a.resume_tol, small=small,
+                   race=race)
 
 
 def dry_run(a: argparse.Namespace, ctx: Context) -> int:
