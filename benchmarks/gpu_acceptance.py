@@ -11,6 +11,12 @@ Every step is timed; a failing one is recorded with its error and the others sti
     python benchmarks/gpu_acceptance.py --bench_md BENCHMARKS.md
     python benchmarks/gpu_acceptance.py --dry_run                   # the plan, no GPU needed
     python benchmarks/gpu_acceptance.py --steps throughput,memory    # a subset
+    python benchmarks/gpu_acceptance.py --steps race --race_data .gpu_race --bench_md BENCHMARKS.md
+
+The ``race`` step (benchmarks/gpu_race.py: ours against the seed recipe at equal seconds, held-out
+bits per byte) runs only when named: it takes minutes and reads data prepared on a CPU
+(``python benchmarks/gpu_race.py --prepare --data .gpu_race --source_dir ../shared/corpus``),
+carried to the GPU machine; it writes its own block (gpu-race) into --bench_md.
 
 Writes OUT/gpu_acceptance.json (machine, date, each step's figures and status),
 OUT/gpu_acceptance.md (a Markdown section for BENCHMARKS.md) and OUT/logs/; --bench_md puts

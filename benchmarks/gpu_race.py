@@ -221,13 +221,25 @@ def run_seed(a, d, preset, run: Path, env, peak) -> dict:
     if err:
         return {"status": "failed", "error": err, **fit, "command": shlex.join(cmd)}
     r = json.loads((out / "baseline_result.json").read_text())
+    cut = "" if r["steps"] >= steps else f", cut by the seconds at step {r['steps']}"
     summary = (f"{seed.batch_size} x {seed.grad_accum} x {preset.context_length}, AdamW {R.GUIDE_LR:g} cosine, "
-               f"warm-up {warmup} of {steps} steps (fitted), dropout {R.GUIDE_DROPOUT:g}, "
+               f"warm-up {warmup} of {steps} steps (fitted{cut}), dropout {R.GUIDE_DROPOUT:g}, "
                f"{'bf16' if '--bf16' in cmd else 'fp32'}, not compiled")
     return recipe_result(r["useful_tokens"], read_clock(out / "snapshots"), out / "snapshots", out / "model",
                          flops_per_token(preset, d.record["tokenizer_vocab"]), peak, steps=r["steps"],
                          own_train_seconds=r["train_seconds"], params=r["params"], summary=summary,
                          command=shlex.join(cmd), **fit)
+
+
+def compiled(model_dir: Path) -> str:
+    """Whether the run trained compiled: the TrainingArguments the Trainer saved beside the model."""
+    import torch
+
+    try:
+        args = torch.load(model_dir / "training_args.bin", weights_only=False)
+    except (OSError, RuntimeError, AttributeError):
+        return "compile unknown"
+    return "torch.compile" if getattr(args, "torch_compile", False) else "not compiled"
 
 
 def run_ours(a, d, preset, run: Path, env, peak) -> dict:
@@ -251,7 +263,7 @@ def run_ours(a, d, preset, run: Path, env, peak) -> dict:
                f"{s.get('optimizer')} {s.get('learning_rate'):g} warmup-stable-decay fitted to the budget "
                f"({fit.get('fitted_total_steps')} steps), warm-up {s.get('warmup_steps')}, dropout "
                f"{s.get('dropout')}, {info.get('precision')}, attention {info.get('attn_implementation')}, "
-               f"fused loss {'on' if info.get('fused_loss') else 'off'}")
+               f"fused loss {'on' if info.get('fused_loss') else 'off'}, {compiled(layout.final)}")
     return recipe_result(tokens, read_clock(snaps), snaps, layout.final,
                          flops_per_token(preset, padded_vocab(d.record["tokenizer_vocab"])), peak,
                          steps=info["global_step"], own_train_seconds=info.get("train_wall_seconds"),
@@ -346,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = presets()[a.preset]
     if a.dry_run:
         return dry_run(a, preset)
+    from londonlm.core import LondonLMError
+
     a.timeout = 4 * a.seconds + 900  # start-up, tokenizing, a compile, the final evaluation and save
     if a.device == "cuda" and not a.prepare:
         import torch
@@ -366,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         if (d.record["preset"], d.record["context_length"]) != (preset.name, preset.context_length):
             raise race_data.RaceDataError(f"{a.data} was prepared for the {d.record['preset']} preset; prepare "
                                           f"it for {preset.name} (--prepare --preset {preset.name})")
-    except race_data.RaceDataError as e:
+    except (race_data.RaceDataError, LondonLMError) as e:  # bad input: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     results = race(a, preset, d)

@@ -313,6 +313,8 @@ def test_refusals_are_one_line_and_exit_2(tmp_path):
     r = run_script("--device", "cpu", "--data", str(tmp_path / "none"), "--work", str(tmp_path / "w"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--prepare" in r.stderr
     assert "Traceback" not in r.stderr
+    r = run_script("--device", "cpu", "--source_dir", str(tmp_path / "absent"), "--work", str(tmp_path / "w"))
+    assert r.returncode == 2 and r.stderr.strip() == f"error: --source_dir {tmp_path / 'absent'} is not a folder"
     r = run_script("--dry_run", "--preset", "huge")
     assert r.returncode == 2 and "invalid choice" in r.stderr
 

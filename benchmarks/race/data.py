@@ -62,6 +62,8 @@ def choose_sources(source_dir: Path, max_bytes: int) -> list[Path]:
     """Whole files of ``source_dir`` (its top level, .txt and .xml, none starting with ``_`` or
     ``.``) in :func:`name_rank` order while their total stays within ``max_bytes`` (0: all);
     at least two, so that one can be held out."""
+    if not Path(source_dir).is_dir():
+        raise RaceDataError(f"--source_dir {source_dir} is not a folder")
     files = sorted((p for p in Path(source_dir).iterdir() if p.is_file() and p.suffix in SOURCE_SUFFIXES
                     and not p.name.startswith(("_", "."))), key=lambda p: name_rank(p.name))
     chosen, total = [], 0
@@ -145,7 +147,9 @@ def _build(data_dir: Path, sources: list[Path], preset, bench_dir: Path, log) ->
             (src / p.name).symlink_to(p.resolve())
         build_corpus(Path(scratch) / "processed", Path(scratch) / "metadata", source_dir=src,
                      validation_percent=VALIDATION_PERCENT, log=lambda *_: None)
-        shutil.copytree(Path(scratch) / "processed", data_dir / "processed")
+        # the corpus as its readers see it (manifest, texts, sidecar); not the build's staging
+        # copies in shards/, which would double what travels
+        shutil.copytree(Path(scratch) / "processed", data_dir / "processed", ignore=shutil.ignore_patterns("shards"))
     log(f"race data: corpus built from {len(sources)} files")
     # era tokens off: the reference reads plain text, and bpb.py scores text without them
     train_tokenizer_stage(data_dir / "processed", data_dir / "tokenizer", vocab_size=preset.vocab_size,

@@ -27,7 +27,7 @@ def time_to(curve: list[dict], target: float) -> dict | None:
     for i, p in enumerate(points):
         if p["bpb"] <= target:
             if i == 0:
-                return {"seconds": p["seconds"], "at_most": True}
+                return {"seconds": round(p["seconds"], 1), "at_most": True}
             a = points[i - 1]
             frac = (a["bpb"] - target) / (a["bpb"] - p["bpb"])
             return {"seconds": round(a["seconds"] + frac * (p["seconds"] - a["seconds"]), 1), "at_most": False}
@@ -78,8 +78,8 @@ def _secs(s: float) -> str:
 
 def _reach_line(t: dict) -> str:
     if t["seconds"] is None:
-        return f"- {t['recipe']} does not reach {t['reaches']}'s final {t['target_bpb']} bpb within its seconds."
-    return (f"- {t['recipe']} reaches {t['reaches']}'s final {t['target_bpb']} bpb after "
+        return f"- `{t['recipe']}` does not reach `{t['reaches']}`'s final {t['target_bpb']} bpb within its seconds."
+    return (f"- `{t['recipe']}` reaches `{t['reaches']}`'s final {t['target_bpb']} bpb after "
             f"{'at most ' if t['at_most'] else ''}{t['seconds']:g} s of training.")
 
 
@@ -101,7 +101,7 @@ def markdown(results: dict) -> str:
                     for r in RECIPES]) + [""]
     lines += [_reach_line(t) for t in results.get("time_to_bpb", [])]
     if results.get("ours_lower") is not None:
-        lines += [f"- ours {'lower' if results['ours_lower'] else 'NOT lower'} than the seed recipe at the end."]
+        lines += [f"- `ours` ends {'lower' if results['ours_lower'] else 'NOT lower'} than `seed_recipe`."]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -31,7 +31,8 @@ if os.environ.get("LONDONLM_RACE_SNAPSHOTS"):
             self.next_mark = _EVERY
 
         def on_train_begin(self, args, state, control, model=None, **kw):
-            self.model, self.t0 = model, time.perf_counter()
+            # the Trainer hands callbacks its plain model; torch.compile's wrapper is unwrapped anyway
+            self.model, self.t0 = getattr(model, "_orig_mod", model), time.perf_counter()
             self.clock, self.copies, self.next_mark = [], [], _EVERY
             if self not in _RECORDS:
                 _RECORDS.append(self)
@@ -42,7 +43,7 @@ if os.environ.get("LONDONLM_RACE_SNAPSHOTS"):
             if _EVERY and seconds >= self.next_mark and args.process_index == 0:
                 # .to("cpu") waits for the GPU's queued work: the copy is of this step's weights
                 weights = {k.replace("_orig_mod.", ""): v.detach().to("cpu", copy=True)
-                           for k, v in (model or self.model).state_dict().items()}
+                           for k, v in self.model.state_dict().items()}
                 self.copies.append((state.global_step, round(seconds, 4), weights))
                 while self.next_mark <= seconds:
                     self.next_mark += _EVERY
