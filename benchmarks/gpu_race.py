@@ -284,7 +284,7 @@ def score_all(a, d, results: dict, run: Path, env) -> None:
     cmd = [sys.executable, str(SCORER), "--bpb", str(d.script("bpb.py")), "--device", a.device,
            "--max_bytes", str(a.score_bytes), "--files", *map(str, d.files("heldout")), "--models", *map(str, models)]
     log = run / "logs" / "score.log"
-    err = run_logged(cmd, env(run / "no_snapshots", 0), log, a.timeout)
+    err = run_logged(cmd, env(None, 0), log, a.timeout)
     scores = {}
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith("{") and '"model"' in line:

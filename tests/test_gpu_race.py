@@ -89,6 +89,16 @@ def test_race_env_is_offline_with_the_shim_and_cpu_hides_gpus(tmp_path):
     assert env["CUDA_VISIBLE_DEVICES"] == "" and env["HF_DATASETS_OFFLINE"] == "1"
     assert env["LONDONLM_RACE_SNAPSHOTS"] == str(tmp_path / "s") and env["LONDONLM_RACE_EVERY"] == "30"
     assert R.race_env("cuda", tmp_path, 0, tmp_path).get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+    plain = R.race_env("cpu", None, 0, tmp_path / "hf")  # the scorer: no shim
+    assert "LONDONLM_RACE_SNAPSHOTS" not in plain and str(R.SHIM) not in plain.get("PYTHONPATH", "")
+
+
+def test_the_shim_leaves_the_processes_it_starts_alone(monkeypatch, tmp_path):
+    """torch.compile's compile workers and spawned loader workers are started by the trainer:
+    they must not import transformers (seconds each, inside ours' first step) nor time themselves."""
+    shim = _load_shim(monkeypatch, tmp_path / "s", every=5)
+    assert shim._EVERY == 5 and "LONDONLM_RACE_SNAPSHOTS" not in os.environ
+    assert "LONDONLM_RACE_EVERY" not in os.environ
 
 
 # --------------------------------------------------------------------------- data
@@ -279,7 +289,7 @@ def test_block_written_to_a_copy_replaced_in_place(tmp_path):
     assert "| ours | 400 | 6,553,600 | 120 | 54,613.3 | 31.0% | 3 |" in block
     assert "NVIDIA H200 (139.8 GiB), driver 580.159.04, CUDA 13.0, torch 2.11.0+cu130" in block
     assert "30.0 s: 4.0000 · 60.0 s: 3.4000 · 120 s: 3.0000" in block
-    assert "ours reaches seed_recipe's final 3.5 bpb after 55 s" in block
+    assert "`ours` reaches the final 3.5 bpb of `seed_recipe` after 55 s of training" in block
     res["ours"]["bpb"] = 2.9
     report.write_block(res, md)
     second = md.read_text()
@@ -346,10 +356,12 @@ def test_smoke_race_on_cpu_writes_both_bpb(tmp_path):
 @pytest.mark.slow
 @needs_shared_bench
 def test_the_30_second_micro_race(tmp_path):
-    """The issue's smoke race: both bpb written; whether ours is lower is reported (at 30 s on
-    2 shared cores it is not a stable fact to assert)."""
+    """The issue's smoke race: both bpb written, ours lower. It held in every run on 2 shared
+    Zen 5 cores, loaded or not (2026-11-26: 3.456 against 4.022, 3.889 against 4.245, and at
+    10 s 3.909 against 4.444): at this size the guide's 3e-4 learns far slower than the micro
+    preset's 3e-3."""
     r, res, md = _smoke(tmp_path, 30)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert all(math.isfinite(res[n]["bpb"]) for n in ("ours", "seed_recipe"))
     assert len(res["ours"]["curve"]) >= 3 and len(res["seed_recipe"]["curve"]) >= 3
-    print(json.dumps({n: res[n]["bpb"] for n in ("ours", "seed_recipe")}))
+    assert res["ours"]["bpb"] < res["seed_recipe"]["bpb"] and res["ours_lower"] is True

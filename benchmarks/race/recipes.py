@@ -78,13 +78,15 @@ def ours_cmd(preset_name: str, root: Path, tokenizer: Path, processed: Path, sec
             "--fresh", "--time_budget", f"{seconds:g}", "--report_to", "none", "--disable_tqdm", "true", *extra]
 
 
-def race_env(device: str, snapshots: Path, every: float, hf_cache: Path) -> dict:
-    """Offline, no W&B, the snapshot shim on the path; ``cpu`` hides any GPU from both recipes."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LONDONLM_TEST_")}
+def race_env(device: str, snapshots: Path | None, every: float, hf_cache: Path) -> dict:
+    """Offline, no W&B; with ``snapshots``, the snapshot shim on the path, writing there;
+    ``cpu`` hides any GPU from both recipes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LONDONLM_TEST_", "LONDONLM_RACE_"))}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", HF_DATASETS_CACHE=str(hf_cache),
-               LONDONLM_RACE_SNAPSHOTS=str(snapshots), LONDONLM_RACE_EVERY=f"{every:g}",
-               PYTHONPATH=os.pathsep.join(p for p in (str(SHIM), env.get("PYTHONPATH", "")) if p))
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", HF_DATASETS_CACHE=str(hf_cache))
+    if snapshots is not None:
+        env.update(LONDONLM_RACE_SNAPSHOTS=str(snapshots), LONDONLM_RACE_EVERY=f"{every:g}",
+                   PYTHONPATH=os.pathsep.join(p for p in (str(SHIM), env.get("PYTHONPATH", "")) if p))
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env

@@ -78,8 +78,9 @@ def _secs(s: float) -> str:
 
 def _reach_line(t: dict) -> str:
     if t["seconds"] is None:
-        return f"- `{t['recipe']}` does not reach `{t['reaches']}`'s final {t['target_bpb']} bpb within its seconds."
-    return (f"- `{t['recipe']}` reaches `{t['reaches']}`'s final {t['target_bpb']} bpb after "
+        return (f"- `{t['recipe']}` does not reach the final {t['target_bpb']} bpb of `{t['reaches']}` "
+                f"within its seconds.")
+    return (f"- `{t['recipe']}` reaches the final {t['target_bpb']} bpb of `{t['reaches']}` after "
             f"{'at most ' if t['at_most'] else ''}{t['seconds']:g} s of training.")
 
 
@@ -94,7 +95,9 @@ def markdown(results: dict) -> str:
              f"{fmt(m['score_bytes'])} bytes of each held-out document ({fmt(d['scored_bytes'])} bytes). "
              f"Both recipes use the project's tokenizer ({d['tokenizer_vocab']} tokens) trained on the "
              f"training documents. Curve points are weight snapshots taken every {_secs(m['curve_every'])} s "
-             f"of training (the same instrument on both), scored after training.", ""]
+             f"of training (the same instrument on both), scored after training. Training seconds run from "
+             f"each Trainer's start to its last step (evaluations and checkpoints written meanwhile count); "
+             f"tokens/s and MFU are over them.", ""]
     lines += table([_row(r, results.get(r, {})) for r in RECIPES]) + [""]
     lines += ["Held-out bpb over training time:", ""]
     lines += table([{"recipe": r, "curve (seconds of training: bpb)": _curve(results.get(r, {}))}

@@ -21,8 +21,10 @@ if os.environ.get("LONDONLM_RACE_SNAPSHOTS"):
     import transformers
     from transformers import TrainerCallback
 
-    _OUT = Path(os.environ["LONDONLM_RACE_SNAPSHOTS"])
-    _EVERY = float(os.environ.get("LONDONLM_RACE_EVERY") or 0)
+    # taken out of the environment: the processes this one starts (torch.compile's compile
+    # workers, spawned data-loader workers) must not import transformers and time themselves too
+    _OUT = Path(os.environ.pop("LONDONLM_RACE_SNAPSHOTS"))
+    _EVERY = float(os.environ.pop("LONDONLM_RACE_EVERY", None) or 0)
     _RECORDS = []  # one per Trainer that trained; the last one's is written
 
     class _RaceSnapshots(TrainerCallback):
