@@ -9,9 +9,12 @@ way (so each recipe's time to a given bpb can be read off).
     python benchmarks/gpu_race.py --prepare --data .gpu_race --source_dir ../shared/corpus   # CPU
     python benchmarks/gpu_race.py --data .gpu_race --bench_md BENCHMARKS.md   # on the GPU
 
+(BENCHMARKS.md, "The GPU race", gives the device calls whole: the wheels carried, the time.)
+
 Recipes. ``seed_recipe``: ../shared/bench/baseline_clm.py with the guide's flags (bf16, AdamW
 3e-4, dropout 0.1, GPT-2 Small's 16 x 2 sequences of 512 tokens, warm-up 1,000 of 60,000
-steps; another preset: its shape, the same optimizer, batch and dropout), its schedule fitted
+steps; ``regular``: the guide's 8 x 4 x 1024, warm-up 2,000; another preset: its shape, the same
+optimizer, batch and dropout), its schedule fitted
 like ours: a short first pass measures its step time on this device, then its steps are what
 fits the seconds and its warm-up the guide's share of them. ``ours``: the project's training
 command with the preset's defaults and ``--time_budget``.

@@ -329,8 +329,8 @@ def test_refusals_are_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
-def _smoke(tmp_path, seconds: float, *extra: str) -> tuple[subprocess.CompletedProcess, dict, str]:
-    src = write_micro_source(tmp_path / "src", n_docs=4, chars=6000)
+def _smoke(tmp_path, seconds: float, *extra: str, src: Path | None = None):
+    src = src or write_micro_source(tmp_path / "src", n_docs=4, chars=6000)
     md = tmp_path / "BENCHMARKS.copy.md"
     md.write_text("# Benchmarks\n")
     r = run_script("--device", "cpu", "--preset", "micro", "--seconds", f"{seconds:g}", "--source_dir", str(src),
@@ -353,14 +353,26 @@ def test_smoke_race_on_cpu_writes_both_bpb(tmp_path):
     assert md.count(report.BEGIN) == 1 and "| seed_recipe |" in md
 
 
+# six files of ../shared/corpus, 1.3 MB (5 documents, 426k tokens to train on, one held out)
+RACE_FILES = ("gutenberg_beggars_opera.txt", "gutenberg_diary_of_a_nobody.txt", "gutenberg_sign_of_the_four.txt",
+              "gutenberg_study_in_scarlet.txt", "oldbailey_ordinarys_account_1741-05-04.txt",
+              "oldbailey_proceedings_1699-10-11.xml")
+
+
 @pytest.mark.slow
 @needs_shared_bench
 def test_the_30_second_micro_race(tmp_path):
-    """The issue's smoke race: both bpb written, ours lower. It held in every run on 2 shared
-    Zen 5 cores, loaded or not (2026-11-26: 3.456 against 4.022, 3.889 against 4.245, and at
-    10 s 3.909 against 4.444): at this size the guide's 3e-4 learns far slower than the micro
-    preset's 3e-3."""
-    r, res, md = _smoke(tmp_path, 30)
+    """The issue's smoke race: both bpb written, ours lower. On these six files it held in every
+    run on 2 shared Zen 5 cores, loaded or not (2026-11-26: 3.456 against 4.022, 3.889 against
+    4.245, and at 10 s 3.909 against 4.444). Not on the four 6,000-character parts of the quick
+    test above (5,001 tokens to train on): there ours overfits within 15 s (BENCHMARKS.md)."""
+    if not all((SHARED / "corpus" / f).exists() for f in RACE_FILES):
+        pytest.skip("needs ../shared/corpus: not here")
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in RACE_FILES:
+        (src / f).symlink_to(SHARED / "corpus" / f)
+    r, res, md = _smoke(tmp_path, 30, src=src)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert all(math.isfinite(res[n]["bpb"]) for n in ("ours", "seed_recipe"))
     assert len(res["ours"]["curve"]) >= 3 and len(res["seed_recipe"]["curve"]) >= 3
