@@ -11,6 +11,12 @@ Every step is timed; a failing one is recorded with its error and the others sti
     python benchmarks/gpu_acceptance.py --bench_md BENCHMARKS.md
     python benchmarks/gpu_acceptance.py --dry_run                   # the plan, no GPU needed
     python benchmarks/gpu_acceptance.py --steps throughput,memory    # a subset
+    python benchmarks/gpu_acceptance.py --steps race --race_data .gpu_race --bench_md BENCHMARKS.md
+
+The ``race`` step (benchmarks/gpu_race.py: ours against the seed recipe at equal seconds, held-out
+bits per byte) runs only when named: it takes minutes and reads data prepared on a CPU
+(``python benchmarks/gpu_race.py --prepare --data .gpu_race --source_dir ../shared/corpus``),
+carried to the GPU machine; it writes its own block (gpu-race) into --bench_md.
 
 Writes OUT/gpu_acceptance.json (machine, date, each step's figures and status),
 OUT/gpu_acceptance.md (a Markdown section for BENCHMARKS.md) and OUT/logs/; --bench_md puts
@@ -27,7 +33,7 @@ import time
 from pathlib import Path
 
 from gpu.cuda_steps import SmallConfig  # benchmarks/ is this script's folder, first on sys.path
-from gpu.runner import BY_NAME, STEPS, Context, run_step
+from gpu.runner import BY_NAME, STEPS, Context, RaceConfig, run_step
 
 REPO = Path(__file__).resolve().parents[1]
 NO_CUDA = ("error: no CUDA GPU here; this run needs one NVIDIA GPU and a CUDA build of torch "
@@ -41,7 +47,7 @@ def step_names(values: list[str]) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown step(s) {', '.join(unknown)}; choose from "
                                          f"{', '.join(BY_NAME)} or all")
-    return [s.name for s in STEPS if "all" in asked or s.name in asked]
+    return [s.name for s in STEPS if ("all" in asked and s.in_all) or s.name in asked]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -60,6 +66,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300, help="seconds per subprocess")
     p.add_argument("--resume_tol", type=float, default=1e-5, help="largest loss difference that "
                    "counts as an exact resume")
+    p.add_argument("--race_data", type=Path, default=REPO / ".gpu_race", help="race step: the data folder "
+                   "prepared on a CPU (benchmarks/gpu_race.py --prepare) and carried here")
+    p.add_argument("--race_preset", default="slm", help="race step: the preset raced (that of --race_data)")
+    p.add_argument("--race_seconds", type=float, default=180.0, help="race step: training seconds per recipe")
     a = p.parse_args(argv)
     try:
         a.steps = step_names(a.steps)
@@ -71,7 +81,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def context(a: argparse.Namespace) -> Context:
     work = a.work or Path(tempfile.gettempdir()) / f"londonlm_gpu_acceptance_{time.strftime('%Y%m%d_%H%M%S')}"
     small = SmallConfig(a.batch_size, a.context, a.warmup, a.windows, a.steps_per_window, not a.no_compile)
-    return Context(out=a.out.resolve(), work=work.resolve(), timeout=a.timeout, resume_tol=a.resume_tol, small=small)
+    race = RaceConfig(a.race_data.resolve(), a.race_preset, a.race_seconds, a.bench_md)
+    return Context(out=a.out.resolve(), work=work.resolve(), timeout=a.timeout, resume_tol=a.resume_tol, small=small,
+                   race=race)
 
 
 def dry_run(a: argparse.Namespace, ctx: Context) -> int:

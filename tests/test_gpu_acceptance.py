@@ -227,8 +227,9 @@ def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProce
 def test_dry_run_lists_every_step_and_its_commands(tmp_path):
     r = run_script("--dry_run", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
-    for i, step in enumerate(runner.STEPS, 1):
+    for i, step in enumerate([s for s in runner.STEPS if s.in_all], 1):
         assert f"\n{i}. {step.name}: {step.title}\n" in r.stdout
+    assert "gpu_race.py" not in r.stdout  # minutes long, on prepared data: only when named
     assert "-m pytest -m gpu" in r.stdout and "--stop_after_steps 6" in r.stdout
     assert "--nproc_per_node=1" in r.stdout and "--fsdp 'full_shard auto_wrap'" in r.stdout
     assert "--device cuda" in r.stdout and "export_gguf.py" in r.stdout and "torch.compile" in r.stdout
@@ -398,3 +399,32 @@ def test_dry_run_lists_the_gpu_readiness_steps():
     assert r.returncode == 0, r.stderr
     assert "--optim muon" in r.stdout and "CC=/nonexistent/cc" in r.stdout and "--profile_steps 3" in r.stdout
     assert "fit_batch_to_memory" in r.stdout and "resolve_speed_settings on CUDA" in r.stdout
+
+
+def test_race_step_runs_only_when_named_on_the_prepared_data(tmp_path):
+    r = run_script("--dry_run", "--steps", "race,throughput", "--race_data", str(tmp_path / "d"),
+                   "--race_seconds", "150", "--bench_md", str(tmp_path / "B.md"))
+    assert r.returncode == 0, r.stderr
+    assert "1. throughput:" in r.stdout and "2. race:" in r.stdout
+    line = next(ln for ln in r.stdout.splitlines() if "gpu_race.py --data" in ln)
+    assert f"--data {tmp_path / 'd'} --preset slm --seconds 150 --device cuda" in line
+    assert f"--bench_md {tmp_path / 'B.md'}" in line
+
+
+def test_race_step_reports_both_recipes_from_the_races_json(tmp_path, monkeypatch):
+    res = {name: {"status": "ok", "steps": 10, "tokens": 1000, "train_seconds": 9.9, "tokens_per_s": 101.0,
+                  "mfu": 0.3, "bpb": bpb} for name, bpb in (("ours", 2.5), ("seed_recipe", 2.9))}
+    res["ours_lower"] = True
+    ran = []
+
+    def fake_run(cmd, log, timeout, **kw):
+        ran.append(cmd)
+        (tmp_path / "gpu_race.json").write_text(json.dumps(res))
+        return ""
+
+    monkeypatch.setattr(cli_steps, "run_logged", fake_run)
+    ctx = runner.Context(out=tmp_path, work=tmp_path / "w", race=runner.RaceConfig(tmp_path / "d", "slm", 120.0))
+    out = cli_steps.step_race(ctx)
+    assert "--seconds" in ran[0] and ran[0][ran[0].index("--seconds") + 1] == "120"
+    assert [row["recipe"] for row in out["rows"]] == ["ours", "seed_recipe"]
+    assert out["rows"][0]["bpb"] == 2.5 and "ours 2.5, seed recipe 2.9" in out["summary"] and "lower" in out["summary"]

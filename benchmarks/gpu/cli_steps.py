@@ -325,3 +325,17 @@ def step_gguf(ctx) -> dict:
     if problems:
         res["error"] = "; ".join(problems)
     return res
+
+
+def step_race(ctx) -> dict:
+    """benchmarks/gpu_race.py on the data prepared on a CPU (``--race_data``): ours against the
+    seed recipe at equal seconds, both scored in bits per byte on the same held-out text."""
+    cmd = C.race_cmd(ctx.race, ctx.work, ctx.out)
+    run_logged(cmd, ctx.logs / "race.log", C.race_timeout(ctx.race.seconds))
+    res = json.loads((ctx.out / "gpu_race.json").read_text())
+    rows = [{"recipe": name, **{k: res[name].get(k) for k in ("steps", "tokens", "train_seconds", "tokens_per_s",
+                                                               "mfu", "bpb")}} for name in ("ours", "seed_recipe")]
+    ours, seed = res["ours"].get("bpb"), res["seed_recipe"].get("bpb")
+    return {"summary": f"held-out bpb ours {ours}, seed recipe {seed} after {ctx.race.seconds:g} s each "
+                       f"({ctx.race.preset}; ours {'lower' if res.get('ours_lower') else 'not lower'})",
+            "figures": {"command": C.shown(cmd), "json": str(ctx.out / "gpu_race.json")}, "rows": rows}

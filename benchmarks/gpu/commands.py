@@ -12,6 +12,7 @@ PY = sys.executable
 TRAIN = REPO / "04_training" / "train_model_slm.py"
 EXPORT = REPO / "10_scripts" / "export_gguf.py"
 SERVER_BENCH = REPO / "benchmarks" / "server_throughput.py"
+RACE = REPO / "benchmarks" / "gpu_race.py"
 
 # The exact-resume check of tests/training/test_training.py, on the micro preset: 12 steps with a
 # checkpoint at 6, every loss logged so the curves compare step by step. Deterministic kernels
@@ -103,6 +104,19 @@ def gguf_cmd(root: Path, run: str, verify: bool) -> list[str]:
     # --verify runs each file in llama.cpp; only where llama-cpp-python is installed
     return [PY, str(EXPORT), "--root", str(root), "--preset", "micro", "--run_name", run,
             "--overwrite", *(["--verify", "--steps", "16"] if verify else [])]  # 16: inside context 64
+
+
+def race_cmd(race, work: Path, out: Path) -> list[str]:
+    """benchmarks/gpu_race.py on the prepared data (``race``: runner.RaceConfig), its JSON in
+    the report folder and its block in ``race.bench_md`` when given."""
+    return [PY, str(RACE), "--data", str(race.data), "--preset", race.preset, "--seconds", f"{race.seconds:g}",
+            "--device", "cuda", "--work", str(work / "race"), "--json", str(out / "gpu_race.json"),
+            *(["--bench_md", str(race.bench_md)] if race.bench_md else [])]
+
+
+def race_timeout(seconds: float) -> float:
+    """Two recipes' seconds, the seed recipe's first pass, start-ups, a compile, scoring."""
+    return 3 * seconds + 600
 
 
 def shown(cmd: list[str], root: Path | None = None) -> str:

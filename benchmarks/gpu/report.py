@@ -88,17 +88,17 @@ def markdown(results: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def replace_section(text: str, section: str) -> str:
+def replace_section(text: str, section: str, begin: str = BEGIN, end: str = END) -> str:
     """``text`` with the block between the markers replaced by ``section`` (markers kept), or
     with the block appended when there are no markers yet."""
-    block = f"{BEGIN}\n{section.strip()}\n{END}"
-    i = text.find(BEGIN)
+    block = f"{begin}\n{section.strip()}\n{end}"
+    i = text.find(begin)
     if i < 0:
         return (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
-    j = text.find(END, i)
+    j = text.find(end, i)
     if j < 0:
-        raise ValueError(f"{BEGIN} without {END}: mend the file by hand first")
-    return text[:i] + block + text[j + len(END):]
+        raise ValueError(f"{begin} without {end}: mend the file by hand first")
+    return text[:i] + block + text[j + len(end):]
 
 
 def write_reports(results: dict, out: Path, bench_md: Path | None = None) -> dict[str, Path]:

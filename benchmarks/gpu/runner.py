@@ -13,6 +13,15 @@ from . import cli_steps, commands as C, cuda_steps
 from .cuda_steps import SmallConfig
 
 
+@dataclass(frozen=True)
+class RaceConfig:
+    """The race step (benchmarks/gpu_race.py): its data prepared on a CPU and carried here."""
+    data: Path
+    preset: str = "slm"
+    seconds: float = 180.0
+    bench_md: Path | None = None    # the race writes its own block (gpu-race) there
+
+
 @dataclass
 class Context:
     out: Path                       # reports and logs
@@ -20,6 +29,7 @@ class Context:
     timeout: float = 300.0          # seconds per subprocess
     resume_tol: float = 1e-5        # the README's claim for an exact resume
     small: SmallConfig = field(default_factory=SmallConfig)
+    race: RaceConfig | None = None
     _root_ready: bool = field(default=False, init=False, repr=False)
 
     @property
@@ -50,6 +60,7 @@ class Step:
     title: str
     run: Callable[[Context], dict]
     plan: Callable[[Context], list[str]]
+    in_all: bool = True             # run by ``--steps all`` (the default)
 
 
 def _small(ctx: Context) -> str:
@@ -98,6 +109,12 @@ STEPS = [
          lambda c: [_cmd(C.server_cmd(c.work / "root/09_models/checkpoints/a/final", c.work / "server"))]),
     Step("gguf", "GGUF export of the trained micro model", cli_steps.step_gguf,
          lambda c: [_cmd(C.gguf_cmd(c.work / "root", "a", verify=False)) + "  (+ --verify where llama-cpp-python is)"]),
+    # minutes long and on data prepared on a CPU: only when named (--steps race)
+    Step("race", "GPU race: ours against the seed recipe at equal seconds (held-out bpb)", cli_steps.step_race,
+         lambda c: [_cmd(C.race_cmd(c.race, c.work, c.out)),
+                    f"(its steps: python benchmarks/gpu_race.py --dry_run; data prepared on a CPU with "
+                    f"`python benchmarks/gpu_race.py --prepare --data {c.race.data} --preset {c.race.preset} "
+                    f"--source_dir ../shared/corpus`)"], in_all=False),
 ]
 BY_NAME = {s.name: s for s in STEPS}
 

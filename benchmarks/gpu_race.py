@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""Race our training against the seed guide's recipe on one device, the same seconds each, on
+the same data, both scored in bits per byte on the same held-out text, at the end and along the
+way (so each recipe's time to a given bpb can be read off).
+
+    python benchmarks/gpu_race.py --dry_run                                   # the steps
+    python benchmarks/gpu_race.py --device cpu --preset micro --seconds 30 \
+        --source_dir DIR --work DIR --json FILE                               # the smoke race
+    python benchmarks/gpu_race.py --prepare --data .gpu_race --source_dir ../shared/corpus   # CPU
+    python benchmarks/gpu_race.py --data .gpu_race --bench_md BENCHMARKS.md   # on the GPU
+
+(BENCHMARKS.md, "The GPU race", gives the device calls whole: the wheels carried, the time.)
+
+Recipes. ``seed_recipe``: ../shared/bench/baseline_clm.py with the guide's flags (bf16, AdamW
+3e-4, dropout 0.1, GPT-2 Small's 16 x 2 sequences of 512 tokens, warm-up 1,000 of 60,000
+steps; ``regular``: the guide's 8 x 4 x 1024, warm-up 2,000; another preset: its shape, the same
+optimizer, batch and dropout), its schedule fitted
+like ours: a short first pass measures its step time on this device, then its steps are what
+fits the seconds and its warm-up the guide's share of them. ``ours``: the project's training
+command with the preset's defaults and ``--time_budget``.
+
+Data (benchmarks/race/data.py): a part of --source_dir (whole files by a hash of their names,
+up to --source_mb), built by the project's corpus stage, whose held-out documents are chosen
+by a hash of their ids; the project's tokenizer trained on the training documents; our token
+cache; copies of baseline_clm.py and bpb.py. ``--prepare`` makes that folder on a CPU, to be
+carried to a GPU machine (which gets the working tree and carried ignored paths only).
+
+Curves: both recipes run under benchmarks/race/snapshot_shim/, which copies the weights to host
+memory every seconds/--curve_points seconds of training and writes them as model folders when
+the process exits; every copy and each final model is scored after training by bpb.py (in one
+process, on the device: benchmarks/race/score.py). Writes --json ({"ours": {"bpb": ...},
+"seed_recipe": {"bpb": ...}, ...}) and, with --bench_md, the block between
+``<!-- gpu-race:begin -->`` and ``<!-- gpu-race:end -->``. Exit 0 when both recipes were
+scored, 1 when one was not, 2 on bad input or no CUDA for --device cuda.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # this checkout's londonlm and config.py, before an installed copy
+    sys.path.insert(1, str(REPO))
+
+from race import data as race_data, recipes as R, report  # noqa: E402  (benchmarks/ is this script's folder)
+
+SHARED_BENCH = REPO.parent / "shared" / "bench"
+SCORER = REPO / "benchmarks" / "race" / "score.py"
+FIRST_PASS = (3.0, 30.0)  # its seconds: a tenth of the race's, within these bounds
+SCORE_BYTES = {"cuda": 100_000, "cpu": 20_000}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="gpu_race.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="slm", choices=list(presets()), help="the preset raced (default slm)")
+    p.add_argument("--seconds", type=float, default=180.0, help="training seconds per recipe")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    p.add_argument("--data", type=Path, help="the race's data folder (default WORK/data with "
+                   "--source_dir, else .gpu_race in the repository)")
+    p.add_argument("--source_dir", type=Path, help="texts to prepare the data from (e.g. ../shared/corpus)")
+    p.add_argument("--source_mb", type=float, default=16.0, help="at most this many MB of source files (0: all)")
+    p.add_argument("--prepare", action="store_true", help="only prepare --data from --source_dir (on a CPU)")
+    p.add_argument("--work", type=Path, help="scratch folder for the runs (default: a new temporary one)")
+    p.add_argument("--json", type=Path, help="results file (default WORK/gpu_race.json)")
+    p.add_argument("--bench_md", type=Path, help="write the race's block into this file (e.g. BENCHMARKS.md)")
+    p.add_argument("--curve_points", type=int, default=6, help="weight snapshots per recipe (every seconds/N)")
+    p.add_argument("--score_bytes", type=int, help="bytes of each held-out document scored (default "
+                   f"{SCORE_BYTES['cuda']:,} on cuda, {SCORE_BYTES['cpu']:,} on cpu, where scoring is slower)")
+    p.add_argument("--first_pass_seconds", type=float, help="the seed recipe's timing pass "
+                   f"(default: a tenth of --seconds, {FIRST_PASS[0]:g}-{FIRST_PASS[1]:g} s)")
+    p.add_argument("--dry_run", action="store_true", help="print the steps and commands; run nothing")
+    a = p.parse_args(argv)
+    a.score_bytes = SCORE_BYTES[a.device] if a.score_bytes is None else a.score_bytes
+    if a.seconds <= 0 or a.curve_points < 1 or a.score_bytes < 1:
+        p.error("--seconds, --curve_points and --score_bytes must be positive")
+    if a.prepare and not a.source_dir:
+        p.error("--prepare needs --source_dir")
+    a.work = (a.work or Path(tempfile.gettempdir()) / f"londonlm_gpu_race_{time.strftime('%Y%m%d_%H%M%S')}").resolve()
+    a.data = (a.data or (a.work / "data" if a.source_dir else REPO / ".gpu_race")).resolve()
+    a.json = (a.json or a.work / "gpu_race.json").resolve()
+    if a.first_pass_seconds is None:
+        a.first_pass_seconds = min(max(a.seconds / 10, FIRST_PASS[0]), FIRST_PASS[1])
+    return a
+
+
+def presets() -> dict:
+    import config  # the repository's (put on sys.path above)
+
+    return config.PRESETS
+
+
+def plan(a: argparse.Namespace, preset) -> list[tuple[str, list[str]]]:
+    """The steps in order, each with what it runs (the dry run prints it)."""
+    d = race_data.RaceData(a.data, {"train": [{"path": "texts/TRAIN.txt"}], "heldout": [{"path": "texts/HELDOUT.txt"}]})
+    seed = R.seed_recipe(preset.name)
+    run = a.work / "race-STAMP"
+    first = R.seed_cmd(d.script("baseline_clm.py"), d.files("train"), d.tokenizer, preset, seed, R.GUIDE_STEPS,
+                       seed.warmup_steps, a.first_pass_seconds, run / "seed_first_pass")
+    main = R.seed_cmd(d.script("baseline_clm.py"), d.files("train"), d.tokenizer, preset, seed, 0, 0,
+                      a.seconds, run / "seed")
+    ours = R.ours_cmd(preset.name, run / "root", d.tokenizer, d.processed, a.seconds)
+    every = a.seconds / a.curve_points
+    data_step = (f"prepare {a.data} from {a.source_dir} (at most {a.source_mb:g} MB of whole files by a hash "
+                 f"of their names): corpus stage ({race_data.VALIDATION_PERCENT:g}% held out by a hash of "
+                 f"document ids), tokenizer ({preset.vocab_size} tokens), token cache, reference scripts"
+                 if a.source_dir else f"use the prepared data in {a.data} ({race_data.RECORD})")
+    return [
+        ("data", [data_step]),
+        ("seed_recipe first pass", [f"under the snapshot shim (clock only) on {a.device}", _cmd(first)]),
+        ("seed_recipe fitted", [f"steps = what fits {a.seconds:g} s at the first pass's step time (after 3 "
+                                f"steps); warm-up = {seed.warmup_steps} / {R.GUIDE_STEPS:,} of them",
+                                _cmd(main).replace("--max-steps 0", "--max-steps STEPS")
+                                .replace("--warmup-steps 0", "--warmup-steps WARMUP")]),
+        ("ours", [f"token cache copied from {d.cache} into the run folder", _cmd(ours)]),
+        ("score", [f"weights every {every:g} s of training (snapshot shim) and each final model, scored by "
+                   f"bpb.py on the held-out documents (first {a.score_bytes:,} bytes of each), on {a.device}",
+                   _cmd([sys.executable, str(SCORER), "--bpb", str(d.script("bpb.py")), "--device", a.device,
+                         "--max_bytes", str(a.score_bytes), "--files", "HELDOUT...", "--models", "MODELS..."])]),
+        ("report", [f"write {a.json}" + (f" and the gpu-race block of {a.bench_md}" if a.bench_md else "")]),
+    ]
+
+
+def _cmd(cmd: list[str]) -> str:
+    return "$ " + shlex.join(cmd)
+
+
+def dry_run(a: argparse.Namespace, preset) -> int:
+    print(f"GPU race plan: {preset.name}, {a.seconds:g} s per recipe on {a.device}; scratch {a.work}")
+    for i, (name, lines) in enumerate(plan(a, preset), 1):
+        print(f"{i}. {name}")
+        for line in lines:
+            print(f"     {line}")
+    return 0
+
+
+def run_logged(cmd: list[str], env: dict, log: Path, timeout: float) -> str | None:
+    """None when ``cmd`` exits 0, else why not (its last output lines). Past ``timeout`` its
+    whole process group (data-loader workers too) is stopped."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        f.write(shlex.join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            return f"timed out after {timeout:g} s (see {log})"
+    if rc == 0:
+        return None
+    tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-3:]
+    return f"exit {rc}: {' | '.join(tail)[-600:]} (see {log})"
+
+
+def read_clock(snapshots: Path) -> list[tuple[int, float]]:
+    path = snapshots / "clock.json"
+    return [tuple(x) for x in json.loads(path.read_text())["steps"]] if path.exists() else []
+
+
+def snapshot_dirs(snapshots: Path) -> list[Path]:
+    return sorted(snapshots.glob("snap-*"), key=lambda p: p.name)
+
+
+def with_tokenizer(model_dirs: list[Path], tokenizer: Path) -> None:
+    """bpb.py reads the tokenizer from the model folder: a snapshot gets the race's."""
+    for folder in model_dirs:
+        for f in tokenizer.iterdir():
+            if f.is_file() and f.name != "sidecar.json" and not (folder / f.name).exists():
+                shutil.copy2(f, folder / f.name)
+
+
+def flops_per_token(preset, vocab_rows: int) -> float:
+    from londonlm.training.model import ModelShape
+
+    shape = ModelShape(preset.n_layer, preset.n_head, preset.n_embd, preset.context_length, vocab_rows)
+    return shape.flops_per_token(preset.context_length)
+
+
+def recipe_result(tokens: int, clock: list, snapshots: Path, final: Path, flops: float, peak: float | None,
+                  **fields) -> dict:
+    """The figures both recipes report, from the shim's clock (the same instrument on both):
+    training seconds to the last step's end, tokens per second over them, MFU."""
+    seconds = clock[-1][1] if clock else None
+    rate = round(tokens / seconds, 1) if seconds else None
+    return {"status": "ok", "tokens": tokens, "train_seconds": round(seconds, 1) if seconds else None,
+            "tokens_per_s": rate, "mfu": report.mfu(rate, flops, peak), "flops_per_token": flops,
+            "model": str(final), "snapshots": [str(p) for p in snapshot_dirs(snapshots)], **fields}
+
+
+def run_seed(a, d, preset, run: Path, env, peak) -> dict:
+    """The first pass (its clock only), the fitted steps and warm-up, then the race run."""
+    seed = R.seed_recipe(preset.name)
+    script, files = d.script("baseline_clm.py"), d.files("train")
+    first_out, out = run / "seed_first_pass", run / "seed"
+    first = R.seed_cmd(script, files, d.tokenizer, preset, seed, R.GUIDE_STEPS, seed.warmup_steps,
+                       a.first_pass_seconds, first_out)
+    err = run_logged(first, env(first_out / "snapshots", 0), run / "logs" / "seed_first_pass.log", a.timeout)
+    clock = read_clock(first_out / "snapshots")
+    if err or not clock:
+        return {"status": "failed", "error": f"first pass: {err or 'no step recorded'}"}
+    steps = R.fit_steps(clock, a.seconds)
+    warmup = R.warmup_for(steps, seed)
+    fit = {"first_pass_seconds": a.first_pass_seconds, "first_pass_steps": clock[-1][0],
+           "fitted_steps": steps, "warmup_steps": warmup}
+    print(f"    seed_recipe: {clock[-1][0]} steps in {clock[-1][1]:.1f} s -> {steps} steps, warm-up {warmup}",
+          flush=True)
+    cmd = R.seed_cmd(script, files, d.tokenizer, preset, seed, steps, warmup, a.seconds, out)
+    err = run_logged(cmd, env(out / "snapshots", a.seconds / a.curve_points), run / "logs" / "seed.log", a.timeout)
+    if err:
+        return {"status": "failed", "error": err, **fit, "command": shlex.join(cmd)}
+    r = json.loads((out / "baseline_result.json").read_text())
+    cut = "" if r["steps"] >= steps else f", cut by the seconds at step {r['steps']}"
+    summary = (f"{seed.batch_size} x {seed.grad_accum} x {preset.context_length}, AdamW {R.GUIDE_LR:g} cosine, "
+               f"warm-up {warmup} of {steps} steps (fitted{cut}), dropout {R.GUIDE_DROPOUT:g}, "
+               f"{'bf16' if '--bf16' in cmd else 'fp32'}, not compiled")
+    return recipe_result(r["useful_tokens"], read_clock(out / "snapshots"), out / "snapshots", out / "model",
+                         flops_per_token(preset, d.record["tokenizer_vocab"]), peak, steps=r["steps"],
+                         own_train_seconds=r["train_seconds"], params=r["params"], summary=summary,
+                         command=shlex.join(cmd), **fit)
+
+
+def compiled(model_dir: Path) -> str:
+    """Whether the run trained compiled: the TrainingArguments the Trainer saved beside the model."""
+    import torch
+
+    try:
+        args = torch.load(model_dir / "training_args.bin", weights_only=False)
+    except (OSError, RuntimeError, AttributeError):
+        return "compile unknown"
+    return "torch.compile" if getattr(args, "torch_compile", False) else "not compiled"
+
+
+def run_ours(a, d, preset, run: Path, env, peak) -> dict:
+    """Our training command with the preset's defaults and --time_budget; the prepared token
+    cache copied into its run folder (a copy: a rebuild must never write into --data)."""
+    from londonlm.core.layout import Layout
+    from londonlm.training.model import padded_vocab
+
+    layout = Layout(run / "root").run(R.OURS_RUN)
+    shutil.copytree(d.cache, layout.cache_dir)
+    cmd = R.ours_cmd(preset.name, run / "root", d.tokenizer, d.processed, a.seconds)
+    snaps = run / "ours_snapshots"
+    err = run_logged(cmd, env(snaps, a.seconds / a.curve_points), run / "logs" / "ours.log", a.timeout)
+    if err:
+        return {"status": "failed", "error": err, "command": shlex.join(cmd)}
+    info = layout.read_run_info()
+    s = info.get("settings", {})
+    tokens = info.get("tokens_seen") or info["global_step"] * info["tokens_per_step"]
+    fit = info.get("time_budget") or {}
+    summary = (f"{s.get('batch_size')} x {s.get('gradient_accumulation_steps')} x {preset.context_length}, "
+               f"{s.get('optimizer')} {s.get('learning_rate'):g} warmup-stable-decay fitted to the budget "
+               f"({fit.get('fitted_total_steps')} steps), warm-up {s.get('warmup_steps')}, dropout "
+               f"{s.get('dropout')}, {info.get('precision')}, attention {info.get('attn_implementation')}, "
+               f"fused loss {'on' if info.get('fused_loss') else 'off'}, {compiled(layout.final)}")
+    return recipe_result(tokens, read_clock(snaps), snaps, layout.final,
+                         flops_per_token(preset, padded_vocab(d.record["tokenizer_vocab"])), peak,
+                         steps=info["global_step"], own_train_seconds=info.get("train_wall_seconds"),
+                         params=info.get("parameters"), summary=summary, command=shlex.join(cmd),
+                         speed=info.get("speed"), time_budget=fit)
+
+
+def score_all(a, d, results: dict, run: Path, env) -> None:
+    """Every snapshot and final model of both recipes, scored in one process; each recipe's
+    ``bpb`` (its final model) and ``curve`` (snapshots, then the final model at its last step)."""
+    done = {name: r for name, r in results.items() if r.get("status") == "ok"}
+    for r in done.values():
+        r["snapshots"] = [m for m in r["snapshots"] if not m.endswith(f"snap-{r['steps']:07d}")]
+    models = [Path(m) for r in done.values() for m in (*r["snapshots"], r["model"])]
+    if not models:
+        return
+    with_tokenizer([Path(m) for r in done.values() for m in r["snapshots"]], d.tokenizer)
+    cmd = [sys.executable, str(SCORER), "--bpb", str(d.script("bpb.py")), "--device", a.device,
+           "--max_bytes", str(a.score_bytes), "--files", *map(str, d.files("heldout")), "--models", *map(str, models)]
+    log = run / "logs" / "score.log"
+    err = run_logged(cmd, env(None, 0), log, a.timeout)
+    scores = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"model"' in line:
+            row = json.loads(line)
+            scores[row.pop("model")] = row
+    for r in done.values():
+        if r["model"] not in scores:
+            r.update(status="failed", error=f"scoring: {err or 'no score'}")
+            continue
+        r["bpb"] = scores[r["model"]]["bpb"]
+        r["scored"] = scores[r["model"]]
+        curve = []
+        for snap in r["snapshots"]:  # (a copy at the last step is the final model: scored once)
+            meta = json.loads((Path(snap) / "snapshot.json").read_text())
+            if snap in scores:
+                curve.append({"seconds": meta["seconds"], "step": meta["step"], "bpb": scores[snap]["bpb"]})
+        curve.append({"seconds": r["train_seconds"], "step": r["steps"], "bpb": r["bpb"]})
+        r["curve"] = curve
+
+
+def machine(device: str) -> dict:
+    import platform
+
+    import torch
+    import transformers
+
+    from train_throughput import cpu_description  # benchmarks/ is on sys.path (this script's folder)
+
+    if device == "cuda":
+        from gpu.report import machine_info
+
+        return machine_info()
+    return {"cpu": cpu_description(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def data_facts(d, score_bytes: int) -> dict:
+    rec = d.record
+    return {"folder": str(d.dir), "train_documents": len(rec["train"]), "heldout_documents": len(rec["heldout"]),
+            "heldout_ids": [x["id"] for x in rec["heldout"]], "train_tokens": rec["tokens"].get("train"),
+            "heldout_tokens": rec["tokens"].get("validation"), "tokenizer_vocab": rec["tokenizer_vocab"],
+            "scored_bytes": sum(min(x["bytes"], score_bytes) for x in rec["heldout"]),
+            "sources": [s["name"] for s in rec["sources"]], "bytes": rec.get("bytes")}
+
+
+def race(a, preset, d) -> dict:
+    from londonlm.core.hardware import peak_flops
+
+    info = machine(a.device)
+    peak = peak_flops(info.get("gpu"))
+    run = a.work / f"race-{time.strftime('%Y%m%d-%H%M%S')}"
+    env = lambda snaps, every: R.race_env(a.device, snaps, every, a.work / "hf_datasets_cache")  # noqa: E731
+    results = {"meta": {"command": shlex.join(["python", "benchmarks/gpu_race.py", *a.argv]),
+                        "date": time.strftime("%Y-%m-%d"), "device": a.device, "machine": info,
+                        "preset": preset.name, "seconds": a.seconds, "curve_every": a.seconds / a.curve_points,
+                        "score_bytes": a.score_bytes, "run": str(run), "data": data_facts(d, a.score_bytes)}}
+    for name, step in (("seed_recipe", run_seed), ("ours", run_ours)):
+        print(f"[race] {name}: {a.seconds:g} s of training on {a.device} ...", flush=True)
+        results[name] = step(a, d, preset, run, env, peak)
+        print(f"    {results[name]['status']}: {results[name].get('error') or results[name]['summary']}", flush=True)
+        report.write_json(results, a.json)  # after each recipe: a run cut short keeps what it measured
+    print("[race] scoring every snapshot and final model with bpb.py ...", flush=True)
+    score_all(a, d, {k: results[k] for k in report.RECIPES}, run, env)
+    report.compare(results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(sys.argv[1:] if argv is None else argv)
+    a.argv = sys.argv[1:] if argv is None else argv
+    preset = presets()[a.preset]
+    if a.dry_run:
+        return dry_run(a, preset)
+    from londonlm.core import LondonLMError
+
+    a.timeout = 4 * a.seconds + 900  # start-up, tokenizing, a compile, the final evaluation and save
+    if a.device == "cuda" and not a.prepare:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: no CUDA GPU here; use --device cpu for the smoke race, --prepare to make the data "
+                  "on a CPU, or --dry_run", file=sys.stderr)
+            return 2
+    try:
+        if a.source_dir:
+            d = race_data.prepare(a.data, a.source_dir, preset, SHARED_BENCH, int(a.source_mb * 1e6))
+        else:
+            d = race_data.load(a.data)
+        if a.prepare:
+            print(f"prepared {a.data}: {d.record['bytes'] / 2**20:.1f} MiB; carry it (the GPU machine gets "
+                  f"the working tree and carried paths, 64 MiB in all)")
+            return 0
+        if (d.record["preset"], d.record["context_length"]) != (preset.name, preset.context_length):
+            raise race_data.RaceDataError(f"{a.data} was prepared for the {d.record['preset']} preset; prepare "
+                                          f"it for {preset.name} (--prepare --preset {preset.name})")
+    except (race_data.RaceDataError, LondonLMError) as e:  # bad input: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results = race(a, preset, d)
+    print(f"wrote {report.write_json(results, a.json)}")
+    if a.bench_md:
+        print(f"wrote the gpu-race block of {report.write_block(results, a.bench_md)}")
+    for name in report.RECIPES:
+        r = results[name]
+        print(f"{name}: bpb {r.get('bpb')}, {r.get('steps')} steps, {r.get('tokens')} tokens, "
+              f"{r.get('train_seconds')} s ({r['status']})")
+    ok = all(math.isfinite(results[n].get("bpb") or math.nan) for n in report.RECIPES)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

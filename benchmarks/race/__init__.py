@@ -1,0 +1,1 @@
+"""The GPU race (benchmarks/gpu_race.py): data, recipes, snapshots, scoring, report."""

@@ -1,0 +1,379 @@
+"""benchmarks/gpu_race.py on a CPU: the seed recipe's flags and fitted schedule, the data's
+held-out rule, the snapshot shim, scoring by the shared bpb.py, the time to a bpb, the JSON and
+the BENCHMARKS.md block (written to a copy), the dry run, its refusals, and a short smoke race
+(the 30-second one is slow)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED, write_micro_source
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu_race.py"
+if str(REPO / "benchmarks") not in sys.path:
+    sys.path.append(str(REPO / "benchmarks"))  # appended: benchmarks/ never shadows a package
+
+from race import data as race_data, recipes as R, report  # noqa: E402
+
+BPB = SHARED / "bench" / "bpb.py"
+needs_shared_bench = pytest.mark.skipif(not (SHARED / "bench" / "baseline_clm.py").exists() or not BPB.exists(),
+                                        reason="needs ../shared/bench (baseline_clm.py, bpb.py): not here")
+
+
+def run_script(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd="/", env=env)
+
+
+# --------------------------------------------------------------------------- recipes
+
+def test_seed_recipe_is_the_guides_flags_for_gpt2_small():
+    import config
+
+    slm = config.get_preset("slm")
+    cmd = R.seed_cmd(Path("baseline_clm.py"), [Path("a.txt")], Path("tok"), slm, R.seed_recipe("slm"),
+                     steps=5000, warmup=83, seconds=180, out=Path("o"))
+    flags = " ".join(cmd)
+    # the docstring of ../shared/bench/baseline_clm.py, its schedule fitted to the seconds
+    for f in ("--n-layer 12", "--n-head 12", "--n-embd 768", "--block-size 512", "--batch-size 16",
+              "--grad-accum 2", "--lr 0.0003", "--warmup-steps 83", "--max-steps 5000", "--bf16",
+              "--dropout 0.1", "--max-seconds 180"):
+        assert f in flags, f
+    regular = R.seed_cmd(Path("b.py"), [Path("a.txt")], Path("tok"), config.get_preset("regular"),
+                         R.seed_recipe("regular"), 700, 23, 180, Path("o"))
+    assert "--n-layer 24" in " ".join(regular) and "--block-size 1024" in " ".join(regular)
+    assert "--batch-size 8 --grad-accum 4" in " ".join(regular)  # the same 32 sequences a step
+    micro = R.seed_cmd(Path("b.py"), [Path("a.txt")], Path("tok"), config.get_preset("micro"),
+                       R.seed_recipe("micro"), 100, 2, 30, Path("o"))
+    assert "--n-layer 2" in " ".join(micro) and "--batch-size 16 --grad-accum 2" in " ".join(micro)
+
+
+def test_ours_is_the_training_command_with_the_presets_defaults_and_a_time_budget():
+    cmd = R.ours_cmd("slm", Path("/r"), Path("/t"), Path("/p"), 180)
+    assert cmd[1].endswith("04_training/train_model_slm.py")
+    assert " ".join(cmd[2:]).startswith("--preset slm --root /r --tokenizer_dir /t --processed_dir /p")
+    assert "--time_budget 180" in " ".join(cmd)
+    for override in ("--learning_rate", "--batch_size", "--warmup_steps", "--max_steps", "--dropout"):
+        assert override not in cmd  # the preset decides
+
+
+def test_fitted_steps_skip_start_up_and_ignore_a_stalled_step():
+    # 2 s of start-up in the first step, then 0.1 s a step
+    clock = [(1, 2.0), *[(s, 2.0 + 0.1 * (s - 1)) for s in range(2, 41)]]
+    # step n ends at 2.0 + 0.1 (n - 1) s: 281 end within 30 s (one fewer, from rounding, is fine)
+    assert R.fit_steps(clock, 30.0) in (280, 281)
+    stalled = [*clock[:20], *[(s, t + 5.0) for s, t in clock[20:]]]  # one 5-second stall at step 21
+    assert abs(R.fit_steps(stalled, 30.0) - R.fit_steps(clock, 30.0)) <= 1  # a mean would lose 50 steps
+    assert R.fit_steps([(1, 0.5)], 10.0) == 20  # one step: its own time
+    with pytest.raises(ValueError):
+        R.fit_steps([], 10.0)
+
+
+def test_warmup_is_the_guides_share_of_the_fitted_steps():
+    assert R.warmup_for(6000, R.seed_recipe("slm")) == 100       # 1,000 of 60,000
+    assert R.warmup_for(6000, R.seed_recipe("regular")) == 200   # 2,000 of 60,000
+    assert R.warmup_for(10, R.seed_recipe("micro")) == 1         # never none
+
+
+def test_race_env_is_offline_with_the_shim_and_cpu_hides_gpus(tmp_path):
+    env = R.race_env("cpu", tmp_path / "s", 30, tmp_path / "hf")
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(R.SHIM)
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env["HF_DATASETS_OFFLINE"] == "1"
+    assert env["LONDONLM_RACE_SNAPSHOTS"] == str(tmp_path / "s") and env["LONDONLM_RACE_EVERY"] == "30"
+    assert R.race_env("cuda", tmp_path, 0, tmp_path).get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+    plain = R.race_env("cpu", None, 0, tmp_path / "hf")  # the scorer: no shim
+    assert "LONDONLM_RACE_SNAPSHOTS" not in plain and str(R.SHIM) not in plain.get("PYTHONPATH", "")
+
+
+def test_the_shim_leaves_the_processes_it_starts_alone(monkeypatch, tmp_path):
+    """torch.compile's compile workers and spawned loader workers are started by the trainer:
+    they must not import transformers (seconds each, inside ours' first step) nor time themselves."""
+    shim = _load_shim(monkeypatch, tmp_path / "s", every=5)
+    assert shim._EVERY == 5 and "LONDONLM_RACE_SNAPSHOTS" not in os.environ
+    assert "LONDONLM_RACE_EVERY" not in os.environ
+
+
+# --------------------------------------------------------------------------- data
+
+def test_sources_taken_whole_in_a_fixed_order_up_to_the_cap(tmp_path):
+    for i, size in enumerate((500, 300, 400, 200)):
+        (tmp_path / f"doc{i}.txt").write_text("x" * size)
+    (tmp_path / "_negatives.txt").write_text("x")
+    (tmp_path / "README.md").write_text("x")
+    order = sorted([f"doc{i}.txt" for i in range(4)], key=race_data.name_rank)
+    assert [p.name for p in race_data.choose_sources(tmp_path, 0)] == order
+    capped = race_data.choose_sources(tmp_path, 800)
+    assert sum(p.stat().st_size for p in capped) <= 800 and len(capped) >= 2
+    assert [p.name for p in capped] == [n for n in order if n in {p.name for p in capped}]
+    assert len(race_data.choose_sources(tmp_path, 1)) == 2  # one to train on, one held out
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "a.txt").write_text("x")
+    with pytest.raises(race_data.RaceDataError, match="at least two"):
+        race_data.choose_sources(lone, 0)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> race_data.RaceData:
+    import config
+
+    base = tmp_path_factory.mktemp("race")
+    bench = base / "bench"
+    bench.mkdir()
+    for name in race_data.REFERENCE_SCRIPTS:  # stand-ins: prepare only copies them
+        (bench / name).write_text(f"# {name}\n")
+    src = write_micro_source(base / "src", n_docs=6, chars=3000)
+    return race_data.prepare(base / "data", src, config.get_preset("micro"), bench, 0, log=lambda *_: None)
+
+
+def test_prepared_data_holds_whole_documents_out_and_everything_the_race_reads(prepared):
+    rec = prepared.record
+    assert rec["preset"] == "micro" and rec["heldout"] and rec["train"]
+    held, train = {d["id"] for d in rec["heldout"]}, {d["id"] for d in rec["train"]}
+    from londonlm.corpus import read_manifest
+
+    splits = {r["id"]: r["split"] for r in read_manifest(prepared.processed)}
+    assert not held & train and held | train == set(splits)  # every document kept, each on one side
+    assert {i for i, s in splits.items() if s == "validation"} == held  # the corpus stage's own rule
+    assert all(p.exists() for p in prepared.files("heldout") + prepared.files("train"))
+    assert rec["tokenizer_vocab"] <= 512 and rec["tokens"]["train"] > 0
+    assert (prepared.tokenizer / "tokenizer.json").exists() and (prepared.cache / "train.bin").exists()
+    assert rec["bytes"] == race_data.folder_bytes(prepared.dir) - (prepared.dir / race_data.RECORD).stat().st_size
+
+
+def test_prepared_data_is_reused_and_another_folder_is_never_overwritten(prepared, tmp_path):
+    import config
+
+    made = prepared.record["made"]
+    sources = [prepared.dir.parent / "src"]
+    again = race_data.prepare(prepared.dir, sources[0], config.get_preset("micro"), prepared.dir.parent / "bench", 0,
+                              log=lambda *_: None)
+    assert again.record["made"] == made  # current: not rebuilt
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(race_data.RaceDataError, match="not a race data folder"):
+        race_data.prepare(tmp_path / "mine", sources[0], config.get_preset("micro"), prepared.dir.parent / "bench", 0)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    with pytest.raises(race_data.RaceDataError, match="--prepare"):
+        race_data.load(tmp_path / "nothing")
+
+
+# --------------------------------------------------------------------------- snapshots and scoring
+
+def _load_shim(monkeypatch, out: Path, every: float):
+    """The shim's module, loaded with its variables set; the Trainer patch and exit hook undone after."""
+    import atexit
+
+    import transformers
+
+    monkeypatch.setenv("LONDONLM_RACE_SNAPSHOTS", str(out))
+    monkeypatch.setenv("LONDONLM_RACE_EVERY", str(every))
+    monkeypatch.setattr(transformers.Trainer, "__init__", transformers.Trainer.__init__)
+    spec = importlib.util.spec_from_file_location("race_shim_under_test", R.SHIM / "sitecustomize.py")
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)
+    atexit.unregister(shim._write_last)
+    return shim
+
+
+def test_snapshot_shim_keeps_each_marks_weights_and_the_clock(monkeypatch, tmp_path, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, TrainerControl, TrainerState, TrainingArguments
+
+    shim = _load_shim(monkeypatch, tmp_path / "snaps", every=1e-9)  # a copy at every step
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    cb, state = shim._RaceSnapshots(), TrainerState()
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), use_cpu=True, report_to=[])
+    cb.on_train_begin(args, state, TrainerControl(), model=model)
+    seen = []
+    for step in (1, 2):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.5)  # "training"
+        state.global_step = step
+        cb.on_step_end(args, state, TrainerControl(), model=model)
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # after the last copy: not in any snapshot
+    shim._write_last()
+    clock = json.loads((tmp_path / "snaps" / "clock.json").read_text())["steps"]
+    assert [s for s, _ in clock] == [1, 2] and clock[0][1] <= clock[1][1]
+    for step, weights in zip((1, 2), seen):
+        folder = tmp_path / "snaps" / f"snap-{step:07d}"
+        assert json.loads((folder / "snapshot.json").read_text())["step"] == step
+        again = AutoModelForCausalLM.from_pretrained(folder).state_dict()
+        assert all(torch.equal(again[k], weights[k]) for k in again)
+
+
+def test_snapshot_shim_does_nothing_without_its_variable(monkeypatch):
+    import transformers
+
+    monkeypatch.delenv("LONDONLM_RACE_SNAPSHOTS", raising=False)
+    before = transformers.Trainer.__init__
+    spec = importlib.util.spec_from_file_location("race_shim_off", R.SHIM / "sitecustomize.py")
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)
+    assert transformers.Trainer.__init__ is before and not hasattr(shim, "_RaceSnapshots")
+
+
+@needs_shared_bench
+def test_scoring_in_one_process_is_bpb_py_itself(tiny_model_dir, tmp_path):
+    from race import score
+
+    held = tmp_path / "held.txt"
+    held.write_text("The prisoner at the bar was indicted for stealing a silver watch. " * 30)
+    ran = subprocess.run([sys.executable, str(BPB), str(tiny_model_dir), str(held), "--max-bytes", "1200"],
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    alone = json.loads(ran.stdout.strip().splitlines()[-1])
+    here = score.score(score.load_bpb(BPB), tiny_model_dir, [held], 1200)
+    assert here.pop("model") == str(tiny_model_dir) and here == alone
+
+
+# --------------------------------------------------------------------------- report
+
+def _results(ours_bpb=3.0, seed_bpb=3.5) -> dict:
+    curve = lambda b, c: [{"seconds": 30.0, "step": 100, "bpb": b + 1.0}, {"seconds": 60.0, "step": 200, "bpb": b + 0.4},  # noqa: E731
+                          {"seconds": 120.0, "step": 400, "bpb": c}]
+    rec = lambda b: {"status": "ok", "bpb": b, "steps": 400, "tokens": 6_553_600, "train_seconds": 120.0,  # noqa: E731
+                     "tokens_per_s": 54_613.3, "mfu": 0.31, "summary": "16 x 2 x 512", "curve": curve(b, b)}
+    return {"meta": {"command": "python benchmarks/gpu_race.py --seconds 120", "date": "2026-11-26", "device": "cuda",
+                     "machine": {"gpu": "NVIDIA H200", "gpu_memory_gib": 139.8, "driver": "580.159.04", "cuda": "13.0",
+                                 "torch": "2.11.0+cu130", "transformers": "5.24.0", "python": "3.12.3", "cpu": "Xeon"},
+                     "preset": "slm", "seconds": 120.0, "curve_every": 30.0, "score_bytes": 100_000,
+                     "data": {"train_documents": 20, "heldout_documents": 2, "heldout_ids": ["a", "b"],
+                              "train_tokens": 4_000_000, "tokenizer_vocab": 30000, "scored_bytes": 200_000}},
+            "ours": rec(ours_bpb), "seed_recipe": rec(seed_bpb)}
+
+
+def test_time_to_a_bpb_is_read_off_the_curve():
+    curve = [{"seconds": 30.0, "bpb": 4.0}, {"seconds": 60.0, "bpb": 3.0}, {"seconds": 90.0, "bpb": 2.5}]
+    assert report.time_to(curve, 3.5) == {"seconds": 45.0, "at_most": False}   # halfway from 4.0 to 3.0
+    assert report.time_to(curve, 4.2) == {"seconds": 30.0, "at_most": True}    # there by the first point
+    assert report.time_to(curve, 2.0) is None
+
+
+def test_compare_says_which_is_lower_and_when_each_reaches_the_other():
+    res = _results(3.0, 3.5)
+    report.compare(res)
+    assert res["ours_lower"] is True
+    ours = next(t for t in res["time_to_bpb"] if t["recipe"] == "ours")
+    # ours' curve 4.0 (30 s), 3.4 (60 s), 3.0 (120 s) reaches 3.5 at 30 + 30 * (0.5 / 0.6) s
+    assert ours["reaches"] == "seed_recipe" and ours["seconds"] == pytest.approx(55.0)
+    seed = next(t for t in res["time_to_bpb"] if t["recipe"] == "seed_recipe")
+    assert seed["seconds"] is None
+    failed = _results()
+    failed["seed_recipe"] = {"status": "failed", "error": "exit 1"}
+    report.compare(failed)
+    assert failed["ours_lower"] is None and failed["time_to_bpb"] == []
+
+
+def test_block_written_to_a_copy_replaced_in_place(tmp_path):
+    res = _results()
+    report.compare(res)
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\nintro\n\n## Later section\n\ntext\n")
+    report.write_block(res, md)
+    first = md.read_text()
+    assert first.count(report.BEGIN) == 1 and "## Later section" in first and first.startswith("# Benchmarks")
+    block = first[first.index(report.BEGIN):first.index(report.END)]
+    assert "| ours | 400 | 6,553,600 | 120 | 54,613.3 | 31.0% | 3 |" in block
+    assert "NVIDIA H200 (139.8 GiB), driver 580.159.04, CUDA 13.0, torch 2.11.0+cu130" in block
+    assert "30.0 s: 4.0000 · 60.0 s: 3.4000 · 120 s: 3.0000" in block
+    assert "`ours` reaches the final 3.5 bpb of `seed_recipe` after 55 s of training" in block
+    res["ours"]["bpb"] = 2.9
+    report.write_block(res, md)
+    second = md.read_text()
+    assert second.count(report.BEGIN) == 1 and "| 2.9 |" in second and "## Later section" in second
+    assert report.write_json(res, tmp_path / "r" / "race.json").exists()
+
+
+def test_a_failed_recipe_is_a_row_saying_why():
+    res = _results()
+    res["ours"] = {"status": "failed", "error": "exit 2: error: the budget cannot hold the warm-up"}
+    report.compare(res)
+    assert "failed: exit 2: error: the budget cannot hold the warm-up" in report.markdown(res)
+
+
+# --------------------------------------------------------------------------- the script
+
+def test_dry_run_lists_the_steps_and_runs_nothing(tmp_path):
+    r = run_script("--dry_run", "--work", str(tmp_path / "w"))
+    assert r.returncode == 0, r.stderr
+    for i, name in enumerate(("data", "seed_recipe first pass", "seed_recipe fitted", "ours", "score", "report"), 1):
+        assert f"\n{i}. {name}\n" in r.stdout
+    assert "baseline_clm.py" in r.stdout and "--bf16" in r.stdout and "--time_budget 180" in r.stdout
+    assert "bpb.py" in r.stdout and "--max-steps STEPS" in r.stdout
+    assert not (tmp_path / "w").exists()
+
+
+def test_refusals_are_one_line_and_exit_2(tmp_path):
+    hidden = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    r = run_script("--work", str(tmp_path / "w"), env=hidden)  # cuda by default, and none here
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: no CUDA GPU")
+    r = run_script("--device", "cpu", "--data", str(tmp_path / "none"), "--work", str(tmp_path / "w"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--prepare" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_script("--device", "cpu", "--source_dir", str(tmp_path / "absent"), "--work", str(tmp_path / "w"))
+    assert r.returncode == 2 and r.stderr.strip() == f"error: --source_dir {tmp_path / 'absent'} is not a folder"
+    r = run_script("--dry_run", "--preset", "huge")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def _smoke(tmp_path, seconds: float, *extra: str, src: Path | None = None):
+    src = src or write_micro_source(tmp_path / "src", n_docs=4, chars=6000)
+    md = tmp_path / "BENCHMARKS.copy.md"
+    md.write_text("# Benchmarks\n")
+    r = run_script("--device", "cpu", "--preset", "micro", "--seconds", f"{seconds:g}", "--source_dir", str(src),
+                   "--work", str(tmp_path / "w"), "--json", str(tmp_path / "race.json"), "--bench_md", str(md),
+                   *extra, timeout=900)
+    res = json.loads((tmp_path / "race.json").read_text()) if (tmp_path / "race.json").exists() else {}
+    return r, res, md.read_text()
+
+
+@needs_shared_bench
+def test_smoke_race_on_cpu_writes_both_bpb(tmp_path):
+    r, res, md = _smoke(tmp_path, 2, "--curve_points", "2", "--score_bytes", "1500", "--first_pass_seconds", "1")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    for name in ("ours", "seed_recipe"):
+        rec = res[name]
+        assert rec["status"] == "ok" and math.isfinite(rec["bpb"]) and rec["bpb"] > 0, rec
+        assert rec["steps"] > 0 and rec["tokens"] > 0 and rec["curve"][-1]["bpb"] == rec["bpb"]
+    assert res["seed_recipe"]["fitted_steps"] >= 1 and res["meta"]["data"]["heldout_documents"] >= 1
+    assert res["ours_lower"] in (True, False)
+    assert md.count(report.BEGIN) == 1 and "| seed_recipe |" in md
+
+
+# six files of ../shared/corpus, 1.3 MB (5 documents, 426k tokens to train on, one held out)
+RACE_FILES = ("gutenberg_beggars_opera.txt", "gutenberg_diary_of_a_nobody.txt", "gutenberg_sign_of_the_four.txt",
+              "gutenberg_study_in_scarlet.txt", "oldbailey_ordinarys_account_1741-05-04.txt",
+              "oldbailey_proceedings_1699-10-11.xml")
+
+
+@pytest.mark.slow
+@needs_shared_bench
+def test_the_30_second_micro_race(tmp_path):
+    """The issue's smoke race: both bpb written, ours lower. On these six files it held in every
+    run on 2 shared Zen 5 cores, loaded or not (2026-11-26: 3.456 against 4.022, 3.889 against
+    4.245, and at 10 s 3.909 against 4.444). Not on the four 6,000-character parts of the quick
+    test above (5,001 tokens to train on): there ours overfits within 15 s (BENCHMARKS.md)."""
+    if not all((SHARED / "corpus" / f).exists() for f in RACE_FILES):
+        pytest.skip("needs ../shared/corpus: not here")
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in RACE_FILES:
+        (src / f).symlink_to(SHARED / "corpus" / f)
+    r, res, md = _smoke(tmp_path, 30, src=src)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert all(math.isfinite(res[n]["bpb"]) for n in ("ours", "seed_recipe"))
+    assert len(res["ours"]["curve"]) >= 3 and len(res["seed_recipe"]["curve"]) >= 3
+    assert res["ours"]["bpb"] < res["seed_recipe"]["bpb"] and res["ours_lower"] is True
