@@ -4,13 +4,16 @@ rows out in the same order, "text" repaired, every other key kept; --report says
 and why. Words change only where a lexicon learned from the period and a confusion model
 learned from real OCR agree strongly enough (londonlm/corpus/ocr/repair.py).
 
+    python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --report changes.jsonl
-    python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --period_corpus ../shared/corpus
+    python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --period_corpus my_period_texts/
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output out.jsonl --period_corpus lexicon.json.gz --workers 2
 
 The period lexicon comes from --period_corpus (a saved lexicon .json.gz, a collected corpus or a
-folder of texts), by default from the corpus collected under --root (its transcribed documents);
---save_lexicon keeps it for the next run. A row's "year" (--year_key) tells the long s's era.
+folder of texts), by default from the corpus collected under --root (its transcribed documents)
+with the lexicon shipped with the package (public domain books and newspaper transcriptions)
+where that holds too little or nothing; --save_lexicon keeps it for the next run. A row's
+"year" (--year_key) tells the long s's era.
 """
 import argparse
 import sys
@@ -20,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import config
 from londonlm.core.cli import StageParser, existing_file, positive_int
 from londonlm.core.errors import run_main
-from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, load_confusions, load_period_lexicon,
-                                 repair_jsonl)
+from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, default_period_lexicon, load_confusions,
+                                 load_period_lexicon, repair_jsonl)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="JSONL out: the same rows, text repaired (needed)")
     p.add_argument("--report", help="JSONL report: per row what changed, where and why; a summary line last")
     p.add_argument("--period_corpus", help="saved lexicon (.json.gz), collected corpus or folder of texts "
-                                           "(default: the corpus collected under --root)")
+                                           "(default: the corpus collected under --root, with the shipped "
+                                           "lexicon where it has too little transcribed text)")
     p.add_argument("--save_lexicon", help="save the period lexicon learned from --period_corpus here (.json.gz)")
     p.add_argument("--confusions", type=existing_file,
                    help="a confusion model learned from other paired data (default: the shipped one)")
@@ -61,7 +65,7 @@ def main(argv=None) -> int:
     layout = config.get_layout(a.root)  # first: a root that cannot be one is refused before anything else
     if not a.input or not a.output:
         p.error("--input and --output are both needed")
-    lexicon = load_period_lexicon(a.period_corpus or layout.processed_dir)
+    lexicon = load_period_lexicon(a.period_corpus) if a.period_corpus else default_period_lexicon(layout.processed_dir)
     if a.save_lexicon:
         lexicon.save(a.save_lexicon)
         print(f"period lexicon ({len(lexicon):,} words) saved to {a.save_lexicon}")
