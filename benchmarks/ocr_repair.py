@@ -7,6 +7,7 @@ characters it changes in clean text, its speed on this machine, its most frequen
     python benchmarks/ocr_repair.py lexicon    # londonlm/corpus/ocr/data/period_lexicon.json.gz (public domain text)
     python benchmarks/ocr_repair.py measure --work /work/scratch46/ocr_bench
     python benchmarks/ocr_repair.py tables --work /work/scratch46/ocr_bench   # BENCHMARKS.md's tables
+    python benchmarks/ocr_repair.py cross --work /work/scratch46/ocr_bench    # across archives (overProof)
 
 The held-out part is fixed by rule and never tuned on: within each decade of metadata.csv, the
 third of the files (rounded) with the smallest sha256 of their file name (19 of 58 files).
@@ -36,13 +37,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared"
 ICDAR = SHARED / "ocr" / "icdar2017_eng_periodical"
+OVERPROOF = SHARED / "ocr" / "overproof"
+OVERPROOF_SETS = {"smh": "smh_1842-1954_dataset2.txt", "ca": "chronicling_america_dataset3.txt"}
 
 from londonlm.corpus.cleaning import clean_text  # noqa: E402
 from londonlm.corpus.ocr import LexiconBuilder, OcrRepairer, PeriodLexicon, RepairSettings, load_confusions  # noqa: E402
 from londonlm.corpus.ocr.confusions import CONFUSIONS_FILE, learn  # noqa: E402
-from londonlm.corpus.ocr.step import SHIPPED_LEXICON  # noqa: E402
+from londonlm.corpus.ocr.step import SHIPPED_LEXICON, shipped_lexicon  # noqa: E402
 from londonlm.corpus.ocr.pairs import (aligned_words, char_errors, fold_glyphs, gold_pieces,  # noqa: E402
-                                       read_aligned_pair, repaired_pieces)
+                                       line_word_pairs, read_aligned_pair, read_overproof, repaired_pieces)
 from londonlm.corpus.sources import LocalSource, materialise  # noqa: E402
 
 MODES = {"default": RepairSettings(),
@@ -290,6 +293,136 @@ def cmd_measure(a) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- across archives
+def overproof_fold(article_id: str) -> int:
+    """Which half of an overProof set an article is in (the 2-fold split within a set): the
+    parity of the sha256 of its id, fixed before any tuning."""
+    return int(hashlib.sha256(article_id.encode()).hexdigest(), 16) % 2
+
+
+def icdar_pairs(names: list[str]) -> list[tuple[str, str]]:
+    return [p for name in names for p in aligned_words(*read_aligned_pair(ICDAR / name)[1:])]
+
+
+def overproof_pairs(articles: list[dict]) -> list[tuple[str, str]]:
+    return [p for a in articles for p in line_word_pairs(a["ocr"], a["gold"])]
+
+
+def score_overproof(repairer: OcrRepairer, articles: list[dict]) -> dict:
+    """CER before and after over whole articles (lines joined), and overProof's own correction's."""
+    from rapidfuzz.distance import Levenshtein
+
+    n = before = after = theirs = changes = 0
+    for a in articles:
+        done = repairer.repair(a["ocr"], a["year"])
+        n += len(a["gold"])
+        before += Levenshtein.distance(a["ocr"], a["gold"])
+        after += Levenshtein.distance(done.text, a["gold"])
+        theirs += Levenshtein.distance(a["theirs"], a["gold"])
+        changes += len(done.changes)
+    return {"articles": len(articles), "gold_chars": n, "cer_before": round(before / n, 5),
+            "cer_after": round(after / n, 5), "lower_by_percent": round(100 * (before - after) / before, 2),
+            "overproof_lower_by_percent": round(100 * (before - theirs) / before, 2), "changes": changes}
+
+
+def score_icdar(repairer: OcrRepairer, names: list[str], years: dict[str, int]) -> dict:
+    rows, _ = score_files(repairer, names, years)
+    s = summary(rows)
+    return {"files": s["files"], "gold_chars": s["gold_chars"], "cer_before": s["raw"]["cer_before"],
+            "cer_after": s["raw"]["cer_after"], "lower_by_percent": s["raw"]["lower_by_percent"],
+            "letters_lower_by_percent": s["letters"]["lower_by_percent"],
+            "changes": sum(r["changes"] for r in rows.values())}
+
+
+def _sum_folds(parts: list[dict]) -> dict:
+    n = sum(p["gold_chars"] for p in parts)
+    before = sum(p["cer_before"] * p["gold_chars"] for p in parts)
+    after = sum(p["cer_after"] * p["gold_chars"] for p in parts)
+    return {"articles": sum(p["articles"] for p in parts), "gold_chars": n, "cer_before": round(before / n, 5),
+            "cer_after": round(after / n, 5), "lower_by_percent": round(100 * (before - after) / before, 2),
+            "changes": sum(p["changes"] for p in parts)}
+
+
+def cmd_cross(a) -> int:
+    """Generalisation across archives: the channel learned from one archive's paired OCR (or
+    several), the shipped period lexicon (no overProof text in it), measured on another archive;
+    beside them the in-split figure (ICDAR's held-out part) and 2-fold figures within each
+    overProof set (learned from ICDAR's tuning part and one half, measured on the other half)."""
+    for need in (ICDAR, *(OVERPROOF / f for f in OVERPROOF_SETS.values())):
+        if not need.exists():
+            raise SystemExit(f"{need} not found: this benchmark needs ../shared/ocr")
+    work = a.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    years = icdar_years()
+    held = by_number(held_out(years))
+    train = by_number(set(years) - set(held))
+    sets = {k: read_overproof(OVERPROOF / f) for k, f in OVERPROOF_SETS.items()}
+    lexicon = shipped_lexicon()
+    pairs = {"icdar": icdar_pairs(train), **{k: overproof_pairs(v) for k, v in sets.items()}}
+    channels: dict[str, object] = {}
+
+    def channel(*sources: str, extra: list | None = None):
+        name = "+".join(sources)
+        if extra is None and name in channels:
+            return channels[name]
+        got = load_confusions() if sources == ("icdar",) and extra is None else \
+            learn([p for s in sources for p in pairs[s]] + (extra or []), min_count=2)
+        if extra is None:
+            channels[name] = got
+        return got
+
+    results = {"meta": {"command": " ".join(["benchmarks/ocr_repair.py", *sys.argv[1:]]),
+                        "date": time.strftime("%Y-%m-%d"), "lexicon": lexicon.made_from.get("command"),
+                        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}}
+    for mode in a.modes:
+        rows = {}
+
+        def run(label: str, conf, target: str):
+            repairer = OcrRepairer(lexicon, conf, MODES[mode])
+            t0 = time.perf_counter()
+            got = score_icdar(repairer, held, years) if target == "icdar" else score_overproof(repairer, sets[target])
+            got["seconds"] = round(time.perf_counter() - t0, 1)
+            rows[label] = got
+            print(mode, label, json.dumps(got), flush=True)
+
+        run("icdar -> icdar held-out (in-split)", channel("icdar"), "icdar")
+        for k in sets:
+            run(f"icdar -> {k}", channel("icdar"), k)
+        if a.quick:
+            results[mode] = rows
+            continue
+        run("smh+ca -> icdar held-out", channel("smh", "ca"), "icdar")
+        run("smh -> ca", channel("smh"), "ca")
+        run("ca -> smh", channel("ca"), "smh")
+        run("icdar+smh -> ca", channel("icdar", "smh"), "ca")
+        run("icdar+ca -> smh", channel("icdar", "ca"), "smh")
+        for k, articles in sets.items():  # within a set: learn from one half, measure the other
+            parts = []
+            for fold in (0, 1):
+                learn_from = [x for x in articles if overproof_fold(x["id"]) != fold]
+                measure_on = [x for x in articles if overproof_fold(x["id"]) == fold]
+                conf = channel("icdar", extra=overproof_pairs(learn_from))
+                parts.append(score_overproof(OcrRepairer(lexicon, conf, MODES[mode]), measure_on))
+            rows[f"icdar+{k} half -> {k} other half (2-fold)"] = _sum_folds(parts)
+            print(mode, f"{k} 2-fold", json.dumps(rows[f"icdar+{k} half -> {k} other half (2-fold)"]), flush=True)
+        results[mode] = rows
+    (work / "cross.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    for mode in a.modes:
+        print(f"\n{mode} mode:\n", *cross_table(results[mode]), sep="\n")
+    print(f"written {work / 'cross.json'}")
+    return 0
+
+
+def cross_table(rows: dict) -> list[str]:
+    out = ["| channel learned from -> measured on | gold chars | CER before -> after | lower by | overProof's own |",
+           "|---|---|---|---|---|"]
+    for label, r in rows.items():
+        theirs = f"{r['overproof_lower_by_percent']:.1f}%" if "overproof_lower_by_percent" in r else ""
+        out.append(f"| {label} | {r['gold_chars']:,} | {100 * r['cer_before']:.2f}% -> {100 * r['cer_after']:.2f}% | "
+                   f"**{r['lower_by_percent']:.1f}%** | {theirs} |")
+    return out
+
+
 # ---------------------------------------------------------------- BENCHMARKS.md's tables
 def _cer(errors: int, n: int) -> str:
     return f"{100 * errors / n:.2f}%"
@@ -376,11 +509,15 @@ def main() -> int:
     mp.add_argument("--modes", nargs="+", default=["default"], choices=sorted(MODES))
     mp.add_argument("--runs", type=int, default=3, help="timed runs per speed figure (median)")
     mp.add_argument("--skip_clean", action="store_true", help="leave out the clean-prose figure")
+    cp = sub.add_parser("cross", help="across archives: channel learned on one, CER measured on another")
+    cp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
+    cp.add_argument("--modes", nargs="+", default=["default"], choices=sorted(MODES))
+    cp.add_argument("--quick", action="store_true", help="only the shipped channel's three figures")
     tp = sub.add_parser("tables", help="BENCHMARKS.md's tables (by decade, per file, top ten) from WORK/results.json")
     tp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
     tp.add_argument("--mode", default="default", choices=sorted(MODES))
     a = p.parse_args()
-    return {"learn": cmd_learn, "lexicon": cmd_lexicon, "measure": cmd_measure, "tables": cmd_tables}[a.cmd](a)
+    return {"learn": cmd_learn, "lexicon": cmd_lexicon, "cross": cmd_cross, "measure": cmd_measure, "tables": cmd_tables}[a.cmd](a)
 
 
 if __name__ == "__main__":
