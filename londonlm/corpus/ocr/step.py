@@ -120,9 +120,9 @@ def with_shipped(own: PeriodLexicon | None) -> PeriodLexicon:
     if own is None:
         return base
     merged = [Counter(a) + Counter(b) for a, b in ((base.unigrams, own.unigrams), (base.bigrams, own.bigrams),
-                                                   (base.capitals, own.capitals))]
+                                                   (base.capitals, own.capitals), (base.marks, own.marks))]
     made_from = dict(base.made_from, added=own.made_from)
-    return PeriodLexicon(dict(merged[0]), dict(merged[1]), made_from, dict(merged[2]))
+    return PeriodLexicon(dict(merged[0]), dict(merged[1]), made_from, dict(merged[2]), dict(merged[3]))
 
 
 def default_period_lexicon(processed_dir: str | Path) -> PeriodLexicon:
