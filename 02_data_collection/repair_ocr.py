@@ -13,7 +13,8 @@ The period lexicon comes from --period_corpus (a saved lexicon .json.gz, a colle
 folder of texts), by default from the corpus collected under --root (its transcribed documents)
 with the lexicon shipped with the package (public domain books and newspaper transcriptions)
 where that holds too little or nothing; --save_lexicon keeps it for the next run. A row's
-"year" (--year_key) tells the long s's era.
+"year" (--year_key) tells the long s's era. The confusion model (shipped, or --confusions) is
+first adapted to the input's OCR from its own confident repairs (--no_adapt: not).
 """
 import argparse
 import sys
@@ -25,6 +26,7 @@ from londonlm.core.cli import StageParser, existing_file, positive_int
 from londonlm.core.errors import run_main
 from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, default_period_lexicon, load_confusions,
                                  load_period_lexicon, repair_jsonl)
+from londonlm.corpus.ocr.adapt import adapt, jsonl_texts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a deeper candidate search, a near-word one for words the rules cannot reach, and a "
                         "letter read as a space between two long pieces: about 2 points more of CER held out "
                         "(20.1%% lower against 18.1%%), for 3-4 times the time on words not seen before")
+    p.add_argument("--no_adapt", action="store_true",
+                   help="repair with the confusion model as it is: by default it is first adapted to this OCR "
+                        "from its own confident repairs in the input's first 1 M characters (another engine "
+                        "than the shipped model's misreads other letters more often; BENCHMARKS.md)")
     p.add_argument("--keep_sums", action="store_true",
                    help="leave sums of money as the OCR read them (by default a misread one, \"£1 Is.\", is "
                         "repaired where a sum stands beside it)")
@@ -72,6 +78,11 @@ def main(argv=None) -> int:
     confusions = load_confusions(a.confusions)
     chosen = dict(long_s_output=a.long_s, sums=not a.keep_sums)
     settings = RepairSettings.thorough(**chosen) if a.thorough else RepairSettings(**chosen)
+    if not a.no_adapt:
+        confusions = adapt(confusions, lexicon, jsonl_texts(a.input, a.text_key, a.year_key), settings)
+        got = confusions.made_by.get("adapted_on")
+        print(f"confusion model adapted on {got['word_pairs']:,} words of the input ({got['repairs']:,} confident "
+              f"repairs, {got['rules']} rules)" if got else "confusion model not adapted: no confident repairs")
     repair = DocumentRepair(lexicon, confusions, settings=settings)
     options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,
                            max_row_bytes=a.max_row_mb * 1024 * 1024, workers=a.workers, progress=a.progress)

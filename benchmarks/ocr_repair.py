@@ -42,6 +42,7 @@ OVERPROOF_SETS = {"smh": "smh_1842-1954_dataset2.txt", "ca": "chronicling_americ
 
 from londonlm.corpus.cleaning import clean_text  # noqa: E402
 from londonlm.corpus.ocr import LexiconBuilder, OcrRepairer, PeriodLexicon, RepairSettings, load_confusions  # noqa: E402
+from londonlm.corpus.ocr.adapt import adapt  # noqa: E402
 from londonlm.corpus.ocr.confusions import CONFUSIONS_FILE, learn  # noqa: E402
 from londonlm.corpus.ocr.step import SHIPPED_LEXICON, shipped_lexicon  # noqa: E402
 from londonlm.corpus.ocr.pairs import (aligned_words, char_errors, fold_glyphs, gold_pieces,  # noqa: E402
@@ -202,18 +203,24 @@ def top_corrections(verdicts: list, k: int = 10) -> list[dict]:
     return [{"from": b, "to": a, "count": sum(v), "right": v[0], "wrong": v[1], "neutral": v[2]} for (b, a), v in top]
 
 
-def clean_prose(repairer: OcrRepairer) -> dict:
+def clean_prose(repairer: OcrRepairer, adapted: bool = False) -> dict:
+    """Characters changed in the clean-prose books; ``adapted``: with the confusion model adapted
+    on them first (their first 1 M characters, as repair_ocr.py adapts on its input)."""
     src = LocalSource({"id": "shared", "path": str(SHARED / "corpus"), "exclude": ["_negatives/*"]})
-    books, changed, chars, examples = {}, 0, 0, Counter()
+    texts = []
     for doc in src.documents():
-        if not clean_held_out(doc.extra["relpath"]):
-            continue
-        materialise(doc)
-        text = clean_text(doc.text)
-        done = repairer.repair(text, doc.year)
+        if clean_held_out(doc.extra["relpath"]):
+            materialise(doc)
+            texts.append((doc.extra["relpath"], clean_text(doc.text), doc.year))
+    if adapted:
+        repairer = OcrRepairer(repairer.lex, adapt(repairer.conf, repairer.lex, [(t, y) for _, t, y in texts], repairer.s),
+                               repairer.s)
+    books, changed, chars, examples = {}, 0, 0, Counter()
+    for relpath, text, year in texts:
+        done = repairer.repair(text, year)
         n = sum(max(len(c.before), len(c.after)) for c in done.changes)
-        books[doc.extra["relpath"]] = {"chars": len(text), "changes": len(done.changes),
-                                       "percent_changed": round(100 * n / len(text), 4)}
+        books[relpath] = {"chars": len(text), "changes": len(done.changes),
+                          "percent_changed": round(100 * n / len(text), 4)}
         changed, chars = changed + n, chars + len(text)
         examples.update((c.before, c.after) for c in done.changes)
     return {"books": books, "chars": chars, "percent_changed": round(100 * changed / chars, 4),
@@ -267,23 +274,32 @@ def cmd_measure(a) -> int:
     years = icdar_years()
     held = by_number(held_out(years))
     train = by_number(set(years) - set(held))
-    lexicon_path = work / "period_lexicon.json.gz"
-    lexicon = build_lexicon(train, lexicon_path)
+    if a.built_lexicon:  # (the figures before the shipped lexicon: ../shared/corpus whole, Old Bailey too)
+        lexicon_path = work / "period_lexicon.json.gz"
+        lexicon = build_lexicon(train, lexicon_path)
+    else:  # what a user gets with no --period_corpus
+        lexicon_path = REPO / "londonlm" / "corpus" / "ocr" / SHIPPED_LEXICON
+        lexicon = shipped_lexicon()
     results = {"meta": {"command": " ".join(["benchmarks/ocr_repair.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
                         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                                    f"python {platform.python_version()}",
                         "held_out": held, "lexicon": lexicon.made_from}}
     for mode in a.modes:
         repairer = OcrRepairer(lexicon, load_confusions(), MODES[mode])
-        t_rows, t_verdicts = score_files(repairer, train, years)
-        h_rows, h_verdicts = score_files(repairer, held, years)
-        res = {"train": summary(t_rows), "held_out": summary(h_rows), "files": {**t_rows, **h_rows},
-               "top_corrections": top_corrections(t_verdicts + h_verdicts),
-               "top_corrections_held_out": top_corrections(h_verdicts)}
-        print(mode, json.dumps({"train": res["train"], "held_out": res["held_out"]}), flush=True)
-        if not a.skip_clean:
+        res = {}
+        if not a.speed_only:
+            t_rows, t_verdicts = score_files(repairer, train, years)
+            h_rows, h_verdicts = score_files(repairer, held, years)
+            res = {"train": summary(t_rows), "held_out": summary(h_rows), "files": {**t_rows, **h_rows},
+                   "top_corrections": top_corrections(t_verdicts + h_verdicts),
+                   "top_corrections_held_out": top_corrections(h_verdicts)}
+            print(mode, json.dumps({"train": res["train"], "held_out": res["held_out"]}), flush=True)
+        if not a.skip_clean and not a.speed_only:
             res["clean_prose"] = clean_prose(repairer)
             print(mode, "clean prose", res["clean_prose"]["percent_changed"], "% changed", flush=True)
+            res["clean_prose_adapted"] = clean_prose(repairer, adapted=True)
+            print(mode, "clean prose, adapted on it", res["clean_prose_adapted"]["percent_changed"], "% changed",
+                  flush=True)
         texts = [(read_aligned_pair(ICDAR / n)[0], years[n]) for n in by_number(years)]
         res["speed"] = [speed(lexicon_path, mode, texts, w, a.runs, warm) for warm in (False, True) for w in (1, 2)]
         print(mode, "speed", json.dumps(res["speed"]), flush=True)
@@ -365,8 +381,7 @@ def cmd_cross(a) -> int:
         name = "+".join(sources)
         if extra is None and name in channels:
             return channels[name]
-        got = load_confusions() if sources == ("icdar",) and extra is None else \
-            learn([p for s in sources for p in pairs[s]] + (extra or []), min_count=2)
+        got = learn([p for s in sources for p in pairs[s]] + (extra or []), min_count=2)
         if extra is None:
             channels[name] = got
         return got
@@ -388,6 +403,12 @@ def cmd_cross(a) -> int:
         run("icdar -> icdar held-out (in-split)", channel("icdar"), "icdar")
         for k in sets:
             run(f"icdar -> {k}", channel("icdar"), k)
+        if a.adapt:  # adapted on the target's own OCR (its confident repairs; no gold read)
+            texts = {"icdar": [(read_aligned_pair(ICDAR / n)[0], years[n]) for n in held],
+                     **{k: [(x["ocr"], x["year"]) for x in v] for k, v in sets.items()}}
+            for k in ("icdar", *sets):
+                conf = adapt(channel("icdar"), lexicon, texts[k], MODES[mode])
+                run(f"icdar, adapted on {k}'s OCR -> {k}" + (" held-out" if k == "icdar" else ""), conf, k)
         if a.quick:
             results[mode] = rows
             continue
@@ -509,10 +530,15 @@ def main() -> int:
     mp.add_argument("--modes", nargs="+", default=["default"], choices=sorted(MODES))
     mp.add_argument("--runs", type=int, default=3, help="timed runs per speed figure (median)")
     mp.add_argument("--skip_clean", action="store_true", help="leave out the clean-prose figure")
+    mp.add_argument("--built_lexicon", action="store_true",
+                    help="a lexicon of ../shared/corpus less the clean-prose books (Old Bailey too) and ICDAR's "
+                         "tuning gold, built in WORK, in place of the shipped one (the figures before it)")
+    mp.add_argument("--speed_only", action="store_true", help="only the speed figures")
     cp = sub.add_parser("cross", help="across archives: channel learned on one, CER measured on another")
     cp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
     cp.add_argument("--modes", nargs="+", default=["default"], choices=sorted(MODES))
-    cp.add_argument("--quick", action="store_true", help="only the shipped channel's three figures")
+    cp.add_argument("--quick", action="store_true", help="only the ICDAR channel's figures")
+    cp.add_argument("--adapt", action="store_true", help="also the ICDAR channel adapted on each target's OCR")
     tp = sub.add_parser("tables", help="BENCHMARKS.md's tables (by decade, per file, top ten) from WORK/results.json")
     tp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
     tp.add_argument("--mode", default="default", choices=sorted(MODES))

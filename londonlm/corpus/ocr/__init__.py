@@ -11,7 +11,8 @@ and its quality measured before and after.
 - :mod:`.lexicon`: the period lexicon, the words and word pairs of the period's transcribed text.
 - :mod:`.sums`: sums of money whose digits the OCR read as letters.
 - :mod:`.quality`: one OCR quality score per document and the report's summary of them.
-- :mod:`.pairs`: paired OCR data (ICDAR 2017) and the CER of a repair against it.
+- :mod:`.adapt`: the confusion model adapted to a collection's OCR from its own confident repairs.
+- :mod:`.pairs`: paired OCR data (ICDAR 2017, overProof) and the CER of a repair against it.
 - ``data/confusions.json``: the shipped confusion model; ``data/period_lexicon.json.gz``: the
   shipped period lexicon (public domain text), used where a collection has too little of its own.
 

@@ -232,6 +232,19 @@ class ConfusionModel:
             raise ConfusionError(f"{where}: malformed rule ({e})") from e
 
 
+def mix(base: ConfusionModel, other: ConfusionModel, weight: float, note: dict[str, Any] | None = None) -> ConfusionModel:
+    """``base``'s model with each rule's probability ``(1 - weight) P_base + weight P_other`` (a
+    rule one lacks counts 0 there); the word rules, debris and join rates stay ``base``'s."""
+    rules: dict[str, list[tuple[str, float]]] = {}
+    for o in set(base.learned_rules) | set(other.learned_rules):
+        a, b = dict(base.learned_rules.get(o, ())), dict(other.learned_rules.get(o, ()))
+        alts = [(g, math.log((1 - weight) * math.exp(a.get(g, -math.inf)) + weight * math.exp(b.get(g, -math.inf))))
+                for g in set(a) | set(b)]
+        rules[o] = sorted(alts, key=lambda x: (-x[1], x[0]))
+    return ConfusionModel(rules, base.split, base.join, base.hyphen, dict(base.made_by, **(note or {})),
+                          base.words, base.debris)
+
+
 _ANCHORS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
