@@ -37,8 +37,9 @@ _WITH_A_DIGIT = re.compile(r"[A-Za-zſ\u00c0-\u024f]*[0-9][0-9A-Za-zſ\u00c0-\u0
 _BROKEN = re.compile(r"([A-Za-zſ])-(?:[ \t]*\n[ \t]*|[ \t]+)([a-zſ])")
 _MID_CAPITAL = re.compile(r"(?<=[A-Za-zſ,;])[ \t]+([A-Z][A-Za-zſ]*(?:['’][A-Za-zſ]+)*)")
 # a token of marks standing alone between spaces (`` - ``, `` ^ ``, `` ,, ``; not a sum's £ or $, not
-# an ampersand): how often the period sets each mark so is the measure of debris (``marks``)
-STRAY = re.compile(r"(?<!\S)[^\w\s£$&%]+(?!\S)")
+# an ampersand, not a printer's mark: an asterisk, a dagger, a section or paragraph sign, a brace
+# of a table): how often the period sets each mark so is the measure of debris (``marks``)
+STRAY = re.compile(r"(?<!\S)[^\w\s£$&%*†‡§¶{}]+(?!\S)")
 _KEY = str.maketrans({"ſ": "s", "’": "'"})
 BACKOFF = math.log(0.4)  # stupid backoff (Brants et al. 2007): an unseen pair costs this on top
 

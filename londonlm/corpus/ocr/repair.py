@@ -114,7 +114,9 @@ class RepairSettings:
       per word pair of a noisy text, a seventh of a first pass's time, for 0.09 points of CER
       cross-validated.
     - ``strays``, ``stray_share``, ``stray_min_count``: a token of marks alone between words is
-      debris where the document sets its marks so far more often than the period (``_strays``).
+      debris where the document sets its marks so far more often than the period (``_strays``),
+      in a document noisy enough (its ``noise`` at least ``stray_noise``: about half the paired
+      data's share of unknown words) for marks to be misreadings.
     - ``long_s``: ``auto`` (the year and the text's evidence), ``on``, ``off``; ``long_s_output``:
       ``print`` (write ``ſ`` where the page had it) or ``modern`` (``s``)."""
 
@@ -159,6 +161,7 @@ class RepairSettings:
     strays: bool = True
     stray_share: float = 0.75
     stray_min_count: int = 3
+    stray_noise: float = -3.0
     long_s: str = "auto"
     long_s_output: str = "print"
     long_s_before: int = 1800
@@ -311,8 +314,8 @@ class OcrRepairer:
         be excess over the period lexicon's ``marks``; at least ``stray_min_count`` of them): a
         page with forty `` ' `` alone where the period sets one is debris; a dash between clauses
         at the period's rate is not."""
-        if not self.s.strays or not self.lex.marks:
-            return []
+        if not self.s.strays or not self.lex.marks or doc.noise < self.s.stray_noise:
+            return []  # (a clean text's marks are its own: Mayhew's tables set " | " thousands of times)
         found = list(STRAY.finditer(doc.text))
         if not found:
             return []
