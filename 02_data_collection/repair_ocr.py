@@ -27,6 +27,7 @@ from londonlm.core.errors import run_main
 from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, default_period_lexicon, load_confusions,
                                  load_period_lexicon, repair_jsonl)
 from londonlm.corpus.ocr.adapt import adapt, jsonl_texts
+from londonlm.corpus.ocr.jsonl import RepairInputError, check_input
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +80,11 @@ def main(argv=None) -> int:
     chosen = dict(long_s_output=a.long_s, sums=not a.keep_sums)
     settings = RepairSettings.thorough(**chosen) if a.thorough else RepairSettings(**chosen)
     if not a.no_adapt:
-        confusions = adapt(confusions, lexicon, jsonl_texts(a.input, a.text_key, a.year_key), settings)
+        check_input(Path(a.input))  # (what repair_jsonl refuses, refused before the first pass)
+        if Path(a.input).resolve() == Path(a.output).resolve():
+            raise RepairInputError(f"--output {a.output} is the input: write the repaired rows elsewhere")
+        confusions = adapt(confusions, lexicon, jsonl_texts(a.input, a.text_key, a.year_key,
+                                                            a.max_row_mb * 1024 * 1024), settings)
         got = confusions.made_by.get("adapted_on")
         print(f"confusion model adapted on {got['word_pairs']:,} words of the input ({got['repairs']:,} confident "
               f"repairs, {got['rules']} rules)" if got else "confusion model not adapted: no confident repairs")

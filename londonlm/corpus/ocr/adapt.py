@@ -32,6 +32,7 @@ def confident_pairs(repairer: OcrRepairer, texts: Iterable[tuple[str, int | None
     pairs: list[tuple[str, str]] = []
     read = 0
     for text, year in texts:
+        text = text[:max_chars - read]  # (a huge row is read as far as the sample goes)
         done = repairer.repair(text, year)
         changed = {c.start: c.after for c in done.changes if c.kind == "word" and c.gain > min_gain}
         for m in TOKEN.finditer(text):
@@ -60,11 +61,14 @@ def adapt(confusions: ConfusionModel, lexicon: PeriodLexicon, texts: Iterable[tu
                                                         "rules": own.made_by.get("rules", 0)}})
 
 
-def jsonl_texts(path: str | Path, text_key: str = "text", year_key: str = "year") -> Iterator[tuple[str, int | None]]:
-    """(text, year) of the rows of a JSONL file that have a text (others, and lines that are not
-    JSON, are skipped: the repair stage reports them)."""
+def jsonl_texts(path: str | Path, text_key: str = "text", year_key: str = "year",
+                max_row_bytes: int = 64 * 1024 * 1024) -> Iterator[tuple[str, int | None]]:
+    """(text, year) of the rows of a JSONL file that have a text (others, lines that are not
+    JSON and rows over ``max_row_bytes`` are skipped: the repair stage reports them)."""
     with open(path, "rb") as f:
         for raw in f:
+            if len(raw) > max_row_bytes:
+                continue
             try:
                 row = json.loads(raw.decode("utf-8", errors="replace"))
             except ValueError:

@@ -69,3 +69,31 @@ def test_repair_ocr_adapts_by_default(tmp_path, flag):
     assert res.returncode == 0, res.stderr[-2000:]
     assert ("confusion model adapted on" in res.stdout and "confident repairs" in res.stdout) == (flag is None)
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_a_huge_row_is_read_only_as_far_as_the_sample_goes(tmp_path):
+    from londonlm.corpus.ocr.confusions import load_confusions
+
+    seen = []
+
+    class Spy(OcrRepairer):
+        def repair(self, text, year=None):
+            seen.append(len(text))
+            return super().repair(text, year)
+
+    spy = Spy(period_lexicon(), load_confusions(), RepairSettings())
+    confident_pairs(spy, [(OCR * 50, 1744), (OCR, 1744)], max_chars=1000)
+    assert seen == [1000]
+    f = tmp_path / "in.jsonl"
+    f.write_bytes(b'{"text": "' + b"x" * 200 + b'"}\n{"text": "tbe"}\n')
+    assert list(jsonl_texts(f, max_row_bytes=100)) == [("tbe", None)]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01binary"])
+def test_bad_input_is_refused_in_one_line_before_the_first_pass(tmp_path, content):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(content)
+    res = subprocess.run([sys.executable, str(SCRIPT), "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
+                          "--root", str(tmp_path / "root")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.startswith("error:") and len(res.stderr.strip().splitlines()) == 1
+    assert "adapted" not in res.stdout and not (tmp_path / "o.jsonl").exists()
