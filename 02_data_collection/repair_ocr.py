@@ -4,15 +4,19 @@ rows out in the same order, "text" repaired, every other key kept; --report says
 and why. Words change only where a lexicon learned from the period and a confusion model
 learned from real OCR agree strongly enough (londonlm/corpus/ocr/repair.py).
 
+    python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --report changes.jsonl
-    python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --period_corpus ../shared/corpus
+    python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --period_corpus my_period_texts/
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output out.jsonl --period_corpus lexicon.json.gz --workers 2
 
 The period lexicon comes from --period_corpus (a saved lexicon .json.gz, a collected corpus or a
-folder of texts), by default from the corpus collected under --root (its transcribed documents);
---save_lexicon keeps it for the next run. A row's "year" (--year_key, a number or "1750") tells
-the long s's era. --output may be a stream (/dev/stdout, a pipe): the messages then go to stderr.
-No two of the files named may be one file; --workers is at most the CPUs this process may use.
+folder of texts), by default from the corpus collected under --root (its transcribed documents)
+with the lexicon shipped with the package (public domain books and newspaper transcriptions)
+where that holds too little or nothing; --save_lexicon keeps it for the next run. A row's
+"year" (--year_key, a number or "1750") tells the long s's era. The confusion model (shipped, or
+--confusions) is first adapted to the input's OCR from its own confident repairs (--no_adapt:
+not). --output may be a stream (/dev/stdout, a pipe): the messages then go to stderr. No two of
+the files named may be one file; --workers is at most the CPUs this process may use.
 """
 import argparse
 import sys
@@ -23,8 +27,10 @@ import config
 from londonlm.core.cli import StageParser, existing_file, positive_int
 from londonlm.core.errors import run_main
 from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, bounded_workers, check_output,
-                                 load_confusions, load_period_lexicon, refuse_same_files, regular_target, repair_jsonl,
-                                 same_as_stdout, usable_cpus)
+                                 default_period_lexicon, load_confusions, load_period_lexicon, refuse_same_files,
+                                 regular_target, repair_jsonl, same_as_stdout, usable_cpus)
+from londonlm.corpus.ocr.adapt import adapt, jsonl_texts
+from londonlm.corpus.ocr.jsonl import check_input
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="JSONL out: the same rows, text repaired (needed)")
     p.add_argument("--report", help="JSONL report: per row what changed, where and why; a summary line last")
     p.add_argument("--period_corpus", help="saved lexicon (.json.gz), collected corpus or folder of texts "
-                                           "(default: the corpus collected under --root)")
+                                           "(default: the corpus collected under --root, with the shipped "
+                                           "lexicon where it has too little transcribed text)")
     p.add_argument("--save_lexicon", help="save the period lexicon learned from --period_corpus here (.json.gz)")
     p.add_argument("--confusions", type=existing_file,
                    help="a confusion model learned from other paired data (default: the shipped one)")
@@ -46,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a deeper candidate search, a near-word one for words the rules cannot reach, and a "
                         "letter read as a space between two long pieces: about 2 points more of CER held out "
                         "(20.1%% lower against 18.1%%), for 3-4 times the time on words not seen before")
+    p.add_argument("--no_adapt", action="store_true",
+                   help="repair with the confusion model as it is: by default it is first adapted to this OCR "
+                        "from its own confident repairs in the input's first 1 M characters (another engine "
+                        "than the shipped model's misreads other letters more often; BENCHMARKS.md)")
     p.add_argument("--keep_sums", action="store_true",
                    help="leave sums of money as the OCR read them (by default a misread one, \"£1 Is.\", is "
                         "repaired where a sum stands beside it)")
@@ -76,13 +87,21 @@ def main(argv=None) -> int:
     lexicon_to = regular_target("--save_lexicon", a.save_lexicon) if a.save_lexicon else None
     # the rows on standard output (--output /dev/stdout | jq): the messages go to stderr
     log = sys.stderr if same_as_stdout(a.output) or same_as_stdout(a.report) else sys.stdout
-    lexicon = load_period_lexicon(a.period_corpus or layout.processed_dir)
+    lexicon = load_period_lexicon(a.period_corpus) if a.period_corpus else default_period_lexicon(layout.processed_dir)
     if lexicon_to:
         lexicon.save(lexicon_to)
         print(f"period lexicon ({len(lexicon):,} words) saved to {a.save_lexicon}", file=log)
     confusions = load_confusions(a.confusions)
     chosen = dict(long_s_output=a.long_s, sums=not a.keep_sums)
     settings = RepairSettings.thorough(**chosen) if a.thorough else RepairSettings(**chosen)
+    if not a.no_adapt:
+        check_input(Path(a.input))  # (what repair_jsonl refuses, refused before the first pass)
+        confusions = adapt(confusions, lexicon, jsonl_texts(a.input, a.text_key, a.year_key,
+                                                            a.max_row_mb * 1024 * 1024), settings)
+        got = confusions.made_by.get("adapted_on")
+        print(f"confusion model adapted on {got['word_pairs']:,} words of the input ({got['repairs']:,} confident "
+              f"repairs, {got['rules']} rules)" if got else "confusion model not adapted: no confident repairs",
+              file=log)
     repair = DocumentRepair(lexicon, confusions, settings=settings)
     options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,
                            max_row_bytes=a.max_row_mb * 1024 * 1024, workers=a.workers, progress=a.progress)

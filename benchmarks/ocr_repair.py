@@ -4,8 +4,10 @@ on clean period prose (../shared/corpus): CER before and after per file and per 
 characters it changes in clean text, its speed on this machine, its most frequent corrections.
 
     python benchmarks/ocr_repair.py learn      # londonlm/corpus/ocr/data/confusions.json from the training part
+    python benchmarks/ocr_repair.py lexicon    # londonlm/corpus/ocr/data/period_lexicon.json.gz (public domain text)
     python benchmarks/ocr_repair.py measure --work /work/scratch46/ocr_bench
     python benchmarks/ocr_repair.py tables --work /work/scratch46/ocr_bench   # BENCHMARKS.md's tables
+    python benchmarks/ocr_repair.py cross --work /work/scratch46/ocr_bench    # across archives (overProof)
 
 The held-out part is fixed by rule and never tuned on: within each decade of metadata.csv, the
 third of the files (rounded) with the smallest sha256 of their file name (19 of 58 files).
@@ -35,12 +37,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared"
 ICDAR = SHARED / "ocr" / "icdar2017_eng_periodical"
+OVERPROOF = SHARED / "ocr" / "overproof"
+OVERPROOF_SETS = {"smh": "smh_1842-1954_dataset2.txt", "ca": "chronicling_america_dataset3.txt"}
 
 from londonlm.corpus.cleaning import clean_text  # noqa: E402
 from londonlm.corpus.ocr import LexiconBuilder, OcrRepairer, PeriodLexicon, RepairSettings, load_confusions  # noqa: E402
+from londonlm.corpus.ocr.adapt import adapt  # noqa: E402
 from londonlm.corpus.ocr.confusions import CONFUSIONS_FILE, learn  # noqa: E402
+from londonlm.corpus.ocr.step import SHIPPED_LEXICON, shipped_lexicon  # noqa: E402
 from londonlm.corpus.ocr.pairs import (aligned_words, char_errors, fold_glyphs, gold_pieces,  # noqa: E402
-                                       read_aligned_pair, repaired_pieces)
+                                       line_word_pairs, read_aligned_pair, read_overproof, repaired_pieces)
 from londonlm.corpus.sources import LocalSource, materialise  # noqa: E402
 
 MODES = {"default": RepairSettings(),
@@ -88,6 +94,47 @@ def cmd_learn(a) -> int:
     model.save(out)
     print(f"{model.made_by['rules']} rules from {model.made_by['words']} word pairs of {len(train)} files -> {out} "
           f"({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+# ---------------------------------------------------------------- the shipped lexicon
+def public_domain_books() -> list:
+    """The Gutenberg books of ../shared/corpus (public domain, MANIFEST.tsv), less the clean-prose
+    ones, read as the collection reads them: the Old Bailey files are CC BY-NC / CC BY-SA
+    transcriptions, so nothing shipped is learned from them, and the books the clean-text figure
+    is measured on stay unseen."""
+    src = LocalSource({"id": "shared", "path": str(SHARED / "corpus"), "exclude": ["_negatives/*"]})
+    return sorted((d for d in src.documents() if d.extra["relpath"].startswith("gutenberg_")
+                   and not clean_held_out(d.extra["relpath"])), key=lambda d: d.extra["relpath"])
+
+
+def cmd_lexicon(a) -> int:
+    """The period lexicon shipped with the package, used where a user names none: the public
+    domain books of ../shared/corpus and the gold of ICDAR 2017's tuning part (public domain)."""
+    years = icdar_years()
+    train = by_number(set(years) - held_out(years))
+    books = public_domain_books()
+    b = LexiconBuilder()
+    for doc in books:
+        materialise(doc)
+        b.add(clean_text(doc.text))
+    for name in train:
+        _, ocr_aligned, gold_aligned = read_aligned_pair(ICDAR / name)
+        for piece in gold_pieces(ocr_aligned, gold_aligned)[1]:
+            b.add(fold_glyphs(piece))
+    lexicon = b.build(min_count=a.min_count, min_pair_count=a.min_pair_count, made_from={
+        "period_corpus": "the shipped period lexicon: " + ", ".join(d.extra["relpath"] for d in books)
+                         + " (Project Gutenberg, ../shared/corpus, MANIFEST.tsv) and the human transcription of "
+                         "ICDAR 2017 English periodicals, tuning part: " + " ".join(train),
+        "licence": "public domain sources only: Project Gutenberg texts of works in the public domain, and the "
+                   "ICDAR 2017 post-OCR gold of British Library newspapers 1744-1894 (public domain); the Old "
+                   "Bailey transcriptions (CC BY-NC / CC BY-SA) and the clean-prose benchmark books are left out",
+        "command": f"python benchmarks/ocr_repair.py lexicon --min_count {a.min_count} "
+                   f"--min_pair_count {a.min_pair_count}"})
+    out = REPO / "londonlm" / "corpus" / "ocr" / SHIPPED_LEXICON
+    lexicon.save(out)
+    print(f"{len(lexicon):,} words, {len(lexicon.bigrams):,} pairs from {lexicon.made_from['words_read']:,} words read "
+          f"({len(books)} books, {len(train)} ICDAR files) -> {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 
 
@@ -156,18 +203,24 @@ def top_corrections(verdicts: list, k: int = 10) -> list[dict]:
     return [{"from": b, "to": a, "count": sum(v), "right": v[0], "wrong": v[1], "neutral": v[2]} for (b, a), v in top]
 
 
-def clean_prose(repairer: OcrRepairer) -> dict:
+def clean_prose(repairer: OcrRepairer, adapted: bool = False) -> dict:
+    """Characters changed in the clean-prose books; ``adapted``: with the confusion model adapted
+    on them first (their first 1 M characters, as repair_ocr.py adapts on its input)."""
     src = LocalSource({"id": "shared", "path": str(SHARED / "corpus"), "exclude": ["_negatives/*"]})
-    books, changed, chars, examples = {}, 0, 0, Counter()
+    texts = []
     for doc in src.documents():
-        if not clean_held_out(doc.extra["relpath"]):
-            continue
-        materialise(doc)
-        text = clean_text(doc.text)
-        done = repairer.repair(text, doc.year)
+        if clean_held_out(doc.extra["relpath"]):
+            materialise(doc)
+            texts.append((doc.extra["relpath"], clean_text(doc.text), doc.year))
+    if adapted:
+        repairer = OcrRepairer(repairer.lex, adapt(repairer.conf, repairer.lex, [(t, y) for _, t, y in texts], repairer.s),
+                               repairer.s)
+    books, changed, chars, examples = {}, 0, 0, Counter()
+    for relpath, text, year in texts:
+        done = repairer.repair(text, year)
         n = sum(max(len(c.before), len(c.after)) for c in done.changes)
-        books[doc.extra["relpath"]] = {"chars": len(text), "changes": len(done.changes),
-                                       "percent_changed": round(100 * n / len(text), 4)}
+        books[relpath] = {"chars": len(text), "changes": len(done.changes),
+                          "percent_changed": round(100 * n / len(text), 4)}
         changed, chars = changed + n, chars + len(text)
         examples.update((c.before, c.after) for c in done.changes)
     return {"books": books, "chars": chars, "percent_changed": round(100 * changed / chars, 4),
@@ -221,23 +274,32 @@ def cmd_measure(a) -> int:
     years = icdar_years()
     held = by_number(held_out(years))
     train = by_number(set(years) - set(held))
-    lexicon_path = work / "period_lexicon.json.gz"
-    lexicon = build_lexicon(train, lexicon_path)
+    if a.built_lexicon:  # (the figures before the shipped lexicon: ../shared/corpus whole, Old Bailey too)
+        lexicon_path = work / "period_lexicon.json.gz"
+        lexicon = build_lexicon(train, lexicon_path)
+    else:  # what a user gets with no --period_corpus
+        lexicon_path = REPO / "londonlm" / "corpus" / "ocr" / SHIPPED_LEXICON
+        lexicon = shipped_lexicon()
     results = {"meta": {"command": " ".join(["benchmarks/ocr_repair.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d"),
                         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                                    f"python {platform.python_version()}",
                         "held_out": held, "lexicon": lexicon.made_from}}
     for mode in a.modes:
         repairer = OcrRepairer(lexicon, load_confusions(), MODES[mode])
-        t_rows, t_verdicts = score_files(repairer, train, years)
-        h_rows, h_verdicts = score_files(repairer, held, years)
-        res = {"train": summary(t_rows), "held_out": summary(h_rows), "files": {**t_rows, **h_rows},
-               "top_corrections": top_corrections(t_verdicts + h_verdicts),
-               "top_corrections_held_out": top_corrections(h_verdicts)}
-        print(mode, json.dumps({"train": res["train"], "held_out": res["held_out"]}), flush=True)
-        if not a.skip_clean:
+        res = {}
+        if not a.speed_only:
+            t_rows, t_verdicts = score_files(repairer, train, years)
+            h_rows, h_verdicts = score_files(repairer, held, years)
+            res = {"train": summary(t_rows), "held_out": summary(h_rows), "files": {**t_rows, **h_rows},
+                   "top_corrections": top_corrections(t_verdicts + h_verdicts),
+                   "top_corrections_held_out": top_corrections(h_verdicts)}
+            print(mode, json.dumps({"train": res["train"], "held_out": res["held_out"]}), flush=True)
+        if not a.skip_clean and not a.speed_only:
             res["clean_prose"] = clean_prose(repairer)
             print(mode, "clean prose", res["clean_prose"]["percent_changed"], "% changed", flush=True)
+            res["clean_prose_adapted"] = clean_prose(repairer, adapted=True)
+            print(mode, "clean prose, adapted on it", res["clean_prose_adapted"]["percent_changed"], "% changed",
+                  flush=True)
         texts = [(read_aligned_pair(ICDAR / n)[0], years[n]) for n in by_number(years)]
         res["speed"] = [speed(lexicon_path, mode, texts, w, a.runs, warm) for warm in (False, True) for w in (1, 2)]
         print(mode, "speed", json.dumps(res["speed"]), flush=True)
@@ -245,6 +307,141 @@ def cmd_measure(a) -> int:
     (work / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print(f"written {work / 'results.json'}")
     return 0
+
+
+# ---------------------------------------------------------------- across archives
+def overproof_fold(article_id: str) -> int:
+    """Which half of an overProof set an article is in (the 2-fold split within a set): the
+    parity of the sha256 of its id, fixed before any tuning."""
+    return int(hashlib.sha256(article_id.encode()).hexdigest(), 16) % 2
+
+
+def icdar_pairs(names: list[str]) -> list[tuple[str, str]]:
+    return [p for name in names for p in aligned_words(*read_aligned_pair(ICDAR / name)[1:])]
+
+
+def overproof_pairs(articles: list[dict]) -> list[tuple[str, str]]:
+    return [p for a in articles for p in line_word_pairs(a["ocr"], a["gold"])]
+
+
+def score_overproof(repairer: OcrRepairer, articles: list[dict]) -> dict:
+    """CER before and after over whole articles (lines joined), and overProof's own correction's."""
+    from rapidfuzz.distance import Levenshtein
+
+    n = before = after = theirs = changes = 0
+    for a in articles:
+        done = repairer.repair(a["ocr"], a["year"])
+        n += len(a["gold"])
+        before += Levenshtein.distance(a["ocr"], a["gold"])
+        after += Levenshtein.distance(done.text, a["gold"])
+        theirs += Levenshtein.distance(a["theirs"], a["gold"])
+        changes += len(done.changes)
+    return {"articles": len(articles), "gold_chars": n, "cer_before": round(before / n, 5),
+            "cer_after": round(after / n, 5), "lower_by_percent": round(100 * (before - after) / before, 2),
+            "overproof_lower_by_percent": round(100 * (before - theirs) / before, 2), "changes": changes}
+
+
+def score_icdar(repairer: OcrRepairer, names: list[str], years: dict[str, int]) -> dict:
+    rows, _ = score_files(repairer, names, years)
+    s = summary(rows)
+    return {"files": s["files"], "gold_chars": s["gold_chars"], "cer_before": s["raw"]["cer_before"],
+            "cer_after": s["raw"]["cer_after"], "lower_by_percent": s["raw"]["lower_by_percent"],
+            "letters_lower_by_percent": s["letters"]["lower_by_percent"],
+            "changes": sum(r["changes"] for r in rows.values())}
+
+
+def _sum_folds(parts: list[dict]) -> dict:
+    n = sum(p["gold_chars"] for p in parts)
+    before = sum(p["cer_before"] * p["gold_chars"] for p in parts)
+    after = sum(p["cer_after"] * p["gold_chars"] for p in parts)
+    return {"articles": sum(p["articles"] for p in parts), "gold_chars": n, "cer_before": round(before / n, 5),
+            "cer_after": round(after / n, 5), "lower_by_percent": round(100 * (before - after) / before, 2),
+            "changes": sum(p["changes"] for p in parts)}
+
+
+def cmd_cross(a) -> int:
+    """Generalisation across archives: the channel learned from one archive's paired OCR (or
+    several), the shipped period lexicon (no overProof text in it), measured on another archive;
+    beside them the in-split figure (ICDAR's held-out part) and 2-fold figures within each
+    overProof set (learned from ICDAR's tuning part and one half, measured on the other half)."""
+    for need in (ICDAR, *(OVERPROOF / f for f in OVERPROOF_SETS.values())):
+        if not need.exists():
+            raise SystemExit(f"{need} not found: this benchmark needs ../shared/ocr")
+    work = a.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    years = icdar_years()
+    held = by_number(held_out(years))
+    train = by_number(set(years) - set(held))
+    sets = {k: read_overproof(OVERPROOF / f) for k, f in OVERPROOF_SETS.items()}
+    lexicon = shipped_lexicon()
+    pairs = {"icdar": icdar_pairs(train), **{k: overproof_pairs(v) for k, v in sets.items()}}
+    channels: dict[str, object] = {}
+
+    def channel(*sources: str, extra: list | None = None):
+        name = "+".join(sources)
+        if extra is None and name in channels:
+            return channels[name]
+        got = learn([p for s in sources for p in pairs[s]] + (extra or []), min_count=2)
+        if extra is None:
+            channels[name] = got
+        return got
+
+    results = {"meta": {"command": " ".join(["benchmarks/ocr_repair.py", *sys.argv[1:]]),
+                        "date": time.strftime("%Y-%m-%d"), "lexicon": lexicon.made_from.get("command"),
+                        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}}
+    for mode in a.modes:
+        rows = {}
+
+        def run(label: str, conf, target: str):
+            repairer = OcrRepairer(lexicon, conf, MODES[mode])
+            t0 = time.perf_counter()
+            got = score_icdar(repairer, held, years) if target == "icdar" else score_overproof(repairer, sets[target])
+            got["seconds"] = round(time.perf_counter() - t0, 1)
+            rows[label] = got
+            print(mode, label, json.dumps(got), flush=True)
+
+        run("icdar -> icdar held-out (in-split)", channel("icdar"), "icdar")
+        for k in sets:
+            run(f"icdar -> {k}", channel("icdar"), k)
+        if a.adapt:  # adapted on the target's own OCR (its confident repairs; no gold read)
+            texts = {"icdar": [(read_aligned_pair(ICDAR / n)[0], years[n]) for n in held],
+                     **{k: [(x["ocr"], x["year"]) for x in v] for k, v in sets.items()}}
+            for k in ("icdar", *sets):
+                conf = adapt(channel("icdar"), lexicon, texts[k], MODES[mode])
+                run(f"icdar, adapted on {k}'s OCR -> {k}" + (" held-out" if k == "icdar" else ""), conf, k)
+        if a.quick:
+            results[mode] = rows
+            continue
+        run("smh+ca -> icdar held-out", channel("smh", "ca"), "icdar")
+        run("smh -> ca", channel("smh"), "ca")
+        run("ca -> smh", channel("ca"), "smh")
+        run("icdar+smh -> ca", channel("icdar", "smh"), "ca")
+        run("icdar+ca -> smh", channel("icdar", "ca"), "smh")
+        for k, articles in sets.items():  # within a set: learn from one half, measure the other
+            parts = []
+            for fold in (0, 1):
+                learn_from = [x for x in articles if overproof_fold(x["id"]) != fold]
+                measure_on = [x for x in articles if overproof_fold(x["id"]) == fold]
+                conf = channel("icdar", extra=overproof_pairs(learn_from))
+                parts.append(score_overproof(OcrRepairer(lexicon, conf, MODES[mode]), measure_on))
+            rows[f"icdar+{k} half -> {k} other half (2-fold)"] = _sum_folds(parts)
+            print(mode, f"{k} 2-fold", json.dumps(rows[f"icdar+{k} half -> {k} other half (2-fold)"]), flush=True)
+        results[mode] = rows
+    (work / "cross.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    for mode in a.modes:
+        print(f"\n{mode} mode:\n", *cross_table(results[mode]), sep="\n")
+    print(f"written {work / 'cross.json'}")
+    return 0
+
+
+def cross_table(rows: dict) -> list[str]:
+    out = ["| channel learned from -> measured on | gold chars | CER before -> after | lower by | overProof's own |",
+           "|---|---|---|---|---|"]
+    for label, r in rows.items():
+        theirs = f"{r['overproof_lower_by_percent']:.1f}%" if "overproof_lower_by_percent" in r else ""
+        out.append(f"| {label} | {r['gold_chars']:,} | {100 * r['cer_before']:.2f}% -> {100 * r['cer_after']:.2f}% | "
+                   f"**{r['lower_by_percent']:.1f}%** | {theirs} |")
+    return out
 
 
 # ---------------------------------------------------------------- BENCHMARKS.md's tables
@@ -325,16 +522,28 @@ def main() -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     lp = sub.add_parser("learn", help="learn the shipped confusion model from the training part")
     lp.add_argument("--min_count", type=int, default=2)
+    xp = sub.add_parser("lexicon", help="learn the shipped period lexicon from public domain text")
+    xp.add_argument("--min_count", type=int, default=1, help="words seen fewer times are left out (file size)")
+    xp.add_argument("--min_pair_count", type=int, default=2, help="word pairs seen fewer times are left out")
     mp = sub.add_parser("measure", help="CER, clean-prose changes, speed")
     mp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
     mp.add_argument("--modes", nargs="+", default=["default"], choices=sorted(MODES))
     mp.add_argument("--runs", type=int, default=3, help="timed runs per speed figure (median)")
     mp.add_argument("--skip_clean", action="store_true", help="leave out the clean-prose figure")
+    mp.add_argument("--built_lexicon", action="store_true",
+                    help="a lexicon of ../shared/corpus less the clean-prose books (Old Bailey too) and ICDAR's "
+                         "tuning gold, built in WORK, in place of the shipped one (the figures before it)")
+    mp.add_argument("--speed_only", action="store_true", help="only the speed figures")
+    cp = sub.add_parser("cross", help="across archives: channel learned on one, CER measured on another")
+    cp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
+    cp.add_argument("--modes", nargs="+", default=["default"], choices=sorted(MODES))
+    cp.add_argument("--quick", action="store_true", help="only the ICDAR channel's figures")
+    cp.add_argument("--adapt", action="store_true", help="also the ICDAR channel adapted on each target's OCR")
     tp = sub.add_parser("tables", help="BENCHMARKS.md's tables (by decade, per file, top ten) from WORK/results.json")
     tp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
     tp.add_argument("--mode", default="default", choices=sorted(MODES))
     a = p.parse_args()
-    return {"learn": cmd_learn, "measure": cmd_measure, "tables": cmd_tables}[a.cmd](a)
+    return {"learn": cmd_learn, "lexicon": cmd_lexicon, "cross": cmd_cross, "measure": cmd_measure, "tables": cmd_tables}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -67,3 +67,18 @@ def test_tables_from_a_results_file(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "| 1740s | held-out | 1 |" in r.stdout and "| 10.txt | 1744 | tuning |" in r.stdout
     assert "| tbe | the | 3 | 3 | 0 | 0 |" in r.stdout
+
+
+def test_the_cross_archive_table_names_each_direction_with_overproofs_own_beside():
+    rows = {"icdar -> smh": {"gold_chars": 1000, "cer_before": 0.08, "cer_after": 0.06, "lower_by_percent": 25.0,
+                             "overproof_lower_by_percent": 33.1},
+            "icdar -> icdar held-out (in-split)": {"gold_chars": 2000, "cer_before": 0.04, "cer_after": 0.03,
+                                                   "lower_by_percent": 25.0}}
+    lines = bench.cross_table(rows)
+    assert lines[2] == "| icdar -> smh | 1,000 | 8.00% -> 6.00% | **25.0%** | 33.1% |"
+    assert lines[3].endswith("| **25.0%** |  |")
+
+
+def test_overproof_halves_are_fixed_by_the_ids_hash():
+    folds = [bench.overproof_fold(str(i)) for i in range(200)]
+    assert folds == [bench.overproof_fold(str(i)) for i in range(200)] and 80 < sum(folds) < 120

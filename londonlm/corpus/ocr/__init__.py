@@ -17,8 +17,10 @@ and its quality measured before and after.
 - :mod:`.lexicon`: the period lexicon, the words and word pairs of the period's transcribed text.
 - :mod:`.sums`: sums of money whose digits the OCR read as letters.
 - :mod:`.quality`: one OCR quality score per document and the report's summary of them.
-- :mod:`.pairs`: paired OCR data (ICDAR 2017) and the CER of a repair against it.
-- ``data/confusions.json``: the shipped confusion model.
+- :mod:`.adapt`: the confusion model adapted to a collection's OCR from its own confident repairs.
+- :mod:`.pairs`: paired OCR data (ICDAR 2017, overProof) and the CER of a repair against it.
+- ``data/confusions.json``: the shipped confusion model; ``data/period_lexicon.json.gz``: the
+  shipped period lexicon (public domain text), used where a collection has too little of its own.
 
 Exported here is what the rest of the project uses; tests and benchmarks reach the parts. They
 load on first use: the corpus report reads only the quality summary, and readers of the manifest
@@ -36,6 +38,7 @@ _WHERE = {
     "OCR_SUMMARY_KEYS": "quality", "ocr_quality": "quality", "ocr_summary": "quality",
     "OcrRepairer": "repair", "RepairSettings": "repair",
     "collection_lexicon": "step", "DocumentRepair": "step", "load_period_lexicon": "step", "OCR_DIR": "step",
+    "default_period_lexicon": "step", "shipped_lexicon": "step",
     "OcrOptions": "step",
 }
 __all__ = sorted(_WHERE)

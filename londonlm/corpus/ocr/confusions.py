@@ -70,8 +70,15 @@ class ConfusionModel:
     # enough to count on their own (``he`` for ``be``: 4.6% of its readings, where the letter rule
     # b -> h, learned from every word, says 1.3%)
     words: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    # ``debris[c]`` = log P(a spurious ``c`` beside a printed letter), per printed letter: a letter
+    # or mark the page never had (``Lonidon``, ``o'f``), learned over every anchor at once, since
+    # one anchor's count is too small to be a rule; undone beside any letter (``_with_debris``)
+    debris: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.learned_rules = self.rules  # (what is saved; ``rules`` adds the debris edits to it)
+        if self.debris:
+            self.rules = _with_debris(self.rules, self.debris)
         self._lengths = sorted({len(o) for o in self.rules if o}, reverse=True)
         self._by_key: dict[tuple, dict[str, list[tuple[str, str, float]]]] = {}
         self._walkers: dict[tuple, tuple] = {}
@@ -206,7 +213,8 @@ class ConfusionModel:
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "made_by": self.made_by, "split": round(self.split, 4), "join": round(self.join, 4),
                 "hyphen": round(self.hyphen, 4),
-                "rules": _table_json(self.rules), "words": _table_json(self.words)}
+                "rules": _table_json(self.learned_rules), "words": _table_json(self.words),
+                "debris": {c: round(lp, 4) for c, lp in sorted(self.debris.items())}}
 
     def save(self, path: str | Path) -> Path:
         return write_text_atomic(Path(path), json.dumps(self.to_json(), ensure_ascii=False, indent=0, sort_keys=True))
@@ -218,9 +226,41 @@ class ConfusionModel:
         try:
             return cls(_table(data["rules"]), float(data.get("split", cls.split)), float(data.get("join", cls.join)),
                        float(data.get("hyphen", cls.hyphen)), dict(data.get("made_by") or {}),
-                       _table(data.get("words") or {}))  # (a model from before word rules has none)
+                       _table(data.get("words") or {}),  # (a model from before word rules has none)
+                       {str(c): float(lp) for c, lp in (data.get("debris") or {}).items()})
         except (TypeError, ValueError) as e:
             raise ConfusionError(f"{where}: malformed rule ({e})") from e
+
+
+def mix(base: ConfusionModel, other: ConfusionModel, weight: float, note: dict[str, Any] | None = None) -> ConfusionModel:
+    """``base``'s model with each rule's probability ``(1 - weight) P_base + weight P_other`` (a
+    rule one lacks counts 0 there); the word rules, debris and join rates stay ``base``'s."""
+    rules: dict[str, list[tuple[str, float]]] = {}
+    for o in set(base.learned_rules) | set(other.learned_rules):
+        a, b = dict(base.learned_rules.get(o, ())), dict(other.learned_rules.get(o, ()))
+        alts = [(g, math.log((1 - weight) * math.exp(a.get(g, -math.inf)) + weight * math.exp(b.get(g, -math.inf))))
+                for g in set(a) | set(b)]
+        rules[o] = sorted(alts, key=lambda x: (-x[1], x[0]))
+    return ConfusionModel(rules, base.split, base.join, base.hyphen, dict(base.made_by, **(note or {})),
+                          base.words, base.debris)
+
+
+_ANCHORS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _with_debris(rules: dict[str, list[tuple[str, float]]], debris: dict[str, float]) -> dict[str, list]:
+    """``rules`` with a debris edit beside every letter: OCR ``xc`` and ``cx`` may be a printed
+    ``x`` with a spurious ``c``, as likely as ``debris[c]``, where no learned rule for that
+    string says it likelier (the learned anchored rules are the same edit, counted for one anchor)."""
+    out = {o: list(alts) for o, alts in rules.items()}
+    for c, lp in debris.items():
+        for x in _ANCHORS:
+            for o in (x + c, c + x):
+                alts = out.setdefault(o, [])
+                if not any(g == x and old >= lp for g, old in alts):
+                    alts[:] = [(g, old) for g, old in alts if g != x] + [(x, lp)]
+                    alts.sort(key=lambda a: -a[1])
+    return out
 
 
 def _table_json(table: dict[str, list[tuple[str, float]]]) -> dict[str, list]:
@@ -317,7 +357,8 @@ def _anchor(gold: str, g: str, o: str, at: int) -> tuple[str, str] | None:
 
 
 def learn(word_pairs: Iterable[tuple[str, str]], min_count: int = 2, max_distance: float = 0.7,
-          made_by: dict[str, Any] | None = None, word_min_count: int = 2) -> ConfusionModel:
+          made_by: dict[str, Any] | None = None, word_min_count: int = 2,
+          debris_min_count: int = 10) -> ConfusionModel:
     """Learn rules from (OCR word, gold word) pairs: each difference of a pair's alignment is
     one observation of "printed G read as O"; ``P(O | G)`` is its count over the times G is
     printed. Pairs too unlike to align (normalised distance above ``max_distance``) and rules
@@ -329,6 +370,7 @@ def learn(word_pairs: Iterable[tuple[str, str]], min_count: int = 2, max_distanc
     is printed as a word: the letters' rules average over every word, and a short word's own
     misreading can be several times likelier (+0.13 point of CER cross-validated)."""
     seen: Counter[tuple[str, str]] = Counter()
+    spurious: Counter[str] = Counter()
     word_seen: Counter[tuple[str, str]] = Counter()
     gold_words: Counter[str] = Counter()
     golds: list[str] = []
@@ -357,6 +399,8 @@ def learn(word_pairs: Iterable[tuple[str, str]], min_count: int = 2, max_distanc
             if o == g or Levenshtein.normalized_distance(o, g) > max_distance:
                 continue
             for gs, os_, at in edit_segments(g, o):
+                if not gs and len(os_) == 1:
+                    spurious[os_] += 1  # debris: counted over every anchor
                 if not gs or not os_:
                     anchored = _anchor(g, gs, os_, at)
                     if anchored is None:
@@ -375,10 +419,18 @@ def learn(word_pairs: Iterable[tuple[str, str]], min_count: int = 2, max_distanc
             whole.setdefault(o, []).append((g, math.log(n / gold_words[g])))
     for alts in (*rules.values(), *whole.values()):
         alts.sort(key=lambda x: -x[1])
+    letters = max(1, sum(map(len, golds)))
+    debris = {c: math.log(n / letters) for c, n in spurious.items()
+              if n >= debris_min_count and c not in _NO_DEBRIS} if debris_min_count else {}
     info = dict(made_by or {}, words=words, rules=sum(map(len, rules.values())), min_count=min_count,
-                word_rules=sum(map(len, whole.values())), word_min_count=word_min_count)
+                word_rules=sum(map(len, whole.values())), word_min_count=word_min_count, debris=len(debris))
     rate = lambda n: math.log(max(n, 1) / max(words, 1))  # noqa: E731
-    return ConfusionModel(rules, rate(splits), rate(joins), rate(lost), info, whole)
+    return ConfusionModel(rules, rate(splits), rate(joins), rate(lost), info, whole, debris)
+
+
+# never debris: a space is a split (``ConfusionModel.split``), and a stop, comma, hyphen or quote
+# beside a word is punctuation far more often than noise
+_NO_DEBRIS = frozenset(" .,;:!?-\"'()")
 
 
 _EDGES = ".,;:!?\"'()-"  # the marks around a word that are no part of it

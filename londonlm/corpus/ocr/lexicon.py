@@ -27,7 +27,7 @@ from ...core import LondonLMError, write_bytes_atomic
 FORMAT = 1
 # what the builder counts, bumped when that changes (2: tokens with a digit left out), so a
 # collection's kept lexicon learned by the older rules is learned again
-RULES = 2
+RULES = 3  # (3: marks standing alone counted)
 LEXICON_FILE = "period_lexicon.json.gz"
 # a word: letters (the long s among them), inner apostrophes ("order'd", "o'clock")
 WORD = re.compile(r"[A-Za-zſ\u00c0-\u024f]+(?:['’][A-Za-zſ\u00c0-\u024f]+)*")
@@ -36,6 +36,10 @@ WORD = re.compile(r"[A-Za-zſ\u00c0-\u024f]+(?:['’][A-Za-zſ\u00c0-\u024f]+)*"
 _WITH_A_DIGIT = re.compile(r"[A-Za-zſ\u00c0-\u024f]*[0-9][0-9A-Za-zſ\u00c0-\u024f]*")
 _BROKEN = re.compile(r"([A-Za-zſ])-(?:[ \t]*\n[ \t]*|[ \t]+)([a-zſ])")
 _MID_CAPITAL = re.compile(r"(?<=[A-Za-zſ,;])[ \t]+([A-Z][A-Za-zſ]*(?:['’][A-Za-zſ]+)*)")
+# a token of marks standing alone between spaces (`` - ``, `` ^ ``, `` ,, ``; not a sum's £ or $, not
+# an ampersand, not a printer's mark: an asterisk, a dagger, a section or paragraph sign, a brace
+# of a table): how often the period sets each mark so is the measure of debris (``marks``)
+STRAY = re.compile(r"(?<!\S)[^\w\s£$&%*†‡§¶{}]+(?!\S)")
 _KEY = str.maketrans({"ſ": "s", "’": "'"})
 BACKOFF = math.log(0.4)  # stupid backoff (Brants et al. 2007): an unseen pair costs this on top
 
@@ -58,6 +62,7 @@ class PeriodLexicon:
     bigrams: dict[str, int] = field(default_factory=dict)
     made_from: dict[str, Any] = field(default_factory=dict)
     capitals: dict[str, int] = field(default_factory=dict)  # times a word began with a capital mid-sentence
+    marks: dict[str, int] = field(default_factory=dict)  # times a mark stood in a token of marks alone (STRAY)
 
     def __post_init__(self) -> None:
         self.total = max(1, sum(self.unigrams.values()))
@@ -127,7 +132,7 @@ class PeriodLexicon:
 
     def save(self, path: str | Path) -> Path:
         data = {"format": FORMAT, "made_from": self.made_from, "unigrams": self.unigrams, "bigrams": self.bigrams,
-                "capitals": self.capitals}
+                "capitals": self.capitals, "marks": self.marks}
         raw = gzip.compress(json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8"), mtime=0)
         return write_bytes_atomic(path, raw)
 
@@ -142,7 +147,8 @@ class PeriodLexicon:
         try:
             return cls({str(k): int(v) for k, v in data["unigrams"].items()},
                        {str(k): int(v) for k, v in (data.get("bigrams") or {}).items()}, dict(data.get("made_from") or {}),
-                       {str(k): int(v) for k, v in (data.get("capitals") or {}).items()})
+                       {str(k): int(v) for k, v in (data.get("capitals") or {}).items()},
+                       {str(k): int(v) for k, v in (data.get("marks") or {}).items()})
         except (TypeError, ValueError, AttributeError) as e:
             raise LexiconError(f"{path}: malformed period lexicon ({e}); rebuild it") from e
 
@@ -177,6 +183,7 @@ class LexiconBuilder:
         self.unigrams: Counter[str] = Counter()
         self.bigrams: Counter[str] = Counter()
         self.capitals: Counter[str] = Counter()
+        self.marks: Counter[str] = Counter()
         self.documents = 0
 
     def add(self, text: str) -> None:
@@ -189,6 +196,8 @@ class LexiconBuilder:
             self.bigrams.update(f"{a} {b}" for a, b in zip(keys, keys[1:]))
         # a capital after a word (a space or a comma between) is in mid-sentence
         self.capitals.update(word_key(m.group(1)) for m in _MID_CAPITAL.finditer(text))
+        for m in STRAY.finditer(text):
+            self.marks.update(set(m.group(0)))
         self.documents += 1
 
     def build(self, min_count: int = 1, min_pair_count: int = 2, max_words: int = 400_000,
@@ -198,7 +207,7 @@ class LexiconBuilder:
         capitals = {k: n for k, n in self.capitals.items() if k in words}
         info = dict(made_from or {}, documents=self.documents, words_read=sum(self.unigrams.values()),
                     kept_words=len(words), kept_pairs=len(pairs), min_count=min_count)
-        return PeriodLexicon(words, pairs, info, capitals)
+        return PeriodLexicon(words, pairs, info, capitals, dict(self.marks))
 
 
 def _top(counts: Counter[str], min_count: int, cap: int) -> list[tuple[str, int]]:

@@ -116,3 +116,60 @@ def char_errors(repaired: list[str], gold: list[str], fold: bool = False) -> tup
         repaired = [fold_glyphs(p, long_s=True) for p in repaired]
         gold = [fold_glyphs(p, long_s=True) for p in gold]
     return sum(Levenshtein.distance(r, g) for r, g in zip(repaired, gold)), sum(len(g) for g in gold)
+
+
+# ---------------------------------------------------------------- overProof's format
+OVERPROOF_HEADER = "*$*OVERPROOF*$*"
+_OVERPROOF_SEP = "||@@||"
+_OVERPROOF_YEAR = re.compile(r"\byear (\d{4})\b")
+
+
+def read_overproof(path: str | Path) -> list[dict]:
+    """The articles of an overProof evaluation file (``*$*OVERPROOF*$* ID year YYYY ...`` then one
+    ``raw OCR||@@||gold||@@||overProof's correction`` line per printed line): per article its
+    ``id``, ``year`` and the three texts, lines joined (the format's authors say to score whole
+    articles: a corrector sometimes moved text across lines)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PairedDataError(f"{path}: cannot read paired data ({e})") from e
+    articles: list[dict] = []
+    for line in lines:
+        if line.startswith(OVERPROOF_HEADER):
+            year = _OVERPROOF_YEAR.search(line)
+            articles.append({"id": line.split()[1] if len(line.split()) > 1 else str(len(articles)),
+                             "year": int(year.group(1)) if year else None, "ocr": [], "gold": [], "theirs": []})
+        elif line and articles:
+            parts = line.split(_OVERPROOF_SEP)
+            if len(parts) >= 2:
+                articles[-1]["ocr"].append(parts[0])
+                articles[-1]["gold"].append(parts[1])
+                articles[-1]["theirs"].append(parts[2] if len(parts) > 2 else parts[0])
+    if not articles:
+        raise PairedDataError(f"{path}: not an overProof file (no {OVERPROOF_HEADER} article headers)")
+    for a in articles:
+        for k in ("ocr", "gold", "theirs"):
+            a[k] = "\n".join(a[k])
+    return articles
+
+
+def align(ocr: str, gold: str) -> tuple[str, str]:
+    """OCR and gold aligned character by character by their cheapest edit script, ``@`` where
+    one side has none (the ICDAR format's ``[OCR_aligned]`` / ``[ GS_aligned]``), so that
+    :func:`aligned_words` pairs their words."""
+    o: list[str] = []
+    g: list[str] = []
+    for op in Levenshtein.opcodes(ocr, gold):
+        a, b = ocr[op.src_start:op.src_end], gold[op.dest_start:op.dest_end]
+        n = max(len(a), len(b))
+        o.append(a.ljust(n, GAP))
+        g.append(b.ljust(n, GAP))
+    return "".join(o), "".join(g)
+
+
+def line_word_pairs(ocr: str, gold: str) -> Iterator[tuple[str, str]]:
+    """(OCR word, gold word) pairs of two texts given line by line (overProof's), each line
+    aligned on its own."""
+    for o, g in zip(ocr.split("\n"), gold.split("\n")):
+        if GAP not in o and GAP not in g:
+            yield from aligned_words(*align(o, g))

@@ -28,6 +28,7 @@ word is written as the page printed it (``Yeſterday``), or with ``s`` with ``lo
 """
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections import Counter
@@ -39,7 +40,7 @@ from rapidfuzz.distance import Levenshtein
 
 from .confusions import LONG_S, ConfusionModel, announce_walk, ranked
 from .forms import SearchText
-from .lexicon import BACKOFF, PeriodLexicon, word_key
+from .lexicon import BACKOFF, STRAY, PeriodLexicon, word_key
 from .sums import MONEY, repaired_sum
 
 # a word as the corrector sees it: letters, with digits the OCR may have put for letters
@@ -117,6 +118,10 @@ class RepairSettings:
       many letters (``Bak rs``; ``thorough``: any, ``Patrona e``): two long pieces are a search
       per word pair of a noisy text, a seventh of a first pass's time, for 0.09 points of CER
       cross-validated.
+    - ``strays``, ``stray_share``, ``stray_min_count``: a token of marks alone between words is
+      debris where the document sets its marks so far more often than the period (``_strays``),
+      in a document noisy enough (its ``noise`` at least ``stray_noise``: about half the paired
+      data's share of unknown words) for marks to be misreadings.
     - ``long_s``: ``auto`` (the year and the text's evidence), ``on``, ``off``; ``long_s_output``:
       ``print`` (write ``ſ`` where the page had it) or ``modern`` (``s``)."""
 
@@ -158,6 +163,10 @@ class RepairSettings:
     near: int = 0
     near_edit: float = -6.0
     near_min_count: int = 5
+    strays: bool = True
+    stray_share: float = 0.75
+    stray_min_count: int = 3
+    stray_noise: float = -3.0
     long_s: str = "auto"
     long_s_output: str = "print"
     long_s_before: int = 1800
@@ -183,7 +192,7 @@ class Change:
     start: int
     before: str
     after: str
-    kind: str             # word | join | split | glued | case (I read for i) | space (after a stop) | sum | pronoun
+    kind: str             # word | join | split | glued | case (I read for i) | space (after a stop) | sum | pronoun | debris
     gain: float           # how far the change cleared the word's own score
     channel: float        # log P(OCR | printed) of the misreading it undoes
 
@@ -303,8 +312,52 @@ class OcrRepairer:
                 i += 2 if kind in ("join", "glued") else 1
                 continue
             i += 1
+        strays = self._strays(doc, changes)
+        if strays:  # (rare: the text again, with the strays' deletions among the changes)
+            changes = sorted(changes + strays, key=lambda c: c.start)
+            out, pos = [], 0
+            for c in changes:
+                out += [text[pos:c.start], c.after]
+                pos = c.start + len(c.before)
         out.append(text[pos:])
         return Repaired("".join(out), changes, long_s)
+
+    def _strays(self, doc: "_Doc", changes: list[Change]) -> list[Change]:
+        """Debris between words: a token of marks standing alone (`` ^ ``, `` ¦ ``, `` ,, ``) is
+        deleted, with a space beside it, where the document sets each of its marks so alone far more
+        often than the period does in a text as long (``stray_share``: the share of them that must
+        be excess over the period lexicon's ``marks``; at least ``stray_min_count`` of them): a
+        page with forty `` ' `` alone where the period sets one is debris; a dash between clauses
+        at the period's rate is not."""
+        if not self.s.strays or not self.lex.marks or doc.noise < self.s.stray_noise:
+            return []  # (a clean text's marks are its own: Mayhew's tables set " | " thousands of times)
+        found = list(STRAY.finditer(doc.text))
+        if not found:
+            return []
+        per_mark = Counter(c for m in found for c in set(m.group(0)))
+        words = len(doc.words)
+        excess = set()
+        for c, n in per_mark.items():
+            expected = (self.lex.marks.get(c, 0) + 0.5) * words / self.lex.total
+            if n >= self.s.stray_min_count and 1 - expected / n > self.s.stray_share:
+                excess.add(c)
+        if not excess:
+            return []
+        taken = [(c.start, c.start + len(c.before)) for c in changes]
+        out = []
+        for m in found:
+            if not excess.issuperset(m.group(0)) or m.group(0) in _STOPS:
+                continue  # (a stop or comma alone is a space added before it more often: ICDAR's `` ,`` 86 of 111 times)
+            start, end = m.span()
+            if start and doc.text[start - 1] == " ":
+                start -= 1
+            elif doc.text[end:end + 1] == " ":
+                end += 1
+            k = bisect.bisect_left(taken, (start, start))
+            if k < len(taken) and taken[k][0] < end or k and taken[k - 1][1] > start:
+                continue  # (beside a change: it is that change's)
+            out.append(Change(start, doc.text[start:end], "", "debris", 0.0, 0.0))
+        return out
 
     def uses_long_s(self, keys: list[str], priors: list[float | None], year: int | None) -> bool:
         """Whether the text was printed with the long s: ``on``/``off`` as set; ``auto``: words

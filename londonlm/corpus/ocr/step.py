@@ -6,14 +6,21 @@ marked ``ocr: true`` or collected with ``--ocr``, any source that scans); transc
 never repaired. The period lexicon comes from a corpus the user names (``--period_corpus``: a
 saved lexicon, a collected corpus, or a folder of texts) or else from the transcribed documents
 of the collection itself, cleaned as the collection cleans them; it is saved under
-``processed/ocr/`` and reused while its inputs are unchanged.
+``processed/ocr/`` and reused while its inputs are unchanged. Where the collection has too little
+transcribed text of its own (``OWN_MIN_WORDS``), or none, the lexicon shipped with the package
+(``data/period_lexicon.json.gz``, learned from public domain text by ``benchmarks/ocr_repair.py
+lexicon``; its ``made_from`` says from what) supplies the period's words, the collection's own
+counts added to it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from functools import lru_cache
+from importlib import resources
 from typing import Any, Callable, Iterable, Iterator
 
 from ...core import user_path, write_text_atomic
@@ -28,6 +35,10 @@ from .repair import OcrRepairer, RepairSettings
 OCR_DIR = "ocr"                 # under processed/: the collection's period lexicon and its key
 KEY_FILE = "lexicon_inputs.json"
 DEFAULT_MIN_QUALITY = 0.5
+SHIPPED_LEXICON = "data/period_lexicon.json.gz"
+# words read from a collection's own transcribed text for it to stand alone as the period lexicon
+# (the shipped one read 4.1 M); less is evidence too, so it is added to the shipped lexicon's counts
+OWN_MIN_WORDS = 2_000_000
 
 
 def is_ocr(doc: Document) -> bool:
@@ -86,6 +97,52 @@ def corpus_texts(path: str | Path) -> Iterator[str]:
     yield from transcribed_texts(LocalSource({"id": "period_corpus", "path": str(folder)}).documents())
 
 
+@lru_cache(maxsize=1)
+def shipped_lexicon() -> PeriodLexicon:
+    """The period lexicon shipped with the package (its ``made_from``: what it was learned from,
+    the command, the licence)."""
+    with resources.as_file(resources.files(__package__).joinpath(SHIPPED_LEXICON)) as path:
+        return PeriodLexicon.load(path)
+
+
+def shipped_lexicon_id() -> str:
+    """What changes when the shipped lexicon does (a collection's kept lexicon built on it is then stale)."""
+    return hashlib.sha256(resources.files(__package__).joinpath(SHIPPED_LEXICON).read_bytes()).hexdigest()
+
+
+def with_shipped(own: PeriodLexicon | None) -> PeriodLexicon:
+    """The lexicon to repair with when the user names none: the collection's own (``own``) where
+    it read at least ``OWN_MIN_WORDS`` words; else the shipped lexicon, with ``own``'s counts added
+    (its names and spellings are the period's too)."""
+    if own is not None and own.made_from.get("words_read", 0) >= OWN_MIN_WORDS:
+        return own
+    base = shipped_lexicon()
+    if own is None:
+        return base
+    merged = [Counter(a) + Counter(b) for a, b in ((base.unigrams, own.unigrams), (base.bigrams, own.bigrams),
+                                                   (base.capitals, own.capitals), (base.marks, own.marks))]
+    made_from = dict(base.made_from, added=own.made_from)
+    return PeriodLexicon(dict(merged[0]), dict(merged[1]), made_from, dict(merged[2]), dict(merged[3]))
+
+
+def default_period_lexicon(processed_dir: str | Path) -> PeriodLexicon:
+    """The lexicon when no ``--period_corpus`` is given: learned from the collected corpus under
+    ``processed_dir`` (its transcribed rows) where there is one, with the shipped lexicon where
+    that is too little (``with_shipped``); the shipped lexicon alone where nothing was collected."""
+    folder = Path(processed_dir)
+    own = _learn(corpus_texts(folder), {"period_corpus": str(folder)}) if (folder / MANIFEST).is_file() else None
+    return with_shipped(own)
+
+
+def describe(lexicon: PeriodLexicon) -> str:
+    """Where a lexicon's words came from, in a few words (the log's)."""
+    if "licence" in lexicon.made_from:
+        added = lexicon.made_from.get("added")
+        return "the shipped period lexicon" + (f" with {added.get('words_read', 0):,} words read from "
+                                               f"{added.get('period_corpus')}" if added else "")
+    return str(lexicon.made_from.get("period_corpus"))
+
+
 def load_period_lexicon(path: str | Path) -> PeriodLexicon:
     """A saved lexicon (``*.json.gz``), or one learned now from a corpus or folder of texts."""
     p = user_path(str(path))
@@ -109,12 +166,14 @@ def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, in
                        has_ocr: bool = False) -> Path | None:
     """The period lexicon file for a collection with OCR sources (``has_ocr``: a source's
     entry says so, as its documents do), from the user's period corpus or the transcribed
-    documents ``docs()`` yields, learned once per ``inputs_key`` and kept in ``out_dir``; sets
-    ``options.found``. None when no source is OCR, or there is no transcribed text to learn from."""
+    documents ``docs()`` yields (with the shipped lexicon where they are too few: ``with_shipped``),
+    learned once per ``inputs_key`` and kept in ``out_dir``; sets ``options.found``. None when no
+    source is OCR."""
     options.found = has_ocr
     if not options.found:
         return None
-    key = hashlib.sha256(json.dumps([inputs_key, options.period_corpus, RULES]).encode()).hexdigest()
+    shipped = None if options.period_corpus else shipped_lexicon_id()
+    key = hashlib.sha256(json.dumps([inputs_key, options.period_corpus, RULES, shipped]).encode()).hexdigest()
     path, key_file = out_dir / LEXICON_FILE, out_dir / KEY_FILE
     if path.is_file() and key_file.is_file() and json.loads(key_file.read_text(encoding="utf-8")).get("key") == key:
         log(f"corpus: OCR documents found; period lexicon {path} is current")
@@ -122,14 +181,11 @@ def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, in
     if options.period_corpus:
         lexicon = load_period_lexicon(options.period_corpus)
     else:
-        lexicon = _learn(transcribed_texts(docs()), {"period_corpus": "the collection's transcribed documents"})
-    if lexicon is None:
-        log("corpus: OCR documents found but no transcribed text to learn the period's words from: OCR repair "
-            "skipped (pass --period_corpus with a corpus of the period)")
-        return None
+        lexicon = with_shipped(_learn(transcribed_texts(docs()),
+                                      {"period_corpus": "the collection's transcribed documents"}))
     lexicon.save(path)
     write_text_atomic(key_file, json.dumps({"key": key, "made_from": lexicon.made_from}))
-    log(f"corpus: period lexicon of {len(lexicon):,} words from {lexicon.made_from.get('period_corpus')} -> {path}")
+    log(f"corpus: period lexicon of {len(lexicon):,} words from {describe(lexicon)} -> {path}")
     return path
 
 

@@ -49,3 +49,28 @@ def test_the_letters_score_folds_the_golds_typography():
     assert fold_glyphs("ſet", long_s=True) == "set"
     assert char_errors(["fire set"], ["ﬁre ſet"]) == (3, 7)
     assert char_errors(["fire set"], ["ﬁre ſet"], fold=True) == (0, 8)
+
+
+def test_overproof_articles_are_read_whole_with_their_year(tmp_path):
+    from londonlm.corpus.ocr.pairs import read_overproof
+
+    f = tmp_path / "op.txt"
+    f.write_text("*$*OVERPROOF*$* 123 year 1843 type Article title X\n"
+                 "tbe Lnnd||@@||the Land||@@||the Land\nsold||@@||sold||@@||sold\n"
+                 "*$*OVERPROOF*$* 9 year 1871 type Article\nami||@@||and||@@||and\n", encoding="utf-8")
+    a, b = read_overproof(f)
+    assert (a["id"], a["year"], a["ocr"], a["gold"]) == ("123", 1843, "tbe Lnnd\nsold", "the Land\nsold")
+    assert (b["id"], b["year"], b["theirs"]) == ("9", 1871, "and")
+    f.write_text("no header\n", encoding="utf-8")
+    with pytest.raises(PairedDataError, match="not an overProof file"):
+        read_overproof(f)
+
+
+def test_texts_given_line_by_line_are_paired_word_by_word():
+    from londonlm.corpus.ocr.pairs import align, line_word_pairs
+
+    o, g = align("respecta ely", "respectively")
+    assert len(o) == len(g) and o.replace("@", "") == "respecta ely" and g.replace("@", "") == "respectively"
+    pairs = list(line_word_pairs("j ( LAND SALE\nof Tune, tbe", "LAND SALE\nof June, the"))
+    assert pairs[-3:] == [("of", "of"), ("Tune,", "June,"), ("tbe", "the")]
+    assert ("SALE", "SALE") in pairs

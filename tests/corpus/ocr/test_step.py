@@ -110,11 +110,21 @@ def test_a_named_period_corpus_a_lower_threshold_and_no_repair(tmp_path):
     assert "ocr_repairs" not in gazette and gazette["ocr_quality"] == gazette["ocr_quality_before"]
 
 
-def test_ocr_with_no_period_text_to_learn_from_is_measured_not_repaired(tmp_path):
+def test_ocr_with_no_period_text_to_learn_from_is_repaired_with_the_shipped_lexicon(tmp_path):
     _, scans = folders(tmp_path)
     rows, _, logs = collect(tmp_path, [scans])
-    assert any("OCR repair skipped" in m for m in logs)
-    assert "ocr_repairs" not in rows["gazette_1744.txt"] and "ocr_quality" in rows["gazette_1744.txt"]
+    assert any("from the shipped period lexicon ->" in m for m in logs)
+    gazette = rows["gazette_1744.txt"]
+    assert gazette["ocr_repairs"] >= 5 and gazette["ocr_quality"] > gazette["ocr_quality_before"]
+    text = (tmp_path / "p" / gazette["path"]).read_text(encoding="utf-8")
+    assert text.startswith("Yeſterday the Lords of the Admiralty commiſſioned")
+
+
+def test_a_little_transcribed_text_is_added_to_the_shipped_lexicon(tmp_path):
+    books, scans = folders(tmp_path)
+    _, _, logs = collect(tmp_path, [books, scans])
+    assert any("from the shipped period lexicon with" in m and "the collection's transcribed documents" in m
+               for m in logs)
 
 
 def test_a_period_corpus_is_a_lexicon_file_a_collected_corpus_or_a_folder(tmp_path):

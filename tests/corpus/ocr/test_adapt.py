@@ -1,0 +1,99 @@
+"""The confusion model adapted to a collection's OCR from its own confident repairs: rules mixed
+by probability, the pairs a first pass gives, and repair_ocr.py adapting by default (--no_adapt: not)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+from ocr_fixtures import OCR, PERIOD, period_lexicon
+
+from londonlm.corpus.ocr.adapt import adapt, confident_pairs, jsonl_texts
+from londonlm.corpus.ocr.confusions import ConfusionModel, mix
+from londonlm.corpus.ocr.repair import OcrRepairer, RepairSettings
+
+SCRIPT = REPO / "02_data_collection" / "repair_ocr.py"
+
+
+def test_mixed_rules_are_the_weighted_sum_of_their_probabilities():
+    base = ConfusionModel({"b": [("h", math.log(0.1))], "o": [("e", math.log(0.01))]}, debris={"i": -9.0})
+    other = ConfusionModel({"o": [("e", math.log(0.2))], "rn": [("m", math.log(0.3))]})
+    m = mix(base, other, 0.5, {"adapted_on": {"rules": 2}})
+    assert dict(m.learned_rules["o"])["e"] == pytest.approx(math.log(0.5 * 0.01 + 0.5 * 0.2))
+    assert dict(m.learned_rules["b"])["h"] == pytest.approx(math.log(0.05))
+    assert dict(m.learned_rules["rn"])["m"] == pytest.approx(math.log(0.15))
+    assert m.debris == base.debris and m.made_by["adapted_on"] == {"rules": 2}
+
+
+# an OCR that reads "e" as "o" far more often than the shipped model expects
+ENGINE = PERIOD.replace("the ", "tho ").replace("he ", "ho ").replace("were ", "woro ").replace("Merchants", "Morchants")
+
+
+def test_confident_repairs_and_the_periods_words_are_the_pairs():
+    lex = period_lexicon()
+    from londonlm.corpus.ocr.confusions import load_confusions
+
+    pairs = confident_pairs(OcrRepairer(lex, load_confusions(), RepairSettings()), [(ENGINE, 1800)], min_gain=0.0)
+    assert ("tho", "the") in pairs and ("Court", "Court") in pairs
+    assert all(o == g or o != g and g.lower() in lex.unigrams for o, g in pairs)
+
+
+def test_adapting_raises_the_misreadings_this_ocr_makes():
+    from londonlm.corpus.ocr.confusions import load_confusions
+
+    shipped = load_confusions()
+    got = adapt(shipped, period_lexicon(), [(ENGINE * 3, 1800)], min_gain=0.0)
+    before = dict(shipped.learned_rules["o"]).get("e", -math.inf)
+    assert dict(got.learned_rules["o"])["e"] > before and got.made_by["adapted_on"]["repairs"] > 0
+    # nothing confident to learn from: the model as it was
+    assert adapt(shipped, period_lexicon(), [("", None)]) is shipped
+
+
+def test_jsonl_texts_skip_what_the_stage_reports(tmp_path):
+    f = tmp_path / "in.jsonl"
+    f.write_bytes(b'{"text": "tho Court", "year": 1850}\nnot json\n[1]\n{"id": 2}\n{"text": "ho said", "year": "x"}\n')
+    assert list(jsonl_texts(f)) == [("tho Court", 1850), ("ho said", None)]
+
+
+@pytest.mark.parametrize("flag", [None, "--no_adapt"])
+def test_repair_ocr_adapts_by_default(tmp_path, flag):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps({"id": k, "text": OCR, "year": 1744}) + "\n" for k in range(3)))
+    env = {**os.environ, "LONDONLM_ROOT": str(tmp_path / "root")}
+    res = subprocess.run([sys.executable, str(SCRIPT), "--input", str(src), "--output", str(out), *filter(None, [flag])],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert ("confusion model adapted on" in res.stdout and "confident repairs" in res.stdout) == (flag is None)
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_a_huge_row_is_read_only_as_far_as_the_sample_goes(tmp_path):
+    from londonlm.corpus.ocr.confusions import load_confusions
+
+    seen = []
+
+    class Spy(OcrRepairer):
+        def repair(self, text, year=None):
+            seen.append(len(text))
+            return super().repair(text, year)
+
+    spy = Spy(period_lexicon(), load_confusions(), RepairSettings())
+    confident_pairs(spy, [(OCR * 50, 1744), (OCR, 1744)], max_chars=1000)
+    assert seen == [1000]
+    f = tmp_path / "in.jsonl"
+    f.write_bytes(b'{"text": "' + b"x" * 200 + b'"}\n{"text": "tbe"}\n')
+    assert list(jsonl_texts(f, max_row_bytes=100)) == [("tbe", None)]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01binary"])
+def test_bad_input_is_refused_in_one_line_before_the_first_pass(tmp_path, content):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(content)
+    res = subprocess.run([sys.executable, str(SCRIPT), "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
+                          "--root", str(tmp_path / "root")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.startswith("error:") and len(res.stderr.strip().splitlines()) == 1
+    assert "adapted" not in res.stdout and not (tmp_path / "o.jsonl").exists()
