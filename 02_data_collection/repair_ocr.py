@@ -100,7 +100,8 @@ def main(argv=None) -> int:
                                                             a.max_row_mb * 1024 * 1024), settings)
         got = confusions.made_by.get("adapted_on")
         print(f"confusion model adapted on {got['word_pairs']:,} words of the input ({got['repairs']:,} confident "
-              f"repairs, {got['rules']} rules)" if got else "confusion model not adapted: no confident repairs",
+              f"repairs, {got['rules']} rules)" if got else
+              "confusion model not adapted: too little of the input to learn its OCR from, or no confident repairs",
               file=log)
     repair = DocumentRepair(lexicon, confusions, settings=settings)
     options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,

@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .confusions import ConfusionModel, learn, mix
+from .jsonl import row_year
 from .lexicon import PeriodLexicon, word_key
 from .repair import TOKEN, OcrRepairer, RepairSettings
 
 ADAPT_CHARS = 1_000_000   # characters of the collection read to adapt on
 MIN_GAIN = 5.0            # a repair this far past its margin is evidence of how this OCR misreads
 WEIGHT = 0.9              # the adapted rules' share of the mixture
+# Fewer words than this are too little of an OCR to learn how it misreads: a few rows would teach
+# rules from a handful of repeated words (a small input repeating one misreading turned it into a
+# rule stronger than the shipped model's evidence), so such an input is repaired with the model as it is
+MIN_WORDS = 2_000
 
 
 def confident_pairs(repairer: OcrRepairer, texts: Iterable[tuple[str, int | None]], min_gain: float = MIN_GAIN,
@@ -49,10 +54,13 @@ def confident_pairs(repairer: OcrRepairer, texts: Iterable[tuple[str, int | None
 
 def adapt(confusions: ConfusionModel, lexicon: PeriodLexicon, texts: Iterable[tuple[str, int | None]],
           settings: RepairSettings | None = None, weight: float = WEIGHT, min_gain: float = MIN_GAIN,
-          max_chars: int = ADAPT_CHARS) -> ConfusionModel:
+          max_chars: int = ADAPT_CHARS, min_words: int = MIN_WORDS) -> ConfusionModel:
     """``confusions`` mixed with the rules ``texts``' own confident repairs teach (``weight``
-    their share); ``confusions`` itself where they teach none."""
+    their share); ``confusions`` itself where they teach none, or where ``texts`` hold fewer than
+    ``min_words`` words to learn from (:data:`MIN_WORDS`)."""
     pairs = confident_pairs(OcrRepairer(lexicon, confusions, settings), texts, min_gain, max_chars)
+    if len(pairs) < min_words:
+        return confusions
     own = learn(pairs, min_count=2, debris_min_count=0)
     if not own.rules:
         return confusions
@@ -85,4 +93,4 @@ def jsonl_texts(path: str | Path, text_key: str = "text", year_key: str = "year"
                 text, year = row[text_key], row.get(year_key)
                 if not text.isascii() and _lone_surrogate(text):  # passed through by the repair stage
                     continue
-                yield text, year if isinstance(year, int) and not isinstance(year, bool) else None
+                yield text, row_year(year)[0]  # read as the repair stage reads it

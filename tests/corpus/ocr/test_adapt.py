@@ -46,29 +46,46 @@ def test_adapting_raises_the_misreadings_this_ocr_makes():
     from londonlm.corpus.ocr.confusions import load_confusions
 
     shipped = load_confusions()
-    got = adapt(shipped, period_lexicon(), [(ENGINE * 3, 1800)], min_gain=0.0)
+    got = adapt(shipped, period_lexicon(), [(ENGINE * 3, 1800)], min_gain=0.0, min_words=0)
     before = dict(shipped.learned_rules["o"]).get("e", -math.inf)
     assert dict(got.learned_rules["o"])["e"] > before and got.made_by["adapted_on"]["repairs"] > 0
     # nothing confident to learn from: the model as it was
-    assert adapt(shipped, period_lexicon(), [("", None)]) is shipped
+    assert adapt(shipped, period_lexicon(), [("", None)], min_words=0) is shipped
+
+
+def test_too_little_text_is_not_adapted_on():
+    """A few rows repeating one misreading would teach it as a rule stronger than the shipped
+    model's evidence (a long s read as f turned into an f->s rule): below MIN_WORDS words the
+    model stays as it is."""
+    from londonlm.corpus.ocr.adapt import MIN_WORDS
+    from londonlm.corpus.ocr.confusions import load_confusions
+
+    shipped = load_confusions()
+    few = [(ENGINE, 1800)] * 3
+    assert len(" ".join(t for t, _ in few).split()) < MIN_WORDS
+    assert adapt(shipped, period_lexicon(), few, min_gain=0.0) is shipped
+    assert adapt(shipped, period_lexicon(), few, min_gain=0.0, min_words=0) is not shipped
 
 
 def test_jsonl_texts_skip_what_the_stage_reports(tmp_path):
     f = tmp_path / "in.jsonl"
     f.write_bytes(b'{"text": "tho Court", "year": 1850}\nnot json\n[1]\n{"id": 2}\n{"text": "ho said", "year": "x"}\n')
     assert list(jsonl_texts(f)) == [("tho Court", 1850), ("ho said", None)]
+    f.write_bytes(b'{"text": "tho Court", "year": "1850"}\n{"text": "ho", "year": true}\n')
+    assert list(jsonl_texts(f)) == [("tho Court", 1850), ("ho", None)]  # years read as the repair stage reads them
 
 
 @pytest.mark.parametrize("flag", [None, "--no_adapt"])
 def test_repair_ocr_adapts_by_default(tmp_path, flag):
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    src.write_text("".join(json.dumps({"id": k, "text": OCR, "year": 1744}) + "\n" for k in range(3)))
+    rows = 40  # enough words to adapt on (MIN_WORDS)
+    src.write_text("".join(json.dumps({"id": k, "text": OCR, "year": 1744}) + "\n" for k in range(rows)))
     env = {**os.environ, "LONDONLM_ROOT": str(tmp_path / "root")}
     res = subprocess.run([sys.executable, str(SCRIPT), "--input", str(src), "--output", str(out), *filter(None, [flag])],
                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert ("confusion model adapted on" in res.stdout and "confident repairs" in res.stdout) == (flag is None)
-    assert len(out.read_text().splitlines()) == 3
+    assert len(out.read_text().splitlines()) == rows
 
 
 def test_a_huge_row_is_read_only_as_far_as_the_sample_goes(tmp_path):
