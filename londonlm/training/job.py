@@ -162,15 +162,19 @@ class TrainingConfig:
 
     def record(self) -> dict:
         """The tree as JSON values (logged, and saved with the run as training_config.json)."""
-        def plain(v):
-            if is_dataclass(v):
-                return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
-            if isinstance(v, Mapping):
-                return {str(k): plain(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [plain(x) for x in v]
-            return v if isinstance(v, (str, int, float, bool, type(None))) else str(getattr(v, "value", v))
-        return plain(self)
+        return self.record_value(self)
+
+    @staticmethod
+    def record_value(v):
+        """A value as JSON: dataclasses and mappings as objects, enums by their value, paths as text."""
+        plain = TrainingConfig.record_value
+        if is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in fields(v)}
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v if isinstance(v, (str, int, float, bool, type(None))) else str(getattr(v, "value", v))
 
 
 @dataclass(frozen=True)
@@ -368,10 +372,19 @@ def save_config(config: TrainingConfig, path: Path) -> None:
 
 
 def describe(config: TrainingConfig) -> str:
-    """One line per node, for the log."""
+    """One line per node, for the log; of the other Trainer values, those that are not the
+    Trainer's own defaults (training_config.json has them all)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainingArguments)
+                if f.default is not dataclasses.MISSING}
     rec = config.record()
+    rec["trainer"] = {k: v for k, v in rec["trainer"].items()
+                      if k not in defaults or v != TrainingConfig.record_value(defaults[k])}
     return "\n".join(f"config {k}: {json.dumps(v, default=str, separators=(',', ':'))}"
-                     for k, v in rec.items() if k not in ("output",))
+                     for k, v in rec.items() if k != "output")
 
 
 __all__ = ["ModelConfig", "OptimConfig", "OutputConfig", "RunControl", "SpeedConfig", "TrainingConfig",

@@ -307,6 +307,19 @@ def test_a_second_training_of_a_live_run_is_refused_naming_the_holder(root, caps
     assert train(root, "--max_steps", "2", *quiet) == 0  # released: trains
 
 
+def test_the_configuration_a_run_trained_with_is_saved_and_logged(root, capsys):
+    """One tree, after every decision: saved beside the checkpoints and logged one line a node."""
+    assert train(root, "--max_steps", "2", "--eval_steps", "100000", "--save_steps", "100000",
+                 "--bf16", "false") == 0
+    out = capsys.readouterr().out
+    saved = json.loads((run_dir(root) / "training_config.json").read_text())
+    assert saved["speed"]["chosen"] == {"precision": "fp32", "attn_implementation": "sdpa", "fused_loss": False}
+    assert saved["model"]["n_layer"] == config.PRESETS["micro"].n_layer and saved["optim"]["max_steps"] == 2
+    assert saved["trainer"]["eval_steps"] == 100000 and "micro" in json.dumps(saved["output"]["run"])
+    for node in ("model", "data", "speed", "optim", "control", "trainer"):
+        assert f"config {node}: " in out, node
+
+
 @pytest.mark.parametrize("argv, said", [
     (["--report_to", "nonsense"], "unknown tracker 'nonsense'; installed here:"),
     (["--report_to", "wandb,nonsense"], "unknown tracker 'nonsense'"),
