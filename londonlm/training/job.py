@@ -372,19 +372,17 @@ def save_config(config: TrainingConfig, path: Path) -> None:
 
 
 def describe(config: TrainingConfig) -> str:
-    """One line per node, for the log; of the other Trainer values, those that are not the
-    Trainer's own defaults (training_config.json has them all)."""
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainingArguments)
-                if f.default is not dataclasses.MISSING}
-    rec = config.record()
-    rec["trainer"] = {k: v for k, v in rec["trainer"].items()
-                      if k not in defaults or v != TrainingConfig.record_value(defaults[k])}
-    return "\n".join(f"config {k}: {json.dumps(v, default=str, separators=(',', ':'))}"
-                     for k, v in rec.items() if k != "output")
+    """The configuration in one line for the log (training_config.json holds it whole)."""
+    m, s, o, c = config.model, config.speed, config.optim, config.control
+    k = s.chosen or s.request.given
+    parts = [f"{m.n_layer}x{m.n_embd}, {m.n_head} heads, context {m.context_length}, dropout {m.dropout:g}",
+             f"{k.precision or 'auto'}/{k.attn_implementation or 'auto'}/fused-"
+             f"{'auto' if k.fused_loss is None else 'on' if k.fused_loss else 'off'}, "
+             f"compile {'on' if s.torch_compile else 'off'}, micro-batch {s.micro_batch} x {s.grad_accum}",
+             f"{o.optimizer} lr {o.learning_rate:g}, warmup {o.warmup_steps:g}, {o.max_steps} steps max"]
+    if c.time_budget:
+        parts.append(f"budget {c.time_budget:g} s")
+    return (f"configuration ({config.output.run.training_config.name} in the run): " + "; ".join(parts))
 
 
 __all__ = ["ModelConfig", "OptimConfig", "OutputConfig", "RunControl", "SpeedConfig", "TrainingConfig",

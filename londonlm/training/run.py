@@ -74,8 +74,7 @@ def train_run(config: TrainingConfig, args, plan: TrainingPlan, speed, settings:
 def record_config(config: TrainingConfig) -> None:
     """The final tree, logged and saved with the run (training_config.json), rank 0."""
     if is_main_process():
-        for line in describe(config).splitlines():
-            log(line)
+        log(describe(config))
         save_config(config, config.run.training_config)
 
 
