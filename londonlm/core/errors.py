@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import stat
 import sys
 from pathlib import Path
@@ -126,6 +127,19 @@ def exit_code_for(exc: BaseException) -> int | None:
     return None
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output is the pipe that broke (its reader gone: POLLERR on a pipe's
+    writing end), whatever else the program was writing to."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file number (captured), or no poll here
+        return False
+
+
 def run_main(main: Callable[[Sequence[str]], int | None],
              argv: Sequence[str] | None = None) -> NoReturn:
     """Run a script's ``main(argv)`` and exit with its code; a :class:`LondonLMError`, or an
@@ -142,6 +156,13 @@ def run_main(main: Callable[[Sequence[str]], int | None],
         if isinstance(e, LondonLMError):
             print(f"error: {e}", file=sys.stderr)
         sys.exit(exit_code_for(e))
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        # the reader of standard output went away (`--list | head`): stop quietly, as a shell
+        # tool ended by SIGPIPE does (its exit code), without a traceback or a second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
     except OSError as e:
         message = os_error_message(e)
         if message is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,24 @@ def test_an_unprivileged_user_gets_one_line(tmp_path):
             if p.exists():
                 p.chmod(0o755)
         shutil.rmtree(base)
+
+
+def test_a_reader_that_goes_away_ends_the_script_quietly():
+    """`historical_data_collector.py --list | head` ended in a BrokenPipeError traceback: a script
+    whose standard output is closed by its reader stops quietly, with the code a shell tool ended
+    by SIGPIPE has (141)."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from londonlm.core.errors import run_main\n"
+            "def main(argv):\n"
+            "    for i in range(10 ** 6):\n"
+            "        print('row', i)\n"
+            "run_main(main)\n") % str(Path(__file__).resolve().parents[2])
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"row 0\n"
+    p.stdout.close()  # as `head -1` does
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 128 + signal.SIGPIPE and "Traceback" not in err and err == "", err
