@@ -220,7 +220,6 @@ def test_samples_use_the_generation_interface_and_keep_the_leading_eot(tiny_mode
 
 def test_interrupted_training_stops_the_pipeline(tmp_path, monkeypatch):
     import londonlm.pipeline as pipeline
-    from londonlm.core.layout import Layout
     from londonlm.training import TrainingError
 
     plan = pipeline.PipelinePlan(tmp_path / "p", tmp_path / "m", tmp_path / "tok",

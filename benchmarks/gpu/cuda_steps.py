@@ -349,13 +349,14 @@ def step_micro_batch(ctx) -> dict:
             data=None, request=SpeedRequest(), optimizer="adamw", control=RunControl(),
             output=OutputConfig(out, name))
         release()
-        b = fit_batch_to_memory(config, shape, plan).speed.micro_batch
+        fitted = fit_batch_to_memory(config, shape, plan).speed
+        b, accum = fitted.micro_batch, fitted.grad_accum
         torch.cuda.reset_peak_memory_stats()
         model = build_model(shape, 0, 0, 0, dropout=preset.dropout, seed=0).cuda().train()
         opt = fused_adamw(model.parameters())
         x = torch.randint(0, shape.vocab_size, (b, shape.n_positions), device="cuda")
         row = {"preset": name, "preset_batch": f"{preset.batch_size} x {preset.grad_accum}",
-               "fitted_batch": f"{b} x {args.gradient_accumulation_steps}",
+               "fitted_batch": f"{b} x {accum}",
                "estimate_gb": round(memory_of(shape, b, kernels, "adamw", preset.dropout).total / 1e9, 2)}
         try:
             for _ in range(2):
@@ -367,7 +368,7 @@ def step_micro_batch(ctx) -> dict:
         finally:
             del model, opt, x
             release()
-        row["same_tokens_per_step"] = b * args.gradient_accumulation_steps == preset.batch_size * preset.grad_accum
+        row["same_tokens_per_step"] = b * accum == preset.batch_size * preset.grad_accum
         rows.append(row)
     ok = all("error" not in r and r["same_tokens_per_step"] for r in rows)
     res = {"ok": ok, "summary": "; ".join(f"{r['preset']} {r['preset_batch']} -> {r['fitted_batch']} "

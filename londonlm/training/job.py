@@ -20,13 +20,14 @@ build the same tree from their own presets (:func:`config_from_values`).
 """
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..core import TENSORBOARD, Layout, RunLayout, UsageError, choose_precision, require_usable_gpus
+from ..core import (TENSORBOARD, Layout, RunLayout, UsageError, choose_precision, require_usable_gpus,
+                    write_json_atomic)
 from .data import DataOptions
 from .defaults import BUDGET_STEP_CAP, TrainDefaults, default_autotune, preset_trainer_values
 from .flags import TrainFlags, precision_given
@@ -342,8 +343,6 @@ def _model_config(flags: TrainFlags, preset_name: str, preset: dict) -> ModelCon
 
 def build_config(flags: TrainFlags, defaults: TrainDefaults) -> TrainingConfig:
     """A parsed command line + the project defaults -> the run's configuration tree."""
-    import os
-
     preset_name, preset = defaults.preset(flags.model.preset)
     run, run_name, layout = run_of(flags, defaults)
     os.environ.setdefault("WANDB_PROJECT", defaults.wandb_project)
@@ -366,8 +365,6 @@ def build_config(flags: TrainFlags, defaults: TrainDefaults) -> TrainingConfig:
 def save_config(config: TrainingConfig, path: Path) -> None:
     """training_config.json: the tree a run trained with (after every decision), for people
     and tools to read; never read back to configure a run."""
-    from ..core import write_json_atomic
-
     write_json_atomic(Path(path), config.record())
 
 
