@@ -92,7 +92,7 @@ def _fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTu
     check_optimizer(job.resume, job.config.optim.optimizer)
     shape = model_shape(model, data.row_tokens)
     config, speed = choose_speed(job.config, shape, world_size(), job.resume.speed)
-    check_time_budget(config, shape, speed)
+    config = check_time_budget(config, shape, speed)
     args = training_arguments(config)  # from the final tree; never changed
     prepare_for_training(model, speed.settings)
     stream, position = stream_for(config, job.resume, len(data.train))

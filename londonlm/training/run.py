@@ -38,7 +38,7 @@ def run_training(config: TrainingConfig) -> dict:
         settings = training_settings(config)  # as asked, before the decisions below
         config, speed = choose_speed(config, plan.shape, plan.world, plan.resume.speed)
         config = fit_batch_to_memory(config, plan.shape, speed, plan.world, plan.resume.micro_batch)
-        check_time_budget(config, plan.shape, speed)
+        config = check_time_budget(config, plan.shape, speed)
         args = training_arguments(config)  # the Trainer's, from the final tree; never changed
         start_fresh(config, plan)
         record_config(config)

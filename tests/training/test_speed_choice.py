@@ -52,6 +52,29 @@ def test_a_budget_too_small_for_the_warmup_is_refused_before_any_work(root, caps
     assert "another name" in capsys.readouterr().err
 
 
+def test_a_budget_scales_the_presets_warmup_to_the_steps_it_holds():
+    """A preset's warm-up is a share of its steps (micro 5 of 40, GPT-2 Medium 2,000 of 60,000);
+    under --time_budget it is that share of the steps that fit, where a fixed 2,000 would outlast
+    a few minutes on one GPU and be refused. A warm-up or a step count given is kept."""
+    from londonlm.training import build_config, parse_train_flags, training_arguments
+    from londonlm.training.speed.choice import SpeedPlan, check_time_budget
+    from londonlm.training.step.schedules import BudgetError
+
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
+    plan = SpeedPlan(SpeedSettings("fp32", "sdpa", False), False, "default", "", 0.01)  # 1,000 steps in 10 s
+
+    def fitted(*argv):
+        built = build_config(parse_train_flags(["--preset", "micro", "--time_budget", "10", *argv]), defaults)
+        return check_time_budget(built, None, plan)
+
+    assert fitted().optim.warmup_steps == 125 and training_arguments(fitted()).warmup_steps == 125
+    assert fitted("--preset", "regular").optim.warmup_steps == 33  # 1,000 x 2,000 / 60,000
+    assert fitted("--warmup_steps", "7").optim.warmup_steps == 7
+    assert fitted("--max_steps", "40").optim.warmup_steps == 5
+    with pytest.raises(BudgetError):
+        fitted("--warmup_steps", "1000")
+
+
 def test_stop_after_seconds_stops_with_a_checkpoint_and_keeps_the_schedule(root, precision):
     assert train(root, "--stop_after_seconds", "0.001", "--max_steps", "50",
                  *precision_flags(precision), *QUIET) == 0

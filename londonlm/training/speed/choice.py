@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from transformers import TrainerCallback
@@ -145,21 +145,29 @@ def fit_batch_to_memory(config, shape, speed: SpeedPlan, world: int = 1, kept: t
 
 # --------------------------------------------------------------------------- the time budget's step time
 
-def check_time_budget(config, shape, speed: SpeedPlan) -> None:
-    """Refuse, before the data is touched, a budget that cannot hold the warm-up. The step
-    time is the autotune figure, else two timed steps of the chosen settings."""
+def check_time_budget(config, shape, speed: SpeedPlan):
+    """The tree with its warm-up fitted to the budget (the share ``config.optim.warmup_share``
+    of the steps the budget holds, when it has one); refused, before the data is touched, when
+    the budget cannot hold the warm-up. The step time is the autotune figure, else two timed
+    steps of the chosen settings."""
     time_budget = config.control.time_budget
     if not time_budget:
-        return
+        return config
     step = speed.step_seconds
     if step is None:  # timed as the run will train: compiled when it compiles (the warm-up compiles)
         times = time_candidate(speed.settings, shape, config.speed.micro_batch, warmup_steps=1,
                                timed_steps=2, compile=config.speed.torch_compile)
         step = min(times) * config.speed.grad_accum
     step = agree([round(step * 1e6)])[0] / 1e6  # the slowest rank's estimate, on every rank
+    share = config.optim.warmup_share
+    if share is not None:  # (a resumed run's schedule, warm-up included, comes from its checkpoint)
+        warmup = max(1, round(int(time_budget // step) * share))
+        log(f"time budget: warm-up {warmup} steps, the preset's share ({share:.3g}) of the steps it holds")
+        config = replace(config, optim=replace(config.optim, warmup_steps=warmup))
     fits = check_budget(time_budget, config.optim.warmup_steps, step)
     log(f"time budget {time_budget:g} s: about {fits} steps at ~{step:.3g} s per step "
         f"(fitted while training)")
+    return config
 
 
 # --------------------------------------------------------------------------- the estimate, checked
