@@ -66,7 +66,7 @@ class Preset:
     n_head: int
     n_embd: int
     context_length: int
-    vocab_size: int           # tokenizer vocabulary (the model's embedding is padded to x64)
+    vocab_size: int           # tokenizer vocabulary (= the saved model's; training may pad it: --pad_vocab)
     batch_size: int           # per device
     grad_accum: int
     learning_rate: float

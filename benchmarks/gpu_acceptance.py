@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""GPU acceptance in one command: on one CUDA GPU, run the `gpu` tests, measure GPT-2 Small
-training throughput and MFU (eager and torch.compile, with its graph breaks), Muon vs AdamW step
+"""GPU acceptance in one command: on one CUDA GPU, run the `gpu` tests, measure the MFU of
+GPT-2 Small and Medium with each speed lever on and off within a time budget (padded vocabulary,
+fused loss, compile mode, micro-batch, Muon with eager or compiled Newton-Schulz, Python's GC
+frozen: ``--steps throughput`` alone fits a 15-minute lease), GPT-2 Small at GPT-2's vocabulary
+(eager and torch.compile, with its graph breaks), Muon vs AdamW step
 cost, the memory estimate against the measured peak (each attention kind and loss), the
 micro-batch fitted to the free memory (slm, regular) and the speed settings a GPU gets, then run
 the training CLI through a kill and exact resume, FSDP2 under torchrun (AdamW, and Muon stopped
@@ -11,6 +14,7 @@ Every step is timed; a failing one is recorded with its error and the others sti
     python benchmarks/gpu_acceptance.py --bench_md BENCHMARKS.md
     python benchmarks/gpu_acceptance.py --dry_run                   # the plan, no GPU needed
     python benchmarks/gpu_acceptance.py --steps throughput,memory    # a subset
+    python benchmarks/gpu_acceptance.py --steps throughput --throughput_seconds 420 --bench_md BENCHMARKS.md
     python benchmarks/gpu_acceptance.py --steps race --race_data .gpu_race --bench_md BENCHMARKS.md
 
 The ``race`` step (benchmarks/gpu_race.py: ours against the seed recipe at equal seconds, held-out
@@ -33,6 +37,7 @@ import time
 from pathlib import Path
 
 from gpu.cuda_steps import SmallConfig  # benchmarks/ is this script's folder, first on sys.path
+from gpu.levers import ThroughputConfig
 from gpu.runner import BY_NAME, STEPS, Context, RaceConfig, run_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +68,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps_per_window", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before the windows")
     p.add_argument("--no_compile", action="store_true", help="skip the torch.compile variant")
+    p.add_argument("--throughput_seconds", type=float, default=420.0, help="throughput step: seconds its "
+                   "variants may take (those that would overrun are skipped and reported); 420 fits a "
+                   "15-minute lease with the machine's start")
+    p.add_argument("--throughput_vocab", type=int, help="throughput step: the vocabulary (default: the "
+                   "presets' tokenizer size; 50257 compares with public GPT-2 figures)")
     p.add_argument("--timeout", type=float, default=300, help="seconds per subprocess")
     p.add_argument("--resume_tol", type=float, default=1e-5, help="largest loss difference that "
                    "counts as an exact resume")
@@ -82,8 +92,9 @@ def context(a: argparse.Namespace) -> Context:
     work = a.work or Path(tempfile.gettempdir()) / f"londonlm_gpu_acceptance_{time.strftime('%Y%m%d_%H%M%S')}"
     small = SmallConfig(a.batch_size, a.context, a.warmup, a.windows, a.steps_per_window, not a.no_compile)
     race = RaceConfig(a.race_data.resolve(), a.race_preset, a.race_seconds, a.bench_md)
+    throughput = ThroughputConfig(budget_s=a.throughput_seconds, vocab=a.throughput_vocab)
     return Context(out=a.out.resolve(), work=work.resolve(), timeout=a.timeout, resume_tol=a.resume_tol, small=small,
-                   race=race)
+                   throughput=throughput, race=race)
 
 
 def dry_run(a: argparse.Namespace, ctx: Context) -> int:

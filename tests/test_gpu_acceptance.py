@@ -428,3 +428,105 @@ def test_race_step_reports_both_recipes_from_the_races_json(tmp_path, monkeypatc
     assert "--seconds" in ran[0] and ran[0][ran[0].index("--seconds") + 1] == "120"
     assert [row["recipe"] for row in out["rows"]] == ["ours", "seed_recipe"]
     assert out["rows"][0]["bpb"] == 2.5 and "ours 2.5, seed recipe 2.9" in out["summary"] and "lower" in out["summary"]
+
+
+# --------------------------------------------------------------------------- the throughput step (levers)
+
+def test_dry_run_of_the_throughput_step_lists_every_lever_variant():
+    from gpu import levers
+
+    r = run_script("--dry_run", "--steps", "throughput", "--throughput_seconds", "300")
+    assert r.returncode == 0, r.stderr
+    assert "1. throughput: MFU of GPT-2 Small and Medium" in r.stdout and "within 300 s" in r.stdout
+    for i, v in enumerate(levers.PLAN, 1):
+        assert f"     {i}. {v.name}: {v.model}, pad_vocab {'on' if v.pad_vocab else 'off'}" in r.stdout
+    for lever in ("pad_vocab off", "fused loss", "compile eager", "max-autotune-no-cudagraphs", "micro-batch 16",
+                  "muon-ns-compiled", "gc-frozen"):
+        assert lever in r.stdout, lever
+    # every lever is measured on and off for both models where a compile fits the lease
+    names = [v.name for v in levers.PLAN]
+    for model in ("small", "medium"):
+        assert any(v.model == model and not v.pad_vocab for v in levers.PLAN)
+        assert any(v.model == model and v.fused_loss for v in levers.PLAN)
+    assert names[0].startswith("small: defaults") and names[1].startswith("medium: defaults")
+
+
+def test_throughput_plan_skips_what_would_overrun_the_budget_and_learns_compile_times():
+    """A fake clock: each measured variant 'takes' its compile plus 5 s; once one model's compile
+    is measured, later variants of it are estimated from it; a variant that would overrun is
+    skipped with a row saying so, one that raises is an error row, and the plan goes on."""
+    from gpu import levers
+
+    now = [0.0]
+    compile_s = {"small": 20.0, "medium": 50.0}
+
+    def measure(v):
+        if v.name == "boom":
+            raise RuntimeError("out of memory")
+        now[0] += (compile_s[v.model] if v.compile != "eager" else 0) + 5
+        return [{"sub": s, "model": v.model, "first_step_s": compile_s[v.model], "mfu": 0.40 + 0.01 * i}
+                for i, s in enumerate(v.subs)]
+
+    plan = [levers.Variant("a", "small", subs=("adamw", "gc-frozen")),  # estimate 45 + 12 (guess)
+            levers.Variant("boom", "small"),
+            levers.Variant("b", "medium"),                               # 90 + 6
+            levers.Variant("c", "small", pad_vocab=False),               # 20 + 6 (learned)
+            levers.Variant("d", "small", compile="max-autotune-no-cudagraphs")]  # 80 + 6: over
+    seen = []
+    rows = levers.run_plan(plan, measure, budget_s=130, clock=lambda: now[0], progress=lambda rs: seen.append(len(rs)))
+    by = {(r["variant"], r["sub"]): r for r in rows}
+    assert [r["variant"] for r in rows] == ["a", "a", "boom", "b", "c", "d"]
+    assert "out of memory" in by[("boom", "–")]["error"]
+    assert "mfu" in by[("b", "adamw")] and "mfu" in by[("c", "adamw")]   # 25 + 55 + 25 = 105 s by then
+    assert by[("d", "–")]["skipped"] == "needs ~86 s, 25 s left"
+    assert seen == [2, 3, 4, 5, 6]  # written after each variant
+    assert levers.best_mfu(rows, "small")["sub"] == "gc-frozen"
+    said = levers.summary(rows)
+    assert "small 41.0% (target 45%, not met; a, gc-frozen)" in said and "medium 40.0% (target 50%, not met" in said
+
+
+def test_throughput_report_renders_from_a_result_json(tmp_path):
+    """The step's JSON as gpu_acceptance.json holds it, rendered: one row per variant and sub,
+    skipped ones said, the best MFU per model against its target in the summary."""
+    from gpu import levers
+
+    rows = [{"variant": "small: defaults (padded, stock loss, compiled)", "sub": "adamw", "model": "small",
+             "micro_batch": "64 x 1", "rows": 30080, "tokens_per_s": 520000, "step_ms": 126.0,
+             "first_step_s": 38.2, "loss": 10.31, "mfu": 0.4612},
+            {"variant": "small: vocabulary unpadded", "sub": "adamw", "model": "small", "micro_batch": "64 x 1",
+             "rows": 30000, "tokens_per_s": 480000, "step_ms": 136.5, "first_step_s": 36.0, "loss": 10.31,
+             "mfu": 0.4257},
+            {"variant": "medium: defaults (padded, stock loss, compiled)", "sub": "muon-ns-compiled",
+             "model": "medium", "micro_batch": "32 x 1", "rows": 30080, "tokens_per_s": 190000, "step_ms": 172.4,
+             "first_step_s": 71.0, "loss": 10.3, "mfu": 0.4988},
+            {"variant": "small: max-autotune-no-cudagraphs", "sub": "–", "skipped": "needs ~160 s, 40 s left"}]
+    res = {"title": "MFU of GPT-2 Small and Medium, each lever on and off (one lease)", "status": "passed",
+           "seconds": 401.2, "summary": levers.summary(rows), "figures": {"budget_s": 420}, "rows": rows}
+    results = {**fake_results(), "steps": {"throughput": res}}
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    md = report.markdown(json.loads((tmp_path / "r.json").read_text()))
+    assert ("| 1. throughput | passed | 401.2 | best MFU: small 46.1% (target 45%, met; small: defaults (padded, "
+            "stock loss, compiled), adamw); medium 49.9% (target 50%, not met;") in md
+    assert "| small: vocabulary unpadded | adamw | small | 64 x 1 | 30,000 | 480,000 | 136.5 | 36 | 10.31 | 0.4257 |" in md
+    assert "| small: max-autotune-no-cudagraphs | – | – | – | – | – | – | – | – | – | needs ~160 s, 40 s left |" in md
+
+
+def test_throughput_variant_measures_every_sub_on_one_model_on_the_cpu(monkeypatch):
+    """The measuring code itself, run on the CPU at a tiny shape (the GPU lease is no place to
+    find a typo): one row per sub, the padded rows, the loss finite, Python's GC back on after
+    the frozen sub."""
+    import gc
+
+    from gpu import levers
+    from londonlm.training.model import ModelShape
+
+    monkeypatch.setattr(levers, "model_shape", lambda model, vocab: ModelShape(1, 2, 32, 16, 300))
+    monkeypatch.setitem(levers.SEQUENCES, "small", 4)
+    v = levers.Variant("tiny", "small", fused_loss=True, compile="eager", micro_batch=2,
+                       subs=("adamw", "gc-frozen", "muon"))
+    cfg = levers.ThroughputConfig(warmup=1, windows=2, steps_per_window=1)
+    rows = levers.measure_variant(v, cfg, peak=1e6, device="cpu")
+    assert [r["sub"] for r in rows] == ["adamw", "gc-frozen", "muon"]
+    assert all(r["rows"] == 384 and r["micro_batch"] == "2 x 2" and r["tokens_per_s"] > 0 and r["mfu"] > 0
+               and r["loss"] == r["loss"] for r in rows)
+    assert gc.isenabled()

@@ -316,12 +316,12 @@ def step_memory(ctx) -> dict:
 
 
 def preset_shape(name: str):
-    """A preset's model shape as training builds it (vocabulary padded to a multiple of 64)."""
+    """A preset's model shape at its tokenizer's size (training pads it: the GPU settings' pad_vocab)."""
     import config
-    from londonlm.training.model import ModelShape, padded_vocab
+    from londonlm.training.model import ModelShape
 
     p = config.get_preset(name)
-    return ModelShape(p.n_layer, p.n_head, p.n_embd, p.context_length, padded_vocab(p.vocab_size)), p
+    return ModelShape(p.n_layer, p.n_head, p.n_embd, p.context_length, p.vocab_size), p
 
 
 def step_micro_batch(ctx) -> dict:
@@ -332,11 +332,11 @@ def step_micro_batch(ctx) -> dict:
 
     from londonlm.core import RunLayout
     from londonlm.training import ModelConfig, OutputConfig, RunControl, SpeedRequest, config_from_values
-    from londonlm.training.model import build_model
+    from londonlm.training.model import build_model, prepare_for_training
     from londonlm.training.speed.choice import SpeedPlan, fit_batch_to_memory, memory_of
     from londonlm.training.speed.settings import SpeedSettings
 
-    kernels = SpeedSettings("bf16", "sdpa", False)
+    kernels = SpeedSettings("bf16", "sdpa", False, True)  # the fixed rules on a GPU
     plan, rows = SpeedPlan(kernels, True, "default", "", None), []
     for name in ("slm", "regular"):
         shape, preset = preset_shape(name)
@@ -352,7 +352,7 @@ def step_micro_batch(ctx) -> dict:
         fitted = fit_batch_to_memory(config, shape, plan).speed
         b, accum = fitted.micro_batch, fitted.grad_accum
         torch.cuda.reset_peak_memory_stats()
-        model = build_model(shape, 0, 0, 0, dropout=preset.dropout, seed=0).cuda().train()
+        model = prepare_for_training(build_model(shape, 0, 0, 0, dropout=preset.dropout, seed=0), kernels).cuda().train()
         opt = fused_adamw(model.parameters())
         x = torch.randint(0, shape.vocab_size, (b, shape.n_positions), device="cuda")
         row = {"preset": name, "preset_batch": f"{preset.batch_size} x {preset.grad_accum}",

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import cli_steps, commands as C, cuda_steps
+from . import cli_steps, commands as C, cuda_steps, levers
 from .cuda_steps import SmallConfig
+from .levers import ThroughputConfig
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Context:
     timeout: float = 300.0          # seconds per subprocess
     resume_tol: float = 1e-5        # the README's claim for an exact resume
     small: SmallConfig = field(default_factory=SmallConfig)
+    throughput: ThroughputConfig = field(default_factory=ThroughputConfig)
     race: RaceConfig | None = None
     _root_ready: bool = field(default=False, init=False, repr=False)
 
@@ -75,7 +77,10 @@ def _cmd(cmd: list[str]) -> str:
 
 STEPS = [
     Step("pytest", "gpu-marked tests", cli_steps.step_pytest, lambda c: [_cmd(C.pytest_cmd())]),
-    Step("throughput", "GPT-2 Small training throughput and MFU", cuda_steps.step_throughput,
+    Step("throughput", "MFU of GPT-2 Small and Medium, each lever on and off (one lease)", levers.step_levers,
+         lambda c: levers.plan_lines(c.throughput)),
+    Step("throughput_gpt2", "GPT-2 Small at GPT-2's vocabulary: eager and torch.compile, graph breaks",
+         cuda_steps.step_throughput,
          lambda c: [_small(c) + (", eager and torch.compile" if c.small.compile else ", eager"),
                     f"{c.small.warmup} warm-up steps, median of {c.small.windows} windows of "
                     f"{c.small.steps_per_window} steps; MFU = tokens/s x ModelShape.flops_per_token "

@@ -171,13 +171,11 @@ def prepare_model_for_chat(model, tokenizer) -> dict:
     INIT_FROM); set generation to stop at ``<|end|>``. Returns {token: id} of the rows set."""
     import torch
 
-    from ..training import padded_vocab
-
     ids = ChatIds.of(tokenizer)
     emb = model.get_input_embeddings()
     n_real = len(tokenizer)
-    if n_real > emb.weight.shape[0]:
-        model.resize_token_embeddings(padded_vocab(n_real), mean_resizing=False)
+    if n_real > emb.weight.shape[0]:  # the tokenizer's size: training pads it (--pad_vocab), saving does not
+        model.resize_token_embeddings(n_real, mean_resizing=False)
     weight = model.get_input_embeddings().weight
     base_rows = min(*ids.roles.values(), ids.end)  # rows below the first chat token: the base vocabulary
     out = {}

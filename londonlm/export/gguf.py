@@ -12,8 +12,8 @@ The file follows llama.cpp's own converter for ``GPT2LMHeadModel`` (architecture
 - tokenizer ``gpt2`` (byte-level BPE) with pre-tokenizer ``gpt-2``: the GPT-2 split regex,
   which is what our ``ByteLevel(use_regex=True, add_prefix_space=False)`` pre-tokenizer runs.
   Special tokens (``<|endoftext|>``, ``<|pad|>``, era tokens like ``<|1650s|>``) are CONTROL
-  tokens, so llama.cpp never makes them from text; embedding rows past the tokenizer (the
-  vocabulary is padded to a multiple of 64) get UNUSED ``[PADn]`` tokens. ``add_bos_token``
+  tokens, so llama.cpp never makes them from text; embedding rows past the tokenizer (models
+  saved before saving dropped the training padding have them) get UNUSED ``[PADn]`` tokens. ``add_bos_token``
   is on with bos = ``<|endoftext|>``: our prompts start with it, as documents do in training.
 
 Our models use the exact (erf) GELU; llama.cpp's GPT-2 graph uses the tanh approximation.

@@ -131,6 +131,11 @@ class SpeedArguments:
         "help": "Fused LM-head + cross-entropy that never keeps the full logits (auto: on for CPU "
                 "training in bf16, where it measured faster; off in CPU fp32, where it did not, and "
                 "on GPU until measured there), on, off."})
+    pad_vocab: str = field(default="auto", metadata={
+        "help": "Pad the embedding and LM head to a multiple of 128 rows while training, for whole "
+                "tensor-core tiles; the padded rows are never predicted (the loss is the unpadded "
+                "model's) and never saved (checkpoints and final/ have the tokenizer's size). auto: "
+                "on for GPU training, off on CPUs (not measured to help there); on, off."})
     autotune: Optional[str] = field(default=None, metadata={
         "help": "Speed settings (precision, attention kernel, fused loss) measured on this machine: "
                 "on (measure once per machine and model shape, cache the winner under "
@@ -147,6 +152,8 @@ class SpeedArguments:
                              f"{self.attn_implementation!r}")
         if self.fused_loss not in ("auto", "on", "off"):
             raise UsageError(f"--fused_loss: must be auto, on or off, got {self.fused_loss!r}")
+        if self.pad_vocab not in ("auto", "on", "off"):
+            raise UsageError(f"--pad_vocab: must be auto, on or off, got {self.pad_vocab!r}")
         if self.autotune is not None and self.autotune not in ("off", "on", "refresh"):
             raise UsageError(f"--autotune: must be off, on or refresh, got {self.autotune!r}")
         if self.optimizer is not None and self.optimizer not in ("adamw", "muon"):

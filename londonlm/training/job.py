@@ -6,7 +6,8 @@ The tree, node by node (each a frozen dataclass):
 
 - ``model``   :class:`ModelConfig`: the shape, dropout, the ``--init_from`` parent;
 - ``data``    :class:`~.data.DataOptions`: tokenizer, corpus, token cache, validation;
-- ``speed``   :class:`SpeedConfig`: what was asked (``--autotune``, precision, attention, loss),
+- ``speed``   :class:`SpeedConfig`: what was asked (``--autotune``, precision, attention, loss,
+  vocabulary padding),
   what was chosen, ``torch_compile`` and the micro-batch;
 - ``optim``   :class:`OptimConfig`: the optimizer (AdamW or Muon) and its schedule;
 - ``control`` :class:`RunControl`: resume or start over, the time budget, stops, saving the best;
@@ -206,7 +207,8 @@ class JobRequest:
         t = dict(trainer)
         request = SpeedRequest(autotune=speed.autotune or default_autotune(),
                                given=SpeedSettings.from_flags(precision_given(t, explicit),
-                                                              speed.attn_implementation, speed.fused_loss))
+                                                              speed.attn_implementation, speed.fused_loss,
+                                                              speed.pad_vocab))
         run_control = RunControl(control.time_budget or control.max_seconds, control.stop_after_seconds,
                                  control.stop_after_steps, control.profile_steps, profile_dir, fresh=control.fresh)
         return cls(request, speed.optimizer, run_control, t, frozenset(explicit))
@@ -382,7 +384,8 @@ def describe(config: TrainingConfig) -> str:
     k = s.chosen or s.request.given
     parts = [f"{m.n_layer}x{m.n_embd}, {m.n_head} heads, context {m.context_length}, dropout {m.dropout:g}",
              f"{k.precision or 'auto'}/{k.attn_implementation or 'auto'}/fused-"
-             f"{'auto' if k.fused_loss is None else 'on' if k.fused_loss else 'off'}, "
+             f"{'auto' if k.fused_loss is None else 'on' if k.fused_loss else 'off'}/pad-"
+             f"{'auto' if k.pad_vocab is None else 'on' if k.pad_vocab else 'off'}, "
              f"compile {'on' if s.torch_compile else 'off'}, micro-batch {s.micro_batch} x {s.grad_accum}",
              f"{o.optimizer} lr {o.learning_rate:g}, warmup {o.warmup_steps:g}, {o.max_steps} steps max"]
     if c.time_budget:

@@ -3,7 +3,6 @@ built fresh or loaded from weights (explicit values in, a ``GPT2LMHeadModel`` ou
 settings put on it, and torch's process-wide settings for training on this machine."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,12 +10,7 @@ from ..core import keep_freed_memory_in_heap, use_training_threads
 from .speed.settings import SpeedSettings
 from .step.causal_mask import skip_causal_mask_for_full_windows
 from .step.fused_loss import enable_fused_loss
-
-
-def padded_vocab(n: int, multiple: int = 64) -> int:
-    """Round the embedding size up to a multiple of 64: matmuls tile better, the extra
-    rows are never targets and so learn to be improbable."""
-    return int(math.ceil(n / multiple) * multiple) if multiple > 1 else n
+from .step.vocab_padding import pad_vocabulary, padded_vocab  # noqa: F401  (padded_vocab: the package's)
 
 
 @dataclass
@@ -168,11 +162,15 @@ def prepare_for_training(model, settings: SpeedSettings):
     (a fresh model, a resumed checkpoint, an ``--init_from`` parent, a chat base): its loss
     named (no per-step warning, a graph break under torch.compile), the attention kernel of
     ``settings``, the causal mask skipped for full windows (:mod:`.step.causal_mask`,
-    process-wide) and the fused LM-head loss when ``settings`` asks for it. The weights and
-    ``save_pretrained`` output stay an ordinary GPT-2. Returns the model."""
+    process-wide), the embedding padded to a multiple of 128 rows when ``settings`` asks for
+    it (:mod:`.step.vocab_padding`: the padded rows never predicted, never saved) and the fused
+    LM-head loss when it asks for that. The weights and ``save_pretrained`` output stay an
+    ordinary GPT-2 at the model's own vocabulary size. Returns the model."""
     with_causal_lm_loss(model)
     model.set_attn_implementation(settings.attn_implementation)
     skip_causal_mask_for_full_windows()
+    if settings.pad_vocab:
+        pad_vocabulary(model)
     if settings.fused_loss:
         enable_fused_loss(model)
     return model

@@ -8,6 +8,7 @@ The time lock (``--cutoff_year``) is :mod:`.timelock`'s; everything a resume mus
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..core import (Layout, ModelNotFound, RunLayout, checkpoint_problem, checkp
                     sha256_file, user_path)
 from ..tokens import era_tokens_of
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
-from .model import ModelShape, padded_vocab
+from .model import ModelShape
 from .job import TrainingConfig
 from .resume import (Resumed, check_resume, move_run_aside, resumed, same_tokenizer, tokenizer_fingerprint,
                      tokenizer_identity)
@@ -188,7 +189,7 @@ def _shape_from_parent(config: TrainingConfig, init: InitSource, tokenizer) -> M
             f"--init_from {init.path}: {init.tokenizer_problem}. Or pass --resize_embeddings "
             f"to resize the embeddings to this tokenizer (rows of re-numbered tokens start "
             f"out meaningless)")
-    rows = padded_vocab(len(tokenizer)) if init.tokenizer_problem else cfg.vocab_size
+    rows = len(tokenizer) if init.tokenizer_problem else cfg.vocab_size
     return ModelShape(cfg.n_layer, cfg.n_head, cfg.n_embd, config.model.context_length, rows)
 
 
@@ -211,12 +212,25 @@ def _log_plan(plan: TrainingPlan, config: TrainingConfig) -> None:
         log(f"warning: --init_from {plan.init.path}: {plan.init.note}")
 
 
+def _saved_rows(checkpoint: Path | None) -> int | None:
+    """The embedding rows a resumed checkpoint saved: the tokenizer's size, or more for one saved
+    before the vocabulary padding was cut off on saving (then all its rows are the model's own)."""
+    if checkpoint is None:
+        return None
+    try:
+        rows = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8")).get("vocab_size")
+    except (OSError, ValueError):
+        return None
+    return rows if isinstance(rows, int) and rows > 0 else None
+
+
 def _parent_and_shape(config: TrainingConfig, tokenizer, resume: Resumed):
     """(the --init_from parent, the parent record, the model's shape)."""
     m = config.model
     resumed_parent = resume.info.get("parent")  # resuming a continued run: shape is the checkpoint's
     if not m.init_from:
-        shape = ModelShape(m.n_layer, m.n_head, m.n_embd, m.context_length, padded_vocab(len(tokenizer)))
+        rows = _saved_rows(resume.checkpoint) or len(tokenizer)
+        shape = ModelShape(m.n_layer, m.n_head, m.n_embd, m.context_length, rows)
         return None, resumed_parent, shape
     init = resolve_init_source(m.init_from, config.run, config.output.layout, tokenizer,
                                config.data.tokenizer_dir, m.context_length)

@@ -23,6 +23,7 @@ from .plan import TrainingPlan
 from .resume import tokenizer_fingerprint
 from .speed.settings import SpeedSettings
 from .step.trainer import Outcome
+from .step.vocab_padding import real_rows
 
 TOKENIZER_EXTRAS = ("special_tokens_map.json", "vocab.json", "merges.txt")  # slow-tokenizer files
 
@@ -93,7 +94,7 @@ def run_summary(config: TrainingConfig, args, plan: TrainingPlan, data: TrainDat
         "run_dir": str(config.run.dir), "preset": config.output.preset, "created": now_iso(),
         "run_name": args.run_name, "shape": _shape(config, plan),
         "settings": settings,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": saved_parameters(model),
         "global_step": state.global_step, "max_steps": state.max_steps,
         **_throughput(plan, out),
         "final_train_loss": train_losses[-1] if train_losses else None,
@@ -115,6 +116,17 @@ def run_summary(config: TrainingConfig, args, plan: TrainingPlan, data: TrainDat
         "eval_curve": [[h["step"], h["eval_loss"]] for h in logs if "eval_loss" in h],
         "train_curve": [[h["step"], h["loss"]] for h in logs if "loss" in h],
     }
+
+
+def saved_parameters(model) -> int:
+    """The parameters of the saved model: a padded vocabulary's rows (never saved) not counted."""
+    n = sum(p.numel() for p in model.parameters())
+    real = real_rows(model)
+    if real is None:
+        return n
+    padded = {id(w): w for w in (model.get_input_embeddings().weight,
+                                 getattr(model.get_output_embeddings(), "weight", None)) if w is not None}
+    return n - sum((w.shape[0] - real) * w.shape[1] for w in padded.values())
 
 
 def final_metrics(trainer, summary: dict, data: TrainData) -> dict:

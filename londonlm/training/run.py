@@ -18,7 +18,7 @@ from transformers import EarlyStoppingCallback, default_data_collator
 from .data import StreamSampler, prepare_data
 from .dist import is_main_process, log
 from .job import TrainingConfig, describe, save_config, training_arguments
-from .model import build_model, configure_torch, load_weights, padded_vocab, prepare_for_training
+from .model import build_model, configure_torch, load_weights, prepare_for_training
 from .plan import TrainingPlan, plan_run, start_fresh
 from .record import SaveBestCallback, finish, run_summary, training_settings
 from .runlock import run_lock
@@ -26,6 +26,7 @@ from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory, 
 from .speed.settings import SpeedSettings
 from .step.callbacks import LogFileCallback, step_callbacks
 from .step.schedules import BudgetFitCallback
+from .step.vocab_padding import real_rows
 from .step.trainer import build_trainer, train
 
 
@@ -86,7 +87,7 @@ def make_model(config: TrainingConfig, plan: TrainingPlan, speed: SpeedSettings,
     if plan.resumes_continued_run:
         model = load_weights(plan.resume.checkpoint, tok)
     elif plan.init is not None:
-        rows = padded_vocab(len(tok)) if plan.init.tokenizer_problem else None
+        rows = len(tok) if plan.init.tokenizer_problem else None
         model = load_weights(plan.init.path, tok, rows)
         if rows:
             log(f"--resize_embeddings: {plan.init.tokenizer_problem}; embeddings resized to {rows} rows")
@@ -97,7 +98,9 @@ def make_model(config: TrainingConfig, plan: TrainingPlan, speed: SpeedSettings,
                             seed=seed)
     prepare_for_training(model, speed)
     log(f"precision: {speed.precision}, attention: {speed.attn_implementation}, fused LM-head loss: "
-        f"{'on' if speed.fused_loss else 'off'}"
+        f"{'on' if speed.fused_loss else 'off'}, vocabulary "
+        + (f"padded to {model.get_input_embeddings().weight.shape[0]} rows while training (saved at "
+           f"{model.config.vocab_size})" if real_rows(model) else "unpadded")
         + ("" if torch.cuda.is_available() else f", {torch.get_num_threads()} threads"))
     return model
 

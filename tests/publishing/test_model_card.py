@@ -213,3 +213,12 @@ def test_what_this_model_could_not_know():
     plain = _card(run_info={**RUN_INFO, "corpus_time": {"cutoff_year": None, "years": [1598, 1891],
                                                         "words_by_decade": {"1890": 10}}})
     assert "trained without a cutoff year" in plain and "No leakage probes were run" in plain
+
+
+def test_embedding_padding_is_named_only_where_the_saved_model_has_it():
+    """Models saved since --pad_vocab have the tokenizer's rows: the card names no padding for
+    them; an older save with more rows than the tokenizer still says so."""
+    padded = _card()
+    assert "4,090 tokens (embedding padded to 4,096 rows) |" in padded
+    plain = _card(model_facts={**FACTS, "vocab_size": 4090})
+    assert "| Tokenizer | byte-level BPE, 4,090 tokens |" in plain and "padded" not in plain.split("## Training data")[0]

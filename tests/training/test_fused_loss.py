@@ -140,3 +140,21 @@ def test_the_fused_loss_traces_under_torch_compile():
     (la, ga), (lb, gb) = grads
     assert torch.allclose(la, lb)
     assert all(torch.allclose(a, b) for a, b in zip(ga, gb))
+
+
+def test_chunk_rows_follow_the_device(monkeypatch):
+    """256 rows a chunk on the CPU (cache-sized, measured); large chunks on a GPU, where 256
+    would be hundreds of small GEMMs a step and a loop torch.compile unrolls."""
+    from londonlm.training.step import fused_loss
+
+    seen = []
+    real = fused_loss.linear_cross_entropy
+
+    def spy(h, w, t, rows, vocab=None):
+        seen.append(rows)
+        return real(h, w, t, rows, vocab)
+    monkeypatch.setattr(fused_loss, "linear_cross_entropy", spy)
+    x = torch.randint(0, 96, (2, 16))
+    enable_fused_loss(_model())(input_ids=x, labels=x)
+    enable_fused_loss(_model(), chunk_rows=7)(input_ids=x, labels=x)
+    assert seen == [256, 7] and fused_loss.CHUNK_ROWS["cuda"] >= 4096

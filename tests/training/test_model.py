@@ -85,33 +85,3 @@ def test_memory_parts_follow_the_kernels():
     assert muon.state == sdpa.state - 4 * 24 * 12 * 1024 ** 2
     assert s.training_memory(8, shards=4).state == sdpa.state / 4
     assert sdpa.per_sequence(8) * 8 == sdpa.activations + sdpa.logits
-
-
-def test_padded_vocabulary_saves_plain_gpt2_that_loads_at_the_tokenizers_size(tmp_path):
-    """Training pads the embedding to a multiple of 64 (faster matmuls). What it saves is a stock
-    GPT-2 folder that AutoModelForCausalLM loads as is, and that cut back to the tokenizer's own
-    size (``resize_token_embeddings(len(tokenizer))``) is plain GPT-2 with the same next-token
-    scores for every real token, its head still tied to its embedding."""
-    from transformers import AutoTokenizer
-
-    from conftest import SAMPLE_TEXTS
-    from londonlm.tokens.tokenizer import save_tokenizer, train_bpe
-
-    save_tokenizer(train_bpe(SAMPLE_TEXTS * 20, vocab_size=300, show_progress=False), tmp_path / "tok",
-                   model_max_length=16)
-    tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
-    n, rows = len(tok), padded_vocab(len(tok))
-    assert rows % 64 == 0 and rows > n  # padded rows exist (300 tokens in 320 rows)
-    shape = ModelShape(n_layer=2, n_head=2, n_embd=32, n_positions=16, vocab_size=rows)
-    trained = build_model(shape, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, seed=0).eval()
-    trained.save_pretrained(tmp_path / "model")
-    tok.save_pretrained(tmp_path / "model")
-    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
-    assert type(plain).__name__ == "GPT2LMHeadModel" and plain.config.model_type == "gpt2"
-    assert plain.config.vocab_size == rows
-    plain.resize_token_embeddings(n)
-    assert plain.config.vocab_size == n == plain.lm_head.weight.shape[0]
-    assert plain.lm_head.weight.data_ptr() == plain.transformer.wte.weight.data_ptr()
-    ids = torch.tensor([tok("Up betimes, and to the Office")["input_ids"][:16]])
-    with torch.no_grad():
-        assert torch.equal(plain(ids).logits, trained(ids).logits[..., :n])

@@ -243,3 +243,37 @@ def test_newton_schulz_dtype_follows_the_device_the_parameters_end_up_on(monkeyp
     group["params"] = [p.to("meta") for p in group["params"]]
     assert opt.muon.ns_dtype == torch.bfloat16
     assert Muon([torch.nn.Parameter(torch.ones(2, 2))], ns_dtype=torch.float16).ns_dtype == torch.float16
+
+
+def test_compiled_newton_schulz_gives_the_eager_iteration_and_falls_back_where_compile_fails(monkeypatch):
+    """On CUDA Muon runs its Newton-Schulz stacks through torch.compile; compiled (here by
+    inductor's CPU backend) it gives the eager iteration's numbers, in fp32 to rounding; where
+    compiling fails, one line says so and every later step runs eager."""
+    from londonlm.training.step import optim
+    from londonlm.training.step.optim import CompiledNewtonSchulz, newton_schulz, orthogonalize_many
+
+    torch.manual_seed(0)
+    mats = [torch.randn(16, 48), torch.randn(48, 16) * 10, torch.randn(8, 8)]
+    coeffs = (3.4445, -4.7750, 2.0315)
+    eager = orthogonalize_many(mats, coeffs, 5, 1e-7, torch.float32)
+    torch._dynamo.reset()
+    compiled = CompiledNewtonSchulz(log=lambda m: None)
+    got = orthogonalize_many(mats, coeffs, 5, 1e-7, torch.float32, compiled)
+    assert compiled.failed is None and compiled.fn is not None
+    for e, g in zip(eager, got):
+        assert torch.allclose(e, g, atol=1e-5, rtol=1e-5)
+    said = []
+    broken = CompiledNewtonSchulz(log=said.append)
+
+    def no_compiler(*a, **k):
+        raise RuntimeError("no C compiler")
+    monkeypatch.setattr(optim.torch, "compile", no_compiler)
+    got = orthogonalize_many(mats, coeffs, 5, 1e-7, torch.float32, broken)
+    assert broken.failed.startswith("RuntimeError: no C compiler") and len(said) == 1
+    assert all(torch.equal(e, g) for e, g in zip(eager, got))
+    orthogonalize_many(mats, coeffs, 5, 1e-7, torch.float32, broken)
+    assert len(said) == 1  # said once
+    # the optimizer's choice: compiled on CUDA by default, eager on the CPU, as asked otherwise
+    p = torch.nn.Parameter(torch.randn(8, 16))
+    assert Muon([p])._iterate() is newton_schulz
+    assert isinstance(Muon([p], ns_compiled=True)._iterate(), CompiledNewtonSchulz)

@@ -141,7 +141,7 @@ def test_muon_run_is_recorded_and_resumes_exactly(root, capsys):
 
 def test_a_resumed_run_keeps_the_speed_settings_it_was_trained_with(tmp_path):
     rec = {"precision": "fp32", "attn_implementation": "eager", "fused_loss": True}
-    assert Resumed(tmp_path, rec).speed == SpeedSettings("fp32", "eager", True)
+    assert Resumed(tmp_path, rec).speed == SpeedSettings("fp32", "eager", True, False)
     assert Resumed(None, rec).speed is None  # not resuming
     assert Resumed(tmp_path, {"precision": "fp32"}).speed is None  # an older record: choose anew
 

@@ -59,7 +59,7 @@ def test_first_use_measures_every_candidate_and_caches_the_figures(tmp_path, cpu
     assert sorted(timer.timed) == sorted(["fp32/sdpa/fused-off", "fp32/sdpa/fused-on",
                                           "fp32/eager/fused-off", "fp32/eager/fused-on"])
     assert timer.timed[0] == "fp32/sdpa/fused-off"  # the fixed rules' choice is timed first
-    assert choice.candidate == SpeedSettings("fp32", "eager", True) and choice.source == "measured"
+    assert choice.candidate == SpeedSettings("fp32", "eager", True, False) and choice.source == "measured"
     assert choice.step_seconds == 0.2
     assert "fp32/eager/fused-on 0.200" in choice.message and "fp32/sdpa/fused-off 1.000" in choice.message
     data = json.loads(path.read_text())
@@ -74,11 +74,11 @@ def test_cache_is_reused_then_refreshed(tmp_path, cpu_without_bf16):
     again = FakeTimer({})
     choice = _resolve("on", path, again)
     assert again.timed == [] and choice.source == "cached"
-    assert choice.candidate == SpeedSettings("fp32", "eager", True) and "in the cache" in choice.message
+    assert choice.candidate == SpeedSettings("fp32", "eager", True, False) and "in the cache" in choice.message
     fresh = FakeTimer({"fp32/sdpa/fused-on": 0.1})
     choice = _resolve("refresh", path, fresh)
-    assert len(fresh.timed) == 4 and choice.candidate == SpeedSettings("fp32", "sdpa", True)
-    assert _resolve("on", path, FakeTimer({})).candidate == SpeedSettings("fp32", "sdpa", True)
+    assert len(fresh.timed) == 4 and choice.candidate == SpeedSettings("fp32", "sdpa", True, False)
+    assert _resolve("on", path, FakeTimer({})).candidate == SpeedSettings("fp32", "sdpa", True, False)
 
 
 def test_another_shape_is_measured_separately(tmp_path, cpu_without_bf16):
@@ -134,9 +134,9 @@ def test_all_flags_explicit_or_autotune_off_measures_nothing(tmp_path, cpu_witho
     path = tmp_path / "autotune.json"
     timer = FakeTimer({})
     c = _resolve("on", path, timer, given=SpeedSettings("fp32", "eager", True))
-    assert c.source == "explicit" and c.candidate == SpeedSettings("fp32", "eager", True)
+    assert c.source == "explicit" and c.candidate == SpeedSettings("fp32", "eager", True, False)
     c = _resolve("off", path, timer)
-    assert c.source == "default" and c.candidate == SpeedSettings("fp32", "sdpa", False)
+    assert c.source == "default" and c.candidate == SpeedSettings("fp32", "sdpa", False, False)
     assert timer.timed == [] and not path.exists()
     with pytest.raises(UsageError, match="--autotune"):
         _resolve("sometimes", path, timer)
@@ -158,13 +158,13 @@ def test_probe_time_cap_leaves_the_rest_for_the_next_run(tmp_path, cpu_without_b
     first = FakeTimer({})
     choice = _resolve("on", path, first, logs, max_probe_seconds=0)
     assert first.timed == ["fp32/sdpa/fused-off"] and any("time cap" in m for m in logs)
-    assert choice.candidate == SpeedSettings("fp32", "sdpa", False) and choice.source == "default"
+    assert choice.candidate == SpeedSettings("fp32", "sdpa", False, False) and choice.source == "default"
     assert "too few or too noisy" in choice.message and "not cached" in choice.message
     assert not path.exists()
     rest = FakeTimer({"fp32/sdpa/fused-off": 0.5, "fp32/eager/fused-on": 0.7})
     choice = _resolve("on", path, rest)
     assert len(rest.timed) == 4 and choice.source == "measured"
-    assert choice.candidate == SpeedSettings("fp32", "sdpa", False) and choice.step_seconds == 0.5
+    assert choice.candidate == SpeedSettings("fp32", "sdpa", False, False) and choice.step_seconds == 0.5
 
 
 def test_a_probe_on_a_busy_machine_says_so_and_caches_nothing(tmp_path, cpu_without_bf16):
@@ -284,10 +284,10 @@ def test_on_a_gpu_the_fixed_rules_are_used_and_nothing_is_timed(tmp_path, monkey
     timer = FakeTimer({})
     choice = _resolve("on", tmp_path / "a.json", timer)
     assert timer.timed == [] and not (tmp_path / "a.json").exists()
-    assert choice.candidate == SpeedSettings("bf16", "sdpa", False) and choice.source == "default"
+    assert choice.candidate == SpeedSettings("bf16", "sdpa", False, True) and choice.source == "default"
     assert "fixed rules on a GPU" in choice.message
     pinned = _resolve("refresh", tmp_path / "a.json", timer, given=SpeedSettings(fused_loss=True))
-    assert pinned.candidate == SpeedSettings("bf16", "sdpa", True) and timer.timed == []
+    assert pinned.candidate == SpeedSettings("bf16", "sdpa", True, True) and timer.timed == []
 
 
 def test_candidates_whose_step_would_not_fit_in_memory_are_never_timed(tmp_path, cpu_without_bf16):

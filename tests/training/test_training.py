@@ -313,7 +313,8 @@ def test_the_configuration_a_run_trained_with_is_saved_and_logged(root, capsys):
                  "--bf16", "false") == 0
     out = capsys.readouterr().out
     saved = json.loads((run_dir(root) / "training_config.json").read_text())
-    assert saved["speed"]["chosen"] == {"precision": "fp32", "attn_implementation": "sdpa", "fused_loss": False}
+    assert saved["speed"]["chosen"] == {"precision": "fp32", "attn_implementation": "sdpa", "fused_loss": False,
+                                       "pad_vocab": False}
     assert saved["model"]["n_layer"] == config.PRESETS["micro"].n_layer and saved["optim"]["max_steps"] == 2
     assert saved["trainer"]["eval_steps"] == 100000 and "micro" in json.dumps(saved["output"]["run"])
     said = next(line for line in out.splitlines() if line.startswith("configuration (training_config.json"))

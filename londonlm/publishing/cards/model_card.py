@@ -95,8 +95,9 @@ def _details(inp: CardInputs) -> list[str]:
              f"| Layers × heads × width | {f.get('n_layer')} × {f.get('n_head')} × {f.get('n_embd')} |",
              f"| Context length | {f.get('n_positions')} tokens |",
              f"| Parameters | {fmt_num(ri.get('parameters') or f.get('parameters'))} |",
-             f"| Tokenizer | byte-level BPE, {fmt_num(f.get('tokenizer_size'))} tokens "
-             f"(embedding padded to {fmt_num(f.get('vocab_size'))} rows) |",
+             f"| Tokenizer | byte-level BPE, {fmt_num(f.get('tokenizer_size'))} tokens"
+             + (f" (embedding padded to {fmt_num(f.get('vocab_size'))} rows)"  # older saves kept padded rows
+                if (f.get('vocab_size') or 0) > (f.get('tokenizer_size') or 0) else "") + " |",
              f"| Special tokens | `<\\|endoftext\\|>` = bos/eos (id {f.get('eos_token_id')}), "
              f"pad id {f.get('pad_token_id')} |",
              f"| Era tokens | {', '.join(f'`{md_escape(e)}`' for e in eras) if eras else 'none'} |",

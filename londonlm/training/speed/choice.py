@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from ...core import free_memory_bytes
 from ..dist import agree, is_main_process, log
 from ..step.schedules import check_budget
+from ..step.vocab_padding import padded_vocab
 from .probe import SpeedChoice, resolve_speed_settings, time_candidate
 from .cache import forget
 from .compile import settle_compile
@@ -42,8 +43,8 @@ class SpeedPlan:
 def _agreed(choice: SpeedSettings, fallback: SpeedSettings) -> SpeedSettings:
     """Every rank trains with the same settings: if the ranks' caches chose differently (nodes
     with caches of their own), all of them use ``fallback`` (the fixed rules)."""
-    code = PRECISIONS.index(choice.precision) * 4 + \
-        ("sdpa", "eager").index(choice.attn_implementation) * 2 + int(choice.fused_loss)
+    code = ((PRECISIONS.index(choice.precision) * 2 + ("sdpa", "eager").index(choice.attn_implementation)) * 2
+            + int(choice.fused_loss)) * 2 + int(bool(choice.pad_vocab))
     lo, hi = agree([-code, code])
     if -lo != hi:
         log("autotune: the ranks' caches chose different settings; all use the fixed rules")
@@ -85,7 +86,10 @@ GPU_MEMORY_SHARE = 0.85
 
 
 def memory_of(shape, batch: int, settings: SpeedSettings, optimizer: str, dropout: float, shards: int = 1):
-    """:meth:`ModelShape.training_memory` of a step trained with these settings."""
+    """:meth:`ModelShape.training_memory` of a step trained with these settings (at the padded
+    rows when the vocabulary is padded)."""
+    if settings.pad_vocab:
+        shape = replace(shape, vocab_size=padded_vocab(shape.vocab_size))
     return shape.training_memory(batch, attention=settings.attn_implementation, precision=settings.precision,
                                  fused_loss=settings.fused_loss, optimizer=optimizer, dropout=dropout,
                                  shards=shards)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from ...core import UsageError, now_iso, return_freed_memory
 from ..model import build_model
 from ..step.fused_loss import enable_fused_loss
+from ..step.vocab_padding import padded_vocab
 from .cache import cache_key, default_cache_path, device_key, load_cache, save_cache
 from .settings import SpeedSettings, candidate_space, fixed_rules, machine_bf16
 
@@ -45,11 +46,12 @@ class SpeedChoice:
 
 def candidates(space: dict[str, list], given: SpeedSettings, first: SpeedSettings) -> list[SpeedSettings]:
     """Every combination of the space with the given settings pinned, ``first`` leading
-    (so a probe cut short by its time cap has at least measured the default)."""
+    (so a probe cut short by its time cap has at least measured the default). The vocabulary
+    padding is not probed: every candidate has ``first``'s (the flags' or the fixed rules')."""
     pinned = given.given()
     dims = {k: [pinned[k]] if k in pinned else v for k, v in space.items()}
-    out = [SpeedSettings(*c) for c in itertools.product(dims["precision"], dims["attn_implementation"],
-                                                        dims["fused_loss"])]
+    out = [SpeedSettings(*c, pad_vocab=first.pad_vocab)
+           for c in itertools.product(dims["precision"], dims["attn_implementation"], dims["fused_loss"])]
     out.sort(key=lambda c: c != first)
     return out
 
@@ -252,8 +254,8 @@ def explain(choice: SpeedSettings, cands: list[SpeedSettings], figures: dict, ho
 # On a GPU the probe would time eager steps of each candidate while the run trains compiled
 # (torch.compile fuses what the candidates differ in), and the eager-attention candidate alone
 # holds B*H*T^2 scores per layer (~30 GB at GPT-2 Medium's batch 8): the fixed rules instead
-GPU_RULES = ("the fixed rules on a GPU: SDPA (flash) attention, the stock loss, half precision; "
-             "torch.compile where it can build")
+GPU_RULES = ("the fixed rules on a GPU: SDPA (flash) attention, the stock loss, half precision, the "
+             "vocabulary padded to x128; torch.compile where it can build")
 # Share of the free memory a probed candidate's estimated step may take (the probe shares the
 # machine with the run that follows; the estimate is within a quarter of measured peaks)
 PROBE_MEMORY_SHARE = 0.6
@@ -287,12 +289,14 @@ def resolve_speed_settings(mode: str, shape, batch_size: int, given: SpeedSettin
     dev = device_key()
     cpu_bf16, gpu_bf16 = machine_bf16(dev)
     pinned = given.over(fixed_rules(dev, cpu_bf16, gpu_bf16, given.precision))
-    if mode == "off" or given.complete or dev["device"] == "cuda":
-        why = ("all given by your flags" if given.complete else "the fixed rules (--autotune off)"
+    if mode == "off" or given.probed_given or dev["device"] == "cuda":
+        why = ("all given by your flags" if given.probed_given else "the fixed rules (--autotune off)"
                if mode == "off" else GPU_RULES)
-        return SpeedChoice(pinned, "explicit" if given.complete else "default",
+        return SpeedChoice(pinned, "explicit" if given.probed_given else "default",
                            message=f"speed settings: {pinned.describe()} ({why})")
     space = candidate_space(dev, cpu_bf16, gpu_bf16)
+    if pinned.pad_vocab:  # timed at the rows it trains with
+        shape = replace(shape, vocab_size=padded_vocab(shape.vocab_size))
     cands, too_big = fitting(candidates(space, given, pinned), shape, batch_size, free_bytes)
     if not cands:
         return SpeedChoice(pinned, "default", message=(

@@ -1,5 +1,5 @@
-"""The one speed-settings object: the precision, attention kernel and LM-head loss a run trains
-with. The same :class:`SpeedSettings` is what the command line fixed (fields left ``None`` are
+"""The one speed-settings object: the precision, attention kernel, LM-head loss and vocabulary
+padding a run trains with. The same :class:`SpeedSettings` is what the command line fixed (fields left ``None`` are
 not decided), a candidate the probe times and the cache files, the choice a run trains with,
 and what a resumed run keeps. :class:`SpeedRequest` is what a training job asks of its speed
 settings (the ``--autotune`` mode, what its flags fixed). The fixed rules, measured
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 PRECISIONS = ("fp32", "bf16", "fp16")
 ATTENTIONS = ("sdpa", "eager")
 # What a run records of its speed settings (run_info.json), and a resumed run keeps
-SPEED_RECORD_KEYS = ("precision", "attn_implementation", "fused_loss")
+SPEED_RECORD_KEYS = ("precision", "attn_implementation", "fused_loss", "pad_vocab")
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,17 @@ class SpeedSettings:
     precision: str | None = None            # fp32 | bf16 | fp16
     attn_implementation: str | None = None  # sdpa | eager
     fused_loss: bool | None = None
+    # the embedding padded to a multiple of 128 rows while training (..step.vocab_padding); never
+    # probed: the fixed rules decide it (on for CUDA), or the command line
+    pad_vocab: bool | None = None
 
     @property
     def complete(self) -> bool:
+        return None not in (self.precision, self.attn_implementation, self.fused_loss, self.pad_vocab)
+
+    @property
+    def probed_given(self) -> bool:
+        """Every setting the probe would time is decided (the padding is never timed)."""
         return None not in (self.precision, self.attn_implementation, self.fused_loss)
 
     def given(self) -> dict:
@@ -35,11 +43,16 @@ class SpeedSettings:
 
     @property
     def label(self) -> str:
-        return f"{self.precision}/{self.attn_implementation}/fused-{'on' if self.fused_loss else 'off'}"
+        """The probe's name for a candidate (its figures' key in the cache): a padded one is
+        named apart, so figures of the unpadded model are never taken for it."""
+        return (f"{self.precision}/{self.attn_implementation}/fused-{'on' if self.fused_loss else 'off'}"
+                + ("/pad-128" if self.pad_vocab else ""))
 
     def describe(self) -> str:
         return (f"{self.precision}, {self.attn_implementation} attention, fused loss "
-                f"{'on' if self.fused_loss else 'off'}")
+                f"{'on' if self.fused_loss else 'off'}"
+                + ("" if self.pad_vocab is None else
+                   f", vocabulary {'padded to x128' if self.pad_vocab else 'unpadded'}"))
 
     def record(self) -> dict:
         """run_info.json's entries (``SPEED_RECORD_KEYS``)."""
@@ -47,18 +60,21 @@ class SpeedSettings:
 
     @classmethod
     def recorded(cls, info: dict) -> "SpeedSettings | None":
-        """What a run recorded (its run_info.json), or None when it recorded no complete set."""
+        """What a run recorded (its run_info.json), or None when it recorded no complete set. A
+        run recorded before ``pad_vocab`` existed trained unpadded (its saved rows were all its own)."""
         out = {k: info[k] for k in SPEED_RECORD_KEYS if k in info}
         if len(out) < 3 or out["precision"] not in PRECISIONS:
             return None
-        return cls(**out)
+        return cls(**{"pad_vocab": False, **out})
 
     @classmethod
     def from_flags(cls, precision: str | None = None, attn_implementation: str = "auto",
-                   fused_loss: str = "auto") -> "SpeedSettings":
-        """What the command line fixed: ``auto`` decides nothing; ``--fused_loss on|off``."""
+                   fused_loss: str = "auto", pad_vocab: str = "auto") -> "SpeedSettings":
+        """What the command line fixed: ``auto`` decides nothing; ``--fused_loss on|off``,
+        ``--pad_vocab on|off``."""
         return cls(precision, None if attn_implementation == "auto" else attn_implementation,
-                   None if fused_loss == "auto" else fused_loss == "on")
+                   None if fused_loss == "auto" else fused_loss == "on",
+                   None if pad_vocab == "auto" else pad_vocab == "on")
 
 
 @dataclass(frozen=True)
@@ -84,11 +100,14 @@ def candidate_space(dev: dict, cpu_bf16: bool, gpu_bf16: bool) -> dict[str, list
 def fixed_rules(dev: dict, cpu_bf16: bool, gpu_bf16: bool, precision: str | None = None) -> SpeedSettings:
     """``--autotune off`` and every GPU: on CPUs, bf16 where native, and in CPU bf16 eager
     attention and the fused loss (measured on two EPYC generations, BENCHMARKS.md); SDPA and
-    the stock loss otherwise. ``precision`` (given by the user) replaces the first rule."""
+    the stock loss otherwise. ``precision`` (given by the user) replaces the first rule. The
+    vocabulary padded on GPUs (tensor-core tiles; not yet measured on one here, the GPU
+    acceptance's throughput step measures it on and off), not on CPUs (not measured to help)."""
     if dev["device"] == "cuda":
-        return SpeedSettings(precision or ("bf16" if gpu_bf16 else "fp16"), "sdpa", False)
+        return SpeedSettings(precision or ("bf16" if gpu_bf16 else "fp16"), "sdpa", False, True)
     precision = precision or ("bf16" if cpu_bf16 else "fp32")
-    return SpeedSettings(precision, "eager", True) if precision == "bf16" else SpeedSettings(precision, "sdpa", False)
+    return (SpeedSettings(precision, "eager", True, False) if precision == "bf16"
+            else SpeedSettings(precision, "sdpa", False, False))
 
 
 def machine_bf16(dev: dict) -> tuple[bool, bool]:

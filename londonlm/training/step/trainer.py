@@ -23,7 +23,9 @@ plus what our runs need and the stock one does not do.
   gloo CPU group silently trains plain DDP; torch's FSDP2 runs on gloo, so the plugin is
   handed to the accelerator state there. Any other case where ``--fsdp`` would be ignored is
   an error.
-- Saved weights are the model's: a gathered state dict's keys lose torch.compile's
+- Saved weights are the model's, at its real vocabulary size (a ``--pad_vocab`` model's padded
+  rows are cut off: :mod:`.vocab_padding`), and a checkpoint's embedding moments are fitted to
+  the rows the resumed run trains with. A gathered state dict's keys lose torch.compile's
   ``_orig_mod.`` prefix (transformers 4.x saved FSDP1 + compile weights that way, and
   ``from_pretrained`` then loads random weights with only a warning), and keys that still do not
   match the model are refused before anything is written.
@@ -43,8 +45,9 @@ from ...core import give_open_mode
 from ..data import Position, StreamSampler
 from ..dist import TrainingError, barrier, log
 from .callbacks import TRAINER_OWN
-from .optim import optimizer_factory
+from .optim import MuonAdamW, optimizer_factory
 from .schedules import WarmupStableDecay, budget_schedule, make_lr_scheduler
+from .vocab_padding import fit_optimizer_rows, real_rows, unpadded_state_dict
 
 
 class QuietWorker:
@@ -137,9 +140,15 @@ class RunTrainer(Trainer):
         handler.callbacks = in_order(list(callbacks), handler.callbacks)
 
     def create_optimizer(self, model=None):
-        if self.optimizer is None and self.optimizer_builder is not None:
+        new = self.optimizer is None
+        if new and self.optimizer_builder is not None:
             self.optimizer = self.optimizer_builder(self.model if model is None else model)
-        return super().create_optimizer(model)
+        optimizer = super().create_optimizer(model)
+        if new:  # a checkpoint's embedding moments fit the rows this run trains with (--pad_vocab)
+            for inner in (getattr(optimizer, "adamw", None), getattr(optimizer, "muon", None)) \
+                    if isinstance(optimizer, MuonAdamW) else (optimizer,):
+                fit_optimizer_rows(inner, self.model if model is None else model)
+        return optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None and self.schedule is not None:
@@ -173,9 +182,11 @@ class RunTrainer(Trainer):
         barrier()
 
     def _save(self, output_dir=None, state_dict=None):
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if state_dict is None and real_rows(model) is not None:
+            state_dict = model.state_dict()  # to save the vocabulary unpadded
         if state_dict and self.args.should_save:  # the writer checks what it writes
-            state_dict = matching_state_dict(
-                state_dict, self.accelerator.unwrap_model(self.model, keep_torch_compile=False))
+            state_dict = unpadded_state_dict(model, matching_state_dict(state_dict, model))
         super()._save(output_dir, state_dict)
         if self.args.should_save:  # checkpoints and final/ alike: readable as any file we write
             give_open_mode(Path(output_dir or self.args.output_dir).glob("*.safetensors"))

@@ -20,7 +20,7 @@ from pathlib import Path
 from ...core import Layout, RunLayout
 from ..data import DataOptions, Position, StreamSampler, cached_tokens, load_blocks
 from ..job import ModelConfig, OutputConfig, RunControl, config_from_values, training_arguments
-from ..model import ModelShape, build_model, configure_torch, padded_vocab, prepare_for_training
+from ..model import ModelShape, build_model, configure_torch, prepare_for_training
 from ..plan import load_tokenizer, validated
 from ..speed.choice import choose_speed
 from ..speed.settings import SpeedRequest, SpeedSettings
@@ -239,7 +239,7 @@ def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:
     write the table, plot and summary to ``o.output_dir``. The model is discarded."""
     tok = load_tokenizer(o.tokenizer_dir)
     shape = validated(ModelShape(o.n_layer, o.n_head, o.n_embd, o.context_length,
-                                 padded_vocab(len(tok))))
+                                 len(tok)))
     log(f"model: {shape.n_params / 1e6:.2f}M parameters; sweep {o.min_lr:g} -> {o.max_lr:g} "
         f"over {o.steps} steps at batch {o.batch_size} x {o.context_length} tokens")
     data = DataOptions(o.tokenizer_dir, o.processed_dir, progress=False)

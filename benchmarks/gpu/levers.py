@@ -1,0 +1,315 @@
+"""The throughput step: MFU of GPT-2 Small and Medium as the project trains them, each lever on
+and off, in one call that fits a 15-minute device lease (machine start included).
+
+Each *variant* is one model built as the trainer builds it (``build_model`` then
+``prepare_for_training`` with its :class:`SpeedSettings`), compiled or not, at the preset's
+vocabulary (30,000; ``--throughput_vocab`` for another, e.g. GPT-2's 50,257 to compare with public
+figures), with the micro-batch fitted to the free memory (:func:`fit_micro_batch` over the
+sequences per step, 85% of the free memory, the trainer's rule) and accumulation for the rest.
+Variants that differ only outside the compiled graph share one model (*subs*: the optimizer,
+Python's garbage collector): they cost seconds, not a compile.
+
+The plan runs in priority order within ``budget_s``: before each variant its cost is estimated
+(its compile from the last measured compile of that model, else a default) and a variant that
+would overrun the budget is skipped and reported as such, never cut mid-way. MFU counts the real
+vocabulary's FLOPs (``ModelShape.flops_per_token`` at the unpadded size) whatever the padding: the
+padded columns are waste, so padding shows only what it buys in time.
+
+The budget arithmetic (:func:`run_plan`) is pure and tested with a fake clock; the measurements
+(:func:`measure_variant`) need CUDA.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .arith import median_ms, mfu, time_windows, tokens_per_second
+
+PRESET_OF = {"small": "slm", "medium": "regular"}
+# sequences per optimizer step: Small at the 64 x 1024 of the public GPT-2 Small figures (llm.c,
+# modded-nanogpt, nanochat), Medium at the regular preset's 8 x 4 x 1024
+SEQUENCES = {"small": 64, "medium": 32}
+CONTEXT = 1024                     # Small at 1024 (the public figures'); regular's own is 1024
+TARGETS = {"small": 0.45, "medium": 0.50}
+# seconds a variant's compile is assumed to take before one of that model was measured
+# (GPT-2 Small compiled in 33 s on an H200, BENCHMARKS.md; Medium has twice the layers)
+COMPILE_GUESS = {"small": 45.0, "medium": 90.0}
+MODE_FACTOR = {"default": 1.0, "max-autotune-no-cudagraphs": 4.0, "eager": 0.0}
+SUB_SECONDS = {"adamw": 6.0, "gc-frozen": 6.0, "muon": 10.0, "muon-ns-compiled": 25.0}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    model: str = "small"                  # small | medium
+    pad_vocab: bool = True
+    fused_loss: bool = False
+    compile: str = "default"              # eager | default | max-autotune-no-cudagraphs
+    micro_batch: int | None = None        # None: fitted to the free memory
+    subs: tuple = ("adamw",)              # measured on the same model: adamw | gc-frozen | muon | muon-ns-compiled
+
+
+# In priority order: each model's defaults on CUDA first (with the optimizer and GC levers, which
+# share its compiled model), then one lever off at a time, the costliest compile option last
+PLAN = [
+    Variant("small: defaults (padded, stock loss, compiled)", "small",
+            subs=("adamw", "gc-frozen", "muon", "muon-ns-compiled")),
+    Variant("medium: defaults (padded, stock loss, compiled)", "medium",
+            subs=("adamw", "gc-frozen", "muon", "muon-ns-compiled")),
+    Variant("small: vocabulary unpadded", "small", pad_vocab=False),
+    Variant("medium: vocabulary unpadded", "medium", pad_vocab=False),
+    Variant("small: fused loss", "small", fused_loss=True),
+    Variant("medium: fused loss", "medium", fused_loss=True),
+    Variant("small: eager", "small", compile="eager"),
+    Variant("small: micro-batch 16 x 4 accumulation", "small", micro_batch=16),
+    Variant("small: max-autotune-no-cudagraphs", "small", compile="max-autotune-no-cudagraphs"),
+]
+
+
+@dataclass
+class ThroughputConfig:
+    budget_s: float = 420.0               # the plan's seconds (the lease: 15 min, machine start included)
+    vocab: int | None = None              # None: the presets' tokenizer size
+    warmup: int = 2
+    windows: int = 3
+    steps_per_window: int = 4
+    plan: list = field(default_factory=lambda: list(PLAN))
+
+
+def estimate_seconds(v: Variant, compiles: dict[str, float]) -> float:
+    """A variant's expected seconds: its compile (the last measured for its model, scaled for the
+    mode) and its subs."""
+    compile_s = compiles.get(v.model, COMPILE_GUESS[v.model]) * MODE_FACTOR[v.compile]
+    return compile_s + sum(SUB_SECONDS[s] for s in v.subs)
+
+
+def run_plan(plan: list[Variant], measure: Callable[[Variant], list[dict]], budget_s: float,
+             clock: Callable[[], float] = time.perf_counter,
+             progress: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
+    """Every variant's rows, in order, within ``budget_s``: a variant whose estimate would overrun
+    what is left is skipped (a row saying so). ``measure(variant)`` returns one row per sub, each
+    with ``first_step_s`` (the compile, on the first) or ``error``; a raising variant is one error
+    row and the plan goes on. ``progress(rows)`` after each variant: a call killed at the lease's
+    end keeps what it measured."""
+    start, compiles, rows = clock(), {}, []
+    for v in plan:
+        left = budget_s - (clock() - start)
+        need = estimate_seconds(v, compiles)
+        if need > left:
+            rows.append({"variant": v.name, "sub": "–", "skipped": f"needs ~{need:.0f} s, {max(left, 0):.0f} s left"})
+        else:
+            rows += _measured(v, measure, compiles)
+        progress(rows)
+    return rows
+
+
+def _measured(v: Variant, measure: Callable[[Variant], list[dict]], compiles: dict[str, float]) -> list[dict]:
+    """``v``'s rows (one error row when it raised); its compile time noted for the next estimate."""
+    try:
+        got = measure(v)
+    except Exception as e:  # noqa: BLE001  (recorded; the next variant still runs)
+        return [{"variant": v.name, "sub": "–", "error": f"{type(e).__name__}: {e}"[:300]}]
+    first = next((r.get("first_step_s") for r in got if r.get("first_step_s")), None)
+    if first and v.compile == "default":
+        compiles[v.model] = first
+    return [{"variant": v.name, **r} for r in got]
+
+
+def best_mfu(rows: list[dict], model: str) -> dict | None:
+    """The row of ``model`` with the highest MFU."""
+    mine = [r for r in rows if r.get("model") == model and r.get("mfu")]
+    return max(mine, key=lambda r: r["mfu"]) if mine else None
+
+
+def summary(rows: list[dict]) -> str:
+    parts = []
+    for model, target in TARGETS.items():
+        b = best_mfu(rows, model)
+        if b is None:
+            parts.append(f"{model} – (target {target:.0%})")
+            continue
+        verdict = "met" if b["mfu"] >= target else "not met"
+        parts.append(f"{model} {b['mfu']:.1%} (target {target:.0%}, {verdict}; {b['variant']}, {b['sub']})")
+    return "best MFU: " + "; ".join(parts)
+
+
+def plan_lines(cfg: ThroughputConfig) -> list[str]:
+    """The dry run's lines: the rules, then every variant and its subs."""
+    lines = [f"in-process, within {cfg.budget_s:.0f} s (a variant that would overrun it is skipped and "
+             f"reported): each model built as the trainer builds it (bf16 autocast, SDPA flash, "
+             f"vocabulary {cfg.vocab or 'of the presets (30,000)'}), context {CONTEXT}, sequences per "
+             f"step small {SEQUENCES['small']} / medium {SEQUENCES['medium']}, micro-batch fitted to 85% "
+             f"of the free memory; {cfg.warmup} warm-up steps, median of {cfg.windows} windows of "
+             f"{cfg.steps_per_window} steps; MFU = tokens/s x flops_per_token(real vocab) / peak bf16"]
+    for i, v in enumerate(cfg.plan, 1):
+        lines.append(f"{i}. {v.name}: {v.model}, pad_vocab {'on' if v.pad_vocab else 'off'}, "
+                     f"{'fused' if v.fused_loss else 'stock'} loss, compile {v.compile}, micro-batch "
+                     f"{v.micro_batch or 'fitted'}; measured: {', '.join(v.subs)}")
+    return lines
+
+
+# --------------------------------------------------------------------------- on the GPU
+
+def model_shape(model: str, vocab: int | None):
+    """The preset's shape at ``CONTEXT`` and the real vocabulary (the presets' tokenizer size)."""
+    import config
+    from londonlm.training.model import ModelShape
+
+    p = config.get_preset(PRESET_OF[model])
+    return ModelShape(p.n_layer, p.n_head, p.n_embd, CONTEXT, vocab or p.vocab_size)
+
+
+def fitted_micro_batch(shape, v: Variant, settings) -> int:
+    """The trainer's rule: the largest divisor of the sequences per step whose estimated peak
+    fits 85% of the free memory."""
+    from londonlm.core import free_memory_bytes
+    from londonlm.training.speed.choice import GPU_MEMORY_SHARE, fit_micro_batch, memory_of
+
+    if v.micro_batch:
+        return v.micro_batch
+    free = free_memory_bytes("cuda")
+    return fit_micro_batch(SEQUENCES[v.model], lambda b: memory_of(
+        shape, b, settings, "adamw", 0.0).total <= GPU_MEMORY_SHARE * free)
+
+
+def _optimizer(model, sub: str):
+    import torch
+
+    from londonlm.training.step.optim import MuonOptions, build_muon_adamw
+
+    if sub.startswith("muon"):
+        return build_muon_adamw(model, MuonOptions(lr=3e-4, ns_compiled=sub == "muon-ns-compiled"))
+    fused = next(model.parameters()).is_cuda or None  # fused AdamW, as the trainer's on CUDA
+    return torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=fused)
+
+
+def _train_step(fwd, opt, batches):
+    import torch
+
+    def step():
+        for x in batches:  # accumulation: the micro-batches of one optimizer step
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                loss = fwd(input_ids=x, labels=x).loss / len(batches)
+            loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    return step
+
+
+def measure_variant(v: Variant, cfg: ThroughputConfig, peak: float | None, device: str = "cuda") -> list[dict]:
+    """One row per sub of ``v`` on one model (compiled once). ``device`` "cpu": the tests' smoke
+    run of this code (a variant with its micro-batch given)."""
+    import gc
+
+    import torch
+
+    from londonlm.training.model import build_model, prepare_for_training
+    from londonlm.training.speed.settings import SpeedSettings
+
+    from .cuda_steps import release
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    settings = SpeedSettings("bf16", "sdpa", v.fused_loss, v.pad_vocab)
+    shape = model_shape(v.model, cfg.vocab)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if device == "cuda":
+        release()
+    b = fitted_micro_batch(shape, v, settings)
+    accum = max(1, SEQUENCES[v.model] // b)
+    model = prepare_for_training(build_model(shape, 0, 0, 0, seed=0), settings).to(device).train()
+    fwd = model if v.compile == "eager" else torch.compile(model, mode=None if v.compile == "default" else v.compile)
+    g = torch.Generator(device=device).manual_seed(0)
+    ctx = shape.n_positions
+    batches = [torch.randint(0, shape.vocab_size, (b, ctx), device=device, generator=g) for _ in range(accum)]
+    tokens = b * accum * ctx
+    rows = []
+    try:
+        for i, sub in enumerate(v.subs):
+            opt = _optimizer(model, sub)
+            step = _train_step(fwd, opt, batches)
+            t0 = time.perf_counter()
+            step()  # the first step compiles (the model on the first sub, Newton-Schulz on its own)
+            sync()
+            first = time.perf_counter() - t0
+            if sub == "gc-frozen":  # nanochat's: nothing the loop allocates is ever scanned
+                gc.collect()
+                gc.freeze()
+                gc.disable()
+            try:
+                windows = time_windows(step, sync, time.perf_counter, cfg.warmup, cfg.windows, cfg.steps_per_window)
+            finally:
+                if sub == "gc-frozen":
+                    gc.enable()
+                    gc.unfreeze()
+            loss = float(step().detach())
+            tps = tokens_per_second(windows, cfg.steps_per_window, tokens)
+            m = mfu(tps, shape.flops_per_token(ctx), peak)
+            rows.append({"sub": sub, "model": v.model, "micro_batch": f"{b} x {accum}",
+                         "rows": model.get_input_embeddings().weight.shape[0], "tokens_per_s": round(tps),
+                         "step_ms": round(median_ms(windows) / cfg.steps_per_window, 2),
+                         "first_step_s": round(first, 1), "loss": round(loss, 3),
+                         "mfu": None if m is None else round(m, 4)})
+            del opt, step
+    finally:
+        del model, fwd, batches
+        if device == "cuda":
+            release()
+    return rows
+
+
+def graph_breaks(vocab: int | None) -> int:
+    """torch.compile's graph breaks in one training forward of Small as the defaults train it
+    (padded vocabulary: the head's output cut by a forward hook)."""
+    import torch
+
+    from londonlm.training.model import build_model, prepare_for_training
+    from londonlm.training.speed.settings import SpeedSettings
+
+    from .cuda_steps import release
+
+    shape = model_shape("small", vocab)
+    model = prepare_for_training(build_model(shape, 0, 0, 0, seed=0),
+                                 SpeedSettings("bf16", "sdpa", False, True)).cuda().train()
+    x = torch.randint(0, shape.vocab_size, (2, CONTEXT), device="cuda")
+    try:
+        torch._dynamo.reset()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return torch._dynamo.explain(lambda t: model(input_ids=t, labels=t).loss)(x).graph_break_count
+    finally:
+        model = None
+        release()
+
+
+def step_levers(ctx) -> dict:
+    """The throughput step: :data:`PLAN` within the budget; passes when no variant failed."""
+    import torch
+
+    from londonlm.core.hardware import peak_flops
+
+    cfg: ThroughputConfig = ctx.throughput
+    name = torch.cuda.get_device_name(0)
+    peak = peak_flops(name)
+    t0 = time.perf_counter()
+    breaks = graph_breaks(cfg.vocab)
+    partial = ctx.out / "throughput_partial.json"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    rows = run_plan(cfg.plan, lambda v: measure_variant(v, cfg, peak), cfg.budget_s - (time.perf_counter() - t0),
+                    progress=lambda rs: partial.write_text(json.dumps(rs, indent=1)))
+    errors = [f"{r['variant']} ({r['sub']}): {r['error']}" for r in rows if r.get("error")]
+    nan = [f"{r['variant']} ({r['sub']}): loss NaN" for r in rows if r.get("loss") != r.get("loss")]
+    figures = {"device": name, "peak_flops_bf16": peak, "budget_s": cfg.budget_s, "context": CONTEXT,
+               "sequences_per_step": SEQUENCES, "vocab": cfg.vocab or "presets' (30,000)",
+               "targets": {k: f"{t:.0%}" for k, t in TARGETS.items()},
+               "flops_per_token": {m: model_shape(m, cfg.vocab).flops_per_token(CONTEXT) for m in SEQUENCES},
+               "timing": f"{cfg.warmup} warm-up steps, median of {cfg.windows} windows of {cfg.steps_per_window} "
+                         f"optimizer steps, synchronized"}
+    figures["compiled_graph_breaks"] = breaks
+    errors += [f"torch.compile: {breaks} graph break(s) in the padded model's training forward"] if breaks else []
+    res = {"ok": not errors and not nan, "summary": summary(rows), "figures": figures, "rows": rows}
+    if errors or nan:
+        res["error"] = "; ".join(errors + nan)
+    return res
+
