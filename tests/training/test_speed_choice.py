@@ -12,6 +12,7 @@ import config
 from conftest import precision_flags
 from londonlm.training.cli import TrainDefaults
 from londonlm.training.resume import Resumed
+from londonlm.training.speed import probe as probe_module
 from londonlm.training.speed.settings import SpeedSettings
 from test_training import root, run_dir, train  # noqa: F401  (root: the copied micro project)
 
@@ -85,6 +86,11 @@ def test_stop_after_seconds_stops_with_a_checkpoint_and_keeps_the_schedule(root,
 
 def test_autotune_measures_caches_reuses_and_refreshes(root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # this test is about the cache's life, not noise: a 0.14M model's steps last milliseconds, and
+    # on a busy 2-core runner their spread passes the probe's refusal line (tested with a fake
+    # timer in test_speed_probe.py), which would make the run use the fixed rules, uncached
+    monkeypatch.setattr(probe_module, "DECISIVE_SPREAD", float("inf"))
+    monkeypatch.setattr(probe_module, "DECISIVE_STEPS", 1)
     common = ["--max_steps", "2", *QUIET, "--fresh"]
     assert train(root, "--autotune", "on", *common) == 0
     out = capsys.readouterr().out
