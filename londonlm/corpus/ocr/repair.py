@@ -216,7 +216,7 @@ class OcrRepairer:
                  cache_size: int = 200_000):
         self.lex, self.conf = lexicon, confusions
         self.s = settings or RepairSettings()
-        self._cache: dict[tuple[str, bool], tuple] = {}
+        self._cache: dict[tuple[str, bool, float | None], tuple] = {}
         self._priors: dict[str, Any] = {}
         self._keys: dict[str, str] = {}
         self._unknowns: dict[str, float] = {}
@@ -293,7 +293,7 @@ class OcrRepairer:
                 fix = self._fix_sum(doc, i)
             if fix is None and word in _PRONOUN_SHAPES:
                 fix = self._fix_pronoun(doc, i)
-            if fix is None and (cache.get((word, long_s)) != () or word[0].isupper() and priors[i] is not None):
+            if fix is None and (cache.get((word, long_s, priors[i])) != () or word[0].isupper() and priors[i] is not None):
                 fix = self._fix_word(doc, i)  # (not for a word whose search found nothing and is no capital)
             if i + 1 < n and text[starts[i] + len(found[i])] in _STOP_CHARS \
                     and (fix is None or fix[2] not in ("join", "glued")):
@@ -589,9 +589,12 @@ class OcrRepairer:
     def _candidates(self, word: str, key: str, prior: float | None, long_s: bool) -> tuple:
         """(candidate, key, log P(word | candidate), log P(candidate)) for the period's words
         ``word`` may be a misreading of: the likeliest ``candidates`` by prior and channel
-        together, none that no context could bring within ``max_deficit`` of the word (cached by
-        the word as it stands: its first search decides)."""
-        ck = (word, long_s)
+        together, none that no context could bring within ``max_deficit`` of the word. Cached by
+        the word as it stands and the prior it is searched with: a document's own evidence raises
+        a word's prior there (and a neighbour's search asks with none), so a cache by the word
+        alone would let whichever document came first decide for the rest, and a row's repair
+        would depend on the rows its worker happened to see before it."""
+        ck = (word, long_s, prior)
         got = self._cache.get(ck)
         if got is not None:
             return got
