@@ -40,3 +40,17 @@ def test_a_clean_book_the_lexicon_never_saw_is_all_but_untouched(repairer):
     text = clean_text((SHARED / "corpus" / "gutenberg_study_in_scarlet.txt").read_text(encoding="utf-8"))
     done = repairer.repair(text, 1887)
     assert sum(max(len(c.before), len(c.after)) for c in done.changes) < 0.001 * len(text)  # the goal: <= 0.1%
+
+
+def test_a_documents_repair_does_not_depend_on_the_documents_before_it():
+    """13.txt uses a word often enough for its own evidence to raise that word's prior there; its
+    candidate search, once cached by the word alone, decided 8.txt's repair too when the two met
+    in one process (in --workers N, by which worker took which row)."""
+    from londonlm.corpus.ocr.step import shipped_lexicon
+
+    lexicon, confusions = shipped_lexicon(), load_confusions()
+    first, later = (read_aligned_pair(ICDAR / n)[0] for n in ("13.txt", "8.txt"))
+    alone = OcrRepairer(lexicon, confusions).repair(later).text
+    after = OcrRepairer(lexicon, confusions)
+    after.repair(first)
+    assert after.repair(later).text == alone
