@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     if not a.no_adapt:
         check_input(Path(a.input))  # (what repair_jsonl refuses, refused before the first pass)
         confusions = adapt(confusions, lexicon, jsonl_texts(a.input, a.text_key, a.year_key,
-                                                            a.max_row_mb * 1024 * 1024), settings)
+                                                            a.max_row_mb * 1024 * 1024), settings,
+                            workers=a.workers)
         got = confusions.made_by.get("adapted_on")
         print(f"confusion model adapted on {got['word_pairs']:,} words of the input ({got['repairs']:,} confident "
               f"repairs, {got['rules']} rules)" if got else
