@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep scan stamps, page numbers, running heads and catchwords")
     p.add_argument("--max_row_mb", type=positive_int, default=64, help="rows larger than this pass through unrepaired")
     p.add_argument("--workers", type=positive_int, default=1,
-                   help="repair processes (at most one per CPU this process may use)")
+                   help="repair processes (at most one per CPU this process may use); the adaptation's first "
+                        "pass runs on them too (the adapted model is the same as with one)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     return p
