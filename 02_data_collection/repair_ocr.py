@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep scan stamps, page numbers, running heads and catchwords")
     p.add_argument("--max_row_mb", type=positive_int, default=64, help="rows larger than this pass through unrepaired")
     p.add_argument("--workers", type=positive_int, default=1,
-                   help="repair processes (at most one per CPU this process may use)")
+                   help="repair processes (at most one per CPU this process may use); the adaptation's first "
+                        "pass runs on them too (the adapted model is the same as with one)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     return p
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
     if not a.no_adapt:
         check_input(Path(a.input))  # (what repair_jsonl refuses, refused before the first pass)
         confusions = adapt(confusions, lexicon, jsonl_texts(a.input, a.text_key, a.year_key,
-                                                            a.max_row_mb * 1024 * 1024), settings)
+                                                            a.max_row_mb * 1024 * 1024), settings,
+                            workers=a.workers)
         got = confusions.made_by.get("adapted_on")
         print(f"confusion model adapted on {got['word_pairs']:,} words of the input ({got['repairs']:,} confident "
               f"repairs, {got['rules']} rules)" if got else

@@ -13,6 +13,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # training runs in tests use the fixed speed rules (deterministic kernels, no probe per run);
 # tests of --autotune pass it explicitly with a cache of their own
 os.environ.setdefault("LONDONLM_AUTOTUNE", "off")
+# no period lexicon tables written to the user's cache by tests; the cache's own tests turn it on
+# with a cache directory of their own
+os.environ.setdefault("LONDONLM_LEXICON_CACHE", "off")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

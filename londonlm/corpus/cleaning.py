@@ -327,23 +327,31 @@ def strip_page_furniture(text: str, min_repeats: int = 3, max_head_chars: int = 
     and "LONDON. 24" count together) and carries no sentence punctuation at its end. A
     catchword is the word alone on a page's last line that repeats the next page's first word."""
     lines = _strip_catchwords(text.split("\n"))
-
-    def key(line: str) -> str:
-        return re.sub(r"\s+", " ", re.sub(r"\d+", "#", line.strip().lower()))
-
-    counts = Counter(key(x) for x in lines if 0 < len(x.strip()) <= max_head_chars)
+    # each short line's key once (the OCR stage strips every row: this ran twice a line)
+    keys = [_head_key(x) if 0 < len(x.strip()) <= max_head_chars else None for x in lines]
+    counts = Counter(k for k in keys if k is not None)
     pages = max(1, sum(1 for x in lines if _PAGE_NUMBER.match(x) and x.strip()) or text.count("\f"))
     threshold = max(min_repeats, int(0.2 * pages))
     out = []
-    for line in lines:
+    for line, key in zip(lines, keys):
         s = line.strip()
         if s and _PAGE_NUMBER.match(line) and len(s) <= 12:
             continue
-        if s and len(s) <= max_head_chars and counts[key(line)] >= threshold and re.search(r"[A-Za-z]", s) \
+        if key is not None and counts[key] >= threshold and _A_LETTER.search(s) \
                 and (_mostly_upper(s) or not s.endswith((".", "?", "!", '"', "”"))):
             continue
         out.append(line)
     return "\n".join(out).replace("\f", "\n")
+
+
+_DIGIT_RUN = re.compile(r"\d+")
+_SPACE_RUN = re.compile(r"\s+")
+_A_LETTER = re.compile(r"[A-Za-z]")
+
+
+def _head_key(line: str) -> str:
+    """A line as a running head recurs: digits as one mark ("LONDON. 23" and "LONDON. 24" alike)."""
+    return _SPACE_RUN.sub(" ", _DIGIT_RUN.sub("#", line.strip().lower()))
 
 
 def _strip_catchwords(lines: list[str]) -> list[str]:

@@ -7,17 +7,21 @@ as ``o`` several times more often). The repairs a first pass makes with a wide m
 ``the``, ``bo`` -> ``be``) and the words it leaves as the period's are paired data of that OCR:
 rules learned from them (``confusions.learn``) are mixed into the shipped ones (``mix``), and the
 collection is repaired with the mixture. Only a sample is read (``max_chars``), so the cost is
-fixed whatever the collection's size.
+fixed whatever the collection's size; the stage's workers share that first pass (a text's repair
+does not depend on the texts before it, so the pairs, and the model, are the same).
 """
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .confusions import ConfusionModel, learn, mix
 from .jsonl import row_year
 from .lexicon import PeriodLexicon, word_key
+from .processes import bounded_workers, die_with_parent, stop_pool
 from .repair import TOKEN, OcrRepairer, RepairSettings
 
 ADAPT_CHARS = 1_000_000   # characters of the collection read to adapt on
@@ -29,36 +33,99 @@ WEIGHT = 0.9              # the adapted rules' share of the mixture
 MIN_WORDS = 2_000
 
 
-def confident_pairs(repairer: OcrRepairer, texts: Iterable[tuple[str, int | None]], min_gain: float = MIN_GAIN,
-                    max_chars: int = ADAPT_CHARS) -> list[tuple[str, str]]:
-    """(OCR word, printed word) pairs of ``texts`` as ``repairer`` reads them: a word it repaired
-    with a gain above ``min_gain`` as its repair, a word of the period it left as itself; the
-    first ``max_chars`` characters only."""
-    pairs: list[tuple[str, str]] = []
+def adapt_sample(texts: Iterable[tuple[str, int | None]], max_chars: int = ADAPT_CHARS) -> list[tuple[str, int | None]]:
+    """The (text, year) pairs the adaptation reads: ``texts``' first ``max_chars`` characters, the
+    last text cut there (a huge row is read as far as the sample goes)."""
+    sample: list[tuple[str, int | None]] = []
     read = 0
     for text, year in texts:
-        text = text[:max_chars - read]  # (a huge row is read as far as the sample goes)
-        done = repairer.repair(text, year)
-        changed = {c.start: c.after for c in done.changes if c.kind == "word" and c.gain > min_gain}
-        for m in TOKEN.finditer(text):
-            w = m.group(0)
-            if m.start() in changed:
-                pairs.append((w, changed[m.start()]))
-            elif w.isalpha() and word_key(w) in repairer.lex.unigrams:
-                pairs.append((w, w))
+        text = text[:max_chars - read]
+        sample.append((text, year))
         read += len(text)
         if read >= max_chars:
             break
+    return sample
+
+
+def text_pairs(repairer: OcrRepairer, text: str, year: int | None, min_gain: float) -> list[tuple[str, str]]:
+    """One text's (OCR word, printed word) pairs (:func:`confident_pairs`)."""
+    pairs: list[tuple[str, str]] = []
+    done = repairer.repair(text, year)
+    changed = {c.start: c.after for c in done.changes if c.kind == "word" and c.gain > min_gain}
+    for m in TOKEN.finditer(text):
+        w = m.group(0)
+        if m.start() in changed:
+            pairs.append((w, changed[m.start()]))
+        elif w.isalpha() and word_key(w) in repairer.lex.unigrams:
+            pairs.append((w, w))
+    return pairs
+
+
+def confident_pairs(repairer: OcrRepairer, texts: Iterable[tuple[str, int | None]], min_gain: float = MIN_GAIN,
+                    max_chars: int = ADAPT_CHARS, workers: int = 1) -> list[tuple[str, str]]:
+    """(OCR word, printed word) pairs of ``texts`` as ``repairer`` reads them: a word it repaired
+    with a gain above ``min_gain`` as its repair, a word of the period it left as itself; the
+    first ``max_chars`` characters only. ``workers`` processes (one per CPU at most) share the
+    texts: a text's repair does not depend on the texts repaired before it, so the pairs are the
+    same, in the same order, however many repair them."""
+    sample = adapt_sample(texts, max_chars)
+    workers = min(bounded_workers(workers), len(sample))
+    if workers <= 1:
+        return [p for text, year in sample for p in text_pairs(repairer, text, year, min_gain)]
+    return _pairs_in_parallel(repairer, sample, min_gain, workers)
+
+
+# ---------------------------------------------------------------- the first pass on several CPUs
+CHUNK_CHARS = 50_000  # a worker's share at a time: ~20 of them in the sample, so neither waits long
+_REPAIRER: OcrRepairer | None = None
+
+
+def _init_worker(repairer: OcrRepairer, parent: int) -> None:
+    global _REPAIRER
+    die_with_parent(parent)
+    _REPAIRER = repairer  # (forked: the parent's lexicon and tables shared, not copied or pickled)
+
+
+def _chunk_pairs(chunk: list[tuple[str, int | None]], min_gain: float) -> list[tuple[str, str]]:
+    return [p for text, year in chunk for p in text_pairs(_REPAIRER, text, year, min_gain)]
+
+
+def _chunks(sample: list[tuple[str, int | None]], size: int) -> Iterator[list[tuple[str, int | None]]]:
+    chunk: list[tuple[str, int | None]] = []
+    read = 0
+    for item in sample:
+        chunk.append(item)
+        read += len(item[0])
+        if read >= size:
+            yield chunk
+            chunk, read = [], 0
+    if chunk:
+        yield chunk
+
+
+def _pairs_in_parallel(repairer: OcrRepairer, sample: list[tuple[str, int | None]], min_gain: float,
+                       workers: int) -> list[tuple[str, str]]:
+    """:func:`confident_pairs` of ``sample`` by ``workers`` forked processes, in the sample's order;
+    the pool stopped at once if the run ends early (as the repair stage's)."""
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(repairer, os.getpid()))
+    try:
+        futures = [pool.submit(_chunk_pairs, chunk, min_gain) for chunk in _chunks(sample, CHUNK_CHARS)]
+        pairs = [p for f in futures for p in f.result()]
+    except BaseException:  # (SIGTERM, Ctrl-C, a worker's error)
+        stop_pool(pool)
+        raise
+    pool.shutdown()
     return pairs
 
 
 def adapt(confusions: ConfusionModel, lexicon: PeriodLexicon, texts: Iterable[tuple[str, int | None]],
           settings: RepairSettings | None = None, weight: float = WEIGHT, min_gain: float = MIN_GAIN,
-          max_chars: int = ADAPT_CHARS, min_words: int = MIN_WORDS) -> ConfusionModel:
+          max_chars: int = ADAPT_CHARS, min_words: int = MIN_WORDS, workers: int = 1) -> ConfusionModel:
     """``confusions`` mixed with the rules ``texts``' own confident repairs teach (``weight``
     their share); ``confusions`` itself where they teach none, or where ``texts`` hold fewer than
-    ``min_words`` words to learn from (:data:`MIN_WORDS`)."""
-    pairs = confident_pairs(OcrRepairer(lexicon, confusions, settings), texts, min_gain, max_chars)
+    ``min_words`` words to learn from (:data:`MIN_WORDS`). The first pass runs on ``workers``
+    processes (:func:`confident_pairs`): the same model, sooner."""
+    pairs = confident_pairs(OcrRepairer(lexicon, confusions, settings), texts, min_gain, max_chars, workers)
     if len(pairs) < min_words:
         return confusions
     own = learn(pairs, min_count=2, debris_min_count=0)

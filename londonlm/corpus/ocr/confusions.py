@@ -161,9 +161,8 @@ class ConfusionModel:
         priors by ``logp`` where given (built again if it was built without them)."""
         got = self._walkers.get((long_s, key))
         if got is None or got[0] is not known or (logp is not None and not got[2]):
-            keys = sorted(known)
-            walker = _CompiledWalker(self._keyed(long_s, key), keys,
-                                     None if logp is None else [logp(k) for k in keys])
+            keys, priors = _sorted_keys(known, logp)
+            walker = _CompiledWalker(self._keyed(long_s, key), keys, priors)
             got = self._walkers[(long_s, key)] = (known, walker, logp is not None)
         return got[1]
 
@@ -316,6 +315,21 @@ def load_confusions(path: str | Path | None = None) -> ConfusionModel:
     return ConfusionModel.from_json(data, str(path))
 
 
+_SORTED: list = []  # the last (known, logp, keys, priors) a walk was built over (one lexicon kept alive)
+
+
+def _sorted_keys(known: Container[str], logp: Callable[[str], float] | None) -> tuple[list[str], list[float] | None]:
+    """``known`` sorted, and each key's prior by ``logp``: the same for the walks with and
+    without the long s and for every model over one lexicon (the shipped one and the one adapted
+    from it), so made once (4 times before: ~0.15 s of the stage's serial start)."""
+    if _SORTED and _SORTED[0] is known and _SORTED[1] == logp:
+        return _SORTED[2], _SORTED[3]
+    keys = sorted(known)
+    priors = None if logp is None else [logp(k) for k in keys]
+    _SORTED[:] = [known, logp, keys, priors]
+    return keys, priors
+
+
 @lru_cache(maxsize=1)
 def _shipped() -> ConfusionModel:
     text = resources.files(__package__).joinpath(CONFUSIONS_FILE).read_text(encoding="utf-8")
@@ -368,46 +382,50 @@ def learn(word_pairs: Iterable[tuple[str, str]], min_count: int = 2, max_distanc
     of CER cross-validated. A whole word misread as another at least ``word_min_count`` times
     (stops and quotes around them left out) is also a word rule, ``P(O | G)`` over the times G
     is printed as a word: the letters' rules average over every word, and a short word's own
-    misreading can be several times likelier (+0.13 point of CER cross-validated)."""
+    misreading can be several times likelier (+0.13 point of CER cross-validated). Each distinct
+    pair is aligned once and counted as often as it occurs (the adaptation's 150 k pairs are ~15 k
+    distinct: most are a word read right, many times over); the counts, and the order rules are
+    first seen in, are those of counting every occurrence."""
     seen: Counter[tuple[str, str]] = Counter()
     spurious: Counter[str] = Counter()
     word_seen: Counter[tuple[str, str]] = Counter()
     gold_words: Counter[str] = Counter()
     golds: list[str] = []
     splits = joins = words = lost = 0
-    for ocr, gold in word_pairs:
+    # (a Counter keeps the order pairs first occur in, so rules and ties come out in the same order)
+    for (ocr, gold), n in Counter((o, g) for o, g in word_pairs).items():
         gold = fold_glyphs(gold)
         if not gold or not ocr or any("\ue000" <= c <= "\uf8ff" for c in gold):
             continue
-        words += 1
+        words += n
         o_parts, g_parts = ocr.split(), gold.split()
         if len(o_parts) == 2 and len(g_parts) == 1 and "".join(o_parts) == gold:
-            splits += 1  # "how ever": a space inside a word
+            splits += n  # "how ever": a space inside a word
         if len(o_parts) == 1 and gold == ocr + "-" and ocr.isalpha():
-            lost += 1  # "pre" for "pre-": a line-end hyphen lost, the halves left apart
+            lost += n  # "pre" for "pre-": a line-end hyphen lost, the halves left apart
         if len(g_parts) == 2 and len(o_parts) == 1 and "".join(g_parts) == ocr:
-            joins += 1  # "ofthe": the space between two words lost
-        if len(o_parts) == 2 and len(g_parts) == 1 and _count_letter_read_as_space(gold, " ".join(o_parts), seen):
-            golds.append(gold)  # its letters were printed: they count in P(O | G)
+            joins += n  # "ofthe": the space between two words lost
+        if len(o_parts) == 2 and len(g_parts) == 1 and _count_letter_read_as_space(gold, " ".join(o_parts), seen, n):
+            golds.extend([gold] * n)  # its letters were printed: they count in P(O | G)
         if len(o_parts) != len(g_parts):
             continue
         for o, g in zip(o_parts, g_parts):
             if g.endswith("-") and not o.endswith("-") and len(g) > 1:
                 g = g[:-1]  # a line-end hyphen the OCR dropped: joining words undoes it, not a rule
-            golds.append(g)
-            _count_word(o, g, word_seen, gold_words)
+            golds.extend([g] * n)
+            _count_word(o, g, word_seen, gold_words, n)
             if o == g or Levenshtein.normalized_distance(o, g) > max_distance:
                 continue
             for gs, os_, at in edit_segments(g, o):
                 if not gs and len(os_) == 1:
-                    spurious[os_] += 1  # debris: counted over every anchor
+                    spurious[os_] += n  # debris: counted over every anchor
                 if not gs or not os_:
                     anchored = _anchor(g, gs, os_, at)
                     if anchored is None:
                         continue
                     gs, os_ = anchored
                 if len(gs) <= MAX_SPAN and len(os_) <= MAX_SPAN and _PRINTED.fullmatch(gs):
-                    seen[(gs, os_)] += 1
+                    seen[(gs, os_)] += n
     printed = _substring_counts(golds, {g for g, _ in seen})
     rules: dict[str, list[tuple[str, float]]] = {}
     for (g, o), n in seen.items():
@@ -436,23 +454,23 @@ _NO_DEBRIS = frozenset(" .,;:!?-\"'()")
 _EDGES = ".,;:!?\"'()-"  # the marks around a word that are no part of it
 
 
-def _count_word(ocr: str, gold: str, seen: Counter, printed: Counter) -> None:
-    """One printed word (its letters) and, where the OCR read another, that misreading."""
+def _count_word(ocr: str, gold: str, seen: Counter, printed: Counter, n: int = 1) -> None:
+    """One printed word (its letters) and, where the OCR read another, that misreading (``n`` times)."""
     o, g = ocr.strip(_EDGES), gold.strip(_EDGES)
     if not o or not _PRINTED.fullmatch(g):
         return
-    printed[g] += 1
+    printed[g] += n
     if o != g:
-        seen[(g, o)] += 1
+        seen[(g, o)] += n
 
 
-def _count_letter_read_as_space(gold: str, ocr: str, seen: Counter) -> bool:
+def _count_letter_read_as_space(gold: str, ocr: str, seen: Counter, n: int = 1) -> bool:
     """``Fr derick`` for ``Frederick``: the letters a space stands for (a space merely added,
     "pre vailed", is the join's business, and a lost hyphen is no letter); whether any was."""
     found = False
     for gs, os_, _ in edit_segments(gold, ocr):
         if " " in os_ and gs and len(gs) <= MAX_SPAN and len(os_) <= MAX_SPAN and _PRINTED.fullmatch(gs):
-            seen[(gs, os_)] += 1
+            seen[(gs, os_)] += n
             found = True
     return found
 

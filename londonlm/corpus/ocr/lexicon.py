@@ -20,9 +20,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ...core import LondonLMError, write_bytes_atomic
+from .lexicon_cache import cached_tables
 
 FORMAT = 1
 # what the builder counts, bumped when that changes (2: tokens with a digit left out), so a
@@ -40,7 +41,6 @@ _MID_CAPITAL = re.compile(r"(?<=[A-Za-zſ,;])[ \t]+([A-Z][A-Za-zſ]*(?:['’][A-
 # an ampersand, not a printer's mark: an asterisk, a dagger, a section or paragraph sign, a brace
 # of a table): how often the period sets each mark so is the measure of debris (``marks``)
 STRAY = re.compile(r"(?<!\S)[^\w\s£$&%*†‡§¶{}]+(?!\S)")
-_KEY = str.maketrans({"ſ": "s", "’": "'"})
 BACKOFF = math.log(0.4)  # stupid backoff (Brants et al. 2007): an unseen pair costs this on top
 
 
@@ -50,7 +50,9 @@ class LexiconError(LondonLMError, ValueError):
 
 def word_key(word: str) -> str:
     """How the lexicon knows a word: lower case, ``ſ`` as ``s``, ``’`` as ``'``."""
-    return word.translate(_KEY).lower()
+    # two replaces, not str.translate: a table that maps a non-ASCII character sends translate
+    # down its per-character path, 3x slower, and the quality score keys every word of a text
+    return word.replace("ſ", "s").replace("’", "'").lower()
 
 
 @dataclass
@@ -137,9 +139,22 @@ class PeriodLexicon:
         return write_bytes_atomic(path, raw)
 
     @classmethod
-    def load(cls, path: str | Path) -> "PeriodLexicon":
+    def load(cls, path: str | Path, log: Callable[[str], None] | None = None) -> "PeriodLexicon":
+        """The lexicon saved at ``path``, its tables (those :meth:`__post_init__` derives, the
+        character model and the known words) read from the user's cache where a process already
+        built them from these bytes (:mod:`.lexicon_cache`; ``log``: where a warning goes)."""
         try:
-            data = json.loads(gzip.decompress(Path(path).read_bytes()).decode("utf-8"))
+            raw = Path(path).read_bytes()
+        except OSError as e:
+            raise LexiconError(f"{path}: not a period lexicon ({e}); rebuild it") from e
+        # (__file__: this module derives the tables, so its source is in the copy's key)
+        return cls.from_tables(cached_tables(raw, lambda: cls.decode(raw, path).tables(), str(path), __file__, log))
+
+    @classmethod
+    def decode(cls, raw: bytes, path: str | Path) -> "PeriodLexicon":
+        """The lexicon of a saved file's bytes (``path`` names it in errors)."""
+        try:
+            data = json.loads(gzip.decompress(raw).decode("utf-8"))
         except (OSError, ValueError, EOFError) as e:
             raise LexiconError(f"{path}: not a period lexicon ({e}); rebuild it") from e
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("unigrams"), dict):
@@ -151,6 +166,22 @@ class PeriodLexicon:
                        {str(k): int(v) for k, v in (data.get("marks") or {}).items()})
         except (TypeError, ValueError, AttributeError) as e:
             raise LexiconError(f"{path}: malformed period lexicon ({e}); rebuild it") from e
+
+    def tables(self) -> dict[str, Any]:
+        """Everything this lexicon holds and derives, with what a repairer asks for first built
+        now (the known words at the repairer's default count, 1, and the character model), so a
+        lexicon made again by :meth:`from_tables` skips that work. All its attributes, so a table
+        added to :meth:`__post_init__` is kept too."""
+        self.vocabulary(1)
+        self.char_logp("")
+        return dict(vars(self))
+
+    @classmethod
+    def from_tables(cls, tables: dict[str, Any]) -> "PeriodLexicon":
+        """The lexicon :meth:`tables` describes, nothing derived again."""
+        lexicon = cls.__new__(cls)
+        lexicon.__dict__.update(tables)
+        return lexicon
 
 
 def _char_model(unigrams: dict[str, int]) -> tuple[dict[str, float], dict[str, float]]:

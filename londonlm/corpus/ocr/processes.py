@@ -55,6 +55,12 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
             p.kill()
     for p in processes:
         p.join(5)
+    # the pool's own thread closes its wake-up pipe once it sees the workers gone; an exit before
+    # that races it (the interpreter's exit hook wrote to the pipe as it closed: a traceback after
+    # the run's one error line, seen under load once two pools ran in one command)
+    thread = getattr(pool, "_executor_manager_thread", None)
+    if thread is not None:
+        thread.join(5)
 
 
 @contextmanager

@@ -45,7 +45,7 @@ class OcrQuality:
 
 def ocr_quality(text: str, lexicon: Container[str] | None = None) -> OcrQuality:
     """The quality of ``text``; ``lexicon`` holds word keys (a period lexicon)."""
-    chars = len(text) - sum(map(str.isspace, text)) if text else 0
+    chars = sum(map(len, text.split())) if text else 0  # (not white space: split's and isspace's are one)
     if not chars:
         return OcrQuality(0.0, None if lexicon is None else 0.0, 0.0, 0)
     debris = len(_DEBRIS.findall(text)) + sum(len(m.group(0)) for m in _MIXED.finditer(text)
@@ -54,7 +54,10 @@ def ocr_quality(text: str, lexicon: Container[str] | None = None) -> OcrQuality:
     words = _WORD.findall(text)
     known = None
     if lexicon is not None:
-        known = sum(word_key(w) in lexicon for w in words) / len(words) if words else 0.0
+        # the words keyed at once, joined (a key has no space, and lower case in these scripts
+        # does not depend on a word's neighbours): one call, not one a word
+        keys = word_key(" ".join(words)).split(" ")
+        known = sum(map(lexicon.__contains__, keys)) / len(words) if words else 0.0
     score = (1.0 if known is None else known) * (1.0 - debris_share)
     return OcrQuality(score, known, debris_share, len(words))
 

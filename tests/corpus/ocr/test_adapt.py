@@ -114,3 +114,20 @@ def test_bad_input_is_refused_in_one_line_before_the_first_pass(tmp_path, conten
                           "--root", str(tmp_path / "root")], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and res.stderr.startswith("error:") and len(res.stderr.strip().splitlines()) == 1
     assert "adapted" not in res.stdout and not (tmp_path / "o.jsonl").exists()
+
+
+def test_the_first_pass_on_two_processes_gives_the_same_pairs_in_the_same_order(monkeypatch):
+    """A text's repair does not depend on the texts before it, so the workers' pairs, put back
+    in the texts' order, are the serial pass's (chunks made small so both workers take some)."""
+    from londonlm.corpus.ocr import adapt as adapt_module
+    from londonlm.corpus.ocr.confusions import load_confusions
+
+    monkeypatch.setattr(adapt_module, "CHUNK_CHARS", 300)
+    rows = [(ENGINE[i:] + PERIOD[:i], 1800 + i) for i in range(0, 1200, 97)]
+    repairer = lambda: OcrRepairer(period_lexicon(), load_confusions(), RepairSettings())  # noqa: E731
+    serial = confident_pairs(repairer(), rows, min_gain=0.0, max_chars=6000)
+    assert len(serial) > 100
+    assert confident_pairs(repairer(), rows, min_gain=0.0, max_chars=6000, workers=2) == serial
+    # the sample: the rows up to max_chars, the last one cut there
+    sample = adapt_module.adapt_sample(rows, 1000)
+    assert sum(len(t) for t, _ in sample) == 1000 and sample[-1][0] == rows[len(sample) - 1][0][:len(sample[-1][0])]

@@ -29,6 +29,18 @@ def test_learns_rules_with_their_probabilities():
     assert "s" not in alts  # "fun" for "sun" once: under min_count
 
 
+def test_a_pair_counts_as_often_as_it_occurs_wherever_it_stands():
+    """Each distinct pair is aligned once and weighted by its count: a pair given again later
+    counts as if given together, and every count scales with the pairs repeated."""
+    scattered = PAIRS + [("tbe", "the"), ("fun", "sun"), ("ofthe", "of the")]
+    together = PAIRS[:4] + [("fun", "sun")] + PAIRS[4:5] + [("tbe", "the")] + PAIRS[5:] + [("ofthe", "of the")]
+    assert learn(scattered, min_count=2).to_json() == learn(together, min_count=2).to_json()
+    once, thrice = learn(PAIRS, min_count=1), learn(PAIRS * 3, min_count=1)
+    assert thrice.made_by["words"] == 3 * once.made_by["words"]
+    assert thrice.rules == once.rules and thrice.split == once.split and thrice.hyphen == once.hyphen
+    assert "s" in dict(learn(PAIRS * 2, min_count=2).rules["f"])  # "fun" for "sun" twice now: a rule
+
+
 def test_a_letter_read_as_a_space_is_a_rule_a_space_merely_added_is_not():
     m = learn([("noi e", "noise"), ("hou e", "house"), ("how ever", "however"), ("pre vailed", "pre-vailed")]
               + [("sun", "sun")] * 2, min_count=2)
