@@ -71,19 +71,29 @@ class JudgedRepairer:
 
     def judge(self, done: Repaired) -> list[int]:
         """The option the judge takes at each doubt of ``done``."""
-        items, owners = [], []
-        for n, (left, right, d) in enumerate(_contexts(done, self.s.context_chars, self.s.right_chars)):
+        items = self.items(done)
+        return self.picks(done, list(self.score(items)) if items else [])
+
+    def items(self, done: Repaired) -> list[tuple[str, str]]:
+        """The ``(context, continuation)`` texts the model scores: each doubt's options in turn."""
+        items = []
+        for left, right, d in _contexts(done, self.s.context_chars, self.s.right_chars):
             space = left[len(left.rstrip()):]  # (the space before a word is its first token's, in BPE)
-            for option in d.options:
-                items.append((left.rstrip(), _plain(space + option + right)))
-                owners.append(n)
-        scores = list(self.score(items)) if items else []
+            items += [(left.rstrip(), _plain(space + option + right)) for option in d.options]
+        return items
+
+    def picks(self, done: Repaired, scores: Sequence[float], weight: float | None = None,
+              margin: float | None = None) -> list[int]:
+        """The option taken at each doubt, given the model's ``scores`` of ``items(done)``
+        (``weight`` and ``margin``: the settings', unless given: a tuning reads them anew)."""
+        weight = self.s.lm_weight if weight is None else weight
+        margin = self.s.lm_margin if margin is None else margin
         picks, k = [], 0
         for d in done.doubts:
-            totals = [s + self.s.lm_weight * m for s, m in zip(d.scores, scores[k:k + len(d.options)])]
+            totals = [s + weight * m for s, m in zip(d.scores, scores[k:k + len(d.options)])]
             k += len(d.options)
             best = max(range(len(totals)), key=lambda j: (totals[j], j == d.chosen))
-            picks.append(best if totals[best] - totals[d.chosen] > self.s.lm_margin else d.chosen)
+            picks.append(best if totals[best] - totals[d.chosen] > margin else d.chosen)
         return picks
 
 
