@@ -298,7 +298,7 @@ def cmd_measure(a) -> int:
     for mode in a.modes:
         repairer = judged(OcrRepairer(lexicon, load_confusions(), MODES[mode]), a)
         res = {}
-        if not a.speed_only:
+        if not a.speed_only and not a.clean_only:
             t_rows, t_verdicts = score_files(repairer, train, years)
             h_rows, h_verdicts = score_files(repairer, held, years)
             res = {"train": summary(t_rows), "held_out": summary(h_rows), "files": {**t_rows, **h_rows},
@@ -311,6 +311,9 @@ def cmd_measure(a) -> int:
             res["clean_prose_adapted"] = clean_prose(repairer, adapted=True)
             print(mode, "clean prose, adapted on it", res["clean_prose_adapted"]["percent_changed"], "% changed",
                   flush=True)
+        if a.clean_only:
+            results[mode] = res
+            continue
         texts = [(read_aligned_pair(ICDAR / n)[0], years[n]) for n in by_number(years)]
         judge = (a.lm, judge_settings(a)) if a.lm else None
         res["speed"] = [speed(lexicon_path, mode, texts, w, a.runs, warm, judge) for warm in (False, True)
@@ -498,18 +501,22 @@ def cmd_judge_tune(a) -> int:
         items = judge.items(done)
         cases.append((name, ocr, done, list(judge.score(items)) if items else []))
     seconds = time.perf_counter() - t0
-    grid = {}
+    grid, seen = {}, {}  # (file, the picks) -> its errors: most grid points pick alike on most files
     for w in a.weights:
         for m in a.margins:
             errors = n = overruled = 0
             for name, ocr, done, scores in cases:
                 picks = judge.picks(done, scores, w, m)
                 changed = [(d, k) for d, k in zip(done.doubts, picks) if k != d.chosen]
-                e, g = file_errors(name, ocr, overrule(ocr, done, changed).changes if changed else done.changes)
+                key = (name, tuple(picks))
+                if key not in seen:
+                    seen[key] = file_errors(name, ocr, overrule(ocr, done, changed).changes if changed else done.changes)
+                e, g = seen[key]
                 errors, n, overruled = errors + e, n + g, overruled + len(changed)
             grid[f"{w}/{m}"] = {"lm_weight": w, "lm_margin": m, "cer": round(errors / n, 5), "overruled": overruled}
             print(json.dumps(grid[f"{w}/{m}"]), flush=True)
-    plain = [file_errors(name, ocr, done.changes) for name, ocr, done, _ in cases]
+    plain = [seen.get((name, tuple(d.chosen for d in done.doubts))) or file_errors(name, ocr, done.changes)
+             for name, ocr, done, _ in cases]
     base = sum(e for e, _ in plain) / sum(n for _, n in plain)
     best = min(grid.values(), key=lambda r: (r["cer"], r["lm_margin"], -r["lm_weight"]))
     out = {"judge": judge_meta(a), "files": len(train), "doubts": sum(len(c[2].doubts) for c in cases),
@@ -620,6 +627,7 @@ def main() -> int:
                     help="a lexicon of ../shared/corpus less the clean-prose books (Old Bailey too) and ICDAR's "
                          "tuning gold, built in WORK, in place of the shipped one (the figures before it)")
     mp.add_argument("--speed_only", action="store_true", help="only the speed figures")
+    mp.add_argument("--clean_only", action="store_true", help="only the clean-prose figures")
     cp = sub.add_parser("cross", help="across archives: channel learned on one, CER measured on another")
     cp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
     cp.add_argument("--modes", nargs="+", default=["default"], choices=sorted(MODES))
