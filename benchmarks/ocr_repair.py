@@ -217,9 +217,10 @@ def clean_prose(repairer: OcrRepairer, adapted: bool = False) -> dict:
             materialise(doc)
             texts.append((doc.extra["relpath"], clean_text(doc.text), doc.year))
     if adapted:
-        base = getattr(repairer, "repairer", repairer)  # (a judged one: its repairer adapted, judged the same)
+        judge = repairer if isinstance(repairer, JudgedRepairer) else None  # (its repairer adapted, judged the same)
+        base = judge.repairer if judge else repairer
         base = OcrRepairer(base.lex, adapt(base.conf, base.lex, [(t, y) for _, t, y in texts], base.s), base.s)
-        repairer = JudgedRepairer(base, repairer.score, repairer.s) if repairer is not base else base
+        repairer = JudgedRepairer(base, judge.score, judge.s) if judge else base
     books, changed, chars, examples = {}, 0, 0, Counter()
     for relpath, text, year in texts:
         done = repairer.repair(text, year)
