@@ -36,9 +36,10 @@ class JudgeSettings:
     """``lm_weight``: the model's log-probability's weight beside the repairer's score;
     ``lm_margin``: what the judge's choice must beat the repairer's by; ``doubt``: how close a
     repairer's decision must be to be judged (``OcrRepairer(doubts=...)``); ``context_chars``
-    and ``right_chars``: the text read before and after an option."""
+    and ``right_chars``: the text read before and after an option. The weight and margin were
+    chosen on ICDAR's tuning part with a CPU-trained ``tiny`` model (BENCHMARKS.md)."""
 
-    lm_weight: float = 1.0
+    lm_weight: float = 0.5
     lm_margin: float = 1.0
     doubt: float = 3.0
     context_chars: int = 300
