@@ -447,10 +447,11 @@ def cmd_cross(a) -> int:
             rows[f"icdar+{k} half -> {k} other half (2-fold)"] = _sum_folds(parts)
             print(mode, f"{k} 2-fold", json.dumps(rows[f"icdar+{k} half -> {k} other half (2-fold)"]), flush=True)
         results[mode] = rows
-    (work / ("cross_judged.json" if a.lm else "cross.json")).write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    out = work / ("cross_judged.json" if a.lm else "cross.json")
+    out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     for mode in a.modes:
         print(f"\n{mode} mode:\n", *cross_table(results[mode]), sep="\n")
-    print(f"written {work / ('cross_judged.json' if a.lm else 'cross.json')}")
+    print(f"written {out}")
     return 0
 
 
@@ -511,7 +512,8 @@ def cmd_judge_tune(a) -> int:
                 changed = [(d, k) for d, k in zip(done.doubts, picks) if k != d.chosen]
                 key = (name, tuple(picks))
                 if key not in seen:
-                    seen[key] = file_errors(name, ocr, overrule(ocr, done, changed).changes if changed else done.changes)
+                    got = overrule(ocr, done, changed).changes if changed else done.changes
+                    seen[key] = file_errors(name, ocr, got)
                 e, g = seen[key]
                 errors, n, overruled = errors + e, n + g, overruled + len(changed)
             grid[f"{w}/{m}"] = {"lm_weight": w, "lm_margin": m, "cer": round(errors / n, 5), "overruled": overruled}
@@ -651,8 +653,8 @@ def main() -> int:
     tp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
     tp.add_argument("--mode", default="default", choices=sorted(MODES))
     a = p.parse_args()
-    return {"learn": cmd_learn, "lexicon": cmd_lexicon, "cross": cmd_cross, "measure": cmd_measure, "tables": cmd_tables,
-            "judge_tune": cmd_judge_tune}[a.cmd](a)
+    return {"learn": cmd_learn, "lexicon": cmd_lexicon, "cross": cmd_cross, "measure": cmd_measure,
+            "tables": cmd_tables, "judge_tune": cmd_judge_tune}[a.cmd](a)
 
 
 if __name__ == "__main__":

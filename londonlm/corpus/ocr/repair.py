@@ -207,8 +207,7 @@ class Doubt:
     input it covers, the texts it could stand as there (the first: as it stands, kept), the
     repairer's score of each (keeping it scores the margin a change had to clear), the
     misreading's log-probability, the one taken, and the kind of change each is (``keep`` for
-    the first). A judge with more context may settle it
-    otherwise (:mod:`.judge`)."""
+    the first). A judge with more context may settle it otherwise (:mod:`.judge`)."""
 
     start: int
     end: int
