@@ -8,6 +8,7 @@ learned from real OCR agree strongly enough (londonlm/corpus/ocr/repair.py).
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --report changes.jsonl
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --period_corpus my_period_texts/
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output out.jsonl --period_corpus lexicon.json.gz --workers 2
+    python 02_data_collection/repair_ocr.py --input scans.jsonl --output out.jsonl --lm 09_models/checkpoints/tiny/final
 
 The period lexicon comes from --period_corpus (a saved lexicon .json.gz, a collected corpus or a
 folder of texts), by default from the corpus collected under --root (its transcribed documents)
@@ -16,7 +17,9 @@ where that holds too little or nothing; --save_lexicon keeps it for the next run
 "year" (--year_key, a number or "1750") tells the long s's era. The confusion model (shipped, or
 --confusions) is first adapted to the input's OCR from its own confident repairs (--no_adapt:
 not). --output may be a stream (/dev/stdout, a pipe): the messages then go to stderr. No two of
-the files named may be one file; --workers is at most the CPUs this process may use.
+the files named may be one file; --workers is at most the CPUs this process may use. --lm has a
+trained londonlm model judge the choices the period lexicon leaves close, each in its sentence
+(londonlm/corpus/ocr/judge.py; its gain and speed: BENCHMARKS.md).
 """
 import argparse
 import sys
@@ -24,13 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
-from londonlm.core.cli import StageParser, existing_file, positive_int
+from londonlm.core.cli import StageParser, existing_file, non_negative_float, positive_int
 from londonlm.core.errors import run_main
 from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, bounded_workers, check_output,
                                  default_period_lexicon, load_confusions, load_period_lexicon, refuse_same_files,
                                  regular_target, repair_jsonl, same_as_stdout, usable_cpus)
 from londonlm.corpus.ocr.adapt import adapt, jsonl_texts
 from londonlm.corpus.ocr.jsonl import check_input
+from londonlm.corpus.ocr.judge import JudgeSettings
+from londonlm.generation import ContinuationScorer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int, default=1,
                    help="repair processes (at most one per CPU this process may use); the adaptation's first "
                         "pass runs on them too (the adapted model is the same as with one)")
+    p.add_argument("--lm", metavar="MODEL_DIR",
+                   help="a trained londonlm model folder (a run's final/, any save_pretrained folder with its "
+                        "tokenizer) that judges, in context, the choices the period lexicon leaves close "
+                        "(he/be); CPU, batched; off by default")
+    p.add_argument("--lm_weight", type=non_negative_float, default=JudgeSettings.lm_weight,
+                   help="the model's log-probability's weight beside the repairer's score (with --lm)")
+    p.add_argument("--lm_margin", type=non_negative_float, default=JudgeSettings.lm_margin,
+                   help="how much (log-probability) the model's choice must beat the repairer's by to replace "
+                        "it (with --lm)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     return p
@@ -86,6 +100,10 @@ def main(argv=None) -> int:
         if path:
             check_output(flag, path)
     lexicon_to = regular_target("--save_lexicon", a.save_lexicon) if a.save_lexicon else None
+    # the judge's model loaded first (a folder that holds none is refused before the long work);
+    # each worker process loads its own, on one thread, where there are several
+    lm = ContinuationScorer(a.lm, threads=1 if bounded_workers(a.workers) > 1 else None) if a.lm else None
+    judge_id = lm.identity() if lm else None
     # the rows on standard output (--output /dev/stdout | jq): the messages go to stderr
     log = sys.stderr if same_as_stdout(a.output) or same_as_stdout(a.report) else sys.stdout
     lexicon = load_period_lexicon(a.period_corpus) if a.period_corpus else default_period_lexicon(layout.processed_dir)
@@ -105,7 +123,8 @@ def main(argv=None) -> int:
               f"repairs, {got['rules']} rules)" if got else
               "confusion model not adapted: too little of the input to learn its OCR from, or no confident repairs",
               file=log)
-    repair = DocumentRepair(lexicon, confusions, settings=settings)
+    repair = DocumentRepair(lexicon, confusions, settings=settings, lm=lm, judge_id=judge_id,
+                            judge=JudgeSettings(lm_weight=a.lm_weight, lm_margin=a.lm_margin))
     options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,
                            max_row_bytes=a.max_row_mb * 1024 * 1024, workers=a.workers, progress=a.progress)
     if bounded_workers(a.workers) < a.workers:
@@ -118,6 +137,7 @@ def main(argv=None) -> int:
           + (f", {s['encoding_notes']} read as cp1252" if s["encoding_notes"] else "")
           + (f", {s['years_ignored']} with a {a.year_key} that is no year (repaired without)"
              if s["years_ignored"] else "")
+          + (f"; judged by {judge_id['model']} (weights sha256 {judge_id['sha256']})" if judge_id else "")
           + (f"; report {a.report}" if a.report else ""), file=log)
     return 0
 

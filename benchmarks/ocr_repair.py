@@ -8,6 +8,8 @@ characters it changes in clean text, its speed on this machine, its most frequen
     python benchmarks/ocr_repair.py measure --work /work/scratch46/ocr_bench
     python benchmarks/ocr_repair.py tables --work /work/scratch46/ocr_bench   # BENCHMARKS.md's tables
     python benchmarks/ocr_repair.py cross --work /work/scratch46/ocr_bench    # across archives (overProof)
+    python benchmarks/ocr_repair.py judge_tune --lm RUN/final --work /tmp/j   # the judge's weight and margin
+    python benchmarks/ocr_repair.py cross --quick --lm RUN/final --lm_weight W --lm_margin M   # with the judge
 
 The held-out part is fixed by rule and never tuned on: within each decade of metadata.csv, the
 third of the files (rounded) with the smallest sha256 of their file name (19 of 58 files).
@@ -43,11 +45,13 @@ OVERPROOF_SETS = {"smh": "smh_1842-1954_dataset2.txt", "ca": "chronicling_americ
 from londonlm.corpus.cleaning import clean_text  # noqa: E402
 from londonlm.corpus.ocr import LexiconBuilder, OcrRepairer, PeriodLexicon, RepairSettings, load_confusions  # noqa: E402
 from londonlm.corpus.ocr.adapt import adapt  # noqa: E402
+from londonlm.corpus.ocr.judge import JudgedRepairer, JudgeSettings, overrule  # noqa: E402
 from londonlm.corpus.ocr.confusions import CONFUSIONS_FILE, learn  # noqa: E402
 from londonlm.corpus.ocr.step import SHIPPED_LEXICON, shipped_lexicon  # noqa: E402
 from londonlm.corpus.ocr.pairs import (aligned_words, char_errors, fold_glyphs, gold_pieces,  # noqa: E402
                                        line_word_pairs, read_aligned_pair, read_overproof, repaired_pieces)
 from londonlm.corpus.sources import LocalSource, materialise  # noqa: E402
+from londonlm.generation import ContinuationScorer  # noqa: E402
 
 MODES = {"default": RepairSettings(),
          "thorough": RepairSettings.thorough()}
@@ -213,8 +217,10 @@ def clean_prose(repairer: OcrRepairer, adapted: bool = False) -> dict:
             materialise(doc)
             texts.append((doc.extra["relpath"], clean_text(doc.text), doc.year))
     if adapted:
-        repairer = OcrRepairer(repairer.lex, adapt(repairer.conf, repairer.lex, [(t, y) for _, t, y in texts], repairer.s),
-                               repairer.s)
+        judge = repairer if isinstance(repairer, JudgedRepairer) else None  # (its repairer adapted, judged the same)
+        base = judge.repairer if judge else repairer
+        base = OcrRepairer(base.lex, adapt(base.conf, base.lex, [(t, y) for _, t, y in texts], base.s), base.s)
+        repairer = JudgedRepairer(base, judge.score, judge.s) if judge else base
     books, changed, chars, examples = {}, 0, 0, Counter()
     for relpath, text, year in texts:
         done = repairer.repair(text, year)
@@ -230,9 +236,13 @@ def clean_prose(repairer: OcrRepairer, adapted: bool = False) -> dict:
 _WORKER = None
 
 
-def _init(lexicon_path: str, mode: str, warm: list | None = None) -> None:
+def _init(lexicon_path: str, mode: str, warm: list | None = None, judge: tuple | None = None) -> None:
     global _WORKER
     _WORKER = OcrRepairer(PeriodLexicon.load(lexicon_path), load_confusions(), MODES[mode])
+    if judge is not None:  # (model folder, settings, threads): loaded now, before the clock
+        scorer = ContinuationScorer(judge[0], threads=judge[2])
+        scorer.load()
+        _WORKER = JudgedRepairer(_WORKER, scorer, judge[1])
     for text, year in warm or ():  # the steady state of a long-lived worker: every word type seen
         _WORKER.repair(text, year)
 
@@ -248,7 +258,7 @@ def _repair(item: tuple[str, int]) -> int:
 
 
 def speed(lexicon_path: Path, mode: str, texts: list[tuple[str, int]], workers: int, runs: int,
-          warm: bool = False) -> dict:
+          warm: bool = False, judge: tuple | None = None) -> dict:
     """MB/s of repairing ``texts`` with ``workers`` processes, each with its own repairer started
     cold (its lexicon loaded before the clock starts), or ``warm`` (it has repaired them all
     once: only what no cache can save is timed), median of ``runs``."""
@@ -256,7 +266,8 @@ def speed(lexicon_path: Path, mode: str, texts: list[tuple[str, int]], workers: 
     walls = []
     for _ in range(runs):
         with ProcessPoolExecutor(workers, initializer=_init,
-                                 initargs=(str(lexicon_path), mode, texts if warm else None)) as pool:
+                                 initargs=(str(lexicon_path), mode, texts if warm else None,
+                                           None if judge is None else (*judge, 1 if workers > 1 else None))) as pool:
             while len(set(pool.map(_ready, range(2 * workers)))) < workers:
                 pass  # until every worker has answered: started, lexicon loaded (and warmed)
             t0 = time.perf_counter()
@@ -284,10 +295,11 @@ def cmd_measure(a) -> int:
                         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                                    f"python {platform.python_version()}",
                         "held_out": held, "lexicon": lexicon.made_from}}
+    results["meta"]["judge"] = judge_meta(a)
     for mode in a.modes:
-        repairer = OcrRepairer(lexicon, load_confusions(), MODES[mode])
+        repairer = judged(OcrRepairer(lexicon, load_confusions(), MODES[mode]), a)
         res = {}
-        if not a.speed_only:
+        if not a.speed_only and not a.clean_only:
             t_rows, t_verdicts = score_files(repairer, train, years)
             h_rows, h_verdicts = score_files(repairer, held, years)
             res = {"train": summary(t_rows), "held_out": summary(h_rows), "files": {**t_rows, **h_rows},
@@ -300,8 +312,13 @@ def cmd_measure(a) -> int:
             res["clean_prose_adapted"] = clean_prose(repairer, adapted=True)
             print(mode, "clean prose, adapted on it", res["clean_prose_adapted"]["percent_changed"], "% changed",
                   flush=True)
-        texts = [(read_aligned_pair(ICDAR / n)[0], years[n]) for n in by_number(years)]
-        res["speed"] = [speed(lexicon_path, mode, texts, w, a.runs, warm) for warm in (False, True) for w in (1, 2)]
+        if a.clean_only:
+            results[mode] = res
+            continue
+        texts = [(read_aligned_pair(ICDAR / n)[0], years[n]) for n in by_number(years)][:a.speed_files or None]
+        judge = (a.lm, judge_settings(a)) if a.lm else None
+        res["speed"] = [speed(lexicon_path, mode, texts, w, a.runs, warm, judge) for warm in (False, True)
+                        for w in (1, 2)]
         print(mode, "speed", json.dumps(res["speed"]), flush=True)
         results[mode] = res
     (work / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
@@ -388,15 +405,18 @@ def cmd_cross(a) -> int:
 
     results = {"meta": {"command": " ".join(["benchmarks/ocr_repair.py", *sys.argv[1:]]),
                         "date": time.strftime("%Y-%m-%d"), "lexicon": lexicon.made_from.get("command"),
-                        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}}
+                        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+                        "judge": judge_meta(a)}}
     for mode in a.modes:
         rows = {}
 
         def run(label: str, conf, target: str):
-            repairer = OcrRepairer(lexicon, conf, MODES[mode])
+            repairer = judged(OcrRepairer(lexicon, conf, MODES[mode]), a)
             t0 = time.perf_counter()
             got = score_icdar(repairer, held, years) if target == "icdar" else score_overproof(repairer, sets[target])
             got["seconds"] = round(time.perf_counter() - t0, 1)
+            if isinstance(repairer, JudgedRepairer):
+                got.update(doubts=repairer.judged, overruled=repairer.overruled)
             rows[label] = got
             print(mode, label, json.dumps(got), flush=True)
 
@@ -427,10 +447,86 @@ def cmd_cross(a) -> int:
             rows[f"icdar+{k} half -> {k} other half (2-fold)"] = _sum_folds(parts)
             print(mode, f"{k} 2-fold", json.dumps(rows[f"icdar+{k} half -> {k} other half (2-fold)"]), flush=True)
         results[mode] = rows
-    (work / "cross.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    out = work / ("cross_judged.json" if a.lm else "cross.json")
+    out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     for mode in a.modes:
         print(f"\n{mode} mode:\n", *cross_table(results[mode]), sep="\n")
-    print(f"written {work / 'cross.json'}")
+    print(f"written {out}")
+    return 0
+
+
+# ---------------------------------------------------------------- the model as judge
+_SCORERS: dict[str, ContinuationScorer] = {}
+
+
+def judge_settings(a) -> JudgeSettings:
+    return JudgeSettings(lm_weight=a.lm_weight, lm_margin=a.lm_margin, doubt=a.lm_doubt)
+
+
+def judged(repairer: OcrRepairer, a):
+    """``repairer``, judged by ``--lm`` where one is named (one scorer per model: loaded once)."""
+    if not getattr(a, "lm", None):
+        return repairer
+    return JudgedRepairer(repairer, _scorer(a.lm), judge_settings(a))
+
+
+def _scorer(lm: str) -> ContinuationScorer:
+    return _SCORERS.setdefault(lm, ContinuationScorer(lm))
+
+
+def judge_meta(a) -> dict | None:
+    if not getattr(a, "lm", None):
+        return None
+    lm = _scorer(a.lm).load()
+    return {**_scorer(a.lm).identity(), "params": lm.n_params, "context": lm.context_length,
+            **{k: getattr(judge_settings(a), k) for k in ("lm_weight", "lm_margin", "doubt")}}
+
+
+def file_errors(name: str, ocr: str, changes) -> tuple[int, int]:
+    """(raw character errors, gold characters) of ICDAR file ``name`` repaired by ``changes``."""
+    _, ocr_aligned, gold_aligned = read_aligned_pair(ICDAR / name)
+    owner, gold = gold_pieces(ocr_aligned, gold_aligned)
+    spans = [(c.start, c.start + len(c.before), c.after) for c in changes]
+    return char_errors(repaired_pieces(ocr, owner, len(gold), spans), gold)
+
+
+def cmd_judge_tune(a) -> int:
+    """The judge's ``lm_weight`` and ``lm_margin`` chosen on ICDAR's tuning part only: each
+    file's doubts scored by the model once, every pair of the grid applied to those scores."""
+    years = icdar_years()
+    train = by_number(set(years) - set(held_out(years)))
+    judge = judged(OcrRepairer(shipped_lexicon(), load_confusions(), MODES["default"]), a)
+    cases, t0 = [], time.perf_counter()
+    for name in train:
+        ocr = read_aligned_pair(ICDAR / name)[0]
+        done = judge.repairer.repair(ocr, years[name])
+        items = judge.items(done)
+        cases.append((name, ocr, done, list(judge.score(items)) if items else []))
+    seconds = time.perf_counter() - t0
+    grid, seen = {}, {}  # (file, the picks) -> its errors: most grid points pick alike on most files
+    for w in a.weights:
+        for m in a.margins:
+            errors = n = overruled = 0
+            for name, ocr, done, scores in cases:
+                picks = judge.picks(done, scores, w, m)
+                changed = [(d, k) for d, k in zip(done.doubts, picks) if k != d.chosen]
+                key = (name, tuple(picks))
+                if key not in seen:
+                    got = overrule(ocr, done, changed).changes if changed else done.changes
+                    seen[key] = file_errors(name, ocr, got)
+                e, g = seen[key]
+                errors, n, overruled = errors + e, n + g, overruled + len(changed)
+            grid[f"{w}/{m}"] = {"lm_weight": w, "lm_margin": m, "cer": round(errors / n, 5), "overruled": overruled}
+            print(json.dumps(grid[f"{w}/{m}"]), flush=True)
+    plain = [seen.get((name, tuple(d.chosen for d in done.doubts))) or file_errors(name, ocr, done.changes)
+             for name, ocr, done, _ in cases]
+    base = sum(e for e, _ in plain) / sum(n for _, n in plain)
+    best = min(grid.values(), key=lambda r: (r["cer"], r["lm_margin"], -r["lm_weight"]))
+    out = {"judge": judge_meta(a), "files": len(train), "doubts": sum(len(c[2].doubts) for c in cases),
+           "seconds_repair_and_score": round(seconds, 1), "cer_without": round(base, 5), "best": best, "grid": grid}
+    a.work.mkdir(parents=True, exist_ok=True)
+    (a.work / "judge_tune.json").write_text(json.dumps(out, indent=1))
+    print(f"without the judge {base:.5f}; best {json.dumps(best)}; written {a.work / 'judge_tune.json'}")
     return 0
 
 
@@ -534,16 +630,31 @@ def main() -> int:
                     help="a lexicon of ../shared/corpus less the clean-prose books (Old Bailey too) and ICDAR's "
                          "tuning gold, built in WORK, in place of the shipped one (the figures before it)")
     mp.add_argument("--speed_only", action="store_true", help="only the speed figures")
+    mp.add_argument("--clean_only", action="store_true", help="only the clean-prose figures")
+    mp.add_argument("--speed_files", type=int, default=0,
+                    help="time only the first N files (0: all 58; the judge repairs about a thousand times slower)")
     cp = sub.add_parser("cross", help="across archives: channel learned on one, CER measured on another")
     cp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
     cp.add_argument("--modes", nargs="+", default=["default"], choices=sorted(MODES))
     cp.add_argument("--quick", action="store_true", help="only the ICDAR channel's figures")
     cp.add_argument("--adapt", action="store_true", help="also the ICDAR channel adapted on each target's OCR")
+    jp = sub.add_parser("judge_tune", help="the model judge's --lm_weight and --lm_margin, on ICDAR's tuning part")
+    jp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
+    jp.add_argument("--weights", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0], help="lm_weight values tried")
+    jp.add_argument("--margins", type=float, nargs="+", default=[0.0, 1.0, 2.0, 4.0], help="lm_margin values tried")
+    for sp in (mp, cp, jp):
+        sp.add_argument("--lm", required=sp is jp, help="a londonlm model folder (final/) judging close decisions")
+        sp.add_argument("--lm_weight", type=float, default=JudgeSettings.lm_weight, help="the model's weight")
+        sp.add_argument("--lm_margin", type=float, default=JudgeSettings.lm_margin,
+                        help="what the model's choice must beat the repairer's by")
+        sp.add_argument("--lm_doubt", type=float, default=JudgeSettings.doubt,
+                        help="how close a decision must be to be judged")
     tp = sub.add_parser("tables", help="BENCHMARKS.md's tables (by decade, per file, top ten) from WORK/results.json")
     tp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
     tp.add_argument("--mode", default="default", choices=sorted(MODES))
     a = p.parse_args()
-    return {"learn": cmd_learn, "lexicon": cmd_lexicon, "cross": cmd_cross, "measure": cmd_measure, "tables": cmd_tables}[a.cmd](a)
+    return {"learn": cmd_learn, "lexicon": cmd_lexicon, "cross": cmd_cross, "measure": cmd_measure,
+            "tables": cmd_tables, "judge_tune": cmd_judge_tune}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ publishing's verification and the model card.
   cached Hub id; ``auto`` device and dtype: bf16 weights on a GPU, fp32 on CPU) and prompt
   encoding (:func:`encode_prompt`: text never becomes a control token).
 - :mod:`.sampling`: :func:`generate`, :func:`stream` / :class:`TextStream`, :class:`Sample`.
-- :mod:`.scoring`: :func:`score_tokens`, per-token log-probabilities (the server's ``logprobs``).
+- :mod:`.scoring`: :func:`score_tokens`, per-token log-probabilities (the server's ``logprobs``);
+  :func:`continuation_logprobs` and :class:`ContinuationScorer`, continuations scored in batches
+  (the OCR repair's judge, ``repair_ocr.py --lm``).
 
 The terminal front end (REPL, printing) lives in :mod:`londonlm.serving.repl`, outside this core.
 """
@@ -20,10 +22,11 @@ from .model import (DTYPES, LoadedModel, context_length_of, encode_prompt, encod
                     new_tokens_for_max_length, normalize_era, pick_device, pick_dtype, prompt_length,
                     resolve_model_dir)
 from .sampling import Sample, TextStream, fit_to_context, generate, stream
-from .scoring import MAX_TOP, TokenScores, fit_pieces, score_tokens, text_pieces
+from .scoring import (MAX_TOP, ContinuationScorer, TokenScores, continuation_logprobs, fit_pieces, score_tokens,
+                      text_pieces)
 
 __all__ = [
-    "MAX_TOP", "CONFIG_FIELDS", "context_length_of", "DTYPES", "defaults_from_generation_config", "encode_prompt",
+    "MAX_TOP", "CONFIG_FIELDS", "ContinuationScorer", "continuation_logprobs", "context_length_of", "DTYPES", "defaults_from_generation_config", "encode_prompt",
     "encode_text", "fit_to_context", "generate", "generation_config_dict", "GenerationError",
     "GenerationSettings", "GREEDY_BELOW", "load_model", "LoadedModel", "new_tokens_for_max_length", "normalize_era",
     "pick_device", "pick_dtype", "prompt_length", "REQUEST_FIELDS", "resolve_model_dir", "Sample", "score_tokens",

@@ -1,11 +1,18 @@
 """Per-token log-probabilities of a token sequence under a loaded model: what the server's
 OpenAI-compatible ``logprobs`` and ``echo`` report, and what evaluation tools that talk to a
-served model (lm-evaluation-harness's ``local-completions``) score log-likelihoods with."""
+served model (lm-evaluation-harness's ``local-completions``) score log-likelihoods with; and the
+summed log-probability of continuations after their contexts, batched
+(:func:`continuation_logprobs`, :class:`ContinuationScorer`: the OCR repair's judge)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from .model import LoadedModel
+from ..core import GenerationError, sha256_file
+from .model import LoadedModel, encode_prompt, encode_text, load_model
+
+# the weights a save_pretrained folder holds, the first found named in a report
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 MAX_TOP = 5  # alternatives per position, OpenAI's limit
 
@@ -103,3 +110,95 @@ def score_tokens(lm: LoadedModel, ids: list[int], top: int = 1) -> TokenScores:
         tops.append(alternatives)
     pieces = text_pieces(lm.tokenizer, ids, skip_special_tokens=False)
     return TokenScores(pieces, [None, *chosen], tops, _offsets(pieces))
+
+
+# ---------------------------------------------------------------- continuations
+def continuation_logprobs(lm: LoadedModel, pairs: list[tuple[list[int], list[int]]],
+                          batch_size: int = 32) -> list[float]:
+    """Per ``(context ids, continuation ids)`` pair: the sum of log P(continuation token | the
+    context and the continuation's tokens before it), natural log, float32 softmax. Pairs go
+    through in batches of ``batch_size``, right-padded (a causal model's real tokens never see
+    the padding after them), sorted by length so a batch pads little; a context too long for
+    the model keeps its last tokens. A continuation must be 1 to ``context_length - 1`` tokens
+    and a context at least one (a bos)."""
+    import torch
+
+    room = lm.context_length
+    for ctx, cont in pairs:
+        if not ctx or not 0 < len(cont) < room:
+            raise ValueError(f"a context of {len(ctx)} and a continuation of {len(cont)} tokens: need at least 1 "
+                             f"and 1 to {room - 1}")
+    rows = [(ctx[-(room - len(cont)):], cont) for ctx, cont in pairs]
+    order = sorted(range(len(rows)), key=lambda k: len(rows[k][0]) + len(rows[k][1]))
+    out = [0.0] * len(rows)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            batch = order[b:b + batch_size]
+            for k, value in zip(batch, _batch_logprobs(lm, [rows[k] for k in batch], pad)):
+                out[k] = value
+    return out
+
+
+def _batch_logprobs(lm: LoadedModel, rows: list[tuple[list[int], list[int]]], pad: int) -> list[float]:
+    """``continuation_logprobs`` of one batch (under ``inference_mode``)."""
+    import torch
+
+    width = max(len(c) + len(x) for c, x in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    target = torch.zeros((len(rows), width), dtype=torch.bool)  # the positions whose next token is scored
+    for r, (ctx, cont) in enumerate(rows):
+        seq = ctx + cont
+        ids[r, :len(seq)] = torch.tensor(seq)
+        mask[r, :len(seq)] = 1
+        target[r, len(ctx) - 1:len(seq) - 1] = True
+    logits = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits[:, :-1]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logprobs.gather(2, ids[:, 1:].to(logprobs.device)[..., None])[..., 0]
+    return (chosen * target[:, :-1].to(chosen.device)).sum(dim=1).tolist()
+
+
+class ContinuationScorer:
+    """Text continuations scored by a model folder (``final/``, any ``save_pretrained`` one):
+    ``scorer([(context, continuation), ...])`` -> the log-probability of each continuation
+    after its context (``continuation_logprobs``), the context read as a document's text after
+    its ``<|endoftext|>``. The model loads on first use in each process and is not pickled: a
+    pool's worker that receives the scorer loads its own copy once, on ``threads`` torch threads
+    (None: torch's choice; 1 for one worker per CPU, which would otherwise fight over them)."""
+
+    def __init__(self, model_dir: str, batch_size: int = 32, threads: int | None = None):
+        self.model_dir, self.batch_size, self.threads = str(model_dir), batch_size, threads
+        self._lm: LoadedModel | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_lm": None}
+
+    def load(self) -> LoadedModel:
+        """The model, loaded now if not yet. A folder that holds none, or one it cannot load:
+        ``GenerationError`` in one line (transformers' reasons run to several)."""
+        if self._lm is None:
+            import torch
+
+            folder = Path(self.model_dir)
+            if folder.is_dir() and not any((folder / n).is_file() for n in WEIGHT_FILES):
+                raise GenerationError(f"{self.model_dir} holds no model: no {' or '.join(WEIGHT_FILES)}; pass a "
+                                      f"save_pretrained folder with its tokenizer (a run's final/)")
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            try:
+                self._lm = load_model(self.model_dir, device="cpu", dtype="float32")
+            except GenerationError as e:
+                raise GenerationError(" ".join(str(e).split())) from None
+        return self._lm
+
+    def identity(self) -> dict:
+        """What names the model for a report: its folder's ``run/final`` name and a hash of its weights."""
+        lm = self.load()
+        weights = next((p for p in (Path(lm.path) / n for n in WEIGHT_FILES) if p.is_file()), None)
+        return {"model": lm.model_id, "sha256": sha256_file(weights)[:16] if weights else None}
+
+    def __call__(self, items: list[tuple[str, str]]) -> list[float]:
+        lm = self.load()
+        pairs = [(encode_prompt(lm.tokenizer, ctx), encode_text(lm.tokenizer, cont)) for ctx, cont in items]
+        return continuation_logprobs(lm, pairs, self.batch_size)

@@ -11,6 +11,7 @@ and its quality measured before and after.
 - :mod:`.processes`: that stage's processes: workers bounded by the CPUs, dying with their
   parent, stopped at once; SIGTERM an error like any other.
 - :mod:`.repair`: the noisy-channel corrector (``OcrRepairer``) and its settings.
+- :mod:`.judge`: a trained model's judgement of the repairer's close decisions (``--lm``).
 - :mod:`.confusions`: the confusion model (how print is misread) and its candidate search;
   :mod:`._walk` (``_walk.c``) is that search compiled, optional (built where install finds a C
   compiler; the log says once per process which walk is in use).

@@ -202,10 +202,28 @@ class Change:
 
 
 @dataclass
+class Doubt:
+    """A choice the repairer's evidence left close (``OcrRepairer(doubts=...)``): the span of the
+    input it covers, the texts it could stand as there (the first: as it stands, kept), the
+    repairer's score of each (keeping it scores the margin a change had to clear), the
+    misreading's log-probability, the one taken, and the kind of change each is (``keep`` for
+    the first). A judge with more context may settle it otherwise (:mod:`.judge`)."""
+
+    start: int
+    end: int
+    options: list[str]
+    scores: list[float]
+    channels: list[float]
+    chosen: int
+    kinds: list[str]
+
+
+@dataclass
 class Repaired:
     text: str
     changes: list[Change] = field(default_factory=list)
     long_s: bool = False
+    doubts: list[Doubt] = field(default_factory=list)
 
 
 class OcrRepairer:
@@ -213,9 +231,12 @@ class OcrRepairer:
     cached, so a corpus costs its distinct words once."""
 
     def __init__(self, lexicon: PeriodLexicon, confusions: ConfusionModel, settings: RepairSettings | None = None,
-                 cache_size: int = 200_000):
+                 cache_size: int = 200_000, doubts: float | None = None):
         self.lex, self.conf = lexicon, confusions
         self.s = settings or RepairSettings()
+        # a decision within this much of going the other way is recorded as a Doubt (None: none
+        # recorded, and the repair runs as it always did)
+        self.doubt = doubts
         self._cache: dict[tuple[str, bool, float | None], tuple] = {}
         self._priors: dict[str, Any] = {}
         self._keys: dict[str, str] = {}
@@ -241,7 +262,7 @@ class OcrRepairer:
         same repairs in NFC and NFD), the text not changed kept as it came."""
         announce_walk(self.conf.compiled)
         view = SearchText.of(text)
-        if view is not None:
+        if view is not None:  # (its doubts' offsets are the view's: none kept)
             done = self._repair_pieces(view.text, year)
             return Repaired(*view.restore(done.changes), done.long_s)
         return self._repair_pieces(text, year)
@@ -249,15 +270,17 @@ class OcrRepairer:
     def _repair_pieces(self, text: str, year: int | None) -> Repaired:
         if len(text) <= PIECE:
             return self._repair(text, year)
-        out, changes, long_s, pos = [], [], False, 0
+        out, changes, doubts, long_s, pos = [], [], [], False, 0
         while pos < len(text):
             end = _cut(text, pos)
             done = self._repair(text[pos:end], year)
             out.append(done.text)
             changes += [Change(c.start + pos, c.before, c.after, c.kind, c.gain, c.channel) for c in done.changes]
+            doubts += [Doubt(d.start + pos, d.end + pos, d.options, d.scores, d.channels, d.chosen, d.kinds)
+                       for d in done.doubts]
             long_s = long_s or done.long_s
             pos = end
-        return Repaired("".join(out), changes, long_s)
+        return Repaired("".join(out), changes, long_s, doubts)
 
     def _repair(self, text: str, year: int | None = None) -> Repaired:
         matches = list(TOKEN.finditer(text))
@@ -320,7 +343,7 @@ class OcrRepairer:
                 out += [text[pos:c.start], c.after]
                 pos = c.start + len(c.before)
         out.append(text[pos:])
-        return Repaired("".join(out), changes, long_s)
+        return Repaired("".join(out), changes, long_s, _standing(doc.doubts, changes))
 
     def _strays(self, doc: "_Doc", changes: list[Change]) -> list[Change]:
         """Debris between words: a token of marks standing alone (`` ^ ``, `` ¦ ``, `` ,, ``) is
@@ -495,6 +518,7 @@ class OcrRepairer:
         lm = self.lex
         own = self.s.lm_weight * self._lm(doc.keys[i], doc.priors[i], prev, nxt)
         best, best_score, best_ch = None, -math.inf, 0.0
+        options = [] if self.doubt is not None else None
         for cand, key, ch, prior in cands:
             if prior is None:  # a split: two words
                 a, b = key.split(" ", 1)
@@ -503,17 +527,36 @@ class OcrRepairer:
             else:
                 score = self._lm(key, prior, prev, nxt)
             score = self.s.lm_weight * score + ch + doc.noise - own
+            if options is not None:
+                options.append((cand, score, ch, "split" if " " in cand else "word"))
             if score > best_score:
                 best, best_score, best_ch = cand, score, ch
         margin = self.s.name_margin if _is_name(word, doc.text, doc.starts[i]) else \
             self.s.short_margin if len(word) < 3 else self.s.margin
         if doc.priors[i] is not None:
             margin += self.s.known_margin
+        if options:
+            self._note_doubt(doc, doc.starts[i], doc.starts[i] + len(word), options, margin)
         if best is None or best_score <= margin:
             return None
         if word[0].islower() and best[0].isupper() and " " not in best and self._small_here(doc, i, best):
             best = best[0].lower() + best[1:]
         return best, doc.starts[i] + len(word), "split" if " " in best else "word", best_score, best_ch
+
+    def _note_doubt(self, doc: "_Doc", start: int, end: int, options: list[tuple], margin: float) -> None:
+        """Records the choice over ``text[start:end]`` as a Doubt when it was close: the best
+        candidate within ``doubts`` of the margin (either side), or a change taken with the
+        runner-up within ``doubts`` of it. ``options``: (candidate, score, channel, kind)."""
+        options = sorted(options, key=lambda o: -o[1])[:3]
+        best = options[0][1]
+        if abs(best - margin) >= self.doubt and \
+                (best <= margin or len(options) < 2 or best - options[1][1] >= self.doubt):
+            return
+        modern = self.s.long_s_output == "modern"  # (as the walk writes a change: so the judge's are too)
+        texts = [o[0].replace(LONG_S, "s") if modern else o[0] for o in options]
+        doc.doubts.append(Doubt(start, end, [doc.text[start:end], *texts], [margin, *(o[1] for o in options)],
+                                [0.0, *(o[2] for o in options)], int(best > margin),
+                                ["keep", *(o[3] for o in options)]))
 
     def _small_here(self, doc: "_Doc", i: int, cand: str) -> bool:
         """``came ln the``: a rule takes the small ``l`` for a printed capital ``I``, but in mid-sentence the
@@ -722,13 +765,18 @@ class OcrRepairer:
         nxt = doc.keys[i + 2] if i + 2 < len(doc.keys) and doc.priors[i + 2] is not None else None
         apart = self._lm(ka, pa, prev, None) + self._lm(kb, pb, ka if pa is not None else None, nxt)
         best, best_score, best_ch = None, -math.inf, 0.0
+        options = [] if self.doubt is not None else None
         for cand, key, ch, prior in cands:
             # the mark dropped, not read for a letter, is a line-end hyphen: the join's to decide
             if prior is not None and key != ka + kb:  # (a split is two words, not one)
                 score = self.s.lm_weight * (self._lm(key, prior, prev, nxt) - apart) + ch + doc.noise
+                if options is not None:
+                    options.append((cand, score, ch, "glued"))
                 if score > best_score:
                     best, best_score, best_ch = cand, score, ch
         margin = self.s.name_margin if _is_name(a, doc.text, doc.starts[i]) else self.s.margin
+        if options:
+            self._note_doubt(doc, doc.starts[i], b_start + len(b), options, margin)
         if best is None or best_score <= margin:
             return None
         return best, b_start + len(b), "glued", best_score, best_ch
@@ -797,12 +845,38 @@ class _Doc:
     long_s: bool
     noise: float             # log of how much likelier a misreading is here than in the paired data
     money: bool              # the text holds sums of money (a misread one may be among them)
+    doubts: list[Doubt] = field(default_factory=list)  # close decisions, with OcrRepairer(doubts=...)
 
     def context(self, i: int) -> tuple[str | None, str | None]:
         """The known words either side (an unknown neighbour is no evidence)."""
         prev = self.keys[i - 1] if i > 0 and self.priors[i - 1] is not None else None
         nxt = self.keys[i + 1] if i + 1 < len(self.keys) and self.priors[i + 1] is not None else None
         return prev, nxt
+
+
+def _standing(doubts: list[Doubt], changes: list[Change]) -> list[Doubt]:
+    """The doubts the walk's changes left as they were decided: none other in their span, and
+    the change taken (if any) the one decided there, over the span. A word a two-word repair
+    took, or whose change a lost space after it widened, was settled otherwise."""
+    if not doubts:
+        return []
+    spans = [(c.start, c.start + len(c.before), c) for c in changes]
+    starts = [s for s, _, _ in spans]
+    out: list[Doubt] = []
+    for d in sorted(doubts, key=lambda d: d.start):
+        if out and out[-1].end > d.start:
+            continue  # (two words kept whole and each alone: one choice, the first recorded)
+        k = bisect.bisect_left(starts, d.start)
+        inside = [c for s, e, c in spans[max(0, k - 1):k + 3] if s < d.end and e > d.start]
+        if d.chosen == 0 and not inside:
+            out.append(d)
+        elif d.chosen and len(inside) == 1 and inside[0].start == d.start \
+                and inside[0].start + len(inside[0].before) == d.end:
+            if inside[0].kind == d.kinds[d.chosen]:
+                options = list(d.options)
+                options[d.chosen] = inside[0].after  # (as written: the case the walk chose)
+                out.append(Doubt(d.start, d.end, options, d.scores, d.channels, d.chosen, d.kinds))
+    return out
 
 
 def _cut(text: str, pos: int) -> int:
