@@ -299,6 +299,47 @@ def test_dataloader_workers_ignore_sigterm():
     assert sum(len(b) for b in it) == 396  # the rest of the epoch, no "worker killed" error
 
 
+QUIET_LOADER_LEFT_OPEN = """
+import time
+from torch.utils.data import DataLoader
+from londonlm.training.step.trainer import quiet_workers
+
+
+class _Slow:
+    def __len__(self):
+        return 400
+
+    def __getitem__(self, i):
+        time.sleep(0.01)
+        return i
+
+
+it = iter(quiet_workers(DataLoader(_Slow(), batch_size=4, num_workers=2)))
+next(it)
+KEEP = it  # a run stopped mid-epoch by a signal: its iterator still referenced at exit
+print("exiting", flush=True)
+"""
+
+
+def test_a_process_exits_with_quiet_workers_it_never_shut_down(tmp_path):
+    """At exit multiprocessing ends a loader's workers with SIGTERM and waits for them; quiet
+    ones ignore it, so a rank stopped by a signal mid-epoch saved its checkpoint and then
+    waited for ever (the slow SIGTERM-to-torchrun test hung there, its ranks orphaned)."""
+    here = Path(__file__).resolve().parent
+    script = tmp_path / "left_open.py"
+    script.write_text(QUIET_LOADER_LEFT_OPEN)
+    env = {**os.environ, "PYTHONPATH": str(here.parents[1])}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the process never exited: its quiet DataLoader workers outlived it")
+    assert proc.returncode == 0 and "exiting" in out, out
+
+
 def test_tokens_seen_count_what_was_consumed():
     from londonlm.training.step.callbacks import ThroughputCallback
     from londonlm.training.data import DataPosition, Position

@@ -32,6 +32,8 @@ plus what our runs need and the stock one does not do.
 """
 from __future__ import annotations
 
+import atexit
+import multiprocessing
 import signal
 import time
 from dataclasses import dataclass
@@ -70,11 +72,26 @@ def _torch_loader(loader):
 
 
 def quiet_workers(loader):
-    """The loader's worker processes (if any) ignore SIGTERM/SIGINT."""
+    """The loader's worker processes (if any) ignore SIGTERM/SIGINT, and are killed when this
+    process exits (:func:`kill_daemon_children`)."""
     base = _torch_loader(loader)
     if base.num_workers > 0 and not isinstance(base.worker_init_fn, QuietWorker):
         base.worker_init_fn = QuietWorker(base.worker_init_fn)
+        atexit.unregister(kill_daemon_children)  # (once, however many loaders)
+        atexit.register(kill_daemon_children)
     return loader
+
+
+def kill_daemon_children() -> None:
+    """At exit, multiprocessing ends its daemonic children (a DataLoader's workers) with SIGTERM
+    and then waits for them; a quiet worker ignores SIGTERM, so a rank whose loader was not shut
+    down first (a run stopped mid-epoch by a signal, its iterator still referenced) waited for
+    ever, its checkpoint already written. Registered after multiprocessing's own exit hook, this
+    runs before it and ends them with SIGKILL: what multiprocessing meant, in a form a worker
+    cannot ignore (a worker only reads the token cache: nothing of it is lost)."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
 
 
 def enable_fsdp_on_cpu(trainer) -> None:
