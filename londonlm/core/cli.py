@@ -109,7 +109,7 @@ def user_path(text) -> Path:
     except RuntimeError:
         from .errors import UsageError
 
-        raise UsageError(f"cannot expand {text}: no such user") from None
+        raise UsageError(f"cannot expand {str(text)!r}: no such user") from None
 
 
 def _path(text: str) -> Path:

@@ -140,6 +140,18 @@ def _stdout_gone() -> bool:
         return False
 
 
+# What str.splitlines (and a terminal, a log reader) breaks a line at, besides the newline a
+# message may hold on purpose: in a value the user typed (`--root '~\x85'`) it would turn one
+# error line into two; shown escaped instead
+_LINE_BREAKS = {ord(c): f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+                for c in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def error_line(message: object) -> str:
+    """``error: message``, whatever line separators a user's value in it held escaped."""
+    return f"error: {str(message).translate(_LINE_BREAKS)}"
+
+
 def run_main(main: Callable[[Sequence[str]], int | None],
              argv: Sequence[str] | None = None) -> NoReturn:
     """Run a script's ``main(argv)`` and exit with its code; a :class:`LondonLMError`, or an
@@ -154,7 +166,7 @@ def run_main(main: Callable[[Sequence[str]], int | None],
         code = main(args)
     except (LondonLMError, KeyboardInterrupt) as e:
         if isinstance(e, LondonLMError):
-            print(f"error: {e}", file=sys.stderr)
+            print(error_line(e), file=sys.stderr)
         sys.exit(exit_code_for(e))
     except BrokenPipeError:
         if not _stdout_gone():
@@ -167,6 +179,6 @@ def run_main(main: Callable[[Sequence[str]], int | None],
         message = os_error_message(e)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(error_line(message), file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
     sys.exit(int(code or 0))

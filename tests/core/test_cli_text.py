@@ -50,3 +50,16 @@ def test_inference_refuses_undecodable_argv_before_loading(args, tmp_path):
     err = r.stderr.decode()
     assert r.returncode == 2 and err.count("\n") == 1, err
     assert err.startswith("error: --prompt: not valid UTF-8 (byte 0x")
+
+
+@pytest.mark.parametrize("sep", ["\x85", "\u2028", "\r", "\x0c"])
+def test_an_error_naming_a_value_with_a_line_separator_is_one_line(sep, capsys):
+    """`--root '~\\x85'` (found by the slow flag sweep): the value in the message split the
+    error in two lines for anything that reads lines as str.splitlines does."""
+    from londonlm.core.cli import user_path
+    from londonlm.core.errors import run_main
+
+    with pytest.raises(SystemExit) as done:
+        run_main(lambda argv: user_path(f"~nobody{sep}x") and 0, [])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: cannot expand")
