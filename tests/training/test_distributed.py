@@ -20,6 +20,7 @@ import config
 from conftest import precision_flags
 from londonlm.core.errors import run_main
 from londonlm.training.cli import TrainDefaults, main as train_main
+from slow_dataset import SlowItems
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -274,15 +275,6 @@ def test_omp_num_threads_is_obeyed_and_cores_are_shared_among_local_ranks(tmp_pa
     assert hardware.cgroup_cpu_limit(str(v1), str(tmp_path / "self1")) == 2.0
 
 
-class _Slow:
-    def __len__(self):
-        return 400
-
-    def __getitem__(self, i):
-        time.sleep(0.01)
-        return i
-
-
 def test_dataloader_workers_ignore_sigterm():
     """torchrun and Slurm signal the rank's whole process group; the workers must not die of
     it (the rank decides, then saves)."""
@@ -290,7 +282,7 @@ def test_dataloader_workers_ignore_sigterm():
 
     from londonlm.training.step.trainer import quiet_workers
 
-    loader = quiet_workers(DataLoader(_Slow(), batch_size=4, num_workers=2))
+    loader = quiet_workers(DataLoader(SlowItems(), batch_size=4, num_workers=2))
     it = iter(loader)
     next(it)
     for w in it._workers:
@@ -300,21 +292,11 @@ def test_dataloader_workers_ignore_sigterm():
 
 
 QUIET_LOADER_LEFT_OPEN = """
-import time
 from torch.utils.data import DataLoader
 from londonlm.training.step.trainer import quiet_workers
+from slow_dataset import SlowItems
 
-
-class _Slow:
-    def __len__(self):
-        return 400
-
-    def __getitem__(self, i):
-        time.sleep(0.01)
-        return i
-
-
-it = iter(quiet_workers(DataLoader(_Slow(), batch_size=4, num_workers=2)))
+it = iter(quiet_workers(DataLoader(SlowItems(), batch_size=4, num_workers=2)))
 next(it)
 KEEP = it  # a run stopped mid-epoch by a signal: its iterator still referenced at exit
 print("exiting", flush=True)
@@ -328,7 +310,7 @@ def test_a_process_exits_with_quiet_workers_it_never_shut_down(tmp_path):
     here = Path(__file__).resolve().parent
     script = tmp_path / "left_open.py"
     script.write_text(QUIET_LOADER_LEFT_OPEN)
-    env = {**os.environ, "PYTHONPATH": str(here.parents[1])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parents[1]), str(here)])}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
