@@ -34,7 +34,7 @@ from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, b
                                  regular_target, repair_jsonl, same_as_stdout, usable_cpus)
 from londonlm.corpus.ocr.adapt import adapt, jsonl_texts
 from londonlm.corpus.ocr.jsonl import check_input
-from londonlm.corpus.ocr.judge import JudgeSettings
+from londonlm.corpus.ocr.judge import Judge, JudgeSettings
 from londonlm.generation import ContinuationScorer
 
 
@@ -123,8 +123,8 @@ def main(argv=None) -> int:
               f"repairs, {got['rules']} rules)" if got else
               "confusion model not adapted: too little of the input to learn its OCR from, or no confident repairs",
               file=log)
-    repair = DocumentRepair(lexicon, confusions, settings=settings, lm=lm, judge_id=judge_id,
-                            judge=JudgeSettings(lm_weight=a.lm_weight, lm_margin=a.lm_margin))
+    judge = Judge(lm, JudgeSettings(lm_weight=a.lm_weight, lm_margin=a.lm_margin), judge_id) if lm else None
+    repair = DocumentRepair(lexicon, confusions, settings=settings, judge=judge)
     options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,
                            max_row_bytes=a.max_row_mb * 1024 * 1024, workers=a.workers, progress=a.progress)
     if bounded_workers(a.workers) < a.workers:

@@ -21,8 +21,8 @@ the stages' order: docs/architecture.md): the judge is given a function that sco
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 from .confusions import LONG_S
 from .repair import Change, Doubt, OcrRepairer, Repaired
@@ -44,6 +44,16 @@ class JudgeSettings:
     doubt: float = 3.0
     context_chars: int = 300
     right_chars: int = 40
+
+
+@dataclass(frozen=True)
+class Judge:
+    """A model judging a repair: its ``score`` (:data:`Scorer`), the ``settings`` it judges
+    with, and its ``identity`` (what names the model in each repaired row's facts)."""
+
+    score: Scorer
+    settings: JudgeSettings = field(default_factory=JudgeSettings)
+    identity: dict[str, Any] = field(default_factory=dict)
 
 
 class JudgedRepairer:

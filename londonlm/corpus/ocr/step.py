@@ -28,7 +28,7 @@ from ..cleaning import clean_text, join_hyphenation
 from ..manifest import MANIFEST, CorpusError, read_jsonl
 from ..sources import Document, LocalSource, materialise
 from .confusions import ConfusionModel, load_confusions
-from .judge import JudgedRepairer, JudgeSettings, Scorer
+from .judge import Judge, JudgedRepairer
 from .lexicon import LEXICON_FILE, RULES, LexiconBuilder, PeriodLexicon, word_key
 from .quality import ocr_quality
 from .repair import OcrRepairer, RepairSettings
@@ -195,23 +195,20 @@ def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, in
 class DocumentRepair:
     """Repairs one OCR document after cleaning: word repair, line-end hyphens joined with the
     period lexicon as evidence, and the quality before and after (the manifest's ``ocr_*``).
-    ``lm``: a model's scorer that judges the repairer's close decisions (:mod:`.judge`), with
-    ``judge`` its settings and ``judge_id`` what names the model in each row's facts."""
+    ``judge``: a model that settles the repairer's close decisions (:mod:`.judge`)."""
 
     lexicon: PeriodLexicon | None
     confusions: ConfusionModel | None = None
     repair: bool = True
     settings: RepairSettings = field(default_factory=RepairSettings)
-    lm: Scorer | None = None
-    judge: JudgeSettings | None = None
-    judge_id: dict[str, Any] | None = None
+    judge: Judge | None = None
 
     def __post_init__(self) -> None:
         self._repairer = None
         if self.lexicon is not None and self.repair:
             self._repairer = OcrRepairer(self.lexicon, self.confusions or load_confusions(), self.settings)
-            if self.lm is not None:
-                self._repairer = JudgedRepairer(self._repairer, self.lm, self.judge)
+            if self.judge is not None:
+                self._repairer = JudgedRepairer(self._repairer, self.judge.score, self.judge.settings)
         self._known = self.lexicon.vocabulary(self.settings.known_min_count)[0] if self.lexicon is not None else None
 
     @classmethod
@@ -234,7 +231,7 @@ class DocumentRepair:
             judged = self._judged()
             done = self._repairer.repair(text, year)
             if judged is not None:
-                facts["ocr_judge"] = {**(self.judge_id or {}), "doubts": self._repairer.judged - judged[0],
+                facts["ocr_judge"] = {**self.judge.identity, "doubts": self._repairer.judged - judged[0],
                                       "overruled": self._repairer.overruled - judged[1]}
             text = done.text
             if "-\n" in text:
