@@ -62,6 +62,7 @@ def train_run(config: TrainingConfig, args, plan: TrainingPlan, speed, settings:
     trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval,
                             collator=default_data_collator, callbacks=callbacks, stream=stream,
                             optimizer=config.optim.optimizer, time_budget=config.control.time_budget,
+                            warmup_share=config.optim.warmup_share,
                             processing_class=plan.tokenizer)
     outcome = train(trainer, plan.resume.checkpoint, stopper, position, context)
     summary = run_summary(config, args, plan, data, speed.settings, model, outcome, settings)

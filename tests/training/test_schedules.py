@@ -83,7 +83,7 @@ class SimulatedClock:
 
 
 def _run(tmp_path, budget, tau=0.5, first=2.0, warmup=3, max_steps=10_000, resume=None,
-         stop_at=None, clock=None, logs=None, agree=None):
+         stop_at=None, clock=None, logs=None, agree=None, share=None):
     from transformers import Trainer, TrainerCallback
 
     clock = clock or SimulatedClock(tau, first)
@@ -94,7 +94,7 @@ def _run(tmp_path, budget, tau=0.5, first=2.0, warmup=3, max_steps=10_000, resum
             if stop_at and state.global_step == stop_at:  # an interruption, with a checkpoint
                 control.should_training_stop = control.should_save = True
 
-    sched = WarmupStableDecay(warmup, 1000, decay_fraction=0.25, min_lr_ratio=0.0)
+    sched = WarmupStableDecay(warmup, 1000, decay_fraction=0.25, min_lr_ratio=0.0, warmup_share=share)
     args = micro_training_args(tmp_path, max_steps=max_steps, save_strategy="steps", save_steps=10_000)
     model = micro_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
@@ -158,6 +158,20 @@ def test_budget_is_shared_by_a_resumed_run(tmp_path):
 def test_budget_too_small_for_warmup_fails_clearly(tmp_path):
     with pytest.raises(BudgetError, match="warm-up"):
         _run(tmp_path, budget=5.0, warmup=20)
+
+
+def test_a_warm_up_that_is_a_share_of_the_budget_follows_the_pace_measured(tmp_path):
+    """The warm-up was sized from an estimate of the pace (a probe at 0.05 s a step: 400 steps in
+    20 s, a preset's 1/8 of them 50); the steps take 0.5 s, so 20 s hold 34: the warm-up keeps its
+    share of those (4) where a fixed one of 50 is refused."""
+    logs = []
+    trainer, sched, clock, _ = _run(tmp_path, budget=20.0, warmup=50, logs=logs, share=0.125)
+    st = trainer.state
+    assert st.global_step == st.max_steps == sched.total_steps and abs(clock.t - 20.0) <= 0.5
+    assert sched.warmup_steps == round(st.global_step * 0.125) and sched.progress(st.global_step) == 1.0
+    assert any(f"warm-up {sched.warmup_steps}," in m for m in logs)
+    with pytest.raises(BudgetError, match="warm-up"):
+        _run(tmp_path / "fixed", budget=20.0, warmup=50)
 
 
 def test_callback_refuses_a_scheduler_it_cannot_fit(tmp_path):

@@ -50,10 +50,12 @@ def _decay_factor(shape: str, progress: float) -> float:
 
 class WarmupStableDecay:
     """LR multiplier for ``LambdaLR``: ``step/warmup`` during warm-up (Hugging Face's
-    convention), 1 until ``decay_start``, then down to ``min_lr_ratio`` at ``total_steps``."""
+    convention), 1 until ``decay_start``, then down to ``min_lr_ratio`` at ``total_steps``.
+    ``warmup_share``: the warm-up is that share of the steps a budget holds (a preset's), so
+    :class:`BudgetFitCallback` refits it with the total while it lasts; None: a fixed warm-up."""
 
     def __init__(self, warmup_steps: int, total_steps: int, decay_fraction: float = 0.2,
-                 min_lr_ratio: float = 0.0, decay_shape: str = "linear"):
+                 min_lr_ratio: float = 0.0, decay_shape: str = "linear", warmup_share: float | None = None):
         if warmup_steps < 0 or total_steps < 1:
             raise ValueError(f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps}, "
                              f"{total_steps}")
@@ -67,6 +69,7 @@ class WarmupStableDecay:
         self.decay_fraction = float(decay_fraction)
         self.min_lr_ratio = float(min_lr_ratio)
         self.decay_shape = decay_shape
+        self.warmup_share = warmup_share
         self.total_steps = int(total_steps)
         self.decay_start = self.planned_decay_start(self.total_steps)
         # filled by BudgetFitCallback; kept here so that scheduler.pt carries them
@@ -114,12 +117,14 @@ def make_lr_scheduler(optimizer, schedule: WarmupStableDecay):
     return LambdaLR(optimizer, schedule)
 
 
-def budget_schedule(time_budget: float, args) -> WarmupStableDecay | None:
-    """The learning-rate schedule a budgeted run trains with (None: the Trainer's own)."""
+def budget_schedule(time_budget: float, args, warmup_share: float | None = None) -> WarmupStableDecay | None:
+    """The learning-rate schedule a budgeted run trains with (None: the Trainer's own);
+    ``warmup_share``: its warm-up is that share of the steps the budget turns out to hold."""
     if not time_budget:
         return None
     floor = float((args.lr_scheduler_kwargs or {}).get("min_lr_rate", 0.0))
-    return WarmupStableDecay(args.warmup_steps, args.max_steps, BUDGET_DECAY_FRACTION, floor, "linear")
+    return WarmupStableDecay(args.warmup_steps, args.max_steps, BUDGET_DECAY_FRACTION, floor, "linear",
+                             warmup_share)
 
 
 def schedule_of(lr_scheduler) -> WarmupStableDecay | None:
@@ -207,14 +212,18 @@ class BudgetFitCallback(TrainerCallback):
         total = agreed_total(total, self.agree)
         if total is None:
             return
-        if total <= s.warmup_steps and g <= s.warmup_steps:
+        if s.warmup_share is not None and g <= s.warmup_steps:
+            # a warm-up sized from an estimate of the pace (a probe on a machine then idle) keeps
+            # its share of what the measured pace holds: a busier machine shortens it, never fails
+            s.warmup_steps = min(max(1, round(total * s.warmup_share)), max(0, total - 1))
+        elif total <= s.warmup_steps and g <= s.warmup_steps:
             raise BudgetError(_too_small(self.budget, total, s.warmup_steps,
                                          s.step_seconds or elapsed / max(1, g), "measured"))
         self._set_total(total, state)
         if not self._announced and s.step_seconds:
             self._announced = True
             self.log(f"time budget {self.budget:g} s: {s.step_seconds:.3g} s per step measured -> "
-                     f"{s.total_steps} steps, decay from step {s.decay_start:.0f}")
+                     f"{s.total_steps} steps, warm-up {s.warmup_steps}, decay from step {s.decay_start:.0f}")
         if not self._decay_announced and g >= s.decay_start:
             self._decay_announced = True
             self.log(f"time budget: decay starts at step {g} of {s.total_steps} "

@@ -244,16 +244,17 @@ class FittedProgress(ProgressCallback):
 
 
 def build_trainer(model, args, *, train, eval_dataset, collator, callbacks: list,
-                  stream: StreamSampler, optimizer: str, time_budget: float = 0.0,
+                  stream: StreamSampler, optimizer: str, time_budget: float = 0.0, warmup_share: float | None = None,
                   processing_class=None, schedule: Callable[[int], float] | None = None) -> RunTrainer:
     """The ``Trainer`` of every job: :class:`RunTrainer` (stream sampler, exact resume, FSDP on
     CPU groups, signal-proof workers, ``callbacks`` in their order) with ``--optim muon`` and a
-    budget-fitted schedule (or ``schedule``: step -> learning-rate factor, e.g. the LR finder's
-    ramp). The model comes ready to train (:func:`~..model.prepare_for_training`)."""
+    budget-fitted schedule (its warm-up ``warmup_share`` of the steps the budget holds, where
+    given) or ``schedule`` (step -> learning-rate factor, e.g. the LR finder's ramp). The model
+    comes ready to train (:func:`~..model.prepare_for_training`)."""
     return RunTrainer(model=model, args=args, eval_dataset=eval_dataset, train_dataset=train,
                       data_collator=collator, processing_class=processing_class, callbacks=callbacks,
                       stream=stream, optimizer_builder=optimizer_factory(optimizer, args, log=log),
-                      schedule=schedule or budget_schedule(time_budget, args))
+                      schedule=schedule or budget_schedule(time_budget, args, warmup_share))
 
 
 def compile_failure(error: BaseException) -> bool:
