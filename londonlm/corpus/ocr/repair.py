@@ -241,6 +241,8 @@ class OcrRepairer:
         self._priors: dict[str, Any] = {}
         self._keys: dict[str, str] = {}
         self._unknowns: dict[str, float] = {}
+        self._lms: dict[tuple, float] = {}
+        self._char_logps: dict[str, float] = {}
         self._lower: dict[str, float] | None = None
         self._by_length: dict[int, list[str]] | None = None
         self._cache_size = cache_size
@@ -286,8 +288,7 @@ class OcrRepairer:
         matches = list(TOKEN.finditer(text))
         found = [m.group(0) for m in matches]
         starts = [m.start() for m in matches]
-        keys = [self._key(w) for w in found]
-        priors = [self._prior(k) for k in keys]
+        keys, priors = self._keys_and_priors(found)
         long_s = self.uses_long_s(keys, priors, year)
         if self.s.doc_min_count:
             self._add_document_evidence(found, keys, priors, long_s)
@@ -300,12 +301,14 @@ class OcrRepairer:
         # the tests that end most two-word searches at once, made here (per word, not per call):
         # two words that stand as words are not one glued; a join must be the period's word; a
         # lost space follows a stop
-        words_ok = [_is_word(w, p) for w, p in zip(found, priors)]
+        words_ok = [p is not None and (len(w) > 1 or w in _LONE_WORDS) for w, p in zip(found, priors)]  # (_is_word)
         glued, joins, unigrams, cache = self.s.glued, self.s.joins, self.lex.unigrams, self._cache
         while i < n:
             fix = None
             if i + 1 < n:
-                if glued and not (words_ok[i] and words_ok[i + 1]):
+                # (_glued's first test, made here: most tokens are not followed by one mark and a token)
+                if glued and not (words_ok[i] and words_ok[i + 1]) and starts[i + 1] == starts[i] + len(found[i]) + 1 \
+                        and text[starts[i + 1] - 1] in _GLUE:
                     fix = self._glued(doc, i)
                 if joins and keys[i] + keys[i + 1] in unigrams:
                     join = self._join(doc, i)  # "w ill": "will" joined may beat "wall" glued (the better wins)
@@ -405,15 +408,20 @@ class OcrRepairer:
         transcription, good print) is hardly touched while a bad scan is repaired freely."""
         if not self.s.noise_weight:
             return 0.0
-        n = unknown = 0
-        for w, p in zip(words, priors):
-            if len(w) > 1 and w.isalpha():
-                n += 1
-                unknown += p is None
+        counted = [p for w, p in zip(words, priors) if len(w) > 1 and w.isalpha()]
+        n, unknown = len(counted), counted.count(None)
         share = max(unknown / n if n else 0.0, 1e-3)
         return min(self.s.noise_cap, self.s.noise_weight * math.log(share / self.s.noise_reference))
 
     # ---------------------------------------------------------------- the evidence
+    def _keys_and_priors(self, words: list[str]) -> tuple[list[str], list[float | None]]:
+        """Each word's ``_key`` and ``_prior``, their caches read in place of a call a word (most
+        of a text's words were seen before: a call each was a tenth of the repair's time)."""
+        known_key, known_prior = self._keys.get, self._priors.get
+        keys = [known_key(w) or self._key(w) for w in words]
+        priors = [p if (p := known_prior(k, _MISSING)) is not _MISSING else self._prior(k) for k in keys]
+        return keys, priors
+
     def _key(self, word: str) -> str:
         got = self._keys.get(word)
         if got is None:
@@ -435,22 +443,18 @@ class OcrRepairer:
         counts = Counter(keys)
         total = max(1, len(keys))
         least = self.s.doc_min_count
-        first = {}
-        for w, k in zip(words, keys):
-            if counts[k] >= least and k not in first:
-                first[k] = w
+        frequent = [k for k, n in counts.items() if n >= least]
+        first = dict(zip(reversed(keys), reversed(words))) if frequent else {}  # (the last written: the first word)
         own: dict[str, float] = {}
-        for k, w in first.items():
-            cands = self._candidates(w, k, self._prior(k), long_s)
+        for k in frequent:
+            cands = self._candidates(first[k], k, self._prior(k), long_s)
             could_be = sum((counts.get(ck, 0) + self.s.doc_slack * total * math.exp(p))
                            * min(1.0, self.s.doc_boost * math.exp(ch)) for _, ck, ch, p in cands if p is not None)
-            if counts[k] > could_be and self.lex.char_logp(k) > self.s.own_min_char:
+            if counts[k] > could_be and self._char_logp(k) > self.s.own_min_char:
                 own[k] = math.log(counts[k] / total) + self.s.doc_penalty
-        if own:
-            for i, k in enumerate(keys):
-                lp = own.get(k)
-                if lp is not None and (priors[i] is None or lp > priors[i]):
-                    priors[i] = lp
+        if own:  # (one pass over the words, in place: the caller's list)
+            priors[:] = [p if (lp := own.get(k)) is None or p is not None and lp <= p else lp
+                         for k, p in zip(keys, priors)]
 
     def _prior(self, key: str) -> float | None:
         """log P(word) by the period lexicon, None for a word it does not hold. The period's
@@ -479,10 +483,31 @@ class OcrRepairer:
             if len(self._unknowns) >= self._cache_size:
                 self._unknowns.clear()
             got = self._unknowns[key] = self.s.unknown + self.s.char_weight * len(key) * (
-                self.lex.char_logp(key) - self.s.char_reference)
+                self._char_logp(key) - self.s.char_reference)
+        return got
+
+    def _char_logp(self, key: str) -> float:
+        """The lexicon's ``char_logp`` of ``key``, cached: a document's frequent words are asked
+        for again in every document that uses them."""
+        got = self._char_logps.get(key)
+        if got is None:
+            if len(self._char_logps) >= self._cache_size:
+                self._char_logps.clear()
+            got = self._char_logps[key] = self.lex.char_logp(key)
         return got
 
     def _lm(self, key: str, prior: float | None, prev: str | None, nxt: str | None) -> float:
+        """log P(key | prev) + log P(nxt | key) (``_lm_of``), cached: a word and its candidates
+        are scored in the same neighbours again and again (``of the``, ``in the``)."""
+        ck = (key, prior, prev, nxt)
+        got = self._lms.get(ck)
+        if got is None:
+            if len(self._lms) >= self._cache_size:
+                self._lms.clear()
+            got = self._lms[ck] = self._lm_of(key, prior, prev, nxt)
+        return got
+
+    def _lm_of(self, key: str, prior: float | None, prev: str | None, nxt: str | None) -> float:
         """log P(key | prev) + log P(nxt | key): the period's bigrams, backing off to the word's
         prior (the lexicon's, or the document's own evidence)."""
         lex = self.lex
@@ -900,7 +925,10 @@ def _cased(key: str, word: str) -> str:
 
 def _is_word(token: str, prior: float | None) -> bool:
     """A token that stands as a word of its own: the period's, and more than a stray letter."""
-    return prior is not None and (len(token) > 1 or token in ("a", "A", "I"))
+    return prior is not None and (len(token) > 1 or token in _LONE_WORDS)
+
+
+_LONE_WORDS = ("a", "A", "I")  # the letters that stand as words alone
 
 
 def _is_name(word: str, text: str, start: int) -> bool:
