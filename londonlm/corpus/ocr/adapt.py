@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 from .confusions import ConfusionModel, learn, mix
 from .jsonl import row_year
 from .lexicon import PeriodLexicon, word_key
-from .processes import bounded_workers, die_with_parent, stop_pool
+from .processes import bounded_workers, start_worker, stop_pool
 from .repair import TOKEN, OcrRepairer, RepairSettings
 
 ADAPT_CHARS = 1_000_000   # characters of the collection read to adapt on
@@ -52,11 +52,17 @@ def text_pairs(repairer: OcrRepairer, text: str, year: int | None, min_gain: flo
     pairs: list[tuple[str, str]] = []
     done = repairer.repair(text, year)
     changed = {c.start: c.after for c in done.changes if c.kind == "word" and c.gain > min_gain}
-    for m in TOKEN.finditer(text):
-        w = m.group(0)
-        if m.start() in changed:
-            pairs.append((w, changed[m.start()]))
-        elif w.isalpha() and word_key(w) in repairer.lex.unigrams:
+    matches = list(TOKEN.finditer(text))
+    words = [m.group(0) for m in matches]
+    # the words keyed at once, joined (as ocr_quality keys them: a token has no space, and its
+    # lower case does not depend on its neighbours): one call, not one a word
+    keys = word_key(" ".join(words)).split(" ")
+    known = repairer.lex.unigrams
+    for m, w, k in zip(matches, words, keys):
+        got = changed.get(m.start())
+        if got is not None:
+            pairs.append((w, got))
+        elif w.isalpha() and k in known:
             pairs.append((w, w))
     return pairs
 
@@ -82,7 +88,7 @@ _REPAIRER: OcrRepairer | None = None
 
 def _init_worker(repairer: OcrRepairer, parent: int) -> None:
     global _REPAIRER
-    die_with_parent(parent)
+    start_worker(parent)
     _REPAIRER = repairer  # (forked: the parent's lexicon and tables shared, not copied or pickled)
 
 

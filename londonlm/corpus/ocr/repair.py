@@ -40,7 +40,7 @@ from rapidfuzz.distance import Levenshtein
 
 from .confusions import LONG_S, ConfusionModel, announce_walk, ranked
 from .forms import SearchText
-from .lexicon import BACKOFF, STRAY, PeriodLexicon, word_key
+from .lexicon import BACKOFF, PeriodLexicon, stray_tokens, word_key
 from .sums import MONEY, repaired_sum
 
 # a word as the corrector sees it: letters, with digits the OCR may have put for letters
@@ -357,7 +357,7 @@ class OcrRepairer:
         at the period's rate is not."""
         if not self.s.strays or not self.lex.marks or doc.noise < self.s.stray_noise:
             return []  # (a clean text's marks are its own: Mayhew's tables set " | " thousands of times)
-        found = list(STRAY.finditer(doc.text))
+        found = stray_tokens(doc.text)
         if not found:
             return []
         per_mark = Counter(c for m in found for c in set(m.group(0)))

@@ -2,7 +2,8 @@
 scores, the keys, priors and character-model scores a text reads) hold what they would compute,
 so a repair is the same from a cold repairer, a warm one and one whose caches empty at every
 word; the walk's test before a glued search is the search's own; a document's own words found
-in one pass are those a word-by-word pass finds."""
+in one pass are those a word-by-word pass finds; the strays found where a mark follows white
+space are every one the pattern finds."""
 from __future__ import annotations
 
 import math
@@ -12,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 from ocr_fixtures import OCR, period_lexicon
 
 from londonlm.corpus.ocr.confusions import load_confusions
+from londonlm.corpus.ocr.lexicon import STRAY, stray_tokens
 from londonlm.corpus.ocr.repair import _GLUE, OcrRepairer, RepairSettings
 
 LEX = period_lexicon("The Baker came with the Bread on the 27th of May. the Merchants was any body. " * 3)
@@ -106,3 +108,25 @@ def test_a_documents_own_words_are_those_a_word_by_word_pass_finds():
         expected = _own_words_word_by_word(r, words, keys, list(priors), False)
         r._add_document_evidence(words, keys, priors, False)
         assert priors == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(" \n\t\u00a0\u2003.,;:-^|¦'\"a1_é£$&*§{}")), max_size=30))
+def test_the_strays_found_where_a_mark_follows_white_space_are_every_one(text):
+    assert [(m.span(), m.group(0)) for m in stray_tokens(text)] == \
+        [(m.span(), m.group(0)) for m in STRAY.finditer(text)]
+
+
+def test_the_adaptations_pairs_keyed_at_once_are_those_keyed_word_by_word():
+    from londonlm.corpus.ocr.adapt import text_pairs
+    from londonlm.corpus.ocr.lexicon import word_key
+    from londonlm.corpus.ocr.repair import TOKEN
+
+    r = repairer()
+    for text in TRICKY + ["İstanbul ÆTNA Ǆem tbe Bakcr’s Streete ſome Baker, Ǌ and the Bread. " * 2, ""]:
+        done = r.repair(text, 1790)
+        changed = {c.start: c.after for c in done.changes if c.kind == "word" and c.gain > 0.5}
+        expected = [(m.group(0), changed[m.start()]) if m.start() in changed else (m.group(0), m.group(0))
+                    for m in TOKEN.finditer(text)
+                    if m.start() in changed or m.group(0).isalpha() and word_key(m.group(0)) in r.lex.unigrams]
+        assert text_pairs(r, text, 1790, 0.5) == expected
