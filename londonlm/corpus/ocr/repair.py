@@ -319,8 +319,10 @@ class OcrRepairer:
                 fix = self._fix_sum(doc, i)
             if fix is None and word in _PRONOUN_SHAPES:
                 fix = self._fix_pronoun(doc, i)
-            if fix is None and (cache.get((word, long_s, priors[i])) != () or word[0].isupper() and priors[i] is not None):
-                fix = self._fix_word(doc, i)  # (not for a word whose search found nothing and is no capital)
+            # (not for a word whose search found nothing, unless a capital _fix_case may make small)
+            if fix is None and (cache.get((word, long_s, priors[i])) != () or word[0] in _CASE_SHAPES
+                                and priors[i] is not None):
+                fix = self._fix_word(doc, i)
             if i + 1 < n and text[starts[i] + len(found[i])] in _STOP_CHARS \
                     and (fix is None or fix[2] not in ("join", "glued")):
                 fix = self._space_after(doc, i, fix)

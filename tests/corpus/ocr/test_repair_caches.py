@@ -130,3 +130,25 @@ def test_the_adaptations_pairs_keyed_at_once_are_those_keyed_word_by_word():
                     for m in TOKEN.finditer(text)
                     if m.start() in changed or m.group(0).isalpha() and word_key(m.group(0)) in r.lex.unigrams]
         assert text_pairs(r, text, 1790, 0.5) == expected
+
+
+def test_a_word_the_walk_skips_is_one_fix_word_leaves():
+    # the walk asks _fix_word of a word whose search found nothing only where it is a capital of
+    # _CASE_SHAPES: every other such word, _fix_word (through _fix_case) leaves as it is
+    from londonlm.corpus.ocr.repair import _CASE_SHAPES
+
+    lex = period_lexicon("and it is good, and he paid, and it is here. " * 300)  # "is": never a capital mid-sentence
+    r, docs = OcrRepairer(lex, load_confusions()), []
+    r._strays = lambda doc, changes: docs.append(doc) or []
+    texts = TRICKY + ["It Was In the Hall; And The Court Met Him. " * 3,
+                      NOISY + "and tbe Court said it Is good, and paid Is. 6d. for tbe Bread. "]
+    for t in texts:
+        r.repair(t, 1790)
+    skipped = 0
+    for doc in docs:
+        for i, word in enumerate(doc.words):
+            if r._cache.get((word, doc.long_s, doc.priors[i])) == () and word[0] not in _CASE_SHAPES:
+                skipped += 1
+                assert r._fix_word(doc, i) is None, word
+    assert skipped > 20
+    assert "it is good" in r.repair(texts[-1], 1790).text  # a capital of _CASE_SHAPES still is made small
