@@ -3,7 +3,8 @@ scores, the keys, priors and character-model scores a text reads) hold what they
 so a repair is the same from a cold repairer, a warm one and one whose caches empty at every
 word; the walk's test before a glued search is the search's own; a document's own words found
 in one pass are those a word-by-word pass finds; the strays found where a mark follows white
-space are every one the pattern finds."""
+space, and the words of letters and digits found from their digits (the quality score's), are
+every one their patterns find."""
 from __future__ import annotations
 
 import math
@@ -152,3 +153,12 @@ def test_a_word_the_walk_skips_is_one_fix_word_leaves():
                 assert r._fix_word(doc, i) is None, word
     assert skipped > 20
     assert "it is good" in r.repair(texts[-1], 1790).text  # a capital of _CASE_SHAPES still is made small
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(" \n.,-'_a1Zé٣²ſ0\u00a0x")), max_size=30))
+def test_the_words_of_letters_and_digits_found_from_their_digits_are_every_one(text):
+    from londonlm.corpus.ocr.quality import _MIXED, mixed_words
+
+    assert mixed_words(text) == [m.group(0) for m in _MIXED.finditer(text)]
+    assert mixed_words("a" * 5000 + "1 x" + "b" * 3000 + " 2y 3 4to") == ["a" * 5000 + "1", "2y", "4to"]
