@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -131,7 +132,10 @@ def adapt(confusions: ConfusionModel, lexicon: PeriodLexicon, texts: Iterable[tu
     their share); ``confusions`` itself where they teach none, or where ``texts`` hold fewer than
     ``min_words`` words to learn from (:data:`MIN_WORDS`). The first pass runs on ``workers``
     processes (:func:`confident_pairs`): the same model, sooner."""
-    pairs = confident_pairs(OcrRepairer(lexicon, confusions, settings), texts, min_gain, max_chars, workers)
+    # (a stray's deletion is no word's pair, and the walk's repairs are decided before strays are
+    # looked for: the first pass leaves them, the pairs as they are)
+    first_pass = replace(settings or RepairSettings(), strays=False)
+    pairs = confident_pairs(OcrRepairer(lexicon, confusions, first_pass), texts, min_gain, max_chars, workers)
     if len(pairs) < min_words:
         return confusions
     own = learn(pairs, min_count=2, debris_min_count=0)

@@ -162,3 +162,17 @@ def test_the_words_of_letters_and_digits_found_from_their_digits_are_every_one(t
 
     assert mixed_words(text) == [m.group(0) for m in _MIXED.finditer(text)]
     assert mixed_words("a" * 5000 + "1 x" + "b" * 3000 + " 2y 3 4to") == ["a" * 5000 + "1", "2y", "4to"]
+
+
+def test_the_adaptations_first_pass_finds_the_same_pairs_without_strays():
+    # adapt's first pass leaves strays (RepairSettings(strays=False)): their deletions are no word's pair
+    from londonlm.corpus.ocr.adapt import confident_pairs
+
+    lex = period_lexicon("The Baker came with the Bread on the 27th of May. " * 3)
+    lex.marks["^"] = 1  # (the period set it alone once: a text's forty are debris)
+    text = NOISY + " ^ tbe Court ^ met ^ Bakcr ^ at ^ the ^ Hall ^ and ^ fome ^ Villains ^ " * 3
+    texts = [(text, 1790), (TRICKY[3], 1790), (OCR, 1750)]
+    assert any(c.kind == "debris" for c in OcrRepairer(lex, load_confusions()).repair(text, 1790).changes)
+    with_strays = confident_pairs(OcrRepairer(lex, load_confusions()), texts, min_gain=0.5)
+    without = confident_pairs(OcrRepairer(lex, load_confusions(), RepairSettings(strays=False)), texts, min_gain=0.5)
+    assert without == with_strays and any(o != g for o, g in without)
