@@ -40,28 +40,12 @@ _MID_CAPITAL = re.compile(r"(?<=[A-Za-zſ,;])[ \t]+([A-Z][A-Za-zſ]*(?:['’][A-
 # a token of marks standing alone between spaces (`` - ``, `` ^ ``, `` ,, ``; not a sum's £ or $, not
 # an ampersand, not a printer's mark: an asterisk, a dagger, a section or paragraph sign, a brace
 # of a table): how often the period sets each mark so is the measure of debris (``marks``)
-_MARK = r"[^\w\s£$&%*†‡§¶{}]"
-STRAY = re.compile(rf"(?<!\S){_MARK}+(?!\S)")
-# where one may start: a mark after white space. Searched for first, in C (a pattern that opens
-# with a class is scanned for; one that opens with a look-behind is tried at every character)
-_STRAY_START = re.compile(rf"\s{_MARK}")
+STRAY = re.compile(r"(?<!\S)[^\w\s£$&%*†‡§¶{}]+(?!\S)")
 BACKOFF = math.log(0.4)  # stupid backoff (Brants et al. 2007): an unseen pair costs this on top
 
 
 class LexiconError(LondonLMError, ValueError):
     """A period lexicon that cannot be built or read; the message says why."""
-
-
-def stray_tokens(text: str) -> list[re.Match]:
-    """``STRAY``'s matches in ``text``, in order (``list(STRAY.finditer(text))``), in half its
-    time: tried only where a mark follows white space, and at the text's start."""
-    first = STRAY.match(text)
-    out = [first] if first else []
-    for start in _STRAY_START.finditer(text):
-        m = STRAY.match(text, start.start() + 1)  # (its look-behind sees the space before)
-        if m:
-            out.append(m)
-    return out
 
 
 def word_key(word: str) -> str:

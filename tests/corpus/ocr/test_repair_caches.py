@@ -14,8 +14,8 @@ from hypothesis import given, settings, strategies as st
 from ocr_fixtures import OCR, period_lexicon
 
 from londonlm.corpus.ocr.confusions import load_confusions
-from londonlm.corpus.ocr.lexicon import STRAY, stray_tokens
-from londonlm.corpus.ocr.repair import _GLUE, OcrRepairer, RepairSettings
+from londonlm.corpus.ocr.lexicon import STRAY
+from londonlm.corpus.ocr.repair import _GLUE, OcrRepairer, RepairSettings, stray_tokens
 
 LEX = period_lexicon("The Baker came with the Bread on the 27th of May. the Merchants was any body. " * 3)
 NOISY = "Tbe Bakcr came, aud tbe Court met Bakcr at tbe Hall; fome Villains liad a Defign on tbe Bread. "
@@ -114,6 +114,9 @@ def test_a_documents_own_words_are_those_a_word_by_word_pass_finds():
 @settings(max_examples=400, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list(" \n\t\u00a0\u2003.,;:-^|¦'\"a1_é£$&*§{}")), max_size=30))
 def test_the_strays_found_where_a_mark_follows_white_space_are_every_one(text):
+    from londonlm.corpus.ocr.repair import _STRAY_START
+
+    assert STRAY.pattern == rf"(?<!\S){_STRAY_START.pattern[2:]}+(?!\S)"  # (one class of marks)
     assert [(m.span(), m.group(0)) for m in stray_tokens(text)] == \
         [(m.span(), m.group(0)) for m in STRAY.finditer(text)]
 
