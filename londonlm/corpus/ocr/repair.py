@@ -244,6 +244,7 @@ class OcrRepairer:
         self._unknowns: dict[str, float] = {}
         self._lms: dict[tuple, float] = {}
         self._char_logps: dict[str, float] = {}
+        self._misreadings: dict[tuple, tuple] = {}
         self._lower: dict[str, float] | None = None
         self._by_length: dict[int, list[str]] | None = None
         self._cache_size = cache_size
@@ -458,10 +459,10 @@ class OcrRepairer:
         frequent = [k for k, n in counts.items() if n >= least]
         first = dict(zip(reversed(keys), reversed(words))) if frequent else {}  # (the last written: the first word)
         own: dict[str, float] = {}
+        slack = self.s.doc_slack * total
         for k in frequent:
-            cands = self._candidates(first[k], k, self._prior(k), long_s)
-            could_be = sum((counts.get(ck, 0) + self.s.doc_slack * total * math.exp(p))
-                           * min(1.0, self.s.doc_boost * math.exp(ch)) for _, ck, ch, p in cands if p is not None)
+            could_be = sum((counts.get(ck, 0) + slack * exp_p) * share for ck, exp_p, share in
+                           self._misread_from(first[k], k, long_s))
             if counts[k] > could_be and self._char_logp(k) > self.s.own_min_char:
                 own[k] = math.log(counts[k] / total) + self.s.doc_penalty
         if own:  # (one pass over the words, in place: the caller's list)
@@ -483,6 +484,21 @@ class OcrRepairer:
         if len(self._priors) >= self._cache_size:
             self._priors.clear()
         self._priors[key] = got
+        return got
+
+    def _misread_from(self, word: str, key: str, long_s: bool) -> tuple:
+        """(key, P(it), min(1, ``doc_boost`` x P(word | it))) of each of the period's words ``word``
+        may be a misreading of (its ``_candidates``): what ``_add_document_evidence`` weighs a
+        frequent word against, cached (the same words are frequent in document after document)."""
+        prior = self._prior(key)
+        ck = (word, long_s, prior)
+        got = self._misreadings.get(ck)
+        if got is None:
+            if len(self._misreadings) >= self._cache_size:
+                self._misreadings.clear()
+            got = self._misreadings[ck] = tuple(
+                (c, math.exp(p), min(1.0, self.s.doc_boost * math.exp(ch)))
+                for _, c, ch, p in self._candidates(word, key, prior, long_s) if p is not None)
         return got
 
     def _unknown(self, key: str) -> float:
