@@ -83,7 +83,7 @@ def confident_pairs(repairer: OcrRepairer, texts: Iterable[tuple[str, int | None
 
 
 # ---------------------------------------------------------------- the first pass on several CPUs
-CHUNK_CHARS = 50_000  # a worker's share at a time: ~20 of them in the sample, so neither waits long
+CHUNK_CHARS = 20_000  # a worker's share at a time: ~50 of them in the sample, so the last is short to wait for
 _REPAIRER: OcrRepairer | None = None
 
 
