@@ -305,19 +305,20 @@ class OcrRepairer:
         # lost space follows a stop
         words_ok = [p is not None and (len(w) > 1 or w in _LONE_WORDS) for w, p in zip(found, priors)]  # (_is_word)
         glued, joins, unigrams, cache = self.s.glued, self.s.joins, self.lex.unigrams, self._cache
+        ends, money = [m.end() for m in matches], doc.money
         while i < n:
             fix = None
             if i + 1 < n:
                 # (_glued's first test, made here: most tokens are not followed by one mark and a token)
-                if glued and not (words_ok[i] and words_ok[i + 1]) and starts[i + 1] == starts[i] + len(found[i]) + 1 \
-                        and text[starts[i + 1] - 1] in _GLUE:
+                if glued and not (words_ok[i] and words_ok[i + 1]) and starts[i + 1] == ends[i] + 1 \
+                        and text[ends[i]] in _GLUE:
                     fix = self._glued(doc, i)
                 if joins and keys[i] + keys[i + 1] in unigrams:
                     join = self._join(doc, i)  # "w ill": "will" joined may beat "wall" glued (the better wins)
                     if join is not None and (fix is None or join[3] > fix[3]):
                         fix = join
             word = found[i]
-            if fix is None and doc.money and len(word) <= 4 and word[-1] in "sd":  # (what a sum can be)
+            if fix is None and money and len(word) <= 4 and word[-1] in "sd":  # (what a sum can be)
                 fix = self._fix_sum(doc, i)
             if fix is None and word in _PRONOUN_SHAPES:
                 fix = self._fix_pronoun(doc, i)
@@ -325,7 +326,7 @@ class OcrRepairer:
             if fix is None and (cache.get((word, long_s, priors[i])) != () or word[0] in _CASE_SHAPES
                                 and priors[i] is not None):
                 fix = self._fix_word(doc, i)
-            if i + 1 < n and text[starts[i] + len(found[i])] in _STOP_CHARS \
+            if i + 1 < n and text[ends[i]] in _STOP_CHARS \
                     and (fix is None or fix[2] not in ("join", "glued")):
                 fix = self._space_after(doc, i, fix)
             if fix is not None:
