@@ -309,9 +309,8 @@ class OcrRepairer:
         while i < n:
             fix = None
             if i + 1 < n:
-                # (_glued's first test, made here: most tokens are not followed by one mark and a token)
                 if glued and not (words_ok[i] and words_ok[i + 1]) and starts[i + 1] == ends[i] + 1 \
-                        and text[ends[i]] in _GLUE:
+                        and text[ends[i]] in _GLUE:  # (_glued's first test, here: one mark between)
                     fix = self._glued(doc, i)
                 if joins and keys[i] + keys[i + 1] in unigrams:
                     join = self._join(doc, i)  # "w ill": "will" joined may beat "wall" glued (the better wins)
@@ -322,10 +321,9 @@ class OcrRepairer:
                 fix = self._fix_sum(doc, i)
             if fix is None and word in _PRONOUN_SHAPES:
                 fix = self._fix_pronoun(doc, i)
-            # (not for a word whose search found nothing, unless a capital _fix_case may make small)
             if fix is None and (cache.get((word, long_s, priors[i])) != () or word[0] in _CASE_SHAPES
-                                and priors[i] is not None):
-                fix = self._fix_word(doc, i)
+                                and priors[i] is not None):  # (a word searched in vain: only a capital
+                fix = self._fix_word(doc, i)                 # _fix_case may make small)
             if i + 1 < n and text[ends[i]] in _STOP_CHARS \
                     and (fix is None or fix[2] not in ("join", "glued")):
                 fix = self._space_after(doc, i, fix)
