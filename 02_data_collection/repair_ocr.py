@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long_s", choices=("print", "modern"), default="print",
                    help="write a repaired long s as printed (ſ) or as s")
     p.add_argument("--thorough", action="store_true",
-                   help="a deeper candidate search, a near-word one for words the rules cannot reach, and a "
-                        "letter read as a space between two long pieces: about 2 points more of CER held out "
-                        "(20.1%% lower against 18.1%%), for 3-4 times the time on words not seen before")
+                   help="a deeper candidate search, the near-word search over the period's rarer words too, and "
+                        "a letter read as a space between two long pieces: 1-2 points more of CER across "
+                        "archives, for 2-4 times the time on words not seen before (BENCHMARKS.md)")
     p.add_argument("--no_adapt", action="store_true",
                    help="repair with the confusion model as it is: by default it is first adapted to this OCR "
                         "from its own confident repairs in the input's first 1 M characters (another engine "
@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep_sums", action="store_true",
                    help="leave sums of money as the OCR read them (by default a misread one, \"£1 Is.\", is "
                         "repaired where a sum stands beside it)")
+    p.add_argument("--join_hyphens", action="store_true",
+                   help="join a word broken at a line end (\"al-\\nlotments,\" -> \"allotments,\") where the "
+                        "document or the period attests it whole, as the corpus stage does for training text; by "
+                        "default the lines stay as printed, so the output lines up with the page and its "
+                        "transcription")
     p.add_argument("--no_furniture", action="store_true",
                    help="keep scan stamps, page numbers, running heads and catchwords")
     p.add_argument("--max_row_mb", type=positive_int, default=64, help="rows larger than this pass through unrepaired")
@@ -131,7 +136,7 @@ def main(argv=None) -> int:
               "confusion model not adapted: too little of the input to learn its OCR from, or no confident repairs",
               file=log)
     judge = Judge(lm, JudgeSettings(lm_weight=a.lm_weight, lm_margin=a.lm_margin), judge_id) if lm else None
-    repair = DocumentRepair(lexicon, confusions, settings=settings, judge=judge)
+    repair = DocumentRepair(lexicon, confusions, settings=settings, judge=judge, join_hyphens=a.join_hyphens)
     options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,
                            max_row_bytes=a.max_row_mb * 1024 * 1024, workers=a.workers, progress=a.progress)
     if bounded_workers(a.workers) < a.workers:

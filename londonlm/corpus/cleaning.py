@@ -266,7 +266,8 @@ def strip_markers(text: str) -> str:
 
 
 _TRAILING_WORD = re.compile(r"(?<![A-Za-z])([A-Za-z]+)$")
-_LEADING_WORD = re.compile(r"^[ \t]*([a-z]+)(?![A-Za-z])[ \t]?")
+# the tail's marks ("lotments, near") stay with the joined word: the line break goes after them
+_LEADING_WORD = re.compile(r"^[ \t]*([a-z]+)(?![A-Za-z])([^\sA-Za-z]*)[ \t]?")
 
 
 def join_hyphenation(text: str, known: Callable[[str], bool] | None = None) -> str:
@@ -305,8 +306,10 @@ def join_hyphenation(text: str, known: Callable[[str], bool] | None = None) -> s
         if i in joins:
             word, tail_len = joins[i]
             head_len = len(_TRAILING_WORD.search(out[-1][-60:]).group(1))
-            out[-1] = out[-1][:-head_len] + word + "\n"
-            out.append(nxt[tail_len:])
+            rest = nxt[tail_len:]  # (a line the word ended already ends: no blank line made)
+            out[-1] = out[-1][:-head_len] + word + _LEADING_WORD.match(nxt).group(2) + \
+                ("\n" if rest and rest[0] != "\n" else "")
+            out.append(rest)
         else:
             out[-1] = out[-1] + "-\n"
             out.append(nxt)

@@ -143,7 +143,15 @@ def adapt(confusions: ConfusionModel, lexicon: PeriodLexicon, texts: Iterable[tu
         return confusions
     return mix(confusions, own, weight, {"adapted_on": {"word_pairs": len(pairs),
                                                         "repairs": sum(o != g for o, g in pairs),
-                                                        "rules": own.made_by.get("rules", 0)}})
+                                                        "rules": own.made_by.get("rules", 0)}},
+               unseen=case_rule)
+
+
+def case_rule(ocr: str, printed: str) -> bool:
+    """A capital read for its own small letter (``In`` for ``in``): the case repair's evidence,
+    which the confident pairs never hold (they are whole-word repairs, while every word read
+    right counts the capitals it printed), so adapting would only ever dilute it."""
+    return len(ocr) == 1 and ocr.isupper() and printed == ocr.lower()
 
 
 def _lone_surrogate(text: str) -> bool:

@@ -231,13 +231,17 @@ class ConfusionModel:
             raise ConfusionError(f"{where}: malformed rule ({e})") from e
 
 
-def mix(base: ConfusionModel, other: ConfusionModel, weight: float, note: dict[str, Any] | None = None) -> ConfusionModel:
+def mix(base: ConfusionModel, other: ConfusionModel, weight: float, note: dict[str, Any] | None = None,
+        unseen: Callable[[str, str], bool] | None = None) -> ConfusionModel:
     """``base``'s model with each rule's probability ``(1 - weight) P_base + weight P_other`` (a
-    rule one lacks counts 0 there); the word rules, debris and join rates stay ``base``'s."""
+    rule one lacks counts 0 there); the word rules, debris and join rates stay ``base``'s, and so
+    does a rule ``unseen(ocr, printed)`` says ``other`` could not have observed."""
     rules: dict[str, list[tuple[str, float]]] = {}
+    keep = unseen or (lambda o, g: False)
     for o in set(base.learned_rules) | set(other.learned_rules):
         a, b = dict(base.learned_rules.get(o, ())), dict(other.learned_rules.get(o, ()))
-        alts = [(g, math.log((1 - weight) * math.exp(a.get(g, -math.inf)) + weight * math.exp(b.get(g, -math.inf))))
+        alts = [(g, a[g] if g in a and keep(o, g) else
+                 math.log((1 - weight) * math.exp(a.get(g, -math.inf)) + weight * math.exp(b.get(g, -math.inf))))
                 for g in set(a) | set(b)]
         rules[o] = sorted(alts, key=lambda x: (-x[1], x[0]))
     return ConfusionModel(rules, base.split, base.join, base.hyphen, dict(base.made_by, **(note or {})),

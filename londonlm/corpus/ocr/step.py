@@ -195,13 +195,15 @@ def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, in
 class DocumentRepair:
     """Repairs one OCR document after cleaning: word repair, line-end hyphens joined with the
     period lexicon as evidence, and the quality before and after (the manifest's ``ocr_*``).
-    ``judge``: a model that settles the repairer's close decisions (:mod:`.judge`)."""
+    ``judge``: a model that settles the repairer's close decisions (:mod:`.judge`);
+    ``join_hyphens``: False keeps the printed lines (a repair that should line up with the page)."""
 
     lexicon: PeriodLexicon | None
     confusions: ConfusionModel | None = None
     repair: bool = True
     settings: RepairSettings = field(default_factory=RepairSettings)
     judge: Judge | None = None
+    join_hyphens: bool = True
 
     def __post_init__(self) -> None:
         self._repairer = None
@@ -234,7 +236,7 @@ class DocumentRepair:
                 facts["ocr_judge"] = {**self.judge.identity, "doubts": self._repairer.judged - judged[0],
                                       "overruled": self._repairer.overruled - judged[1]}
             text = done.text
-            if "-\n" in text:
+            if self.join_hyphens and "-\n" in text:
                 known = self._known
                 text = join_hyphenation(text, known=lambda w: word_key(w) in known)
             facts.update(ocr_repairs=len(done.changes), ocr_long_s=done.long_s, changes=done.changes)

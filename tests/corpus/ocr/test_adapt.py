@@ -29,6 +29,26 @@ def test_mixed_rules_are_the_weighted_sum_of_their_probabilities():
     assert m.debris == base.debris and m.made_by["adapted_on"] == {"rules": 2}
 
 
+def test_a_rule_the_adapted_pairs_could_not_observe_stays_the_bases():
+    base = ConfusionModel({"I": [("i", math.log(0.01))], "o": [("e", math.log(0.01))]})
+    other = ConfusionModel({"o": [("e", math.log(0.2))]})
+    m = mix(base, other, 0.5, unseen=lambda o, g: o == "I")
+    assert dict(m.learned_rules["I"])["i"] == pytest.approx(math.log(0.01))
+    assert dict(m.learned_rules["o"])["e"] == pytest.approx(math.log(0.105))
+    assert dict(mix(base, other, 0.5).learned_rules["I"])["i"] == pytest.approx(math.log(0.005))
+
+
+def test_adapting_keeps_the_capital_the_ocr_reads_for_a_small_letter():
+    """Every word read right counts the capitals it printed while a case repair is never a
+    confident pair: adapting would only ever weaken "In" for "in"."""
+    from londonlm.corpus.ocr.confusions import load_confusions
+
+    shipped = load_confusions()
+    got = adapt(shipped, period_lexicon(), [(ENGINE * 3, 1800)], min_gain=0.0, min_words=0)
+    assert dict(got.learned_rules["I"])["i"] == dict(shipped.learned_rules["I"])["i"]
+    assert dict(got.learned_rules["o"])["e"] != dict(shipped.learned_rules["o"]).get("e")
+
+
 # an OCR that reads "e" as "o" far more often than the shipped model expects
 ENGINE = PERIOD.replace("the ", "tho ").replace("he ", "ho ").replace("were ", "woro ").replace("Merchants", "Morchants")
 

@@ -71,6 +71,17 @@ def test_sums_are_repaired_unless_the_user_keeps_them(tmp_path, lexicon):
     assert rows[0]["text"] == "the Merchants will attend with £1 Is. 6d. and the Bread"
 
 
+def test_printed_lines_stay_unless_the_user_joins_broken_words(tmp_path, lexicon):
+    lines = [row(id="a", text="the Lords of tbe Admi-\nralty, and the Mer-\nchants\nmet")]
+    res, rows = run(tmp_path, lexicon, lines)
+    assert res.returncode == 0, res.stderr
+    assert rows[0]["text"] == "the Lords of the Admi-\nralty, and the Mer-\nchants\nmet"  # as the page set it
+    res, rows = run(tmp_path, lexicon, lines, "--join_hyphens")
+    assert res.returncode == 0, res.stderr
+    # the marks after the word stay with it; a line the word ended adds no blank line
+    assert rows[0]["text"] == "the Lords of the Admiralty,\nand the Merchants\nmet"
+
+
 def test_bad_rows_pass_through_with_their_reason_and_nothing_is_lost(tmp_path, lexicon):
     big = row(id="big", text="tbe " * 400_000)  # 1.6 MB, over --max_row_mb 1
     lines = [row(id="ok", text="tbe Court"), b"{not json", row(id="no text"), b"[1, 2]",

@@ -289,12 +289,32 @@ def test_a_unit_after_a_number_is_left_alone():
 def test_a_word_too_garbled_for_the_rules_takes_a_near_word_of_the_period():
     lex = period_lexicon("The Baker came with the Bread on the 27th of May, and Caesar heard it. " * 6, times=6)
     text = NOISY + "A Bill is ordered into Parlxamcnt, and the Merchants will attend with their Acxqunts. "
-    done = OcrRepairer(lex, load_confusions(), RepairSettings(near=4)).repair(text, 1790)
+    done = OcrRepairer(lex, load_confusions(), RepairSettings(near=4, near_min_count=5)).repair(text, 1790)
     assert "into Parliament, and" in done.text and "with their Accounts." in done.text
     deep = OcrRepairer(lex, load_confusions(), RepairSettings.thorough()).repair(text, 1790).text
     assert "into Parliament, and" in deep and "with their Accounts." in deep
-    off = OcrRepairer(lex, load_confusions()).repair(text, 1790).text  # the default mode leaves it off (its time)
+    # the default mode searches only the period's common words (seen near_min_count times: its time)
+    off = OcrRepairer(lex, load_confusions()).repair(text, 1790).text
     assert "Parlxamcnt" in off and "Acxqunts" in off
+    common = period_lexicon("The Baker came with the Bread on the 27th of May, and Caesar heard it. " * 6, times=50)
+    on = OcrRepairer(common, load_confusions()).repair(text, 1790).text
+    assert "into Parliament, and" in on and "with their Accounts." in on
     # a word of other letters than plain ones is a loan or a name, never searched
-    loan = OcrRepairer(lex, load_confusions(), RepairSettings(near=4)).repair(NOISY + "the Merchants heard Cæsar at the Court. ", 1790)
+    loan = OcrRepairer(lex, load_confusions(), RepairSettings(near=4, near_min_count=5)).repair(NOISY + "the Merchants heard Cæsar at the Court. ", 1790)
     assert "Cæsar" in loan.text
+
+
+def test_a_capital_read_for_a_small_i_in_mid_sentence_is_small():
+    # "In" is a word (a sentence's first), but the period never set it with a capital in
+    # mid-sentence, and OCR reads i as I
+    lex = period_lexicon("the Watch was set in the Evening, and he was in an House on the Hill, and it is in. " * 150)
+    text = NOISY + "the Goods were found In his House, and the Watch was set In the Evening. In the Morning "
+    got = OcrRepairer(lex, load_confusions()).repair(text, 1790).text
+    assert "found in his House" in got and "set in the Evening" in got
+    assert "Evening. In the Morning" in got  # a sentence's first word keeps its capital
+
+
+def test_the_halves_of_a_word_a_line_end_hyphen_breaks_are_no_words_to_repair():
+    text = NOISY + "and the Mer-\nchants met at tbe Hall. "
+    got = repairer().repair(text, 1790).text
+    assert "the Mer-\nchants met at the Hall" in got  # not "Met-": a half is no word of its own
