@@ -299,6 +299,22 @@ class OcrRepairer:
             self._add_document_evidence(found, keys, priors, long_s)
         doc = _Doc(text, found, starts, keys, priors, text.count("\n") * 200 < len(text), long_s,
                    self._noise_adjustment(found, priors), self.s.sums and MONEY.search(text) is not None)
+        out, changes, pos = self._walk(doc, [m.end() for m in matches])
+        strays = self._strays(doc, changes)
+        if strays:  # (rare: the text again, with the strays' deletions among the changes)
+            changes = sorted(changes + strays, key=lambda c: c.start)
+            out, pos = [], 0
+            for c in changes:
+                out += [text[pos:c.start], c.after]
+                pos = c.start + len(c.before)
+        out.append(text[pos:])
+        return Repaired("".join(out), changes, long_s, _standing(doc.doubts, changes))
+
+    def _walk(self, doc: "_Doc", ends: list[int]) -> tuple[list[str], list[Change], int]:
+        """The words of ``doc`` in order, each repaired as a pair (glued, joined), a sum, the
+        pronoun, a word, or a space after it, a repaired word the next one's context: (the text's
+        pieces up to ``pos``, the changes, ``pos``)."""
+        text, found, starts, keys, priors, long_s = doc.text, doc.words, doc.starts, doc.keys, doc.priors, doc.long_s
         out: list[str] = []
         changes: list[Change] = []
         pos = i = 0
@@ -307,8 +323,7 @@ class OcrRepairer:
         # two words that stand as words are not one glued; a join must be the period's word; a
         # lost space follows a stop
         words_ok = [p is not None and (len(w) > 1 or w in _LONE_WORDS) for w, p in zip(found, priors)]  # (_is_word)
-        glued, joins, unigrams, cache = self.s.glued, self.s.joins, self.lex.unigrams, self._cache
-        ends, money = [m.end() for m in matches], doc.money
+        glued, joins, unigrams, cache, money = self.s.glued, self.s.joins, self.lex.unigrams, self._cache, doc.money
         while i < n:
             fix = None
             if i + 1 < n:
@@ -344,15 +359,7 @@ class OcrRepairer:
                 i += 2 if kind in ("join", "glued") else 1
                 continue
             i += 1
-        strays = self._strays(doc, changes)
-        if strays:  # (rare: the text again, with the strays' deletions among the changes)
-            changes = sorted(changes + strays, key=lambda c: c.start)
-            out, pos = [], 0
-            for c in changes:
-                out += [text[pos:c.start], c.after]
-                pos = c.start + len(c.before)
-        out.append(text[pos:])
-        return Repaired("".join(out), changes, long_s, _standing(doc.doubts, changes))
+        return out, changes, pos
 
     def _strays(self, doc: "_Doc", changes: list[Change]) -> list[Change]:
         """Debris between words: a token of marks standing alone (`` ^ ``, `` ¦ ``, `` ,, ``) is
