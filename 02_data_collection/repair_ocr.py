@@ -35,7 +35,6 @@ from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, b
 from londonlm.corpus.ocr.adapt import adapt, jsonl_texts
 from londonlm.corpus.ocr.jsonl import check_input
 from londonlm.corpus.ocr.judge import Judge, JudgeSettings
-from londonlm.generation import ContinuationScorer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _scorer(model_dir: str, threads: int | None):
+    """The judge's model: its package (numpy, the tokenizer's) imported only when --lm asks for
+    one, a fifth of a second of every run's start otherwise."""
+    from londonlm.generation import ContinuationScorer
+
+    return ContinuationScorer(model_dir, threads=threads)
+
+
 def main(argv=None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
@@ -107,7 +114,7 @@ def main(argv=None) -> int:
     lexicon_to = regular_target("--save_lexicon", a.save_lexicon) if a.save_lexicon else None
     # the judge's model loaded first (a folder that holds none is refused before the long work);
     # each worker process loads its own, on one thread, where there are several
-    lm = ContinuationScorer(a.lm, threads=1 if bounded_workers(a.workers) > 1 else None) if a.lm else None
+    lm = _scorer(a.lm, threads=1 if bounded_workers(a.workers) > 1 else None) if a.lm else None
     judge_id = lm.identity() if lm else None
     # the rows on standard output (--output /dev/stdout | jq): the messages go to stderr
     log = sys.stderr if same_as_stdout(a.output) or same_as_stdout(a.report) else sys.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from londonlm.corpus.cleaning import (clean_text, fix_mojibake, join_hyphenation, strip_gutenberg_boilerplate,
                                strip_markers, strip_page_furniture, strip_transcriber_notes, wrap_long_lines)
@@ -148,3 +149,12 @@ def test_hyphenated_line_ends_join_on_the_period_lexicons_evidence():
     text = "an exam-\nple of to-\nmorrow"
     assert join_hyphenation(text) == text                     # the document alone attests neither
     assert join_hyphenation(text, known=lambda w: known(w.lower())) == "an example\nof to-\nmorrow"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list(" \t\f\x00ΣσΑaB1٣_.İ\u0345\u00a0")), max_size=8), max_size=6),
+       st.integers(0, 8))
+def test_running_head_keys_all_at_once_are_each_lines_own(lines, max_chars):
+    from londonlm.corpus.cleaning import _head_key, _head_keys
+
+    assert _head_keys(lines, max_chars) == [_head_key(x) if 0 < len(x.strip()) <= max_chars else None for x in lines]

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .confusions import ConfusionModel, learn, mix
 from .jsonl import row_year
 from .lexicon import PeriodLexicon, word_key
-from .processes import bounded_workers, die_with_parent, stop_pool
+from .processes import bounded_workers, start_worker, stop_pool
 from .repair import TOKEN, OcrRepairer, RepairSettings
 
 ADAPT_CHARS = 1_000_000   # characters of the collection read to adapt on
@@ -52,11 +53,17 @@ def text_pairs(repairer: OcrRepairer, text: str, year: int | None, min_gain: flo
     pairs: list[tuple[str, str]] = []
     done = repairer.repair(text, year)
     changed = {c.start: c.after for c in done.changes if c.kind == "word" and c.gain > min_gain}
-    for m in TOKEN.finditer(text):
-        w = m.group(0)
-        if m.start() in changed:
-            pairs.append((w, changed[m.start()]))
-        elif w.isalpha() and word_key(w) in repairer.lex.unigrams:
+    matches = list(TOKEN.finditer(text))
+    words = [m.group(0) for m in matches]
+    # the words keyed at once, joined (as ocr_quality keys them: a token has no space, and its
+    # lower case does not depend on its neighbours): one call, not one a word
+    keys = word_key(" ".join(words)).split(" ")
+    known = repairer.lex.unigrams
+    for m, w, k in zip(matches, words, keys):
+        got = changed.get(m.start())
+        if got is not None:
+            pairs.append((w, got))
+        elif w.isalpha() and k in known:
             pairs.append((w, w))
     return pairs
 
@@ -76,13 +83,13 @@ def confident_pairs(repairer: OcrRepairer, texts: Iterable[tuple[str, int | None
 
 
 # ---------------------------------------------------------------- the first pass on several CPUs
-CHUNK_CHARS = 50_000  # a worker's share at a time: ~20 of them in the sample, so neither waits long
+CHUNK_CHARS = 20_000  # a worker's share at a time: ~50 of them in the sample, so the last is short to wait for
 _REPAIRER: OcrRepairer | None = None
 
 
 def _init_worker(repairer: OcrRepairer, parent: int) -> None:
     global _REPAIRER
-    die_with_parent(parent)
+    start_worker(parent)
     _REPAIRER = repairer  # (forked: the parent's lexicon and tables shared, not copied or pickled)
 
 
@@ -125,7 +132,10 @@ def adapt(confusions: ConfusionModel, lexicon: PeriodLexicon, texts: Iterable[tu
     their share); ``confusions`` itself where they teach none, or where ``texts`` hold fewer than
     ``min_words`` words to learn from (:data:`MIN_WORDS`). The first pass runs on ``workers``
     processes (:func:`confident_pairs`): the same model, sooner."""
-    pairs = confident_pairs(OcrRepairer(lexicon, confusions, settings), texts, min_gain, max_chars, workers)
+    # (a stray's deletion is no word's pair, and the walk's repairs are decided before strays are
+    # looked for: the first pass leaves them, the pairs as they are)
+    first_pass = replace(settings or RepairSettings(), strays=False)
+    pairs = confident_pairs(OcrRepairer(lexicon, confusions, first_pass), texts, min_gain, max_chars, workers)
     if len(pairs) < min_words:
         return confusions
     own = learn(pairs, min_count=2, debris_min_count=0)

@@ -32,7 +32,7 @@ from typing import Any, Iterator
 from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
 from .files import check_output, output_file, refuse_same_files, remove_stale_temps
-from .processes import bounded_workers, die_with_parent, sigterm_as_error, stop_pool
+from .processes import bounded_workers, sigterm_as_error, start_worker, stop_pool
 from .step import DocumentRepair
 
 MAX_ROW_BYTES = 64 * 1024 * 1024
@@ -161,7 +161,7 @@ _REPAIR: DocumentRepair | None = None
 def _init(repair: DocumentRepair, parent: int | None = None) -> None:
     global _REPAIR
     if parent is not None:  # a worker process
-        die_with_parent(parent)
+        start_worker(parent)
     _REPAIR = repair
 
 

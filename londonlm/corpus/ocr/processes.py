@@ -8,6 +8,7 @@ temporary file beside the output.
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -43,6 +44,14 @@ def die_with_parent(parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (a fork's copy of the parent's handler is not ours)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     end_with_parent(parent)
+
+
+def start_worker(parent: int) -> None:
+    """A worker's start: :func:`die_with_parent`, and what it shares with the parent (the lexicon's
+    and the walk's tables, forked) put out of the cyclic collector's reach (``gc.freeze``): each
+    full collection walked them all again, and wrote to the pages the fork shares until written."""
+    die_with_parent(parent)
+    gc.freeze()
 
 
 def stop_pool(pool: ProcessPoolExecutor) -> None:

@@ -24,7 +24,7 @@ _TOKEN = re.compile(r"\S+")
 _WORD = re.compile(r"[A-Za-zſ\u00c0-\u024f]{2,}(?:['’][A-Za-zſ]+)*")
 # letters and digits mixed in one word, not a number with its suffix ("21st", "10s", "4to"); tried
 # at a word's start only: from every letter of a long word without a digit the look-ahead read to
-# its end (300,000 letters run together: hours)
+# its end (300,000 letters run together: hours). The definition: mixed_words finds its matches sooner
 _MIXED = re.compile(r"(?<!\w)(?=\w*\d)(?=\w*[A-Za-z]{1})\w+")
 _NUMBER_WORD = re.compile(r"\d+(?:st|nd|rd|th|d|s|l|to|vo|mo|[ap]m)?|[A-Za-z]?\d+[A-Za-z]?", re.IGNORECASE)
 BINS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -48,8 +48,7 @@ def ocr_quality(text: str, lexicon: Container[str] | None = None) -> OcrQuality:
     chars = sum(map(len, text.split())) if text else 0  # (not white space: split's and isspace's are one)
     if not chars:
         return OcrQuality(0.0, None if lexicon is None else 0.0, 0.0, 0)
-    debris = len(_DEBRIS.findall(text)) + sum(len(m.group(0)) for m in _MIXED.finditer(text)
-                                                      if not _NUMBER_WORD.fullmatch(m.group(0)))
+    debris = len(_DEBRIS.findall(text)) + sum(len(w) for w in mixed_words(text) if not _NUMBER_WORD.fullmatch(w))
     debris_share = min(1.0, debris / chars)
     words = _WORD.findall(text)
     known = None
@@ -60,6 +59,30 @@ def ocr_quality(text: str, lexicon: Container[str] | None = None) -> OcrQuality:
         known = sum(map(lexicon.__contains__, keys)) / len(words) if words else 0.0
     score = (1.0 if known is None else known) * (1.0 - debris_share)
     return OcrQuality(score, known, debris_share, len(words))
+
+
+def mixed_words(text: str) -> list[str]:
+    """``_MIXED``'s matches in ``text`` (words of letters and digits), found from their digits in
+    a third of its time: a pattern opening with a class (``\\d``) is scanned for in C, one that
+    opens with a look-behind is tried at every character. A word's start is read back from its
+    first digit on the reversed text (one regex match: a word of 300,000 letters costs its length)."""
+    out: list[str] = []
+    backwards = None
+    for m in _DIGIT_TO_END.finditer(text):  # (each word with a digit once: from its first digit on)
+        start, end = m.span()
+        if start:
+            if backwards is None:
+                backwards = text[::-1]
+            start -= _WORD_CHARS.match(backwards, len(text) - start).end() - (len(text) - start)
+        word = text[start:end]
+        if _ASCII_LETTER.search(word):
+            out.append(word)
+    return out
+
+
+_DIGIT_TO_END = re.compile(r"\d\w*")
+_WORD_CHARS = re.compile(r"\w*")
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
 
 
 def quality_bin(score: float) -> str:

@@ -243,7 +243,11 @@ class OcrRepairer:
         self._cache: dict[tuple[str, bool, float | None], tuple] = {}
         self._priors: dict[str, Any] = {}
         self._keys: dict[str, str] = {}
+        self._words: dict[str, tuple[str, float | None]] = {}  # a word's key and prior (_keys_and_priors)
         self._unknowns: dict[str, float] = {}
+        self._lms: dict[tuple, float] = {}
+        self._char_logps: dict[str, float] = {}
+        self._misreadings: dict[tuple, tuple] = {}
         self._lower: dict[str, float] | None = None
         self._by_length: dict[int, list[str]] | None = None
         self._cache_size = cache_size
@@ -289,13 +293,28 @@ class OcrRepairer:
         matches = list(TOKEN.finditer(text))
         found = [m.group(0) for m in matches]
         starts = [m.start() for m in matches]
-        keys = [self._key(w) for w in found]
-        priors = [self._prior(k) for k in keys]
+        keys, priors = self._keys_and_priors(found)
         long_s = self.uses_long_s(keys, priors, year)
         if self.s.doc_min_count:
             self._add_document_evidence(found, keys, priors, long_s)
         doc = _Doc(text, found, starts, keys, priors, text.count("\n") * 200 < len(text), long_s,
                    self._noise_adjustment(found, priors), self.s.sums and MONEY.search(text) is not None)
+        out, changes, pos = self._walk(doc, [m.end() for m in matches])
+        strays = self._strays(doc, changes)
+        if strays:  # (rare: the text again, with the strays' deletions among the changes)
+            changes = sorted(changes + strays, key=lambda c: c.start)
+            out, pos = [], 0
+            for c in changes:
+                out += [text[pos:c.start], c.after]
+                pos = c.start + len(c.before)
+        out.append(text[pos:])
+        return Repaired("".join(out), changes, long_s, _standing(doc.doubts, changes))
+
+    def _walk(self, doc: "_Doc", ends: list[int]) -> tuple[list[str], list[Change], int]:
+        """The words of ``doc`` in order, each repaired as a pair (glued, joined), a sum, the
+        pronoun, a word, or a space after it, a repaired word the next one's context: (the text's
+        pieces up to ``pos``, the changes, ``pos``)."""
+        text, found, starts, keys, priors, long_s = doc.text, doc.words, doc.starts, doc.keys, doc.priors, doc.long_s
         out: list[str] = []
         changes: list[Change] = []
         pos = i = 0
@@ -303,26 +322,27 @@ class OcrRepairer:
         # the tests that end most two-word searches at once, made here (per word, not per call):
         # two words that stand as words are not one glued; a join must be the period's word; a
         # lost space follows a stop
-        words_ok = [_is_word(w, p) for w, p in zip(found, priors)]
-        glued, joins, unigrams, cache = self.s.glued, self.s.joins, self.lex.unigrams, self._cache
+        words_ok = [p is not None and (len(w) > 1 or w in _LONE_WORDS) for w, p in zip(found, priors)]  # (_is_word)
+        glued, joins, unigrams, cache, money = self.s.glued, self.s.joins, self.lex.unigrams, self._cache, doc.money
         while i < n:
             fix = None
             if i + 1 < n:
-                if glued and not (words_ok[i] and words_ok[i + 1]):
+                if glued and not (words_ok[i] and words_ok[i + 1]) and starts[i + 1] == ends[i] + 1 \
+                        and text[ends[i]] in _GLUE:  # (_glued's first test, here: one mark between)
                     fix = self._glued(doc, i)
                 if joins and keys[i] + keys[i + 1] in unigrams:
                     join = self._join(doc, i)  # "w ill": "will" joined may beat "wall" glued (the better wins)
                     if join is not None and (fix is None or join[3] > fix[3]):
                         fix = join
             word = found[i]
-            if fix is None and doc.money and len(word) <= 4 and word[-1] in "sd":  # (what a sum can be)
+            if fix is None and money and len(word) <= 4 and word[-1] in "sd":  # (what a sum can be)
                 fix = self._fix_sum(doc, i)
             if fix is None and word in _PRONOUN_SHAPES:
                 fix = self._fix_pronoun(doc, i)
-            if fix is None and (cache.get((word, long_s, priors[i])) != () or word[0].isupper() and priors[i] is not None) \
-                    and not _line_end_half(text, starts[i], starts[i] + len(word)):
-                fix = self._fix_word(doc, i)  # (not for a word whose search found nothing and is no capital)
-            if i + 1 < n and text[starts[i] + len(found[i])] in _STOP_CHARS \
+            if fix is None and (cache.get((word, long_s, priors[i])) != () or word[0] in _CASE_SHAPES
+                                and priors[i] is not None) and not _line_end_half(text, starts[i], ends[i]):
+                fix = self._fix_word(doc, i)  # (a word searched in vain: only a capital _fix_case may make small)
+            if i + 1 < n and text[ends[i]] in _STOP_CHARS \
                     and (fix is None or fix[2] not in ("join", "glued")):
                 fix = self._space_after(doc, i, fix)
             if fix is not None:
@@ -339,15 +359,7 @@ class OcrRepairer:
                 i += 2 if kind in ("join", "glued") else 1
                 continue
             i += 1
-        strays = self._strays(doc, changes)
-        if strays:  # (rare: the text again, with the strays' deletions among the changes)
-            changes = sorted(changes + strays, key=lambda c: c.start)
-            out, pos = [], 0
-            for c in changes:
-                out += [text[pos:c.start], c.after]
-                pos = c.start + len(c.before)
-        out.append(text[pos:])
-        return Repaired("".join(out), changes, long_s, _standing(doc.doubts, changes))
+        return out, changes, pos
 
     def _strays(self, doc: "_Doc", changes: list[Change]) -> list[Change]:
         """Debris between words: a token of marks standing alone (`` ^ ``, `` ¦ ``, `` ,, ``) is
@@ -358,7 +370,7 @@ class OcrRepairer:
         at the period's rate is not."""
         if not self.s.strays or not self.lex.marks or doc.noise < self.s.stray_noise:
             return []  # (a clean text's marks are its own: Mayhew's tables set " | " thousands of times)
-        found = list(STRAY.finditer(doc.text))
+        found = stray_tokens(doc.text)
         if not found:
             return []
         per_mark = Counter(c for m in found for c in set(m.group(0)))
@@ -409,15 +421,29 @@ class OcrRepairer:
         transcription, good print) is hardly touched while a bad scan is repaired freely."""
         if not self.s.noise_weight:
             return 0.0
-        n = unknown = 0
-        for w, p in zip(words, priors):
-            if len(w) > 1 and w.isalpha():
-                n += 1
-                unknown += p is None
+        counted = [p for w, p in zip(words, priors) if len(w) > 1 and w.isalpha()]
+        n, unknown = len(counted), counted.count(None)
         share = max(unknown / n if n else 0.0, 1e-3)
         return min(self.s.noise_cap, self.s.noise_weight * math.log(share / self.s.noise_reference))
 
     # ---------------------------------------------------------------- the evidence
+    def _keys_and_priors(self, words: list[str]) -> tuple[list[str], list[float | None]]:
+        """Each word's ``_key`` and ``_prior``, read from one cache in place of two calls a word
+        (most of a text's words were seen before: the calls were a tenth of the repair's time)."""
+        seen = self._words.get
+        both = [seen(w) or self._key_and_prior(w) for w in words]
+        if not both:
+            return [], []
+        keys, priors = zip(*both)
+        return list(keys), list(priors)
+
+    def _key_and_prior(self, word: str) -> tuple[str, float | None]:
+        if len(self._words) >= self._cache_size:
+            self._words.clear()
+        key = self._key(word)
+        got = self._words[word] = (key, self._prior(key))
+        return got
+
     def _key(self, word: str) -> str:
         got = self._keys.get(word)
         if got is None:
@@ -439,22 +465,18 @@ class OcrRepairer:
         counts = Counter(keys)
         total = max(1, len(keys))
         least = self.s.doc_min_count
-        first = {}
-        for w, k in zip(words, keys):
-            if counts[k] >= least and k not in first:
-                first[k] = w
+        frequent = [k for k, n in counts.items() if n >= least]
+        first = dict(zip(reversed(keys), reversed(words))) if frequent else {}  # (the last written: the first word)
         own: dict[str, float] = {}
-        for k, w in first.items():
-            cands = self._candidates(w, k, self._prior(k), long_s)
-            could_be = sum((counts.get(ck, 0) + self.s.doc_slack * total * math.exp(p))
-                           * min(1.0, self.s.doc_boost * math.exp(ch)) for _, ck, ch, p in cands if p is not None)
-            if counts[k] > could_be and self.lex.char_logp(k) > self.s.own_min_char:
+        slack = self.s.doc_slack * total
+        for k in frequent:
+            could_be = sum((counts.get(ck, 0) + slack * exp_p) * share for ck, exp_p, share in
+                           self._misread_from(first[k], k, long_s))
+            if counts[k] > could_be and self._char_logp(k) > self.s.own_min_char:
                 own[k] = math.log(counts[k] / total) + self.s.doc_penalty
-        if own:
-            for i, k in enumerate(keys):
-                lp = own.get(k)
-                if lp is not None and (priors[i] is None or lp > priors[i]):
-                    priors[i] = lp
+        if own:  # (one pass over the words, in place: the caller's list)
+            priors[:] = [p if (lp := own.get(k)) is None or p is not None and lp <= p else lp
+                         for k, p in zip(keys, priors)]
 
     def _prior(self, key: str) -> float | None:
         """log P(word) by the period lexicon, None for a word it does not hold. The period's
@@ -473,6 +495,21 @@ class OcrRepairer:
         self._priors[key] = got
         return got
 
+    def _misread_from(self, word: str, key: str, long_s: bool) -> tuple:
+        """(key, P(it), min(1, ``doc_boost`` x P(word | it))) of each of the period's words ``word``
+        may be a misreading of (its ``_candidates``): what ``_add_document_evidence`` weighs a
+        frequent word against, cached (the same words are frequent in document after document)."""
+        prior = self._prior(key)
+        ck = (word, long_s, prior)
+        got = self._misreadings.get(ck)
+        if got is None:
+            if len(self._misreadings) >= self._cache_size:
+                self._misreadings.clear()
+            got = self._misreadings[ck] = tuple(
+                (c, math.exp(p), min(1.0, self.s.doc_boost * math.exp(ch)))
+                for _, c, ch, p in self._candidates(word, key, prior, long_s) if p is not None)
+        return got
+
     def _unknown(self, key: str) -> float:
         """log P(word) of a word the period lexicon lacks: ``unknown``, raised or lowered by how
         much its letters look like the period's words (``char_weight``; cached)."""
@@ -483,10 +520,31 @@ class OcrRepairer:
             if len(self._unknowns) >= self._cache_size:
                 self._unknowns.clear()
             got = self._unknowns[key] = self.s.unknown + self.s.char_weight * len(key) * (
-                self.lex.char_logp(key) - self.s.char_reference)
+                self._char_logp(key) - self.s.char_reference)
+        return got
+
+    def _char_logp(self, key: str) -> float:
+        """The lexicon's ``char_logp`` of ``key``, cached: a document's frequent words are asked
+        for again in every document that uses them."""
+        got = self._char_logps.get(key)
+        if got is None:
+            if len(self._char_logps) >= self._cache_size:
+                self._char_logps.clear()
+            got = self._char_logps[key] = self.lex.char_logp(key)
         return got
 
     def _lm(self, key: str, prior: float | None, prev: str | None, nxt: str | None) -> float:
+        """log P(key | prev) + log P(nxt | key) (``_lm_of``), cached: a word and its candidates
+        are scored in the same neighbours again and again (``of the``, ``in the``)."""
+        ck = (key, prior, prev, nxt)
+        got = self._lms.get(ck)
+        if got is None:
+            if len(self._lms) >= self._cache_size:
+                self._lms.clear()
+            got = self._lms[ck] = self._lm_of(key, prior, prev, nxt)
+        return got
+
+    def _lm_of(self, key: str, prior: float | None, prev: str | None, nxt: str | None) -> float:
         """log P(key | prev) + log P(nxt | key): the period's bigrams, backing off to the word's
         prior (the lexicon's, or the document's own evidence)."""
         lex = self.lex
@@ -883,6 +941,24 @@ def _standing(doubts: list[Doubt], changes: list[Change]) -> list[Doubt]:
     return out
 
 
+def stray_tokens(text: str) -> list[re.Match]:
+    """``STRAY``'s matches in ``text``, in order (``list(STRAY.finditer(text))``), in half its
+    time: tried only where a mark follows white space, and at the text's start."""
+    first = STRAY.match(text)
+    out = [first] if first else []
+    for start in _STRAY_START.finditer(text):
+        m = STRAY.match(text, start.start() + 1)  # (its look-behind sees the space before)
+        if m:
+            out.append(m)
+    return out
+
+
+# where a STRAY may start: one of its marks (its class) after white space. Searched for first, in C:
+# a pattern that opens with a class is scanned for, STRAY (a look-behind first) is tried at every
+# character. (Here, not in .lexicon: that module's source keys the lexicon's cached tables.)
+_STRAY_START = re.compile(r"\s[^\w\s£$&%*†‡§¶{}]")
+
+
 def _cut(text: str, pos: int) -> int:
     """Where the piece from ``pos`` ends: the last line break (else space) before ``PIECE``."""
     end = pos + PIECE
@@ -910,7 +986,10 @@ def _cased(key: str, word: str) -> str:
 
 def _is_word(token: str, prior: float | None) -> bool:
     """A token that stands as a word of its own: the period's, and more than a stray letter."""
-    return prior is not None and (len(token) > 1 or token in ("a", "A", "I"))
+    return prior is not None and (len(token) > 1 or token in _LONE_WORDS)
+
+
+_LONE_WORDS = ("a", "A", "I")  # the letters that stand as words alone
 
 
 def _is_name(word: str, text: str, start: int) -> bool:
