@@ -438,18 +438,21 @@ class OcrRepairer:
         return list(keys), list(priors)
 
     def _key_and_prior(self, word: str) -> tuple[str, float | None]:
-        if len(self._words) >= self._cache_size:
-            self._words.clear()
         key = self._key(word)
-        got = self._words[word] = (key, self._prior(key))
-        return got
+        return self._remember(self._words, word, (key, self._prior(key)))
+
+    def _remember(self, store: dict, key: Any, value: Any) -> Any:
+        """``value``, kept in ``store`` under ``key``: every cache of this repairer, each emptied
+        when it holds ``cache_size`` entries (a long run's memory stays bounded)."""
+        if len(store) >= self._cache_size:
+            store.clear()
+        store[key] = value
+        return value
 
     def _key(self, word: str) -> str:
         got = self._keys.get(word)
         if got is None:
-            if len(self._keys) >= self._cache_size:
-                self._keys.clear()
-            got = self._keys[word] = word_key(word)
+            got = self._remember(self._keys, word, word_key(word))
         return got
 
     def _add_document_evidence(self, words: list[str], keys: list[str], priors: list[float | None],
@@ -490,10 +493,7 @@ class OcrRepairer:
             full = next((v for v in (key.replace("'d", "ed"), key.replace("'", "e"), key.replace("'", ""))
                          if lex.count(v) >= least), None)
             got = None if full is None else lex.logp(full)
-        if len(self._priors) >= self._cache_size:
-            self._priors.clear()
-        self._priors[key] = got
-        return got
+        return self._remember(self._priors, key, got)
 
     def _misread_from(self, word: str, key: str, long_s: bool) -> tuple:
         """(key, P(it), min(1, ``doc_boost`` x P(word | it))) of each of the period's words ``word``
@@ -503,11 +503,9 @@ class OcrRepairer:
         ck = (word, long_s, prior)
         got = self._misreadings.get(ck)
         if got is None:
-            if len(self._misreadings) >= self._cache_size:
-                self._misreadings.clear()
-            got = self._misreadings[ck] = tuple(
+            got = self._remember(self._misreadings, ck, tuple(
                 (c, math.exp(p), min(1.0, self.s.doc_boost * math.exp(ch)))
-                for _, c, ch, p in self._candidates(word, key, prior, long_s) if p is not None)
+                for _, c, ch, p in self._candidates(word, key, prior, long_s) if p is not None))
         return got
 
     def _unknown(self, key: str) -> float:
@@ -517,10 +515,8 @@ class OcrRepairer:
             return self.s.unknown
         got = self._unknowns.get(key)
         if got is None:
-            if len(self._unknowns) >= self._cache_size:
-                self._unknowns.clear()
-            got = self._unknowns[key] = self.s.unknown + self.s.char_weight * len(key) * (
-                self._char_logp(key) - self.s.char_reference)
+            got = self._remember(self._unknowns, key, self.s.unknown + self.s.char_weight * len(key) * (
+                self._char_logp(key) - self.s.char_reference))
         return got
 
     def _char_logp(self, key: str) -> float:
@@ -528,9 +524,7 @@ class OcrRepairer:
         for again in every document that uses them."""
         got = self._char_logps.get(key)
         if got is None:
-            if len(self._char_logps) >= self._cache_size:
-                self._char_logps.clear()
-            got = self._char_logps[key] = self.lex.char_logp(key)
+            got = self._remember(self._char_logps, key, self.lex.char_logp(key))
         return got
 
     def _lm(self, key: str, prior: float | None, prev: str | None, nxt: str | None) -> float:
@@ -539,9 +533,7 @@ class OcrRepairer:
         ck = (key, prior, prev, nxt)
         got = self._lms.get(ck)
         if got is None:
-            if len(self._lms) >= self._cache_size:
-                self._lms.clear()
-            got = self._lms[ck] = self._lm_of(key, prior, prev, nxt)
+            got = self._remember(self._lms, ck, self._lm_of(key, prior, prev, nxt))
         return got
 
     def _lm_of(self, key: str, prior: float | None, prev: str | None, nxt: str | None) -> float:
@@ -727,11 +719,7 @@ class OcrRepairer:
         if near and not scored:
             scored = self._near(word, key, own, found, least)  # (only then: beside rules' candidates, worse)
         scored.sort(key=lambda x: -x[0])
-        out = tuple(x[1:] for x in scored[:self.s.candidates])
-        if len(self._cache) >= self._cache_size:
-            self._cache.clear()
-        self._cache[ck] = out
-        return out
+        return self._remember(self._cache, ck, tuple(x[1:] for x in scored[:self.s.candidates]))
 
     def _as_word(self, word: str, found: tuple) -> tuple:
         """A candidate the paired data saw read as ``word`` often, whole: its channel is that
