@@ -290,22 +290,28 @@ def ranked(found: dict[str, float], wk: str, key: Callable[[str], str], logp: Ca
     return out
 
 
-def announce_walk(compiled: bool) -> None:
+def announce_walk(compiled: bool | None = None) -> None:
     """One line on stderr, the first time in a process that a repairer repairs a text: whether
-    the compiled walk is in use (not when it is built: a refused input says only its error). It is optional (built where install found a C
-    compiler) and the Python walk is several times slower on new words, so a slow repair is
-    explained in the log rather than guessed at."""
+    the compiled walk is in use (not when it is built: a refused input says only its error). It is
+    optional (built where install found a C compiler) and the Python walk is several times slower
+    on new words, so a slow repair is explained in the log rather than guessed at. ``compiled``:
+    a model's walk (None: whether this process has the compiled one). A parent about to fork
+    workers says it first, so the workers, forked with it said, do not say it again (two said it
+    at once, their lines run together)."""
     global _walk_announced
     if _walk_announced:
         return
     _walk_announced = True
+    if compiled is None:
+        compiled = _CompiledWalker is not None
     if compiled:
         line = "OCR search: compiled walk in use"
     else:
         why = ("no C compiler at install, or its build failed: bash install.sh says which"
                if not _WALK_ERROR or _WALK_ERROR.startswith("No module named") else f"it does not load: {_WALK_ERROR}")
         line = f"OCR search: compiled walk not built ({why}); using the Python walk (same repairs, slower)"
-    print(line, file=sys.stderr, flush=True)
+    sys.stderr.write(line + "\n")  # (one write: a line no other process's can cut)
+    sys.stderr.flush()
 
 
 def load_confusions(path: str | Path | None = None) -> ConfusionModel:

@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
+from .confusions import announce_walk
 from .files import check_output, output_file, refuse_same_files, remove_stale_temps
 from .processes import bounded_workers, sigterm_as_error, start_worker, stop_pool
 from .step import DocumentRepair
@@ -199,6 +200,8 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
         for n, raw in items:
             yield repair_row(n, raw, o)
         return
+    if repair.lexicon is not None and repair.repair:  # (a repair that searches: said before the fork, once)
+        announce_walk()
     pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid()))
     try:
         queue: deque[Future] = deque()

@@ -73,6 +73,20 @@ def test_adapting_raises_the_misreadings_this_ocr_makes():
     assert adapt(shipped, period_lexicon(), [("", None)], min_words=0) is shipped
 
 
+def test_the_first_pass_searches_no_near_words_and_leaves_strays(monkeypatch):
+    """A near word's edits are priced at a flat near_edit, not by this OCR: pairs from them would
+    teach that price back (and the search is 0.4 of the first pass's time); a stray's deletion
+    is no word's pair. The final repair keeps both."""
+    import londonlm.corpus.ocr.adapt as adapt_module
+
+    seen = []
+    monkeypatch.setattr(adapt_module, "confident_pairs", lambda repairer, *a, **k: seen.append(repairer.s) or [])
+    settings = RepairSettings()
+    adapt_module.adapt(ConfusionModel({}), period_lexicon(), [(ENGINE, 1800)], settings)
+    assert seen[0].near == 0 and seen[0].strays is False
+    assert settings.near > 0 and settings.strays  # (the caller's settings as they were)
+
+
 def test_too_little_text_is_not_adapted_on():
     """A few rows repeating one misreading would teach it as a rule stronger than the shipped
     model's evidence (a long s read as f turned into an f->s rule): below MIN_WORDS words the

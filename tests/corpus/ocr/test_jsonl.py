@@ -57,6 +57,8 @@ def test_rows_out_in_order_text_repaired_keys_kept_and_a_report(tmp_path, lexico
     # two processes give the same rows
     res2, rows2 = run(tmp_path, lexicon, lines, "--workers", "2", "--long_s", "modern", "--thorough")
     assert [r["id"] for r in rows2] == ["a", "b"] and rows2[0]["text"].startswith("Yesterday the Lords")
+    # which walk the search runs, said once by the command (its workers, forked after, say nothing)
+    assert res2.stderr.count("OCR search:") == 1 and "OCR search: compiled walk" in res2.stderr.splitlines()[0]
 
 
 def test_sums_are_repaired_unless_the_user_keeps_them(tmp_path, lexicon):
