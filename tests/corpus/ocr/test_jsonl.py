@@ -114,3 +114,50 @@ def test_refusals_before_any_work(tmp_path, lexicon):
                            "--period_corpus", str(lexicon)], capture_output=True, text=True, timeout=300)
     assert over.returncode == 2 and "is the input" in over.stderr and src.read_bytes() == row(id="a", text="tbe") + b"\n"
     # (no --period_corpus and nothing collected is no refusal: the shipped lexicon repairs, test_shipped_lexicon.py)
+
+
+@pytest.mark.parametrize("sizes, rows_cap, bytes_cap, most_rows, most_bytes", [
+    ([10] * 200, 32, 10 ** 9, 32, 320),          # small rows: at most ROWS_IN_FLIGHT a worker
+    ([1000] * 50, 10 ** 6, 2500, 2, 2000),       # large rows: their bytes bound what is in flight
+    ([5000, 10, 10, 5000, 10], 10 ** 6, 2500, 2, 20),   # a row over the bytes still goes, alone
+])
+def test_rows_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_order(monkeypatch, sizes, rows_cap, bytes_cap,
+                                                                               most_rows, most_bytes):
+    """The output is written in input order, so a worker that finished waits on the oldest row:
+    many rows in flight keep the workers busy; a cap on their bytes keeps memory bounded."""
+    import londonlm.corpus.ocr.jsonl as jsonl
+
+    outstanding: list[int] = []   # bytes of the rows submitted and not yet taken
+    most = {"rows": 0, "bytes": 0}
+
+    class Later:
+        def __init__(self, fn, args):
+            self.fn, self.args = fn, args
+
+        def result(self):
+            outstanding.remove(len(self.args[1]))
+            return self.fn(*self.args)
+
+    class Pool:
+        def __init__(self, workers, initializer, initargs):
+            initializer(initargs[0])
+
+        def submit(self, fn, *args):
+            outstanding.append(len(args[1]))
+            most["rows"] = max(most["rows"], len(outstanding))
+            if len(outstanding) > 1:  # (what stands alone is not counted: a row over the cap goes so)
+                most["bytes"] = max(most["bytes"], sum(outstanding))
+            return Later(fn, args)
+
+        def shutdown(self, *a, **k):
+            pass
+
+    monkeypatch.setattr(jsonl, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(jsonl, "bounded_workers", lambda n: 2)
+    monkeypatch.setattr(jsonl, "ROWS_IN_FLIGHT", rows_cap // 2)
+    monkeypatch.setattr(jsonl, "BYTES_IN_FLIGHT", bytes_cap // 2)
+    monkeypatch.setattr(jsonl, "repair_row", lambda n, raw, o: (str(n), {"line": n}))
+    items = [(n, b"x" * size) for n, size in enumerate(sizes)]
+    got = list(jsonl._ordered(iter(items), jsonl.JsonlOptions(workers=2), repair=jsonl.DocumentRepair(None)))
+    assert [line for line, _ in got] == [str(n) for n in range(len(sizes))]
+    assert (most["rows"], most["bytes"]) == (most_rows, most_bytes)
