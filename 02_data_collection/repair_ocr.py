@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "archives, for 2-4 times the time on words not seen before (BENCHMARKS.md)")
     p.add_argument("--no_adapt", action="store_true",
                    help="repair with the confusion model as it is: by default it is first adapted to this OCR "
-                        "from its own confident repairs in the input's first 1 M characters (another engine "
+                        "from its own confident repairs in the input's first 500 k characters (another engine "
                         "than the shipped model's misreads other letters more often; BENCHMARKS.md)")
     p.add_argument("--keep_sums", action="store_true",
                    help="leave sums of money as the OCR read them (by default a misread one, \"£1 Is.\", is "

@@ -209,7 +209,7 @@ def top_corrections(verdicts: list, k: int = 10) -> list[dict]:
 
 def clean_prose(repairer: OcrRepairer, adapted: bool = False) -> dict:
     """Characters changed in the clean-prose books; ``adapted``: with the confusion model adapted
-    on them first (their first 1 M characters, as repair_ocr.py adapts on its input)."""
+    on them first (their first 500 k characters, as repair_ocr.py adapts on its input)."""
     src = LocalSource({"id": "shared", "path": str(SHARED / "corpus"), "exclude": ["_negatives/*"]})
     texts = []
     for doc in src.documents():
