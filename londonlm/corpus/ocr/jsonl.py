@@ -191,18 +191,21 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[str, dict[str, Any]
     return dumps(row), entry
 
 
-# Rows in flight per worker, at most, and their bytes: the output is written in input order, so
-# the oldest row holds the rest back; with two rows a worker, a worker that finished a short row
-# waited on a long one (SMH x10's 1,590 rows on 2 workers: 10% of the time), while a cap in
-# bytes keeps memory bounded whatever the rows' sizes (a row over it goes alone)
+# Rows in flight per worker: the output is written in input order, so the oldest row holds the
+# rest back; with two rows a worker, a worker that finished a short row waited on a long one
+# (SMH x10's 1,590 rows on 2 workers: 10% of the time). Two a worker go whatever their size (up
+# to --max_row_mb each, as before); more only while the rows in flight hold under
+# BYTES_IN_FLIGHT a worker, so memory stays bounded as it was
 ROWS_IN_FLIGHT = 16
 BYTES_IN_FLIGHT = 8 * 1024 * 1024
+MIN_ROWS_IN_FLIGHT = 2
 
 
 def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: DocumentRepair) -> Iterator[tuple[str, dict]]:
     """``repair_row`` of every line, in input order; ``workers`` processes (one per CPU at most)
-    with at most ``ROWS_IN_FLIGHT`` rows and ``BYTES_IN_FLIGHT`` bytes a worker in flight,
-    killed at once if the run ends early."""
+    with up to ``ROWS_IN_FLIGHT`` rows a worker in flight (``MIN_ROWS_IN_FLIGHT`` whatever their
+    size, more while they hold under ``BYTES_IN_FLIGHT`` a worker), killed at once if the run
+    ends early."""
     workers = bounded_workers(o.workers)
     if workers <= 1:
         _init(repair)
@@ -216,7 +219,8 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
         queue: deque[tuple[Future, int]] = deque()
         held = 0  # input bytes in flight
         for n, raw in items:
-            while queue and (len(queue) >= ROWS_IN_FLIGHT * workers or held + len(raw) > BYTES_IN_FLIGHT * workers):
+            while len(queue) >= ROWS_IN_FLIGHT * workers or len(queue) >= MIN_ROWS_IN_FLIGHT * workers \
+                    and held + len(raw) > BYTES_IN_FLIGHT * workers:
                 future, size = queue.popleft()
                 held -= size
                 yield future.result()

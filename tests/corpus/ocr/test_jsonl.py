@@ -118,8 +118,8 @@ def test_refusals_before_any_work(tmp_path, lexicon):
 
 @pytest.mark.parametrize("sizes, rows_cap, bytes_cap, most_rows, most_bytes", [
     ([10] * 200, 32, 10 ** 9, 32, 320),          # small rows: at most ROWS_IN_FLIGHT a worker
-    ([1000] * 50, 10 ** 6, 2500, 2, 2000),       # large rows: their bytes bound what is in flight
-    ([5000, 10, 10, 5000, 10], 10 ** 6, 2500, 2, 20),   # a row over the bytes still goes, alone
+    ([1000] * 50, 10 ** 6, 6500, 6, 6000),       # past two a worker, their bytes bound what is in flight
+    ([50_000] * 10, 10 ** 6, 2500, 4, 200_000),  # two a worker go whatever their size (as before)
 ])
 def test_rows_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_order(monkeypatch, sizes, rows_cap, bytes_cap,
                                                                                most_rows, most_bytes):
@@ -145,8 +145,7 @@ def test_rows_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_order(m
         def submit(self, fn, *args):
             outstanding.append(len(args[1]))
             most["rows"] = max(most["rows"], len(outstanding))
-            if len(outstanding) > 1:  # (what stands alone is not counted: a row over the cap goes so)
-                most["bytes"] = max(most["bytes"], sum(outstanding))
+            most["bytes"] = max(most["bytes"], sum(outstanding))
             return Later(fn, args)
 
         def shutdown(self, *a, **k):
