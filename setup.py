@@ -1,4 +1,5 @@
-"""The one compiled part: the OCR confusion model's candidate search (londonlm/corpus/ocr/_walk.c).
+"""The one compiled part: the OCR confusion model's candidate search and the near-word search's scan
+(londonlm/corpus/ocr/_walk.c).
 
 Optional: where no C compiler is found the build goes on without it and the same search runs in
 Python (londonlm/corpus/ocr/confusions.py), giving the same repairs, several times slower on words not seen

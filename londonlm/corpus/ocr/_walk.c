@@ -597,6 +597,120 @@ static PyObject *Walker_scored(Walker *self, PyObject *args, PyObject *kwds) {
     return result;
 }
 
+/* ------------------------------------------------------------------ near words */
+/* The near-word search's scan (OcrRepairer._near_keys): the words of a pool within `limit` edits
+ * (Levenshtein) of a key, as rapidfuzz's process.extract(key, pool, scorer=Levenshtein.distance,
+ * score_cutoff=limit, limit=None) lists them (by distance, then by their order in the pool), in a
+ * third of its time: a word whose letters differ from the key's by more than `limit` kinds (a
+ * letter the one has and the other lacks costs an edit at least) is passed over before any
+ * distance is computed, and the distance stops once every way is past `limit`. */
+static uint32_t letter_mask(PyObject *word) {
+    int kind = PyUnicode_KIND(word);
+    const void *data = PyUnicode_DATA(word);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(word);
+    uint32_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        m |= (c >= 'a' && c <= 'z') ? (1u << (c - 'a')) : (1u << 26);  /* any other letter: one kind */
+    }
+    return m;
+}
+
+static PyObject *near_masks(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyObject *seq = PySequence_Fast(arg, "near_masks(words): a list of str");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(uint32_t));
+    if (!out) { Py_DECREF(seq); return NULL; }
+    uint32_t *m = (uint32_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *w = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(w)) {
+            PyErr_SetString(PyExc_TypeError, "near_masks(words): a list of str");
+            Py_DECREF(seq); Py_DECREF(out); return NULL;
+        }
+        m[i] = letter_mask(w);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
+/* Levenshtein distance of a and b, or limit + 1 once it must exceed limit. */
+static Py_ssize_t bounded_distance(PyObject *a, PyObject *b, Py_ssize_t limit, Py_ssize_t *row) {
+    int ka = PyUnicode_KIND(a), kb = PyUnicode_KIND(b);
+    const void *da = PyUnicode_DATA(a), *db = PyUnicode_DATA(b);
+    Py_ssize_t na = PyUnicode_GET_LENGTH(a), nb = PyUnicode_GET_LENGTH(b);
+    if ((na > nb ? na - nb : nb - na) > limit) return limit + 1;
+    for (Py_ssize_t j = 0; j <= nb; j++) row[j] = j;
+    for (Py_ssize_t i = 1; i <= na; i++) {
+        Py_UCS4 ca = PyUnicode_READ(ka, da, i - 1);
+        Py_ssize_t diag = row[0], least = i;
+        row[0] = i;
+        for (Py_ssize_t j = 1; j <= nb; j++) {
+            Py_ssize_t up = row[j];
+            Py_ssize_t best = diag + (ca != PyUnicode_READ(kb, db, j - 1));
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+            if (best < least) least = best;
+        }
+        if (least > limit) return limit + 1;
+    }
+    return row[nb];
+}
+
+static PyObject *near(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *key, *pool;
+    Py_buffer masks;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "UO!y*n", &key, &PyList_Type, &pool, &masks, &limit)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(pool);
+    PyObject *out = NULL;
+    Py_ssize_t *row = NULL, *hits = NULL, *dist = NULL;
+    if (masks.len != n * (Py_ssize_t)sizeof(uint32_t) || limit < 0) {
+        PyErr_SetString(PyExc_ValueError, "near(key, pool, masks, limit): masks must be near_masks(pool), limit >= 0");
+        goto done;
+    }
+    const uint32_t *m = (const uint32_t *)masks.buf;
+    uint32_t q = letter_mask(key);
+    Py_ssize_t longest = PyUnicode_GET_LENGTH(key) + limit + 1, found = 0;
+    row = PyMem_Malloc((size_t)(longest + 1) * sizeof(Py_ssize_t));
+    hits = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    dist = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
+    if (!row || !hits || !dist) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (__builtin_popcount(q & ~m[i]) > limit || __builtin_popcount(m[i] & ~q) > limit) continue;
+        PyObject *w = PyList_GET_ITEM(pool, i);
+        if (!PyUnicode_Check(w) || PyUnicode_GET_LENGTH(w) > longest) continue;
+        Py_ssize_t d = bounded_distance(key, w, limit, row);
+        if (d <= limit) { hits[found] = i; dist[found] = d; found++; }
+    }
+    out = PyList_New(found);
+    if (!out) goto done;
+    Py_ssize_t k = 0;
+    for (Py_ssize_t d = 0; d <= limit; d++)  /* by distance, then by order in the pool */
+        for (Py_ssize_t i = 0; i < found; i++)
+            if (dist[i] == d) {
+                PyObject *w = PyList_GET_ITEM(pool, hits[i]);
+                Py_INCREF(w);
+                PyList_SET_ITEM(out, k++, w);
+            }
+done:
+    PyMem_Free(row); PyMem_Free(hits); PyMem_Free(dist);
+    PyBuffer_Release(&masks);
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"near", near, METH_VARARGS,
+     "near(key, pool, masks, limit) -> the words of pool (a list of str) within limit edits of key, by distance "
+     "then by their order in pool (as rapidfuzz's process.extract lists them); masks: near_masks(pool)"},
+    {"near_masks", near_masks, METH_O, "near_masks(words) -> bytes: each word's letter kinds, for near()"},
+    {NULL, NULL, 0, NULL}};
+
 static PyMethodDef Walker_methods[] = {
     {"candidates", (PyCFunction)(void (*)(void))Walker_candidates, METH_VARARGS | METH_KEYWORDS,
      "candidates(word, key, max_edits, floor, beam, fanout) -> {printed word: log P(word | printed)}"},
@@ -618,8 +732,9 @@ static PyTypeObject WalkerType = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_walk",
-                                    "The OCR confusion model's candidate search, compiled (see confusions.py).", -1,
-                                    NULL, NULL, NULL, NULL, NULL};
+                                    "The OCR confusion model's candidate search and the near-word search's scan, "
+                                    "compiled (see confusions.py, repair.py).", -1,
+                                    module_methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__walk(void) {
     if (PyType_Ready(&WalkerType) < 0) return NULL;

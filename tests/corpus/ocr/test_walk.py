@@ -175,3 +175,58 @@ def test_the_compiled_scoring_needs_the_priors():
     model.candidates("tbe", known, frozenset({"", "t", "th", "the"}), word_key)
     assert model.scored("tbe", known, frozenset(), word_key, {"the": -2.0}.get, -5.0, 1.0, -9.0) == \
         [(-2.0 + 5.0 - 1.0, "the", "the", -1.0, -2.0)]
+
+
+# ---------------------------------------------------------------- the near-word search's scan
+def _pool_and_keys(seed: int = 0):
+    rng = random.Random(seed)
+    letters = "abcdeilmnorstuſéw"
+    pool = sorted({"".join(rng.choice(letters) for _ in range(rng.randint(2, 9))) for _ in range(600)})
+    rng.shuffle(pool)  # (an order that is not sorted: ties must come back in the pool's order)
+    keys = [*pool[:80], *("".join(rng.choice(letters) for _ in range(rng.randint(1, 10))) for _ in range(300))]
+    return pool, keys
+
+
+@compiled
+@pytest.mark.parametrize("limit", [0, 1, 2, 3, 4])
+def test_the_compiled_near_scan_finds_what_rapidfuzz_finds_in_its_order(limit):
+    """The words within ``limit`` edits, by distance and then by their order in the pool, as
+    rapidfuzz's process.extract lists them (the long s and accented letters among them)."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import Levenshtein
+
+    from londonlm.corpus.ocr._walk import near, near_masks
+
+    pool, keys = _pool_and_keys()
+    masks = near_masks(pool)
+    for key in keys:
+        want = [k for k, _, _ in process.extract(key, pool, scorer=Levenshtein.distance, score_cutoff=limit, limit=None)]
+        assert near(key, pool, masks, limit) == want, key
+
+
+@compiled
+def test_the_compiled_near_scan_refuses_masks_of_another_pool():
+    from londonlm.corpus.ocr._walk import near, near_masks
+
+    with pytest.raises(ValueError, match="near_masks"):
+        near("tbe", ["the", "she"], near_masks(["the"]), 1)
+    with pytest.raises(TypeError):
+        near_masks(["the", 3])
+
+
+@compiled
+def test_a_repair_with_the_compiled_near_scan_is_the_same_as_without(monkeypatch):
+    from londonlm.corpus.ocr import repair as repair_module
+    from londonlm.corpus.ocr.repair import RepairSettings
+
+    lexicon = period_lexicon()
+    settings = RepairSettings(near_min_count=1)
+    text = OCR + " Tbe Merchnts of tbe Cty met tbe Admirlty and tbe Aldrmen"
+    with_it = OcrRepairer(lexicon, load_confusions(), settings)
+    keys = [with_it._near_keys(k) for k in ("merchnts", "admirlty", "aldrmen", "cty")]
+    assert any(keys)
+    got = with_it.repair(text)
+    monkeypatch.setattr(repair_module, "_compiled_near", None)
+    without = OcrRepairer(lexicon, load_confusions(), settings)
+    assert [without._near_keys(k) for k in ("merchnts", "admirlty", "aldrmen", "cty")] == keys
+    assert without.repair(text) == got
