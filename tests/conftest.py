@@ -35,12 +35,22 @@ SAMPLE_TEXTS = [
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``'s processes: one per CPU this run may use, at most 4 (each imports torch and
     transformers, ~1 GB; the torchrun tests start 2-3 ranks of their own), none besides this one
-    on a single CPU. The default suite took 19.5 min in one process on 2 Zen 4 cores, 11 in two."""
+    on a single CPU. The default suite took 19.5 min in one process on 2 Zen 4 cores, 11 in two.
+    The long tests (``-m slow``) run one at a time: they race recipes against the clock, kill
+    torchrun mid-run and time budgets; beside another of them on 2 cores, a SIGTERM to torchrun
+    with dataloader workers ended with a rank killed (it passes alone, and beside busy loops)."""
+    if config is not None and _selects_slow(config.getoption("markexpr", "") or ""):
+        return 0
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return 0 if cpus < 2 else min(cpus, 4)
+
+
+def _selects_slow(markexpr: str) -> bool:
+    """Whether ``-m`` asks for the long tests (``slow``, ``slow and not gpu``), not ``not slow``."""
+    return "slow" in markexpr and "not slow" not in markexpr
 
 
 def pytest_collection_modifyitems(config, items):
