@@ -38,8 +38,9 @@ def pytest_xdist_auto_num_workers(config) -> int:
     on a single CPU. The default suite took 19.5 min in one process on 2 Zen 4 cores, 11 in two.
     The long tests (``-m slow``) run one at a time: they race recipes against the clock, kill
     torchrun mid-run and time budgets; beside another of them on 2 cores, a SIGTERM to torchrun
-    with dataloader workers ended with a rank killed (it passes alone, and beside busy loops)."""
-    if config is not None and _selects_slow(config.getoption("markexpr", "") or ""):
+    with dataloader workers ended with a rank killed (it passes alone, and beside busy loops).
+    So do the ``gpu`` tests (the GPU acceptance's ``-m gpu``): they share one card and time it."""
+    if config is not None and _one_at_a_time(config.getoption("markexpr", "") or ""):
         return 0
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -48,9 +49,10 @@ def pytest_xdist_auto_num_workers(config) -> int:
     return 0 if cpus < 2 else min(cpus, 4)
 
 
-def _selects_slow(markexpr: str) -> bool:
-    """Whether ``-m`` asks for the long tests (``slow``, ``slow and not gpu``), not ``not slow``."""
-    return "slow" in markexpr and "not slow" not in markexpr
+def _one_at_a_time(markexpr: str) -> bool:
+    """Whether ``-m`` asks for the long tests or the GPU's (``slow``, ``gpu``, ``slow and not
+    gpu``), not only excludes them (``not slow``, the default)."""
+    return any(mark in markexpr and f"not {mark}" not in markexpr for mark in ("slow", "gpu"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,5 @@
 """The suite's own processes (``-n auto`` in pyproject.toml): one per CPU the run may use, at most
-four, none besides pytest's own on a single CPU or for the long tests (``-m slow``)."""
+four, none besides pytest's own on a single CPU or for the long or GPU tests (``-m slow``, ``-m gpu``)."""
 from __future__ import annotations
 
 import os
@@ -23,8 +23,9 @@ class _Config:
 
 
 @pytest.mark.parametrize("markexpr, spread", [("not slow", True), ("", True), ("slow", False),
-                                               ("slow and not gpu", False), ("gpu", True)])
-def test_the_long_tests_run_one_at_a_time(monkeypatch, markexpr, spread):
+                                               ("slow and not gpu", False), ("gpu", False),
+                                               ("not slow and not gpu", True)])
+def test_the_long_tests_and_the_gpus_run_one_at_a_time(monkeypatch, markexpr, spread):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert conftest.pytest_xdist_auto_num_workers(_Config(markexpr)) == (2 if spread else 0)
 
