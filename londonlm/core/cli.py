@@ -102,13 +102,16 @@ def free_text(value: str) -> str:
 
 
 def user_path(text) -> Path:
-    """A path a user typed, ``~`` expanded; a ``~someone`` this machine does not know is a
-    UsageError, not a RuntimeError from deep inside."""
+    """A path a user typed, ``~`` expanded; a ``~someone`` this machine does not know, or a NUL
+    character (no file system's path holds one: ``resolve()`` raised ValueError deep inside),
+    is a UsageError."""
+    from .errors import UsageError
+
+    if "\x00" in os.fspath(text):
+        raise UsageError(f"{os.fspath(text)!r}: a path cannot hold a NUL character")
     try:
         return Path(text).expanduser()
     except RuntimeError:
-        from .errors import UsageError
-
         raise UsageError(f"cannot expand {str(text)!r}: no such user") from None
 
 

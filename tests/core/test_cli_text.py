@@ -63,3 +63,19 @@ def test_an_error_naming_a_value_with_a_line_separator_is_one_line(sep, capsys):
         run_main(lambda argv: user_path(f"~nobody{sep}x") and 0, [])
     err = capsys.readouterr().err
     assert done.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: cannot expand")
+
+
+@pytest.mark.parametrize("text", ["\x00", "data/\x00x", "~\x00"])
+def test_a_path_holding_a_nul_character_is_one_error_line(text, capsys, tmp_path):
+    """`run_pipeline.py --root '\\x00'` (found by the slow flag sweep, in-process: argv cannot
+    carry one) raised ValueError from resolve(); a path flag refuses it as any bad path."""
+    from londonlm.core.cli import user_path
+    from londonlm.core.errors import run_main
+    from londonlm.core.layout import Layout
+
+    with pytest.raises(SystemExit) as done:
+        run_main(lambda argv: Layout.at(text, default_root=tmp_path) and 0, [])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "cannot hold a NUL character" in err
+    assert str(user_path("plain/path")) == "plain/path"  # (what holds none passes as before)
