@@ -102,8 +102,7 @@ def _fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTu
         tokens_per_sample=data.row_tokens, job=[*job.extra_callbacks, *speed_callbacks(speed)])
     trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval or None,
                             collator=data.collator, callbacks=callbacks, stream=stream,
-                            optimizer=config.optim.optimizer, time_budget=config.control.time_budget,
-                            warmup_share=config.optim.warmup_share,
+                            optim=config.optim, time_budget=config.control.time_budget,
                             processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)  # the job's log lines instead of raw dicts
     outcome = train(trainer, checkpoint, stopper, position, data.row_tokens)

@@ -61,8 +61,7 @@ def train_run(config: TrainingConfig, args, plan: TrainingPlan, speed, settings:
         job=run_callbacks(config) + speed_callbacks(speed))
     trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval,
                             collator=default_data_collator, callbacks=callbacks, stream=stream,
-                            optimizer=config.optim.optimizer, time_budget=config.control.time_budget,
-                            warmup_share=config.optim.warmup_share,
+                            optim=config.optim, time_budget=config.control.time_budget,
                             processing_class=plan.tokenizer)
     outcome = train(trainer, plan.resume.checkpoint, stopper, position, context)
     summary = run_summary(config, args, plan, data, speed.settings, model, outcome, settings)

@@ -38,7 +38,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
@@ -50,6 +50,9 @@ from .callbacks import TRAINER_OWN
 from .optim import MuonAdamW, optimizer_factory
 from .schedules import WarmupStableDecay, budget_schedule, make_lr_scheduler
 from .vocab_padding import fit_optimizer_rows, real_rows, unpadded_state_dict
+
+if TYPE_CHECKING:  # (the annotation only: the job's tree is built before any trainer)
+    from ..job import OptimConfig
 
 
 class QuietWorker:
@@ -244,17 +247,18 @@ class FittedProgress(ProgressCallback):
 
 
 def build_trainer(model, args, *, train, eval_dataset, collator, callbacks: list,
-                  stream: StreamSampler, optimizer: str, time_budget: float = 0.0, warmup_share: float | None = None,
+                  stream: StreamSampler, optim: OptimConfig, time_budget: float = 0.0,
                   processing_class=None, schedule: Callable[[int], float] | None = None) -> RunTrainer:
     """The ``Trainer`` of every job: :class:`RunTrainer` (stream sampler, exact resume, FSDP on
-    CPU groups, signal-proof workers, ``callbacks`` in their order) with ``--optim muon`` and a
-    budget-fitted schedule (its warm-up ``warmup_share`` of the steps the budget holds, where
-    given) or ``schedule`` (step -> learning-rate factor, e.g. the LR finder's ramp). The model
-    comes ready to train (:func:`~..model.prepare_for_training`)."""
+    CPU groups, signal-proof workers, ``callbacks`` in their order) with the job's optimizer
+    (``optim.optimizer``: adamw, or muon) and a budget-fitted schedule (its warm-up
+    ``optim.warmup_share`` of the steps the budget holds, where set) or ``schedule`` (step ->
+    learning-rate factor, e.g. the LR finder's ramp). The model comes ready to train
+    (:func:`~..model.prepare_for_training`)."""
     return RunTrainer(model=model, args=args, eval_dataset=eval_dataset, train_dataset=train,
                       data_collator=collator, processing_class=processing_class, callbacks=callbacks,
-                      stream=stream, optimizer_builder=optimizer_factory(optimizer, args, log=log),
-                      schedule=schedule or budget_schedule(time_budget, args, warmup_share))
+                      stream=stream, optimizer_builder=optimizer_factory(optim.optimizer, args, log=log),
+                      schedule=schedule or budget_schedule(time_budget, args, optim.warmup_share))
 
 
 def compile_failure(error: BaseException) -> bool:

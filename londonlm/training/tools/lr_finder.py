@@ -226,7 +226,7 @@ def sweep(o: LRFindOptions, shape, tok, blocks, log=print) -> tuple[LRFindResult
             tokens_per_sample=o.context_length, job=[recorder])
         trainer = build_trainer(model, args, train=blocks, eval_dataset=None,
                                 collator=default_data_collator, callbacks=callbacks, stream=stream,
-                                optimizer=config.optim.optimizer, schedule=ramp)
+                                optim=config.optim, schedule=ramp)
         trainer.remove_callback(PrinterCallback)
         t0 = time.time()
         trainer.train()
