@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from .errors import UsageError
+
 
 class OneLineErrors:
     """Mixin for an ``argparse`` parser (also ``HfArgumentParser``): one ``error:`` line, exit 2."""
@@ -105,8 +107,6 @@ def user_path(text) -> Path:
     """A path a user typed, ``~`` expanded; a ``~someone`` this machine does not know, or a NUL
     character (no file system's path holds one: ``resolve()`` raised ValueError deep inside),
     is a UsageError."""
-    from .errors import UsageError
-
     if "\x00" in os.fspath(text):
         raise UsageError(f"{os.fspath(text)!r}: a path cannot hold a NUL character")
     try:
@@ -116,8 +116,6 @@ def user_path(text) -> Path:
 
 
 def _path(text: str) -> Path:
-    from .errors import UsageError
-
     try:
         return user_path(text)
     except UsageError as e:
@@ -157,8 +155,6 @@ def check_ranges(values: dict, rules: dict[str, Callable[[str], object]]) -> Non
     """Check already-parsed ``values`` by the same rules (``number_in`` types, applied to the
     value's text): for parsers that convert values themselves (``HfArgumentParser``). Raises
     UsageError ``--<flag>: <why>``."""
-    from .errors import UsageError
-
     for name, rule in rules.items():
         if name in values and values[name] is not None:
             try:

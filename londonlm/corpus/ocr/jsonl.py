@@ -212,7 +212,7 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
         for n, raw in items:
             yield repair_row(n, raw, o)
         return
-    if repair.lexicon is not None and repair.repair:  # (a repair that searches: said before the fork, once)
+    if repair.searches:  # (which walk the search runs: said before the fork, once)
         announce_walk()
     pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid()))
     try:

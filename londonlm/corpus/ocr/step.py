@@ -213,6 +213,11 @@ class DocumentRepair:
                 self._repairer = JudgedRepairer(self._repairer, self.judge.score, self.judge.settings)
         self._known = self.lexicon.vocabulary(self.settings.known_min_count)[0] if self.lexicon is not None else None
 
+    @property
+    def searches(self) -> bool:
+        """Whether this repair runs the candidate search (a lexicon, and repair asked for)."""
+        return self._repairer is not None
+
     @classmethod
     def from_options(cls, options: OcrOptions) -> "DocumentRepair":
         lexicon = PeriodLexicon.load(options.lexicon_path) if options.lexicon_path else None
