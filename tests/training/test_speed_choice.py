@@ -34,8 +34,10 @@ def test_a_budgeted_run_ends_at_the_budget_with_a_finished_schedule_and_final(ro
     assert info["interrupted"] is None and (run_dir(root) / "final" / "config.json").exists()
     assert info["global_step"] == fit["fitted_total_steps"] == info["max_steps"] > 3
     assert fit["decay_start_step"] < info["global_step"] - 1  # the decay spans the last steps
-    # the last step ends at the budget, within one step's time (plus timer slack)
-    assert abs(fit["train_seconds_in_budget"] - budget) <= step + 0.5
+    # the last step ends at the budget, within two steps' time plus a second: the suite runs on
+    # xdist workers that share the cores, so one step can take several times the run's mean pace
+    # (seen: 10.7 s with a mean step of 0.12 s). A run that ignored the budget ends far off it.
+    assert abs(fit["train_seconds_in_budget"] - budget) <= 2 * step + 1.0
     lrs = [h["learning_rate"] for h in json.loads(
         (run_dir(root) / f"checkpoint-{info['global_step']}" / "trainer_state.json").read_text()
     )["log_history"] if "learning_rate" in h]

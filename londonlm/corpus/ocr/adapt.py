@@ -138,10 +138,11 @@ def adapt(confusions: ConfusionModel, lexicon: PeriodLexicon, texts: Iterable[tu
     ``min_words`` words to learn from (:data:`MIN_WORDS`). The first pass runs on ``workers``
     processes (:func:`confident_pairs`): the same model, sooner."""
     # (a stray's deletion is no word's pair, and the walk's repairs are decided before strays are
-    # looked for: the first pass leaves them, the pairs as they are. Nor does it search near words:
-    # their edits are priced at a flat ``near_edit``, not by this OCR, so what they teach is that
-    # price back; without it the first pass takes 0.6 of the time, SMH and CA repair as well)
-    first_pass = replace(settings or RepairSettings(), strays=False, near=0)
+    # looked for: the first pass leaves them, the pairs as they are. It searches near words only
+    # for words with letters or marks the shipped rules lack (``th»``, ``peí``): their pairs teach
+    # this OCR's own misreadings, where the near search over plain words prices its edits at a
+    # flat ``near_edit`` and teaches that price back; without it the first pass takes 0.6 of the time)
+    first_pass = replace(settings or RepairSettings(), strays=False, near_plain=False)
     pairs = confident_pairs(OcrRepairer(lexicon, confusions, first_pass), texts, min_gain, max_chars, workers)
     if len(pairs) < min_words:
         return confusions

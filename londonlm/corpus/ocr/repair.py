@@ -48,8 +48,18 @@ try:  # the near-word search's scan, compiled with the walk (where it is not: ra
 except ImportError:
     _compiled_near = _near_masks = None
 
-# a word as the corrector sees it: letters, with digits the OCR may have put for letters
-TOKEN = re.compile(r"[A-Za-zſ0-9\u00c0-\u024f]+(?:['’][A-Za-zſ\u00c0-\u024f]+)*")
+# marks the period's print never set against a letter (foreign quotes, inverted marks, a caret,
+# the brackets of tables): glued to letters, they are letters the OCR misread ("th»", "official«",
+# "«nd", "u<e"), so they belong to the word the search repairs
+LETTER_MARKS = "«»¡¿^{}<>"
+_M = re.escape(LETTER_MARKS)
+# a word as the corrector sees it: letters, with digits the OCR may have put for letters, and
+# marks that stand for letters
+TOKEN = re.compile(rf"[{_M}]?[A-Za-zſ0-9\u00c0-\u024f]+(?:(?:['’]|[{_M}])[A-Za-zſ\u00c0-\u024f]+)*[{_M}]?")
+# a word of letters, and of marks read for letters, that the near-word search may take
+_NEAR_WORD = re.compile(rf"[A-Za-zſ\u00c0-\u024f{_M}]+")
+_PLAIN = re.compile(r"[A-Za-zſ]+")  # (a word of plain letters: the rules know each one)
+_PLAIN_KEY = frozenset("abcdefghijklmnopqrstuvwxyz")
 # numbers, ordinals, sums (5s, 10d, 3l), years, times: never changed
 _NUMBER = re.compile(r"\d+(?:st|nd|rd|th|d|s|l|[ap]m)?|[0-9]*\d[0-9]*\d[0-9A-Za-z]*", re.IGNORECASE)
 # a digit among letters may be a misread letter ("9treet", "VALU8"); "10d", "4a", "lOd" are sums and numbers
@@ -57,8 +67,6 @@ _LETTERS_WITH_A_DIGIT = re.compile(r"[A-Za-zſ]{2,}[0-9][A-Za-zſ]*|[A-Za-zſ]*[
 # a word the period does not know with a mark inside may be a letter read as the mark ("regu'ar",
 # "En.land"): searched only when unknown, so the period's elisions ("hop'd") never are
 _LETTERS_WITH_A_MARK = re.compile(r"[A-Za-zſ]+(?:[.,'’ -][A-Za-zſ]+)+")
-# a word the near-word search takes: plain letters (not "Cæsar", "bêtes": the period's loans)
-_PLAIN = re.compile(r"[A-Za-zſ]+")
 _GLUE = ".,- "  # a mark (or a space) that cuts a token in two ("En.land", "noi e": two tokens)
 _SENTENCE_END = ".!?\n"
 _MISSING = object()
@@ -107,7 +115,9 @@ class RepairSettings:
       seen before; ``thorough`` searches every word seen 5 times, the default only the period's
       common words (seen 50 times: the garbled are mostly common words, ``Pieasury``, ``intle``
       for ``mile``; across archives +1.2 points on SMH, +1.8 on CA, +0.9 on ICDAR held out, for
-      a quarter of the pool's time); 0 leaves it off.
+      a quarter of the pool's time); 0 leaves it off. ``near_plain``: False searches near words only
+      for a word with a letter or a mark the rules do not know (``th»``, ``peí``, ``official«``):
+      what the adaptation's first pass searches, so that its pairs teach how this OCR reads them.
     - ``unit_letters``: a word of at most this many letters after a number is a unit or a sum
       ("440 gs", "3 yrs"), never changed.
     - ``sums``: a sum of money whose digits the OCR read as letters (``£1 Is.``, ``2s. fid.``) is
@@ -171,6 +181,7 @@ class RepairSettings:
     near: int = 4
     near_edit: float = -6.0
     near_min_count: int = 50
+    near_plain: bool = True
     strays: bool = True
     stray_share: float = 0.75
     stray_min_count: int = 3
@@ -255,6 +266,7 @@ class OcrRepairer:
         self._misreadings: dict[tuple, tuple] = {}
         self._lower: dict[str, float] | None = None
         self._by_length: dict[int, list[str]] | None = None
+        self._letters: frozenset[str] | None = None  # the letters of the period's words but the plain ones
         self._near_masks: dict[int, bytes] = {}  # (the compiled scan's letter kinds of each pool)
         self._cache_size = cache_size
         # the candidate search's arguments for a known word and an unknown one (built once: hot path)
@@ -422,12 +434,13 @@ class OcrRepairer:
 
     def _noise_adjustment(self, words: list[str], priors: list[float | None]) -> float:
         """A misreading is as likely as the document is noisy: the share of its words the period
-        does not know, against that share in the OCR the confusion model was learned from
+        does not know (words of letters, and of marks read for letters: ``th»``), against that
+        share in the OCR the confusion model was learned from
         (``noise_reference``), scales every misreading's probability, so a clean text (a
         transcription, good print) is hardly touched while a bad scan is repaired freely."""
         if not self.s.noise_weight:
             return 0.0
-        counted = [p for w, p in zip(words, priors) if len(w) > 1 and w.isalpha()]
+        counted = [p for w, p in zip(words, priors) if len(w) > 1 and (w.isalpha() or _NEAR_WORD.fullmatch(w))]
         n, unknown = len(counted), counted.count(None)
         share = max(unknown / n if n else 0.0, 1e-3)
         return min(self.s.noise_cap, self.s.noise_weight * math.log(share / self.s.noise_reference))
@@ -470,7 +483,8 @@ class OcrRepairer:
         probability (``doc_boost`` times it, at most 1: one scan misreads one glyph far more
         often than OCR on average does). ``tbe`` beside ``the`` is not, nor is a word whose
         letters are unlike the period's (``tiie``, 105 times in one paper: one misreading made
-        often); such a word gets its document frequency as its prior (in place in ``priors``)."""
+        often), nor one with a letter or mark the period never printed (``th»``: one misreading
+        made often); such a word gets its document frequency as its prior (in place in ``priors``)."""
         counts = Counter(keys)
         total = max(1, len(keys))
         least = self.s.doc_min_count
@@ -481,7 +495,7 @@ class OcrRepairer:
         for k in frequent:
             could_be = sum((counts.get(ck, 0) + slack * exp_p) * share for ck, exp_p, share in
                            self._misread_from(first[k], k, long_s))
-            if counts[k] > could_be and self._char_logp(k) > self.s.own_min_char:
+            if counts[k] > could_be and self._char_logp(k) > self.s.own_min_char and not self._unprinted(k):
                 own[k] = math.log(counts[k] / total) + self.s.doc_penalty
         if own:  # (one pass over the words, in place: the caller's list)
             priors[:] = [p if (lp := own.get(k)) is None or p is not None and lp <= p else lp
@@ -709,7 +723,8 @@ class OcrRepairer:
         known_keys, prefixes = self.lex.vocabulary(self.s.known_min_count)
         search = self._search_known if known else self._search_unknown
         least, weight = -self.s.max_deficit, self.s.lm_weight
-        near = self.s.near and not known and len(word) >= 3 and _PLAIN.fullmatch(word)
+        near = self.s.near and not known and len(word) >= 3 and _NEAR_WORD.fullmatch(word) is not None \
+            and (self.s.near_plain or _PLAIN.fullmatch(word) is None) and self._misread_letters(key)
         if near:  # the near search needs every candidate the rules find, the ranked ones or not
             found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s=long_s, **search)
             scored = ranked(found, key, word_key, self.lex.logp, own, weight, least)
@@ -743,7 +758,26 @@ class OcrRepairer:
                 or len(word) > self._longest:
             return False
         return not _NUMBER.fullmatch(word) and (word.isalpha() or _LETTERS_WITH_A_DIGIT.fullmatch(word) is not None
-                                                or not known and _LETTERS_WITH_A_MARK.fullmatch(word) is not None)
+                                                or not known and (_LETTERS_WITH_A_MARK.fullmatch(word) is not None
+                                                                  or _NEAR_WORD.fullmatch(word) is not None))
+
+    def _misread_letters(self, key: str) -> bool:
+        """Whether every letter of ``key`` but the plain ones is one the period's words never hold
+        (``peí``, ``th»``: another language's letters, or marks, that this OCR reads for letters),
+        so its near words may stand for it. A letter they hold is the period's: its loans and
+        names (``Cæsar``, ``Mariæ``, ``être``, ``Söller``) are no misreadings of plain words."""
+        return not any(ch in self._period_letters() for ch in key)
+
+    def _unprinted(self, key: str) -> bool:
+        """Whether ``key`` holds a letter or mark none of the period's words holds (``th»``)."""
+        letters = self._period_letters()
+        return any(ch not in _PLAIN_KEY and ch not in letters for ch in key)
+
+    def _period_letters(self) -> frozenset[str]:
+        """The letters and marks of the period's words but the plain letters (``æ``, ``'``)."""
+        if self._letters is None:
+            self._letters = frozenset(ch for k in self.lex.unigrams for ch in k) - _PLAIN_KEY
+        return self._letters
 
     def _near(self, word: str, key: str, own: float, found: Container[str], least: float) -> list[tuple]:
         """A word too garbled for the rules' search (``sdsmands``, ``baahels``): the period's words

@@ -73,18 +73,30 @@ def test_adapting_raises_the_misreadings_this_ocr_makes():
     assert adapt(shipped, period_lexicon(), [("", None)], min_words=0) is shipped
 
 
-def test_the_first_pass_searches_no_near_words_and_leaves_strays(monkeypatch):
-    """A near word's edits are priced at a flat near_edit, not by this OCR: pairs from them would
-    teach that price back (and the search is 0.4 of the first pass's time); a stray's deletion
-    is no word's pair. The final repair keeps both."""
+def test_the_first_pass_searches_near_words_only_for_misread_letters_and_leaves_strays(monkeypatch):
+    """A near word's edits are priced at a flat near_edit, not by this OCR: pairs from a word of
+    plain letters would teach that price back (and the search is 0.4 of the first pass's time);
+    a word with a letter no rule knows (``th»``) is searched, so its pairs teach how this OCR
+    reads it. A stray's deletion is no word's pair. The final repair keeps both."""
     import londonlm.corpus.ocr.adapt as adapt_module
 
     seen = []
     monkeypatch.setattr(adapt_module, "confident_pairs", lambda repairer, *a, **k: seen.append(repairer.s) or [])
     settings = RepairSettings()
     adapt_module.adapt(ConfusionModel({}), period_lexicon(), [(ENGINE, 1800)], settings)
-    assert seen[0].near == 0 and seen[0].strays is False
-    assert settings.near > 0 and settings.strays  # (the caller's settings as they were)
+    assert seen[0].near > 0 and seen[0].near_plain is False and seen[0].strays is False
+    assert settings.near_plain and settings.strays  # (the caller's settings as they were)
+
+
+def test_adapting_learns_a_mark_this_ocr_reads_for_a_letter():
+    """``th»`` for ``the``: the shipped model has no rule for », the first pass's near search
+    repairs it, and its pairs teach the rule, so the final repair prices » as this OCR reads it."""
+    from londonlm.corpus.ocr.confusions import load_confusions
+
+    shipped = load_confusions()
+    assert "»" not in shipped.rules
+    got = adapt(shipped, period_lexicon(), [(PERIOD.replace("the ", "th» ") * 3, 1800)], min_gain=0.0, min_words=0)
+    assert "e" in dict(got.rules["»"])
 
 
 def test_too_little_text_is_not_adapted_on():

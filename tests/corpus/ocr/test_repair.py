@@ -299,9 +299,25 @@ def test_a_word_too_garbled_for_the_rules_takes_a_near_word_of_the_period():
     common = period_lexicon("The Baker came with the Bread on the 27th of May, and Caesar heard it. " * 6, times=50)
     on = OcrRepairer(common, load_confusions()).repair(text, 1790).text
     assert "into Parliament, and" in on and "with their Accounts." in on
-    # a word of other letters than plain ones is a loan or a name, never searched
-    loan = OcrRepairer(lex, load_confusions(), RepairSettings(near=4, near_min_count=5)).repair(NOISY + "the Merchants heard Cæsar at the Court. ", 1790)
+    # a word with a letter the period's words hold (its loans and names) is never searched
+    loans = period_lexicon("The Baker came with the Bread on the 27th of May, and Caesar heard it. " * 6
+                           + "Mariæ ", times=6)
+    loan = OcrRepairer(loans, load_confusions(), RepairSettings(near=4, near_min_count=5)).repair(NOISY + "the Merchants heard Cæsar at the Court. ", 1790)
     assert "Cæsar" in loan.text
+
+
+def test_a_mark_or_a_letter_the_period_never_printed_among_letters_is_a_misread_letter():
+    """ABBYY's OCR of the Sydney Morning Herald reads s as « or », r as í: no rule of the shipped
+    model knows them, and no word of the period holds them, so the near search takes the word;
+    a mark apart from letters, a number's, and a letter the period's words hold are left."""
+    lex = period_lexicon("Mariæ ", times=50)
+    text = NOISY + "th» Merchants will attend with their Account«, and the Mérchants of tho Cíty. " \
+        "The Merchants « 1744» met the Mærchants of Mariæ. "
+    got = OcrRepairer(lex, load_confusions()).repair(text, 1790).text
+    assert "the Merchants will attend with their Accounts, and the Merchants of the City." in got
+    assert "The Merchants « 1744» met the Mærchants of Mariæ." in got  # (æ: the period's letter)
+    # the near search alone finds them: without it they stand
+    assert "th» Merchants" in OcrRepairer(lex, load_confusions(), RepairSettings(near=0)).repair(text, 1790).text
 
 
 def test_a_capital_read_for_a_small_i_in_mid_sentence_is_small():
