@@ -118,6 +118,13 @@ class RepairSettings:
       a quarter of the pool's time); 0 leaves it off. ``near_plain``: False searches near words only
       for a word with a letter or a mark the rules do not know (``th»``, ``peí``, ``official«``):
       what the adaptation's first pass searches, so that its pairs teach how this OCR reads them.
+    - ``cache_penalty``, ``cache_min_count``: a candidate for an unknown word that the text itself
+      uses ``cache_min_count`` times or more (``acres`` for ``acies`` in a sale of land, ``Creek``
+      for ``Cieek`` in a report of creeks) takes as its prior at least its share of the text's
+      words, plus ``cache_penalty`` (a cache model of the document; None: off). Chosen on ICDAR's
+      tuning part (CER lower by 24.90% without; -4, -2, 0, +2: 24.94, 25.00, 25.15, 24.92%);
+      held out +0.4 point, SMH +0.7, CA 0, clean prose 0.0135 -> 0.015% changed. A known word's
+      candidates are not raised: a book's ``owners`` turned its ``owner`` into them.
     - ``unit_letters``: a word of at most this many letters after a number is a unit or a sum
       ("440 gs", "3 yrs"), never changed.
     - ``sums``: a sum of money whose digits the OCR read as letters (``£1 Is.``, ``2s. fid.``) is
@@ -182,6 +189,8 @@ class RepairSettings:
     near_edit: float = -6.0
     near_min_count: int = 50
     near_plain: bool = True
+    cache_penalty: float | None = 0.0
+    cache_min_count: int = 2
     strays: bool = True
     stray_share: float = 0.75
     stray_min_count: int = 3
@@ -316,7 +325,8 @@ class OcrRepairer:
         if self.s.doc_min_count:
             self._add_document_evidence(found, keys, priors, long_s)
         doc = _Doc(text, found, starts, keys, priors, text.count("\n") * 200 < len(text), long_s,
-                   self._noise_adjustment(found, priors), self.s.sums and MONEY.search(text) is not None)
+                   self._noise_adjustment(found, priors), self.s.sums and MONEY.search(text) is not None,
+                   self._doc_cache(keys))
         out, changes, pos = self._walk(doc, [m.end() for m in matches])
         strays = self._strays(doc, changes)
         if strays:  # (rare: the text again, with the strays' deletions among the changes)
@@ -501,6 +511,18 @@ class OcrRepairer:
             priors[:] = [p if (lp := own.get(k)) is None or p is not None and lp <= p else lp
                          for k, p in zip(keys, priors)]
 
+    def _doc_cache(self, keys: list[str]) -> dict[str, float]:
+        """The period's words the text itself uses ``cache_min_count`` times or more, each with its
+        share of the text's words plus ``cache_penalty`` as a log-probability: a candidate the
+        text uses (``acres`` in a sale of land, ``Creek`` in a report of creeks) is likelier here
+        than the period's frequency says. Empty with ``cache_penalty`` None."""
+        if self.s.cache_penalty is None or not keys:
+            return {}
+        counts = Counter(keys)
+        log_total, least = math.log(len(keys)), self.s.cache_min_count
+        return {k: math.log(n) - log_total + self.s.cache_penalty for k, n in counts.items()
+                if n >= least and self._prior(k) is not None}
+
     def _prior(self, key: str) -> float | None:
         """log P(word) by the period lexicon, None for a word it does not hold. The period's
         elisions ("hop'd", "pass'd", "'tis") count as their full spelling when it is known."""
@@ -599,7 +621,10 @@ class OcrRepairer:
                 score = (lm.logp_after(prev, a) if prev is not None else lm.logp(a)) + lm.logp_after(a, b) + \
                     (lm.logp_after(b, nxt) if nxt is not None else 0.0)
             else:
-                score = self._lm(key, prior, prev, nxt)
+                # (the text's own use raises a candidate for an unknown word only: against a known
+                # word it only ever changed the period's spellings, ``owner`` into the book's ``owners``)
+                here = doc.cache.get(key) if doc.priors[i] is None else None
+                score = self._lm(key, prior if here is None or here <= prior else here, prev, nxt)
             score = self.s.lm_weight * score + ch + doc.noise - own
             if options is not None:
                 options.append((cand, score, ch, "split" if " " in cand else "word"))
@@ -938,6 +963,7 @@ class _Doc:
     long_s: bool
     noise: float             # log of how much likelier a misreading is here than in the paired data
     money: bool              # the text holds sums of money (a misread one may be among them)
+    cache: dict[str, float]  # the period's words this text uses often, and their prior here (_doc_cache)
     doubts: list[Doubt] = field(default_factory=list)  # close decisions, with OcrRepairer(doubts=...)
 
     def context(self, i: int) -> tuple[str | None, str | None]:

@@ -334,3 +334,22 @@ def test_the_halves_of_a_word_a_line_end_hyphen_breaks_are_no_words_to_repair():
     text = NOISY + "and the Mer-\nchants met at tbe Hall. "
     got = repairer().repair(text, 1790).text
     assert "the Mer-\nchants met at the Hall" in got  # not "Met-": a half is no word of its own
+
+
+def test_a_candidate_the_document_itself_uses_is_likelier_there():
+    """A cache model of the document: ``Acies`` is ``Aches`` by the period's counts, but this text
+    sells ``Acres`` twice, so it is ``Acres`` here; a known word's candidates are not raised (a
+    book's ``owners`` turned its ``owner`` into them), and None leaves the cache off."""
+    lex = period_lexicon("the Bakers sold their Acres and the Lords bought Acorns. " + "the Soldier had Aches. " * 20)
+    text = NOISY + "The Lords bought 20 Acres of the Bakers, and 30 Acres more, and the Merchants 40 Acies. "
+    assert "the Merchants 40 Acres." in OcrRepairer(lex, load_confusions()).repair(text, 1790).text
+    off = OcrRepairer(lex, load_confusions(), RepairSettings(cache_penalty=None)).repair(text, 1790).text
+    assert "the Merchants 40 Aches." in off
+    known = NOISY + "the owners came, the owners went, the owners sat, the owners met, and his owner stayed. "
+    owners = period_lexicon("the owner came. " + "the owners came. " * 5)
+
+    def scores(cache_penalty):  # (the close choice over "owner", as the repairer scored it)
+        done = OcrRepairer(owners, load_confusions(), RepairSettings(cache_penalty=cache_penalty),
+                           doubts=100.0).repair(known, 1790)
+        return [d.scores for d in done.doubts if d.options[:2] == ["owner", "owners"]]
+    assert scores(0.0) == scores(None) != []
