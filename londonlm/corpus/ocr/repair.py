@@ -623,8 +623,7 @@ class OcrRepairer:
             else:
                 # (the text's own use raises a candidate for an unknown word only: against a known
                 # word it only ever changed the period's spellings, ``owner`` into the book's ``owners``)
-                here = doc.cache.get(key) if doc.priors[i] is None else None
-                score = self._lm(key, prior if here is None or here <= prior else here, prev, nxt)
+                score = self._lm(key, prior if doc.priors[i] is not None else doc.prior_here(key, prior), prev, nxt)
             score = self.s.lm_weight * score + ch + doc.noise - own
             if options is not None:
                 options.append((cand, score, ch, "split" if " " in cand else "word"))
@@ -760,6 +759,8 @@ class OcrRepairer:
             scored = [self._as_word(word, x) for x in scored]
         if word.islower() or word.istitle() or word.isupper():  # (an odd case, "tHe", may stand for any)
             scored = [x for x in scored if x[1].islower() or x[1].istitle() or x[1].isupper()]
+        else:
+            scored = _recased(scored, word)
         if self.s.splits and not known and word.isalpha() and len(key) == len(word):
             scored += self._splits(word, key, own, known_keys)
         if near and not scored:
@@ -887,7 +888,7 @@ class OcrRepairer:
         for cand, key, ch, prior in cands:
             # the mark dropped, not read for a letter, is a line-end hyphen: the join's to decide
             if prior is not None and key != ka + kb:  # (a split is two words, not one)
-                score = self.s.lm_weight * (self._lm(key, prior, prev, nxt) - apart) + ch + doc.noise
+                score = self.s.lm_weight * (self._lm(key, doc.prior_here(key, prior), prev, nxt) - apart) + ch + doc.noise
                 if options is not None:
                     options.append((cand, score, ch, "glued"))
                 if score > best_score:
@@ -966,6 +967,12 @@ class _Doc:
     cache: dict[str, float]  # the period's words this text uses often, and their prior here (_doc_cache)
     doubts: list[Doubt] = field(default_factory=list)  # close decisions, with OcrRepairer(doubts=...)
 
+    def prior_here(self, key: str, prior: float) -> float:
+        """A candidate's prior in this text: the period's, or the text's own use of it where that
+        is higher (``cache``)."""
+        here = self.cache.get(key)
+        return prior if here is None or here <= prior else here
+
     def context(self, i: int) -> tuple[str | None, str | None]:
         """The known words either side (an unknown neighbour is no evidence)."""
         prev = self.keys[i - 1] if i > 0 and self.priors[i - 1] is not None else None
@@ -1032,6 +1039,28 @@ def _line_end_half(text: str, start: int, end: int) -> bool:
     """``Mer-\\nchants``: either half of a word a line-end hyphen breaks is no word of its own, so
     no word it is near (``Met``, ``hos`` -> ``has``) is evidence against it."""
     return text.startswith("-\n", end) or start >= 2 and text.startswith("-\n", start - 2)
+
+
+def _recased(scored: list[tuple], word: str) -> list[tuple]:
+    """The candidates of an oddly cased ``word`` (``JameB``), each written as ``_small_after_small``
+    has it, once, at its likelier reading (``JameS`` and ``James`` are one candidate)."""
+    best: dict[str, tuple] = {}
+    for x in scored:
+        cand = _small_after_small(x[1], word)
+        if cand not in best or x[0] > best[cand][0]:
+            best[cand] = (x[0], cand, *x[2:])
+    return list(best.values())
+
+
+def _small_after_small(cand: str, word: str) -> str:
+    """``cand`` with each capital it has after a small letter, and ``word`` lacks, small: the walk
+    keeps the case of what it read, so ``JameB`` (B for s) came out ``JameS``, ``monthB``
+    ``monthS``; a capital the word itself has (``McDonakl``: ``McDonald``) stays."""
+    chars = list(cand)
+    for j in range(1, len(chars)):
+        if chars[j].isupper() and chars[j - 1].islower() and chars[j] not in word:
+            chars[j] = chars[j].lower()
+    return "".join(chars)
 
 
 def _cased(key: str, word: str) -> str:

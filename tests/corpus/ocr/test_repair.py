@@ -353,3 +353,16 @@ def test_a_candidate_the_document_itself_uses_is_likelier_there():
                            doubts=100.0).repair(known, 1790)
         return [d.scores for d in done.doubts if d.options[:2] == ["owner", "owners"]]
     assert scores(0.0) == scores(None) != []
+
+
+def test_a_letter_the_repair_puts_after_a_small_letter_is_small():
+    """The walk keeps the case of what it read: where this OCR reads s as B more often than as b,
+    ``JameB`` came out ``JameS``. A capital the word itself has stays (``McDonald``)."""
+    from londonlm.corpus.ocr.confusions import ConfusionModel
+    from londonlm.corpus.ocr.repair import _small_after_small
+
+    lex = period_lexicon("the Bakers sold their Acres and James Thomas bought it. the Lords heard the Merchants. " * 5)
+    got = OcrRepairer(lex, ConfusionModel({"B": [("S", -2.0), ("s", -4.0)]})).repair(
+        NOISY + "and JameB bought it, and the MerchantB heard it. ", 1790).text
+    assert "and James bought it, and the Merchants heard it." in got
+    assert _small_after_small("McDonald", "McDonakl") == "McDonald" and _small_after_small("JAmeS", "JameB") == "JAmes"
