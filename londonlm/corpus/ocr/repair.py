@@ -321,12 +321,13 @@ class OcrRepairer:
         found = [m.group(0) for m in matches]
         starts = [m.start() for m in matches]
         keys, priors = self._keys_and_priors(found)
+        counts = Counter(keys)
         long_s = self.uses_long_s(keys, priors, year)
         if self.s.doc_min_count:
-            self._add_document_evidence(found, keys, priors, long_s)
+            self._add_document_evidence(found, keys, counts, priors, long_s)
         doc = _Doc(text, found, starts, keys, priors, text.count("\n") * 200 < len(text), long_s,
                    self._noise_adjustment(found, priors), self.s.sums and MONEY.search(text) is not None,
-                   self._doc_cache(keys))
+                   self._doc_cache(counts, len(keys)))
         out, changes, pos = self._walk(doc, [m.end() for m in matches])
         strays = self._strays(doc, changes)
         if strays:  # (rare: the text again, with the strays' deletions among the changes)
@@ -484,8 +485,8 @@ class OcrRepairer:
             got = self._remember(self._keys, word, word_key(word))
         return got
 
-    def _add_document_evidence(self, words: list[str], keys: list[str], priors: list[float | None],
-                               long_s: bool) -> None:
+    def _add_document_evidence(self, words: list[str], keys: list[str], counts: Counter,
+                               priors: list[float | None], long_s: bool) -> None:
         """A word the document itself uses often is a word of the document (``fleete`` in Stow,
         ``Carrie`` in a diary) when it is too frequent to be misreadings of the words it may
         stand for: more often than those words' own count here plus ``doc_slack`` times what the
@@ -494,8 +495,8 @@ class OcrRepairer:
         often than OCR on average does). ``tbe`` beside ``the`` is not, nor is a word whose
         letters are unlike the period's (``tiie``, 105 times in one paper: one misreading made
         often), nor one with a letter or mark the period never printed (``th»``: one misreading
-        made often); such a word gets its document frequency as its prior (in place in ``priors``)."""
-        counts = Counter(keys)
+        made often); such a word gets its document frequency as its prior (in place in ``priors``).
+        ``counts``: ``keys`` counted."""
         total = max(1, len(keys))
         least = self.s.doc_min_count
         frequent = [k for k, n in counts.items() if n >= least]
@@ -511,15 +512,15 @@ class OcrRepairer:
             priors[:] = [p if (lp := own.get(k)) is None or p is not None and lp <= p else lp
                          for k, p in zip(keys, priors)]
 
-    def _doc_cache(self, keys: list[str]) -> dict[str, float]:
+    def _doc_cache(self, counts: Counter, total: int) -> dict[str, float]:
         """The period's words the text itself uses ``cache_min_count`` times or more, each with its
         share of the text's words plus ``cache_penalty`` as a log-probability: a candidate the
         text uses (``acres`` in a sale of land, ``Creek`` in a report of creeks) is likelier here
-        than the period's frequency says. Empty with ``cache_penalty`` None."""
-        if self.s.cache_penalty is None or not keys:
+        than the period's frequency says. Empty with ``cache_penalty`` None. ``counts``: the text's
+        keys counted, ``total`` of them."""
+        if self.s.cache_penalty is None or not total:
             return {}
-        counts = Counter(keys)
-        log_total, least = math.log(len(keys)), self.s.cache_min_count
+        log_total, least = math.log(total), self.s.cache_min_count
         return {k: math.log(n) - log_total + self.s.cache_penalty for k, n in counts.items()
                 if n >= least and self._prior(k) is not None}
 

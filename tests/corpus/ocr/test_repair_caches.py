@@ -107,7 +107,7 @@ def test_a_documents_own_words_are_those_a_word_by_word_pass_finds():
         keys, priors = r._keys_and_priors(words)
         assert keys == [r._key(w) for w in words] and priors == [r._prior(k) for k in keys]
         expected = _own_words_word_by_word(r, words, keys, list(priors), False)
-        r._add_document_evidence(words, keys, priors, False)
+        r._add_document_evidence(words, keys, Counter(keys), priors, False)
         assert priors == expected
 
 
