@@ -14,7 +14,10 @@ touched; a sum of money only where the sum around it says its digits were read a
 (``£1 Is.`` -> ``£1 1s.``, :mod:`.sums`), and a ``1`` only where it stands for the pronoun I
 (``of which 1 am``). Two words the OCR split (``pre vailed``, its line-end hyphen lost)
 are joined when the language model prefers the joined word; a word run into the next
-(``TheShoreham``) is split when both halves are the period's.
+(``TheShoreham``) is split when both halves are the period's. A mark or letter no word of the
+period holds, against letters (``th»``, ``peí``), is a letter misread; and a candidate the text
+itself prints often is likelier there (a cache of the document: ``acies`` is ``acres`` in a sale
+of land).
 
 Three things keep clean text clean (BENCHMARKS.md: 0.008% of clean prose changed): a misreading
 is as likely as the document is noisy (its share of words the period does not know); a word the
@@ -789,19 +792,19 @@ class OcrRepairer:
                                                                   or _NEAR_WORD.fullmatch(word) is not None))
 
     def _misread_letters(self, key: str) -> bool:
-        """Whether every letter of ``key`` but the plain ones is one the period's words never hold
-        (``peí``, ``th»``: another language's letters, or marks, that this OCR reads for letters),
-        so its near words may stand for it. A letter they hold is the period's: its loans and
-        names (``Cæsar``, ``Mariæ``, ``être``, ``Söller``) are no misreadings of plain words."""
-        return not any(ch in self._period_letters() for ch in key)
+        """Whether no letter of ``key`` but the plain ones is one the period's words hold, so its
+        near words may stand for it (``peí``, ``th»``: another language's letters, or marks, that
+        this OCR reads for letters). A letter they hold is the period's: its loans and names
+        (``Cæsar``, ``Mariæ``, ``être``, ``Söller``) are no misreadings of plain words."""
+        return self._period_letters().isdisjoint(key)
 
     def _unprinted(self, key: str) -> bool:
         """Whether ``key`` holds a letter or mark none of the period's words holds (``th»``)."""
-        letters = self._period_letters()
-        return any(ch not in _PLAIN_KEY and ch not in letters for ch in key)
+        return not self._period_letters().issuperset(set(key) - _PLAIN_KEY)
 
     def _period_letters(self) -> frozenset[str]:
-        """The letters and marks of the period's words but the plain letters (``æ``, ``'``)."""
+        """The letters and marks of the period's words but the plain letters (``æ``, ``'``):
+        what :meth:`_misread_letters` and :meth:`_unprinted` read, gathered once."""
         if self._letters is None:
             self._letters = frozenset(ch for k in self.lex.unigrams for ch in k) - _PLAIN_KEY
         return self._letters

@@ -345,6 +345,14 @@ def test_a_candidate_the_document_itself_uses_is_likelier_there():
     assert "the Merchants 40 Acres." in OcrRepairer(lex, load_confusions()).repair(text, 1790).text
     off = OcrRepairer(lex, load_confusions(), RepairSettings(cache_penalty=None)).repair(text, 1790).text
     assert "the Merchants 40 Aches." in off
+    # a word a misread letter cut in two (a comma read for r or h) is raised the same way
+    from londonlm.corpus.ocr.confusions import ConfusionModel
+
+    fewer = period_lexicon("the Bakers sold their Acres and the Lords bought Acorns. " + "the Soldier had Aches. " * 6)
+    glued = text.replace("40 Acies.", "40 Ac,es.")
+    commas = ConfusionModel({",": [("r", -3.0), ("h", -2.0)]})
+    assert "the Merchants 40 Acres." in OcrRepairer(fewer, commas).repair(glued, 1790).text
+    assert "the Merchants 40 Aches." in OcrRepairer(fewer, commas, RepairSettings(cache_penalty=None)).repair(glued, 1790).text
     known = NOISY + "the owners came, the owners went, the owners sat, the owners met, and his owner stayed. "
     owners = period_lexicon("the owner came. " + "the owners came. " * 5)
 
