@@ -137,12 +137,13 @@ def adapt(confusions: ConfusionModel, lexicon: PeriodLexicon, texts: Iterable[tu
     their share); ``confusions`` itself where they teach none, or where ``texts`` hold fewer than
     ``min_words`` words to learn from (:data:`MIN_WORDS`). The first pass runs on ``workers``
     processes (:func:`confident_pairs`): the same model, sooner."""
-    # (a stray's deletion is no word's pair, and the walk's repairs are decided before strays are
-    # looked for: the first pass leaves them, the pairs as they are. It searches near words only
-    # for words with letters or marks the shipped rules lack (``th»``, ``peí``): their pairs teach
-    # this OCR's own misreadings, where the near search over plain words prices its edits at a
-    # flat ``near_edit`` and teaches that price back; without it the first pass takes 0.6 of the time)
-    first_pass = replace(settings or RepairSettings(), strays=False, near_plain=False)
+    # (a stray's or a line edge's deletion is no word's pair, and the walk's repairs are decided
+    # before either is looked for: the first pass leaves them, the pairs as they are. It searches
+    # near words only for words with letters or marks the shipped rules lack (``th»``, ``peí``):
+    # their pairs teach this OCR's own misreadings, where the near search over plain words prices
+    # its edits at a flat ``near_edit`` and teaches that price back; without it the first pass
+    # takes 0.6 of the time)
+    first_pass = replace(settings or RepairSettings(), strays=False, edges=False, near_plain=False)
     pairs = confident_pairs(OcrRepairer(lexicon, confusions, first_pass), texts, min_gain, max_chars, workers)
     if len(pairs) < min_words:
         return confusions

@@ -150,6 +150,11 @@ class RepairSettings:
       debris where the document sets its marks so far more often than the period (``_strays``),
       in a document noisy enough (its ``noise`` at least ``stray_noise``: about half the paired
       data's share of unknown words) for marks to be misreadings.
+    - ``edges``: a letter or rule standing alone at a line's start or end (``which/I in the``,
+      ``ground I/for``, ``and/i worked``, ``|``) in such a noisy text is a column's rule the OCR
+      read, deleted with its space (``_edges``): not an ``I`` the next word follows as it follows
+      the pronoun (``pronoun``: ``I/am``, ``if I/want``), not a ``1`` or ``l`` on a line with
+      numbers (``1 in 76``, a table's column).
     - ``long_s``: ``auto`` (the year and the text's evidence), ``on``, ``off``; ``long_s_output``:
       ``print`` (write ``ſ`` where the page had it) or ``modern`` (``s``)."""
 
@@ -198,6 +203,7 @@ class RepairSettings:
     stray_share: float = 0.75
     stray_min_count: int = 3
     stray_noise: float = -3.0
+    edges: bool = True
     long_s: str = "auto"
     long_s_output: str = "print"
     long_s_before: int = 1800
@@ -333,6 +339,7 @@ class OcrRepairer:
                    self._doc_cache(counts, len(keys)))
         out, changes, pos = self._walk(doc, [m.end() for m in matches])
         strays = self._strays(doc, changes)
+        strays += self._edges(doc, changes + strays)
         if strays:  # (rare: the text again, with the strays' deletions among the changes)
             changes = sorted(changes + strays, key=lambda c: c.start)
             out, pos = [], 0
@@ -429,6 +436,50 @@ class OcrRepairer:
                 continue  # (beside a change: it is that change's)
             out.append(Change(start, doc.text[start:end], "", "debris", 0.0, 0.0))
         return out
+
+    def _edges(self, doc: "_Doc", changes: list[Change]) -> list[Change]:
+        """A letter or rule alone at a line's start or end (``_EDGE``) in a text with lines, noisy
+        enough for marks to be misreadings (``stray_noise``): a newspaper column's rule read as
+        ``I``, ``l``, ``1``, ``i``, ``|``, deleted with its space (``which/I in the``, ``ground I/for``,
+        ``and/i worked``). An ``I`` stays unless the next word is a capital's (``I/By Alderman``:
+        the pronoun is not followed by a name or a heading) or a word the period sets after I less
+        often than anywhere (``I/the``, ``I/in``; ``I/shortly``, never seen after it, and an
+        unknown word are no evidence); a ``1`` or ``l`` stays on a line with a number (``1 in 76``,
+        ``oats 1 potatoes 1``), after a comma (an index's ``Stephanides, 1``), or where the next
+        word follows I as it follows the pronoun (``we/1 believe``: the pronoun misread, not debris)."""
+        if not self.s.edges or doc.flattened or doc.noise < self.s.stray_noise or "\n" not in doc.text:
+            return []
+        text, out = doc.text, []
+        taken = sorted((c.start, c.start + len(c.before)) for c in changes)
+        for m in _EDGE.finditer(text):
+            token = m.group(1) or m.group(2)
+            at = m.start(1) if m.group(1) else m.start(2)
+            nxt = bisect.bisect_left(doc.starts, at + 1)  # (the word after the token)
+            if token == "I" and not self._not_after_i(doc, nxt) \
+                    or token in "1l" and (_line_has_number(text, at) or text[at - 2:at] == ", "
+                                          or self._after_i(doc, nxt)):
+                continue
+            start, end = m.span()
+            k = bisect.bisect_left(taken, (start, start))
+            if k < len(taken) and taken[k][0] < end or k and taken[k - 1][1] > start:
+                continue  # (a change of its own: the walk read it as a word)
+            out.append(Change(start, text[start:end], "", "debris", 0.0, 0.0))
+        return out
+
+    def _not_after_i(self, doc: "_Doc", i: int) -> bool:
+        """Whether word ``i`` begins with a capital, or is a word the period sets after I less
+        often than anywhere (a pair it has seen: an unseen pair costs ``BACKOFF``)."""
+        if i >= len(doc.words):
+            return False
+        if doc.words[i][0].isupper():
+            return True
+        return doc.priors[i] is not None and self.lex.logp_after("i", doc.keys[i]) - doc.priors[i] < BACKOFF
+
+    def _after_i(self, doc: "_Doc", i: int) -> bool:
+        """Whether word ``i``, known to the period, follows I ``pronoun`` (log) times likelier than
+        it stands anywhere (``am``, ``believe``)."""
+        return i < len(doc.words) and doc.priors[i] is not None and self.s.pronoun is not None \
+            and self.lex.logp_after("i", doc.keys[i]) - doc.priors[i] > self.s.pronoun
 
     def uses_long_s(self, keys: list[str], priors: list[float | None], year: int | None) -> bool:
         """Whether the text was printed with the long s: ``on``/``off`` as set; ``auto``: words
@@ -1080,6 +1131,17 @@ def _is_word(token: str, prior: float | None) -> bool:
 
 
 _LONE_WORDS = ("a", "A", "I")  # the letters that stand as words alone
+# a letter or rule alone at a line's start (with the space after it) or end (with the space
+# before it): where a newspaper's column rule is read (``!`` ends a line after a space in print)
+_EDGE = re.compile(r"(?:^|(?<=\n))([Il1i|!¦]) (?=\S)|(?<=\S) ([Il1i|¦])(?=\n|$)")
+_DIGIT = re.compile(r"\d")
+
+
+def _line_has_number(text: str, at: int) -> bool:
+    """Whether the line holding ``text[at]`` has a digit elsewhere than at ``at``."""
+    start, end = text.rfind("\n", 0, at) + 1, text.find("\n", at)
+    end = len(text) if end < 0 else end
+    return _DIGIT.search(text, start, at) is not None or _DIGIT.search(text, at + 1, end) is not None
 
 
 def _is_name(word: str, text: str, start: int) -> bool:

@@ -84,7 +84,7 @@ def test_the_first_pass_searches_near_words_only_for_misread_letters_and_leaves_
     monkeypatch.setattr(adapt_module, "confident_pairs", lambda repairer, *a, **k: seen.append(repairer.s) or [])
     settings = RepairSettings()
     adapt_module.adapt(ConfusionModel({}), period_lexicon(), [(ENGINE, 1800)], settings)
-    assert seen[0].near > 0 and seen[0].near_plain is False and seen[0].strays is False
+    assert seen[0].near > 0 and seen[0].near_plain is False and seen[0].strays is False and seen[0].edges is False
     assert settings.near_plain and settings.strays  # (the caller's settings as they were)
 
 

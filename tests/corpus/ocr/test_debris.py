@@ -83,3 +83,44 @@ def test_no_marks_in_the_lexicon_no_strays():
     bare = period_lexicon()
     bare.marks = {}
     assert "^" in OcrRepairer(bare, load_confusions(), RepairSettings()).repair(NOISY * 3).text
+
+
+# a newspaper column whose rule the OCR read as a letter at its lines' ends and starts; the
+# lexicon's I is followed by "am" and "believe", and twice by "in" (a word a tenth of its words:
+# a pair the period sets after I less often than anywhere)
+EDGE_LEX = build_lexicon([PERIOD] * 3 + ["I am sure, and I believe it. " * 40,
+                                         "in the Hall, in the Street, in the Court, in the Morning. " * 30,
+                                         "as I in my youth did, and I in my age. The Bread was read. "])
+COLUMN = ("The Court met at Guildhall, where tbe Lord Mayor did shew the Petition which\n"
+          "I in the Hall was read. The Price of Bread was tbe same as the Court said I\n"
+          "By the Mayor, and the Merchants met and\n"
+          "i stood in the Street, Qzxv vwqt. |\n"
+          "I am sure the Court will sit; as we\n"
+          "1 believe the Hall is of 1 in 76 feet, and the\n"
+          "Index: Stephanides, 1\n"
+          "Fitzwalter, tbe Mayor. ")
+
+
+def _edges(text: str, **settings) -> str:
+    from londonlm.corpus.ocr.confusions import load_confusions
+
+    return OcrRepairer(EDGE_LEX, load_confusions(), RepairSettings(**settings)).repair(text).text
+
+
+def test_a_column_rule_read_as_a_letter_at_a_line_edge_is_deleted():
+    done = _edges(COLUMN)
+    assert "which\nin the Hall" in done                    # "I in": the pair the period sets after I least
+    assert "the Court said\nBy the Mayor" in done          # a capital after it: not the pronoun
+    assert "met and\nstood in the Street" in done           # a small i alone: never a word
+    assert "vwqt.\nI am sure" in done                      # the rule; "I am": the pronoun stays
+    assert "as we\n1 believe" in done                      # "1 believe": the pronoun misread, not debris
+    assert "of 1 in 76 feet" in done                       # a number on its line
+    assert "Stephanides, 1\n" in done                      # a number after a comma (an index)
+
+
+def test_line_edges_are_left_where_the_text_is_not_noisy_is_flattened_or_edges_are_off():
+    quiet = _edges(COLUMN, stray_noise=1.0)  # (no text is that noisy: the noise is at most 0)
+    assert "which\nI in the" in quiet and "met and\ni stood" in quiet and "vwqt. |\n" in quiet
+    flat = COLUMN.replace("\n", " ")  # (no lines: a space may be where a line ended)
+    assert "which I in the" in _edges(flat * 3) and "said I By" in _edges(flat * 3)
+    assert "which\nI in the" in _edges(COLUMN, edges=False) and "met and\ni stood" in _edges(COLUMN, edges=False)
