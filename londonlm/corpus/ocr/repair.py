@@ -52,9 +52,9 @@ except ImportError:
     _compiled_near = _near_masks = None
 
 # marks the period's print never set against a letter (foreign quotes, inverted marks, a caret,
-# the brackets of tables): glued to letters, they are letters the OCR misread ("th»", "official«",
-# "«nd", "u<e"), so they belong to the word the search repairs
-LETTER_MARKS = "«»¡¿^{}<>"
+# the brackets of tables, a backslash): glued to letters, they are letters the OCR misread ("th»",
+# "official«", "«nd", "u<e", "\\Villoughby", "pro\\ed"), so they belong to the word the search repairs
+LETTER_MARKS = "«»¡¿^{}<>\\"
 _M = re.escape(LETTER_MARKS)
 # a word as the corrector sees it: letters, with digits the OCR may have put for letters, and
 # marks that stand for letters

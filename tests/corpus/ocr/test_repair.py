@@ -307,14 +307,15 @@ def test_a_word_too_garbled_for_the_rules_takes_a_near_word_of_the_period():
 
 
 def test_a_mark_or_a_letter_the_period_never_printed_among_letters_is_a_misread_letter():
-    """ABBYY's OCR of the Sydney Morning Herald reads s as « or », r as í: no rule of the shipped
+    """ABBYY's OCR of the Sydney Morning Herald reads s as « or », r as í, c as \\: no rule of the shipped
     model knows them, and no word of the period holds them, so the near search takes the word;
     a mark apart from letters, a number's, and a letter the period's words hold are left."""
     lex = period_lexicon("Mariæ ", times=50)
     text = NOISY + "th» Merchants will attend with their Account«, and the Mérchants of tho Cíty. " \
-        "The Merchants « 1744» met the Mærchants of Mariæ. "
+        "The Merchants « 1744» met the Mærchants of Mariæ. The Mer\\hants met. "
     got = OcrRepairer(lex, load_confusions()).repair(text, 1790).text
     assert "the Merchants will attend with their Accounts, and the Merchants of the City." in got
+    assert "The Merchants met." in got  # (a backslash: never printed)
     assert "The Merchants « 1744» met the Mærchants of Mariæ." in got  # (æ: the period's letter)
     # the near search alone finds them: without it they stand
     assert "th» Merchants" in OcrRepairer(lex, load_confusions(), RepairSettings(near=0)).repair(text, 1790).text
