@@ -98,7 +98,11 @@ COLUMN = ("The Court met at Guildhall, where tbe Lord Mayor did shew the Petitio
           "I am sure the Court will sit; as we\n"
           "1 believe the Hall is of 1 in 76 feet, and the\n"
           "Index: Stephanides, 1\n"
-          "Fitzwalter, tbe Mayor. ")
+          "Fitzwalter, tbe Mayor. '\n"
+          ", the Court said. ,\n"
+          "' the Hall met, Street. .\n"
+          ". . . the Court met; and\n"
+          ". 5 Bread. ")
 
 
 def _edges(text: str, **settings) -> str:
@@ -116,6 +120,9 @@ def test_a_column_rule_read_as_a_letter_at_a_line_edge_is_deleted():
     assert "as we\n1 believe" in done                      # "1 believe": the pronoun misread, not debris
     assert "of 1 in 76 feet" in done                       # a number on its line
     assert "Stephanides, 1\n" in done                      # a number after a comma (an index)
+    assert "Mayor.\nthe Court said.\nthe Hall met, Street.\n" in done  # a line begun with a mark, a
+    # quote ending one, a stop or comma alone after a stop at its end: no compositor's
+    assert "\n. . . the Court met; and\n5 Bread." in done     # (an ellipsis goes on with a stop)
 
 
 def test_line_edges_are_left_where_the_text_is_not_noisy_is_flattened_or_edges_are_off():
