@@ -341,7 +341,11 @@ class OcrRepairer:
                    self._doc_cache(counts, len(keys)))
         out, changes, pos = self._walk(doc, [m.end() for m in matches])
         strays = self._strays(doc, changes)
-        strays += self._edges(doc, changes + strays)
+        edges = self._edges(doc, changes + strays)
+        if edges:  # (a line edge's letter the walk read as a word is deleted all the same)
+            gone = {c.start + (c.before[0] == " ") for c in edges}
+            changes = [c for c in changes if c.start not in gone]
+            strays += edges
         if strays:  # (rare: the text again, with the strays' deletions among the changes)
             changes = sorted(changes + strays, key=lambda c: c.start)
             out, pos = [], 0
@@ -442,7 +446,7 @@ class OcrRepairer:
     def _edges(self, doc: "_Doc", changes: list[Change]) -> list[Change]:
         """A letter or rule alone at a line's start or end (``_EDGE``) in a text with lines, noisy
         enough for marks to be misreadings (``stray_noise``): a newspaper column's rule read as
-        ``I``, ``l``, ``1``, ``i``, ``|``, deleted with its space (``which/I in the``, ``ground I/for``,
+        ``I``, ``l``, ``1``, ``i``, ``j``, ``|``, deleted with its space (``which/I in the``, ``ground I/for``,
         ``and/i worked``); so is a mark no compositor set there (a line begun with a stop, a comma or
         a quote, a quote ending one, a stop or comma alone after a stop). An ``I`` stays unless the next word is a capital's (``I/By Alderman``:
         the pronoun is not followed by a name or a heading) or a word the period sets after I less
@@ -453,7 +457,7 @@ class OcrRepairer:
         if not self.s.edges or doc.flattened or doc.noise < self.s.stray_noise or "\n" not in doc.text:
             return []
         text, out = doc.text, []
-        taken = sorted((c.start, c.start + len(c.before)) for c in changes)
+        taken = sorted((c.start, c.start + len(c.before)) for c in changes if not _EDGE_WORD.fullmatch(c.before))
         for m in _EDGE.finditer(text):
             token = m.group(1) or m.group(2)
             at = m.start(1) if m.group(1) else m.start(2)
@@ -1138,8 +1142,9 @@ _LONE_WORDS = ("a", "A", "I")  # the letters that stand as words alone
 # before it): where a newspaper's column rule is read (``!`` ends a line after a space in print);
 # and a stop, comma or quote alone before a line's first word, or a quote alone at its end (a
 # compositor never began a line with a stop or a comma; ``. . .`` goes on with a stop)
-_EDGE = re.compile(r"(?:^|(?<=\n))([Il1i|!¦]|[,.;:'](?= [^\W_])) (?=\S)|(?<=\S) ([Il1i|¦']|(?<=[.,;:] )[.,])(?=\n|$)")
+_EDGE = re.compile(r"(?:^|(?<=\n))([Il1ij|!¦]|[,.;:'](?= [^\W_])) (?=\S)|(?<=\S) ([Il1ij|¦']|(?<=[.,;:] )[.,])(?=\n|$)")
 _DIGIT = re.compile(r"\d")
+_EDGE_WORD = re.compile(r"[Il1ij]")  # (an edge's letter the walk may have read as a word: "j" -> "i")
 
 
 def _line_has_number(text: str, at: int) -> bool:

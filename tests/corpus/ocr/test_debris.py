@@ -95,6 +95,7 @@ COLUMN = ("The Court met at Guildhall, where tbe Lord Mayor did shew the Petitio
           "I in the Hall was read. The Price of Bread was tbe same as the Court said I\n"
           "By the Mayor, and the Merchants met and\n"
           "i stood in the Street, Qzxv vwqt. |\n"
+          "j The Bread was read. j\n"
           "I am sure the Court will sit; as we\n"
           "1 believe the Hall is of 1 in 76 feet, and the\n"
           "Index: Stephanides, 1\n"
@@ -116,7 +117,7 @@ def test_a_column_rule_read_as_a_letter_at_a_line_edge_is_deleted():
     assert "which\nin the Hall" in done                    # "I in": the pair the period sets after I least
     assert "the Court said\nBy the Mayor" in done          # a capital after it: not the pronoun
     assert "met and\nstood in the Street" in done           # a small i alone: never a word
-    assert "vwqt.\nI am sure" in done                      # the rule; "I am": the pronoun stays
+    assert "vwqt.\nThe Bread was read.\nI am sure" in done  # the rules; "I am": the pronoun stays
     assert "as we\n1 believe" in done                      # "1 believe": the pronoun misread, not debris
     assert "of 1 in 76 feet" in done                       # a number on its line
     assert "Stephanides, 1\n" in done                      # a number after a comma (an index)
