@@ -446,14 +446,17 @@ class OcrRepairer:
     def _edges(self, doc: "_Doc", changes: list[Change]) -> list[Change]:
         """A letter or rule alone at a line's start or end (``_EDGE``) in a text with lines, noisy
         enough for marks to be misreadings (``stray_noise``): a newspaper column's rule read as
-        ``I``, ``l``, ``1``, ``i``, ``j``, ``|``, deleted with its space (``which/I in the``, ``ground I/for``,
-        ``and/i worked``); so is a mark no compositor set there (a line begun with a stop, a comma or
-        a quote, a quote ending one, a stop or comma alone after a stop). An ``I`` stays unless the next word is a capital's (``I/By Alderman``:
-        the pronoun is not followed by a name or a heading) or a word the period sets after I less
-        often than anywhere (``I/the``, ``I/in``; ``I/shortly``, never seen after it, and an
-        unknown word are no evidence); a ``1`` or ``l`` stays on a line with a number (``1 in 76``,
-        ``oats 1 potatoes 1``), after a comma (an index's ``Stephanides, 1``), or where the next
-        word follows I as it follows the pronoun (``we/1 believe``: the pronoun misread, not debris)."""
+        ``I``, ``l``, ``1``, ``i``, ``j``, ``|``, deleted with its space (``which/I in the``,
+        ``ground I/for``, ``and/i worked``); so is a mark no compositor set there (a line begun
+        with a stop, a comma or a quote, a quote ending one, a stop or comma alone after a stop).
+        An ``I`` stays unless the next word is a capital's (``I/By Alderman``: the pronoun is not
+        followed by a name or a heading) or a word the period sets after I less often than
+        anywhere (``I/the``, ``I/in``; ``I/shortly``, never seen after it, and an unknown word are
+        no evidence); a ``1`` or ``l`` stays on a line with a number (``1 in 76``, ``oats 1
+        potatoes 1``), after a comma (an index's ``Stephanides, 1``), or where the next word
+        follows I as it follows the pronoun (``we/1 believe``: the pronoun misread, not debris).
+        ``changes``: those made so far; an edge beside one is left, unless the change is the
+        edge's letter read as a word (``j`` -> ``i``: the caller drops it)."""
         if not self.s.edges or doc.flattened or doc.noise < self.s.stray_noise or "\n" not in doc.text:
             return []
         text, out = doc.text, []
@@ -1142,7 +1145,8 @@ _LONE_WORDS = ("a", "A", "I")  # the letters that stand as words alone
 # before it): where a newspaper's column rule is read (``!`` ends a line after a space in print);
 # and a stop, comma or quote alone before a line's first word, or a quote alone at its end (a
 # compositor never began a line with a stop or a comma; ``. . .`` goes on with a stop)
-_EDGE = re.compile(r"(?:^|(?<=\n))([Il1ij|!¦]|[,.;:'](?= [^\W_])) (?=\S)|(?<=\S) ([Il1ij|¦']|(?<=[.,;:] )[.,])(?=\n|$)")
+_EDGE = re.compile(r"(?:^|(?<=\n))([Il1ij|!¦]|[,.;:'](?= [^\W_])) (?=\S)"   # at a line's start
+                   r"|(?<=\S) ([Il1ij|¦']|(?<=[.,;:] )[.,])(?=\n|$)")      # at its end
 _DIGIT = re.compile(r"\d")
 _EDGE_WORD = re.compile(r"[Il1ij]")  # (an edge's letter the walk may have read as a word: "j" -> "i")
 
