@@ -156,7 +156,7 @@ class RepairSettings:
       (``/, Miss Philp``), a quote alone at its end, or a stop or comma alone after a stop there
       (``dealt with. ,/``) is debris no compositor set: each is deleted with its space
       (``_edges``; the pronoun and numbers are kept: ``I/am``, ``1 in 76``). Found by reading
-      SMH's errors (SMH adapted 18.56 -> 20.02%, CA 25.13 -> 25.51%); ICDAR's texts have no lines.
+      SMH's errors (SMH adapted 18.56 -> 20.10%, CA 25.13 -> 25.51%); ICDAR's texts have no lines.
     - ``long_s``: ``auto`` (the year and the text's evidence), ``on``, ``off``; ``long_s_output``:
       ``print`` (write ``ſ`` where the page had it) or ``modern`` (``s``)."""
 
