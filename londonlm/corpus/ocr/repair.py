@@ -341,7 +341,7 @@ class OcrRepairer:
                    self._doc_cache(counts, len(keys)))
         out, changes, pos = self._walk(doc, [m.end() for m in matches])
         strays = self._strays(doc, changes)
-        edges = self._edges(doc, changes + strays)
+        edges = self._edges(doc, changes, strays)
         if edges:  # (a line edge's letter the walk read as a word is deleted all the same)
             gone = {c.start + (c.before[0] == " ") for c in edges}
             changes = [c for c in changes if c.start not in gone]
@@ -437,13 +437,12 @@ class OcrRepairer:
                 start -= 1
             elif doc.text[end:end + 1] == " ":
                 end += 1
-            k = bisect.bisect_left(taken, (start, start))
-            if k < len(taken) and taken[k][0] < end or k and taken[k - 1][1] > start:
+            if _overlaps(taken, start, end):
                 continue  # (beside a change: it is that change's)
             out.append(Change(start, doc.text[start:end], "", "debris", 0.0, 0.0))
         return out
 
-    def _edges(self, doc: "_Doc", changes: list[Change]) -> list[Change]:
+    def _edges(self, doc: "_Doc", changes: list[Change], strays: list[Change]) -> list[Change]:
         """A letter or rule alone at a line's start or end (``_EDGE``) in a text with lines, noisy
         enough for marks to be misreadings (``stray_noise``): a newspaper column's rule read as
         ``I``, ``l``, ``1``, ``i``, ``j``, ``|``, deleted with its space (``which/I in the``,
@@ -455,12 +454,13 @@ class OcrRepairer:
         no evidence); a ``1`` or ``l`` stays on a line with a number (``1 in 76``, ``oats 1
         potatoes 1``), after a comma (an index's ``Stephanides, 1``), or where the next word
         follows I as it follows the pronoun (``we/1 believe``: the pronoun misread, not debris).
-        ``changes``: those made so far; an edge beside one is left, unless the change is the
-        edge's letter read as a word (``j`` -> ``i``: the caller drops it)."""
-        if not self.s.edges or doc.flattened or doc.noise < self.s.stray_noise or "\n" not in doc.text:
-            return []
+        ``changes``, ``strays``: the walk's and the strays' deletions; an edge beside one is left,
+        unless the change is the edge's letter read as a word (``j`` -> ``i``: the caller drops it)."""
+        if not self.s.edges or doc.flattened or doc.noise < self.s.stray_noise:
+            return []  # (a flattened text has no line edges: a line break is a space there)
         text, out = doc.text, []
-        taken = sorted((c.start, c.start + len(c.before)) for c in changes if not _EDGE_WORD.fullmatch(c.before))
+        taken = sorted((c.start, c.start + len(c.before)) for c in (*changes, *strays)
+                       if not _EDGE_WORD.fullmatch(c.before))
         for m in _EDGE.finditer(text):
             token = m.group(1) or m.group(2)
             at = m.start(1) if m.group(1) else m.start(2)
@@ -470,8 +470,7 @@ class OcrRepairer:
                                           or self._after_i(doc, nxt)):
                 continue
             start, end = m.span()
-            k = bisect.bisect_left(taken, (start, start))
-            if k < len(taken) and taken[k][0] < end or k and taken[k - 1][1] > start:
+            if _overlaps(taken, start, end):
                 continue  # (a change of its own: the walk read it as a word)
             out.append(Change(start, text[start:end], "", "debris", 0.0, 0.0))
         return out
@@ -481,15 +480,19 @@ class OcrRepairer:
         often than anywhere (a pair it has seen: an unseen pair costs ``BACKOFF``)."""
         if i >= len(doc.words):
             return False
-        if doc.words[i][0].isupper():
-            return True
-        return doc.priors[i] is not None and self.lex.logp_after("i", doc.keys[i]) - doc.priors[i] < BACKOFF
+        drawn = self._drawn_by_i(doc, i)
+        return doc.words[i][0].isupper() or drawn is not None and drawn < BACKOFF
 
     def _after_i(self, doc: "_Doc", i: int) -> bool:
-        """Whether word ``i``, known to the period, follows I ``pronoun`` (log) times likelier than
-        it stands anywhere (``am``, ``believe``)."""
-        return i < len(doc.words) and doc.priors[i] is not None and self.s.pronoun is not None \
-            and self.lex.logp_after("i", doc.keys[i]) - doc.priors[i] > self.s.pronoun
+        """Whether word ``i`` follows I ``pronoun`` (log) times likelier than it stands anywhere
+        (``am``, ``believe``)."""
+        drawn = self._drawn_by_i(doc, i) if i < len(doc.words) else None
+        return drawn is not None and self.s.pronoun is not None and drawn > self.s.pronoun
+
+    def _drawn_by_i(self, doc: "_Doc", i: int) -> float | None:
+        """log P(word ``i`` | I) - log P(word ``i``): how much likelier the word is after the
+        pronoun than anywhere; None for a word the period does not know (no evidence)."""
+        return None if doc.priors[i] is None else self.lex.logp_after("i", doc.keys[i]) - doc.priors[i]
 
     def uses_long_s(self, keys: list[str], priors: list[float | None], year: int | None) -> bool:
         """Whether the text was printed with the long s: ``on``/``off`` as set; ``auto``: words
@@ -764,7 +767,7 @@ class OcrRepairer:
         if not before.isalpha() or gap not in _PRONOUN_GAPS or not nxt.isalpha() or not nxt.islower() \
                 or doc.priors[i + 1] is None:
             return None
-        gain = self.lex.logp_after("i", doc.keys[i + 1]) - doc.priors[i + 1]
+        gain = self._drawn_by_i(doc, i + 1)  # (known: asked above)
         if gain <= self.s.pronoun:
             return None
         return "I", start + 1, "pronoun", gain, 0.0
@@ -1149,6 +1152,12 @@ _EDGE = re.compile(r"(?:^|(?<=\n))([Il1ij|!¦]|[,.;:'](?= [^\W_])) (?=\S)"   # a
                    r"|(?<=\S) ([Il1ij|¦']|(?<=[.,;:] )[.,])(?=\n|$)")      # at its end
 _DIGIT = re.compile(r"\d")
 _EDGE_WORD = re.compile(r"[Il1ij]")  # (an edge's letter the walk may have read as a word: "j" -> "i")
+
+
+def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` overlaps one of ``spans`` (sorted ``(start, end)`` pairs)."""
+    k = bisect.bisect_left(spans, (start, start))
+    return k < len(spans) and spans[k][0] < end or k > 0 and spans[k - 1][1] > start
 
 
 def _line_has_number(text: str, at: int) -> bool:
