@@ -13,8 +13,6 @@ does not depend on the texts before it, so the pairs, and the model, are the sam
 from __future__ import annotations
 
 import json
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -22,7 +20,7 @@ from typing import Iterable, Iterator
 from .confusions import ConfusionModel, announce_walk, learn, mix
 from .jsonl import row_year
 from .lexicon import PeriodLexicon, word_key
-from .processes import bounded_workers, start_worker, stop_pool
+from .processes import bounded_workers, forked_map
 from .repair import TOKEN, OcrRepairer, RepairSettings
 
 # Characters of the collection read to adapt on: what the adaptation gains is flat past ~150 k
@@ -87,18 +85,12 @@ def confident_pairs(repairer: OcrRepairer, texts: Iterable[tuple[str, int | None
 
 
 # ---------------------------------------------------------------- the first pass on several CPUs
-CHUNK_CHARS = 20_000  # a worker's share at a time: ~50 of them in the sample, so the last is short to wait for
-_REPAIRER: OcrRepairer | None = None
+CHUNK_CHARS = 20_000  # a worker's share at a time: ~25 of them in the sample, so the last is short to wait for
 
 
-def _init_worker(repairer: OcrRepairer, parent: int) -> None:
-    global _REPAIRER
-    start_worker(parent)
-    _REPAIRER = repairer  # (forked: the parent's lexicon and tables shared, not copied or pickled)
-
-
-def _chunk_pairs(chunk: list[tuple[str, int | None]], min_gain: float) -> list[tuple[str, str]]:
-    return [p for text, year in chunk for p in text_pairs(_REPAIRER, text, year, min_gain)]
+def _chunk_pairs(repairer: OcrRepairer, job: tuple[list[tuple[str, int | None]], float]) -> list[tuple[str, str]]:
+    chunk, min_gain = job
+    return [p for text, year in chunk for p in text_pairs(repairer, text, year, min_gain)]
 
 
 def _chunks(sample: list[tuple[str, int | None]], size: int) -> Iterator[list[tuple[str, int | None]]]:
@@ -116,18 +108,10 @@ def _chunks(sample: list[tuple[str, int | None]], size: int) -> Iterator[list[tu
 
 def _pairs_in_parallel(repairer: OcrRepairer, sample: list[tuple[str, int | None]], min_gain: float,
                        workers: int) -> list[tuple[str, str]]:
-    """:func:`confident_pairs` of ``sample`` by ``workers`` forked processes, in the sample's order;
-    the pool stopped at once if the run ends early (as the repair stage's)."""
+    """:func:`confident_pairs` of ``sample`` by ``workers`` forked processes, in the sample's order."""
     announce_walk(repairer.conf.compiled)  # (before the fork: said once, not by each worker)
-    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(repairer, os.getpid()))
-    try:
-        futures = [pool.submit(_chunk_pairs, chunk, min_gain) for chunk in _chunks(sample, CHUNK_CHARS)]
-        pairs = [p for f in futures for p in f.result()]
-    except BaseException:  # (SIGTERM, Ctrl-C, a worker's error)
-        stop_pool(pool)
-        raise
-    pool.shutdown()
-    return pairs
+    jobs = [(chunk, min_gain) for chunk in _chunks(sample, CHUNK_CHARS)]
+    return [p for pairs in forked_map(_chunk_pairs, repairer, jobs, workers) for p in pairs]
 
 
 def adapt(confusions: ConfusionModel, lexicon: PeriodLexicon, texts: Iterable[tuple[str, int | None]],

@@ -14,7 +14,7 @@ import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ...core import die_with_parent as end_with_parent
 from ..manifest import CorpusError
@@ -70,6 +70,35 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
     thread = getattr(pool, "_executor_manager_thread", None)
     if thread is not None:
         thread.join(5)
+
+
+_HELD: Any = None  # (in a worker of forked_map: what it shares with its parent)
+
+
+def _hold(shared: Any, parent: int) -> None:
+    global _HELD
+    start_worker(parent)
+    _HELD = shared  # (forked: the parent's object itself, its tables shared, not pickled)
+
+
+def _call(fn: Callable[[Any, Any], Any], chunk: Any) -> Any:
+    return fn(_HELD, chunk)
+
+
+def forked_map(fn: Callable[[Any, Any], Any], shared: Any, chunks: Iterable[Any], workers: int) -> list[Any]:
+    """``fn(shared, chunk)`` of each chunk, in the chunks' order, on ``workers`` forked processes
+    (one per CPU at most) that hold ``shared`` as the parent had it (a repairer with its lexicon:
+    forked, not pickled); ``fn`` a module's function. The pool is stopped at once if the run ends
+    early."""
+    pool = ProcessPoolExecutor(bounded_workers(workers), initializer=_hold, initargs=(shared, os.getpid()))
+    try:
+        futures = [pool.submit(_call, fn, chunk) for chunk in chunks]
+        out = [f.result() for f in futures]
+    except BaseException:  # (SIGTERM, Ctrl-C, a worker's error)
+        stop_pool(pool)
+        raise
+    pool.shutdown()
+    return out
 
 
 @contextmanager

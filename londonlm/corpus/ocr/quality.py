@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Container, Iterable
+from typing import Any, Container, Iterable, Iterator
 
 from .lexicon import word_key
 
@@ -43,22 +43,93 @@ class OcrQuality:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
+@dataclass(frozen=True)
+class QualityCounts:
+    """What a text's score is made of: its characters that are not white space, those that are
+    debris, its words and the words the lexicon knows (None without one). Each is a sum over the
+    text's tokens between white space (no character class, word or run of letters and digits the
+    score reads crosses white space), so a repaired text's counts are its original's with the
+    tokens a change touched counted again (:func:`repaired_counts`)."""
+
+    chars: int
+    debris: int
+    words: int
+    known: int | None
+
+    def __add__(self, other: "QualityCounts") -> "QualityCounts":
+        return QualityCounts(self.chars + other.chars, self.debris + other.debris, self.words + other.words,
+                             None if self.known is None else self.known + other.known)
+
+    def __sub__(self, other: "QualityCounts") -> "QualityCounts":
+        return QualityCounts(self.chars - other.chars, self.debris - other.debris, self.words - other.words,
+                             None if self.known is None else self.known - other.known)
+
+    def quality(self) -> OcrQuality:
+        if not self.chars:
+            return OcrQuality(0.0, None if self.known is None else 0.0, 0.0, 0)
+        debris_share = min(1.0, self.debris / self.chars)
+        known = None if self.known is None else (self.known / self.words if self.words else 0.0)
+        return OcrQuality((1.0 if known is None else known) * (1.0 - debris_share), known, debris_share, self.words)
+
+
 def ocr_quality(text: str, lexicon: Container[str] | None = None) -> OcrQuality:
     """The quality of ``text``; ``lexicon`` holds word keys (a period lexicon)."""
+    return quality_counts(text, lexicon).quality()
+
+
+def quality_counts(text: str, lexicon: Container[str] | None = None) -> QualityCounts:
+    """:class:`QualityCounts` of ``text``; ``lexicon`` holds word keys (a period lexicon)."""
     chars = sum(map(len, text.split())) if text else 0  # (not white space: split's and isspace's are one)
     if not chars:
-        return OcrQuality(0.0, None if lexicon is None else 0.0, 0.0, 0)
+        return QualityCounts(0, 0, 0, None if lexicon is None else 0)
     debris = len(_DEBRIS.findall(text)) + sum(len(w) for w in mixed_words(text) if not _NUMBER_WORD.fullmatch(w))
-    debris_share = min(1.0, debris / chars)
     words = _WORD.findall(text)
     known = None
     if lexicon is not None:
         # the words keyed at once, joined (a key has no space, and lower case in these scripts
         # does not depend on a word's neighbours): one call, not one a word
-        keys = word_key(" ".join(words)).split(" ")
-        known = sum(map(lexicon.__contains__, keys)) / len(words) if words else 0.0
-    score = (1.0 if known is None else known) * (1.0 - debris_share)
-    return OcrQuality(score, known, debris_share, len(words))
+        known = sum(map(lexicon.__contains__, word_key(" ".join(words)).split(" "))) if words else 0
+    return QualityCounts(chars, debris, len(words), known)
+
+
+def repaired_counts(before: QualityCounts, text: str, changes: Iterable[Any], repaired: str,
+                    lexicon: Container[str] | None = None) -> QualityCounts:
+    """:func:`quality_counts` of ``repaired``, which is ``text`` (whose counts are ``before``)
+    with ``changes`` made (each with ``start``, ``before``, ``after``, in order, none
+    overlapping): the tokens the changes touched counted again, the rest of the text not read
+    (a second full count was a sixth of a repaired text's time). Changes out of order, or that
+    do not make ``repaired``'s length, are not trusted: ``repaired`` is counted whole."""
+    changes = list(changes)
+    if any(a.start + len(a.before) > b.start for a, b in zip(changes, changes[1:])) \
+            or len(text) + sum(len(c.after) - len(c.before) for c in changes) != len(repaired):
+        return quality_counts(repaired, lexicon)
+    was, now, shift = [], [], 0
+    for start, end, grown in _touched(text, changes):
+        was.append(text[start:end])
+        now.append(repaired[start + shift:end + shift + grown])
+        shift += grown
+    # (the spans joined by a space, counted at once: a space is no token's part, so it adds nothing)
+    return before - quality_counts(" ".join(was), lexicon) + quality_counts(" ".join(now), lexicon)
+
+
+def _touched(text: str, changes: Iterable[Any]) -> Iterator[tuple[int, int, int]]:
+    """The spans of ``text`` the changes touch, widened to the white space either side and
+    merged where they meet: (start, end, how much longer the span is repaired)."""
+    span: list[int] | None = None
+    for c in changes:
+        start, end = c.start, c.start + len(c.before)
+        while start and not text[start - 1].isspace():
+            start -= 1
+        while end < len(text) and not text[end].isspace():
+            end += 1
+        if span is not None and start <= span[1]:
+            span[1], span[2] = max(span[1], end), span[2] + len(c.after) - len(c.before)
+            continue
+        if span is not None:
+            yield tuple(span)
+        span = [start, end, len(c.after) - len(c.before)]
+    if span is not None:
+        yield tuple(span)
 
 
 def mixed_words(text: str) -> list[str]:

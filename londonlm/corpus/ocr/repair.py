@@ -443,7 +443,7 @@ class OcrRepairer:
         return out
 
     def _edges(self, doc: "_Doc", changes: list[Change], strays: list[Change]) -> list[Change]:
-        """A letter or rule alone at a line's start or end (``_EDGE``) in a text with lines, noisy
+        """A letter or rule alone at a line's start or end (``_edge_matches``) in a text with lines, noisy
         enough for marks to be misreadings (``stray_noise``): a newspaper column's rule read as
         ``I``, ``l``, ``1``, ``i``, ``j``, ``|``, deleted with its space (``which/I in the``,
         ``ground I/for``, ``and/i worked``); so is a mark no compositor set there (a line begun
@@ -461,9 +461,8 @@ class OcrRepairer:
         text, out = doc.text, []
         taken = sorted((c.start, c.start + len(c.before)) for c in (*changes, *strays)
                        if not _EDGE_WORD.fullmatch(c.before))
-        for m in _EDGE.finditer(text):
-            token = m.group(1) or m.group(2)
-            at = m.start(1) if m.group(1) else m.start(2)
+        for m in _edge_matches(text):
+            token, at = m.group(1), m.start(1)
             nxt = bisect.bisect_left(doc.starts, at + 1)  # (the word after the token)
             if token == "I" and not self._not_after_i(doc, nxt) \
                     or token in "1l" and (_line_has_number(text, at) or text[at - 2:at] == ", "
@@ -1147,11 +1146,26 @@ _LONE_WORDS = ("a", "A", "I")  # the letters that stand as words alone
 # a letter or rule alone at a line's start (with the space after it) or end (with the space
 # before it): where a newspaper's column rule is read (``!`` ends a line after a space in print);
 # and a stop, comma or quote alone before a line's first word, or a quote alone at its end (a
-# compositor never began a line with a stop or a comma; ``. . .`` goes on with a stop)
-_EDGE = re.compile(r"(?:^|(?<=\n))([Il1ij|!¦]|[,.;:'](?= [^\W_])) (?=\S)"   # at a line's start
-                   r"|(?<=\S) ([Il1ij|¦']|(?<=[.,;:] )[.,])(?=\n|$)")      # at its end
+# compositor never began a line with a stop or a comma; ``. . .`` goes on with a stop). Two
+# patterns, each tried only where a line starts or ends (one of both was tried at every character)
+_LINE_START = re.compile(r"(?m)^([Il1ij|!¦]|[,.;:'](?= [^\W_])) (?=\S)")
+_LINE_END = re.compile(r"(?m)(?<=\S) ([Il1ij|¦']|(?<=[.,;:] )[.,])$")
 _DIGIT = re.compile(r"\d")
 _EDGE_WORD = re.compile(r"[Il1ij]")  # (an edge's letter the walk may have read as a word: "j" -> "i")
+
+
+def _edge_matches(text: str) -> list[re.Match]:
+    """The line edges in ``text`` (``_LINE_START``'s and ``_LINE_END``'s matches) in order, as one
+    pattern of both would find them: a line's start first where both begin at one place, none
+    overlapping the one before (``I I`` alone on a line is one start, not an end too)."""
+    found = sorted([(m.start(), 0, m) for m in _LINE_START.finditer(text)]
+                   + [(m.start(), 1, m) for m in _LINE_END.finditer(text)], key=lambda x: x[:2])
+    out, end = [], 0
+    for start, _, m in found:
+        if start >= end:
+            out.append(m)
+            end = m.end()
+    return out
 
 
 def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:

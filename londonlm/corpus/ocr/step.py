@@ -30,7 +30,7 @@ from ..sources import Document, LocalSource, materialise
 from .confusions import ConfusionModel, load_confusions
 from .judge import Judge, JudgedRepairer
 from .lexicon import LEXICON_FILE, RULES, LexiconBuilder, PeriodLexicon, word_key
-from .quality import ocr_quality
+from .quality import quality_counts, repaired_counts
 from .repair import OcrRepairer, RepairSettings
 
 OCR_DIR = "ocr"                 # under processed/: the collection's period lexicon and its key
@@ -232,21 +232,24 @@ class DocumentRepair:
 
     def repair_text(self, text: str, year: int | None = None) -> tuple[str, dict[str, Any]]:
         """(repaired text, facts with ``changes``: every ``repair.Change``)."""
-        before = ocr_quality(text, self._known)
-        facts: dict[str, Any] = {"ocr": True, "ocr_quality_before": round(before.score, 4)}
+        before = quality_counts(text, self._known)
+        facts: dict[str, Any] = {"ocr": True, "ocr_quality_before": round(before.quality().score, 4)}
+        after = before
         if self._repairer is not None:
             judged = self._judged()
             done = self._repairer.repair(text, year)
             if judged is not None:
                 facts["ocr_judge"] = {**self.judge.identity, "doubts": self._repairer.judged - judged[0],
                                       "overruled": self._repairer.overruled - judged[1]}
-            text = done.text
-            if self.join_hyphens and "-\n" in text:
+            if self.join_hyphens and "-\n" in done.text:
                 known = self._known
-                text = join_hyphenation(text, known=lambda w: word_key(w) in known)
+                text = join_hyphenation(done.text, known=lambda w: word_key(w) in known)
+                after = quality_counts(text, known)
+            else:
+                after = repaired_counts(before, text, done.changes, done.text, self._known)
+                text = done.text
             facts.update(ocr_repairs=len(done.changes), ocr_long_s=done.long_s, changes=done.changes)
-        after = ocr_quality(text, self._known) if self._repairer is not None else before
-        facts["ocr_quality"] = round(after.score, 4)
+        facts["ocr_quality"] = round(after.quality().score, 4)
         return text, facts
 
     def _judged(self) -> tuple[int, int] | None:

@@ -139,3 +139,6 @@ def test_channel_scores_an_alignment_by_its_rules_and_a_price_for_the_rest():
     assert m.channel("the", "thx", -6.0) == -6.0       # e read as x: no rule, one letter's price
     assert m.channel("the", "tbx", -6.0) == -12.0      # adjacent differences are one, of two letters
     assert m.channel("the", "the", -6.0) == 0.0
+    # a printed string listed twice under one OCR string: the first listed counts
+    twice = ConfusionModel({"b": [("h", -1.0), ("h", -3.0), ("l", -2.0)]})
+    assert (twice.channel("the", "tbe", -6.0), twice.channel("tle", "tbe", -6.0)) == (-1.0, -2.0)

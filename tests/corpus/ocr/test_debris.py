@@ -132,3 +132,26 @@ def test_line_edges_are_left_where_the_text_is_not_noisy_is_flattened_or_edges_a
     flat = COLUMN.replace("\n", " ")  # (no lines: a space may be where a line ended)
     assert "which I in the" in _edges(flat * 3) and "said I By" in _edges(flat * 3)
     assert "which\nI in the" in _edges(COLUMN, edges=False) and "met and\ni stood" in _edges(COLUMN, edges=False)
+
+
+def test_line_edges_are_found_as_one_pattern_of_both_would_find_them():
+    """The edges are looked for with two patterns, a line's start and its end, each tried only
+    where a line starts or ends; together they find what one pattern of both finds (its first
+    alternative first where both match at one place, none overlapping), on every short text of
+    edge letters, marks, spaces and lines."""
+    import random
+    import re
+
+    from londonlm.corpus.ocr.repair import _edge_matches
+
+    both = re.compile(r"(?:^|(?<=\n))([Il1ij|!¦]|[,.;:'](?= [^\W_])) (?=\S)"
+                      r"|(?<=\S) ([Il1ij|¦']|(?<=[.,;:] )[.,])(?=\n|$)")
+    rng = random.Random(7)
+    texts = ["I I", "a I\nI b", "x .\n, y", "I\nI", *(
+        "".join(rng.choice("Il1j|!¦,.;:' \n\nab.A") for _ in range(rng.randint(0, 12))) for _ in range(20_000))]
+    found = 0
+    for text in texts:
+        one = [(m.span(), m.group(1) or m.group(2), m.start(1) if m.group(1) else m.start(2)) for m in both.finditer(text)]
+        assert [(m.span(), m.group(1), m.start(1)) for m in _edge_matches(text)] == one, text
+        found += len(one)
+    assert found > 500

@@ -160,3 +160,29 @@ def test_rows_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_order(m
     got = list(jsonl._ordered(iter(items), jsonl.JsonlOptions(workers=2), repair=jsonl.DocumentRepair(None)))
     assert [line for line, _ in got] == [str(n) for n in range(len(sizes))]
     assert (most["rows"], most["bytes"]) == (most_rows, most_bytes)
+
+
+def test_changes_are_listed_for_a_report_only_and_counted_the_same_without(tmp_path, monkeypatch):
+    """Each change is listed in its row's report entry when a report is written; without one no
+    list is made (nor sent back from a worker), and the summary counts the same changes."""
+    from londonlm.corpus.ocr import jsonl
+    from londonlm.corpus.ocr.confusions import load_confusions
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(row(id="a", text=OCR) + b"\n" + row(id="b", text="tbe Court") + b"\n")
+    repair = jsonl.DocumentRepair(period_lexicon(), load_confusions())
+    entries, real = [], jsonl.repair_row
+
+    def kept(n, raw, o):
+        line, entry = real(n, raw, o)
+        entries.append(entry)
+        return line, entry
+
+    monkeypatch.setattr(jsonl, "repair_row", kept)
+    with_report = jsonl.repair_jsonl(src, tmp_path / "o1.jsonl", repair, tmp_path / "r.jsonl")
+    listed = [e["changes"] for e in entries]
+    entries.clear()
+    without = jsonl.repair_jsonl(src, tmp_path / "o2.jsonl", repair)
+    assert with_report["changes"] == without["changes"] == sum(map(len, listed)) > 5
+    assert all("changes" not in e and e["ocr_repairs"] for e in entries)
+    assert (tmp_path / "o1.jsonl").read_bytes() == (tmp_path / "o2.jsonl").read_bytes()

@@ -46,3 +46,75 @@ def test_the_filter_rejects_too_damaged_ocr_and_passes_the_rest():
     # only a collection with OCR documents has the filter, after min_length
     assert "ocr_quality" not in [x.name for x in default_filters()]
     assert [x.name for x in default_filters(ocr_min_quality=0.5)][:3] == ["language", "min_length", "ocr_quality"]
+
+
+def test_a_repaired_texts_counts_from_the_tokens_its_changes_touched_are_its_whole_count():
+    """The score after repair is counted where the changes are, not over the whole text again:
+    it must be what counting the whole repaired text gives, for every kind of change the repairer
+    makes (a word, a join across a line, a deleted stray or line edge, a lost space, a sum), with
+    and without a lexicon. A change list that does not make the text is not trusted."""
+    from types import SimpleNamespace as C
+
+    from londonlm.corpus.ocr.quality import quality_counts, repaired_counts
+
+    text = "tbe Court ¦ said\nI the w ill of £1 Is. 6d. ■ t9n ends.Then it went 3rd-class"
+    made = [("tbe", "the"),                 # a word
+            (" ¦", ""),                     # a stray, with the space before it
+            ("I ", ""),                     # a line edge, with the space after it
+            ("w ill", "will"),              # a join
+            ("Is.", "1s."),                 # a sum
+            ("ends.Then", "ends. Then"),    # a lost space
+            ("3rd-class", "third-class")]   # a word with a digit, longer
+    changes = [C(start=text.index(before), before=before, after=after) for before, after in made]
+    for c in changes:
+        assert text[c.start:c.start + len(c.before)] == c.before
+    out, pos = [], 0
+    for c in changes:
+        out += [text[pos:c.start], c.after]
+        pos = c.start + len(c.before)
+    repaired = "".join(out) + text[pos:]
+    for lexicon in (KNOWN, None):
+        before = quality_counts(text, lexicon)
+        assert repaired_counts(before, text, changes, repaired, lexicon) == quality_counts(repaired, lexicon)
+        # each change alone, and none
+        for c in changes:
+            one = text[:c.start] + c.after + text[c.start + len(c.before):]
+            assert repaired_counts(before, text, [c], one, lexicon) == quality_counts(one, lexicon)
+        assert repaired_counts(before, text, [], text, lexicon) == before
+        # out of order, or not the text's: counted whole
+        assert repaired_counts(before, text, changes[::-1], repaired, lexicon) == quality_counts(repaired, lexicon)
+        assert repaired_counts(before, text, changes[:1], repaired, lexicon) == quality_counts(repaired, lexicon)
+    # a change inside a word (its letters counted whole again), and two that meet (counted as one)
+    for text, changes in (("a t9n b", [C(start=3, before="9", after="o")]),
+                          ("the Lords of tbe Court", [C(start=14, before="b", after="h")]),
+                          ("x I  f y", [C(start=2, before="I ", after="o"), C(start=4, before=" f", after="f")])):
+        out, pos = [], 0
+        for c in changes:
+            out += [text[pos:c.start], c.after]
+            pos = c.start + len(c.before)
+        repaired = "".join(out) + text[pos:]
+        assert repaired_counts(quality_counts(text, KNOWN), text, changes, repaired, KNOWN) \
+            == quality_counts(repaired, KNOWN)
+
+
+def test_the_repairers_changes_give_the_whole_count_on_its_own_repairs():
+    """The same on what the repairer itself changes in period OCR, in print with the long s
+    written modern, and in decomposed (NFD) text, whose changes are mapped back to its own form."""
+    import unicodedata
+
+    from londonlm.corpus.ocr.confusions import load_confusions
+    from londonlm.corpus.ocr.quality import quality_counts, repaired_counts
+    from londonlm.corpus.ocr.repair import OcrRepairer, RepairSettings
+
+    engine = PERIOD.replace("the ", "tho ").replace("he ", "ho ")  # (another engine's misreadings)
+    texts = [OCR, engine, OCR.replace(" ", "\n", 40), unicodedata.normalize("NFD", "Café tbe Court é " + OCR),
+             "the fuch ftreet of Lonidon ¦ in hisfelf 1 " * 5]
+    for settings in (RepairSettings(), RepairSettings(long_s_output="modern")):
+        repairer = OcrRepairer(period_lexicon(), load_confusions(), settings)
+        made = 0
+        for text in texts:
+            done = repairer.repair(text, 1700)
+            made += len(done.changes)
+            assert repaired_counts(quality_counts(text, KNOWN), text, done.changes, done.text, KNOWN) \
+                == quality_counts(done.text, KNOWN)
+        assert made > 20
