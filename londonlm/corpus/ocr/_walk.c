@@ -601,19 +601,41 @@ static PyObject *Walker_scored(Walker *self, PyObject *args, PyObject *kwds) {
 /* The near-word search's scan (OcrRepairer._near_keys): the words of a pool within `limit` edits
  * (Levenshtein) of a key, as rapidfuzz's process.extract(key, pool, scorer=Levenshtein.distance,
  * score_cutoff=limit, limit=None) lists them (by distance, then by their order in the pool), in a
- * third of its time: a word whose letters differ from the key's by more than `limit` kinds (a
- * letter the one has and the other lacks costs an edit at least) is passed over before any
- * distance is computed, and the distance stops once every way is past `limit`. */
-static uint32_t letter_mask(PyObject *word) {
+ * fraction of its time: a word whose letters differ from the key's by more than `limit` edits is
+ * passed over before any distance is computed, and the distance stops once every way is past
+ * `limit`. Each word's signature (near_masks) holds the kinds of letter it has (a bit each) and
+ * how many of each: an edit changes one letter's count by one, or two letters' by one each (one
+ * up, one down), so the letters the key has more of than the word, or fewer, are edits at least
+ * (each other letter than a-z is one kind: counted together, which only lowers that bound). The
+ * kinds alone passed half of a pool for a long key; their counts pass a tenth. */
+#define NEAR_KINDS 27  /* a-z, and any other letter */
+typedef struct {
+    uint32_t mask;
+    uint8_t count[NEAR_KINDS + 1];  /* (one unused byte: 32 in all) */
+} NearSig;
+
+static void near_signature(PyObject *word, NearSig *sig) {
     int kind = PyUnicode_KIND(word);
     const void *data = PyUnicode_DATA(word);
     Py_ssize_t n = PyUnicode_GET_LENGTH(word);
-    uint32_t m = 0;
+    memset(sig, 0, sizeof(*sig));
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        m |= (c >= 'a' && c <= 'z') ? (1u << (c - 'a')) : (1u << 26);  /* any other letter: one kind */
+        int k = (c >= 'a' && c <= 'z') ? (int)(c - 'a') : NEAR_KINDS - 1;
+        sig->mask |= 1u << k;
+        if (sig->count[k] < 255) sig->count[k]++;
     }
-    return m;
+}
+
+/* The edits the letters' counts alone prove: the larger of what the key has more of and what it
+ * has fewer of (a count capped at 255 only lowers it). */
+static int count_bound(const NearSig *a, const NearSig *b) {
+    int more = 0, fewer = 0;
+    for (int k = 0; k < NEAR_KINDS; k++) {
+        int d = (int)a->count[k] - (int)b->count[k];
+        if (d > 0) more += d; else fewer -= d;
+    }
+    return more > fewer ? more : fewer;
 }
 
 static PyObject *near_masks(PyObject *self, PyObject *arg) {
@@ -621,16 +643,16 @@ static PyObject *near_masks(PyObject *self, PyObject *arg) {
     PyObject *seq = PySequence_Fast(arg, "near_masks(words): a list of str");
     if (!seq) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(uint32_t));
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(NearSig));
     if (!out) { Py_DECREF(seq); return NULL; }
-    uint32_t *m = (uint32_t *)PyBytes_AS_STRING(out);
+    NearSig *m = (NearSig *)PyBytes_AS_STRING(out);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *w = PySequence_Fast_GET_ITEM(seq, i);
         if (!PyUnicode_Check(w)) {
             PyErr_SetString(PyExc_TypeError, "near_masks(words): a list of str");
             Py_DECREF(seq); Py_DECREF(out); return NULL;
         }
-        m[i] = letter_mask(w);
+        near_signature(w, &m[i]);
     }
     Py_DECREF(seq);
     return out;
@@ -661,6 +683,61 @@ static Py_ssize_t bounded_distance(PyObject *a, PyObject *b, Py_ssize_t limit, P
     return row[nb];
 }
 
+/* A key's letters as bit masks of where it has them (Myers' bit-parallel distance): for a key of
+ * at most 64 letters, a pool word's distance is one pass over its letters, a few word operations
+ * each, where the table above took one step per letter of each. */
+typedef struct {
+    uint64_t ascii[128];
+    Py_UCS4 other[64];
+    uint64_t other_at[64];
+    int nother, m;
+} KeyBits;
+
+static void key_bits(PyObject *key, KeyBits *kb) {
+    int kind = PyUnicode_KIND(key);
+    const void *data = PyUnicode_DATA(key);
+    memset(kb->ascii, 0, sizeof(kb->ascii));
+    kb->nother = 0;
+    kb->m = (int)PyUnicode_GET_LENGTH(key);
+    for (int i = 0; i < kb->m; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (c < 128) { kb->ascii[c] |= 1ull << i; continue; }
+        int j = 0;
+        while (j < kb->nother && kb->other[j] != c) j++;
+        if (j == kb->nother) { kb->other[j] = c; kb->other_at[j] = 0; kb->nother++; }
+        kb->other_at[j] |= 1ull << i;
+    }
+}
+
+static inline uint64_t key_at(const KeyBits *kb, Py_UCS4 c) {
+    if (c < 128) return kb->ascii[c];
+    for (int j = 0; j < kb->nother; j++)
+        if (kb->other[j] == c) return kb->other_at[j];
+    return 0;
+}
+
+/* Levenshtein distance of the key (1 to 64 letters) and w (Hyyro's form of Myers' algorithm). */
+static Py_ssize_t bits_distance(const KeyBits *kb, PyObject *w) {
+    int kind = PyUnicode_KIND(w);
+    const void *data = PyUnicode_DATA(w);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(w), score = kb->m;
+    uint64_t last = 1ull << (kb->m - 1), pv = ~0ull, mv = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        uint64_t eq = key_at(kb, PyUnicode_READ(kind, data, j));
+        uint64_t xv = eq | mv;
+        uint64_t xh = (((eq & pv) + pv) ^ pv) | eq;
+        uint64_t ph = mv | ~(xh | pv);
+        uint64_t mh = pv & xh;
+        if (ph & last) score++;
+        else if (mh & last) score--;
+        ph = (ph << 1) | 1;
+        mh <<= 1;
+        pv = mh | ~(xv | ph);
+        mv = ph & xv;
+    }
+    return score;
+}
+
 static PyObject *near(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *key, *pool;
@@ -670,22 +747,32 @@ static PyObject *near(PyObject *self, PyObject *args) {
     Py_ssize_t n = PyList_GET_SIZE(pool);
     PyObject *out = NULL;
     Py_ssize_t *row = NULL, *hits = NULL, *dist = NULL;
-    if (masks.len != n * (Py_ssize_t)sizeof(uint32_t) || limit < 0) {
+    KeyBits *kb = NULL;
+    if (masks.len != n * (Py_ssize_t)sizeof(NearSig) || limit < 0) {
         PyErr_SetString(PyExc_ValueError, "near(key, pool, masks, limit): masks must be near_masks(pool), limit >= 0");
         goto done;
     }
-    const uint32_t *m = (const uint32_t *)masks.buf;
-    uint32_t q = letter_mask(key);
+    const NearSig *m = (const NearSig *)masks.buf;
+    NearSig qs;
+    near_signature(key, &qs);
+    uint32_t q = qs.mask;
     Py_ssize_t longest = PyUnicode_GET_LENGTH(key) + limit + 1, found = 0;
+    int bits = PyUnicode_GET_LENGTH(key) >= 1 && PyUnicode_GET_LENGTH(key) <= 64;
+    if (bits) {
+        kb = PyMem_Malloc(sizeof(KeyBits));
+        if (!kb) { PyErr_NoMemory(); goto done; }
+        key_bits(key, kb);
+    }
     row = PyMem_Malloc((size_t)(longest + 1) * sizeof(Py_ssize_t));
     hits = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
     dist = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Py_ssize_t));
     if (!row || !hits || !dist) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (__builtin_popcount(q & ~m[i]) > limit || __builtin_popcount(m[i] & ~q) > limit) continue;
+        if (__builtin_popcount(q & ~m[i].mask) > limit || __builtin_popcount(m[i].mask & ~q) > limit
+            || count_bound(&qs, &m[i]) > limit) continue;
         PyObject *w = PyList_GET_ITEM(pool, i);
         if (!PyUnicode_Check(w) || PyUnicode_GET_LENGTH(w) > longest) continue;
-        Py_ssize_t d = bounded_distance(key, w, limit, row);
+        Py_ssize_t d = bits ? bits_distance(kb, w) : bounded_distance(key, w, limit, row);
         if (d <= limit) { hits[found] = i; dist[found] = d; found++; }
     }
     out = PyList_New(found);
@@ -699,7 +786,7 @@ static PyObject *near(PyObject *self, PyObject *args) {
                 PyList_SET_ITEM(out, k++, w);
             }
 done:
-    PyMem_Free(row); PyMem_Free(hits); PyMem_Free(dist);
+    PyMem_Free(row); PyMem_Free(hits); PyMem_Free(dist); PyMem_Free(kb);
     PyBuffer_Release(&masks);
     return out;
 }

@@ -41,7 +41,7 @@ from typing import Any, Container
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from .confusions import LONG_S, ConfusionModel, announce_walk, ranked
+from .confusions import LONG_S, ConfusionModel, announce_walk
 from .forms import SearchText
 from .lexicon import BACKOFF, STRAY, PeriodLexicon, word_key
 from .sums import MONEY, repaired_sum
@@ -816,12 +816,8 @@ class OcrRepairer:
         least, weight = -self.s.max_deficit, self.s.lm_weight
         near = self.s.near and not known and len(word) >= 3 and _NEAR_WORD.fullmatch(word) is not None \
             and (self.s.near_plain or _PLAIN.fullmatch(word) is None) and self._misread_letters(key)
-        if near:  # the near search needs every candidate the rules find, the ranked ones or not
-            found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s=long_s, **search)
-            scored = ranked(found, key, word_key, self.lex.logp, own, weight, least)
-        else:
-            scored = self.conf.scored(word, known_keys, prefixes, word_key, self.lex.logp, own, weight, least,
-                                      long_s=long_s, **search)
+        scored = self.conf.scored(word, known_keys, prefixes, word_key, self.lex.logp, own, weight, least,
+                                  long_s=long_s, **search)
         if self.s.word_channel and word in self.conf.words:
             scored = [self._as_word(word, x) for x in scored]
         if word.islower() or word.istitle() or word.isupper():  # (an odd case, "tHe", may stand for any)
@@ -830,8 +826,11 @@ class OcrRepairer:
             scored = _recased(scored, word)
         if self.s.splits and not known and word.isalpha() and len(key) == len(word):
             scored += self._splits(word, key, own, known_keys)
-        if near and not scored:
-            scored = self._near(word, key, own, found, least)  # (only then: beside rules' candidates, worse)
+        if near and not scored:  # (only then: beside rules' candidates, worse)
+            # the near search passes over every candidate the rules find, the ranked ones or not
+            # (searched again for the few words that come here: ranking them all in Python took longer)
+            found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s=long_s, **search)
+            scored = self._near(word, key, own, found, least)
         scored.sort(key=lambda x: -x[0])
         return self._remember(self._cache, ck, tuple(x[1:] for x in scored[:self.s.candidates]))
 

@@ -205,6 +205,26 @@ def test_the_compiled_near_scan_finds_what_rapidfuzz_finds_in_its_order(limit):
 
 
 @compiled
+def test_the_compiled_near_scan_of_keys_past_64_letters_and_of_none():
+    """A key of up to 64 letters is scanned a machine word at a time; a longer one, and the empty
+    one, the letter-by-letter way: the same words either way."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import Levenshtein
+
+    from londonlm.corpus.ocr._walk import near, near_masks
+
+    rng = random.Random(3)
+    base = "".join(rng.choice("abcdeſé") for _ in range(70))
+    pool = [base[:n] + x for n in (62, 63, 64, 65, 66, 70) for x in ("", "a", "bb", "é")] + ["", "a", "ab"]
+    masks = near_masks(pool)
+    for key in (base[:63], base[:64], base[:65], base[:66] + "b", base, "", "a"):
+        for limit in (0, 1, 2, 4):
+            want = [k for k, _, _ in process.extract(key, pool, scorer=Levenshtein.distance, score_cutoff=limit,
+                                                      limit=None)]
+            assert near(key, pool, masks, limit) == want, (len(key), limit)
+
+
+@compiled
 def test_the_compiled_near_scan_refuses_masks_of_another_pool():
     from londonlm.corpus.ocr._walk import near, near_masks
 
