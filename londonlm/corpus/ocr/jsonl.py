@@ -196,21 +196,42 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[str, dict[str, Any]
     return dumps(row), entry
 
 
-# Rows in flight per worker: the output is written in input order, so the oldest row holds the
-# rest back; with two rows a worker, a worker that finished a short row waited on a long one
-# (SMH x10's 1,590 rows on 2 workers: 10% of the time). Two a worker go whatever their size (up
-# to --max_row_mb each, as before); more only while the rows in flight hold under
-# BYTES_IN_FLIGHT a worker, so memory stays bounded as it was
-ROWS_IN_FLIGHT = 16
+def repair_rows(batch: list[tuple[int, bytes]], o: JsonlOptions) -> list[tuple[str, dict[str, Any]]]:
+    """``repair_row`` of each line of ``batch``: what a worker is sent at a time."""
+    return [repair_row(n, raw, o) for n, raw in batch]
+
+
+# Rows go to a worker in batches of about BATCH_BYTES (one row a batch took a fifth of a core in
+# the parent, sending, receiving and waking, on SMH x10's 1,590 rows of 2 kB). Batches in flight
+# per worker: the output is written in input order, so the oldest batch holds the rest back; with
+# two a worker, a worker that finished a short one waited on a long one (10% of the time). Two a
+# worker go whatever their size (a row up to --max_row_mb, as before); more only while the
+# batches in flight hold under BYTES_IN_FLIGHT a worker, so memory stays bounded as it was
+BATCH_BYTES = 32 * 1024
+BATCHES_IN_FLIGHT = 16
 BYTES_IN_FLIGHT = 8 * 1024 * 1024
-MIN_ROWS_IN_FLIGHT = 2
+MIN_BATCHES_IN_FLIGHT = 2
+
+
+def _batches(items: Iterator[tuple[int, bytes]], size: int) -> Iterator[list[tuple[int, bytes]]]:
+    """Consecutive lines, as many as make ``size`` bytes (one at least)."""
+    batch: list[tuple[int, bytes]] = []
+    held = 0
+    for item in items:
+        batch.append(item)
+        held += len(item[1])
+        if held >= size:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
 
 
 def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: DocumentRepair) -> Iterator[tuple[str, dict]]:
-    """``repair_row`` of every line, in input order; ``workers`` processes (one per CPU at most)
-    with up to ``ROWS_IN_FLIGHT`` rows a worker in flight (``MIN_ROWS_IN_FLIGHT`` whatever their
-    size, more while they hold under ``BYTES_IN_FLIGHT`` a worker), killed at once if the run
-    ends early."""
+    """``repair_row`` of every line, in input order; ``workers`` processes (one per CPU at most),
+    sent batches of lines (``BATCH_BYTES``) with up to ``BATCHES_IN_FLIGHT`` a worker in flight
+    (``MIN_BATCHES_IN_FLIGHT`` whatever their size, more while they hold under
+    ``BYTES_IN_FLIGHT`` a worker), killed at once if the run ends early."""
     workers = bounded_workers(o.workers)
     if workers <= 1:
         _init(repair)
@@ -223,16 +244,17 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
     try:
         queue: deque[tuple[Future, int]] = deque()
         held = 0  # input bytes in flight
-        for n, raw in items:
-            while len(queue) >= ROWS_IN_FLIGHT * workers or len(queue) >= MIN_ROWS_IN_FLIGHT * workers \
-                    and held + len(raw) > BYTES_IN_FLIGHT * workers:
-                future, size = queue.popleft()
-                held -= size
-                yield future.result()
-            queue.append((pool.submit(repair_row, n, raw, o), len(raw)))
-            held += len(raw)
+        for batch in _batches(items, BATCH_BYTES):
+            size = sum(len(raw) for _, raw in batch)
+            while len(queue) >= BATCHES_IN_FLIGHT * workers or len(queue) >= MIN_BATCHES_IN_FLIGHT * workers \
+                    and held + size > BYTES_IN_FLIGHT * workers:
+                future, done = queue.popleft()
+                held -= done
+                yield from future.result()
+            queue.append((pool.submit(repair_rows, batch, o), size))
+            held += size
         while queue:
-            yield queue.popleft()[0].result()
+            yield from queue.popleft()[0].result()
     except BaseException:  # (SIGTERM, Ctrl-C, an error writing, the generator closed)
         stop_pool(pool)
         raise

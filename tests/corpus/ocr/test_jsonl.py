@@ -116,26 +116,29 @@ def test_refusals_before_any_work(tmp_path, lexicon):
     # (no --period_corpus and nothing collected is no refusal: the shipped lexicon repairs, test_shipped_lexicon.py)
 
 
-@pytest.mark.parametrize("sizes, rows_cap, bytes_cap, most_rows, most_bytes", [
-    ([10] * 200, 32, 10 ** 9, 32, 320),          # small rows: at most ROWS_IN_FLIGHT a worker
-    ([1000] * 50, 10 ** 6, 6500, 6, 6000),       # past two a worker, their bytes bound what is in flight
-    ([50_000] * 10, 10 ** 6, 2500, 4, 200_000),  # two a worker go whatever their size (as before)
+@pytest.mark.parametrize("sizes, batch, tasks_cap, bytes_cap, most_tasks, most_bytes", [
+    ([10] * 200, 1, 32, 10 ** 9, 32, 320),          # small rows: at most BATCHES_IN_FLIGHT a worker
+    ([1000] * 50, 1, 10 ** 6, 6500, 6, 6000),       # past two a worker, their bytes bound what is in flight
+    ([50_000] * 10, 1, 10 ** 6, 2500, 4, 200_000),  # two a worker go whatever their size (as before)
+    ([10] * 200, 25, 32, 10 ** 9, 32, 960),         # rows sent three at a time: 30 bytes a batch
+    ([10, 10, 50_000, 10] * 5, 25, 4, 10 ** 9, 4, 100_080),  # a big row ends its batch: 50,020, 30, 50,000, 30
 ])
-def test_rows_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_order(monkeypatch, sizes, rows_cap, bytes_cap,
-                                                                               most_rows, most_bytes):
-    """The output is written in input order, so a worker that finished waits on the oldest row:
-    many rows in flight keep the workers busy; a cap on their bytes keeps memory bounded."""
+def test_batches_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_order(
+        monkeypatch, sizes, batch, tasks_cap, bytes_cap, most_tasks, most_bytes):
+    """Rows go to the workers in batches of about ``BATCH_BYTES``. The output is written in input
+    order, so a worker that finished waits on the oldest batch: many batches in flight keep the
+    workers busy; a cap on their bytes keeps memory bounded."""
     import londonlm.corpus.ocr.jsonl as jsonl
 
-    outstanding: list[int] = []   # bytes of the rows submitted and not yet taken
-    most = {"rows": 0, "bytes": 0}
+    outstanding: list[int] = []   # bytes of the batches submitted and not yet taken
+    most = {"tasks": 0, "bytes": 0}
 
     class Later:
         def __init__(self, fn, args):
-            self.fn, self.args = fn, args
+            self.fn, self.args, self.size = fn, args, sum(len(raw) for _, raw in args[0])
 
         def result(self):
-            outstanding.remove(len(self.args[1]))
+            outstanding.remove(self.size)
             return self.fn(*self.args)
 
     class Pool:
@@ -143,23 +146,25 @@ def test_rows_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_order(m
             initializer(initargs[0])
 
         def submit(self, fn, *args):
-            outstanding.append(len(args[1]))
-            most["rows"] = max(most["rows"], len(outstanding))
+            later = Later(fn, args)
+            outstanding.append(later.size)
+            most["tasks"] = max(most["tasks"], len(outstanding))
             most["bytes"] = max(most["bytes"], sum(outstanding))
-            return Later(fn, args)
+            return later
 
         def shutdown(self, *a, **k):
             pass
 
     monkeypatch.setattr(jsonl, "ProcessPoolExecutor", Pool)
     monkeypatch.setattr(jsonl, "bounded_workers", lambda n: 2)
-    monkeypatch.setattr(jsonl, "ROWS_IN_FLIGHT", rows_cap // 2)
+    monkeypatch.setattr(jsonl, "BATCH_BYTES", batch)
+    monkeypatch.setattr(jsonl, "BATCHES_IN_FLIGHT", tasks_cap // 2)
     monkeypatch.setattr(jsonl, "BYTES_IN_FLIGHT", bytes_cap // 2)
     monkeypatch.setattr(jsonl, "repair_row", lambda n, raw, o: (str(n), {"line": n}))
     items = [(n, b"x" * size) for n, size in enumerate(sizes)]
     got = list(jsonl._ordered(iter(items), jsonl.JsonlOptions(workers=2), repair=jsonl.DocumentRepair(None)))
     assert [line for line, _ in got] == [str(n) for n in range(len(sizes))]
-    assert (most["rows"], most["bytes"]) == (most_rows, most_bytes)
+    assert (most["tasks"], most["bytes"]) == (most_tasks, most_bytes)
 
 
 def test_changes_are_listed_for_a_report_only_and_counted_the_same_without(tmp_path, monkeypatch):
