@@ -298,6 +298,7 @@ class OcrRepairer:
         self._longest = min(MAX_SEARCHED, 2 * max(map(len, known), default=0) + 1)
         lexicon.char_logp("")
         confusions.prepare(known, word_key, lexicon.logp)
+        self._period_letters()
 
     # ---------------------------------------------------------------- the document
     def repair(self, text: str, year: int | None = None) -> Repaired:
