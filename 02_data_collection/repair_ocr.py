@@ -7,7 +7,7 @@ learned from real OCR agree strongly enough (londonlm/corpus/ocr/repair.py).
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --report changes.jsonl
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output repaired.jsonl --period_corpus my_period_texts/
-    python 02_data_collection/repair_ocr.py --input scans.jsonl --output out.jsonl --period_corpus lexicon.json.gz --workers 2
+    python 02_data_collection/repair_ocr.py --input scans.jsonl --output out.jsonl --period_corpus lexicon.json.gz --workers 1
     python 02_data_collection/repair_ocr.py --input scans.jsonl --output out.jsonl --lm 09_models/checkpoints/tiny/final
 
 The period lexicon comes from --period_corpus (a saved lexicon .json.gz, a collected corpus or a
@@ -17,7 +17,8 @@ where that holds too little or nothing; --save_lexicon keeps it for the next run
 "year" (--year_key, a number or "1750") tells the long s's era. The confusion model (shipped, or
 --confusions) is first adapted to the input's OCR from its own confident repairs (--no_adapt:
 not). --output may be a stream (/dev/stdout, a pipe): the messages then go to stderr. No two of
-the files named may be one file; --workers is at most the CPUs this process may use. --lm has a
+the files named may be one file; it runs one repair process per CPU this process may use
+(--workers: fewer; never more than those CPUs). --lm has a
 trained londonlm model judge the choices the period lexicon leaves close, each in its sentence
 (londonlm/corpus/ocr/judge.py; its gain and speed: BENCHMARKS.md).
 """
@@ -72,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_furniture", action="store_true",
                    help="keep scan stamps, page numbers, running heads and catchwords")
     p.add_argument("--max_row_mb", type=positive_int, default=64, help="rows larger than this pass through unrepaired")
-    p.add_argument("--workers", type=positive_int, default=1,
-                   help="repair processes (at most one per CPU this process may use); the adaptation's first "
-                        "pass runs on them too (the adapted model is the same as with one)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="repair processes (default: one per CPU this process may use; at most that many); the "
+                        "adaptation's first pass runs on them too (the repairs are the same as with one)")
     p.add_argument("--lm", metavar="MODEL_DIR",
                    help="a trained londonlm model folder (a run's final/, any save_pretrained folder with its "
                         "tokenizer) that judges, in context, the choices the period lexicon leaves close "
@@ -114,7 +115,8 @@ def main(argv=None) -> int:
     lexicon_to = regular_target("--save_lexicon", a.save_lexicon) if a.save_lexicon else None
     # the judge's model loaded first (a folder that holds none is refused before the long work);
     # each worker process loads its own, on one thread, where there are several
-    lm = _scorer(a.lm, threads=1 if bounded_workers(a.workers) > 1 else None) if a.lm else None
+    workers = bounded_workers(a.workers or usable_cpus())
+    lm = _scorer(a.lm, threads=1 if workers > 1 else None) if a.lm else None
     judge_id = lm.identity() if lm else None
     # the rows on standard output (--output /dev/stdout | jq): the messages go to stderr
     log = sys.stderr if same_as_stdout(a.output) or same_as_stdout(a.report) else sys.stdout
@@ -129,7 +131,7 @@ def main(argv=None) -> int:
         check_input(Path(a.input))  # (what repair_jsonl refuses, refused before the first pass)
         confusions = adapt(confusions, lexicon, jsonl_texts(a.input, a.text_key, a.year_key,
                                                             a.max_row_mb * 1024 * 1024), settings,
-                            workers=a.workers)
+                            workers=workers)
         got = confusions.made_by.get("adapted_on")
         print(f"confusion model adapted on {got['word_pairs']:,} words of the input ({got['repairs']:,} confident "
               f"repairs, {got['rules']} rules)" if got else
@@ -138,10 +140,10 @@ def main(argv=None) -> int:
     judge = Judge(lm, JudgeSettings(lm_weight=a.lm_weight, lm_margin=a.lm_margin), judge_id) if lm else None
     repair = DocumentRepair(lexicon, confusions, settings=settings, judge=judge, join_hyphens=a.join_hyphens)
     options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,
-                           max_row_bytes=a.max_row_mb * 1024 * 1024, workers=a.workers, progress=a.progress)
-    if bounded_workers(a.workers) < a.workers:
+                           max_row_bytes=a.max_row_mb * 1024 * 1024, workers=workers, progress=a.progress)
+    if a.workers and workers < a.workers:
         print(f"repair_ocr: --workers {a.workers} is more than the {usable_cpus()} CPUs this process may use: "
-              f"{bounded_workers(a.workers)} repair processes", file=log)
+              f"{workers} repair processes", file=log)
     s = repair_jsonl(a.input, a.output, repair, a.report, options)
     errors = ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
     print(f"repair_ocr: {s['rows']} rows -> {a.output}: {s['repaired']} repaired ({s['changes']} changes)"

@@ -51,6 +51,9 @@ def test_rows_out_in_order_text_repaired_keys_kept_and_a_report(tmp_path, lexico
                      "channel": first["channel"]}
     assert report[0]["ocr_quality"] > report[0]["ocr_quality_before"]
     assert report[-1]["summary"]["rows"] == 2 and "2 rows" in res.stdout
+    # one repair process per CPU it may use, unless --workers says fewer
+    from londonlm.corpus.ocr import usable_cpus
+    assert report[-1]["summary"]["workers"] == usable_cpus()
     # artifacts take the mode open() would give (0666 less the umask), not a temporary file's 0600
     umask = current_umask()  # the script inherits this process's
     assert {stat.S_IMODE((tmp_path / f).stat().st_mode) for f in ("out.jsonl", "report.jsonl")} == {0o666 & ~umask}
