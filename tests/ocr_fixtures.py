@@ -29,3 +29,15 @@ Parliament for making it High Treafon to hold any Correfpondence with the Son of
 def period_lexicon(extra: str = "", times: int = 3):
     """A lexicon learned from ``PERIOD`` (each word seen ``times`` times) and ``extra``."""
     return build_lexicon([PERIOD] * times + ([extra] if extra else []), made_from={"test": "PERIOD"})
+
+
+def confusions_without(marks: str):
+    """The shipped confusion model as if learned from OCR that never read ``marks``: no rule,
+    whole-word rule or debris whose OCR side holds one (an engine new to it, for the tests of
+    what the repair does with readings no rule knows)."""
+    from londonlm.corpus.ocr.confusions import ConfusionModel, load_confusions
+
+    m = load_confusions()
+    keep = lambda table: {o: alts for o, alts in table.items() if not any(c in o for c in marks)}  # noqa: E731
+    return ConfusionModel(keep(m.learned_rules), m.split, m.join, m.hyphen, dict(m.made_by), keep(m.words),
+                          {c: lp for c, lp in m.debris.items() if c not in marks})

@@ -89,11 +89,12 @@ def test_the_first_pass_searches_near_words_only_for_misread_letters_and_leaves_
 
 
 def test_adapting_learns_a_mark_this_ocr_reads_for_a_letter():
-    """``th»`` for ``the``: the shipped model has no rule for », the first pass's near search
-    repairs it, and its pairs teach the rule, so the final repair prices » as this OCR reads it."""
-    from londonlm.corpus.ocr.confusions import load_confusions
+    """``th»`` for ``the``: a model learned from OCR that never read » has no rule for it, the
+    first pass's near search repairs it, and its pairs teach the rule, so the final repair prices
+    » as this OCR reads it."""
+    from ocr_fixtures import confusions_without
 
-    shipped = load_confusions()
+    shipped = confusions_without("»")
     assert "»" not in shipped.rules
     got = adapt(shipped, period_lexicon(), [(PERIOD.replace("the ", "th» ") * 3, 1800)], min_gain=0.0, min_words=0)
     assert "e" in dict(got.rules["»"])

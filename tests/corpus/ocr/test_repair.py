@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings, strategies as st
-from ocr_fixtures import OCR, PERIOD, period_lexicon
+from ocr_fixtures import OCR, PERIOD, confusions_without, period_lexicon
 
 from londonlm.corpus.ocr.confusions import load_confusions
 from londonlm.corpus.ocr.repair import OcrRepairer, RepairSettings
@@ -229,8 +229,8 @@ def test_a_letter_read_as_a_stop_or_hyphen_cuts_a_word_the_whole_is_repaired():
     done = repairer().repair(text, 1790)
     assert "the Merchants of the City, and he was examined." in done.text
     assert {c.kind for c in done.changes if c.after in ("Merchants", "was")} == {"glued"}
-    off = repairer(glued=False).repair(text, 1790).text
-    assert "Merch.nts" in off and "w.s" in off
+    off = repairer(glued=False).repair(text, 1790).text  # (the pieces may be repaired apart, never whole)
+    assert "Merchants" not in off and "w.s" in off
 
 
 def test_two_words_set_close_and_a_line_end_hyphen_are_not_glued():
@@ -307,18 +307,20 @@ def test_a_word_too_garbled_for_the_rules_takes_a_near_word_of_the_period():
 
 
 def test_a_mark_or_a_letter_the_period_never_printed_among_letters_is_a_misread_letter():
-    """ABBYY's OCR of the Sydney Morning Herald reads s as « or », r as í, c as \\: no rule of the shipped
-    model knows them, and no word of the period holds them, so the near search takes the word;
-    a mark apart from letters, a number's, and a letter the period's words hold are left."""
+    """ABBYY's OCR of the Sydney Morning Herald reads s as « or », r as í, c as \\: a model learned
+    from OCR that never read them has no rule for them, and no word of the period holds them, so
+    the near search takes the word; a mark apart from letters, a number's, and a letter the
+    period's words hold are left."""
     lex = period_lexicon("Mariæ ", times=50)
+    model = confusions_without("«»í\\")
     text = NOISY + "th» Merchants will attend with their Account«, and the Mérchants of tho Cíty. " \
         "The Merchants « 1744» met the Mærchants of Mariæ. The Mer\\hants met. "
-    got = OcrRepairer(lex, load_confusions()).repair(text, 1790).text
+    got = OcrRepairer(lex, model).repair(text, 1790).text
     assert "the Merchants will attend with their Accounts, and the Merchants of the City." in got
     assert "The Merchants met." in got  # (a backslash: never printed)
     assert "The Merchants « 1744» met the Mærchants of Mariæ." in got  # (æ: the period's letter)
     # the near search alone finds them: without it they stand
-    assert "th» Merchants" in OcrRepairer(lex, load_confusions(), RepairSettings(near=0)).repair(text, 1790).text
+    assert "th» Merchants" in OcrRepairer(lex, model, RepairSettings(near=0)).repair(text, 1790).text
 
 
 def test_a_capital_read_for_a_small_i_in_mid_sentence_is_small():
