@@ -1,9 +1,10 @@
 """The confusion model adapted to one collection's OCR without paired data: its own confident
 repairs are the evidence.
 
-The shipped model was learned from one archive's OCR (ICDAR 2017's British Library newspapers);
-another engine misreads other letters more often (ABBYY on the Sydney Morning Herald reads ``e``
-as ``o`` several times more often). The repairs a first pass makes with a wide margin (``tho`` ->
+The shipped model was learned from three archives' OCR (ICDAR 2017's British Library newspapers,
+overProof's Sydney Morning Herald and Chronicling America); another engine, another press,
+misreads other letters more often (ABBYY on the Sydney Morning Herald read ``e`` as ``o``
+several times more often than ICDAR's OCR). The repairs a first pass makes with a wide margin (``tho`` ->
 ``the``, ``bo`` -> ``be``) and the words it leaves as the period's are paired data of that OCR:
 rules learned from them (``confusions.learn``) are mixed into the shipped ones (``mix``), and the
 collection is repaired with the mixture. Only a sample is read (``max_chars``), so the cost is

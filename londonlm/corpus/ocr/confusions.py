@@ -12,8 +12,9 @@ The gold transcriptions this is learned from record typography (``ﬁ``, ``ﬀ``
 hyphen): :func:`fold_glyphs` writes those as the letters they join, so a rule says what a
 reader sees, and ``ſ`` stays a letter of its own (only texts printed with it can be misread
 that way). Paired data comes in the ICDAR 2017 post-OCR format (:mod:`.pairs`);
-the shipped model, ``data/confusions.json``, was learned from the training part of
-``../shared/ocr`` by ``benchmarks/ocr_repair.py learn`` and records how in its ``made_by``.
+the shipped model, ``data/confusions.json``, was learned from three archives' paired OCR in
+``../shared/ocr`` (ICDAR 2017's training part; the letters' rules, debris and space rates of
+overProof's two sets) by ``benchmarks/ocr_repair.py learn`` and records how in its ``made_by``.
 """
 from __future__ import annotations
 
