@@ -10,6 +10,7 @@ characters it changes in clean text, its speed on this machine, its most frequen
     python benchmarks/ocr_repair.py cross --work /work/scratch46/ocr_bench    # across archives (overProof)
     python benchmarks/ocr_repair.py judge_tune --lm RUN/final --work /tmp/j   # the judge's weight and margin
     python benchmarks/ocr_repair.py cross --quick --lm RUN/final --lm_weight W --lm_margin M   # with the judge
+    python benchmarks/ocr_repair.py command --against ../base --rounds 7   # the whole command's speed, alternated
 
 The held-out part is fixed by rule and never tuned on: within each decade of metadata.csv, the
 third of the files (rounded) with the smallest sha256 of their file name (19 of 58 files).
@@ -29,6 +30,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -648,6 +650,63 @@ def cmd_tables(a) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- the whole command's speed
+def command_input(work: Path, times: int) -> Path:
+    """The SMH set's articles as repair_ocr.py's JSONL rows, ``times`` over (10: issue 61's
+    "10x the set", 3.3 MB), written once in ``work``."""
+    out = work / f"smh{times}.jsonl"
+    if not out.is_file():
+        articles = read_overproof(OVERPROOF / OVERPROOF_SETS["smh"])
+        rows = "".join(json.dumps({"id": f"{x['id']}-{n}", "year": x["year"], "text": x["ocr"]}) + "\n"
+                       for n in range(times) for x in articles)
+        out.write_text(rows, encoding="utf-8")
+    return out
+
+
+def timed_command(tree: Path, src: Path, out: Path, extra: list[str]) -> tuple[float, float]:
+    """(wall s, CPU s of the process and its workers) of one ``repair_ocr.py`` run from ``tree``."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, str(tree / "02_data_collection" / "repair_ocr.py"), "--input", str(src),
+                    "--output", str(out), "--root", str(out.parent / "root"), *extra],
+                   check=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def cmd_command(a) -> int:
+    """repair_ocr.py as a user runs it (a fresh process: imports, lexicon, adaptation, workers)
+    on ``--input`` (default: the SMH set ten times over), ``--rounds`` times; alternated with the
+    same command from another checkout (``--against``: its compiled walk built) where given, so a
+    guest whose speed drifts slows both alike. Medians of wall time and CPU, MB/s, the ratio."""
+    work = a.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    src = a.input.resolve() if a.input else command_input(work, a.times)
+    trees = {"this": REPO, **({"against": a.against.resolve()} if a.against else {})}
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
+    for r in range(a.rounds):
+        for name, tree in trees.items():
+            wall, cpu = timed_command(tree, src, work / "out.jsonl", a.extra)
+            runs[name].append((wall, cpu))
+            print(f"round {r + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
+    mb = src.stat().st_size / 1e6
+    res = {"input": str(src), "mb": round(mb, 3), "extra": a.extra, "machine": platform.processor() or platform.machine(),
+           "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "trees": {k: str(v) for k, v in trees.items()}}
+    for name, got in runs.items():
+        wall, cpu = statistics.median(w for w, _ in got), statistics.median(c for _, c in got)
+        res[name] = {"wall_s": [round(w, 2) for w, _ in got], "median_wall_s": round(wall, 2),
+                     "median_cpu_s": round(cpu, 2), "mb_per_s": round(mb / wall, 3)}
+        print(f"{name}: median {wall:.2f} s ({mb / wall:.2f} MB/s), CPU {cpu:.2f} s")
+    if a.against:
+        res["ratio"] = round(res["this"]["median_wall_s"] / res["against"]["median_wall_s"], 3)
+        print(f"this / against: {res['ratio']:.3f}x the time")
+    (work / "command_speed.json").write_text(json.dumps(res, indent=1))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -686,12 +745,19 @@ def main() -> int:
                         help="what the model's choice must beat the repairer's by")
         sp.add_argument("--lm_doubt", type=float, default=JudgeSettings.doubt,
                         help="how close a decision must be to be judged")
+    wp = sub.add_parser("command", help="the whole repair_ocr.py command's speed, alternated with another checkout's")
+    wp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
+    wp.add_argument("--input", type=Path, help="JSONL rows (default: the SMH set --times over, written in WORK)")
+    wp.add_argument("--times", type=int, default=10, help="copies of the SMH set in the default input")
+    wp.add_argument("--rounds", type=int, default=5, help="runs of each checkout (medians)")
+    wp.add_argument("--against", type=Path, help="another checkout of the project (a git worktree), its walk built")
+    wp.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="repair_ocr.py's own flags, last")
     tp = sub.add_parser("tables", help="BENCHMARKS.md's tables (by decade, per file, top ten) from WORK/results.json")
     tp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))
     tp.add_argument("--mode", default="default", choices=sorted(MODES))
     a = p.parse_args()
     return {"learn": cmd_learn, "lexicon": cmd_lexicon, "cross": cmd_cross, "measure": cmd_measure,
-            "tables": cmd_tables, "judge_tune": cmd_judge_tune}[a.cmd](a)
+            "tables": cmd_tables, "judge_tune": cmd_judge_tune, "command": cmd_command}[a.cmd](a)
 
 
 if __name__ == "__main__":

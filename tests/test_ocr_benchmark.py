@@ -82,3 +82,20 @@ def test_the_cross_archive_table_names_each_direction_with_overproofs_own_beside
 def test_overproof_halves_are_fixed_by_the_ids_hash():
     folds = [bench.overproof_fold(str(i)) for i in range(200)]
     assert folds == [bench.overproof_fold(str(i)) for i in range(200)] and 80 < sum(folds) < 120
+
+
+def test_the_whole_commands_speed_alternated_with_another_checkout(tmp_path):
+    """``command`` runs repair_ocr.py as a user does, each round this checkout's and then the other
+    one's (here the same: the logic, not the figures), and writes the medians and their ratio."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": str(n), "text": "tbe Court met at tbe Hall"}) + "\n" for n in range(3)))
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ocr_repair.py"), "command", "--work",
+                          str(tmp_path / "w"), "--input", str(src), "--rounds", "2", "--against", str(REPO),
+                          "--extra", "--workers", "1"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    got = json.loads((tmp_path / "w" / "command_speed.json").read_text())
+    assert len(got["this"]["wall_s"]) == len(got["against"]["wall_s"]) == 2 and got["extra"] == ["--workers", "1"]
+    assert got["mb"] == round(src.stat().st_size / 1e6, 3) and got["ratio"] > 0 and got["this"]["median_cpu_s"] > 0
+    assert [x.split(":")[0] for x in res.stdout.splitlines()[:4]] == ["round 1 this", "round 1 against",
+                                                                     "round 2 this", "round 2 against"]
+    assert json.loads((tmp_path / "w" / "out.jsonl").read_text().splitlines()[0])["text"] == "the Court met at the Hall"
