@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 from .confusions import ConfusionModel, announce_walk, learn, mix
 from .jsonl import row_year
 from .lexicon import PeriodLexicon, word_key
-from .processes import bounded_workers, forked_map
+from .processes import batches, bounded_workers, forked_map
 from .repair import TOKEN, OcrRepairer, RepairSettings
 
 # Characters of the collection read to adapt on: what the adaptation gains is flat past ~150 k
@@ -94,24 +94,11 @@ def _chunk_pairs(repairer: OcrRepairer, job: tuple[list[tuple[str, int | None]],
     return [p for text, year in chunk for p in text_pairs(repairer, text, year, min_gain)]
 
 
-def _chunks(sample: list[tuple[str, int | None]], size: int) -> Iterator[list[tuple[str, int | None]]]:
-    chunk: list[tuple[str, int | None]] = []
-    read = 0
-    for item in sample:
-        chunk.append(item)
-        read += len(item[0])
-        if read >= size:
-            yield chunk
-            chunk, read = [], 0
-    if chunk:
-        yield chunk
-
-
 def _pairs_in_parallel(repairer: OcrRepairer, sample: list[tuple[str, int | None]], min_gain: float,
                        workers: int) -> list[tuple[str, str]]:
     """:func:`confident_pairs` of ``sample`` by ``workers`` forked processes, in the sample's order."""
     announce_walk(repairer.conf.compiled)  # (before the fork: said once, not by each worker)
-    jobs = [(chunk, min_gain) for chunk in _chunks(sample, CHUNK_CHARS)]
+    jobs = [(chunk, min_gain) for chunk in batches(sample, CHUNK_CHARS, lambda text: len(text[0]))]
     return [p for pairs in forked_map(_chunk_pairs, repairer, jobs, workers) for p in pairs]
 
 

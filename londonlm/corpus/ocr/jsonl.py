@@ -33,7 +33,7 @@ from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
 from .confusions import announce_walk
 from .files import check_output, output_file, refuse_same_files, remove_stale_temps
-from .processes import bounded_workers, sigterm_as_error, start_worker, stop_pool
+from .processes import batches, bounded_workers, sigterm_as_error, start_worker, stop_pool
 from .step import DocumentRepair
 
 MAX_ROW_BYTES = 64 * 1024 * 1024
@@ -213,20 +213,6 @@ BYTES_IN_FLIGHT = 8 * 1024 * 1024
 MIN_BATCHES_IN_FLIGHT = 2
 
 
-def _batches(items: Iterator[tuple[int, bytes]], size: int) -> Iterator[list[tuple[int, bytes]]]:
-    """Consecutive lines, as many as make ``size`` bytes (one at least)."""
-    batch: list[tuple[int, bytes]] = []
-    held = 0
-    for item in items:
-        batch.append(item)
-        held += len(item[1])
-        if held >= size:
-            yield batch
-            batch, held = [], 0
-    if batch:
-        yield batch
-
-
 def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: DocumentRepair) -> Iterator[tuple[str, dict]]:
     """``repair_row`` of every line, in input order; ``workers`` processes (one per CPU at most),
     sent batches of lines (``BATCH_BYTES``) with up to ``BATCHES_IN_FLIGHT`` a worker in flight
@@ -244,7 +230,7 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
     try:
         queue: deque[tuple[Future, int]] = deque()
         held = 0  # input bytes in flight
-        for batch in _batches(items, BATCH_BYTES):
+        for batch in batches(items, BATCH_BYTES, lambda line: len(line[1])):
             size = sum(len(raw) for _, raw in batch)
             while len(queue) >= BATCHES_IN_FLIGHT * workers or len(queue) >= MIN_BATCHES_IN_FLIGHT * workers \
                     and held + size > BYTES_IN_FLIGHT * workers:

@@ -72,6 +72,21 @@ def stop_pool(pool: ProcessPoolExecutor) -> None:
         thread.join(5)
 
 
+def batches(items: Iterable[Any], size: int, measure: Callable[[Any], int]) -> Iterator[list[Any]]:
+    """Consecutive items, as many as make ``size`` by ``measure`` (one at least): what a worker is
+    handed at a time."""
+    batch: list[Any] = []
+    held = 0
+    for item in items:
+        batch.append(item)
+        held += measure(item)
+        if held >= size:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch
+
+
 _HELD: Any = None  # (in a worker of forked_map: what it shares with its parent)
 
 
