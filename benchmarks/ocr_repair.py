@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -665,14 +666,15 @@ def command_input(work: Path, times: int) -> Path:
 
 def timed_command(tree: Path, src: Path, out: Path, extra: list[str]) -> tuple[float, float]:
     """(wall s, CPU s of the process and its workers) of one ``repair_ocr.py`` run from ``tree``."""
-    import resource
-
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(tree / "02_data_collection" / "repair_ocr.py"), "--input", str(src),
-                    "--output", str(out), "--root", str(out.parent / "root"), *extra],
-                   check=True, capture_output=True)
+    res = subprocess.run([sys.executable, str(tree / "02_data_collection" / "repair_ocr.py"), "--input", str(src),
+                          "--output", str(out), "--root", str(out.parent / "root"), *extra],
+                         capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    if res.returncode:  # (its own one-line error, said as this benchmark's)
+        raise SystemExit(f"{tree}: repair_ocr.py exited {res.returncode}: "
+                         f"{(res.stderr.strip().splitlines() or ['(no message)'])[-1]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
@@ -682,6 +684,11 @@ def cmd_command(a) -> int:
     on ``--input`` (default: the SMH set ten times over), ``--rounds`` times; alternated with the
     same command from another checkout (``--against``: its compiled walk built) where given, so a
     guest whose speed drifts slows both alike. Medians of wall time and CPU, MB/s, the ratio."""
+    need = [a.input] if a.input else [OVERPROOF / OVERPROOF_SETS["smh"]]
+    need += [a.against / "02_data_collection" / "repair_ocr.py"] if a.against else []
+    for path in need:
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: the input, and another checkout's repair_ocr.py, must exist")
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     src = a.input.resolve() if a.input else command_input(work, a.times)

@@ -2,6 +2,7 @@
 made of it with the misreadings real OCR makes."""
 from __future__ import annotations
 
+from londonlm.corpus.ocr.confusions import ConfusionModel, load_confusions
 from londonlm.corpus.ocr.lexicon import build_lexicon
 
 PERIOD = """Yesterday the Lords of the Admiralty commissioned the following Ships, and it is thought some
@@ -35,8 +36,6 @@ def confusions_without(marks: str):
     """The shipped confusion model as if learned from OCR that never read ``marks``: no rule,
     whole-word rule or debris whose OCR side holds one (an engine new to it, for the tests of
     what the repair does with readings no rule knows)."""
-    from londonlm.corpus.ocr.confusions import ConfusionModel, load_confusions
-
     m = load_confusions()
     keep = lambda table: {o: alts for o, alts in table.items() if not any(c in o for c in marks)}  # noqa: E731
     return ConfusionModel(keep(m.learned_rules), m.split, m.join, m.hyphen, dict(m.made_by), keep(m.words),

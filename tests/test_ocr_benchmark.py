@@ -99,3 +99,18 @@ def test_the_whole_commands_speed_alternated_with_another_checkout(tmp_path):
     assert [x.split(":")[0] for x in res.stdout.splitlines()[:4]] == ["round 1 this", "round 1 against",
                                                                      "round 2 this", "round 2 against"]
     assert json.loads((tmp_path / "w" / "out.jsonl").read_text().splitlines()[0])["text"] == "the Court met at the Hall"
+
+
+def test_the_commands_speed_names_what_is_missing_or_failed(tmp_path):
+    """A missing input or checkout, or a command that fails, is one line naming it, not a traceback."""
+    bench_cmd = [sys.executable, str(REPO / "benchmarks" / "ocr_repair.py"), "command", "--work", str(tmp_path / "w"),
+                 "--rounds", "1"]
+    gone = subprocess.run([*bench_cmd, "--input", str(tmp_path / "none.jsonl")], capture_output=True, text=True)
+    assert gone.returncode == 1 and "none.jsonl not found" in gone.stderr and "Traceback" not in gone.stderr
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "text": "tbe Court"}) + "\n")
+    other = subprocess.run([*bench_cmd, "--input", str(src), "--against", str(tmp_path)], capture_output=True, text=True)
+    assert other.returncode == 1 and "repair_ocr.py not found" in other.stderr
+    failed = subprocess.run([*bench_cmd, "--input", str(src), "--extra", "--workers", "0"], capture_output=True,
+                            text=True, timeout=300)
+    assert failed.returncode == 1 and "repair_ocr.py exited 2: " in failed.stderr and "Traceback" not in failed.stderr

@@ -25,7 +25,7 @@ import re
 from collections import deque
 from contextlib import closing
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,9 +52,6 @@ class JsonlOptions:
     max_row_bytes: int = MAX_ROW_BYTES
     workers: int = 1
     progress: bool = False
-    # each change listed in its row's report entry: repair_jsonl sets it where a report is
-    # written (a row's list made, sent from its worker and read back for nothing took 2-4% of a run)
-    list_changes: bool = True
 
 
 # ---------------------------------------------------------------- reading
@@ -169,8 +166,10 @@ def _init(repair: DocumentRepair, parent: int | None = None) -> None:
     _REPAIR = repair
 
 
-def repair_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[str, dict[str, Any]]:
-    """(output line, report entry) of one input line."""
+def repair_row(n: int, raw: bytes, o: JsonlOptions, listed: bool = True) -> tuple[str, dict[str, Any]]:
+    """(output line, report entry) of one input line; ``listed``: the entry lists each change
+    (for a report: without one, a row's list made, sent from its worker and read back for
+    nothing took 2-4% of a run)."""
     row, error, note = parse_row(n, raw, o)
     entry: dict[str, Any] = {"line": n, "id": row.get("id")}
     if note:
@@ -189,16 +188,16 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[str, dict[str, Any]
     row[o.text_key] = text
     changes = facts.pop("changes", [])
     entry.update(facts)
-    if o.list_changes:
+    if listed:
         entry["changes"] = [c.to_dict() for c in changes[:MAX_CHANGES_REPORTED]]
         if len(changes) > MAX_CHANGES_REPORTED:
             entry["changes_not_listed"] = len(changes) - MAX_CHANGES_REPORTED
     return dumps(row), entry
 
 
-def repair_rows(batch: list[tuple[int, bytes]], o: JsonlOptions) -> list[tuple[str, dict[str, Any]]]:
+def repair_rows(batch: list[tuple[int, bytes]], o: JsonlOptions, listed: bool) -> list[tuple[str, dict[str, Any]]]:
     """``repair_row`` of each line of ``batch``: what a worker is sent at a time."""
-    return [repair_row(n, raw, o) for n, raw in batch]
+    return [repair_row(n, raw, o, listed) for n, raw in batch]
 
 
 # Rows go to a worker in batches of about BATCH_BYTES (one row a batch took a fifth of a core in
@@ -213,8 +212,9 @@ BYTES_IN_FLIGHT = 8 * 1024 * 1024
 MIN_BATCHES_IN_FLIGHT = 2
 
 
-def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: DocumentRepair) -> Iterator[tuple[str, dict]]:
-    """``repair_row`` of every line, in input order; ``workers`` processes (one per CPU at most),
+def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: DocumentRepair,
+             listed: bool = True) -> Iterator[tuple[str, dict]]:
+    """``repair_row`` of every line (``listed``: with its changes), in input order; ``workers`` processes (one per CPU at most),
     sent batches of lines (``BATCH_BYTES``) with up to ``BATCHES_IN_FLIGHT`` a worker in flight
     (``MIN_BATCHES_IN_FLIGHT`` whatever their size, more while they hold under
     ``BYTES_IN_FLIGHT`` a worker), killed at once if the run ends early."""
@@ -222,7 +222,7 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
     if workers <= 1:
         _init(repair)
         for n, raw in items:
-            yield repair_row(n, raw, o)
+            yield repair_row(n, raw, o, listed)
         return
     if repair.searches:  # (which walk the search runs: said before the fork, once)
         announce_walk()
@@ -237,7 +237,7 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
                 future, done = queue.popleft()
                 held -= done
                 yield from future.result()
-            queue.append((pool.submit(repair_rows, batch, o), size))
+            queue.append((pool.submit(repair_rows, batch, o, listed), size))
             held += size
         while queue:
             yield from queue.popleft()[0].result()
@@ -250,7 +250,7 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
 def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: DocumentRepair,
                  report_path: str | Path | None = None, options: JsonlOptions | None = None) -> dict[str, Any]:
     """Repair every row of ``input_path`` into ``output_path`` (and the report); returns the summary."""
-    o = replace(options or JsonlOptions(), list_changes=report_path is not None)
+    o = options or JsonlOptions()
     src, dst = Path(input_path), Path(output_path)
     refuse_same_files({"--input": src, "--output": dst, "--report": report_path})
     outputs = [(flag, path) for flag, path in (("--output", dst), ("--report", report_path)) if path is not None]
@@ -263,7 +263,7 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
                                "years_ignored": 0, "workers": bounded_workers(o.workers)}
     entries: list[dict[str, Any]] | None = [] if report_path is not None else None
     with sigterm_as_error():  # (SIGTERM: an error, so the temporary files go)
-        with output_file(dst) as out, closing(_ordered(_lines(src), o, repair)) as rows:
+        with output_file(dst) as out, closing(_ordered(_lines(src), o, repair, listed=report_path is not None)) as rows:
             _write_rows(rows, out, summary, entries, _bar(o.progress))
         if report_path is not None:
             with output_file(report_path) as rep:

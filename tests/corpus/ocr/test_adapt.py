@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from conftest import REPO
-from ocr_fixtures import OCR, PERIOD, period_lexicon
+from ocr_fixtures import OCR, PERIOD, confusions_without, period_lexicon
 
 from londonlm.corpus.ocr.adapt import adapt, confident_pairs, jsonl_texts
 from londonlm.corpus.ocr.confusions import ConfusionModel, mix
@@ -92,8 +92,6 @@ def test_adapting_learns_a_mark_this_ocr_reads_for_a_letter():
     """``th»`` for ``the``: a model learned from OCR that never read » has no rule for it, the
     first pass's near search repairs it, and its pairs teach the rule, so the final repair prices
     » as this OCR reads it."""
-    from ocr_fixtures import confusions_without
-
     shipped = confusions_without("»")
     assert "»" not in shipped.rules
     got = adapt(shipped, period_lexicon(), [(PERIOD.replace("the ", "th» ") * 3, 1800)], min_gain=0.0, min_words=0)

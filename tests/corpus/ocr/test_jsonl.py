@@ -163,7 +163,7 @@ def test_batches_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_orde
     monkeypatch.setattr(jsonl, "BATCH_BYTES", batch)
     monkeypatch.setattr(jsonl, "BATCHES_IN_FLIGHT", tasks_cap // 2)
     monkeypatch.setattr(jsonl, "BYTES_IN_FLIGHT", bytes_cap // 2)
-    monkeypatch.setattr(jsonl, "repair_row", lambda n, raw, o: (str(n), {"line": n}))
+    monkeypatch.setattr(jsonl, "repair_row", lambda n, raw, o, listed: (str(n), {"line": n}))
     items = [(n, b"x" * size) for n, size in enumerate(sizes)]
     got = list(jsonl._ordered(iter(items), jsonl.JsonlOptions(workers=2), repair=jsonl.DocumentRepair(None)))
     assert [line for line, _ in got] == [str(n) for n in range(len(sizes))]
@@ -181,8 +181,8 @@ def test_changes_are_listed_for_a_report_only_and_counted_the_same_without(tmp_p
     repair = jsonl.DocumentRepair(period_lexicon(), load_confusions())
     entries, real = [], jsonl.repair_row
 
-    def kept(n, raw, o):
-        line, entry = real(n, raw, o)
+    def kept(*args):
+        line, entry = real(*args)
         entries.append(entry)
         return line, entry
 

@@ -2,10 +2,15 @@
 distribution; the filter that rejects too damaged a scan, and passes transcribed text."""
 from __future__ import annotations
 
+import unicodedata
+from types import SimpleNamespace as C
+
 from ocr_fixtures import OCR, PERIOD, period_lexicon
 
 from londonlm.corpus.filters import OcrQualityFilter, default_filters, run_filters
-from londonlm.corpus.ocr.quality import ocr_quality, ocr_summary, quality_distribution
+from londonlm.corpus.ocr.confusions import load_confusions
+from londonlm.corpus.ocr.quality import ocr_quality, ocr_summary, quality_counts, quality_distribution, repaired_counts
+from londonlm.corpus.ocr.repair import OcrRepairer, RepairSettings
 
 KNOWN = period_lexicon().vocabulary(2)[0]
 
@@ -53,10 +58,6 @@ def test_a_repaired_texts_counts_from_the_tokens_its_changes_touched_are_its_who
     it must be what counting the whole repaired text gives, for every kind of change the repairer
     makes (a word, a join across a line, a deleted stray or line edge, a lost space, a sum), with
     and without a lexicon. A change list that does not make the text is not trusted."""
-    from types import SimpleNamespace as C
-
-    from londonlm.corpus.ocr.quality import quality_counts, repaired_counts
-
     text = "tbe Court ¦ said\nI the w ill of £1 Is. 6d. ■ t9n ends.Then it went 3rd-class"
     made = [("tbe", "the"),                 # a word
             (" ¦", ""),                     # a stray, with the space before it
@@ -100,12 +101,6 @@ def test_a_repaired_texts_counts_from_the_tokens_its_changes_touched_are_its_who
 def test_the_repairers_changes_give_the_whole_count_on_its_own_repairs():
     """The same on what the repairer itself changes in period OCR, in print with the long s
     written modern, and in decomposed (NFD) text, whose changes are mapped back to its own form."""
-    import unicodedata
-
-    from londonlm.corpus.ocr.confusions import load_confusions
-    from londonlm.corpus.ocr.quality import quality_counts, repaired_counts
-    from londonlm.corpus.ocr.repair import OcrRepairer, RepairSettings
-
     engine = PERIOD.replace("the ", "tho ").replace("he ", "ho ")  # (another engine's misreadings)
     texts = [OCR, engine, OCR.replace(" ", "\n", 40), unicodedata.normalize("NFD", "Café tbe Court é " + OCR),
              "the fuch ftreet of Lonidon ¦ in hisfelf 1 " * 5]
