@@ -27,8 +27,10 @@ from .repair import TOKEN, OcrRepairer, RepairSettings
 # Characters of the collection read to adapt on: what the adaptation gains is flat past ~150 k
 # (adapted on a quarter, a half and all of each overProof set: SMH 15.9 / 16.4 / 16.5% on 310 k
 # characters, CA 24.4 / 25.0 / 24.8% on 108 k; ICDAR's 1.58 M on 300 k, 500 k, 1 M: 19.1 / 18.7 /
-# 19.3%, unadapted 19.2%), so half a million leaves a margin, at half the first pass 1 M took
-ADAPT_CHARS = 500_000
+# 19.3%, unadapted 19.2%). With the channel of three archives, each set measured by a channel
+# learned without it, 300 k against 500 k: SMH 20.4 / 20.4%, CA 26.4 / 26.4%, ICDAR's held-out
+# third 19.7 / 20.0%; the first pass, a fifth of a 3.3 MB run on 2 cores at 500 k, takes 0.6 of that
+ADAPT_CHARS = 300_000
 MIN_GAIN = 5.0            # a repair this far past its margin is evidence of how this OCR misreads
 WEIGHT = 0.9              # the adapted rules' share of the mixture
 # Fewer words than this are too little of an OCR to learn how it misreads: a few rows would teach
