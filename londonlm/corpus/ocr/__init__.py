@@ -10,6 +10,7 @@ and its quality measured before and after.
   the way back: the same repairs whatever the Unicode form of the input.
 - :mod:`.processes`: that stage's processes: workers bounded by the CPUs, dying with their
   parent, stopped at once; SIGTERM an error like any other.
+- :mod:`.shared_searches`: that stage's workers' candidate searches, shared between them.
 - :mod:`.repair`: the noisy-channel corrector (``OcrRepairer``) and its settings.
 - :mod:`.judge`: a trained model's judgement of the repairer's close decisions (``--lm``).
 - :mod:`.confusions`: the confusion model (how print is misread) and its candidate search;

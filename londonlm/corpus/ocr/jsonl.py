@@ -34,6 +34,7 @@ from ..manifest import CorpusError
 from .confusions import announce_walk
 from .files import check_output, output_file, refuse_same_files, remove_stale_temps
 from .processes import batches, bounded_workers, sigterm_as_error, start_worker, stop_pool
+from .shared_searches import SearchLog
 from .step import DocumentRepair
 
 MAX_ROW_BYTES = 64 * 1024 * 1024
@@ -157,13 +158,16 @@ def dumps(obj: Any) -> str:
 
 # ---------------------------------------------------------------- one row
 _REPAIR: DocumentRepair | None = None
+_LOG: SearchLog | None = None  # (a worker's, where the workers share their searches)
 
 
-def _init(repair: DocumentRepair, parent: int | None = None) -> None:
-    global _REPAIR
+def _init(repair: DocumentRepair, parent: int | None = None, log: SearchLog | None = None) -> None:
+    global _REPAIR, _LOG
     if parent is not None:  # a worker process
         start_worker(parent)
-    _REPAIR = repair
+    _REPAIR, _LOG = repair, log
+    if log is not None:
+        repair.word_repairer.share_searches()
 
 
 def repair_row(n: int, raw: bytes, o: JsonlOptions, listed: bool = True) -> tuple[str, dict[str, Any]]:
@@ -195,9 +199,15 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions, listed: bool = True) -> tupl
     return dumps(row), entry
 
 
-def repair_rows(batch: list[tuple[int, bytes]], o: JsonlOptions, listed: bool) -> list[tuple[str, dict[str, Any]]]:
-    """``repair_row`` of each line of ``batch``: what a worker is sent at a time."""
-    return [repair_row(n, raw, o, listed) for n, raw in batch]
+def repair_rows(batch: list[tuple[int, bytes]], o: JsonlOptions,
+                listed: bool) -> tuple[list[tuple[str, dict[str, Any]]], tuple[int, bytes] | None]:
+    """``repair_row`` of each line of ``batch``: what a worker is sent at a time; with the
+    searches it made for them where the workers share theirs (:mod:`.shared_searches`)."""
+    if _LOG is None:
+        return [repair_row(n, raw, o, listed) for n, raw in batch], None
+    _LOG.take(_REPAIR.word_repairer)
+    rows = [repair_row(n, raw, o, listed) for n, raw in batch]
+    return rows, (os.getpid(), _LOG.give(_REPAIR.word_repairer))
 
 
 # Rows go to a worker in batches of about BATCH_BYTES (one row a batch took a fifth of a core in
@@ -226,7 +236,18 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
         return
     if repair.searches:  # (which walk the search runs: said before the fork, once)
         announce_walk()
-    pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid()))
+    log = SearchLog() if repair.searches else None
+    pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid(), log))
+
+    def submit(batch: list[tuple[int, bytes]]) -> Future:
+        future = pool.submit(repair_rows, batch, o, listed)
+        if log is not None:  # (as each batch is done, not when its turn to be written comes: that
+            # waits on the batches before it, ~30 of them in flight, and the others search meanwhile)
+            future.add_done_callback(log.append_from)
+        return future
+
+    def rows_of(future: Future) -> list[tuple[str, dict]]:
+        return future.result()[0]
     try:
         queue: deque[tuple[Future, int]] = deque()
         held = 0  # input bytes in flight
@@ -236,14 +257,17 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
                     and held + size > BYTES_IN_FLIGHT * workers:
                 future, done = queue.popleft()
                 held -= done
-                yield from future.result()
-            queue.append((pool.submit(repair_rows, batch, o, listed), size))
+                yield from rows_of(future)
+            queue.append((submit(batch), size))
             held += size
         while queue:
-            yield from queue.popleft()[0].result()
+            yield from rows_of(queue.popleft()[0])
     except BaseException:  # (SIGTERM, Ctrl-C, an error writing, the generator closed)
         stop_pool(pool)
         raise
+    finally:
+        if log is not None:
+            log.close()
     pool.shutdown()
 
 

@@ -289,6 +289,11 @@ class OcrRepairer:
         self._letters: frozenset[str] | None = None  # the letters of the period's words but the plain ones
         self._near_masks: dict[int, bytes] = {}  # (the compiled scan's letter kinds of each pool)
         self._cache_size = cache_size
+        # searches shared with other processes (share_searches): those made here since they were
+        # last taken, and those made elsewhere not yet asked for here
+        self._made: list[tuple] | None = None
+        self._shared: dict[tuple, tuple] = {}
+        self.shared_read = self.shared_used = 0
         # the candidate search's arguments for a known word and an unknown one (built once: hot path)
         self._search_known = dict(max_edits=1, floor=self.s.known_floor, beam=self.s.beam, fanout=self.s.fanout)
         self._search_unknown = dict(max_edits=self.s.max_edits, floor=self.s.floor, beam=self.s.beam,
@@ -299,6 +304,34 @@ class OcrRepairer:
         lexicon.char_logp("")
         confusions.prepare(known, word_key, lexicon.logp)
         self._period_letters()
+
+    # ---------------------------------------------------------------- searches shared
+    def share_searches(self, on: bool = True) -> None:
+        """Keep each candidate search made from now on for other processes (``searches_made``)
+        and take theirs (``add_searches``); ``on`` False: neither, those taken and not used dropped."""
+        self._made = [] if on else None
+        if not on:
+            self._shared.clear()
+
+    def searches_made(self) -> list[tuple]:
+        """The candidate searches made since this was last asked (``share_searches``): (the
+        search's key, its candidates) each."""
+        made = self._made or []
+        if self._made is not None:
+            self._made = []
+        return made
+
+    def add_searches(self, searches: list[tuple]) -> None:
+        """Candidate searches another process made (``searches_made``), used when a word asks
+        for them as if searched here: the search is the same function of the same lexicon, model
+        and settings, so where it ran changes nothing but the time."""
+        self.shared_read += len(searches)
+        cache, shared = self._cache, self._shared
+        for ck, found in searches:
+            if ck not in cache:
+                if len(shared) >= self._cache_size:  # (bounded as every cache here)
+                    shared.clear()
+                shared[ck] = found
 
     # ---------------------------------------------------------------- the document
     def repair(self, text: str, year: int | None = None) -> Repaired:
@@ -807,6 +840,11 @@ class OcrRepairer:
         got = self._cache.get(ck)
         if got is not None:
             return got
+        if self._shared:
+            got = self._shared.pop(ck, None)
+            if got is not None:  # (searched by another process: add_searches)
+                self.shared_used += 1
+                return self._remember(self._cache, ck, got)
         known = prior is not None
         if not self._searchable(word, known):
             self._cache[ck] = ()
@@ -833,7 +871,10 @@ class OcrRepairer:
             found = self.conf.candidates(word, known_keys, prefixes, word_key, long_s=long_s, **search)
             scored = self._near(word, key, own, found, least)
         scored.sort(key=lambda x: -x[0])
-        return self._remember(self._cache, ck, tuple(x[1:] for x in scored[:self.s.candidates]))
+        found = tuple(x[1:] for x in scored[:self.s.candidates])
+        if self._made is not None:
+            self._made.append((ck, found))
+        return self._remember(self._cache, ck, found)
 
     def _as_word(self, word: str, found: tuple) -> tuple:
         """A candidate the paired data saw read as ``word`` often, whole: its channel is that

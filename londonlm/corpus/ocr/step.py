@@ -218,6 +218,12 @@ class DocumentRepair:
         """Whether this repair runs the candidate search (a lexicon, and repair asked for)."""
         return self._repairer is not None
 
+    @property
+    def word_repairer(self) -> OcrRepairer | None:
+        """The repairer of words (under the judge, where one settles its doubts); None without."""
+        r = self._repairer
+        return r.repairer if isinstance(r, JudgedRepairer) else r
+
     @classmethod
     def from_options(cls, options: OcrOptions) -> "DocumentRepair":
         lexicon = PeriodLexicon.load(options.lexicon_path) if options.lexicon_path else None
