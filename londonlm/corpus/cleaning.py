@@ -329,16 +329,19 @@ def strip_page_furniture(text: str, min_repeats: int = 3, max_head_chars: int = 
     A running head is a short line that recurs on many pages (digits ignored, so "LONDON. 23"
     and "LONDON. 24" count together) and carries no sentence punctuation at its end. A
     catchword is the word alone on a page's last line that repeats the next page's first word."""
-    lines = _strip_catchwords(text.split("\n"))
+    lines = text.split("\n")
+    # each line read as a page number once (three tests a line read it three times)
+    numbered = [_PAGE_NUMBER.match(x) is not None and bool(x.strip()) for x in lines]
+    lines, numbered = _strip_catchwords(lines, numbered)
     # each short line's key once (the OCR stage strips every row: this ran twice a line)
     keys = _head_keys(lines, max_head_chars)
     counts = Counter(k for k in keys if k is not None)
-    pages = max(1, sum(1 for x in lines if _PAGE_NUMBER.match(x) and x.strip()) or text.count("\f"))
+    pages = max(1, sum(numbered) or text.count("\f"))
     threshold = max(min_repeats, int(0.2 * pages))
     out = []
-    for line, key in zip(lines, keys):
+    for line, key, number in zip(lines, keys, numbered):
         s = line.strip()
-        if s and _PAGE_NUMBER.match(line) and len(s) <= 12:
+        if number and len(s) <= 12:
             continue
         if key is not None and counts[key] >= threshold and _A_LETTER.search(s) \
                 and (_mostly_upper(s) or not s.endswith((".", "?", "!", '"', "”"))):
@@ -348,19 +351,20 @@ def strip_page_furniture(text: str, min_repeats: int = 3, max_head_chars: int = 
 
 
 _DIGIT_RUN = re.compile(r"\d+")
-_SPACE_RUN = re.compile(r"\s+")
 _A_LETTER = re.compile(r"[A-Za-z]")
 
 
 def _head_key(line: str) -> str:
-    """A line as a running head recurs: digits as one mark ("LONDON. 23" and "LONDON. 24" alike)."""
-    return _SPACE_RUN.sub(" ", _DIGIT_RUN.sub("#", line.strip().lower()))
+    """A line as a running head recurs: digits as one mark ("LONDON. 23" and "LONDON. 24" alike),
+    each run of white space one space (``str.split``'s white space is ``\\s``'s; a substitution
+    of every space by a space took twice as long)."""
+    return " ".join(_DIGIT_RUN.sub("#", line.strip().lower()).split())
 
 
 def _head_keys(lines: list[str], max_chars: int) -> list[str | None]:
     """``_head_key`` of each line of 1 to ``max_chars`` characters stripped (None for the others),
-    of them all at once: one ``lower`` and two substitutions over the lines joined by a NUL, not
-    three calls a line (a newspaper row's 50 lines: two thirds of this step). Nothing crosses a
+    of them all at once: one ``lower`` and one substitution over the lines joined by a NUL, not
+    two calls a line (a newspaper row's 50 lines: two thirds of this step). Nothing crosses a
     NUL: neither run (it is no digit, no space) nor lower case's one rule that reads a neighbour
     (the final sigma: a NUL is neither a cased nor a case-ignorable character). A line that holds
     a NUL itself is keyed line by line."""
@@ -369,12 +373,13 @@ def _head_keys(lines: list[str], max_chars: int) -> list[str | None]:
     joined = "\0".join(short)
     if joined.count("\0") != max(0, len(short) - 1):
         return [_head_key(x) if 0 < len(x) <= max_chars else None for x in stripped]
-    keys = iter(_SPACE_RUN.sub(" ", _DIGIT_RUN.sub("#", joined.lower())).split("\0"))
+    keys = iter(" ".join(x.split()) for x in _DIGIT_RUN.sub("#", joined.lower()).split("\0"))
     return [next(keys) if 0 < len(x) <= max_chars else None for x in stripped]
 
 
-def _strip_catchwords(lines: list[str]) -> list[str]:
-    """Lines without the catchwords: a page ends at a form feed or a page-number line."""
+def _strip_catchwords(lines: list[str], numbered: list[bool]) -> tuple[list[str], list[bool]]:
+    """Lines without the catchwords: a page ends at a form feed or a page-number line
+    (``numbered``: whether each line is one); and ``numbered`` of the lines kept."""
     def first_word(j: int, step: int) -> tuple[int, str]:
         while 0 <= j < len(lines) and not lines[j].strip(" \t\f"):
             j += step
@@ -382,7 +387,7 @@ def _strip_catchwords(lines: list[str]) -> list[str]:
 
     drop = set()
     for i, line in enumerate(lines):
-        if not ("\f" in line or (_PAGE_NUMBER.match(line) and line.strip())):
+        if not (numbered[i] or "\f" in line):
             continue
         j, last = first_word(i - 1, -1)
         k, nxt = first_word(i + 1, 1)
@@ -392,7 +397,10 @@ def _strip_catchwords(lines: list[str]) -> list[str]:
         if head.rstrip(",.;:").lower() == last.rstrip(",.;:-").lower() or \
                 (last.endswith("-") and head.lower().startswith(last[:-1].lower())):
             drop.add(j)
-    return [x for n, x in enumerate(lines) if n not in drop] if drop else lines
+    if not drop:
+        return lines, numbered
+    kept = [n for n in range(len(lines)) if n not in drop]
+    return [lines[n] for n in kept], [numbered[n] for n in kept]
 
 
 def _mostly_upper(s: str) -> bool:

@@ -2,6 +2,7 @@
 furniture, and hyphenation joined only when attested. OCR fixes never damage valid words."""
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import pytest
@@ -158,3 +159,5 @@ def test_running_head_keys_all_at_once_are_each_lines_own(lines, max_chars):
     from londonlm.corpus.cleaning import _head_key, _head_keys
 
     assert _head_keys(lines, max_chars) == [_head_key(x) if 0 < len(x.strip()) <= max_chars else None for x in lines]
+    # a line's key: its digits one mark, each run of white space (as \s reads it) one space
+    assert [_head_key(x) for x in lines] == [re.sub(r"\s+", " ", re.sub(r"\d+", "#", x.strip().lower())) for x in lines]

@@ -170,10 +170,11 @@ def _init(repair: DocumentRepair, parent: int | None = None, log: SearchLog | No
         repair.word_repairer.share_searches()
 
 
-def repair_row(n: int, raw: bytes, o: JsonlOptions, listed: bool = True) -> tuple[str, dict[str, Any]]:
-    """(output line, report entry) of one input line; ``listed``: the entry lists each change
-    (for a report: without one, a row's list made, sent from its worker and read back for
-    nothing took 2-4% of a run)."""
+def repair_row(n: int, raw: bytes, o: JsonlOptions, reported: bool = True) -> tuple[str, dict[str, Any]]:
+    """(output line, report entry) of one input line; ``reported``: for a report, the entry
+    lists each change and the quality before and after (without one, a row's list made, sent
+    from its worker and read back for nothing took 2-4% of a run, its quality counted twice for
+    nothing a tenth of a row's time; the summary counts neither)."""
     row, error, note = parse_row(n, raw, o)
     entry: dict[str, Any] = {"line": n, "id": row.get("id")}
     if note:
@@ -188,11 +189,11 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions, listed: bool = True) -> tupl
     year, not_a_year = row_year(row.get(o.year_key))
     if not_a_year:
         entry["year_ignored"] = not_a_year
-    text, facts = _REPAIR.repair_text(text, year)
+    text, facts = _REPAIR.repair_text(text, year, quality=reported)
     row[o.text_key] = text
     changes = facts.pop("changes", [])
     entry.update(facts)
-    if listed:
+    if reported:
         entry["changes"] = [c.to_dict() for c in changes[:MAX_CHANGES_REPORTED]]
         if len(changes) > MAX_CHANGES_REPORTED:
             entry["changes_not_listed"] = len(changes) - MAX_CHANGES_REPORTED
@@ -200,13 +201,13 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions, listed: bool = True) -> tupl
 
 
 def repair_rows(batch: list[tuple[int, bytes]], o: JsonlOptions,
-                listed: bool) -> tuple[list[tuple[str, dict[str, Any]]], tuple[int, bytes] | None]:
+                reported: bool) -> tuple[list[tuple[str, dict[str, Any]]], tuple[int, bytes] | None]:
     """``repair_row`` of each line of ``batch``: what a worker is sent at a time; with the
     searches it made for them where the workers share theirs (:mod:`.shared_searches`)."""
     if _LOG is None:
-        return [repair_row(n, raw, o, listed) for n, raw in batch], None
+        return [repair_row(n, raw, o, reported) for n, raw in batch], None
     _LOG.take(_REPAIR.word_repairer)
-    rows = [repair_row(n, raw, o, listed) for n, raw in batch]
+    rows = [repair_row(n, raw, o, reported) for n, raw in batch]
     return rows, (os.getpid(), _LOG.give(_REPAIR.word_repairer))
 
 
@@ -223,8 +224,8 @@ MIN_BATCHES_IN_FLIGHT = 2
 
 
 def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: DocumentRepair,
-             listed: bool = True) -> Iterator[tuple[str, dict]]:
-    """``repair_row`` of every line (``listed``: with its changes), in input order; ``workers`` processes (one per CPU at most),
+             reported: bool = True) -> Iterator[tuple[str, dict]]:
+    """``repair_row`` of every line (``reported``: for a report), in input order; ``workers`` processes (one per CPU at most),
     sent batches of lines (``BATCH_BYTES``) with up to ``BATCHES_IN_FLIGHT`` a worker in flight
     (``MIN_BATCHES_IN_FLIGHT`` whatever their size, more while they hold under
     ``BYTES_IN_FLIGHT`` a worker), killed at once if the run ends early."""
@@ -232,7 +233,7 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
     if workers <= 1:
         _init(repair)
         for n, raw in items:
-            yield repair_row(n, raw, o, listed)
+            yield repair_row(n, raw, o, reported)
         return
     if repair.searches:  # (which walk the search runs: said before the fork, once)
         announce_walk()
@@ -240,7 +241,7 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
     pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid(), log))
 
     def submit(batch: list[tuple[int, bytes]]) -> Future:
-        future = pool.submit(repair_rows, batch, o, listed)
+        future = pool.submit(repair_rows, batch, o, reported)
         if log is not None:  # (as each batch is done, not when its turn to be written comes: that
             # waits on the batches before it, ~30 of them in flight, and the others search meanwhile)
             future.add_done_callback(log.append_from)
@@ -287,7 +288,7 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
                                "years_ignored": 0, "workers": bounded_workers(o.workers)}
     entries: list[dict[str, Any]] | None = [] if report_path is not None else None
     with sigterm_as_error():  # (SIGTERM: an error, so the temporary files go)
-        with output_file(dst) as out, closing(_ordered(_lines(src), o, repair, listed=report_path is not None)) as rows:
+        with output_file(dst) as out, closing(_ordered(_lines(src), o, repair, reported=report_path is not None)) as rows:
             _write_rows(rows, out, summary, entries, _bar(o.progress))
         if report_path is not None:
             with output_file(report_path) as rep:

@@ -36,6 +36,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from itertools import compress, count, repeat
 from typing import Any, Container
 
 from rapidfuzz import process
@@ -402,14 +403,22 @@ class OcrRepairer:
         # two words that stand as words are not one glued; a join must be the period's word; a
         # lost space follows a stop
         words_ok = [p is not None and (len(w) > 1 or w in _LONE_WORDS) for w, p in zip(found, priors)]  # (_is_word)
-        glued, joins, unigrams, cache, money = self.s.glued, self.s.joins, self.lex.unigrams, self._cache, doc.money
+        glued, money = self.s.glued, doc.money
+        # the pairs whose keys joined are a word of the period, found at once (the walk changes a
+        # key only once past it, so the pair i, i + 1 is as it was when the walk comes to i)
+        unigrams = self.lex.unigrams
+        joinable = set(compress(count(), map(unigrams.__contains__, map(str.__add__, keys, keys[1:])))) \
+            if self.s.joins else ()  # (in C: a comprehension took as long as the test in the loop)
+        # each word's candidates as the cache holds them now (None: not searched yet; in C, at once):
+        # a search is a function of its key, so one made later in the walk is the same
+        searched = list(map(self._cache.get, zip(found, repeat(long_s), priors)))
         while i < n:
             fix = None
             if i + 1 < n:
                 if glued and not (words_ok[i] and words_ok[i + 1]) and starts[i + 1] == ends[i] + 1 \
                         and text[ends[i]] in _GLUE:  # (_glued's first test, here: one mark between)
                     fix = self._glued(doc, i)
-                if joins and keys[i] + keys[i + 1] in unigrams:
+                if i in joinable:
                     join = self._join(doc, i)  # "w ill": "will" joined may beat "wall" glued (the better wins)
                     if join is not None and (fix is None or join[3] > fix[3]):
                         fix = join
@@ -418,9 +427,11 @@ class OcrRepairer:
                 fix = self._fix_sum(doc, i)
             if fix is None and word in _PRONOUN_SHAPES:
                 fix = self._fix_pronoun(doc, i)
-            if fix is None and (cache.get((word, long_s, priors[i])) != () or word[0] in _CASE_SHAPES
-                                and priors[i] is not None) and not _line_end_half(text, starts[i], ends[i]):
-                fix = self._fix_word(doc, i)  # (a word searched in vain: only a capital _fix_case may make small)
+            if fix is None:
+                cands = searched[i]  # (a word searched in vain: only a capital _fix_case may make small)
+                if (cands != () or word[0] in _CASE_SHAPES and priors[i] is not None) \
+                        and not _line_end_half(text, starts[i], ends[i]):
+                    fix = self._fix_word(doc, i, cands)
             if i + 1 < n and text[ends[i]] in _STOP_CHARS \
                     and (fix is None or fix[2] not in ("join", "glued")):
                 fix = self._space_after(doc, i, fix)
@@ -560,12 +571,10 @@ class OcrRepairer:
     def _keys_and_priors(self, words: list[str]) -> tuple[list[str], list[float | None]]:
         """Each word's ``_key`` and ``_prior``, read from one cache in place of two calls a word
         (most of a text's words were seen before: the calls were a tenth of the repair's time)."""
-        seen = self._words.get
-        both = [seen(w) or self._key_and_prior(w) for w in words]
-        if not both:
-            return [], []
-        keys, priors = zip(*both)
-        return list(keys), list(priors)
+        both = list(map(self._words.get, words))
+        if None in both:  # (words new to this repairer: a text's first, mostly)
+            both = [got or self._key_and_prior(w) for w, got in zip(words, both)]
+        return [k for k, _ in both], [p for _, p in both]
 
     def _key_and_prior(self, word: str) -> tuple[str, float | None]:
         key = self._key(word)
@@ -698,9 +707,11 @@ class OcrRepairer:
         return lp
 
     # ---------------------------------------------------------------- one word
-    def _fix_word(self, doc: "_Doc", i: int):
+    def _fix_word(self, doc: "_Doc", i: int, cands: tuple | None = None):
+        """``cands``: the word's candidates where the caller has them (else searched)."""
         word = doc.words[i]
-        cands = self._candidates(word, doc.keys[i], doc.priors[i], doc.long_s)
+        if cands is None:
+            cands = self._candidates(word, doc.keys[i], doc.priors[i], doc.long_s)
         if not cands:
             return self._fix_case(doc, i) if word[0].isupper() and doc.priors[i] is not None else None
         if len(word) <= self.s.unit_letters and i and _NUMBER.fullmatch(doc.words[i - 1]) \

@@ -236,10 +236,14 @@ class DocumentRepair:
         facts.pop("changes", None)
         return text, facts
 
-    def repair_text(self, text: str, year: int | None = None) -> tuple[str, dict[str, Any]]:
-        """(repaired text, facts with ``changes``: every ``repair.Change``)."""
-        before = quality_counts(text, self._known)
-        facts: dict[str, Any] = {"ocr": True, "ocr_quality_before": round(before.quality().score, 4)}
+    def repair_text(self, text: str, year: int | None = None, quality: bool = True) -> tuple[str, dict[str, Any]]:
+        """(repaired text, facts with ``changes``: every ``repair.Change``); ``quality`` False:
+        without the quality before and after (``ocr_quality*``: what counting them costs is
+        wasted where nothing reads them)."""
+        before = quality_counts(text, self._known) if quality else None
+        facts: dict[str, Any] = {"ocr": True}
+        if before is not None:
+            facts["ocr_quality_before"] = round(before.quality().score, 4)
         after = before
         if self._repairer is not None:
             judged = self._judged()
@@ -250,12 +254,13 @@ class DocumentRepair:
             if self.join_hyphens and "-\n" in done.text:
                 known = self._known
                 text = join_hyphenation(done.text, known=lambda w: word_key(w) in known)
-                after = quality_counts(text, known)
+                after = quality_counts(text, known) if quality else None
             else:
-                after = repaired_counts(before, text, done.changes, done.text, self._known)
+                after = repaired_counts(before, text, done.changes, done.text, self._known) if quality else None
                 text = done.text
             facts.update(ocr_repairs=len(done.changes), ocr_long_s=done.long_s, changes=done.changes)
-        facts["ocr_quality"] = round(after.quality().score, 4)
+        if after is not None:
+            facts["ocr_quality"] = round(after.quality().score, 4)
         return text, facts
 
     def _judged(self) -> tuple[int, int] | None:

@@ -163,7 +163,7 @@ def test_batches_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_orde
     monkeypatch.setattr(jsonl, "BATCH_BYTES", batch)
     monkeypatch.setattr(jsonl, "BATCHES_IN_FLIGHT", tasks_cap // 2)
     monkeypatch.setattr(jsonl, "BYTES_IN_FLIGHT", bytes_cap // 2)
-    monkeypatch.setattr(jsonl, "repair_row", lambda n, raw, o, listed: (str(n), {"line": n}))
+    monkeypatch.setattr(jsonl, "repair_row", lambda n, raw, o, reported: (str(n), {"line": n}))
     items = [(n, b"x" * size) for n, size in enumerate(sizes)]
     got = list(jsonl._ordered(iter(items), jsonl.JsonlOptions(workers=2), repair=jsonl.DocumentRepair(None)))
     assert [line for line, _ in got] == [str(n) for n in range(len(sizes))]
@@ -171,8 +171,9 @@ def test_batches_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_orde
 
 
 def test_changes_are_listed_for_a_report_only_and_counted_the_same_without(tmp_path, monkeypatch):
-    """Each change is listed in its row's report entry when a report is written; without one no
-    list is made (nor sent back from a worker), and the summary counts the same changes."""
+    """Each change is listed in its row's report entry, with the quality before and after, when a
+    report is written; without one neither is made (nor sent back from a worker), and the summary
+    counts the same changes."""
     from londonlm.corpus.ocr import jsonl
     from londonlm.corpus.ocr.confusions import load_confusions
 
@@ -193,4 +194,7 @@ def test_changes_are_listed_for_a_report_only_and_counted_the_same_without(tmp_p
     without = jsonl.repair_jsonl(src, tmp_path / "o2.jsonl", repair)
     assert with_report["changes"] == without["changes"] == sum(map(len, listed)) > 5
     assert all("changes" not in e and e["ocr_repairs"] for e in entries)
+    assert all("ocr_quality" not in e and "ocr_quality_before" not in e for e in entries)
+    report = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()[:-1]]
+    assert all(0 < e["ocr_quality_before"] < e["ocr_quality"] <= 1 for e in report)
     assert (tmp_path / "o1.jsonl").read_bytes() == (tmp_path / "o2.jsonl").read_bytes()

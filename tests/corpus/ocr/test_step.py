@@ -147,6 +147,13 @@ def test_document_repair_reports_every_change():
     text, facts = repair.repair_text("tbe Lords of tbe Admiralty", 1744)
     assert text == "the Lords of the Admiralty" and len(facts["changes"]) == 2
     assert "changes" not in repair("tbe Lords", 1744)[1]
+    # the quality before and after counted only where asked for; the repair the same either way
+    assert 0 < facts["ocr_quality_before"] < facts["ocr_quality"] == 1
+    for join in (True, False):
+        bare = DocumentRepair(period_lexicon(), join_hyphens=join)
+        quiet_text, quiet = bare.repair_text("tbe Lords of tbe Ad-\nmiralty", 1744, quality=False)
+        assert "ocr_quality" not in quiet and "ocr_quality_before" not in quiet and quiet["ocr_repairs"] == 2
+        assert quiet_text == bare.repair_text("tbe Lords of tbe Ad-\nmiralty", 1744)[0]
 
 
 def test_the_collector_marks_a_folder_as_ocr(tmp_path):
