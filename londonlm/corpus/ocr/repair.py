@@ -300,10 +300,17 @@ class OcrRepairer:
         self._search_unknown = dict(max_edits=self.s.max_edits, floor=self.s.floor, beam=self.s.beam,
                                     fanout=self.s.fanout)
         # the tables every repair reads, built now: a worker's start pays for them, not its first text
-        known, _ = lexicon.vocabulary(self.s.known_min_count)
+        self._vocabulary = lexicon.vocabulary(self.s.known_min_count)  # (known keys, their prefixes)
+        known = self._vocabulary[0]
+        # no misreading is likelier than the print itself (every rule's and near_edit's log-probability
+        # at most 0): a near word whose prior alone leaves it below the least is passed over unaligned
+        self._channel_at_most_0 = self.s.near_edit <= 0 and \
+            all(lp <= 0 for alts in confusions.rules.values() for _, lp in alts)
         self._longest = min(MAX_SEARCHED, 2 * max(map(len, known), default=0) + 1)
         lexicon.char_logp("")
-        confusions.prepare(known, word_key, lexicon.logp)
+        # (the long s's walk only where it is always read: print without it is most of any
+        # collection, and a walk's tables take ~35 ms to build, before the workers fork)
+        confusions.prepare(known, word_key, lexicon.logp, long_s_too=self.s.long_s == "on")
         self._period_letters()
 
     # ---------------------------------------------------------------- searches shared
@@ -861,7 +868,7 @@ class OcrRepairer:
             self._cache[ck] = ()
             return ()
         own = prior if known else self._unknown(key)
-        known_keys, prefixes = self.lex.vocabulary(self.s.known_min_count)
+        known_keys, prefixes = self._vocabulary
         search = self._search_known if known else self._search_unknown
         least, weight = -self.s.max_deficit, self.s.lm_weight
         near = self.s.near and not known and len(word) >= 3 and _NEAR_WORD.fullmatch(word) is not None \
@@ -930,12 +937,16 @@ class OcrRepairer:
         its rule, ``near_edit`` per letter where no rule has it."""
         out = []
         logp, weight = self.lex.logp, self.s.lm_weight
+        at_most_0 = self._channel_at_most_0
         for k in self._near_keys(key):
             cand = _cased(k, word)
             if cand in found:
                 continue
+            prior = weight * (logp(k) - own)
+            if at_most_0 and prior <= least:  # (its channel only lowers it: the alignment spared)
+                continue
             ch = self.conf.channel(cand, word, self.s.near_edit)
-            static = weight * (logp(k) - own) + ch
+            static = prior + ch
             if static > least:
                 out.append((static, cand, k, ch, logp(k)))
         return out

@@ -8,8 +8,10 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from londonlm.corpus.ocr.confusions import ConfusionError, ConfusionModel, edit_segments, learn, load_confusions
+from londonlm.corpus.ocr.confusions import (ConfusionError, ConfusionModel, _substring_counts, edit_segments, learn,
+                                           load_confusions)
 from londonlm.corpus.ocr.lexicon import word_key
 
 PAIRS = [("fome", "ſome"), ("fet", "ſet"), ("fuch", "ſuch"), ("fun", "sun"), ("tbe", "the"), ("the", "the"),
@@ -142,3 +144,12 @@ def test_channel_scores_an_alignment_by_its_rules_and_a_price_for_the_rest():
     # a printed string listed twice under one OCR string: the first listed counts
     twice = ConfusionModel({"b": [("h", -1.0), ("h", -3.0), ("l", -2.0)]})
     assert (twice.channel("the", "tbe", -6.0), twice.channel("tle", "tbe", -6.0)) == (-1.0, -2.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="abl-", max_size=6), max_size=40), st.sets(st.text(alphabet="abl-", max_size=3)))
+def test_printed_strings_are_counted_as_in_the_words_joined(words, wanted):
+    """Each string counted as often as it is printed (non-overlapping, within a word), as a count
+    over the words joined by line breaks counts it, from the distinct words read once per count."""
+    text = "\n".join(words)
+    assert _substring_counts(words, wanted) == {g: text.count(g) for g in wanted if g}
