@@ -36,7 +36,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from itertools import compress, count, repeat
+from itertools import accumulate, compress, count, repeat
 from typing import Any, Container
 
 from rapidfuzz import process
@@ -60,6 +60,7 @@ _M = re.escape(LETTER_MARKS)
 # a word as the corrector sees it: letters, with digits the OCR may have put for letters, and
 # marks that stand for letters
 TOKEN = re.compile(rf"[{_M}]?[A-Za-zſ0-9\u00c0-\u024f]+(?:(?:['’]|[{_M}])[A-Za-zſ\u00c0-\u024f]+)*[{_M}]?")
+_TOKEN_SPLIT = re.compile(f"({TOKEN.pattern})")  # (the text between tokens, and each token)
 # a word of letters, and of marks read for letters, that the near-word search may take
 _NEAR_WORD = re.compile(rf"[A-Za-zſ\u00c0-\u024f{_M}]+")
 _PLAIN = re.compile(r"[A-Za-zſ]+")  # (a word of plain letters: the rules know each one)
@@ -370,9 +371,12 @@ class OcrRepairer:
         return Repaired("".join(out), changes, long_s, doubts)
 
     def _repair(self, text: str, year: int | None = None) -> Repaired:
-        matches = list(TOKEN.finditer(text))
-        found = [m.group(0) for m in matches]
-        starts = [m.start() for m in matches]
+        # the tokens and the text between them in one pass, where they start and end summed from
+        # their lengths (a match object each, and three calls on it, took a third longer)
+        parts = _TOKEN_SPLIT.split(text)
+        found = parts[1::2]
+        bounds = list(accumulate(map(len, parts)))
+        starts, ends = bounds[0:-1:2], bounds[1::2]
         keys, priors = self._keys_and_priors(found)
         counts = Counter(keys)
         long_s = self.uses_long_s(keys, priors, year)
@@ -381,7 +385,7 @@ class OcrRepairer:
         doc = _Doc(text, found, starts, keys, priors, text.count("\n") * 200 < len(text), long_s,
                    self._noise_adjustment(found, priors), self.s.sums and MONEY.search(text) is not None,
                    self._doc_cache(counts, len(keys)))
-        out, changes, pos = self._walk(doc, [m.end() for m in matches])
+        out, changes, pos = self._walk(doc, ends)
         strays = self._strays(doc, changes)
         edges = self._edges(doc, changes, strays)
         if edges:  # (a line edge's letter the walk read as a word is deleted all the same)
@@ -730,10 +734,11 @@ class OcrRepairer:
         prev, nxt = doc.context(i)
         if nxt is None and i + 1 < len(doc.words):
             nxt = self._likely(doc, i + 1)
-        lm = self.lex
-        own = self.s.lm_weight * self._lm(doc.keys[i], doc.priors[i], prev, nxt)
+        lm, weight, noise, known = self.lex, self.s.lm_weight, doc.noise, doc.priors[i] is not None
+        own = weight * self._lm(doc.keys[i], doc.priors[i], prev, nxt)
         best, best_score, best_ch = None, -math.inf, 0.0
         options = [] if self.doubt is not None else None
+        scored_lm = self._lms.get  # (_lm's cache read here: most candidates were scored in this context before)
         for cand, key, ch, prior in cands:
             if prior is None:  # a split: two words
                 a, b = key.split(" ", 1)
@@ -742,8 +747,11 @@ class OcrRepairer:
             else:
                 # (the text's own use raises a candidate for an unknown word only: against a known
                 # word it only ever changed the period's spellings, ``owner`` into the book's ``owners``)
-                score = self._lm(key, prior if doc.priors[i] is not None else doc.prior_here(key, prior), prev, nxt)
-            score = self.s.lm_weight * score + ch + doc.noise - own
+                here = prior if known else doc.prior_here(key, prior)
+                score = scored_lm((key, here, prev, nxt))
+                if score is None:
+                    score = self._lm(key, here, prev, nxt)
+            score = weight * score + ch + noise - own
             if options is not None:
                 options.append((cand, score, ch, "split" if " " in cand else "word"))
             if score > best_score:

@@ -15,7 +15,7 @@ from ocr_fixtures import OCR, period_lexicon
 
 from londonlm.corpus.ocr.confusions import load_confusions
 from londonlm.corpus.ocr.lexicon import STRAY
-from londonlm.corpus.ocr.repair import _GLUE, OcrRepairer, RepairSettings, stray_tokens
+from londonlm.corpus.ocr.repair import _GLUE, _TOKEN_SPLIT, TOKEN, OcrRepairer, RepairSettings, stray_tokens
 
 LEX = period_lexicon("The Baker came with the Bread on the 27th of May. the Merchants was any body. " * 3)
 NOISY = "Tbe Bakcr came, aud tbe Court met Bakcr at tbe Hall; fome Villains liad a Defign on tbe Bread. "
@@ -179,3 +179,13 @@ def test_the_adaptations_first_pass_finds_the_same_pairs_without_strays():
     with_strays = confident_pairs(OcrRepairer(lex, load_confusions()), texts, min_gain=0.5)
     without = confident_pairs(OcrRepairer(lex, load_confusions(), RepairSettings(strays=False)), texts, min_gain=0.5)
     assert without == with_strays and any(o != g for o, g in without)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(" \n.,-'’_a1Zé«»ſ^\\\u00a0x")), max_size=30))
+def test_the_tokens_split_out_with_their_places_are_those_the_pattern_finds(text):
+    """The repair reads a text's tokens, and where each starts and ends, from one split of it."""
+    parts = _TOKEN_SPLIT.split(text)
+    assert parts[1::2] == TOKEN.findall(text) and "".join(parts) == text
+    assert [m.span() for m in TOKEN.finditer(text)] == \
+        [(sum(map(len, parts[:k])), sum(map(len, parts[:k + 1]))) for k in range(1, len(parts), 2)]
