@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ...core import LondonLMError, write_bytes_atomic
-from .lexicon_cache import cached_tables
+from .lexicon_cache import DEFERRED, cache_dir, cached_tables, load_deferred
 
 FORMAT = 1
 # what the builder counts, bumped when that changes (2: tokens with a digit left out), so a
@@ -148,7 +148,8 @@ class PeriodLexicon:
         except OSError as e:
             raise LexiconError(f"{path}: not a period lexicon ({e}); rebuild it") from e
         # (__file__: this module derives the tables, so its source is in the copy's key)
-        return cls.from_tables(cached_tables(raw, lambda: cls.decode(raw, path).tables(), str(path), __file__, log))
+        return cls.from_tables(cached_tables(raw, lambda: cls.decode(raw, path).tables(), str(path), __file__, log,
+                                             deferred=("bigrams",)))
 
     @classmethod
     def decode(cls, raw: bytes, path: str | Path) -> "PeriodLexicon":
@@ -160,10 +161,8 @@ class PeriodLexicon:
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("unigrams"), dict):
             raise LexiconError(f"{path}: not a period lexicon of format {FORMAT}; rebuild it")
         try:
-            return cls({str(k): int(v) for k, v in data["unigrams"].items()},
-                       {str(k): int(v) for k, v in (data.get("bigrams") or {}).items()}, dict(data.get("made_from") or {}),
-                       {str(k): int(v) for k, v in (data.get("capitals") or {}).items()},
-                       {str(k): int(v) for k, v in (data.get("marks") or {}).items()})
+            return cls(_counts(data["unigrams"]), _counts(data.get("bigrams") or {}), dict(data.get("made_from") or {}),
+                       _counts(data.get("capitals") or {}), _counts(data.get("marks") or {}))
         except (TypeError, ValueError, AttributeError) as e:
             raise LexiconError(f"{path}: malformed period lexicon ({e}); rebuild it") from e
 
@@ -174,30 +173,52 @@ class PeriodLexicon:
         added to :meth:`__post_init__` is kept too."""
         self.vocabulary(1)
         self.char_logp("")
-        return dict(vars(self))
+        for name in list(self.__dict__.get(DEFERRED, {})):
+            getattr(self, name)  # (decoded: a table is held whole)
+        return {k: v for k, v in vars(self).items() if k != DEFERRED}
 
     @classmethod
     def from_tables(cls, tables: dict[str, Any]) -> "PeriodLexicon":
-        """The lexicon :meth:`tables` describes, nothing derived again."""
+        """The lexicon :meth:`tables` describes, nothing derived again; a table the cache kept
+        apart (``DEFERRED``: the bigram counts, which no repair reads) decoded on first use."""
         lexicon = cls.__new__(cls)
         lexicon.__dict__.update(tables)
         return lexicon
+
+    def __getattr__(self, name: str) -> Any:
+        deferred = self.__dict__.get(DEFERRED)  # (only a name not set comes here)
+        if not deferred or name not in deferred:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        try:
+            value = load_deferred(deferred[name])
+        except ValueError as e:
+            raise LexiconError(f"the cached tables' {name} are {e}: remove {cache_dir()} and run again") from e
+        setattr(self, name, value)
+        del deferred[name]
+        return value
+
+
+def _counts(table: Any) -> dict[str, int]:
+    """A saved table of counts as str -> int: as JSON decoded it where it is one already (a copy
+    of 312 k pairs was a seventh of a first load), each converted otherwise (``TypeError``,
+    ``ValueError`` or ``AttributeError`` where it cannot be)."""
+    if isinstance(table, dict) and all(type(v) is int for v in table.values()):
+        return table  # (a JSON object's keys are str)
+    return {str(k): int(v) for k, v in table.items()}
 
 
 def _char_model(unigrams: dict[str, int]) -> tuple[dict[str, float], dict[str, float]]:
     """The character trigram model over the word types, add-one smoothed, as log-probabilities
     (computed once: the corrector asks for every new word): of each trigram seen, and of an
     unseen letter after each two-letter context (``""``: after a context never seen)."""
-    tri: Counter[str] = Counter()
+    # (counted in C from the list of every trigram: one Counter update a trigram was most of
+    # building a lexicon's tables on a first run; the contexts summed from the distinct trigrams)
+    tri = Counter([padded[i:i + 3] for padded in ("^^" + key + "$" for key in unigrams)
+                   for i in range(len(padded) - 2)])
     bi: Counter[str] = Counter()
-    chars: set[str] = set("$")
-    for key in unigrams:
-        padded = "^^" + key + "$"
-        chars.update(key)
-        for i in range(2, len(padded)):
-            tri[padded[i - 2:i + 1]] += 1
-            bi[padded[i - 2:i]] += 1
-    size = len(chars)
+    for t, n in tri.items():
+        bi[t[:2]] += n
+    size = len(set("$").union(*unigrams))
     seen = {t: math.log((n + 1) / (bi[t[:2]] + size)) for t, n in tri.items()}
     unseen = {ctx: math.log(1 / (n + size)) for ctx, n in bi.items()}
     unseen[""] = math.log(1 / size)
