@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -664,13 +665,22 @@ def command_input(work: Path, times: int) -> Path:
     return out
 
 
-def timed_command(tree: Path, src: Path, out: Path, extra: list[str]) -> tuple[float, float]:
-    """(wall s, CPU s of the process and its workers) of one ``repair_ocr.py`` run from ``tree``."""
+def timed_command(tree: Path, src: Path, out: Path, extra: list[str], cache: Path | None = None,
+                  first_run: bool = False) -> tuple[float, float]:
+    """(wall s, CPU s of the process and its workers) of one ``repair_ocr.py`` run from ``tree``;
+    ``cache``: the user cache it keeps the lexicon's tables in (two checkouts whose lexicon code
+    differs would each find the other's copy stale in one, and build theirs on every run), emptied
+    first with ``first_run`` (a run as on a new machine: the tables built and written)."""
+    env = dict(os.environ)
+    if cache is not None:
+        if first_run:
+            shutil.rmtree(cache, ignore_errors=True)
+        env.update(XDG_CACHE_HOME=str(cache), LONDONLM_LEXICON_CACHE="on")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     res = subprocess.run([sys.executable, str(tree / "02_data_collection" / "repair_ocr.py"), "--input", str(src),
                           "--output", str(out), "--root", str(out.parent / "root"), *extra],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if res.returncode:  # (its own one-line error, said as this benchmark's)
         raise SystemExit(f"{tree}: repair_ocr.py exited {res.returncode}: "
@@ -683,7 +693,9 @@ def cmd_command(a) -> int:
     """repair_ocr.py as a user runs it (a fresh process: imports, lexicon, adaptation, workers)
     on ``--input`` (default: the SMH set ten times over), ``--rounds`` times; alternated with the
     same command from another checkout (``--against``: its compiled walk built) where given, so a
-    guest whose speed drifts slows both alike. Medians of wall time and CPU, MB/s, the ratio."""
+    guest whose speed drifts slows both alike. Medians of wall time and CPU, MB/s, the ratio. Each
+    checkout keeps the lexicon's tables in a cache of its own in WORK, written by an untimed run
+    first (as after any earlier run); ``--first_run`` empties it before each timed run instead."""
     need = [a.input] if a.input else [OVERPROOF / OVERPROOF_SETS["smh"]]
     need += [a.against / "02_data_collection" / "repair_ocr.py"] if a.against else []
     for path in need:
@@ -694,13 +706,18 @@ def cmd_command(a) -> int:
     src = a.input.resolve() if a.input else command_input(work, a.times)
     trees = {"this": REPO, **({"against": a.against.resolve()} if a.against else {})}
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in trees}
+    caches = {name: work / "cache" / name for name in trees}
+    if not a.first_run:
+        for name, tree in trees.items():
+            timed_command(tree, src, work / "out.jsonl", a.extra, caches[name])
     for r in range(a.rounds):
         for name, tree in trees.items():
-            wall, cpu = timed_command(tree, src, work / "out.jsonl", a.extra)
+            wall, cpu = timed_command(tree, src, work / "out.jsonl", a.extra, caches[name], a.first_run)
             runs[name].append((wall, cpu))
             print(f"round {r + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
     mb = src.stat().st_size / 1e6
-    res = {"input": str(src), "mb": round(mb, 3), "extra": a.extra, "machine": platform.processor() or platform.machine(),
+    res = {"input": str(src), "mb": round(mb, 3), "extra": a.extra, "lexicon_cache": "first run" if a.first_run else "warm",
+           "machine": platform.processor() or platform.machine(),
            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"), "trees": {k: str(v) for k, v in trees.items()}}
     for name, got in runs.items():
         wall, cpu = statistics.median(w for w, _ in got), statistics.median(c for _, c in got)
@@ -758,6 +775,8 @@ def main() -> int:
     wp.add_argument("--times", type=int, default=10, help="copies of the SMH set in the default input")
     wp.add_argument("--rounds", type=int, default=5, help="runs of each checkout (medians)")
     wp.add_argument("--against", type=Path, help="another checkout of the project (a git worktree), its walk built")
+    wp.add_argument("--first_run", action="store_true",
+                    help="each run as on a new machine: the lexicon's cached tables removed first (built and written)")
     wp.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="repair_ocr.py's own flags, last")
     tp = sub.add_parser("tables", help="BENCHMARKS.md's tables (by decade, per file, top ten) from WORK/results.json")
     tp.add_argument("--work", type=Path, default=Path("/tmp/londonlm_ocr_bench"))

@@ -99,6 +99,17 @@ def test_the_whole_commands_speed_alternated_with_another_checkout(tmp_path):
     assert [x.split(":")[0] for x in res.stdout.splitlines()[:4]] == ["round 1 this", "round 1 against",
                                                                      "round 2 this", "round 2 against"]
     assert json.loads((tmp_path / "w" / "out.jsonl").read_text().splitlines()[0])["text"] == "the Court met at the Hall"
+    # each checkout's lexicon tables in a cache of its own, written before the timed runs
+    assert got["lexicon_cache"] == "warm"
+    assert [len(list((tmp_path / "w" / "cache" / k).rglob("*.pickle"))) for k in ("this", "against")] == [1, 1]
+    copy = next((tmp_path / "w" / "cache" / "this").rglob("*.pickle"))
+    copy.write_bytes(b"stale")  # (a first run removes the cache: this never read, the tables written again)
+    first = subprocess.run([sys.executable, str(REPO / "benchmarks" / "ocr_repair.py"), "command", "--work",
+                            str(tmp_path / "w"), "--input", str(src), "--rounds", "1", "--first_run",
+                            "--extra", "--workers", "1"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert json.loads((tmp_path / "w" / "command_speed.json").read_text())["lexicon_cache"] == "first run"
+    assert copy.read_bytes() != b"stale" and "warning" not in first.stderr
 
 
 def test_the_commands_speed_names_what_is_missing_or_failed(tmp_path):
