@@ -34,7 +34,7 @@ from ..manifest import CorpusError
 from .confusions import announce_walk
 from .files import check_output, output_file, refuse_same_files, remove_stale_temps
 from .processes import batches, bounded_workers, sigterm_as_error, start_worker, stop_pool
-from .shared_searches import SearchLog
+from .shared_searches import SearchLog, search_log
 from .step import DocumentRepair
 
 MAX_ROW_BYTES = 64 * 1024 * 1024
@@ -237,7 +237,7 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
         return
     if repair.searches:  # (which walk the search runs: said before the fork, once)
         announce_walk()
-    log = SearchLog() if repair.searches else None
+    log = search_log() if repair.searches else None
     pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid(), log))
 
     def submit(batch: list[tuple[int, bytes]]) -> Future:

@@ -8,13 +8,15 @@ the searches it made with each batch's rows; the parent appends them to a log, a
 temporary file the workers inherited at the fork; before each batch, a worker reads what the
 others added since its last and keeps it for when a word asks (:meth:`OcrRepairer.add_searches`).
 A search is a function of the word, the lexicon, the model and the settings, which every worker
-holds alike, so the rows come out the same whichever process searched.
+holds alike, so the rows come out the same whichever process searched. On SMH ten times over, each
+of two workers used 8.2 k and 9.5 k of the other's 9.4 k and 10.7 k searches, and searched ~10 k
+words itself where it had searched 19.6 k.
 
 Reading the others' searches costs a little each (~1 µs, against ~35 µs a search); where they
 are seldom asked for (collections whose workers share few words), a worker stops reading them
 once it has read ``MIN_READ`` and used fewer than ``MIN_USED`` of them. The log stops growing at
-``LIMIT_BYTES`` (each worker's cache is bounded anyway) or when the disk refuses a write: the
-workers then search for themselves, as without it.
+``LIMIT_BYTES`` (each worker's cache is bounded anyway), when the disk refuses a write, or where
+no temporary file can be made: the workers then search for themselves, as without it.
 """
 from __future__ import annotations
 
@@ -28,9 +30,18 @@ from concurrent.futures import Future
 from .repair import OcrRepairer
 
 HEADER = struct.Struct("<II")  # a record: its length, the PID of the worker that made its searches
-LIMIT_BYTES = 256 * 1024 * 1024
+LIMIT_BYTES = 64 * 1024 * 1024  # (~600 k searches: three times what a worker's cache holds; /tmp may be memory)
 MIN_READ = 20_000
 MIN_USED = 0.05
+
+
+def search_log() -> "SearchLog | None":
+    """A new :class:`SearchLog`; None where no temporary file can be made (a full or read-only
+    temporary folder): the workers then search for themselves, as without one."""
+    try:
+        return SearchLog()
+    except OSError:
+        return None
 
 
 class SearchLog:

@@ -129,7 +129,7 @@ def test_the_pools_workers_share_their_searches_and_the_rows_are_the_same(tmp_pa
             written.append((pid, len(blob)))
             super().append(pid, blob)
 
-    monkeypatch.setattr(jsonl, "SearchLog", Recorded)
+    monkeypatch.setattr(jsonl, "search_log", Recorded)
     monkeypatch.setattr(jsonl, "bounded_workers", lambda n: n)
     monkeypatch.setattr(jsonl, "BATCH_BYTES", 64)  # (a batch a row: both workers get some)
     src = tmp_path / "in.jsonl"
@@ -146,9 +146,25 @@ def test_the_pools_workers_share_their_searches_and_the_rows_are_the_same(tmp_pa
 @pytest.mark.parametrize("workers", [1, 2])
 def test_without_a_search_there_is_no_log(tmp_path, monkeypatch, workers):
     made = []
-    monkeypatch.setattr(jsonl, "SearchLog", lambda *a: made.append(1))
+    monkeypatch.setattr(jsonl, "search_log", lambda *a: made.append(1))
     monkeypatch.setattr(jsonl, "bounded_workers", lambda n: n)
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"text": "tbe Court"}) + "\n")
     jsonl.repair_jsonl(src, tmp_path / "o.jsonl", jsonl.DocumentRepair(None), None, jsonl.JsonlOptions(workers=workers))
     assert made == []
+
+
+def test_without_a_temporary_file_the_workers_search_for_themselves(tmp_path, monkeypatch):
+    """A full or read-only temporary folder costs the sharing, not the run."""
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shared_searches.tempfile, "TemporaryFile", full)
+    assert shared_searches.search_log() is None
+    monkeypatch.setattr(jsonl, "bounded_workers", lambda n: n)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(TEXTS * 2)))
+    repair = jsonl.DocumentRepair(LEX, load_confusions())
+    two = jsonl.repair_jsonl(src, tmp_path / "two.jsonl", repair, None, jsonl.JsonlOptions(workers=2))
+    jsonl.repair_jsonl(src, tmp_path / "one.jsonl", repair, None, jsonl.JsonlOptions(workers=1))
+    assert two["rows"] == 6 and (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
