@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ...core import LondonLMError, write_bytes_atomic
-from .lexicon_cache import DEFERRED, cache_dir, cached_tables, load_deferred
+from .lexicon_cache import cached_tables
 
 FORMAT = 1
 # what the builder counts, bumped when that changes (2: tokens with a digit left out), so a
@@ -72,13 +72,12 @@ class PeriodLexicon:
         self.unseen = -log_total - math.log(10)  # a tenth of a word seen once
         self._vocab: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
         self._chars: tuple[dict[str, float], dict[str, float]] | None = None
-        # log-probabilities once, not per lookup: the corrector asks millions of times
+        # log-probabilities once, not per lookup: the corrector asks millions of times. A pair's
+        # is worked out when asked (logp_after): the corrector caches what it asks, a pair is
+        # asked for a few times a run, and a table of 312 k was a third of a lexicon's first load
         self._lp = {k: math.log(n) - log_total for k, n in self.unigrams.items()}
-        self._lp_after: dict[str, float] = {}
-        for pair, n in self.bigrams.items():
-            first = self.unigrams.get(pair.split(" ", 1)[0])
-            if first:
-                self._lp_after[pair] = math.log(min(1.0, n / first))
+        if self.bigrams and min(self.bigrams.values()) <= 0:
+            raise ValueError("a pair counted no times")
 
     def vocabulary(self, min_count: int = 1) -> tuple[frozenset[str], frozenset[str]]:
         """(the keys seen at least ``min_count`` times, every prefix of them), cached: what a
@@ -121,11 +120,15 @@ class PeriodLexicon:
         return self._lp.get(key, self.unseen)
 
     def logp_after(self, prev: str | None, key: str) -> float:
-        """log P(key | prev) with stupid backoff to the unigram."""
+        """log P(key | prev) with stupid backoff to the unigram: a pair's count over its first
+        word's (the word before the pair's first space), 1 at most."""
         if prev:
-            lp = self._lp_after.get(f"{prev} {key}")
-            if lp is not None:
-                return lp
+            pair = f"{prev} {key}"
+            n = self.bigrams.get(pair)
+            if n is not None:
+                first = self.unigrams.get(pair.split(" ", 1)[0])
+                if first:
+                    return math.log(min(1.0, n / first))
         return BACKOFF + self._lp.get(key, self.unseen)
 
     # -- persistence
@@ -148,8 +151,7 @@ class PeriodLexicon:
         except OSError as e:
             raise LexiconError(f"{path}: not a period lexicon ({e}); rebuild it") from e
         # (__file__: this module derives the tables, so its source is in the copy's key)
-        return cls.from_tables(cached_tables(raw, lambda: cls.decode(raw, path).tables(), str(path), __file__, log,
-                                             deferred=("bigrams",)))
+        return cls.from_tables(cached_tables(raw, lambda: cls.decode(raw, path).tables(), str(path), __file__, log))
 
     @classmethod
     def decode(cls, raw: bytes, path: str | Path) -> "PeriodLexicon":
@@ -173,29 +175,14 @@ class PeriodLexicon:
         added to :meth:`__post_init__` is kept too."""
         self.vocabulary(1)
         self.char_logp("")
-        for name in list(self.__dict__.get(DEFERRED, {})):
-            getattr(self, name)  # (decoded: a table is held whole)
-        return {k: v for k, v in vars(self).items() if k != DEFERRED}
+        return dict(vars(self))
 
     @classmethod
     def from_tables(cls, tables: dict[str, Any]) -> "PeriodLexicon":
-        """The lexicon :meth:`tables` describes, nothing derived again; a table the cache kept
-        apart (``DEFERRED``: the bigram counts, which no repair reads) decoded on first use."""
+        """The lexicon :meth:`tables` describes, nothing derived again."""
         lexicon = cls.__new__(cls)
         lexicon.__dict__.update(tables)
         return lexicon
-
-    def __getattr__(self, name: str) -> Any:
-        deferred = self.__dict__.get(DEFERRED)  # (only a name not set comes here)
-        if not deferred or name not in deferred:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        try:
-            value = load_deferred(deferred[name])
-        except ValueError as e:
-            raise LexiconError(f"the cached tables' {name} are {e}: remove {cache_dir()} and run again") from e
-        setattr(self, name, value)
-        del deferred[name]
-        return value
 
 
 def _counts(table: Any) -> dict[str, int]:

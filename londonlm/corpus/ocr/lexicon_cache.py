@@ -24,7 +24,7 @@ from typing import Any, Callable
 from ...core import write_bytes_atomic
 
 CACHE_FORMAT = "londonlm-lexicon-tables"
-CACHE_VERSION = 2  # (2: tables a repair never reads kept apart, decoded on first use)
+CACHE_VERSION = 1
 KEEP = 4          # copies kept (the most recently used): one per lexicon a user repairs with
 ENV = "LONDONLM_LEXICON_CACHE"
 
@@ -56,60 +56,35 @@ class _TablesOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"not a lexicon table: {module}.{name}")
 
 
-def _load(data: bytes) -> Any:
-    try:
-        return _TablesOnly(io.BytesIO(data)).load()
-    except Exception as e:  # (a truncated or foreign file raises any of a dozen kinds)
-        raise ValueError(f"unreadable ({type(e).__name__}: {e})") from e
-
-
 def read_tables(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """The tables of the copy at ``path`` if it holds ``key``'s; None when there is none or it is stale;
-    raises ``ValueError`` when it is damaged. The tables written ``deferred`` are under
-    ``DEFERRED``, each as bytes for :func:`load_deferred`."""
+    raises ``ValueError`` when it is damaged."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    got = _load(data)
-    if not (isinstance(got, dict) and isinstance(got.get("key"), dict) and isinstance(got.get("tables"), dict)
-            and isinstance(got.get("deferred", {}), dict)
-            and all(isinstance(v, bytes) for v in got.get("deferred", {}).values())):
+    try:
+        got = _TablesOnly(io.BytesIO(data)).load()
+    except Exception as e:  # (a truncated or foreign file raises any of a dozen kinds)
+        raise ValueError(f"unreadable ({type(e).__name__}: {e})") from e
+    if not (isinstance(got, dict) and isinstance(got.get("key"), dict) and isinstance(got.get("tables"), dict)):
         raise ValueError("not a lexicon tables file")
-    if got["key"] != key:
-        return None
-    return {**got["tables"], DEFERRED: got["deferred"]} if got.get("deferred") else got["tables"]
+    return got["tables"] if got["key"] == key else None
 
 
-DEFERRED = "_deferred"  # (the tables' entry that holds those read on first use)
-
-
-def load_deferred(blob: bytes) -> Any:
-    """A table kept apart (``write_tables``' ``deferred``), decoded as every copy is: tables
-    only; ``ValueError`` when it is damaged."""
-    return _load(blob)
-
-
-def write_tables(folder: Path, name: str, key: dict[str, Any], tables: dict[str, Any],
-                 deferred: tuple[str, ...] = ()) -> None:
-    """Keep ``tables`` under ``name``, and only the ``KEEP`` most recently used copies; the tables
-    named ``deferred`` each as bytes of its own, so reading the copy does not decode them (the
-    bigram counts, 312 k pairs that only saving and merging read: a fifth of reading a copy)."""
-    main = {k: v for k, v in tables.items() if k not in deferred}
-    apart = {k: pickle.dumps(tables[k], protocol=pickle.HIGHEST_PROTOCOL) for k in deferred if k in tables}
-    write_bytes_atomic(folder / name, pickle.dumps({"key": key, "tables": main, "deferred": apart},
-                                                   protocol=pickle.HIGHEST_PROTOCOL))
+def write_tables(folder: Path, name: str, key: dict[str, Any], tables: dict[str, Any]) -> None:
+    """Keep ``tables`` under ``name``, and only the ``KEEP`` most recently used copies."""
+    write_bytes_atomic(folder / name, pickle.dumps({"key": key, "tables": tables}, protocol=pickle.HIGHEST_PROTOCOL))
     copies = sorted(folder.glob("*.pickle"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in copies[KEEP:]:
         old.unlink(missing_ok=True)
 
 
 def cached_tables(raw: bytes, build: Callable[[], dict[str, Any]], source: str, code: str | Path,
-                  log: Callable[[str], None] | None = None, deferred: tuple[str, ...] = ()) -> dict[str, Any]:
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The tables of the lexicon whose file bytes are ``raw`` (``source`` names it in a warning),
-    derived by the module at ``code``: from the cache when it holds them (those named ``deferred``
-    as bytes under ``DEFERRED``), else ``build()`` (which raises what a bad lexicon raises), kept
-    for the next process."""
+    derived by the module at ``code``: from the cache when it holds them, else ``build()`` (which
+    raises what a bad lexicon raises), kept for the next process."""
     folder = cache_dir()
     if folder is None:
         return build()
@@ -129,7 +104,7 @@ def cached_tables(raw: bytes, build: Callable[[], dict[str, Any]], source: str, 
         return tables
     tables = build()
     try:
-        write_tables(folder, path.name, key, tables, deferred)
+        write_tables(folder, path.name, key, tables)
     except OSError:
         pass  # (a read-only home: the lexicon is loaded as before, every time)
     return tables

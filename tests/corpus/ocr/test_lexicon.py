@@ -4,10 +4,12 @@ bounded model, a file that round-trips and a damaged one refused in one line."""
 from __future__ import annotations
 
 import gzip
+import json
+import math
 
 import pytest
 
-from londonlm.corpus.ocr.lexicon import BACKOFF, LexiconError, PeriodLexicon, build_lexicon, word_key
+from londonlm.corpus.ocr.lexicon import BACKOFF, FORMAT, LexiconError, PeriodLexicon, build_lexicon, word_key
 
 
 def test_keys_fold_case_long_s_and_curly_apostrophe():
@@ -22,6 +24,17 @@ def test_counts_words_and_pairs_and_keeps_what_is_evidence():
     assert lex.logp_after("the", "watch") > lex.logp_after("watch", "the")
     # an unseen pair backs off to the unigram
     assert lex.logp_after("watch", "the") == pytest.approx(BACKOFF + lex.logp("the"))
+    # a pair's is its count over its first word's, at most 1 (worked out as asked, the same each time)
+    assert lex.logp_after("the", "watch") == math.log(2 / 3) == lex.logp_after("the", "watch")
+    assert lex.logp_after(None, "watch") == BACKOFF + lex.logp("watch")
+
+
+def test_a_pair_counted_no_times_is_refused_with_the_file(tmp_path):
+    path = tmp_path / "lex.json.gz"
+    path.write_bytes(gzip.compress(json.dumps({"format": FORMAT, "unigrams": {"the": 3, "watch": 2},
+                                               "bigrams": {"the watch": 0}}).encode()))
+    with pytest.raises(LexiconError, match="malformed period lexicon .*no times"):
+        PeriodLexicon.load(path)
 
 
 def test_line_broken_words_count_whole_and_compounds_keep_their_halves():
