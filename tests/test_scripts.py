@@ -132,6 +132,21 @@ def test_config_names_a_missing_install(monkeypatch):
         config.require_dependencies(modules=())
 
 
+def test_an_install_is_its_own_metadata_not_a_name_that_begins_alike(tmp_path):
+    """The install found as importlib.metadata finds it: ``londonlm-VERSION.dist-info`` (or an
+    ``.egg-info``), never another project whose name begins with londonlm's."""
+    import config
+
+    for other in ("londonlm_extra-1.0.dist-info", "londonlmx-2.dist-info", "londonlm-0.1.0.txt"):
+        (tmp_path / other).mkdir()
+    assert not config._installed("londonlm", [str(tmp_path), str(tmp_path / "gone")])
+    (tmp_path / "londonlm-0.1.0.dist-info").mkdir()
+    assert config._installed("londonlm", [str(tmp_path / "gone"), str(tmp_path)])
+    egg = tmp_path / "egg"
+    (egg / "londonlm.egg-info").mkdir(parents=True)
+    assert config._installed("londonlm", [str(egg)])
+
+
 # --------------------------------------------------------------------------- install.sh
 
 FAKE_PYTHON = """#!/bin/sh
