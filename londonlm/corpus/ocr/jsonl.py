@@ -204,11 +204,10 @@ def repair_rows(batch: list[tuple[int, bytes]], o: JsonlOptions,
                 reported: bool) -> tuple[list[tuple[str, dict[str, Any]]], tuple[int, bytes] | None]:
     """``repair_row`` of each line of ``batch``: what a worker is sent at a time; with the
     searches it made for them where the workers share theirs (:mod:`.shared_searches`)."""
-    if _LOG is None:
-        return [repair_row(n, raw, o, reported) for n, raw in batch], None
-    _LOG.take(_REPAIR.word_repairer)
+    if _LOG is not None:
+        _LOG.take(_REPAIR.word_repairer)
     rows = [repair_row(n, raw, o, reported) for n, raw in batch]
-    return rows, (os.getpid(), _LOG.give(_REPAIR.word_repairer))
+    return rows, None if _LOG is None else (os.getpid(), _LOG.give(_REPAIR.word_repairer))
 
 
 # Rows go to a worker in batches of about BATCH_BYTES (one row a batch took a fifth of a core in

@@ -240,28 +240,29 @@ class DocumentRepair:
         """(repaired text, facts with ``changes``: every ``repair.Change``); ``quality`` False:
         without the quality before and after (``ocr_quality*``: what counting them costs is
         wasted where nothing reads them)."""
-        before = quality_counts(text, self._known) if quality else None
-        facts: dict[str, Any] = {"ocr": True}
-        if before is not None:
-            facts["ocr_quality_before"] = round(before.quality().score, 4)
-        after = before
+        original, done, facts = text, None, {}
         if self._repairer is not None:
             judged = self._judged()
             done = self._repairer.repair(text, year)
             if judged is not None:
                 facts["ocr_judge"] = {**self.judge.identity, "doubts": self._repairer.judged - judged[0],
                                       "overruled": self._repairer.overruled - judged[1]}
-            if self.join_hyphens and "-\n" in done.text:
+            text = done.text
+            if self.join_hyphens and "-\n" in text:
                 known = self._known
-                text = join_hyphenation(done.text, known=lambda w: word_key(w) in known)
-                after = quality_counts(text, known) if quality else None
-            else:
-                after = repaired_counts(before, text, done.changes, done.text, self._known) if quality else None
-                text = done.text
+                text = join_hyphenation(text, known=lambda w: word_key(w) in known)
             facts.update(ocr_repairs=len(done.changes), ocr_long_s=done.long_s, changes=done.changes)
-        if after is not None:
-            facts["ocr_quality"] = round(after.quality().score, 4)
-        return text, facts
+        if not quality:
+            return text, {"ocr": True, **facts}
+        before = quality_counts(original, self._known)
+        if done is None:
+            after = before
+        elif text is done.text:  # (no line-end word joined: counted again only where the changes are)
+            after = repaired_counts(before, original, done.changes, text, self._known)
+        else:
+            after = quality_counts(text, self._known)
+        return text, {"ocr": True, "ocr_quality_before": round(before.quality().score, 4), **facts,
+                      "ocr_quality": round(after.quality().score, 4)}
 
     def _judged(self) -> tuple[int, int] | None:
         """The judge's counts so far (None: no judge), so a row's own are the difference."""
