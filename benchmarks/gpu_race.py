@@ -8,8 +8,11 @@ way (so each recipe's time to a given bpb can be read off).
         --source_dir DIR --work DIR --json FILE                               # the smoke race
     python benchmarks/gpu_race.py --prepare --data .gpu_race --source_dir ../shared/corpus   # CPU
     python benchmarks/gpu_race.py --data .gpu_race --bench_md BENCHMARKS.md   # on the GPU
+    python benchmarks/gpu_race.py --data .gpu_race --variant_seconds 60 --deadline 540 \
+        --variant muon='--optimizer muon' --variant lr1e-3='--learning_rate 1e-3'   # what each change buys
 
-(BENCHMARKS.md, "The GPU race", gives the device calls whole: the wheels carried, the time.)
+(benchmarks/gpu_lease.sh runs each device call whole: the carried wheels, the install, the step;
+BENCHMARKS.md, "The GPU race", says which calls a lease holds.)
 
 Recipes. ``seed_recipe``: ../shared/bench/baseline_clm.py with the guide's flags (bf16, AdamW
 3e-4, dropout 0.1, GPT-2 Small's 16 x 2 sequences of 512 tokens, warm-up 1,000 of 60,000
@@ -18,6 +21,17 @@ optimizer, batch and dropout), its schedule fitted
 like ours: a short first pass measures its step time on this device, then its steps are what
 fits the seconds and its warm-up the guide's share of them. ``ours``: the project's training
 command with the preset's defaults and ``--time_budget``.
+
+Variants (``--variant NAME=FLAGS``, repeated): ours with some training flags changed, each run
+after the race for ``--variant_seconds`` (default: the race's seconds) and scored the same way,
+so that what each change buys is read beside ours unchanged on the same machine in the same
+call. Where ``--variant_seconds`` differs from ``--seconds``, ours unchanged runs for those
+seconds too (the variant ``base``) and each variant is compared with it. ``--deadline`` skips a
+variant that would end past that many seconds since the race began, and cuts scoring short of
+it (the final models are scored first), since a device call is cut off at its limit.
+``--variants_only`` runs the variants and ``base`` without the race, for a lease that holds no
+more. Every run compiles (where it compiles at all) into a compile cache of its own, from cold.
+benchmarks/gpu_lease.sh holds the device calls whole.
 
 Data (benchmarks/race/data.py): a part of --source_dir (whole files by a hash of their names,
 up to --source_mb), built by the project's corpus stage, whose held-out documents are chosen
@@ -30,12 +44,15 @@ memory every seconds/--curve_points seconds of training and writes them as model
 the process exits; every copy and each final model is scored after training by bpb.py (in one
 process, on the device: benchmarks/race/score.py). Writes --json ({"ours": {"bpb": ...},
 "seed_recipe": {"bpb": ...}, ...}) and, with --bench_md, the block between
-``<!-- gpu-race:begin -->`` and ``<!-- gpu-race:end -->``. Exit 0 when both recipes were
-scored, 1 when one was not, 2 on bad input or no CUDA for --device cuda.
+``<!-- gpu-race:begin -->`` and ``<!-- gpu-race:end -->`` (another preset's: ``gpu-race-PRESET``;
+a variants-only call's: ``...-variants``). Exit 0 when both recipes were
+scored (with ``--variants_only``: ours unchanged), 1 when one was not (a variant that failed or
+was skipped is a row saying why), 2 on bad input or no CUDA for --device cuda.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -47,6 +64,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # this checkout's londonlm and config.py, before an installed copy
@@ -78,11 +96,31 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    f"{SCORE_BYTES['cuda']:,} on cuda, {SCORE_BYTES['cpu']:,} on cpu, where scoring is slower)")
     p.add_argument("--first_pass_seconds", type=float, help="the seed recipe's timing pass "
                    f"(default: a tenth of --seconds, {FIRST_PASS[0]:g}-{FIRST_PASS[1]:g} s)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                   help="also race ours with these training flags changed, e.g. muon='--optimizer muon' "
+                        "(repeat for more; each runs after the race)")
+    p.add_argument("--variant_seconds", type=float, help="training seconds per variant (default: --seconds; "
+                   "otherwise ours unchanged also runs for them, as the variant 'base')")
+    p.add_argument("--variants_only", action="store_true", help="run the variants and ours unchanged ('base') "
+                   "at --variant_seconds, not the race (a lease too short for both); it writes a block of its "
+                   "own (gpu-race-variants for slm)")
+    p.add_argument("--deadline", type=float, help="seconds after the race began by which it must end: a variant "
+                   "that would end later (estimated from the runs before it) is skipped, and scoring stops "
+                   "short of it (final models first, then the curve's snapshots)")
     p.add_argument("--dry_run", action="store_true", help="print the steps and commands; run nothing")
     a = p.parse_args(argv)
     a.score_bytes = SCORE_BYTES[a.device] if a.score_bytes is None else a.score_bytes
     if a.seconds <= 0 or a.curve_points < 1 or a.score_bytes < 1:
         p.error("--seconds, --curve_points and --score_bytes must be positive")
+    if (a.variant_seconds is not None and a.variant_seconds <= 0) or (a.deadline is not None and a.deadline <= 0):
+        p.error("--variant_seconds and --deadline must be positive")
+    if a.variants_only and not a.variant:
+        p.error("--variants_only needs at least one --variant")
+    try:
+        a.variants = variants(a.variant, a.seconds if a.variant_seconds is None else a.variant_seconds, a.seconds,
+                              base=a.variants_only)
+    except ValueError as e:
+        p.error(str(e))
     if a.prepare and not a.source_dir:
         p.error("--prepare needs --source_dir")
     a.work = (a.work or Path(tempfile.gettempdir()) / f"londonlm_gpu_race_{time.strftime('%Y%m%d_%H%M%S')}").resolve()
@@ -91,6 +129,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if a.first_pass_seconds is None:
         a.first_pass_seconds = min(max(a.seconds / 10, FIRST_PASS[0]), FIRST_PASS[1])
     return a
+
+
+def variants(specs: list[str], seconds: float, race_seconds: float, base: bool = False) -> list[R.Variant]:
+    """The ``--variant`` runs in order, led by ``base`` (ours unchanged) when their seconds
+    differ from the race's or when ``base`` (no race to compare with): each change is compared
+    with ours at the same seconds."""
+    out = [R.parse_variant(spec, seconds) for spec in specs]
+    names = [v.name for v in out]
+    if len(set(names)) < len(names):
+        raise ValueError(f"--variant: each name once (given {', '.join(names)})")
+    if out and (base or seconds != race_seconds):
+        out.insert(0, R.Variant(R.BASE_VARIANT, (), seconds))
+    return out
 
 
 def presets() -> dict:
@@ -114,8 +165,7 @@ def plan(a: argparse.Namespace, preset) -> list[tuple[str, list[str]]]:
                  f"of their names): corpus stage ({race_data.VALIDATION_PERCENT:g}% held out by a hash of "
                  f"document ids), tokenizer ({preset.vocab_size} tokens), token cache, reference scripts"
                  if a.source_dir else f"use the prepared data in {a.data} ({race_data.RECORD})")
-    return [
-        ("data", [data_step]),
+    race_steps = [] if a.variants_only else [
         ("seed_recipe first pass", [f"under the snapshot shim (clock only) on {a.device}", _cmd(first)]),
         ("seed_recipe fitted", [f"steps = what fits {a.seconds:g} s at the first pass's step time (after 3 "
                                 f"steps); warm-up = {seed.warmup_steps} / {R.GUIDE_STEPS:,} of them",
@@ -125,8 +175,18 @@ def plan(a: argparse.Namespace, preset) -> list[tuple[str, list[str]]]:
         ("score", [f"weights every {every:g} s of training (snapshot shim) and each final model, scored by "
                    f"bpb.py on the held-out documents (first {a.score_bytes:,} bytes of each), on {a.device}",
                    _cmd([sys.executable, str(SCORER), "--bpb", str(d.script("bpb.py")), "--device", a.device,
-                         "--max_bytes", str(a.score_bytes), "--files", "HELDOUT...", "--models", "MODELS..."])]),
-        ("report", [f"write {a.json}" + (f" and the gpu-race block of {a.bench_md}" if a.bench_md else "")]),
+                         "--max_bytes", str(a.score_bytes), "--files", "HELDOUT...", "--models", "MODELS..."])])]
+    return [
+        ("data", [data_step]),
+        *race_steps,
+        *[(f"variant {v.name}", [f"ours with {shlex.join(v.flags) or 'nothing'} changed, {v.seconds:g} s, weights "
+                                 f"every {v.seconds / a.curve_points:g} s, scored by bpb.py like the race's"
+                                 + (f"; skipped if it would end past {a.deadline:g} s" if a.deadline else ""),
+                                 _cmd(R.ours_cmd(preset.name, run / "root", d.tokenizer, d.processed, v.seconds,
+                                                 list(v.flags), v.run_name))])
+          for v in a.variants],
+        ("report", [f"write {a.json}" + (f" and the {report.block_name(preset.name, not a.variants_only)} block "
+                                         f"of {a.bench_md}" if a.bench_md else "")]),
     ]
 
 
@@ -135,7 +195,9 @@ def _cmd(cmd: list[str]) -> str:
 
 
 def dry_run(a: argparse.Namespace, preset) -> int:
-    print(f"GPU race plan: {preset.name}, {a.seconds:g} s per recipe on {a.device}; scratch {a.work}")
+    what = (f"variants of ours only, {a.variants[0].seconds:g} s each" if a.variants_only
+            else f"{a.seconds:g} s per recipe")
+    print(f"GPU race plan: {preset.name}, {what} on {a.device}; scratch {a.work}")
     for i, (name, lines) in enumerate(plan(a, preset), 1):
         print(f"{i}. {name}")
         for line in lines:
@@ -245,19 +307,25 @@ def compiled(model_dir: Path) -> str:
     return "torch.compile" if getattr(args, "torch_compile", False) else "not compiled"
 
 
-def run_ours(a, d, preset, run: Path, env, peak) -> dict:
-    """Our training command with the preset's defaults and --time_budget; the prepared token
-    cache copied into its run folder (a copy: a rebuild must never write into --data)."""
+def run_ours(a, d, preset, run: Path, env, peak, variant: R.Variant | None = None) -> dict:
+    """Our training command with the preset's defaults and --time_budget (a variant's flags
+    after them); the prepared token cache copied into its run folder (a copy: a rebuild must
+    never write into --data)."""
     from londonlm.core.layout import Layout
     from londonlm.training.model import padded_vocab
 
-    layout = Layout(run / "root").run(R.OURS_RUN)
+    name = f"ours_{variant.name}" if variant else "ours"
+    seconds, flags = (variant.seconds, list(variant.flags)) if variant else (a.seconds, [])
+    layout = Layout(run / "root").run(variant.run_name if variant else R.OURS_RUN)
     shutil.copytree(d.cache, layout.cache_dir)
-    cmd = R.ours_cmd(preset.name, run / "root", d.tokenizer, d.processed, a.seconds)
-    snaps = run / "ours_snapshots"
-    err = run_logged(cmd, env(snaps, a.seconds / a.curve_points), run / "logs" / "ours.log", a.timeout)
+    cmd = R.ours_cmd(preset.name, run / "root", d.tokenizer, d.processed, seconds, flags,
+                     variant.run_name if variant else R.OURS_RUN)
+    snaps = run / f"{name}_snapshots"
+    err = run_logged(cmd, env(snaps, seconds / a.curve_points, run / "compile_cache" / name),
+                     run / "logs" / f"{name}.log", a.timeout_for(seconds))
+    fields = {"flags": flags, "seconds": seconds} if variant else {}
     if err:
-        return {"status": "failed", "error": err, "command": shlex.join(cmd)}
+        return {"status": "failed", "error": err, "command": shlex.join(cmd), **fields}
     info = layout.read_run_info()
     s = info.get("settings", {})
     tokens = info.get("tokens_seen") or info["global_step"] * info["tokens_per_step"]
@@ -267,27 +335,31 @@ def run_ours(a, d, preset, run: Path, env, peak) -> dict:
                f"({fit.get('fitted_total_steps')} steps), warm-up {s.get('warmup_steps')}, dropout "
                f"{s.get('dropout')}, {info.get('precision')}, attention {info.get('attn_implementation')}, "
                f"fused loss {'on' if info.get('fused_loss') else 'off'}, {compiled(layout.final)}")
+    best = {"best_model": str(layout.best), "best_step": info.get("best_step")} if layout.best.is_dir() else {}
     return recipe_result(tokens, read_clock(snaps), snaps, layout.final,
                          flops_per_token(preset, padded_vocab(d.record["tokenizer_vocab"])), peak,
                          steps=info["global_step"], own_train_seconds=info.get("train_wall_seconds"),
                          params=info.get("parameters"), summary=summary, command=shlex.join(cmd),
-                         speed=info.get("speed"), time_budget=fit)
+                         speed=info.get("speed"), time_budget=fit, **best, **fields)
 
 
-def score_all(a, d, results: dict, run: Path, env) -> None:
-    """Every snapshot and final model of both recipes, scored in one process; each recipe's
-    ``bpb`` (its final model) and ``curve`` (snapshots, then the final model at its last step)."""
+def score_all(a, d, results: dict, run: Path, env, clock: RaceClock, log_name: str = "score") -> None:
+    """Every snapshot and final model of the runs in ``results``, scored in one process; each
+    run's ``bpb`` (its final model), ``curve`` (snapshots, then the final model at its last step)
+    and, where it kept one (--save_best), ``best_bpb`` (its best/ model). The final models go
+    first: where --deadline stops the scoring, they are what it has scored."""
     done = {name: r for name, r in results.items() if r.get("status") == "ok"}
     for r in done.values():
         r["snapshots"] = [m for m in r["snapshots"] if not m.endswith(f"snap-{r['steps']:07d}")]
-    models = [Path(m) for r in done.values() for m in (*r["snapshots"], r["model"])]
+    models = [Path(m) for r in done.values() for m in (r["model"], *_best(r))]
+    models += [Path(m) for r in done.values() for m in r["snapshots"]]
     if not models:
         return
     with_tokenizer([Path(m) for r in done.values() for m in r["snapshots"]], d.tokenizer)
     cmd = [sys.executable, str(SCORER), "--bpb", str(d.script("bpb.py")), "--device", a.device,
            "--max_bytes", str(a.score_bytes), "--files", *map(str, d.files("heldout")), "--models", *map(str, models)]
-    log = run / "logs" / "score.log"
-    err = run_logged(cmd, env(None, 0), log, a.timeout)
+    log = run / "logs" / f"{log_name}.log"
+    err = run_logged(cmd, env(None, 0), log, clock.timeout(a.timeout))
     scores = {}
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith("{") and '"model"' in line:
@@ -299,6 +371,8 @@ def score_all(a, d, results: dict, run: Path, env) -> None:
             continue
         r["bpb"] = scores[r["model"]]["bpb"]
         r["scored"] = scores[r["model"]]
+        if r.get("best_model") in scores:
+            r["best_bpb"] = scores[r["best_model"]]["bpb"]
         curve = []
         for snap in r["snapshots"]:  # (a copy at the last step is the final model: scored once)
             meta = json.loads((Path(snap) / "snapshot.json").read_text())
@@ -306,6 +380,10 @@ def score_all(a, d, results: dict, run: Path, env) -> None:
                 curve.append({"seconds": meta["seconds"], "step": meta["step"], "bpb": scores[snap]["bpb"]})
         curve.append({"seconds": r["train_seconds"], "step": r["steps"], "bpb": r["bpb"]})
         r["curve"] = curve
+
+
+def _best(r: dict) -> list[str]:
+    return [r["best_model"]] if r.get("best_model") else []
 
 
 def machine(device: str) -> dict:
@@ -339,20 +417,100 @@ def race(a, preset, d) -> dict:
     info = machine(a.device)
     peak = peak_flops(info.get("gpu"))
     run = a.work / f"race-{time.strftime('%Y%m%d-%H%M%S')}"
-    env = lambda snaps, every: R.race_env(a.device, snaps, every, a.work / "hf_datasets_cache")  # noqa: E731
+    env = lambda snaps, every, cache=None: R.race_env(a.device, snaps, every, a.work / "hf_datasets_cache",  # noqa: E731
+                                                      cache)
     results = {"meta": {"command": shlex.join(["python", "benchmarks/gpu_race.py", *a.argv]),
                         "date": time.strftime("%Y-%m-%d"), "device": a.device, "machine": info,
                         "preset": preset.name, "seconds": a.seconds, "curve_every": a.seconds / a.curve_points,
-                        "score_bytes": a.score_bytes, "run": str(run), "data": data_facts(d, a.score_bytes)}}
+                        "score_bytes": a.score_bytes, "run": str(run), "data": data_facts(d, a.score_bytes),
+                        "curve_points": a.curve_points,
+                        "variants": [{"name": v.name, "flags": list(v.flags), "seconds": v.seconds}
+                                     for v in a.variants]}}
+    clock = RaceClock(a.deadline)
+    if not a.variants_only:
+        race_recipes(a, d, preset, run, env, peak, clock, results)
+    if a.variants:
+        results["variants"] = {}
+    for v in a.variants:
+        results["variants"][v.name] = r = run_variant(a, d, preset, run, env, peak, v, clock)
+        print(f"    {r['status']}: {r.get('error') or r.get('bpb')}", flush=True)
+        report.compare(results)
+        report.write_json(results, a.json)
+    return results
+
+
+def race_recipes(a, d, preset, run: Path, env, peak, clock: RaceClock, results: dict) -> None:
+    """The seed recipe and ours, each for --seconds, then scored together."""
     for name, step in (("seed_recipe", run_seed), ("ours", run_ours)):
         print(f"[race] {name}: {a.seconds:g} s of training on {a.device} ...", flush=True)
-        results[name] = step(a, d, preset, run, env, peak)
+        with clock.ours(a.seconds) if name == "ours" else contextlib.nullcontext():
+            results[name] = step(a, d, preset, run, env, peak)
         print(f"    {results[name]['status']}: {results[name].get('error') or results[name]['summary']}", flush=True)
         report.write_json(results, a.json)  # after each recipe: a run cut short keeps what it measured
     print("[race] scoring every snapshot and final model with bpb.py ...", flush=True)
-    score_all(a, d, {k: results[k] for k in report.RECIPES}, run, env)
+    t0 = time.monotonic()
+    score_all(a, d, {k: results[k] for k in report.RECIPES}, run, env, clock)
+    clock.add((time.monotonic() - t0) / 2)  # ours' half of the scoring
     report.compare(results)
-    return results
+    report.write_json(results, a.json)
+
+
+def run_variant(a, d, preset, run: Path, env, peak, v: R.Variant, clock: RaceClock) -> dict:
+    """One variant trained and scored, or skipped where it would end past --deadline."""
+    late = clock.too_late(v.seconds)
+    if late:
+        print(f"[race] variant {v.name}: skipped ({late})", flush=True)
+        return {"status": "skipped", "error": late, "flags": list(v.flags), "seconds": v.seconds}
+    print(f"[race] variant {v.name} ({shlex.join(v.flags) or 'ours unchanged'}): {v.seconds:g} s ...", flush=True)
+    with clock.ours(v.seconds):
+        r = run_ours(a, d, preset, run, env, peak, v)
+        score_all(a, d, {v.name: r}, run, env, clock, f"score_{v.name}")
+    return r
+
+
+class RaceClock:
+    """Seconds since the race began, and what each run of ours cost beyond its training
+    seconds (start-up, data, the final evaluation and save, writing snapshots, scoring): the
+    estimate by which ``--deadline`` skips a variant that would not end in time."""
+
+    def __init__(self, deadline: float | None, now: Callable[[], float] = time.monotonic):
+        self.deadline, self.now = deadline, now
+        self.start = now()
+        self.overheads: list[float] = []
+
+    @contextlib.contextmanager
+    def ours(self, training_seconds: float):
+        """Times a run of ours given ``training_seconds``: the rest is its overhead."""
+        t0 = self.now()
+        try:
+            yield
+        finally:
+            self.overheads.append(self.now() - t0 - training_seconds)
+
+    def add(self, seconds: float) -> None:
+        """More overhead of the last run (its scoring, done apart)."""
+        if self.overheads:
+            self.overheads[-1] += seconds
+
+    def timeout(self, seconds: float, margin: float = 15.0) -> float:
+        """``seconds``, or less where the deadline comes sooner (``margin`` before it, for the
+        report; at least 30 s)."""
+        if self.deadline is None:
+            return seconds
+        return min(seconds, max(30.0, self.deadline - (self.now() - self.start) - margin))
+
+    def too_late(self, seconds: float) -> str | None:
+        """Why a run of ``seconds`` would end past the deadline, or None when it fits (or
+        there is no deadline). Its overhead is the largest seen so far."""
+        if self.deadline is None:
+            return None
+        elapsed = self.now() - self.start
+        beside = max(self.overheads, default=0.0)
+        ends = elapsed + seconds + beside
+        if ends <= self.deadline:
+            return None
+        return (f"would end at about {ends:.0f} s ({elapsed:.0f} s gone, {seconds:g} s of training and "
+                f"{beside:.0f} s beside it), past --deadline {self.deadline:g} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
         return dry_run(a, preset)
     from londonlm.core import LondonLMError
 
-    a.timeout = 4 * a.seconds + 900  # start-up, tokenizing, a compile, the final evaluation and save
+    a.timeout_for = lambda seconds: 4 * seconds + 900  # start-up, tokenizing, a compile, the final evaluation and save
+    a.timeout = a.timeout_for(a.seconds)
     if a.device == "cuda" and not a.prepare:
         import torch
 
@@ -389,12 +548,13 @@ def main(argv: list[str] | None = None) -> int:
     results = race(a, preset, d)
     print(f"wrote {report.write_json(results, a.json)}")
     if a.bench_md:
-        print(f"wrote the gpu-race block of {report.write_block(results, a.bench_md)}")
-    for name in report.RECIPES:
-        r = results[name]
+        print(f"wrote the {report.block_name(a.preset, not a.variants_only)} block of "
+              f"{report.write_block(results, a.bench_md)}")
+    for name, r in report.runs(results):
         print(f"{name}: bpb {r.get('bpb')}, {r.get('steps')} steps, {r.get('tokens')} tokens, "
-              f"{r.get('train_seconds')} s ({r['status']})")
-    ok = all(math.isfinite(results[n].get("bpb") or math.nan) for n in report.RECIPES)
+              f"{r.get('train_seconds')} s ({r.get('status')})")
+    needed = [results["variants"][R.BASE_VARIANT]] if a.variants_only else [results[n] for n in report.RECIPES]
+    ok = all(math.isfinite(r.get("bpb") or math.nan) for r in needed)
     return 0 if ok else 1
 
 

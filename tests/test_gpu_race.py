@@ -83,6 +83,63 @@ def test_warmup_is_the_guides_share_of_the_fitted_steps():
     assert R.warmup_for(10, R.seed_recipe("micro")) == 1         # never none
 
 
+def test_a_variant_is_ours_with_training_flags_changed_and_never_the_races_own():
+    v = R.parse_variant("muon=--optimizer muon --learning_rate 0.02", 60)
+    assert (v.name, v.flags, v.seconds, v.run_name) == ("muon", ("--optimizer", "muon", "--learning_rate", "0.02"),
+                                                        60, "race_ours_muon")
+    assert R.parse_variant("ctx-1024=--max-length=1024", 5).flags == ("--max-length=1024",)
+    for spec, says in (("muon", "NAME=FLAGS"), ("Muon=--optimizer muon", "NAME=FLAGS"), ("=--dropout 0", "NAME=FLAGS"),
+                       ("base=--dropout 0", "uses itself"), ("ours=--dropout 0", "uses itself"),
+                       ("x=dropout 0", "starting with '--'"), ("x=", "starting with '--'"),
+                       ("x=--optimizer 'muon", "quotation"),
+                       ("x=--time-budget 5", "--time_budget"), ("x=--dropout 0 --root=/tmp", "--root"),
+                       ("x=--max_steps 9 --fresh", "--fresh, --max_steps")):
+        with pytest.raises(ValueError, match=says):
+            R.parse_variant(spec, 60)
+
+
+def test_variants_lead_with_ours_unchanged_when_their_seconds_differ():
+    gpu_race = _race_module()
+    same = gpu_race.variants(["muon=--optimizer muon"], 180, 180)
+    assert [v.name for v in same] == ["muon"]  # compared with the race's own ours
+    short = gpu_race.variants(["muon=--optimizer muon", "lr=--learning_rate 1e-3"], 60, 180)
+    assert [(v.name, v.flags, v.seconds) for v in short] == [
+        ("base", (), 60), ("muon", ("--optimizer", "muon"), 60), ("lr", ("--learning_rate", "1e-3"), 60)]
+    assert gpu_race.variants([], 60, 180) == []
+    with pytest.raises(ValueError, match="each name once"):
+        gpu_race.variants(["a=--dropout 0", "a=--dropout 0.2"], 60, 180)
+
+
+def test_the_deadline_skips_a_variant_by_the_overhead_measured_so_far():
+    gpu_race = _race_module()
+    now = [100.0]
+    clock = gpu_race.RaceClock(300, now=lambda: now[0])
+    with clock.ours(60):          # ours: 60 s of training in 85 s
+        now[0] += 85
+    now[0] += 10
+    clock.add(5)                  # its half of the scoring
+    assert clock.overheads == [30] and clock.too_late(100) is None  # 95 + 100 + 30 = 225
+    late = clock.too_late(200)    # 95 + 200 + 30 = 325
+    assert late and "about 325 s" in late and "--deadline 300" in late
+    with clock.ours(60):          # a slower one (50 s beside its training): the estimate from now on
+        now[0] += 110
+    assert clock.too_late(45) is None                                    # 205 + 45 + 50 = 300
+    assert clock.too_late(50).startswith("would end at about 305 s (205 s gone, 50 s of training and 50 s beside")
+    # scoring stops short of the deadline (15 s before it, for the report), never below 30 s
+    assert clock.timeout(1000) == 300 - 205 - 15 and clock.timeout(20) == 20
+    now[0] += 90
+    assert clock.timeout(1000) == 30
+    free = gpu_race.RaceClock(None, now=lambda: now[0])
+    assert free.too_late(10 ** 6) is None and free.timeout(1234) == 1234
+
+
+def _race_module():
+    spec = importlib.util.spec_from_file_location("gpu_race_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_race_env_is_offline_with_the_shim_and_cpu_hides_gpus(tmp_path):
     env = R.race_env("cpu", tmp_path / "s", 30, tmp_path / "hf")
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(R.SHIM)
@@ -297,6 +354,31 @@ def test_block_written_to_a_copy_replaced_in_place(tmp_path):
     assert report.write_json(res, tmp_path / "r" / "race.json").exists()
 
 
+def test_each_variant_is_set_against_ours_unchanged_at_the_same_seconds(tmp_path):
+    res = _results(3.0, 3.5)
+    res["meta"]["seconds"] = 120.0
+    base, muon = (_results(b)["ours"] for b in (3.2, 3.1))
+    base.update(flags=[], seconds=60.0)
+    muon.update(flags=["--optimizer", "muon"], seconds=60.0, best_bpb=3.05, best_step=300)
+    res["variants"] = {"base": base, "muon": muon,
+                       "lr": {"status": "skipped", "error": "would end at about 700 s", "flags": ["--lr"], "seconds": 60.0}}
+    report.compare(res)
+    assert muon["vs_base"] == pytest.approx(-0.1) and base["vs_base"] is None
+    # muon's curve 4.1 (30 s), 3.5 (60 s), 3.1 (120 s): the seed's 3.5 at 60 s
+    assert muon["reaches_seed"] == {"seconds": 60.0, "at_most": False}
+    md = report.markdown(res)
+    assert "| ours+muon | 400 |" in md and "best/ (step 300): 3.05 bpb" in md
+    assert "| ours+lr | – |" in md and "skipped: would end at about 700 s" in md
+    assert "against ours unchanged (`base`, 60 s, 3.2 bpb)" in md
+    assert "| muon | --optimizer muon | 60 | 3.1 | -0.1000 | 60 s |" in md
+    assert "| base | (none: ours unchanged) | 60 | 3.2 | – |" in md
+    same = _results(3.0, 3.5)
+    same["variants"] = {"muon": {**_results(2.9)["ours"], "flags": ["--optimizer", "muon"], "seconds": 120.0}}
+    report.compare(same)
+    assert same["variants"]["muon"]["vs_base"] == pytest.approx(-0.1)
+    assert "against ours unchanged (`ours`, 120 s, 3.0 bpb)" in report.markdown(same)
+
+
 def test_a_failed_recipe_is_a_row_saying_why():
     res = _results()
     res["ours"] = {"status": "failed", "error": "exit 2: error: the budget cannot hold the warm-up"}
@@ -316,6 +398,60 @@ def test_dry_run_lists_the_steps_and_runs_nothing(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+def test_dry_run_lists_each_variant_after_the_race(tmp_path):
+    r = run_script("--dry_run", "--work", str(tmp_path / "w"), "--variant_seconds", "60", "--deadline", "540",
+                   "--variant", "muon=--optimizer muon")
+    assert r.returncode == 0, r.stderr
+    assert "\n6. variant base\n" in r.stdout and "\n7. variant muon\n" in r.stdout and "\n8. report\n" in r.stdout
+    assert "--run_name_dir race_ours_muon --fresh --time_budget 60" in r.stdout and "--optimizer muon" in r.stdout
+    assert "skipped if it would end past 540 s" in r.stdout
+    r = run_script("--dry_run", "--variant", "x=--time_budget 9")
+    assert r.returncode == 2 and "the race sets --time_budget" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_variants_only_runs_ours_unchanged_beside_them_and_no_race(tmp_path):
+    r = run_script("--dry_run", "--work", str(tmp_path / "w"), "--variants_only", "--variant_seconds", "60",
+                   "--variant", "nodrop=--dropout 0", "--bench_md", str(tmp_path / "B.md"))
+    assert r.returncode == 0, r.stderr
+    steps = [ln for ln in r.stdout.splitlines() if ln[:1].isdigit()]
+    assert steps == ["1. data", "2. variant base", "3. variant nodrop", "4. report"]
+    assert r.stdout.startswith("GPU race plan: slm, variants of ours only, 60 s each on cuda")
+    assert "baseline_clm.py" not in r.stdout and "gpu-race-variants block" in r.stdout
+    # with the race's seconds too, ours unchanged still runs: there is no race's ours to compare with
+    assert "\n2. variant base\n" in run_script("--dry_run", "--variants_only", "--variant", "x=--dropout 0").stdout
+    r = run_script("--dry_run", "--variants_only")
+    assert r.returncode == 2 and "--variants_only needs at least one --variant" in r.stderr
+
+
+def test_a_variants_only_block_is_its_own_and_leaves_the_race_alone(tmp_path):
+    raced = _results(3.0, 3.5)
+    report.compare(raced)
+    md = tmp_path / "BENCHMARKS.md"
+    report.write_block(raced, md)
+    only = _results()
+    del only["ours"], only["seed_recipe"]
+    only["variants"] = {"base": {**_results(3.2)["ours"], "flags": [], "seconds": 60.0},
+                        "nodrop": {**_results(3.3)["ours"], "flags": ["--dropout", "0"], "seconds": 60.0}}
+    only["meta"].update(seconds=180.0, curve_points=6, variants=[{"name": n, "flags": [], "seconds": 60.0}
+                                                                    for n in ("base", "nodrop")])
+    report.compare(only)
+    report.write_block(only, md)
+    text = md.read_text()
+    race = text[text.index(report.BEGIN):text.index(report.END)]
+    begin, end = report.markers("slm", race=False)
+    assert (begin, end) == ("<!-- gpu-race-variants:begin -->", "<!-- gpu-race-variants:end -->")
+    variants = text[text.index(begin):text.index(end)]
+    assert "| ours | 400 |" in race and "| seed_recipe |" in race and "ours+" not in race
+    assert "variants of ours only" in variants and "| seed_recipe |" not in variants and "| ours |" not in variants
+    assert "| nodrop | --dropout 0 | 60 | 3.3 | +0.1000 | – |" in variants
+    assert "every 30.0 s (10.0 s for the variants)" in variants
+    regular = _results()
+    regular["meta"]["preset"] = "regular"  # GPT-2 Medium's race beside GPT-2 Small's
+    report.compare(regular)
+    report.write_block(regular, md)
+    assert md.read_text().count("<!-- gpu-race-regular:begin -->") == 1 and md.read_text().count(report.BEGIN) == 1
+
+
 def test_refusals_are_one_line_and_exit_2(tmp_path):
     hidden = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     r = run_script("--work", str(tmp_path / "w"), env=hidden)  # cuda by default, and none here
@@ -327,6 +463,49 @@ def test_refusals_are_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == f"error: --source_dir {tmp_path / 'absent'} is not a folder"
     r = run_script("--dry_run", "--preset", "huge")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+LEASE = REPO / "benchmarks" / "gpu_lease.sh"
+
+
+def lease(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """benchmarks/gpu_lease.sh with DRY=1: the commands it would run, shell-quoted."""
+    env = {**os.environ, "DRY": "1", "OUT": str(tmp_path / "out")}
+    return subprocess.run(["bash", str(LEASE), *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def _race_argv(stdout: str) -> list[str]:
+    import shlex
+
+    line = next(ln for ln in stdout.splitlines() if "benchmarks/gpu_race.py" in ln and "--prepare" not in ln)
+    argv = shlex.split(line[2:])
+    return argv[argv.index("benchmarks/gpu_race.py") + 1:]
+
+
+def test_the_lease_script_runs_each_step_with_flags_the_race_takes(tmp_path):
+    for step, says in (("race", ["--data", ".gpu_race"]), ("regular", ["--preset", "regular"]),
+                       ("variants", ["--variants_only", "--variant_seconds", "60"])):
+        r = lease(tmp_path, step)
+        assert r.returncode == 0, r.stderr
+        assert "+ python3 -m pip install -q --no-deps --no-build-isolation -e .\n" in r.stdout
+        assert "assert torch.cuda.is_available()" in r.stdout and f"cp BENCHMARKS.md {tmp_path / 'out'}/" in r.stdout
+        argv = _race_argv(r.stdout)
+        assert all(a in argv for a in says), argv
+        # what the call has left, less the files' way back: DRY spends none of its 600 s
+        assert 575 <= float(argv[argv.index("--deadline") + 1]) <= 580
+        plan = run_script(*argv, "--dry_run")  # the race's own parser takes every flag and variant
+        assert plan.returncode == 0, plan.stderr
+    steps = [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()]
+    assert steps == ["1. data", "2. variant base", "3. variant muon", "4. variant lr1e-3", "5. variant nodrop",
+                     "6. variant best", "7. report"]
+    r = lease(tmp_path, "throughput", "240")
+    assert r.returncode == 0 and "gpu_acceptance.py --steps throughput --throughput_seconds 180" in r.stdout
+    for args, says in (((), "give one of"), (("throughput",), "the seconds the lease has left"),
+                       (("throughput", "100"), "too little"), (("fly",), "give one of")):
+        r = lease(tmp_path, *args)
+        assert r.returncode == 2 and r.stderr.strip().startswith("error: ") and says in r.stderr, r.stderr
+    r = lease(tmp_path, "prepare", "regular")
+    assert "--prepare --preset regular --data .gpu_race_regular" in r.stdout and "transformers==5.24.0" in r.stdout
 
 
 def _smoke(tmp_path, seconds: float, *extra: str, src: Path | None = None):
@@ -342,15 +521,25 @@ def _smoke(tmp_path, seconds: float, *extra: str, src: Path | None = None):
 
 @needs_shared_bench
 def test_smoke_race_on_cpu_writes_both_bpb(tmp_path):
-    r, res, md = _smoke(tmp_path, 2, "--curve_points", "2", "--score_bytes", "1500", "--first_pass_seconds", "1")
+    r, res, md = _smoke(tmp_path, 2, "--curve_points", "2", "--score_bytes", "1500", "--first_pass_seconds", "1",
+                        "--variant_seconds", "1.5", "--variant", "best=--save_best --eval_steps 2")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     for name in ("ours", "seed_recipe"):
         rec = res[name]
         assert rec["status"] == "ok" and math.isfinite(rec["bpb"]) and rec["bpb"] > 0, rec
         assert rec["steps"] > 0 and rec["tokens"] > 0 and rec["curve"][-1]["bpb"] == rec["bpb"]
+    # the variant and ours unchanged at its seconds, each in a run folder and compile cache of its own
+    assert list(res["variants"]) == ["base", "best"]
+    for name, v in res["variants"].items():
+        assert v["status"] == "ok" and math.isfinite(v["bpb"]) and v["seconds"] == 1.5, v
+        assert f"--run_name_dir race_ours_{name} " in v["command"]
+    best = res["variants"]["best"]
+    assert best["flags"] == ["--save_best", "--eval_steps", "2"] and math.isfinite(best["best_bpb"])
+    assert best["vs_base"] == pytest.approx(best["bpb"] - res["variants"]["base"]["bpb"], abs=1e-4)
+    assert "| ours+best |" in md and "What each change bought" in md
     assert res["seed_recipe"]["fitted_steps"] >= 1 and res["meta"]["data"]["heldout_documents"] >= 1
     assert res["ours_lower"] in (True, False)
-    assert md.count(report.BEGIN) == 1 and "| seed_recipe |" in md
+    assert md.count("<!-- gpu-race-micro:begin -->") == 1 and "| seed_recipe |" in md
 
 
 # six files of ../shared/corpus, 1.3 MB (5 documents, 426k tokens to train on, one held out)

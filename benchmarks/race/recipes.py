@@ -1,9 +1,12 @@
 """The two recipes of the race as command lines, and the seed recipe's schedule fitted to the
 seconds: ``seed_recipe`` is the reference script with the seed guide's flags, ``ours`` the
-project's training command with the preset's defaults and ``--time_budget``."""
+project's training command with the preset's defaults and ``--time_budget``; a variant of ours
+(``--variant NAME=FLAGS``) is that command with some of its flags changed."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import statistics
 import sys
 from dataclasses import dataclass
@@ -72,18 +75,66 @@ def seed_cmd(script: Path, train_files: list[Path], tokenizer: Path, preset, rec
 
 
 def ours_cmd(preset_name: str, root: Path, tokenizer: Path, processed: Path, seconds: float,
-             extra: list[str] = ()) -> list[str]:
+             extra: list[str] = (), run_name: str = OURS_RUN) -> list[str]:
     return [sys.executable, str(TRAIN), "--preset", preset_name, "--root", str(root),
-            "--tokenizer_dir", str(tokenizer), "--processed_dir", str(processed), "--run_name_dir", OURS_RUN,
+            "--tokenizer_dir", str(tokenizer), "--processed_dir", str(processed), "--run_name_dir", run_name,
             "--fresh", "--time_budget", f"{seconds:g}", "--report_to", "none", "--disable_tqdm", "true", *extra]
 
 
-def race_env(device: str, snapshots: Path | None, every: float, hf_cache: Path) -> dict:
+# What the race itself decides for every run of ours: the data, where it writes, the budget. A
+# variant changes the recipe (optimizer, rate, batch, dropout, context, compile...), never these.
+RACE_FLAGS = frozenset({"preset", "root", "tokenizer_dir", "processed_dir", "run_name_dir", "run_name", "fresh",
+                        "time_budget", "max_steps", "max_seconds", "report_to", "output_dir", "use_pretokenized",
+                        "no_pretokenized", "stop_after_seconds", "stop_after_steps", "resume_from_checkpoint"})
+VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,39}")
+BASE_VARIANT = "base"  # ours unchanged at --variant_seconds, where those differ from the race's
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Ours with some flags changed (``--variant NAME=FLAGS``), raced for ``seconds``."""
+
+    name: str
+    flags: tuple[str, ...]
+    seconds: float
+
+    @property
+    def run_name(self) -> str:
+        return f"race_ours_{self.name}"
+
+
+def parse_variant(spec: str, seconds: float) -> Variant:
+    """``NAME=FLAGS`` (e.g. ``muon=--optimizer muon``); ValueError saying what is wrong."""
+    name, sep, flags = spec.partition("=")
+    if not sep or not VARIANT_NAME.fullmatch(name):
+        raise ValueError(f"--variant {spec!r}: give NAME=FLAGS, NAME in lower-case letters, digits, '_', '.' "
+                         f"or '-' (e.g. muon='--optimizer muon')")
+    if name in (BASE_VARIANT, "ours", "seed_recipe"):
+        raise ValueError(f"--variant {spec!r}: {name!r} is a name the race uses itself")
+    try:
+        words = tuple(shlex.split(flags))
+    except ValueError as e:
+        raise ValueError(f"--variant {spec!r}: {e}") from None
+    if not words or not words[0].startswith("--"):
+        raise ValueError(f"--variant {spec!r}: its FLAGS must be training flags, starting with '--'")
+    owned = sorted({w[2:].split("=")[0].replace("-", "_") for w in words if w.startswith("--")} & RACE_FLAGS)
+    if owned:
+        raise ValueError(f"--variant {spec!r}: the race sets {', '.join('--' + f for f in owned)} for every run")
+    return Variant(name, words, seconds)
+
+
+def race_env(device: str, snapshots: Path | None, every: float, hf_cache: Path,
+             compile_cache: Path | None = None) -> dict:
     """Offline, no W&B; with ``snapshots``, the snapshot shim on the path, writing there;
-    ``cpu`` hides any GPU from both recipes."""
+    ``cpu`` hides any GPU from both recipes. With ``compile_cache``, torch.compile's caches
+    (inductor's and Triton's) live there: a run given a folder of its own compiles from cold, as
+    a user's first run does, not from kernels an earlier run of the race left behind."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LONDONLM_TEST_", "LONDONLM_RACE_"))}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled",
                TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", HF_DATASETS_CACHE=str(hf_cache))
+    if compile_cache is not None:
+        env.update(TORCHINDUCTOR_CACHE_DIR=str(compile_cache / "inductor"),
+                   TRITON_CACHE_DIR=str(compile_cache / "triton"))
     if snapshots is not None:
         env.update(LONDONLM_RACE_SNAPSHOTS=str(snapshots), LONDONLM_RACE_EVERY=f"{every:g}",
                    PYTHONPATH=os.pathsep.join(p for p in (str(SHIM), env.get("PYTHONPATH", "")) if p))

@@ -1,6 +1,7 @@
 """The race's record: each recipe's figures and held-out curve, the time each takes to reach
-the other's final bits per byte, the JSON, and the block of BENCHMARKS.md between
-``<!-- gpu-race:begin -->`` and ``<!-- gpu-race:end -->`` (replaced in place, appended when absent)."""
+the other's final bits per byte, what each variant of ours bought against ours unchanged at the
+same seconds, the JSON, and the block of BENCHMARKS.md between ``<!-- gpu-race:begin -->`` and
+``<!-- gpu-race:end -->`` (replaced in place, appended when absent)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from gpu.report import fmt, replace_section, table  # benchmarks/ is the entry script's folder
 
-BEGIN, END = "<!-- gpu-race:begin -->", "<!-- gpu-race:end -->"
+BEGIN, END = "<!-- gpu-race:begin -->", "<!-- gpu-race:end -->"  # slm's race (block_name)
 RECIPES = ("ours", "seed_recipe")
 
 
@@ -43,6 +44,26 @@ def compare(results: dict) -> None:
         results["time_to_bpb"].append({"recipe": a, "reaches": b, "target_bpb": done[b]["bpb"],
                                        **(hit or {"seconds": None, "at_most": False})})
     results["ours_lower"] = (done["ours"]["bpb"] < done["seed_recipe"]["bpb"]) if len(done) == 2 else None
+    compare_variants(results)
+
+
+def variant_base(results: dict) -> tuple[str, dict]:
+    """What the variants are compared with: ours unchanged at their seconds (the variant
+    ``base`` where the race ran one, else the race's own ``ours``)."""
+    v = results.get("variants", {})
+    return ("base", v["base"]) if "base" in v else ("ours", results.get("ours", {}))
+
+
+def compare_variants(results: dict) -> None:
+    """Each scored variant's ``vs_base`` (its bpb less ours unchanged at the same seconds:
+    below 0 it helped) and ``reaches_seed`` (its time to the seed recipe's final bpb)."""
+    seed = results.get("seed_recipe", {}).get("bpb")
+    _, base = variant_base(results)
+    for name, r in results.get("variants", {}).items():
+        if r.get("bpb") is None:
+            continue
+        r["vs_base"] = None if base.get("bpb") is None or name == "base" else round(r["bpb"] - base["bpb"], 4)
+        r["reaches_seed"] = time_to(r.get("curve", []), seed) if seed is not None else None
 
 
 def write_json(results: dict, path: Path) -> Path:
@@ -62,10 +83,33 @@ def _machine_line(m: dict) -> str:
 def _row(name: str, r: dict) -> dict:
     if r.get("status") != "ok":
         return {"recipe": name, "steps": None, "tokens": None, "train s": None, "tokens/s": None,
-                "MFU": None, "held-out bpb": None, "settings": f"failed: {r.get('error', '')[:200]}"}
+                "MFU": None, "held-out bpb": None, "settings": f"{r.get('status')}: {r.get('error', '')[:200]}"}
+    best = (f"; best/ (step {r.get('best_step')}): {r['best_bpb']} bpb" if r.get("best_bpb") is not None else "")
     return {"recipe": name, "steps": r["steps"], "tokens": r["tokens"], "train s": r["train_seconds"],
             "tokens/s": r["tokens_per_s"], "MFU": f"{r['mfu'] * 100:.1f}%" if r.get("mfu") is not None else None,
-            "held-out bpb": r["bpb"], "settings": r.get("summary", "")}
+            "held-out bpb": r["bpb"], "settings": r.get("summary", "") + best}
+
+
+def runs(results: dict) -> list[tuple[str, dict]]:
+    """Every run in the order raced: the two recipes (unless only variants ran), then the
+    variants (``ours+NAME``)."""
+    return [(r, results.get(r, {})) for r in RECIPES if r in results or "variants" not in results] + [
+        (f"ours+{name}", v) for name, v in results.get("variants", {}).items()]
+
+
+def _variant_rows(results: dict) -> list[dict]:
+    base_name, _ = variant_base(results)
+    seed = results.get("seed_recipe", {}).get("bpb")
+    rows = []
+    for name, r in results.get("variants", {}).items():
+        hit = r.get("reaches_seed")
+        rows.append({"variant": name, "flags": " ".join(r.get("flags", [])) or "(none: ours unchanged)",
+                     "seconds": fmt(r.get("seconds")), "held-out bpb": r.get("bpb"),
+                     f"against {base_name}": (f"{r['vs_base']:+.4f}" if r.get("vs_base") is not None else "–"),
+                     "reaches seed_recipe's final bpb": ("–" if r.get("bpb") is None or seed is None else
+                                                         "no" if not hit else
+                                                         f"{'at most ' if hit['at_most'] else ''}{hit['seconds']:g} s")})
+    return rows
 
 
 def _curve(r: dict) -> str:
@@ -84,32 +128,63 @@ def _reach_line(t: dict) -> str:
             f"{'at most ' if t['at_most'] else ''}{t['seconds']:g} s of training.")
 
 
+def block_name(preset: str, race: bool) -> str:
+    """The block a race writes: one per preset (``regular``'s beside ``slm``'s, whose is plain
+    ``gpu-race``), and a --variants_only call's its own, so that it never replaces the race's."""
+    return "gpu-race" + ("" if preset == "slm" else f"-{preset}") + ("" if race else "-variants")
+
+
+def markers(preset: str, race: bool) -> tuple[str, str]:
+    name = block_name(preset, race)
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def _raced(results: dict) -> bool:
+    return any(r in results for r in RECIPES)
+
+
 def markdown(results: dict) -> str:
     m, d = results["meta"], results["meta"]["data"]
     where = m["machine"].get("gpu") or "CPU"
-    lines = [f"## GPU race: ours against the seed recipe, `{m['preset']}`, {m['seconds']:g} s each "
-             f"({where}, {m['date']})", "", f"    {m['command']}", "", _machine_line(m["machine"]), "",
+    title = (f"## GPU race: ours against the seed recipe, `{m['preset']}`, {m['seconds']:g} s each" if _raced(results)
+             else f"## GPU race, variants of ours only: `{m['preset']}`")
+    lines = [f"{title} ({where}, {m['date']})", "", f"    {m['command']}", "", _machine_line(m["machine"]), "",
              f"Data: {d['train_documents']} training documents ({fmt(d['train_tokens'])} tokens), "
              f"{d['heldout_documents']} held out by the corpus stage's hash-of-id rule "
              f"({', '.join(d['heldout_ids'])}); bits per byte by `../shared/bench/bpb.py` on the first "
              f"{fmt(m['score_bytes'])} bytes of each held-out document ({fmt(d['scored_bytes'])} bytes). "
-             f"Both recipes use the project's tokenizer ({d['tokenizer_vocab']} tokens) trained on the "
-             f"training documents. Curve points are weight snapshots taken every {_secs(m['curve_every'])} s "
-             f"of training (the same instrument on both), scored after training. Training seconds run from "
-             f"each Trainer's start to its last step (evaluations and checkpoints written meanwhile count); "
-             f"tokens/s and MFU are over them.", ""]
-    lines += table([_row(r, results.get(r, {})) for r in RECIPES]) + [""]
+             f"Every run uses the project's tokenizer ({d['tokenizer_vocab']} tokens) trained on the "
+             f"training documents. Curve points are weight snapshots taken every {_every(m)} of training (the "
+             f"same instrument on every run), scored after training. Training seconds run from each Trainer's "
+             f"start to its last step (evaluations and checkpoints written meanwhile count); tokens/s and MFU "
+             f"are over them.", ""]
+    lines += table([_row(name, r) for name, r in runs(results)]) + [""]
     lines += ["Held-out bpb over training time:", ""]
-    lines += table([{"recipe": r, "curve (seconds of training: bpb)": _curve(results.get(r, {}))}
-                    for r in RECIPES]) + [""]
-    lines += [_reach_line(t) for t in results.get("time_to_bpb", [])]
+    lines += table([{"recipe": name, "curve (seconds of training: bpb)": _curve(r)} for name, r in runs(results)])
+    lines += [""] + [_reach_line(t) for t in results.get("time_to_bpb", [])]
     if results.get("ours_lower") is not None:
         lines += [f"- `ours` ends {'lower' if results['ours_lower'] else 'NOT lower'} than `seed_recipe`."]
+    if results.get("variants"):
+        base_name, base = variant_base(results)
+        lines += ["", f"What each change bought: each variant is ours with the flags shown, against ours unchanged "
+                      f"(`{base_name}`, {fmt(base.get('seconds', m['seconds']))} s, {base.get('bpb')} bpb) at the "
+                      f"same seconds, on the same machine in the same call (below 0: the change helped).", ""]
+        lines += table(_variant_rows(results))
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _every(m: dict) -> str:
+    """The snapshots' spacing: the race's, and the variants' where their seconds differ."""
+    race = f"{_secs(m['curve_every'])} s"
+    other = {v["seconds"] for v in m.get("variants", [])} - {m["seconds"]}
+    if not other or not m.get("curve_points"):
+        return race
+    return f"{race} ({', '.join(_secs(s / m['curve_points']) + ' s' for s in sorted(other))} for the variants)"
+
+
 def write_block(results: dict, bench_md: Path) -> Path:
-    """The race's block in ``bench_md``, replacing an earlier one."""
+    """The race's block in ``bench_md`` (a variants-only call's: its own), replacing an earlier one."""
     old = bench_md.read_text() if bench_md.exists() else ""
-    bench_md.write_text(replace_section(old, markdown(results), BEGIN, END))
+    begin, end = markers(results["meta"]["preset"], _raced(results))
+    bench_md.write_text(replace_section(old, markdown(results), begin, end))
     return bench_md

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# One device call of issue 62's GPU work, prepared on a CPU (BENCHMARKS.md, "Owed to a GPU session"):
+#
+#     bash benchmarks/gpu_lease.sh prepare [slm|regular]   # here, on a CPU: .gpu_race (+ .gpu_race_regular) and .whl
+#     bash benchmarks/gpu_lease.sh race                    # device call 1, carry .gpu_race .whl, timeout 600
+#     bash benchmarks/gpu_lease.sh throughput SECONDS      # device call 2, at once: the seconds the lease has left
+#     bash benchmarks/gpu_lease.sh variants                # a later lease: what each change of ours buys
+#     bash benchmarks/gpu_lease.sh regular                 # a later lease: GPT-2 Medium's race (carry .gpu_race_regular)
+#
+# On the device it installs the carried wheels and this checkout, checks that the race can import
+# what it needs (one error line and exit 2 otherwise, before any GPU second is spent on training),
+# runs the step, and leaves its JSON, BENCHMARKS.md and logs in $OUT (what a device call brings
+# back). DRY=1 prints the commands instead of running them.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+what=${1:-}
+OUT=${OUT:-/tmp/londonlm_gpu_out}
+# The device call's timeout_s: the race is given what is left of it (less 20 s to bring the files
+# back) as its --deadline, so that it skips variants and cuts scoring short rather than be killed.
+CALL_SECONDS=${CALL_SECONDS:-600}
+left() { echo $((CALL_SECONDS - SECONDS - 20)); }
+run() { if [ -n "${DRY:-}" ]; then printf '+'; printf ' %q' "$@"; echo; else "$@"; fi; }
+die() { echo "error: $*" >&2; exit 2; }
+
+# The changes of ours measured on and off, one per variant, in the order they are worth a lease's
+# seconds (a variant past --deadline is skipped and reported): the optimizer, the rate, dropout
+# against a small corpus, the best checkpoint kept.
+VARIANTS=(--variant "muon=--optimizer muon"
+          --variant "lr1e-3=--learning_rate 1e-3"
+          --variant "nodrop=--dropout 0"
+          --variant "best=--save_best")
+
+# Wheels the device image lacks (its transformers is 5.17 and it has no datasets): Python 3.12, x86-64.
+WHEELS=(transformers==5.24.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
+
+install() {
+    if compgen -G ".whl/*.whl" >/dev/null; then
+        run python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .whl/*.whl || die "the carried wheels did not install"
+        export PYTHONPATH=/tmp/site
+    fi
+    run python3 -m pip install -q --no-deps --no-build-isolation -e . || die "pip install -e . failed"
+    run python3 -c "import torch, transformers, datasets, accelerate, londonlm.training.run
+assert torch.cuda.is_available(), 'no CUDA GPU visible to torch'
+print('torch', torch.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__,
+      torch.cuda.get_device_name(0))" || die "the race cannot import what it needs (see above)"
+    export PYTHONUNBUFFERED=1
+    run mkdir -p "$OUT"
+}
+
+bring_back() {  # what the call returns: BENCHMARKS.md with the new block, the logs
+    run cp BENCHMARKS.md "$OUT/"
+    compgen -G "/tmp/race/race-*/logs" >/dev/null && run tar czf "$OUT/race_logs.tgz" /tmp/race/race-*/logs
+    return 0
+}
+
+case "$what" in
+prepare)
+    py=python3
+    [ -x .venv/bin/python ] && py=.venv/bin/python  # here: the project's install (install.sh)
+    preset=${2:-slm}
+    data=.gpu_race
+    [ "$preset" = slm ] || data=.gpu_race_$preset
+    run "$py" benchmarks/gpu_race.py --prepare --preset "$preset" --data "$data" --source_dir ../shared/corpus \
+        || exit $?
+    run "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl "${WHEELS[@]}" || die "could not download the wheels into .whl"
+    run du -sh "$data" .whl
+    ;;
+race)
+    install
+    run python3 benchmarks/gpu_race.py --data .gpu_race --work /tmp/race --json "$OUT/gpu_race.json" \
+        --bench_md BENCHMARKS.md --deadline "$(left)"
+    rc=$?
+    bring_back
+    exit $rc
+    ;;
+throughput)
+    seconds=${2:-}
+    [[ "$seconds" =~ ^[0-9]+$ ]] || die "throughput needs the seconds the lease has left, e.g. throughput 240"
+    # installing and starting take about a minute of them
+    budget=$((seconds - 60))
+    [ "$budget" -ge 60 ] || die "$seconds s leave too little for the throughput step (it needs 120 at least)"
+    install
+    run python3 benchmarks/gpu_acceptance.py --steps throughput --throughput_seconds "$budget" \
+        --out /tmp/acc --bench_md BENCHMARKS.md
+    rc=$?
+    run cp /tmp/acc/gpu_acceptance.md "$OUT/" 2>/dev/null
+    bring_back
+    exit $rc
+    ;;
+variants)
+    install
+    run python3 benchmarks/gpu_race.py --data .gpu_race --work /tmp/race --json "$OUT/gpu_race_variants.json" \
+        --bench_md BENCHMARKS.md --variants_only --variant_seconds 60 --deadline "$(left)" "${VARIANTS[@]}"
+    rc=$?
+    bring_back
+    exit $rc
+    ;;
+regular)
+    install
+    run python3 benchmarks/gpu_race.py --preset regular --data .gpu_race_regular --work /tmp/race \
+        --json "$OUT/gpu_race_regular.json" --bench_md BENCHMARKS.md --deadline "$(left)"
+    rc=$?
+    bring_back
+    exit $rc
+    ;;
+*)
+    die "give one of: prepare [slm|regular], race, throughput SECONDS, variants, regular"
+    ;;
+esac
