@@ -406,7 +406,8 @@ def data_facts(d, score_bytes: int) -> dict:
     rec = d.record
     return {"folder": str(d.dir), "train_documents": len(rec["train"]), "heldout_documents": len(rec["heldout"]),
             "heldout_ids": [x["id"] for x in rec["heldout"]], "train_tokens": rec["tokens"].get("train"),
-            "heldout_tokens": rec["tokens"].get("validation"), "tokenizer_vocab": rec["tokenizer_vocab"],
+            "validation_documents": len(rec["validation"]), "validation_ids": [x["id"] for x in rec["validation"]],
+            "validation_tokens": rec["tokens"].get("validation"), "tokenizer_vocab": rec["tokenizer_vocab"],
             "scored_bytes": sum(min(x["bytes"], score_bytes) for x in rec["heldout"]),
             "sources": [s["name"] for s in rec["sources"]], "bytes": rec.get("bytes")}
 

@@ -161,21 +161,42 @@ def test_the_shim_leaves_the_processes_it_starts_alone(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- data
 
 def test_sources_taken_whole_in_a_fixed_order_up_to_the_cap(tmp_path):
-    for i, size in enumerate((500, 300, 400, 200)):
+    for i, size in enumerate((100, 150, 120, 90, 110, 130)):
         (tmp_path / f"doc{i}.txt").write_text("x" * size)
     (tmp_path / "_negatives.txt").write_text("x")
     (tmp_path / "README.md").write_text("x")
-    order = sorted([f"doc{i}.txt" for i in range(4)], key=race_data.name_rank)
+    order = sorted([f"doc{i}.txt" for i in range(6)], key=race_data.name_rank)
     assert [p.name for p in race_data.choose_sources(tmp_path, 0)] == order
-    capped = race_data.choose_sources(tmp_path, 800)
-    assert sum(p.stat().st_size for p in capped) <= 800 and len(capped) >= 2
+    capped = race_data.choose_sources(tmp_path, 500)
+    assert sum(p.stat().st_size for p in capped) <= 500 and 3 <= len(capped) < 6
     assert [p.name for p in capped] == [n for n in order if n in {p.name for p in capped}]
-    assert len(race_data.choose_sources(tmp_path, 1)) == 2  # one to train on, one held out
+    assert len(race_data.choose_sources(tmp_path, 1)) == 3  # one held out, one to train, one to validate on
     lone = tmp_path / "lone"
     lone.mkdir()
-    (lone / "a.txt").write_text("x")
-    with pytest.raises(race_data.RaceDataError, match="at least two"):
+    for name in ("a.txt", "b.txt"):
+        (lone / name).write_text("x")
+    with pytest.raises(race_data.RaceDataError, match="at least three"):
         race_data.choose_sources(lone, 0)
+
+
+def test_held_out_files_are_whole_up_to_a_tenth_of_the_bytes_and_leave_two(tmp_path):
+    files = []
+    for i in range(20):
+        files.append(tmp_path / f"doc{i:02d}.txt")
+        files[-1].write_text("x" * 1000)
+    corpus, held = race_data.split_heldout(files)
+    assert len(held) == 2 and not set(held) & set(corpus) and set(held) | set(corpus) == set(files)
+    assert held == sorted(files, key=lambda p: race_data.name_rank("heldout:" + p.name))[:2]
+    assert race_data.split_heldout(list(reversed(files)))[1] == held  # by name, not by the order given
+    held[0].write_text("x" * 5000)  # past a tenth alone: passed over, the next ones taken
+    corpus, again = race_data.split_heldout(files)
+    assert held[0] in corpus and held[1] in again and len(again) == 2
+    assert sum(p.stat().st_size for p in again) <= 0.1 * sum(p.stat().st_size for p in files)
+    for p in files:
+        p.write_text("x" * 1000)
+    assert len(race_data.split_heldout(files[:5])[1]) == 1  # none fits a tenth: the first file, whole
+    corpus, held = race_data.split_heldout(files[:3])
+    assert len(held) == 1 and len(corpus) == 2  # the corpus keeps its training and validation parts
 
 
 @pytest.fixture(scope="module")
@@ -187,20 +208,25 @@ def prepared(tmp_path_factory) -> race_data.RaceData:
     bench.mkdir()
     for name in race_data.REFERENCE_SCRIPTS:  # stand-ins: prepare only copies them
         (bench / name).write_text(f"# {name}\n")
-    src = write_micro_source(base / "src", n_docs=6, chars=3000)
+    src = write_micro_source(base / "src", n_docs=8, chars=3000)
     return race_data.prepare(base / "data", src, config.get_preset("micro"), bench, 0, log=lambda *_: None)
 
 
 def test_prepared_data_holds_whole_documents_out_and_everything_the_race_reads(prepared):
     rec = prepared.record
-    assert rec["preset"] == "micro" and rec["heldout"] and rec["train"]
-    held, train = {d["id"] for d in rec["heldout"]}, {d["id"] for d in rec["train"]}
+    assert rec["preset"] == "micro" and rec["heldout"] and rec["train"] and rec["validation"]
+    held, train, val = ({d["id"] for d in rec[k]} for k in ("heldout", "train", "validation"))
     from londonlm.corpus import read_manifest
 
     splits = {r["id"]: r["split"] for r in read_manifest(prepared.processed)}
-    assert not held & train and held | train == set(splits)  # every document kept, each on one side
-    assert {i for i, s in splits.items() if s == "validation"} == held  # the corpus stage's own rule
-    assert all(p.exists() for p in prepared.files("heldout") + prepared.files("train"))
+    assert train | val == set(splits) and not train & val  # every corpus document kept, on one side
+    assert {i for i, s in splits.items() if s == "validation"} == val  # the corpus stage's own rule
+    # the scored text is none of the corpus: neither trained on nor evaluated on (a best checkpoint
+    # is chosen by validation documents, never by what the race scores)
+    assert held and not held & set(splits)
+    assert not {p.name for p in prepared.files("heldout")} & {p.name for p in prepared.files("validation")}
+    assert all(p.exists() for p in prepared.files("heldout") + prepared.files("train") + prepared.files("validation"))
+    assert rec["tokens"]["validation"] > 0 and "heldout" not in rec["tokens"]
     assert rec["tokenizer_vocab"] <= 512 and rec["tokens"]["train"] > 0
     assert (prepared.tokenizer / "tokenizer.json").exists() and (prepared.cache / "train.bin").exists()
     assert rec["bytes"] == race_data.folder_bytes(prepared.dir) - (prepared.dir / race_data.RECORD).stat().st_size

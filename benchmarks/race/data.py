@@ -1,9 +1,15 @@
 """The race's data, prepared once on a CPU: a part of a source folder chosen by a fixed rule,
-built into the project's corpus (its held-out part whole documents: the corpus stage's split by
-a hash of each document's id), the project's tokenizer trained on its training part, our token
-cache, and copies of the two reference scripts. One folder holds it all, so that it can travel
-to a GPU machine (which gets the working tree and the carried ignored paths, 64 MiB in all, and
-not ``../shared``); ``race_data.json`` in it says what it holds."""
+split three ways, the project's tokenizer trained on its training part, our token cache, and
+copies of the two reference scripts. One folder holds it all, so that it can travel to a GPU
+machine (which gets the working tree and the carried ignored paths, 64 MiB in all, and not
+``../shared``); ``race_data.json`` in it says what it holds.
+
+The three parts: the held-out files, whole files chosen by a hash of their names (up to a tenth
+of the bytes, at least one file), are the text both recipes are scored on, and nothing of them is
+trained or evaluated on; the rest is built into the project's corpus, whose own split (by a
+hash of each document's id) gives the training documents (both recipes train on them) and the
+validation documents (ours evaluates on them while it trains; a run that keeps its best
+checkpoint chooses it by them, never by the scored text)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RECORD = "race_data.json"
-FORMAT = 1
+FORMAT = 2  # 2: the scored text is whole files apart from the corpus (1 scored its validation split)
 SOURCE_SUFFIXES = (".txt", ".xml")
 VALIDATION_PERCENT = 10.0  # the corpus stage's rule; with few documents it still holds one out
+HELDOUT_SHARE = 0.1  # of the chosen files' bytes: scored, never trained or evaluated on
+HELDOUT = "heldout"  # the held-out files' own corpus (its texts), beside processed/
 REFERENCE_SCRIPTS = ("baseline_clm.py", "bpb.py")
 
 
@@ -48,8 +56,9 @@ class RaceData:
         return self.dir / "bench" / name
 
     def files(self, split: str) -> list[Path]:
-        """The documents of ``split`` ("train" or "heldout"), as text files."""
-        return [self.processed / d["path"] for d in self.record[split]]
+        """The documents of ``split`` ("train", "validation" or "heldout"), as text files."""
+        root = self.dir / HELDOUT if split == "heldout" else self.processed
+        return [root / d["path"] for d in self.record[split]]
 
 
 def name_rank(name: str) -> str:
@@ -61,7 +70,7 @@ def name_rank(name: str) -> str:
 def choose_sources(source_dir: Path, max_bytes: int) -> list[Path]:
     """Whole files of ``source_dir`` (its top level, .txt and .xml, none starting with ``_`` or
     ``.``) in :func:`name_rank` order while their total stays within ``max_bytes`` (0: all);
-    at least two, so that one can be held out."""
+    at least three: one held out, two for the corpus's training and validation parts."""
     if not Path(source_dir).is_dir():
         raise RaceDataError(f"--source_dir {source_dir} is not a folder")
     files = sorted((p for p in Path(source_dir).iterdir() if p.is_file() and p.suffix in SOURCE_SUFFIXES
@@ -69,20 +78,40 @@ def choose_sources(source_dir: Path, max_bytes: int) -> list[Path]:
     chosen, total = [], 0
     for p in files:
         size = p.stat().st_size
-        if max_bytes and total + size > max_bytes and len(chosen) >= 2:
+        if max_bytes and total + size > max_bytes and len(chosen) >= 3:
             continue
         chosen.append(p)
         total += size
-    if len(chosen) < 2:
+    if len(chosen) < 3:
         raise RaceDataError(f"{source_dir} has {len(chosen)} text file(s) (.txt/.xml); the race needs "
-                            f"at least two, one of them held out")
+                            f"at least three: one held out, two to train and validate on")
     return chosen
+
+
+def split_heldout(sources: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(corpus files, held-out files): whole files in the order of a hash of their names (another
+    hash than :func:`name_rank`'s), each taken while the held-out bytes stay within
+    ``HELDOUT_SHARE`` of all (a larger one is passed over: the text trained on is scarce, and
+    the race scores only the first part of each held-out file); at least one file, and never
+    more than leaves two for the corpus."""
+    total = sum(p.stat().st_size for p in sources)
+    ranked = sorted(sources, key=lambda p: name_rank("heldout:" + p.name))
+    held, size = [], 0
+    for p in ranked:
+        if len(sources) - len(held) <= 2:
+            break
+        if size + p.stat().st_size <= HELDOUT_SHARE * total:
+            held.append(p)
+            size += p.stat().st_size
+    held = held or ranked[:1]
+    return [p for p in sources if p not in held], held
 
 
 def wanted(preset, sources: list[Path]) -> dict:
     """What a prepared folder must have been made from to be reused."""
     return {"format": FORMAT, "preset": preset.name, "vocab_size": preset.vocab_size,
             "context_length": preset.context_length, "validation_percent": VALIDATION_PERCENT,
+            "heldout_share": HELDOUT_SHARE,
             "sources": [{"name": p.name, "bytes": p.stat().st_size} for p in sources]}
 
 
@@ -96,6 +125,9 @@ def load(data_dir: Path) -> RaceData:
         raise RaceDataError(f"{data_dir} holds no prepared race data ({RECORD}); make it with "
                             f"`python benchmarks/gpu_race.py --prepare --data {data_dir} --source_dir DIR`")
     data = RaceData(Path(data_dir), json.loads(record_path.read_text()))
+    if data.record.get("format") != FORMAT:
+        raise RaceDataError(f"{data_dir} was prepared by an older race (format {data.record.get('format')}, "
+                            f"now {FORMAT}); prepare it again (--prepare --source_dir DIR)")
     missing = [p for p in (*data.files("train"), *data.files("heldout"), data.tokenizer / "tokenizer.json",
                            data.cache / "metadata.json", *map(data.script, REFERENCE_SCRIPTS)) if not p.exists()]
     if missing:
@@ -125,8 +157,8 @@ def prepare(data_dir: Path, source_dir: Path, preset, bench_dir: Path, max_sourc
               "prepare_seconds": round(time.time() - t0, 1)}
     record["bytes"] = folder_bytes(data_dir)
     (data_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    log(f"race data: {data_dir}, {record['bytes'] / 2**20:.1f} MiB ({len(record['train'])} training and "
-        f"{len(record['heldout'])} held-out documents)")
+    log(f"race data: {data_dir}, {record['bytes'] / 2**20:.1f} MiB ({len(record['train'])} training, "
+        f"{len(record['validation'])} validation and {len(record['heldout'])} held-out documents)")
     return load(data_dir)
 
 
@@ -137,20 +169,23 @@ def _build(data_dir: Path, sources: list[Path], preset, bench_dir: Path, log) ->
     from londonlm.tokens import ensure_cache
     from londonlm.tokens.stage import train_tokenizer_stage
 
-    for sub in ("processed", "tokenizer", "cache", "bench"):
+    for sub in ("processed", HELDOUT, "tokenizer", "cache", "bench"):
         shutil.rmtree(data_dir / sub, ignore_errors=True)  # the race's own outputs, remade
     data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="race_corpus_") as scratch:
-        src = Path(scratch) / "src"
-        src.mkdir()
-        for p in sources:
-            (src / p.name).symlink_to(p.resolve())
-        build_corpus(Path(scratch) / "processed", Path(scratch) / "metadata", source_dir=src,
-                     validation_percent=VALIDATION_PERCENT, log=lambda *_: None)
-        # the corpus as its readers see it (manifest, texts, sidecar); not the build's staging
-        # copies in shards/, which would double what travels
-        shutil.copytree(Path(scratch) / "processed", data_dir / "processed", ignore=shutil.ignore_patterns("shards"))
-    log(f"race data: corpus built from {len(sources)} files")
+    corpus, held = split_heldout(sources)
+    # the held-out files are cleaned as the corpus is (all of them one split: none is validation)
+    for files, out, percent in ((corpus, "processed", VALIDATION_PERCENT), (held, HELDOUT, 0.0)):
+        with tempfile.TemporaryDirectory(prefix="race_corpus_") as scratch:
+            src = Path(scratch) / "src"
+            src.mkdir()
+            for p in files:
+                (src / p.name).symlink_to(p.resolve())
+            build_corpus(Path(scratch) / "processed", Path(scratch) / "metadata", source_dir=src,
+                         validation_percent=percent, log=lambda *_: None)
+            # the corpus as its readers see it (manifest, texts, sidecar); not the build's staging
+            # copies in shards/, which would double what travels
+            shutil.copytree(Path(scratch) / "processed", data_dir / out, ignore=shutil.ignore_patterns("shards"))
+    log(f"race data: corpus built from {len(corpus)} files, {len(held)} held out")
     # era tokens off: the reference reads plain text, and bpb.py scores text without them
     train_tokenizer_stage(data_dir / "processed", data_dir / "tokenizer", vocab_size=preset.vocab_size,
                           min_frequency=preset.min_frequency, era_tokens=False,
@@ -163,14 +198,16 @@ def _build(data_dir: Path, sources: list[Path], preset, bench_dir: Path, log) ->
 
 
 def _splits(data_dir: Path) -> dict:
-    """The documents of each split, with their sizes, and the cache's token counts."""
+    """The documents of each part, with their sizes, and the cache's token counts (training and
+    validation: the held-out files are in no cache)."""
     from londonlm.corpus import read_manifest
 
-    docs = {"train": [], "heldout": []}
-    for row in read_manifest(data_dir / "processed"):
-        path = data_dir / "processed" / row["path"]
-        docs["train" if row["split"] == "train" else "heldout"].append(
-            {"id": row["id"], "path": row["path"], "bytes": path.stat().st_size})
+    docs = {"train": [], "validation": [], "heldout": []}
+    for folder in ("processed", HELDOUT):
+        for row in read_manifest(data_dir / folder):
+            part = HELDOUT if folder == HELDOUT else row["split"]
+            docs[part].append({"id": row["id"], "path": row["path"],
+                               "bytes": (data_dir / folder / row["path"]).stat().st_size})
     meta = json.loads((data_dir / "cache" / "metadata.json").read_text())
     tokens = {split: s.get("tokens") for split, s in meta["splits"].items()}
     return {**docs, "tokens": tokens, "tokenizer_vocab": meta["vocab_size"]}
