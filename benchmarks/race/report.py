@@ -149,11 +149,11 @@ def markdown(results: dict) -> str:
     title = (f"## GPU race: ours against the seed recipe, `{m['preset']}`, {m['seconds']:g} s each" if _raced(results)
              else f"## GPU race, variants of ours only: `{m['preset']}`")
     lines = [f"{title} ({where}, {m['date']})", "", f"    {m['command']}", "", _machine_line(m["machine"]), "",
-             f"Data: {d['train_documents']} training documents ({fmt(d['train_tokens'])} tokens)"
-             + (f", {d['validation_documents']} validation documents that ours evaluates on while it trains "
-                f"({', '.join(d['validation_ids'])}; the corpus stage's hash-of-id rule)"
+             f"Data: {_n(d['train_documents'], 'training document')} ({fmt(d['train_tokens'])} tokens)"
+             + (f", {_n(d['validation_documents'], 'validation document')} that ours evaluates on while it "
+                f"trains ({', '.join(d['validation_ids'])}; the corpus stage's hash-of-id rule)"
                 if "validation_documents" in d else "")
-             + f", {d['heldout_documents']} held-out documents ({', '.join(d['heldout_ids'])}"
+             + f", {_n(d['heldout_documents'], 'held-out document')} ({', '.join(d['heldout_ids'])}"
              + ("; whole files set apart by a hash of their names, never trained or evaluated on)"
                 if "validation_documents" in d else "; the corpus stage's hash-of-id rule)")
              + f"; bits per byte by `../shared/bench/bpb.py` on the first "
@@ -176,6 +176,10 @@ def markdown(results: dict) -> str:
                       f"same seconds, on the same machine in the same call (below 0: the change helped).", ""]
         lines += table(_variant_rows(results))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _every(m: dict) -> str:
