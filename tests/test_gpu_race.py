@@ -523,7 +523,7 @@ def test_the_lease_script_runs_each_step_with_flags_the_race_takes(tmp_path):
         assert plan.returncode == 0, plan.stderr
     steps = [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()]
     assert steps == ["1. data", "2. variant base", "3. variant muon", "4. variant lr1e-3", "5. variant nodrop",
-                     "6. variant best", "7. variant early", "8. report"]
+                     "6. variant bestfinal", "7. variant early", "8. report"]
     r = lease(tmp_path, "throughput", "240")
     assert r.returncode == 0 and "gpu_acceptance.py --steps throughput --throughput_seconds 180" in r.stdout
     for args, says in (((), "give one of"), (("throughput",), "the seconds the lease has left"),

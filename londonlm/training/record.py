@@ -113,6 +113,9 @@ def run_summary(config: TrainingConfig, args, plan: TrainingPlan, data: TrainDat
         "eval_blocks": len(data.eval),
         "validation_bytes": validation_bytes(config.data.processed_dir),
         "best_eval_loss": state.best_metric, "best_step": state.best_global_step or None,
+        # --load_best_model_at_end: final/ holds the best evaluation's weights, not the last step's
+        "final_weights_step": (state.best_global_step if args.load_best_model_at_end and state.best_global_step
+                               else state.global_step),
         "eval_curve": [[h["step"], h["eval_loss"]] for h in logs if "eval_loss" in h],
         "train_curve": [[h["step"], h["loss"]] for h in logs if "loss" in h],
     }
