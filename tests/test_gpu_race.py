@@ -534,6 +534,18 @@ def test_the_lease_script_runs_each_step_with_flags_the_race_takes(tmp_path):
     assert "--prepare --preset regular --data .gpu_race_regular" in r.stdout and "transformers==5.24.0" in r.stdout
 
 
+def test_what_a_lease_carries_is_ignored_by_git():
+    """The prepared data and the wheels travel only when a call carries them (64 MiB in all):
+    never committed, never sent with every call as part of the tree."""
+    import shutil
+
+    if not shutil.which("git") or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for folder in (".gpu_race", ".gpu_race_regular", ".whl"):
+        r = subprocess.run(["git", "check-ignore", "-q", "--no-index", f"{folder}/x"], cwd=REPO)
+        assert r.returncode == 0, f"{folder} is not ignored by git"
+
+
 def _smoke(tmp_path, seconds: float, *extra: str, src: Path | None = None):
     src = src or write_micro_source(tmp_path / "src", n_docs=4, chars=6000)
     md = tmp_path / "BENCHMARKS.copy.md"
