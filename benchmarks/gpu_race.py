@@ -205,6 +205,12 @@ def dry_run(a: argparse.Namespace, preset) -> int:
     return 0
 
 
+def run_timeout(seconds: float) -> float:
+    """How long a run given ``seconds`` of training may take: start-up, tokenizing, a compile,
+    the final evaluation and save beside them."""
+    return 4 * seconds + 900
+
+
 def run_logged(cmd: list[str], env: dict, log: Path, timeout: float) -> str | None:
     """None when ``cmd`` exits 0, else why not (its last output lines). Past ``timeout`` its
     whole process group (data-loader workers too) is stopped."""
@@ -271,7 +277,8 @@ def run_seed(a, d, preset, run: Path, env, peak) -> dict:
     first_out, out = run / "seed_first_pass", run / "seed"
     first = R.seed_cmd(script, files, d.tokenizer, preset, seed, R.GUIDE_STEPS, seed.warmup_steps,
                        a.first_pass_seconds, first_out)
-    err = run_logged(first, env(first_out / "snapshots", 0), run / "logs" / "seed_first_pass.log", a.timeout)
+    err = run_logged(first, env(first_out / "snapshots", 0), run / "logs" / "seed_first_pass.log",
+                     run_timeout(a.seconds))
     clock = read_clock(first_out / "snapshots")
     if err or not clock:
         return {"status": "failed", "error": f"first pass: {err or 'no step recorded'}"}
@@ -282,7 +289,8 @@ def run_seed(a, d, preset, run: Path, env, peak) -> dict:
     print(f"    seed_recipe: {clock[-1][0]} steps in {clock[-1][1]:.1f} s -> {steps} steps, warm-up {warmup}",
           flush=True)
     cmd = R.seed_cmd(script, files, d.tokenizer, preset, seed, steps, warmup, a.seconds, out)
-    err = run_logged(cmd, env(out / "snapshots", a.seconds / a.curve_points), run / "logs" / "seed.log", a.timeout)
+    err = run_logged(cmd, env(out / "snapshots", a.seconds / a.curve_points), run / "logs" / "seed.log",
+                     run_timeout(a.seconds))
     if err:
         return {"status": "failed", "error": err, **fit, "command": shlex.join(cmd)}
     r = json.loads((out / "baseline_result.json").read_text())
@@ -316,13 +324,13 @@ def run_ours(a, d, preset, run: Path, env, peak, variant: R.Variant | None = Non
 
     name = f"ours_{variant.name}" if variant else "ours"
     seconds, flags = (variant.seconds, list(variant.flags)) if variant else (a.seconds, [])
-    layout = Layout(run / "root").run(variant.run_name if variant else R.OURS_RUN)
+    run_name = variant.run_name if variant else R.OURS_RUN
+    layout = Layout(run / "root").run(run_name)
     shutil.copytree(d.cache, layout.cache_dir)
-    cmd = R.ours_cmd(preset.name, run / "root", d.tokenizer, d.processed, seconds, flags,
-                     variant.run_name if variant else R.OURS_RUN)
+    cmd = R.ours_cmd(preset.name, run / "root", d.tokenizer, d.processed, seconds, flags, run_name)
     snaps = run / f"{name}_snapshots"
     err = run_logged(cmd, env(snaps, seconds / a.curve_points, run / "compile_cache" / name),
-                     run / "logs" / f"{name}.log", a.timeout_for(seconds))
+                     run / "logs" / f"{name}.log", run_timeout(seconds))
     fields = {"flags": flags, "seconds": seconds} if variant else {}
     if err:
         return {"status": "failed", "error": err, "command": shlex.join(cmd), **fields}
@@ -359,7 +367,7 @@ def score_all(a, d, results: dict, run: Path, env, clock: RaceClock, log_name: s
     cmd = [sys.executable, str(SCORER), "--bpb", str(d.script("bpb.py")), "--device", a.device,
            "--max_bytes", str(a.score_bytes), "--files", *map(str, d.files("heldout")), "--models", *map(str, models)]
     log = run / "logs" / f"{log_name}.log"
-    err = run_logged(cmd, env(None, 0), log, clock.timeout(a.timeout))
+    err = run_logged(cmd, env(None, 0), log, clock.timeout(run_timeout(a.seconds)))
     scores = {}
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith("{") and '"model"' in line:
@@ -522,8 +530,6 @@ def main(argv: list[str] | None = None) -> int:
         return dry_run(a, preset)
     from londonlm.core import LondonLMError
 
-    a.timeout_for = lambda seconds: 4 * seconds + 900  # start-up, tokenizing, a compile, the final evaluation and save
-    a.timeout = a.timeout_for(a.seconds)
     if a.device == "cuda" and not a.prepare:
         import torch
 

@@ -232,6 +232,17 @@ def test_prepared_data_holds_whole_documents_out_and_everything_the_race_reads(p
     assert rec["bytes"] == race_data.folder_bytes(prepared.dir) - (prepared.dir / race_data.RECORD).stat().st_size
 
 
+def test_data_prepared_by_an_older_race_is_refused_with_what_to_do(prepared, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(prepared.dir, old)
+    record = json.loads((old / race_data.RECORD).read_text())
+    (old / race_data.RECORD).write_text(json.dumps({**record, "format": 1}))  # scored its validation split
+    with pytest.raises(race_data.RaceDataError, match="older race .format 1, now 2.; prepare it again"):
+        race_data.load(old)
+
+
 def test_prepared_data_is_reused_and_another_folder_is_never_overwritten(prepared, tmp_path):
     import config
 

@@ -120,14 +120,15 @@ def test_save_best_keeps_an_early_best_beyond_the_last_n(wf_root):
     assert "best: checkpoint-2 (step 2" in describe_checkpoints(rd)
 
 
-def test_load_best_model_at_end_alone_makes_final_the_best_evaluation(wf_root):
+def test_load_best_model_at_end_alone_makes_final_the_best_evaluation(wf_root, precision):
     # the Trainer's own flag, given alone: every preset evaluates by steps, so it is accepted
     # (TrainingArguments refused it while parsing, against its default of no evaluations); the
     # weights never change (a rate below float32's resolution), every evaluation ties, and the
     # first one (step 2) stays best: final/ is loaded from it and run_info says so
-    assert train(wf_root, "--run_name", "lbme", "--learning_rate", "1e-30", "--max_steps", "6",
-                 "--save_steps", "2", "--eval_steps", "2", "--load_best_model_at_end", "true") == 0
-    ri = info(wf_root, "lbme")
+    assert train(wf_root, "--run_name", f"lbme_{precision}", "--learning_rate", "1e-30", "--max_steps", "6",
+                 "--save_steps", "2", "--eval_steps", "2", "--load_best_model_at_end", "true",
+                 *precision_flags(precision)) == 0
+    ri = info(wf_root, f"lbme_{precision}")
     assert ri["global_step"] == 6 and ri["best_step"] == 2 and ri["final_weights_step"] == 2
     assert abs(ri["final_eval_loss"] - ri["best_eval_loss"]) < 1e-6
     assert info(wf_root, "parent")["final_weights_step"] == 6  # without it: the last step's

@@ -93,7 +93,7 @@ def _row(name: str, r: dict) -> dict:
 def runs(results: dict) -> list[tuple[str, dict]]:
     """Every run in the order raced: the two recipes (unless only variants ran), then the
     variants (``ours+NAME``)."""
-    return [(r, results.get(r, {})) for r in RECIPES if r in results or "variants" not in results] + [
+    return [(r, results[r]) for r in RECIPES if r in results] + [
         (f"ours+{name}", v) for name, v in results.get("variants", {}).items()]
 
 
