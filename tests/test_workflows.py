@@ -131,7 +131,31 @@ def test_load_best_model_at_end_alone_makes_final_the_best_evaluation(wf_root, p
     ri = info(wf_root, f"lbme_{precision}")
     assert ri["global_step"] == 6 and ri["best_step"] == 2 and ri["final_weights_step"] == 2
     assert abs(ri["final_eval_loss"] - ri["best_eval_loss"]) < 1e-6
-    assert info(wf_root, "parent")["final_weights_step"] == 6  # without it: the last step's
+
+
+def test_the_preset_default_keeps_the_best_evaluation_and_a_flag_turns_it_off(wf_root, capsys):
+    # micro (like tiny) makes final/ the best evaluation's weights by default: the flat run as
+    # above, without the flag, ends on step 2's; --load_best_model_at_end false keeps step 6's
+    flat = ["--learning_rate", "1e-30", "--max_steps", "6", "--save_steps", "2", "--eval_steps", "2"]
+    assert config.PRESETS["micro"].load_best_model_at_end
+    assert train(wf_root, "--run_name", "flat_default", *flat) == 0
+    assert info(wf_root, "flat_default")["final_weights_step"] == 2
+    assert "final/ holds the weights of step 2, the lowest validation loss" in capsys.readouterr().out
+    assert train(wf_root, "--run_name", "flat_last", *flat, "--load_best_model_at_end", "false") == 0
+    assert info(wf_root, "flat_last")["final_weights_step"] == 6
+
+
+def test_the_preset_default_gives_way_to_save_steps_that_miss_evaluations(wf_root, capsys):
+    # a checkpoint every 3 steps, evaluations every 2: the Trainer could not load the best
+    # evaluation's weights; the default (never asked for) gives way with a note, the flag
+    # given is refused in one line
+    steps = ["--max_steps", "6", "--save_steps", "3", "--eval_steps", "2"]
+    assert train(wf_root, "--run_name", "odd_steps", *steps) == 0
+    assert "note: final/ will hold the last step's weights" in capsys.readouterr().out
+    assert info(wf_root, "odd_steps")["final_weights_step"] == 6
+    assert train(wf_root, "--run_name", "odd_steps_asked", *steps, "--load_best_model_at_end", "true") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "multiple of the evaluation" in err and "Traceback" not in err
 
 
 def test_init_from_records_parent_fresh_optimizer_and_weights(wf_root, child):

@@ -65,12 +65,33 @@ def preset_trainer_values(preset: dict, batch_size: int, seed: int, workers: int
         "optim": "adamw_torch_fused" if cuda else "adamw_torch",
         "dataloader_num_workers": workers if cuda else 0, "dataloader_pin_memory": cuda,
         "metric_for_best_model": "eval_loss", "greater_is_better": False,
+        "load_best_model_at_end": bool(preset.get("load_best_model_at_end", False)),
         "ddp_find_unused_parameters": False, "save_safetensors": True,
         "adam_beta2": 0.95,
         # the filter checks every micro-batch's loss for NaN/inf on the host: a GPU sync per
         # micro-batch; and a NaN logged as NaN is what a user should see, not a smoothed-over one
         "logging_nan_inf_filter": False,
     }
+
+
+def why_not_load_best(values: dict) -> str | None:
+    """Why the Trainer would refuse ``load_best_model_at_end`` with these values (it needs a
+    checkpoint at every evaluation: the same strategy, save steps a multiple of eval steps),
+    or None. A preset's default gives way to the steps a user chose, with a note, rather than
+    refusing a command line that never asked for it."""
+    strategy = {k: str(getattr(values.get(k), "value", values.get(k))) for k in ("eval_strategy", "save_strategy")}
+    if strategy["save_strategy"] == "best":
+        return None
+    if strategy["eval_strategy"] != strategy["save_strategy"]:
+        return (f"--eval_strategy {strategy['eval_strategy']} and --save_strategy "
+                f"{strategy['save_strategy']} differ")
+    if strategy["eval_strategy"] != "steps":
+        return None
+    save, every = values.get("save_steps"), values.get("eval_steps")
+    whole = [isinstance(x, (int, float)) and x >= 1 and float(x).is_integer() for x in (save, every)]
+    if not (all(whole) and int(save) % int(every) == 0):
+        return f"--save_steps {save} is not a multiple of --eval_steps {every}"
+    return None
 
 
 def default_autotune() -> str:

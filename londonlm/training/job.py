@@ -30,7 +30,8 @@ from typing import Any, Mapping
 from ..core import (TENSORBOARD, Layout, RunLayout, UsageError, choose_precision, require_usable_gpus,
                     write_json_atomic)
 from .data import DataOptions
-from .defaults import BUDGET_STEP_CAP, TrainDefaults, default_autotune, preset_trainer_values
+from .defaults import BUDGET_STEP_CAP, TrainDefaults, default_autotune, preset_trainer_values, why_not_load_best
+from .dist import log
 from .flags import TrainFlags, precision_given
 from .speed.compile import compile_pays
 from .speed.settings import SpeedRequest, SpeedSettings
@@ -332,6 +333,11 @@ def _trainer_values(flags: TrainFlags, preset: dict, seed: int, workers: int) ->
             values["warmup_share"] = preset["warmup_steps"] / preset["max_steps"]
     if not {"torch_compile", "torch_compile_backend", "torch_compile_mode"} & explicit:
         values.pop("torch_compile", None)  # the compile policy decides
+    why = why_not_load_best(values) if values.get("load_best_model_at_end") else None
+    if why and "load_best_model_at_end" not in explicit:
+        log(f"note: final/ will hold the last step's weights, not the best evaluation's (the "
+            f"preset's default): {why}")
+        values["load_best_model_at_end"] = False
     return values
 
 

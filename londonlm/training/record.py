@@ -199,6 +199,17 @@ def best_record(run: RunLayout) -> dict:
             "best_step": info.get("step")}
 
 
+def say_which_weights(summary: dict) -> None:
+    """--load_best_model_at_end: say when final/ holds an earlier evaluation's weights."""
+    step, last = summary["final_weights_step"], summary["global_step"]
+    if step == last:
+        return
+    at_last = [loss for s, loss in summary["eval_curve"] if s == last]
+    log(f"final/ holds the weights of step {step}, the lowest validation loss "
+        f"({summary['final_eval_loss']:.4f})" + (f"; the last step's was {at_last[-1]:.4f}" if at_last else "")
+        + " (--load_best_model_at_end)")
+
+
 def finish(trainer, config: TrainingConfig, plan: TrainingPlan, data: TrainData, summary: dict) -> dict:
     """Evaluate and save final/ (a finished run) or say how to resume (a stopped one); record
     the best checkpoint; write run_info.json last."""
@@ -210,6 +221,7 @@ def finish(trainer, config: TrainingConfig, plan: TrainingPlan, data: TrainData,
     else:
         summary.update(final_metrics(trainer, summary, data))
         save_final(trainer, config.run, plan.tokenizer, config.data.tokenizer_dir)
+        say_which_weights(summary)
     if config.control.save_best:
         summary.update(best_record(config.run))
     if zero:

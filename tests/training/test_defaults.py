@@ -1,0 +1,38 @@
+"""What a preset gives the Trainer: the best evaluation's weights as final/ where its steps allow."""
+import pytest
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+
+import config
+from londonlm.training.defaults import preset_trainer_values, why_not_load_best
+
+
+def steps(save, every, eval_strategy="steps", save_strategy="steps"):
+    return {"save_steps": save, "eval_steps": every, "eval_strategy": eval_strategy,
+            "save_strategy": save_strategy}
+
+
+@pytest.mark.parametrize("values", [
+    steps(20, 20), steps(40, 20), steps(40.0, 20), steps(10, 10, "epoch", "epoch"),
+    steps(7, 3, "steps", "best"), steps(4, 2, IntervalStrategy.STEPS, SaveStrategy.STEPS)])
+def test_a_checkpoint_at_every_evaluation_allows_it(values):
+    assert why_not_load_best(values) is None
+
+
+@pytest.mark.parametrize("values, why", [
+    (steps(30, 20), "--save_steps 30 is not a multiple of --eval_steps 20"),
+    (steps(10, 20), "--save_steps 10 is not a multiple of --eval_steps 20"),
+    (steps(0.5, 0.25), "is not a multiple"),  # ratios of the run: the Trainer's own rule is stricter
+    (steps(20, 20, "no"), "--eval_strategy no and --save_strategy steps differ"),
+    (steps(20, 20, IntervalStrategy.STEPS, SaveStrategy.NO), "--eval_strategy steps and --save_strategy no differ"),
+])
+def test_save_steps_that_miss_evaluations_say_why(values, why):
+    assert why in why_not_load_best(values)
+
+
+def test_each_preset_says_whether_final_is_the_best_evaluation():
+    # measured on a CPU for micro and tiny (BENCHMARKS.md); slm and regular wait for the GPU race
+    chosen = {name: preset_trainer_values(config.asdict(p), p.batch_size, 0, 0)["load_best_model_at_end"]
+              for name, p in config.PRESETS.items()}
+    assert chosen == {"micro": True, "tiny": True, "slm": False, "regular": False}
+    for p in config.PRESETS.values():  # every preset checkpoints at each evaluation
+        assert why_not_load_best(steps(p.save_steps, p.eval_steps)) is None
