@@ -315,6 +315,19 @@ def compiled(model_dir: Path) -> str:
     return "torch.compile" if getattr(args, "torch_compile", False) else "not compiled"
 
 
+def ours_summary(info: dict, context: int, compiled_note: str) -> str:
+    """The settings column of one of ours' rows, from its run_info.json."""
+    s, fit = info.get("settings", {}), info.get("time_budget") or {}
+    summary = (f"{s.get('batch_size')} x {s.get('gradient_accumulation_steps')} x {context}, "
+               f"{s.get('optimizer')} {s.get('learning_rate'):g} warmup-stable-decay fitted to the budget "
+               f"({fit.get('fitted_total_steps')} steps), warm-up {s.get('warmup_steps')}, dropout "
+               f"{s.get('dropout')}, {info.get('precision')}, attention {info.get('attn_implementation')}, "
+               f"fused loss {'on' if info.get('fused_loss') else 'off'}, {compiled_note}")
+    if info.get("final_weights_step") not in (None, info["global_step"]):  # --load_best_model_at_end
+        summary += f"; final/ is step {info['final_weights_step']}'s weights (its best evaluation)"
+    return summary
+
+
 def run_ours(a, d, preset, run: Path, env, peak, variant: R.Variant | None = None) -> dict:
     """Our training command with the preset's defaults and --time_budget (a variant's flags
     after them); the prepared token cache copied into its run folder (a copy: a rebuild must
@@ -335,20 +348,14 @@ def run_ours(a, d, preset, run: Path, env, peak, variant: R.Variant | None = Non
     if err:
         return {"status": "failed", "error": err, "command": shlex.join(cmd), **fields}
     info = layout.read_run_info()
-    s = info.get("settings", {})
     tokens = info.get("tokens_seen") or info["global_step"] * info["tokens_per_step"]
-    fit = info.get("time_budget") or {}
-    summary = (f"{s.get('batch_size')} x {s.get('gradient_accumulation_steps')} x {preset.context_length}, "
-               f"{s.get('optimizer')} {s.get('learning_rate'):g} warmup-stable-decay fitted to the budget "
-               f"({fit.get('fitted_total_steps')} steps), warm-up {s.get('warmup_steps')}, dropout "
-               f"{s.get('dropout')}, {info.get('precision')}, attention {info.get('attn_implementation')}, "
-               f"fused loss {'on' if info.get('fused_loss') else 'off'}, {compiled(layout.final)}")
+    summary = ours_summary(info, preset.context_length, compiled(layout.final))
     best = {"best_model": str(layout.best), "best_step": info.get("best_step")} if layout.best.is_dir() else {}
     return recipe_result(tokens, read_clock(snaps), snaps, layout.final,
                          flops_per_token(preset, padded_vocab(d.record["tokenizer_vocab"])), peak,
                          steps=info["global_step"], own_train_seconds=info.get("train_wall_seconds"),
                          params=info.get("parameters"), summary=summary, command=shlex.join(cmd),
-                         speed=info.get("speed"), time_budget=fit, **best, **fields)
+                         speed=info.get("speed"), time_budget=info.get("time_budget") or {}, **best, **fields)
 
 
 def score_all(a, d, results: dict, run: Path, env, clock: RaceClock, log_name: str = "score") -> None:

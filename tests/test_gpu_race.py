@@ -110,6 +110,18 @@ def test_variants_lead_with_ours_unchanged_when_their_seconds_differ():
         gpu_race.variants(["a=--dropout 0", "a=--dropout 0.2"], 60, 180)
 
 
+def test_ours_row_says_when_final_is_an_earlier_evaluations_weights():
+    gpu_race = _race_module()
+    info = {"settings": {"batch_size": 8, "gradient_accumulation_steps": 1, "optimizer": "adamw",
+                         "learning_rate": 3e-3, "warmup_steps": 5, "dropout": 0.0},
+            "time_budget": {"fitted_total_steps": 116}, "precision": "bf16", "global_step": 116}
+    last = gpu_race.ours_summary({**info, "final_weights_step": 116}, 64, "not compiled")
+    assert last.startswith("8 x 1 x 64, adamw 0.003 warmup-stable-decay fitted to the budget (116 steps)")
+    assert "final/" not in last and "final/" not in gpu_race.ours_summary(info, 64, "not compiled")
+    assert gpu_race.ours_summary({**info, "final_weights_step": 100}, 64, "not compiled").endswith(
+        "not compiled; final/ is step 100's weights (its best evaluation)")
+
+
 def test_the_deadline_skips_a_variant_by_the_overhead_measured_so_far():
     gpu_race = _race_module()
     now = [100.0]

@@ -151,6 +151,15 @@ def test_best_loss_names_where_it_was_measured():
     assert "| Best validation loss | 3.2 (`tiny/checkpoint-400`) |" in card
 
 
+def test_final_weights_from_an_earlier_evaluation_are_named():
+    # --load_best_model_at_end (micro's and tiny's default): final/ holds step 400's weights
+    card = _card(run_info={**RUN_INFO, "best_eval_loss": 3.2, "best_step": 400, "final_weights_step": 400})
+    assert "| Weights published | step 400: the lowest validation loss (training went on to step 500) |" in card
+    assert "Weights published" not in _card(run_info={**RUN_INFO, "final_weights_step": 500})
+    assert "Weights published" not in _card(run_info={**RUN_INFO, "final_weights_step": 400},
+                                            checkpoint="checkpoint-500")
+
+
 def test_usage_snippet_samples_with_the_project_defaults(monkeypatch):
     import dataclasses
 

@@ -54,6 +54,11 @@ def _run_info_rows(ri: dict, checkpoint: str) -> list[tuple[str, str]]:
         where = (f"`{last_parts(ri['best_checkpoint'])}`" if ri.get("best_checkpoint")
                  else f"step {ri['best_step']}" if ri.get("best_step") else "")
         rows.append(("Best validation loss", f"{fmt_num(ri['best_eval_loss'])}" + (f" ({where})" if where else "")))
+    kept = ri.get("final_weights_step")
+    if checkpoint == "final" and kept is not None and kept != ri.get("global_step"):
+        # --load_best_model_at_end: final/ holds an earlier evaluation's weights
+        rows.append(("Weights published", f"step {fmt_num(kept)}: the lowest validation loss "
+                     f"(training went on to step {fmt_num(ri.get('global_step'))})"))
     if ri.get("resumed_from"):
         rows.append(("Resumed from", f"`{last_parts(ri['resumed_from'])}`"))
     if ri.get("parent"):
