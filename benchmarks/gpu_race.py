@@ -55,11 +55,8 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,6 +67,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # this checkout's londonlm and config.py, before an installed copy
     sys.path.insert(1, str(REPO))
 
+from londonlm.core.processes import run_to_log  # noqa: E402
 from race import data as race_data, recipes as R, report  # noqa: E402  (benchmarks/ is this script's folder)
 
 SHARED_BENCH = REPO.parent / "shared" / "bench"
@@ -214,21 +212,9 @@ def run_timeout(seconds: float) -> float:
 def run_logged(cmd: list[str], env: dict, log: Path, timeout: float) -> str | None:
     """None when ``cmd`` exits 0, else why not (its last output lines). Past ``timeout`` its
     whole process group (data-loader workers too) is stopped."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        f.write(shlex.join(cmd) + "\n")
-        f.flush()
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            return f"timed out after {timeout:g} s (see {log})"
+    rc = run_to_log(cmd, log, timeout, env=env, cwd=REPO)
+    if rc is None:
+        return f"timed out after {timeout:g} s (see {log})"
     if rc == 0:
         return None
     tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-3:]

@@ -3,11 +3,10 @@ of the training CLI, FSDP under torchrun, the batched server's race, the GGUF ex
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
-import subprocess
 from pathlib import Path
+
+from londonlm.core.processes import run_to_log
 
 from . import commands as C
 from .arith import curve_diffs, failed_tests, pytest_counts
@@ -22,22 +21,7 @@ def run_logged(cmd: list[str], log: Path, timeout: float, env_extra: dict | None
     """Run ``cmd`` from the repository with its output in ``log``; returns the output. Past
     ``timeout`` its whole process group (torchrun and its ranks) gets SIGTERM, then SIGKILL. An
     exit code other than ``expect_rc`` is a :class:`StepError`."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        f.write("$ " + shlex.join(cmd) + "\n")
-        f.flush()
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=C.REPO,
-                             env={**C.job_env(), **(env_extra or {})}, start_new_session=True)
-        try:
-            rc = p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-            rc = None
+    rc = run_to_log(cmd, log, timeout, env={**C.job_env(), **(env_extra or {})}, cwd=C.REPO, prompt="$ ")
     out = log.read_text(errors="replace")
     if rc != expect_rc:
         why = f"timed out after {timeout:.0f} s" if rc is None else f"exit {rc} (expected {expect_rc})"

@@ -11,12 +11,17 @@ processes that end with the process that started them.
   user's rerun. On Linux the kernel now kills a worker when its parent dies (``prctl
   PR_SET_PDEATHSIG``); everywhere, a thread checks the parent once a second and ends the worker
   when it has gone (it died before the ``prctl``, or there is no ``prctl``).
+- :func:`run_to_log`: a command run in a session of its own with its output in a log file;
+  past its time limit the whole session (torchrun's ranks, data-loader workers) is stopped,
+  SIGTERM first (a training run saves a checkpoint), SIGKILL after a grace period.
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -114,3 +119,27 @@ def _watch_parent(parent_pid: int, interval: float) -> None:
 
 
 __all__ = ["Hold", "ORPHAN_EXIT", "die_with_parent", "hold", "holder_pid"]
+
+
+def run_to_log(cmd: list[str], log: str | Path, timeout: float, *, env: dict | None = None,
+               cwd: str | Path | None = None, prompt: str = "", grace: float = 30.0) -> int | None:
+    """Run ``cmd`` with stdout and stderr in ``log`` (created with its folder; its first line
+    the command after ``prompt``); returns its exit code, or None when ``timeout`` seconds
+    passed and its session was stopped."""
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        f.write(prompt + shlex.join(cmd) + "\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            return None
