@@ -158,6 +158,24 @@ def test_the_preset_default_gives_way_to_save_steps_that_miss_evaluations(wf_roo
     assert err.startswith("error:") and "multiple of the evaluation" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("best_at_end", ["true", "false"])
+def test_a_stopped_run_keeps_its_resume_point_under_save_total_limit_1(wf_root, best_at_end):
+    # every evaluation ties (the weights never change), so step 2 stays best; the Trainer ended
+    # train() by deleting every checkpoint but the best, the stopped run's checkpoint-5 with it,
+    # and the next run resumed from step 2 (or, finished, lost its last optimizer state)
+    name = f"limit1_{best_at_end}"
+    args = ["--run_name", name, "--learning_rate", "1e-30", "--max_steps", "8", "--save_steps", "2",
+            "--eval_steps", "2", "--save_total_limit", "1", "--load_best_model_at_end", best_at_end]
+    assert train(wf_root, *args, "--stop_after_steps", "5") == 0
+    rd = run_dir(wf_root, name)
+    assert sorted(p.name for p in rd.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-5"]
+    assert train(wf_root, *args) == 0  # resumes where it stopped
+    ri = info(wf_root, name)
+    assert ri["resumed_from"].endswith("checkpoint-5") and ri["global_step"] == 8
+    assert ri["final_weights_step"] == (2 if best_at_end == "true" else 8)
+    assert sorted(p.name for p in rd.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-8"]
+
+
 def test_init_from_records_parent_fresh_optimizer_and_weights(wf_root, child):
     import torch
 

@@ -211,6 +211,23 @@ class RunTrainer(Trainer):
         if self.args.should_save:  # checkpoints and final/ alike: readable as any file we write
             give_open_mode(Path(output_dir or self.args.output_dir).glob("*.safetensors"))
 
+    def _finalize_training(self, *args, **kwargs):
+        # Under --save_total_limit 1 the Trainer ends train() by deleting every checkpoint but
+        # the best evaluation's: a stopped run's resume point (and a finished run's last
+        # optimizer state) with it, whenever an earlier evaluation was best. Rotation already
+        # keeps the best beside the last; so the best is loaded here, where asked, and hidden
+        # from that clean-up (trainer_state.json on disk still names it).
+        best = self.state.best_model_checkpoint
+        if best is None or self.args.save_total_limit != 1:
+            return super()._finalize_training(*args, **kwargs)
+        if self.args.load_best_model_at_end:
+            self._load_best_model()
+        self.state.best_model_checkpoint = None
+        try:
+            return super()._finalize_training(*args, **kwargs)
+        finally:
+            self.state.best_model_checkpoint = best
+
     def save_model(self, output_dir=None, _internal_call=False):
         """Every rank calls this (checkpoints, final/). Under FSDP the full weights are gathered
         to rank 0 (a collective) and written as a plain save_pretrained folder whatever the
