@@ -118,9 +118,6 @@ def _watch_parent(parent_pid: int, interval: float) -> None:
     os._exit(ORPHAN_EXIT)
 
 
-__all__ = ["Hold", "ORPHAN_EXIT", "die_with_parent", "hold", "holder_pid"]
-
-
 def run_to_log(cmd: list[str], log: str | Path, timeout: float, *, env: dict | None = None,
                cwd: str | Path | None = None, prompt: str = "", grace: float = 30.0) -> int | None:
     """Run ``cmd`` with stdout and stderr in ``log`` (created with its folder; its first line
@@ -143,3 +140,6 @@ def run_to_log(cmd: list[str], log: str | Path, timeout: float, *, env: dict | N
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             return None
+
+
+__all__ = ["Hold", "ORPHAN_EXIT", "die_with_parent", "hold", "holder_pid", "run_to_log"]

@@ -204,10 +204,10 @@ def say_which_weights(summary: dict) -> None:
     step, last = summary["final_weights_step"], summary["global_step"]
     if step == last:
         return
-    at_last = [loss for s, loss in summary["eval_curve"] if s == last]
-    log(f"final/ holds the weights of step {step}, the lowest validation loss "
-        f"({summary['final_eval_loss']:.4f})" + (f"; the last step's was {at_last[-1]:.4f}" if at_last else "")
-        + " (--load_best_model_at_end)")
+    best, at_last = summary.get("best_eval_loss"), [loss for s, loss in summary["eval_curve"] if s == last]
+    log(f"final/ holds the weights of step {step}, the lowest validation loss"
+        + (f" ({best:.4f})" if best is not None else "")
+        + (f"; the last step's was {at_last[-1]:.4f}" if at_last else "") + " (--load_best_model_at_end)")
 
 
 def finish(trainer, config: TrainingConfig, plan: TrainingPlan, data: TrainData, summary: dict) -> dict:
