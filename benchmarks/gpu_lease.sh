@@ -4,7 +4,8 @@
 #     bash benchmarks/gpu_lease.sh prepare [slm|regular]   # here, on a CPU: .gpu_race (+ .gpu_race_regular) and .whl
 #     bash benchmarks/gpu_lease.sh race                    # device call 1, carry .gpu_race .whl, timeout 600
 #     bash benchmarks/gpu_lease.sh throughput SECONDS      # device call 2, at once: the seconds the lease has left
-#     bash benchmarks/gpu_lease.sh variants                # a later lease: what each change of ours buys
+#     bash benchmarks/gpu_lease.sh variants [shape]        # a later lease: what each change of ours buys
+#                                                          # (shape: the context and the tokens a step)
 #     bash benchmarks/gpu_lease.sh regular                 # a later lease: GPT-2 Medium's race (carry .gpu_race_regular)
 #
 # On the device it installs the carried wheels and this checkout, checks that the race can import
@@ -33,6 +34,11 @@ VARIANTS=(--variant "muon=--optimizer muon"
           --variant "nodrop=--dropout 0"
           --variant "bestfinal=--load_best_model_at_end true"
           --variant "early=--early_stopping_patience 3")
+# The issue's other two levers, a lease of their own: slm's context (512, the guide's) against
+# GPT-2's 1024, and its tokens a step (16 x 2 x 512 = 16k) halved and doubled.
+SHAPE_VARIANTS=(--variant "ctx1024=--max_length 1024"
+                --variant "accum1=--gradient_accumulation_steps 1"
+                --variant "accum4=--gradient_accumulation_steps 4")
 
 # Wheels the device image lacks (its transformers is 5.17 and it has no datasets): Python 3.12, x86-64.
 WHEELS=(transformers==5.24.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
@@ -95,9 +101,15 @@ throughput)
     exit $rc
     ;;
 variants)
+    chosen=("${VARIANTS[@]}")
+    case "${2:-}" in
+    "") ;;
+    shape) chosen=("${SHAPE_VARIANTS[@]}") ;;
+    *) die "variants takes nothing or 'shape', not '$2'" ;;
+    esac
     install
     run python3 benchmarks/gpu_race.py --data .gpu_race --work /tmp/race --json "$OUT/gpu_race_variants.json" \
-        --bench_md BENCHMARKS.md --variants_only --variant_seconds 60 --deadline "$(left)" "${VARIANTS[@]}"
+        --bench_md BENCHMARKS.md --variants_only --variant_seconds 60 --deadline "$(left)" "${chosen[@]}"
     rc=$?
     bring_back
     exit $rc
@@ -111,6 +123,6 @@ regular)
     exit $rc
     ;;
 *)
-    die "give one of: prepare [slm|regular], race, throughput SECONDS, variants, regular"
+    die "give one of: prepare [slm|regular], race, throughput SECONDS, variants [shape], regular"
     ;;
 esac

@@ -238,11 +238,21 @@ def with_tokenizer(model_dirs: list[Path], tokenizer: Path) -> None:
                 shutil.copy2(f, folder / f.name)
 
 
-def flops_per_token(preset, vocab_rows: int) -> float:
+def flops_per_token(n_layer: int, n_head: int, n_embd: int, context_length: int, vocab_rows: int) -> float:
     from londonlm.training.model import ModelShape
 
-    shape = ModelShape(preset.n_layer, preset.n_head, preset.n_embd, preset.context_length, vocab_rows)
-    return shape.flops_per_token(preset.context_length)
+    return ModelShape(n_layer, n_head, n_embd, context_length, vocab_rows).flops_per_token(context_length)
+
+
+def preset_flops(preset, vocab_rows: int) -> float:
+    return flops_per_token(preset.n_layer, preset.n_head, preset.n_embd, preset.context_length, vocab_rows)
+
+
+def run_flops(shape: dict) -> float:
+    """FLOPs per token of the shape a run of ours trained (run_info.json's: a variant may change
+    its context), over the rows it trained with (a padded vocabulary's included)."""
+    return flops_per_token(shape["n_layer"], shape["n_head"], shape["n_embd"], shape["context_length"],
+                           shape.get("embedding_rows") or shape["vocab_size"])
 
 
 def recipe_result(tokens: int, clock: list, snapshots: Path, final: Path, flops: float, peak: float | None,
@@ -285,7 +295,7 @@ def run_seed(a, d, preset, run: Path, env, peak) -> dict:
                f"warm-up {warmup} of {steps} steps (fitted{cut}), dropout {R.GUIDE_DROPOUT:g}, "
                f"{'bf16' if '--bf16' in cmd else 'fp32'}, not compiled")
     return recipe_result(r["useful_tokens"], read_clock(out / "snapshots"), out / "snapshots", out / "model",
-                         flops_per_token(preset, d.record["tokenizer_vocab"]), peak, steps=r["steps"],
+                         preset_flops(preset, d.record["tokenizer_vocab"]), peak, steps=r["steps"],
                          own_train_seconds=r["train_seconds"], params=r["params"], summary=summary,
                          command=shlex.join(cmd), **fit)
 
@@ -301,9 +311,10 @@ def compiled(model_dir: Path) -> str:
     return "torch.compile" if getattr(args, "torch_compile", False) else "not compiled"
 
 
-def ours_summary(info: dict, context: int, compiled_note: str) -> str:
+def ours_summary(info: dict, compiled_note: str) -> str:
     """The settings column of one of ours' rows, from its run_info.json."""
     s, fit = info.get("settings", {}), info.get("time_budget") or {}
+    context = info["shape"]["context_length"]  # a variant may change it
     summary = (f"{s.get('batch_size')} x {s.get('gradient_accumulation_steps')} x {context}, "
                f"{s.get('optimizer')} {s.get('learning_rate'):g} warmup-stable-decay fitted to the budget "
                f"({fit.get('fitted_total_steps')} steps), warm-up {s.get('warmup_steps')}, dropout "
@@ -319,7 +330,6 @@ def run_ours(a, d, preset, run: Path, env, peak, variant: R.Variant | None = Non
     after them); the prepared token cache copied into its run folder (a copy: a rebuild must
     never write into --data)."""
     from londonlm.core.layout import Layout
-    from londonlm.training.model import padded_vocab
 
     name = f"ours_{variant.name}" if variant else "ours"
     seconds, flags = (variant.seconds, list(variant.flags)) if variant else (a.seconds, [])
@@ -335,10 +345,10 @@ def run_ours(a, d, preset, run: Path, env, peak, variant: R.Variant | None = Non
         return {"status": "failed", "error": err, "command": shlex.join(cmd), **fields}
     info = layout.read_run_info()
     tokens = info.get("tokens_seen") or info["global_step"] * info["tokens_per_step"]
-    summary = ours_summary(info, preset.context_length, compiled(layout.final))
+    summary = ours_summary(info, compiled(layout.final))
     best = {"best_model": str(layout.best), "best_step": info.get("best_step")} if layout.best.is_dir() else {}
     return recipe_result(tokens, read_clock(snaps), snaps, layout.final,
-                         flops_per_token(preset, padded_vocab(d.record["tokenizer_vocab"])), peak,
+                         run_flops(info["shape"]), peak,
                          steps=info["global_step"], own_train_seconds=info.get("train_wall_seconds"),
                          params=info.get("parameters"), summary=summary, command=shlex.join(cmd),
                          speed=info.get("speed"), time_budget=info.get("time_budget") or {}, **best, **fields)

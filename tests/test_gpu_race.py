@@ -114,12 +114,29 @@ def test_ours_row_says_when_final_is_an_earlier_evaluations_weights():
     gpu_race = _race_module()
     info = {"settings": {"batch_size": 8, "gradient_accumulation_steps": 1, "optimizer": "adamw",
                          "learning_rate": 3e-3, "warmup_steps": 5, "dropout": 0.0},
-            "time_budget": {"fitted_total_steps": 116}, "precision": "bf16", "global_step": 116}
-    last = gpu_race.ours_summary({**info, "final_weights_step": 116}, 64, "not compiled")
+            "time_budget": {"fitted_total_steps": 116}, "precision": "bf16", "global_step": 116,
+            "shape": {"n_layer": 2, "n_head": 2, "n_embd": 64, "context_length": 64, "vocab_size": 512}}
+    last = gpu_race.ours_summary({**info, "final_weights_step": 116}, "not compiled")
     assert last.startswith("8 x 1 x 64, adamw 0.003 warmup-stable-decay fitted to the budget (116 steps)")
-    assert "final/" not in last and "final/" not in gpu_race.ours_summary(info, 64, "not compiled")
-    assert gpu_race.ours_summary({**info, "final_weights_step": 100}, 64, "not compiled").endswith(
+    assert "final/" not in last and "final/" not in gpu_race.ours_summary(info, "not compiled")
+    assert gpu_race.ours_summary({**info, "final_weights_step": 100}, "not compiled").endswith(
         "not compiled; final/ is step 100's weights (its best evaluation)")
+
+
+def test_ours_row_and_mfu_follow_the_context_a_variant_trained_at():
+    gpu_race = _race_module()
+    shape = {"n_layer": 12, "n_head": 12, "n_embd": 768, "context_length": 1024, "vocab_size": 30000,
+             "embedding_rows": 30080}
+    info = {"settings": {"batch_size": 16, "gradient_accumulation_steps": 2, "optimizer": "adamw",
+                         "learning_rate": 3e-4}, "global_step": 10, "shape": shape}
+    assert gpu_race.ours_summary(info, "compiled").startswith("16 x 2 x 1024, ")
+    import config
+
+    slm = config.PRESETS["slm"]  # context 512: attention's FLOPs grow with the context
+    assert gpu_race.run_flops(shape) > gpu_race.preset_flops(slm, 30080)
+    assert gpu_race.run_flops({**shape, "context_length": 512}) == gpu_race.preset_flops(slm, 30080)
+    assert gpu_race.run_flops({**shape, "context_length": 512, "embedding_rows": None}) == \
+        gpu_race.preset_flops(slm, 30000)
 
 
 def test_the_deadline_skips_a_variant_by_the_overhead_measured_so_far():
@@ -547,10 +564,15 @@ def test_the_lease_script_runs_each_step_with_flags_the_race_takes(tmp_path):
     steps = [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()]
     assert steps == ["1. data", "2. variant base", "3. variant muon", "4. variant lr1e-3", "5. variant nodrop",
                      "6. variant bestfinal", "7. variant early", "8. report"]
+    plan = run_script(*_race_argv(lease(tmp_path, "variants", "shape").stdout), "--dry_run")
+    assert plan.returncode == 0, plan.stderr
+    assert [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()] == [
+        "1. data", "2. variant base", "3. variant ctx1024", "4. variant accum1", "5. variant accum4", "6. report"]
     r = lease(tmp_path, "throughput", "240")
     assert r.returncode == 0 and "gpu_acceptance.py --steps throughput --throughput_seconds 180" in r.stdout
     for args, says in (((), "give one of"), (("throughput",), "the seconds the lease has left"),
-                       (("throughput", "100"), "too little"), (("fly",), "give one of")):
+                       (("throughput", "100"), "too little"), (("fly",), "give one of"),
+                       (("variants", "wide"), "'shape'")):
         r = lease(tmp_path, *args)
         assert r.returncode == 2 and r.stderr.strip().startswith("error: ") and says in r.stderr, r.stderr
     r = lease(tmp_path, "prepare", "regular")
