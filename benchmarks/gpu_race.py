@@ -53,6 +53,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import json
 import math
 import shlex
@@ -238,21 +240,15 @@ def with_tokenizer(model_dirs: list[Path], tokenizer: Path) -> None:
                 shutil.copy2(f, folder / f.name)
 
 
-def flops_per_token(n_layer: int, n_head: int, n_embd: int, context_length: int, vocab_rows: int) -> float:
+def flops_per_token(shape: dict) -> float:
+    """FLOPs per token of a shape (``n_layer``, ``n_head``, ``n_embd``, ``context_length``,
+    ``vocab_size``: run_info.json's ``shape``, since a variant may change the context) over the
+    real vocabulary, as the acceptance's MFU counts it: a padded vocabulary's extra rows are
+    waste, not model FLOPs."""
     from londonlm.training.model import ModelShape
 
-    return ModelShape(n_layer, n_head, n_embd, context_length, vocab_rows).flops_per_token(context_length)
-
-
-def preset_flops(preset, vocab_rows: int) -> float:
-    return flops_per_token(preset.n_layer, preset.n_head, preset.n_embd, preset.context_length, vocab_rows)
-
-
-def run_flops(shape: dict) -> float:
-    """FLOPs per token of the shape a run of ours trained (run_info.json's: a variant may change
-    its context), over the rows it trained with (a padded vocabulary's included)."""
-    return flops_per_token(shape["n_layer"], shape["n_head"], shape["n_embd"], shape["context_length"],
-                           shape.get("embedding_rows") or shape["vocab_size"])
+    return ModelShape(shape["n_layer"], shape["n_head"], shape["n_embd"], shape["context_length"],
+                      shape["vocab_size"]).flops_per_token(shape["context_length"])
 
 
 def recipe_result(tokens: int, clock: list, snapshots: Path, final: Path, flops: float, peak: float | None,
@@ -295,8 +291,8 @@ def run_seed(a, d, preset, run: Path, env, peak) -> dict:
                f"warm-up {warmup} of {steps} steps (fitted{cut}), dropout {R.GUIDE_DROPOUT:g}, "
                f"{'bf16' if '--bf16' in cmd else 'fp32'}, not compiled")
     return recipe_result(r["useful_tokens"], read_clock(out / "snapshots"), out / "snapshots", out / "model",
-                         preset_flops(preset, d.record["tokenizer_vocab"]), peak, steps=r["steps"],
-                         own_train_seconds=r["train_seconds"], params=r["params"], summary=summary,
+                         flops_per_token({**dataclasses.asdict(preset), "vocab_size": d.record["tokenizer_vocab"]}),
+                         peak, steps=r["steps"], own_train_seconds=r["train_seconds"], params=r["params"], summary=summary,
                          command=shlex.join(cmd), **fit)
 
 
@@ -348,7 +344,7 @@ def run_ours(a, d, preset, run: Path, env, peak, variant: R.Variant | None = Non
     summary = ours_summary(info, compiled(layout.final))
     best = {"best_model": str(layout.best), "best_step": info.get("best_step")} if layout.best.is_dir() else {}
     return recipe_result(tokens, read_clock(snaps), snaps, layout.final,
-                         run_flops(info["shape"]), peak,
+                         flops_per_token(info["shape"]), peak,
                          steps=info["global_step"], own_train_seconds=info.get("train_wall_seconds"),
                          params=info.get("parameters"), summary=summary, command=shlex.join(cmd),
                          speed=info.get("speed"), time_budget=info.get("time_budget") or {}, **best, **fields)
@@ -362,7 +358,7 @@ def score_all(a, d, results: dict, run: Path, env, clock: RaceClock, log_name: s
     done = {name: r for name, r in results.items() if r.get("status") == "ok"}
     for r in done.values():
         r["snapshots"] = [m for m in r["snapshots"] if not m.endswith(f"snap-{r['steps']:07d}")]
-    models = [Path(m) for r in done.values() for m in (r["model"], *_best(r))]
+    models = [Path(m) for r in done.values() for m in (r["model"], r.get("best_model")) if m]
     models += [Path(m) for r in done.values() for m in r["snapshots"]]
     if not models:
         return
@@ -391,10 +387,6 @@ def score_all(a, d, results: dict, run: Path, env, clock: RaceClock, log_name: s
                 curve.append({"seconds": meta["seconds"], "step": meta["step"], "bpb": scores[snap]["bpb"]})
         curve.append({"seconds": r["train_seconds"], "step": r["steps"], "bpb": r["bpb"]})
         r["curve"] = curve
-
-
-def _best(r: dict) -> list[str]:
-    return [r["best_model"]] if r.get("best_model") else []
 
 
 def machine(device: str) -> dict:
@@ -429,8 +421,7 @@ def race(a, preset, d) -> dict:
     info = machine(a.device)
     peak = peak_flops(info.get("gpu"))
     run = a.work / f"race-{time.strftime('%Y%m%d-%H%M%S')}"
-    env = lambda snaps, every, cache=None: R.race_env(a.device, snaps, every, a.work / "hf_datasets_cache",  # noqa: E731
-                                                      cache)
+    env = functools.partial(R.race_env, a.device, hf_cache=a.work / "hf_datasets_cache")
     results = {"meta": {"command": shlex.join(["python", "benchmarks/gpu_race.py", *a.argv]),
                         "date": time.strftime("%Y-%m-%d"), "device": a.device, "machine": info,
                         "preset": preset.name, "seconds": a.seconds, "curve_every": a.seconds / a.curve_points,

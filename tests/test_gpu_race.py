@@ -24,6 +24,7 @@ if str(REPO / "benchmarks") not in sys.path:
 from race import data as race_data, recipes as R, report  # noqa: E402
 
 BPB = SHARED / "bench" / "bpb.py"
+SLM_BEGIN, SLM_END = "<!-- gpu-race:begin -->", "<!-- gpu-race:end -->"  # the issue names these
 needs_shared_bench = pytest.mark.skipif(not (SHARED / "bench" / "baseline_clm.py").exists() or not BPB.exists(),
                                         reason="needs ../shared/bench (baseline_clm.py, bpb.py): not here")
 
@@ -131,12 +132,13 @@ def test_ours_row_and_mfu_follow_the_context_a_variant_trained_at():
                          "learning_rate": 3e-4}, "global_step": 10, "shape": shape}
     assert gpu_race.ours_summary(info, "compiled").startswith("16 x 2 x 1024, ")
     import config
+    from londonlm.training.model import ModelShape
 
-    slm = config.PRESETS["slm"]  # context 512: attention's FLOPs grow with the context
-    assert gpu_race.run_flops(shape) > gpu_race.preset_flops(slm, 30080)
-    assert gpu_race.run_flops({**shape, "context_length": 512}) == gpu_race.preset_flops(slm, 30080)
-    assert gpu_race.run_flops({**shape, "context_length": 512, "embedding_rows": None}) == \
-        gpu_race.preset_flops(slm, 30000)
+    slm = ModelShape(12, 12, 768, 512, 30000)  # context 512: attention's FLOPs grow with the context
+    assert gpu_race.flops_per_token(shape) > slm.flops_per_token(512)
+    # the real vocabulary's FLOPs, whatever the padding (as the acceptance's MFU)
+    assert gpu_race.flops_per_token({**shape, "context_length": 512}) == slm.flops_per_token(512)
+    assert gpu_race.flops_per_token({**config.asdict(config.PRESETS["slm"])}) == slm.flops_per_token(512)
 
 
 def test_the_deadline_skips_a_variant_by_the_overhead_measured_so_far():
@@ -170,13 +172,18 @@ def _race_module():
 
 
 def test_race_env_is_offline_with_the_shim_and_cpu_hides_gpus(tmp_path):
-    env = R.race_env("cpu", tmp_path / "s", 30, tmp_path / "hf")
+    env = R.race_env("cpu", tmp_path / "s", 30, hf_cache=tmp_path / "hf")
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(R.SHIM)
     assert env["CUDA_VISIBLE_DEVICES"] == "" and env["HF_DATASETS_OFFLINE"] == "1"
     assert env["LONDONLM_RACE_SNAPSHOTS"] == str(tmp_path / "s") and env["LONDONLM_RACE_EVERY"] == "30"
-    assert R.race_env("cuda", tmp_path, 0, tmp_path).get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
-    plain = R.race_env("cpu", None, 0, tmp_path / "hf")  # the scorer: no shim
+    assert R.race_env("cuda", tmp_path, 0, hf_cache=tmp_path).get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+    plain = R.race_env("cpu", None, 0, hf_cache=tmp_path / "hf")  # the scorer: no shim
     assert "LONDONLM_RACE_SNAPSHOTS" not in plain and str(R.SHIM) not in plain.get("PYTHONPATH", "")
+    # a run given a compile cache of its own compiles from cold, not from an earlier run's kernels
+    own = R.race_env("cuda", tmp_path / "s", 30, tmp_path / "cc" / "ours", hf_cache=tmp_path / "hf")
+    assert own["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cc" / "ours" / "inductor")
+    assert own["TRITON_CACHE_DIR"] == str(tmp_path / "cc" / "ours" / "triton")
+    assert plain.get("TORCHINDUCTOR_CACHE_DIR") == os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
 
 def test_the_shim_leaves_the_processes_it_starts_alone(monkeypatch, tmp_path):
@@ -374,6 +381,7 @@ def _results(ours_bpb=3.0, seed_bpb=3.5) -> dict:
                                  "torch": "2.11.0+cu130", "transformers": "5.24.0", "python": "3.12.3", "cpu": "Xeon"},
                      "preset": "slm", "seconds": 120.0, "curve_every": 30.0, "score_bytes": 100_000,
                      "data": {"train_documents": 20, "heldout_documents": 2, "heldout_ids": ["a", "b"],
+                              "validation_documents": 1, "validation_ids": ["v"],
                               "train_tokens": 4_000_000, "tokenizer_vocab": 30000, "scored_bytes": 200_000}},
             "ours": rec(ours_bpb), "seed_recipe": rec(seed_bpb)}
 
@@ -407,8 +415,8 @@ def test_block_written_to_a_copy_replaced_in_place(tmp_path):
     md.write_text("# Benchmarks\n\nintro\n\n## Later section\n\ntext\n")
     report.write_block(res, md)
     first = md.read_text()
-    assert first.count(report.BEGIN) == 1 and "## Later section" in first and first.startswith("# Benchmarks")
-    block = first[first.index(report.BEGIN):first.index(report.END)]
+    assert first.count(SLM_BEGIN) == 1 and "## Later section" in first and first.startswith("# Benchmarks")
+    block = first[first.index(SLM_BEGIN):first.index(SLM_END)]
     assert "| ours | 400 | 6,553,600 | 120 | 54,613.3 | 31.0% | 3 |" in block
     assert "NVIDIA H200 (139.8 GiB), driver 580.159.04, CUDA 13.0, torch 2.11.0+cu130" in block
     assert "30.0 s: 4.0000 · 60.0 s: 3.4000 · 120 s: 3.0000" in block
@@ -416,7 +424,7 @@ def test_block_written_to_a_copy_replaced_in_place(tmp_path):
     res["ours"]["bpb"] = 2.9
     report.write_block(res, md)
     second = md.read_text()
-    assert second.count(report.BEGIN) == 1 and "| 2.9 |" in second and "## Later section" in second
+    assert second.count(SLM_BEGIN) == 1 and "| 2.9 |" in second and "## Later section" in second
     assert report.write_json(res, tmp_path / "r" / "race.json").exists()
 
 
@@ -503,7 +511,7 @@ def test_a_variants_only_block_is_its_own_and_leaves_the_race_alone(tmp_path):
     report.compare(only)
     report.write_block(only, md)
     text = md.read_text()
-    race = text[text.index(report.BEGIN):text.index(report.END)]
+    race = text[text.index(SLM_BEGIN):text.index(SLM_END)]
     begin, end = report.markers("slm", race=False)
     assert (begin, end) == ("<!-- gpu-race-variants:begin -->", "<!-- gpu-race-variants:end -->")
     variants = text[text.index(begin):text.index(end)]
@@ -515,7 +523,7 @@ def test_a_variants_only_block_is_its_own_and_leaves_the_race_alone(tmp_path):
     regular["meta"]["preset"] = "regular"  # GPT-2 Medium's race beside GPT-2 Small's
     report.compare(regular)
     report.write_block(regular, md)
-    assert md.read_text().count("<!-- gpu-race-regular:begin -->") == 1 and md.read_text().count(report.BEGIN) == 1
+    assert md.read_text().count("<!-- gpu-race-regular:begin -->") == 1 and md.read_text().count(SLM_BEGIN) == 1
 
 
 def test_refusals_are_one_line_and_exit_2(tmp_path):

@@ -123,8 +123,8 @@ def parse_variant(spec: str, seconds: float) -> Variant:
     return Variant(name, words, seconds)
 
 
-def race_env(device: str, snapshots: Path | None, every: float, hf_cache: Path,
-             compile_cache: Path | None = None) -> dict:
+def race_env(device: str, snapshots: Path | None, every: float, compile_cache: Path | None = None, *,
+             hf_cache: Path) -> dict:
     """Offline, no W&B; with ``snapshots``, the snapshot shim on the path, writing there;
     ``cpu`` hides any GPU from both recipes. With ``compile_cache``, torch.compile's caches
     (inductor's and Triton's) live there: a run given a folder of its own compiles from cold, as

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from gpu.report import fmt, replace_section, table  # benchmarks/ is the entry script's folder
 
-BEGIN, END = "<!-- gpu-race:begin -->", "<!-- gpu-race:end -->"  # slm's race (block_name)
 RECIPES = ("ours", "seed_recipe")
 
 
@@ -149,14 +148,12 @@ def markdown(results: dict) -> str:
     title = (f"## GPU race: ours against the seed recipe, `{m['preset']}`, {m['seconds']:g} s each" if _raced(results)
              else f"## GPU race, variants of ours only: `{m['preset']}`")
     lines = [f"{title} ({where}, {m['date']})", "", f"    {m['command']}", "", _machine_line(m["machine"]), "",
-             f"Data: {_n(d['train_documents'], 'training document')} ({fmt(d['train_tokens'])} tokens)"
-             + (f", {_n(d['validation_documents'], 'validation document')} that ours evaluates on while it "
-                f"trains ({', '.join(d['validation_ids'])}; the corpus stage's hash-of-id rule)"
-                if "validation_documents" in d else "")
-             + f", {_n(d['heldout_documents'], 'held-out document')} ({', '.join(d['heldout_ids'])}"
-             + ("; whole files set apart by a hash of their names, never trained or evaluated on)"
-                if "validation_documents" in d else "; the corpus stage's hash-of-id rule)")
-             + f"; bits per byte by `../shared/bench/bpb.py` on the first "
+             f"Data: {_n(d['train_documents'], 'training document')} ({fmt(d['train_tokens'])} tokens), "
+             f"{_n(d['validation_documents'], 'validation document')} that ours evaluates on while it trains "
+             f"({', '.join(d['validation_ids'])}; the corpus stage's hash-of-id rule), "
+             f"{_n(d['heldout_documents'], 'held-out document')} ({', '.join(d['heldout_ids'])}; whole files set "
+             f"apart by a hash of their names, never trained or evaluated on); bits per byte by "
+             f"`../shared/bench/bpb.py` on the first "
              f"{fmt(m['score_bytes'])} bytes of each held-out document ({fmt(d['scored_bytes'])} bytes). "
              f"Every run uses the project's tokenizer ({d['tokenizer_vocab']} tokens) trained on the "
              f"training documents. Curve points are weight snapshots taken every {_every(m)} of training (the "
