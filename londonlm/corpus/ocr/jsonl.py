@@ -33,7 +33,8 @@ from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
 from .confusions import announce_walk
 from .files import check_output, output_file, refuse_same_files, remove_stale_temps
-from .processes import batches, bounded_workers, sigterm_as_error, start_worker, stop_pool
+from .processes import (batches, bounded_workers, result_of, sigterm_as_error, sigterm_deferred, start_worker,
+                        stop_pool)
 from .shared_searches import SearchLog, search_log
 from .step import DocumentRepair
 
@@ -240,14 +241,15 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
     pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid(), log))
 
     def submit(batch: list[tuple[int, bytes]]) -> Future:
-        future = pool.submit(repair_rows, batch, o, reported)
-        if log is not None:  # (as each batch is done, not when its turn to be written comes: that
-            # waits on the batches before it, ~30 of them in flight, and the others search meanwhile)
-            future.add_done_callback(log.append_from)
+        with sigterm_deferred():  # (the first starts the workers)
+            future = pool.submit(repair_rows, batch, o, reported)
+            if log is not None:  # (as each batch is done, not when its turn to be written comes: that
+                # waits on the batches before it, ~30 of them in flight, and the others search meanwhile)
+                future.add_done_callback(log.append_from)
         return future
 
     def rows_of(future: Future) -> list[tuple[str, dict]]:
-        return future.result()[0]
+        return result_of(future)[0]
     try:
         queue: deque[tuple[Future, int]] = deque()
         held = 0  # input bytes in flight

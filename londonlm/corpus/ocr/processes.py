@@ -5,6 +5,13 @@ error like any other (so the output's temporary file goes with the run).
 ``--workers 10000`` started 1,237 processes and finished nothing in 200 s; ``kill -9`` of the
 command left its workers running (their parent PID 1, busy a minute later), and SIGTERM left a
 temporary file beside the output.
+
+SIGTERM is raised where the main thread stands, except while it deals with a pool (starting its
+workers, handing it work, waiting on it): there an exception can land between two halves of the
+pool's own bookkeeping (a worker forked, not yet in the pool's list: never killed, and the run,
+its error line printed, hung at exit joining it; one SIGTERM in ~45 under load). There the signal
+is noted (:func:`sigterm_deferred`) and raised at the next point the pool is whole, within
+``POLL_SECONDS``.
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import gc
 import os
 import signal
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
@@ -22,6 +29,17 @@ from ..manifest import CorpusError
 
 class Terminated(CorpusError):
     """The run was sent SIGTERM; nothing was written."""
+
+
+TERMINATED = "terminated (SIGTERM): nothing written, the temporary output removed"
+POLL_SECONDS = 0.2  # (how soon a SIGTERM noted while waiting on a pool ends the run)
+
+
+class _Sigterm:
+    """Where a SIGTERM under :func:`sigterm_as_error` stands: ``deferring`` (blocks of
+    :func:`sigterm_deferred` open) and ``pending`` (one came meanwhile, not yet raised)."""
+    deferring = 0
+    pending = False
 
 
 def usable_cpus() -> int:
@@ -107,8 +125,9 @@ def forked_map(fn: Callable[[Any, Any], Any], shared: Any, chunks: Iterable[Any]
     early."""
     pool = ProcessPoolExecutor(bounded_workers(workers), initializer=_hold, initargs=(shared, os.getpid()))
     try:
-        futures = [pool.submit(_call, fn, chunk) for chunk in chunks]
-        out = [f.result() for f in futures]
+        with sigterm_deferred():
+            futures = [pool.submit(_call, fn, chunk) for chunk in chunks]
+        out = [result_of(f) for f in futures]
     except BaseException:  # (SIGTERM, Ctrl-C, a worker's error)
         stop_pool(pool)
         raise
@@ -118,19 +137,57 @@ def forked_map(fn: Callable[[Any, Any], Any], shared: Any, chunks: Iterable[Any]
 
 @contextmanager
 def sigterm_as_error() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` in the main thread while the block runs, so what the
-    block was writing is cleaned up as after any error (one line, exit 2); a second SIGTERM
-    during that clean-up is ignored. Elsewhere than in the main thread: nothing changes."""
+    """SIGTERM raises :class:`Terminated` in the main thread while the block runs (at once, or
+    where :func:`sigterm_deferred` holds it, at its next check), so what the block was writing is
+    cleaned up as after any error (one line, exit 2); a second SIGTERM during that clean-up is
+    ignored. Elsewhere than in the main thread: nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated("terminated (SIGTERM): nothing written, the temporary output removed")
+        if _Sigterm.deferring:
+            _Sigterm.pending = True
+        else:
+            raise Terminated(TERMINATED)
 
     before = signal.signal(signal.SIGTERM, stop)
+    _Sigterm.pending = False
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+        _Sigterm.pending = False
+
+
+def raise_if_terminated() -> None:
+    """:class:`Terminated` if a SIGTERM was noted under :func:`sigterm_deferred`."""
+    if _Sigterm.pending:
+        _Sigterm.pending = False
+        raise Terminated(TERMINATED)
+
+
+@contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """While the block runs, a SIGTERM is only noted (see the module's doc): raised by
+    :func:`raise_if_terminated` or as the block ends. For the main thread's dealings with a
+    pool, whose locks and lists its other threads share. Elsewhere than in the main thread
+    (where no signal handler runs): nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Sigterm.deferring += 1
+    try:
+        yield
+    finally:
+        _Sigterm.deferring -= 1
+    raise_if_terminated()
+
+
+def result_of(future: Future) -> Any:
+    """``future.result()``, waited for with SIGTERM deferred and checked every ``POLL_SECONDS``."""
+    with sigterm_deferred():
+        while not wait([future], POLL_SECONDS, return_when=FIRST_COMPLETED).done:
+            raise_if_terminated()
+    return future.result()

@@ -8,6 +8,7 @@ import json
 import stat
 import subprocess
 import sys
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -136,11 +137,13 @@ def test_batches_in_flight_are_bounded_in_number_and_bytes_and_come_back_in_orde
     outstanding: list[int] = []   # bytes of the batches submitted and not yet taken
     most = {"tasks": 0, "bytes": 0}
 
-    class Later:
+    class Later(Future):  # (finished as far as waiting goes; its rows made when taken)
         def __init__(self, fn, args):
+            super().__init__()
+            self.set_result(None)
             self.fn, self.args, self.size = fn, args, sum(len(raw) for _, raw in args[0])
 
-        def result(self):
+        def result(self, timeout=None):
             outstanding.remove(self.size)
             return self.fn(*self.args)
 

@@ -296,3 +296,40 @@ def test_sigterm_ends_the_run_with_one_line_and_leaves_nothing(tmp_path, busy_ru
     assert proc.returncode == 2 and len(errors) == 1 and "SIGTERM" in errors[0] and "Traceback" not in err, err
     assert not _temps(tmp_path) and not (tmp_path / "out.jsonl").exists()
     assert _gone(workers, 2.0)
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+def test_sigterm_as_the_pool_forks_a_worker_leaves_no_worker_behind(tmp_path, monkeypatch, nth):
+    """SIGTERM landing just after a worker's fork, before the pool has listed it: the run ends
+    with Terminated and every worker it forked is gone (one was left running, unknown to the
+    pool, and the command hung at exit joining it)."""
+    import multiprocessing
+    from multiprocessing.process import BaseProcess
+
+    from londonlm.corpus.ocr import jsonl
+    from londonlm.corpus.ocr.confusions import load_confusions
+    from londonlm.corpus.ocr.processes import Terminated
+
+    started, real_start = [], BaseProcess.start
+
+    def start(self):
+        real_start(self)
+        started.append(self)
+        if len(started) == nth:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(BaseProcess, "start", start)
+    monkeypatch.setattr(jsonl, "bounded_workers", lambda n: 2)
+    (tmp_path / "in.jsonl").write_bytes(ROWS * 20)
+    repair = jsonl.DocumentRepair(period_lexicon(), load_confusions())
+    try:
+        with pytest.raises(Terminated):
+            jsonl.repair_jsonl(tmp_path / "in.jsonl", tmp_path / "out.jsonl", repair,
+                               options=jsonl.JsonlOptions(workers=2))
+        assert len(started) == 2 or nth == 1
+        assert _gone([p.pid for p in started], 5.0), "a forked worker outlived the stopped run"
+        assert not _temps(tmp_path) and not (tmp_path / "out.jsonl").exists()
+    finally:
+        for p in started:
+            p.kill()
+        multiprocessing.active_children()
