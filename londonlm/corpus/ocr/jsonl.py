@@ -33,8 +33,8 @@ from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
 from .confusions import announce_walk
 from .files import check_output, output_file, refuse_same_files, remove_stale_temps
-from .processes import (batches, bounded_workers, result_of, sigterm_as_error, sigterm_deferred, start_worker,
-                        stop_pool)
+from .processes import (batches, bounded_workers, result_of, sigterm_as_error, start_worker, stop_pool,
+                        stops_deferred)
 from .shared_searches import SearchLog, search_log
 from .step import DocumentRepair
 
@@ -241,7 +241,7 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
     pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid(), log))
 
     def submit(batch: list[tuple[int, bytes]]) -> Future:
-        with sigterm_deferred():  # (the first starts the workers)
+        with stops_deferred():  # (the first starts the workers)
             future = pool.submit(repair_rows, batch, o, reported)
             if log is not None:  # (as each batch is done, not when its turn to be written comes: that
                 # waits on the batches before it, ~30 of them in flight, and the others search meanwhile)
@@ -288,7 +288,7 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     summary: dict[str, Any] = {"rows": 0, "repaired": 0, "errors": {}, "changes": 0, "encoding_notes": 0,
                                "years_ignored": 0, "workers": bounded_workers(o.workers)}
     entries: list[dict[str, Any]] | None = [] if report_path is not None else None
-    with sigterm_as_error():  # (SIGTERM: an error, so the temporary files go)
+    with sigterm_as_error():  # (SIGTERM: an error, so the temporary files go; Ctrl-C too)
         with output_file(dst) as out, closing(_ordered(_lines(src), o, repair, reported=report_path is not None)) as rows:
             _write_rows(rows, out, summary, entries, _bar(o.progress))
         if report_path is not None:

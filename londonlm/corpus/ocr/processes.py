@@ -6,12 +6,12 @@ error like any other (so the output's temporary file goes with the run).
 command left its workers running (their parent PID 1, busy a minute later), and SIGTERM left a
 temporary file beside the output.
 
-SIGTERM is raised where the main thread stands, except while it deals with a pool (starting its
-workers, handing it work, waiting on it): there an exception can land between two halves of the
-pool's own bookkeeping (a worker forked, not yet in the pool's list: never killed, and the run,
-its error line printed, hung at exit joining it; one SIGTERM in ~45 under load). There the signal
-is noted (:func:`sigterm_deferred`) and raised at the next point the pool is whole, within
-``POLL_SECONDS``.
+SIGTERM (and Ctrl-C, as KeyboardInterrupt) is raised where the main thread stands, except while
+it deals with a pool (starting its workers, handing it work, waiting on it): there an exception
+can land between two halves of the pool's own bookkeeping (a worker forked, not yet in the pool's
+list: never killed, and the run, its error line printed, hung at exit joining it; one SIGTERM in
+~45 under load). There the signal is noted (:func:`stops_deferred`) and raised at the next point
+the pool is whole, within ``POLL_SECONDS``.
 """
 from __future__ import annotations
 
@@ -32,14 +32,14 @@ class Terminated(CorpusError):
 
 
 TERMINATED = "terminated (SIGTERM): nothing written, the temporary output removed"
-POLL_SECONDS = 0.2  # (how soon a SIGTERM noted while waiting on a pool ends the run)
+POLL_SECONDS = 0.2  # (how soon a stop noted while waiting on a pool ends the run)
 
 
-class _Sigterm:
-    """Where a SIGTERM under :func:`sigterm_as_error` stands: ``deferring`` (blocks of
-    :func:`sigterm_deferred` open) and ``pending`` (one came meanwhile, not yet raised)."""
+class _Stop:
+    """Where a stop (SIGTERM, Ctrl-C) under :func:`sigterm_as_error` stands: ``deferring`` (blocks
+    of :func:`stops_deferred` open) and ``pending`` (the exception of one that came meanwhile)."""
     deferring = 0
-    pending = False
+    pending: BaseException | None = None
 
 
 def usable_cpus() -> int:
@@ -125,7 +125,7 @@ def forked_map(fn: Callable[[Any, Any], Any], shared: Any, chunks: Iterable[Any]
     early."""
     pool = ProcessPoolExecutor(bounded_workers(workers), initializer=_hold, initargs=(shared, os.getpid()))
     try:
-        with sigterm_deferred():
+        with stops_deferred():
             futures = [pool.submit(_call, fn, chunk) for chunk in chunks]
         out = [result_of(f) for f in futures]
     except BaseException:  # (SIGTERM, Ctrl-C, a worker's error)
@@ -137,57 +137,67 @@ def forked_map(fn: Callable[[Any, Any], Any], shared: Any, chunks: Iterable[Any]
 
 @contextmanager
 def sigterm_as_error() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` in the main thread while the block runs (at once, or
-    where :func:`sigterm_deferred` holds it, at its next check), so what the block was writing is
-    cleaned up as after any error (one line, exit 2); a second SIGTERM during that clean-up is
-    ignored. Elsewhere than in the main thread: nothing changes."""
+    """SIGTERM raises :class:`Terminated` in the main thread while the block runs, and Ctrl-C
+    KeyboardInterrupt as always (at once, or where :func:`stops_deferred` holds them, at its next
+    check), so what the block was writing is cleaned up as after any error (one line, exit 2; Ctrl-C
+    130); a second SIGTERM during that clean-up is ignored. Elsewhere than in the main thread:
+    nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def stop(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if _Sigterm.deferring:
-            _Sigterm.pending = True
+    def stop(error: BaseException) -> None:
+        if _Stop.deferring:
+            _Stop.pending = _Stop.pending or error
         else:
-            raise Terminated(TERMINATED)
+            raise error
 
-    before = signal.signal(signal.SIGTERM, stop)
-    _Sigterm.pending = False
+    def terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop(Terminated(TERMINATED))
+
+    def interrupted(signum, frame):
+        stop(KeyboardInterrupt())
+
+    before = {signal.SIGTERM: signal.signal(signal.SIGTERM, terminated)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not one ignored: nohup, `&`)
+        before[signal.SIGINT] = signal.signal(signal.SIGINT, interrupted)
+    _Stop.pending = None
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
-        _Sigterm.pending = False
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        _Stop.pending = None
 
 
-def raise_if_terminated() -> None:
-    """:class:`Terminated` if a SIGTERM was noted under :func:`sigterm_deferred`."""
-    if _Sigterm.pending:
-        _Sigterm.pending = False
-        raise Terminated(TERMINATED)
+def raise_if_stopped() -> None:
+    """The exception of a stop noted under :func:`stops_deferred`, if one came."""
+    error, _Stop.pending = _Stop.pending, None
+    if error is not None:
+        raise error
 
 
 @contextmanager
-def sigterm_deferred() -> Iterator[None]:
-    """While the block runs, a SIGTERM is only noted (see the module's doc): raised by
-    :func:`raise_if_terminated` or as the block ends. For the main thread's dealings with a
-    pool, whose locks and lists its other threads share. Elsewhere than in the main thread
-    (where no signal handler runs): nothing changes."""
+def stops_deferred() -> Iterator[None]:
+    """While the block runs, a stop is only noted (see the module's doc): raised by
+    :func:`raise_if_stopped` or as the block ends. For the main thread's dealings with a pool,
+    whose locks and lists its other threads share. Elsewhere than in the main thread (where no
+    signal handler runs): nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _Sigterm.deferring += 1
+    _Stop.deferring += 1
     try:
         yield
     finally:
-        _Sigterm.deferring -= 1
-    raise_if_terminated()
+        _Stop.deferring -= 1
+    raise_if_stopped()
 
 
 def result_of(future: Future) -> Any:
-    """``future.result()``, waited for with SIGTERM deferred and checked every ``POLL_SECONDS``."""
-    with sigterm_deferred():
+    """``future.result()``, waited for with stops deferred and checked every ``POLL_SECONDS``."""
+    with stops_deferred():
         while not wait([future], POLL_SECONDS, return_when=FIRST_COMPLETED).done:
-            raise_if_terminated()
+            raise_if_stopped()
     return future.result()

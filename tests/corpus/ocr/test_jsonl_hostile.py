@@ -299,10 +299,11 @@ def test_sigterm_ends_the_run_with_one_line_and_leaves_nothing(tmp_path, busy_ru
 
 
 @pytest.mark.parametrize("nth", [1, 2])
-def test_sigterm_as_the_pool_forks_a_worker_leaves_no_worker_behind(tmp_path, monkeypatch, nth):
-    """SIGTERM landing just after a worker's fork, before the pool has listed it: the run ends
-    with Terminated and every worker it forked is gone (one was left running, unknown to the
-    pool, and the command hung at exit joining it)."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
+def test_a_stop_as_the_pool_forks_a_worker_leaves_no_worker_behind(tmp_path, monkeypatch, nth, signum):
+    """SIGTERM or Ctrl-C landing just after a worker's fork, before the pool has listed it: the
+    run ends with Terminated (KeyboardInterrupt) and every worker it forked is gone (one was
+    left running, unknown to the pool, and the command hung at exit joining it)."""
     import multiprocessing
     from multiprocessing.process import BaseProcess
 
@@ -316,14 +317,14 @@ def test_sigterm_as_the_pool_forks_a_worker_leaves_no_worker_behind(tmp_path, mo
         real_start(self)
         started.append(self)
         if len(started) == nth:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(BaseProcess, "start", start)
     monkeypatch.setattr(jsonl, "bounded_workers", lambda n: 2)
     (tmp_path / "in.jsonl").write_bytes(ROWS * 20)
     repair = jsonl.DocumentRepair(period_lexicon(), load_confusions())
     try:
-        with pytest.raises(Terminated):
+        with pytest.raises(Terminated if signum == signal.SIGTERM else KeyboardInterrupt):
             jsonl.repair_jsonl(tmp_path / "in.jsonl", tmp_path / "out.jsonl", repair,
                                options=jsonl.JsonlOptions(workers=2))
         assert len(started) == 2 or nth == 1
