@@ -122,15 +122,16 @@ def forked_map(fn: Callable[[Any, Any], Any], shared: Any, chunks: Iterable[Any]
     """``fn(shared, chunk)`` of each chunk, in the chunks' order, on ``workers`` forked processes
     (one per CPU at most) that hold ``shared`` as the parent had it (a repairer with its lexicon:
     forked, not pickled); ``fn`` a module's function. The pool is stopped at once if the run ends
-    early."""
+    early (SIGTERM too: :func:`sigterm_as_error`)."""
     pool = ProcessPoolExecutor(bounded_workers(workers), initializer=_hold, initargs=(shared, os.getpid()))
-    try:
-        with stops_deferred():
-            futures = [pool.submit(_call, fn, chunk) for chunk in chunks]
-        out = [result_of(f) for f in futures]
-    except BaseException:  # (SIGTERM, Ctrl-C, a worker's error)
-        stop_pool(pool)
-        raise
+    with sigterm_as_error():
+        try:
+            with stops_deferred():
+                futures = [pool.submit(_call, fn, chunk) for chunk in chunks]
+            out = [result_of(f) for f in futures]
+        except BaseException:  # (SIGTERM, Ctrl-C, a worker's error)
+            stop_pool(pool)
+            raise
     pool.shutdown()
     return out
 

@@ -334,3 +334,32 @@ def test_a_stop_as_the_pool_forks_a_worker_leaves_no_worker_behind(tmp_path, mon
         for p in started:
             p.kill()
         multiprocessing.active_children()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl_c"])
+def test_a_stop_as_the_adaptation_pool_forks_a_worker_leaves_no_worker_behind(monkeypatch, signum):
+    """The adaptation's pool (``forked_map``, before any output is opened) the same."""
+    import multiprocessing
+    import operator
+    from multiprocessing.process import BaseProcess
+
+    from londonlm.corpus.ocr import processes
+
+    started, real_start = [], BaseProcess.start
+
+    def start(self):
+        real_start(self)
+        started.append(self)
+        if len(started) == 2:
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(BaseProcess, "start", start)
+    monkeypatch.setattr(processes, "bounded_workers", lambda n: 2)
+    try:
+        with pytest.raises(processes.Terminated if signum == signal.SIGTERM else KeyboardInterrupt):
+            processes.forked_map(operator.add, 0, range(8), 2)
+        assert _gone([p.pid for p in started], 5.0), "a forked worker outlived the stopped run"
+    finally:
+        for p in started:
+            p.kill()
+        multiprocessing.active_children()
