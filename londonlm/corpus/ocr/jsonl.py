@@ -33,8 +33,7 @@ from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
 from .confusions import announce_walk
 from .files import check_output, output_file, refuse_same_files, remove_stale_temps
-from .processes import (batches, bounded_workers, result_of, sigterm_as_error, start_worker, stop_pool,
-                        stops_deferred)
+from .processes import batches, bounded_workers, result_of, sigterm_as_error, start_worker, stop_pool, submit
 from .shared_searches import SearchLog, search_log
 from .step import DocumentRepair
 
@@ -240,13 +239,10 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
     log = search_log() if repair.searches else None
     pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(repair, os.getpid(), log))
 
-    def submit(batch: list[tuple[int, bytes]]) -> Future:
-        with stops_deferred():  # (the first starts the workers)
-            future = pool.submit(repair_rows, batch, o, reported)
-            if log is not None:  # (as each batch is done, not when its turn to be written comes: that
-                # waits on the batches before it, ~30 of them in flight, and the others search meanwhile)
-                future.add_done_callback(log.append_from)
-        return future
+    def send(batch: list[tuple[int, bytes]]) -> Future:
+        # the searches logged as each batch is done, not when its turn to be written comes: that
+        # waits on the batches before it, ~30 of them in flight, and the others search meanwhile
+        return submit(pool, repair_rows, batch, o, reported, when_done=None if log is None else log.append_from)
 
     def rows_of(future: Future) -> list[tuple[str, dict]]:
         return result_of(future)[0]
@@ -260,7 +256,7 @@ def _ordered(items: Iterator[tuple[int, bytes]], o: JsonlOptions, repair: Docume
                 future, done = queue.popleft()
                 held -= done
                 yield from rows_of(future)
-            queue.append((submit(batch), size))
+            queue.append((send(batch), size))
             held += size
         while queue:
             yield from rows_of(queue.popleft()[0])

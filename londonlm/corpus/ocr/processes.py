@@ -126,8 +126,7 @@ def forked_map(fn: Callable[[Any, Any], Any], shared: Any, chunks: Iterable[Any]
     pool = ProcessPoolExecutor(bounded_workers(workers), initializer=_hold, initargs=(shared, os.getpid()))
     with sigterm_as_error():
         try:
-            with stops_deferred():
-                futures = [pool.submit(_call, fn, chunk) for chunk in chunks]
+            futures = [submit(pool, _call, fn, chunk) for chunk in chunks]
             out = [result_of(f) for f in futures]
         except BaseException:  # (SIGTERM, Ctrl-C, a worker's error)
             stop_pool(pool)
@@ -194,6 +193,18 @@ def stops_deferred() -> Iterator[None]:
     finally:
         _Stop.deferring -= 1
     raise_if_stopped()
+
+
+def submit(pool: ProcessPoolExecutor, fn: Callable[..., Any], *args: Any,
+           when_done: Callable[[Future], None] | None = None) -> Future:
+    """``pool.submit(fn, *args)``, with ``when_done`` its done callback, with stops deferred (the
+    first submission forks the workers; the callback of a future already done runs here, under
+    the future's lock)."""
+    with stops_deferred():
+        future = pool.submit(fn, *args)
+        if when_done is not None:
+            future.add_done_callback(when_done)
+    return future
 
 
 def result_of(future: Future) -> Any:
