@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Container, Iterable
+from typing import Any, Callable, Container, Iterable, Mapping
 
 from rapidfuzz.distance import Levenshtein
 
@@ -404,64 +404,88 @@ def learn(word_pairs: Iterable[tuple[str, str]], min_count: int = 2, max_distanc
     pair is aligned once and counted as often as it occurs (the adaptation's 150 k pairs are ~15 k
     distinct: most are a word read right, many times over); the counts, and the order rules are
     first seen in, are those of counting every occurrence."""
-    seen: Counter[tuple[str, str]] = Counter()
-    spurious: Counter[str] = Counter()
-    word_seen: Counter[tuple[str, str]] = Counter()
-    gold_words: Counter[str] = Counter()
-    golds: list[str] = []
-    splits = joins = words = lost = 0
+    tally = _Tally(max_distance)
     # (a Counter keeps the order pairs first occur in, so rules and ties come out in the same order)
     for (ocr, gold), n in Counter((o, g) for o, g in word_pairs).items():
-        gold = fold_glyphs(gold)
-        if not gold or not ocr or any("\ue000" <= c <= "\uf8ff" for c in gold):
-            continue
-        words += n
-        o_parts, g_parts = ocr.split(), gold.split()
-        if len(o_parts) == 2 and len(g_parts) == 1 and "".join(o_parts) == gold:
-            splits += n  # "how ever": a space inside a word
-        if len(o_parts) == 1 and gold == ocr + "-" and ocr.isalpha():
-            lost += n  # "pre" for "pre-": a line-end hyphen lost, the halves left apart
-        if len(g_parts) == 2 and len(o_parts) == 1 and "".join(g_parts) == ocr:
-            joins += n  # "ofthe": the space between two words lost
-        if len(o_parts) == 2 and len(g_parts) == 1 and _count_letter_read_as_space(gold, " ".join(o_parts), seen, n):
-            golds.extend([gold] * n)  # its letters were printed: they count in P(O | G)
-        if len(o_parts) != len(g_parts):
-            continue
-        for o, g in zip(o_parts, g_parts):
-            if g.endswith("-") and not o.endswith("-") and len(g) > 1:
-                g = g[:-1]  # a line-end hyphen the OCR dropped: joining words undoes it, not a rule
-            golds.extend([g] * n)
-            _count_word(o, g, word_seen, gold_words, n)
-            if o == g or Levenshtein.normalized_distance(o, g) > max_distance:
-                continue
-            for gs, os_, at in edit_segments(g, o):
-                if not gs and len(os_) == 1:
-                    spurious[os_] += n  # debris: counted over every anchor
-                if not gs or not os_:
-                    anchored = _anchor(g, gs, os_, at)
-                    if anchored is None:
-                        continue
-                    gs, os_ = anchored
-                if len(gs) <= MAX_SPAN and len(os_) <= MAX_SPAN and _PRINTED.fullmatch(gs):
-                    seen[(gs, os_)] += n
-    printed = _substring_counts(golds, {g for g, _ in seen})
-    rules: dict[str, list[tuple[str, float]]] = {}
+        tally.add(ocr, fold_glyphs(gold), n)
+    rules = _rates(tally.seen, _substring_counts(tally.golds, {g for g, _ in tally.seen}), min_count)
+    whole = _rates(tally.word_seen, tally.gold_words, word_min_count)
+    letters = max(1, sum(map(len, tally.golds)))
+    debris = {c: math.log(n / letters) for c, n in tally.spurious.items()
+              if n >= debris_min_count and c not in _NO_DEBRIS} if debris_min_count else {}
+    info = dict(made_by or {}, words=tally.words, rules=sum(map(len, rules.values())), min_count=min_count,
+                word_rules=sum(map(len, whole.values())), word_min_count=word_min_count, debris=len(debris))
+    rate = lambda n: math.log(max(n, 1) / max(tally.words, 1))  # noqa: E731
+    return ConfusionModel(rules, rate(tally.splits), rate(tally.joins), rate(tally.lost), info, whole, debris)
+
+
+def _rates(seen: Counter[tuple[str, str]], printed: Mapping[str, int],
+           min_count: int) -> dict[str, list[tuple[str, float]]]:
+    """``{OCR: [(printed, log P(OCR | printed)), ...]}`` of the misreadings seen ``min_count``
+    times or more, likeliest first (a rate above 1, a span counted where it is printed less
+    often than misread across words, is capped at 1)."""
+    table: dict[str, list[tuple[str, float]]] = {}
     for (g, o), n in seen.items():
         if n >= min_count and printed.get(g):
-            rules.setdefault(o, []).append((g, math.log(min(1.0, n / printed[g]))))
-    whole: dict[str, list[tuple[str, float]]] = {}
-    for (g, o), n in word_seen.items():
-        if n >= word_min_count:
-            whole.setdefault(o, []).append((g, math.log(n / gold_words[g])))
-    for alts in (*rules.values(), *whole.values()):
+            table.setdefault(o, []).append((g, math.log(min(1.0, n / printed[g]))))
+    for alts in table.values():
         alts.sort(key=lambda x: -x[1])
-    letters = max(1, sum(map(len, golds)))
-    debris = {c: math.log(n / letters) for c, n in spurious.items()
-              if n >= debris_min_count and c not in _NO_DEBRIS} if debris_min_count else {}
-    info = dict(made_by or {}, words=words, rules=sum(map(len, rules.values())), min_count=min_count,
-                word_rules=sum(map(len, whole.values())), word_min_count=word_min_count, debris=len(debris))
-    rate = lambda n: math.log(max(n, 1) / max(words, 1))  # noqa: E731
-    return ConfusionModel(rules, rate(splits), rate(joins), rate(lost), info, whole, debris)
+    return table
+
+
+@dataclass
+class _Tally:
+    """What ``learn`` counts over the word pairs: each misreading of letters (``seen``) and of
+    whole words (``word_seen``), what was printed (``golds``, ``gold_words``), the debris, and
+    the spaces gained and lost."""
+    max_distance: float
+    seen: Counter[tuple[str, str]] = field(default_factory=Counter)
+    spurious: Counter[str] = field(default_factory=Counter)
+    word_seen: Counter[tuple[str, str]] = field(default_factory=Counter)
+    gold_words: Counter[str] = field(default_factory=Counter)
+    golds: list[str] = field(default_factory=list)
+    words: int = 0
+    splits: int = 0
+    joins: int = 0
+    lost: int = 0
+
+    def add(self, ocr: str, gold: str, n: int) -> None:
+        """One distinct (OCR, gold) pair that occurs ``n`` times."""
+        if not gold or not ocr or any("\ue000" <= c <= "\uf8ff" for c in gold):
+            return
+        self.words += n
+        o_parts, g_parts = ocr.split(), gold.split()
+        one_read_as_two = len(o_parts) == 2 and len(g_parts) == 1
+        if one_read_as_two and "".join(o_parts) == gold:
+            self.splits += n  # "how ever": a space inside a word
+        if len(o_parts) == 1 and gold == ocr + "-" and ocr.isalpha():
+            self.lost += n  # "pre" for "pre-": a line-end hyphen lost, the halves left apart
+        if len(g_parts) == 2 and len(o_parts) == 1 and "".join(g_parts) == ocr:
+            self.joins += n  # "ofthe": the space between two words lost
+        if one_read_as_two and _count_letter_read_as_space(gold, " ".join(o_parts), self.seen, n):
+            self.golds.extend([gold] * n)  # its letters were printed: they count in P(O | G)
+        if len(o_parts) == len(g_parts):
+            for o, g in zip(o_parts, g_parts):
+                self._add_word(o, g, n)
+
+    def _add_word(self, o: str, g: str, n: int) -> None:
+        """An OCR word against the word printed in its place: the word rule, and each letter rule."""
+        if g.endswith("-") and not o.endswith("-") and len(g) > 1:
+            g = g[:-1]  # a line-end hyphen the OCR dropped: joining words undoes it, not a rule
+        self.golds.extend([g] * n)
+        _count_word(o, g, self.word_seen, self.gold_words, n)
+        if o == g or Levenshtein.normalized_distance(o, g) > self.max_distance:
+            return
+        for gs, os_, at in edit_segments(g, o):
+            if not gs and len(os_) == 1:
+                self.spurious[os_] += n  # debris: counted over every anchor
+            if not gs or not os_:
+                anchored = _anchor(g, gs, os_, at)
+                if anchored is None:
+                    continue
+                gs, os_ = anchored
+            if len(gs) <= MAX_SPAN and len(os_) <= MAX_SPAN and _PRINTED.fullmatch(gs):
+                self.seen[(gs, os_)] += n
 
 
 # never debris: a space is a split (``ConfusionModel.split``), and a stop, comma, hyphen or quote
