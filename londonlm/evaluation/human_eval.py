@@ -25,7 +25,9 @@ import json
 import math
 import random
 import secrets
+from importlib import resources
 from pathlib import Path
+from string import Template
 from typing import Iterable, Mapping, Sequence
 
 from ..core import LondonLMError, RunLayout, write_json_atomic, write_text_atomic
@@ -41,6 +43,8 @@ CRITERIA_HELP = {
                            "(vocabulary, spelling, subjects, no modern notions)?",
     "coherence": "Does it follow on from the prompt and hang together?",
 }
+# The raters' page: its HTML and script, with $title, $lo, $hi, $helptext, $items and $criteria to fill.
+_FORM = Template(resources.files(__package__).joinpath("data/human_eval_form.html").read_text(encoding="utf-8"))
 
 
 class RatingsError(LondonLMError, ValueError):
@@ -126,77 +130,7 @@ def render_form(items: Sequence[Mapping[str, str]], title: str) -> str:
     helptext = "".join(f"<li><b>{html.escape(c.replace('_', ' '))}</b>: "
                        f"{html.escape(CRITERIA_HELP[c])}</li>" for c in CRITERIA)
     lo, hi = SCALE
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body{{font-family:Georgia,serif;max-width:52em;margin:2em auto;padding:0 1em;color:#222}}
-.item{{border:1px solid #ccc;border-radius:6px;padding:1em;margin:1em 0}}
-.prompt{{color:#555}} .text{{white-space:pre-wrap;background:#faf8f2;padding:.5em}}
-.crit{{margin:.3em 0}} label{{margin-right:.8em}} button{{margin:.5em .5em 0 0;padding:.4em 1em}}
-#status{{color:#555}}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>Rate each text from {lo} (poor) to {hi} (excellent). The texts come from different
-models in random order. The <i>prompt</i> is the given opening; rate only the continuation.</p>
-<ul>{helptext}</ul>
-<p>Rater name or initials: <input id="rater" size="20"></p>
-<div id="items"></div>
-<button onclick="dl('csv')">Download ratings (CSV)</button>
-<button onclick="dl('json')">Download ratings (JSON)</button>
-<span id="status"></span>
-<script>
-const ITEMS = {data};
-const CRITERIA = {crit};
-const LO = {lo}, HI = {hi};
-const box = document.getElementById('items');
-ITEMS.forEach((it, n) => {{
-  const d = document.createElement('div'); d.className = 'item';
-  const h = document.createElement('h3'); h.textContent = 'Item ' + (n + 1) + ' (' + it.item_id + ')';
-  const p = document.createElement('div'); p.className = 'prompt'; p.textContent = 'Prompt: ' + it.prompt;
-  const t = document.createElement('div'); t.className = 'text'; t.textContent = it.text;
-  d.append(h, p, t);
-  CRITERIA.forEach(c => {{
-    const row = document.createElement('div'); row.className = 'crit';
-    row.append(c.replace('_', ' ') + ': ');
-    for (let v = LO; v <= HI; v++) {{
-      const l = document.createElement('label'); const r = document.createElement('input');
-      r.type = 'radio'; r.name = it.item_id + '|' + c; r.value = v; l.append(r, ' ' + v); row.append(l);
-    }}
-    d.append(row);
-  }});
-  const cm = document.createElement('input'); cm.size = 60; cm.id = it.item_id + '|comment';
-  cm.placeholder = 'comment (optional)'; d.append(cm);
-  box.append(d);
-}});
-function collect() {{
-  const rater = document.getElementById('rater').value;
-  return ITEMS.map(it => {{
-    const row = {{item_id: it.item_id, rater: rater}};
-    CRITERIA.forEach(c => {{
-      const s = document.querySelector('input[name="' + it.item_id + '|' + c + '"]:checked');
-      row[c] = s ? Number(s.value) : '';
-    }});
-    row.comment = document.getElementById(it.item_id + '|comment').value;
-    return row;
-  }});
-}}
-function q(v) {{ v = String(v); return /[",\\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v; }}
-function dl(kind) {{
-  const rows = collect(); let body, type;
-  if (kind === 'json') {{ body = JSON.stringify(rows, null, 1); type = 'application/json'; }}
-  else {{
-    const cols = ['item_id', 'rater'].concat(CRITERIA, ['comment']);
-    body = cols.join(',') + '\\n' + rows.map(r => cols.map(c => q(r[c])).join(',')).join('\\n') + '\\n';
-    type = 'text/csv';
-  }}
-  const a = document.createElement('a');
-  a.href = URL.createObjectURL(new Blob([body], {{type: type}}));
-  a.download = 'ratings.' + kind; a.click();
-  const done = rows.filter(r => CRITERIA.every(c => r[c] !== '')).length;
-  document.getElementById('status').textContent = done + ' of ' + rows.length + ' items fully rated';
-}}
-</script></body></html>
-"""
+    return _FORM.substitute(title=html.escape(title), lo=lo, hi=hi, helptext=helptext, items=data, criteria=crit)
 
 
 def _read_rows(path: Path) -> list[dict]:

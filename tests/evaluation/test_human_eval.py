@@ -9,8 +9,8 @@ import re
 import pytest
 
 from londonlm.chat.evaluate import write_pack_samples
-from londonlm.evaluation.human_eval import (CRITERIA, RatingsError, aggregate, export_blind,
-                                            import_ratings, mean_ci)
+from londonlm.evaluation.human_eval import (CRITERIA, SCALE, RatingsError, aggregate, export_blind,
+                                            import_ratings, mean_ci, render_form)
 
 SAMPLES = {
     "model-A": [{"prompt": f"p{i}", "text": f"alpha text {i}"} for i in range(6)],
@@ -31,6 +31,21 @@ def test_export_is_blind_and_self_contained(tmp_path):
     assert order != sorted(order)  # shuffled across models
     key = json.loads((tmp_path / "blind_key.json").read_text())["items"]
     assert {r["item_id"] for r in rows} == set(key)
+
+
+def test_the_form_fills_every_field_and_embeds_texts_as_data():
+    """The page's fields are all filled (none left as a placeholder), and a text holding markup
+    or a field's name stays that text: it cannot close the page's script or be filled in."""
+    page = render_form([{"item_id": "x1", "prompt": "</script><b>bold</b>", "text": "cost $title, ${hi}"}],
+                       "Raters & <friends>")
+    assert "<title>Raters &amp; &lt;friends&gt;</title>" in page
+    assert page.count("</script>") == 1  # (the prompt's own is written <\/script>)
+    assert f"const LO = {SCALE[0]}, HI = {SCALE[1]};" in page
+    assert f"const CRITERIA = {json.dumps(list(CRITERIA))};" in page
+    assert "<li><b>period authenticity</b>:" in page
+    items = json.loads(re.search(r"const ITEMS = (.*);", page).group(1).replace("<\\/", "</"))
+    assert items == [{"item_id": "x1", "prompt": "</script><b>bold</b>", "text": "cost $title, ${hi}"}]
+    assert not re.search(r"\$(title|lo|hi|helptext|items|criteria)\b", page.replace("$title, ${hi}", ""))
 
 
 def test_round_trip_csv_and_json(tmp_path):
