@@ -415,83 +415,105 @@ def cmd_cross(a) -> int:
             raise SystemExit(f"{need} not found: this benchmark needs ../shared/ocr")
     work = a.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    years = icdar_years()
-    held = by_number(held_out(years))
-    train = by_number(set(years) - set(held))
-    sets = {k: read_overproof(OVERPROOF / f) for k, f in OVERPROOF_SETS.items()}
-    lexicon = shipped_lexicon()
-    pairs = {"icdar": icdar_pairs(train), **{k: overproof_pairs(v) for k, v in sets.items()}}
-    channels: dict[str, object] = {}
-
-    def channel(*sources: str, extra: list | None = None):
-        """The shipped model's recipe (``channel_of``) on ``sources``' pairs (and ``extra``, an
-        overProof set's half, taught as that set is)."""
-        name = "+".join(sources)
-        if extra is None and name in channels:
-            return channels[name]
-        got = channel_of({**{s: pairs[s] for s in sources}, **({"extra": extra} if extra else {})})
-        if extra is None:
-            channels[name] = got
-        return got
-
+    cross = _Cross(a)
     results = {"meta": {"command": " ".join(["benchmarks/ocr_repair.py", *sys.argv[1:]]),
-                        "date": time.strftime("%Y-%m-%d"), "lexicon": lexicon.made_from.get("command"),
+                        "date": time.strftime("%Y-%m-%d"), "lexicon": cross.lexicon.made_from.get("command"),
                         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                         "judge": judge_meta(a)}}
     for mode in a.modes:
-        rows = {}
-
-        def run(label: str, conf, target: str):
-            repairer = judged(OcrRepairer(lexicon, conf, MODES[mode]), a)
-            t0 = time.perf_counter()
-            got = score_icdar(repairer, held, years) if target == "icdar" else score_overproof(repairer, sets[target])
-            got["seconds"] = round(time.perf_counter() - t0, 1)
-            if isinstance(repairer, JudgedRepairer):
-                got.update(doubts=repairer.judged, overruled=repairer.overruled)
-            rows[label] = got
-            print(mode, label, json.dumps(got), flush=True)
-
-        run("icdar -> icdar held-out (in-split)", channel("icdar"), "icdar")
-        for k in sets:
-            run(f"icdar -> {k}", channel("icdar"), k)
-        if a.adapt:  # adapted on the target's own OCR (its confident repairs; no gold read)
-            texts = {"icdar": [(read_aligned_pair(ICDAR / n)[0], years[n]) for n in held],
-                     **{k: [(x["ocr"], x["year"]) for x in v] for k, v in sets.items()}}
-            for k in ("icdar", *sets):
-                conf = adapt(channel("icdar"), lexicon, texts[k], MODES[mode])
-                run(f"icdar, adapted on {k}'s OCR -> {k}" + (" held-out" if k == "icdar" else ""), conf, k)
-        if a.quick:
-            results[mode] = rows
-            continue
-        run("smh+ca -> icdar held-out", channel("smh", "ca"), "icdar")
-        run("smh -> ca", channel("smh"), "ca")
-        run("ca -> smh", channel("ca"), "smh")
-        run("icdar+smh -> ca", channel("icdar", "smh"), "ca")
-        run("icdar+ca -> smh", channel("icdar", "ca"), "smh")
-        # the shipped model's data (ICDAR's tuning part and both overProof sets): in-split on
-        # ICDAR's held-out third; on each overProof set, as learned without it (the others)
-        run("icdar+smh+ca (shipped) -> icdar held-out", channel("icdar", "smh", "ca"), "icdar")
-        if a.adapt:
-            for sources, k in ((("icdar", "smh", "ca"), "icdar"), (("icdar", "ca"), "smh"), (("icdar", "smh"), "ca")):
-                conf = adapt(channel(*sources), lexicon, texts[k], MODES[mode])
-                run(f"{'+'.join(sources)}, adapted on {k}'s OCR -> {k}" + (" held-out" if k == "icdar" else ""),
-                    conf, k)
-        for k, articles in sets.items():  # within a set: learn from one half, measure the other
-            parts = []
-            for fold in (0, 1):
-                learn_from = [x for x in articles if overproof_fold(x["id"]) != fold]
-                measure_on = [x for x in articles if overproof_fold(x["id"]) == fold]
-                conf = channel("icdar", extra=overproof_pairs(learn_from))
-                parts.append(score_overproof(OcrRepairer(lexicon, conf, MODES[mode]), measure_on))
-            rows[f"icdar+{k} half -> {k} other half (2-fold)"] = _sum_folds(parts)
-            print(mode, f"{k} 2-fold", json.dumps(rows[f"icdar+{k} half -> {k} other half (2-fold)"]), flush=True)
-        results[mode] = rows
+        results[mode] = cross.rows(mode)
     out = work / ("cross_judged.json" if a.lm else "cross.json")
     out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     for mode in a.modes:
         print(f"\n{mode} mode:\n", *cross_table(results[mode]), sep="\n")
     print(f"written {out}")
     return 0
+
+
+class _Cross:
+    """The data of ``cmd_cross`` (ICDAR's parts, both overProof sets, their word pairs), the
+    channels learned from them (each once), and one mode's rows."""
+
+    def __init__(self, a):
+        self.a = a
+        self.years = icdar_years()
+        self.held = by_number(held_out(self.years))
+        train = by_number(set(self.years) - set(self.held))
+        self.sets = {k: read_overproof(OVERPROOF / f) for k, f in OVERPROOF_SETS.items()}
+        self.lexicon = shipped_lexicon()
+        self.pairs = {"icdar": icdar_pairs(train), **{k: overproof_pairs(v) for k, v in self.sets.items()}}
+        self.texts = {"icdar": [(read_aligned_pair(ICDAR / n)[0], self.years[n]) for n in self.held],
+                      **{k: [(x["ocr"], x["year"]) for x in v] for k, v in self.sets.items()}} if a.adapt else {}
+        self._channels: dict[str, object] = {}
+
+    def channel(self, *sources: str, extra: list | None = None):
+        """The shipped model's recipe (``channel_of``) on ``sources``' pairs (and ``extra``, an
+        overProof set's half, taught as that set is)."""
+        name = "+".join(sources)
+        if extra is None and name in self._channels:
+            return self._channels[name]
+        got = channel_of({**{s: self.pairs[s] for s in sources}, **({"extra": extra} if extra else {})})
+        if extra is None:
+            self._channels[name] = got
+        return got
+
+    def rows(self, mode: str) -> dict[str, dict]:
+        """One mode's figures: the ICDAR channel on every archive (adapted on each target's OCR
+        with ``--adapt``); unless ``--quick``, each archive measured by channels learned from the
+        others, the shipped one in-split, and the 2-fold figures within each overProof set."""
+        rows: dict[str, dict] = {}
+        self._run(rows, mode, "icdar -> icdar held-out (in-split)", self.channel("icdar"), "icdar")
+        for k in self.sets:
+            self._run(rows, mode, f"icdar -> {k}", self.channel("icdar"), k)
+        if self.a.adapt:  # adapted on the target's own OCR (its confident repairs; no gold read)
+            for k in ("icdar", *self.sets):
+                self._adapted(rows, mode, ("icdar",), k)
+        if self.a.quick:
+            return rows
+        for sources, k in ((("smh", "ca"), "icdar"), (("smh",), "ca"), (("ca",), "smh"),
+                           (("icdar", "smh"), "ca"), (("icdar", "ca"), "smh")):
+            self._run(rows, mode, f"{'+'.join(sources)} -> {k}{_HELD if k == 'icdar' else ''}",
+                      self.channel(*sources), k)
+        # the shipped model's data (ICDAR's tuning part and both overProof sets): in-split on
+        # ICDAR's held-out third; on each overProof set, as learned without it (the others)
+        self._run(rows, mode, f"icdar+smh+ca (shipped) -> icdar{_HELD}", self.channel("icdar", "smh", "ca"), "icdar")
+        if self.a.adapt:
+            for sources, k in ((("icdar", "smh", "ca"), "icdar"), (("icdar", "ca"), "smh"), (("icdar", "smh"), "ca")):
+                self._adapted(rows, mode, sources, k)
+        for k in self.sets:
+            label = f"icdar+{k} half -> {k} other half (2-fold)"
+            rows[label] = self._two_fold(mode, k)
+            print(mode, f"{k} 2-fold", json.dumps(rows[label]), flush=True)
+        return rows
+
+    def _run(self, rows: dict, mode: str, label: str, conf, target: str) -> None:
+        repairer = judged(OcrRepairer(self.lexicon, conf, MODES[mode]), self.a)
+        t0 = time.perf_counter()
+        got = (score_icdar(repairer, self.held, self.years) if target == "icdar"
+               else score_overproof(repairer, self.sets[target]))
+        got["seconds"] = round(time.perf_counter() - t0, 1)
+        if isinstance(repairer, JudgedRepairer):
+            got.update(doubts=repairer.judged, overruled=repairer.overruled)
+        rows[label] = got
+        print(mode, label, json.dumps(got), flush=True)
+
+    def _adapted(self, rows: dict, mode: str, sources: tuple[str, ...], k: str) -> None:
+        conf = adapt(self.channel(*sources), self.lexicon, self.texts[k], MODES[mode])
+        self._run(rows, mode, f"{'+'.join(sources)}, adapted on {k}'s OCR -> {k}{_HELD if k == 'icdar' else ''}",
+                  conf, k)
+
+    def _two_fold(self, mode: str, k: str) -> dict:
+        """Within set ``k``: learn from one half, measure the other, both ways, summed."""
+        parts = []
+        for fold in (0, 1):
+            learn_from = [x for x in self.sets[k] if overproof_fold(x["id"]) != fold]
+            measure_on = [x for x in self.sets[k] if overproof_fold(x["id"]) == fold]
+            conf = self.channel("icdar", extra=overproof_pairs(learn_from))
+            parts.append(score_overproof(OcrRepairer(self.lexicon, conf, MODES[mode]), measure_on))
+        return _sum_folds(parts)
+
+
+_HELD = " held-out"  # (ICDAR is measured on its held-out third: the channel learned from the rest)
 
 
 # ---------------------------------------------------------------- the model as judge

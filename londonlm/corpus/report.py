@@ -51,6 +51,17 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
         stats["ocr"] = ocr
     if extra:
         stats.update(extra)
+    plots = _plot_stats(stats, meta)
+    lines = _report_lines(stats)
+    for title, name in plots:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    report = write_text_atomic(meta / REPORT, "\n".join(lines))
+    write_text_atomic(meta / CORPUS_STATS, json.dumps(stats, indent=1, sort_keys=True, default=str))
+    return report
+
+
+def _plot_stats(stats: dict[str, Any], meta: Path) -> list[tuple[str, str]]:
+    """The report's plots, drawn into ``meta``: (title, file name) of each drawn (none of what is empty)."""
     plots = []
     src = sorted(stats["by_source"].items(), key=lambda kv: -kv[1]["chars"])[:40]
     if src:
@@ -69,13 +80,20 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
         _plot_bar([k for k, _ in rej], [v for _, v in rej], "Rejections by reason", "documents",
                   meta / "rejections_by_reason.png", horizontal=True)
         plots.append(("Rejections by reason", "rejections_by_reason.png"))
+    return plots
+
+
+def _report_lines(stats: dict[str, Any]) -> list[str]:
+    """``corpus_report.md``'s text, up to its plots."""
+    dec = list(stats["by_decade"].items())
+    rej = list(stats["rejections_by_reason"].items())
     lines = ["# London historical corpus report", "",
              f"- Documents kept: **{stats['documents']}** ({stats['london_documents']} London-related)",
              f"- Characters: {stats['chars']:,}; words: {stats['words']:,}",
              f"- Years covered: {stats['years'][0]}–{stats['years'][1]}" +
              (f" (cutoff {stats['cutoff_year']}: nothing dated later, nothing undated)"
               if stats.get("cutoff_year") is not None else ""),
-             f"- Splits: " + ", ".join(f"{k}={v}" for k, v in stats["splits"].items()),
+             "- Splits: " + ", ".join(f"{k}={v}" for k, v in stats["splits"].items()),
              f"- Rejected: {stats['rejected']}", ""]
     if rej:
         lines += ["## Rejections by reason", "", "| reason | documents |", "|---|---|"]
@@ -92,11 +110,7 @@ def write_report(processed_dir: str | Path, metadata_dir: str | Path,
         lines += ["", "## Curated sources in the registry", "", "| kind | sources |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in stats["registry_sources_by_kind"].items()]
     lines.append("")
-    for title, name in plots:
-        lines += [f"## {title}", "", f"![{title}]({name})", ""]
-    report = write_text_atomic(meta / REPORT, "\n".join(lines))
-    write_text_atomic(meta / CORPUS_STATS, json.dumps(stats, indent=1, sort_keys=True, default=str))
-    return report
+    return lines
 
 
 def _ocr_section(ocr: dict[str, Any] | None) -> list[str]:
