@@ -262,6 +262,33 @@ def test_saved_weights_lose_the_compile_prefix_and_foreign_ones_are_refused(tmp_
     assert not (tmp_path / "bad").exists()
 
 
+def test_loading_saved_weights_calls_only_a_really_missing_tensor_missing(tmp_path, monkeypatch):
+    """The Trainer loads saved weights itself (the best evaluation's at the end, a checkpoint on
+    resume); the tied LM head is saved once, under the embedding, and transformers 5 called it
+    missing in every such load. It is not; a tensor really absent is still named."""
+    import transformers.trainer as hf_trainer
+    from safetensors.torch import load_file, save_file
+
+    from conftest import micro_gpt2, micro_lm_dataset, micro_training_args
+    from londonlm.training.step.trainer import RunTrainer
+
+    said = []
+    monkeypatch.setattr(hf_trainer.logger, "warning", lambda msg, *a, **k: said.append(str(msg)))
+    trainer = RunTrainer(model=micro_gpt2(), args=micro_training_args(tmp_path / "run"),
+                         train_dataset=micro_lm_dataset(8))
+    saved = tmp_path / "run" / "checkpoint-1"
+    trainer._save(str(saved))
+    assert "lm_head.weight" not in load_file(saved / "model.safetensors")
+    trainer._load_from_checkpoint(str(saved))
+    assert not [m for m in said if "missing keys" in m]
+    weights = load_file(saved / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "h.0.mlp.c_fc" not in k}, saved / "model.safetensors",
+              metadata={"format": "pt"})
+    trainer._load_from_checkpoint(str(saved))
+    missing = [m for m in said if "missing keys" in m]
+    assert len(missing) == 1 and "h.0.mlp.c_fc.weight" in missing[0] and "lm_head" not in missing[0]
+
+
 BEFORE_TREE = Path(__file__).resolve().parent / "data" / "run_before_config_tree"
 
 

@@ -38,6 +38,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable
 
 from transformers import Trainer
@@ -130,12 +131,7 @@ def matching_state_dict(state_dict: dict, model) -> dict:
     would load random weights. Tied weights (GPT-2's LM head) may appear once."""
     fixed = {k.replace(COMPILED_PREFIX, ""): v for k, v in state_dict.items()}
     own = model.state_dict(keep_vars=True)
-    seen, tied = {}, set()
-    for name, tensor in own.items():
-        if id(tensor) in seen:
-            tied.add(name)
-        seen.setdefault(id(tensor), name)
-    missing = sorted(set(own) - set(fixed) - tied)
+    missing = sorted(set(own) - set(fixed) - tied_names(model))
     foreign = sorted(set(fixed) - set(own))
     if missing or foreign:
         raise TrainingError(
@@ -144,6 +140,17 @@ def matching_state_dict(state_dict: dict, model) -> dict:
             f"({', '.join(foreign[:3])}); pin the tested transformers/accelerate versions "
             f"(requirements.txt) or train without --torch_compile")
     return fixed
+
+
+def tied_names(model) -> set[str]:
+    """The names of ``model``'s tensors that are another's, named before them (GPT-2's LM head is
+    its token embedding): saved once, and loaded with it."""
+    seen, tied = set(), set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            tied.add(name)
+        seen.add(id(tensor))
+    return tied
 
 
 class RunTrainer(Trainer):
@@ -227,6 +234,16 @@ class RunTrainer(Trainer):
             return super()._finalize_training(*args, **kwargs)
         finally:
             self.state.best_model_checkpoint = best
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # the best evaluation's weights, loaded at the end: a tied LM head is saved once, under
+        # the embedding, and loads with it; the Trainer (transformers 5) called it missing
+        # ("There were missing keys in the checkpoint model loaded: ['lm_head.weight']") in every
+        # run that keeps the best evaluation, where nothing was missing
+        tied = tied_names(self.model)
+        missing = [k for k in load_result.missing_keys if k.replace(COMPILED_PREFIX, "") not in tied]
+        super()._issue_warnings_after_load(SimpleNamespace(missing_keys=missing,
+                                                           unexpected_keys=load_result.unexpected_keys))
 
     def save_model(self, output_dir=None, _internal_call=False):
         """Every rank calls this (checkpoints, final/). Under FSDP the full weights are gathered
