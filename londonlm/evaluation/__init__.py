@@ -31,10 +31,11 @@ from .metrics.probes import ProbeFormatError, load_mc_jsonl, score_items
 from .model import (METRICS_FILE, SAMPLES_FILE, MissingInput, load_for_evaluation, load_model,
                     model_identity, stale_evaluation)
 from .report import METRICS_FORMAT_VERSION, could_not_know_section, leakage_markdown, leakage_summary
-from .run import MODES, QUICK_MAX_EVAL_TOKENS, EvaluationError, leakage_for_model, run_evaluation
+from .run import (MODES, QUICK_MAX_EVAL_TOKENS, EvaluationError, EvaluationSettings, leakage_for_model,
+                  run_evaluation)
 
 __all__ = [
-    "brought_samples", "BROUGHT_SAMPLES", "distinct_n", "evaluate_lm", "EvaluationError",
+    "brought_samples", "BROUGHT_SAMPLES", "distinct_n", "evaluate_lm", "EvaluationError", "EvaluationSettings",
     "could_not_know_section", "LEAKAGE_FACTS", "LEAKAGE_WORDS", "leakage_for_model", "leakage_markdown",
     "leakage_summary", "LeakageError", "run_leakage_probes",
     "load_for_evaluation", "load_mc_jsonl", "load_model", "load_wordlist", "METRICS_FILE",

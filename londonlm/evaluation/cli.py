@@ -17,7 +17,7 @@ from ..corpus import iter_split_texts
 from ..generation import DTYPES
 from . import human_eval
 from .report import passage_count, write_metrics
-from .run import run_evaluation
+from .run import EvaluationSettings, run_evaluation
 
 # filled with the device and dtype an evaluation ran with, so lm-eval's figures are comparable
 LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype={dtype} --include_path "
@@ -166,13 +166,8 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
                if c.resolve() != model_path.resolve()]
     texts, years = load_validation(layout.corpus_of(model_path))
     out_dir = Path(args.out_dir) if args.out_dir else evaluation_dir(layout, run_layout, model_path)
-    m = run_evaluation(model_path, out_dir, val_texts=texts, val_years=years, mode=args.mode,
-                       probes_path=args.probes, extra_mc_files=args.mc_files,
-                       text_files=args.text_files, compare=compare, device=args.device,
-                       dtype=args.dtype, seed=args.seed, max_eval_tokens=args.max_eval_tokens,
-                       trainer_state_path=args.trainer_state,
-                       lm_eval_tasks=args.lm_eval_tasks, lm_eval_text_dir=args.lm_eval_text_dir,
-                       cutoff_year=args.cutoff_year)
+    settings = EvaluationSettings.from_flags(vars(args), compare=compare)
+    m = run_evaluation(model_path, out_dir, settings, val_texts=texts, val_years=years)
     _print_table(m)
     print(f"\nreport: {out_dir / 'report.md'}")
     print("lm-eval-harness: " + LM_EVAL_HINT.format(path=model_path, dtype=m["settings"]["dtype"],

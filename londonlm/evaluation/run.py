@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -37,6 +38,49 @@ MODES = ("quick", "comprehensive")
 
 class EvaluationError(LondonLMError, ValueError):
     """A bad evaluation request (unknown mode, no validation texts)."""
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What one evaluation measures and how: the stage's flags (named as they are), built once
+    and passed whole. ``device``, ``dtype`` and ``max_eval_tokens`` are as asked; the run
+    resolves them (``auto``, the quick mode's cap) into the copy it measures with and records.
+    ``leakage_limit``: N leakage items of each file (tests; no flag)."""
+    mode: str = "quick"
+    probes: Path | None = None            # the probe JSONL (None: the bundled one)
+    mc_files: tuple[Path, ...] = ()       # extra multiple-choice files (comprehensive)
+    text_files: tuple[Path, ...] = ()     # plain-text files scored too
+    compare: tuple[Path, ...] = ()        # other model folders measured beside
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    max_eval_tokens: int | None = None
+    trainer_state: Path | None = None     # trainer_state.json for the curves (None: found)
+    lm_eval_tasks: tuple[str, ...] = ()
+    lm_eval_text_dir: Path | None = None
+    cutoff_year: int | None = None        # the leakage probes' split (None: the run's own)
+    leakage_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise EvaluationError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("mc_files", "text_files", "compare", "lm_eval_tasks"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @classmethod
+    def from_flags(cls, flags: Mapping[str, Any], **given: Any) -> "EvaluationSettings":
+        """The settings of parsed flags (``vars(args)``: those that are settings), ``given`` over them."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in flags.items() if k in known}, **given})
+
+    @property
+    def quick(self) -> bool:
+        return self.mode == "quick"
+
+    def resolved(self) -> "EvaluationSettings":
+        """The device picked and the quick mode's token cap filled (the dtype follows the loaded weights)."""
+        cap = QUICK_MAX_EVAL_TOKENS if self.max_eval_tokens is None and self.quick else self.max_eval_tokens
+        return replace(self, device=pick_device(self.device), max_eval_tokens=cap)
 
 
 def _model_info(lm: LoadedModel, path: Path) -> dict:
@@ -123,12 +167,12 @@ def _leakage(lm: LoadedModel, model_path: Path, cutoff_year, limit, log) -> tupl
     return record, result
 
 
-def _read_probe_sets(probes_path, extra_mc_files, quick: bool) -> tuple[dict, dict]:
+def _read_probe_sets(settings: EvaluationSettings) -> tuple[dict, dict]:
     """Every MC file, read up front so a malformed one fails before minutes of scoring;
     returns (name -> items, name -> file)."""
-    files = {"london": str(probes_path or default_probes_path())}
-    if not quick:
-        for f in extra_mc_files:
+    files = {"london": str(settings.probes or default_probes_path())}
+    if not settings.quick:
+        for f in settings.mc_files:
             files.setdefault(Path(f).stem, str(f))
     return {name: load_mc_jsonl(f) for name, f in files.items()}, files
 
@@ -154,19 +198,22 @@ def _compare_row(lm: LoadedModel, path: Path, val_texts, probe_items, *, device,
             "probe_accuracy": cp["accuracy"]["per_byte"], "probe_chance": cp["chance"]}
 
 
-def _compare_and_human_eval(main_row: dict, samples: list[dict], compare, val_texts, probe_items,
-                            out: Path, plots: dict, *, quick, seed, device, dtype, max_tokens):
+def _compare_and_human_eval(main_row: dict, samples: list[dict], val_texts, probe_items,
+                            out: Path, plots: dict, settings: EvaluationSettings):
     """Rows for every ``compare`` model (training order when steps are known) and, in
     comprehensive mode, the blind human-evaluation pack; returns (compare_rows, human)."""
     def texts_of(rows, key):
         return [{"prompt": s["prompt"], "text": s[key]} for s in rows]
 
+    quick, seed, device, compare = settings.quick, settings.seed, settings.device, settings.compare
+
     he_mode = "greedy" if quick else "sampled"
     he_samples = {main_row["name"]: texts_of([s for s in samples if s["mode"] == he_mode], "generated")}
     rows = [main_row]
     for cpath in map(Path, compare):
-        lm = load_for_evaluation(cpath, device, dtype)  # the main model's: comparable figures
-        rows.append(_compare_row(lm, cpath, val_texts, probe_items, device=device, max_tokens=max_tokens))
+        lm = load_for_evaluation(cpath, device, settings.dtype)  # the main model's: comparable figures
+        rows.append(_compare_row(lm, cpath, val_texts, probe_items, device=device,
+                                 max_tokens=settings.max_eval_tokens))
         if not quick:
             _, cs = generation_quality.evaluate_generation(
                 lm.model, lm.tokenizer, val_texts, n_passages=16, continuation_tokens=64,
@@ -191,13 +238,11 @@ def _compare_and_human_eval(main_row: dict, samples: list[dict], compare, val_te
 
 # --------------------------------------------------------------------------- the run
 
-def _check_request(mode: str, val_texts, text_files) -> None:
-    if mode not in MODES:
-        raise EvaluationError(f"mode must be one of {MODES}, got {mode!r}")
+def _check_request(settings: EvaluationSettings, val_texts) -> None:
     if not val_texts:
         raise EvaluationError("no validation texts: the corpus manifest has no split == 'validation' "
                               "documents; run the corpus stage first or pass --text_files")
-    for f in text_files:
+    for f in settings.text_files:
         if not Path(f).is_file():
             raise MissingInput(f"text file not found: {f}")
 
@@ -212,61 +257,46 @@ def _training_curves(model_path: Path, trainer_state_path, out: Path, plots: dic
     return training
 
 
-def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: list[str],
-                   val_years: list[int | None] | None = None, mode: str = "quick",
-                   probes_path: str | Path | None = None, extra_mc_files: Sequence[str | Path] = (),
-                   text_files: Sequence[str | Path] = (), compare: Sequence[str | Path] = (),
-                   device: str = "auto", dtype: str = "auto", seed: int = 0,
-                   max_eval_tokens: int | None = None, trainer_state_path: str | Path | None = None,
-                   lm_eval_tasks: Sequence[str] = (), lm_eval_text_dir: str | Path | None = None,
-                   cutoff_year: int | None = None, leakage_limit: int | None = None,
-                   log=print) -> dict:
-    """Evaluate one model (and optionally compare others); write metrics.json, samples.jsonl,
-    report.md and plots into ``out_dir``; return the metrics dict. ``lm_eval_tasks`` also
-    scores the model with lm-evaluation-harness (``londonlm/evaluation/lm_eval_tasks``), recorded
-    beside our own figures under ``lm_eval``. The leakage probes split their items at
-    ``cutoff_year`` (default: the cutoff its run recorded). ``device`` and ``dtype`` are
-    :func:`~londonlm.generation.load_model`'s (``auto``: bf16 on a GPU, fp32 on CPU); the
-    resolved ones are recorded under ``settings``."""
-    _check_request(mode, val_texts, text_files)
+def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: EvaluationSettings, *,
+                   val_texts: list[str], val_years: list[int | None] | None = None, log=print) -> dict:
+    """Evaluate one model (and the ``compare`` models beside it); write metrics.json,
+    samples.jsonl, report.md and plots into ``out_dir``; return the metrics dict.
+    ``lm_eval_tasks`` also scores the model with lm-evaluation-harness
+    (``londonlm/evaluation/lm_eval_tasks``), recorded beside our own figures under ``lm_eval``.
+    The leakage probes split their items at ``cutoff_year`` (default: the cutoff its run
+    recorded). ``device`` and ``dtype`` are :func:`~londonlm.generation.load_model`'s (``auto``:
+    bf16 on a GPU, fp32 on CPU); the resolved ones are recorded under ``settings``."""
+    _check_request(settings, val_texts)
     t_start, timing = time.time(), {}
-    device = pick_device(device)
-    torch.manual_seed(seed)
-    quick = mode == "quick"
-    if max_eval_tokens is None and quick:
-        max_eval_tokens = QUICK_MAX_EVAL_TOKENS
+    settings = settings.resolved()
+    torch.manual_seed(settings.seed)
     out, model_path = Path(out_dir), Path(model_path)
     out.mkdir(parents=True, exist_ok=True)
-    probe_sets, probe_files = _read_probe_sets(probes_path, extra_mc_files, quick)
+    probe_sets, probe_files = _read_probe_sets(settings)
 
     with _timed(timing, "load"):
-        lm = load_for_evaluation(model_path, device, dtype)
+        lm = load_for_evaluation(model_path, settings.device, settings.dtype)
     # from here on the dtype the weights were loaded in ("auto" resolved): compared models load
     # in it too, and metrics.json records it
-    info, dtype = _model_info(lm, model_path), lm.dtype
-    log(f"evaluating {info['name']} ({info['params']:,} parameters) in {mode} mode on {device} "
-        f"({dtype})")
-    scores = _measure(lm, model_path, val_texts, val_years, text_files, probe_sets, quick=quick,
-                      seed=seed, device=device, max_tokens=max_eval_tokens, cutoff_year=cutoff_year,
-                      leakage_limit=leakage_limit, timing=timing, log=log)
+    info, settings = _model_info(lm, model_path), replace(settings, dtype=lm.dtype)
+    log(f"evaluating {info['name']} ({info['params']:,} parameters) in {settings.mode} mode on "
+        f"{settings.device} ({settings.dtype})")
+    scores = _measure(lm, model_path, val_texts, val_years, probe_sets, settings, timing=timing, log=log)
     plots = _probe_plots(scores["probes"], out)
-    training = _training_curves(model_path, trainer_state_path, out, plots, info["name"])
+    training = _training_curves(model_path, settings.trainer_state, out, plots, info["name"])
     compare_rows, human = [], None
-    if compare or not quick:
+    if settings.compare or not settings.quick:
         with _timed(timing, "compare_and_human_eval"):
             compare_rows, human = _compare_and_human_eval(
-                _main_row(info, model_path, scores), scores["samples"], compare, val_texts,
-                probe_sets["london"], out, plots, quick=quick, seed=seed, device=device, dtype=dtype,
-                max_tokens=max_eval_tokens)
+                _main_row(info, model_path, scores), scores["samples"], val_texts,
+                probe_sets["london"], out, plots, settings)
     harness = None
-    if lm_eval_tasks:
+    if settings.lm_eval_tasks:
         with _timed(timing, "lm_eval"):
-            harness = run_harness(model_path, lm_eval_tasks, text_dir=lm_eval_text_dir,
-                                  probes_path=probes_path, device=device, dtype=dtype)
+            harness = run_harness(model_path, settings.lm_eval_tasks, text_dir=settings.lm_eval_text_dir,
+                                  probes_path=settings.probes, device=settings.device, dtype=settings.dtype)
     timing["total"] = time.time() - t_start
-    settings = {"seed": seed, "device": device, "dtype": dtype, "max_eval_tokens": max_eval_tokens,
-                "probe_files": probe_files, "text_files": [str(f) for f in text_files]}
-    metrics = _metrics_document(mode, info, settings, scores, training, compare_rows, human, timing)
+    metrics = _metrics_document(info, settings, probe_files, scores, training, compare_rows, human, timing)
     if harness is not None:
         metrics["lm_eval"] = harness
     _write_outputs(out, metrics, plots, scores["samples"], scores["probe_rows"])
@@ -274,26 +304,26 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, *, val_texts: li
     return metrics
 
 
-def _measure(lm: LoadedModel, model_path: Path, val_texts, val_years, text_files, probe_sets: dict, *,
-             quick, seed, device, max_tokens, cutoff_year, leakage_limit, timing: dict, log) -> dict:
+def _measure(lm: LoadedModel, model_path: Path, val_texts, val_years, probe_sets: dict,
+             settings: EvaluationSettings, *, timing: dict, log) -> dict:
     """The loaded model through each measure, each timed: held-out LM metrics, the probes, the
     leakage probes, continuations of held-out passages."""
-    model, tok = lm.model, lm.tokenizer
+    model, tok, quick, device = lm.model, lm.tokenizer, settings.quick, settings.device
     with _timed(timing, "lm"):
-        lm_metrics = _lm_metrics(model, tok, val_texts, val_years, text_files, device=device,
-                                 max_tokens=max_tokens, quick=quick)
+        lm_metrics = _lm_metrics(model, tok, val_texts, val_years, settings.text_files, device=device,
+                                 max_tokens=settings.max_eval_tokens, quick=quick)
     v = lm_metrics["validation"]
     log(f"validation: loss {v['loss']:.4f}  ppl {v['perplexity']:.2f}  bpb {v['bits_per_byte']:.4f}"
         f"  ({v['tokens']} tokens{', capped' if v['truncated'] else ''})")
     with _timed(timing, "probes"):
         probes, probe_rows = _probe_metrics(model, tok, probe_sets, device)
     with _timed(timing, "leakage"):
-        corpus_time, leakage = _leakage(lm, model_path, cutoff_year, leakage_limit, log)
+        corpus_time, leakage = _leakage(lm, model_path, settings.cutoff_year, settings.leakage_limit, log)
     with _timed(timing, "generation"):
         generation, samples = generation_quality.evaluate_generation(
             model, tok, val_texts, n_passages=4 if quick else 16,
             continuation_tokens=32 if quick else 64, prompt_tokens=48,
-            modes=("greedy",) if quick else ("greedy", "sampled"), seed=seed, device=device)
+            modes=("greedy",) if quick else ("greedy", "sampled"), seed=settings.seed, device=device)
     return {"lm": lm_metrics, "probes": probes, "probe_rows": probe_rows, "corpus_time": corpus_time,
             "leakage": leakage, "generation": generation, "samples": samples}
 
@@ -332,20 +362,20 @@ def _write_outputs(out: Path, metrics: dict, plots: dict, samples: list, probe_r
     report.write_metrics(out / METRICS_FILE, metrics)
 
 
-def _metrics_document(mode: str, info: dict, settings: dict, scores: dict, training, compare_rows,
-                      human, timing: dict) -> dict:
+def _metrics_document(info: dict, settings: EvaluationSettings, probe_files: dict, scores: dict, training,
+                      compare_rows, human, timing: dict) -> dict:
     v = scores["lm"]["validation"]
     return {
         "format_version": report.METRICS_FORMAT_VERSION,
         "created": now_iso(),
-        "mode": mode,
+        "mode": settings.mode,
         "model": info,
-        "settings": {"seed": settings["seed"], "device": settings["device"], "dtype": settings["dtype"],
-                     "max_eval_tokens": settings["max_eval_tokens"],
+        "settings": {"seed": settings.seed, "device": settings.device, "dtype": settings.dtype,
+                     "max_eval_tokens": settings.max_eval_tokens,
                      "max_eval_tokens_meaning": "cap on scored validation tokens (documents in "
                      "manifest order, last one cut at a word boundary); null = whole split",
                      "context_length": v["context_length"], "stride": v["stride"],
-                     "probe_files": settings["probe_files"], "text_files": settings["text_files"]},
+                     "probe_files": probe_files, "text_files": [str(f) for f in settings.text_files]},
         "lm": scores["lm"],
         "probes": scores["probes"],
         "generation": scores["generation"],

@@ -66,10 +66,10 @@ def test_the_evaluation_cli_defaults_to_auto_device_and_dtype(project, fake_gpu,
 
 
 def test_metrics_record_the_device_and_dtype(tiny_model_dir, tmp_path):
-    from londonlm.evaluation import run_evaluation
+    from londonlm.evaluation import EvaluationSettings, run_evaluation
 
-    m = run_evaluation(tiny_model_dir, tmp_path, val_texts=SAMPLE_TEXTS[:2], device="cpu",
-                       dtype="bfloat16", max_eval_tokens=200, log=lambda *_: None)
+    asked = EvaluationSettings(device="cpu", dtype="bfloat16", max_eval_tokens=200)
+    m = run_evaluation(tiny_model_dir, tmp_path, asked, val_texts=SAMPLE_TEXTS[:2], log=lambda *_: None)
     assert m["settings"]["device"] == "cpu" and m["settings"]["dtype"] == "bfloat16"
     saved = json.loads((tmp_path / "metrics.json").read_text())["settings"]
     assert (saved["device"], saved["dtype"]) == ("cpu", "bfloat16")

@@ -72,6 +72,33 @@ def _main(argv) -> int:
     return e.value.code
 
 
+def test_the_flags_become_one_settings_object_each_setting_named_as_its_flag(monkeypatch):
+    """The stage's flags are parsed into one EvaluationSettings, built once and passed whole;
+    a setting renamed on one side only (flag or field) is lost, so each field must be a flag."""
+    import dataclasses
+
+    import config
+    import londonlm.evaluation.run as run_module
+    from londonlm.evaluation import QUICK_MAX_EVAL_TOKENS, EvaluationError, EvaluationSettings
+    from londonlm.evaluation.cli import build_parser
+
+    parser = build_parser("run_evaluation.py", list(config.PRESETS), "micro")
+    settings = {f.name for f in dataclasses.fields(EvaluationSettings)} - {"leakage_limit"}
+    assert settings <= {a.dest for a in parser._actions}
+    args = parser.parse_args(["--mode", "comprehensive", "--seed", "3", "--max_eval_tokens", "50",
+                              "--lm_eval_tasks", "london_probes", "--cutoff_year", "1700", "--key", "k.json"])
+    got = EvaluationSettings.from_flags(vars(args), compare=[Path("m")])
+    assert (got.mode, got.seed, got.max_eval_tokens, got.cutoff_year) == ("comprehensive", 3, 50, 1700)
+    assert got.lm_eval_tasks == ("london_probes",) and got.compare == (Path("m"),) and got.text_files == ()
+    monkeypatch.setattr(run_module, "pick_device", lambda asked: "cpu" if asked == "auto" else asked)
+    assert EvaluationSettings().resolved().max_eval_tokens == QUICK_MAX_EVAL_TOKENS
+    assert EvaluationSettings().resolved().device == "cpu"
+    assert got.resolved().max_eval_tokens == 50
+    assert EvaluationSettings(mode="comprehensive").resolved().max_eval_tokens is None
+    with pytest.raises(EvaluationError, match="mode must be one of"):
+        EvaluationSettings(mode="slow")
+
+
 def test_quick_with_compare_and_text_file(project, tmp_path, capsys):
     extra = tmp_path / "extra.txt"
     extra.write_text("".join(SAMPLE_TEXTS) * 2, encoding="utf-8")
