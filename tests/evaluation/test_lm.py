@@ -13,38 +13,10 @@ import pytest
 import torch
 
 from londonlm.evaluation.metrics.lm import document_windows, evaluate_lm, model_context_length
+from toy_lm import BigramLM, CharTokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO.parent / "shared" / "bench" / "bpb.py"
-ALPHABET = "abcde "
-
-
-class CharTokenizer:
-    """One token per character of ALPHABET (ids 1..6); id 0 is the EOT/BOS/pad token."""
-    bos_token_id = eos_token_id = pad_token_id = 0
-
-    def __call__(self, text, add_special_tokens=False, verbose=True):
-        return {"input_ids": [ALPHABET.index(c) + 1 for c in text]}
-
-
-class BigramLM(torch.nn.Module):
-    """Logits depend only on the current token: log P(next | prev) = log_softmax(table[prev]).
-    Context beyond one token is irrelevant, so any correct sliding window gives the same
-    total as a hand computation over consecutive pairs."""
-
-    def __init__(self, n_positions=8, vocab=7, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.table = torch.nn.Parameter(torch.randn(vocab, vocab, generator=g) * 2)
-        self.config = SimpleNamespace(n_positions=n_positions, vocab_size=vocab)
-
-    def forward(self, input_ids, attention_mask=None):
-        return SimpleNamespace(logits=self.table[input_ids])
-
-    def logp(self, prev, nxt):
-        return float(torch.log_softmax(self.table.detach()[prev], -1)[nxt])
-
-
 def hand_nll(model, ids, first=1):
     return -sum(model.logp(ids[i - 1], ids[i]) for i in range(first, len(ids)))
 
@@ -94,7 +66,7 @@ def test_exact_nll_on_bigram_model(batch_size, stride):
 
 
 def test_prepended_tokens_make_first_token_scored():
-    model, tok = BigramLM(), CharTokenizer()
+    model, tok = BigramLM(n_positions=8), CharTokenizer()
     texts = ["abcde abc", "e"]
     r = evaluate_lm(model, tok, texts, prepend_tokens=[[0], [0]], return_per_document=True)
     ids = [[0] + tok(t)["input_ids"] for t in texts]
@@ -104,7 +76,7 @@ def test_prepended_tokens_make_first_token_scored():
 
 
 def test_max_eval_tokens_caps_and_keeps_bytes_exact():
-    model, tok = BigramLM(), CharTokenizer()
+    model, tok = BigramLM(n_positions=8), CharTokenizer()
     texts = ["abcde " * 20, "edcba " * 20]
     r = evaluate_lm(model, tok, texts, max_eval_tokens=50, return_per_document=True)
     assert r["truncated"] and r["tokens"] <= 50 and r["documents"] == 1

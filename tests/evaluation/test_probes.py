@@ -4,42 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from types import SimpleNamespace
 
 import pytest
-import torch
 
 from londonlm.evaluation.metrics.probes import (ProbeFormatError, continuation_logprobs,
                                                 default_probes_path, join_continuation, load_mc_jsonl,
                                                 score_items, shuffled_items)
-
-ALPHABET = "abcde "
-
-
-class CharTokenizer:
-    bos_token_id = eos_token_id = pad_token_id = 0
-
-    def __call__(self, text, add_special_tokens=False, verbose=True):
-        return {"input_ids": [ALPHABET.index(c) + 1 for c in text]}
-
-
-class BigramLM(torch.nn.Module):
-    def __init__(self, n_positions=32, vocab=7, seed=1):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.table = torch.nn.Parameter(torch.randn(vocab, vocab, generator=g) * 2)
-        self.config = SimpleNamespace(n_positions=n_positions, vocab_size=vocab)
-
-    def forward(self, input_ids, attention_mask=None):
-        return SimpleNamespace(logits=self.table[input_ids])
-
-    def lp(self, ids):
-        t = torch.log_softmax(self.table.detach(), -1)
-        return sum(float(t[a, b]) for a, b in zip(ids, ids[1:]))
-
-
-def _ids(s):
-    return [ALPHABET.index(c) + 1 for c in s]
+from toy_lm import BigramLM, CharTokenizer, char_ids
 
 
 def test_bundled_probe_set_is_valid_and_balanced():
@@ -124,24 +95,24 @@ def test_join_continuation():
 
 
 def test_continuation_logprobs_hand_computed():
-    model, tok = BigramLM(), CharTokenizer()
+    model, tok = BigramLM(n_positions=32, seed=1), CharTokenizer()
     pairs = [("abc", " de"), ("abc", "a"), ("e", "dddd")]
     got = continuation_logprobs(model, tok, pairs, batch_size=2)
     for (ctx, cont), (lp, n) in zip(pairs, got):
-        full = [0] + _ids(ctx + cont)  # BOS prefix, then context + continuation
+        full = [0] + char_ids(ctx + cont)  # BOS prefix, then context + continuation
         k = len(cont)
         assert n == k
         assert lp == pytest.approx(model.lp(full[-(k + 1):]), abs=1e-5)
 
 
 def test_context_is_cut_from_the_left_when_too_long():
-    model, tok = BigramLM(n_positions=6), CharTokenizer()
+    model, tok = BigramLM(n_positions=6, seed=1), CharTokenizer()
     (lp, n), = continuation_logprobs(model, tok, [("abcdeabcde", "ab")])
-    assert n == 2 and lp == pytest.approx(model.lp(_ids("eab")), abs=1e-5)
+    assert n == 2 and lp == pytest.approx(model.lp(char_ids("eab")), abs=1e-5)
 
 
 def test_score_items_rules_and_chance(tmp_path):
-    model, tok = BigramLM(), CharTokenizer()
+    model, tok = BigramLM(n_positions=32, seed=1), CharTokenizer()
     # pick, by brute force, the choice each rule should prefer and compare
     lines = []
     for i, (ctx, choices) in enumerate([("ab", ["c", "dd", "e ede"]), ("e", ["a", "b", "cc"]),
@@ -151,8 +122,8 @@ def test_score_items_rules_and_chance(tmp_path):
     items = load_mc_jsonl(_write(tmp_path, lines))
     res = score_items(model, tok, items)
     for it, row in zip(items, res["items"]):
-        lps = [model.lp([0] + _ids(it.context + c))
-               - model.lp([0] + _ids(it.context)) for c in it.choices]
+        lps = [model.lp([0] + char_ids(it.context + c))
+               - model.lp([0] + char_ids(it.context)) for c in it.choices]
         assert row["pred"]["sum"] == max(range(3), key=lambda j: lps[j])
         assert row["pred"]["per_byte"] == max(range(3), key=lambda j: lps[j] / len(it.choices[j]))
     assert res["chance"] == pytest.approx(1 / 3)
