@@ -106,18 +106,29 @@ def generation_config_dict(settings: GenerationSettings | None = None, **token_i
     return out
 
 
+# what transformers takes as "not set" for the sampling knobs when it does not sample
+GREEDY_NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
+
+
 def to_generation_config(settings: GenerationSettings | None = None, **extra):
     """A transformers ``GenerationConfig`` for ``settings`` (see :func:`generation_config_dict`);
     ``extra`` adds token ids or overrides (e.g. ``max_new_tokens``, ``use_cache``).
 
     ``no_repeat_ngram_size`` is always set: ``generate()`` fills every unset (None) field from
-    the model folder's own generation_config.json, so an "off" left unset could come back on."""
+    the model folder's own generation_config.json, so an "off" left unset could come back on.
+    For the same reason greedy settings set the sampling knobs to their neutral values: left
+    unset, a folder's sampling ones (temperature 0.8, top_p 0.95) came back, unused, and
+    transformers warned "The following generation flags are not valid and may be ignored:
+    ['temperature', 'top_p']" on every greedy generation (the evaluation's, temperature 0)."""
     from transformers import GenerationConfig
 
     s = settings if settings is not None else GenerationSettings()
     ids = {k: extra.pop(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in extra}
     d = {**generation_config_dict(s, **ids), "no_repeat_ngram_size": s.no_repeat_ngram_size}
+    if not d["do_sample"]:
+        d.update(GREEDY_NEUTRAL)
     return GenerationConfig(**{**d, **extra})
+
 
 
 def defaults_from_generation_config(gen_config) -> GenerationSettings:

@@ -208,6 +208,22 @@ def test_greedy_is_deterministic_without_a_seed(lm):
     assert generate(lm, "London", s)[0].text == generate(lm, "London", s)[0].text
 
 
+def test_greedy_generation_warns_of_no_sampling_flag_it_does_not_use(lm, monkeypatch):
+    """A folder's generation_config.json samples (temperature 0.8, top_p 0.95); generate() fills
+    what a request leaves unset from it, and transformers warned that those flags "are not valid
+    and may be ignored" on every greedy generation (the evaluation's, temperature 0)."""
+    import transformers.generation.configuration_utils as hf_config
+
+    said = []
+    monkeypatch.setattr(hf_config.logger, "warning_once", lambda msg, *a, **k: said.append(str(msg)))
+    folder = to_generation_config(bos_token_id=0, eos_token_id=0, pad_token_id=1)  # a trained run's
+    assert folder.do_sample and folder.temperature != 1.0 and folder.top_p != 1.0
+    monkeypatch.setattr(lm.model, "generation_config", folder)
+    greedy = generate(lm, "London", settings(lm, temperature=0.0))[0].text
+    assert not [m for m in said if "not valid" in m], said
+    assert greedy == generate(lm, "London", settings(lm, temperature=1e-40))[0].text
+
+
 @pytest.mark.parametrize("temperature", [1e-40, 1e-320, 9e-6])
 def test_a_temperature_too_small_to_divide_by_is_greedy(lm, temperature):
     """generate() at 1e-40 raised transformers' "probability tensor contains either inf, nan or
