@@ -76,7 +76,10 @@ class _OpenAI:
             req = schema.model_validate(await read_json_object(request, self.service.max_body))
         except ValidationError as e:
             loc = e.errors()[0].get("loc", ())
-            raise ApiError(400, error_message(e.errors()), param=".".join(map(str, loc)) or None) from None
+            message = error_message(e.errors())
+            if any(err.get("loc") == ("model",) and err.get("type") == "missing" for err in e.errors()):
+                message += f" (this server serves '{self.lm.model_id}': GET /v1/models)"
+            raise ApiError(400, message, param=".".join(map(str, loc)) or None) from None
         if req.model != self.lm.model_id:
             raise ApiError(404, f"the model '{req.model}' does not exist; this server serves "
                                 f"'{self.lm.model_id}' (GET /v1/models)", param="model", code="model_not_found")

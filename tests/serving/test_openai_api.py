@@ -80,6 +80,19 @@ def test_models_lists_the_served_model(client, lm):
         client.models.retrieve("gpt-4o")
 
 
+def test_a_request_without_a_model_is_told_the_one_served(client, base, lm):
+    """``model`` is required, as OpenAI's API has it; the error names the model to ask for
+    (a client written for another server rarely knows it), and the same for an unknown one."""
+    for path, body in (("/v1/completions", {"prompt": "Up"}),
+                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Up"}]})):
+        r = httpx.post(base + path, json=body)
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == "model", err
+        assert "model: Field required" in err["message"] and f"serves '{lm.model_id}'" in err["message"]
+    with pytest.raises(openai.NotFoundError, match=f"serves '{lm.model_id}'"):
+        client.completions.create(model="gpt-4o", prompt="Up", max_tokens=2)
+
+
 def test_completion_equals_generate_with_usage(client, lm):
     r = client.completions.create(model=lm.model_id, prompt="Up betimes, and", max_tokens=10, temperature=0)
     expected = generate(lm, "Up betimes, and", greedy(lm, 10))[0]
