@@ -130,7 +130,6 @@ def to_generation_config(settings: GenerationSettings | None = None, **extra):
     return GenerationConfig(**{**d, **extra})
 
 
-
 def defaults_from_generation_config(gen_config) -> GenerationSettings:
     """Sampling defaults from a model's generation_config.json.
 

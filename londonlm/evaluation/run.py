@@ -205,34 +205,32 @@ def _compare_and_human_eval(main_row: dict, samples: list[dict], val_texts, prob
     def texts_of(rows, key):
         return [{"prompt": s["prompt"], "text": s[key]} for s in rows]
 
-    quick, seed, device, compare = settings.quick, settings.seed, settings.device, settings.compare
-
-    he_mode = "greedy" if quick else "sampled"
+    he_mode = "greedy" if settings.quick else "sampled"
     he_samples = {main_row["name"]: texts_of([s for s in samples if s["mode"] == he_mode], "generated")}
     rows = [main_row]
-    for cpath in map(Path, compare):
-        lm = load_for_evaluation(cpath, device, settings.dtype)  # the main model's: comparable figures
-        rows.append(_compare_row(lm, cpath, val_texts, probe_items, device=device,
+    for cpath in map(Path, settings.compare):
+        lm = load_for_evaluation(cpath, settings.device, settings.dtype)  # the main model's: comparable figures
+        rows.append(_compare_row(lm, cpath, val_texts, probe_items, device=settings.device,
                                  max_tokens=settings.max_eval_tokens))
-        if not quick:
+        if not settings.quick:
             _, cs = generation_quality.evaluate_generation(
                 lm.model, lm.tokenizer, val_texts, n_passages=16, continuation_tokens=64,
-                prompt_tokens=48, modes=("sampled",), seed=seed, device=device)
+                prompt_tokens=48, modes=("sampled",), seed=settings.seed, device=settings.device)
             he_samples[rows[-1]["name"]] = texts_of(cs, "generated")
         del lm
     compare_rows: list[dict] = []
-    if compare:
+    if settings.compare:
         compare_rows = sorted(rows, key=lambda r: (r["step"] is None, r["step"] or 0))
         report.plot_comparison(compare_rows, out / "compare.png")
         plots["compare"] = "compare.png"
     human = None
-    if not quick:
+    if not settings.quick:
         # the true continuations join as a blind control: raters' scores for real period
         # text give the ceiling each model is measured against
         he_samples["reference (true text)"] = texts_of(
             [s for s in samples if s["mode"] == "sampled"], "reference")
         models = {r["name"]: {k: r.get(k) for k in ("path", "step", "weights_sha256")} for r in rows}
-        human = human_eval.export_blind(he_samples, out / HUMAN_EVAL_DIR, seed=seed, models=models)
+        human = human_eval.export_blind(he_samples, out / HUMAN_EVAL_DIR, seed=settings.seed, models=models)
     return compare_rows, human
 
 
