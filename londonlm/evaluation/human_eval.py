@@ -44,7 +44,7 @@ CRITERIA_HELP = {
     "coherence": "Does it follow on from the prompt and hang together?",
 }
 # The raters' page: its HTML and script, with $title, $lo, $hi, $helptext, $items and $criteria to fill.
-_FORM = Template(resources.files(__package__).joinpath("data/human_eval_form.html").read_text(encoding="utf-8"))
+FORM_FILE = "data/human_eval_form.html"
 
 
 class RatingsError(LondonLMError, ValueError):
@@ -130,7 +130,8 @@ def render_form(items: Sequence[Mapping[str, str]], title: str) -> str:
     helptext = "".join(f"<li><b>{html.escape(c.replace('_', ' '))}</b>: "
                        f"{html.escape(CRITERIA_HELP[c])}</li>" for c in CRITERIA)
     lo, hi = SCALE
-    return _FORM.substitute(title=html.escape(title), lo=lo, hi=hi, helptext=helptext, items=data, criteria=crit)
+    form = Template(resources.files(__package__).joinpath(FORM_FILE).read_text(encoding="utf-8"))
+    return form.substitute(title=html.escape(title), lo=lo, hi=hi, helptext=helptext, items=data, criteria=crit)
 
 
 def _read_rows(path: Path) -> list[dict]:
