@@ -23,10 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import config
 from londonlm.core.cli import (StageParser, existing_dir, existing_file, fraction, non_negative_float,
                                non_negative_int, percent, positive_int, year)
-from londonlm.corpus.collect import build_corpus
+from londonlm.corpus.collect import CollectionOptions, build_corpus
 from londonlm.corpus.report import CORPUS_STATS
 from londonlm.core.errors import run_main
 from londonlm.corpus.manifest import MANIFEST
+from londonlm.corpus.ocr import OcrOptions
 from londonlm.corpus.sources import KINDS, load_registry, select_sources
 from londonlm.corpus.sources.hub import hub_entries
 
@@ -128,18 +129,17 @@ def main(argv=None) -> int:
         wanted = [s.strip() for s in (a.sources or "").split(",") if s.strip()]
         entries = select_sources(all_entries, wanted or None, a.max_sources)
     entries = hub_entries(entries, a.hf_dataset_dir, a.all_britain, a.min_ocr_confidence, a.offline)
+    options = CollectionOptions(
+        offline=a.offline, workers=a.workers, year_range=(config.CORPUS.year_min, config.CORPUS.year_max),
+        min_chars=a.min_chars, validation_percent=a.validation_percent, shard=a.shard, num_shards=a.num_shards,
+        merge_only=a.merge, overwrite=a.overwrite, progress=a.progress, cutoff_year=a.cutoff_year,
+        base_urls=parse_base_urls(a.base_url, p),
+        ocr=OcrOptions(repair=not a.no_ocr_repair, period_corpus=a.period_corpus, min_quality=a.ocr_min_quality),
+        download_options={"per_host_interval": a.download_interval, "max_retries": config.CORPUS.download_retries})
     counts = build_corpus(
-        layout.processed_dir, layout.metadata_dir, source_dir=a.source_dir,
+        layout.processed_dir, layout.metadata_dir, options, source_dir=a.source_dir,
         use_sample=True if a.sample else None, sample_limit_chars=a.sample_limit_chars,
-        validation_percent=a.validation_percent, min_chars=a.min_chars,
-        year_range=(config.CORPUS.year_min, config.CORPUS.year_max), default_year=a.default_year,
-        cutoff_year=a.cutoff_year, source_dir_ocr=a.ocr,
-        ocr={"repair": not a.no_ocr_repair, "period_corpus": a.period_corpus, "min_quality": a.ocr_min_quality},
-        overwrite=a.overwrite, entries=entries, downloads_dir=layout.downloads_dir, offline=a.offline,
-        workers=a.workers, shard=a.shard, num_shards=a.num_shards, merge_only=a.merge,
-        base_urls=parse_base_urls(a.base_url, p), progress=a.progress,
-        download_options={"per_host_interval": a.download_interval,
-                          "max_retries": config.CORPUS.download_retries})
+        default_year=a.default_year, source_dir_ocr=a.ocr, entries=entries, downloads_dir=layout.downloads_dir)
     if a.shard is None:
         print(f"corpus: {layout.processed_dir / MANIFEST} ({counts.get('documents')} documents); "
               f"statistics in {layout.metadata_dir / CORPUS_STATS}")

@@ -43,7 +43,7 @@ def run_measured(cmd: list[str], env: dict, log_path: Path) -> tuple[int, float,
 def prepare(work: Path, files: list[Path], vocab: int, context: int, validation_percent: float) -> dict:
     """Corpus + tokenizer with the project's own stages, then the same split as plain text
     files for the reference recipe."""
-    from londonlm.corpus import build_corpus, iter_split_texts
+    from londonlm.corpus import CollectionOptions, build_corpus, iter_split_texts
     from londonlm.tokens.stage import train_tokenizer_stage
 
     src = work / "src"
@@ -53,8 +53,9 @@ def prepare(work: Path, files: list[Path], vocab: int, context: int, validation_
         if not target.exists():
             target.symlink_to(f.resolve())
     data = work / "data" / "london_historical"
-    build_corpus(data / "processed", data / "metadata", source_dir=src, validation_percent=validation_percent,
-                 log=lambda *_: None)
+    build_corpus(data / "processed", data / "metadata",
+                 options=CollectionOptions(validation_percent=validation_percent, log=lambda *_: None),
+                 source_dir=src)
     tok_dir = work / "09_models" / "tokenizers" / "london_historical_bpe"
     train_tokenizer_stage(data / "processed", tok_dir, vocab_size=vocab, min_frequency=2, era_tokens=False,
                           model_max_length=context, log=lambda *_: None)

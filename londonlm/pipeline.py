@@ -293,7 +293,7 @@ def corpus_stage(plan: PipelinePlan, log) -> dict:
     from other sources (``historical_data_collector.py``) is never replaced without
     ``--overwrite``: with no source named it is the corpus the pipeline trains on (a cutoff is a
     view of it); with another source named the pipeline stops before touching it."""
-    from .corpus import SAMPLE_SOURCE_ID, build_corpus, collected_sources
+    from .corpus import SAMPLE_SOURCE_ID, CollectionOptions, build_corpus, collected_sources
 
     have = collected_sources(plan.processed_dir)
     nothing_named = plan.source_dir is None and plan.use_sample is None
@@ -301,11 +301,11 @@ def corpus_stage(plan: PipelinePlan, log) -> dict:
         log(f"corpus: using the corpus collected in {plan.processed_dir} (sources: {', '.join(have)}); "
             f"--source_dir or --overwrite builds another")
         return {**read_json(plan.processed_dir / SIDECAR).get("counts", {}), "skipped": True}
-    corpus = build_corpus(plan.processed_dir, plan.metadata_dir, source_dir=plan.source_dir,
+    options = CollectionOptions(year_range=plan.year_range, min_chars=plan.min_chars,
+                                validation_percent=plan.validation_percent, overwrite=plan.overwrite, log=log)
+    corpus = build_corpus(plan.processed_dir, plan.metadata_dir, options, source_dir=plan.source_dir,
                           use_sample=plan.use_sample, sample_limit_chars=plan.sample_limit_chars,
-                          validation_percent=plan.validation_percent, min_chars=plan.min_chars,
-                          year_range=plan.year_range, overwrite=plan.overwrite,
-                          keep_other_sources=not plan.overwrite, log=log)
+                          keep_other_sources=not plan.overwrite)
     require_validation(corpus, f"the corpus in {plan.processed_dir}", "add texts")
     return corpus
 

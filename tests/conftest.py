@@ -177,14 +177,14 @@ def write_dated_source(folder: Path, years, validation_up_to: int | None = None,
 @pytest.fixture(scope="session")
 def micro_root(tmp_path_factory) -> Path:
     """A project root with a processed micro corpus and its tokenizer (stages 02-03 done)."""
-    from londonlm.corpus import build_corpus
+    from londonlm.corpus import CollectionOptions, build_corpus
     from londonlm.tokens.stage import train_tokenizer_stage
 
     root = tmp_path_factory.mktemp("root")
     src = write_micro_source(root / "src")
     data = root / "data" / "london_historical"
-    build_corpus(data / "processed", data / "metadata", source_dir=src, validation_percent=20,
-                 log=lambda *_: None)
+    build_corpus(data / "processed", data / "metadata",
+                 options=CollectionOptions(validation_percent=20, log=lambda *_: None), source_dir=src)
     train_tokenizer_stage(data / "processed", root / "09_models" / "tokenizers" / "london_historical_bpe",
                           vocab_size=512, min_frequency=2, era_tokens=True, model_max_length=64,
                           log=lambda *_: None)

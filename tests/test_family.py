@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, write_dated_source
 from londonlm.core import Layout
-from londonlm.corpus import build_corpus, read_manifest
+from londonlm.corpus import CollectionOptions, build_corpus, read_manifest
 
 YEARS = [1650, 1680, 1705, 1722, 1740, 1790, 1820, 1850]
 FAST = ["--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1",
@@ -28,8 +28,8 @@ def family(tmp_path_factory):
     root = tmp_path_factory.mktemp("family")
     src = write_dated_source(root / "src", YEARS, validation_up_to=1700, percent=30)
     layout = Layout(root)
-    build_corpus(layout.processed_dir, layout.metadata_dir, source_dir=src, validation_percent=30,
-                 log=lambda *_: None)
+    build_corpus(layout.processed_dir, layout.metadata_dir,
+                 options=CollectionOptions(validation_percent=30, log=lambda *_: None), source_dir=src)
     # 1760 and 1780 keep the same documents (none dated 1741-1780): one tokenizer, one cache
     argv = ["--preset", "micro", "--root", str(root), "--cutoffs", "1760,1700,1780", "--max_steps", "3",
             "--prefix", "fam", *FAST]

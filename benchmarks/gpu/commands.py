@@ -130,13 +130,14 @@ def prepare_micro_root(root: Path, sample_chars: int = 300_000) -> Path:
     """A project root with stages 02-03 done on part of the embedded sample: the corpus and
     a 512-token tokenizer (the micro preset's), as tests/conftest.py's ``micro_root``."""
     import config
-    from londonlm.corpus import build_corpus
+    from londonlm.corpus import CollectionOptions, build_corpus
     from londonlm.tokens.stage import train_tokenizer_stage
 
     preset = config.get_preset("micro")
     layout = config.get_layout(root)
-    build_corpus(layout.processed_dir, layout.metadata_dir, use_sample=True,
-                 sample_limit_chars=sample_chars, validation_percent=20, log=lambda *_: None)
+    build_corpus(layout.processed_dir, layout.metadata_dir,
+                 options=CollectionOptions(validation_percent=20, log=lambda *_: None), use_sample=True,
+                 sample_limit_chars=sample_chars)
     train_tokenizer_stage(layout.processed_dir, layout.tokenizer_dir(config.TOKENIZER.name),
                           vocab_size=preset.vocab_size, min_frequency=2, era_tokens=True,
                           model_max_length=preset.context_length, log=lambda *_: None)

@@ -165,7 +165,7 @@ def prepare(data_dir: Path, source_dir: Path, preset, bench_dir: Path, max_sourc
 def _build(data_dir: Path, sources: list[Path], preset, bench_dir: Path, log) -> None:
     """Corpus, tokenizer and token cache with the project's own stages, built in a scratch
     folder (the corpus stage's staging copies stay there); what the race reads is kept."""
-    from londonlm.corpus import build_corpus
+    from londonlm.corpus import CollectionOptions, build_corpus
     from londonlm.tokens import ensure_cache
     from londonlm.tokens.stage import train_tokenizer_stage
 
@@ -180,8 +180,8 @@ def _build(data_dir: Path, sources: list[Path], preset, bench_dir: Path, log) ->
             src.mkdir()
             for p in files:
                 (src / p.name).symlink_to(p.resolve())
-            build_corpus(Path(scratch) / "processed", Path(scratch) / "metadata", source_dir=src,
-                         validation_percent=percent, log=lambda *_: None)
+            build_corpus(Path(scratch) / "processed", Path(scratch) / "metadata",
+                         options=CollectionOptions(validation_percent=percent, log=lambda *_: None), source_dir=src)
             # the corpus as its readers see it (manifest, texts, sidecar); not the build's staging
             # copies in shards/, which would double what travels
             shutil.copytree(Path(scratch) / "processed", data_dir / out, ignore=shutil.ignore_patterns("shards"))

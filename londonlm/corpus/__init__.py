@@ -22,7 +22,8 @@ from importlib import import_module
 from .manifest import (COLLECT_CMD, MANIFEST, SPLITS, CorpusError, assign_split, collected_sources, decade_key,
                        iter_split_texts, manifest_sha256, read_manifest, summarize)
 
-_STAGE_NAMES = ("CollectionError", "SAMPLE_SOURCE_ID", "build_corpus", "collect_from_registry", "run_collection")
+_STAGE_NAMES = ("CollectionError", "CollectionOptions", "SAMPLE_SOURCE_ID", "build_corpus", "collect_from_registry",
+                "run_collection")
 _WHERE = {**{name: "collect" for name in _STAGE_NAMES},
           "corpus_time_facts": "cutoff", "cutoff_view": "cutoff", "read_folder_manifest": "sources.local",
           **{name: "sources.old_bailey" for name in ("TEI_SKIP_TAGS", "format_date", "parse_tei", "tei_interp")}}

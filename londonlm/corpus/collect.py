@@ -13,10 +13,9 @@ import contextlib
 import errno
 import hashlib
 import json
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -30,7 +29,6 @@ from .processing import process_documents
 from .shards import PLAN_FILE, ShardKeep, merge_shards, prepare_shard, shard_dir
 from .sources import Document, load_registry, make_source, select_sources
 
-logger = logging.getLogger(__name__)
 
 SAMPLE_SOURCE_ID = "first_folio"
 LOCAL_SOURCE_ID = "local"
@@ -49,10 +47,11 @@ class CollectionBusy(CollectionError):
     """Another collection is writing to the same output folder now."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class CollectionOptions:
-    """How the stage runs; every field is also a keyword of :func:`run_collection`,
-    :func:`collect_from_registry` and :func:`build_corpus`."""
+    """How the stage runs: built once (from the collector's flags, the pipeline's plan) and
+    passed whole to :func:`build_corpus`, :func:`run_collection` or :func:`collect_from_registry`;
+    checked when built."""
 
     offline: bool = False                    # download nothing; use files already downloaded
     workers: int = 1                         # download threads and cleaning processes
@@ -66,21 +65,17 @@ class CollectionOptions:
     progress: bool = False
     cutoff_year: int | None = None           # keep only documents dated up to this year (undated ones too go)
     base_urls: dict[str, str] | None = None  # kind -> host override (mirrors, test servers)
-    ocr: OcrOptions | dict | None = None     # how OCR documents are repaired and filtered (ocr.OcrOptions)
+    ocr: OcrOptions = field(default_factory=OcrOptions)  # how OCR documents are repaired and filtered
     downloader: Any = None                   # a londonlm.corpus.download.Downloader (default: built here)
     download_options: dict[str, Any] | None = None
     log: Callable[[str], None] = print
 
-    def check(self) -> "CollectionOptions":
-        self.ocr = OcrOptions(**self.ocr) if isinstance(self.ocr, dict) else (self.ocr or OcrOptions())
-        if not 0 <= self.ocr.min_quality <= 1:
-            raise UsageError(f"--ocr_min_quality must be in [0, 1] (got {self.ocr.min_quality})")
+    def __post_init__(self) -> None:
         if self.num_shards < 1 or (self.shard is not None and not 0 <= int(self.shard) < self.num_shards):
             raise UsageError(f"--shard must be in [0, {self.num_shards - 1}] for --num_shards {self.num_shards}")
         if self.cutoff_year is not None and int(self.cutoff_year) < int(self.year_range[0]):
             raise UsageError(f"--cutoff_year {self.cutoff_year} is before the corpus period, which starts in "
                              f"{int(self.year_range[0])}: no document could be kept")
-        return self
 
     @property
     def finishing(self) -> bool:
@@ -99,7 +94,7 @@ class CollectionOptions:
                "year_range": [int(y) for y in self.year_range]}
         if self.cutoff_year is not None:
             out["cutoff_year"] = int(self.cutoff_year)
-        if self.ocr is not None and self.ocr.settings():
+        if self.ocr.settings():
             out["ocr"] = self.ocr.settings()
         return out
 
@@ -137,16 +132,16 @@ def local_entry(source_dir: str | Path, default_year: int | None = None,
     return entry
 
 
-def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, *,
+def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, options: CollectionOptions | None = None, *,
                  source_dir: str | Path | None = None, use_sample: bool | None = None,
                  sample_limit_chars: int | None = None, default_year: int | None = None,
                  entries: Sequence[dict[str, Any]] = (), downloads_dir: str | Path | None = None,
-                 keep_other_sources: bool = False, source_dir_ocr: bool = False, **options: Any) -> dict:
+                 keep_other_sources: bool = False, source_dir_ocr: bool = False) -> dict:
     """Build (or skip, when current) the corpus from the embedded sample, a local folder and
     registry ``entries``; returns counts (documents, train/validation documents, words, chars,
     rejected by reason). ``use_sample`` defaults to True when neither ``source_dir`` nor
     ``entries`` is given. ``downloads_dir`` defaults to ``<processed_dir>/../downloads``.
-    ``options``: the fields of :class:`CollectionOptions`. ``keep_other_sources``: refuse to
+    ``options``: how the stage runs (default: :class:`CollectionOptions`). ``keep_other_sources``: refuse to
     replace a corpus collected from other sources (the embedded sample's own corpus excepted).
     ``source_dir_ocr``: the local folder's files are OCR."""
     processed_dir = Path(processed_dir)
@@ -168,8 +163,9 @@ def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, *,
     if keep_other_sources:
         _refuse_replacing(processed_dir, chosen)
     downloads = Path(downloads_dir) if downloads_dir is not None else processed_dir.parent / "downloads"
-    stats = run_collection(chosen, downloads, processed_dir, metadata_dir, **options)
-    return stats.get("counts", {"shard": options.get("shard"), "shards": stats.get("shards")})
+    options = options or CollectionOptions()
+    stats = run_collection(chosen, downloads, processed_dir, metadata_dir, options)
+    return stats.get("counts", {"shard": options.shard, "shards": stats.get("shards")})
 
 
 def _refuse_replacing(processed_dir: Path, chosen: list[dict[str, Any]]) -> None:
@@ -240,7 +236,7 @@ def summary_counts(merge: dict[str, Any], rows: Iterable[dict], cutoff_year: int
 
 # ---------------------------------------------------------------- the stage
 def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path, processed_dir: str | Path,
-                   metadata_dir: str | Path, **options: Any) -> dict[str, Any]:
+                   metadata_dir: str | Path, options: CollectionOptions | None = None) -> dict[str, Any]:
     """The corpus stage, the one code path for every source (registry, local folder, sample).
 
     1. download (unless ``offline``; files already complete are skipped);
@@ -250,10 +246,10 @@ def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path,
        ``corpus_stats.json`` in ``metadata_dir``, then the sidecar, last and atomically.
 
     ``shard=None`` runs every shard then merges; ``shard=K`` runs shard K only (merge later with
-    ``merge_only=True``). ``options``: the fields of :class:`CollectionOptions`. Returns stats
+    ``merge_only=True``). ``options``: how the stage runs (:class:`CollectionOptions`). Returns stats
     with ``counts`` (documents, words, rejected by reason, ...). One collection at a time writes
     to one ``processed_dir`` (:func:`collection_lock`)."""
-    o = CollectionOptions(**options).check()
+    o = options or CollectionOptions()
     if not entries:
         raise CollectionError("no sources selected; pass --sources, --source_dir or --sample")
     with collection_lock(Path(processed_dir), o.shard, o.num_shards):
@@ -285,11 +281,12 @@ def _collect(entries: Sequence[dict[str, Any]], downloads_dir: Path, processed_d
             stats.update(skipped=True, counts=read_json(processed_dir / SIDECAR).get("counts", {}))
             return stats
 
+    lexicon = None  # the period lexicon of the collection's OCR documents (None: it has none)
     if o.shards_to_stage():
         fingerprints = inputs or {f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in srcs}
-        o.ocr.lexicon_path = _period_lexicon(srcs, downloads_dir, processed_dir, _json_hash(fingerprints), o)
+        lexicon = _period_lexicon(srcs, downloads_dir, processed_dir, _json_hash(fingerprints), o)
     for k in o.shards_to_stage():
-        stats["shards"][k] = _stage_shard(srcs, downloads_dir, processed_dir, k, plan, o)
+        stats["shards"][k] = _stage_shard(srcs, downloads_dir, processed_dir, k, plan, o, lexicon)
     if not o.finishing:
         o.log(f"corpus: shard {o.shard} of {o.num_shards} done ({stats['shards'][int(o.shard)]['accepted']} "
               f"accepted); merge with --merge --num_shards {o.num_shards} once every shard is done")
@@ -392,7 +389,7 @@ def _outputs_current(processed_dir: Path, inputs: dict[str, str], o: CollectionO
 
 
 def _stage_shard(srcs: list, downloads_dir: Path, processed_dir: Path, k: int, plan: str,
-                 o: CollectionOptions) -> dict[str, Any]:
+                 o: CollectionOptions, lexicon: str | None) -> dict[str, Any]:
     state = prepare_shard(processed_dir, k, o.num_shards, plan, fresh=o.overwrite)
     if o.num_shards > 1 or state.startswith("resumed"):
         o.log(f"corpus: shard {k} of {o.num_shards}: {state}")
@@ -408,7 +405,7 @@ def _stage_shard(srcs: list, downloads_dir: Path, processed_dir: Path, k: int, p
 
     return process_documents(docs(), processed_dir, year_range=o.year_range, min_chars=o.min_chars,
                              workers=o.workers, shard=k, num_shards=o.num_shards, progress=o.progress,
-                             cutoff_year=o.cutoff_year, ocr=o.ocr)
+                             cutoff_year=o.cutoff_year, ocr=o.ocr, ocr_lexicon=lexicon)
 
 
 def _period_lexicon(srcs: list, downloads_dir: Path, processed_dir: Path, key: str, o: CollectionOptions) -> str | None:
@@ -467,13 +464,11 @@ def _finish(stats: dict[str, Any], entries: Sequence[dict[str, Any]], inputs: di
 
 
 def collect_from_registry(registry_path: str | Path, downloads_dir: str | Path, processed_dir: str | Path,
-                          metadata_dir: str | Path, *, sources: Sequence[str] | None = None,
-                          max_sources: int | None = None, workers: int = 4, progress: bool = True,
-                          log: Callable[[str], None] | None = None, **options: Any) -> dict[str, Any]:
+                          metadata_dir: str | Path, options: CollectionOptions | None = None, *,
+                          sources: Sequence[str] | None = None, max_sources: int | None = None) -> dict[str, Any]:
     """``run_collection`` for the registry file's sources (see ``select_sources``)."""
     entries = select_sources(load_registry(registry_path), sources, max_sources)
-    return run_collection(entries, downloads_dir, processed_dir, metadata_dir, workers=workers,
-                          progress=progress, log=log or logger.info, **options)
+    return run_collection(entries, downloads_dir, processed_dir, metadata_dir, options)
 
 
 __all__ = ["CollectionBusy", "CollectionError", "CollectionOptions", "build_corpus", "collect_from_registry", "local_entry",

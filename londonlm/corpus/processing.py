@@ -46,10 +46,11 @@ def _init_worker(settings: dict[str, Any], parent_pid: int | None = None) -> Non
     if parent_pid is not None:  # a worker process: it ends with the collection (kill -9 included)
         die_with_parent(parent_pid)
     _SETTINGS = settings
-    ocr = OcrOptions(**settings.get("ocr", {}))
+    ocr, lexicon = OcrOptions(**settings.get("ocr", {})), settings.get("ocr_lexicon")
+    # the OCR quality filter runs where the collection has OCR documents (it built a lexicon for them)
     _FILTERS = default_filters(settings["year_range"], settings["min_chars"], settings.get("cutoff_year"),
-                               ocr.min_quality if ocr.found else None)
-    _OCR = DocumentRepair.from_options(ocr)
+                               ocr.min_quality if lexicon else None)
+    _OCR = DocumentRepair.from_options(ocr, lexicon)
 
 
 def process_one(doc: Document) -> tuple[dict[str, Any], str | None]:
@@ -142,15 +143,16 @@ def _duplicate_id(doc: Document) -> Document:
 def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, year_range: Sequence[int] = (1500, 1900),
                       min_chars: int = 200, workers: int = 1, shard: int = 0, num_shards: int = 1,
                       progress: bool = False, cutoff_year: int | None = None,
-                      ocr: OcrOptions | None = None) -> dict[str, Any]:
+                      ocr: OcrOptions | None = None, ocr_lexicon: str | None = None) -> dict[str, Any]:
     """Clean, filter and sign ``docs`` into shard ``shard`` of ``num_shards`` (resumable: ids
     already staged are skipped); the merge (``shards.merge_shards``) makes the corpus of them.
     ``cutoff_year`` adds the cutoff filter (later and undated documents rejected); ``ocr``: how
-    OCR documents are repaired and filtered (:mod:`.ocr`). Returns counts and timings."""
+    OCR documents are repaired and filtered (:mod:`.ocr`), ``ocr_lexicon``: the period lexicon the
+    collection built for them (None: it has none). Returns counts and timings."""
     t0 = time.time()
     settings = {"year_range": tuple(int(y) for y in year_range), "min_chars": int(min_chars),
                 "cutoff_year": None if cutoff_year is None else int(cutoff_year),
-                "ocr": asdict(ocr or OcrOptions())}
+                "ocr": asdict(ocr or OcrOptions()), "ocr_lexicon": ocr_lexicon}
     counts = {"accepted": 0, "rejected": 0, "skipped_resumed": 0, "input_bytes": 0}
     bar = None
     if progress:

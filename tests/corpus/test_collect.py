@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from londonlm.corpus.collect import run_collection
+from londonlm.corpus.collect import CollectionOptions, run_collection
 from londonlm.corpus.manifest import read_jsonl
 from londonlm.corpus.sources import KINDS, load_registry
 
@@ -26,8 +26,8 @@ LONDON = ["oldbailey_ordinarys_account_1678-01-23.txt", "oldbailey_ordinarys_acc
 def test_filters_reject_the_negatives_and_keep_real_london_texts(tmp_path):
     entry = {"id": "shared", "kind": "local", "path": str(SHARED_CORPUS), "patterns": LONDON + list(NEGATIVES)}
     logs: list[str] = []
-    stats = run_collection([entry], tmp_path / "dl", tmp_path / "p", tmp_path / "m", offline=True, workers=1,
-                           log=logs.append)
+    stats = run_collection([entry], tmp_path / "dl", tmp_path / "p", tmp_path / "m",
+                           options=CollectionOptions(offline=True, workers=1, log=logs.append))
     by_name = {r["id"].split("__")[-1]: r["reason"] for r in read_jsonl(tmp_path / "p" / "rejections.jsonl")}
     for name, reason in NEGATIVES.items():
         assert by_name.get(name.removesuffix(".txt")) == reason, (name, by_name)

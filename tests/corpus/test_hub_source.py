@@ -4,6 +4,7 @@ date evidence, damaged inputs as rejection rows, shards, and a resumed run."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,7 +12,8 @@ import pytest
 
 from blbooks_fixture import SCHEMA, Book, as_timestamps, page_row, write_file, write_repo
 from londonlm.core import UsageError
-from londonlm.corpus.collect import run_collection
+from londonlm.corpus.collect import CollectionOptions, run_collection
+from londonlm.corpus.ocr import OcrOptions
 from londonlm.corpus.manifest import read_jsonl
 from londonlm.corpus.sources import load_registry, make_source
 from londonlm.corpus.sources.hub import hub_entries
@@ -30,8 +32,8 @@ def bl_entry(local_dir: Path, **flags) -> dict:
 def collect(tmp: Path, entry: dict, name: str = "out", **options) -> tuple[dict, dict, dict]:
     """(manifest rows by id, rejection rows by id, stats) of one in-process collection."""
     out = tmp / name
-    stats = run_collection([entry], out / "dl", out / "processed", out / "meta", workers=1, min_chars=50,
-                           log=lambda *_: None, **options)
+    stats = run_collection([entry], out / "dl", out / "processed", out / "meta",
+                           options=CollectionOptions(workers=1, min_chars=50, log=lambda *_: None, **options))
     processed = out / "processed"
     return ({r["id"]: r for r in read_jsonl(processed / "manifest.jsonl")},
             {r["id"]: r for r in read_jsonl(processed / "rejections.jsonl")}, stats)
@@ -158,13 +160,13 @@ def test_shards_by_record_merge_to_the_unsharded_corpus(tmp_path):
     write_repo(tmp_path / "repo", books, files)
     entry = bl_entry(tmp_path / "repo")
     whole, _, _ = collect(tmp_path, entry, "whole")
+    quiet = CollectionOptions(workers=1, min_chars=50, num_shards=2, log=lambda *_: None)
     for k in range(2):
         collect_shard = run_collection([entry], tmp_path / "sh" / "dl", tmp_path / "sh" / "processed",
-                                       tmp_path / "sh" / "meta", workers=1, min_chars=50, shard=k, num_shards=2,
-                                       log=lambda *_: None)
+                                       tmp_path / "sh" / "meta", replace(quiet, shard=k))
         assert collect_shard["shards"][k]["accepted"] < len(books)
     run_collection([entry], tmp_path / "sh" / "dl", tmp_path / "sh" / "processed", tmp_path / "sh" / "meta",
-                   workers=1, min_chars=50, merge_only=True, num_shards=2, log=lambda *_: None)
+                   replace(quiet, merge_only=True))
     merged = (tmp_path / "sh" / "processed" / "manifest.jsonl").read_text()
     assert merged == (tmp_path / "whole" / "processed" / "manifest.jsonl").read_text().replace(
         str(tmp_path / "whole"), str(tmp_path / "sh"))
@@ -281,7 +283,7 @@ def test_bl_books_are_repaired_with_the_period_lexicon_and_the_hub_is_read_once(
     monkeypatch.setattr(HubDatasetSource, "documents", lambda self, *a, **k: reads.append(1) or documents(self, *a, **k))
     write_repo(tmp_path / "repo", [Book("000000001", pages=2, date=1744, texts={1: OCR, 2: PERIOD})])
     saved = period_lexicon().save(tmp_path / "lexicon.json.gz")
-    kept, _, _ = collect(tmp_path, bl_entry(tmp_path / "repo"), ocr={"period_corpus": str(saved)})
+    kept, _, _ = collect(tmp_path, bl_entry(tmp_path / "repo"), ocr=OcrOptions(period_corpus=str(saved)))
     book = kept["bl_books-000000001"]
     assert book["ocr"] and book["ocr_repairs"] >= 5 and book["ocr_quality"] > book["ocr_quality_before"]
     assert "Yeſterday the Lords of the Admiralty" in text_of(tmp_path, book)

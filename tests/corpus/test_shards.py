@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from londonlm.corpus.collect import collect_from_registry
+from londonlm.corpus.collect import CollectionOptions, collect_from_registry
 from londonlm.corpus.manifest import assign_split, read_jsonl
 from londonlm.corpus.shards import ShardError, ShardWriter, in_shard, merge_shards
 
@@ -36,8 +36,8 @@ def folder(tmp_path) -> Path:
 
 def _run(base: Path, name: str, **kw) -> Path:
     out = base / name
-    collect_from_registry(base / "reg.yaml", out / "dl", out / "processed", out / "meta", offline=True, workers=1,
-                          progress=False, **kw)
+    collect_from_registry(base / "reg.yaml", out / "dl", out / "processed", out / "meta",
+                          options=CollectionOptions(offline=True, workers=1, progress=False, **kw))
     return out / "processed"
 
 
@@ -64,10 +64,10 @@ def test_shards_run_separately_then_merge(folder):
     apart = folder / "apart"
     with pytest.raises(ShardError, match="--shard 1 --num_shards 2"):
         collect_from_registry(folder / "reg.yaml", apart / "dl", apart / "processed", apart / "meta",
-                              offline=True, workers=1, progress=False, shard=0, num_shards=2)
+                              options=CollectionOptions(offline=True, workers=1, progress=False, shard=0, num_shards=2))
         merge_shards(apart / "processed", 2)
     collect_from_registry(folder / "reg.yaml", apart / "dl", apart / "processed", apart / "meta",
-                          offline=True, workers=1, progress=False, shard=1, num_shards=2)
+                          options=CollectionOptions(offline=True, workers=1, progress=False, shard=1, num_shards=2))
     merge_shards(apart / "processed", 2)
     assert _snapshot(apart / "processed") == _snapshot(together)
 
@@ -88,26 +88,32 @@ def test_shard_writer_resumes_and_drops_torn_line(tmp_path):
 def test_rerun_skips_when_current_and_resumes_after_a_crash(folder):
     out = folder / "re"
     kw = dict(offline=True, workers=1, progress=False)
-    first = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
+    first = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m",
+                                  options=CollectionOptions(**kw))
     assert first["shards"][0]["accepted"] > 0 and not first["skipped"]
-    again = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
+    again = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m",
+                                  options=CollectionOptions(**kw))
     assert again["skipped"] and again["counts"] == first["counts"] and not again["shards"]
     # a crash before the merge: no sidecar, no manifest; staged work is reused
     (out / "p" / "sidecar.json").unlink()
     (out / "p" / "manifest.jsonl").unlink()
-    resumed = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
+    resumed = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m",
+                                    options=CollectionOptions(**kw))
     assert resumed["shards"][0]["accepted"] == 0 and resumed["shards"][0]["skipped_resumed"] == 15
     assert first["merge"] == resumed["merge"]
     # --overwrite reprocesses everything
-    fresh = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", overwrite=True, **kw)
+    fresh = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m",
+                                  options=CollectionOptions(overwrite=True, **kw))
     assert fresh["shards"][0]["skipped_resumed"] == 0 and fresh["merge"] == first["merge"]
 
 
 def test_changed_settings_restage_instead_of_resuming(folder):
     out = folder / "st"
     kw = dict(offline=True, workers=1, progress=False)
-    first = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", **kw)
-    second = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", min_chars=300, **kw)
+    first = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m",
+                                  options=CollectionOptions(**kw))
+    second = collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m",
+                                   options=CollectionOptions(min_chars=300, **kw))
     assert not second["skipped"] and second["shards"][0]["skipped_resumed"] == 0
     assert second["counts"]["documents"] == first["counts"]["documents"]
 
@@ -117,11 +123,13 @@ def test_merge_refuses_shards_staged_with_other_settings(folder):
 
     out = folder / "mix"
     kw = dict(offline=True, workers=1, progress=False, num_shards=2)
-    collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", shard=0, **kw)
-    collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", shard=1, min_chars=300, **kw)
+    collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m",
+                          options=CollectionOptions(shard=0, **kw))
+    collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m",
+                          options=CollectionOptions(shard=1, min_chars=300, **kw))
     with pytest.raises(CollectionError, match="--shard 0 --num_shards 2 --overwrite"):
-        collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m", merge_only=True, min_chars=300,
-                              **kw)
+        collect_from_registry(folder / "reg.yaml", out / "dl", out / "p", out / "m",
+                              options=CollectionOptions(merge_only=True, min_chars=300, **kw))
 
 
 def test_in_shard_partitions_and_split_is_deterministic():
@@ -138,7 +146,7 @@ def test_bad_shard_numbers_are_a_usage_error(tmp_path):
 
     with pytest.raises(UsageError, match=r"--shard must be in \[0, 1\] for --num_shards 2"):
         run_collection([{"id": "x", "kind": "local", "path": str(tmp_path)}], tmp_path / "dl", tmp_path / "p",
-                       tmp_path / "m", shard=2, num_shards=2, log=lambda *_: None)
+                       tmp_path / "m", options=CollectionOptions(shard=2, num_shards=2, log=lambda *_: None))
     assert not (tmp_path / "p").exists()
 
 

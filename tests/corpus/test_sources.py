@@ -272,7 +272,7 @@ def test_a_yaml_alias_is_refused_before_it_is_expanded(tmp_path):
 def test_a_failed_url_does_not_stop_the_rest_of_its_source(tmp_path):
     """b answers 500 every time and d is a file: URL (given past the registry's check): c is
     still fetched and kept; b and d are rejection rows saying why."""
-    from londonlm.corpus.collect import run_collection
+    from londonlm.corpus.collect import CollectionOptions, run_collection
     from londonlm.corpus.manifest import read_jsonl
 
     import random
@@ -287,9 +287,10 @@ def test_a_failed_url_does_not_stop_the_rest_of_its_source(tmp_path):
         srv.faults["/b.html"] = ["500"] * 10
         entry = {"id": "pages", "kind": "html", "year": 1800, "title": "Pages", "license": "PD",
                  "urls": [srv.url + "/a.html", srv.url + "/b.html", "file:///etc/passwd", srv.url + "/c.html"]}
-        run_collection([entry], tmp_path / "dl", tmp_path / "p", tmp_path / "m", workers=1, min_chars=50,
-                       log=lambda *_: None, download_options={"per_host_interval": 0, "max_retries": 1,
-                                                              "backoff_base": 0.01})
+        run_collection([entry], tmp_path / "dl", tmp_path / "p", tmp_path / "m",
+                       CollectionOptions(workers=1, min_chars=50, log=lambda *_: None,
+                                         download_options={"per_host_interval": 0, "max_retries": 1,
+                                                           "backoff_base": 0.01}))
         assert srv.count("/c.html") == 1 and srv.count("/b.html") == 2
     kept = {r["id"]: r for r in read_jsonl(tmp_path / "p" / "manifest.jsonl")}
     rejected = {r["id"]: r for r in read_jsonl(tmp_path / "p" / "rejections.jsonl")}

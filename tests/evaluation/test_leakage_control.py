@@ -11,7 +11,7 @@ import pytest
 
 from conftest import micro_texts, train_exit_code
 from londonlm.core import Layout
-from londonlm.corpus import assign_split, build_corpus, cutoff_view, read_manifest
+from londonlm.corpus import CollectionOptions, assign_split, build_corpus, cutoff_view, read_manifest
 from londonlm.evaluation import LEAKAGE_FACTS, load_for_evaluation, run_leakage_probes
 from londonlm.tokens import train_tokenizer_stage
 
@@ -63,7 +63,8 @@ def control(tmp_path_factory):
     facts = late_facts()
     (src / f"{name_in_split('news_', 'train', percent)}_1850.txt").write_text(planted_text(facts), encoding="utf-8")
     quiet = dict(log=lambda *_: None)
-    build_corpus(layout.processed_dir, layout.metadata_dir, source_dir=src, validation_percent=percent, **quiet)
+    build_corpus(layout.processed_dir, layout.metadata_dir,
+                 options=CollectionOptions(validation_percent=percent, **quiet), source_dir=src)
     assert any(r["year"] == 1850 for r in read_manifest(layout.processed_dir)), "the planted document was filtered out"
     view = layout.cutoff_dir(CUTOFF)
     cutoff_view(layout.processed_dir, view, CUTOFF, **quiet)

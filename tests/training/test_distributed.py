@@ -366,14 +366,14 @@ def test_resume_starts_at_the_recorded_position_or_infers_an_old_one(tmp_path, c
 
 def test_changed_tokenizer_refuses_to_resume(root, tmp_path, capsys):
     from conftest import write_micro_source
-    from londonlm.corpus import build_corpus
+    from londonlm.corpus import CollectionOptions, build_corpus
     from londonlm.tokens.stage import train_tokenizer_stage
 
     assert train(root, "--max_steps", "2", "--save_steps", "2") == 0
     capsys.readouterr()
     # the tokenizer retrained at the same vocabulary size on other text: token ids renumbered
     other = tmp_path / "other"
-    build_corpus(other / "processed", other / "metadata", log=lambda *_: None,
+    build_corpus(other / "processed", other / "metadata", options=CollectionOptions(log=lambda *_: None),
                  source_dir=write_micro_source(other / "src", n_docs=2, chars=4000))
     tok = root / "09_models" / "tokenizers" / "london_historical_bpe"
     train_tokenizer_stage(other / "processed", tok, vocab_size=512, min_frequency=2, era_tokens=True,

@@ -23,7 +23,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable, Iterable, Iterator
 
-from ...core import user_path, write_text_atomic
+from ...core import UsageError, user_path, write_text_atomic
 from ..cleaning import clean_text, join_hyphenation
 from ..manifest import MANIFEST, CorpusError, read_jsonl
 from ..sources import Document, LocalSource, materialise
@@ -47,26 +47,29 @@ def is_ocr(doc: Document) -> bool:
     return bool(doc.extra.get("ocr"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class OcrOptions:
-    """How the collection treats OCR documents. ``period_corpus``: the corpus the lexicon is
-    learned from (None: the collection's transcribed documents); ``repair``: False measures
-    quality only; ``min_quality``: the ``ocr_quality`` filter's threshold (0: keep all)."""
+    """How the collection treats OCR documents, as the user asked. ``period_corpus``: the corpus
+    the lexicon is learned from (None: the collection's transcribed documents); ``repair``: False
+    measures quality only; ``min_quality``: the ``ocr_quality`` filter's threshold (0: keep all).
+    What a collection finds (whether it has OCR documents, the lexicon it built for them) is not
+    kept here: :func:`collection_lexicon` returns it."""
 
     repair: bool = True
     period_corpus: str | None = None
     min_quality: float = DEFAULT_MIN_QUALITY
     long_s_output: str = "print"
     confusions: str | None = None
-    found: bool = False               # filled in by the collection: it has OCR documents
-    lexicon_path: str | None = None   # ... and the period lexicon it built for them
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_quality <= 1:
+            raise UsageError(f"--ocr_min_quality must be in [0, 1] (got {self.min_quality})")
 
     def settings(self) -> dict[str, Any]:
         """What shapes the outputs, for the sidecar: only what differs from the defaults, so
         the sidecars of corpora collected before OCR repair stay current."""
         base = OcrOptions()
-        return {k: v for k, v in asdict(self).items()
-                if k not in ("found", "lexicon_path") and v != getattr(base, k)}
+        return {k: v for k, v in asdict(self).items() if v != getattr(base, k)}
 
 
 # ---------------------------------------------------------------- the period lexicon
@@ -168,10 +171,9 @@ def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, in
     """The period lexicon file for a collection with OCR sources (``has_ocr``: a source's
     entry says so, as its documents do), from the user's period corpus or the transcribed
     documents ``docs()`` yields (with the shipped lexicon where they are too few: ``with_shipped``),
-    learned once per ``inputs_key`` and kept in ``out_dir``; sets ``options.found``. None when no
-    source is OCR."""
-    options.found = has_ocr
-    if not options.found:
+    learned once per ``inputs_key`` and kept in ``out_dir``. None when no source is OCR (the
+    collection then has no OCR document to repair or filter)."""
+    if not has_ocr:
         return None
     shipped = None if options.period_corpus else shipped_lexicon_id()
     key = hashlib.sha256(json.dumps([inputs_key, options.period_corpus, RULES, shipped]).encode()).hexdigest()
@@ -225,8 +227,10 @@ class DocumentRepair:
         return r.repairer if isinstance(r, JudgedRepairer) else r
 
     @classmethod
-    def from_options(cls, options: OcrOptions) -> "DocumentRepair":
-        lexicon = PeriodLexicon.load(options.lexicon_path) if options.lexicon_path else None
+    def from_options(cls, options: OcrOptions, lexicon_path: str | None) -> "DocumentRepair":
+        """The repair a collection runs: ``lexicon_path`` is the period lexicon it built
+        (:func:`collection_lexicon`; None: nothing to repair with)."""
+        lexicon = PeriodLexicon.load(lexicon_path) if lexicon_path else None
         confusions = load_confusions(options.confusions) if options.confusions else None
         return cls(lexicon, confusions, options.repair, RepairSettings(long_s_output=options.long_s_output))
 

@@ -11,11 +11,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO
 from ocr_fixtures import OCR, PERIOD, period_lexicon
 
+from londonlm.core import UsageError
 from londonlm.corpus.cleaning import clean_text
-from londonlm.corpus.collect import run_collection
+from londonlm.corpus.collect import CollectionOptions, run_collection
 from londonlm.corpus.manifest import read_jsonl
 from londonlm.corpus.ocr.step import DocumentRepair, OcrOptions, load_period_lexicon
 
@@ -43,8 +45,8 @@ def folders(tmp_path: Path) -> tuple[dict, dict]:
 
 def collect(tmp_path: Path, entries: list[dict], **options) -> tuple[dict, dict, list[str]]:
     logs: list[str] = []
-    run_collection(entries, tmp_path / "dl", tmp_path / "p", tmp_path / "m", offline=True, workers=1,
-                   log=logs.append, **options)
+    run_collection(entries, tmp_path / "dl", tmp_path / "p", tmp_path / "m",
+                   options=CollectionOptions(offline=True, workers=1, log=logs.append, **options))
     rows = {r["id"] + ".txt": r for r in read_jsonl(tmp_path / "p" / "manifest.jsonl")}
     rejected = {r["id"] + ".txt": r for r in read_jsonl(tmp_path / "p" / "rejections.jsonl")}
     return rows, rejected, logs
@@ -70,16 +72,16 @@ def test_ocr_is_repaired_with_the_collections_own_period_words(tmp_path, monkeyp
     assert any("period lexicon of" in m for m in logs)
     # the same inputs again (--overwrite): the lexicon is not learned twice
     logs2: list[str] = []
-    run_collection([books, scans], tmp_path / "dl", tmp_path / "p", tmp_path / "m", offline=True, workers=1,
-                   log=logs2.append, overwrite=True)
+    run_collection([books, scans], tmp_path / "dl", tmp_path / "p", tmp_path / "m",
+                   options=CollectionOptions(offline=True, workers=1, log=logs2.append, overwrite=True))
     assert any("is current" in m for m in logs2) and not any("period lexicon of" in m for m in logs2)
     # the builder's counting rules changed since: the kept lexicon is learned again
     import londonlm.corpus.ocr.step as step
 
     monkeypatch.setattr(step, "RULES", step.RULES + 1)
     logs3: list[str] = []
-    run_collection([books, scans], tmp_path / "dl", tmp_path / "p", tmp_path / "m", offline=True, workers=1,
-                   log=logs3.append, overwrite=True)
+    run_collection([books, scans], tmp_path / "dl", tmp_path / "p", tmp_path / "m",
+                   options=CollectionOptions(offline=True, workers=1, log=logs3.append, overwrite=True))
     assert any("period lexicon of" in m for m in logs3) and not any("is current" in m for m in logs3)
 
 
@@ -102,10 +104,11 @@ def test_sources_are_read_once_for_the_lexicon_and_not_at_all_without_ocr(tmp_pa
 def test_a_named_period_corpus_a_lower_threshold_and_no_repair(tmp_path):
     _, scans = folders(tmp_path)
     saved = period_lexicon().save(tmp_path / "lexicon.json.gz")
-    rows, rejected, _ = collect(tmp_path, [scans], ocr={"period_corpus": str(saved), "min_quality": 0.0})
+    rows, rejected, _ = collect(tmp_path, [scans], ocr=OcrOptions(period_corpus=str(saved), min_quality=0.0))
     assert "ruined_1744.txt" in rows and not rejected  # min_quality 0 keeps all
     assert rows["gazette_1744.txt"]["ocr_repairs"] > 0
-    rows, _, _ = collect(tmp_path, [scans], ocr={"period_corpus": str(saved), "repair": False}, overwrite=True)
+    rows, _, _ = collect(tmp_path, [scans], ocr=OcrOptions(period_corpus=str(saved), repair=False),
+                        overwrite=True)
     gazette = rows["gazette_1744.txt"]
     assert "ocr_repairs" not in gazette and gazette["ocr_quality"] == gazette["ocr_quality_before"]
 
@@ -139,7 +142,22 @@ def test_a_period_corpus_is_a_lexicon_file_a_collected_corpus_or_a_folder(tmp_pa
 
 def test_sidecar_settings_name_only_what_differs():
     assert OcrOptions().settings() == {}
-    assert OcrOptions(min_quality=0.7, lexicon_path="x", found=True).settings() == {"min_quality": 0.7}
+    assert OcrOptions(min_quality=0.7).settings() == {"min_quality": 0.7}
+    with pytest.raises(UsageError, match=r"--ocr_min_quality must be in \[0, 1\] \(got 1.5\)"):
+        OcrOptions(min_quality=1.5)
+
+
+def test_a_collection_leaves_the_options_it_was_given_as_they_were(tmp_path):
+    """What a collection finds (OCR documents, the lexicon it built) is its own: the options a
+    caller built once and passes to several collections say only what the caller asked."""
+    books, scans = folders(tmp_path)
+    ocr = OcrOptions(min_quality=0.4)
+    options = CollectionOptions(offline=True, workers=1, log=lambda *_: None, ocr=ocr)
+    run_collection([books, scans], tmp_path / "dl", tmp_path / "p", tmp_path / "m", options)
+    assert ocr == OcrOptions(min_quality=0.4) and options.ocr is ocr
+    # the same options for a collection without OCR documents: nothing left over from the first
+    run_collection([books], tmp_path / "dl", tmp_path / "p2", tmp_path / "m2", options)
+    assert (tmp_path / "p2" / "manifest.jsonl").is_file() and not (tmp_path / "p2" / "ocr").exists()
 
 
 def test_document_repair_reports_every_change():
