@@ -127,6 +127,8 @@ def main(argv=None) -> int:
             print_registry(all_entries)
             return 0
         wanted = [s.strip() for s in (a.sources or "").split(",") if s.strip()]
+        if a.sources is not None and not wanted:  # not every source: that is --all_sources
+            p.error(f"--sources: no source id in {a.sources!r}; --list shows them")
         entries = select_sources(all_entries, wanted or None, a.max_sources)
     entries = hub_entries(entries, a.hf_dataset_dir, a.all_britain, a.min_ocr_confidence, a.offline)
     options = CollectionOptions(

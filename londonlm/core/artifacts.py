@@ -2,7 +2,10 @@
 
 A stage writes its outputs, then its sidecar last (temp file + rename), so a sidecar
 exists only for complete outputs. A stage is *current* when its sidecar exists, its
-format version matches and the recorded input hashes and settings equal the new ones.
+format version matches, the recorded input hashes and settings equal the new ones, and the
+outputs it names are still there as they were written (each file's size; a folder's file
+count and bytes: cheap enough for every skip, and what a deleted, emptied or truncated
+output changes).
 """
 from __future__ import annotations
 
@@ -171,16 +174,39 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def output_footprint(path: Path) -> dict[str, int] | None:
+    """What a written output looks like, cheaply: a file's size, a folder's file count and
+    bytes (recursively); None when it is gone."""
+    if path.is_file():
+        return {"bytes": path.stat().st_size}
+    if not path.is_dir():
+        return None
+    files = total = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:  # a dangling link: counts as a file of no bytes
+                pass
+            files += 1
+    return {"files": files, "bytes": total}
+
+
 def write_sidecar(path: str | os.PathLike, stage: str, inputs: dict[str, str],
                   settings: dict[str, Any], counts: dict[str, Any] | None = None,
                   extra: dict[str, Any] | None = None,
-                  libraries: Sequence[str] | None = None) -> Path:
+                  libraries: Sequence[str] | None = None, outputs: Sequence[str] = ()) -> Path:
     """Write a stage sidecar: format version, stage, inputs' hashes, settings, counts, time.
-    ``libraries``: record only these libraries' versions, and only if already imported."""
+    ``libraries``: record only these libraries' versions, and only if already imported.
+    ``outputs``: the files and folders (beside the sidecar) it vouches for, recorded as they
+    are now, so that a later check finds one deleted or damaged since (:func:`sidecar_current`)."""
     vers = versions() if libraries is None else versions(libraries, import_missing=False)
+    folder = Path(path).parent
     obj = {"format_version": SIDECAR_FORMAT, "stage": stage, "created": now_iso(),
            "versions": vers, "inputs": inputs, "settings": settings,
            "counts": counts or {}}
+    if outputs:
+        obj["outputs"] = {name: output_footprint(folder / name) for name in outputs}
     if extra:
         obj.update(extra)
     return write_json_atomic(path, obj)
@@ -188,7 +214,8 @@ def write_sidecar(path: str | os.PathLike, stage: str, inputs: dict[str, str],
 
 def sidecar_current(path: str | os.PathLike, inputs: dict[str, str],
                     settings: dict[str, Any]) -> tuple[bool, str]:
-    """(is_current, reason). Current when the sidecar exists and inputs/settings agree."""
+    """(is_current, reason). Current when the sidecar exists, inputs/settings agree and the
+    outputs it recorded are still as they were written."""
     path = Path(path)
     if not path.exists():
         return False, "no previous output"
@@ -196,18 +223,23 @@ def sidecar_current(path: str | os.PathLike, inputs: dict[str, str],
         old = read_json(path)
     except Exception as e:
         return False, f"sidecar unreadable ({e})"
+    if not isinstance(old, dict):
+        return False, f"sidecar unreadable (a JSON {type(old).__name__}, not a stage's record)"
     if old.get("format_version") != SIDECAR_FORMAT:
         return False, "sidecar format changed"
+    old_inputs, old_settings = (v if isinstance(v, dict) else {} for v in (old.get("inputs"), old.get("settings")))
     if old.get("inputs") != inputs:
-        changed = sorted(k for k in set(inputs) | set(old.get("inputs", {}))
-                         if inputs.get(k) != old.get("inputs", {}).get(k))
-        return False, f"inputs changed: {', '.join(changed)}"
+        changed = sorted(k for k in set(inputs) | set(old_inputs) if inputs.get(k) != old_inputs.get(k))
+        return False, f"inputs changed: {', '.join(changed) or 'inputs'}"
     # compare through JSON so tuples/lists and path objects compare as they were stored
-    if json.loads(json.dumps(settings, default=str)) != old.get("settings"):
-        new = json.loads(json.dumps(settings, default=str))
-        changed = sorted(k for k in set(new) | set(old.get("settings", {}))
-                         if new.get(k) != old.get("settings", {}).get(k))
-        return False, f"settings changed: {', '.join(changed)}"
+    new = json.loads(json.dumps(settings, default=str))
+    if new != old.get("settings"):
+        changed = sorted(k for k in set(new) | set(old_settings) if new.get(k) != old_settings.get(k))
+        return False, f"settings changed: {', '.join(changed) or 'settings'}"
+    outputs = old.get("outputs") or {}
+    for name, footprint in (outputs.items() if isinstance(outputs, dict) else ()):
+        if output_footprint(path.parent / name) != footprint:
+            return False, f"{name} was deleted or changed since it was written"
     return True, "outputs are current"
 
 

@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from ..core import (SIDECAR, UsageError, hold, holder_pid, large_blocks_from_the_system, read_json, sidecar_current,
                     user_path, write_sidecar)
 from .cutoff import time_facts_of
-from .manifest import (REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs, read_jsonl,
-                       iter_manifest, summarize)
-from .ocr import OCR_DIR, OcrOptions, collection_lexicon
+from .manifest import (CORPUS_OUTPUTS, REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs,
+                       read_jsonl, iter_manifest, summarize)
+from .ocr import OCR_DIR, OcrOptions, bounded_workers, collection_lexicon
 from .processing import process_documents
 from .shards import PLAN_FILE, ShardKeep, merge_shards, prepare_shard, shard_dir
 from .sources import Document, load_registry, make_source, select_sources
@@ -117,6 +117,7 @@ def local_entry(source_dir: str | Path, default_year: int | None = None,
     """Registry entry of a local folder of .txt (.xml/.html/.gz) files, checked to exist;
     ``ocr``: the user says its files are OCR (repaired, quality-filtered)."""
     from .sources import LocalSource
+    from .sources.local import read_folder_manifest
 
     folder = user_path(source_dir).resolve()
     if not folder.is_dir():
@@ -126,6 +127,7 @@ def local_entry(source_dir: str | Path, default_year: int | None = None,
              "license": "unknown (user supplied)", "london": True, "default_year": default_year}
     if ocr:
         entry["ocr"] = True
+    read_folder_manifest(folder)  # a MANIFEST.tsv it cannot read stops here, named, not file by file
     if not LocalSource(entry).files():
         raise CorpusError(f"source folder {source_dir} holds no .txt files (nor .xml/.html/.gz); add some "
                           f"or omit --source_dir to use the embedded sample")
@@ -151,6 +153,7 @@ def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, options: C
     if use_sample:
         chosen.append(sample_entry(sample_limit_chars))
     if source_dir is not None:
+        _refuse_reading_own_outputs(processed_dir, source_dir)
         chosen.append(local_entry(source_dir, default_year, ocr=source_dir_ocr))
     taken = {e["id"] for e in chosen}
     for e in entries:
@@ -166,6 +169,15 @@ def build_corpus(processed_dir: str | Path, metadata_dir: str | Path, options: C
     options = options or CollectionOptions()
     stats = run_collection(chosen, downloads, processed_dir, metadata_dir, options)
     return stats.get("counts", {"shard": options.shard, "shards": stats.get("shards")})
+
+
+def _refuse_reading_own_outputs(processed_dir: Path, source_dir: str | Path) -> None:
+    """A corpus written inside the folder it reads would read its own texts back as new
+    documents at every rerun (duplicates, and never current)."""
+    folder = user_path(source_dir).resolve()
+    if processed_dir.resolve().is_relative_to(folder):
+        raise CorpusError(f"the corpus would be written to {processed_dir}, inside --source_dir {source_dir}, "
+                          f"and read back as new texts: give a --root outside {source_dir}")
 
 
 def _refuse_replacing(processed_dir: Path, chosen: list[dict[str, Any]]) -> None:
@@ -285,8 +297,12 @@ def _collect(entries: Sequence[dict[str, Any]], downloads_dir: Path, processed_d
     if o.shards_to_stage():
         fingerprints = inputs or {f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in srcs}
         lexicon = _period_lexicon(srcs, downloads_dir, processed_dir, _json_hash(fingerprints), o)
+    processes = bounded_workers(o.workers)
+    if o.shards_to_stage() and processes < o.workers:
+        o.log(f"corpus: --workers {o.workers} is more than the {processes} CPUs this process may use: "
+              f"cleaning with {processes} processes (more would only wait their turn)")
     for k in o.shards_to_stage():
-        stats["shards"][k] = _stage_shard(srcs, downloads_dir, processed_dir, k, plan, o, lexicon)
+        stats["shards"][k] = _stage_shard(srcs, downloads_dir, processed_dir, k, plan, o, lexicon, processes)
     if not o.finishing:
         o.log(f"corpus: shard {o.shard} of {o.num_shards} done ({stats['shards'][int(o.shard)]['accepted']} "
               f"accepted); merge with --merge --num_shards {o.num_shards} once every shard is done")
@@ -389,7 +405,7 @@ def _outputs_current(processed_dir: Path, inputs: dict[str, str], o: CollectionO
 
 
 def _stage_shard(srcs: list, downloads_dir: Path, processed_dir: Path, k: int, plan: str,
-                 o: CollectionOptions, lexicon: str | None) -> dict[str, Any]:
+                 o: CollectionOptions, lexicon: str | None, processes: int) -> dict[str, Any]:
     state = prepare_shard(processed_dir, k, o.num_shards, plan, fresh=o.overwrite)
     if o.num_shards > 1 or state.startswith("resumed"):
         o.log(f"corpus: shard {k} of {o.num_shards}: {state}")
@@ -404,7 +420,7 @@ def _stage_shard(srcs: list, downloads_dir: Path, processed_dir: Path, k: int, p
                                error="source_error", extra={"error_detail": f"{type(e).__name__}: {e}"})
 
     return process_documents(docs(), processed_dir, year_range=o.year_range, min_chars=o.min_chars,
-                             workers=o.workers, shard=k, num_shards=o.num_shards, progress=o.progress,
+                             workers=processes, shard=k, num_shards=o.num_shards, progress=o.progress,
                              cutoff_year=o.cutoff_year, ocr=o.ocr, ocr_lexicon=lexicon)
 
 
@@ -455,7 +471,7 @@ def _finish(stats: dict[str, Any], entries: Sequence[dict[str, Any]], inputs: di
                           extra={"collection": dict(stats), "cutoff_year": o.cutoff_year})
     stats["report"] = str(report)
     write_sidecar(processed_dir / SIDECAR, "corpus", inputs, o.settings(), counts,
-                  libraries=CORPUS_LIBRARIES)  # last: vouches for everything above
+                  libraries=CORPUS_LIBRARIES, outputs=CORPUS_OUTPUTS)  # last: vouches for everything above
     o.log(format_summary(read_json(Path(metadata_dir) / CORPUS_STATS)))
     o.log(f"corpus: {counts['documents']} documents ({counts['train_documents']} train, "
           f"{counts['validation_documents']} validation), {counts['words']:,} words, {counts['chars']:,} chars, "

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable
 
 from ..core import SIDECAR, read_json, sidecar_current, write_sidecar, write_text_atomic
 from .dating import cutoff_verdict, row_year
-from .manifest import (COLLECT_CMD, MANIFEST, REJECTIONS, TEXTS, CorpusError, jsonl_text, manifest_sha256,
-                       place_texts, read_manifest, summarize)
+from .manifest import (COLLECT_CMD, CORPUS_OUTPUTS, MANIFEST, REJECTIONS, TEXTS, CorpusError, jsonl_text,
+                       manifest_sha256, place_texts, read_manifest, summarize)
 from .report import CORPUS_STATS
 
 CUTOFF_STAGE = "corpus_cutoff"
@@ -151,7 +151,7 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
               "words": stats["words"], "rejected": stats["rejections_by_reason"],
               "corpus_time": time_facts_of(stats, cutoff_year)}
     write_sidecar(sidecar, CUTOFF_STAGE, inputs, settings, counts, extra={"parent": str(processed_dir)},
-                  libraries=("londonlm",))  # last: vouches for everything above
+                  libraries=("londonlm",), outputs=CORPUS_OUTPUTS)  # last: vouches for everything above
     years = counts["corpus_time"]["years"]
     log(f"corpus up to {cutoff_year}: {counts['documents']} of {len(rows)} documents ({counts['train_documents']} "
         f"train, {counts['validation_documents']} validation), {counts['words']:,} words, years "

@@ -31,6 +31,8 @@ MANIFEST = "manifest.jsonl"
 REJECTIONS = "rejections.jsonl"
 DUPLICATES = "duplicates.json"
 TEXTS = "texts"
+# what a corpus folder's sidecar vouches for (checked, cheaply, before a rerun skips)
+CORPUS_OUTPUTS = (MANIFEST, REJECTIONS, TEXTS)
 COLLECT_CMD = "python 02_data_collection/historical_data_collector.py"
 SPLITS = ("train", "validation")
 

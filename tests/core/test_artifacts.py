@@ -27,6 +27,36 @@ def test_sidecar_current_and_changes(tmp_path):
     assert not ok and "settings changed: v" in why
     sc.write_text("{broken")
     assert not sidecar_current(sc, {"a": "1"}, {"v": 2})[0]
+    # valid JSON that is no sidecar (a list, null, inputs that are no object): not current, no crash
+    for text in ("[]", "null", '"x"', '{"format_version": 1, "inputs": "x", "settings": []}'):
+        sc.write_text(text)
+        ok, why = sidecar_current(sc, {"a": "1"}, {"v": 2})
+        assert not ok and why
+
+
+def test_sidecar_vouches_only_for_outputs_still_as_written(tmp_path):
+    """A stage's outputs deleted, emptied or cut short after its sidecar was written are rebuilt,
+    not skipped as current (a rerun would otherwise skip forever while the next stage fails)."""
+    (tmp_path / "manifest.jsonl").write_text('{"id": "a"}\n')
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("some text")
+    sc = tmp_path / "sidecar.json"
+    write_sidecar(sc, "stage", {"a": "1"}, {}, outputs=["manifest.jsonl", "texts"])
+    assert sidecar_current(sc, {"a": "1"}, {}) == (True, "outputs are current")
+    for damage, name in ((lambda: (tmp_path / "texts" / "a.txt").write_text("some"), "texts"),
+                         (lambda: (tmp_path / "texts" / "a.txt").unlink(), "texts"),
+                         (lambda: (tmp_path / "manifest.jsonl").write_text(""), "manifest.jsonl"),
+                         (lambda: (tmp_path / "manifest.jsonl").unlink(), "manifest.jsonl")):
+        damage()
+        ok, why = sidecar_current(sc, {"a": "1"}, {})
+        assert not ok and why == f"{name} was deleted or changed since it was written"
+        (tmp_path / "texts" / "a.txt").write_text("some text")
+        (tmp_path / "manifest.jsonl").write_text('{"id": "a"}\n')
+        assert sidecar_current(sc, {"a": "1"}, {})[0]
+    # a sidecar written before outputs were recorded stays current
+    write_sidecar(sc, "stage", {"a": "1"}, {})
+    (tmp_path / "manifest.jsonl").unlink()
+    assert sidecar_current(sc, {"a": "1"}, {})[0]
 
 
 def test_require_input_names_command(tmp_path):

@@ -88,6 +88,10 @@ def test_registry_sources_from_a_fake_gutenberg(tmp_path):
 
         r = run(["--root", str(root), "--registry", str(reg), "--sources", "pg_nope"], cwd)
         assert r.returncode == 2 and "unknown source id or kind: pg_nope" in r.stderr
+        # a --sources that names nothing is not every source (that is --all_sources: the whole registry)
+        for empty in (",", " "):
+            r = run(["--root", str(root), "--registry", str(reg), "--sources", empty, "--offline"], cwd)
+            assert r.returncode == 2 and "--sources: no source id" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_source_dir_links_to_nothing_appear_as_rejections(tmp_path):
@@ -104,6 +108,51 @@ def test_source_dir_links_to_nothing_appear_as_rejections(tmp_path):
     assert "dangling.txt -> " in rejected["local_dangling"]["detail"]
     assert rejected["local_loop1"]["reason"] == rejected["local_loop2"]["reason"] == "link_loop"
     assert [x["id"] for x in rows(tmp_path / "root")] == ["local_plague_1722"]
+
+
+def test_a_registry_folder_that_is_not_there_is_a_rejection_naming_it(tmp_path):
+    """A registry's local source whose folder is gone: said, not dropped without a word."""
+    reg = tmp_path / "reg.yaml"
+    reg.write_text(f"sources:\n  - {{id: mine, kind: local, path: {tmp_path / 'gone'}}}\n")
+    r = run(["--root", str(tmp_path / "root"), "--registry", str(reg), "--all_sources", "--sample",
+             "--sample_limit_chars", "20000", "--workers", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rejected = rows(tmp_path / "root", "rejections.jsonl")
+    assert [x["reason"] for x in rejected if x["source"] == "mine"] == ["source_error"]
+    assert f"folder {tmp_path / 'gone'}" in r.stdout and "does not exist" in r.stdout
+
+
+def test_a_folder_manifest_in_utf16_is_read_and_one_not_in_utf8_is_refused_by_name(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "plague.txt").write_bytes(book(1, "Plague"))
+    (src / "MANIFEST.tsv").write_bytes("file\ttitle\tyear\nplague.txt\tA Journal\t1722\n".encode("utf-16"))
+    r = run(["--root", str(tmp_path / "root"), "--source_dir", str(src), "--workers", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [(x["title"], x["year"]) for x in rows(tmp_path / "root")] == [("A Journal", 1722)]
+    (src / "MANIFEST.tsv").write_bytes("file\ttitle\nplague.txt\tCaf\xe9\n".encode("latin-1"))
+    r = run(["--root", str(tmp_path / "root2"), "--source_dir", str(src), "--workers", "1"], tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {src / 'MANIFEST.tsv'} is not UTF-8 text")
+
+
+def test_a_root_inside_the_source_folder_is_refused(tmp_path):
+    """Collected into a folder it reads, the corpus would read its own texts back at every rerun."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "plague_1722.txt").write_bytes(book(1, "Plague"))
+    r = run(["--root", str(src / "root"), "--source_dir", str(src), "--workers", "1"], tmp_path)
+    assert r.returncode == 2 and "inside --source_dir" in r.stderr and "Traceback" not in r.stderr
+    assert not (src / "root" / "data" / "london_historical" / "processed" / "manifest.jsonl").exists()
+
+
+def test_workers_beyond_the_cpus_clean_with_one_process_per_cpu(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "plague_1722.txt").write_bytes(book(1, "Plague"))
+    r = run(["--root", str(tmp_path / "root"), "--source_dir", str(src), "--workers", "100000"], tmp_path,
+            timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "--workers 100000 is more than the" in r.stdout and len(rows(tmp_path / "root")) == 1
 
 
 def test_local_folder_sharded_runs_merge_to_the_unsharded_corpus(tmp_path):
@@ -250,7 +299,11 @@ def test_a_second_collector_on_the_same_root_is_one_line_naming_the_first(tmp_pa
      "sources:\n  - {id: x, kind: html, title: *b}\n", "line 2: the YAML alias *a is not read"),
     ("sources:\n  - {id: x, kind: html, urls: ['http://127.0.0.1:9/a', 'file:///etc/passwd']}\n",
      "entry 'x': urls 'file:///etc/passwd' is not an http(s) URL"),
-], ids=["id_a_list", "alias", "file_url"])
+    ("sources:\n  - {id: x, kind: html, year_range: [1700]}\n",
+     "entry 'x': year_range must be two years such as [1674, 1913], not [1700]"),
+    ("sources:\n  - {id: x, kind: html, year: soon}\n", "entry 'x': year must be a year such as 1782, not 'soon'"),
+    ("sources:\n  - {id: x, kind: local}\n", "entry 'x': a local source needs 'path', the folder of its texts"),
+], ids=["id_a_list", "alias", "file_url", "year_range_one_year", "year_text", "local_without_path"])
 def test_a_bad_registry_is_one_line_for_list_and_collect(tmp_path, registry, message):
     reg = tmp_path / "reg.yaml"
     reg.write_text(registry)

@@ -1,6 +1,7 @@
 """build_corpus: the stage's entry point, a thin front of londonlm.corpus.collect.run_collection."""
 import json
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -62,6 +63,23 @@ def test_skip_when_current_and_overwrite(tmp_path):
     build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(min_chars=300, log=logs.append),
                  source_dir=src)
     assert any("settings changed: min_chars" in m for m in logs)
+
+
+def test_outputs_deleted_since_are_rebuilt_not_skipped(tmp_path):
+    """A manifest or a text deleted after the corpus was written: the rerun rebuilds it (the
+    tokenizer would otherwise name a command that only skips)."""
+    src = make_src(tmp_path)
+    options = CollectionOptions(log=lambda *_: None)
+    build_corpus(tmp_path / "p", tmp_path / "m", options, source_dir=src)
+    manifest = (tmp_path / "p" / "manifest.jsonl").read_text()
+    for damage in (lambda: (tmp_path / "p" / "manifest.jsonl").unlink(),
+                   lambda: next((tmp_path / "p" / "texts").iterdir()).unlink()):
+        damage()
+        logs = []
+        build_corpus(tmp_path / "p", tmp_path / "m", replace(options, log=logs.append), source_dir=src)
+        assert any("rebuilding (" in m and "was deleted or changed since it was written" in m for m in logs), logs
+        assert (tmp_path / "p" / "manifest.jsonl").read_text() == manifest
+        assert len(list((tmp_path / "p" / "texts").iterdir())) == 6
 
 
 def test_bad_inputs(tmp_path):

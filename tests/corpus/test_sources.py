@@ -206,7 +206,7 @@ def test_registry_errors_name_the_fix(tmp_path):
     bad.write_text("sources:\n  - id: x\n    kind: telegraph\n")
     with pytest.raises(RegistryError, match="unknown kind"):
         load_registry(bad)
-    bad.write_text("sources:\n  - id: x\n    kind: local\n  - id: x\n    kind: local\n")
+    bad.write_text("sources:\n  - id: x\n    kind: html\n  - id: x\n    kind: html\n")
     with pytest.raises(RegistryError, match="duplicate"):
         load_registry(bad)
 

@@ -159,7 +159,7 @@ def jsonl_texts(path: str | Path, text_key: str = "text", year_key: str = "year"
                 continue
             try:
                 row = json.loads(raw.decode("utf-8", errors="replace"))
-            except ValueError:
+            except (ValueError, RecursionError):  # (nested past the parser's depth: no row either)
                 continue
             if isinstance(row, dict) and isinstance(row.get(text_key), str):
                 text, year = row[text_key], row.get(year_key)

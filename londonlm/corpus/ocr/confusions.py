@@ -328,7 +328,7 @@ def load_confusions(path: str | Path | None = None) -> ConfusionModel:
         return _shipped()
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ConfusionError(f"{path}: cannot read a confusion model ({e})") from e
     return ConfusionModel.from_json(data, str(path))
 

@@ -117,12 +117,12 @@ def parse_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[dict[str, Any], str 
     if len(raw) > o.max_row_bytes:
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             row = None
         return (row if isinstance(row, dict) else {"line": n, "raw": line}), "too_large", note
     try:
         row = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested past the parser's depth: not a row it can read)
         return {"line": n, "raw": line}, "bad_json", note
     if not isinstance(row, dict):
         return {"line": n, "raw": row}, "not_an_object", note

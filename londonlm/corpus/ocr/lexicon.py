@@ -158,7 +158,7 @@ class PeriodLexicon:
         """The lexicon of a saved file's bytes (``path`` names it in errors)."""
         try:
             data = json.loads(gzip.decompress(raw).decode("utf-8"))
-        except (OSError, ValueError, EOFError) as e:
+        except (OSError, ValueError, EOFError, RecursionError) as e:
             raise LexiconError(f"{path}: not a period lexicon ({e}); rebuild it") from e
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("unigrams"), dict):
             raise LexiconError(f"{path}: not a period lexicon of format {FORMAT}; rebuild it")

@@ -131,6 +131,25 @@ def _check_entry(p: Path, i: int, e: Any, seen: set[str]) -> None:
         _check_url(p, e, "urls", url, relative=e["kind"] in _RELATIVE_URL_KINDS)
     if e.get("base_url") is not None:
         _check_url(p, e, "base_url", e["base_url"], relative=False)
+    _check_years(p, e)
+    if e["kind"] == "local" and (not isinstance(e.get("path"), str) or not e["path"].strip()):
+        raise RegistryError(f"registry {p}: entry {e['id']!r}: a local source needs 'path', the folder of its texts")
+
+
+def _is_year(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().isdigit()
+
+
+def _check_years(p: Path, e: dict[str, Any]) -> None:
+    """``year`` a year, ``year_range`` two (``[1674, 1913]``): every document of the source is
+    dated by them, so a malformed one would reject each with a bare Python error."""
+    if e.get("year") is not None and not _is_year(e["year"]):
+        raise RegistryError(f"registry {p}: entry {e['id']!r}: year must be a year such as 1782, not "
+                            f"{_shown(e['year'])}")
+    span = e.get("year_range")
+    if span is not None and not (isinstance(span, list) and len(span) == 2 and all(map(_is_year, span))):
+        raise RegistryError(f"registry {p}: entry {e['id']!r}: year_range must be two years such as "
+                            f"[1674, 1913], not {_shown(span)}")
 
 
 def _check_url(p: Path, e: dict[str, Any], field: str, url: Any, relative: bool) -> None:

@@ -9,8 +9,10 @@ XML in Old Bailey TEI form is extracted trial by trial; other XML has its markup
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import errno
+import io
 import fnmatch
 import os
 import re
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ...core import user_path
+from ..manifest import CorpusError
 from ..dating import DEFAULT_YEAR, FILE_NAME, MANIFEST_FIRST_PUBLISHED, MANIFEST_YEAR
 from .base import Document, Source, safe_id, wanted
 
@@ -28,11 +31,25 @@ _BOOL = {"yes": True, "true": True, "1": True, "y": True, "no": False, "false": 
 
 
 def read_folder_manifest(folder: Path) -> dict[str, dict[str, str]]:
+    """The rows of a folder's ``MANIFEST.tsv`` by file name ({} without one). UTF-8, or UTF-16
+    with its byte-order mark (a spreadsheet's "Unicode text" export); anything else is refused
+    by name: read wrongly, every file of the folder would lose its date."""
     path = folder / "MANIFEST.tsv"
     if not path.exists():
         return {}
-    with open(path, encoding="utf-8", newline="") as f:
-        return {row["file"]: row for row in csv.DictReader(f, delimiter="\t") if row.get("file")}
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-16") if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) \
+            else data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8 "
+                          f"(tab-separated)") from None
+    try:
+        return {row["file"]: row for row in csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
+                if row.get("file")}
+    except csv.Error as e:
+        raise CorpusError(f"{path} is not a tab-separated table ({e}); its columns: file, title, author, "
+                          f"year_first_published or year, london_related, license") from None
 
 
 def _format_of(path: Path) -> str:
@@ -113,7 +130,9 @@ class LocalSource(Source):
 
     def documents(self, downloads_dir: Path | None = None, keep=None) -> Iterator[Document]:
         root = self.folder()
-        manifest = read_folder_manifest(root) if root.is_dir() else {}
+        if not root.is_dir():  # (a --source_dir is checked before; a registry's path is not)
+            raise CorpusError(f"folder {root} (the source's path) does not exist or is not a folder")
+        manifest = read_folder_manifest(root)
         base = self.meta()
         prefix = self.spec.get("id_prefix", "")
         entries = self._entries()

@@ -114,7 +114,8 @@ def test_too_little_text_is_not_adapted_on():
 
 def test_jsonl_texts_skip_what_the_stage_reports(tmp_path):
     f = tmp_path / "in.jsonl"
-    f.write_bytes(b'{"text": "tho Court", "year": 1850}\nnot json\n[1]\n{"id": 2}\n{"text": "ho said", "year": "x"}\n')
+    f.write_bytes(b'{"text": "tho Court", "year": 1850}\nnot json\n[1]\n{"id": 2}\n{"text": "ho said", "year": "x"}\n'
+                  + b"[" * 100_000 + b"]" * 100_000 + b"\n")  # nested past the parser's depth
     assert list(jsonl_texts(f)) == [("tho Court", 1850), ("ho said", None)]
     f.write_bytes(b'{"text": "tho Court", "year": "1850"}\n{"text": "ho", "year": true}\n')
     assert list(jsonl_texts(f)) == [("tho Court", 1850), ("ho", None)]  # years read as the repair stage reads them

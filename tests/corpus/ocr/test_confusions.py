@@ -132,6 +132,9 @@ def test_model_files_round_trip_and_bad_ones_are_refused(tmp_path):
         load_confusions(tmp_path / "bad_words.json")
     with pytest.raises(ConfusionError, match="cannot read"):
         load_confusions(tmp_path / "missing.json")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # past the parser's depth
+    with pytest.raises(ConfusionError, match="cannot read"):
+        load_confusions(tmp_path / "deep.json")
 
 
 def test_channel_scores_an_alignment_by_its_rules_and_a_price_for_the_rest():

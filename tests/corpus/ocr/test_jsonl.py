@@ -90,13 +90,14 @@ def test_printed_lines_stay_unless_the_user_joins_broken_words(tmp_path, lexicon
 
 def test_bad_rows_pass_through_with_their_reason_and_nothing_is_lost(tmp_path, lexicon):
     big = row(id="big", text="tbe " * 400_000)  # 1.6 MB, over --max_row_mb 1
+    deep = b"[" * 100_000 + b"]" * 100_000  # nested past the JSON parser's depth
     lines = [row(id="ok", text="tbe Court"), b"{not json", row(id="no text"), b"[1, 2]",
-             row(id="n", text=5), b'{"id": "cp", "text": "caf\xe9 tbe Court"}', big, row(id="last", text="tbe")]
+             row(id="n", text=5), b'{"id": "cp", "text": "caf\xe9 tbe Court"}', big, row(id="last", text="tbe"), deep]
     res, rows = run(tmp_path, lexicon, lines, "--max_row_mb", "1")
     assert res.returncode == 0, res.stderr
     assert len(rows) == len(lines)
     errors = [r.get("ocr_repair_error") for r in rows]
-    assert errors == [None, "bad_json", "no_text", "not_an_object", "no_text", None, "too_large", None]
+    assert errors == [None, "bad_json", "no_text", "not_an_object", "no_text", None, "too_large", None, "bad_json"]
     assert rows[1] == {"line": 2, "raw": "{not json", "ocr_repair_error": "bad_json"}
     assert rows[5]["text"] == "café the Court"     # read as cp1252, and said so
     assert rows[6]["text"] == json.loads(big)["text"]  # passed through whole

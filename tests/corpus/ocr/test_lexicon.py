@@ -74,6 +74,9 @@ def test_file_round_trip_and_damaged_files(tmp_path):
     (tmp_path / "other.json.gz").write_bytes(gzip.compress(b'{"format": 99}'))
     with pytest.raises(LexiconError, match="format"):
         PeriodLexicon.load(tmp_path / "other.json.gz")
+    (tmp_path / "deep.json.gz").write_bytes(gzip.compress(b"[" * 100_000 + b"]" * 100_000))  # past the parser's depth
+    with pytest.raises(LexiconError, match="not a period lexicon"):
+        PeriodLexicon.load(tmp_path / "deep.json.gz")
 
 
 def test_an_empty_corpus_is_refused():
