@@ -21,7 +21,7 @@ from pathlib import Path
 from .checkpoints import (BEST, RUN_INFO, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
                           checkpoint_step, latest_valid_checkpoint, list_checkpoints, read_json_object)
 from .cli import user_path
-from .errors import LondonLMError
+from .errors import LondonLMError, UsageError
 
 # Names inside a run folder.
 FINAL = "final"                      # save_pretrained folder of the finished run
@@ -260,7 +260,11 @@ class Layout:
            registry_file: str | os.PathLike | None = None) -> "Layout":
         """A layout at an explicit root, else ``$LONDONLM_ROOT``, else ``default_root``. A root
         that is (or lies under) a file is refused here, naming where it came from, before any
-        stage makes a folder under it."""
+        stage makes a folder under it; so is an empty one (``--root ""``, a variable that was not
+        set), which would otherwise mean the default: the repository's own folders."""
+        if root is not None and not str(root).strip():
+            raise UsageError("--root is empty: give the project folder (or leave --root out for "
+                             f"${ROOT_ENV} or the repository)")
         if root:
             chosen, origin = root, f"--root {root}"
         elif os.environ.get(ROOT_ENV):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from londonlm.core.errors import LondonLMError
+from londonlm.core.errors import LondonLMError, UsageError
 from londonlm.core.checkpoints import BEST_INFO, model_step
 from londonlm.core.layout import Layout, ModelNotFound, RunLayout, checkpoint_problem
 
@@ -44,6 +44,13 @@ def test_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LONDONLM_ROOT", str(tmp_path / "elsewhere"))
     assert Layout.at(None, default_root=tmp_path).root == (tmp_path / "elsewhere").resolve()
     assert Layout.at(tmp_path / "x", default_root=tmp_path).root == (tmp_path / "x").resolve()
+
+
+def test_an_empty_root_is_refused_not_taken_for_the_default(tmp_path):
+    """``--root "$UNSET"``: the stages would write into the repository's own folders."""
+    for empty in ("", "  "):
+        with pytest.raises(UsageError, match="--root is empty"):
+            Layout.at(empty, default_root=tmp_path)
 
 
 def test_a_root_that_is_a_file_is_refused_naming_where_it_came_from(tmp_path, monkeypatch):
