@@ -109,6 +109,24 @@ def _decode(raw: bytes) -> tuple[str, str | None, list[int]]:
         return text, "decoded_cp1252", _BAD[:MAX_BAD_LISTED]
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value - value != 0:  # inf or nan
+        raise ValueError(f"{text} is no number JSON can hold")
+    return value
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(line: str) -> Any:
+    """A row as standard JSON: ``NaN``, ``Infinity`` and numbers past a float's range (1e999)
+    are refused as the row's error, since Python would read them and write them back as
+    ``NaN``/``Infinity``, which no other JSON reader takes (the row passes through as text)."""
+    return json.loads(line, parse_float=_finite, parse_constant=_not_json)
+
+
 def parse_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[dict[str, Any], str | None, dict[str, Any] | None]:
     """(row, error, encoding note for the report) of one input line; the row is what goes out if
     it cannot be repaired."""
@@ -116,12 +134,12 @@ def parse_row(n: int, raw: bytes, o: JsonlOptions) -> tuple[dict[str, Any], str 
     note = {"encoding": how, "cp1252_bytes": bad} if how else None
     if len(raw) > o.max_row_bytes:
         try:
-            row = json.loads(line)
+            row = _loads(line)
         except (ValueError, RecursionError):
             row = None
         return (row if isinstance(row, dict) else {"line": n, "raw": line}), "too_large", note
     try:
-        row = json.loads(line)
+        row = _loads(line)
     except (ValueError, RecursionError):  # (nested past the parser's depth: not a row it can read)
         return {"line": n, "raw": line}, "bad_json", note
     if not isinstance(row, dict):

@@ -88,6 +88,19 @@ def test_printed_lines_stay_unless_the_user_joins_broken_words(tmp_path, lexicon
     assert rows[0]["text"] == "the Lords of the Admiralty,\nand the Merchants\nmet"
 
 
+def test_numbers_json_cannot_hold_pass_through_as_text_and_the_output_stays_json(tmp_path, lexicon):
+    """1e999 and NaN are read by Python as inf and nan and written back as Infinity and NaN,
+    which no other JSON reader takes: such a row passes through as its text."""
+    lines = [b'{"id": "a", "text": "tbe Court", "year": 1e999}', b'{"id": "b", "text": "tbe", "year": NaN}',
+             row(id="c", text="tbe Court", year=1744.0)]
+    res, rows = run(tmp_path, lexicon, lines)
+    assert res.returncode == 0, res.stderr
+    strict = [json.loads(x, parse_constant=lambda c: pytest.fail(f"{c} written"))
+              for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r.get("ocr_repair_error") for r in strict] == ["bad_json", "bad_json", None]
+    assert strict[0]["raw"] == lines[0].decode() and strict[2]["text"] == "the Court"
+
+
 def test_bad_rows_pass_through_with_their_reason_and_nothing_is_lost(tmp_path, lexicon):
     big = row(id="big", text="tbe " * 400_000)  # 1.6 MB, over --max_row_mb 1
     deep = b"[" * 100_000 + b"]" * 100_000  # nested past the JSON parser's depth
