@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
 from londonlm.core.cli import StageParser
-from londonlm.core.artifacts import write_json_atomic
+from londonlm.core.artifacts import refuse_output_over_inputs, write_json_atomic
 from londonlm.tokens.counts import count_tokens_with, format_token_counts
 from londonlm.core.errors import run_main
 
@@ -26,8 +26,11 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     layout = config.get_layout(a.root)
     tok_dir = Path(a.tokenizer) if a.tokenizer else layout.tokenizer_dir(a.name)
-    counts = count_tokens_with(a.processed_dir or layout.processed_dir, tok_dir)
+    processed = a.processed_dir or layout.processed_dir
     out = Path(a.output) if a.output else layout.metadata_dir / "token_counts.json"
+    # before the counting: a report written over the corpus or the tokenizer would replace it
+    refuse_output_over_inputs("--output", out, {"the corpus folder": processed, "the tokenizer folder": tok_dir})
+    counts = count_tokens_with(processed, tok_dir)
     write_json_atomic(out, counts)
     print(format_token_counts(counts))
     print(f"written {out}")

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
 from londonlm.core.cli import StageParser
-from londonlm.core.artifacts import write_json_atomic
+from londonlm.core.artifacts import refuse_output_over_inputs, write_json_atomic
 from londonlm.core.errors import run_main
 from londonlm.tokens.stage import format_report, tokenizer_report
 
@@ -25,8 +25,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the report as JSON here")
     a = p.parse_args(argv)
     layout = config.get_layout(a.root)
-    rep = tokenizer_report(a.tokenizer or layout.tokenizer_dir(a.name),
-                           a.processed_dir or layout.processed_dir)
+    tok_dir, processed = a.tokenizer or layout.tokenizer_dir(a.name), a.processed_dir or layout.processed_dir
+    if a.json:  # before the report: written over the corpus or the tokenizer, it would replace it
+        refuse_output_over_inputs("--json", a.json, {"the corpus folder": processed, "the tokenizer folder": tok_dir})
+    rep = tokenizer_report(tok_dir, processed)
     print(format_report(rep))
     if a.json:
         write_json_atomic(a.json, rep)

@@ -17,7 +17,7 @@
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
 from .artifacts import (StageInputMissing, atomic_writer, current_or_make, give_open_mode, link_or_copy, naming,
-                        now_iso, read_json, require_input, sha256_file, sidecar_current, versions, write_bytes_atomic,
+                        now_iso, read_json, refuse_foreign_folder, refuse_output_over_inputs, require_input, sha256_file, sidecar_current, versions, write_bytes_atomic,
                         write_json_atomic, write_sidecar, write_text_atomic)
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem, checkpoint_step,
                           latest_valid_checkpoint, list_checkpoints, model_step)
@@ -47,7 +47,8 @@ __all__ = [
     "large_blocks_from_the_system",
     "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",
-    "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json",
+    "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json", "refuse_foreign_folder",
+    "refuse_output_over_inputs",
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "ScratchTables", "sidecar_current", "sqlite_os_error", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
     "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "utf8_problem", "versions", "WEIGHT_FILES",

@@ -20,9 +20,9 @@ import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Iterator, Mapping, Sequence
 
-from .errors import USER_OS_ERRNOS, LondonLMError
+from .errors import USER_OS_ERRNOS, LondonLMError, UsageError
 
 SIDECAR_FORMAT = 1
 # the libraries whose versions shape a model artifact (tokens, weights)
@@ -241,6 +241,41 @@ def sidecar_current(path: str | os.PathLike, inputs: dict[str, str],
         if output_footprint(path.parent / name) != footprint:
             return False, f"{name} was deleted or changed since it was written"
     return True, "outputs are current"
+
+
+# ---------------------------------------------------------------- where a stage may write
+# A report (count_tokens.py --output, test_tokenizer.py --json) or a tokenizer (--output_dir)
+# written into the corpus folder or the tokenizer folder the command reads would replace a
+# manifest, a text or a tokenizer file with exit 0. Paths are compared resolved (symbolic links
+# followed, ``..`` folded); a hard link is harmless, since outputs are replaced by a rename,
+# which breaks the link instead of writing through it.
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def refuse_output_over_inputs(flag: str, output: str | os.PathLike,
+                              inputs: Mapping[str, str | os.PathLike]) -> None:
+    """One line when ``output`` is, or lies inside, one of ``inputs`` (what it is -> a file or
+    folder the command reads); nothing has been written then."""
+    real = os.path.realpath(output)
+    for what, path in inputs.items():
+        if _within(real, os.path.realpath(path)):
+            where = "is" if real == os.path.realpath(path) else "lies inside"
+            raise UsageError(f"{flag} {os.fspath(output)} {where} {what} {os.fspath(path)}, which this "
+                             f"command reads: name a path outside it; nothing was written")
+
+
+def refuse_foreign_folder(side: str | os.PathLike, stage: str, flag: str) -> None:
+    """One line when the folder of sidecar ``side`` holds another stage's outputs (the sidecar
+    names that stage): writing there would mix files and replace that stage's sidecar with this one's."""
+    folder = os.path.dirname(side)
+    try:
+        owner = read_json(side).get("stage") if os.path.isfile(side) else None
+    except (ValueError, AttributeError, RecursionError):  # unreadable, or no object: no stage named
+        return
+    if isinstance(owner, str) and owner != stage:
+        raise UsageError(f"{flag} {os.fspath(folder)} holds the outputs of the '{owner}' stage "
+                         f"({side} says so): name another folder for the {stage}; nothing was written")
 
 
 def require_input(path: str | os.PathLike, command: str, what: str = "input") -> Path:

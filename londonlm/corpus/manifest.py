@@ -93,27 +93,66 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
-def read_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None) -> list[dict]:
+def read_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None,
+                  require: Iterable[str] = ()) -> list[dict]:
     """Every manifest row (only ``keys`` of each, when given: a reader of a large corpus that
     needs a few fields keeps a few); a missing manifest names the command that makes it, a bad
-    line names itself and the rebuild command."""
-    return list(iter_manifest(processed_dir, keys))
+    line (:func:`row_problem`; one without a field of ``require``) names itself and the rebuild
+    command."""
+    return list(iter_manifest(processed_dir, keys, require))
 
 
-def iter_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None) -> Iterator[dict]:
+def iter_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None,
+                  require: Iterable[str] = ()) -> Iterator[dict]:
     """``read_manifest``'s rows one at a time, for a reader that needs each row once (the
     statistics of a corpus of any size)."""
     path = require_input(Path(processed_dir) / MANIFEST, COLLECT_CMD, "corpus manifest")
     keep = None if keys is None else tuple(keys)
+    require = tuple(require)
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CorpusError(f"{path}:{n}: bad JSON ({e}); rebuild with `{COLLECT_CMD} "
-                                      f"--overwrite`")
+                except (json.JSONDecodeError, RecursionError) as e:  # (nested past the parser's depth)
+                    raise _bad_row(path, n, f"bad JSON ({e})") from None
+                problem = row_problem(row, require)
+                if problem:
+                    raise _bad_row(path, n, problem)
                 yield row if keep is None else {k: row[k] for k in keep if k in row}
+
+
+def _bad_row(path: Path, n: int, problem: str) -> CorpusError:
+    return CorpusError(f"{path}:{n}: {problem}; rebuild with `{COLLECT_CMD} --overwrite`")
+
+
+def row_problem(row: Any, require: tuple[str, ...] = ()) -> str | None:
+    """What makes a manifest row unusable, or None. Every reader indexes ``id``, ``path`` and
+    ``split`` and adds up ``chars`` and ``year``: a row that would fail there (a hand edit, a
+    foreign file) is refused where it is read, with its line. A few type checks a row (``type
+    is``, not isinstance: a bool is no count), cheap next to the JSON parse, so a large
+    manifest still streams at its speed. ``require``: the further fields a reader needs (older
+    or hand-made manifests may lack ``chars``)."""
+    if type(row) is not dict:
+        return f"a JSON {type(row).__name__} where a document's object belongs"
+    for key in ("id", "path"):
+        if type(row.get(key)) is not str or not row[key]:
+            return f"no {key!r} (a non-empty string) in this row"
+    if row.get("split") not in SPLITS:
+        return ("no 'split' in this row" if "split" not in row
+                else f"'split' is {row['split']!r}, not one of {', '.join(SPLITS)}")
+    rel = row["path"]
+    # a text outside the corpus folder would be read (or, by the collection, removed) as its own
+    if rel[0] == "/" or (".." in rel and ".." in rel.split("/")):
+        return f"'path' {rel!r} leads outside the corpus folder"
+    chars = row.get("chars", 0)
+    if type(chars) is not int or chars < 0:
+        return f"'chars' is {chars!r}, not a count"
+    year = row.get("year")
+    if year is not None and type(year) is not int:
+        return f"'year' is {year!r}, not a year"
+    missing = next((k for k in require if k not in row), None) if require else None
+    return None if missing is None else f"no {missing!r} in this row"
 
 
 def read_rejections(processed_dir: str | Path, keys: Iterable[str] | None = None) -> list[dict]:
@@ -152,7 +191,26 @@ def iter_split_texts(processed_dir: str | Path, split: str,
     processed_dir = Path(processed_dir)
     for row in rows if rows is not None else read_manifest(processed_dir):
         if row["split"] == split:
-            yield row, (processed_dir / row["path"]).read_text(encoding="utf-8")
+            yield row, document_text(processed_dir, row)
+
+
+def missing_text(processed_dir: str | Path, row: Mapping[str, Any]) -> CorpusError:
+    """The error of a text the manifest lists that is gone (the folder was pruned or half copied)."""
+    return CorpusError(f"text file missing: {Path(processed_dir) / row['path']} is listed in "
+                       f"{Path(processed_dir) / MANIFEST} but gone; rebuild the corpus with `{COLLECT_CMD} --overwrite`")
+
+
+def document_text(processed_dir: str | Path, row: Mapping[str, Any]) -> str:
+    """The text of a manifest row, read whole; a missing one names itself and the rebuild (the
+    corpus folder was pruned or half copied: its manifest no longer describes it)."""
+    path = Path(processed_dir) / row["path"]
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise missing_text(processed_dir, row) from None
+    except UnicodeDecodeError as e:  # the collection writes UTF-8: another file took its place
+        raise CorpusError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); rebuild the corpus "
+                          f"with `{COLLECT_CMD} --overwrite`") from None
 
 
 # ---------------------------------------------------------------- writing

@@ -3,7 +3,8 @@ trains it (``03_tokenizer/``), and the uint16 memmap token cache training reads.
 
 - :mod:`.tokenizer`: training, loading, era tokens, ``plain_backend`` (text never becomes a
   control token), ``split_exact`` (long text in pieces that encode like the whole).
-- :mod:`.stage`: :func:`train_tokenizer_stage` (skip when current, sidecar written last).
+- :mod:`.stage`: :func:`train_tokenizer_stage` (skip when current, sidecar written last), and
+  the refusals that keep the tokenizer scripts from writing over their own inputs.
 - :mod:`.cache`: ``train.bin``/``val.bin`` built from the manifest, checked on load.
 - :mod:`.chunks`: the per-chunk CRC-32 that the cache's reader verifies on first use.
 - :mod:`.counts`: tokens per split, source and decade (``02_data_collection/count_tokens.py``).

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core import now_iso, require_input, sha256_file, write_json_atomic
 from .chunks import CHUNK_BYTES, PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
-from .tokenizer import EOT, PIECE_CHARS, era_token, plain_backend, split_exact
+from .tokenizer import EOT, PIECE_CHARS, era_token, load_tokenizer, plain_backend, split_exact
 
 # 3: sampled checksum over 64 KiB blocks (was 1 MiB): start-up reads at most 1 MiB of
 # tokens, so a cache 8x larger loaded in 29 ms instead of 11 ms with 1 MiB blocks.
@@ -288,6 +288,7 @@ def _write_split(tokenizer, processed_dir: Path, rows: list[dict], out_bin: Path
     from tqdm.auto import tqdm
 
     from ..corpus import iter_split_texts
+    from .stage import text_sizes
 
     w = _SplitWriter(out_bin, out_idx, identity)
     start = w.resume()
@@ -298,7 +299,7 @@ def _write_split(tokenizer, processed_dir: Path, rows: list[dict], out_bin: Path
         if start:
             log(f"token cache: {desc}: resuming at document {start:,} of {len(rows):,} "
                 f"({w.tokens:,} tokens kept from a stopped build)")
-        sizes = [(processed_dir / r["path"]).stat().st_size for r in rows]
+        sizes = text_sizes(processed_dir, rows)  # a missing text: one line, before any work
         with tqdm(total=sum(sizes), initial=sum(sizes[:start]), unit="B", unit_scale=True, unit_divisor=1024,
                   desc=desc, disable=not progress) as bar:
             docs = iter_split_texts(processed_dir, identity["split"], rows[start:])
@@ -391,10 +392,9 @@ def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, cont
             return read_metadata(cache_dir)
         why = "--no_pretokenized" if mode == "rebuild" else problem
         log(f"token cache: building {cache_dir} ({why})")
-        # Imported here: a cache hit should not pay for importing torch/transformers (~3 s).
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        # loaded only here: a cache hit should not pay for importing torch/transformers (~3 s);
+        # a damaged tokenizer is one line naming it and the rebuild
+        tokenizer = load_tokenizer(tokenizer_dir)
         return build_cache(cache_dir, tokenizer, req.tokenizer_sha256, Path(processed_dir),
                            read_manifest(processed_dir, keys=_CACHE_KEYS), req.manifest_sha256, context_length,
                            era_tokens, progress, log=log)

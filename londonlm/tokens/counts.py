@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import StageInputMissing
-from ..corpus import decade_key, read_manifest
+from ..corpus import SPLITS, decade_key, iter_split_texts, read_manifest
 from .tokenizer import load_tokenizer, plain_backend
 
 
@@ -34,8 +34,8 @@ def count_tokens(processed_dir: str | Path, tokenizer, batch: int = 32) -> dict[
                     agg[k] += v
 
     chunk: list[tuple[dict[str, Any], str]] = []
-    for row in rows:
-        chunk.append((row, (processed / row["path"]).read_text(encoding="utf-8")))
+    for row, text in (doc for split in SPLITS for doc in iter_split_texts(processed, split, rows)):
+        chunk.append((row, text))
         if len(chunk) >= batch:
             add(chunk)
             chunk = []

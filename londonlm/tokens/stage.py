@@ -7,10 +7,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from ..core import SIDECAR, read_json, sidecar_current, write_sidecar
-from ..corpus import corpus_time_facts, iter_split_texts, manifest_sha256, read_manifest
-from .tokenizer import (era_tokens_for_years, load_tokenizer, plain_backend, roundtrip_failures,
-                        save_tokenizer, split_exact, train_bpe)
+from ..core import SIDECAR, read_json, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
+from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
+                      missing_text, read_manifest)
+from .tokenizer import (TOKENIZER_FILES, era_tokens_for_years, load_tokenizer, plain_backend,
+                        roundtrip_failures, save_tokenizer, split_exact, train_bpe)
 
 TRAIN_TOKENIZER_CMD = "python 03_tokenizer/train_historical_tokenizer.py"
 # The BPE trainer holds every distinct pre-token it has seen, and an OCR corpus keeps making
@@ -31,13 +32,17 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
     """Train on the training split only (validation stays unseen), on a sample of at most
     ``sample_chars`` characters of it (None or 0: all of it); skip when current."""
     processed_dir, out_dir = Path(processed_dir), Path(out_dir)
-    rows = read_manifest(processed_dir, keys=("id", "split", "path", "chars", "year"))  # held while training
+    refuse_foreign_folder(out_dir / SIDECAR, "tokenizer", "--output_dir")  # (says whose folder it is)
+    refuse_output_over_inputs("--output_dir", out_dir, {"the corpus folder": processed_dir})
+    rows = read_manifest(processed_dir, keys=("id", "split", "path", "chars", "year"),  # held while training
+                         require=("chars",))
     eras = era_tokens_for_years((r.get("year") for r in rows), era_width) if era_tokens else []
     inputs = {"manifest_sha256": manifest_sha256(processed_dir)}
     settings = {"vocab_size": vocab_size, "min_frequency": min_frequency,
                 "era_tokens": eras, "model_max_length": model_max_length}
     train_rows = [r for r in rows if r["split"] == "train"]
     train_chars = sum(r["chars"] for r in train_rows)
+    _refuse_empty(processed_dir, train_rows, train_chars)
     sample = sample_rows(train_rows, sample_chars)
     if len(sample) < len(train_rows):  # only then: a corpus under the budget keeps its sidecar current
         settings["sample_chars"] = int(sample_chars)
@@ -63,10 +68,20 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
               "train_seconds": round(seconds, 2),
               # the years its merges were learnt from: a time-locked run refuses a later corpus's
               "corpus_time": corpus_time_facts(processed_dir)}
-    write_sidecar(out_dir / SIDECAR, "tokenizer", inputs, settings, counts)
+    # the files later stages read: one deleted or damaged since makes the stage not current
+    write_sidecar(out_dir / SIDECAR, "tokenizer", inputs, settings, counts, outputs=TOKENIZER_FILES)
     log(f"tokenizer: vocab {tok.get_vocab_size()} ({len(eras)} era tokens) trained on "
         f"{sampled:,} chars{' (a sample)' if len(sample) < len(train_rows) else ''} in {seconds:.1f}s -> {out_dir}")
     return read_json(out_dir / SIDECAR)
+
+
+def _refuse_empty(processed_dir: Path, train_rows: list[dict], train_chars: int) -> None:
+    """A tokenizer trained on no text holds the 256 bytes and nothing learnt from the corpus,
+    which every later stage would take as this corpus's tokenizer."""
+    if not train_chars:
+        raise CorpusError(f"the corpus in {processed_dir} has no training text ({len(train_rows)} training "
+                          f"documents in {processed_dir / MANIFEST}): nothing to train a tokenizer on; "
+                          f"collect a corpus with `{COLLECT_CMD} --overwrite`")
 
 
 def sample_rows(rows: list[dict], max_chars: int | None) -> list[dict]:
@@ -84,6 +99,18 @@ def sample_rows(rows: list[dict], max_chars: int | None) -> list[dict]:
     return [r for r in rows if r["id"] in chosen]
 
 
+def text_sizes(processed_dir: Path, rows: list[dict]) -> list[int]:
+    """Each row's text size in bytes (a progress bar's total), taken before any work: a text
+    the manifest lists that is gone is one line naming it and the rebuild, not a traceback."""
+    sizes = []
+    for r in rows:
+        try:
+            sizes.append((processed_dir / r["path"]).stat().st_size)
+        except FileNotFoundError:
+            raise missing_text(processed_dir, r) from None
+    return sizes
+
+
 def _pieces(processed_dir: Path, rows: list[dict], progress: bool | None, log=print,
             vocab_size: int = 0) -> Iterator[str]:
     """The sample's texts in ``split_exact`` pieces, with a progress bar in bytes read (the
@@ -92,7 +119,7 @@ def _pieces(processed_dir: Path, rows: list[dict], progress: bool | None, log=pr
     holds one piece's pre-tokens at a time."""
     from tqdm.auto import tqdm
 
-    sizes = [(processed_dir / r["path"]).stat().st_size for r in rows]
+    sizes = text_sizes(processed_dir, rows)
     with tqdm(total=sum(sizes), unit="B", unit_scale=True, unit_divisor=1024, desc="tokenizer: reading",
               disable=None if progress is None else not progress) as bar:
         for (_, text), size in zip(iter_split_texts(processed_dir, "train", rows), sizes):

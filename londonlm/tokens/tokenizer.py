@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ..core import LondonLMError
+from ..core import LondonLMError, naming
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -27,6 +30,18 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_conf
 
 class TokenizerNotFound(LondonLMError, FileNotFoundError):
     """No tokenizer.json in the folder given; the message names the command that trains one."""
+
+
+class TokenizerUnreadable(LondonLMError, ValueError):
+    """A tokenizer folder whose files cannot be read as a tokenizer (emptied, truncated, edited);
+    the message names the file and the command that rebuilds it."""
+
+
+class TokenizerSaveFailed(LondonLMError, RuntimeError):
+    """Writing a tokenizer failed; the previous one, if any, is left as it was."""
+
+
+TRAIN_CMD = "python 03_tokenizer/train_historical_tokenizer.py"
 
 
 def era_of(year: int | None, width: int = 50) -> int | None:
@@ -116,29 +131,94 @@ def wrap_fast(tok, model_max_length: int = 1024, era_tokens: Sequence[str] = ())
 def save_tokenizer(tok, out_dir: str | os.PathLike, model_max_length: int = 1024,
                    era_tokens: Sequence[str] = ()) -> Path:
     """Write a Hugging Face tokenizer folder (tokenizer.json, vocab.json, merges.txt,
-    tokenizer_config.json, special_tokens_map.json), loadable with AutoTokenizer."""
+    tokenizer_config.json, special_tokens_map.json), loadable with AutoTokenizer. The files are
+    written into a temporary folder inside ``out_dir`` and renamed into place once all are
+    complete: a save that fails (a full disk) leaves the previous tokenizer whole."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fast = wrap_fast(tok, model_max_length=model_max_length, era_tokens=era_tokens)
-    fast.save_pretrained(str(out))
-    tok.model.save(str(out))  # vocab.json + merges.txt, the GPT-2 file pair
-    stm = out / "special_tokens_map.json"
-    if not stm.exists():  # transformers 5 no longer writes it; other tools still read it
-        stm.write_text(json.dumps({
-            "bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": PAD,
-            "additional_special_tokens": list(era_tokens)}, indent=2) + "\n")
+    with naming(out):
+        out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_saves(out)
+    tmp = out / f"{_SAVING}{secrets.token_hex(4)}"
+    try:
+        with naming(out):
+            tmp.mkdir()
+        _write_tokenizer_files(tok, tmp, model_max_length, era_tokens)
+        with naming(out):
+            for f in sorted(tmp.iterdir()):
+                os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
+_SAVING = ".saving-"  # the temporary folder of a save; one left by a killed run goes at the next
+
+
+def _remove_stale_saves(out: Path) -> None:
+    for p in out.glob(f"{_SAVING}*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _write_tokenizer_files(tok, folder: Path, model_max_length: int, era_tokens: Sequence[str]) -> None:
+    """The tokenizer's files in ``folder``; an OS error names the tokenizer folder, not the
+    temporary one. The Rust writer reports a failed write (a full disk) as a plain Exception
+    whose text ends "(os error N)": made one line; any other exception is a bug."""
+    with naming(folder.parent):
+        try:
+            fast = wrap_fast(tok, model_max_length=model_max_length, era_tokens=era_tokens)
+            fast.save_pretrained(str(folder))
+            tok.model.save(str(folder))  # vocab.json + merges.txt, the GPT-2 file pair
+            stm = folder / "special_tokens_map.json"
+            if not stm.exists():  # transformers 5 no longer writes it; other tools still read it
+                stm.write_text(json.dumps({
+                    "bos_token": EOT, "eos_token": EOT, "unk_token": EOT, "pad_token": PAD,
+                    "additional_special_tokens": list(era_tokens)}, indent=2) + "\n")
+        except OSError:
+            raise
+        except Exception as e:
+            if not re.search(r"\(os error \d+\)", str(e)):
+                raise
+            raise TokenizerSaveFailed(
+                f"cannot write the tokenizer in {folder.parent}: {e}; free space there (or mend its permissions), "
+                f"or name another --output_dir; the previous tokenizer there, if any, is unchanged") from None
+
+
 def load_tokenizer(path: str | os.PathLike):
-    """AutoTokenizer over a tokenizer or model folder, with a clear error when absent."""
+    """AutoTokenizer over a tokenizer or model folder, with a clear error when absent or
+    unreadable (a file emptied, truncated or edited: one line naming it and the rebuild)."""
     from transformers import AutoTokenizer
 
     p = Path(path)
     if not (p / "tokenizer.json").exists():
         raise TokenizerNotFound(
-            f"no tokenizer at {p}: run `python 03_tokenizer/train_historical_tokenizer.py` first")
-    return AutoTokenizer.from_pretrained(str(p))
+            f"no tokenizer at {p}: run `{TRAIN_CMD}` first")
+    problem = tokenizer_file_problem(p / "tokenizer.json")
+    if problem is None:
+        try:
+            return AutoTokenizer.from_pretrained(str(p))
+        except (ValueError, KeyError, TypeError) as e:  # another file of the folder is damaged
+            problem = f"{type(e).__name__}: {e}"
+    raise TokenizerUnreadable(f"cannot read the tokenizer in {p}: {problem}; rebuild it with "
+                              f"`{TRAIN_CMD} --overwrite` (or point to a folder holding a whole one)")
+
+
+def tokenizer_file_problem(file: Path) -> str | None:
+    """Why ``tokenizer.json`` is no tokenizer, or None. Parsed by the Rust library first, whose
+    errors say where the file breaks, before transformers (whose errors say nothing of the file).
+    An OSError (no permission) is left for run_main to word."""
+    from tokenizers import Tokenizer
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        return f"{file} is not UTF-8 text: {e.reason} at byte {e.start}"
+    try:
+        Tokenizer.from_str(text)
+    except Exception as e:  # the library raises a plain Exception for a file it cannot parse
+        return f"{file}: {e}"
+    if not isinstance(json.loads(text).get("added_tokens"), list):  # what transformers reads first
+        return f"{file} has no 'added_tokens' list"
+    return None
 
 
 def plain_backend(tokenizer):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core import (Layout, ModelNotFound, RunLayout, checkpoint_problem, checkpoint_step, model_run_info, model_step,
                     sha256_file, user_path)
-from ..tokens import era_tokens_of
+from ..tokens import era_tokens_of, load_tokenizer as load_project_tokenizer
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape
 from .job import TrainingConfig
@@ -42,13 +42,9 @@ class TrainingPlan:
 
 
 def load_tokenizer(tok_dir: Path, vocab_size: int | None = None):
-    """The trained tokenizer, or an error naming the command that makes it."""
-    from transformers import AutoTokenizer
-
-    if not (Path(tok_dir) / "tokenizer.json").exists():
-        raise TrainingError(f"no tokenizer at {tok_dir}: run "
-                            f"`python 03_tokenizer/train_historical_tokenizer.py` first")
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    """The trained tokenizer, or an error naming the command that makes it (or, for a damaged
+    one, the file and the rebuild: :func:`londonlm.tokens.load_tokenizer`)."""
+    tokenizer = load_project_tokenizer(tok_dir)
     if vocab_size and vocab_size != len(tokenizer):
         raise TrainingError(f"--vocab_size {vocab_size} differs from the tokenizer's "
                             f"{len(tokenizer)}; retrain the tokenizer with --vocab_size "

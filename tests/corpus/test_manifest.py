@@ -77,10 +77,11 @@ def test_read_manifest_names_the_fix(tmp_path):
                                              + "\n\n")
     assert [(r["id"], t) for r, t in iter_split_texts(tmp_path, "train")] == [("a", "A text.")]
     assert list(iter_split_texts(tmp_path, "validation")) == []
-    (tmp_path / "manifest.jsonl").write_text('{"id": "a"}\n{"id": \n')
+    row = {"id": "a", "split": "train", "path": "texts/a.txt"}
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(row) + '\n{"id": \n')
     with pytest.raises(CorpusError, match=r"manifest.jsonl:2: bad JSON.*--overwrite"):
         read_manifest(tmp_path)
-    assert list(read_jsonl(tmp_path / "manifest.jsonl")) == [{"id": "a"}]  # a torn line is skipped
+    assert list(read_jsonl(tmp_path / "manifest.jsonl")) == [row]  # a torn line is skipped
 
 
 def _fat_rows(n: int) -> list[dict]:

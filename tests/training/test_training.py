@@ -89,6 +89,15 @@ def test_corrupt_checkpoint_skipped_and_unknown_name(root, capsys):
     assert rc == 2 and "checkpoint-3000" in err and "available:" in err and "checkpoint-2" in err
 
 
+def test_a_damaged_tokenizer_is_one_line_naming_it_and_the_rebuild(root, capsys):
+    tok = root / "09_models" / "tokenizers" / "london_historical_bpe" / "tokenizer.json"
+    tok.write_text('{"model": {}}')
+    assert train(root, "--max_steps", "2") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read the tokenizer in {tok.parent}") and "--overwrite" in err
+    assert err.count("\n") == 1 and not (root / "09_models" / "checkpoints" / "micro").exists()
+
+
 def test_weights_are_as_readable_as_every_other_file_of_the_run(root):
     """safetensors writes its files 0600 whatever the umask; a run's weights (checkpoint and
     final/) get the mode open() gives, like the run's JSON beside them."""

@@ -1,0 +1,248 @@
+"""The tokenizer stage and its scripts against damaged inputs and outputs: a deleted output is
+rebuilt, a damaged tokenizer or corpus manifest is one `error:` line naming the file and the
+fix, an output flag never writes over an input, and a failed save keeps the old tokenizer."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import runpy
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, tree_digest
+
+TRAIN = REPO / "03_tokenizer" / "train_historical_tokenizer.py"
+REPORT = REPO / "03_tokenizer" / "test_tokenizer.py"
+COUNT = REPO / "02_data_collection" / "count_tokens.py"
+FIX_TOKENIZER = "train_historical_tokenizer.py --overwrite"
+FIX_CORPUS = "historical_data_collector.py --overwrite"
+
+
+@pytest.fixture
+def root(micro_root, tmp_path) -> Path:
+    """A copy of the micro project (corpus and tokenizer built) this test may damage."""
+    shutil.copytree(micro_root, tmp_path / "root")
+    return tmp_path / "root"
+
+
+def processed(root: Path) -> Path:
+    return root / "data" / "london_historical" / "processed"
+
+
+def tokenizer_dir(root: Path) -> Path:
+    return root / "09_models" / "tokenizers" / "london_historical_bpe"
+
+
+def run_script(script: Path, root: Path, *argv) -> tuple[int, str]:
+    """(exit code, stderr) of a stage script run in this process, as its user runs it."""
+    err = io.StringIO()
+    old_argv = sys.argv
+    sys.argv = [str(script), "--root", str(root), *map(str, argv)]
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
+                pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = old_argv
+    return stop.value.code, err.getvalue()
+
+
+def one_error_line(result: tuple[int, str], *parts: str) -> str:
+    code, err = result
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err and all(p in err for p in parts), err
+    return err
+
+
+def train(root: Path, out: Path, logs: list | None = None, **kw) -> dict:
+    from londonlm.tokens.stage import train_tokenizer_stage
+
+    return train_tokenizer_stage(processed(root), out, vocab_size=400, model_max_length=64,
+                                 log=(logs.append if logs is not None else lambda *_: None), **kw)
+
+
+# ---------------------------------------------------------------- A: outputs the sidecar vouches for
+@pytest.mark.parametrize("damage", ["delete tokenizer.json", "empty tokenizer.json", "truncate vocab.json",
+                                    "delete tokenizer_config.json", "delete merges.txt"])
+def test_a_deleted_or_damaged_output_makes_the_stage_rebuild(root, tmp_path, damage):
+    out = tmp_path / "tok"
+    train(root, out)
+    logs: list[str] = []
+    train(root, out, logs)
+    assert any("outputs are current" in m for m in logs)
+    verb, name = damage.split(" ")
+    target = out / name
+    if verb == "delete":
+        target.unlink()
+    else:
+        target.write_bytes(b"" if verb == "empty" else target.read_bytes()[:10])
+    logs.clear()
+    train(root, out, logs)
+    assert any(f"rebuilding ({name} was deleted or changed" in m for m in logs), logs
+    from londonlm.tokens import load_tokenizer
+
+    assert len(load_tokenizer(out)) == 400
+
+
+# ---------------------------------------------------------------- B: a damaged tokenizer
+DAMAGED = ["", "garbage{", "[]", '{"model":{}}', '{"added_tokens": [], "model": {}}', "\udcff"]
+
+
+@pytest.mark.parametrize("content", DAMAGED, ids=["empty", "garbage", "list", "no-model", "empty-model", "not-utf8"])
+def test_loading_a_damaged_tokenizer_names_the_file_and_the_rebuild(tiny_tokenizer_dir, tmp_path, content):
+    from londonlm.core.errors import LondonLMError
+    from londonlm.tokens.tokenizer import load_tokenizer
+
+    tok = tmp_path / "tok"
+    shutil.copytree(tiny_tokenizer_dir, tok)
+    (tok / "tokenizer.json").write_bytes(content.encode("utf-8", "surrogateescape"))
+    with pytest.raises(LondonLMError, match=rf"{re.escape(str(tok / 'tokenizer.json'))}.*{FIX_TOKENIZER}"):
+        load_tokenizer(tok)
+
+
+def test_a_damaged_tokenizer_config_is_one_line_too(tiny_tokenizer_dir, tmp_path):
+    from londonlm.tokens.tokenizer import TokenizerUnreadable, load_tokenizer
+
+    tok = tmp_path / "tok"
+    shutil.copytree(tiny_tokenizer_dir, tok)
+    (tok / "tokenizer_config.json").write_text("garbage{")
+    with pytest.raises(TokenizerUnreadable,
+                       match=rf"cannot read the tokenizer in {re.escape(str(tok))}.*{FIX_TOKENIZER}"):
+        load_tokenizer(tok)
+
+
+@pytest.mark.parametrize("content", ["", '{"model":{}}'])
+def test_report_and_count_scripts_refuse_a_damaged_tokenizer(root, content):
+    side = tokenizer_dir(root) / "tokenizer.json"
+    side.write_text(content)
+    for script in (REPORT, COUNT):
+        one_error_line(run_script(script, root), str(side), FIX_TOKENIZER)
+
+
+# ---------------------------------------------------------------- C: another stage's folder
+def test_training_into_another_stages_folder_is_refused(root):
+    before = tree_digest(root)
+    err = one_error_line(run_script(TRAIN, root, "--preset", "micro", "--output_dir", processed(root)),
+                         str(processed(root)), "'corpus' stage")
+    assert "nothing was written" in err and tree_digest(root) == before
+
+
+def test_a_tokenizer_folder_inside_the_corpus_folder_is_refused(root):
+    before = tree_digest(root)
+    one_error_line(run_script(TRAIN, root, "--preset", "micro", "--output_dir", processed(root) / "tok"),
+                   "lies inside the corpus folder")
+    assert tree_digest(root) == before and not (processed(root) / "tok").exists()
+
+
+# ---------------------------------------------------------------- D: outputs over inputs
+def test_an_output_flag_never_writes_over_an_input(root, tmp_path):
+    before = tree_digest(root)
+    link = tmp_path / "link"
+    link.symlink_to(processed(root))
+    text = sorted((processed(root) / "texts").iterdir())[0]
+    for script, flag, target in [(COUNT, "--output", processed(root) / "manifest.jsonl"),
+                                 (COUNT, "--output", text),
+                                 (COUNT, "--output", link / "manifest.jsonl"),
+                                 (COUNT, "--output", tokenizer_dir(root) / "tokenizer.json"),
+                                 (REPORT, "--json", tokenizer_dir(root) / "tokenizer.json"),
+                                 (REPORT, "--json", processed(root) / "sidecar.json")]:
+        one_error_line(run_script(script, root, flag, target), f"{flag} {target}", "which this command reads")
+    assert tree_digest(root) == before
+    code, err = run_script(COUNT, root, "--output", tmp_path / "counts.json")  # elsewhere: written
+    assert code == 0 and json.loads((tmp_path / "counts.json").read_text())["documents"] == 6, err
+
+
+# ---------------------------------------------------------------- E: a save that fails
+def _failing_save(monkeypatch, message: str) -> None:
+    """transformers' save writes half a tokenizer.json, then the Rust writer's full disk."""
+    from transformers import PreTrainedTokenizerFast
+
+    def save(self, folder, *a, **k):
+        (Path(folder) / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+        raise Exception(message)
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", save)
+
+
+def test_a_rebuild_that_runs_out_of_disk_keeps_the_old_tokenizer(root, monkeypatch):
+    before = tree_digest(tokenizer_dir(root))
+    _failing_save(monkeypatch, "No space left on device (os error 28)")
+    one_error_line(run_script(TRAIN, root, "--preset", "micro", "--overwrite"),
+                   f"cannot write the tokenizer in {tokenizer_dir(root)}: No space left on device (os error 28)",
+                   "the previous tokenizer there, if any, is unchanged")
+    after = tree_digest(tokenizer_dir(root))
+    assert {k: v for k, v in before.items() if k != "sidecar.json"} == after  # no temporary folder left
+    monkeypatch.undo()
+    from londonlm.tokens import load_tokenizer
+
+    assert len(load_tokenizer(tokenizer_dir(root))) == 512  # the old one, whole
+    code, err = run_script(TRAIN, root, "--preset", "micro")  # (its sidecar gone: rebuilt)
+    assert code == 0 and (tokenizer_dir(root) / "sidecar.json").exists(), err
+
+
+def test_a_failed_save_is_one_line_and_a_bug_keeps_its_traceback(tiny_tokenizer_dir, tmp_path, monkeypatch):
+    from tokenizers import Tokenizer
+
+    from londonlm.tokens.tokenizer import TokenizerSaveFailed, save_tokenizer
+
+    tok = Tokenizer.from_file(str(tiny_tokenizer_dir / "tokenizer.json"))
+    out = tmp_path / "tok"
+    save_tokenizer(tok, out)
+    (out / ".saving-deadbeef").mkdir()  # left by a killed save: removed by the next
+    before = tree_digest(out)
+    _failing_save(monkeypatch, "Input/output error (os error 5)")
+    with pytest.raises(TokenizerSaveFailed, match=rf"cannot write the tokenizer in {re.escape(str(out))}.*os error 5"):
+        save_tokenizer(tok, out)
+    _failing_save(monkeypatch, "a bug")
+    with pytest.raises(Exception, match="^a bug$"):
+        save_tokenizer(tok, out)
+    assert tree_digest(out) == before and [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+# ---------------------------------------------------------------- F: the corpus manifest
+@pytest.mark.parametrize("damage, expected", [
+    (lambda m, t: m.write_text(m.read_text() + '{"id": "x"}\n'), "manifest.jsonl:7: no 'path'"),
+    (lambda m, t: m.write_text(m.read_text().replace('"chars": ', '"chars": "abc", "was": ', 1)),
+     "manifest.jsonl:1: 'chars' is 'abc'"),
+    (lambda m, t: m.write_text(m.read_text().replace('"year": ', '"year": "abc", "was": ', 1)),
+     "manifest.jsonl:1: 'year' is 'abc'"),
+    (lambda m, t: [p.unlink() for p in t.iterdir()], "text file missing"),
+], ids=["no-path", "chars", "year", "texts-gone"])
+def test_every_tokenizer_script_refuses_a_damaged_corpus(root, damage, expected):
+    damage(processed(root) / "manifest.jsonl", processed(root) / "texts")
+    fix = FIX_CORPUS
+    for script, argv in ((TRAIN, ["--preset", "micro", "--overwrite"]), (REPORT, []), (COUNT, [])):
+        one_error_line(run_script(script, root, *argv), expected, fix)
+
+
+def test_a_tokenizer_is_never_trained_on_an_empty_corpus(root, tmp_path):
+    from londonlm.corpus import CorpusError
+
+    (processed(root) / "manifest.jsonl").write_text("")
+    with pytest.raises(CorpusError, match=rf"no training text.*{FIX_CORPUS}"):
+        train(root, tmp_path / "tok")
+    assert not (tmp_path / "tok").exists()
+    before = tree_digest(tokenizer_dir(root))
+    one_error_line(run_script(TRAIN, root, "--preset", "micro", "--overwrite"), "no training text")
+    assert tree_digest(tokenizer_dir(root)) == before
+
+
+def test_the_token_cache_refuses_a_damaged_tokenizer_and_a_missing_text(root, tmp_path):
+    """Training builds its token cache from the same inputs: the same lines, not tracebacks."""
+    from londonlm.corpus import CorpusError
+    from londonlm.tokens.cache import ensure_cache
+    from londonlm.tokens.tokenizer import TokenizerUnreadable
+
+    build = lambda: ensure_cache(tmp_path / "cache", tokenizer_dir(root), processed(root), 64,  # noqa: E731
+                                 era_tokens=True, progress=False, log=lambda *_: None)
+    next((processed(root) / "texts").iterdir()).unlink()
+    with pytest.raises(CorpusError, match=rf"text file missing.*{FIX_CORPUS}"):
+        build()
+    (tokenizer_dir(root) / "tokenizer.json").write_text("garbage{")
+    with pytest.raises(TokenizerUnreadable, match=FIX_TOKENIZER):
+        build()
