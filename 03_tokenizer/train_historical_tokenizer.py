@@ -33,8 +33,6 @@ def parse(argv=None):
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--overwrite", action="store_true", help="retrain even when current")
     a = p.parse_args(argv)
-    if a.vocab_size is not None and not 256 < a.vocab_size < 65536:
-        p.error("--vocab_size must be between 257 and 65535 (uint16 token cache)")
     return a
 
 

@@ -37,6 +37,20 @@ def test_training_refuses_nonsense_before_any_work(tmp_path, flag, value):
     assert not (tmp_path / "09_models").exists()   # nothing was built, downloaded or trained
 
 
+@pytest.mark.parametrize("value, why", [("10", "at least 300"), ("70000", "at most 65535")])
+def test_a_vocabulary_out_of_range_is_refused_in_the_same_words_at_both_ends(tmp_path, value, why):
+    r = run(REPO / "03_tokenizer" / "train_historical_tokenizer.py", "--root", tmp_path, "--vocab_size", value)
+    one_error_line(r, f"error: --vocab_size: must be {why} (got {value})")
+
+
+@pytest.mark.parametrize("script, args", [("03_tokenizer/train_historical_tokenizer.py", ["--name", "../../x"]),
+                                          ("03_tokenizer/test_tokenizer.py", ["--name", ""]),
+                                          ("04_training/train_model.py", ["--preset", "micro", "--run_name_dir", "../x"])])
+def test_a_run_or_tokenizer_name_that_is_a_path_is_refused(tmp_path, script, args):
+    one_error_line(run(REPO / script, "--root", tmp_path / "root", *args), "is not a folder name")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "root").exists()
+
+
 def test_a_damaged_model_folder_is_one_line_in_export(tmp_path, tiny_model_dir):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)

@@ -66,7 +66,8 @@ non_negative_float = number_in(0, kind=float)
 fraction = number_in(0, 1, kind=float)
 port = number_in(1, 65535)
 percent = number_in(0, 100, kind=float, above=True, below=True)
-vocabulary = number_in(300)  # byte-level BPE: the 256 bytes, the special and era tokens, then merges
+# byte-level BPE: the 256 bytes, the special and era tokens, then merges; at most what a uint16 token cache holds
+vocabulary = number_in(300, 65535)
 _YEAR = number_in(1000, 2100)
 
 

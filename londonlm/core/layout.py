@@ -248,6 +248,16 @@ def _check_root(root: Path, origin: str) -> None:
     raise RootNotAFolder(f"{origin} is not a folder: it {where}; {fix}")
 
 
+def plain_name(name: str, what: str) -> str:
+    """``name`` when it is one folder name: '', '.', '..' or a path would put a run or a tokenizer
+    in the folder above, or anywhere (``--name ../../x``); another place is what --root and
+    --output_dir are for."""
+    if not name or name.strip() in (".", "..") or "/" in name or os.sep in name or "\0" in name:
+        raise UsageError(f"{what} {name!r} is not a folder name (no '/', not empty); to write elsewhere, "
+                         f"give --root (or --output_dir)")
+    return name
+
+
 @dataclass(frozen=True)
 class Layout:
     """Every artifact's place under one root (the repository, ``$LONDONLM_ROOT`` or --root)."""
@@ -310,6 +320,7 @@ class Layout:
     def tokenizer_dir(self, name: str, cutoff_year: int | None = None) -> Path:
         """The tokenizer ``name``; with a cutoff, the one trained on that cutoff's corpus view
         (a tokenizer trained on later text would carry its words into a time-locked model)."""
+        plain_name(name, "tokenizer name")
         return self.tokenizers_dir / (name if cutoff_year is None else f"{name}{CUTOFF_SUFFIX}{cutoff_year}")
 
     def corpus_of(self, model_dir: str | os.PathLike) -> Path:
@@ -330,6 +341,7 @@ class Layout:
         return base if cutoff_year is None else f"{base}{CUTOFF_SUFFIX}{cutoff_year}"
 
     def run(self, name: str) -> RunLayout:
+        plain_name(name, "run name")
         return RunLayout(self.checkpoints_dir / name)
 
     def run_dir(self, name: str) -> Path:

@@ -46,6 +46,17 @@ def test_root_from_environment(tmp_path, monkeypatch):
     assert Layout.at(tmp_path / "x", default_root=tmp_path).root == (tmp_path / "x").resolve()
 
 
+def test_run_and_tokenizer_names_are_folder_names_not_paths(tmp_path):
+    """--name ../../x wrote a tokenizer outside the project, --name '' into tokenizers/ itself."""
+    lay = Layout(tmp_path)
+    for bad in ("", ".", "..", "../../x", "a/b", "/abs"):
+        with pytest.raises(UsageError, match="is not a folder name"):
+            lay.tokenizer_dir(bad)
+        with pytest.raises(UsageError, match="is not a folder name"):
+            lay.run(bad)
+    assert lay.run("tiny-chat").dir == tmp_path / "09_models" / "checkpoints" / "tiny-chat"
+
+
 def test_an_empty_root_is_refused_not_taken_for_the_default(tmp_path):
     """``--root "$UNSET"``: the stages would write into the repository's own folders."""
     for empty in ("", "  "):
