@@ -308,6 +308,7 @@ def _collect(entries: Sequence[dict[str, Any]], downloads_dir: Path, processed_d
               f"accepted); merge with --merge --num_shards {o.num_shards} once every shard is done")
         return stats
     _check_plans(processed_dir, plan, o.num_shards)
+    (processed_dir / SIDECAR).unlink(missing_ok=True)  # the old outputs are replaced from here on
     stats["merge"] = merge_shards(processed_dir, o.num_shards, o.validation_percent)
     return _finish(stats, entries, inputs, processed_dir, metadata_dir, o, t0)
 
@@ -391,8 +392,10 @@ def _download(remote: list, downloads_dir: Path, o: CollectionOptions) -> dict[s
 
 
 def _outputs_current(processed_dir: Path, inputs: dict[str, str], o: CollectionOptions) -> bool:
-    """True when the sidecar vouches for these inputs and settings (and no --overwrite); else
-    the sidecar goes, since the old outputs are no longer vouched for."""
+    """True when the sidecar vouches for these inputs and settings (and no --overwrite). Else
+    the sidecar stays until the merge starts replacing what it vouches for: a rebuild refused
+    or failed before then (shards of other settings, a full disk while staging) leaves the
+    old corpus whole and current."""
     sidecar = processed_dir / SIDECAR
     current, why = sidecar_current(sidecar, inputs, o.settings())
     if current and not o.overwrite:
@@ -400,7 +403,6 @@ def _outputs_current(processed_dir: Path, inputs: dict[str, str], o: CollectionO
         return True
     if sidecar.exists():
         o.log(f"corpus: rebuilding ({'--overwrite' if o.overwrite else why})")
-        sidecar.unlink()
     return False
 
 

@@ -82,6 +82,29 @@ def test_outputs_deleted_since_are_rebuilt_not_skipped(tmp_path):
         assert len(list((tmp_path / "p" / "texts").iterdir())) == 6
 
 
+def test_a_rebuild_that_fails_before_its_merge_leaves_the_old_corpus_current(tmp_path, monkeypatch):
+    """A full disk while staging (or shards of other settings) must not cost the corpus that was
+    there: it stays vouched for, so the command that made it still skips."""
+    import errno
+
+    import londonlm.corpus.collect as collect
+
+    src = make_src(tmp_path)
+    options = CollectionOptions(log=lambda *_: None)
+    build_corpus(tmp_path / "p", tmp_path / "m", options, source_dir=src)
+
+    def full_disk(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(collect, "process_documents", full_disk)
+    with pytest.raises(OSError):
+        build_corpus(tmp_path / "p", tmp_path / "m", replace(options, min_chars=300), source_dir=src)
+    monkeypatch.undo()
+    logs = []
+    build_corpus(tmp_path / "p", tmp_path / "m", replace(options, log=logs.append), source_dir=src)
+    assert any("outputs are current" in m for m in logs), logs
+
+
 def test_bad_inputs(tmp_path):
     with pytest.raises(CorpusError, match="does not exist"):
         build_corpus(tmp_path / "p", tmp_path / "m", source_dir=tmp_path / "missing")
