@@ -36,6 +36,11 @@ HUMAN_EVAL_DIR = "human_eval"
 MODES = ("quick", "comprehensive")
 
 
+EMPTY_VALIDATION = ("the validation text is empty: the corpus's {n} validation document(s) hold no "
+                    "text to score; rebuild the corpus (`python 02_data_collection/"
+                    "historical_data_collector.py --overwrite`) or restore its processed/texts files")
+
+
 class EvaluationError(LondonLMError, ValueError):
     """A bad evaluation request (unknown mode, no validation texts)."""
 
@@ -136,8 +141,8 @@ def _prefix_lists(tok, years: Sequence[int | None] | None, n: int, with_era: boo
 def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, quick) -> dict:
     """The bench-comparable validation figure first (no prefix, first token unscored), then
     (comprehensive) EOT-prefixed and era-conditioned variants, then each text file."""
-    v = evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
-                    return_per_document=years is not None)
+    v = _scored(evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
+                            return_per_document=years is not None), len(texts))
     per_doc = v.pop("per_document", None)
     out: dict = {"validation": v}
     if per_doc is not None and per_doc:
@@ -240,9 +245,20 @@ def _check_request(settings: EvaluationSettings, val_texts) -> None:
     if not val_texts:
         raise EvaluationError("no validation texts: the corpus manifest has no split == 'validation' "
                               "documents; run the corpus stage first or pass --text_files")
+    if not any(t.strip() for t in val_texts):  # scoring no tokens would give NaN metrics
+        raise EvaluationError(EMPTY_VALIDATION.format(n=len(val_texts)))
     for f in settings.text_files:
         if not Path(f).is_file():
             raise MissingInput(f"text file not found: {f}")
+        if not Path(f).read_bytes().strip():
+            raise EvaluationError(f"text file {f} is empty: nothing to score; pass a file with text")
+
+
+def _scored(v: dict, n_texts: int) -> dict:
+    """``v``, unless it scored no tokens (its loss would be NaN): then an EvaluationError."""
+    if not v["tokens"]:
+        raise EvaluationError(EMPTY_VALIDATION.format(n=n_texts))
+    return v
 
 
 def _training_curves(model_path: Path, trainer_state_path, out: Path, plots: dict, title: str):

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..core import (FINAL, GGUF, LondonLMError, RunLayout, SIDECAR, naming, read_json, sha256_file,
                     sidecar_current, versions, write_sidecar)
+from ..generation import check_model_dir, check_token_ids, read_config
 
 STAGE = "export_gguf"
 EXPORT_FORMAT = 1                      # bump when the written files change for the same inputs
@@ -77,7 +78,7 @@ def gguf_version() -> str:
 
 def read_gpt2_config(model_dir: Path) -> dict:
     """config.json of a GPT-2 model, checked against what llama.cpp's GPT-2 graph computes."""
-    cfg = read_json(model_dir / "config.json")
+    cfg = read_config(model_dir)
     if cfg.get("model_type") != "gpt2":
         raise GGUFExportError(f"{model_dir} holds a {cfg.get('model_type')!r} model; the GGUF "
                               f"export writes GPT-2 models only")
@@ -136,9 +137,7 @@ def read_vocab(tokenizer_json: Path, n_rows: int) -> GGUFVocab:
     by_id = {i: t for t, i in tok["model"]["vocab"].items()}
     added = {a["id"]: a for a in tok.get("added_tokens", [])}
     by_id.update({i: a["content"] for i, a in added.items()})
-    if max(by_id) >= n_rows:
-        raise GGUFExportError(f"{tokenizer_json} has token id {max(by_id)} but the model's "
-                              f"embedding has only {n_rows} rows: tokenizer and model differ")
+    check_token_ids(max(by_id), n_rows, tokenizer_json)
     tokens, types = [], []
     for i in range(n_rows):
         if i not in by_id:   # padding rows: never produced, never targets
@@ -208,6 +207,9 @@ def gguf_tensors(weights: Path, n_layer: int) -> Iterator[tuple[str, np.ndarray]
                 raise GGUFExportError(f"{weights}: unexpected tensor {key!r} for a GPT-2 model")
             name, transpose = table[stem]
             data = f.get_tensor(key).to(torch.float32)
+            if not bool(torch.isfinite(data).all()):   # a diverged run: the file would be junk
+                raise GGUFExportError(f"{weights}: tensor {key!r} holds NaN or infinite values; "
+                                      f"export an earlier checkpoint")
             data = (data.T if transpose and suffix == "weight" else data).contiguous().numpy()
             seen[f"{name}.{suffix}"] = data
     output = table["lm_head"][0] + ".weight"
@@ -343,6 +345,7 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     stem = options.stem or model_dir.name
     files = {t: out_dir / f"{stem}-{t}.gguf" for t in options.types}
     inputs = _inputs(model_dir)
+    check_model_dir(model_dir)   # the model interface's checks: config, shapes, tokenizer
     settings = {"format": EXPORT_FORMAT, "types": list(options.types), "stem": stem}
     current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
     if current and not all(p.is_file() for p in files.values()):

@@ -44,12 +44,10 @@ def llama_cpp_available() -> bool:
     return True
 
 
-def _hf_greedy(model_dir: Path, ids: list[int], steps: int):
+def _hf_greedy(model, ids: list[int], steps: int):
     """Greedy continuation by transformers, and the first step's logits."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     seq, first = list(ids), None
     with torch.inference_mode():
         for _ in range(steps):
@@ -83,17 +81,18 @@ def greedy_agreement(model_dir: str | os.PathLike, gguf_path: str | os.PathLike,
     if not llama_cpp_available():
         raise GGUFExportError("the llama.cpp check needs llama-cpp-python (it compiles "
                               "llama.cpp, 10-25 min on 2 cores): pip install llama-cpp-python")
-    from transformers import AutoTokenizer
+    from ..generation import load_model
 
     model_dir, gguf_path = Path(model_dir), Path(gguf_path)
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    lm = load_model(model_dir, device="cpu", dtype="float32")  # the model interface's checks
+    tok = lm.tokenizer
     ids = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
     n_ctx = len(ids) + steps
     n_positions = read_json(model_dir / "config.json").get("n_positions", n_ctx)
     if n_ctx > n_positions:
         raise GGUFExportError(f"prompt ({len(ids)} tokens) + {steps} steps exceed the model's "
                               f"{n_positions}-token context; use a shorter prompt or fewer steps")
-    hf, hf_first = _hf_greedy(model_dir, ids, steps)
+    hf, hf_first = _hf_greedy(lm.model, ids, steps)
     ll, ll_first, llm = _llama_greedy(gguf_path, ids, steps, n_ctx)
     prefix = next((i for i, (a, b) in enumerate(zip(hf, ll)) if a != b), steps)
     n = min(len(hf_first), len(ll_first))

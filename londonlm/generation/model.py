@@ -20,6 +20,7 @@ from pathlib import Path
 from ..core import (GenerationError, GenerationSettings, Layout, ModelNotFound, RunLayout,
                     defaults_from_generation_config, model_step, usable_model, user_path)
 from ..tokens import EOT, era_token, era_tokens_of, plain_backend, split_exact
+from .checks import check_finite, check_model_folder, check_tokenizer_fits
 
 
 @dataclass
@@ -123,6 +124,12 @@ def _tokenizer_source(path: Path) -> Path:
     return final if (final / "tokenizer.json").is_file() else path
 
 
+def check_model_dir(path: Path) -> None:
+    """What :func:`load_model` checks before it builds anything (see :mod:`.checks`), for a
+    stage that reads a model folder without loading it (GGUF export), or before slow work."""
+    check_model_folder(path, _tokenizer_source(Path(path)))
+
+
 def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = None,
                run: str | RunLayout | None = None, device: str = "auto",
                dtype: str = "auto") -> LoadedModel:
@@ -131,7 +138,8 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
 
     ``spec_or_folder``: a model folder (needs nothing else); with ``layout``/``run``, also
     ``final``/``best``/``latest``/``checkpoint-N``, a run name or ``RUN/checkpoint-N``; or a
-    Hub id (``owner/name``) that is already in the local Hugging Face cache."""
+    Hub id (``owner/name``) that is already in the local Hugging Face cache. A damaged local
+    folder (config, weights, tokenizer, non-finite weights) is one DamagedModel line (:mod:`.checks`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -146,6 +154,8 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
             raise GenerationError(str(local_err)) from None
         path, source, tok_source, model_id = None, spec, spec, spec
         hub_hint = str(local_err)
+    if path is not None:
+        check_model_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True,
@@ -156,6 +166,8 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         raise GenerationError(
             f"{spec!r} is neither a local model ({hub_hint}) nor a Hub model in the local cache; "
             f"download it first with `huggingface-cli download {spec}`") from None
+    check_tokenizer_fits(tokenizer, model, f"the tokenizer at {tok_source}")
+    check_finite(model, source)
     try:
         gen_config = GenerationConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError):

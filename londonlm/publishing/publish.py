@@ -39,6 +39,13 @@ class CardOptions:
     dataset_repo_id: str | None = None       # the corpus published alongside, if any
 
 
+def refusal(failures: list[str], model_dir: Path) -> str:
+    """One line (run_main's contract): each failure's own lines flattened, joined with '; '."""
+    reasons = "; ".join(" ".join(str(f).split()) for f in failures)
+    return (f"refusing to publish: verification of the staged folder failed: {reasons}; "
+            f"fix the model folder {model_dir} (or retrain) and try again")
+
+
 def publish_model(layout: Layout, run: RunLayout, target: HubTarget, *, checkpoint: str | None = None,
                   stage_dir: Path | None = None, card: CardOptions | None = None,
                   gguf: bool = False, log: Log = print) -> PublishResult:
@@ -68,9 +75,7 @@ def publish_model(layout: Layout, run: RunLayout, target: HubTarget, *, checkpoi
     result = PublishResult(stage_dir=stage_dir, files=list_folder(stage_dir), report=report,
                            repo_id=target.repo_id, dry_run=target.dry_run, model_dir=model_dir)
     if not report.ok:
-        raise PublishError("refusing to publish: verification of the staged folder failed:\n  - "
-                           + "\n  - ".join(report.failures)
-                           + f"\nfix the model folder {model_dir} (or retrain) and try again")
+        raise PublishError(refusal(report.failures, model_dir))
     log(f"verification passed ({len(report.passed)} checks)")
     if gguf:
         _stage_gguf(model_dir, run, stage_dir, log)

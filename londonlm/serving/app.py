@@ -3,7 +3,8 @@
 and ``/v1/chat/completions`` (:mod:`.openai_api`), ``GET /health``, ``GET /`` (playground).
 
 Every generation goes through one :class:`~londonlm.serving.batching.BatchEngine`: concurrent
-requests share forward passes. Native errors are JSON ``{"error": "<one line>"}``: malformed
+requests share forward passes. Every error (native, OpenAI, 404/405, 500) is OpenAI's JSON
+``{"error": {"message": "<one line>", "type", "param", "code"}}``: malformed
 JSON, JSON nested past 32 levels or a lone surrogate in any string 400 (every endpoint checks the
 body at one boundary, :func:`.httpio.read_json_object`), a body that stops arriving 408, oversize
 body 413 (refused from its Content-Length before any of it is read; a chunked body is read only up
@@ -31,7 +32,7 @@ from ..core import Layout, RunLayout
 from ..generation import (REQUEST_FIELDS, GenerationError, GenerationSettings, LoadedModel, load_model,
                           normalize_era)
 from .httpio import ApiError, SecurityHeaders, SlotStreamingResponse, read_json_object, sse
-from .openai_api import add_openai_routes
+from .openai_api import add_openai_routes, error_body, openai_error
 from .schemas import error_message, request_model
 from .service import ServerLimits, Service
 
@@ -40,7 +41,8 @@ __all__ = ["ServerLimits", "create_app"]
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    """Every error the server answers, native or not, in OpenAI's shape: one client parser."""
+    return openai_error(ApiError(status, message, headers=headers))
 
 
 class _Native:
@@ -95,7 +97,7 @@ class _Native:
                     yield sse("sample", {"sample": i, **payload.to_dict()})
             yield sse("done", {})
         except ApiError as e:  # headers are already sent: report in-band, never hang
-            yield sse("error", {"error": e.message})
+            yield sse("error", {"error": error_body(e)})
 
 
 def _add_error_handlers(app: FastAPI) -> None:

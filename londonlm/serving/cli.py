@@ -5,10 +5,15 @@ from ``--root`` and calls :func:`run`; this module never imports ``config.py``."
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
+from contextlib import contextmanager
 
 from ..core import Layout, StageParser, UsageError, non_negative_int, port, positive_float, positive_int
 from ..generation import DTYPES
 from .batching import CPU_KV_CACHE_MB, CUDA_FREE_FRACTION
+
+STARTUP_FAILED = 3  # uvicorn's own exit code when the server never started
 
 
 def kv_cache_mb(text: str) -> float | str:
@@ -55,8 +60,30 @@ def build_parser(default_preset: str, prog: str | None = None,
     return p
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``, or one UsageError line: taken before the model loads
+    and before "serving ... on" is printed, so a port in use or a bad --host is said first and
+    only (uvicorn would print its own traceback-less error after our announcement, exit 3)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise UsageError(f"--host {host}: not an address this machine can bind ({e}); use "
+                         f"127.0.0.1, 0.0.0.0 or one of its own addresses") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}; "
+                         + ("pick another --port, or stop what is serving there"
+                            if e.errno == errno.EADDRINUSE else "check --host and --port")) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def run(args: argparse.Namespace, layout: Layout) -> int:
-    """Load the model, build the app and serve it until interrupted."""
+    """Bind the port, load the model, build the app and serve it until interrupted."""
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0-65535, got {args.port}")
     import uvicorn
@@ -65,16 +92,31 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     from .app import create_app
     from .httpio import uvicorn_options
 
+    sock = bind_socket(args.host, args.port)
     hf_logging.disable_progress_bar()
-    app = create_app(args.model, layout=layout, run=args.run_name or args.preset, device=args.device,
-                     dtype=args.dtype, max_concurrency=args.max_concurrency, max_queue=args.max_queue,
-                     request_timeout_s=args.request_timeout_s, max_prompt_chars=args.max_prompt_chars,
-                     max_new_tokens_limit=args.max_new_tokens_limit, max_samples=args.max_samples,
-                     kv_cache_mb=args.kv_cache_mb)
+    with _closed_on_error(sock):
+        app = create_app(args.model, layout=layout, run=args.run_name or args.preset, device=args.device,
+                         dtype=args.dtype, max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+                         request_timeout_s=args.request_timeout_s, max_prompt_chars=args.max_prompt_chars,
+                         max_new_tokens_limit=args.max_new_tokens_limit, max_samples=args.max_samples,
+                         kv_cache_mb=args.kv_cache_mb)
     lm, limits = app.state.lm, app.state.limits
+    port = sock.getsockname()[1]  # the one the system picked for --port 0
     print(limits.describe_budget(lm, args.kv_cache_mb), flush=True)
     print(f"serving {lm.model_id} ({lm.n_params:,} params, step {lm.step}, {lm.device}, {lm.dtype}) on "
-          f"http://{args.host}:{args.port}/ (OpenAI-compatible API at /v1; batch of up to "
+          f"http://{args.host}:{port}/ (OpenAI-compatible API at /v1; batch of up to "
           f"{limits.max_concurrency}, queue {limits.max_queue})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options())
-    return 0
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level=args.log_level,
+                                           **uvicorn_options()))
+    server.run(sockets=[sock])
+    return 0 if server.started else STARTUP_FAILED
+
+
+@contextmanager
+def _closed_on_error(sock: socket.socket):
+    """Give the port back when the model cannot be served (a caller in-process may retry)."""
+    try:
+        yield
+    except BaseException:
+        sock.close()
+        raise

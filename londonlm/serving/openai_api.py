@@ -41,10 +41,14 @@ FINISH = {"eos": "stop", "stop": "stop", "length": "length", "time_limit": "leng
 MAX_PROMPTS = 16  # prompts in one /v1/completions request
 
 
-def openai_error(e: ApiError) -> JSONResponse:
-    body = {"message": e.message, "type": "invalid_request_error" if e.status < 500 else "server_error",
+def error_body(e: ApiError) -> dict:
+    """The ``error`` object of OpenAI's error shape."""
+    return {"message": e.message, "type": "invalid_request_error" if e.status < 500 else "server_error",
             "param": e.param, "code": e.code}
-    return JSONResponse({"error": body}, status_code=e.status, headers=e.headers)
+
+
+def openai_error(e: ApiError) -> JSONResponse:
+    return JSONResponse({"error": error_body(e)}, status_code=e.status, headers=e.headers)
 
 
 def chat_stop_ids(lm) -> frozenset[int]:

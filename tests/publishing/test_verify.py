@@ -29,14 +29,19 @@ def test_a_weight_missing_from_the_file_fails_verification(tiny_model_dir, tmp_p
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
     tensors = load_file(str(folder / "model.safetensors"))
-    tensors.pop("transformer.h.0.mlp.c_fc.bias")
     tensors["transformer.extra.weight"] = tensors["transformer.ln_f.weight"].clone()
     (folder / "model.safetensors").unlink()
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     rep = verify_model_folder(folder, prompt=PROMPT, run_snippet=False)
     (failure,) = [f for f in rep.failures if f.startswith("every weight loads")]
-    assert "missing_keys: transformer.h.0.mlp.c_fc.bias" in failure
     assert "unexpected_keys: transformer.extra.weight" in failure
+    # a weight the config needs and the file lacks: the model interface refuses to load it
+    tensors.pop("transformer.h.0.mlp.c_fc.bias")
+    (folder / "model.safetensors").unlink()
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    rep = verify_model_folder(folder, prompt=PROMPT, run_snippet=False)
+    (failure,) = [f for f in rep.failures if f.startswith("AutoModelForCausalLM loads")]
+    assert "transformer.h.0.mlp.c_fc.bias missing" in failure
 
 
 def test_missing_generation_config_is_written_with_the_project_defaults(tiny_model_dir, tmp_path):

@@ -83,15 +83,30 @@ def test_the_flag_takes_auto_or_a_number(capsys):
     assert "auto: 50% of the GPU memory free once the model is loaded; 1024 on CPU" in help_text
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_the_serve_script_logs_the_budget_and_loads_the_dtype(tiny_model_dir, monkeypatch, capsys):
     import uvicorn
 
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(app))
+
+    def fake_run(server, sockets=None):
+        calls.append(server.config.app)
+        server.started = True
+        sockets[0].close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
     spec = importlib.util.spec_from_file_location("londonlm_test_serve_budget", REPO / "06_inference" / "serve.py")
     serve = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(serve)
-    assert serve.main(["--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    assert serve.main(["--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "bfloat16",
+                       "--port", str(_free_port())]) == 0
     app, = calls
     lm = app.state.lm
     assert lm.dtype == "bfloat16" and next(lm.model.parameters()).dtype == torch.bfloat16

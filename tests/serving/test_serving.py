@@ -135,7 +135,7 @@ def test_playground_is_served_without_cors_or_cdn(base):
 ])
 def test_malformed_bodies_are_4xx(base, content, ctype, status, words):
     r = httpx.post(f"{base}/v1/generate", content=content, headers={"Content-Type": ctype})
-    assert r.status_code == status and words in r.json()["error"]
+    assert r.status_code == status and words in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("fields, words", [
@@ -154,7 +154,7 @@ def test_invalid_fields_are_422_with_a_message(base, fields, words):
     body = {"prompt": "London", **fields} if "prompt" not in fields and fields != {} else fields
     r = httpx.post(f"{base}/v1/generate", json=body)
     assert r.status_code == 422, r.text
-    assert words in r.json()["error"]
+    assert words in r.json()["error"]["message"]
 
 
 def _raw_post(base: str, head: str, body: bytes = b"", wait_s: float = 10) -> bytes:
@@ -196,8 +196,8 @@ def test_chunked_body_is_read_only_up_to_the_cap(base, path):
 
 def test_oversize_body_is_413_and_unknown_routes_are_json(base):
     r = httpx.post(f"{base}/v1/generate", json={"prompt": "x" * 100_000})
-    assert r.status_code == 413 and "too large" in r.json()["error"]
-    assert httpx.get(f"{base}/nope").json()["error"]
+    assert r.status_code == 413 and "too large" in r.json()["error"]["message"]
+    assert httpx.get(f"{base}/nope").json()["error"]["message"]
     assert httpx.get(f"{base}/v1/generate").status_code == 405
 
 
@@ -270,7 +270,7 @@ def test_queue_limit_gives_503_with_retry_after(tiny_model_dir):
         assert codes == [200] * 5 + [503] * 15
         for r in responses:
             if r.status_code == 503:
-                assert int(r.headers["Retry-After"]) >= 1 and "busy" in r.json()["error"]
+                assert int(r.headers["Retry-After"]) >= 1 and "busy" in r.json()["error"]["message"]
         final = httpx.get(f"{url}/health").json()["queue"]
         assert final["peak_waiting"] == 4 and final["peak_active"] == 1 and final["completed"] == 5
 
@@ -314,6 +314,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+from londonlm.serving.cli import build_parser  # noqa: E402
+
+
 def _serve_module():
     import importlib.util
 
@@ -327,13 +330,23 @@ def test_serve_script_defaults_to_loopback(tiny_model_dir, monkeypatch):
     import uvicorn
 
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+
+    def fake_run(server, sockets=None):
+        calls.append((server.config, sockets))
+        server.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
     serve = _serve_module()
-    assert serve.main(["--model", str(tiny_model_dir), "--device", "cpu", "--max_queue", "3"]) == 0
-    (app, kw), = calls
-    assert kw["host"] == "127.0.0.1" and kw["port"] == 8000
+    port = _free_port()
+    assert build_parser("micro").parse_args([]).port == 8000
+    assert serve.main(["--model", str(tiny_model_dir), "--device", "cpu", "--max_queue", "3",
+                       "--port", str(port)]) == 0
+    (config, sockets), = calls
+    assert config.host == "127.0.0.1" and sockets[0].getsockname() == ("127.0.0.1", port)
+    sockets[0].close()
+    app = config.app
     assert app.state.limits.max_queue == 3 and app.state.lm.device == "cpu"
-    assert kw["http"].__name__ == "HeaderTimeoutProtocol"  # request heads are timed (test_hostile_http)
+    assert config.http.__name__ == "HeaderTimeoutProtocol"  # request heads are timed (test_hostile_http)
 
 
 @pytest.mark.slow

@@ -118,9 +118,9 @@ async function generate(ev) {
       body: JSON.stringify(body), signal: controller.signal,
     });
     if (!r.ok) {
-      const err = await r.json().catch(() => ({ error: r.statusText }));
+      const err = await r.json().catch(() => ({ error: { message: r.statusText } }));
       const retry = r.headers.get("Retry-After");
-      status(`error ${r.status}: ${err.error}` + (retry ? ` (retry in ${retry}s)` : ""), true);
+      status(`error ${r.status}: ${(err.error && err.error.message) || r.statusText}` + (retry ? ` (retry in ${retry}s)` : ""), true);
       return;
     }
     await readBody(r, (buffer) => handleEvents(buffer, (event, data) => {
@@ -128,7 +128,7 @@ async function generate(ev) {
         else if (event === "sample") {
           const secs = (performance.now() - started) / 1000;
           status(`${data.new_tokens} tokens in ${secs.toFixed(1)} s · ${(data.new_tokens / secs).toFixed(1)} tokens/s · ${data.finish_reason} · seed ${data.seed}`);
-        } else if (event === "error") status("error: " + data.error, true);
+        } else if (event === "error") status("error: " + data.error.message, true);
       }));
   } catch (e) {
     if (e.name === "AbortError") status("stopped");
