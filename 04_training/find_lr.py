@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Learning-rate finder: one short exponential ramp of the learning rate on a freshly built
 model of the chosen preset, writing lr_find.csv, lr_find.png and lr_find.json (with a
-suggested --learning_rate) to <run folder>/lr_find/. The model is discarded.
+suggested --learning_rate) to <run folder>/lr_find/. The model is discarded; the run's token
+cache is read when it fits the sweep, never rebuilt (else the sweep encodes its own, in
+<output folder>/lr_find_tokens/).
 
     python 04_training/find_lr.py --preset tiny
     python 04_training/find_lr.py --preset micro --steps 60 --output_dir /tmp/lr
@@ -30,10 +32,12 @@ def parse(argv):
                     allow_abbrev=False)
     p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS))
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
-    p.add_argument("--run_name", help="run folder whose token cache is used/built (default: preset)")
+    p.add_argument("--run_name", help="run folder whose token cache is read when it fits the sweep, "
+                                       "never rebuilt (default: preset)")
     p.add_argument("--tokenizer_dir", help="tokenizer folder (default: the trained project tokenizer)")
     p.add_argument("--processed_dir", help="processed corpus folder (default: the project's)")
-    p.add_argument("--output_dir", type=writable_dir, help="where the table/plot go (default: <run>/lr_find)")
+    p.add_argument("--output_dir", type=writable_dir, help="where the table/plot (and the sweep's own token cache, "
+                                                          "when needed) go (default: <run>/lr_find)")
     p.add_argument("--min_lr", type=positive_float, default=t.lr_find_min_lr)
     p.add_argument("--max_lr", type=positive_float, default=t.lr_find_max_lr)
     p.add_argument("--steps", type=positive_int, default=t.lr_find_steps, help="steps in the ramp")

@@ -7,6 +7,8 @@ best validation loss and bits per byte) and one PNG of their validation curves, 
     python 10_scripts/compare_runs.py --prefix grid-            # every grid-* run
     python 10_scripts/compare_runs.py                           # every finished run
 """
+import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +18,15 @@ from londonlm.core.cli import StageParser, writable_dir
 from londonlm.core.errors import run_main
 
 
+def file_stem(text: str) -> str:
+    """--name, refused at parse time unless a plain file name (compare.is_plain_name's rule:
+    that module takes seconds to import, the parse must not)."""
+    if text in ("", ".", "..") or "\x00" in text or os.path.basename(text) != text:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a plain file name (no folder, not empty, "
+                                         f"not . or ..); the files go in --out_dir")
+    return text
+
+
 def main(argv=None) -> int:
     p = StageParser(prog="compare_runs.py", description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="*", help="run names under 09_models/checkpoints/ or run folders "
@@ -23,7 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("--prefix", help="with no runs named: only runs whose name starts with this")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--out_dir", type=writable_dir, help="where NAME.md/.csv/.png go (default 09_models/comparisons)")
-    p.add_argument("--name", default="comparison", help="output file stem (default: comparison)")
+    p.add_argument("--name", type=file_stem, default="comparison",
+                   help="output file stem, a plain file name (default: comparison)")
     p.add_argument("--x", choices=["tokens", "step"], default="tokens",
                    help="x axis of the curves (tokens is fair across batch sizes)")
     a = p.parse_args(argv)

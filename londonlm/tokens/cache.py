@@ -104,13 +104,65 @@ def damage(cache_dir: Path, meta: dict, verify_full: bool = False) -> str | None
     return None
 
 
+def _is_count(v) -> bool:
+    return type(v) is int and v >= 0  # bool is an int subclass, and no count
+
+
+def _shown(v) -> str:
+    """A value for a one-line message: whatever a damaged file holds, at most 40 characters."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def split_problem(split: str, info) -> str | None:
+    """What is wrong with one split's entry of the metadata (the fields that sizes, sampled
+    hashes and the chunk reader compute with), or None."""
+    if not isinstance(info, dict):
+        return f"splits.{split} is not an object"
+    for key in ("tokens", "documents"):
+        if not _is_count(info.get(key)):
+            return f"splits.{split}.{key} is {_shown(info.get(key))}, not a count"
+    for key in ("sha256", "sampled_sha256"):
+        if not isinstance(info.get(key), str):
+            return f"splits.{split}.{key} is {_shown(info.get(key))}, not a hash"
+    size, chunk, sums = 2 * info["tokens"], info.get("chunk_bytes"), info.get("chunk_crc32")
+    if not (_is_count(chunk) and chunk > 0 and chunk % 2 == 0):  # whole tokens per chunk
+        return f"splits.{split}.chunk_bytes is {_shown(chunk)}, not a positive even count"
+    if not (isinstance(sums, list) and all(_is_count(c) for c in sums)):
+        return f"splits.{split}.chunk_crc32 is not a list of checksums"
+    if len(sums) != -(-size // chunk):
+        return f"splits.{split} lists {len(sums)} chunk checksums for {size} bytes"
+    return None
+
+
+def metadata_problem(meta) -> str | None:
+    """Why parsed metadata.json is not what this cache format writes, or None. An older format
+    is not judged here: :func:`incompatibility` calls it stale by its version."""
+    if not isinstance(meta, dict):
+        return f"metadata.json holds a {type(meta).__name__}, not an object"
+    if meta.get("format_version") != CACHE_FORMAT:
+        return None
+    splits = meta.get("splits")
+    if not isinstance(splits, dict):
+        return f"metadata.json splits is {_shown(splits)}, not an object"
+    if not isinstance(meta.get("corpus_time"), (dict, type(None))):  # read on resume (timelock)
+        return "metadata.json corpus_time is not an object"
+    return next(filter(None, (split_problem(s, splits.get(s)) for s in SPLITS)), None)
+
+
 def read_metadata(cache_dir: Path) -> dict | None:
+    """The cache's metadata; None when there is none. Metadata that is not JSON, or not the
+    shape this format writes, comes back as ``{"unreadable": why}``: every reader (the checks
+    here, a resumed run's data checks) then treats the cache as absent and rebuilds it, as it
+    does a truncated .bin, instead of computing with a wrong value."""
     try:
-        return json.loads((cache_dir / "metadata.json").read_text())
+        meta = json.loads((cache_dir / "metadata.json").read_text())
     except FileNotFoundError:
         return None
-    except Exception:
-        return {"unreadable": True}
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested beyond the parser
+        return {"unreadable": "metadata.json unreadable"}
+    problem = metadata_problem(meta)
+    return {"unreadable": f"{problem} (damaged)"} if problem else meta
 
 
 def check_cache(cache_dir: Path, req: CacheRequest, verify_full: bool = False) -> str | None:
@@ -119,7 +171,7 @@ def check_cache(cache_dir: Path, req: CacheRequest, verify_full: bool = False) -
     if meta is None:
         return "no cache (metadata.json missing)"
     if meta.get("unreadable"):
-        return "metadata.json unreadable"
+        return meta["unreadable"]
     return incompatibility(meta, req) or damage(cache_dir, meta, verify_full)
 
 
@@ -365,20 +417,34 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
     return meta
 
 
-def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, context_length: int,
-                 era_tokens: bool, mode: str = "auto", progress: bool = True,
-                 verify_full: bool = False, log=print) -> dict:
-    """The guide's three modes: ``auto`` uses a compatible cache else rebuilds saying why;
-    ``require`` (--use_pretokenized) fails when absent/incompatible; ``rebuild``
-    (--no_pretokenized) always rebuilds. Returns the metadata."""
-    from ..corpus import MANIFEST, read_manifest
+def cache_request(tokenizer_dir: Path, processed_dir: Path, context_length: int,
+                  era_tokens: bool) -> CacheRequest:
+    """What a cache for these inputs and settings must record; a missing input is one line
+    naming the command that makes it."""
+    from ..corpus import MANIFEST
 
-    cache_dir = Path(cache_dir)
     tok_file = require_input(Path(tokenizer_dir) / "tokenizer.json",
                              "python 03_tokenizer/train_historical_tokenizer.py", "tokenizer")
     man = require_input(Path(processed_dir) / MANIFEST,
                         "python 02_data_collection/historical_data_collector.py", "corpus manifest")
-    req = CacheRequest(sha256_file(tok_file), sha256_file(man), context_length, era_tokens)
+    return CacheRequest(sha256_file(tok_file), sha256_file(man), context_length, era_tokens)
+
+
+def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, context_length: int,
+                 era_tokens: bool, mode: str = "auto", progress: bool = True,
+                 verify_full: bool = False, log=print) -> dict | None:
+    """The guide's three modes: ``auto`` uses a compatible cache else rebuilds saying why;
+    ``require`` (--use_pretokenized) fails when absent/incompatible; ``rebuild``
+    (--no_pretokenized) always rebuilds. Returns the metadata. A fourth, ``current``, is for a
+    side tool that may read a run's cache but must never replace it with one the run's
+    checkpoints were not trained on: the metadata when current, else None; it only reads (no
+    lock file, no build)."""
+    from ..corpus import read_manifest
+
+    cache_dir = Path(cache_dir)
+    req = cache_request(tokenizer_dir, processed_dir, context_length, era_tokens)
+    if mode == "current":
+        return None if check_cache(cache_dir, req, verify_full) else read_metadata(cache_dir)
     with build_lock(cache_dir, log):
         problem = check_cache(cache_dir, req, verify_full)
         if mode == "require":
@@ -418,6 +484,8 @@ def load_checked_tokens(cache_dir: Path, split: str) -> "CheckedTokens":
     the first time any of its tokens is read (see :class:`CheckedTokens`)."""
     cache_dir = Path(cache_dir)
     meta = read_metadata(cache_dir) or {}
+    if meta.get("unreadable"):
+        raise CacheError(f"{cache_dir / 'metadata.json'}: {meta['unreadable']}; rebuild it: {PRETOKENIZE_CMD}")
     info = meta.get("splits", {}).get(split) or {}
     path = cache_dir / f"{SPLITS[split]}.bin"
     if "chunk_crc32" not in info:

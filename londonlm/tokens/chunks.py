@@ -73,6 +73,9 @@ class CheckedTokens:
     def __init__(self, path: Path, tokens: int, chunk_crc32: list[int], chunk_bytes: int):
         self.path, self.n_tokens = Path(path), int(tokens)
         self.chunk_crc32, self.chunk_bytes = list(chunk_crc32), int(chunk_bytes)
+        if self.chunk_bytes <= 0 or self.chunk_bytes % 2:  # chunks of whole tokens, or none at all
+            raise CacheError(f"{self.path}: metadata gives chunks of {self.chunk_bytes} bytes; rebuild it: "
+                             f"{PRETOKENIZE_CMD}")
         size = self.path.stat().st_size
         if size != self.n_tokens * 2:
             raise CacheError(f"{self.path} is {size} bytes, metadata says {self.n_tokens * 2} "

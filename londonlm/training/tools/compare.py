@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 from ...core import Layout, LondonLMError, RunLayout, read_json, user_path
@@ -27,11 +29,40 @@ class CompareError(LondonLMError, RuntimeError):
     """A run that cannot be compared; the message names what is missing."""
 
 
-def find_runs(layout: Layout, specs: list[str], prefix: str | None = None) -> list[Path]:
+def is_plain_name(name: str) -> bool:
+    """A file name with no folder part: a separator or ``..`` in the outputs' stem would write
+    outside the output folder, an empty one hidden ``.md``/``.csv`` files."""
+    return name not in ("", ".", "..") and "\x00" not in name and os.path.basename(name) == name
+
+
+def output_stem(name: str) -> str:
+    if not is_plain_name(name):
+        raise CompareError(f"--name {name!r} must be a plain file name (no folder, not empty, "
+                           f"not . or ..); the files go in --out_dir")
+    return name
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def readable(run_dir: Path, warn=_warn) -> bool:
+    """Whether a discovered run can be compared; one that cannot is named in a warning and
+    left out, so one torn run_info.json does not stop a comparison of the others."""
+    try:
+        load_run(run_dir)
+    except CompareError as e:
+        warn(f"{e}; left out")
+        return False
+    return True
+
+
+def find_runs(layout: Layout, specs: list[str], prefix: str | None = None, warn=_warn) -> list[Path]:
     """Run folders from names under the layout's runs folder or paths; with no specs, every
-    run (optionally only names starting with ``prefix``) that has a run_info.json."""
+    run (optionally only names starting with ``prefix``) that has a readable run_info.json."""
     if not specs:
-        found = [r.dir for r in layout.runs() if r.name.startswith(prefix or "")]
+        found = [r.dir for r in layout.runs()
+                 if r.name.startswith(prefix or "") and readable(r.dir, warn)]
         if not found:
             raise CompareError(f"no finished runs{f' named {prefix}*' if prefix else ''} in "
                                f"{layout.checkpoints_dir}; train some with "
@@ -59,10 +90,31 @@ def _curve_from_checkpoints(run: RunLayout) -> list[list[float]]:
     return []
 
 
+def read_info(run: RunLayout) -> dict:
+    """The run's run_info.json as an object, or a CompareError naming the file."""
+    try:
+        info = json.loads(run.run_info.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CompareError(f"run {run.name}: cannot read {run.run_info} ({e})") from None
+    if not isinstance(info, dict):
+        raise CompareError(f"run {run.name}: {run.run_info} holds a {type(info).__name__}, not an object")
+    return info
+
+
 def load_run(run_dir: Path) -> dict:
-    """One table row plus its validation curve (``curve``: [(step, tokens, loss)])."""
+    """One table row plus its validation curve; a run_info.json that is not the record the
+    training stage writes is a CompareError naming it."""
     run = RunLayout(Path(run_dir))
-    info = json.loads(run.run_info.read_text(encoding="utf-8"))
+    info = read_info(run)
+    try:
+        return _row(run, info)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # a field of another shape
+        raise CompareError(f"run {run.name}: {run.run_info} is malformed "
+                           f"({type(e).__name__}: {e})") from None
+
+
+def _row(run: RunLayout, info: dict) -> dict:
+    """The table row of one run (``curve``: [(step, tokens, loss)])."""
     curve = info.get("eval_curve") or _curve_from_checkpoints(run)
     tps = info.get("tokens_per_step") or 0
     best = min(curve, key=lambda x: x[1]) if curve else None
@@ -183,6 +235,7 @@ def plot_validation_curves(rows: list[dict], png: Path, x: str = "tokens",
 def compare_runs(run_dirs: list[Path], out_dir: Path, x: str = "tokens",
                  name: str = "comparison") -> tuple[list[dict], str]:
     """Table (printed form returned; ``<name>.md``/``.csv`` written) and ``<name>.png``."""
+    output_stem(name)
     rows = [load_run(p) for p in run_dirs]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

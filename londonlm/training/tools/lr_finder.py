@@ -4,7 +4,9 @@ training loss against the learning rate shows where learning starts, where it is
 and where it diverges. Writes a CSV table, a PNG plot and a JSON summary with a suggestion.
 
 The model is freshly initialised and thrown away; nothing is written to the run's
-checkpoints. It trains through the training package's Trainer (:mod:`londonlm.training.step.trainer`):
+checkpoints or its token cache: the sweep reads the run's cache only when it is current for the
+sweep's context, else builds its own under the output folder (``lr_find_tokens/``). It trains
+through the training package's Trainer (:mod:`londonlm.training.step.trainer`):
 the same precision policy (``--bf16``, ``--autotune``), kernels, AdamW with the training
 stage's betas and weight decay, gradient clipping; no warmup (the ramp itself starts tiny).
 """
@@ -17,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core import Layout, RunLayout
-from ..data import DataOptions, Position, StreamSampler, cached_tokens, load_blocks
+from ...core import Layout, LondonLMError, RunLayout
+from ...tokens import ensure_cache, era_tokens_of
+from ..data import Position, StreamSampler, load_blocks
 from ..job import ModelConfig, OutputConfig, RunControl, config_from_values, training_arguments
 from ..model import ModelShape, build_model, configure_torch, prepare_for_training
 from ..plan import load_tokenizer, validated
@@ -26,6 +29,18 @@ from ..speed.choice import choose_speed
 from ..speed.settings import SpeedRequest, SpeedSettings
 from ..step.callbacks import step_callbacks
 from ..step.trainer import build_trainer
+
+
+# The finder's own token cache, in its output folder: never the run's pretokenized_data/, which
+# the run's checkpoints were trained on (rebuilt at another context, they could not resume).
+LR_FIND_CACHE = "lr_find_tokens"
+# At most this many decades of learning rate per step: wider, and the loss diverges within a
+# handful of steps, too few to read a suggestion from (1e-300 -> 1e300 in 10 steps: 67 a step).
+MAX_DECADES_PER_STEP = 1.0
+
+
+class LRFindError(LondonLMError, ValueError):
+    """A sweep that cannot run or cannot be read; the message says what to change."""
 
 
 @dataclass
@@ -40,21 +55,35 @@ class LRFindResult:
 
 def lr_schedule(min_lr: float, max_lr: float, steps: int) -> list[float]:
     """``steps`` learning rates evenly spaced in log space from min_lr to max_lr."""
-    if not 0 < min_lr < max_lr:
-        raise ValueError(f"need 0 < min_lr < max_lr, got {min_lr} and {max_lr}")
-    if steps < 5:
-        raise ValueError(f"the sweep needs at least 5 steps, got {steps}")
+    check_range(min_lr, max_lr, steps)
     r = math.log(max_lr / min_lr) / (steps - 1)
     return [min_lr * math.exp(r * i) for i in range(steps)]
 
 
-def suggest_lr(lrs: list[float], smoothed: list[float], skip_start: int = 3) -> dict:
+def check_range(min_lr: float, max_lr: float, steps: int) -> None:
+    """Refuse a ramp that cannot give a readable curve, before any model is built."""
+    if not 0 < min_lr < max_lr:
+        raise LRFindError(f"need 0 < min_lr < max_lr, got {min_lr:g} and {max_lr:g}")
+    if steps < 5:
+        raise LRFindError(f"the sweep needs at least 5 steps, got {steps}")
+    decades = math.log10(max_lr) - math.log10(min_lr)  # no overflow of max_lr / min_lr
+    if decades / (steps - 1) > MAX_DECADES_PER_STEP:
+        raise LRFindError(
+            f"--min_lr {min_lr:g} to --max_lr {max_lr:g} spans {decades:.0f} decades, too wide for "
+            f"{steps} steps (at most {MAX_DECADES_PER_STEP:g} a step): narrow the range or pass "
+            f"--steps {math.ceil(decades / MAX_DECADES_PER_STEP) + 1} or more")
+
+
+def suggest_lr(lrs: list[float], smoothed: list[float], skip_start: int = 3,
+               stopped: str | None = None) -> dict:
     """Two classic readings of the curve: the learning rate of steepest loss descent
     (d loss / d log lr most negative) and one tenth of the learning rate at the minimum
     loss. The suggestion is the smaller of the two: the largest rate still well clear of
-    divergence."""
+    divergence. ``stopped``: why the sweep ended early, named when it left too few points."""
     if len(smoothed) < skip_start + 3:
-        raise ValueError("too few points to read a suggestion; run more --steps")
+        why = f" (it stopped early: {stopped})" if stopped else ""
+        raise LRFindError(f"the sweep recorded {len(smoothed)} points{why}, too few to read a suggestion "
+                          f"(at least {skip_start + 3}); run more --steps or narrow --min_lr/--max_lr")
     i_min = min(range(skip_start, len(smoothed)), key=lambda i: smoothed[i])
     logs = [math.log10(x) for x in lrs]
     hi = max(i_min, skip_start + 2)
@@ -154,7 +183,7 @@ def write_lr_find(res: LRFindResult, out_dir: str | Path, title: str = "",
 class LRFindOptions:
     """One range test: the data and shape of a training run, and the ramp."""
 
-    run: RunLayout              # whose token cache is used (built when missing)
+    run: RunLayout              # whose token cache is read when current (never rebuilt)
     layout: Layout
     tokenizer_dir: Path
     processed_dir: Path
@@ -223,7 +252,10 @@ def sweep(o: LRFindOptions, shape, tok, blocks, log=print) -> tuple[LRFindResult
         callbacks, _ = step_callbacks(
             config.control, flops_per_token=shape.flops_per_token(), tokens_per_step=o.batch_size * o.context_length,
             world=1, position=Position(0, 0, o.batch_size), stream=stream,
-            tokens_per_sample=o.context_length, job=[recorder])
+            tokens_per_sample=o.context_length, job=[recorder],
+            # a loss that turns non-finite is what the ramp looks for, not a failed run: the
+            # recorder ends the sweep there and the curve up to it is read
+            stop_when_diverged=False)
         trainer = build_trainer(model, args, train=blocks, eval_dataset=None,
                                 collator=default_data_collator, callbacks=callbacks, stream=stream,
                                 optim=config.optim, schedule=ramp)
@@ -234,20 +266,34 @@ def sweep(o: LRFindOptions, shape, tok, blocks, log=print) -> tuple[LRFindResult
     return res, speed.settings.precision
 
 
+def sweep_cache(o: LRFindOptions, tok, log=print) -> tuple[Path, dict]:
+    """(folder, metadata) of the tokens the sweep reads: the run's cache when it is current for
+    this tokenizer, corpus and context (read only), else the finder's own in its output folder."""
+    era = bool(era_tokens_of(tok))
+    meta = ensure_cache(o.run.cache_dir, o.tokenizer_dir, o.processed_dir, o.context_length, era,
+                        mode="current")
+    if meta is not None:
+        log(f"token cache: reading the run's {o.run.cache_dir}")
+        return o.run.cache_dir, meta
+    own = Path(o.output_dir) / LR_FIND_CACHE
+    return own, ensure_cache(own, o.tokenizer_dir, o.processed_dir, o.context_length, era,
+                             progress=False, log=log)
+
+
 def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:
-    """Build the preset's model fresh, ramp the learning rate over the run's training blocks,
+    """Build the preset's model fresh, ramp the learning rate over the corpus's training blocks,
     write the table, plot and summary to ``o.output_dir``. The model is discarded."""
+    check_range(o.min_lr, o.max_lr, o.steps)
     tok = load_tokenizer(o.tokenizer_dir)
     shape = validated(ModelShape(o.n_layer, o.n_head, o.n_embd, o.context_length,
                                  len(tok)))
     log(f"model: {shape.n_params / 1e6:.2f}M parameters; sweep {o.min_lr:g} -> {o.max_lr:g} "
         f"over {o.steps} steps at batch {o.batch_size} x {o.context_length} tokens")
-    data = DataOptions(o.tokenizer_dir, o.processed_dir, progress=False)
-    meta, _ = cached_tokens(o.run, data, o.context_length, tok)
-    blocks = load_blocks(o.run.cache_dir, "train", meta, o.context_length)
+    cache_dir, meta = sweep_cache(o, tok, log)
+    blocks = load_blocks(cache_dir, "train", meta, o.context_length)
     configure_torch()  # as training does: one thread per physical core
     res, precision = sweep(o, shape, tok, blocks, log)
-    res.suggestion = suggest_lr(res.lrs, res.smoothed)
+    res.suggestion = suggest_lr(res.lrs, res.smoothed, stopped=res.stopped_early)
     summary = write_lr_find(res, o.output_dir,
                             title=f"LR range test: {o.preset} preset ({shape.n_params / 1e6:.1f}M)",
                             extra={"preset": o.preset, "batch_size": o.batch_size,
