@@ -24,8 +24,9 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, sha256_file,
-                    sidecar_current, write_json_atomic, write_sidecar)
+from ..core import (CHAT_INFO, RUN_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, earlier_run,
+                    sha256_file, sidecar_current, write_json_atomic, write_sidecar)
+from ..generation import check_finite, check_model_dir, check_tokenizer_fits
 from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
                         TrainingError, config_from_values, fine_tune, is_main_process, move_run_aside,
                         save_model_folder)
@@ -150,6 +151,7 @@ def _check_base(base_dir: Path) -> None:
     if problem:
         raise ChatTrainError(f"base model {base_dir} cannot be used ({problem}); pass --init_from "
                              f"with a finished run (e.g. `tiny`) or a model folder")
+    check_model_dir(base_dir)  # its config against its weights, before the run's shape is read from it
 
 
 def load_base_for_chat(base_dir: Path):
@@ -159,6 +161,8 @@ def load_base_for_chat(base_dir: Path):
     _check_base(base_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    check_tokenizer_fits(tokenizer, model, base_dir)
+    check_finite(model, base_dir)
     add_chat_tokens(tokenizer)
     prepare_model_for_chat(model, tokenizer)
     return model, tokenizer
@@ -235,6 +239,7 @@ def _resume_point(run: RunLayout, inputs: dict, settings: dict, fresh: bool, log
         return None
     ckpt = run.latest_valid_checkpoint(warn=log)
     if ckpt is None:
+        _refuse_over_earlier_run(run)
         return None
     plan = run.read_run_info()
     if plan.get("inputs") != inputs or plan.get("settings") != settings:
@@ -242,6 +247,19 @@ def _resume_point(run: RunLayout, inputs: dict, settings: dict, fresh: bool, log
                              f"rerun with --fresh to start over (the old run is moved aside)")
     log(f"chat fine-tuning: resuming from {ckpt}")
     return ckpt
+
+
+def _refuse_over_earlier_run(run: RunLayout) -> None:
+    """Nothing to resume: start only where no earlier chat run would be replaced. The record a
+    run writes as it starts ("running") is no earlier run by itself: it made nothing."""
+    found = earlier_run(run.dir)
+    if found == [RUN_INFO] and run.read_run_info().get("status") == "running":
+        return
+    if found:
+        raise ChatTrainError(
+            f"{run.dir} holds an earlier chat run ({'; '.join(found)}) but no checkpoint that can be "
+            f"resumed; pass --fresh (or --overwrite) to start over (the old run is moved aside, "
+            f"nothing is deleted), or name another run with --run_name")
 
 
 def _chat_data(dataset, tokenizer, options: ChatTrainOptions, max_len: int, log) -> tuple:

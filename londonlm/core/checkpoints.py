@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 
@@ -55,28 +56,51 @@ def _weights_problem(path: Path) -> str | None:
     return None
 
 
-def _training_state_problem(path: Path) -> str | None:
-    state = path / "trainer_state.json"
+def _trainer_state_problem(state: Path) -> str | None:
+    """trainer_state.json must be an object with a step: the resume reads global_step from it."""
     if not state.exists():
         return "trainer_state.json missing"
     try:
-        json.loads(state.read_text())
+        st = json.loads(state.read_text())
     except Exception as e:
         return f"trainer_state.json unreadable ({e})"
+    if not isinstance(st, dict):
+        return f"trainer_state.json holds a {type(st).__name__}, not the Trainer's state"
+    step = st.get("global_step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"trainer_state.json has no valid global_step ({step!r})"
+    return None
+
+
+def _archive_problem(path: Path, found: Path) -> str | None:
+    """torch.save writes zip archives: one cut short lacks its end-of-central-directory, which is
+    cheap to look for (the file is never loaded), where torch.load would fail mid-resume. A file
+    that does not start as a zip is torch's legacy format, which has no such end to check."""
+    name = found.relative_to(path)
+    if found.stat().st_size == 0:
+        return f"{name} empty"
+    with open(found, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"
+    if is_zip and not zipfile.is_zipfile(found):
+        return f"{name} damaged (a torch archive cut short)"
+    return None
+
+
+def _training_state_problem(path: Path) -> str | None:
+    problem = _trainer_state_problem(path / "trainer_state.json")
+    if problem:
+        return problem
     # The optimizer: one file (DDP: optimizer.pt; FSDP full state: optimizer.bin), or FSDP's
     # sharded folder, whose .metadata is written after every shard.
     optim = [path / "optimizer.pt", path / "optimizer.bin", path / "optimizer_0" / ".metadata"]
     found = next((f for f in optim if f.exists()), None)
     if found is None:
         return "optimizer.pt missing"
-    if found.stat().st_size == 0:
-        return f"{found.relative_to(path)} empty"
-    sched = path / "scheduler.pt"
-    if not sched.exists():
+    if not (path / "scheduler.pt").exists():
         return "scheduler.pt missing"
-    if sched.stat().st_size == 0:
-        return "scheduler.pt empty"
-    return None
+    # the RNG states are optional (the Trainer goes on without them) but loaded when present
+    archives = [found, path / "scheduler.pt", *sorted(path.glob("rng_state*.pth")), *sorted(path.glob("scaler.pt"))]
+    return next((p for p in (_archive_problem(path, f) for f in archives) if p), None)
 
 
 def checkpoint_problem(path: str | os.PathLike, need_training_state: bool = True) -> str | None:
@@ -106,6 +130,18 @@ def latest_valid_checkpoint(run_dir: str | os.PathLike, warn=print) -> Path | No
             return ck
         warn(f"warning: skipping incomplete or corrupt checkpoint {ck}: {problem}")
     return None
+
+
+def earlier_run(run_dir: str | os.PathLike) -> list[str]:
+    """What an earlier run left in a folder that a new run would replace: its final/ and best/
+    models, its run_info.json, its checkpoints (valid or not). Empty for a new run's folder."""
+    run_dir = Path(run_dir)
+    found = [f"{n}/" for n in ("final", BEST) if (run_dir / n).is_dir()]
+    found += [RUN_INFO] if (run_dir / RUN_INFO).exists() else []
+    checkpoints = list_checkpoints(run_dir)
+    if checkpoints:
+        found.append(f"{len(checkpoints)} checkpoint(s) ({', '.join(p.name for p in checkpoints)})")
+    return found
 
 
 def read_json_object(path: Path) -> dict:

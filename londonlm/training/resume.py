@@ -1,9 +1,10 @@
 """Everything a resume decides, in one place: which checkpoint a run resumes from (never silently
-none when one was asked for), what ``--fresh`` moves aside, and what the resumed run must keep
-the same or refuse: the tokenizer (token ids must mean the same), the optimizer (its state only
-loads into the optimizer that wrote it), the cutoff (a checkpoint trained on later text cannot
-become time-locked), the speed settings and micro-batch (so that it continues as the
-uninterrupted run would), and where in the data stream it starts reading.
+none when one was asked for, nor a start from scratch over an earlier run), what ``--fresh``
+moves aside, and what the resumed run must keep the same or refuse: the tokenizer (token ids
+must mean the same), the optimizer (its state only loads into the optimizer that wrote it) and
+its settings and schedule (the saved state keeps the old ones), the cutoff (a checkpoint trained
+on later text cannot become time-locked), the speed settings and micro-batch (so that it
+continues as the uninterrupted run would), and where in the data stream it starts reading.
 
 Listing, validation and model-spec resolution live in :mod:`londonlm.core.layout`, which every
 consumer of models uses; this module is training's own.
@@ -15,8 +16,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import (LondonLMError, RunLayout, checkpoint_problem, latest_valid_checkpoint, list_checkpoints,
-                    sha256_file, user_path)
+from ..core import (LondonLMError, RunLayout, checkpoint_problem, earlier_run, latest_valid_checkpoint,
+                    list_checkpoints, sha256_file, user_path)
 from ..corpus import MANIFEST
 from ..tokens import read_metadata
 from .data import DataPosition, Position
@@ -43,7 +44,9 @@ def resolve_resume(run: RunLayout, spec: str | None, fresh: bool, log=print) -> 
         return None
     if spec in (None, "", "auto"):
         ck = latest_valid_checkpoint(run.dir, warn=log)
-        if ck is not None:
+        if ck is None:
+            refuse_over_earlier_run(run)
+        else:
             log(f"resuming from {ck} (latest valid checkpoint; use --fresh to start over)")
         return ck
     if spec == "latest":
@@ -69,6 +72,17 @@ def resolve_resume(run: RunLayout, spec: str | None, fresh: bool, log=print) -> 
              for p in list_checkpoints(run.dir)]
     raise ResumeError(f"checkpoint {spec!r} not found in {run.dir}; available: "
                       f"{', '.join(avail) or 'none'}. Use --fresh to start a new run.")
+
+
+def refuse_over_earlier_run(run: RunLayout) -> None:
+    """Nothing can be resumed: a new run may start only in a folder that holds no earlier one,
+    since starting over would replace its final/ and record with a run from scratch."""
+    found = earlier_run(run.dir)
+    if found:
+        raise ResumeError(
+            f"{run.dir} holds an earlier run ({'; '.join(found)}) but no checkpoint that can be "
+            f"resumed; pass --fresh to start over (the old run is moved aside, nothing is "
+            f"deleted), or train under another run name")
 
 
 def move_run_aside(run: RunLayout) -> Path | None:
@@ -219,19 +233,62 @@ def check_optimizer(resume: Resumed, optimizer: str) -> None:
             f"{optimizer} --run_name NEW (or --fresh to start this run over)")
 
 
+# Settings a resumed run cannot change: the optimizer's param groups (lr, weight decay, betas,
+# eps) and the scheduler's base rates load from the checkpoint over the new values, and a new
+# warm-up or schedule kind bends the old curve mid-run; the run would record values it never
+# used. --max_steps stays free: extending a finished run is what a resume is for.
+KEPT_ON_RESUME = ("learning_rate", "warmup_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "weight_decay",
+                  "adam_beta1", "adam_beta2", "adam_epsilon", "optim")
+
+
+def _as_json(v):
+    return json.loads(json.dumps(v, default=str))
+
+
+def _shown(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _changed_settings(before: dict, now: dict) -> list[str]:
+    """``--flag new (trained with old)`` for each kept setting the checkpoint's run recorded."""
+    changed = [f"--{k} {_shown(now[k])} (trained with {_shown(before[k])})" for k in KEPT_ON_RESUME
+               if k in before and k in now and _as_json(before[k]) != _as_json(now[k])]
+    per_step = [(s.get("batch_size"), s.get("gradient_accumulation_steps")) for s in (before, now)]
+    if all(b and a for b, a in per_step) and per_step[0][0] * per_step[0][1] != per_step[1][0] * per_step[1][1]:
+        changed.append(f"--batch_size {per_step[1][0]} x --gradient_accumulation_steps {per_step[1][1]} "
+                       f"(trained with {per_step[0][0]} x {per_step[0][1]} sequences per step)")
+    return changed
+
+
+def check_schedule(resume: Resumed, settings: dict) -> None:
+    """The optimizer and schedule settings (``settings``: :func:`.record.training_settings`)
+    must be those the checkpoint's run recorded in run_info.json."""
+    if resume.checkpoint is None:
+        return
+    changed = _changed_settings(resume.info.get("settings") or {}, settings)
+    if changed:
+        raise TrainingError(
+            f"cannot resume {resume.checkpoint} with other optimizer or schedule settings: {'; '.join(changed)}; "
+            f"its saved optimizer and scheduler state hold the old ones. Resume it with the settings it "
+            f"was trained with, pass --fresh to start this run over, or continue its weights in a new run: "
+            f"--init_from {resume.checkpoint} --run_name NEW")
+
+
 def check_data(resume: Resumed, cache_dir: Path, processed_dir: Path, context_length: int,
                era_tokens: bool) -> None:
     """A resumed run goes on over the data its checkpoints were trained on: the corpus, context
-    and era tokens its token cache recorded (its run_info.json when the cache is gone). Another
+    and era tokens its run_info.json recorded (its token cache's, for a run stopped before it
+    wrote one: the cache may have been rebuilt since for other settings, so it comes second). Another
     corpus (a different ``--processed_dir``, a changed manifest) or setting is refused before
     anything is written, where the cache would otherwise be rebuilt for it and the run go on."""
     if resume.checkpoint is None:
         return
     meta, cache = read_metadata(Path(cache_dir)) or {}, resume.info.get("cache") or {}
     manifest = Path(processed_dir) / MANIFEST
-    trained = {"corpus": meta.get("manifest_sha256") or cache.get("manifest_sha256"),
-               "era tokens": meta.get("era_tokens", cache.get("era_tokens")),
-               "context": meta.get("context_length") or (resume.info.get("shape") or {}).get("context_length")}
+    shape = resume.info.get("shape") or {}
+    trained = {"corpus": cache.get("manifest_sha256") or meta.get("manifest_sha256"),
+               "era tokens": cache.get("era_tokens", meta.get("era_tokens")),
+               "context": shape.get("context_length") or meta.get("context_length")}
     now = {"corpus": sha256_file(manifest) if manifest.is_file() else None, "era tokens": era_tokens,
            "context": context_length}
     shown = {"corpus": lambda v: f"manifest sha256 {str(v)[:12]}", "era tokens": lambda v: "on" if v else "off",

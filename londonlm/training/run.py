@@ -15,11 +15,12 @@ from __future__ import annotations
 import torch
 from transformers import EarlyStoppingCallback, default_data_collator
 
-from .data import StreamSampler, prepare_data
+from .data import StreamSampler, check_blocks_fit, prepare_data
 from .dist import is_main_process, log
 from .job import TrainingConfig, describe, save_config, training_arguments
 from .model import build_model, configure_torch, load_weights, prepare_for_training
 from .plan import TrainingPlan, plan_run, start_fresh
+from .resume import check_schedule
 from .record import SaveBestCallback, finish, run_summary, training_settings
 from .runlock import run_lock
 from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory, speed_callbacks
@@ -35,8 +36,10 @@ def run_training(config: TrainingConfig) -> dict:
     _ = training_arguments(config).device  # joins the process group under torchrun: ranks agree from here
     with run_lock(config.run):
         plan = plan_run(config)
-        configure_torch()  # training threads before the speed probe times anything
         settings = training_settings(config)  # as asked, before the decisions below
+        check_schedule(plan.resume, settings)
+        configure_torch()  # training threads before the speed probe times anything
+        check_blocks_fit(config.run, config.data, config.model.context_length, plan.tokenizer)
         config, speed = choose_speed(config, plan.shape, plan.world, plan.resume.speed)
         config = fit_batch_to_memory(config, plan.shape, speed, plan.world, plan.resume.micro_batch)
         config = check_time_budget(config, plan.shape, speed)

@@ -238,3 +238,47 @@ def test_bad_chat_flags_are_one_line_errors(chat_root, argv, why, capsys):
         run_main(ft.main, ["--preset", "micro", "--init_from", "base", "--root", str(chat_root), *argv])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and why in err and "Traceback" not in err, err
+
+
+def test_a_chat_checkpoint_with_damaged_optimizer_state_is_skipped_and_none_left_is_refused(chat_root):
+    layout = _layout(chat_root)
+    run = layout.run("damaged-chat")
+    base = layout.run("base").final
+    stopped = ChatTrainOptions(**{**OPTS.__dict__, "max_steps": 6})
+    from londonlm.training import JobRequest
+    from londonlm.training.job import RunControl
+
+    request = JobRequest(control=RunControl(stop_after_steps=4))
+    finetune_chat(base, layout.chat_data_dir, run, stopped, request=request, **QUIET)
+    opt = run.checkpoint(4) / "optimizer.pt"
+    opt.write_bytes(opt.read_bytes()[:100])  # was a RuntimeError from torch.load mid-resume
+    logs = []
+    info = finetune_chat(base, layout.chat_data_dir, run, stopped, request=request, log=logs.append)
+    assert any("skipping" in m and "checkpoint-4" in m for m in logs)
+    assert info["resumed_from"].endswith("checkpoint-2")
+    for ck in run.checkpoints():  # nothing resumable left, the stopped run's record beside them
+        w = ck / "model.safetensors"
+        w.write_bytes(w.read_bytes()[:1000])
+    record = run.run_info.read_bytes()
+    with pytest.raises(ChatTrainError, match="earlier chat run.*--fresh"):
+        finetune_chat(base, layout.chat_data_dir, run, stopped, request=request, **QUIET)
+    assert run.run_info.read_bytes() == record
+
+
+def test_a_chat_run_from_a_diverged_base_is_refused_without_final(chat_root, tmp_path):
+    """A base whose weights are NaN (a diverged run) is refused before fine-tuning starts (the
+    model interface's check); a run that diverges itself stops at its first NaN loss (the
+    finite-loss check pre-training shares)."""
+    from safetensors.torch import load_file, save_file
+
+    layout = _layout(chat_root)
+    nan_base = tmp_path / "nan-base"
+    shutil.copytree(layout.run("base").final, nan_base)
+    weights = load_file(str(nan_base / "model.safetensors"))
+    save_file({k: v * float("nan") for k, v in weights.items()}, str(nan_base / "model.safetensors"))
+    run = layout.run("nan-chat")
+    from londonlm.generation import DamagedModel
+
+    with pytest.raises(DamagedModel, match="NaN or infinite"):
+        finetune_chat(nan_base, layout.chat_data_dir, run, OPTS, **QUIET)
+    assert not run.final.exists()

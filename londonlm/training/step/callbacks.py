@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from ...core import checkpoint_name, device_name, peak_flops
 from ..data import DataPosition, Position, StreamSampler
-from ..dist import agree, log
+from ..dist import TrainingError, agree, log
 from ..job import RunControl
 from .profiling import ProfileCallback
 from .schedules import BudgetFitCallback
@@ -29,14 +29,16 @@ TRAINER_OWN = "the Trainer's own callbacks"
 
 def step_callbacks(control: RunControl, *, flops_per_token: float, tokens_per_step: int, world: int,
                    position: Position, stream: StreamSampler, tokens_per_sample: int,
-                   job: list = ()) -> tuple[list, "StopAndSaveCallback"]:
+                   job: list = (), stop_when_diverged: bool = True) -> tuple[list, "StopAndSaveCallback"]:
     """Every callback around a training step, in the order they run, for every job
-    (pre-training, chat, the LR finder); ``job``: the job's own. Returns (the list, the stopper,
-    which knows why training stopped). The order, and why:
+    (pre-training, chat, the LR finder); ``job``: the job's own; ``stop_when_diverged`` False
+    leaves a loss turning non-finite to the job (the LR finder's ramp looks for it). Returns (the
+    list, the stopper, which knows why training stopped). The order, and why:
 
     1. the time-budget fitter (``--time_budget``): it sets the step count before anything reads
        it, and corrects the end-of-training samples/s before anyone logs it;
     2. throughput/MFU and perplexity: they add their figures to the logs before anyone reads them;
+       then the finite-loss check, which stops a diverged run before its loss is saved anywhere;
     3. the Trainer's own (:data:`TRAINER_OWN`): the flow of logging, evaluating and saving, the
        trackers, the progress bar (which follows the fitted step count);
     4. the data position (saved in every checkpoint), then the job's own (the log file,
@@ -52,6 +54,7 @@ def step_callbacks(control: RunControl, *, flops_per_token: float, tokens_per_st
                  ThroughputCallback(tokens_per_step, flops_per_token, peak_flops(device_name()), world,
                                     tokens_at=lambda step: position.consumed(step) * tokens_per_sample),
                  EvalLossOnlyCallback(),
+                 *([FiniteLossCallback()] if stop_when_diverged else []),
                  TRAINER_OWN,
                  DataPosition(position, world, stream.n_blocks, stream.seed), *job, *profile,
                  stopper]
@@ -225,3 +228,18 @@ class EvalLossOnlyCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         if metrics and "eval_loss" in metrics:
             metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50))
+
+
+class FiniteLossCallback(TrainerCallback):
+    """Stops a run whose training loss turned NaN or infinite, before its weights reach a
+    checkpoint or final/ (the step's save comes after its log). It reads the logged loss, which
+    the Trainer already brought to the host and averaged over the ranks, so every rank stops
+    together and no step pays a synchronisation of its own."""
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        loss = next((logs[k] for k in ("loss", "train_loss") if k in (logs or {})), None)
+        if isinstance(loss, (int, float)) and not math.isfinite(loss):
+            raise TrainingError(
+                f"training diverged: loss {loss} at step {state.global_step}; final/ was not written. "
+                f"Lower --learning_rate (this run: {args.learning_rate:g}) or raise --warmup_steps, "
+                f"then start over with --fresh")

@@ -1,0 +1,210 @@
+"""What a rerun of a run folder may and may not do: never start over on top of an earlier run it
+cannot resume, never resume a checkpoint whose training state is damaged or whose optimizer and
+schedule settings changed, never save a diverged model, and refuse data too small for one block
+before the speed probe runs. Each refusal is one `error:` line and exit 2, with nothing written."""
+import json
+import shutil
+import zipfile
+
+import pytest
+
+from conftest import train_exit_code
+from londonlm.core.checkpoints import checkpoint_problem, earlier_run
+
+COMMON = ["--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
+
+
+@pytest.fixture
+def root(micro_root, tmp_path):
+    dst = tmp_path / "root"
+    shutil.copytree(micro_root, dst)
+    return dst
+
+
+def run_dir(root, name="micro"):
+    return root / "09_models" / "checkpoints" / name
+
+
+def snapshot(rd):
+    """Bytes of the files a refused rerun must leave alone."""
+    files = ["final/model.safetensors", "run_info.json", "training_config.json"]
+    return {f: (rd / f).read_bytes() for f in files if (rd / f).exists()}
+
+
+def one_error_line(err: str, *words) -> None:
+    """One `error:` line, last on stderr (progress bars of the token cache may come before it)."""
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith("error:") and err.count("error:") == 1 and "Traceback" not in err, err
+    assert all(w in last for w in words), err
+
+
+# --------------------------------------------------------------------------- 1. nothing resumable
+
+def test_an_earlier_run_with_nothing_resumable_is_refused_not_replaced(root, capsys):
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0
+    rd = run_dir(root)
+    before = snapshot(rd)
+    w = rd / "checkpoint-2" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    capsys.readouterr()
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 2
+    one_error_line(capsys.readouterr().err, "final/", "run_info.json", "--fresh", "run name")
+    assert snapshot(rd) == before
+    shutil.rmtree(rd / "checkpoint-2")  # no checkpoint at all: the finished final/ is still there
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 2
+    one_error_line(capsys.readouterr().err, "final/", "--fresh")
+    assert snapshot(rd) == before
+    assert train_exit_code(root, "--max_steps", "2", *COMMON, "--fresh") == 0  # the way out
+    assert list(run_dir(root).parent.glob("micro.previous-*"))
+
+
+def test_earlier_run_names_what_a_new_run_would_replace(tmp_path):
+    assert earlier_run(tmp_path / "none") == [] and earlier_run(tmp_path) == []
+    (tmp_path / "training_config.json").write_text("{}")  # written as a run starts: no run yet
+    (tmp_path / "pretokenized_data").mkdir()
+    assert earlier_run(tmp_path) == []
+    (tmp_path / "checkpoint-3").mkdir()
+    (tmp_path / "final").mkdir()
+    assert earlier_run(tmp_path) == ["final/", "1 checkpoint(s) (checkpoint-3)"]
+
+
+# --------------------------------------------------------------------------- 3, 4. damaged training state
+
+def _valid_checkpoint(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    ck = tmp_path / "checkpoint-4"
+    ck.mkdir()
+    (ck / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    save_file({"w": torch.zeros(2)}, str(ck / "model.safetensors"))
+    (ck / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
+    for f in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        torch.save({"state": torch.zeros(64)}, ck / f)
+    assert checkpoint_problem(ck) is None
+    return ck
+
+
+@pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng_state.pth"])
+def test_a_torch_archive_cut_short_is_a_damaged_checkpoint(tmp_path, name):
+    ck = _valid_checkpoint(tmp_path)
+    f = ck / name
+    assert zipfile.is_zipfile(f)
+    f.write_bytes(f.read_bytes()[:100])
+    assert name in checkpoint_problem(ck) and "damaged" in checkpoint_problem(ck)
+    f.write_bytes(b"")
+    assert checkpoint_problem(ck) == f"{name} empty"
+
+
+@pytest.mark.parametrize("state", ['{"global_step": "abc"}', "[]", "{}", '{"global_step": -1}',
+                                   '{"global_step": true}', '{"global_step": 2.5}'])
+def test_trainer_state_of_the_wrong_shape_is_a_damaged_checkpoint(tmp_path, state):
+    ck = _valid_checkpoint(tmp_path)
+    (ck / "trainer_state.json").write_text(state)
+    assert "trainer_state.json" in checkpoint_problem(ck)
+
+
+def test_damaged_optimizer_state_is_skipped_or_refused_before_anything_is_written(root, capsys):
+    assert train_exit_code(root, "--max_steps", "4", *COMMON) == 0
+    rd = run_dir(root)
+    opt = rd / "checkpoint-4" / "optimizer.pt"
+    opt.write_bytes(opt.read_bytes()[:100])
+    before = snapshot(rd)
+    capsys.readouterr()
+    assert train_exit_code(root, "--max_steps", "6", *COMMON, "--resume_from_checkpoint", "checkpoint-4") == 2
+    one_error_line(capsys.readouterr().err, "checkpoint-4", "optimizer.pt")
+    assert snapshot(rd) == before  # training_config.json included
+    (rd / "checkpoint-2" / "trainer_state.json").write_text("[]")
+    assert train_exit_code(root, "--max_steps", "6", *COMMON, "--resume_from_checkpoint", "checkpoint-2") == 2
+    one_error_line(capsys.readouterr().err, "checkpoint-2", "trainer_state.json")
+    (rd / "checkpoint-2" / "trainer_state.json").write_text((rd / "checkpoint-4" / "trainer_state.json")
+                                                           .read_text().replace('"global_step": 4', '"global_step": 2'))
+    assert train_exit_code(root, "--max_steps", "6", *COMMON) == 0  # auto: the older valid one
+    out = capsys.readouterr().out
+    assert "skipping incomplete or corrupt checkpoint" in out and "resuming from" in out
+    assert json.loads((rd / "run_info.json").read_text())["resumed_from"].endswith("checkpoint-2")
+
+
+# --------------------------------------------------------------------------- 2. optimizer settings kept
+
+@pytest.mark.parametrize("flag,value", [("--learning_rate", "0.1"), ("--weight_decay", "0.5"),
+                                        ("--warmup_steps", "3"), ("--adam_beta2", "0.9"),
+                                        ("--lr_scheduler_type", "constant")])
+def test_changed_optimizer_settings_are_refused_on_resume(root, capsys, flag, value):
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0
+    rd = run_dir(root)
+    before = snapshot(rd)
+    capsys.readouterr()
+    assert train_exit_code(root, "--max_steps", "4", *COMMON, flag, value) == 2
+    one_error_line(capsys.readouterr().err, f"{flag} {value} (trained with", "--fresh", "--init_from")
+    assert snapshot(rd) == before
+
+
+def test_changed_sequences_per_step_are_refused_but_max_steps_may_grow(root, capsys):
+    from londonlm.training.resume import _changed_settings
+
+    before = {"learning_rate": 0.003, "batch_size": 4, "gradient_accumulation_steps": 2, "optim": "adamw_torch"}
+    same_tokens = {**before, "batch_size": 8, "gradient_accumulation_steps": 1}
+    assert _changed_settings(before, same_tokens) == []  # the split is a speed decision
+    assert "--batch_size 8 x --gradient_accumulation_steps 2" in _changed_settings(
+        before, {**same_tokens, "gradient_accumulation_steps": 2})[0]
+    assert _changed_settings({}, before) == []  # a run that recorded nothing cannot be compared
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0
+    assert train_exit_code(root, "--max_steps", "4", *COMMON) == 0
+    info = json.loads((run_dir(root) / "run_info.json").read_text())
+    assert info["global_step"] == 4 and info["resumed_from"].endswith("checkpoint-2")
+
+
+# --------------------------------------------------------------------------- 7. divergence
+
+def test_a_diverged_run_stops_with_one_line_and_no_final(root, capsys):
+    rd = run_dir(root, "bigLR")
+    rc = train_exit_code(root, "--run_name_dir", "bigLR", "--learning_rate", "1e30", "--warmup_steps", "0",
+                         "--max_steps", "6", *COMMON)
+    assert rc == 2
+    one_error_line(capsys.readouterr().err, "diverged", "--learning_rate")
+    assert not (rd / "final").exists() and not (rd / "run_info.json").exists()
+
+
+def test_the_finite_loss_check_reads_the_logged_loss_only():
+    from types import SimpleNamespace
+
+    from londonlm.training.dist import TrainingError
+    from londonlm.training.step.callbacks import FiniteLossCallback
+
+    cb, args, state = FiniteLossCallback(), SimpleNamespace(learning_rate=1.0), SimpleNamespace(global_step=7)
+    cb.on_log(args, state, None, logs={"loss": 2.5, "eval_loss": float("nan")})
+    cb.on_log(args, state, None, logs=None)
+    for logs in ({"loss": float("nan")}, {"train_loss": float("inf")}):
+        with pytest.raises(TrainingError, match="step 7"):
+            cb.on_log(args, state, None, logs=logs)
+
+
+# --------------------------------------------------------------------------- 8. data before the probe
+
+def test_a_split_smaller_than_one_block_is_refused_before_the_speed_probe(root, capsys, monkeypatch):
+    import londonlm.training.run as run_module
+
+    def probe(*a, **k):
+        raise AssertionError("the speed probe ran before the data check")
+
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0  # a token cache of this corpus
+    shutil.copytree(run_dir(root) / "pretokenized_data", run_dir(root, "long") / "pretokenized_data")
+    monkeypatch.setattr(run_module, "choose_speed", probe)
+    assert train_exit_code(root, "--run_name_dir", "long", "--max_length", "100000", "--max_steps", "2",
+                           "--autotune", "on") == 2
+    one_error_line(capsys.readouterr().err, "fewer than one block of 100000")
+
+
+def test_a_resume_is_judged_by_the_runs_record_not_a_cache_rebuilt_since(root, capsys):
+    """The token cache rebuilt meanwhile at another context (a sweep once did it): the checkpoint
+    was trained at the run's recorded context, and resumes at it, not refused as 'trained with' the
+    cache's."""
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0
+    meta_file = run_dir(root) / "pretokenized_data" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["context_length"] = 32
+    meta_file.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert train_exit_code(root, "--max_steps", "4", *COMMON) == 0, capsys.readouterr().err
+    assert "resuming from" in capsys.readouterr().out
