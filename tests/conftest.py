@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,22 @@ def train_exit_code(root, *argv) -> int:
     return stop.value.code
 
 
+def evaluation_exit_code(argv) -> int:
+    """The evaluation script's wiring with the micro preset as default; the exit code run_main
+    gives (one `error:` line and 2 on bad input)."""
+    import config
+    from londonlm.core.errors import run_main
+    from londonlm.evaluation.cli import build_parser, run
+
+    def main(argv):
+        args = build_parser("run_evaluation.py", list(config.PRESETS), "micro").parse_args(argv)
+        return run(args, config.get_layout(args.root))
+
+    with pytest.raises(SystemExit) as e:
+        run_main(main, argv)
+    return e.value.code
+
+
 def write_dated_source(folder: Path, years, validation_up_to: int | None = None,
                        percent: float = 5.0) -> Path:
     """Micro period prose, one file per year (the year in its name dates it), named so that the
@@ -189,6 +206,14 @@ def micro_root(tmp_path_factory) -> Path:
                           vocab_size=512, min_frequency=2, era_tokens=True, model_max_length=64,
                           log=lambda *_: None)
     return root
+
+
+@pytest.fixture
+def micro_root_copy(micro_root, tmp_path) -> Path:
+    """A copy of :func:`micro_root` a test may train in, damage and rerun."""
+    dst = tmp_path / "root"
+    shutil.copytree(micro_root, dst)
+    return dst
 
 
 # --- micro Trainer parts (test_schedules, test_optim) --------------------------------------

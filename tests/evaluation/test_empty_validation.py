@@ -7,22 +7,9 @@ import shutil
 
 import pytest
 
+from conftest import evaluation_exit_code
 from londonlm.evaluation import EvaluationError
 from londonlm.evaluation.run import _lm_metrics
-
-
-def _main(argv) -> int:
-    import config
-    from londonlm.core.errors import run_main
-    from londonlm.evaluation.cli import build_parser, run
-
-    def main(argv):
-        args = build_parser("run_evaluation.py", list(config.PRESETS), "micro").parse_args(argv)
-        return run(args, config.get_layout(args.root))
-
-    with pytest.raises(SystemExit) as e:
-        run_main(main, argv)
-    return e.value.code
 
 
 def test_an_emptied_validation_text_is_one_line_and_exit_2(micro_root, tiny_model_dir, tmp_path, capsys):
@@ -34,7 +21,7 @@ def test_an_emptied_validation_text_is_one_line_and_exit_2(micro_root, tiny_mode
     assert validation
     for r in validation:
         (processed / r["path"]).write_text("")
-    code = _main(["--root", str(root), "--mode", "quick", "--model", str(tiny_model_dir),
+    code = evaluation_exit_code(["--root", str(root), "--mode", "quick", "--model", str(tiny_model_dir),
                   "--out_dir", str(tmp_path / "ev")])
     out, err = capsys.readouterr()
     assert code == 2 and err.startswith("error:") and err.count("\n") == 1, err

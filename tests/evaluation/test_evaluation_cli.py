@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_TEXTS
+from conftest import SAMPLE_TEXTS, evaluation_exit_code
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "05_evaluation" / "run_evaluation.py"
@@ -57,21 +57,6 @@ def project(tmp_path_factory, tiny_model_dir):
     return root
 
 
-def _main(argv) -> int:
-    """The script's wiring with the micro preset as default; the exit code run_main gives."""
-    import config
-    from londonlm.core.errors import run_main
-    from londonlm.evaluation.cli import build_parser, run
-
-    def main(argv):
-        args = build_parser("run_evaluation.py", list(config.PRESETS), "micro").parse_args(argv)
-        return run(args, config.get_layout(args.root))
-
-    with pytest.raises(SystemExit) as e:
-        run_main(main, argv)
-    return e.value.code
-
-
 def test_the_flags_become_one_settings_object_each_setting_named_as_its_flag(monkeypatch):
     """The stage's flags are parsed into one EvaluationSettings, built once and passed whole;
     a setting renamed on one side only (flag or field) is lost, so each field must be a flag."""
@@ -102,7 +87,7 @@ def test_the_flags_become_one_settings_object_each_setting_named_as_its_flag(mon
 def test_quick_with_compare_and_text_file(project, tmp_path, capsys):
     extra = tmp_path / "extra.txt"
     extra.write_text("".join(SAMPLE_TEXTS) * 2, encoding="utf-8")
-    rc = _main(["--root", str(project), "--preset", "micro", "--mode", "quick",
+    rc = evaluation_exit_code(["--root", str(project), "--preset", "micro", "--mode", "quick",
                 "--compare", "checkpoint-2", "--text_files", str(extra)])
     assert rc == 0
     out_dir = project / "09_models" / "checkpoints" / "micro" / "evaluation"
@@ -142,7 +127,7 @@ def test_comprehensive_with_mmlu_and_ratings_import(project, tmp_path, capsys):
                                 "choices": ["Pudding Lane", "Bath", "York", "Kew"],
                                 "answer": 0, "subject": "history"}) + "\n")
     out_dir = tmp_path / "ev"
-    rc = _main(["--root", str(project), "--preset", "micro", "--model", "checkpoint-2",
+    rc = evaluation_exit_code(["--root", str(project), "--preset", "micro", "--model", "checkpoint-2",
                 "--mode", "comprehensive", "--mc_files", str(mmlu), "--out_dir", str(out_dir)])
     assert rc == 0
     m = json.loads((out_dir / "metrics.json").read_text())
@@ -168,22 +153,22 @@ def test_comprehensive_with_mmlu_and_ratings_import(project, tmp_path, capsys):
         for r in rows:
             w.writerow({**r, "fluency": 3, "period_authenticity": 4, "coherence": 2})
     capsys.readouterr()
-    assert _main(["--import_ratings", str(filled), "--key", str(he / "blind_key.json")]) == 0
+    assert evaluation_exit_code(["--import_ratings", str(filled), "--key", str(he / "blind_key.json")]) == 0
     assert "reference (true text): fluency 3.00" in capsys.readouterr().out
     results = json.loads((he / "human_eval_results.json").read_text())
     assert results["models"]["micro/checkpoint-2"]["weights_sha256"] == _sha(ck / "model.safetensors")
 
 
 def test_user_errors_are_one_line(project, tmp_path, capsys):
-    assert _main(["--root", str(tmp_path), "--preset", "micro"]) == 2
+    assert evaluation_exit_code(["--root", str(tmp_path), "--preset", "micro"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x"}\n{oops\n')
-    assert _main(["--root", str(project), "--preset", "micro", "--probes", str(bad),
+    assert evaluation_exit_code(["--root", str(project), "--preset", "micro", "--probes", str(bad),
                   "--out_dir", str(tmp_path / "o")]) == 2
     assert f"{bad}:1:" in capsys.readouterr().err
-    assert _main(["--root", str(project), "--preset", "micro", "--model", "checkpoint-99"]) == 2
+    assert evaluation_exit_code(["--root", str(project), "--preset", "micro", "--model", "checkpoint-99"]) == 2
     assert "checkpoint-99" in capsys.readouterr().err
 
 
@@ -194,7 +179,7 @@ def test_a_probe_file_that_is_not_utf8_is_one_line_naming_its_line(project, tmp_
     out = tmp_path / "o"  # a report from before: the failed run must leave it as it was
     out.mkdir()
     (out / "metrics.json").write_text('{"earlier": true}')
-    assert _main(["--root", str(project), "--preset", "micro", "--probes", str(bad), "--out_dir", str(out)]) == 2
+    assert evaluation_exit_code(["--root", str(project), "--preset", "micro", "--probes", str(bad), "--out_dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {bad}:2: not valid UTF-8 (byte 0xe9 at character 45)\n"
     assert [p.name for p in out.iterdir()] == ["metrics.json"] and (out / "metrics.json").read_text() == '{"earlier": true}'
@@ -247,7 +232,7 @@ def test_lm_eval_tasks_recorded_beside_our_figures(project, tmp_path):
     texts = tmp_path / "texts"
     texts.mkdir()
     (texts / "a.txt").write_text(SAMPLE_TEXTS[0], encoding="utf-8")
-    rc = _main(["--root", str(project), "--preset", "micro", "--mode", "quick",
+    rc = evaluation_exit_code(["--root", str(project), "--preset", "micro", "--mode", "quick",
                 "--out_dir", str(tmp_path / "ev"), "--text_files", str(texts / "a.txt"),
                 "--lm_eval_tasks", "london_probes", "london_text_bpb",
                 "--lm_eval_text_dir", str(texts)])
@@ -263,7 +248,7 @@ def test_lm_eval_tasks_recorded_beside_our_figures(project, tmp_path):
 
 def test_leakage_probes_and_what_the_model_could_not_know(project, tmp_path):
     out = tmp_path / "ev"
-    assert _main(["--root", str(project), "--preset", "micro", "--out_dir", str(out)]) == 0
+    assert evaluation_exit_code(["--root", str(project), "--preset", "micro", "--out_dir", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     # the run recorded no cutoff: every item counts as before it, nothing is flagged
     assert m["leakage"]["cutoff_year"] is None and m["leakage"]["facts"]["after"]["n"] == 0
@@ -274,13 +259,13 @@ def test_leakage_probes_and_what_the_model_could_not_know(project, tmp_path):
     try:
         info_path.write_text(json.dumps({"global_step": 4, "corpus_time": {
             "cutoff_year": 1750, "years": [1600, 1750], "words_by_decade": {"1600": 900, "1750": 300}}}))
-        assert _main(["--root", str(project), "--preset", "micro", "--out_dir", str(out)]) == 0
+        assert evaluation_exit_code(["--root", str(project), "--preset", "micro", "--out_dir", str(out)]) == 0
         m = json.loads((out / "metrics.json").read_text())
         assert m["leakage"]["cutoff_year"] == 1750 and m["leakage"]["facts"]["after"]["n"] > 100
         report = (out / "report.md").read_text()
         section = report[report.index("## What this model could not know"):]
         assert "**Cutoff: 1750.**" in section and "| 1600s | 900 |" in section and "Leakage probes" in section
-        assert _main(["--root", str(project), "--preset", "micro", "--out_dir", str(out),
+        assert evaluation_exit_code(["--root", str(project), "--preset", "micro", "--out_dir", str(out),
                       "--cutoff_year", "1650"]) == 0
         assert json.loads((out / "metrics.json").read_text())["leakage"]["cutoff_year"] == 1650
     finally:
@@ -304,7 +289,7 @@ def test_a_recorded_corpus_it_may_not_read_is_one_line(project, tmp_path, monkey
 
     monkeypatch.setattr(builtins, "open", guarded)
     before = sorted(p for p in project.rglob("*"))
-    rc = _main(["--root", str(project), "--preset", "micro", "--out_dir", str(tmp_path / "ev")])
+    rc = evaluation_exit_code(["--root", str(project), "--preset", "micro", "--out_dir", str(tmp_path / "ev")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"error: cannot use {manifest}: permission denied")

@@ -15,10 +15,8 @@ COMMON = ["--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
 
 
 @pytest.fixture
-def root(micro_root, tmp_path):
-    dst = tmp_path / "root"
-    shutil.copytree(micro_root, dst)
-    return dst
+def root(micro_root_copy):
+    return micro_root_copy
 
 
 def run_dir(root, name="micro"):

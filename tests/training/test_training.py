@@ -33,10 +33,8 @@ def losses(ckpt: Path):
 
 
 @pytest.fixture
-def root(micro_root, tmp_path):
-    dst = tmp_path / "root"
-    shutil.copytree(micro_root, dst)
-    return dst
+def root(micro_root_copy):
+    return micro_root_copy
 
 
 def run_dir(root, name="micro"):
