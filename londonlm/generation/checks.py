@@ -58,9 +58,9 @@ def _header(path: Path) -> dict[str, tuple[int, ...]]:
             raise DamagedModel(f"{path} is not a safetensors file (its header is damaged)")
         try:
             header = json.loads(f.read(size))
-        except ValueError:
+            return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):  # not the format's JSON
             raise DamagedModel(f"{path} is not a safetensors file (its header is damaged)") from None
-    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
 def stored_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:

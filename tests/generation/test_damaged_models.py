@@ -180,3 +180,12 @@ def test_a_damaged_chat_base_is_one_line_before_fine_tuning(tiny_model_dir, chat
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and words in errors[0] and "Traceback" not in err, err
     assert not (tmp_path / "damaged-chat" / "final").exists()
+
+
+@pytest.mark.parametrize("header", [b'{"w": 1}', b'{"w": {"dtype": "F32"}}', b"[1, 2]", b"{not json"])
+def test_a_safetensors_header_of_the_wrong_shape_is_one_line(tmp_path, header):
+    from londonlm.generation.checks import stored_shapes
+
+    (tmp_path / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(DamagedModel, match="its header is damaged"):
+        stored_shapes(tmp_path)
