@@ -8,20 +8,20 @@ best validation loss and bits per byte) and one PNG of their validation curves, 
     python 10_scripts/compare_runs.py                           # every finished run
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
+from londonlm.core import is_plain_name
 from londonlm.core.cli import StageParser, writable_dir
 from londonlm.core.errors import run_main
 
 
 def file_stem(text: str) -> str:
-    """--name, refused at parse time unless a plain file name (compare.is_plain_name's rule:
-    that module takes seconds to import, the parse must not)."""
-    if text in ("", ".", "..") or "\x00" in text or os.path.basename(text) != text:
+    """--name, refused at parse time unless a plain file name (the outputs' stem: a folder part
+    would write outside --out_dir, an empty one hidden files)."""
+    if not is_plain_name(text):
         raise argparse.ArgumentTypeError(f"{text!r} must be a plain file name (no folder, not empty, "
                                          f"not . or ..); the files go in --out_dir")
     return text

@@ -34,8 +34,8 @@ from .hardware import (GpuUnusable, choose_precision, cpu_has_native_bf16, devic
 from .processes import Hold, die_with_parent, hold, holder_pid
 from .scratch import ScratchTables, sqlite_os_error
 from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE, SIDECAR,
-                     TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints, model_run_info,
-                     usable_model)
+                     TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints, is_plain_name,
+                     model_run_info, usable_model)
 
 __all__ = [
     "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
@@ -45,7 +45,7 @@ __all__ = [
     "GenerationSettings", "GGUF", "GREEDY_BELOW", "give_open_mode", "hardware_summary", "Hold", "hold", "holder_pid",
     "keep_freed_memory_in_heap",
     "large_blocks_from_the_system",
-    "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
+    "is_plain_name", "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",
     "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json", "refuse_foreign_folder",
     "refuse_output_over_inputs",

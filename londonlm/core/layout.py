@@ -248,11 +248,17 @@ def _check_root(root: Path, origin: str) -> None:
     raise RootNotAFolder(f"{origin} is not a folder: it {where}; {fix}")
 
 
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is one file or folder name: '', '.', '..' or a path would put what is
+    named after it in the folder above, or anywhere (``--name ../../x``)."""
+    return bool(name) and name.strip() not in (".", "..") and "/" not in name and os.sep not in name \
+        and "\0" not in name
+
+
 def plain_name(name: str, what: str) -> str:
-    """``name`` when it is one folder name: '', '.', '..' or a path would put a run or a tokenizer
-    in the folder above, or anywhere (``--name ../../x``); another place is what --root and
-    --output_dir are for."""
-    if not name or name.strip() in (".", "..") or "/" in name or os.sep in name or "\0" in name:
+    """``name`` when it is one folder name (:func:`is_plain_name`); another place is what --root
+    and --output_dir are for."""
+    if not is_plain_name(name):
         raise UsageError(f"{what} {name!r} is not a folder name (no '/', not empty); to write elsewhere, "
                          f"give --root (or --output_dir)")
     return name

@@ -200,6 +200,18 @@ def missing_text(processed_dir: str | Path, row: Mapping[str, Any]) -> CorpusErr
                        f"{Path(processed_dir) / MANIFEST} but gone; rebuild the corpus with `{COLLECT_CMD} --overwrite`")
 
 
+def text_sizes(processed_dir: str | Path, rows: list[dict]) -> list[int]:
+    """Each row's text size in bytes (a progress bar's total), taken before any work: a text
+    the manifest lists that is gone is one line naming it and the rebuild, not a traceback."""
+    sizes = []
+    for r in rows:
+        try:
+            sizes.append((Path(processed_dir) / r["path"]).stat().st_size)
+        except FileNotFoundError:
+            raise missing_text(processed_dir, r) from None
+    return sizes
+
+
 def document_text(processed_dir: str | Path, row: Mapping[str, Any]) -> str:
     """The text of a manifest row, read whole; a missing one names itself and the rebuild (the
     corpus folder was pruned or half copied: its manifest no longer describes it)."""

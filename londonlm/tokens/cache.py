@@ -339,8 +339,7 @@ def _write_split(tokenizer, processed_dir: Path, rows: list[dict], out_bin: Path
     resuming a stopped build of the same identity; a progress bar in bytes of text read."""
     from tqdm.auto import tqdm
 
-    from ..corpus import iter_split_texts
-    from .stage import text_sizes
+    from ..corpus import iter_split_texts, text_sizes
 
     w = _SplitWriter(out_bin, out_idx, identity)
     start = w.resume()
@@ -428,6 +427,21 @@ def cache_request(tokenizer_dir: Path, processed_dir: Path, context_length: int,
     man = require_input(Path(processed_dir) / MANIFEST,
                         "python 02_data_collection/historical_data_collector.py", "corpus manifest")
     return CacheRequest(sha256_file(tok_file), sha256_file(man), context_length, era_tokens)
+
+
+def cached_split_tokens(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path,
+                        era_tokens: bool) -> dict[str, int] | None:
+    """Tokens per split that a cache of this tokenizer, corpus and era setting recorded, whatever
+    its context (the counts do not depend on it); None without such a cache. Reads only."""
+    meta = read_metadata(Path(cache_dir)) or {}
+    if not isinstance(meta.get("splits"), dict):
+        return None
+    req = cache_request(tokenizer_dir, processed_dir, 0, era_tokens)
+    if (meta.get("tokenizer_sha256"), meta.get("manifest_sha256"), bool(meta.get("era_tokens"))) != (
+            req.tokenizer_sha256, req.manifest_sha256, bool(era_tokens)):
+        return None
+    counts = {s: (meta["splits"].get(s) or {}).get("tokens") for s in SPLITS}
+    return {s: n for s, n in counts.items() if isinstance(n, int)}
 
 
 def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, context_length: int,

@@ -9,7 +9,7 @@ from typing import Iterator
 
 from ..core import SIDECAR, read_json, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
 from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
-                      missing_text, read_manifest)
+                      read_manifest, text_sizes)
 from .tokenizer import (TOKENIZER_FILES, era_tokens_for_years, load_tokenizer, plain_backend,
                         roundtrip_failures, save_tokenizer, split_exact, train_bpe)
 
@@ -97,18 +97,6 @@ def sample_rows(rows: list[dict], max_chars: int | None) -> list[dict]:
         chosen.add(r["id"])
         total += r["chars"]
     return [r for r in rows if r["id"] in chosen]
-
-
-def text_sizes(processed_dir: Path, rows: list[dict]) -> list[int]:
-    """Each row's text size in bytes (a progress bar's total), taken before any work: a text
-    the manifest lists that is gone is one line naming it and the rebuild, not a traceback."""
-    sizes = []
-    for r in rows:
-        try:
-            sizes.append((processed_dir / r["path"]).stat().st_size)
-        except FileNotFoundError:
-            raise missing_text(processed_dir, r) from None
-    return sizes
 
 
 def _pieces(processed_dir: Path, rows: list[dict], progress: bool | None, log=print,

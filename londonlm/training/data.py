@@ -21,9 +21,9 @@ from torch.utils.data import Dataset, Sampler
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..core import RunLayout, sha256_file
-from ..corpus import MANIFEST, read_manifest
-from ..tokens import ensure_cache, era_tokens_of, load_checked_tokens, read_metadata
+from ..core import RunLayout
+from ..corpus import read_manifest
+from ..tokens import cached_split_tokens, ensure_cache, era_tokens_of, load_checked_tokens
 from .dist import TrainingError, is_main_process, log, rank0_first
 
 
@@ -238,22 +238,11 @@ def check_blocks_fit(run: RunLayout, data: DataOptions, context_length: int, tok
     speed probe spends minutes, reading only (no cache is built here, so the refusals that
     come before any data work still do; without one :func:`load_blocks` says it later)."""
     era = data.era_tokens if data.era_tokens is not None else bool(era_tokens_of(tokenizer))
-    for split, tokens in (_cached_counts(run.cache_dir, data, era) or {}).items():
-        if isinstance(tokens, int) and tokens < context_length:
+    counts = cached_split_tokens(run.cache_dir, data.tokenizer_dir, data.processed_dir, era) or {}
+    for split, tokens in counts.items():
+        if tokens < context_length:
             raise TrainingError(f"the {split} split has {tokens} tokens, fewer than one block of "
                                 f"{context_length}; add text or lower --max_length")
-
-
-def _cached_counts(cache_dir: Path, data: DataOptions, era: bool) -> dict | None:
-    """Tokens per split that the cache recorded, when it is of this tokenizer, corpus and era flag."""
-    meta = read_metadata(Path(cache_dir)) or {}
-    tok, man = Path(data.tokenizer_dir) / "tokenizer.json", Path(data.processed_dir) / MANIFEST
-    if not meta.get("splits") or not tok.is_file() or not man.is_file():
-        return None
-    if (meta.get("tokenizer_sha256"), meta.get("manifest_sha256"), bool(meta.get("era_tokens"))) != (
-            sha256_file(tok), sha256_file(man), bool(era)):
-        return None
-    return {s: (meta["splits"].get(s) or {}).get("tokens") for s in ("train", "validation")}
 
 
 def validation_bytes(processed_dir: Path) -> int | None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
-from ...core import Layout, LondonLMError, RunLayout, read_json, user_path
+from ...core import Layout, LondonLMError, RunLayout, is_plain_name, read_json, user_path
 
 COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
@@ -27,12 +26,6 @@ TIME_COLUMNS = [("cutoff", "cutoff"), ("years", "years"), ("facts_before", "fact
 
 class CompareError(LondonLMError, RuntimeError):
     """A run that cannot be compared; the message names what is missing."""
-
-
-def is_plain_name(name: str) -> bool:
-    """A file name with no folder part: a separator or ``..`` in the outputs' stem would write
-    outside the output folder, an empty one hidden ``.md``/``.csv`` files."""
-    return name not in ("", ".", "..") and "\x00" not in name and os.path.basename(name) == name
 
 
 def output_stem(name: str) -> str:
