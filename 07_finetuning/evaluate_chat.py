@@ -21,13 +21,6 @@ from londonlm.evaluation.human_eval import brought_samples, export_blind
 from londonlm.core.layout import RunLayout
 
 
-def _resolve(layout, spec: str):
-    """A run name, RUN/checkpoint-N or a model folder: a path's first part (``/``, ``.``) is no
-    run name, so a folder given by path resolves under the default run."""
-    head = spec.split("/")[0]
-    return layout.resolve_model(spec, head if head.strip(".~") else config.DEFAULT_PRESET)
-
-
 def main(argv=None) -> int:
     p = StageParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=f"{config.DEFAULT_PRESET}-chat",
@@ -42,13 +35,13 @@ def main(argv=None) -> int:
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     a = p.parse_args(argv)
     layout = config.get_layout(a.root)
-    chat_dir = _resolve(layout, a.model)
+    chat_dir = layout.resolve_model(a.model, a.model.split("/")[0])
     if not is_chat_model(chat_dir):
         raise UsageError(f"{chat_dir} is not a chat model; make one with `python 07_finetuning/finetune_chat.py`")
     base = a.base or read_chat_info(chat_dir).get("base_model")
     if not base:
         raise UsageError("the chat model does not record its base model: pass --base")
-    base_dir = _resolve(layout, base)
+    base_dir = layout.resolve_model(base, base)
     for model_dir in (chat_dir, base_dir):  # a damaged folder is said before the slow work
         check_model_dir(model_dir)
     out_dir = Path(a.out_dir) if a.out_dir else RunLayout(chat_dir.parent).evaluation_dir_for(chat_dir)

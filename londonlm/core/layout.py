@@ -369,7 +369,6 @@ class Layout:
         return usable_model(self._find_model(spec, run))
 
     def _find_model(self, spec: str | None, run: str | RunLayout) -> Path:
-        run = run if isinstance(run, RunLayout) else self.run(run)
         if spec and user_path(spec).exists():
             return user_path(spec)
         if spec and (user_path(spec).is_absolute() or spec.startswith(".")):
@@ -380,7 +379,8 @@ class Layout:
                 return self.run(other).resolve(name or None)
         elif spec and (self.checkpoints_dir / spec).is_dir():
             return self.run(spec).resolve(None)
-        return run.resolve(spec)
+        # the default run, only now: a spec that is a folder of its own needs none
+        return (run if isinstance(run, RunLayout) else self.run(run)).resolve(spec)
 
     # -------------------------------------------------------------- chat fine-tuning (07_finetuning/)
 

@@ -55,6 +55,10 @@ def test_run_and_tokenizer_names_are_folder_names_not_paths(tmp_path):
         with pytest.raises(UsageError, match="is not a folder name"):
             lay.run(bad)
     assert lay.run("tiny-chat").dir == tmp_path / "09_models" / "checkpoints" / "tiny-chat"
+    # a model given as a folder of its own needs no run: the run named beside it is not read
+    folder = tmp_path / "elsewhere" / "final"
+    folder.mkdir(parents=True)
+    assert lay._find_model(str(folder), "") == folder
 
 
 def test_an_empty_root_is_refused_not_taken_for_the_default(tmp_path):
