@@ -24,7 +24,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..core import (CHAT_INFO, RUN_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, earlier_run,
+from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, earlier_run,
                     sha256_file, sidecar_current, write_json_atomic, write_sidecar)
 from ..generation import check_finite, check_model_dir, check_tokenizer_fits
 from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
@@ -250,11 +250,8 @@ def _resume_point(run: RunLayout, inputs: dict, settings: dict, fresh: bool, log
 
 
 def _refuse_over_earlier_run(run: RunLayout) -> None:
-    """Nothing to resume: start only where no earlier chat run would be replaced. The record a
-    run writes as it starts ("running") is no earlier run by itself: it made nothing."""
+    """Nothing to resume: start only where no earlier chat run would be replaced."""
     found = earlier_run(run.dir)
-    if found == [RUN_INFO] and run.read_run_info().get("status") == "running":
-        return
     if found:
         raise ChatTrainError(
             f"{run.dir} holds an earlier chat run ({'; '.join(found)}) but no checkpoint that can be "

@@ -19,7 +19,7 @@
 from .artifacts import (StageInputMissing, atomic_writer, current_or_make, give_open_mode, link_or_copy, naming,
                         now_iso, read_json, refuse_foreign_folder, refuse_output_over_inputs, require_input, sha256_file, sidecar_current, versions, write_bytes_atomic,
                         write_json_atomic, write_sidecar, write_text_atomic)
-from .checkpoints import (BEST, BEST_INFO, RUN_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem,
+from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem,
                           checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints, model_step)
 from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction, free_text,
                   non_negative_float, non_negative_int, number_in, port, positive_float, positive_int,
@@ -49,7 +49,7 @@ __all__ = [
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",
     "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json", "refuse_foreign_folder",
     "refuse_output_over_inputs",
-    "REQUEST_FIELDS", "require_input", "RUN_INFO", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
+    "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "ScratchTables", "sidecar_current", "sqlite_os_error", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
     "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "utf8_problem", "versions", "WEIGHT_FILES",
     "writable_dir", "atomic_writer", "write_bytes_atomic", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",

@@ -134,14 +134,26 @@ def latest_valid_checkpoint(run_dir: str | os.PathLike, warn=print) -> Path | No
 
 def earlier_run(run_dir: str | os.PathLike) -> list[str]:
     """What an earlier run left in a folder that a new run would replace: its final/ and best/
-    models, its run_info.json, its checkpoints (valid or not). Empty for a new run's folder."""
+    models, its run_info.json, its checkpoints (valid or not). Empty for a new run's folder, and
+    for one whose only trace is the record a run writes as it starts ("status": "running", as
+    chat fine-tuning does): that run stopped before it made anything."""
     run_dir = Path(run_dir)
     found = [f"{n}/" for n in ("final", BEST) if (run_dir / n).is_dir()]
     found += [RUN_INFO] if (run_dir / RUN_INFO).exists() else []
     checkpoints = list_checkpoints(run_dir)
     if checkpoints:
         found.append(f"{len(checkpoints)} checkpoint(s) ({', '.join(p.name for p in checkpoints)})")
+    if found == [RUN_INFO] and _status(run_dir / RUN_INFO) == "running":
+        return []
     return found
+
+
+def _status(record: Path) -> str | None:
+    try:
+        info = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    return info.get("status") if isinstance(info, dict) else None
 
 
 def read_json_object(path: Path) -> dict:

@@ -61,6 +61,9 @@ def test_earlier_run_names_what_a_new_run_would_replace(tmp_path):
     (tmp_path / "training_config.json").write_text("{}")  # written as a run starts: no run yet
     (tmp_path / "pretokenized_data").mkdir()
     assert earlier_run(tmp_path) == []
+    (tmp_path / "run_info.json").write_text('{"status": "running"}')  # a start's record: it made nothing
+    assert earlier_run(tmp_path) == []
+    (tmp_path / "run_info.json").unlink()
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "final").mkdir()
     assert earlier_run(tmp_path) == ["final/", "1 checkpoint(s) (checkpoint-3)"]
