@@ -25,7 +25,11 @@ carried to the GPU machine; it writes its own block (gpu-race) into --bench_md.
 Writes OUT/gpu_acceptance.json (machine, date, each step's figures and status),
 OUT/gpu_acceptance.md (a Markdown section for BENCHMARKS.md) and OUT/logs/; --bench_md puts
 that section into the file between `<!-- gpu-acceptance:begin -->` and `... :end -->`,
-replacing an earlier one. Exit 0 when every step passed, 1 when one failed, 2 without CUDA.
+replacing an earlier one. A run of only some steps writes a block of its own instead, named by
+its steps (`--steps throughput`: `<!-- gpu-acceptance-throughput:begin -->`), replacing that
+block's earlier copy or, the first time, put after the last acceptance block: it never erases
+what a run of other steps recorded. Exit 0 when every step passed, 1 when one failed, 2 without
+CUDA.
 """
 from __future__ import annotations
 
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print(NO_CUDA, file=sys.stderr)
         return 2
-    from gpu.report import machine_info, write_reports
+    from gpu.report import machine_info, part_name, write_reports
 
     results = {"command": shlex.join(["python", "benchmarks/gpu_acceptance.py", *(sys.argv[1:] if argv is None else argv)]),
                "date": time.strftime("%Y-%m-%d"), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         r = results["steps"][name] = run_step(BY_NAME[name], ctx)
         print(f"    {r['status']} in {r['seconds']:.1f} s: {r.get('summary') or r.get('error', '')}", flush=True)
         write_reports(results, ctx.out)  # after every step: a run cut short keeps what it measured
-    paths = write_reports(results, ctx.out, a.bench_md)
+    part = part_name(a.steps, [s.name for s in STEPS if s.in_all])  # None: the full run's block
+    paths = write_reports(results, ctx.out, a.bench_md, part)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0 if all(r["status"] == "passed" for r in results["steps"].values()) else 1
 

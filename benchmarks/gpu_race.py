@@ -313,12 +313,28 @@ def ours_summary(info: dict, compiled_note: str) -> str:
     context = info["shape"]["context_length"]  # a variant may change it
     summary = (f"{s.get('batch_size')} x {s.get('gradient_accumulation_steps')} x {context}, "
                f"{s.get('optimizer')} {s.get('learning_rate'):g} warmup-stable-decay fitted to the budget "
-               f"({fit.get('fitted_total_steps')} steps), warm-up {s.get('warmup_steps')}, dropout "
+               f"({fit.get('fitted_total_steps')} steps), warm-up {warmup_used(info)}, dropout "
                f"{s.get('dropout')}, {info.get('precision')}, attention {info.get('attn_implementation')}, "
                f"fused loss {'on' if info.get('fused_loss') else 'off'}, {compiled_note}")
     if info.get("final_weights_step") not in (None, info["global_step"]):  # --load_best_model_at_end
         summary += f"; final/ is step {info['final_weights_step']}'s weights (its best evaluation)"
     return summary
+
+
+def warmup_used(info: dict) -> str:
+    """The warm-up one of ours trained with, from its run_info.json: a budgeted run fits its
+    warm-up to the steps the budget holds (a preset's share of them: slm's 1,000 of 60,000),
+    first from the estimated pace (run_info's ``warmup_steps``, the Trainer's), then from the
+    measured one (``time_budget.warmup_steps``, where the run records it). The preset's own
+    (``settings``, as asked) only where neither is recorded, and said to be."""
+    fitted = (info.get("time_budget") or {}).get("warmup_steps")
+    if fitted is not None:
+        return f"{fitted:g}"
+    started = info.get("warmup_steps")
+    if started is not None:  # a run that records no refit: the warm-up it started with
+        return f"{started:g} (as started)"
+    asked = (info.get("settings") or {}).get("warmup_steps")
+    return "unrecorded" if asked is None else f"{asked:g} (as asked)"
 
 
 def run_ours(a, d, preset, run: Path, env, peak, variant: R.Variant | None = None) -> dict:
@@ -354,7 +370,9 @@ def score_all(a, d, results: dict, run: Path, env, clock: RaceClock, log_name: s
     """Every snapshot and final model of the runs in ``results``, scored in one process; each
     run's ``bpb`` (its final model), ``curve`` (snapshots, then the final model at its last step)
     and, where it kept one (--save_best), ``best_bpb`` (its best/ model). The final models go
-    first: where --deadline stops the scoring, they are what it has scored."""
+    first: where --deadline stops the scoring, they are what it has scored. A folder the scorer
+    could not load is ``unscored`` (with why), the rest of the run's curve kept; a final model
+    that could not be scored fails its run with why."""
     done = {name: r for name, r in results.items() if r.get("status") == "ok"}
     for r in done.values():
         r["snapshots"] = [m for m in r["snapshots"] if not m.endswith(f"snap-{r['steps']:07d}")]
@@ -367,14 +385,14 @@ def score_all(a, d, results: dict, run: Path, env, clock: RaceClock, log_name: s
            "--max_bytes", str(a.score_bytes), "--files", *map(str, d.files("heldout")), "--models", *map(str, models)]
     log = run / "logs" / f"{log_name}.log"
     err = run_logged(cmd, env(None, 0), log, clock.timeout(run_timeout(a.seconds)))
-    scores = {}
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{") and '"model"' in line:
-            row = json.loads(line)
-            scores[row.pop("model")] = row
+    scores, failed = read_scores(log)
     for r in done.values():
+        unscored = [{"model": m, "error": failed[m]} for m in (r.get("best_model"), *r["snapshots"]) if m in failed]
+        if unscored:  # the others scored all the same
+            r["unscored"] = unscored
         if r["model"] not in scores:
-            r.update(status="failed", error=f"scoring: {err or 'no score'}")
+            why = failed.get(r["model"]) or err or "no score"
+            r.update(status="failed", error=f"scoring: {why}")
             continue
         r["bpb"] = scores[r["model"]]["bpb"]
         r["scored"] = scores[r["model"]]
@@ -387,6 +405,24 @@ def score_all(a, d, results: dict, run: Path, env, clock: RaceClock, log_name: s
                 curve.append({"seconds": meta["seconds"], "step": meta["step"], "bpb": scores[snap]["bpb"]})
         curve.append({"seconds": r["train_seconds"], "step": r["steps"], "bpb": r["bpb"]})
         r["curve"] = curve
+
+
+def read_scores(log: Path) -> tuple[dict, dict]:
+    """score.py's JSON lines in its log: the scores by model folder, and the folders it could
+    not score with why (it goes on past one)."""
+    scores, failed = {}, {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"model"' in line:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short where the scoring was stopped
+                continue
+            model = row.pop("model")
+            if "error" in row:
+                failed[model] = row["error"]
+            else:
+                scores[model] = row
+    return scores, failed
 
 
 def machine(device: str) -> dict:

@@ -209,6 +209,78 @@ def test_bench_md_section_appended_when_absent_then_replaced(tmp_path):
     assert text.startswith("# Benchmarks\n\nolder figures\n\n") and text.endswith("\n## Later section\n")
 
 
+def test_a_run_of_some_steps_keeps_what_other_runs_recorded(tmp_path):
+    """H200, 2026-11-28: a `--steps throughput` run replaced the whole acceptance block of
+    BENCHMARKS.md, erasing the earlier record of pytest, resume, fsdp ... probe. A run of only some
+    steps now writes a block of its own, named by its steps."""
+    full_steps = [s.name for s in runner.STEPS if s.in_all]
+    assert report.part_name(full_steps, full_steps) is None
+    assert report.part_name(["pytest", *full_steps, "race"], full_steps) is None  # every default step
+    assert report.part_name(["throughput"], full_steps) == "throughput"
+    assert report.part_name(["throughput", "memory"], full_steps) == "throughput-memory"
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_text("# Benchmarks\n\nolder figures\n")
+    full = fake_results()
+    full["steps"]["pytest"] = {"title": "gpu-marked tests", "status": "passed", "seconds": 64.5,
+                               "summary": "12 passed"}
+    report.write_reports(full, tmp_path / "out", bench)  # the full run's block, as before
+    bench.write_text(bench.read_text() + "\n## Later section\n")
+    only = fake_results()
+    only["date"] = "2026-11-28"
+    only["steps"] = {"throughput": {**only["steps"]["throughput"], "summary": "600,000 tokens/s, MFU 50.0%"}}
+    begin, end = report.markers("throughput")
+    assert (begin, end) == ("<!-- gpu-acceptance-throughput:begin -->", "<!-- gpu-acceptance-throughput:end -->")
+    paths = report.write_reports(only, tmp_path / "out", bench, "throughput")
+    text = bench.read_text()
+    assert text.count(report.BEGIN) == text.count(report.END) == 1
+    main_block = text[text.index(report.BEGIN):text.index(report.END)]
+    assert "12 passed" in main_block and "2026-11-25" in main_block and "600,000" not in main_block  # kept whole
+    # its own block, right after the full run's, before what followed it
+    assert text.index(report.END) < text.index(begin) < text.index(end) < text.index("## Later section")
+    own = text[text.index(begin):text.index(end)]
+    assert "## GPU acceptance, steps throughput (NVIDIA H200, 2026-11-28)" in own and "600,000" in own
+    assert paths["md"].read_text().startswith("## GPU acceptance, steps throughput (")
+    # the next throughput run replaces its own block in place; the full run's stays
+    again = {**only, "date": "2026-12-02"}
+    report.write_reports(again, tmp_path / "out", bench, "throughput")
+    text = bench.read_text()
+    assert text.count(begin) == text.count(end) == 1 and "2026-12-02" in text and "2026-11-28" not in text
+    assert "12 passed" in text and text.endswith("\n## Later section\n")
+    # another subset gets a block of its own beside it; a full run replaces only the full block
+    report.write_reports({**only, "date": "2026-12-03"}, tmp_path / "out", bench, "memory")
+    report.write_reports({**full, "date": "2026-12-04"}, tmp_path / "out", bench)
+    text = bench.read_text()
+    assert text.index(end) < text.index("<!-- gpu-acceptance-memory:begin -->") < text.index("## Later section")
+    assert all(d in text for d in ("2026-12-02", "2026-12-03", "2026-12-04")) and "2026-11-25" not in text
+    assert text.count(report.BEGIN) == 1
+
+
+def test_main_writes_a_subset_runs_block_and_the_full_runs_own(tmp_path, monkeypatch):
+    """gpu_acceptance.main over fake steps (CUDA pretended): --steps one writes the block
+    gpu-acceptance-one, leaving the full run's; a run of every step writes the full block."""
+    import gpu_acceptance
+    import torch
+
+    steps = [runner.Step("one", "first", lambda c: {"summary": "one ran"}, lambda c: []),
+             runner.Step("two", "second", lambda c: {"summary": "two ran"}, lambda c: []),
+             runner.Step("extra", "only when named", lambda c: {"summary": "extra ran"}, lambda c: [],
+                         in_all=False)]
+    monkeypatch.setattr(gpu_acceptance, "STEPS", steps)
+    monkeypatch.setattr(gpu_acceptance, "BY_NAME", {s.name: s for s in steps})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(report, "machine_info", lambda: {"gpu": "Fake GPU"})
+    bench = tmp_path / "B.md"
+    common = ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "w"), "--bench_md", str(bench)]
+    assert gpu_acceptance.main(common) == 0
+    assert gpu_acceptance.main([*common, "--steps", "one"]) == 0
+    assert gpu_acceptance.main([*common, "--steps", "all,extra"]) == 0  # every default step: the full run
+    text = bench.read_text()
+    assert text.count(report.BEGIN) == 1 and text.count("<!-- gpu-acceptance-one:begin -->") == 1
+    full_block = text[text.index(report.BEGIN):text.index(report.END)]
+    assert "two ran" in full_block and "extra ran" in full_block
+    assert "two ran" not in text[text.index("<!-- gpu-acceptance-one:begin -->"):]
+
+
 def test_replace_section_edge_cases():
     assert report.replace_section("", "## S\n") == f"{report.BEGIN}\n## S\n{report.END}\n"
     with pytest.raises(ValueError):

@@ -124,6 +124,26 @@ def test_ours_row_says_when_final_is_an_earlier_evaluations_weights():
         "not compiled; final/ is step 100's weights (its best evaluation)")
 
 
+def test_ours_row_gives_the_warm_up_the_run_trained_with():
+    """H200, 2026-11-28: ours' row said "warm-up 1000" (slm's, of 60,000 steps) where the run,
+    fitted to 180 s, warmed up for 62 steps ("3726 steps, warm-up 62" in its log)."""
+    gpu_race = _race_module()
+    info = {"settings": {"batch_size": 16, "gradient_accumulation_steps": 2, "optimizer": "adamw",
+                         "learning_rate": 3e-4, "warmup_steps": 1000, "dropout": 0.1},
+            "warmup_steps": 69,  # the Trainer's: fitted to the estimated pace, before the measured one
+            "time_budget": {"time_budget_seconds": 180.0, "fitted_total_steps": 3001, "warmup_steps": 62},
+            "precision": "bf16", "global_step": 3001,
+            "shape": {"n_layer": 12, "n_head": 12, "n_embd": 768, "context_length": 512, "vocab_size": 30000}}
+    row = gpu_race.ours_summary(info, "not compiled")
+    assert "fitted to the budget (3001 steps), warm-up 62, dropout 0.1" in row and "1000" not in row
+    # a run whose record holds no refit: the warm-up it started with, said so; the preset's only
+    # where the run recorded neither
+    older = {**info, "time_budget": {"fitted_total_steps": 3001}}
+    assert ", warm-up 69 (as started), " in gpu_race.ours_summary(older, "not compiled")
+    oldest = {k: v for k, v in older.items() if k != "warmup_steps"}
+    assert ", warm-up 1000 (as asked), " in gpu_race.ours_summary(oldest, "not compiled")
+
+
 def test_ours_row_and_mfu_follow_the_context_a_variant_trained_at():
     gpu_race = _race_module()
     shape = {"n_layer": 12, "n_head": 12, "n_embd": 768, "context_length": 1024, "vocab_size": 30000,
@@ -344,6 +364,55 @@ def test_snapshot_shim_keeps_each_marks_weights_and_the_clock(monkeypatch, tmp_p
         assert all(torch.equal(again[k], weights[k]) for k in again)
 
 
+def _padded_tiny_gpt2(vocab: int = 300):
+    """A tiny GPT-2 (tied head) with its vocabulary padded for training as our trainer pads it
+    on CUDA: 300 rows -> 384, ``config.vocab_size`` still 300."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from londonlm.training.step.vocab_padding import pad_vocabulary
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=32, n_embd=16, n_layer=1, n_head=2))
+    pad_vocabulary(model)
+    assert model.get_input_embeddings().weight.shape[0] == 384 and model.config.vocab_size == vocab
+    return model.eval()
+
+
+def test_snapshot_shim_saves_a_padded_vocabulary_as_a_plain_model(monkeypatch, tmp_path):
+    """H200, 2026-11-28: our snapshots kept the 30,080 padded rows and bpb.py could not load them
+    ("transformer.wte.weight MISMATCH ckpt [30080, 768] vs model [30000, 768]")."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, TrainerControl, TrainerState, TrainingArguments
+
+    shim = _load_shim(monkeypatch, tmp_path / "snaps", every=1e-9)
+    model = _padded_tiny_gpt2()
+    cb, state = shim._RaceSnapshots(), TrainerState()
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), use_cpu=True, report_to=[])
+    cb.on_train_begin(args, state, TrainerControl(), model=model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # "training" (the padded rows' values are never used)
+    state.global_step = 1
+    cb.on_step_end(args, state, TrainerControl(), model=model)
+    ids = torch.randint(0, 300, (2, 12))
+    with torch.no_grad():
+        expected = model(ids).logits
+        for p in model.parameters():
+            p.add_(1.0)  # after the copy: not in the snapshot
+    shim._write_last()
+    folder = tmp_path / "snaps" / "snap-0000001"
+    again = AutoModelForCausalLM.from_pretrained(folder).eval()  # as bpb.py loads it
+    assert again.get_input_embeddings().weight.shape == (300, 16)
+    assert again.lm_head.weight.data_ptr() == again.transformer.wte.weight.data_ptr()  # still tied
+    with torch.no_grad():
+        assert torch.allclose(again(ids).logits, expected, atol=1e-5)
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:  # the tied head saved once
+        assert [k for k in f.keys() if "wte" in k or "lm_head" in k] == ["transformer.wte.weight"]
+        assert f.get_slice("transformer.wte.weight").get_shape() == [300, 16]
+
+
 def test_snapshot_shim_does_nothing_without_its_variable(monkeypatch):
     import transformers
 
@@ -367,6 +436,73 @@ def test_scoring_in_one_process_is_bpb_py_itself(tiny_model_dir, tmp_path):
     alone = json.loads(ran.stdout.strip().splitlines()[-1])
     here = score.score(score.load_bpb(BPB), tiny_model_dir, [held], 1200)
     assert here.pop("model") == str(tiny_model_dir) and here == alone
+
+
+@needs_shared_bench
+def test_scoring_goes_on_past_a_folder_it_cannot_load(tiny_model_dir, tmp_path, capsys):
+    """H200, 2026-11-28: one snapshot bpb.py could not load ended the scoring process, and every
+    folder after it went unscored. Now that folder is a line with an error and the rest score."""
+    from race import score
+
+    from londonlm.training.step.vocab_padding import pad_vocabulary
+    from transformers import AutoModelForCausalLM
+
+    bad = tmp_path / "padded"  # saved as the old shim saved ours: its padded rows kept
+    model = pad_vocabulary(AutoModelForCausalLM.from_pretrained(tiny_model_dir), multiple=1000)
+    model.save_pretrained(bad)
+    for f in tiny_model_dir.iterdir():
+        if not (bad / f.name).exists():
+            (bad / f.name).write_bytes(f.read_bytes())  # its tokenizer
+    held = tmp_path / "held.txt"
+    held.write_text("The prisoner at the bar was indicted for stealing a silver watch. " * 10)
+    rc = score.main(["--bpb", str(BPB), "--max_bytes", "400", "--files", str(held),
+                     "--models", str(tiny_model_dir), str(bad), str(tiny_model_dir)])
+    rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    assert [r["model"] for r in rows] == [str(tiny_model_dir), str(bad), str(tiny_model_dir)]
+    assert rows[0]["bpb"] == rows[2]["bpb"] > 0 and "bpb" not in rows[1]
+    assert rows[1]["error"].startswith("RuntimeError: ") and "\n" not in rows[1]["error"]
+    assert rc == 1  # not every folder scored
+
+
+def test_the_race_keeps_every_score_past_a_folder_that_failed(tmp_path, monkeypatch):
+    """score_all reads score.py's lines: a snapshot that failed is recorded as unscored with
+    why, the rest of the curve kept; a final model that failed fails its run with why."""
+    from types import SimpleNamespace
+
+    gpu_race = _race_module()
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    (tok / "tokenizer.json").write_text("{}")
+    snaps = []
+    for step in (10, 20, 30):
+        snaps.append(tmp_path / "ours_snapshots" / f"snap-{step:07d}")
+        snaps[-1].mkdir(parents=True)
+        (snaps[-1] / "snapshot.json").write_text(json.dumps({"step": step, "seconds": step / 10}))
+    final, seed = tmp_path / "final", tmp_path / "seed"
+    lines = [{"model": str(final), "bpb": 2.0}, {"model": str(seed), "error": "OSError: no weights"},
+             {"model": str(snaps[0]), "bpb": 3.0}, {"model": str(snaps[1]), "error": "RuntimeError: size mismatch"},
+             {"model": str(snaps[2]), "bpb": 2.5}]
+
+    def scorer(cmd, env, log, timeout):  # score.py's log: a traceback between its lines
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("\n".join([*map(json.dumps, lines[:4]), "Traceback (most recent call last):",
+                                   json.dumps(lines[4])]) + "\n")
+        return f"exit 1: ... (see {log})"
+
+    monkeypatch.setattr(gpu_race, "run_logged", scorer)
+    rec = lambda model, snapshots: {"status": "ok", "model": str(model), "steps": 40, "train_seconds": 4.0,  # noqa: E731
+                                    "snapshots": [str(p) for p in snapshots]}
+    results = {"ours": rec(final, snaps), "seed_recipe": rec(seed, [])}
+    d = SimpleNamespace(tokenizer=tok, script=lambda name: tmp_path / name, files=lambda split: [tmp_path / "h.txt"])
+    a = SimpleNamespace(device="cpu", score_bytes=100, seconds=4.0)
+    gpu_race.score_all(a, d, results, tmp_path / "run", lambda *args: {}, gpu_race.RaceClock(None))
+    ours = results["ours"]
+    assert ours["status"] == "ok" and ours["bpb"] == 2.0
+    assert [(p["step"], p["bpb"]) for p in ours["curve"]] == [(10, 3.0), (30, 2.5), (40, 2.0)]
+    assert ours["unscored"] == [{"model": str(snaps[1]), "error": "RuntimeError: size mismatch"}]
+    assert results["seed_recipe"]["status"] == "failed"
+    assert results["seed_recipe"]["error"] == "scoring: OSError: no weights"
+    assert "(1 folder not scored: RuntimeError: size mismatch)" in report._curve(ours)
 
 
 # --------------------------------------------------------------------------- report

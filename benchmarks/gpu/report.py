@@ -1,13 +1,35 @@
 """The acceptance run's record: the machine, gpu_acceptance.json, gpu_acceptance.md and its
-section in BENCHMARKS.md between marker comments (replaced in place, appended when absent)."""
+section in BENCHMARKS.md between marker comments (replaced in place, appended when absent).
+
+A full run (every step ``--steps all`` runs) owns the block between ``<!-- gpu-acceptance:begin -->``
+and ``<!-- gpu-acceptance:end -->``. A run of some steps only writes a block of its own, named by
+its steps (``--steps throughput``: ``<!-- gpu-acceptance-throughput:begin -->``), replaced by the
+next run of the same steps and, when absent, placed after the last acceptance block: it never
+erases what a run of other steps recorded."""
 from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 from pathlib import Path
 
 BEGIN, END = "<!-- gpu-acceptance:begin -->", "<!-- gpu-acceptance:end -->"
+# the end marker of any acceptance block, the full run's or a partial one's
+ANY_END = re.compile(r"<!-- gpu-acceptance(?:-[\w.-]+)?:end -->")
+
+
+def markers(part: str | None = None) -> tuple[str, str]:
+    """The begin and end markers of a block: the full run's (``part`` None), else that of a run
+    of the steps ``part`` names (:func:`part_name`)."""
+    name = "gpu-acceptance" + (f"-{part}" if part else "")
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def part_name(steps: list[str], full: list[str]) -> str | None:
+    """None for a full run (it ran every step of ``full``, the default set), else the name of
+    its own block: its steps in run order, joined by '-'."""
+    return None if set(full) <= set(steps) else "-".join(steps)
 
 
 def nvidia_smi(query: str) -> str | None:
@@ -70,11 +92,12 @@ def step_section(i: int, name: str, res: dict) -> list[str]:
     return lines
 
 
-def markdown(results: dict) -> str:
-    """The section for BENCHMARKS.md: heading, command, machine, one summary table, then a
-    table per step."""
+def markdown(results: dict, part: str | None = None) -> str:
+    """The section for BENCHMARKS.md: heading (a partial run's names its steps), command,
+    machine, one summary table, then a table per step."""
     m, steps = results["machine"], results["steps"]
-    lines = [f"## GPU acceptance ({m.get('gpu', 'no GPU')}, {results['date']})", "",
+    which = f", steps {', '.join(steps)}" if part else ""
+    lines = [f"## GPU acceptance{which} ({m.get('gpu', 'no GPU')}, {results['date']})", "",
              f"    {results['command']}", "",
              f"{m.get('gpu')} ({fmt(m.get('gpu_memory_gib'))} GiB, compute capability "
              f"{m.get('compute_capability')}), driver {m.get('driver')}, CUDA {m.get('cuda')}, "
@@ -88,12 +111,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def replace_section(text: str, section: str, begin: str = BEGIN, end: str = END) -> str:
-    """``text`` with the block between the markers replaced by ``section`` (markers kept), or
-    with the block appended when there are no markers yet."""
+def replace_section(text: str, section: str, begin: str = BEGIN, end: str = END,
+                    after: re.Pattern | None = None) -> str:
+    """``text`` with the block between the markers replaced by ``section`` (markers kept), or,
+    when there are no markers yet, with the block put after the last match of ``after`` (where
+    given and found), else appended."""
     block = f"{begin}\n{section.strip()}\n{end}"
     i = text.find(begin)
     if i < 0:
+        anchor = list(after.finditer(text)) if after is not None else []
+        if anchor:
+            k = anchor[-1].end()
+            return text[:k] + "\n\n" + block + (text[k:] if text[k:].startswith("\n") else "\n" + text[k:])
         return (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
     j = text.find(end, i)
     if j < 0:
@@ -101,14 +130,19 @@ def replace_section(text: str, section: str, begin: str = BEGIN, end: str = END)
     return text[:i] + block + text[j + len(end):]
 
 
-def write_reports(results: dict, out: Path, bench_md: Path | None = None) -> dict[str, Path]:
+def write_reports(results: dict, out: Path, bench_md: Path | None = None,
+                  part: str | None = None) -> dict[str, Path]:
+    """gpu_acceptance.json and .md in ``out``; with ``bench_md``, the run's block there: the
+    full run's (``part`` None) or, for a run of some steps, its own (:func:`part_name`), so
+    that it never erases another run's."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "gpu_acceptance.json", "md": out / "gpu_acceptance.md"}
     paths["json"].write_text(json.dumps(results, indent=2, default=str) + "\n")
-    section = markdown(results)
+    section = markdown(results, part)
     paths["md"].write_text(section)
     if bench_md is not None:
         old = bench_md.read_text() if bench_md.exists() else ""
-        bench_md.write_text(replace_section(old, section))
+        begin, end = markers(part)
+        bench_md.write_text(replace_section(old, section, begin, end, ANY_END if part else None))
         paths["bench_md"] = bench_md
     return paths

@@ -112,7 +112,11 @@ def _variant_rows(results: dict) -> list[dict]:
 
 
 def _curve(r: dict) -> str:
-    return " · ".join(f"{_secs(p['seconds'])} s: {p['bpb']:.4f}" for p in r.get("curve", [])) or "–"
+    curve = " · ".join(f"{_secs(p['seconds'])} s: {p['bpb']:.4f}" for p in r.get("curve", [])) or "–"
+    missed = r.get("unscored") or []
+    if missed:  # a folder the scorer could not load: said, not silently left out
+        curve += f" ({_n(len(missed), 'folder')} not scored: {missed[0]['error'][:160]})"
+    return curve
 
 
 def _secs(s: float) -> str:

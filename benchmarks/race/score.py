@@ -10,7 +10,9 @@ bpb.py loads each model on the CPU and builds its windows with ``torch.tensor``;
 ``--device cuda`` the model it loads is moved to the GPU and torch's default device is the GPU
 while it scores, so its windows are made there too. Nothing else of it changes: the same
 windows, stride, tokens scored and byte count. Prints one JSON line per model:
-{"model": ..., "bpb": ..., "bytes": ..., "tokens": ..., ...}.
+{"model": ..., "bpb": ..., "bytes": ..., "tokens": ..., ...}; a folder that fails to load or
+score gets {"model": ..., "error": "..."} (its traceback on stderr) and the next one is scored
+all the same. Exit 0 when every folder was scored, 1 when one was not.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import importlib.util
 import io
 import json
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -68,9 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", type=Path, nargs="+", required=True)
     a = p.parse_args(argv)
     bpb = load_bpb(a.bpb)
+    failed = 0
     for model in a.models:
-        print(json.dumps(score(bpb, model, a.files, a.max_bytes, a.device)), flush=True)
-    return 0
+        try:
+            row = score(bpb, model, a.files, a.max_bytes, a.device)
+        except Exception as e:  # noqa: BLE001 - one folder that fails must not cost the others their scores
+            traceback.print_exc()
+            failed += 1
+            row = {"model": str(model), "error": error_line(e)}
+        print(json.dumps(row), flush=True)
+    return 1 if failed else 0
+
+
+def error_line(e: BaseException, limit: int = 400) -> str:
+    """An exception as one short line (transformers' load errors run to many lines)."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}"[:limit]
 
 
 if __name__ == "__main__":

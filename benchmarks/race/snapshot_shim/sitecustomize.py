@@ -8,7 +8,10 @@ only). Every Trainer then records, from its ``on_train_begin``, the seconds at t
 optimizer step (``clock.json``) and, each time another LONDONLM_RACE_EVERY seconds of training
 have passed, a copy of the weights in host memory. The copies become ``snap-<step>/`` model
 folders (``save_pretrained``) only when the process exits, so writing them costs neither
-recipe training seconds. Without LONDONLM_RACE_SNAPSHOTS it does nothing.
+recipe training seconds. Each folder is a plain model at its ``config.vocab_size`` rows, as the
+scorer's ``AutoModelForCausalLM`` loads it: where our trainer padded the vocabulary for training
+(on CUDA, to a multiple of 128 rows: londonlm.training.step.vocab_padding), the padded rows are
+cut off as the trainer's own saves do. Without LONDONLM_RACE_SNAPSHOTS it does nothing.
 """
 import os
 
@@ -55,9 +58,20 @@ if os.environ.get("LONDONLM_RACE_SNAPSHOTS"):
             (_OUT / "clock.json").write_text(json.dumps({"steps": self.clock}))
             for step, seconds, weights in self.copies:
                 folder = _OUT / f"snap-{step:07d}"
-                self.model.load_state_dict(weights)
-                self.model.save_pretrained(folder)
+                self.model.load_state_dict(weights)  # into the model: a tied head is one tensor again
+                self.model.save_pretrained(folder, state_dict=_plain_state_dict(self.model))
                 (folder / "snapshot.json").write_text(json.dumps({"step": step, "seconds": seconds}))
+
+    def _plain_state_dict(model) -> dict:
+        """``model``'s weights as a plain model of its ``config.vocab_size`` rows: a vocabulary
+        our trainer padded (a marker only londonlm sets, so the reference recipe's model never
+        imports it) cut back by londonlm's own rule, a tied head kept one tensor."""
+        state = model.state_dict()
+        if getattr(model, "_londonlm_real_vocab_rows", None) is None:
+            return state
+        from londonlm.training.step.vocab_padding import unpadded_state_dict
+
+        return unpadded_state_dict(model, state)
 
     def _write_last():
         if _RECORDS:
