@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -167,6 +168,41 @@ class DataPosition(TrainerCallback, ExportableState):
         # the Trainer counts epochs in its own passes, which restart at a resume; the stream's
         # epoch is what the run has read
         state.epoch = self.position.consumed(state.global_step) / self.n_blocks
+
+
+# Past about this many passes over the same text, a pass is worth less than new text and a
+# model large for its data starts to overfit it (Muennighoff et al. 2023, "Scaling
+# Data-Constrained Language Models": up to ~4 epochs repeated tokens are nearly as good as new
+# ones, then fall off). GPT-2 Small's validation loss in the H200 race was lowest near 7
+# passes and rose by a quarter by 20 (BENCHMARKS.md).
+REPEAT_PASSES = 4
+
+
+class RepetitionNote(TrainerCallback):
+    """Says, once the run's step count is known, how many times its steps read the training
+    blocks over, and, past :data:`REPEAT_PASSES`, that the model may overfit them. A run without
+    a time budget knows its steps at the start; a budgeted one when its fitter has measured
+    the pace (it calls :meth:`note`)."""
+
+    def __init__(self, position: Position, n_blocks: int, budgeted: bool,
+                 log: Callable[[str], None] = log):
+        self.position, self.n_blocks, self.budgeted, self.log = position, n_blocks, budgeted, log
+        self.passes: float | None = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        if not self.budgeted:
+            self.note(state.max_steps)
+
+    def note(self, total_steps: int) -> None:
+        if self.passes is not None or self.n_blocks <= 0:
+            return
+        self.passes = self.position.consumed(total_steps) / self.n_blocks
+        line = (f"data: {total_steps:,} steps read the {self.n_blocks:,} training blocks "
+                f"{self.passes:.1f} times over")
+        if self.passes > REPEAT_PASSES:
+            line += (f"; past ~{REPEAT_PASSES} passes repeated text is worth less than new text and "
+                     f"the model may overfit it: watch eval_loss, add text or train fewer steps")
+        self.log(line)
 
 
 # --------------------------------------------------------------------------- the cache and the splits

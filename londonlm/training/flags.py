@@ -27,7 +27,7 @@ FLAG_RANGES = {
     "eval_max_batches": _POSITIVE_INT, "early_stopping_patience": _NON_NEGATIVE_INT,
     # run control: 0 is the default "off", so a given value must be more
     "time_budget": _POSITIVE, "max_seconds": _POSITIVE, "stop_after_seconds": _POSITIVE,
-    "stop_after_steps": _POSITIVE_INT, "profile_steps": _POSITIVE_INT,
+    "stop_after_steps": _POSITIVE_INT, "profile_steps": _POSITIVE_INT, "decay_on_plateau": _POSITIVE_INT,
     # the Trainer's own
     "max_steps": _POSITIVE_INT, "num_train_epochs": _POSITIVE, "learning_rate": _POSITIVE,
     "per_device_train_batch_size": _POSITIVE_INT, "per_device_eval_batch_size": _POSITIVE_INT,
@@ -188,6 +188,11 @@ class RunControlArguments:
                 "best one in best/ (with best_info.json), beside the last --save_total_limit."})
     early_stopping_patience: int = field(default=0, metadata={
         "help": "Stop after this many evaluations without validation-loss improvement (0 = off)."})
+    decay_on_plateau: int = field(default=0, metadata={
+        "help": "With --time_budget: after this many evaluations without validation-loss "
+                "improvement, begin the learning-rate decay at once (its usual fifth of the steps "
+                "run so far) and end the run when it ends, rather than go on training on text the "
+                "model has begun to overfit; the budget's unspent seconds are not used. 0 = off."})
 
     profile_steps: int = field(default=0, metadata={
         "help": "Profile this many whole steps (after 3 warm-up steps) with torch.profiler and "
@@ -203,6 +208,9 @@ class RunControlArguments:
         if self.time_budget and self.max_seconds and self.time_budget != self.max_seconds:
             raise UsageError(f"--max_seconds is another name for --time_budget; they disagree "
                              f"({self.max_seconds:g} vs {self.time_budget:g}): give one")
+        if self.decay_on_plateau and not (self.time_budget or self.max_seconds):
+            raise UsageError("--decay_on_plateau needs --time_budget: it moves the decay of the "
+                             "schedule a budget fits")
 
 
 _UNSET = "__londonlm_unset__"  # transformers < 5 requires --output_dir; None means "the run's"

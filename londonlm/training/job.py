@@ -113,7 +113,7 @@ class RunControl:
     """When a run starts, stops and ends besides its schedule: resume (a checkpoint, or the
     latest) or start over, a time budget the schedule is fitted to, a stop with a checkpoint
     after some seconds or at some step of this invocation, a profiler window, the best
-    checkpoint kept, early stopping."""
+    checkpoint kept, early stopping, a budget's decay begun early when validation stalls."""
 
     time_budget: float = 0.0
     stop_after_seconds: float = 0.0
@@ -124,6 +124,7 @@ class RunControl:
     resume_from: str | None = None    # --resume_from_checkpoint (None: the latest valid one)
     save_best: bool = False
     early_stopping_patience: int = 0
+    decay_on_plateau: int = 0         # evaluations without improvement before a budget's decay begins
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,8 @@ class JobRequest:
                                                               speed.attn_implementation, speed.fused_loss,
                                                               speed.pad_vocab))
         run_control = RunControl(control.time_budget or control.max_seconds, control.stop_after_seconds,
-                                 control.stop_after_steps, control.profile_steps, profile_dir, fresh=control.fresh)
+                                 control.stop_after_steps, control.profile_steps, profile_dir, fresh=control.fresh,
+                                 decay_on_plateau=control.decay_on_plateau)
         return cls(request, speed.optimizer, run_control, t, frozenset(explicit))
 
 

@@ -30,9 +30,10 @@ def test_save_steps_that_miss_evaluations_say_why(values, why):
 
 
 def test_each_preset_says_whether_final_is_the_best_evaluation():
-    # measured on a CPU for micro and tiny (BENCHMARKS.md); slm and regular wait for the GPU race
+    # micro and tiny measured on CPUs; slm on an H200, where 180 s over 2.4M tokens overfitted
+    # (BENCHMARKS.md, the GPU race); regular, a larger model, overfits the same data sooner
     chosen = {name: preset_trainer_values(config.asdict(p), p.batch_size, 0, 0)["load_best_model_at_end"]
               for name, p in config.PRESETS.items()}
-    assert chosen == {"micro": True, "tiny": True, "slm": False, "regular": False}
+    assert chosen == {"micro": True, "tiny": True, "slm": True, "regular": True}
     for p in config.PRESETS.values():  # every preset checkpoints at each evaluation
         assert why_not_load_best(steps(p.save_steps, p.eval_steps)) is None

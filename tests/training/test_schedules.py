@@ -1,6 +1,8 @@
 """Warmup-stable-decay schedules and their fitting to a wall-clock budget."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -83,7 +85,7 @@ class SimulatedClock:
 
 
 def _run(tmp_path, budget, tau=0.5, first=2.0, warmup=3, max_steps=10_000, resume=None,
-         stop_at=None, clock=None, logs=None, agree=None, share=None):
+         stop_at=None, clock=None, logs=None, agree=None, share=None, on_fit=None):
     from transformers import Trainer, TrainerCallback
 
     clock = clock or SimulatedClock(tau, first)
@@ -99,7 +101,7 @@ def _run(tmp_path, budget, tau=0.5, first=2.0, warmup=3, max_steps=10_000, resum
     model = micro_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
     fit = BudgetFitCallback(budget, clock=clock, log=(logs.append if logs is not None else None),
-                            **({"agree": agree} if agree else {}))
+                            on_fit=on_fit, **({"agree": agree} if agree else {}))
     trainer = Trainer(model=model, args=args, train_dataset=micro_lm_dataset(400),
                       optimizers=(opt, make_lr_scheduler(opt, sched)), callbacks=[Tick(), fit])
     trainer.train(resume_from_checkpoint=resume)
@@ -119,6 +121,7 @@ def test_budget_fitted_run_ends_at_the_budget_with_a_finished_schedule(tmp_path)
     assert (tmp_path / f"checkpoint-{st.global_step}").is_dir()  # the Trainer's end-of-run save
     assert any("s per step measured" in m for m in logs)
     assert fit.report()["fitted_total_steps"] == st.global_step
+    assert fit.report()["warmup_steps"] == sched.warmup_steps
     # the Trainer's own end-of-training figure counts the steps run, not the 10,000-step cap
     end = st.log_history[-1]
     batch = trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
@@ -200,3 +203,83 @@ def test_every_rank_joins_the_budget_agreement_at_every_step(tmp_path):
     assert agreed_total(None, lambda v: v) is None and agreed_total(7, lambda v: v) == 7
     other_rank_proposes = lambda v: [max(v[0], -5)]  # noqa: E731  (MAX over -total: the fewest)
     assert agreed_total(None, other_rank_proposes) == 5 and agreed_total(9, other_rank_proposes) == 5
+
+
+def test_the_fitter_tells_its_first_fitted_total_once(tmp_path):
+    """What the data note (RepetitionNote) is told: the steps the budget holds, when measured."""
+    told = []
+    trainer, sched, clock, fit = _run(tmp_path, budget=20.0, on_fit=told.append)
+    assert len(told) == 1 and abs(told[0] - trainer.state.global_step) <= 1
+
+
+# --------------------------------------------------------------------------- --decay_on_plateau
+
+def _plateau_fit(patience=2, warmup=10, budget=1000.0, end_step=None):
+    from types import SimpleNamespace
+
+    sched = WarmupStableDecay(warmup, 10_000, decay_fraction=0.2, min_lr_ratio=0.0, decay_shape="linear")
+    sched.end_step = end_step
+    logs, clock = [], SimulatedClock(0.01, 0.01)
+    fit = BudgetFitCallback(budget, clock=clock, log=logs.append, plateau_patience=patience,
+                            agree=lambda xs: xs)
+    state = SimpleNamespace(global_step=0, max_steps=10_000_000)
+    fit.on_train_begin(None, state, None, lr_scheduler=SimpleNamespace(lr_lambdas=[sched]))
+    return fit, sched, state, logs, clock
+
+
+def _steps(fit, state, clock, steps):
+    for step in steps:  # 0.01 s each: a 1,000 s budget would hold 100,000 steps
+        clock.t += 0.01
+        state.global_step = step
+        fit.on_step_begin(None, state, None)
+
+
+def _evaluate(fit, state, step, loss):
+    state.global_step = step
+    fit.on_evaluate(None, state, None, metrics={"eval_loss": loss})
+
+
+def test_a_stalled_validation_loss_begins_the_decay_and_ends_the_run_early():
+    """The H200 race's slm run: the validation loss lowest at step 1000 of 3001 (20 passes over
+    its data), then rising; with --decay_on_plateau the rate decays from the stall instead."""
+    fit, sched, state, logs, clock = _plateau_fit(patience=2)
+    _steps(fit, state, clock, range(4))
+    assert state.max_steps > 50_000  # the budget's own fit
+    for step, loss in [(100, 5.1), (200, 4.85), (300, 4.89)]:
+        _evaluate(fit, state, step, loss)
+    assert sched.end_step is None and sched.progress(300) == 0.0  # one evaluation is not enough
+    _evaluate(fit, state, 400, 5.17)
+    end = 400 + math.ceil(0.25 * (400 - 10))  # the decay: a fifth of the steps run by its end
+    assert sched.end_step == sched.total_steps == state.max_steps == end
+    assert sched(400) == pytest.approx(1.0) and sched(450) < 1.0 and sched(end) == pytest.approx(0.0)
+    assert any("decay begins at step 400" in m and f"ends at step {end}" in m for m in logs)
+    _steps(fit, state, clock, range(401, 405))  # the budget's pace holds far more steps
+    assert state.max_steps == sched.total_steps == end
+    assert fit.report()["decay_on_plateau_end_step"] == end
+
+
+def test_an_improvement_resets_the_count_and_a_decay_under_way_is_left_alone():
+    fit, sched, state, logs, _ = _plateau_fit(patience=2)
+    for step, loss in [(100, 5.0), (200, 5.1), (300, 4.9), (400, 4.95)]:
+        _evaluate(fit, state, step, loss)
+    assert sched.end_step is None  # 4.9 at step 300 started the count again
+    fit2, sched2, state2, _, _ = _plateau_fit(patience=1)
+    sched2.refit(500, 400)  # the budget's own decay has begun by step 450
+    _evaluate(fit2, state2, 440, 5.0)
+    _evaluate(fit2, state2, 450, 5.5)
+    assert sched2.end_step is None and sched2.total_steps == 500
+
+
+def test_the_early_end_survives_a_resume():
+    """scheduler.pt carries the schedule's fields: a resumed run's fitter keeps its end."""
+    fit, sched, state, _, clock = _plateau_fit(end_step=600)
+    _steps(fit, state, clock, range(4))
+    assert state.max_steps == sched.total_steps == 600
+
+
+def test_decay_on_plateau_without_a_time_budget_is_refused():
+    from londonlm.training.flags import RunControlArguments, UsageError
+
+    with pytest.raises(UsageError, match="needs --time_budget"):
+        RunControlArguments(decay_on_plateau=2)
+    assert RunControlArguments(decay_on_plateau=2, max_seconds=60).decay_on_plateau == 2

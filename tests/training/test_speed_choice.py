@@ -395,3 +395,26 @@ def test_the_trainer_does_not_check_every_micro_batch_loss_on_the_host():
     chat = _config(**chat_trainer_values(RunLayout(config.get_layout().checkpoints_dir / "chat-x"),
                                          ChatTrainOptions()))
     assert training_arguments(chat).logging_nan_inf_filter is False
+
+
+def test_decay_on_plateau_ends_a_budgeted_run_early_with_a_decayed_final(root, capsys):
+    """Micro reads its 164 training blocks over many times in a few seconds and overfits them
+    (its validation loss turns up within ~200 steps): the stall begins the decay, the run ends
+    with it, well inside the budget, and final/ is saved as for any finished run."""
+    budget = 30.0
+    assert train(root, "--time_budget", str(budget), "--warmup_steps", "5", "--eval_steps", "10",
+                 "--save_steps", "10", "--logging_steps", "5", "--decay_on_plateau", "1") == 0
+    info = info_of(root)
+    fit = info["time_budget"]
+    end = fit["decay_on_plateau_end_step"]
+    assert end is not None and info["global_step"] == end == info["max_steps"]
+    # the overfitting seconds were not spent: it ended before the budget (whose fit, when the
+    # decay began, held more steps than the decay's end; the run above says by how much)
+    assert fit["train_seconds_in_budget"] < budget - 2 * fit["measured_step_seconds"]
+    assert (run_dir(root) / "final" / "config.json").exists()
+    lrs = [h["learning_rate"] for h in json.loads(
+        (run_dir(root) / f"checkpoint-{end}" / "trainer_state.json").read_text())["log_history"]
+        if "learning_rate" in h]
+    assert lrs[-1] < max(lrs) / 2  # decayed by the end
+    out = capsys.readouterr()
+    assert "(--decay_on_plateau)" in out.out + out.err

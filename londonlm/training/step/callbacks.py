@@ -15,7 +15,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ...core import checkpoint_name, device_name, peak_flops
-from ..data import DataPosition, Position, StreamSampler
+from ..data import DataPosition, Position, RepetitionNote, StreamSampler
 from ..dist import TrainingError, agree, log
 from ..job import RunControl
 from .profiling import ProfileCallback
@@ -41,12 +41,16 @@ def step_callbacks(control: RunControl, *, flops_per_token: float, tokens_per_st
        then the finite-loss check, which stops a diverged run before its loss is saved anywhere;
     3. the Trainer's own (:data:`TRAINER_OWN`): the flow of logging, evaluating and saving, the
        trackers, the progress bar (which follows the fitted step count);
-    4. the data position (saved in every checkpoint), then the job's own (the log file,
+    4. the data position (saved in every checkpoint) and the note of how often the steps read
+       the data over (told the fitted steps by the fitter), then the job's own (the log file,
        ``--save_best``, early stopping...), then the profiler window;
     5. last, the stopper: it agrees with the other ranks on what everything before it decided
        (a save, a stop), so it must see every decision of the step.
     """
-    first = [BudgetFitCallback(control.time_budget, log=log)] if control.time_budget else []
+    repeats = RepetitionNote(position, stream.n_blocks, budgeted=bool(control.time_budget), log=log)
+    first = ([BudgetFitCallback(control.time_budget, log=log, on_fit=repeats.note,
+                                plateau_patience=control.decay_on_plateau)]
+             if control.time_budget else [])
     profile = ([ProfileCallback(control.profile_dir, control.profile_steps, log=log)]
                if control.profile_steps else [])
     stopper = StopAndSaveCallback(control.stop_after_seconds, control.stop_after_steps)
@@ -56,7 +60,7 @@ def step_callbacks(control: RunControl, *, flops_per_token: float, tokens_per_st
                  EvalLossOnlyCallback(),
                  *([FiniteLossCallback()] if stop_when_diverged else []),
                  TRAINER_OWN,
-                 DataPosition(position, world, stream.n_blocks, stream.seed), *job, *profile,
+                 DataPosition(position, world, stream.n_blocks, stream.seed), repeats, *job, *profile,
                  stopper]
     return callbacks, stopper
 

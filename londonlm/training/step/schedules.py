@@ -76,6 +76,11 @@ class WarmupStableDecay:
         self.budget_seconds = 0.0
         self.elapsed_seconds = 0.0
         self.step_seconds = 0.0
+        # --decay_on_plateau: the step the run ends at once its decay was begun early (None: the
+        # budget's), and the evaluations it counts: the best validation loss, those since
+        self.end_step: int | None = None
+        self.plateau_best = math.inf
+        self.plateau_since = 0
 
     def planned_decay_start(self, total_steps: int) -> float:
         return self.warmup_steps + (1.0 - self.decay_fraction) * max(0, total_steps - self.warmup_steps)
@@ -172,8 +177,11 @@ class BudgetFitCallback(TrainerCallback):
 
     def __init__(self, budget_seconds: float, skip_steps: int = 2,
                  clock: Callable[[], float] = time.perf_counter, log: Callable[[str], None] | None = print,
-                 agree: Callable[[list[int]], list[int]] = agree):
+                 agree: Callable[[list[int]], list[int]] = agree,
+                 on_fit: Callable[[int], None] | None = None, plateau_patience: int = 0):
         check_budget(budget_seconds, 0)
+        self.on_fit = on_fit  # told the fitted total once, when the pace is first measured
+        self.plateau_patience = plateau_patience  # --decay_on_plateau (0: off)
         self.budget = float(budget_seconds)
         self.skip_steps = skip_steps
         self.clock = clock
@@ -189,7 +197,7 @@ class BudgetFitCallback(TrainerCallback):
         self.schedule.budget_seconds = self.budget
         self._t0, self._elapsed0 = self.clock(), self.schedule.elapsed_seconds
         self._start_step, self._ref = state.global_step, None
-        self._cap = state.max_steps
+        self._cap = min(state.max_steps, self.schedule.end_step or state.max_steps)
         self._announced = self._decay_announced = False
         self._set_total(self.schedule.total_steps, state)
 
@@ -224,6 +232,8 @@ class BudgetFitCallback(TrainerCallback):
             self._announced = True
             self.log(f"time budget {self.budget:g} s: {s.step_seconds:.3g} s per step measured -> "
                      f"{s.total_steps} steps, warm-up {s.warmup_steps}, decay from step {s.decay_start:.0f}")
+            if self.on_fit is not None:
+                self.on_fit(s.total_steps)
         if not self._decay_announced and g >= s.decay_start:
             self._decay_announced = True
             self.log(f"time budget: decay starts at step {g} of {s.total_steps} "
@@ -231,6 +241,33 @@ class BudgetFitCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         self.schedule.elapsed_seconds = self._elapsed0 + (self.clock() - self._t0)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        """--decay_on_plateau: ``plateau_patience`` evaluations in a row without a lower
+        validation loss, while the rate is still at its peak, begin the decay now. It takes the
+        schedule's share of the steps run so far (a fifth: 1/4 of them more) and the run ends
+        with it. Every rank sees the same gathered loss, so every rank decides the same; the
+        fitted total they agree on each step carries it."""
+        s, loss = self.schedule, (metrics or {}).get("eval_loss")
+        if not self.plateau_patience or s is None or loss is None or s.end_step is not None:
+            return
+        if loss < s.plateau_best:
+            s.plateau_best, s.plateau_since = float(loss), 0
+            return
+        s.plateau_since += 1
+        g = state.global_step
+        if s.plateau_since < self.plateau_patience or g <= s.warmup_steps or s.progress(g) > 0.0:
+            return
+        share = s.decay_fraction / (1.0 - s.decay_fraction) if s.decay_fraction < 1.0 else 1.0
+        end = g + max(1, math.ceil(share * (g - s.warmup_steps)))
+        if end >= s.total_steps:  # the budget ends sooner anyway
+            return
+        s.end_step = end
+        self._cap = min(self._cap, end)
+        self._set_total(s.end_step, state)
+        self.log(f"validation loss not below {s.plateau_best:.4f} for {s.plateau_since} evaluations: "
+                 f"the decay begins at step {g} and the run ends at step {s.total_steps} "
+                 f"(--decay_on_plateau), {s.elapsed_seconds:.0f} s into its {self.budget:g} s budget")
 
     def on_log(self, args, state, control, logs=None, **kw):
         # The Trainer's end-of-training samples/s counts the samples of the max_steps it started
@@ -251,6 +288,7 @@ class BudgetFitCallback(TrainerCallback):
         if s is None:
             return {"time_budget_seconds": self.budget}
         return {"time_budget_seconds": self.budget, "fitted_total_steps": s.total_steps,
-                "decay_start_step": round(s.decay_start, 1),
+                "warmup_steps": s.warmup_steps, "decay_start_step": round(s.decay_start, 1),
+                "decay_on_plateau_end_step": s.end_step,
                 "measured_step_seconds": round(s.step_seconds, 4) if s.step_seconds else None,
                 "train_seconds_in_budget": round(s.elapsed_seconds, 1)}
