@@ -707,11 +707,17 @@ def test_the_lease_script_runs_each_step_with_flags_the_race_takes(tmp_path):
         assert plan.returncode == 0, plan.stderr
     steps = [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()]
     assert steps == ["1. data", "2. variant base", "3. variant muon", "4. variant lr1e-3", "5. variant nodrop",
-                     "6. variant bestfinal", "7. variant early", "8. report"]
+                     "6. variant last", "7. report"]
     plan = run_script(*_race_argv(lease(tmp_path, "variants", "shape").stdout), "--dry_run")
     assert plan.returncode == 0, plan.stderr
     assert [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()] == [
         "1. data", "2. variant base", "3. variant ctx1024", "4. variant accum1", "5. variant accum4", "6. report"]
+    argv = _race_argv(lease(tmp_path, "variants", "plateau").stdout)
+    assert argv[argv.index("--variant_seconds") + 1] == "180"  # the race's seconds: room to stall
+    plan = run_script(*argv, "--dry_run")
+    assert plan.returncode == 0, plan.stderr
+    assert [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()] == [
+        "1. data", "2. variant base", "3. variant plateau1", "4. variant plateau2", "5. report"]
     r = lease(tmp_path, "throughput", "240")
     assert r.returncode == 0 and "gpu_acceptance.py --steps throughput --throughput_seconds 180" in r.stdout
     for args, says in (((), "give one of"), (("throughput",), "the seconds the lease has left"),
