@@ -462,6 +462,22 @@ def test_ddp_end_to_end(root, nproc, precision):
 
 
 @pytest.mark.slow
+def test_decay_on_plateau_is_one_decision_of_every_rank(root):
+    """The stall that begins a budget's decay is decided from the validation loss, gathered from
+    every rank, and the end it sets travels in the total the ranks agree on at each step: both
+    ranks end at the same step, well inside the budget (a rank that went on would hang the
+    other in its next collective, and the job would time out)."""
+    r = torchrun(root, 2, "--time_budget", "240", "--warmup_steps", "5", "--eval_steps", "10",
+                 "--save_steps", "10", "--decay_on_plateau", "1", timeout=300)
+    ok(r)
+    info = json.loads((run_dir(root) / "run_info.json").read_text())
+    end = info["time_budget"]["decay_on_plateau_end_step"]
+    assert info["world_size"] == 2 and end is not None and info["global_step"] == end
+    assert info["time_budget"]["train_seconds_in_budget"] < 240
+    assert (r.stdout + r.stderr).count("(--decay_on_plateau)") == 1  # said once, by rank 0
+
+
+@pytest.mark.slow
 def test_two_agents_nnodes_2_on_localhost(root):
     port = str(free_port())
     procs = [subprocess.Popen(
