@@ -3,6 +3,7 @@
 #
 #     bash benchmarks/gpu_lease.sh prepare [slm|regular]   # here, on a CPU: .gpu_race (+ .gpu_race_regular) and .whl
 #     bash benchmarks/gpu_lease.sh race                    # device call 1, carry .gpu_race .whl, timeout 600
+#                                                          # (run 2026-11-28; the next lease: variants, then throughput)
 #     bash benchmarks/gpu_lease.sh throughput SECONDS      # device call 2, at once: the seconds the lease has left
 #     bash benchmarks/gpu_lease.sh variants [shape|plateau] # a later lease: what each change of ours buys
 #                                                          # (shape: the context and the tokens a step;
