@@ -333,6 +333,9 @@ def _trainer_values(flags: TrainFlags, preset: dict, seed: int, workers: int) ->
         values["max_steps"] = BUDGET_STEP_CAP  # the budget alone decides how many steps run
         if "warmup_steps" not in explicit and preset["max_steps"] > 0:
             values["warmup_share"] = preset["warmup_steps"] / preset["max_steps"]
+    evaluates = str(getattr(values.get("eval_strategy"), "value", values.get("eval_strategy"))) != "no"
+    if flags.control.decay_on_plateau and not evaluates:  # it would wait for evaluations forever
+        raise UsageError("--decay_on_plateau counts evaluations, and --eval_strategy no holds none")
     if not {"torch_compile", "torch_compile_backend", "torch_compile_mode"} & explicit:
         values.pop("torch_compile", None)  # the compile policy decides
     why = why_not_load_best(values) if values.get("load_best_model_at_end") else None

@@ -283,3 +283,16 @@ def test_decay_on_plateau_without_a_time_budget_is_refused():
     with pytest.raises(UsageError, match="needs --time_budget"):
         RunControlArguments(decay_on_plateau=2)
     assert RunControlArguments(decay_on_plateau=2, max_seconds=60).decay_on_plateau == 2
+
+
+def test_decay_on_plateau_without_evaluations_is_refused():
+    import config
+    from londonlm.training import build_config, parse_train_flags
+    from londonlm.training.cli import TrainDefaults
+    from londonlm.training.flags import UsageError
+
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
+    argv = ["--preset", "micro", "--time_budget", "10", "--decay_on_plateau", "2"]
+    with pytest.raises(UsageError, match="--eval_strategy no holds none"):
+        build_config(parse_train_flags([*argv, "--eval_strategy", "no", "--save_strategy", "no"]), defaults)
+    assert build_config(parse_train_flags(argv), defaults).control.decay_on_plateau == 2
