@@ -14,6 +14,11 @@ from ..training import JobRequest, RunControlArguments, SpeedArguments, parse_fl
 from .finetune import ChatTrainOptions, finetune_chat
 
 
+# Run control's flags that only pre-training's job acts on (its best/ folder, early stopping):
+# a chat run given one is refused, not trained as if it had not been given.
+PRETRAINING_ONLY = frozenset({"save_best", "early_stopping_patience"})
+
+
 @dataclass
 class ChatArguments:
     preset: Optional[str] = field(default=None, metadata={
@@ -101,6 +106,8 @@ def main(argv: list[str], presets: Mapping[str, Mapping], default_preset: str, g
     (chat, speed, control), trainer, given = parse_flags(
         argv, (ChatArguments, SpeedArguments, RunControlArguments), prog, description)
     name = chat.preset or default_preset
+    for flag in PRETRAINING_ONLY & set(given):  # parsed with run control's flags, kept by pre-training alone
+        raise UsageError(f"--{flag} is pre-training's (04_training); chat fine-tuning does not act on it")
     if name not in presets:
         raise UsageError(f"--preset: unknown chat preset {name!r}; choose one of: {', '.join(presets)}")
     options, request = chat_options(presets[name], chat, speed, control, trainer, given)

@@ -74,18 +74,23 @@ def preset_trainer_values(preset: dict, batch_size: int, seed: int, workers: int
     }
 
 
+def strategy(values: dict, key: str) -> str:
+    """A Trainer value's interval strategy as its name ('no', 'steps', ...): given as a string
+    or as transformers' enum."""
+    return str(getattr(values.get(key), "value", values.get(key)))
+
+
 def why_not_load_best(values: dict) -> str | None:
     """Why the Trainer would refuse ``load_best_model_at_end`` with these values (it needs a
     checkpoint at every evaluation: the same strategy, save steps a multiple of eval steps),
     or None. A preset's default gives way to the steps a user chose, with a note, rather than
     refusing a command line that never asked for it."""
-    strategy = {k: str(getattr(values.get(k), "value", values.get(k))) for k in ("eval_strategy", "save_strategy")}
-    if strategy["save_strategy"] == "best":
+    evals, saves = strategy(values, "eval_strategy"), strategy(values, "save_strategy")
+    if saves == "best":
         return None
-    if strategy["eval_strategy"] != strategy["save_strategy"]:
-        return (f"--eval_strategy {strategy['eval_strategy']} and --save_strategy "
-                f"{strategy['save_strategy']} differ")
-    if strategy["eval_strategy"] != "steps":
+    if evals != saves:
+        return f"--eval_strategy {evals} and --save_strategy {saves} differ"
+    if evals != "steps":
         return None
     save, every = values.get("save_steps"), values.get("eval_steps")
     whole = [isinstance(x, (int, float)) and x >= 1 and float(x).is_integer() for x in (save, every)]

@@ -30,7 +30,8 @@ from typing import Any, Mapping
 from ..core import (TENSORBOARD, Layout, RunLayout, UsageError, choose_precision, require_usable_gpus,
                     write_json_atomic)
 from .data import DataOptions
-from .defaults import BUDGET_STEP_CAP, TrainDefaults, default_autotune, preset_trainer_values, why_not_load_best
+from .defaults import (BUDGET_STEP_CAP, TrainDefaults, default_autotune, preset_trainer_values, strategy,
+                       why_not_load_best)
 from .dist import log
 from .flags import TrainFlags, precision_given
 from .speed.compile import compile_pays
@@ -213,6 +214,8 @@ class JobRequest:
                                                               speed.pad_vocab))
         run_control = RunControl(control.time_budget or control.max_seconds, control.stop_after_seconds,
                                  control.stop_after_steps, control.profile_steps, profile_dir, fresh=control.fresh,
+                                 save_best=control.save_best,
+                                 early_stopping_patience=control.early_stopping_patience,
                                  decay_on_plateau=control.decay_on_plateau)
         return cls(request, speed.optimizer, run_control, t, frozenset(explicit))
 
@@ -333,8 +336,7 @@ def _trainer_values(flags: TrainFlags, preset: dict, seed: int, workers: int) ->
         values["max_steps"] = BUDGET_STEP_CAP  # the budget alone decides how many steps run
         if "warmup_steps" not in explicit and preset["max_steps"] > 0:
             values["warmup_share"] = preset["warmup_steps"] / preset["max_steps"]
-    evaluates = str(getattr(values.get("eval_strategy"), "value", values.get("eval_strategy"))) != "no"
-    if flags.control.decay_on_plateau and not evaluates:  # it would wait for evaluations forever
+    if flags.control.decay_on_plateau and strategy(values, "eval_strategy") == "no":  # it would wait forever
         raise UsageError("--decay_on_plateau counts evaluations, and --eval_strategy no holds none")
     if not {"torch_compile", "torch_compile_backend", "torch_compile_mode"} & explicit:
         values.pop("torch_compile", None)  # the compile policy decides
@@ -374,8 +376,7 @@ def build_config(flags: TrainFlags, defaults: TrainDefaults) -> TrainingConfig:
         cache_mode=d.cache_mode, verify_cache=d.verify_cache, era_tokens=d.era_tokens, cutoff_year=d.cutoff_year,
         eval_max_batches=preset["eval_max_batches"] if d.eval_max_batches is None else d.eval_max_batches)
     asked = JobRequest.from_flags(sp, c, flags.trainer, flags.explicit, profile_dir=run.profile)
-    control = replace(asked.control, resume_from=flags.trainer.get("resume_from_checkpoint"),
-                      save_best=c.save_best, early_stopping_patience=c.early_stopping_patience)
+    control = replace(asked.control, resume_from=flags.trainer.get("resume_from_checkpoint"))
     output = OutputConfig(run, run_name, layout, preset_name, layout.training_log)
     values = _trainer_values(flags, preset, defaults.seed, defaults.dataloader_workers)
     return config_from_values(values, model=_model_config(flags, preset_name, preset), data=data,

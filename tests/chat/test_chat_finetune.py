@@ -229,6 +229,8 @@ def test_a_chat_run_to_a_time_budget_ends_with_final(chat_root):
     (["--learning_rate", "-1"], "learning_rate"),
     (["--time_budget", "-5"], "time_budget"),
     (["--max_step", "3"], "max_step"),   # no abbreviations: a typo is not another flag
+    (["--save_best"], "--save_best is pre-training's"),  # parsed with run control, acted on by pre-training
+    (["--early_stopping_patience", "2"], "--early_stopping_patience is pre-training's"),
 ])
 def test_bad_chat_flags_are_one_line_errors(chat_root, argv, why, capsys):
     from londonlm.core.errors import run_main

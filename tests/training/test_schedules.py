@@ -296,3 +296,13 @@ def test_decay_on_plateau_without_evaluations_is_refused():
     with pytest.raises(UsageError, match="--eval_strategy no holds none"):
         build_config(parse_train_flags([*argv, "--eval_strategy", "no", "--save_strategy", "no"]), defaults)
     assert build_config(parse_train_flags(argv), defaults).control.decay_on_plateau == 2
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5])  # (1.0 decays from the warm-up on: no stable phase)
+def test_the_total_decaying_from_a_step_plans_its_decay_there(fraction):
+    for step in (11, 57, 400, 999):
+        s = WarmupStableDecay(10, 100_000, decay_fraction=fraction)
+        total = s.total_decaying_from(step)
+        s.refit(total, step)  # what --decay_on_plateau does at the stall
+        assert total > step and s.decay_start == pytest.approx(step, abs=1.0) and s(step) == 1.0
+        assert s(total) == pytest.approx(0.0)

@@ -85,6 +85,13 @@ class WarmupStableDecay:
     def planned_decay_start(self, total_steps: int) -> float:
         return self.warmup_steps + (1.0 - self.decay_fraction) * max(0, total_steps - self.warmup_steps)
 
+    def total_decaying_from(self, step: int) -> int:
+        """The total whose planned decay starts at ``step`` (past the warm-up): ``step`` plus the
+        decay's share of the steps after the warm-up (a fifth of them all: a quarter more)."""
+        after = max(0, step - self.warmup_steps)
+        share = self.decay_fraction / (1.0 - self.decay_fraction) if self.decay_fraction < 1.0 else 1.0
+        return step + max(1, math.ceil(share * after))
+
     def progress(self, step: int) -> float:
         """0 before the decay, 1 at its end."""
         if step < self.decay_start:
@@ -197,12 +204,13 @@ class BudgetFitCallback(TrainerCallback):
         self.schedule.budget_seconds = self.budget
         self._t0, self._elapsed0 = self.clock(), self.schedule.elapsed_seconds
         self._start_step, self._ref = state.global_step, None
-        self._cap = min(state.max_steps, self.schedule.end_step or state.max_steps)
+        self._cap = state.max_steps
         self._announced = self._decay_announced = False
         self._set_total(self.schedule.total_steps, state)
 
     def _set_total(self, total: int, state) -> None:
-        self.schedule.refit(min(total, self._cap), state.global_step)
+        # never past the Trainer's max_steps, nor past where --decay_on_plateau ended the run
+        self.schedule.refit(min(total, self._cap, self.schedule.end_step or total), state.global_step)
         state.max_steps = self.schedule.total_steps
 
     def on_step_begin(self, args, state, control, **kw):
@@ -258,13 +266,11 @@ class BudgetFitCallback(TrainerCallback):
         g = state.global_step
         if s.plateau_since < self.plateau_patience or g <= s.warmup_steps or s.progress(g) > 0.0:
             return
-        share = s.decay_fraction / (1.0 - s.decay_fraction) if s.decay_fraction < 1.0 else 1.0
-        end = g + max(1, math.ceil(share * (g - s.warmup_steps)))
+        end = s.total_decaying_from(g)
         if end >= s.total_steps:  # the budget ends sooner anyway
             return
         s.end_step = end
-        self._cap = min(self._cap, end)
-        self._set_total(s.end_step, state)
+        self._set_total(end, state)
         self.log(f"validation loss not below {s.plateau_best:.4f} for {s.plateau_since} evaluations: "
                  f"the decay begins at step {g} and the run ends at step {s.total_steps} "
                  f"(--decay_on_plateau), {s.elapsed_seconds:.0f} s into its {self.budget:g} s budget")
