@@ -41,7 +41,6 @@ def _throughput(plan: TrainingPlan, out: Outcome) -> dict:
     steps_now = out.state.global_step - (checkpoint_step(ck) if ck else 0)
     seen = out.tokens_seen if out.tokens_seen is not None else out.state.global_step * plan.tokens_per_step
     return {"tokens_seen": seen,
-            "tokens_per_step": plan.tokens_per_step,
             "train_wall_seconds": round(out.wall_seconds, 1),
             "total_train_wall_seconds": round(out.wall_seconds + prev_wall, 1),
             "tokens_per_second": round(steps_now * plan.tokens_per_step / max(out.wall_seconds, 1e-9), 1)}
@@ -82,24 +81,18 @@ def training_settings(config: TrainingConfig) -> dict:
             "precision": config.speed.request.given.precision or "auto"}
 
 
-def run_summary(config: TrainingConfig, args, plan: TrainingPlan, data: TrainData, speed: SpeedSettings,
-                model, out: Outcome, settings: dict) -> dict:
-    """The run_info.json record: shape, size, steps, tokens, time, losses, hardware, data,
-    hyperparameters (as trained), where it resumed from and its parent; ``settings``: those
-    asked for (:func:`training_settings` of the tree before any decision)."""
-    state, logs = out.state, out.state.log_history
-    train_losses = [h["loss"] for h in logs if "loss" in h]
+def start_record(config: TrainingConfig, args, plan: TrainingPlan, data: TrainData, speed: SpeedSettings,
+                 settings: dict) -> dict:
+    """What a run is, known before its first step: the part of run_info.json every checkpoint
+    also carries (:class:`.resume.RunRecord`), so a run killed before it could write run_info.json
+    is resumed under the settings it was trained with. ``settings``: those asked for
+    (:func:`training_settings` of the tree before any decision)."""
     splits = data.meta["splits"]
     return {
-        "run_dir": str(config.run.dir), "preset": config.output.preset, "created": now_iso(),
+        "run_dir": str(config.run.dir), "preset": config.output.preset,
         "run_name": args.run_name, "shape": _shape(config, plan),
         "settings": settings,
-        "parameters": saved_parameters(model),
-        "global_step": state.global_step, "max_steps": state.max_steps,
-        **_throughput(plan, out),
-        "final_train_loss": train_losses[-1] if train_losses else None,
-        "train_loss_mean": out.train_loss_mean,
-        "hardware": hardware_summary(), "world_size": plan.world,
+        "tokens_per_step": plan.tokens_per_step, "world_size": plan.world,
         **speed.record(),
         "tokenizer_dir": str(config.data.tokenizer_dir), "processed_dir": str(config.data.processed_dir),
         "tokenizer_sha256": tokenizer_fingerprint(config.data.tokenizer_dir),
@@ -108,8 +101,25 @@ def run_summary(config: TrainingConfig, args, plan: TrainingPlan, data: TrainDat
                   "manifest_sha256": data.meta["manifest_sha256"], "era_tokens": data.era_tokens},
         "corpus_time": plan.corpus_time,
         "resumed_from": str(plan.resume.checkpoint) if plan.resume.checkpoint else None, "parent": plan.parent,
-        "interrupted": out.interrupted,
         **_hyperparameters(args),
+    }
+
+
+def run_summary(config: TrainingConfig, args, plan: TrainingPlan, data: TrainData, model, out: Outcome,
+                start: dict) -> dict:
+    """The run_info.json record: what the run is (``start``: :func:`start_record`) and what
+    it did: size, steps, tokens, time, losses, hardware, evaluations."""
+    state, logs = out.state, out.state.log_history
+    train_losses = [h["loss"] for h in logs if "loss" in h]
+    return {
+        **start, "created": now_iso(),
+        "parameters": saved_parameters(model),
+        "global_step": state.global_step, "max_steps": state.max_steps,
+        **_throughput(plan, out),
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "train_loss_mean": out.train_loss_mean,
+        "hardware": hardware_summary(),
+        "interrupted": out.interrupted,
         "eval_blocks": len(data.eval),
         "validation_bytes": validation_bytes(config.data.processed_dir),
         "best_eval_loss": state.best_metric, "best_step": state.best_global_step or None,

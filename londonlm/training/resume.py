@@ -16,6 +16,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
 from ..core import (LondonLMError, RunLayout, checkpoint_problem, earlier_run, latest_valid_checkpoint,
                     list_checkpoints, sha256_file, user_path)
 from ..corpus import MANIFEST
@@ -119,6 +122,38 @@ def recorded_position(checkpoint: Path) -> dict | None:
     return (rec or {}).get("attributes")
 
 
+class RunRecord(TrainerCallback, ExportableState):
+    """Every checkpoint carries what its run is (:func:`.record.start_record`: the settings,
+    speed settings, micro-batch, tokenizer, data and parent that run_info.json records) in its
+    trainer_state.json (``stateful_callbacks.RunRecord``). run_info.json is written when a run
+    ends or stops on a signal; a run killed outright (SIGKILL, out of memory, a lost node) leaves
+    checkpoints without one, and its resume would be judged against nothing: refused as AdamW
+    when it trained with Muon, or let through with another learning rate."""
+
+    def __init__(self, record: dict):
+        self.record = json.loads(json.dumps(record, default=str))  # the Trainer saves it as JSON
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"record": self.record}}
+
+    def on_train_begin(self, args, state, control, **kw):
+        # a resumed checkpoint's state was loaded from its file, which may predate this entry
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+
+
+def recorded_run(checkpoint: Path) -> dict:
+    """The :class:`RunRecord` a checkpoint carries ({} for one saved before it existed)."""
+    try:
+        st = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return {}
+    rec = (st.get("stateful_callbacks") or {}).get(RunRecord.__name__)
+    if isinstance(rec, list):
+        rec = rec[-1] if rec else None
+    out = ((rec or {}).get("attributes") or {}).get("record")
+    return out if isinstance(out, dict) else {}
+
+
 def checkpoint_step_of(checkpoint: Path) -> int:
     st = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
     return int(st.get("global_step", 0))
@@ -129,7 +164,9 @@ class Resumed:
     """The checkpoint a run resumes from (None: a new run) and what its run recorded."""
 
     checkpoint: Path | None = None
-    info: dict = field(default_factory=dict)   # the interrupted run's run_info.json ({} if none)
+    # what the checkpoint's run recorded: its own RunRecord over the run's run_info.json (the
+    # checkpoint knows the invocation that wrote it; run_info.json, the last to end or stop)
+    info: dict = field(default_factory=dict)
 
     @property
     def speed(self) -> SpeedSettings | None:
@@ -166,7 +203,9 @@ class Resumed:
 def resumed(run: RunLayout, spec: str | None, fresh: bool) -> Resumed:
     """The checkpoint to resume (:func:`resolve_resume`) with its run's record."""
     checkpoint = resolve_resume(run, spec, fresh, log=log)
-    return Resumed(checkpoint, run.read_run_info() if checkpoint is not None else {})
+    if checkpoint is None:
+        return Resumed()
+    return Resumed(checkpoint, {**run.read_run_info(), **recorded_run(checkpoint)})
 
 
 # --------------------------------------------------------------------------- what must not change

@@ -20,8 +20,8 @@ from .dist import is_main_process, log
 from .job import TrainingConfig, describe, save_config, training_arguments
 from .model import build_model, configure_torch, load_weights, prepare_for_training
 from .plan import TrainingPlan, plan_run, start_fresh
-from .resume import check_schedule
-from .record import SaveBestCallback, finish, run_summary, training_settings
+from .resume import RunRecord, check_schedule
+from .record import SaveBestCallback, finish, run_summary, start_record, training_settings
 from .runlock import run_lock
 from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory, speed_callbacks
 from .speed.settings import SpeedSettings
@@ -58,16 +58,17 @@ def train_run(config: TrainingConfig, args, plan: TrainingPlan, speed, settings:
     seed = args.seed if args.data_seed is None else args.data_seed
     stream = StreamSampler(len(data.train), seed, position.start, position.samples_per_step)
     model = make_model(config, plan, speed.settings, args.seed)
+    start = start_record(config, args, plan, data, speed.settings, settings)
     callbacks, stopper = step_callbacks(
         config.control, flops_per_token=plan.shape.flops_per_token(), tokens_per_step=plan.tokens_per_step,
         world=plan.world, position=position, stream=stream, tokens_per_sample=context,
-        job=run_callbacks(config) + speed_callbacks(speed))
+        job=[RunRecord(start)] + run_callbacks(config) + speed_callbacks(speed))
     trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval,
                             collator=default_data_collator, callbacks=callbacks, stream=stream,
                             optim=config.optim, time_budget=config.control.time_budget,
                             processing_class=plan.tokenizer)
     outcome = train(trainer, plan.resume.checkpoint, stopper, position, context)
-    summary = run_summary(config, args, plan, data, speed.settings, model, outcome, settings)
+    summary = run_summary(config, args, plan, data, model, outcome, start)
     summary["speed"] = speed.record()
     fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)
     if fit is not None:

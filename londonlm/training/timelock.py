@@ -25,8 +25,8 @@ def last_year(record: dict | None) -> int | None:
 
 
 def recorded_years(info: dict, cache_meta: dict | None = None) -> dict | None:
-    """A run's ``corpus_time``: its run_info's, else its token cache's (what its checkpoints
-    were trained on when the run stopped before writing run_info.json)."""
+    """A run's ``corpus_time``: its record's (``info``: the checkpoint's own, else run_info.json),
+    else its token cache's (for a checkpoint saved before checkpoints carried their record)."""
     return info.get("corpus_time") or (cache_meta or {}).get("corpus_time")
 
 

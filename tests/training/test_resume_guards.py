@@ -3,8 +3,14 @@ cannot resume, never resume a checkpoint whose training state is damaged or whos
 schedule settings changed, never save a diverged model, and refuse data too small for one block
 before the speed probe runs. Each refusal is one `error:` line and exit 2, with nothing written."""
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +18,7 @@ from conftest import train_exit_code
 from londonlm.core.checkpoints import checkpoint_problem, earlier_run
 
 COMMON = ["--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
+SCRIPT = Path(__file__).resolve().parents[2] / "04_training" / "train_model_slm.py"
 
 
 @pytest.fixture
@@ -154,6 +161,69 @@ def test_the_batch_and_max_steps_may_change_on_resume(root, capsys):
                            *COMMON) == 0
     info = json.loads((run_dir(root) / "run_info.json").read_text())
     assert info["global_step"] == 4 and info["resumed_from"].endswith("checkpoint-2")
+
+
+def kill_after_checkpoint(root, *argv) -> int:
+    """A training process killed outright (SIGKILL: out of memory, a lost node, a scheduler's
+    hard limit) once it has saved a checkpoint; returns the last checkpoint's step."""
+    rd = run_dir(root)
+    cmd = [sys.executable, str(SCRIPT), "--preset", "micro", "--root", str(root), "--report_to", "none",
+           "--disable_tqdm", "true", "--max_steps", "100000", *COMMON, *argv]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (rd / "checkpoint-4" / "trainer_state.json").exists():
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    steps = [int(p.name.split("-")[1]) for p in rd.glob("checkpoint-*")
+             if (p / "trainer_state.json").exists() and (p / "scheduler.pt").exists()]
+    return max(steps)
+
+
+def test_a_run_killed_outright_is_resumed_under_the_settings_it_trained_with(root, capsys):
+    """Such a run leaves checkpoints but no run_info.json (written when a run ends or stops on a
+    signal). Each checkpoint carries its run's record, so the resume is judged by it: a Muon run
+    goes on as Muon (it was refused as "trained with adamw"), a changed learning rate is refused
+    (it went through), and the run's data and speed settings are known."""
+    step = kill_after_checkpoint(root, "--optimizer", "muon")
+    rd = run_dir(root)
+    assert not (rd / "run_info.json").exists()
+    capsys.readouterr()
+    assert train_exit_code(root, "--max_steps", str(step + 2), *COMMON, "--optimizer", "muon",
+                           "--learning_rate", "0.5") == 2
+    one_error_line(capsys.readouterr().err, "--learning_rate 0.5 (trained with 0.003)")
+    assert not (rd / "run_info.json").exists()
+    assert train_exit_code(root, "--max_steps", str(step + 2), *COMMON, "--optimizer", "muon") == 0
+    info = json.loads((rd / "run_info.json").read_text())
+    assert info["global_step"] == step + 2 and info["resumed_from"].endswith(f"checkpoint-{step}")
+    assert info["settings"]["optimizer"] == "muon"
+
+
+def test_a_checkpoint_carries_its_runs_record_and_a_resume_reads_it_first(root):
+    """The record in a checkpoint is the one its own invocation wrote; run_info.json is the last
+    invocation's to end, and fills in only what the checkpoint lacks."""
+    from londonlm.core import RunLayout
+    from londonlm.training.resume import recorded_run, resumed
+
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0
+    rd = run_dir(root)
+    rec = recorded_run(rd / "checkpoint-2")
+    info = json.loads((rd / "run_info.json").read_text())
+    assert rec and rec["settings"] == info["settings"] and rec["cache"] == info["cache"]
+    assert rec["precision"] == info["precision"] and rec["batch_size"] == info["batch_size"]
+    info["settings"] = {**info["settings"], "learning_rate": 9.0}
+    info["only_in_run_info"] = 1
+    (rd / "run_info.json").write_text(json.dumps(info))
+    got = resumed(RunLayout(rd), "checkpoint-2", fresh=False).info
+    assert got["settings"]["learning_rate"] == rec["settings"]["learning_rate"] and got["only_in_run_info"] == 1
+    assert recorded_run(rd / "no-such-checkpoint") == {}
 
 
 # --------------------------------------------------------------------------- 7. divergence

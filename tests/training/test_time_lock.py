@@ -18,10 +18,24 @@ def run_info(root, name):
 
 
 def set_years(root, name, years):
-    path = root / "09_models" / "checkpoints" / name / "run_info.json"
+    """The run's record of its corpus years, in run_info.json and in each checkpoint's."""
+    run = root / "09_models" / "checkpoints" / name
+    path = run / "run_info.json"
     info = json.loads(path.read_text())
     info["corpus_time"]["years"] = years
     path.write_text(json.dumps(info))
+    for state in run.glob("checkpoint-*/trainer_state.json"):
+        st = json.loads(state.read_text())
+        st["stateful_callbacks"]["RunRecord"]["attributes"]["record"]["corpus_time"]["years"] = years
+        state.write_text(json.dumps(st))
+
+
+def drop_checkpoint_records(run):
+    """Checkpoints as saved before they carried their run's record."""
+    for state in run.glob("checkpoint-*/trainer_state.json"):
+        st = json.loads(state.read_text())
+        del st["stateful_callbacks"]["RunRecord"]
+        state.write_text(json.dumps(st))
 
 
 def processed(root):
@@ -95,6 +109,7 @@ def test_resume_reads_the_cache_when_run_info_is_missing(root, capsys):
     assert train(root, *common, "--run_name_dir", "k", "--stop_after_steps", "2") == 0
     run = root / "09_models/checkpoints/k"
     (run / "run_info.json").unlink()  # as after a crash
+    drop_checkpoint_records(run)  # of a version before checkpoints carried their run's record
     meta_path = run / "pretokenized_data" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["corpus_time"]["years"] = [1722, 1899]
