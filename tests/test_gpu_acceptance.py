@@ -513,13 +513,14 @@ def test_dry_run_of_the_throughput_step_lists_every_lever_variant():
     for i, v in enumerate(levers.PLAN, 1):
         assert f"     {i}. {v.name}: {v.model}, pad_vocab {'on' if v.pad_vocab else 'off'}" in r.stdout
     for lever in ("pad_vocab off", "fused loss", "compile eager", "max-autotune-no-cudagraphs", "micro-batch 16",
-                  "muon-ns-compiled", "gc-frozen"):
+                  "muon-ns-compiled", "gc-frozen", "attention cudnn first"):
         assert lever in r.stdout, lever
     # every lever is measured on and off for both models where a compile fits the lease
     names = [v.name for v in levers.PLAN]
     for model in ("small", "medium"):
         assert any(v.model == model and not v.pad_vocab for v in levers.PLAN)
         assert any(v.model == model and v.fused_loss for v in levers.PLAN)
+        assert any(v.model == model and v.attention == "cudnn" for v in levers.PLAN)
     assert names[0].startswith("small: defaults") and names[1].startswith("medium: defaults")
 
 
@@ -599,6 +600,31 @@ def test_throughput_variant_measures_every_sub_on_one_model_on_the_cpu(monkeypat
     cfg = levers.ThroughputConfig(warmup=1, windows=2, steps_per_window=1)
     rows = levers.measure_variant(v, cfg, peak=1e6, device="cpu")
     assert [r["sub"] for r in rows] == ["adamw", "gc-frozen", "muon"]
+    assert {r["attention"] for r in rows} == {"flash_attention"}  # the CPU's flash kernel
     assert all(r["rows"] == 384 and r["micro_batch"] == "2 x 2" and r["tokens_per_s"] > 0 and r["mfu"] > 0
                and r["loss"] == r["loss"] for r in rows)
     assert gc.isenabled()
+
+
+def test_a_cudnn_first_variant_measures_under_that_kernel_order_and_restores_torchs(monkeypatch):
+    """torch's own order puts cuDNN's attention last (FlashAttention serves training shapes);
+    the lever's variant compiles and times its model with cuDNN first, the rest after it, and
+    the order is torch's again afterwards, for the next variant."""
+    from torch.nn.attention import SDPBackend, _cur_sdpa_kernel_backends
+
+    from gpu import levers
+
+    seen = []
+    monkeypatch.setattr(levers, "model_shape", lambda model, vocab: None)
+    monkeypatch.setattr(levers, "attention_kernel", lambda shape, b, device: "cudnn_attention")
+    monkeypatch.setattr(levers, "_measure_subs", lambda v, cfg, peak, device: seen.append(
+        _cur_sdpa_kernel_backends(with_priority=True)) or [{"sub": "adamw"}])
+    before = _cur_sdpa_kernel_backends(with_priority=True)
+    assert before[0] != SDPBackend.CUDNN_ATTENTION
+    cfg = levers.ThroughputConfig()
+    rows = levers.measure_variant(levers.Variant("c", "small", attention="cudnn"), cfg, None, device="cpu")
+    assert seen[0][0] == SDPBackend.CUDNN_ATTENTION and seen[0][1] == SDPBackend.FLASH_ATTENTION
+    assert rows == [{"sub": "adamw", "attention": "cudnn_attention"}]
+    assert _cur_sdpa_kernel_backends(with_priority=True) == before
+    levers.measure_variant(levers.Variant("f", "small"), cfg, None, device="cpu")
+    assert seen[1] == before
