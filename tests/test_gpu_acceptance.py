@@ -613,10 +613,12 @@ def test_a_cudnn_first_variant_measures_under_that_kernel_order_and_restores_tor
     from torch.nn.attention import SDPBackend, _cur_sdpa_kernel_backends
 
     from gpu import levers
+    from londonlm.training.model import ModelShape
+    from londonlm.training.speed import attention
 
     seen = []
-    monkeypatch.setattr(levers, "model_shape", lambda model, vocab: None)
-    monkeypatch.setattr(levers, "attention_kernel", lambda shape, b, device: "cudnn_attention")
+    monkeypatch.setattr(levers, "model_shape", lambda model, vocab: ModelShape(1, 2, 32, 16, 300))
+    monkeypatch.setattr(attention, "sdpa_kernel_for", lambda *a, **k: "cudnn_attention")
     monkeypatch.setattr(levers, "_measure_subs", lambda v, cfg, peak, device: seen.append(
         _cur_sdpa_kernel_backends(with_priority=True)) or [{"sub": "adamw"}])
     before = _cur_sdpa_kernel_backends(with_priority=True)

@@ -8,8 +8,8 @@ figures), with the micro-batch fitted to the free memory (:func:`fit_micro_batch
 sequences per step, 85% of the free memory, the trainer's rule) and accumulation for the rest.
 Variants that differ only outside the compiled graph share one model (*subs*: the optimizer,
 Python's garbage collector): they cost seconds, not a compile. A variant may set SDPA's kernel
-order (cuDNN's attention first, :data:`ATTENTION_ORDERS`); every row names the kernel SDPA then
-picks for the model's attention.
+order as ``--sdpa_order`` does (cuDNN's attention first: :mod:`londonlm.training.speed.attention`);
+every row names the kernel SDPA then picks for the model's attention.
 
 The plan runs in priority order within ``budget_s``: before each variant its cost is estimated
 (its compile from the last measured compile of that model, else a default) and a variant that
@@ -40,13 +40,6 @@ TARGETS = {"small": 0.45, "medium": 0.50}
 COMPILE_GUESS = {"small": 45.0, "medium": 90.0}
 MODE_FACTOR = {"default": 1.0, "max-autotune-no-cudagraphs": 4.0, "eager": 0.0}
 SUB_SECONDS = {"adamw": 6.0, "gc-frozen": 6.0, "muon": 10.0, "muon-ns-compiled": 25.0}
-# SDPA's kernel order: "flash", torch's own (FlashAttention first wherever it can run, as for these
-# training shapes: causal, no mask); "cudnn", cuDNN's fused attention first and the rest after it
-# where it cannot run. cuDNN's kernels are reported 1.7-2.3x faster than flash for training shapes
-# on Hopper and slower on other cards (transformers#48163); attention is ~15% of GPT-2 Small's
-# FLOPs at 1024 tokens, so on an H100/H200 that could be worth points of MFU. Unmeasured here.
-ATTENTION_ORDERS = {"flash": None,
-                    "cudnn": ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")}
 
 
 @dataclass(frozen=True)
@@ -57,7 +50,7 @@ class Variant:
     fused_loss: bool = False
     compile: str = "default"              # eager | default | max-autotune-no-cudagraphs
     micro_batch: int | None = None        # None: fitted to the free memory
-    attention: str = "flash"              # SDPA's kernel order: flash | cudnn (ATTENTION_ORDERS)
+    attention: str = "flash"              # SDPA's kernel order, --sdpa_order's: flash | cudnn
     subs: tuple = ("adamw",)              # measured on the same model: adamw | gc-frozen | muon | muon-ns-compiled
 
 
@@ -186,30 +179,6 @@ def fitted_micro_batch(shape, v: Variant, settings) -> int:
         shape, b, settings, "adamw", 0.0).total <= GPU_MEMORY_SHARE * free)
 
 
-def attention_order(order: str):
-    """A context in which SDPA tries its kernels in ``order``'s sequence (ATTENTION_ORDERS); the
-    compile inside it bakes the choice into the graph."""
-    import contextlib
-
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    names = ATTENTION_ORDERS[order]
-    if names is None:
-        return contextlib.nullcontext()
-    return sdpa_kernel([getattr(SDPBackend, n) for n in names], set_priority=True)
-
-
-def attention_kernel(shape, micro_batch: int, device: str) -> str:
-    """The kernel SDPA picks, in the current order, for the model's attention in training: bf16,
-    causal, no mask, gradients wanted (so the row says what ran, not what was asked)."""
-    import torch
-    from torch.nn.attention import SDPBackend
-
-    q = torch.empty(micro_batch, shape.n_head, shape.n_positions, shape.n_embd // shape.n_head,
-                    device=device, dtype=torch.bfloat16, requires_grad=True)
-    return SDPBackend(torch._fused_sdp_choice(q, q, q, is_causal=True)).name.lower()
-
-
 def _optimizer(model, sub: str):
     import torch
 
@@ -239,8 +208,11 @@ def measure_variant(v: Variant, cfg: ThroughputConfig, peak: float | None, devic
     """One row per sub of ``v`` on one model (compiled once), each naming the attention kernel
     that ran, all under ``v``'s attention order. ``device`` "cpu": the tests' smoke run of this
     code (a variant with its micro-batch given)."""
-    with attention_order(v.attention):
-        kernel = attention_kernel(model_shape(v.model, cfg.vocab), 1, device)
+    from londonlm.training.speed.attention import sdpa_kernel_for, sdpa_order
+
+    with sdpa_order(v.attention):
+        s = model_shape(v.model, cfg.vocab)
+        kernel = sdpa_kernel_for(s.n_head, s.n_embd // s.n_head, s.n_positions, device)
         return [{**r, "attention": kernel} for r in _measure_subs(v, cfg, peak, device)]
 
 

@@ -103,7 +103,7 @@ def _fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTu
     trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval or None,
                             collator=data.collator, callbacks=callbacks, stream=stream,
                             optim=config.optim, time_budget=config.control.time_budget,
-                            processing_class=tokenizer)
+                            processing_class=tokenizer, sdpa_order=config.speed.request.sdpa_order)
     trainer.remove_callback(PrinterCallback)  # the job's log lines instead of raw dicts
     outcome = train(trainer, checkpoint, stopper, position, data.row_tokens)
     fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
 from ..core import OneLineErrors, UsageError, check_ranges, number_in, require_usable_gpus
+from .speed.attention import SDPA_ORDERS
 from .trackers import take_report_to
 
 _POSITIVE_INT, _NON_NEGATIVE_INT = number_in(1), number_in(0)
@@ -136,6 +137,11 @@ class SpeedArguments:
                 "tensor-core tiles; the padded rows are never predicted (the loss is the unpadded "
                 "model's) and never saved (checkpoints and final/ have the tokenizer's size). auto: "
                 "on for GPU training, off on CPUs (not measured to help there); on, off."})
+    sdpa_order: str = field(default="flash", metadata={
+        "help": "The order PyTorch's SDPA attention tries its kernels in while training: flash "
+                "(PyTorch's own: FlashAttention first, cuDNN's last) or cudnn (cuDNN's fused attention "
+                "first, the rest after it where it cannot run; reported faster on H100/H200, not yet "
+                "measured here). The log names the kernel that runs. No effect on CPUs."})
     autotune: Optional[str] = field(default=None, metadata={
         "help": "Speed settings (precision, attention kernel, fused loss) measured on this machine: "
                 "on (measure once per machine and model shape, cache the winner under "
@@ -154,6 +160,8 @@ class SpeedArguments:
             raise UsageError(f"--fused_loss: must be auto, on or off, got {self.fused_loss!r}")
         if self.pad_vocab not in ("auto", "on", "off"):
             raise UsageError(f"--pad_vocab: must be auto, on or off, got {self.pad_vocab!r}")
+        if self.sdpa_order not in SDPA_ORDERS:
+            raise UsageError(f"--sdpa_order: must be {' or '.join(SDPA_ORDERS)}, got {self.sdpa_order!r}")
         if self.autotune is not None and self.autotune not in ("off", "on", "refresh"):
             raise UsageError(f"--autotune: must be off, on or refresh, got {self.autotune!r}")
         if self.optimizer is not None and self.optimizer not in ("adamw", "muon"):

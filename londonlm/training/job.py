@@ -211,7 +211,8 @@ class JobRequest:
         request = SpeedRequest(autotune=speed.autotune or default_autotune(),
                                given=SpeedSettings.from_flags(precision_given(t, explicit),
                                                               speed.attn_implementation, speed.fused_loss,
-                                                              speed.pad_vocab))
+                                                              speed.pad_vocab),
+                               sdpa_order=speed.sdpa_order)
         run_control = RunControl(control.time_budget or control.max_seconds, control.stop_after_seconds,
                                  control.stop_after_steps, control.profile_steps, profile_dir, fresh=control.fresh,
                                  save_best=control.save_best,
@@ -398,7 +399,8 @@ def describe(config: TrainingConfig) -> str:
              f"{k.precision or 'auto'}/{k.attn_implementation or 'auto'}/fused-"
              f"{'auto' if k.fused_loss is None else 'on' if k.fused_loss else 'off'}/pad-"
              f"{'auto' if k.pad_vocab is None else 'on' if k.pad_vocab else 'off'}, "
-             f"compile {'on' if s.torch_compile else 'off'}, micro-batch {s.micro_batch} x {s.grad_accum}",
+             f"compile {'on' if s.torch_compile else 'off'}, micro-batch {s.micro_batch} x {s.grad_accum}"
+             + ("" if s.request.sdpa_order == "flash" else f", SDPA {s.request.sdpa_order} first"),
              f"{o.optimizer} lr {o.learning_rate:g}, warmup {o.warmup_steps:g}, {o.max_steps} steps max"]
     if c.time_budget:
         parts.append(f"budget {c.time_budget:g} s")

@@ -66,7 +66,7 @@ def train_run(config: TrainingConfig, args, plan: TrainingPlan, speed, settings:
     trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval,
                             collator=default_data_collator, callbacks=callbacks, stream=stream,
                             optim=config.optim, time_budget=config.control.time_budget,
-                            processing_class=plan.tokenizer)
+                            processing_class=plan.tokenizer, sdpa_order=config.speed.request.sdpa_order)
     outcome = train(trainer, plan.resume.checkpoint, stopper, position, context)
     summary = run_summary(config, args, plan, data, model, outcome, start)
     summary["speed"] = speed.record()

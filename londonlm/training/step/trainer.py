@@ -47,6 +47,7 @@ from transformers.trainer_callback import ProgressCallback
 from ...core import give_open_mode
 from ..data import Position, StreamSampler
 from ..dist import TrainingError, barrier, log
+from ..speed.attention import sdpa_kernel_for, sdpa_order
 from .callbacks import TRAINER_OWN
 from .optim import MuonAdamW, optimizer_factory
 from .schedules import WarmupStableDecay, budget_schedule, make_lr_scheduler
@@ -155,16 +156,28 @@ def tied_names(model) -> set[str]:
 
 class RunTrainer(Trainer):
     """``Trainer`` with our optimizer and schedule, the stream sampler, signal-proof DataLoader
-    workers, a DataLoader RNG of its own, FSDP on CPU groups, and weights checked as saved."""
+    workers, a DataLoader RNG of its own, FSDP on CPU groups, weights checked as saved, and
+    SDPA's kernel order (``--sdpa_order``) around everything it trains and evaluates."""
 
     def __init__(self, *args, stream=None, optimizer_builder: Callable | None = None,
-                 schedule: WarmupStableDecay | Callable[[int], float] | None = None, callbacks=(), **kwargs):
+                 schedule: WarmupStableDecay | Callable[[int], float] | None = None, callbacks=(),
+                 sdpa: str = "flash", **kwargs):
         self.stream = stream                        # StreamSampler, or None for the Trainer's own
         self.optimizer_builder = optimizer_builder  # model -> optimizer (None: args.optim's AdamW)
         self.schedule = schedule                    # step -> LR factor (None: args' scheduler)
+        self.sdpa = sdpa                            # SDPA's kernel order (..speed.attention)
         super().__init__(*args, **kwargs)
         handler = self.callback_handler
         handler.callbacks = in_order(list(callbacks), handler.callbacks)
+
+    def train(self, *args, **kwargs):
+        # torch.compile takes the kernel it finds when it traces: the order is set before it does
+        with sdpa_order(self.sdpa):
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):  # the final evaluations too, after train() returned
+        with sdpa_order(self.sdpa):
+            return super().evaluate(*args, **kwargs)
 
     def create_optimizer(self, model=None):
         new = self.optimizer is None
@@ -282,17 +295,19 @@ class FittedProgress(ProgressCallback):
 
 def build_trainer(model, args, *, train, eval_dataset, collator, callbacks: list,
                   stream: StreamSampler, optim: OptimConfig, time_budget: float = 0.0,
-                  processing_class=None, schedule: Callable[[int], float] | None = None) -> RunTrainer:
+                  processing_class=None, schedule: Callable[[int], float] | None = None,
+                  sdpa_order: str = "flash") -> RunTrainer:
     """The ``Trainer`` of every job: :class:`RunTrainer` (stream sampler, exact resume, FSDP on
     CPU groups, signal-proof workers, ``callbacks`` in their order) with the job's optimizer
     (``optim.optimizer``: adamw, or muon) and a budget-fitted schedule (its warm-up
     ``optim.warmup_share`` of the steps the budget holds, where set) or ``schedule`` (step ->
-    learning-rate factor, e.g. the LR finder's ramp). The model comes ready to train
-    (:func:`~..model.prepare_for_training`)."""
+    learning-rate factor, e.g. the LR finder's ramp), under SDPA's kernel order ``sdpa_order``.
+    The model comes ready to train (:func:`~..model.prepare_for_training`)."""
     return RunTrainer(model=model, args=args, eval_dataset=eval_dataset, train_dataset=train,
                       data_collator=collator, processing_class=processing_class, callbacks=callbacks,
                       stream=stream, optimizer_builder=optimizer_factory(optim.optimizer, args, log=log),
-                      schedule=schedule or budget_schedule(time_budget, args, optim.warmup_share))
+                      schedule=schedule or budget_schedule(time_budget, args, optim.warmup_share),
+                      sdpa=sdpa_order)
 
 
 def compile_failure(error: BaseException) -> bool:
@@ -311,11 +326,26 @@ class Outcome:
     tokens_seen: int | None = None  # tokens actually consumed, all invocations and world sizes
 
 
-def train(trainer, resume, stopper, position: Position, tokens_per_sample: int) -> Outcome:
+def sdpa_kernel_note(trainer: RunTrainer, context: int) -> str:
+    """What the trainer's ``--sdpa_order`` does for its model here: the kernel SDPA picks."""
+    import torch
+
+    cfg, args, order = trainer.model.config, trainer.args, trainer.sdpa
+    if getattr(cfg, "_attn_implementation", "sdpa") != "sdpa":
+        return f"--sdpa_order {order}: no effect (the model's attention is {cfg._attn_implementation}, not SDPA)"
+    dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+    with sdpa_order(order):
+        kernel = sdpa_kernel_for(cfg.n_head, cfg.n_embd // cfg.n_head, context, args.device.type, dtype)
+    return f"--sdpa_order {order}: SDPA runs {kernel} for this model's attention"
+
+
+def train(trainer: RunTrainer, resume, stopper, position: Position, tokens_per_sample: int) -> Outcome:
     """``Trainer.train``, resuming from ``resume`` when given; a GPU out of memory becomes
     advice."""
     import torch
 
+    if trainer.sdpa != "flash":
+        log(sdpa_kernel_note(trainer, tokens_per_sample))
     t0 = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
