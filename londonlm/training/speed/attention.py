@@ -34,12 +34,13 @@ def sdpa_order(order: str):
     return sdpa_kernel([getattr(SDPBackend, n) for n in names], set_priority=True)
 
 
-def sdpa_kernel_for(n_head: int, head_dim: int, context: int, device: str, dtype=None) -> str:
+def sdpa_kernel_for(n_head: int, head_dim: int, context: int, device: str, dtype=None, dropout: float = 0.0) -> str:
     """The kernel SDPA picks, in the current order, for a training attention of this shape:
-    causal, no mask, gradients wanted (so a log says what runs, not what was asked)."""
+    causal, no mask, gradients wanted, the model's attention dropout (so a log says what runs,
+    not what was asked)."""
     import torch
     from torch.nn.attention import SDPBackend
 
     q = torch.empty(1, n_head, context, head_dim, device=device, dtype=dtype or torch.bfloat16,
                     requires_grad=True)
-    return SDPBackend(torch._fused_sdp_choice(q, q, q, is_causal=True)).name.lower()
+    return SDPBackend(torch._fused_sdp_choice(q, q, q, dropout_p=dropout, is_causal=True)).name.lower()

@@ -335,7 +335,8 @@ def sdpa_kernel_note(trainer: RunTrainer, context: int) -> str:
         return f"--sdpa_order {order}: no effect (the model's attention is {cfg._attn_implementation}, not SDPA)"
     dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
     with sdpa_order(order):
-        kernel = sdpa_kernel_for(cfg.n_head, cfg.n_embd // cfg.n_head, context, args.device.type, dtype)
+        kernel = sdpa_kernel_for(cfg.n_head, cfg.n_embd // cfg.n_head, context, args.device.type, dtype,
+                                 getattr(cfg, "attn_pdrop", 0.0))
     return f"--sdpa_order {order}: SDPA runs {kernel} for this model's attention"
 
 
