@@ -9,12 +9,12 @@ trains it (``03_tokenizer/``), and the uint16 memmap token cache training reads.
 - :mod:`.chunks`: the per-chunk CRC-32 that the cache's reader verifies on first use.
 - :mod:`.counts`: tokens per split, source and decade (``02_data_collection/count_tokens.py``).
 """
-from .cache import cached_split_tokens, ensure_cache, load_checked_tokens, read_metadata
+from .cache import cached_split_tokens, ensure_cache, load_checked_tokens, read_metadata, split_token_ceiling
 from .stage import train_tokenizer_stage
 from .tokenizer import (EOT, TOKENIZER_FILES, era_token, era_tokens_of, load_tokenizer, plain_backend,
                         split_exact)
 
 __all__ = [
-    "cached_split_tokens", "ensure_cache", "EOT", "era_token", "era_tokens_of", "load_checked_tokens", "load_tokenizer",
+    "cached_split_tokens", "split_token_ceiling", "ensure_cache", "EOT", "era_token", "era_tokens_of", "load_checked_tokens", "load_tokenizer",
     "plain_backend", "read_metadata", "split_exact", "TOKENIZER_FILES", "train_tokenizer_stage",
 ]

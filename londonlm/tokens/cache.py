@@ -444,6 +444,24 @@ def cached_split_tokens(cache_dir: Path, tokenizer_dir: Path, processed_dir: Pat
     return {s: n for s, n in counts.items() if isinstance(n, int)}
 
 
+def split_token_ceiling(processed_dir: Path) -> dict[str, int]:
+    """The most tokens each split of a corpus can encode to, without encoding it: a byte-level
+    BPE token covers at least one byte of UTF-8, and each document adds at most two (its era
+    token and the end-of-text after it). For refusing a split too small for one block before
+    any data work; {} when the manifest cannot be read (the cache build then says why)."""
+    from ..corpus import read_manifest
+
+    out: dict[str, int] = {}
+    try:
+        for row in read_manifest(processed_dir, keys=("path", "split")):
+            if row.get("split") in SPLITS:
+                size = (Path(processed_dir) / row["path"]).stat().st_size
+                out[row["split"]] = out.get(row["split"], 0) + size + 2
+    except Exception:  # noqa: BLE001  (an estimate: the build reports a bad corpus itself)
+        return {}
+    return out
+
+
 def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, context_length: int,
                  era_tokens: bool, mode: str = "auto", progress: bool = True,
                  verify_full: bool = False, log=print) -> dict | None:

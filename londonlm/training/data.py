@@ -24,7 +24,7 @@ from transformers.trainer_callback import ExportableState
 
 from ..core import RunLayout
 from ..corpus import read_manifest
-from ..tokens import cached_split_tokens, ensure_cache, era_tokens_of, load_checked_tokens
+from ..tokens import cached_split_tokens, ensure_cache, era_tokens_of, load_checked_tokens, split_token_ceiling
 from .dist import TrainingError, is_main_process, log, rank0_first
 
 
@@ -270,14 +270,19 @@ def prepare_data(run: RunLayout, data: DataOptions, context_length: int, tokeniz
 
 
 def check_blocks_fit(run: RunLayout, data: DataOptions, context_length: int, tokenizer) -> None:
-    """Each split must hold a block: refused from a current token cache's counts before the
-    speed probe spends minutes, reading only (no cache is built here, so the refusals that
-    come before any data work still do; without one :func:`load_blocks` says it later)."""
+    """Each split must hold a block: refused before the speed probe spends minutes, reading
+    only (no cache is built here, so the refusals that come before any data work still do):
+    from a current token cache's counts, else from the most tokens the split's bytes can make
+    (:func:`~..tokens.split_token_ceiling`); a split between the two, :func:`load_blocks`
+    refuses once the cache is built."""
     era = data.era_tokens if data.era_tokens is not None else bool(era_tokens_of(tokenizer))
-    counts = cached_split_tokens(run.cache_dir, data.tokenizer_dir, data.processed_dir, era) or {}
+    counts = cached_split_tokens(run.cache_dir, data.tokenizer_dir, data.processed_dir, era)
+    has = "has"
+    if counts is None:
+        counts, has = split_token_ceiling(data.processed_dir), "can hold at most"
     for split, tokens in counts.items():
         if tokens < context_length:
-            raise TrainingError(f"the {split} split has {tokens} tokens, fewer than one block of "
+            raise TrainingError(f"the {split} split {has} {tokens} tokens, fewer than one block of "
                                 f"{context_length}; add text or lower --max_length")
 
 

@@ -130,3 +130,27 @@ def test_current_mode_only_reads(built, micro_root, tmp_path):
     assert ensure_cache(cache, tok_dir, proc, 32, True, mode="current") is None
     assert ensure_cache(cache, tok_dir, proc, 64, True, mode="current") == read_metadata(cache)
     assert tree_digest(cache) == before
+
+
+def test_the_token_ceiling_of_a_split_bounds_what_its_cache_counts(tmp_path):
+    """split_token_ceiling never says fewer tokens than the cache then holds (it refuses a
+    context before any data work, so an estimate below the truth would refuse good data)."""
+    import shutil
+
+    from conftest import write_micro_source
+    from londonlm.corpus import CollectionOptions, build_corpus
+    from londonlm.tokens import ensure_cache, split_token_ceiling
+    from londonlm.tokens.stage import train_tokenizer_stage
+
+    processed = tmp_path / "processed"
+    build_corpus(processed, tmp_path / "meta", options=CollectionOptions(validation_percent=20, log=lambda *_: None),
+                 source_dir=write_micro_source(tmp_path / "src"))
+    tok = tmp_path / "tok"
+    train_tokenizer_stage(processed, tok, vocab_size=300, min_frequency=2, era_tokens=True, model_max_length=64,
+                          log=lambda *_: None)
+    meta = ensure_cache(tmp_path / "cache", tok, processed, 64, era_tokens=True, progress=False, log=lambda *_: None)
+    ceiling = split_token_ceiling(processed)
+    for split in ("train", "validation"):
+        assert meta["splits"][split]["tokens"] <= ceiling[split]
+    shutil.rmtree(processed)
+    assert split_token_ceiling(processed) == {}  # no manifest: no estimate (the build says why)

@@ -267,6 +267,22 @@ def test_a_split_smaller_than_one_block_is_refused_before_the_speed_probe(root, 
     one_error_line(capsys.readouterr().err, "fewer than one block of 100000")
 
 
+def test_a_split_too_small_is_refused_before_the_probe_and_the_cache_build_without_a_cache(root, capsys,
+                                                                                          monkeypatch):
+    """A first run has no token cache to count from: the split's bytes bound its tokens (one
+    byte at least a token, two more a document), so a context no split can fill is refused
+    before minutes of probing and tokenizing, and nothing is written."""
+    import londonlm.training.run as run_module
+    from londonlm.tokens import split_token_ceiling
+
+    monkeypatch.setattr(run_module, "choose_speed", lambda *a, **k: pytest.fail("the speed probe ran"))
+    assert train_exit_code(root, "--max_length", "100000", "--max_steps", "2", "--autotune", "on") == 2
+    ceiling = split_token_ceiling(root / "data" / "london_historical" / "processed")
+    one_error_line(capsys.readouterr().err, f"the train split can hold at most {ceiling['train']} tokens",
+                   "fewer than one block of 100000")
+    assert not (run_dir(root) / "pretokenized_data").exists()
+
+
 def test_a_resume_is_judged_by_the_runs_record_not_a_cache_rebuilt_since(root, capsys):
     """The token cache rebuilt meanwhile at another context (a sweep once did it): the checkpoint
     was trained at the run's recorded context, and resumes at it, not refused as 'trained with' the
