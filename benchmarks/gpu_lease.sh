@@ -5,9 +5,10 @@
 #     bash benchmarks/gpu_lease.sh race                    # device call 1, carry .gpu_race .whl, timeout 600
 #                                                          # (run 2026-11-28; the next lease: variants, then throughput)
 #     bash benchmarks/gpu_lease.sh throughput SECONDS      # device call 2, at once: the seconds the lease has left
-#     bash benchmarks/gpu_lease.sh variants [shape|plateau] # a later lease: what each change of ours buys
-#                                                          # (shape: the context and the tokens a step;
-#                                                          #  plateau: --decay_on_plateau at 180 s)
+#     bash benchmarks/gpu_lease.sh variants [shape|plateau|compile] # a later lease: what each change
+#                                                          # of ours buys (shape: the context and the
+#                                                          # tokens a step; plateau: --decay_on_plateau
+#                                                          # at 180 s; compile: torch.compile at 180 s)
 #     bash benchmarks/gpu_lease.sh regular                 # a later lease: GPT-2 Medium's race (carry .gpu_race_regular)
 #
 # On the device it installs the carried wheels and this checkout, checks that the race can import
@@ -48,6 +49,10 @@ SHAPE_VARIANTS=(--variant "ctx1024=--max_length 1024"
 # there), so a plateau of 2 evaluations is a minute of overfitting before the decay begins.
 PLATEAU_VARIANTS=(--variant "plateau1=--decay_on_plateau 1"
                   --variant "plateau2=--decay_on_plateau 2")
+# torch.compile at the race's 180 s: ours trains eager under a budget below 600 s
+# (COMPILE_MIN_BUDGET_SECONDS), where the H200's figures (a 31-34 s first step for Small, 1.47x
+# the eager step after it) put the break-even near 100 s. Measured as ours forced to compile.
+COMPILE_VARIANTS=(--variant "compiled=--torch_compile true")
 
 # Wheels the device image lacks (its transformers is 5.17 and it has no datasets): Python 3.12, x86-64.
 WHEELS=(transformers==5.24.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
@@ -116,7 +121,8 @@ variants)
     "") ;;
     shape) chosen=("${SHAPE_VARIANTS[@]}") ;;
     plateau) chosen=("${PLATEAU_VARIANTS[@]}"); seconds=180 ;;
-    *) die "variants takes nothing, 'shape' or 'plateau', not '$2'" ;;
+    compile) chosen=("${COMPILE_VARIANTS[@]}"); seconds=180 ;;
+    *) die "variants takes nothing, 'shape', 'plateau' or 'compile', not '$2'" ;;
     esac
     install
     run python3 benchmarks/gpu_race.py --data .gpu_race --work /tmp/race --json "$OUT/gpu_race_variants.json" \
@@ -134,6 +140,6 @@ regular)
     exit $rc
     ;;
 *)
-    die "give one of: prepare [slm|regular], race, throughput SECONDS, variants [shape], regular"
+    die "give one of: prepare [slm|regular], race, throughput SECONDS, variants [shape|plateau|compile], regular"
     ;;
 esac

@@ -513,7 +513,8 @@ def test_dry_run_of_the_throughput_step_lists_every_lever_variant():
     for i, v in enumerate(levers.PLAN, 1):
         assert f"     {i}. {v.name}: {v.model}, pad_vocab {'on' if v.pad_vocab else 'off'}" in r.stdout
     for lever in ("pad_vocab off", "fused loss", "compile eager", "max-autotune-no-cudagraphs", "micro-batch 16",
-                  "muon-ns-compiled", "gc-frozen", "attention cudnn first"):
+                  "muon-ns-compiled", "gc-frozen", "attention cudnn first", "compile regional",
+                  "medium, pad_vocab on, stock loss, compile default, 64 sequences a step"):
         assert lever in r.stdout, lever
     # every lever is measured on and off for both models where a compile fits the lease
     names = [v.name for v in levers.PLAN]
@@ -630,3 +631,31 @@ def test_a_cudnn_first_variant_measures_under_that_kernel_order_and_restores_tor
     assert _cur_sdpa_kernel_backends(with_priority=True) == before
     levers.measure_variant(levers.Variant("f", "small"), cfg, None, device="cpu")
     assert seen[1] == before
+
+
+def test_a_regional_compile_compiles_each_block_and_shares_the_models_weights():
+    """The regional lever compiles each repeated block (one trace serves them all) and the
+    parts around them, and trains the same parameters the optimizer holds."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    from gpu import levers
+    from londonlm.training.model import ModelShape, build_model
+
+    model = build_model(ModelShape(2, 2, 32, 16, 300), 0, 0, 0, seed=0)
+    fwd = levers._compiled(model, "regional")
+    assert not isinstance(fwd, OptimizedModule)  # the loss around the blocks stays eager
+    assert all(isinstance(b, OptimizedModule) for b in fwd.transformer.h) and len(fwd.transformer.h) == 2
+    assert {id(p) for p in fwd.parameters()} == {id(p) for p in model.parameters()}
+    assert levers._compiled(model, "eager") is model
+    assert isinstance(levers._compiled(model, "default"), OptimizedModule)
+
+
+def test_a_variant_with_more_sequences_a_step_accumulates_the_rest(monkeypatch):
+    from gpu import levers
+    from londonlm.training.model import ModelShape
+
+    monkeypatch.setattr(levers, "model_shape", lambda model, vocab: ModelShape(1, 2, 32, 16, 300))
+    v = levers.Variant("more", "medium", compile="eager", micro_batch=2, sequences=8)
+    rows = levers.measure_variant(v, levers.ThroughputConfig(warmup=1, windows=1, steps_per_window=1),
+                                  peak=1e6, device="cpu")
+    assert rows[0]["micro_batch"] == "2 x 4" and rows[0]["tokens_per_s"] > 0

@@ -38,7 +38,7 @@ TARGETS = {"small": 0.45, "medium": 0.50}
 # seconds a variant's compile is assumed to take before one of that model was measured
 # (GPT-2 Small compiled in 33 s on an H200, BENCHMARKS.md; Medium has twice the layers)
 COMPILE_GUESS = {"small": 45.0, "medium": 90.0}
-MODE_FACTOR = {"default": 1.0, "max-autotune-no-cudagraphs": 4.0, "eager": 0.0}
+MODE_FACTOR = {"default": 1.0, "max-autotune-no-cudagraphs": 4.0, "eager": 0.0, "regional": 0.5}
 SUB_SECONDS = {"adamw": 6.0, "gc-frozen": 6.0, "muon": 10.0, "muon-ns-compiled": 25.0}
 
 
@@ -48,8 +48,11 @@ class Variant:
     model: str = "small"                  # small | medium
     pad_vocab: bool = True
     fused_loss: bool = False
-    compile: str = "default"              # eager | default | max-autotune-no-cudagraphs
+    # eager | default | max-autotune-no-cudagraphs | regional (each repeated block compiled
+    # once and reused: accelerate's compile_regions, for a shorter first step)
+    compile: str = "default"
     micro_batch: int | None = None        # None: fitted to the free memory
+    sequences: int | None = None          # per optimizer step; None: SEQUENCES[model]
     attention: str = "flash"              # SDPA's kernel order, --sdpa_order's: flash | cudnn
     subs: tuple = ("adamw",)              # measured on the same model: adamw | gc-frozen | muon | muon-ns-compiled
 
@@ -63,6 +66,8 @@ PLAN = [
             subs=("adamw", "gc-frozen", "muon", "muon-ns-compiled")),
     Variant("small: cuDNN attention first", "small", attention="cudnn", subs=("adamw", "gc-frozen")),
     Variant("medium: cuDNN attention first", "medium", attention="cudnn", subs=("adamw", "gc-frozen")),
+    Variant("small: regional compile (each block once)", "small", compile="regional"),
+    Variant("medium: 64 sequences a step", "medium", sequences=64),
     Variant("small: vocabulary unpadded", "small", pad_vocab=False),
     Variant("medium: vocabulary unpadded", "medium", pad_vocab=False),
     Variant("small: fused loss", "small", fused_loss=True),
@@ -150,7 +155,8 @@ def plan_lines(cfg: ThroughputConfig) -> list[str]:
              f"{cfg.steps_per_window} steps; MFU = tokens/s x flops_per_token(real vocab) / peak bf16"]
     for i, v in enumerate(cfg.plan, 1):
         lines.append(f"{i}. {v.name}: {v.model}, pad_vocab {'on' if v.pad_vocab else 'off'}, "
-                     f"{'fused' if v.fused_loss else 'stock'} loss, compile {v.compile}, micro-batch "
+                     f"{'fused' if v.fused_loss else 'stock'} loss, compile {v.compile}, "
+                     f"{v.sequences or SEQUENCES[v.model]} sequences a step, micro-batch "
                      f"{v.micro_batch or 'fitted'}, attention {v.attention} first; measured: {', '.join(v.subs)}")
     return lines
 
@@ -175,8 +181,22 @@ def fitted_micro_batch(shape, v: Variant, settings) -> int:
     if v.micro_batch:
         return v.micro_batch
     free = free_memory_bytes("cuda")
-    return fit_micro_batch(SEQUENCES[v.model], lambda b: memory_of(
+    return fit_micro_batch(v.sequences or SEQUENCES[v.model], lambda b: memory_of(
         shape, b, settings, "adamw", 0.0).total <= GPU_MEMORY_SHARE * free)
+
+
+def _compiled(model, mode: str):
+    """What a variant times: the model itself (eager), torch.compile of the whole of it, or of
+    each repeated block once (regional: the graph traced for one block serves the rest)."""
+    import torch
+
+    if mode == "eager":
+        return model
+    if mode == "regional":
+        from accelerate.utils import compile_regions
+
+        return compile_regions(model)
+    return torch.compile(model, mode=None if mode == "default" else mode)
 
 
 def _optimizer(model, sub: str):
@@ -233,9 +253,9 @@ def _measure_subs(v: Variant, cfg: ThroughputConfig, peak: float | None, device:
     if device == "cuda":
         release()
     b = fitted_micro_batch(shape, v, settings)
-    accum = max(1, SEQUENCES[v.model] // b)
+    accum = max(1, (v.sequences or SEQUENCES[v.model]) // b)
     model = prepare_for_training(build_model(shape, 0, 0, 0, seed=0), settings).to(device).train()
-    fwd = model if v.compile == "eager" else torch.compile(model, mode=None if v.compile == "default" else v.compile)
+    fwd = _compiled(model, v.compile)
     g = torch.Generator(device=device).manual_seed(0)
     ctx = shape.n_positions
     batches = [torch.randint(0, shape.vocab_size, (b, ctx), device=device, generator=g) for _ in range(accum)]
