@@ -20,7 +20,7 @@ parsing (every source and the report with them: a quarter of the OCR repair stag
 from importlib import import_module
 
 from .manifest import (COLLECT_CMD, MANIFEST, SPLITS, CorpusError, assign_split, collected_sources, decade_key,
-                       iter_split_texts, manifest_sha256, read_manifest, summarize,
+                       iter_split_texts, manifest_sha256, read_manifest, split_sizes, summarize,
                        text_sizes)
 
 _STAGE_NAMES = ("CollectionError", "CollectionOptions", "SAMPLE_SOURCE_ID", "build_corpus", "collect_from_registry",
@@ -32,7 +32,7 @@ _WHERE = {**{name: "collect" for name in _STAGE_NAMES},
 __all__ = [
     "assign_split", "collected_sources", "COLLECT_CMD", "corpus_time_facts", "CorpusError", "cutoff_view", "decade_key",
     "format_date", "iter_split_texts", "MANIFEST", "manifest_sha256", "parse_tei", "read_folder_manifest", "read_manifest", "SPLITS",
-    "summarize", "tei_interp", "TEI_SKIP_TAGS", "text_sizes",
+    "split_sizes", "summarize", "tei_interp", "TEI_SKIP_TAGS", "text_sizes",
     *_STAGE_NAMES,
 ]
 

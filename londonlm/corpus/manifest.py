@@ -212,6 +212,17 @@ def text_sizes(processed_dir: str | Path, rows: list[dict]) -> list[int]:
     return sizes
 
 
+def split_sizes(processed_dir: str | Path) -> dict[str, tuple[int, int]]:
+    """(bytes of text, documents) of each split the manifest lists, from the files' sizes
+    (:func:`text_sizes`: a text that is gone is a :class:`CorpusError` naming it)."""
+    rows = read_manifest(processed_dir, keys=("path", "split"))
+    out: dict[str, tuple[int, int]] = {}
+    for row, size in zip(rows, text_sizes(processed_dir, rows)):
+        total, docs = out.get(row["split"], (0, 0))
+        out[row["split"]] = (total + size, docs + 1)
+    return out
+
+
 def document_text(processed_dir: str | Path, row: Mapping[str, Any]) -> str:
     """The text of a manifest row, read whole; a missing one names itself and the rebuild (the
     corpus folder was pruned or half copied: its manifest no longer describes it)."""

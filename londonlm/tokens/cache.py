@@ -33,7 +33,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..core import now_iso, require_input, sha256_file, write_json_atomic
+from ..core import LondonLMError, now_iso, require_input, sha256_file, write_json_atomic
+from ..corpus import MANIFEST, corpus_time_facts, iter_split_texts, read_manifest, split_sizes, text_sizes
 from .chunks import CHUNK_BYTES, PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
 from .tokenizer import EOT, PIECE_CHARS, era_token, load_tokenizer, plain_backend, split_exact
 
@@ -339,7 +340,6 @@ def _write_split(tokenizer, processed_dir: Path, rows: list[dict], out_bin: Path
     resuming a stopped build of the same identity; a progress bar in bytes of text read."""
     from tqdm.auto import tqdm
 
-    from ..corpus import iter_split_texts, text_sizes
 
     w = _SplitWriter(out_bin, out_idx, identity)
     start = w.resume()
@@ -384,7 +384,6 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
                 era_tokens: bool, progress: bool = True, log=print) -> dict:
     """Encode both splits to disk (resuming a stopped build for the same inputs and
     settings); metadata.json is written last, and the build's progress files then go."""
-    from ..corpus import corpus_time_facts
 
     if len(tokenizer) >= 65536:
         raise CacheError(f"vocabulary of {len(tokenizer)} does not fit uint16 (< 65,536)")
@@ -420,7 +419,6 @@ def cache_request(tokenizer_dir: Path, processed_dir: Path, context_length: int,
                   era_tokens: bool) -> CacheRequest:
     """What a cache for these inputs and settings must record; a missing input is one line
     naming the command that makes it."""
-    from ..corpus import MANIFEST
 
     tok_file = require_input(Path(tokenizer_dir) / "tokenizer.json",
                              "python 03_tokenizer/train_historical_tokenizer.py", "tokenizer")
@@ -448,18 +446,12 @@ def split_token_ceiling(processed_dir: Path) -> dict[str, int]:
     """The most tokens each split of a corpus can encode to, without encoding it: a byte-level
     BPE token covers at least one byte of UTF-8, and each document adds at most two (its era
     token and the end-of-text after it). For refusing a split too small for one block before
-    any data work; {} when the manifest cannot be read (the cache build then says why)."""
-    from ..corpus import read_manifest
-
-    out: dict[str, int] = {}
+    any data work; {} when the corpus cannot be read (the cache build then says why)."""
     try:
-        for row in read_manifest(processed_dir, keys=("path", "split")):
-            if row.get("split") in SPLITS:
-                size = (Path(processed_dir) / row["path"]).stat().st_size
-                out[row["split"]] = out.get(row["split"], 0) + size + 2
-    except Exception:  # noqa: BLE001  (an estimate: the build reports a bad corpus itself)
+        sizes = split_sizes(processed_dir)
+    except (OSError, LondonLMError):
         return {}
-    return out
+    return {split: size + 2 * docs for split, (size, docs) in sizes.items()}
 
 
 def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, context_length: int,
@@ -471,7 +463,6 @@ def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, cont
     side tool that may read a run's cache but must never replace it with one the run's
     checkpoints were not trained on: the metadata when current, else None; it only reads (no
     lock file, no build)."""
-    from ..corpus import read_manifest
 
     cache_dir = Path(cache_dir)
     req = cache_request(tokenizer_dir, processed_dir, context_length, era_tokens)

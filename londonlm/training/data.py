@@ -22,8 +22,8 @@ from torch.utils.data import Dataset, Sampler
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..core import RunLayout
-from ..corpus import read_manifest
+from ..core import LondonLMError, RunLayout
+from ..corpus import split_sizes
 from ..tokens import cached_split_tokens, ensure_cache, era_tokens_of, load_checked_tokens, split_token_ceiling
 from .dist import TrainingError, is_main_process, log, rank0_first
 
@@ -289,7 +289,6 @@ def check_blocks_fit(run: RunLayout, data: DataOptions, context_length: int, tok
 def validation_bytes(processed_dir: Path) -> int | None:
     """UTF-8 bytes of the validation split (file sizes from the manifest), for bits per byte."""
     try:
-        return sum((Path(processed_dir) / r["path"]).stat().st_size
-                   for r in read_manifest(processed_dir) if r.get("split") == "validation")
-    except Exception:  # the estimate is optional
+        return split_sizes(processed_dir).get("validation", (0, 0))[0]
+    except (OSError, LondonLMError):  # the estimate is optional
         return None

@@ -110,16 +110,23 @@ def move_run_aside(run: RunLayout) -> Path | None:
 
 # --------------------------------------------------------------------------- what the checkpoint recorded
 
-def recorded_position(checkpoint: Path) -> dict | None:
-    """The :class:`~.data.DataPosition` a checkpoint recorded (None for one saved before it existed)."""
+def saved_attributes(checkpoint: Path, callback: type) -> dict | None:
+    """What a stateful callback (``ExportableState``) saved in a checkpoint's trainer_state.json
+    (its last entry), or None for a checkpoint saved before it existed."""
     try:
         st = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
     except (OSError, ValueError):
         return None
-    rec = (st.get("stateful_callbacks") or {}).get(DataPosition.__name__)
+    rec = (st.get("stateful_callbacks") or {}).get(callback.__name__)
     if isinstance(rec, list):
         rec = rec[-1] if rec else None
-    return (rec or {}).get("attributes")
+    out = (rec or {}).get("attributes")
+    return out if isinstance(out, dict) else None
+
+
+def recorded_position(checkpoint: Path) -> dict | None:
+    """The :class:`~.data.DataPosition` a checkpoint recorded (None for one saved before it existed)."""
+    return saved_attributes(checkpoint, DataPosition)
 
 
 class RunRecord(TrainerCallback, ExportableState):
@@ -143,14 +150,7 @@ class RunRecord(TrainerCallback, ExportableState):
 
 def recorded_run(checkpoint: Path) -> dict:
     """The :class:`RunRecord` a checkpoint carries ({} for one saved before it existed)."""
-    try:
-        st = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
-    except (OSError, ValueError):
-        return {}
-    rec = (st.get("stateful_callbacks") or {}).get(RunRecord.__name__)
-    if isinstance(rec, list):
-        rec = rec[-1] if rec else None
-    out = ((rec or {}).get("attributes") or {}).get("record")
+    out = (saved_attributes(checkpoint, RunRecord) or {}).get("record")
     return out if isinstance(out, dict) else {}
 
 

@@ -58,3 +58,22 @@ def test_a_missing_text_names_itself_and_the_rebuild(tmp_path):
         document_text(tmp_path, GOOD)
     gone.write_text("A text.")
     assert document_text(tmp_path, GOOD) == "A text."
+
+
+def test_split_sizes_are_the_texts_bytes_and_documents_of_each_split(tmp_path):
+    """The corpus's own sum of its splits (bits per byte's denominator, the token ceiling's
+    bound); a text the manifest lists that is gone is one error naming it."""
+    import json
+
+    from londonlm.corpus import CorpusError, split_sizes
+
+    (tmp_path / "texts").mkdir()
+    rows = [("a", "train", "x" * 10), ("b", "train", "é" * 3), ("c", "validation", "yz")]
+    for doc, _, text in rows:
+        (tmp_path / "texts" / f"{doc}.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "manifest.jsonl").write_text("".join(
+        json.dumps({"id": d, "path": f"texts/{d}.txt", "split": s}) + "\n" for d, s, _ in rows))
+    assert split_sizes(tmp_path) == {"train": (16, 2), "validation": (2, 1)}
+    (tmp_path / "texts" / "c.txt").unlink()
+    with pytest.raises(CorpusError, match="c.txt"):
+        split_sizes(tmp_path)

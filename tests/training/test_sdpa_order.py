@@ -77,3 +77,12 @@ def test_chat_fine_tuning_takes_the_flag_too():
     req = JobRequest.from_flags(SpeedArguments(sdpa_order="cudnn"), RunControlArguments())
     assert req.speed.sdpa_order == "cudnn"
     assert JobRequest.from_flags(SpeedArguments(), RunControlArguments()).speed.sdpa_order == "flash"
+
+
+def test_the_note_names_the_kernel_the_models_attention_dropout_gets(micro_root_copy, capsys):
+    """SDPA chooses by the dropout too: a CPU's flash kernel has none, so with dropout the note
+    must say math, not what a dropout-free attention of that shape would get."""
+    assert sdpa_kernel_for(2, 32, 64, "cpu", dropout=0.1) == "math"
+    assert train_exit_code(micro_root_copy, "--max_steps", "1", "--eval_steps", "100", "--attn_implementation",
+                           "sdpa", "--dropout", "0.1", "--sdpa_order", "cudnn") == 0
+    assert "--sdpa_order cudnn: SDPA runs math for this model's attention" in capsys.readouterr().out
