@@ -15,7 +15,7 @@ import config
 from londonlm.core.cli import existing_dir, non_negative_int, positive_int, StageParser, year
 from londonlm.core.errors import run_main
 from londonlm.chat.evaluate import ChatEvalOptions
-from londonlm.chat.finetune import ChatTrainOptions
+from londonlm.chat.preset import ChatTrainOptions
 from londonlm.pipeline import CHAT_MODES, ChatStep, PipelinePlan, run_pipeline
 from londonlm.training import JobRequest, build_config, parse_train_flags
 

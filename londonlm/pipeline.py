@@ -17,7 +17,7 @@ from .chat import ChatDataError, ChatDatasetOptions, ChatEvalOptions, ChatTrainO
 from .core import RunLayout, SIDECAR, UsageError, current_or_make, read_json, sha256_file, write_json_atomic
 from .corpus import MANIFEST
 from .evaluation import model_identity
-from .training import JobRequest, TrainingConfig, TrainingError, run_training, training_settings
+from .training import JobRequest, TrainingConfig, TrainingError, training_settings
 
 SUMMARY = "pipeline_summary.json"  # in the run folder
 METRICS = "pipeline_metrics.json"  # in the run's evaluation folder
@@ -177,6 +177,8 @@ def _train_stage(plan: PipelinePlan, log) -> None:
         config = config.but(control={"fresh": True})
         log(f"training: {'--overwrite' if plan.overwrite else status.why}; starting a fresh "
             f"run (the previous one is moved aside)")
+    from .training import run_training  # the Trainer's code, imported when a run trains (as chat's below)
+
     summary = run_training(config)
     if summary.get("interrupted"):
         raise TrainingError(f"training stopped early ({summary['interrupted']}); run the same "

@@ -378,7 +378,8 @@ def serving_in_thread(app, **options):
 @pytest.fixture(scope="session")
 def chat_model_dir(chat_root) -> Path:
     """A micro chat model fine-tuned (2 steps) from the ``chat_root`` base run."""
-    from londonlm.chat.finetune import ChatTrainOptions, finetune_chat
+    from londonlm.chat.finetune import finetune_chat
+    from londonlm.chat.preset import ChatTrainOptions
     from londonlm.core.layout import Layout
 
     layout = Layout(chat_root)

@@ -220,11 +220,13 @@ def test_samples_use_the_generation_interface_and_keep_the_leading_eot(tiny_mode
 
 def test_interrupted_training_stops_the_pipeline(tmp_path, monkeypatch):
     import londonlm.pipeline as pipeline
+    import londonlm.training as training
     from londonlm.training import TrainingError
 
     plan = pipeline.PipelinePlan(tmp_path / "p", tmp_path / "m", tmp_path / "tok",
                                  _tiny_config(tmp_path), 512, 8, 2, False, 5.0, 10, (1500, 1900))
-    monkeypatch.setattr(pipeline, "run_training", lambda config: {"interrupted": "signal SIGINT"})
+    # the pipeline imports the runner when a run trains (the Trainer's code is slow to import)
+    monkeypatch.setattr(training, "run_training", lambda config: {"interrupted": "signal SIGINT"})
     with pytest.raises(TrainingError, match="run the same command again"):
         pipeline._train_stage(plan, log=lambda *_: None)
 
@@ -234,7 +236,7 @@ def _tiny_config(tmp_path):
     from londonlm.core.layout import Layout
     from londonlm.training import (ModelConfig, OptimConfig, OutputConfig, RunControl, SpeedConfig,
                                    TrainingConfig)
-    from londonlm.training.data import DataOptions
+    from londonlm.training.job import DataOptions
 
     layout = Layout(tmp_path)
     return TrainingConfig(ModelConfig(1, 1, 8, 8), DataOptions(tmp_path / "tok", tmp_path / "p"), SpeedConfig(),
@@ -242,7 +244,7 @@ def _tiny_config(tmp_path):
 
 
 def _chat_plan(tmp_path, mode, source_dir, options=True):
-    from londonlm.chat.finetune import ChatTrainOptions
+    from londonlm.chat.preset import ChatTrainOptions
     from londonlm.core.layout import Layout
     from londonlm.pipeline import ChatStep, PipelinePlan
 

@@ -39,6 +39,27 @@ def test_help_from_another_directory(script, tmp_path):
     assert not list(tmp_path.iterdir()), "--help must not write anything"
 
 
+# The training and chat command lines (and the pipeline's, which holds both) answer --help and
+# refuse a bad flag before the Trainer and the model code are imported (~5 s of a ~8 s start)
+PARSED_BEFORE_THE_TRAINER = ["04_training/train_model.py", "04_training/train_model_slm.py",
+                             "07_finetuning/finetune_chat.py", "10_scripts/run_pipeline.py"]
+TRAINER_MODULES = ("transformers.trainer", "londonlm.training.step.trainer", "londonlm.chat.finetune")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--learning_rate", "0"]], ids=["help", "refused"])
+@pytest.mark.parametrize("script", PARSED_BEFORE_THE_TRAINER)
+def test_the_command_line_is_answered_before_the_trainer_is_imported(script, argv, tmp_path):
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{str(REPO / script)!r}, *{argv!r}]\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit as e:\n    print('exit', e.code)\n"
+            f"print('loaded', [m for m in {TRAINER_MODULES!r} if m in sys.modules])\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env=dict(os.environ, LONDONLM_ROOT=str(tmp_path)), timeout=180)
+    assert res.stdout.splitlines()[-2:] == [f"exit {0 if argv == ['--help'] else 2}", "loaded []"], \
+        res.stdout[-1500:] + res.stderr[-1500:]
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
 def test_thin_script_shape(script):
     src = script.read_text()

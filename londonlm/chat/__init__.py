@@ -6,17 +6,15 @@ Modules: ``extract`` (TEI -> examinations), ``filters`` (one rule per reason), `
 ``finetune`` (Trainer, collators, resume), ``evaluate`` (answer loss, modern-bait
 anachronisms), ``respond`` (validated requests and replies, for serving), ``card``.
 """
-from .card import chat_model_card
-from .dataset import ChatDataError, ChatDatasetOptions, build_chat_dataset
-from .evaluate import ChatEvalOptions, evaluate_chat
-from .finetune import ChatTrainOptions, chat_settings, finetune_chat, fingerprints
-from .respond import (ChatRequestError, ChatSettings, chat_reply, chat_stream, check_year, is_chat_model, read_chat_info,
-                      validate_messages, with_era)
-from .template import ChatFormatError, ChatIds, encode_chat
+from ..core import lazy_exports
 
-__all__ = [
-    "build_chat_dataset", "chat_model_card", "chat_reply", "chat_stream", "ChatDataError",
-    "ChatDatasetOptions", "ChatEvalOptions", "ChatFormatError", "ChatIds", "ChatRequestError",
-    "ChatSettings", "chat_settings", "ChatTrainOptions", "check_year", "encode_chat", "evaluate_chat", "finetune_chat", "fingerprints",
-    "is_chat_model", "read_chat_info", "validate_messages", "with_era",
-]
+__all__, __getattr__ = lazy_exports(__name__, {
+    "card": ("chat_model_card",),
+    "dataset": ("ChatDataError", "ChatDatasetOptions", "build_chat_dataset"),
+    "evaluate": ("ChatEvalOptions", "evaluate_chat"),
+    "finetune": ("finetune_chat", "fingerprints"),
+    "preset": ("ChatTrainOptions", "chat_settings"),
+    "respond": ("ChatRequestError", "ChatSettings", "chat_reply", "chat_stream", "check_year",
+                "is_chat_model", "read_chat_info", "validate_messages", "with_era"),
+    "template": ("ChatFormatError", "ChatIds", "encode_chat"),
+})

@@ -11,7 +11,7 @@ from typing import Mapping, Optional
 
 from ..core import UsageError
 from ..training import JobRequest, RunControlArguments, SpeedArguments, parse_flags
-from .finetune import ChatTrainOptions, finetune_chat
+from .preset import ChatTrainOptions
 
 
 # Run control's flags that only pre-training's job acts on (its best/ folder, early stopping):
@@ -115,6 +115,10 @@ def main(argv: list[str], presets: Mapping[str, Mapping], default_preset: str, g
     base_dir = layout.resolve_model(chat.init_from, name)
     run_name = trainer.get("run_name") if "run_name" in given else None
     run = layout.run(run_name or chat_run_name(layout, base_dir, chat.init_from or name))
+    # imported once the command line stands: the Trainer and model code take ~4 s to import,
+    # which --help and a refused flag need not wait for
+    from .finetune import finetune_chat
+
     finetune_chat(base_dir, chat.data_dir or layout.chat_data_dir, run, options, request=request,
                   fresh=control.fresh, overwrite=chat.overwrite)
     return 0

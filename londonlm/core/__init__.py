@@ -13,6 +13,8 @@
   memory at scale; ``sqlite_os_error``, the OSError a SQLite failure stands for (a full disk).
 - :mod:`.processes`: a lock file that names its holder (``hold``), and workers that end with
   their parent (``die_with_parent``).
+- :mod:`.lazy`: a package's exports loaded on first use (``lazy_exports``), so that a script
+  parses its command line before the heavy code behind them is imported.
 - :mod:`.generation_settings`: the project's one set of sampling defaults, which training
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
@@ -33,6 +35,7 @@ from .hardware import (GpuUnusable, choose_precision, cpu_has_native_bf16, devic
                        require_usable_gpus, return_freed_memory, usable_cores, use_training_threads)
 from .processes import Hold, die_with_parent, hold, holder_pid
 from .scratch import ScratchTables, sqlite_os_error
+from .lazy import lazy_exports
 from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE, SIDECAR,
                      TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints, is_plain_name,
                      model_run_info, usable_model)
@@ -44,6 +47,7 @@ __all__ = [
     "existing_dir", "existing_file", "FINAL", "fraction", "free_text", "free_memory_bytes", "GpuUnusable", "generation_config_dict", "GenerationError",
     "GenerationSettings", "GGUF", "GREEDY_BELOW", "give_open_mode", "hardware_summary", "Hold", "hold", "holder_pid",
     "keep_freed_memory_in_heap",
+    "lazy_exports",
     "large_blocks_from_the_system",
     "is_plain_name", "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",

@@ -17,27 +17,20 @@ own entry points load on first use, so readers of the manifest need not import t
 and dedup code (numpy, ~1 s); so do the time facts, the local folder's manifest and the TEI
 parsing (every source and the report with them: a quarter of the OCR repair stage's start).
 """
-from importlib import import_module
-
+from ..core import lazy_exports
 from .manifest import (COLLECT_CMD, MANIFEST, SPLITS, CorpusError, assign_split, collected_sources, decade_key,
                        iter_split_texts, manifest_sha256, read_manifest, split_sizes, summarize,
                        text_sizes)
 
-_STAGE_NAMES = ("CollectionError", "CollectionOptions", "SAMPLE_SOURCE_ID", "build_corpus", "collect_from_registry",
-                "run_collection")
-_WHERE = {**{name: "collect" for name in _STAGE_NAMES},
-          "corpus_time_facts": "cutoff", "cutoff_view": "cutoff", "read_folder_manifest": "sources.local",
-          **{name: "sources.old_bailey" for name in ("TEI_SKIP_TAGS", "format_date", "parse_tei", "tei_interp")}}
+_LAZY, __getattr__ = lazy_exports(__name__, {
+    "collect": ("CollectionError", "CollectionOptions", "SAMPLE_SOURCE_ID", "build_corpus", "collect_from_registry",
+                "run_collection"),
+    "cutoff": ("corpus_time_facts", "cutoff_view"),
+    "sources.local": ("read_folder_manifest",),
+    "sources.old_bailey": ("TEI_SKIP_TAGS", "format_date", "parse_tei", "tei_interp"),
+})
 
 __all__ = [
-    "assign_split", "collected_sources", "COLLECT_CMD", "corpus_time_facts", "CorpusError", "cutoff_view", "decade_key",
-    "format_date", "iter_split_texts", "MANIFEST", "manifest_sha256", "parse_tei", "read_folder_manifest", "read_manifest", "SPLITS",
-    "split_sizes", "summarize", "tei_interp", "TEI_SKIP_TAGS", "text_sizes",
-    *_STAGE_NAMES,
+    "assign_split", "collected_sources", "COLLECT_CMD", "CorpusError", "decade_key", "iter_split_texts", "MANIFEST",
+    "manifest_sha256", "read_manifest", "SPLITS", "split_sizes", "summarize", "text_sizes", *_LAZY,
 ]
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,23 +23,17 @@ The model folders stay loadable by lm-eval-harness's Hugging Face backend::
     lm_eval --model hf --model_args pretrained=09_models/checkpoints/tiny/final,dtype=float32 \\
         --tasks lambada_openai,hellaswag,arc_easy --device cpu --batch_size 8
 """
-from .human_eval import BROUGHT_SAMPLES, brought_samples
-from .metrics.generation_quality import distinct_n, load_wordlist, repeated_ngram_rate, words_of
-from .metrics.leakage import LEAKAGE_FACTS, LEAKAGE_WORDS, LeakageError, run_leakage_probes
-from .metrics.lm import evaluate_lm
-from .metrics.probes import ProbeFormatError, load_mc_jsonl, score_items
-from .model import (METRICS_FILE, SAMPLES_FILE, MissingInput, load_for_evaluation, load_model,
-                    model_identity, stale_evaluation)
-from .report import METRICS_FORMAT_VERSION, could_not_know_section, leakage_markdown, leakage_summary
-from .run import (MODES, QUICK_MAX_EVAL_TOKENS, EvaluationError, EvaluationSettings, leakage_for_model,
-                  run_evaluation)
+from ..core import lazy_exports
 
-__all__ = [
-    "brought_samples", "BROUGHT_SAMPLES", "distinct_n", "evaluate_lm", "EvaluationError", "EvaluationSettings",
-    "could_not_know_section", "LEAKAGE_FACTS", "LEAKAGE_WORDS", "leakage_for_model", "leakage_markdown",
-    "leakage_summary", "LeakageError", "run_leakage_probes",
-    "load_for_evaluation", "load_mc_jsonl", "load_model", "load_wordlist", "METRICS_FILE",
-    "METRICS_FORMAT_VERSION", "MissingInput", "model_identity", "MODES", "ProbeFormatError",
-    "QUICK_MAX_EVAL_TOKENS", "repeated_ngram_rate", "run_evaluation", "SAMPLES_FILE", "score_items",
-    "stale_evaluation", "words_of",
-]
+__all__, __getattr__ = lazy_exports(__name__, {
+    "human_eval": ("BROUGHT_SAMPLES", "brought_samples"),
+    "metrics.generation_quality": ("distinct_n", "load_wordlist", "repeated_ngram_rate", "words_of"),
+    "metrics.leakage": ("LEAKAGE_FACTS", "LEAKAGE_WORDS", "LeakageError", "run_leakage_probes"),
+    "metrics.lm": ("evaluate_lm",),
+    "metrics.probes": ("ProbeFormatError", "load_mc_jsonl", "score_items"),
+    "model": ("METRICS_FILE", "SAMPLES_FILE", "MissingInput", "load_for_evaluation", "load_model",
+              "model_identity", "stale_evaluation"),
+    "report": ("METRICS_FORMAT_VERSION", "could_not_know_section", "leakage_markdown", "leakage_summary"),
+    "run": ("MODES", "QUICK_MAX_EVAL_TOKENS", "EvaluationError", "EvaluationSettings", "leakage_for_model",
+            "run_evaluation"),
+})

@@ -10,14 +10,12 @@
 
 The cards and LICENSE it writes come from :mod:`londonlm.publishing.cards`.
 """
-from .access import HubTarget, PublishError, hub_endpoint, mask_secret, resolve_token, validate_repo_id
-from .dataset import DATASET_COMMIT_MESSAGE, publish_dataset, stage_dataset
-from .publish import CardOptions, PublishResult, publish_model
-from .staging import describe_files, list_folder
-from .verify import VerificationReport, verify_model_folder
+from ..core import lazy_exports
 
-__all__ = [
-    "CardOptions", "DATASET_COMMIT_MESSAGE", "describe_files", "hub_endpoint", "HubTarget",
-    "list_folder", "mask_secret", "publish_dataset", "publish_model", "PublishError", "PublishResult",
-    "resolve_token", "stage_dataset", "validate_repo_id", "VerificationReport", "verify_model_folder",
-]
+__all__, __getattr__ = lazy_exports(__name__, {
+    "access": ("HubTarget", "PublishError", "hub_endpoint", "mask_secret", "resolve_token", "validate_repo_id"),
+    "dataset": ("DATASET_COMMIT_MESSAGE", "publish_dataset", "stage_dataset"),
+    "publish": ("CardOptions", "PublishResult", "publish_model"),
+    "staging": ("describe_files", "list_folder"),
+    "verify": ("VerificationReport", "verify_model_folder"),
+})

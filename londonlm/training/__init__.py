@@ -15,27 +15,25 @@ run_info.json). Everything a resume decides is in ``resume.py``; ranks and agree
 Every other training job (chat fine-tuning, the LR finder) builds the same tree from its own
 preset (:func:`config_from_values`, :class:`JobRequest`) and trains through the same pieces
 (:func:`fine_tune`).
+
+The names below load on first use (as the corpus package's do), so a command line is parsed,
+and ``--help`` or a refused flag answered, before the Trainer and the model code are imported
+(transformers' masking and Trainer modules: ~4 s of a training script's start).
 """
-from __future__ import annotations
+from ..core import lazy_exports
 
-from .defaults import BUDGET_STEP_CAP, TrainDefaults, default_autotune
-from .dist import TrainingError, is_main_process, log
-from .finetune import FineTuneData, FineTuneJob, fine_tune
-from .flags import RunArguments, RunControlArguments, SpeedArguments, TrainFlags, parse_flags, parse_train_flags
-from .job import (JobRequest, ModelConfig, OptimConfig, OutputConfig, RunControl, SpeedConfig, TrainingConfig,
-                  build_config, config_from_values, training_arguments)
-from .model import padded_vocab
-from .record import save_model_folder, training_settings
-from .resume import Resumed, move_run_aside, resumed
-from .run import run_training
-from .speed.settings import SpeedRequest, SpeedSettings
-from .tools.grid import finished, share_cache
-
-__all__ = [
-    "BUDGET_STEP_CAP", "build_config", "config_from_values", "default_autotune", "fine_tune", "FineTuneData",
-    "FineTuneJob", "finished", "is_main_process", "JobRequest", "log", "ModelConfig", "move_run_aside",
-    "OptimConfig", "OutputConfig", "padded_vocab", "parse_flags", "parse_train_flags", "resumed", "Resumed",
-    "run_training", "RunArguments", "RunControl", "RunControlArguments", "save_model_folder", "share_cache",
-    "SpeedArguments", "SpeedConfig", "SpeedRequest", "SpeedSettings", "TrainDefaults", "TrainFlags",
-    "training_arguments", "training_settings", "TrainingConfig", "TrainingError",
-]
+__all__, __getattr__ = lazy_exports(__name__, {
+    "defaults": ("BUDGET_STEP_CAP", "TrainDefaults", "default_autotune"),
+    "dist": ("TrainingError", "is_main_process", "log"),
+    "finetune": ("FineTuneData", "FineTuneJob", "fine_tune"),
+    "flags": ("RunArguments", "RunControlArguments", "SpeedArguments", "TrainFlags", "parse_flags",
+              "parse_train_flags"),
+    "job": ("JobRequest", "ModelConfig", "OptimConfig", "OutputConfig", "RunControl", "SpeedConfig",
+            "TrainingConfig", "build_config", "config_from_values", "training_arguments", "training_settings"),
+    "model": ("padded_vocab",),
+    "record": ("save_model_folder",),
+    "resume": ("Resumed", "move_run_aside", "resumed"),
+    "run": ("run_training",),
+    "speed.settings": ("SpeedRequest", "SpeedSettings"),
+    "tools.grid": ("finished", "share_cache"),
+})

@@ -12,7 +12,6 @@ from ..core import describe_checkpoints
 from .defaults import TrainDefaults
 from .flags import parse_train_flags
 from .job import build_config, run_of
-from .run import run_training
 
 __all__ = ["TrainDefaults", "main"]
 
@@ -25,5 +24,10 @@ def main(argv: list[str], defaults: TrainDefaults, prog: str | None = None,
         run, _, _ = run_of(flags, defaults)
         print(describe_checkpoints(run.dir))
         return 0
-    run_training(build_config(flags, defaults))
+    config = build_config(flags, defaults)
+    # imported once the command line stands: the Trainer and model code take ~4 s to import,
+    # which --help and a refused flag need not wait for
+    from .run import run_training
+
+    run_training(config)
     return 0

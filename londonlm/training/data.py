@@ -26,20 +26,7 @@ from ..core import LondonLMError, RunLayout
 from ..corpus import split_sizes
 from ..tokens import cached_split_tokens, ensure_cache, era_tokens_of, load_checked_tokens, split_token_ceiling
 from .dist import TrainingError, is_main_process, log, rank0_first
-
-
-@dataclass(frozen=True)
-class DataOptions:
-    """Where a run's text comes from and how its token cache and validation blocks are made."""
-
-    tokenizer_dir: Path
-    processed_dir: Path
-    cache_mode: str = "auto"            # auto | require (--use_pretokenized) | rebuild (--no_pretokenized)
-    verify_cache: bool = False          # read every byte of the cache before training
-    era_tokens: bool | None = None      # None: when the tokenizer has era tokens
-    cutoff_year: int | None = None      # time lock (None: the corpus's own cutoff, if any)
-    eval_max_batches: int = 0           # validation batches per evaluation (0: the whole split)
-    progress: bool = True
+from .job import DataOptions
 
 
 # --------------------------------------------------------------------------- blocks

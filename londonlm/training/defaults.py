@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..core import Layout, UsageError
-from .speed.probe import MODES
+from .speed.settings import MODES
 from .trackers import default_report_to
 
 # With a time budget and no --max_steps, the budget alone decides how many steps run.

@@ -5,7 +5,7 @@ generated from it by :func:`training_arguments` and never changed afterwards.
 The tree, node by node (each a frozen dataclass):
 
 - ``model``   :class:`ModelConfig`: the shape, dropout, the ``--init_from`` parent;
-- ``data``    :class:`~.data.DataOptions`: tokenizer, corpus, token cache, validation;
+- ``data``    :class:`DataOptions`: tokenizer, corpus, token cache, validation;
 - ``speed``   :class:`SpeedConfig`: what was asked (``--autotune``, precision, attention, loss,
   vocabulary padding),
   what was chosen, ``torch_compile`` and the micro-batch;
@@ -17,7 +17,9 @@ The tree, node by node (each a frozen dataclass):
 Decisions that need a measurement (the speed probe, the compile preflight, the micro-batch
 fitted to GPU memory) take a tree and return a new one (:meth:`TrainingConfig.but`); nothing edits
 one. Pre-training builds its tree with :func:`build_config`; chat fine-tuning and the LR finder
-build the same tree from their own presets (:func:`config_from_values`).
+build the same tree from their own presets (:func:`config_from_values`). What of a tree shapes
+the trained model, recorded so a request with other settings is told from a current run:
+:func:`training_settings`.
 """
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ from typing import Any, Mapping
 
 from ..core import (TENSORBOARD, Layout, RunLayout, UsageError, choose_precision, require_usable_gpus,
                     write_json_atomic)
-from .data import DataOptions
 from .defaults import (BUDGET_STEP_CAP, TrainDefaults, default_autotune, preset_trainer_values, strategy,
                        why_not_load_best)
 from .dist import log
@@ -83,6 +84,20 @@ class SpeedConfig:
 # The Trainer's values that the optimizer node holds
 OPTIM_FIELDS = ("learning_rate", "warmup_steps", "max_steps", "weight_decay", "max_grad_norm", "adam_beta1",
                 "adam_beta2", "adam_epsilon", "optim", "lr_scheduler_type", "lr_scheduler_kwargs")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where a run's text comes from and how its token cache and validation blocks are made."""
+
+    tokenizer_dir: Path
+    processed_dir: Path
+    cache_mode: str = "auto"            # auto | require (--use_pretokenized) | rebuild (--no_pretokenized)
+    verify_cache: bool = False          # read every byte of the cache before training
+    era_tokens: bool | None = None      # None: when the tokenizer has era tokens
+    cutoff_year: int | None = None      # time lock (None: the corpus's own cutoff, if any)
+    eval_max_batches: int = 0           # validation batches per evaluation (0: the whole split)
+    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -407,5 +422,34 @@ def describe(config: TrainingConfig) -> str:
     return (f"configuration ({config.output.run.training_config.name} in the run): " + "; ".join(parts))
 
 
-__all__ = ["ModelConfig", "OptimConfig", "OutputConfig", "RunControl", "SpeedConfig", "TrainingConfig",
-           "build_config", "config_from_values", "make_training_arguments", "run_of", "training_arguments"]
+def _name(value) -> str:
+    return str(getattr(value, "value", value))  # the Trainer's enums by their names
+
+
+def training_settings(config: TrainingConfig) -> dict:
+    """The settings that shape the trained model (JSON values), as asked (before any decision
+    for this machine), recorded in run_info.json so a later request with other settings (the
+    pipeline's) is told apart from a current run."""
+    m, o, t = config.model, config.optim, config.trainer
+    return {"preset": config.output.preset, "n_layer": m.n_layer, "n_head": m.n_head,
+            "n_embd": m.n_embd, "context_length": m.context_length,
+            "vocab_size": m.vocab_size, "dropout": m.dropout, "era_tokens": config.data.era_tokens,
+            "cutoff_year": config.data.cutoff_year, "init_from": m.init_from, "learning_rate": o.learning_rate,
+            "lr_scheduler_type": _name(o.lr_scheduler_type),
+            "lr_scheduler_kwargs": dict(o.lr_scheduler_kwargs or {}),
+            "warmup_steps": o.warmup_steps,
+            "max_steps": o.max_steps, "batch_size": config.speed.micro_batch,
+            "gradient_accumulation_steps": config.speed.grad_accum,
+            "weight_decay": o.weight_decay, "max_grad_norm": o.max_grad_norm,
+            "adam_beta1": o.adam_beta1, "adam_beta2": o.adam_beta2,
+            "adam_epsilon": o.adam_epsilon, "seed": t.get("seed"), "data_seed": t.get("data_seed"),
+            # the fused AdamW is the same update, only faster: a GPU run and a CPU run agree
+            "optim": _name(o.optim).replace("_fused", ""),
+            "optimizer": o.optimizer, "time_budget": config.control.time_budget,
+            # "auto": chosen for the machine (--autotune); the run records what it used
+            "precision": config.speed.request.given.precision or "auto"}
+
+
+__all__ = ["DataOptions", "ModelConfig", "OptimConfig", "OutputConfig", "RunControl", "SpeedConfig", "TrainingConfig",
+           "build_config", "config_from_values", "make_training_arguments", "run_of", "training_arguments",
+           "training_settings"]

@@ -18,7 +18,7 @@ from ..core import (BEST_INFO, RunLayout, checkpoint_name, checkpoint_step, hard
                     read_json, to_generation_config, write_json_atomic)
 from .data import TrainData, validation_bytes
 from .dist import log
-from .job import TrainingConfig
+from .job import TrainingConfig, training_settings
 from .plan import TrainingPlan
 from .resume import tokenizer_fingerprint
 from .speed.settings import SpeedSettings
@@ -53,40 +53,12 @@ def _hyperparameters(args) -> dict:
             "warmup_steps": args.warmup_steps}
 
 
-def _name(value) -> str:
-    return str(getattr(value, "value", value))  # the Trainer's enums by their names
-
-
-def training_settings(config: TrainingConfig) -> dict:
-    """The settings that shape the trained model (JSON values), as asked (before any decision
-    for this machine), recorded in run_info.json so a later request with other settings (the
-    pipeline's) is told apart from a current run."""
-    m, o, t = config.model, config.optim, config.trainer
-    return {"preset": config.output.preset, "n_layer": m.n_layer, "n_head": m.n_head,
-            "n_embd": m.n_embd, "context_length": m.context_length,
-            "vocab_size": m.vocab_size, "dropout": m.dropout, "era_tokens": config.data.era_tokens,
-            "cutoff_year": config.data.cutoff_year, "init_from": m.init_from, "learning_rate": o.learning_rate,
-            "lr_scheduler_type": _name(o.lr_scheduler_type),
-            "lr_scheduler_kwargs": dict(o.lr_scheduler_kwargs or {}),
-            "warmup_steps": o.warmup_steps,
-            "max_steps": o.max_steps, "batch_size": config.speed.micro_batch,
-            "gradient_accumulation_steps": config.speed.grad_accum,
-            "weight_decay": o.weight_decay, "max_grad_norm": o.max_grad_norm,
-            "adam_beta1": o.adam_beta1, "adam_beta2": o.adam_beta2,
-            "adam_epsilon": o.adam_epsilon, "seed": t.get("seed"), "data_seed": t.get("data_seed"),
-            # the fused AdamW is the same update, only faster: a GPU run and a CPU run agree
-            "optim": _name(o.optim).replace("_fused", ""),
-            "optimizer": o.optimizer, "time_budget": config.control.time_budget,
-            # "auto": chosen for the machine (--autotune); the run records what it used
-            "precision": config.speed.request.given.precision or "auto"}
-
-
 def start_record(config: TrainingConfig, args, plan: TrainingPlan, data: TrainData, speed: SpeedSettings,
                  settings: dict) -> dict:
     """What a run is, known before its first step: the part of run_info.json every checkpoint
     also carries (:class:`.resume.RunRecord`), so a run killed before it could write run_info.json
     is resumed under the settings it was trained with. ``settings``: those asked for
-    (:func:`training_settings` of the tree before any decision)."""
+    (:func:`.job.training_settings` of the tree before any decision)."""
     splits = data.meta["splits"]
     return {
         "run_dir": str(config.run.dir), "preset": config.output.preset,

@@ -298,7 +298,7 @@ def _changed_settings(before: dict, now: dict) -> list[str]:
 
 
 def check_schedule(resume: Resumed, settings: dict) -> None:
-    """The optimizer and schedule settings (``settings``: :func:`.record.training_settings`)
+    """The optimizer and schedule settings (``settings``: :func:`.job.training_settings`)
     must be those the checkpoint's run recorded in run_info.json."""
     if resume.checkpoint is None:
         return

@@ -17,11 +17,11 @@ from transformers import EarlyStoppingCallback, default_data_collator
 
 from .data import StreamSampler, check_blocks_fit, prepare_data
 from .dist import is_main_process, log
-from .job import TrainingConfig, describe, save_config, training_arguments
+from .job import TrainingConfig, describe, save_config, training_arguments, training_settings
 from .model import build_model, configure_torch, load_weights, prepare_for_training
 from .plan import TrainingPlan, plan_run, start_fresh
 from .resume import RunRecord, check_schedule
-from .record import SaveBestCallback, finish, run_summary, start_record, training_settings
+from .record import SaveBestCallback, finish, run_summary, start_record
 from .runlock import run_lock
 from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory, speed_callbacks
 from .speed.settings import SpeedSettings

@@ -405,7 +405,7 @@ def _rank_worker(rank, init_file, root, out):
     from londonlm.core.errors import LondonLMError
     from londonlm.training.dist import agree, rank0_first
     from londonlm.training.data import cached_tokens
-    from londonlm.training.data import DataOptions
+    from londonlm.training.job import DataOptions
 
     out = Path(out)
     assert agree([rank, 5 - rank, 0]) == [1, 5, 0]

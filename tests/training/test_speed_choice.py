@@ -383,7 +383,8 @@ def test_evaluations_read_whole_batches_when_compiled_and_gpu_presets_are_capped
 def test_the_trainer_does_not_check_every_micro_batch_loss_on_the_host():
     """logging_nan_inf_filter reads every micro-batch's loss back from the GPU (a sync each);
     pre-training and chat fine-tuning turn it off unless the command line sets it."""
-    from londonlm.chat.finetune import ChatTrainOptions, chat_trainer_values
+    from londonlm.chat.finetune import chat_trainer_values
+    from londonlm.chat.preset import ChatTrainOptions
     from londonlm.core import RunLayout
     from londonlm.training import build_config, parse_train_flags, training_arguments
 

@@ -28,9 +28,7 @@ from ..model import build_model
 from ..step.fused_loss import enable_fused_loss
 from ..step.vocab_padding import padded_vocab
 from .cache import cache_key, default_cache_path, device_key, load_cache, save_cache
-from .settings import SpeedSettings, candidate_space, fixed_rules, machine_bf16
-
-MODES = ("off", "on", "refresh")
+from .settings import MODES, SpeedSettings, candidate_space, fixed_rules, machine_bf16
 
 
 @dataclass

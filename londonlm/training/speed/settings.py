@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+MODES = ("off", "on", "refresh")  # --autotune
 ATTENTIONS = ("sdpa", "eager")
 # What a run records of its speed settings (run_info.json), and a resumed run keeps
 SPEED_RECORD_KEYS = ("precision", "attn_implementation", "fused_loss", "pad_vocab")
