@@ -553,7 +553,7 @@ def test_block_written_to_a_copy_replaced_in_place(tmp_path):
     first = md.read_text()
     assert first.count(SLM_BEGIN) == 1 and "## Later section" in first and first.startswith("# Benchmarks")
     block = first[first.index(SLM_BEGIN):first.index(SLM_END)]
-    assert "| ours | 400 | 6,553,600 | 120 | 54,613.3 | 31.0% | 3 |" in block
+    assert "| ours | 400 | 6,553,600 | 1.6 | 120 | 54,613.3 | 31.0% | 3 |" in block  # 1.6 passes over 4M tokens
     assert "NVIDIA H200 (139.8 GiB), driver 580.159.04, CUDA 13.0, torch 2.11.0+cu130" in block
     assert "30.0 s: 4.0000 · 60.0 s: 3.4000 · 120 s: 3.0000" in block
     assert "`ours` reaches the final 3.5 bpb of `seed_recipe` after 55 s of training" in block

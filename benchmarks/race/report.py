@@ -79,12 +79,15 @@ def _machine_line(m: dict) -> str:
     return f"CPU only: {m.get('cpu')}; torch {m.get('torch')}, transformers {m.get('transformers')}."
 
 
-def _row(name: str, r: dict) -> dict:
+def _row(name: str, r: dict, train_tokens: int | None) -> dict:
+    """One run's row; ``passes``: its tokens over the training documents' (how far a recipe
+    overtrains a small corpus is read beside its bpb)."""
     if r.get("status") != "ok":
-        return {"recipe": name, "steps": None, "tokens": None, "train s": None, "tokens/s": None,
+        return {"recipe": name, "steps": None, "tokens": None, "passes": None, "train s": None, "tokens/s": None,
                 "MFU": None, "held-out bpb": None, "settings": f"{r.get('status')}: {r.get('error', '')[:200]}"}
     best = (f"; best/ (step {r.get('best_step')}): {r['best_bpb']} bpb" if r.get("best_bpb") is not None else "")
-    return {"recipe": name, "steps": r["steps"], "tokens": r["tokens"], "train s": r["train_seconds"],
+    return {"recipe": name, "steps": r["steps"], "tokens": r["tokens"],
+            "passes": f"{r['tokens'] / train_tokens:.1f}" if train_tokens else None, "train s": r["train_seconds"],
             "tokens/s": r["tokens_per_s"], "MFU": f"{r['mfu'] * 100:.1f}%" if r.get("mfu") is not None else None,
             "held-out bpb": r["bpb"], "settings": r.get("summary", "") + best}
 
@@ -163,8 +166,8 @@ def markdown(results: dict) -> str:
              f"training documents. Curve points are weight snapshots taken every {_every(m)} of training (the "
              f"same instrument on every run), scored after training. Training seconds run from each Trainer's "
              f"start to its last step (evaluations and checkpoints written meanwhile count); tokens/s and MFU "
-             f"are over them.", ""]
-    lines += table([_row(name, r) for name, r in runs(results)]) + [""]
+             f"are over them. Passes: the tokens a run trained on over the training documents' tokens.", ""]
+    lines += table([_row(name, r, d.get("train_tokens")) for name, r in runs(results)]) + [""]
     lines += ["Held-out bpb over training time:", ""]
     lines += table([{"recipe": name, "curve (seconds of training: bpb)": _curve(r)} for name, r in runs(results)])
     lines += [""] + [_reach_line(t) for t in results.get("time_to_bpb", [])]
