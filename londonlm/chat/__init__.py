@@ -8,7 +8,7 @@ anachronisms), ``respond`` (validated requests and replies, for serving), ``card
 """
 from ..core import lazy_exports
 
-__all__, __getattr__ = lazy_exports(__name__, {
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "card": ("chat_model_card",),
     "dataset": ("ChatDataError", "ChatDatasetOptions", "build_chat_dataset"),
     "evaluate": ("ChatEvalOptions", "evaluate_chat"),

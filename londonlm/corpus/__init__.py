@@ -22,7 +22,7 @@ from .manifest import (COLLECT_CMD, MANIFEST, SPLITS, CorpusError, assign_split,
                        iter_split_texts, manifest_sha256, read_manifest, split_sizes, summarize,
                        text_sizes)
 
-_LAZY, __getattr__ = lazy_exports(__name__, {
+_LAZY, __getattr__, __dir__ = lazy_exports(__name__, {
     "collect": ("CollectionError", "CollectionOptions", "SAMPLE_SOURCE_ID", "build_corpus", "collect_from_registry",
                 "run_collection"),
     "cutoff": ("corpus_time_facts", "cutoff_view"),

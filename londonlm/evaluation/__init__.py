@@ -25,7 +25,7 @@ The model folders stay loadable by lm-eval-harness's Hugging Face backend::
 """
 from ..core import lazy_exports
 
-__all__, __getattr__ = lazy_exports(__name__, {
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "human_eval": ("BROUGHT_SAMPLES", "brought_samples"),
     "metrics.generation_quality": ("distinct_n", "load_wordlist", "repeated_ngram_rate", "words_of"),
     "metrics.leakage": ("LEAKAGE_FACTS", "LEAKAGE_WORDS", "LeakageError", "run_leakage_probes"),

@@ -12,7 +12,7 @@ The cards and LICENSE it writes come from :mod:`londonlm.publishing.cards`.
 """
 from ..core import lazy_exports
 
-__all__, __getattr__ = lazy_exports(__name__, {
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "access": ("HubTarget", "PublishError", "hub_endpoint", "mask_secret", "resolve_token", "validate_repo_id"),
     "dataset": ("DATASET_COMMIT_MESSAGE", "publish_dataset", "stage_dataset"),
     "publish": ("CardOptions", "PublishResult", "publish_model"),

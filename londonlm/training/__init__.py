@@ -22,7 +22,7 @@ and ``--help`` or a refused flag answered, before the Trainer and the model code
 """
 from ..core import lazy_exports
 
-__all__, __getattr__ = lazy_exports(__name__, {
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "defaults": ("BUDGET_STEP_CAP", "TrainDefaults", "default_autotune"),
     "dist": ("TrainingError", "is_main_process", "log"),
     "finetune": ("FineTuneData", "FineTuneJob", "fine_tune"),
