@@ -15,6 +15,6 @@ from .tokenizer import (EOT, TOKENIZER_FILES, era_token, era_tokens_of, load_tok
                         split_exact)
 
 __all__ = [
-    "cached_split_tokens", "split_token_ceiling", "ensure_cache", "EOT", "era_token", "era_tokens_of", "load_checked_tokens", "load_tokenizer",
-    "plain_backend", "read_metadata", "split_exact", "TOKENIZER_FILES", "train_tokenizer_stage",
+    "cached_split_tokens", "ensure_cache", "EOT", "era_token", "era_tokens_of", "load_checked_tokens", "load_tokenizer",
+    "plain_backend", "read_metadata", "split_exact", "split_token_ceiling", "TOKENIZER_FILES", "train_tokenizer_stage",
 ]

@@ -340,7 +340,6 @@ def _write_split(tokenizer, processed_dir: Path, rows: list[dict], out_bin: Path
     resuming a stopped build of the same identity; a progress bar in bytes of text read."""
     from tqdm.auto import tqdm
 
-
     w = _SplitWriter(out_bin, out_idx, identity)
     start = w.resume()
     if start < 0:
@@ -384,7 +383,6 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
                 era_tokens: bool, progress: bool = True, log=print) -> dict:
     """Encode both splits to disk (resuming a stopped build for the same inputs and
     settings); metadata.json is written last, and the build's progress files then go."""
-
     if len(tokenizer) >= 65536:
         raise CacheError(f"vocabulary of {len(tokenizer)} does not fit uint16 (< 65,536)")
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -419,7 +417,6 @@ def cache_request(tokenizer_dir: Path, processed_dir: Path, context_length: int,
                   era_tokens: bool) -> CacheRequest:
     """What a cache for these inputs and settings must record; a missing input is one line
     naming the command that makes it."""
-
     tok_file = require_input(Path(tokenizer_dir) / "tokenizer.json",
                              "python 03_tokenizer/train_historical_tokenizer.py", "tokenizer")
     man = require_input(Path(processed_dir) / MANIFEST,
@@ -463,7 +460,6 @@ def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, cont
     side tool that may read a run's cache but must never replace it with one the run's
     checkpoints were not trained on: the metadata when current, else None; it only reads (no
     lock file, no build)."""
-
     cache_dir = Path(cache_dir)
     req = cache_request(tokenizer_dir, processed_dir, context_length, era_tokens)
     if mode == "current":

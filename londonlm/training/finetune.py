@@ -100,10 +100,9 @@ def _fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTu
         config.control, flops_per_token=shape.flops_per_token(), tokens_per_step=position.samples_per_step
         * data.row_tokens, world=world_size(), position=position, stream=stream,
         tokens_per_sample=data.row_tokens, job=[*job.extra_callbacks, *speed_callbacks(speed)])
-    trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval or None,
+    trainer = build_trainer(model, args, config, train=data.train, eval_dataset=data.eval or None,
                             collator=data.collator, callbacks=callbacks, stream=stream,
-                            optim=config.optim, time_budget=config.control.time_budget,
-                            processing_class=tokenizer, sdpa_order=config.speed.request.sdpa_order)
+                            processing_class=tokenizer)
     trainer.remove_callback(PrinterCallback)  # the job's log lines instead of raw dicts
     outcome = train(trainer, checkpoint, stopper, position, data.row_tokens)
     fit = next((c for c in callbacks if isinstance(c, BudgetFitCallback)), None)

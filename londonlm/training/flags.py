@@ -13,6 +13,7 @@ from typing import Optional
 
 from ..core import OneLineErrors, UsageError, check_ranges, number_in, require_usable_gpus
 from .speed.attention import SDPA_ORDERS
+from .speed.settings import MODES
 from .trackers import take_report_to
 
 _POSITIVE_INT, _NON_NEGATIVE_INT = number_in(1), number_in(0)
@@ -162,8 +163,8 @@ class SpeedArguments:
             raise UsageError(f"--pad_vocab: must be auto, on or off, got {self.pad_vocab!r}")
         if self.sdpa_order not in SDPA_ORDERS:
             raise UsageError(f"--sdpa_order: must be {' or '.join(SDPA_ORDERS)}, got {self.sdpa_order!r}")
-        if self.autotune is not None and self.autotune not in ("off", "on", "refresh"):
-            raise UsageError(f"--autotune: must be off, on or refresh, got {self.autotune!r}")
+        if self.autotune is not None and self.autotune not in MODES:
+            raise UsageError(f"--autotune: must be {', '.join(MODES[:-1])} or {MODES[-1]}, got {self.autotune!r}")
         if self.optimizer is not None and self.optimizer not in ("adamw", "muon"):
             raise UsageError(f"--optim/--optimizer: must be adamw or muon, got {self.optimizer!r}")
 

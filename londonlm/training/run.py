@@ -63,10 +63,9 @@ def train_run(config: TrainingConfig, args, plan: TrainingPlan, speed, settings:
         config.control, flops_per_token=plan.shape.flops_per_token(), tokens_per_step=plan.tokens_per_step,
         world=plan.world, position=position, stream=stream, tokens_per_sample=context,
         job=[RunRecord(start)] + run_callbacks(config) + speed_callbacks(speed))
-    trainer = build_trainer(model, args, train=data.train, eval_dataset=data.eval,
+    trainer = build_trainer(model, args, config, train=data.train, eval_dataset=data.eval,
                             collator=default_data_collator, callbacks=callbacks, stream=stream,
-                            optim=config.optim, time_budget=config.control.time_budget,
-                            processing_class=plan.tokenizer, sdpa_order=config.speed.request.sdpa_order)
+                            processing_class=plan.tokenizer)
     outcome = train(trainer, plan.resume.checkpoint, stopper, position, context)
     summary = run_summary(config, args, plan, data, model, outcome, start)
     summary["speed"] = speed.record()

@@ -54,7 +54,7 @@ from .schedules import WarmupStableDecay, budget_schedule, make_lr_scheduler
 from .vocab_padding import fit_optimizer_rows, real_rows, unpadded_state_dict
 
 if TYPE_CHECKING:  # (the annotation only: the job's tree is built before any trainer)
-    from ..job import OptimConfig
+    from ..job import TrainingConfig
 
 
 class QuietWorker:
@@ -293,21 +293,22 @@ class FittedProgress(ProgressCallback):
         super().on_step_end(args, state, control, **kwargs)
 
 
-def build_trainer(model, args, *, train, eval_dataset, collator, callbacks: list,
-                  stream: StreamSampler, optim: OptimConfig, time_budget: float = 0.0,
-                  processing_class=None, schedule: Callable[[int], float] | None = None,
-                  sdpa_order: str = "flash") -> RunTrainer:
+def build_trainer(model, args, config: TrainingConfig, *, train, eval_dataset, collator, callbacks: list,
+                  stream: StreamSampler, processing_class=None,
+                  schedule: Callable[[int], float] | None = None) -> RunTrainer:
     """The ``Trainer`` of every job: :class:`RunTrainer` (stream sampler, exact resume, FSDP on
-    CPU groups, signal-proof workers, ``callbacks`` in their order) with the job's optimizer
-    (``optim.optimizer``: adamw, or muon) and a budget-fitted schedule (its warm-up
-    ``optim.warmup_share`` of the steps the budget holds, where set) or ``schedule`` (step ->
-    learning-rate factor, e.g. the LR finder's ramp), under SDPA's kernel order ``sdpa_order``.
-    The model comes ready to train (:func:`~..model.prepare_for_training`)."""
+    CPU groups, signal-proof workers, ``callbacks`` in their order) with what the job's tree
+    (``config``, whose ``args`` these are) says: its optimizer (``optim.optimizer``: adamw, or
+    muon), a schedule fitted to its time budget (its warm-up ``optim.warmup_share`` of the steps
+    the budget holds, where set) or ``schedule`` (step -> learning-rate factor, e.g. the LR
+    finder's ramp), and SDPA's kernel order (``speed.request.sdpa_order``). The model comes ready
+    to train (:func:`~..model.prepare_for_training`)."""
+    optim = config.optim
     return RunTrainer(model=model, args=args, eval_dataset=eval_dataset, train_dataset=train,
                       data_collator=collator, processing_class=processing_class, callbacks=callbacks,
                       stream=stream, optimizer_builder=optimizer_factory(optim.optimizer, args, log=log),
-                      schedule=schedule or budget_schedule(time_budget, args, optim.warmup_share),
-                      sdpa=sdpa_order)
+                      schedule=schedule or budget_schedule(config.control.time_budget, args, optim.warmup_share),
+                      sdpa=config.speed.request.sdpa_order)
 
 
 def compile_failure(error: BaseException) -> bool:

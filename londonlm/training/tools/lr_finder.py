@@ -256,9 +256,9 @@ def sweep(o: LRFindOptions, shape, tok, blocks, log=print) -> tuple[LRFindResult
             # a loss that turns non-finite is what the ramp looks for, not a failed run: the
             # recorder ends the sweep there and the curve up to it is read
             stop_when_diverged=False)
-        trainer = build_trainer(model, args, train=blocks, eval_dataset=None,
+        trainer = build_trainer(model, args, config, train=blocks, eval_dataset=None,
                                 collator=default_data_collator, callbacks=callbacks, stream=stream,
-                                optim=config.optim, schedule=ramp)
+                                schedule=ramp)
         trainer.remove_callback(PrinterCallback)
         t0 = time.time()
         trainer.train()
