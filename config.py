@@ -155,7 +155,12 @@ class TokenizerDefaults:
 class TrainingDefaults:
     seed: int = 42
     wandb_project: str = "londonlm"
-    dataloader_workers: int = 2          # GPU only; 0 on CPU where workers only add overhead
+    # DataLoader worker processes on a GPU (CPU training: none). None: a block is one slice of the
+    # token cache, read in the training process with a third of the CPU it spent receiving the
+    # batch from a worker (0.05 s against 0.15-0.18 s a pass of 148 batches of 32 x 512), and
+    # workers were forked anew at each pass and each evaluation (BENCHMARKS.md, "DataLoader
+    # workers"). Storage slow to read at random may want some: --dataloader_num_workers N.
+    dataloader_workers: int = 0
     # Learning-rate finder (04_training/find_lr.py): one exponential ramp min -> max.
     lr_find_min_lr: float = 1e-6         # far below any useful rate: the curve starts flat
     lr_find_max_lr: float = 1.0          # far above: AdamW on GPT-2 diverges well before this

@@ -31,14 +31,17 @@ die() { echo "error: $*" >&2; exit 2; }
 # seconds (a variant past --deadline is skipped and reported): the optimizer, the rate, dropout
 # against a small corpus, the last step's weights as final/ against the best evaluation's
 # (every preset's default since the H200 race of 2026-11-28 overfitted: BENCHMARKS.md), and
-# cuDNN's attention kernel first (--sdpa_order cudnn: speed only, so last).
+# cuDNN's attention kernel first (--sdpa_order cudnn), and two DataLoader workers against none
+# (the default since 2026-11-28, chosen on a CPU: BENCHMARKS.md, "DataLoader workers"); speed
+# only, so last.
 # 'base', ours unchanged at 60 s, is itself the issue's question: does ours, given 60 s, reach
 # the seed recipe's bpb at 180 s (2.4342 on the race data, 2026-11-28)?
 VARIANTS=(--variant "muon=--optimizer muon"
           --variant "lr1e-3=--learning_rate 1e-3"
           --variant "nodrop=--dropout 0"
           --variant "last=--load_best_model_at_end false"
-          --variant "cudnn=--sdpa_order cudnn")
+          --variant "cudnn=--sdpa_order cudnn"
+          --variant "workers2=--dataloader_num_workers 2")
 # The issue's other two levers, a lease of their own: slm's context (512, the guide's) against
 # GPT-2's 1024, and its tokens a step (16 x 2 x 512 = 16k) halved and doubled.
 SHAPE_VARIANTS=(--variant "ctx1024=--max_length 1024"

@@ -27,7 +27,7 @@ class TrainDefaults:
     tokenizer_name: str
     seed: int
     wandb_project: str
-    dataloader_workers: int = 2  # GPU only; CPU training loads in the main process
+    dataloader_workers: int = 0  # GPU only (config.py's, measured); CPU training loads in the main process
 
     def preset(self, name: str | None) -> tuple[str, dict]:
         """``(name, fields)`` of a preset (the default one for None)."""

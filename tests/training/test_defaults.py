@@ -37,3 +37,14 @@ def test_each_preset_says_whether_final_is_the_best_evaluation():
     assert chosen == {"micro": True, "tiny": True, "slm": True, "regular": True}
     for p in config.PRESETS.values():  # every preset checkpoints at each evaluation
         assert why_not_load_best(steps(p.save_steps, p.eval_steps)) is None
+
+
+def test_the_training_process_reads_the_blocks_on_a_gpu_too(monkeypatch):
+    """Workers cost the training process more CPU than reading the blocks itself, and were forked
+    anew at each pass and evaluation (BENCHMARKS.md): none by default, on a GPU too."""
+    defaults = config.train_defaults("slm")
+    _, slm = defaults.preset("slm")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # the values as on a GPU machine
+    values = preset_trainer_values(slm, 16, 0, defaults.dataloader_workers)
+    assert values["dataloader_num_workers"] == 0 and values["dataloader_pin_memory"] is True
+
