@@ -35,15 +35,18 @@ def small_shape(context: int):
 
 
 def small_model(context: int):
-    """GPT-2 Small as the project builds it (tied embeddings, erf GELU, SDPA), on the GPU, with
-    TF32 for what stays fp32 (the trainer turns it on on CUDA too)."""
+    """GPT-2 Small as the project builds it (tied embeddings, erf GELU, SDPA) and trains it (no
+    generation cache), on the GPU, with TF32 for what stays fp32 (the trainer turns it on on
+    CUDA too)."""
     import torch
 
     from londonlm.training.model import build_model
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    return build_model(small_shape(context), 0, 0, 0, attn_implementation="sdpa", seed=0).cuda().train()
+    model = build_model(small_shape(context), 0, 0, 0, attn_implementation="sdpa", seed=0)
+    model.config.use_cache = False  # as a model trains (londonlm.training.model.prepare_for_training)
+    return model.cuda().train()
 
 
 def fused_adamw(params, fused: bool = True):

@@ -164,9 +164,14 @@ def prepare_for_training(model, settings: SpeedSettings):
     ``settings``, the causal mask skipped for full windows (:mod:`.step.causal_mask`,
     process-wide), the embedding padded to a multiple of 128 rows when ``settings`` asks for
     it (:mod:`.step.vocab_padding`: the padded rows never predicted, never saved) and the fused
-    LM-head loss when it asks for that. The weights and ``save_pretrained`` output stay an
-    ordinary GPT-2 at the model's own vocabulary size. Returns the model."""
+    LM-head loss when it asks for that, and no generation cache built by its forwards (the
+    Trainer's own rule, ``TrainingArguments.use_cache`` False, made the model's before any
+    Trainer: a forward of a GPT-2 config's default copies every layer's keys and values into
+    a cache nothing reads, and the throughput benchmarks and the speed probe time models
+    outside a Trainer). The weights and ``save_pretrained`` output stay an ordinary GPT-2 at
+    the model's own vocabulary size. Returns the model."""
     with_causal_lm_loss(model)
+    model.config.use_cache = False
     model.set_attn_implementation(settings.attn_implementation)
     skip_causal_mask_for_full_windows()
     if settings.pad_vocab:

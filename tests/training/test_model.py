@@ -62,6 +62,33 @@ def test_a_training_model_names_its_loss_so_a_compiled_step_is_one_graph():
     assert _graph_breaks(with_causal_lm_loss(bare)) == 0
 
 
+def test_a_model_prepared_to_train_builds_no_generation_cache_outside_a_trainer_too(monkeypatch):
+    """The Trainer turns the cache off (TrainingArguments.use_cache); a model prepared to train
+    has it off before any Trainer, so what the throughput benchmarks and the speed probe time
+    is what trains: no copy of every layer's keys and values into a cache nothing reads."""
+    from transformers import cache_utils
+
+    from londonlm.training.model import prepare_for_training
+    from londonlm.training.speed.probe import StepTimer
+    from londonlm.training.speed.settings import SpeedSettings
+
+    built = []
+    real = cache_utils.DynamicCache.__init__
+    monkeypatch.setattr(cache_utils.DynamicCache, "__init__",
+                        lambda self, *a, **k: (built.append(1), real(self, *a, **k))[1])
+    shape = ModelShape(n_layer=1, n_head=2, n_embd=16, n_positions=8, vocab_size=64)
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    bare = build_model(shape, 0, 0, 0, seed=0)
+    assert bare(input_ids=ids, labels=ids).past_key_values is not None and built  # the default
+    built.clear()
+    model = prepare_for_training(build_model(shape, 0, 0, 0, seed=0), SpeedSettings("fp32", "sdpa", False, False))
+    out = model(input_ids=ids, labels=ids)
+    assert out.past_key_values is None and not built
+    timer = StepTimer(shape, 2)  # the speed probe's own model
+    timer(SpeedSettings("fp32", "sdpa", False))
+    assert not built
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 @pytest.mark.parametrize("fused", [False, True], ids=["stock-loss", "fused-loss"])

@@ -68,6 +68,7 @@ class StepTimer:
         self.cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.cuda else "cpu")
         self.model = build_model(shape, 0, 0, 0).to(self.device).train()
+        self.model.config.use_cache = False  # as a model trains (..model.prepare_for_training)
         self.fused_forward = enable_fused_loss(self.model).forward  # no reference back to the model
         self.compiled = torch.compile(self.model) if compile else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=self.cuda or None)
