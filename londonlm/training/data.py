@@ -230,13 +230,13 @@ def cached_tokens(run: RunLayout, data: DataOptions, context_length: int, tokeni
     return meta, era
 
 
-def eval_blocks(n_blocks: int, batch_size: int, max_batches: int = 0, world: int = 1,
+def eval_blocks(n_blocks: int, batch_size: int, max_blocks: int = 0, world: int = 1,
                 whole_batches: bool = False) -> int:
-    """How many validation blocks an evaluation reads: at most ``max_batches`` batches of
-    ``batch_size`` (0: the whole split), the same at every world size. ``whole_batches`` (a
-    compiled model): a multiple of every rank's batches together, for no ragged last batch, a
+    """How many validation blocks an evaluation reads: at most ``max_blocks`` (0: the whole
+    split), the same at every world size and micro-batch. ``whole_batches`` (a compiled model):
+    a multiple of every rank's batches of ``batch_size`` together, for no ragged last batch, a
     new shape it would recompile for at every evaluation; unless the split is smaller than that."""
-    n = min(n_blocks, max_batches * batch_size) if max_batches else n_blocks
+    n = min(n_blocks, max_blocks) if max_blocks else n_blocks
     step = batch_size * world
     return n - n % step if whole_batches and n >= step else n
 
@@ -244,12 +244,12 @@ def eval_blocks(n_blocks: int, batch_size: int, max_batches: int = 0, world: int
 def prepare_data(run: RunLayout, data: DataOptions, context_length: int, tokenizer, eval_batch_size: int,
                  world: int = 1, compiled: bool = False) -> TrainData:
     """The token cache and the train/validation datasets (validation: at most
-    ``data.eval_max_batches`` batches spread evenly over the split; whole batches when the
+    ``data.eval_max_blocks`` blocks spread evenly over the split; whole batches when the
     model is ``compiled``)."""
     meta, era = cached_tokens(run, data, context_length, tokenizer)
     train = load_blocks(run.cache_dir, "train", meta, context_length)
     evals = load_blocks(run.cache_dir, "validation", meta, context_length)
-    evals = evals.subset_evenly(eval_blocks(len(evals), eval_batch_size, data.eval_max_batches, world,
+    evals = evals.subset_evenly(eval_blocks(len(evals), eval_batch_size, data.eval_max_blocks, world,
                                             compiled))
     log(f"data: {len(train):,} train blocks, {len(evals):,} validation blocks of "
         f"{context_length} tokens (era tokens: {'on' if era else 'off'})")

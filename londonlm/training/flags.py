@@ -26,7 +26,7 @@ FLAG_RANGES = {
     # the model and its data
     "n_layer": _POSITIVE_INT, "n_head": _POSITIVE_INT, "n_embd": _POSITIVE_INT, "max_length": number_in(2),
     "vocab_size": number_in(2), "dropout": _BELOW_ONE, "cutoff_year": number_in(1000, 2100), "batch_size": _POSITIVE_INT,
-    "eval_max_batches": _POSITIVE_INT, "early_stopping_patience": _NON_NEGATIVE_INT,
+    "eval_max_batches": _NON_NEGATIVE_INT, "early_stopping_patience": _NON_NEGATIVE_INT,  # 0: the whole split
     # run control: 0 is the default "off", so a given value must be more
     "time_budget": _POSITIVE, "max_seconds": _POSITIVE, "stop_after_seconds": _POSITIVE,
     "stop_after_steps": _POSITIVE_INT, "profile_steps": _POSITIVE_INT, "decay_on_plateau": _POSITIVE_INT,
@@ -109,7 +109,9 @@ class DataArguments:
     batch_size: Optional[int] = field(default=None, metadata={
         "help": "Per-device batch size (alias of --per_device_train_batch_size)."})
     eval_max_batches: Optional[int] = field(default=None, metadata={
-        "help": "Evaluate on at most this many validation batches (0 = the whole split)."})
+        "help": "Evaluate on at most this many validation batches (0 = the whole split), of the "
+                "evaluation batch asked for (--per_device_eval_batch_size, else --batch_size, else "
+                "the preset's), whatever micro-batch a GPU's memory is fitted to."})
 
     def __post_init__(self):
         if self.use_pretokenized and self.no_pretokenized:

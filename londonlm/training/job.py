@@ -96,7 +96,7 @@ class DataOptions:
     verify_cache: bool = False          # read every byte of the cache before training
     era_tokens: bool | None = None      # None: when the tokenizer has era tokens
     cutoff_year: int | None = None      # time lock (None: the corpus's own cutoff, if any)
-    eval_max_batches: int = 0           # validation batches per evaluation (0: the whole split)
+    eval_max_blocks: int = 0            # validation blocks per evaluation (0: the whole split)
     progress: bool = True
 
 
@@ -386,15 +386,18 @@ def build_config(flags: TrainFlags, defaults: TrainDefaults) -> TrainingConfig:
     run, run_name, layout = run_of(flags, defaults)
     os.environ.setdefault("WANDB_PROJECT", defaults.wandb_project)
     d, sp, c = flags.data, flags.speed, flags.control
+    values = _trainer_values(flags, preset, defaults.seed, defaults.dataloader_workers)
+    max_batches = preset["eval_max_batches"] if d.eval_max_batches is None else d.eval_max_batches
     data = DataOptions(
         tokenizer_dir=Path(d.tokenizer_dir) if d.tokenizer_dir else layout.tokenizer_dir(defaults.tokenizer_name),
         processed_dir=Path(d.processed_dir) if d.processed_dir else layout.processed_dir,
         cache_mode=d.cache_mode, verify_cache=d.verify_cache, era_tokens=d.era_tokens, cutoff_year=d.cutoff_year,
-        eval_max_batches=preset["eval_max_batches"] if d.eval_max_batches is None else d.eval_max_batches)
+        # batches of the evaluation batch asked for: counted here, before a GPU's micro-batch is
+        # fitted to its memory (which the evaluation's follows), so fitting never changes them
+        eval_max_blocks=max_batches * values["per_device_eval_batch_size"])
     asked = JobRequest.from_flags(sp, c, flags.trainer, flags.explicit, profile_dir=run.profile)
     control = replace(asked.control, resume_from=flags.trainer.get("resume_from_checkpoint"))
     output = OutputConfig(run, run_name, layout, preset_name, layout.training_log)
-    values = _trainer_values(flags, preset, defaults.seed, defaults.dataloader_workers)
     return config_from_values(values, model=_model_config(flags, preset_name, preset), data=data,
                               request=asked.speed, optimizer=sp.optimizer or preset.get("optimizer", "adamw"),
                               control=control, output=output, explicit=flags.explicit)

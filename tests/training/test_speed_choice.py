@@ -374,10 +374,26 @@ def test_evaluations_read_whole_batches_when_compiled_and_gpu_presets_are_capped
     from londonlm.training.data import eval_blocks
 
     assert eval_blocks(1000, 16) == 1000 and eval_blocks(1000, 16, whole_batches=True) == 992
-    assert eval_blocks(1000, 16, max_batches=10) == eval_blocks(1000, 16, 10, world=4) == 160
-    assert eval_blocks(1000, 16, 10, world=3, whole_batches=True) == 144  # 3 ranks x 16
+    assert eval_blocks(1000, 16, max_blocks=160) == eval_blocks(1000, 16, 160, world=4) == 160
+    assert eval_blocks(1000, 32, 160) == 160  # a micro-batch fitted to a GPU's memory changes nothing
+    assert eval_blocks(1000, 16, 160, world=3, whole_batches=True) == 144  # 3 ranks x 16
     assert eval_blocks(10, 16, whole_batches=True) == 10  # less than one batch: all of it
     assert config.PRESETS["slm"].eval_max_batches == config.PRESETS["regular"].eval_max_batches == 100
+
+
+def test_an_evaluation_reads_the_blocks_the_preset_asks_whatever_batch_fits_the_gpu():
+    """slm's 100 evaluation batches are 100 x 16 blocks (~0.8M tokens); a GPU's memory fitted its
+    micro-batch, and the evaluation's with it, to 32 on an H200: 1.6M tokens at every
+    evaluation, twice what the preset asks (GPT-2 Medium's 8 fitted higher still)."""
+    from londonlm.training import build_config, parse_train_flags
+
+    defaults = TrainDefaults(config.PRESETS, "slm", config.get_layout(), config.TOKENIZER.name, 0, "t")
+    blocks = lambda *argv: build_config(parse_train_flags(["--preset", "slm", *argv]),  # noqa: E731
+                                        defaults).data.eval_max_blocks
+    assert blocks() == 100 * config.PRESETS["slm"].batch_size == 1600
+    assert blocks("--preset", "regular") == 100 * config.PRESETS["regular"].batch_size
+    assert blocks("--batch_size", "8") == 800 and blocks("--per_device_eval_batch_size", "4") == 400
+    assert blocks("--eval_max_batches", "0") == 0 and blocks("--eval_max_batches", "3") == 48
 
 
 def test_the_trainer_does_not_check_every_micro_batch_loss_on_the_host():
