@@ -381,6 +381,29 @@ def test_evaluations_read_whole_batches_when_compiled_and_gpu_presets_are_capped
     assert config.PRESETS["slm"].eval_max_batches == config.PRESETS["regular"].eval_max_batches == 100
 
 
+def test_a_budgets_step_time_is_timed_with_the_runs_dropout(monkeypatch):
+    """Where no probe figure gives the step time (a GPU's fixed rules), the budget times two
+    steps of the chosen settings, with the run's dropout: its masks cost time (a 4 x 256 step
+    at 0.1 took 1.19x the step at 0 on a Xeon, BENCHMARKS.md), and slm's H200 run trained at
+    0.1 slower than the estimate timed without (0.050-0.055 s a step against 0.0432)."""
+    from londonlm.training import build_config, parse_train_flags
+    from londonlm.training.speed import choice
+    from londonlm.training.speed.choice import SpeedPlan, check_time_budget
+    from londonlm.training.model import ModelShape
+    from londonlm.training.speed.probe import StepTimer
+
+    asked = []
+    monkeypatch.setattr(choice, "time_candidate", lambda *a, **k: asked.append(k) or [0.01, 0.01])
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
+    plan = SpeedPlan(SpeedSettings("fp32", "sdpa", False), False, "default", "", None)
+    for argv, dropout in (([], 0.0), (["--dropout", "0.2"], 0.2), (["--preset", "slm"], 0.1)):
+        built = build_config(parse_train_flags(["--preset", "micro", "--time_budget", "10", *argv]), defaults)
+        check_time_budget(built, None, plan)
+        assert asked.pop()["dropout"] == dropout
+    timer = StepTimer(ModelShape(1, 2, 16, 8, 64), 2, dropout=0.2)
+    assert timer.model.config.resid_pdrop == timer.model.config.attn_pdrop == 0.2 and timer.model.training
+
+
 def test_an_evaluation_reads_the_blocks_the_preset_asks_whatever_batch_fits_the_gpu():
     """slm's 100 evaluation batches are 100 x 16 blocks (~0.8M tokens); a GPU's memory fitted its
     micro-batch, and the evaluation's with it, to 32 on an H200: 1.6M tokens at every

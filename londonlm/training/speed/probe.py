@@ -62,12 +62,12 @@ class StepTimer:
     ``compile``: the steps run through ``torch.compile``, as a compiled run trains. ``close``
     frees the model at once (a GPU's memory is the training run's next)."""
 
-    def __init__(self, shape, batch_size: int, compile: bool = False):
+    def __init__(self, shape, batch_size: int, compile: bool = False, dropout: float = 0.0):
         import torch
 
         self.cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.cuda else "cpu")
-        self.model = build_model(shape, 0, 0, 0).to(self.device).train()
+        self.model = build_model(shape, 0, 0, 0, dropout=dropout).to(self.device).train()
         self.model.config.use_cache = False  # as a model trains (..model.prepare_for_training)
         self.fused_forward = enable_fused_loss(self.model).forward  # no reference back to the model
         self.compiled = torch.compile(self.model) if compile else None
@@ -104,11 +104,12 @@ class StepTimer:
 
 
 def time_candidate(cand: SpeedSettings, shape, batch_size: int, *, warmup_steps: int = 1,
-                   timed_steps: int = 3, compile: bool = False) -> list[float]:
+                   timed_steps: int = 3, compile: bool = False, dropout: float = 0.0) -> list[float]:
     """Seconds of each of ``timed_steps`` training steps of ``cand`` alone, after
     ``warmup_steps`` untimed ones (the step-time estimate of a run whose settings are fixed;
-    ``compile``: compiled, as the run will train, the compilation in the warm-up)."""
-    timer = StepTimer(shape, batch_size, compile=compile)
+    ``compile``: compiled, as the run will train, the compilation in the warm-up; ``dropout``:
+    the run's, whose random masks cost time too)."""
+    timer = StepTimer(shape, batch_size, compile=compile, dropout=dropout)
     try:
         return [t for i, t in enumerate(timer(cand) for _ in range(warmup_steps + timed_steps))
                 if i >= warmup_steps]

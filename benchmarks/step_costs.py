@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""What a generation cache costs a training step: the project's model (``build_model``) stepped
-with GPT-2's config default (``use_cache`` on: every forward copies each layer's keys and values
-into a ``DynamicCache`` nothing reads) against the model as it trains (``prepare_for_training``
-turns it off, as the Trainer does), eager and torch.compile'd, bf16 autocast, AdamW.
+"""What a training step pays for two things the throughput figures and the step-time estimate
+once left out or put in unlike a run: a generation cache and dropout. The project's model
+(``build_model``), bf16 autocast, AdamW, eager and torch.compile'd, each with the thing on and off:
 
-    python benchmarks/generation_cache_step.py --runs 3
+- ``--what cache``: GPT-2's config default (``use_cache`` on: every forward copies each layer's
+  keys and values into a ``DynamicCache`` nothing reads) against the model as it trains
+  (``prepare_for_training`` turns it off, as the Trainer does). The throughput benchmarks
+  (``benchmarks/gpu/``) and the speed probe step models outside a Trainer and timed it on
+  until 2026-11-28.
+- ``--what dropout``: dropout 0 (what the time budget's step estimate timed until 2026-11-28)
+  against ``--dropout`` (slm's and regular's 0.1, what they train with).
 
-The Trainer always turned the cache off; the throughput benchmarks (``benchmarks/gpu/``) and
-the speed probe step models outside a Trainer, and timed it on until 2026-11-28. Each
-(setting, compiled) is one fresh process (inductor's caches off, so every compiled run compiles),
-the settings alternated run by run; per run the median of ``--steps`` steps after two warm-up
-steps; the table gives the medians over runs.
+    python benchmarks/step_costs.py --what cache --runs 3
+    python benchmarks/step_costs.py --what dropout --modes eager --runs 3
+
+Each (setting, compiled) is one fresh process (inductor's caches off, so every compiled run
+compiles), the settings alternated run by run; per run the median of ``--steps`` steps after two
+warm-up steps; the table gives the medians over runs.
 """
 from __future__ import annotations
 
@@ -37,8 +43,9 @@ def one_run(a) -> dict:
 
     torch.manual_seed(0)
     shape = ModelShape(a.n_layer, a.n_head, a.n_embd, a.context, a.vocab)
-    model = build_model(shape, 0, 0, 0, seed=0).train()
-    model.config.use_cache = a.cache == "on"
+    dropout = a.dropout if a.what == "dropout" and a.setting == "on" else 0.0
+    model = build_model(shape, 0, 0, 0, dropout=dropout, seed=0).train()
+    model.config.use_cache = a.what == "cache" and a.setting == "on"
     fwd = torch.compile(model) if a.compiled else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, a.vocab, (a.batch, a.context), generator=torch.Generator().manual_seed(0))
@@ -64,43 +71,47 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--what", choices=["cache", "dropout"], default="cache")
+    p.add_argument("--dropout", type=float, default=0.1, help="the dropout of --what dropout's 'on'")
     p.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
     p.add_argument("--json", type=Path)
     p.add_argument("--one", choices=["on", "off"], help=argparse.SUPPRESS)  # internal: one run, this process
     a = p.parse_args(argv)
     if a.one:
-        a.cache = a.one
-        a.compiled = os.environ.get("GEN_CACHE_COMPILED") == "1"
+        a.setting = a.one
+        a.compiled = os.environ.get("STEP_COSTS_COMPILED") == "1"
         print(json.dumps(one_run(a)), flush=True)
         return 0
     shape_flags = [f"--{k}={getattr(a, k)}" for k in ("n_layer", "n_head", "n_embd", "context", "vocab", "batch",
-                                                       "steps")]
+                                                       "steps", "what", "dropout")]
     rows: dict[tuple, list[dict]] = {}
     for run in range(a.runs):
         for mode in a.modes:
-            for cache in ("on", "off"):
-                env = {**os.environ, "GEN_CACHE_COMPILED": "1" if mode == "compiled" else "0",
+            for setting in ("on", "off"):
+                env = {**os.environ, "STEP_COSTS_COMPILED": "1" if mode == "compiled" else "0",
                        "TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
-                r = subprocess.run([sys.executable, __file__, "--one", cache, *shape_flags], env=env,
+                r = subprocess.run([sys.executable, __file__, "--one", setting, *shape_flags], env=env,
                                    capture_output=True, text=True)
                 if r.returncode:
-                    print(f"error: the {mode} run with the cache {cache} failed: {r.stderr.strip()[-500:]}",
+                    print(f"error: the {mode} run with {a.what} {setting} failed: {r.stderr.strip()[-500:]}",
                           file=sys.stderr)
                     return 2
-                rows.setdefault((mode, cache), []).append(json.loads(r.stdout.strip().splitlines()[-1]))
-                print(f"run {run + 1} {mode} cache {cache}: {rows[mode, cache][-1]}", flush=True)
+                rows.setdefault((mode, setting), []).append(json.loads(r.stdout.strip().splitlines()[-1]))
+                print(f"run {run + 1} {mode} {a.what} {setting}: {rows[mode, setting][-1]}", flush=True)
     med = statistics.median
     print(f"\n{cpu_description()}; {a.n_layer} layers x {a.n_embd}, context {a.context}, micro-batch {a.batch}, "
           f"bf16 autocast; median of {a.runs} runs")
-    print("| step | cache on, s | cache off, s | off / on |")
+    on_name = "cache on" if a.what == "cache" else f"dropout {a.dropout:g}"
+    off_name = "cache off" if a.what == "cache" else "dropout 0"
+    print(f"| step | {on_name}, s | {off_name}, s | off / on |")
     print("|---|---|---|---|")
     table = {}
     for mode in a.modes:
         on, off = (med(r["step_s"] for r in rows[mode, c]) for c in ("on", "off"))
-        table[mode] = {"cache_on_s": on, "cache_off_s": off}
+        table[mode] = {"on_s": on, "off_s": off}
         print(f"| {mode} | {on:.3f} | {off:.3f} | {off / on:.2f} |")
     if a.json:
-        a.json.write_text(json.dumps({"median": table, "runs": {f"{m} {c}": v for (m, c), v in rows.items()}},
+        a.json.write_text(json.dumps({"what": a.what, "median": table, "runs": {f"{m} {c}": v for (m, c), v in rows.items()}},
                                      indent=1))
     return 0
 
