@@ -155,7 +155,7 @@ class TokenizerDefaults:
 class TrainingDefaults:
     seed: int = 42
     wandb_project: str = "londonlm"
-    # DataLoader worker processes on a GPU (CPU training: none). None: a block is one slice of the
+    # DataLoader worker processes on a GPU (CPU training has none). 0: a block is one slice of the
     # token cache, read in the training process with a third of the CPU it spent receiving the
     # batch from a worker (0.05 s against 0.15-0.18 s a pass of 148 batches of 32 x 512), and
     # workers were forked anew at each pass and each evaluation (BENCHMARKS.md, "DataLoader
