@@ -40,13 +40,12 @@ def small_model(context: int):
     CUDA too)."""
     import torch
 
-    from londonlm.training.model import build_model
+    from londonlm.training.model import build_model, without_generation_cache
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     model = build_model(small_shape(context), 0, 0, 0, attn_implementation="sdpa", seed=0)
-    model.config.use_cache = False  # as a model trains (londonlm.training.model.prepare_for_training)
-    return model.cuda().train()
+    return without_generation_cache(model).cuda().train()
 
 
 def fused_adamw(params, fused: bool = True):

@@ -144,6 +144,16 @@ def with_causal_lm_loss(model):
     return model
 
 
+def without_generation_cache(model):
+    """``model`` building no generation cache in its forwards, as the Trainer has it
+    (``TrainingArguments.use_cache`` False): a GPT-2 config's default copies every layer's keys
+    and values into a cache nothing reads while training. Set on the config once the model is
+    built, as the Trainer does: built into the config, it would become the model's
+    ``generation_config`` too, and ``generate()`` on the saved model would run without one."""
+    model.config.use_cache = False
+    return model
+
+
 def load_weights(path: Path, tokenizer, resize_rows: int | None = None):
     """A model from saved weights (a checkpoint, a ``--init_from`` parent) with ``tokenizer``'s
     special ids; its embeddings resized to ``resize_rows`` when given (``--resize_embeddings``)."""
@@ -164,14 +174,12 @@ def prepare_for_training(model, settings: SpeedSettings):
     ``settings``, the causal mask skipped for full windows (:mod:`.step.causal_mask`,
     process-wide), the embedding padded to a multiple of 128 rows when ``settings`` asks for
     it (:mod:`.step.vocab_padding`: the padded rows never predicted, never saved) and the fused
-    LM-head loss when it asks for that, and no generation cache built by its forwards (the
-    Trainer's own rule, ``TrainingArguments.use_cache`` False, made the model's before any
-    Trainer: a forward of a GPT-2 config's default copies every layer's keys and values into
-    a cache nothing reads, and the throughput benchmarks and the speed probe time models
-    outside a Trainer). The weights and ``save_pretrained`` output stay an ordinary GPT-2 at
-    the model's own vocabulary size. Returns the model."""
+    LM-head loss when it asks for that, and no generation cache (:func:`without_generation_cache`:
+    the Trainer's rule made the model's before any Trainer, for the throughput benchmarks that
+    step models outside one). The weights and ``save_pretrained`` output stay an ordinary GPT-2
+    at the model's own vocabulary size. Returns the model."""
     with_causal_lm_loss(model)
-    model.config.use_cache = False
+    without_generation_cache(model)
     model.set_attn_implementation(settings.attn_implementation)
     skip_causal_mask_for_full_windows()
     if settings.pad_vocab:

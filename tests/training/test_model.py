@@ -1,4 +1,5 @@
 """The model builder: a stock GPT2LMHeadModel that AutoModelForCausalLM reloads exactly."""
+import json
 import sys
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def test_a_training_model_names_its_loss_so_a_compiled_step_is_one_graph():
     assert _graph_breaks(with_causal_lm_loss(bare)) == 0
 
 
-def test_a_model_prepared_to_train_builds_no_generation_cache_outside_a_trainer_too(monkeypatch):
+def test_a_model_prepared_to_train_builds_no_generation_cache_outside_a_trainer_too(monkeypatch, tmp_path):
     """The Trainer turns the cache off (TrainingArguments.use_cache); a model prepared to train
     has it off before any Trainer, so what the throughput benchmarks and the speed probe time
     is what trains: no copy of every layer's keys and values into a cache nothing reads."""
@@ -84,6 +85,8 @@ def test_a_model_prepared_to_train_builds_no_generation_cache_outside_a_trainer_
     model = prepare_for_training(build_model(shape, 0, 0, 0, seed=0), SpeedSettings("fp32", "sdpa", False, False))
     out = model(input_ids=ids, labels=ids)
     assert out.past_key_values is None and not built
+    model.save_pretrained(tmp_path)  # generate() on the saved model still keeps a cache
+    assert json.loads((tmp_path / "generation_config.json").read_text()).get("use_cache", True) is True
     timer = StepTimer(shape, 2)  # the speed probe's own model
     timer(SpeedSettings("fp32", "sdpa", False))
     assert not built

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from ...core import UsageError, now_iso, return_freed_memory
-from ..model import build_model
+from ..model import build_model, without_generation_cache
 from ..step.fused_loss import enable_fused_loss
 from ..step.vocab_padding import padded_vocab
 from .cache import cache_key, default_cache_path, device_key, load_cache, save_cache
@@ -67,8 +67,7 @@ class StepTimer:
 
         self.cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.cuda else "cpu")
-        self.model = build_model(shape, 0, 0, 0, dropout=dropout).to(self.device).train()
-        self.model.config.use_cache = False  # as a model trains (..model.prepare_for_training)
+        self.model = without_generation_cache(build_model(shape, 0, 0, 0, dropout=dropout)).to(self.device).train()
         self.fused_forward = enable_fused_loss(self.model).forward  # no reference back to the model
         self.compiled = torch.compile(self.model) if compile else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=self.cuda or None)
