@@ -21,7 +21,7 @@
 from .artifacts import (StageInputMissing, atomic_writer, current_or_make, give_open_mode, link_or_copy, naming,
                         now_iso, read_json, refuse_foreign_folder, refuse_output_over_inputs, require_input, sha256_file, sidecar_current, versions, write_bytes_atomic,
                         write_json_atomic, write_sidecar, write_text_atomic)
-from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, checkpoint_name, checkpoint_problem,
+from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, archives_without_crc, checkpoint_name, checkpoint_problem,
                           checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints, model_step)
 from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction, free_text,
                   non_negative_float, non_negative_int, number_in, port, positive_float, positive_int,
@@ -41,7 +41,7 @@ from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUF
                      model_run_info, usable_model)
 
 __all__ = [
-    "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
+    "archives_without_crc", "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
     "checkpoint_name", "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS",
     "cpu_has_native_bf16", "current_or_make", "earlier_run", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name", "die_with_parent",
     "existing_dir", "existing_file", "FINAL", "fraction", "free_text", "free_memory_bytes", "GpuUnusable", "generation_config_dict", "GenerationError",

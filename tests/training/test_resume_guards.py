@@ -2,6 +2,7 @@
 cannot resume, never resume a checkpoint whose training state is damaged or whose optimizer and
 schedule settings changed, never save a diverged model, and refuse data too small for one block
 before the speed probe runs. Each refusal is one `error:` line and exit 2, with nothing written."""
+import contextlib
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import train_exit_code
-from londonlm.core.checkpoints import checkpoint_problem, earlier_run
+from londonlm.core.checkpoints import archives_without_crc, checkpoint_problem, earlier_run
 
 COMMON = ["--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
 SCRIPT = Path(__file__).resolve().parents[2] / "04_training" / "train_model_slm.py"
@@ -78,7 +79,7 @@ def test_earlier_run_names_what_a_new_run_would_replace(tmp_path):
 
 # --------------------------------------------------------------------------- 3, 4. damaged training state
 
-def _valid_checkpoint(tmp_path):
+def _valid_checkpoint(tmp_path, crc=True):
     import torch
     from safetensors.torch import save_file
 
@@ -87,15 +88,24 @@ def _valid_checkpoint(tmp_path):
     (ck / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     save_file({"w": torch.zeros(2)}, str(ck / "model.safetensors"))
     (ck / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
-    for f in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
-        torch.save({"state": torch.zeros(64)}, ck / f)
+    with contextlib.nullcontext() if crc else archives_without_crc():
+        for f in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            torch.save({"state": torch.zeros(64)}, ck / f)
     assert checkpoint_problem(ck) is None
     return ck
 
 
+def data_crcs(archive: Path) -> set[int]:
+    with zipfile.ZipFile(archive) as z:
+        return {i.CRC for i in z.infolist() if "/data/" in i.filename}
+
+
+@pytest.mark.parametrize("crc", [True, False], ids=["crc", "no-crc"])
 @pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng_state.pth"])
-def test_a_torch_archive_cut_short_is_a_damaged_checkpoint(tmp_path, name):
-    ck = _valid_checkpoint(tmp_path)
+def test_a_torch_archive_cut_short_is_a_damaged_checkpoint(tmp_path, name, crc):
+    # the trainer writes its archives without CRC-32s: the end-of-archive check does not need them
+    ck = _valid_checkpoint(tmp_path, crc)
+    assert (data_crcs(ck / name) == {0}) != crc
     f = ck / name
     assert zipfile.is_zipfile(f)
     f.write_bytes(f.read_bytes()[:100])
@@ -110,6 +120,21 @@ def test_trainer_state_of_the_wrong_shape_is_a_damaged_checkpoint(tmp_path, stat
     ck = _valid_checkpoint(tmp_path)
     (ck / "trainer_state.json").write_text(state)
     assert "trainer_state.json" in checkpoint_problem(ck)
+
+
+def test_a_run_writes_its_torch_archives_without_crc_and_resumes_from_them(root):
+    """torch.load never checks an archive's CRC-32s, and computing them was most of the time
+    torch.save took for AdamW's state (benchmarks/checkpoint_save.py): the trainer leaves them
+    out, and puts torch's own setting back after each checkpoint."""
+    import torch
+
+    assert torch.serialization.get_crc32_options()
+    assert train_exit_code(root, "--max_steps", "4", *COMMON) == 0
+    ck = run_dir(root) / "checkpoint-4"
+    assert data_crcs(ck / "optimizer.pt") == {0} and data_crcs(ck / "rng_state.pth") == {0}
+    assert torch.serialization.get_crc32_options()  # the process's own torch.save unchanged
+    assert train_exit_code(root, "--max_steps", "6", *COMMON, "--resume_from_checkpoint", "checkpoint-4") == 0
+    assert json.loads((run_dir(root) / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6
 
 
 def test_damaged_optimizer_state_is_skipped_or_refused_before_anything_is_written(root, capsys):

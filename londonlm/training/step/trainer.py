@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Callable
 from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
-from ...core import give_open_mode
+from ...core import archives_without_crc, give_open_mode
 from ..data import Position, StreamSampler
 from ..dist import TrainingError, barrier, log
 from ..speed.attention import sdpa_kernel_for, sdpa_order
@@ -214,6 +214,11 @@ class RunTrainer(Trainer):
 
     def get_eval_dataloader(self, eval_dataset=None):
         return quiet_workers(super().get_eval_dataloader(eval_dataset))
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # every evaluation of a budgeted run writes one, in the budget's seconds
+        with archives_without_crc():
+            super()._save_checkpoint(model, trial)
 
     def _save_rng_state(self, output_dir) -> None:
         super()._save_rng_state(output_dir)
