@@ -404,6 +404,24 @@ def test_a_budgets_step_time_is_timed_with_the_runs_dropout(monkeypatch):
     assert timer.model.config.resid_pdrop == timer.model.config.attn_pdrop == 0.2 and timer.model.training
 
 
+def test_the_speed_probe_is_asked_for_the_runs_dropout(monkeypatch):
+    """The probe's figure is a budget's step time where there is one: it times the candidates
+    with the dropout the run trains with (tested in test_speed_probe.py)."""
+    from londonlm.training import build_config, parse_train_flags
+    from londonlm.training.speed import choice
+    from londonlm.training.speed.probe import SpeedChoice
+
+    asked = []
+    monkeypatch.setattr(choice, "resolve_speed_settings", lambda mode, *a, **k: asked.append((mode, k)) or
+                        SpeedChoice(SpeedSettings("fp32", "sdpa", False), "default"))
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
+    for argv, dropout in (([], 0.0), (["--dropout", "0.2"], 0.2), (["--preset", "slm"], 0.1)):
+        asked.clear()
+        built = build_config(parse_train_flags(["--preset", "micro", "--autotune", "on", *argv]), defaults)
+        choice.choose_speed(built, None, 1)
+        assert [k.get("dropout") for mode, k in asked if mode == "on"] == [dropout]
+
+
 def test_an_evaluation_reads_the_blocks_the_preset_asks_whatever_batch_fits_the_gpu():
     """slm's 100 evaluation batches are 100 x 16 blocks (~0.8M tokens); a GPU's memory fitted its
     micro-batch, and the evaluation's with it, to 32 on an H200: 1.6M tokens at every

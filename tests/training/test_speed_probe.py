@@ -90,6 +90,28 @@ def test_another_shape_is_measured_separately(tmp_path, cpu_without_bf16):
     assert len(json.loads(path.read_text())["entries"]) == 2
 
 
+def test_a_run_with_dropout_times_the_candidates_with_it_and_files_them_apart(tmp_path, cpu_without_bf16):
+    """A time budget is fitted from the probe's figure: slm's dropout 0.1 made a step 1.19x
+    longer (BENCHMARKS.md), so it is timed with the run's dropout and a run without dropout
+    does not reuse those figures (nor the other way round)."""
+    path, built = tmp_path / "autotune.json", []
+
+    class Timer(FakeTimer):
+        def __call__(self, shape, batch_size, dropout=0.0):
+            built.append(dropout)
+            return self.step
+
+    _resolve("on", path, Timer({}))
+    with_masks = Timer({"fp32/sdpa/fused-off": 0.5})
+    choice = _resolve("on", path, with_masks, dropout=0.1)
+    assert built == [0.0, 0.1] and len(with_masks.timed) == 4 and choice.step_seconds == 0.5
+    keys = list(json.loads(path.read_text())["entries"])
+    assert len(keys) == 2 and sum("dropout=0.1" in k for k in keys) == 1
+    assert not any("dropout=0 " in k or "dropout=0.0" in k for k in keys)  # no dropout: the key it had
+    again = Timer({})
+    assert _resolve("on", path, again, dropout=0.1).source == "cached" and again.timed == []
+
+
 @pytest.mark.parametrize("content", ["{not json", json.dumps({"format": "other", "entries": {}}),
                                      json.dumps([1, 2])])
 def test_a_bad_cache_file_is_ignored_with_a_warning_and_rewritten(tmp_path, cpu_without_bf16, content):

@@ -63,9 +63,13 @@ def shape_class(shape, batch_size: int) -> str:
             f"-V{vocab}-B{batch_size}")
 
 
-def cache_key(dev: dict, shape, batch_size: int) -> str:
+def cache_key(dev: dict, shape, batch_size: int, dropout: float = 0.0) -> str:
+    """The key of one machine, shape and dropout. Dropout's masks cost a step time (1.19x at 0.1
+    on a Xeon, BENCHMARKS.md), so a run with dropout reads figures timed with it; without any,
+    the key is the one every cache written before it was keyed by."""
     parts = [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in dev.items()]
-    return " | ".join([*parts, f"shape={shape_class(shape, batch_size)}", f"kernels={KERNELS_REVISION}"])
+    masks = [f"dropout={dropout:g}"] if dropout else []
+    return " | ".join([*parts, f"shape={shape_class(shape, batch_size)}", *masks, f"kernels={KERNELS_REVISION}"])
 
 
 def default_cache_path() -> Path:

@@ -68,7 +68,7 @@ def choose_speed(config, shape, world: int, kept: SpeedSettings | None = None):
     else:
         choice = resolve_speed_settings(request.autotune, shape, batch, given, world_size=world,
                                         max_probe_seconds=request.probe_seconds, log=log,
-                                        free_bytes=free_memory_bytes("cpu"))
+                                        free_bytes=free_memory_bytes("cpu"), dropout=config.model.dropout)
     fallback = resolve_speed_settings("off", shape, batch, given, log=lambda _m: None).candidate
     settings = _agreed(choice.candidate, fallback)
     log(choice.message if settings == choice.candidate else f"speed settings: {settings.describe()}")

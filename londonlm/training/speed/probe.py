@@ -20,6 +20,7 @@ import itertools
 import statistics
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -261,14 +262,14 @@ PROBE_MEMORY_SHARE = 0.6
 
 
 def fitting(cands: list[SpeedSettings], shape, batch_size: int,
-            free_bytes: float | None) -> tuple[list[SpeedSettings], str]:
+            free_bytes: float | None, dropout: float = 0.0) -> tuple[list[SpeedSettings], str]:
     """The candidates whose estimated step fits ``PROBE_MEMORY_SHARE`` of ``free_bytes`` (all
     when unknown), and a note naming those left out: a probe step past the memory is killed
     by the kernel, taking the run with it."""
     if not free_bytes:
         return cands, ""
     need = {c: shape.training_memory(batch_size, attention=c.attn_implementation, precision=c.precision,
-                                     fused_loss=c.fused_loss).total for c in cands}
+                                     fused_loss=c.fused_loss, dropout=dropout).total for c in cands}
     out = [c for c in cands if need[c] <= PROBE_MEMORY_SHARE * free_bytes]
     left = [f"{c.label} (~{need[c] / 1e9:.1f} GB)" for c in cands if c not in out]
     return out, (f"not timed, as their steps would not fit the {free_bytes / 1e9:.1f} GB free: "
@@ -278,11 +279,13 @@ def fitting(cands: list[SpeedSettings], shape, batch_size: int,
 def resolve_speed_settings(mode: str, shape, batch_size: int, given: SpeedSettings = SpeedSettings(), *,
                            cache_path: Path | None = None, world_size: int = 1,
                            max_probe_seconds: float = 60.0, log: Callable[[str], None] = print,
-                           timer: Callable = StepTimer, free_bytes: float | None = None) -> SpeedChoice:
+                           timer: Callable = StepTimer, free_bytes: float | None = None,
+                           dropout: float = 0.0) -> SpeedChoice:
     """Precision, attention kernel and fused loss for a run of ``shape`` at ``batch_size``.
     ``given``: the settings the user fixed; they always win and only the others are chosen. On
     a GPU, the fixed rules (:data:`GPU_RULES`); on a CPU, candidates whose step would not fit
-    ``free_bytes`` are not timed."""
+    ``free_bytes`` are not timed. ``dropout``: the run's; the candidates are timed with it (the
+    step time a time budget is fitted from) and their figures filed under it."""
     if mode not in MODES:
         raise UsageError(f"--autotune must be one of {', '.join(MODES)}, got {mode!r}")
     dev = device_key()
@@ -296,11 +299,13 @@ def resolve_speed_settings(mode: str, shape, batch_size: int, given: SpeedSettin
     space = candidate_space(dev, cpu_bf16, gpu_bf16)
     if pinned.pad_vocab:  # timed at the rows it trains with
         shape = replace(shape, vocab_size=padded_vocab(shape.vocab_size))
-    cands, too_big = fitting(candidates(space, given, pinned), shape, batch_size, free_bytes)
+    cands, too_big = fitting(candidates(space, given, pinned), shape, batch_size, free_bytes, dropout)
     if not cands:
         return SpeedChoice(pinned, "default", message=(
             f"speed settings: {pinned.describe()} (the fixed rules: {too_big})"))
-    path, key = Path(cache_path or default_cache_path()), cache_key(dev, shape, batch_size)
+    path, key = Path(cache_path or default_cache_path()), cache_key(dev, shape, batch_size, dropout)
+    if dropout:
+        timer = partial(timer, dropout=dropout)
     stored = load_cache(path, log).get(key, {})
     figures = dict(stored.get("figures", {})) if mode == "on" else {}
     missing = [c for c in cands if c.label not in figures]
