@@ -30,7 +30,8 @@ seconds too (the variant ``base``) and each variant is compared with it. ``--dea
 variant that would end past that many seconds since the race began, and cuts scoring short of
 it (the final models are scored first), since a device call is cut off at its limit.
 ``--variants_only`` runs the variants and ``base`` without the race, for a lease that holds no
-more. Every run compiles (where it compiles at all) into a compile cache of its own, from cold.
+more; ``--seed_bpb`` then gives the seed recipe's final bpb of an earlier race on the same data,
+and each run's time to it is read off its curve as the race's own would be. Every run compiles (where it compiles at all) into a compile cache of its own, from cold.
 benchmarks/gpu_lease.sh holds the device calls whole.
 
 Data (benchmarks/race/data.py): a part of --source_dir (whole files by a hash of their names,
@@ -104,6 +105,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--variants_only", action="store_true", help="run the variants and ours unchanged ('base') "
                    "at --variant_seconds, not the race (a lease too short for both); it writes a block of its "
                    "own (gpu-race-variants for slm)")
+    p.add_argument("--seed_bpb", type=float, metavar="BPB", help="with --variants_only: the seed recipe's final "
+                   "held-out bpb from an earlier race on the same data (--data) and device kind, which each variant "
+                   "and ours unchanged are read against (the time each takes to reach it), as the race's own are")
     p.add_argument("--deadline", type=float, help="seconds after the race began by which it must end: a variant "
                    "that would end later (estimated from the runs before it) is skipped, and scoring stops "
                    "short of it (final models first, then the curve's snapshots)")
@@ -116,6 +120,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.error("--variant_seconds and --deadline must be positive")
     if a.variants_only and not a.variant:
         p.error("--variants_only needs at least one --variant")
+    if a.seed_bpb is not None and not (a.variants_only and a.seed_bpb > 0):
+        p.error("--seed_bpb is a positive bpb, given with --variants_only (a race measures its own)")
     try:
         a.variants = variants(a.variant, a.seconds if a.variant_seconds is None else a.variant_seconds, a.seconds,
                               base=a.variants_only)
@@ -465,6 +471,8 @@ def race(a, preset, d) -> dict:
                         "curve_points": a.curve_points,
                         "variants": [{"name": v.name, "flags": list(v.flags), "seconds": v.seconds}
                                      for v in a.variants]}}
+    if a.seed_bpb is not None:  # an earlier race's: this call runs no seed recipe
+        results["meta"]["seed_bpb_given"] = a.seed_bpb
     clock = RaceClock(a.deadline)
     if not a.variants_only:
         race_recipes(a, d, preset, run, env, peak, clock, results)

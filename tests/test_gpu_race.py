@@ -655,11 +655,35 @@ def test_a_variants_only_block_is_its_own_and_leaves_the_race_alone(tmp_path):
     assert "variants of ours only" in variants and "| seed_recipe |" not in variants and "| ours |" not in variants
     assert "| nodrop | --dropout 0 | 60 | 3.3 | +0.1000 | – |" in variants
     assert "every 30.0 s (10.0 s for the variants)" in variants
+    assert "--seed_bpb" not in variants  # none given: nothing to read the variants against
     regular = _results()
     regular["meta"]["preset"] = "regular"  # GPT-2 Medium's race beside GPT-2 Small's
     report.compare(regular)
     report.write_block(regular, md)
     assert md.read_text().count("<!-- gpu-race-regular:begin -->") == 1 and md.read_text().count(SLM_BEGIN) == 1
+
+
+def test_a_variants_only_call_reads_ours_against_an_earlier_races_seed_bpb():
+    """The issue's question, answered by the lease's first call: ours given 60 s against the
+    seed recipe's 180-s bpb of the race before it (a variants call runs no seed recipe)."""
+    only = _results()
+    del only["ours"], only["seed_recipe"]
+    only["meta"].update(seconds=180.0, seed_bpb_given=3.5)
+    curve = [{"seconds": 20.0, "step": 100, "bpb": 4.0}, {"seconds": 40.0, "step": 200, "bpb": 3.5},
+             {"seconds": 60.0, "step": 300, "bpb": 3.2}]
+    only["variants"] = {"base": {**_results(3.2)["ours"], "flags": [], "seconds": 60.0, "curve": curve},
+                        "nodrop": {**_results(3.6)["ours"], "flags": ["--dropout", "0"], "seconds": 60.0}}
+    report.compare(only)
+    assert only["variants"]["base"]["reaches_seed"] == {"seconds": 40.0, "at_most": False}
+    md = report.markdown(only)
+    assert "| base | (none: ours unchanged) | 60 | 3.2 | – | 40 s |" in md
+    assert "3.5 bpb, given (`--seed_bpb`) from an earlier race" in md
+    assert "- `base` (ours unchanged, 60 s) reaches the seed recipe's 3.5 bpb after 40 s of training." in md
+    only["meta"]["seed_bpb_given"] = 3.0
+    report.compare(only)
+    assert "- `base` (ours unchanged, 60 s) does NOT reach the seed recipe's 3.0 bpb (ends at 3.2)." in \
+        report.markdown(only)
+    assert "| nodrop | --dropout 0 | 60 | 3.6 | +0.4000 | no |" in report.markdown(only)
 
 
 def test_refusals_are_one_line_and_exit_2(tmp_path):
@@ -673,6 +697,9 @@ def test_refusals_are_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == f"error: --source_dir {tmp_path / 'absent'} is not a folder"
     r = run_script("--dry_run", "--preset", "huge")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+    for extra in ([], ["--variants_only", "--variant", "x=--dropout 0", "--seed_bpb", "0"]):
+        r = run_script("--dry_run", "--seed_bpb", "2.4", *extra)  # a race measures its own
+        assert r.returncode == 2 and "--seed_bpb" in r.stderr and "Traceback" not in r.stderr
 
 
 LEASE = REPO / "benchmarks" / "gpu_lease.sh"
@@ -701,6 +728,7 @@ def test_the_lease_script_runs_each_step_with_flags_the_race_takes(tmp_path):
         assert "assert torch.cuda.is_available()" in r.stdout and f"cp BENCHMARKS.md {tmp_path / 'out'}/" in r.stdout
         argv = _race_argv(r.stdout)
         assert all(a in argv for a in says), argv
+        assert ("--seed_bpb" in argv) == (step == "variants")  # read against the race's seed bpb
         # what the call has left, less the files' way back: DRY spends none of its 600 s
         assert 575 <= float(argv[argv.index("--deadline") + 1]) <= 580
         plan = run_script(*argv, "--dry_run")  # the race's own parser takes every flag and variant

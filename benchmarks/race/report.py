@@ -53,10 +53,17 @@ def variant_base(results: dict) -> tuple[str, dict]:
     return ("base", v["base"]) if "base" in v else ("ours", results.get("ours", {}))
 
 
+def seed_bpb(results: dict) -> float | None:
+    """The seed recipe's final bpb the variants are read against: this call's race's, else the
+    one given from an earlier race on the same data (``--seed_bpb``)."""
+    ran = results.get("seed_recipe", {}).get("bpb")
+    return ran if ran is not None else results["meta"].get("seed_bpb_given")
+
+
 def compare_variants(results: dict) -> None:
     """Each scored variant's ``vs_base`` (its bpb less ours unchanged at the same seconds:
     below 0 it helped) and ``reaches_seed`` (its time to the seed recipe's final bpb)."""
-    seed = results.get("seed_recipe", {}).get("bpb")
+    seed = seed_bpb(results)
     _, base = variant_base(results)
     for name, r in results.get("variants", {}).items():
         if r.get("bpb") is None:
@@ -101,7 +108,7 @@ def runs(results: dict) -> list[tuple[str, dict]]:
 
 def _variant_rows(results: dict) -> list[dict]:
     base_name, _ = variant_base(results)
-    seed = results.get("seed_recipe", {}).get("bpb")
+    seed = seed_bpb(results)
     rows = []
     for name, r in results.get("variants", {}).items():
         hit = r.get("reaches_seed")
@@ -179,6 +186,17 @@ def markdown(results: dict) -> str:
                       f"(`{base_name}`, {fmt(base.get('seconds', m['seconds']))} s, {base.get('bpb')} bpb) at the "
                       f"same seconds, on the same machine in the same call (below 0: the change helped).", ""]
         lines += table(_variant_rows(results))
+        given = m.get("seed_bpb_given")
+        if given is not None and not _raced(results):
+            lines += ["", f"seed_recipe's final bpb above is {given} bpb, given (`--seed_bpb`) from an earlier race "
+                          f"on the same data and device kind (its block, `gpu-race`); this call ran no seed recipe."]
+            if base.get("bpb") is not None:
+                hit = base.get("reaches_seed")
+                lines += ["", f"- `{base_name}` (ours unchanged, {fmt(base.get('seconds', m['seconds']))} s) "
+                              + (f"reaches the seed recipe's {given} bpb after "
+                                 f"{'at most ' if hit['at_most'] else ''}{hit['seconds']:g} s of training."
+                                 if hit else f"does NOT reach the seed recipe's {given} bpb "
+                                             f"(ends at {base['bpb']}).")]
     return "\n".join(lines).rstrip() + "\n"
 
 
