@@ -747,11 +747,12 @@ def test_the_lease_script_runs_each_step_with_flags_the_race_takes(tmp_path):
     assert [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()] == [
         "1. data", "2. variant base", "3. variant plateau1", "4. variant plateau2", "5. report"]
     argv = _race_argv(lease(tmp_path, "variants", "compile").stdout)
-    assert argv[argv.index("--variant_seconds") + 1] == "180" and "compiled=--torch_compile true" in argv
+    assert argv[argv.index("--variant_seconds") + 1] == "120" and "compiled=--torch_compile true" in argv
+    assert "regional=--compile_regions true" in argv
     plan = run_script(*argv, "--dry_run")
     assert plan.returncode == 0, plan.stderr
     assert [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()] == [
-        "1. data", "2. variant base", "3. variant compiled", "4. report"]
+        "1. data", "2. variant base", "3. variant compiled", "4. variant regional", "5. report"]
     r = lease(tmp_path, "throughput", "240")
     assert r.returncode == 0 and "gpu_acceptance.py --steps throughput --throughput_seconds 180" in r.stdout
     for args, says in (((), "give one of"), (("throughput",), "the seconds the lease has left"),

@@ -145,6 +145,12 @@ class SpeedArguments:
                 "(PyTorch's own: FlashAttention first, cuDNN's last) or cudnn (cuDNN's fused attention "
                 "first, the rest after it where it cannot run; reported faster on H100/H200, not yet "
                 "measured here). The log names the kernel that runs. No effect on CPUs."})
+    compile_regions: bool = field(default=False, metadata={
+        "help": "Compile each repeated block once and reuse it for the others (accelerate's regional "
+                "compilation) instead of the whole model in one graph: a shorter first step, for runs "
+                "too short to pay back a whole compile (a time budget under 10 minutes trains eager "
+                "on a GPU by default). Turns --torch_compile on. Its step speed and first step on a "
+                "GPU: benchmarks/gpu_acceptance.py's 'regional compile' row."})
     autotune: Optional[str] = field(default=None, metadata={
         "help": "Speed settings (precision, attention kernel, fused loss) measured on this machine: "
                 "on (measure once per machine and model shape, cache the winner under "

@@ -227,7 +227,7 @@ class JobRequest:
                                given=SpeedSettings.from_flags(precision_given(t, explicit),
                                                               speed.attn_implementation, speed.fused_loss,
                                                               speed.pad_vocab),
-                               sdpa_order=speed.sdpa_order)
+                               sdpa_order=speed.sdpa_order, compile_regions=speed.compile_regions)
         run_control = RunControl(control.time_budget or control.max_seconds, control.stop_after_seconds,
                                  control.stop_after_steps, control.profile_steps, profile_dir, fresh=control.fresh,
                                  save_best=control.save_best,
@@ -299,6 +299,10 @@ def config_from_values(values: Mapping, *, model: ModelConfig, data: DataOptions
     # asking for a compile backend or mode is asking to compile (the Trainer reads it so too)
     given = bool({"torch_compile", "torch_compile_backend", "torch_compile_mode"} & explicit)
     compiled = values.pop("torch_compile", None)
+    if request.compile_regions:  # asking how to compile is asking to compile
+        if given and compiled is not None and not compiled:
+            raise UsageError("--compile_regions compiles the model's blocks: it cannot go with --torch_compile false")
+        compiled, given = True, True
     speed = SpeedConfig(
         request=request,
         torch_compile=bool(compiled) if compiled is not None else compile_pays(_on_cuda(), control.time_budget),
@@ -417,7 +421,8 @@ def describe(config: TrainingConfig) -> str:
              f"{k.precision or 'auto'}/{k.attn_implementation or 'auto'}/fused-"
              f"{'auto' if k.fused_loss is None else 'on' if k.fused_loss else 'off'}/pad-"
              f"{'auto' if k.pad_vocab is None else 'on' if k.pad_vocab else 'off'}, "
-             f"compile {'on' if s.torch_compile else 'off'}, micro-batch {s.micro_batch} x {s.grad_accum}"
+             f"compile {('by regions' if s.request.compile_regions else 'on') if s.torch_compile else 'off'}, "
+             f"micro-batch {s.micro_batch} x {s.grad_accum}"
              + ("" if s.request.sdpa_order == "flash" else f", SDPA {s.request.sdpa_order} first"),
              f"{o.optimizer} lr {o.learning_rate:g}, warmup {o.warmup_steps:g}, {o.max_steps} steps max"]
     if c.time_budget:

@@ -236,6 +236,62 @@ def test_torch_compile_is_the_default_on_cuda_unless_the_budget_is_short(monkeyp
     assert compiled("--torch_compile", "false") is False
 
 
+def test_compile_regions_asks_to_compile_and_refuses_torch_compile_false(monkeypatch):
+    """--compile_regions is a way to compile (each repeated block once): it turns the compile on
+    where the policy would train eager (a CPU, a short budget on a GPU), as asked for (a machine
+    that cannot compile refuses it), and contradicting it is one usage error."""
+    from londonlm.core.errors import UsageError
+    from londonlm.training import build_config, job, parse_train_flags, training_arguments
+    from londonlm.training.job import describe
+
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
+
+    def built(*argv):
+        return build_config(parse_train_flags(["--preset", "micro", *argv]), defaults)
+
+    c = built("--compile_regions", "true")
+    assert c.speed.torch_compile and c.speed.compile_given and c.speed.request.compile_regions
+    assert training_arguments(c).torch_compile and "compile by regions" in describe(c)
+    assert not built().speed.request.compile_regions and "compile off" in describe(built())
+    monkeypatch.setattr(job, "_on_cuda", lambda: True)
+    assert built("--time_budget", "60", "--compile_regions", "true").speed.torch_compile
+    with pytest.raises(UsageError, match="--compile_regions .* --torch_compile false"):
+        built("--compile_regions", "true", "--torch_compile", "false")
+
+
+def test_the_trainer_compiles_each_repeated_block_once_under_compile_regions(tmp_path):
+    """accelerate's regional compilation: the blocks (and the other leaves) are compiled apart,
+    the model itself is not one graph; without the flag the whole model is one."""
+    from torch._dynamo.eval_frame import OptimizedModule
+    from transformers import TrainingArguments
+
+    from conftest import micro_gpt2
+    from londonlm.training.step.trainer import RunTrainer
+
+    for regions in (True, False):
+        args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], torch_compile=True)
+        trainer = RunTrainer(model=micro_gpt2(n_layer=2), args=args, compile_regions=regions)
+        prepared = trainer.accelerator.prepare_model(trainer.model)  # compiling is lazy: no kernels built
+        assert isinstance(prepared, OptimizedModule) is not regions
+        if regions:
+            assert all(isinstance(b, OptimizedModule) for b in prepared.transformer.h)
+            assert trainer.accelerator.unwrap_model(prepared, keep_torch_compile=False) is trainer.model
+
+
+@pytest.mark.skipif(__import__("londonlm.training.speed.compile", fromlist=["x"]).compile_problem("cpu") is not None,
+                    reason="torch.compile cannot build kernels on this machine")
+def test_a_run_compiled_by_regions_trains_and_saves_a_plain_model(root, capsys):
+    from transformers import AutoModelForCausalLM
+
+    assert train(root, "--compile_regions", "true", "--max_steps", "2", *QUIET) == 0
+    assert "compile by regions" in capsys.readouterr().out
+    final = run_dir(root) / "final"
+    model = AutoModelForCausalLM.from_pretrained(final)  # no _orig_mod. keys: a plain GPT-2
+    assert model.config.model_type == "gpt2"
+    names = (final / "model.safetensors").read_bytes()[:20000]
+    assert b"_orig_mod" not in names
+
+
 def test_compile_preflight_names_what_is_missing_and_catches_a_compile_that_fails():
     """The tools first (a missing compiler), then a real compile with the caches off: a
     compiler that exists but fails is caught too, where the first training step would fail."""

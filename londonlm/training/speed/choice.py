@@ -160,7 +160,8 @@ def check_time_budget(config, shape, speed: SpeedPlan):
     step = speed.step_seconds
     if step is None:  # timed as the run will train: compiled when it compiles (the warm-up compiles)
         times = time_candidate(speed.settings, shape, config.speed.micro_batch, warmup_steps=1,
-                               timed_steps=2, compile=config.speed.torch_compile, dropout=config.model.dropout)
+                               timed_steps=2, compile=config.speed.torch_compile, dropout=config.model.dropout,
+                               regions=config.speed.request.compile_regions)
         step = min(times) * config.speed.grad_accum
     step = agree([round(step * 1e6)])[0] / 1e6  # the slowest rank's estimate, on every rank
     share = config.optim.warmup_share

@@ -60,17 +60,20 @@ class StepTimer:
     candidate on one model of ``shape``, switching the attention kernel, the loss and autocast
     between steps. Sharing one model means every candidate runs on the same weights, memory
     and allocator state, and lets the probe interleave the candidates' steps (see ``probe``).
-    ``compile``: the steps run through ``torch.compile``, as a compiled run trains. ``close``
-    frees the model at once (a GPU's memory is the training run's next)."""
+    ``compile``: the steps run through ``torch.compile``, as a compiled run trains (``regions``:
+    each repeated block compiled once, as ``--compile_regions`` trains). ``close`` frees the
+    model at once (a GPU's memory is the training run's next)."""
 
-    def __init__(self, shape, batch_size: int, compile: bool = False, dropout: float = 0.0):
+    def __init__(self, shape, batch_size: int, compile: bool = False, dropout: float = 0.0,
+                 regions: bool = False):
         import torch
+        from accelerate.utils import compile_regions
 
         self.cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.cuda else "cpu")
         self.model = without_generation_cache(build_model(shape, 0, 0, 0, dropout=dropout)).to(self.device).train()
         self.fused_forward = enable_fused_loss(self.model).forward  # no reference back to the model
-        self.compiled = torch.compile(self.model) if compile else None
+        self.compiled = (compile_regions if regions else torch.compile)(self.model) if compile else None
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=self.cuda or None)
         self.x = torch.randint(0, shape.vocab_size, (batch_size, shape.n_positions), device=self.device)
 
@@ -104,12 +107,13 @@ class StepTimer:
 
 
 def time_candidate(cand: SpeedSettings, shape, batch_size: int, *, warmup_steps: int = 1,
-                   timed_steps: int = 3, compile: bool = False, dropout: float = 0.0) -> list[float]:
+                   timed_steps: int = 3, compile: bool = False, dropout: float = 0.0,
+                   regions: bool = False) -> list[float]:
     """Seconds of each of ``timed_steps`` training steps of ``cand`` alone, after
     ``warmup_steps`` untimed ones (the step-time estimate of a run whose settings are fixed;
-    ``compile``: compiled, as the run will train, the compilation in the warm-up; ``dropout``:
-    the run's, whose random masks cost time too)."""
-    timer = StepTimer(shape, batch_size, compile=compile, dropout=dropout)
+    ``compile``: compiled, as the run will train (``regions``: by regions), the compilation in
+    the warm-up; ``dropout``: the run's, whose random masks cost time too)."""
+    timer = StepTimer(shape, batch_size, compile=compile, dropout=dropout, regions=regions)
     try:
         return [t for i, t in enumerate(timer(cand) for _ in range(warmup_steps + timed_steps))
                 if i >= warmup_steps]

@@ -87,6 +87,7 @@ class SpeedRequest:
     probe_seconds: float = 60.0            # cap on the probe's time
     given: SpeedSettings = field(default_factory=SpeedSettings)  # fixed on the command line
     sdpa_order: str = "flash"              # SDPA's kernel order while training (.attention)
+    compile_regions: bool = False          # each repeated block compiled once (--compile_regions)
 
 
 def candidate_space(dev: dict, cpu_bf16: bool, gpu_bf16: bool) -> dict[str, list]:

@@ -161,11 +161,12 @@ class RunTrainer(Trainer):
 
     def __init__(self, *args, stream=None, optimizer_builder: Callable | None = None,
                  schedule: WarmupStableDecay | Callable[[int], float] | None = None, callbacks=(),
-                 sdpa: str = "flash", **kwargs):
+                 sdpa: str = "flash", compile_regions: bool = False, **kwargs):
         self.stream = stream                        # StreamSampler, or None for the Trainer's own
         self.optimizer_builder = optimizer_builder  # model -> optimizer (None: args.optim's AdamW)
         self.schedule = schedule                    # step -> LR factor (None: args' scheduler)
         self.sdpa = sdpa                            # SDPA's kernel order (..speed.attention)
+        self.compile_regions = compile_regions      # --compile_regions (with args.torch_compile)
         super().__init__(*args, **kwargs)
         handler = self.callback_handler
         handler.callbacks = in_order(list(callbacks), handler.callbacks)
@@ -199,6 +200,10 @@ class RunTrainer(Trainer):
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
         enable_fsdp_on_cpu(self)
+        if self.compile_regions and self.args.torch_compile:
+            # accelerate's prepare_model then compiles each repeated block (GPT2Block) once and
+            # the rest apart, where it would compile the whole model as one graph
+            self.accelerator.state.dynamo_plugin.use_regional_compilation = True
 
     def _get_train_sampler(self, train_dataset=None):
         if self.stream is not None:
@@ -306,14 +311,15 @@ def build_trainer(model, args, config: TrainingConfig, *, train, eval_dataset, c
     (``config``, whose ``args`` these are) says: its optimizer (``optim.optimizer``: adamw, or
     muon), a schedule fitted to its time budget (its warm-up ``optim.warmup_share`` of the steps
     the budget holds, where set) or ``schedule`` (step -> learning-rate factor, e.g. the LR
-    finder's ramp), and SDPA's kernel order (``speed.request.sdpa_order``). The model comes ready
-    to train (:func:`~..model.prepare_for_training`)."""
+    finder's ramp), SDPA's kernel order (``speed.request.sdpa_order``) and, where it compiles,
+    whether by regions (``speed.request.compile_regions``). The model comes ready to train
+    (:func:`~..model.prepare_for_training`)."""
     optim = config.optim
     return RunTrainer(model=model, args=args, eval_dataset=eval_dataset, train_dataset=train,
                       data_collator=collator, processing_class=processing_class, callbacks=callbacks,
                       stream=stream, optimizer_builder=optimizer_factory(optim.optimizer, args, log=log),
                       schedule=schedule or budget_schedule(config.control.time_budget, args, optim.warmup_share),
-                      sdpa=config.speed.request.sdpa_order)
+                      sdpa=config.speed.request.sdpa_order, compile_regions=config.speed.request.compile_regions)
 
 
 def compile_failure(error: BaseException) -> bool:
