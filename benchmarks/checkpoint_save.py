@@ -55,10 +55,10 @@ def trainer_with_state(a, out: Path):
     torch.manual_seed(0)
     model = build_model(ModelShape(a.n_layer, a.n_head, a.n_embd, a.context, a.vocab), 0, 0, 0, seed=0)
     args = TrainingArguments(output_dir=str(out), save_strategy="steps", save_steps=1, report_to=[],
-                             use_cpu=True, learning_rate=3e-4, max_steps=1)
-    trainer = RunTrainer(model=model, args=args)
+                             use_cpu=a.device == "cpu", learning_rate=3e-4, max_steps=1)
+    trainer = RunTrainer(model=model.to(a.device), args=args)
     trainer.create_optimizer_and_scheduler(num_training_steps=1)
-    x = torch.randint(0, a.vocab, (1, 16))
+    x = torch.randint(0, a.vocab, (1, 16), device=a.device)
     model(input_ids=x, labels=x).loss.backward()
     trainer.optimizer.step()
     return trainer
@@ -103,8 +103,15 @@ def main() -> int:
     p.add_argument("--n_embd", type=int, default=768)
     p.add_argument("--context", type=int, default=512)
     p.add_argument("--vocab", type=int, default=30000)
+    p.add_argument("--device", choices=("cuda", "cpu"), help="where the model and its optimizer state "
+                   "live (a GPU's checkpoint copies them to the host first); default: cuda where there is one")
     p.add_argument("--json", help="also write the results here")
     a = p.parse_args()
+    import torch
+
+    a.device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA GPU is visible to torch")
 
     with tempfile.TemporaryDirectory(prefix="ckpt_bench_") as tmp:
         trainer = trainer_with_state(a, Path(tmp))
@@ -120,7 +127,8 @@ def main() -> int:
                 # this one's writeback (a machine with little memory or a slow disk would be)
                 shutil.rmtree(folder)
     med = {s: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for s, rs in runs.items()}
-    print(f"# {cpu_description()}; GPT-2 {a.n_layer} x {a.n_embd}, vocabulary {a.vocab}, "
+    where = torch.cuda.get_device_name(0) + ", " if a.device == "cuda" else ""
+    print(f"# {where}{cpu_description()}; GPT-2 {a.n_layer} x {a.n_embd}, vocabulary {a.vocab}, "
           f"a checkpoint of {size / 1e9:.2f} GB; median of {a.runs} runs each, seconds")
     keys = list(med["crc"])
     print("| setting | " + " | ".join(keys) + " |")
@@ -129,7 +137,8 @@ def main() -> int:
         print(f"| {s} | " + " | ".join(f"{med[s][k]:.3f}" for k in keys) + " |")
     print(f"ratio (crc / no crc), whole checkpoint: {med['crc']['whole'] / med['no crc']['whole']:.2f}x")
     if a.json:
-        Path(a.json).write_text(json.dumps({"cpu": cpu_description(), "gb": size / 1e9, "median": med,
+        Path(a.json).write_text(json.dumps({"cpu": cpu_description(), "device": where.rstrip(", ") or "cpu",
+                                            "gb": size / 1e9, "median": med,
                                             "runs": runs}, indent=1))
     return 0
 

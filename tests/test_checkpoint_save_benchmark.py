@@ -22,3 +22,11 @@ def test_both_settings_write_a_checkpoint_and_are_timed_by_part(tmp_path):
         assert len(res["runs"][setting]) == 2
     assert res["gb"] > 0
     assert "| no crc |" in r.stdout and "CPUs, python" in r.stdout  # the machine named beside the figures
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_refused(tmp_path):
+    import os
+
+    r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cuda", "--runs", "1"], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 2 and "no CUDA GPU" in r.stderr and "Traceback" not in r.stderr
