@@ -356,12 +356,25 @@ def test_the_budget_check_times_the_step_as_the_run_trains(monkeypatch):
 
     asked = {}
     monkeypatch.setattr(speed, "time_candidate", lambda cand, shape, batch, **kw: asked.update(kw) or [0.01])
-    config = SimpleNamespace(speed=SimpleNamespace(micro_batch=4, grad_accum=1, torch_compile=True),
-                             optim=SimpleNamespace(warmup_steps=1, warmup_share=None), control=SimpleNamespace(time_budget=100.0),
-                             model=SimpleNamespace(dropout=0.1))
-    plan = speed.SpeedPlan(SpeedSettings("bf16", "sdpa", False), True, "default", "", None)
-    speed.check_time_budget(config, SHAPE, plan)
-    assert asked["compile"] is True and asked["dropout"] == 0.1
+    for regions in (False, True):  # --compile_regions: timed compiled by regions, as it trains
+        config = SimpleNamespace(speed=SimpleNamespace(micro_batch=4, grad_accum=1, torch_compile=True,
+                                                       request=SimpleNamespace(compile_regions=regions)),
+                                 optim=SimpleNamespace(warmup_steps=1, warmup_share=None),
+                                 control=SimpleNamespace(time_budget=100.0), model=SimpleNamespace(dropout=0.1))
+        plan = speed.SpeedPlan(SpeedSettings("bf16", "sdpa", False), True, "default", "", None)
+        speed.check_time_budget(config, SHAPE, plan)
+        assert asked["compile"] is True and asked["dropout"] == 0.1 and asked["regions"] is regions
+
+
+def test_the_step_timer_compiles_by_regions_when_asked():
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    timer = autotune.StepTimer(SHAPE, 2, compile=True, regions=True)  # compiling is lazy: nothing built
+    try:
+        assert not isinstance(timer.compiled, OptimizedModule)
+        assert all(isinstance(b, OptimizedModule) for b in timer.compiled.transformer.h)
+    finally:
+        timer.close()
 
 
 def test_the_probe_gives_its_memory_back_when_it_closes(monkeypatch):
