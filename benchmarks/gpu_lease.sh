@@ -30,9 +30,10 @@ die() { echo "error: $*" >&2; exit 2; }
 
 # The changes of ours measured on and off, one per variant, in the order they are worth a lease's
 # seconds (a variant past --deadline is skipped and reported): the optimizer, the rate, dropout
-# against a small corpus, the last step's weights as final/ against the best evaluation's
-# (every preset's default since the H200 race of 2026-11-28 overfitted: BENCHMARKS.md), compiled
-# by regions (a budget this short trains eager: does a shorter first step make compiling pay?), and
+# against a small corpus, compiled by regions (a budget this short trains eager: does a shorter
+# first step make compiling pay?), the last step's weights as final/ against the best
+# evaluation's (every preset's default since the H200 race of 2026-11-28 overfitted:
+# BENCHMARKS.md; a 60-s run, its decay ending with the budget, likely ends at its best), and
 # cuDNN's attention kernel first (--sdpa_order cudnn), and two DataLoader workers against none
 # (the default since 2026-11-28, chosen on a CPU: BENCHMARKS.md, "DataLoader workers"); speed
 # only, so last.
@@ -43,8 +44,8 @@ SEED_BPB=${SEED_BPB:-2.4342}  # the H200 race of 2026-11-28 (BENCHMARKS.md, gpu-
 VARIANTS=(--variant "muon=--optimizer muon"
           --variant "lr1e-3=--learning_rate 1e-3"
           --variant "nodrop=--dropout 0"
-          --variant "last=--load_best_model_at_end false"
           --variant "regional=--compile_regions true"
+          --variant "last=--load_best_model_at_end false"
           --variant "cudnn=--sdpa_order cudnn"
           --variant "workers2=--dataloader_num_workers 2")
 # The other two levers, a lease of their own: slm's context (512, the guide's) against

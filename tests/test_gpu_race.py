@@ -735,7 +735,7 @@ def test_the_lease_script_runs_each_step_with_flags_the_race_takes(tmp_path):
         assert plan.returncode == 0, plan.stderr
     steps = [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()]
     assert steps == ["1. data", "2. variant base", "3. variant muon", "4. variant lr1e-3", "5. variant nodrop",
-                     "6. variant last", "7. variant regional", "8. variant cudnn", "9. variant workers2",
+                     "6. variant regional", "7. variant last", "8. variant cudnn", "9. variant workers2",
                      "10. report"]
     plan = run_script(*_race_argv(lease(tmp_path, "variants", "shape").stdout), "--dry_run")
     assert plan.returncode == 0, plan.stderr
