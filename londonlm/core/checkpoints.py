@@ -93,15 +93,11 @@ def archives_without_crc():
     checks it (a byte flipped in an archive's data loads without a word: torch 2.13), so it
     guards nothing a resume reads, and an archive cut short is caught by :func:`_archive_problem`
     without it; computing it was ~45% of torch.save's time for AdamW's state of GPT-2 Small
-    (benchmarks/checkpoint_save.py, BENCHMARKS.md "Checkpoint writes"). Torch's own setting is
-    put back on the way out; a torch without the setting writes as it always did."""
-    import torch.serialization
+    (benchmarks/checkpoint_save.py, BENCHMARKS.md "Checkpoint writes"). Torch's own setting
+    (torch >= 2.6; requirements.txt asks 2.9) is put back on the way out."""
+    import torch.serialization  # (here: the checkpoint listings and checks never need torch)
 
-    get = getattr(torch.serialization, "get_crc32_options", None)
-    if get is None:
-        yield
-        return
-    before = get()
+    before = torch.serialization.get_crc32_options()
     torch.serialization.set_crc32_options(False)
     try:
         yield

@@ -272,6 +272,7 @@ def test_the_trainer_compiles_each_repeated_block_once_under_compile_regions(tmp
     for regions in (True, False):
         args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], torch_compile=True)
         trainer = RunTrainer(model=micro_gpt2(n_layer=2), args=args, compile_regions=regions)
+        assert trainer.accelerator.state.dynamo_plugin.use_regional_compilation is regions  # built so
         prepared = trainer.accelerator.prepare_model(trainer.model)  # compiling is lazy: no kernels built
         assert isinstance(prepared, OptimizedModule) is not regions
         if regions:

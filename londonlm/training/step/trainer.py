@@ -36,7 +36,7 @@ import atexit
 import multiprocessing
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable
@@ -197,13 +197,18 @@ class RunTrainer(Trainer):
             self._created_lr_scheduler = True  # rebuilt (from the same schedule) on a re-train
         return super().create_scheduler(num_training_steps, optimizer)
 
+    def _build_accelerator_args(self, **kwargs) -> dict:
+        args = super()._build_accelerator_args(**kwargs)
+        plugin = args.get("dynamo_plugin")
+        if self.compile_regions and plugin is not None:
+            # built so, before the Accelerator: its prepare_model then compiles each repeated
+            # block (GPT2Block) once and the rest apart, not the whole model as one graph
+            args["dynamo_plugin"] = replace(plugin, use_regional_compilation=True)
+        return args
+
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()
         enable_fsdp_on_cpu(self)
-        if self.compile_regions and self.args.torch_compile:
-            # accelerate's prepare_model then compiles each repeated block (GPT2Block) once and
-            # the rest apart, where it would compile the whole model as one graph
-            self.accelerator.state.dynamo_plugin.use_regional_compilation = True
 
     def _get_train_sampler(self, train_dataset=None):
         if self.stream is not None:
@@ -221,7 +226,8 @@ class RunTrainer(Trainer):
         return quiet_workers(super().get_eval_dataloader(eval_dataset))
 
     def _save_checkpoint(self, model, trial) -> None:
-        # every evaluation of a budgeted run writes one, in the budget's seconds
+        # its torch archives without CRC-32s, which nothing reads (core.archives_without_crc):
+        # every evaluation of slm's and regular's runs writes a checkpoint, in a budget's seconds
         with archives_without_crc():
             super()._save_checkpoint(model, trial)
 
