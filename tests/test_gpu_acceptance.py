@@ -525,6 +525,30 @@ def test_dry_run_of_the_throughput_step_lists_every_lever_variant():
     assert names[0].startswith("small: defaults") and names[1].startswith("medium: defaults")
 
 
+def test_a_lease_like_the_last_reaches_both_models_cudnn_attention_before_remeasuring_known_levers():
+    """With the H200's compile times of 2026-11-28 (Small 33.8 s, Medium 53.7 s) and that lease's
+    230-s throughput budget, the plan measures both models' defaults and cuDNN attention, the
+    levers still unmeasured, before it repeats any lever that lease measured (Muon, the unpadded
+    vocabulary, the fused loss)."""
+    from gpu import levers
+
+    now, compile_s = [0.0], {"small": 33.8, "medium": 53.7}
+
+    def measure(v):
+        now[0] += (0 if v.compile == "eager" else compile_s[v.model]) + sum(levers.SUB_SECONDS[s] for s in v.subs)
+        return [{"sub": s, "model": v.model, "first_step_s": compile_s[v.model], "mfu": 0.4} for s in v.subs]
+
+    rows = levers.run_plan(levers.PLAN, measure, budget_s=230, clock=lambda: now[0])
+    measured = [r["variant"] for r in rows if "mfu" in r]
+    assert "small: cuDNN attention first" in measured and "medium: cuDNN attention first" in measured
+    known = [i for i, v in enumerate(levers.PLAN)
+             if v.fused_loss or not v.pad_vocab or any(s.startswith("muon") for s in v.subs)]
+    # the one unmeasured lever after them is the costliest compile (~4x a default one)
+    unknown = [i for i, v in enumerate(levers.PLAN) if i not in known and "defaults" not in v.name
+               and v.compile != "max-autotune-no-cudagraphs"]
+    assert max(unknown) < min(known)
+
+
 def test_throughput_plan_skips_what_would_overrun_the_budget_and_learns_compile_times():
     """A fake clock: each measured variant 'takes' its compile plus 5 s; once one model's compile
     is measured, later variants of it are estimated from it; a variant that would overrun is
