@@ -7,8 +7,9 @@
 #     bash benchmarks/gpu_lease.sh throughput SECONDS      # device call 2, at once: the seconds the lease has left
 #     bash benchmarks/gpu_lease.sh variants [shape|plateau|compile] # a later lease: what each change
 #                                                          # of ours buys (shape: the context and the
-#                                                          # tokens a step; plateau: --decay_on_plateau
-#                                                          # at 180 s; compile: torch.compile, whole
+#                                                          # tokens a step; plateau: ended early by
+#                                                          # passes or --decay_on_plateau at 180 s;
+#                                                          # compile: torch.compile, whole
 #                                                          # and by regions, at 120 s)
 #     bash benchmarks/gpu_lease.sh regular                 # a later lease: GPT-2 Medium's race (carry .gpu_race_regular)
 #
@@ -53,10 +54,14 @@ VARIANTS=(--variant "muon=--optimizer muon"
 SHAPE_VARIANTS=(--variant "ctx1024=--max_length 1024"
                 --variant "accum1=--gradient_accumulation_steps 1"
                 --variant "accum4=--gradient_accumulation_steps 4")
-# The decay begun when validation stalls (--decay_on_plateau), at the race's 180 s, where the H200
-# run's validation loss was lowest at a third of its steps; slm evaluates every 500 steps (~30 s
-# there), so a plateau of 2 evaluations is a minute of overfitting before the decay begins.
-PLATEAU_VARIANTS=(--variant "plateau1=--decay_on_plateau 1"
+# A run that ends before its budget, rather than overfit the small corpus, at the race's 180 s
+# (where the H200 run read the data 20 times over and its validation loss was lowest near 7
+# passes, at the peak rate): its length in passes (--num_train_epochs: the schedule's decay ends
+# at the 5th or the 8th pass, ~35 and ~70 s there, so both fit a call), then the decay begun
+# when validation stalls (--decay_on_plateau; slm evaluates every 500 steps, ~30 s there, so a
+# plateau of 2 evaluations is a minute of overfitting before the decay begins).
+PLATEAU_VARIANTS=(--variant "passes5=--num_train_epochs 5"
+                  --variant "passes8=--num_train_epochs 8"
                   --variant "plateau2=--decay_on_plateau 2")
 # torch.compile at 120 s (three runs of 180 s and their scoring would not fit one call): ours
 # trains eager under a budget below 600 s

@@ -746,7 +746,8 @@ def test_the_lease_script_runs_each_step_with_flags_the_race_takes(tmp_path):
     plan = run_script(*argv, "--dry_run")
     assert plan.returncode == 0, plan.stderr
     assert [ln for ln in plan.stdout.splitlines() if ln[:1].isdigit()] == [
-        "1. data", "2. variant base", "3. variant plateau1", "4. variant plateau2", "5. report"]
+        "1. data", "2. variant base", "3. variant passes5", "4. variant passes8", "5. variant plateau2",
+        "6. report"]
     argv = _race_argv(lease(tmp_path, "variants", "compile").stdout)
     assert argv[argv.index("--variant_seconds") + 1] == "120" and "compiled=--torch_compile true" in argv
     assert "regional=--compile_regions true" in argv

@@ -188,7 +188,8 @@ class RepetitionNote(TrainerCallback):
                 f"{self.passes:.1f} times over")
         if self.passes > REPEAT_PASSES:
             line += (f"; past ~{REPEAT_PASSES} passes repeated text is worth less than new text and "
-                     f"the model may overfit it: watch eval_loss, add text or train fewer steps")
+                     f"the model may overfit it: watch eval_loss, add text or train fewer passes "
+                     f"(--num_train_epochs {REPEAT_PASSES})")
         self.log(line)
 
 

@@ -180,6 +180,13 @@ class Resumed:
         b, a = self.info.get("batch_size"), self.info.get("gradient_accumulation_steps")
         return (b, a) if self.checkpoint is not None and b and a else None
 
+    @property
+    def trained_warmup(self) -> float | None:
+        """The warm-up it trained with (its Trainer's: a share of its steps, or the preset's), which
+        a resumed run keeps (:func:`.length.fit_length`); None for a new run or none recorded."""
+        w = self.info.get("warmup_steps")
+        return w if self.checkpoint is not None and isinstance(w, (int, float)) else None
+
     def start(self, samples_per_step: int, n_blocks: int, context_length: int) -> Position:
         """Where in the data stream the run starts: 0, or the blocks the checkpoint consumed
         (whatever world size consumed them)."""

@@ -6,7 +6,8 @@ measurement returns a new tree, and the ``TrainingArguments`` are generated from
 Each line of :func:`run_training` is one step with its own module: :mod:`.plan` (every check
 before work: tokenizer, resume, parent, shape, time lock), :mod:`.speed.choice` (precision,
 kernels, compile, micro-batch, budget), :mod:`.data` (token cache, blocks, the stream),
-:mod:`.model`, :mod:`.step.trainer` (the Trainer and the call that trains; the callbacks of
+:mod:`.length` (the step count and warm-up, once the data is counted), :mod:`.model`,
+:mod:`.step.trainer` (the Trainer and the call that trains; the callbacks of
 :mod:`.step.callbacks` around every step), :mod:`.record` (final/, best/, run_info.json).
 Chat fine-tuning and the LR finder train through the same pieces (:mod:`.finetune`).
 """
@@ -15,9 +16,10 @@ from __future__ import annotations
 import torch
 from transformers import EarlyStoppingCallback, default_data_collator
 
-from .data import StreamSampler, check_blocks_fit, prepare_data
+from .data import Position, StreamSampler, TrainData, check_blocks_fit, prepare_data
 from .dist import is_main_process, log
 from .job import TrainingConfig, describe, save_config, training_arguments, training_settings
+from .length import fit_length
 from .model import build_model, configure_torch, load_weights, prepare_for_training
 from .plan import TrainingPlan, plan_run, start_fresh
 from .resume import RunRecord, check_schedule
@@ -43,18 +45,22 @@ def run_training(config: TrainingConfig) -> dict:
         config, speed = choose_speed(config, plan.shape, plan.world, plan.resume.speed)
         config = fit_batch_to_memory(config, plan.shape, speed, plan.world, plan.resume.micro_batch)
         config = check_time_budget(config, plan.shape, speed)
-        args = training_arguments(config)  # the Trainer's, from the final tree; never changed
         start_fresh(config, plan)
+        data = prepare_data(config.run, config.data, config.model.context_length, plan.tokenizer,
+                            config.speed.eval_batch, plan.world, config.speed.torch_compile)
+        context = config.model.context_length
+        position = plan.resume.start(plan.tokens_per_step // context, len(data.train), context)
+        config = fit_length(config, position, len(data.train), plan.resume.trained_warmup)
+        args = training_arguments(config)  # the Trainer's, from the final tree; never changed
         record_config(config)
-        return train_run(config, args, plan, speed, settings)
+        return train_run(config, args, plan, speed, settings, data, position)
 
 
-def train_run(config: TrainingConfig, args, plan: TrainingPlan, speed, settings: dict) -> dict:
-    """The data, the model, the Trainer and the call that trains, then the record."""
-    data = prepare_data(config.run, config.data, config.model.context_length, plan.tokenizer,
-                        config.speed.eval_batch, plan.world, config.speed.torch_compile)
+def train_run(config: TrainingConfig, args, plan: TrainingPlan, speed, settings: dict, data: TrainData,
+              position: Position) -> dict:
+    """The model, the Trainer and the call that trains over ``data`` from ``position``, then
+    the record."""
     context = config.model.context_length
-    position = plan.resume.start(plan.tokens_per_step // context, len(data.train), context)
     seed = args.seed if args.data_seed is None else args.data_seed
     stream = StreamSampler(len(data.train), seed, position.start, position.samples_per_step)
     model = make_model(config, plan, speed.settings, args.seed)

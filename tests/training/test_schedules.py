@@ -177,6 +177,14 @@ def test_a_warm_up_that_is_a_share_of_the_budget_follows_the_pace_measured(tmp_p
         _run(tmp_path / "fixed", budget=20.0, warmup=50)
 
 
+def test_a_shared_warm_up_is_its_share_of_the_steps_a_step_cap_leaves(tmp_path):
+    """20 s hold 34 steps at 0.5 s; --max_steps (or --num_train_epochs) caps the run at 16: the
+    warm-up is the preset's share of the 16 it will run (2), not of the 34 the budget holds (4)."""
+    trainer, sched, _, _ = _run(tmp_path, budget=20.0, warmup=50, share=0.125, max_steps=16)
+    assert trainer.state.global_step == sched.total_steps == 16
+    assert sched.warmup_steps == 2 and sched.progress(16) == 1.0
+
+
 def test_callback_refuses_a_scheduler_it_cannot_fit(tmp_path):
     from transformers import Trainer
 

@@ -166,7 +166,9 @@ def check_time_budget(config, shape, speed: SpeedPlan):
     step = agree([round(step * 1e6)])[0] / 1e6  # the slowest rank's estimate, on every rank
     share = config.optim.warmup_share
     if share is not None:  # (a resumed run's schedule, warm-up included, comes from its checkpoint)
-        warmup = max(1, round(int(time_budget // step) * share))
+        # the steps the budget holds, or fewer where --max_steps caps them (--num_train_epochs'
+        # steps, counted with the data, are capped later: .length.fit_length)
+        warmup = max(1, round(min(int(time_budget // step), config.optim.max_steps) * share))
         log(f"time budget: warm-up {warmup} steps, the preset's share ({share:.3g}) of the steps it holds")
         config = replace(config, optim=replace(config.optim, warmup_steps=warmup))
     fits = check_budget(time_budget, config.optim.warmup_steps, step)

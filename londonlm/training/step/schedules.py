@@ -208,9 +208,12 @@ class BudgetFitCallback(TrainerCallback):
         self._announced = self._decay_announced = False
         self._set_total(self.schedule.total_steps, state)
 
-    def _set_total(self, total: int, state) -> None:
+    def _bounded(self, total: int) -> int:
         # never past the Trainer's max_steps, nor past where --decay_on_plateau ended the run
-        self.schedule.refit(min(total, self._cap, self.schedule.end_step or total), state.global_step)
+        return min(total, self._cap, self.schedule.end_step or total)
+
+    def _set_total(self, total: int, state) -> None:
+        self.schedule.refit(self._bounded(total), state.global_step)
         state.max_steps = self.schedule.total_steps
 
     def on_step_begin(self, args, state, control, **kw):
@@ -230,8 +233,10 @@ class BudgetFitCallback(TrainerCallback):
             return
         if s.warmup_share is not None and g <= s.warmup_steps:
             # a warm-up sized from an estimate of the pace (a probe on a machine then idle) keeps
-            # its share of what the measured pace holds: a busier machine shortens it, never fails
-            s.warmup_steps = min(max(1, round(total * s.warmup_share)), max(0, total - 1))
+            # its share of the steps the run will take (what the measured pace holds, or fewer:
+            # --max_steps, --num_train_epochs): a busier machine shortens it, never fails
+            held = self._bounded(total)
+            s.warmup_steps = min(max(1, round(held * s.warmup_share)), max(0, held - 1))
         elif total <= s.warmup_steps and g <= s.warmup_steps:
             raise BudgetError(_too_small(self.budget, total, s.warmup_steps,
                                          s.step_seconds or elapsed / max(1, g), "measured"))
