@@ -462,6 +462,20 @@ def test_ddp_end_to_end(root, nproc, precision):
 
 
 @pytest.mark.slow
+def test_passes_count_every_rank_s_blocks(root):
+    """--num_train_epochs under torchrun: a step reads micro-batch x ranks blocks, so two ranks
+    train half the steps one would for the same passes, and both end there."""
+    import math
+
+    r = torchrun(root, 2, "--num_train_epochs", "0.5", "--save_steps", "100")
+    ok(r)
+    info = json.loads((run_dir(root) / "run_info.json").read_text())
+    blocks = info["cache"]["tokens_train"] // 64
+    assert info["world_size"] == 2 and info["global_step"] == math.ceil(math.ceil(0.5 * blocks) / (8 * 2))
+    assert info["tokens_seen"] >= 0.5 * blocks * 64
+
+
+@pytest.mark.slow
 def test_decay_on_plateau_is_one_decision_of_every_rank(root):
     """The stall that begins a budget's decay is decided from the validation loss, gathered from
     every rank, and the end it sets travels in the total the ranks agree on at each step: both
