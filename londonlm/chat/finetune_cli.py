@@ -72,7 +72,7 @@ def chat_options(preset: Mapping, chat: ChatArguments, speed: SpeedArguments, co
                  trainer: dict, given: frozenset) -> tuple[ChatTrainOptions, JobRequest]:
     """The chat preset's options with what the command line gave, and what it asked beyond
     them (speed, optimizer, time budget, stops, other Trainer flags)."""
-    from ..training import BUDGET_STEP_CAP
+    from ..training import asked_length
 
     values = {}
     for flag, (name, least) in MAPPED.items():
@@ -80,15 +80,19 @@ def chat_options(preset: Mapping, chat: ChatArguments, speed: SpeedArguments, co
             values[name] = _checked(flag, trainer[flag], least)
     if chat.batch_size is not None:
         values["batch_size"] = chat.batch_size
-    budget = control.time_budget or control.max_seconds
-    if budget and "max_steps" not in given:
-        values["max_steps"] = BUDGET_STEP_CAP  # the budget alone decides how many steps run
-    extra = {k: trainer[k] for k in sorted(given) if k in trainer and k not in MAPPED
-             and k not in NOT_PASSED}
-    if "per_device_eval_batch_size" not in extra and "batch_size" in values:
-        extra["per_device_eval_batch_size"] = values["batch_size"]
     base = ChatTrainOptions(**{k: v for k, v in preset.items()
                                if k in {f.name for f in fields(ChatTrainOptions)}})
+    # --num_train_epochs (passes over the training rows), a budget, the warm-up's share: as
+    # pre-training's (the tree carries passes and the share; the steps are counted with the rows)
+    length = asked_length(given, trainer, control.time_budget or control.max_seconds, base.warmup_steps,
+                          base.max_steps)
+    if "max_steps" in length:
+        values["max_steps"] = length.pop("max_steps")
+    extra = {k: trainer[k] for k in sorted(given) if k in trainer and k not in MAPPED
+             and k not in NOT_PASSED and k != "num_train_epochs"}
+    extra.update(length)
+    if "per_device_eval_batch_size" not in extra and "batch_size" in values:
+        extra["per_device_eval_batch_size"] = values["batch_size"]
     options = replace(base, **values, packing=not chat.no_packing, max_length=chat.max_length or 0)
     request = JobRequest.from_flags(speed, control, trainer, given)  # --bf16/--fp16 read from trainer
     return options, replace(request, trainer=extra)

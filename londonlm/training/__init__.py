@@ -7,7 +7,7 @@ Trainer's arguments are generated from it (:func:`training_arguments`) after eve
 A run reads top to bottom in :func:`run_training` (``run.py``): ``plan.py`` (every check before
 work: tokenizer, resume, --init_from parent, shape, time lock) -> ``speed/`` (precision,
 kernels, compile, micro-batch) -> ``data.py`` (token cache, packed blocks, the stream) ->
-``model.py`` -> ``step/trainer.py`` (the Trainer, with its optimizer and schedule;
+``length.py`` (the step count and warm-up, once the data is counted) -> ``model.py`` -> ``step/trainer.py`` (the Trainer, with its optimizer and schedule;
 ``step/callbacks.py`` around every step, in one stated order) -> ``record.py`` (final/, best/,
 run_info.json). Everything a resume decides is in ``resume.py``; ranks and agreement in
 ``dist.py``; one live training per run folder in ``runlock.py``.
@@ -23,7 +23,7 @@ and ``--help`` or a refused flag answered, before the Trainer and the model code
 from ..core import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
-    "defaults": ("BUDGET_STEP_CAP", "TrainDefaults", "default_autotune"),
+    "defaults": ("BUDGET_STEP_CAP", "TrainDefaults", "asked_length", "default_autotune"),
     "dist": ("TrainingError", "is_main_process", "log"),
     "finetune": ("FineTuneData", "FineTuneJob", "fine_tune"),
     "flags": ("RunArguments", "RunControlArguments", "SpeedArguments", "TrainFlags", "parse_flags",

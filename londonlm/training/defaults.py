@@ -74,6 +74,30 @@ def preset_trainer_values(preset: dict, batch_size: int, seed: int, workers: int
     }
 
 
+def asked_length(given, trainer: Mapping, budget: float, preset_warmup: float, preset_steps: int) -> dict:
+    """The values a job's asked length sets beside its preset's (``given``: the flags on its
+    command line; ``trainer``: the Trainer's parsed values), for pre-training and chat alike:
+
+    - ``--num_train_epochs P``: ``passes`` P, the steps for them counted once the data is
+      (:func:`.length.fit_length`), ``max_steps`` an upper bound till then (the Trainer ignores its
+      epochs beside any ``max_steps``); refused beside ``--max_steps``;
+    - a time budget without ``--max_steps``: ``max_steps`` the upper bound (the budget decides);
+    - a length asked (a budget, ``--max_steps``, ``--num_train_epochs``) without ``--warmup_steps``:
+      ``warmup_share``, the preset's warm-up over its steps, which the run's warm-up keeps where
+      shorter than the preset's."""
+    out: dict = {}
+    if "num_train_epochs" in given:
+        if "max_steps" in given:
+            raise UsageError("--num_train_epochs and --max_steps both set how long the run trains: give one")
+        out.update(passes=trainer["num_train_epochs"], max_steps=BUDGET_STEP_CAP)
+    elif budget and "max_steps" not in given:
+        out["max_steps"] = BUDGET_STEP_CAP
+    if (budget or {"max_steps", "num_train_epochs"} & set(given)) and "warmup_steps" not in given \
+            and preset_steps > 0:
+        out["warmup_share"] = preset_warmup / preset_steps
+    return out
+
+
 def strategy(values: dict, key: str) -> str:
     """A Trainer value's interval strategy as its name ('no', 'steps', ...): given as a string
     or as transformers' enum."""

@@ -21,6 +21,7 @@ from ..core import checkpoint_step
 from .data import Position, StreamSampler
 from .dist import TrainingError, log, same_on_all_ranks, world_size
 from .job import TrainingConfig, training_arguments
+from .length import fit_length
 from .model import ModelShape, configure_torch, prepare_for_training
 from .resume import Resumed, check_optimizer, checkpoint_step_of, recorded_position
 from .runlock import run_lock
@@ -93,9 +94,10 @@ def _fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTu
     shape = model_shape(model, data.row_tokens)
     config, speed = choose_speed(job.config, shape, world_size(), job.resume.speed)
     config = check_time_budget(config, shape, speed)
+    stream, position = stream_for(config, job.resume, len(data.train))
+    config = fit_length(config, position, len(data.train), job.resume.trained_warmup)
     args = training_arguments(config)  # from the final tree; never changed
     prepare_for_training(model, speed.settings)
-    stream, position = stream_for(config, job.resume, len(data.train))
     callbacks, stopper = step_callbacks(
         config.control, flops_per_token=shape.flops_per_token(), tokens_per_step=position.samples_per_step
         * data.row_tokens, world=world_size(), position=position, stream=stream,

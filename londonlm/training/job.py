@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 from ..core import (TENSORBOARD, Layout, RunLayout, UsageError, choose_precision, require_usable_gpus,
                     write_json_atomic)
-from .defaults import (BUDGET_STEP_CAP, TrainDefaults, default_autotune, preset_trainer_values, strategy,
+from .defaults import (TrainDefaults, asked_length, default_autotune, preset_trainer_values, strategy,
                        why_not_load_best)
 from .dist import log
 from .flags import TrainFlags, precision_given
@@ -358,17 +358,9 @@ def _trainer_values(flags: TrainFlags, preset: dict, seed: int, workers: int) ->
         if "per_device_eval_batch_size" not in explicit:
             values["per_device_eval_batch_size"] = flags.data.batch_size
     budget = flags.control.time_budget or flags.control.max_seconds
-    if "num_train_epochs" in explicit:  # the Trainer's flag: HF ignores it beside any max_steps
-        if "max_steps" in explicit:
-            raise UsageError("--num_train_epochs and --max_steps both set how long the run trains: give one")
-        # the steps for these passes once the data is counted (.length.fit_length); till then
-        # the upper bound a budget's steps have
-        values["passes"], values["max_steps"] = values.pop("num_train_epochs"), BUDGET_STEP_CAP
-    elif budget and "max_steps" not in explicit:
-        values["max_steps"] = BUDGET_STEP_CAP  # the budget alone decides how many steps run
-    length_asked = budget or {"max_steps", "num_train_epochs"} & explicit
-    if length_asked and "warmup_steps" not in explicit and preset["max_steps"] > 0:
-        values["warmup_share"] = preset["warmup_steps"] / preset["max_steps"]
+    values.update(asked_length(explicit, values, budget, preset["warmup_steps"], preset["max_steps"]))
+    if "passes" in values:
+        values.pop("num_train_epochs")  # the passes' steps are counted with the data (.length)
     if flags.control.decay_on_plateau and strategy(values, "eval_strategy") == "no":  # it would wait forever
         raise UsageError("--decay_on_plateau counts evaluations, and --eval_strategy no holds none")
     if not {"torch_compile", "torch_compile_backend", "torch_compile_mode"} & explicit:

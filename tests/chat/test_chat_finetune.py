@@ -222,6 +222,22 @@ def test_a_chat_run_to_a_time_budget_ends_with_final(chat_root):
     assert Layout(chat_root).run("budget-chat").has_final()
 
 
+def test_a_chat_run_sized_in_passes_over_its_rows(chat_root):
+    """--num_train_epochs: the steps that read the training rows that many times over (the
+    Trainer ignored it beside the preset's max_steps), as pre-training's; the warm-up the preset's
+    share of them where shorter."""
+    import math
+
+    ft = _script("finetune_chat")
+    assert ft.main(["--preset", "micro", "--init_from", "base", "--num_train_epochs", "1.5",
+                    "--run_name", "passes-chat", "--root", str(chat_root), "--bf16", "false"]) == 0
+    info = _run_info(chat_root, "passes-chat")
+    rows, batch = info["data"]["train_rows"], info["settings"]["batch_size"]
+    assert info["global_step"] == info["max_steps"] == math.ceil(math.ceil(1.5 * rows) / batch)
+    assert info["settings"]["trainer"]["passes"] == 1.5
+    assert "num_train_epochs" not in info["settings"]["trainer"]
+
+
 @pytest.mark.parametrize("argv, why", [
     (["--bf16", "maybe"], "bf16"),
     (["--optim", "sgd-ish"], "optim"),
@@ -231,6 +247,7 @@ def test_a_chat_run_to_a_time_budget_ends_with_final(chat_root):
     (["--max_step", "3"], "max_step"),   # no abbreviations: a typo is not another flag
     (["--save_best"], "--save_best is pre-training's"),  # parsed with run control, acted on by pre-training
     (["--early_stopping_patience", "2"], "--early_stopping_patience is pre-training's"),
+    (["--num_train_epochs", "2", "--max_steps", "3"], "--num_train_epochs and --max_steps both set"),
 ])
 def test_bad_chat_flags_are_one_line_errors(chat_root, argv, why, capsys):
     from londonlm.core.errors import run_main
