@@ -130,6 +130,11 @@ class Position:
     def consumed(self, global_step: int) -> int:
         return self.start + (global_step - self.start_step) * self.samples_per_step
 
+    def step_reading(self, blocks: int) -> int:
+        """The first global step by which ``blocks`` blocks were read in all (this invocation's
+        start when they already were)."""
+        return self.start_step + max(0, -(-(blocks - self.start) // self.samples_per_step))
+
 
 class DataPosition(TrainerCallback, ExportableState):
     """Saves the consumed block count in every checkpoint's trainer_state.json
@@ -187,9 +192,10 @@ class RepetitionNote(TrainerCallback):
         line = (f"data: {total_steps:,} steps read the {self.n_blocks:,} training blocks "
                 f"{self.passes:.1f} times over")
         if self.passes > REPEAT_PASSES:
+            fewer = self.position.step_reading(REPEAT_PASSES * self.n_blocks)
             line += (f"; past ~{REPEAT_PASSES} passes repeated text is worth less than new text and "
                      f"the model may overfit it: watch eval_loss, add text or train fewer passes "
-                     f"(--num_train_epochs {REPEAT_PASSES})")
+                     f"(--num_train_epochs {REPEAT_PASSES}: {fewer:,} steps)")
         self.log(line)
 
 

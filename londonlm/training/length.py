@@ -25,8 +25,7 @@ from .job import TrainingConfig, note_long_warmup
 def steps_for_passes(position: Position, n_blocks: int, passes: float) -> int:
     """The global step at which the run has read ``n_blocks`` blocks ``passes`` times over (at
     least its first step), from ``position`` (a resumed run's blocks already read count)."""
-    left = math.ceil(passes * n_blocks) - position.start
-    return max(1, position.start_step + max(0, math.ceil(left / position.samples_per_step)))
+    return max(1, position.step_reading(math.ceil(passes * n_blocks)))
 
 
 def fit_length(config: TrainingConfig, position: Position, n_blocks: int,

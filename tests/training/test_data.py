@@ -48,6 +48,7 @@ def test_a_run_that_reads_its_data_over_many_times_is_told_it_may_overfit():
     note.on_train_begin(None, SimpleNamespace(max_steps=3001), None)  # the H200 race's slm run
     assert note.passes == pytest.approx(3001 * 32 / 4767)
     assert len(lines) == 1 and "20.1 times over" in lines[0] and "may overfit" in lines[0]
+    assert "(--num_train_epochs 4: 596 steps)" in lines[0]  # 4 x 4,767 blocks at 32 a step
 
 
 def test_a_few_passes_are_stated_without_a_warning_and_said_once():
@@ -63,3 +64,4 @@ def test_a_budgeted_run_is_told_when_its_fitter_has_measured_the_pace():
     assert lines == []
     note.note(500)  # what BudgetFitCallback measured: 3 passes read, 500 * 32 blocks to go
     assert "6.4 times over" in lines[0] and "may overfit" in lines[0]
+    assert "(--num_train_epochs 4: 149 steps)" in lines[0]  # the 4th pass's 4,767 blocks from where it stands
