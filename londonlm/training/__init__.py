@@ -7,10 +7,11 @@ Trainer's arguments are generated from it (:func:`training_arguments`) after eve
 A run reads top to bottom in :func:`run_training` (``run.py``): ``plan.py`` (every check before
 work: tokenizer, resume, --init_from parent, shape, time lock) -> ``speed/`` (precision,
 kernels, compile, micro-batch) -> ``data.py`` (token cache, packed blocks, the stream) ->
-``length.py`` (the step count and warm-up, once the data is counted) -> ``model.py`` -> ``step/trainer.py`` (the Trainer, with its optimizer and schedule;
-``step/callbacks.py`` around every step, in one stated order) -> ``record.py`` (final/, best/,
-run_info.json). Everything a resume decides is in ``resume.py``; ranks and agreement in
-``dist.py``; one live training per run folder in ``runlock.py``.
+``length.py`` (the step count and warm-up, once the data is counted) -> ``model.py`` ->
+``step/trainer.py`` (the Trainer, with its optimizer and schedule; ``step/callbacks.py`` around
+every step, in one stated order) -> ``record.py`` (final/, best/, run_info.json). Everything a
+resume decides is in ``resume.py``; ranks and agreement in ``dist.py``; one live training per run
+folder in ``runlock.py``.
 
 Every other training job (chat fine-tuning, the LR finder) builds the same tree from its own
 preset (:func:`config_from_values`, :class:`JobRequest`) and trains through the same pieces

@@ -187,7 +187,8 @@ class RunControlArguments:
         "help": "Train for this many seconds: the step time is measured and a warmup-stable-decay "
                 "schedule fitted so that its decay ends at the budget (within one step); the run "
                 "then evaluates and saves final/ like any finished run. Without --max_steps or "
-                "--num_train_epochs (either is then an upper bound) the budget alone decides the step count, and the warm-up (unless --warmup_steps is given) "
+                "--num_train_epochs (either is then an upper bound) the budget alone decides the "
+                "step count, and the warm-up (unless --warmup_steps is given) "
                 "is the preset's share of its steps (e.g. 1,000 of 60,000) of the steps that fit. "
                 "Refused before any work when it cannot hold the warm-up. Spans resumes. 0 = no budget."})
     max_seconds: float = field(default=0.0, metadata={

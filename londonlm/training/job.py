@@ -373,14 +373,6 @@ def _trainer_values(flags: TrainFlags, preset: dict, seed: int, workers: int) ->
     return values
 
 
-def note_long_warmup(warmup: float, steps: int, learning_rate: float) -> None:
-    """Says so when a fixed-length run's warm-up (in steps; below 1 it is a share) takes all its
-    steps: the rate never reaches its peak (a smoke run may mean it; a real one does not)."""
-    if warmup >= 1 and warmup >= steps > 0:
-        log(f"note: --warmup_steps {warmup:g} is not below the run's {steps:,} steps: its learning rate "
-            f"never reaches --learning_rate {learning_rate:g}; give fewer --warmup_steps or more steps")
-
-
 def _model_config(flags: TrainFlags, preset_name: str, preset: dict) -> ModelConfig:
     m = flags.model
     model = ModelConfig(

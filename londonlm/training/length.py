@@ -7,19 +7,22 @@ run's data position stands), which is how a corpus small for its model is best s
 past the fourth is worth less than new text, and the model begins to overfit it: Muennighoff et
 al. 2023). A time budget fits the steps while training, with those as its upper bound.
 
-The warm-up is the preset's, or ``--warmup_steps``. A run whose length was asked for (a budget,
-``--max_steps``, ``--num_train_epochs``) and not its warm-up warms up for the preset's share of
-its steps where that is shorter (``OptimConfig.warmup_share``): GPT-2 Small's 1,000-step warm-up
-would otherwise outlast a 500-step run, whose rate would never reach its peak. A longer run keeps
-the preset's warm-up, so extending a run (a resume with more steps) never changes it. A warm-up
-given that is not below the run's steps is said to be so."""
+The warm-up is the preset's, or ``--warmup_steps``. A run whose length was asked for and not its
+warm-up warms up for the preset's share of its steps (``OptimConfig.warmup_share``,
+:func:`~.step.schedules.shared_warmup`): a time budget for that share of the steps it holds
+(sized before training, refitted while it trains), a fixed length (``--max_steps``,
+``--num_train_epochs``) for that share where it is shorter than the preset's warm-up: GPT-2
+Small's 1,000-step warm-up would otherwise outlast a 500-step run, whose rate would never reach
+its peak, and a longer run keeps it, so extending a run never changes it. A resumed run keeps the
+warm-up it trained with. A warm-up given that is not below the run's steps is said to be so."""
 from __future__ import annotations
 
 import math
 
 from .data import Position
 from .dist import agree, log
-from .job import TrainingConfig, note_long_warmup
+from .job import TrainingConfig
+from .step.schedules import shared_warmup
 
 
 def steps_for_passes(position: Position, n_blocks: int, passes: float) -> int:
@@ -46,7 +49,7 @@ def fit_length(config: TrainingConfig, position: Position, n_blocks: int,
     if o.warmup_share is not None and trained_warmup is not None:
         warmup = trained_warmup
     elif o.warmup_share is not None and steps > 0:
-        warmup = min(warmup, max(1, round(steps * o.warmup_share)), steps - 1)  # a 1-step run: none
+        warmup = shared_warmup(steps, o.warmup_share, most=warmup)
         if warmup < o.warmup_steps and not budget:
             log(f"warm-up: {warmup:,} of the run's {steps:,} steps, the preset's share "
                 f"({o.warmup_share:.3g}; its {o.warmup_steps:g} would outlast them; --warmup_steps sets it)")
@@ -55,3 +58,11 @@ def fit_length(config: TrainingConfig, position: Position, n_blocks: int,
     if (steps, warmup) == (o.max_steps, o.warmup_steps):
         return config
     return config.but(optim={"max_steps": steps, "warmup_steps": warmup})
+
+
+def note_long_warmup(warmup: float, steps: int, learning_rate: float) -> None:
+    """Says so when a fixed-length run's warm-up (in steps; below 1 it is a share) takes all its
+    steps: the rate never reaches its peak (a smoke run may mean it; a real one does not)."""
+    if warmup >= 1 and warmup >= steps > 0:
+        log(f"note: --warmup_steps {warmup:g} is not below the run's {steps:,} steps: its learning rate "
+            f"never reaches --learning_rate {learning_rate:g}; give fewer --warmup_steps or more steps")

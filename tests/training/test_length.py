@@ -46,7 +46,7 @@ def test_passes_set_the_steps_and_the_warm_up_keeps_its_share_where_the_run_is_s
     given = fit_length(_config(tmp_path, max_steps=10 ** 7, warmup_steps=3, passes=0.5), at_start, 160)
     assert given.optim.warmup_steps == 3                                 # --warmup_steps as given
     said = []
-    monkeypatch.setattr("londonlm.training.job.log", said.append)
+    monkeypatch.setattr("londonlm.training.length.log", said.append)
     long = fit_length(_config(tmp_path, max_steps=10 ** 7, warmup_steps=12, passes=0.5), at_start, 160)
     assert long.optim.warmup_steps == 12  # as given (a smoke run may mean it), and said
     assert [m for m in said if "--warmup_steps 12 is not below the run's 10 steps" in m]

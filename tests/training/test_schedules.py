@@ -177,6 +177,15 @@ def test_a_warm_up_that_is_a_share_of_the_budget_follows_the_pace_measured(tmp_p
         _run(tmp_path / "fixed", budget=20.0, warmup=50)
 
 
+def test_a_shared_warm_up_is_at_least_a_step_never_the_whole_run_nor_past_its_bound():
+    from londonlm.training.step.schedules import shared_warmup
+
+    assert shared_warmup(500, 1 / 60) == 8 and shared_warmup(10, 0.01) == 1
+    assert shared_warmup(1, 0.5) == 0                       # a one-step run warms up for none
+    assert shared_warmup(120_000, 1 / 60, most=1000) == 1000  # a longer fixed run keeps the preset's
+    assert shared_warmup(120_000, 1 / 60) == 2000             # a budget's share of what it holds
+
+
 def test_a_shared_warm_up_is_its_share_of_the_steps_a_step_cap_leaves(tmp_path):
     """20 s hold 34 steps at 0.5 s; --max_steps (or --num_train_epochs) caps the run at 16: the
     warm-up is the preset's share of the 16 it will run (2), not of the 34 the budget holds (4)."""

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from ...core import free_memory_bytes
 from ..dist import agree, is_main_process, log
-from ..step.schedules import check_budget
+from ..step.schedules import check_budget, shared_warmup
 from ..step.vocab_padding import padded_vocab
 from .probe import SpeedChoice, resolve_speed_settings, time_candidate
 from .cache import forget
@@ -168,7 +168,10 @@ def check_time_budget(config, shape, speed: SpeedPlan):
     if share is not None:  # (a resumed run's schedule, warm-up included, comes from its checkpoint)
         # the steps the budget holds, or fewer where --max_steps caps them (--num_train_epochs'
         # steps, counted with the data, are capped later: .length.fit_length)
-        warmup = max(1, round(min(int(time_budget // step), config.optim.max_steps) * share))
+        held = int(time_budget // step)
+        if config.optim.max_steps > 0:
+            held = min(held, config.optim.max_steps)
+        warmup = shared_warmup(held, share)
         log(f"time budget: warm-up {warmup} steps, the preset's share ({share:.3g}) of the steps it holds")
         config = replace(config, optim=replace(config.optim, warmup_steps=warmup))
     fits = check_budget(time_budget, config.optim.warmup_steps, step)

@@ -139,6 +139,13 @@ def budget_schedule(time_budget: float, args, warmup_share: float | None = None)
                              warmup_share)
 
 
+def shared_warmup(steps: int, share: float, most: float | None = None) -> float:
+    """A warm-up that is ``share`` of a run's ``steps`` (a preset's warm-up over its steps): at
+    least one step, never all of them (a one-step run has none), nor more than ``most``."""
+    warmup = min(max(1, round(steps * share)), max(0, steps - 1))
+    return warmup if most is None else min(warmup, most)
+
+
 def schedule_of(lr_scheduler) -> WarmupStableDecay | None:
     lambdas = getattr(lr_scheduler, "lr_lambdas", None) or []
     return lambdas[0] if lambdas and isinstance(lambdas[0], WarmupStableDecay) else None
@@ -235,8 +242,7 @@ class BudgetFitCallback(TrainerCallback):
             # a warm-up sized from an estimate of the pace (a probe on a machine then idle) keeps
             # its share of the steps the run will take (what the measured pace holds, or fewer:
             # --max_steps, --num_train_epochs): a busier machine shortens it, never fails
-            held = self._bounded(total)
-            s.warmup_steps = min(max(1, round(held * s.warmup_share)), max(0, held - 1))
+            s.warmup_steps = shared_warmup(self._bounded(total), s.warmup_share)
         elif total <= s.warmup_steps and g <= s.warmup_steps:
             raise BudgetError(_too_small(self.budget, total, s.warmup_steps,
                                          s.step_seconds or elapsed / max(1, g), "measured"))
