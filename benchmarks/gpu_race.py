@@ -324,6 +324,10 @@ def ours_summary(info: dict, compiled_note: str) -> str:
                f"fused loss {'on' if info.get('fused_loss') else 'off'}, {compiled_note}")
     if info.get("final_weights_step") not in (None, info["global_step"]):  # --load_best_model_at_end
         summary += f"; final/ is step {info['final_weights_step']}'s weights (its best evaluation)"
+    pauses = info.get("pauses")
+    if pauses:  # the training seconds that were not steps (a run recorded before 2026-11-28: none)
+        summary += (f"; {pauses['evaluations']} evaluations took {pauses['evaluating_seconds']:g} s, "
+                    f"{pauses['checkpoints']} checkpoints {pauses['checkpoint_seconds']:g} s")
     return summary
 
 

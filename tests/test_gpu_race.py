@@ -122,6 +122,11 @@ def test_ours_row_says_when_final_is_an_earlier_evaluations_weights():
     assert "final/" not in last and "final/" not in gpu_race.ours_summary(info, "not compiled")
     assert gpu_race.ours_summary({**info, "final_weights_step": 100}, "not compiled").endswith(
         "not compiled; final/ is step 100's weights (its best evaluation)")
+    # where the run's seconds went besides its steps, where it recorded them
+    paused = {**info, "pauses": {"evaluating_seconds": 12.5, "evaluations": 5, "checkpoint_seconds": 3.25,
+                                 "checkpoints": 6}}
+    assert gpu_race.ours_summary(paused, "not compiled").endswith(
+        "not compiled; 5 evaluations took 12.5 s, 6 checkpoints 3.25 s")
 
 
 def test_ours_row_gives_the_warm_up_the_run_trained_with():

@@ -172,8 +172,8 @@ def markdown(results: dict) -> str:
              f"Every run uses the project's tokenizer ({d['tokenizer_vocab']} tokens) trained on the "
              f"training documents. Curve points are weight snapshots taken every {_every(m)} of training (the "
              f"same instrument on every run), scored after training. Training seconds run from each Trainer's "
-             f"start to its last step (evaluations and checkpoints written meanwhile count); tokens/s and MFU "
-             f"are over them. Passes: the tokens a run trained on over the training documents' tokens.", ""]
+             f"start to its last step (evaluations and checkpoints written meanwhile count; ours' settings say "
+             f"how many seconds they took); tokens/s and MFU are over them. Passes: the tokens a run trained on over the training documents' tokens.", ""]
     lines += table([_row(name, r, d.get("train_tokens")) for name, r in runs(results)]) + [""]
     lines += ["Held-out bpb over training time:", ""]
     lines += table([{"recipe": name, "curve (seconds of training: bpb)": _curve(r)} for name, r in runs(results)])

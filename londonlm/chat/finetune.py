@@ -300,7 +300,7 @@ def _record(result, model) -> dict:
     out = {"status": "stopped" if outcome.interrupted else "finished",
            "global_step": outcome.state.global_step, "max_steps": outcome.state.max_steps,
            "train_loss_mean": outcome.train_loss_mean, "train_wall_seconds": round(outcome.wall_seconds, 1),
-           "tokens_seen": outcome.tokens_seen, "interrupted": outcome.interrupted,
+           "tokens_seen": outcome.tokens_seen, "pauses": outcome.pauses, "interrupted": outcome.interrupted,
            **speed.settings.record(), "speed": speed.record(),
            "world_size": result.trainer.args.world_size,
            "parameters": sum(p.numel() for p in model.parameters())}

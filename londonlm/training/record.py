@@ -92,6 +92,7 @@ def run_summary(config: TrainingConfig, args, plan: TrainingPlan, data: TrainDat
         "train_loss_mean": out.train_loss_mean,
         "hardware": hardware_summary(),
         "interrupted": out.interrupted,
+        "pauses": out.pauses,  # train_wall_seconds spent evaluating and writing checkpoints
         "eval_blocks": len(data.eval),
         "validation_bytes": validation_bytes(config.data.processed_dir),
         "best_eval_loss": state.best_metric, "best_step": state.best_global_step or None,

@@ -196,6 +196,8 @@ def test_the_chat_script_takes_the_training_flags(chat_root, precision):
     assert info["settings"]["grad_accum"] == 2 and info["settings"]["trainer"]["adam_beta2"] == 0.9
     # 2 steps x 4 rows (the micro chat preset's batch) x 2 accumulated micro-batches
     assert info["tokens_seen"] == 2 * 4 * 2 * info["data"]["max_length"]
+    # its seconds away from the steps, as pre-training records them: the last step's checkpoint
+    assert info["pauses"]["checkpoints"] >= 1 and info["pauses"]["checkpoint_seconds"] > 0, info["pauses"]
 
 
 def test_a_chat_run_stops_after_steps_then_the_same_command_resumes(chat_root):

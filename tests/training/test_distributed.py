@@ -291,6 +291,48 @@ def test_dataloader_workers_ignore_sigterm():
     assert sum(len(b) for b in it) == 396  # the rest of the epoch, no "worker killed" error
 
 
+
+def sigterm_before_the_init_fn(original):
+    """torch's worker-side signal set-up, then a SIGTERM to the worker itself: one that arrives
+    after the fork and before the worker's ``worker_init_fn`` (a process group's, at a pass's
+    or an evaluation's new workers)."""
+    def set_handlers():
+        original()
+        os.kill(os.getpid(), signal.SIGTERM)
+    return set_handlers
+
+
+def test_a_sigterm_between_a_workers_fork_and_its_init_fn_is_ignored(monkeypatch):
+    """The flake of the SIGTERM-to-torchrun test, made certain: a SIGTERM after a worker's fork
+    and before QuietWorker ran killed it (torch's own handler re-raises any SIGTERM not sent by
+    the rank) and the rank with it. Workers now start with it blocked until they ignore it, and
+    the rank's signal mask is as it was."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data._utils import signal_handling
+
+    from londonlm.training.step.trainer import quiet_workers
+
+    monkeypatch.setattr(signal_handling, "_set_worker_signal_handlers",
+                        sigterm_before_the_init_fn(signal_handling._set_worker_signal_handlers))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert sum(len(b) for b in quiet_workers(DataLoader(SlowItems(), batch_size=4, num_workers=2))) == 400
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+
+
+def test_quiet_workers_keep_a_loaders_own_start_method():
+    """A loader started by spawn or forkserver starts no copy of the rank (nothing of its
+    handlers to inherit): its context is left as asked, not made a fork."""
+    from torch.utils.data import DataLoader
+
+    from londonlm.training.step.trainer import QuietForkContext, quiet_workers
+
+    spawned = quiet_workers(DataLoader(SlowItems(), batch_size=4, num_workers=1,
+                                       multiprocessing_context="spawn"))
+    assert spawned.multiprocessing_context.get_start_method() == "spawn"
+    assert isinstance(quiet_workers(DataLoader(SlowItems(), num_workers=1)).multiprocessing_context,
+                      QuietForkContext)
+
+
 QUIET_LOADER_LEFT_OPEN = """
 from torch.utils.data import DataLoader
 from londonlm.training.step.trainer import quiet_workers
@@ -334,6 +376,51 @@ def test_tokens_seen_count_what_was_consumed():
     dp = DataPosition(pos, 1, 164, 42)
     dp.on_step_end(None, st, _control())
     assert dp.state()["attributes"]["consumed_samples"] == 64 and st.epoch == 64 / 164
+
+
+
+def test_throughput_leaves_evaluations_and_checkpoints_out_and_adds_them_up():
+    """A log window with an evaluation and its checkpoint reads the steps' own speed (on the
+    H200 such a window read half of it), and the pauses are added up by kind; the final
+    evaluation, after training ended, is none of them."""
+    from londonlm.training.step.callbacks import ThroughputCallback
+
+    now = [0.0]
+    cb = ThroughputCallback(1000, 1.0, None, clock=lambda: now[0])
+    st, c = _state(0), _control()
+    cb.on_train_begin(None, st, c)
+
+    def steps(n, seconds):
+        for _ in range(n):
+            now[0] += seconds
+            st.global_step += 1
+            cb.on_step_end(None, st, c)
+
+    def logged():
+        logs = {"loss": 1.0}
+        cb.on_log(None, st, c, logs=logs)
+        return logs
+
+    steps(10, 0.5)
+    assert logged()["step_time_s"] == 0.5
+    steps(10, 0.5)
+    now[0] += 3.0
+    cb.on_evaluate(None, st, c)  # 3 s evaluating
+    now[0] += 1.0
+    cb.on_save(None, st, c)      # then 1 s writing the checkpoint
+    steps(10, 0.5)
+    logs = logged()
+    assert logs["step_time_s"] == 0.5 and logs["tokens_per_second"] == 2000.0
+    assert logs["train_seconds"] == 19.0  # wall time, pauses included: time to quality
+    steps(2, 0.5)
+    now[0] += 0.25
+    cb.on_save(None, st, c)      # a checkpoint without an evaluation, mid-window
+    cb.on_train_end(None, st, c)
+    now[0] += 5.0
+    cb.on_evaluate(None, st, c)  # the final evaluation
+    assert cb.pauses.record() == {"evaluating_seconds": 3.0, "evaluations": 1,
+                                  "checkpoint_seconds": 1.25, "checkpoints": 2}
+    assert cb.pauses.describe() == "1 evaluations 3 s (3 s each), 2 checkpoints 1.25 s (0.625 s each)"
 
 
 def test_resume_starts_at_the_recorded_position_or_infers_an_old_one(tmp_path, capsys):

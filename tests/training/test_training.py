@@ -47,6 +47,12 @@ def test_resume_is_exact(root, precision):
     common = ["--max_steps", "12", "--logging_steps", "1", "--save_steps", "6", "--eval_steps", "100",
               *precision_flags(precision)]
     assert train(root, *common, "--run_name_dir", "a") == 0
+    # the run's seconds away from its steps: two checkpoints (steps 6 and 12), the evaluations
+    # while it trained (the last step's: the best evaluation is kept), not the final one after
+    info = json.loads((run_dir(root, "a") / "run_info.json").read_text())
+    pauses = info["pauses"]
+    assert pauses["checkpoints"] == 2 and pauses["checkpoint_seconds"] > 0, pauses
+    assert pauses["evaluations"] == len(info["eval_curve"]) == 1 and pauses["evaluating_seconds"] > 0, info
     assert train(root, *common, "--run_name_dir", "b", "--stop_after_steps", "6") == 0
     b = run_dir(root, "b")
     assert (b / "checkpoint-6").is_dir() and not (b / "final").exists()

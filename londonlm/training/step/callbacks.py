@@ -10,6 +10,7 @@ import json
 import math
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -65,37 +66,88 @@ def step_callbacks(control: RunControl, *, flops_per_token: float, tokens_per_st
     return callbacks, stopper
 
 
+@dataclass
+class Pauses:
+    """A run's seconds away from its steps, by what took them: evaluating, and writing
+    checkpoints (every evaluation of slm's and regular's runs writes one)."""
+    evaluating: float = 0.0
+    evaluations: int = 0
+    saving: float = 0.0
+    checkpoints: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.evaluating + self.saving
+
+    def record(self) -> dict:
+        return {"evaluating_seconds": round(self.evaluating, 2), "evaluations": self.evaluations,
+                "checkpoint_seconds": round(self.saving, 2), "checkpoints": self.checkpoints}
+
+    def describe(self) -> str:
+        def part(n: int, what: str, seconds: float) -> str:
+            return f"{n} {what} {seconds:.3g} s" + (f" ({seconds / n:.3g} s each)" if n else "")
+        return (f"{part(self.evaluations, 'evaluations', self.evaluating)}, "
+                f"{part(self.checkpoints, 'checkpoints', self.saving)}")
+
+
 class ThroughputCallback(TrainerCallback):
-    """Adds tokens/s and, on GPUs in the peak table, MFU to every log line. Uses the host
-    clock between logging steps only: no per-step device synchronisation."""
+    """Adds tokens/s and, on GPUs in the peak table, MFU to every log line, over the steps' own
+    time: the seconds spent evaluating and writing checkpoints in the window are not counted
+    (a window with an evaluation read half the speed on an H200, where neither step changed),
+    and are added up in :attr:`pauses`. Uses the host clock at the Trainer's callbacks only: no
+    device synchronisation of its own. A pause runs from the step's end (or its log line, which
+    waits for the step's device work) to the evaluation's end, then to the checkpoint's."""
 
     def __init__(self, tokens_per_step: int, flops_per_token: float, peak_flops: float | None,
-                 n_devices: int = 1, tokens_at=None):
+                 n_devices: int = 1, tokens_at=None, clock=time.perf_counter):
         self.tokens_per_step = tokens_per_step
         # tokens consumed by a global step: what the run read, at whatever world size each
         # invocation had (a resumed run passes its data position's count)
         self.tokens_at = tokens_at or (lambda step: step * tokens_per_step)
         self.flops_per_token = flops_per_token
         self.peak = peak_flops * n_devices if peak_flops else None
+        self.clock = clock
         self._t = None
         self._t0 = None
         self._step = 0
         self.tokens_seen = 0
+        self.pauses = Pauses()    # this invocation's
+        self._paused = 0.0        # pauses.seconds at the window's start
+        self._mark = None         # where the next pause would begin (None: not training)
 
     def on_train_begin(self, args, state, control, **kw):
-        self._t, self._step = time.perf_counter(), state.global_step
-        self._t0 = self._t
+        self._t, self._step = self.clock(), state.global_step
+        self._t0 = self._mark = self._t
 
     def on_step_end(self, args, state, control, **kw):
         self.tokens_seen = self.tokens_at(state.global_step)
+        if self._mark is not None:
+            self._mark = self.clock()
+
+    def on_evaluate(self, args, state, control, **kw):
+        if self._mark is not None:  # (the final evaluation, after training, is no pause of it)
+            now = self.clock()
+            self.pauses.evaluating += now - self._mark
+            self.pauses.evaluations += 1
+            self._mark = now
+
+    def on_save(self, args, state, control, **kw):
+        if self._mark is not None:
+            now = self.clock()
+            self.pauses.saving += now - self._mark
+            self.pauses.checkpoints += 1
+            self._mark = now
+
+    def on_train_end(self, args, state, control, **kw):
+        self._mark = None
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs is None or "loss" not in logs or self._t is None:
             return
-        now = time.perf_counter()
+        now = self.clock()
         steps = state.global_step - self._step
         if steps > 0:
-            dt = now - self._t
+            dt = max(now - self._t - (self.pauses.seconds - self._paused), 1e-9)
             tps = steps * self.tokens_per_step / dt
             logs["tokens_per_second"] = round(tps, 1)
             logs["step_time_s"] = round(dt / steps, 4)
@@ -105,7 +157,9 @@ class ThroughputCallback(TrainerCallback):
         # seconds since this invocation's training began (evaluations included): loss against
         # wall time, the measure of time to quality
         logs["train_seconds"] = round(now - self._t0, 2)
-        self._t, self._step = now, state.global_step
+        self._t, self._step, self._paused = now, state.global_step, self.pauses.seconds
+        if self._mark is not None:  # the loss reached the host: the step's device work is done
+            self._mark = now
         # Trainer.log appends a copy of `logs` to log_history before calling on_log, so the
         # figures added here would reach the console and W&B but not trainer_state.json
         # (and so not the evaluation report's throughput plot) without this.

@@ -12,9 +12,9 @@ plus what our runs need and the stock one does not do.
 - RNG: the training DataLoader draws its worker seed from a generator of its own, not from the
   global RNG, so where a pass over the data begins (which moves with a resume) never shifts
   the dropout stream: a resumed run replays the uninterrupted one exactly.
-- Preemption: DataLoader workers ignore SIGTERM/SIGINT. torchrun and Slurm signal the rank's
-  whole process group; a worker that died of it would take the rank down before its stop
-  handler could save. The rank alone decides (see :class:`.callbacks.StopAndSaveCallback`).
+- Preemption: DataLoader workers ignore SIGTERM/SIGINT, from their fork on. torchrun and Slurm
+  signal the rank's whole process group; a worker that died of it would take the rank down
+  before its stop handler could save. The rank alone decides (see :class:`.callbacks.StopAndSaveCallback`).
 - Checkpoints: every rank takes part in every save (``save_model`` is collective under FSDP)
   and trainer_state.json, which marks a checkpoint complete, follows every rank's RNG state.
 - Callbacks: in the one order :func:`.callbacks.step_callbacks` states, the Trainer's own among
@@ -37,6 +37,7 @@ import multiprocessing
 import signal
 import time
 from dataclasses import dataclass, replace
+from multiprocessing.context import ForkContext, ForkProcess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable
@@ -48,7 +49,7 @@ from ...core import archives_without_crc, give_open_mode
 from ..data import Position, StreamSampler
 from ..dist import TrainingError, barrier, log
 from ..speed.attention import sdpa_kernel_for, sdpa_order
-from .callbacks import TRAINER_OWN
+from .callbacks import TRAINER_OWN, ThroughputCallback
 from .optim import MuonAdamW, optimizer_factory
 from .schedules import WarmupStableDecay, budget_schedule, make_lr_scheduler
 from .vocab_padding import fit_optimizer_rows, real_rows, unpadded_state_dict
@@ -57,18 +58,46 @@ if TYPE_CHECKING:  # (the annotation only: the job's tree is built before any tr
     from ..job import TrainingConfig
 
 
+QUIET = (signal.SIGTERM, signal.SIGINT)  # for the rank process: it decides, then saves
+
+
 class QuietWorker:
     """``worker_init_fn`` wrapper: the worker ignores SIGTERM and SIGINT (they are for the
-    rank process), then runs the Trainer's own initialiser (its seeding)."""
+    rank process), then runs the Trainer's own initialiser (its seeding). It was started with
+    them blocked (:class:`QuietForkProcess`): unblocked only now, one that came meanwhile is
+    dropped unseen."""
 
     def __init__(self, inner=None):
         self.inner = inner
 
     def __call__(self, worker_id: int) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in QUIET:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, QUIET)
         if self.inner is not None:
             self.inner(worker_id)
+
+
+class QuietForkProcess(ForkProcess):
+    """A DataLoader worker forked with SIGTERM and SIGINT blocked (the mask a fork inherits).
+    Between its fork and :class:`QuietWorker`, torch's worker loop imports and seeds, and sets
+    a SIGTERM handler of its own that dies of any SIGTERM not sent by the rank; a process group's
+    SIGTERM (torchrun's, Slurm's) arriving then killed the worker, and the rank with it ("is
+    killed by signal: Terminated") instead of saving. A rank's loaders fork workers anew at every
+    pass over the data and every evaluation, so that window came round all run. The rank's own
+    mask is restored as soon as the fork is done: a signal meant for it waits no longer."""
+
+    def start(self) -> None:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, QUIET)
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+class QuietForkContext(ForkContext):
+    """The fork start method, its processes :class:`QuietForkProcess`."""
+    Process = QuietForkProcess
 
 
 def _torch_loader(loader):
@@ -77,14 +106,26 @@ def _torch_loader(loader):
 
 
 def quiet_workers(loader):
-    """The loader's worker processes (if any) ignore SIGTERM/SIGINT, and are killed when this
-    process exits (:func:`kill_daemon_children`)."""
+    """The loader's worker processes (if any) ignore SIGTERM/SIGINT from their fork on (the
+    default fork start method: :class:`QuietForkProcess`), and are killed when this process
+    exits (:func:`kill_daemon_children`)."""
     base = _torch_loader(loader)
     if base.num_workers > 0 and not isinstance(base.worker_init_fn, QuietWorker):
         base.worker_init_fn = QuietWorker(base.worker_init_fn)
+        if forked(base.multiprocessing_context):  # (the others start no copy of this process)
+            base.multiprocessing_context = QuietForkContext()
         atexit.unregister(kill_daemon_children)  # (once, however many loaders)
         atexit.register(kill_daemon_children)
     return loader
+
+
+def forked(context) -> bool:
+    """Whether a loader of this ``multiprocessing_context`` (None: the default) forks its workers."""
+    if context is not None:
+        return context.get_start_method() == "fork"
+    # (allow_none: asking must not fix the default, as a plain get_start_method() would)
+    return (multiprocessing.get_start_method(allow_none=True)
+            or multiprocessing.get_all_start_methods()[0]) == "fork"
 
 
 def kill_daemon_children() -> None:
@@ -342,6 +383,7 @@ class Outcome:
     wall_seconds: float
     interrupted: str | None
     tokens_seen: int | None = None  # tokens actually consumed, all invocations and world sizes
+    pauses: dict | None = None      # this invocation's evaluations and checkpoints (Pauses.record)
 
 
 def sdpa_kernel_note(trainer: RunTrainer, context: int) -> str:
@@ -380,9 +422,12 @@ def train(trainer: RunTrainer, resume, stopper, position: Position, tokens_per_s
         first = (str(e).strip().splitlines() or [""])[0][:300]
         raise TrainingError(f"torch.compile failed ({type(e).__name__}: {first}); train eager with "
                             f"--torch_compile false (checkpoints resume either way)") from None
-    state = trainer.state
+    state, wall = trainer.state, time.time() - t0
     stopped = stopper.reason is not None and state.global_step < state.max_steps
-    return Outcome(state, result.training_loss, time.time() - t0,
-                   stopper.reason if stopped else None,
-                   tokens_seen=position.consumed(state.global_step) * tokens_per_sample)
+    clock = next((c for c in trainer.callback_handler.callbacks if isinstance(c, ThroughputCallback)), None)
+    if clock is not None:
+        log(f"trained {wall:.1f} s, of which {clock.pauses.describe()}")
+    return Outcome(state, result.training_loss, wall, stopper.reason if stopped else None,
+                   tokens_seen=position.consumed(state.global_step) * tokens_per_sample,
+                   pauses=clock.pauses.record() if clock is not None else None)
 
