@@ -169,7 +169,7 @@ def expand_recipes(recipes: str) -> list[str]:
         from londonlm.training.speed.settings import candidate_space, machine_bf16
 
         dev = device_key()
-        space = candidate_space(dev, *machine_bf16(dev))
+        space = candidate_space(dev, machine_bf16(dev))
         out += [f"ours@{p}/{attn}/{'on' if f else 'off'}" for p in space["precision"]
                 for attn in space["attn_implementation"] for f in space["fused_loss"]]
     return out

@@ -153,17 +153,38 @@ def training_threads(environ=os.environ) -> tuple[int, str]:
                                      else f"{cores} usable cores")
 
 
-def cpu_has_native_bf16() -> bool:
+def _cpuinfo(path: str = "/proc/cpuinfo") -> str:
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open(path) as f:
+            return f.read()
     except OSError:
-        return False
+        return ""
+
+
+def cpu_has_native_bf16() -> bool:
+    """The CPU has bf16 instructions (x86: avx512_bf16, AMX): bf16 is not emulated, so the
+    autotune probe times it beside fp32. Whether it is the faster: :func:`cpu_has_fast_bf16`."""
+    flags = _cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def cpu_has_fast_bf16() -> bool:
+    """bf16 matmuls outrun fp32 ones on this CPU: what the fixed rules (``--autotune off``, a
+    probe that could not decide) and Muon's Newton-Schulz go by. Intel's AMX tiles (its bf16
+    matmul units), and AMD's avx512_bf16 (a Zen 4: bf16 GEMMs at 418-442 GFLOP/s, fp32 at
+    169-193). Not Intel's avx512_bf16 without AMX, which has the instructions but not the rate:
+    a Xeon of family 6 model 207 whose VM does not expose its AMX ran bf16 GEMMs at half its
+    fp32 rate, and training steps 1.3-1.7x longer (BENCHMARKS.md, "bf16 on CPUs")."""
+    # (cpu_has_native_bf16 looked up here: tests emulate a CPU without bf16 by patching it)
+    if not cpu_has_native_bf16():
+        return False
+    info = _cpuinfo()
+    return "amx_bf16" in info or "AuthenticAMD" in info
+
+
 def choose_precision(explicit_bf16: bool = False, explicit_fp16: bool = False) -> dict:
-    """bf16 on Ampere+ GPUs, fp16 on older GPUs, fp32 on CPUs without native bf16
-    (emulated bf16 measured slower there); explicit flags win."""
+    """bf16 on Ampere+ GPUs, fp16 on older GPUs; on CPUs bf16 only where it is the faster
+    (:func:`cpu_has_fast_bf16`); explicit flags win."""
     import torch
 
     if explicit_bf16 or explicit_fp16:
@@ -172,7 +193,7 @@ def choose_precision(explicit_bf16: bool = False, explicit_fp16: bool = False) -
         if torch.cuda.is_bf16_supported():
             return {"bf16": True, "fp16": False}
         return {"bf16": False, "fp16": True}
-    return {"bf16": cpu_has_native_bf16(), "fp16": False}
+    return {"bf16": cpu_has_fast_bf16(), "fp16": False}
 
 
 def keep_freed_memory_in_heap() -> bool:

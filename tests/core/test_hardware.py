@@ -20,6 +20,30 @@ def test_precision_explicit_flags_win_and_peak_table_is_absent_on_cpu():
     assert peak_flops(None) is None and peak_flops("NVIDIA H100 80GB HBM3") == 989e12
 
 
+ZEN4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+XEON_AMX = "vendor_id\t: GenuineIntel\ncpu family\t: 6\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n"
+# family 6 model 207 in a VM that does not expose AMX: bf16 GEMMs at half the fp32 rate
+XEON_NO_AMX = "vendor_id\t: GenuineIntel\ncpu family\t: 6\nflags\t\t: fpu avx512f avx512_bf16 avx512_fp16\n"
+ZEN1 = "vendor_id\t: AuthenticAMD\ncpu family\t: 23\nflags\t\t: fpu avx2\n"
+
+
+@pytest.mark.parametrize("cpuinfo, native, fast", [(ZEN4, True, True), (XEON_AMX, True, True),
+                                                   (XEON_NO_AMX, True, False), (ZEN1, False, False)])
+def test_bf16_is_taken_where_it_outruns_fp32_not_wherever_it_is_native(monkeypatch, cpuinfo, native, fast):
+    """The probe times bf16 wherever the CPU has the instructions; the fixed rules (and Muon's
+    Newton-Schulz, training's default precision) take it only where it is the faster."""
+    from londonlm.core import hardware
+    from londonlm.training.speed.settings import fixed_rules, machine_bf16
+
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda path="/proc/cpuinfo": cpuinfo)
+    assert (hardware.cpu_has_native_bf16(), hardware.cpu_has_fast_bf16()) == (native, fast)
+    assert choose_precision() == {"bf16": fast, "fp16": False}
+    cpu = {"device": "cpu"}
+    bf16 = machine_bf16(cpu)
+    assert (bf16.cpu_native, bf16.cpu_fast) == (native, fast)
+    assert fixed_rules(cpu, bf16).precision == ("bf16" if fast else "fp32")
+
+
 @pytest.mark.parametrize("name, flops", [
     ("NVIDIA L4", 121e12),
     ("NVIDIA L40", 181e12),            # once matched "L4" (121e12)

@@ -164,12 +164,17 @@ def test_all_flags_explicit_or_autotune_off_measures_nothing(tmp_path, cpu_witho
         _resolve("sometimes", path, timer)
 
 
-def test_native_bf16_cpus_time_bf16_too(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fast", [True, False])
+def test_native_bf16_cpus_time_bf16_too(tmp_path, monkeypatch, fast):
+    """bf16 is timed wherever the CPU has it, the fixed rules' choice first: bf16 where it
+    outruns fp32, fp32 where it does not (Intel's avx512_bf16 without AMX)."""
     patch_core(monkeypatch, "cpu_has_native_bf16", lambda: True)
+    patch_core(monkeypatch, "cpu_has_fast_bf16", lambda: fast)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     timer = FakeTimer({})
     _resolve("on", tmp_path / "a.json", timer)
-    assert len(timer.timed) == 8 and timer.timed[0] == "bf16/eager/fused-on"
+    assert len(timer.timed) == 8
+    assert timer.timed[0] == ("bf16/eager/fused-on" if fast else "fp32/sdpa/fused-off")
 
 
 def test_probe_time_cap_leaves_the_rest_for_the_next_run(tmp_path, cpu_without_bf16):

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from londonlm.core import UsageError
 from londonlm.training.model import ModelShape, build_model, prepare_for_training
-from londonlm.training.speed.settings import SpeedSettings, fixed_rules
+from londonlm.training.speed.settings import MachineBf16, SpeedSettings, fixed_rules
 from londonlm.training.step.fused_loss import enable_fused_loss
 from londonlm.training.step.vocab_padding import (fit_optimizer_rows, pad_vocabulary, padded_vocab, real_rows,
                                                   unpadded_state_dict)
@@ -178,8 +178,8 @@ def test_pad_vocab_is_a_speed_setting_asked_or_chosen():
     with pytest.raises(UsageError, match="--pad_vocab"):
         SpeedArguments(pad_vocab="yes")
     cuda, cpu = {"device": "cuda"}, {"device": "cpu"}
-    assert fixed_rules(cuda, False, True).pad_vocab is True          # auto: on for CUDA
-    assert fixed_rules(cpu, True, False).pad_vocab is False          # off on CPUs
+    assert fixed_rules(cuda, MachineBf16(False, False, True)).pad_vocab is True  # auto: on for CUDA
+    assert fixed_rules(cpu, MachineBf16(True, True, False)).pad_vocab is False   # off on CPUs
     # never probed: every candidate carries the fixed rules' (or the flags') padding
     space = {"precision": ["fp32"], "attn_implementation": ["sdpa", "eager"], "fused_loss": [False, True]}
     assert {c.pad_vocab for c in candidates(space, SpeedSettings(), SpeedSettings("fp32", "sdpa", False, True))} == {True}

@@ -5,8 +5,9 @@ directory, keyed by what decides the winner (CPU model and instruction-set flags
 torch version, model shape class).
 
 Why measure: the fixed rules (:func:`.settings.fixed_rules`) were measured on two EPYC
-generations, and the winner moves with the machine (bf16 autocast helps where the CPU has native
-bf16, the fused loss helped on Zen 4 and not on Zen 5). ``--autotune off`` keeps those rules,
+generations, and the winner moves with the machine (bf16 autocast helps where the CPU's bf16
+matmuls outrun its fp32 ones, not on every CPU with bf16 instructions; the fused loss helped on
+Zen 4 and not on Zen 5). ``--autotune off`` keeps those rules,
 ``on`` (default) measures once and reuses the cache, ``refresh`` measures again; a setting the
 user gave explicitly is never overridden, only the remaining ones are measured. The probe is a
 few steps per candidate (one warm-up, three timed, interleaved round by round so that a drifting
@@ -293,14 +294,14 @@ def resolve_speed_settings(mode: str, shape, batch_size: int, given: SpeedSettin
     if mode not in MODES:
         raise UsageError(f"--autotune must be one of {', '.join(MODES)}, got {mode!r}")
     dev = device_key()
-    cpu_bf16, gpu_bf16 = machine_bf16(dev)
-    pinned = given.over(fixed_rules(dev, cpu_bf16, gpu_bf16, given.precision))
+    bf16 = machine_bf16(dev)
+    pinned = given.over(fixed_rules(dev, bf16, given.precision))
     if mode == "off" or given.probed_given or dev["device"] == "cuda":
         why = ("all given by your flags" if given.probed_given else "the fixed rules (--autotune off)"
                if mode == "off" else GPU_RULES)
         return SpeedChoice(pinned, "explicit" if given.probed_given else "default",
                            message=f"speed settings: {pinned.describe()} ({why})")
-    space = candidate_space(dev, cpu_bf16, gpu_bf16)
+    space = candidate_space(dev, bf16)
     if pinned.pad_vocab:  # timed at the rows it trains with
         shape = replace(shape, vocab_size=padded_vocab(shape.vocab_size))
     cands, too_big = fitting(candidates(space, given, pinned), shape, batch_size, free_bytes, dropout)

@@ -8,6 +8,7 @@ on EPYC CPUs and used on GPUs, live here too.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from typing import NamedTuple
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 MODES = ("off", "on", "refresh")  # --autotune
@@ -90,35 +91,44 @@ class SpeedRequest:
     compile_regions: bool = False          # each repeated block compiled once (--compile_regions)
 
 
-def candidate_space(dev: dict, cpu_bf16: bool, gpu_bf16: bool) -> dict[str, list]:
+class MachineBf16(NamedTuple):
+    """What this machine's bf16 is worth to the speed settings."""
+    cpu_native: bool  # the CPU has bf16 instructions: the probe times bf16 beside fp32
+    cpu_fast: bool    # and they outrun fp32 (core.cpu_has_fast_bf16): the fixed rules take bf16
+    gpu: bool         # the GPU supports bf16
+
+
+def candidate_space(dev: dict, bf16: MachineBf16) -> dict[str, list]:
     """The settings worth timing here: bf16 only where the CPU has it natively (emulated bf16
     is far slower, so timing it only costs probe time); on a GPU the half type it supports."""
     if dev["device"] == "cuda":
-        precisions = ["bf16" if gpu_bf16 else "fp16"]
+        precisions = ["bf16" if bf16.gpu else "fp16"]
     else:
-        precisions = ["fp32", *(["bf16"] if cpu_bf16 else [])]
+        precisions = ["fp32", *(["bf16"] if bf16.cpu_native else [])]
     return {"precision": precisions, "attn_implementation": list(ATTENTIONS), "fused_loss": [False, True]}
 
 
-def fixed_rules(dev: dict, cpu_bf16: bool, gpu_bf16: bool, precision: str | None = None) -> SpeedSettings:
-    """``--autotune off`` and every GPU: on CPUs, bf16 where native, and in CPU bf16 eager
-    attention and the fused loss (measured on two EPYC generations, BENCHMARKS.md); SDPA and
-    the stock loss otherwise. ``precision`` (given by the user) replaces the first rule. The
-    vocabulary padded on GPUs (tensor-core tiles; not yet measured on one here, the GPU
-    acceptance's throughput step measures it on and off), not on CPUs (not measured to help)."""
+def fixed_rules(dev: dict, bf16: MachineBf16, precision: str | None = None) -> SpeedSettings:
+    """``--autotune off`` and every GPU: on CPUs, bf16 where it outruns fp32 (AMX, AMD's
+    avx512_bf16; not Intel's avx512_bf16 alone: :func:`~londonlm.core.cpu_has_fast_bf16`), and
+    in CPU bf16 eager attention and the fused loss (measured on two EPYC generations,
+    BENCHMARKS.md); SDPA and the stock loss otherwise. ``precision`` (given by the user)
+    replaces the first rule. The vocabulary padded on GPUs (tensor-core tiles), not on CPUs
+    (not measured to help)."""
     if dev["device"] == "cuda":
-        return SpeedSettings(precision or ("bf16" if gpu_bf16 else "fp16"), "sdpa", False, True)
-    precision = precision or ("bf16" if cpu_bf16 else "fp32")
+        return SpeedSettings(precision or ("bf16" if bf16.gpu else "fp16"), "sdpa", False, True)
+    precision = precision or ("bf16" if bf16.cpu_fast else "fp32")
     return (SpeedSettings(precision, "eager", True, False) if precision == "bf16"
             else SpeedSettings(precision, "sdpa", False, False))
 
 
-def machine_bf16(dev: dict) -> tuple[bool, bool]:
-    """(the CPU has native bf16, the GPU supports bf16)."""
+def machine_bf16(dev: dict) -> MachineBf16:
+    """This machine's :class:`MachineBf16`."""
     import torch
 
-    from ...core import cpu_has_native_bf16  # read at call time: tests emulate another CPU by patching it
+    # read at call time: tests emulate another CPU by patching them
+    from ...core import cpu_has_fast_bf16, cpu_has_native_bf16
 
     if dev["device"] == "cuda":
-        return False, torch.cuda.is_bf16_supported()
-    return cpu_has_native_bf16(), False
+        return MachineBf16(False, False, torch.cuda.is_bf16_supported())
+    return MachineBf16(cpu_has_native_bf16(), cpu_has_fast_bf16(), False)

@@ -37,7 +37,7 @@ class MuonOptions:
     ns_steps: int = 5
     muon_lr: float | None = None               # None: the same as ``lr``
     adjust_lr_fn: str = "match_rms_adamw"
-    ns_dtype: torch.dtype | None = None        # None: bf16 where native, else fp32
+    ns_dtype: torch.dtype | None = None        # None: bf16 where it is the faster, else fp32
     ns_compiled: bool | None = None            # None: torch.compile'd on CUDA (see Muon)
 
 
@@ -159,7 +159,8 @@ class Muon(torch.optim.Muon):
     """``torch.optim.Muon``'s update with the Newton-Schulz iteration in ``ns_dtype`` and
     batched over same-shape matrices (:func:`orthogonalize_many`). torch runs it in bf16, which
     a CPU without native bf16 emulates: on a 2-core Zen 1 EPYC one 256x1024 iteration took
-    7.6 s in bf16 against 0.34 s in fp32, so there it runs in fp32. Batching took the tiny
+    7.6 s in bf16 against 0.34 s in fp32, so there it runs in fp32, and so where bf16 is native
+    but slower (Intel's avx512_bf16 without AMX: :func:`fast_ns_dtype`). Batching took the tiny
     shape's 16 matrices from 55.8 to 50.6 ms alone on a 2-core Zen 4 (within the noise of a
     whole step, BENCHMARKS.md) and launches 3 kernels per shape and iteration instead of 3 per
     matrix, which is what costs on a GPU. Same state (``momentum_buffer``) as torch's, so
@@ -226,12 +227,13 @@ class Muon(torch.optim.Muon):
 
 
 def fast_ns_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where it is native (GPUs, CPUs with AVX512-BF16/AMX), else fp32."""
+    """bf16 where its matmuls outrun fp32's (GPUs; CPUs with AMX, AMD's with avx512_bf16:
+    :func:`~londonlm.core.cpu_has_fast_bf16`), else fp32."""
     if device.type == "cuda":
         return torch.bfloat16
-    from ...core import cpu_has_native_bf16  # read at call time: tests emulate another CPU by patching it
+    from ...core import cpu_has_fast_bf16  # read at call time: tests emulate another CPU by patching it
 
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
 class MuonAdamW(torch.optim.Optimizer):

@@ -1,0 +1,26 @@
+"""benchmarks/cpu_bf16.py: bf16 against fp32 on this CPU, GEMM rate and a training step, with
+the machine and the fixed rules' answer beside the figures."""
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+SCRIPT = REPO / "benchmarks" / "cpu_bf16.py"
+
+
+def test_both_precisions_are_measured_with_the_machine_and_the_rule_named(tmp_path):
+    out = tmp_path / "bf16.json"
+    r = subprocess.run([sys.executable, str(SCRIPT), "--runs", "1", "--shapes", "micro", "--gemm_tokens", "64",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["gemm_gflops"]["fp32"] > 0 and res["gemm_gflops"]["bf16"] > 0
+    assert res["step_seconds"]["micro"]["fp32"] > 0 and res["step_seconds"]["micro"]["bf16"] > 0
+    assert "family" in res["machine"] and "the fixed rules take bf16:" in res["machine"]
+    assert "| micro training step, s |" in r.stdout
+
+
+def test_bad_flags_are_refused_in_one_line():
+    r = subprocess.run([sys.executable, str(SCRIPT), "--runs", "0"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--runs" in r.stderr
