@@ -28,7 +28,8 @@ ZEN1 = "vendor_id\t: AuthenticAMD\ncpu family\t: 23\nflags\t\t: fpu avx2\n"
 
 
 @pytest.mark.parametrize("cpuinfo, native, fast", [(ZEN4, True, True), (XEON_AMX, True, True),
-                                                   (XEON_NO_AMX, True, False), (ZEN1, False, False)])
+                                                   (XEON_NO_AMX, True, False), (ZEN1, False, False)],
+                         ids=["zen4", "xeon-amx", "xeon-avx512-bf16-only", "zen1"])
 def test_bf16_is_taken_where_it_outruns_fp32_not_wherever_it_is_native(monkeypatch, cpuinfo, native, fast):
     """The probe times bf16 wherever the CPU has the instructions; the fixed rules (and Muon's
     Newton-Schulz, training's default precision) take it only where it is the faster."""
