@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from train_throughput import cpu_description  # noqa: E402  (names the CPU family/model)
 
 # (model shape, micro-batch) per preset: the presets' own shapes, slm's context cut to 256
 # so that a CPU times its step in seconds
@@ -92,18 +93,13 @@ def step_seconds(runs: int, shape_key: str) -> dict[str, float]:
 
 
 def machine() -> str:
-    from londonlm.core import cpu_has_fast_bf16, cpu_has_native_bf16
-    from londonlm.core.hardware import _cpuinfo
-
-    info = _cpuinfo()
-
-    def field(name: str) -> str:
-        line = next((ln for ln in info.splitlines() if ln.startswith(name)), "")
-        return line.split(":", 1)[-1].strip()
+    """The CPU (family and model: generations under one brand differ here most) and the rule's
+    answer for it."""
     import torch
 
-    return (f"{field('model name') or platform.processor()} ({field('vendor_id')}, family {field('cpu family')} "
-            f"model {field('model')}), {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    from londonlm.core import cpu_has_fast_bf16, cpu_has_native_bf16
+
+    return (f"{cpu_description()}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
             f"bf16 instructions: {'yes' if cpu_has_native_bf16() else 'no'}, "
             f"the fixed rules take bf16: {'yes' if cpu_has_fast_bf16() else 'no'}")
 

@@ -153,9 +153,9 @@ def training_threads(environ=os.environ) -> tuple[int, str]:
                                      else f"{cores} usable cores")
 
 
-def _cpuinfo(path: str = "/proc/cpuinfo") -> str:
+def _cpuinfo() -> str:
     try:
-        with open(path) as f:
+        with open("/proc/cpuinfo") as f:
             return f.read()
     except OSError:
         return ""

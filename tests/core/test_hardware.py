@@ -36,7 +36,7 @@ def test_bf16_is_taken_where_it_outruns_fp32_not_wherever_it_is_native(monkeypat
     from londonlm.core import hardware
     from londonlm.training.speed.settings import fixed_rules, machine_bf16
 
-    monkeypatch.setattr(hardware, "_cpuinfo", lambda path="/proc/cpuinfo": cpuinfo)
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: cpuinfo)
     assert (hardware.cpu_has_native_bf16(), hardware.cpu_has_fast_bf16()) == (native, fast)
     assert choose_precision() == {"bf16": fast, "fp16": False}
     cpu = {"device": "cpu"}

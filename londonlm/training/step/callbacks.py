@@ -79,6 +79,13 @@ class Pauses:
     def seconds(self) -> float:
         return self.evaluating + self.saving
 
+    def add(self, kind: str, seconds: float) -> None:
+        """One pause of ``kind`` ("evaluating" or "saving")."""
+        if kind == "evaluating":
+            self.evaluating, self.evaluations = self.evaluating + seconds, self.evaluations + 1
+        else:
+            self.saving, self.checkpoints = self.saving + seconds, self.checkpoints + 1
+
     def record(self) -> dict:
         return {"evaluating_seconds": round(self.evaluating, 2), "evaluations": self.evaluations,
                 "checkpoint_seconds": round(self.saving, 2), "checkpoints": self.checkpoints}
@@ -124,19 +131,17 @@ class ThroughputCallback(TrainerCallback):
         if self._mark is not None:
             self._mark = self.clock()
 
-    def on_evaluate(self, args, state, control, **kw):
+    def _pause_ends(self, kind: str) -> None:
         if self._mark is not None:  # (the final evaluation, after training, is no pause of it)
             now = self.clock()
-            self.pauses.evaluating += now - self._mark
-            self.pauses.evaluations += 1
+            self.pauses.add(kind, now - self._mark)
             self._mark = now
 
+    def on_evaluate(self, args, state, control, **kw):
+        self._pause_ends("evaluating")
+
     def on_save(self, args, state, control, **kw):
-        if self._mark is not None:
-            now = self.clock()
-            self.pauses.saving += now - self._mark
-            self.pauses.checkpoints += 1
-            self._mark = now
+        self._pause_ends("saving")
 
     def on_train_end(self, args, state, control, **kw):
         self._mark = None
