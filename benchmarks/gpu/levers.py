@@ -39,7 +39,7 @@ TARGETS = {"small": 0.45, "medium": 0.50}
 # (GPT-2 Small compiled in 33 s on an H200, BENCHMARKS.md; Medium has twice the layers)
 COMPILE_GUESS = {"small": 45.0, "medium": 90.0}
 MODE_FACTOR = {"default": 1.0, "max-autotune-no-cudagraphs": 4.0, "eager": 0.0, "regional": 0.5}
-SUB_SECONDS = {"adamw": 6.0, "gc-frozen": 6.0, "muon": 10.0, "muon-ns-compiled": 25.0}
+SUB_SECONDS = {"adamw": 6.0, "gc-frozen": 6.0, "kernels": 6.0, "muon": 10.0, "muon-ns-compiled": 25.0}
 
 
 @dataclass(frozen=True)
@@ -54,19 +54,23 @@ class Variant:
     micro_batch: int | None = None        # None: fitted to the free memory
     sequences: int | None = None          # per optimizer step; None: SEQUENCES[model]
     attention: str = "flash"              # SDPA's kernel order, --sdpa_order's: flash | cudnn
-    subs: tuple = ("adamw",)              # measured on the same model: adamw | gc-frozen | muon | muon-ns-compiled
+    # measured on the same model: adamw | gc-frozen | kernels (AdamW's step profiled: where its GPU
+    # time goes, :mod:`.kernels`) | muon | muon-ns-compiled
+    subs: tuple = ("adamw",)
 
 
-# In priority order: each model's defaults on CUDA first (with Python's GC frozen, which shares its
-# compiled model), then the levers not yet measured on a GPU, each one change from the defaults,
-# then those an H200 lease measured on 2026-11-28 (BENCHMARKS.md: Muon's step -2.1 points on Small
-# and -4.1 on Medium, the unpadded vocabulary within noise, the fused loss -4.4 on Small), so that
-# a short lease spends its seconds on what is still unknown; the costliest compile option last
+# In priority order: each model's defaults on CUDA first (with Python's GC frozen, and where the GPU
+# time goes by kernel: both share the compiled model), then the levers not yet measured on a GPU,
+# each one change from the defaults (cuDNN's attention with AdamW alone: Python's GC frozen moved
+# the defaults by -0.2 and +0.5 points on 2026-11-28, within noise), then those an H200 lease
+# measured on 2026-11-28 (BENCHMARKS.md: Muon's step -2.1 points on Small and -4.1 on Medium, the
+# unpadded vocabulary within noise, the fused loss -4.4 on Small), so that a short lease spends its
+# seconds on what is still unknown; the costliest compile option last
 PLAN = [
-    Variant("small: defaults (padded, stock loss, compiled)", "small", subs=("adamw", "gc-frozen")),
-    Variant("medium: defaults (padded, stock loss, compiled)", "medium", subs=("adamw", "gc-frozen")),
-    Variant("small: cuDNN attention first", "small", attention="cudnn", subs=("adamw", "gc-frozen")),
-    Variant("medium: cuDNN attention first", "medium", attention="cudnn", subs=("adamw", "gc-frozen")),
+    Variant("small: defaults (padded, stock loss, compiled)", "small", subs=("adamw", "gc-frozen", "kernels")),
+    Variant("medium: defaults (padded, stock loss, compiled)", "medium", subs=("adamw", "gc-frozen", "kernels")),
+    Variant("small: cuDNN attention first", "small", attention="cudnn"),
+    Variant("medium: cuDNN attention first", "medium", attention="cudnn"),
     Variant("small: regional compile (each block once)", "small", compile="regional"),
     Variant("medium: 64 sequences a step", "medium", sequences=64),
     Variant("small: eager", "small", compile="eager"),
@@ -240,8 +244,6 @@ def measure_variant(v: Variant, cfg: ThroughputConfig, peak: float | None, devic
 
 
 def _measure_subs(v: Variant, cfg: ThroughputConfig, peak: float | None, device: str) -> list[dict]:
-    import gc
-
     import torch
 
     from londonlm.training.model import build_model, prepare_for_training
@@ -260,42 +262,52 @@ def _measure_subs(v: Variant, cfg: ThroughputConfig, peak: float | None, device:
     model = prepare_for_training(build_model(shape, 0, 0, 0, seed=0), settings).to(device).train()
     fwd = _compiled(model, v.compile)
     g = torch.Generator(device=device).manual_seed(0)
-    ctx = shape.n_positions
-    batches = [torch.randint(0, shape.vocab_size, (b, ctx), device=device, generator=g) for _ in range(accum)]
-    tokens = b * accum * ctx
-    rows = []
+    batches = [torch.randint(0, shape.vocab_size, (b, shape.n_positions), device=device, generator=g)
+               for _ in range(accum)]
+    common = {"model": v.model, "micro_batch": f"{b} x {accum}",
+              "rows": model.get_input_embeddings().weight.shape[0]}
     try:
-        for i, sub in enumerate(v.subs):
-            opt = _optimizer(model, sub)
-            step = _train_step(fwd, opt, batches)
-            t0 = time.perf_counter()
-            step()  # the first step compiles (the model on the first sub, Newton-Schulz on its own)
-            sync()
-            first = time.perf_counter() - t0
-            if sub == "gc-frozen":  # nanochat's: nothing the loop allocates is ever scanned
-                gc.collect()
-                gc.freeze()
-                gc.disable()
-            try:
-                windows = time_windows(step, sync, time.perf_counter, cfg.warmup, cfg.windows, cfg.steps_per_window)
-            finally:
-                if sub == "gc-frozen":
-                    gc.enable()
-                    gc.unfreeze()
-            loss = float(step().detach())
-            tps = tokens_per_second(windows, cfg.steps_per_window, tokens)
-            m = mfu(tps, shape.flops_per_token(ctx), peak)
-            rows.append({"sub": sub, "model": v.model, "micro_batch": f"{b} x {accum}",
-                         "rows": model.get_input_embeddings().weight.shape[0], "tokens_per_s": round(tps),
-                         "step_ms": round(median_ms(windows) / cfg.steps_per_window, 2),
-                         "first_step_s": round(first, 1), "loss": round(loss, 3),
-                         "mfu": None if m is None else round(m, 4)})
-            del opt, step
+        return [{"sub": sub, **common, **_measure_sub(sub, model, _train_step(fwd, _optimizer(model, sub), batches),
+                                                      cfg, sync, shape, peak, b * accum * shape.n_positions)}
+                for sub in v.subs]
     finally:
         del model, fwd, batches
         if device == "cuda":
             release()
-    return rows
+
+
+def _measure_sub(sub: str, model, step, cfg: ThroughputConfig, sync, shape, peak: float | None,
+                 tokens: int) -> dict:
+    """One sub's figures: its first step's seconds (the model's compile, on the first sub), then
+    either the timed windows' rate and MFU or (``kernels``) the profiled step's kernel time."""
+    import gc
+
+    t0 = time.perf_counter()
+    step()  # the first step compiles (the model on the first sub, Newton-Schulz on its own)
+    sync()
+    first = round(time.perf_counter() - t0, 1)
+    if sub == "kernels":
+        from .kernels import profile_kernels
+
+        try:
+            return {"first_step_s": first, "kernels": profile_kernels(step, sync, cfg.steps_per_window)}
+        except Exception as e:  # noqa: BLE001  (a profiler failure must not cost the variant's measured rows)
+            return {"first_step_s": first, "kernels": {"error": f"the profiler failed: {type(e).__name__}: {e}"[:300]}}
+    if sub == "gc-frozen":  # nanochat's: nothing the loop allocates is ever scanned
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+    try:
+        windows = time_windows(step, sync, time.perf_counter, cfg.warmup, cfg.windows, cfg.steps_per_window)
+    finally:
+        if sub == "gc-frozen":
+            gc.enable()
+            gc.unfreeze()
+    loss = float(step().detach())
+    tps = tokens_per_second(windows, cfg.steps_per_window, tokens)
+    m = mfu(tps, shape.flops_per_token(shape.n_positions), peak)
+    return {"tokens_per_s": round(tps), "step_ms": round(median_ms(windows) / cfg.steps_per_window, 2),
+            "first_step_s": first, "loss": round(loss, 3), "mfu": None if m is None else round(m, 4)}
 
 
 def graph_breaks(vocab: int | None) -> int:
@@ -346,7 +358,9 @@ def step_levers(ctx) -> dict:
                          f"optimizer steps, synchronized"}
     figures["compiled_graph_breaks"] = breaks
     errors += [f"torch.compile: {breaks} graph break(s) in the padded model's training forward"] if breaks else []
-    res = {"ok": not errors and not nan, "summary": summary(rows), "figures": figures, "rows": rows}
+    # the kernel profiles are tables of their own (report.step_section), not cells of the rows'
+    res = {"ok": not errors and not nan, "summary": summary(rows), "figures": figures, "rows": rows,
+           "kernels": {r["variant"]: r.pop("kernels") for r in rows if "kernels" in r}}
     if errors or nan:
         res["error"] = "; ".join(errors + nan)
     return res

@@ -14,6 +14,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from . import kernels
+
 BEGIN, END = "<!-- gpu-acceptance:begin -->", "<!-- gpu-acceptance:end -->"
 # the end marker of any acceptance block, the full run's or a partial one's
 ANY_END = re.compile(r"<!-- gpu-acceptance(?:-[\w.-]+)?:end -->")
@@ -89,6 +91,8 @@ def step_section(i: int, name: str, res: dict) -> list[str]:
         lines += table([{"figure": k, "value": v} for k, v in res["figures"].items()]) + [""]
     if res.get("rows"):
         lines += table(res["rows"]) + [""]
+    for variant, profile in (res.get("kernels") or {}).items():
+        lines += kernels.markdown(variant, profile)
     return lines
 
 
