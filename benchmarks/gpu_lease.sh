@@ -129,10 +129,12 @@ throughput)
     run bash -c 'timeout 90 python3 benchmarks/checkpoint_save.py --runs 3 --json "$1/checkpoint_save.json" \
         >"$1/checkpoint_save.md" 2>"$1/checkpoint_save.log"' _ "$OUT" \
         || echo "checkpoint writes not measured: see $OUT/checkpoint_save.log"
+    # its report straight into $OUT: gpu_acceptance.json (the kernel profiles' figures with it) and
+    # .md, and throughput_partial.json written after each variant, which a call killed at its
+    # limit still brings back
     run python3 benchmarks/gpu_acceptance.py --steps throughput --throughput_seconds "$budget" \
-        --out /tmp/acc --bench_md BENCHMARKS.md
+        --out "$OUT/acceptance" --bench_md BENCHMARKS.md
     rc=$?
-    run cp /tmp/acc/gpu_acceptance.md "$OUT/" 2>/dev/null
     bring_back
     exit $rc
     ;;

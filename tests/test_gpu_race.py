@@ -762,6 +762,7 @@ def test_the_lease_script_runs_each_step_with_flags_the_race_takes(tmp_path):
         "1. data", "2. variant base", "3. variant compiled", "4. variant regional", "5. report"]
     r = lease(tmp_path, "throughput", "240")
     assert r.returncode == 0 and "gpu_acceptance.py --steps throughput --throughput_seconds 140" in r.stdout
+    assert f"--out {tmp_path / 'out'}/acceptance " in r.stdout  # in what the call brings back, killed or not
     assert "benchmarks/checkpoint_save.py --runs 3" in r.stdout  # the H200's checkpoint writes, first
     for args, says in (((), "give one of"), (("throughput",), "the seconds the lease has left"),
                        (("throughput", "100"), "too little"), (("fly",), "give one of"),
