@@ -10,6 +10,8 @@ way (so each recipe's time to a given bpb can be read off).
     python benchmarks/gpu_race.py --data .gpu_race --bench_md BENCHMARKS.md   # on the GPU
     python benchmarks/gpu_race.py --data .gpu_race --variant_seconds 60 --deadline 540 \
         --variant muon='--optimizer muon' --variant lr1e-3='--learning_rate 1e-3'   # what each change buys
+    python benchmarks/gpu_race.py --from_json OUT/gpu_race.json --bench_md BENCHMARKS.md \
+        --plot benchmarks/plots/gpu_race_slm.png                              # a lease's, drawn here
 
 (benchmarks/gpu_lease.sh runs each device call whole: the carried wheels, the install, the step;
 BENCHMARKS.md, "The GPU race", says which calls a lease holds.)
@@ -46,7 +48,10 @@ the process exits; every copy and each final model is scored after training by b
 process, on the device: benchmarks/race/score.py). Writes --json ({"ours": {"bpb": ...},
 "seed_recipe": {"bpb": ...}, ...}) and, with --bench_md, the block between
 ``<!-- gpu-race:begin -->`` and ``<!-- gpu-race:end -->`` (another preset's: ``gpu-race-PRESET``;
-a variants-only call's: ``...-variants``). Exit 0 when both recipes were
+a variants-only call's: ``...-variants``), and --plot (default: the JSON's path as .png), every
+run's held-out bpb over its seconds with the seed recipe's final bpb across and a mark at a third
+of its seconds (benchmarks/race/plot.py), linked from the block where it lies in --bench_md's
+folder; ``--from_json`` draws both from an earlier race's JSON, running nothing. Exit 0 when both recipes were
 scored (with ``--variants_only``: ours unchanged), 1 when one was not (a variant that failed or
 was skipped is a row saying why), 2 on bad input or no CUDA for --device cuda.
 """
@@ -71,7 +76,7 @@ if str(REPO) not in sys.path:  # this checkout's londonlm and config.py, before 
     sys.path.insert(1, str(REPO))
 
 from londonlm.core.processes import run_to_log  # noqa: E402
-from race import data as race_data, recipes as R, report  # noqa: E402  (benchmarks/ is this script's folder)
+from race import data as race_data, plot as race_plot, recipes as R, report  # noqa: E402  (benchmarks/ is this script's folder)
 
 SHARED_BENCH = REPO.parent / "shared" / "bench"
 SCORER = REPO / "benchmarks" / "race" / "score.py"
@@ -111,6 +116,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, help="seconds after the race began by which it must end: a variant "
                    "that would end later (estimated from the runs before it) is skipped, and scoring stops "
                    "short of it (final models first, then the curve's snapshots)")
+    p.add_argument("--plot", type=Path, help="the picture of every run's held-out bpb over its seconds (default: "
+                   "the --json path as .png); the block links it where it lies in --bench_md's folder")
+    p.add_argument("--from_json", type=Path, metavar="FILE", help="run nothing: draw the picture and (with "
+                   "--bench_md) write the block of an earlier race from its JSON, e.g. a lease's, on any machine")
     p.add_argument("--dry_run", action="store_true", help="print the steps and commands; run nothing")
     a = p.parse_args(argv)
     a.score_bytes = SCORE_BYTES[a.device] if a.score_bytes is None else a.score_bytes
@@ -132,6 +141,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     a.work = (a.work or Path(tempfile.gettempdir()) / f"londonlm_gpu_race_{time.strftime('%Y%m%d_%H%M%S')}").resolve()
     a.data = (a.data or (a.work / "data" if a.source_dir else REPO / ".gpu_race")).resolve()
     a.json = (a.json or a.work / "gpu_race.json").resolve()
+    a.plot = (a.plot or (a.from_json or a.json).with_suffix(".png")).resolve()
     if a.first_pass_seconds is None:
         a.first_pass_seconds = min(max(a.seconds / 10, FIRST_PASS[0]), FIRST_PASS[1])
     return a
@@ -570,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = presets()[a.preset]
     if a.dry_run:
         return dry_run(a, preset)
+    if a.from_json:
+        return from_json(a)
     from londonlm.core import LondonLMError
 
     if a.device == "cuda" and not a.prepare:
@@ -596,15 +608,41 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = race(a, preset, d)
     print(f"wrote {report.write_json(results, a.json)}")
-    if a.bench_md:
-        print(f"wrote the {report.block_name(a.preset, not a.variants_only)} block of "
-              f"{report.write_block(results, a.bench_md)}")
+    write_records(results, a.plot, a.bench_md)
     for name, r in report.runs(results):
         print(f"{name}: bpb {r.get('bpb')}, {r.get('steps')} steps, {r.get('tokens')} tokens, "
               f"{r.get('train_seconds')} s ({r.get('status')})")
     needed = [results["variants"][R.BASE_VARIANT]] if a.variants_only else [results[n] for n in report.RECIPES]
     ok = all(math.isfinite(r.get("bpb") or math.nan) for r in needed)
     return 0 if ok else 1
+
+
+def write_records(results: dict, png: Path, bench_md: Path | None) -> None:
+    """The picture (where matplotlib is installed: the GPU machine's image may lack it, and
+    ``--from_json`` draws it afterwards) and, with ``bench_md``, the block, linking the picture."""
+    try:
+        drawn = race_plot.draw(results, png)
+    except ImportError as e:
+        drawn = None
+        print(f"no picture: {e} (draw it on another machine: --from_json {shlex.quote(str(png.with_suffix('.json')))})")
+    if drawn:
+        print(f"wrote {drawn}")
+    if bench_md:
+        print(f"wrote the {report.block_name(results['meta']['preset'], report.raced(results))} block of "
+              f"{report.write_block(results, bench_md, drawn)}")
+
+
+def from_json(a: argparse.Namespace) -> int:
+    """``--from_json``: an earlier race's picture and block, from its JSON; bad input one line."""
+    try:
+        results = json.loads(a.from_json.read_text(encoding="utf-8"))
+        if not isinstance(results, dict) or not isinstance(results.get("meta"), dict) or "preset" not in results["meta"]:
+            raise ValueError("it holds no race (no meta.preset)")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        print(f"error: cannot read {a.from_json} as a race's JSON: {e}", file=sys.stderr)
+        return 2
+    write_records(results, a.plot, a.bench_md)
+    return 0
 
 
 if __name__ == "__main__":

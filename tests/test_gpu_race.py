@@ -601,6 +601,73 @@ def test_a_failed_recipe_is_a_row_saying_why():
     assert "failed: exit 2: error: the budget cannot hold the warm-up" in report.markdown(res)
 
 
+def test_the_picture_draws_every_scored_curve_the_seed_line_and_the_third_of_its_seconds(tmp_path, monkeypatch):
+    """The race's picture: one line per run with a scored curve (a failed run has none), the
+    seed recipe's final bpb across, a mark at a third of its seconds; nothing drawn without a
+    curve. Read back from the PNG's axes as matplotlib drew them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from race import plot
+
+    res = _results(3.0, 3.5)
+    res["variants"] = {"muon": {**_results(2.9)["ours"], "flags": ["--optimizer", "muon"], "seconds": 120.0},
+                       "lr": {"status": "skipped", "error": "late", "flags": [], "seconds": 120.0}}
+    report.compare(res)
+    assert [name for name, _ in plot.series(res)] == ["ours", "seed_recipe", "ours+muon"]
+    drawn = []
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *a, **k):
+        drawn.append({"lines": [(ln.get_label(), list(ln.get_xdata()), list(ln.get_ydata()))
+                                for ln in fig.axes[0].get_lines()]})
+        return real_savefig(fig, *a, **k)
+
+    monkeypatch.setattr(plt.Figure, "savefig", keep)
+    png = plot.draw(res, tmp_path / "p" / "race.png")
+    assert png == tmp_path / "p" / "race.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = {label: (xs, ys) for label, xs, ys in drawn[0]["lines"]}
+    assert lines["ours"] == ([30.0, 60.0, 120.0], [4.0, 3.4, 3.0])
+    assert lines["seed recipe's final bpb (3.5)"][1] == [3.5, 3.5]
+    assert lines["40 s: 3x the seed recipe's time"][0] == [40.0, 40.0]  # 120 s of the seed recipe's
+    only = _results()
+    del only["ours"], only["seed_recipe"]
+    only["meta"]["seed_bpb_given"] = 2.4342  # a variants-only call: the race's seconds stand for the seed's
+    only["variants"] = {"base": {**_results(2.4)["ours"], "flags": [], "seconds": 60.0}}
+    assert plot.seed_seconds(only) == 120.0
+    assert plot.draw({"meta": res["meta"], "ours": {"status": "failed"}}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
+
+
+def test_an_earlier_races_json_gives_its_picture_and_block_and_the_block_links_a_picture_beside_it(tmp_path):
+    res = _results(3.0, 3.5)
+    report.compare(res)
+    (tmp_path / "lease").mkdir()
+    (tmp_path / "lease" / "gpu_race.json").write_text(json.dumps(res))
+    md = tmp_path / "repo" / "BENCHMARKS.md"
+    md.parent.mkdir()
+    md.write_text("# Benchmarks\n")
+    png = tmp_path / "repo" / "benchmarks" / "plots" / "gpu_race_slm.png"
+    r = run_script("--from_json", str(tmp_path / "lease" / "gpu_race.json"), "--bench_md", str(md), "--plot", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.exists() and f"wrote {png}" in r.stdout
+    block = md.read_text()
+    assert SLM_BEGIN in block and "| ours | 400 |" in block
+    assert "![held-out bpb over training time, every run](benchmarks/plots/gpu_race_slm.png)" in block
+    # the picture beside the JSON by default: outside the file's folder, so not linked
+    r = run_script("--from_json", str(tmp_path / "lease" / "gpu_race.json"), "--bench_md", str(md))
+    assert r.returncode == 0 and (tmp_path / "lease" / "gpu_race.png").exists()
+    assert "![" not in md.read_text() and md.read_text().count(SLM_BEGIN) == 1
+    for bad in ("{not json", "[1, 2]", '{"meta": {}}'):
+        (tmp_path / "bad.json").write_text(bad)
+        r = run_script("--from_json", str(tmp_path / "bad.json"))
+        assert r.returncode == 2 and r.stderr.startswith("error: cannot read") and "Traceback" not in r.stderr
+    r = run_script("--from_json", str(tmp_path / "missing.json"))
+    assert r.returncode == 2 and "error: cannot read" in r.stderr
+
+
 # --------------------------------------------------------------------------- the script
 
 def test_dry_run_lists_the_steps_and_runs_nothing(tmp_path):
@@ -817,6 +884,9 @@ def test_smoke_race_on_cpu_writes_both_bpb(tmp_path):
     assert res["seed_recipe"]["fitted_steps"] >= 1 and res["meta"]["data"]["heldout_documents"] >= 1
     assert res["ours_lower"] in (True, False)
     assert md.count("<!-- gpu-race-micro:begin -->") == 1 and "| seed_recipe |" in md
+    # the picture beside the JSON, linked from the block, which is in the same folder
+    assert (tmp_path / "race.png").read_bytes()[:4] == b"\x89PNG" and f"wrote {tmp_path / 'race.png'}" in r.stdout
+    assert "![held-out bpb over training time, every run](race.png)" in md
 
 
 # six files of ../shared/corpus, 1.3 MB (5 documents, 426k tokens to train on, one held out)

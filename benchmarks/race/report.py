@@ -152,14 +152,15 @@ def markers(preset: str, race: bool) -> tuple[str, str]:
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
-def _raced(results: dict) -> bool:
+def raced(results: dict) -> bool:
     return any(r in results for r in RECIPES)
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, picture: str | None = None) -> str:
+    """The block; ``picture``: the race's picture, relative to the file the block goes in."""
     m, d = results["meta"], results["meta"]["data"]
     where = m["machine"].get("gpu") or "CPU"
-    title = (f"## GPU race: ours against the seed recipe, `{m['preset']}`, {m['seconds']:g} s each" if _raced(results)
+    title = (f"## GPU race: ours against the seed recipe, `{m['preset']}`, {m['seconds']:g} s each" if raced(results)
              else f"## GPU race, variants of ours only: `{m['preset']}`")
     lines = [f"{title} ({where}, {m['date']})", "", f"    {m['command']}", "", _machine_line(m["machine"]), "",
              f"Data: {_n(d['train_documents'], 'training document')} ({fmt(d['train_tokens'])} tokens), "
@@ -177,6 +178,8 @@ def markdown(results: dict) -> str:
     lines += table([_row(name, r, d.get("train_tokens")) for name, r in runs(results)]) + [""]
     lines += ["Held-out bpb over training time:", ""]
     lines += table([{"recipe": name, "curve (seconds of training: bpb)": _curve(r)} for name, r in runs(results)])
+    if picture:
+        lines += ["", f"![held-out bpb over training time, every run]({picture})"]
     lines += [""] + [_reach_line(t) for t in results.get("time_to_bpb", [])]
     if results.get("ours_lower") is not None:
         lines += [f"- `ours` ends {'lower' if results['ours_lower'] else 'NOT lower'} than `seed_recipe`."]
@@ -187,7 +190,7 @@ def markdown(results: dict) -> str:
                       f"same seconds, on the same machine in the same call (below 0: the change helped).", ""]
         lines += table(_variant_rows(results))
         given = m.get("seed_bpb_given")
-        if given is not None and not _raced(results):
+        if given is not None and not raced(results):
             lines += ["", f"seed_recipe's final bpb above is {given} bpb, given (`--seed_bpb`) from an earlier race "
                           f"on the same data and device kind (its block, `gpu-race`); this call ran no seed recipe."]
             if base.get("bpb") is not None:
@@ -213,9 +216,14 @@ def _every(m: dict) -> str:
     return f"{race} ({', '.join(_secs(s / m['curve_points']) + ' s' for s in sorted(other))} for the variants)"
 
 
-def write_block(results: dict, bench_md: Path) -> Path:
-    """The race's block in ``bench_md`` (a variants-only call's: its own), replacing an earlier one."""
+def write_block(results: dict, bench_md: Path, png: Path | None = None) -> Path:
+    """The race's block in ``bench_md`` (a variants-only call's: its own), replacing an earlier one;
+    it links ``png`` where that lies in ``bench_md``'s folder (a picture elsewhere, such as a
+    device call's output folder, would be a broken link once committed)."""
     old = bench_md.read_text() if bench_md.exists() else ""
-    begin, end = markers(results["meta"]["preset"], _raced(results))
-    bench_md.write_text(replace_section(old, markdown(results), begin, end))
+    begin, end = markers(results["meta"]["preset"], raced(results))
+    picture = None
+    if png is not None and png.resolve().is_relative_to(bench_md.resolve().parent):
+        picture = png.resolve().relative_to(bench_md.resolve().parent).as_posix()
+    bench_md.write_text(replace_section(old, markdown(results, picture), begin, end))
     return bench_md
