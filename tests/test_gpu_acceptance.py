@@ -775,12 +775,12 @@ def test_the_kernels_sub_profiles_the_compiled_step_and_its_report_is_a_table_of
     rows = levers.measure_variant(v, levers.ThroughputConfig(warmup=1, windows=1, steps_per_window=2), 1e6, "cpu")
     assert rows[0]["tokens_per_s"] > 0 and "CUPTI_ERROR_INSUFFICIENT_PRIVILEGES" in rows[1]["kernels"]["error"]
 
-    ks = [("nvjet_a", 0, 600), ("flash_fwd_kernel", 600, 800), ("triton_red_fused_1", 800, 900)]
+    ks = [("nvjet_a", 0, 600), ("flash_fwd_kernel", 600, 800), ("triton_red_fused_1", 800, 900), ("k<a||b>", 900, 905)]
     res = {"title": "MFU", "status": "passed", "seconds": 9.0, "rows": [{"variant": "small: defaults", "sub": "kernels"}],
            "kernels": {"small: defaults": kernels.breakdown(ks, 1000.0, 1), "medium: defaults": prof}}
     md = "\n".join(report.step_section(1, "throughput", res))
-    assert ("**small: defaults**: 1.0 ms a step under the profiler, the GPU busy 0.9 ms (90.0%) and idle "
-            "0.1 ms; 3 kernels a step.") in md
+    assert ("**small: defaults**: 1.0 ms a step under the profiler, the GPU busy 0.9 ms (90.5%) and idle "
+            "0.1 ms; 4 kernels a step.") in md
     assert "| GEMM | 0.60 | 60.0% |\n| attention | 0.20 | 20.0% |\n| Inductor's fused kernels | 0.10 | 10.0% |" in md
-    assert "| `nvjet_a` | GEMM | 1 | 0.60 | 60.0% |" in md
+    assert "| `nvjet_a` | GEMM | 1 | 0.60 | 60.0% |" in md and "| `k<a//b>` | other kernels | 1 | 0.01 | 0.5% |" in md
     assert "**medium: defaults**: the profile holds no GPU kernel" in md

@@ -126,6 +126,7 @@ def markdown(name: str, result: dict) -> list[str]:
     lines += [f"| {g['group']} | {g['ms_per_step']:.2f} | {100 * g['share_of_step']:.1f}% |"
               for g in sorted(result["groups"], key=lambda g: -g["ms_per_step"])]
     lines += ["", "| kernel | group | runs a step | GPU ms per step | share of the step |", "|---|---|---:|---:|---:|"]
-    lines += [f"| `{t['kernel']}` | {t['group']} | {t['runs_per_step']:g} | {t['ms_per_step']:.2f} | "
+    # a "|" in a C++ template argument would end the cell even inside backticks (GitHub's tables)
+    lines += [f"| `{t['kernel'].replace('|', '/')}` | {t['group']} | {t['runs_per_step']:g} | {t['ms_per_step']:.2f} | "
               f"{100 * t['share_of_step']:.1f}% |" for t in result["top"]]
     return lines + [""]
