@@ -73,9 +73,9 @@ PLAN = [
     Variant("medium: cuDNN attention first", "medium", attention="cudnn"),
     Variant("small: regional compile (each block once)", "small", compile="regional"),
     Variant("medium: 64 sequences a step", "medium", sequences=64),
-    Variant("small: eager", "small", compile="eager"),
+    Variant("small: eager", "small", compile="eager", subs=("adamw", "kernels")),
     # a run of ours under a budget below 600 s trains eager (COMPILE_MIN_BUDGET_SECONDS), the race's
-    # included; the fused loss was measured compiled only (-4.4 points), where Inductor fuses the
+    # included (hence the eager step's kernel profile too: how much of it the GPU waits); the fused loss was measured compiled only (-4.4 points), where Inductor fuses the
     # stock loss's passes over the logits itself; eager, nothing does. No compile: seconds each
     Variant("small: eager, fused loss", "small", compile="eager", fused_loss=True),
     Variant("medium: eager", "medium", compile="eager"),
