@@ -622,9 +622,9 @@ def write_records(results: dict, png: Path, bench_md: Path | None) -> None:
     ``--from_json`` draws it afterwards) and, with ``bench_md``, the block, linking the picture."""
     try:
         drawn = race_plot.draw(results, png)
-    except ImportError as e:
+    except Exception as e:  # noqa: BLE001  (no matplotlib, an unwritable folder: the block matters more)
         drawn = None
-        print(f"no picture: {e} (draw it on another machine: --from_json {shlex.quote(str(png.with_suffix('.json')))})")
+        print(f"no picture: {type(e).__name__}: {e} (draw it from the JSON on another machine: --from_json)")
     if drawn:
         print(f"wrote {drawn}")
     if bench_md:
@@ -638,10 +638,15 @@ def from_json(a: argparse.Namespace) -> int:
         results = json.loads(a.from_json.read_text(encoding="utf-8"))
         if not isinstance(results, dict) or not isinstance(results.get("meta"), dict) or "preset" not in results["meta"]:
             raise ValueError("it holds no race (no meta.preset)")
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        print(f"error: cannot read {a.from_json} as a race's JSON: {e}", file=sys.stderr)
+        report.markdown(results)  # a JSON missing what a race's holds fails here, before anything is written
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        print(f"error: cannot read {a.from_json} as a race's JSON: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
-    write_records(results, a.plot, a.bench_md)
+    try:
+        write_records(results, a.plot, a.bench_md)
+    except OSError as e:
+        print(f"error: cannot write the block: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -660,12 +660,21 @@ def test_an_earlier_races_json_gives_its_picture_and_block_and_the_block_links_a
     r = run_script("--from_json", str(tmp_path / "lease" / "gpu_race.json"), "--bench_md", str(md))
     assert r.returncode == 0 and (tmp_path / "lease" / "gpu_race.png").exists()
     assert "![" not in md.read_text() and md.read_text().count(SLM_BEGIN) == 1
-    for bad in ("{not json", "[1, 2]", '{"meta": {}}'):
+    for bad in ("{not json", "[1, 2]", '{"meta": {}}', '{"meta": {"preset": "slm"}, "ours": {"curve": 3}}',
+                '{"meta": {"preset": "slm"}}'):
         (tmp_path / "bad.json").write_text(bad)
-        r = run_script("--from_json", str(tmp_path / "bad.json"))
-        assert r.returncode == 2 and r.stderr.startswith("error: cannot read") and "Traceback" not in r.stderr
+        r = run_script("--from_json", str(tmp_path / "bad.json"), "--bench_md", str(md))
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr, (bad, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
     r = run_script("--from_json", str(tmp_path / "missing.json"))
     assert r.returncode == 2 and "error: cannot read" in r.stderr
+    # a picture that cannot be written costs the picture, not the block
+    (tmp_path / "file").write_text("")
+    r = run_script("--from_json", str(tmp_path / "lease" / "gpu_race.json"), "--bench_md", str(md),
+                   "--plot", str(tmp_path / "file" / "race.png"))
+    assert r.returncode == 0 and "no picture: " in r.stdout and "wrote the gpu-race block" in r.stdout
+    r = run_script("--from_json", str(tmp_path / "lease" / "gpu_race.json"), "--bench_md", str(tmp_path / "lease"))
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot write the block") and "Traceback" not in r.stderr
 
 
 # --------------------------------------------------------------------------- the script
