@@ -209,6 +209,8 @@ def step_profile(ctx) -> dict:
                                 f"{prof['step_ms']:.1f} ms steps; GEMM kernels {gemm:.2f} ms per step",
            "figures": {"steps": prof["steps"], "step_ms": prof["step_ms"], "gpu_busy_share": prof.get("gpu_busy_share"),
                        "command": C.shown(C.profile_cmd(ctx.root()), ctx.root())}, "rows": rows}
+    if prof.get("kernels"):  # each kernel once, by its own name: a table of its own (report.step_section)
+        res["kernels"] = {"--profile_steps, kernels by name": prof["kernels"]}
     if not ok:
         res["error"] = "the profile holds no GPU kernel time"
     return res

@@ -115,6 +115,53 @@ def test_gpu_profiles_record_kernels_and_attribute_them_to_the_launching_op(monk
     assert "GPU ms per step |" in text and "| GEMM | 0.0 | 2.0% | 0.6 |" in text and "GPU busy 70.0%" in text
 
 
+def test_a_kernel_is_counted_once_in_its_launching_ops_group_and_by_its_name_in_a_table_of_its_own(tmp_path):
+    """The profiler lists the GPU's kernels among its events as well as in their launching ops'
+    device time: the GPU column counts each once (it held each twice, once under the op and once
+    by the kernel's name, until 2026-11-29), and the window's profile.json and profile.md gain the
+    kernels by their own names."""
+    from torch.autograd import DeviceType
+
+    from londonlm.training.step import profiling
+
+    def op(name, cpu, gpu, parent=None):
+        return SimpleNamespace(name=name, cpu_parent=parent, sequence_nr=-1, thread=1, self_cpu_time_total=cpu,
+                               self_device_time_total=gpu, flops=0, cpu_children=[], device_type=DeviceType.CPU)
+
+    def kernel(name, start, end):
+        return SimpleNamespace(name=name, cpu_parent=None, sequence_nr=-1, thread=7, self_cpu_time_total=0,
+                               self_device_time_total=end - start, flops=0, cpu_children=[],
+                               device_type=DeviceType.CUDA, is_user_annotation=False,
+                               time_range=SimpleNamespace(start=start, end=end))
+
+    region = op("Torch-Compiled Region: 0/0", 30.0, 0.0)
+    events = [region, op("aten::mm", 10.0, 500.0, region), op("## Call CompiledFxGraph", 5.0, 200.0, region),
+              kernel("nvjet_tst_128x256", 0, 500), kernel("triton_red_fused_add_native_layer_norm_0", 500, 700)]
+    totals, flops, device = profiling.group_events(events)
+    assert device["GEMM"] == 500.0 and device["compiled fused kernels"] == 200.0
+    assert sum(device.values()) == 700.0  # each kernel once: 1,400 before
+
+    class Window:  # what the callback holds while its window is open
+        def __exit__(self, *exc):
+            pass
+
+        def events(self):
+            return events
+
+        def export_chrome_trace(self, path):
+            open(path, "w").write("{}")
+
+    cb = profiling.ProfileCallback(tmp_path / "profile", steps=1, log=lambda *a: None)
+    cb.prof, cb.t0 = Window(), __import__("time").perf_counter() - 0.001
+    cb._stop()
+    result = json.loads((tmp_path / "profile" / "profile.json").read_text())
+    assert {g["group"]: g["ms_per_step"] for g in result["kernels"]["groups"]} == {
+        "GEMM": 0.5, "Inductor's fused kernels": 0.2}
+    assert result["kernels"]["top"][0]["kernel"] == "nvjet_tst_128x256"
+    md = (tmp_path / "profile" / "profile.md").read_text()
+    assert "**GPU kernels by name**" in md and "| `triton_red_fused_add_native_layer_norm_0` |" in md
+
+
 def _op(name, cpu, gpu=0.0, parent=None, seq=-1):
     return SimpleNamespace(name=name, cpu_parent=parent, sequence_nr=seq, thread=1, fwd_thread=1,
                            self_cpu_time_total=cpu, self_device_time_total=gpu, flops=0, cpu_children=[])

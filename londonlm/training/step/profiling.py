@@ -29,6 +29,9 @@ On a GPU the profiler records CUDA activity too, and every kernel's time goes to
 op that launched it (the profiler links the two): the table then has a GPU column, and the share
 of the wall time the GPU was busy (what is not busy is time the GPU waited for the host). The
 window begins and ends with a device synchronisation, so its wall time holds the kernels it ran.
+A compiled graph launches its GEMMs and its generated kernels alike, so a second table charges
+every kernel by its own name (:mod:`.kernels`: GEMM, attention, Inductor's fused kernels, ...),
+with the costliest kernels listed.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ...core import write_json_atomic
+from . import kernels
 
 GROUPS = ("GEMM", "attention", "norms/GELU", "LM head + loss", "embeddings",
           "compiled fused kernels", "optimizer: Newton-Schulz", "optimizer: other", "data", "other ops",
@@ -104,7 +108,11 @@ def _forward_group(event) -> str | None:
 def group_events(events) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Self CPU time (µs), FLOPs and self device time (µs: the kernels each op launched) per
     group for ``torch.profiler`` function events (their ``cpu_parent`` links intact). Scope
-    events' own CPU time is Python between ops: overhead."""
+    events' own CPU time is Python between ops: overhead. The GPU's own events (kernels, copies)
+    are among the events too, each already in its launching op's device time: counted there only
+    (they once went to a second group by their names as well, and the GPU column then held every
+    kernel twice)."""
+    events = [e for e in events if _on_host(e)]
     by_seq: dict[tuple, str] = {}
     for e in events:  # forward ops that recorded an autograd node, by its sequence number
         g = _forward_group(e)
@@ -128,6 +136,13 @@ def group_events(events) -> tuple[dict[str, float], dict[str, float], dict[str, 
         if e.flops and not any(c.flops for c in e.cpu_children):
             flops[g] += e.flops
     return totals, flops, device
+
+
+def _on_host(event) -> bool:
+    """An op the host ran (not a kernel or copy the GPU ran, which has no CPU time of its own)."""
+    from torch.autograd import DeviceType
+
+    return getattr(event, "device_type", DeviceType.CPU) == DeviceType.CPU
 
 
 def _backward_node(event):
@@ -240,7 +255,9 @@ def markdown(result: dict) -> str:
                       f"waited for the host); ms per step is the host's time launching each group"]
     if "gemm_gflops_per_s" in result:
         lines += ["", f"GEMM rate inside the linear layers: {result['gemm_gflops_per_s']:.0f} GFLOP/s"]
-    return "\n".join(lines) + "\n"
+    if "kernels" in result:
+        lines += [""] + kernels.markdown("GPU kernels by name", result["kernels"])
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def profiler_activities() -> list:
@@ -310,8 +327,12 @@ class ProfileCallback(TrainerCallback):
         self.prof.__exit__(None, None, None)
         if self.labels is not None:
             self.labels.__exit__()
-        totals, flops, device = group_events(self.prof.events())
+        events = self.prof.events()
+        totals, flops, device = group_events(events)
         result = profile_table(totals, wall, steps or self.steps, gemm_flops=flops["GEMM"], device_us=device)
+        on_gpu = kernels.device_kernels(events)
+        if on_gpu:  # by the kernels' own names: what a compiled graph's launching ops cannot say
+            result["kernels"] = kernels.breakdown(on_gpu, wall * 1e6, steps or self.steps)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.prof.export_chrome_trace(str(self.out_dir / "trace.json"))
         (self.out_dir / "profile.md").write_text(markdown(result))
