@@ -699,7 +699,8 @@ def test_a_variant_with_more_sequences_a_step_accumulates_the_rest(monkeypatch):
 def test_the_kernels_sub_profiles_the_compiled_step_and_its_report_is_a_table_of_its_own(monkeypatch):
     """On the CPU the sub runs the profiler over the real step and finds no GPU kernel (said, not
     a crash); the step's result moves its profile out of the rows into tables of their own."""
-    from gpu import kernels, levers
+    from gpu import kernels as kernels_sub, levers
+    from londonlm.training.step import kernels
     from londonlm.training.model import ModelShape
 
     monkeypatch.setattr(levers, "model_shape", lambda model, vocab: ModelShape(1, 2, 32, 16, 300))
@@ -713,7 +714,7 @@ def test_the_kernels_sub_profiles_the_compiled_step_and_its_report_is_a_table_of
     def broken(*a):
         raise RuntimeError("CUPTI_ERROR_INSUFFICIENT_PRIVILEGES")
 
-    monkeypatch.setattr(kernels, "profile_kernels", broken)  # the variant's timed rows survive it
+    monkeypatch.setattr(kernels_sub, "profile_kernels", broken)  # the variant's timed rows survive it
     rows = levers.measure_variant(v, levers.ThroughputConfig(warmup=1, windows=1, steps_per_window=2), 1e6, "cpu")
     assert rows[0]["tokens_per_s"] > 0 and "CUPTI_ERROR_INSUFFICIENT_PRIVILEGES" in rows[1]["kernels"]["error"]
 

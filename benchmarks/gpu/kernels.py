@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from londonlm.training.step.kernels import breakdown, device_kernels, markdown  # noqa: F401  (the report's tables)
+from londonlm.training.step.kernels import breakdown, device_kernels
 
 
 def profile_kernels(step: Callable[[], object], sync: Callable[[], None], steps: int) -> dict:

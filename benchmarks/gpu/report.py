@@ -14,7 +14,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from . import kernels
+from londonlm.training.step import kernels
 
 BEGIN, END = "<!-- gpu-acceptance:begin -->", "<!-- gpu-acceptance:end -->"
 # the end marker of any acceptance block, the full run's or a partial one's
