@@ -22,11 +22,13 @@ The budget arithmetic (:func:`run_plan`) is pure and tested with a fake clock; t
 """
 from __future__ import annotations
 
+import gc
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import kernels
 from .arith import median_ms, mfu, time_windows, tokens_per_second
 
 PRESET_OF = {"small": "slm", "medium": "regular"}
@@ -75,8 +77,9 @@ PLAN = [
     Variant("medium: 64 sequences a step", "medium", sequences=64),
     Variant("small: eager", "small", compile="eager", subs=("adamw", "kernels")),
     # a run of ours under a budget below 600 s trains eager (COMPILE_MIN_BUDGET_SECONDS), the race's
-    # included (hence the eager step's kernel profile too: how much of it the GPU waits); the fused loss was measured compiled only (-4.4 points), where Inductor fuses the
-    # stock loss's passes over the logits itself; eager, nothing does. No compile: seconds each
+    # included (hence the eager step's kernel profile too: how much of it the GPU waits); the fused
+    # loss was measured compiled only (-4.4 points), where Inductor fuses the stock loss's passes
+    # over the logits itself; eager, nothing does. No compile: seconds each
     Variant("small: eager, fused loss", "small", compile="eager", fused_loss=True),
     Variant("medium: eager", "medium", compile="eager"),
     Variant("medium: eager, fused loss", "medium", compile="eager", fused_loss=True),
@@ -286,17 +289,13 @@ def _measure_sub(sub: str, model, step, cfg: ThroughputConfig, sync, shape, peak
                  tokens: int) -> dict:
     """One sub's figures: its first step's seconds (the model's compile, on the first sub), then
     either the timed windows' rate and MFU or (``kernels``) the profiled step's kernel time."""
-    import gc
-
     t0 = time.perf_counter()
     step()  # the first step compiles (the model on the first sub, Newton-Schulz on its own)
     sync()
     first = round(time.perf_counter() - t0, 1)
     if sub == "kernels":
-        from .kernels import profile_kernels
-
         try:
-            return {"first_step_s": first, "kernels": profile_kernels(step, sync, cfg.steps_per_window)}
+            return {"first_step_s": first, "kernels": kernels.profile_kernels(step, sync, cfg.steps_per_window)}
         except Exception as e:  # noqa: BLE001  (a profiler failure must not cost the variant's measured rows)
             return {"first_step_s": first, "kernels": {"error": f"the profiler failed: {type(e).__name__}: {e}"[:300]}}
     if sub == "gc-frozen":  # nanochat's: nothing the loop allocates is ever scanned

@@ -25,13 +25,9 @@ def series(results: dict) -> list[tuple[str, list[tuple[float, float]]]]:
 
 
 def seed_seconds(results: dict) -> float | None:
-    """The seconds the seed recipe's final bpb took: this race's run's, else the race's seconds
-    where the bpb was given from an earlier race (``--seed_bpb``: it ran as long as this call's
-    race would)."""
-    seed = results.get("seed_recipe", {})
-    if seed.get("bpb") is not None:
-        return seed.get("train_seconds") or results["meta"]["seconds"]
-    return results["meta"]["seconds"] if results["meta"].get("seed_bpb_given") is not None else None
+    """The seconds behind the seed recipe's final bpb, the race's own (a variants-only call's
+    ``--seed_bpb`` came from a race of the same seconds); None without a seed bpb."""
+    return results["meta"]["seconds"] if report.seed_bpb(results) is not None else None
 
 
 def draw(results: dict, png: Path) -> Path | None:

@@ -1,9 +1,9 @@
 """A GPU profile's kernels by name: where a training step's GPU time goes.
 
-Under ``torch.compile`` the op that launched a kernel is a graph wrapper, so charging kernels to
-their launching ops (:mod:`.profiling`'s op groups) cannot say which were GEMMs: the H200's first
-``--profile_steps`` run (2026-11-26) put 0.07 ms a step in GEMM and 4.88 in "compiled fused
-kernels". Kernel names are stable instead: cuBLAS's GEMMs are ``nvjet_*`` or
+Under ``torch.compile`` the ops that launch kernels are mostly graph wrappers: one compiled graph
+launches Inductor's GEMM templates, its fused norms, activations and loss pieces and its copies
+alike, so charging kernels to their launching ops (:mod:`.profiling`'s op groups) lumps them
+together. Kernel names are stable instead: cuBLAS's GEMMs are ``nvjet_*`` or
 ``sm90_xmma_gemm_*``, CUTLASS's ``cutlass*``, FlashAttention's ``flash_*``, the memory-efficient
 kernel's ``fmha_*``, cuDNN's attention ``cudnn_*sdpa*``, fused AdamW's ``multi_tensor_apply_kernel``,
 and what Inductor generates ``triton_poi_*`` / ``triton_red_*`` / ``triton_per_*`` (its GEMM
@@ -68,8 +68,13 @@ def breakdown(kernels: list[tuple[str, float, float]], wall_us: float, steps: in
         per[kernel_group(name)] += e - s
         by_name.setdefault(name, []).append(e - s)
     busy = busy_us((s, e) for _, s, e in kernels)
-    ms = lambda us: round(us / 1e3 / steps, 3)  # noqa: E731
-    share = lambda us: round(us / wall_us, 4) if wall_us else 0.0  # noqa: E731
+
+    def ms(us: float) -> float:  # per step
+        return round(us / 1e3 / steps, 3)
+
+    def share(us: float) -> float:  # of the wall time
+        return round(us / wall_us, 4) if wall_us else 0.0
+
     top = sorted(by_name.items(), key=lambda kv: -sum(kv[1]))[:TOP]
     return {"steps": steps, "step_ms": ms(wall_us), "gpu_busy_ms": ms(busy), "gpu_idle_ms": ms(max(0.0, wall_us - busy)),
             "gpu_busy_share": share(busy), "kernels_per_step": round(len(kernels) / steps, 1),
