@@ -15,10 +15,12 @@ from ..core import OneLineErrors, UsageError, check_ranges, number_in, require_u
 from .speed.attention import SDPA_ORDERS
 from .speed.settings import MODES
 from .trackers import take_report_to
+from .trainer_checks import check_json_objects, check_trainer_args
 
 _POSITIVE_INT, _NON_NEGATIVE_INT = number_in(1), number_in(0)
 _POSITIVE, _NON_NEGATIVE = number_in(0, kind=float, above=True), number_in(0, kind=float)
 _BELOW_ONE = number_in(0, 1, kind=float, below=True)
+_SEED = number_in(0, 2**32 - 1)  # numpy's seeding takes no more
 # What a value given on the command line must be (the defaults may mean "unset": -1 steps, a 0
 # budget). Checked before any work, so nonsense ends in one line instead of a run that
 # misreads it (negative --max_steps trained a whole epoch) or a traceback deep inside.
@@ -37,8 +39,8 @@ FLAG_RANGES = {
     "warmup_steps": _NON_NEGATIVE, "warmup_ratio": _BELOW_ONE, "weight_decay": _NON_NEGATIVE,
     "max_grad_norm": _NON_NEGATIVE, "adam_beta1": _BELOW_ONE, "adam_beta2": _BELOW_ONE,
     "adam_epsilon": _POSITIVE, "logging_steps": _POSITIVE, "eval_steps": _POSITIVE, "save_steps": _POSITIVE,
-    "save_total_limit": _POSITIVE_INT, "dataloader_num_workers": _NON_NEGATIVE_INT, "seed": _NON_NEGATIVE_INT,
-    "data_seed": _NON_NEGATIVE_INT,
+    "save_total_limit": _POSITIVE_INT, "dataloader_num_workers": _NON_NEGATIVE_INT,
+    "seed": _SEED, "data_seed": _SEED, "label_smoothing_factor": _BELOW_ONE, "neftune_noise_alpha": _POSITIVE,
 }
 
 
@@ -300,6 +302,7 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
     argv = our_optimizer_flag(list(argv))
     given = explicit_flags(argv)
     argv, report_to = take_report_to(argv)  # checked here: one line, before any work
+    check_json_objects(argv)
     if "output_dir" not in given:
         argv += ["--output_dir", _UNSET]
     if "load_best_model_at_end" in given and not {"eval_strategy", "evaluation_strategy"} & given:
@@ -323,6 +326,7 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
     trainer = {f.name: getattr(ta, f.name) for f in dataclasses.fields(ta) if f.init}
     named = {**{f.name: getattr(v, f.name) for v in values for f in dataclasses.fields(v)}, **trainer}
     check_ranges({k: v for k, v in named.items() if k in given}, FLAG_RANGES)
+    check_trainer_args(ta, given)
     if "output_dir" not in given:
         trainer["output_dir"] = None
     if report_to is not None:

@@ -7,7 +7,9 @@ transformers documents them: ``--report_to wandb tensorboard`` or ``--report_to 
 from __future__ import annotations
 
 import importlib.util
+import netrc
 import os
+from urllib.parse import urlsplit
 
 from ..core import UsageError
 
@@ -16,14 +18,27 @@ ANY = ("all", "none")  # the Trainer's own words: every installed tracker, or no
 
 def default_report_to() -> list[str]:
     """TensorBoard when installed; W&B only when installed and configured to run
-    (an API key, or WANDB_MODE=offline), so a fresh machine never blocks on a login."""
+    (:func:`wandb_can_log`), so a fresh machine never blocks on a login."""
     out = []
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         out.append("tensorboard")
-    if importlib.util.find_spec("wandb") and os.environ.get("WANDB_MODE") != "disabled" and (
-            os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "offline"):
+    if importlib.util.find_spec("wandb") and os.environ.get("WANDB_MODE") != "disabled" and wandb_can_log():
         out.append("wandb")
     return out or ["none"]
+
+
+def wandb_can_log() -> bool:
+    """W&B can start without asking for a login: a mode that needs none (offline, disabled), an
+    API key in the environment, or one `wandb login` saved in ~/.netrc for its server. Without
+    any, wandb.init raised its own traceback at the first step, after the token cache was built."""
+    if os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled") or any(
+            os.environ.get(k) for k in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE")):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or ""
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def check_report_to(names: list[str]) -> list[str]:
@@ -45,6 +60,9 @@ def check_report_to(names: list[str]) -> list[str]:
         elif name not in installed:
             raise UsageError(f"--report_to: {name!r} is not installed here (pip install it); "
                              f"installed: {choices}")
+    if ("wandb" in wanted or ("all" in wanted and "wandb" in installed)) and not wandb_can_log():
+        raise UsageError("--report_to: wandb has no login here: set WANDB_API_KEY, run `wandb login`, "
+                         "or set WANDB_MODE=offline")
     return wanted
 
 

@@ -1,0 +1,105 @@
+"""The Trainer's own flags that ``TrainingArguments`` accepts while parsing but that fail only
+once a run has started: an optimizer or kernel package this machine lacks, an unknown compile
+mode or backend, a malformed ``--optim_args``, a JSON option that is not an object, a W&B
+tracker with no login, a push to the Hub. Each failed with the Trainer's traceback after the
+token cache was built (or, for the Hub, before the first step with a network error); here
+each is one ``error:`` line before any work. :func:`check_trainer_args` is called by the one
+parser of every training job (:func:`~.flags.parse_flags`)."""
+from __future__ import annotations
+
+import json
+
+from ..core import UsageError
+
+# TrainingArguments reads these as JSON objects when the text starts with "{" (else a file
+# path); a list or a number passed the parse and failed inside the run
+JSON_OBJECT_FLAGS = ("lr_scheduler_kwargs", "gradient_checkpointing_kwargs", "activation_checkpointing_kwargs",
+                     "accelerator_config", "fsdp_config", "deepspeed")
+# The training stage never publishes: 10_scripts/publish_to_huggingface.py does, with the model
+# card and the weights' checks. The Trainer's push would also pickle --hub_token into every
+# checkpoint's training_args.bin.
+HUB_FLAGS = ("push_to_hub", "hub_model_id", "hub_token", "hub_strategy", "hub_private_repo",
+             "hub_always_push", "hub_revision", "push_to_hub_model_id", "push_to_hub_organization",
+             "push_to_hub_token")
+
+
+def check_json_objects(argv: list[str]) -> None:
+    """Each JSON option given as JSON text (``{...``, ``[...``) parses to an object."""
+    for flag, text in _given_values(argv):
+        if flag in JSON_OBJECT_FLAGS and text.lstrip()[:1] in ("{", "["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"--{flag}: not valid JSON ({e.msg} at character {e.pos})") from None
+            if not isinstance(value, dict):
+                raise UsageError(f"--{flag}: must be a JSON object such as '{{\"key\": 1}}' (got {text})")
+
+
+def check_trainer_args(args, given) -> None:
+    """What the parsed ``TrainingArguments`` would fail on only inside the run, for the flags
+    ``given`` (the Trainer's defaults all work)."""
+    given = set(given)
+    hub = sorted(given & set(HUB_FLAGS))
+    if hub:
+        raise UsageError(f"--{hub[0]}: the training stage does not publish; once it has trained, "
+                         "run `python 10_scripts/publish_to_huggingface.py` (model card, checked weights)")
+    if "optim_args" in given:
+        _check_optim_args(args.optim_args)
+    if "optim" in given:
+        _check_optimizer_installed(args)
+    if args.torch_compile and {"torch_compile_mode", "torch_compile_backend"} & given:
+        _check_compile(args.torch_compile_mode, args.torch_compile_backend)
+    if args.use_liger_kernel:
+        from transformers.utils import is_liger_kernel_available
+
+        if not is_liger_kernel_available():
+            raise UsageError("--use_liger_kernel: liger-kernel is not installed here (pip install liger-kernel)")
+
+
+def _check_optim_args(text: str | None) -> None:
+    for item in (text or "").replace(" ", "").split(","):
+        if item and item.count("=") != 1:
+            raise UsageError(f"--optim_args: must be key=value pairs separated by commas (got {text!r})")
+
+
+def _check_optimizer_installed(args) -> None:
+    """The Trainer's optimizer class can be found here. Looked up without a model, which some
+    optimizers (GaLore, LOMO) need only after their package is found: their ValueErrors that
+    are not about a missing package are left to the run."""
+    from transformers import Trainer
+
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(args)
+    except ImportError as e:
+        raise UsageError(f"--optim {_name(args.optim)}: {' '.join(str(e).split())}") from None
+    except ValueError as e:
+        if "install" in str(e).lower() or "import" in str(e).lower():
+            raise UsageError(f"--optim {_name(args.optim)}: {' '.join(str(e).split())}") from None
+
+
+def _check_compile(mode: str | None, backend: str | None) -> None:
+    from accelerate.utils import DynamoBackend
+    from torch._inductor import list_mode_options
+
+    modes = list(list_mode_options())
+    if mode is not None and mode not in modes:
+        raise UsageError(f"--torch_compile_mode: must be one of {', '.join(modes)} (got {mode!r})")
+    if backend is not None and backend.upper() not in DynamoBackend.__members__:
+        known = ", ".join(sorted(b.lower() for b in DynamoBackend.__members__))
+        raise UsageError(f"--torch_compile_backend: must be one of {known} (got {backend!r})")
+
+
+def _given_values(argv: list[str]):
+    """(flag name, value text) for each ``--flag value`` / ``--flag=value`` in ``argv``."""
+    for i, a in enumerate(argv):
+        if not a.startswith("--"):
+            continue
+        if "=" in a:
+            name, text = a[2:].split("=", 1)
+            yield name, text
+        elif i + 1 < len(argv):
+            yield a[2:], argv[i + 1]
+
+
+def _name(value) -> str:
+    return str(getattr(value, "value", value))

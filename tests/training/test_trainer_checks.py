@@ -1,0 +1,125 @@
+"""The Trainer's flags that parsed but failed only inside the run (a traceback after the token
+cache was built, or a network error before the first step): each is now one usage error when
+the command line is parsed, before any work."""
+import importlib.util
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from londonlm.core.errors import UsageError
+from londonlm.training import parse_train_flags
+from londonlm.training.trackers import default_report_to, wandb_can_log
+
+
+def refused(*argv) -> str:
+    with pytest.raises(UsageError) as e:
+        parse_train_flags(["--preset", "micro", *argv])
+    return str(e.value)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--optim", "adamw_bnb_8bit"], "--optim adamw_bnb_8bit: You need to install `bitsandbytes`"),
+    (["--optim", "lomo"], "--optim lomo: You need to install `lomo_optim`"),
+    (["--optim", "adamw_torch_xla"], "--optim adamw_torch_xla: Trainer failed to import"),
+])
+def test_an_optimizer_whose_package_is_missing_is_refused(argv, said):
+    for package in ("bitsandbytes", "lomo_optim", "torch_xla"):
+        if importlib.util.find_spec(package):
+            pytest.skip(f"{package} is installed here")
+    assert refused(*argv).startswith(said)
+
+
+def test_an_installed_trainer_optimizer_is_accepted():
+    flags = parse_train_flags(["--preset", "micro", "--optim", "adafactor", "--optim_args", "scale_parameter=False"])
+    assert str(getattr(flags.trainer["optim"], "value", flags.trainer["optim"])) == "adafactor"
+
+
+@pytest.mark.parametrize("text", ["x", "a=1,b", "a=b=c"])
+def test_optim_args_must_be_key_value_pairs(text):
+    assert refused("--optim_args", text).startswith("--optim_args: must be key=value pairs")
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--lr_scheduler_kwargs", "[1]"], "--lr_scheduler_kwargs: must be a JSON object"),
+    (["--lr_scheduler_kwargs={bad"], "--lr_scheduler_kwargs: not valid JSON"),
+    (["--gradient_checkpointing_kwargs", "[true]"], "--gradient_checkpointing_kwargs: must be a JSON object"),
+])
+def test_a_json_option_must_be_a_json_object(argv, said):
+    assert refused(*argv).startswith(said)
+
+
+def test_a_json_object_option_is_accepted():
+    flags = parse_train_flags(["--preset", "micro", "--lr_scheduler_kwargs", '{"min_lr_rate": 0.1}'])
+    assert flags.trainer["lr_scheduler_kwargs"] == {"min_lr_rate": 0.1}
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--torch_compile", "--torch_compile_mode", "fastest"], "--torch_compile_mode: must be one of default,"),
+    (["--torch_compile", "--torch_compile_backend", "bogus"], "--torch_compile_backend: must be one of"),
+])
+def test_an_unknown_compile_mode_or_backend_is_refused(argv, said):
+    assert refused(*argv).startswith(said)
+
+
+def test_a_known_compile_mode_is_accepted():
+    flags = parse_train_flags(["--preset", "micro", "--torch_compile", "--torch_compile_mode", "max-autotune"])
+    assert flags.trainer["torch_compile_mode"] == "max-autotune"
+
+
+def test_liger_kernels_that_are_not_installed_are_refused():
+    if importlib.util.find_spec("liger_kernel"):
+        pytest.skip("liger-kernel is installed here")
+    assert refused("--use_liger_kernel").startswith("--use_liger_kernel: liger-kernel is not installed")
+
+
+@pytest.mark.parametrize("argv", [["--push_to_hub"], ["--hub_token", "hf_secret"], ["--hub_model_id", "me/x"]])
+def test_the_training_stage_does_not_push_to_the_hub(argv):
+    said = refused(*argv)
+    assert "does not publish" in said and "publish_to_huggingface.py" in said and "hf_secret" not in said
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--seed", "4294967296"], "--seed: must be at most 4294967295"),
+    (["--data_seed", "-1"], "--data_seed: must be at least 0"),
+    (["--label_smoothing_factor", "1.5"], "--label_smoothing_factor: must be less than 1"),
+    (["--neftune_noise_alpha", "-1"], "--neftune_noise_alpha: must be more than 0"),
+])
+def test_trainer_numbers_out_of_range(argv, said):
+    assert refused(*argv).startswith(said)
+
+
+@pytest.fixture
+def no_wandb_login(monkeypatch, tmp_path):
+    if not importlib.util.find_spec("wandb"):
+        pytest.skip("wandb is not installed here")
+    for k in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    return tmp_path / "netrc"
+
+
+@pytest.mark.parametrize("argv", [["--report_to", "wandb"], ["--report_to", "all"]])
+def test_wandb_without_a_login_is_refused_when_parsed(no_wandb_login, argv):
+    assert refused(*argv).startswith("--report_to: wandb has no login here")
+    assert "wandb" not in default_report_to()
+
+
+def test_a_saved_wandb_login_or_an_offline_mode_is_enough(no_wandb_login, monkeypatch):
+    no_wandb_login.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    no_wandb_login.chmod(0o600)
+    assert wandb_can_log()
+    no_wandb_login.unlink()
+    assert not wandb_can_log()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert parse_train_flags(["--preset", "micro", "--report_to", "wandb"]).trainer["report_to"] == ["wandb"]
+
+
+def test_the_script_says_it_in_one_line_before_any_work(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "04_training" / "train_model_slm.py"), "--preset", "micro",
+                        "--root", tmp_path, "--optim_args", "lr"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and re.fullmatch(r"error: --optim_args: .*\n", r.stderr), r.stderr
+    assert not (tmp_path / "09_models").exists()
