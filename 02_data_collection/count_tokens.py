@@ -5,15 +5,17 @@ tokenizer (or another tokenizer folder); writes metadata/token_counts.json.
     python 02_data_collection/count_tokens.py
     python 02_data_collection/count_tokens.py --tokenizer path/to/tokenizer_or_model_folder
 """
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
 from londonlm.core.cli import StageParser
-from londonlm.core.artifacts import refuse_output_over_inputs, write_json_atomic
+from londonlm.core.artifacts import refuse_output_over_inputs
 from londonlm.tokens.counts import count_tokens_with, format_token_counts
 from londonlm.core.errors import run_main
+from londonlm.corpus.ocr.files import check_output, output_file, same_as_stdout
 
 
 def main(argv=None) -> int:
@@ -30,10 +32,15 @@ def main(argv=None) -> int:
     out = Path(a.output) if a.output else layout.metadata_dir / "token_counts.json"
     # before the counting: a report written over the corpus or the tokenizer would replace it
     refuse_output_over_inputs("--output", out, {"the corpus folder": processed, "the tokenizer folder": tok_dir})
+    check_output("--output", a.output or out)  # a folder, a path under a file: refused before the counting
     counts = count_tokens_with(processed, tok_dir)
-    write_json_atomic(out, counts)
-    print(format_token_counts(counts))
-    print(f"written {out}")
+    # whole or not at all; a device or a pipe (/dev/null, /dev/stdout) written as it is, never
+    # replaced by a file renamed over it
+    with output_file(out) as f:
+        f.write(json.dumps(counts, indent=2, default=str) + "\n")
+    log = sys.stderr if same_as_stdout(out) else sys.stdout
+    print(format_token_counts(counts), file=log)
+    print(f"written {out}", file=log)
     return 0
 
 

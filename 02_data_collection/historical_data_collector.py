@@ -18,6 +18,7 @@ folder and/or the embedded offline sample; clean, filter, dedup and write texts 
 import argparse
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
@@ -38,6 +39,13 @@ def parse_base_urls(values, p) -> dict:
         kind, sep, url = v.partition("=")
         if not sep or kind not in KINDS or not url:
             p.error(f"--base_url wants KIND=URL with KIND one of {', '.join(sorted(KINDS))}; got {v!r}")
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            # only http(s) is fetched: another scheme failed every download of the kind, one by one
+            p.error(f"--base_url {kind}: {url!r} is not an http(s) URL such as https://mirror.example")
         out[kind] = url
     return out
 
@@ -54,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="registry file (default 02_data_collection/data_sources.yaml)")
     g.add_argument("--list", action="store_true", help="list the registry's sources and exit")
     g.add_argument("--source_dir", type=existing_dir, help="folder of .txt/.xml/.html files to add (recursively)")
-    g.add_argument("--default_year", type=positive_int,
+    g.add_argument("--default_year", type=year,
                    help="year for --source_dir files whose name has no date (and no MANIFEST.tsv)")
     g.add_argument("--ocr", action="store_true",
                    help="the --source_dir files are OCR: repair them with the period's evidence and filter the "
@@ -121,7 +129,7 @@ def main(argv=None) -> int:
         p.error("--ocr marks the --source_dir files as OCR; give --source_dir")
     layout = config.get_layout(a.root)
     entries = []
-    if a.sources or a.all_sources or a.max_sources or a.registry or a.list:
+    if a.sources is not None or a.all_sources or a.max_sources or a.registry or a.list:
         all_entries = load_registry(a.registry or layout.registry_file)
         if a.list:
             print_registry(all_entries)

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from .manifest import (CORPUS_OUTPUTS, REJECTIONS, SUMMARY_KEYS, CorpusError, co
                        read_jsonl, iter_manifest, summarize)
 from .ocr import OCR_DIR, OcrOptions, bounded_workers, collection_lexicon
 from .processing import process_documents
-from .shards import PLAN_FILE, ShardKeep, merge_shards, prepare_shard, shard_dir
+from .shards import PLAN_FILE, NoDocuments, ShardKeep, merge_shards, prepare_shard, shard_dir
 from .sources import Document, load_registry, make_source, select_sources
 
 
@@ -178,6 +179,16 @@ def _refuse_reading_own_outputs(processed_dir: Path, source_dir: str | Path) -> 
     if processed_dir.resolve().is_relative_to(folder):
         raise CorpusError(f"the corpus would be written to {processed_dir}, inside --source_dir {source_dir}, "
                           f"and read back as new texts: give a --root outside {source_dir}")
+    _refuse_deleting_inputs(processed_dir, source_dir, "--source_dir")
+
+
+def _refuse_deleting_inputs(processed_dir: Path, source_dir: str | Path, what: str) -> None:
+    """The corpus folder is the collection's own (its texts/ keeps only what the new manifest
+    lists, its shards are reset): files read from a folder inside it would be deleted."""
+    if user_path(source_dir).resolve().is_relative_to(processed_dir.resolve()):
+        raise CorpusError(f"{what} {source_dir} lies inside the corpus folder {processed_dir}, which the "
+                          f"collection rewrites (its files there would be deleted): copy them elsewhere first, "
+                          f"or give another --root")
 
 
 def _refuse_replacing(processed_dir: Path, chosen: list[dict[str, Any]]) -> None:
@@ -200,7 +211,7 @@ def _hash_files(files: Iterable[Path], root: Path) -> str:
     with it."""
     h = hashlib.sha256()
     for p in sorted(files):
-        h.update(p.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        h.update(os.fsencode(p.relative_to(root).as_posix()) + b"\0")  # (a name's bytes, UTF-8 or not)
         fh = hashlib.sha256()
         try:
             with open(p, "rb") as f:
@@ -217,11 +228,15 @@ def source_fingerprint(src, downloads_dir: Path) -> str:
     downloaded. A changed byte anywhere makes the corpus stale."""
     from .sources import sample_files
     from .sources.base import source_dir
+    from .sources.local import FOLDER_MANIFEST
 
     if hasattr(src, "fingerprint"):  # a source that knows what it reads (a Hub dataset's revision)
         return src.fingerprint()
     if src.kind == "local":
-        return _hash_files(src.files(), src.folder())
+        # with its MANIFEST.tsv: a title, year or London flag mended there changes the documents
+        # (a year out of the period rejects one), and a corpus built before is no longer current
+        files, table = src.files(), src.folder() / FOLDER_MANIFEST
+        return _hash_files(files + [table] if table.is_file() and table not in files else files, src.folder())
     if src.kind == "sample":
         files = sample_files(src.spec.get("limit_chars"))
         return _hash_files(files, files[0].parent) if files else "empty"
@@ -264,6 +279,11 @@ def run_collection(entries: Sequence[dict[str, Any]], downloads_dir: str | Path,
     o = options or CollectionOptions()
     if not entries:
         raise CollectionError("no sources selected; pass --sources, --source_dir or --sample")
+    for e in entries:
+        if e.get("kind") == "local" and e.get("path"):
+            _refuse_deleting_inputs(Path(processed_dir), str(e["path"]), f"the folder of source {e['id']!r},")
+    for what, folder in (("corpus", processed_dir), ("metadata", metadata_dir), ("downloads", downloads_dir)):
+        _refuse_file_in_the_way(Path(folder), what)
     with collection_lock(Path(processed_dir), o.shard, o.num_shards):
         return _collect(entries, Path(downloads_dir), Path(processed_dir), Path(metadata_dir), o)
 
@@ -308,9 +328,24 @@ def _collect(entries: Sequence[dict[str, Any]], downloads_dir: Path, processed_d
               f"accepted); merge with --merge --num_shards {o.num_shards} once every shard is done")
         return stats
     _check_plans(processed_dir, plan, o.num_shards)
-    (processed_dir / SIDECAR).unlink(missing_ok=True)  # the old outputs are replaced from here on
-    stats["merge"] = merge_shards(processed_dir, o.num_shards, o.validation_percent)
+    try:  # a merge that keeps nothing raises before it writes: the corpus there stays whole, and current
+        stats["merge"] = merge_shards(processed_dir, o.num_shards, o.validation_percent, require_documents=True,
+                                      before_writing=lambda: (processed_dir / SIDECAR).unlink(missing_ok=True))
+    except NoDocuments as e:
+        _log_rejections(e.rejections, sum(e.reasons.values()), "the shards' staged.jsonl", o)
+        raise CollectionError(str(e)) from None
     return _finish(stats, entries, inputs, processed_dir, metadata_dir, o, t0)
+
+
+def _refuse_file_in_the_way(folder: Path, what: str) -> None:
+    """One line, before any work, when ``folder`` or a folder on its way is a file: making it
+    raised FileExistsError (a traceback), after the downloads for the metadata folder."""
+    p = folder.absolute()
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    if os.path.exists(p) and not p.is_dir():
+        raise CollectionError(f"the {what} folder {folder} cannot be made: {p} is a file, not a folder; "
+                              f"move it aside or give another --root")
 
 
 LOCK_FILE = ".collection.lock"
@@ -450,20 +485,27 @@ def _check_plans(processed_dir: Path, plan: str, num_shards: int) -> None:
                                   f"re-run it with --shard {k} --num_shards {num_shards} --overwrite")
 
 
+def _log_rejections(rows: Iterable[dict], total: int | None, where_all: Any, o: CollectionOptions) -> None:
+    """The first rejections, one line each, then how many more (``total``: all of them, when
+    ``rows`` holds only the first)."""
+    n_rejected = 0
+    for n_rejected, r in enumerate(rows, 1):
+        if n_rejected <= _MAX_LOGGED_REJECTIONS:
+            where = r.get("relpath") or r.get("url") or r.get("source", "")
+            o.log(f"rejected {r.get('id')} [{r.get('reason')}] {where} {r.get('detail', '')}".rstrip())
+    n_rejected = max(n_rejected, total or 0)
+    if n_rejected > _MAX_LOGGED_REJECTIONS:
+        o.log(f"... and {n_rejected - _MAX_LOGGED_REJECTIONS} more rejections: see {where_all}")
+
+
 def _finish(stats: dict[str, Any], entries: Sequence[dict[str, Any]], inputs: dict[str, str],
             processed_dir: Path, metadata_dir: Path, o: CollectionOptions, t0: float) -> dict[str, Any]:
     """Log the rejections, write the report and statistics, then the sidecar (last)."""
     from .report import CORPUS_STATS, format_summary, write_report
 
     counts = summary_counts(stats["merge"], iter_manifest(processed_dir, keys=SUMMARY_KEYS), o.cutoff_year)
-    n_rejected = 0
-    for n_rejected, r in enumerate(read_jsonl(processed_dir / REJECTIONS), 1):
-        if n_rejected <= _MAX_LOGGED_REJECTIONS:
-            where = r.get("relpath") or r.get("url") or r.get("source", "")
-            o.log(f"rejected {r.get('id')} [{r.get('reason')}] {where} {r.get('detail', '')}".rstrip())
-    if n_rejected > _MAX_LOGGED_REJECTIONS:
-        o.log(f"... and {n_rejected - _MAX_LOGGED_REJECTIONS} more rejections: see {processed_dir / REJECTIONS}")
-    if not counts["documents"]:
+    _log_rejections(read_jsonl(processed_dir / REJECTIONS), None, processed_dir / REJECTIONS, o)
+    if not counts["documents"]:  # (the merge refuses to write a corpus of none: not reached)
         raise CollectionError(f"no usable documents: every input was empty, unreadable or rejected "
                               f"({counts['rejected'] or 'no input'}); see {processed_dir / REJECTIONS}")
     stats["seconds"] = counts["seconds"] = round(time.time() - t0, 2)

@@ -280,7 +280,11 @@ class Downloader:
         if have and stored is None:
             discard_part(dest)  # the part came from another URL: nothing to check it against
             have = 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        # the file's own bytes: a Range counts bytes of the representation sent (gzip's, under a
+        # Content-Encoding), and Content-Length the bytes on the wire, not those decoded
+        headers = {"Accept-Encoding": "identity"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
         if have and stored and if_range_value(stored):
             headers["If-Range"] = if_range_value(stored)
         r = self._request(url, headers=headers, stream=True)
@@ -296,6 +300,9 @@ class Downloader:
                 discard_part(dest)
                 raise _Transient("HTTP 416 with a stale partial file; restarting", 0.0)
             resumed = r.status_code == 206 and have > 0
+            if resumed and _encoded(r):  # a range of gzip's bytes, decoded: cannot be spliced onto the part
+                discard_part(dest)
+                raise _Transient("the server compressed a resumed range; restarting from zero", 0.0)
             if r.status_code == 206:
                 start = content_range_start(r.headers.get("Content-Range"))
                 why = (f"server resumed at {start}, expected {have}" if start != have else
@@ -309,7 +316,7 @@ class Downloader:
             got, expected_len = _stream_body(r, part, append=resumed)
             if expected_len is not None and got != expected_len:
                 raise _Transient(f"truncated body: {got} of {expected_len} bytes", None)
-            if r.headers.get("Content-Encoding") in (None, "", "identity") and expected_len is None \
+            if not _encoded(r) and expected_len is None \
                     and r.headers.get("Transfer-Encoding", "").lower() != "chunked" and got == 0:
                 raise _Transient("empty body without length", None)
         os.replace(part, dest)
@@ -362,7 +369,15 @@ def _stream_body(r: requests.Response, part: Path, append: bool) -> tuple[int, i
                 got += len(chunk)
         f.flush()
         os.fsync(f.fileno())
+    if _encoded(r):  # Content-Length counts the compressed bytes: compare those received on the wire
+        wire = getattr(r.raw, "tell", None)
+        got = wire() if callable(wire) else got
     return got, content_length(r.headers)
+
+
+def _encoded(r: requests.Response) -> bool:
+    """Whether the body came compressed (requests hands it over decoded)."""
+    return (r.headers.get("Content-Encoding") or "identity").strip().lower() != "identity"
 
 
 def _progress(total: int, desc: str, enabled: bool):

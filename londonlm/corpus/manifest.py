@@ -238,22 +238,28 @@ def document_text(processed_dir: str | Path, row: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------- writing
 def place_texts(out_dir: Path, texts: Mapping[str, Path] | Iterable[tuple[str, Path]],
-                kept: Callable[[str], bool] | None = None) -> None:
+                kept: Callable[[str], bool] | None = None, prune: bool = True) -> None:
     """Hard-link (else copy) each text to its manifest ``path`` under ``out_dir`` (``texts``
     maps ``"texts/<id>.txt"`` to the source file), then remove the texts an earlier build left
     there that are no longer kept: the folder must hold only what its new manifest lists.
     ``kept(rel)`` says whether a path is one of ``texts`` (a caller with a corpus too large to
-    hold its paths in memory asks its own index); without it, the paths placed are remembered."""
+    hold its paths in memory asks its own index); without it, the paths placed are remembered.
+    ``prune=False`` leaves the stale texts for :func:`prune_texts` (with ``kept``), called once the
+    new manifest is in place: until then the old manifest's texts are all still there."""
     placed: set[str] = set()
     for rel, src in (texts.items() if isinstance(texts, Mapping) else texts):
         link_or_copy(src, out_dir / rel)
         if kept is None:
             placed.add(os.path.normpath(rel))
-    folder = out_dir / TEXTS
-    folder.mkdir(parents=True, exist_ok=True)  # an empty corpus still has its texts folder
-    for p in _text_files(folder):
-        rel = p.relative_to(out_dir).as_posix()
-        if not (kept(rel) if kept is not None else os.path.normpath(rel) in placed):
+    (out_dir / TEXTS).mkdir(parents=True, exist_ok=True)  # an empty corpus still has its texts folder
+    if prune:
+        prune_texts(out_dir, kept if kept is not None else (lambda rel: os.path.normpath(rel) in placed))
+
+
+def prune_texts(out_dir: Path, kept: Callable[[str], bool]) -> None:
+    """Remove the texts under ``out_dir/texts`` whose manifest path ``kept(rel)`` denies."""
+    for p in _text_files(out_dir / TEXTS):
+        if not kept(p.relative_to(out_dir).as_posix()):
             p.unlink()
 
 

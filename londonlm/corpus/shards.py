@@ -16,6 +16,7 @@ dedup ties are broken by id, so 2 shards give byte-identical outputs to 1 shard.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ import numpy as np
 
 from ..core import ScratchTables, atomic_writer, write_text_atomic
 from .dedup import THRESHOLD, DupDecision, find_duplicates
-from .manifest import (DUPLICATES, MANIFEST, REJECTIONS, TEXTS, CorpusError, assign_split, place_texts, read_jsonl,
-                       split_to_move)
+from .manifest import (DUPLICATES, MANIFEST, REJECTIONS, TEXTS, CorpusError, assign_split, place_texts,
+                       prune_texts, read_jsonl, split_to_move)
 
 SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
@@ -44,6 +45,17 @@ _STAGING_KEYS = ("minhash", "status", "staged_path", "preview")
 
 class ShardError(CorpusError):
     """A merge was asked for while a shard is missing or unfinished; the message names the fix."""
+
+
+class NoDocuments(ShardError):
+    """Every staged document was rejected: nothing to replace the corpus with. ``reasons``:
+    rejections by reason; ``rejections``: the first rejection rows."""
+
+    def __init__(self, processed: Path, reasons: dict[str, int], rejections: list[dict[str, Any]]):
+        super().__init__(f"no usable documents: every input was empty, unreadable or rejected "
+                         f"({reasons or 'no input'}); nothing was replaced in {processed}; each document's "
+                         f"rejection is in {processed / SHARDS_DIR}/*/{STAGED_FILE}")
+        self.reasons, self.rejections = reasons, rejections
 
 
 def in_shard(key: str, shard: int, num_shards: int) -> bool:
@@ -145,8 +157,13 @@ def list_shards(processed_dir: str | Path, num_shards: int) -> list[Path]:
 
 def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_percent: float = 5.0,
                  threshold: float = THRESHOLD, split_fn: Callable[[str, float], str] | None = None,
-                 require_done: bool = True) -> dict[str, Any]:
+                 require_done: bool = True, require_documents: bool = False,
+                 before_writing: Callable[[], None] | None = None) -> dict[str, Any]:
     """Combine the shard outputs into ``manifest.jsonl`` + ``texts/`` + ``rejections.jsonl``.
+
+    ``require_documents``: a merge that would keep no document raises :class:`NoDocuments`
+    before anything is written, so the corpus already there stays whole. ``before_writing`` is
+    called once the merge is decided, before the first output is replaced.
 
     Every staged row passes through a SQLite file beside the shards (``shards/merge.sqlite``,
     removed when the merge ends), so the merge holds a batch of rows, never the corpus: the
@@ -165,7 +182,13 @@ def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_perc
         for dec in decisions:
             store.reject_duplicate(dec)
         store.assign_splits(split_fn or assign_split, validation_percent)
-        place_texts(processed, store.texts(processed, num_shards), kept=store.keeps_text)
+        if require_documents and not store.count_kept():
+            raise NoDocuments(processed, store.reasons(), list(itertools.islice(store.rejections(), 20)))
+        if before_writing is not None:
+            before_writing()
+        # the old corpus's texts that are no longer kept go last, once the new manifest is in place:
+        # a merge stopped before (a full disk, a kill) leaves the old manifest's texts all there
+        place_texts(processed, store.texts(processed, num_shards), kept=store.keeps_text, prune=False)
         with atomic_writer(processed / REJECTIONS) as f:
             for row in store.rejections():
                 f.write(json.dumps({k: v for k, v in row.items() if k not in ("minhash", "status", "staged_path")},
@@ -176,6 +199,7 @@ def merge_shards(processed_dir: str | Path, num_shards: int = 1, validation_perc
             for doc_id, split, packed in store.kept():
                 f.write(json.dumps(_manifest_row(json.loads(packed), doc_id, split), ensure_ascii=False,
                                    sort_keys=True) + "\n")
+        prune_texts(processed, store.keeps_text)
         reasons = store.reasons()
         return {"documents": store.count_kept(), "rejected": sum(reasons.values()), "rejections_by_reason": reasons,
                 "duplicate_clusters": len(clusters), "num_shards": num_shards}

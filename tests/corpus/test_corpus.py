@@ -129,7 +129,10 @@ def test_bad_inputs(tmp_path):
     (src / "utf16.txt").unlink()
     with pytest.raises(CorpusError, match="no usable documents"):
         build_corpus(tmp_path / "p", tmp_path / "m", options=CollectionOptions(log=logs.append), source_dir=src)
-    assert not (tmp_path / "p" / "sidecar.json").exists()
+    # nothing to replace it with: the corpus built before stays whole, with the sidecar that
+    # vouches for it (for its own inputs, not these: a rerun tries again)
+    assert {r["id"]: (tmp_path / "p" / r["path"]).read_text() for r in read_manifest(tmp_path / "p")} == texts
+    assert (tmp_path / "p" / "sidecar.json").exists()
 
 
 def test_embedded_sample_is_the_default_and_joins_a_folder(tmp_path):

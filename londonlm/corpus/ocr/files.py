@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Mapping
 
-from ...core import atomic_writer, naming
+from ...core import atomic_writer, is_fd_link, naming
 from ..manifest import CorpusError
 
 
@@ -44,24 +44,6 @@ def _identity(path: str) -> tuple[str, tuple[int, int] | None, int | None]:
 
 def _streamed(mode: int | None) -> bool:
     return mode is not None and (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode))
-
-
-_FD_LINK = re.compile(r"/(?:proc/(?:self|thread-self|\d+)|dev)/fd/\d+")
-
-
-def is_fd_link(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names an open file descriptor (``/dev/stdout``, ``/dev/fd/1``,
-    ``/proc/self/fd/1``): its links lead through ``/proc/*/fd/N``. Such a path resolves to a
-    pipe's pseudo-name, or to the file the shell opened, perhaps to append (``>> log``): it is
-    written as a stream, never replaced."""
-    p = os.path.abspath(path)
-    for _ in range(40):  # (the kernel's own limit on links followed)
-        if _FD_LINK.fullmatch(p):
-            return True
-        if not os.path.islink(p):
-            return False
-        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
-    return False
 
 
 def same_as_stdout(path: str | os.PathLike | None) -> bool:
@@ -95,9 +77,21 @@ def refuse_same_files(named: Mapping[str, str | os.PathLike | None]) -> None:
 
 
 def check_output(flag: str, path: str | os.PathLike) -> None:
-    """One line for an output that is no file: a folder, a block device, a socket."""
-    _, _, mode = _identity(os.fspath(path))
-    if mode is None or stat.S_ISREG(mode) or _streamed(mode):
+    """One line for an output that is no file: a folder, a block device, a socket, a name
+    ending in a slash (a folder meant), or one under a file (``input.jsonl/x``: found only
+    when the finished work was to be written)."""
+    name = os.fspath(path)
+    _, _, mode = _identity(name)
+    if mode is None:
+        if name.endswith(os.sep):
+            raise FileClash(f"{flag} {name} names a folder (it ends in {os.sep}): name a file to write")
+        parent = Path(os.path.abspath(name)).parent
+        while not os.path.lexists(parent) and parent != parent.parent:
+            parent = parent.parent
+        if os.path.exists(parent) and not os.path.isdir(parent):
+            raise FileClash(f"{flag} {name}: {parent} is a file, not a folder; name a file in a folder")
+        return
+    if stat.S_ISREG(mode) or _streamed(mode):
         return
     kind = "a folder" if stat.S_ISDIR(mode) else "a block device" if stat.S_ISBLK(mode) else \
         "a socket" if stat.S_ISSOCK(mode) else "not a regular file"

@@ -71,10 +71,14 @@ class ArchiveOrgSource(Source):
         page = 1
         while len(hits) < max_items:
             data = downloader.get_json(f"{self.base_url}/advancedsearch.php", params={**params, "page": page})
-            resp = data.get("response", {})
-            docs = resp.get("docs", [])
-            hits.extend(docs)
-            pages = math.ceil(int(resp.get("numFound", 0)) / rows) if rows else 1
+            resp = _mapping(_mapping(data).get("response"))
+            docs = resp.get("docs") if isinstance(resp.get("docs"), list) else []
+            # a hit that is no record (a string, a null) names no item: left out, not the end of the source
+            hits.extend(h for h in docs if isinstance(h, dict))
+            try:
+                pages = math.ceil(int(resp.get("numFound", 0)) / rows) if rows else 1
+            except (TypeError, ValueError, OverflowError):
+                pages = page
             if not docs or page >= pages:
                 break
             page += 1
@@ -101,7 +105,9 @@ class ArchiveOrgSource(Source):
                 continue
             item_dir.mkdir(parents=True, exist_ok=True)
             _write_json(item_dir / "metadata.json", meta)
-            names = [f.get("name", "") for f in meta.get("files", []) if str(f.get("name", "")).endswith("_djvu.txt")]
+            files = _mapping(meta).get("files")
+            names = [str(f.get("name", "")) for f in (files if isinstance(files, list) else [])
+                     if isinstance(f, dict) and str(f.get("name", "")).endswith("_djvu.txt")]
             if not names:
                 results.append(DownloadResult(key, str(item_dir), False, "failed", error="no *_djvu.txt file"))
                 continue
@@ -116,12 +122,15 @@ class ArchiveOrgSource(Source):
         if not search.exists():
             return
         for hit in json.loads(search.read_text(encoding="utf-8")):
+            if not isinstance(hit, dict):  # (a search.json written before hits were checked)
+                continue
             ident = str(hit.get("identifier", ""))
             if not ident or not wanted(keep, f"{self.id}/{ident}"):
                 continue
             item_dir = d / safe_id(ident)[0]
             meta_path = item_dir / "metadata.json"
-            meta = json.loads(meta_path.read_text(encoding="utf-8")).get("metadata", {}) if meta_path.exists() else {}
+            meta = _mapping(_mapping(json.loads(meta_path.read_text(encoding="utf-8"))).get("metadata")) \
+                if meta_path.exists() else {}
             merged = {**hit, **meta}
             base = self.meta()
             dates = dict(base["dates"])
@@ -138,6 +147,12 @@ class ArchiveOrgSource(Source):
             if not (item_dir / "text_djvu.txt").exists():
                 not_downloaded(doc, item_dir / "text_djvu.txt")
             yield doc
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when the API gave a JSON object there, else {} (a list, a string, a null: an
+    answer this code cannot read is an item without metadata, not the end of the source)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _write_json(path: Path, obj: Any) -> None:

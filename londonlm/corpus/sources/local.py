@@ -27,6 +27,7 @@ from .base import Document, Source, safe_id, wanted
 DEFAULT_PATTERNS = ("*.txt", "*.xml", "*.html", "*.htm", "*.txt.gz", "*.xml.gz")
 # a year in a file name, alone or as the start of a date (oldbailey_1782-04-10.xml, OA16780123.txt)
 _FILE_YEAR = re.compile(r"(?<!\d)(1[0-9]\d\d)(?:-?\d\d-?\d\d)?(?!\d)")
+FOLDER_MANIFEST = "MANIFEST.tsv"  # a folder's table of per-file metadata
 _BOOL = {"yes": True, "true": True, "1": True, "y": True, "no": False, "false": False, "0": False, "n": False}
 
 
@@ -34,7 +35,7 @@ def read_folder_manifest(folder: Path) -> dict[str, dict[str, str]]:
     """The rows of a folder's ``MANIFEST.tsv`` by file name ({} without one). UTF-8, or UTF-16
     with its byte-order mark (a spreadsheet's "Unicode text" export); anything else is refused
     by name: read wrongly, every file of the folder would lose its date."""
-    path = folder / "MANIFEST.tsv"
+    path = folder / FOLDER_MANIFEST
     if not path.exists():
         return {}
     data = path.read_bytes()
@@ -61,6 +62,14 @@ def _format_of(path: Path) -> str:
     return "text"
 
 
+def shown_name(name: str) -> str:
+    """A file name as text: bytes that are no UTF-8 (a Latin-1 name from an old archive), which
+    Python keeps as lone surrogates, shown as U+FFFD. Such a name written into a row or hashed
+    as UTF-8 raised UnicodeEncodeError and ended the collection; the file itself is still read
+    by its real name."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _link_problem(path: Path, rel: str) -> tuple[str, str] | None:
     """(``broken_link`` or ``link_loop``, detail) for a symbolic link that leads to no file;
     None for anything else."""
@@ -69,7 +78,7 @@ def _link_problem(path: Path, rel: str) -> tuple[str, str] | None:
     try:
         path.stat()
     except OSError as e:
-        target = os.readlink(path)
+        target = shown_name(os.readlink(path))
         if e.errno == errno.ELOOP:
             return "link_loop", f"{rel} -> {target}: the links lead back to themselves"
         return "broken_link", f"{rel} -> {target}: {e.strerror.lower() if e.strerror else 'cannot be followed'}"
@@ -103,7 +112,7 @@ class LocalSource(Source):
         for p in it:
             if p.name.startswith("."):
                 continue
-            rel = p.relative_to(root).as_posix()
+            rel = shown_name(p.relative_to(root).as_posix())
             if not any(fnmatch.fnmatch(p.name, pat) for pat in patterns) or \
                     any(fnmatch.fnmatch(rel, pat) for pat in exclude):
                 continue
@@ -138,7 +147,7 @@ class LocalSource(Source):
         entries = self._entries()
         n_files = sum(problem is None for _, problem in entries)
         for p, problem in entries:
-            rel = p.relative_to(root).as_posix()
+            rel = shown_name(p.relative_to(root).as_posix())
             if not wanted(keep, f"{self.id}/{rel}"):
                 continue
             stem = rel.removesuffix(".gz").rsplit(".", 1)[0]
@@ -153,7 +162,7 @@ class LocalSource(Source):
             if row.get("title"):
                 meta["title"] = row["title"]
             elif not meta["title"] or n_files > 1:
-                meta["title"] = p.name.split(".")[0].replace("_", " ")
+                meta["title"] = shown_name(p.name).split(".")[0].replace("_", " ")
             if row.get("author"):
                 meta["author"] = row["author"]
             meta["dates"] = self._dates(p.name, row, base["dates"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,7 +42,10 @@ def parse_tei(data: bytes):
         return etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, huge_tree=True)), False
     except etree.XMLSyntaxError:
         parser = etree.XMLParser(recover=True, resolve_entities=False, huge_tree=True)
-        root = etree.fromstring(data, parser=parser)
+        try:  # recovery fails too on some bytes (NULs only, no element at all): a rejection, not a crash
+            root = etree.fromstring(data, parser=parser)
+        except etree.XMLSyntaxError as e:
+            raise SourceError("xml_invalid", f"no element could be recovered ({e})") from None
         if root is None:
             raise SourceError("xml_invalid", "no element could be recovered")
         return root, True
@@ -56,26 +60,29 @@ def _text_of(el) -> str:
     Whitespace inside the XML (pretty-printing) is collapsed to single spaces, and the space
     that stripped tags leave before punctuation ("BLANCHARD ,") is closed up."""
     out: list[str] = []
-
-    def walk(node) -> None:
+    # depth first with a stack of its own, not the call stack: markup nested a few thousand deep
+    # (a damaged or hostile file) raised RecursionError, and that ended the whole collection
+    stack: list[tuple[Any, bool]] = [(el, False)]
+    while stack:
+        node, leaving = stack.pop()
         tag = node.tag if isinstance(node.tag, str) else ""
+        block = tag in _BLOCK_TAGS
+        if leaving:
+            if block:
+                out.append(_BREAK)
+            if node.tail and node is not el:
+                out.append(node.tail)
+            continue
         if tag in TEI_SKIP_TAGS:
             if node.tail:
                 out.append(node.tail)
-            return
-        block = tag in _BLOCK_TAGS
+            continue
         if block:
             out.append(_BREAK)
         if node.text:
             out.append(node.text)
-        for child in node:
-            walk(child)
-        if block:
-            out.append(_BREAK)
-        if node.tail and node is not el:
-            out.append(node.tail)
-
-    walk(el)
+        stack.append((node, True))
+        stack.extend((child, False) for child in reversed(node))
     text = re.sub(r"\s+", " ", "".join(out))
     text = re.sub(r"(?<=[\w)\]]) +(?=[,.;:!?](?:\s|$|\x00))", "", text)
     paras = [p.strip() for p in text.split(_BREAK)]
@@ -166,13 +173,28 @@ def documents_from_file(path: Path, meta: dict[str, Any], url: str = "") -> Iter
             doc.error = "bad_zip"
             yield doc
             return
+        from . import MAX_RAW_BYTES
+
         with zf:
-            for name in sorted(n for n in zf.namelist() if n.lower().endswith(".xml")):
+            for info in sorted((i for i in zf.infolist() if i.filename.lower().endswith(".xml")),
+                               key=lambda i: i.filename):
+                name = info.filename
                 mstem = name.rsplit("/", 1)[-1][:-4]
                 doc = Document(id=safe_id(f"{meta['source']}-{mstem}")[0], url=f"{url}!{name}", **meta)
                 doc.extra.update(raw_format="tei", member=name)
                 doc.text = None
-                doc.extra["raw_bytes"] = zf.read(name)
+                # one damaged or oversized member is that member's rejection: the archive's other
+                # sessions are still read (a raise here ended the whole source)
+                if info.file_size > MAX_RAW_BYTES:
+                    doc.error = "too_large"
+                    doc.extra["error_detail"] = f"{info.file_size} bytes unpacked > limit {MAX_RAW_BYTES}"
+                    yield doc
+                    continue
+                try:
+                    doc.extra["raw_bytes"] = zf.read(name)
+                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as e:
+                    doc.error = "bad_zip"
+                    doc.extra["error_detail"] = f"member {name}: {type(e).__name__}: {e}"
                 yield doc
         return
     doc = Document(id=safe_id(base_id)[0], url=url, **meta)
