@@ -17,7 +17,7 @@ from londonlm.tokens.stage import format_report, tokenizer_report
 
 
 def main(argv=None) -> int:
-    p = StageParser(description=__doc__.splitlines()[0])
+    p = StageParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokenizer", help="tokenizer folder (default: 09_models/tokenizers/<name>)")
     p.add_argument("--name", default=config.TOKENIZER.name)
     p.add_argument("--processed_dir", help="processed corpus folder")

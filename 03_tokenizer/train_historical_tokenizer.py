@@ -17,7 +17,7 @@ from londonlm.tokens.stage import train_tokenizer_stage
 
 
 def parse(argv=None):
-    p = StageParser(description=__doc__.splitlines()[0])
+    p = StageParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default=config.DEFAULT_PRESET, choices=list(config.PRESETS),
                    help="preset whose vocabulary size and context length to use")
     p.add_argument("--vocab_size", type=vocabulary, help="vocabulary size (default: the preset's)")

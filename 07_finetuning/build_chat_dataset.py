@@ -17,7 +17,7 @@ from londonlm.core.errors import run_main
 
 
 def main(argv=None) -> int:
-    p = StageParser(description=__doc__.splitlines()[0])
+    p = StageParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--source_dir", type=existing_dir, help="folder searched (recursively) for Old Bailey TEI *.xml "
                                         "(default: the downloads folder)")
     p.add_argument("--out_dir", type=writable_dir, help="dataset folder (default: data/london_historical/chat)")

@@ -22,7 +22,7 @@ from londonlm.core.layout import RunLayout
 
 
 def main(argv=None) -> int:
-    p = StageParser(description=__doc__.splitlines()[0])
+    p = StageParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=f"{config.DEFAULT_PRESET}-chat",
                    help="chat model: a run name (its final/), RUN/checkpoint-N or a folder")
     p.add_argument("--base", help="base model to compare with (default: the one it was tuned from)")

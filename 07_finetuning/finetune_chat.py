@@ -19,7 +19,7 @@ from londonlm.core.errors import run_main
 def main(argv=None) -> int:
     return chat_main(sys.argv[1:] if argv is None else list(argv), config.CHAT_PRESETS,
                      config.DEFAULT_PRESET, config.get_layout,
-                     description=__doc__.splitlines()[0])
+                     description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

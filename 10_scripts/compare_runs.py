@@ -28,7 +28,7 @@ def file_stem(text: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = StageParser(prog="compare_runs.py", description=__doc__.splitlines()[0])
+    p = StageParser(prog="compare_runs.py", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="*", help="run names under 09_models/checkpoints/ or run folders "
                                           "(default: every run with a run_info.json)")
     p.add_argument("--prefix", help="with no runs named: only runs whose name starts with this")

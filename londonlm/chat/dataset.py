@@ -10,16 +10,19 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ..core import (CHAT_REJECTED, CHAT_STATS, LondonLMError, SIDECAR, StageInputMissing, sha256_file,
-                    sidecar_current, write_sidecar, write_text_atomic)
+from ..core import (CHAT_REJECTED, CHAT_STATS, LondonLMError, SIDECAR, StageInputMissing, UsageError,
+                    refuse_foreign_folder, refuse_output_over_inputs, sha256_file, sidecar_current,
+                    write_sidecar, write_text_atomic)
 from ..corpus import read_folder_manifest
 from .card import dataset_card
 from .extract import PLACE, Conversation, extract_conversations
@@ -184,7 +187,13 @@ def _features():
 
 def _read(path: Path) -> bytes:
     data = path.read_bytes()
-    return gzip.decompress(data) if path.name.endswith(".gz") else data
+    if not path.name.endswith(".gz"):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # a download cut short, or no gzip at all
+        raise ChatDataError(f"{path} is not a whole gzip file ({e}); download it again, or move it out of "
+                            f"the --source_dir folder; nothing was written") from None
 
 
 def _settings(options: ChatDatasetOptions) -> dict:
@@ -201,6 +210,7 @@ def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
     if not source_dir.is_dir():
         raise StageInputMissing(f"source folder not found: {source_dir}; pass --source_dir with "
                                 f"Old Bailey TEI files (oldbailey_proceedings_*.xml)")
+    _refuse_unsafe_out_dir(source_dir, out_dir)
     manifest = read_folder_manifest(source_dir)
     sources = [describe_source(p, source_dir, manifest) for p in source_files(source_dir)]
     inputs = {s.name: s.sha256 for s in sources}
@@ -234,6 +244,20 @@ def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
     return stats
 
 
+def _refuse_unsafe_out_dir(source_dir: Path, out_dir: Path) -> None:
+    """The finished dataset replaces ``out_dir`` whole: refused (before any work) when that
+    would delete the TEI sources or a folder that is not an earlier build of this dataset."""
+    refuse_output_over_inputs("--out_dir", out_dir, {"the source folder": source_dir})
+    real_out = os.path.realpath(out_dir)
+    if os.path.realpath(source_dir).startswith(real_out.rstrip(os.sep) + os.sep):
+        raise UsageError(f"--out_dir {out_dir} holds the source folder {source_dir}, and the dataset "
+                         f"replaces that folder whole: name a folder outside it; nothing was written")
+    refuse_foreign_folder(out_dir / SIDECAR, STAGE, "--out_dir")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SIDECAR).is_file():
+        raise UsageError(f"--out_dir {out_dir} holds files that are not a chat dataset, and the dataset "
+                         f"replaces that folder whole: name an empty or new folder; nothing was written")
+
+
 def _swap_in(tmp: Path, out_dir: Path) -> None:
     old = out_dir.parent / f".{out_dir.name}.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -251,7 +275,31 @@ def load_chat_dataset(data_dir: str | Path):
     if not (data_dir / SIDECAR).exists():
         raise StageInputMissing(f"chat dataset not found (or incomplete) at {data_dir}. "
                                 f"Run `{BUILD_COMMAND}` first.")
-    return load_from_disk(str(data_dir))
+    dataset_place(data_dir)  # read at the end of a fine-tuning: damage is said before the work
+    try:  # a file of it emptied, cut short or deleted since: one line, not the library's traceback
+        data = load_from_disk(str(data_dir))
+    except (OSError, ValueError, KeyError, TypeError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        why = f"{type(e).__name__}: {e}"
+    else:
+        missing = [s for s in ("train", "validation") if s not in getattr(data, "keys", lambda: ())()]
+        if not missing:
+            return data
+        why = f"no {' or '.join(missing)} split"
+    raise ChatDataError(f"the chat dataset at {data_dir} is damaged ({why:.160}); rebuild it with "
+                        f"`{BUILD_COMMAND} --overwrite`")
+
+
+def dataset_place(data_dir: str | Path) -> str:
+    """The place the dataset's system lines name (its sidecar's settings), or ChatDataError."""
+    path = Path(data_dir) / SIDECAR
+    try:
+        place = json.loads(path.read_text(encoding="utf-8"))["settings"]["place"]
+    except (ValueError, KeyError, TypeError) as e:  # not JSON, or not the shape the build writes
+        place = e
+    if not isinstance(place, str):
+        raise ChatDataError(f"the chat dataset's {path} is damaged (no settings.place); rebuild it with "
+                            f"`{BUILD_COMMAND} --overwrite`")
+    return place
 
 
 def format_statistics(stats: dict) -> Iterable[str]:

@@ -20,7 +20,6 @@ chat run's ``final/``, record and sidecar.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from ..generation import check_finite, check_model_dir, check_tokenizer_fits
 from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
                         TrainingError, config_from_values, fine_tune, is_main_process, move_run_aside,
                         save_model_folder)
-from .dataset import load_chat_dataset
+from .dataset import dataset_place, load_chat_dataset
 from .preset import CHAT_FORMAT, ChatTrainOptions, chat_settings
 from .template import IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
 
@@ -320,7 +319,7 @@ def _final_eval(trainer) -> dict:
 def _save_final(trainer, tokenizer, run: RunLayout, dataset, base_dir: Path, data_dir: Path) -> None:
     """final/: weights, tokenizer + template, generation config, and what the chat expects."""
     years = sorted({y for split in dataset.values() for y in split["year"] if y})
-    place = json.loads((data_dir / SIDECAR).read_text(encoding="utf-8"))["settings"]["place"]
+    place = dataset_place(data_dir)
 
     def chat_info(folder: Path) -> None:
         write_json_atomic(folder / CHAT_INFO, {

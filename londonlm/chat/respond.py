@@ -22,6 +22,25 @@ class ChatRequestError(LondonLMError, ValueError):
     """A chat request that cannot be answered as given (bad roles, order, sizes or year)."""
 
 
+class ChatModelDamaged(LondonLMError, ValueError):
+    """A model folder whose chat files (chat_info.json, tokenizer.json) cannot be read."""
+
+
+def _json_object(path: Path) -> dict:
+    """A model folder's JSON file that must hold an object; one that does not (emptied,
+    truncated, edited) is ChatModelDamaged naming it, not a traceback in every caller."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        why = f"not JSON ({e})"
+    else:
+        if isinstance(data, dict):
+            return data
+        why = f"a JSON {type(data).__name__}, not an object"
+    raise ChatModelDamaged(f"{path} is damaged ({why}): restore the model folder, or fine-tune again "
+                           f"with `python 07_finetuning/finetune_chat.py`")
+
+
 _SAMPLING = GenerationSettings()  # the project's one set of sampling defaults
 
 
@@ -251,16 +270,25 @@ def is_chat_model(model_dir: str | Path) -> bool:
     tok = model_dir / "tokenizer.json"
     if not tok.exists():
         return False
-    added = {t["content"] for t in json.loads(tok.read_text(encoding="utf-8")).get("added_tokens", [])}
+    added = _json_object(tok).get("added_tokens")
+    added = {t.get("content") for t in added if isinstance(t, dict)} if isinstance(added, list) else set()
     return all(t in added for t in CHAT_TOKENS)
 
 
 def read_chat_info(model_dir: str | Path) -> dict:
     """chat_info.json of a chat model ({} when absent): place, years trained on, base model."""
     path = Path(model_dir) / CHAT_INFO
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if not path.exists():
+        return {}
+    info = _json_object(path)
+    bad = next((k for k in ("place", "base_model", "dataset", "system_line")
+                if info.get(k) is not None and not isinstance(info[k], str)), None)
+    if bad:  # every reader takes these as text (a path, a name, a format string)
+        raise ChatModelDamaged(f"{path} is damaged ({bad} is {info[bad]!r:.40}, not text): restore the model "
+                               f"folder, or fine-tune again with `python 07_finetuning/finetune_chat.py`")
+    return info
 
 
-__all__ = ["ChatReply", "ChatRequestError", "ChatSettings", "ReplyStream", "chat_reply", "chat_stream",
+__all__ = ["ChatModelDamaged", "ChatReply", "ChatRequestError", "ChatSettings", "ReplyStream", "chat_reply", "chat_stream",
            "generate_reply", "is_chat_model",
            "prompt_ids", "read_chat_info", "validate_messages", "with_era"]

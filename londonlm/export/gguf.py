@@ -32,6 +32,7 @@ import numpy as np
 from ..core import (FINAL, GGUF, LondonLMError, RunLayout, SIDECAR, naming, read_json, sha256_file,
                     sidecar_current, versions, write_sidecar)
 from ..generation import check_model_dir, check_token_ids, read_config
+from ..tokens.tokenizer import tokenizer_file_problem
 
 STAGE = "export_gguf"
 EXPORT_FORMAT = 1                      # bump when the written files change for the same inputs
@@ -82,7 +83,9 @@ def read_gpt2_config(model_dir: Path) -> dict:
     if cfg.get("model_type") != "gpt2":
         raise GGUFExportError(f"{model_dir} holds a {cfg.get('model_type')!r} model; the GGUF "
                               f"export writes GPT-2 models only")
-    problems = []
+    problems = [f"{k} is {cfg.get(k)!r:.40}, not a positive whole number"  # the header's sizes
+                for k in ("n_embd", "n_layer", "n_head", "n_positions")
+                if type(cfg.get(k)) is not int or cfg[k] <= 0]
     if cfg.get("activation_function", "gelu_new") not in GELU_NAMES:
         problems.append(f"activation {cfg['activation_function']!r} (llama.cpp runs GELU)")
     if cfg.get("scale_attn_by_inverse_layer_idx") or cfg.get("scale_attn_weights") is False:
@@ -130,6 +133,10 @@ def _check_pre_tokenizer(tok: dict, where: Path) -> None:
 def read_vocab(tokenizer_json: Path, n_rows: int) -> GGUFVocab:
     """Tokens (byte-level strings, as llama.cpp's gpt2 vocabulary expects), their types and
     the merges, for an embedding of ``n_rows`` rows."""
+    problem = tokenizer_file_problem(tokenizer_json)  # the shape read below: a vocabulary map, token objects
+    if problem:
+        raise GGUFExportError(f"cannot read the tokenizer: {problem}; copy the run's tokenizer folder into "
+                              f"{tokenizer_json.parent}")
     tok = read_json(tokenizer_json)
     _check_pre_tokenizer(tok, tokenizer_json)
     import gguf
@@ -345,6 +352,7 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     stem = options.stem or model_dir.name
     files = {t: out_dir / f"{stem}-{t}.gguf" for t in options.types}
     inputs = _inputs(model_dir)
+    read_gpt2_config(model_dir)  # a model llama.cpp's GPT-2 can run, said before the slower checks
     check_model_dir(model_dir)   # the model interface's checks: config, shapes, tokenizer
     settings = {"format": EXPORT_FORMAT, "types": list(options.types), "stem": stem}
     current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
@@ -356,6 +364,10 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     # every file is made in full (as a temporary file) before anything that was there changes:
     # a folder the user may not write in, a full disk or a bad model leaves the old files and
     # their sidecar exactly as they were
+    taken = [p for p in files.values() if p.is_dir()]
+    if taken:  # found before any work, not after the first file has replaced its old one
+        raise GGUFExportError(f"cannot write {taken[0]}: it is a folder where the GGUF file goes; move it "
+                              f"aside or name another --out_dir; nothing was written")
     temps: dict[Path, Path] = {}
     try:
         for qtype, path in files.items():

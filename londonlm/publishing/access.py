@@ -115,14 +115,21 @@ def require_token(token: str | None) -> str:
         raise PublishError("no Hugging Face token: set HF_TOKEN (a write token from "
                            "https://huggingface.co/settings/tokens) or run `hf auth login`; "
                            "or use --dry_run to stage and verify without uploading")
+    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        # an HTTP header cannot carry it, and the library's error would quote it (the part after
+        # a line break escapes masking): refused here, without a character of it shown
+        raise PublishError("the Hugging Face token holds a space, line break or non-ASCII character: "
+                           "copy the token again into HF_TOKEN (or run `hf auth login`)")
     return token
 
 
 def mask_secret(text: str, secret: str | None) -> str:
     """Replace every occurrence of ``secret`` (and any hf_ token) in ``text``."""
     out = str(text)
-    if secret:
-        out = out.replace(secret, "hf_***")
+    if secret:  # as given, as a repr quotes it, and each line of it (a header error shows them)
+        for form in (secret, repr(secret)[1:-1], *secret.splitlines()):
+            if len(form.strip()) >= 4:
+                out = out.replace(form.strip(), "hf_***")
     return re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", out)
 
 

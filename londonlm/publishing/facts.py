@@ -31,7 +31,7 @@ class RunFacts:
     def tokenizer_fallback(self) -> Path | None:
         """The run's tokenizer, for a model folder saved without one."""
         tok = (self.run_info or {}).get("tokenizer_dir")
-        return Path(tok) if tok else None
+        return Path(tok) if tok and isinstance(tok, str) else None
 
     def evaluation_samples(self, limit: int = 5) -> list[dict]:
         path = self.evaluation_dir / SAMPLES_FILE
@@ -83,9 +83,11 @@ def find_trainer_state(model_dir: Path, run: RunLayout | None) -> tuple[dict | N
             try:
                 where = (p.relative_to(run.dir) if run is not None and p.is_relative_to(run.dir)
                          else Path(p.parent.name) / p.name)  # no local path in a public card
-                return read_json(p), str(where)
+                state = read_json(p)
             except Exception:
                 continue
+            if isinstance(state, dict):  # a damaged one is passed over, as an unreadable one is
+                return state, str(where)
     return None, None
 
 
@@ -108,9 +110,11 @@ def read_json_or_none(path: Path) -> dict | None:
         return None
     try:
         obj = read_json(path)
-        return obj if isinstance(obj, dict) else None
     except Exception as e:
         raise PublishError(f"{path} is not valid JSON ({e}); regenerate it or move it away") from None
+    if not isinstance(obj, dict):  # not silently "not recorded": the card would drop what it holds
+        raise PublishError(f"{path} holds a JSON {type(obj).__name__}, not an object; regenerate it or move it away")
+    return obj
 
 
 def read_corpus_rows(processed_dir: Path) -> list[dict]:
@@ -127,7 +131,8 @@ def load_corpus(processed_dir: Path | None, run_info: dict | None) -> tuple[dict
         return None, ""
     rows = read_corpus_rows(Path(processed_dir))
     note = ""
-    trained_on = ((run_info or {}).get("cache") or {}).get("manifest_sha256")
+    cache = (run_info or {}).get("cache")
+    trained_on = cache.get("manifest_sha256") if isinstance(cache, dict) else None
     if trained_on and trained_on != sha256_file(Path(processed_dir) / MANIFEST):
         note = ("the corpus manifest changed after this model was trained; the figures below "
                 "describe the current manifest, the token counts the training data.")

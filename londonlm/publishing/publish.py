@@ -113,13 +113,27 @@ def _write_chat_docs(stage_dir: Path, facts: RunFacts, chat: ChatFacts, report: 
                      model_id: str, card: CardOptions) -> None:
     """A chat model's card (its snippet then run against the staged files) and its evaluation."""
     if report.facts:
-        text = chat_card_text(chat, model_id, card.license_id, report.facts, facts.run_info)
+        text = _card_text(facts, chat_card_text, chat, model_id, card.license_id, report.facts, facts.run_info)
         write_text_atomic(stage_dir / "README.md", text)
         from .cards.chat_card import card_snippet
 
         run_chat_snippet(card_snippet(text), model_id, stage_dir, report)
     if chat.evaluation is not None:
         write_json_atomic(stage_dir / "chat_eval.json", redact_local_paths(chat.evaluation))
+
+
+def _card_text(facts: RunFacts, render, *args) -> str:
+    """The card ``render`` writes from the run's recorded files; a value of a shape no run writes
+    (a hand-edited or damaged file) is one line naming those files, not a traceback."""
+    try:
+        return render(*args)
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as e:
+        files = [str(facts.run.run_info), str(facts.evaluation_dir / "metrics.json")]
+        if facts.trainer_state_source:
+            files.append(facts.trainer_state_source)
+        raise PublishError(f"cannot write the model card: a value recorded in {', '.join(files)} has an "
+                           f"unexpected shape ({type(e).__name__}: {e}); regenerate the file or move it "
+                           f"away") from None
 
 
 def _write_docs(stage_dir: Path, model_dir: Path, facts: RunFacts, report: VerificationReport,
@@ -137,7 +151,7 @@ def _write_docs(stage_dir: Path, model_dir: Path, facts: RunFacts, report: Verif
                         corpus_note=facts.corpus_note, usage_prompt=card.prompt,
                         dataset_repo_id=card.dataset_repo_id, leakage=facts.leakage)
     if report.facts and chat is None:
-        write_text_atomic(stage_dir / "README.md", render_model_card(inputs))
+        write_text_atomic(stage_dir / "README.md", _card_text(facts, render_model_card, inputs))
     write_text_atomic(stage_dir / "LICENSE", license_text(card.license_id, card.copyright_holder, facts.corpus))
     if facts.metrics is not None:
         write_json_atomic(stage_dir / "metrics.json", redact_local_paths(facts.metrics))

@@ -259,14 +259,14 @@ class _SplitWriter:
 
     def resume(self) -> int:
         """Open the files, keeping a matching earlier build's work; returns its documents."""
-        state = read_json_or_none(self.state_path)
-        if state is None or state.get("identity") != self.identity:
-            state = None
-        elif state.get("done") and self.out_bin.exists() and self.out_idx.exists():
-            self.info = state["info"]
-            return -1
-        elif not (self.bin_tmp.exists() and self.bin_tmp.stat().st_size >= 2 * state["tokens"] and
-                  self.idx_tmp.exists() and self.idx_tmp.stat().st_size >= 8 * (state["docs"] + 1)):
+        state = _progress_state(read_json_or_none(self.state_path), self.identity)
+        if state and state.get("done"):
+            if self.out_idx.exists() and _size(self.out_bin) == 2 * state["info"]["tokens"]:
+                self.info = state["info"]
+                return -1
+            state = None  # the finished files are gone or changed since: encode the split again
+        elif state and not (_size(self.bin_tmp) >= 2 * state["tokens"] and
+                            _size(self.idx_tmp) >= 8 * (state["docs"] + 1)):
             state = None
         self.docs, self.tokens = (state["docs"], state["tokens"]) if state else (0, 0)
         mode = "r+b" if state else "w+b"
@@ -327,6 +327,25 @@ class _SplitWriter:
                 f.close()
 
 
+def _progress_state(state, identity: dict) -> dict | None:
+    """A build's progress record when it is for ``identity`` and has the shape the build
+    writes (a finished split's info, or counts of documents and tokens), else None: a torn,
+    hand-edited or foreign record starts the split afresh instead of failing mid-build."""
+    if not isinstance(state, dict) or state.get("identity") != identity:
+        return None
+    if state.get("done"):
+        return state if split_problem("split", state.get("info")) is None else None
+    return state if _is_count(state.get("docs")) and _is_count(state.get("tokens")) else None
+
+
+def _size(path: Path) -> int:
+    """A file's size in bytes; -1 when there is none."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
 def read_json_or_none(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -385,6 +404,9 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
     settings); metadata.json is written last, and the build's progress files then go."""
     if len(tokenizer) >= 65536:
         raise CacheError(f"vocabulary of {len(tokenizer)} does not fit uint16 (< 65,536)")
+    if tokenizer.get_vocab().get(EOT) is None:  # the boundary each document ends with
+        raise CacheError(f"the tokenizer has no {EOT} token, which ends every document of the cache: "
+                         f"not one this pipeline trains; train one: python 03_tokenizer/train_historical_tokenizer.py")
     cache_dir.mkdir(parents=True, exist_ok=True)
     meta_path = cache_dir / "metadata.json"
     if meta_path.exists():

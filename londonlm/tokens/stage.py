@@ -10,7 +10,7 @@ from typing import Iterator
 from ..core import SIDECAR, read_json, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
 from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
                       read_manifest, text_sizes)
-from .tokenizer import (TOKENIZER_FILES, era_tokens_for_years, load_tokenizer, plain_backend,
+from .tokenizer import (TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer, plain_backend,
                         roundtrip_failures, save_tokenizer, split_exact, train_bpe)
 
 TRAIN_TOKENIZER_CMD = "python 03_tokenizer/train_historical_tokenizer.py"
@@ -143,8 +143,13 @@ def tokenizer_report(tokenizer_dir: str | Path, processed_dir: str | Path,
     merges_path = Path(tokenizer_dir) / "merges.txt"
     merges = []
     if merges_path.exists():
-        merges = [ln for ln in merges_path.read_text(encoding="utf-8").splitlines()
-                  if ln and not ln.startswith("#")]
+        try:
+            text = merges_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise TokenizerUnreadable(
+                f"cannot read the tokenizer in {tokenizer_dir}: {merges_path} is not UTF-8 text ({e.reason} at "
+                f"byte {e.start}); rebuild it with `{TRAIN_TOKENIZER_CMD} --overwrite`") from None
+        merges = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     inv = {v: k for k, v in tok.get_vocab().items()}
     frequent = [{"token": inv.get(i, "?"), "text": tok.decode([i]), "count": c}
                 for i, c in merge_use.most_common(top_merges * 3) if len(inv.get(i, "")) > 1][:top_merges]
