@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, existing_dir, existing_file,
-                    non_negative_int, positive_int, writable_dir, year)
+                    number_in, positive_int, writable_dir, year)
 from ..corpus import iter_split_texts
 from ..generation import DTYPES
 from . import human_eval
@@ -20,6 +20,8 @@ from .report import passage_count, write_metrics
 from .run import EvaluationSettings, run_evaluation
 
 # filled with the device and dtype an evaluation ran with, so lm-eval's figures are comparable
+# a seed every generator the evaluation seeds takes (torch, numpy and generate() all take [0, 2**32))
+seed = number_in(0, 2**32, below=True)
 LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype={dtype} --include_path "
                 "londonlm/evaluation/lm_eval_tasks --tasks london_probes --device {device} --batch_size 8")
 
@@ -60,7 +62,8 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
     p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="the weights' dtype (auto: bfloat16 on a GPU that has it, else float16; "
                         "float32 on CPU); recorded in metrics.json")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=seed, default=0, help="seed of the sampled continuations and the "
+                   "human-evaluation pack's order, 0 to 2**32-1")
     p.add_argument("--cutoff_year", type=year,
                    help="split the leakage probes at this year (default: the cutoff the model's run "
                         "recorded; none: every item counts as before the cutoff)")

@@ -3,9 +3,10 @@ throughput, gradient norm, drawn to a PNG with matplotlib's Agg backend (no disp
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from ..core import list_checkpoints
+from ..core import LondonLMError, list_checkpoints
 
 THROUGHPUT_KEYS = ("tokens_per_second", "train_tokens_per_second", "throughput_tokens_per_s",
                    "tokens_per_sec", "samples_per_second", "train_samples_per_second")
@@ -24,22 +25,53 @@ def find_trainer_state(model_or_run: str | Path) -> Path | None:
     return None
 
 
+class TrainerStateError(LondonLMError, ValueError):
+    """A trainer_state.json that cannot be read as one (missing, not JSON, not Trainer's shape)."""
+
+
+def _number(x, finite: bool = False) -> bool:
+    """A JSON number float() takes (a NaN loss is a value to draw; a step must be finite)."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(float(x)) or not finite
+    except OverflowError:  # an integer past float's range
+        return False
+
+
+def load_trainer_state(path: str | Path) -> list[dict]:
+    """The ``log_history`` entries of a trainer_state.json (entries that are not objects are
+    left out), or one TrainerStateError line naming the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainerStateError(f"trainer state {path} is not a file; pass a checkpoint's "
+                                f"trainer_state.json (or leave --trainer_state out)")
+    try:
+        state = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise TrainerStateError(f"trainer state {path} is not JSON ({' '.join(str(e).split())}); pass "
+                                f"a checkpoint's trainer_state.json") from None
+    logs = state.get("log_history", []) if isinstance(state, dict) else None
+    if not isinstance(logs, list):
+        raise TrainerStateError(f"trainer state {path} is not a Trainer state (a JSON object with a "
+                                f"log_history list); pass a checkpoint's trainer_state.json")
+    return [h for h in logs if isinstance(h, dict)]
+
+
 def read_curves(trainer_state_path: str | Path) -> dict[str, list[tuple[float, float]]]:
-    """Series of (step, value): train loss, eval loss, learning rate, grad norm, throughput."""
-    state = json.loads(Path(trainer_state_path).read_text(encoding="utf-8"))
-    logs = state.get("log_history", [])
+    """Series of (step, value): train loss, eval loss, learning rate, grad norm, throughput.
+    Entries without a finite numeric step, and values that are not numbers, are left out."""
+    logs = [h for h in load_trainer_state(trainer_state_path) if _number(h.get("step"), finite=True)]
     series: dict[str, list[tuple[float, float]]] = {
         "loss": [], "eval_loss": [], "learning_rate": [], "grad_norm": [], "throughput": []}
     tp_key = next((k for k in THROUGHPUT_KEYS if any(k in h for h in logs if "step" in h)), None)
     for h in logs:
-        step = h.get("step")
-        if step is None:
-            continue
+        step = h["step"]
         for k in ("loss", "eval_loss", "learning_rate", "grad_norm"):
-            if isinstance(h.get(k), (int, float)):
+            if _number(h.get(k)):
                 series[k].append((step, float(h[k])))
         # the run-end summary carries averages (train_loss etc.), not per-step values
-        if tp_key and isinstance(h.get(tp_key), (int, float)) and "train_runtime" not in h:
+        if tp_key and _number(h.get(tp_key)) and "train_runtime" not in h:
             series["throughput"].append((step, float(h[tp_key])))
     series["throughput_key"] = tp_key  # type: ignore[assignment]
     return series

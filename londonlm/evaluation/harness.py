@@ -77,6 +77,27 @@ def _task_inputs(tasks: Sequence[str], text_dir, probes_path) -> dict:
     return metadata
 
 
+def check_harness_request(tasks: Sequence[str], text_dir=None, probes_path=None):
+    """lm-eval installed, ``tasks`` named and all known, their inputs there; returns lm-eval's
+    task manager for them. Refused with one HarnessError line: callers that run lm-eval after
+    other work check first, so a typo in a task name costs nothing."""
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        raise HarnessError("lm-eval is not installed: pip install -r requirements.txt") from None
+    tasks = list(tasks)
+    if not tasks:
+        raise HarnessError("no lm-eval task named")
+    metadata = _task_inputs(tasks, text_dir, probes_path)
+    # our own names are known without indexing lm-eval's built-in tasks (seconds)
+    unknown = [t for t in tasks if t.startswith("london_") and t not in LONDON_TASKS]
+    manager = None if unknown else _task_manager(tasks, metadata)
+    unknown = unknown or [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise HarnessError(f"unknown lm-eval task(s): {', '.join(unknown)}")
+    return manager
+
+
 def run_harness(model_dir: str | os.PathLike, tasks: Sequence[str] = (PROBES_TASK,), *,
                 text_dir: str | os.PathLike | None = None,
                 probes_path: str | os.PathLike | None = None, batch_size: int = 8,
@@ -97,23 +118,13 @@ def run_harness(model_dir: str | os.PathLike, tasks: Sequence[str] = (PROBES_TAS
     ``london_text_bpb`` there scores windows two tokens shorter than in-process;
     ``max_length`` (lm-eval's: the longest sequence it sends) sets the window on either side.
     """
-    try:
-        import lm_eval
-    except ImportError:
-        raise HarnessError("lm-eval is not installed: pip install -r requirements.txt") from None
+    import lm_eval
+
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise HarnessError(f"no model at {model_dir} (config.json missing)")
     tasks = list(tasks)
-    if not tasks:
-        raise HarnessError("no lm-eval task named")
-    metadata = _task_inputs(tasks, text_dir, probes_path)
-    # our own names are known without indexing lm-eval's built-in tasks (seconds)
-    unknown = [t for t in tasks if t.startswith("london_") and t not in LONDON_TASKS]
-    manager = None if unknown else _task_manager(tasks, metadata)
-    unknown = unknown or [t for t in tasks if t not in manager.all_tasks]
-    if unknown:
-        raise HarnessError(f"unknown lm-eval task(s): {', '.join(unknown)}")
+    manager = check_harness_request(tasks, text_dir, probes_path)
     results = lm_eval.simple_evaluate(
         **_model(model_dir, dtype, served_at, max_length), tasks=tasks, task_manager=manager, batch_size=batch_size, device=device,
         limit=limit, log_samples=False, bootstrap_iters=0)

@@ -23,7 +23,7 @@ from ..core import LondonLMError, current_or_make, now_iso, versions, write_text
 from ..generation import LoadedModel, pick_device
 from ..tokens import era_token, era_tokens_of
 from . import curves, human_eval, report
-from .harness import run_harness
+from .harness import check_harness_request, run_harness
 from .metrics import generation_quality
 from .metrics.leakage import run_leakage_probes
 from .metrics.lm import evaluate_lm, model_context_length
@@ -69,6 +69,8 @@ class EvaluationSettings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise EvaluationError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**32):
+            raise EvaluationError(f"seed must be an integer from 0 to 2**32-1, got {self.seed!r}")
         for name in ("mc_files", "text_files", "compare", "lm_eval_tasks"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
@@ -252,6 +254,11 @@ def _check_request(settings: EvaluationSettings, val_texts) -> None:
             raise MissingInput(f"text file not found: {f}")
         if not Path(f).read_bytes().strip():
             raise EvaluationError(f"text file {f} is empty: nothing to score; pass a file with text")
+    # what is read only at the end is checked now: a bad one must not cost the measuring
+    if settings.trainer_state is not None:
+        curves.load_trainer_state(settings.trainer_state)
+    if settings.lm_eval_tasks:
+        check_harness_request(settings.lm_eval_tasks, settings.lm_eval_text_dir, settings.probes)
 
 
 def _scored(v: dict, n_texts: int) -> dict:
@@ -261,11 +268,19 @@ def _scored(v: dict, n_texts: int) -> dict:
     return v
 
 
-def _training_curves(model_path: Path, trainer_state_path, out: Path, plots: dict, title: str):
+def _training_curves(model_path: Path, trainer_state_path, out: Path, plots: dict, title: str, log=print):
+    """The curves of the given trainer state (checked before measuring), else of the one found
+    beside the model: a damaged one found is skipped with a line, the evaluation kept."""
     state = Path(trainer_state_path) if trainer_state_path else curves.find_trainer_state(model_path)
     if state is None or not state.is_file():
         return None
-    training = curves.plot_curves(state, out / "training_curves.png", title=title)
+    try:
+        training = curves.plot_curves(state, out / "training_curves.png", title=title)
+    except curves.TrainerStateError as e:
+        if trainer_state_path:
+            raise
+        log(f"no training curves: {e}")
+        return None
     training["trainer_state"] = str(state)
     plots["curves"] = "training_curves.png"
     return training
@@ -297,7 +312,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
         f"{settings.device} ({settings.dtype})")
     scores = _measure(lm, model_path, val_texts, val_years, probe_sets, settings, timing=timing, log=log)
     plots = _probe_plots(scores["probes"], out)
-    training = _training_curves(model_path, settings.trainer_state, out, plots, info["name"])
+    training = _training_curves(model_path, settings.trainer_state, out, plots, info["name"], log)
     compare_rows, human = [], None
     if settings.compare or not settings.quick:
         with _timed(timing, "compare_and_human_eval"):

@@ -79,6 +79,7 @@ def expected_shapes(folder: Path) -> tuple[dict[str, tuple[int, ...]], str]:
     """(parameter name -> shape, base-model prefix) of the model config.json describes, built
     on the meta device: no memory, whatever sizes the config names. Tied weights appear once."""
     import torch
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     read_config(folder)
@@ -87,7 +88,7 @@ def expected_shapes(folder: Path) -> tuple[dict[str, tuple[int, ...]], str]:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, AttributeError,
-            ArithmeticError) as e:
+            ArithmeticError, StrictDataclassError) as e:  # (the last: a config field of the wrong type)
         raise DamagedModel(f"the model at {folder} cannot be loaded: its {CONFIG} does not describe "
                            f"a model transformers can build ({_first_line(e)})") from None
     return ({name: tuple(p.shape) for name, p in model.named_parameters()},

@@ -9,9 +9,11 @@ import errno
 import socket
 from contextlib import contextmanager
 
-from ..core import Layout, StageParser, UsageError, non_negative_int, port, positive_float, positive_int
+from ..core import (Layout, StageParser, UsageError, non_negative_int, number_in, port, positive_float,
+                    positive_int)
 from ..generation import DTYPES
 from .batching import CPU_KV_CACHE_MB, CUDA_FREE_FRACTION
+from .service import LIMIT_CAPS
 
 STARTUP_FAILED = 3  # uvicorn's own exit code when the server never started
 
@@ -24,6 +26,11 @@ def kv_cache_mb(text: str) -> float | str:
         return positive_float(text)
     except argparse.ArgumentTypeError as e:
         raise argparse.ArgumentTypeError(f"{e}; use auto or a number of MB") from None
+
+
+def _capped(name: str):
+    """A positive integer up to the limit's cap (LIMIT_CAPS)."""
+    return number_in(1, LIMIT_CAPS[name])
 
 
 def build_parser(default_preset: str, prog: str | None = None,
@@ -53,9 +60,10 @@ def build_parser(default_preset: str, prog: str | None = None,
                         f"loaded; {CPU_KV_CACHE_MB:.0f} on CPU)")
     p.add_argument("--request_timeout_s", type=positive_float, default=60.0,
                    help="per-request wall-clock limit (queue wait + generation)")
-    p.add_argument("--max_prompt_chars", type=positive_int, default=4000)
-    p.add_argument("--max_new_tokens_limit", type=positive_int, default=512)
-    p.add_argument("--max_samples", type=positive_int, default=4, help="most samples one request may ask for")
+    p.add_argument("--max_prompt_chars", type=_capped("max_prompt_chars"), default=4000)
+    p.add_argument("--max_new_tokens_limit", type=_capped("max_new_tokens_limit"), default=512)
+    p.add_argument("--max_samples", type=_capped("max_samples"), default=4,
+                   help=f"most samples one request may ask for (at most {LIMIT_CAPS['max_samples']})")
     p.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 

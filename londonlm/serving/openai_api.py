@@ -175,8 +175,13 @@ class _OpenAI:
         if not self.is_chat:
             raise ApiError(400, f"'{self.lm.model_id}' is not a chat model (its tokenizer has no chat template); "
                                 f"use /v1/completions", param="model", code="model_not_chat")
-        from ..chat import ChatRequestError, validate_messages, with_era
+        from ..chat import ChatRequestError, check_year, validate_messages, with_era
 
+        try:
+            if req.year is not None:
+                check_year(req.year)
+        except ChatRequestError as e:
+            raise ApiError(400, str(e), param="year") from None
         try:
             messages = with_era(validate_messages([m.plain() for m in req.messages],
                                                   max_chars=self.limits.max_prompt_chars), req.year)

@@ -4,6 +4,7 @@ through :mod:`londonlm.serving.inference_cli`; the core (:mod:`londonlm.generati
 terminals."""
 from __future__ import annotations
 
+import random
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -103,11 +104,16 @@ def print_generation(lm: LoadedModel, prompt: str, settings: GenerationSettings,
     settings.validate()
     n = settings.num_samples
     samples: list[Sample] = []
-    if not stream_tokens:
-        samples = generate(lm, prompt, settings, allow_control_tokens=allow_control_tokens)
+    # each sample is written as soon as it is generated: many samples show from the first, and
+    # Ctrl-C keeps every one finished. Sample i's seed is seed + i, as generate() numbers them.
+    base = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
     for i in range(n):
-        if not stream_tokens and i >= len(samples):
-            break  # a time limit ended the request early
+        if not stream_tokens:
+            one = replace(settings, num_samples=1, seed=(base + i) % 2**32)
+            got = generate(lm, prompt, one, allow_control_tokens=allow_control_tokens)
+            if not got:
+                break  # a time limit ended the request early
+            samples.append(got[0])
         if n > 1:
             out.write(f"--- sample {i + 1}/{n} ---\n")
         out.write(prompt)

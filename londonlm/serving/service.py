@@ -24,6 +24,11 @@ from .batching import (CUDA_FREE_FRACTION, BatchEngine, Job, auto_kv_cache_mb, f
 from .httpio import ApiError
 
 STALL_GRACE_S = 60.0  # past a request's deadline, how long to wait for its engine before giving up
+# The most each per-request limit may be set to. Past these a value is a typo that turns one
+# request into a denial of service: --max_samples 10**12 let one request with n 10**8 build
+# 10**8 seeds (GBs) and never answer; --max_prompt_chars 10**21 crashed the schema builder and
+# would lift the body cap (4 bytes a character) off the server.
+LIMIT_CAPS = {"max_prompt_chars": 1_000_000, "max_new_tokens_limit": 1_000_000, "max_samples": 256}
 
 
 @dataclass
@@ -44,6 +49,10 @@ class ServerLimits:
         if (self.max_concurrency is not None and self.max_concurrency < 1) or \
                 (self.max_queue is not None and self.max_queue < 0) or min(sizes) <= 0:
             raise UsageError(f"invalid server limits {self}: all must be positive (max_queue >= 0)")
+        for name, cap in LIMIT_CAPS.items():
+            if getattr(self, name) > cap:
+                raise UsageError(f"invalid server limits: {name} must be at most {cap:,} (got {getattr(self, name)}); "
+                                 f"no request needs more")
         return self
 
     def resolved(self, lm: LoadedModel) -> "ServerLimits":

@@ -39,6 +39,11 @@ def wider(folder: Path) -> str:
     return "config.json and the weights differ"
 
 
+def layers_as_text(folder: Path) -> str:
+    _edit_config(folder, n_layer="2")  # huggingface_hub's strict config check: no TypeError, its own
+    return "does not describe a model transformers can build"
+
+
 def no_positions(folder: Path) -> str:
     _edit_config(folder, n_positions=0)
     return "transformer.wpe.weight is"
@@ -76,7 +81,7 @@ def nan_weights(folder: Path) -> str:
     return "NaN or infinite"
 
 
-DAMAGE = [config_list, vocab_100, wider, no_positions, small_llama, bigger_tokenizer, no_tokenizer,
+DAMAGE = [config_list, vocab_100, wider, layers_as_text, no_positions, small_llama, bigger_tokenizer, no_tokenizer,
           nan_weights]
 
 
