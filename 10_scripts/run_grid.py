@@ -24,20 +24,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
-from londonlm.core.cli import positive_int, StageParser, year
+from londonlm.core.cli import number_in, positive_int, StageParser, year
 from londonlm.core.errors import run_main
+from londonlm.core.layout import plain_name
 
 
-def _floats(s):
-    return [float(x) for x in s.split(",") if x.strip()]
+def _comma_list(kind):
+    """An argparse type: a comma list of ``kind`` values, each checked, a repeated one once (it
+    would name the same run twice), at least one."""
+    def convert(text):
+        values = list(dict.fromkeys(kind(x) for x in text.split(",") if x.strip()))
+        if not values:
+            raise argparse.ArgumentTypeError(f"give at least one value (got {text!r})")
+        return values
+    return convert
 
 
-def _ints(s):
-    return [int(x) for x in s.split(",") if x.strip()]
-
-
-def _years(s):
-    return [year(x) for x in s.split(",") if x.strip()]
+_floats = _comma_list(number_in(0, kind=float, above=True))
+_ints = _comma_list(positive_int)
+_years = _comma_list(year)
 
 
 def parse(argv):
@@ -57,6 +62,8 @@ def parse(argv):
     p.add_argument("--fresh", action="store_true", help="retrain runs that already finished")
     p.add_argument("--dry_run", action="store_true", help="print the runs and exit")
     a, extra = p.parse_known_args(argv)
+    if a.prefix is not None:
+        plain_name(a.prefix, "--prefix")  # every run's folder name begins with it
     if a.cutoffs is not None:
         if a.learning_rates or a.batch_sizes:
             p.error("--cutoffs trains one model per cutoff with the preset's learning rate and batch "
@@ -69,8 +76,6 @@ def parse(argv):
     a.learning_rates = a.learning_rates or [preset.learning_rate * f for f in t.grid_lr_factors]
     a.batch_sizes = a.batch_sizes or sorted({max(1, round(preset.batch_size * f))
                                              for f in t.grid_batch_factors})
-    if any(x <= 0 for x in a.learning_rates) or any(b <= 0 for b in a.batch_sizes):
-        p.error("learning rates and batch sizes must be positive")
     return a, extra
 
 
@@ -102,14 +107,15 @@ def family(a, extra) -> int:
     plan = FamilyPlan(prefix, a.cutoffs, layout, layout.processed_dir, config.TOKENIZER.name,
                       preset.vocab_size, preset.min_frequency, config.TOKENIZER.era_tokens,
                       preset.context_length, a.fresh, a.leakage_limit)
+    # the runs' own flags are checked before the plan is shown: a bad one, dry or not, is one line
+    flags = parse_train_flags(extra, prog="run_grid.py").override(
+        preset=a.preset, **({"max_steps": a.max_steps} if a.max_steps else {}))
     print(f"family {prefix}: {len(set(a.cutoffs))} time-locked runs of the {a.preset} preset, "
           f"seed {config.TRAINING.seed}")
     for y in sorted(set(a.cutoffs)):
         print(f"  {plan.run(y).name}: documents dated up to {y}")
     if a.dry_run:
         return 0
-    flags = parse_train_flags(extra, prog="run_grid.py").override(
-        preset=a.preset, **({"max_steps": a.max_steps} if a.max_steps else {}))
     done, failed = run_family(plan, flags, config.train_defaults(a.preset, layout))
     return report(done, failed, layout, prefix)
 
@@ -118,6 +124,7 @@ def main(argv=None) -> int:
     a, extra = parse(argv)
     if a.cutoffs is not None:
         return family(a, extra)
+    from londonlm.training import parse_train_flags
     from londonlm.training.tools.grid import GridOptions, run_grid
 
     t = config.TRAINING
@@ -125,16 +132,15 @@ def main(argv=None) -> int:
     prefix = a.prefix or f"grid-{a.preset}"
     grid = GridOptions(prefix, a.learning_rates, a.batch_sizes, a.max_steps, a.fresh,
                        eval_batch_size=preset.batch_size)
+    flags = parse_train_flags(extra, prog="run_grid.py").override(preset=a.preset)  # checked before the plan
     print(f"grid {prefix}: {len(a.learning_rates)} learning rates x {len(a.batch_sizes)} batch "
           f"sizes = {len(grid.points())} runs of the {a.preset} preset, seed {t.seed}")
     for point in grid.points():
         print(f"  {point.name}")
     if a.dry_run:
         return 0
-    from londonlm.training import parse_train_flags
     layout = config.get_layout(a.root)
     defaults = config.train_defaults(a.preset, layout)
-    flags = parse_train_flags(extra, prog="run_grid.py").override(preset=a.preset)
     done, failed = run_grid(grid, flags, defaults)
     return report(done, failed, layout, prefix)
 

@@ -304,6 +304,28 @@ def test_grid_runs_every_combination_and_summarises(wf_root, capsys):
     assert capsys.readouterr().out.count("finished earlier, skipped") == 4
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["--learning_rates", "nan"], "error: --learning_rates: 'nan' is not a finite number"),
+    (["--learning_rates", ","], "error: --learning_rates: give at least one value"),
+    (["--batch_sizes", "0"], "error: --batch_sizes: must be at least 1 (got 0)"),
+    (["--prefix", "../elsewhere"], "error: --prefix '../elsewhere' is not a folder name"),
+    (["--eval_stepz", "5"], "error: unrecognized arguments: --eval_stepz 5"),
+    (["--cutoffs", "1700", "--learning_rate", "nan"], "error: --learning_rate: 'nan' is not a finite number"),
+])
+def test_grid_refuses_nonsense_in_one_line_even_dry(tmp_path, argv, said):
+    """A NaN rate named runs "lrnan", a prefix with '/' put runs outside the checkpoints folder,
+    and the runs' own flags were read only after the plan was shown (a dry run took anything)."""
+    r = subprocess.run([sys.executable, str(REPO / "10_scripts" / "run_grid.py"), "--preset", "micro",
+                        "--root", str(tmp_path), "--dry_run", *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith(said) and r.stderr.count("\n") == 1, r.stderr
+    assert "lrnan" not in r.stdout and not (tmp_path / "09_models").exists()
+
+
+def test_a_rate_given_twice_names_one_run():
+    a, _ = script("10_scripts/run_grid.py").parse(["--preset", "micro", "--learning_rates", "1e-3,1e-3,2e-3"])
+    assert a.learning_rates == [1e-3, 2e-3]
+
+
 def test_scripts_help_from_any_cwd():
     for rel in ("04_training/find_lr.py", "10_scripts/compare_runs.py", "10_scripts/run_grid.py"):
         r = subprocess.run([sys.executable, str(REPO / rel), "--help"], capture_output=True,

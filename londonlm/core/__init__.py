@@ -18,7 +18,8 @@
 - :mod:`.generation_settings`: the project's one set of sampling defaults, which training
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
-from .artifacts import (StageInputMissing, atomic_writer, current_or_make, give_open_mode, link_or_copy, naming,
+from .artifacts import (StageInputMissing, atomic_writer, current_or_make, give_open_mode, is_fd_link, is_stream,
+                        link_or_copy, naming,
                         now_iso, read_json, refuse_foreign_folder, refuse_output_over_inputs, require_input, sha256_file, sidecar_current, versions, write_bytes_atomic,
                         write_json_atomic, write_sidecar, write_text_atomic)
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, archives_without_crc, checkpoint_name, checkpoint_problem,
@@ -56,5 +57,5 @@ __all__ = [
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "ScratchTables", "sidecar_current", "sqlite_os_error", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
     "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "utf8_problem", "versions", "WEIGHT_FILES",
-    "writable_dir", "atomic_writer", "write_bytes_atomic", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",
+    "writable_dir", "atomic_writer", "is_fd_link", "is_stream", "write_bytes_atomic", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",
 ]

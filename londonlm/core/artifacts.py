@@ -15,8 +15,10 @@ import importlib
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
+import stat
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,7 +103,13 @@ def give_open_mode(paths) -> None:
 def atomic_writer(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """A file streamed to ``path`` whole or not at all: written through a temporary file beside
     it (the mode ``open()`` would give), fsynced and renamed when the block ends; on any error
-    the temporary file goes, the old file stays, and an OS error names ``path``."""
+    the temporary file goes, the old file stays, and an OS error names ``path``. A stream
+    (:func:`is_stream`: ``/dev/null``, a FIFO, ``/dev/stdout``) is written as it is: renaming a
+    file over it would replace the device node or the link itself (as root, for everyone)."""
+    if is_stream(path):
+        with naming(path), open(path, mode.replace("w", "a"), **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f  # appended: a descriptor's name may lead to a file the shell opened with >>
+        return
     path = Path(path)
     with naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +123,34 @@ def atomic_writer(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+
+
+_FD_LINK = re.compile(r"/(?:proc/(?:self|thread-self|\d+)|dev)/fd/\d+")
+
+
+def is_fd_link(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an open file descriptor (``/dev/stdout``, ``/dev/fd/1``,
+    ``/proc/self/fd/1``): its links lead through ``/proc/*/fd/N``. Such a path resolves to a
+    pipe's pseudo-name, or to the file the shell opened, perhaps to append (``>> log``): it is
+    written as a stream, never replaced."""
+    p = os.path.abspath(path)
+    for _ in range(40):  # (the kernel's own limit on links followed)
+        if _FD_LINK.fullmatch(p):
+            return True
+        if not os.path.islink(p):
+            return False
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return False
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is written as a stream rather than replaced: a character device or a
+    pipe (``/dev/null``, a FIFO), or the name of an open descriptor (:func:`is_fd_link`)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or is_fd_link(path)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:

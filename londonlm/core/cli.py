@@ -132,6 +132,8 @@ def existing_file(text: str) -> str:
 
 
 def existing_dir(text: str) -> str:
+    if not text.strip():  # Path("") is the current folder: an empty value was a mistake, not "here"
+        raise argparse.ArgumentTypeError("give a folder (got an empty value)")
     if not _path(text).is_dir():
         raise argparse.ArgumentTypeError(f"no folder at {text}")
     return text
@@ -140,6 +142,8 @@ def existing_dir(text: str) -> str:
 def writable_dir(text: str) -> str:
     """An output folder: one that can be written in, or made under the nearest folder above it
     that can; never an existing file."""
+    if not text.strip():  # Path("") is the current folder: an empty value was a mistake, not "here"
+        raise argparse.ArgumentTypeError("give a folder (got an empty value)")
     path = _path(text).absolute()
     probe = path
     while not probe.exists() and probe != probe.parent:

@@ -36,7 +36,8 @@ class UsageError(LondonLMError, ValueError):
 # OSError numbers that say something about the user's files or disk, never about the code: the
 # user mends them (chmod/chown, another --root or --out_dir, free space); any other OSError
 # (a bad file descriptor, a broken pipe, ...) may be a bug and keeps its traceback.
-USER_OS_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+# EEXIST: a file where a folder is to be made (mkdir(exist_ok=True) raises it for a file)
+USER_OS_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
                             errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 _WRITE_ELSEWHERE = ("write somewhere else: a project root you own (--root or LONDONLM_ROOT), "
                     "or --out_dir where the script has it")
@@ -112,6 +113,9 @@ def os_error_message(exc: BaseException) -> str | None:
         return f"cannot use {path}: {what}; move that file aside or choose another path"
     if exc.errno == errno.EISDIR:
         return f"cannot use {path}: it is a folder where a file is expected; move it aside or choose another path"
+    if exc.errno == errno.EEXIST:
+        what = "a file where a folder is expected" if path.exists() and not path.is_dir() else "already there"
+        return f"cannot make {path}: {what}; move it aside or choose another path"
     if exc.errno == errno.EROFS:
         return f"cannot write {path}: the file system is read-only; {_WRITE_ELSEWHERE}"
     return (f"cannot write {path}: {reason.lower()}; free space there (df -h {_nearest_existing(path)}) "

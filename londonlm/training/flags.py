@@ -318,11 +318,13 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
     parser = type("FlagParser", (OneLineErrors, HfArgumentParser), {})(
         (*groups, TrainingArguments), prog=prog, description=description, allow_abbrev=False)
     try:
-        *values, ta = parser.parse_args_into_dataclasses(args=argv)
+        *values, ta, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except UsageError:
         raise
     except Exception as e:  # TrainingArguments checks what it was given as it builds (files too)
         raise UsageError(_refused(e, argv)) from None
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (see --help)")
     trainer = {f.name: getattr(ta, f.name) for f in dataclasses.fields(ta) if f.init}
     named = {**{f.name: getattr(v, f.name) for v in values for f in dataclasses.fields(v)}, **trainer}
     check_ranges({k: v for k, v in named.items() if k in given}, FLAG_RANGES)

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from londonlm.core.artifacts import (StageInputMissing, atomic_writer, require_input, sha256_file, sidecar_current,
-                                write_json_atomic, write_sidecar)
+from londonlm.core.artifacts import (StageInputMissing, atomic_writer, is_stream, require_input, sha256_file,
+                                sidecar_current, write_json_atomic, write_sidecar)
 
 
 def test_atomic_json_and_hash(tmp_path):
@@ -202,3 +202,32 @@ def test_a_full_disk_under_scratch_tables_is_an_os_error_naming_the_file(tmp_pat
     with pytest.raises(ZeroDivisionError):  # anything else passes through as it was
         with Rows(path):
             1 / 0
+
+
+def test_a_pipe_or_a_descriptor_is_written_as_it_is_never_replaced(tmp_path):
+    """Renaming a finished file over a FIFO (or, as root, over /dev/null or the /dev/stdout
+    link) replaced the node itself: now a stream is written to, and stays what it was."""
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    write_json_atomic(fifo, {"a": 1})
+    reader.join(timeout=30)
+    assert json.loads(got[0]) == {"a": 1} and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    r, w = os.pipe()
+    try:
+        link = tmp_path / "stdout"
+        link.symlink_to(f"/proc/self/fd/{w}")  # what /dev/stdout is
+        assert is_stream(link) and is_stream(os.devnull) and not is_stream(tmp_path / "absent")
+        write_json_atomic(link, {"b": 2})
+        os.close(w)
+        w = None
+        assert json.loads(os.read(r, 1000)) == {"b": 2} and link.is_symlink()
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
+    assert not is_stream(tmp_path) and not is_stream(tmp_path / "x")

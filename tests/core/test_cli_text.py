@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from londonlm.core.cli import StageParser, free_text, utf8_problem
+from londonlm.core.cli import StageParser, existing_dir, free_text, utf8_problem, writable_dir
 
 
 @pytest.mark.parametrize("value,why", [
@@ -79,3 +79,12 @@ def test_a_path_holding_a_nul_character_is_one_error_line(text, capsys, tmp_path
     assert done.value.code == 2 and len(err.splitlines()) == 1
     assert err.startswith("error: ") and "cannot hold a NUL character" in err
     assert str(user_path("plain/path")) == "plain/path"  # (what holds none passes as before)
+
+
+@pytest.mark.parametrize("convert", [existing_dir, writable_dir])
+def test_an_empty_folder_value_is_refused_not_taken_for_here(convert):
+    """``--source_dir ''`` read the current folder (Path("") is "."), and an empty output folder
+    wrote there."""
+    with pytest.raises(argparse.ArgumentTypeError, match="give a folder"):
+        convert("")
+    assert convert(".") == "."

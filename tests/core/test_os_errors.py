@@ -52,6 +52,15 @@ def test_a_file_where_a_folder_should_be_names_that_file(tmp_path, capsys):
     assert f"{tmp_path / 'afile'} is a file, not a folder" in err and err.count("\n") == 1
 
 
+def test_a_file_where_the_folder_itself_should_be_is_one_line(tmp_path, capsys):
+    """mkdir(exist_ok=True) on a file's path raises FileExistsError (EEXIST), which was a
+    traceback in every script (e.g. a file named like the corpus's metadata folder)."""
+    (tmp_path / "metadata").write_text("x")
+    code, err = _exit(lambda a: (tmp_path / "metadata").mkdir(parents=True, exist_ok=True), capsys)
+    assert code == USER_ERROR_EXIT and err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot make {tmp_path / 'metadata'}: a file where a folder is expected" in err
+
+
 def test_bugs_and_other_os_errors_keep_their_traceback():
     for exc in (ValueError("a bug"), OSError(errno.EBADF, "Bad file descriptor"),
                 FileNotFoundError(errno.ENOENT, "No such file", "/x"), RuntimeError("Permission denied")):
