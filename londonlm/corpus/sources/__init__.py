@@ -9,7 +9,7 @@ from ...core import LondonLMError, user_path
 
 from ..dating import LONDON_LIVES
 from .archive_org import ArchiveOrgSource
-from .base import Document, Source, SourceError, decode_bytes, read_text_file, safe_id
+from .base import MAX_RAW_BYTES, Document, Source, SourceError, decode_bytes, read_text_file, safe_id
 from .gutenberg import GutenbergSource, gutenberg_urls
 from .html import HtmlSource, html_to_text
 from .hub import HubDatasetSource
@@ -28,7 +28,6 @@ KINDS: dict[str, type[Source]] = {
     "local": LocalSource,
     "sample": SampleSource,
 }
-MAX_RAW_BYTES = 512 * 1024 * 1024
 
 
 class RegistryError(LondonLMError, ValueError):

@@ -21,6 +21,7 @@ from ..dating import REGISTRY_RANGE, REGISTRY_YEAR, SOURCE_YEAR, decide_year
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 MAX_ID_LEN = 150
+MAX_RAW_BYTES = 512 * 1024 * 1024  # the most one raw document may unpack to
 
 
 class SourceError(LondonLMError, ValueError):

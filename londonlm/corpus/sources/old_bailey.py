@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..dating import FILE_NAME, TEI_SESSION
-from .base import Document, Source, SourceError, not_downloaded, safe_id, source_dir, wanted
+from .base import MAX_RAW_BYTES, Document, Source, SourceError, not_downloaded, safe_id, source_dir, wanted
 
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December"]
@@ -173,7 +173,6 @@ def documents_from_file(path: Path, meta: dict[str, Any], url: str = "") -> Iter
             doc.error = "bad_zip"
             yield doc
             return
-        from . import MAX_RAW_BYTES
 
         with zf:
             for info in sorted((i for i in zf.infolist() if i.filename.lower().endswith(".xml")),
