@@ -111,7 +111,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        # a bug: its kind alone for the client (the text of an exception may name the server's
+        # files); Starlette raises it on after this answer, and the server logs its traceback
+        return _error(500, f"internal error ({type(exc).__name__}); the server's log has the details")
 
 
 def create_app(model: str | Path | None = None, *, lm: LoadedModel | None = None,
@@ -142,7 +144,7 @@ def create_app(model: str | Path | None = None, *, lm: LoadedModel | None = None
     async def generate_stream_endpoint(request: Request):
         return await native.handle(request, force_stream=True)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: what uptime checks send
     async def health():
         return service.health()
 

@@ -18,6 +18,7 @@ the tokens ``generate()`` picks. Greedy and seeded outputs equal :func:`londonlm
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -30,6 +31,8 @@ from ..generation import GenerationSettings, LoadedModel, Sample
 from .kv_slots import KVSlots, cache_argument
 from .sampler import BatchSampler, RowSampling
 from .textout import TextTracker, decoder_of
+
+_log = logging.getLogger("uvicorn.error")  # the server's own log (uvicorn's handlers and level)
 
 MAX_AUTO_BATCH = 64            # beyond this a CPU gains little and every stream slows
 PREFILL_TOKENS_PER_STEP = 1024  # prompt tokens prefilled between two decode steps (at least one job)
@@ -178,7 +181,7 @@ class BatchEngine:
                     self._cond.wait()
                 if self._closed:  # nobody will finish what is left: say so
                     self._fail([r.job for r in self._batch.rows] + [j for j, _ in self._pending],
-                               RuntimeError("the server is shutting down"))
+                               ShuttingDown("the server is shutting down"))
                     return
                 admitted = self._take()
             try:
@@ -289,9 +292,20 @@ class BatchEngine:
         _emit(row.job, ("done", row.index, row.sample(reason)))
 
     def _fail(self, jobs: list[Job], error: Exception) -> None:
+        """End ``jobs`` with an error. A failed step is the server's to read (its traceback in the
+        server's log) and the client's only by its kind: its text may name the server's files."""
+        if isinstance(error, ShuttingDown):
+            said = str(error)
+        else:
+            _log.error("a generation step failed (%d request(s) ended)", len(jobs), exc_info=error)
+            said = f"internal error ({type(error).__name__}); the server's log has the details"
         for job in {id(j): j for j in jobs}.values():
             job.cancel.set()
-            _emit(job, ("error", -1, f"internal error: {type(error).__name__}: {error}"))
+            _emit(job, ("error", -1, said))
+
+
+class ShuttingDown(RuntimeError):
+    """The server stops with requests unfinished: nobody will finish them."""
 
 
 def _emit(job: Job, event: tuple) -> None:

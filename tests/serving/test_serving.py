@@ -388,3 +388,24 @@ def test_serve_script_rejects_bad_arguments(tmp_path, capsys):
         assert e.value.code == 2, argv
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err and "max_queue" in err
+
+
+def test_a_bug_in_a_route_is_a_500_that_names_no_file(lm):
+    """The catch-all answer quoted the exception's text, which may name the server's files."""
+    from starlette.testclient import TestClient
+
+    app = create_app(lm=lm, max_concurrency=1, max_queue=1)
+    client = TestClient(app, raise_server_exceptions=False)
+
+    @app.get("/boom")
+    async def boom():
+        raise OSError("cannot read /srv/secret/weights")
+
+    r = client.get("/boom")
+    assert r.status_code == 500 and "OSError" in r.json()["error"]["message"] and "/srv" not in r.text
+
+
+def test_health_answers_head(base):
+    """What load balancers and uptime checks send: it was 405."""
+    r = httpx.head(f"{base}/health")
+    assert r.status_code == 200 and r.content == b""
