@@ -75,6 +75,19 @@ def test_a_damaged_model_folder_is_the_same_line_in_every_stage(tmp_path, tiny_m
     one_error_line(r, f"the model at {broken} cannot be loaded: model weights unreadable")
 
 
+@pytest.mark.parametrize("script, flags", [
+    ("05_evaluation/run_evaluation.py", ["--model"]),
+    ("06_inference/inference_unified.py", ["--prompt", "It was", "--model"]),
+])
+def test_a_model_that_is_a_file_is_said_so(tmp_path, script, flags):
+    """The evaluation said it could not make <file>/evaluation; the CLI, that config.json was
+    unreadable (NotADirectoryError)."""
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"x")
+    r = run(REPO / script, "--root", tmp_path / "root", *flags, model)
+    one_error_line(r, f"the model at {model} cannot be loaded: it is a file, not a model folder")
+
+
 @pytest.mark.parametrize("script, flag", [("10_scripts/export_gguf.py", "--out_dir"),
                                           ("05_evaluation/run_evaluation.py", "--out_dir"),
                                           ("03_tokenizer/train_historical_tokenizer.py", "--output_dir")])

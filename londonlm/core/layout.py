@@ -49,7 +49,11 @@ class ModelNotFound(LondonLMError, FileNotFoundError):
 
 def usable_model(path: Path) -> Path:
     """``path``, unless it is a model folder (it has a config.json) whose config or weights
-    cannot be read: then ModelNotFound says what is wrong, in one line, before any work."""
+    cannot be read, or a file: then ModelNotFound says what is wrong, in one line, before any
+    work (a file was reported as an output that could not be made beside it)."""
+    if path.exists() and not path.is_dir():
+        raise ModelNotFound(f"the model at {path} cannot be loaded: it is a file, not a model folder "
+                            f"(a save_pretrained folder: config.json, weights, tokenizer.json)")
     if path.is_dir() and (path / "config.json").exists():
         problem = checkpoint_problem(path, need_training_state=False)
         if problem:
