@@ -32,7 +32,7 @@ import numpy as np
 from ..core import (FINAL, GGUF, LondonLMError, RunLayout, SIDECAR, naming, read_json, sha256_file,
                     sidecar_current, versions, write_sidecar)
 from ..generation import check_model_dir, check_token_ids, read_config
-from ..tokens.tokenizer import tokenizer_file_problem
+from ..tokens import tokenizer_file_problem
 
 STAGE = "export_gguf"
 EXPORT_FORMAT = 1                      # bump when the written files change for the same inputs
