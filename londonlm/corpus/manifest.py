@@ -79,18 +79,19 @@ def split_to_move(splits: Iterable[tuple[str, str]], validation_percent: float) 
 
 # ---------------------------------------------------------------- reading
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file the collection writes; a torn last line (crash mid-write) is ignored."""
+    """Rows of a JSONL file the collection writes; a torn last line (crash mid-write) is ignored,
+    as is any line that is no JSON object (not UTF-8 text, damaged since), rather than a
+    traceback for the whole collection."""
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
+    with open(path, "rb") as f:
+        for raw in f:
             try:
-                yield json.loads(line)
-            except ValueError:
+                row = json.loads(raw.decode("utf-8")) if raw.strip() else None
+            except ValueError:  # (UnicodeDecodeError is one)
                 continue
+            if isinstance(row, dict):
+                yield row
 
 
 def read_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None,

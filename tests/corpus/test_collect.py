@@ -103,3 +103,11 @@ def test_shards_of_one_folder_run_at_once_but_each_once_and_never_beside_a_whole
     with collection_lock(tmp_path, None, 1):  # every hold went with its block
         pass
     assert all(not p.read_text() for p in tmp_path.glob(".collection*.lock"))
+
+
+def test_a_staged_line_that_is_not_text_or_not_an_object_is_passed_over(tmp_path):
+    """A byte that is not UTF-8 in one staged line raised UnicodeDecodeError for the whole
+    collection; a row that is a list reached code reading it as a dict."""
+    path = tmp_path / "staged.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{"id": "\xff"}\n[1, 2]\n\n{"id": "b"}\n{"id": "c"')
+    assert [r["id"] for r in read_jsonl(path)] == ["a", "b"]
