@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,28 @@ def test_links_that_lead_to_no_file_are_rejected_not_lost(tmp_path):
     assert docs["loop_a"].error == docs["loop_b"].error == "link_loop"
     assert docs["loop_a"].extra["error_detail"] == "loop_a.txt -> loop_b.txt: the links lead back to themselves"
     assert materialise(docs["alias_1700"]).text == "Hello London." and docs["alias_1700"].error is None
+
+
+def test_a_pipe_named_like_a_text_is_rejected_not_lost_nor_read(tmp_path):
+    """A FIFO or socket named ``*.txt`` vanished unreported (``is_file()`` is False); it is never
+    opened (reading a pipe waits for a writer) and a folder named like a text is walked as before."""
+    import socket
+
+    (tmp_path / "real_1700.txt").write_text("Hello London.", encoding="utf-8")
+    os.mkfifo(tmp_path / "pipe.txt")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.txt"))
+    (tmp_path / "volume.txt").mkdir()
+    (tmp_path / "volume.txt" / "inner_1700.txt").write_text("Within.", encoding="utf-8")
+    try:
+        src = LocalSource({"id": "mine", "kind": "local", "path": str(tmp_path), "title": "Mine"})
+        assert [p.name for p in src.files()] == ["real_1700.txt", "inner_1700.txt"]
+        docs = {d.id: d for d in src.documents()}
+    finally:
+        sock.close()
+    assert set(docs) == {"real_1700", "volume.txt__inner_1700", "pipe", "sock"}
+    assert docs["pipe"].error == "not_a_file" and docs["pipe"].extra["error_detail"] == "pipe.txt is a pipe, not a file"
+    assert docs["sock"].extra["error_detail"] == "sock.txt is a socket, not a file"
 
 
 def test_decode_bytes_rules():

@@ -16,6 +16,7 @@ import io
 import fnmatch
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -85,6 +86,20 @@ def _link_problem(path: Path, rel: str) -> tuple[str, str] | None:
     return None
 
 
+def _special_problem(path: Path, rel: str) -> tuple[str, str] | None:
+    """(``not_a_file``, detail) for a name the patterns select that is a pipe, a socket or a
+    device (``is_file()`` is False for those too, so they vanished unreported; a pipe is never
+    opened: reading one would wait for a writer); None for files and folders."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return "not_a_file", f"{rel} is {kind}, not a file"
+
+
 class LocalSource(Source):
     """Registry fields: ``path`` (folder), optional ``patterns``, ``exclude``, ``recursive``,
     ``id_prefix``, ``default_year`` (for files with no date in the manifest or the name)."""
@@ -116,7 +131,7 @@ class LocalSource(Source):
             if not any(fnmatch.fnmatch(p.name, pat) for pat in patterns) or \
                     any(fnmatch.fnmatch(rel, pat) for pat in exclude):
                 continue
-            problem = _link_problem(p, rel)
+            problem = _link_problem(p, rel) or _special_problem(p, rel)
             if problem or p.is_file():
                 out.append((p, problem))
         return sorted(out, key=lambda entry: entry[0])
