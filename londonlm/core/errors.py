@@ -52,7 +52,8 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _nearest_existing(path: Path) -> Path:
+def nearest_existing(path: Path) -> Path:
+    """``path``, or the nearest folder above it that is there (a link counts, leading anywhere)."""
     while not os.path.lexists(path) and path != path.parent:
         path = path.parent
     return path
@@ -71,7 +72,7 @@ def _permission_message(path: Path) -> str:
     who owns what, so the user knows what to change or whom to ask."""
     you = f"you are {_user_name(os.geteuid())}"
     if not os.path.lexists(path):
-        folder = _nearest_existing(path.parent)
+        folder = nearest_existing(path.parent)
         if not os.access(folder, os.X_OK):  # a folder on the way that may not be entered
             return (f"cannot reach {path}: permission denied ({_owner(folder)}; {you}); make "
                     f"that folder accessible for you (chmod, chown) or run as its owner")
@@ -118,7 +119,7 @@ def os_error_message(exc: BaseException) -> str | None:
         return f"cannot make {path}: {what}; move it aside or choose another path"
     if exc.errno == errno.EROFS:
         return f"cannot write {path}: the file system is read-only; {_WRITE_ELSEWHERE}"
-    return (f"cannot write {path}: {reason.lower()}; free space there (df -h {_nearest_existing(path)}) "
+    return (f"cannot write {path}: {reason.lower()}; free space there (df -h {nearest_existing(path)}) "
             f"or {_WRITE_ELSEWHERE}")
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..core import (SIDECAR, UsageError, hold, holder_pid, large_blocks_from_the_system, read_json, sidecar_current,
-                    user_path, write_sidecar)
+from ..core import (SIDECAR, UsageError, hold, holder_pid, large_blocks_from_the_system, nearest_existing, read_json,
+                    sidecar_current, user_path, write_sidecar)
 from .cutoff import time_facts_of
 from .manifest import (CORPUS_OUTPUTS, REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs,
                        read_jsonl, iter_manifest, summarize)
@@ -340,9 +340,7 @@ def _collect(entries: Sequence[dict[str, Any]], downloads_dir: Path, processed_d
 def _refuse_file_in_the_way(folder: Path, what: str) -> None:
     """One line, before any work, when ``folder`` or a folder on its way is a file: making it
     raised FileExistsError (a traceback), after the downloads for the metadata folder."""
-    p = folder.absolute()
-    while not os.path.lexists(p) and p != p.parent:
-        p = p.parent
+    p = nearest_existing(folder.absolute())
     if os.path.exists(p) and not p.is_dir():
         raise CollectionError(f"the {what} folder {folder} cannot be made: {p} is a file, not a folder; "
                               f"move it aside or give another --root")

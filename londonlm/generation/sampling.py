@@ -83,7 +83,8 @@ def _generate_kwargs(lm: LoadedModel, settings: GenerationSettings, max_new_toke
     return dict(generation_config=cfg, stopping_criteria=StoppingCriteriaList([stop]))
 
 
-def _seed_for(settings: GenerationSettings, i: int) -> int:
+def sample_seed(settings: GenerationSettings, i: int) -> int:
+    """The seed sample ``i`` of a request draws with: the request's seed + i, else a random one."""
     base = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
     return (base + i) % 2**32
 
@@ -113,7 +114,7 @@ def generate(lm: LoadedModel, prompt: str, settings: GenerationSettings | None =
     ids, max_new, truncated = _prepare(lm, prompt, settings, allow_control_tokens)
     samples = []
     for i in range(settings.num_samples):
-        seed = _seed_for(settings, i)
+        seed = sample_seed(settings, i)
         stop = _StopWhen(cancel, deadline)
         started = time.monotonic()
         with torch.inference_mode():
@@ -143,7 +144,7 @@ class TextStream:
         self.lm, self.sample = lm, None
         self.cancel = cancel or threading.Event()
         self._ids, max_new, self._truncated = _prepare(lm, prompt, settings, allow_control_tokens)
-        self._seed = _seed_for(settings, sample_index)
+        self._seed = sample_seed(settings, sample_index)
         self._stop = _StopWhen(self.cancel, deadline)
         self._streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, timeout=poll_timeout_s,
                                               skip_special_tokens=True,

@@ -4,7 +4,6 @@ through :mod:`londonlm.serving.inference_cli`; the core (:mod:`londonlm.generati
 terminals."""
 from __future__ import annotations
 
-import random
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, TextIO
 
 from ..core import GREEDY_BELOW, utf8_problem
 from ..generation import (GenerationError, GenerationSettings, LoadedModel, Sample, TextStream, generate,
-                          new_tokens_for_max_length, normalize_era)
+                          new_tokens_for_max_length, normalize_era, sample_seed)
 
 if TYPE_CHECKING:
     from ..chat import ChatSettings
@@ -105,11 +104,10 @@ def print_generation(lm: LoadedModel, prompt: str, settings: GenerationSettings,
     n = settings.num_samples
     samples: list[Sample] = []
     # each sample is written as soon as it is generated: many samples show from the first, and
-    # Ctrl-C keeps every one finished. Sample i's seed is seed + i, as generate() numbers them.
-    base = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
+    # Ctrl-C keeps every one finished. Sample i draws the seed generate() would give it.
     for i in range(n):
         if not stream_tokens:
-            one = replace(settings, num_samples=1, seed=(base + i) % 2**32)
+            one = replace(settings, num_samples=1, seed=sample_seed(settings, i))
             got = generate(lm, prompt, one, allow_control_tokens=allow_control_tokens)
             if not got:
                 break  # a time limit ended the request early

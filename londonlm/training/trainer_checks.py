@@ -70,11 +70,10 @@ def _check_optimizer_installed(args) -> None:
 
     try:
         Trainer.get_optimizer_cls_and_kwargs(args)
-    except ImportError as e:
-        raise UsageError(f"--optim {_name(args.optim)}: {' '.join(str(e).split())}") from None
-    except ValueError as e:
-        if "install" in str(e).lower() or "import" in str(e).lower():
-            raise UsageError(f"--optim {_name(args.optim)}: {' '.join(str(e).split())}") from None
+    except (ImportError, ValueError) as e:
+        if isinstance(e, ImportError) or "install" in str(e).lower() or "import" in str(e).lower():
+            name = getattr(args.optim, "value", args.optim)  # (the Trainer's enum)
+            raise UsageError(f"--optim {name}: {' '.join(str(e).split())}") from None
 
 
 def _check_compile(mode: str | None, backend: str | None) -> None:
@@ -99,7 +98,3 @@ def _given_values(argv: list[str]):
             yield name, text
         elif i + 1 < len(argv):
             yield a[2:], argv[i + 1]
-
-
-def _name(value) -> str:
-    return str(getattr(value, "value", value))

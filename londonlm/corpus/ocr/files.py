@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Mapping
 
-from ...core import atomic_writer, is_fd_link, naming
+from ...core import atomic_writer, is_fd_link, naming, nearest_existing
 from ..manifest import CorpusError
 
 
@@ -85,9 +85,7 @@ def check_output(flag: str, path: str | os.PathLike) -> None:
     if mode is None:
         if name.endswith(os.sep):
             raise FileClash(f"{flag} {name} names a folder (it ends in {os.sep}): name a file to write")
-        parent = Path(os.path.abspath(name)).parent
-        while not os.path.lexists(parent) and parent != parent.parent:
-            parent = parent.parent
+        parent = nearest_existing(Path(os.path.abspath(name)).parent)
         if os.path.exists(parent) and not os.path.isdir(parent):
             raise FileClash(f"{flag} {name}: {parent} is a file, not a folder; name a file in a folder")
         return
