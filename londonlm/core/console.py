@@ -14,6 +14,10 @@ KNOWN_NOISE = (
     ("transformers.tokenization_utils_base", "Token indices sequence length is longer than the specified",
      "the corpus, cache and evaluation stages tokenize whole documents on purpose and cut them "
      "into context-length blocks; prompts are fitted to the context by the model interface"),
+    ("transformers.training_args", "The speedups for torchdynamo mostly come with GPU Ampere",
+     "printed for any --torch_compile without an Ampere GPU, CPUs included, where our own "
+     "measurements decide compiling (BENCHMARKS.md); it came before the one line refusing a bad "
+     "--torch_compile_mode, as if it were the cause"),
 )
 
 

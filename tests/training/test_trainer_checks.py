@@ -123,3 +123,12 @@ def test_the_script_says_it_in_one_line_before_any_work(tmp_path):
                         "--root", tmp_path, "--optim_args", "lr"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and re.fullmatch(r"error: --optim_args: .*\n", r.stderr), r.stderr
     assert not (tmp_path / "09_models").exists()
+
+
+def test_a_bad_compile_mode_is_the_only_line_printed(tmp_path):
+    """transformers warned that torchdynamo's speedups need an Ampere GPU (any compile flag off
+    one, CPUs included) just before the refusal, as if that were the cause."""
+    r = subprocess.run([sys.executable, str(REPO / "04_training" / "train_model_slm.py"), "--preset", "micro",
+                        "--root", tmp_path, "--torch_compile_mode", "fastest"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and re.fullmatch(r"error: --torch_compile_mode: .*\n", r.stderr), r.stderr
