@@ -19,6 +19,7 @@ import config
 from londonlm.core.cli import positive_int, StageParser, free_text, writable_dir
 from londonlm.core.errors import run_main
 from londonlm.export.gguf import QUANT_TYPES, GGUFOptions, default_output, export_gguf
+from londonlm.export.gguf_check import greedy_agreement, require_llama_cpp
 from londonlm.core.layout import RUN_INFO, RunLayout
 
 
@@ -52,11 +53,11 @@ def main(argv=None) -> int:
     if not run.contains(model_dir) and (model_dir.parent / RUN_INFO).is_file():
         run = RunLayout(model_dir.parent)   # --model named another run's folder
     out_dir, stem = default_output(run, model_dir)
+    if a.verify:
+        require_llama_cpp()  # before the export: not after minutes of writing files
     result = export_gguf(model_dir, Path(a.out_dir) if a.out_dir else out_dir,
                          GGUFOptions(types=tuple(a.types), stem=stem, overwrite=a.overwrite))
     if a.verify:
-        from londonlm.export.gguf_check import greedy_agreement
-
         for qtype, path in result.files.items():
             check = greedy_agreement(model_dir, path, a.prompt, a.steps)
             print(f"{qtype}: {check.matching_prefix}/{check.steps} greedy tokens identical to "

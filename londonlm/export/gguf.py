@@ -15,6 +15,9 @@ The file follows llama.cpp's own converter for ``GPT2LMHeadModel`` (architecture
   tokens, so llama.cpp never makes them from text; embedding rows past the tokenizer (models
   saved before saving dropped the training padding have them) get UNUSED ``[PADn]`` tokens. ``add_bos_token``
   is on with bos = ``<|endoftext|>``: our prompts start with it, as documents do in training.
+  The bos, eos and pad ids are the tokenizer's, as our generation uses them (never config.json's,
+  which may name ids the tokenizer does not have: a GGUF without a valid eos makes llama.cpp
+  take its GPT-2 default, token 11, as end of text).
 
 Our models use the exact (erf) GELU; llama.cpp's GPT-2 graph uses the tanh approximation.
 The two differ by < 5e-4, which can flip a near-tied greedy choice: :mod:`.gguf_check`
@@ -29,13 +32,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..core import (FINAL, GGUF, LondonLMError, RunLayout, SIDECAR, naming, read_json, sha256_file,
-                    sidecar_current, versions, write_sidecar)
-from ..generation import check_model_dir, check_token_ids, read_config
-from ..tokens import tokenizer_file_problem
+from ..core import (FINAL, GGUF, GenerationError, LondonLMError, RunLayout, SIDECAR, naming, read_json,
+                    refuse_foreign_folder, sha256_file, sidecar_current, versions, write_sidecar)
+from ..generation import check_model_dir, check_token_ids, encode_prompt, read_config
+from ..tokens import load_tokenizer, tokenizer_file_problem
 
 STAGE = "export_gguf"
-EXPORT_FORMAT = 1                      # bump when the written files change for the same inputs
+EXPORT_FORMAT = 2                      # bump when the written files change for the same inputs
 QUANT_TYPES = ("f16", "q8_0")
 WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
@@ -115,6 +118,12 @@ class GGUFVocab:
     tokens: list[str]
     types: list[int]
     merges: list[str]
+    special: dict[str, int | None] = field(default_factory=dict)   # bos/eos/pad -> id
+
+
+# BPE options transformers' tokenizer honours and llama.cpp's 'gpt-2' BPE has no counterpart
+# for: with any of them set, the two would split the same text into different tokens
+BPE_OPTIONS_LLAMA_CPP_LACKS = ("dropout", "continuing_subword_prefix", "end_of_word_suffix")
 
 
 def _check_pre_tokenizer(tok: dict, where: Path) -> None:
@@ -130,9 +139,41 @@ def _check_pre_tokenizer(tok: dict, where: Path) -> None:
             f"normalizer {tok.get('normalizer')}")
 
 
+def _check_bpe_options(where: Path) -> None:
+    """Refuse BPE options llama.cpp lacks; read from the JSON before the Rust parser sees the
+    file (one of them, a subword prefix the merges do not carry, makes it panic)."""
+    try:
+        model = read_json(where).get("model")
+    except (ValueError, AttributeError, RecursionError):
+        return  # not a tokenizer's JSON: tokenizer_file_problem says what is wrong with it
+    extra = {k: model[k] for k in BPE_OPTIONS_LLAMA_CPP_LACKS if isinstance(model, dict) and model.get(k)}
+    if extra:
+        raise GGUFExportError(
+            f"{where}: its BPE sets {', '.join(f'{k}={v!r}' for k, v in extra.items())}, which "
+            f"llama.cpp's 'gpt-2' tokenizer does not apply: it would split text into other tokens "
+            f"than the model was trained on; export a model saved with the project's tokenizer")
+
+
+def special_token_ids(tokenizer_dir: Path) -> dict[str, int | None]:
+    """bos, eos and pad ids as our generation uses them: bos the id every prompt starts with
+    (:func:`encode_prompt`: ``<|endoftext|>``, else the tokenizer's bos, else its eos), eos the
+    id sampling stops at (for a tokenizer naming none, the bos: ``<|endoftext|>`` ends every
+    training document; left out, llama.cpp would end text at its default, token 11), pad the
+    tokenizer's (None when it has none)."""
+    tok = load_tokenizer(tokenizer_dir)
+    try:
+        bos = encode_prompt(tok, "")[0]
+    except GenerationError as e:  # (its words name no folder)
+        raise GGUFExportError(f"{tokenizer_dir}: {e}, nor a bos or eos token to start and end text "
+                              f"with; copy the run's tokenizer files into it") from None
+    eos = tok.eos_token_id if tok.eos_token_id is not None else bos
+    return {"bos": bos, "eos": eos, "pad": tok.pad_token_id}
+
+
 def read_vocab(tokenizer_json: Path, n_rows: int) -> GGUFVocab:
     """Tokens (byte-level strings, as llama.cpp's gpt2 vocabulary expects), their types and
     the merges, for an embedding of ``n_rows`` rows."""
+    _check_bpe_options(tokenizer_json)
     problem = tokenizer_file_problem(tokenizer_json)  # the shape read below: a vocabulary map, token objects
     if problem:
         raise GGUFExportError(f"cannot read the tokenizer: {problem}; copy the run's tokenizer folder into "
@@ -159,22 +200,21 @@ def read_vocab(tokenizer_json: Path, n_rows: int) -> GGUFVocab:
         else:
             types.append(gguf.TokenType.NORMAL)
     merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"].get("merges", [])]
-    return GGUFVocab(tokens, [int(t) for t in types], merges)
+    return GGUFVocab(tokens, [int(t) for t in types], merges, special_token_ids(tokenizer_json.parent))
 
 
-def _add_tokenizer(writer, vocab: GGUFVocab, cfg: dict) -> None:
+def _add_tokenizer(writer, vocab: GGUFVocab) -> None:
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(PRE_TOKENIZER)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.types)
     writer.add_token_merges(vocab.merges)
-    for key, add in (("bos_token_id", writer.add_bos_token_id),
-                     ("eos_token_id", writer.add_eos_token_id),
-                     ("pad_token_id", writer.add_pad_token_id)):
-        if isinstance(cfg.get(key), int):
-            add(cfg[key])
+    for key, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
+                     ("pad", writer.add_pad_token_id)):
+        if vocab.special.get(key) is not None:
+            add(vocab.special[key])
     # prompts start with <|endoftext|> (the bos), as every document did in training
-    writer.add_add_bos_token(isinstance(cfg.get("bos_token_id"), int))
+    writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
 
 
@@ -271,7 +311,7 @@ def _write_gguf_temp(model_dir: Path, out_path: Path, qtype: str, name: str | No
             n_rows = data.shape[0]
         stored, ggml_type = _encode(tname, data, qtype)
         writer.add_tensor(tname, stored, raw_dtype=ggml_type)
-    _add_tokenizer(writer, read_vocab(model_dir / TOKENIZER, n_rows), cfg)
+    _add_tokenizer(writer, read_vocab(model_dir / TOKENIZER, n_rows))
 
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     with naming(out_path):  # an unwritable folder or a full disk names the file asked for
@@ -334,13 +374,9 @@ def _inputs(model_dir: Path) -> dict[str, str]:
             TOKENIZER: sha256_file(model_dir / TOKENIZER)}
 
 
-def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                options: GGUFOptions = GGUFOptions(),
-                log: Callable[[str], None] = print) -> GGUFExport:
-    """Write one GGUF file per type in ``options.types`` into ``out_dir``, then its sidecar
-    (inputs' hashes, settings, sizes, versions) last; skip when the sidecar says the files
-    are current, unless ``options.overwrite``."""
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
+def _planned_files(model_dir: Path, out_dir: Path, options: GGUFOptions) -> dict[str, Path]:
+    """The file of each type asked for, after the refusals that read no weights: no model, an
+    unknown type, a folder that is another stage's, a folder where a file goes."""
     gguf_version()
     if not (model_dir / "config.json").is_file():
         raise GGUFExportError(f"no model at {model_dir} (config.json missing); train one with "
@@ -351,6 +387,40 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                               f"{', '.join(QUANT_TYPES)}")
     stem = options.stem or model_dir.name
     files = {t: out_dir / f"{stem}-{t}.gguf" for t in options.types}
+    # a folder another stage writes (a tokenizer, a corpus): its sidecar.json, which that
+    # stage's skips and checks read, would be replaced by this one's
+    refuse_foreign_folder(out_dir / SIDECAR, STAGE, "--out_dir")
+    taken = [p for p in files.values() if p.is_dir()]
+    if taken:  # found before any work, not after the first file has replaced its old one
+        raise GGUFExportError(f"cannot write {taken[0]}: it is a folder where the GGUF file goes; move it "
+                              f"aside or name another --out_dir; nothing was written")
+    return files
+
+
+def _write_temps(model_dir: Path, files: dict[str, Path], stem: str) -> dict[Path, Path]:
+    """Every file made in full as a temporary file beside it (temporary -> output): a folder the
+    user may not write in, a full disk or a bad model leaves the old files and their sidecar
+    exactly as they were."""
+    temps: dict[Path, Path] = {}
+    try:
+        for qtype, path in files.items():
+            temps[_write_gguf_temp(model_dir, path, qtype, stem)] = path
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+    return temps
+
+
+def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                options: GGUFOptions = GGUFOptions(),
+                log: Callable[[str], None] = print) -> GGUFExport:
+    """Write one GGUF file per type in ``options.types`` into ``out_dir``, then its sidecar
+    (inputs' hashes, settings, sizes, versions) last; skip when the sidecar says the files
+    are current, unless ``options.overwrite``."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    files = _planned_files(model_dir, out_dir, options)
+    stem = options.stem or model_dir.name
     inputs = _inputs(model_dir)
     read_gpt2_config(model_dir)  # a model llama.cpp's GPT-2 can run, said before the slower checks
     check_model_dir(model_dir)   # the model interface's checks: config, shapes, tokenizer
@@ -361,21 +431,7 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     if current and not options.overwrite:
         log(f"gguf: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
         return GGUFExport(out_dir, files, skipped=True)
-    # every file is made in full (as a temporary file) before anything that was there changes:
-    # a folder the user may not write in, a full disk or a bad model leaves the old files and
-    # their sidecar exactly as they were
-    taken = [p for p in files.values() if p.is_dir()]
-    if taken:  # found before any work, not after the first file has replaced its old one
-        raise GGUFExportError(f"cannot write {taken[0]}: it is a folder where the GGUF file goes; move it "
-                              f"aside or name another --out_dir; nothing was written")
-    temps: dict[Path, Path] = {}
-    try:
-        for qtype, path in files.items():
-            temps[_write_gguf_temp(model_dir, path, qtype, stem)] = path
-    except BaseException:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
-        raise
+    temps = _write_temps(model_dir, files, stem)
     if (out_dir / SIDECAR).exists():
         log(f"gguf: rebuilding ({'--overwrite' if options.overwrite else why})")
         with naming(out_dir / SIDECAR):

@@ -44,6 +44,14 @@ def llama_cpp_available() -> bool:
     return True
 
 
+def require_llama_cpp() -> None:
+    """A clear error when llama-cpp-python is missing: said before an export with ``--verify``
+    writes anything, not after it."""
+    if not llama_cpp_available():
+        raise GGUFExportError("the llama.cpp check needs llama-cpp-python (it compiles "
+                              "llama.cpp, 10-25 min on 2 cores): pip install llama-cpp-python")
+
+
 def _hf_greedy(model, ids: list[int], steps: int):
     """Greedy continuation by transformers, and the first step's logits."""
     import torch
@@ -78,9 +86,7 @@ def _llama_greedy(gguf_path: Path, ids: list[int], steps: int, n_ctx: int):
 def greedy_agreement(model_dir: str | os.PathLike, gguf_path: str | os.PathLike,
                      prompt: str, steps: int = 32) -> GreedyAgreement:
     """Greedy ``steps`` tokens from transformers and from llama.cpp on ``prompt``, compared."""
-    if not llama_cpp_available():
-        raise GGUFExportError("the llama.cpp check needs llama-cpp-python (it compiles "
-                              "llama.cpp, 10-25 min on 2 cores): pip install llama-cpp-python")
+    require_llama_cpp()
     from ..generation import load_model
 
     model_dir, gguf_path = Path(model_dir), Path(gguf_path)

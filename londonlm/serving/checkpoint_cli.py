@@ -3,25 +3,32 @@ and print its step and validation loss, then generate from a prompt (or interact
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ..core import (Layout, RunLayout, StageParser, UsageError, describe_checkpoints, existing_dir, free_text,
-                    model_step, non_negative_int, positive_int)
+                    model_step, non_negative_int, positive_int, read_json_object)
+
+
+def _loss(value) -> float | None:
+    """A recorded loss, or None for anything that is no number (a hand-edited or damaged record)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def checkpoint_facts(path: Path) -> dict:
-    """Step and last validation loss from trainer_state.json (or run_info.json for final/)."""
+    """Step and last validation loss from trainer_state.json (or run_info.json for final/).
+    A record that is damaged or not the Trainer's shape gives no loss ("n/a"), never a
+    traceback: the weights beside it may still be fine to try."""
     path = Path(path)
     facts = {"path": str(path), "step": model_step(path), "eval_loss": None}
     state = path / "trainer_state.json"
     if state.exists():
-        ev = [h["eval_loss"] for h in json.loads(state.read_text()).get("log_history", [])
-              if "eval_loss" in h]
-        facts["eval_loss"] = ev[-1] if ev else None
+        history = read_json_object(state).get("log_history")
+        ev = [h["eval_loss"] for h in history if isinstance(h, dict) and "eval_loss" in h] \
+            if isinstance(history, list) else []
+        facts["eval_loss"] = _loss(ev[-1]) if ev else None
     else:
-        facts["eval_loss"] = RunLayout(path.parent).read_run_info().get("final_eval_loss")
+        facts["eval_loss"] = _loss(RunLayout(path.parent).read_run_info().get("final_eval_loss"))
     return facts
 
 
@@ -68,11 +75,12 @@ def main(argv: list[str], layout: Layout, default_preset: str, presets: list[str
         print(describe_checkpoints(run.dir))
         return 0
     path = layout.resolve_model(a.checkpoint or "latest", run)  # ModelNotFound lists what exists
+    from ..generation import GenerationSettings, check_model_dir, generate, load_model
+
+    check_model_dir(path)  # a folder that is no model is the one error line, before any facts
     facts = checkpoint_facts(path)
     ev = f"{facts['eval_loss']:.4f}" if facts["eval_loss"] is not None else "n/a"
     print(f"checkpoint: {path}\nstep: {facts['step']}\nvalidation loss: {ev}")
-    from ..generation import GenerationSettings, generate, load_model
-
     lm = load_model(path)
     settings = GenerationSettings(max_new_tokens=a.max_new_tokens, seed=a.seed)
     for prompt in _prompts(a.prompt, a.interactive):

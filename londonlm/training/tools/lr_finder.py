@@ -13,13 +13,15 @@ stage's betas and weight decay, gradient clipping; no warmup (the ramp itself st
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core import Layout, LondonLMError, RunLayout
+from ...core import (Layout, LondonLMError, RunLayout, free_memory_bytes, write_bytes_atomic,
+                     write_text_atomic)
 from ...tokens import ensure_cache, era_tokens_of
 from ..data import Position, StreamSampler, load_blocks
 from ..job import ModelConfig, OutputConfig, RunControl, config_from_values, training_arguments
@@ -37,6 +39,8 @@ LR_FIND_CACHE = "lr_find_tokens"
 # At most this many decades of learning rate per step: wider, and the loss diverges within a
 # handful of steps, too few to read a suggestion from (1e-300 -> 1e300 in 10 steps: 67 a step).
 MAX_DECADES_PER_STEP = 1.0
+# What a sweep writes, the summary last: the three are replaced together or not at all
+LR_FIND_FILES = ("lr_find.csv", "lr_find.png", "lr_find.json")
 
 
 class LRFindError(LondonLMError, ValueError):
@@ -141,21 +145,45 @@ def sweep_recorder(res: LRFindResult, lrs: list[float], *, smoothing: float, div
     return SweepRecorder()
 
 
-def write_lr_find(res: LRFindResult, out_dir: str | Path, title: str = "",
-                  extra: dict | None = None) -> dict:
-    """``lr_find.csv`` (step, lr, loss, smoothed), ``lr_find.png`` and ``lr_find.json``."""
-    import matplotlib
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend; one line when matplotlib is missing, or
+    refuses to import for an $MPLBACKEND it does not know (asked before the sweep, not after
+    it has run)."""
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise LRFindError(f"the LR finder draws lr_find.png with matplotlib, which cannot be "
+                          f"imported ({e}): pip install -r requirements.txt") from None
+    except ValueError as e:  # matplotlib's import checks $MPLBACKEND (the finder uses Agg)
+        raise LRFindError(f"matplotlib cannot be imported to draw lr_find.png: {e}; unset "
+                          f"MPLBACKEND or set it to a backend this matplotlib has") from None
+    return plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "lr_find.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
-        for i, (lr, lo, sm) in enumerate(zip(res.lrs, res.losses, res.smoothed)):
-            w.writerow([i, f"{lr:.6g}", f"{lo:.5f}", f"{sm:.5f}"])
+
+def check_outputs(out_dir: str | Path) -> None:
+    """One line, before the sweep, when a file the sweep writes has a folder in its place: found
+    after the sweep, the files before it would have been replaced, the summary not."""
+    taken = [Path(out_dir) / f for f in LR_FIND_FILES if (Path(out_dir) / f).is_dir()]
+    if taken:
+        raise LRFindError(f"cannot write {taken[0]}: it is a folder where the sweep's file goes; "
+                          f"move it aside or name another --output_dir; nothing was written")
+
+
+def _table(res: LRFindResult) -> str:
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
+    for i, (lr, lo, sm) in enumerate(zip(res.lrs, res.losses, res.smoothed)):
+        w.writerow([i, f"{lr:.6g}", f"{lo:.5f}", f"{sm:.5f}"])
+    return f.getvalue()
+
+
+def _plot(res: LRFindResult, title: str) -> bytes:
+    """The curve as PNG bytes (drawn in memory: nothing is written until every file is made)."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(res.lrs, res.losses, alpha=0.3, label="loss")
     ax.plot(res.lrs, res.smoothed, label="smoothed loss")
@@ -170,12 +198,27 @@ def write_lr_find(res: LRFindResult, out_dir: str | Path, title: str = "",
     ax.set_title(title or "learning-rate range test")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "lr_find.png", dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
-    summary = {**s, "steps_run": len(res.lrs), "stopped_early": res.stopped_early,
+    return png.getvalue()
+
+
+def write_lr_find(res: LRFindResult, out_dir: str | Path, title: str = "",
+                  extra: dict | None = None) -> dict:
+    """``lr_find.csv`` (step, lr, loss, smoothed), ``lr_find.png`` and ``lr_find.json``, each
+    whole or not at all, the summary last; all made in memory first, so a plot that cannot be
+    drawn leaves a previous sweep's files as they were."""
+    out = Path(out_dir)
+    check_outputs(out)
+    csv_path, png_path, json_path = (out / f for f in LR_FIND_FILES)
+    table, png = _table(res), _plot(res, title)
+    summary = {**res.suggestion, "steps_run": len(res.lrs), "stopped_early": res.stopped_early,
                "seconds": res.seconds, "lr_range": [res.lrs[0], res.lrs[-1]], **(extra or {}),
-               "table": str(out / "lr_find.csv"), "plot": str(out / "lr_find.png")}
-    (out / "lr_find.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+               "table": str(csv_path), "plot": str(png_path)}
+    write_text_atomic(csv_path, table)
+    write_bytes_atomic(png_path, png)
+    write_text_atomic(json_path, json.dumps(summary, indent=1))
     return summary
 
 
@@ -266,6 +309,25 @@ def sweep(o: LRFindOptions, shape, tok, blocks, log=print) -> tuple[LRFindResult
     return res, speed.settings.precision
 
 
+def check_memory(o: LRFindOptions, shape) -> None:
+    """One line when even the most frugal step of this model and batch (SDPA, the fused loss,
+    bf16 autocast or fp32, whichever needs less) takes more memory than the device has free:
+    the sweep would otherwise be killed by the kernel's out-of-memory killer (exit 137, not a
+    word) or stop on CUDA's out-of-memory error, after the token cache was built."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    free = free_memory_bytes(device)
+    need = min(shape.training_memory(o.batch_size, attention="sdpa", precision=p, fused_loss=True,
+                                     dropout=o.dropout).total for p in ("bf16", "fp32"))
+    if free is not None and need > free:
+        raise LRFindError(
+            f"the sweep's {shape.n_params / 1e6:.1f}M-parameter model at batch {o.batch_size} x "
+            f"{o.context_length} tokens needs at least {need / 1e9:.1f} GB, more than the "
+            f"{free / 1e9:.1f} GB free on the {device}: lower --batch_size (or --n_layer, --n_embd, "
+            f"--max_length)")
+
+
 def sweep_cache(o: LRFindOptions, tok, log=print) -> tuple[Path, dict]:
     """(folder, metadata) of the tokens the sweep reads: the run's cache when it is current for
     this tokenizer, corpus and context (read only), else the finder's own in its output folder."""
@@ -284,9 +346,12 @@ def find_lr(o: LRFindOptions, log=print) -> tuple[dict, LRFindResult]:
     """Build the preset's model fresh, ramp the learning rate over the corpus's training blocks,
     write the table, plot and summary to ``o.output_dir``. The model is discarded."""
     check_range(o.min_lr, o.max_lr, o.steps)
+    pyplot()                    # what would fail only once the sweep is over, said before it
+    check_outputs(o.output_dir)
     tok = load_tokenizer(o.tokenizer_dir)
     shape = validated(ModelShape(o.n_layer, o.n_head, o.n_embd, o.context_length,
                                  len(tok)))
+    check_memory(o, shape)
     log(f"model: {shape.n_params / 1e6:.2f}M parameters; sweep {o.min_lr:g} -> {o.max_lr:g} "
         f"over {o.steps} steps at batch {o.batch_size} x {o.context_length} tokens")
     cache_dir, meta = sweep_cache(o, tok, log)
