@@ -23,6 +23,9 @@ CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
+# the JSON files of a tokenizer folder, each an object when present
+TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                  "vocab.json")
 # a safetensors header is JSON; anything longer than this is no header
 MAX_HEADER_BYTES = 100_000_000
 
@@ -141,11 +144,16 @@ def check_weights_match(folder: Path) -> None:
 
 
 def check_tokenizer_present(folder: Path) -> None:
-    """DamagedModel when ``folder`` has no tokenizer files to load."""
+    """DamagedModel when ``folder`` has no tokenizer files to load, or one of the JSON files
+    transformers reads for it is no JSON object (it indexes into them: a list in
+    tokenizer_config.json was an AttributeError, in tokenizer.json a TypeError)."""
     if not any((Path(folder) / f).is_file() for f in TOKENIZER_FILES):
         raise DamagedModel(f"the model at {folder} has no tokenizer ({TOKENIZER_FILES[0]} "
                            f"missing); copy the run's tokenizer files (tokenizer.json, "
                            f"tokenizer_config.json, special_tokens_map.json) into it")
+    for name in TOKENIZER_JSON:
+        if (Path(folder) / name).is_file():
+            _json_object(Path(folder) / name, folder)
 
 
 def check_token_ids(max_id: int, n_rows: int, where) -> None:

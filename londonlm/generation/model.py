@@ -20,7 +20,7 @@ from pathlib import Path
 from ..core import (GenerationError, GenerationSettings, Layout, ModelNotFound, RunLayout,
                     defaults_from_generation_config, model_step, usable_model, user_path)
 from ..tokens import EOT, era_token, era_tokens_of, plain_backend, split_exact
-from .checks import check_finite, check_model_folder, check_tokenizer_fits
+from .checks import DamagedModel, check_finite, check_model_folder, check_tokenizer_fits
 
 
 @dataclass
@@ -166,11 +166,14 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         raise GenerationError(
             f"{spec!r} is neither a local model ({hub_hint}) nor a Hub model in the local cache; "
             f"download it first with `huggingface-cli download {spec}`") from None
+    except (TypeError, KeyError, AttributeError) as e:  # a file of the right JSON kind, the wrong
+        # shape inside (a number where transformers iterates or calls a method): damaged, not a bug
+        raise DamagedModel(f"the model at {source} cannot be loaded: {type(e).__name__}: {e}") from None
     check_tokenizer_fits(tokenizer, model, f"the tokenizer at {tok_source}")
     check_finite(model, source)
     try:
         gen_config = GenerationConfig.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):  # sampling defaults only: the library's are used
         gen_config = None
     model.to(dev).eval()
     steady_attention(dev)

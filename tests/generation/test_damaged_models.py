@@ -81,8 +81,23 @@ def nan_weights(folder: Path) -> str:
     return "NaN or infinite"
 
 
+def _write(name: str, text: str):
+    """A tokenizer (or generation) file of the right JSON kind or another, the wrong shape inside:
+    transformers indexed into them, a TypeError or AttributeError traceback."""
+    def damage(folder: Path) -> str:
+        (folder / name).write_text(text)
+        return f"{name} holds a list" if text.startswith("[") and "generation" not in name else "cannot be loaded"
+    damage.__name__ = f"{name}={text}"
+    return damage
+
+
+SHAPES = [_write("tokenizer.json", "[1, 2]"), _write("tokenizer.json", '{"added_tokens": 5}'),
+          _write("tokenizer_config.json", "[1]"), _write("tokenizer_config.json", '{"tokenizer_class": 5}'),
+          _write("tokenizer_config.json", '{"added_tokens_decoder": [1]}'),
+          _write("special_tokens_map.json", '{"eos_token": 5}'), _write("special_tokens_map.json", "[1]"),
+          _write("generation_config.json", "[1]")]
 DAMAGE = [config_list, vocab_100, wider, layers_as_text, no_positions, small_llama, bigger_tokenizer, no_tokenizer,
-          nan_weights]
+          nan_weights, *SHAPES]
 
 
 def damaged(tiny_model_dir: Path, tmp_path: Path, damage) -> tuple[Path, str]:
