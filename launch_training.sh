@@ -29,16 +29,24 @@ if [ -n "${PYTHON:-}" ]; then PY="$PYTHON"
 elif [ -x "$HERE/.venv/bin/python" ]; then PY="$HERE/.venv/bin/python"
 else PY=python3; fi
 
-RUN_NAME="$PRESET"
+# The run folder, found as the training script finds it (londonlm.training.job.run_of):
+# --output_dir, else <root>/09_models/checkpoints/<--run_name_dir, else --run_name, else the preset>,
+# the root being --root, else $LONDONLM_ROOT, else here. The notice below and the preemption
+# message look there for checkpoints: under --root elsewhere, not in this repository.
 ARGS=("$@")
-for ((i = 0; i < ${#ARGS[@]}; i++)); do
-  case "${ARGS[$i]}" in
-    --run_name|--run_name_dir) RUN_NAME="${ARGS[$((i + 1))]:-$PRESET}" ;;
-    --run_name=*|--run_name_dir=*) RUN_NAME="${ARGS[$i]#*=}" ;;
-  esac
-done
-ROOT="${LONDONLM_ROOT:-$HERE}"
-RUN_DIR="$ROOT/09_models/checkpoints/$RUN_NAME"
+flag_value() {  # the last value given to flag $1 (--flag V or --flag=V), else $2
+  local i found="$2"
+  for ((i = 0; i < ${#ARGS[@]}; i++)); do
+    case "${ARGS[$i]}" in
+      "$1") found="${ARGS[$((i + 1))]:-$found}" ;;
+      "$1"=*) found="${ARGS[$i]#*=}" ;;
+    esac
+  done
+  printf '%s' "$found"
+}
+RUN_NAME="$(flag_value --run_name_dir "$(flag_value --run_name "$PRESET")")"
+ROOT="$(flag_value --root "${LONDONLM_ROOT:-$HERE}")"
+RUN_DIR="$(flag_value --output_dir "$ROOT/09_models/checkpoints/$RUN_NAME")"
 if ls -d "$RUN_DIR"/checkpoint-* >/dev/null 2>&1 && [[ " $* " != *" --fresh "* ]]; then
   echo "Checkpoints exist in $RUN_DIR: training will RESUME from the latest valid one."
   echo "(Use ./resume_training.sh checkpoint-N for a specific one, or add --fresh to start over.)"
@@ -123,8 +131,9 @@ fi
 if [ "$NPROC" -ge 1 ] || [ "${NNODES:-1}" -gt 1 ]; then
   [ "$NPROC" -ge 1 ] || NPROC=1
   echo "Launching $NPROC process(es) per node x ${NNODES:-1} node(s) with torchrun"
+  RESUME_HINT="$(printf '%q ' "$0" "$PRESET" "$@")"  # quoted: a path with spaces pastes back whole
   exec "$PY" -m londonlm.training.launch --run_dir "$RUN_DIR" \
-    --resume_hint "./launch_training.sh $PRESET $*" -- \
+    --resume_hint "${RESUME_HINT% }" -- \
     --nproc_per_node="$NPROC" --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
     --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
     --shutdown_timeout="${SHUTDOWN_GRACE:-300}" \

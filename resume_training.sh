@@ -12,12 +12,23 @@ else PY=python3; fi
 PRESET="${PRESET:-slm}"
 CKPT=""
 REST=()
+# The checkpoint is the first word that is not a flag nor a flag's value: after `--root DIR`
+# (any `--flag` without `=`) DIR is the flag's, or `--root DIR` would take DIR for the
+# checkpoint; a word named like one (checkpoint-N) after a flag without a value (`--use_cpu`) is.
+is_checkpoint() { [[ "${1%/}" =~ (^|/)checkpoint-[0-9]+$ ]]; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --preset) PRESET="$2"; shift 2 ;;
+    --preset)
+      if [ $# -lt 2 ]; then echo "error: --preset: expected one argument" >&2; exit 2; fi
+      PRESET="$2"; shift 2 ;;
     --preset=*) PRESET="${1#*=}"; shift ;;
     -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
-    *) if [ -z "$CKPT" ] && [[ "$1" != --* ]]; then CKPT="$1"; else REST+=("$1"); fi; shift ;;
+    --*=*) REST+=("$1"); shift ;;
+    --*) REST+=("$1"); shift
+         if [ $# -gt 0 ] && [[ "$1" != --* ]] && ! { [ -z "$CKPT" ] && is_checkpoint "$1"; }; then
+           REST+=("$1"); shift
+         fi ;;
+    *) if [ -z "$CKPT" ]; then CKPT="$1"; else REST+=("$1"); fi; shift ;;
   esac
 done
 if [ -z "$CKPT" ]; then

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import config
 from londonlm.core.cli import existing_dir, non_negative_int, positive_int, StageParser, year
 from londonlm.core.errors import run_main
+from londonlm.core.layout import plain_name
 from londonlm.chat.evaluate import ChatEvalOptions
 from londonlm.chat.preset import ChatTrainOptions
 from londonlm.pipeline import CHAT_MODES, ChatStep, PipelinePlan, run_pipeline
@@ -34,7 +35,7 @@ def parse(argv):
                    help="time-lock the model: tokenizer and training see only documents dated up to "
                         "this year (a view of the collected corpus; undated ones are left out), run "
                         "folder PRESET-toYEAR, leakage probes in the evaluation")
-    p.add_argument("--eval_max_tokens", type=positive_int, default=50_000,
+    p.add_argument("--eval_max_tokens", type=non_negative_int, default=50_000,
                    help="validation tokens scored (0 = all)")
     p.add_argument("--chat", default="auto", choices=CHAT_MODES,
                    help="period-chat step: auto (when the source has Old Bailey dialogue), on, off")
@@ -42,7 +43,12 @@ def parse(argv):
                    help="Old Bailey TEI for the chat step (default: --source_dir)")
     p.add_argument("--chat_bait_limit", type=non_negative_int, default=0,
                    help="chat evaluation: only the first N modern-bait questions (0 = all)")
-    return p.parse_known_args(argv)
+    a, extra = p.parse_known_args(argv)
+    if a.sample_limit_chars and a.source_dir:  # it would be ignored: the folder replaces the sample
+        p.error("--sample_limit_chars cuts the embedded sample, which --source_dir replaces; give one of them")
+    if a.run_name is not None:  # checked as typed: '' would mean the preset's run, '../x' be named as its chat run
+        plain_name(a.run_name, "--run_name")
+    return a, extra
 
 
 def chat_request(flags) -> JobRequest:

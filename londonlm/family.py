@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .core import Layout, LondonLMError, RunLayout, sha256_file
-from .corpus import MANIFEST, cutoff_view
+from .corpus import MANIFEST, cutoff_view, manifest_sha256
 from .tokens import train_tokenizer_stage
 from .training import TrainDefaults, TrainFlags, build_config, finished, run_training, share_cache
 
@@ -98,7 +98,9 @@ def probe_member(plan: FamilyPlan, m: Member, log) -> dict:
 
 def run_family(plan: FamilyPlan, flags: TrainFlags, defaults: TrainDefaults,
                log=print) -> tuple[list[RunLayout], list[str]]:
-    """Every cutoff in turn, earliest first. Returns (finished runs, names of failed ones)."""
+    """Every cutoff in turn, earliest first. Returns (finished runs, names of failed ones).
+    A corpus that is not there is one error before any member: every member would fail alike."""
+    manifest_sha256(plan.processed_dir)  # names the command that collects it
     done, failed, seen = [], [], {}
     cutoffs = sorted(set(plan.cutoffs))
     for i, cutoff in enumerate(cutoffs, 1):
@@ -108,10 +110,11 @@ def run_family(plan: FamilyPlan, flags: TrainFlags, defaults: TrainDefaults,
             train_member(plan, member, flags, defaults, log)
             if finished(member.run):
                 probe_member(plan, member, log)
+                done.append(member.run)
+                continue
         except LondonLMError as e:  # one bad member does not stop the family
             log(f"error: {plan.run(cutoff).name}: {e}")
-        if finished(plan.run(cutoff)) and plan.run(cutoff).leakage.is_file():
-            done.append(plan.run(cutoff))
-        else:
-            failed.append(plan.run(cutoff).name)
+        # failed in this call, or stopped early: the files an earlier call left (a finished
+        # run, its leakage.json) do not make it done, nor put old figures in the table
+        failed.append(plan.run(cutoff).name)
     return done, failed

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .chat import ChatDataError, ChatDatasetOptions, ChatEvalOptions, ChatTrainOptions, chat_settings
-from .core import RunLayout, SIDECAR, UsageError, current_or_make, read_json, sha256_file, write_json_atomic
+from .core import PIPELINE_SUMMARY, RunLayout, SIDECAR, UsageError, current_or_make, read_json, read_json_object, record_field, sha256_file, write_json_atomic
 from .corpus import MANIFEST
 from .evaluation import model_identity
 from .training import JobRequest, TrainingConfig, TrainingError, training_settings
 
-SUMMARY = "pipeline_summary.json"  # in the run folder
+SUMMARY = PIPELINE_SUMMARY  # in the run folder (moved aside with the run it describes)
 METRICS = "pipeline_metrics.json"  # in the run's evaluation folder
 SAMPLES = "pipeline_samples.json"
 CHAT_METRICS = "pipeline_chat_eval.json"  # in the chat run's evaluation folder
@@ -302,7 +302,8 @@ def corpus_stage(plan: PipelinePlan, log) -> dict:
     if nothing_named and have not in (None, [SAMPLE_SOURCE_ID]) and not plan.overwrite:
         log(f"corpus: using the corpus collected in {plan.processed_dir} (sources: {', '.join(have)}); "
             f"--source_dir or --overwrite builds another")
-        return {**read_json(plan.processed_dir / SIDECAR).get("counts", {}), "skipped": True}
+        return {**(record_field(read_json_object(plan.processed_dir / SIDECAR), "counts", kind=dict) or {}),
+                "skipped": True}
     options = CollectionOptions(year_range=plan.year_range, min_chars=plan.min_chars,
                                 validation_percent=plan.validation_percent, overwrite=plan.overwrite, log=log)
     corpus = build_corpus(plan.processed_dir, plan.metadata_dir, options, source_dir=plan.source_dir,

@@ -20,7 +20,7 @@
 """
 from .artifacts import (StageInputMissing, atomic_writer, current_or_make, give_open_mode, is_fd_link, is_stream,
                         link_or_copy, naming,
-                        now_iso, read_json, refuse_foreign_folder, refuse_output_over_inputs, require_input, sha256_file, sidecar_current, versions, write_bytes_atomic,
+                        now_iso, read_json, read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs, require_input, sha256_file, sidecar_current, versions, write_bytes_atomic,
                         write_json_atomic, write_sidecar, write_text_atomic)
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, archives_without_crc, checkpoint_name, checkpoint_problem,
                           checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints, model_step)
@@ -37,9 +37,9 @@ from .hardware import (GpuUnusable, choose_precision, cpu_has_fast_bf16, cpu_has
 from .processes import Hold, die_with_parent, hold, holder_pid
 from .scratch import ScratchTables, sqlite_os_error
 from .lazy import lazy_exports
-from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE, SIDECAR,
-                     TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints, is_plain_name,
-                     model_run_info, usable_model)
+from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE,
+                     PIPELINE_SUMMARY, SIDECAR, TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints,
+                     is_plain_name, model_run_info, usable_model)
 
 __all__ = [
     "archives_without_crc", "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
@@ -52,7 +52,7 @@ __all__ = [
     "large_blocks_from_the_system",
     "is_plain_name", "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",
-    "OneLineErrors", "peak_flops", "port", "positive_float", "positive_int", "read_json", "refuse_foreign_folder",
+    "OneLineErrors", "peak_flops", "PIPELINE_SUMMARY", "port", "positive_float", "positive_int", "read_json", "refuse_foreign_folder",
     "refuse_output_over_inputs",
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "ScratchTables", "sidecar_current", "sqlite_os_error", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",

@@ -188,6 +188,26 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON object a stage wrote (a sidecar, a run's record), or ``{}`` when the file is absent,
+    unreadable, damaged or not an object: such a record vouches for nothing. (Its readers used
+    ``read_json(path).get(...)``, which a sidecar holding ``[1, 2]`` turned into a traceback.)"""
+    try:
+        obj = read_json(path)
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def record_field(record: Any, *keys: str, kind: type | tuple[type, ...] = object) -> Any:
+    """``record[k1][k2]...`` through JSON objects only; ``None`` where a level is missing or not
+    an object, or where the value is not of ``kind``: a hand-edited record reads as one that
+    says nothing, never as an AttributeError."""
+    for key in keys:
+        record = record.get(key) if isinstance(record, dict) else None
+    return record if isinstance(record, kind) else None
+
+
 def versions(libraries: Sequence[str] = ARTIFACT_LIBRARIES, *, import_missing: bool = True) -> dict[str, str]:
     """Versions of the libraries that shape the artifacts. ``import_missing=False`` reports only
     libraries already imported: importing torch and transformers costs seconds that a CPU-only

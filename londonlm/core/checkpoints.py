@@ -11,6 +11,8 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from .artifacts import read_json_object
+
 
 # Names a checkpoint and the run around it are recognised by.
 BEST = "best"                        # copy of the best-by-validation-loss checkpoint (--save_best)
@@ -73,16 +75,35 @@ def _trainer_state_problem(state: Path) -> str | None:
     return None
 
 
+# torch's legacy format (torch.save(..., _use_new_zipfile_serialization=False)) begins with its
+# magic number pickled: a LONG1 of torch.serialization.MAGIC_NUMBER (written here so that the
+# checks never import torch; tests/core compares it with torch's)
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_START = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+
+
+def _is_legacy_torch_file(head: bytes) -> bool:
+    """Whether ``head`` starts as torch's legacy format: pickle's PROTO 2 or 3, then the pickled
+    magic number. (Protocols 4 and 5 add a frame that torch.load's weights-only unpickler, the
+    one a resume uses, refuses: such a file could not be resumed from either.)"""
+    return head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03") and head[2:].startswith(_LEGACY_START)
+
+
 def _archive_problem(path: Path, found: Path) -> str | None:
     """torch.save writes zip archives: one cut short lacks its end-of-central-directory, which is
     cheap to look for (the file is never loaded), where torch.load would fail mid-resume. A file
-    that does not start as a zip is torch's legacy format, which has no such end to check."""
+    that starts as neither a zip nor torch's legacy format (whose end cannot be checked) is no
+    torch file at all: torch.load failed on it with a traceback mid-resume."""
     name = found.relative_to(path)
     if found.stat().st_size == 0:
         return f"{name} empty"
+    if found.name == ".metadata":  # FSDP's sharded state: pickled by torch.distributed.checkpoint
+        return None
     with open(found, "rb") as f:
-        is_zip = f.read(4) == b"PK\x03\x04"
-    if is_zip and not zipfile.is_zipfile(found):
+        head = f.read(32)
+    if head[:4] != b"PK\x03\x04":
+        return None if _is_legacy_torch_file(head) else f"{name} damaged (not a torch archive)"
+    if not zipfile.is_zipfile(found):
         return f"{name} damaged (a torch archive cut short)"
     return None
 
@@ -173,14 +194,6 @@ def _status(record: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return info.get("status") if isinstance(info, dict) else None
-
-
-def read_json_object(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
 
 
 def best_info(run_dir: str | os.PathLike) -> dict | None:

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoints import (BEST, RUN_INFO, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
-                          checkpoint_step, latest_valid_checkpoint, list_checkpoints, read_json_object)
+                          checkpoint_step, latest_valid_checkpoint, list_checkpoints)
+from .artifacts import read_json_object
 from .cli import user_path
 from .errors import LondonLMError, UsageError
 
@@ -35,6 +36,7 @@ CUTOFF_SUFFIX = "-to"                # tiny-to1750, processed-to1750: the cutoff
 PROFILE = "profile"                  # --profile_steps output in a run folder
 LEAKAGE = "leakage.json"             # the leakage probes' result, in a run's evaluation folder
 TRAINING_CONFIG = "training_config.json"  # the configuration tree a run trained with
+PIPELINE_SUMMARY = "pipeline_summary.json"  # run_pipeline.py's record of the run's model and figures
 
 ROOT_ENV = "LONDONLM_ROOT"
 
@@ -154,11 +156,13 @@ class RunLayout:
 
     def movable_on_fresh(self) -> list[Path]:
         """What ``--fresh`` moves aside: everything the old model produced (checkpoints,
-        final/, best/, run_info.json, logs, its evaluation, exports and staged upload); the token
-        cache stays, since it depends on the data, not on the run."""
+        final/, best/, run_info.json, logs, its evaluation and pipeline summary, exports and
+        staged upload); the token cache stays, since it depends on the data, not on the run."""
         if not self.dir.is_dir():
             return []
-        names = {FINAL, BEST, RUN_INFO, SIDECAR, TENSORBOARD, EVALUATION, HUB_STAGE, GGUF, TRAINING_CONFIG}
+        # the pipeline's summary too: left behind, it would describe a model no longer there
+        names = {FINAL, BEST, RUN_INFO, SIDECAR, TENSORBOARD, EVALUATION, HUB_STAGE, GGUF, TRAINING_CONFIG,
+                 PIPELINE_SUMMARY}
         return sorted(p for p in self.dir.iterdir()
                       if p.name in names or checkpoint_step(p) is not None)
 

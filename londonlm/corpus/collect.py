@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..core import (SIDECAR, UsageError, hold, holder_pid, large_blocks_from_the_system, nearest_existing, read_json,
+from ..core import (SIDECAR, UsageError, hold, holder_pid, large_blocks_from_the_system, nearest_existing, read_json, read_json_object, record_field,
                     sidecar_current, user_path, write_sidecar)
 from .cutoff import time_facts_of
 from .manifest import (CORPUS_OUTPUTS, REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs,
@@ -310,7 +310,7 @@ def _collect(entries: Sequence[dict[str, Any]], downloads_dir: Path, processed_d
         inputs = {"sources": entries_hash, **local_inputs,
                   **{f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in remote}}
         if _outputs_current(processed_dir, inputs, o):
-            stats.update(skipped=True, counts=read_json(processed_dir / SIDECAR).get("counts", {}))
+            stats.update(skipped=True, counts=record_field(read_json_object(processed_dir / SIDECAR), "counts", kind=dict) or {})
             return stats
 
     lexicon = None  # the period lexicon of the collection's OCR documents (None: it has none)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..core import SIDECAR, read_json, sidecar_current, write_sidecar, write_text_atomic
+from ..core import SIDECAR, read_json_object, record_field, sidecar_current, write_sidecar, write_text_atomic
 from .dating import cutoff_verdict, row_year
 from .manifest import (COLLECT_CMD, CORPUS_OUTPUTS, MANIFEST, REJECTIONS, TEXTS, CorpusError, jsonl_text,
                        manifest_sha256, place_texts, read_manifest, summarize)
@@ -47,12 +47,8 @@ def time_facts_of(stats: dict[str, Any], cutoff_year: int | None = None) -> dict
 
 def _recorded_cutoff(processed_dir: Path) -> int | None:
     """The cutoff a corpus was built with, from its sidecar's settings (None when none)."""
-    side = processed_dir / SIDECAR
-    try:
-        value = (read_json(side).get("settings") or {}).get("cutoff_year") if side.is_file() else None
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    value = record_field(read_json_object(processed_dir / SIDECAR), "settings", "cutoff_year", kind=int)
+    return None if isinstance(value, bool) else value
 
 
 def corpus_time_facts(processed_dir: str | Path) -> dict[str, Any]:
@@ -125,7 +121,7 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
     current, why = sidecar_current(sidecar, inputs, settings)
     if current and not overwrite:
         log(f"corpus up to {cutoff_year}: current ({out_dir}); skipping (use --overwrite to rebuild)")
-        return {**read_json(sidecar).get("counts", {}), "skipped": True}
+        return {**(record_field(read_json_object(sidecar), "counts", kind=dict) or {}), "skipped": True}
     if sidecar.exists():
         log(f"corpus up to {cutoff_year}: rebuilding ({'--overwrite' if overwrite else why})")
         sidecar.unlink()  # the old files are no longer vouched for

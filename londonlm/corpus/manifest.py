@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from ..core import SIDECAR, LondonLMError, link_or_copy, read_json, require_input, sha256_file
+from ..core import SIDECAR, LondonLMError, link_or_copy, read_json_object, record_field, require_input, sha256_file
 from .dating import row_year
 
 MANIFEST = "manifest.jsonl"
@@ -110,8 +110,12 @@ def iter_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None,
     path = require_input(Path(processed_dir) / MANIFEST, COLLECT_CMD, "corpus manifest")
     keep = None if keys is None else tuple(keys)
     require = tuple(require)
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # decoded line by line: a line that is not UTF-8 is named
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _bad_row(path, n, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
             if line.strip():
                 try:
                     row = json.loads(line)
@@ -170,10 +174,7 @@ def corpus_inputs(processed_dir: str | Path) -> dict | None:
     """What a finished corpus was built from (its sidecar's inputs: the sources' hash and each
     ``source:<id>``'s fingerprint), or None when the folder holds no finished corpus."""
     side = Path(processed_dir) / SIDECAR
-    try:
-        return read_json(side).get("inputs") or {} if side.is_file() else None
-    except (OSError, ValueError):
-        return None
+    return record_field(read_json_object(side), "inputs", kind=dict) or {} if side.is_file() else None
 
 
 def collected_sources(processed_dir: str | Path) -> list[str] | None:

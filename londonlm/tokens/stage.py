@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from ..core import SIDECAR, read_json, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
+from ..core import SIDECAR, read_json, read_json_object, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
 from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
                       read_manifest, text_sizes)
 from .tokenizer import (TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer, plain_backend,
@@ -49,7 +49,7 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
     current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
     if current and not overwrite:
         log(f"tokenizer: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
-        return read_json(out_dir / SIDECAR)
+        return read_json_object(out_dir / SIDECAR)
     if (out_dir / SIDECAR).exists():
         log(f"tokenizer: rebuilding ({'--overwrite' if overwrite else why})")
         (out_dir / SIDECAR).unlink()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core import SIDECAR, model_run_info, read_json
+from ..core import SIDECAR, model_run_info, read_json_object, record_field
 from ..corpus import corpus_time_facts
 from ..tokens import era_tokens_of, read_metadata
 from .dist import TrainingError
@@ -20,7 +20,7 @@ from .dist import TrainingError
 
 def last_year(record: dict | None) -> int | None:
     """The latest document year of a ``corpus_time`` record (None when unknown)."""
-    years = (record or {}).get("years") or [None, None]
+    years = record_field(record, "years", kind=list) or [None, None]
     return years[1] if len(years) == 2 and isinstance(years[1], int) else None
 
 
@@ -88,11 +88,7 @@ def check_tokenizer_years(tokenizer, tok_dir: Path, cutoff: int, corpus: Path) -
     if late:
         raise TrainingError(f"--cutoff_year {cutoff}: the tokenizer at {tok_dir} has era token(s) "
                             f"{', '.join(late)} past the cutoff; train one on the cutoff corpus: {fix}")
-    side = Path(tok_dir) / SIDECAR
-    try:
-        record = (read_json(side).get("counts") or {}).get("corpus_time") if side.is_file() else None
-    except (OSError, ValueError):
-        record = None
+    record = record_field(read_json_object(Path(tok_dir) / SIDECAR), "counts", "corpus_time")
     latest = last_year(record)
     if latest is not None and latest > cutoff:
         raise TrainingError(f"--cutoff_year {cutoff}: the tokenizer at {tok_dir} was trained on text "

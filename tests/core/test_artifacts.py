@@ -231,3 +231,20 @@ def test_a_pipe_or_a_descriptor_is_written_as_it_is_never_replaced(tmp_path):
         if w is not None:
             os.close(w)
     assert not is_stream(tmp_path) and not is_stream(tmp_path / "x")
+
+
+def test_a_record_that_is_not_a_json_object_reads_as_empty(tmp_path):
+    from londonlm.core import read_json_object, record_field
+
+    p = tmp_path / "r.json"
+    assert read_json_object(p) == {}                   # absent
+    for text, expect in [("[1, 2]", {}), ("null", {}), ("{bad", {}), ("[" * 100_000, {}),
+                         ('{"a": {"b": 3}}', {"a": {"b": 3}})]:
+        p.write_text(text)
+        assert read_json_object(p) == expect, text
+    p.write_bytes(b"\xff\xfe")
+    assert read_json_object(p) == {}
+    rec = {"a": {"b": 3, "c": [1]}, "d": "x"}
+    assert record_field(rec, "a", "b") == 3 and record_field(rec, "a", "b", kind=int) == 3
+    assert record_field(rec, "a", "c", kind=dict) is None and record_field(rec, "d", "e") is None
+    assert record_field([1], "a") is None and record_field(rec, "z", "y") is None

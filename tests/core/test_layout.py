@@ -19,7 +19,7 @@ def _model(folder, step=None, training_state=True):
     if step is not None and training_state:
         (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
         for f in ("optimizer.pt", "scheduler.pt"):
-            (folder / f).write_bytes(b"x")
+            torch.save({}, folder / f)  # a torch archive: checkpoint_problem reads its start
     return folder
 
 
@@ -160,7 +160,7 @@ def test_fsdp_sharded_checkpoints_are_valid(layout):
     ck = layout.run("tiny").checkpoint(40)
     _model(ck, 40, training_state=False)
     (ck / "trainer_state.json").write_text(json.dumps({"global_step": 40}))
-    (ck / "scheduler.pt").write_bytes(b"x")
+    torch.save({}, ck / "scheduler.pt")
     assert checkpoint_problem(ck) == "optimizer.pt missing"
     (ck / "optimizer_0").mkdir()
     (ck / "optimizer_0" / "__0_0.distcp").write_bytes(b"shard")

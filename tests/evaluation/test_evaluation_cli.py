@@ -51,8 +51,10 @@ def project(tmp_path_factory, tiny_model_dir):
     ck = run / "checkpoint-2"
     shutil.copytree(tiny_model_dir, ck)
     (ck / "trainer_state.json").write_text(json.dumps(_trainer_state(2)))
+    import torch
+
     for f in ("optimizer.pt", "scheduler.pt"):
-        (ck / f).write_bytes(b"x")
+        torch.save({}, ck / f)
     (run / "run_info.json").write_text(json.dumps({"global_step": 4}))
     return root
 

@@ -246,3 +246,18 @@ def test_the_token_cache_refuses_a_damaged_tokenizer_and_a_missing_text(root, tm
     (tokenizer_dir(root) / "tokenizer.json").write_text("garbage{")
     with pytest.raises(TokenizerUnreadable, match=FIX_TOKENIZER):
         build()
+
+
+# ---------------------------------------------------------------- a sidecar that is no stage's record
+# A sidecar hand-edited or damaged into valid JSON of another shape: the stage reading it as
+# its input's record (the corpus's cutoff and counts, the sources it was built from) took
+# ``.get`` of a list, a traceback. Such a record vouches for nothing: the tokenizer is trained.
+@pytest.mark.parametrize("record", ["[1, 2]", "null", '"text"', '{"settings": [1], "counts": 3, "inputs": "x"}',
+                                    '{"settings": {"cutoff_year": true}}'])
+def test_a_corpus_sidecar_of_another_shape_is_a_record_that_says_nothing(root, tmp_path, record):
+    (processed(root) / "sidecar.json").write_text(record)
+    code, err = run_script(TRAIN, root, "--vocab_size", 400, "--output_dir", tmp_path / "tok")
+    assert code in (0, None) and "Traceback" not in err, err
+    from londonlm.tokens import load_tokenizer
+
+    assert len(load_tokenizer(tmp_path / "tok")) == 400

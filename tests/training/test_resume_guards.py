@@ -114,6 +114,30 @@ def test_a_torch_archive_cut_short_is_a_damaged_checkpoint(tmp_path, name, crc):
     assert checkpoint_problem(ck) == f"{name} empty"
 
 
+@pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng_state.pth"])
+def test_a_file_that_is_no_torch_archive_is_a_damaged_checkpoint(tmp_path, name):
+    """Neither a zip nor torch's legacy format (garbage, a text file, a pickle of something else):
+    passed as "legacy" before, torch.load then failed mid-resume with a traceback."""
+    ck = _valid_checkpoint(tmp_path)
+    for content in (bytes(range(7, 200)) * 20, b"not a checkpoint\n", b"\x80\x04\x95\x05" + b"\x00" * 40):
+        (ck / name).write_bytes(content)
+        assert checkpoint_problem(ck) == f"{name} damaged (not a torch archive)"
+
+
+@pytest.mark.parametrize("protocol", [2, 3])  # 4 and 5: torch.load(weights_only=True) refuses them
+def test_torch_legacy_archives_still_pass(tmp_path, protocol):
+    import torch
+
+    from londonlm.core.checkpoints import LEGACY_MAGIC
+
+    assert LEGACY_MAGIC == torch.serialization.MAGIC_NUMBER
+    ck = _valid_checkpoint(tmp_path)
+    torch.save({"state": torch.zeros(4)}, ck / "optimizer.pt", _use_new_zipfile_serialization=False,
+               pickle_protocol=protocol)
+    assert checkpoint_problem(ck) is None
+    assert torch.load(ck / "optimizer.pt", weights_only=True)["state"].shape == (4,)
+
+
 @pytest.mark.parametrize("state", ['{"global_step": "abc"}', "[]", "{}", '{"global_step": -1}',
                                    '{"global_step": true}', '{"global_step": 2.5}'])
 def test_trainer_state_of_the_wrong_shape_is_a_damaged_checkpoint(tmp_path, state):

@@ -73,13 +73,28 @@ def find_runs(layout: Layout, specs: list[str], prefix: str | None = None, warn=
     return out
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _checkpoint_curve(checkpoint: Path) -> list[list[float]] | None:
+    """(step, eval_loss) from one checkpoint's trainer_state.json; None when the file is torn or
+    not the Trainer's record, so the run's row is not refused for a side file (as its run_info)."""
+    try:
+        history = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+        points = [[h["step"], h["eval_loss"]] for h in history if "eval_loss" in h]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return points if all(_is_number(s) and _is_number(v) for s, v in points) else None
+
+
 def _curve_from_checkpoints(run: RunLayout) -> list[list[float]]:
+    """The validation curve of a run whose run_info.json holds none: the latest checkpoint
+    whose record can be read."""
     for ck in reversed(run.checkpoints()):
-        try:
-            st = json.loads((ck / "trainer_state.json").read_text())
-        except Exception:
-            continue
-        return [[h["step"], h["eval_loss"]] for h in st.get("log_history", []) if "eval_loss" in h]
+        curve = _checkpoint_curve(ck)
+        if curve is not None:
+            return curve
     return []
 
 
@@ -146,16 +161,21 @@ def time_row(run: RunLayout, info: dict) -> dict:
     """The cutoff, years and leakage probe results of one run (what the family table adds)."""
     record = info.get("corpus_time") or {}
     years = record.get("years") or [None, None]
-    try:
-        kept = read_json(run.leakage) if run.leakage.is_file() else {}
-    except (OSError, ValueError):  # a torn file: the probes are simply not shown
-        kept = {}
-    result = kept.get("result") or {}
-    facts = result.get("facts") or {}
     return {"cutoff": record.get("cutoff_year"),
             "years": f"{years[0]}–{years[1]}" if years[0] is not None else None,
-            "facts_before": _accuracy(facts.get("before")), "facts_after": _accuracy(facts.get("after")),
-            "leak": None if not facts else ("YES" if result.get("flag") else "no")}
+            **_leakage_columns(run)}
+
+
+def _leakage_columns(run: RunLayout) -> dict:
+    """The probe results kept in the run's leakage.json. One that is torn or of another shape
+    is simply not shown: it is no reason to refuse the run, as a malformed run_info.json is."""
+    try:
+        result = read_json(run.leakage)["result"] if run.leakage.is_file() else {}
+        facts = result.get("facts") or {}
+        return {"facts_before": _accuracy(facts.get("before")), "facts_after": _accuracy(facts.get("after")),
+                "leak": None if not facts else ("YES" if result.get("flag") else "no")}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return dict.fromkeys(("facts_before", "facts_after", "leak"))
 
 
 def _fmt(v) -> str:
