@@ -162,13 +162,15 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
                                                      dtype=getattr(torch, dt))
     except (OSError, ValueError) as e:
         if path is not None:
-            raise GenerationError(f"cannot load model from {source}: {e}") from None
+            # transformers' messages run over several lines: one error line, its words kept
+            raise GenerationError(f"cannot load model from {source}: {' '.join(str(e).split())}") from None
         raise GenerationError(
             f"{spec!r} is neither a local model ({hub_hint}) nor a Hub model in the local cache; "
             f"download it first with `huggingface-cli download {spec}`") from None
     except (TypeError, KeyError, AttributeError) as e:  # a file of the right JSON kind, the wrong
         # shape inside (a number where transformers iterates or calls a method): damaged, not a bug
-        raise DamagedModel(f"the model at {source} cannot be loaded: {type(e).__name__}: {e}") from None
+        raise DamagedModel(f"the model at {source} cannot be loaded: {type(e).__name__}: "
+                           f"{' '.join(str(e).split())}") from None
     check_tokenizer_fits(tokenizer, model, f"the tokenizer at {tok_source}")
     check_finite(model, source)
     try:

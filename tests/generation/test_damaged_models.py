@@ -209,3 +209,19 @@ def test_a_safetensors_header_of_the_wrong_shape_is_one_line(tmp_path, header):
     (tmp_path / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
     with pytest.raises(DamagedModel, match="its header is damaged"):
         stored_shapes(tmp_path)
+
+
+def test_a_folder_in_the_tokenizer_files_place_is_one_line(tiny_model_dir, tmp_path):
+    """transformers' message (no backend tokenizer, then its advice to install sentencepiece)
+    runs over six lines; the stage printed them under its `error:` line."""
+    from londonlm.core import GenerationError
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer.json" / "x").mkdir(parents=True)
+    (folder / "vocab.json").write_text('{"a": 0}')  # a slow tokenizer's files, as a run's final/ has
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    with pytest.raises(GenerationError) as e:
+        load_model(folder, device="cpu")
+    assert str(folder) in str(e.value) and "\n" not in str(e.value)
