@@ -199,8 +199,10 @@ def finish(trainer, config: TrainingConfig, plan: TrainingPlan, data: TrainData,
     zero = trainer.is_world_process_zero()
     if summary["interrupted"]:
         step = summary["global_step"]
-        log(f"stopped early ({summary['interrupted']}) at step {step}; checkpoint saved. "
-            f"Resume with: ./resume_training.sh {checkpoint_name(step)}")
+        # the same command resumes (the latest valid checkpoint): right for any preset, root, run
+        # name or launcher, where "./resume_training.sh checkpoint-N" named the slm run of the repo
+        log(f"stopped early ({summary['interrupted']}) at step {step}; {checkpoint_name(step)} saved. "
+            f"Resume: run the same command again (or add --resume_from_checkpoint {checkpoint_name(step)})")
     else:
         summary.update(final_metrics(trainer, summary, data))
         save_final(trainer, config.run, plan.tokenizer, config.data.tokenizer_dir)

@@ -117,6 +117,8 @@ def test_a_resumed_run_keeps_the_warm_up_it_trained_with(micro_root_copy, capsys
     root = micro_root_copy
     quiet = ("--eval_steps", "100", "--save_steps", "100", "--bf16", "false")
     assert train_exit_code(root, "--max_steps", "8", "--stop_after_steps", "4", *quiet) == 0
+    # what to do next, right for this run (it said ./resume_training.sh, the slm run of the repo)
+    assert "checkpoint-4 saved. Resume: run the same command again" in capsys.readouterr().out
     assert json.loads((_run(root) / "training_config.json").read_text())["optim"]["warmup_steps"] == 1
     assert train_exit_code(root, "--max_steps", "40", *quiet) == 0
     assert "resuming from" in capsys.readouterr().out
