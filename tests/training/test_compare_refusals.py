@@ -81,3 +81,20 @@ def test_the_library_refuses_a_name_with_a_folder(root, tmp_path):
     with pytest.raises(CompareError, match="plain file name"):
         compare_runs([root / "09_models" / "checkpoints" / "good"], tmp_path / "out", name="../x")
     assert not (tmp_path / "out").exists() and not (tmp_path / "x.csv").exists()
+
+
+def test_a_comparison_that_fails_keeps_the_old_table_whole(root, tmp_path, capsys):
+    """The table, the CSV and the plot are each written whole, the table last: a plot that
+    cannot be written (here a folder in its place) leaves the previous comparison's table."""
+    out = tmp_path / "out"
+    assert compare("--root", str(root), "--out_dir", str(out)) == 0
+    table = (out / "comparison.md").read_text()
+    (out / "comparison.png").unlink()
+    (out / "comparison.png" / "x").mkdir(parents=True)
+    (root / "09_models" / "checkpoints" / "good" / "run_info.json").write_text(json.dumps({**GOOD, "global_step": 9}))
+    capsys.readouterr()
+    assert compare("--root", str(root), "--out_dir", str(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # the torn run's warning, then the error
+    assert [e for e in err if e.startswith("error:")] == err[-1:] and "comparison.png" in err[-1], err
+    assert (out / "comparison.md").read_text() == table
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -9,7 +9,8 @@ import math
 import sys
 from pathlib import Path
 
-from ...core import Layout, LondonLMError, RunLayout, is_plain_name, read_json, user_path
+from ...core import (Layout, LondonLMError, RunLayout, atomic_writer, is_plain_name, read_json, user_path,
+                     write_text_atomic)
 
 COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
@@ -211,7 +212,7 @@ def format_table(rows: list[dict], sort_by: str | None = "best_val_loss") -> str
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_writer(path) as f:  # whole or not at all: a stopped comparison keeps the old table
         w = csv.DictWriter(f, fieldnames=[k for k, _ in columns_for(rows)] + ["run_dir"],
                            extrasaction="ignore")
         w.writeheader()
@@ -240,9 +241,11 @@ def plot_validation_curves(rows: list[dict], png: Path, x: str = "tokens",
         ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    Path(png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_writer(png, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def compare_runs(run_dirs: list[Path], out_dir: Path, x: str = "tokens",
@@ -253,8 +256,8 @@ def compare_runs(run_dirs: list[Path], out_dir: Path, x: str = "tokens",
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = format_table(rows)
-    (out_dir / f"{name}.md").write_text(table + "\n", encoding="utf-8")
     write_csv(rows, out_dir / f"{name}.csv")
     plot_validation_curves(rows, out_dir / f"{name}.png", x=x,
                            title=f"validation loss: {len(rows)} runs")
+    write_text_atomic(out_dir / f"{name}.md", table + "\n")  # the table last, each file written whole
     return rows, table
