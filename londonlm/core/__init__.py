@@ -52,7 +52,7 @@ __all__ = [
     "large_blocks_from_the_system",
     "is_plain_name", "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",
-    "OneLineErrors", "peak_flops", "PIPELINE_SUMMARY", "port", "positive_float", "positive_int", "read_json", "refuse_foreign_folder",
+    "OneLineErrors", "peak_flops", "PIPELINE_SUMMARY", "port", "positive_float", "positive_int", "read_json", "read_json_object", "record_field", "refuse_foreign_folder",
     "refuse_output_over_inputs",
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "ScratchTables", "sidecar_current", "sqlite_os_error", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",

@@ -188,7 +188,7 @@ def test_sigterm_saves_checkpoint(root):
     ckpts = list(run_dir(root).glob("checkpoint-*"))
     assert len(ckpts) == 1, out
     info = json.loads((run_dir(root) / "run_info.json").read_text())
-    assert "SIGTERM" in info["interrupted"] and "resume_training.sh" in out
+    assert "SIGTERM" in info["interrupted"] and "run the same command again" in out
     from londonlm.core.layout import checkpoint_problem
 
     assert checkpoint_problem(ckpts[0]) is None
