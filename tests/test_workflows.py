@@ -304,6 +304,28 @@ def test_grid_runs_every_combination_and_summarises(wf_root, capsys):
     assert capsys.readouterr().out.count("finished earlier, skipped") == 4
 
 
+def test_a_grid_run_refused_now_is_failed_though_an_old_one_finished(wf_root, capsys, monkeypatch):
+    """--fresh, each run refused before it starts (here by a stand-in for any LondonLMError):
+    the finished runs of an earlier call were counted as this call's, exit 0."""
+    import londonlm.training.tools.grid as grid_mod
+    from londonlm.core import LondonLMError
+
+    grid = script("10_scripts/run_grid.py")
+    argv = ["--preset", "micro", "--root", str(wf_root), "--learning_rates", "1e-3", "--batch_sizes", "2",
+            "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--prefix", "r", *FAST]
+    assert grid.main(argv) == 0
+
+    def refused(config):
+        raise LondonLMError("refused for this test")
+
+    monkeypatch.setattr(grid_mod, "run_training", refused)
+    capsys.readouterr()
+    assert grid.main([*argv, "--fresh"]) == 1
+    captured = capsys.readouterr()
+    assert "error: r-lr0.001-bs2: refused for this test" in captured.out
+    assert "1 run(s) failed" in captured.err or "no run finished" in captured.err, captured.err
+
+
 @pytest.mark.parametrize("argv, said", [
     (["--learning_rates", "nan"], "error: --learning_rates: 'nan' is not a finite number"),
     (["--learning_rates", ","], "error: --learning_rates: give at least one value"),

@@ -82,6 +82,8 @@ def run_grid(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults,
             run_training(build_config(point_flags(flags, opts, point), defaults))
         except LondonLMError as e:  # one bad run does not stop the grid
             log(f"error: {point.name}: {e}")
+            failed.append(point.name)  # even when an earlier call's run of that name had finished
+            continue
         if finished(run):
             done.append(run)
             prev = run
