@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..core import (FINAL, GGUF, GenerationError, LondonLMError, RunLayout, SIDECAR, naming, read_json,
-                    refuse_foreign_folder, sha256_file, sidecar_current, versions, write_sidecar)
+                    read_json_object, record_field, refuse_foreign_folder, sha256_file, sidecar_current, versions, write_sidecar)
 from ..generation import check_model_dir, check_token_ids, encode_prompt, read_config
 from ..tokens import load_tokenizer, tokenizer_file_problem
 
@@ -142,11 +142,9 @@ def _check_pre_tokenizer(tok: dict, where: Path) -> None:
 def _check_bpe_options(where: Path) -> None:
     """Refuse BPE options llama.cpp lacks; read from the JSON before the Rust parser sees the
     file (one of them, a subword prefix the merges do not carry, makes it panic)."""
-    try:
-        model = read_json(where).get("model")
-    except (ValueError, AttributeError, RecursionError):
-        return  # not a tokenizer's JSON: tokenizer_file_problem says what is wrong with it
-    extra = {k: model[k] for k in BPE_OPTIONS_LLAMA_CPP_LACKS if isinstance(model, dict) and model.get(k)}
+    # not a tokenizer's JSON: {}, and tokenizer_file_problem says what is wrong with it
+    model = record_field(read_json_object(where), "model", kind=dict) or {}
+    extra = {k: model[k] for k in BPE_OPTIONS_LLAMA_CPP_LACKS if model.get(k)}
     if extra:
         raise GGUFExportError(
             f"{where}: its BPE sets {', '.join(f'{k}={v!r}' for k, v in extra.items())}, which "
@@ -374,7 +372,7 @@ def _inputs(model_dir: Path) -> dict[str, str]:
             TOKENIZER: sha256_file(model_dir / TOKENIZER)}
 
 
-def _planned_files(model_dir: Path, out_dir: Path, options: GGUFOptions) -> dict[str, Path]:
+def _planned_files(model_dir: Path, out_dir: Path, options: GGUFOptions, stem: str) -> dict[str, Path]:
     """The file of each type asked for, after the refusals that read no weights: no model, an
     unknown type, a folder that is another stage's, a folder where a file goes."""
     gguf_version()
@@ -385,7 +383,6 @@ def _planned_files(model_dir: Path, out_dir: Path, options: GGUFOptions) -> dict
     if bad or not options.types:
         raise GGUFExportError(f"GGUF types {bad or '(none)'} not supported; choose from "
                               f"{', '.join(QUANT_TYPES)}")
-    stem = options.stem or model_dir.name
     files = {t: out_dir / f"{stem}-{t}.gguf" for t in options.types}
     # a folder another stage writes (a tokenizer, a corpus): its sidecar.json, which that
     # stage's skips and checks read, would be replaced by this one's
@@ -419,8 +416,8 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     (inputs' hashes, settings, sizes, versions) last; skip when the sidecar says the files
     are current, unless ``options.overwrite``."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    files = _planned_files(model_dir, out_dir, options)
     stem = options.stem or model_dir.name
+    files = _planned_files(model_dir, out_dir, options, stem)
     inputs = _inputs(model_dir)
     read_gpt2_config(model_dir)  # a model llama.cpp's GPT-2 can run, said before the slower checks
     check_model_dir(model_dir)   # the model interface's checks: config, shapes, tokenizer

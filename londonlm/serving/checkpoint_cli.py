@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..core import (Layout, RunLayout, StageParser, UsageError, describe_checkpoints, existing_dir, free_text,
-                    model_step, non_negative_int, positive_int, read_json_object)
+                    model_step, non_negative_int, positive_int, read_json_object, record_field)
 
 
 def _loss(value) -> float | None:
@@ -23,9 +23,8 @@ def checkpoint_facts(path: Path) -> dict:
     facts = {"path": str(path), "step": model_step(path), "eval_loss": None}
     state = path / "trainer_state.json"
     if state.exists():
-        history = read_json_object(state).get("log_history")
-        ev = [h["eval_loss"] for h in history if isinstance(h, dict) and "eval_loss" in h] \
-            if isinstance(history, list) else []
+        history = record_field(read_json_object(state), "log_history", kind=list) or []
+        ev = [h["eval_loss"] for h in history if isinstance(h, dict) and "eval_loss" in h]
         facts["eval_loss"] = _loss(ev[-1]) if ev else None
     else:
         facts["eval_loss"] = _loss(RunLayout(path.parent).read_run_info().get("final_eval_loss"))

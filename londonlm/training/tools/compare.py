@@ -9,8 +9,8 @@ import math
 import sys
 from pathlib import Path
 
-from ...core import (Layout, LondonLMError, RunLayout, atomic_writer, is_plain_name, read_json, user_path,
-                     write_text_atomic)
+from ...core import (Layout, LondonLMError, RunLayout, atomic_writer, is_plain_name, read_json, read_json_object,
+                     record_field, user_path, write_text_atomic)
 
 COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
@@ -81,11 +81,10 @@ def _is_number(v) -> bool:
 def _checkpoint_curve(checkpoint: Path) -> list[list[float]] | None:
     """(step, eval_loss) from one checkpoint's trainer_state.json; None when the file is torn or
     not the Trainer's record, so the run's row is not refused for a side file (as its run_info)."""
-    try:
-        history = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
-        points = [[h["step"], h["eval_loss"]] for h in history if "eval_loss" in h]
-    except (OSError, ValueError, TypeError, KeyError):
+    history = record_field(read_json_object(checkpoint / "trainer_state.json"), "log_history", kind=list)
+    if history is None:
         return None
+    points = [[h.get("step"), h["eval_loss"]] for h in history if isinstance(h, dict) and "eval_loss" in h]
     return points if all(_is_number(s) and _is_number(v) for s, v in points) else None
 
 
