@@ -15,6 +15,8 @@
   their parent (``die_with_parent``).
 - :mod:`.lazy`: a package's exports loaded on first use (``lazy_exports``), so that a script
   parses its command line before the heavy code behind them is imported.
+- :mod:`.console`: known third-party noise kept off the console, and native (Rust) panics
+  made ordinary exceptions (``native_panics``).
 - :mod:`.generation_settings`: the project's one set of sampling defaults, which training
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
@@ -27,6 +29,7 @@ from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, archives_without_crc, c
 from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction, free_text,
                   non_negative_float, non_negative_int, number_in, port, positive_float, positive_int,
                   user_path, utf8_problem, writable_dir, year)
+from .console import NativePanic, native_panics
 from .errors import LondonLMError, UsageError, nearest_existing, run_main
 from .generation_settings import (CONFIG_FIELDS, GREEDY_BELOW, REQUEST_FIELDS, GenerationError, GenerationSettings,
                                   defaults_from_generation_config, generation_config_dict,
@@ -51,7 +54,7 @@ __all__ = [
     "lazy_exports",
     "large_blocks_from_the_system",
     "is_plain_name", "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
-    "model_run_info", "model_step", "ModelNotFound", "naming", "non_negative_float", "non_negative_int", "now_iso", "number_in",
+    "model_run_info", "model_step", "ModelNotFound", "naming", "NativePanic", "native_panics", "non_negative_float", "non_negative_int", "now_iso", "number_in",
     "OneLineErrors", "peak_flops", "PIPELINE_SUMMARY", "port", "positive_float", "positive_int", "read_json", "read_json_object", "record_field", "refuse_foreign_folder",
     "refuse_output_over_inputs",
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",

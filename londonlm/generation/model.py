@@ -17,8 +17,8 @@ import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..core import (GenerationError, GenerationSettings, Layout, ModelNotFound, RunLayout,
-                    defaults_from_generation_config, model_step, usable_model, user_path)
+from ..core import (GenerationError, GenerationSettings, Layout, ModelNotFound, NativePanic, RunLayout,
+                    defaults_from_generation_config, model_step, native_panics, usable_model, user_path)
 from ..tokens import EOT, era_token, era_tokens_of, plain_backend, split_exact
 from .checks import DamagedModel, check_finite, check_model_folder, check_tokenizer_fits
 
@@ -157,7 +157,8 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
     if path is not None:
         check_model_dir(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
+        with native_panics():  # a Hub tokenizer is not checked before (check_model_folder)
+            tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True,
                                                      dtype=getattr(torch, dt))
     except (OSError, ValueError) as e:
@@ -167,7 +168,7 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         raise GenerationError(
             f"{spec!r} is neither a local model ({hub_hint}) nor a Hub model in the local cache; "
             f"download it first with `huggingface-cli download {spec}`") from None
-    except (TypeError, KeyError, AttributeError) as e:  # a file of the right JSON kind, the wrong
+    except (TypeError, KeyError, AttributeError, NativePanic) as e:  # a file of the right JSON kind, the wrong
         # shape inside (a number where transformers iterates or calls a method): damaged, not a bug
         raise DamagedModel(f"the model at {source} cannot be loaded: {type(e).__name__}: "
                            f"{' '.join(str(e).split())}") from None

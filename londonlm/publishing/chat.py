@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..chat import is_chat_model, read_chat_info
 from ..core import (CHAT_EVAL, CHAT_INFO, CHAT_STATS, Layout, SIDECAR, WEIGHT_FILES, link_or_copy,
-                    sha256_file, write_json_atomic)
+                    native_panics, sha256_file, write_json_atomic)
 from .access import PublishError
 from .facts import RunFacts, read_json_or_none, redact_local_paths
 from .verify import VerificationReport
@@ -88,7 +88,8 @@ def verify_chat_folder(folder: Path, report: VerificationReport) -> None:
     from ..chat import ChatFormatError, encode_chat
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        with native_panics():  # a panic is BaseException: it got past the report as a traceback
+            tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as e:
         report.check(False, "chat tokenizer loads", f"{type(e).__name__}: {e}")
         return

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ..core import LondonLMError, naming
+from ..core import LondonLMError, NativePanic, naming, native_panics
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -195,8 +195,9 @@ def load_tokenizer(path: str | os.PathLike):
     problem = tokenizer_file_problem(p / "tokenizer.json")
     if problem is None:
         try:
-            return AutoTokenizer.from_pretrained(str(p))
-        except (ValueError, KeyError, TypeError) as e:  # another file of the folder is damaged
+            with native_panics():
+                return AutoTokenizer.from_pretrained(str(p))
+        except (ValueError, KeyError, TypeError, NativePanic) as e:  # another file of the folder is damaged
             problem = f"{type(e).__name__}: {e}"
     raise TokenizerUnreadable(f"cannot read the tokenizer in {p}: {problem}; rebuild it with "
                               f"`{TRAIN_CMD} --overwrite` (or point to a folder holding a whole one)")
@@ -213,15 +214,14 @@ def tokenizer_file_problem(file: Path) -> str | None:
     except UnicodeDecodeError as e:
         return f"{file} is not UTF-8 text: {e.reason} at byte {e.start}"
     try:
-        Tokenizer.from_str(text)
+        # ... and panics on some it parses but cannot build (a BPE subword prefix its merges do
+        # not carry), its report kept off the console
+        with native_panics():
+            Tokenizer.from_str(text)
+    except NativePanic as e:
+        return f"{file}: the tokenizers library cannot build it ({e})"
     except Exception as e:  # the library raises a plain Exception for a file it cannot parse
         return f"{file}: {e}"
-    except BaseException as e:
-        # ... and panics on some it parses but cannot build (a BPE subword prefix its merges do
-        # not carry): pyo3's PanicException derives from BaseException, so it got past the above
-        if type(e).__name__ != "PanicException":
-            raise
-        return f"{file}: the tokenizers library cannot build it ({e})"
     if not isinstance(json.loads(text).get("added_tokens"), list):  # what transformers reads first
         return f"{file} has no 'added_tokens' list"
     return None

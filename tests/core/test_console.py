@@ -2,12 +2,19 @@
 anything to act on are gone from a script's output, and only those."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-from londonlm.core.console import KNOWN_NOISE, quiet_known_noise
+import pytest
+
+from londonlm.core.console import KNOWN_NOISE, NativePanic, native_panics, quiet_known_noise
+
+REPO = Path(__file__).resolve().parents[2]
 
 # What a training, evaluation or serving run does that used to print them: tokenize a
 # corpus-length text, compute a loss (stock and fused), and serve a request through the
@@ -90,3 +97,86 @@ def test_the_filter_is_narrow():
         finally:
             logger.removeHandler(handler)
     assert seen == ["something a user should read"] * len(KNOWN_NOISE)
+
+
+# --- native panics --------------------------------------------------------------------------
+
+PanicException = type("PanicException", (BaseException,), {})  # pyo3's, as the check sees it
+
+
+def _panicking_tokenizer_json() -> str:
+    """A BPE whose subword prefix its merges do not carry: the tokenizers library panics."""
+    from tokenizers import Tokenizer, models
+
+    data = json.loads(Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")])).to_str())
+    data["model"]["continuing_subword_prefix"] = "##"
+    return json.dumps(data)
+
+
+def test_a_real_panic_is_an_ordinary_exception_without_its_report(capfd, monkeypatch):
+    """Was: pyo3's PanicException (a BaseException, past every ``except Exception``), below the
+    panic hook's report on file descriptor 2 (with RUST_BACKTRACE, some sixty frames)."""
+    from tokenizers import Tokenizer
+
+    monkeypatch.setenv("RUST_BACKTRACE", "1")
+    with pytest.raises(NativePanic, match="slice index"):
+        with native_panics():
+            Tokenizer.from_str(_panicking_tokenizer_json())
+    err = capfd.readouterr().err
+    assert "panicked" not in err and "backtrace" not in err, err
+
+
+def test_the_control_a_panic_prints_its_report_unguarded(capfd):
+    from tokenizers import Tokenizer
+
+    with pytest.raises(BaseException) as raised:
+        Tokenizer.from_str(_panicking_tokenizer_json())
+    assert type(raised.value).__name__ == "PanicException" and not isinstance(raised.value, Exception)
+    assert "panicked" in capfd.readouterr().err
+
+
+def test_what_a_call_writes_to_stderr_is_kept_unless_it_panics(capfd):
+    with native_panics():
+        os.write(2, b"a warning the user should see\n")
+    with pytest.raises(ValueError):
+        with native_panics():
+            os.write(2, b"before a Python error\n")
+            raise ValueError("plain")
+    with pytest.raises(NativePanic, match="^first line$"):
+        with native_panics():
+            os.write(2, b"thread '<unnamed>' panicked at model.rs:1\n")
+            raise PanicException("first line\nsecond line")
+    with pytest.raises(KeyboardInterrupt):  # other BaseExceptions pass as they are
+        with native_panics():
+            raise KeyboardInterrupt
+    assert capfd.readouterr().err == "a warning the user should see\nbefore a Python error\n"
+    os.write(2, b"after\n")  # file descriptor 2 is back where it was
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_a_closed_stderr_is_no_error():
+    saved = os.dup(2)
+    os.close(2)
+    try:
+        with pytest.raises(NativePanic):
+            with native_panics():
+                raise PanicException("boom")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def test_inference_on_a_panicking_tokenizer_prints_one_line(tiny_model_dir, tmp_path):
+    """As the user sees it (a subprocess: the report went to file descriptor 2, past capsys)."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["model"]["continuing_subword_prefix"] = "##"
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    r = subprocess.run([sys.executable, str(REPO / "06_inference" / "inference_unified.py"), "--model", str(folder),
+                        "--prompt", "Up betimes", "--max_new_tokens", "2"], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "RUST_BACKTRACE": "1"})
+    assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr
+    assert r.stderr.startswith("error:") and "the tokenizers library cannot build it" in r.stderr

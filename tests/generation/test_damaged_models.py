@@ -71,6 +71,15 @@ def no_tokenizer(folder: Path) -> str:
     return "has no tokenizer"
 
 
+def panicking_tokenizer(folder: Path) -> str:
+    """A BPE subword prefix its merges do not carry: the tokenizers library panics building it
+    (pyo3's PanicException is no Exception: a traceback from inside transformers)."""
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["model"]["continuing_subword_prefix"] = "##"
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    return "the tokenizers library cannot build it"
+
+
 def nan_weights(folder: Path) -> str:
     import torch
     from safetensors.torch import load_file, save_file
@@ -97,7 +106,7 @@ SHAPES = [_write("tokenizer.json", "[1, 2]"), _write("tokenizer.json", '{"added_
           _write("special_tokens_map.json", '{"eos_token": 5}'), _write("special_tokens_map.json", "[1]"),
           _write("generation_config.json", "[1]")]
 DAMAGE = [config_list, vocab_100, wider, layers_as_text, no_positions, small_llama, bigger_tokenizer, no_tokenizer,
-          nan_weights, *SHAPES]
+          panicking_tokenizer, nan_weights, *SHAPES]
 
 
 def damaged(tiny_model_dir: Path, tmp_path: Path, damage) -> tuple[Path, str]:
@@ -173,7 +182,8 @@ def _stage_argv(stage: str, folder: Path, root: Path, out: Path) -> tuple[str, l
                                               "--out_dir", str(out)]
 
 
-@pytest.mark.parametrize("damage", [config_list, vocab_100, bigger_tokenizer, no_tokenizer, nan_weights])
+@pytest.mark.parametrize("damage", [config_list, vocab_100, bigger_tokenizer, no_tokenizer, panicking_tokenizer,
+                                    nan_weights])
 @pytest.mark.parametrize("stage", ["evaluation", "inference", "serve", "chat_evaluation", "export"])
 def test_every_stage_says_the_damage_in_one_line(tiny_model_dir, micro_root, chat_root, tmp_path,
                                                  capsys, stage, damage):
@@ -189,7 +199,7 @@ def test_every_stage_says_the_damage_in_one_line(tiny_model_dir, micro_root, cha
     assert "serving" not in out and "Traceback" not in err
 
 
-@pytest.mark.parametrize("damage", [config_list, vocab_100, bigger_tokenizer, nan_weights])
+@pytest.mark.parametrize("damage", [config_list, vocab_100, bigger_tokenizer, panicking_tokenizer, nan_weights])
 def test_a_damaged_chat_base_is_one_line_before_fine_tuning(tiny_model_dir, chat_root, tmp_path, capsys, damage):
     """The chat stage loads its base itself (it adds the chat tokens): the same checks, the same line."""
     folder, words = damaged(tiny_model_dir, tmp_path, damage)

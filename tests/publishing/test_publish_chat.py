@@ -151,3 +151,19 @@ def test_changed_dataset_or_stale_evaluation_is_refused(project, hub, capsys):
     assert _run(project, "--repo_id", REPO_ID) == 2
     assert "changed after this model was fine-tuned" in capsys.readouterr().err
     assert hub.requests == []
+
+
+def test_a_staged_tokenizer_the_rust_library_panics_on_is_a_failed_check(tiny_model_dir, tmp_path):
+    """Was: pyo3's PanicException (no Exception) got past the check's ``except Exception``: a
+    traceback out of the verification that promises to collect every problem."""
+    from londonlm.publishing.chat import verify_chat_folder
+    from londonlm.publishing.verify import VerificationReport
+
+    folder = tmp_path / "staged"
+    shutil.copytree(tiny_model_dir, folder)
+    data = json.loads((folder / "tokenizer.json").read_text())
+    data["model"]["continuing_subword_prefix"] = "##"
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    report = VerificationReport()
+    verify_chat_folder(folder, report)
+    assert report.failures and report.failures[0].startswith("chat tokenizer loads: NativePanic:"), report.failures
