@@ -420,6 +420,9 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     files = _planned_files(model_dir, out_dir, options, stem)
     inputs = _inputs(model_dir)
     read_gpt2_config(model_dir)  # a model llama.cpp's GPT-2 can run, said before the slower checks
+    # BPE options llama.cpp lacks, before the checks below build the tokenizer: one of them
+    # (a subword prefix) can make that build fail, whose words say nothing of llama.cpp
+    _check_bpe_options(model_dir / TOKENIZER)
     check_model_dir(model_dir)   # the model interface's checks: config, shapes, tokenizer
     settings = {"format": EXPORT_FORMAT, "types": list(options.types), "stem": stem}
     current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
