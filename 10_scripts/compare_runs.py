@@ -27,9 +27,18 @@ def file_stem(text: str) -> str:
     return text
 
 
+def run_spec(text: str) -> str:
+    """A run name or folder, refused at parse time when blank (`""` resolved to the current
+    folder, and the error then named `.` instead of what was typed)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} names no run; give a run name under "
+                                         f"09_models/checkpoints/ or a run folder")
+    return text
+
+
 def main(argv=None) -> int:
     p = StageParser(prog="compare_runs.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="*", help="run names under 09_models/checkpoints/ or run folders "
+    p.add_argument("runs", nargs="*", type=run_spec, help="run names under 09_models/checkpoints/ or run folders "
                                           "(default: every run with a run_info.json)")
     p.add_argument("--prefix", help="with no runs named: only runs whose name starts with this")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")

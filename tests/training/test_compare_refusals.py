@@ -98,3 +98,14 @@ def test_a_comparison_that_fails_keeps_the_old_table_whole(root, tmp_path, capsy
     assert [e for e in err if e.startswith("error:")] == err[-1:] and "comparison.png" in err[-1], err
     assert (out / "comparison.md").read_text() == table
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_a_blank_run_is_refused_naming_it(root, tmp_path, capsys, monkeypatch, blank):
+    """Was: '' resolved to the current folder: from inside a run it compared that run (exit 0),
+    elsewhere the error said `no run_info.json in .` of a name the user never typed."""
+    monkeypatch.chdir(root / "09_models" / "checkpoints" / "good")
+    out = tmp_path / "out"
+    assert compare(blank, "--root", str(root), "--out_dir", str(out)) == 2
+    assert f"{blank!r} names no run" in one_error_line(capsys)
+    assert not out.exists()
