@@ -151,6 +151,19 @@ def is_complete(dest: Path) -> bool:
     return meta.get("bytes") == dest.stat().st_size and meta.get("sha256") == _sha256(dest)
 
 
+def _request_headers(have: int, stored: dict | None) -> dict[str, str]:
+    """Headers of one attempt: the rest of a ``.part`` of ``have`` bytes, if the file is still
+    the one ``stored`` describes. Always the file's own bytes: a Range counts bytes of the
+    representation sent (gzip's, under a Content-Encoding), and Content-Length the bytes on the
+    wire, not those decoded."""
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    if have and stored and if_range_value(stored):
+        headers["If-Range"] = if_range_value(stored)
+    return headers
+
+
 class Downloader:
     def __init__(self, user_agent: str = DEFAULT_USER_AGENT, workers: int = 4,
                  connect_timeout: float = 10.0, read_timeout: float = 60.0, max_retries: int = 5,
@@ -280,14 +293,7 @@ class Downloader:
         if have and stored is None:
             discard_part(dest)  # the part came from another URL: nothing to check it against
             have = 0
-        # the file's own bytes: a Range counts bytes of the representation sent (gzip's, under a
-        # Content-Encoding), and Content-Length the bytes on the wire, not those decoded
-        headers = {"Accept-Encoding": "identity"}
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        if have and stored and if_range_value(stored):
-            headers["If-Range"] = if_range_value(stored)
-        r = self._request(url, headers=headers, stream=True)
+        r = self._request(url, headers=_request_headers(have, stored), stream=True)
         with r:
             self._check_status(r)
             if r.status_code == 416:

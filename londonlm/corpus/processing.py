@@ -140,6 +140,16 @@ def _duplicate_id(doc: Document) -> Document:
     return doc
 
 
+def _input_size(d: Document) -> int:
+    """Bytes of a document's input (its raw file, raw bytes or text), for the progress bar."""
+    p = d.extra.get("raw_path")
+    if p and os.path.exists(p):
+        return os.path.getsize(p)
+    if d.extra.get("raw_bytes") is not None:
+        return len(d.extra["raw_bytes"])
+    return len(d.text.encode("utf-8")) if d.text is not None else 0
+
+
 def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, year_range: Sequence[int] = (1500, 1900),
                       min_chars: int = 200, workers: int = 1, shard: int = 0, num_shards: int = 1,
                       progress: bool = False, cutoff_year: int | None = None,
@@ -171,14 +181,7 @@ def process_documents(docs: Iterable[Document], processed_dir: str | Path, *, ye
                 if d.id in handed:  # two inputs of this run mapped to one id: the first keeps it
                     d = _duplicate_id(d)
                 handed.add(d.id)
-                p = d.extra.get("raw_path")
-                size = 0
-                if p and os.path.exists(p):
-                    size = os.path.getsize(p)
-                elif d.extra.get("raw_bytes") is not None:
-                    size = len(d.extra["raw_bytes"])
-                elif d.text is not None:
-                    size = len(d.text.encode("utf-8"))
+                size = _input_size(d)
                 counts["input_bytes"] += size
                 in_flight[d.id] = in_flight.get(d.id, 0) + size
                 yield d

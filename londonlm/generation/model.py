@@ -130,6 +130,19 @@ def check_model_dir(path: Path) -> None:
     check_model_folder(path, _tokenizer_source(Path(path)))
 
 
+def _sources(spec: str | None, layout: Layout | None,
+             run: str | RunLayout | None) -> tuple[Path | None, str, str, str, str]:
+    """(local folder, model source, tokenizer source, model id, why no local folder matched):
+    a local folder when ``spec`` names one, else a Hub id (no folder), else GenerationError."""
+    try:
+        path = resolve_model_dir(spec, layout, run)
+        return path, str(path), str(_tokenizer_source(path)), _local_id(path), ""
+    except ModelNotFound as local_err:
+        if not _looks_like_hub_id(spec):
+            raise GenerationError(str(local_err)) from None
+        return None, spec, spec, spec, str(local_err)
+
+
 def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = None,
                run: str | RunLayout | None = None, device: str = "auto",
                dtype: str = "auto") -> LoadedModel:
@@ -146,14 +159,7 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     spec = str(spec_or_folder) if spec_or_folder is not None else None
-    try:
-        path = resolve_model_dir(spec, layout, run)
-        source, tok_source, model_id = str(path), str(_tokenizer_source(path)), _local_id(path)
-    except ModelNotFound as local_err:
-        if not _looks_like_hub_id(spec):
-            raise GenerationError(str(local_err)) from None
-        path, source, tok_source, model_id = None, spec, spec, spec
-        hub_hint = str(local_err)
+    path, source, tok_source, model_id, hub_hint = _sources(spec, layout, run)
     if path is not None:
         check_model_dir(path)
     try:
