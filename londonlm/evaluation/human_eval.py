@@ -134,53 +134,91 @@ def render_form(items: Sequence[Mapping[str, str]], title: str) -> str:
     return form.substitute(title=html.escape(title), lo=lo, hi=hi, helptext=helptext, items=data, criteria=crit)
 
 
-def _read_rows(path: Path) -> list[dict]:
+def _read_text(path: Path, what: str) -> str:
+    """A ratings file or key as text. ``utf-8-sig``: a spreadsheet's "CSV UTF-8" starts with a
+    byte-order mark, which otherwise became part of the first column's name (``item_id``)."""
     if not path.is_file():
-        raise RatingsError(f"ratings file not found: {path}")
+        raise RatingsError(f"{what} {path} is a folder, not a file" if path.is_dir() else f"{what} not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise RatingsError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it "
+                           f"as CSV UTF-8 (or JSON)") from None
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """The rating rows of a CSV sheet or a JSON list (as the form downloads), each a dict."""
+    text = _read_text(path, "ratings file")
     if path.suffix.lower() == ".json":
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise RatingsError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})")
+            rows = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise RatingsError(f"{path}: invalid JSON ({getattr(e, 'msg', 'nested too deep')})") from None
         if not isinstance(rows, list):
             raise RatingsError(f"{path}: expected a JSON list of rating rows")
+        for n, row in enumerate(rows, 1):
+            if not isinstance(row, dict):
+                raise RatingsError(f"{path} row {n} is not an object of item_id and ratings: "
+                                   f"{json.dumps(row)[:40]}")
         return rows
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as e:  # a field past the csv module's limit, say
+        raise RatingsError(f"{path}: not a CSV ratings sheet ({e})") from None
+
+
+def _read_key(key_path: Path) -> dict[str, dict]:
+    """The blind key's items: item_id -> {"model": name, ...}; RatingsError when the file is no
+    key the export wrote (another JSON, an item without a model name)."""
+    hint = "use the blind_key.json written by the export"
+    try:
+        key = json.loads(_read_text(key_path, "blind key"))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise RatingsError(f"blind key {key_path} unreadable ({getattr(e, 'msg', 'nested too deep')}); "
+                           f"{hint}") from None
+    items = key.get("items") if isinstance(key, dict) else None
+    if not isinstance(items, dict):
+        raise RatingsError(f"blind key {key_path} holds no object of items by id; {hint}")
+    for iid, item in items.items():
+        if not (isinstance(item, dict) and isinstance(item.get("model"), str)):
+            raise RatingsError(f"blind key {key_path}: item {iid!r} names no model; {hint}")
+    return items
+
+
+def _rating(value, where: str, criterion: str) -> float | None:
+    """One cell: None when empty (not rated), else a number on the scale."""
+    if value in ("", None):
+        return None
+    try:
+        if isinstance(value, (bool, list, dict)):  # JSON true is no rating of 1
+            raise TypeError
+        fv = float(value)
+    except (TypeError, ValueError):
+        raise RatingsError(f"{where}: {criterion}={value!r} is not a number") from None
+    if not (SCALE[0] <= fv <= SCALE[1]):  # NaN fails this too
+        raise RatingsError(f"{where}: {criterion}={value!r} is outside {SCALE[0]}-{SCALE[1]}")
+    return fv
 
 
 def import_ratings(paths: Iterable[str | Path], key_path: str | Path) -> list[dict]:
-    """Ratings rows joined with the blind key: {item_id, model, rater, <criterion>: int|None}.
+    """Ratings rows joined with the blind key: {item_id, model, rater, <criterion>: float|None}.
 
     Empty cells are allowed (not rated); values outside the scale or unknown ids are
-    errors naming the file and row."""
+    errors naming the file and row, and so are files that hold no ratings at all."""
     key_path = Path(key_path)
-    try:
-        key = json.loads(key_path.read_text(encoding="utf-8"))["items"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise RatingsError(f"blind key {key_path} unreadable ({e}); use the blind_key.json "
-                           f"written by the export")
+    key = _read_key(key_path)
     out = []
-    for p in paths:
-        p = Path(p)
+    for p in map(Path, paths):
         for n, row in enumerate(_read_rows(p), 2 if p.suffix.lower() != ".json" else 1):
             iid = str(row.get("item_id", "")).strip()
             if iid not in key:
                 raise RatingsError(f"{p} row {n}: unknown item_id {iid!r} (not in {key_path.name})")
-            rec = {"item_id": iid, "model": key[iid]["model"], "rater": row.get("rater") or p.stem}
-            for c in CRITERIA:
-                v = row.get(c, "")
-                if v in ("", None):
-                    rec[c] = None
-                    continue
-                try:
-                    fv = float(v)
-                except (TypeError, ValueError):
-                    raise RatingsError(f"{p} row {n}: {c}={v!r} is not a number")
-                if not (SCALE[0] <= fv <= SCALE[1]):
-                    raise RatingsError(f"{p} row {n}: {c}={v!r} is outside {SCALE[0]}-{SCALE[1]}")
-                rec[c] = fv
+            rec = {"item_id": iid, "model": key[iid]["model"], "rater": str(row.get("rater") or p.stem)}
+            rec.update({c: _rating(row.get(c, ""), f"{p} row {n}", c) for c in CRITERIA})
             out.append(rec)
+    if not any(r[c] is not None for r in out for c in CRITERIA):
+        raise RatingsError(f"no ratings in {', '.join(map(str, paths)) or 'no files'}: every "
+                           f"{'/'.join(CRITERIA)} cell is empty; fill the sheet or the form first")
     return out
 
 
@@ -188,7 +226,7 @@ def key_models(key_path: str | Path) -> dict:
     """The models a blind key was exported for (name -> path, step, weights_sha256)."""
     try:
         models = json.loads(Path(key_path).read_text(encoding="utf-8")).get("models")
-    except (OSError, json.JSONDecodeError, AttributeError):
+    except (OSError, ValueError, RecursionError, AttributeError):  # (not UTF-8 is a ValueError)
         return {}
     return models if isinstance(models, dict) else {}
 

@@ -31,6 +31,8 @@ def check_json_objects(argv: list[str]) -> None:
                 value = json.loads(text)
             except json.JSONDecodeError as e:
                 raise UsageError(f"--{flag}: not valid JSON ({e.msg} at character {e.pos})") from None
+            except RecursionError:  # `[[[[...` past the parser's depth
+                raise UsageError(f"--{flag}: not valid JSON (nested too deeply)") from None
             if not isinstance(value, dict):
                 raise UsageError(f"--{flag}: must be a JSON object such as '{{\"key\": 1}}' (got {text})")
 

@@ -127,9 +127,11 @@ def test_read_samples_understands_the_evaluation_format(tmp_path):
     p.write_text("\n".join([
         json.dumps({"kind": "continuation", "mode": "greedy", "prompt": "The prisoner",
                     "reference": "was", "generated": "The prisoner at the bar"}),
-        "not json", json.dumps(["a list"]), json.dumps({"prompt": "x"}),
+        "not json", json.dumps(["a list"]), json.dumps({"prompt": "x"}), "[" * 100_000,
         json.dumps({"prompt": "Up", "generated_text": "Up betimes",
                     "settings": {"temperature": 0.8}})]) + "\n")
+    # damaged lines cost themselves alone (were: RecursionError, UnicodeDecodeError tracebacks)
+    p.write_bytes(p.read_bytes() + b'{"prompt": "caf\xe9", "generated": "x"}\n')
     rows = read_samples(p)
     assert rows == [{"prompt": "The prisoner", "text": "The prisoner at the bar",
                      "settings": "greedy decoding, evaluation stage"},

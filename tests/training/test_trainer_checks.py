@@ -45,6 +45,7 @@ def test_optim_args_must_be_key_value_pairs(text):
 @pytest.mark.parametrize("argv, said", [
     (["--lr_scheduler_kwargs", "[1]"], "--lr_scheduler_kwargs: must be a JSON object"),
     (["--lr_scheduler_kwargs={bad"], "--lr_scheduler_kwargs: not valid JSON"),
+    (["--fsdp_config", "[" * 100_000], "--fsdp_config: not valid JSON (nested too deeply)"),  # was RecursionError
     (["--gradient_checkpointing_kwargs", "[true]"], "--gradient_checkpointing_kwargs: must be a JSON object"),
 ])
 def test_a_json_option_must_be_a_json_object(argv, said):

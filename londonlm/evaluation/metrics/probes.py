@@ -141,6 +141,8 @@ def jsonl_objects(path: Path, error: type[Exception] = ProbeFormatError, what: s
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise error(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:  # `[[[[...` past the parser's depth
+                raise error(f"{where}: invalid JSON (nested too deeply)") from None
             if not isinstance(obj, dict):
                 raise error(f"{where}: expected a JSON object, got {type(obj).__name__}")
             if utf8_problem(json.dumps(obj, ensure_ascii=False)):
