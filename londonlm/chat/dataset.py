@@ -62,14 +62,26 @@ class SourceFile:
 
 
 def source_files(source_dir: Path) -> list[Path]:
-    """Candidate TEI files: ``*.xml`` and ``*.xml.gz`` (those with no trials are skipped later)."""
+    """Candidate TEI files: ``*.xml`` and ``*.xml.gz`` (those with no trials are skipped later)
+    that are regular files or links to one (:func:`not_files`: the others)."""
+    return [p for p in _candidates(source_dir) if p.is_file()]
+
+
+def not_files(source_dir: Path) -> list[Path]:
+    """The candidates that are no file to read: a dangling link (FileNotFoundError, the whole
+    build gone), a named pipe (read for ever: the build hung), a folder named ``x.xml``."""
+    return [p for p in _candidates(source_dir) if not p.is_file()]
+
+
+def _candidates(source_dir: Path) -> list[Path]:
     return sorted([*source_dir.rglob("*.xml"), *source_dir.rglob("*.xml.gz")])
 
 
 def _license_of(row: dict) -> str:
     if row.get("license"):
         return row["license"]
-    m = re.search(r"CC BY[-A-Z]* \d\.\d", row.get("notes", ""))
+    # (a MANIFEST.tsv row with fewer cells than its header has None in the rest: a TypeError here)
+    m = re.search(r"CC BY[-A-Z]* \d\.\d", row.get("notes") or "")
     return m.group(0) if m else OBO_LICENSE
 
 
@@ -107,6 +119,7 @@ class _Build:
         self.rejected: list[dict] = []
         self.per_file: dict[str, dict] = {}
         self.seen: set[tuple[str, str]] = set()
+        self.trial_files: dict[str, str] = {}   # trial id -> the file that first had it
 
     def _reject(self, stats: dict, src: SourceFile, reason: str, trial_id: str, q: str, a: str) -> None:
         stats["rejected"][reason] += 1
@@ -123,6 +136,10 @@ class _Build:
             return
         convs, unanswered = extract_conversations(data)
         stats["trials"] = len(re.findall(rb'type="trialAccount"', data))
+        for conv in convs:  # (before the rejections: those name the trial as its rows do)
+            conv.trial_id = self._trial_id(conv.trial_id, src.name)
+        for u in unanswered:
+            u["trial_id"] = self._trial_id(u["trial_id"], src.name)
         for u in unanswered:
             self._reject(stats, src, "missing_answer", u["trial_id"], u["question"], "")
         for conv in convs:
@@ -146,6 +163,13 @@ class _Build:
             self.records.append(conversation_record(conv, src, self.options.place))
             stats["conversations"] += 1
             stats["exchanges"] += len(kept)
+
+    def _trial_id(self, trial_id: str, name: str) -> str:
+        """A trial id unique in the dataset: one another file had too (the same sessions paper
+        twice, as .xml and .xml.gz, or two papers that number their trials alike) is qualified by
+        this file's name, so no two rows share an id and the two trials are split apart."""
+        first = self.trial_files.setdefault(trial_id, name)
+        return trial_id if first == name else f"{name}:{trial_id}"
 
     def splits(self) -> dict[str, list[dict]]:
         out = {"train": [], "validation": []}
@@ -185,6 +209,18 @@ def _features():
     return Features({**cols, "year": Value("int32"), "n_exchanges": Value("int32"), "messages": [turn]})
 
 
+def _split_dataset(rows: list[dict]):
+    """One split with the dataset's columns, an empty one too: ``Dataset.from_list([])`` has no
+    columns to match the features and raised ValueError (one trial, or --validation_percent 0 or
+    100, left a split empty and the build ended in a traceback)."""
+    from datasets import Dataset
+
+    features = _features()
+    if not rows:
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return Dataset.from_list(rows, features=features)
+
+
 def _read(path: Path) -> bytes:
     data = path.read_bytes()
     if not path.name.endswith(".gz"):
@@ -204,7 +240,7 @@ def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
                        options: ChatDatasetOptions = ChatDatasetOptions(), *,
                        overwrite: bool = False, log=print) -> dict:
     """Extract, filter and write the dataset; returns its statistics (skips when current)."""
-    from datasets import Dataset, DatasetDict
+    from datasets import DatasetDict
 
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     if not source_dir.is_dir():
@@ -213,6 +249,10 @@ def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
     _refuse_unsafe_out_dir(source_dir, out_dir)
     manifest = read_folder_manifest(source_dir)
     sources = [describe_source(p, source_dir, manifest) for p in source_files(source_dir)]
+    skipped = not_files(source_dir)
+    if skipped:  # (said, not refused: a stray link among a folder of downloads costs only itself)
+        log(f"chat dataset: {len(skipped)} *.xml name(s) that are no file skipped (a dangling link, a pipe, "
+            f"a folder), e.g. {skipped[0]}")
     inputs = {s.name: s.sha256 for s in sources}
     current, why = sidecar_current(out_dir / SIDECAR, inputs, _settings(options))
     if current and not overwrite:
@@ -230,7 +270,10 @@ def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
     stats = build.statistics(splits)
     tmp = out_dir.parent / f".{out_dir.name}.building"
     shutil.rmtree(tmp, ignore_errors=True)
-    DatasetDict({k: Dataset.from_list(v, features=_features()) for k, v in splits.items()}).save_to_disk(str(tmp))
+    # an empty split written as one shard of no rows: as none (datasets' default for 0 rows),
+    # load_from_disk could not read it back (IndexError), and the dataset was never usable
+    DatasetDict({k: _split_dataset(v) for k, v in splits.items()}).save_to_disk(
+        str(tmp), num_shards={k: None if v else 1 for k, v in splits.items()})
     write_text_atomic(tmp / CHAT_STATS, json.dumps(stats, indent=2) + "\n")
     write_text_atomic(tmp / CHAT_REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n"
                                                    for r in build.rejected))

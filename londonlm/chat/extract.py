@@ -76,18 +76,23 @@ def _para_text(p) -> str:
     """Text of one ``<p>``: markup dropped; ``<lb/>`` joins (the print's line-end hyphen is
     not transcribed: ``cus<lb/>tody`` is "custody")."""
     out: list[str] = []
-
-    def walk(node, top: bool) -> None:
+    # depth first with a stack of its own, not the call stack (as the corpus's TEI reader): markup
+    # nested a few thousand deep in a paragraph raised RecursionError and ended the whole build.
+    # A node's tail is pushed before its children, so it comes out after them
+    stack: list = [(p, True)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        node, top = item
         tag = node.tag if isinstance(node.tag, str) else ""
         if tag not in TEI_SKIP_TAGS and node.text:
             out.append(node.text)
-        if tag not in TEI_SKIP_TAGS:
-            for child in node:
-                walk(child, False)
         if not top and node.tail:
-            out.append(node.tail)
-
-    walk(p, True)
+            stack.append(node.tail)
+        if tag not in TEI_SKIP_TAGS:
+            stack.extend((child, False) for child in reversed(node))
     text = _WS.sub(" ", "".join(out)).strip()
     return _SPACE_BEFORE_PUNCT.sub("", text)
 
@@ -117,7 +122,8 @@ def trial_paragraphs(data: bytes) -> Iterator[tuple[str, str, list[str], dict[st
     trials = [d for d in root.iter("div1") if d.get("type") == "trialAccount"]
     raw = {id(t): [x for x in (_para_text(p) for p in t.iter("p")) if x] for t in trials}
     vocabulary = {w.lower() for ps in raw.values() for p in ps for w in re.findall(r"\w+", p)}
-    for t in trials:
+    seen: set[str] = set()
+    for n, t in enumerate(trials, 1):
         date = re.sub(r"\D", "", tei_interp(t, "date") or session_date)[:8]
         defendants: dict[str, set[str]] = {}
         for pn in t.iter("persName"):
@@ -125,7 +131,13 @@ def trial_paragraphs(data: bytes) -> Iterator[tuple[str, str, list[str], dict[st
                 parts = {i.get("type"): (i.get("value") or "") for i in pn.iter("interp")}
                 if parts.get("surname"):
                     defendants.setdefault(parts["surname"].lower(), set()).add(parts.get("given", "")[:1].lower())
-        yield t.get("id", ""), date, _join_page_splits(raw[id(t)], vocabulary), defendants
+        # a trial without an id, or with one an earlier trial of the file has, is one of its own by
+        # its place in the file: all of them as "" (or "t1" twice) were one trial to the split and
+        # gave their conversations one id ("-c0")
+        trial_id = (t.get("id") or "").strip() or f"trial-{n}"
+        trial_id = f"{trial_id}#{n}" if trial_id in seen else trial_id
+        seen.add(trial_id)
+        yield trial_id, date, _join_page_splits(raw[id(t)], vocabulary), defendants
 
 
 def iso_date(yyyymmdd: str) -> str:
