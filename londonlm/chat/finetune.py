@@ -288,8 +288,9 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
         write_json_atomic(run.run_info, info)
         write_sidecar(run.dir / SIDECAR, STAGE, inputs, settings,
                       counts={"global_step": outcome.state.global_step, **train_counts})
+    loss = metrics.get("eval_loss")
     log(f"chat model: {run.final} (step {outcome.state.global_step}, {outcome.wall_seconds:.0f}s, "
-        f"{speed.precision}, validation answer loss {metrics.get('eval_loss', float('nan')):.4f})")
+        f"{speed.precision}, " + (f"validation answer loss {loss:.4f})" if loss is not None else "no validation rows)"))
     return info
 
 

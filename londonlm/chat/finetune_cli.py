@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
-from ..core import UsageError
+from ..core import RunLayout, UsageError, user_path
 from ..training import JobRequest, RunControlArguments, SpeedArguments, parse_flags
 from .preset import ChatTrainOptions
 
@@ -54,8 +54,8 @@ MAPPED = {"max_steps": ("max_steps", 1), "per_device_train_batch_size": ("batch_
           "max_grad_norm": ("max_grad_norm", 0), "save_steps": ("save_steps", 1),
           "eval_steps": ("eval_steps", 1), "logging_steps": ("logging_steps", 1),
           "save_total_limit": ("save_total_limit", 1), "seed": ("seed", 0)}
-# Trainer flags that are not passed on as they are: the run folder, the precision (a speed
-# setting), the device (set by the training package) and the run's name (its folder)
+# Trainer flags that are not passed on as they are: the run folder (--output_dir), the
+# precision (a speed setting), the device (set by the training package) and the run's name
 NOT_PASSED = {"output_dir", "bf16", "fp16", "use_cpu", "run_name"}
 
 
@@ -118,7 +118,11 @@ def main(argv: list[str], presets: Mapping[str, Mapping], default_preset: str, g
     layout = get_layout(chat.root)
     base_dir = layout.resolve_model(chat.init_from, name)
     run_name = trainer.get("run_name") if "run_name" in given else None
-    run = layout.run(run_name or chat_run_name(layout, base_dir, chat.init_from or name))
+    # --output_dir is the run folder, as pre-training's (it was accepted and ignored: the model
+    # went to <base>-chat under the runs folder, and the folder named stayed empty)
+    out = trainer.get("output_dir") if "output_dir" in given else None
+    run = RunLayout(user_path(out)) if out else layout.run(run_name or chat_run_name(layout, base_dir,
+                                                                                     chat.init_from or name))
     # imported once the command line stands: the Trainer and model code take ~4 s to import,
     # which --help and a refused flag need not wait for
     from .finetune import finetune_chat

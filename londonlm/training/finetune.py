@@ -20,6 +20,7 @@ from transformers import PrinterCallback
 from ..core import checkpoint_step
 from .data import Position, StreamSampler
 from .dist import TrainingError, log, same_on_all_ranks, world_size
+from .defaults import strategy
 from .job import TrainingConfig, training_arguments
 from .length import fit_length
 from .model import ModelShape, configure_torch, prepare_for_training
@@ -86,6 +87,21 @@ def fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTun
         return _fine_tune(job, model, tokenizer, data)
 
 
+def without_evaluation(config: TrainingConfig) -> TrainingConfig:
+    """The tree for data with no validation rows (a chat dataset whose validation split is empty,
+    or holds only conversations longer than the context): no evaluations, and so no best
+    checkpoint chosen by them. The Trainer refused its evaluations without an eval dataset, a
+    ValueError traceback after the model had loaded."""
+    if strategy(config.trainer, "eval_strategy") == "no":
+        return config
+    if config.control.decay_on_plateau or config.control.early_stopping_patience:
+        raise TrainingError("--decay_on_plateau and --early_stopping_patience count evaluations, and the "
+                            "data has no validation rows; rebuild it with some held out, or drop the flag")
+    log("note: the data has no validation rows: training without evaluations (no validation loss, "
+        "no best checkpoint)")
+    return config.but(trainer={**config.trainer, "eval_strategy": "no", "load_best_model_at_end": False})
+
+
 def _fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTuneResult:
     checkpoint = job.resume.checkpoint
     same_on_all_ranks(checkpoint_step(checkpoint) if checkpoint else -1, "the checkpoint to resume from")
@@ -96,6 +112,7 @@ def _fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTu
     config = check_time_budget(config, shape, speed)
     stream, position = stream_for(config, job.resume, len(data.train))
     config = fit_length(config, position, len(data.train), job.resume.trained_warmup)
+    config = config if len(data.eval) else without_evaluation(config)
     args = training_arguments(config)  # from the final tree; never changed
     prepare_for_training(model, speed.settings)
     callbacks, stopper = step_callbacks(

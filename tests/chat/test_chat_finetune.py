@@ -10,7 +10,8 @@ import pytest
 from londonlm.chat.finetune import (
     ChatCollator, ChatTrainError, ChatTrainOptions, finetune_chat, pack, unpacked)
 from londonlm.chat.template import IGNORE, ChatEncoding
-from londonlm.core.layout import CHAT_INFO, SIDECAR, Layout
+from londonlm.core.layout import CHAT_INFO, SIDECAR, Layout, RunLayout
+from londonlm.training import TrainingError
 
 QUIET = dict(log=lambda *_: None)
 
@@ -303,3 +304,42 @@ def test_a_chat_run_from_a_diverged_base_is_refused_without_final(chat_root, tmp
     with pytest.raises(DamagedModel, match="NaN or infinite"):
         finetune_chat(nan_base, layout.chat_data_dir, run, OPTS, **QUIET)
     assert not run.final.exists()
+
+
+def test_output_dir_is_the_chat_run_folder(chat_root, tmp_path):
+    """As pre-training's: the Trainer's --output_dir was accepted and ignored (the model went to
+    <base>-chat under the runs folder, the folder named stayed empty)."""
+    ft = _script("finetune_chat")
+    out = tmp_path / "my-chat"
+    assert ft.main(["--preset", "micro", "--init_from", "base", "--max_steps", "1", "--output_dir", str(out),
+                    "--root", str(chat_root)]) == 0
+    assert RunLayout(out).has_final() and not Layout(chat_root).run("base-chat").has_final()
+
+
+def test_a_dataset_without_validation_rows_trains_without_evaluations(chat_root, tmp_path, capsys):
+    """A validation split left empty (one trial, or --validation_percent 0): the Trainer refused
+    eval_strategy 'steps' without an eval dataset, a ValueError traceback after the model loaded."""
+    from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset
+
+    from conftest import write_old_bailey_tei
+
+    data = tmp_path / "chat-data"
+    build_chat_dataset(write_old_bailey_tei(tmp_path / "src"), data, ChatDatasetOptions(validation_percent=0.0),
+                       log=lambda *_: None)
+    ft = _script("finetune_chat")
+    argv = ["--preset", "micro", "--init_from", "base", "--max_steps", "2", "--eval_steps", "1",
+            "--data_dir", str(data), "--output_dir", str(tmp_path / "no-eval"), "--root", str(chat_root)]
+    assert ft.main(argv) == 0
+    info = json.loads(RunLayout(tmp_path / "no-eval").run_info.read_text())
+    assert info["status"] == "finished" and info["eval_answer_loss"] is None
+    assert "training without evaluations" in capsys.readouterr().out
+    # a tree whose stops count evaluations cannot train without them (pre-training's flags)
+    from londonlm.chat.finetune import chat_config
+    from londonlm.training import JobRequest
+    from londonlm.training.finetune import without_evaluation
+
+    config = chat_config(RunLayout(tmp_path / "x"), ChatTrainOptions(), JobRequest(),
+                         Layout(chat_root).run("base").final)
+    assert dict(without_evaluation(config).trainer)["eval_strategy"] == "no"
+    with pytest.raises(TrainingError, match="count evaluations, and the data has no validation rows"):
+        without_evaluation(config.but(control={"decay_on_plateau": 2}))
