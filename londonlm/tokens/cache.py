@@ -404,7 +404,8 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
     settings); metadata.json is written last, and the build's progress files then go."""
     if len(tokenizer) >= 65536:
         raise CacheError(f"vocabulary of {len(tokenizer)} does not fit uint16 (< 65,536)")
-    if tokenizer.get_vocab().get(EOT) is None:  # the boundary each document ends with
+    eot_id = tokenizer.get_vocab().get(EOT)
+    if eot_id is None:  # the boundary each document ends with
         raise CacheError(f"the tokenizer has no {EOT} token, which ends every document of the cache: "
                          f"not one this pipeline trains; train one: python 03_tokenizer/train_historical_tokenizer.py")
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -423,7 +424,9 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
             desc=f"pretokenize {split}", identity=identity, log=log)
     meta = {"format_version": CACHE_FORMAT, "tokenizer_sha256": tokenizer_sha256,
             "manifest_sha256": manifest_sha256, "context_length": context_length,
-            "era_tokens": bool(era_tokens), "dtype": "uint16", "eot_id": tokenizer.eos_token_id,
+            # the id every document ends with, which is <|endoftext|>'s whatever the tokenizer's
+            # eos token is (unset, or another token, in a foreign tokenizer)
+            "era_tokens": bool(era_tokens), "dtype": "uint16", "eot_id": eot_id,
             "vocab_size": len(tokenizer), "splits": splits, "created": now_iso(),
             # the cutoff and years of the text these tokens hold: a resumed time-locked run
             # checks them even when the run stopped before writing run_info.json

@@ -92,6 +92,9 @@ def split_exact(text: str, max_chars: int = PIECE_CHARS) -> list[str]:
     return pieces
 
 
+_MAX_COUNT = 2**64 - 1  # the Rust trainer's counts are u64
+
+
 def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
               era_tokens: Sequence[str] = (), show_progress: bool = True):
     """Train a byte-level BPE ``tokenizers.Tokenizer`` on an iterator of documents.
@@ -105,7 +108,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
     special = [EOT, PAD, *era_tokens]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        min_frequency=min_frequency,
+        # the trainer's threshold is a 64-bit count, which a larger int overflowed (a traceback);
+        # no pair occurs 2**64 times, so any larger threshold means what this one does: no merges
+        min_frequency=min(min_frequency, _MAX_COUNT),
         special_tokens=special,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
