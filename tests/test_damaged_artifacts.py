@@ -2,8 +2,9 @@
 runs it: the answer is a stage that rebuilds or goes on (exit 0), or one ``error:`` line and
 exit 2; never a traceback, never another exit code. The damages are what a full disk, a killed
 copy, an editor or another program leave: a file cut in half, random bytes, valid JSON of
-another shape, a folder in its place. (Each stage's own tests name the exact message; this
-sweep is the net under all of them, over a whole pipeline root.)"""
+another shape or nested past the parser's depth, a folder in its place. (Each stage's own
+tests name the exact message; this sweep is the net under all of them, over a whole pipeline
+root.)"""
 from __future__ import annotations
 
 import os
@@ -44,6 +45,7 @@ TARGETS = [
     (f"{RUN}/checkpoint-2/trainer_state.json", ["resume_named"]),
     (f"{RUN}/checkpoint-2/optimizer.pt", ["resume", "resume_named"]),
     (f"{RUN}/checkpoint-2/rng_state.pth", ["resume_named"]),
+    (f"{RUN}/checkpoint-2/tokenizer.json", ["resume_named"]),
     (f"{RUN}/run_info.json", ["evaluate"]),
     (f"{RUN}/final/config.json", ["generate"]),
     (f"{RUN}/final/model.safetensors", ["evaluate", "gguf"]),
@@ -65,14 +67,20 @@ def json_list(p: Path) -> None:
     p.write_text("[1, 2]")
 
 
+def json_deep(p: Path) -> None:
+    """Nesting past the JSON parser's depth: a RecursionError, which no ``except ValueError``
+    (a JSONDecodeError's) catches."""
+    p.write_text("[" * 100_000)
+
+
 def folder(p: Path) -> None:
     p.unlink()
     (p / "x").mkdir(parents=True)
 
 
 def damages_of(rel: str) -> list:
-    """JSON files: cut, another shape, a folder; the others: cut, random bytes, a folder."""
-    return [half, json_list, folder] if rel.endswith((".json", ".jsonl")) else [half, noise, folder]
+    """JSON files: cut, another shape, nested too deep, a folder; the others: cut, random bytes, a folder."""
+    return [half, json_list, json_deep, folder] if rel.endswith((".json", ".jsonl")) else [half, noise, folder]
 
 
 CASES = [pytest.param(rel, damage, consumer, id=f"{Path(rel).name}-{damage.__name__}-{consumer}")

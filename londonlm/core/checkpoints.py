@@ -191,7 +191,7 @@ def earlier_run(run_dir: str | os.PathLike) -> list[str]:
 def _status(record: Path) -> str | None:
     try:
         info = json.loads(record.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return info.get("status") if isinstance(info, dict) else None
 

@@ -12,7 +12,6 @@ folder from a half-written one, so serving, evaluation and publishing never impo
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from .checkpoints import (BEST, RUN_INFO, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
                           checkpoint_step, latest_valid_checkpoint, list_checkpoints)
-from .artifacts import read_json_object
+from .artifacts import read_json_object, record_field
 from .cli import user_path
 from .errors import LondonLMError, UsageError
 
@@ -207,13 +206,12 @@ def model_run_info(model_dir: str | os.PathLike) -> dict:
 
 def _losses(ck: Path) -> tuple[str, str]:
     """Last logged training and validation loss of a checkpoint, formatted ('-' if none)."""
-    try:
-        logs = json.loads((ck / "trainer_state.json").read_text()).get("log_history", [])
-    except (OSError, ValueError):
-        return "-", "-"
-    tr = [h["loss"] for h in logs if "loss" in h]
-    ev = [h["eval_loss"] for h in logs if "eval_loss" in h]
-    return (f"{tr[-1]:.4f}" if tr else "-"), (f"{ev[-1]:.4f}" if ev else "-")
+    logs = record_field(read_json_object(ck / "trainer_state.json"), "log_history", kind=list) or []
+
+    def last(key: str) -> str:  # entries of another shape or kind (a hand-edited file) say nothing
+        values = [h[key] for h in logs if isinstance(h, dict) and type(h.get(key)) in (int, float)]
+        return f"{values[-1]:.4f}" if values else "-"
+    return last("loss"), last("eval_loss")
 
 
 def describe_checkpoints(run_dir: str | Path) -> str:

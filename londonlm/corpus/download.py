@@ -146,9 +146,9 @@ def is_complete(dest: Path) -> bool:
         return False
     try:
         meta = json.loads(side.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
-    return meta.get("bytes") == dest.stat().st_size and meta.get("sha256") == _sha256(dest)
+    return isinstance(meta, dict) and meta.get("bytes") == dest.stat().st_size and meta.get("sha256") == _sha256(dest)
 
 
 def _request_headers(have: int, stored: dict | None) -> dict[str, str]:

@@ -88,7 +88,7 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         for raw in f:
             try:
                 row = json.loads(raw.decode("utf-8")) if raw.strip() else None
-            except ValueError:  # (UnicodeDecodeError is one)
+            except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
                 continue
             if isinstance(row, dict):
                 yield row

@@ -51,7 +51,7 @@ def read_part_info(path: Path, url: str) -> dict[str, Any] | None:
         info = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return info if isinstance(info, dict) and info.get("url") == url else None
 

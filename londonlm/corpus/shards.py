@@ -93,9 +93,10 @@ def prepare_shard(processed_dir: str | Path, shard: int, num_shards: int, plan: 
     old = None
     if marker.exists():
         try:
-            old = json.loads(marker.read_text(encoding="utf-8")).get("plan")
-        except ValueError:
+            old = json.loads(marker.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError):
             old = None
+        old = old.get("plan") if isinstance(old, dict) else None  # (a list there was an AttributeError)
     state = "new" if not d.exists() else ("resumed" if old == plan and not fresh else
                                          "reset (--overwrite)" if fresh else "reset (inputs or settings changed)")
     if d.exists() and state != "resumed":

@@ -39,7 +39,7 @@ def _json_object(path: Path, folder: Path) -> dict:
     """A JSON file that must hold an object; DamagedModel (naming ``folder``) otherwise."""
     try:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise DamagedModel(f"the model at {folder} cannot be loaded: {Path(path).name} "
                            f"unreadable ({_first_line(e)})") from None
     if not isinstance(obj, dict):

@@ -178,11 +178,14 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         # shape inside (a number where transformers iterates or calls a method): damaged, not a bug
         raise DamagedModel(f"the model at {source} cannot be loaded: {type(e).__name__}: "
                            f"{' '.join(str(e).split())}") from None
+    except RecursionError:  # the model's own load reads generation_config.json, and did not catch this
+        raise DamagedModel(f"the model at {source} cannot be loaded: a JSON file of it is nested past the "
+                           f"parser's depth (generation_config.json, say)") from None
     check_tokenizer_fits(tokenizer, model, f"the tokenizer at {tok_source}")
     check_finite(model, source)
     try:
         gen_config = GenerationConfig.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError, TypeError):  # sampling defaults only: the library's are used
+    except (OSError, ValueError, TypeError, RecursionError):  # sampling defaults only: the library's are used
         gen_config = None
     model.to(dev).eval()
     steady_attention(dev)

@@ -8,12 +8,11 @@ The time lock (``--cutoff_year``) is :mod:`.timelock`'s; everything a resume mus
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import (Layout, ModelNotFound, RunLayout, checkpoint_problem, checkpoint_step, model_run_info, model_step,
-                    sha256_file, user_path)
+                    read_json_object, record_field, sha256_file, user_path)
 from ..tokens import era_tokens_of, load_tokenizer as load_project_tokenizer
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape
@@ -213,11 +212,8 @@ def _saved_rows(checkpoint: Path | None) -> int | None:
     before the vocabulary padding was cut off on saving (then all its rows are the model's own)."""
     if checkpoint is None:
         return None
-    try:
-        rows = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8")).get("vocab_size")
-    except (OSError, ValueError):
-        return None
-    return rows if isinstance(rows, int) and rows > 0 else None
+    rows = record_field(read_json_object(Path(checkpoint) / "config.json"), "vocab_size", kind=int)
+    return rows if rows is not None and rows > 0 else None
 
 
 def _parent_and_shape(config: TrainingConfig, tokenizer, resume: Resumed):

@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from ..core import (LondonLMError, RunLayout, checkpoint_problem, earlier_run, latest_valid_checkpoint,
-                    list_checkpoints, sha256_file, user_path)
+                    list_checkpoints, read_json_object, record_field, sha256_file, user_path)
 from ..corpus import MANIFEST
 from ..tokens import read_metadata
 from .data import DataPosition, Position
@@ -113,15 +113,10 @@ def move_run_aside(run: RunLayout) -> Path | None:
 def saved_attributes(checkpoint: Path, callback: type) -> dict | None:
     """What a stateful callback (``ExportableState``) saved in a checkpoint's trainer_state.json
     (its last entry), or None for a checkpoint saved before it existed."""
-    try:
-        st = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
-    except (OSError, ValueError):
-        return None
-    rec = (st.get("stateful_callbacks") or {}).get(callback.__name__)
+    rec = record_field(read_json_object(Path(checkpoint) / TRAINER_STATE), "stateful_callbacks", callback.__name__)
     if isinstance(rec, list):
         rec = rec[-1] if rec else None
-    out = (rec or {}).get("attributes")
-    return out if isinstance(out, dict) else None
+    return record_field(rec, "attributes", kind=dict)
 
 
 def recorded_position(checkpoint: Path) -> dict | None:
@@ -217,24 +212,38 @@ def resumed(run: RunLayout, spec: str | None, fresh: bool) -> Resumed:
 
 # --------------------------------------------------------------------------- what must not change
 
+def _token_ids(vocab: dict | None) -> bool:
+    """Whether ``vocab`` is a vocabulary: token -> id, not empty."""
+    return bool(vocab) and all(type(i) is int for i in vocab.values())
+
+
 def tokenizer_identity(folder: Path) -> dict | None:
     """What decides token ids: BPE vocabulary, merges and (when known) added tokens, from
     ``tokenizer.json`` or a slow tokenizer's ``vocab.json`` + ``merges.txt``; padding or
-    truncation settings do not count. None when the folder holds no tokenizer."""
+    truncation settings do not count. None when the folder holds no tokenizer, or one too damaged
+    to read (cut, another JSON shape): then the run's record of its tokenizer decides, as for a
+    checkpoint saved without one (a damaged file there was a traceback mid-resume)."""
     folder = Path(folder)
     if (folder / "tokenizer.json").exists():
-        d = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-        model = d.get("model") or {}
-        return {"vocab": model.get("vocab"),
-                "merges": [" ".join(m) if isinstance(m, list) else m for m in model.get("merges") or []],
-                "added": sorted((t["id"], t["content"]) for t in d.get("added_tokens") or [])}
+        d = read_json_object(folder / "tokenizer.json")
+        model = record_field(d, "model", kind=dict)
+        if not _token_ids(record_field(model, "vocab", kind=dict)):
+            return None
+        added = [t for t in record_field(d, "added_tokens", kind=list) or []
+                 if type(record_field(t, "id")) is int and isinstance(record_field(t, "content"), str)]
+        return {"vocab": model["vocab"],
+                "merges": [" ".join(map(str, m)) if isinstance(m, list) else m
+                           for m in record_field(model, "merges", kind=list) or []],
+                "added": sorted((t["id"], t["content"]) for t in added)}
     if (folder / "vocab.json").exists():
+        vocab = read_json_object(folder / "vocab.json")
+        if not _token_ids(vocab):
+            return None
         merges = []
         if (folder / "merges.txt").exists():
-            merges = [ln for ln in (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+            merges = [ln for ln in (folder / "merges.txt").read_text(encoding="utf-8", errors="replace").splitlines()
                       if ln and not ln.startswith("#version")]
-        return {"vocab": json.loads((folder / "vocab.json").read_text(encoding="utf-8")),
-                "merges": merges, "added": None}
+        return {"vocab": vocab, "merges": merges, "added": None}
     return None
 
 

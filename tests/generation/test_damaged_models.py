@@ -100,11 +100,20 @@ def _write(name: str, text: str):
     return damage
 
 
+def _deep(name: str):
+    """JSON nested past the parser's depth: a RecursionError, past every ``except ValueError``."""
+    def damage(folder: Path) -> str:
+        (folder / name).write_text("[" * 100_000)
+        return "nested past the parser's depth"
+    damage.__name__ = f"{name}=deep"
+    return damage
+
+
 SHAPES = [_write("tokenizer.json", "[1, 2]"), _write("tokenizer.json", '{"added_tokens": 5}'),
           _write("tokenizer_config.json", "[1]"), _write("tokenizer_config.json", '{"tokenizer_class": 5}'),
           _write("tokenizer_config.json", '{"added_tokens_decoder": [1]}'),
           _write("special_tokens_map.json", '{"eos_token": 5}'), _write("special_tokens_map.json", "[1]"),
-          _write("generation_config.json", "[1]")]
+          _write("generation_config.json", "[1]"), _deep("generation_config.json")]
 DAMAGE = [config_list, vocab_100, wider, layers_as_text, no_positions, small_llama, bigger_tokenizer, no_tokenizer,
           panicking_tokenizer, nan_weights, *SHAPES]
 

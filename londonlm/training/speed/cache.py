@@ -95,7 +95,7 @@ def load_cache(path: Path, log: Callable[[str], None]) -> dict:
         if not (isinstance(data, dict) and data.get("format") == CACHE_FORMAT
                 and data.get("version") == CACHE_VERSION and isinstance(data.get("entries"), dict)):
             raise ValueError(f"not a version-{CACHE_VERSION} {CACHE_FORMAT} file")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         log(f"warning: ignoring the autotune cache {path} ({e}); it will be measured again and "
             f"rewritten")
         return {}

@@ -102,7 +102,7 @@ def read_info(run: RunLayout) -> dict:
     """The run's run_info.json as an object, or a CompareError naming the file."""
     try:
         info = json.loads(run.run_info.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CompareError(f"run {run.name}: cannot read {run.run_info} ({e})") from None
     if not isinstance(info, dict):
         raise CompareError(f"run {run.name}: {run.run_info} holds a {type(info).__name__}, not an object")
