@@ -447,20 +447,26 @@ class OcrRepairer:
                     and (fix is None or fix[2] not in ("join", "glued")):
                 fix = self._space_after(doc, i, fix)
             if fix is not None:
-                after, end, kind, gain, ch = fix
-                if self.s.long_s_output == "modern":
-                    after = after.replace(LONG_S, "s")
-                out.append(text[pos:starts[i]])
-                out.append(after)
-                changes.append(Change(starts[i], text[starts[i]:end], after, kind, gain, ch))
-                if kind in _ONE_WORD and " " not in after:  # the next word's context is the word repaired
-                    keys[i] = self._key(after)
-                    priors[i] = self._prior(keys[i])
-                pos = end
-                i += 2 if kind in ("join", "glued") else 1
+                pos = self._apply(doc, i, fix, pos, out, changes)
+                i += 2 if fix[2] in ("join", "glued") else 1
                 continue
             i += 1
         return out, changes, pos
+
+    def _apply(self, doc: "_Doc", i: int, fix: tuple, pos: int, out: list[str], changes: list[Change]) -> int:
+        """Write word ``i``'s ``fix`` after the text from ``pos``, record it, and make the word
+        repaired the next one's context; returns the position after the words it replaced."""
+        text, start = doc.text, doc.starts[i]
+        after, end, kind, gain, ch = fix
+        if self.s.long_s_output == "modern":
+            after = after.replace(LONG_S, "s")
+        out.append(text[pos:start])
+        out.append(after)
+        changes.append(Change(start, text[start:end], after, kind, gain, ch))
+        if kind in _ONE_WORD and " " not in after:  # the next word's context is the word repaired
+            doc.keys[i] = self._key(after)
+            doc.priors[i] = self._prior(doc.keys[i])
+        return end
 
     def _strays(self, doc: "_Doc", changes: list[Change]) -> list[Change]:
         """Debris between words: a token of marks standing alone (`` ^ ``, `` ¦ ``, `` ,, ``) is
