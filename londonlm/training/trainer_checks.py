@@ -15,6 +15,12 @@ from ..core import UsageError
 # path); a list or a number passed the parse and failed inside the run
 JSON_OBJECT_FLAGS = ("lr_scheduler_kwargs", "gradient_checkpointing_kwargs", "activation_checkpointing_kwargs",
                      "accelerator_config", "fsdp_config", "deepspeed")
+# ... of which these are keyword arguments, never a file: other text (`--lr_scheduler_kwargs 1`)
+# stayed a string, which the run's dict() of it failed on as a traceback
+KWARGS_FLAGS = ("lr_scheduler_kwargs", "gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")
+# what the Trainer's evaluation computes (prediction_loss_only): a --metric_for_best_model of any
+# other name was a KeyError at the first evaluation, after the steps before it had trained
+EVAL_METRICS = ("loss", "eval_loss")
 # The training stage never publishes: 10_scripts/publish_to_huggingface.py does, with the model
 # card and the weights' checks. The Trainer's push would also pickle --hub_token into every
 # checkpoint's training_args.bin.
@@ -26,7 +32,7 @@ HUB_FLAGS = ("push_to_hub", "hub_model_id", "hub_token", "hub_strategy", "hub_pr
 def check_json_objects(argv: list[str]) -> None:
     """Each JSON option given as JSON text (``{...``, ``[...``) parses to an object."""
     for flag, text in _given_values(argv):
-        if flag in JSON_OBJECT_FLAGS and text.lstrip()[:1] in ("{", "["):
+        if flag in JSON_OBJECT_FLAGS and (text.lstrip()[:1] in ("{", "[") or flag in KWARGS_FLAGS):
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as e:
@@ -47,6 +53,11 @@ def check_trainer_args(args, given) -> None:
                          "run `python 10_scripts/publish_to_huggingface.py` (model card, checked weights)")
     if "optim_args" in given:
         _check_optim_args(args.optim_args)
+    if "metric_for_best_model" in given and args.metric_for_best_model not in EVAL_METRICS:
+        raise UsageError(f"--metric_for_best_model {args.metric_for_best_model}: the evaluation computes the "
+                         f"validation loss alone; give 'loss' (or leave it out)")
+    if "greater_is_better" in given and args.greater_is_better:  # the best would be the worst checkpoint
+        raise UsageError("--greater_is_better true: the metric is the validation loss, of which lower is better")
     if "optim" in given:
         _check_optimizer_installed(args)
     if args.torch_compile and {"torch_compile_mode", "torch_compile_backend"} & given:

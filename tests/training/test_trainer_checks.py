@@ -46,10 +46,31 @@ def test_optim_args_must_be_key_value_pairs(text):
     (["--lr_scheduler_kwargs", "[1]"], "--lr_scheduler_kwargs: must be a JSON object"),
     (["--lr_scheduler_kwargs={bad"], "--lr_scheduler_kwargs: not valid JSON"),
     (["--fsdp_config", "[" * 100_000], "--fsdp_config: not valid JSON (nested too deeply)"),  # was RecursionError
+    # keyword arguments are never a file: other text stayed a string, a ValueError inside the run
+    (["--lr_scheduler_kwargs", "1"], "--lr_scheduler_kwargs: must be a JSON object"),
+    (["--gradient_checkpointing_kwargs", "x"], "--gradient_checkpointing_kwargs: not valid JSON"),
+    (["--activation_checkpointing_kwargs=use_reentrant"], "--activation_checkpointing_kwargs: not valid JSON"),
     (["--gradient_checkpointing_kwargs", "[true]"], "--gradient_checkpointing_kwargs: must be a JSON object"),
 ])
 def test_a_json_option_must_be_a_json_object(argv, said):
     assert refused(*argv).startswith(said)
+
+
+@pytest.mark.parametrize("argv, said", [
+    # was: a KeyError at the first evaluation (only the loss is computed), steps already trained
+    (["--metric_for_best_model", "accuracy"], "--metric_for_best_model accuracy: the evaluation computes the "
+                                              "validation loss alone"),
+    # was: the best checkpoint the one of the highest validation loss
+    (["--greater_is_better", "true"], "--greater_is_better true: the metric is the validation loss"),
+])
+def test_the_best_checkpoint_is_chosen_by_the_loss(argv, said):
+    assert refused(*argv).startswith(said)
+
+
+@pytest.mark.parametrize("metric", ["loss", "eval_loss"])
+def test_the_loss_may_be_named_as_the_metric(metric):
+    flags = parse_train_flags(["--preset", "micro", "--metric_for_best_model", metric, "--greater_is_better", "false"])
+    assert flags.trainer["metric_for_best_model"] == metric
 
 
 def test_a_json_object_option_is_accepted():
