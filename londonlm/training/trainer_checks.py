@@ -8,6 +8,7 @@ parser of every training job (:func:`~.flags.parse_flags`)."""
 from __future__ import annotations
 
 import json
+import os
 
 from ..core import UsageError
 
@@ -56,6 +57,8 @@ def check_trainer_args(args, given) -> None:
     if "metric_for_best_model" in given and args.metric_for_best_model not in EVAL_METRICS:
         raise UsageError(f"--metric_for_best_model {args.metric_for_best_model}: the evaluation computes the "
                          f"validation loss alone; give 'loss' (or leave it out)")
+    if "dataloader_num_workers" in given:
+        _check_loader_workers(args.dataloader_num_workers)
     if "greater_is_better" in given and args.greater_is_better:  # the best would be the worst checkpoint
         raise UsageError("--greater_is_better true: the metric is the validation loss, of which lower is better")
     if "optim" in given:
@@ -67,6 +70,16 @@ def check_trainer_args(args, given) -> None:
 
         if not is_liger_kernel_available():
             raise UsageError("--use_liger_kernel: liger-kernel is not installed here (pip install liger-kernel)")
+
+
+def _check_loader_workers(workers: int) -> None:
+    """At most one loader process per CPU this process may use: each is a process of its own, and
+    more only compete for the CPUs (``--dataloader_num_workers 1000000000`` began forking until
+    the machine gave out, never a step)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers > cpus:
+        raise UsageError(f"--dataloader_num_workers {workers}: more loader processes than the {cpus} CPUs "
+                         f"this process may use; give at most {cpus} (0 loads in the training process)")
 
 
 def _check_optim_args(text: str | None) -> None:

@@ -73,6 +73,14 @@ def test_the_loss_may_be_named_as_the_metric(metric):
     assert flags.trainer["metric_for_best_model"] == metric
 
 
+def test_loader_workers_past_the_cpus_are_refused(monkeypatch):
+    """Was: --dataloader_num_workers 1000000000 forked loader processes until the machine gave out."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert refused("--dataloader_num_workers", "1000000000").startswith(
+        "--dataloader_num_workers 1000000000: more loader processes than the 2 CPUs")
+    assert parse_train_flags(["--preset", "micro", "--dataloader_num_workers", "2"]).trainer["dataloader_num_workers"] == 2
+
+
 def test_a_json_object_option_is_accepted():
     flags = parse_train_flags(["--preset", "micro", "--lr_scheduler_kwargs", '{"min_lr_rate": 0.1}'])
     assert flags.trainer["lr_scheduler_kwargs"] == {"min_lr_rate": 0.1}
