@@ -26,7 +26,7 @@ from .length import fit_length
 from .model import ModelShape, configure_torch, prepare_for_training
 from .resume import Resumed, check_optimizer, checkpoint_step_of, recorded_position
 from .runlock import run_lock
-from .speed.choice import SpeedPlan, check_time_budget, choose_speed, speed_callbacks
+from .speed.choice import SpeedPlan, check_time_budget, choose_speed, refuse_past_memory, speed_callbacks
 from .step.callbacks import step_callbacks
 from .step.schedules import BudgetFitCallback
 from .step.trainer import Outcome, build_trainer, train
@@ -109,6 +109,8 @@ def _fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTu
     check_optimizer(job.resume, job.config.optim.optimizer)
     shape = model_shape(model, data.row_tokens)
     config, speed = choose_speed(job.config, shape, world_size(), job.resume.speed)
+    refuse_past_memory(shape, config.speed.micro_batch, speed.settings, config.optim.optimizer, config.model.dropout,
+                       world_size() if config.trainer.get("fsdp") else 1, "cuda" if speed.cuda else "cpu")
     config = check_time_budget(config, shape, speed)
     stream, position = stream_for(config, job.resume, len(data.train))
     config = fit_length(config, position, len(data.train), job.resume.trained_warmup)

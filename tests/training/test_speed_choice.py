@@ -537,3 +537,35 @@ def test_decay_on_plateau_ends_a_budgeted_run_early_with_a_decayed_final(root, c
     assert lrs[-1] < max(lrs) / 2  # decayed by the end (logged at every step: the last is the end's)
     out = capsys.readouterr()
     assert "(--decay_on_plateau)" in out.out + out.err
+
+
+def test_a_step_past_the_free_memory_is_one_line_before_any_work(root, capsys, monkeypatch):
+    """Was: --per_device_train_batch_size 1000000000 on a CPU printed its estimate (884,736 GB),
+    then the kernel's out-of-memory killer ended the run minutes later: exit 137, not a word.
+    (Here the free memory is made small rather than the batch large, so that the run without
+    the check trains at once instead of being killed.)"""
+    from londonlm.training.speed import choice
+
+    monkeypatch.setattr(choice, "free_memory_bytes", lambda device: 10_000)
+    assert train(root, "--max_steps", "2", *QUIET) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: a training step at micro-batch ") and \
+        "more than the 0 MB free on the cpu: lower --per_device_train_batch_size" in err[0], err
+    assert not (run_dir(root) / "pretokenized_data").exists()  # the cache was never touched
+    monkeypatch.setattr(choice, "free_memory_bytes", lambda device: None)  # unknown: no refusal
+    assert train(root, "--max_steps", "1", *QUIET) == 0
+
+
+def test_the_nodes_ranks_share_a_cpus_memory(monkeypatch):
+    from londonlm.training.model import ModelShape
+    from londonlm.training.speed import choice
+
+    shape = ModelShape(n_layer=2, n_head=2, n_embd=64, n_positions=64, vocab_size=512)
+    one = min(choice.memory_of(shape, 8, SpeedSettings(p, "sdpa", True, False), "adamw", 0.0).total
+              for p in ("bf16", "fp32"))  # the most frugal step
+    monkeypatch.setattr(choice, "free_memory_bytes", lambda device: int(2.5 * one))
+    choice.refuse_past_memory(shape, 8, SpeedSettings("bf16", "eager", False, False), "adamw", 0.0, 1, "cpu")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    with pytest.raises(choice.TrainingError, match="for the 3 ranks here"):
+        choice.refuse_past_memory(shape, 8, SpeedSettings("bf16", "eager", False, False), "adamw", 0.0, 1, "cpu")
+    choice.refuse_past_memory(shape, 8, SpeedSettings("bf16", "eager", False, False), "adamw", 0.0, 1, "cuda")

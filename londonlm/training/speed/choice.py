@@ -6,6 +6,7 @@ against. Each decision takes the job's configuration tree (:mod:`..job`) and ret
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, field, replace
@@ -14,7 +15,7 @@ from typing import Callable
 from transformers import TrainerCallback
 
 from ...core import free_memory_bytes
-from ..dist import agree, is_main_process, log
+from ..dist import TrainingError, agree, is_main_process, log
 from ..step.schedules import check_budget, shared_warmup
 from ..step.vocab_padding import padded_vocab
 from .probe import SpeedChoice, resolve_speed_settings, time_candidate
@@ -140,11 +141,34 @@ def fit_batch_to_memory(config, shape, speed: SpeedPlan, world: int = 1, kept: t
                 f"{GPU_MEMORY_SHARE:.0%} of the {_gb(free)} free on the GPU (--batch_size fixes it)")
             config = _with_micro_batch(config, chosen)
     batch, k = config.speed.micro_batch, speed.settings
+    refuse_past_memory(shape, batch, k, optimizer, dropout, shards, "cuda" if speed.cuda else "cpu")
     m = memory_of(shape, batch, k, optimizer, dropout, shards)
     log(f"memory: ~{_gb(m.total)} per device to train at micro-batch {batch} ({k.attn_implementation} "
         f"attention, {k.precision}, {'fused' if k.fused_loss else 'stock'} loss): weights, gradients and "
         f"optimizer {_gb(m.state)}, activations {_gb(m.activations + m.scores)}, LM head {_gb(m.logits)}")
     return config
+
+
+def refuse_past_memory(shape, batch: int, settings: SpeedSettings, optimizer: str, dropout: float, shards: int,
+                       device: str) -> None:
+    """One line when even the most frugal step at this micro-batch (SDPA, the fused loss, bf16
+    or fp32, whichever needs less) needs more memory than the device has free, the least any rank
+    measured, and on a CPU shared by the node's ranks: the kernel's out-of-memory killer ended
+    such a run minutes in (exit 137, not a word; ``--per_device_train_batch_size 1000000000``),
+    or CUDA's out-of-memory error did after the token cache was built."""
+    free = free_memory_bytes(device)
+    free = -agree([-(free if free is not None else 2 ** 62)])[0]  # (unknown: no refusal)
+    ranks_here = 1 if device == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    need = ranks_here * min(memory_of(shape, batch, replace(settings, attn_implementation="sdpa", fused_loss=True,
+                                                             precision=p), optimizer, dropout, shards).total
+                            for p in ("bf16", "fp32"))
+    if need > free:
+        raise TrainingError(
+            f"a training step at micro-batch {batch} x {shape.n_positions} tokens of this "
+            f"{shape.n_params:,}-parameter model needs at least {_gb(need)}"
+            f"{f' for the {ranks_here} ranks here' if ranks_here > 1 else ''}, more than the {_gb(free)} free "
+            f"on the {device}: lower --per_device_train_batch_size (--gradient_accumulation_steps keeps the "
+            f"tokens per step)")
 
 
 # --------------------------------------------------------------------------- the time budget's step time
