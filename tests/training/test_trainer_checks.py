@@ -81,6 +81,21 @@ def test_loader_workers_past_the_cpus_are_refused(monkeypatch):
     assert parse_train_flags(["--preset", "micro", "--dataloader_num_workers", "2"]).trainer["dataloader_num_workers"] == 2
 
 
+def test_persistent_loader_workers_need_workers(tmp_path):
+    """Was: a ValueError traceback when the Trainer first built its DataLoader (workers 0 on a CPU)."""
+    from londonlm.training.job import make_training_arguments
+
+    r = subprocess.run([sys.executable, str(REPO / "04_training" / "train_model.py"), "--preset", "micro",
+                        "--root", tmp_path, "--dataloader_persistent_workers", "true"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and re.fullmatch(r"error: --dataloader_persistent_workers keeps loader processes "
+                                              r"between passes, and this run has none .*\n", r.stderr), r.stderr
+    assert not (tmp_path / "09_models").exists()
+    args = make_training_arguments({"output_dir": str(tmp_path), "dataloader_persistent_workers": True,
+                                    "dataloader_num_workers": 1})
+    assert args.dataloader_persistent_workers and args.dataloader_num_workers == 1
+
+
 def test_a_json_object_option_is_accepted():
     flags = parse_train_flags(["--preset", "micro", "--lr_scheduler_kwargs", '{"min_lr_rate": 0.1}'])
     assert flags.trainer["lr_scheduler_kwargs"] == {"min_lr_rate": 0.1}
