@@ -281,10 +281,11 @@ def make_training_arguments(values: dict):
     from transformers import TrainingArguments
 
     values = dict(values)
-    if values.get("dataloader_persistent_workers") and not values.get("dataloader_num_workers"):
-        # (the DataLoader's ValueError came when the Trainer first built it, a traceback)
-        raise UsageError("--dataloader_persistent_workers keeps loader processes between passes, and this run "
-                         "has none (--dataloader_num_workers 0, the CPU default); give both or neither")
+    for flag in ("dataloader_persistent_workers", "dataloader_multiprocessing_context"):
+        if values.get(flag) and not values.get("dataloader_num_workers"):
+            # (the DataLoader's ValueError came when the Trainer first built it, a traceback)
+            raise UsageError(f"--{flag} sets up loader processes, and this run has none "
+                             f"(--dataloader_num_workers 0, the CPU default); give both or neither")
     if not torch.cuda.is_available():
         if not values.get("use_cpu"):  # not on purpose: refused where GPUs go unused
             require_usable_gpus()

@@ -81,15 +81,16 @@ def test_loader_workers_past_the_cpus_are_refused(monkeypatch):
     assert parse_train_flags(["--preset", "micro", "--dataloader_num_workers", "2"]).trainer["dataloader_num_workers"] == 2
 
 
-def test_persistent_loader_workers_need_workers(tmp_path):
+@pytest.mark.parametrize("flag, value", [("dataloader_persistent_workers", "true"),
+                                         ("dataloader_multiprocessing_context", "fork")])
+def test_loader_process_settings_need_workers(tmp_path, flag, value):
     """Was: a ValueError traceback when the Trainer first built its DataLoader (workers 0 on a CPU)."""
     from londonlm.training.job import make_training_arguments
 
     r = subprocess.run([sys.executable, str(REPO / "04_training" / "train_model.py"), "--preset", "micro",
-                        "--root", tmp_path, "--dataloader_persistent_workers", "true"], capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 2 and re.fullmatch(r"error: --dataloader_persistent_workers keeps loader processes "
-                                              r"between passes, and this run has none .*\n", r.stderr), r.stderr
+                        "--root", tmp_path, f"--{flag}", value], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and re.fullmatch(rf"error: --{flag} sets up loader processes, and this run has "
+                                              r"none .*\n", r.stderr), r.stderr
     assert not (tmp_path / "09_models").exists()
     args = make_training_arguments({"output_dir": str(tmp_path), "dataloader_persistent_workers": True,
                                     "dataloader_num_workers": 1})
