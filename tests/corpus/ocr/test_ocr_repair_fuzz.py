@@ -213,16 +213,21 @@ def _argv(tmp: Path, src: Path, out: Path, flags: list[str], lexicon_file: Path)
     return argv
 
 
+def _placed(tmp: str, data: bytes, where) -> tuple[Path, Path, Path]:
+    """(the folder, the input written there, the output path ``where`` names)."""
+    tmp = Path(tmp)
+    src = tmp / "scans.jsonl"
+    src.write_bytes(data)
+    return tmp, src, _output_path(tmp, src, where)
+
+
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(data=input_files(), flags=FLAGS, where=OUTPUTS)
 def test_any_input_is_repaired_whole_or_refused_in_one_line(stage, lexicon_file, data, flags, where):
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        src = tmp / "scans.jsonl"
-        src.write_bytes(data)
-        out = _output_path(tmp, src, where)
+        tmp, src, out = _placed(tmp, data, where)
         code, err = run_stage(stage, _argv(tmp, src, out, flags, lexicon_file))
         event(f"exit {code}")  # (--hypothesis-show-statistics: how many runs got past the refusals)
         assert src.read_bytes() == data, "the input was changed"
@@ -242,10 +247,7 @@ def test_any_input_is_repaired_whole_or_refused_in_one_line(stage, lexicon_file,
 def test_the_command_repairs_whole_or_says_why_in_one_line(lexicon_file, data, flags, where, workers):
     """The same as a process of its own (its exit code, its stderr as the shell sees them)."""
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        src = tmp / "scans.jsonl"
-        src.write_bytes(data)
-        out = _output_path(tmp, src, where)
+        tmp, src, out = _placed(tmp, data, where)
         argv = _argv(tmp, src, out, flags, lexicon_file)
         argv[argv.index("--workers") + 1] = workers
         p = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, timeout=120,
