@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, earlier_run,
                     sha256_file, sidecar_current, write_json_atomic, write_sidecar)
-from ..generation import check_finite, check_model_dir, check_tokenizer_fits
+from ..generation import check_finite, check_model_dir, check_tokenizer_fits, load_model_tokenizer
 from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
                         TrainingError, config_from_values, fine_tune, is_main_process, move_run_aside,
                         save_model_folder)
@@ -121,10 +121,10 @@ def _check_base(base_dir: Path) -> None:
 
 def load_base_for_chat(base_dir: Path):
     """(model, tokenizer) of a base model with the chat tokens and template added."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     _check_base(base_dir)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    tokenizer = load_model_tokenizer(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir))
     check_tokenizer_fits(tokenizer, model, base_dir)
     check_finite(model, base_dir)

@@ -11,7 +11,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .artifacts import read_json_object
+from .artifacts import read_json_object, record_field
 
 
 # Names a checkpoint and the run around it are recognised by.
@@ -189,11 +189,7 @@ def earlier_run(run_dir: str | os.PathLike) -> list[str]:
 
 
 def _status(record: Path) -> str | None:
-    try:
-        info = json.loads(record.read_text())
-    except (OSError, ValueError, RecursionError):
-        return None
-    return info.get("status") if isinstance(info, dict) else None
+    return record_field(read_json_object(record), "status")
 
 
 def best_info(run_dir: str | os.PathLike) -> dict | None:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ..core import write_json_atomic, write_text_atomic
+from ..core import read_json_object, write_json_atomic, write_text_atomic
 from .partial_download import (changed_upstream, content_length, content_range_start, content_range_total,
                                discard_part, if_range_value, part_info, part_info_path, read_part_info)
 
@@ -144,11 +144,8 @@ def is_complete(dest: Path) -> bool:
     side = _sidecar(dest)
     if not dest.exists() or not side.exists():
         return False
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(meta, dict) and meta.get("bytes") == dest.stat().st_size and meta.get("sha256") == _sha256(dest)
+    meta = read_json_object(side)  # damaged or of another kind: {}, so fetched again
+    return meta.get("bytes") == dest.stat().st_size and meta.get("sha256") == _sha256(dest)
 
 
 def _request_headers(have: int, stored: dict | None) -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..core import ScratchTables, atomic_writer, write_text_atomic
+from ..core import ScratchTables, atomic_writer, read_json_object, write_text_atomic
 from .dedup import THRESHOLD, DupDecision, find_duplicates
 from .manifest import (DUPLICATES, MANIFEST, REJECTIONS, TEXTS, CorpusError, assign_split, place_texts,
                        prune_texts, read_jsonl, split_to_move)
@@ -90,13 +90,7 @@ def prepare_shard(processed_dir: str | Path, shard: int, num_shards: int, plan: 
     ``fresh``, it is removed. Returns "resumed", "new" or why it was reset."""
     d = shard_dir(processed_dir, shard, num_shards)
     marker = d / PLAN_FILE
-    old = None
-    if marker.exists():
-        try:
-            old = json.loads(marker.read_text(encoding="utf-8"))
-        except (ValueError, RecursionError):
-            old = None
-        old = old.get("plan") if isinstance(old, dict) else None  # (a list there was an AttributeError)
+    old = read_json_object(marker).get("plan")  # (a damaged or foreign plan resets the shard)
     state = "new" if not d.exists() else ("resumed" if old == plan and not fresh else
                                          "reset (--overwrite)" if fresh else "reset (inputs or settings changed)")
     if d.exists() and state != "resumed":

@@ -18,7 +18,6 @@ import struct
 from pathlib import Path
 
 from ..core import GenerationError
-from ..tokens import tokenizer_file_problem
 
 CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"
@@ -145,10 +144,9 @@ def check_weights_match(folder: Path) -> None:
 
 
 def check_tokenizer_present(folder: Path) -> None:
-    """DamagedModel when ``folder`` has no tokenizer files to load, one of the JSON files
+    """DamagedModel when ``folder`` has no tokenizer files to load, or one of the JSON files
     transformers reads for it is no JSON object (it indexes into them: a list in
-    tokenizer_config.json was an AttributeError, in tokenizer.json a TypeError), or its
-    tokenizer.json is no tokenizer the Rust library can build."""
+    tokenizer_config.json was an AttributeError, in tokenizer.json a TypeError)."""
     if not any((Path(folder) / f).is_file() for f in TOKENIZER_FILES):
         raise DamagedModel(f"the model at {folder} has no tokenizer ({TOKENIZER_FILES[0]} "
                            f"missing); copy the run's tokenizer files (tokenizer.json, "
@@ -156,12 +154,6 @@ def check_tokenizer_present(folder: Path) -> None:
     for name in TOKENIZER_JSON:
         if (Path(folder) / name).is_file():
             _json_object(Path(folder) / name, folder)
-    # parsed as the tokenizers library builds it, whose panics (a BPE subword prefix its merges
-    # do not carry) were a traceback from inside transformers, under a report of sixty frames
-    if (Path(folder) / TOKENIZER_FILES[0]).is_file():
-        problem = tokenizer_file_problem(Path(folder) / TOKENIZER_FILES[0])
-        if problem is not None:
-            raise DamagedModel(f"the model at {folder} cannot be loaded: {problem}")
 
 
 def check_token_ids(max_id: int, n_rows: int, where) -> None:

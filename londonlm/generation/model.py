@@ -130,6 +130,22 @@ def check_model_dir(path: Path) -> None:
     check_model_folder(path, _tokenizer_source(Path(path)))
 
 
+def load_model_tokenizer(source: str, **kwargs):
+    """``AutoTokenizer.from_pretrained(source, **kwargs)`` for a model folder or Hub id: the one
+    place a model's tokenizer is loaded. A ``tokenizer.json`` the Rust library panics on (a BPE
+    subword prefix its merges do not carry) is one DamagedModel line: the panic was a traceback
+    from inside transformers (pyo3's PanicException is no Exception), under the panic hook's own
+    report of some sixty frames (:func:`~londonlm.core.native_panics`)."""
+    from transformers import AutoTokenizer
+
+    try:
+        with native_panics():
+            return AutoTokenizer.from_pretrained(source, **kwargs)
+    except NativePanic as e:
+        raise DamagedModel(f"the model at {source} cannot be loaded: {source}/tokenizer.json: the tokenizers "
+                           f"library cannot build it ({e})") from None
+
+
 def _sources(spec: str | None, layout: Layout | None,
              run: str | RunLayout | None) -> tuple[Path | None, str, str, str, str]:
     """(local folder, model source, tokenizer source, model id, why no local folder matched):
@@ -154,7 +170,7 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
     Hub id (``owner/name``) that is already in the local Hugging Face cache. A damaged local
     folder (config, weights, tokenizer, non-finite weights) is one DamagedModel line (:mod:`.checks`)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
@@ -163,10 +179,11 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
     if path is not None:
         check_model_dir(path)
     try:
-        with native_panics():  # a Hub tokenizer is not checked before (check_model_folder)
-            tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
+        tokenizer = load_model_tokenizer(tok_source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True,
                                                      dtype=getattr(torch, dt))
+    except DamagedModel:  # said as it is (a GenerationError is a ValueError)
+        raise
     except (OSError, ValueError) as e:
         if path is not None:
             # transformers' messages run over several lines: one error line, its words kept
@@ -174,7 +191,7 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         raise GenerationError(
             f"{spec!r} is neither a local model ({hub_hint}) nor a Hub model in the local cache; "
             f"download it first with `huggingface-cli download {spec}`") from None
-    except (TypeError, KeyError, AttributeError, NativePanic) as e:  # a file of the right JSON kind, the wrong
+    except (TypeError, KeyError, AttributeError) as e:  # a file of the right JSON kind, the wrong
         # shape inside (a number where transformers iterates or calls a method): damaged, not a bug
         raise DamagedModel(f"the model at {source} cannot be loaded: {type(e).__name__}: "
                            f"{' '.join(str(e).split())}") from None

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..chat import is_chat_model, read_chat_info
 from ..core import (CHAT_EVAL, CHAT_INFO, CHAT_STATS, Layout, SIDECAR, WEIGHT_FILES, link_or_copy,
-                    native_panics, sha256_file, write_json_atomic)
+                    sha256_file, write_json_atomic)
+from ..generation import load_model_tokenizer
 from .access import PublishError
 from .facts import RunFacts, read_json_or_none, redact_local_paths
 from .verify import VerificationReport
@@ -83,13 +84,10 @@ def stage_chat_files(model_dir: Path, stage_dir: Path) -> None:
 def verify_chat_folder(folder: Path, report: VerificationReport) -> None:
     """The staged tokenizer has the chat template and role tokens, and ``apply_chat_template``
     gives exactly the ids the model was fine-tuned on."""
-    from transformers import AutoTokenizer
-
     from ..chat import ChatFormatError, encode_chat
 
     try:
-        with native_panics():  # a panic is BaseException: it got past the report as a traceback
-            tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        tok = load_model_tokenizer(str(folder), local_files_only=True)
     except Exception as e:
         report.check(False, "chat tokenizer loads", f"{type(e).__name__}: {e}")
         return

@@ -200,9 +200,8 @@ def load_tokenizer(path: str | os.PathLike):
     problem = tokenizer_file_problem(p / "tokenizer.json")
     if problem is None:
         try:
-            with native_panics():
-                return AutoTokenizer.from_pretrained(str(p))
-        except (ValueError, KeyError, TypeError, NativePanic) as e:  # another file of the folder is damaged
+            return AutoTokenizer.from_pretrained(str(p))
+        except (ValueError, KeyError, TypeError) as e:  # another file of the folder is damaged
             problem = f"{type(e).__name__}: {e}"
     raise TokenizerUnreadable(f"cannot read the tokenizer in {p}: {problem}; rebuild it with "
                               f"`{TRAIN_CMD} --overwrite` (or point to a folder holding a whole one)")

@@ -166,4 +166,4 @@ def test_a_staged_tokenizer_the_rust_library_panics_on_is_a_failed_check(tiny_mo
     (folder / "tokenizer.json").write_text(json.dumps(data))
     report = VerificationReport()
     verify_chat_folder(folder, report)
-    assert report.failures and report.failures[0].startswith("chat tokenizer loads: NativePanic:"), report.failures
+    assert report.failures and report.failures[0].startswith("chat tokenizer loads: DamagedModel:") and "cannot build it" in report.failures[0], report.failures
