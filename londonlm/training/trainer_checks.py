@@ -52,6 +52,11 @@ def check_trainer_args(args, given) -> None:
     if hub:
         raise UsageError(f"--{hub[0]}: the training stage does not publish; once it has trained, "
                          "run `python 10_scripts/publish_to_huggingface.py` (model card, checked weights)")
+    if "fsdp_config" in given and not args.fsdp:
+        # the Trainer keeps the settings and trains without FSDP: a user who meant to shard
+        # would find out only from the memory the run takes
+        raise UsageError("--fsdp_config: FSDP settings without --fsdp; give --fsdp (such as "
+                         "'full_shard auto_wrap') as well, or leave --fsdp_config out")
     if "optim_args" in given:
         _check_optim_args(args.optim_args)
     if "metric_for_best_model" in given and args.metric_for_best_model not in EVAL_METRICS:

@@ -97,6 +97,17 @@ def test_loader_process_settings_need_workers(tmp_path, flag, value):
     assert args.dataloader_persistent_workers and args.dataloader_num_workers == 1
 
 
+def test_fsdp_settings_without_fsdp_are_refused():
+    # were kept and unused: the run trained unsharded without a word
+    assert refused("--fsdp_config", '{"min_num_params": 1000}').startswith("--fsdp_config: FSDP settings without --fsdp")
+
+
+def test_fsdp_settings_with_fsdp_are_accepted():
+    flags = parse_train_flags(["--preset", "micro", "--fsdp", "full_shard auto_wrap",
+                               "--fsdp_config", '{"min_num_params": 1000}'])
+    assert flags.trainer["fsdp_config"]["min_num_params"] == 1000
+
+
 def test_a_json_object_option_is_accepted():
     flags = parse_train_flags(["--preset", "micro", "--lr_scheduler_kwargs", '{"min_lr_rate": 0.1}'])
     assert flags.trainer["lr_scheduler_kwargs"] == {"min_lr_rate": 0.1}
