@@ -11,9 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
-from londonlm.core.cli import non_negative_int, positive_int, StageParser, vocabulary, writable_dir
+from londonlm.core.cli import non_negative_int, number_in, positive_int, StageParser, vocabulary, writable_dir
 from londonlm.core.errors import run_main
 from londonlm.tokens.stage import train_tokenizer_stage
+from londonlm.tokens.tokenizer import MAX_ERA_WIDTH
 
 
 def parse(argv=None):
@@ -27,6 +28,9 @@ def parse(argv=None):
                         "a hash of document ids (0: all of it)")
     p.add_argument("--no_era_tokens", action="store_true",
                    help="do not add <|1650s|>-style era tokens")
+    p.add_argument("--era_width", type=number_in(1, MAX_ERA_WIDTH), default=config.TOKENIZER.era_width,
+                   help="years each era token covers (50: <|1650s|> is 1650-1699); recorded in the tokenizer, "
+                        "which every later stage maps a document's year by")
     p.add_argument("--name", default=config.TOKENIZER.name, help="folder under 09_models/tokenizers/")
     p.add_argument("--output_dir", type=writable_dir, help="tokenizer folder (overrides --name)")
     p.add_argument("--processed_dir", help="processed corpus folder")
@@ -45,7 +49,7 @@ def main(argv=None) -> int:
         vocab_size=a.vocab_size or preset.vocab_size,
         min_frequency=a.min_frequency or preset.min_frequency,
         era_tokens=config.TOKENIZER.era_tokens and not a.no_era_tokens,
-        era_width=config.TOKENIZER.era_width, model_max_length=preset.context_length,
+        era_width=a.era_width, model_max_length=preset.context_length,
         sample_chars=a.sample_chars, overwrite=a.overwrite)
     return 0
 

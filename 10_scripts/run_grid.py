@@ -106,7 +106,7 @@ def family(a, extra) -> int:
     layout = config.get_layout(a.root)
     plan = FamilyPlan(prefix, a.cutoffs, layout, layout.processed_dir, config.TOKENIZER.name,
                       preset.vocab_size, preset.min_frequency, config.TOKENIZER.era_tokens,
-                      preset.context_length, a.fresh, a.leakage_limit)
+                      preset.context_length, a.fresh, a.leakage_limit, config.TOKENIZER.era_width)
     # the runs' own flags are checked before the plan is shown: a bad one, dry or not, is one line
     flags = parse_train_flags(extra, prog="run_grid.py").override(
         preset=a.preset, **({"max_steps": a.max_steps} if a.max_steps else {}))

@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         cutoff_dir=layout.cutoff_dir(a.cutoff_year) if a.cutoff_year is not None else None,
         training=build_config(flags, defaults), vocab_size=preset.vocab_size,
         context_length=preset.context_length, min_frequency=preset.min_frequency,
-        era_tokens=config.TOKENIZER.era_tokens and not a.no_era_tokens,
+        era_tokens=config.TOKENIZER.era_tokens and not a.no_era_tokens, era_width=config.TOKENIZER.era_width,
         validation_percent=config.CORPUS.validation_percent, min_chars=config.CORPUS.min_chars,
         year_range=(config.CORPUS.year_min, config.CORPUS.year_max), source_dir=a.source_dir,
         sample_limit_chars=a.sample_limit_chars, prompts=config.EVALUATION.sample_prompts,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .core import Layout, LondonLMError, RunLayout, sha256_file
 from .corpus import MANIFEST, cutoff_view, manifest_sha256
-from .tokens import train_tokenizer_stage
+from .tokens import ERA_WIDTH, train_tokenizer_stage
 from .training import TrainDefaults, TrainFlags, build_config, finished, run_training, share_cache
 
 
@@ -31,6 +31,7 @@ class FamilyPlan:
     context_length: int = 1024
     fresh: bool = False
     leakage_limit: int | None = None   # N probe items of each file, spread over 1500-1900 (tests)
+    era_width: int = ERA_WIDTH         # years each era token covers
 
     def run(self, cutoff: int) -> RunLayout:
         return self.layout.run(self.layout.cutoff_run_name(self.prefix, cutoff))
@@ -62,7 +63,7 @@ def prepare_member(plan: FamilyPlan, cutoff: int, seen: dict[str, Member], log) 
     if twin is None:
         train_tokenizer_stage(view, member.tokenizer_dir, vocab_size=plan.vocab_size,
                               min_frequency=plan.min_frequency, era_tokens=plan.era_tokens,
-                              model_max_length=plan.context_length, log=log)
+                              era_width=plan.era_width, model_max_length=plan.context_length, log=log)
         seen[digest] = member
     else:
         log(f"cutoff {cutoff}: the same documents as {twin.run.name}; sharing its tokenizer and token cache")

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from .chat import ChatDataError, ChatDatasetOptions, ChatEvalOptions, ChatTrainOptions, chat_settings
 from .core import PIPELINE_SUMMARY, RunLayout, SIDECAR, UsageError, current_or_make, read_json, read_json_object, record_field, sha256_file, write_json_atomic
 from .corpus import MANIFEST
+from .tokens import ERA_WIDTH
 from .evaluation import model_identity
 from .training import JobRequest, TrainingConfig, TrainingError, training_settings
 
@@ -69,6 +70,7 @@ class PipelinePlan:
     chat: ChatStep | None = None
     cutoff_year: int | None = None   # time lock: train on a view of the corpus up to this year
     cutoff_dir: Path | None = None   # where that view is written
+    era_width: int = ERA_WIDTH       # years each era token covers
 
     def __post_init__(self):
         if (self.cutoff_year is None) != (self.cutoff_dir is None):
@@ -345,7 +347,7 @@ def run_pipeline(plan: PipelinePlan, log=print) -> dict:
                            "choose a later --cutoff_year, or collect more texts dated by it")
     stage("tokenizer", "tokenizer", lambda: train_tokenizer_stage(
         plan.corpus_dir, plan.tokenizer_dir, vocab_size=plan.vocab_size,
-        min_frequency=plan.min_frequency, era_tokens=plan.era_tokens,
+        min_frequency=plan.min_frequency, era_tokens=plan.era_tokens, era_width=plan.era_width,
         model_max_length=plan.context_length, overwrite=plan.overwrite, log=log))
     stage("token cache + training", "training", lambda: _train_stage(plan, log))
     ev_path, model = run.evaluation_dir / METRICS, model_identity(run.final)

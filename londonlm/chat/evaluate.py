@@ -25,7 +25,7 @@ from typing import Sequence
 from ..core import CHAT_EVAL, LondonLMError, write_json_atomic, write_text_atomic
 from ..evaluation import BROUGHT_SAMPLES, distinct_n, load_wordlist, repeated_ngram_rate, words_of
 from ..generation import encode_text, load_model
-from ..tokens import EOT, era_token
+from ..tokens import EOT, era_token_for
 from .dataset import load_chat_dataset, system_line
 from .extract import PLACE
 from .respond import ChatRequestError, ChatSettings, check_year, generate_reply
@@ -85,7 +85,7 @@ def base_window_ids(tokenizer, window: Sequence[dict], year: int | None) -> tupl
     """A chat window as the base model's printed text, with the answer positions marked."""
     vocab = tokenizer.get_vocab()
     ids = [vocab[EOT]]
-    era = era_token(year) if year else None
+    era = era_token_for(tokenizer, year) if year else None
     if era in vocab:
         ids.append(vocab[era])
     mask = [False] * len(ids)

@@ -21,7 +21,7 @@ import torch
 
 from ..core import LondonLMError, current_or_make, now_iso, versions, write_text_atomic
 from ..generation import LoadedModel, pick_device
-from ..tokens import era_token, era_tokens_of
+from ..tokens import era_token_for, era_tokens_of
 from . import curves, human_eval, report
 from .harness import check_harness_request, run_harness
 from .metrics import generation_quality
@@ -133,7 +133,7 @@ def _prefix_lists(tok, years: Sequence[int | None] | None, n: int, with_era: boo
     for i in range(n):
         pre = [eot]
         y = years[i] if years is not None and i < len(years) else None
-        t = era_token(y) if y is not None else None
+        t = era_token_for(tok, y)
         if with_era and t in eras:
             pre.append(tok.convert_tokens_to_ids(t))
         out.append(pre)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..core import (GenerationError, GenerationSettings, Layout, ModelNotFound, NativePanic, RunLayout,
                     defaults_from_generation_config, model_step, native_panics, usable_model, user_path)
-from ..tokens import EOT, era_token, era_tokens_of, plain_backend, split_exact
+from ..tokens import EOT, ERA_WIDTH, era_token, era_tokens_of, era_width_of, plain_backend, split_exact
 from .checks import DamagedModel, check_finite, check_model_folder, check_tokenizer_fits
 
 
@@ -36,11 +36,13 @@ class LoadedModel:
     eras: list[str]
     defaults: GenerationSettings
     dtype: str = "float32"  # the weights' dtype: float32, bfloat16 or float16
+    era_width: int = ERA_WIDTH  # the years each of ``eras`` covers (the tokenizer's)
 
     def info(self) -> dict:
         """What a client may see (no filesystem paths)."""
         return {"model": self.model_id, "device": self.device, "dtype": self.dtype, "step": self.step,
                 "params": self.n_params, "context_length": self.context_length, "eras": self.eras,
+                "era_width": self.era_width,
                 "defaults": asdict(self.defaults)}
 
 
@@ -210,7 +212,7 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         model=model, tokenizer=tokenizer, device=dev, model_id=model_id, path=source,
         step=model_step(path) if path is not None else None,
         n_params=sum(p.numel() for p in model.parameters()),
-        context_length=context_length_of(model), eras=era_tokens_of(tokenizer),
+        context_length=context_length_of(model), eras=era_tokens_of(tokenizer), era_width=era_width_of(tokenizer),
         defaults=defaults_from_generation_config(gen_config), dtype=dt)
 
 
@@ -235,8 +237,9 @@ def _local_id(path: Path) -> str:
 
 # --------------------------------------------------------------------------- prompts
 
-def normalize_era(value: str | int | None, eras: list[str]) -> str | None:
-    """``"1660s"``, ``"1660"``, ``1666`` or ``"<|1650s|>"`` -> the era token ``"<|1650s|>"``.
+def normalize_era(value: str | int | None, eras: list[str], width: int) -> str | None:
+    """``"1660s"``, ``"1660"``, ``1666`` or ``"<|1650s|>"`` -> the era token ``"<|1650s|>"``
+    (the era of ``width`` years, the tokenizer's, holding that year).
     Empty/``none`` -> None. Raises GenerationError when the tokenizer lacks that era."""
     if value is None or str(value).strip().lower() in ("", "none", "off"):
         return None
@@ -246,7 +249,7 @@ def normalize_era(value: str | int | None, eras: list[str]) -> str | None:
     digits = text.strip("<|>").rstrip("s")
     if not digits.isdigit():
         raise GenerationError(f"era {value!r} is not a year or decade such as 1650s")
-    token = era_token(int(digits))
+    token = era_token(int(digits), width)
     if token not in eras:
         hint = ", ".join(e.strip("<|>") for e in eras) or "none (this model was trained without era tokens)"
         raise GenerationError(f"era {value!r} ({token}) is not in this model's tokenizer; available: {hint}")
@@ -314,7 +317,7 @@ def encode_prompt(tokenizer, text: str, era: str | None = None, *,
 def prompt_length(lm: LoadedModel, prompt: str, era: str | None = None, *,
                   allow_control_tokens: bool = False) -> int:
     """Tokens the model sees for ``prompt`` (EOT and era prefix included)."""
-    return len(encode_prompt(lm.tokenizer, prompt, normalize_era(era, lm.eras),
+    return len(encode_prompt(lm.tokenizer, prompt, normalize_era(era, lm.eras, lm.era_width),
                              allow_control_tokens=allow_control_tokens))
 
 

@@ -67,7 +67,7 @@ class _StopWhen:
 
 def _prepare(lm: LoadedModel, prompt: str, settings: GenerationSettings, allow_control_tokens: bool):
     settings.validate()
-    era = normalize_era(settings.era, lm.eras)
+    era = normalize_era(settings.era, lm.eras, lm.era_width)
     ids = encode_prompt(lm.tokenizer, prompt, era, allow_control_tokens=allow_control_tokens)
     return fit_to_context(ids, settings.max_new_tokens, lm.context_length, 1 + (era is not None))
 

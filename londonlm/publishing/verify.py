@@ -67,6 +67,7 @@ def verify_model_folder(folder: Path, prompt: str = DEFAULT_PROMPT, max_new_toke
                  "vocab_size": cfg.vocab_size, "tokenizer_size": len(tok), "parameters": lm.n_params,
                  "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
                  "pad_token_id": tok.pad_token_id, "era_tokens": lm.eras,
+                 "era_width": lm.era_width,
                  "snippet_max_new_tokens": snippet_tokens}
     if rep.failures:  # generating with mismatched ids would only add noise to the report
         return rep

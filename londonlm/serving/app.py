@@ -82,7 +82,7 @@ class _Native:
             settings = self.lm.defaults.updated(**{k: getattr(req, k) for k in REQUEST_FIELDS})
             settings.max_new_tokens = min(settings.max_new_tokens, self.limits.max_new_tokens_limit)
             if req.era:
-                settings.era = normalize_era(req.era, self.lm.eras)
+                settings.era = normalize_era(req.era, self.lm.eras, self.lm.era_width)
         except GenerationError as e:
             raise ApiError(422, str(e)) from None
         return req, settings

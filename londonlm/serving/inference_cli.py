@@ -151,7 +151,7 @@ def run(args: InferenceArguments, layout: Layout, default_prompt: str) -> int:
     lm = load_model(args.model, layout=layout, run=args.run_name or args.preset, device=args.device,
                     dtype=args.dtype)
     settings = lm.defaults.updated(**args.overrides())
-    settings.era = normalize_era(args.era, lm.eras)
+    settings.era = normalize_era(args.era, lm.eras, lm.era_width)
     print(f"model {lm.model_id} · {lm.n_params:,} parameters · step {lm.step} · {lm.device} · {lm.dtype}",
           file=sys.stderr, flush=True)
     try:

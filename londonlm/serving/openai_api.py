@@ -159,7 +159,7 @@ class _OpenAI:
         score_only = req.max_tokens == 0  # echo + logprobs of the prompt alone, nothing generated
         settings = self._settings(req, None if score_only else req.max_tokens)
         try:
-            settings.era = normalize_era(req.era, self.lm.eras)
+            settings.era = normalize_era(req.era, self.lm.eras, self.lm.era_width)
         except GenerationError as e:
             raise ApiError(400, str(e), param="era") from None
         if score_only:

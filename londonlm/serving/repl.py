@@ -39,9 +39,10 @@ _COMMANDS = {"/temp": ("temperature", float), "/temperature": ("temperature", fl
              "/ngram": ("no_repeat_ngram_size", int)}
 
 
-def apply_command(settings: GenerationSettings, line: str, eras: list[str]
+def apply_command(settings: GenerationSettings, line: str, eras: list[str], era_width: int
                   ) -> tuple[GenerationSettings, str]:
-    """Apply one REPL ``/command value`` line; returns (new settings, message to show).
+    """Apply one REPL ``/command value`` line (``eras``: the model's era tokens, each of
+    ``era_width`` years); returns (new settings, message to show).
     Raises GenerationError for unknown commands or bad values (settings unchanged)."""
     parts = line.strip().split(maxsplit=1)
     cmd, arg = parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
@@ -55,7 +56,7 @@ def apply_command(settings: GenerationSettings, line: str, eras: list[str]
     if not arg:
         return settings, f"{name} = {getattr(settings, name)}"
     if name == "era":
-        value = normalize_era(arg, eras)
+        value = normalize_era(arg, eras, era_width)
     elif name == "seed" and arg.lower() == "none":
         value = None
     else:
@@ -149,7 +150,7 @@ def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
                 out.write("\n".join(f"{i + 1:>3}  {h}" for i, h in enumerate(history)) or "(none yet)")
                 out.write("\n")
             elif text.startswith("/"):
-                settings, message = apply_command(settings, text, lm.eras)
+                settings, message = apply_command(settings, text, lm.eras, lm.era_width)
                 if text.split()[0].lower() in ("/max", "/max_new_tokens") and max_length is not None:
                     max_length = None  # an explicit /max replaces --max_length
                 out.write(message + "\n")

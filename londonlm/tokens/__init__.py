@@ -11,11 +11,12 @@ trains it (``03_tokenizer/``), and the uint16 memmap token cache training reads.
 """
 from .cache import cached_split_tokens, ensure_cache, load_checked_tokens, read_metadata, split_token_ceiling
 from .stage import train_tokenizer_stage
-from .tokenizer import (EOT, TOKENIZER_FILES, era_token, era_tokens_of, load_tokenizer, plain_backend,
-                        split_exact, tokenizer_file_problem)
+from .tokenizer import (EOT, ERA_WIDTH, TOKENIZER_FILES, era_token, era_token_for, era_tokens_of, era_width_of,
+                        load_tokenizer, plain_backend, split_exact, tokenizer_file_problem)
 
 __all__ = [
-    "cached_split_tokens", "ensure_cache", "EOT", "era_token", "era_tokens_of", "load_checked_tokens", "load_tokenizer",
+    "cached_split_tokens", "ensure_cache", "EOT", "ERA_WIDTH", "era_token", "era_token_for", "era_tokens_of",
+    "era_width_of", "load_checked_tokens", "load_tokenizer",
     "plain_backend", "read_metadata", "split_exact", "split_token_ceiling", "TOKENIZER_FILES", "tokenizer_file_problem",
     "train_tokenizer_stage",
 ]

@@ -36,7 +36,8 @@ import numpy as np
 from ..core import LondonLMError, now_iso, require_input, sha256_file, write_json_atomic
 from ..corpus import MANIFEST, corpus_time_facts, iter_split_texts, read_manifest, split_sizes, text_sizes
 from .chunks import CHUNK_BYTES, PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
-from .tokenizer import EOT, PIECE_CHARS, era_token, load_tokenizer, plain_backend, split_exact
+from .tokenizer import (EOT, ERA_WIDTH, PIECE_CHARS, era_token, era_width_in, era_width_of, load_tokenizer,
+                        plain_backend, split_exact)
 
 # 3: sampled checksum over 64 KiB blocks (was 1 MiB): start-up reads at most 1 MiB of
 # tokens, so a cache 8x larger loaded in 29 ms instead of 11 ms with 1 MiB blocks.
@@ -70,6 +71,7 @@ class CacheRequest:
     manifest_sha256: str
     context_length: int
     era_tokens: bool
+    era_width: int = ERA_WIDTH  # the tokenizer's (a cache from before it was recorded: the default)
 
 
 def incompatibility(meta: dict, req: CacheRequest) -> str | None:
@@ -83,6 +85,8 @@ def incompatibility(meta: dict, req: CacheRequest) -> str | None:
         return f"max length mismatch (cache {meta.get('context_length')}, run {req.context_length})"
     if bool(meta.get("era_tokens")) != bool(req.era_tokens):
         return f"era token mismatch (cache {meta.get('era_tokens')}, run {req.era_tokens})"
+    if req.era_tokens and meta.get("era_width", ERA_WIDTH) != req.era_width:
+        return f"era width mismatch (cache {meta.get('era_width', ERA_WIDTH)} years, tokenizer {req.era_width})"
     return None
 
 
@@ -192,6 +196,7 @@ def _encode_stream(tokenizer, docs: Iterable[tuple[dict, str]], use_era: bool,
     yielded. Special-token strings in the text are encoded as text (``plain_backend``)."""
     backend = plain_backend(tokenizer)
     eot_id = tokenizer.convert_tokens_to_ids(EOT)
+    width = era_width_of(tokenizer)
     texts: list[str] = []
     marks: list[tuple[dict, bool, bool]] = []  # per piece: (row, first piece, last piece)
     chars = 0
@@ -200,7 +205,7 @@ def _encode_stream(tokenizer, docs: Iterable[tuple[dict, str]], use_era: bool,
     def prefix_for(row: dict) -> list[int]:
         if not (use_era and row.get("year") is not None):
             return []
-        tok = era_token(row["year"])
+        tok = era_token(row["year"], width)
         tid = tokenizer.convert_tokens_to_ids(tok)
         if tid is None or tid == tokenizer.unk_token_id and tok != EOT:
             raise CacheError(f"tokenizer has no era token {tok} for document {row['id']}; "
@@ -417,7 +422,8 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
     for split, stem in SPLITS.items():
         identity = {"format_version": CACHE_FORMAT, "tokenizer_sha256": tokenizer_sha256,
                     "manifest_sha256": manifest_sha256, "context_length": context_length,
-                    "era_tokens": bool(era_tokens), "split": split}
+                    "era_tokens": bool(era_tokens), "split": split,
+                    **({"era_width": era_width_of(tokenizer)} if era_tokens else {})}
         splits[split] = _write_split(
             tokenizer, Path(processed_dir), [r for r in manifest_rows if r["split"] == split],
             cache_dir / f"{stem}.bin", cache_dir / f"{stem}.idx.npy", era_tokens, progress,
@@ -426,7 +432,8 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
             "manifest_sha256": manifest_sha256, "context_length": context_length,
             # the id every document ends with, which is <|endoftext|>'s whatever the tokenizer's
             # eos token is (unset, or another token, in a foreign tokenizer)
-            "era_tokens": bool(era_tokens), "dtype": "uint16", "eot_id": eot_id,
+            "era_tokens": bool(era_tokens), **({"era_width": era_width_of(tokenizer)} if era_tokens else {}),
+            "dtype": "uint16", "eot_id": eot_id,
             "vocab_size": len(tokenizer), "splits": splits, "created": now_iso(),
             # the cutoff and years of the text these tokens hold: a resumed time-locked run
             # checks them even when the run stopped before writing run_info.json
@@ -446,7 +453,8 @@ def cache_request(tokenizer_dir: Path, processed_dir: Path, context_length: int,
                              "python 03_tokenizer/train_historical_tokenizer.py", "tokenizer")
     man = require_input(Path(processed_dir) / MANIFEST,
                         "python 02_data_collection/historical_data_collector.py", "corpus manifest")
-    return CacheRequest(sha256_file(tok_file), sha256_file(man), context_length, era_tokens)
+    return CacheRequest(sha256_file(tok_file), sha256_file(man), context_length, era_tokens,
+                        era_width_in(tokenizer_dir))
 
 
 def cached_split_tokens(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path,

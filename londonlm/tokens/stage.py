@@ -8,10 +8,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from ..core import SIDECAR, read_json, read_json_object, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
+from ..core import SIDECAR, UsageError, read_json, read_json_object, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
 from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
                       read_manifest, text_sizes)
-from .tokenizer import (TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer, plain_backend,
+from .tokenizer import (ERA_WIDTH, MAX_ERA_WIDTH, TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer, plain_backend,
                         roundtrip_failures, save_tokenizer, split_exact, train_bpe)
 
 TRAIN_TOKENIZER_CMD = "python 03_tokenizer/train_historical_tokenizer.py"
@@ -26,13 +26,15 @@ PERIOD_WORDS = ["thou", "thee", "thy", "hath", "doth", "'tis", "whilst", "prithe
 
 
 def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, vocab_size: int,
-                          min_frequency: int = 2, era_tokens: bool = True, era_width: int = 50,
+                          min_frequency: int = 2, era_tokens: bool = True, era_width: int = ERA_WIDTH,
                           model_max_length: int = 1024, overwrite: bool = False,
                           sample_chars: int | None = SAMPLE_CHARS, progress: bool | None = None,
                           log=print) -> dict:
     """Train on the training split only (validation stays unseen), on a sample of at most
     ``sample_chars`` characters of it (None or 0: all of it); skip when current."""
     processed_dir, out_dir = Path(processed_dir), Path(out_dir)
+    if era_tokens and not (type(era_width) is int and 1 <= era_width <= MAX_ERA_WIDTH):
+        raise UsageError(f"--era_width: must be a whole number of years from 1 to {MAX_ERA_WIDTH} (got {era_width!r})")
     refuse_foreign_folder(out_dir / SIDECAR, "tokenizer", "--output_dir")  # (says whose folder it is)
     refuse_output_over_inputs("--output_dir", out_dir, {"the corpus folder": processed_dir})
     rows = read_manifest(processed_dir, keys=("id", "split", "path", "chars", "year"),  # held while training
@@ -47,6 +49,8 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
     sample = sample_rows(train_rows, sample_chars)
     if len(sample) < len(train_rows):  # only then: a corpus under the budget keeps its sidecar current
         settings["sample_chars"] = int(sample_chars)
+    if eras and era_width != ERA_WIDTH:  # (likewise: a tokenizer of the default width stays current)
+        settings["era_width"] = int(era_width)
     current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
     if current and not overwrite:
         log(f"tokenizer: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
@@ -62,7 +66,7 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
             f"chosen by a hash of their id (--sample_chars {sample_chars:,})")
     tok = train_bpe(_pieces(processed_dir, sample, progress, log, vocab_size), vocab_size=vocab_size,
                     min_frequency=min_frequency, era_tokens=eras, show_progress=False)
-    save_tokenizer(tok, out_dir, model_max_length=model_max_length, era_tokens=eras)
+    save_tokenizer(tok, out_dir, model_max_length=model_max_length, era_tokens=eras, era_width=era_width)
     seconds = time.time() - t0
     counts = {"vocab_size": tok.get_vocab_size(), "train_documents": len(train_rows), "train_chars": train_chars,
               "sample_documents": len(sample), "sample_chars": sampled,

@@ -44,22 +44,65 @@ class TokenizerSaveFailed(LondonLMError, RuntimeError):
 TRAIN_CMD = "python 03_tokenizer/train_historical_tokenizer.py"
 
 
-def era_of(year: int | None, width: int = 50) -> int | None:
+# The years one era token covers unless the tokenizer says otherwise: the half-century of the
+# guide, and the width of every tokenizer saved before the width was recorded in it
+ERA_WIDTH = 50
+MAX_ERA_WIDTH = 1000  # a millennium: any wider and every year of the corpus shares one era
+
+
+def era_of(year: int | None, width: int = ERA_WIDTH) -> int | None:
     """The first year of the ``width``-year period holding ``year`` (1666 -> 1650)."""
     if year is None:
         return None
     return (int(year) // width) * width
 
 
-def era_token(year: int | None, width: int = 50) -> str | None:
+def era_token(year: int | None, width: int = ERA_WIDTH) -> str | None:
     era = era_of(year, width)
     return None if era is None else f"<|{era}s|>"
 
 
-def era_tokens_for_years(years: Iterable[int | None], width: int = 50) -> list[str]:
+def era_tokens_for_years(years: Iterable[int | None], width: int = ERA_WIDTH) -> list[str]:
     """Sorted era tokens for the periods that actually occur (no dead tokens)."""
     eras = sorted({era_of(y, width) for y in years if y is not None})
     return [f"<|{e}s|>" for e in eras]
+
+
+def era_width_of(tokenizer) -> int:
+    """The years each of this loaded tokenizer's era tokens covers, as its folder records it
+    (``era_width`` in tokenizer_config.json, written by :func:`save_tokenizer`; kept by every
+    ``save_pretrained`` of it, so a model folder's tokenizer says the same). Every stage maps a
+    year to an era with this width, never with a setting of its own."""
+    return checked_era_width(getattr(tokenizer, "init_kwargs", {}).get("era_width", ERA_WIDTH),
+                             getattr(tokenizer, "name_or_path", "") or "the tokenizer")
+
+
+def era_width_in(folder: str | os.PathLike) -> int:
+    """:func:`era_width_of` for a tokenizer folder, read without loading it (the token cache's
+    identity, checked before anything heavy is imported)."""
+    config = Path(folder) / "tokenizer_config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return ERA_WIDTH
+    except (OSError, ValueError, RecursionError) as e:  # (UnicodeDecodeError is a ValueError)
+        raise TokenizerUnreadable(f"cannot read the tokenizer in {folder}: {config.name}: {e}; rebuild it with "
+                                  f"`{TRAIN_CMD} --overwrite`") from None
+    return checked_era_width(data.get("era_width", ERA_WIDTH) if isinstance(data, dict) else ERA_WIDTH,
+                             str(folder))
+
+
+def checked_era_width(value, where: str) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_ERA_WIDTH:
+        raise TokenizerUnreadable(f"cannot read the tokenizer in {where}: tokenizer_config.json's era_width is "
+                                  f"{value!r}, not a number of years; rebuild it with `{TRAIN_CMD} --overwrite`")
+    return value
+
+
+def era_token_for(tokenizer, year: int | None) -> str | None:
+    """The era token this tokenizer gives a document of ``year`` (its own width), or None
+    when the year is unknown."""
+    return era_token(year, era_width_of(tokenizer))
 
 
 # Pieces are encoded at most this many characters at a time. The Rust encodings of one
@@ -119,11 +162,13 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
     return tok
 
 
-def wrap_fast(tok, model_max_length: int = 1024, era_tokens: Sequence[str] = ()):
-    """Wrap a raw ``tokenizers.Tokenizer`` as a transformers fast tokenizer."""
+def wrap_fast(tok, model_max_length: int = 1024, era_tokens: Sequence[str] = (), era_width: int = ERA_WIDTH):
+    """Wrap a raw ``tokenizers.Tokenizer`` as a transformers fast tokenizer; a tokenizer with era
+    tokens records their width (:func:`era_width_of`)."""
     from transformers import PreTrainedTokenizerFast
 
     fast = PreTrainedTokenizerFast(
+        **({"era_width": int(era_width)} if era_tokens else {}),
         tokenizer_object=tok,
         bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=PAD,
         additional_special_tokens=list(era_tokens) or None,
@@ -134,7 +179,7 @@ def wrap_fast(tok, model_max_length: int = 1024, era_tokens: Sequence[str] = ())
 
 
 def save_tokenizer(tok, out_dir: str | os.PathLike, model_max_length: int = 1024,
-                   era_tokens: Sequence[str] = ()) -> Path:
+                   era_tokens: Sequence[str] = (), era_width: int = ERA_WIDTH) -> Path:
     """Write a Hugging Face tokenizer folder (tokenizer.json, vocab.json, merges.txt,
     tokenizer_config.json, special_tokens_map.json), loadable with AutoTokenizer. The files are
     written into a temporary folder inside ``out_dir`` and renamed into place once all are
@@ -147,7 +192,7 @@ def save_tokenizer(tok, out_dir: str | os.PathLike, model_max_length: int = 1024
     try:
         with naming(out):
             tmp.mkdir()
-        _write_tokenizer_files(tok, tmp, model_max_length, era_tokens)
+        _write_tokenizer_files(tok, tmp, model_max_length, era_tokens, era_width)
         with naming(out):
             for f in sorted(tmp.iterdir()):
                 os.replace(f, out / f.name)
@@ -164,13 +209,14 @@ def _remove_stale_saves(out: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _write_tokenizer_files(tok, folder: Path, model_max_length: int, era_tokens: Sequence[str]) -> None:
+def _write_tokenizer_files(tok, folder: Path, model_max_length: int, era_tokens: Sequence[str],
+                           era_width: int) -> None:
     """The tokenizer's files in ``folder``; an OS error names the tokenizer folder, not the
     temporary one. The Rust writer reports a failed write (a full disk) as a plain Exception
     whose text ends "(os error N)": made one line; any other exception is a bug."""
     with naming(folder.parent):
         try:
-            fast = wrap_fast(tok, model_max_length=model_max_length, era_tokens=era_tokens)
+            fast = wrap_fast(tok, model_max_length=model_max_length, era_tokens=era_tokens, era_width=era_width)
             fast.save_pretrained(str(folder))
             tok.model.save(str(folder))  # vocab.json + merges.txt, the GPT-2 file pair
             stm = folder / "special_tokens_map.json"

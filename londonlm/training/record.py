@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 
 from ..core import (BEST_INFO, RunLayout, checkpoint_name, checkpoint_step, hardware_summary, now_iso,
                     read_json, to_generation_config, write_json_atomic)
+from ..tokens import ERA_WIDTH
 from .data import TrainData, validation_bytes
 from .dist import log
 from .job import TrainingConfig, training_settings
@@ -70,7 +71,8 @@ def start_record(config: TrainingConfig, args, plan: TrainingPlan, data: TrainDa
         "tokenizer_sha256": tokenizer_fingerprint(config.data.tokenizer_dir),
         "cache": {"tokens_train": splits["train"]["tokens"],
                   "tokens_validation": splits["validation"]["tokens"],
-                  "manifest_sha256": data.meta["manifest_sha256"], "era_tokens": data.era_tokens},
+                  "manifest_sha256": data.meta["manifest_sha256"], "era_tokens": data.era_tokens,
+                  **({"era_width": data.meta.get("era_width", ERA_WIDTH)} if data.era_tokens else {})},
         "corpus_time": plan.corpus_time,
         "resumed_from": str(plan.resume.checkpoint) if plan.resume.checkpoint else None, "parent": plan.parent,
         **_hyperparameters(args),

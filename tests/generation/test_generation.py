@@ -181,12 +181,12 @@ def test_seeded_sampling_is_reproducible_and_streaming_matches(lm):
 
 
 def test_era_and_settings_validation(lm):
-    assert normalize_era("1660s", lm.eras) == normalize_era(1666, lm.eras) == "<|1650s|>"
-    assert normalize_era("none", lm.eras) is None
+    assert normalize_era("1660s", lm.eras, lm.era_width) == normalize_era(1666, lm.eras, lm.era_width) == "<|1650s|>"
+    assert normalize_era("none", lm.eras, lm.era_width) is None
     with pytest.raises(GenerationError, match="1600s, 1650s, 1800s"):
-        normalize_era("1900s", lm.eras)
+        normalize_era("1900s", lm.eras, lm.era_width)
     with pytest.raises(GenerationError, match="year or decade"):
-        normalize_era("Tudor", lm.eras)
+        normalize_era("Tudor", lm.eras, lm.era_width)
     for bad in (dict(temperature=-0.1), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1),
                 dict(max_new_tokens=0), dict(temperature=float("nan")), dict(seed=2**32)):
         with pytest.raises(GenerationError):
@@ -232,19 +232,19 @@ def test_a_temperature_too_small_to_divide_by_is_greedy(lm, temperature):
     tiny, greedy = settings(lm, temperature=temperature), settings(lm, temperature=0.0)
     assert not tiny.sampling and generate(lm, "Up betimes", tiny)[0].text == generate(lm, "Up betimes", greedy)[0].text
     assert "".join(stream(lm, "London", tiny)) == generate(lm, "London", greedy)[0].text
-    assert not apply_command(settings(lm), f"/temp {temperature}", lm.eras)[0].sampling
+    assert not apply_command(settings(lm), f"/temp {temperature}", lm.eras, lm.era_width)[0].sampling
 
 
 def test_repl_commands(lm):
     s = settings(lm)
-    s2, msg = apply_command(s, "/temp 0.7", lm.eras)
+    s2, msg = apply_command(s, "/temp 0.7", lm.eras, lm.era_width)
     assert s2.temperature == 0.7 and s.temperature == 0.8 and "0.7" in msg
-    assert apply_command(s, "/era 1660s", lm.eras)[0].era == "<|1650s|>"
-    assert apply_command(s, "/seed none", lm.eras)[0].seed is None
-    assert "/temp" in apply_command(s, "/help", lm.eras)[1]
+    assert apply_command(s, "/era 1660s", lm.eras, lm.era_width)[0].era == "<|1650s|>"
+    assert apply_command(s, "/seed none", lm.eras, lm.era_width)[0].seed is None
+    assert "/temp" in apply_command(s, "/help", lm.eras, lm.era_width)[1]
     for bad in ("/temp hot", "/temp 9", "/top_k -2", "/era 1900s", "/warp 9"):
         with pytest.raises(GenerationError):
-            apply_command(s, bad, lm.eras)
+            apply_command(s, bad, lm.eras, lm.era_width)
 
 
 def test_repl_loop_in_process(lm):

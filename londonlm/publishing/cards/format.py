@@ -99,3 +99,13 @@ def decade_table(corpus: dict) -> list[str]:
     for dec, d in corpus["by_decade"].items():
         lines.append(f"| {decade_label(dec)} | {d['documents']:,} | {d['words']:,} |")
     return lines
+
+
+_ERA_PERIODS = {10: "decade", 25: "quarter-century", 50: "half-century", 100: "century"}
+
+
+def era_period(width) -> str:
+    """What one era token covers, in words: ``50`` -> "half-century" (a card from before the
+    width was recorded: the default, 50)."""
+    width = width if type(width) is int and width > 0 else 50
+    return _ERA_PERIODS.get(width, f"{width}-year period")

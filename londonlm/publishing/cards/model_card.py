@@ -12,7 +12,7 @@ import datetime as _dt
 
 from ...evaluation import could_not_know_section
 from ...generation import GenerationSettings
-from .format import fmt_num, md_escape, year_span
+from .format import era_period, fmt_num, md_escape, year_span
 from .inputs import DEFAULT_PROMPT, CardInputs
 from .licenses import LICENSES
 from .metrics import model_index_results
@@ -104,7 +104,7 @@ def _details(inp: CardInputs) -> list[str]:
              f"| Licence (weights and code) | {_licence_name(inp)} (`{inp.license}`) |", ""]
     if eras:
         lines += [f"Era tokens: during training each document was prefixed with the token of its "
-                  f"half-century, so putting e.g. `{eras[0]}` before a prompt nudges the style "
+                  f"{era_period(f.get('era_width'))}, so putting e.g. `{eras[0]}` before a prompt nudges the style "
                   f"toward that period.", ""]
     return lines
 

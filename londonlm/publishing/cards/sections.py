@@ -3,7 +3,7 @@ sample generations. Each states only what its inputs recorded; a missing input b
 explicit "not recorded" line rather than an invented value."""
 from __future__ import annotations
 
-from .format import (decade_table, flatten_numeric, fmt_num, fmt_seconds, last_parts, lookup, md_escape,
+from .format import (decade_table, era_period, flatten_numeric, fmt_num, fmt_seconds, last_parts, lookup, md_escape,
                      source_table, split_count, year_span)
 from .inputs import CardInputs
 from .metrics import headline_results
@@ -179,7 +179,7 @@ def data_section(inp: CardInputs) -> list[str]:
     if cache:
         lines += ["", f"Tokens after tokenization: **{fmt_num(cache.get('tokens_train'))} train**, "
                       f"{fmt_num(cache.get('tokens_validation'))} validation"
-                      + (" (each document prefixed with its half-century era token)"
+                      + (f" (each document prefixed with its {era_period(cache.get('era_width'))} era token)"
                          if cache.get("era_tokens") else "") + "."]
     if inp.dataset_repo_id:
         lines += ["", f"The corpus (manifest and cleaned texts) is published as "
