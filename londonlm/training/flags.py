@@ -305,9 +305,10 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
     check_json_objects(argv)
     if "output_dir" not in given:
         argv += ["--output_dir", _UNSET]
-    if "load_best_model_at_end" in given and not {"eval_strategy", "evaluation_strategy"} & given:
-        # TrainingArguments checks it against its own default, no evaluations, while parsing;
-        # every preset evaluates by steps (and saves at each evaluation), as given here
+    if {"load_best_model_at_end", "lr_scheduler_type"} & given and not {"eval_strategy", "evaluation_strategy"} & given:
+        # TrainingArguments checks these (the best model, a schedule that follows the evaluation
+        # loss) against its own default, no evaluations, while parsing; every preset evaluates
+        # by steps (and saves at each evaluation), as given here
         argv += ["--eval_strategy", "steps"]
     if not torch.cuda.is_available() and "use_cpu" not in given:
         # a machine showing GPUs this torch cannot use would train on the CPU without a word

@@ -36,6 +36,7 @@ from .defaults import (TrainDefaults, asked_length, default_autotune, preset_tra
 from .dist import log
 from .flags import TrainFlags, precision_given
 from .speed.compile import compile_pays
+from .trainer_checks import check_scheduler, keywords_taken
 from .speed.settings import SpeedRequest, SpeedSettings
 
 
@@ -291,9 +292,11 @@ def make_training_arguments(values: dict):
             require_usable_gpus()
         values["use_cpu"] = True
     try:
-        return TrainingArguments(**values)
+        args = TrainingArguments(**values)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    check_scheduler(args)
+    return args
 
 
 # --------------------------------------------------------------------------- built from values
@@ -321,6 +324,11 @@ def config_from_values(values: Mapping, *, model: ModelConfig, data: DataOptions
         eval_batch=values.pop("per_device_eval_batch_size"),
         batch_given=bool({"batch_size", "per_device_train_batch_size", "gradient_accumulation_steps"} & explicit),
         eval_batch_given="per_device_eval_batch_size" in explicit)
+    if "lr_scheduler_type" in explicit and "lr_scheduler_kwargs" not in explicit:
+        # the preset's keywords are for its own schedule: another keeps those it takes (the
+        # preset's min_lr_rate was a TypeError in --lr_scheduler_type linear's)
+        values["lr_scheduler_kwargs"] = keywords_taken(values.get("lr_scheduler_type"),
+                                                       values.get("lr_scheduler_kwargs"))
     optim = OptimConfig(optimizer=optimizer, warmup_share=values.pop("warmup_share", None),
                         passes=values.pop("passes", None),
                         **{k: values.pop(k) for k in OPTIM_FIELDS if k in values})

@@ -8,6 +8,7 @@ parser of every training job (:func:`~.flags.parse_flags`)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from ..core import UsageError
@@ -75,6 +76,70 @@ def check_trainer_args(args, given) -> None:
 
         if not is_liger_kernel_available():
             raise UsageError("--use_liger_kernel: liger-kernel is not installed here (pip install liger-kernel)")
+
+
+def keywords_taken(kind, kwargs) -> dict:
+    """Of ``kwargs`` (a preset's, for its own schedule), those the Trainer's schedule ``kind``
+    names (none for one passing any keyword on to its class: they were not meant for it; all
+    for a name the Trainer does not know, which it refuses itself)."""
+    known = _schedule_keywords(kind)
+    if known is None:
+        return dict(kwargs or {})
+    return {k: v for k, v in (kwargs or {}).items() if k in known[0]}
+
+
+def _schedule_keywords(kind) -> tuple[list[str], bool] | None:
+    """The keywords the schedule ``kind`` names, and whether it passes any other on to its
+    torch class; None when the Trainer knows no such schedule."""
+    import inspect
+
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType
+
+    try:
+        params = inspect.signature(TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(_name(kind))]).parameters
+    except (KeyError, ValueError):
+        return None
+    named = [name for name, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD
+             and name not in ("optimizer", "num_warmup_steps", "num_training_steps", "last_epoch")]
+    return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _name(kind) -> str:
+    return str(getattr(kind, "value", kind))  # the Trainer's enum by its name
+
+
+def check_scheduler(args) -> None:
+    """The Trainer's learning-rate schedule can be built from ``--lr_scheduler_type`` and
+    ``--lr_scheduler_kwargs``, and gives a finite rate at every point of the run: built here on
+    a throwaway optimizer, as the Trainer builds it. Keywords the schedule does not take
+    (``--lr_scheduler_type linear --lr_scheduler_kwargs '{"min_lr_rate": 0.1}'``), one it needs
+    and lacks (warmup_stable_decay's num_decay_steps) or a value of another kind (a power of
+    "x") were a TypeError traceback once the token cache was built and the model made."""
+    import torch
+    from transformers import get_scheduler
+
+    kind, kwargs = _name(args.lr_scheduler_type), dict(args.lr_scheduler_kwargs or {})
+    steps = args.max_steps if args.max_steps and args.max_steps > 0 else 10
+    warmup = args.get_warmup_steps(steps)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    try:
+        schedule = get_scheduler(kind, optimizer, num_warmup_steps=warmup, num_training_steps=steps,
+                                 scheduler_specific_kwargs=kwargs)
+        # the rate at the steps where a schedule changes course (its lambdas are called lazily)
+        points = sorted({0, max(warmup - 1, 0), warmup, warmup + 1, steps // 2, max(steps - 1, 0), steps})
+        rates = [f(p) for f in getattr(schedule, "lr_lambdas", ()) for p in points]
+        bad = next((r for r in rates if not math.isfinite(float(r))), None)
+    except (TypeError, ValueError, KeyError, ZeroDivisionError, OverflowError) as e:
+        raise UsageError(_schedule_refusal(kind, kwargs, " ".join(str(e).split()))) from None
+    if bad is not None:
+        raise UsageError(_schedule_refusal(kind, kwargs, f"a learning-rate factor of {bad}"))
+
+
+def _schedule_refusal(kind: str, kwargs: dict, why: str) -> str:
+    named, passes_on = _schedule_keywords(kind) or ([], False)
+    takes = ("it takes the keywords of its torch scheduler class" if passes_on else
+             f"the keywords it takes: {', '.join(named)}" if named else "it takes none")
+    return f"--lr_scheduler_kwargs {json.dumps(kwargs)}: the {kind} schedule cannot be made of them ({why}); {takes}"
 
 
 def _check_loader_workers(workers: int) -> None:

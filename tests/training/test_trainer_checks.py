@@ -189,3 +189,48 @@ def test_a_bad_compile_mode_is_the_only_line_printed(tmp_path):
                         "--root", tmp_path, "--torch_compile_mode", "fastest"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and re.fullmatch(r"error: --torch_compile_mode: .*\n", r.stderr), r.stderr
+
+
+def built(*argv):
+    import config
+    from londonlm.training import build_config
+    from londonlm.training.cli import TrainDefaults
+
+    defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
+    return build_config(parse_train_flags(["--preset", "micro", *argv]), defaults)
+
+
+@pytest.mark.parametrize("kind, kept", [("linear", {}), ("reduce_lr_on_plateau", {}), ("greedy", {}),
+                                        ("cosine_with_min_lr", {"min_lr_rate": 0.1}),
+                                        ("cosine_warmup_with_min_lr", {"min_lr_rate": 0.1})])
+def test_another_schedule_keeps_only_the_preset_keywords_it_takes(kind, kept):
+    # was: the preset's min_lr_rate went to every schedule; --lr_scheduler_type linear was a
+    # TypeError traceback once the token cache was built (and reduce_lr_on_plateau refused
+    # while parsing, for want of the evaluations every preset holds)
+    assert dict(built("--lr_scheduler_type", kind).optim.lr_scheduler_kwargs) == kept
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--lr_scheduler_type", "linear", "--lr_scheduler_kwargs", '{"min_lr_rate": 0.1}'],
+     "the linear schedule cannot be made of them (get_linear_schedule_with_warmup() got an unexpected keyword "
+     "argument 'min_lr_rate'); it takes none"),
+    (["--lr_scheduler_kwargs", '{"foo": 1}'], "the keywords it takes: num_cycles, min_lr, min_lr_rate"),
+    (["--lr_scheduler_type", "warmup_stable_decay"], "missing 1 required positional argument: 'num_decay_steps'"),
+    (["--lr_scheduler_type", "polynomial", "--lr_scheduler_kwargs", '{"power": "x"}'],
+     "unsupported operand type(s) for ** or pow(): 'float' and 'str'"),  # (met only past the warm-up)
+    (["--lr_scheduler_type", "cosine", "--lr_scheduler_kwargs", '{"num_cycles": 1e308}'], "math domain error"),
+    (["--lr_scheduler_type", "reduce_lr_on_plateau", "--lr_scheduler_kwargs", '{"mode": "up"}'],
+     "it takes the keywords of its torch scheduler class"),
+])
+def test_a_schedule_that_cannot_be_made_is_refused_as_the_run_is_built(argv, said):
+    with pytest.raises(UsageError) as e:
+        built(*argv)
+    assert str(e.value).startswith("--lr_scheduler_kwargs {") and said in str(e.value), str(e.value)
+
+
+def test_a_schedule_refused_is_one_line_before_any_work(tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "04_training" / "train_model.py"), "--preset", "micro",
+                        "--root", tmp_path, "--lr_scheduler_type", "linear", "--lr_scheduler_kwargs", '{"x": 1}'],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: --lr_scheduler_kwargs") and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "09_models").exists()
