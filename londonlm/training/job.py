@@ -324,6 +324,12 @@ def config_from_values(values: Mapping, *, model: ModelConfig, data: DataOptions
         eval_batch=values.pop("per_device_eval_batch_size"),
         batch_given=bool({"batch_size", "per_device_train_batch_size", "gradient_accumulation_steps"} & explicit),
         eval_batch_given="per_device_eval_batch_size" in explicit)
+    if "lr_scheduler_type" in explicit and control.time_budget:
+        # (the Trainer's schedule is replaced by the one fitted to the budget: it went unused)
+        raise UsageError(f"--lr_scheduler_type {_name(values.get('lr_scheduler_type'))}: a --time_budget run "
+                         f"trains with the warmup-stable-decay schedule fitted to its budget (its floor: "
+                         f"--lr_scheduler_kwargs '{{\"min_lr_rate\": R}}'); leave --lr_scheduler_type out, "
+                         f"or give --max_steps instead of the budget")
     if "lr_scheduler_type" in explicit and "lr_scheduler_kwargs" not in explicit:
         # the preset's keywords are for its own schedule: another keeps those it takes (the
         # preset's min_lr_rate was a TypeError in --lr_scheduler_type linear's)

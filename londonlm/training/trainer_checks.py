@@ -53,11 +53,7 @@ def check_trainer_args(args, given) -> None:
     if hub:
         raise UsageError(f"--{hub[0]}: the training stage does not publish; once it has trained, "
                          "run `python 10_scripts/publish_to_huggingface.py` (model card, checked weights)")
-    if "fsdp_config" in given and not args.fsdp:
-        # the Trainer keeps the settings and trains without FSDP: a user who meant to shard
-        # would find out only from the memory the run takes
-        raise UsageError("--fsdp_config: FSDP settings without --fsdp; give --fsdp (such as "
-                         "'full_shard auto_wrap') as well, or leave --fsdp_config out")
+    _check_settings_of_what_is_off(args, given)
     if "optim_args" in given:
         _check_optim_args(args.optim_args)
     if "metric_for_best_model" in given and args.metric_for_best_model not in EVAL_METRICS:
@@ -106,6 +102,23 @@ def _schedule_keywords(kind) -> tuple[list[str], bool] | None:
 
 def _name(kind) -> str:
     return str(getattr(kind, "value", kind))  # the Trainer's enum by its name
+
+
+# settings of a feature -> the flags that turn it on: given without them, the Trainer keeps the
+# settings and goes without the feature, and a user who meant to shard (or checkpoint) finds
+# out only from the memory the run takes
+SETTINGS_OF = {"fsdp_config": ("fsdp", "--fsdp (such as 'full_shard auto_wrap')"),
+               "activation_checkpointing_kwargs": ("activation_checkpointing", "--activation_checkpointing"),
+               "gradient_checkpointing_kwargs": ("gradient_checkpointing", "--gradient_checkpointing")}
+
+
+def _check_settings_of_what_is_off(args, given: set) -> None:
+    for flag, (feature, turn_on) in SETTINGS_OF.items():
+        on = getattr(args, feature, None) or (feature.endswith("_checkpointing") and (
+            args.activation_checkpointing or args.gradient_checkpointing))  # (each the other's alias)
+        if flag in given and not on:
+            raise UsageError(f"--{flag}: settings of what this run does not do; give {turn_on} as well, "
+                             f"or leave --{flag} out")
 
 
 def check_scheduler(args) -> None:

@@ -97,9 +97,19 @@ def test_loader_process_settings_need_workers(tmp_path, flag, value):
     assert args.dataloader_persistent_workers and args.dataloader_num_workers == 1
 
 
-def test_fsdp_settings_without_fsdp_are_refused():
-    # were kept and unused: the run trained unsharded without a word
-    assert refused("--fsdp_config", '{"min_num_params": 1000}').startswith("--fsdp_config: FSDP settings without --fsdp")
+@pytest.mark.parametrize("flag", ["fsdp_config", "gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"])
+def test_settings_of_a_feature_that_is_off_are_refused(flag):
+    # were kept and unused: the run trained unsharded (or without checkpointing) without a word
+    assert refused(f"--{flag}", '{"use_reentrant": false}').startswith(
+        f"--{flag}: settings of what this run does not do; give --")
+
+
+@pytest.mark.parametrize("feature, flag", [("--gradient_checkpointing", "--gradient_checkpointing_kwargs"),
+                                           ("--activation_checkpointing", "--gradient_checkpointing_kwargs"),
+                                           ("--gradient_checkpointing", "--activation_checkpointing_kwargs")])
+def test_checkpointing_settings_with_checkpointing_are_accepted(feature, flag):
+    flags = parse_train_flags(["--preset", "micro", feature, flag, '{"use_reentrant": false}'])
+    assert flags.trainer[flag[2:]] == {"use_reentrant": False}
 
 
 def test_fsdp_settings_with_fsdp_are_accepted():
@@ -234,3 +244,13 @@ def test_a_schedule_refused_is_one_line_before_any_work(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: --lr_scheduler_kwargs") and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "09_models").exists()
+
+
+@pytest.mark.parametrize("budget", ["--time_budget", "--max_seconds"])
+def test_a_schedule_asked_of_a_budgeted_run_is_refused(budget):
+    # was: trained with the schedule fitted to the budget, the one asked for unused without a word
+    with pytest.raises(UsageError, match="--lr_scheduler_type linear: a --time_budget run trains with the "
+                                         "warmup-stable-decay schedule"):
+        built(budget, "60", "--lr_scheduler_type", "linear")
+    floor = built(budget, "60", "--lr_scheduler_kwargs", '{"min_lr_rate": 0.2}')  # the budget schedule's floor
+    assert floor.optim.lr_scheduler_kwargs == {"min_lr_rate": 0.2}

@@ -50,7 +50,19 @@ def _values(f) -> list[str]:
         return [str(getattr(c, "value", c)) for c in choices] + ["bogus"]
     if isinstance(f.default, enum.Enum):
         return [str(e.value) for e in type(f.default)] + ["bogus"]
+    named = _enum_of(f.name)  # (a field typed "SchedulerType | str" whose default is a plain string)
+    if named is not None:
+        return [str(e.value) for e in named] + ["bogus"]
     return ["x", "", "1", "{}", "[]"]
+
+
+def _enum_of(name: str):
+    import typing
+
+    from transformers import TrainingArguments
+
+    hint = typing.get_type_hints(TrainingArguments).get(name)
+    return next((a for a in typing.get_args(hint) or (hint,) if isinstance(a, type) and issubclass(a, enum.Enum)), None)
 
 
 FIELDS = _fields()
