@@ -324,6 +324,7 @@ def config_from_values(values: Mapping, *, model: ModelConfig, data: DataOptions
         eval_batch=values.pop("per_device_eval_batch_size"),
         batch_given=bool({"batch_size", "per_device_train_batch_size", "gradient_accumulation_steps"} & explicit),
         eval_batch_given="per_device_eval_batch_size" in explicit)
+    _refuse_evaluations_missing(control, values)
     if "lr_scheduler_type" in explicit and control.time_budget:
         # (the Trainer's schedule is replaced by the one fitted to the budget: it went unused)
         raise UsageError(f"--lr_scheduler_type {_name(values.get('lr_scheduler_type'))}: a --time_budget run "
@@ -343,6 +344,19 @@ def config_from_values(values: Mapping, *, model: ModelConfig, data: DataOptions
     config = TrainingConfig(model, data, speed, optim, control, output, values)
     training_arguments(config)  # validated once, as built: bad Trainer values fail before any work
     return config
+
+
+def _refuse_evaluations_missing(control: RunControl, values: Mapping) -> None:
+    """What the run does at its evaluations needs some: a plateau's decay would wait forever,
+    --save_best would never save (the run ended as if it had not been asked), and the
+    Trainer's early stopping was an AssertionError traceback once the model was made."""
+    if strategy(values, "eval_strategy") != "no":
+        return
+    for flag, on in (("decay_on_plateau", control.decay_on_plateau), ("save_best", control.save_best),
+                     ("early_stopping_patience", control.early_stopping_patience)):
+        if on:
+            raise UsageError(f"--{flag} acts at the evaluations, and --eval_strategy no holds none; "
+                             f"give --eval_strategy steps (with --eval_steps N), or leave --{flag} out")
 
 
 def _on_cuda() -> bool:
@@ -380,8 +394,6 @@ def _trainer_values(flags: TrainFlags, preset: dict, seed: int, workers: int) ->
     values.update(asked_length(explicit, values, budget, preset["warmup_steps"], preset["max_steps"]))
     if "passes" in values:
         values.pop("num_train_epochs")  # the passes' steps are counted with the data (.length)
-    if flags.control.decay_on_plateau and strategy(values, "eval_strategy") == "no":  # it would wait forever
-        raise UsageError("--decay_on_plateau counts evaluations, and --eval_strategy no holds none")
     if not {"torch_compile", "torch_compile_backend", "torch_compile_mode"} & explicit:
         values.pop("torch_compile", None)  # the compile policy decides
     why = why_not_load_best(values) if values.get("load_best_model_at_end") else None

@@ -254,3 +254,14 @@ def test_a_schedule_asked_of_a_budgeted_run_is_refused(budget):
         built(budget, "60", "--lr_scheduler_type", "linear")
     floor = built(budget, "60", "--lr_scheduler_kwargs", '{"min_lr_rate": 0.2}')  # the budget schedule's floor
     assert floor.optim.lr_scheduler_kwargs == {"min_lr_rate": 0.2}
+
+
+@pytest.mark.parametrize("argv", [["--early_stopping_patience", "2"], ["--save_best"],
+                                  ["--decay_on_plateau", "2", "--time_budget", "60"]])
+def test_what_acts_at_evaluations_needs_some(argv):
+    # early stopping was an AssertionError traceback once the model was made; --save_best
+    # trained and saved no best/ without a word
+    flag = argv[0]
+    with pytest.raises(UsageError, match=f"{flag} acts at the evaluations, and --eval_strategy no holds none"):
+        built(*argv, "--eval_strategy", "no", "--save_strategy", "no")
+    assert built(*argv).control is not None  # (the presets evaluate by steps)
