@@ -59,6 +59,11 @@ def check_trainer_args(args, given) -> None:
     if "metric_for_best_model" in given and args.metric_for_best_model not in EVAL_METRICS:
         raise UsageError(f"--metric_for_best_model {args.metric_for_best_model}: the evaluation computes the "
                          f"validation loss alone; give 'loss' (or leave it out)")
+    if "label_names" in given and list(args.label_names or ["labels"]) != ["labels"]:
+        # the Trainer looks for the loss's targets under these names: any other left every
+        # evaluation without a loss, a KeyError traceback at the first (the steps before it trained)
+        raise UsageError(f"--label_names {' '.join(args.label_names)}: the batches carry their targets as "
+                         f"'labels' (a causal LM's next tokens); leave --label_names out")
     if "dataloader_num_workers" in given:
         _check_loader_workers(args.dataloader_num_workers)
     if "greater_is_better" in given and args.greater_is_better:  # the best would be the worst checkpoint

@@ -265,3 +265,10 @@ def test_what_acts_at_evaluations_needs_some(argv):
     with pytest.raises(UsageError, match=f"{flag} acts at the evaluations, and --eval_strategy no holds none"):
         built(*argv, "--eval_strategy", "no", "--save_strategy", "no")
     assert built(*argv).control is not None  # (the presets evaluate by steps)
+
+
+@pytest.mark.parametrize("names", [["x"], ["labels", "x"], ["input_ids"]])
+def test_labels_under_another_name_are_refused(names):
+    # was: no evaluation had a loss; a KeyError traceback at the first, after the steps before it
+    assert refused("--label_names", *names).startswith(f"--label_names {' '.join(names)}: the batches carry")
+    assert parse_train_flags(["--preset", "micro", "--label_names", "labels"]).trainer["label_names"] == ["labels"]
