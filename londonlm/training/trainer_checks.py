@@ -4,7 +4,8 @@ mode or backend, a malformed ``--optim_args``, a JSON option that is not an obje
 tracker with no login, a push to the Hub. Each failed with the Trainer's traceback after the
 token cache was built (or, for the Hub, before the first step with a network error); here
 each is one ``error:`` line before any work. :func:`check_trainer_args` is called by the one
-parser of every training job (:func:`~.flags.parse_flags`)."""
+parser of every training job (:func:`~.flags.parse_flags`); :func:`check_scheduler` by the one
+constructor of ``TrainingArguments`` (the schedule is the preset's and the flags' together)."""
 from __future__ import annotations
 
 import json
@@ -118,6 +119,7 @@ SETTINGS_OF = {"fsdp_config": ("fsdp", "--fsdp (such as 'full_shard auto_wrap')"
 
 
 def _check_settings_of_what_is_off(args, given: set) -> None:
+    """Settings given (``SETTINGS_OF``) for a feature this run leaves off."""
     for flag, (feature, turn_on) in SETTINGS_OF.items():
         on = getattr(args, feature, None) or (feature.endswith("_checkpointing") and (
             args.activation_checkpointing or args.gradient_checkpointing))  # (each the other's alias)
