@@ -13,17 +13,29 @@ Formats follow the installed ``huggingface_hub`` (hf_api.py, _commit_api.py, lfs
 - ``PUT  /__lfs/{oid}`` (the pre-signed storage URL: no Authorization) and ``POST /__lfs/verify``
 - ``POST /api/{type}s/{ns}/{name}/commit/{rev}``  NDJSON: header, file (base64), lfsFile, deletedFile
 - ``GET  /api/{type}s/{ns}/{name}/revision/{rev}``  (used when a commit would be empty)
+- ``GET  /api/{type}s/{ns}/{name}/tree/{rev}``  (``list_repo_tree``: the files at a branch or
+  commit, with their git blob ids and, for LFS files, sha256; how a publish reads back its commit)
 
 Every request is recorded (method, path, headers, body). Hub API calls must carry
 ``Authorization: Bearer <token>``; anything else gets the Hub's 401. Uploads go through LFS
 only when ``HF_HUB_DISABLE_XET`` is set in the client (the Xet storage protocol is not faked).
+
+A hostile Hub: ``hub.hostile[endpoint]`` (an endpoint name of :func:`endpoint_of`: create,
+settings, branch, validate-yaml, preupload, lfs-batch, lfs-put, lfs-verify, commit, revision,
+tree) holds :class:`Hostile` answers given in turn, one per request to that endpoint; when the list
+is empty the Hub answers as above. Empty by default, so the double behaves as before.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
+import socket
+import struct
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
@@ -54,6 +66,99 @@ class Repo:
     heads: dict[str, str] = field(default_factory=lambda: {"main": "0" * 40})
     lfs_paths: set[str] = field(default_factory=set)
     commits: list[dict] = field(default_factory=list)
+    snapshots: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> files
+
+
+def endpoint_of(method: str, path: str) -> str | None:
+    """The name :attr:`FakeHub.hostile` knows a request by (None: not a Hub endpoint)."""
+    if path == "/api/repos/create":
+        return "create"
+    if path == "/api/validate-yaml":
+        return "validate-yaml"
+    if path.startswith("/__lfs/"):
+        return "lfs-verify" if path == "/__lfs/verify" else "lfs-put"
+    if path.endswith(".git/info/lfs/objects/batch"):
+        return "lfs-batch"
+    parts = path.strip("/").split("/")
+    if len(parts) >= 5 and parts[0] == "api" and parts[1] in ("models", "datasets", "spaces"):
+        return parts[4]  # settings, branch, preupload, commit, revision, tree
+    return None
+
+
+@dataclass
+class Hostile:
+    """One hostile answer. Without ``real`` the Hub answers without doing the work (nothing
+    stored); with it the work is done first (a commit lands) and only its answer is mangled.
+    A field left None keeps the honest answer's (or, without ``real``, 200 and ``{}``)."""
+
+    status: int | None = None
+    body: bytes | None = None            # replaces the body
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # added: Retry-After, Location
+    content_length: int | None = None    # a lying Content-Length (the connection then closes)
+    cut: float | None = None             # send this fraction of the body, then close
+    reset: bool = False                  # an RST instead of (the rest of) an answer
+    stall: float = 0.0                   # seconds of silence before answering
+    real: bool = False
+    reshape: object = None               # with ``real``: a function of the honest JSON answer
+
+    def _reshaped(self, body: bytes) -> bytes:
+        try:
+            return json.dumps(self.reshape(json.loads(body))).encode()
+        except ValueError:  # not JSON (an LFS PUT's empty answer): left as it was
+            return body
+
+    def answer(self, h: BaseHTTPRequestHandler, serve) -> None:
+        status, headers, body = _captured(h, serve) if self.real else \
+            (200, {"Content-Type": "application/json"}, b"{}")
+        if self.stall:
+            time.sleep(self.stall)
+        if self.reset:
+            return _reset(h)
+        if self.reshape is not None and self.body is None:
+            body = self._reshaped(body)
+        body = self.body if self.body is not None else body
+        headers = {**{k: v for k, v in headers.items() if k.lower() not in _RESENT},
+                   **({"Content-Type": self.content_type} if self.content_type else {}), **self.headers}
+        self._send(h, self.status or status, headers, body)
+
+    def _send(self, h: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
+        lies = self.content_length is not None or self.cut is not None
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        h.send_header("Content-Length", str(len(body) if self.content_length is None else self.content_length))
+        if lies:
+            h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(body if self.cut is None else body[:int(len(body) * self.cut)])
+        h.wfile.flush()
+        h.close_connection = h.close_connection or lies
+
+
+_RESENT = ("content-length", "connection", "server", "date")  # written again when answering
+
+
+def _captured(h: BaseHTTPRequestHandler, serve) -> tuple[int, dict[str, str], bytes]:
+    """The honest answer ``serve()`` writes, taken apart instead of sent."""
+    real_wfile, h.wfile = h.wfile, io.BytesIO()
+    try:
+        serve()
+        h.flush_headers()
+        raw = h.wfile.getvalue()
+    finally:
+        h.wfile = real_wfile
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers, body
+
+
+def _reset(h: BaseHTTPRequestHandler) -> None:
+    """Close the connection with an RST (not a FIN): the client sees "connection reset"."""
+    h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    h.connection.close()
+    h.close_connection = True
 
 
 class FakeHub(LoopbackServer):
@@ -66,8 +171,17 @@ class FakeHub(LoopbackServer):
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_store: dict[str, bytes] = {}
         self.requests: list[Recorded] = []
+        self.hostile: dict[str, list[Hostile]] = {}
         self._lock = threading.Lock()
         self._listen()
+        default_handle_error = self.httpd.handle_error
+
+        def handle_error(request, client_address):
+            # a client that hung up (after a stall, a reset or a lying answer) is no error of the
+            # double, and socketserver's traceback would land in the captured stderr of the test
+            if not isinstance(sys.exc_info()[1], OSError):
+                default_handle_error(request, client_address)
+        self.httpd.handle_error = handle_error
 
     # --- inspection helpers -------------------------------------------------------------
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
@@ -116,6 +230,17 @@ class FakeHub(LoopbackServer):
         rec = Recorded(h.command, h.path, {k.lower(): v for k, v in h.headers.items()}, body)
         with self._lock:
             self.requests.append(rec)
+            queue = self.hostile.get(endpoint_of(h.command, path) or "")
+            hostile = queue.pop(0) if queue else None
+        if hostile is not None:
+            try:
+                return hostile.answer(h, lambda: self._serve(h, path, body))
+            except OSError:  # the client gave up (its timeout, during a stall): nobody to answer
+                h.close_connection = True
+                return
+        self._serve(h, path, body)
+
+    def _serve(self, h: BaseHTTPRequestHandler, path: str, body: bytes) -> None:
         try:
             if path.startswith("/__lfs/") and h.command == "PUT":
                 return self._lfs_put(h, path.rsplit("/", 1)[1], body)
@@ -156,6 +281,8 @@ class FakeHub(LoopbackServer):
                 repo.branches[rest] = dict(repo.branches["main"])
                 repo.heads[rest] = repo.heads["main"]
                 return self._send(h, 200, {})
+            if action == "tree" and h.command == "GET":
+                return self._tree(h, repo, parts[5] if len(parts) > 5 else "main")
             if rest not in repo.branches:
                 return self._error(h, 404, f"Invalid rev id: {rest}", "RevisionNotFound")
             if action == "preupload" and h.command == "POST":
@@ -226,6 +353,22 @@ class FakeHub(LoopbackServer):
             self.lfs_store[oid] = body
         return self._send(h, 200, {})
 
+    def _tree(self, h, repo: Repo, rev: str) -> None:
+        """Every file at a branch or commit (recursive listing; folders and paging left out)."""
+        files = repo.branches.get(rev, repo.snapshots.get(rev))
+        if files is None:
+            return self._error(h, 404, f"Invalid rev id: {rev}", "RevisionNotFound")
+        out = []
+        for path, data in sorted(files.items()):
+            entry = {"type": "file", "path": path, "size": len(data), "oid": git_blob_sha1(data)}
+            if path in repo.lfs_paths:
+                pointer = (f"version https://git-lfs.github.com/spec/v1\noid sha256:"
+                           f"{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n").encode()
+                entry.update(oid=git_blob_sha1(pointer), lfs={"oid": hashlib.sha256(data).hexdigest(),
+                                                             "size": len(data), "pointerSize": len(pointer)})
+            out.append(entry)
+        return self._send(h, 200, out)
+
     def _commit(self, h, repo: Repo, branch: str, body: bytes) -> None:
         lines = [json.loads(x) for x in body.decode().splitlines() if x.strip()]
         if not lines or lines[0].get("key") != "header":
@@ -250,6 +393,7 @@ class FakeHub(LoopbackServer):
             changed.append(val["path"])
         sha = hashlib.sha1(f"{repo.heads[branch]}{len(repo.commits)}{header}".encode()).hexdigest()
         repo.branches[branch] = files
+        repo.snapshots[sha] = dict(files)
         repo.heads[branch] = sha
         repo.commits.append({"branch": branch, "summary": header.get("summary"),
                              "paths": changed, "sha": sha})

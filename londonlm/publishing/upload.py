@@ -3,11 +3,15 @@ missing, made private on request, on a branch created on demand). Nothing here r
 token from the environment (``access`` does) and no error message carries it."""
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import sha256_file
 from .access import HubTarget, PublishError, hub_endpoint, mask_secret
-from .staging import STAGE_MARKER, Log
+from .hub_http import HubLostFiles, bounded_client, end_progress_bars, failure_text
+from .staging import STAGE_MARKER, Log, list_folder
 
 
 @dataclass
@@ -19,40 +23,72 @@ class UploadResult:
 
 def upload_to_hub(folder: Path, target: HubTarget, repo_type: str = "model", log: Log = print) -> UploadResult:
     """create_repo(exist_ok) + create_branch(exist_ok) + upload_folder to ``target`` (checked:
-    repo id and token set); errors masked."""
+    repo id and token set), then the commit read back; errors masked, one line each."""
     from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError
 
     if constants.is_offline_mode():
         raise PublishError("Hugging Face offline mode is on (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE "
                            "is set); unset it to publish, or use --dry_run")
-    url, repo_id, token, private = hub_endpoint(target.endpoint), target.repo_id, target.token, target.private
+    url, token, branch = hub_endpoint(target.endpoint), target.token, target.revision or "main"
     api = HfApi(endpoint=url, token=token)
-    branch = target.revision or "main"
     try:
-        repo_url = api.create_repo(repo_id, repo_type=repo_type, private=True if private else None,
-                                   exist_ok=True)
-        if private:  # create_repo leaves an existing public repo public: make it private too
-            api.update_repo_settings(repo_id, repo_type=repo_type, private=True)
-        if branch != "main":
-            api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
-                                 revision=branch, commit_message=target.commit_message,
-                                 ignore_patterns=[STAGE_MARKER])
-    except HfHubHTTPError as e:
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        hint = {401: "the token was rejected: check HF_TOKEN or run `hf auth login` again",
-                403: "the token lacks write access to this namespace: use a write token or "
-                     "your own username in --repo_id",
-                404: "repository or branch not found: check --repo_id and --revision"}.get(status, "")
-        raise PublishError(mask_secret(f"upload to {url}/{repo_id} failed"
-                                       f"{f' (HTTP {status})' if status else ''}: "
-                                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                                       f"{'; ' + hint if hint else ''}", token)) from None
-    except Exception as e:  # connection refused, DNS, timeouts, bad README metadata
-        raise PublishError(mask_secret(f"upload to {url}/{repo_id} failed: "
-                                       f"{type(e).__name__}: {e}; check the network and "
-                                       f"HF_ENDPOINT", token)) from None
-    commit_url = getattr(info, "commit_url", None)
+        with bounded_client():
+            repo_url, info = _send(api, Path(folder), target, repo_type, branch)
+    except Exception as e:  # the Hub's refusal, a failed connection, an answer of another shape
+        end_progress_bars()
+        raise PublishError(mask_secret(f"upload to {url}/{target.repo_id} failed{failure_text(e, token)}",
+                                       token)) from None
     log(f"uploaded to {repo_url} (branch {branch})")
-    return UploadResult(repo_url=str(repo_url), commit_url=commit_url, revision=branch)
+    return UploadResult(repo_url=str(repo_url), commit_url=getattr(info, "commit_url", None), revision=branch)
+
+
+def _send(api, folder: Path, target: HubTarget, repo_type: str, branch: str):
+    """The repo (created, made private), the branch, the commit, and the commit read back:
+    (repo url, commit info)."""
+    repo_id = target.repo_id
+    repo_url = api.create_repo(repo_id, repo_type=repo_type, private=True if target.private else None,
+                               exist_ok=True)
+    if target.private:  # create_repo leaves an existing public repo public: make it private too
+        api.update_repo_settings(repo_id, repo_type=repo_type, private=True)
+    if branch != "main":
+        api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
+                             revision=branch, commit_message=target.commit_message,
+                             ignore_patterns=[STAGE_MARKER])
+    oid = str(getattr(info, "oid", None) or "")  # the new commit when the Hub names one
+    check_received(api, folder, repo_id, repo_type, oid if re.fullmatch(r"[0-9a-f]{40}", oid) else branch)
+    return repo_url, info
+
+
+def check_received(api, folder: Path, repo_id: str, repo_type: str, revision: str) -> None:
+    """Read back what the Hub holds at ``revision`` (the new commit) and compare it with the
+    staged files, by size and hash: a Hub can answer success and keep other content (a preupload
+    answer telling the client to skip files, or that they are there already)."""
+    from huggingface_hub.hf_api import RepoFile
+
+    remote = {f.path: f for f in api.list_repo_tree(repo_id, recursive=True, revision=revision,
+                                                    repo_type=repo_type) if isinstance(f, RepoFile)}
+    staged = list_folder(folder)
+    wrong = [f.path for f in staged if not _same_file(folder / f.path, remote.get(f.path))]
+    if wrong:
+        raise HubLostFiles(f"the Hub answered the commit as done, but at {revision} it lacks or holds "
+                           f"other content for {len(wrong)} of the {len(staged)} staged files "
+                           f"({', '.join(wrong[:5])}{', ...' if len(wrong) > 5 else ''})")
+
+
+def _same_file(path: Path, entry) -> bool:
+    """``entry`` (a RepoFile, or None) is ``path``'s content: its LFS sha256 when the Hub stores
+    it in LFS, else its git blob id."""
+    if entry is None or entry.size != path.stat().st_size:
+        return False
+    lfs = entry.lfs
+    sha256 = (lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)) if lfs else None
+    return sha256 == sha256_file(path) if sha256 else entry.blob_id == _git_blob_id(path)
+
+
+def _git_blob_id(path: Path) -> str:
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

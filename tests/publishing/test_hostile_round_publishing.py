@@ -7,6 +7,7 @@ import json
 import pytest
 
 from londonlm.publishing.access import PublishError, mask_secret, require_token
+from hub_fixtures import TOKEN, staged_files
 from test_publish import REPO_ID, _run, project  # noqa: F401  (project: a fixture)
 
 pytestmark = pytest.mark.network_local
@@ -65,3 +66,159 @@ def test_a_damaged_trainer_state_is_passed_over_and_a_stray_tokenizer_dir_ignore
     assert _run(project, "--dry_run") == 0
     card = (run / "hub_stage" / "README.md").read_text()
     assert "Trainer state" not in card
+
+
+# --- a hostile Hub (found by test_publish_fuzz.py) --------------------------------------------
+@pytest.fixture
+def asked_sleeps(monkeypatch):
+    """huggingface_hub's retry sleeps, recorded instead of slept."""
+    from huggingface_hub.utils import _http
+
+    asked = []
+
+    class Time:
+        def sleep(self, seconds):
+            asked.append(seconds)
+
+        def __getattr__(self, name):
+            import time
+
+            return getattr(time, name)
+
+    monkeypatch.setattr(_http, "time", Time())
+    return asked
+
+
+@pytest.mark.parametrize("status,headers", [
+    (429, {"Retry-After": "3600"}), (503, {"Retry-After": "86400"}),
+    (429, {"RateLimit": '"api";r=0;t=7200', "RateLimit-Policy": '"fixed window";"api";q=500;w=300'}),
+])
+def test_a_hub_asking_to_wait_hours_is_one_line_at_once(project, hub, capsys, asked_sleeps, status, headers):
+    """huggingface_hub sleeps whatever Retry-After (or a 429's RateLimit reset) says, five times
+    over: an hour's wait per retry, silently; a long wait is now refused at once."""
+    from fake_hub import Hostile
+
+    hub.hostile["preupload"] = [Hostile(status=status, headers=headers) for _ in range(6)]
+    assert _run(project, "--repo_id", REPO_ID) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error: upload to") and f"HTTP {status}" in err and "asks to wait" in err, err
+    assert not [s for s in asked_sleeps if s > 60], asked_sleeps
+
+
+def test_a_short_retry_after_is_still_honoured(project, hub, capsys, asked_sleeps):
+    from fake_hub import Hostile
+
+    hub.hostile["preupload"] = [Hostile(status=429, headers={"Retry-After": "2"})]
+    assert _run(project, "--repo_id", REPO_ID) == 0
+    assert asked_sleeps == [3.0] and set(hub.files(REPO_ID)) >= {"model.safetensors", "README.md"}
+
+
+def test_a_hub_that_never_answers_times_out(project, hub, capsys, asked_sleeps, monkeypatch):
+    """huggingface_hub's client has no timeout: a Hub that took the request and never answered
+    held a publish for ever."""
+    import time
+
+    from fake_hub import Hostile
+    from londonlm.publishing import hub_http
+
+    monkeypatch.setattr(hub_http, "HUB_TIMEOUT_S", 0.5)
+    hub.hostile["commit"] = [Hostile(stall=8) for _ in range(6)]
+    started = time.monotonic()
+    assert _run(project, "--repo_id", REPO_ID) == 2
+    err = capsys.readouterr().err
+    assert "did not answer within 0.5 s" in err and "Traceback" not in err, err
+    assert time.monotonic() - started < 7.5
+
+
+@pytest.mark.parametrize("endpoint,hostile", [
+    ("create", dict(status=200, body=b"{}")),                       # no url
+    ("preupload", dict(status=200, body=b"[1, 2]")),                # a list for an object
+    ("preupload", dict(real=True, reshape=lambda o: {"files": [{**f, "uploadMode": None} for f in o["files"]]})),
+    ("lfs-batch", dict(status=200, body=b"[" * 100_000 + b"]" * 100_000)),  # nested past the recursion limit
+    ("commit", dict(status=200, body=b"<html>ok</html>", content_type="text/html")),
+])
+def test_an_answer_the_client_cannot_read_says_so(project, hub, capsys, endpoint, hostile):
+    """Was: `KeyError: 'url'; check the network` (or AttributeError, RecursionError, ...): the
+    library's words for an answer of another shape, blamed on the network."""
+    from fake_hub import Hostile
+
+    hub.hostile[endpoint] = [Hostile(**hostile)]
+    assert _run(project, "--repo_id", REPO_ID) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error: upload to") and "answer huggingface_hub could not read" in err, err
+    assert TOKEN not in err
+
+
+def test_a_broken_connection_is_named(project, hub, capsys, asked_sleeps):
+    from fake_hub import Hostile
+
+    hub.hostile["lfs-put"] = [Hostile(reset=True) for _ in range(6)]
+    assert _run(project, "--repo_id", REPO_ID) == 2
+    err = capsys.readouterr().err
+    assert "the connection to the Hub failed" in err and "HF_ENDPOINT" in err, err
+    assert len(asked_sleeps) == 5   # huggingface_hub's retries, bounded
+
+
+def test_a_failed_transfer_leaves_no_progress_bar_before_the_error(project, hub, capsys, asked_sleeps):
+    """Was: `model.safetensors:   0%| | 0.00/178k [00:00<?, ?B/s]error: upload ...`: the error
+    printed on after the open upload bar, not on a line of its own."""
+    from fake_hub import Hostile
+
+    hub.hostile["lfs-put"] = [Hostile(status=500) for _ in range(6)]
+    assert _run(project, "--repo_id", REPO_ID) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err   # the bar was drawn
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: upload to") and "(HTTP 500)" in last, err[-600:]
+
+
+def _told_already_there(project):
+    """A preupload answer claiming the model folder's files are on the Hub already (their own
+    hashes as the remote oids): the client then skips them."""
+    import hashlib
+
+    from fake_hub import git_blob_sha1
+
+    final = project / "09_models" / "checkpoints" / "micro" / "final"
+
+    def reshape(answer):
+        for f in answer["files"]:
+            src = final / f["path"]
+            if src.is_file():
+                data = src.read_bytes()
+                f["oid"] = hashlib.sha256(data).hexdigest() if f["uploadMode"] == "lfs" else git_blob_sha1(data)
+        return answer
+    return reshape
+
+
+@pytest.mark.parametrize("lie", ["skip every file", "already there"])
+def test_a_hub_that_answers_success_but_kept_other_files_is_caught(project, hub, capsys, lie):
+    """Was: `published ...`, exit 0, with the repo empty (every file "shouldIgnore") or without
+    the weights, config and tokenizer (said to be there already): nothing read back the commit."""
+    from fake_hub import Hostile
+
+    reshape = (_told_already_there(project) if lie == "already there" else
+               lambda a: {**a, "files": [{**f, "shouldIgnore": True} for f in a["files"]]})
+    hub.hostile["preupload"] = [Hostile(real=True, reshape=reshape)]
+    assert _run(project, "--repo_id", REPO_ID) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: upload to") and "the Hub answered the commit as done" in err, err
+    assert "config.json" in err and "publish again" in err
+    assert _run(project, "--repo_id", REPO_ID) == 0   # an honest Hub: the same command publishes
+    assert hub.files(REPO_ID) == staged_files(project / "09_models" / "checkpoints" / "micro" / "hub_stage")
+
+
+def test_a_hubs_long_or_multiline_message_is_one_short_line_without_the_token(project, hub, capsys):
+    """Was: the first line of the library's message only ("Bad request for commit endpoint:",
+    the Hub's own words being on the next). Now all of it on the line, cut when a hostile Hub's
+    runs to megabytes, the token masked before the cut."""
+    from fake_hub import Hostile
+
+    long_words = " ".join(["word"] * 300_000)
+    for body, says in ((b'{"error": "the README metadata is invalid:\\nline 3: bad key"}', "line 3: bad key"),
+                       (json.dumps({"error": f"{TOKEN} {long_words}"}).encode(), "hf_***")):
+        hub.hostile["commit"] = [Hostile(status=400, body=body)]
+        assert _run(project, "--repo_id", REPO_ID) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("error: upload to") and "(HTTP 400)" in last and len(last) < 1000, last[:2000]
+        assert says in last and TOKEN not in last and "hf_Test" not in last, last
