@@ -5,7 +5,9 @@ between requests to the same host, timeouts, and retries with exponential backof
 jitter on timeouts, connection errors, 429 and 5xx, honouring ``Retry-After``.
 
 Safety: bytes go to ``<dest>.part``; only a body whose length matches the server's promise
-is renamed into place (atomic ``os.replace``), so a partial file is never taken as complete.
+is renamed into place (atomic ``os.replace``), so a partial file is never taken as complete:
+a 200 (or the 206 rest of a part, reaching the file's end), a compressed body only when its
+stream ended whole; any other answer is no file.
 An interrupted ``.part`` is resumed with an HTTP Range request when the server supports it,
 with ``If-Range`` so a file that changed upstream is fetched anew, never spliced.
 A ``<dest>.sha256`` sidecar (written last) records the checksum; a re-run skips files whose
@@ -23,6 +25,7 @@ import os
 import random
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from ..core import read_json_object, write_json_atomic, write_text_atomic
 from .partial_download import (changed_upstream, content_length, content_range_start, content_range_total,
@@ -42,6 +46,8 @@ DEFAULT_USER_AGENT = (
     "+https://github.com/londonlm)"
 )
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# answers that carry the file (203: a proxy's 200) or its rest (206); 416 is handled apart
+FILE_STATUS = {200, 203, 206}
 
 
 @dataclass
@@ -239,6 +245,8 @@ class Downloader:
                 return r.json()
             except ValueError as e:
                 raise _Transient(f"invalid JSON: {e}", None) from e
+            except RecursionError as e:  # ``[[[[...`` past the parser's depth: no answer, not a crash
+                raise _Transient("invalid JSON (nested too deeply)", None) from e
         value, _ = self._with_retries(url, go)
         return value
 
@@ -259,7 +267,9 @@ class Downloader:
             except (_Permanent, _Exhausted) as e:
                 errors.append(f"{url}: {e}")
                 continue
-            except requests.RequestException as e:  # a URL no retry mends (file:, no host): the next one
+            except Exception as e:  # noqa: BLE001 - a URL no retry mends (file:, no host; requests'
+                # own RuntimeError on a redirect whose body it cannot read): the next one, never
+                # the end of the source's other files
                 errors.append(f"{url}: {type(e).__name__}: {e}")
                 continue
             digest = _sha256(dest)
@@ -282,7 +292,8 @@ class Downloader:
         A resumed request carries ``If-Range`` with the validator (ETag or Last-Modified)
         stored beside the ``.part``: a server whose file changed answers 200 with the new
         file, which replaces the part instead of being spliced onto it. A 206 that starts
-        elsewhere, or names another validator or total size, restarts the file from zero."""
+        elsewhere, names another validator or total size, or stops short of the end, restarts
+        the file from zero."""
         part = dest.with_name(dest.name + ".part")
         info_path = part_info_path(dest)
         have = part.stat().st_size if part.exists() else 0
@@ -294,31 +305,19 @@ class Downloader:
         with r:
             self._check_status(r)
             if r.status_code == 416:
-                # our .part is at or past the end; only trust it if the server says so
-                total = content_range_total(r.headers.get("Content-Range"))
-                if total is not None and total == have and not changed_upstream(stored, r.headers, total):
-                    os.replace(part, dest)
-                    info_path.unlink(missing_ok=True)
-                    return "resumed"
-                discard_part(dest)
-                raise _Transient("HTTP 416 with a stale partial file; restarting", 0.0)
+                return _at_end(r, dest, have, stored)
             resumed = r.status_code == 206 and have > 0
-            if resumed and _encoded(r):  # a range of gzip's bytes, decoded: cannot be spliced onto the part
-                discard_part(dest)
-                raise _Transient("the server compressed a resumed range; restarting from zero", 0.0)
-            if r.status_code == 206:
-                start = content_range_start(r.headers.get("Content-Range"))
-                why = (f"server resumed at {start}, expected {have}" if start != have else
-                       changed_upstream(stored, r.headers, content_range_total(r.headers.get("Content-Range"))))
-                if why:
-                    discard_part(dest)
-                    raise _Transient(f"{why}; restarting from zero", 0.0)
-            else:
-                have = 0  # the server ignored Range, or If-Range said the file changed: start over
+            total = _check_answer(r, dest, have, stored)
+            if not resumed:
                 write_json_atomic(info_path, part_info(url, r))
-            got, expected_len = _stream_body(r, part, append=resumed)
+            got, expected_len = _stream_body(r, part, append=resumed, dest=dest)
             if expected_len is not None and got != expected_len:
                 raise _Transient(f"truncated body: {got} of {expected_len} bytes", None)
+            made = part.stat().st_size
+            if total is not None and made != total:
+                # (a 206 whose range or length stops short of the file's end: a part, not the file)
+                discard_part(dest)
+                raise _Transient(f"the answer made {made} of the file's {total} bytes; restarting from zero", 0.0)
             if not _encoded(r) and expected_len is None \
                     and r.headers.get("Transfer-Encoding", "").lower() != "chunked" and got == 0:
                 raise _Transient("empty body without length", None)
@@ -362,20 +361,104 @@ class _Exhausted(Exception):
     pass
 
 
-def _stream_body(r: requests.Response, part: Path, append: bool) -> tuple[int, int | None]:
-    """Write the body to ``part`` (appending when resuming); (bytes got, bytes promised)."""
+def _at_end(r: requests.Response, dest: Path, have: int, stored: dict | None) -> str:
+    """A 416 to a resumed request: our ``.part`` is at or past the end; it is the file only
+    when the server says the file has exactly its size (and has not changed)."""
+    part = dest.with_name(dest.name + ".part")
+    total = content_range_total(r.headers.get("Content-Range"))
+    if have and total is not None and total == have and not changed_upstream(stored, r.headers, total):
+        os.replace(part, dest)
+        part_info_path(dest).unlink(missing_ok=True)
+        return "resumed"
+    discard_part(dest)
+    raise _Transient("HTTP 416 with a stale partial file; restarting", 0.0)
+
+
+def _check_answer(r: requests.Response, dest: Path, have: int, stored: dict | None) -> int | None:
+    """Whether the answer is the file (200) or the rest of it (206), else why not; returns the
+    file's total size a 206 names. Any other 2xx or 3xx (204 No Content, 304 Not Modified to a
+    request that named no version, a redirect without a usable Location) carries no file: its
+    body, empty or not, was once renamed into place as if it were the download."""
+    if r.status_code not in FILE_STATUS:
+        raise _Permanent(f"HTTP {r.status_code} is not the file")
+    if r.status_code != 206:
+        return None
+    if have and _encoded(r):  # a range of gzip's bytes, decoded: cannot be spliced onto the part
+        discard_part(dest)
+        raise _Transient("the server compressed a resumed range; restarting from zero", 0.0)
+    cr = r.headers.get("Content-Range")
+    start, total = content_range_start(cr), content_range_total(cr)
+    why = (f"server resumed at {start}, expected {have}" if start != have else
+           "a partial answer of no known size" if total is None else changed_upstream(stored, r.headers, total))
+    if why:
+        discard_part(dest)
+        raise _Transient(f"{why}; restarting from zero", 0.0)
+    return total
+
+
+def _stream_body(r: requests.Response, part: Path, append: bool, dest: Path) -> tuple[int, int | None]:
+    """Write the body to ``part`` (appending when resuming); (bytes got on the wire, bytes
+    promised). A compressed body is decoded here, not by requests: requests took a gzip stream
+    cut before its end (or missing its checksum) as whole, and Content-Length counts the
+    compressed bytes."""
+    decoder = _decoder(r)
     got = 0
-    with open(part, "ab" if append else "wb") as f:
-        for chunk in r.iter_content(chunk_size=1 << 16):
-            if chunk:
-                f.write(chunk)
+    try:
+        with open(part, "ab" if append else "wb") as f:
+            chunks = r.iter_content(chunk_size=1 << 16) if decoder is None else \
+                r.raw.stream(1 << 16, decode_content=False)
+            for chunk in chunks:
                 got += len(chunk)
-        f.flush()
-        os.fsync(f.fileno())
-    if _encoded(r):  # Content-Length counts the compressed bytes: compare those received on the wire
-        wire = getattr(r.raw, "tell", None)
-        got = wire() if callable(wire) else got
+                data = chunk if decoder is None else decoder.decompress(chunk)
+                if data:
+                    f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as e:
+        if decoder is not None:  # decoded bytes cannot be resumed by a Range of the encoded ones
+            discard_part(dest)
+        if isinstance(e, (zlib.error, urllib3.exceptions.HTTPError)):
+            raise _Transient(f"damaged body: {type(e).__name__}: {e}", None) from e
+        raise
+    if decoder is not None and not decoder.whole:
+        discard_part(dest)
+        raise _Transient(f"the {r.headers.get('Content-Encoding')} stream was cut before its end ({got} bytes)", None)
     return got, content_length(r.headers)
+
+
+class _Inflate:
+    """Strict gzip/zlib decoding that knows whether the stream ended whole (its checksum read);
+    gzip members may follow one another, as gzip allows; other bytes after one are damage."""
+
+    def __init__(self, wbits: int):
+        self.wbits = wbits
+        self._d = zlib.decompressobj(wbits)
+
+    def decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            out.append(self._d.decompress(data))
+            data = self._d.unused_data if self._d.eof else b""
+            if data:
+                self._d = zlib.decompressobj(self.wbits)
+        return b"".join(out)
+
+    @property
+    def whole(self) -> bool:
+        return self._d.eof
+
+
+def _decoder(r: requests.Response) -> _Inflate | None:
+    """A strict decoder of the body's Content-Encoding (None for none); an encoding this code
+    cannot decode is a permanent failure of the URL, not a file of compressed bytes."""
+    enc = (r.headers.get("Content-Encoding") or "identity").strip().lower()
+    if enc == "identity":
+        return None
+    if enc in ("gzip", "x-gzip"):
+        return _Inflate(16 + zlib.MAX_WBITS)
+    if enc == "deflate":
+        return _Inflate(32 + zlib.MAX_WBITS)  # a zlib (or gzip) stream, as RFC 9110 says
+    raise _Permanent(f"Content-Encoding {enc!r} is not one this downloader decodes (gzip, deflate)")
 
 
 def _encoded(r: requests.Response) -> bool:

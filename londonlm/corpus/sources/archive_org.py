@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from ...core import write_text_atomic
 from ..dating import ARCHIVE_ORG
-from .base import Document, Source, not_downloaded, safe_id, source_dir, wanted
+from .base import Document, Source, SourceError, not_downloaded, safe_id, source_dir, wanted
 
 SEARCH_FIELDS = ("identifier", "title", "creator", "date", "year", "subject", "licenseurl", "language")
 
@@ -72,7 +72,12 @@ class ArchiveOrgSource(Source):
         while len(hits) < max_items:
             data = downloader.get_json(f"{self.base_url}/advancedsearch.php", params={**params, "page": page})
             resp = _mapping(_mapping(data).get("response"))
-            docs = resp.get("docs") if isinstance(resp.get("docs"), list) else []
+            docs = resp.get("docs")
+            if not isinstance(docs, list):
+                # an error's JSON, a list, a null: no answer of the search, and not "no hits", which
+                # replaced the cached hit list (search.json) and lost every item of the source
+                raise SourceError("bad_answer", f"{self.base_url}/advancedsearch.php page {page} is not a search "
+                                                f"answer (no response.docs list): {_glimpse(data)}; try again later")
             # a hit that is no record (a string, a null) names no item: left out, not the end of the source
             hits.extend(h for h in docs if isinstance(h, dict))
             try:
@@ -100,6 +105,10 @@ class ArchiveOrgSource(Source):
             item_dir = d / safe_id(ident)[0]
             try:
                 meta = downloader.get_json(f"{self.base_url}/metadata/{ident}")
+                if not isinstance(_mapping(meta).get("files"), list):
+                    # ({} for an unknown item, an error's JSON): the item record kept from an
+                    # earlier run must not be replaced by it
+                    raise SourceError("bad_answer", f"not an item record (no files list): {_glimpse(meta)}")
             except Exception as e:  # noqa: BLE001 - one item must not stop the source
                 results.append(DownloadResult(key, str(item_dir), False, "failed", error=f"metadata: {e}"))
                 continue
@@ -153,6 +162,15 @@ def _mapping(value: Any) -> dict[str, Any]:
     """``value`` when the API gave a JSON object there, else {} (a list, a string, a null: an
     answer this code cannot read is an item without metadata, not the end of the source)."""
     return value if isinstance(value, dict) else {}
+
+
+def _glimpse(value: Any, n: int = 80) -> str:
+    """The start of a JSON answer, for an error line."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(type(value))
+    return text if len(text) <= n else text[:n] + "..."
 
 
 def _write_json(path: Path, obj: Any) -> None:
