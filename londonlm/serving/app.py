@@ -3,7 +3,8 @@
 and ``/v1/chat/completions`` (:mod:`.openai_api`), ``GET /health``, ``GET /`` (playground).
 
 Every generation goes through one :class:`~londonlm.serving.batching.BatchEngine`: concurrent
-requests share forward passes. Every error (native, OpenAI, 404/405, 500) is OpenAI's JSON
+requests share forward passes. Every error (native, OpenAI, 404/405, 500, a file route's bad
+``Range``: :class:`.httpio.ShapedErrors`) is OpenAI's JSON
 ``{"error": {"message": "<one line>", "type", "param", "code"}}``: malformed
 JSON, JSON nested past 32 levels or a lone surrogate in any string 400 (every endpoint checks the
 body at one boundary, :func:`.httpio.read_json_object`), a body that stops arriving 408, oversize
@@ -17,6 +18,7 @@ Prompt text is plain text (``<|endoftext|>`` typed in a prompt is not a control 
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..core import Layout, RunLayout
 from ..generation import (REQUEST_FIELDS, GenerationError, GenerationSettings, LoadedModel, load_model,
                           normalize_era)
-from .httpio import ApiError, SecurityHeaders, SlotStreamingResponse, read_json_object, sse
+from .httpio import ApiError, SecurityHeaders, ShapedErrors, SlotStreamingResponse, read_json_object, sse
 from .openai_api import add_openai_routes, error_body, openai_error
 from .schemas import error_message, request_model
 from .service import ServerLimits, Service
@@ -154,5 +156,11 @@ def create_app(model: str | Path | None = None, *, lm: LoadedModel | None = None
 
     add_openai_routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(ShapedErrors, render=_error_json)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def _error_json(status: int, message: str) -> bytes:
+    """The error shape's bytes, for errors Starlette answers below the handlers (ShapedErrors)."""
+    return json.dumps({"error": error_body(ApiError(status, message))}).encode()

@@ -114,10 +114,32 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     print(f"serving {lm.model_id} ({lm.n_params:,} params, step {lm.step}, {lm.device}, {lm.dtype}) on "
           f"http://{args.host}:{port}/ (OpenAI-compatible API at /v1; batch of up to "
           f"{limits.max_concurrency}, queue {limits.max_queue})", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level=args.log_level,
-                                           **uvicorn_options()))
+    server = _server_stopped_cleanly_by_signals(uvicorn.Config(app, host=args.host, port=port,
+                                                               log_level=args.log_level, **uvicorn_options()))
     server.run(sockets=[sock])
     return 0 if server.started else STARTUP_FAILED
+
+
+def _server_stopped_cleanly_by_signals(config):
+    """A uvicorn Server whose shutdown on SIGINT/SIGTERM ends the run with exit 0. uvicorn drains
+    the requests in flight, then raises the signal again once its handlers are gone: Ctrl-C became
+    a KeyboardInterrupt (exit 130) and SIGTERM killed the process (143), so every orderly stop of a
+    supervised server (docker stop, systemctl stop, kill) was reported as a failure. The stop the
+    signal asked for is complete by then; nothing is left for the signal to do."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                try:
+                    yield
+                finally:  # before uvicorn's own exit re-raises what it caught
+                    captured = getattr(self, "_captured_signals", None)  # (uvicorn's own; absent in others)
+                    if captured is not None:
+                        captured.clear()
+
+    return Server(config)
 
 
 @contextmanager

@@ -227,3 +227,48 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class ShapedErrors:
+    """Pure ASGI middleware: an error that Starlette itself answers in plain text (a file route's
+    bad ``Range``: 400 "Malformed range header.", or 416 with an empty body) is rewritten as
+    ``render(status, message)`` (JSON bytes), so every error a client sees has the API's one shape
+    whichever layer refused it. Its other headers (``Content-Range``) are kept; a JSON error or
+    any success passes through untouched and unbuffered."""
+
+    def __init__(self, app, render):
+        self.app, self.render = app, render
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: dict = {}
+
+        async def reshape(message):
+            if message["type"] == "http.response.start" and message["status"] >= 400 and not _is_json(message):
+                held.update(start=message, body=b"")
+                return
+            if not held or message["type"] != "http.response.body":
+                return await send(message)
+            held["body"] += message.get("body", b"")
+            if message.get("more_body", False):
+                return
+            await self._send_shaped(send, held["start"], held["body"])
+
+        await self.app(scope, receive, reshape)
+
+    async def _send_shaped(self, send, start: dict, text: bytes) -> None:
+        from http import HTTPStatus
+
+        status = start["status"]
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
+        message = " ".join(text.decode("utf-8", "replace").split()) or phrase
+        body = self.render(status, message)
+        kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-type", b"content-length")]
+        await send({**start, "headers": kept + [(b"content-type", b"application/json"),
+                                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _is_json(start: dict) -> bool:
+    return any(k.lower() == b"content-type" and v.startswith(b"application/json") for k, v in start.get("headers", []))

@@ -77,3 +77,61 @@ def test_a_chat_year_out_of_range_names_the_year_field(tiny_model_dir, tmp_path)
             r = httpx.post(f"{url}/v1/chat/completions", timeout=30, json={
                 "model": chat.model_id, "messages": [{"role": "user", "content": "hi"}], "year": year})
             assert r.status_code == 400 and r.json()["error"]["param"] == "year", r.text
+
+
+@pytest.mark.network_local
+@pytest.mark.parametrize("path", ["/", "/static/playground.js"])
+@pytest.mark.parametrize("range_, status", [("bytes=abc", 400), ("bytes=5-1", 400), ("bytes=999999999-", 416)])
+def test_a_bad_range_on_a_file_route_is_an_error_in_the_one_shape(lm, path, range_, status):
+    """Range: bytes=abc on / or /static/* was Starlette's plain-text 400 "Malformed range header."
+    (416: an empty text body), the one error no client parser could read: routes fuzz net."""
+    import httpx
+
+    from conftest import serving_in_thread
+    from londonlm.serving import create_app
+
+    with serving_in_thread(create_app(lm=lm, max_concurrency=1)) as url:
+        r = httpx.get(url + path, headers={"Range": range_})
+        ok = httpx.get(url + path, headers={"Range": "bytes=0-3"})
+    assert r.status_code == status and r.headers["content-type"].startswith("application/json"), r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"] and "\n" not in err["message"]
+    assert ok.status_code == 206 and len(ok.content) == 4  # a good range still answers its bytes
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_server_stopped_by_a_signal_returns_instead_of_dying_by_it(stop):
+    """serve.py stopped by SIGTERM (docker stop, systemctl stop) drained its requests, then uvicorn
+    raised the signal again: killed, exit 143; Ctrl-C exit 130. Found by the flags net. The
+    signal's own handler, restored after the run, must not be called again."""
+    import os
+    import signal
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from londonlm.serving.cli import _server_stopped_cleanly_by_signals
+
+    async def app(scope, receive, send):  # serves nothing: only the stop matters here
+        pass
+
+    sig, raised = getattr(signal, stop), []
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = _server_stopped_cleanly_by_signals(uvicorn.Config(app, log_level="warning", lifespan="off"))
+
+    def stop_when_started():
+        while not server.started:
+            time.sleep(0.02)
+        os.kill(os.getpid(), sig)
+
+    previous = signal.signal(sig, lambda *_: raised.append(sig))
+    try:
+        threading.Thread(target=stop_when_started, daemon=True).start()
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(sig, previous)
+        sock.close()
+    assert server.started and raised == [], "the signal was raised again after the orderly stop"
