@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
-from londonlm.core.cli import StageParser
+from londonlm.core.cli import StageParser, writable_file
 from londonlm.core.artifacts import refuse_output_over_inputs, write_json_atomic
 from londonlm.core.errors import run_main
 from londonlm.tokens.stage import format_report, tokenizer_report
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", default=config.TOKENIZER.name)
     p.add_argument("--processed_dir", help="processed corpus folder")
     p.add_argument("--root", help="project root")
-    p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--json", type=writable_file, help="also write the report as JSON here")
     a = p.parse_args(argv)
     layout = config.get_layout(a.root)
     tok_dir, processed = a.tokenizer or layout.tokenizer_dir(a.name), a.processed_dir or layout.processed_dir

@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
-from londonlm.core.cli import existing_dir, percent, StageParser, writable_dir
-from londonlm.core.artifacts import write_json_atomic
+from londonlm.core.cli import existing_dir, percent, StageParser, writable_dir, writable_file
+from londonlm.core.artifacts import refuse_output_over_inputs, write_json_atomic
 from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset, format_statistics
 from londonlm.core.errors import run_main
 
@@ -25,10 +25,13 @@ def main(argv=None) -> int:
                    help="share of trials held out")
     p.add_argument("--root", help="project root (default $LONDONLM_ROOT or the repo)")
     p.add_argument("--overwrite", action="store_true", help="rebuild even when current")
-    p.add_argument("--json", help="also write the statistics as JSON here")
+    p.add_argument("--json", type=writable_file, help="also write the statistics as JSON here")
     a = p.parse_args(argv)
     layout = config.get_layout(a.root)
-    stats = build_chat_dataset(a.source_dir or layout.downloads_dir, a.out_dir or layout.chat_data_dir,
+    source, out = a.source_dir or layout.downloads_dir, a.out_dir or layout.chat_data_dir
+    if a.json:  # before the build: written over a TEI source or into the dataset, it would replace it
+        refuse_output_over_inputs("--json", a.json, {"the source folder": source, "the dataset folder": out})
+    stats = build_chat_dataset(source, out,
                                ChatDatasetOptions(validation_percent=a.validation_percent),
                                overwrite=a.overwrite)
     print("\n".join(format_statistics(stats)))

@@ -14,6 +14,7 @@ import config
 from londonlm.core.cli import non_negative_int, positive_int, StageParser, writable_dir
 from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
 from londonlm.chat.respond import chat_year, is_chat_model, read_chat_info
+from londonlm.core.artifacts import refuse_output_over_inputs
 from londonlm.core.errors import UsageError, run_main
 from londonlm.evaluation import model_identity
 from londonlm.generation import check_model_dir
@@ -45,8 +46,13 @@ def main(argv=None) -> int:
     for model_dir in (chat_dir, base_dir):  # a damaged folder is said before the slow work
         check_model_dir(model_dir)
     out_dir = Path(a.out_dir) if a.out_dir else RunLayout(chat_dir.parent).evaluation_dir_for(chat_dir)
+    data_dir = a.data_dir or layout.chat_data_dir
+    # before the slow work: the report's files written into a model's folder or the dataset change them
+    refuse_output_over_inputs("--out_dir", out_dir, {"the dataset folder": data_dir})
+    refuse_output_over_inputs("--out_dir", out_dir, {"the chat model's folder": chat_dir,
+                                                     "the base model's folder": base_dir}, inside=False)
     options = ChatEvalOptions(years=tuple(a.years), bait_limit=a.bait_limit, max_new_tokens=a.max_new_tokens)
-    evaluate_chat(chat_dir, base_dir, a.data_dir or layout.chat_data_dir, out_dir, options)
+    evaluate_chat(chat_dir, base_dir, data_dir, out_dir, options)
     pack = brought_samples(chat_dir, a.model, eval_dir=out_dir)
     models = {f"{a.model} (chat answers)": {"path": str(chat_dir), **model_identity(chat_dir)},
               "base model (modern-bait answers)": {"path": str(base_dir), **model_identity(base_dir)}}

@@ -68,12 +68,27 @@ def _checked(flag: str, value, least):
     return value
 
 
+# pairs of flags that set one thing: given both, one would be dropped without a word
+ONE_OF = ((("batch_size", "per_device_train_batch_size"),
+           "--batch_size is an alias of --per_device_train_batch_size: give one of them"),
+          (("run_name", "output_dir"),
+           "--output_dir names the chat run's folder itself, so --run_name would go unused: give one of them"))
+
+
+def _refuse_both(given: frozenset) -> None:
+    """One line when two flags that set the same thing are both given."""
+    for pair, message in ONE_OF:
+        if set(pair) <= set(given):
+            raise UsageError(message)
+
+
 def chat_options(preset: Mapping, chat: ChatArguments, speed: SpeedArguments, control: RunControlArguments,
                  trainer: dict, given: frozenset) -> tuple[ChatTrainOptions, JobRequest]:
     """The chat preset's options with what the command line gave, and what it asked beyond
     them (speed, optimizer, time budget, stops, other Trainer flags)."""
     from ..training import asked_length
 
+    _refuse_both(given)
     values = {}
     for flag, (name, least) in MAPPED.items():
         if flag in given:

@@ -28,7 +28,7 @@ from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, archives_without_crc, c
                           checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints, model_step)
 from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction, free_text,
                   non_negative_float, non_negative_int, number_in, port, positive_float, positive_int,
-                  user_path, utf8_problem, writable_dir, year)
+                  user_path, utf8_problem, writable_dir, writable_file, year)
 from .console import NativePanic, native_panics
 from .errors import LondonLMError, UsageError, nearest_existing, run_main
 from .generation_settings import (CONFIG_FIELDS, GREEDY_BELOW, REQUEST_FIELDS, GenerationError, GenerationSettings,

@@ -310,12 +310,14 @@ def _within(path: str, folder: str) -> bool:
 
 
 def refuse_output_over_inputs(flag: str, output: str | os.PathLike,
-                              inputs: Mapping[str, str | os.PathLike]) -> None:
+                              inputs: Mapping[str, str | os.PathLike], inside: bool = True) -> None:
     """One line when ``output`` is, or lies inside, one of ``inputs`` (what it is -> a file or
-    folder the command reads); nothing has been written then."""
+    folder the command reads); nothing has been written then. ``inside=False``: only when it is
+    one of them (a report folder may sit in a model's folder, not be it: its files would mix
+    with the model's and change what the model folder holds)."""
     real = os.path.realpath(output)
     for what, path in inputs.items():
-        if _within(real, os.path.realpath(path)):
+        if _within(real, os.path.realpath(path)) if inside else real == os.path.realpath(path):
             where = "is" if real == os.path.realpath(path) else "lies inside"
             raise UsageError(f"{flag} {os.fspath(output)} {where} {what} {os.fspath(path)}, which this "
                              f"command reads: name a path outside it; nothing was written")

@@ -156,6 +156,22 @@ def writable_dir(text: str) -> str:
     return text
 
 
+def writable_file(text: str) -> str:
+    """An output file (a report written whole): a name that is no folder, device or other
+    special file, in a folder that can be written in or made. Checked at parsing, so a bad
+    one costs no work (found when the finished work was to be written, it was lost or, for
+    ``/dev/null``, the atomic rename would have replaced the device)."""
+    if not text.strip():  # an empty value would skip the report without a word
+        raise argparse.ArgumentTypeError("give a file name (got an empty value)")
+    path = _path(text).absolute()
+    if text.endswith(os.sep) or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: name a file to write")
+    if path.exists() and not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a regular file: name a file to write")
+    writable_dir(str(path.parent))
+    return text
+
+
 def check_ranges(values: dict, rules: dict[str, Callable[[str], object]]) -> None:
     """Check already-parsed ``values`` by the same rules (``number_in`` types, applied to the
     value's text): for parsers that convert values themselves (``HfArgumentParser``). Raises

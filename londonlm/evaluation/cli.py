@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, existing_dir, existing_file,
-                    number_in, positive_int, writable_dir, year)
+                    number_in, positive_int, refuse_output_over_inputs, writable_dir, year)
 from ..corpus import iter_split_texts
 from ..generation import DTYPES
 from . import human_eval
+from .harness import TEXT_TASK
 from .report import passage_count, write_metrics
 from .run import EvaluationSettings, run_evaluation
 
@@ -26,9 +27,45 @@ LM_EVAL_HINT = ("lm_eval --model hf --model_args pretrained={path},dtype={dtype}
                 "londonlm/evaluation/lm_eval_tasks --tasks london_probes --device {device} --batch_size 8")
 
 
+# the flags --import_ratings reads; every other one is the evaluation's and would go unused beside it
+RATINGS_FLAGS = ("import_ratings", "key", "ci", "root")
+
+
+class EvaluationParser(StageParser):
+    """The stage's parser: besides each value's own check, a flag that the work asked for would
+    not act on is refused in one line (a user who gave it expects it to change something)."""
+
+    def parse_args(self, args=None, namespace=None):
+        ns = super().parse_args(args, namespace)
+        unused = unused_flag(ns, {a.dest for a in self._actions if a.option_strings and hasattr(ns, a.dest)
+                                  and getattr(ns, a.dest) != a.default})
+        if unused:
+            self.error(unused)
+        return ns
+
+
+def unused_flag(args: argparse.Namespace, given: set[str]) -> str | None:
+    """Why one of the ``given`` flags would change nothing in the run ``args`` asks for, or None."""
+    if args.import_ratings is not None:
+        extra = sorted(given - set(RATINGS_FLAGS))
+        if extra:
+            return (f"--{extra[0]} does not apply to --import_ratings (it only aggregates the ratings "
+                    "beside --key); drop it, or evaluate in a separate run")
+        return None
+    for name in ("key", "ci"):
+        if name in given:
+            return f"--{name} applies only to --import_ratings; drop it, or add --import_ratings RATINGS"
+    if "mc_files" in given and args.mode == "quick":
+        return "--mc_files are scored in comprehensive mode only; add --mode comprehensive or drop --mc_files"
+    if "lm_eval_text_dir" in given and TEXT_TASK not in args.lm_eval_tasks:
+        return (f"--lm_eval_text_dir is read by the lm-eval task {TEXT_TASK} only; add "
+                f"--lm_eval_tasks {TEXT_TASK} or drop --lm_eval_text_dir")
+    return None
+
+
 def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
                  default_mode: str = "quick") -> argparse.ArgumentParser:
-    p = StageParser(
+    p = EvaluationParser(
         prog=prog, description="Evaluate a londonlm model: held-out loss/perplexity/bits per "
         "byte, knowledge probes, continuation quality, human-evaluation pack, training curves.",
         epilog="lm-eval-harness on the same folders: " + LM_EVAL_HINT.format(
@@ -167,8 +204,13 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     model_path = layout.resolve_model(args.model, run_layout)
     compare = [c for c in _compare_specs(args.compare, layout, run_layout)
                if c.resolve() != model_path.resolve()]
-    texts, years = load_validation(layout.corpus_of(model_path))
+    corpus = layout.corpus_of(model_path)
+    texts, years = load_validation(corpus)
     out_dir = Path(args.out_dir) if args.out_dir else evaluation_dir(layout, run_layout, model_path)
+    # the report written into the corpus or a model's own folder would mix with (and change) what it holds
+    refuse_output_over_inputs("--out_dir", out_dir, {"the corpus folder": corpus})
+    for path in (model_path, *compare):
+        refuse_output_over_inputs("--out_dir", out_dir, {"the folder of the model": path}, inside=False)
     settings = EvaluationSettings.from_flags(vars(args), compare=compare)
     m = run_evaluation(model_path, out_dir, settings, val_texts=texts, val_years=years)
     _print_table(m)

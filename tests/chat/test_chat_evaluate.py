@@ -172,3 +172,20 @@ def test_the_script_finishes_with_the_questions_that_fit(chat_model_dir, chat_ro
     assert code == 0, err
     assert json.loads((tmp_path / CHAT_EVAL).read_text())["bait"]["all"]["questions"] >= 1
     assert (tmp_path / "human_eval").is_dir()
+
+
+@pytest.mark.parametrize("where", ["chat", "base", "data", "data/inside"])
+def test_a_report_folder_that_is_a_model_or_in_the_dataset_is_refused_first(where, chat_model_dir, chat_root):
+    """Found by test_chat_flags_fuzz: ``--out_dir`` naming the chat model's folder (or the base
+    model's, or the dataset) wrote the report's files among the model's; now one line names
+    --out_dir and nothing in them changes."""
+    from conftest import tree_digest
+
+    layout = Layout(chat_root)
+    base, data = layout.run("base").final, layout.chat_data_dir
+    out = {"chat": chat_model_dir, "base": base, "data": data, "data/inside": data / "inside"}[where]
+    before = [tree_digest(p) for p in (chat_model_dir, base, data)]
+    code, err = _cli(["--model", chat_model_dir, "--base", base, "--root", chat_root, "--years", "1790",
+                      "--bait_limit", "1", "--max_new_tokens", "2", "--out_dir", out])
+    assert code == 2 and err.startswith(f"error: --out_dir {out} ") and err.count("\n") == 1, err
+    assert [tree_digest(p) for p in (chat_model_dir, base, data)] == before

@@ -343,3 +343,24 @@ def test_a_dataset_without_validation_rows_trains_without_evaluations(chat_root,
     assert dict(without_evaluation(config).trainer)["eval_strategy"] == "no"
     with pytest.raises(TrainingError, match="count evaluations, and the data has no validation rows"):
         without_evaluation(config.but(control={"decay_on_plateau": 2}))
+
+
+@pytest.mark.parametrize("pair", [("--batch_size", "2", "--per_device_train_batch_size", "3"),
+                                  ("--run_name", "named-chat", "--output_dir", "OUT")])
+def test_two_flags_that_set_one_thing_are_refused(chat_root, tmp_path, pair, capsys):
+    """Found by test_chat_flags_fuzz: --batch_size beside --per_device_train_batch_size, and
+    --run_name beside --output_dir, trained with one of the two dropped without a word; now one
+    line names both, before anything is written."""
+    from londonlm.core.errors import run_main
+
+    out = tmp_path / "out"
+    argv = [str(out) if w == "OUT" else w for w in pair]
+    if "--run_name" not in argv:
+        argv += ["--run_name", "both-chat"]
+    with pytest.raises(SystemExit) as stop:
+        run_main(_script("finetune_chat").main, ["--preset", "micro", "--init_from", "base",
+                                                 "--root", str(chat_root), *argv])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(lines) == 1 and "give one of them" in lines[0], lines
+    assert pair[0] in lines[0] and pair[2] in lines[0]
+    assert not out.exists() and not (chat_root / "09_models" / "checkpoints" / "both-chat").exists()

@@ -73,7 +73,7 @@ def test_the_flags_become_one_settings_object_each_setting_named_as_its_flag(mon
     settings = {f.name for f in dataclasses.fields(EvaluationSettings)} - {"leakage_limit"}
     assert settings <= {a.dest for a in parser._actions}
     args = parser.parse_args(["--mode", "comprehensive", "--seed", "3", "--max_eval_tokens", "50",
-                              "--lm_eval_tasks", "london_probes", "--cutoff_year", "1700", "--key", "k.json"])
+                              "--lm_eval_tasks", "london_probes", "--cutoff_year", "1700", "--run_name", "r"])
     got = EvaluationSettings.from_flags(vars(args), compare=[Path("m")])
     assert (got.mode, got.seed, got.max_eval_tokens, got.cutoff_year) == ("comprehensive", 3, 50, 1700)
     assert got.lm_eval_tasks == ("london_probes",) and got.compare == (Path("m"),) and got.text_files == ()
@@ -296,3 +296,49 @@ def test_a_recorded_corpus_it_may_not_read_is_one_line(project, tmp_path, monkey
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"error: cannot use {manifest}: permission denied")
     assert sorted(p for p in project.rglob("*")) == before and not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--import_ratings", "r.csv", "--key", "k.json", "--out_dir", "elsewhere"], "--out_dir"),
+    (["--import_ratings", "r.csv", "--key", "k.json", "--mode", "comprehensive"], "--mode"),
+    (["--key", "k.json"], "--key"),
+    (["--ci", "t"], "--ci"),
+    (["--mode", "quick", "--mc_files", str(REPO / "README.md")], "--mc_files"),
+    (["--lm_eval_text_dir", str(REPO), "--lm_eval_tasks", "london_probes"], "--lm_eval_text_dir")])
+def test_a_flag_the_run_would_not_act_on_is_refused_in_one_line(argv, flag, tmp_path, capsys):
+    """Found by test_evaluation_flags_fuzz: ``--mc_files`` in quick mode was never scored,
+    ``--key``/``--ci`` without ``--import_ratings`` and the evaluation's flags beside it (its
+    ``--out_dir`` too) were dropped without a word; now one line names the flag, before any work."""
+    rc = evaluation_exit_code(["--root", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"error: {flag} "), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_same_flags_where_they_act_still_parse():
+    import config
+    from londonlm.evaluation.cli import build_parser
+
+    parser = build_parser("run_evaluation.py", list(config.PRESETS), "micro")
+    for argv in (["--import_ratings", "r.csv", "--key", "k.json", "--ci", "t", "--root", "x"],
+                 ["--mode", "comprehensive", "--mc_files", str(REPO / "README.md")],
+                 ["--lm_eval_tasks", "london_text_bpb", "--lm_eval_text_dir", str(REPO)], ["--mode", "quick"]):
+        parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("where", ["model", "compare", "corpus"])
+def test_a_report_folder_that_is_a_model_or_in_the_corpus_is_refused_first(where, project, capsys):
+    """Found by test_evaluation_flags_fuzz: ``--out_dir`` naming the evaluated model's folder (or
+    a compared one, or the corpus) wrote metrics, samples and plots among its files; now one line
+    names --out_dir, before any model is loaded, and nothing there changes."""
+    from conftest import tree_digest
+
+    run = project / "09_models" / "checkpoints" / "micro"
+    out = {"model": run / "final", "compare": run / "checkpoint-2",
+           "corpus": project / "data" / "london_historical" / "processed" / "report"}[where]
+    before = tree_digest(project)
+    rc = evaluation_exit_code(["--root", str(project), "--preset", "micro", "--compare", "checkpoint-2",
+                               "--out_dir", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: --out_dir {out} ") and err.count("\n") == 1, err
+    assert tree_digest(project) == before

@@ -157,6 +157,14 @@ def test_an_output_flag_never_writes_over_an_input(root, tmp_path):
     assert code == 0 and json.loads((tmp_path / "counts.json").read_text())["documents"] == 6, err
 
 
+@pytest.mark.parametrize("value, said", [("", "give a file name (got an empty value)"),
+                                         ("{tmp}", "is a folder: name a file to write")])
+def test_a_report_path_that_names_no_file_is_refused_before_the_report(root, tmp_path, value, said):
+    # was: --json '' skipped the JSON report without a word; a folder failed after the report
+    code, err = run_script(REPORT, root, "--json", value.format(tmp=tmp_path))
+    assert code == 2 and err.strip().startswith("error:") and said in err and err.count("\n") == 1, err
+
+
 # ---------------------------------------------------------------- E: a save that fails
 def _failing_save(monkeypatch, message: str) -> None:
     """transformers' save writes half a tokenizer.json, then the Rust writer's full disk."""
