@@ -1,5 +1,6 @@
 """Any of the Trainer's own flags (the ~150 ``TrainingArguments`` fields the training stage
-passes through), not only those a test thought of: hypothesis picks one or two and gives each a
+passes through) and of the command's own (model, data, speed, run control), not only those a
+test thought of: hypothesis picks one or two and gives each a
 value of its kind (booleans, 0, negatives, a billion, NaN, 1e10, every choice and one that is
 none, text where JSON goes), then trains a micro run of two steps as its user runs it. The run
 ends with its final model (exit 0) or one ``error:`` line and exit 2 before it has trained:
@@ -65,8 +66,30 @@ def _enum_of(name: str):
     return next((a for a in typing.get_args(hint) or (hint,) if isinstance(a, type) and issubclass(a, enum.Enum)), None)
 
 
+def _our_fields() -> list:
+    """The training command's own flags (model, data, speed, run control), beside the Trainer's."""
+    from londonlm.training.flags import DataArguments, ModelArguments, RunControlArguments, SpeedArguments
+
+    return [f for group in (ModelArguments, DataArguments, SpeedArguments, RunControlArguments)
+            for f in dataclasses.fields(group) if f.name not in ("preset", "root")]
+
+
+def _our_values(f) -> list[str]:
+    kind = str(f.type)
+    if "bool" in kind:
+        return ["true", "false"]
+    if "int" in kind and "float" not in kind:
+        return ["0", "1", "-1", "2", "3", "16", "1000000000"]
+    if "float" in kind:
+        return ["0", "1e-9", "0.5", "-1", "1.5", "nan", "1e10"]
+    return ["auto", "on", "off", "flash", "math", "muon", "adamw", "x", "", "/nonexistent"]
+
+
 FIELDS = _fields()
-flag = st.sampled_from(FIELDS).flatmap(lambda f: st.tuples(st.just(f.name), st.sampled_from(_values(f))))
+OURS = _our_fields()
+flag = st.one_of(
+    st.sampled_from(FIELDS).flatmap(lambda f: st.tuples(st.just(f.name), st.sampled_from(_values(f)))),
+    st.sampled_from(OURS).flatmap(lambda f: st.tuples(st.just(f.name), st.sampled_from(_our_values(f)))))
 
 
 @pytest.fixture(scope="module")
@@ -100,5 +123,8 @@ def test_any_trainer_flag_trains_or_is_one_line(root, flags):
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     if r.returncode == 2:
         assert [line for line in lines if line.startswith("error:")] == lines[-1:], (argv, r.stderr[-3000:])
+    elif {"stop_after_seconds", "stop_after_steps"} & {name for name, _ in flags}:
+        run = root / "09_models" / "checkpoints" / "micro"  # stopped on purpose: a checkpoint to resume, or done
+        assert (run / "final" / "model.safetensors").is_file() or list(run.glob("checkpoint-*")), argv
     else:
         assert (root / "09_models" / "checkpoints" / "micro" / "final" / "model.safetensors").is_file(), argv
