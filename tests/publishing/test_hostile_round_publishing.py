@@ -159,7 +159,21 @@ def test_a_broken_connection_is_named(project, hub, capsys, asked_sleeps):
     assert len(asked_sleeps) == 5   # huggingface_hub's retries, bounded
 
 
-def test_a_failed_transfer_leaves_no_progress_bar_before_the_error(project, hub, capsys, asked_sleeps):
+@pytest.fixture
+def hub_progress_bars():
+    """huggingface_hub's bars on for the test (an in-process inference or server test turns them
+    off for the whole process, through transformers), as they were after it."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_off = are_progress_bars_disabled()
+    enable_progress_bars()
+    yield
+    if was_off:
+        disable_progress_bars()
+
+
+def test_a_failed_transfer_leaves_no_progress_bar_before_the_error(project, hub, capsys, asked_sleeps,
+                                                                    hub_progress_bars):
     """Was: `model.safetensors:   0%| | 0.00/178k [00:00<?, ?B/s]error: upload ...`: the error
     printed on after the open upload bar, not on a line of its own."""
     from fake_hub import Hostile
