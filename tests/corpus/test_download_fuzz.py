@@ -19,6 +19,7 @@ are not the API's own.
 Retries are bounded and never sleep (the downloader's ``sleep`` and backoff knobs)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -304,14 +305,22 @@ def state(root: Path) -> dict:
     return {"processed": tree_digest(root / "processed"), "downloads": tree_digest(root / "downloads")}
 
 
+@contextlib.contextmanager
+def served(service: dict | None = None):
+    """(a scratch root, the server of FILES), the server answering ``service``'s hostile
+    replies first when given."""
+    with tempfile.TemporaryDirectory() as tmp, HostileServer(FILES) as srv:
+        if service is not None:
+            srv.queue = {p: list(r) for p, r in service.items()}
+        yield Path(tmp), srv
+
+
 @settings(FUZZ, max_examples=max(2, EXAMPLES // 10))
 @given(service=hostile_service())
 def test_a_collection_against_a_hostile_service_builds_a_whole_corpus_or_one_error(service):
     from londonlm.core import LondonLMError
 
-    with tempfile.TemporaryDirectory() as tmp, HostileServer(FILES) as srv:
-        root = Path(tmp)
-        srv.queue = {p: list(r) for p, r in service.items()}
+    with served(service) as (root, srv):
         try:
             collect(root, srv.url)
         except LondonLMError as e:
@@ -333,8 +342,7 @@ def test_a_complete_corpus_and_its_downloads_outlive_a_hostile_service(service):
     and changes no byte."""
     from londonlm.core import LondonLMError
 
-    with tempfile.TemporaryDirectory() as tmp, HostileServer(FILES) as srv:
-        root = Path(tmp)
+    with served() as (root, srv):
         collect(root, srv.url)
         before = state(root)
         srv.queue = {p: list(r) for p, r in service.items()}
@@ -360,7 +368,6 @@ def one_error_line(code: int, err: str) -> bool:
 
 def _collector_main(root: Path, url: str) -> tuple[int, str]:
     """The collector's main, wrapped as the script runs it: (exit code, stderr)."""
-    import contextlib
     import dataclasses
     import importlib.util
     import io
@@ -395,9 +402,7 @@ def _collector_main(root: Path, url: str) -> tuple[int, str]:
 @settings(FUZZ, max_examples=max(2, EXAMPLES // 20))
 @given(service=hostile_service())
 def test_the_collector_against_a_hostile_service_exits_0_or_says_one_line(service):
-    with tempfile.TemporaryDirectory() as tmp, HostileServer(FILES) as srv:
-        root = Path(tmp)
-        srv.queue = {p: list(r) for p, r in service.items()}
+    with served(service) as (root, srv):
         code, err = _collector_main(root, srv.url)
         assert "Traceback" not in err, err
         if code:

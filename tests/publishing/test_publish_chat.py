@@ -58,8 +58,8 @@ def evaluated_root(chat_root, chat_model_dir, tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def project(evaluated_root, tmp_path):
+def chat_project_copy(evaluated_root, tmp_path):
+    """A copy of the evaluated project, its chat run pointing at its own copy of the dataset."""
     root = tmp_path / "root"
     shutil.copytree(evaluated_root, root)
     info_path = root / "09_models" / "checkpoints" / "fixture-chat" / "final" / "chat_info.json"
@@ -67,6 +67,11 @@ def project(evaluated_root, tmp_path):
     info["dataset"] = str(root / "data" / "london_historical" / "chat")
     info_path.write_text(json.dumps(info))
     return root
+
+
+@pytest.fixture
+def project(evaluated_root, tmp_path):
+    return chat_project_copy(evaluated_root, tmp_path)
 
 
 def _run(project, *args) -> int:

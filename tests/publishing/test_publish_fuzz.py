@@ -24,7 +24,6 @@ import copy
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ from conftest import tree_digest
 from fake_hub import Hostile
 from hub_fixtures import TOKEN, staged_files
 from test_publish import REPO_ID, _run, project  # noqa: F401  (project: a fixture)
-from test_publish_chat import evaluated_root  # noqa: F401  (a fixture)
+from test_publish_chat import chat_project_copy, evaluated_root  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.network_local
 # publishes per run (each stages and uploads a model; ~0.5 s with verification memoised: 25
@@ -150,13 +149,7 @@ def fast_retries(monkeypatch):
 def chat_project(evaluated_root, tmp_path):  # noqa: F811
     """test_publish_chat's project (the fixture of that name here is the base model's): the chat
     run pointing at its own copy of the dialogue dataset."""
-    root = tmp_path / "root"
-    shutil.copytree(evaluated_root, root)
-    info_path = root / "09_models" / "checkpoints" / "fixture-chat" / "final" / "chat_info.json"
-    info = json.loads(info_path.read_text())
-    info["dataset"] = str(root / "data" / "london_historical" / "chat")
-    info_path.write_text(json.dumps(info))
-    return root
+    return chat_project_copy(evaluated_root, tmp_path)
 
 
 @pytest.fixture
