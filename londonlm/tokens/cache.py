@@ -419,11 +419,12 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
         meta_path.unlink()  # outputs below are about to change; never leave stale metadata
     t0 = time.time()
     splits = {}
+    width = {"era_width": era_width_of(tokenizer)} if era_tokens else {}  # (what the documents' era tokens span)
     for split, stem in SPLITS.items():
         identity = {"format_version": CACHE_FORMAT, "tokenizer_sha256": tokenizer_sha256,
                     "manifest_sha256": manifest_sha256, "context_length": context_length,
                     "era_tokens": bool(era_tokens), "split": split,
-                    **({"era_width": era_width_of(tokenizer)} if era_tokens else {})}
+                    **width}
         splits[split] = _write_split(
             tokenizer, Path(processed_dir), [r for r in manifest_rows if r["split"] == split],
             cache_dir / f"{stem}.bin", cache_dir / f"{stem}.idx.npy", era_tokens, progress,
@@ -432,7 +433,7 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
             "manifest_sha256": manifest_sha256, "context_length": context_length,
             # the id every document ends with, which is <|endoftext|>'s whatever the tokenizer's
             # eos token is (unset, or another token, in a foreign tokenizer)
-            "era_tokens": bool(era_tokens), **({"era_width": era_width_of(tokenizer)} if era_tokens else {}),
+            "era_tokens": bool(era_tokens), **width,
             "dtype": "uint16", "eot_id": eot_id,
             "vocab_size": len(tokenizer), "splits": splits, "created": now_iso(),
             # the cutoff and years of the text these tokens hold: a resumed time-locked run

@@ -98,10 +98,15 @@ def asked_length(given, trainer: Mapping, budget: float, preset_warmup: float, p
     return out
 
 
+def enum_name(value) -> str:
+    """A Trainer value given as a string or as transformers' enum (a strategy, a schedule, an
+    optimizer), by its name."""
+    return str(getattr(value, "value", value))
+
+
 def strategy(values: dict, key: str) -> str:
-    """A Trainer value's interval strategy as its name ('no', 'steps', ...): given as a string
-    or as transformers' enum."""
-    return str(getattr(values.get(key), "value", values.get(key)))
+    """A Trainer value's interval strategy as its name ('no', 'steps', ...)."""
+    return enum_name(values.get(key))
 
 
 def why_not_load_best(values: dict) -> str | None:

@@ -31,13 +31,13 @@ from typing import Any, Mapping
 
 from ..core import (TENSORBOARD, Layout, RunLayout, UsageError, choose_precision, require_usable_gpus,
                     write_json_atomic)
-from .defaults import (TrainDefaults, asked_length, default_autotune, preset_trainer_values, strategy,
+from .defaults import (TrainDefaults, asked_length, default_autotune, enum_name, preset_trainer_values, strategy,
                        why_not_load_best)
 from .dist import log
 from .flags import TrainFlags, precision_given
 from .speed.compile import compile_pays
-from .trainer_checks import check_scheduler, keywords_taken
 from .speed.settings import SpeedRequest, SpeedSettings
+from .trainer_checks import check_scheduler, keywords_taken
 
 
 @dataclass(frozen=True)
@@ -325,17 +325,8 @@ def config_from_values(values: Mapping, *, model: ModelConfig, data: DataOptions
         batch_given=bool({"batch_size", "per_device_train_batch_size", "gradient_accumulation_steps"} & explicit),
         eval_batch_given="per_device_eval_batch_size" in explicit)
     _refuse_evaluations_missing(control, values)
-    if "lr_scheduler_type" in explicit and control.time_budget:
-        # (the Trainer's schedule is replaced by the one fitted to the budget: it went unused)
-        raise UsageError(f"--lr_scheduler_type {_name(values.get('lr_scheduler_type'))}: a --time_budget run "
-                         f"trains with the warmup-stable-decay schedule fitted to its budget (its floor: "
-                         f"--lr_scheduler_kwargs '{{\"min_lr_rate\": R}}'); leave --lr_scheduler_type out, "
-                         f"or give --max_steps instead of the budget")
-    if "lr_scheduler_type" in explicit and "lr_scheduler_kwargs" not in explicit:
-        # the preset's keywords are for its own schedule: another keeps those it takes (the
-        # preset's min_lr_rate was a TypeError in --lr_scheduler_type linear's)
-        values["lr_scheduler_kwargs"] = keywords_taken(values.get("lr_scheduler_type"),
-                                                       values.get("lr_scheduler_kwargs"))
+    if "lr_scheduler_type" in explicit:
+        values["lr_scheduler_kwargs"] = _asked_schedule_keywords(values, explicit, control)
     optim = OptimConfig(optimizer=optimizer, warmup_share=values.pop("warmup_share", None),
                         passes=values.pop("passes", None),
                         **{k: values.pop(k) for k in OPTIM_FIELDS if k in values})
@@ -344,6 +335,20 @@ def config_from_values(values: Mapping, *, model: ModelConfig, data: DataOptions
     config = TrainingConfig(model, data, speed, optim, control, output, values)
     training_arguments(config)  # validated once, as built: bad Trainer values fail before any work
     return config
+
+
+def _asked_schedule_keywords(values: Mapping, explicit: frozenset, control: RunControl) -> dict:
+    """The keywords of a learning-rate schedule asked for by name: the preset's are for its own
+    schedule, so this one keeps those it takes (the preset's min_lr_rate was a TypeError in
+    --lr_scheduler_type linear's). Refused on a budgeted run: the schedule fitted to the budget
+    would replace it."""
+    kind, kwargs = values.get("lr_scheduler_type"), values.get("lr_scheduler_kwargs")
+    if control.time_budget:
+        raise UsageError(f"--lr_scheduler_type {enum_name(kind)}: a --time_budget run trains with the "
+                         f"warmup-stable-decay schedule fitted to its budget (its floor: --lr_scheduler_kwargs "
+                         f"'{{\"min_lr_rate\": R}}'); leave --lr_scheduler_type out, or give --max_steps instead "
+                         f"of the budget")
+    return kwargs if "lr_scheduler_kwargs" in explicit else keywords_taken(kind, kwargs)
 
 
 def _refuse_evaluations_missing(control: RunControl, values: Mapping) -> None:
@@ -467,9 +472,6 @@ def describe(config: TrainingConfig) -> str:
     return (f"configuration ({config.output.run.training_config.name} in the run): " + "; ".join(parts))
 
 
-def _name(value) -> str:
-    return str(getattr(value, "value", value))  # the Trainer's enums by their names
-
 
 def training_settings(config: TrainingConfig) -> dict:
     """The settings that shape the trained model (JSON values), as asked (before any decision
@@ -480,7 +482,7 @@ def training_settings(config: TrainingConfig) -> dict:
             "n_embd": m.n_embd, "context_length": m.context_length,
             "vocab_size": m.vocab_size, "dropout": m.dropout, "era_tokens": config.data.era_tokens,
             "cutoff_year": config.data.cutoff_year, "init_from": m.init_from, "learning_rate": o.learning_rate,
-            "lr_scheduler_type": _name(o.lr_scheduler_type),
+            "lr_scheduler_type": enum_name(o.lr_scheduler_type),
             "lr_scheduler_kwargs": dict(o.lr_scheduler_kwargs or {}),
             "warmup_steps": o.warmup_steps,
             "max_steps": o.max_steps, "batch_size": config.speed.micro_batch,
@@ -489,7 +491,7 @@ def training_settings(config: TrainingConfig) -> dict:
             "adam_beta1": o.adam_beta1, "adam_beta2": o.adam_beta2,
             "adam_epsilon": o.adam_epsilon, "seed": t.get("seed"), "data_seed": t.get("data_seed"),
             # the fused AdamW is the same update, only faster: a GPU run and a CPU run agree
-            "optim": _name(o.optim).replace("_fused", ""),
+            "optim": enum_name(o.optim).replace("_fused", ""),
             "optimizer": o.optimizer, "time_budget": config.control.time_budget,
             # "auto": chosen for the machine (--autotune); the run records what it used
             "precision": config.speed.request.given.precision or "auto",

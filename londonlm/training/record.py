@@ -18,6 +18,7 @@ from ..core import (BEST_INFO, RunLayout, checkpoint_name, checkpoint_step, hard
                     read_json, to_generation_config, write_json_atomic)
 from ..tokens import ERA_WIDTH
 from .data import TrainData, validation_bytes
+from .defaults import enum_name
 from .dist import log
 from .job import TrainingConfig, training_settings
 from .plan import TrainingPlan
@@ -50,7 +51,7 @@ def _throughput(plan: TrainingPlan, out: Outcome) -> dict:
 def _hyperparameters(args) -> dict:
     return {"learning_rate": args.learning_rate, "batch_size": args.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps, "seed": args.seed,
-            "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            "lr_scheduler_type": enum_name(args.lr_scheduler_type),
             "warmup_steps": args.warmup_steps}
 
 

@@ -8,11 +8,13 @@ parser of every training job (:func:`~.flags.parse_flags`); :func:`check_schedul
 constructor of ``TrainingArguments`` (the schedule is the preset's and the flags' together)."""
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 
 from ..core import UsageError
+from .defaults import enum_name
 
 # TrainingArguments reads these as JSON objects when the text starts with "{" (else a file
 # path); a list or a number passed the parse and failed inside the run
@@ -93,21 +95,15 @@ def keywords_taken(kind, kwargs) -> dict:
 def _schedule_keywords(kind) -> tuple[list[str], bool] | None:
     """The keywords the schedule ``kind`` names, and whether it passes any other on to its
     torch class; None when the Trainer knows no such schedule."""
-    import inspect
-
     from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType
 
     try:
-        params = inspect.signature(TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(_name(kind))]).parameters
+        params = inspect.signature(TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(enum_name(kind))]).parameters
     except (KeyError, ValueError):
         return None
     named = [name for name, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD
              and name not in ("optimizer", "num_warmup_steps", "num_training_steps", "last_epoch")]
     return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _name(kind) -> str:
-    return str(getattr(kind, "value", kind))  # the Trainer's enum by its name
 
 
 # settings of a feature -> the flags that turn it on: given without them, the Trainer keeps the
@@ -138,7 +134,7 @@ def check_scheduler(args) -> None:
     import torch
     from transformers import get_scheduler
 
-    kind, kwargs = _name(args.lr_scheduler_type), dict(args.lr_scheduler_kwargs or {})
+    kind, kwargs = enum_name(args.lr_scheduler_type), dict(args.lr_scheduler_kwargs or {})
     steps = args.max_steps if args.max_steps and args.max_steps > 0 else 10
     warmup = args.get_warmup_steps(steps)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
@@ -188,7 +184,7 @@ def _check_optimizer_installed(args) -> None:
         Trainer.get_optimizer_cls_and_kwargs(args)
     except (ImportError, ValueError) as e:
         if isinstance(e, ImportError) or "install" in str(e).lower() or "import" in str(e).lower():
-            name = getattr(args.optim, "value", args.optim)  # (the Trainer's enum)
+            name = enum_name(args.optim)
             raise UsageError(f"--optim {name}: {' '.join(str(e).split())}") from None
 
 
