@@ -25,6 +25,7 @@ from .errors import LondonLMError, UsageError
 
 # Names inside a run folder.
 FINAL = "final"                      # save_pretrained folder of the finished run
+LATEST = "latest"                    # a model spec: the run's latest valid checkpoint
 CACHE = "pretokenized_data"          # token cache (train.bin, val.bin, metadata.json)
 EVALUATION = "evaluation"            # evaluation stage outputs
 HUB_STAGE = "hub_stage"              # publishing's staging folder
@@ -185,7 +186,7 @@ class RunLayout:
         found: Path | None = None
         if name == FINAL and self.final.is_dir():
             found = self.final
-        elif name in ("latest", FINAL):
+        elif name in (LATEST, FINAL):
             found = self.latest_valid_checkpoint(warn=lambda *_: None)
         elif name == BEST:
             found = best_checkpoint(self.dir)
@@ -373,6 +374,24 @@ class Layout:
         wrong with a model folder that is there but damaged (so every stage that loads one says
         so in one line, before any work)."""
         return usable_model(self._find_model(spec, run))
+
+    @staticmethod
+    def names_run_model(spec: str | None) -> bool:
+        """Whether ``spec`` picks a model of the default run (none, ``final``, ``latest``,
+        ``best``, ``checkpoint-N``), not one of its own (a folder, another run,
+        ``RUN/checkpoint-N``, a Hub id)."""
+        return not spec or spec in (FINAL, LATEST, BEST) or (
+            "/" not in spec and checkpoint_step(spec) is not None)
+
+    def check_run_name_used(self, run_name: str | None, *specs: str | None) -> None:
+        """Refuse ``--run_name`` when every model spec beside it names a model of its own: the
+        run name would go unread, and the user would get another model than the run they named."""
+        if run_name and not any(self.names_run_model(s) for s in specs):
+            named = ", ".join(str(s) for s in specs)
+            raise UsageError(f"--run_name {run_name} goes unused: {named} "
+                             f"{'names a model of its own' if len(specs) == 1 else 'name models of their own'} (a folder, "
+                             f"a run, RUN/checkpoint-N or a Hub id), and --run_name picks the run of "
+                             f"{FINAL}, {LATEST}, {BEST} or checkpoint-N: drop --run_name, or name one of those")
 
     def _find_model(self, spec: str | None, run: str | RunLayout) -> Path:
         if spec and user_path(spec).exists():

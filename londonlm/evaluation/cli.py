@@ -200,6 +200,8 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     """Evaluate the model ``args`` name (or aggregate ratings with ``--import_ratings``)."""
     if args.import_ratings is not None:
         return import_ratings_main(args.import_ratings, args.key, args.ci)
+    # --compare all reads the run's checkpoints: the run name is used as by --model final
+    layout.check_run_name_used(args.run_name, args.model, *(None if s == "all" else s for s in args.compare))
     run_layout = layout.run(args.run_name or args.preset)
     model_path = layout.resolve_model(args.model, run_layout)
     compare = [c for c in _compare_specs(args.compare, layout, run_layout)

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     from .app import create_app
     from .httpio import uvicorn_options
 
+    layout.check_run_name_used(args.run_name, args.model)
     sock = bind_socket(args.host, args.port)
     hf_logging.disable_progress_bar()
     with _closed_on_error(sock):

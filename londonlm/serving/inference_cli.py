@@ -148,6 +148,7 @@ def run(args: InferenceArguments, layout: Layout, default_prompt: str) -> int:
     hf_logging.disable_progress_bar()
     if args.chat:
         return run_chat(args, layout)
+    layout.check_run_name_used(args.run_name, args.model)
     lm = load_model(args.model, layout=layout, run=args.run_name or args.preset, device=args.device,
                     dtype=args.dtype)
     settings = lm.defaults.updated(**args.overrides())
@@ -177,6 +178,7 @@ def load_chat_model(args: InferenceArguments, layout: Layout):
     from ..chat import ChatFormatError, ChatIds
     from ..generation import load_model
 
+    layout.check_run_name_used(args.run_name, args.model)
     run = args.run_name or (args.preset if args.model else layout.chat_run_name(args.preset))
     if not (args.model or args.run_name or layout.run(run).dir.is_dir()):
         raise UsageError(f"no chat model at {layout.run(run).dir}: make it with `python 07_finetuning/"
