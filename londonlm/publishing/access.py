@@ -1,10 +1,13 @@
 """Who publishes where: the Hub repo id, the token, the endpoint, and :class:`PublishError`.
 
 The token is read from ``HF_TOKEN`` or the saved login and only ever handed to ``HfApi``;
-error messages pass through :func:`mask_secret` before being raised.
+error messages pass through :func:`mask_secret` before being raised, and log records made
+while it is in use through :func:`masked_logs`.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 from dataclasses import dataclass, replace
@@ -131,6 +134,35 @@ def mask_secret(text: str, secret: str | None) -> str:
             if len(form.strip()) >= 4:
                 out = out.replace(form.strip(), "hf_***")
     return re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", out)
+
+
+@contextlib.contextmanager
+def masked_logs(secret: str | None):
+    """Every log record made meanwhile, by any library and thread, with ``secret`` masked
+    (:func:`mask_secret`) in its message and traceback: at DEBUG, httpcore logs each response's
+    headers and huggingface_hub (``HF_DEBUG``) each request, so a Hub echoing the token in a
+    header would put it in the user's logs. Masked where records are made, not in a handler,
+    so handlers the user or a library added later are covered too."""
+    make = logging.getLogRecordFactory()
+
+    def masked(*args, **kwargs) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            text = record.getMessage()
+        except Exception:  # arguments that do not fit the message: logging reports it at emit time
+            return record
+        clean = mask_secret(text, secret)
+        if clean != text:
+            record.msg, record.args = clean, None
+        if record.exc_info:  # formatters print exc_text, when set, in place of formatting exc_info
+            record.exc_text = mask_secret(logging.Formatter().formatException(record.exc_info), secret)
+        return record
+
+    logging.setLogRecordFactory(masked)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(make)
 
 
 def hub_endpoint(endpoint: str | None = None) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core import sha256_file
-from .access import HubTarget, PublishError, hub_endpoint, mask_secret
+from .access import HubTarget, PublishError, hub_endpoint, mask_secret, masked_logs
 from .hub_http import HubLostFiles, bounded_client, end_progress_bars, failure_text
 from .staging import STAGE_MARKER, Log, list_folder
 
@@ -32,7 +32,7 @@ def upload_to_hub(folder: Path, target: HubTarget, repo_type: str = "model", log
     url, token, branch = hub_endpoint(target.endpoint), target.token, target.revision or "main"
     api = HfApi(endpoint=url, token=token)
     try:
-        with bounded_client():
+        with bounded_client(), masked_logs(token):
             repo_url, info = _send(api, Path(folder), target, repo_type, branch)
     except Exception as e:  # the Hub's refusal, a failed connection, an answer of another shape
         end_progress_bars()

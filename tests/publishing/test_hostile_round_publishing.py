@@ -236,3 +236,38 @@ def test_a_hubs_long_or_multiline_message_is_one_short_line_without_the_token(pr
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("error: upload to") and "(HTTP 400)" in last and len(last) < 1000, last[:2000]
         assert says in last and TOKEN not in last and "hf_Test" not in last, last
+
+
+def test_a_hub_echoing_the_token_in_a_header_leaves_it_out_of_debug_logs(project, hub, capsys, caplog):
+    """At DEBUG (a user's ``logging.basicConfig(level=logging.DEBUG)``, or HF_DEBUG) the HTTP
+    transport logs each answer's headers: a Hub echoing the token there put it in the logs."""
+    import logging
+
+    from fake_hub import Hostile
+
+    hub.hostile["create"] = [Hostile(real=True, headers={"X-Error-Message": f"bad token {TOKEN}"})]
+    caplog.set_level(logging.DEBUG)
+    assert _run(project, "--repo_id", REPO_ID) == 0
+    out, err = capsys.readouterr()
+    logged = "\n".join(caplog.text.splitlines() + [r.getMessage() for r in caplog.records])
+    assert "X-Error-Message" in logged or "bad token" in logged, "the transport logged no headers"
+    assert TOKEN not in logged + out + err
+    assert staged_files(project / "09_models" / "checkpoints" / "micro" / "hub_stage") == hub.files(REPO_ID)
+
+
+def test_log_records_made_while_masked_hide_the_token_in_message_and_traceback(caplog):
+    import logging
+
+    from londonlm.publishing.access import masked_logs
+
+    log = logging.getLogger("some.library")
+    caplog.set_level(logging.DEBUG)
+    with masked_logs(TOKEN):
+        log.debug("headers %s", [(b"X-Echo", TOKEN.encode())])
+        try:
+            raise ValueError(f"refused {TOKEN}")
+        except ValueError:
+            log.debug("failed", exc_info=True)
+    log.debug("after: %s", TOKEN)  # the factory is restored: records outside are untouched
+    assert TOKEN not in caplog.text.split("after:")[0] and "hf_***" in caplog.text
+    assert caplog.text.count(TOKEN) == 1 and logging.getLogRecordFactory() is logging.LogRecord

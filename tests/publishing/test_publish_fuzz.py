@@ -13,7 +13,7 @@ chat model in the slow variant). Whatever the Hub does:
 
 - the run succeeds and the Hub holds exactly the staged files, or it ends with exit 2 and one
   ``error:`` line, the last on stderr (never a traceback);
-- the token appears in no output, log record (INFO and up), or file written locally;
+- the token appears in no output, log record (DEBUG and up), or file written locally;
 - the run folder and the data (corpus, dialogue dataset) are byte-for-byte as they were;
 - retries stay bounded: huggingface_hub's sleeps are recorded, not slept, and none is longer
   than ``hub_http.MAX_RETRY_WAIT_S``; our client's timeout is cut to ``TIMEOUT_S``.
@@ -206,7 +206,7 @@ def publish_against(hub, plan: dict, run, project: Path, run_name: str, repo_id:
     skipped file is missed), else the repos earlier examples left (a republish)."""
     from londonlm.publishing.hub_http import MAX_RETRY_WAIT_S
 
-    caplog.set_level(logging.INFO)  # DEBUG is the transport's wire trace: a Hub's echo of the token shows there
+    caplog.set_level(logging.DEBUG)  # the transport's wire trace: a Hub's echo of the token must not show there
     caplog.clear()
     if fresh:
         hub.repos.clear()
