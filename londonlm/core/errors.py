@@ -36,9 +36,11 @@ class UsageError(LondonLMError, ValueError):
 # OSError numbers that say something about the user's files or disk, never about the code: the
 # user mends them (chmod/chown, another --root or --out_dir, free space); any other OSError
 # (a bad file descriptor, a broken pipe, ...) may be a bug and keeps its traceback.
-# EEXIST: a file where a folder is to be made (mkdir(exist_ok=True) raises it for a file)
+# EEXIST: a file where a folder is to be made (mkdir(exist_ok=True) raises it for a file);
+# EFBIG: a file past what its file system holds (FAT32: 4 GiB, a GGUF export to a USB stick)
+# or past the shell's `ulimit -f`: a full disk for that one file, as much the user's to mend
 USER_OS_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
-                            errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+                            errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _WRITE_ELSEWHERE = ("write somewhere else: a project root you own (--root or LONDONLM_ROOT), "
                     "or --out_dir where the script has it")
 
@@ -117,6 +119,9 @@ def os_error_message(exc: BaseException) -> str | None:
     if exc.errno == errno.EEXIST:
         what = "a file where a folder is expected" if path.exists() and not path.is_dir() else "already there"
         return f"cannot make {path}: {what}; move it aside or choose another path"
+    if exc.errno == errno.EFBIG:  # no space to free: the file itself is too large there
+        return (f"cannot write {path}: file too large for its file system (FAT32 holds at most 4 GiB a "
+                f"file; `ulimit -f` may cap it too); {_WRITE_ELSEWHERE}")
     if exc.errno == errno.EROFS:
         return f"cannot write {path}: the file system is read-only; {_WRITE_ELSEWHERE}"
     return (f"cannot write {path}: {reason.lower()}; free space there (df -h {nearest_existing(path)}) "

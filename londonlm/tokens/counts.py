@@ -28,7 +28,10 @@ def count_tokens(processed_dir: str | Path, tokenizer, batch: int = 32) -> dict[
         for (row, text), enc in zip(chunk, encs):
             dec = decade_key(row)
             n = {"documents": 1, "tokens": len(enc.ids), "chars": len(text), "bytes": len(text.encode("utf-8"))}
-            for agg in (total, tables["by_split"][row.get("split", "?")], tables["by_source"][row.get("source", "?")],
+            # the source named as text, as the corpus statistics (summarize) name it: a hand-edited
+            # row's 5 or ["a"] was a table key that could not be sorted, hashed or printed
+            source = str(row.get("source", "?"))
+            for agg in (total, tables["by_split"][row.get("split", "?")], tables["by_source"][source],
                         tables["by_decade"][dec]):
                 for k, v in n.items():
                     agg[k] += v

@@ -247,7 +247,10 @@ def load_tokenizer(path: str | os.PathLike):
     if problem is None:
         try:
             return AutoTokenizer.from_pretrained(str(p))
-        except (ValueError, KeyError, TypeError) as e:  # another file of the folder is damaged
+        # another file of the folder is damaged; a field of another JSON kind in
+        # tokenizer_config.json (added_tokens_decoder: 0, tokenizer_class: -1) fails inside
+        # transformers as an AttributeError (it calls .items(), .removesuffix() on it)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             problem = f"{type(e).__name__}: {e}"
     raise TokenizerUnreadable(f"cannot read the tokenizer in {p}: {problem}; rebuild it with "
                               f"`{TRAIN_CMD} --overwrite` (or point to a folder holding a whole one)")
@@ -272,8 +275,17 @@ def tokenizer_file_problem(file: Path) -> str | None:
         return f"{file}: the tokenizers library cannot build it ({e})"
     except Exception as e:  # the library raises a plain Exception for a file it cannot parse
         return f"{file}: {e}"
-    if not isinstance(json.loads(text).get("added_tokens"), list):  # what transformers reads first
+    obj = json.loads(text)
+    if not isinstance(obj.get("added_tokens"), list):  # what transformers reads first
         return f"{file} has no 'added_tokens' list"
+    # two tokens given one id parse, but the tokenizer's own save keeps one of them, and a
+    # merge naming the other no longer parses: every private copy (plain_backend) failed so,
+    # as a traceback from the tokenizers library
+    vocab = obj["model"].get("vocab") if isinstance(obj.get("model"), dict) else None
+    if isinstance(vocab, dict) and len(set(vocab.values())) < len(vocab):
+        seen: dict = {}
+        a, b = next((seen[i], t) for t, i in vocab.items() if seen.setdefault(i, t) != t)
+        return f"{file}: tokens {a!r} and {b!r} share id {vocab[a]} in its vocabulary (edited or damaged)"
     return None
 
 
