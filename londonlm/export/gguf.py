@@ -25,6 +25,7 @@ measures the agreement.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ EXPORT_FORMAT = 2                      # bump when the written files change for 
 QUANT_TYPES = ("f16", "q8_0")
 WEIGHTS = "model.safetensors"
 TOKENIZER = "tokenizer.json"
+MODEL_CONFIG = "config.json"
+TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json")  # bos, eos and pad ids
 TRAIN_CMD = "python 04_training/train_model_slm.py"
 # llama.cpp's name for the GPT-2 split regex (its converter finds it by hashing a probe text)
 PRE_TOKENIZER = "gpt-2"
@@ -319,11 +322,26 @@ def _write_gguf_temp(model_dir: Path, out_path: Path, qtype: str, name: str | No
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
             writer.close()
-        except BaseException:
-            writer.close()
+        except BaseException as e:
+            # close() flushes what the writer still buffers: on a full disk that fails again,
+            # and the temporary file must go all the same (it was left, hidden, on the very
+            # disk that had no room); the first error is the one to report
+            with contextlib.suppress(OSError):
+                writer.close()
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError) and e.errno is None:
+                raise _short_write(out_path, e) from None
             raise
     return tmp
+
+
+def _short_write(out_path: Path, e: OSError) -> GGUFExportError:
+    """The tensors are written by numpy's ``tofile``, which reports a write the disk cut short
+    (full, or a file larger than the file system holds) as ``OSError('N requested and M
+    written')`` with no errno: run_main would show it as a traceback."""
+    return GGUFExportError(f"cannot write {out_path}: the disk took only part of it ({e}); it is full, or "
+                           f"the file is larger than its file system holds: free space there or write "
+                           f"somewhere else (--out_dir); nothing was written")
 
 
 def write_gguf(model_dir: str | os.PathLike, out_path: str | os.PathLike, qtype: str = "f16",
@@ -368,8 +386,11 @@ def _inputs(model_dir: Path) -> dict[str, str]:
         if not (model_dir / f).is_file():
             raise GGUFExportError(f"{model_dir / f} not found: the GGUF export needs a "
                                   f"save_pretrained GPT-2 folder with {f}; {why}")
-    return {WEIGHTS: sha256_file(model_dir / WEIGHTS),
-            TOKENIZER: sha256_file(model_dir / TOKENIZER)}
+    # every file the written GGUF is made from: the weights, config.json (the header's sizes,
+    # norm epsilon), tokenizer.json (vocabulary, merges) and the files the tokenizer's special
+    # ids come from; an edit to any of them must rebuild the export, not skip it as current
+    return {f: sha256_file(model_dir / f) for f in (WEIGHTS, MODEL_CONFIG, TOKENIZER, *TOKENIZER_EXTRAS)
+            if f in (WEIGHTS, TOKENIZER) or (model_dir / f).is_file()}
 
 
 def _planned_files(model_dir: Path, out_dir: Path, options: GGUFOptions, stem: str) -> dict[str, Path]:

@@ -122,9 +122,10 @@ def test_q8_0_is_smaller_and_sidecar_records_inputs(exported, tiny_model_dir):
     assert exported.files["q8_0"].stat().st_size < exported.files["f16"].stat().st_size
     side = json.loads((exported.out_dir / "sidecar.json").read_text())
     assert side["stage"] == "export_gguf"
-    assert side["inputs"] == {
-        "model.safetensors": sha256_file(tiny_model_dir / "model.safetensors"),
-        "tokenizer.json": sha256_file(tiny_model_dir / "tokenizer.json")}
+    assert side["inputs"] == {name: sha256_file(tiny_model_dir / name) for name in (
+        "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+        if (tiny_model_dir / name).is_file()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= set(side["inputs"])
     assert side["versions"]["gguf"] == "0.19.0"
     assert side["files"]["f16"]["sha256"] == sha256_file(exported.files["f16"])
 
@@ -155,6 +156,32 @@ def test_skip_when_current_rebuild_on_change_or_overwrite(tiny_model_dir, tmp_pa
     assert any("inputs changed" in m for m in logs)
     _, tensors = _read(out / "m-f16.gguf")
     np.testing.assert_allclose(_values(tensors["output_norm.bias"]), sd["transformer.ln_f.bias"])
+
+
+@pytest.mark.parametrize("edit", ["config", "tokenizer_config"])
+def test_an_edited_config_rebuilds_the_export(edit, tiny_model_dir, tmp_path):
+    """config.json gives the header (the norm epsilon llama.cpp computes with) and
+    tokenizer_config.json the special ids: an export made before an edit of either is stale,
+    not current (only the weights and tokenizer.json were hashed)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    out, opts = tmp_path / "out", GGUFOptions(types=("f16",), stem="m")
+    export_gguf(model, out, opts, log=lambda *_: None)
+    if edit == "config":
+        cfg = json.loads((model / "config.json").read_text())
+        cfg["layer_norm_epsilon"] = 1e-3
+        (model / "config.json").write_text(json.dumps(cfg))
+    else:
+        tc = json.loads((model / "tokenizer_config.json").read_text())
+        tc["model_max_length"] = 77
+        (model / "tokenizer_config.json").write_text(json.dumps(tc))
+    logs = []
+    assert not export_gguf(model, out, opts, log=logs.append).skipped
+    assert any("inputs changed" in m for m in logs), logs
+    if edit == "config":
+        meta, _ = _read(out / "m-f16.gguf")
+        assert meta["gpt2.attention.layer_norm_epsilon"] == pytest.approx(1e-3)
+    assert export_gguf(model, out, opts, log=lambda *_: None).skipped  # and current once rebuilt
 
 
 def test_clear_errors(tiny_model_dir, tmp_path):
