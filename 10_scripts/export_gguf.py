@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     layout = config.get_layout(a.root)
+    layout.check_run_name_used(a.run_name, a.model)
     run = layout.run(a.run_name or a.preset)
     model_dir = layout.resolve_model(a.model, a.run_name or a.preset)
     if not run.contains(model_dir) and (model_dir.parent / RUN_INFO).is_file():

@@ -255,19 +255,25 @@ def _check_root(root: Path, origin: str) -> None:
     raise RootNotAFolder(f"{origin} is not a folder: it {where}; {fix}")
 
 
+# the longest file or folder name (bytes) of the file systems a project lives on (ext4, XFS,
+# Btrfs, tmpfs, APFS); a longer one was an OSError (ENAMETOOLONG) traceback where it was made
+NAME_MAX = 255
+
+
 def is_plain_name(name: str) -> bool:
     """Whether ``name`` is one file or folder name: '', '.', '..' or a path would put what is
-    named after it in the folder above, or anywhere (``--name ../../x``)."""
+    named after it in the folder above, or anywhere (``--name ../../x``); one longer than
+    :data:`NAME_MAX` bytes cannot be made."""
     return bool(name) and name.strip() not in (".", "..") and "/" not in name and os.sep not in name \
-        and "\0" not in name
+        and "\0" not in name and len(name.encode("utf-8", "surrogatepass")) <= NAME_MAX
 
 
 def plain_name(name: str, what: str) -> str:
     """``name`` when it is one folder name (:func:`is_plain_name`); another place is what --root
     and --output_dir are for."""
     if not is_plain_name(name):
-        raise UsageError(f"{what} {name!r} is not a folder name (no '/', not empty); to write elsewhere, "
-                         f"give --root (or --output_dir)")
+        raise UsageError(f"{what} {name!r} is not a folder name (no '/', not empty, at most {NAME_MAX} bytes); "
+                         f"to write elsewhere, give --root (or --output_dir)")
     return name
 
 
@@ -384,14 +390,23 @@ class Layout:
             "/" not in spec and checkpoint_step(spec) is not None)
 
     def check_run_name_used(self, run_name: str | None, *specs: str | None) -> None:
-        """Refuse ``--run_name`` when every model spec beside it names a model of its own: the
-        run name would go unread, and the user would get another model than the run they named."""
-        if run_name and not any(self.names_run_model(s) for s in specs):
-            named = ", ".join(str(s) for s in specs)
-            raise UsageError(f"--run_name {run_name} goes unused: {named} "
-                             f"{'names a model of its own' if len(specs) == 1 else 'name models of their own'} (a folder, "
-                             f"a run, RUN/checkpoint-N or a Hub id), and --run_name picks the run of "
-                             f"{FINAL}, {LATEST}, {BEST} or checkpoint-N: drop --run_name, or name one of those")
+        """Refuse ``--run_name`` when no model spec beside it reads that run: the run name would
+        go unread, and the user would get another model than the run they named. A spec reads
+        it when it names a model of the default run, names the run again (``RUN``,
+        ``RUN/checkpoint-N``) or is a folder inside it."""
+        if not run_name or any(self._reads_run(s, run_name) for s in specs):
+            return
+        named = ", ".join(str(s) for s in specs)
+        raise UsageError(f"--run_name {run_name} goes unused: {named} "
+                         f"{'names a model' if len(specs) == 1 else 'name models'} outside that run (a folder, "
+                         f"another run or a Hub id), and --run_name picks the run of "
+                         f"{FINAL}, {LATEST}, {BEST} or checkpoint-N: drop --run_name, or name one of those")
+
+    def _reads_run(self, spec: str | None, run_name: str) -> bool:
+        if self.names_run_model(spec) or spec == run_name or spec.startswith(f"{run_name}/"):
+            return True
+        path = user_path(spec)
+        return path.exists() and self.run(run_name).contains(path)
 
     def _find_model(self, spec: str | None, run: str | RunLayout) -> Path:
         if spec and user_path(spec).exists():
