@@ -13,18 +13,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
-from londonlm.core import is_plain_name
 from londonlm.core.cli import StageParser, writable_dir
 from londonlm.core.errors import run_main
 
 
 def file_stem(text: str) -> str:
     """--name, refused at parse time unless a plain file name (the outputs' stem: a folder part
-    would write outside --out_dir, an empty one hidden files)."""
-    if not is_plain_name(text):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a plain file name (no folder, not empty, "
-                                         f"not . or ..); the files go in --out_dir")
-    return text
+    would write outside --out_dir, an empty one hidden files) short enough for a file name."""
+    from londonlm.training.tools.compare import CompareError, output_stem
+
+    try:
+        return output_stem(text)
+    except CompareError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def run_spec(text: str) -> str:
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
 
     layout = config.get_layout(a.root)
     out = Path(a.out_dir) if a.out_dir else layout.models_dir / "comparisons"
-    _, table = compare_runs(find_runs(layout, a.runs, a.prefix), out, x=a.x, name=a.name)
+    _, table = compare_runs(find_runs(layout, a.runs, a.prefix), out, x=a.x, name=a.name,
+                            runs_dir=layout.checkpoints_dir)
     print(table)
     print(f"\ntable: {out / (a.name + '.md')} (and .csv)\nplot:  {out / (a.name + '.png')}")
     return 0

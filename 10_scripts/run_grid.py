@@ -63,7 +63,10 @@ def parse(argv):
     p.add_argument("--dry_run", action="store_true", help="print the runs and exit")
     a, extra = p.parse_known_args(argv)
     if a.prefix is not None:
+        from londonlm.training.tools.compare import output_stem
+
         plain_name(a.prefix, "--prefix")  # every run's folder name begins with it
+        output_stem(a.prefix, "--prefix")  # and the summary's files are named by it
     if a.cutoffs is not None:
         if a.learning_rates or a.batch_sizes:
             p.error("--cutoffs trains one model per cutoff with the preset's learning rate and batch "
@@ -98,7 +101,7 @@ def report(done, failed, layout, prefix) -> int:
 
 def family(a, extra) -> int:
     """--cutoffs: one time-locked model per cutoff from the collected corpus."""
-    from londonlm.family import FamilyPlan, run_family
+    from londonlm.family import FAMILY_OWNED, FamilyPlan, run_family
     from londonlm.training import parse_train_flags
 
     preset = config.get_preset(a.preset)
@@ -108,7 +111,7 @@ def family(a, extra) -> int:
                       preset.vocab_size, preset.min_frequency, config.TOKENIZER.era_tokens,
                       preset.context_length, a.fresh, a.leakage_limit, config.TOKENIZER.era_width)
     # the runs' own flags are checked before the plan is shown: a bad one, dry or not, is one line
-    flags = parse_train_flags(extra, prog="run_grid.py").override(
+    flags = parse_train_flags(extra, prog="run_grid.py").refuse_given(FAMILY_OWNED).override(
         preset=a.preset, **({"max_steps": a.max_steps} if a.max_steps else {}))
     print(f"family {prefix}: {len(set(a.cutoffs))} time-locked runs of the {a.preset} preset, "
           f"seed {config.TRAINING.seed}")
@@ -125,22 +128,24 @@ def main(argv=None) -> int:
     if a.cutoffs is not None:
         return family(a, extra)
     from londonlm.training import parse_train_flags
-    from londonlm.training.tools.grid import GridOptions, run_grid
+    from londonlm.training.tools.grid import GRID_OWNED, GridOptions, check_run_flags, run_grid
 
     t = config.TRAINING
     preset = config.get_preset(a.preset)
     prefix = a.prefix or f"grid-{a.preset}"
     grid = GridOptions(prefix, a.learning_rates, a.batch_sizes, a.max_steps, a.fresh,
                        eval_batch_size=preset.batch_size)
-    flags = parse_train_flags(extra, prog="run_grid.py").override(preset=a.preset)  # checked before the plan
+    # checked before the plan: a bad run flag, or one the grid sets for each run, is one line
+    flags = parse_train_flags(extra, prog="run_grid.py").refuse_given(GRID_OWNED).override(preset=a.preset)
+    layout = config.get_layout(a.root)
+    defaults = config.train_defaults(a.preset, layout)
+    check_run_flags(grid, flags, defaults)
     print(f"grid {prefix}: {len(a.learning_rates)} learning rates x {len(a.batch_sizes)} batch "
           f"sizes = {len(grid.points())} runs of the {a.preset} preset, seed {t.seed}")
     for point in grid.points():
         print(f"  {point.name}")
     if a.dry_run:
         return 0
-    layout = config.get_layout(a.root)
-    defaults = config.train_defaults(a.preset, layout)
     done, failed = run_grid(grid, flags, defaults)
     return report(done, failed, layout, prefix)
 

@@ -257,6 +257,15 @@ class TrainFlags:
 
     GROUPS = ("model", "speed", "data", "control", "run")
 
+    def refuse_given(self, owned: dict[str, str]) -> "TrainFlags":
+        """Itself, unless a flag that the calling command (a grid, a family) sets for each of its
+        runs was given: its value would be replaced without a word (``owned``: flag -> why, and
+        what to give instead)."""
+        given = sorted(set(owned) & self.explicit)
+        if given:
+            raise UsageError(f"--{given[0]} {owned[given[0]]}")
+        return self
+
     def override(self, **values) -> "TrainFlags":
         """A copy with some flags set as if they had been given (validated the same way)."""
         groups = {g: {} for g in self.GROUPS}

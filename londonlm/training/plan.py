@@ -17,8 +17,8 @@ from ..tokens import era_tokens_of, load_tokenizer as load_project_tokenizer
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape
 from .job import TrainingConfig
-from .resume import (Resumed, check_resume, move_run_aside, resumed, same_tokenizer, tokenizer_fingerprint,
-                     tokenizer_identity)
+from .resume import (Resumed, check_resume, check_shape, move_run_aside, resumed, same_tokenizer,
+                     tokenizer_fingerprint, tokenizer_identity)
 from .timelock import time_lock
 
 
@@ -241,6 +241,7 @@ def plan_run(config: TrainingConfig) -> TrainingPlan:
     same_on_all_ranks(checkpoint_step(resume.checkpoint) if resume.checkpoint else -1,
                       "the checkpoint to resume from")
     init, parent, shape = _parent_and_shape(config, tokenizer, resume)
+    check_shape(resume, shape)
     corpus_time = time_lock(config, tokenizer, init.path if init else None)
     era = data.era_tokens if data.era_tokens is not None else bool(era_tokens_of(tokenizer))
     check_resume(resume, tok_dir=data.tokenizer_dir, optimizer=config.optim.optimizer,

@@ -327,6 +327,23 @@ def check_schedule(resume: Resumed, settings: dict) -> None:
             f"--init_from {resume.checkpoint} --run_name NEW")
 
 
+def check_shape(resume: Resumed, shape) -> None:
+    """The model a resumed run builds (``shape``: its :class:`~.model.ModelShape`) must have the
+    checkpoint's layers, heads and width: its weights and optimizer state were loaded into
+    another (a run of another --n_layer or preset under the same name), which failed mid-resume
+    with a ValueError traceback, after the token cache and the model were built."""
+    if resume.checkpoint is None:
+        return
+    saved = read_json_object(resume.checkpoint / "config.json")
+    changed = [f"--{k} {getattr(shape, k)} (trained with {saved[k]})" for k in ("n_layer", "n_head", "n_embd")
+               if type(saved.get(k)) is int and saved[k] != getattr(shape, k)]
+    if changed:
+        raise TrainingError(
+            f"cannot resume {resume.checkpoint} as a model of another shape: {'; '.join(changed)}. Resume it "
+            f"with the shape it was trained with, pass --fresh to start this run over, or train under "
+            f"another run name")
+
+
 def check_data(resume: Resumed, cache_dir: Path, processed_dir: Path, context_length: int,
                era_tokens: bool) -> None:
     """A resumed run goes on over the data its checkpoints were trained on: the corpus, context

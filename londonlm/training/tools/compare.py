@@ -6,11 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
-from ...core import (Layout, LondonLMError, RunLayout, atomic_writer, is_plain_name, read_json, read_json_object,
-                     record_field, user_path, write_text_atomic)
+from ...core import (Layout, LondonLMError, RunLayout, UsageError, atomic_writer, is_plain_name, read_json,
+                     read_json_object, record_field, user_path, write_text_atomic)
 
 COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
@@ -29,10 +30,13 @@ class CompareError(LondonLMError, RuntimeError):
     """A run that cannot be compared; the message names what is missing."""
 
 
-def output_stem(name: str) -> str:
-    if not is_plain_name(name):
-        raise CompareError(f"--name {name!r} must be a plain file name (no folder, not empty, "
-                           f"not . or ..); the files go in --out_dir")
+def output_stem(name: str, flag: str | None = None) -> str:
+    """``name`` when it can name the outputs: a plain file name (no folder, whose files would
+    go elsewhere) short enough for its longest file, written through atomic_writer's
+    ``.NAME.png.XXXXXXXX.tmp``: a longer one was an OSError (ENAMETOOLONG) traceback."""
+    if not (is_plain_name(name) and is_plain_name(f".{name}.png.00000000.tmp")):
+        raise CompareError(f"{flag + ' ' if flag else ''}{name!r} must be a plain file name (no folder, not "
+                           f"empty, not . or .., at most 237 bytes); the files go in --out_dir")
     return name
 
 
@@ -74,8 +78,42 @@ def find_runs(layout: Layout, specs: list[str], prefix: str | None = None, warn=
     return out
 
 
+def shown(text: str) -> str:
+    """Text for the table, the CSV and the plot with every lone surrogate as U+FFFD: a run
+    folder named in bytes that are no UTF-8 (Python keeps them as surrogate escapes), or a
+    ``"\\ud800"`` escape in a record's string. Written as they were, they raised
+    UnicodeEncodeError (a traceback) in the CSV."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    try:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError:  # an integer past a float's range (10**400): no step or loss
+        return False
+
+
+def _number(value, what: str) -> int | float | None:
+    """A number of a record (None stays None). Another kind, or an integer past a float's
+    range, raises TypeError/OverflowError (a malformed record, for :func:`load_run`): the
+    table's arithmetic repeated text or a list by the token count (``"6.2" * 5399``; a count
+    of 10**12 exhausted memory), sorted numbers among text, or overflowed: each a traceback."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} is {value!r}, not a number")
+    float(value)  # OverflowError for 10**400
+    return value
+
+
+def _field(record: dict, key: str) -> int | float | None:
+    return _number(record.get(key), key)
+
+
+def _point(point) -> tuple[int | float, float]:
+    """One (step, loss) of a recorded validation curve, both numbers (see :func:`_number`)."""
+    step, loss = point
+    return _number(step, "a curve's step"), float(_number(loss, "a curve's loss"))
 
 
 def _checkpoint_curve(checkpoint: Path) -> list[list[float]] | None:
@@ -116,24 +154,26 @@ def load_run(run_dir: Path) -> dict:
     info = read_info(run)
     try:
         return _row(run, info)
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:  # a field of another shape
+    # a field of another shape, kind or size (ArithmeticError: past a float's range)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as e:
         raise CompareError(f"run {run.name}: {run.run_info} is malformed "
                            f"({type(e).__name__}: {e})") from None
 
 
 def _row(run: RunLayout, info: dict) -> dict:
     """The table row of one run (``curve``: [(step, tokens, loss)])."""
-    curve = info.get("eval_curve") or _curve_from_checkpoints(run)
-    tps = info.get("tokens_per_step") or 0
+    curve = [_point(p) for p in info.get("eval_curve") or _curve_from_checkpoints(run)]
+    tps = _field(info, "tokens_per_step") or 0
     best = min(curve, key=lambda x: x[1]) if curve else None
-    best_loss = best[1] if best else info.get("best_eval_loss")
-    vt = (info.get("cache") or {}).get("tokens_validation")
-    vb = info.get("validation_bytes")
+    best_loss = best[1] if best else _field(info, "best_eval_loss")
+    vt = _field(info.get("cache") or {}, "tokens_validation")
+    vb = _field(info, "validation_bytes")
     bpb = best_loss * vt / (math.log(2) * vb) if best_loss is not None and vt and vb else None
+    parameters = _field(info, "parameters")
     parent = info.get("parent") or {}
-    return {
+    row = {
         "run": run.name, "run_dir": str(run.dir), "preset": info.get("preset"),
-        "params_m": round(info["parameters"] / 1e6, 3) if info.get("parameters") else None,
+        "params_m": round(parameters / 1e6, 3) if parameters else None,
         "learning_rate": info.get("learning_rate"), "batch_size": info.get("batch_size"),
         "steps": info.get("global_step"), "tokens_seen": info.get("tokens_seen"),
         "wall_s": info.get("total_train_wall_seconds", info.get("train_wall_seconds")),
@@ -141,9 +181,10 @@ def _row(run: RunLayout, info: dict) -> dict:
         "final_val_loss": info.get("final_eval_loss"), "best_val_bpb": bpb,
         "parent": parent.get("run_name") or (Path(parent["path"]).parent.name if parent.get("path") else ""),
         "status": f"interrupted ({info['interrupted']})" if info.get("interrupted") else "finished",
-        "curve": [(s, s * tps, v) for s, v in curve],
+        "curve": [(s, float(s) * tps, v) for s, v in curve],
         **time_row(run, info),
     }
+    return {k: shown(v) if isinstance(v, str) else v for k, v in row.items()}
 
 
 def _accuracy(side: dict | None) -> str | None:
@@ -161,7 +202,7 @@ def time_row(run: RunLayout, info: dict) -> dict:
     """The cutoff, years and leakage probe results of one run (what the family table adds)."""
     record = info.get("corpus_time") or {}
     years = record.get("years") or [None, None]
-    return {"cutoff": record.get("cutoff_year"),
+    return {"cutoff": _field(record, "cutoff_year"),  # sorted: a number, as the training stage writes
             "years": f"{years[0]}–{years[1]}" if years[0] is not None else None,
             **_leakage_columns(run)}
 
@@ -174,7 +215,8 @@ def _leakage_columns(run: RunLayout) -> dict:
         facts = result.get("facts") or {}
         return {"facts_before": _accuracy(facts.get("before")), "facts_after": _accuracy(facts.get("after")),
                 "leak": None if not facts else ("YES" if result.get("flag") else "no")}
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError,
+            ArithmeticError):  # nested past the parser's depth; a figure past a float's range
         return dict.fromkeys(("facts_before", "facts_after", "leak"))
 
 
@@ -247,10 +289,31 @@ def plot_validation_curves(rows: list[dict], png: Path, x: str = "tokens",
         plt.close(fig)
 
 
+def refuse_out_dir_in_runs(out_dir: Path, run_dirs: list[Path], runs_dir: Path | None = None) -> None:
+    """One line, before anything is written, when the output folder is or lies inside a run's
+    folder: a compared one, or any under ``runs_dir`` (the checkpoints folder; beside the runs
+    is fine). The comparison's files mixed with the run's and changed what it holds (in
+    ``final/`` they would go with the model to the Hub)."""
+    real = Path(os.path.realpath(out_dir))
+    runs = [Path(os.path.realpath(d)) for d in run_dirs]
+    if runs_dir is not None:
+        top = Path(os.path.realpath(runs_dir))
+        if real != top and real.is_relative_to(top):
+            runs.append(top / real.relative_to(top).parts[0])
+    for run in runs:
+        if real.is_relative_to(run):
+            where = "is" if real == run else "lies inside"
+            raise UsageError(f"--out_dir {out_dir} {where} the run folder {run}: the comparison's files would "
+                             f"mix with the run's; name a folder outside every run (default: "
+                             f"09_models/comparisons); nothing was written")
+
+
 def compare_runs(run_dirs: list[Path], out_dir: Path, x: str = "tokens",
-                 name: str = "comparison") -> tuple[list[dict], str]:
-    """Table (printed form returned; ``<name>.md``/``.csv`` written) and ``<name>.png``."""
-    output_stem(name)
+                 name: str = "comparison", runs_dir: Path | None = None) -> tuple[list[dict], str]:
+    """Table (printed form returned; ``<name>.md``/``.csv`` written) and ``<name>.png``;
+    ``runs_dir``: the checkpoints folder, none of whose runs may receive them."""
+    output_stem(name, "--name")
+    refuse_out_dir_in_runs(Path(out_dir), run_dirs, runs_dir)
     rows = [load_run(p) for p in run_dirs]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

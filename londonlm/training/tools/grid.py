@@ -6,11 +6,27 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ...core import LondonLMError, RunLayout, link_or_copy
+from ...core import LondonLMError, RunLayout, link_or_copy, record_field
+from ...core.layout import plain_name
 from ..defaults import TrainDefaults
 from ..flags import TrainFlags
 from ..job import build_config
 from ..run import run_training
+
+
+_NAMED = ("does not apply to a grid: each run is named PREFIX-lrLR-bsBS in the runs folder of --root; "
+          "choose the names with --prefix")
+# training flags the grid sets for each run itself. Given once for every run, each was replaced
+# without a word, or (--output_dir) sent every run into one folder, outside the project: the
+# second resumed or refused the first's checkpoint, and no run counted as finished
+GRID_OWNED = {
+    "output_dir": _NAMED, "run_name": _NAMED, "run_name_dir": _NAMED,
+    "learning_rate": "does not apply to a grid: each run's rate comes from --learning_rates (give one there)",
+    "batch_size": "does not apply to a grid: each run's batch size comes from --batch_sizes (give one there)",
+    "per_device_train_batch_size": "does not apply to a grid: each run's batch size comes from --batch_sizes",
+    "list_checkpoints": "does not apply to a grid: list one run's checkpoints with "
+                        "04_training/train_model_slm.py --run_name NAME --list_checkpoints",
+}
 
 
 @dataclass(frozen=True)
@@ -29,6 +45,12 @@ class GridOptions:
     fresh: bool = False            # retrain runs that already finished
     eval_batch_size: int | None = None  # the same validation blocks for every batch size
 
+    def __post_init__(self):
+        # every run's folder name, before the plan is shown: one past a file system's 255 bytes
+        # (a long --prefix) was an OSError traceback as the first run's folder was made
+        for point in self.points():
+            plain_name(point.name, "run name")
+
     def points(self) -> list[GridPoint]:
         return [GridPoint(lr, bs, f"{self.prefix}-lr{lr:g}-bs{bs}")
                 for lr, bs in itertools.product(self.learning_rates, self.batch_sizes)]
@@ -37,6 +59,20 @@ class GridOptions:
 def finished(run: RunLayout) -> bool:
     info = run.read_run_info()
     return bool(info) and run.final.is_dir() and not info.get("interrupted")
+
+
+def other_settings(run: RunLayout, point: GridPoint, preset: str | None) -> str | None:
+    """What a finished run under the point's name was asked to train with that the point
+    would not (preset, learning rate, batch size), or None. Such a run (another grid's, or
+    one trained by hand) was skipped as the point's own, its figures tabulated as this grid's.
+    A record without its settings says nothing: the run is taken as the point's. (The rate
+    is recorded as the float the grid passed, so equality is exact.)"""
+    asked = record_field(run.read_run_info(), "settings", kind=dict)
+    if asked is None:
+        return None
+    wanted = {"preset": preset, "learning_rate": point.learning_rate, "batch_size": point.batch_size}
+    return ", ".join(f"{k} {asked.get(k)!r}, not {v!r}" for k, v in wanted.items()
+                     if v is not None and asked.get(k) != v) or None
 
 
 def share_cache(src: RunLayout, dst: RunLayout) -> None:
@@ -61,6 +97,13 @@ def point_flags(flags: TrainFlags, opts: GridOptions, point: GridPoint) -> Train
                           batch_size=point.batch_size, **extra)
 
 
+def check_run_flags(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults) -> None:
+    """The runs' own flags, checked as the first run's configuration is built (the others
+    differ only in name, rate and batch), before the plan is shown: a value the Trainer
+    refuses (``--eval_steps 1.5``) passed the dry run, then was one error per run and exit 1."""
+    build_config(point_flags(flags, opts, opts.points()[0]), defaults)
+
+
 def run_grid(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults,
              log=print) -> tuple[list[RunLayout], list[str]]:
     """Train every point in turn. Returns (finished runs, names of failed or stopped ones)."""
@@ -69,6 +112,12 @@ def run_grid(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults,
     done, failed, prev = [], [], None
     for i, point in enumerate(points, 1):
         run = layout.run(point.name)
+        other = None if opts.fresh or not finished(run) else other_settings(run, point, flags.model.preset)
+        if other:
+            log(f"error: {point.name}: holds a finished run trained with other settings ({other}); --fresh "
+                f"moves it aside and trains this point, or give another --prefix")
+            failed.append(point.name)
+            continue
         if not opts.fresh and finished(run):
             log(f"[{i}/{len(points)}] {point.name}: finished earlier, skipped (--fresh retrains)")
             done.append(run)
