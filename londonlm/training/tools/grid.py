@@ -6,8 +6,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ...core import LondonLMError, RunLayout, link_or_copy, record_field
-from ...core.layout import plain_name
+from ...core import LondonLMError, RunLayout, link_or_copy, plain_name, record_field
 from ..defaults import TrainDefaults
 from ..flags import TrainFlags
 from ..job import build_config
