@@ -44,6 +44,11 @@ def layers_as_text(folder: Path) -> str:
     return "does not describe a model transformers can build"
 
 
+def dtype_as_list(folder: Path) -> str:
+    _edit_config(folder, dtype=[])  # transformers' repr of the config split it at a dot: IndexError
+    return "does not describe a model transformers can build"
+
+
 def no_positions(folder: Path) -> str:
     _edit_config(folder, n_positions=0)
     return "transformer.wpe.weight is"
@@ -114,7 +119,7 @@ SHAPES = [_write("tokenizer.json", "[1, 2]"), _write("tokenizer.json", '{"added_
           _write("tokenizer_config.json", '{"added_tokens_decoder": [1]}'),
           _write("special_tokens_map.json", '{"eos_token": 5}'), _write("special_tokens_map.json", "[1]"),
           _write("generation_config.json", "[1]"), _deep("generation_config.json")]
-DAMAGE = [config_list, vocab_100, wider, layers_as_text, no_positions, small_llama, bigger_tokenizer, no_tokenizer,
+DAMAGE = [config_list, vocab_100, wider, layers_as_text, dtype_as_list, no_positions, small_llama, bigger_tokenizer, no_tokenizer,
           panicking_tokenizer, nan_weights, *SHAPES]
 
 
