@@ -36,7 +36,7 @@ from script_fuzz import (changed_files, damage_folder, edit_json, field_damages,
 gguf = pytest.importorskip("gguf")
 
 # examples per run (~25 ms each); LONDONLM_FUZZ_EXAMPLES=2000 searches longer (~1.5 min)
-EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 400))
+EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 200))
 # the unprivileged net's examples start a new interpreter each (~1.5 s)
 UNPRIVILEGED_EXAMPLES = max(3, EXAMPLES // 100)
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

@@ -33,7 +33,7 @@ from script_fuzz import (ODD, changed_files, damage_folder, file_damages, json_v
                          run_in_process, tokenizer_damages)
 
 # examples per run (~15 ms each); LONDONLM_FUZZ_EXAMPLES=5000 searches longer (~1.5 min)
-EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 1000))
+EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 500))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 SCRIPT = REPO / "02_data_collection" / "count_tokens.py"
 # the net sets the project root itself, and draws --output with the damages below

@@ -34,7 +34,7 @@ from londonlm.core import is_plain_name
 from unprivileged import unprivileged_prefix
 
 # examples per run (~0.3 s each); LONDONLM_FUZZ_EXAMPLES=1000 searches longer
-EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 50))
+EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 25))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 SCRIPT = REPO / "10_scripts" / "compare_runs.py"
 SKIP = {"root", "out_dir"}  # the net places the root and the output folder itself

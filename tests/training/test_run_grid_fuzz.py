@@ -35,8 +35,8 @@ from flags_fuzz import _values, script_actions
 from londonlm.core.errors import run_main
 
 # examples per run of each part; LONDONLM_FUZZ_EXAMPLES=400 searches longer (~4 min)
-EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 60))
-TRAIN_EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 25))
+EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 30))
+TRAIN_EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 12))
 SCRIPT = REPO / "10_scripts" / "run_grid.py"
 TRAIN_SCRIPT = REPO / "04_training" / "train_model_slm.py"
 FAST = ["--report_to", "none", "--disable_tqdm", "true", "--logging_steps", "1"]
