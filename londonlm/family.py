@@ -18,15 +18,11 @@ from .tokens import ERA_WIDTH, train_tokenizer_stage
 from .training import TrainDefaults, TrainFlags, build_config, finished, run_training, share_cache
 
 
-_NAMED = ("does not apply to a family: each member is named PREFIX-toYEAR in the runs folder of --root; "
-          "choose the names with --prefix")
 _CUT = "does not apply to a family: each member's corpus view, tokenizer and cutoff come from --cutoffs"
 # training flags the family sets for each member itself: given once, each was replaced without
 # a word, or (--output_dir) put every member in one folder outside the project
-FAMILY_OWNED = {"output_dir": _NAMED, "run_name": _NAMED, "run_name_dir": _NAMED, "processed_dir": _CUT,
-                "tokenizer_dir": _CUT, "cutoff_year": _CUT,
-                "list_checkpoints": "does not apply to a family: list one member's checkpoints with "
-                                    "04_training/train_model_slm.py --run_name NAME --list_checkpoints"}
+FAMILY_OWNED = {**TrainFlags.run_naming_flags("a family", "PREFIX-toYEAR"),
+                "processed_dir": _CUT, "tokenizer_dir": _CUT, "cutoff_year": _CUT}
 
 
 @dataclass

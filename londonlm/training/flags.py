@@ -257,6 +257,16 @@ class TrainFlags:
 
     GROUPS = ("model", "speed", "data", "control", "run")
 
+    @staticmethod
+    def run_naming_flags(what: str, names: str) -> dict[str, str]:
+        """The flags that name and place a run, for :meth:`refuse_given` in a command that trains
+        several (``what``: "a grid", "a family"; ``names``: how it names each run)."""
+        named = (f"does not apply to {what}: each run is named {names} in the runs folder of --root; "
+                 f"choose the names with --prefix")
+        return {"output_dir": named, "run_name": named, "run_name_dir": named,
+                "list_checkpoints": f"does not apply to {what}: list one run's checkpoints with "
+                                    f"04_training/train_model_slm.py --run_name NAME --list_checkpoints"}
+
     def refuse_given(self, owned: dict[str, str]) -> "TrainFlags":
         """Itself, unless a flag that the calling command (a grid, a family) sets for each of its
         runs was given: its value would be replaced without a word (``owned``: flag -> why, and

@@ -13,18 +13,14 @@ from ..job import build_config
 from ..run import run_training
 
 
-_NAMED = ("does not apply to a grid: each run is named PREFIX-lrLR-bsBS in the runs folder of --root; "
-          "choose the names with --prefix")
 # training flags the grid sets for each run itself. Given once for every run, each was replaced
 # without a word, or (--output_dir) sent every run into one folder, outside the project: the
 # second resumed or refused the first's checkpoint, and no run counted as finished
 GRID_OWNED = {
-    "output_dir": _NAMED, "run_name": _NAMED, "run_name_dir": _NAMED,
+    **TrainFlags.run_naming_flags("a grid", "PREFIX-lrLR-bsBS"),
     "learning_rate": "does not apply to a grid: each run's rate comes from --learning_rates (give one there)",
     "batch_size": "does not apply to a grid: each run's batch size comes from --batch_sizes (give one there)",
     "per_device_train_batch_size": "does not apply to a grid: each run's batch size comes from --batch_sizes",
-    "list_checkpoints": "does not apply to a grid: list one run's checkpoints with "
-                        "04_training/train_model_slm.py --run_name NAME --list_checkpoints",
 }
 
 
