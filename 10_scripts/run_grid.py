@@ -9,7 +9,9 @@ per cutoff year (documents dated up to it), a tokenizer trained on each view, on
 cutoffs, years and probe results.
 
 Runs are named PREFIX-lrLR-bsBS. Re-running the command skips finished runs and resumes
-interrupted ones, so a grid can be stopped (Ctrl-C saves a checkpoint) and continued.
+interrupted ones, so a grid can be stopped (Ctrl-C saves a checkpoint) and continued; a
+finished run made from another tokenizer, corpus or settings (a new --max_steps) starts over,
+the old one moved aside.
 Defaults: the preset's learning rate x (0.5, 1, 2) and batch size x (0.5, 1) (config.py
 TrainingDefaults.grid_*). Any other training flag passes through to every run.
 

@@ -4,8 +4,9 @@ From one collected corpus, each cutoff gets a view of it (documents dated up to 
 a tokenizer trained on that view only, one run (``PREFIX-toYEAR``) and the leakage probes on
 its final model; then one table compares them. Cutoffs whose views hold the same documents
 share the tokenizer and the token cache (hard links), since they would be identical. A
-finished member is skipped unless its corpus view changed (then it starts over) or
-``--fresh`` is given; one member that fails does not stop the others.
+finished member is skipped unless ``--fresh`` is given or it was made from another view,
+tokenizer or training settings than this call's (then it starts over, the old run moved
+aside); one member that fails does not stop the others.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from .core import Layout, LondonLMError, RunLayout, sha256_file
 from .corpus import MANIFEST, cutoff_view, manifest_sha256
 from .tokens import ERA_WIDTH, train_tokenizer_stage
-from .training import TrainDefaults, TrainFlags, build_config, finished, run_training, share_cache
+from .training import TrainDefaults, TrainFlags, build_config, finished, run_changes, run_training, share_cache
 
 
 _CUT = "does not apply to a family: each member's corpus view, tokenizer and cutoff come from --cutoffs"
@@ -53,11 +54,6 @@ class Member:
     shared_with: str | None = None   # the member whose tokenizer and cache this one reuses
 
 
-def _corpus_changed(run: RunLayout, view_dir: Path) -> bool:
-    recorded = (run.read_run_info().get("cache") or {}).get("manifest_sha256")
-    return bool(recorded) and recorded != sha256_file(view_dir / MANIFEST)
-
-
 def prepare_member(plan: FamilyPlan, cutoff: int, seen: dict[str, Member], log) -> Member:
     """The cutoff's corpus view and tokenizer (another member's, when the views are identical)."""
     view = plan.layout.cutoff_dir(cutoff)
@@ -85,13 +81,18 @@ def member_flags(flags: TrainFlags, m: Member, fresh: bool) -> TrainFlags:
 
 
 def train_member(plan: FamilyPlan, m: Member, flags: TrainFlags, defaults: TrainDefaults, log) -> None:
-    changed = finished(m.run) and _corpus_changed(m.run, m.view_dir)
-    if finished(m.run) and not (plan.fresh or changed):
-        log(f"{m.run.name}: finished earlier, skipped (--fresh retrains)")
-        return
-    if changed:
-        log(f"{m.run.name}: its corpus view changed; starting it over (the old run is moved aside)")
-    run_training(build_config(member_flags(flags, m, plan.fresh or changed), defaults))
+    """Train the member, or skip it when it finished from its current view, tokenizer and
+    settings; one made from others (a changed view, a new --vocab_size, more --max_steps)
+    starts over, the old run moved aside."""
+    config = build_config(member_flags(flags, m, plan.fresh), defaults)
+    if finished(m.run) and not plan.fresh:
+        changed = run_changes(m.run, config)
+        if not changed:
+            log(f"{m.run.name}: finished earlier, skipped (--fresh retrains)")
+            return
+        log(f"{m.run.name}: {changed}; starting it over (the old run is moved aside)")
+        config = config.but(control={"fresh": True})
+    run_training(config)
 
 
 def probe_member(plan: FamilyPlan, m: Member, log) -> dict:

@@ -7,7 +7,6 @@ fine-tunes the base run on it and evaluates the chat model against the base; eac
 three skips when current (sidecars, and the weights the evaluation records)."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from .core import PIPELINE_SUMMARY, RunLayout, SIDECAR, UsageError, current_or_m
 from .corpus import MANIFEST
 from .tokens import ERA_WIDTH
 from .evaluation import model_identity
-from .training import JobRequest, TrainingConfig, TrainingError, training_settings
+from .training import JobRequest, TrainingConfig, TrainingError, changed_inputs, training_settings
 
 SUMMARY = PIPELINE_SUMMARY  # in the run folder (moved aside with the run it describes)
 METRICS = "pipeline_metrics.json"  # in the run's evaluation folder
@@ -94,31 +93,6 @@ class TrainingStatus(NamedTuple):
     restart: bool    # the run on disk was made from other inputs or settings: start over
 
 
-# What run_info.json recorded before it kept a "settings" record (still compared for old runs)
-LEGACY_SETTINGS = ("preset", "learning_rate", "batch_size", "gradient_accumulation_steps", "seed",
-                   "lr_scheduler_type", "warmup_steps", "max_steps", "precision")
-LEGACY_SHAPE = ("n_layer", "n_head", "n_embd", "context_length")
-
-
-def recorded_settings(info: dict) -> dict:
-    """The training settings a run recorded (for an older run_info.json, the ones it kept)."""
-    if isinstance(info.get("settings"), dict):
-        return info["settings"]
-    shape = info.get("shape") if isinstance(info.get("shape"), dict) else {}
-    return {**{k: info[k] for k in LEGACY_SETTINGS if k in info},
-            **{k: shape[k] for k in LEGACY_SHAPE if k in shape}}
-
-
-def settings_changes(info: dict, wanted: dict) -> list[str]:
-    """``name old -> new`` for every recorded setting that ``wanted`` changes (a setting the
-    run did not record cannot be compared and is not counted)."""
-    recorded = recorded_settings(info)
-    wanted = json.loads(json.dumps(wanted))  # JSON values against JSON values (tuples, enums)
-    # "auto" (precision chosen for the machine by --autotune) accepts whatever the run used
-    return [f"{k} {recorded[k]!r} -> {wanted[k]!r}" for k in sorted(wanted)
-            if k in recorded and recorded[k] != wanted[k] and wanted[k] != "auto"]
-
-
 def training_status(plan: PipelinePlan) -> TrainingStatus:
     """Whether the run is a finished one made from the current tokenizer, corpus and
     training settings; a run made from others must start over (``restart``), one that
@@ -127,13 +101,9 @@ def training_status(plan: PipelinePlan) -> TrainingStatus:
     if not run.run_info.exists():
         return TrainingStatus(False, "no finished run", False)
     info = run.read_run_info()
-    if info.get("tokenizer_sha256") != sha256_file(plan.tokenizer_dir / "tokenizer.json"):
-        return TrainingStatus(False, "tokenizer changed", True)
-    if info.get("cache", {}).get("manifest_sha256") != sha256_file(plan.corpus_dir / MANIFEST):
-        return TrainingStatus(False, "corpus changed", True)
-    changes = settings_changes(info, training_settings(plan.training))
-    if changes:
-        return TrainingStatus(False, "training settings changed: " + "; ".join(changes), True)
+    changed = changed_inputs(info, plan.tokenizer_dir, plan.corpus_dir, training_settings(plan.training))
+    if changed:
+        return TrainingStatus(False, changed, True)
     if not run.has_final() or info.get("interrupted") or info.get("global_step", 0) < info.get("max_steps", 1):
         return TrainingStatus(False, "previous run did not finish", False)
     return TrainingStatus(True, "outputs are current", False)

@@ -105,6 +105,23 @@ def test_a_member_whose_view_changed_starts_over(family, capsys):
     capsys.readouterr()
     argv = [a if a != "1760,1700,1780" else "1700" for a in argv]
     assert grid().main(argv) == 0
-    assert "fam-to1700: its corpus view changed; starting it over" in capsys.readouterr().out
+    assert "fam-to1700: corpus changed; starting it over" in capsys.readouterr().out
     assert list(layout.checkpoints_dir.glob("fam-to1700.previous-*"))
     assert json.loads(info_path.read_text())["cache"]["manifest_sha256"] != "0" * 64
+
+
+def test_a_member_asked_for_other_settings_starts_over(family, capsys):
+    """A finished member was skipped whatever this call asked (more steps, another rate) and its
+    leakage figures tabulated as this call's; it starts over now, the old run moved aside."""
+    root, layout, argv = family
+    argv = [a if a != "1760,1700,1780" else "1760" for a in argv]
+    argv[argv.index("--max_steps") + 1] = "4"
+    capsys.readouterr()
+    assert grid().main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fam-to1760: training settings changed: max_steps 3 -> 4; starting it over" in out
+    assert json.loads(layout.run("fam-to1760").run_info.read_text())["global_step"] == 4
+    assert list(layout.checkpoints_dir.glob("fam-to1760.previous-*"))
+    capsys.readouterr()
+    assert grid().main(argv) == 0  # and is current for the same request
+    assert "fam-to1760: finished earlier, skipped" in capsys.readouterr().out

@@ -106,8 +106,9 @@ def test_a_member_that_fails_now_is_not_counted_by_what_an_earlier_call_left(tmp
     write_json_atomic(run.leakage, {"result": {"facts": {}}})  # from the earlier call
     lines = []
     member = family.Member(1700, run, layout.cutoff_dir(1700), layout.tokenizer_dir("bpe", 1700))
-    # the corpus view and tokenizer are not the point; the member is finished, so not trained
+    # the corpus view, tokenizer and training are not the point: the member is finished
     monkeypatch.setattr(family, "prepare_member", lambda *a, **k: member)
+    monkeypatch.setattr(family, "train_member", lambda *a, **k: None)
     done, failed = family.run_family(plan, None, None, log=lines.append)
     assert (done, failed) == ([], ["fam-to1700"]), lines
     assert any("cannot be loaded" in line for line in lines)

@@ -173,7 +173,7 @@ def test_changed_training_settings_start_a_fresh_run(pipeline_run, tmp_path):
 
 def test_settings_of_an_older_run_info_are_still_compared():
     """A run_info.json written before the settings record: the fields it kept still count."""
-    from londonlm.pipeline import settings_changes
+    from londonlm.training import settings_changes
 
     old = {"preset": "micro", "learning_rate": 0.003, "batch_size": 8, "max_steps": 30,
            "shape": {"n_layer": 2, "n_head": 2, "n_embd": 64, "context_length": 64, "vocab_size": 512}}

@@ -326,6 +326,24 @@ def test_a_grid_run_refused_now_is_failed_though_an_old_one_finished(wf_root, ca
     assert "1 run(s) failed" in captured.err or "no run finished" in captured.err, captured.err
 
 
+def test_a_grid_asked_for_other_settings_retrains_its_finished_runs(wf_root, capsys):
+    """A finished run was skipped whatever this call asked (here twice the steps) and its figures
+    tabulated as this grid's; it starts over now, the old run moved aside, and is current after."""
+    grid = script("10_scripts/run_grid.py")
+    argv = ["--preset", "micro", "--root", str(wf_root), "--learning_rates", "1e-3", "--batch_sizes", "2",
+            "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--prefix", "more", *FAST]
+    assert grid.main(argv) == 0
+    argv[argv.index("--max_steps") + 1] = "4"
+    capsys.readouterr()
+    assert grid.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "more-lr0.001-bs2: training settings changed: max_steps 2 -> 4; starting it over" in out
+    assert info(wf_root, "more-lr0.001-bs2")["global_step"] == 4
+    assert list((wf_root / "09_models" / "checkpoints").glob("more-lr0.001-bs2.previous-*"))
+    assert grid.main(argv) == 0
+    assert "finished earlier, skipped" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, said", [
     (["--learning_rates", "nan"], "error: --learning_rates: 'nan' is not a finite number"),
     (["--learning_rates", ","], "error: --learning_rates: give at least one value"),

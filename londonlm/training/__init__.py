@@ -24,6 +24,7 @@ and ``--help`` or a refused flag answered, before the Trainer and the model code
 from ..core import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "currency": ("changed_inputs", "finished", "recorded_settings", "run_changes", "settings_changes"),
     "defaults": ("BUDGET_STEP_CAP", "TrainDefaults", "asked_length", "default_autotune"),
     "dist": ("TrainingError", "is_main_process", "log"),
     "finetune": ("FineTuneData", "FineTuneJob", "fine_tune"),
@@ -36,5 +37,5 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "resume": ("Resumed", "move_run_aside", "resumed"),
     "run": ("run_training",),
     "speed.settings": ("SpeedRequest", "SpeedSettings"),
-    "tools.grid": ("finished", "share_cache"),
+    "tools.grid": ("share_cache",),
 })

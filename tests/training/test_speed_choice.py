@@ -195,7 +195,7 @@ def test_the_preset_names_the_optimizer_and_the_flag_wins():
 def test_a_run_recorded_with_a_fixed_precision_stays_current_under_autotune():
     """Settings record "auto" for a precision the machine chose: an older run's "fp32" is not a
     change (the pipeline would otherwise retrain it), an explicit other precision is."""
-    from londonlm.pipeline import settings_changes
+    from londonlm.training import settings_changes
 
     assert settings_changes({"settings": {"precision": "fp32"}}, {"precision": "auto"}) == []
     assert settings_changes({"settings": {"precision": "fp32"}}, {"precision": "bf16"}) == [

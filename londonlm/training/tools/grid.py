@@ -1,13 +1,15 @@
 """Hyperparameter grid: one run per (learning rate x batch size), one after another, with the
-same preset, seed, data, step count and validation blocks. Finished runs are skipped and
-interrupted ones resume, so a grid can be stopped and continued."""
+same preset, seed, data, step count and validation blocks. Finished runs are skipped (while
+current: :mod:`..currency`) and interrupted ones resume, so a grid can be stopped and continued."""
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 
 from ...core import LondonLMError, RunLayout, link_or_copy, plain_name, record_field
+from ..currency import finished, run_changes
 from ..defaults import TrainDefaults
+from ..dist import TrainingError
 from ..flags import TrainFlags
 from ..job import build_config
 from ..run import run_training
@@ -49,11 +51,6 @@ class GridOptions:
     def points(self) -> list[GridPoint]:
         return [GridPoint(lr, bs, f"{self.prefix}-lr{lr:g}-bs{bs}")
                 for lr, bs in itertools.product(self.learning_rates, self.batch_sizes)]
-
-
-def finished(run: RunLayout) -> bool:
-    info = run.read_run_info()
-    return bool(info) and run.final.is_dir() and not info.get("interrupted")
 
 
 def other_settings(run: RunLayout, point: GridPoint, preset: str | None) -> str | None:
@@ -101,29 +98,33 @@ def check_run_flags(opts: GridOptions, flags: TrainFlags, defaults: TrainDefault
 
 def run_grid(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults,
              log=print) -> tuple[list[RunLayout], list[str]]:
-    """Train every point in turn. Returns (finished runs, names of failed or stopped ones)."""
+    """Train every point in turn. Returns (finished runs, names of failed or stopped ones).
+    A finished run is skipped only while it is current (:mod:`..currency`); one made from
+    another tokenizer, corpus or settings (``--max_steps`` raised, say) starts over."""
     layout = defaults.at_root(flags.run.root)
     points = opts.points()
     done, failed, prev = [], [], None
     for i, point in enumerate(points, 1):
-        run = layout.run(point.name)
-        other = None if opts.fresh or not finished(run) else other_settings(run, point, flags.model.preset)
-        if other:
-            log(f"error: {point.name}: holds a finished run trained with other settings ({other}); --fresh "
-                f"moves it aside and trains this point, or give another --prefix")
-            failed.append(point.name)
-            continue
-        if not opts.fresh and finished(run):
-            log(f"[{i}/{len(points)}] {point.name}: finished earlier, skipped (--fresh retrains)")
-            done.append(run)
-            prev = run
-            continue
-        if prev is not None:
-            share_cache(prev, run)
-        log(f"[{i}/{len(points)}] {point.name}: learning rate {point.learning_rate:g}, "
-            f"batch size {point.batch_size}")
+        run, step = layout.run(point.name), f"[{i}/{len(points)}] {point.name}"
         try:
-            run_training(build_config(point_flags(flags, opts, point), defaults))
+            config = build_config(point_flags(flags, opts, point), defaults)
+            if finished(run) and not opts.fresh:
+                other = other_settings(run, point, flags.model.preset)
+                if other:
+                    raise TrainingError(f"holds a finished run trained with other settings ({other}); --fresh "
+                                        f"moves it aside and trains this point, or give another --prefix")
+                changed = run_changes(run, config)
+                if not changed:
+                    log(f"{step}: finished earlier, skipped (--fresh retrains)")
+                    done.append(run)
+                    prev = run
+                    continue
+                log(f"{step}: {changed}; starting it over (the finished run is moved aside)")
+                config = config.but(control={"fresh": True})
+            if prev is not None:
+                share_cache(prev, run)
+            log(f"{step}: learning rate {point.learning_rate:g}, batch size {point.batch_size}")
+            run_training(config)
         except LondonLMError as e:  # one bad run does not stop the grid
             log(f"error: {point.name}: {e}")
             failed.append(point.name)  # even when an earlier call's run of that name had finished
