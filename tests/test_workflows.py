@@ -344,6 +344,17 @@ def test_a_grid_asked_for_other_settings_retrains_its_finished_runs(wf_root, cap
     assert "finished earlier, skipped" in capsys.readouterr().out
 
 
+def test_a_grid_missing_an_input_every_run_reads_is_one_line(wf_root, tmp_path, capsys):
+    """A missing tokenizer failed each run alike: an error line per run, "no run finished", exit 1."""
+    argv = ["--preset", "micro", "--root", str(wf_root), "--learning_rates", "1e-3,2e-3", "--batch_sizes", "2",
+            "--max_steps", "2", "--prefix", "notok", "--tokenizer_dir", str(tmp_path / "none"), *FAST]
+    capsys.readouterr()
+    assert exit_code(script("10_scripts/run_grid.py").main, argv) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("error: no tokenizer at ") and "03_tokenizer/" in err, err
+    assert "error:" not in out and "notok-lr0.002-bs2: learning rate" not in out
+
+
 @pytest.mark.parametrize("argv, said", [
     (["--learning_rates", "nan"], "error: --learning_rates: 'nan' is not a finite number"),
     (["--learning_rates", ","], "error: --learning_rates: give at least one value"),

@@ -22,6 +22,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -303,15 +304,18 @@ def real_run(runs: Path, name: str, state: str) -> None:
 
 
 def check_state(run: Path, state: str, before: dict, out: str, fresh: bool) -> None:
-    """What became of one earlier run: a finished one skipped unchanged, a checkpoint resumed
+    """What became of one earlier run: a finished one skipped unchanged (or, asked with other
+    settings, started over: :func:`weights_kept` finds its weights moved aside), a checkpoint resumed
     (never a start from scratch) or the run refused in one line, a damaged one untouched."""
     info = json.loads((run / "run_info.json").read_text()) if (run / "run_info.json").is_file() else {}
     done_now = (run / "final").is_dir() and not info.get("interrupted")
     refused = f"error: {run.name}:" in out
     if fresh or state == "none":
         return
-    if state == "finished":
-        assert f"{run.name}: finished earlier, skipped" in out and tree_digest(run) == before, out[-3000:]
+    if state == "finished":  # asked with other settings (a drawn --seed): started over, the old one moved aside
+        started_over = re.search(rf"{re.escape(run.name)}: training settings changed: .+; starting it over", out)
+        assert started_over or (f"{run.name}: finished earlier, skipped" in out and tree_digest(run) == before), \
+            out[-3000:]
     elif state in ("damaged weights", "damaged state", "other preset"):
         assert refused and tree_digest(run) == before, (state, out[-3000:])  # never over it from scratch
     else:  # interrupted (of another shape: unless asked with --n_layer 1), its latest checkpoint

@@ -98,7 +98,8 @@ def check_run_flags(opts: GridOptions, flags: TrainFlags, defaults: TrainDefault
 
 def run_grid(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults,
              log=print) -> tuple[list[RunLayout], list[str]]:
-    """Train every point in turn. Returns (finished runs, names of failed or stopped ones).
+    """Train every point in turn. Returns (finished runs, names of failed or stopped ones); a
+    missing input (a :class:`LondonLMError` that is a FileNotFoundError) stops the grid.
     A finished run is skipped only while it is current (:mod:`..currency`); one made from
     another tokenizer, corpus or settings (``--max_steps`` raised, say) starts over."""
     layout = defaults.at_root(flags.run.root)
@@ -126,6 +127,10 @@ def run_grid(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults,
             log(f"{step}: learning rate {point.learning_rate:g}, batch size {point.batch_size}")
             run_training(config)
         except LondonLMError as e:  # one bad run does not stop the grid
+            if isinstance(e, FileNotFoundError):
+                # a missing input (tokenizer, corpus, --init_from model) is every run's: each
+                # failed alike, an error line per run and exit 1; one line, exit 2
+                raise
             log(f"error: {point.name}: {e}")
             failed.append(point.name)  # even when an earlier call's run of that name had finished
             continue
