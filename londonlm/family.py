@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core import Layout, LondonLMError, RunLayout, sha256_file
-from .corpus import MANIFEST, cutoff_view, manifest_sha256
+from .core import Layout, LondonLMError, RunLayout, os_error_message, sha256_file
+from .corpus import MANIFEST, cutoff_view, read_manifest
 from .tokens import ERA_WIDTH, train_tokenizer_stage
 from .training import TrainDefaults, TrainFlags, build_config, finished, run_changes, run_training, share_cache
 
@@ -108,8 +108,9 @@ def probe_member(plan: FamilyPlan, m: Member, log) -> dict:
 def run_family(plan: FamilyPlan, flags: TrainFlags, defaults: TrainDefaults,
                log=print) -> tuple[list[RunLayout], list[str]]:
     """Every cutoff in turn, earliest first. Returns (finished runs, names of failed ones).
-    A corpus that is not there is one error before any member: every member would fail alike."""
-    manifest_sha256(plan.processed_dir)  # names the command that collects it
+    A corpus that is not there, or whose manifest cannot be read, is one error before any
+    member: every member would fail alike."""
+    read_manifest(plan.processed_dir)  # names the command that collects it, or the bad line
     done, failed, seen = [], [], {}
     cutoffs = sorted(set(plan.cutoffs))
     for i, cutoff in enumerate(cutoffs, 1):
@@ -121,8 +122,12 @@ def run_family(plan: FamilyPlan, flags: TrainFlags, defaults: TrainDefaults,
                 probe_member(plan, member, log)
                 done.append(member.run)
                 continue
-        except LondonLMError as e:  # one bad member does not stop the family
-            log(f"error: {plan.run(cutoff).name}: {e}")
+        except (LondonLMError, OSError) as e:  # one bad member does not stop the family
+            # (nor a file where its run, view or tokenizer folder goes: an OSError the user mends)
+            why = e if isinstance(e, LondonLMError) else os_error_message(e)
+            if why is None:
+                raise
+            log(f"error: {plan.run(cutoff).name}: {why}")
         # failed in this call, or stopped early: the files an earlier call left (a finished
         # run, its leakage.json) do not make it done, nor put old figures in the table
         failed.append(plan.run(cutoff).name)

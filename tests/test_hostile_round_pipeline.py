@@ -87,6 +87,17 @@ def test_a_family_without_a_collected_corpus_is_one_line(capsys, tmp_path):
     assert not (tmp_path / "09_models").exists()
 
 
+def test_a_family_over_an_unreadable_collected_manifest_is_one_line(capsys, tmp_path):
+    # was: one error line per cutoff (each view read the same bad line), then exit 1
+    manifest = Layout(tmp_path).processed_dir / "manifest.jsonl"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"id": "a", "split": "train", "year": 1650}\n{"id": "b", "spl')
+    code, err = _exit(_script("run_grid").main,
+                      ["--preset", "micro", "--root", str(tmp_path), "--cutoffs", "1700,1750"], capsys)
+    assert code == 2 and len(err) == 1 and "manifest.jsonl" in err[0], err
+    assert not (tmp_path / "09_models" / "checkpoints").exists()
+
+
 def test_a_member_that_fails_now_is_not_counted_by_what_an_earlier_call_left(tmp_path, monkeypatch):
     # was: a finished member whose final/ weights were damaged since: "error: ... cannot be
     # loaded" in the log, yet counted done by its old leakage.json: its old figures in the
