@@ -22,10 +22,7 @@ one is never skipped; the comparison table lists exactly the members done in thi
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import importlib.util
-import io
 import json
 import os
 import re
@@ -40,9 +37,8 @@ from hypothesis import strategies as st
 
 from conftest import REPO, tree_digest, write_dated_source
 from londonlm.core import Layout
-from londonlm.core.errors import run_main
 from londonlm.corpus import CollectionOptions, build_corpus
-from script_fuzz import logging_to
+from script_fuzz import run_in_process
 
 # examples per run (~1 s each); LONDONLM_FUZZ_EXAMPLES=200 searches longer (~3.5 min)
 EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 12))
@@ -58,40 +54,10 @@ STEPS = ["--max_steps", "2"]
 
 # --------------------------------------------------------------------------- the call
 
-@functools.cache
-def _script():
-    spec = importlib.util.spec_from_file_location("run_grid_family_fuzz", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@contextlib.contextmanager
-def _scene(root: Path, cwd: Path):
-    """The working folder and LONDONLM_ROOT of one call, put back after it."""
-    old_cwd, old_root = os.getcwd(), os.environ.get("LONDONLM_ROOT")
-    os.chdir(cwd)
-    os.environ["LONDONLM_ROOT"] = str(root)
-    try:
-        yield
-    finally:
-        os.chdir(old_cwd)
-        if old_root is None:
-            os.environ.pop("LONDONLM_ROOT", None)
-        else:
-            os.environ["LONDONLM_ROOT"] = old_root
-
-
 def run_family(argv: list[str], root: Path, cwd: Path) -> tuple[int, str, str]:
-    """The script's main as run_main runs it, in this process (an exception it lets through,
-    a bug, fails the test): (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with _scene(root, cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), logging_to(err):
-        try:
-            run_main(_script().main, argv)
-        except SystemExit as e:
-            return e.code, out.getvalue(), err.getvalue()
-    raise AssertionError("run_main returned")
+    """(exit code, stdout, stderr) of the script run in this process, in ``cwd``, with the
+    project root ``root`` (an exception run_main lets through, a bug, fails the test)."""
+    return run_in_process(SCRIPT, argv, cwd, {"LONDONLM_ROOT": str(root)}, timeout=900)
 
 
 @contextlib.contextmanager
@@ -142,6 +108,12 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def _file_in_place(path: Path) -> None:
+    """A file where a folder goes."""
+    _remove(path)
+    path.write_text("not a folder\n")
 
 
 def _interrupt(run: Path, keep_latest: bool = False) -> None:
@@ -212,8 +184,7 @@ def damage_member(run: Path, state: tuple, bare: bool, pristine: Path) -> None:
     if kind == "gone":
         _remove(run)
     elif kind == "file":
-        _remove(run)
-        run.write_text("not a run\n")
+        _file_in_place(run)
     elif kind == "run_info missing":
         _remove(run / "run_info.json")
     elif kind == "final gone":
@@ -280,8 +251,7 @@ def damage_root(layout: Layout, damage: tuple) -> None:
     if how in ("gone", "folder gone"):
         _remove(folder)
     elif how == "file":
-        _remove(folder)
-        folder.write_text("not a folder\n")
+        _file_in_place(folder)
     elif how == "manifest gone":
         _remove(folder / "manifest.jsonl")
     elif how == "manifest truncated":

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
-import io
 import json
 import os
 import re
@@ -32,8 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, tree_digest
+from script_fuzz import run_in_process
 from flags_fuzz import _values, script_actions
-from londonlm.core.errors import run_main
 
 # examples per run of each part; LONDONLM_FUZZ_EXAMPLES=400 searches longer (~4 min)
 EXAMPLES = int(os.environ.get("LONDONLM_FUZZ_EXAMPLES", 30))
@@ -97,40 +95,10 @@ def argv_of(flags, outside: Path) -> list[str]:
 
 # --------------------------------------------------------------------------- the call
 
-@functools.cache
-def _script():
-    spec = importlib.util.spec_from_file_location("run_grid_fuzz", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@contextlib.contextmanager
-def _scene(root: Path, cwd: Path):
-    """The working folder and LONDONLM_ROOT of one call, put back after it."""
-    old_cwd, old_root = os.getcwd(), os.environ.get("LONDONLM_ROOT")
-    os.chdir(cwd)
-    os.environ["LONDONLM_ROOT"] = str(root)
-    try:
-        yield
-    finally:
-        os.chdir(old_cwd)
-        if old_root is None:
-            os.environ.pop("LONDONLM_ROOT", None)
-        else:
-            os.environ["LONDONLM_ROOT"] = old_root
-
-
 def run_grid(argv: list[str], root: Path, cwd: Path) -> tuple[int, str, str]:
-    """The script's main as run_main runs it, in this process (a traceback fails the test):
-    (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with _scene(root, cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            run_main(_script().main, argv)
-        except SystemExit as e:
-            return e.code, out.getvalue(), err.getvalue()
-    raise AssertionError("run_main returned")
+    """(exit code, stdout, stderr) of the script run in this process, in ``cwd``, with the
+    project root ``root`` (an exception run_main lets through, a bug, fails the test)."""
+    return run_in_process(SCRIPT, argv, cwd, {"LONDONLM_ROOT": str(root)}, timeout=900)
 
 
 def check_exit(code: int, out: str, err: str, argv) -> None:
