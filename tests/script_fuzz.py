@@ -1,12 +1,13 @@
 """Shared parts of the nets that run a stage script end to end over damaged inputs
-(tests/export/test_export_gguf_fuzz.py, tests/tokens/test_count_tokens_fuzz.py): the script run
+(the GGUF export's, the token counts', the grid's and the family's): the script run
 in this process, in a throwaway working folder, under a drawn file-size limit; the invariant
 every run keeps (exit 0, or exit 2 with one ``error:`` line ending stderr; never a traceback,
-another code or a hang); and damages to the JSON files of a tokenizer or model folder, drawn
-as plain data (a failing example prints what was done to which file)."""
+another code or a hang); earlier final weights kept; and damages to the files of a folder,
+drawn as plain data (a failing example prints what was done to which file)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -142,6 +143,22 @@ def damage_folder(folder: Path, damage: tuple) -> None:
         (folder / "tokenizer.json").write_text(_other_tokenizer(damage[1]))
     else:
         raise ValueError(f"unknown damage {damage!r}")
+
+
+# ---------------------------------------------------------------- what must survive a run
+
+def final_weights(checkpoints: Path) -> dict[str, str]:
+    """Each run's final/model.safetensors sha256, by run name (the runs folder ``checkpoints``)."""
+    return {run.name: hashlib.sha256((run / "final" / "model.safetensors").read_bytes()).hexdigest()
+            for run in checkpoints.glob("*") if (run / "final" / "model.safetensors").is_file()}
+
+
+def weights_kept(checkpoints: Path, before: dict[str, str]) -> None:
+    """Every earlier final weights file (``before``: :func:`final_weights`) is still somewhere
+    under ``checkpoints``: in its run, or in one moved aside (``NAME.previous-*``)."""
+    now = {hashlib.sha256(p.read_bytes()).hexdigest() for p in checkpoints.rglob("model.safetensors") if p.is_file()}
+    lost = [name for name, h in before.items() if h not in now]
+    assert not lost, f"final weights of {lost} are gone"
 
 
 # ---------------------------------------------------------------- the run and its invariant

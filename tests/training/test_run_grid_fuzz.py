@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, tree_digest
-from script_fuzz import run_in_process
+from script_fuzz import final_weights, run_in_process, weights_kept
 from flags_fuzz import _values, script_actions
 
 # examples per run of each part; LONDONLM_FUZZ_EXAMPLES=400 searches longer (~4 min)
@@ -177,18 +177,6 @@ def fake_run(run: Path, state: str, rate: float) -> None:
     record = {"finished": _record(learning_rate=rate), "other preset": _record(learning_rate=rate, preset="tiny"),
               "other rate": _record(learning_rate=0.5), "damaged record": None}[state]
     (run / "run_info.json").write_text("{bad" if record is None else json.dumps(record))
-
-
-def weights_kept(checkpoints: Path, before: dict[str, str]) -> None:
-    """Every earlier final/ weights file is still there, in its run or moved aside (--fresh)."""
-    now = {h for run in checkpoints.glob("*") if run.is_dir() for h in tree_digest(run).values()}
-    lost = [name for name, h in before.items() if h not in now]
-    assert not lost, f"weights of {lost} are gone"
-
-
-def final_weights(checkpoints: Path) -> dict[str, str]:
-    return {run.name: tree_digest(run / "final")["model.safetensors"] for run in checkpoints.glob("*")
-            if (run / "final" / "model.safetensors").is_file()}
 
 
 FAKE_STATES = ["none", "finished", "finished", "other preset", "other rate", "damaged record", "file"]
