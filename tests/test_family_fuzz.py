@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 from conftest import REPO, tree_digest, write_dated_source
 from londonlm.core import Layout
 from londonlm.corpus import CollectionOptions, build_corpus
+from londonlm.training import recorded_settings
 from script_fuzz import damage_folder, edit_json, final_weights, run_in_process, weights_kept
 
 # examples per run (~1 s each); LONDONLM_FUZZ_EXAMPLES=200 searches longer (~3.5 min)
@@ -288,7 +289,6 @@ def check_exit(code: int, out: str, err: str, argv: list[str], names: list[str])
 def check_current(layout: Layout, name: str, asked: dict, out: str) -> None:
     """A member done in this call (trained, or skipped as finished earlier) is finished and
     made from this call's view, tokenizer and settings, as its record says."""
-    from londonlm.training.currency import recorded_settings
 
     run, cutoff = layout.run(name), int(name.rsplit("to", 1)[1])
     info = json.loads(run.run_info.read_text())
