@@ -17,7 +17,7 @@ from .core import PIPELINE_SUMMARY, RunLayout, SIDECAR, UsageError, current_or_m
 from .corpus import MANIFEST
 from .tokens import ERA_WIDTH
 from .evaluation import model_identity
-from .training import JobRequest, TrainingConfig, TrainingError, changed_inputs, training_settings
+from .training import JobRequest, TrainingConfig, TrainingError, changed_inputs, finished, training_settings
 
 SUMMARY = PIPELINE_SUMMARY  # in the run folder (moved aside with the run it describes)
 METRICS = "pipeline_metrics.json"  # in the run's evaluation folder
@@ -104,7 +104,7 @@ def training_status(plan: PipelinePlan) -> TrainingStatus:
     changed = changed_inputs(info, plan.tokenizer_dir, plan.corpus_dir, training_settings(plan.training))
     if changed:
         return TrainingStatus(False, changed, True)
-    if not run.has_final() or info.get("interrupted") or info.get("global_step", 0) < info.get("max_steps", 1):
+    if not finished(run):
         return TrainingStatus(False, "previous run did not finish", False)
     return TrainingStatus(True, "outputs are current", False)
 

@@ -99,7 +99,7 @@ def test_a_family_over_an_unreadable_collected_manifest_is_one_line(capsys, tmp_
 
 
 def test_a_member_that_fails_now_is_not_counted_by_what_an_earlier_call_left(tmp_path, monkeypatch):
-    # was: a finished member whose final/ weights were damaged since: "error: ... cannot be
+    # was: a finished member whose final/ weights cannot be loaded: "error: ... cannot be
     # loaded" in the log, yet counted done by its old leakage.json: its old figures in the
     # table, exit 0
     from londonlm import family
@@ -112,7 +112,11 @@ def test_a_member_that_fails_now_is_not_counted_by_what_an_earlier_call_left(tmp
     run = plan.run(1700)
     run.final.mkdir(parents=True)
     (run.final / "config.json").write_text('{"model_type": "gpt2"}')
-    (run.final / "model.safetensors").write_bytes(b"\0" * 100)  # truncated
+    # weights that read (a finished model's, as the run check sees them) but are no GPT-2's
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"w": torch.zeros(4)}, str(run.final / "model.safetensors"))
     write_json_atomic(run.run_info, {"global_step": 2, "max_steps": 2})
     write_json_atomic(run.leakage, {"result": {"facts": {}}})  # from the earlier call
     lines = []

@@ -132,7 +132,9 @@ class RunLayout:
         return read_json_object(self.run_info)
 
     def has_final(self) -> bool:
-        return (self.final / "config.json").exists()
+        """Whether final/ holds a whole model (its config and weights that read): one cut short
+        or lost is no finished run's model, to be skipped as current."""
+        return checkpoint_problem(self.final, need_training_state=False) is None
 
     def contains(self, model_dir: str | os.PathLike) -> bool:
         """Whether ``model_dir`` is a folder directly inside this run."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..core import RunLayout, sha256_file
 from ..corpus import MANIFEST
+from .dist import log, same_on_all_ranks
 from .job import TrainingConfig, training_settings
 
 # What run_info.json recorded before it kept a "settings" record (still compared for old runs)
@@ -21,9 +22,12 @@ LEGACY_SHAPE = ("n_layer", "n_head", "n_embd", "context_length")
 
 
 def finished(run: RunLayout) -> bool:
-    """A run that wrote its record and final model and was not stopped early."""
+    """A run that wrote its record and a whole final model, and was not stopped early. (Its
+    step count is not compared: an early-stopping run ends before max_steps, as finished.)"""
     info = run.read_run_info()
-    return bool(info) and run.final.is_dir() and not info.get("interrupted")
+    # a final/ cut short or lost is not a finished model: the run resumes from its last
+    # checkpoint, which writes final/ again, where it was skipped and failed where it was read
+    return bool(info) and not info.get("interrupted") and run.has_final()
 
 
 def recorded_settings(info: dict) -> dict:
@@ -70,3 +74,19 @@ def run_changes(run: RunLayout, config: TrainingConfig) -> str | None:
     trains from (its tokenizer, its corpus, :func:`.job.training_settings`), or None."""
     return changed_inputs(run.read_run_info(), config.data.tokenizer_dir, config.data.processed_dir,
                           training_settings(config))
+
+
+def finished_earlier(config: TrainingConfig) -> dict | None:
+    """The record of the run ``config`` would train, when that run finished earlier from the
+    same tokenizer, corpus and settings (and neither --fresh nor a checkpoint was named):
+    training it again would resume from its last step and replace final/. Agreed by every
+    rank."""
+    run, control = config.run, config.control
+    asked = control.fresh or control.resume_from not in (None, "", "auto", "latest")
+    done = not asked and finished(run) and run_changes(run, config) is None
+    same_on_all_ranks(int(done), "whether the run finished earlier")
+    if not done:
+        return None
+    log(f"{run.dir}: finished earlier with this tokenizer, corpus and these settings; skipped "
+        f"(--fresh trains it again, the old run moved aside)")
+    return run.read_run_info()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from transformers import EarlyStoppingCallback, default_data_collator
 
+from .currency import finished_earlier
 from .data import Position, StreamSampler, TrainData, check_blocks_fit, prepare_data
 from .dist import is_main_process, log
 from .job import TrainingConfig, describe, save_config, training_arguments, training_settings
@@ -34,9 +35,13 @@ from .step.trainer import build_trainer, train
 
 
 def run_training(config: TrainingConfig) -> dict:
-    """Train (or resume) one run. Returns the run summary also saved as run_info.json."""
+    """Train (or resume) one run, or skip one that finished earlier as asked. Returns the run
+    summary also saved as run_info.json."""
     _ = training_arguments(config).device  # joins the process group under torchrun: ranks agree from here
     with run_lock(config.run):
+        earlier = finished_earlier(config)
+        if earlier is not None:
+            return earlier
         plan = plan_run(config)
         settings = training_settings(config)  # as asked, before the decisions below
         check_schedule(plan.resume, settings)

@@ -215,6 +215,25 @@ def test_a_chat_run_stops_after_steps_then_the_same_command_resumes(chat_root):
     assert info["global_step"] == 4
 
 
+def test_a_chat_run_whose_final_was_damaged_writes_it_again_from_its_last_checkpoint(chat_root):
+    """A current record beside a final/ cut short was skipped as current (the damaged model
+    kept until --overwrite); now the run resumes from its last step's checkpoint and takes no
+    step past it: final/ is that checkpoint's model."""
+    ft = _script("finetune_chat")
+    argv = ["--preset", "micro", "--init_from", "base", "--max_steps", "4", "--save_steps", "2",
+            "--run_name", "mended-chat", "--root", str(chat_root), "--bf16", "false"]
+    assert ft.main(argv) == 0
+    run = Layout(chat_root).run("mended-chat")
+    weights = run.final / "model.safetensors"
+    last = (run.checkpoint(4) / "model.safetensors").read_bytes()
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert not run.has_final()
+    assert ft.main(argv) == 0
+    info = _run_info(chat_root, "mended-chat")
+    assert run.has_final() and weights.read_bytes() == last
+    assert info["status"] == "finished" and info["global_step"] == 4 and not run.checkpoint(5).exists()
+
+
 def test_a_chat_run_to_a_time_budget_ends_with_final(chat_root):
     ft = _script("finetune_chat")
     assert ft.main(["--preset", "micro", "--init_from", "base", "--time_budget", "6", "--warmup_steps", "1",

@@ -38,3 +38,47 @@ def test_a_missing_input_is_not_counted_as_changed(tmp_path):
     (corpus / MANIFEST).unlink()
     assert changed_inputs(info, tok, corpus, {"max_steps": 3}) is None
     assert changed_inputs({"cache": "damaged"}, tok, corpus, {}) is None
+
+
+def _finished_run(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    from londonlm.core import RunLayout
+
+    run = RunLayout(tmp_path / "run")
+    run.final.mkdir(parents=True)
+    (run.final / "config.json").write_text("{}")
+    save_file({"w": torch.zeros(64)}, str(run.final / "model.safetensors"))
+    run.run_info.write_text('{"global_step": 2, "max_steps": 2, "interrupted": null}')
+    return run
+
+
+def test_a_run_is_finished_only_with_a_whole_final_model(tmp_path):
+    """A final/ cut short or lost is no finished model: skipped as one, it failed where it was
+    read (a family's leakage probe); the run resumes and writes it again."""
+    from londonlm.training import finished
+
+    run = _finished_run(tmp_path)
+    assert finished(run)
+    weights = run.final / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:len(whole) // 2])
+    assert not finished(run)
+    weights.unlink()
+    assert not finished(run)
+    weights.write_bytes(whole)
+    (run.final / "config.json").unlink()
+    assert not finished(run)
+
+
+def test_an_early_stopped_run_is_finished_and_an_interrupted_one_is_not(tmp_path):
+    """Early stopping ends a run before max_steps, not interrupted: the pipeline resumed it on
+    every call (it judged by the step count)."""
+    from londonlm.training import finished
+
+    run = _finished_run(tmp_path)
+    run.run_info.write_text('{"global_step": 1, "max_steps": 2, "interrupted": null}')
+    assert finished(run)
+    run.run_info.write_text('{"global_step": 1, "max_steps": 2, "interrupted": "SIGTERM"}')
+    assert not finished(run)

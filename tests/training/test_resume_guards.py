@@ -47,20 +47,23 @@ def one_error_line(err: str, *words) -> None:
 # --------------------------------------------------------------------------- 1. nothing resumable
 
 def test_an_earlier_run_with_nothing_resumable_is_refused_not_replaced(root, capsys):
+    """(Asked to go on: a finished run asked for as it was is skipped, resumable or not.)"""
     assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0
     rd = run_dir(root)
     before = snapshot(rd)
     w = rd / "checkpoint-2" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:1000])
     capsys.readouterr()
-    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 2
+    assert train_exit_code(root, "--max_steps", "3", *COMMON) == 2
     one_error_line(capsys.readouterr().err, "final/", "run_info.json", "--fresh", "run name")
     assert snapshot(rd) == before
     shutil.rmtree(rd / "checkpoint-2")  # no checkpoint at all: the finished final/ is still there
-    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 2
+    assert train_exit_code(root, "--max_steps", "3", *COMMON) == 2
     one_error_line(capsys.readouterr().err, "final/", "--fresh")
     assert snapshot(rd) == before
-    assert train_exit_code(root, "--max_steps", "2", *COMMON, "--fresh") == 0  # the way out
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0  # as it was: skipped
+    assert snapshot(rd) == before
+    assert train_exit_code(root, "--max_steps", "3", *COMMON, "--fresh") == 0  # the way out
     assert list(run_dir(root).parent.glob("micro.previous-*"))
 
 
@@ -210,6 +213,41 @@ def test_the_batch_and_max_steps_may_change_on_resume(root, capsys):
                            *COMMON) == 0
     info = json.loads((run_dir(root) / "run_info.json").read_text())
     assert info["global_step"] == 4 and info["resumed_from"].endswith("checkpoint-2")
+
+
+def test_a_finished_run_asked_for_again_is_skipped_not_trained_on(root, capsys):
+    """The same command again (a launcher rerun, a notebook cell) resumed the finished run from
+    its last checkpoint, and the Trainer took one step past max_steps: final/ and the record
+    replaced by a model of 3 steps of 2. Now it is skipped; other settings still continue it."""
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0
+    rd = run_dir(root)
+    before = snapshot(rd)
+    capsys.readouterr()
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0
+    assert "finished earlier with this tokenizer, corpus and these settings; skipped" in capsys.readouterr().out
+    assert snapshot(rd) == before and not (rd / "checkpoint-3").exists()
+    assert train_exit_code(root, "--max_steps", "3", *COMMON) == 0  # more steps: a continuation
+    assert json.loads((rd / "run_info.json").read_text())["global_step"] == 3
+
+
+def test_a_run_resumed_at_its_last_step_takes_no_step_past_it(root, capsys):
+    """A run killed while it wrote final/ (or whose final/ was damaged since) resumes from the
+    checkpoint of its last step: final/ is that checkpoint's model, not one step more; so is a
+    finished run resumed from that checkpoint by name."""
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0
+    rd = run_dir(root)
+    last = (rd / "checkpoint-2" / "model.safetensors").read_bytes()
+    weights = rd / "final" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    capsys.readouterr()
+    assert train_exit_code(root, "--max_steps", "2", *COMMON) == 0
+    assert "resuming from" in capsys.readouterr().out
+    info = json.loads((rd / "run_info.json").read_text())
+    assert weights.read_bytes() == last and not (rd / "checkpoint-3").exists()
+    assert (info["global_step"], info["max_steps"], info["interrupted"]) == (2, 2, None)
+    assert info["train_loss_mean"] is None  # no step taken, no mean loss (the Trainer said 0)
+    assert train_exit_code(root, "--max_steps", "2", *COMMON, "--resume_from_checkpoint", "checkpoint-2") == 0
+    assert weights.read_bytes() == last and not (rd / "checkpoint-3").exists()
 
 
 def kill_after_checkpoint(root, *argv) -> int:

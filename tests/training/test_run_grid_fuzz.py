@@ -26,7 +26,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
+from safetensors.torch import save_file
 from hypothesis import strategies as st
 
 from conftest import REPO, tree_digest
@@ -173,7 +175,8 @@ def fake_run(run: Path, state: str, rate: float) -> None:
         return
     (run / "final").mkdir(parents=True)
     (run / "final" / "config.json").write_text('{"model_type": "gpt2"}')
-    (run / "final" / "model.safetensors").write_bytes(os.urandom(64))  # told apart by its bytes
+    # weights that read (a whole final model, as a finished run's), told apart by their bytes
+    save_file({"w": torch.rand(16)}, str(run / "final" / "model.safetensors"))
     record = {"finished": _record(learning_rate=rate), "other preset": _record(learning_rate=rate, preset="tiny"),
               "other rate": _record(learning_rate=0.5), "damaged record": None}[state]
     (run / "run_info.json").write_text("{bad" if record is None else json.dumps(record))

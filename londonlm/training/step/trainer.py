@@ -288,6 +288,16 @@ class RunTrainer(Trainer):
         if self.args.should_save:  # checkpoints and final/ alike: readable as any file we write
             give_open_mode(Path(output_dir or self.args.output_dir).glob("*.safetensors"))
 
+    def _run_epoch(self, *args, **kwargs):
+        # The Trainer asks whether to stop only after a step: resumed from a checkpoint at the
+        # run's last step (a run killed while it evaluated or saved final/, or whose final/ was
+        # lost), it trained one step past max_steps and saved that as the run's final model.
+        # With nothing left to train it ends here: final/ is the checkpoint's model.
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     def _finalize_training(self, *args, **kwargs):
         # Under --save_total_limit 1 the Trainer ends train() by deleting every checkpoint but
         # the best evaluation's: a stopped run's resume point (and a finished run's last
@@ -379,7 +389,7 @@ class Outcome:
     """What ``Trainer.train`` left: its state, the mean loss, the wall time, and why it
     stopped early (None when it ran to max_steps)."""
     state: object
-    train_loss_mean: float
+    train_loss_mean: float | None
     wall_seconds: float
     interrupted: str | None
     tokens_seen: int | None = None  # tokens actually consumed, all invocations and world sizes
@@ -427,7 +437,9 @@ def train(trainer: RunTrainer, resume, stopper, position: Position, tokens_per_s
     clock = next((c for c in trainer.callback_handler.callbacks if isinstance(c, ThroughputCallback)), None)
     if clock is not None:
         log(f"trained {wall:.1f} s, of which {clock.pauses.describe()}")
-    return Outcome(state, result.training_loss, wall, stopper.reason if stopped else None,
+    # (a resume with nothing left to train took no step: no mean loss, where the Trainer says 0)
+    trained = state.global_step > getattr(trainer, "_initial_global_step", 0)
+    return Outcome(state, result.training_loss if trained else None, wall, stopper.reason if stopped else None,
                    tokens_seen=position.consumed(state.global_step) * tokens_per_sample,
                    pauses=clock.pauses.record() if clock is not None else None)
 
