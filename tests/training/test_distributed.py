@@ -741,6 +741,18 @@ def test_fsdp_run_stopped_then_resumed(root):
     out = ok(torchrun(root, 2, *args))
     assert "resuming from" in out and "checkpoint-2" in out
     assert [s for s, _ in losses(run_dir(root) / "checkpoint-4")] == [1, 2, 3, 4]
+    # the same command again: both ranks agree it finished and skip it; with final/ lost, both
+    # resume at the last step and take no step past it (the Trainer took one)
+    final = run_dir(root) / "final" / "model.safetensors"
+    whole = final.read_bytes()
+    assert "finished earlier" in ok(torchrun(root, 2, *args)) and final.read_bytes() == whole
+    final.write_bytes(whole[:1000])
+    ok(torchrun(root, 2, *args))
+    from safetensors.torch import load_file
+
+    last = load_file(str(run_dir(root) / "checkpoint-4" / "model.safetensors"))
+    assert not (run_dir(root) / "checkpoint-5").exists()
+    assert all(load_file(str(final))[k].equal(v) for k, v in last.items())
 
 
 @pytest.mark.slow
