@@ -48,7 +48,8 @@ RUN_NAME="$(flag_value --run_name_dir "$(flag_value --run_name "$PRESET")")"
 ROOT="$(flag_value --root "${LONDONLM_ROOT:-$HERE}")"
 RUN_DIR="$(flag_value --output_dir "$ROOT/09_models/checkpoints/$RUN_NAME")"
 if ls -d "$RUN_DIR"/checkpoint-* >/dev/null 2>&1 && [[ " $* " != *" --fresh "* ]]; then
-  echo "Checkpoints exist in $RUN_DIR: training will RESUME from the latest valid one."
+  echo "Checkpoints exist in $RUN_DIR: training will RESUME from the latest valid one"
+  echo "(or skip the run, if it finished with these settings)."
   echo "(Use ./resume_training.sh checkpoint-N for a specific one, or add --fresh to start over.)"
 fi
 
