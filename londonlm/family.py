@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core import Layout, LondonLMError, RunLayout, os_error_message, sha256_file
+from .core import Layout, LondonLMError, RunLayout, sha256_file, user_error_message
 from .corpus import MANIFEST, cutoff_view, read_manifest
 from .tokens import ERA_WIDTH, train_tokenizer_stage
 from .training import TrainDefaults, TrainFlags, build_config, finished, run_changes, run_training, share_cache
@@ -124,7 +124,7 @@ def run_family(plan: FamilyPlan, flags: TrainFlags, defaults: TrainDefaults,
                 continue
         except (LondonLMError, OSError) as e:  # one bad member does not stop the family
             # (nor a file where its run, view or tokenizer folder goes: an OSError the user mends)
-            why = e if isinstance(e, LondonLMError) else os_error_message(e)
+            why = user_error_message(e)
             if why is None:
                 raise
             log(f"error: {plan.run(cutoff).name}: {why}")

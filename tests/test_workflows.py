@@ -3,6 +3,7 @@ continued pre-training (--init_from), shape flags, learning-rate finder, run com
 the hyperparameter grid."""
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -353,6 +354,21 @@ def test_a_grid_missing_an_input_every_run_reads_is_one_line(wf_root, tmp_path, 
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("error: no tokenizer at ") and "03_tokenizer/" in err, err
     assert "error:" not in out and "notok-lr0.002-bs2: learning rate" not in out
+
+
+def test_a_file_where_one_grid_runs_folder_goes_fails_that_run_only(wf_root, capsys):
+    """(As a family member's does.) It stopped the whole grid in one line before the other runs."""
+    runs = wf_root / "09_models" / "checkpoints"
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / "blocked-lr0.001-bs2").write_text("not a run\n")
+    argv = ["--preset", "micro", "--root", str(wf_root), "--learning_rates", "1e-3,2e-3", "--batch_sizes", "2",
+            "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--prefix", "blocked", *FAST]
+    capsys.readouterr()
+    assert exit_code(script("10_scripts/run_grid.py").main, argv) == 1
+    out, err = capsys.readouterr()
+    assert re.search(r"^error: blocked-lr0.001-bs2: cannot .*blocked-lr0.001-bs2.* a file", out, re.M), out
+    assert "Traceback" not in err and (runs / "blocked-lr0.001-bs2").read_text() == "not a run\n"
+    assert info(wf_root, "blocked-lr0.002-bs2")["global_step"] == 2
 
 
 @pytest.mark.parametrize("argv, said", [

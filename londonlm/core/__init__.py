@@ -30,7 +30,7 @@ from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existi
                   non_negative_float, non_negative_int, number_in, port, positive_float, positive_int,
                   user_path, utf8_problem, writable_dir, writable_file, year)
 from .console import NativePanic, native_panics
-from .errors import LondonLMError, UsageError, nearest_existing, os_error_message, run_main
+from .errors import LondonLMError, UsageError, nearest_existing, os_error_message, run_main, user_error_message
 from .generation_settings import (CONFIG_FIELDS, GREEDY_BELOW, REQUEST_FIELDS, GenerationError, GenerationSettings,
                                   defaults_from_generation_config, generation_config_dict,
                                   to_generation_config)
@@ -60,5 +60,5 @@ __all__ = [
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "ScratchTables", "sidecar_current", "sqlite_os_error", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
     "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "utf8_problem", "versions", "WEIGHT_FILES",
-    "writable_dir", "atomic_writer", "is_fd_link", "is_stream", "nearest_existing", "os_error_message", "write_bytes_atomic", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",
+    "writable_dir", "atomic_writer", "is_fd_link", "is_stream", "nearest_existing", "os_error_message", "user_error_message", "write_bytes_atomic", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",
 ]

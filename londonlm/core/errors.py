@@ -128,6 +128,13 @@ def os_error_message(exc: BaseException) -> str | None:
             f"or {_WRITE_ELSEWHERE}")
 
 
+def user_error_message(exc: BaseException) -> str | None:
+    """The one line a user-facing exception gives (a :class:`LondonLMError`'s text, or an
+    OSError the user can mend: :func:`os_error_message`); None for a bug, left to raise. For
+    loops over runs where one failing must not stop the others (a grid, a family)."""
+    return str(exc) if isinstance(exc, LondonLMError) else os_error_message(exc)
+
+
 def exit_code_for(exc: BaseException) -> int | None:
     """The exit code for a user-facing exception, or None for one that is a bug."""
     if isinstance(exc, LondonLMError) or os_error_message(exc) is not None:

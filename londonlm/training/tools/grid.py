@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ...core import LondonLMError, RunLayout, link_or_copy, plain_name, record_field
+from ...core import LondonLMError, RunLayout, link_or_copy, plain_name, record_field, user_error_message
 from ..currency import finished, run_changes
 from ..defaults import TrainDefaults
 from ..dist import TrainingError
@@ -126,12 +126,17 @@ def run_grid(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults,
                 share_cache(prev, run)
             log(f"{step}: learning rate {point.learning_rate:g}, batch size {point.batch_size}")
             run_training(config)
-        except LondonLMError as e:  # one bad run does not stop the grid
-            if isinstance(e, FileNotFoundError):
+        except (LondonLMError, OSError) as e:  # one bad run does not stop the grid
+            if isinstance(e, LondonLMError) and isinstance(e, FileNotFoundError):
                 # a missing input (tokenizer, corpus, --init_from model) is every run's: each
                 # failed alike, an error line per run and exit 1; one line, exit 2
                 raise
-            log(f"error: {point.name}: {e}")
+            # (nor a file where its run folder goes: an OSError the user mends, which stopped
+            # the grid before the other runs)
+            why = user_error_message(e)
+            if why is None:
+                raise
+            log(f"error: {point.name}: {why}")
             failed.append(point.name)  # even when an earlier call's run of that name had finished
             continue
         if finished(run):
