@@ -7,6 +7,7 @@ fine-tunes the base run on it and evaluates the chat model against the base; eac
 three skips when current (sidecars, and the weights the evaluation records)."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -345,6 +346,19 @@ def run_pipeline(plan: PipelinePlan, log=print) -> dict:
         summary["chat"] = {k: v for k, v in chat.items() if k != "artifacts"}
     if leakage is not None:
         summary["leakage"] = leakage
-    write_json_atomic(run.dir / SUMMARY, summary)
+    save_summary(run.dir / SUMMARY, summary)
     _report(summary, log)
     return summary
+
+
+def save_summary(path: Path, summary: dict) -> None:
+    """Write the pipeline's summary, unless the one there says the same but for the timings
+    (every stage was current): a rerun that made nothing would replace the timings of the
+    call that made the outputs (hours of training) with its own seconds of skipping."""
+    def _made(doc: dict) -> dict:
+        return {k: v for k, v in doc.items() if k not in ("timings_seconds", "total_seconds")}
+
+    old = read_json_object(path)
+    if old and _made(old) == json.loads(json.dumps(_made(summary), default=str)):
+        return
+    write_json_atomic(path, summary)

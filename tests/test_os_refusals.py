@@ -45,9 +45,10 @@ def test_every_script_refuses_a_root_that_is_a_file(script, tmp_path, monkeypatc
 
 
 def test_a_finished_pipeline_rerun_by_a_user_who_may_not_write(tmp_path):
-    """Every stage current, the project root owned by someone else: the summary the pipeline
-    writes last cannot be written. One line naming it and the folder's owner; the project as
-    it was."""
+    """Every stage current, the project root owned by someone else: nothing to write, exit 0
+    (the summary says the same but for the timings: kept). With the summary gone, the one the
+    pipeline writes last cannot be written: one line naming it and the folder's owner; the
+    project as it was."""
     base = reachable_dir()
     try:
         root, src = base / "root", write_micro_source(base / "src", n_docs=6)
@@ -62,9 +63,16 @@ def test_a_finished_pipeline_rerun_by_a_user_who_may_not_write(tmp_path):
                 p.chmod(p.stat().st_mode & ~0o222)
         before = _tree(root)
         r = run_unprivileged(args, base / "home", WANDB_MODE="disabled")
+        assert r.returncode == 0 and _tree(root) == before, r.stderr[-3000:]
+        summary = root / "09_models" / "checkpoints" / "micro" / "pipeline_summary.json"
+        summary.parent.chmod(summary.parent.stat().st_mode | 0o200)
+        summary.unlink()
+        summary.parent.chmod(summary.parent.stat().st_mode & ~0o222)
+        before = _tree(root)
+        r = run_unprivileged(args, base / "home", WANDB_MODE="disabled")
         assert r.returncode == 2, r.stderr[-3000:]
         last = r.stderr.strip().splitlines()[-1]
-        assert "Traceback" not in r.stderr and last.startswith("error: cannot write "), r.stderr[-3000:]
+        assert "Traceback" not in r.stderr and last.startswith("error: cannot create "), r.stderr[-3000:]
         assert "pipeline_summary.json: permission denied" in last
         assert _tree(root) == before
     finally:

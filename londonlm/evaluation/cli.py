@@ -109,6 +109,9 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
     p.add_argument("--trainer_state", help="trainer_state.json for the curves (default: found "
                                            "in the model folder or the run's newest checkpoint)")
     p.add_argument("--root", help="project root (default: $LONDONLM_ROOT or the repository)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="evaluate again though the output folder holds this evaluation (the same "
+                        "weights, validation text, files and settings, its files intact), which is skipped")
     p.add_argument("--import_ratings", nargs="*", default=None, metavar="RATINGS",
                    help="aggregate filled human-evaluation ratings (CSV/JSON) instead of evaluating")
     p.add_argument("--key", help="blind_key.json for --import_ratings")
@@ -214,7 +217,7 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     for path in (model_path, *compare):
         refuse_output_over_inputs("--out_dir", out_dir, {"the folder of the model": path}, inside=False)
     settings = EvaluationSettings.from_flags(vars(args), compare=compare)
-    m = run_evaluation(model_path, out_dir, settings, val_texts=texts, val_years=years)
+    m = run_evaluation(model_path, out_dir, settings, val_texts=texts, val_years=years, overwrite=args.overwrite)
     _print_table(m)
     print(f"\nreport: {out_dir / 'report.md'}")
     print("lm-eval-harness: " + LM_EVAL_HINT.format(path=model_path, dtype=m["settings"]["dtype"],

@@ -10,16 +10,18 @@ Models load through :func:`.model.load_for_evaluation` and are measured by the m
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..core import LondonLMError, current_or_make, now_iso, versions, write_text_atomic
+from ..core import LondonLMError, current_or_make, now_iso, read_json, sha256_file, versions, write_text_atomic
 from ..generation import LoadedModel, pick_device
 from ..tokens import era_token_for, era_tokens_of
 from . import curves, human_eval, report
@@ -29,7 +31,7 @@ from .metrics.leakage import run_leakage_probes
 from .metrics.lm import evaluate_lm, model_context_length
 from .metrics.probes import default_probes_path, load_mc_jsonl, score_items
 from .model import (METRICS_FILE, SAMPLES_FILE, MissingInput, corpus_time_of, load_for_evaluation,
-                    model_identity, outputs_record)
+                    model_identity, outputs_record, weights_sha256)
 
 QUICK_MAX_EVAL_TOKENS = 20_000
 HUMAN_EVAL_DIR = "human_eval"
@@ -90,11 +92,11 @@ class EvaluationSettings:
         return replace(self, device=pick_device(self.device), max_eval_tokens=cap)
 
 
-def _model_info(lm: LoadedModel, path: Path) -> dict:
+def _model_info(lm: LoadedModel, path: Path, sha: str | None = None) -> dict:
     """What the model is, and which weights exactly (``weights_sha256``, see :mod:`.model`):
     every figure written is tied to them."""
     model = lm.model
-    ident = model_identity(path)
+    ident = model_identity(path, sha)
     return {"path": str(path), "name": lm.model_id, "params": lm.n_params,
             "n_positions": model_context_length(model), "vocab_size": model.config.vocab_size,
             "step": lm.step, "run": ident["run"],
@@ -286,20 +288,62 @@ def _training_curves(model_path: Path, trainer_state_path, out: Path, plots: dic
     return training
 
 
+def evaluation_inputs(model_path: Path, settings: EvaluationSettings, val_texts: Sequence[str]) -> dict:
+    """Everything the figures of an evaluation come from: the weights scored and compared (and
+    what the run recorded of the model), the validation text, every file it reads (probes,
+    texts, the trainer state of the curves, the lm-eval texts) and the settings as resolved. Recorded in metrics.json; an evaluation that
+    recorded the same is current."""
+    state = settings.trainer_state or curves.find_trainer_state(model_path)
+    texts = Path(settings.lm_eval_text_dir) if settings.lm_eval_text_dir else None
+    files = [settings.probes or default_probes_path(), *settings.mc_files, *settings.text_files,
+             *([state] if state else []), *(sorted(texts.rglob("*")) if texts else [])]
+    validation = hashlib.sha256()
+    for text in val_texts:  # each text's length first: two splits of one string hash apart
+        validation.update(f"{len(text)}:".encode() + text.encode("utf-8", "surrogatepass"))
+    # the model: its weights, and the step, run and cutoff its run recorded (the leakage
+    # probes split at that cutoff unless one is given)
+    return {"model": {**model_identity(model_path), "path": str(model_path)}, "corpus_time": corpus_time_of(model_path),
+            "compare": [weights_sha256(c) for c in settings.compare],
+            "validation_sha256": validation.hexdigest(),
+            "files": {str(f): sha256_file(f) for f in files if Path(f).is_file()},
+            "settings": json.loads(json.dumps(asdict(settings), default=str))}
+
+
+def current_evaluation(out: Path, inputs: dict) -> dict | None:
+    """The metrics.json in ``out`` when it recorded ``inputs`` and every file it was written
+    with is still the same; else None (missing, torn, of other inputs, a file edited or gone)."""
+    try:
+        old = read_json(out / METRICS_FILE) if (out / METRICS_FILE).is_file() else None
+    except ValueError:
+        return None
+    if not isinstance(old, dict) or old.get("inputs") != inputs or not isinstance(old.get("outputs"), dict):
+        return None
+    intact = all((out / name).is_file() and sha256_file(out / name) == sha for name, sha in old["outputs"].items())
+    return old if intact else None
+
+
 def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: EvaluationSettings, *,
-                   val_texts: list[str], val_years: list[int | None] | None = None, log=print) -> dict:
+                   val_texts: list[str], val_years: list[int | None] | None = None,
+                   overwrite: bool = False, log=print) -> dict:
     """Evaluate one model (and the ``compare`` models beside it); write metrics.json,
     samples.jsonl, report.md and plots into ``out_dir``; return the metrics dict.
     ``lm_eval_tasks`` also scores the model with lm-evaluation-harness
     (``londonlm/evaluation/lm_eval_tasks``), recorded beside our own figures under ``lm_eval``.
     The leakage probes split their items at ``cutoff_year`` (default: the cutoff its run
     recorded). ``device`` and ``dtype`` are :func:`~londonlm.generation.load_model`'s (``auto``:
-    bf16 on a GPU, fp32 on CPU); the resolved ones are recorded under ``settings``."""
+    bf16 on a GPU, fp32 on CPU); the resolved ones are recorded under ``settings``. An
+    evaluation of the same inputs already in ``out_dir`` (:func:`evaluation_inputs`, its files
+    intact) is returned as it is, unless ``overwrite``."""
     _check_request(settings, val_texts)
     t_start, timing = time.time(), {}
     settings = settings.resolved()
-    torch.manual_seed(settings.seed)
     out, model_path = Path(out_dir), Path(model_path)
+    inputs = evaluation_inputs(model_path, settings, val_texts)
+    old = None if overwrite else current_evaluation(out, inputs)
+    if old is not None:
+        log(f"evaluation: outputs are current ({out / METRICS_FILE}); skipping (--overwrite evaluates again)")
+        return old
+    torch.manual_seed(settings.seed)
     out.mkdir(parents=True, exist_ok=True)
     probe_sets, probe_files = _read_probe_sets(settings)
 
@@ -307,7 +351,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
         lm = load_for_evaluation(model_path, settings.device, settings.dtype)
     # from here on the dtype the weights were loaded in ("auto" resolved): compared models load
     # in it too, and metrics.json records it
-    info, settings = _model_info(lm, model_path), replace(settings, dtype=lm.dtype)
+    info, settings = _model_info(lm, model_path, inputs["model"]["weights_sha256"]), replace(settings, dtype=lm.dtype)
     log(f"evaluating {info['name']} ({info['params']:,} parameters) in {settings.mode} mode on "
         f"{settings.device} ({settings.dtype})")
     scores = _measure(lm, model_path, val_texts, val_years, probe_sets, settings, timing=timing, log=log)
@@ -328,6 +372,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
     metrics = _metrics_document(info, settings, probe_files, scores, training, compare_rows, human, timing)
     if harness is not None:
         metrics["lm_eval"] = harness
+    metrics["inputs"] = inputs
     _write_outputs(out, metrics, plots, scores["samples"], scores["probe_rows"])
     log(f"wrote {out / METRICS_FILE} and report.md in {timing['total']:.1f} s")
     return metrics
@@ -385,7 +430,7 @@ def _write_outputs(out: Path, metrics: dict, plots: dict, samples: list, probe_r
     report.write_jsonl(out / "probe_items.jsonl", probe_rows)
     write_text_atomic(out / "report.md", report.render_markdown(metrics, plots, samples))
     human = metrics.get("human_eval") or {}
-    metrics["outputs"] = outputs_record(out, [SAMPLES_FILE, "probe_items.jsonl", "report.md",
+    metrics["outputs"] = outputs_record(out, [SAMPLES_FILE, "probe_items.jsonl", "report.md", *plots.values(),
                                               *(f"{HUMAN_EVAL_DIR}/{Path(human[k]).name}"
                                                 for k in ("sheet", "form", "key") if k in human)])
     report.write_metrics(out / METRICS_FILE, metrics)

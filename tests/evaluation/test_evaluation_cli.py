@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_TEXTS, evaluation_exit_code
+from conftest import SAMPLE_TEXTS, evaluation_exit_code, tree_digest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "05_evaluation" / "run_evaluation.py"
@@ -121,6 +121,44 @@ def test_quick_with_compare_and_text_file(project, tmp_path, capsys):
     report = (out_dir / "report.md").read_text()
     assert "bits/byte" in report and "lm_eval --model hf" in report
     assert "validation bits per byte" in capsys.readouterr().out
+
+
+def test_the_same_evaluation_again_is_skipped_until_an_input_changes(project, tmp_path, capsys):
+    """It evaluated again on every call (minutes for a large model), rewriting its report with
+    new times. Skipped while the weights, validation text, files read and settings are those
+    metrics.json recorded and every file written beside it is intact; else evaluated again."""
+    root = tmp_path / "root"
+    shutil.copytree(project, root)
+    out = tmp_path / "ev"
+    argv = ["--root", str(root), "--preset", "micro", "--max_eval_tokens", "300", "--out_dir", str(out)]
+
+    def evaluated(*more) -> bool:
+        capsys.readouterr()
+        assert evaluation_exit_code([*argv, *more]) == 0
+        said = capsys.readouterr().out
+        assert ("outputs are current" in said) != ("wrote " in said), said
+        return "wrote " in said
+
+    assert evaluated()
+    digest = tree_digest(out)
+    assert not evaluated() and tree_digest(out) == digest
+    assert evaluated("--overwrite")
+    assert evaluated("--seed", "1") and not evaluated("--seed", "1")
+    (out / "probes_london.png").unlink()  # a file it wrote, gone or edited
+    assert evaluated("--seed", "1")
+    texts = root / "data" / "london_historical" / "processed" / "texts"
+    (texts / "doc1.txt").write_text((texts / "doc1.txt").read_text() + " More.", encoding="utf-8")
+    assert evaluated("--seed", "1")  # the validation text
+    from safetensors.torch import load_file, save_file
+
+    weights = root / "09_models" / "checkpoints" / "micro" / "final" / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = sorted(tensors)[0]
+    save_file({**tensors, name: tensors[name] + 1}, str(weights), metadata={"format": "pt"})
+    assert evaluated("--seed", "1")  # other weights (the run trained on)
+    state = root / "09_models" / "checkpoints" / "micro" / "checkpoint-2" / "trainer_state.json"
+    state.write_text(json.dumps(_trainer_state(3)))  # the curves' trainer state
+    assert evaluated("--seed", "1")
 
 
 def test_comprehensive_with_mmlu_and_ratings_import(project, tmp_path, capsys):
