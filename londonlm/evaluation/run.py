@@ -291,8 +291,8 @@ def _training_curves(model_path: Path, trainer_state_path, out: Path, plots: dic
 def evaluation_inputs(model_path: Path, settings: EvaluationSettings, val_texts: Sequence[str]) -> dict:
     """Everything the figures of an evaluation come from: the weights scored and compared (and
     what the run recorded of the model), the validation text, every file it reads (probes,
-    texts, the trainer state of the curves, the lm-eval texts) and the settings as resolved. Recorded in metrics.json; an evaluation that
-    recorded the same is current."""
+    texts, the trainer state of the curves, the lm-eval texts) and the settings as resolved.
+    Recorded in metrics.json; an evaluation that recorded the same is current."""
     state = settings.trainer_state or curves.find_trainer_state(model_path)
     texts = Path(settings.lm_eval_text_dir) if settings.lm_eval_text_dir else None
     files = [settings.probes or default_probes_path(), *settings.mc_files, *settings.text_files,
@@ -302,7 +302,8 @@ def evaluation_inputs(model_path: Path, settings: EvaluationSettings, val_texts:
         validation.update(f"{len(text)}:".encode() + text.encode("utf-8", "surrogatepass"))
     # the model: its weights, and the step, run and cutoff its run recorded (the leakage
     # probes split at that cutoff unless one is given)
-    return {"model": {**model_identity(model_path), "path": str(model_path)}, "corpus_time": corpus_time_of(model_path),
+    return {"model": {**model_identity(model_path), "path": str(model_path)},
+            "corpus_time": corpus_time_of(model_path),
             "compare": [weights_sha256(c) for c in settings.compare],
             "validation_sha256": validation.hexdigest(),
             "files": {str(f): sha256_file(f) for f in files if Path(f).is_file()},

@@ -127,10 +127,14 @@ def test_the_same_evaluation_again_is_skipped_until_an_input_changes(project, tm
     """It evaluated again on every call (minutes for a large model), rewriting its report with
     new times. Skipped while the weights, validation text, files read and settings are those
     metrics.json recorded and every file written beside it is intact; else evaluated again."""
+    from londonlm.evaluation.metrics.probes import default_probes_path
+
     root = tmp_path / "root"
     shutil.copytree(project, root)
-    out = tmp_path / "ev"
-    argv = ["--root", str(root), "--preset", "micro", "--max_eval_tokens", "300", "--out_dir", str(out)]
+    out, probes = tmp_path / "ev", tmp_path / "probes.jsonl"  # (a few probes: a quicker evaluation)
+    probes.write_text("".join(default_probes_path().read_text(encoding="utf-8").splitlines(True)[:8]))
+    argv = ["--root", str(root), "--preset", "micro", "--max_eval_tokens", "300", "--out_dir", str(out),
+            "--probes", str(probes)]
 
     def evaluated(*more) -> bool:
         capsys.readouterr()
