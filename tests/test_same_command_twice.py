@@ -2,9 +2,9 @@
 time with the identical command line over what its first run left, exits 0, says it skipped
 (where the script has a notion of "current"), and leaves every file byte for byte as it was.
 
-Each script runs through its own ``main`` under ``run_main`` (as ``python SCRIPT ...`` runs it:
-exit code, ``error:`` line), in this process to keep the file within about a minute on 2 cores,
-from a scratch working directory, with ``--root`` a copy of a micro project made for this module;
+Each script runs as ``python SCRIPT ...`` would (``script_fuzz.run_in_process``: its exit code
+and ``error:`` line), in this process to keep the file within about a minute on 2 cores, from a
+scratch working directory, with ``--root`` a copy of a micro project made for this module;
 ``$LONDONLM_ROOT`` points at an empty decoy folder that must stay empty (a script that wrote to
 the default root despite ``--root`` would show there), so nothing is written into the repository.
 
@@ -13,9 +13,8 @@ Between the two runs the test waits for the next whole second: the records' time
 instead of skipping would otherwise go unseen whenever both runs fell within one second.
 
 Scripts with no notion of "current" (a filter, a report, a dry run) are named in
-:data:`NO_SKIP_NOTION`; they pass when their second run writes the same bytes again. Files the
-project documents as rewritten on each call would be named in :data:`REWRITTEN_EACH_CALL`; none is
-needed: the one log the project names (``04_training/model_training.log``, README "Logs") is
+:data:`NO_SKIP_NOTION`; they pass when their second run writes the same bytes again. No file is
+exempt: the one log the project names (``04_training/model_training.log``, README "Logs") is
 written only by training steps, and a skipped run takes none.
 
 The LR finder is a measurement made again on each call: its summary records the sweep's
@@ -26,9 +25,6 @@ skipping.)
 """
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import io
 import json
 import shutil
 import time
@@ -38,11 +34,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, tree_digest, write_dated_source, write_micro_source
-
-# Files a stage documents as rewritten on every call, even when it skips: relative path (under
-# a watched folder) -> why. Empty: the only one the project documents, the training log
-# 04_training/model_training.log, is appended by training steps alone (a skipped run adds nothing).
-REWRITTEN_EACH_CALL: dict[str, str] = {}
+from script_fuzz import changed_files, run_in_process
 
 # Scripts with no skip notion: they recompute and rewrite their outputs on every call (no
 # sidecar, no --overwrite); the rule then asks that the rewrite be the same bytes.
@@ -63,35 +55,6 @@ FAST = ["--report_to", "none", "--disable_tqdm", "true"]
 
 # --------------------------------------------------------------------------- running a command
 
-def _script_main(rel: str):
-    """The ``main`` that ``python REL`` runs (under run_main)."""
-    if rel == "04_training/train_model_slm.py":
-        # the script builds its main inside `if __name__ == "__main__"`; this is it
-        import config
-        from londonlm.training.cli import main as train_main
-
-        return lambda argv: train_main(argv, config.train_defaults("slm"))
-    name = "same_twice_" + rel.replace("/", "_").removesuffix(".py")
-    spec = importlib.util.spec_from_file_location(name, REPO / rel)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
-
-
-def _run_once(main, argv) -> tuple[int, str]:
-    from londonlm.core.errors import run_main
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            run_main(main, list(argv))
-        except SystemExit as stop:
-            code = stop.code
-        else:  # run_main always exits
-            code = "no exit"
-    return code, out.getvalue()
-
-
 def _next_second() -> None:
     """Sleep into the next whole second of the clock: a record stamped by the second run then
     differs from the first run's if it was rewritten."""
@@ -110,17 +73,9 @@ class Twice:
     kept: dict = field(default_factory=dict)
 
     def changed(self) -> list[str]:
-        """``folder/path: how`` for every file the second run added, removed or rewrote, less
-        the documented exceptions."""
+        """``folder/path`` of every file the second run added, removed or rewrote."""
         first, second = self.digests
-        out = []
-        for folder in first:
-            a, b = first[folder], second[folder]
-            for rel in sorted(set(a) | set(b)):
-                if a.get(rel) != b.get(rel) and rel not in REWRITTEN_EACH_CALL:
-                    how = "added" if rel not in a else "removed" if rel not in b else "rewritten (other bytes)"
-                    out.append(f"{folder}/{rel}: {how}")
-        return out
+        return [f"{folder}/{rel}" for folder in first for rel in changed_files(first[folder], second[folder])]
 
     def path(self, spec: str) -> Path:
         """``name/relative path`` -> the file in watched folder ``name``."""
@@ -135,14 +90,13 @@ class Twice:
 def twice(rel: str, argv: list[str], watch: dict[str, Path], keep: tuple[str, ...] = ()) -> Twice:
     """Run ``python REL ARGV`` twice; ``watch``: name -> folder whose files must not change;
     ``keep``: ``name/relative path`` files whose first-run bytes to keep."""
-    main = _script_main(rel)
     t = Twice(f"python {rel} " + " ".join(map(str, argv)), watch)
     for i in range(2):
         if i:
             _next_second()
-        code, out = _run_once(main, argv)
+        code, out, err = run_in_process(REPO / rel, [str(a) for a in argv], Path.cwd(), {})
         t.codes.append(code)
-        t.outs.append(out)
+        t.outs.append(out + err)
         t.digests.append({name: tree_digest(folder) for name, folder in watch.items()})
         if not i:
             for spec in keep:
@@ -301,7 +255,7 @@ def test_lr_finder_changes_nothing_but_its_seconds(lr_finder):
     lr_find.json's 'seconds' (the sweep's own time) differs."""
     t = lr_finder
     assert t.codes == [0, 0], t.tail()
-    assert set(t.changed()) <= {f"{LR_SUMMARY}: rewritten (other bytes)"}, t.tail()
+    assert set(t.changed()) <= {LR_SUMMARY}, t.tail()
     first = json.loads(t.kept[LR_SUMMARY])
     second = json.loads(t.path(LR_SUMMARY).read_text(encoding="utf-8"))
     first.pop("seconds")
