@@ -197,8 +197,9 @@ def _probe_metrics(model, tok, probe_sets: dict, device: str) -> tuple[dict, lis
 
 # --------------------------------------------------------------------------- comparison
 
-def _compare_row(lm: LoadedModel, path: Path, val_texts, probe_items, *, device, max_tokens) -> dict:
-    info = _model_info(lm, path)
+def _compare_row(lm: LoadedModel, path: Path, sha: str | None, val_texts, probe_items, *,
+                 device, max_tokens) -> dict:
+    info = _model_info(lm, path, sha)
     cv = evaluate_lm(lm.model, lm.tokenizer, val_texts, device=device, max_eval_tokens=max_tokens)
     cp = score_items(lm.model, lm.tokenizer, probe_items, device=device)
     return {"name": info["name"], "path": str(path), "step": info["step"],
@@ -208,18 +209,20 @@ def _compare_row(lm: LoadedModel, path: Path, val_texts, probe_items, *, device,
 
 
 def _compare_and_human_eval(main_row: dict, samples: list[dict], val_texts, probe_items,
-                            out: Path, plots: dict, settings: EvaluationSettings):
+                            out: Path, plots: dict, settings: EvaluationSettings, compare_shas: list):
     """Rows for every ``compare`` model (training order when steps are known) and, in
-    comprehensive mode, the blind human-evaluation pack; returns (compare_rows, human)."""
+    comprehensive mode, the blind human-evaluation pack; returns (compare_rows, human).
+    ``compare_shas``: each compared model's weights_sha256, already streamed for the inputs
+    record (GBs each: hashed once)."""
     def texts_of(rows, key):
         return [{"prompt": s["prompt"], "text": s[key]} for s in rows]
 
     he_mode = "greedy" if settings.quick else "sampled"
     he_samples = {main_row["name"]: texts_of([s for s in samples if s["mode"] == he_mode], "generated")}
     rows = [main_row]
-    for cpath in map(Path, settings.compare):
+    for cpath, sha in zip(map(Path, settings.compare), compare_shas, strict=True):
         lm = load_for_evaluation(cpath, settings.device, settings.dtype)  # the main model's: comparable figures
-        rows.append(_compare_row(lm, cpath, val_texts, probe_items, device=settings.device,
+        rows.append(_compare_row(lm, cpath, sha, val_texts, probe_items, device=settings.device,
                                  max_tokens=settings.max_eval_tokens))
         if not settings.quick:
             _, cs = generation_quality.evaluate_generation(
@@ -363,7 +366,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
         with _timed(timing, "compare_and_human_eval"):
             compare_rows, human = _compare_and_human_eval(
                 _main_row(info, model_path, scores), scores["samples"], val_texts,
-                probe_sets["london"], out, plots, settings)
+                probe_sets["london"], out, plots, settings, inputs["compare"])
     harness = None
     if settings.lm_eval_tasks:
         with _timed(timing, "lm_eval"):

@@ -191,6 +191,7 @@ def test_a_compiled_graphs_ops_are_grouped_by_name():
     assert totals["other ops"] == 0.0
 
 
+@pytest.mark.slow  # inductor builds C++ kernels: 50 s on 2 Zen 3 cores
 @pytest.mark.skipif(compile_problem("cpu") is not None, reason=f"torch.compile cannot build kernels here: "
                     f"{compile_problem('cpu')}")
 def test_cli_profiles_a_compiled_model_without_recompiling_it(root):

@@ -35,13 +35,18 @@ def test_a_budgeted_run_ends_at_the_budget_with_a_finished_schedule_and_final(ro
     assert info["interrupted"] is None and (run_dir(root) / "final" / "config.json").exists()
     assert info["global_step"] == fit["fitted_total_steps"] == info["max_steps"] > 3
     assert fit["decay_start_step"] < info["global_step"] - 1  # the decay spans the last steps
-    # the last step ends at the budget, within two steps' time plus a second: the suite runs on
-    # xdist workers that share the cores, so one step can take several times the run's mean pace
-    # (seen: 10.7 s with a mean step of 0.12 s). A run that ignored the budget ends far off it.
-    assert abs(fit["train_seconds_in_budget"] - budget) <= 2 * step + 1.0
-    lrs = [h["learning_rate"] for h in json.loads(
-        (run_dir(root) / f"checkpoint-{info['global_step']}" / "trainer_state.json").read_text()
-    )["log_history"] if "learning_rate" in h]
+    history = json.loads((run_dir(root) / f"checkpoint-{info['global_step']}" / "trainer_state.json")
+                         .read_text())["log_history"]
+    # It ends near the budget. Early by at most two steps at the mean pace (the fit stops when
+    # fewer than two more fit), plus a second. Late by at most the last two steps as they ran:
+    # a step once begun cannot be called back, and the one before it began while two still fit
+    # at the mean pace. The suite's xdist workers share the cores, so one step can take many
+    # times the mean (seen: 1.5 s with a mean step of 0.11 s). A run that ignored the budget
+    # ends far off it either way.
+    ran = fit["train_seconds_in_budget"]
+    last_two = sum([h["step_time_s"] for h in history if "step_time_s" in h][-2:])
+    assert budget - 2 * step - 1.0 <= ran <= budget + last_two + 0.2
+    lrs = [h["learning_rate"] for h in history if "learning_rate" in h]
     assert max(lrs) == pytest.approx(1e-3, rel=0.05) and lrs[-1] < max(lrs)  # decaying at the end
     assert info["final_eval_loss"] > 0 and info["settings"]["time_budget"] == budget
 

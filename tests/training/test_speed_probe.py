@@ -177,6 +177,17 @@ def test_native_bf16_cpus_time_bf16_too(tmp_path, monkeypatch, fast):
     assert timer.timed[0] == ("bf16/eager/fused-on" if fast else "fp32/sdpa/fused-off")
 
 
+def test_bf16_on_a_cpu_that_emulates_it_is_kept_and_named_with_the_fast_flag():
+    from londonlm.training.speed.settings import MachineBf16, emulated_bf16_notice
+
+    bf16, fp32 = SpeedSettings("bf16", "eager", True), SpeedSettings("fp32", "sdpa", False)
+    emulating, native = MachineBf16(False, False, False), MachineBf16(True, False, False)
+    assert "--bf16 false" in emulated_bf16_notice(bf16, emulating, cuda=False)
+    assert emulated_bf16_notice(bf16, native, cuda=False) is None  # its own instructions
+    assert emulated_bf16_notice(fp32, emulating, cuda=False) is None
+    assert emulated_bf16_notice(bf16, emulating, cuda=True) is None  # the GPU computes it
+
+
 def test_probe_time_cap_leaves_the_rest_for_the_next_run(tmp_path, cpu_without_bf16):
     """A probe cut by its time cap after one timed step decides nothing: the fixed rules, nothing
     cached (one step on a busy machine chose badly and every later run reused it: hostile inputs

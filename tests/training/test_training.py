@@ -147,11 +147,18 @@ def test_bad_values_fail_fast(root, capsys):
     assert "--attn_implementation: must be" in capsys.readouterr().err
 
 
-def test_cpu_bf16_path_trains_and_records_its_levers(root):
+def test_cpu_bf16_path_trains_and_records_its_levers(root, monkeypatch, capsys):
     """bf16 on a GPU-less machine needs use_cpu (TrainingArguments refuses it otherwise); auto
-    then picks eager attention and the fused loss, and fp32 keeps sdpa and the stock loss."""
+    then picks eager attention and the fused loss, and fp32 keeps sdpa and the stock loss.
+    On a CPU that only emulates bf16 the run says so (each matmul tens of times fp32's) and
+    names --bf16 false."""
+    from conftest import patch_core
+
+    patch_core(monkeypatch, "cpu_has_native_bf16", lambda: False)
     common = ["--max_steps", "2", "--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
+    capsys.readouterr()
     assert train(root, *common, "--bf16", "true", "--run_name_dir", "bf") == 0
+    assert "torch emulates bf16" in capsys.readouterr().out
     info = json.loads((run_dir(root, "bf") / "run_info.json").read_text())
     assert (info["precision"], info["attn_implementation"], info["fused_loss"]) == ("bf16", "eager", True)
     assert info["final_eval_loss"] > 0
@@ -164,6 +171,7 @@ def test_cpu_bf16_path_trains_and_records_its_levers(root):
                                          gen["repetition_penalty"], gen["max_new_tokens"]) == \
         (d.temperature, d.top_p, d.top_k, d.repetition_penalty, d.max_new_tokens)
     assert train(root, *common, "--bf16", "false", "--run_name_dir", "fp") == 0
+    assert "emulates" not in capsys.readouterr().out
     info = json.loads((run_dir(root, "fp") / "run_info.json").read_text())
     assert (info["precision"], info["attn_implementation"], info["fused_loss"]) == ("fp32", "sdpa", False)
 

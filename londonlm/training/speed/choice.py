@@ -21,7 +21,7 @@ from ..step.vocab_padding import padded_vocab
 from .probe import SpeedChoice, resolve_speed_settings, time_candidate
 from .cache import forget
 from .compile import settle_compile
-from .settings import PRECISIONS, SpeedSettings
+from .settings import PRECISIONS, SpeedSettings, emulated_bf16_notice, machine_bf16
 
 
 @dataclass
@@ -73,6 +73,9 @@ def choose_speed(config, shape, world: int, kept: SpeedSettings | None = None):
     fallback = resolve_speed_settings("off", shape, batch, given, log=lambda _m: None).candidate
     settings = _agreed(choice.candidate, fallback)
     log(choice.message if settings == choice.candidate else f"speed settings: {settings.describe()}")
+    notice = emulated_bf16_notice(settings, machine_bf16({"device": "cpu"}), torch.cuda.is_available())
+    if notice:
+        log(notice)
     config = settle_compile(config.but(speed={"chosen": settings}))
     step = choice.step_seconds * config.speed.grad_accum if choice.step_seconds else None
     return config, SpeedPlan(settings, torch.cuda.is_available(), choice.source, choice.message, step,
