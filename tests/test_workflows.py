@@ -13,6 +13,7 @@ import pytest
 
 import config
 from conftest import precision_flags
+from script_fuzz import run_in_process
 from londonlm.core.errors import run_main
 from londonlm.core.layout import RunLayout
 from londonlm.training.cli import TrainDefaults, main as train_main
@@ -382,10 +383,11 @@ def test_a_file_where_one_grid_runs_folder_goes_fails_that_run_only(wf_root, cap
 def test_grid_refuses_nonsense_in_one_line_even_dry(tmp_path, argv, said):
     """A NaN rate named runs "lrnan", a prefix with '/' put runs outside the checkpoints folder,
     and the runs' own flags were read only after the plan was shown (a dry run took anything)."""
-    r = subprocess.run([sys.executable, str(REPO / "10_scripts" / "run_grid.py"), "--preset", "micro",
-                        "--root", str(tmp_path), "--dry_run", *argv], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.startswith(said) and r.stderr.count("\n") == 1, r.stderr
-    assert "lrnan" not in r.stdout and not (tmp_path / "09_models").exists()
+    # (in this process: a new one costs 10 s of imports on 2 cores)
+    code, out, err = run_in_process(REPO / "10_scripts" / "run_grid.py",
+                                    ["--preset", "micro", "--root", str(tmp_path), "--dry_run", *argv], tmp_path, {})
+    assert code == 2 and err.startswith(said) and err.count("\n") == 1, err
+    assert "lrnan" not in out and not (tmp_path / "09_models").exists()
 
 
 def test_a_rate_given_twice_names_one_run():

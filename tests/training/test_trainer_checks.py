@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from script_fuzz import run_in_process
 from londonlm.core.errors import UsageError
 from londonlm.training import parse_train_flags
 from londonlm.training.trackers import default_report_to, wandb_can_log
@@ -81,14 +82,21 @@ def test_loader_workers_past_the_cpus_are_refused(monkeypatch):
     assert parse_train_flags(["--preset", "micro", "--dataloader_num_workers", "2"]).trainer["dataloader_num_workers"] == 2
 
 
+
+def train_here(script: str, tmp_path, *argv) -> subprocess.CompletedProcess:
+    """A training script's answer to its flags, run in this process (a new one costs 10 s of
+    imports on 2 cores); what only a process of its own shows stays a subprocess below."""
+    code, out, err = run_in_process(REPO / "04_training" / script,
+                                    ["--preset", "micro", "--root", str(tmp_path), *argv], tmp_path, {})
+    return subprocess.CompletedProcess(script, code, out, err)
+
 @pytest.mark.parametrize("flag, value", [("dataloader_persistent_workers", "true"),
                                          ("dataloader_multiprocessing_context", "fork")])
 def test_loader_process_settings_need_workers(tmp_path, flag, value):
     """Was: a ValueError traceback when the Trainer first built its DataLoader (workers 0 on a CPU)."""
     from londonlm.training.job import make_training_arguments
 
-    r = subprocess.run([sys.executable, str(REPO / "04_training" / "train_model.py"), "--preset", "micro",
-                        "--root", tmp_path, f"--{flag}", value], capture_output=True, text=True, timeout=120)
+    r = train_here("train_model.py", tmp_path, f"--{flag}", value)
     assert r.returncode == 2 and re.fullmatch(rf"error: --{flag} sets up loader processes, and this run has "
                                               r"none .*\n", r.stderr), r.stderr
     assert not (tmp_path / "09_models").exists()
@@ -186,8 +194,7 @@ def test_a_saved_wandb_login_or_an_offline_mode_is_enough(no_wandb_login, monkey
 
 
 def test_the_script_says_it_in_one_line_before_any_work(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "04_training" / "train_model_slm.py"), "--preset", "micro",
-                        "--root", tmp_path, "--optim_args", "lr"], capture_output=True, text=True, timeout=120)
+    r = train_here("train_model_slm.py", tmp_path, "--optim_args", "lr")
     assert r.returncode == 2 and re.fullmatch(r"error: --optim_args: .*\n", r.stderr), r.stderr
     assert not (tmp_path / "09_models").exists()
 
@@ -239,9 +246,7 @@ def test_a_schedule_that_cannot_be_made_is_refused_as_the_run_is_built(argv, sai
 
 
 def test_a_schedule_refused_is_one_line_before_any_work(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "04_training" / "train_model.py"), "--preset", "micro",
-                        "--root", tmp_path, "--lr_scheduler_type", "linear", "--lr_scheduler_kwargs", '{"x": 1}'],
-                       capture_output=True, text=True, timeout=120)
+    r = train_here("train_model.py", tmp_path, "--lr_scheduler_type", "linear", "--lr_scheduler_kwargs", '{"x": 1}')
     assert r.returncode == 2 and r.stderr.startswith("error: --lr_scheduler_kwargs") and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "09_models").exists()
 
