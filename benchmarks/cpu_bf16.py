@@ -15,7 +15,7 @@ medians of ``--runs`` rounds:
   attention and the fused loss; fp32: SDPA and the stock loss), at each ``--shapes`` preset's
   model shape.
 
-It prints a Markdown table and, with ``--json``, writes the figures.
+It prints a Markdown table, each row as it is measured, and, with ``--json``, writes the figures.
 """
 from __future__ import annotations
 
@@ -109,17 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     from londonlm.core import use_training_threads
 
     use_training_threads()
-    out = {"machine": machine(), "runs": a.runs, "gemm_gflops": gemm_rates(a.runs, a.gemm_tokens),
-           "step_seconds": {k: step_seconds(a.runs, k) for k in a.shapes}}
-    g = out["gemm_gflops"]
-    print(out["machine"])
-    print()
+    # each row as it is measured: where bf16 is emulated (no avx512_bf16/AMX) one measure can
+    # take minutes, and a table printed only at the end looks like a hang
+    out = {"machine": machine(), "runs": a.runs}
+    print(out["machine"], end="\n\n")
     print("| measure | fp32 | bf16 | bf16 / fp32 |")
-    print("|---|---|---|---|")
+    print("|---|---|---|---|", flush=True)
+    g = out["gemm_gflops"] = gemm_rates(a.runs, a.gemm_tokens)
     print(f"| GEMM {a.gemm_tokens} x 768 x 3072, GFLOP/s | {g['fp32']} | {g['bf16']} | "
-          f"{g['bf16'] / g['fp32']:.2f}x the rate |")
-    for k, s in out["step_seconds"].items():
-        print(f"| {k} training step, s | {s['fp32']} | {s['bf16']} | {s['bf16'] / s['fp32']:.2f}x the time |")
+          f"{g['bf16'] / g['fp32']:.2f}x the rate |", flush=True)
+    out["step_seconds"] = {}
+    for k in a.shapes:
+        s = out["step_seconds"][k] = step_seconds(a.runs, k)
+        print(f"| {k} training step, s | {s['fp32']} | {s['bf16']} | {s['bf16'] / s['fp32']:.2f}x the time |",
+              flush=True)
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0
