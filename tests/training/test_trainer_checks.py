@@ -82,13 +82,13 @@ def test_loader_workers_past_the_cpus_are_refused(monkeypatch):
     assert parse_train_flags(["--preset", "micro", "--dataloader_num_workers", "2"]).trainer["dataloader_num_workers"] == 2
 
 
-
 def train_here(script: str, tmp_path, *argv) -> subprocess.CompletedProcess:
     """A training script's answer to its flags, run in this process (a new one costs 10 s of
     imports on 2 cores); what only a process of its own shows stays a subprocess below."""
     code, out, err = run_in_process(REPO / "04_training" / script,
                                     ["--preset", "micro", "--root", str(tmp_path), *argv], tmp_path, {})
     return subprocess.CompletedProcess(script, code, out, err)
+
 
 @pytest.mark.parametrize("flag, value", [("dataloader_persistent_workers", "true"),
                                          ("dataloader_multiprocessing_context", "fork")])
