@@ -16,6 +16,7 @@ import re
 import resource
 import runpy
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -197,12 +198,24 @@ def logging_to(stream):
     handlers = {h for x in loggers for h in x.handlers
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
                 and not isinstance(getattr(type(h), "stream", None), property)}
-    moved = [(h, h.setStream(stream)) for h in handlers]
+    moved = [(h, _swap_stream(h, stream)) for h in handlers]
     try:
         yield
     finally:
         for h, old in moved:
-            h.setStream(old)
+            _swap_stream(h, old)
+
+
+def _swap_stream(handler: logging.StreamHandler, stream):
+    """The handler's stream replaced; returns the old one. Not ``setStream``: it flushes the old
+    stream first, and a handler made during an earlier test holds that test's capture file,
+    closed since ("I/O operation on closed file" in whichever test ran a script next)."""
+    handler.acquire()
+    try:
+        old, handler.stream = handler.stream, stream
+    finally:
+        handler.release()
+    return old
 
 
 def run_in_process(script: Path, argv: list[str], cwd: Path, env: dict[str, str], limit: int | None = None,
@@ -236,6 +249,15 @@ def run_in_process(script: Path, argv: list[str], cwd: Path, env: dict[str, str]
         for k, v in saved_env.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     return code, out.getvalue(), err.getvalue()
+
+
+def completed_in_process(script: Path, argv: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    """:func:`run_in_process` in ``subprocess.run``'s shape (returncode, stdout, stderr), for
+    tests that judge a script's answer to its flags: a new interpreter costs ~10 s of imports
+    on 2 cores. What only a process of its own shows (noise C libraries write to fd 2, warnings
+    given once per process, what a script imports) stays a real subprocess."""
+    code, out, err = run_in_process(Path(script), [str(a) for a in argv], Path(cwd), {}, timeout=timeout)
+    return subprocess.CompletedProcess([str(script), *map(str, argv)], code, out, err)
 
 
 def one_error_line(code: int, err: str, argv: list[str]) -> None:

@@ -1,8 +1,11 @@
 """benchmarks/cpu_bf16.py: bf16 against fp32 on this CPU, GEMM rate and a training step, with
 the machine and the fixed rules' answer beside the figures."""
+import importlib.util
 import json
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -29,10 +32,6 @@ def test_bad_flags_are_refused_in_one_line():
 def test_each_row_is_printed_as_it_is_measured(monkeypatch, capsys):
     """Where bf16 is emulated one measure takes minutes: the rows measured so far are on the
     screen, not held for a table at the end (a 2-core Zen 3 printed nothing in 280 s)."""
-    import importlib.util
-
-    import pytest
-
     monkeypatch.syspath_prepend(str(SCRIPT.parent))  # (its neighbours, as `python benchmarks/...` has)
     spec = importlib.util.spec_from_file_location("cpu_bf16_bench", SCRIPT)
     bench = importlib.util.module_from_spec(spec)

@@ -3,7 +3,6 @@ trained a whole epoch, ignored its budget, printed a traceback or published anot
 ends with one ``error: <flag>: <why>`` line and exit code 2."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,20 +10,16 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from script_fuzz import run_in_process
+from script_fuzz import completed_in_process
 from londonlm.core import StageParser, number_in, positive_int
 
 TRAIN = REPO / "04_training" / "train_model_slm.py"
 
 
 def run(script, *args, cwd=None) -> subprocess.CompletedProcess:
-    """``python script args``, run in this process (script_fuzz.run_in_process): what is judged
-    is the script's own answer to its flags, and a new interpreter costs 10 s of imports on 2
-    cores for each of these ~30 calls. What a script prints from a process of its own (C
-    libraries' noise on fd 2 included) is tests/core/test_console.py's."""
-    code, out, err = run_in_process(Path(script), [str(a) for a in args], Path(cwd or os.getcwd()), {},
-                                    timeout=180)
-    return subprocess.CompletedProcess([str(script), *map(str, args)], code, out, err)
+    """``python script args`` in this process: what is judged is the script's answer to its
+    flags (fd-2 noise of a process of its own is tests/core/test_console.py's)."""
+    return completed_in_process(script, list(args), cwd or Path.cwd(), timeout=180)
 
 
 def one_error_line(r: subprocess.CompletedProcess, *needles: str) -> str:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from script_fuzz import run_in_process
+from script_fuzz import completed_in_process
 from londonlm.core.errors import UsageError
 from londonlm.training import parse_train_flags
 from londonlm.training.trackers import default_report_to, wandb_can_log
@@ -83,11 +83,10 @@ def test_loader_workers_past_the_cpus_are_refused(monkeypatch):
 
 
 def train_here(script: str, tmp_path, *argv) -> subprocess.CompletedProcess:
-    """A training script's answer to its flags, run in this process (a new one costs 10 s of
-    imports on 2 cores); what only a process of its own shows stays a subprocess below."""
-    code, out, err = run_in_process(REPO / "04_training" / script,
-                                    ["--preset", "micro", "--root", str(tmp_path), *argv], tmp_path, {})
-    return subprocess.CompletedProcess(script, code, out, err)
+    """A training script's answer to its flags, in this process; what only a process of its
+    own shows (a warning given once per process) stays a subprocess below."""
+    return completed_in_process(REPO / "04_training" / script, ["--preset", "micro", "--root", tmp_path, *argv],
+                                tmp_path)
 
 
 @pytest.mark.parametrize("flag, value", [("dataloader_persistent_workers", "true"),

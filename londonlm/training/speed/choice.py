@@ -73,12 +73,13 @@ def choose_speed(config, shape, world: int, kept: SpeedSettings | None = None):
     fallback = resolve_speed_settings("off", shape, batch, given, log=lambda _m: None).candidate
     settings = _agreed(choice.candidate, fallback)
     log(choice.message if settings == choice.candidate else f"speed settings: {settings.describe()}")
-    notice = emulated_bf16_notice(settings, machine_bf16({"device": "cpu"}), torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    notice = emulated_bf16_notice(settings, machine_bf16({"device": "cpu"}), cuda)
     if notice:
         log(notice)
     config = settle_compile(config.but(speed={"chosen": settings}))
     step = choice.step_seconds * config.speed.grad_accum if choice.step_seconds else None
-    return config, SpeedPlan(settings, torch.cuda.is_available(), choice.source, choice.message, step,
+    return config, SpeedPlan(settings, cuda, choice.source, choice.message, step,
                              choice.figures, choice.cache if settings == choice.candidate else None)
 
 
