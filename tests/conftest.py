@@ -19,6 +19,30 @@ os.environ.setdefault("LONDONLM_AUTOTUNE", "off")
 # with a cache directory of their own
 os.environ.setdefault("LONDONLM_LEXICON_CACHE", "off")
 
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _threads_per_worker(environ) -> str | None:
+    """OMP_NUM_THREADS for a ``-n`` worker: its share of the CPUs, as torchrun's ranks get
+    theirs (``londonlm.training.launch``). Each worker's torch (and each script a test starts)
+    would otherwise use every core: on 2 Zen 3 cores two workers of two threads each ran the
+    training and evaluation tests in 151 s, of one thread each in 107 s. None outside a
+    worker, or where the user set it."""
+    workers = environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers or environ.get("OMP_NUM_THREADS"):
+        return None
+    return str(max(1, _usable_cpus() // max(1, int(workers))))
+
+
+# before torch is imported: its OpenMP pool reads the variable once, when it loads
+if (_threads := _threads_per_worker(os.environ)) is not None:
+    os.environ["OMP_NUM_THREADS"] = _threads
+
 # The nets (hypothesis) draw the same examples on every default run: the suite goes red for a
 # change, never for a search that happened on a new example (CI would then fail at random).
 # LONDONLM_FUZZ_EXAMPLES=N searches afresh, from a random start, as many examples as it says.
@@ -50,10 +74,7 @@ def pytest_xdist_auto_num_workers(config) -> int:
     So do the ``gpu`` tests (the GPU acceptance's ``-m gpu``): they share one card and time it."""
     if config is not None and _one_at_a_time(config.getoption("markexpr", "") or ""):
         return 0
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
+    cpus = _usable_cpus()
     return 0 if cpus < 2 else min(cpus, 4)
 
 
