@@ -369,6 +369,30 @@ def test_snapshot_shim_keeps_each_marks_weights_and_the_clock(monkeypatch, tmp_p
         assert all(torch.equal(again[k], weights[k]) for k in again)
 
 
+@pytest.mark.parametrize("every, seconds, copied", [
+    (5, (0.5, 5.2, 12.7, 14.0, 15.0, 15.1), [2, 3, 5]),   # a mark passed over is not owed later
+    (1e-9, (3600.0, 3600.5), [1, 2]),                       # a tiny interval: every step, at once
+])
+def test_snapshot_shim_copies_at_each_interval_mark_it_reaches(monkeypatch, tmp_path, every, seconds, copied):
+    import types
+
+    import torch
+    from transformers import TrainerControl, TrainerState
+
+    shim = _load_shim(monkeypatch, tmp_path / "snaps", every=every)
+    clock = iter((0.0, *seconds))    # the first reading starts training
+    monkeypatch.setattr(shim, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    model = torch.nn.Linear(2, 2)
+    cb, state = shim._RaceSnapshots(), TrainerState()
+    args = types.SimpleNamespace(process_index=0)
+    cb.on_train_begin(args, state, TrainerControl(), model=model)
+    for step in range(1, len(seconds) + 1):
+        state.global_step = step
+        cb.on_step_end(args, state, TrainerControl(), model=model)
+    assert [step for step, _, _ in cb.copies] == copied
+    assert cb.next_mark > seconds[-1]
+
+
 def _padded_tiny_gpt2(vocab: int = 300):
     """A tiny GPT-2 (tied head) with its vocabulary padded for training as our trainer pads it
     on CUDA: 300 rows -> 384, ``config.vocab_size`` still 300."""

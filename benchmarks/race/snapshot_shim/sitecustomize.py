@@ -18,6 +18,7 @@ import os
 if os.environ.get("LONDONLM_RACE_SNAPSHOTS"):
     import atexit
     import json
+    import math
     import time
     from pathlib import Path
 
@@ -50,8 +51,9 @@ if os.environ.get("LONDONLM_RACE_SNAPSHOTS"):
                 weights = {k.replace("_orig_mod.", ""): v.detach().to("cpu", copy=True)
                            for k, v in self.model.state_dict().items()}
                 self.copies.append((state.global_step, round(seconds, 4), weights))
-                while self.next_mark <= seconds:
-                    self.next_mark += _EVERY
+                # the next whole multiple of the interval: one sum, not a count up to it (a
+                # count took minutes where the interval was tiny against a step)
+                self.next_mark = (math.floor(seconds / _EVERY) + 1) * _EVERY
 
         def write(self):
             _OUT.mkdir(parents=True, exist_ok=True)
