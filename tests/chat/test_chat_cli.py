@@ -8,10 +8,12 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from conftest import REPO
+from script_fuzz import run_in_process
 from londonlm.chat.respond import ChatSettings, chat_reply, chat_stream
 from londonlm.chat.template import ChatIds
 from londonlm.generation import load_model
@@ -20,10 +22,17 @@ from londonlm.serving.repl import ChatSession, run_chat_repl
 SCRIPT = REPO / "06_inference" / "inference_unified.py"
 
 
-def _cli(*args, stdin: str | None = None, root=None):
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", **({"LONDONLM_ROOT": str(root)} if root else {}))
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], input=stdin, env=env,
-                          capture_output=True, text=True, timeout=300)
+def _cli(*args):
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _refusal(*args, root):
+    """The script's answer to flags it refuses, run in this process (a new interpreter costs
+    ~10 s of imports on 2 cores; what the script prints is the same)."""
+    code, out, err = run_in_process(SCRIPT, [str(a) for a in args], Path(root), {"LONDONLM_ROOT": str(root)})
+    return subprocess.CompletedProcess([str(SCRIPT), *args], code, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -123,12 +132,12 @@ def test_streamed_and_whole_answers_agree(lm):
 
 
 def test_a_model_without_a_chat_template_is_refused(tiny_model_dir, tmp_path):
-    res = _cli("--chat", "--model", tiny_model_dir, "--prompt", "Where do you live?")
+    res = _refusal("--chat", "--model", tiny_model_dir, "--prompt", "Where do you live?", root=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     line = res.stderr.strip().splitlines()[-1]
     assert line.startswith("error: --chat needs a chat model") and "no chat template" in line
     assert "finetune_chat.py" in line
-    missing = _cli("--chat", "--prompt", "hi", root=tmp_path)
+    missing = _refusal("--chat", "--prompt", "hi", root=tmp_path)
     assert missing.returncode == 2 and "no chat model at" in missing.stderr and "Traceback" not in missing.stderr
 
 
@@ -139,7 +148,7 @@ def test_a_model_without_a_chat_template_is_refused(tiny_model_dir, tmp_path):
     (["--chat", "--num_samples", "2"], "--num_samples does not apply to --chat"),
 ])
 def test_bad_chat_flags_are_refused_before_loading(args, match, tmp_path):
-    res = _cli(*args, "--prompt", "hi", root=tmp_path)
+    res = _refusal(*args, "--prompt", "hi", root=tmp_path)
     assert res.returncode == 2 and match in res.stderr and "Traceback" not in res.stderr
 
 

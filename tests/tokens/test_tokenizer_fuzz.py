@@ -9,8 +9,8 @@ past the trainer's 64-bit counts, and any sample budget. The stage either writes
 AutoTokenizer and PreTrainedTokenizerFast load, that has the special and era tokens the module
 documents, that round-trips every training text exactly (byte-level BPE is lossless), with its
 sidecar written last and current on a rerun; or it stops with one LondonLMError, and only for a
-corpus without training text or with a text that is not UTF-8. The script is run as a user runs
-it for a few corpora and edge flags: exit 0, or exit 2 with one `error:` line last on stderr,
+corpus without training text or with a text that is not UTF-8. The script, with its command
+line as a user gives it (run in the test's process), for a few corpora and edge flags: exit 0, or exit 2 with one `error:` line last on stderr,
 never a traceback or a Rust panic."""
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, SAMPLE_TEXTS, micro_texts
+from script_fuzz import completed_in_process
 from londonlm.core import SIDECAR, LondonLMError
 from londonlm.tokens.stage import sample_rows, train_tokenizer_stage
 from londonlm.tokens.tokenizer import (EOT, PAD, TOKENIZER_FILES, era_tokens_for_years, era_tokens_of,
@@ -201,7 +202,10 @@ def test_the_script_exits_0_or_2_with_one_error_line(docs, flags):
     with tempfile.TemporaryDirectory() as tmp:
         processed, out = Path(tmp) / "processed", Path(tmp) / "tok"
         write_corpus(processed, docs)
-        result = run_script(processed, out, flags)
+        # in this process: a new interpreter for each example costs ~10 s of imports on 2 cores
+        # (a Rust panic is an exception here, and fails the test as its message would)
+        result = completed_in_process(SCRIPT, ["--processed_dir", processed, "--output_dir", out, "--preset", "micro",
+                                               *flags], cwd=Path(tmp), timeout=300)
         check_script_result(result, out)
         event(f"exit {result.returncode}")
         sample = int(flags[1]) if flags[:1] == ["--sample_chars"] and accepted else None
