@@ -9,9 +9,9 @@ past the trainer's 64-bit counts, and any sample budget. The stage either writes
 AutoTokenizer and PreTrainedTokenizerFast load, that has the special and era tokens the module
 documents, that round-trips every training text exactly (byte-level BPE is lossless), with its
 sidecar written last and current on a rerun; or it stops with one LondonLMError, and only for a
-corpus without training text or with a text that is not UTF-8. The script, with its command
-line as a user gives it (run in the test's process), for a few corpora and edge flags: exit 0, or exit 2 with one `error:` line last on stderr,
-never a traceback or a Rust panic."""
+corpus without training text or with a text that is not UTF-8. The script, given its command
+line as a user gives it (run in the test's process), for a few corpora and edge flags: exit 0,
+or exit 2 with one `error:` line last on stderr, never a traceback or a Rust panic."""
 from __future__ import annotations
 
 import json
