@@ -8,6 +8,9 @@ from pathlib import Path
 import hypothesis
 import pytest
 
+# (imports no torch: torch must load after OMP_NUM_THREADS is set below)
+from londonlm.core.hardware import training_threads
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -20,23 +23,16 @@ os.environ.setdefault("LONDONLM_AUTOTUNE", "off")
 os.environ.setdefault("LONDONLM_LEXICON_CACHE", "off")
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def _threads_per_worker(environ) -> str | None:
-    """OMP_NUM_THREADS for a ``-n`` worker: its share of the CPUs, as torchrun's ranks get
-    theirs (``londonlm.training.launch``). Each worker's torch (and each script a test starts)
-    would otherwise use every core: on 2 Zen 3 cores two workers of two threads each ran the
-    training and evaluation tests in 151 s, of one thread each in 107 s. None outside a
-    worker, or where the user set it."""
+    """OMP_NUM_THREADS for a ``-n`` worker: its share of the cores, by the rule torchrun's ranks
+    get theirs (``training_threads``: usable physical cores / ranks on the node). Each worker's
+    torch (and each script a test starts) would otherwise use every core: on 2 Zen 3 cores two
+    workers of two threads each ran the training and evaluation tests in 151 s, of one thread
+    each in 107 s. None outside a worker, or where the user set it."""
     workers = environ.get("PYTEST_XDIST_WORKER_COUNT")
     if not workers or environ.get("OMP_NUM_THREADS"):
         return None
-    return str(max(1, _usable_cpus() // max(1, int(workers))))
+    return str(training_threads({"LOCAL_WORLD_SIZE": workers})[0])
 
 
 # before torch is imported: its OpenMP pool reads the variable once, when it loads
@@ -74,7 +70,10 @@ def pytest_xdist_auto_num_workers(config) -> int:
     So do the ``gpu`` tests (the GPU acceptance's ``-m gpu``): they share one card and time it."""
     if config is not None and _one_at_a_time(config.getoption("markexpr", "") or ""):
         return 0
-    cpus = _usable_cpus()
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
     return 0 if cpus < 2 else min(cpus, 4)
 
 

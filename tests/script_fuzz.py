@@ -251,12 +251,13 @@ def run_in_process(script: Path, argv: list[str], cwd: Path, env: dict[str, str]
     return code, out.getvalue(), err.getvalue()
 
 
-def completed_in_process(script: Path, argv: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+def completed_in_process(script: Path, argv: list, cwd: Path, timeout: int = 120,
+                         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """:func:`run_in_process` in ``subprocess.run``'s shape (returncode, stdout, stderr), for
     tests that judge a script's answer to its flags: a new interpreter costs ~10 s of imports
     on 2 cores. What only a process of its own shows (noise C libraries write to fd 2, warnings
     given once per process, what a script imports) stays a real subprocess."""
-    code, out, err = run_in_process(Path(script), [str(a) for a in argv], Path(cwd), {}, timeout=timeout)
+    code, out, err = run_in_process(Path(script), [str(a) for a in argv], Path(cwd), env or {}, timeout=timeout)
     return subprocess.CompletedProcess([str(script), *map(str, argv)], code, out, err)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, write_micro_source, write_old_bailey_tei
-from script_fuzz import run_in_process
+from script_fuzz import completed_in_process
 
 
 SCRIPT = REPO / "10_scripts" / "run_pipeline.py"
@@ -27,9 +27,7 @@ def _run_in_a_process_of_its_own(args, cwd, root):
 def _run(args, cwd, root):
     """The script run in this process (the fixture's first run is the real one, in a new
     interpreter from another directory; each run after it saves ~10 s of imports on 2 cores)."""
-    code, out, err = run_in_process(SCRIPT, [str(a) for a in args], Path(cwd), {"LONDONLM_ROOT": str(root)},
-                                    timeout=600)
-    return subprocess.CompletedProcess([str(SCRIPT), *args], code, out, err)
+    return completed_in_process(SCRIPT, args, cwd, timeout=600, env={"LONDONLM_ROOT": str(root)})
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,13 @@ import os
 import pytest
 
 import conftest
+from londonlm.core import hardware
 
 
-@pytest.mark.parametrize("cpus, workers, threads", [(2, "2", "1"), (4, "4", "1"), (8, "4", "2"), (3, "2", "1"),
-                                                    (1, "1", "1")])
-def test_a_worker_gets_its_share_of_the_cpus(monkeypatch, cpus, workers, threads):
-    monkeypatch.setattr(conftest, "_usable_cpus", lambda: cpus)
+@pytest.mark.parametrize("cores, workers, threads", [(2, "2", "1"), (4, "4", "1"), (8, "4", "2"), (3, "2", "1"),
+                                                     (1, "2", "1")])
+def test_a_worker_gets_its_share_of_the_cores(monkeypatch, cores, workers, threads):
+    monkeypatch.setattr(hardware, "usable_cores", lambda: cores)
     assert conftest._threads_per_worker({"PYTEST_XDIST_WORKER_COUNT": workers}) == threads
 
 
@@ -26,6 +27,6 @@ def test_outside_a_worker_or_when_the_user_chose_nothing_is_set():
 def test_this_workers_torch_uses_its_share():
     import torch
 
-    share = max(1, conftest._usable_cpus() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    share = max(1, hardware.usable_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     assert os.environ["OMP_NUM_THREADS"] == str(share)
     assert torch.get_num_threads() == share    # set before torch loaded, so its pool obeys it

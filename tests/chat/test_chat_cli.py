@@ -8,12 +8,11 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from conftest import REPO
-from script_fuzz import run_in_process
+from script_fuzz import completed_in_process
 from londonlm.chat.respond import ChatSettings, chat_reply, chat_stream
 from londonlm.chat.template import ChatIds
 from londonlm.generation import load_model
@@ -31,8 +30,7 @@ def _cli(*args):
 def _refusal(*args, root):
     """The script's answer to flags it refuses, run in this process (a new interpreter costs
     ~10 s of imports on 2 cores; what the script prints is the same)."""
-    code, out, err = run_in_process(SCRIPT, [str(a) for a in args], Path(root), {"LONDONLM_ROOT": str(root)})
-    return subprocess.CompletedProcess([str(SCRIPT), *args], code, out, err)
+    return completed_in_process(SCRIPT, args, root, env={"LONDONLM_ROOT": str(root)})
 
 
 @pytest.fixture(scope="module")
