@@ -83,7 +83,8 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
                    help="other models/checkpoints (same spec forms as --model) to compare; "
                         "'all' = every checkpoint of the run plus final")
     p.add_argument("--text_files", type=existing_file, nargs="*", default=[],
-                   help="plain-text files to score too (bits per byte, as bench/bpb.py)")
+                   help="UTF-8 text files to score too (bits per byte, as bench/bpb.py; another "
+                        "encoding is refused by name)")
     p.add_argument("--probes", type=existing_file,
                    help="probe JSONL (default: the bundled londonlm/evaluation/data/probes.jsonl)")
     p.add_argument("--lm_eval_tasks", nargs="*", default=[], metavar="TASK",
@@ -161,6 +162,9 @@ def _print_table(m: dict) -> None:
     rows = [("validation loss (nats/token)", v["loss"]), ("validation perplexity", v["perplexity"]),
             ("validation bits per byte", v["bits_per_byte"]),
             ("validation tokens scored", v["tokens"])]
+    # each --text_files file: the figure its user asked for (its name cut to fit the column)
+    rows += [(f"{key.removeprefix('file:')[:20]} bits per byte", r["bits_per_byte"])
+             for key, r in m["lm"].items() if key.startswith("file:")]
     for name, pr in m["probes"].items():
         rows += [(f"probes[{name}] acc per byte", pr["accuracy"]["per_byte"]),
                  (f"probes[{name}] acc sum", pr["accuracy"]["sum"]),

@@ -160,10 +160,27 @@ def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, qui
                             prepend_tokens=_prefix_lists(tok, years, len(texts), True))
             out["validation_era_conditioned"] = {**r, "prefix": "EOT + era token"}
     for f in text_files:
-        raw = Path(f).read_bytes().decode("utf-8", errors="ignore")  # as bench/bpb.py reads
-        out[f"file:{Path(f).name}"] = evaluate_lm(model, tok, [raw], device=device,
+        out[f"file:{Path(f).name}"] = evaluate_lm(model, tok, [read_text_file(f)], device=device,
                                                   max_eval_tokens=max_tokens if quick else None)
     return out
+
+
+def read_text_file(path: Path) -> str:
+    """A ``--text_files`` file's text, every byte of it: UTF-8, as ../shared/bench/bpb.py reads
+    it. bpb.py drops the bytes it cannot decode; scored that way a Latin-1 file loses each
+    accented letter unseen and a binary file scores nothing (no tokens, no figure), so a file
+    that is not UTF-8 is refused by name instead, and one with no text in it."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise EvaluationError(f"text file {path} is not UTF-8 text ({e.reason}: byte 0x{data[e.start]:02x} "
+                              f"at byte {e.start}, line {line}); save it as UTF-8 "
+                              f"(iconv -f cp1252 -t utf-8 for a Windows/Latin-1 file)") from None
+    if not text.strip():
+        raise EvaluationError(f"text file {path} is empty: nothing to score; pass a file with text")
+    return text
 
 
 def _leakage(lm: LoadedModel, model_path: Path, cutoff_year, limit, log) -> tuple[dict | None, dict]:
@@ -257,8 +274,7 @@ def _check_request(settings: EvaluationSettings, val_texts) -> None:
     for f in settings.text_files:
         if not Path(f).is_file():
             raise MissingInput(f"text file not found: {f}")
-        if not Path(f).read_bytes().strip():
-            raise EvaluationError(f"text file {f} is empty: nothing to score; pass a file with text")
+        read_text_file(f)
     # what is read only at the end is checked now: a bad one must not cost the measuring
     if settings.trainer_state is not None:
         curves.load_trainer_state(settings.trainer_state)

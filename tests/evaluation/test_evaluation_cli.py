@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -133,7 +134,29 @@ def test_quick_with_compare_and_text_file(project, tmp_path, capsys, monkeypatch
     assert (out_dir / "probes_london.png").read_bytes()[:4] == b"\x89PNG"
     report = (out_dir / "report.md").read_text()
     assert "bits/byte" in report and "lm_eval --model hf" in report
-    assert "validation bits per byte" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "validation bits per byte" in printed
+    # the figure the --text_files file was passed for, on the console too
+    bpb = m["lm"]["file:extra.txt"]["bits_per_byte"]
+    assert bpb > 0 and re.search(rf"^extra\.txt bits per byte +{bpb:.4f}$", printed, re.M), printed
+
+
+@pytest.mark.parametrize("data, say", [
+    (b"The Lord Mayor\nat the caf\xe9 in Cheapside\n", "byte 0xe9 at byte 25, line 2"),   # Latin-1
+    (b"\xff\xfe\xff", "byte 0xff at byte 0, line 1"),          # binary: scored as nothing before
+    (b"  \n\t\n", "is empty: nothing to score"),
+])
+def test_a_text_file_that_is_not_utf8_text_is_refused_before_any_scoring(data, say, project, tmp_path, capsys):
+    """Decoded as bench/bpb.py decodes, the undecodable bytes were dropped unseen: a Latin-1 file
+    lost each accented letter and a binary one scored no tokens, its figure null, exit 0."""
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(data)
+    out = tmp_path / "o"
+    assert evaluation_exit_code(["--root", str(project), "--preset", "micro", "--text_files", str(bad),
+                                 "--out_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: text file {bad} ") and say in err and err.count("\n") == 1, err
+    assert not out.exists()
 
 
 def test_the_same_evaluation_again_is_skipped_until_an_input_changes(project, tmp_path, capsys):
