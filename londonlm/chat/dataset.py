@@ -28,7 +28,7 @@ from .card import dataset_card
 from .extract import PLACE, Conversation, extract_conversations
 from .filters import REASONS, ExchangeRules, rejection_reason
 
-DATASET_FORMAT = 2   # bump when extraction or filter rules change: a current dataset is rebuilt
+DATASET_FORMAT = 3   # bump when extraction or filter rules change: a current dataset is rebuilt
 STAGE = "chat_dataset"
 OBO_LICENSE = ("CC BY-NC 4.0 (Old Bailey Proceedings Online v7.2 transcription and markup; "
                "the printed Proceedings are public domain)")

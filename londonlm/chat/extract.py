@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from lxml import etree
+
 from ..corpus import TEI_SKIP_TAGS, tei_interp, parse_tei, format_date
 
 PLACE = "Old Bailey, London"
@@ -52,6 +54,7 @@ class Exchange:
     questioner_name: str
     answerer: str              # one of ROLES
     answerer_name: str
+    cut_short: bool = False    # its text runs to where the file stops (a truncated download)
 
 
 @dataclass
@@ -113,10 +116,26 @@ def _join_page_splits(paras: list[str], vocabulary: set[str]) -> list[str]:
     return out
 
 
-def trial_paragraphs(data: bytes) -> Iterator[tuple[str, str, list[str], dict[str, set[str]]]]:
-    """(trial id, yyyymmdd, paragraphs, defendants) for each trial of a sessions paper;
+def cut_paragraph_in_last_trial(root, data: bytes) -> bool:
+    """Whether the file stops inside a paragraph of its last trial: it parsed only in recovery
+    mode, its root element never closes (a truncated download), its bytes end after a ``<p``
+    that no ``</p>`` closes, and that paragraph, the last the parser recovered, lies in a trial
+    and holds text. It then stops mid-text."""
+    tail = data.rstrip()
+    name = re.escape(etree.QName(root).localname.encode())
+    if re.search(rb"</(?:[\w.-]+:)?" + name + rb"\s*>", tail[-4096:]):
+        return False
+    if max(tail.rfind(b"<p" + c) for c in (b">", b" ", b"\n", b"\t")) < tail.rfind(b"</p>"):
+        return False
+    paragraphs = list(root.iter("p"))
+    paragraph = paragraphs[-1] if paragraphs else None
+    return paragraph is not None and bool(_para_text(paragraph)) and any(
+        e.tag == "div1" and e.get("type") == "trialAccount" for e in paragraph.iterancestors())
+
+
+def trial_paragraphs(root) -> Iterator[tuple[str, str, list[str], dict[str, set[str]]]]:
+    """(trial id, yyyymmdd, paragraphs, defendants) for each trial of a parsed sessions paper;
     defendants maps a surname to the initials of the given names it goes with."""
-    root, _ = parse_tei(data)
     session = next(iter(root.iter("div0")), root)
     session_date = re.sub(r"\D", "", session.get("id") or tei_interp(session, "date") or "")[:8]
     trials = [d for d in root.iter("div1") if d.get("type") == "trialAccount"]
@@ -370,12 +389,23 @@ class _Examination:
 
 def extract_conversations(data: bytes) -> tuple[list[Conversation], list[dict]]:
     """Every examination in a sessions paper, and the questions that found no answer
-    (``{"trial_id", "question", "witness"}``: the filters count them as ``missing_answer``)."""
+    (``{"trial_id", "question", "witness"}``: the filters count them as ``missing_answer``).
+    In a file cut short, the exchanges its last paragraph made are marked ``cut_short``: that
+    paragraph stops mid-text, so an answer in it would be kept ending mid-word."""
+    root, recovered = parse_tei(data)
+    cut = recovered and cut_paragraph_in_last_trial(root, data)
+    trials = list(trial_paragraphs(root))
     conversations, unanswered = [], []
-    for trial_id, date, paras, defendants in trial_paragraphs(data):
+    for n, (trial_id, date, paras, defendants) in enumerate(trials, 1):
         ex = _Examination(trial_id, date, defendants)
-        for p in paras:
+        last = cut and n == len(trials)
+        for p in paras[:-1] if last else paras:
             ex.read(p)
+        if last and paras:
+            whole = {id(x) for c in ex.conversations for x in c.exchanges}
+            ex.read(paras[-1])
+            for x in (x for c in ex.conversations for x in c.exchanges if id(x) not in whole):
+                x.cut_short = True
         conversations.extend(ex.finish())
         unanswered.extend({"trial_id": trial_id, "question": q, "witness": w} for q, w in ex.missing)
     return conversations, unanswered

@@ -2,7 +2,7 @@
 filter applies ONE rule and names a reason code when it rejects; the first failing rule is
 the reason recorded (and counted in the dataset's statistics and ``rejected.jsonl``).
 
-Order: missing_question, missing_answer, stage_direction, reported_speech, ocr_noise,
+Order: cut_short, missing_question, missing_answer, stage_direction, reported_speech, ocr_noise,
 question_too_long, answer_too_long. Duplicates (the same question and answer seen before in
 the build) are rejected by the dataset builder as ``duplicate``.
 """
@@ -41,6 +41,11 @@ def clean_turn(text: str) -> str:
     text = re.sub(r"^[-—–\s]+|[-—–\s]+$", "", text)
     text = re.sub(r"(?<=\w) +(?=[,.;:!?])", "", text)
     return text.strip()
+
+
+def _cut_short(ex: Exchange, r: ExchangeRules) -> bool:
+    """The file stops inside it (a truncated download, recovered): its turn ends mid-text."""
+    return ex.cut_short
 
 
 def _missing_question(ex: Exchange, r: ExchangeRules) -> bool:
@@ -83,6 +88,7 @@ def _answer_too_long(ex: Exchange, r: ExchangeRules) -> bool:
 
 
 FILTERS: list[tuple[str, Callable[[Exchange, ExchangeRules], bool]]] = [
+    ("cut_short", _cut_short),
     ("missing_question", _missing_question),
     ("missing_answer", _missing_answer),
     ("stage_direction", _stage_direction),

@@ -43,6 +43,24 @@ def test_loadable_with_datasets_and_every_row_says_where_it_came_from(built):
     assert trials["train"] and trials["validation"] and not trials["train"] & trials["validation"]
 
 
+def test_a_truncated_download_keeps_its_whole_exchanges_and_rejects_the_cut_one(tmp_path):
+    """The sessions paper cut mid-answer, as a download that stopped: its exchanges up to the
+    cut are kept, the half answer is rejected and counted as cut_short, not kept as a reply."""
+    from conftest import OLD_BAILEY_1818
+
+    src = tmp_path / "src"
+    src.mkdir()
+    cut = OLD_BAILEY_1818.index("A. I did not") + len("A. I did not")
+    (src / "oldbailey_proceedings_1818-10-28.xml").write_text(OLD_BAILEY_1818[:cut], encoding="utf-8")
+    stats = build_chat_dataset(src, tmp_path / "chat", ChatDatasetOptions(), **QUIET)
+    f1818 = stats["files"]["oldbailey_proceedings_1818-10-28.xml"]
+    assert f1818["rejected"] == {"cut_short": 1, "ocr_noise": 1, "stage_direction": 1}
+    assert f1818["exchanges"] == 4 and stats["rejected"]["cut_short"] == 1
+    rejected = [json.loads(line) for line in (tmp_path / "chat" / CHAT_REJECTED).read_text().splitlines()]
+    cut_rows = [r for r in rejected if r["reason"] == "cut_short"]
+    assert [r["answer"] for r in cut_rows] == ["I did not"]
+
+
 def test_statistics_per_file_with_rejects_by_reason(built):
     _, out, stats = built
     f1818 = stats["files"]["oldbailey_proceedings_1818-10-28.xml"]

@@ -109,3 +109,30 @@ def test_each_filter_names_its_reason():
 def test_clean_turn_strips_separators_only():
     assert clean_turn("  - Not with  any force ;-") == "Not with any force;"
     assert clean_turn("He said, \"Stop thief!\"") == "He said, \"Stop thief!\""
+
+
+def _cut_1818(after: str) -> str:
+    """OLD_BAILEY_1818 as a download cut short just after ``after``: no closing tags."""
+    return OLD_BAILEY_1818[:OLD_BAILEY_1818.index(after) + len(after)]
+
+
+def test_an_answer_where_a_truncated_file_stops_is_marked_cut_short_and_rejected():
+    """Recovery mode closes the open paragraph where the bytes run out: the half answer "I did
+    not" was kept as an exchange like any other."""
+    convs, _ = _convs(_cut_1818("Q. Did you see him take the watch - A. I did not"))
+    exchanges = [e for c in convs for e in c.exchanges]
+    assert exchanges[-1].answer.endswith("I did not") and exchanges[-1].cut_short
+    assert not any(e.cut_short for e in exchanges[:-1])
+    assert rejection_reason(exchanges[-1]) == "cut_short"
+    assert rejection_reason(exchanges[-2]) is None
+
+
+def test_a_file_cut_elsewhere_or_whole_marks_nothing():
+    whole, _ = _convs(OLD_BAILEY_1818)
+    between, _ = _convs(_cut_1818("Westminster.</p>\n<p>GUILTY."))      # in a verdict paragraph
+    after_a_paragraph, _ = _convs(_cut_1818("Westminster.</p>\n"))    # between paragraphs
+    for convs in (whole, between, after_a_paragraph):
+        assert not any(e.cut_short for c in convs for e in c.exchanges)
+    # a file that needed recovery for another reason (an entity it never declared) and ends whole
+    damaged, _ = _convs(OLD_BAILEY_1818.replace("Covent Garden", "Covent &garden;"))
+    assert damaged and not any(e.cut_short for c in damaged for e in c.exchanges)
