@@ -11,7 +11,8 @@ from typing import Iterator
 from ..core import SIDECAR, UsageError, read_json, read_json_object, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
 from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
                       read_manifest, text_sizes)
-from .tokenizer import (ERA_WIDTH, MAX_ERA_WIDTH, TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer, plain_backend,
+from .tokenizer import (ERA_WIDTH, MAX_ERA_WIDTH, TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer,
+                        not_tokenizer_files, plain_backend,
                         roundtrip_failures, save_tokenizer, split_exact, train_bpe)
 
 TRAIN_TOKENIZER_CMD = "python 03_tokenizer/train_historical_tokenizer.py"
@@ -37,6 +38,7 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
         raise UsageError(f"--era_width: must be a whole number of years from 1 to {MAX_ERA_WIDTH} (got {era_width!r})")
     refuse_foreign_folder(out_dir / SIDECAR, "tokenizer", "--output_dir")  # (says whose folder it is)
     refuse_output_over_inputs("--output_dir", out_dir, {"the corpus folder": processed_dir})
+    _refuse_another_artifacts_folder(out_dir)
     rows = read_manifest(processed_dir, keys=("id", "split", "path", "chars", "year"),  # held while training
                          require=("chars",))
     eras = era_tokens_for_years((r.get("year") for r in rows), era_width) if era_tokens else []
@@ -78,6 +80,18 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
     log(f"tokenizer: vocab {tok.get_vocab_size()} ({len(eras)} era tokens) trained on "
         f"{sampled:,} chars{' (a sample)' if len(sample) < len(train_rows) else ''} in {seconds:.1f}s -> {out_dir}")
     return read_json(out_dir / SIDECAR)
+
+
+def _refuse_another_artifacts_folder(out_dir: Path) -> None:
+    """A folder that holds files no tokenizer writes and no tokenizer sidecar (a model's final/,
+    a project's root) is refused: the new tokenizer.json would replace a model's own, which then
+    encodes with ids its embeddings were never trained on, and exit 0."""
+    strays = [] if (out_dir / SIDECAR).is_file() else not_tokenizer_files(out_dir)
+    if strays:
+        shown = ", ".join(strays[:4]) + (f" and {len(strays) - 4} more" if len(strays) > 4 else "")
+        raise UsageError(f"--output_dir {out_dir} holds files that are not a tokenizer's ({shown}): the "
+                         f"tokenizer's files would mix with them, or replace a model's own; name an empty "
+                         f"or new folder (or an earlier tokenizer's); nothing was written")
 
 
 def _refuse_empty(processed_dir: Path, train_rows: list[dict], train_chars: int) -> None:

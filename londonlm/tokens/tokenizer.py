@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ..core import LondonLMError, NativePanic, naming, native_panics
+from ..core import SIDECAR, LondonLMError, NativePanic, naming, native_panics
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -202,6 +202,15 @@ def save_tokenizer(tok, out_dir: str | os.PathLike, model_max_length: int = 1024
 
 
 _SAVING = ".saving-"  # the temporary folder of a save; one left by a killed run goes at the next
+
+
+def not_tokenizer_files(folder: Path) -> list[str]:
+    """The names in ``folder`` that no tokenizer save writes (a model's weights and config, a
+    project's files), sorted; [] for a tokenizer folder, one a save left half-done, or none."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name not in (*TOKENIZER_FILES, SIDECAR) and not p.name.startswith(_SAVING))
 
 
 def _remove_stale_saves(out: Path) -> None:

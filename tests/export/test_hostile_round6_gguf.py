@@ -117,6 +117,19 @@ def test_an_out_dir_holding_another_stages_outputs_keeps_them(tiny_model_dir, tm
     assert sorted(p.name for p in folder.iterdir()) == ["sidecar.json"]
 
 
+def test_an_out_dir_that_is_the_models_own_folder_is_refused(tiny_model_dir, tmp_path):
+    """Was: the GGUF files and the export's sidecar.json written among the model's own files,
+    which a publish of that folder then carried. A folder inside it is still a place for them."""
+    model = tmp_path / "final"
+    shutil.copytree(tiny_model_dir, model)
+    before = sorted(p.name for p in model.iterdir())
+    with pytest.raises(LondonLMError, match="is the folder of the model"):
+        export_gguf(model, model, GGUFOptions(types=("f16",)), **QUIET)
+    assert sorted(p.name for p in model.iterdir()) == before
+    export_gguf(model, model / "gguf", GGUFOptions(types=("f16",)), **QUIET)
+    assert len(list((model / "gguf").glob("*-f16.gguf"))) == 1
+
+
 def test_verify_without_llama_cpp_is_refused_before_any_file_is_written(tiny_model_dir, tmp_path,
                                                                         monkeypatch, capsys):
     """Was: both files exported (minutes for a large model), then the error."""

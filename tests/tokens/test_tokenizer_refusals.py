@@ -139,6 +139,27 @@ def test_a_tokenizer_folder_inside_the_corpus_folder_is_refused(root):
     assert tree_digest(root) == before and not (processed(root) / "tok").exists()
 
 
+def test_a_tokenizer_into_a_models_folder_or_any_folder_of_other_files_is_refused(root, tiny_model_dir, tmp_path):
+    """Was: `--output_dir <a run's final/>` replaced the model's tokenizer.json with a new
+    tokenizer of another vocabulary, exit 0: the model then encoded with ids its embeddings
+    were never trained on. A project's root took six tokenizer files among its own."""
+    model = tmp_path / "final"
+    shutil.copytree(tiny_model_dir, model)
+    for folder, named in [(model, "config.json"), (root, "09_models")]:
+        before = tree_digest(folder)
+        err = one_error_line(run_script(TRAIN, root, "--preset", "micro", "--output_dir", folder),
+                             f"--output_dir {folder} holds files that are not a tokenizer's", named)
+        assert "nothing was written" in err and tree_digest(folder) == before
+    # a tokenizer folder, one a killed save left half-written (no sidecar yet), or a new one: trained
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "vocab.json").write_text("{}")
+    (half / ".saving-0badf00d").mkdir()
+    for folder in (tokenizer_dir(root), half, tmp_path / "new"):
+        code, err = run_script(TRAIN, root, "--preset", "micro", "--output_dir", folder, "--overwrite")
+        assert code == 0 and (folder / "sidecar.json").is_file(), err
+
+
 # ---------------------------------------------------------------- D: outputs over inputs
 def test_an_output_flag_never_writes_over_an_input(root, tmp_path):
     before = tree_digest(root)
