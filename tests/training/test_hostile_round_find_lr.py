@@ -45,6 +45,17 @@ def test_a_folder_where_a_sweep_file_goes_is_refused_before_the_sweep(micro_root
     assert not (out / "lr_find_tokens").exists()  # refused before the token cache too
 
 
+def test_a_models_folder_as_the_output_is_refused_before_the_sweep(micro_root, tiny_model_dir, tmp_path, capsys):
+    """Was: lr_find.csv, .png and .json (and, when needed, the sweep's token cache) written among
+    a run's final/ model files, which a publish of that folder then carried."""
+    model = tmp_path / "final"
+    shutil.copytree(tiny_model_dir, model)
+    before = sorted(p.name for p in model.iterdir())
+    assert find_lr(micro_root, "--steps", "10", "--output_dir", str(model)) == 2
+    _one_error_line(capsys, str(model), "is a model's folder", "nothing was written")
+    assert sorted(p.name for p in model.iterdir()) == before
+
+
 def test_a_plot_that_fails_leaves_the_previous_sweep_whole(tmp_path, monkeypatch):
     """The three files are made in memory first: a plot that cannot be drawn changes none."""
     out = tmp_path / "lr"
