@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import (Layout, ModelNotFound, RunLayout, checkpoint_problem, checkpoint_step, model_run_info, model_step,
-                    read_json_object, record_field, sha256_file, user_path)
+from ..core import (SIDECAR, Layout, ModelNotFound, RunLayout, checkpoint_problem, checkpoint_step, model_run_info,
+                    model_step, read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs,
+                    sha256_file, user_path)
 from ..tokens import era_tokens_of, load_tokenizer as load_project_tokenizer
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape
@@ -230,12 +231,28 @@ def _parent_and_shape(config: TrainingConfig, tokenizer, resume: Resumed):
     return init, resumed_parent or parent_record(init), _shape_from_parent(config, init, tokenizer)
 
 
+def check_run_folder(config: TrainingConfig) -> None:
+    """The run folder (--output_dir) is no other artifact's: not a folder another stage's
+    sidecar names (a tokenizer, a corpus, a chat run), not inside the tokenizer or corpus it
+    reads, not a model's own folder. Checkpoints, final/, the token cache and run_info.json
+    went there among that artifact's files, which a later --fresh or publish then carried."""
+    run, data = config.run.dir, config.data
+    refuse_foreign_folder(run / SIDECAR, "training run", "--output_dir")
+    refuse_output_over_inputs("--output_dir", run, {"the tokenizer folder": data.tokenizer_dir,
+                                                     "the corpus folder": data.processed_dir})
+    if (run / "config.json").is_file():
+        raise TrainingError(f"--output_dir {run} is a model's folder (it has a config.json): a run's "
+                            f"checkpoints would go among its files; name a new folder (or --init_from "
+                            f"{run} to train from those weights); nothing was written")
+
+
 def plan_run(config: TrainingConfig) -> TrainingPlan:
     """Every check before any work, in one pass, reading only: the tokenizer, the checkpoint
     to resume (agreed by every rank), the parent weights and the shape, the time lock, and
     what the resumed run must keep (:func:`.resume.check_resume`). Call it holding the run's
     lock (:func:`.runlock.run_lock`)."""
     data = config.data
+    check_run_folder(config)
     tokenizer = load_tokenizer(data.tokenizer_dir, config.model.vocab_size)
     resume = resumed(config.run, config.control.resume_from, config.control.fresh)
     same_on_all_ranks(checkpoint_step(resume.checkpoint) if resume.checkpoint else -1,

@@ -67,6 +67,29 @@ def test_an_earlier_run_with_nothing_resumable_is_refused_not_replaced(root, cap
     assert list(run_dir(root).parent.glob("micro.previous-*"))
 
 
+def test_a_run_folder_that_is_another_artifacts_is_refused_before_anything_is_written(root, tiny_model_dir,
+                                                                                     tmp_path, capsys):
+    """Was: `--output_dir <the tokenizer folder>` trained there, its checkpoints, final/, token
+    cache and run_info.json among the tokenizer's files, exit 0; the same in the corpus folder
+    and in another run's final/ (final/final)."""
+    from conftest import tree_digest
+
+    tok = root / "09_models" / "tokenizers" / "london_historical_bpe"
+    corpus = root / "data" / "london_historical" / "processed"
+    model = tmp_path / "final"
+    shutil.copytree(tiny_model_dir, model)
+    for out, words in [(tok, ("holds the outputs of the 'tokenizer' stage",)),
+                       (corpus, ("holds the outputs of the 'corpus' stage",)),
+                       (corpus / "run", ("lies inside the corpus folder",)),
+                       (tok / "run", ("lies inside the tokenizer folder",)),
+                       (model, ("is a model's folder", "--init_from"))]:
+        before = tree_digest(root), tree_digest(model)
+        capsys.readouterr()
+        assert train_exit_code(root, "--max_steps", "2", *COMMON, "--output_dir", str(out)) == 2
+        one_error_line(capsys.readouterr().err, f"--output_dir {out}", *words, "nothing was written")
+        assert (tree_digest(root), tree_digest(model)) == before and not (tok / "run").exists()
+
+
 def test_earlier_run_names_what_a_new_run_would_replace(tmp_path):
     assert earlier_run(tmp_path / "none") == [] and earlier_run(tmp_path) == []
     (tmp_path / "training_config.json").write_text("{}")  # written as a run starts: no run yet
