@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, earlier_run,
-                    sha256_file, sidecar_current, write_json_atomic, write_sidecar)
+                    refuse_foreign_run_folder, sha256_file, sidecar_current, write_json_atomic, write_sidecar)
 from ..generation import check_finite, check_model_dir, check_tokenizer_fits, load_model_tokenizer
 from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
                         TrainingError, config_from_values, fine_tune, is_main_process, move_run_aside,
@@ -248,6 +248,9 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
     process or torchrun: every rank calls this; rank 0 logs and writes."""
     log = log if is_main_process() else (lambda _m: None)
     base_dir, data_dir = Path(base_dir), Path(data_dir)
+    # its sidecar would replace the tokenizer's or the dataset's, its run go among their files
+    refuse_foreign_run_folder("--output_dir", run.dir, STAGE, {"the chat dataset folder": data_dir,
+                                                               "the base model's folder": base_dir})
     dataset = load_chat_dataset(data_dir)
     inputs = fingerprints(base_dir, data_dir)
     settings = chat_settings(options, request)

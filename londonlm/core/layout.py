@@ -15,11 +15,12 @@ import datetime
 import os
 import time
 from dataclasses import dataclass
+from typing import Mapping
 from pathlib import Path
 
 from .checkpoints import (BEST, RUN_INFO, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
                           checkpoint_step, latest_valid_checkpoint, list_checkpoints)
-from .artifacts import read_json_object, record_field
+from .artifacts import read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs
 from .cli import user_path
 from .errors import LondonLMError, UsageError
 
@@ -61,6 +62,22 @@ def usable_model(path: Path) -> Path:
         if problem:
             raise ModelNotFound(f"the model at {path} cannot be loaded: {problem}")
     return path
+
+
+def refuse_foreign_run_folder(flag: str, run_dir: str | os.PathLike, stage: str,
+                              reads: Mapping[str, str | os.PathLike]) -> None:
+    """One line when a training run's folder is another artifact's: a folder another stage's
+    sidecar names (a tokenizer, a corpus, a dataset), one inside a folder the run reads
+    (``reads``: what it is -> path), or a model's own folder (a config.json). A run writes
+    checkpoints, final/, run_info.json and, for a staged run, its sidecar there: among that
+    artifact's files, replacing its sidecar."""
+    run_dir = Path(run_dir)
+    refuse_foreign_folder(run_dir / SIDECAR, stage, flag)
+    refuse_output_over_inputs(flag, run_dir, reads)
+    if (run_dir / "config.json").is_file():
+        raise UsageError(f"{flag} {os.fspath(run_dir)} is a model's folder (it has a config.json): a run's "
+                         f"checkpoints would go among its files; name a new folder (or train from those "
+                         f"weights with --init_from {os.fspath(run_dir)}); nothing was written")
 
 
 # --------------------------------------------------------------------------- one run

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import (SIDECAR, Layout, ModelNotFound, RunLayout, checkpoint_problem, checkpoint_step, model_run_info,
-                    model_step, read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs,
-                    sha256_file, user_path)
+from ..core import (Layout, ModelNotFound, RunLayout, checkpoint_problem, checkpoint_step, model_run_info,
+                    model_step, read_json_object, record_field, refuse_foreign_run_folder, sha256_file, user_path)
 from ..tokens import era_tokens_of, load_tokenizer as load_project_tokenizer
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape
@@ -232,18 +231,13 @@ def _parent_and_shape(config: TrainingConfig, tokenizer, resume: Resumed):
 
 
 def check_run_folder(config: TrainingConfig) -> None:
-    """The run folder (--output_dir) is no other artifact's: not a folder another stage's
-    sidecar names (a tokenizer, a corpus, a chat run), not inside the tokenizer or corpus it
-    reads, not a model's own folder. Checkpoints, final/, the token cache and run_info.json
-    went there among that artifact's files, which a later --fresh or publish then carried."""
-    run, data = config.run.dir, config.data
-    refuse_foreign_folder(run / SIDECAR, "training run", "--output_dir")
-    refuse_output_over_inputs("--output_dir", run, {"the tokenizer folder": data.tokenizer_dir,
-                                                     "the corpus folder": data.processed_dir})
-    if (run / "config.json").is_file():
-        raise TrainingError(f"--output_dir {run} is a model's folder (it has a config.json): a run's "
-                            f"checkpoints would go among its files; name a new folder (or --init_from "
-                            f"{run} to train from those weights); nothing was written")
+    """The run folder (--output_dir) is no other artifact's (:func:`~londonlm.core.layout.
+    refuse_foreign_run_folder`): not the tokenizer's or the corpus's, nor inside them, nor a
+    model's own folder. Its checkpoints, final/, token cache and run_info.json went there among
+    that artifact's files, which a later --fresh or publish then carried."""
+    refuse_foreign_run_folder("--output_dir", config.run.dir, "training run",
+                              {"the tokenizer folder": config.data.tokenizer_dir,
+                               "the corpus folder": config.data.processed_dir})
 
 
 def plan_run(config: TrainingConfig) -> TrainingPlan:

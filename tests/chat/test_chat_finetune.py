@@ -335,6 +335,36 @@ def test_output_dir_is_the_chat_run_folder(chat_root, tmp_path):
     assert RunLayout(out).has_final() and not Layout(chat_root).run("base-chat").has_final()
 
 
+def test_an_output_dir_that_is_another_artifacts_folder_is_refused_before_anything_is_written(chat_root, tmp_path,
+                                                                                               capsys):
+    """Was: the chat run trained into the folder named, its checkpoints and final/ among the
+    files there, and its sidecar.json replaced the tokenizer's or the dataset's (whose own stage
+    then refused its folder as chat_finetune's); into the base model's final/ as final/final."""
+    from conftest import tree_digest
+
+    from londonlm.core.errors import run_main
+
+    ft = _script("finetune_chat")
+    layout = _layout(chat_root)
+    data, base = tmp_path / "chat-data", tmp_path / "base-final"
+    shutil.copytree(layout.chat_data_dir, data)
+    shutil.copytree(layout.run("base").final, base)
+    tok = tmp_path / "tokenizer"
+    tok.mkdir()
+    (tok / "sidecar.json").write_text(json.dumps({"stage": "tokenizer", "inputs": {}, "settings": {}}))
+    for out, said in [(tok, "holds the outputs of the 'tokenizer' stage"),
+                      (data, "holds the outputs of the 'chat_dataset' stage"),
+                      (base, "is the base model's folder"), (base / "chat", "lies inside the base model's folder")]:
+        before = tree_digest(tmp_path)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            run_main(ft.main, ["--preset", "micro", "--init_from", str(base), "--data_dir", str(data),
+                               "--max_steps", "1", "--output_dir", str(out), "--root", str(chat_root)])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith(f"error: --output_dir {out} ") and said in err, err
+        assert err.count("\n") == 1 and tree_digest(tmp_path) == before
+
+
 def test_a_dataset_without_validation_rows_trains_without_evaluations(chat_root, tmp_path, capsys):
     """A validation split left empty (one trial, or --validation_percent 0): the Trainer refused
     eval_strategy 'steps' without an eval dataset, a ValueError traceback after the model loaded."""
