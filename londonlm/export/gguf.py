@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..core import (FINAL, GGUF, GenerationError, LondonLMError, RunLayout, SIDECAR, naming, read_json,
+from ..core import (FINAL, GGUF, GenerationError, LondonLMError, RunLayout, SIDECAR, earlier_run, naming, read_json,
                     read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs, sha256_file, sidecar_current, versions, write_sidecar)
 from ..generation import check_model_dir, check_token_ids, encode_prompt, read_config
 from ..tokens import load_tokenizer, tokenizer_file_problem
@@ -411,6 +411,11 @@ def _planned_files(model_dir: Path, out_dir: Path, options: GGUFOptions, stem: s
     # the model's own folder: its files would mix with the model's, and a publish of it would
     # carry them (a GGUF folder may sit inside a model's folder, not be it)
     refuse_output_over_inputs("--out_dir", out_dir, {"the folder of the model": model_dir}, inside=False)
+    # a run's folder: the export's sidecar there would make the run's folder the export's, and
+    # the run's next training is refused as writing into another stage's folder (default: <run>/gguf)
+    if earlier_run(out_dir):
+        raise GGUFExportError(f"--out_dir {out_dir} is a training run's folder ({', '.join(earlier_run(out_dir))}): "
+                              f"name a folder inside or beside it (default: its {GGUF}/); nothing was written")
     taken = [p for p in files.values() if p.is_dir()]
     if taken:  # found before any work, not after the first file has replaced its old one
         raise GGUFExportError(f"cannot write {taken[0]}: it is a folder where the GGUF file goes; move it "

@@ -130,6 +130,17 @@ def test_an_out_dir_that_is_the_models_own_folder_is_refused(tiny_model_dir, tmp
     assert len(list((model / "gguf").glob("*-f16.gguf"))) == 1
 
 
+def test_an_out_dir_that_is_a_runs_folder_is_refused(tiny_model_dir, tmp_path):
+    """Was: the export's sidecar.json written into the run's folder, whose next training was then
+    refused as writing into the 'export_gguf' stage's folder."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / "final")
+    (run / "run_info.json").write_text('{"status": "finished"}')
+    with pytest.raises(GGUFExportError, match="is a training run's folder"):
+        export_gguf(run / "final", run, GGUFOptions(types=("f16",)), **QUIET)
+    assert sorted(p.name for p in run.iterdir()) == ["final", "run_info.json"]
+
+
 def test_verify_without_llama_cpp_is_refused_before_any_file_is_written(tiny_model_dir, tmp_path,
                                                                         monkeypatch, capsys):
     """Was: both files exported (minutes for a large model), then the error."""
