@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import config
 from londonlm.core.cli import StageParser, writable_file
 from londonlm.core.artifacts import refuse_output_over_inputs, write_json_atomic
+from londonlm.core.layout import refuse_file_in_an_artifact
 from londonlm.core.errors import run_main
 from londonlm.tokens.stage import format_report, tokenizer_report
 
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     tok_dir, processed = a.tokenizer or layout.tokenizer_dir(a.name), a.processed_dir or layout.processed_dir
     if a.json:  # before the report: written over the corpus or the tokenizer, it would replace it
         refuse_output_over_inputs("--json", a.json, {"the corpus folder": processed, "the tokenizer folder": tok_dir})
+        refuse_file_in_an_artifact("--json", a.json)
     rep = tokenizer_report(tok_dir, processed)
     print(format_report(rep))
     if a.json:

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import config
 from londonlm.core.cli import existing_dir, percent, StageParser, writable_dir, writable_file
 from londonlm.core.artifacts import refuse_output_over_inputs, write_json_atomic
+from londonlm.core.layout import refuse_file_in_an_artifact
 from londonlm.chat.dataset import ChatDatasetOptions, build_chat_dataset, format_statistics
 from londonlm.core.errors import run_main
 
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     source, out = a.source_dir or layout.downloads_dir, a.out_dir or layout.chat_data_dir
     if a.json:  # before the build: written over a TEI source or into the dataset, it would replace it
         refuse_output_over_inputs("--json", a.json, {"the source folder": source, "the dataset folder": out})
+        refuse_file_in_an_artifact("--json", a.json)
     stats = build_chat_dataset(source, out,
                                ChatDatasetOptions(validation_percent=a.validation_percent),
                                overwrite=a.overwrite)

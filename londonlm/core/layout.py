@@ -19,7 +19,7 @@ from typing import Mapping
 from pathlib import Path
 
 from .checkpoints import (BEST, RUN_INFO, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
-                          checkpoint_step, latest_valid_checkpoint, list_checkpoints)
+                          checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints)
 from .artifacts import read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs
 from .cli import user_path
 from .errors import LondonLMError, UsageError
@@ -78,6 +78,20 @@ def refuse_foreign_run_folder(flag: str, run_dir: str | os.PathLike, stage: str,
         raise UsageError(f"{flag} {os.fspath(run_dir)} is a model's folder (it has a config.json): a run's "
                          f"checkpoints would go among its files; name a new folder (or train from those "
                          f"weights with --init_from {os.fspath(run_dir)}); nothing was written")
+
+
+def refuse_file_in_an_artifact(flag: str, path: str | os.PathLike) -> None:
+    """One line when a file a command writes (a report, a filtered JSONL) would go into another
+    artifact's folder: a model's (a config.json), a stage's (a sidecar.json), a training run's.
+    There it replaced or joined the files that artifact is made of (``--output
+    final/config.json`` replaced a model's config with a token count, exit 0)."""
+    folder = Path(os.path.realpath(Path(path).absolute().parent))
+    what = ("a model's folder (it has a config.json)" if (folder / "config.json").is_file()
+            else "a stage's output folder (it has a sidecar.json)" if (folder / SIDECAR).is_file()
+            else "a training run's folder" if earlier_run(folder) else None)
+    if what:
+        raise UsageError(f"{flag} {os.fspath(path)} lies in {what}, whose files other commands read: "
+                         f"name a file elsewhere; nothing was written")
 
 
 # --------------------------------------------------------------------------- one run

@@ -178,6 +178,31 @@ def test_an_output_flag_never_writes_over_an_input(root, tmp_path):
     assert code == 0 and json.loads((tmp_path / "counts.json").read_text())["documents"] == 6, err
 
 
+def test_a_report_into_another_artifacts_folder_is_refused(root, tiny_model_dir, tmp_path):
+    """Was: `count_tokens.py --output <a run's final/>/config.json` replaced the model's config
+    with a token count, exit 0 (the model no longer loaded); a report went among a tokenizer's,
+    a run's or a model's files alike. The OCR repair's outputs take the same rule."""
+    from londonlm.corpus.ocr.files import check_output
+
+    model = tmp_path / "final"
+    shutil.copytree(tiny_model_dir, model)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_info.json").write_text('{"status": "finished"}')
+    staged = tmp_path / "gguf"  # another stage's outputs, not an input of these commands
+    staged.mkdir()
+    (staged / "sidecar.json").write_text('{"stage": "export_gguf"}')
+    before = tree_digest(tmp_path), tree_digest(root)
+    for script, flag, target, said in [(COUNT, "--output", model / "config.json", "a model's folder"),
+                                       (REPORT, "--json", model / "report.json", "a model's folder"),
+                                       (COUNT, "--output", staged / "counts.json", "a stage's output folder"),
+                                       (REPORT, "--json", run / "report.json", "a training run's folder")]:
+        one_error_line(run_script(script, root, flag, target), f"{flag} {target} lies in {said}", "nothing was written")
+        with pytest.raises(Exception, match=f"lies in {said}"):
+            check_output("--output", target)
+    assert (tree_digest(tmp_path), tree_digest(root)) == before
+
+
 @pytest.mark.parametrize("value, said", [("", "give a file name (got an empty value)"),
                                          ("{tmp}", "is a folder: name a file to write")])
 def test_a_report_path_that_names_no_file_is_refused_before_the_report(root, tmp_path, value, said):

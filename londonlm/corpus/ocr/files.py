@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Mapping
 
-from ...core import atomic_writer, is_fd_link, naming, nearest_existing
+from ...core import atomic_writer, is_fd_link, naming, nearest_existing, refuse_file_in_an_artifact
 from ..manifest import CorpusError
 
 
@@ -79,7 +79,8 @@ def refuse_same_files(named: Mapping[str, str | os.PathLike | None]) -> None:
 def check_output(flag: str, path: str | os.PathLike) -> None:
     """One line for an output that is no file: a folder, a block device, a socket, a name
     ending in a slash (a folder meant), or one under a file (``input.jsonl/x``: found only
-    when the finished work was to be written)."""
+    when the finished work was to be written); and for a file, one in another artifact's
+    folder (:func:`~londonlm.core.layout.refuse_file_in_an_artifact`)."""
     name = os.fspath(path)
     _, _, mode = _identity(name)
     if mode is None:
@@ -88,8 +89,12 @@ def check_output(flag: str, path: str | os.PathLike) -> None:
         parent = nearest_existing(Path(os.path.abspath(name)).parent)
         if os.path.exists(parent) and not os.path.isdir(parent):
             raise FileClash(f"{flag} {name}: {parent} is a file, not a folder; name a file in a folder")
+        refuse_file_in_an_artifact(flag, name)
         return
-    if stat.S_ISREG(mode) or _streamed(mode):
+    if _streamed(mode):
+        return
+    if stat.S_ISREG(mode):
+        refuse_file_in_an_artifact(flag, name)
         return
     kind = "a folder" if stat.S_ISDIR(mode) else "a block device" if stat.S_ISBLK(mode) else \
         "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
