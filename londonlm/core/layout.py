@@ -15,8 +15,8 @@ import datetime
 import os
 import time
 from dataclasses import dataclass
-from typing import Mapping
 from pathlib import Path
+from typing import Mapping
 
 from .checkpoints import (BEST, RUN_INFO, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
                           checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints)

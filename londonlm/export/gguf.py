@@ -413,8 +413,9 @@ def _planned_files(model_dir: Path, out_dir: Path, options: GGUFOptions, stem: s
     refuse_output_over_inputs("--out_dir", out_dir, {"the folder of the model": model_dir}, inside=False)
     # a run's folder: the export's sidecar there would make the run's folder the export's, and
     # the run's next training is refused as writing into another stage's folder (default: <run>/gguf)
-    if earlier_run(out_dir):
-        raise GGUFExportError(f"--out_dir {out_dir} is a training run's folder ({', '.join(earlier_run(out_dir))}): "
+    run_files = earlier_run(out_dir)
+    if run_files:
+        raise GGUFExportError(f"--out_dir {out_dir} is a training run's folder ({', '.join(run_files)}): "
                               f"name a folder inside or beside it (default: its {GGUF}/); nothing was written")
     taken = [p for p in files.values() if p.is_dir()]
     if taken:  # found before any work, not after the first file has replaced its old one
