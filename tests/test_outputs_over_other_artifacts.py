@@ -1,14 +1,13 @@
-"""No command's output folder takes another artifact's files: every stage script with an output
-folder flag, pointed at the folder of each other artifact of a micro project (the tokenizer, the
+"""No command's output folder is another artifact's: every stage script with an output folder
+flag, pointed at the folder of each other artifact of a micro project (the tokenizer, the
 corpus, the chat dataset, a run's final/ model, the run's folder), refuses in one ``error:``
-line or writes beside that artifact's files; every file the project held before is still there,
-byte for byte, whatever the exit code.
+line, and the project is as it was, byte for byte: no file changed, removed or added.
 
 What this net found, mended: the tokenizer stage replaced a model's tokenizer.json with one of
 another vocabulary; pre-training and chat fine-tuning trained into the tokenizer's, the corpus's
 or the dataset's folder, chat fine-tuning's sidecar replacing theirs (whose own stage then
-refused its folder as chat_finetune's); the LR finder and the GGUF export wrote among a model's
-files.
+refused its folder as chat_finetune's); the LR finder, the GGUF export, the evaluation and the
+run comparison wrote their files among another artifact's.
 
 Each script runs in this process (``script_fuzz.run_in_process``) from a scratch working
 directory, over a fresh copy of the project for each pair.
@@ -49,7 +48,7 @@ COMMANDS = {
 }
 
 # a command's own artifact: writing there is its job (a run resumed or skipped, a dataset rebuilt)
-OWN = {("training", "run folder"), ("chat dataset", "chat dataset")}
+OWN = {("training", "run folder"), ("chat dataset", "chat dataset"), ("tokenizer", "tokenizer")}
 
 
 @pytest.fixture(scope="module")
@@ -90,4 +89,8 @@ def test_an_output_folder_that_is_another_artifacts_keeps_its_files(command, vic
     lost = sorted(f for f, sha in before.items() if after.get(f) != sha)
     assert not lost, f"{command} into the {victim}'s folder (exit {code}) changed or removed:\n  " + \
         "\n  ".join(lost[:20]) + "\n" + (out + err)[-2000:]
+    # nor written among them: refused, with nothing added anywhere in the project
+    added = sorted(set(after) - set(before))
+    assert code == 2 and not added, f"{command} into the {victim}'s folder (exit {code}) added:\n  " + \
+        "\n  ".join(added[:20]) + "\n" + (out + err)[-2000:]
     assert not (tmp_path / "decoy").exists() and not any(cwd.iterdir())

@@ -80,18 +80,34 @@ def refuse_foreign_run_folder(flag: str, run_dir: str | os.PathLike, stage: str,
                          f"weights with --init_from {os.fspath(run_dir)}); nothing was written")
 
 
-def refuse_file_in_an_artifact(flag: str, path: str | os.PathLike) -> None:
-    """One line when a file a command writes (a report, a filtered JSONL) would go into another
-    artifact's folder: a model's (a config.json), a stage's (a sidecar.json), a training run's.
-    There it replaced or joined the files that artifact is made of (``--output
-    final/config.json`` replaced a model's config with a token count, exit 0)."""
-    folder = Path(os.path.realpath(Path(path).absolute().parent))
-    what = ("a model's folder (it has a config.json)" if (folder / "config.json").is_file()
+def artifact_of(folder: str | os.PathLike) -> str | None:
+    """What other artifact ``folder`` is, in words: a model's (a config.json), a stage's outputs
+    (a sidecar.json), a training run's (its record, final/ or checkpoints); None for any other."""
+    folder = Path(os.path.realpath(folder))
+    return ("a model's folder (it has a config.json)" if (folder / "config.json").is_file()
             else "a stage's output folder (it has a sidecar.json)" if (folder / SIDECAR).is_file()
             else "a training run's folder" if earlier_run(folder) else None)
+
+
+def refuse_file_in_an_artifact(flag: str, path: str | os.PathLike) -> None:
+    """One line when a file a command writes (a report, a filtered JSONL) would go into another
+    artifact's folder (:func:`artifact_of`). There it replaced or joined the files that artifact
+    is made of (``--output final/config.json`` replaced a model's config with a token count,
+    exit 0)."""
+    what = artifact_of(Path(path).absolute().parent)
     if what:
         raise UsageError(f"{flag} {os.fspath(path)} lies in {what}, whose files other commands read: "
                          f"name a file elsewhere; nothing was written")
+
+
+def refuse_report_folder_in_an_artifact(flag: str, folder: str | os.PathLike) -> None:
+    """One line when a report's folder (an evaluation, a sweep, a comparison) is another
+    artifact's own folder (:func:`artifact_of`): its files went among that artifact's, where a
+    publish carried them or a rebuild of the artifact deleted them. A folder inside is fine."""
+    what = artifact_of(folder)
+    if what:
+        raise UsageError(f"{flag} {os.fspath(folder)} is {what}: the report's files would go among its "
+                         f"files; name a folder inside or beside it; nothing was written")
 
 
 # --------------------------------------------------------------------------- one run

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core import (Layout, LondonLMError, RunLayout, free_memory_bytes, write_bytes_atomic,
-                     write_text_atomic)
+from ...core import (Layout, LondonLMError, RunLayout, free_memory_bytes, refuse_report_folder_in_an_artifact,
+                     write_bytes_atomic, write_text_atomic)
 from ...tokens import ensure_cache, era_tokens_of
 from ..data import Position, StreamSampler, load_blocks
 from ..job import ModelConfig, OutputConfig, RunControl, config_from_values, training_arguments
@@ -166,11 +166,9 @@ def pyplot():
 def check_outputs(out_dir: str | Path) -> None:
     """One line, before the sweep, when a file the sweep writes has a folder in its place: found
     after the sweep, the files before it would have been replaced, the summary not. And when
-    the folder is a model's (a config.json): the sweep's files and token cache would mix with
-    the model's, and a publish of that folder would carry them."""
-    if (Path(out_dir) / "config.json").is_file():
-        raise LRFindError(f"--output_dir {out_dir} is a model's folder (it has a config.json): name "
-                          f"another folder for the sweep's files; nothing was written")
+    the folder is another artifact's (a model's: the sweep's files and token cache would mix
+    with the model's, and a publish of that folder would carry them)."""
+    refuse_report_folder_in_an_artifact("--output_dir", out_dir)
     taken = [Path(out_dir) / f for f in LR_FIND_FILES if (Path(out_dir) / f).is_dir()]
     if taken:
         raise LRFindError(f"cannot write {taken[0]}: it is a folder where the sweep's file goes; "
