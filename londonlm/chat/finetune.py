@@ -248,9 +248,8 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
     process or torchrun: every rank calls this; rank 0 logs and writes."""
     log = log if is_main_process() else (lambda _m: None)
     base_dir, data_dir = Path(base_dir), Path(data_dir)
-    # its sidecar would replace the tokenizer's or the dataset's, its run go among their files
-    refuse_foreign_run_folder("--output_dir", run.dir, STAGE, {"the chat dataset folder": data_dir,
-                                                               "the base model's folder": base_dir})
+    refuse_foreign_run_folder("--output_dir", run.dir, STAGE,  # its sidecar would replace theirs
+                              {"the chat dataset folder": data_dir, "the base model's folder": base_dir})
     dataset = load_chat_dataset(data_dir)
     inputs = fingerprints(base_dir, data_dir)
     settings = chat_settings(options, request)

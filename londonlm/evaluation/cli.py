@@ -84,8 +84,7 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
                    help="other models/checkpoints (same spec forms as --model) to compare; "
                         "'all' = every checkpoint of the run plus final")
     p.add_argument("--text_files", type=existing_file, nargs="*", default=[],
-                   help="UTF-8 text files to score too (bits per byte, as bench/bpb.py; another "
-                        "encoding is refused by name)")
+                   help="UTF-8 text files to score too (bits per byte, as bench/bpb.py)")
     p.add_argument("--probes", type=existing_file,
                    help="probe JSONL (default: the bundled londonlm/evaluation/data/probes.jsonl)")
     p.add_argument("--lm_eval_tasks", nargs="*", default=[], metavar="TASK",
