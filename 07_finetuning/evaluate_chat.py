@@ -19,7 +19,7 @@ from londonlm.core.errors import UsageError, run_main
 from londonlm.evaluation import model_identity
 from londonlm.generation import check_model_dir
 from londonlm.evaluation.human_eval import brought_samples, export_blind
-from londonlm.core.layout import RunLayout, refuse_report_folder_in_an_artifact
+from londonlm.core.layout import RunLayout, refuse_artifacts_folder
 
 
 def main(argv=None) -> int:
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     refuse_output_over_inputs("--out_dir", out_dir, {"the dataset folder": data_dir})
     refuse_output_over_inputs("--out_dir", out_dir, {"the chat model's folder": chat_dir,
                                                      "the base model's folder": base_dir}, inside=False)
-    refuse_report_folder_in_an_artifact("--out_dir", out_dir)  # another model's, a stage's, a run's
+    refuse_artifacts_folder("--out_dir", out_dir)  # another model's, a stage's, a run's
     options = ChatEvalOptions(years=tuple(a.years), bait_limit=a.bait_limit, max_new_tokens=a.max_new_tokens)
     evaluate_chat(chat_dir, base_dir, data_dir, out_dir, options)
     pack = brought_samples(chat_dir, a.model, eval_dir=out_dir)

@@ -43,7 +43,7 @@ from .lazy import lazy_exports
 from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE,
                      PIPELINE_SUMMARY, SIDECAR, TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints,
                      artifact_of, is_plain_name, model_run_info, plain_name, refuse_file_in_an_artifact,
-                     refuse_foreign_run_folder, refuse_report_folder_in_an_artifact, usable_model)
+                     refuse_foreign_run_folder, refuse_artifacts_folder, usable_model)
 
 __all__ = [
     "archives_without_crc", "BEST", "BEST_INFO", "CHAT_EVAL", "CHAT_INFO", "CHAT_REJECTED", "CHAT_STATS", "check_ranges",
@@ -56,7 +56,7 @@ __all__ = [
     "large_blocks_from_the_system",
     "is_plain_name", "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "model_run_info", "model_step", "ModelNotFound", "naming", "NativePanic", "native_panics", "non_negative_float", "non_negative_int", "now_iso", "number_in",
-    "OneLineErrors", "peak_flops", "PIPELINE_SUMMARY", "plain_name", "port", "positive_float", "positive_int", "read_json", "read_json_object", "record_field", "refuse_file_in_an_artifact", "refuse_foreign_folder", "refuse_foreign_run_folder", "refuse_report_folder_in_an_artifact", "artifact_of",
+    "OneLineErrors", "peak_flops", "PIPELINE_SUMMARY", "plain_name", "port", "positive_float", "positive_int", "read_json", "read_json_object", "record_field", "refuse_file_in_an_artifact", "refuse_foreign_folder", "refuse_foreign_run_folder", "refuse_artifacts_folder", "artifact_of",
     "refuse_output_over_inputs",
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "ScratchTables", "sidecar_current", "sqlite_os_error", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",

@@ -80,12 +80,15 @@ def refuse_foreign_run_folder(flag: str, run_dir: str | os.PathLike, stage: str,
                          f"weights with --init_from {os.fspath(run_dir)}); nothing was written")
 
 
-def artifact_of(folder: str | os.PathLike) -> str | None:
+def artifact_of(folder: str | os.PathLike, own_stage: str | None = None) -> str | None:
     """What other artifact ``folder`` is, in words: a model's (a config.json), a stage's outputs
-    (a sidecar.json), a training run's (its record, final/ or checkpoints); None for any other."""
+    (a sidecar.json; not ``own_stage``'s), a training run's (its record, final/ or
+    checkpoints); None for any other."""
     folder = Path(os.path.realpath(folder))
+    side = folder / SIDECAR
     return ("a model's folder (it has a config.json)" if (folder / "config.json").is_file()
-            else "a stage's output folder (it has a sidecar.json)" if (folder / SIDECAR).is_file()
+            else "a stage's output folder (it has a sidecar.json)"
+            if side.is_file() and (own_stage is None or record_field(read_json_object(side), "stage") != own_stage)
             else "a training run's folder" if earlier_run(folder) else None)
 
 
@@ -100,13 +103,15 @@ def refuse_file_in_an_artifact(flag: str, path: str | os.PathLike) -> None:
                          f"name a file elsewhere; nothing was written")
 
 
-def refuse_report_folder_in_an_artifact(flag: str, folder: str | os.PathLike) -> None:
-    """One line when a report's folder (an evaluation, a sweep, a comparison) is another
-    artifact's own folder (:func:`artifact_of`): its files went among that artifact's, where a
-    publish carried them or a rebuild of the artifact deleted them. A folder inside is fine."""
-    what = artifact_of(folder)
+def refuse_artifacts_folder(flag: str, folder: str | os.PathLike, own_stage: str | None = None) -> None:
+    """One line when an output folder (an evaluation's, a sweep's, a comparison's, a GGUF
+    export's: ``own_stage``, whose own earlier outputs are let be) is another artifact's own
+    folder (:func:`artifact_of`): its files went among that artifact's, where a publish carried
+    them, a rebuild of the artifact deleted them, or its sidecar made the folder its own. A
+    folder inside is fine."""
+    what = artifact_of(folder, own_stage)
     if what:
-        raise UsageError(f"{flag} {os.fspath(folder)} is {what}: the report's files would go among its "
+        raise UsageError(f"{flag} {os.fspath(folder)} is {what}: this command's files would go among its "
                          f"files; name a folder inside or beside it; nothing was written")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, existing_dir, existing_file,
-                    number_in, positive_int, refuse_output_over_inputs, refuse_report_folder_in_an_artifact,
+                    number_in, positive_int, refuse_output_over_inputs, refuse_artifacts_folder,
                     writable_dir, year)
 from ..corpus import iter_split_texts
 from ..generation import DTYPES
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     refuse_output_over_inputs("--out_dir", out_dir, {"the corpus folder": corpus})
     for path in (model_path, *compare):
         refuse_output_over_inputs("--out_dir", out_dir, {"the folder of the model": path}, inside=False)
-    refuse_report_folder_in_an_artifact("--out_dir", out_dir)  # another model's, a stage's, a run's
+    refuse_artifacts_folder("--out_dir", out_dir)  # another model's, a stage's, a run's
     settings = EvaluationSettings.from_flags(vars(args), compare=compare)
     m = run_evaluation(model_path, out_dir, settings, val_texts=texts, val_years=years, overwrite=args.overwrite)
     _print_table(m)

@@ -33,8 +33,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..core import (FINAL, GGUF, GenerationError, LondonLMError, RunLayout, SIDECAR, earlier_run, naming, read_json,
-                    read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs, sha256_file, sidecar_current, versions, write_sidecar)
+from ..core import (FINAL, GGUF, GenerationError, LondonLMError, RunLayout, SIDECAR, naming, read_json,
+                    read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder, sha256_file, sidecar_current, versions, write_sidecar)
 from ..generation import check_model_dir, check_token_ids, encode_prompt, read_config
 from ..tokens import load_tokenizer, tokenizer_file_problem
 
@@ -408,15 +408,9 @@ def _planned_files(model_dir: Path, out_dir: Path, options: GGUFOptions, stem: s
     # a folder another stage writes (a tokenizer, a corpus): its sidecar.json, which that
     # stage's skips and checks read, would be replaced by this one's
     refuse_foreign_folder(out_dir / SIDECAR, STAGE, "--out_dir")
-    # the model's own folder: its files would mix with the model's, and a publish of it would
-    # carry them (a GGUF folder may sit inside a model's folder, not be it)
-    refuse_output_over_inputs("--out_dir", out_dir, {"the folder of the model": model_dir}, inside=False)
-    # a run's folder: the export's sidecar there would make the run's folder the export's, and
-    # the run's next training is refused as writing into another stage's folder (default: <run>/gguf)
-    run_files = earlier_run(out_dir)
-    if run_files:
-        raise GGUFExportError(f"--out_dir {out_dir} is a training run's folder ({', '.join(run_files)}): "
-                              f"name a folder inside or beside it (default: its {GGUF}/); nothing was written")
+    # a model's folder (its own or another's), a run's folder (default: <run>/gguf): the files
+    # would mix with theirs, and the export's sidecar in a run's folder refused its next training
+    refuse_artifacts_folder("--out_dir", out_dir, own_stage=STAGE)
     taken = [p for p in files.values() if p.is_dir()]
     if taken:  # found before any work, not after the first file has replaced its old one
         raise GGUFExportError(f"cannot write {taken[0]}: it is a folder where the GGUF file goes; move it "

@@ -123,7 +123,7 @@ def test_an_out_dir_that_is_the_models_own_folder_is_refused(tiny_model_dir, tmp
     model = tmp_path / "final"
     shutil.copytree(tiny_model_dir, model)
     before = sorted(p.name for p in model.iterdir())
-    with pytest.raises(LondonLMError, match="is the folder of the model"):
+    with pytest.raises(LondonLMError, match="is a model's folder"):
         export_gguf(model, model, GGUFOptions(types=("f16",)), **QUIET)
     assert sorted(p.name for p in model.iterdir()) == before
     export_gguf(model, model / "gguf", GGUFOptions(types=("f16",)), **QUIET)
@@ -136,7 +136,7 @@ def test_an_out_dir_that_is_a_runs_folder_is_refused(tiny_model_dir, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_model_dir, run / "final")
     (run / "run_info.json").write_text('{"status": "finished"}')
-    with pytest.raises(GGUFExportError, match="is a training run's folder"):
+    with pytest.raises(LondonLMError, match="is a training run's folder"):
         export_gguf(run / "final", run, GGUFOptions(types=("f16",)), **QUIET)
     assert sorted(p.name for p in run.iterdir()) == ["final", "run_info.json"]
 

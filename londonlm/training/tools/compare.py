@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ...core import (Layout, LondonLMError, RunLayout, UsageError, atomic_writer, is_plain_name, read_json,
-                     read_json_object, record_field, refuse_report_folder_in_an_artifact, user_path, write_text_atomic)
+                     read_json_object, record_field, refuse_artifacts_folder, user_path, write_text_atomic)
 
 COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
@@ -314,7 +314,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path, x: str = "tokens",
     ``runs_dir``: the checkpoints folder, none of whose runs may receive them."""
     output_stem(name, "--name")
     refuse_out_dir_in_runs(Path(out_dir), run_dirs, runs_dir)
-    refuse_report_folder_in_an_artifact("--out_dir", out_dir)  # a model's, a stage's, a run's elsewhere
+    refuse_artifacts_folder("--out_dir", out_dir)  # a model's, a stage's, a run's elsewhere
     rows = [load_run(p) for p in run_dirs]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core import (Layout, LondonLMError, RunLayout, free_memory_bytes, refuse_report_folder_in_an_artifact,
+from ...core import (Layout, LondonLMError, RunLayout, free_memory_bytes, refuse_artifacts_folder,
                      write_bytes_atomic, write_text_atomic)
 from ...tokens import ensure_cache, era_tokens_of
 from ..data import Position, StreamSampler, load_blocks
@@ -168,7 +168,7 @@ def check_outputs(out_dir: str | Path) -> None:
     after the sweep, the files before it would have been replaced, the summary not. And when
     the folder is another artifact's (a model's: the sweep's files and token cache would mix
     with the model's, and a publish of that folder would carry them)."""
-    refuse_report_folder_in_an_artifact("--output_dir", out_dir)
+    refuse_artifacts_folder("--output_dir", out_dir)
     taken = [Path(out_dir) / f for f in LR_FIND_FILES if (Path(out_dir) / f).is_dir()]
     if taken:
         raise LRFindError(f"cannot write {taken[0]}: it is a folder where the sweep's file goes; "
