@@ -326,6 +326,7 @@ def pristine(family_root):
     return Digest(tree_digest(family_root))
 
 
+@pytest.mark.slow  # a net, ~24 s on 2 cores
 @given(states=st.lists(MEMBER_STATES, min_size=3, max_size=3), bare=st.lists(st.booleans(), min_size=3, max_size=3),
        damages=st.lists(ROOT_DAMAGES, max_size=2),
        passed=st.lists(st.sampled_from(PASSED), max_size=2, unique_by=lambda fv: fv[0]),

@@ -898,25 +898,16 @@ def _smoke(tmp_path, seconds: float, *extra: str, src: Path | None = None):
 
 @needs_shared_bench
 def test_smoke_race_on_cpu_writes_both_bpb(tmp_path):
-    """The race end to end with one variant. The variant trains the race's seconds, so it is
-    set against the race's own ours (a variant at other seconds trains ours unchanged beside
-    it: test_variants_lead_with_ours_unchanged_when_their_seconds_differ, and the 30-second race);
-    each training process costs ~10 s of imports on 2 cores, the most of this test's time."""
-    r, res, md = _smoke(tmp_path, 2, "--curve_points", "2", "--score_bytes", "1500", "--first_pass_seconds", "1",
-                        "--variant", "best=--save_best --eval_steps 2")
+    """The race end to end, without variants: each training process costs ~10 s of imports on 2
+    cores, the most of this test's time (a variant, another ~26 s, runs in the slow 30-second
+    race below; which ours a variant is set against: test_each_variant_is_set_against_ours_...)."""
+    r, res, md = _smoke(tmp_path, 2, "--curve_points", "2", "--score_bytes", "1500", "--first_pass_seconds", "1")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     for name in ("ours", "seed_recipe"):
         rec = res[name]
         assert rec["status"] == "ok" and math.isfinite(rec["bpb"]) and rec["bpb"] > 0, rec
         assert rec["steps"] > 0 and rec["tokens"] > 0 and rec["curve"][-1]["bpb"] == rec["bpb"]
-    # the variant in a run folder and compile cache of its own, set against ours
-    assert list(res["variants"]) == ["best"]
-    best = res["variants"]["best"]
-    assert best["status"] == "ok" and math.isfinite(best["bpb"]) and best["seconds"] == 2, best
-    assert "--run_name_dir race_ours_best " in best["command"]
-    assert best["flags"] == ["--save_best", "--eval_steps", "2"] and math.isfinite(best["best_bpb"])
-    assert best["vs_base"] == pytest.approx(best["bpb"] - res["ours"]["bpb"], abs=1e-4)
-    assert "| ours+best |" in md and "What each change bought" in md
+    assert not res.get("variants") and "What each change bought" not in md
     assert res["seed_recipe"]["fitted_steps"] >= 1 and res["meta"]["data"]["heldout_documents"] >= 1
     assert res["ours_lower"] in (True, False)
     assert md.count("<!-- gpu-race-micro:begin -->") == 1 and "| seed_recipe |" in md

@@ -44,6 +44,9 @@ def test_every_script_refuses_a_root_that_is_a_file(script, tmp_path, monkeypatc
     assert afile.read_text() == "x"
 
 
+# a whole pipeline run twice, ~37 s on 2 cores (an unwritable output's one line, stage by stage,
+# is in the default suite: tests/core/test_os_errors.py)
+@pytest.mark.slow
 def test_a_finished_pipeline_rerun_by_a_user_who_may_not_write(tmp_path):
     """Every stage current, the project root owned by someone else: nothing to write, exit 0
     (the summary says the same but for the timings: kept). With the summary gone, the one the

@@ -18,8 +18,6 @@ from ..corpus import iter_split_texts
 from ..generation import DTYPES
 from . import human_eval
 from .harness import TEXT_TASK
-from .report import passage_count, write_metrics
-from .run import EvaluationSettings, run_evaluation
 
 # filled with the device and dtype an evaluation ran with, so lm-eval's figures are comparable
 # a seed every generator the evaluation seeds takes (torch, numpy and generate() all take [0, 2**32))
@@ -155,39 +153,11 @@ def evaluation_dir(layout: Layout, run: RunLayout, model_path: Path) -> Path:
     return owner.evaluation_dir_for(model_path)
 
 
-def _print_table(m: dict) -> None:
-    v = m["lm"]["validation"]
-    print(f"\n{'metric':<34}{'value':>12}")
-    print("-" * 46)
-    rows = [("validation loss (nats/token)", v["loss"]), ("validation perplexity", v["perplexity"]),
-            ("validation bits per byte", v["bits_per_byte"]),
-            ("validation tokens scored", v["tokens"])]
-    # each --text_files file: the figure its user asked for (its name cut to fit the column)
-    rows += [(f"{key.removeprefix('file:')[:20]} bits per byte", r["bits_per_byte"])
-             for key, r in m["lm"].items() if key.startswith("file:")]
-    for name, pr in m["probes"].items():
-        rows += [(f"probes[{name}] acc per byte", pr["accuracy"]["per_byte"]),
-                 (f"probes[{name}] acc sum", pr["accuracy"]["sum"]),
-                 (f"probes[{name}] chance", pr["chance"])]
-    g = m.get("generation", {}).get("greedy")
-    if g:
-        n = f"(n={g.get('texts')})"
-        rows += [(f"greedy ROUGE-L F1 {n}", g.get("rougeL")),
-                 (f"greedy repeated 3-gram rate {n}", g.get("repeated_3gram_rate")),
-                 (f"greedy anachronism rate {n}", g.get("anachronism_rate"))]
-    rows.append(("time (s)", m["timing_s"]["total"]))
-    for name, val in rows:
-        s = "-" if val is None else (f"{val:.4f}" if isinstance(val, float) else str(val))
-        print(f"{name:<34}{s:>12}")
-    if g:
-        print(f"(continuations: {passage_count(m['generation'])})")
-    for r in m.get("compare") or []:
-        print(f"  compare {r['name']:<28} bpb {r['bits_per_byte']:.4f}  probes {r['probe_accuracy']:.3f}")
-
-
 def import_ratings_main(paths: Sequence[str], key: str | None, ci: str) -> int:
     if not key:
         raise UsageError("--import_ratings needs --key path/to/blind_key.json")
+    from .report import write_metrics  # imported here for the reason run() gives
+
     rows = human_eval.import_ratings(paths, key)
     agg = human_eval.aggregate(rows, method=ci)
     out = Path(key).parent / "human_eval_results.json"
@@ -207,6 +177,11 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     """Evaluate the model ``args`` name (or aggregate ratings with ``--import_ratings``)."""
     if args.import_ratings is not None:
         return import_ratings_main(args.import_ratings, args.key, args.ci)
+    # imported once the command line stands: the evaluation's code imports torch (~3.5 s), which
+    # --help and a refused flag need not wait for
+    from .report import print_table
+    from .run import EvaluationSettings, run_evaluation
+
     # --compare all reads the run's checkpoints: the run name is used as by --model final
     layout.check_run_name_used(args.run_name, args.model, *(None if s == "all" else s for s in args.compare))
     run_layout = layout.run(args.run_name or args.preset)
@@ -223,7 +198,7 @@ def run(args: argparse.Namespace, layout: Layout) -> int:
     refuse_artifacts_folder("--out_dir", out_dir)  # another model's, a stage's, a run's
     settings = EvaluationSettings.from_flags(vars(args), compare=compare)
     m = run_evaluation(model_path, out_dir, settings, val_texts=texts, val_years=years, overwrite=args.overwrite)
-    _print_table(m)
+    print_table(m)
     print(f"\nreport: {out_dir / 'report.md'}")
     print("lm-eval-harness: " + LM_EVAL_HINT.format(path=model_path, dtype=m["settings"]["dtype"],
                                                     device=m["settings"]["device"]))

@@ -223,6 +223,37 @@ def passage_count(g: Mapping) -> str:
     return text
 
 
+def print_table(m: Mapping) -> None:
+    """The evaluation's headline figures as a table on the console (the report has them all)."""
+    v = m["lm"]["validation"]
+    print(f"\n{'metric':<34}{'value':>12}")
+    print("-" * 46)
+    rows = [("validation loss (nats/token)", v["loss"]), ("validation perplexity", v["perplexity"]),
+            ("validation bits per byte", v["bits_per_byte"]),
+            ("validation tokens scored", v["tokens"])]
+    # each --text_files file: the figure its user asked for (its name cut to fit the column)
+    rows += [(f"{key.removeprefix('file:')[:20]} bits per byte", r["bits_per_byte"])
+             for key, r in m["lm"].items() if key.startswith("file:")]
+    for name, pr in m["probes"].items():
+        rows += [(f"probes[{name}] acc per byte", pr["accuracy"]["per_byte"]),
+                 (f"probes[{name}] acc sum", pr["accuracy"]["sum"]),
+                 (f"probes[{name}] chance", pr["chance"])]
+    g = m.get("generation", {}).get("greedy")
+    if g:
+        n = f"(n={g.get('texts')})"
+        rows += [(f"greedy ROUGE-L F1 {n}", g.get("rougeL")),
+                 (f"greedy repeated 3-gram rate {n}", g.get("repeated_3gram_rate")),
+                 (f"greedy anachronism rate {n}", g.get("anachronism_rate"))]
+    rows.append(("time (s)", m["timing_s"]["total"]))
+    for name, val in rows:
+        s = "-" if val is None else (f"{val:.4f}" if isinstance(val, float) else str(val))
+        print(f"{name:<34}{s:>12}")
+    if g:
+        print(f"(continuations: {passage_count(m['generation'])})")
+    for r in m.get("compare") or []:
+        print(f"  compare {r['name']:<28} bpb {r['bits_per_byte']:.4f}  probes {r['probe_accuracy']:.3f}")
+
+
 def _samples_section(samples: Sequence[Mapping]) -> list[str]:
     if not samples:
         return []

@@ -337,6 +337,10 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
         argv += ["--use_cpu", "true"]
     parser = type("FlagParser", (OneLineErrors, HfArgumentParser), {})(
         (*groups, TrainingArguments), prog=prog, description=description, allow_abbrev=False)
+    # the values' ranges are checked on argparse's own conversion, before TrainingArguments is
+    # built: building it imports the model code (~4 s), which a mistyped value need not wait for
+    namespace, _ = parser.parse_known_args(argv)
+    check_ranges({k: v for k, v in vars(namespace).items() if k in given}, FLAG_RANGES)
     try:
         *values, ta, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except UsageError:
@@ -346,8 +350,6 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
     if unknown:
         raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (see --help)")
     trainer = {f.name: getattr(ta, f.name) for f in dataclasses.fields(ta) if f.init}
-    named = {**{f.name: getattr(v, f.name) for v in values for f in dataclasses.fields(v)}, **trainer}
-    check_ranges({k: v for k, v in named.items() if k in given}, FLAG_RANGES)
     check_trainer_args(ta, given)
     if "output_dir" not in given:
         trainer["output_dir"] = None

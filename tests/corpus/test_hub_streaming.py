@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from blbooks_fixture import Book, write_repo
 from fake_hub_datasets import FakeDatasetHub
 
@@ -86,6 +88,8 @@ def test_hugging_face_offline_mode_is_named(tmp_path):
     assert r.returncode == 2 and "offline mode is on (HF_HUB_OFFLINE" in r.stderr and "--hf_dataset_dir" in r.stderr
 
 
+# ~24 s on 2 cores (the hub source's own resume after a stop, in the default suite: test_hub_source)
+@pytest.mark.slow
 def test_a_collection_killed_mid_stage_resumes_where_it_was(tmp_path):
     """SIGKILL while books are being cleaned and staged; the rerun keeps the staged books (it
     cleans only the rest) and ends with the corpus an uninterrupted run makes."""

@@ -263,6 +263,7 @@ def test_any_flags_and_damaged_model_export_whole_files_or_one_line(data, model_
                       None if named else _n_layer(run / "final"), argv)
 
 
+@pytest.mark.slow  # a net as an unprivileged user, ~19 s on 2 cores
 @given(data=st.data(), model_damages=damages, previous=st.booleans(), into_model=st.booleans())
 @settings(max_examples=UNPRIVILEGED_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_an_unwritable_output_folder_is_one_line_and_changes_nothing(data, model_damages, previous, into_model,

@@ -200,6 +200,7 @@ def check_counts(counts: dict, totals: dict[str, int]) -> None:
 
 # ---------------------------------------------------------------- the net
 
+@pytest.mark.slow  # a net, ~21 s on 2 cores
 @given(data=st.data(), docs=documents, corpus_damages=st.one_of(st.just([]), manifest_damages),
        tok_damages=tokenizer_folder_damages, output=outputs, previous=st.booleans(),
        limit=st.one_of(st.none(), st.none(), st.none(), st.integers(0, 4000)))

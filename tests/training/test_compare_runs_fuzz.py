@@ -328,6 +328,7 @@ def inputs_digest(root: Path) -> dict:
     return digest
 
 
+@pytest.mark.slow  # a net, ~23 s on 2 cores
 @given(c=case())
 @FUZZ
 def test_any_run_folders_compare_or_are_one_line(c):

@@ -156,6 +156,7 @@ def _checkpoint_round_trip(model, opt, ckpt):
                                b.to_local() if isinstance(b, DTensor) else b), key
 
 
+@pytest.mark.slow  # two ranks, ~34 s on 2 cores
 def test_two_ranks_shard_muon_as_whole_matrices_and_checkpoint_it(tmp_path):
     mp.start_processes(_rank_worker, args=(str(tmp_path / "init"), str(tmp_path / "ckpt")),
                        nprocs=2, start_method="spawn")

@@ -284,6 +284,7 @@ def check_state(run: Path, state: str, before: dict, out: str, fresh: bool) -> N
             assert str(info.get("resumed_from")).endswith("checkpoint-1"), (state, info.get("resumed_from"))
 
 
+@pytest.mark.slow  # a net over real trained runs, ~22 s on 2 cores
 @given(states=st.lists(st.sampled_from(REAL_STATES), min_size=1, max_size=2),
        fresh=st.sampled_from([False] * 3 + [True]), passed=st.just([]) | flag_lists(_pass_flags(), 1))
 @settings(max_examples=TRAIN_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
