@@ -337,11 +337,11 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
         argv += ["--use_cpu", "true"]
     parser = type("FlagParser", (OneLineErrors, HfArgumentParser), {})(
         (*groups, TrainingArguments), prog=prog, description=description, allow_abbrev=False)
-    # the values' ranges are checked on argparse's own conversion, before TrainingArguments is
-    # built: building it imports the model code (~4 s), which a mistyped value need not wait for
-    namespace, _ = parser.parse_known_args(argv)
-    check_ranges({k: v for k, v in vars(namespace).items() if k in given}, FLAG_RANGES)
     try:
+        # the values' ranges are checked on argparse's own conversion, before TrainingArguments
+        # is built: building it imports the model code (~4 s), which a mistyped value need not wait for
+        namespace, _ = parser.parse_known_args(argv)
+        check_ranges({k: v for k, v in vars(namespace).items() if k in given}, FLAG_RANGES)
         *values, ta, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except UsageError:
         raise
