@@ -245,8 +245,8 @@ def test_shape_flags_override_and_bad_shapes_fail_fast(wf_root, capsys):
     ri = info(wf_root, "shaped")
     assert ri["shape"] == {"n_layer": 1, "n_head": 4, "n_embd": 32, "context_length": 32,
                            "vocab_size": ri["shape"]["vocab_size"], "embedding_rows": 512}
-    for bad, msg in ((["--n_head", "3"], "not divisible"), (["--n_layer", "0"], "must be positive"),
-                     (["--max_length", "-4"], "must be positive"),
+    for bad, msg in ((["--n_head", "3"], "not divisible"), (["--n_layer", "0"], "must be at least 1 (got 0)"),
+                     (["--max_length", "-4"], "must be at least 2 (got -4)"),
                      (["--n_embd", "30", "--n_head", "4"], "not divisible"),
                      (["--vocab_size", "999"], "differs from the tokenizer")):
         assert train(wf_root, "--run_name", "bad", *bad) == 2, bad
