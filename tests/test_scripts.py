@@ -57,17 +57,9 @@ def test_help_from_another_directory(script, tmp_path):
 @pytest.mark.parametrize("script, argv", [*((s, ["--help"]) for s in TRAINING_FLAGS + HELP_ONLY),
                                           *((s, ["--learning_rate", "0"]) for s in TRAINING_FLAGS)])
 def test_the_command_line_is_answered_before_the_trainer_is_imported(script, argv, tmp_path):
-    code = ("import runpy, sys\n"
-            f"sys.argv = [{str(REPO / script)!r}, *{argv!r}]\n"
-            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
-            "except SystemExit as e:\n    print('exit', e.code)\n"
-            f"print('loaded', [m for m in {TRAINER_MODULES!r} if m in sys.modules])\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env=dict(os.environ, LONDONLM_ROOT=str(tmp_path)), timeout=180)
-    assert res.stdout.splitlines()[-2:] == [f"exit {0 if argv == ['--help'] else 2}", "loaded []"], \
-        res.stdout[-1500:] + res.stderr[-1500:]
+    out = _answered_without(script, argv, TRAINER_MODULES, tmp_path)
     if argv == ["--help"]:
-        assert "usage" in res.stdout.lower() and not list(tmp_path.iterdir()), "--help must not write anything"
+        assert "usage" in out.lower() and not list(tmp_path.iterdir()), "--help must not write anything"
 
 
 # The evaluation's and terminal generation's command lines are answered without torch: their
@@ -77,15 +69,22 @@ def test_the_command_line_is_answered_before_the_trainer_is_imported(script, arg
                                           ("06_inference/inference_unified.py", ["--help"]),
                                           ("06_inference/inference_unified.py", ["--temperature", "-1"])])
 def test_evaluation_and_generation_answer_the_command_line_without_torch(script, argv, tmp_path):
+    _answered_without(script, argv, ("torch", "transformers.modeling_utils"), tmp_path)
+
+
+def _answered_without(script: str, argv: list[str], modules: tuple[str, ...], tmp_path) -> str:
+    """Run ``script argv`` (--help: exit 0, else a refusal: exit 2) and ask that none of
+    ``modules`` was imported by then; its output."""
     code = ("import runpy, sys\n"
             f"sys.argv = [{str(REPO / script)!r}, *{argv!r}]\n"
             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
             "except SystemExit as e:\n    print('exit', e.code)\n"
-            "print('loaded', [m for m in ('torch', 'transformers.modeling_utils') if m in sys.modules])\n")
+            f"print('loaded', [m for m in {modules!r} if m in sys.modules])\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          env=dict(os.environ, LONDONLM_ROOT=str(tmp_path)), timeout=180)
     assert res.stdout.splitlines()[-2:] == [f"exit {0 if argv == ['--help'] else 2}", "loaded []"], \
         res.stdout[-1500:] + res.stderr[-1500:]
+    return res.stdout
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
