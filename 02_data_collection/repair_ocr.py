@@ -98,6 +98,32 @@ def _scorer(model_dir: str, threads: int | None):
     return ContinuationScorer(model_dir, threads=threads)
 
 
+def _adapted(confusions, lexicon, a, settings, workers, log):
+    """The confusion model adapted on the input's own OCR (a first pass over it), said on log."""
+    check_input(Path(a.input))  # (what repair_jsonl refuses, refused before the first pass)
+    confusions = adapt(confusions, lexicon, jsonl_texts(a.input, a.text_key, a.year_key,
+                                                        a.max_row_mb * 1024 * 1024), settings,
+                       workers=workers)
+    got = confusions.made_by.get("adapted_on")
+    print(f"confusion model adapted on {got['word_pairs']:,} words of the input ({got['repairs']:,} confident "
+          f"repairs, {got['rules']} rules)" if got else
+          "confusion model not adapted: too little of the input to learn its OCR from, or no confident repairs",
+          file=log)
+    return confusions
+
+
+def _summary(s, a, judge_id) -> str:
+    """The run's one closing line: rows, repairs, what passed through unrepaired, and why."""
+    errors = ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
+    return (f"repair_ocr: {s['rows']} rows -> {a.output}: {s['repaired']} repaired ({s['changes']} changes)"
+            + (f", {sum(s['errors'].values())} passed through unrepaired ({errors})" if errors else "")
+            + (f", {s['encoding_notes']} read as cp1252" if s["encoding_notes"] else "")
+            + (f", {s['years_ignored']} with a {a.year_key} that is no year (repaired without)"
+               if s["years_ignored"] else "")
+            + (f"; judged by {judge_id['model']} (weights sha256 {judge_id['sha256']})" if judge_id else "")
+            + (f"; report {a.report}" if a.report else ""))
+
+
 def main(argv=None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
@@ -128,15 +154,7 @@ def main(argv=None) -> int:
     chosen = dict(long_s_output=a.long_s, sums=not a.keep_sums)
     settings = RepairSettings.thorough(**chosen) if a.thorough else RepairSettings(**chosen)
     if not a.no_adapt:
-        check_input(Path(a.input))  # (what repair_jsonl refuses, refused before the first pass)
-        confusions = adapt(confusions, lexicon, jsonl_texts(a.input, a.text_key, a.year_key,
-                                                            a.max_row_mb * 1024 * 1024), settings,
-                            workers=workers)
-        got = confusions.made_by.get("adapted_on")
-        print(f"confusion model adapted on {got['word_pairs']:,} words of the input ({got['repairs']:,} confident "
-              f"repairs, {got['rules']} rules)" if got else
-              "confusion model not adapted: too little of the input to learn its OCR from, or no confident repairs",
-              file=log)
+        confusions = _adapted(confusions, lexicon, a, settings, workers, log)
     judge = Judge(lm, JudgeSettings(lm_weight=a.lm_weight, lm_margin=a.lm_margin), judge_id) if lm else None
     repair = DocumentRepair(lexicon, confusions, settings=settings, judge=judge, join_hyphens=a.join_hyphens)
     options = JsonlOptions(text_key=a.text_key, year_key=a.year_key, furniture=not a.no_furniture,
@@ -145,14 +163,7 @@ def main(argv=None) -> int:
         print(f"repair_ocr: --workers {a.workers} is more than the {usable_cpus()} CPUs this process may use: "
               f"{workers} repair processes", file=log)
     s = repair_jsonl(a.input, a.output, repair, a.report, options)
-    errors = ", ".join(f"{k}={v}" for k, v in sorted(s["errors"].items()))
-    print(f"repair_ocr: {s['rows']} rows -> {a.output}: {s['repaired']} repaired ({s['changes']} changes)"
-          + (f", {sum(s['errors'].values())} passed through unrepaired ({errors})" if errors else "")
-          + (f", {s['encoding_notes']} read as cp1252" if s["encoding_notes"] else "")
-          + (f", {s['years_ignored']} with a {a.year_key} that is no year (repaired without)"
-             if s["years_ignored"] else "")
-          + (f"; judged by {judge_id['model']} (weights sha256 {judge_id['sha256']})" if judge_id else "")
-          + (f"; report {a.report}" if a.report else ""), file=log)
+    print(_summary(s, a, judge_id), file=log)
     return 0
 
 
