@@ -31,8 +31,9 @@ import config
 from londonlm.core.cli import StageParser, existing_file, non_negative_float, positive_int
 from londonlm.core.errors import run_main
 from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, bounded_workers, check_output,
-                                 default_period_lexicon, load_confusions, load_period_lexicon, refuse_same_files,
-                                 regular_target, repair_jsonl, same_as_stdout, usable_cpus)
+                                 default_period_lexicon, load_confusions, load_period_lexicon,
+                                 refuse_outputs_in_folders, refuse_same_files, regular_target, repair_jsonl,
+                                 same_as_stdout, usable_cpus)
 from londonlm.corpus.ocr.adapt import adapt, jsonl_texts
 from londonlm.corpus.ocr.jsonl import check_input
 from londonlm.corpus.ocr.judge import Judge, JudgeSettings
@@ -135,6 +136,9 @@ def main(argv=None) -> int:
     period_file = a.period_corpus if a.period_corpus and Path(a.period_corpus).is_file() else None
     refuse_same_files({"--input": a.input, "--period_corpus": period_file, "--confusions": a.confusions,
                        "--output": a.output, "--report": a.report, "--save_lexicon": a.save_lexicon})
+    refuse_outputs_in_folders({"--output": a.output, "--report": a.report, "--save_lexicon": a.save_lexicon},
+                              {"the --period_corpus folder": a.period_corpus, "the --lm model folder": a.lm,
+                               "the corpus folder": layout.processed_dir})
     for flag, path in (("--output", a.output), ("--report", a.report)):
         if path:
             check_output(flag, path)

@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     layout = config.get_layout(a.root)
     run = layout.run(a.run_name or a.preset)
     endpoint = hub.hub_endpoint()
+    shown = hub.mask_secret(endpoint, None)  # (printed below without a password it may hold)
     where = dict(private=a.private, revision=a.revision, endpoint=endpoint)
     dataset = hub.HubTarget(a.dataset_repo_id, dry_run=a.dry_run, **where,
                             commit_message=a.commit_message or hub.DATASET_COMMIT_MESSAGE)
@@ -78,16 +79,16 @@ def main(argv=None) -> int:
                              dataset_repo_id=a.dataset_repo_id), gguf=a.gguf)
     print(f"\nstaged {res.stage_dir}:\n{hub.describe_files(res.files)}")
     print(f"\nsample ({res.report.prompt!r}, greedy):\n  {res.report.generation}")
-    target = f"{endpoint}/{res.repo_id}" if res.repo_id else "(no --repo_id given)"
+    target = f"{shown}/{res.repo_id}" if res.repo_id else "(no --repo_id given)"
     if a.dry_run:
         print(f"\ndry run: nothing uploaded; these {len(res.files)} files would be sent to {target}")
     else:
-        print(f"\npublished {target} ({res.upload.commit_url or res.upload.repo_url})")
+        print(f"\npublished {target} ({hub.mask_secret(res.upload.commit_url or res.upload.repo_url, None)})")
     if a.dataset_repo_id:
         ds = hub.publish_dataset(corpus, dataset, **ds_args)
         print(f"\nstaged dataset {ds.stage_dir}:\n{hub.describe_files(ds.files)}")
         print("dry run: dataset not uploaded" if a.dry_run else
-              f"published dataset {endpoint}/datasets/{ds.repo_id}")
+              f"published dataset {shown}/datasets/{ds.repo_id}")
     return 0
 
 

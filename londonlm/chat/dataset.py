@@ -16,12 +16,13 @@ import shutil
 import time
 import zlib
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from ..core import (CHAT_REJECTED, CHAT_STATS, LondonLMError, SIDECAR, StageInputMissing, UsageError,
-                    refuse_foreign_folder, refuse_output_over_inputs, sha256_file, sidecar_current,
+                    folder_lock, naming, refuse_foreign_folder, refuse_output_over_inputs, sha256_file, sidecar_current,
                     write_sidecar, write_text_atomic)
 from ..corpus import read_folder_manifest
 from .card import dataset_card
@@ -240,9 +241,10 @@ def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
                        options: ChatDatasetOptions = ChatDatasetOptions(), *,
                        overwrite: bool = False, log=print) -> dict:
     """Extract, filter and write the dataset; returns its statistics (skips when current)."""
-    from datasets import DatasetDict
-
-    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    # made absolute, '.' and '..' folded: the build sits beside the folder, named after it, and
+    # is renamed onto it; `--out_dir .` built inside the folder itself, then renaming '.' failed
+    # (EBUSY, a traceback)
+    source_dir, out_dir = Path(source_dir), Path(os.path.abspath(out_dir))
     if not source_dir.is_dir():
         raise StageInputMissing(f"source folder not found: {source_dir}; pass --source_dir with "
                                 f"Old Bailey TEI files (oldbailey_proceedings_*.xml)")
@@ -268,6 +270,31 @@ def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
                             f"examinations (e.g. the 1750s-1850s sessions papers)")
     splits = build.splits()
     stats = build.statistics(splits)
+    with _build_lock(out_dir):
+        _write_dataset(build, splits, stats, sources, inputs, options, out_dir)
+    log(f"chat dataset: {stats['conversations']:,} conversations, {stats['exchanges']:,} exchanges, "
+        f"{sum(stats['rejected'].values()):,} exchanges rejected, {time.time() - t0:.1f}s -> {out_dir}")
+    return stats
+
+
+@contextmanager
+def _build_lock(out_dir: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the folder that holds ``out_dir`` (no file is made) while one
+    build writes there: two builds at once shared the build folder beside it, one deleted the
+    other's half-written files (a traceback), and the swap could leave the dataset moved aside."""
+    with naming(out_dir.parent):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    busy = lambda who: ChatDataError(f"another chat dataset build ({who}) is writing in {out_dir.parent}; "
+                                     f"wait for it to finish, or name another --out_dir; nothing was written")
+    with folder_lock(out_dir.parent, busy):
+        yield
+
+
+def _write_dataset(build: "_Build", splits: dict, stats: dict, sources: list[SourceFile], inputs: dict,
+                   options: ChatDatasetOptions, out_dir: Path) -> None:
+    """The dataset written whole beside ``out_dir``, then swapped in (under the build lock)."""
+    from datasets import DatasetDict
+
     tmp = out_dir.parent / f".{out_dir.name}.building"
     shutil.rmtree(tmp, ignore_errors=True)
     # an empty split written as one shard of no rows: as none (datasets' default for 0 rows),
@@ -282,9 +309,6 @@ def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
                   counts={k: stats[k] for k in ("conversations", "exchanges")},
                   libraries=("londonlm", "datasets"))
     _swap_in(tmp, out_dir)
-    log(f"chat dataset: {stats['conversations']:,} conversations, {stats['exchanges']:,} exchanges, "
-        f"{sum(stats['rejected'].values()):,} exchanges rejected, {time.time() - t0:.1f}s -> {out_dir}")
-    return stats
 
 
 def _refuse_unsafe_out_dir(source_dir: Path, out_dir: Path) -> None:

@@ -5,6 +5,9 @@ processes that end with the process that started them.
   its PID into the file, so the process that is refused can name it; the kernel releases the
   lock when the holder ends, however it ends (``kill -9`` included), so a stale file never
   blocks anyone.
+- :func:`folder_lock`: an ``flock`` on a folder itself (no file is made in it) while one process
+  writes there; the refused process names the holder from ``/proc/locks``
+  (:func:`flock_holder`). A run folder, a GGUF export's folder, a chat dataset's.
 - :func:`die_with_parent`: called first thing in a worker. A pool's workers outlived a parent
   killed with SIGKILL (``kill -9``, the OOM killer): re-parented to init, they kept working,
   kept the parent's open files (an ``flock`` is shared with them through fork) and raced the
@@ -17,6 +20,7 @@ processes that end with the process that started them.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shlex
@@ -26,7 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable, Iterator
 
 _PR_SET_PDEATHSIG = 1         # linux/prctl.h
 ORPHAN_EXIT = 128 + signal.SIGKILL  # what a worker killed with its parent reports
@@ -95,6 +99,51 @@ def holder_pid(path: str | Path) -> int | None:
     except PermissionError:  # alive, another user's
         pass
     return pid
+
+
+def flock_holder(path: str | Path) -> str:
+    """Who holds a flock on ``path``: ``process PID N`` from /proc/locks, else ``another process``."""
+    try:
+        inode = os.stat(path).st_ino
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return "another process"
+    for line in lines:
+        parts = line.split()
+        if "FLOCK" not in parts or "->" in parts:  # "->": a waiter, not the holder
+            continue
+        for i, token in enumerate(parts[1:], 1):
+            dev_inode = token.split(":")
+            if len(dev_inode) == 3 and dev_inode[2].isdigit() and int(dev_inode[2]) == inode:
+                return f"process PID {parts[i - 1]}"
+    return "another process"
+
+
+def lock_folder(folder: str | Path) -> int | None:
+    """``folder`` (which must exist) open with an exclusive ``flock`` on it, as a descriptor:
+    closing it releases the lock, and so does the process's end however it ends (``kill -9``
+    too), so a stale lock never blocks a rerun. None when another process holds it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """:func:`lock_folder` held for the block; ``busy(holder)`` (holder: :func:`flock_holder`'s
+    words) is raised when another process holds it."""
+    fd = lock_folder(folder)
+    if fd is None:
+        raise busy(flock_holder(folder))
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def die_with_parent(parent_pid: int, interval: float = 1.0) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -121,10 +122,27 @@ def iter_manifest(processed_dir: str | Path, keys: Iterable[str] | None = None,
                     row = json.loads(line)
                 except (json.JSONDecodeError, RecursionError) as e:  # (nested past the parser's depth)
                     raise _bad_row(path, n, f"bad JSON ({e})") from None
-                problem = row_problem(row, require)
+                problem = row_problem(row, require) or _lone_surrogate(raw, row)
                 if problem:
                     raise _bad_row(path, n, problem)
                 yield row if keep is None else {k: row[k] for k in keep if k in row}
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800-\udfff: half of a pair, or alone
+
+
+def _lone_surrogate(raw: bytes, row: dict) -> str | None:
+    """Why a row holds a string that is no text, or None. JSON may escape half of a UTF-16 pair
+    alone (\\ud800), which no file name, print or UTF-8 encoding takes: such an id, path or
+    source ended every later stage in a UnicodeEncodeError traceback. The collection never
+    writes one (its rows are UTF-8), so only a line with such an escape is checked, whole."""
+    if not _SURROGATE_ESCAPE.search(raw):
+        return None
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"a lone surrogate ({e.object[e.start]!r}) in this row: text no file or print can hold"
+    return None
 
 
 def _bad_row(path: Path, n: int, problem: str) -> CorpusError:
@@ -150,6 +168,8 @@ def row_problem(row: Any, require: tuple[str, ...] = ()) -> str | None:
     # a text outside the corpus folder would be read (or, by the collection, removed) as its own
     if rel[0] == "/" or (".." in rel and ".." in rel.split("/")):
         return f"'path' {rel!r} leads outside the corpus folder"
+    if "\x00" in rel:  # (no file name holds one: opening it raised ValueError, a traceback)
+        return f"'path' {rel!r} holds a NUL character"
     chars = row.get("chars", 0)
     if type(chars) is not int or chars < 0:
         return f"'chars' is {chars!r}, not a count"

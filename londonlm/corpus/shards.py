@@ -84,6 +84,24 @@ def retryable(row: dict[str, Any]) -> bool:
     return row.get("status") != "accepted" and row.get("reason") in RETRYABLE
 
 
+def staged_problem(row: dict[str, Any], shard_folder: Path) -> str | None:
+    """What makes a staged row unusable to the merge, or None. The collection writes neither
+    (the text first, then its row), but a hand edit or a damaged disk ended the merge in a
+    traceback: a row with no id (KeyError), a lone surrogate (UnicodeEncodeError), a kept
+    document's text gone (FileNotFoundError); an id that is a path would be written outside
+    ``texts/``."""
+    doc_id = row.get("id")
+    if type(doc_id) is not str or not doc_id or doc_id in (".", "..") or "/" in doc_id or "\x00" in doc_id:
+        return f"a row whose id {doc_id!r} is no document id"
+    try:
+        _pack(row)
+    except UnicodeEncodeError as e:
+        return f"row {doc_id!r} holds a lone surrogate ({e.object[e.start]!r}), which is no text"
+    if row.get("status") == "accepted" and not (shard_folder / TEXTS / f"{doc_id}.txt").is_file():
+        return f"the staged text of {doc_id!r} ({shard_folder / TEXTS / f'{doc_id}.txt'}) is gone"
+    return None
+
+
 def prepare_shard(processed_dir: str | Path, shard: int, num_shards: int, plan: str, fresh: bool = False) -> str:
     """Make shard ``shard`` ready for a run with inputs+settings hash ``plan``: its staged work
     is kept (the run resumes) only when it was staged under the same plan; otherwise, or with
@@ -218,6 +236,10 @@ class _MergeStore(ScratchTables):
         batch: list[tuple] = []
         for row in read_jsonl(staged):
             sig = row.pop("minhash", None)
+            problem = staged_problem(row, staged.parent)
+            if problem:
+                raise ShardError(f"{staged}: {problem} (damaged since it was staged); stage shard {shard} again: "
+                                 f"rerun its collection with --overwrite")
             batch.append((shard, str(row["id"]), retryable(row), row.get("status") == "accepted",
                           str(row.get("reason")), row.get("norm_sha256"), int(row.get("chars") or 0),
                           len(row.get("repairs") or []),

@@ -19,6 +19,7 @@ questions beside the base model's, all blind like every other item.
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
@@ -30,7 +31,7 @@ from pathlib import Path
 from string import Template
 from typing import Iterable, Mapping, Sequence
 
-from ..core import LondonLMError, RunLayout, write_json_atomic, write_text_atomic
+from ..core import LondonLMError, RunLayout, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 # Items a model's own evaluation leaves for the pack, one JSON row each: label, prompt, text.
 BROUGHT_SAMPLES = "human_eval_samples.jsonl"
@@ -94,7 +95,7 @@ def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: st
     if brought:
         samples = with_brought_samples(samples, models)
     out = Path(out_dir)
-    rng = random.Random(seed)
+    rng = random.Random(None if seed is None else _pack_seed(seed, samples))
     items, key = [], {}
     used: set[str] = set()
     for model, rows in samples.items():
@@ -116,11 +117,49 @@ def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: st
         w.writerow([it["item_id"], it["prompt"], it["text"], *[""] * len(CRITERIA), ""])
     paths = {"sheet": out / "ratings_sheet.csv", "form": out / "rating_form.html",
              "key": out / "blind_key.json"}
+    _keep_earlier_key(paths["key"], key)
     write_text_atomic(paths["sheet"], buf.getvalue())
     write_text_atomic(paths["form"], render_form(items, title))
     write_json_atomic(paths["key"], {"format_version": 1, "criteria": list(CRITERIA),
                                      "scale": list(SCALE), "models": dict(models or {}), "items": key})
     return {"items": len(items), **{k: str(v) for k, v in paths.items()}}
+
+
+def _keep_earlier_key(path: Path, items: Mapping[str, Mapping]) -> Path | None:
+    """The key already at ``path`` kept beside it as ``blind_key.<its sha256's first 8>.json``
+    when it is another pack's (its items differ from ``items``): a re-evaluation or the chat
+    evaluation into the same folder replaced it while raters were still filling in its form, and
+    their ratings could then be joined to no models at all. The same pack again keeps nothing."""
+    try:
+        data = path.read_bytes()
+        earlier = json.loads(data).get("items")
+    except (OSError, ValueError, RecursionError, AttributeError):  # none, or no key: nothing to keep
+        return None
+    if earlier == items or not isinstance(earlier, dict):
+        return None
+    return write_bytes_atomic(path.with_name(f"{path.stem}.{hashlib.sha256(data).hexdigest()[:8]}.json"), data)
+
+
+def _key_of(ids: set[str], key_path: Path) -> Path | None:
+    """A key kept beside ``key_path`` (:func:`_keep_earlier_key`) that holds every id in ``ids``."""
+    for other in sorted(key_path.parent.glob(f"{key_path.stem}.*.json")):
+        try:
+            if ids <= set(json.loads(other.read_bytes()).get("items", {})):
+                return other
+        except (OSError, ValueError, RecursionError, AttributeError, TypeError):
+            continue
+    return None
+
+
+def _pack_seed(seed: int, samples: Mapping[str, Sequence[Mapping[str, str]]]) -> str:
+    """The seed of a pack's ids and order: ``seed`` and the pack's texts. A seed alone gave every
+    pack the same ids (only their models and texts differ), so ratings of one pack imported against
+    another's key (a re-evaluation, or the chat evaluation, rewrites the key in the same folder)
+    were joined to the wrong models without a word; now they are unknown ids. The same pack
+    still gets the same ids."""
+    texts = json.dumps({m: [[r.get("prompt", ""), r["text"]] for r in rows] for m, rows in samples.items()},
+                       sort_keys=True, ensure_ascii=False)
+    return f"{seed}:{hashlib.sha256(texts.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def render_form(items: Sequence[Mapping[str, str]], title: str) -> str:
@@ -212,7 +251,7 @@ def import_ratings(paths: Iterable[str | Path], key_path: str | Path) -> list[di
         for n, row in enumerate(_read_rows(p), 2 if p.suffix.lower() != ".json" else 1):
             iid = str(row.get("item_id", "")).strip()
             if iid not in key:
-                raise RatingsError(f"{p} row {n}: unknown item_id {iid!r} (not in {key_path.name})")
+                raise _unknown_id(p, n, iid, key_path)
             rec = {"item_id": iid, "model": key[iid]["model"], "rater": str(row.get("rater") or p.stem)}
             rec.update({c: _rating(row.get(c, ""), f"{p} row {n}", c) for c in CRITERIA})
             out.append(rec)
@@ -220,6 +259,15 @@ def import_ratings(paths: Iterable[str | Path], key_path: str | Path) -> list[di
         raise RatingsError(f"no ratings in {', '.join(map(str, paths)) or 'no files'}: every "
                            f"{'/'.join(CRITERIA)} cell is empty; fill the sheet or the form first")
     return out
+
+
+def _unknown_id(path: Path, n: int, iid: str, key_path: Path) -> RatingsError:
+    """The error for an id the key does not hold, naming the kept key that holds the file's ids."""
+    ids = {str(r.get("item_id", "")).strip() for r in _read_rows(path)}
+    other = _key_of(ids, key_path)
+    where = (f"; these ratings are of an earlier pack, whose key was kept as {other}: pass --key {other}"
+             if other else "")
+    return RatingsError(f"{path} row {n}: unknown item_id {iid!r} (not in {key_path.name}){where}")
 
 
 def key_models(key_path: str | Path) -> dict:

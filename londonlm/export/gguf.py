@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..core import (FINAL, GGUF, GenerationError, LondonLMError, RunLayout, SIDECAR, naming, read_json,
+from ..core import (FINAL, GGUF, GenerationError, LondonLMError, RunLayout, SIDECAR, folder_lock, naming, read_json,
                     read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder, sha256_file, sidecar_current, versions, write_sidecar)
 from ..generation import check_model_dir, check_token_ids, encode_prompt, read_config
 from ..tokens import load_tokenizer, tokenizer_file_problem
@@ -449,13 +449,35 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     _check_bpe_options(model_dir / TOKENIZER)
     check_model_dir(model_dir)   # the model interface's checks: config, shapes, tokenizer
     settings = {"format": EXPORT_FORMAT, "types": list(options.types), "stem": stem}
+    with _export_lock(out_dir, next(iter(files.values()))):
+        return _export_locked(model_dir, out_dir, files, inputs, settings, options, log)
+
+
+@contextlib.contextmanager
+def _export_lock(out_dir: Path, first_file: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``out_dir`` itself (no file is made in it) while one export
+    writes there. Two exports at once into one folder wrote the same temporary files: one renamed
+    the other's half-written file into place, the other's rename then failed (a traceback) after
+    it had deleted the first's sidecar. A folder that cannot be made names the first file (the
+    one the user asked for, as a failed write does)."""
+    with naming(first_file):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    busy = lambda who: GGUFExportError(f"{out_dir} is being written by another GGUF export ({who}); "
+                                       f"wait for it to finish, or name another --out_dir; nothing was written")
+    with folder_lock(out_dir, busy):
+        yield
+
+
+def _export_locked(model_dir: Path, out_dir: Path, files: dict[str, Path], inputs: dict[str, str],
+                   settings: dict, options: GGUFOptions, log: Callable[[str], None]) -> GGUFExport:
+    """:func:`export_gguf`'s skip or write, under the folder's lock."""
     current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
     if current and not all(p.is_file() for p in files.values()):
         current, why = False, "a GGUF file is missing"
     if current and not options.overwrite:
         log(f"gguf: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
         return GGUFExport(out_dir, files, skipped=True)
-    temps = _write_temps(model_dir, files, stem)
+    temps = _write_temps(model_dir, files, settings["stem"])
     if (out_dir / SIDECAR).exists():
         log(f"gguf: rebuilding ({'--overwrite' if options.overwrite else why})")
         with naming(out_dir / SIDECAR):

@@ -126,9 +126,14 @@ def require_token(token: str | None) -> str:
     return token
 
 
+# the password of a URL's user part (HF_ENDPOINT=https://user:password@hub.example): an
+# endpoint is printed in every dry run's, upload's and refusal's line
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@", re.IGNORECASE)
+
+
 def mask_secret(text: str, secret: str | None) -> str:
-    """Replace every occurrence of ``secret`` (and any hf_ token) in ``text``."""
-    out = str(text)
+    """Replace every occurrence of ``secret`` (and any hf_ token, and any URL's password) in ``text``."""
+    out = _URL_PASSWORD.sub(r"\1:***@", str(text))
     if secret:  # as given, as a repr quotes it, and each line of it (a header error shows them)
         for form in (secret, repr(secret)[1:-1], *secret.splitlines()):
             if len(form.strip()) >= 4:
@@ -166,7 +171,30 @@ def masked_logs(secret: str | None):
 
 
 def hub_endpoint(endpoint: str | None = None) -> str:
-    """The Hub URL: explicit, else ``HF_ENDPOINT`` read now (not at import), else the default."""
+    """The Hub URL: explicit, else ``HF_ENDPOINT`` read now (not at import), else the default;
+    a value that is no http(s) URL is a PublishError (:func:`check_endpoint`)."""
+    given = endpoint or os.environ.get("HF_ENDPOINT")
+    if given is not None:
+        check_endpoint(given, "HF_ENDPOINT" if not endpoint else "the Hub endpoint")
     from huggingface_hub import constants
 
-    return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    return (given or constants.ENDPOINT).rstrip("/")
+
+
+def check_endpoint(url: str, name: str = "HF_ENDPOINT") -> None:
+    """Checked before huggingface_hub is imported: it parses ``HF_ENDPOINT`` at import, so a
+    malformed one ('http://[::1') was a traceback there, and one with a port out of range failed
+    the staged folder's verification (transformers imports it), blaming the model folder; an
+    empty or scheme-less one went through staging and verification to fail at the upload."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+    except ValueError as e:
+        problem = str(e)
+    else:
+        problem = None if parts.scheme in ("http", "https") and parts.hostname else "not an http(s) URL"
+    if problem:
+        raise PublishError(f"{name} {mask_secret(repr(url[:100]), None)} is no Hub address ({problem}); set it to the Hub's URL, "
+                           f"e.g. https://huggingface.co, or unset it for the public Hub")

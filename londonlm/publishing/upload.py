@@ -38,7 +38,7 @@ def upload_to_hub(folder: Path, target: HubTarget, repo_type: str = "model", log
         end_progress_bars()
         raise PublishError(mask_secret(f"upload to {url}/{target.repo_id} failed{failure_text(e, token)}",
                                        token)) from None
-    log(f"uploaded to {repo_url} (branch {branch})")
+    log(mask_secret(f"uploaded to {repo_url} (branch {branch})", token))
     return UploadResult(repo_url=str(repo_url), commit_url=getattr(info, "commit_url", None), revision=branch)
 
 

@@ -1,6 +1,7 @@
 """Stage 03: train the tokenizer on the corpus's training split, and report on it."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -8,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from ..core import SIDECAR, UsageError, read_json, read_json_object, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
+from ..core import SIDECAR, LondonLMError, UsageError, folder_lock, naming, read_json, read_json_object, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
 from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
                       read_manifest, text_sizes)
 from .tokenizer import (ERA_WIDTH, MAX_ERA_WIDTH, TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer,
@@ -53,22 +54,30 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
         settings["sample_chars"] = int(sample_chars)
     if eras and era_width != ERA_WIDTH:  # (likewise: a tokenizer of the default width stays current)
         settings["era_width"] = int(era_width)
-    current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
-    if current and not overwrite:
-        log(f"tokenizer: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
-        return read_json_object(out_dir / SIDECAR)
-    if (out_dir / SIDECAR).exists():
-        log(f"tokenizer: rebuilding ({'--overwrite' if overwrite else why})")
-        (out_dir / SIDECAR).unlink()
+    with _training_lock(out_dir):  # from the currency check to the sidecar: one training at a time
+        current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
+        if current and not overwrite:
+            log(f"tokenizer: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
+            return read_json_object(out_dir / SIDECAR)
+        if (out_dir / SIDECAR).exists():
+            log(f"tokenizer: rebuilding ({'--overwrite' if overwrite else why})")
+            (out_dir / SIDECAR).unlink()
+        return _train_and_save(processed_dir, out_dir, train_rows, sample, inputs, settings, era_width, progress, log)
+
+
+def _train_and_save(processed_dir: Path, out_dir: Path, train_rows: list[dict], sample: list[dict], inputs: dict,
+                    settings: dict, era_width: int, progress: bool | None, log) -> dict:
+    """Train on ``sample`` (of ``train_rows``) with ``settings``, save, then the sidecar."""
     t0 = time.time()
-    sampled = sum(r["chars"] for r in sample)
+    train_chars, sampled = sum(r["chars"] for r in train_rows), sum(r["chars"] for r in sample)
+    eras, vocab_size = settings["era_tokens"], settings["vocab_size"]
     if len(sample) < len(train_rows):
         log(f"tokenizer: training on a sample of the training split: {len(sample):,} of {len(train_rows):,} "
             f"documents, {sampled:,} of {train_chars:,} chars ({100 * sampled / max(train_chars, 1):.1f}%), "
-            f"chosen by a hash of their id (--sample_chars {sample_chars:,})")
+            f"chosen by a hash of their id (--sample_chars {settings['sample_chars']:,})")
     tok = train_bpe(_pieces(processed_dir, sample, progress, log, vocab_size), vocab_size=vocab_size,
-                    min_frequency=min_frequency, era_tokens=eras, show_progress=False)
-    save_tokenizer(tok, out_dir, model_max_length=model_max_length, era_tokens=eras, era_width=era_width)
+                    min_frequency=settings["min_frequency"], era_tokens=eras, show_progress=False)
+    save_tokenizer(tok, out_dir, model_max_length=settings["model_max_length"], era_tokens=eras, era_width=era_width)
     seconds = time.time() - t0
     counts = {"vocab_size": tok.get_vocab_size(), "train_documents": len(train_rows), "train_chars": train_chars,
               "sample_documents": len(sample), "sample_chars": sampled,
@@ -80,6 +89,24 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
     log(f"tokenizer: vocab {tok.get_vocab_size()} ({len(eras)} era tokens) trained on "
         f"{sampled:,} chars{' (a sample)' if len(sample) < len(train_rows) else ''} in {seconds:.1f}s -> {out_dir}")
     return read_json(out_dir / SIDECAR)
+
+
+class TokenizerBusy(LondonLMError):
+    """Another training is writing the same tokenizer folder now."""
+
+
+@contextlib.contextmanager
+def _training_lock(out_dir: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``out_dir`` itself (no file is made in it) for one training. Two
+    at once (a second preset started beside the first) each removed the other's save in
+    progress, or mixed their files: the sidecar one wrote then vouched for the other's
+    vocabulary, and the next run skipped as current."""
+    with naming(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    busy = lambda who: TokenizerBusy(f"another tokenizer training ({who}) is writing {out_dir}; wait for it "
+                                     f"to end, or name another --output_dir (or --name); nothing was written")
+    with folder_lock(out_dir, busy):
+        yield
 
 
 def _refuse_another_artifacts_folder(out_dir: Path) -> None:

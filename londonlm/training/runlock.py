@@ -13,40 +13,16 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ..core import RunLayout
+from ..core import RunLayout, flock_holder, lock_folder
 from .dist import TrainingError, agree, is_main_process
-
-
-def holder(path) -> str:
-    """Who holds a flock on ``path``: ``process PID N`` from /proc/locks, else ``another process``."""
-    try:
-        inode = os.stat(path).st_ino
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return "another process"
-    for line in lines:
-        parts = line.split()
-        if "FLOCK" not in parts or "->" in parts:  # "->": a waiter, not the holder
-            continue
-        for i, token in enumerate(parts[1:], 1):
-            dev_inode = token.split(":")
-            if len(dev_inode) == 3 and dev_inode[2].isdigit() and int(dev_inode[2]) == inode:
-                return f"process PID {parts[i - 1]}"
-    return "another process"
 
 
 def _take(run: RunLayout) -> int:
     """The run folder, open and locked, or a TrainingError naming who holds it."""
-    import fcntl
-
-    fd = os.open(run.dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise TrainingError(f"{run.dir} is being trained by {holder(run.dir)}; wait for it to finish "
-                            f"(or stop it), or train under another --run_name") from None
+    fd = lock_folder(run.dir)
+    if fd is None:
+        raise TrainingError(f"{run.dir} is being trained by {flock_holder(run.dir)}; wait for it to finish "
+                            f"(or stop it), or train under another --run_name")
     return fd
 
 

@@ -78,3 +78,56 @@ def test_out_dir_that_the_dataset_would_replace_whole_is_refused(tmp_path, where
     with pytest.raises(UsageError, match="--out_dir.*nothing was written"):
         build_chat_dataset(src, out, log=lambda *_: None)
     assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("spelling", [".", "chat/.", "chat/../chat"])
+def test_an_out_dir_spelled_with_dots_builds_the_dataset_there(tmp_path, monkeypatch, spelling):
+    """`--out_dir .` (run from the dataset's folder) built the dataset inside that folder, then
+    renaming '.' onto itself failed: EBUSY, a traceback, and a stray build folder left in it."""
+    src = write_old_bailey_tei(tmp_path / "src")
+    (tmp_path / "chat").mkdir()
+    monkeypatch.chdir(tmp_path / "chat" if spelling == "." else tmp_path)
+    build_chat_dataset(src, spelling, log=lambda *_: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chat", "src"]
+    assert load_chat_dataset(tmp_path / "chat")["train"].num_rows > 0
+    assert not [p for p in (tmp_path / "chat").iterdir() if p.name.startswith(".")]
+
+
+def test_two_builds_into_one_folder_at_once_do_not_tear_each_other(tmp_path, monkeypatch):
+    """A second build while one writes is one line and leaves the first's whole: the two shared
+    the build folder beside the dataset, and one deleted the other's half-written files
+    (FileNotFoundError, a traceback), or moved the dataset aside and never put one back."""
+    import threading
+
+    from londonlm.chat import dataset as chat_dataset
+
+    src, out = write_old_bailey_tei(tmp_path / "src"), tmp_path / "data" / "chat"
+    first_writing, second_done = threading.Event(), threading.Event()
+    card = chat_dataset.dataset_card
+
+    def paused(*args):  # the first build stops half-written, its card not yet there
+        if threading.current_thread().name == "first":
+            first_writing.set()
+            second_done.wait(30)
+        return card(*args)
+
+    monkeypatch.setattr(chat_dataset, "dataset_card", paused)
+    errors = []
+    first = threading.Thread(name="first", target=lambda: _collect(errors, build_chat_dataset, src, out))
+    first.start()
+    assert first_writing.wait(60)
+    try:
+        with pytest.raises(ChatDataError, match="another chat dataset build .* is writing in"):
+            build_chat_dataset(src, out, overwrite=True, log=lambda *_: None)
+    finally:
+        second_done.set()
+        first.join(60)
+    assert errors == [] and sorted(p.name for p in out.parent.iterdir()) == ["chat"]
+    assert load_chat_dataset(out)["train"].num_rows > 0 and (out / "README.md").is_file()
+
+
+def _collect(errors: list, build, *args) -> None:
+    try:
+        build(*args, log=lambda *_: None)
+    except Exception as e:  # noqa: BLE001 (the test says which)
+        errors.append(e)

@@ -1,8 +1,8 @@
 """Hostile inputs to the corpus stage, each once a crash, a silent loss or a file replaced: XML
-with no element at all or nested thousands deep, a zip with one damaged member, a download sent
-gzip-compressed, archive.org answers that are no records, a --source_dir inside the corpus
-folder, outputs under a file or in a pipe, bad flag values, a mended MANIFEST.tsv, and rebuilds
-that keep nothing or stop on a full disk."""
+with no element at all, nested thousands deep or naming a surrogate (&#xD800;), a zip with one
+damaged member, a download sent gzip-compressed, archive.org answers that are no records, a
+--source_dir inside the corpus folder, outputs under a file or in a pipe, bad flag values, a
+mended MANIFEST.tsv, and rebuilds that keep nothing or stop on a full disk."""
 from __future__ import annotations
 
 import gzip
@@ -254,6 +254,25 @@ def test_markup_nested_thousands_deep_is_read_not_a_recursion_error():
             + b"</hi>" * depth + b"</div0></TEI>")
     text, meta, _ = tei_to_text(data)
     assert text.startswith("The prisoner was indicted for theft.") and meta["year"] == 1750
+
+
+@pytest.mark.parametrize("ref", [b"&#xD800;", b"&#55296;", b"&#x0dfff;"])
+def test_a_reference_to_a_surrogate_in_xml_is_read_not_a_unicode_error(ref):
+    # the recovering parser kept the reference as bytes that are no UTF-8; reading the text
+    # raised UnicodeDecodeError and the whole collection ended with a traceback
+    data = TEI.replace(b"a silver watch.", b"a silver " + ref + b" watch.", 1)
+    doc = Document(id="x", source="s", source_kind="local", extra={"raw_bytes": data, "raw_format": "tei"})
+    materialise(doc)
+    assert doc.error is None and "a silver \ufffd watch." in doc.text and "xml_recovered" in doc.repairs
+
+
+def test_a_reference_to_a_surrogate_in_utf16_xml_is_that_documents_rejection():
+    # (the reference is not found in UTF-16's bytes to be mended: the document alone is lost)
+    data = TEI.replace(b"a silver watch.", b"a silver &#xD800; watch.", 1).replace(
+        b'<?xml version="1.0"?>', b'<?xml version="1.0" encoding="UTF-16"?>').decode().encode("utf-16")
+    doc = Document(id="x", source="s", source_kind="local", extra={"raw_bytes": data, "raw_format": "tei"})
+    materialise(doc)
+    assert doc.error == "xml_invalid" and doc.text is None and "no text" in doc.extra["error_detail"]
 
 
 @pytest.mark.parametrize("blocked", ["processed", "metadata"])

@@ -29,6 +29,10 @@ def write_manifest(folder, *rows) -> None:
     ({**GOOD, "year": "abc"}, "'year' is 'abc'"),
     ({**GOOD, "year": 1666.5}, "'year' is 1666.5"),
     ("[1, 2]\n", "a JSON list"),
+    # once each stage's traceback (ValueError, UnicodeEncodeError) opening, hashing or printing it
+    ({**GOOD, "path": "texts/a\x00.txt"}, "'path' 'texts/a\\x00.txt' holds a NUL character"),
+    ({**GOOD, "id": "a\ud800"}, "a lone surrogate ('\\ud800') in this row"),
+    ({**GOOD, "source": "\udc00"}, "a lone surrogate ('\\udc00') in this row"),
 ])
 def test_a_malformed_row_names_the_manifest_line_and_the_rebuild(tmp_path, row, problem):
     write_manifest(tmp_path, GOOD, "\n", row)
@@ -40,8 +44,10 @@ def test_a_malformed_row_names_the_manifest_line_and_the_rebuild(tmp_path, row, 
 
 def test_well_formed_rows_pass_and_a_reader_may_require_more(tmp_path):
     lean = {k: v for k, v in GOOD.items() if k not in ("chars", "year")}
-    write_manifest(tmp_path, GOOD, {**GOOD, "id": "b", "year": None, "path": "texts/b..c.txt"}, lean)
-    assert [r["id"] for r in read_manifest(tmp_path)] == ["a", "b", "a"]
+    # a pair escaped whole (an emoji written with ensure_ascii) and an escaped backslash are text
+    write_manifest(tmp_path, GOOD, {**GOOD, "id": "b", "year": None, "path": "texts/b..c.txt"}, lean,
+                   {**GOOD, "id": "\U0001f600", "title": "\\ud800"})
+    assert [r["id"] for r in read_manifest(tmp_path)] == ["a", "b", "a", "\U0001f600"]
     with pytest.raises(CorpusError, match="manifest.jsonl:3: no 'chars'"):
         read_manifest(tmp_path, require=("chars",))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,43 @@ def test_the_merge_resolves_retries_and_repeated_ids(tmp_path):
                           ("e", "not_downloaded")]
     assert out["rejections_by_reason"] == {"duplicate_id": 1, "not_downloaded": 1, "source_error": 1, "too_short": 2}
     assert not list(tmp_path.rglob("*.sqlite"))
+
+
+@pytest.mark.parametrize("damage, said", [
+    ("text gone", "the staged text of 'b'"),
+    ("lone surrogate", "row 'b' holds a lone surrogate ('\\ud800')"),
+    ("no id", "a row whose id None is no document id"),
+    ("id a path", "a row whose id '../../outside' is no document id"),
+])
+def test_a_damaged_staged_row_is_one_error_and_the_corpus_there_stays(tmp_path, damage, said):
+    """Was a traceback from the merge (FileNotFoundError, UnicodeEncodeError, KeyError); an id
+    that is a path had its text linked outside texts/."""
+    import json
+
+    from londonlm.corpus.dedup import normalised_hash, signature
+    from londonlm.corpus.shards import DONE_FILE, STAGED_FILE, TEXTS, shard_dir
+
+    rows = []
+    d = shard_dir(tmp_path, 0, 1)
+    (d / TEXTS).mkdir(parents=True)
+    for doc_id, seed in (("a", 1), ("b", 2)):
+        text = _doc(seed)
+        (d / TEXTS / f"{doc_id}.txt").write_text(text)
+        rows.append({"id": doc_id, "status": "accepted", "chars": len(text), "norm_sha256": normalised_hash(text),
+                     "minhash": signature(text), "source": "s", "title": doc_id})
+    if damage == "text gone":
+        (d / TEXTS / "b.txt").unlink()
+    elif damage == "lone surrogate":
+        rows[1]["title"] = "\ud800"
+    elif damage == "no id":
+        del rows[1]["id"]
+    else:
+        rows[1]["id"] = "../../outside"
+    (d / STAGED_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / DONE_FILE).write_text("{}")
+    (tmp_path / "manifest.jsonl").write_text("the corpus already there\n")
+    with pytest.raises(ShardError, match=f"{re.escape(said)}.*stage shard 0 again: rerun its collection with "
+                                         f"--overwrite"):
+        merge_shards(tmp_path, 1)
+    assert (tmp_path / "manifest.jsonl").read_text() == "the corpus already there\n"
+    assert not (tmp_path / "outside.txt").exists() and not (tmp_path.parent / "outside.txt").exists()

@@ -153,3 +153,42 @@ def test_chat_transcripts_can_be_left_out(tmp_path, tiny_model_dir):
     info = export_blind(SAMPLES, tmp_path / "pack", seed=3, models={"m": {"path": str(final)}},
                         brought=False)
     assert info["items"] == 12
+
+
+def test_ratings_of_another_pack_are_refused_not_joined_to_its_models(tmp_path):
+    """Two packs of other texts under one seed had the very same item ids: ratings of the first
+    (a form handed out before a re-evaluation, or the chat evaluation, rewrote the key beside it)
+    imported against the second's key were joined to the second's models, exit 0. The same pack
+    keeps its ids."""
+    first = {"model-A": SAMPLES["model-A"][:3], "reference": SAMPLES["model-B"][:3]}
+    later = {"chat answers": [{"prompt": "q", "text": f"answer {i}"} for i in range(4)],
+             "base": [{"prompt": "q", "text": f"base {i}"} for i in range(2)]}
+    for name, samples in (("first", first), ("later", later), ("again", first)):
+        export_blind(samples, tmp_path / name, seed=0)
+    keys = {n: json.loads((tmp_path / n / "blind_key.json").read_text())["items"] for n in ("first", "later", "again")}
+    assert keys["first"] == keys["again"] and not set(keys["first"]) & set(keys["later"])
+    sheet = tmp_path / "ratings.csv"
+    sheet.write_text("item_id,fluency\n" + "".join(f"{iid},4\n" for iid in keys["first"]))
+    with pytest.raises(RatingsError, match="unknown item_id"):
+        import_ratings([sheet], tmp_path / "later" / "blind_key.json")
+    assert {r["model"] for r in import_ratings([sheet], tmp_path / "first" / "blind_key.json")} == set(first)
+
+
+def test_a_pack_exported_over_another_keeps_the_earlier_key_and_the_import_names_it(tmp_path):
+    """A re-evaluation (or the chat evaluation) into the same folder replaced blind_key.json while
+    raters were still filling in the earlier form: their ratings could be joined to no models."""
+    first = {"model-A": SAMPLES["model-A"][:3], "reference": SAMPLES["model-B"][:3]}
+    later = {"chat answers": [{"prompt": "q", "text": f"answer {i}"} for i in range(4)]}
+    pack = tmp_path / "human_eval"
+    export_blind(first, pack, seed=0)
+    first_key = (pack / "blind_key.json").read_bytes()
+    export_blind(first, pack, seed=0)                  # the same pack again: nothing kept
+    assert sorted(p.name for p in pack.glob("blind_key*")) == ["blind_key.json"]
+    export_blind(later, pack, seed=0)
+    kept = [p for p in pack.glob("blind_key.*.json")]
+    assert len(kept) == 1 and kept[0].read_bytes() == first_key
+    sheet = tmp_path / "ratings.csv"
+    sheet.write_text("item_id,fluency\n" + "".join(f"{iid},4\n" for iid in json.loads(first_key)["items"]))
+    with pytest.raises(RatingsError, match=f"pass --key {kept[0]}"):
+        import_ratings([sheet], pack / "blind_key.json")
+    assert {r["model"] for r in import_ratings([sheet], kept[0])} == set(first)

@@ -46,3 +46,40 @@ def test_a_folder_where_a_file_goes_keeps_every_old_file(tiny_model_dir, tmp_pat
     assert (out / "m-f16.gguf").read_bytes() == before["m-f16.gguf"]
     assert (out / "sidecar.json").read_bytes() == before["sidecar.json"]
     assert sorted(p.name for p in out.iterdir()) == ["m-f16.gguf", "m-q8_0.gguf", "sidecar.json"]
+
+
+def test_two_exports_into_one_folder_at_once_do_not_tear_each_other(tiny_model_dir, tmp_path, monkeypatch):
+    """A second export while one writes the folder is one line and touches nothing: the two
+    shared temporary files, one renamed the other's half-written file into place, and the other's
+    rename then failed (FileNotFoundError, a traceback) after deleting the first's sidecar."""
+    import hashlib
+    import threading
+
+    from londonlm.export import gguf as gguf_export
+
+    out, first_wrote, second_done = tmp_path / "out", threading.Event(), threading.Event()
+    write = gguf_export._write_gguf_temp
+
+    def paused(*args):  # the first export stops with its files written, not yet renamed
+        tmp = write(*args)
+        if threading.current_thread().name == "first":
+            first_wrote.set()
+            second_done.wait(30)
+        return tmp
+
+    monkeypatch.setattr(gguf_export, "_write_gguf_temp", paused)
+    results = {}
+    first = threading.Thread(name="first", target=lambda: results.update(first=export_gguf(
+        tiny_model_dir, out, GGUFOptions(types=("f16",), stem="m"), log=lambda *_: None)))
+    first.start()
+    assert first_wrote.wait(30)
+    try:
+        with pytest.raises(GGUFExportError, match="being written by another GGUF export"):
+            export_gguf(tiny_model_dir, out, GGUFOptions(types=("f16",), stem="m", overwrite=True),
+                        log=lambda *_: None)
+    finally:
+        second_done.set()
+        first.join(30)
+    side = json.loads((out / "sidecar.json").read_text())
+    assert "first" in results and sorted(p.name for p in out.iterdir()) == ["m-f16.gguf", "sidecar.json"]
+    assert side["files"]["f16"]["sha256"] == hashlib.sha256((out / "m-f16.gguf").read_bytes()).hexdigest()

@@ -271,3 +271,43 @@ def test_log_records_made_while_masked_hide_the_token_in_message_and_traceback(c
     log.debug("after: %s", TOKEN)  # the factory is restored: records outside are untouched
     assert TOKEN not in caplog.text.split("after:")[0] and "hf_***" in caplog.text
     assert caplog.text.count(TOKEN) == 1 and logging.getLogRecordFactory() is logging.LogRecord
+
+
+@pytest.mark.parametrize("endpoint", ["", "http://[::1", "http://127.0.0.1:99999", "huggingface.co", "ftp://x"])
+def test_an_hf_endpoint_that_is_no_url_is_one_line_before_any_work(project, capsys, monkeypatch, endpoint):
+    """huggingface_hub parses HF_ENDPOINT when imported: 'http://[::1' was its traceback, a port
+    out of range failed the staged folder's verification (blaming the model folder), and an
+    empty or scheme-less one staged, verified and dry-ran to exit 0 with a nonsense address."""
+    from test_publish import _stage
+
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert _run(project, "--repo_id", REPO_ID, "--dry_run") == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: HF_ENDPOINT ") and err.count("\n") == 1 and TOKEN not in out + err, err
+    assert not _stage(project).exists()
+
+
+def _with_password(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://alice:{PASSWORD}@{rest}"
+
+
+PASSWORD = "pw-Sesame-9174"
+
+
+@pytest.mark.parametrize("case", ["dry run", "failed upload", "refused endpoint"])
+def test_a_password_in_the_hub_endpoint_is_never_printed(project, hub, capsys, monkeypatch, asked_sleeps, case):
+    """HF_ENDPOINT=https://user:password@host (a Hub behind basic auth): the endpoint is printed
+    in the dry run's 'would be sent to', an upload's failure and an endpoint's refusal; its
+    password was printed with it."""
+    from fake_hub import Hostile
+
+    endpoint = _with_password(hub.url if case != "refused endpoint" else "http://127.0.0.1:99999")
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    if case == "failed upload":
+        hub.hostile["lfs-put"] = [Hostile(reset=True) for _ in range(6)]
+    code = _run(project, "--repo_id", REPO_ID, *(["--dry_run"] if case == "dry run" else []))
+    out, err = capsys.readouterr()
+    assert code == (0 if case == "dry run" else 2), err
+    assert PASSWORD not in out + err and "alice:***@" in out + err, out + err

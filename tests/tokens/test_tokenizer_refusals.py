@@ -239,6 +239,24 @@ def test_a_rebuild_that_runs_out_of_disk_keeps_the_old_tokenizer(root, monkeypat
     assert code == 0 and (tokenizer_dir(root) / "sidecar.json").exists(), err
 
 
+def test_a_second_training_into_the_same_folder_is_one_line_naming_the_first(root):
+    """Was: two trainings at once (another --vocab_size) both exited 0; the sidecar the first
+    wrote last vouched for the second's files (vocabulary 600 under a sidecar saying 1000),
+    and the next run with the first's settings skipped them as current."""
+    import os
+
+    from londonlm.core import folder_lock
+
+    before = tree_digest(tokenizer_dir(root))
+    with folder_lock(tokenizer_dir(root), AssertionError):  # (a training under way, this process)
+        err = one_error_line(run_script(TRAIN, root, "--preset", "micro", "--vocab_size", "400", "--overwrite"),
+                             f"another tokenizer training (process PID {os.getpid()}) is writing {tokenizer_dir(root)}")
+        assert "nothing was written" in err
+        assert tree_digest(tokenizer_dir(root)) == before
+    code, err = run_script(TRAIN, root, "--preset", "micro", "--vocab_size", "400")  # the lock went with it
+    assert code == 0 and json.loads((tokenizer_dir(root) / "sidecar.json").read_text())["counts"]["vocab_size"] == 400
+
+
 def test_a_failed_save_is_one_line_and_a_bug_keeps_its_traceback(tiny_tokenizer_dir, tmp_path, monkeypatch):
     from tokenizers import Tokenizer
 

@@ -226,6 +226,13 @@ def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
     except OSError as e:
         doc.error = "unreadable"
         doc.extra["error_detail"] = str(e)
+    except UnicodeDecodeError as e:
+        if fmt not in ("tei", "london_lives"):
+            raise
+        # lxml's recovery keeps some damage as bytes that are no text (a reference to a surrogate
+        # in UTF-16 XML), and reading that element raised: the document rejected, not the collection ended
+        doc.error = "xml_invalid"
+        doc.extra["error_detail"] = f"the recovered XML holds bytes that are no text ({e.reason})"
     return doc
 
 

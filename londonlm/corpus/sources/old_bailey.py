@@ -34,6 +34,15 @@ def format_date(yyyymmdd: str) -> str | None:
     return f"{d.day} {_MONTHS[d.month - 1]} {d.year}"
 
 
+_CHAR_REF = re.compile(rb"&#([xX][0-9a-fA-F]{1,16}|[0-9]{1,20});")
+
+
+def _surrogate_ref_replaced(m: re.Match) -> bytes:
+    digits = m.group(1)
+    value = int(digits[1:], 16) if digits[:1] in b"xX" else int(digits)
+    return b"&#xFFFD;" if 0xD800 <= value <= 0xDFFF else m.group(0)
+
+
 def parse_tei(data: bytes):
     """lxml in recovery mode; returns (root, recovered_flag)."""
     from lxml import etree
@@ -42,6 +51,10 @@ def parse_tei(data: bytes):
         return etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, huge_tree=True)), False
     except etree.XMLSyntaxError:
         parser = etree.XMLParser(recover=True, resolve_entities=False, huge_tree=True)
+        # recovery keeps a reference to a surrogate (&#xD800;) as bytes that are no UTF-8, and
+        # reading that element's text raised UnicodeDecodeError, ending the whole collection:
+        # such a reference reads as U+FFFD, as a stray byte does
+        data = _CHAR_REF.sub(_surrogate_ref_replaced, data)
         try:  # recovery fails too on some bytes (NULs only, no element at all): a rejection, not a crash
             root = etree.fromstring(data, parser=parser)
         except etree.XMLSyntaxError as e:

@@ -69,6 +69,28 @@ def test_a_side_file_over_an_input_or_output_is_refused_before_anything_is_writt
     assert refused(over, "is the input") and src.read_bytes() == ROWS
 
 
+def test_an_output_inside_the_period_folder_or_the_corpus_folder_is_refused(tmp_path, lexicon):
+    """Was: exit 0, a text of the --period_corpus folder, or of the root's collected corpus
+    (processed/texts/, whose folder has no sidecar of its own), replaced by JSONL rows."""
+    src, texts = tmp_path / "in.jsonl", tmp_path / "period"
+    src.write_bytes(ROWS)
+    texts.mkdir()
+    (texts / "a.txt").write_text("The Court of Aldermen sat at Guildhall. " * 20)
+    corpus = tmp_path / "root" / "data" / "london_historical" / "processed"
+    (corpus / "texts").mkdir(parents=True)
+    (corpus / "texts" / "b.txt").write_text("A text of the corpus.")
+    os.symlink(texts, tmp_path / "elsewhere")
+    fast = ["--input", src, "--root", tmp_path / "root", "--no_adapt", "--workers", "1"]
+    for extra, what in [(["--period_corpus", texts, "--output", tmp_path / "elsewhere" / "a.txt"],
+                         "--period_corpus folder"),
+                        (["--period_corpus", lexicon, "--output", "out.jsonl", "--report", corpus / "texts" / "b.txt"],
+                         "corpus folder")]:
+        res = script(*fast, *extra, cwd=tmp_path)
+        assert refused(res, f"lies inside the {what}"), (extra, res.stderr)
+    assert (texts / "a.txt").read_text().startswith("The Court") and (corpus / "texts" / "b.txt").read_text() == \
+        "A text of the corpus." and not (tmp_path / "out.jsonl").exists()
+
+
 # ---------------------------------------------------------------- 2. links, devices and pipes
 def test_an_output_through_a_symlink_writes_its_target_and_keeps_the_link(tmp_path, lexicon):
     src = tmp_path / "in.jsonl"
