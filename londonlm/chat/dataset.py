@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..core import (CHAT_REJECTED, CHAT_STATS, LondonLMError, SIDECAR, StageInputMissing, UsageError,
-                    folder_lock, naming, refuse_foreign_folder, refuse_output_over_inputs, sha256_file, sidecar_current,
+                    folder_lock, refuse_foreign_folder, refuse_output_over_inputs, sha256_file, sidecar_current,
                     write_sidecar, write_text_atomic)
 from ..corpus import read_folder_manifest
 from .card import dataset_card
@@ -282,8 +282,6 @@ def _build_lock(out_dir: Path) -> Iterator[None]:
     """An exclusive ``flock`` on the folder that holds ``out_dir`` (no file is made) while one
     build writes there: two builds at once shared the build folder beside it, one deleted the
     other's half-written files (a traceback), and the swap could leave the dataset moved aside."""
-    with naming(out_dir.parent):
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
     busy = lambda who: ChatDataError(f"another chat dataset build ({who}) is writing in {out_dir.parent}; "
                                      f"wait for it to finish, or name another --out_dir; nothing was written")
     with folder_lock(out_dir.parent, busy):

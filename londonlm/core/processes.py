@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
+from .artifacts import naming
+
 _PR_SET_PDEATHSIG = 1         # linux/prctl.h
 ORPHAN_EXIT = 128 + signal.SIGKILL  # what a worker killed with its parent reports
 
@@ -134,9 +136,13 @@ def lock_folder(folder: str | Path) -> int | None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path, busy: Callable[[str], Exception]) -> Iterator[None]:
-    """:func:`lock_folder` held for the block; ``busy(holder)`` (holder: :func:`flock_holder`'s
+def folder_lock(folder: str | Path, busy: Callable[[str], Exception],
+                named: str | Path | None = None) -> Iterator[None]:
+    """``folder`` made (a failure named as ``named``, else the folder: :func:`~.artifacts.naming`)
+    and :func:`lock_folder` held for the block; ``busy(holder)`` (holder: :func:`flock_holder`'s
     words) is raised when another process holds it."""
+    with naming(named if named is not None else folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
     fd = lock_folder(folder)
     if fd is None:
         raise busy(flock_holder(folder))
@@ -144,7 +150,6 @@ def folder_lock(folder: str | Path, busy: Callable[[str], Exception]) -> Iterato
         yield
     finally:
         os.close(fd)
-
 
 def die_with_parent(parent_pid: int, interval: float = 1.0) -> None:
     """End this process when ``parent_pid`` is no longer its parent (see the module's doc)."""

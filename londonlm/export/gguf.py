@@ -460,11 +460,9 @@ def _export_lock(out_dir: Path, first_file: Path) -> Iterator[None]:
     the other's half-written file into place, the other's rename then failed (a traceback) after
     it had deleted the first's sidecar. A folder that cannot be made names the first file (the
     one the user asked for, as a failed write does)."""
-    with naming(first_file):
-        out_dir.mkdir(parents=True, exist_ok=True)
     busy = lambda who: GGUFExportError(f"{out_dir} is being written by another GGUF export ({who}); "
                                        f"wait for it to finish, or name another --out_dir; nothing was written")
-    with folder_lock(out_dir, busy):
+    with folder_lock(out_dir, busy, named=first_file):
         yield
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from ..core import SIDECAR, LondonLMError, UsageError, folder_lock, naming, read_json, read_json_object, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
+from ..core import SIDECAR, LondonLMError, UsageError, folder_lock, read_json, read_json_object, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
 from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
                       read_manifest, text_sizes)
 from .tokenizer import (ERA_WIDTH, MAX_ERA_WIDTH, TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer,
@@ -101,8 +101,6 @@ def _training_lock(out_dir: Path) -> Iterator[None]:
     at once (a second preset started beside the first) each removed the other's save in
     progress, or mixed their files: the sidecar one wrote then vouched for the other's
     vocabulary, and the next run skipped as current."""
-    with naming(out_dir):
-        out_dir.mkdir(parents=True, exist_ok=True)
     busy = lambda who: TokenizerBusy(f"another tokenizer training ({who}) is writing {out_dir}; wait for it "
                                      f"to end, or name another --output_dir (or --name); nothing was written")
     with folder_lock(out_dir, busy):
