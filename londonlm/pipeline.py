@@ -102,6 +102,11 @@ def training_status(plan: PipelinePlan) -> TrainingStatus:
     if not run.run_info.exists():
         return TrainingStatus(False, "no finished run", False)
     info = run.read_run_info()
+    if not info:
+        # a record emptied, cut short or of another shape says nothing: compared with the inputs,
+        # it read as "tokenizer changed", and the run was moved aside and trained from scratch
+        # (hours, for a real preset) where its checkpoints resume and write the record again
+        return TrainingStatus(False, "its run_info.json is unreadable", False)
     changed = changed_inputs(info, plan.tokenizer_dir, plan.corpus_dir, training_settings(plan.training))
     if changed:
         return TrainingStatus(False, changed, True)

@@ -377,6 +377,17 @@ def serving_in_thread(app, **options):
     """Serve an ASGI ``app`` with uvicorn in a thread on a free 127.0.0.1 port, as ``serve.py``
     runs it (``uvicorn_options(**options)``); yields the base URL."""
     import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with uvicorn_in_thread(app, sock, **options) as (url, _):
+        yield url
+
+
+@contextmanager
+def uvicorn_in_thread(app, sock, **options):
+    """``app`` served by uvicorn in a thread on ``sock`` (a socket not yet bound: bound here to a
+    free 127.0.0.1 port), with ``uvicorn_options(**options)``; yields the base URL and the server."""
     import threading
     import time
 
@@ -384,8 +395,6 @@ def serving_in_thread(app, **options):
 
     from londonlm.serving.httpio import uvicorn_options
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **uvicorn_options(**options)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -395,7 +404,7 @@ def serving_in_thread(app, **options):
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
     finally:
         server.should_exit = True
         thread.join(10)

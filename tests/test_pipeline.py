@@ -182,6 +182,32 @@ def test_changed_training_settings_start_a_fresh_run(pipeline_run, tmp_path):
     assert again.returncode == 0 and "training: outputs are current" in again.stdout, again.stdout
 
 
+@pytest.mark.parametrize("damage", ["", "[1, 2]"], ids=["emptied", "a-list"])
+def test_a_finished_run_whose_record_is_unreadable_resumes_not_retrains_from_scratch(pipeline_run, tmp_path,
+                                                                                      damage):
+    """Was: an empty run_info.json read as "tokenizer changed": the finished run moved aside and
+    trained again from step 0 (hours for a real preset). Its checkpoints resume, at the last
+    step no step is taken, and final/ and the record are written again."""
+    import shutil
+
+    root, src, _ = pipeline_run
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy)
+    run = copy / "09_models" / "checkpoints" / "micro"
+    lr = json.loads((run / "run_info.json").read_text())["settings"]["learning_rate"]  # (another test may change it)
+    weights = _sha(run / "final" / "model.safetensors")
+    moved_aside = set(run.parent.glob("micro.previous-*"))  # (by another test of the shared project)
+    (run / "run_info.json").write_text(damage)
+    res = _run(["--preset", "micro", "--source_dir", str(src), "--max_steps", "30", "--eval_max_tokens", "2000",
+                "--learning_rate", str(lr)], cwd=tmp_path, root=copy)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "tokenizer changed" not in res.stdout, res.stdout
+    assert set(run.parent.glob("micro.previous-*")) == moved_aside, res.stdout
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["global_step"] == 30 and info["resumed_from"].endswith("checkpoint-30")
+    assert _sha(run / "final" / "model.safetensors") == weights
+
+
 def test_settings_of_an_older_run_info_are_still_compared():
     """A run_info.json written before the settings record: the fields it kept still count."""
     from londonlm.training import settings_changes

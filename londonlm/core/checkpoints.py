@@ -162,10 +162,11 @@ def checkpoint_problem(path: str | os.PathLike, need_training_state: bool = True
     return None
 
 
-def latest_valid_checkpoint(run_dir: str | os.PathLike, warn=print) -> Path | None:
-    """Newest checkpoint that passes :func:`checkpoint_problem`; invalid ones are named."""
+def latest_valid_checkpoint(run_dir: str | os.PathLike, warn=print, problem_of=None) -> Path | None:
+    """Newest checkpoint that passes ``problem_of`` (default :func:`checkpoint_problem`: its
+    files); invalid ones are named."""
     for ck in reversed(list_checkpoints(run_dir)):
-        problem = checkpoint_problem(ck)
+        problem = (problem_of or checkpoint_problem)(ck)
         if problem is None:
             return ck
         warn(f"warning: skipping incomplete or corrupt checkpoint {ck}: {problem}")

@@ -27,6 +27,13 @@ REQUEST_FIELDS = CONFIG_FIELDS + ("num_samples", "seed")
 # "probability tensor contains either inf, nan or element < 0". vLLM draws the same line
 # (_SAMPLING_EPS = 1e-5 in its sampling_params.py).
 GREEDY_BELOW = 1e-5
+# The smallest repetition penalty taken. A seen token's logit is divided by the penalty (multiplied
+# when negative); below ~1e-38 float32 holds the penalty as 0 or a subnormal and the division is
+# inf: `repetition_penalty: 1e-300` made the server answer "" with finish_reason "stop" (every
+# seen token inf, <|endoftext|> the first of them) and the CLI, REPL and chat die in transformers'
+# sampler ("probability tensor contains either inf, nan or element < 0"). At 1e-3 every division
+# stays finite, temperature's 1e-5 after it included; 0.01 already makes each answer repeat its prompt.
+MIN_REPETITION_PENALTY = 1e-3
 
 
 class GenerationError(LondonLMError, ValueError):
@@ -68,8 +75,9 @@ class GenerationSettings:
              f"top_p must be in (0, 1], got {self.top_p!r}"),
             (isinstance(self.top_k, int) and self.top_k >= 0,
              f"top_k must be an integer >= 0 (0 = off), got {self.top_k!r}"),
-            (_finite(self.repetition_penalty) and 0 < self.repetition_penalty <= 10,
-             f"repetition_penalty must be in (0, 10] (1 = off), got {self.repetition_penalty!r}"),
+            (_finite(self.repetition_penalty) and MIN_REPETITION_PENALTY <= self.repetition_penalty <= 10,
+             f"repetition_penalty must be in [{MIN_REPETITION_PENALTY:g}, 10] (1 = off), "
+             f"got {self.repetition_penalty!r}"),
             (isinstance(self.no_repeat_ngram_size, int) and self.no_repeat_ngram_size >= 0,
              f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {self.no_repeat_ngram_size!r}"),
             (isinstance(self.num_samples, int) and self.num_samples >= 1,

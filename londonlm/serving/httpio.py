@@ -31,6 +31,14 @@ BODY_TOTAL_S = 30.0
 # it gets HEADER_TIMEOUT_S from the connection's opening (or the end of the previous response's
 # keep-alive wait), however it trickles in.
 HEADER_TIMEOUT_S = 10.0
+# Nor for a client that stops reading what it is sent: a stream of 64 x 512 tokens to a socket that
+# read nothing (and never hung up) still held its admission slot 50 s past its 10 s request limit
+# (its sends waited for a full socket to drain, without end), so as many such clients as
+# --max_concurrency would have every later request refused as busy; closing such a connection
+# gently keeps it (and its buffered bytes) until the client reads.
+# A connection whose sent bytes stay stuck in full buffers (uvicorn paused writing) for
+# SEND_STALL_S is aborted: its request sees the client gone, its slot is freed.
+SEND_STALL_S = 30.0
 # The deepest request any endpoint takes is 5 levels (body > messages > message > content > part);
 # 32 leaves room for nested metadata, far below the ~1,000 levels at which json.loads and pydantic,
 # which recurse once per level, would raise RecursionError.
@@ -132,15 +140,49 @@ def _refuse_surrogate(path: tuple, what: str) -> None:
                         f"without its pair), which is not text: send text as UTF-8", param=field or None)
 
 
-def uvicorn_options(header_timeout_s: float = HEADER_TIMEOUT_S) -> dict:
+def uvicorn_options(header_timeout_s: float = HEADER_TIMEOUT_S, send_stall_s: float | None = None) -> dict:
     """Keyword arguments for ``uvicorn.run``/``uvicorn.Config`` that every londonlm server runs
     with: uvicorn's h11 protocol (pure Python, always installed with uvicorn) with a timeout on
     the request line and headers, which uvicorn has not (its ``timeout_keep_alive`` covers only
-    the wait between two requests and stops at their first byte)."""
-    return {"http": _header_timeout_protocol(header_timeout_s)}
+    the wait between two requests and stops at their first byte), and one on a client that stops
+    reading (``send_stall_s``, default SEND_STALL_S)."""
+    return {"http": _header_timeout_protocol(header_timeout_s,
+                                             SEND_STALL_S if send_stall_s is None else send_stall_s)}
 
 
-def _header_timeout_protocol(timeout_s: float) -> type:
+class _SendStallLimit:
+    """For an asyncio protocol of uvicorn's (``loop``, ``transport``): a connection whose writing
+    stays paused (the transport's buffer full: its client reads nothing) for ``_send_stall_s``
+    seconds is aborted. Its request then sees the client gone, and its slot is freed."""
+
+    _send_stall_s = SEND_STALL_S
+    _write_timer = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self._send_stall_s, self._write_too_slow)
+
+    def resume_writing(self) -> None:
+        self._stop_write_timer()
+        super().resume_writing()
+
+    def connection_lost(self, exc) -> None:
+        self._stop_write_timer()
+        super().connection_lost(exc)
+
+    def _stop_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_too_slow(self) -> None:
+        self._write_timer = None
+        _server_log.info("client read nothing of its answer for %gs: connection dropped", self._send_stall_s)
+        self.transport.abort()  # close() would wait for the unread bytes to go out
+
+
+def _header_timeout_protocol(timeout_s: float, send_stall_s: float) -> type:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -148,12 +190,15 @@ def _header_timeout_protocol(timeout_s: float) -> type:
     response = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                 b"connection: close\r\ncontent-length: " + str(len(refusal)).encode() + b"\r\n\r\n" + refusal)
 
-    class HeaderTimeoutProtocol(H11Protocol):
+    class HeaderTimeoutProtocol(_SendStallLimit, H11Protocol):
         """A connection whose next request has not been read up to the end of its headers
         (h11's client state IDLE) within ``timeout_s`` gets a 408 and is closed. Once the headers
-        are in, the body's own limits (:func:`read_json_object`) and the request's take over."""
+        are in, the body's own limits (:func:`read_json_object`) and the request's take over.
+        A connection whose writing stays paused (its client reads nothing) for ``send_stall_s`` is
+        aborted (:class:`_SendStallLimit`)."""
 
         _head_timer = None
+        _send_stall_s = send_stall_s
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)

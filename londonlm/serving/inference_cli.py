@@ -37,7 +37,7 @@ class InferenceArguments:
         "help": "0 = greedy (so is any below 1e-5: sampling there is the argmax); up to 5."})
     top_p: Optional[float] = field(default=None, metadata={"help": "Nucleus sampling, in (0, 1]."})
     top_k: Optional[int] = field(default=None, metadata={"help": "Top-k sampling (0 = off)."})
-    repetition_penalty: Optional[float] = field(default=None, metadata={"help": "1 = off; in (0, 10]."})
+    repetition_penalty: Optional[float] = field(default=None, metadata={"help": "1 = off; in [0.001, 10]."})
     no_repeat_ngram_size: Optional[int] = field(default=None, metadata={
         "help": "Never repeat an n-gram of this size (0 = off)."})
     seed: Optional[int] = field(default=None, metadata={

@@ -254,6 +254,10 @@ class ChatSession:
             raise ChatRequestError(f"{cmd} needs a {kind.__name__}, got {arg!r}") from None
         if name == "temperature" and not 0 <= value <= 5:
             raise ChatRequestError(f"temperature must be between 0 (greedy) and 5, got {value}")
+        # checked here, as the other REPL's /seed and --seed are: torch.manual_seed raised
+        # "Overflow when unpacking long long" for /seed 10**23 at the next question, ending the chat
+        if name == "seed" and value is not None and not 0 <= value < 2**32:
+            raise ChatRequestError(f"seed must be an integer in [0, 2**32), got {value}")
         changes = {name: value, **({"do_sample": value >= GREEDY_BELOW} if name == "temperature" else {})}
         self.settings = replace(self.settings, **changes)
         return f"{name} = {value}"

@@ -10,6 +10,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ..core.generation_settings import MIN_REPETITION_PENALTY
 from ..generation import MAX_TOP
 
 
@@ -25,7 +26,7 @@ def request_model(max_prompt_chars: int, max_new_tokens_limit: int, max_samples:
                                                description="0 = greedy (so is any below 1e-5)")),
         "top_p": (Optional[float], Field(None, gt=0, le=1, allow_inf_nan=False)),
         "top_k": (Optional[int], Field(None, ge=0, le=1000, description="0 = off")),
-        "repetition_penalty": (Optional[float], Field(None, gt=0, le=10, allow_inf_nan=False)),
+        "repetition_penalty": (Optional[float], Field(None, ge=MIN_REPETITION_PENALTY, le=10, allow_inf_nan=False)),
         "no_repeat_ngram_size": (Optional[int], Field(None, ge=0, le=32)),
         "num_samples": (Optional[int], Field(None, ge=1, le=max_samples)),
         "seed": (Optional[int], Field(None, ge=0, lt=2**32)),
@@ -102,7 +103,7 @@ def openai_models(max_new_tokens_limit: int, max_samples: int) -> tuple[type, ty
         "frequency_penalty": (Optional[float], Field(None, allow_inf_nan=False)),
         "logit_bias": (Optional[dict], None),
         "top_k": (Optional[int], Field(None, ge=0, le=1000)),
-        "repetition_penalty": (Optional[float], Field(None, gt=0, le=10, allow_inf_nan=False)),
+        "repetition_penalty": (Optional[float], Field(None, ge=MIN_REPETITION_PENALTY, le=10, allow_inf_nan=False)),
         "no_repeat_ngram_size": (Optional[int], Field(None, ge=0, le=32)),
         **_IGNORED,
     }

@@ -38,12 +38,38 @@ class TrainingError(LondonLMError, RuntimeError):
     """A training set-up problem the user can fix; the message says how."""
 
 
+def _launch_number(name: str, default: int, environ=os.environ) -> int:
+    """A whole number torchrun sets for each process it starts (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``): one left in a shell as junk was an ``int()`` traceback at the first log line."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise TrainingError(f"${name} is {raw!r}, not a whole number: torchrun sets it for each process it "
+                            f"starts; unset it to train in one process, or launch with torchrun") from None
+
+
 def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+    """This process's global rank. ``RANK`` must lie in [0, ``WORLD_SIZE``): a stale ``RANK=1``
+    outside torchrun (which the Trainer, reading ``LOCAL_RANK``, runs as a single process) made
+    every rank-0 duty skipped here, the run lock among them, without a word; now one line."""
+    r, n = _launch_number("RANK", 0), world_size()
+    if not 0 <= r < n:
+        raise TrainingError(f"$RANK is {r} but $WORLD_SIZE is {n}{'' if 'WORLD_SIZE' in os.environ else ' (unset)'}: "
+                            f"a rank lies in 0..WORLD_SIZE-1; unset RANK to train in one process, or launch "
+                            f"with torchrun, which sets both")
+    return r
 
 
 def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    n = _launch_number("WORLD_SIZE", 1)
+    if n < 1:
+        raise TrainingError(f"$WORLD_SIZE is {n}: a job has at least one process; unset it to train in one "
+                            f"process, or launch with torchrun")
+    _launch_number("LOCAL_RANK", 0)  # (read by the Trainer: junk there was its own int() error)
+    return n
 
 
 def is_main_process() -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
 from ..core import OneLineErrors, UsageError, check_ranges, number_in, require_usable_gpus
+from .dist import rank
 from .speed.attention import SDPA_ORDERS
 from .speed.settings import MODES
 from .trackers import take_report_to
@@ -318,6 +319,7 @@ def parse_flags(argv: list[str], groups: tuple, prog: str | None = None,
     import torch
     from transformers import HfArgumentParser, TrainingArguments
 
+    rank()  # torchrun's RANK/WORLD_SIZE/LOCAL_RANK, junk or contradictory: one line naming the variable
     argv = our_optimizer_flag(list(argv))
     given = explicit_flags(argv)
     argv, report_to = take_report_to(argv)  # checked here: one line, before any work

@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from ..core import (LondonLMError, RunLayout, checkpoint_problem, earlier_run, latest_valid_checkpoint,
+from ..core import (LondonLMError, RunLayout, checkpoint_problem, checkpoint_step, earlier_run, latest_valid_checkpoint,
                     list_checkpoints, read_json_object, record_field, sha256_file, user_path)
 from ..corpus import MANIFEST
 from ..tokens import read_metadata
@@ -46,35 +46,90 @@ def resolve_resume(run: RunLayout, spec: str | None, fresh: bool, log=print) -> 
             raise ResumeError("--fresh and --resume_from_checkpoint contradict each other")
         return None
     if spec in (None, "", "auto"):
-        ck = latest_valid_checkpoint(run.dir, warn=log)
+        ck = latest_resumable(run.dir, warn=log)
         if ck is None:
             refuse_over_earlier_run(run)
         else:
             log(f"resuming from {ck} (latest valid checkpoint; use --fresh to start over)")
         return ck
     if spec == "latest":
-        ck = latest_valid_checkpoint(run.dir, warn=log)
+        ck = latest_resumable(run.dir, warn=log)
         candidates = [ck] if ck else []
     else:
         candidates = [user_path(spec), run.dir / spec]
     for c in candidates:
         if c.is_dir():
-            if c.resolve().parent != run.dir.resolve():
-                # another run's checkpoint would continue that run's weights, schedule and data
-                # position under this run's name, settings and folder, overwriting its checkpoints
-                raise ResumeError(
-                    f"checkpoint {c} is not one of this run's ({run.dir}): resume its own run "
-                    f"(--run_name {c.resolve().parent.name}), or start a new run from its weights with "
-                    f"--init_from {c} --run_name NEW")
-            problem = checkpoint_problem(c)
-            if problem:
-                raise ResumeError(f"checkpoint {c} cannot be resumed: {problem}. Pick another "
-                                  f"(`python 04_training/test_checkpoint.py --list-checkpoints`)")
-            return c
-    avail = [f"{p.name}{'' if checkpoint_problem(p) is None else ' (invalid)'}"
+            return _named_checkpoint(run, spec, c)
+    avail = [f"{p.name}{'' if resume_problem(p) is None else ' (invalid)'}"
              for p in list_checkpoints(run.dir)]
     raise ResumeError(f"checkpoint {spec!r} not found in {run.dir}; available: "
                       f"{', '.join(avail) or 'none'}. Use --fresh to start a new run.")
+
+
+def _named_checkpoint(run: RunLayout, spec: str, c: Path) -> Path:
+    """The folder ``spec`` named, if it is one of this run's checkpoints and can be resumed."""
+    if checkpoint_step(c.resolve()) is None:
+        # final/ or best/ (weights without the optimizer's state) passed the checks as a model,
+        # then the Trainer failed on them: a TypeError traceback; '.', '..' were taken for
+        # another run's checkpoint named after the folder above them
+        raise ResumeError(
+            f"--resume_from_checkpoint {spec}: {c} is no checkpoint-N folder (final/ and best/ hold "
+            f"weights without the training state); name one of this run's checkpoints, or start a "
+            f"new run from its weights with --init_from {c} --run_name NEW")
+    if c.resolve().parent != run.dir.resolve():
+        # another run's checkpoint would continue that run's weights, schedule and data
+        # position under this run's name, settings and folder, overwriting its checkpoints
+        raise ResumeError(
+            f"checkpoint {c} is not one of this run's ({run.dir}): resume its own run "
+            f"(--run_name {c.resolve().parent.name}), or start a new run from its weights with "
+            f"--init_from {c} --run_name NEW")
+    problem = resume_problem(c)
+    if problem:
+        raise ResumeError(f"checkpoint {c} cannot be resumed: {problem}. Pick another "
+                          f"(`python 04_training/test_checkpoint.py --list-checkpoints`)")
+    return c
+
+
+def latest_resumable(run_dir: Path, warn=print) -> Path | None:
+    """Newest checkpoint that :func:`resume_problem` passes; the others are named and skipped."""
+    return latest_valid_checkpoint(run_dir, warn, problem_of=resume_problem)
+
+
+def resume_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be resumed: :func:`~londonlm.core.checkpoint_problem` (its files),
+    else :func:`state_problem` (what its trainer_state.json says), or None."""
+    return checkpoint_problem(checkpoint) or state_problem(checkpoint)
+
+
+def state_problem(checkpoint: Path) -> str | None:
+    """What in a checkpoint's trainer_state.json (an object with a step, by checkpoint_problem)
+    the Trainer or this run cannot read back. Each of these was a traceback mid-resume: a field
+    the Trainer's state does not know (TypeError), a ``log_history`` or ``stateful_callbacks``
+    of another kind (AttributeError, KeyError), a data position that is no count (ValueError);
+    and a step other than the folder's resumed step N's position from checkpoint-M's weights."""
+    import dataclasses
+
+    from transformers import TrainerState
+
+    st = read_json_object(Path(checkpoint) / TRAINER_STATE) or {}
+    known = {f.name for f in dataclasses.fields(TrainerState)}
+    strange = sorted(set(st) - known)
+    if strange:
+        return f"trainer_state.json holds {strange[0]!r}, no field of the Trainer's state"
+    if st.get("global_step") != checkpoint_step(checkpoint):
+        return f"trainer_state.json's global_step {st.get('global_step')!r} is not the folder's step"
+    history, callbacks = st.get("log_history", []), st.get("stateful_callbacks", {})
+    if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+        return "trainer_state.json's log_history is not a list of records"
+    if not isinstance(callbacks, dict) or not all(
+            isinstance(e, dict) and all(isinstance(e.get(k, {}), dict) for k in ("args", "attributes"))
+            for v in callbacks.values() for e in (v if isinstance(v, list) else [v])):
+        return "trainer_state.json's stateful_callbacks are not the Trainer's records"
+    position = recorded_position(checkpoint) or {}  # ({}: a checkpoint saved before positions were)
+    count, blocks = position.get("consumed_samples", 0 if not position else None), position.get("blocks")
+    if type(count) is not int or count < 0 or not (blocks is None or type(blocks) is int):
+        return f"trainer_state.json's data position is damaged (consumed_samples {count!r}, blocks {blocks!r})"
+    return None
 
 
 def refuse_over_earlier_run(run: RunLayout) -> None:
@@ -194,7 +249,7 @@ class Resumed:
                 log(f"warning: the training data changed since {self.checkpoint.name} ({rec['blocks']:,} "
                     f"blocks then, {n_blocks:,} now): its data position no longer means the same")
         else:  # a checkpoint saved before positions were recorded: the same step size assumed
-            before = self.info.get("tokens_per_step", samples_per_step * context_length) // context_length
+            before = (self.info.get("tokens_per_step") or samples_per_step * context_length) // context_length
             position = Position(step * before, step, samples_per_step)
             log(f"note: {self.checkpoint.name} records no data position; assuming {before} blocks per "
                 f"step before it")
@@ -207,7 +262,25 @@ def resumed(run: RunLayout, spec: str | None, fresh: bool) -> Resumed:
     checkpoint = resolve_resume(run, spec, fresh, log=log)
     if checkpoint is None:
         return Resumed()
-    return Resumed(checkpoint, {**run.read_run_info(), **recorded_run(checkpoint)})
+    return Resumed(checkpoint, {**well_formed(run.read_run_info()), **well_formed(recorded_run(checkpoint))})
+
+
+# The kind of each field of a run's record that a resume reads. A value of another kind (a hand
+# edit, a damaged record: "settings": [1], "cache": 5) was an AttributeError or TypeError
+# traceback mid-resume; it says nothing, as a record of another shape does (the other record's
+# value, or none, decides).
+RECORD_KINDS = {"settings": dict, "cache": dict, "shape": dict, "corpus_time": dict, "parent": dict,
+                "batch_size": int, "gradient_accumulation_steps": int, "tokens_per_step": int,
+                "warmup_steps": (int, float), "tokenizer_sha256": str, "tokenizer_dir": str,
+                "precision": str, "attn_implementation": str, "fused_loss": bool, "pad_vocab": bool}
+
+
+def well_formed(record: dict) -> dict:
+    """``record`` without the fields :data:`RECORD_KINDS` says are of another kind (None stays)."""
+    def fits(k, v):
+        kind = RECORD_KINDS.get(k)
+        return kind is None or v is None or (isinstance(v, kind) and (kind is bool or not isinstance(v, bool)))
+    return {k: v for k, v in record.items() if fits(k, v)}
 
 
 # --------------------------------------------------------------------------- what must not change

@@ -69,6 +69,11 @@ def check_trainer_args(args, given) -> None:
                          f"'labels' (a causal LM's next tokens); leave --label_names out")
     if "dataloader_num_workers" in given:
         _check_loader_workers(args.dataloader_num_workers)
+    if args.restore_callback_states_from_checkpoint:
+        # the Trainer rebuilds each saved callback as type(cb)(**saved args): the data position
+        # and run record take their settings from the run, so every resume was a TypeError traceback
+        raise UsageError("--restore_callback_states_from_checkpoint: a resumed run restores its own "
+                         "callbacks' state (its data position and record); leave the flag out")
     if "greater_is_better" in given and args.greater_is_better:  # the best would be the worst checkpoint
         raise UsageError("--greater_is_better true: the metric is the validation loss, of which lower is better")
     if "optim" in given:

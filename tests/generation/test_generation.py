@@ -326,6 +326,23 @@ def test_cli_tiny_temperature_is_greedy_not_a_traceback(cli, tiny_model_dir, cap
     assert chat.chat_settings().do_sample is False  # --chat: greedy too
 
 
+@pytest.mark.parametrize("penalty", ["1e-300", "1e-40", "0.0009"])
+def test_a_repetition_penalty_too_small_to_divide_by_is_one_line(cli, lm, tiny_model_dir, capsys, penalty):
+    """``--repetition_penalty 1e-300 --temperature 1`` died in transformers' sampler ("probability
+    tensor contains either inf, nan or element < 0": float32 holds the penalty as 0, a seen
+    token's logit divided by it is inf); greedy, it answered nothing ("eos"). Below
+    MIN_REPETITION_PENALTY it is one line before the model loads, and /rep refuses it in the REPL."""
+    argv = ["--model", str(tiny_model_dir), "--prompt", "Up betimes and", "--max_new_tokens", "4",
+            "--device", "cpu", "--temperature", "1", "--repetition_penalty", penalty]
+    assert exit_code(cli.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "repetition_penalty" in err and "Traceback" not in err
+    with pytest.raises(GenerationError):
+        apply_command(settings(lm), f"/rep {penalty}", lm.eras, lm.era_width)
+    lowest = settings(lm, repetition_penalty=0.001, temperature=1.0, seed=1, max_new_tokens=4)
+    assert generate(lm, "Up betimes and", lowest)[0].finish_reason in ("length", "eos")  # the smallest taken samples
+
+
 def test_cli_allow_control_tokens_flag(cli, tiny_model_dir, capsys):
     argv = ["--model", str(tiny_model_dir), "--prompt", "<|endoftext|><|1800s|>", "--temperature", "0",
             "--max_new_tokens", "12", "--device", "cpu"]

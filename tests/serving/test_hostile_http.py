@@ -5,6 +5,7 @@ when nobody is left to answer), and the server goes on serving."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import logging
 import socket
 import time
@@ -271,3 +272,40 @@ def test_a_client_hanging_up_mid_body_is_one_log_line(base, lm, path):
     assert len(lines) == 1 and "\n" not in lines[0] and "closed" in lines[0], lines
     assert all(r.exc_info is None and r.levelno < logging.WARNING for r in records.records)
     assert_still_serving(base, lm)
+
+
+# --------------------------------------------------------------------------- a stream nobody reads
+
+@contextmanager
+def serving_with_small_send_buffers(app, send_stall_s: float):
+    """``serving_in_thread``, its listening socket's send buffer a few KB (accepted connections
+    inherit it), so that a client that reads nothing fills the buffers after a few hundred events
+    instead of the MBs loopback takes by default; yields the URL and the server."""
+    from conftest import uvicorn_in_thread
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    with uvicorn_in_thread(app, sock, send_stall_s=send_stall_s) as served:
+        yield served
+
+
+def test_a_stream_its_client_stops_reading_is_dropped_and_its_slot_freed(lm):
+    """A client that asks for a long stream and reads none of it (without hanging up) held its
+    admission slot for ever: the sends waited on a full socket with no limit. Now a connection
+    whose writing stays paused for SEND_STALL_S is aborted: the slot is free, the connection gone
+    from the server (a gentle close would keep it, and its unsent bytes, until the client reads)."""
+    app = create_app(lm=lm, max_new_tokens_limit=64)  # a batch of 64 rows: the 64 choices at once
+    with serving_with_small_send_buffers(app, send_stall_s=0.5) as (url, server):
+        body = json.dumps({"model": lm.model_id, "prompt": ["Up"] * 16, "n": 4, "max_tokens": 12, "stream": True,
+                           "temperature": 0, "repetition_penalty": 1.0}).encode()
+        with connect(url) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.sendall(head("/v1/completions", len(body)) + body)
+            for _ in range(600):  # the slot comes back once the stalled connection is dropped
+                time.sleep(0.05)
+                if httpx.get(url + "/health", timeout=10).json()["queue"]["active"] == 0:
+                    break
+            assert httpx.get(url + "/health", timeout=10).json()["queue"]["active"] == 0
+            time.sleep(0.2)  # the /health requests' own connections closed
+            assert not server.server_state.connections  # this client's, unread, included
+        assert_still_serving(url, lm)

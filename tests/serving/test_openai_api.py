@@ -115,6 +115,21 @@ def test_a_temperature_too_small_to_divide_by_is_greedy(client, base, lm, temper
     assert native["text"] == want.text
 
 
+@pytest.mark.parametrize("penalty", [1e-300, 1e-40])
+def test_a_repetition_penalty_too_small_to_divide_by_is_refused(base, lm, penalty):
+    """At 1e-300 (anything below ~1e-38) a seen token's logit divided by the penalty was inf in
+    float32: the server answered "" with finish_reason "stop" (<|endoftext|>, the first seen
+    token) whatever the prompt. Below MIN_REPETITION_PENALTY it is refused on both APIs."""
+    body = {"prompt": "Up betimes and", "temperature": 0, "repetition_penalty": penalty}
+    r = httpx.post(f"{base}/v1/completions", json={"model": lm.model_id, "max_tokens": 8, **body}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "repetition_penalty", r.text
+    r = httpx.post(f"{base}/v1/generate", json={"max_new_tokens": 8, **body}, timeout=60)
+    assert r.status_code == 422 and "repetition_penalty" in r.json()["error"]["message"], r.text
+    r = httpx.post(f"{base}/v1/completions", json={"model": lm.model_id, "max_tokens": 8, **body,
+                                                   "repetition_penalty": 0.001}, timeout=60)
+    assert r.status_code == 200 and r.json()["choices"][0]["text"], r.text  # the smallest taken
+
+
 def test_n_and_seed_give_generates_samples(client, lm):
     r = client.completions.create(model=lm.model_id, prompt="London", max_tokens=8, n=2, seed=5,
                                   temperature=0.9, extra_body={"top_k": 40, "repetition_penalty": 1.2})

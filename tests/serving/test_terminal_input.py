@@ -92,3 +92,28 @@ def test_checkpoint_loop_refuses_an_undecodable_line(tiny_model_dir, tmp_path, m
     out = capsys.readouterr().out
     assert "error: not valid UTF-8 (byte 0xff at character 1)" in out
     assert "> Up" in out and "> And so" in out
+
+
+def test_chat_repl_refuses_a_seed_no_generator_takes_and_goes_on(chat_model_dir):
+    """``/seed 10**23`` was taken; the next question died in torch.manual_seed ("Overflow when
+    unpacking long long"), a traceback that ended the conversation. Now refused as the other
+    REPL's /seed is, the settings kept."""
+    from londonlm.chat import ChatSettings
+    from londonlm.serving.repl import ChatSession, run_chat_repl
+
+    chat_lm = load_model(str(chat_model_dir), device="cpu")
+    lines = iter(["/seed 99999999999999999999999", "Where were you?", "/seed -5", "/seed 3", "Where were you?"])
+
+    def read(prompt):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    out = io.StringIO()
+    session = ChatSession(ChatSettings(max_new_tokens=3, temperature=0.0, do_sample=False))
+    assert run_chat_repl(chat_lm, session, out, read=read, stream_tokens=False) == 0
+    text = out.getvalue()
+    assert "error: seed must be an integer in [0, 2**32), got 99999999999999999999999" in text
+    assert "got -5" in text and "seed = 3" in text and text.count("tokens/s") == 2
+    assert session.settings.seed == 3

@@ -472,6 +472,21 @@ def test_changed_tokenizer_refuses_to_resume(root, tmp_path, capsys):
     assert train(root, "--max_steps", "2", "--save_steps", "2", "--fresh") == 0
 
 
+@pytest.mark.parametrize("env", [{"RANK": "x"}, {"WORLD_SIZE": "abc"}, {"LOCAL_RANK": "junk"},
+                                 {"RANK": "1"}, {"RANK": "-1"}, {"RANK": "2", "WORLD_SIZE": "2"},
+                                 {"WORLD_SIZE": "0"}])
+def test_torchruns_variables_left_as_junk_outside_it_are_one_line_naming_them(root, capsys, monkeypatch, env):
+    """RANK=x was an int() traceback at the first log line; a stale RANK=1 outside torchrun trained
+    (the Trainer reads LOCAL_RANK and ran one process) with every rank-0 duty skipped here: no run
+    lock, no log, exit 0. Now one line naming the variable, before any work."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert train(root, "--max_steps", "2") == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err and f"${next(iter(env))} is" in err, err
+    assert not run_dir(root).exists()
+
+
 def test_fsdp_without_torchrun_is_an_error_not_a_silent_single_process_run(root, capsys):
     assert train(root, "--max_steps", "2", "--fsdp", "full_shard auto_wrap") == 2
     err = capsys.readouterr().err

@@ -208,6 +208,105 @@ def test_damaged_optimizer_state_is_skipped_or_refused_before_anything_is_writte
     assert json.loads((rd / "run_info.json").read_text())["resumed_from"].endswith("checkpoint-2")
 
 
+def _edit_state(ck: Path, edit) -> None:
+    state = json.loads((ck / "trainer_state.json").read_text())
+    edit(state)
+    (ck / "trainer_state.json").write_text(json.dumps(state))
+
+
+def _position(st):
+    return st["stateful_callbacks"]["DataPosition"]["attributes"]
+
+
+# each was a traceback mid-resume (TypeError, AttributeError, KeyError, ValueError), or, for a step
+# other than the folder's, a resume at step 2's position from checkpoint-4's weights, whose next
+# save replaced checkpoint-4
+STATE_DAMAGES = {
+    "a field the Trainer does not know": lambda st: st.update(foo=1),
+    "log_history not a list": lambda st: st.update(log_history=5),
+    "stateful_callbacks a list": lambda st: st.update(stateful_callbacks=[]),
+    "a position that is no count": lambda st: _position(st).update(consumed_samples="x"),
+    "a negative position": lambda st: _position(st).update(consumed_samples=-50),
+    "a block count that is no number": lambda st: _position(st).update(blocks="x"),
+    "a position without its count": lambda st: _position(st).pop("consumed_samples"),
+    "another step than the folder's": lambda st: st.update(global_step=2),
+}
+
+
+def test_a_trainer_state_the_trainer_cannot_read_back_is_a_damaged_checkpoint(root, capsys):
+    """Named, one line and nothing written; by default, skipped for the previous checkpoint."""
+    assert train_exit_code(root, "--max_steps", "4", *COMMON) == 0
+    rd, ck = run_dir(root), run_dir(root) / "checkpoint-4"
+    whole = (ck / "trainer_state.json").read_bytes()
+    before = snapshot(rd)
+    for why, damage in STATE_DAMAGES.items():
+        _edit_state(ck, damage)
+        capsys.readouterr()
+        assert train_exit_code(root, "--max_steps", "6", *COMMON, "--resume_from_checkpoint", "checkpoint-4") == 2, why
+        one_error_line(capsys.readouterr().err, "checkpoint-4 cannot be resumed: trainer_state.json")
+        assert snapshot(rd) == before and not (rd / "checkpoint-6").exists(), why
+        (ck / "trainer_state.json").write_bytes(whole)
+    _edit_state(ck, STATE_DAMAGES["a position that is no count"])
+    assert train_exit_code(root, "--max_steps", "6", *COMMON) == 0
+    assert "skipping incomplete or corrupt checkpoint" in capsys.readouterr().out
+    assert json.loads((rd / "run_info.json").read_text())["resumed_from"].endswith("checkpoint-2")
+
+
+def test_training_state_of_another_model_or_file_is_one_line_not_a_traceback(root, capsys):
+    """Whole archives holding what does not load into this run: another model's optimizer (other
+    parameter groups), the scheduler's state in the optimizer's file, the scheduler's in the RNG
+    state's. Each was torch's ValueError / KeyError traceback mid-resume."""
+    import torch
+
+    assert train_exit_code(root, "--max_steps", "4", *COMMON) == 0
+    rd = run_dir(root)
+    ck = rd / "checkpoint-4"
+    other = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))])
+    other.step()
+    own = {f: (ck / f).read_bytes() for f in ("optimizer.pt", "rng_state.pth")}
+    # (found as the Trainer loads them, after the run's configuration was logged: training_config.json,
+    # for people, is then this command's)
+    before = {k: v for k, v in snapshot(rd).items() if k != "training_config.json"}
+    for file, put in (("optimizer.pt", lambda f: torch.save(other.state_dict(), f)),
+                      ("optimizer.pt", lambda f: shutil.copy(ck / "scheduler.pt", f)),
+                      ("rng_state.pth", lambda f: shutil.copy(ck / "scheduler.pt", f))):
+        put(ck / file)
+        capsys.readouterr()
+        assert train_exit_code(root, "--max_steps", "6", *COMMON) == 2, file
+        one_error_line(capsys.readouterr().err, "checkpoint-4: its saved", "does not fit this run's", "--fresh")
+        assert {k: v for k, v in snapshot(rd).items() if k in before} == before
+        assert not (rd / "checkpoint-6").exists() and [p.name for p in rd.glob("checkpoint-*")] != []
+        (ck / file).write_bytes(own[file])
+    assert train_exit_code(root, "--max_steps", "6", *COMMON) == 0
+
+
+@pytest.mark.parametrize("spec", ["final", ".", "checkpoint-4/.."])
+def test_resuming_a_folder_that_is_no_checkpoint_is_one_line(root, capsys, spec):
+    """final/ (weights without the training state) passed as a model, then the Trainer's
+    TypeError traceback; '.' and '..' were taken for another run's checkpoint."""
+    assert train_exit_code(root, "--max_steps", "4", *COMMON) == 0
+    before = snapshot(run_dir(root))
+    capsys.readouterr()
+    assert train_exit_code(root, "--max_steps", "6", *COMMON, "--resume_from_checkpoint", spec) == 2
+    one_error_line(capsys.readouterr().err, "is no checkpoint-N folder")
+    assert snapshot(run_dir(root)) == before
+
+
+def test_a_run_record_with_fields_of_another_kind_says_nothing_of_them(root, capsys):
+    """The record in a checkpoint (or run_info.json) with "settings": [1], "cache": 5: an
+    AttributeError traceback mid-resume. The other record's value decides."""
+    assert train_exit_code(root, "--max_steps", "4", *COMMON) == 0
+    record = lambda st: st["stateful_callbacks"]["RunRecord"]["attributes"]["record"]  # noqa: E731
+    _edit_state(run_dir(root) / "checkpoint-4", lambda st: record(st).update(settings=[1], cache=5,
+                                                                             tokens_per_step="x"))
+    assert train_exit_code(root, "--max_steps", "6", *COMMON, "--learning_rate", "0.5") == 2
+    one_error_line(capsys.readouterr().err, "--learning_rate 0.5 (trained with 0.003)")  # run_info.json's
+    info = json.loads((run_dir(root) / "run_info.json").read_text())
+    (run_dir(root) / "run_info.json").write_text(json.dumps({**info, "settings": [2], "cache": "x"}))
+    assert train_exit_code(root, "--max_steps", "6", *COMMON) == 0
+    assert json.loads((run_dir(root) / "run_info.json").read_text())["global_step"] == 6
+
+
 # --------------------------------------------------------------------------- 2. optimizer settings kept
 
 @pytest.mark.parametrize("flag,value", [("--learning_rate", "0.1"), ("--weight_decay", "0.5"),

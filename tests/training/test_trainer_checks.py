@@ -68,6 +68,16 @@ def test_the_best_checkpoint_is_chosen_by_the_loss(argv, said):
     assert refused(*argv).startswith(said)
 
 
+def test_restoring_the_callbacks_states_is_refused_it_failed_every_resume():
+    """The Trainer rebuilt each saved callback as type(cb)(**its saved args): the data position
+    and the run record take theirs from the run, so every resume with the flag was a TypeError
+    traceback (`DataPosition.__init__() missing 4 required positional arguments`)."""
+    assert refused("--restore_callback_states_from_checkpoint", "true").startswith(
+        "--restore_callback_states_from_checkpoint: a resumed run restores its own")
+    assert not parse_train_flags(["--preset", "micro", "--restore_callback_states_from_checkpoint", "false"]
+                                 ).trainer["restore_callback_states_from_checkpoint"]
+
+
 @pytest.mark.parametrize("metric", ["loss", "eval_loss"])
 def test_the_loss_may_be_named_as_the_metric(metric):
     flags = parse_train_flags(["--preset", "micro", "--metric_for_best_model", metric, "--greater_is_better", "false"])

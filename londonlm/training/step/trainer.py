@@ -36,6 +36,7 @@ import atexit
 import multiprocessing
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from multiprocessing.context import ForkContext, ForkProcess
 from pathlib import Path
@@ -266,6 +267,14 @@ class RunTrainer(Trainer):
     def get_eval_dataloader(self, eval_dataset=None):
         return quiet_workers(super().get_eval_dataloader(eval_dataset))
 
+    def _load_optimizer_and_scheduler(self, checkpoint) -> None:
+        with state_that_fits(checkpoint, "optimizer and scheduler state (optimizer.pt, scheduler.pt)"):
+            super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _load_rng_state(self, checkpoint) -> None:
+        with state_that_fits(checkpoint, "RNG state (rng_state*.pth)"):
+            super()._load_rng_state(checkpoint)
+
     def _save_checkpoint(self, model, trial) -> None:
         # its torch archives without CRC-32s, which nothing reads (core.archives_without_crc):
         # every evaluation of slm's and regular's runs writes a checkpoint, in a budget's seconds
@@ -335,6 +344,31 @@ class RunTrainer(Trainer):
                        state_dict=self.accelerator.get_state_dict(self.model))
             return
         super().save_model(output_dir, _internal_call)
+
+
+@contextmanager
+def state_that_fits(checkpoint, what: str):
+    """A checkpoint's saved state loaded into this run's optimizer, scheduler or RNGs: whole
+    archives (checked before) that hold another model's optimizer (another count of parameters
+    or groups), one file's content in another's place, or another kind of state failed here
+    with torch's ValueError/KeyError/UnpicklingError traceback mid-resume. One line instead; the
+    run's checkpoints, final/ and record are untouched (nothing is saved before a step)."""
+    import pickle
+    import re
+
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError, pickle.UnpicklingError) as e:
+        first = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())[:200]  # (torch's has colours)
+        raise TrainingError(
+            f"{checkpoint}: its saved {what} does not fit this run's ({type(e).__name__}: {first}): it is "
+            f"another model's, or damaged. Resume an earlier checkpoint (--resume_from_checkpoint "
+            f"checkpoint-N), start over with --fresh, or continue its weights in a new run: "
+            f"--init_from {checkpoint} --run_name NEW") from None
 
 
 def in_order(callbacks: list, trainer_own: list) -> list:
