@@ -31,7 +31,7 @@ from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existi
                   user_path, utf8_problem, writable_dir, writable_file, year)
 from .console import NativePanic, native_panics
 from .errors import LondonLMError, UsageError, nearest_existing, os_error_message, run_main, user_error_message
-from .generation_settings import (CONFIG_FIELDS, GREEDY_BELOW, REQUEST_FIELDS, GenerationError, GenerationSettings,
+from .generation_settings import (CONFIG_FIELDS, GREEDY_BELOW, MIN_REPETITION_PENALTY, REQUEST_FIELDS, GenerationError, GenerationSettings,
                                   defaults_from_generation_config, generation_config_dict,
                                   to_generation_config)
 from .hardware import (GpuUnusable, choose_precision, cpu_has_fast_bf16, cpu_has_native_bf16, device_name, free_memory_bytes,
@@ -50,7 +50,7 @@ __all__ = [
     "checkpoint_name", "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS",
     "cpu_has_fast_bf16", "cpu_has_native_bf16", "current_or_make", "earlier_run", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name", "die_with_parent",
     "existing_dir", "existing_file", "FINAL", "fraction", "free_text", "free_memory_bytes", "GpuUnusable", "generation_config_dict", "GenerationError",
-    "GenerationSettings", "GGUF", "GREEDY_BELOW", "give_open_mode", "hardware_summary", "Hold", "hold", "holder_pid", "flock_holder", "folder_lock", "lock_folder",
+    "GenerationSettings", "GGUF", "GREEDY_BELOW", "MIN_REPETITION_PENALTY", "give_open_mode", "hardware_summary", "Hold", "hold", "holder_pid", "flock_holder", "folder_lock", "lock_folder",
     "keep_freed_memory_in_heap",
     "lazy_exports",
     "large_blocks_from_the_system",

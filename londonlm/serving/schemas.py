@@ -10,7 +10,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..core.generation_settings import MIN_REPETITION_PENALTY
+from ..core import MIN_REPETITION_PENALTY
 from ..generation import MAX_TOP
 
 
