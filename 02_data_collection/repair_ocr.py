@@ -23,17 +23,18 @@ trained londonlm model judge the choices the period lexicon leaves close, each i
 (londonlm/corpus/ocr/judge.py; its gain and speed: BENCHMARKS.md).
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
 from londonlm.core.cli import StageParser, existing_file, non_negative_float, positive_int
+from londonlm.core import refuse_output_over_inputs
 from londonlm.core.errors import run_main
 from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, bounded_workers, check_output,
-                                 default_period_lexicon, load_confusions, load_period_lexicon,
-                                 refuse_outputs_in_folders, refuse_same_files, regular_target, repair_jsonl,
-                                 same_as_stdout, usable_cpus)
+                                 default_period_lexicon, load_confusions, load_period_lexicon, refuse_same_files,
+                                 regular_target, repair_jsonl, same_as_stdout, usable_cpus)
 from londonlm.corpus.ocr.adapt import adapt, jsonl_texts
 from londonlm.corpus.ocr.jsonl import check_input
 from londonlm.corpus.ocr.judge import Judge, JudgeSettings
@@ -136,9 +137,14 @@ def main(argv=None) -> int:
     period_file = a.period_corpus if a.period_corpus and Path(a.period_corpus).is_file() else None
     refuse_same_files({"--input": a.input, "--period_corpus": period_file, "--confusions": a.confusions,
                        "--output": a.output, "--report": a.report, "--save_lexicon": a.save_lexicon})
-    refuse_outputs_in_folders({"--output": a.output, "--report": a.report, "--save_lexicon": a.save_lexicon},
-                              {"the --period_corpus folder": a.period_corpus, "the --lm model folder": a.lm,
-                               "the corpus folder": layout.processed_dir})
+    # an output inside a folder read (a period corpus of texts, the judge's model, the corpus whose
+    # words are the default lexicon) replaced one of its texts: the corpus's own check looks only
+    # at the folder a file is written in, and texts/ has none
+    read = {"the --period_corpus folder": a.period_corpus, "the --lm model folder": a.lm,
+            "the corpus folder": layout.processed_dir}
+    for flag, path in (("--output", a.output), ("--report", a.report), ("--save_lexicon", a.save_lexicon)):
+        if path:
+            refuse_output_over_inputs(flag, path, {k: v for k, v in read.items() if v and os.path.isdir(v)})
     for flag, path in (("--output", a.output), ("--report", a.report)):
         if path:
             check_output(flag, path)

@@ -11,12 +11,13 @@ consumer of models uses; this module is training's own.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, TrainerState
 from transformers.trainer_callback import ExportableState
 
 from ..core import (LondonLMError, RunLayout, checkpoint_problem, checkpoint_step, earlier_run, latest_valid_checkpoint,
@@ -107,10 +108,6 @@ def state_problem(checkpoint: Path) -> str | None:
     the Trainer's state does not know (TypeError), a ``log_history`` or ``stateful_callbacks``
     of another kind (AttributeError, KeyError), a data position that is no count (ValueError);
     and a step other than the folder's resumed step N's position from checkpoint-M's weights."""
-    import dataclasses
-
-    from transformers import TrainerState
-
     st = read_json_object(Path(checkpoint) / TRAINER_STATE) or {}
     known = {f.name for f in dataclasses.fields(TrainerState)}
     strange = sorted(set(st) - known)

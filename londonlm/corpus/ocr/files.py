@@ -11,8 +11,6 @@ that do not outlive their run.
   replace the device node (as root, ``/dev/stdout`` itself). A folder, a block device or a
   socket is refused. A path to an open descriptor (``/dev/stdout``, ``/dev/fd/1``) is a stream
   too, appended to, whatever it leads to (``>> log``: the log kept).
-- An output inside a folder the stage reads (a --period_corpus of texts, the judge's model) or
-  inside the project's corpus folder is refused: there it replaced a text of that folder.
 - The temporary file of a run is locked while it is written; one that nobody holds (its run was
   killed with ``kill -9``) is removed by the next run writing the same output.
 """
@@ -76,25 +74,6 @@ def refuse_same_files(named: Mapping[str, str | os.PathLike | None]) -> None:
                 raise FileClash(f"{flag} {os.fspath(path)} is {what} ({other_path}): name another file; "
                                 f"nothing was written")
         seen.append((flag, os.fspath(path), real, ident))
-
-
-def refuse_outputs_in_folders(outputs: Mapping[str, str | os.PathLike | None],
-                              folders: Mapping[str, str | os.PathLike | None]) -> None:
-    """One line when one of ``outputs`` (flag -> path; None: not given) lies inside one of
-    ``folders`` (what it is -> folder; None: none), links resolved. ``--output
-    processed/texts/a.txt`` replaced a text of the collected corpus with JSONL rows (exit 0: the
-    corpus's own check looks only at the folder a file is written in), and one in a
-    ``--period_corpus`` folder replaced a text the lexicon is learnt from."""
-    for flag, path in outputs.items():
-        if path is None:
-            continue
-        real = os.path.realpath(path)
-        for what, folder in folders.items():
-            if folder is not None and os.path.isdir(folder):
-                inside = os.path.realpath(folder)
-                if real == inside or real.startswith(inside.rstrip(os.sep) + os.sep):
-                    raise FileClash(f"{flag} {os.fspath(path)} lies inside {what} {os.fspath(folder)}: there it "
-                                    f"would replace or join its files; name a file outside it; nothing was written")
 
 
 def check_output(flag: str, path: str | os.PathLike) -> None:

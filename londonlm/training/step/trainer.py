@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import pickle
+import re
 import signal
 import time
 from contextlib import contextmanager
@@ -43,6 +45,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Callable
 
+import torch
 from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
@@ -353,11 +356,6 @@ def state_that_fits(checkpoint, what: str):
     or groups), one file's content in another's place, or another kind of state failed here
     with torch's ValueError/KeyError/UnpicklingError traceback mid-resume. One line instead; the
     run's checkpoints, final/ and record are untouched (nothing is saved before a step)."""
-    import pickle
-    import re
-
-    import torch
-
     try:
         yield
     except torch.OutOfMemoryError:
