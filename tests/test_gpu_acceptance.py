@@ -520,7 +520,8 @@ def test_dry_run_of_the_throughput_step_lists_every_lever_variant():
     for i, v in enumerate(levers.PLAN, 1):
         assert f"     {i}. {v.name}: {v.model}, pad_vocab {'on' if v.pad_vocab else 'off'}" in r.stdout
     for lever in ("pad_vocab off", "fused loss", "compile eager", "max-autotune-no-cudagraphs", "micro-batch 16",
-                  "muon-ns-compiled", "gc-frozen", "attention cudnn first", "compile regional",
+                  "muon-ns-compiled", "gc-frozen", "attention cudnn first", "attention flash first",
+                  "attention in torch's order", "compile regional",
                   "medium, pad_vocab on, stock loss, compile default, 64 sequences a step"):
         assert lever in r.stdout, lever
     # every lever is measured on and off for both models where a compile fits the lease
@@ -530,28 +531,30 @@ def test_dry_run_of_the_throughput_step_lists_every_lever_variant():
         assert any(v.model == model and v.fused_loss for v in levers.PLAN)
         # the eager step ours trains with under a short budget, with the stock loss and the fused one
         assert {v.fused_loss for v in levers.PLAN if v.model == model and v.compile == "eager"} == {False, True}
-        assert any(v.model == model and v.attention == "cudnn" for v in levers.PLAN)
+        assert {v.attention for v in levers.PLAN if v.model == model} == {"torch", "flash", "cudnn"}
     assert names[0].startswith("small: defaults") and names[1].startswith("medium: defaults")
 
 
-def test_a_lease_like_the_last_reaches_both_models_cudnn_attention_before_remeasuring_known_levers():
-    """With the H200's compile times of 2026-11-28 (Small 33.8 s, Medium 53.7 s) and that lease's
-    230-s throughput budget, the plan measures both models' defaults and cuDNN attention, the
-    levers still unmeasured, before it repeats any lever that lease measured (Muon, the unpadded
-    vocabulary, the fused loss)."""
+def test_a_lease_like_the_last_reaches_both_models_flash_attention_before_remeasuring_known_levers():
+    """With the H200's compile times of 2026-11-30 (Small 23.7 s, Medium 35.5 s) and that lease's
+    170-s throughput budget, the plan measures both models' defaults and FlashAttention first (torch
+    ran cuDNN's there, and flash was never measured) and the levers still unmeasured before it
+    repeats any lever a lease measured (2026-11-28: Muon, the unpadded vocabulary, the fused loss
+    compiled; 2026-11-30: cuDNN's attention first, regional compile, Medium at 64 sequences)."""
     from gpu import levers
 
-    now, compile_s = [0.0], {"small": 33.8, "medium": 53.7}
+    now, compile_s = [0.0], {"small": 23.7, "medium": 35.5}
 
     def measure(v):
         now[0] += (0 if v.compile == "eager" else compile_s[v.model]) + sum(levers.SUB_SECONDS[s] for s in v.subs)
         return [{"sub": s, "model": v.model, "first_step_s": compile_s[v.model], "mfu": 0.4} for s in v.subs]
 
-    rows = levers.run_plan(levers.PLAN, measure, budget_s=230, clock=lambda: now[0])
+    rows = levers.run_plan(levers.PLAN, measure, budget_s=170, clock=lambda: now[0])
     measured = [r["variant"] for r in rows if "mfu" in r]
-    assert "small: cuDNN attention first" in measured and "medium: cuDNN attention first" in measured
-    known = [i for i, v in enumerate(levers.PLAN)  # that lease measured the fused loss compiled only
-             if (v.fused_loss and v.compile != "eager") or not v.pad_vocab or any(s.startswith("muon") for s in v.subs)]
+    assert "small: FlashAttention first" in measured and "medium: FlashAttention first" in measured
+    known = [i for i, v in enumerate(levers.PLAN)  # the fused loss was measured compiled only
+             if (v.fused_loss and v.compile != "eager") or not v.pad_vocab or any(s.startswith("muon") for s in v.subs)
+             or v.attention == "cudnn" or v.compile == "regional" or v.sequences]
     # the one unmeasured lever after them is the costliest compile (~4x a default one)
     unknown = [i for i, v in enumerate(levers.PLAN) if i not in known and "defaults" not in v.name
                and v.compile != "max-autotune-no-cudagraphs"]
@@ -641,8 +644,8 @@ def test_throughput_variant_measures_every_sub_on_one_model_on_the_cpu(monkeypat
 
 
 def test_a_cudnn_first_variant_measures_under_that_kernel_order_and_restores_torchs(monkeypatch):
-    """torch's own order puts cuDNN's attention last (FlashAttention serves training shapes);
-    the lever's variant compiles and times its model with cuDNN first, the rest after it, and
+    """torch's own order puts cuDNN's attention last on most cards (a CPU's included; first on
+    Hopper with cuDNN > 9.15); the lever's variant compiles and times its model with cuDNN first, the rest after it, and
     the order is torch's again afterwards, for the next variant."""
     from torch.nn.attention import SDPBackend, _cur_sdpa_kernel_backends
 

@@ -8,8 +8,9 @@ figures), with the micro-batch fitted to the free memory (:func:`fit_micro_batch
 sequences per step, 85% of the free memory, the trainer's rule) and accumulation for the rest.
 Variants that differ only outside the compiled graph share one model (*subs*: the optimizer,
 Python's garbage collector): they cost seconds, not a compile. A variant may set SDPA's kernel
-order as ``--sdpa_order`` does (cuDNN's attention first: :mod:`londonlm.training.speed.attention`);
-every row names the kernel SDPA then picks for the model's attention.
+order as ``--sdpa_order`` does (FlashAttention's or cuDNN's first:
+:mod:`londonlm.training.speed.attention`); every row names the kernel SDPA then picks for the
+model's attention.
 
 The plan runs in priority order within ``budget_s``: before each variant its cost is estimated
 (its compile from the last measured compile of that model, else a default) and a variant that
@@ -55,7 +56,7 @@ class Variant:
     compile: str = "default"
     micro_batch: int | None = None        # None: fitted to the free memory
     sequences: int | None = None          # per optimizer step; None: SEQUENCES[model]
-    attention: str = "flash"              # SDPA's kernel order, --sdpa_order's: flash | cudnn
+    attention: str = "torch"              # SDPA's kernel order, --sdpa_order's: torch | flash | cudnn
     # measured on the same model: adamw | gc-frozen | kernels (AdamW's step profiled: where its GPU
     # time goes, :mod:`.kernels`) | muon | muon-ns-compiled
     subs: tuple = ("adamw",)
@@ -63,18 +64,21 @@ class Variant:
 
 # In priority order: each model's defaults on CUDA first (with Python's GC frozen, and where the GPU
 # time goes by kernel: both share the compiled model), then the levers not yet measured on a GPU,
-# each one change from the defaults (cuDNN's attention with AdamW alone: Python's GC frozen moved
-# the defaults by -0.2 and +0.5 points on 2026-11-28, within noise), then those an H200 lease
-# measured on 2026-11-28 (BENCHMARKS.md: Muon's step -2.1 points on Small and -4.1 on Medium, the
-# unpadded vocabulary within noise, the fused loss -4.4 on Small), so that a short lease spends its
-# seconds on what is still unknown; the costliest compile option last
+# each one change from the defaults, then those H200 leases measured (BENCHMARKS.md; 2026-11-28:
+# Muon's step -2.1 points on Small and -4.1 on Medium, the unpadded vocabulary within noise, the
+# fused loss -4.4 on Small; 2026-11-30: regional compile +0.3 on Small, Medium at 64 sequences
+# +0.3, cuDNN's attention first the defaults' own kernel there), so that a short lease spends its
+# seconds on what is still unknown; the costliest compile option last.
+# FlashAttention first leads the levers: on the H200 of 2026-11-30 torch's own order ran cuDNN's
+# attention (torch prefers it on Hopper with cuDNN > 9.15), 27% of Small's step and 26% of
+# Medium's at about an eighth of the card's peak, and flash was never measured (its profile too).
+# Python's GC frozen is timed on Medium only: on Small it moved the defaults by -0.2 and +0.1
+# points in two leases (noise), and its 6 s let a 170-s call reach Medium's flash row
 PLAN = [
-    Variant("small: defaults (padded, stock loss, compiled)", "small", subs=("adamw", "gc-frozen", "kernels")),
+    Variant("small: defaults (padded, stock loss, compiled)", "small", subs=("adamw", "kernels")),
     Variant("medium: defaults (padded, stock loss, compiled)", "medium", subs=("adamw", "gc-frozen", "kernels")),
-    Variant("small: cuDNN attention first", "small", attention="cudnn"),
-    Variant("medium: cuDNN attention first", "medium", attention="cudnn"),
-    Variant("small: regional compile (each block once)", "small", compile="regional"),
-    Variant("medium: 64 sequences a step", "medium", sequences=64),
+    Variant("small: FlashAttention first", "small", attention="flash", subs=("adamw", "kernels")),
+    Variant("medium: FlashAttention first", "medium", attention="flash"),
     Variant("small: eager", "small", compile="eager", subs=("adamw", "kernels")),
     # a run of ours under a budget below 600 s trains eager (COMPILE_MIN_BUDGET_SECONDS), the race's
     # included (hence the eager step's kernel profile too: how much of it the GPU waits); the fused
@@ -84,6 +88,11 @@ PLAN = [
     Variant("medium: eager", "medium", compile="eager"),
     Variant("medium: eager, fused loss", "medium", compile="eager", fused_loss=True),
     Variant("small: micro-batch 16 x 4 accumulation", "small", micro_batch=16),
+    # the defaults' own order on an H100/H200 with cuDNN > 9.15; a lever where torch puts flash first
+    Variant("small: cuDNN attention first", "small", attention="cudnn"),
+    Variant("medium: cuDNN attention first", "medium", attention="cudnn"),
+    Variant("small: regional compile (each block once)", "small", compile="regional"),
+    Variant("medium: 64 sequences a step", "medium", sequences=64),
     Variant("small: Muon", "small", subs=("muon", "muon-ns-compiled")),
     Variant("medium: Muon", "medium", subs=("muon", "muon-ns-compiled")),
     Variant("medium: vocabulary unpadded", "medium", pad_vocab=False),
@@ -173,7 +182,8 @@ def plan_lines(cfg: ThroughputConfig) -> list[str]:
         lines.append(f"{i}. {v.name}: {v.model}, pad_vocab {'on' if v.pad_vocab else 'off'}, "
                      f"{'fused' if v.fused_loss else 'stock'} loss, compile {v.compile}, "
                      f"{v.sequences or SEQUENCES[v.model]} sequences a step, micro-batch "
-                     f"{v.micro_batch or 'fitted'}, attention {v.attention} first; measured: {', '.join(v.subs)}")
+                     f"{v.micro_batch or 'fitted'}, attention "
+                     f"{'in torch' + chr(39) + 's order' if v.attention == 'torch' else v.attention + ' first'}; measured: {', '.join(v.subs)}")
     return lines
 
 

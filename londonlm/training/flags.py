@@ -143,11 +143,12 @@ class SpeedArguments:
                 "tensor-core tiles; the padded rows are never predicted (the loss is the unpadded "
                 "model's) and never saved (checkpoints and final/ have the tokenizer's size). auto: "
                 "on for GPU training, off on CPUs (not measured to help there); on, off."})
-    sdpa_order: str = field(default="flash", metadata={
-        "help": "The order PyTorch's SDPA attention tries its kernels in while training: flash "
-                "(PyTorch's own: FlashAttention first, cuDNN's last) or cudnn (cuDNN's fused attention "
-                "first, the rest after it where it cannot run; reported faster on H100/H200, not yet "
-                "measured here). The log names the kernel that runs. No effect on CPUs."})
+    sdpa_order: str = field(default="torch", metadata={
+        "help": "The order PyTorch's SDPA attention tries its kernels in while training: torch "
+                "(PyTorch's own: cuDNN's fused attention first on H100/H200/B200 with cuDNN > 9.15, "
+                "FlashAttention first elsewhere), flash (FlashAttention first) or cudnn (cuDNN's "
+                "first); a kernel that cannot serve the shape falls back to the next. The log names "
+                "the kernel that runs. No effect on CPUs."})
     compile_regions: bool = field(default=False, metadata={
         "help": "Compile each repeated block once and reuse it for the others (accelerate's regional "
                 "compilation) instead of the whole model in one graph: a shorter first step, for runs "
@@ -173,7 +174,8 @@ class SpeedArguments:
         if self.pad_vocab not in ("auto", "on", "off"):
             raise UsageError(f"--pad_vocab: must be auto, on or off, got {self.pad_vocab!r}")
         if self.sdpa_order not in SDPA_ORDERS:
-            raise UsageError(f"--sdpa_order: must be {' or '.join(SDPA_ORDERS)}, got {self.sdpa_order!r}")
+            *rest, last = SDPA_ORDERS
+            raise UsageError(f"--sdpa_order: must be {', '.join(rest)} or {last}, got {self.sdpa_order!r}")
         if self.autotune is not None and self.autotune not in MODES:
             raise UsageError(f"--autotune: must be {', '.join(MODES[:-1])} or {MODES[-1]}, got {self.autotune!r}")
         if self.optimizer is not None and self.optimizer not in ("adamw", "muon"):

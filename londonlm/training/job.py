@@ -464,7 +464,7 @@ def describe(config: TrainingConfig) -> str:
              f"{'auto' if k.pad_vocab is None else 'on' if k.pad_vocab else 'off'}, "
              f"compile {('by regions' if s.request.compile_regions else 'on') if s.torch_compile else 'off'}, "
              f"micro-batch {s.micro_batch} x {s.grad_accum}"
-             + ("" if s.request.sdpa_order == "flash" else f", SDPA {s.request.sdpa_order} first"),
+             + ("" if s.request.sdpa_order == "torch" else f", SDPA {s.request.sdpa_order} first"),
              f"{o.optimizer} lr {o.learning_rate:g}, warmup {o.warmup_steps:g}, {o.max_steps} steps max"
              + ("" if o.passes is None else f" ({o.passes:g} passes)")]
     if c.time_budget:

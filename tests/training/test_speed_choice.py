@@ -459,7 +459,7 @@ def test_a_budgets_step_time_is_timed_with_the_runs_dropout(monkeypatch):
     monkeypatch.setattr(choice, "time_candidate", lambda *a, **k: asked.append(k) or [0.01, 0.01])
     defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
     plan = SpeedPlan(SpeedSettings("fp32", "sdpa", False), False, "default", "", None)
-    for argv, dropout in (([], 0.0), (["--dropout", "0.2"], 0.2), (["--preset", "slm"], 0.1)):
+    for argv, dropout in (([], 0.0), (["--dropout", "0.2"], 0.2), (["--preset", "regular"], 0.1)):
         built = build_config(parse_train_flags(["--preset", "micro", "--time_budget", "10", *argv]), defaults)
         check_time_budget(built, None, plan)
         assert asked.pop()["dropout"] == dropout
@@ -478,7 +478,7 @@ def test_the_speed_probe_is_asked_for_the_runs_dropout(monkeypatch):
     monkeypatch.setattr(choice, "resolve_speed_settings", lambda mode, *a, **k: asked.append((mode, k)) or
                         SpeedChoice(SpeedSettings("fp32", "sdpa", False), "default"))
     defaults = TrainDefaults(config.PRESETS, "micro", config.get_layout(), config.TOKENIZER.name, 0, "t")
-    for argv, dropout in (([], 0.0), (["--dropout", "0.2"], 0.2), (["--preset", "slm"], 0.1)):
+    for argv, dropout in (([], 0.0), (["--dropout", "0.2"], 0.2), (["--preset", "regular"], 0.1)):
         asked.clear()
         built = build_config(parse_train_flags(["--preset", "micro", "--autotune", "on", *argv]), defaults)
         choice.choose_speed(built, None, 1)

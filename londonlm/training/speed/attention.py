@@ -1,13 +1,21 @@
 """SDPA's kernel order while a job trains (``--sdpa_order``).
 
-PyTorch's scaled-dot-product attention tries its kernels in a fixed order; torch 2.13's is
-FlashAttention, the memory-efficient kernel, math, then cuDNN's fused attention last, so a
-training step (causal, no mask: flash can always serve it) never reaches cuDNN's kernels.
-Those are reported 1.7-2.3x faster than flash for training shapes on Hopper cards (H100, H200)
-and slower on others (transformers#48163); attention is ~15% of GPT-2 Small's FLOPs at 1024
-tokens. ``cudnn`` puts cuDNN's kernel first and keeps the rest after it, so a shape or card it
-cannot serve falls back as before. It is not the default until measured on a GPU here (the GPU
-acceptance's throughput step and the race measure it); on a CPU it changes nothing.
+PyTorch's scaled-dot-product attention tries its kernels in an order of its own, and that order
+depends on the card: FlashAttention, the memory-efficient kernel, math, then cuDNN's fused
+attention last on most cards, but cuDNN's first on Hopper and Blackwell data-centre cards (H100,
+H200, B200: compute capability 9.0/10.0) where the cuDNN it loads is newer than 9.15 (torch's
+``check_prefer_cudnn_attention``; ``TORCH_CUDNN_SDPA_DEPRIORITIZED=1`` turns that off). So on the
+H200 of 2026-11-30 (torch 2.11, cuDNN 9.19) torch's own order already ran cuDNN's kernels, at
+~27% of GPT-2 Small's step (BENCHMARKS.md, the throughput block's profile), and FlashAttention
+was never measured there. The orders:
+
+- ``torch``: torch's own, whatever the card and cuDNN make of it (the default: it is what an
+  unmeasured choice should be);
+- ``flash``: FlashAttention first, then the memory-efficient kernel, cuDNN's and math;
+- ``cudnn``: cuDNN's fused attention first, the rest after it.
+
+A shape or card the first cannot serve falls back to the next, as torch's own order does. The
+log names the kernel that runs. On a CPU only flash and math exist.
 
 The order is set around the whole ``Trainer.train`` call: torch.compile bakes the kernel it
 finds into the graph when it traces, evaluation runs inside it too. Serving turns cuDNN's
@@ -19,7 +27,8 @@ from __future__ import annotations
 import contextlib
 
 SDPA_ORDERS = {
-    "flash": None,  # torch's own order
+    "torch": None,  # torch's own order (cuDNN's first on Hopper/Blackwell with cuDNN > 9.15)
+    "flash": ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH"),
     "cudnn": ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH"),
 }
 

@@ -87,7 +87,7 @@ class SpeedRequest:
     autotune: str = "on"                   # off | on | refresh (see .probe)
     probe_seconds: float = 60.0            # cap on the probe's time
     given: SpeedSettings = field(default_factory=SpeedSettings)  # fixed on the command line
-    sdpa_order: str = "flash"              # SDPA's kernel order while training (.attention)
+    sdpa_order: str = "torch"              # SDPA's kernel order while training (.attention)
     compile_regions: bool = False          # each repeated block compiled once (--compile_regions)
 
 

@@ -206,7 +206,7 @@ class RunTrainer(Trainer):
 
     def __init__(self, *args, stream=None, optimizer_builder: Callable | None = None,
                  schedule: WarmupStableDecay | Callable[[int], float] | None = None, callbacks=(),
-                 sdpa: str = "flash", compile_regions: bool = False, **kwargs):
+                 sdpa: str = "torch", compile_regions: bool = False, **kwargs):
         self.stream = stream                        # StreamSampler, or None for the Trainer's own
         self.optimizer_builder = optimizer_builder  # model -> optimizer (None: args.optim's AdamW)
         self.schedule = schedule                    # step -> LR factor (None: args' scheduler)
@@ -447,8 +447,8 @@ def train(trainer: RunTrainer, resume, stopper, position: Position, tokens_per_s
     advice."""
     import torch
 
-    if trainer.sdpa != "flash":
-        log(sdpa_kernel_note(trainer, tokens_per_sample))
+    # always: torch's own order differs by card and cuDNN, so even the default's kernel is news
+    log(sdpa_kernel_note(trainer, tokens_per_sample))
     t0 = time.time()
     try:
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
