@@ -179,11 +179,11 @@ def plan_lines(cfg: ThroughputConfig) -> list[str]:
              f"of the free memory; {cfg.warmup} warm-up steps, median of {cfg.windows} windows of "
              f"{cfg.steps_per_window} steps; MFU = tokens/s x flops_per_token(real vocab) / peak bf16"]
     for i, v in enumerate(cfg.plan, 1):
+        attention = "in torch's order" if v.attention == "torch" else f"{v.attention} first"
         lines.append(f"{i}. {v.name}: {v.model}, pad_vocab {'on' if v.pad_vocab else 'off'}, "
                      f"{'fused' if v.fused_loss else 'stock'} loss, compile {v.compile}, "
                      f"{v.sequences or SEQUENCES[v.model]} sequences a step, micro-batch "
-                     f"{v.micro_batch or 'fitted'}, attention "
-                     f"{'in torch' + chr(39) + 's order' if v.attention == 'torch' else v.attention + ' first'}; measured: {', '.join(v.subs)}")
+                     f"{v.micro_batch or 'fitted'}, attention {attention}; measured: {', '.join(v.subs)}")
     return lines
 
 
