@@ -10,6 +10,7 @@ output changes).
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import importlib
 import json
@@ -20,6 +21,7 @@ import secrets
 import shutil
 import stat
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping, Sequence
@@ -99,17 +101,70 @@ def give_open_mode(paths) -> None:
         os.chmod(p, mode)
 
 
+# Opening a FIFO for writing waits until something opens it to read: a report path naming a pipe
+# nobody reads (a stale FIFO, a reader that died) held the finished stage in open() for ever.
+PIPE_READER_WAIT_S = 10.0
+
+
+class NotARegularFile(LondonLMError):
+    """An output path that is there but can be neither replaced by a file nor written as a
+    stream: a socket, a block device, a link to a folder, a pipe that nothing reads."""
+
+
+def _refuse_special(path: str | os.PathLike) -> None:
+    """Refuse a ``path`` that is there and no regular file (links followed) nor a stream: the
+    rename would replace it (a server's socket, a disk's device node as root, a link to a
+    folder) with the file. A folder itself is left to the rename's own EISDIR (one line)."""
+    try:
+        mode, is_link = os.stat(path).st_mode, os.path.islink(path)
+    except (OSError, ValueError):  # absent, a dangling or looping link: a new file is made
+        return
+    if stat.S_ISREG(mode) or (stat.S_ISDIR(mode) and not is_link):
+        return
+    what = ("a link to a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a block device" if stat.S_ISBLK(mode) else "not a regular file")
+    raise NotARegularFile(f"{os.fspath(path)} is {what}: name a regular file to write (nothing was written)")
+
+
+def _open_stream(path: str | os.PathLike, mode: str) -> IO:
+    """``path`` (a device, a FIFO, a descriptor's name) opened to append. A pipe is opened
+    without blocking, retried until something reads it, and refused after PIPE_READER_WAIT_S;
+    once open, its writes block as any pipe's do (a reader that reads slowly is still reading)."""
+    mode, text = mode.replace("w", "a"), ({} if "b" in mode else {"encoding": "utf-8"})
+    if not stat.S_ISFIFO(os.stat(path).st_mode):
+        return open(path, mode, **text)
+    give_up = time.monotonic() + PIPE_READER_WAIT_S
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            break
+        except OSError as e:  # ENXIO: no reader yet
+            if e.errno != errno.ENXIO:
+                raise
+            if time.monotonic() >= give_up:
+                raise NotARegularFile(f"{os.fspath(path)} is a pipe that nothing opened to read within "
+                                      f"{PIPE_READER_WAIT_S:g} s: start its reader first, or name a file "
+                                      f"(nothing was written)") from None
+            time.sleep(0.05)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, mode, **text)
+
+
 @contextmanager
 def atomic_writer(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """A file streamed to ``path`` whole or not at all: written through a temporary file beside
     it (the mode ``open()`` would give), fsynced and renamed when the block ends; on any error
     the temporary file goes, the old file stays, and an OS error names ``path``. A stream
     (:func:`is_stream`: ``/dev/null``, a FIFO, ``/dev/stdout``) is written as it is: renaming a
-    file over it would replace the device node or the link itself (as root, for everyone)."""
+    file over it would replace the device node or the link itself (as root, for everyone); a
+    pipe nothing reads is refused after PIPE_READER_WAIT_S (:func:`_open_stream`). Any other
+    path that is there and no regular file (a socket, a block device, a link to a folder) is
+    refused (:class:`NotARegularFile`) before anything is written: the rename replaced it."""
     if is_stream(path):
-        with naming(path), open(path, mode.replace("w", "a"), **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with naming(path), _open_stream(path, mode) as f:
             yield f  # appended: a descriptor's name may lead to a file the shell opened with >>
         return
+    _refuse_special(path)
     path = Path(path)
     with naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from ..core import (SIDECAR, UsageError, hold, holder_pid, large_blocks_from_the_system, nearest_existing, read_json, read_json_object, record_field,
                     sidecar_current, user_path, write_sidecar)
 from .cutoff import time_facts_of
-from .manifest import (CORPUS_OUTPUTS, REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs,
+from .manifest import (CORPUS_OUTPUTS, CORPUS_STAGE, REJECTIONS, SUMMARY_KEYS, CorpusError, collected_sources, corpus_inputs,
                        read_jsonl, iter_manifest, summarize)
 from .ocr import OCR_DIR, OcrOptions, bounded_workers, collection_lexicon
 from .processing import process_documents
@@ -512,7 +512,7 @@ def _finish(stats: dict[str, Any], entries: Sequence[dict[str, Any]], inputs: di
     report = write_report(processed_dir, metadata_dir, registry_entries=registry_entries,
                           extra={"collection": dict(stats), "cutoff_year": o.cutoff_year})
     stats["report"] = str(report)
-    write_sidecar(processed_dir / SIDECAR, "corpus", inputs, o.settings(), counts,
+    write_sidecar(processed_dir / SIDECAR, CORPUS_STAGE, inputs, o.settings(), counts,
                   libraries=CORPUS_LIBRARIES, outputs=CORPUS_OUTPUTS)  # last: vouches for everything above
     o.log(format_summary(read_json(Path(metadata_dir) / CORPUS_STATS)))
     o.log(f"corpus: {counts['documents']} documents ({counts['train_documents']} train, "

@@ -17,11 +17,10 @@ from typing import Any, Callable, Iterable
 
 from ..core import SIDECAR, read_json_object, record_field, sidecar_current, write_sidecar, write_text_atomic
 from .dating import cutoff_verdict, row_year
-from .manifest import (COLLECT_CMD, CORPUS_OUTPUTS, MANIFEST, REJECTIONS, TEXTS, CorpusError, jsonl_text,
+from .manifest import (COLLECT_CMD, CORPUS_OUTPUTS, CUTOFF_STAGE, MANIFEST, REJECTIONS, TEXTS, CorpusError, jsonl_text,
                        manifest_sha256, place_texts, read_manifest, summarize)
 from .report import CORPUS_STATS
 
-CUTOFF_STAGE = "corpus_cutoff"
 # what a rejection row of the view keeps of the manifest row (the rest describes the text kept)
 _REJECT_KEYS = ("id", "source", "source_kind", "title", "author", "year", "year_rule", "date_evidence", "url",
                 "license", "london", "chars", "words", "split")

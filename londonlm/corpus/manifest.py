@@ -25,7 +25,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from ..core import SIDECAR, LondonLMError, link_or_copy, read_json_object, record_field, require_input, sha256_file
+from ..core import (SIDECAR, LondonLMError, link_or_copy, read_json_object, record_field, require_input, sha256_file,
+                    sidecar_current)
 from .dating import row_year
 
 MANIFEST = "manifest.jsonl"
@@ -35,6 +36,9 @@ TEXTS = "texts"
 # what a corpus folder's sidecar vouches for (checked, cheaply, before a rerun skips)
 CORPUS_OUTPUTS = (MANIFEST, REJECTIONS, TEXTS)
 COLLECT_CMD = "python 02_data_collection/historical_data_collector.py"
+# the stages whose sidecar vouches for a corpus folder: a collection, and a cutoff view of one
+CORPUS_STAGE, CUTOFF_STAGE = "corpus", "corpus_cutoff"
+CUTOFF_CMD = "python 10_scripts/run_pipeline.py --cutoff_year"
 SPLITS = ("train", "validation")
 
 
@@ -201,6 +205,44 @@ def collected_sources(processed_dir: str | Path) -> list[str] | None:
     """The ids of the sources a finished corpus was collected from, or None when there is none."""
     inputs = corpus_inputs(processed_dir)
     return None if inputs is None else sorted(k.split(":", 1)[1] for k in inputs if k.startswith("source:"))
+
+
+def unfinished_corpus(processed_dir: str | Path) -> str | None:
+    """Why the corpus in ``processed_dir`` is not one its stage finished, or None. Its sidecar is
+    written last and removed before a rebuild writes anything, so a folder without one holds a
+    collection (or a --merge) stopped part-way: the old manifest over some new texts, which the
+    manifest's hash, all a later stage's currency looks at, cannot show. A sidecar whose recorded
+    outputs no longer match (core's own currency check, against the sidecar's own inputs and
+    settings) vouches for another manifest or other texts than those there now."""
+    side = Path(processed_dir) / SIDECAR
+    if not side.exists() and not side.is_symlink():
+        return (f"it has no {SIDECAR}, which its collection writes last: a collection or --merge stopped "
+                f"before it finished (or a corpus made by hand, or by a version before sidecars)")
+    record = read_json_object(side)
+    inputs, settings = record_field(record, "inputs", kind=dict), record_field(record, "settings", kind=dict)
+    if record.get("stage") not in (CORPUS_STAGE, CUTOFF_STAGE) or inputs is None or settings is None:
+        return f"its {SIDECAR} is not a corpus's record (damaged, or another stage's)"
+    intact, why = sidecar_current(side, inputs, settings)
+    return None if intact else f"its {SIDECAR} does not vouch for what is there ({why})"
+
+
+def require_finished_corpus(processed_dir: str | Path) -> None:
+    """A :class:`CorpusError` naming the command that rebuilds the corpus when
+    :func:`unfinished_corpus` finds it unfinished; a missing manifest names the collection."""
+    processed_dir = Path(processed_dir)
+    require_input(processed_dir / MANIFEST, COLLECT_CMD, "corpus manifest")
+    why = unfinished_corpus(processed_dir)
+    if why is None:
+        return
+    record = read_json_object(processed_dir / SIDECAR)
+    if record.get("stage") == CUTOFF_STAGE:  # a view is made again by its own stage (its currency sees why)
+        year = record_field(record, "settings", "cutoff_year", kind=int)
+        fix = f"make the view again with `{CUTOFF_CMD} {year if year is not None else '<year>'}`"
+    else:  # (with --merge, --overwrite merges the staged shards again: no shard is restaged)
+        fix = (f"collect it again with `{COLLECT_CMD} --overwrite` and the options it was collected with "
+               f"(a stopped --merge: with --merge)")
+    raise CorpusError(f"the corpus in {processed_dir} is unfinished or changed since it was made: {why}; "
+                      f"nothing was read from it; {fix}")
 
 
 def manifest_sha256(processed_dir: str | Path) -> str:

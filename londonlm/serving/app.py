@@ -12,7 +12,9 @@ body 413 (refused from its Content-Length before any of it is read; a chunked bo
 to the cap), invalid/unknown fields 422, busy 503 with Retry-After. Each
 request has one wall-clock limit covering its queue wait and its generation: a request still
 queued at the limit gets 503, a generation still running stops and returns the text so far with
-``finish_reason: "time_limit"``. No CORS middleware: only same-origin pages may call it.
+``finish_reason: "time_limit"``; a client that hangs up, streamed or not, stops its generation and
+frees its slot (or its queue place) at once (:func:`.httpio.unless_disconnected`). A compressed
+body (``Content-Encoding``) is 415, never decoded. No CORS middleware: only same-origin pages may call it.
 Prompt text is plain text (``<|endoftext|>`` typed in a prompt is not a control token), and
 ``/health`` names the model (``run/final`` or a Hub id), never a filesystem path.
 """
@@ -33,7 +35,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..core import Layout, RunLayout
 from ..generation import (REQUEST_FIELDS, GenerationError, GenerationSettings, LoadedModel, load_model,
                           normalize_era)
-from .httpio import ApiError, SecurityHeaders, ShapedErrors, SlotStreamingResponse, read_json_object, sse
+from .httpio import (ApiError, SecurityHeaders, ShapedErrors, SlotStreamingResponse, read_json_object, sse,
+                     unless_disconnected)
 from .openai_api import add_openai_routes, error_body, openai_error
 from .schemas import error_message, request_model
 from .service import ServerLimits, Service
@@ -60,13 +63,13 @@ class _Native:
         try:
             req, settings = self._parse(await read_json_object(request, self.service.max_body))
             job = self.service.text_job(req.prompt, settings, deadline)
-            slot = await self.service.admit(deadline)
+            slot = await unless_disconnected(request, self.service.admit(deadline))
         except ApiError as e:
             return _error(e.status, e.message, e.headers)
         if force_stream or req.stream:
             return SlotStreamingResponse(self._events(job, settings), slot.release)
         try:
-            samples = await self.service.samples([job])
+            samples = await unless_disconnected(request, self.service.samples([job]))
         except ApiError as e:
             return _error(e.status, e.message)
         finally:

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import time
+from typing import Awaitable, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -48,6 +49,7 @@ MAX_JSON_DEPTH = 32
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # uvicorn's own log for the connection-level events it reports (its handlers, its level)
 _server_log = logging.getLogger("uvicorn.error")
+T = TypeVar("T")
 
 
 class ApiError(LondonLMError):
@@ -88,13 +90,16 @@ async def _read_capped(request: Request, cap: int) -> bytes | None:
 
 async def read_json_object(request: Request, max_body: int) -> dict:
     """The body as a JSON object: the one boundary every request's text passes. Refused: a
-    non-JSON content type (415); a body over ``max_body`` bytes (413), from its Content-Length
+    non-JSON content type or a compressed body (415); a body over ``max_body`` bytes (413), from its Content-Length
     before any of it is read, or as soon as a chunked body passes the cap; a body that stops
     arriving (408); malformed JSON, a non-object, nesting past MAX_JSON_DEPTH or a string (a key
     too) holding a lone surrogate (400, naming the field)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype and ctype != "application/json":
         raise ApiError(415, f"send JSON with Content-Type: application/json, not {ctype}")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):  # never decoded: a gzip body read as "malformed JSON: 0x8b"
+        raise ApiError(415, f"send the JSON uncompressed: Content-Encoding {encoding} is not accepted")
     declared = request.headers.get("content-length", "")  # the server checked its form
     if declared.isdigit() and int(declared) > max_body:
         raise ApiError(413, f"request body too large ({declared} bytes; limit {max_body})")
@@ -138,6 +143,33 @@ def _refuse_surrogate(path: tuple, what: str) -> None:
     field = ".".join(map(str, path))
     raise ApiError(400, f"{what}{field or 'the body'} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
                         f"without its pair), which is not text: send text as UTF-8", param=field or None)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or ``work`` cancelled and ApiError(499) as soon as the client hangs up.
+    A non-streamed answer is one send at its end, so nothing else notices a client gone: its
+    generation ran on to its end or its time limit, holding its admission slot (or queue place)
+    for nobody. (A streamed answer learns it from its own sends and Starlette's disconnect watch.)"""
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()  # the generation's jobs are cancelled as its event stream closes
+        await asyncio.gather(task, return_exceptions=True)
+        _server_log.info("client closed the connection before its answer: %s %s stopped",
+                         request.method, request.url.path)
+        raise ApiError(499, "the client closed the connection before its answer")
+    finally:
+        watch.cancel()
+        task.cancel()
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns once the ASGI server says the client disconnected. Called after the whole body is
+    read: uvicorn's ``receive`` then waits until the connection is lost."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # an empty message (a server that answers at once): poll gently
 
 
 def uvicorn_options(header_timeout_s: float = HEADER_TIMEOUT_S, send_stall_s: float | None = None) -> dict:

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from ..generation import (GenerationError, GenerationSettings, Sample, encode_prompt, fit_pieces,
                           normalize_era, score_tokens, text_pieces)
 from .batching import Job
-from .httpio import ApiError, SlotStreamingResponse, read_json_object, sse
+from .httpio import ApiError, SlotStreamingResponse, read_json_object, sse, unless_disconnected
 from .schemas import error_message, openai_models
 from .service import Service, seeds_for
 
@@ -213,7 +213,7 @@ class _OpenAI:
                 jobs, prompts = [self._chat_job(req, deadline)], None
             else:
                 jobs, prompts = self._completion_jobs(req, deadline)
-            slot = await self.service.admit(deadline)
+            slot = await unless_disconnected(request, self.service.admit(deadline))
         except ApiError as e:
             return openai_error(e)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
@@ -223,8 +223,7 @@ class _OpenAI:
             usage = bool(req.stream_options and req.stream_options.include_usage)
             return SlotStreamingResponse(self._chunks(jobs, head, chat, echo, usage), slot.release)
         try:
-            samples = await self._samples(jobs)
-            scores = None if chat or req.logprobs is None else await self._logprobs(jobs, prompts, samples, req)
+            samples, scores = await unless_disconnected(request, self._answer(jobs, prompts, req, chat))
         except ApiError as e:
             return openai_error(e)
         finally:
@@ -234,6 +233,11 @@ class _OpenAI:
                    for i, s in enumerate(samples)]
         return {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices,
                 "usage": _usage(jobs, samples), "system_fingerprint": None}
+
+    async def _answer(self, jobs: list[Job], prompts, req, chat: bool) -> tuple[list[Sample], list[dict] | None]:
+        samples = await self._samples(jobs)
+        scores = None if chat or req.logprobs is None else await self._logprobs(jobs, prompts, samples, req)
+        return samples, scores
 
     async def _samples(self, jobs: list[Job]) -> list[Sample]:
         """The jobs' samples; a job with nothing to generate (max_tokens 0) answers at once."""

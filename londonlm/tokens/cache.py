@@ -72,6 +72,7 @@ class CacheRequest:
     context_length: int
     era_tokens: bool
     era_width: int = ERA_WIDTH  # the tokenizer's (a cache from before it was recorded: the default)
+    vocab_size: int | None = None  # the tokenizer's; None: unread (loading the tokenizer says why)
 
 
 def incompatibility(meta: dict, req: CacheRequest) -> str | None:
@@ -81,6 +82,10 @@ def incompatibility(meta: dict, req: CacheRequest) -> str | None:
         return "tokenizer mismatch"
     if meta.get("manifest_sha256") != req.manifest_sha256:
         return "corpus mismatch (manifest changed)"
+    if req.vocab_size is not None and meta.get("vocab_size") != req.vocab_size:
+        # (the tokenizer's hash matched: a metadata.json edited or copied over another cache's
+        # tokens, whose ids the model's embeddings may not have, or may not have trained)
+        return f"vocabulary mismatch (cache built for {_shown(meta.get('vocab_size'))} tokens, tokenizer {req.vocab_size})"
     if meta.get("context_length") != req.context_length:
         return f"max length mismatch (cache {meta.get('context_length')}, run {req.context_length})"
     if bool(meta.get("era_tokens")) != bool(req.era_tokens):
@@ -446,6 +451,19 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
     return meta
 
 
+def tokenizer_vocab_size(tokenizer_dir: Path) -> int | None:
+    """The vocabulary of the tokenizer saved in ``tokenizer_dir`` (what ``len()`` of it loaded
+    gives, and the cache records: its model's tokens and its added ones), read from its
+    tokenizer.json without loading transformers; None when that file cannot be read so (the
+    load, when a build needs it, names the problem)."""
+    try:
+        obj = json.loads((Path(tokenizer_dir) / "tokenizer.json").read_text(encoding="utf-8"))
+        added = {a["content"] for a in obj.get("added_tokens") or ()}
+        return len(set(obj["model"]["vocab"]) | added)
+    except (OSError, ValueError, RecursionError, TypeError, KeyError, AttributeError):
+        return None
+
+
 def cache_request(tokenizer_dir: Path, processed_dir: Path, context_length: int,
                   era_tokens: bool) -> CacheRequest:
     """What a cache for these inputs and settings must record; a missing input is one line
@@ -455,7 +473,7 @@ def cache_request(tokenizer_dir: Path, processed_dir: Path, context_length: int,
     man = require_input(Path(processed_dir) / MANIFEST,
                         "python 02_data_collection/historical_data_collector.py", "corpus manifest")
     return CacheRequest(sha256_file(tok_file), sha256_file(man), context_length, era_tokens,
-                        era_width_in(tokenizer_dir))
+                        era_width_in(tokenizer_dir), tokenizer_vocab_size(tokenizer_dir))
 
 
 def cached_split_tokens(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path,
@@ -545,5 +563,7 @@ def load_checked_tokens(cache_dir: Path, split: str) -> "CheckedTokens":
         raise CacheError(f"{cache_dir / 'metadata.json'} has no chunk checksums for {split} "
                          f"(cache format {meta.get('format_version')}, expected {CACHE_FORMAT}); "
                          f"rebuild it: {PRETOKENIZE_CMD}")
-    return CheckedTokens(path, info["tokens"], info["chunk_crc32"], info["chunk_bytes"])
+    vocab = meta.get("vocab_size")  # (ensure_cache found it the tokenizer's)
+    return CheckedTokens(path, info["tokens"], info["chunk_crc32"], info["chunk_bytes"],
+                         vocab if type(vocab) is int and vocab > 0 else None)
 

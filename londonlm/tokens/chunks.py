@@ -70,8 +70,9 @@ class CheckedTokens:
 
     dtype = np.dtype(np.uint16)
 
-    def __init__(self, path: Path, tokens: int, chunk_crc32: list[int], chunk_bytes: int):
-        self.path, self.n_tokens = Path(path), int(tokens)
+    def __init__(self, path: Path, tokens: int, chunk_crc32: list[int], chunk_bytes: int,
+                 vocab_size: int | None = None):
+        self.path, self.n_tokens, self.vocab_size = Path(path), int(tokens), vocab_size
         self.chunk_crc32, self.chunk_bytes = list(chunk_crc32), int(chunk_bytes)
         if self.chunk_bytes <= 0 or self.chunk_bytes % 2:  # chunks of whole tokens, or none at all
             raise CacheError(f"{self.path}: metadata gives chunks of {self.chunk_bytes} bytes; rebuild it: "
@@ -164,5 +165,12 @@ class CheckedTokens:
                 f"token cache damaged: {self.path} chunk {i} (bytes {lo:,}-{lo + len(data):,}) "
                 f"does not match its checksum in metadata.json; its tokens were not trained on. "
                 f"Rebuild the cache: {PRETOKENIZE_CMD}")
+        # a checksum vouches for the bytes, not for what they mean: ids past the vocabulary index
+        # no embedding (an IndexError, or a device assert on a GPU) or one never trained (padding)
+        top = int(np.frombuffer(data, dtype=np.uint16).max()) if self.vocab_size and data else -1
+        if self.vocab_size and top >= self.vocab_size:
+            raise CacheError(f"token cache holds ids of another vocabulary: {self.path} chunk {i} has token id "
+                             f"{top:,}, past the {self.vocab_size:,} tokens of the tokenizer it was built with; its "
+                             f"tokens were not trained on. Rebuild the cache: {PRETOKENIZE_CMD}")
         self._ok[i] = True
 

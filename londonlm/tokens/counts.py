@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import StageInputMissing
-from ..corpus import SPLITS, decade_key, iter_split_texts, read_manifest
+from ..corpus import SPLITS, decade_key, iter_split_texts, read_manifest, require_finished_corpus
 from .tokenizer import load_tokenizer, plain_backend
 
 
@@ -18,6 +18,7 @@ def count_tokens(processed_dir: str | Path, tokenizer, batch: int = 32) -> dict[
     processed = Path(processed_dir)
     backend = plain_backend(tokenizer)  # corpus text never becomes a control token
     rows = read_manifest(processed)
+    require_finished_corpus(processed)  # counts of a half-merged corpus would be of no corpus there was
     empty = lambda: {"documents": 0, "tokens": 0, "chars": 0, "bytes": 0}  # noqa: E731
     tables: dict[str, dict[str, dict[str, int]]] = {"by_split": defaultdict(empty), "by_source": defaultdict(empty),
                                                     "by_decade": defaultdict(empty)}

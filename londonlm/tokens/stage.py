@@ -11,7 +11,7 @@ from typing import Iterator
 
 from ..core import SIDECAR, LondonLMError, UsageError, folder_lock, read_json, read_json_object, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
 from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
-                      read_manifest, text_sizes)
+                      read_manifest, require_finished_corpus, text_sizes)
 from .tokenizer import (ERA_WIDTH, MAX_ERA_WIDTH, TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer,
                         not_tokenizer_files, plain_backend,
                         roundtrip_failures, save_tokenizer, split_exact, train_bpe)
@@ -42,6 +42,7 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
     _refuse_another_artifacts_folder(out_dir)
     rows = read_manifest(processed_dir, keys=("id", "split", "path", "chars", "year"),  # held while training
                          require=("chars",))
+    require_finished_corpus(processed_dir)  # before the currency check: a stopped merge keeps the old manifest
     eras = era_tokens_for_years((r.get("year") for r in rows), era_width) if era_tokens else []
     inputs = {"manifest_sha256": manifest_sha256(processed_dir)}
     settings = {"vocab_size": vocab_size, "min_frequency": min_frequency,
@@ -192,6 +193,7 @@ def tokenizer_report(tokenizer_dir: str | Path, processed_dir: str | Path,
     tok = load_tokenizer(tokenizer_dir)
     plain = plain_backend(tok)
     rows = read_manifest(processed_dir)
+    require_finished_corpus(processed_dir)  # a report on a half-merged corpus would describe neither
     failures = []
     n_docs = 0
     for split in ("train", "validation"):

@@ -375,12 +375,25 @@ def _on_cuda() -> bool:
 def run_of(flags: TrainFlags, defaults: TrainDefaults) -> tuple[RunLayout, str, Layout]:
     """The run folder a command line names: --output_dir, else the runs folder's
     --run_name_dir / --run_name / preset name. Returns (run, run name, layout)."""
+    refuse_empty_run_names(flags)
     layout = defaults.at_root(flags.run.root)
     preset_name = flags.model.preset or defaults.default_preset
     run_name = (flags.run.run_name_dir or (flags.trainer.get("run_name") if "run_name" in flags.explicit
                                             else None) or preset_name)
     out = flags.trainer.get("output_dir")
     return (RunLayout(Path(out)) if out else layout.run(run_name)), run_name, layout
+
+
+def refuse_empty_run_names(flags: TrainFlags) -> None:
+    """--output_dir, --run_name_dir or --run_name given empty (a variable that was not set, as
+    ``--root ""`` is refused): each read as not given, and the preset's run trained or resumed
+    in its folder instead of the run asked for, exit 0."""
+    given = {"output_dir": flags.trainer.get("output_dir"), "run_name_dir": flags.run.run_name_dir,
+             "run_name": flags.trainer.get("run_name")}
+    for flag, value in given.items():
+        if flag in flags.explicit and not str(value or "").strip():
+            raise UsageError(f"--{flag} is empty: give the run's name or folder (was a variable not set?), "
+                             f"or leave --{flag} out for the preset's run; nothing was written")
 
 
 def _trainer_values(flags: TrainFlags, preset: dict, seed: int, workers: int) -> dict:

@@ -8,11 +8,13 @@ The time lock (``--cutoff_year``) is :mod:`.timelock`'s; everything a resume mus
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import (Layout, ModelNotFound, RunLayout, checkpoint_problem, checkpoint_step, model_run_info,
-                    model_step, read_json_object, record_field, refuse_foreign_run_folder, sha256_file, user_path)
+from ..core import (WEIGHT_FILES, Layout, ModelNotFound, RunLayout, UsageError, checkpoint_problem, checkpoint_step,
+                    earlier_run, model_run_info, model_step, read_json_object, record_field, refuse_foreign_run_folder,
+                    sha256_file, user_path)
 from ..tokens import era_tokens_of, load_tokenizer as load_project_tokenizer
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape
@@ -234,19 +236,47 @@ def check_run_folder(config: TrainingConfig) -> None:
     """The run folder (--output_dir) is no other artifact's (:func:`~londonlm.core.layout.
     refuse_foreign_run_folder`): not the tokenizer's or the corpus's, nor inside them, nor a
     model's own folder. Its checkpoints, final/, token cache and run_info.json went there among
-    that artifact's files, which a later --fresh or publish then carried."""
+    that artifact's files, which a later --fresh or publish then carried. Nor inside another
+    run's own files or a model's folder (:func:`enclosing_artifact`). Only reads: called before
+    the run's lock makes the folder."""
     refuse_foreign_run_folder("--output_dir", config.run.dir, "training run",
                               {"the tokenizer folder": config.data.tokenizer_dir,
                                "the corpus folder": config.data.processed_dir})
+    found = enclosing_artifact(config.run.dir)
+    if found:
+        raise UsageError(f"--output_dir {config.run.dir} is or lies inside {found}, which is replaced, rotated "
+                         f"away or moved aside whole (with this run in it); name a folder outside it "
+                         f"(or a --run_name); nothing was written")
+
+
+def enclosing_artifact(run_dir: Path) -> str | None:
+    """What other artifact ``run_dir`` lies inside, in words: a training run's own part (its
+    final/, best/, a checkpoint-N/, its evaluation: what that run replaces whole, deletes as its
+    checkpoints rotate, or moves on --fresh) or a model's folder (config.json and weights).
+    A run trained in another's final/ or checkpoint-2/ (exit 0) was deleted with it at that
+    run's next save. Symlinks and '..' are resolved first."""
+    child = Path(os.path.realpath(run_dir))
+    for folder in child.parents:
+        if (folder / "config.json").is_file() and any((folder / w).is_file() for w in WEIGHT_FILES):
+            return f"the model folder {folder}"
+        if earlier_run(folder) and _run_part(RunLayout(folder), child):
+            return f"{child} of the training run {folder}"
+        child = folder
+    return None
+
+
+def _run_part(run: RunLayout, path: Path) -> bool:
+    """Whether ``path`` (there yet or not) is one of the files ``run`` makes and replaces whole."""
+    return (path in (run.final, run.best, run.evaluation_dir, run.hub_stage) or checkpoint_step(path) is not None
+            or path in run.movable_on_fresh())
 
 
 def plan_run(config: TrainingConfig) -> TrainingPlan:
     """Every check before any work, in one pass, reading only: the tokenizer, the checkpoint
     to resume (agreed by every rank), the parent weights and the shape, the time lock, and
     what the resumed run must keep (:func:`.resume.check_resume`). Call it holding the run's
-    lock (:func:`.runlock.run_lock`)."""
+    lock (:func:`.runlock.run_lock`), after :func:`check_run_folder`."""
     data = config.data
-    check_run_folder(config)
     tokenizer = load_tokenizer(data.tokenizer_dir, config.model.vocab_size)
     resume = resumed(config.run, config.control.resume_from, config.control.fresh)
     same_on_all_ranks(checkpoint_step(resume.checkpoint) if resume.checkpoint else -1,

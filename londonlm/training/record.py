@@ -20,7 +20,7 @@ from ..tokens import ERA_WIDTH
 from .data import TrainData, validation_bytes
 from .defaults import enum_name
 from .dist import log
-from .job import TrainingConfig, training_settings
+from .job import TrainingConfig, save_config, training_settings
 from .plan import TrainingPlan
 from .resume import tokenizer_fingerprint
 from .speed.settings import SpeedSettings
@@ -248,3 +248,26 @@ class SaveBestCallback(TrainerCallback):
              "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
         shutil.rmtree(best, ignore_errors=True)
         tmp.rename(best)
+
+
+class ConfigFileCallback(TrainerCallback):
+    """training_config.json, written once the run is committed to training: at its first step
+    (a resumed checkpoint's optimizer, scheduler and RNG state are loaded by then) or, with
+    nothing left to train, as it ends. Written before the Trainer was built, a resume refused as
+    the Trainer loads that state (another model's optimizer: :func:`.step.trainer.state_that_fits`)
+    or a flag refused as it is built (``--fsdp`` it would ignore) left the run folder's record of
+    its settings rewritten with those of a run that never trained. Rank 0 only."""
+
+    def __init__(self, config: TrainingConfig):
+        self.config, self.written = config, False
+
+    def _write(self) -> None:
+        if not self.written:
+            save_config(self.config, self.config.run.training_config)
+            self.written = True
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._write()
+
+    def on_train_end(self, args, state, control, **kw):
+        self._write()

@@ -19,12 +19,12 @@ from transformers import EarlyStoppingCallback, default_data_collator
 from .currency import finished_earlier
 from .data import Position, StreamSampler, TrainData, check_blocks_fit, prepare_data
 from .dist import is_main_process, log
-from .job import TrainingConfig, describe, save_config, training_arguments, training_settings
+from .job import TrainingConfig, describe, training_arguments, training_settings
 from .length import fit_length
 from .model import build_model, configure_torch, load_weights, prepare_for_training
-from .plan import TrainingPlan, plan_run, start_fresh
+from .plan import TrainingPlan, check_run_folder, plan_run, start_fresh
 from .resume import RunRecord, check_schedule
-from .record import SaveBestCallback, finish, run_summary, start_record
+from .record import ConfigFileCallback, SaveBestCallback, finish, run_summary, start_record
 from .runlock import run_lock
 from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory, speed_callbacks
 from .speed.settings import SpeedSettings
@@ -38,6 +38,7 @@ def run_training(config: TrainingConfig) -> dict:
     """Train (or resume) one run, or skip one that finished earlier as asked. Returns the run
     summary also saved as run_info.json."""
     _ = training_arguments(config).device  # joins the process group under torchrun: ranks agree from here
+    check_run_folder(config)  # before the lock makes the folder (and any missing one above it)
     with run_lock(config.run):
         earlier = finished_earlier(config)
         if earlier is not None:
@@ -57,7 +58,7 @@ def run_training(config: TrainingConfig) -> dict:
         position = plan.resume.start(plan.tokens_per_step // context, len(data.train), context)
         config = fit_length(config, position, len(data.train), plan.resume.trained_warmup)
         args = training_arguments(config)  # the Trainer's, from the final tree; never changed
-        record_config(config)
+        log_config(config)
         return train_run(config, args, plan, speed, settings, data, position)
 
 
@@ -86,11 +87,11 @@ def train_run(config: TrainingConfig, args, plan: TrainingPlan, speed, settings:
     return finish(trainer, config, plan, data, summary)
 
 
-def record_config(config: TrainingConfig) -> None:
-    """The final tree, logged and saved with the run (training_config.json), rank 0."""
+def log_config(config: TrainingConfig) -> None:
+    """The final tree in one line, rank 0 (saved whole as training_config.json once the run
+    trains: :class:`.record.ConfigFileCallback`)."""
     if is_main_process():
         log(describe(config))
-        save_config(config, config.run.training_config)
 
 
 def make_model(config: TrainingConfig, plan: TrainingPlan, speed: SpeedSettings, seed: int):
@@ -111,6 +112,7 @@ def make_model(config: TrainingConfig, plan: TrainingPlan, speed: SpeedSettings,
                             dropout=config.model.dropout, attn_implementation=speed.attn_implementation,
                             seed=seed)
     prepare_for_training(model, speed)
+    state_model_context(tok, model.config.n_positions, config.data.tokenizer_dir)
     log(f"precision: {speed.precision}, attention: {speed.attn_implementation}, fused LM-head loss: "
         f"{'on' if speed.fused_loss else 'off'}, vocabulary "
         + (f"padded to {model.get_input_embeddings().weight.shape[0]} rows while training (saved at "
@@ -119,9 +121,31 @@ def make_model(config: TrainingConfig, plan: TrainingPlan, speed: SpeedSettings,
     return model
 
 
+# what transformers gives a tokenizer whose folder states no model_max_length
+UNSTATED = int(1e29)
+
+
+def state_model_context(tokenizer, positions: int, tok_dir) -> None:
+    """The tokenizer saved with the model (each checkpoint's, final/'s) states the model's
+    positions as its ``model_max_length``. GPT-2's positions come from --max_length, which may
+    differ from the tokenizer folder's maximum (the tokenizer stage's context): final/'s
+    tokenizer then said 64 beside a model of 128 positions, and ``truncation=True`` cut every
+    input to half what the model reads (with a false "longer than the maximum" warning below
+    that); or it said 1024 beside 512 positions, letting through inputs the model fails on.
+    The folder's own tokenizer is left as it is; the difference is said."""
+    stated = tokenizer.model_max_length
+    if stated == positions:
+        return
+    log(f"note: the model has {positions} positions (--max_length) and the tokenizer in {tok_dir} states "
+        + (f"model_max_length {stated}" if stated < UNSTATED else "no model_max_length")
+        + f"; the tokenizer saved with the model (checkpoints, final/) states {positions}")
+    tokenizer.model_max_length = positions
+
+
 def run_callbacks(config: TrainingConfig) -> list:
-    """Pre-training's own callbacks beside every job's: the log file, --save_best, early stopping."""
-    extra = []
+    """Pre-training's own callbacks beside every job's: training_config.json, the log file,
+    --save_best, early stopping."""
+    extra = [ConfigFileCallback(config)] if is_main_process() else []
     if config.output.log_file and is_main_process():
         extra.append(LogFileCallback(config.output.log_file))
     if config.control.save_best:

@@ -134,6 +134,17 @@ def write_corpus(processed: Path, docs: list[tuple], damages: list[tuple]) -> No
             (processed / "texts").unlink(missing_ok=True)
             if arg == "file":
                 (processed / "texts").write_text("a file where the texts folder was")
+    finished(processed)
+
+
+def finished(processed: Path) -> None:
+    """The sidecar the collection writes last, vouching for the corpus as it is now (the damages
+    drawn here are to the rows and texts the readers check, not to the collection's record)."""
+    from londonlm.core import SIDECAR, write_sidecar
+    from londonlm.corpus.manifest import CORPUS_OUTPUTS
+
+    if processed.is_dir():
+        write_sidecar(processed / SIDECAR, "corpus", {}, {}, libraries=(), outputs=CORPUS_OUTPUTS)
 
 
 # ---------------------------------------------------------------- the project, the output, the run

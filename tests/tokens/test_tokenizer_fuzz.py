@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from conftest import REPO, SAMPLE_TEXTS, micro_texts
 from script_fuzz import completed_in_process
-from londonlm.core import SIDECAR, LondonLMError
+from londonlm.core import SIDECAR, LondonLMError, write_sidecar
+from londonlm.corpus.manifest import CORPUS_OUTPUTS
 from londonlm.tokens.stage import sample_rows, train_tokenizer_stage
 from londonlm.tokens.tokenizer import (EOT, PAD, TOKENIZER_FILES, era_tokens_for_years, era_tokens_of,
                                        load_tokenizer, roundtrip_failures)
@@ -101,6 +102,7 @@ def write_corpus(processed: Path, docs) -> list[dict]:
         rows.append({"id": f"d{i}", "split": split, "path": f"texts/d{i}.txt", "chars": len(body), "year": year,
                      "words": len(body.split()), "source": "fuzz"})
     (processed / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    write_sidecar(processed / SIDECAR, "corpus", {}, {}, libraries=(), outputs=CORPUS_OUTPUTS)  # written last
     return rows
 
 
