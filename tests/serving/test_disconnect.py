@@ -64,7 +64,7 @@ def test_a_client_that_hangs_up_frees_its_slot_and_its_queue_place(slow_lm, path
         health = wait_for(url, lambda h: h["queue"]["active"] == 0, 3)
         assert health["queue"]["active"] == 0 and time.monotonic() - started < 3
         # the forward pass under way ends, and its row with it
-        batch = wait_for(url, lambda h: h["batch"]["rows"] + h["batch"]["pending_rows"] == 0, 1)["batch"]
+        batch = wait_for(url, lambda h: h["batch"]["rows"] + h["batch"]["pending_rows"] == 0, 3)["batch"]
         assert batch["rows"] == 0 and batch["pending_rows"] == 0
         time.sleep(0.6)  # three forward passes' time: none may run for the gone client
         assert httpx.get(url + "/health", timeout=10).json()["batch"]["steps"] == batch["steps"]
