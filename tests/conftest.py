@@ -384,6 +384,18 @@ def serving_in_thread(app, **options):
         yield url
 
 
+def scripted_input(lines):
+    """A REPL's ``read(prompt)`` that gives ``lines`` one by one, then EOF (the user's Ctrl-D)."""
+    lines = iter(lines)
+
+    def read(_prompt=""):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+    return read
+
+
 @contextmanager
 def uvicorn_in_thread(app, sock, **options):
     """``app`` served by uvicorn in a thread on ``sock`` (a socket not yet bound: bound here to a

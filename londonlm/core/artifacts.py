@@ -323,21 +323,48 @@ def write_sidecar(path: str | os.PathLike, stage: str, inputs: dict[str, str],
     return write_json_atomic(path, obj)
 
 
+def _sidecar_record(path: Path) -> tuple[dict | None, str]:
+    """(the sidecar's record, "") or (None, why it is none: absent, unreadable, another format)."""
+    if not path.exists():
+        return None, "no previous output"
+    try:
+        old = read_json(path)
+    except Exception as e:
+        return None, f"sidecar unreadable ({e})"
+    if not isinstance(old, dict):
+        return None, f"sidecar unreadable (a JSON {type(old).__name__}, not a stage's record)"
+    if old.get("format_version") != SIDECAR_FORMAT:
+        return None, "sidecar format changed"
+    return old, ""
+
+
+def _outputs_changed(path: Path, record: dict) -> str | None:
+    """The first output ``record`` vouches for that is gone or changed since, in words."""
+    outputs = record.get("outputs") or {}
+    for name, footprint in (outputs.items() if isinstance(outputs, dict) else ()):
+        if output_footprint(path.parent / name) != footprint:
+            return f"{name} was deleted or changed since it was written"
+    return None
+
+
+def sidecar_intact(path: str | os.PathLike) -> tuple[bool, str]:
+    """(is_intact, reason): the sidecar is there and readable, and the outputs it recorded are
+    still as they were written, whatever inputs and settings it names (a reader's check that
+    the stage before it finished: :func:`sidecar_current` is the stage's own)."""
+    path = Path(path)
+    record, why = _sidecar_record(path)
+    changed = None if record is None else _outputs_changed(path, record)
+    return (record is not None and changed is None), (why or changed or "outputs are as written")
+
+
 def sidecar_current(path: str | os.PathLike, inputs: dict[str, str],
                     settings: dict[str, Any]) -> tuple[bool, str]:
     """(is_current, reason). Current when the sidecar exists, inputs/settings agree and the
     outputs it recorded are still as they were written."""
     path = Path(path)
-    if not path.exists():
-        return False, "no previous output"
-    try:
-        old = read_json(path)
-    except Exception as e:
-        return False, f"sidecar unreadable ({e})"
-    if not isinstance(old, dict):
-        return False, f"sidecar unreadable (a JSON {type(old).__name__}, not a stage's record)"
-    if old.get("format_version") != SIDECAR_FORMAT:
-        return False, "sidecar format changed"
+    old, why = _sidecar_record(path)
+    if old is None:
+        return False, why
     old_inputs, old_settings = (v if isinstance(v, dict) else {} for v in (old.get("inputs"), old.get("settings")))
     if old.get("inputs") != inputs:
         changed = sorted(k for k in set(inputs) | set(old_inputs) if inputs.get(k) != old_inputs.get(k))
@@ -347,11 +374,8 @@ def sidecar_current(path: str | os.PathLike, inputs: dict[str, str],
     if new != old.get("settings"):
         changed = sorted(k for k in set(new) | set(old_settings) if new.get(k) != old_settings.get(k))
         return False, f"settings changed: {', '.join(changed) or 'settings'}"
-    outputs = old.get("outputs") or {}
-    for name, footprint in (outputs.items() if isinstance(outputs, dict) else ()):
-        if output_footprint(path.parent / name) != footprint:
-            return False, f"{name} was deleted or changed since it was written"
-    return True, "outputs are current"
+    changed = _outputs_changed(path, old)
+    return (False, changed) if changed else (True, "outputs are current")
 
 
 # ---------------------------------------------------------------- where a stage may write

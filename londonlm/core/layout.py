@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .checkpoints import (BEST, RUN_INFO, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
+from .checkpoints import (BEST, RUN_INFO, WEIGHT_FILES, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
                           checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints)
 from .artifacts import read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs
 from .cli import user_path
@@ -70,7 +70,8 @@ def refuse_foreign_run_folder(flag: str, run_dir: str | os.PathLike, stage: str,
     sidecar names (a tokenizer, a corpus, a dataset), one inside a folder the run reads
     (``reads``: what it is -> path), or a model's own folder (a config.json). A run writes
     checkpoints, final/, run_info.json and, for a staged run, its sidecar there: among that
-    artifact's files, replacing its sidecar."""
+    artifact's files, replacing its sidecar. Nor inside another run's own parts or a model's
+    folder (:func:`enclosing_artifact`), which go whole with the run in them. Only reads."""
     run_dir = Path(run_dir)
     refuse_foreign_folder(run_dir / SIDECAR, stage, flag)
     refuse_output_over_inputs(flag, run_dir, reads)
@@ -78,6 +79,33 @@ def refuse_foreign_run_folder(flag: str, run_dir: str | os.PathLike, stage: str,
         raise UsageError(f"{flag} {os.fspath(run_dir)} is a model's folder (it has a config.json): a run's "
                          f"checkpoints would go among its files; name a new folder (or train from those "
                          f"weights with --init_from {os.fspath(run_dir)}); nothing was written")
+    found = enclosing_artifact(run_dir)
+    if found:
+        raise UsageError(f"{flag} {os.fspath(run_dir)} is or lies inside {found}, which is replaced, rotated "
+                         f"away or moved aside whole (with this run in it); name a folder outside it; "
+                         f"nothing was written")
+
+
+def enclosing_artifact(run_dir: str | os.PathLike) -> str | None:
+    """What other artifact ``run_dir`` lies inside, in words: a training run's own part (its
+    final/, best/, a checkpoint-N/, its evaluation: what that run replaces whole, deletes as its
+    checkpoints rotate, or moves on --fresh) or a model's folder (config.json and weights).
+    A run trained in another's final/ or checkpoint-2/ (exit 0) was deleted with it at that
+    run's next save. Symlinks and '..' are resolved first."""
+    child = Path(os.path.realpath(run_dir))
+    for folder in child.parents:
+        if (folder / "config.json").is_file() and any((folder / w).is_file() for w in WEIGHT_FILES):
+            return f"the model folder {folder}"
+        if earlier_run(folder) and _run_part(RunLayout(folder), child):
+            return f"{child} of the training run {folder}"
+        child = folder
+    return None
+
+
+def _run_part(run: "RunLayout", path: Path) -> bool:
+    """Whether ``path`` (there yet or not) is one of the files ``run`` makes and replaces whole."""
+    return (path in (run.final, run.best, run.evaluation_dir, run.hub_stage) or checkpoint_step(path) is not None
+            or path in run.movable_on_fresh())
 
 
 def artifact_of(folder: str | os.PathLike, own_stage: str | None = None) -> str | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..core import (SIDECAR, LondonLMError, link_or_copy, read_json_object, record_field, require_input, sha256_file,
-                    sidecar_current)
+                    sidecar_intact)
 from .dating import row_year
 
 MANIFEST = "manifest.jsonl"
@@ -212,8 +212,8 @@ def unfinished_corpus(processed_dir: str | Path) -> str | None:
     written last and removed before a rebuild writes anything, so a folder without one holds a
     collection (or a --merge) stopped part-way: the old manifest over some new texts, which the
     manifest's hash, all a later stage's currency looks at, cannot show. A sidecar whose recorded
-    outputs no longer match (core's own currency check, against the sidecar's own inputs and
-    settings) vouches for another manifest or other texts than those there now."""
+    outputs no longer match (:func:`~londonlm.core.sidecar_intact`) vouches for another manifest
+    or other texts than those there now."""
     side = Path(processed_dir) / SIDECAR
     if not side.exists() and not side.is_symlink():
         return (f"it has no {SIDECAR}, which its collection writes last: a collection or --merge stopped "
@@ -222,7 +222,7 @@ def unfinished_corpus(processed_dir: str | Path) -> str | None:
     inputs, settings = record_field(record, "inputs", kind=dict), record_field(record, "settings", kind=dict)
     if record.get("stage") not in (CORPUS_STAGE, CUTOFF_STAGE) or inputs is None or settings is None:
         return f"its {SIDECAR} is not a corpus's record (damaged, or another stage's)"
-    intact, why = sidecar_current(side, inputs, settings)
+    intact, why = sidecar_intact(side)
     return None if intact else f"its {SIDECAR} does not vouch for what is there ({why})"
 
 

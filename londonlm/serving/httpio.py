@@ -182,6 +182,13 @@ def uvicorn_options(header_timeout_s: float = HEADER_TIMEOUT_S, send_stall_s: fl
                                              SEND_STALL_S if send_stall_s is None else send_stall_s)}
 
 
+def _cancelled(timer) -> None:
+    """``timer`` (an event loop's handle, or None) cancelled: None, for the attribute holding it."""
+    if timer is not None:
+        timer.cancel()
+    return None
+
+
 class _SendStallLimit:
     """For an asyncio protocol of uvicorn's (``loop``, ``transport``): a connection whose writing
     stays paused (the transport's buffer full: its client reads nothing) for ``_send_stall_s``
@@ -196,17 +203,12 @@ class _SendStallLimit:
             self._write_timer = self.loop.call_later(self._send_stall_s, self._write_too_slow)
 
     def resume_writing(self) -> None:
-        self._stop_write_timer()
+        self._write_timer = _cancelled(self._write_timer)
         super().resume_writing()
 
     def connection_lost(self, exc) -> None:
-        self._stop_write_timer()
+        self._write_timer = _cancelled(self._write_timer)
         super().connection_lost(exc)
-
-    def _stop_write_timer(self) -> None:
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
 
     def _write_too_slow(self) -> None:
         self._write_timer = None
@@ -241,19 +243,14 @@ def _header_timeout_protocol(timeout_s: float, send_stall_s: float) -> type:
             self._watch_head()
 
         def connection_lost(self, exc) -> None:
-            self._stop_head_timer()
+            self._head_timer = _cancelled(self._head_timer)
             super().connection_lost(exc)
 
         def _watch_head(self) -> None:
             if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
-                self._stop_head_timer()
+                self._head_timer = _cancelled(self._head_timer)
             elif self._head_timer is None:  # started by the first byte (or the opening), never reset
                 self._head_timer = self.loop.call_later(timeout_s, self._head_too_slow)
-
-        def _stop_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
 
         def _head_too_slow(self) -> None:
             self._head_timer = None

@@ -8,13 +8,11 @@ The time lock (``--cutoff_year``) is :mod:`.timelock`'s; everything a resume mus
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import (WEIGHT_FILES, Layout, ModelNotFound, RunLayout, UsageError, checkpoint_problem, checkpoint_step,
-                    earlier_run, model_run_info, model_step, read_json_object, record_field, refuse_foreign_run_folder,
-                    sha256_file, user_path)
+from ..core import (Layout, ModelNotFound, RunLayout, checkpoint_problem, checkpoint_step, model_run_info,
+                    model_step, read_json_object, record_field, refuse_foreign_run_folder, sha256_file, user_path)
 from ..tokens import era_tokens_of, load_tokenizer as load_project_tokenizer
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape
@@ -232,43 +230,38 @@ def _parent_and_shape(config: TrainingConfig, tokenizer, resume: Resumed):
     return init, resumed_parent or parent_record(init), _shape_from_parent(config, init, tokenizer)
 
 
+# what transformers gives a tokenizer whose folder states no model_max_length
+UNSTATED = int(1e29)
+
+
+def state_model_context(tokenizer, positions: int, tok_dir) -> None:
+    """The plan's tokenizer, the one saved with the model (each checkpoint's, final/'s), states
+    the model's positions as its ``model_max_length``. GPT-2's positions come from --max_length
+    (a continued run's from its parent), which may
+    differ from the tokenizer folder's maximum (the tokenizer stage's context): final/'s
+    tokenizer then said 64 beside a model of 128 positions, and ``truncation=True`` cut every
+    input to half what the model reads (with a false "longer than the maximum" warning below
+    that); or it said 1024 beside 512 positions, letting through inputs the model fails on.
+    The folder's own tokenizer is left as it is; the difference is said."""
+    stated = tokenizer.model_max_length
+    if stated == positions:
+        return
+    log(f"note: the model has {positions} positions and the tokenizer in {tok_dir} states "
+        + (f"model_max_length {stated}" if stated < UNSTATED else "no model_max_length")
+        + f"; the tokenizer saved with the model (checkpoints, final/) states {positions}")
+    tokenizer.model_max_length = positions
+
+
 def check_run_folder(config: TrainingConfig) -> None:
     """The run folder (--output_dir) is no other artifact's (:func:`~londonlm.core.layout.
     refuse_foreign_run_folder`): not the tokenizer's or the corpus's, nor inside them, nor a
-    model's own folder. Its checkpoints, final/, token cache and run_info.json went there among
-    that artifact's files, which a later --fresh or publish then carried. Nor inside another
-    run's own files or a model's folder (:func:`enclosing_artifact`). Only reads: called before
-    the run's lock makes the folder."""
+    model's own folder, nor inside another run's own parts or a model's folder. Its checkpoints,
+    final/, token cache and run_info.json went there among that artifact's files, which a later
+    --fresh or publish then carried, or were deleted with it. Only reads: called before the
+    run's lock makes the folder."""
     refuse_foreign_run_folder("--output_dir", config.run.dir, "training run",
                               {"the tokenizer folder": config.data.tokenizer_dir,
                                "the corpus folder": config.data.processed_dir})
-    found = enclosing_artifact(config.run.dir)
-    if found:
-        raise UsageError(f"--output_dir {config.run.dir} is or lies inside {found}, which is replaced, rotated "
-                         f"away or moved aside whole (with this run in it); name a folder outside it "
-                         f"(or a --run_name); nothing was written")
-
-
-def enclosing_artifact(run_dir: Path) -> str | None:
-    """What other artifact ``run_dir`` lies inside, in words: a training run's own part (its
-    final/, best/, a checkpoint-N/, its evaluation: what that run replaces whole, deletes as its
-    checkpoints rotate, or moves on --fresh) or a model's folder (config.json and weights).
-    A run trained in another's final/ or checkpoint-2/ (exit 0) was deleted with it at that
-    run's next save. Symlinks and '..' are resolved first."""
-    child = Path(os.path.realpath(run_dir))
-    for folder in child.parents:
-        if (folder / "config.json").is_file() and any((folder / w).is_file() for w in WEIGHT_FILES):
-            return f"the model folder {folder}"
-        if earlier_run(folder) and _run_part(RunLayout(folder), child):
-            return f"{child} of the training run {folder}"
-        child = folder
-    return None
-
-
-def _run_part(run: RunLayout, path: Path) -> bool:
-    """Whether ``path`` (there yet or not) is one of the files ``run`` makes and replaces whole."""
-    return (path in (run.final, run.best, run.evaluation_dir, run.hub_stage) or checkpoint_step(path) is not None
-            or path in run.movable_on_fresh())
 
 
 def plan_run(config: TrainingConfig) -> TrainingPlan:
@@ -283,6 +276,8 @@ def plan_run(config: TrainingConfig) -> TrainingPlan:
                       "the checkpoint to resume from")
     init, parent, shape = _parent_and_shape(config, tokenizer, resume)
     check_shape(resume, shape)
+    # the positions the saved model reads: a continued run keeps its parent's whatever --max_length
+    state_model_context(tokenizer, init.config.n_positions if init else shape.n_positions, data.tokenizer_dir)
     corpus_time = time_lock(config, tokenizer, init.path if init else None)
     era = data.era_tokens if data.era_tokens is not None else bool(era_tokens_of(tokenizer))
     check_resume(resume, tok_dir=data.tokenizer_dir, optimizer=config.optim.optimizer,

@@ -112,34 +112,12 @@ def make_model(config: TrainingConfig, plan: TrainingPlan, speed: SpeedSettings,
                             dropout=config.model.dropout, attn_implementation=speed.attn_implementation,
                             seed=seed)
     prepare_for_training(model, speed)
-    state_model_context(tok, model.config.n_positions, config.data.tokenizer_dir)
     log(f"precision: {speed.precision}, attention: {speed.attn_implementation}, fused LM-head loss: "
         f"{'on' if speed.fused_loss else 'off'}, vocabulary "
         + (f"padded to {model.get_input_embeddings().weight.shape[0]} rows while training (saved at "
            f"{model.config.vocab_size})" if real_rows(model) else "unpadded")
         + ("" if torch.cuda.is_available() else f", {torch.get_num_threads()} threads"))
     return model
-
-
-# what transformers gives a tokenizer whose folder states no model_max_length
-UNSTATED = int(1e29)
-
-
-def state_model_context(tokenizer, positions: int, tok_dir) -> None:
-    """The tokenizer saved with the model (each checkpoint's, final/'s) states the model's
-    positions as its ``model_max_length``. GPT-2's positions come from --max_length, which may
-    differ from the tokenizer folder's maximum (the tokenizer stage's context): final/'s
-    tokenizer then said 64 beside a model of 128 positions, and ``truncation=True`` cut every
-    input to half what the model reads (with a false "longer than the maximum" warning below
-    that); or it said 1024 beside 512 positions, letting through inputs the model fails on.
-    The folder's own tokenizer is left as it is; the difference is said."""
-    stated = tokenizer.model_max_length
-    if stated == positions:
-        return
-    log(f"note: the model has {positions} positions (--max_length) and the tokenizer in {tok_dir} states "
-        + (f"model_max_length {stated}" if stated < UNSTATED else "no model_max_length")
-        + f"; the tokenizer saved with the model (checkpoints, final/) states {positions}")
-    tokenizer.model_max_length = positions
 
 
 def run_callbacks(config: TrainingConfig) -> list:

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, scripted_input
 from script_fuzz import completed_in_process
 from londonlm.chat.respond import ChatSettings, chat_reply, chat_stream
 from londonlm.chat.template import ChatIds
@@ -64,14 +64,8 @@ def test_one_answer_with_prompt_and_year_then_exit(chat_model_dir):
 
 def test_loop_keeps_history_sets_the_year_and_resets(lm, monkeypatch):
     prompts = _spy_prompts(lm, monkeypatch)
-    lines = iter(["Where do you live?", "/year 1790", "What did you see?", "/reset", "Who are you?",
-                  "/year 1200", "/year", "/help", "/nonsense"])
-
-    def read(_):
-        try:
-            return next(lines)
-        except StopIteration:
-            raise EOFError from None
+    read = scripted_input(["Where do you live?", "/year 1790", "What did you see?", "/reset", "Who are you?",
+                           "/year 1200", "/year", "/help", "/nonsense"])
 
     out = io.StringIO()
     session = ChatSession(ChatSettings(max_new_tokens=4, seed=1, temperature=0.0, do_sample=False))

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from londonlm.core.artifacts import (StageInputMissing, atomic_writer, is_stream, require_input, sha256_file,
-                                sidecar_current, write_json_atomic, write_sidecar)
+                                sidecar_current, sidecar_intact, write_json_atomic, write_sidecar)
 
 
 def test_atomic_json_and_hash(tmp_path):
@@ -57,6 +57,22 @@ def test_sidecar_vouches_only_for_outputs_still_as_written(tmp_path):
     write_sidecar(sc, "stage", {"a": "1"}, {})
     (tmp_path / "manifest.jsonl").unlink()
     assert sidecar_current(sc, {"a": "1"}, {})[0]
+
+
+def test_a_sidecar_is_intact_while_its_outputs_are_as_written_whatever_it_names(tmp_path):
+    """What a later stage asks of an earlier one's folder (did it finish, and is it untouched
+    since?) without knowing the inputs and settings it was made with."""
+    (tmp_path / "manifest.jsonl").write_text('{"id": "a"}\n')
+    sc = tmp_path / "sidecar.json"
+    assert sidecar_intact(sc) == (False, "no previous output")
+    write_sidecar(sc, "stage", {"a": "1"}, {"v": 2}, outputs=["manifest.jsonl"])
+    assert sidecar_intact(sc) == (True, "outputs are as written")
+    (tmp_path / "manifest.jsonl").write_text('{"id": "b"}\n{"id": "c"}\n')
+    assert sidecar_intact(sc) == (False, "manifest.jsonl was deleted or changed since it was written")
+    for text in ("{broken", "[]", '{"format_version": -1}'):
+        sc.write_text(text)
+        ok, why = sidecar_intact(sc)
+        assert not ok and "sidecar" in why
 
 
 def test_require_input_names_command(tmp_path):

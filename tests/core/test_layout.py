@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 
 from londonlm.core.errors import LondonLMError, UsageError
 from londonlm.core.checkpoints import BEST_INFO, model_step
-from londonlm.core.layout import Layout, ModelNotFound, RunLayout, checkpoint_problem
+from londonlm.core.layout import (Layout, ModelNotFound, RunLayout, checkpoint_problem, enclosing_artifact,
+                                  refuse_foreign_run_folder)
 
 
 def _model(folder, step=None, training_state=True):
@@ -167,3 +168,25 @@ def test_fsdp_sharded_checkpoints_are_valid(layout):
     assert checkpoint_problem(ck) == "optimizer.pt missing"     # shards without .metadata: cut off
     (ck / "optimizer_0" / ".metadata").write_bytes(b"meta")
     assert checkpoint_problem(ck) is None
+
+
+def test_no_run_folder_of_any_job_may_lie_inside_another_runs_parts_or_a_model(tmp_path):
+    """core's rule for every training job's folder (pre-training and chat fine-tuning alike): a
+    folder inside another run's final/, a checkpoint or its evaluation, or inside a model's
+    folder, went whole with that run's next save, rotation or --fresh."""
+    run = tmp_path / "runs" / "base"
+    (run / "final").mkdir(parents=True)
+    (run / "run_info.json").write_text("{}")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config_only").mkdir()
+    (tmp_path / "config_only" / "config.json").write_text("{}")  # a tool's settings, say: no weights
+    for inside in (run / "final" / "chat", run / "checkpoint-4", run / "evaluation" / "x", model / "chat"):
+        with pytest.raises(UsageError, match="lies inside .*nothing was written"):
+            refuse_foreign_run_folder("--output_dir", inside, "chat_finetune", {})
+    assert enclosing_artifact(model / "chat") == f"the model folder {model.resolve()}"
+    for beside in (tmp_path / "runs" / "chat", run / "notes", tmp_path / "config_only" / "run"):
+        assert enclosing_artifact(beside) is None  # a run's other folders, a folder with a config alone
+        refuse_foreign_run_folder("--output_dir", beside, "chat_finetune", {})

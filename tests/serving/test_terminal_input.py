@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, scripted_input
 from londonlm.generation import GenerationSettings, load_model
 from londonlm.serving.repl import run_repl
 
@@ -102,13 +102,7 @@ def test_chat_repl_refuses_a_seed_no_generator_takes_and_goes_on(chat_model_dir)
     from londonlm.serving.repl import ChatSession, run_chat_repl
 
     chat_lm = load_model(str(chat_model_dir), device="cpu")
-    lines = iter(["/seed 99999999999999999999999", "Where were you?", "/seed -5", "/seed 3", "Where were you?"])
-
-    def read(prompt):
-        try:
-            return next(lines)
-        except StopIteration:
-            raise EOFError from None
+    read = scripted_input(["/seed 99999999999999999999999", "Where were you?", "/seed -5", "/seed 3", "Where were you?"])
 
     out = io.StringIO()
     session = ChatSession(ChatSettings(max_new_tokens=3, temperature=0.0, do_sample=False))

@@ -56,6 +56,22 @@ def test_the_tokenizer_saved_with_the_model_states_its_positions(micro_root_copy
     assert train_exit_code(root, "--max_steps", "4", *COMMON, "--max_length", str(length)) == 0
 
 
+def test_a_continued_runs_saved_tokenizer_states_its_parents_positions(micro_root_copy, capsys):
+    """--init_from keeps the parent's positions whatever --max_length trains at: the saved
+    tokenizer states those, what the saved model reads."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = micro_root_copy
+    assert train_exit_code(root, "--max_steps", "2", *COMMON, "--max_length", "128", "--run_name_dir", "parent") == 0
+    capsys.readouterr()
+    assert train_exit_code(root, "--max_steps", "2", *COMMON, "--max_length", "64", "--run_name_dir", "child",
+                           "--init_from", str(run_dir(root, "parent") / "final")) == 0
+    assert "the model has 128 positions" in capsys.readouterr().out
+    final = run_dir(root, "child") / "final"
+    assert AutoTokenizer.from_pretrained(str(final)).model_max_length == 128
+    assert AutoModelForCausalLM.from_pretrained(str(final)).config.n_positions == 128
+
+
 @pytest.mark.parametrize("inside", ["final/sub", "checkpoint-2/sub", "evaluation", "checkpoint-9", "link/sub"])
 def test_a_run_folder_inside_another_runs_own_files_is_refused(micro_root_copy, capsys, inside):
     """A run trained in another's final/ or checkpoint-2/ (exit 0) was deleted with it at that
