@@ -501,3 +501,13 @@ def tree_digest(folder) -> dict:
     folder = Path(folder)
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def vouch_for_corpus(processed) -> Path:
+    """A corpus sidecar, written by the library's own writer, over what ``processed`` holds now
+    (as the collection writes it last): for a fixture corpus written or edited by hand, which the
+    readers of a corpus (the tokenizer stage, a token cache build) refuse as unfinished without."""
+    from londonlm.core import SIDECAR, write_sidecar
+    from londonlm.corpus.manifest import CORPUS_OUTPUTS, CORPUS_STAGE
+
+    return write_sidecar(Path(processed) / SIDECAR, CORPUS_STAGE, {}, {}, outputs=CORPUS_OUTPUTS)

@@ -7,6 +7,7 @@ so a failed build leaves the previous dataset as it was.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import json
@@ -29,11 +30,14 @@ from .card import dataset_card
 from .extract import PLACE, Conversation, extract_conversations
 from .filters import REASONS, ExchangeRules, rejection_reason
 
-DATASET_FORMAT = 3   # bump when extraction or filter rules change: a current dataset is rebuilt
+DATASET_FORMAT = 4   # bump when extraction or filter rules change: a current dataset is rebuilt
+# (4: TEI in UTF-16, or cp1252 without a declaration, decoded as the corpus stage decodes text)
 STAGE = "chat_dataset"
 OBO_LICENSE = ("CC BY-NC 4.0 (Old Bailey Proceedings Online v7.2 transcription and markup; "
                "the printed Proceedings are public domain)")
 BUILD_COMMAND = "python 07_finetuning/build_chat_dataset.py --source_dir DIR"
+# what a build writes beside its sidecar (the splits' folders, the DatasetDict's index, the reports)
+DATASET_OUTPUTS = ("train", "validation", "dataset_dict.json", CHAT_STATS, CHAT_REJECTED, "README.md")
 
 
 class ChatDataError(LondonLMError, ValueError):
@@ -225,12 +229,52 @@ def _split_dataset(rows: list[dict]):
 def _read(path: Path) -> bytes:
     data = path.read_bytes()
     if not path.name.endswith(".gz"):
-        return data
+        return as_utf8_xml(data)
     try:
-        return gzip.decompress(data)
+        return as_utf8_xml(gzip.decompress(data))
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # a download cut short, or no gzip at all
         raise ChatDataError(f"{path} is not a whole gzip file ({e}); download it again, or move it out of "
                             f"the --source_dir folder; nothing was written") from None
+
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_DECLARATION = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']+)["']""")
+_DECLARATION_TEXT = re.compile(r"^\ufeff?\s*<\?xml[^>]*\?>")
+
+
+def as_utf8_xml(data: bytes) -> bytes:
+    """TEI bytes as UTF-8, decoded as the corpus stage decodes text (a UTF-16/32 BOM, UTF-8, else
+    cp1252). A UTF-16 file (saved by a Windows editor) was skipped whole as "no trials": its
+    bytes hold no ASCII ``trialAccount``; a cp1252/Latin-1 file without an encoding declaration
+    was read as broken UTF-8, each accented answer rejected as ``ocr_noise``. A file whose
+    declaration names its encoding is left to the parser, which honours it."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                text = data.decode(encoding)
+            except UnicodeDecodeError:
+                return data  # the parser's recovery makes what it can of it, as before
+            return _DECLARATION_TEXT.sub("", text).encode("utf-8")
+    declared = _DECLARATION.match(data)
+    if declared and declared.group(1).decode("ascii", "replace").lower().replace("_", "-") not in ("utf-8", "utf8"):
+        return data
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace").encode("utf-8")  # (cp1252 leaves 5 bytes undefined)
+    return data
+
+
+def _recorded_stats(out_dir: Path) -> dict | None:
+    """The statistics a current dataset's build wrote, or None (rebuilt) when they are gone or
+    unreadable: the skip read them unguarded, and a stats.json deleted by hand was a traceback on
+    every later build (a dataset of an older build records no outputs that would show it)."""
+    try:
+        stats = json.loads((out_dir / CHAT_STATS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return stats if isinstance(stats, dict) and isinstance(stats.get("files"), dict) else None
 
 
 def _settings(options: ChatDatasetOptions) -> dict:
@@ -257,9 +301,10 @@ def build_chat_dataset(source_dir: str | Path, out_dir: str | Path,
             f"a folder), e.g. {skipped[0]}")
     inputs = {s.name: s.sha256 for s in sources}
     current, why = sidecar_current(out_dir / SIDECAR, inputs, _settings(options))
-    if current and not overwrite:
+    stats = _recorded_stats(out_dir) if current and not overwrite else None
+    if stats is not None:
         log(f"chat dataset: {why} ({out_dir}); skipping (use --overwrite to rebuild)")
-        return json.loads((out_dir / CHAT_STATS).read_text(encoding="utf-8"))
+        return stats
     t0 = time.time()
     build = _Build(options)
     for src in sources:
@@ -303,9 +348,11 @@ def _write_dataset(build: "_Build", splits: dict, stats: dict, sources: list[Sou
     write_text_atomic(tmp / CHAT_REJECTED, "".join(json.dumps(r, ensure_ascii=False) + "\n"
                                                    for r in build.rejected))
     write_text_atomic(tmp / "README.md", dataset_card(stats, sources, options))
+    # last, vouching for what it wrote as written: a split's arrow file cut short or deleted since
+    # is then rebuilt by the next build, not skipped as current (fine-tuning then refused it)
     write_sidecar(tmp / SIDECAR, STAGE, inputs, _settings(options),
                   counts={k: stats[k] for k in ("conversations", "exchanges")},
-                  libraries=("londonlm", "datasets"))
+                  libraries=("londonlm", "datasets"), outputs=DATASET_OUTPUTS)
     _swap_in(tmp, out_dir)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, earlier_run,
+from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, earlier_run, read_json_object,
                     refuse_foreign_run_folder, sha256_file, sidecar_current, write_json_atomic, write_sidecar)
 from ..generation import check_finite, check_model_dir, check_tokenizer_fits, load_model_tokenizer
 from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
@@ -31,7 +31,7 @@ from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, Outp
                         save_model_folder)
 from .dataset import dataset_place, load_chat_dataset
 from .preset import CHAT_FORMAT, ChatTrainOptions, chat_settings
-from .template import IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
+from .template import CHAT_TOKENS, IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
 
 STAGE = "chat_finetune"
 
@@ -172,6 +172,12 @@ def chat_config(run: RunLayout, options: ChatTrainOptions, request: JobRequest, 
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(str(base_dir))
+    if options.max_length > cfg.n_positions:  # a fine-tuned model keeps its base's position table
+        # (rows longer than it asked for positions it has none of: an IndexError traceback at the
+        # first step, after the run folder was written)
+        raise ChatTrainError(f"--max_length {options.max_length} is longer than the base model's context "
+                             f"({cfg.n_positions} positions, {base_dir}): give --max_length {cfg.n_positions} "
+                             f"or less, or leave it out to use the base model's")
     model = ModelConfig(cfg.n_layer, cfg.n_head, cfg.n_embd, options.max_length or cfg.n_positions)
     control = replace(request.control, profile_dir=run.profile)
     values = {**chat_trainer_values(run, options), **request.trainer}
@@ -254,7 +260,7 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
     inputs = fingerprints(base_dir, data_dir)
     settings = chat_settings(options, request)
     current, why = sidecar_current(run.dir / SIDECAR, inputs, settings)
-    if current and run.has_final() and not overwrite:
+    if current and _whole_chat_final(run) and not overwrite:
         log(f"chat fine-tuning: {why} ({run.dir}); skipping (use --overwrite to retrain)")
         return run.read_run_info()
     _check_base(base_dir)
@@ -294,6 +300,21 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
     log(f"chat model: {run.final} (step {outcome.state.global_step}, {outcome.wall_seconds:.0f}s, "
         f"{speed.precision}, " + (f"validation answer loss {loss:.4f})" if loss is not None else "no validation rows)"))
     return info
+
+
+def _whole_chat_final(run: RunLayout) -> bool:
+    """Whether final/ is still the chat model this run saved: the weights that read, and the chat
+    files beside them. One whose chat_info.json or tokenizer was lost or damaged since was skipped
+    as current, yet was no chat model any more (evaluate_chat.py: "does not record its base model",
+    the server answered it as a plain model); it is written again from the last checkpoint."""
+    if not run.has_final():
+        return False
+    info = read_json_object(run.final / CHAT_INFO)
+    tokenizer = read_json_object(run.final / "tokenizer.json")
+    added = {t.get("content") for t in tokenizer.get("added_tokens") or () if isinstance(t, dict)} \
+        if isinstance(tokenizer.get("added_tokens"), list) else set()
+    return isinstance(info.get("place"), str) and isinstance(info.get("base_model"), str) \
+        and (run.final / "tokenizer_config.json").is_file() and set(CHAT_TOKENS) <= added
 
 
 def _record(result, model) -> dict:

@@ -162,7 +162,9 @@ def _generation(model, tokenizer, messages: Sequence[dict], settings: ChatSettin
                   attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=device),
                   do_sample=sample, max_new_tokens=settings.max_new_tokens,
                   eos_token_id=[ids.end, ids.eot], pad_token_id=tokenizer.pad_token_id,
-                  repetition_penalty=settings.repetition_penalty)
+                  repetition_penalty=settings.repetition_penalty,
+                  # the vocabulary's padding past the tokenizer: no token's, never chosen (LoadedModel.unused_ids)
+                  suppress_tokens=list(range(len(tokenizer), model.config.vocab_size)) or None)
     if sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
     return prompt, kwargs, ids

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,24 +83,96 @@ def refuse_foreign_run_folder(flag: str, run_dir: str | os.PathLike, stage: str,
     found = enclosing_artifact(run_dir)
     if found:
         raise UsageError(f"{flag} {os.fspath(run_dir)} is or lies inside {found}, which is replaced, rotated "
-                         f"away or moved aside whole (with this run in it); name a folder outside it; "
-                         f"nothing was written")
+                         f"away or moved aside whole (with this run in it), or whose files a run's would join; "
+                         f"name a folder outside it; nothing was written")
+    copy = next((p for p in _subfolders(Path(run_dir)) if _ROTATED.match(p.name)), None)
+    if copy is not None:
+        raise UsageError(f"{flag} {os.fspath(run_dir)} holds {copy.name}/, which is no checkpoint of the run but "
+                         f"which the Trainer's checkpoint rotation counts as one (its name starts 'checkpoint-' "
+                         f"and a step) and deletes; rename it (keep-{copy.name}) or move it out of the run "
+                         f"folder; nothing was written")
+    held = held_artifact(run_dir, reads)
+    if held:
+        raise UsageError(f"{flag} {os.fspath(run_dir)} holds {held}: the run's checkpoint-N/, final/, records "
+                         f"and logs would go among them, and its --fresh, --overwrite or checkpoint rotation "
+                         f"would move or delete by name what is not the run's; name a folder of the run's own "
+                         f"(a new or empty one); nothing was written")
 
 
 def enclosing_artifact(run_dir: str | os.PathLike) -> str | None:
-    """What other artifact ``run_dir`` lies inside, in words: a training run's own part (its
+    """What other artifact ``run_dir`` lies inside, in words: a training run (its own part, its
     final/, best/, a checkpoint-N/, its evaluation: what that run replaces whole, deletes as its
-    checkpoints rotate, or moves on --fresh) or a model's folder (config.json and weights).
+    checkpoints rotate, or moves on --fresh; or anywhere else in it, its token cache too) or a
+    model's folder (config.json and weights).
     A run trained in another's final/ or checkpoint-2/ (exit 0) was deleted with it at that
     run's next save. Symlinks and '..' are resolved first."""
     child = Path(os.path.realpath(run_dir))
     for folder in child.parents:
         if (folder / "config.json").is_file() and any((folder / w).is_file() for w in WEIGHT_FILES):
             return f"the model folder {folder}"
-        if earlier_run(folder) and _run_part(RunLayout(folder), child):
+        if earlier_run(folder) and _run_part(RunLayout(folder), child):  # goes whole with it
             return f"{child} of the training run {folder}"
+        if (folder / RUN_INFO).is_file() or list_checkpoints(folder) or (folder / CACHE / "metadata.json").is_file():
+            # anywhere else in a run (its token cache, its top) a run's files join another's, which
+            # then holds a run (:func:`held_artifact`); a final/ or best/ alone does not make one:
+            # in the runs folder, that is a run so named
+            return f"the training run {folder}"
         child = folder
     return None
+
+
+# what a run folder holds of its own, beside checkpoint-N/: never another artifact in it
+RUN_PARTS = frozenset({FINAL, BEST, RUN_INFO, SIDECAR, TENSORBOARD, EVALUATION, HUB_STAGE, GGUF, TRAINING_CONFIG,
+                       PIPELINE_SUMMARY, CACHE, PROFILE})
+
+
+def held_artifact(run_dir: str | os.PathLike, reads: Mapping[str, str | os.PathLike]) -> str | None:
+    """What other artifact ``run_dir`` holds, in words; None for a new or empty folder or a run's
+    own. A run's files go among what is there, and its --fresh moves aside (to a sibling of the
+    folder), its rotation deletes and its save replaces whatever bears a run part's name
+    (final/, best/, checkpoint-N/, runs/, evaluation/): in the runs folder itself, another run
+    so named. Held: a folder the run reads (the project root and the corpus's parent hold the
+    corpus and the tokenizer), a project's own folders, or, one or two levels down (past the
+    run's own parts), another training run or a stage's outputs (a sidecar.json)."""
+    real = Path(os.path.realpath(run_dir))
+    if not real.is_dir():
+        return None
+    for what, path in reads.items():
+        inner = Path(os.path.realpath(path))
+        # (a tokenizer read from the run's own final/ or checkpoint is the run's, not another's)
+        if real in inner.parents and not _own_part_name(inner.relative_to(real).parts[0]):
+            return f"{what} {os.fspath(path)}"
+    project = Layout(real)
+    for folder in (project.models_dir, project.data_dir):
+        if folder.is_dir():
+            return f"a project's own folders ({folder}: it is a project root)"
+    for child in _subfolders(real, skip=RUN_PARTS):
+        for folder in (child, *_subfolders(child)):
+            if earlier_run(folder):
+                return f"the training run {folder}"
+            if (folder / SIDECAR).is_file():
+                return f"a stage's outputs {folder} (it has a sidecar.json)"
+    return None
+
+
+# what transformers' rotation (trainer_utils.sort_checkpoints: glob 'checkpoint-*', then a step
+# read by re.match) takes for a checkpoint: a user's copy 'checkpoint-2-keep' or 'checkpoint-2.bak'
+# is rotated away as step 2 (``_subfolders`` already leaves the run's own checkpoint-N/ out)
+_ROTATED = re.compile(r"checkpoint-[0-9]+")
+
+
+def _own_part_name(name: str) -> bool:
+    return name in RUN_PARTS or checkpoint_step(name) is not None
+
+
+def _subfolders(folder: Path, skip=frozenset()) -> list[Path]:
+    """The folders directly in ``folder`` (its hidden ones, a save's temporary folders, and those
+    named in ``skip`` left out); none where it cannot be listed."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and p.name not in skip and not p.name.startswith(".")
+                      and checkpoint_step(p) is None)
+    except OSError:
+        return []
 
 
 def _run_part(run: "RunLayout", path: Path) -> bool:

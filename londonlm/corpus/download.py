@@ -58,6 +58,9 @@ class DownloadTask:
     dest: Path
     expected_sha256: str | None = None
     key: str = ""
+    # a file that is never a web page (a plain text, an XML edition): an answer whose
+    # Content-Type says HTML is a page about it (a block, a login wall, an error), not it
+    refuse_html: bool = False
 
     def __post_init__(self):
         if isinstance(self.urls, str):
@@ -152,6 +155,15 @@ def is_complete(dest: Path) -> bool:
         return False
     meta = read_json_object(side)  # damaged or of another kind: {}, so fetched again
     return meta.get("bytes") == dest.stat().st_size and meta.get("sha256") == _sha256(dest)
+
+
+def _fetched_from(dest: Path) -> str | None:
+    """The URL a complete ``dest`` was fetched from (its sidecar's). A file of another URL than a
+    task's is no download of it: a source that names its files by position (an ``html`` entry's
+    ``page-000.html``) found its first page complete when a URL was put before it, and the new page
+    was never fetched, each later page read under the URL before it."""
+    url = read_json_object(_sidecar(dest)).get("url")
+    return url if isinstance(url, str) else None
 
 
 def _request_headers(have: int, stored: dict | None) -> dict[str, str]:
@@ -254,7 +266,7 @@ class Downloader:
     def fetch(self, task: DownloadTask) -> DownloadResult:
         dest = task.dest
         key = task.key or dest.name
-        if is_complete(dest):
+        if is_complete(dest) and _fetched_from(dest) in task.urls:
             meta = json.loads(_sidecar(dest).read_text())
             _failure_note(dest).unlink(missing_ok=True)
             return DownloadResult(key, str(dest), True, "skipped", meta.get("url", ""), meta["sha256"],
@@ -263,7 +275,7 @@ class Downloader:
         errors = []
         for url in task.urls:
             try:
-                (status, attempts) = self._with_retries(url, lambda a: self._fetch_once(url, dest))
+                (status, attempts) = self._with_retries(url, lambda a: self._fetch_once(url, dest, task.refuse_html))
             except (_Permanent, _Exhausted) as e:
                 errors.append(f"{url}: {e}")
                 continue
@@ -286,7 +298,7 @@ class Downloader:
         write_text_atomic(_failure_note(dest), error + "\n")
         return DownloadResult(key, str(dest), False, "failed", task.urls[0] if task.urls else "", error=error)
 
-    def _fetch_once(self, url: str, dest: Path) -> str:
+    def _fetch_once(self, url: str, dest: Path, refuse_html: bool = False) -> str:
         """One attempt: stream into ``.part`` (resuming if possible); rename when complete.
 
         A resumed request carries ``If-Range`` with the validator (ETag or Last-Modified)
@@ -308,6 +320,8 @@ class Downloader:
                 return _at_end(r, dest, have, stored)
             resumed = r.status_code == 206 and have > 0
             total = _check_answer(r, dest, have, stored)
+            if refuse_html and _is_html(r):  # (kept, it was the file forever: every rerun skipped it)
+                raise _Permanent(f"answered with a web page ({r.headers.get('Content-Type')}), not the file")
             if not resumed:
                 write_json_atomic(info_path, part_info(url, r))
             got, expected_len = _stream_body(r, part, append=resumed, dest=dest)
@@ -459,6 +473,12 @@ def _decoder(r: requests.Response) -> _Inflate | None:
     if enc == "deflate":
         return _Inflate(32 + zlib.MAX_WBITS)  # a zlib (or gzip) stream, as RFC 9110 says
     raise _Permanent(f"Content-Encoding {enc!r} is not one this downloader decodes (gzip, deflate)")
+
+
+def _is_html(r: requests.Response) -> bool:
+    """Whether the answer says it is a web page (its Content-Type's media type)."""
+    media = (r.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    return media in ("text/html", "application/xhtml+xml")
 
 
 def _encoded(r: requests.Response) -> bool:

@@ -83,6 +83,10 @@ def with_brought_samples(samples: Mapping[str, Sequence[Mapping[str, str]]],
     return out
 
 
+# the blind pack's files, in the evaluation's human_eval/ folder
+PACK_FILES = {"sheet": "ratings_sheet.csv", "form": "rating_form.html", "key": "blind_key.json"}
+
+
 def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: str | Path,
                  seed: int | None = None, title: str = "londonlm human evaluation",
                  models: Mapping[str, Mapping] | None = None, brought: bool = True) -> dict:
@@ -115,8 +119,7 @@ def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: st
     w.writerow(["item_id", "prompt", "text", *CRITERIA, "comment"])
     for it in items:
         w.writerow([it["item_id"], it["prompt"], it["text"], *[""] * len(CRITERIA), ""])
-    paths = {"sheet": out / "ratings_sheet.csv", "form": out / "rating_form.html",
-             "key": out / "blind_key.json"}
+    paths = {k: out / name for k, name in PACK_FILES.items()}
     _keep_earlier_key(paths["key"], key)
     write_text_atomic(paths["sheet"], buf.getvalue())
     write_text_atomic(paths["form"], render_form(items, title))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
@@ -22,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..core import LondonLMError, current_or_make, now_iso, read_json, sha256_file, versions, write_text_atomic
-from ..generation import LoadedModel, pick_device
+from ..generation import LoadedModel, encode_text, pick_device
 from ..tokens import era_token_for, era_tokens_of
 from . import curves, human_eval, report
 from .harness import check_harness_request, run_harness
@@ -145,6 +146,7 @@ def _prefix_lists(tok, years: Sequence[int | None] | None, n: int, with_era: boo
 def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, quick) -> dict:
     """The bench-comparable validation figure first (no prefix, first token unscored), then
     (comprehensive) EOT-prefixed and era-conditioned variants, then each text file."""
+    files = {f: scorable_text_file(tok, f) for f in text_files}  # before any measuring
     v = _scored(evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
                             return_per_document=years is not None), len(texts))
     per_doc = v.pop("per_document", None)
@@ -159,10 +161,25 @@ def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, qui
             r = evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
                             prepend_tokens=_prefix_lists(tok, years, len(texts), True))
             out["validation_era_conditioned"] = {**r, "prefix": "EOT + era token"}
-    for f in text_files:
-        out[f"file:{Path(f).name}"] = evaluate_lm(model, tok, [read_text_file(f)], device=device,
+    for f, text in files.items():
+        out[f"file:{Path(f).name}"] = evaluate_lm(model, tok, [text], device=device,
                                                   max_eval_tokens=max_tokens if quick else None)
     return out
+
+
+# a text this long has two tokens or more: no vocabulary holds a token of 4,096 bytes
+SHORT_TEXT_BYTES = 4096
+
+
+def scorable_text_file(tok, path: Path) -> str:
+    """:func:`read_text_file`'s text, refused when it is one token: a text's first token is
+    not predicted, so it scored nothing and its row said "-" with exit 0, the figure asked
+    for missing without a word (as a file with no text is refused)."""
+    text = read_text_file(path)
+    if len(text.encode("utf-8")) < SHORT_TEXT_BYTES and len(encode_text(tok, text)) < 2:
+        raise EvaluationError(f"text file {path} is one token ({text.strip()[:40]!r}): a text's first token "
+                              f"is not predicted, so nothing would be scored; pass a longer text")
+    return text
 
 
 def read_text_file(path: Path) -> str:
@@ -282,6 +299,25 @@ def _check_request(settings: EvaluationSettings, val_texts) -> None:
         check_harness_request(settings.lm_eval_tasks, settings.lm_eval_text_dir, settings.probes)
 
 
+# the files an evaluation writes in its folder, beside its plots (*.png) and human_eval/'s pack
+WRITTEN = (METRICS_FILE, SAMPLES_FILE, "probe_items.jsonl", "report.md")
+
+
+def refuse_inputs_written_over(out: Path, settings: EvaluationSettings) -> None:
+    """One line, before any work, when a file the evaluation reads (a text to score, the probes,
+    a multiple-choice file, the trainer state) is one it writes in ``out``: ``--text_files
+    out/report.md`` was scored, then replaced by the report, the user's text lost, exit 0."""
+    out = Path(os.path.realpath(out))
+    reads = [*settings.text_files, *settings.mc_files, settings.probes, settings.trainer_state]
+    for path in (Path(p) for p in reads if p is not None):
+        real = Path(os.path.realpath(path))
+        if real.parent == out and (real.name in WRITTEN or real.suffix == ".png") or \
+                real.parent == out / HUMAN_EVAL_DIR and real.name in human_eval.PACK_FILES.values():
+            raise EvaluationError(f"{path} is read by this evaluation and is one of the files it writes in {out} "
+                                  f"(metrics.json, samples.jsonl, probe_items.jsonl, report.md, plots, "
+                                  f"{HUMAN_EVAL_DIR}/): move it, or give another --out_dir; nothing was written")
+
+
 def _scored(v: dict, n_texts: int) -> dict:
     """``v``, unless it scored no tokens (its loss would be NaN): then an EvaluationError."""
     if not v["tokens"]:
@@ -355,6 +391,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
     evaluation of the same inputs already in ``out_dir`` (:func:`evaluation_inputs`, its files
     intact) is returned as it is, unless ``overwrite``."""
     _check_request(settings, val_texts)
+    refuse_inputs_written_over(Path(out_dir), settings)
     t_start, timing = time.time(), {}
     settings = settings.resolved()
     out, model_path = Path(out_dir), Path(model_path)

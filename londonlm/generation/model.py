@@ -38,6 +38,12 @@ class LoadedModel:
     dtype: str = "float32"  # the weights' dtype: float32, bfloat16 or float16
     era_width: int = ERA_WIDTH  # the years each of ``eras`` covers (the tokenizer's)
 
+    def unused_ids(self) -> list[int]:
+        """The model's output ids past its tokenizer's last (training pads the vocabulary to a
+        multiple of 64): no token's, so never chosen, as no prompt may hold them. Sampled, they
+        were text of nothing, and fed back an embedding no training had shaped."""
+        return list(range(len(self.tokenizer), self.model.config.vocab_size))
+
     def info(self) -> dict:
         """What a client may see (no filesystem paths)."""
         return {"model": self.model_id, "device": self.device, "dtype": self.dtype, "step": self.step,

@@ -79,7 +79,8 @@ def _generate_kwargs(lm: LoadedModel, settings: GenerationSettings, max_new_toke
     cfg = to_generation_config(
         settings, max_new_tokens=max_new_tokens, use_cache=True,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        suppress_tokens=lm.unused_ids() or None)  # (as the server's batches: BatchEngine)
     return dict(generation_config=cfg, stopping_criteria=StoppingCriteriaList([stop]))
 
 

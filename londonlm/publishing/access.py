@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from ..core import LondonLMError
 
 _REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# the first part of a Hub address that names a repo type (huggingface.co/datasets/NS/NAME)
+HUB_URL_PREFIXES = ("models", "datasets", "spaces")
 
 
 class PublishError(LondonLMError, RuntimeError):
@@ -54,6 +56,10 @@ def validate_repo_id(repo_id: str | None, flag: str = "--repo_id") -> str:
     parts = rid.split("/")
     if len(parts) != 2 or not all(_REPO_PART.match(p) for p in parts):
         raise PublishError(f"invalid {flag} {rid!r}; {hint}")
+    if parts[0].lower() in HUB_URL_PREFIXES:
+        raise PublishError(f"invalid {flag} {rid!r}: '{parts[0]}/' is the Hub's address prefix for a repo "
+                           f"type, not a namespace: the repo was asked for under '{parts[0]}', then huggingface_hub could "
+                           f"not read its address back; {hint}")
     if any(bad in rid for bad in ("--", "..")) or rid.endswith((".git", ".ipynb")) \
             or parts[1].endswith((".", "-")):
         raise PublishError(f"invalid {flag} {rid!r}: '--', '..', a trailing '.'/'-' or a "

@@ -144,6 +144,7 @@ def failure_text(e: BaseException, secret: str | None = None) -> str:
                 403: "the token lacks write access to this namespace: use a write token or "
                      "your own username in --repo_id",
                 404: "repository or branch not found: check --repo_id and --revision"}.get(status, "")
+        hint = _redirected_without_token(getattr(e, "response", None)) or hint
         return f"{f' (HTTP {status})' if status else ''}: {first}{'; ' + hint if hint else ''}"
     if _is_timeout(e):
         return (f": the Hub did not answer within {HUB_TIMEOUT_S:g} s ({type(e).__name__}); check "
@@ -156,6 +157,23 @@ def failure_text(e: BaseException, secret: str | None = None) -> str:
                 f"{first}); check that HF_ENDPOINT points at a Hugging Face Hub, and publish "
                 f"again later (the Hub may be having trouble)")
     return f": {type(e).__name__}: {first}; check the network and HF_ENDPOINT"
+
+
+def _redirected_without_token(response) -> str | None:
+    """What to do when the Hub redirected a request to another host (a mirror or proxy at
+    HF_ENDPOINT that sends on elsewhere): the HTTP client drops the token there, as it should, so
+    that host's 401 was told as "the token was rejected: check HF_TOKEN", and the user replaced a
+    good token. None when the request was not redirected so, or kept its token."""
+    history = getattr(response, "history", None) or []
+    if not history or "authorization" not in history[0].request.headers \
+            or "authorization" in response.request.headers:
+        return None
+
+    def origin(url) -> str:  # no user or password, no path: what the user compares with HF_ENDPOINT
+        return f"{url.scheme}://{url.host}{f':{url.port}' if url.port else ''}"
+    return (f"the Hub at {origin(history[0].request.url)} redirected the request to "
+            f"{origin(response.request.url)}, another host, which is not sent the token; set HF_ENDPOINT "
+            f"to the address that answers itself (the token was not what failed)")
 
 
 def _own_failure(e: BaseException) -> str:

@@ -4,7 +4,8 @@ and ``/v1/chat/completions`` (:mod:`.openai_api`), ``GET /health``, ``GET /`` (p
 
 Every generation goes through one :class:`~londonlm.serving.batching.BatchEngine`: concurrent
 requests share forward passes. Every error (native, OpenAI, 404/405, 500, a file route's bad
-``Range``: :class:`.httpio.ShapedErrors`) is OpenAI's JSON
+``Range``: :class:`.httpio.ShapedErrors`; a request line or header h11 cannot read 400, a head over
+64 KB 431, one that stops arriving 408: the protocol's, :func:`.httpio.uvicorn_options`) is OpenAI's JSON
 ``{"error": {"message": "<one line>", "type", "param", "code"}}``: malformed
 JSON, JSON nested past 32 levels or a lone surrogate in any string 400 (every endpoint checks the
 body at one boundary, :func:`.httpio.read_json_object`), a body that stops arriving 408, oversize
@@ -20,7 +21,6 @@ Prompt text is plain text (``<|endoftext|>`` typed in a prompt is not a control 
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,9 +35,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..core import Layout, RunLayout
 from ..generation import (REQUEST_FIELDS, GenerationError, GenerationSettings, LoadedModel, load_model,
                           normalize_era)
-from .httpio import (ApiError, SecurityHeaders, ShapedErrors, SlotStreamingResponse, read_json_object, sse,
-                     unless_disconnected)
-from .openai_api import add_openai_routes, error_body, openai_error
+from .httpio import (ApiError, HeadLimit, SecurityHeaders, ShapedErrors, SlotStreamingResponse, error_body,
+                     error_json, read_json_object, sse, unless_disconnected)
+from .openai_api import add_openai_routes, openai_error
 from .schemas import error_message, request_model
 from .service import ServerLimits, Service
 
@@ -159,11 +159,7 @@ def create_app(model: str | Path | None = None, *, lm: LoadedModel | None = None
 
     add_openai_routes(app, service)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(ShapedErrors, render=_error_json)
+    app.add_middleware(ShapedErrors, render=error_json)
+    app.add_middleware(HeadLimit)  # (inside SecurityHeaders: its 431 gets them too)
     app.add_middleware(SecurityHeaders)
     return app
-
-
-def _error_json(status: int, message: str) -> bytes:
-    """The error shape's bytes, for errors Starlette answers below the handlers (ShapedErrors)."""
-    return json.dumps({"error": error_body(ApiError(status, message))}).encode()

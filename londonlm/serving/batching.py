@@ -141,6 +141,7 @@ class BatchEngine:
         self.lm, self.max_batch, self.prefill_tokens = lm, max_batch, prefill_tokens
         self._cache_kw = cache_argument(lm.model)  # once: every forward pass passes the cache
         self._decode_text = decoder_of(lm.tokenizer)
+        self._tokens = len(lm.tokenizer)  # ids past it are the vocabulary's padding (LoadedModel.unused_ids)
         self._pending: deque[tuple[Job, int]] = deque()
         self._cond = threading.Condition()
         self._batch = KVSlots(max_batch, lm.context_length)
@@ -252,7 +253,7 @@ class BatchEngine:
             rows += [_Row(job, i, self._decode_text, device) for i in indices]
             src += [j] * len(indices)
         src = torch.tensor(src, device=device)
-        logits = out.logits[:, -1].to(dtype=torch.float32).index_select(0, src)
+        logits = self._of_tokens(out.logits[:, -1].to(dtype=torch.float32).index_select(0, src))
         seen = torch.zeros(len(rows), logits.shape[-1], dtype=torch.bool, device=device)
         for n, row in enumerate(rows):
             seen[n, row.job.prompt_ids] = True
@@ -271,11 +272,18 @@ class BatchEngine:
                             [len(rows[n].job.prompt_ids) for n in live], seen[live])
             self.peak_rows = max(self.peak_rows, len(self._batch.rows))
 
+    def _of_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` with the padding ids' at -inf: never chosen, greedy or sampled (as
+        ``generate()``'s ``suppress_tokens`` does, before every other processor)."""
+        if self._tokens < logits.shape[-1]:
+            logits[:, self._tokens:] = -float("inf")
+        return logits
+
     def _decode(self) -> None:
         b, device = self._batch, self.lm.device
         out = self.lm.model(**b.step_inputs(self._cache_kw))
         b.end += 1
-        logits = out.logits[:, -1].to(dtype=torch.float32)
+        logits = self._of_tokens(out.logits[:, -1].to(dtype=torch.float32))
         tokens = b.batch_sampler(device).choose(logits, b.seen[:len(b.rows)], [r.history for r in b.rows])
         b.seen[torch.arange(len(b.rows)), tokens] = True
         self.steps += 1

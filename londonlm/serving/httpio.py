@@ -40,6 +40,17 @@ HEADER_TIMEOUT_S = 10.0
 # A connection whose sent bytes stay stuck in full buffers (uvicorn paused writing) for
 # SEND_STALL_S is aborted: its request sees the client gone, its slot is freed.
 SEND_STALL_S = 30.0
+# uvicorn's h11 refused a request's line and headers only while they were still incomplete past 16 KB,
+# so the limit hung on how the bytes were cut into reads: a 100 KB Cookie sent in one write passed on
+# loopback (read at once, up to 256 KB a read) while 17 KB trickled over a network was refused, in
+# uvicorn's plain text, or not at all (a reset) when the client was still sending. One limit,
+# however the bytes arrive: past MAX_HEAD_BYTES a 431 in the error shape. nginx takes 32 KB of
+# headers, Node 16 KB; 64 KB leaves room for a browser's cookies from every other app on localhost.
+MAX_HEAD_BYTES = 64 * 1024
+# After refusing a request h11 could not read, its unread rest is read and dropped for up to
+# DRAIN_S before the close: closing with bytes unread sends a reset, which can destroy the
+# answer before a client still sending its head reads it.
+DRAIN_S = 2.0
 # The deepest request any endpoint takes is 5 levels (body > messages > message > content > part);
 # 32 leaves room for nested metadata, far below the ~1,000 levels at which json.loads and pydantic,
 # which recurse once per level, would raise RecursionError.
@@ -60,6 +71,27 @@ class ApiError(LondonLMError):
                  headers: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+
+
+def error_body(e: ApiError) -> dict:
+    """The ``error`` object of OpenAI's error shape, which every error the server answers takes."""
+    return {"message": e.message, "type": "invalid_request_error" if e.status < 500 else "server_error",
+            "param": e.param, "code": e.code}
+
+
+def error_json(status: int, message: str) -> bytes:
+    """The whole error shape's bytes: for errors answered below the routes' handlers."""
+    return json.dumps({"error": error_body(ApiError(status, message))}).encode()
+
+
+def _raw_error(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 error response in the error shape, for the protocol to write itself (after
+    a request it could not read, h11 can no longer write one), closing the connection."""
+    from http import HTTPStatus
+
+    body = error_json(status, message)
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
 
 
 async def _read_capped(request: Request, cap: int) -> bytes | None:
@@ -177,9 +209,11 @@ def uvicorn_options(header_timeout_s: float = HEADER_TIMEOUT_S, send_stall_s: fl
     with: uvicorn's h11 protocol (pure Python, always installed with uvicorn) with a timeout on
     the request line and headers, which uvicorn has not (its ``timeout_keep_alive`` covers only
     the wait between two requests and stops at their first byte), and one on a client that stops
-    reading (``send_stall_s``, default SEND_STALL_S)."""
+    reading (``send_stall_s``, default SEND_STALL_S); a request's line and headers up to
+    MAX_HEAD_BYTES (h11's limit, checked again whole by :class:`HeadLimit`)."""
     return {"http": _header_timeout_protocol(header_timeout_s,
-                                             SEND_STALL_S if send_stall_s is None else send_stall_s)}
+                                             SEND_STALL_S if send_stall_s is None else send_stall_s),
+            "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
 
 
 def _cancelled(timer) -> None:
@@ -216,20 +250,78 @@ class _SendStallLimit:
         self.transport.abort()  # close() would wait for the unread bytes to go out
 
 
+class _ShapedRefusals:
+    """For uvicorn's H11Protocol: a request h11 cannot read (a malformed request line or header, or
+    a head still incomplete past the config's ``h11_max_incomplete_event_size``) is answered in the
+    API's error shape (431 for the size), not uvicorn's plain-text 400; what the client is still
+    sending is read and dropped for up to DRAIN_S before the close, so no reset destroys the answer."""
+
+    _draining = False
+
+    def send_400_response(self, msg: str) -> None:  # uvicorn's one answer to what h11 refuses
+        if len(self.conn.trailing_data[0]) > self.config.h11_max_incomplete_event_size:
+            status, message = 431, _head_too_large(self.config.h11_max_incomplete_event_size)
+        else:
+            status, message = 400, "not an HTTP/1.1 request this server can read (a malformed request line or header)"
+        self._draining = True
+        self.transport.write(_raw_error(status, message))
+        self.transport.write_eof()  # the client sees the answer end, and closes: its EOF closes ours
+        self.loop.call_later(DRAIN_S, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._draining:  # (h11 has given up on this connection: its rest is dropped)
+            super().data_received(data)
+
+    def shutdown(self) -> None:
+        if self._draining:  # answered outside h11, which would refuse to say it closes
+            self.transport.close()
+        else:
+            super().shutdown()
+
+
+def _head_too_large(limit: int) -> str:
+    return (f"the request line and headers are over {limit} bytes; send less in the headers "
+            f"(cookies, tokens) and the prompt in the JSON body")
+
+
+class _HalfCloseAnswered:
+    """For uvicorn's H11Protocol: a client that sent a whole request saying it sends nothing more
+    (HTTP/1.0, or ``Connection: close``) and then shut its sending side (``shutdown(SHUT_WR)``, as
+    ``nc -N``, socat and load balancers that close do) gets its answer: uvicorn closed on that EOF,
+    so the request saw its client gone and nothing was sent. Any other client's EOF is still a
+    hang-up that stops its generation at once (as nginx reads one): a FIN cannot tell a half-close
+    from a close, and a keep-alive client's FIN is almost always a close."""
+
+    def eof_received(self):
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete and not cycle.more_body
+                and _said_it_would_close(self.scope)):
+            return True  # the transport stays open to write the answer; closed after it (h11's MUST_CLOSE)
+        return super().eof_received()
+
+
+def _said_it_would_close(scope: dict) -> bool:
+    """Whether the request said the connection ends with its answer: HTTP/1.0 without keep-alive,
+    or ``Connection: close``."""
+    tokens = {t.strip().lower() for name, value in scope["headers"] if name == b"connection"
+              for t in value.split(b",")}
+    return b"close" in tokens or (scope["http_version"] == "1.0" and b"keep-alive" not in tokens)
+
+
 def _header_timeout_protocol(timeout_s: float, send_stall_s: float) -> type:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    refusal = f"the request line and headers did not arrive within {timeout_s:g} s\n".encode()
-    response = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                b"connection: close\r\ncontent-length: " + str(len(refusal)).encode() + b"\r\n\r\n" + refusal)
+    response = _raw_error(408, f"the request line and headers did not arrive within {timeout_s:g} s")
 
-    class HeaderTimeoutProtocol(_SendStallLimit, H11Protocol):
+    class HeaderTimeoutProtocol(_SendStallLimit, _ShapedRefusals, _HalfCloseAnswered, H11Protocol):
         """A connection whose next request has not been read up to the end of its headers
         (h11's client state IDLE) within ``timeout_s`` gets a 408 and is closed. Once the headers
         are in, the body's own limits (:func:`read_json_object`) and the request's take over.
         A connection whose writing stays paused (its client reads nothing) for ``send_stall_s`` is
-        aborted (:class:`_SendStallLimit`)."""
+        aborted (:class:`_SendStallLimit`). What h11 cannot read is refused in the error shape
+        (:class:`_ShapedRefusals`); a half-close after a request that said so is answered
+        (:class:`_HalfCloseAnswered`)."""
 
         _head_timer = None
         _send_stall_s = send_stall_s
@@ -259,6 +351,31 @@ def _header_timeout_protocol(timeout_s: float, send_stall_s: float) -> type:
                 self.transport.close()
 
     return HeaderTimeoutProtocol
+
+
+class HeadLimit:
+    """Pure ASGI middleware: a request whose line and headers are over ``limit`` bytes gets a 431 in
+    the error shape. h11 refuses only a head still incomplete past the limit, so one read in
+    whole (loopback reads up to 256 KB at once) passed, and the limit hung on the network."""
+
+    def __init__(self, app, limit: int = MAX_HEAD_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and _head_bytes(scope) > self.limit:
+            body = error_json(431, _head_too_large(self.limit))
+            await send({"type": "http.response.start", "status": 431,
+                        "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                                    (b"content-length", str(len(body)).encode())]})
+            return await send({"type": "http.response.body", "body": body})
+        return await self.app(scope, receive, send)
+
+
+def _head_bytes(scope: dict) -> int:
+    """The request line and headers' size as sent (less any blanks around the values)."""
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 1
+    return (len(scope["method"]) + target + 12
+            + sum(len(name) + len(value) + 4 for name, value in scope["headers"]) + 2)
 
 
 def sse(event: str | None, data) -> str:

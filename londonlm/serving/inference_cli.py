@@ -144,6 +144,7 @@ def run(args: InferenceArguments, layout: Layout, default_prompt: str) -> int:
     from ..generation import load_model, normalize_era
     from .repl import print_generation, run_repl
 
+    _require_streams(args.interactive or (args.chat and args.prompt is None))
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     if args.chat:
@@ -170,6 +171,17 @@ def run(args: InferenceArguments, layout: Layout, default_prompt: str) -> int:
     except BrokenPipeError:  # e.g. piped into `head`
         return 0
     return 0
+
+
+def _require_streams(reads_stdin: bool) -> None:
+    """One line, before the model loads, when a standard stream the run needs was closed (``>&-``,
+    ``<&-``, a service started without them): Python then holds None there, and the first write of
+    the text (or read of a prompt) was an AttributeError traceback after the load."""
+    if sys.stdout is None:
+        raise UsageError("standard output is closed, and the text goes there: redirect it to a file (> out.txt)")
+    if reads_stdin and sys.stdin is None:
+        raise UsageError("standard input is closed, and the prompts come from there: give --prompt, "
+                         "or redirect a file of prompts (< prompts.txt)")
 
 
 def load_chat_model(args: InferenceArguments, layout: Layout):

@@ -33,18 +33,12 @@ from pydantic import ValidationError
 from ..generation import (GenerationError, GenerationSettings, Sample, encode_prompt, fit_pieces,
                           normalize_era, score_tokens, text_pieces)
 from .batching import Job
-from .httpio import ApiError, SlotStreamingResponse, read_json_object, sse, unless_disconnected
+from .httpio import ApiError, SlotStreamingResponse, error_body, read_json_object, sse, unless_disconnected
 from .schemas import error_message, openai_models
 from .service import Service, seeds_for
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "time_limit": "length", "cancelled": "length"}
 MAX_PROMPTS = 16  # prompts in one /v1/completions request
-
-
-def error_body(e: ApiError) -> dict:
-    """The ``error`` object of OpenAI's error shape."""
-    return {"message": e.message, "type": "invalid_request_error" if e.status < 500 else "server_error",
-            "param": e.param, "code": e.code}
 
 
 def openai_error(e: ApiError) -> JSONResponse:

@@ -10,13 +10,16 @@ from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from ..core import GREEDY_BELOW, utf8_problem
+from ..core import GREEDY_BELOW, UsageError, utf8_problem
 from ..generation import (GenerationError, GenerationSettings, LoadedModel, Sample, TextStream, generate,
                           new_tokens_for_max_length, normalize_era, sample_seed)
 
 if TYPE_CHECKING:
     from ..chat import ChatSettings
 
+# The longest line a redirected prompt file may hold: no context a model here reads takes a
+# thousandth of it (a prompt past the context is cut to fit anyway).
+MAX_LINE_CHARS = 1_000_000
 REPL_HELP = """commands:
   /temp 0.7        temperature (0 = greedy)
   /top_p 0.9       nucleus sampling threshold
@@ -37,6 +40,8 @@ _COMMANDS = {"/temp": ("temperature", float), "/temperature": ("temperature", fl
              "/max_new_tokens": ("max_new_tokens", int), "/rep": ("repetition_penalty", float),
              "/n": ("num_samples", int), "/seed": ("seed", int), "/era": ("era", str),
              "/ngram": ("no_repeat_ngram_size", int)}
+
+_KIND_NAMES = {int: "a whole number", float: "a number", str: "a value"}
 
 
 def apply_command(settings: GenerationSettings, line: str, eras: list[str], era_width: int
@@ -63,7 +68,7 @@ def apply_command(settings: GenerationSettings, line: str, eras: list[str], era_
         try:
             value = kind(arg)
         except ValueError:
-            raise GenerationError(f"{cmd} needs a {kind.__name__}, got {arg!r}") from None
+            raise GenerationError(f"{cmd} needs {_KIND_NAMES[kind]}, got {arg!r}") from None
     new = replace(settings, **{name: value}).validate()
     return new, f"{name} = {value}"
 
@@ -170,10 +175,23 @@ def read_line(prompt: str) -> str:
     """``input(prompt)``, with stdin decoding bytes that are not UTF-8 into surrogate escapes
     instead of raising: a strict stdin raises UnicodeDecodeError mid-conversation (and may
     drop the lines read ahead with the bad one), where an escaped line can be refused alone
-    (``typed_lines``). ``input`` decodes a terminal's line by ``sys.stdin.errors`` too."""
+    (``typed_lines``). ``input`` decodes a terminal's line by ``sys.stdin.errors`` too.
+    Redirected (not a terminal), a line is read as ``input`` reads it, up to MAX_LINE_CHARS:
+    ``< /dev/zero``, or a file with no line breaks, grew one line without end (~40 MB/s) until the
+    machine ran out of memory; past the cap it is one UsageError line, exit 2."""
     if getattr(sys.stdin, "errors", None) == "strict" and hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")
-    return input(prompt)
+    if sys.stdin.isatty():
+        return input(prompt)
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    line = sys.stdin.readline(MAX_LINE_CHARS + 1)
+    if not line:
+        raise EOFError
+    if len(line) > MAX_LINE_CHARS:
+        raise UsageError(f"standard input holds a line of over {MAX_LINE_CHARS:,} characters, which is no prompt: "
+                         f"give a file of prompts, one a line")
+    return line[:-1] if line.endswith("\n") else line
 
 
 def typed_lines(read: Callable[[str], str] | None, prompt: str, out: TextIO):
@@ -251,7 +269,9 @@ class ChatSession:
         try:
             value = None if name == "seed" and arg.lower() == "none" else kind(arg)
         except ValueError:
-            raise ChatRequestError(f"{cmd} needs a {kind.__name__}, got {arg!r}") from None
+            raise ChatRequestError(f"{cmd} needs {_KIND_NAMES[kind]}, got {arg!r}") from None
+        if name == "max_new_tokens" and value < 1:  # (taken, it refused every later question)
+            raise ChatRequestError(f"max_new_tokens must be at least 1, got {value}")
         if name == "temperature" and not 0 <= value <= 5:
             raise ChatRequestError(f"temperature must be between 0 (greedy) and 5, got {value}")
         # checked here, as the other REPL's /seed and --seed are: torch.manual_seed raised

@@ -34,7 +34,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..core import LondonLMError, now_iso, require_input, sha256_file, write_json_atomic
-from ..corpus import MANIFEST, corpus_time_facts, iter_split_texts, read_manifest, split_sizes, text_sizes
+from ..corpus import (MANIFEST, corpus_time_facts, iter_split_texts, read_manifest, require_finished_corpus,
+                      split_sizes, text_sizes)
 from .chunks import CHUNK_BYTES, PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
 from .tokenizer import (EOT, ERA_WIDTH, PIECE_CHARS, era_token, era_width_in, era_width_of, load_tokenizer,
                         plain_backend, split_exact)
@@ -495,11 +496,13 @@ def split_token_ceiling(processed_dir: Path) -> dict[str, int]:
     """The most tokens each split of a corpus can encode to, without encoding it: a byte-level
     BPE token covers at least one byte of UTF-8, and each document adds at most two (its era
     token and the end-of-text after it). For refusing a split too small for one block before
-    any data work; {} when the corpus cannot be read (the cache build then says why)."""
+    any data work; {} when the corpus cannot be read (the cache build then says why). A corpus its
+    stage did not finish is refused here, as the build would refuse it, before the work ahead."""
     try:
         sizes = split_sizes(processed_dir)
     except (OSError, LondonLMError):
         return {}
+    require_finished_corpus(processed_dir)
     return {split: size + 2 * docs for split, (size, docs) in sizes.items()}
 
 
@@ -528,13 +531,18 @@ def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, cont
             log(f"token cache: compatible cache found at {cache_dir}; using it")
             return read_metadata(cache_dir)
         why = "--no_pretokenized" if mode == "rebuild" else problem
-        log(f"token cache: building {cache_dir} ({why})")
+        rows = read_manifest(processed_dir, keys=_CACHE_KEYS)  # (a damaged row names its line first)
         # loaded only here: a cache hit should not pay for importing torch/transformers (~3 s);
         # a damaged tokenizer is one line naming it and the rebuild
         tokenizer = load_tokenizer(tokenizer_dir)
-        return build_cache(cache_dir, tokenizer, req.tokenizer_sha256, Path(processed_dir),
-                           read_manifest(processed_dir, keys=_CACHE_KEYS), req.manifest_sha256, context_length,
-                           era_tokens, progress, log=log)
+        # A build reads the texts, so only a corpus its stage finished may be built from: a stopped
+        # --merge keeps the old manifest over new texts (a mixture of two corpora). A current
+        # cache, used above, reads no text: it holds the tokens of the finished corpus whose
+        # manifest is still there, and stays usable while the collection is rerun.
+        require_finished_corpus(processed_dir)
+        log(f"token cache: building {cache_dir} ({why})")
+        return build_cache(cache_dir, tokenizer, req.tokenizer_sha256, Path(processed_dir), rows,
+                           req.manifest_sha256, context_length, era_tokens, progress, log=log)
 
 
 def load_tokens(cache_dir: Path, split: str) -> np.memmap:

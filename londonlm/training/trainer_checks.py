@@ -34,6 +34,18 @@ HUB_FLAGS = ("push_to_hub", "hub_model_id", "hub_token", "hub_strategy", "hub_pr
              "push_to_hub_token")
 
 
+# float32's largest number: Adam's first update is the rate over its bias correction (1 - beta1:
+# 0.1 with the default 0.9), and one past this range is a RuntimeError inside torch's step ("value
+# cannot be converted to type float without overflow"), a traceback at the first step with the
+# run's record written (pre-training, chat fine-tuning and the LR finder's ramp alike)
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def largest_adam_rate(beta1: float) -> float:
+    """The largest learning rate whose first Adam(W) update float32 weights can hold."""
+    return FLOAT32_MAX * (1 - beta1)
+
+
 def check_json_objects(argv: list[str]) -> None:
     """Each JSON option given as JSON text (``{...``, ``[...``) parses to an object."""
     for flag, text in _given_values(argv):
@@ -57,6 +69,10 @@ def check_trainer_args(args, given) -> None:
         raise UsageError(f"--{hub[0]}: the training stage does not publish; once it has trained, "
                          "run `python 10_scripts/publish_to_huggingface.py` (model card, checked weights)")
     _check_settings_of_what_is_off(args, given)
+    if "learning_rate" in given and args.learning_rate > largest_adam_rate(args.adam_beta1):
+        raise UsageError(f"--learning_rate {args.learning_rate:g} is past the largest rate Adam can apply to "
+                         f"float32 weights with beta1 {args.adam_beta1:g} ({largest_adam_rate(args.adam_beta1):.3g}: "
+                         f"its first step is the rate over 1 - beta1)")
     if "optim_args" in given:
         _check_optim_args(args.optim_args)
     if "metric_for_best_model" in given and args.metric_for_best_model not in EVAL_METRICS:

@@ -183,10 +183,13 @@ def test_no_run_folder_of_any_job_may_lie_inside_another_runs_parts_or_a_model(t
     (model / "model.safetensors").write_bytes(b"")
     (tmp_path / "config_only").mkdir()
     (tmp_path / "config_only" / "config.json").write_text("{}")  # a tool's settings, say: no weights
-    for inside in (run / "final" / "chat", run / "checkpoint-4", run / "evaluation" / "x", model / "chat"):
+    # ... and anywhere else inside a run (round 15): its files would join that run's, whose resume
+    # or --fresh would then find a run inside it
+    for inside in (run / "final" / "chat", run / "checkpoint-4", run / "evaluation" / "x", model / "chat",
+                   run / "notes"):
         with pytest.raises(UsageError, match="lies inside .*nothing was written"):
             refuse_foreign_run_folder("--output_dir", inside, "chat_finetune", {})
     assert enclosing_artifact(model / "chat") == f"the model folder {model.resolve()}"
-    for beside in (tmp_path / "runs" / "chat", run / "notes", tmp_path / "config_only" / "run"):
-        assert enclosing_artifact(beside) is None  # a run's other folders, a folder with a config alone
+    for beside in (tmp_path / "runs" / "chat", tmp_path / "config_only" / "run"):
+        assert enclosing_artifact(beside) is None  # a run beside it, a folder with a config alone
         refuse_foreign_run_folder("--output_dir", beside, "chat_finetune", {})

@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import vouch_for_corpus
 from londonlm.tokens.cache import CacheError, ensure_cache, load_offsets, load_tokens
 
 
@@ -68,6 +69,7 @@ def test_compatibility_matrix(micro_root, tmp_path):
     # corpus changed
     man = proc / "manifest.jsonl"
     man.write_text(man.read_text() + "\n")
+    vouch_for_corpus(proc)  # (as a collection writes it: a build refuses a corpus it did not finish)
     with pytest.raises(CacheError, match="corpus mismatch"):
         ensure_cache(cache, tok_dir, proc, 32, True, mode="require", progress=False, log=q)
     ensure_cache(cache, tok_dir, proc, 32, True, progress=False, log=q)
@@ -347,6 +349,7 @@ def test_special_token_strings_in_text_stay_text(micro_root, tmp_path):
     first = next(r for r in read_manifest(proc) if r["split"] == "train")
     doc = proc / first["path"]
     doc.write_text(QUOTING + doc.read_text(encoding="utf-8") + QUOTING, encoding="utf-8")
+    vouch_for_corpus(proc)
     cache = tmp_path / "cache"
     meta = ensure_cache(cache, tok_dir, proc, 64, True, progress=False, log=lambda *_: None)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
@@ -468,6 +471,7 @@ def test_a_build_killed_by_sigkill_resumes(micro_root, tmp_path):
         for r in rows:
             many.append({**r, "id": f"{r['id']}-{i}"})
     (proc / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in many))
+    vouch_for_corpus(proc)
     build = ("import sys; import londonlm.tokens.cache as tc; tc.CHECKPOINT_BYTES = 1 << 14; "
              "from pathlib import Path; tc.ensure_cache(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), 64, "
              "True, progress=False)")

@@ -315,7 +315,7 @@ def test_the_token_cache_refuses_a_damaged_tokenizer_and_a_missing_text(root, tm
     build = lambda: ensure_cache(tmp_path / "cache", tokenizer_dir(root), processed(root), 64,  # noqa: E731
                                  era_tokens=True, progress=False, log=lambda *_: None)
     next((processed(root) / "texts").iterdir()).unlink()
-    with pytest.raises(CorpusError, match=rf"text file missing.*{FIX_CORPUS}"):
+    with pytest.raises(CorpusError, match=rf"texts was deleted or changed since.*{FIX_CORPUS}"):
         build()
     (tokenizer_dir(root) / "tokenizer.json").write_text("garbage{")
     with pytest.raises(TokenizerUnreadable, match=FIX_TOKENIZER):

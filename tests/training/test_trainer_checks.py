@@ -286,3 +286,15 @@ def test_labels_under_another_name_are_refused(names):
     # was: no evaluation had a loss; a KeyError traceback at the first, after the steps before it
     assert refused("--label_names", *names).startswith(f"--label_names {' '.join(names)}: the batches carry")
     assert parse_train_flags(["--preset", "micro", "--label_names", "labels"]).trainer["label_names"] == ["labels"]
+
+
+@pytest.mark.parametrize("argv, largest", [
+    (["--learning_rate", "1e38"], "3.4e+37"),  # torch's Adam: "value cannot be converted to type float"
+    (["--learning_rate", "1e37", "--adam_beta1", "0.99"], "3.4e+36"),  # the first step is the rate over 1 - beta1
+])
+def test_a_rate_adam_cannot_apply_to_float32_weights_is_refused_for_every_job(argv, largest):
+    """One rule in the one parser of every training job (pre-training here; chat fine-tuning and
+    the LR finder's ramp take the same bound): a traceback at the first step before."""
+    said = refused(*argv)
+    assert said.startswith(f"--learning_rate {float(argv[1]):g} is past the largest rate") and largest in said, said
+    parse_train_flags(["--preset", "micro", "--learning_rate", "3e37"])  # below it: accepted

@@ -121,7 +121,8 @@ class ArchiveOrgSource(Source):
                 results.append(DownloadResult(key, str(item_dir), False, "failed", error="no *_djvu.txt file"))
                 continue
             name = sorted(names)[0]
-            task = DownloadTask([f"{self.base_url}/download/{ident}/{name}"], item_dir / "text_djvu.txt", key=key)
+            task = DownloadTask([f"{self.base_url}/download/{ident}/{name}"], item_dir / "text_djvu.txt", key=key,
+                                refuse_html=True)
             results.append(downloader.fetch(task))
         return results
 

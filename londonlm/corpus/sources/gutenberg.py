@@ -43,7 +43,7 @@ class GutenbergSource(Source):
         if not wanted(keep, self.id):
             return []
         urls = list(self.spec.get("urls") or []) + gutenberg_urls(self.ebook_id(), self.base_url)
-        return [downloader.fetch(DownloadTask(urls, self._dest(Path(downloads_dir)), key=self.id))]
+        return [downloader.fetch(DownloadTask(urls, self._dest(Path(downloads_dir)), key=self.id, refuse_html=True))]
 
     def documents(self, downloads_dir: Path, keep=None) -> Iterator[Document]:
         if not wanted(keep, self.id):

@@ -46,6 +46,9 @@ ROLES = ("record_id", "page", "text", "empty", "date", "date_text", "place", "co
          "ocr_confidence", "languages")
 _CATALOGUE_ROLES = ("title", "author", "place", "country", "date", "date_text", "languages")
 _MAX_LISTED_PROBLEMS = 5
+# how cells are read (2: a NaN record id is no record, nested text columns refused): a page store
+# a stopped run of other rules left is read again, not resumed with its records
+CELL_RULES = 2
 # a book's repairs when one of its cells was no number: the page kept unnumbered / its confidence left out
 UNREADABLE_PAGE_NUMBER, UNREADABLE_CONFIDENCE = "unreadable_page_number", "unreadable_ocr_confidence"
 
@@ -111,6 +114,19 @@ def _page_number(value: Any) -> int | float | None:
     return int(x) if isinstance(x, float) and x.is_integer() else x
 
 
+def _record_id(value: Any) -> str | None:
+    """A record-id cell as text, or None when it names no record: a null, a blank, or a NaN, which
+    pandas writes for a missing id in a float column (read as text, "nan" made every such page one
+    book, the later books' pages dropped as repeats of the first's); 7.0 from such a column is 7."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        if value.is_integer():
+            value = int(value)
+    rid = _text(value)
+    return rid if rid is not None and rid.strip() else None
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -171,7 +187,8 @@ class HubDatasetSource(Source):
     def documents(self, downloads_dir: Path, keep=None) -> Iterator[Document]:
         files = self.data_files()
         shard = getattr(keep, "name", "all")
-        identity = json.dumps({"data": self.fingerprint(), "columns": self.columns, "shard": shard}, sort_keys=True)
+        identity = json.dumps({"data": self.fingerprint(), "columns": self.columns, "shard": shard,
+                               "cells": CELL_RULES}, sort_keys=True)
         store_path = source_dir(downloads_dir, self.kind, self.id) / "pages" / f"{shard}.sqlite"
         with PageStore(store_path, identity) as store:
             self._read_files(store, files, keep)
@@ -307,6 +324,9 @@ class _FileReader:
             if missing:
                 return self._give_up("missing_column", f"no column {', '.join(map(repr, missing))} "
                                                        f"(has {', '.join(sorted(have))})")
+            nested = _nested_text_columns(pf.schema_arrow, self.cols)
+            if nested:
+                return self._give_up("bad_column", nested)
             starts = [0]
             for g in range(pf.num_row_groups):
                 starts.append(starts[-1] + pf.metadata.row_group(g).num_rows)
@@ -364,8 +384,8 @@ class _FileReader:
         pages, records, notes, seen, no_record = [], [], [], set(), 0
         for i in range(n):
             row_no = first_row + i
-            rid = f"{self.f.name}#{row_no}" if ids is None else _text(ids[i])
-            if rid is None or not rid.strip():
+            rid = f"{self.f.name}#{row_no}" if ids is None else _record_id(ids[i])
+            if rid is None:
                 no_record += 1
                 continue
             if not self._wanted(rid):
@@ -386,6 +406,22 @@ class _FileReader:
                 fields["languages"] = [t for t in (_text(c[i]) for c in languages) if t and t.strip()]
                 records.append((rid, json.dumps(fields, ensure_ascii=False)))
         return pages, records, notes, no_record
+
+
+# the roles whose cells are read as text: a list or record there was written as Python's repr of it
+_TEXT_ROLES = ("record_id", "text", "date_text", "place", "country", "title", "author", "languages")
+
+
+def _nested_text_columns(schema, cols: dict[str, Any]) -> str | None:
+    """Why a column read as text holds lists or records (a page as a list of its lines), or None:
+    its cells would become their repr (``['It was', ...]``) in the corpus."""
+    import pyarrow as pa
+
+    named = [(role, name) for role in _TEXT_ROLES if role in cols
+             for name in (cols[role] if isinstance(cols[role], list) else [cols[role]])]
+    bad = [f"{role} column {name!r} holds {schema.field(name).type}" for role, name in named
+           if pa.types.is_nested(schema.field(name).type)]
+    return (f"{'; '.join(bad)}, not text: map a column of text (the registry entry's columns)") if bad else None
 
 
 def hub_entries(entries: list[dict[str, Any]], local_dir: str | None = None, all_britain: bool = False,

@@ -10,6 +10,7 @@ Raw files may also be zip archives of XML (as distributed), read member by membe
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import zipfile
 import zlib
@@ -141,6 +142,17 @@ def tei_to_text(data: bytes) -> tuple[str, dict[str, Any], list[str]]:
     return text, {"year": year, **meta}, repairs
 
 
+def _url_named(name: str, url: str) -> str:
+    """``name`` with a hash of ``url`` before its extension (``data-kbmcndoe.xml``), in letters
+    only: digits in a file name can date its document."""
+    stem, dot, ext = name.rpartition(".") if "." in name else (name, "", "")
+    mark = hashlib.sha256(url.encode()).hexdigest()[:8].translate(_LETTERS)
+    return f"{stem}-{mark}{dot}{ext}"
+
+
+_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+
+
 class OldBaileySource(Source):
     """Registry fields: ``urls`` (XML, zip of XML, or Ordinary's Account .txt files)."""
 
@@ -149,16 +161,18 @@ class OldBaileySource(Source):
 
     def _files(self, downloads_dir: Path) -> list[tuple[str, Path]]:
         d = source_dir(downloads_dir, self.kind, self.id)
-        out = []
-        for url in self.spec.get("urls") or []:
-            name = url.rstrip("/").rsplit("/", 1)[-1]
-            out.append((url, d / safe_id(name)[0]))
-        return out
+        urls = [str(u) for u in self.spec.get("urls") or []]
+        names = [safe_id(url.rstrip("/").rsplit("/", 1)[-1])[0] for url in urls]
+        # two URLs ending alike (.../1750/data.xml, .../1751/data.xml) were one file: the second
+        # never fetched (the first found complete), both documents read the first's text; such a
+        # name carries a hash of its URL (one alone keeps its name, and its download)
+        return [(url, d / (_url_named(name, url) if names.count(name) > 1 else name))
+                for url, name in zip(urls, names)]
 
     def fetch(self, downloader, downloads_dir: Path, keep=None) -> list:
         from ..download import DownloadTask
 
-        tasks = [DownloadTask([self._resolve(u)], p, key=f"{self.id}/{p.name}")
+        tasks = [DownloadTask([self._resolve(u)], p, key=f"{self.id}/{p.name}", refuse_html=True)  # (XML or zips)
                  for u, p in self._files(Path(downloads_dir)) if wanted(keep, f"{self.id}/{p.name}")]
         return [downloader.fetch(t) for t in tasks]
 

@@ -66,7 +66,7 @@ def find_runs(layout: Layout, specs: list[str], prefix: str | None = None, warn=
                                f"{layout.checkpoints_dir}; train some with "
                                f"04_training/train_model_slm.py")
         return found
-    out = []
+    out, seen = [], set()
     for s in specs:
         p = user_path(s)
         run = RunLayout(p) if p.is_dir() else layout.run(s)
@@ -74,6 +74,13 @@ def find_runs(layout: Layout, specs: list[str], prefix: str | None = None, warn=
             have = [r.name for r in layout.runs()]
             raise CompareError(f"run {s!r}: no {run.run_info.name} in {run.dir} (train it first, "
                                f"or let it finish); runs available: {', '.join(have) or 'none'}")
+        # one run named twice (by name and by path, a link, a shell glob beside a name): it was
+        # two identical rows and two curves under one label, as if two runs agreed
+        real = os.path.realpath(run.dir)
+        if real in seen:
+            warn(f"run {s!r} is {run.dir}, named already; compared once")
+            continue
+        seen.add(real)
         out.append(run.dir)
     return out
 

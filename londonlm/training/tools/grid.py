@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ...core import LondonLMError, RunLayout, link_or_copy, plain_name, record_field, user_error_message
+from ...core import LondonLMError, RunLayout, UsageError, link_or_copy, plain_name, record_field, user_error_message
 from ..currency import finished, run_changes
 from ..defaults import TrainDefaults
 from ..dist import TrainingError
@@ -45,8 +45,17 @@ class GridOptions:
     def __post_init__(self):
         # every run's folder name, before the plan is shown: one past a file system's 255 bytes
         # (a long --prefix) was an OSError traceback as the first run's folder was made
+        named: dict[str, GridPoint] = {}
         for point in self.points():
             plain_name(point.name, "run name")
+            # two rates alike to 6 significant digits (the name's {lr:g}) share one run folder: the
+            # second point was refused as "trained with other settings", its advice (--fresh) moving
+            # this grid's own first point aside
+            twin = named.setdefault(point.name, point)
+            if twin is not point:
+                raise UsageError(f"--learning_rates {twin.learning_rate!r} and {point.learning_rate!r} would both "
+                                 f"be run {point.name} (a run is named by its rate to 6 significant digits): "
+                                 f"give rates that differ there")
 
     def points(self) -> list[GridPoint]:
         return [GridPoint(lr, bs, f"{self.prefix}-lr{lr:g}-bs{bs}")

@@ -31,6 +31,7 @@ from ..speed.choice import choose_speed
 from ..speed.settings import SpeedRequest, SpeedSettings
 from ..step.callbacks import step_callbacks
 from ..step.trainer import build_trainer
+from ..trainer_checks import largest_adam_rate
 
 
 # The finder's own token cache, in its output folder: never the run's pretokenized_data/, which
@@ -39,6 +40,9 @@ LR_FIND_CACHE = "lr_find_tokens"
 # At most this many decades of learning rate per step: wider, and the loss diverges within a
 # handful of steps, too few to read a suggestion from (1e-300 -> 1e300 in 10 steps: 67 a step).
 MAX_DECADES_PER_STEP = 1.0
+# The largest rate the sweep's optimizer (AdamW, beta1 0.9) can apply to float32 weights: past it,
+# a traceback mid-sweep (--min_lr 1e300 --max_lr 1e308; --max_lr 1e38 at its first step)
+LARGEST_RATE = largest_adam_rate(0.9)
 # What a sweep writes, the summary last: the three are replaced together or not at all
 LR_FIND_FILES = ("lr_find.csv", "lr_find.png", "lr_find.json")
 
@@ -76,6 +80,9 @@ def check_range(min_lr: float, max_lr: float, steps: int) -> None:
             f"--min_lr {min_lr:g} to --max_lr {max_lr:g} spans {decades:.0f} decades, too wide for "
             f"{steps} steps (at most {MAX_DECADES_PER_STEP:g} a step): narrow the range or pass "
             f"--steps {math.ceil(decades / MAX_DECADES_PER_STEP) + 1} or more")
+    if max_lr > LARGEST_RATE:
+        raise LRFindError(f"--max_lr {max_lr:g} is past the largest rate the optimizer can apply to float32 "
+                          f"weights ({LARGEST_RATE:.3g}); a ramp that far up only diverges: give a smaller --max_lr")
 
 
 def suggest_lr(lrs: list[float], smoothed: list[float], skip_start: int = 3,
