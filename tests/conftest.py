@@ -1,8 +1,11 @@
 """Shared tiny fixtures: a byte-level BPE tokenizer and a 2-layer GPT-2 saved as HF folders."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import hypothesis
@@ -511,3 +514,17 @@ def vouch_for_corpus(processed) -> Path:
     from londonlm.corpus.manifest import CORPUS_OUTPUTS, CORPUS_STAGE
 
     return write_sidecar(Path(processed) / SIDECAR, CORPUS_STAGE, {}, {}, outputs=CORPUS_OUTPUTS)
+
+
+@contextlib.contextmanager
+def script_as_module(script: Path, name: str):
+    """A stage script imported as the module ``name`` (in sys.modules while used: dataclasses
+    resolve annotations through it), for calling its main() in process."""
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    try:
+        yield module
+    finally:
+        sys.modules.pop(name, None)

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import REPO, write_micro_source
-from londonlm.core import Layout, run_main
+from test_hostile_round_pipeline import _exit
+from londonlm.core import Layout
 
 
 def _script(folder: str, name: str):
@@ -22,13 +23,6 @@ def _script(folder: str, name: str):
     spec.loader.exec_module(mod)
     return mod
 
-
-def _exit(main, argv, capsys) -> tuple[int, list[str]]:
-    """The exit code run_main gives ``main(argv)`` and the lines it wrote on stderr."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as stop:
-        run_main(main, argv)
-    return stop.value.code, capsys.readouterr().err.splitlines()
 
 
 # --------------------------------------------------------------------------- stored results

@@ -2,7 +2,6 @@
 on the tiny fixture model."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import script_as_module
 from londonlm.core.errors import LondonLMError, run_main
 from londonlm.generation import (GenerationError, GenerationSettings, defaults_from_generation_config,
                                  encode_prompt, generate, generation_config_dict, load_model,
@@ -34,12 +34,8 @@ def lm(tiny_model_dir):
 @pytest.fixture(scope="module")
 def cli():
     name = "londonlm_test_inference_unified"
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(name, None)
+    with script_as_module(SCRIPT, name) as module:
+        yield module
 
 
 def exit_code(main, argv) -> int:

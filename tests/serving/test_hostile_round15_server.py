@@ -4,7 +4,6 @@ bytes arrive), a client that half-closes after a request that said it would, str
 answering side of the inference and chat commands."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import serving_in_thread
+from conftest import script_as_module, serving_in_thread
 from londonlm.core.errors import run_main
 from londonlm.generation import load_model
 from londonlm.serving import create_app
@@ -187,12 +186,8 @@ def test_a_stream_whose_client_hangs_up_mid_way_frees_its_slot(slow_lm, extra):
 @pytest.fixture(scope="module")
 def cli():
     name = "londonlm_test_inference_unified_r15"
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(name, None)
+    with script_as_module(SCRIPT, name) as module:
+        yield module
 
 
 @pytest.mark.parametrize("closed, flags", [

@@ -10,18 +10,9 @@ from londonlm.core import SIDECAR
 from londonlm.corpus.manifest import COLLECT_CMD, MANIFEST, CorpusError, read_manifest
 from londonlm.tokens.cache import ensure_cache, read_metadata, split_token_ceiling
 
+from test_hostile_round_data import _scans
+
 QUIET = dict(log=lambda *_: None)
-
-
-def _paths(root: Path) -> tuple[Path, Path]:
-    return root / "data" / "london_historical" / "processed", root / "09_models" / "tokenizers" / "london_historical_bpe"
-
-
-def _scans(src: Path, words: str) -> Path:
-    src.mkdir(parents=True, exist_ok=True)
-    for i in range(4):
-        (src / f"part{i}_1722.txt").write_text(f"{words} {i}. " * 60 + "The watch went down Fleet Street. " * 30)
-    return src
 
 
 def _collect(proc: Path, src: Path) -> None:

@@ -9,18 +9,7 @@ import shutil
 import pytest
 
 from conftest import train_exit_code
-
-COMMON = ["--save_steps", "2", "--eval_steps", "100", "--logging_steps", "1"]
-
-
-def run_dir(root, name="micro"):
-    return root / "09_models" / "checkpoints" / name
-
-
-def one_error_line(err: str, *words) -> None:
-    last = err.rstrip("\n").splitlines()[-1]
-    assert last.startswith("error:") and err.count("error:") == 1 and "Traceback" not in err, err
-    assert all(w in last for w in words), err
+from test_run_folder_guards import COMMON, one_error_line, run_dir
 
 
 def listing(root):
