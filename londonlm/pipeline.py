@@ -162,16 +162,6 @@ def _chat_report_fits(result) -> bool:
         _number(record_field(result, "bait", "all", m, "anachronism_rate")) for m in ("chat", "base"))
 
 
-def _reuse_or_make(path: Path, model: dict, settings: dict, make, fits, overwrite: bool, log, name: str):
-    """:func:`current_or_make`, but a stored result not of the shape ``fits`` asks (a file edited by
-    hand, or written by another version) is made again: reused, it ended the rerun in a KeyError or
-    TypeError traceback as the summary read it."""
-    if not overwrite and path.is_file() and not fits(record_field(read_json_object(path), "result")):
-        log(f"{name}: {path} does not hold a result this pipeline wrote; making it again")
-        overwrite = True
-    return current_or_make(path, model, settings, make, overwrite, log, name)
-
-
 def _train_stage(plan: PipelinePlan, log) -> None:
     """Train unless a finished run matches the current tokenizer, corpus and settings; a run
     made from other ones (or --overwrite) starts fresh, its old files moved aside, never
@@ -257,10 +247,10 @@ def _chat_stage(plan: PipelinePlan, log) -> dict | None:
     chat_final, eval_dir = step.run.final, step.run.evaluation_dir
     settings = {**asdict(step.eval_options), "base": model_identity(plan.run.final),
                 "dataset_sidecar": sha256_file(step.data_dir / SIDECAR)}
-    report = _reuse_or_make(
+    report = current_or_make(
         eval_dir / CHAT_METRICS, model_identity(chat_final), settings,
         lambda: evaluate_chat(chat_final, plan.run.final, step.data_dir, eval_dir, step.eval_options, log=log),
-        _chat_report_fits, plan.overwrite, log, "chat evaluation")
+        plan.overwrite, log, "chat evaluation", fits=_chat_report_fits)
     loss, bait = report["answer_loss"], report["bait"]["all"]
     return {"dataset": {k: stats[k] for k in ("conversations", "exchanges", "rejected")},
             "steps": info.get("global_step"), "train_wall_seconds": info.get("train_wall_seconds"),
@@ -360,19 +350,19 @@ def run_pipeline(plan: PipelinePlan, log=print) -> dict:
         model_max_length=plan.context_length, overwrite=plan.overwrite, log=log))
     stage("token cache + training", "training", lambda: _train_stage(plan, log))
     ev_path, model = run.evaluation_dir / METRICS, model_identity(run.final)
-    ev = stage("evaluation", "evaluation", lambda: _reuse_or_make(
+    ev = stage("evaluation", "evaluation", lambda: current_or_make(
         ev_path, model, {"max_eval_tokens": plan.eval_max_tokens,
                          "manifest_sha256": sha256_file(plan.corpus_dir / MANIFEST)},
         lambda: evaluate_validation(run.final, plan.corpus_dir, plan.eval_max_tokens),
-        _validation_fits, plan.overwrite, log, "evaluation"))
+        plan.overwrite, log, "evaluation", fits=_validation_fits))
     log(f"validation: loss {ev['loss']:.4f}, perplexity {ev['perplexity']:.2f}, "
         f"bits/byte {ev['bits_per_byte']:.4f} ({ev['tokens']:,} tokens)")
     leakage = _leakage_stage(plan, log) if plan.cutoff_year is not None else None
-    samples = stage("samples", "samples", lambda: _reuse_or_make(
+    samples = stage("samples", "samples", lambda: current_or_make(
         run.evaluation_dir / SAMPLES, model, {"prompts": list(plan.prompts), "seed": plan.seed,
                                               "max_new_tokens": plan.max_new_tokens},
         lambda: generate_samples(run.final, plan.prompts, plan.max_new_tokens, plan.seed),
-        _samples_fit, plan.overwrite, log, "samples"))
+        plan.overwrite, log, "samples", fits=_samples_fit))
     chat = stage("period chat", "chat", lambda: _chat_stage(plan, log)) if with_chat else None
     summary = {"corpus": corpus, "run_info": read_json(run.run_info), "model": model, "validation": ev,
                "samples": samples, "timings_seconds": {k: round(v, 1) for k, v in timings.items()},

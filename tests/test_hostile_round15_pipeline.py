@@ -24,7 +24,6 @@ def _script(folder: str, name: str):
     return mod
 
 
-
 # --------------------------------------------------------------------------- stored results
 
 MODEL = {"weights_sha256": "abc", "step": 4, "run": "micro"}
@@ -36,7 +35,8 @@ FIGURES = {"loss": 6.0, "perplexity": 403.4, "bits_per_byte": 4.1, "tokens": 500
 def test_a_stored_evaluation_of_another_shape_is_made_again(tmp_path, stored):
     # was: a pipeline_metrics.json whose "result" was deleted, emptied or edited ({"loss": "low"})
     # reused as current: KeyError 'result' / TypeError / "Unknown format code 'f'" tracebacks
-    from londonlm.pipeline import _reuse_or_make, _validation_fits
+    from londonlm.core import current_or_make
+    from londonlm.pipeline import _validation_fits
 
     path = tmp_path / "pipeline_metrics.json"
     record = {"model": MODEL, "settings": {"n": 1}}
@@ -44,14 +44,15 @@ def test_a_stored_evaluation_of_another_shape_is_made_again(tmp_path, stored):
         record["result"] = stored
     path.write_text(json.dumps(record))
     made, lines = [], []
-    result = _reuse_or_make(path, MODEL, {"n": 1}, lambda: made.append(1) or FIGURES, _validation_fits,
-                            False, lines.append, "evaluation")
+    result = current_or_make(path, MODEL, {"n": 1}, lambda: made.append(1) or FIGURES, False, lines.append,
+                             "evaluation", fits=_validation_fits)
     assert made and result == FIGURES and json.loads(path.read_text())["result"] == FIGURES
     assert any("making it again" in line for line in lines)
 
 
 def test_a_stored_result_of_the_right_shape_is_still_reused(tmp_path):
-    from londonlm.pipeline import _chat_report_fits, _reuse_or_make, _samples_fit, _validation_fits
+    from londonlm.core import current_or_make
+    from londonlm.pipeline import _chat_report_fits, _samples_fit, _validation_fits
 
     for fits, result in ((_validation_fits, FIGURES), (_samples_fit, [{"prompt": "a", "continuation": "b"}]),
                          (_chat_report_fits, {"answer_loss": {"windows": 0},
@@ -59,8 +60,8 @@ def test_a_stored_result_of_the_right_shape_is_still_reused(tmp_path):
                                                                "base": {"anachronism_rate": 0.5}}}})):
         path = tmp_path / "stored.json"
         path.write_text(json.dumps({"model": MODEL, "settings": {}, "result": result}))
-        assert _reuse_or_make(path, MODEL, {}, lambda: pytest.fail("made again"), fits, False,
-                              lambda _m: None, "x") == result
+        assert current_or_make(path, MODEL, {}, lambda: pytest.fail("made again"), False, lambda _m: None, "x",
+                               fits=fits) == result
 
 
 @pytest.mark.slow

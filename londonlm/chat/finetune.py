@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, earlier_run, read_json_object,
+from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, earlier_run,
                     refuse_foreign_run_folder, sha256_file, sidecar_current, write_json_atomic, write_sidecar)
 from ..generation import check_finite, check_model_dir, check_tokenizer_fits, load_model_tokenizer
 from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
@@ -31,7 +31,8 @@ from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, Outp
                         save_model_folder)
 from .dataset import dataset_place, load_chat_dataset
 from .preset import CHAT_FORMAT, ChatTrainOptions, chat_settings
-from .template import CHAT_TOKENS, IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
+from .respond import ChatModelDamaged, has_chat_tokens, read_chat_info
+from .template import IGNORE, ChatIds, add_chat_tokens, prepare_model_for_chat, windows
 
 STAGE = "chat_finetune"
 
@@ -309,12 +310,12 @@ def _whole_chat_final(run: RunLayout) -> bool:
     the server answered it as a plain model); it is written again from the last checkpoint."""
     if not run.has_final():
         return False
-    info = read_json_object(run.final / CHAT_INFO)
-    tokenizer = read_json_object(run.final / "tokenizer.json")
-    added = {t.get("content") for t in tokenizer.get("added_tokens") or () if isinstance(t, dict)} \
-        if isinstance(tokenizer.get("added_tokens"), list) else set()
-    return isinstance(info.get("place"), str) and isinstance(info.get("base_model"), str) \
-        and (run.final / "tokenizer_config.json").is_file() and set(CHAT_TOKENS) <= added
+    try:
+        info, tokens = read_chat_info(run.final), has_chat_tokens(run.final)
+    except ChatModelDamaged:  # (a torn chat_info.json or tokenizer: written again)
+        return False
+    return tokens and isinstance(info.get("place"), str) and isinstance(info.get("base_model"), str) \
+        and (run.final / "tokenizer_config.json").is_file()
 
 
 def _record(result, model) -> dict:

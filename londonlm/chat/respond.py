@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..core import CHAT_INFO, GREEDY_BELOW, GenerationSettings, LondonLMError
+from ..generation import padding_ids
 from .dataset import system_line
 from .extract import PLACE
 from .template import CHAT_TOKENS, ChatIds, encode_chat
@@ -163,8 +164,7 @@ def _generation(model, tokenizer, messages: Sequence[dict], settings: ChatSettin
                   do_sample=sample, max_new_tokens=settings.max_new_tokens,
                   eos_token_id=[ids.end, ids.eot], pad_token_id=tokenizer.pad_token_id,
                   repetition_penalty=settings.repetition_penalty,
-                  # the vocabulary's padding past the tokenizer: no token's, never chosen (LoadedModel.unused_ids)
-                  suppress_tokens=list(range(len(tokenizer), model.config.vocab_size)) or None)
+                  suppress_tokens=padding_ids(model, tokenizer) or None)  # no token's: never chosen
     if sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
     return prompt, kwargs, ids
@@ -266,10 +266,12 @@ def chat_stream(model, tokenizer, messages, *, year: int | None = None, place: s
 
 def is_chat_model(model_dir: str | Path) -> bool:
     """Whether a model folder holds a chat model (its tokenizer has the role tokens)."""
-    model_dir = Path(model_dir)
-    if (model_dir / CHAT_INFO).exists():
-        return True
-    tok = model_dir / "tokenizer.json"
+    return (Path(model_dir) / CHAT_INFO).exists() or has_chat_tokens(model_dir)
+
+
+def has_chat_tokens(model_dir: str | Path) -> bool:
+    """Whether a model folder's tokenizer.json holds the chat role tokens (False without one)."""
+    tok = Path(model_dir) / "tokenizer.json"
     if not tok.exists():
         return False
     added = _json_object(tok).get("added_tokens")

@@ -424,18 +424,22 @@ def require_input(path: str | os.PathLike, command: str, what: str = "input") ->
 
 
 def current_or_make(path: Path, model: dict, settings: dict, make, overwrite: bool, log,
-                    name: str):
+                    name: str, fits=None):
     """``make()``'s result, stored in ``path`` with the model it describes and the settings
     it was made with, and reused only while both are the same: a figure or sample never
-    outlives the weights it came from."""
+    outlives the weights it came from. A stored result that is missing, or not of the shape
+    ``fits`` asks (edited by hand, written by another version), is made again: reused, it was
+    a KeyError or TypeError traceback in the caller that read it."""
     try:
         old = read_json(path) if path.is_file() else None
     except ValueError:  # a torn or hand-edited file: made again
         old = None
     if not overwrite and isinstance(old, dict) and old.get("model") == model \
             and old.get("settings") == json.loads(json.dumps(settings)):
-        log(f"{name}: outputs are current ({path}); skipping")
-        return old["result"]
+        if "result" in old and (fits is None or fits(old["result"])):
+            log(f"{name}: outputs are current ({path}); skipping")
+            return old["result"]
+        log(f"{name}: {path} does not hold a result of the shape this stage writes; making it again")
     result = make()
     write_json_atomic(path, {"model": model, "settings": settings, "result": result})
     return result

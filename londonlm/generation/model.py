@@ -23,6 +23,13 @@ from ..tokens import EOT, ERA_WIDTH, era_token, era_tokens_of, era_width_of, pla
 from .checks import DamagedModel, check_finite, check_model_folder, check_tokenizer_fits
 
 
+def padding_ids(model, tokenizer) -> list[int]:
+    """The model's output ids past its tokenizer's last (a vocabulary padded past the tokenizer):
+    no token's, so never chosen, as no prompt may hold them. Sampled, they were text of nothing,
+    and fed back an embedding no training had shaped."""
+    return list(range(len(tokenizer), model.config.vocab_size))
+
+
 @dataclass
 class LoadedModel:
     model: object
@@ -37,12 +44,6 @@ class LoadedModel:
     defaults: GenerationSettings
     dtype: str = "float32"  # the weights' dtype: float32, bfloat16 or float16
     era_width: int = ERA_WIDTH  # the years each of ``eras`` covers (the tokenizer's)
-
-    def unused_ids(self) -> list[int]:
-        """The model's output ids past its tokenizer's last (training pads the vocabulary to a
-        multiple of 64): no token's, so never chosen, as no prompt may hold them. Sampled, they
-        were text of nothing, and fed back an embedding no training had shaped."""
-        return list(range(len(self.tokenizer), self.model.config.vocab_size))
 
     def info(self) -> dict:
         """What a client may see (no filesystem paths)."""

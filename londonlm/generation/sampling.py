@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterator
 
 from ..core import GenerationSettings, to_generation_config
-from .model import LoadedModel, encode_prompt, normalize_era
+from .model import LoadedModel, encode_prompt, normalize_era, padding_ids
 
 
 @dataclass
@@ -80,7 +80,7 @@ def _generate_kwargs(lm: LoadedModel, settings: GenerationSettings, max_new_toke
         settings, max_new_tokens=max_new_tokens, use_cache=True,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-        suppress_tokens=lm.unused_ids() or None)  # (as the server's batches: BatchEngine)
+        suppress_tokens=padding_ids(lm.model, lm.tokenizer) or None)  # (as the server's batches: BatchEngine)
     return dict(generation_config=cfg, stopping_criteria=StoppingCriteriaList([stop]))
 
 

@@ -141,7 +141,7 @@ class BatchEngine:
         self.lm, self.max_batch, self.prefill_tokens = lm, max_batch, prefill_tokens
         self._cache_kw = cache_argument(lm.model)  # once: every forward pass passes the cache
         self._decode_text = decoder_of(lm.tokenizer)
-        self._tokens = len(lm.tokenizer)  # ids past it are the vocabulary's padding (LoadedModel.unused_ids)
+        self._tokens = len(lm.tokenizer)  # ids past it are the vocabulary's padding (generation.padding_ids)
         self._pending: deque[tuple[Job, int]] = deque()
         self._cond = threading.Condition()
         self._batch = KVSlots(max_batch, lm.context_length)

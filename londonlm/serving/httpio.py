@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import time
+from http import HTTPStatus
 from typing import Awaitable, TypeVar
 
 from fastapi import Request
@@ -87,8 +88,6 @@ def error_json(status: int, message: str) -> bytes:
 def _raw_error(status: int, message: str) -> bytes:
     """A whole HTTP/1.1 error response in the error shape, for the protocol to write itself (after
     a request it could not read, h11 can no longer write one), closing the connection."""
-    from http import HTTPStatus
-
     body = error_json(status, message)
     return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
             f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
