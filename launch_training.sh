@@ -118,6 +118,15 @@ if [ -n "$SMI_PROBLEM" ]; then
   fi
   echo "$SMI_PROBLEM; training on the CPU, as --use_cpu asks"
 fi
+# Each of torchrun's numbers a whole number in its range, or one line: NPROC_PER_NODE=gpu (or a
+# typo) failed bash's test and trained one process on the CPU; NNODES=0 or MASTER_PORT=99999 was
+# torchrun's traceback.
+whole_number() {  # NAME VALUE LEAST [MOST]
+  if ! [[ "$2" =~ ^[0-9]+$ ]] || [ "$((10#$2))" -lt "$3" ] || { [ -n "${4:-}" ] && [ "$((10#$2))" -gt "$4" ]; }; then
+    echo "error: $1 must be a whole number from $3${4:+ to $4}, got '$2'" >&2; exit 2
+  fi
+}
+[ -z "${NPROC_PER_NODE:-}" ] || whole_number NPROC_PER_NODE "$NPROC_PER_NODE" 1
 NPROC="${NPROC_PER_NODE:-$NGPU}"
 
 # Inside a Slurm allocation (one launcher task per node), take the nodes from Slurm.
@@ -129,6 +138,10 @@ if [ -n "${SLURM_JOB_ID:-}" ] && [ -n "${SLURM_NNODES:-}" ]; then
   fi
 fi
 
+whole_number NNODES "${NNODES:-1}" 1
+whole_number NODE_RANK "${NODE_RANK:-0}" 0 "$((${NNODES:-1} - 1))"
+whole_number MASTER_PORT "${MASTER_PORT:-29500}" 1 65535
+whole_number SHUTDOWN_GRACE "${SHUTDOWN_GRACE:-300}" 0
 if [ "$NPROC" -ge 1 ] || [ "${NNODES:-1}" -gt 1 ]; then
   [ "$NPROC" -ge 1 ] || NPROC=1
   echo "Launching $NPROC process(es) per node x ${NNODES:-1} node(s) with torchrun"

@@ -15,6 +15,7 @@ from londonlm.core.cli import non_negative_int, positive_int, StageParser, writa
 from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
 from londonlm.chat.respond import chat_year, is_chat_model, read_chat_info
 from londonlm.core.artifacts import refuse_output_over_inputs
+from londonlm.core import CHAT_INFO, ModelNotFound
 from londonlm.core.errors import UsageError, run_main
 from londonlm.evaluation import model_identity
 from londonlm.generation import check_model_dir
@@ -42,7 +43,14 @@ def main(argv=None) -> int:
     base = a.base or read_chat_info(chat_dir).get("base_model")
     if not base:
         raise UsageError("the chat model does not record its base model: pass --base")
-    base_dir = layout.resolve_model(base, base)
+    try:
+        base_dir = layout.resolve_model(base, base)
+    except ModelNotFound as e:
+        if a.base:
+            raise
+        # the path fine-tuning recorded: gone when the project moved or the model came from elsewhere
+        raise UsageError(f"the chat model's {CHAT_INFO} names its base model {base}, which is not here ({e}); "
+                         f"pass --base with the base model") from None
     for model_dir in (chat_dir, base_dir):  # a damaged folder is said before the slow work
         check_model_dir(model_dir)
     out_dir = Path(a.out_dir) if a.out_dir else RunLayout(chat_dir.parent).evaluation_dir_for(chat_dir)

@@ -4,11 +4,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "checkpoint_save.py"
 
 
+# the benchmark end to end (~10 s on 2 cores, the suite's budget): run with -m slow when benchmarks/ changes
+@pytest.mark.slow
 def test_both_settings_write_a_checkpoint_and_are_timed_by_part(tmp_path):
     out = tmp_path / "save.json"
     r = subprocess.run([sys.executable, str(SCRIPT), "--runs", "2", "--n_layer", "1", "--n_head", "2",

@@ -12,6 +12,8 @@ from conftest import REPO
 SCRIPT = REPO / "benchmarks" / "cpu_bf16.py"
 
 
+# the benchmark end to end (~13 s on 2 cores, the suite's budget): run with -m slow when benchmarks/ changes
+@pytest.mark.slow
 def test_both_precisions_are_measured_with_the_machine_and_the_rule_named(tmp_path):
     out = tmp_path / "bf16.json"
     r = subprocess.run([sys.executable, str(SCRIPT), "--runs", "1", "--shapes", "micro", "--gemm_tokens", "64",

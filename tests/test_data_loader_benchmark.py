@@ -4,11 +4,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "data_loader.py"
 
 
+# the benchmark end to end (~13 s on 2 cores, the suite's budget): run with -m slow when benchmarks/ changes
+@pytest.mark.slow
 def test_the_three_loaders_are_timed_in_one_run(tmp_path):
     out = tmp_path / "loader.json"
     r = subprocess.run([sys.executable, str(SCRIPT), "--train_tokens", "40000", "--validation_tokens", "9000",

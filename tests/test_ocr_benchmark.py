@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "benchmarks") not in sys.path:
     sys.path.append(str(REPO / "benchmarks"))
@@ -84,6 +86,8 @@ def test_overproof_halves_are_fixed_by_the_ids_hash():
     assert folds == [bench.overproof_fold(str(i)) for i in range(200)] and 80 < sum(folds) < 120
 
 
+# the benchmark end to end (~12 s on 2 cores, the suite's budget): run with -m slow when benchmarks/ changes
+@pytest.mark.slow
 def test_the_whole_commands_speed_alternated_with_another_checkout(tmp_path):
     """``command`` runs repair_ocr.py as a user does, each round this checkout's and then the other
     one's (here the same: the logic, not the figures), and writes the medians and their ratio."""

@@ -13,7 +13,9 @@ SCRIPT = REPO / "benchmarks" / "step_costs.py"
 
 # the two differ in one line of the step (which setting is turned on): dropout's run, ~19 s on 2
 # cores, is slow
-@pytest.mark.parametrize("what", ["cache", pytest.param("dropout", marks=pytest.mark.slow)])
+# the benchmark end to end (~19 s on 2 cores, the suite's budget): run with -m slow when benchmarks/ changes
+@pytest.mark.slow
+@pytest.mark.parametrize("what", ["cache", "dropout"])
 def test_both_settings_are_timed_in_one_run(tmp_path, what):
     out = tmp_path / "costs.json"
     r = subprocess.run([sys.executable, str(SCRIPT), "--what", what, "--runs", "1", "--modes", "eager",

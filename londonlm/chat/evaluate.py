@@ -24,7 +24,7 @@ from typing import Sequence
 
 from ..core import CHAT_EVAL, LondonLMError, write_json_atomic, write_text_atomic
 from ..evaluation import BROUGHT_SAMPLES, distinct_n, load_wordlist, repeated_ngram_rate, words_of
-from ..generation import encode_text, load_model
+from ..generation import context_length_of, encode_text, load_model
 from ..tokens import EOT, era_token_for
 from .dataset import load_chat_dataset, system_line
 from .extract import PLACE
@@ -48,6 +48,9 @@ class ChatEvalOptions:
     def __post_init__(self):
         if not self.years:
             raise ChatRequestError("no year to ask the bait questions at")
+        twice = next((y for i, y in enumerate(self.years) if y in self.years[:i]), None)
+        if twice is not None:  # its questions would be asked and counted twice, in "all" too
+            raise ChatRequestError(f"year {twice} is given twice: give each year once")
         for year in self.years:
             check_year(year)  # the eras the server and the REPL take: the model was tuned on no other
 
@@ -84,7 +87,7 @@ def bait_hits(text: str, item: dict, year: int, wordlist: frozenset[str]) -> lis
 def base_window_ids(tokenizer, window: Sequence[dict], year: int | None) -> tuple[list[int], list[bool]]:
     """A chat window as the base model's printed text, with the answer positions marked."""
     vocab = tokenizer.get_vocab()
-    ids = [vocab[EOT]]
+    ids = [opener] if (opener := _document_opener(tokenizer)) is not None else []
     era = era_token_for(tokenizer, year) if year else None
     if era in vocab:
         ids.append(vocab[era])
@@ -106,6 +109,13 @@ def base_window_ids(tokenizer, window: Sequence[dict], year: int | None) -> tupl
     return ids, mask
 
 
+def _document_opener(tokenizer) -> int | None:
+    """The id a document starts with: ``<|endoftext|>`` for a londonlm tokenizer; a base of
+    another family (``--base`` may name any causal model) opens with its own bos, if it has one."""
+    opener = tokenizer.get_vocab().get(EOT)
+    return opener if opener is not None else tokenizer.bos_token_id
+
+
 def _answer_nll(model, ids: list[int], mask: list[bool]) -> float:
     import torch
 
@@ -118,7 +128,8 @@ def _answer_nll(model, ids: list[int], mask: list[bool]) -> float:
 def answer_loss(chat_model, chat_tok, base_model, base_tok, rows) -> dict:
     """Held-out answer loss of both models on the same answers (see module docstring)."""
     ids = ChatIds.of(chat_tok)
-    max_len = min(chat_model.config.n_positions, base_model.config.n_positions)
+    # the context as the model interface reads it: a base of another architecture names it otherwise
+    max_len = min(context_length_of(chat_model), context_length_of(base_model))
     chat_nats = base_nats = 0.0
     tokens = nbytes = skipped = windows_used = 0  # skipped: exchanges too long for the context
     for row in rows:
@@ -162,7 +173,7 @@ def base_answer(model, tokenizer, year: int, question: str, settings: ChatSettin
                              attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=model.device),
                              do_sample=True, temperature=settings.temperature, top_p=settings.top_p,
                              max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.convert_tokens_to_ids(EOT))
+                             eos_token_id=tokenizer.get_vocab().get(EOT, tokenizer.eos_token_id))
     return printed_answer(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))
 
 
@@ -198,8 +209,8 @@ def bait_rooms(chat_model, chat_tok, base_model, base_tok, items: list[dict], ye
             messages = _bait_messages(year, item["question"], place)
             chat_len = len(encode_chat(chat_tok, messages, add_generation_prompt=True, ids=ids))
             base_len = len(base_window_ids(base_tok, messages, year)[0])
-            rooms[year, item["id"]] = min(chat_model.config.n_positions - chat_len,
-                                          base_model.config.n_positions - base_len)
+            rooms[year, item["id"]] = min(context_length_of(chat_model) - chat_len,
+                                          context_length_of(base_model) - base_len)
     return rooms
 
 
@@ -330,6 +341,9 @@ def evaluate_chat(chat_dir: Path, base_dir: Path, data_dir: Path, out_dir: Path,
     through the model interface, on a GPU when there is one (scores in fp32 either way)."""
     from .respond import read_chat_info
 
+    if Path(base_dir).resolve() == Path(chat_dir).resolve():  # a report of the model against itself
+        raise ChatEvalError(f"the base model {base_dir} is the chat model itself: compare it with the model it "
+                            f"was tuned from (leave --base unset) or another base model")
     place = read_chat_info(chat_dir).get("place") or PLACE
     rows = list(load_chat_dataset(data_dir)["validation"])
     if options.max_conversations:

@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..core import (CHAT_INFO, RunLayout, SIDECAR, WEIGHT_FILES, checkpoint_problem, earlier_run,
-                    refuse_foreign_run_folder, sha256_file, sidecar_current, write_json_atomic, write_sidecar)
-from ..generation import check_finite, check_model_dir, check_tokenizer_fits, load_model_tokenizer
+from ..core import (CHAT_INFO, RunLayout, SIDECAR, checkpoint_problem, earlier_run, refuse_foreign_run_folder,
+                    sha256_file, sidecar_current, weights_sha256, write_json_atomic, write_sidecar)
+from ..generation import check_finite, check_model_dir, check_tokenizer_fits, load_model_tokenizer, load_weights_to_train
 from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
                         TrainingError, config_from_values, fine_tune, is_main_process, move_run_aside,
                         save_model_folder)
@@ -122,11 +122,9 @@ def _check_base(base_dir: Path) -> None:
 
 def load_base_for_chat(base_dir: Path):
     """(model, tokenizer) of a base model with the chat tokens and template added."""
-    from transformers import AutoModelForCausalLM
-
     _check_base(base_dir)
     tokenizer = load_model_tokenizer(str(base_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir))
+    model = load_weights_to_train(base_dir)  # float32, whatever dtype the base's config records
     check_tokenizer_fits(tokenizer, model, base_dir)
     check_finite(model, base_dir)
     add_chat_tokens(tokenizer)
@@ -136,8 +134,7 @@ def load_base_for_chat(base_dir: Path):
 
 def fingerprints(base_dir: Path, data_dir: Path) -> dict[str, str]:
     """What the chat run depends on: the base weights and tokenizer, and the dataset."""
-    weights = next((base_dir / w for w in WEIGHT_FILES if (base_dir / w).exists()), None)
-    out = {"base_weights": sha256_file(weights) if weights else "",
+    out = {"base_weights": weights_sha256(base_dir) or "",  # (every shard of a sharded base)
            "dataset": sha256_file(data_dir / SIDECAR)}
     if (base_dir / "tokenizer.json").exists():
         out["base_tokenizer"] = sha256_file(base_dir / "tokenizer.json")

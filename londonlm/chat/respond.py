@@ -146,6 +146,14 @@ def prompt_ids(tokenizer, messages: Sequence[dict], context: int, max_new_tokens
     return enc.input_ids
 
 
+def turn_ends(ids: ChatIds) -> list[int]:
+    """The tokens an answer ends at: ``<|end|>``, ``<|endoftext|>``, and every role marker. A
+    model that writes ``<|user|>`` has begun the next turn itself: what follows is a question it
+    made up, which was shown as the answer's text (the marker itself hidden). The server's chat
+    answers end at the same tokens (``openai_api.chat_stop_ids``)."""
+    return [ids.end, ids.eot, *ids.roles.values()]
+
+
 def _generation(model, tokenizer, messages: Sequence[dict], settings: ChatSettings):
     """(prompt ids, ``generate()`` keyword arguments, chat ids) for one answer."""
     import torch
@@ -162,7 +170,7 @@ def _generation(model, tokenizer, messages: Sequence[dict], settings: ChatSettin
     kwargs = dict(input_ids=torch.tensor([prompt], device=device),
                   attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=device),
                   do_sample=sample, max_new_tokens=settings.max_new_tokens,
-                  eos_token_id=[ids.end, ids.eot], pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=turn_ends(ids), pad_token_id=tokenizer.pad_token_id,
                   repetition_penalty=settings.repetition_penalty,
                   suppress_tokens=padding_ids(model, tokenizer) or None)  # no token's: never chosen
     if sample:
@@ -171,7 +179,7 @@ def _generation(model, tokenizer, messages: Sequence[dict], settings: ChatSettin
 
 
 def _finish(tokenizer, ids: ChatIds, prompt: list[int], new: list[int]) -> ChatReply:
-    stopped = bool(new) and new[-1] in (ids.end, ids.eot)
+    stopped = bool(new) and new[-1] in turn_ends(ids)
     text = tokenizer.decode(new[:-1] if stopped else new, skip_special_tokens=True).strip()
     return ChatReply(text, "stop" if stopped else "length", len(prompt), len(new))
 

@@ -225,11 +225,14 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
 
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Hard-link ``src`` to ``dst`` when the file system allows (weights and token caches can be
-    GBs), else copy it. An existing ``dst`` is replaced unless it already is the same file."""
-    src, dst = Path(src), Path(dst)
+    GBs), else copy it. An existing ``dst`` is replaced unless it already is the same file. A
+    ``src`` that is a symlink is linked as the file it names: Linux's link() links the symlink
+    itself, and a relative one (a Hugging Face cache snapshot's ``../../blobs/<sha>``) then
+    named nothing from ``dst``'s folder (a staged upload held no config.json)."""
+    src, dst = Path(os.path.realpath(src)), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        if os.path.samefile(src, dst):
+    if os.path.lexists(dst):
+        if dst.exists() and os.path.samefile(src, dst):
             return dst
         dst.unlink()
     try:
@@ -285,11 +288,20 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def output_footprint(path: Path) -> dict[str, int] | None:
-    """What a written output looks like, cheaply: a file's size, a folder's file count and
-    bytes (recursively); None when it is gone."""
+# A vouched-for file up to this size also has its content recorded: a file edited to the same
+# size (a tokenizer.json merge's letter changed by hand, a chat statistic) was "current" by its
+# size alone. Tokenizers, cards and statistics are a few MB, hashed in milliseconds at each check;
+# larger files (none a stage vouches for today) keep the size alone, checked for free.
+HASHED_OUTPUT_BYTES = 64 << 20
+
+
+def output_footprint(path: Path) -> dict | None:
+    """What a written output looks like: a file's size (and its sha256 up to
+    :data:`HASHED_OUTPUT_BYTES`), a folder's file count and bytes (recursively); None when it is
+    gone."""
     if path.is_file():
-        return {"bytes": path.stat().st_size}
+        size = path.stat().st_size
+        return {"bytes": size, "sha256": sha256_file(path)} if size <= HASHED_OUTPUT_BYTES else {"bytes": size}
     if not path.is_dir():
         return None
     files = total = 0
@@ -301,6 +313,15 @@ def output_footprint(path: Path) -> dict[str, int] | None:
                 pass
             files += 1
     return {"files": files, "bytes": total}
+
+
+def _footprint_matches(path: Path, recorded) -> bool:
+    """Whether ``path`` still has the footprint a sidecar recorded, on the facts it recorded (a
+    sidecar written before contents were hashed vouches by size, as it did)."""
+    now = output_footprint(path)
+    if now is None or not isinstance(recorded, dict):
+        return now == recorded
+    return set(recorded) <= set(now) and all(now[k] == v for k, v in recorded.items())
 
 
 def write_sidecar(path: str | os.PathLike, stage: str, inputs: dict[str, str],
@@ -342,7 +363,7 @@ def _outputs_changed(path: Path, record: dict) -> str | None:
     """The first output ``record`` vouches for that is gone or changed since, in words."""
     outputs = record.get("outputs") or {}
     for name, footprint in (outputs.items() if isinstance(outputs, dict) else ()):
-        if output_footprint(path.parent / name) != footprint:
+        if not _footprint_matches(path.parent / name, footprint):
             return f"{name} was deleted or changed since it was written"
     return None
 

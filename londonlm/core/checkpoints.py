@@ -4,6 +4,7 @@ resumable checkpoint (weights and training state), which one is a run's best, an
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -11,7 +12,8 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .artifacts import read_json_object, record_field
+from .artifacts import read_json_object, record_field, sha256_file
+from .errors import LondonLMError
 
 
 # Names a checkpoint and the run around it are recognised by.
@@ -19,7 +21,10 @@ BEST = "best"                        # copy of the best-by-validation-loss check
 BEST_INFO = "best_info.json"         # in best/: which checkpoint it copies, its step and loss
 RUN_INFO = "run_info.json"           # the run summary written by training
 CHECKPOINT_PREFIX = "checkpoint-"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"   # a sharded set's: tensor name -> shard file
+PYTORCH_BIN = "pytorch_model.bin"
+WEIGHT_FILES = (SAFETENSORS, PYTORCH_BIN)            # the single-file forms, in the order read
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -42,21 +47,111 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
-def _weights_problem(path: Path) -> str | None:
-    weights = next((path / w for w in WEIGHT_FILES if (path / w).exists()), None)
-    if weights is None:
-        return "model weights missing"
-    if weights.suffix != ".safetensors":
+class WeightsIndexError(LondonLMError, ValueError):
+    """A model.safetensors.index.json that is not the shard index transformers writes."""
+
+
+def shard_map(index: Path) -> dict[str, str]:
+    """A sharded set's index as tensor name -> shard file (transformers' own
+    ``model-0000N-of-0000M.safetensors``); WeightsIndexError when it is not such an index. A
+    shard named by a path (``../other/model.safetensors``) is refused: the folder would not
+    hold its own weights, and publishing would upload a file from outside it."""
+    try:
+        record = json.loads(Path(index).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise WeightsIndexError(f"{Path(index).name} unreadable ({type(e).__name__}: "
+                                f"{(str(e).splitlines() or [''])[0]})") from None
+    weight_map = record.get("weight_map") if isinstance(record, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(v, str) for v in weight_map.values()):
+        raise WeightsIndexError(f"{Path(index).name} is no shard index (its weight_map names no "
+                                f"shard file for each tensor)")
+    shards = sorted(set(weight_map.values()))
+    outside = next((s for s in shards if Path(s).name != s or s in (".", "..")), None)
+    if outside is not None:
+        raise WeightsIndexError(f"{Path(index).name} names a shard outside the model folder ({outside!r})")
+    return weight_map
+
+
+def index_shards(index: Path) -> list[str]:
+    """The shard files a sharded set's index names, in name order (see :func:`shard_map`)."""
+    return sorted(set(shard_map(index).values()))
+
+
+def weight_files(folder: str | os.PathLike) -> list[Path]:
+    """The files that hold a model folder's weights, the one place that knows them:
+    model.safetensors; else a sharded set (``save_pretrained(max_shard_size=...)``, what
+    transformers writes for a model over 5 GB): its index, then every shard it names; else
+    pytorch_model.bin; [] when there are none. An index that cannot be read lists itself alone
+    (:func:`checkpoint_problem` says why): its hash still changes with it."""
+    d = Path(folder)
+    if (d / SAFETENSORS).is_file():
+        return [d / SAFETENSORS]
+    if (d / SAFETENSORS_INDEX).is_file():
+        try:
+            return [d / SAFETENSORS_INDEX] + [d / s for s in index_shards(d / SAFETENSORS_INDEX)]
+        except WeightsIndexError:
+            return [d / SAFETENSORS_INDEX]
+    return [d / PYTORCH_BIN] if (d / PYTORCH_BIN).is_file() else []
+
+
+def weights_sha256(folder: str | os.PathLike) -> str | None:
+    """sha256 of a model folder's weights file, streamed (it can be GBs); for sharded weights,
+    of the list of each file's name and sha256 (the index and every shard: one shard changed or
+    replaced makes them other weights). None for a folder without weights."""
+    files = weight_files(folder)
+    if len(files) == 1:
+        return sha256_file(files[0])
+    if not files:
         return None
+    listing = "".join(f"{f.name} {sha256_file(f)}\n" for f in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _safetensors_keys(weights: Path, name: str) -> set[str] | str:
+    """The tensor names of a safetensors file, or why it cannot be read (cut short, damaged)."""
     try:
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as f:
-            if not list(f.keys()):
-                return "model weights empty"
+            return set(f.keys())
     except Exception as e:  # truncated / corrupt file
-        return f"model weights unreadable ({type(e).__name__}: {e})"
+        return f"{name} unreadable ({type(e).__name__}: {e})"
+
+
+def _shards_problem(path: Path) -> str | None:
+    """Why a sharded set is not whole: an index that is none, a shard it names missing or
+    unreadable, or a tensor the index files under a shard that does not hold it."""
+    index = path / SAFETENSORS_INDEX
+    try:
+        weight_map = shard_map(index)
+    except WeightsIndexError as e:
+        return f"sharded weights unusable: {e}"
+    for shard in sorted(set(weight_map.values())):
+        if not (path / shard).is_file():
+            return f"sharded weights incomplete: {shard}, named by {SAFETENSORS_INDEX}, is missing"
+        keys = _safetensors_keys(path / shard, shard)
+        if isinstance(keys, str):
+            return f"sharded weights damaged: {keys}"
+        lacking = sorted(t for t, s in weight_map.items() if s == shard and t not in keys)
+        if lacking:
+            return (f"sharded weights damaged: {shard} lacks {lacking[0]}, which {SAFETENSORS_INDEX} "
+                    f"says it holds")
     return None
+
+
+def _weights_problem(path: Path) -> str | None:
+    files = weight_files(path)
+    if not files:
+        return "model weights missing"
+    if files[0].name == SAFETENSORS_INDEX:
+        return _shards_problem(path)
+    if files[0].suffix != ".safetensors":
+        return None
+    keys = _safetensors_keys(files[0], "model weights")
+    if isinstance(keys, str):
+        return keys
+    return None if keys else "model weights empty"
 
 
 def _trainer_state_problem(state: Path) -> str | None:

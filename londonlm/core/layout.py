@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .checkpoints import (BEST, RUN_INFO, WEIGHT_FILES, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
-                          checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints)
+from .checkpoints import (BEST, RUN_INFO, best_checkpoint, best_info, checkpoint_name, checkpoint_problem,
+                          checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints, weight_files)
 from .artifacts import read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs
 from .cli import user_path
 from .errors import LondonLMError, UsageError
@@ -108,7 +108,7 @@ def enclosing_artifact(run_dir: str | os.PathLike) -> str | None:
     run's next save. Symlinks and '..' are resolved first."""
     child = Path(os.path.realpath(run_dir))
     for folder in child.parents:
-        if (folder / "config.json").is_file() and any((folder / w).is_file() for w in WEIGHT_FILES):
+        if (folder / "config.json").is_file() and weight_files(folder):
             return f"the model folder {folder}"
         if earlier_run(folder) and _run_part(RunLayout(folder), child):  # goes whole with it
             return f"{child} of the training run {folder}"
@@ -327,7 +327,8 @@ class RunLayout:
         return self.dir.parent / f"{self.name}.previous-{stamp}"
 
     def available_models(self) -> list[str]:
-        names = [p.name for p in self.checkpoints()]
+        # (a damaged checkpoint marked: "latest" passes over it, so naming it bare misled)
+        names = [p.name + ("" if checkpoint_problem(p) is None else " (invalid)") for p in self.checkpoints()]
         return names + [n for n in (FINAL, BEST) if (self.dir / n).is_dir()]
 
     def resolve(self, spec: str | None) -> Path:
@@ -381,7 +382,8 @@ def describe_checkpoints(run_dir: str | Path) -> str:
         loss, eval_loss = _losses(ck)
         when = datetime.datetime.fromtimestamp(ck.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
         status = "ok" if problem is None else f"INVALID: {problem}"
-        mark = "  <- best" if best and best.get("checkpoint") == ck.name else ""
+        # (a best checkpoint damaged since is not offered as the best: "INVALID" and "<- best" misled)
+        mark = "  <- best" if best and best.get("checkpoint") == ck.name and problem is None else ""
         lines.append(f"{ck.name:<18} step {checkpoint_step(ck):>7}  loss {loss:>8}  "
                      f"val {eval_loss:>8}  {when}  {status}{mark}")
     if best is not None:

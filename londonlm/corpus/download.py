@@ -266,6 +266,11 @@ class Downloader:
     def fetch(self, task: DownloadTask) -> DownloadResult:
         dest = task.dest
         key = task.key or dest.name
+        if task.refuse_html and dest.is_file() and _sniffs_html(dest):
+            # a page kept as the file before bodies were sniffed (sent untyped or as text/plain):
+            # no download, or every run skipped it as complete and read it as the book
+            dest.unlink()
+            _sidecar(dest).unlink(missing_ok=True)
         if is_complete(dest) and _fetched_from(dest) in task.urls:
             meta = json.loads(_sidecar(dest).read_text())
             _failure_note(dest).unlink(missing_ok=True)
@@ -335,6 +340,9 @@ class Downloader:
             if not _encoded(r) and expected_len is None \
                     and r.headers.get("Transfer-Encoding", "").lower() != "chunked" and got == 0:
                 raise _Transient("empty body without length", None)
+        if refuse_html and _sniffs_html(part):  # (a page sent untyped or as text/plain: a mirror, a portal)
+            discard_part(dest)
+            raise _Permanent("answered with a web page (its body begins as HTML), not the file")
         os.replace(part, dest)
         info_path.unlink(missing_ok=True)
         return "resumed" if resumed else "downloaded"
@@ -479,6 +487,31 @@ def _is_html(r: requests.Response) -> bool:
     """Whether the answer says it is a web page (its Content-Type's media type)."""
     media = (r.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     return media in ("text/html", "application/xhtml+xml")
+
+
+# the openings by which a body is known for a web page whatever its Content-Type says (WHATWG's
+# MIME sniffing, less its one-letter tags an OCR text might begin with, plus a portal's refresh
+# ``<meta``), each followed by a space or ``>``; a text that mentions one later on is still a text
+_HTML_OPENINGS = ("!doctype html", "html", "head", "body", "meta", "script", "iframe", "title", "style")
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+_PROLOGUES = (("<?xml", "?>"), ("<!--", "-->"))  # skipped before the first tag
+
+
+def _sniffs_html(path: Path, head_bytes: int = 4096) -> bool:
+    """Whether a downloaded body begins as a web page: after any byte-order mark, whitespace, an
+    XML declaration and comments, its first tag is one of :data:`_HTML_OPENINGS`."""
+    with open(path, "rb") as f:
+        head = f.read(head_bytes)
+    codec = next((c for bom, c in _BOMS if head.startswith(bom)), "latin-1")
+    text = head.decode(codec, errors="ignore").lstrip("\ufeff").lstrip()
+    while (skip := next(((o, c) for o, c in _PROLOGUES if text.startswith(o)), None)) is not None:
+        end = text.find(skip[1], len(skip[0]))
+        if end < 0:
+            return False  # (a head of comments only: nothing to judge by)
+        text = text[end + len(skip[1]):].lstrip()
+    low = text[:32].lower()
+    return any(low.startswith("<" + o) and low[len(o) + 1:len(o) + 2] in (" ", ">", "/", "\t", "\n", "\r", "\f")
+               for o in _HTML_OPENINGS)
 
 
 def _encoded(r: requests.Response) -> bool:

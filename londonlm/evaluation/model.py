@@ -20,19 +20,15 @@ most doubles a read the call makes anyway.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shlex
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..core import LondonLMError, RunLayout, WEIGHT_FILES, model_run_info, model_step, sha256_file
+from ..core import LondonLMError, RunLayout, model_run_info, model_step, sha256_file, weights_sha256
 from ..generation import LoadedModel, load_model as _load
 
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.jsonl"
-SAFETENSORS, PYTORCH_BIN = WEIGHT_FILES
-SAFETENSORS_INDEX = "model.safetensors.index.json"
 EVALUATE_SCRIPT = "05_evaluation/run_evaluation.py"
 
 
@@ -55,30 +51,6 @@ def load_model(model_path: str | Path, device: str = "auto", dtype: str = "auto"
     """(model, tokenizer) of a model folder, in eval mode on ``device``."""
     lm = load_for_evaluation(model_path, device, dtype)
     return lm.model, lm.tokenizer
-
-
-def weights_files(model_dir: str | Path) -> list[Path]:
-    """The files holding a model folder's weights: model.safetensors, else the sharded index
-    and its shards, else pytorch_model.bin ([] when there are none)."""
-    d = Path(model_dir)
-    if (d / SAFETENSORS).is_file():
-        return [d / SAFETENSORS]
-    if (d / SAFETENSORS_INDEX).is_file():
-        shards = sorted(set(json.loads((d / SAFETENSORS_INDEX).read_text())["weight_map"].values()))
-        return [d / SAFETENSORS_INDEX] + [d / s for s in shards]
-    return [d / PYTORCH_BIN] if (d / PYTORCH_BIN).is_file() else []
-
-
-def weights_sha256(model_dir: str | Path) -> str | None:
-    """sha256 of the weights file, streamed (it can be GBs); for sharded weights, of the
-    list of each file's name and sha256. None for a folder without weights."""
-    files = weights_files(model_dir)
-    if len(files) == 1:
-        return sha256_file(files[0])
-    if not files:
-        return None
-    listing = "".join(f"{f.name} {sha256_file(f)}\n" for f in files)
-    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def run_name_of(model_dir: str | Path) -> str | None:

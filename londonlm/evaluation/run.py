@@ -42,6 +42,10 @@ MODES = ("quick", "comprehensive")
 EMPTY_VALIDATION = ("the validation text is empty: the corpus's {n} validation document(s) hold no "
                     "text to score; rebuild the corpus (`python 02_data_collection/"
                     "historical_data_collector.py --overwrite`) or restore its processed/texts files")
+ONE_TOKEN_VALIDATION = ("the validation text is too short to score: each of the corpus's {n} validation "
+                        "document(s) is one token or none (such as {example!r}), and a text's first token is not "
+                        "predicted, so nothing would be scored; rebuild the corpus with longer documents "
+                        "(`python 02_data_collection/historical_data_collector.py --overwrite`)")
 
 
 class EvaluationError(LondonLMError, ValueError):
@@ -148,7 +152,7 @@ def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, qui
     (comprehensive) EOT-prefixed and era-conditioned variants, then each text file."""
     files = {f: scorable_text_file(tok, f) for f in text_files}  # before any measuring
     v = _scored(evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
-                            return_per_document=years is not None), len(texts))
+                            return_per_document=years is not None), texts)
     per_doc = v.pop("per_document", None)
     out: dict = {"validation": v}
     if per_doc is not None and per_doc:
@@ -318,10 +322,13 @@ def refuse_inputs_written_over(out: Path, settings: EvaluationSettings) -> None:
                                   f"{HUMAN_EVAL_DIR}/): move it, or give another --out_dir; nothing was written")
 
 
-def _scored(v: dict, n_texts: int) -> dict:
-    """``v``, unless it scored no tokens (its loss would be NaN): then an EvaluationError."""
+def _scored(v: dict, texts: Sequence[str]) -> dict:
+    """``v``, unless it scored no tokens (its loss would be NaN): then an EvaluationError that
+    says why, documents of no text, or of one token each (whose only token nothing predicts)."""
     if not v["tokens"]:
-        raise EvaluationError(EMPTY_VALIDATION.format(n=n_texts))
+        example = next((t.strip()[:40] for t in texts if t.strip()), None)
+        raise EvaluationError(EMPTY_VALIDATION.format(n=len(texts)) if example is None
+                              else ONE_TOKEN_VALIDATION.format(n=len(texts), example=example))
     return v
 
 
@@ -401,7 +408,6 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
         log(f"evaluation: outputs are current ({out / METRICS_FILE}); skipping (--overwrite evaluates again)")
         return old
     torch.manual_seed(settings.seed)
-    out.mkdir(parents=True, exist_ok=True)
     probe_sets, probe_files = _read_probe_sets(settings)
 
     with _timed(timing, "load"):
@@ -412,6 +418,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
     log(f"evaluating {info['name']} ({info['params']:,} parameters) in {settings.mode} mode on "
         f"{settings.device} ({settings.dtype})")
     scores = _measure(lm, model_path, val_texts, val_years, probe_sets, settings, timing=timing, log=log)
+    out.mkdir(parents=True, exist_ok=True)  # (only now: a refusal after the load leaves no empty folder)
     plots = _probe_plots(scores["probes"], out)
     training = _training_curves(model_path, settings.trainer_state, out, plots, info["name"], log)
     compare_rows, human = [], None

@@ -33,15 +33,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..core import (FINAL, GGUF, GenerationError, LondonLMError, RunLayout, SIDECAR, folder_lock, naming, read_json,
-                    read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder, sha256_file, sidecar_current, versions, write_sidecar)
+from ..core import (FINAL, GGUF, GenerationError, checkpoint_problem, LondonLMError, RunLayout, SIDECAR, folder_lock, naming, read_json,
+                    read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder, sha256_file, sidecar_current, versions, WEIGHT_FILES, weight_files, write_sidecar)
 from ..generation import check_model_dir, check_token_ids, encode_prompt, read_config
 from ..tokens import load_tokenizer, tokenizer_file_problem
 
 STAGE = "export_gguf"
 EXPORT_FORMAT = 2                      # bump when the written files change for the same inputs
 QUANT_TYPES = ("f16", "q8_0")
-WEIGHTS = "model.safetensors"
+WEIGHTS, PYTORCH_BIN = WEIGHT_FILES   # the one-file forms; the pickled one is not read here
 TOKENIZER = "tokenizer.json"
 MODEL_CONFIG = "config.json"
 TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json")  # bos, eos and pad ids
@@ -237,13 +237,30 @@ def _tensor_table(n_layer: int) -> dict[str, tuple[str, bool]]:
     return table
 
 
-def gguf_tensors(weights: Path, n_layer: int) -> Iterator[tuple[str, np.ndarray]]:
+def gguf_tensors(weights: Path | list[Path], n_layer: int) -> Iterator[tuple[str, np.ndarray]]:
     """(GGUF name, float32 array in GGUF row order) for every tensor of a GPT-2 safetensors
-    file; ``output.weight`` is the token embedding when the head is tied."""
+    file, or of every shard of a sharded set (``weights`` a list: one model's tensors across
+    files); ``output.weight`` is the token embedding when the head is tied."""
+    table = _tensor_table(n_layer)
+    seen: dict[str, np.ndarray] = {}
+    for file in (weights if isinstance(weights, list) else [weights]):
+        seen.update(_file_tensors(file, table))
+    output = table["lm_head"][0] + ".weight"
+    if output not in seen and table["wte"][0] + ".weight" in seen:
+        seen[output] = seen[table["wte"][0] + ".weight"]
+    missing = sorted({f"{n}.weight" for n, _ in table.values()} - set(seen))
+    if missing:
+        where = weights if isinstance(weights, Path) else weights[0].parent
+        raise GGUFExportError(f"{where}: tensors missing for a {n_layer}-layer GPT-2: "
+                              f"{', '.join(missing[:6])}")
+    yield from seen.items()
+
+
+def _file_tensors(weights: Path, table: dict) -> dict[str, np.ndarray]:
+    """GGUF name -> float32 array for the tensors of one safetensors file."""
     import torch
     from safetensors import safe_open
 
-    table = _tensor_table(n_layer)
     seen: dict[str, np.ndarray] = {}
     with safe_open(str(weights), framework="pt") as f:
         for key in f.keys():
@@ -260,14 +277,7 @@ def gguf_tensors(weights: Path, n_layer: int) -> Iterator[tuple[str, np.ndarray]
                                       f"export an earlier checkpoint")
             data = (data.T if transpose and suffix == "weight" else data).contiguous().numpy()
             seen[f"{name}.{suffix}"] = data
-    output = table["lm_head"][0] + ".weight"
-    if output not in seen and table["wte"][0] + ".weight" in seen:
-        seen[output] = seen[table["wte"][0] + ".weight"]
-    missing = sorted({f"{n}.weight" for n, _ in table.values()} - set(seen))
-    if missing:
-        raise GGUFExportError(f"{weights}: tensors missing for a {n_layer}-layer GPT-2: "
-                              f"{', '.join(missing[:6])}")
-    yield from seen.items()
+    return seen
 
 
 def _encode(name: str, data: np.ndarray, qtype: str):
@@ -307,7 +317,7 @@ def _write_gguf_temp(model_dir: Path, out_path: Path, qtype: str, name: str | No
     writer.add_file_type(file_type[qtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     n_rows = None
-    for tname, data in gguf_tensors(model_dir / WEIGHTS, cfg["n_layer"]):
+    for tname, data in gguf_tensors(_tensor_files(model_dir), cfg["n_layer"]):
         if tname.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD]):
             n_rows = data.shape[0]
         stored, ggml_type = _encode(tname, data, qtype)
@@ -379,18 +389,29 @@ def default_output(run: RunLayout | None, model_dir: Path) -> tuple[Path, str]:
     return model_dir / GGUF, model_dir.name
 
 
+def _tensor_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of ``model_dir``: model.safetensors, or every shard of a sharded set."""
+    return [f for f in weight_files(model_dir) if f.suffix == ".safetensors"]
+
+
 def _inputs(model_dir: Path) -> dict[str, str]:
-    for f, why in ((WEIGHTS, f"re-save it with save_pretrained (safetensors), or train with "
-                             f"`{TRAIN_CMD}`"),
+    weights = [f.name for f in weight_files(model_dir)]
+    readable = weights and weights[0] != PYTORCH_BIN  # (pytorch_model.bin: pickled, not read here)
+    for f, why in ((weights[0] if readable else WEIGHTS,
+                    f"re-save it with save_pretrained (safetensors), or train with `{TRAIN_CMD}`"),
                    (TOKENIZER, "copy the run's tokenizer folder into it")):
         if not (model_dir / f).is_file():
             raise GGUFExportError(f"{model_dir / f} not found: the GGUF export needs a "
                                   f"save_pretrained GPT-2 folder with {f}; {why}")
-    # every file the written GGUF is made from: the weights, config.json (the header's sizes,
-    # norm epsilon), tokenizer.json (vocabulary, merges) and the files the tokenizer's special
-    # ids come from; an edit to any of them must rebuild the export, not skip it as current
-    return {f: sha256_file(model_dir / f) for f in (WEIGHTS, MODEL_CONFIG, TOKENIZER, *TOKENIZER_EXTRAS)
-            if f in (WEIGHTS, TOKENIZER) or (model_dir / f).is_file()}
+    problem = checkpoint_problem(model_dir, need_training_state=False)
+    if problem:  # a shard missing or cut short, weights that cannot be read: before any hash
+        raise GGUFExportError(f"the model at {model_dir} cannot be exported: {problem}")
+    # every file the written GGUF is made from: the weights (every shard and the index of a
+    # sharded set), config.json (the header's sizes, norm epsilon), tokenizer.json (vocabulary,
+    # merges) and the files the tokenizer's special ids come from; an edit to any of them must
+    # rebuild the export, not skip it as current
+    return {f: sha256_file(model_dir / f) for f in (*weights, MODEL_CONFIG, TOKENIZER, *TOKENIZER_EXTRAS)
+            if f in (*weights, TOKENIZER) or (model_dir / f).is_file()}
 
 
 def _planned_files(model_dir: Path, out_dir: Path, options: GGUFOptions, stem: str) -> dict[str, Path]:

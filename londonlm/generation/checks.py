@@ -17,11 +17,9 @@ import json
 import struct
 from pathlib import Path
 
-from ..core import GenerationError
+from ..core import GenerationError, weight_files
 
 CONFIG = "config.json"
-SAFETENSORS = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
 # the JSON files of a tokenizer folder, each an object when present
 TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -68,14 +66,10 @@ def _header(path: Path) -> dict[str, tuple[int, ...]]:
 
 def stored_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:
     """Every stored tensor's shape (safetensors, one file or shards); None for other formats."""
-    folder = Path(folder)
-    if (folder / SAFETENSORS).is_file():
-        return _header(folder / SAFETENSORS)
-    if (folder / SAFETENSORS_INDEX).is_file():
-        index = _json_object(folder / SAFETENSORS_INDEX, folder)
-        shards = sorted(set((index.get("weight_map") or {}).values()))
-        return {k: s for shard in shards for k, s in _header(folder / shard).items()}
-    return None
+    tensors = [f for f in weight_files(folder) if f.suffix == ".safetensors"]  # (the index is JSON)
+    if not tensors:
+        return None
+    return {k: s for f in tensors for k, s in _header(f).items()}
 
 
 def expected_shapes(folder: Path) -> tuple[dict[str, tuple[int, ...]], str]:

@@ -187,6 +187,7 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
     path, source, tok_source, model_id, hub_hint = _sources(spec, layout, run)
     if path is not None:
         check_model_dir(path)
+        check_generation_config(path)
     try:
         tokenizer = load_model_tokenizer(tok_source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True,
@@ -221,6 +222,44 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         n_params=sum(p.numel() for p in model.parameters()),
         context_length=context_length_of(model), eras=era_tokens_of(tokenizer), era_width=era_width_of(tokenizer),
         defaults=defaults_from_generation_config(gen_config), dtype=dt)
+
+
+def check_generation_config(folder: Path) -> None:
+    """DamagedModel, naming the file, when transformers' ``from_pretrained`` would fail on the
+    folder's generation_config.json: a list or a number ("TypeError: 'list' object is not a
+    mapping", naming no file), a value it refuses (``max_new_tokens: -5``), JSON nested past
+    the parser's depth. One that is no JSON at all transformers passes over, and so does the
+    library (its sampling defaults are used), as it does a folder without one."""
+    from transformers import GenerationConfig
+
+    name = "generation_config.json"
+    if not (Path(folder) / name).is_file():
+        return
+    try:
+        GenerationConfig.from_pretrained(str(folder), local_files_only=True)
+        return
+    except OSError:  # not JSON: passed over by transformers too
+        return
+    except RecursionError:
+        why = "is JSON nested past the parser's depth"
+    except (ValueError, TypeError, AttributeError, LookupError) as e:
+        why = f"is not one transformers can read ({type(e).__name__}: {' '.join(str(e).split())[:120]})"
+    raise DamagedModel(f"the model at {folder} cannot be loaded: its {name} {why}; restore it from the run "
+                       f"that saved it, or delete it (it holds only the sampling defaults)")
+
+
+def load_weights_to_train(folder: str | Path):
+    """A model folder's ``AutoModelForCausalLM`` as a run that trains it starts from (chat
+    fine-tuning's base): float32 weights whatever the ``dtype`` its config.json records (a base
+    saved in bfloat16 or float16 was loaded so, and AdamW then stepped half-precision weights:
+    updates below their precision lost, on a GPU the Trainer's fp16 scaler refusing them), and a
+    generation_config.json transformers cannot read one line (:func:`check_generation_config`),
+    not a traceback."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_generation_config(Path(folder))
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
 
 
 def _looks_like_hub_id(spec: str | None) -> bool:

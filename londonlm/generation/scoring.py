@@ -8,11 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core import GenerationError, sha256_file
+from ..core import WEIGHT_FILES, GenerationError, weight_files, weights_sha256
 from .model import LoadedModel, encode_prompt, encode_text, load_model
-
-# the weights a save_pretrained folder holds, the first found named in a report
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 MAX_TOP = 5  # alternatives per position, OpenAI's limit
 
@@ -181,7 +178,7 @@ class ContinuationScorer:
             import torch
 
             folder = Path(self.model_dir)
-            if folder.is_dir() and not any((folder / n).is_file() for n in WEIGHT_FILES):
+            if folder.is_dir() and not weight_files(folder):
                 raise GenerationError(f"{self.model_dir} holds no model: no {' or '.join(WEIGHT_FILES)}; pass a "
                                       f"save_pretrained folder with its tokenizer (a run's final/)")
             if self.threads:
@@ -195,8 +192,8 @@ class ContinuationScorer:
     def identity(self) -> dict:
         """What names the model for a report: its folder's ``run/final`` name and a hash of its weights."""
         lm = self.load()
-        weights = next((p for p in (Path(lm.path) / n for n in WEIGHT_FILES) if p.is_file()), None)
-        return {"model": lm.model_id, "sha256": sha256_file(weights)[:16] if weights else None}
+        sha = weights_sha256(lm.path) if Path(lm.path).is_dir() else None  # (every shard of a sharded set)
+        return {"model": lm.model_id, "sha256": sha[:16] if sha else None}
 
     def __call__(self, items: list[tuple[str, str]]) -> list[float]:
         lm = self.load()

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..chat import is_chat_model, read_chat_info
-from ..core import (CHAT_EVAL, CHAT_INFO, CHAT_STATS, Layout, SIDECAR, WEIGHT_FILES, link_or_copy,
-                    sha256_file, write_json_atomic)
+from ..core import (CHAT_EVAL, CHAT_INFO, CHAT_STATS, Layout, SIDECAR, link_or_copy,
+                    sha256_file, weight_files, write_json_atomic)
 from ..generation import load_model_tokenizer
 from .access import PublishError
 from .facts import RunFacts, read_json_or_none, redact_local_paths
@@ -41,7 +41,7 @@ def is_chat_run(model_dir: Path, run_info: dict | None) -> bool:
 
 
 def _weights_mtime(model_dir: Path) -> float:
-    return max((model_dir / w).stat().st_mtime for w in WEIGHT_FILES if (model_dir / w).exists())
+    return max(w.stat().st_mtime for w in weight_files(model_dir))  # (every shard of a sharded set)
 
 
 def gather_chat_facts(model_dir: Path, facts: RunFacts, layout: Layout) -> ChatFacts:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..core import give_open_mode, link_or_copy, write_json_atomic
+from ..core import checkpoint_problem, give_open_mode, link_or_copy, weight_files, write_json_atomic
 from ..generation import generation_config_dict
 from ..tokens import TOKENIZER_FILES
 from .access import PublishError
@@ -95,14 +95,14 @@ def stage_model_files(model_dir: Path, stage_dir: Path, tokenizer_fallback: Path
 
 
 def _stage_weights(model_dir: Path, stage_dir: Path, log: Log) -> None:
-    index = model_dir / "model.safetensors.index.json"
-    if (model_dir / "model.safetensors").exists():
-        link_or_copy(model_dir / "model.safetensors", stage_dir / "model.safetensors")
-    elif index.exists():  # sharded safetensors: the index and every shard it names
-        link_or_copy(index, stage_dir / index.name)
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            link_or_copy(model_dir / shard, stage_dir / shard)
-    elif (model_dir / "pytorch_model.bin").exists():
+    files = weight_files(model_dir)
+    problem = checkpoint_problem(model_dir, need_training_state=False) if files else None
+    if problem:  # a shard missing or cut short: a repo that no one could load
+        raise PublishError(f"the model at {model_dir} cannot be published: {problem}")
+    if files and files[0].suffix != ".bin":  # model.safetensors, or the index and every shard it names
+        for f in files:
+            link_or_copy(f, stage_dir / f.name)
+    elif files:
         # The Hub and transformers prefer safetensors (no pickle): convert once here.
         from transformers import AutoModelForCausalLM
 

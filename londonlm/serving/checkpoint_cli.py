@@ -35,7 +35,9 @@ def _parser(default_preset: str, presets: list[str], prompt: str,
             max_new_tokens: int, prog: str | None) -> argparse.ArgumentParser:
     p = StageParser(prog=prog, description="Inspect and try a training checkpoint.")
     p.add_argument("--preset", default=default_preset, choices=presets)
-    p.add_argument("--run_name", help="run folder under 09_models/checkpoints/ (default: preset)")
+    # --run_name_dir as training names the folder: resume_training.sh passes its flags here to list
+    p.add_argument("--run_name", "--run_name_dir", dest="run_name",
+                   help="run folder under 09_models/checkpoints/ (default: preset)")
     p.add_argument("--root", type=existing_dir, help="project root")
     p.add_argument("--list-checkpoints", "--list_checkpoints", dest="list_checkpoints",
                    action="store_true", help="list checkpoints (step, loss, time, validity)")

@@ -5,19 +5,21 @@ with ``data: [DONE]``; ``usage``, ``stop``, ``n`` and ``seed`` work; errors are
 ``{"error": {"message", "type", "param", "code"}}``.
 
 Sampling settings a request leaves out are the model's own defaults (as on ``/v1/generate``), not
-OpenAI's. Completion prompts are encoded as ``/v1/generate`` encodes them (``<|endoftext|>`` first),
-or given as token ids (one list or a list of lists), taken exactly. Either kind is never cut (the
-echo, the scores and ``usage`` describe the prompt sent): one that does not fit the model's context,
-leaving room for a new token unless ``max_tokens`` is 0, is a 400 ``context_length_exceeded`` naming
-its token count, as OpenAI answers; ``max_tokens`` is cut to the room left. ``logprobs: k`` (0-5) reports
-each completion token's log-probability and its ``k`` likeliest alternatives; with ``echo`` the
-prompt's tokens too, and ``max_tokens: 0`` scores the prompt alone: what lm-evaluation-harness's
-``local-completions`` model scores log-likelihood tasks with. ``tokens[i]`` is token i's part of the
-choice's ``text`` and ``text_offset[i]`` where it starts there (``""`` for a token the text does not
-show, such as the ``<|endoftext|>`` before a text prompt). Chat messages go through
-the tokenizer's chat template (``apply_chat_template(..., sanitize_control_tokens=True)``): only
-the template writes role tokens; a message's text is always text. A chat answer ends at any
-control token the template writes (the end of its turn) or the model's end-of-sequence tokens.
+OpenAI's; for chat, the chat answers' defaults where the model's config sets none
+(:func:`chat_defaults`). Completion prompts are encoded as ``/v1/generate`` encodes them
+(``<|endoftext|>`` first), or given as token ids (one list or a list of lists), taken exactly.
+Either kind is never cut (the echo, the scores and ``usage`` describe the prompt sent): one that
+does not fit the model's context, leaving room for a new token unless ``max_tokens`` is 0, is a 400
+``context_length_exceeded`` naming its token count, as OpenAI answers; ``max_tokens`` is cut to the
+room left. ``logprobs: k`` (0-5) reports each completion token's log-probability and its ``k``
+likeliest alternatives; with ``echo`` the prompt's tokens too, and ``max_tokens: 0`` scores the
+prompt alone: what lm-evaluation-harness's ``local-completions`` model scores log-likelihood tasks
+with. ``tokens[i]`` is token i's part of the choice's ``text`` and ``text_offset[i]`` where it
+starts there (``""`` for a token the text does not show, such as the ``<|endoftext|>`` before a text
+prompt). Chat messages go through the tokenizer's chat template (``apply_chat_template(...,
+sanitize_control_tokens=True)``): only the template writes role tokens; a message's text is always
+text. A chat answer ends at any control token the template writes (the end of its turn) or the
+model's end-of-sequence tokens.
 """
 from __future__ import annotations
 
@@ -56,12 +58,28 @@ def chat_stop_ids(lm) -> frozenset[int]:
     return frozenset(i for i in ids if i is not None)
 
 
+def chat_defaults(lm) -> GenerationSettings:
+    """The sampling a chat request leaves unset: what the model's generation_config sets, else
+    the chat answers' own defaults (:class:`~londonlm.chat.ChatSettings`: no top-k cut, no
+    repetition penalty, which push short answers off the question's words), as ``--chat``, the
+    REPL and the chat evaluation answer; not the pre-training defaults a chat model's config
+    (written by fine-tuning with no sampling values) would otherwise fall back on."""
+    from ..chat import ChatSettings
+
+    gen = getattr(lm.model, "generation_config", None)
+    explicit = gen.to_diff_dict() if hasattr(gen, "to_diff_dict") else {}
+    chat = ChatSettings()
+    return replace(lm.defaults, **{k: getattr(chat, k) for k in ("top_k", "repetition_penalty")
+                                   if explicit.get(k) is None})
+
+
 class _OpenAI:
     def __init__(self, service: Service):
         self.service, self.lm, self.limits = service, service.lm, service.limits
         self.Completion, self.Chat = openai_models(self.limits.max_new_tokens_limit, self.limits.max_samples)
         self.is_chat = bool(getattr(self.lm.tokenizer, "chat_template", None))
         self.chat_stops = chat_stop_ids(self.lm) if self.is_chat else frozenset()
+        self.chat_defaults = chat_defaults(self.lm) if self.is_chat else None
 
     def model_card(self) -> dict:
         return {"id": self.lm.model_id, "object": "model", "created": 0, "owned_by": "londonlm"}
@@ -88,17 +106,20 @@ class _OpenAI:
             if value not in (None, off, False, {}):
                 raise ApiError(400, f"{field} is not supported by this server (use repetition_penalty)"
                                if "penalty" in field else f"{field} is not supported by this server", param=field)
+        if req.stream_options is not None and not req.stream:  # OpenAI's 400 too: usage comes in the answer
+            raise ApiError(400, "stream_options is only allowed when stream is true (a non-streamed answer always "
+                                "has usage)", param="stream_options")
         if schema is self.Completion and req.stream and (req.logprobs is not None or req.max_tokens == 0):
             raise ApiError(400, "logprobs and max_tokens 0 are answered without streaming: leave stream unset",
                            param="stream")
         return req
 
-    def _settings(self, req, max_tokens: int | None) -> GenerationSettings:
+    def _settings(self, req, max_tokens: int | None, defaults: GenerationSettings | None = None) -> GenerationSettings:
         try:
-            s = self.lm.defaults.updated(max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                                         top_k=req.top_k, repetition_penalty=req.repetition_penalty,
-                                         no_repeat_ngram_size=req.no_repeat_ngram_size, num_samples=req.n,
-                                         seed=req.seed)
+            s = (defaults or self.lm.defaults).updated(
+                max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+                repetition_penalty=req.repetition_penalty, no_repeat_ngram_size=req.no_repeat_ngram_size,
+                num_samples=req.n, seed=req.seed)
         except GenerationError as e:
             raise ApiError(400, str(e)) from None
         return replace(s, max_new_tokens=min(s.max_new_tokens, self.limits.max_new_tokens_limit))
@@ -192,7 +213,7 @@ class _OpenAI:
         if room < 1:
             raise ApiError(400, f"the messages are {len(ids)} tokens: the model's context is {self.lm.context_length}; "
                                 f"send a shorter conversation", param="messages", code="context_length_exceeded")
-        settings = self._settings(req, req.max_completion_tokens or req.max_tokens)
+        settings = self._settings(req, req.max_completion_tokens or req.max_tokens, self.chat_defaults)
         settings = replace(settings, max_new_tokens=min(settings.max_new_tokens, room))
         return Job(ids, settings, seeds_for(settings.seed, settings.num_samples), self.chat_stops,
                    self._stop(req), deadline)

@@ -9,7 +9,8 @@ trains it (``03_tokenizer/``), and the uint16 memmap token cache training reads.
 - :mod:`.chunks`: the per-chunk CRC-32 that the cache's reader verifies on first use.
 - :mod:`.counts`: tokens per split, source and decade (``02_data_collection/count_tokens.py``).
 """
-from .cache import cached_split_tokens, ensure_cache, load_checked_tokens, read_metadata, split_token_ceiling
+from .cache import (cached_split_tokens, ensure_cache, load_checked_tokens, read_metadata, refuse_unfinished_build,
+                    split_token_ceiling)
 from .stage import train_tokenizer_stage
 from .tokenizer import (EOT, ERA_WIDTH, TOKENIZER_FILES, era_token, era_token_for, era_tokens_of, era_width_of,
                         load_tokenizer, plain_backend, split_exact, tokenizer_file_problem)
@@ -17,6 +18,6 @@ from .tokenizer import (EOT, ERA_WIDTH, TOKENIZER_FILES, era_token, era_token_fo
 __all__ = [
     "cached_split_tokens", "ensure_cache", "EOT", "ERA_WIDTH", "era_token", "era_token_for", "era_tokens_of",
     "era_width_of", "load_checked_tokens", "load_tokenizer",
-    "plain_backend", "read_metadata", "split_exact", "split_token_ceiling", "TOKENIZER_FILES", "tokenizer_file_problem",
+    "plain_backend", "read_metadata", "refuse_unfinished_build", "split_exact", "split_token_ceiling", "TOKENIZER_FILES", "tokenizer_file_problem",
     "train_tokenizer_stage",
 ]

@@ -506,6 +506,20 @@ def split_token_ceiling(processed_dir: Path) -> dict[str, int]:
     return {split: size + 2 * docs for split, (size, docs) in sizes.items()}
 
 
+def refuse_unfinished_build(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, context_length: int,
+                            era_tokens: bool, mode: str = "auto") -> None:
+    """:func:`ensure_cache`'s refusal to build from a corpus its stage did not finish, said before
+    the work ahead of it (reads only, builds nothing): when a build would follow, under
+    ``--no_pretokenized`` or with no cache current for this context. A cache current for another
+    ``--max_length`` gives the split counts a block check reads, but not this run's tokens: its
+    rebuild was refused only after the speed probe, and after ``--fresh`` moved the run aside."""
+    if mode == "require":  # (never builds: its refusal of a cache that is not current is its own)
+        return
+    if mode == "rebuild" or check_cache(Path(cache_dir), cache_request(tokenizer_dir, processed_dir, context_length,
+                                                                       era_tokens)) is not None:
+        require_finished_corpus(processed_dir)
+
+
 def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, context_length: int,
                  era_tokens: bool, mode: str = "auto", progress: bool = True,
                  verify_full: bool = False, log=print) -> dict | None:

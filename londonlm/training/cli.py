@@ -8,7 +8,7 @@ Errors a user can fix raise :class:`~londonlm.core.errors.LondonLMError`; the sc
 :func:`main` in :func:`~londonlm.core.errors.run_main`."""
 from __future__ import annotations
 
-from ..core import describe_checkpoints
+from ..core import UsageError, describe_checkpoints
 from .defaults import TrainDefaults
 from .flags import parse_train_flags
 from .job import build_config, run_of
@@ -22,6 +22,9 @@ def main(argv: list[str], defaults: TrainDefaults, prog: str | None = None,
     flags = parse_train_flags(argv, prog=prog, description=description)
     if flags.run.list_checkpoints:
         run, _, _ = run_of(flags, defaults)
+        if not run.dir.is_dir():  # a mistyped name or --root listed as "(no checkpoints)", exit 0
+            raise UsageError(f"no run folder at {run.dir}: check --run_name_dir/--run_name/--preset, "
+                             f"--output_dir and --root (or $LONDONLM_ROOT)")
         print(describe_checkpoints(run.dir))
         return 0
     config = build_config(flags, defaults)

@@ -24,7 +24,8 @@ from transformers.trainer_callback import ExportableState
 
 from ..core import LondonLMError, RunLayout
 from ..corpus import split_sizes
-from ..tokens import cached_split_tokens, ensure_cache, era_tokens_of, load_checked_tokens, split_token_ceiling
+from ..tokens import (cached_split_tokens, ensure_cache, era_tokens_of, load_checked_tokens, refuse_unfinished_build,
+                      split_token_ceiling)
 from .dist import TrainingError, is_main_process, log, rank0_first
 from .job import DataOptions
 
@@ -274,6 +275,9 @@ def check_blocks_fit(run: RunLayout, data: DataOptions, context_length: int, tok
     has = "has"
     if counts is None:
         counts, has = split_token_ceiling(data.processed_dir), "can hold at most"
+    else:  # (counts of a cache for another context: the rebuild ahead is refused here, not after the probe)
+        refuse_unfinished_build(run.cache_dir, data.tokenizer_dir, data.processed_dir, context_length, era,
+                                data.cache_mode)
     for split, tokens in counts.items():
         if tokens < context_length:
             raise TrainingError(f"the {split} split {has} {tokens} tokens, fewer than one block of "

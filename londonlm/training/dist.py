@@ -68,8 +68,23 @@ def world_size() -> int:
     if n < 1:
         raise TrainingError(f"$WORLD_SIZE is {n}: a job has at least one process; unset it to train in one "
                             f"process, or launch with torchrun")
-    _launch_number("LOCAL_RANK", 0)  # (read by the Trainer: junk there was its own int() error)
+    _check_local_rank(_launch_number("LOCAL_RANK", -1), n)
     return n
+
+
+def _check_local_rank(local: int, n: int) -> None:
+    """``LOCAL_RANK`` (read by the Trainer: junk there was its own int() error) as torchrun sets
+    it: beside ``WORLD_SIZE``, below it. One left in a shell alone made the Trainer start a
+    process group that waits for peers: accelerate's "MASTER_ADDR expected" line, which names
+    neither variable. -1 is the Trainer's own "not distributed"."""
+    if local == -1:
+        return
+    if not os.environ.get("WORLD_SIZE", "").strip():
+        raise TrainingError(f"$LOCAL_RANK is {local} but $WORLD_SIZE is unset: torchrun sets both for each "
+                            f"process it starts; unset LOCAL_RANK to train in one process, or launch with torchrun")
+    if not 0 <= local < n:
+        raise TrainingError(f"$LOCAL_RANK is {local} but $WORLD_SIZE is {n}: a rank lies in 0..WORLD_SIZE-1; "
+                            f"unset LOCAL_RANK to train in one process, or launch with torchrun, which sets both")
 
 
 def is_main_process() -> bool:

@@ -325,6 +325,7 @@ def config_from_values(values: Mapping, *, model: ModelConfig, data: DataOptions
         batch_given=bool({"batch_size", "per_device_train_batch_size", "gradient_accumulation_steps"} & explicit),
         eval_batch_given="per_device_eval_batch_size" in explicit)
     _refuse_evaluations_missing(control, values)
+    _refuse_trainer_optimizer_under_muon(optimizer, values, explicit)
     if "lr_scheduler_type" in explicit:
         values["lr_scheduler_kwargs"] = _asked_schedule_keywords(values, explicit, control)
     optim = OptimConfig(optimizer=optimizer, warmup_share=values.pop("warmup_share", None),
@@ -362,6 +363,22 @@ def _refuse_evaluations_missing(control: RunControl, values: Mapping) -> None:
         if on:
             raise UsageError(f"--{flag} acts at the evaluations, and --eval_strategy no holds none; "
                              f"give --eval_strategy steps (with --eval_steps N), or leave --{flag} out")
+
+
+def _refuse_trainer_optimizer_under_muon(optimizer: str, values: Mapping, explicit: frozenset) -> None:
+    """Muon + AdamW is built from the learning rate, weight decay and Adam's betas and epsilon
+    alone, so the Trainer's own ``--optim NAME`` and ``--optim_args`` went unused without a word
+    under a Muon run (the tiny preset's default): ``--optim adafactor`` trained Muon."""
+    if optimizer != "muon":
+        return
+    if "optim" in explicit:
+        raise UsageError(f"--optim {enum_name(values.get('optim'))} is the Trainer's optimizer, and this run "
+                         f"trains with Muon (--optim muon, or the preset's): give --optimizer adamw with it "
+                         f"to train with the Trainer's, or leave it out")
+    if "optim_args" in explicit:
+        raise UsageError("--optim_args goes to the Trainer's optimizer, and this run trains with Muon, which "
+                         "takes --learning_rate, --weight_decay, --adam_beta1, --adam_beta2 and --adam_epsilon: "
+                         "leave --optim_args out, or give --optimizer adamw")
 
 
 def _on_cuda() -> bool:
@@ -405,6 +422,10 @@ def _trainer_values(flags: TrainFlags, preset: dict, seed: int, workers: int) ->
         if k not in explicit and k in values:
             values[k] = v
     if flags.data.batch_size is not None:  # --batch_size is the train batch, and eval's unless given
+        if "per_device_train_batch_size" in explicit and values["per_device_train_batch_size"] != flags.data.batch_size:
+            # two names of one value that disagree: --batch_size won without a word
+            raise UsageError(f"--batch_size is another name for --per_device_train_batch_size; they disagree "
+                             f"({flags.data.batch_size} vs {values['per_device_train_batch_size']}): give one")
         values["per_device_train_batch_size"] = flags.data.batch_size
         if "per_device_eval_batch_size" not in explicit:
             values["per_device_eval_batch_size"] = flags.data.batch_size

@@ -156,10 +156,14 @@ def without_generation_cache(model):
 
 def load_weights(path: Path, tokenizer, resize_rows: int | None = None):
     """A model from saved weights (a checkpoint, a ``--init_from`` parent) with ``tokenizer``'s
-    special ids; its embeddings resized to ``resize_rows`` when given (``--resize_embeddings``)."""
+    special ids; its embeddings resized to ``resize_rows`` when given (``--resize_embeddings``).
+    Loaded in float32 whatever dtype its config.json records: a parent saved in bfloat16 was
+    loaded so, and AdamW then stepped half-precision master weights (updates under their
+    precision lost without a word; mixed precision is the Trainer's ``--bf16``, not the weights')."""
+    import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     if resize_rows:
         model.resize_token_embeddings(resize_rows)
     for k in ("bos_token_id", "eos_token_id", "pad_token_id"):

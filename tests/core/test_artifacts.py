@@ -59,6 +59,23 @@ def test_sidecar_vouches_only_for_outputs_still_as_written(tmp_path):
     assert sidecar_current(sc, {"a": "1"}, {})[0]
 
 
+def test_a_vouched_file_edited_to_the_same_size_is_changed_and_an_old_size_record_still_holds(tmp_path):
+    """A small output's content is recorded, not its size alone: a tokenizer.json merge edited by
+    hand to the same size was "current". A sidecar written before contents were recorded (its
+    footprint a size) still vouches by the size, so an upgrade rebuilds nothing."""
+    (tmp_path / "tokenizer.json").write_text('{"merges": ["a b"]}')
+    sc = tmp_path / "sidecar.json"
+    write_sidecar(sc, "stage", {"a": "1"}, {}, outputs=["tokenizer.json"])
+    assert sidecar_current(sc, {"a": "1"}, {})[0] and sidecar_intact(sc)[0]
+    (tmp_path / "tokenizer.json").write_text('{"merges": ["a c"]}')  # same size, other content
+    assert sidecar_current(sc, {"a": "1"}, {}) == (False, "tokenizer.json was deleted or changed since it was written")
+    assert not sidecar_intact(sc)[0]
+    record = json.loads(sc.read_text())
+    record["outputs"]["tokenizer.json"] = {"bytes": (tmp_path / "tokenizer.json").stat().st_size}
+    sc.write_text(json.dumps(record))
+    assert sidecar_current(sc, {"a": "1"}, {})[0]
+
+
 def test_a_sidecar_is_intact_while_its_outputs_are_as_written_whatever_it_names(tmp_path):
     """What a later stage asks of an earlier one's folder (did it finish, and is it untouched
     since?) without knowing the inputs and settings it was made with."""

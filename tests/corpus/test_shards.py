@@ -186,6 +186,7 @@ def _merge_peak(root: Path) -> int:
     return peak
 
 
+@pytest.mark.slow  # a memory measure over two corpus sizes, ~19 s on 2 cores (the suite's budget)
 def test_the_merge_memory_does_not_grow_with_the_documents(tmp_path):
     """The dedup compares every staged row with every other; held in memory, they made the
     merge's peak grow by ~4 KB a document (13.7 KB before that). In the merge's SQLite file,

@@ -90,18 +90,18 @@ def test_the_flags_become_one_settings_object_each_setting_named_as_its_flag(mon
 def test_quick_with_compare_and_text_file(project, tmp_path, capsys, monkeypatch):
     import collections
 
-    import londonlm.evaluation.model as model_module
+    import londonlm.core.checkpoints as weights_module
 
     extra = tmp_path / "extra.txt"
     extra.write_text("".join(SAMPLE_TEXTS) * 2, encoding="utf-8")
-    hashed, sha256_file = collections.Counter(), model_module.sha256_file
+    hashed, sha256_file = collections.Counter(), weights_module.sha256_file
 
     def counted(path):
         if Path(path).suffix == ".safetensors":
             hashed[Path(path).parent.name] += 1
         return sha256_file(path)
 
-    monkeypatch.setattr(model_module, "sha256_file", counted)  # the weights' hashes (GBs each)
+    monkeypatch.setattr(weights_module, "sha256_file", counted)  # the weights' hashes (GBs each)
     rc = evaluation_exit_code(["--root", str(project), "--preset", "micro", "--mode", "quick",
                 "--compare", "checkpoint-2", "--text_files", str(extra)])
     assert rc == 0

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from conftest import SAMPLE_TEXTS, evaluation_exit_code
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_model_dir):
-    """A project root with a small processed corpus and a run whose final/ is the tiny model."""
-    root = tmp_path_factory.mktemp("r15eval")
+def write_corpus(root: Path) -> Path:
+    """A processed corpus of four documents (two held out) under ``root``."""
     proc = root / "data" / "london_historical" / "processed"
     (proc / "texts").mkdir(parents=True)
     rows = []
@@ -26,6 +25,14 @@ def project(tmp_path_factory, tiny_model_dir):
                      "words": len(text.split()), "split": "validation" if i % 2 else "train",
                      "path": f"texts/doc{i}.txt"})
     (proc / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_model_dir):
+    """A project root with a small processed corpus and a run whose final/ is the tiny model."""
+    root = tmp_path_factory.mktemp("r15eval")
+    write_corpus(root)
     shutil.copytree(tiny_model_dir, root / "09_models" / "checkpoints" / "micro" / "final")
     return root
 

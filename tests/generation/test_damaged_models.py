@@ -191,7 +191,8 @@ def _stage_argv(stage: str, folder: Path, root: Path, out: Path) -> tuple[str, l
     if stage == "export":
         return "10_scripts/export_gguf.py", ["--root", str(root), "--model", str(folder),
                                              "--out_dir", str(out)]
-    (folder / "chat_info.json").write_text(json.dumps({"base_model": str(folder)}))
+    base = shutil.copytree(folder, folder.parent / "base")  # as damaged (the chat model itself is refused as its base)
+    (folder / "chat_info.json").write_text(json.dumps({"base_model": str(base)}))
     return "07_finetuning/evaluate_chat.py", ["--root", str(root), "--model", str(folder),
                                               "--out_dir", str(out)]
 

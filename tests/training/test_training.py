@@ -202,6 +202,9 @@ def test_sigterm_saves_checkpoint(root):
     assert checkpoint_problem(ckpts[0]) is None
 
 
+# ~31 s on 2 cores (two ranks, then one): the multi-rank set runs it (-m slow); the default suite's
+# torchrun run is test_distributed's test_two_ranks_agree_and_build_the_cache_once
+@pytest.mark.slow
 def test_torchrun_two_processes_then_resume_with_one(root):
     env = {**os.environ, "LONDONLM_ROOT": str(root), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",

@@ -116,11 +116,14 @@ def _temp_names(target: Path) -> re.Pattern:
     return re.compile(re.escape(f".{target.name}.") + r"[0-9a-f]{8}\.tmp")
 
 
-def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+def remove_stale_temps(path: str | os.PathLike, keep: tuple[str | os.PathLike, ...] = ()) -> list[Path]:
     """Remove the temporary files beside ``path``'s target that no run holds (a run holds its
-    own locked while it writes: a killed run's lock went with it); the removed ones."""
+    own locked while it writes: a killed run's lock went with it); the removed ones. Those that
+    are one of ``keep`` (the run's inputs: a killed run's rows given as the input to salvage them
+    were deleted before they were read) stay."""
     target = Path(os.path.realpath(path))
     pattern, removed = _temp_names(target), []
+    kept = {ident for _, ident, _ in map(_identity, map(os.fspath, keep)) if ident is not None}
     try:
         names = os.listdir(target.parent)
     except OSError:
@@ -129,6 +132,8 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
         if not pattern.fullmatch(name):
             continue
         p = target.parent / name
+        if _identity(os.fspath(p))[1] in kept:
+            continue
         try:
             fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError:

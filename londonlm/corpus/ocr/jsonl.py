@@ -10,7 +10,7 @@ report says where (``cp1252_bytes``); a UTF-8 byte-order mark starting the file 
 year (``--year_key``) is a whole number or one written as text (``"1750"``); any other value
 (``true``) is none: the row is repaired without it and the report says ``year_ignored``. An
 input that is not a text file (binary, UTF-16) or holds no rows is refused in one line before
-anything is written. The
+anything is written; one written to while it is read, an error before the output is put in place. The
 output is written whole or not at all (a temporary file renamed at the end; through a link, to
 its target; a device or a pipe streamed: :mod:`.files`), and the report,
 one line per row (what changed, where, the evidence's margin and the misreading's probability,
@@ -22,6 +22,7 @@ import codecs
 import json
 import os
 import re
+import stat
 from collections import deque
 from contextlib import closing
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -75,12 +76,26 @@ def check_input(path: Path) -> None:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The input's lines, numbered. A file written to while it is read (a producer still
+    writing it, ``> in.jsonl`` run again) gave an output of its first rows and the rows of what
+    replaced them, exit 0: its size and time of change are compared when the last line is read,
+    and a change is an error, so the output is not written."""
     with open(path, "rb") as f:
+        before = _version(os.fstat(f.fileno()))
         for n, raw in enumerate(f, 1):
             if n == 1 and raw.startswith(BOM):  # (editors on Windows write one)
                 raw = raw[len(BOM):]
             if raw.strip():
                 yield n, raw
+        if before is not None and _version(os.fstat(f.fileno())) != before:
+            raise RepairInputError(f"{path} changed while it was read (another program wrote to it): its rows "
+                                   f"out would mix two versions of it; run again once it is written (an output "
+                                   f"file and the report were left as they were)")
+
+
+def _version(st: os.stat_result) -> tuple[int, int] | None:
+    """(size, time of change) of a regular file; None for a stream, which has neither."""
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
 
 
 def _byte_by_byte(e: UnicodeDecodeError) -> tuple[str, int]:
@@ -297,8 +312,8 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     for flag, path in outputs:
         check_output(flag, path)
     check_input(src)
-    for _, path in outputs:  # (a killed run's, nobody's now)
-        remove_stale_temps(path)
+    for _, path in outputs:  # (a killed run's, nobody's now; never the input, whatever its name)
+        remove_stale_temps(path, keep=(src,))
     summary: dict[str, Any] = {"rows": 0, "repaired": 0, "errors": {}, "changes": 0, "encoding_notes": 0,
                                "years_ignored": 0, "workers": bounded_workers(o.workers)}
     entries: list[dict[str, Any]] | None = [] if report_path is not None else None

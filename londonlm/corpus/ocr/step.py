@@ -23,7 +23,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Callable, Iterable, Iterator
 
-from ...core import UsageError, user_path, write_text_atomic
+from ...core import UsageError, sha256_file, user_path, write_text_atomic
 from ..cleaning import clean_text, join_hyphenation
 from ..manifest import MANIFEST, CorpusError, read_jsonl
 from ..sources import Document, LocalSource, materialise
@@ -178,7 +178,7 @@ def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, in
     shipped = None if options.period_corpus else shipped_lexicon_id()
     key = hashlib.sha256(json.dumps([inputs_key, options.period_corpus, RULES, shipped]).encode()).hexdigest()
     path, key_file = out_dir / LEXICON_FILE, out_dir / KEY_FILE
-    if path.is_file() and key_file.is_file() and json.loads(key_file.read_text(encoding="utf-8")).get("key") == key:
+    if _kept_lexicon_current(path, key_file, key):
         log(f"corpus: OCR documents found; period lexicon {path} is current")
         return path
     if options.period_corpus:
@@ -187,9 +187,26 @@ def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, in
         lexicon = with_shipped(_learn(transcribed_texts(docs()),
                                       {"period_corpus": "the collection's transcribed documents"}))
     lexicon.save(path)
-    write_text_atomic(key_file, json.dumps({"key": key, "made_from": lexicon.made_from}))
+    write_text_atomic(key_file, json.dumps({"key": key, "made_from": lexicon.made_from, "sha256": sha256_file(path)}))
     log(f"corpus: period lexicon of {len(lexicon):,} words from {describe(lexicon)} -> {path}")
     return path
+
+
+def _kept_lexicon_current(path: Path, key_file: Path, key: str) -> bool:
+    """Whether the lexicon a collection kept is the one to use again: its key file readable, of
+    this collection's inputs, and the lexicon's bytes those it recorded. A key file that is no
+    JSON object was a traceback on every rerun; a lexicon damaged since was "current", then
+    refused as it was read ("rebuild it"), and every rerun found it current again: both are
+    learned again. (A key file written before it recorded the bytes vouches by the key alone.)"""
+    if not (path.is_file() and key_file.is_file()):
+        return False
+    try:
+        record = json.loads(key_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict) or record.get("key") != key:
+        return False
+    return "sha256" not in record or record["sha256"] == sha256_file(path)
 
 
 # ---------------------------------------------------------------- one document

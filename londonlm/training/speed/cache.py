@@ -4,6 +4,7 @@ holds measurements, so a damaged one is ignored with a warning and measured agai
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Callable
@@ -77,10 +78,18 @@ def default_cache_path() -> Path:
     return Path(base) / "londonlm" / "autotune.json"
 
 
+def _step_time(value) -> bool:
+    """A step time a run can be fitted from: a finite positive number. json reads NaN and
+    Infinity, and true is an int: a damaged figure of NaN was a traceback where a time budget
+    was fitted, and a negative one "fits only -15 steps"."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
 def _valid_entry(entry) -> bool:
     figs = entry.get("figures") if isinstance(entry, dict) else None
     return isinstance(figs, dict) and all(
-        isinstance(f, dict) and (isinstance(f.get("step_seconds"), (int, float)) or "error" in f)
+        isinstance(f, dict) and (_step_time(f.get("step_seconds")) or "error" in f and "step_seconds" not in f)
         for f in figs.values())
 
 
