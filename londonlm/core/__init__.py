@@ -26,7 +26,7 @@ from .artifacts import (StageInputMissing, atomic_writer, current_or_make, give_
                         write_json_atomic, write_sidecar, write_text_atomic)
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, archives_without_crc, checkpoint_name, checkpoint_problem,
                           checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints, model_step,
-                          weight_files, weights_sha256)
+                          tensor_files, weight_files, weights_sha256)
 from .cli import (OneLineErrors, StageParser, check_ranges, existing_dir, existing_file, fraction, free_text,
                   non_negative_float, non_negative_int, number_in, port, positive_float, positive_int,
                   user_path, utf8_problem, writable_dir, writable_file, year)
@@ -61,6 +61,6 @@ __all__ = [
     "refuse_output_over_inputs",
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "ScratchTables", "sidecar_current", "sidecar_intact", "sqlite_os_error", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",
-    "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "utf8_problem", "versions", "WEIGHT_FILES", "weight_files", "weights_sha256",
+    "usable_cores", "usable_model", "user_path", "UsageError", "use_training_threads", "utf8_problem", "versions", "WEIGHT_FILES", "tensor_files", "weight_files", "weights_sha256",
     "writable_dir", "atomic_writer", "is_fd_link", "is_stream", "nearest_existing", "os_error_message", "user_error_message", "write_bytes_atomic", "write_json_atomic", "write_sidecar", "write_text_atomic", "year",
 ]

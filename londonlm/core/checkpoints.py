@@ -95,6 +95,12 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
     return [d / PYTORCH_BIN] if (d / PYTORCH_BIN).is_file() else []
 
 
+def tensor_files(folder: str | os.PathLike) -> list[Path]:
+    """The safetensors files of a folder's weights, the ones that hold tensors (a sharded set's
+    index is JSON): model.safetensors, or every shard; [] for pytorch_model.bin or none."""
+    return [f for f in weight_files(folder) if f.suffix == ".safetensors"]
+
+
 def weights_sha256(folder: str | os.PathLike) -> str | None:
     """sha256 of a model folder's weights file, streamed (it can be GBs); for sharded weights,
     of the list of each file's name and sha256 (the index and every shard: one shard changed or

@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..core import (FINAL, GGUF, GenerationError, checkpoint_problem, LondonLMError, RunLayout, SIDECAR, folder_lock, naming, read_json,
-                    read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder, sha256_file, sidecar_current, versions, WEIGHT_FILES, weight_files, write_sidecar)
+                    read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder, sha256_file, sidecar_current, tensor_files, versions, WEIGHT_FILES, weight_files, write_sidecar)
 from ..generation import check_model_dir, check_token_ids, encode_prompt, read_config
 from ..tokens import load_tokenizer, tokenizer_file_problem
 
@@ -317,7 +317,7 @@ def _write_gguf_temp(model_dir: Path, out_path: Path, qtype: str, name: str | No
     writer.add_file_type(file_type[qtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     n_rows = None
-    for tname, data in gguf_tensors(_tensor_files(model_dir), cfg["n_layer"]):
+    for tname, data in gguf_tensors(tensor_files(model_dir), cfg["n_layer"]):
         if tname.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD]):
             n_rows = data.shape[0]
         stored, ggml_type = _encode(tname, data, qtype)
@@ -387,11 +387,6 @@ def default_output(run: RunLayout | None, model_dir: Path) -> tuple[Path, str]:
         stem = run.name if model_dir.name == FINAL else f"{run.name}-{model_dir.name}"
         return run.gguf_dir_for(model_dir), stem
     return model_dir / GGUF, model_dir.name
-
-
-def _tensor_files(model_dir: Path) -> list[Path]:
-    """The safetensors files of ``model_dir``: model.safetensors, or every shard of a sharded set."""
-    return [f for f in weight_files(model_dir) if f.suffix == ".safetensors"]
 
 
 def _inputs(model_dir: Path) -> dict[str, str]:

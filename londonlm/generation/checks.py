@@ -17,7 +17,7 @@ import json
 import struct
 from pathlib import Path
 
-from ..core import GenerationError, weight_files
+from ..core import GenerationError, tensor_files
 
 CONFIG = "config.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
@@ -66,7 +66,7 @@ def _header(path: Path) -> dict[str, tuple[int, ...]]:
 
 def stored_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:
     """Every stored tensor's shape (safetensors, one file or shards); None for other formats."""
-    tensors = [f for f in weight_files(folder) if f.suffix == ".safetensors"]  # (the index is JSON)
+    tensors = tensor_files(folder)
     if not tensors:
         return None
     return {k: s for f in tensors for k, s in _header(f).items()}

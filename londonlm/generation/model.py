@@ -185,9 +185,10 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
     dt = pick_dtype(dtype, dev)
     spec = str(spec_or_folder) if spec_or_folder is not None else None
     path, source, tok_source, model_id, hub_hint = _sources(spec, layout, run)
+    gen_config = None
     if path is not None:
         check_model_dir(path)
-        check_generation_config(path)
+        gen_config = read_generation_config(path)  # read once: its sampling defaults, below
     try:
         tokenizer = load_model_tokenizer(tok_source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True,
@@ -210,10 +211,11 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
                            f"parser's depth (generation_config.json, say)") from None
     check_tokenizer_fits(tokenizer, model, f"the tokenizer at {tok_source}")
     check_finite(model, source)
-    try:
-        gen_config = GenerationConfig.from_pretrained(source, local_files_only=True)
-    except (OSError, ValueError, TypeError, RecursionError):  # sampling defaults only: the library's are used
-        gen_config = None
+    if path is None:  # a Hub model in the cache: read as transformers reads it, the library's defaults else
+        try:
+            gen_config = GenerationConfig.from_pretrained(source, local_files_only=True)
+        except (OSError, ValueError, TypeError, RecursionError):  # sampling defaults only
+            gen_config = None
     model.to(dev).eval()
     steady_attention(dev)
     return LoadedModel(
@@ -224,22 +226,21 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         defaults=defaults_from_generation_config(gen_config), dtype=dt)
 
 
-def check_generation_config(folder: Path) -> None:
-    """DamagedModel, naming the file, when transformers' ``from_pretrained`` would fail on the
-    folder's generation_config.json: a list or a number ("TypeError: 'list' object is not a
-    mapping", naming no file), a value it refuses (``max_new_tokens: -5``), JSON nested past
-    the parser's depth. One that is no JSON at all transformers passes over, and so does the
-    library (its sampling defaults are used), as it does a folder without one."""
+def read_generation_config(folder: Path):
+    """The folder's ``GenerationConfig``, or None where it has none or one that is no JSON at all
+    (transformers passes over it, and the library's sampling defaults are used). DamagedModel,
+    naming the file, where transformers' ``from_pretrained`` would fail on it: a list or a number
+    ("TypeError: 'list' object is not a mapping", naming no file), a value it refuses
+    (``max_new_tokens: -5``), JSON nested past the parser's depth."""
     from transformers import GenerationConfig
 
     name = "generation_config.json"
     if not (Path(folder) / name).is_file():
-        return
+        return None
     try:
-        GenerationConfig.from_pretrained(str(folder), local_files_only=True)
-        return
+        return GenerationConfig.from_pretrained(str(folder), local_files_only=True)
     except OSError:  # not JSON: passed over by transformers too
-        return
+        return None
     except RecursionError:
         why = "is JSON nested past the parser's depth"
     except (ValueError, TypeError, AttributeError, LookupError) as e:
@@ -253,12 +254,12 @@ def load_weights_to_train(folder: str | Path):
     fine-tuning's base): float32 weights whatever the ``dtype`` its config.json records (a base
     saved in bfloat16 or float16 was loaded so, and AdamW then stepped half-precision weights:
     updates below their precision lost, on a GPU the Trainer's fp16 scaler refusing them), and a
-    generation_config.json transformers cannot read one line (:func:`check_generation_config`),
+    generation_config.json transformers cannot read one line (:func:`read_generation_config`),
     not a traceback."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    check_generation_config(Path(folder))
+    read_generation_config(Path(folder))
     return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
 
 
