@@ -23,7 +23,7 @@ class TokenScores:
 
     tokens: list[str]                          # each token's part of the text (see text_pieces)
     token_logprobs: list[float | None]         # log P(token | the tokens before); None for the first
-    top_logprobs: list[dict[str, float] | None]  # the ``top`` likeliest tokens there; None for the first
+    top_logprobs: list[dict[str, float] | None]  # the ``top`` likeliest tokens there and the chosen one; None for the first
     text_offset: list[int]                     # where each token's part starts in the text
 
     def after(self, n: int) -> "TokenScores":
@@ -99,11 +99,15 @@ def score_tokens(lm: LoadedModel, ids: list[int], top: int = 1) -> TokenScores:
         best = logprobs.topk(top, dim=-1) if top else None
     tops: list[dict[str, float] | None] = [None]
     for pos in range(len(ids) - 1):
-        alternatives: dict[str, float] = {}
+        # OpenAI always reports the chosen token beside the ``top`` likeliest (up to top + 1
+        # entries, one for ``logprobs: 0``): a client reads it there even when sampling picked a rarer one
+        pairs = [(chosen[pos], ids[pos + 1])]
         if best is not None:
-            for value, token in zip(best.values[pos].tolist(), best.indices[pos].tolist()):
-                key = lm.tokenizer.decode([token], clean_up_tokenization_spaces=False)
-                alternatives[key] = max(value, alternatives.get(key, float("-inf")))
+            pairs += zip(best.values[pos].tolist(), best.indices[pos].tolist())
+        alternatives: dict[str, float] = {}
+        for value, token in pairs:
+            key = lm.tokenizer.decode([token], clean_up_tokenization_spaces=False)
+            alternatives[key] = max(value, alternatives.get(key, float("-inf")))
         tops.append(alternatives)
     pieces = text_pieces(lm.tokenizer, ids, skip_special_tokens=False)
     return TokenScores(pieces, [None, *chosen], tops, _offsets(pieces))

@@ -11,10 +11,10 @@ OpenAI's; for chat, the chat answers' defaults where the model's config sets non
 Either kind is never cut (the echo, the scores and ``usage`` describe the prompt sent): one that
 does not fit the model's context, leaving room for a new token unless ``max_tokens`` is 0, is a 400
 ``context_length_exceeded`` naming its token count, as OpenAI answers; ``max_tokens`` is cut to the
-room left. ``logprobs: k`` (0-5) reports each completion token's log-probability and its ``k``
-likeliest alternatives; with ``echo`` the prompt's tokens too, and ``max_tokens: 0`` scores the
-prompt alone: what lm-evaluation-harness's ``local-completions`` model scores log-likelihood tasks
-with. ``tokens[i]`` is token i's part of the choice's ``text`` and ``text_offset[i]`` where it
+room left. ``logprobs: k`` (0-5) reports each completion token's log-probability and, in
+``top_logprobs``, its ``k`` likeliest alternatives and the token itself (up to k + 1, as OpenAI
+reports them); with ``echo`` the prompt's tokens too, and ``max_tokens: 0`` scores the prompt alone:
+what lm-evaluation-harness's ``local-completions`` model scores log-likelihood tasks with. ``tokens[i]`` is token i's part of the choice's ``text`` and ``text_offset[i]`` where it
 starts there (``""`` for a token the text does not show, such as the ``<|endoftext|>`` before a text
 prompt). Chat messages go through the tokenizer's chat template (``apply_chat_template(...,
 sanitize_control_tokens=True)``): only the template writes role tokens; a message's text is always

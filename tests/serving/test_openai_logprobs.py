@@ -49,7 +49,7 @@ def test_echo_with_max_tokens_zero_scores_the_prompt(base, lm):
     assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(ids)
     assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
     assert lp["token_logprobs"][1:] == pytest.approx(reference(lm, ids).tolist(), abs=1e-4)
-    assert all(len(top) <= 2 and max(top.values()) >= chosen - 1e-6
+    assert all(len(top) <= 3 and max(top.values()) >= chosen - 1e-6 and chosen in top.values()
                for top, chosen in zip(lp["top_logprobs"][1:], lp["token_logprobs"][1:]))
     assert "".join(lp["tokens"]) == lm.tokenizer.decode(ids)
     assert lp["text_offset"][1] == len(lp["tokens"][0])
@@ -181,7 +181,24 @@ def test_a_prompt_at_the_full_context_is_scored(base, lm):
     lp = complete(base, lm, prompt=ids, max_tokens=0, echo=True, logprobs=0).json()["choices"][0]["logprobs"]
     assert len(lp["token_logprobs"]) == lm.context_length
     assert lp["token_logprobs"][1:] == pytest.approx(reference(lm, ids).tolist(), abs=1e-4)
-    assert all(top == {} for top in lp["top_logprobs"][1:])
+    # logprobs 0: no alternatives, but the chosen token itself, as OpenAI reports it
+    assert [top for top in lp["top_logprobs"][1:]] == [
+        {lm.tokenizer.decode([token]): pytest.approx(value)} for token, value in zip(ids[1:], lp["token_logprobs"][1:])]
+
+
+def test_a_chosen_token_outside_the_top_is_reported_beside_them(base, lm):
+    """OpenAI: "the API will always return the logprob of the sampled token, so there may be up to
+    logprobs+1 elements". A hot sample, or an echoed prompt, holds tokens other than the likeliest,
+    and clients read their probabilities from ``top_logprobs``. (Plain words, so that no two
+    tokens decode to the same key, as the halves of a character would.)"""
+    ids = encode_prompt(lm.tokenizer, "Tom Jones was taken up at Newgate for a theft of ten shillings")
+    lp = complete(base, lm, prompt=ids, max_tokens=0, echo=True, logprobs=1).json()["choices"][0]["logprobs"]
+    outside = 0
+    for token, chosen, top in zip(ids[1:], lp["token_logprobs"][1:], lp["top_logprobs"][1:]):
+        assert top[lm.tokenizer.decode([token])] == pytest.approx(chosen, abs=1e-6)
+        assert len(top) in (1, 2) and max(top.values()) >= chosen - 1e-6
+        outside += len(top) == 2
+    assert outside, lp  # a tiny model's likeliest token is not the text's at every one of these
 
 
 def text_of(lm, lo: int, hi: int) -> str:
