@@ -148,19 +148,28 @@ def wrap_long_lines(text: str, limit: int = MAX_LINE_CHARS) -> str:
 
 
 def strip_gutenberg_boilerplate(text: str) -> str:
-    """Keep only the text between the last START marker and the first END marker after it.
+    """Keep only the text between the last START marker and the first END marker after it,
+    and so for each book of a file that holds several (volumes joined into one file: all but
+    the first were dropped, with the licences between them).
 
     Files without markers are returned unchanged (local scans, the embedded sample)."""
-    starts = list(_PG_START.finditer(text))
-    begin = 0
-    if starts:
-        # the old licence block may sit *after* the text too ("*END THE SMALL PRINT" following
-        # the END marker), so the usable START is the last one before the first END.
-        first_end = _PG_END.search(text, starts[0].end())
-        limit = first_end.start() if first_end else len(text)
-        begin = max(m.end() for m in starts if m.start() < limit)
-    end = _PG_END.search(text, begin)
-    return text[begin: end.start() if end else len(text)]
+    books, pos = [], 0
+    while True:
+        starts = list(_PG_START.finditer(text, pos))
+        if not starts and books:  # what follows the last book's END is its licence
+            return "\n\n".join(books)
+        begin = pos
+        if starts:
+            # the old licence block may sit *after* the text too ("*END THE SMALL PRINT" following
+            # the END marker), so the usable START is the last one before the first END.
+            first_end = _PG_END.search(text, starts[0].end())
+            limit = first_end.start() if first_end else len(text)
+            begin = max(m.end() for m in starts if m.start() < limit)
+        end = _PG_END.search(text, begin)
+        books.append(text[begin: end.start() if end else len(text)])
+        if not end or not starts:
+            return "\n\n".join(books)
+        pos = end.end()
 
 
 def _para_bounds(text: str, pos: int) -> tuple[int, int]:

@@ -118,7 +118,7 @@ def export_blind(samples: Mapping[str, Sequence[Mapping[str, str]]], out_dir: st
     w = csv.writer(buf)
     w.writerow(["item_id", "prompt", "text", *CRITERIA, "comment"])
     for it in items:
-        w.writerow([it["item_id"], it["prompt"], it["text"], *[""] * len(CRITERIA), ""])
+        w.writerow([it["item_id"], sheet_cell(it["prompt"]), sheet_cell(it["text"]), *[""] * len(CRITERIA), ""])
     paths = {k: out / name for k, name in PACK_FILES.items()}
     _keep_earlier_key(paths["key"], key)
     write_text_atomic(paths["sheet"], buf.getvalue())
@@ -165,9 +165,25 @@ def _pack_seed(seed: int, samples: Mapping[str, Sequence[Mapping[str, str]]]) ->
     return f"{seed}:{hashlib.sha256(texts.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
+# what a spreadsheet reads as the start of a formula in a cell it opens from CSV
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def sheet_cell(text: str) -> str:
+    """A text for the ratings sheet, with a ``'`` before one that a spreadsheet would take for a
+    formula: a passage opening with Gutenberg's ``--`` dash showed raters ``#NAME?`` in place of the
+    text, and one opening ``=HYPERLINK(...)`` (or a chat answer written so) became a live link or
+    formula in the raters' spreadsheet. The ``'`` is the spreadsheet's own mark for "text"."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def render_form(items: Sequence[Mapping[str, str]], title: str) -> str:
     """A standalone HTML page: items, 1-5 radio buttons per criterion, CSV/JSON download."""
-    data = json.dumps(items, ensure_ascii=False).replace("</", "<\\/")
+    # every < as \u003c (the same string to the script): besides </script>, a text holding
+    # "<!--<script" (model output, an HTML page in the corpus) put the parser in the script's
+    # "double escaped" state, where the page's own </script> no longer closed it: the whole
+    # script failed and the form showed no item
+    data = json.dumps(items, ensure_ascii=False).replace("<", "\\u003c")
     crit = json.dumps(list(CRITERIA))
     helptext = "".join(f"<li><b>{html.escape(c.replace('_', ' '))}</b>: "
                        f"{html.escape(CRITERIA_HELP[c])}</li>" for c in CRITERIA)

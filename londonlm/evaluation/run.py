@@ -152,7 +152,7 @@ def _lm_metrics(model, tok, texts, years, text_files, *, device, max_tokens, qui
     (comprehensive) EOT-prefixed and era-conditioned variants, then each text file."""
     files = {f: scorable_text_file(tok, f) for f in text_files}  # before any measuring
     v = _scored(evaluate_lm(model, tok, texts, device=device, max_eval_tokens=max_tokens,
-                            return_per_document=years is not None), texts)
+                            return_per_document=years is not None, return_texts=True), texts)
     per_doc = v.pop("per_document", None)
     out: dict = {"validation": v}
     if per_doc is not None and per_doc:
@@ -235,18 +235,21 @@ def _probe_metrics(model, tok, probe_sets: dict, device: str) -> tuple[dict, lis
 
 # --------------------------------------------------------------------------- comparison
 
-def _compare_row(lm: LoadedModel, path: Path, sha: str | None, val_texts, probe_items, *,
-                 device, max_tokens) -> dict:
+def _compare_row(lm: LoadedModel, path: Path, sha: str | None, scored_texts, probe_items, *, device) -> dict:
+    """A compared model's row, its figures over ``scored_texts``: the very text the evaluated
+    model scored, uncapped. A cap in each model's own tokens covered more or less of the text
+    for a model of another tokenizer (a third as much for one of near-byte tokens), so their
+    bits per byte, the figure said to compare across tokenizers, were of different texts."""
     info = _model_info(lm, path, sha)
-    cv = evaluate_lm(lm.model, lm.tokenizer, val_texts, device=device, max_eval_tokens=max_tokens)
+    cv = evaluate_lm(lm.model, lm.tokenizer, scored_texts, device=device)
     cp = score_items(lm.model, lm.tokenizer, probe_items, device=device)
     return {"name": info["name"], "path": str(path), "step": info["step"],
             "weights_sha256": info["weights_sha256"], "loss": cv["loss"],
-            "bits_per_byte": cv["bits_per_byte"], "tokens": cv["tokens"],
+            "bits_per_byte": cv["bits_per_byte"], "tokens": cv["tokens"], "bytes": cv["bytes"],
             "probe_accuracy": cp["accuracy"]["per_byte"], "probe_chance": cp["chance"]}
 
 
-def _compare_and_human_eval(main_row: dict, samples: list[dict], val_texts, probe_items,
+def _compare_and_human_eval(main_row: dict, samples: list[dict], val_texts, scored_texts, probe_items,
                             out: Path, plots: dict, settings: EvaluationSettings, compare_shas: list):
     """Rows for every ``compare`` model (training order when steps are known) and, in
     comprehensive mode, the blind human-evaluation pack; returns (compare_rows, human).
@@ -260,8 +263,7 @@ def _compare_and_human_eval(main_row: dict, samples: list[dict], val_texts, prob
     rows = [main_row]
     for cpath, sha in zip(map(Path, settings.compare), compare_shas, strict=True):
         lm = load_for_evaluation(cpath, settings.device, settings.dtype)  # the main model's: comparable figures
-        rows.append(_compare_row(lm, cpath, sha, val_texts, probe_items, device=settings.device,
-                                 max_tokens=settings.max_eval_tokens))
+        rows.append(_compare_row(lm, cpath, sha, scored_texts, probe_items, device=settings.device))
         if not settings.quick:
             _, cs = generation_quality.evaluate_generation(
                 lm.model, lm.tokenizer, val_texts, n_passages=16, continuation_tokens=64,
@@ -425,7 +427,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
     if settings.compare or not settings.quick:
         with _timed(timing, "compare_and_human_eval"):
             compare_rows, human = _compare_and_human_eval(
-                _main_row(info, model_path, scores), scores["samples"], val_texts,
+                _main_row(info, model_path, scores), scores["samples"], val_texts, scores["scored_texts"],
                 probe_sets["london"], out, plots, settings, inputs["compare"])
     harness = None
     if settings.lm_eval_tasks:
@@ -451,6 +453,7 @@ def _measure(lm: LoadedModel, model_path: Path, val_texts, val_years, probe_sets
         lm_metrics = _lm_metrics(model, tok, val_texts, val_years, settings.text_files, device=device,
                                  max_tokens=settings.max_eval_tokens, quick=quick)
     v = lm_metrics["validation"]
+    scored_texts = v.pop("texts")  # what the compared models score (not written: the corpus's text)
     log(f"validation: loss {v['loss']:.4f}  ppl {v['perplexity']:.2f}  bpb {v['bits_per_byte']:.4f}"
         f"  ({v['tokens']} tokens{', capped' if v['truncated'] else ''})")
     with _timed(timing, "probes"):
@@ -462,8 +465,8 @@ def _measure(lm: LoadedModel, model_path: Path, val_texts, val_years, probe_sets
             model, tok, val_texts, n_passages=4 if quick else 16,
             continuation_tokens=32 if quick else 64, prompt_tokens=48,
             modes=("greedy",) if quick else ("greedy", "sampled"), seed=settings.seed, device=device)
-    return {"lm": lm_metrics, "probes": probes, "probe_rows": probe_rows, "corpus_time": corpus_time,
-            "leakage": leakage, "generation": generation, "samples": samples}
+    return {"lm": lm_metrics, "scored_texts": scored_texts, "probes": probes, "probe_rows": probe_rows,
+            "corpus_time": corpus_time, "leakage": leakage, "generation": generation, "samples": samples}
 
 
 def _probe_plots(probes: dict, out: Path) -> dict[str, str]:
@@ -481,7 +484,7 @@ def _main_row(info: dict, model_path: Path, scores: dict) -> dict:
     v, london = scores["lm"]["validation"], scores["probes"]["london"]
     return {"name": info["name"], "path": str(model_path), "step": info["step"],
             "weights_sha256": info["weights_sha256"],
-            "loss": v["loss"], "bits_per_byte": v["bits_per_byte"],
+            "loss": v["loss"], "bits_per_byte": v["bits_per_byte"], "tokens": v["tokens"], "bytes": v["bytes"],
             "probe_accuracy": london["accuracy"]["per_byte"], "probe_chance": london["chance"]}
 
 

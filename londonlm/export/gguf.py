@@ -39,7 +39,7 @@ from ..generation import check_model_dir, check_token_ids, encode_prompt, read_c
 from ..tokens import load_tokenizer, tokenizer_file_problem
 
 STAGE = "export_gguf"
-EXPORT_FORMAT = 2                      # bump when the written files change for the same inputs
+EXPORT_FORMAT = 3                      # bump when the written files change for the same inputs (3: F32 past F16)
 QUANT_TYPES = ("f16", "q8_0")
 WEIGHTS, PYTORCH_BIN = WEIGHT_FILES   # the one-file forms; the pickled one is not read here
 TOKENIZER = "tokenizer.json"
@@ -280,22 +280,30 @@ def _file_tensors(weights: Path, table: dict) -> dict[str, np.ndarray]:
     return seen
 
 
+F16_MAX = float(np.finfo(np.float16).max)   # 65504: past it a float16 is infinite
+Q8_0_MAX = 127 * F16_MAX                       # a Q8_0 block's scale (its largest / 127) is a float16
+
+
 def _encode(name: str, data: np.ndarray, qtype: str):
     """(array, GGML type) to store: F32 for vectors, norms and the position table (llama.cpp
     reads those as F32), else F16 or Q8_0; Q8_0 falls back to F16 when a row is not a whole
-    number of 32-value blocks."""
+    number of 32-value blocks. A weight past what the type holds stays F32: cast, it was
+    written as infinity (F16), or as NaN for its whole block (Q8_0's scale), with only numpy's
+    overflow warning, and llama.cpp then generated from a broken model."""
     import gguf
 
     Q = gguf.GGMLQuantizationType
     keep_f32 = (data.ndim < 2 or name.endswith("_norm.weight") or not name.endswith(".weight")
                 or name.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.POS_EMBD]))
-    if keep_f32:
+    largest = float(np.abs(data).max()) if data.size else 0.0
+    if keep_f32 or largest > F16_MAX and (qtype != "q8_0" or largest > Q8_0_MAX):
         return data.astype(np.float32), Q.F32
     if qtype == "q8_0":
         try:
             return gguf.quants.quantize(data, Q.Q8_0), Q.Q8_0
         except gguf.QuantError:
-            pass
+            if largest > F16_MAX:  # (rows of no whole block, values past F16)
+                return data.astype(np.float32), Q.F32
     return data.astype(np.float16), Q.F16
 
 

@@ -5,9 +5,10 @@
 - :mod:`.staging`: the staging folder and what goes in it.
 - :mod:`.verify`: offline verification of a staged folder through ``londonlm.generation``.
 - :mod:`.facts`: what the run recorded (run_info, metrics, trainer state, corpus summary).
-- :mod:`.upload`: the ``huggingface_hub`` upload, and the commit read back against the staged files.
-- :mod:`.hub_http`: the library's HTTP client bounded (a timeout, no hour-long retry waits) and a
-  failed exchange with the Hub worded as one line.
+- :mod:`.upload`: the ``huggingface_hub`` upload (what an earlier upload left that this one
+  replaces deleted), and the commit read back against the staged files.
+- :mod:`.hub_http`: the library's HTTP client bounded (a timeout, no hour-long retry waits, the
+  token sent to the Hub's own address only) and a failed exchange with the Hub worded as one line.
 - :mod:`.publish`: :func:`publish_model`; :mod:`.dataset`: :func:`publish_dataset`.
 
 The cards and LICENSE it writes come from :mod:`londonlm.publishing.cards`.

@@ -10,6 +10,7 @@ broken connection, an answer of another shape) into the rest of a one-line error
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from typing import Iterator
 
 from .access import mask_secret
@@ -51,23 +52,58 @@ def _refuse_long_waits(response) -> None:
         raise HubAsksToWait(response.status_code, wait)
 
 
-def _bounded_client():
-    """huggingface_hub's client, with a timeout and long retry waits refused (a response hook
-    runs before the library's retry loop sees the answer)."""
+TOKEN_WITHHELD = "londonlm_token_withheld_by"   # a request's extension: the Hub origin it was not sent to
+
+
+def _origin(url) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL (text, or the HTTP client's URL), the port filled in for
+    the scheme's default: what decides whether a request goes to the Hub."""
+    if isinstance(url, str):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme, parts.hostname or "", parts.port
+    else:
+        scheme, host, port = url.scheme, url.host, url.port
+    return scheme.lower(), host.lower(), port or {"http": 80, "https": 443}.get(scheme.lower(), 0)
+
+
+def _token_for_the_hub_only(hub_url: str):
+    """A request hook that sends the token to the Hub's own origin only. httpx drops it on a
+    redirect to another host, but the Hub's answers also name URLs the library then calls with
+    the token: an LFS batch answer's ``verify`` href went out with ``Authorization: Bearer
+    hf_...`` to whatever host it named. The request is still made, without the token."""
+    hub = _origin(hub_url)
+    shown = f"{hub[0]}://{hub[1]}" + ("" if hub[2] in (80, 443) else f":{hub[2]}")  # (no password)
+
+    def hook(request) -> None:
+        if "authorization" in request.headers and _origin(request.url) != hub:
+            del request.headers["authorization"]
+            request.extensions = {**request.extensions, TOKEN_WITHHELD: shown}
+    return hook
+
+
+def _bounded_client(hub_url: str | None = None):
+    """huggingface_hub's client, with a timeout, long retry waits refused (a response hook
+    runs before the library's retry loop sees the answer) and, given the Hub's URL, the token
+    sent to that Hub only."""
     from huggingface_hub.utils._http import default_client_factory
 
     client = default_client_factory()
     client.timeout = HUB_TIMEOUT_S
+    request_hooks = [_token_for_the_hub_only(hub_url)] if hub_url else []
     client.event_hooks = {**client.event_hooks,
+                          "request": [*client.event_hooks.get("request", []), *request_hooks],
                           "response": [*client.event_hooks.get("response", []), _refuse_long_waits]}
     return client
 
 
 @contextmanager
-def bounded_client() -> Iterator[None]:
+def bounded_client(hub_url: str | None = None) -> Iterator[None]:
     """huggingface_hub's shared client a bounded one inside the block, the library's own after
     it (a caller in the same process, a download, keeps its settings); a library without client
-    factories (before 1.0, on requests) keeps its own throughout."""
+    factories (before 1.0, on requests) keeps its own throughout. ``hub_url``: the only origin
+    the token is sent to."""
     try:
         from huggingface_hub import set_client_factory
         from huggingface_hub.utils import _http
@@ -75,7 +111,8 @@ def bounded_client() -> Iterator[None]:
         yield
         return
     previous = getattr(_http, "_GLOBAL_CLIENT_FACTORY", _http.default_client_factory)
-    set_client_factory(_bounded_client)  # (closes the shared client: the next request makes ours)
+    # (closes the shared client: the next request makes ours)
+    set_client_factory(partial(_bounded_client, hub_url))
     try:
         yield
     finally:
@@ -160,17 +197,24 @@ def failure_text(e: BaseException, secret: str | None = None) -> str:
 
 
 def _redirected_without_token(response) -> str | None:
-    """What to do when the Hub redirected a request to another host (a mirror or proxy at
-    HF_ENDPOINT that sends on elsewhere): the HTTP client drops the token there, as it should, so
-    that host's 401 was told as "the token was rejected: check HF_TOKEN", and the user replaced a
-    good token. None when the request was not redirected so, or kept its token."""
+    """What to do when the Hub sent a request to another host: a redirect (a mirror or proxy at
+    HF_ENDPOINT that sends on elsewhere), or an answer naming another host's URL for the next
+    request (an LFS verify href). The token is not sent there, as it should not be, so that
+    host's 401 was told as "the token was rejected: check HF_TOKEN", and the user replaced a good
+    token. None when the request was not sent elsewhere so, or kept its token."""
+    def origin(url) -> str:  # no user or password, no path: what the user compares with HF_ENDPOINT
+        return f"{url.scheme}://{url.host}{f':{url.port}' if url.port else ''}"
+
+    request = getattr(response, "request", None)
+    withheld = getattr(request, "extensions", {}).get(TOKEN_WITHHELD)
+    if withheld:
+        return (f"the Hub at {withheld} named {origin(request.url)}, another host, for this request, "
+                f"which is not sent the token; check that HF_ENDPOINT is the Hub's own address (the "
+                f"token was not what failed)")
     history = getattr(response, "history", None) or []
     if not history or "authorization" not in history[0].request.headers \
             or "authorization" in response.request.headers:
         return None
-
-    def origin(url) -> str:  # no user or password, no path: what the user compares with HF_ENDPOINT
-        return f"{url.scheme}://{url.host}{f':{url.port}' if url.port else ''}"
     return (f"the Hub at {origin(history[0].request.url)} redirected the request to "
             f"{origin(response.request.url)}, another host, which is not sent the token; set HF_ENDPOINT "
             f"to the address that answers itself (the token was not what failed)")

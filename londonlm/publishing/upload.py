@@ -3,6 +3,8 @@ missing, made private on request, on a branch created on demand). Nothing here r
 token from the environment (``access`` does) and no error message carries it."""
 from __future__ import annotations
 
+import fnmatch
+import glob
 import hashlib
 import re
 from dataclasses import dataclass
@@ -12,6 +14,30 @@ from ..core import sha256_file
 from .access import HubTarget, PublishError, hub_endpoint, mask_secret, masked_logs
 from .hub_http import HubLostFiles, bounded_client, end_progress_bars, failure_text
 from .staging import STAGE_MARKER, Log, list_folder
+
+
+# What a publish owns in a repo: the files that make up a model (weights in any framework's
+# form, configs, tokenizer files, GGUF exports) or a corpus, and the records a publish writes
+# beside them. Such a file in the repo that the staged folder lacks is left from an earlier
+# upload, and upload_folder only adds: a single model.safetensors, which transformers loads
+# before the sharded set that replaced it; GGUF files of older weights; another project's
+# pytorch_model.bin; texts since taken out of the corpus. The commit deletes them. A pattern
+# without '/' matches at the top of the repo only; anything else (a user's images) stays.
+OWNED_FILES = {
+    "model": ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.gguf",
+              "*.h5", "*.msgpack", "*.pt", "*.pth", "*.ckpt", "*.onnx", "config.json",
+              "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
+              "tokenizer.model", "chat_template.jinja", "chat_template.json", "chat_info.json",
+              "metrics.json", "chat_eval.json"),
+    "dataset": ("manifest.jsonl", "texts/*", "data/*"),
+}
+
+
+def owned(path: str, repo_type: str) -> bool:
+    """Whether ``path`` in a repo of ``repo_type`` is a file a publish owns (:data:`OWNED_FILES`)."""
+    return any(fnmatch.fnmatchcase(path, p) and ("/" in p or "/" not in path)
+               for p in OWNED_FILES.get(repo_type, ()))
 
 
 @dataclass
@@ -32,8 +58,8 @@ def upload_to_hub(folder: Path, target: HubTarget, repo_type: str = "model", log
     url, token, branch = hub_endpoint(target.endpoint), target.token, target.revision or "main"
     api = HfApi(endpoint=url, token=token)
     try:
-        with bounded_client(), masked_logs(token):
-            repo_url, info = _send(api, Path(folder), target, repo_type, branch)
+        with bounded_client(url), masked_logs(token):
+            repo_url, info = _send(api, Path(folder), target, repo_type, branch, log)
     except Exception as e:  # the Hub's refusal, a failed connection, an answer of another shape
         end_progress_bars()
         raise PublishError(mask_secret(f"upload to {url}/{target.repo_id} failed{failure_text(e, token)}",
@@ -42,9 +68,9 @@ def upload_to_hub(folder: Path, target: HubTarget, repo_type: str = "model", log
     return UploadResult(repo_url=str(repo_url), commit_url=getattr(info, "commit_url", None), revision=branch)
 
 
-def _send(api, folder: Path, target: HubTarget, repo_type: str, branch: str):
-    """The repo (created, made private), the branch, the commit, and the commit read back:
-    (repo url, commit info)."""
+def _send(api, folder: Path, target: HubTarget, repo_type: str, branch: str, log: Log):
+    """The repo (created, made private), the branch, the commit (deleting what an earlier upload
+    left that this one replaces), and the commit read back: (repo url, commit info)."""
     repo_id = target.repo_id
     repo_url = api.create_repo(repo_id, repo_type=repo_type, private=True if target.private else None,
                                exist_ok=True)
@@ -52,12 +78,23 @@ def _send(api, folder: Path, target: HubTarget, repo_type: str, branch: str):
         api.update_repo_settings(repo_id, repo_type=repo_type, private=True)
     if branch != "main":
         api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
+    stale = _left_over(api.list_repo_files(repo_id, revision=branch, repo_type=repo_type), folder, repo_type)
+    if stale:
+        log(f"removing {len(stale)} file(s) of an earlier upload that this one replaces: "
+            f"{', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}")
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
                              revision=branch, commit_message=target.commit_message,
-                             ignore_patterns=[STAGE_MARKER])
+                             ignore_patterns=[STAGE_MARKER],
+                             delete_patterns=[glob.escape(p) for p in stale] or None)
     oid = str(getattr(info, "oid", None) or "")  # the new commit when the Hub names one
     check_received(api, folder, repo_id, repo_type, oid if re.fullmatch(r"[0-9a-f]{40}", oid) else branch)
     return repo_url, info
+
+
+def _left_over(remote: list[str], folder: Path, repo_type: str) -> list[str]:
+    """The repo's files a publish owns that the staged folder lacks (:data:`OWNED_FILES`)."""
+    staged = {f.path for f in list_folder(folder)}
+    return sorted(p for p in remote if owned(p, repo_type) and p not in staged)
 
 
 def check_received(api, folder: Path, repo_id: str, repo_type: str, revision: str) -> None:
@@ -74,6 +111,11 @@ def check_received(api, folder: Path, repo_id: str, repo_type: str, revision: st
         raise HubLostFiles(f"the Hub answered the commit as done, but at {revision} it lacks or holds "
                            f"other content for {len(wrong)} of the {len(staged)} staged files "
                            f"({', '.join(wrong[:5])}{', ...' if len(wrong) > 5 else ''})")
+    left = _left_over(list(remote), folder, repo_type)  # a deletion the Hub did not make
+    if left:
+        raise HubLostFiles(f"the Hub answered the commit as done, but at {revision} it still holds "
+                           f"{len(left)} file(s) of an earlier upload that the commit deletes "
+                           f"({', '.join(left[:5])}{', ...' if len(left) > 5 else ''})")
 
 
 def _same_file(path: Path, entry) -> bool:

@@ -71,7 +71,7 @@ def _parse_registry(p: Path) -> Any:
 
             return json.loads(text)
         return yaml.load(text, Loader=_no_aliases())  # noqa: S506 - a SafeLoader, less aliases
-    except _AliasRefused as e:
+    except _NotRead as e:
         raise RegistryError(f"registry {p}: {e}") from e
     except UnicodeDecodeError as e:
         raise RegistryError(f"registry {p} is not UTF-8 text ({e.reason} at byte {e.start})") from e
@@ -82,22 +82,35 @@ def _parse_registry(p: Path) -> Any:
                             f"{' '.join(str(e).split())}") from e
 
 
-class _AliasRefused(Exception):
-    pass
+class _NotRead(Exception):
+    """A registry the loader does not read: an alias, a key twice in one mapping."""
 
 
 def _no_aliases():
     import yaml
 
     class NoAliasLoader(yaml.SafeLoader):
-        """YAML's safe loader refusing aliases (``*name``): a registry spells every value out."""
+        """YAML's safe loader refusing aliases (``*name``) and keys given twice: a registry spells
+        every value out, once."""
 
         def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent):
                 event = self.peek_event()
-                raise _AliasRefused(f"line {event.start_mark.line + 1}: the YAML alias *{event.anchor} is not read: "
-                                     f"write the value out in full (aliases can make a few lines gigabytes)")
+                raise _NotRead(f"line {event.start_mark.line + 1}: the YAML alias *{event.anchor} is not read: "
+                               f"write the value out in full (aliases can make a few lines gigabytes)")
             return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            # a key given twice in one entry (``year:`` copied in and edited) kept the last
+            # without a word
+            seen: set[str] = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if key.value in seen:
+                        raise _NotRead(f"line {key.start_mark.line + 1}: the key {key.value!r} is given twice "
+                                       f"in one mapping; keep one")
+                    seen.add(key.value)
+            return super().construct_mapping(node, deep)
 
     return NoAliasLoader
 
@@ -117,11 +130,16 @@ def _check_entry(p: Path, i: int, e: Any, seen: set[str]) -> None:
     if e["kind"] not in KINDS:
         raise RegistryError(f"registry {p}: entry {e['id']!r} has unknown kind {e['kind']!r}; "
                             f"use one of {sorted(KINDS)}")
-    if e["id"] in seen:
-        raise RegistryError(f"registry {p}: duplicate source id {e['id']!r}")
-    seen.add(e["id"])
+    # the id names the source's download folder and its documents once cleaned ("a/b" and "a b"
+    # are both a_b): two such sources shared a folder, the second's files found "complete"
+    folder = safe_id(e["id"])[0]
+    if folder in seen:
+        raise RegistryError(f"registry {p}: duplicate source id {e['id']!r}"
+                            + (f" (ids are file names: it is {folder!r} as one, as another entry is)"
+                               if folder != e["id"] else ""))
+    seen.add(folder)
     for field in _TEXT_FIELDS:
-        if isinstance(e.get(field), (list, dict)):
+        if isinstance(e.get(field), (list, dict, bytes)):
             raise RegistryError(f"registry {p}: entry {e['id']!r}: {field} must be text, not {_shown(e[field])}")
     urls = e.get("urls")
     if urls is not None and not isinstance(urls, list):
@@ -131,24 +149,63 @@ def _check_entry(p: Path, i: int, e: Any, seen: set[str]) -> None:
     if e.get("base_url") is not None:
         _check_url(p, e, "base_url", e["base_url"], relative=False)
     _check_years(p, e)
+    _check_settings(p, e)
     if e["kind"] == "local" and (not isinstance(e.get("path"), str) or not e["path"].strip()):
         raise RegistryError(f"registry {p}: entry {e['id']!r}: a local source needs 'path', the folder of its texts")
 
 
-def _is_year(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().isdigit()
+def _year(v: Any) -> int | None:
+    """``v`` as a year from 1000 to 2100 (the command line's range), else None: a superscript
+    "²" passed ``isdigit`` and then failed ``int``; -5 or 99999 dated every document so."""
+    if isinstance(v, str) and v.strip().isdecimal():
+        v = int(v)
+    return v if isinstance(v, int) and not isinstance(v, bool) and 1000 <= v <= 2100 else None
 
 
 def _check_years(p: Path, e: dict[str, Any]) -> None:
-    """``year`` a year, ``year_range`` two (``[1674, 1913]``): every document of the source is
-    dated by them, so a malformed one would reject each with a bare Python error."""
-    if e.get("year") is not None and not _is_year(e["year"]):
-        raise RegistryError(f"registry {p}: entry {e['id']!r}: year must be a year such as 1782, not "
-                            f"{_shown(e['year'])}")
+    """``year`` and ``default_year`` a year, ``year_range`` two in order (``[1674, 1913]``): every
+    document of the source is dated by them, so a malformed one would reject each with a bare
+    Python error, and a range written backwards dated its undated texts by its start (a text of
+    up to 1913 kept under a cutoff of 1700)."""
+    for field in ("year", "default_year"):
+        if e.get(field) is not None and _year(e[field]) is None:
+            raise RegistryError(f"registry {p}: entry {e['id']!r}: {field} must be a year such as 1782, "
+                                f"not {_shown(e[field])} (a year from 1000 to 2100)")
     span = e.get("year_range")
-    if span is not None and not (isinstance(span, list) and len(span) == 2 and all(map(_is_year, span))):
+    if span is not None and not (isinstance(span, list) and len(span) == 2 and None not in map(_year, span)
+                                 and _year(span[0]) <= _year(span[1])):
         raise RegistryError(f"registry {p}: entry {e['id']!r}: year_range must be two years such as "
-                            f"[1674, 1913], not {_shown(span)}")
+                            f"[1674, 1913], not {_shown(span)} (the first first, each from 1000 to 2100)")
+
+
+# settings a kind reads, by the type they must have: a string "false" for ``london`` or
+# ``enabled`` is true to Python (the source read as London's, a disabled one run), a string
+# pattern is read letter by letter ("*" of "*.txt" selects every file), a float book id is cut
+# to another book, and the rest ended the source's documents with a bare Python error
+_FLAGS = ("enabled", "london", "ocr", "recursive")
+_TEXT_LISTS = ("patterns", "exclude")
+_COUNTS = ("gutenberg_id", "rows", "max_items")
+
+
+def _check_settings(p: Path, e: dict[str, Any]) -> None:
+    where = f"registry {p}: entry {e['id']!r}"
+    for field in _FLAGS:
+        if e.get(field) is not None and not isinstance(e[field], bool):
+            raise RegistryError(f"{where}: {field} must be true or false, not {_shown(e[field])}")
+    for field in _TEXT_LISTS:
+        value = e.get(field)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
+            raise RegistryError(f"{where}: {field} must be a list of file name patterns such as ['*.txt'], "
+                                f"not {_shown(value)}")
+    if e.get("id_prefix") is not None and not isinstance(e["id_prefix"], str):
+        raise RegistryError(f"{where}: id_prefix must be text, not {_shown(e['id_prefix'])}")
+    for field in _COUNTS:
+        value = e.get(field)
+        if isinstance(value, str) and value.strip().isdecimal():
+            value = int(value)
+        if (value is not None or field == "gutenberg_id" and e["kind"] == "gutenberg") and \
+                not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise RegistryError(f"{where}: {field} must be a whole number above 0, not {_shown(e.get(field))}")
 
 
 def _check_url(p: Path, e: dict[str, Any], field: str, url: Any, relative: bool) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from ...core import user_path
 from ..manifest import CorpusError
-from ..dating import DEFAULT_YEAR, FILE_NAME, MANIFEST_FIRST_PUBLISHED, MANIFEST_YEAR
+from ..dating import DEFAULT_YEAR, FILE_NAME, MANIFEST_FIRST_PUBLISHED, MANIFEST_YEAR, latest_year_stated
 from .base import Document, Source, safe_id, wanted
 
 DEFAULT_PATTERNS = ("*.txt", "*.xml", "*.html", "*.htm", "*.txt.gz", "*.xml.gz")
@@ -52,6 +52,36 @@ def read_folder_manifest(folder: Path) -> dict[str, dict[str, str]]:
     except csv.Error as e:
         raise CorpusError(f"{path} is not a tab-separated table ({e}); its columns: file, title, author, "
                           f"year_first_published or year, london_related, license") from None
+
+
+# a Roman year as an imprint prints it, in capitals (MDCLX, M.DCC.XX.); one from MC (1100) on is
+# read, so that a word or a letter (MIX, M) is none
+_ROMAN_YEAR = re.compile(r"M{1,2}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})")
+_ROMAN = {"M": 1000, "D": 500, "C": 100, "L": 50, "X": 10, "V": 5, "I": 1}
+
+
+def _roman_year(token: str) -> int | None:
+    letters = token.replace(".", "")
+    if not _ROMAN_YEAR.fullmatch(letters):
+        return None
+    values = [_ROMAN[c] for c in letters]
+    return sum(-v if i + 1 < len(values) and v < values[i + 1] else v for i, v in enumerate(values))
+
+
+def manifest_year(cell: str) -> int | None:
+    """The year a ``MANIFEST.tsv`` cell gives: ``1782`` (or ``1782.0``, a spreadsheet's number),
+    else the latest year a printed date allows (``1650-1700`` 1700, ``c. 1720`` 1720, ``16--``
+    1699, ``MDCCXX`` 1720). Only a bare year was read before: a range or a "c." was passed
+    over, and the file name's year (``letters_1660.txt``) dated a text of up to 1700 as 1660,
+    under a cutoff of 1680."""
+    value = cell.strip()
+    m = re.fullmatch(r"(\d{3,4})(?:\.0*)?", value)
+    if m:
+        return int(m.group(1))
+    romans = re.findall(r"(?<![A-Za-z])M\.?[CD][MDCLXVI.]*(?![A-Za-z])", value)
+    years = [y for y in map(_roman_year, romans) if y]
+    stated = latest_year_stated(value)
+    return max(years + ([stated] if stated is not None else []), default=None)
 
 
 def _format_of(path: Path) -> str:
@@ -84,6 +114,16 @@ def _link_problem(path: Path, rel: str) -> tuple[str, str] | None:
             return "link_loop", f"{rel} -> {target}: the links lead back to themselves"
         return "broken_link", f"{rel} -> {target}: {e.strerror.lower() if e.strerror else 'cannot be followed'}"
     return None
+
+
+def _linked_folder(path: Path, rel: str) -> tuple[str, str] | None:
+    """(``linked_folder``, detail) for a symbolic link to a folder: the walk does not follow
+    one (a link back up would never end, one into the corpus would read it back), so the files
+    of a folder linked in (``vol2 -> /mnt/disk2/vol2``) were left out without a word."""
+    if not (path.is_symlink() and path.is_dir()):
+        return None
+    return "linked_folder", (f"{rel} -> {shown_name(os.readlink(path))}: a link to a folder, whose files are "
+                             f"not read; give that folder as a source of its own (--source_dir, a local entry)")
 
 
 def _special_problem(path: Path, rel: str) -> tuple[str, str] | None:
@@ -128,7 +168,13 @@ class LocalSource(Source):
             if p.name.startswith("."):
                 continue
             rel = shown_name(p.relative_to(root).as_posix())
-            if not any(fnmatch.fnmatch(p.name, pat) for pat in patterns) or \
+            linked = self.spec.get("recursive", True) and _linked_folder(p, rel)
+            if linked and not any(fnmatch.fnmatch(rel, pat) for pat in exclude):
+                out.append((p, linked))
+                continue
+            # a pattern selects a kind of file whatever the case of its name: SCAN001.TXT (a
+            # scanner's or an old Windows name) was left out without a word
+            if not any(fnmatch.fnmatchcase(p.name.lower(), pat.lower()) for pat in patterns) or \
                     any(fnmatch.fnmatch(rel, pat) for pat in exclude):
                 continue
             problem = _link_problem(p, rel) or _special_problem(p, rel)
@@ -141,9 +187,9 @@ class LocalSource(Source):
         file name's and the user's ``default_year`` (``dating.decide_year`` picks)."""
         dates = dict(registry)
         for column, rule in (("year_first_published", MANIFEST_FIRST_PUBLISHED), ("year", MANIFEST_YEAR)):
-            value = (row.get(column) or "").strip()
-            if re.fullmatch(r"\d{3,4}", value):
-                dates[rule] = int(value)
+            value = manifest_year(row.get(column) or "")
+            if value is not None:
+                dates[rule] = value
                 break
         m = _FILE_YEAR.search(name)
         if m:
@@ -165,7 +211,7 @@ class LocalSource(Source):
             rel = shown_name(p.relative_to(root).as_posix())
             if not wanted(keep, f"{self.id}/{rel}"):
                 continue
-            stem = rel.removesuffix(".gz").rsplit(".", 1)[0]
+            stem = re.sub(r"\.gz$", "", rel, flags=re.IGNORECASE).rsplit(".", 1)[0]
             raw_id = prefix + stem.replace("/", "__")
             doc_id, changed = safe_id(raw_id)
             if problem:  # a rejection row says what happened to the name the user gave

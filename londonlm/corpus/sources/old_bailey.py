@@ -111,16 +111,30 @@ def tei_interp(el, name: str) -> str | None:
 
 
 def tei_to_text(data: bytes) -> tuple[str, dict[str, Any], list[str]]:
-    """One sessions paper (bytes of TEI XML) -> (text, metadata, repairs)."""
+    """One sessions paper (bytes of TEI XML) -> (text, metadata, repairs). A file of several
+    sessions (papers joined under one root) is read whole and dated by its latest session: only
+    the first was read, the others' text dropped without a word."""
     root, recovered = parse_tei(data)
     repairs = ["xml_recovered"] if recovered else []
-    session = next(iter(root.iter("div0")), root)
-    date = session.get("id") or tei_interp(session, "date") or ""
-    date = re.sub(r"\D", "", date)[:8]
-    pretty = format_date(date)
-    year = int(date[:4]) if len(date) >= 4 else None
+    sessions = list(root.iter("div0")) or [root]
     parts: list[str] = []
     trials: list[dict[str, str]] = []
+    dates = [re.sub(r"\D", "", s.get("id") or tei_interp(s, "date") or "")[:8] for s in sessions]
+    for session, date in zip(sessions, dates):
+        parts.extend(_session_parts(session, date, trials))
+    text = "\n\n".join(parts)
+    if not text.strip():
+        raise SourceError("xml_no_text", "no readable text in the XML")
+    years = [int(d[:4]) for d in dates if len(d) >= 4]
+    meta = {"session_date": format_date(dates[0]), "session_id": dates[0], "trials": trials}
+    return text, {"year": max(years, default=None), **meta}, repairs
+
+
+def _session_parts(session, date: str, trials: list[dict[str, str]]) -> list[str]:
+    """The text of one session (``div0``) in parts, front matter and each trial headed with its
+    id and date; its trials appended to ``trials``."""
+    pretty = format_date(date)
+    parts: list[str] = []
     divs = list(session.iter("div1")) or [session]
     for div in divs:
         kind = div.get("type", "")
@@ -135,11 +149,7 @@ def tei_to_text(data: bytes) -> tuple[str, dict[str, Any], list[str]]:
             parts.append(heading + "\n\n" + body)
         else:
             parts.append(body)
-    text = "\n\n".join(parts)
-    if not text.strip():
-        raise SourceError("xml_no_text", "no readable text in the XML")
-    meta = {"session_date": pretty, "session_id": date, "trials": trials}
-    return text, {"year": year, **meta}, repairs
+    return parts
 
 
 def _url_named(name: str, url: str) -> str:

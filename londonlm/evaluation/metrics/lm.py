@@ -120,6 +120,7 @@ class _Windows:
         self.cap, self.ctx, self.stride = max_eval_tokens, ctx, stride
         self.doc_bytes: dict[int, int] = {}
         self.planned, self.truncated = 0, False
+        self.read: list[str] = []  # each document reached, as far as it was scored (the last one cut)
 
     def _encode(self, text: str) -> list[int]:
         return encode_text(self.tokenizer, text)  # special-token strings stay plain text
@@ -148,6 +149,7 @@ class _Windows:
                 return
             pre = list(self.prepend[d]) if self.prepend is not None else []
             text, doc_ids, cut = self._capped_document(text, pre)
+            self.read.append(text)
             ids = pre + doc_ids
             first = len(pre) if pre else 1
             if len(doc_ids) == 0 or len(ids) <= first:
@@ -174,7 +176,7 @@ def _batches(items, size: int):
 def evaluate_lm(model, tokenizer, texts: Sequence[str], *, context_length: int | None = None,
                 stride: int | None = None, batch_size: int = 8, device: str = "cpu",
                 prepend_tokens: list[list[int]] | None = None, max_eval_tokens: int | None = None,
-                return_per_document: bool = False) -> dict:
+                return_per_document: bool = False, return_texts: bool = False) -> dict:
     """Loss (nats/token), perplexity and bits per byte of ``model`` on whole documents.
 
     ``prepend_tokens[i]`` (optional) is context put before document i (e.g. the EOT id and
@@ -182,7 +184,10 @@ def evaluate_lm(model, tokenizer, texts: Sequence[str], *, context_length: int |
     tokens: documents are taken in order and the last one is cut at a word boundary, so
     the bytes still describe exactly the text that was scored. Returns keys ``loss``,
     ``perplexity``, ``bits_per_byte``, ``tokens``, ``bytes``, ``documents``,
-    ``context_length``, ``stride``, ``truncated`` (and ``per_document`` on request)."""
+    ``context_length``, ``stride``, ``truncated`` (and ``per_document`` on request; ``texts``,
+    the documents as far as the cap let them be scored, on request: another model, of another
+    tokenizer, scores the same bytes from them with no cap, where a cap in its own tokens
+    would cover more or less of the text)."""
     ctx_max = model_context_length(model)
     ctx = min(context_length or ctx_max, ctx_max)
     stride = stride or max(1, ctx // 2)
@@ -206,6 +211,8 @@ def evaluate_lm(model, tokenizer, texts: Sequence[str], *, context_length: int |
     out = _summary(per_doc, plan.doc_bytes)
     out.update(context_length=ctx, stride=stride, prepended=prepend_tokens is not None,
                max_eval_tokens=max_eval_tokens, truncated=plan.truncated)
+    if return_texts:
+        out["texts"] = plan.read
     if return_per_document:
         out["per_document"] = [
             {"index": d, "nll": v[0], "tokens": int(v[1]), "bytes": plan.doc_bytes[d]}

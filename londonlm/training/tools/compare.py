@@ -171,8 +171,12 @@ def _row(run: RunLayout, info: dict) -> dict:
     """The table row of one run (``curve``: [(step, tokens, loss)])."""
     curve = [_point(p) for p in info.get("eval_curve") or _curve_from_checkpoints(run)]
     tps = _field(info, "tokens_per_step") or 0
-    best = min(curve, key=lambda x: x[1]) if curve else None
-    best_loss = best[1] if best else _field(info, "best_eval_loss")
+    # the best of the evaluations that gave a number: min() over a curve that opens with NaN
+    # (an evaluation that overflowed) returned that NaN whatever came after; one of only NaN
+    # (a diverged run) is shown as NaN, not as a run with no evaluation
+    finite = [p for p in curve if math.isfinite(p[1])]
+    best = min(finite, key=lambda x: x[1]) if finite else None
+    best_loss = best[1] if best else float("nan") if curve else _field(info, "best_eval_loss")
     vt = _field(info.get("cache") or {}, "tokens_validation")
     vb = _field(info, "validation_bytes")
     bpb = best_loss * vt / (math.log(2) * vb) if best_loss is not None and vt and vb else None
@@ -188,6 +192,7 @@ def _row(run: RunLayout, info: dict) -> dict:
         "final_val_loss": info.get("final_eval_loss"), "best_val_bpb": bpb,
         "parent": parent.get("run_name") or (Path(parent["path"]).parent.name if parent.get("path") else ""),
         "status": f"interrupted ({info['interrupted']})" if info.get("interrupted") else "finished",
+        "tokenizer_sha256": info.get("tokenizer_sha256"),
         "curve": [(s, float(s) * tps, v) for s, v in curve],
         **time_row(run, info),
     }
@@ -244,19 +249,39 @@ def columns_for(rows: list[dict]) -> list[tuple[str, str]]:
     return COLUMNS
 
 
+def _sort_key(value) -> tuple:
+    """Numbers in order, then the rest (none, NaN, infinite): a NaN among the keys (a diverged
+    run's loss) compares false both ways, and sorted() then left the other runs out of order."""
+    return (0, value) if _is_number(value) else (1, 0)
+
+
+def tokenizers_note(rows: list[dict]) -> str | None:
+    """A line under the table when the runs were trained with different tokenizers (their
+    recorded ``tokenizer.json`` sha256): a loss per token compares only runs of one tokenizer."""
+    shas = {r.get("tokenizer_sha256") for r in rows if isinstance(r.get("tokenizer_sha256"), str)}
+    if len(shas) < 2:
+        return None
+    return (f"note: these runs were trained with {len(shas)} different tokenizers, so their losses (nats per "
+            f"token) are not comparable; compare them by best val bpb (bits per byte)")
+
+
 def format_table(rows: list[dict], sort_by: str | None = "best_val_loss") -> str:
     """A Markdown table (readable as plain text too), best run first (a family of cutoffs:
-    earliest cutoff first)."""
+    earliest cutoff first). Runs of different tokenizers are ordered by bits per byte, not by
+    a loss per token (a tokenizer of longer tokens has a higher one), and a note says so."""
     columns = columns_for(rows)
+    note = tokenizers_note(rows)
     if columns is not COLUMNS:
         sort_by = "cutoff"
+    elif note and sort_by == "best_val_loss":
+        sort_by = "best_val_bpb"
     if sort_by:
-        rows = sorted(rows, key=lambda r: (r.get(sort_by) is None, r.get(sort_by) or 0))
+        rows = sorted(rows, key=lambda r: _sort_key(r.get(sort_by)))
     cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     line = lambda c: "| " + " | ".join(x.ljust(w) for x, w in zip(c, widths)) + " |"  # noqa: E731
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *map(line, cells[1:])])
+                      *map(line, cells[1:]), *(["", note] if note else [])])
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
