@@ -38,7 +38,8 @@ def _number(kind: type, text: str):
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if not math.isfinite(value):
+    # (an int is finite: one of 309 digits or more has no float, and math.isfinite raised OverflowError)
+    if kind is not int and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
 
@@ -53,6 +54,8 @@ def number_in(low: float | None = None, high: float | None = None, *, kind: type
             raise argparse.ArgumentTypeError(f"must be {'more than' if above else 'at least'} {low} (got {text})")
         if high is not None and (value >= high if below else value > high):
             raise argparse.ArgumentTypeError(f"must be {'less than' if below else 'at most'} {high} (got {text})")
+        if kind is int and not -2**63 <= value < 2**63:  # no count, size or seed means more than 64 bits
+            raise argparse.ArgumentTypeError(f"must be at most {2**63 - 1} (got {text[:24]}...)")
         return value
 
     convert.__name__ = f"{kind.__name__}_in_range"

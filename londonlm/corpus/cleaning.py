@@ -158,18 +158,65 @@ def strip_gutenberg_boilerplate(text: str) -> str:
         starts = list(_PG_START.finditer(text, pos))
         if not starts and books:  # what follows the last book's END is its licence
             return "\n\n".join(books)
-        begin = pos
+        begin = pos if pos or starts else _header_end(text)
         if starts:
             # the old licence block may sit *after* the text too ("*END THE SMALL PRINT" following
             # the END marker), so the usable START is the last one before the first END.
             first_end = _PG_END.search(text, starts[0].end())
-            limit = first_end.start() if first_end else len(text)
+            # (with no END, the old licence's own "*END*" line after the text is no START of a book)
+            limit = first_end.start() if first_end else _licence_start(text, starts[0].end())
             begin = max(m.end() for m in starts if m.start() < limit)
         end = _PG_END.search(text, begin)
-        books.append(text[begin: end.start() if end else len(text)])
+        books.append(text[begin: end.start() if end else _licence_start(text, begin)])
         if not end or not starts:
             return "\n\n".join(books)
         pos = end.end()
+
+
+# A file cut short of its END marker still holds the licence, from one of its standard openers on
+# (Oliver Twist's: 4 KB of it, as period text); a "Produced by" credit just before it goes too.
+_PG_LICENCE = re.compile(
+    r"^[ \t]*(?:\*{3}[ \t]*START:?[ \t]*FULL[ \t]+LICEN[CS]E|THE[ \t]+FULL[ \t]+PROJECT[ \t]+GUTENBERG"
+    r"|Why[ \t]+is[ \t]+this[ \t]+\"Small[ \t]+Print!?\"|\*BEFORE!\*[ \t]*YOU[ \t]+USE[ \t]+OR[ \t]+READ"
+    r"|Updated[ \t]+editions[ \t]+will[ \t]+replace[ \t]+the[ \t]+previous[ \t]+one"
+    r"|(?:\*+[ \t]*)?This[ \t]+file[ \t]+should[ \t]+be[ \t]+named[ \t]+\S+\.(?:txt|zip)\b)",
+    re.IGNORECASE | re.MULTILINE)
+# A file cut before its START marker keeps the header's fields ("Release Date: May 2004 [EBook #1]"),
+# whose stamp no text of the period carries; the header ends at the first line after them that is no field.
+_PG_STAMP = re.compile(r"^[ \t]*(?:Release|Posting)[ \t]+Date:[^\n]*\[E-?(?:Book|text)[ \t]*#\d+\]",
+                       re.IGNORECASE | re.MULTILINE)
+_PG_FIELD = re.compile(
+    r"[ \t]*(?:Title|Authors?|Editors?|Illustrators?|Translators?|Commentator|Contributor|Release[ \t]+Date"
+    r"|Posting[ \t]+Date|Last[ \t]+Updated|First[ \t]+Posted|Most[ \t]+recently[ \t]+updated|Edition|Language"
+    r"|Character[ \t]+set[ \t]+encoding)[ \t]*:|[ \t]*\[[^\n]*\][ \t]*$", re.IGNORECASE)
+
+
+def _header_end(text: str, head_chars: int = 10_000) -> int:
+    """Where the text starts in a Gutenberg file with no START marker: after its header's field
+    block (0 when the head holds no field line stamped with an ebook number)."""
+    stamp = _PG_STAMP.search(text, 0, head_chars)
+    if not stamp:
+        return 0
+    pos, in_field = stamp.start(), False
+    while pos < len(text):
+        nl = text.find("\n", pos)
+        line = text[pos: len(text) if nl < 0 else nl]
+        if line.strip() and not _PG_FIELD.match(line) and not in_field:
+            return pos  # the first line that is no field, no field's continuation, no blank
+        in_field = bool(line.strip())
+        pos = len(text) if nl < 0 else nl + 1
+    return len(text)
+
+
+def _licence_start(text: str, begin: int) -> int:
+    """Where a book with no END marker ends: at the licence's first standard line (and the
+    "Produced by" credit paragraph just before it), or the end of the text."""
+    m = _PG_LICENCE.search(text, begin)
+    if not m:
+        return len(text)
+    cut = m.start()
+    before = text.rfind("\n\n", begin, len(text[:cut].rstrip()))  # the paragraph before the licence
+    return before + 2 if before >= 0 and _PRODUCED_BY.match(text, before + 2) else cut
 
 
 def _para_bounds(text: str, pos: int) -> tuple[int, int]:
@@ -434,7 +481,8 @@ def clean_text(text: str, ocr: bool = False, gutenberg: bool | None = None) -> s
     text = fix_mojibake(text)
     text = nfc(text)
     if gutenberg is None:
-        gutenberg = bool(_PG_START.search(text) or _PG_END.search(text))
+        # (a header's stamped date is one too: a file cut of both its markers kept header and licence)
+        gutenberg = bool(_PG_START.search(text) or _PG_END.search(text) or _PG_STAMP.search(text, 0, 10_000))
     if gutenberg:
         text = strip_gutenberg_boilerplate(text)
         text = strip_gutenberg_mentions(text)

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -483,6 +484,9 @@ def _check_plans(processed_dir: Path, plan: str, num_shards: int) -> None:
                                   f"re-run it with --shard {k} --num_shards {num_shards} --overwrite")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _log_rejections(rows: Iterable[dict], total: int | None, where_all: Any, o: CollectionOptions) -> None:
     """The first rejections, one line each, then how many more (``total``: all of them, when
     ``rows`` holds only the first)."""
@@ -490,7 +494,9 @@ def _log_rejections(rows: Iterable[dict], total: int | None, where_all: Any, o: 
     for n_rejected, r in enumerate(rows, 1):
         if n_rejected <= _MAX_LOGGED_REJECTIONS:
             where = r.get("relpath") or r.get("url") or r.get("source", "")
-            o.log(f"rejected {r.get('id')} [{r.get('reason')}] {where} {r.get('detail', '')}".rstrip())
+            line = f"rejected {r.get('id')} [{r.get('reason')}] {where} {r.get('detail', '')}".rstrip()
+            # one line a rejection: a control character in a file's name (a newline) shown escaped
+            o.log(_CONTROL.sub(lambda m: repr(m.group())[1:-1], line))
     n_rejected = max(n_rejected, total or 0)
     if n_rejected > _MAX_LOGGED_REJECTIONS:
         o.log(f"... and {n_rejected - _MAX_LOGGED_REJECTIONS} more rejections: see {where_all}")

@@ -31,7 +31,7 @@ from pathlib import Path
 from string import Template
 from typing import Iterable, Mapping, Sequence
 
-from ..core import LondonLMError, RunLayout, write_bytes_atomic, write_json_atomic, write_text_atomic
+from ..core import LondonLMError, RunLayout, sheet_cell, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 # Items a model's own evaluation leaves for the pack, one JSON row each: label, prompt, text.
 BROUGHT_SAMPLES = "human_eval_samples.jsonl"
@@ -163,18 +163,6 @@ def _pack_seed(seed: int, samples: Mapping[str, Sequence[Mapping[str, str]]]) ->
     texts = json.dumps({m: [[r.get("prompt", ""), r["text"]] for r in rows] for m, rows in samples.items()},
                        sort_keys=True, ensure_ascii=False)
     return f"{seed}:{hashlib.sha256(texts.encode('utf-8', 'surrogatepass')).hexdigest()}"
-
-
-# what a spreadsheet reads as the start of a formula in a cell it opens from CSV
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def sheet_cell(text: str) -> str:
-    """A text for the ratings sheet, with a ``'`` before one that a spreadsheet would take for a
-    formula: a passage opening with Gutenberg's ``--`` dash showed raters ``#NAME?`` in place of the
-    text, and one opening ``=HYPERLINK(...)`` (or a chat answer written so) became a live link or
-    formula in the raters' spreadsheet. The ``'`` is the spreadsheet's own mark for "text"."""
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def render_form(items: Sequence[Mapping[str, str]], title: str) -> str:

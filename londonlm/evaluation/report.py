@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..core import write_text_atomic
+from ..core import md_cell, write_text_atomic
 from .metrics.leakage import PRIMARY, format_p
 
 METRICS_FORMAT_VERSION = 1
@@ -121,7 +121,7 @@ def _f(v, nd: int = 4) -> str:
 def render_markdown(metrics: Mapping, plots: Mapping[str, str], samples: Sequence[Mapping]) -> str:
     """Human-readable report; every figure names its unit and what it was computed on."""
     m = metrics
-    L = [f"# Evaluation report: {m['model']['name']}", "",
+    L = [f"# Evaluation report: {md_cell(m['model']['name'])}", "",
          f"- model: `{m['model']['path']}` ({_f(m['model'].get('params'))} parameters, "
          f"context {m['model'].get('n_positions')}, step {m['model'].get('step') or '-'}, "
          f"weights sha256 `{m['model'].get('weights_sha256') or '-'}`)",
@@ -164,7 +164,7 @@ def _lm_section(lm: Mapping) -> list[str]:
             note.append(f"capped at {r.get('max_eval_tokens')} tokens")
         if r.get("prefix"):
             note.append(f"prefix {r['prefix']}")
-        L.append(f"| {name} | {r['documents']} | {r['tokens']} | {r['bytes']} | "
+        L.append(f"| {md_cell(name)} | {r['documents']} | {r['tokens']} | {r['bytes']} | "
                  f"{_f(r['loss'])} | {_f(r['perplexity'], 2)} | {_f(r['bits_per_byte'])} | "
                  f"{'; '.join(note)} |")
     by = lm.get("validation_by_century")
@@ -172,19 +172,19 @@ def _lm_section(lm: Mapping) -> list[str]:
         L += ["", "Validation bits per byte by century of the document:", "",
               "| century | documents | bytes | bits/byte |", "|---|---|---|---|"]
         for c, r in by.items():
-            L.append(f"| {c} | {r['documents']} | {r['bytes']} | {_f(r['bits_per_byte'])} |")
+            L.append(f"| {md_cell(c)} | {r['documents']} | {r['bytes']} | {_f(r['bits_per_byte'])} |")
     return L + [""]
 
 
 def _probe_section(name: str, p: Mapping, plots: Mapping[str, str]) -> list[str]:
     acc = p["accuracy"]
-    L = [f"## Multiple-choice probes: {name}", "",
+    L = [f"## Multiple-choice probes: {md_cell(name)}", "",
          f"{p['n']} items scored by log-likelihood of each choice; chance {_f(p['chance'], 3)}. "
          f"Accuracy: sum {_f(acc['sum'], 3)}, per token {_f(acc['per_token'], 3)}, "
          f"**per byte {_f(acc['per_byte'], 3)}**.", "",
          "| category | n | chance | sum | per token | per byte |", "|---|---|---|---|---|---|"]
     for c, v in p["by_category"].items():
-        L.append(f"| {c} | {v['n']} | {_f(v['chance'], 3)} | {_f(v['sum'], 3)} | "
+        L.append(f"| {md_cell(c)} | {v['n']} | {_f(v['chance'], 3)} | {_f(v['sum'], 3)} | "
                  f"{_f(v['per_token'], 3)} | {_f(v['per_byte'], 3)} |")
     if f"probes_{name}" in plots:
         L += ["", f"![probe accuracy]({plots[f'probes_{name}']})"]
@@ -252,6 +252,9 @@ def print_table(m: Mapping) -> None:
         print(f"(continuations: {passage_count(m['generation'])})")
     for r in m.get("compare") or []:
         print(f"  compare {r['name']:<28} bpb {r['bits_per_byte']:.4f}  probes {r['probe_accuracy']:.3f}")
+    note = tokenizers_note(m.get("compare") or [])
+    if note:
+        print(note)
 
 
 def _samples_section(samples: Sequence[Mapping]) -> list[str]:
@@ -283,11 +286,25 @@ def _compare_section(rows: Sequence[Mapping] | None, plots: Mapping[str, str]) -
     L = ["## Comparison", "", "| model | step | loss | bits/byte | probe acc (per byte) |",
          "|---|---|---|---|---|"]
     for r in rows:
-        L.append(f"| {r['name']} | {r.get('step') or '-'} | {_f(r.get('loss'))} | "
+        L.append(f"| {md_cell(r['name'])} | {r.get('step') or '-'} | {_f(r.get('loss'))} | "
                  f"{_f(r.get('bits_per_byte'))} | {_f(r.get('probe_accuracy'), 3)} |")
+    note = tokenizers_note(rows)
+    if note:
+        L += ["", note]
     if "compare" in plots:
         L += ["", f"![comparison]({plots['compare']})"]
     return L + [""]
+
+
+def tokenizers_note(rows: Sequence[Mapping]) -> str | None:
+    """A line under the comparison when its models number tokens differently (their
+    ``tokenizer_sha256`` differ): a loss per token compares only models of one tokenizer (one of
+    near-byte tokens has a far lower one for the same text), bits per byte compares them all."""
+    shas = {r.get("tokenizer_sha256") for r in rows if isinstance(r.get("tokenizer_sha256"), str)}
+    if len(shas) < 2:
+        return None
+    return (f"Note: these models use {len(shas)} different tokenizers, so their losses (nats per token) "
+            f"are not comparable; compare them by bits per byte (the same bytes for every model).")
 
 
 def _human_section(he: Mapping | None) -> list[str]:
@@ -324,7 +341,7 @@ def year_histogram(words_by_decade: dict) -> list[str]:
     lines = ["| decade | words | |", "|---|---:|---|"]
     for decade, words in rows:
         label = f"{decade}s" if decade.isdigit() else decade
-        lines.append(f"| {label} | {words:,} | {'█' * max(1, round(BAR_WIDTH * words / top)) if words else ''} |")
+        lines.append(f"| {md_cell(label)} | {words:,} | {'█' * max(1, round(BAR_WIDTH * words / top)) if words else ''} |")
     return lines
 
 
@@ -413,7 +430,7 @@ def leakage_markdown(result: dict) -> list[str]:
                   "|---|---:|---:|---:|---:|"]
         for cat, sides in cats.items():
             b, a = sides["before"], sides["after"]
-            lines.append(f"| {cat} | {b['n']} | {_pct(b[PRIMARY]['accuracy'])} | {a['n']} | "
+            lines.append(f"| {md_cell(cat)} | {b['n']} | {_pct(b[PRIMARY]['accuracy'])} | {a['n']} | "
                          f"{_pct(a[PRIMARY]['accuracy'])} |")
         lines.append("")
     lines += [f"**Verdict:** {result['verdict']}.", ""]

@@ -32,7 +32,7 @@ from .metrics.leakage import run_leakage_probes
 from .metrics.lm import evaluate_lm, model_context_length
 from .metrics.probes import default_probes_path, load_mc_jsonl, score_items
 from .model import (METRICS_FILE, SAMPLES_FILE, MissingInput, corpus_time_of, load_for_evaluation,
-                    model_identity, outputs_record, weights_sha256)
+                    model_identity, outputs_record, tokenizer_sha256, weights_sha256)
 
 QUICK_MAX_EVAL_TOKENS = 20_000
 HUMAN_EVAL_DIR = "human_eval"
@@ -244,8 +244,8 @@ def _compare_row(lm: LoadedModel, path: Path, sha: str | None, scored_texts, pro
     cv = evaluate_lm(lm.model, lm.tokenizer, scored_texts, device=device)
     cp = score_items(lm.model, lm.tokenizer, probe_items, device=device)
     return {"name": info["name"], "path": str(path), "step": info["step"],
-            "weights_sha256": info["weights_sha256"], "loss": cv["loss"],
-            "bits_per_byte": cv["bits_per_byte"], "tokens": cv["tokens"], "bytes": cv["bytes"],
+            "weights_sha256": info["weights_sha256"], "tokenizer_sha256": tokenizer_sha256(lm.tokenizer),
+            "loss": cv["loss"], "bits_per_byte": cv["bits_per_byte"], "tokens": cv["tokens"], "bytes": cv["bytes"],
             "probe_accuracy": cp["accuracy"]["per_byte"], "probe_chance": cp["chance"]}
 
 
@@ -322,6 +322,26 @@ def refuse_inputs_written_over(out: Path, settings: EvaluationSettings) -> None:
             raise EvaluationError(f"{path} is read by this evaluation and is one of the files it writes in {out} "
                                   f"(metrics.json, samples.jsonl, probe_items.jsonl, report.md, plots, "
                                   f"{HUMAN_EVAL_DIR}/): move it, or give another --out_dir; nothing was written")
+
+
+def refuse_unwritable_outputs(out: Path, settings: EvaluationSettings, probe_names) -> None:
+    """One line, before the model loads, when a path the evaluation writes holds what no file
+    can replace: a folder (or a pipe, a socket, a device) where report.md, metrics.json, a plot
+    or the pack goes, a file where its folder goes. Found when written, it came after minutes of
+    measuring, with some files already written beside it and the evaluation lost."""
+    files = [*WRITTEN, *(f"probes_{n}.png" for n in probe_names), "training_curves.png"]
+    files += ["compare.png"] if settings.compare else []
+    folders = [out] + ([out / HUMAN_EVAL_DIR] if not settings.quick else [])
+    files += [f"{HUMAN_EVAL_DIR}/{f}" for f in human_eval.PACK_FILES.values()] if not settings.quick else []
+    for folder in folders:
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise EvaluationError(f"cannot use {folder}: it is a file where the evaluation's folder goes; move it "
+                                  f"aside or give another --out_dir (nothing was written)")
+    for path in (out / f for f in files):
+        if os.path.exists(path) and not os.path.isfile(path):  # links followed: a link to a file is replaced
+            what = "a folder" if os.path.isdir(path) else "not a regular file"
+            raise EvaluationError(f"cannot use {path}: it is {what} where the evaluation writes a file; move it "
+                                  f"aside or give another --out_dir (nothing was written)")
 
 
 def _scored(v: dict, texts: Sequence[str]) -> dict:
@@ -411,7 +431,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
         return old
     torch.manual_seed(settings.seed)
     probe_sets, probe_files = _read_probe_sets(settings)
-
+    refuse_unwritable_outputs(out, settings, probe_sets)
     with _timed(timing, "load"):
         lm = load_for_evaluation(model_path, settings.device, settings.dtype)
     # from here on the dtype the weights were loaded in ("auto" resolved): compared models load
@@ -427,8 +447,8 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
     if settings.compare or not settings.quick:
         with _timed(timing, "compare_and_human_eval"):
             compare_rows, human = _compare_and_human_eval(
-                _main_row(info, model_path, scores), scores["samples"], val_texts, scores["scored_texts"],
-                probe_sets["london"], out, plots, settings, inputs["compare"])
+                _main_row(info, model_path, scores, lm.tokenizer), scores["samples"], val_texts,
+                scores["scored_texts"], probe_sets["london"], out, plots, settings, inputs["compare"])
     harness = None
     if settings.lm_eval_tasks:
         with _timed(timing, "lm_eval"):
@@ -479,11 +499,11 @@ def _probe_plots(probes: dict, out: Path) -> dict[str, str]:
     return plots
 
 
-def _main_row(info: dict, model_path: Path, scores: dict) -> dict:
+def _main_row(info: dict, model_path: Path, scores: dict, tokenizer) -> dict:
     """The evaluated model's row of the comparison, in the form of :func:`_compare_row`'s."""
     v, london = scores["lm"]["validation"], scores["probes"]["london"]
     return {"name": info["name"], "path": str(model_path), "step": info["step"],
-            "weights_sha256": info["weights_sha256"],
+            "weights_sha256": info["weights_sha256"], "tokenizer_sha256": tokenizer_sha256(tokenizer),
             "loss": v["loss"], "bits_per_byte": v["bits_per_byte"], "tokens": v["tokens"], "bytes": v["bytes"],
             "probe_accuracy": london["accuracy"]["per_byte"], "probe_chance": london["chance"]}
 

@@ -118,6 +118,10 @@ class _Row:
                   "length" if self.new_tokens >= job.settings.max_new_tokens else None)
         if reason:
             self.text.finish()
+            if reason in ("eos", "length") and self.text.stopped:
+                # a stop string only the text taken in at the end completes (its last character
+                # was still arriving): the text is cut there, so the row ended at a stop string
+                reason = "stop"
         if job.stream:
             piece = self.text.release()
             if piece:

@@ -1,8 +1,9 @@
 """OpenAI-compatible endpoints, so the ``openai`` client (``base_url=http://127.0.0.1:8000/v1``)
 and tools built on it work unmodified: ``GET /v1/models``, ``POST /v1/completions`` and, for chat
 models, ``POST /v1/chat/completions``; ``stream: true`` answers in OpenAI's chunk format ending
-with ``data: [DONE]``; ``usage``, ``stop``, ``n`` and ``seed`` work; errors are
-``{"error": {"message", "type", "param", "code"}}``.
+with ``data: [DONE]``; ``usage``, ``stop``, ``n`` and ``seed`` work (sample i of each prompt draws
+with ``seed + i``: a prompt's text is the same alone, in a list of prompts or batched with other
+requests); errors are ``{"error": {"message", "type", "param", "code"}}``.
 
 Sampling settings a request leaves out are the model's own defaults (as on ``/v1/generate``), not
 OpenAI's; for chat, the chat answers' defaults where the model's config sets none
@@ -179,11 +180,12 @@ class _OpenAI:
             raise ApiError(400, str(e), param="era") from None
         if score_only:
             settings = replace(settings, max_new_tokens=0)
-        prompts, n, stop = self._prompts(req, settings.era), settings.num_samples, self._stop(req)
+        prompts, stop = self._prompts(req, settings.era), self._stop(req)
         for _, ids, _ in prompts:
             self._check_fits(ids, score_only)
-        jobs = [self.service.ids_job(ids, settings, deadline, seed_offset=k * n, stop=stop)
-                for k, (_, ids, _) in enumerate(prompts)]
+        # every prompt's samples draw seed, seed + 1, ...: a prompt gives the text it gives when
+        # sent alone, however a client (lm-evaluation-harness sends seed 1234) batches its prompts
+        jobs = [self.service.ids_job(ids, settings, deadline, stop=stop) for _, ids, _ in prompts]
         return jobs, [(text, as_ids) for text, _, as_ids in prompts]
 
     def _chat_job(self, req, deadline: float) -> Job:

@@ -76,10 +76,10 @@ class ServerLimits:
                 f"batch of up to {self.max_concurrency}")
 
 
-def seeds_for(seed: int | None, n: int, offset: int = 0) -> list[int]:
-    """Seeds of samples ``offset .. offset+n-1``: ``seed + i``, as generate() numbers them."""
+def seeds_for(seed: int | None, n: int) -> list[int]:
+    """Seeds of samples ``0 .. n-1``: ``seed + i``, as generate() numbers them."""
     base = seed if seed is not None else random.SystemRandom().randrange(2**31)
-    return [(base + offset + i) % 2**32 for i in range(n)]
+    return [(base + i) % 2**32 for i in range(n)]
 
 
 class Service:
@@ -109,24 +109,23 @@ class Service:
             raise ApiError(503, str(e), code="server_busy", headers={"Retry-After": str(e.retry_after_s)}) from None
 
     def text_job(self, prompt: str, settings: GenerationSettings, deadline: float, *,
-                 seed_offset: int = 0, stop: tuple[str, ...] = ()) -> Job:
+                 stop: tuple[str, ...] = ()) -> Job:
         """``settings.num_samples`` continuations of ``prompt``, encoded as generate() encodes it
         (``[EOT] + [era] + text``, the text never control tokens; trimmed on the left to fit)."""
         ids = encode_prompt(self.lm.tokenizer, prompt, settings.era)
         ids, max_new, truncated = fit_to_context(ids, settings.max_new_tokens, self.lm.context_length,
                                                  1 + (settings.era is not None))
         return Job(ids, replace(settings, max_new_tokens=max_new),
-                   seeds_for(settings.seed, settings.num_samples, seed_offset), self.eos_ids, stop, deadline,
-                   truncated)
+                   seeds_for(settings.seed, settings.num_samples), self.eos_ids, stop, deadline, truncated)
 
     def ids_job(self, ids: list[int], settings: GenerationSettings, deadline: float, *,
-                seed_offset: int = 0, stop: tuple[str, ...] = ()) -> Job:
+                stop: tuple[str, ...] = ()) -> Job:
         """``settings.num_samples`` continuations of a prompt given as token ids, taken as they
         are (an evaluation tool scores exactly these): never trimmed, so they must leave room
         for the new tokens, which are cut to the context."""
         max_new = min(settings.max_new_tokens, self.lm.context_length - len(ids))
         return Job(list(ids), replace(settings, max_new_tokens=max_new),
-                   seeds_for(settings.seed, settings.num_samples, seed_offset), self.eos_ids, stop, deadline)
+                   seeds_for(settings.seed, settings.num_samples), self.eos_ids, stop, deadline)
 
     async def events(self, jobs: list[Job], text: bool = True) -> AsyncIterator[tuple[str, int, object]]:
         """The jobs' events as ``(kind, choice, payload)``: ``("text", i, piece)`` (unless ``text``

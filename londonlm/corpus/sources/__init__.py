@@ -2,6 +2,7 @@
 ``materialise``: raw bytes -> text for one document, run inside worker processes."""
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -69,7 +70,7 @@ def _parse_registry(p: Path) -> Any:
         if p.suffix == ".json":
             import json
 
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_once_each)
         return yaml.load(text, Loader=_no_aliases())  # noqa: S506 - a SafeLoader, less aliases
     except _NotRead as e:
         raise RegistryError(f"registry {p}: {e}") from e
@@ -80,6 +81,17 @@ def _parse_registry(p: Path) -> Any:
     except (ValueError, yaml.YAMLError) as e:
         raise RegistryError(f"registry {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
                             f"{' '.join(str(e).split())}") from e
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once: ``"year"`` twice in one entry kept the last
+    without a word (the YAML reader refuses it)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _NotRead(f"the key {key!r} is given twice in one object; keep one")
+        seen[key] = value
+    return seen
 
 
 class _NotRead(Exception):
@@ -245,6 +257,16 @@ def make_source(spec: dict[str, Any], base_urls: dict[str, str] | None = None) -
     return cls(spec, base_url=(base_urls or {}).get(spec["kind"]))
 
 
+def _gunzipped(data: bytes) -> bytes:
+    try:
+        data = gzip.decompress(data)
+    except (OSError, EOFError) as e:
+        raise SourceError("bad_gzip", str(e)) from e
+    if not data:
+        raise SourceError("empty", "the gzip member is empty")
+    return data
+
+
 def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
     """Load and parse ``doc``'s raw file into ``doc.text`` (or set ``doc.error``)."""
     if doc.error or doc.text is not None:
@@ -262,9 +284,11 @@ def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
             if not data:
                 raise SourceError("empty", "the file has no bytes")
             if data[:2] == b"\x1f\x8b":
-                text, reps = decode_bytes(data)
-                doc.repairs.extend(reps)
-                data = text.encode("utf-8")
+                # unpacked only: decoding it here (and writing it back as UTF-8) left the XML's own
+                # declaration behind, so a gzipped UTF-16 file was xml_invalid and a Latin-1 one
+                # declared ISO-8859-1 came out as mojibake; the XML reader decodes as declared
+                data = _gunzipped(data)
+                doc.repairs.append("gunzipped")
             if fmt == "tei":
                 materialise_tei(doc, data)
             else:

@@ -223,7 +223,8 @@ class LocalSource(Source):
             if row.get("title"):
                 meta["title"] = row["title"]
             elif not meta["title"] or n_files > 1:
-                meta["title"] = shown_name(p.name).split(".")[0].replace("_", " ")
+                # (white space in a name, a newline or a tab, is one space: a title is one line)
+                meta["title"] = " ".join(shown_name(p.name).split(".")[0].replace("_", " ").split())
             if row.get("author"):
                 meta["author"] = row["author"]
             meta["dates"] = self._dates(p.name, row, base["dates"])

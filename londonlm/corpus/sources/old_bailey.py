@@ -9,6 +9,7 @@ Raw files may also be zip archives of XML (as distributed), read member by membe
 """
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 import re
@@ -23,7 +24,11 @@ from .base import MAX_RAW_BYTES, Document, Source, SourceError, not_downloaded, 
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December"]
 TEI_SKIP_TAGS = {"interp", "xptr", "note", "join", "rs_interp"}
-_BLOCK_TAGS = {"p", "div1", "div2", "head", "lb", "list", "item", "table", "row"}
+_BLOCK_TAGS = {"p", "div1", "div2", "head", "list", "item", "table", "row"}
+# ``<lb/>`` (a printed line's end) is no paragraph: the Proceedings set it inside the words a line
+# broke ("Com<lb/>missioners", 642 of them in 3 of the 9 real files, every one between two letters),
+# and as a block it cut each such word in two paragraphs. It adds nothing: white space beside it in
+# the XML still parts two words, and ``break="yes"`` says outright that it does.
 
 
 def format_date(yyyymmdd: str) -> str | None:
@@ -44,12 +49,49 @@ def _surrogate_ref_replaced(m: re.Match) -> bytes:
     return b"&#xFFFD;" if 0xD800 <= value <= 0xDFFF else m.group(0)
 
 
+_XML_DECL = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t\r\n]*<\?xml[^>]*?encoding[ \t\r\n]*=[ \t\r\n]*[\"']([A-Za-z0-9._-]{1,40})")
+
+
+def _stray_byte_as_cp1252(e: UnicodeDecodeError) -> tuple[str, int]:
+    """A byte that is no UTF-8, read as cp1252 (as ``decode_bytes`` reads a file that is no UTF-8;
+    Latin-1 for the five bytes cp1252 leaves out)."""
+    b = e.object[e.start:e.start + 1]
+    try:
+        return b.decode("cp1252"), e.start + 1
+    except UnicodeDecodeError:
+        return b.decode("latin-1"), e.start + 1
+
+
+codecs.register_error("londonlm_cp1252", _stray_byte_as_cp1252)
+
+
+def xml_as_utf8(data: bytes) -> tuple[bytes, list[str]]:
+    """XML bytes that claim UTF-8 (by declaration, or by declaring nothing) but are not: each
+    byte that is no UTF-8 read as cp1252, and the whole written back as UTF-8. lxml's recovery
+    made each such byte U+FFFD, so a Latin-1 file lost every "£" and "é". Valid UTF-8, a file
+    that declares another encoding (lxml reads that), or UTF-16/32 come back unchanged."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or data[:1] == b"\x00" or data[1:2] == b"\x00":
+        return data, []
+    m = _XML_DECL.match(data[:1024])
+    if m and m.group(1).lower().replace(b"_", b"-") not in (b"utf-8", b"utf8"):
+        return data, []
+    try:
+        data.decode("utf-8")
+        return data, []
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "londonlm_cp1252").encode("utf-8"), ["decoded_latin1"]
+
+
 def parse_tei(data: bytes):
-    """lxml in recovery mode; returns (root, recovered_flag)."""
+    """lxml in recovery mode; returns (root, recovered_flag). Bytes that are no UTF-8 in a file
+    that claims it are read as cp1252 first (``xml_as_utf8``); the entities the file declares in
+    its own DTD subset are expanded (``expand_internal_entities``), never an external one."""
     from lxml import etree
 
+    data, _ = xml_as_utf8(data)
     try:
-        return etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, huge_tree=True)), False
+        root = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, huge_tree=True))
+        return expand_internal_entities(root), False
     except etree.XMLSyntaxError:
         parser = etree.XMLParser(recover=True, resolve_entities=False, huge_tree=True)
         # recovery keeps a reference to a surrogate (&#xD800;) as bytes that are no UTF-8, and
@@ -62,7 +104,87 @@ def parse_tei(data: bytes):
             raise SourceError("xml_invalid", f"no element could be recovered ({e})") from None
         if root is None:
             raise SourceError("xml_invalid", "no element could be recovered")
-        return root, True
+        return expand_internal_entities(root), True
+
+
+# what a document's own entities may add to its text, in characters: more is an expansion bomb
+# (``<!ENTITY b "&a;&a;...">`` nested: a few lines that would make gigabytes), refused
+MAX_ENTITY_CHARS = 1_000_000
+_ENTITY_REF = re.compile(r"&(#[xX][0-9a-fA-F]{1,6}|#[0-9]{1,7}|[A-Za-z_:][\w.:-]{0,100});")
+_PREDEFINED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
+
+
+def expand_internal_entities(root):
+    """``root`` with each reference to an entity its own DTD subset declares as text
+    (``<!ENTITY pound "&#163;">`` then ``&pound;5``) replaced by that text, markup dropped. They
+    stayed in the text as the literal ``&pound;``. lxml is never asked to expand (it would read
+    external entities too, and how far it lets an expansion grow depends on the libxml2 it was
+    built with): the sizes are added up first, and over ``MAX_ENTITY_CHARS`` the file is refused.
+    External and undeclared entities stay as they were (``&x;``)."""
+    from lxml import etree
+
+    dtd = root.getroottree().docinfo.internalDTD
+    refs = list(root.iter(etree.Entity)) if dtd is not None else []
+    defs = {e.name: e.content for e in dtd.iterentities()
+            if e.content is not None and not e.system_url} if refs else {}
+    refs = [r for r in refs if r.name in defs]
+    if not refs:
+        return root
+    sizes: dict[str, int] = {}
+    total = sum(_expanded_size(r.name, defs, sizes, set()) for r in refs)
+    if total > MAX_ENTITY_CHARS:
+        raise SourceError("xml_entity_bomb", f"the file's own entities would add {total} characters "
+                                             f"(over {MAX_ENTITY_CHARS}): an entity expansion bomb")
+    texts: dict[str, str] = {}
+    for r in refs:
+        _replace_by_text(r, _expanded(r.name, defs, texts, set()))
+    return root
+
+
+def _expanded_size(name: str, defs: dict[str, str], sizes: dict[str, int], open_: set[str]) -> int:
+    """Characters ``&name;`` expands to, at most (markup counted): arithmetic only, no text made."""
+    if name not in sizes:
+        if name in open_:  # an entity that names itself: its reference stays as it is
+            return len(name) + 2
+        open_.add(name)
+        body = defs[name]
+        size = len(_ENTITY_REF.sub("", body))
+        for m in _ENTITY_REF.finditer(body):
+            ref = m.group(1)
+            size += _expanded_size(ref, defs, sizes, open_) if ref in defs else len(m.group(0))
+        open_.discard(name)
+        sizes[name] = size
+    return sizes[name]
+
+
+def _expanded(name: str, defs: dict[str, str], texts: dict[str, str], open_: set[str]) -> str:
+    if name not in texts:
+        if name in open_:
+            return f"&{name};"
+        open_.add(name)
+
+        def one(m: re.Match) -> str:
+            ref = m.group(1)
+            if ref.startswith("#"):
+                code = int(ref[2:], 16) if ref[1:2] in "xX" else int(ref[1:])
+                return chr(code) if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF else "\ufffd"
+            if ref in defs:
+                return _expanded(ref, defs, texts, open_)
+            return _PREDEFINED.get(ref, m.group(0))
+        texts[name] = _ENTITY_REF.sub(one, re.sub(r"<[^<>]*>", "", defs[name]))
+        open_.discard(name)
+    return texts[name]
+
+
+def _replace_by_text(node, text: str) -> None:
+    """The reference ``node`` replaced by ``text`` in its parent's text (or its elder sibling's tail)."""
+    parent, before = node.getparent(), node.getprevious()
+    text += node.tail or ""
+    if before is not None:
+        before.tail = (before.tail or "") + text
+    else:
+        parent.text = (parent.text or "") + text
+    parent.remove(node)
 
 
 _BREAK = "\x00"  # paragraph sentinel: XML whitespace is insignificant, block elements are not
@@ -88,11 +210,17 @@ def _text_of(el) -> str:
                 out.append(node.tail)
             continue
         if tag in TEI_SKIP_TAGS:
+            # what is dropped parts the words beside it: the Proceedings set a page break
+            # (``<xptr type="pageFacsimile"/>``) between two words with no space ("got<xptr/>through",
+            # 42 of them in the 9 real files), and dropped it joined them ("gotthrough")
+            out.append(" ")
             if node.tail:
                 out.append(node.tail)
             continue
         if block:
             out.append(_BREAK)
+        elif tag == "lb" and node.get("break") == "yes":
+            out.append(" ")
         if node.text:
             out.append(node.text)
         stack.append((node, True))
@@ -114,8 +242,9 @@ def tei_to_text(data: bytes) -> tuple[str, dict[str, Any], list[str]]:
     """One sessions paper (bytes of TEI XML) -> (text, metadata, repairs). A file of several
     sessions (papers joined under one root) is read whole and dated by its latest session: only
     the first was read, the others' text dropped without a word."""
+    data, repairs = xml_as_utf8(data)
     root, recovered = parse_tei(data)
-    repairs = ["xml_recovered"] if recovered else []
+    repairs += ["xml_recovered"] if recovered else []
     sessions = list(root.iter("div0")) or [root]
     parts: list[str] = []
     trials: list[dict[str, str]] = []

@@ -10,8 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-from ...core import (Layout, LondonLMError, RunLayout, UsageError, atomic_writer, is_plain_name, read_json,
-                     read_json_object, record_field, refuse_artifacts_folder, user_path, write_text_atomic)
+from ...core import (Layout, LondonLMError, RunLayout, UsageError, atomic_writer, is_plain_name, md_cell,
+                     read_json, read_json_object, record_field, refuse_artifacts_folder, sheet_cell, user_path,
+                     write_text_atomic)
 
 COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
@@ -277,7 +278,8 @@ def format_table(rows: list[dict], sort_by: str | None = "best_val_loss") -> str
         sort_by = "best_val_bpb"
     if sort_by:
         rows = sorted(rows, key=lambda r: _sort_key(r.get(sort_by)))
-    cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
+    # md_cell: a run folder named "a|b" ended its cell early and pushed its row out of line
+    cells = [[h for _, h in columns]] + [[md_cell(_fmt(r.get(k))) for k, _ in columns] for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     line = lambda c: "| " + " | ".join(x.ljust(w) for x, w in zip(c, widths)) + " |"  # noqa: E731
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
@@ -285,11 +287,13 @@ def format_table(rows: list[dict], sort_by: str | None = "best_val_loss") -> str
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
+    """The table as CSV, each text cell a spreadsheet opens as text (:func:`sheet_cell`): a run
+    folder named ``=HYPERLINK(...)`` (or a preset, parent or status so written) was a live formula."""
+    names = [k for k, _ in columns_for(rows)] + ["run_dir"]
     with atomic_writer(path) as f:  # whole or not at all: a stopped comparison keeps the old table
-        w = csv.DictWriter(f, fieldnames=[k for k, _ in columns_for(rows)] + ["run_dir"],
-                           extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=names, extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows({k: sheet_cell(r.get(k)) for k in names} for r in rows)
 
 
 def plot_validation_curves(rows: list[dict], png: Path, x: str = "tokens",
