@@ -17,8 +17,9 @@ from typing import Any, Callable, Iterable
 
 from ..core import SIDECAR, read_json_object, record_field, sidecar_current, write_sidecar, write_text_atomic
 from .dating import cutoff_verdict, row_year
-from .manifest import (COLLECT_CMD, CORPUS_OUTPUTS, CUTOFF_STAGE, MANIFEST, REJECTIONS, TEXTS, CorpusError, jsonl_text,
-                       manifest_sha256, place_texts, read_manifest, summarize)
+from .manifest import (COLLECT_CMD, CORPUS_OUTPUTS, CUTOFF_STAGE, MANIFEST, REJECTIONS, TEXTS, TEXTS_FINGERPRINT,
+                       CorpusError, jsonl_text, manifest_sha256, place_texts, read_manifest, require_finished_corpus,
+                       summarize, texts_fingerprint, texts_not_as_made)
 from .report import CORPUS_STATS
 
 # what a rejection row of the view keeps of the manifest row (the rest describes the text kept)
@@ -118,6 +119,9 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
     settings = {"cutoff_year": cutoff_year}
     sidecar = out_dir / SIDECAR
     current, why = sidecar_current(sidecar, inputs, settings)
+    if current:  # (a text edited to its own size is not seen by the sidecar's count and bytes)
+        why = texts_not_as_made(out_dir)
+        current = why is None
     if current and not overwrite:
         log(f"corpus up to {cutoff_year}: current ({out_dir}); skipping (use --overwrite to rebuild)")
         return {**(record_field(read_json_object(sidecar), "counts", kind=dict) or {}), "skipped": True}
@@ -126,6 +130,8 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
         sidecar.unlink()  # the old files are no longer vouched for
     rows = read_manifest(processed_dir)
     _check_dated_by_evidence(processed_dir, rows)
+    # the view's texts are the corpus's (linked): a text edited there would be vouched for as made
+    require_finished_corpus(processed_dir)
     kept, dropped = [], []
     for row in rows:
         ok, reason, detail = cutoff_verdict(row_year(row), row.get("year_rule"), cutoff_year)
@@ -145,8 +151,8 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
               "validation_documents": stats["splits"].get("validation", 0), "chars": stats["chars"],
               "words": stats["words"], "rejected": stats["rejections_by_reason"],
               "corpus_time": time_facts_of(stats, cutoff_year)}
-    write_sidecar(sidecar, CUTOFF_STAGE, inputs, settings, counts, extra={"parent": str(processed_dir)},
-                  libraries=("londonlm",), outputs=CORPUS_OUTPUTS)  # last: vouches for everything above
+    write_sidecar(sidecar, CUTOFF_STAGE, inputs, settings, counts, libraries=("londonlm",), outputs=CORPUS_OUTPUTS,
+                  extra={"parent": str(processed_dir), TEXTS_FINGERPRINT: texts_fingerprint(out_dir)})  # last
     years = counts["corpus_time"]["years"]
     log(f"corpus up to {cutoff_year}: {counts['documents']} of {len(rows)} documents ({counts['train_documents']} "
         f"train, {counts['validation_documents']} validation), {counts['words']:,} words, years "

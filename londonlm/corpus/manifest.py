@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ..core import (SIDECAR, LondonLMError, link_or_copy, read_json_object, record_field, require_input, sha256_file,
-                    sidecar_intact)
+                    sidecar_intact, write_json_atomic)
 from .dating import row_year
 
 MANIFEST = "manifest.jsonl"
@@ -39,6 +39,9 @@ COLLECT_CMD = "python 02_data_collection/historical_data_collector.py"
 # the stages whose sidecar vouches for a corpus folder: a collection, and a cutoff view of one
 CORPUS_STAGE, CUTOFF_STAGE = "corpus", "corpus_cutoff"
 CUTOFF_CMD = "python 10_scripts/run_pipeline.py --cutoff_year"
+# the sidecar's key for its texts' fingerprint (:func:`texts_fingerprint`), and the file where a
+# reader that found the texts as made under another fingerprint (a copy) remembers it
+TEXTS_FINGERPRINT, TEXTS_CHECKED = "texts_fingerprint", "texts_checked.json"
 SPLITS = ("train", "validation")
 
 
@@ -223,7 +226,65 @@ def unfinished_corpus(processed_dir: str | Path) -> str | None:
     if record.get("stage") not in (CORPUS_STAGE, CUTOFF_STAGE) or inputs is None or settings is None:
         return f"its {SIDECAR} is not a corpus's record (damaged, or another stage's)"
     intact, why = sidecar_intact(side)
-    return None if intact else f"its {SIDECAR} does not vouch for what is there ({why})"
+    if not intact:
+        return f"its {SIDECAR} does not vouch for what is there ({why})"
+    return texts_not_as_made(processed_dir, record)
+
+
+# ---------------------------------------------------------------- the texts as they were made
+# A sidecar vouches for texts/ by its file count and bytes: a text edited by hand to the same
+# size was read as the corpus's own by every later stage (the tokenizer "current"). Hashing
+# every text at every check is not cheap at scale (many GB), so the sidecar also records a
+# fingerprint of each text's path, size and mtime (make's and rsync's quick check; not the
+# ctime, which every hard link a cutoff view makes to the texts changes: each view made would
+# send its parent's readers through a hash pass). Only when that differs (an edit, a `cp -r`
+# that gave the copies new mtimes) are the texts hashed against the manifest's
+# sha256: a match is a copy, current, and its fingerprint is remembered beside the sidecar
+# (TEXTS_CHECKED) so the next check is fast again; a mismatch names the text.
+def texts_fingerprint(processed_dir: str | Path) -> str:
+    """sha256 over every file under ``texts/``: its path, size and mtime (ns)."""
+    folder = Path(processed_dir) / TEXTS
+    entries = []
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling link: a file of no bytes, as the sidecar counts it
+                entries.append(f"{os.path.relpath(path, folder)}\0-")
+                continue
+            entries.append(f"{os.path.relpath(path, folder)}\0{st.st_size}\0{st.st_mtime_ns}")
+    entries.sort()
+    return hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def texts_not_as_made(processed_dir: str | Path, record: Mapping[str, Any] | None = None) -> str | None:
+    """The first text under ``processed_dir`` that is not the one its manifest row's ``sha256``
+    names, in words, or None. ``record``: the corpus's sidecar, when read already. A sidecar
+    written before fingerprints vouches by count and bytes, as it did."""
+    processed_dir = Path(processed_dir)
+    record = read_json_object(processed_dir / SIDECAR) if record is None else record
+    recorded = record.get(TEXTS_FINGERPRINT)
+    if not isinstance(recorded, str):
+        return None
+    now = texts_fingerprint(processed_dir)
+    checked = processed_dir / TEXTS_CHECKED
+    key = {"sidecar_sha256": sha256_file(processed_dir / SIDECAR), TEXTS_FINGERPRINT: now}
+    if now == recorded or (checked.is_file() and read_json_object(checked) == key):
+        return None
+    for row in iter_manifest(processed_dir, keys=("path", "sha256")):
+        made = row.get("sha256")
+        try:
+            same = not isinstance(made, str) or sha256_file(processed_dir / row["path"]) == made
+        except OSError as e:
+            return f"{row['path']} cannot be read ({e.strerror or e})"
+        if not same:
+            return f"{row['path']} is not the text it was made as (its sha256 is not its manifest row's: edited since)"
+    try:  # every text as made (a copy): remembered, so the next check is fast again
+        write_json_atomic(checked, key)
+    except OSError:  # a read-only copy: hashed again at the next check
+        pass
+    return None
 
 
 def require_finished_corpus(processed_dir: str | Path) -> None:

@@ -2,7 +2,6 @@
 ``materialise``: raw bytes -> text for one document, run inside worker processes."""
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,7 +9,7 @@ from ...core import LondonLMError, user_path
 
 from ..dating import LONDON_LIVES
 from .archive_org import ArchiveOrgSource
-from .base import MAX_RAW_BYTES, Document, Source, SourceError, decode_bytes, read_text_file, safe_id
+from .base import MAX_RAW_BYTES, Document, Source, SourceError, decode_bytes, gunzip, read_text_file, safe_id
 from .gutenberg import GutenbergSource, gutenberg_urls
 from .html import HtmlSource, html_to_text
 from .hub import HubDatasetSource
@@ -257,16 +256,6 @@ def make_source(spec: dict[str, Any], base_urls: dict[str, str] | None = None) -
     return cls(spec, base_url=(base_urls or {}).get(spec["kind"]))
 
 
-def _gunzipped(data: bytes) -> bytes:
-    try:
-        data = gzip.decompress(data)
-    except (OSError, EOFError) as e:
-        raise SourceError("bad_gzip", str(e)) from e
-    if not data:
-        raise SourceError("empty", "the gzip member is empty")
-    return data
-
-
 def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
     """Load and parse ``doc``'s raw file into ``doc.text`` (or set ``doc.error``)."""
     if doc.error or doc.text is not None:
@@ -287,7 +276,7 @@ def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
                 # unpacked only: decoding it here (and writing it back as UTF-8) left the XML's own
                 # declaration behind, so a gzipped UTF-16 file was xml_invalid and a Latin-1 one
                 # declared ISO-8859-1 came out as mojibake; the XML reader decodes as declared
-                data = _gunzipped(data)
+                data = gunzip(data, max_bytes)
                 doc.repairs.append("gunzipped")
             if fmt == "tei":
                 materialise_tei(doc, data)
@@ -298,7 +287,7 @@ def materialise(doc: Document, max_bytes: int = MAX_RAW_BYTES) -> Document:
                 doc.add_date(LONDON_LIVES, meta.pop("year", None))
                 doc.extra.update(meta)
         else:
-            text, reps = decode_bytes(data)
+            text, reps = decode_bytes(data, max_bytes)
             doc.repairs.extend(reps)
             doc.text = html_to_text(text) if fmt == "html" else text
     except SourceError as e:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import io
 import re
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -114,22 +116,38 @@ def _binary_share(data: bytes) -> float:
     return bad / len(sample)
 
 
-def decode_bytes(data: bytes) -> tuple[str, list[str]]:
+def gunzip(data: bytes, max_bytes: int = MAX_RAW_BYTES) -> bytes:
+    """gzip ``data`` unpacked (every member, as ``gzip.decompress``), refused as ``too_large``
+    past ``max_bytes``, the limit a raw file's own size is held to. Unpacked whole, a gzip bomb
+    (a few hundred KB of zeros that unpack to gigabytes) took all the machine's memory: the limit
+    was checked on the packed bytes only. Read 1 MiB at a time, so no more than the limit is held."""
+    parts, total = [], 0
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            while chunk := f.read(1 << 20):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise SourceError("too_large", f"unpacks to more than the limit of {max_bytes} bytes")
+                parts.append(chunk)
+    except (OSError, EOFError, zlib.error) as e:  # (zlib.error: damaged deflate data, no OSError)
+        raise SourceError("bad_gzip", str(e)) from e
+    if not total:
+        raise SourceError("empty", "the gzip member is empty")
+    return b"".join(parts)
+
+
+def decode_bytes(data: bytes, max_bytes: int = MAX_RAW_BYTES) -> tuple[str, list[str]]:
     """Bytes -> text. Returns (text, repairs) or raises SourceError with a reason code.
 
-    gzip is unpacked, UTF-16/UTF-32 (by BOM) and UTF-8 decoded, anything else that is text
-    read as cp1252 (a superset of Latin-1 for printable bytes); binary is rejected."""
+    gzip is unpacked (up to ``max_bytes``: :func:`gunzip`), UTF-16/UTF-32 (by BOM) and UTF-8
+    decoded, anything else that is text read as cp1252 (a superset of Latin-1 for printable
+    bytes); binary is rejected."""
     repairs: list[str] = []
     if not data:
         raise SourceError("empty", "the file has no bytes")
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise SourceError("bad_gzip", str(e)) from e
+        data = gunzip(data, max_bytes)
         repairs.append("gunzipped")
-        if not data:
-            raise SourceError("empty", "the gzip member is empty")
     for bom, enc in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
                      (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
         if data.startswith(bom):
@@ -150,13 +168,14 @@ def decode_bytes(data: bytes) -> tuple[str, list[str]]:
     return text, repairs + ["decoded_latin1"]
 
 
-def read_text_file(path: str | Path, max_bytes: int = 512 * 1024 * 1024) -> tuple[str, list[str]]:
-    """Read and decode one file (see ``decode_bytes``); files over ``max_bytes`` are rejected."""
+def read_text_file(path: str | Path, max_bytes: int = MAX_RAW_BYTES) -> tuple[str, list[str]]:
+    """Read and decode one file (see ``decode_bytes``); files over ``max_bytes``, packed or
+    unpacked, are rejected."""
     p = Path(path)
     size = p.stat().st_size
     if size > max_bytes:
         raise SourceError("too_large", f"{size} bytes > limit {max_bytes}")
-    return decode_bytes(p.read_bytes())
+    return decode_bytes(p.read_bytes(), max_bytes)
 
 
 def source_dir(downloads_dir: str | Path, kind: str, source_id: str) -> Path:
