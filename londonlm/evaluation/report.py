@@ -341,7 +341,8 @@ def year_histogram(words_by_decade: dict) -> list[str]:
     lines = ["| decade | words | |", "|---|---:|---|"]
     for decade, words in rows:
         label = f"{decade}s" if decade.isdigit() else decade
-        lines.append(f"| {md_cell(label)} | {words:,} | {'█' * max(1, round(BAR_WIDTH * words / top)) if words else ''} |")
+        bar = '█' * max(1, round(BAR_WIDTH * words / top)) if words else ''
+        lines.append(f"| {md_cell(label)} | {words:,} | {bar} |")
     return lines
 
 

@@ -23,7 +23,8 @@ class TokenScores:
 
     tokens: list[str]                          # each token's part of the text (see text_pieces)
     token_logprobs: list[float | None]         # log P(token | the tokens before); None for the first
-    top_logprobs: list[dict[str, float] | None]  # the ``top`` likeliest tokens there and the chosen one; None for the first
+    # the ``top`` likeliest tokens there and the chosen one; None for the first
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]                     # where each token's part starts in the text
 
     def after(self, n: int) -> "TokenScores":

@@ -15,8 +15,8 @@ does not fit the model's context, leaving room for a new token unless ``max_toke
 room left. ``logprobs: k`` (0-5) reports each completion token's log-probability and, in
 ``top_logprobs``, its ``k`` likeliest alternatives and the token itself (up to k + 1, as OpenAI
 reports them); with ``echo`` the prompt's tokens too, and ``max_tokens: 0`` scores the prompt alone:
-what lm-evaluation-harness's ``local-completions`` model scores log-likelihood tasks with. ``tokens[i]`` is token i's part of the choice's ``text`` and ``text_offset[i]`` where it
-starts there (``""`` for a token the text does not show, such as the ``<|endoftext|>`` before a text
+what lm-evaluation-harness's ``local-completions`` model scores log-likelihood tasks with.
+``tokens[i]`` is token i's part of the choice's ``text`` and ``text_offset[i]`` where it starts there (``""`` for a token the text does not show, such as the ``<|endoftext|>`` before a text
 prompt). Chat messages go through the tokenizer's chat template (``apply_chat_template(...,
 sanitize_control_tokens=True)``): only the template writes role tokens; a message's text is always
 text. A chat answer ends at any control token the template writes (the end of its turn) or the

@@ -49,7 +49,8 @@ def _surrogate_ref_replaced(m: re.Match) -> bytes:
     return b"&#xFFFD;" if 0xD800 <= value <= 0xDFFF else m.group(0)
 
 
-_XML_DECL = re.compile(rb"^(?:\xef\xbb\xbf)?[ \t\r\n]*<\?xml[^>]*?encoding[ \t\r\n]*=[ \t\r\n]*[\"']([A-Za-z0-9._-]{1,40})")
+_XML_DECL = re.compile(
+    rb"^(?:\xef\xbb\xbf)?[ \t\r\n]*<\?xml[^>]*?encoding[ \t\r\n]*=[ \t\r\n]*[\"']([A-Za-z0-9._-]{1,40})")
 
 
 def _stray_byte_as_cp1252(e: UnicodeDecodeError) -> tuple[str, int]:
