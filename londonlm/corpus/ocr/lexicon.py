@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import math
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,10 @@ from ...core import LondonLMError, write_bytes_atomic
 from .lexicon_cache import cached_tables
 
 FORMAT = 1
+# A saved lexicon's JSON is at most a few tens of MB (:meth:`LexiconBuilder.build` keeps 400,000
+# words and 2,000,000 pairs); a file said to be one is unpacked no further than this: a gzip
+# bomb given as --lexicon (a few hundred KB that unpack to gigabytes) took all the memory
+MAX_LEXICON_BYTES = 256 << 20
 # what the builder counts, bumped when that changes (2: tokens with a digit left out), so a
 # collection's kept lexicon learned by the older rules is learned again
 RULES = 3  # (3: marks standing alone counted)
@@ -160,8 +166,16 @@ class PeriodLexicon:
     def decode(cls, raw: bytes, path: str | Path) -> "PeriodLexicon":
         """The lexicon of a saved file's bytes (``path`` names it in errors)."""
         try:
-            data = json.loads(gzip.decompress(raw).decode("utf-8"))
-        except (OSError, ValueError, EOFError, RecursionError) as e:
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+                text = f.read(MAX_LEXICON_BYTES + 1)
+        except (OSError, EOFError, zlib.error) as e:
+            raise LexiconError(f"{path}: not a period lexicon ({e}); rebuild it") from e
+        if len(text) > MAX_LEXICON_BYTES:
+            raise LexiconError(f"{path}: unpacks to more than {MAX_LEXICON_BYTES >> 20} MiB, more than any period "
+                               f"lexicon holds (a gzip bomb?); rebuild it")
+        try:
+            data = json.loads(text.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
             raise LexiconError(f"{path}: not a period lexicon ({e}); rebuild it") from e
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("unigrams"), dict):
             raise LexiconError(f"{path}: not a period lexicon of format {FORMAT}; rebuild it")

@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+from londonlm.corpus.ocr import lexicon as lexicon_module
 from londonlm.corpus.ocr.lexicon import BACKOFF, FORMAT, LexiconError, PeriodLexicon, build_lexicon, word_key
 
 
@@ -77,6 +78,22 @@ def test_file_round_trip_and_damaged_files(tmp_path):
     (tmp_path / "deep.json.gz").write_bytes(gzip.compress(b"[" * 100_000 + b"]" * 100_000))  # past the parser's depth
     with pytest.raises(LexiconError, match="not a period lexicon"):
         PeriodLexicon.load(tmp_path / "deep.json.gz")
+
+
+def test_a_lexicon_that_unpacks_past_the_limit_is_refused_without_unpacking_it_whole(tmp_path, monkeypatch):
+    """Was: ``gzip.decompress`` of a --lexicon file unpacked a gzip bomb whole (a few hundred KB
+    to gigabytes). Damaged deflate data (a ``zlib.error``, no OSError) was a traceback."""
+    monkeypatch.setattr(lexicon_module, "MAX_LEXICON_BYTES", 1 << 20)  # stands for 256 MiB
+    bomb = tmp_path / "bomb.json.gz"
+    bomb.write_bytes(gzip.compress(b" " * (16 << 20)))  # 16 MiB of spaces: ~16 KB packed
+    with pytest.raises(LexiconError, match="unpacks to more than 1 MiB, more than any period lexicon holds"):
+        PeriodLexicon.load(bomb)
+    lex = build_lexicon(["the Watch of London, the watch"] * 2)
+    packed = bytearray((lex.save(tmp_path / "lex.json.gz")).read_bytes())
+    packed[12:20] = b"\xff" * 8  # deflate data damaged past the header
+    (tmp_path / "damaged.json.gz").write_bytes(bytes(packed))
+    with pytest.raises(LexiconError, match="not a period lexicon"):
+        PeriodLexicon.load(tmp_path / "damaged.json.gz")
 
 
 def test_an_empty_corpus_is_refused():
