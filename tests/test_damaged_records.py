@@ -105,7 +105,7 @@ def test_a_checkpoints_damaged_tokenizer_is_unknown_not_a_traceback(tmp_path, na
     """The resume's check of the checkpoint's tokenizer against the project's: a damaged file was
     a traceback mid-resume; unknown, the run's record of its tokenizer decides (as for a
     checkpoint saved without one)."""
-    from londonlm.training.resume import tokenizer_identity
+    from londonlm.tokens import tokenizer_identity
 
     (tmp_path / name).write_text(text)
     assert tokenizer_identity(tmp_path) is None

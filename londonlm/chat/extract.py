@@ -392,8 +392,8 @@ def extract_conversations(data: bytes) -> tuple[list[Conversation], list[dict]]:
     (``{"trial_id", "question", "witness"}``: the filters count them as ``missing_answer``).
     In a file cut short, the exchanges its last paragraph made are marked ``cut_short``: that
     paragraph stops mid-text, so an answer in it would be kept ending mid-word."""
-    root, recovered = parse_tei(data)
-    cut = recovered and cut_paragraph_in_last_trial(root, data)
+    root, repairs = parse_tei(data)
+    cut = "xml_recovered" in repairs and cut_paragraph_in_last_trial(root, data)
     trials = list(trial_paragraphs(root))
     conversations, unanswered = [], []
     for n, (trial_id, date, paras, defendants) in enumerate(trials, 1):

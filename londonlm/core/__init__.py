@@ -11,6 +11,9 @@
   and the refusal to train on the CPU when torch cannot use the GPUs the machine shows.
 - :mod:`.scratch`: ``ScratchTables``, a SQLite file for one job's rows that would not fit in
   memory at scale; ``sqlite_os_error``, the OSError a SQLite failure stands for (a full disk).
+- :mod:`.tables`: the cells of the tables written for people (``md_cell`` for Markdown,
+  ``sheet_cell`` for a CSV a spreadsheet opens), and ``distinct_tokenizers``, when rows of
+  losses per token do not compare.
 - :mod:`.processes`: a lock file that names its holder (``hold``), and workers that end with
   their parent (``die_with_parent``).
 - :mod:`.lazy`: a package's exports loaded on first use (``lazy_exports``), so that a script
@@ -21,8 +24,8 @@
   writes into every model folder and the model interface (:mod:`londonlm.generation`) applies.
 """
 from .artifacts import (StageInputMissing, atomic_writer, current_or_make, give_open_mode, is_fd_link, is_stream,
-                        link_or_copy, md_cell, naming,
-                        now_iso, read_json, read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs, require_input, sha256_file, sheet_cell, sidecar_current, sidecar_intact, versions, write_bytes_atomic,
+                        link_or_copy, naming,
+                        now_iso, read_json, read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs, require_input, sha256_file, sidecar_current, sidecar_intact, versions, write_bytes_atomic,
                         write_json_atomic, write_sidecar, write_text_atomic)
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, archives_without_crc, checkpoint_name, checkpoint_problem,
                           checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints, model_step,
@@ -40,6 +43,7 @@ from .hardware import (GpuUnusable, choose_precision, cpu_has_fast_bf16, cpu_has
                        require_usable_gpus, return_freed_memory, usable_cores, use_training_threads)
 from .processes import Hold, die_with_parent, flock_holder, folder_lock, hold, holder_pid, lock_folder
 from .scratch import ScratchTables, sqlite_os_error
+from .tables import distinct_tokenizers, md_cell, sheet_cell
 from .lazy import lazy_exports
 from .layout import (CHAT_EVAL, CHAT_INFO, CHAT_REJECTED, CHAT_STATS, CUTOFF_SUFFIX, FINAL, GGUF, LEAKAGE,
                      PIPELINE_SUMMARY, SIDECAR, TENSORBOARD, Layout, ModelNotFound, RunLayout, describe_checkpoints,
@@ -56,7 +60,7 @@ __all__ = [
     "lazy_exports",
     "large_blocks_from_the_system",
     "is_plain_name", "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
-    "md_cell", "model_run_info", "model_step", "ModelNotFound", "naming", "NativePanic", "native_panics", "non_negative_float", "non_negative_int", "now_iso", "number_in",
+    "distinct_tokenizers", "md_cell", "model_run_info", "model_step", "ModelNotFound", "naming", "NativePanic", "native_panics", "non_negative_float", "non_negative_int", "now_iso", "number_in",
     "OneLineErrors", "peak_flops", "PIPELINE_SUMMARY", "plain_name", "port", "positive_float", "positive_int", "read_json", "read_json_object", "record_field", "refuse_file_in_an_artifact", "refuse_foreign_folder", "refuse_foreign_run_folder", "refuse_artifacts_folder", "artifact_of",
     "refuse_output_over_inputs",
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",

@@ -223,27 +223,6 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-# what a spreadsheet reads as the start of a formula in a cell it opens from CSV
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def sheet_cell(value: Any) -> Any:
-    """A value for a CSV a person opens in a spreadsheet: a text that the spreadsheet would take
-    for a formula gets a ``'`` before it, the spreadsheet's own mark for "text" (a passage opening
-    with Gutenberg's ``--`` dash showed ``#NAME?``; one opening ``=HYPERLINK(...)``, or a run
-    folder so named, became a live link). Numbers and other values are left as they are."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
-
-
-def md_cell(value: Any) -> str:
-    """``value`` as the text of one Markdown table cell (or a heading): a ``|`` in a file, model
-    or run name ended its cell early and a line break ended its row, so the rest of the row fell
-    into the wrong columns or out of the table; a ``<`` could open HTML in a rendered report.
-    Backslashes are doubled so a name's own ``\\|`` cannot undo the escape."""
-    text = " ".join(str(value).replace("\\", "\\\\").replace("|", "\\|").splitlines())
-    return text.replace("<", "&lt;")
-
-
 def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Hard-link ``src`` to ``dst`` when the file system allows (weights and token caches can be
     GBs), else copy it. An existing ``dst`` is replaced unless it already is the same file. A

@@ -20,8 +20,6 @@ most doubles a read the call makes anyway.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shlex
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -70,19 +68,6 @@ def model_identity(model_dir: str | Path, sha: str | None = None) -> dict:
     """``{"weights_sha256", "step", "run"}`` of a model folder (``sha`` when already known)."""
     return {"weights_sha256": sha or weights_sha256(model_dir), "step": model_step(model_dir),
             "run": run_name_of(model_dir)}
-
-
-def tokenizer_sha256(tokenizer) -> str:
-    """sha256 of what decides a tokenizer's token ids (its vocabulary and added tokens, and its
-    merges when it has them), not of its file: two saves of one tokenizer (another transformers,
-    other padding settings) agree, two tokenizers of other ids differ."""
-    try:
-        backend = json.loads(tokenizer.backend_tokenizer.to_str())
-        ids = {"model": backend.get("model"), "added": backend.get("added_tokens")}
-    except (AttributeError, ValueError, TypeError):  # no fast tokenizer: its vocabulary alone
-        ids = {"vocab": sorted(tokenizer.get_vocab().items())}
-    return hashlib.sha256(json.dumps(ids, sort_keys=True, ensure_ascii=False).encode("utf-8",
-                                                                                    "surrogatepass")).hexdigest()
 
 
 def outputs_record(out_dir: str | Path, names: Iterable[str]) -> dict[str, str]:

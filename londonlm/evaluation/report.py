@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..core import md_cell, write_text_atomic
+from ..core import distinct_tokenizers, md_cell, write_text_atomic
 from .metrics.leakage import PRIMARY, format_p
 
 METRICS_FORMAT_VERSION = 1
@@ -297,14 +297,10 @@ def _compare_section(rows: Sequence[Mapping] | None, plots: Mapping[str, str]) -
 
 
 def tokenizers_note(rows: Sequence[Mapping]) -> str | None:
-    """A line under the comparison when its models number tokens differently (their
-    ``tokenizer_sha256`` differ): a loss per token compares only models of one tokenizer (one of
-    near-byte tokens has a far lower one for the same text), bits per byte compares them all."""
-    shas = {r.get("tokenizer_sha256") for r in rows if isinstance(r.get("tokenizer_sha256"), str)}
-    if len(shas) < 2:
-        return None
-    return (f"Note: these models use {len(shas)} different tokenizers, so their losses (nats per token) "
-            f"are not comparable; compare them by bits per byte (the same bytes for every model).")
+    """A line under the comparison when its models number tokens differently."""
+    n = distinct_tokenizers(rows)
+    return (f"Note: these models use {n} different tokenizers, so their losses (nats per token) are not "
+            f"comparable; compare them by bits per byte (the same bytes for every model).") if n > 1 else None
 
 
 def _human_section(he: Mapping | None) -> list[str]:

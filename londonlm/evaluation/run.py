@@ -24,7 +24,7 @@ import torch
 
 from ..core import LondonLMError, current_or_make, now_iso, read_json, sha256_file, versions, write_text_atomic
 from ..generation import LoadedModel, encode_text, pick_device
-from ..tokens import era_token_for, era_tokens_of
+from ..tokens import era_token_for, era_tokens_of, tokenizer_identity_sha256
 from . import curves, human_eval, report
 from .harness import check_harness_request, run_harness
 from .metrics import generation_quality
@@ -32,7 +32,7 @@ from .metrics.leakage import run_leakage_probes
 from .metrics.lm import evaluate_lm, model_context_length
 from .metrics.probes import default_probes_path, load_mc_jsonl, score_items
 from .model import (METRICS_FILE, SAMPLES_FILE, MissingInput, corpus_time_of, load_for_evaluation,
-                    model_identity, outputs_record, tokenizer_sha256, weights_sha256)
+                    model_identity, outputs_record, weights_sha256)
 
 QUICK_MAX_EVAL_TOKENS = 20_000
 HUMAN_EVAL_DIR = "human_eval"
@@ -244,7 +244,7 @@ def _compare_row(lm: LoadedModel, path: Path, sha: str | None, scored_texts, pro
     cv = evaluate_lm(lm.model, lm.tokenizer, scored_texts, device=device)
     cp = score_items(lm.model, lm.tokenizer, probe_items, device=device)
     return {"name": info["name"], "path": str(path), "step": info["step"],
-            "weights_sha256": info["weights_sha256"], "tokenizer_sha256": tokenizer_sha256(lm.tokenizer),
+            "weights_sha256": info["weights_sha256"], "tokenizer_sha256": tokenizer_identity_sha256(path),
             "loss": cv["loss"], "bits_per_byte": cv["bits_per_byte"], "tokens": cv["tokens"], "bytes": cv["bytes"],
             "probe_accuracy": cp["accuracy"]["per_byte"], "probe_chance": cp["chance"]}
 
@@ -447,7 +447,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
     if settings.compare or not settings.quick:
         with _timed(timing, "compare_and_human_eval"):
             compare_rows, human = _compare_and_human_eval(
-                _main_row(info, model_path, scores, lm.tokenizer), scores["samples"], val_texts,
+                _main_row(info, model_path, scores), scores["samples"], val_texts,
                 scores["scored_texts"], probe_sets["london"], out, plots, settings, inputs["compare"])
     harness = None
     if settings.lm_eval_tasks:
@@ -499,11 +499,11 @@ def _probe_plots(probes: dict, out: Path) -> dict[str, str]:
     return plots
 
 
-def _main_row(info: dict, model_path: Path, scores: dict, tokenizer) -> dict:
+def _main_row(info: dict, model_path: Path, scores: dict) -> dict:
     """The evaluated model's row of the comparison, in the form of :func:`_compare_row`'s."""
     v, london = scores["lm"]["validation"], scores["probes"]["london"]
     return {"name": info["name"], "path": str(model_path), "step": info["step"],
-            "weights_sha256": info["weights_sha256"], "tokenizer_sha256": tokenizer_sha256(tokenizer),
+            "weights_sha256": info["weights_sha256"], "tokenizer_sha256": tokenizer_identity_sha256(model_path),
             "loss": v["loss"], "bits_per_byte": v["bits_per_byte"], "tokens": v["tokens"], "bytes": v["bytes"],
             "probe_accuracy": london["accuracy"]["per_byte"], "probe_chance": london["chance"]}
 

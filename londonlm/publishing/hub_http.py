@@ -12,6 +12,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from functools import partial
 from typing import Iterator
+from urllib.parse import urlsplit
 
 from .access import mask_secret
 
@@ -59,8 +60,6 @@ def _origin(url) -> tuple[str, str, int]:
     """(scheme, host, port) of a URL (text, or the HTTP client's URL), the port filled in for
     the scheme's default: what decides whether a request goes to the Hub."""
     if isinstance(url, str):
-        from urllib.parse import urlsplit
-
         parts = urlsplit(url)
         scheme, host, port = parts.scheme, parts.hostname or "", parts.port
     else:

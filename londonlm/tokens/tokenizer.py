@@ -12,6 +12,7 @@ the pipeline adds special ids, by id.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ..core import SIDECAR, LondonLMError, NativePanic, naming, native_panics
+from ..core import SIDECAR, LondonLMError, NativePanic, naming, native_panics, read_json_object, record_field
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -359,3 +360,56 @@ def roundtrip_failures(tokenizer, docs: Iterable[tuple[str, str]],
             chunk = []
     if chunk:
         yield from check(chunk)
+
+
+# --------------------------------------------------------------------------- what decides token ids
+
+def _token_ids(vocab: dict | None) -> bool:
+    """Whether ``vocab`` is a vocabulary: token -> id, not empty."""
+    return bool(vocab) and all(type(i) is int for i in vocab.values())
+
+
+def tokenizer_identity(folder: Path) -> dict | None:
+    """What decides token ids: BPE vocabulary, merges and (when known) added tokens, from
+    ``tokenizer.json`` or a slow tokenizer's ``vocab.json`` + ``merges.txt``; padding or
+    truncation settings do not count. None when the folder holds no tokenizer, or one too damaged
+    to read (cut, another JSON shape): then the run's record of its tokenizer decides, as for a
+    checkpoint saved without one (a damaged file there was a traceback mid-resume)."""
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        d = read_json_object(folder / "tokenizer.json")
+        model = record_field(d, "model", kind=dict)
+        if not _token_ids(record_field(model, "vocab", kind=dict)):
+            return None
+        added = [t for t in record_field(d, "added_tokens", kind=list) or []
+                 if type(record_field(t, "id")) is int and isinstance(record_field(t, "content"), str)]
+        return {"vocab": model["vocab"],
+                "merges": [" ".join(map(str, m)) if isinstance(m, list) else m
+                           for m in record_field(model, "merges", kind=list) or []],
+                "added": sorted((t["id"], t["content"]) for t in added)}
+    if (folder / "vocab.json").exists():
+        vocab = read_json_object(folder / "vocab.json")
+        if not _token_ids(vocab):
+            return None
+        merges = []
+        if (folder / "merges.txt").exists():
+            merges = [ln for ln in (folder / "merges.txt").read_text(encoding="utf-8", errors="replace").splitlines()
+                      if ln and not ln.startswith("#version")]
+        return {"vocab": vocab, "merges": merges, "added": None}
+    return None
+
+
+def same_tokenizer(a: dict, b: dict) -> bool:
+    return (a["vocab"] == b["vocab"] and a["merges"] == b["merges"]
+            and (a["added"] is None or b["added"] is None or a["added"] == b["added"]))
+
+
+def tokenizer_identity_sha256(folder: str | os.PathLike) -> str | None:
+    """sha256 of :func:`tokenizer_identity` (two saves of one tokenizer, with other padding
+    settings or by another transformers, agree; tokenizers of other ids differ), or None where
+    the folder holds no readable tokenizer."""
+    identity = tokenizer_identity(Path(folder))
+    if identity is None:
+        return None
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, ensure_ascii=False)
+                          .encode("utf-8", "surrogatepass")).hexdigest()

@@ -17,8 +17,8 @@ from ..tokens import era_tokens_of, load_tokenizer as load_project_tokenizer
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape
 from .job import TrainingConfig
-from .resume import (Resumed, check_resume, check_shape, move_run_aside, resumed, same_tokenizer,
-                     tokenizer_fingerprint, tokenizer_identity)
+from ..tokens import same_tokenizer, tokenizer_identity
+from .resume import Resumed, check_resume, check_shape, move_run_aside, resumed, tokenizer_fingerprint
 from .timelock import time_lock
 
 

@@ -23,7 +23,7 @@ from transformers.trainer_callback import ExportableState
 from ..core import (LondonLMError, RunLayout, checkpoint_problem, checkpoint_step, earlier_run, latest_valid_checkpoint,
                     list_checkpoints, read_json_object, record_field, sha256_file, user_path)
 from ..corpus import MANIFEST
-from ..tokens import read_metadata
+from ..tokens import read_metadata, same_tokenizer, tokenizer_identity
 from .data import DataPosition, Position
 from .dist import TrainingError, log
 from .speed.settings import SpeedSettings
@@ -281,46 +281,6 @@ def well_formed(record: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- what must not change
-
-def _token_ids(vocab: dict | None) -> bool:
-    """Whether ``vocab`` is a vocabulary: token -> id, not empty."""
-    return bool(vocab) and all(type(i) is int for i in vocab.values())
-
-
-def tokenizer_identity(folder: Path) -> dict | None:
-    """What decides token ids: BPE vocabulary, merges and (when known) added tokens, from
-    ``tokenizer.json`` or a slow tokenizer's ``vocab.json`` + ``merges.txt``; padding or
-    truncation settings do not count. None when the folder holds no tokenizer, or one too damaged
-    to read (cut, another JSON shape): then the run's record of its tokenizer decides, as for a
-    checkpoint saved without one (a damaged file there was a traceback mid-resume)."""
-    folder = Path(folder)
-    if (folder / "tokenizer.json").exists():
-        d = read_json_object(folder / "tokenizer.json")
-        model = record_field(d, "model", kind=dict)
-        if not _token_ids(record_field(model, "vocab", kind=dict)):
-            return None
-        added = [t for t in record_field(d, "added_tokens", kind=list) or []
-                 if type(record_field(t, "id")) is int and isinstance(record_field(t, "content"), str)]
-        return {"vocab": model["vocab"],
-                "merges": [" ".join(map(str, m)) if isinstance(m, list) else m
-                           for m in record_field(model, "merges", kind=list) or []],
-                "added": sorted((t["id"], t["content"]) for t in added)}
-    if (folder / "vocab.json").exists():
-        vocab = read_json_object(folder / "vocab.json")
-        if not _token_ids(vocab):
-            return None
-        merges = []
-        if (folder / "merges.txt").exists():
-            merges = [ln for ln in (folder / "merges.txt").read_text(encoding="utf-8", errors="replace").splitlines()
-                      if ln and not ln.startswith("#version")]
-        return {"vocab": vocab, "merges": merges, "added": None}
-    return None
-
-
-def same_tokenizer(a: dict, b: dict) -> bool:
-    return (a["vocab"] == b["vocab"] and a["merges"] == b["merges"]
-            and (a["added"] is None or b["added"] is None or a["added"] == b["added"]))
-
 
 def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
     return sha256_file(Path(tokenizer_dir) / "tokenizer.json")

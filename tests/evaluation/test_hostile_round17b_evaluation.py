@@ -151,14 +151,13 @@ def test_a_tokenizers_hash_is_of_its_ids_not_its_file(tiny_tokenizer_dir, tmp_pa
     """Saved again with other settings (another length, padding side) it is the same tokenizer."""
     from transformers import AutoTokenizer
 
-    from londonlm.evaluation.model import tokenizer_sha256
+    from londonlm.tokens import tokenizer_identity_sha256
 
     tok = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
     tok.model_max_length, tok.padding_side = 1024, "left"
     tok.save_pretrained(str(tmp_path))
-    again = AutoTokenizer.from_pretrained(str(tmp_path))
     assert (tmp_path / "tokenizer_config.json").read_bytes() != (tiny_tokenizer_dir / "tokenizer_config.json").read_bytes()
-    assert tokenizer_sha256(again) == tokenizer_sha256(AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir)))
+    assert tokenizer_identity_sha256(tmp_path) == tokenizer_identity_sha256(tiny_tokenizer_dir) is not None
 
 
 FORMULA_RUN = '=HYPERLINK("evil.example","x")'

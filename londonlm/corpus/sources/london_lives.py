@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .base import Document, SourceError, not_downloaded, safe_id, source_dir, wanted
-from .old_bailey import OldBaileySource, tei_interp, parse_tei, _text_of, format_date, xml_as_utf8
+from .old_bailey import OldBaileySource, tei_interp, parse_tei, _text_of, format_date
 
 
 def london_lives_to_text(data: bytes) -> tuple[str, dict[str, Any], list[str]]:
-    data, repairs = xml_as_utf8(data)
-    root, recovered = parse_tei(data)
+    root, repairs = parse_tei(data)
     text = _text_of(root)
     if not text:
         raise SourceError("xml_no_text", "no readable text in the XML")
@@ -21,7 +20,7 @@ def london_lives_to_text(data: bytes) -> tuple[str, dict[str, Any], list[str]]:
     meta: dict[str, Any] = {"date": format_date(raw_date) or ""}
     if len(raw_date) >= 4:
         meta["year"] = int(raw_date[:4])
-    return text, meta, repairs + (["xml_recovered"] if recovered else [])
+    return text, meta, repairs
 
 
 class LondonLivesSource(OldBaileySource):

@@ -84,15 +84,16 @@ def xml_as_utf8(data: bytes) -> tuple[bytes, list[str]]:
 
 
 def parse_tei(data: bytes):
-    """lxml in recovery mode; returns (root, recovered_flag). Bytes that are no UTF-8 in a file
-    that claims it are read as cp1252 first (``xml_as_utf8``); the entities the file declares in
-    its own DTD subset are expanded (``expand_internal_entities``), never an external one."""
+    """lxml in recovery mode; returns (root, repairs): ``xml_recovered`` when recovery was
+    needed, ``decoded_latin1`` when bytes that are no UTF-8 in a file that claims it were read as
+    cp1252 first (``xml_as_utf8``). The entities the file declares in its own DTD subset are
+    expanded (``expand_internal_entities``), never an external one."""
     from lxml import etree
 
-    data, _ = xml_as_utf8(data)
+    data, repairs = xml_as_utf8(data)
     try:
         root = etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, huge_tree=True))
-        return expand_internal_entities(root), False
+        return expand_internal_entities(root), repairs
     except etree.XMLSyntaxError:
         parser = etree.XMLParser(recover=True, resolve_entities=False, huge_tree=True)
         # recovery keeps a reference to a surrogate (&#xD800;) as bytes that are no UTF-8, and
@@ -105,7 +106,7 @@ def parse_tei(data: bytes):
             raise SourceError("xml_invalid", f"no element could be recovered ({e})") from None
         if root is None:
             raise SourceError("xml_invalid", "no element could be recovered")
-        return expand_internal_entities(root), True
+        return expand_internal_entities(root), repairs + ["xml_recovered"]
 
 
 # what a document's own entities may add to its text, in characters: more is an expansion bomb
@@ -243,9 +244,7 @@ def tei_to_text(data: bytes) -> tuple[str, dict[str, Any], list[str]]:
     """One sessions paper (bytes of TEI XML) -> (text, metadata, repairs). A file of several
     sessions (papers joined under one root) is read whole and dated by its latest session: only
     the first was read, the others' text dropped without a word."""
-    data, repairs = xml_as_utf8(data)
-    root, recovered = parse_tei(data)
-    repairs += ["xml_recovered"] if recovered else []
+    root, repairs = parse_tei(data)
     sessions = list(root.iter("div0")) or [root]
     parts: list[str] = []
     trials: list[dict[str, str]] = []

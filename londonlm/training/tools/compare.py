@@ -10,9 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-from ...core import (Layout, LondonLMError, RunLayout, UsageError, atomic_writer, is_plain_name, md_cell,
-                     read_json, read_json_object, record_field, refuse_artifacts_folder, sheet_cell, user_path,
-                     write_text_atomic)
+from ...core import (Layout, LondonLMError, RunLayout, UsageError, atomic_writer, distinct_tokenizers, is_plain_name,
+                     md_cell, read_json, read_json_object, record_field, refuse_artifacts_folder, sheet_cell,
+                     user_path, write_text_atomic)
 
 COLUMNS = [("run", "run"), ("preset", "preset"), ("params_m", "params (M)"),
            ("learning_rate", "lr"), ("batch_size", "batch"), ("steps", "steps"),
@@ -258,12 +258,10 @@ def _sort_key(value) -> tuple:
 
 def tokenizers_note(rows: list[dict]) -> str | None:
     """A line under the table when the runs were trained with different tokenizers (their
-    recorded ``tokenizer.json`` sha256): a loss per token compares only runs of one tokenizer."""
-    shas = {r.get("tokenizer_sha256") for r in rows if isinstance(r.get("tokenizer_sha256"), str)}
-    if len(shas) < 2:
-        return None
-    return (f"note: these runs were trained with {len(shas)} different tokenizers, so their losses (nats per "
-            f"token) are not comparable; compare them by best val bpb (bits per byte)")
+    recorded ``tokenizer.json`` sha256)."""
+    n = distinct_tokenizers(rows)
+    return (f"note: these runs were trained with {n} different tokenizers, so their losses (nats per "
+            f"token) are not comparable; compare them by best val bpb (bits per byte)") if n > 1 else None
 
 
 def format_table(rows: list[dict], sort_by: str | None = "best_val_loss") -> str:
