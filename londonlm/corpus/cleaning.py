@@ -104,6 +104,18 @@ def nfc(text: str) -> str:
     return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
+_SOFT_HYPHEN_BREAK = re.compile("\u00ad[ \t]*\n[ \t]*(?=\\w)")
+
+
+def drop_soft_hyphens(text: str) -> str:
+    """A soft hyphen (U+00AD) marks where a word may break and is no part of it: one at a line's
+    end is a word broken there, joined (``co\\u00ad\\noperate`` is "cooperate"); any other is
+    invisible, dropped, where the tokenizer would have seen "co" and "operate" as two pieces."""
+    if "\u00ad" not in text:
+        return text
+    return _SOFT_HYPHEN_BREAK.sub("", text).replace("\u00ad", "")
+
+
 def fix_mojibake(text: str) -> str:
     """Repair UTF-8-read-as-cp1252 mojibake ("â€™" -> "’") with ftfy.
 
@@ -480,6 +492,7 @@ def clean_text(text: str, ocr: bool = False, gutenberg: bool | None = None) -> s
     text = wrap_long_lines(text)
     text = fix_mojibake(text)
     text = nfc(text)
+    text = drop_soft_hyphens(text)
     if gutenberg is None:
         # (a header's stamped date is one too: a file cut of both its markers kept header and licence)
         gutenberg = bool(_PG_START.search(text) or _PG_END.search(text) or _PG_STAMP.search(text, 0, 10_000))

@@ -8,7 +8,7 @@ import unicodedata
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from londonlm.corpus.cleaning import (clean_text, fix_mojibake, join_hyphenation, strip_gutenberg_boilerplate,
+from londonlm.corpus.cleaning import (clean_text, drop_soft_hyphens, fix_mojibake, join_hyphenation, strip_gutenberg_boilerplate,
                                strip_markers, strip_page_furniture, strip_transcriber_notes, wrap_long_lines)
 
 BODY = "It was a foggy night in Cheapside, and the watch cried the hour.\n"
@@ -161,3 +161,11 @@ def test_running_head_keys_all_at_once_are_each_lines_own(lines, max_chars):
     assert _head_keys(lines, max_chars) == [_head_key(x) if 0 < len(x.strip()) <= max_chars else None for x in lines]
     # a line's key: its digits one mark, each run of white space (as \s reads it) one space
     assert [_head_key(x) for x in lines] == [re.sub(r"\s+", " ", re.sub(r"\d+", "#", x.strip().lower())) for x in lines]
+
+
+def test_soft_hyphens_are_dropped_and_a_word_broken_at_one_is_joined():
+    # a soft hyphen marks a possible break, no part of the word: kept, the tokenizer saw "co" and
+    # "operate" as two pieces, and "co\xad\noperate" stayed two lines (join_hyphenation joins "-\n")
+    text = "We co\u00ad\n  operate with the ex\u00adample, an end\u00ad\n\nNew part.\n"
+    assert clean_text(text) == "We cooperate with the example, an end\n\nNew part.\n"
+    assert drop_soft_hyphens("plain - text\n") == "plain - text\n"
