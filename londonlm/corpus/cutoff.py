@@ -132,13 +132,7 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
     _check_dated_by_evidence(processed_dir, rows)
     # the view's texts are the corpus's (linked): a text edited there would be vouched for as made
     require_finished_corpus(processed_dir)
-    kept, dropped = [], []
-    for row in rows:
-        ok, reason, detail = cutoff_verdict(row_year(row), row.get("year_rule"), cutoff_year)
-        if ok:
-            kept.append(row)
-        else:
-            dropped.append(_rejection(row, reason, detail))
+    kept, dropped = _cut(rows, cutoff_year)
     if not any(r.get("split") == "train" for r in kept):
         raise _none_to_train(processed_dir, rows, cutoff_year)
     place_texts(out_dir, _kept_texts(processed_dir, kept))
@@ -161,6 +155,18 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
         log(f"corpus up to {cutoff_year}: no validation document is dated by the cutoff; evaluation "
             f"of a model trained on it has nothing held out")
     return {**counts, "skipped": False}
+
+
+def _cut(rows: list[dict], cutoff_year: int) -> tuple[list[dict], list[dict]]:
+    """The manifest rows a cutoff keeps, and a rejection row for each it leaves out."""
+    kept, dropped = [], []
+    for row in rows:
+        ok, reason, detail = cutoff_verdict(row_year(row), row.get("year_rule"), cutoff_year)
+        if ok:
+            kept.append(row)
+        else:
+            dropped.append(_rejection(row, reason, detail))
+    return kept, dropped
 
 
 def _kept_texts(processed_dir: Path, kept: list[dict]) -> dict[str, Path]:
