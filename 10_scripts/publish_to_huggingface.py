@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also upload f16 and q8_0 GGUF files for llama.cpp/Ollama/LM Studio")
     p.add_argument("--dry_run", action="store_true",
                    help="stage, verify and list what would be sent; upload nothing")
+    p.add_argument("--replace_other_repo", action="store_true",
+                   help="publish into a repo that already holds a model (or corpus) this project did "
+                        "not publish (its card lacks the 'londonlm' tag), replacing its weights, configs "
+                        "and tokenizer; without it such a repo is refused before anything is sent")
     p.add_argument("--dataset_repo_id", help="also publish the processed corpus as this Hub "
                                              "dataset repo")
     p.add_argument("--dataset_stage_dir", type=writable_dir,
@@ -63,14 +67,15 @@ def main(argv=None) -> int:
     run = layout.run(a.run_name or a.preset)
     endpoint = hub.hub_endpoint()
     shown = hub.mask_secret(endpoint, None)  # (printed below without a password it may hold)
-    where = dict(private=a.private, revision=a.revision, endpoint=endpoint)
+    where = dict(private=a.private, revision=a.revision, endpoint=endpoint, replace_other=a.replace_other_repo)
     dataset = hub.HubTarget(a.dataset_repo_id, dry_run=a.dry_run, **where,
                             commit_message=a.commit_message or hub.DATASET_COMMIT_MESSAGE)
     ds_args = dict(stage_dir=Path(a.dataset_stage_dir) if a.dataset_stage_dir
                    else layout.data_dir / "hub_dataset_stage", model_repo_id=a.repo_id)
     corpus = layout.corpus_of(run.final)  # a time-locked run's own cutoff view
-    if a.dataset_repo_id:  # stage and check the corpus before the model goes up
+    if a.dataset_repo_id:  # stage and check the corpus, and its repo, before the model goes up
         hub.publish_dataset(corpus, replace(dataset, dry_run=True), **ds_args, log=lambda *_: None)
+        hub.refuse_another_projects_repo(dataset, "dataset")
     res = hub.publish_model(
         layout, run, hub.HubTarget(a.repo_id, dry_run=a.dry_run, **where,
                                    commit_message=a.commit_message or config.HUB.commit_message),

@@ -218,7 +218,7 @@ def _chat_inputs_changed(base_final: Path, step: ChatStep) -> str:
     if not step.run.run_info.exists():
         return ""
     info = step.run.read_run_info()
-    now = fingerprints(base_final, step.data_dir)
+    now = fingerprints(base_final, step.data_dir, info.get("inputs"))
     changed = [k for k in sorted(now) if (info.get("inputs") or {}).get(k) != now[k]]
     if chat_settings(step.options, step.request) != info.get("settings"):
         changed.append("settings")
@@ -228,13 +228,18 @@ def _chat_inputs_changed(base_final: Path, step: ChatStep) -> str:
 def _chat_stage(plan: PipelinePlan, log) -> dict | None:
     """Dialogue dataset -> chat fine-tuning from the base run's final/ -> chat evaluation
     against the base; None when the step is off or ``auto`` found no dialogue."""
-    from .chat import evaluate_chat, finetune_chat
+    from .chat import ChatTrainError, chat_time_lock, dataset_fingerprint, evaluate_chat, finetune_chat
 
     step = plan.chat
     if step is None or step.mode == "off":
         return None
     stats = _chat_dataset(plan, step, log)
     if stats is None:
+        return None
+    try:  # a time-locked base (--cutoff_year) is tuned on dialogue dated by its cutoff only
+        chat_time_lock(plan.run.final, step.data_dir)
+    except ChatTrainError as e:
+        _chat_skip(step, str(e), log)
         return None
     changed = _chat_inputs_changed(plan.run.final, step)
     if changed:
@@ -246,7 +251,7 @@ def _chat_stage(plan: PipelinePlan, log) -> dict | None:
                             f"command again to resume it")
     chat_final, eval_dir = step.run.final, step.run.evaluation_dir
     settings = {**asdict(step.eval_options), "base": model_identity(plan.run.final),
-                "dataset_sidecar": sha256_file(step.data_dir / SIDECAR)}
+                "dataset": dataset_fingerprint(step.data_dir)}  # (a rebuild byte for byte is the same)
     report = current_or_make(
         eval_dir / CHAT_METRICS, model_identity(chat_final), settings,
         lambda: evaluate_chat(chat_final, plan.run.final, step.data_dir, eval_dir, step.eval_options, log=log),

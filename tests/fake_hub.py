@@ -49,6 +49,20 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def _card_data(readme: bytes) -> dict | None:
+    """A README's YAML front matter as the Hub's ``cardData`` (None without one)."""
+    import yaml
+
+    text = readme.decode("utf-8", "replace")
+    if not text.startswith("---\n") or "\n---" not in text[4:]:
+        return None
+    try:
+        data = yaml.safe_load(text[4:].split("\n---", 1)[0])
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 @dataclass
 class Recorded:
     method: str
@@ -291,8 +305,10 @@ class FakeHub(LoopbackServer):
                 return self._commit(h, repo, rest, body)
             if action == "revision" and h.command == "GET":
                 files = repo.branches[rest]
+                card = _card_data(files.get("README.md", b""))  # the Hub parses the card's metadata
                 return self._send(h, 200, {"id": repo_id, "sha": repo.heads[rest],
-                                           "private": repo.private,
+                                           "private": repo.private, "cardData": card,
+                                           "tags": list(card.get("tags") or []) if card else [],
                                            "siblings": [{"rfilename": f} for f in sorted(files)]})
         return self._error(h, 404, f"no such endpoint in the fake hub: {h.command} {path}")
 

@@ -12,7 +12,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "card": ("chat_model_card",),
     "dataset": ("ChatDataError", "ChatDatasetOptions", "build_chat_dataset"),
     "evaluate": ("ChatEvalOptions", "evaluate_chat"),
-    "finetune": ("finetune_chat", "fingerprints"),
+    "finetune": ("ChatTrainError", "chat_time_lock", "dataset_fingerprint", "finetune_chat", "fingerprints"),
     "preset": ("ChatTrainOptions", "chat_settings"),
     "respond": ("ChatModelDamaged", "ChatRequestError", "ChatSettings", "chat_reply", "chat_stream", "check_year",
                 "is_chat_model", "read_chat_info", "validate_messages", "with_era"),

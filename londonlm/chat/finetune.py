@@ -20,15 +20,18 @@ chat run's ``final/``, record and sidecar.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+import hashlib
+import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..core import (CHAT_INFO, RunLayout, SIDECAR, checkpoint_problem, earlier_run, refuse_foreign_run_folder,
+from ..core import (CHAT_INFO, RunLayout, SIDECAR, checkpoint_problem, earlier_run,
+                    model_run_info, read_json_object, record_field, refuse_foreign_run_folder,
                     sha256_file, sidecar_current, weights_sha256, write_json_atomic, write_sidecar)
 from ..generation import check_finite, check_model_dir, check_tokenizer_fits, load_model_tokenizer, load_weights_to_train
 from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
-                        TrainingError, config_from_values, fine_tune, is_main_process, move_run_aside,
-                        save_model_folder)
+                        TrainingError, config_from_values, fine_tune, is_main_process, move_run_aside, run_lock,
+                        save_model_folder, training_arguments)
 from .dataset import dataset_place, load_chat_dataset
 from .preset import CHAT_FORMAT, ChatTrainOptions, chat_settings
 from .respond import ChatModelDamaged, has_chat_tokens, read_chat_info
@@ -127,15 +130,29 @@ def load_base_for_chat(base_dir: Path):
     model = load_weights_to_train(base_dir)  # float32, whatever dtype the base's config records
     check_tokenizer_fits(tokenizer, model, base_dir)
     check_finite(model, base_dir)
-    add_chat_tokens(tokenizer)
-    prepare_model_for_chat(model, tokenizer)
+    prepare_model_for_chat(model, tokenizer, new=add_chat_tokens(tokenizer))
     return model, tokenizer
 
 
-def fingerprints(base_dir: Path, data_dir: Path) -> dict[str, str]:
-    """What the chat run depends on: the base weights and tokenizer, and the dataset."""
+def dataset_fingerprint(data_dir: Path, recorded: dict | None = None) -> str:
+    """The dataset's identity: its sidecar (sources, settings, each output as written) less the time
+    of the build. The sidecar file's own hash changed with every build, so a dataset rebuilt byte
+    for byte (``--overwrite``, after damage) made each chat run from it "other inputs": a half-done
+    run refused its checkpoints (--fresh), the pipeline trained a finished one again from scratch.
+    ``recorded``: a run's recorded inputs; one that holds the file's hash (as runs before this
+    recorded) of this very sidecar is given back as it is."""
+    sidecar = data_dir / SIDECAR
+    if isinstance(recorded, dict) and sidecar.is_file() and recorded.get("dataset") == sha256_file(sidecar):
+        return recorded["dataset"]
+    doc = {k: v for k, v in read_json_object(sidecar).items() if k != "created"}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprints(base_dir: Path, data_dir: Path, recorded: dict | None = None) -> dict[str, str]:
+    """What the chat run depends on: the base weights and tokenizer, and the dataset
+    (``recorded``: the run's recorded inputs, :func:`dataset_fingerprint`)."""
     out = {"base_weights": weights_sha256(base_dir) or "",  # (every shard of a sharded base)
-           "dataset": sha256_file(data_dir / SIDECAR)}
+           "dataset": dataset_fingerprint(data_dir, recorded)}
     if (base_dir / "tokenizer.json").exists():
         out["base_tokenizer"] = sha256_file(base_dir / "tokenizer.json")
     return out
@@ -218,6 +235,29 @@ def _resume_point(run: RunLayout, inputs: dict, settings: dict, fresh: bool, log
     return ckpt
 
 
+def chat_time_lock(base_dir: Path, data_dir: Path, dataset=None) -> dict | None:
+    """A time-locked base (its run's ``corpus_time`` names a cutoff) is fine-tuned only on
+    conversations dated by its cutoff: ChatTrainError otherwise. Those of 1818 taught a model
+    locked to 1750 later text, which a time lock promises it never saw. Returns the chat run's
+    ``corpus_time`` (the base's, its years widened to the dialogue's), None for a base with no cutoff."""
+    record = record_field(model_run_info(base_dir), "corpus_time", kind=dict)
+    cutoff = (record or {}).get("cutoff_year")
+    if not isinstance(cutoff, int) or isinstance(cutoff, bool):
+        return None
+    dataset = load_chat_dataset(data_dir) if dataset is None else dataset
+    years = [int(y) for split in dataset.values() for y in split["year"]]
+    late, undated = max(years, default=0), sum(not y for y in years)
+    if late > cutoff or undated:
+        what = f"conversations dated up to {late}" if late > cutoff else f"{undated} undated conversations"
+        raise ChatTrainError(f"the base model {base_dir} is time-locked to {cutoff}, and the chat dataset at "
+                             f"{data_dir} holds {what}: fine-tuning would teach it later text. Give it dialogue from "
+                             f"Proceedings dated by {cutoff} only (07_finetuning/build_chat_dataset.py "
+                             f"--source_dir, or the pipeline's --chat_source_dir), or tune a base without a cutoff")
+    dated = [y for y in years if y]
+    span = [y for y in (record.get("years") or []) if isinstance(y, int)] + dated
+    return {**record, "years": [min(span), max(span)]} if span else dict(record)
+
+
 def _refuse_over_earlier_run(run: RunLayout) -> None:
     """Nothing to resume: start only where no earlier chat run would be replaced."""
     found = earlier_run(run.dir)
@@ -243,6 +283,18 @@ def _chat_data(dataset, tokenizer, options: ChatTrainOptions, max_len: int, log)
     return data, train_counts, eval_counts
 
 
+@dataclass(frozen=True)
+class _ChatInputs:
+    """What one chat run is made from, checked before it is locked and trained."""
+
+    base_dir: Path
+    data_dir: Path
+    dataset: object  # the DatasetDict (load_chat_dataset)
+    fingerprints: dict  # :func:`fingerprints`, the run's recorded inputs
+    settings: dict  # :func:`chat_settings`
+    corpus_time: dict | None  # :func:`chat_time_lock`: the base's cutoff carried to the chat run
+
+
 def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
                   options: ChatTrainOptions = ChatTrainOptions(), *, request: JobRequest = JobRequest(),
                   fresh: bool = False, overwrite: bool = False, log=print) -> dict:
@@ -255,30 +307,42 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
     refuse_foreign_run_folder("--output_dir", run.dir, STAGE,  # its sidecar would replace theirs
                               {"the chat dataset folder": data_dir, "the base model's folder": base_dir})
     dataset = load_chat_dataset(data_dir)
-    inputs = fingerprints(base_dir, data_dir)
+    inputs = fingerprints(base_dir, data_dir, run.read_run_info().get("inputs"))
     settings = chat_settings(options, request)
     current, why = sidecar_current(run.dir / SIDECAR, inputs, settings)
     if current and _whole_chat_final(run) and not overwrite:
         log(f"chat fine-tuning: {why} ({run.dir}); skipping (use --overwrite to retrain)")
         return run.read_run_info()
     _check_base(base_dir)
+    made_of = _ChatInputs(base_dir, data_dir, dataset, inputs, settings, chat_time_lock(base_dir, data_dir, dataset))
     config = chat_config(run, options, request, base_dir)  # bad Trainer values fail before any work
-    resume = _resume_point(run, inputs, settings, fresh or overwrite, log)
+    _ = training_arguments(config).device  # joins the process group under torchrun: the lock's ranks agree
+    # locked before a resume is chosen: a run another process trained had its checkpoints, final/
+    # and record moved aside under it (--fresh, --overwrite, the pipeline over changed settings) or
+    # its record replaced, and only then did the training's lock (fine_tune's, before) say so
+    with run_lock(run):
+        return _tune(run, made_of, options, config, fresh or overwrite, log)
+
+
+def _tune(run: RunLayout, made_of: _ChatInputs, options: ChatTrainOptions, config, fresh: bool, log) -> dict:
+    """The chat run trained (or resumed) under its lock, saved and recorded (:func:`finetune_chat`)."""
+    resume = _resume_point(run, made_of.fingerprints, made_of.settings, fresh, log)
     previous = run.read_run_info() if resume is not None else {}
-    model, tokenizer = load_base_for_chat(base_dir)
+    model, tokenizer = load_base_for_chat(made_of.base_dir)
     max_len = config.model.context_length
-    data, train_counts, eval_counts = _chat_data(dataset, tokenizer, options, max_len, log)
+    data, train_counts, eval_counts = _chat_data(made_of.dataset, tokenizer, options, max_len, log)
+    base = {"stage": STAGE, "base_model": str(made_of.base_dir), "inputs": made_of.fingerprints,
+            "settings": made_of.settings}
     if is_main_process():
         run.dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run.run_info, {"stage": STAGE, "status": "running", "base_model": str(base_dir),
-                                         "inputs": inputs, "settings": settings,
+        write_json_atomic(run.run_info, {**base, "status": "running",
                                          **(kept.record() if (kept := SpeedSettings.recorded(previous)) else {})})
-    job = FineTuneJob(config, Resumed(resume, previous), [_log_callback(log)])
+    job = FineTuneJob(config, Resumed(resume, previous), [_log_callback(log)], locked=True)
     result = fine_tune(job, model, tokenizer, data)
     trainer, outcome, speed = result.trainer, result.outcome, result.speed.settings
-    info = {"stage": STAGE, "base_model": str(base_dir), "data_dir": str(data_dir), "inputs": inputs,
-            "settings": settings, "optimizer": config.optim.optimizer,
+    info = {**base, "data_dir": str(made_of.data_dir), "optimizer": config.optim.optimizer,
             "resumed_from": str(resume) if resume else None, **_record(result, model),
+            **({"corpus_time": made_of.corpus_time} if made_of.corpus_time else {}),
             "data": {"train": train_counts, "validation": eval_counts, "train_rows": len(data.train),
                      "packing": options.packing, "max_length": max_len}}
     if outcome.interrupted:
@@ -289,10 +353,10 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
         return info
     metrics = _final_eval(trainer) if data.eval else {}
     info["eval_answer_loss"] = metrics.get("eval_loss")
-    _save_final(trainer, tokenizer, run, dataset, base_dir, data_dir)
+    _save_final(trainer, tokenizer, run, made_of.dataset, made_of.base_dir, made_of.data_dir)
     if is_main_process():
         write_json_atomic(run.run_info, info)
-        write_sidecar(run.dir / SIDECAR, STAGE, inputs, settings,
+        write_sidecar(run.dir / SIDECAR, STAGE, made_of.fingerprints, made_of.settings,
                       counts={"global_step": outcome.state.global_step, **train_counts})
     loss = metrics.get("eval_loss")
     log(f"chat model: {run.final} (step {outcome.state.global_step}, {outcome.wall_seconds:.0f}s, "

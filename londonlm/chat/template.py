@@ -166,9 +166,12 @@ def windows(tokenizer, messages: Sequence[dict], max_len: int,
     return [encode_chat(tokenizer, p, ids=ids) for p in pieces], dropped
 
 
-def prepare_model_for_chat(model, tokenizer) -> dict:
+def prepare_model_for_chat(model, tokenizer, new: Sequence[str] | None = None) -> dict:
     """Give the model rows for the tokenizer's new tokens and start them sensibly (see
-    INIT_FROM); set generation to stop at ``<|end|>``. Returns {token: id} of the rows set."""
+    INIT_FROM); set generation to stop at ``<|end|>``. ``new``: the chat tokens just added
+    (:func:`add_chat_tokens`; None: all four). A chat model tuned again keeps its learned rows:
+    they were set back to "Q."/"A."/``<|endoftext|>``, its turn-taking lost without a word.
+    Returns {token: id} of the rows set."""
     import torch
 
     ids = ChatIds.of(tokenizer)
@@ -182,6 +185,8 @@ def prepare_model_for_chat(model, tokenizer) -> dict:
     with torch.no_grad():
         mean = weight[:base_rows].mean(0)
         for token, source in INIT_FROM.items():
+            if new is not None and token not in new:
+                continue
             tid = tokenizer.convert_tokens_to_ids(token)
             if source is None:
                 weight[tid] = mean

@@ -24,6 +24,7 @@ CHECKPOINT_PREFIX = "checkpoint-"
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"   # a sharded set's: tensor name -> shard file
 PYTORCH_BIN = "pytorch_model.bin"
+PYTORCH_BIN_INDEX = "pytorch_model.bin.index.json"  # the same for pickled shards (safe_serialization=False)
 WEIGHT_FILES = (SAFETENSORS, PYTORCH_BIN)            # the single-file forms, in the order read
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -48,7 +49,8 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
 
 
 class WeightsIndexError(LondonLMError, ValueError):
-    """A model.safetensors.index.json that is not the shard index transformers writes."""
+    """A model.safetensors.index.json (or pytorch_model.bin.index.json) that is not the shard
+    index transformers writes."""
 
 
 def shard_map(index: Path) -> dict[str, str]:
@@ -79,20 +81,23 @@ def index_shards(index: Path) -> list[str]:
 
 
 def weight_files(folder: str | os.PathLike) -> list[Path]:
-    """The files that hold a model folder's weights, the one place that knows them:
-    model.safetensors; else a sharded set (``save_pretrained(max_shard_size=...)``, what
-    transformers writes for a model over 5 GB): its index, then every shard it names; else
-    pytorch_model.bin; [] when there are none. An index that cannot be read lists itself alone
-    (:func:`checkpoint_problem` says why): its hash still changes with it."""
+    """The files that hold a model folder's weights, the one place that knows them, in the
+    order transformers looks for them: model.safetensors; else a sharded set
+    (``save_pretrained(max_shard_size=...)``, what transformers writes for a model over 5 GB):
+    its index, then every shard it names; else pytorch_model.bin; else pickled shards
+    (``pytorch_model.bin.index.json``, transformers 4's ``safe_serialization=False``, which
+    ``AutoModelForCausalLM`` still loads); [] when there are none. An index that cannot be read
+    lists itself alone (:func:`checkpoint_problem` says why): its hash still changes with it."""
     d = Path(folder)
-    if (d / SAFETENSORS).is_file():
-        return [d / SAFETENSORS]
-    if (d / SAFETENSORS_INDEX).is_file():
-        try:
-            return [d / SAFETENSORS_INDEX] + [d / s for s in index_shards(d / SAFETENSORS_INDEX)]
-        except WeightsIndexError:
-            return [d / SAFETENSORS_INDEX]
-    return [d / PYTORCH_BIN] if (d / PYTORCH_BIN).is_file() else []
+    for one, index in ((SAFETENSORS, SAFETENSORS_INDEX), (PYTORCH_BIN, PYTORCH_BIN_INDEX)):
+        if (d / one).is_file():
+            return [d / one]
+        if (d / index).is_file():
+            try:
+                return [d / index] + [d / s for s in index_shards(d / index)]
+            except WeightsIndexError:
+                return [d / index]
+    return []
 
 
 def tensor_files(folder: str | os.PathLike) -> list[Path]:
@@ -125,23 +130,29 @@ def _safetensors_keys(weights: Path, name: str) -> set[str] | str:
         return f"{name} unreadable ({type(e).__name__}: {e})"
 
 
-def _shards_problem(path: Path) -> str | None:
+def _shards_problem(path: Path, index: Path) -> str | None:
     """Why a sharded set is not whole: an index that is none, a shard it names missing or
-    unreadable, or a tensor the index files under a shard that does not hold it."""
-    index = path / SAFETENSORS_INDEX
+    unreadable, or a tensor the index files under a shard that does not hold it. Pickled shards
+    are checked as the training state's archives are (empty, cut short, no torch file), never
+    unpickled here."""
     try:
         weight_map = shard_map(index)
     except WeightsIndexError as e:
         return f"sharded weights unusable: {e}"
     for shard in sorted(set(weight_map.values())):
         if not (path / shard).is_file():
-            return f"sharded weights incomplete: {shard}, named by {SAFETENSORS_INDEX}, is missing"
+            return f"sharded weights incomplete: {shard}, named by {index.name}, is missing"
+        if index.name == PYTORCH_BIN_INDEX:
+            problem = _archive_problem(path, path / shard)
+            if problem:
+                return f"sharded weights damaged: {problem}"
+            continue
         keys = _safetensors_keys(path / shard, shard)
         if isinstance(keys, str):
             return f"sharded weights damaged: {keys}"
         lacking = sorted(t for t, s in weight_map.items() if s == shard and t not in keys)
         if lacking:
-            return (f"sharded weights damaged: {shard} lacks {lacking[0]}, which {SAFETENSORS_INDEX} "
+            return (f"sharded weights damaged: {shard} lacks {lacking[0]}, which {index.name} "
                     f"says it holds")
     return None
 
@@ -150,10 +161,10 @@ def _weights_problem(path: Path) -> str | None:
     files = weight_files(path)
     if not files:
         return "model weights missing"
-    if files[0].name == SAFETENSORS_INDEX:
-        return _shards_problem(path)
-    if files[0].suffix != ".safetensors":
-        return None
+    if files[0].name in (SAFETENSORS_INDEX, PYTORCH_BIN_INDEX):
+        return _shards_problem(path, files[0])
+    if files[0].suffix != ".safetensors":  # pytorch_model.bin: cut short or no torch file is
+        return _archive_problem(path, files[0])  # one line, not "[Errno 22] Invalid argument"
     keys = _safetensors_keys(files[0], "model weights")
     if isinstance(keys, str):
         return keys

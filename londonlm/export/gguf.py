@@ -27,21 +27,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from ..core import (FINAL, GGUF, GenerationError, checkpoint_problem, LondonLMError, RunLayout, SIDECAR, folder_lock, naming, read_json,
-                    read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder, sha256_file, sidecar_current, tensor_files, versions, WEIGHT_FILES, weight_files, write_sidecar)
-from ..generation import check_model_dir, check_token_ids, encode_prompt, read_config
+from ..core import (FINAL, GGUF, GenerationError, checkpoint_problem, LondonLMError, RunLayout, SIDECAR, folder_lock,
+                    naming, read_json, read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder,
+                    sha256_file, sidecar_current, versions, WEIGHT_FILES, weight_files, write_sidecar)
+from ..generation import check_model_dir, check_token_ids, encode_prompt, pickled_weights_refused, read_config
 from ..tokens import load_tokenizer, tokenizer_file_problem
 
 STAGE = "export_gguf"
 EXPORT_FORMAT = 3                      # bump when the written files change for the same inputs (3: F32 past F16)
 QUANT_TYPES = ("f16", "q8_0")
-WEIGHTS, PYTORCH_BIN = WEIGHT_FILES   # the one-file forms; the pickled one is not read here
+WEIGHTS = WEIGHT_FILES[0]             # model.safetensors, named when a folder has no weights
 TOKENIZER = "tokenizer.json"
 MODEL_CONFIG = "config.json"
 TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json")  # bos, eos and pad ids
@@ -256,14 +258,39 @@ def gguf_tensors(weights: Path | list[Path], n_layer: int) -> Iterator[tuple[str
     yield from seen.items()
 
 
-def _file_tensors(weights: Path, table: dict) -> dict[str, np.ndarray]:
-    """GGUF name -> float32 array for the tensors of one safetensors file."""
+def _tensor_holders(model_dir: Path) -> list[Path]:
+    """The files of a folder's weights that hold tensors: every one but a sharded set's index."""
+    return [f for f in weight_files(model_dir) if not f.name.endswith(".index.json")]
+
+
+@contextlib.contextmanager
+def _weights_reader(weights: Path):
+    """A mapping of a weights file's tensors: safetensors, or a pickled ``pytorch_model*.bin``
+    (one file or a shard) read by torch's weights-only unpickler, as transformers reads it (a
+    pickle holding anything but tensors is one line, never run), memory-mapped when a zip."""
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            yield {key: f.get_tensor for key in f.keys()}
+        return
     import torch
-    from safetensors import safe_open
+
+    with pickled_weights_refused(weights.parent):
+        state = torch.load(str(weights), map_location="cpu", weights_only=True,
+                           mmap=zipfile.is_zipfile(weights))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise GGUFExportError(f"{weights}: not a state dict of tensors")
+    yield {key: state.__getitem__ for key in state}
+
+
+def _file_tensors(weights: Path, table: dict) -> dict[str, np.ndarray]:
+    """GGUF name -> float32 array for the tensors of one weights file."""
+    import torch
 
     seen: dict[str, np.ndarray] = {}
-    with safe_open(str(weights), framework="pt") as f:
-        for key in f.keys():
+    with _weights_reader(weights) as f:
+        for key, get_tensor in f.items():
             base = key.removeprefix("transformer.")
             if base.endswith((".attn.bias", ".attn.masked_bias")):
                 continue   # causal-mask buffers of old transformers versions, not weights
@@ -271,7 +298,7 @@ def _file_tensors(weights: Path, table: dict) -> dict[str, np.ndarray]:
             if stem not in table or suffix not in ("weight", "bias"):
                 raise GGUFExportError(f"{weights}: unexpected tensor {key!r} for a GPT-2 model")
             name, transpose = table[stem]
-            data = f.get_tensor(key).to(torch.float32)
+            data = get_tensor(key).to(torch.float32)
             if not bool(torch.isfinite(data).all()):   # a diverged run: the file would be junk
                 raise GGUFExportError(f"{weights}: tensor {key!r} holds NaN or infinite values; "
                                       f"export an earlier checkpoint")
@@ -325,7 +352,7 @@ def _write_gguf_temp(model_dir: Path, out_path: Path, qtype: str, name: str | No
     writer.add_file_type(file_type[qtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     n_rows = None
-    for tname, data in gguf_tensors(tensor_files(model_dir), cfg["n_layer"]):
+    for tname, data in gguf_tensors(_tensor_holders(model_dir), cfg["n_layer"]):
         if tname.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD]):
             n_rows = data.shape[0]
         stored, ggml_type = _encode(tname, data, qtype)
@@ -399,8 +426,7 @@ def default_output(run: RunLayout | None, model_dir: Path) -> tuple[Path, str]:
 
 def _inputs(model_dir: Path) -> dict[str, str]:
     weights = [f.name for f in weight_files(model_dir)]
-    readable = weights and weights[0] != PYTORCH_BIN  # (pytorch_model.bin: pickled, not read here)
-    for f, why in ((weights[0] if readable else WEIGHTS,
+    for f, why in ((weights[0] if weights else WEIGHTS,
                     f"re-save it with save_pretrained (safetensors), or train with `{TRAIN_CMD}`"),
                    (TOKENIZER, "copy the run's tokenizer folder into it")):
         if not (model_dir / f).is_file():

@@ -13,7 +13,10 @@ arguments) places control ids. ``allow_control_tokens=True`` restores the old re
 """
 from __future__ import annotations
 
+import pickle
+import re
 import weakref
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -179,7 +182,7 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
     Hub id (``owner/name``) that is already in the local Hugging Face cache. A damaged local
     folder (config, weights, tokenizer, non-finite weights) is one DamagedModel line (:mod:`.checks`)."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
@@ -191,8 +194,9 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         gen_config = read_generation_config(path)  # read once: its sampling defaults, below
     try:
         tokenizer = load_model_tokenizer(tok_source, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True,
-                                                     dtype=getattr(torch, dt))
+        with pickled_weights_refused(source):
+            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True,
+                                                         dtype=getattr(torch, dt))
     except DamagedModel:  # said as it is (a GenerationError is a ValueError)
         raise
     except (OSError, ValueError) as e:
@@ -211,11 +215,8 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
                            f"parser's depth (generation_config.json, say)") from None
     check_tokenizer_fits(tokenizer, model, f"the tokenizer at {tok_source}")
     check_finite(model, source)
-    if path is None:  # a Hub model in the cache: read as transformers reads it, the library's defaults else
-        try:
-            gen_config = GenerationConfig.from_pretrained(source, local_files_only=True)
-        except (OSError, ValueError, TypeError, RecursionError):  # sampling defaults only
-            gen_config = None
+    if path is None:
+        gen_config = _cached_generation_config(source)
     model.to(dev).eval()
     steady_attention(dev)
     return LoadedModel(
@@ -224,6 +225,34 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
         n_params=sum(p.numel() for p in model.parameters()),
         context_length=context_length_of(model), eras=era_tokens_of(tokenizer), era_width=era_width_of(tokenizer),
         defaults=defaults_from_generation_config(gen_config), dtype=dt)
+
+
+def _cached_generation_config(source: str):
+    """A Hub model's (in the local cache) GenerationConfig read as transformers reads it; None
+    (the library's sampling defaults) where it has none that reads."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, TypeError, RecursionError):  # sampling defaults only
+        return None
+
+
+@contextmanager
+def pickled_weights_refused(source):
+    """Within, pickled weights (``pytorch_model.bin``, one file or shards) that hold more than
+    tensors are one DamagedModel line. transformers reads them with torch's weights-only
+    unpickler, which refuses any other object (a pickle can run code on load), but its refusal
+    was a traceback that ended by advising ``weights_only=False``, the one thing not to do."""
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        # torch's reason, among its advice (two forms): the object the pickle would call
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))
+        why = f"it would call {named.group(1)}" if named else type(e).__name__
+        raise DamagedModel(f"the model at {source} cannot be loaded: its pickled weights (pytorch_model*.bin) "
+                           f"hold objects that are not tensors, which are never unpickled, since a pickle can run "
+                           f"code ({why}); load weights only from a source you trust, saved as safetensors") from None
 
 
 def read_generation_config(folder: Path):
@@ -260,7 +289,8 @@ def load_weights_to_train(folder: str | Path):
     from transformers import AutoModelForCausalLM
 
     read_generation_config(Path(folder))
-    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    with pickled_weights_refused(folder):
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
 
 
 def _looks_like_hub_id(spec: str | None) -> bool:

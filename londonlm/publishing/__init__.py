@@ -5,8 +5,8 @@
 - :mod:`.staging`: the staging folder and what goes in it.
 - :mod:`.verify`: offline verification of a staged folder through ``londonlm.generation``.
 - :mod:`.facts`: what the run recorded (run_info, metrics, trainer state, corpus summary).
-- :mod:`.upload`: the ``huggingface_hub`` upload (what an earlier upload left that this one
-  replaces deleted), and the commit read back against the staged files.
+- :mod:`.upload`: the ``huggingface_hub`` upload (another project's repo refused, what an earlier
+  upload left that this one replaces deleted), and the commit read back against the staged files.
 - :mod:`.hub_http`: the library's HTTP client bounded (a timeout, no hour-long retry waits, the
   token sent to the Hub's own address only) and a failed exchange with the Hub worded as one line.
 - :mod:`.publish`: :func:`publish_model`; :mod:`.dataset`: :func:`publish_dataset`.
@@ -20,5 +20,6 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "dataset": ("DATASET_COMMIT_MESSAGE", "publish_dataset", "stage_dataset"),
     "publish": ("CardOptions", "PublishResult", "publish_model"),
     "staging": ("describe_files", "list_folder"),
+    "upload": ("refuse_another_projects_repo",),
     "verify": ("VerificationReport", "verify_model_folder"),
 })

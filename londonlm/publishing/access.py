@@ -34,6 +34,7 @@ class HubTarget:
     dry_run: bool = False
     token: str | None = None             # default: HF_TOKEN, else the saved login
     endpoint: str | None = None          # default: HF_ENDPOINT, else the public Hub
+    replace_other: bool = False          # replace a repo's model (or corpus) that is not londonlm's
 
     def checked(self, flag: str = "--repo_id", require_repo: bool = False) -> "HubTarget":
         """Cheap failures first (before any slow work): a valid repo id (optional for a dry

@@ -11,9 +11,9 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..chat import is_chat_model, read_chat_info
-from ..core import (CHAT_EVAL, CHAT_INFO, CHAT_STATS, Layout, SIDECAR, link_or_copy,
-                    sha256_file, weight_files, write_json_atomic)
+from ..chat import dataset_fingerprint, is_chat_model, read_chat_info
+from ..core import (CHAT_EVAL, CHAT_INFO, CHAT_STATS, Layout, SIDECAR, link_or_copy, weight_files,
+                    write_json_atomic)
 from ..generation import load_model_tokenizer
 from .access import PublishError
 from .facts import RunFacts, read_json_or_none, redact_local_paths
@@ -58,7 +58,8 @@ def gather_chat_facts(model_dir: Path, facts: RunFacts, layout: Layout) -> ChatF
                            f"conversation came from, and the dialogue dataset's {CHAT_STATS} is not in "
                            f"{data_dir}; rebuild it with `{REBUILD}` (and fine-tune again)")
     trained_on = ((facts.run_info or {}).get("inputs") or {}).get("dataset")
-    if trained_on and (data_dir / SIDECAR).exists() and sha256_file(data_dir / SIDECAR) != trained_on:
+    if trained_on and (data_dir / SIDECAR).exists() and \
+            dataset_fingerprint(data_dir, {"dataset": trained_on}) != trained_on:
         raise PublishError(f"refusing to publish {model_dir}: the dialogue dataset in {data_dir} changed "
                            f"after this model was fine-tuned; fine-tune again with "
                            f"`python 07_finetuning/finetune_chat.py` so the card describes its data")

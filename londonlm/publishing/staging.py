@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..core import checkpoint_problem, give_open_mode, link_or_copy, weight_files, write_json_atomic
-from ..generation import generation_config_dict
+from ..generation import generation_config_dict, pickled_weights_refused
 from ..tokens import TOKENIZER_FILES
 from .access import PublishError
 
@@ -99,16 +99,19 @@ def _stage_weights(model_dir: Path, stage_dir: Path, log: Log) -> None:
     problem = checkpoint_problem(model_dir, need_training_state=False) if files else None
     if problem:  # a shard missing or cut short: a repo that no one could load
         raise PublishError(f"the model at {model_dir} cannot be published: {problem}")
-    if files and files[0].suffix != ".bin":  # model.safetensors, or the index and every shard it names
+    pickled = [f for f in files if f.suffix == ".bin"]
+    if files and not pickled:  # model.safetensors, or the index and every shard it names
         for f in files:
             link_or_copy(f, stage_dir / f.name)
     elif files:
-        # The Hub and transformers prefer safetensors (no pickle): convert once here.
+        # The Hub and transformers prefer safetensors (no pickle): convert once here, one file
+        # or shards alike (a sharded set comes out as safetensors shards with their own index).
         from transformers import AutoModelForCausalLM
 
-        log("converting pytorch_model.bin to model.safetensors")
-        AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True) \
-            .save_pretrained(str(stage_dir))
+        log(f"converting {files[0].name}{' and its shards' if len(files) > 1 else ''} to safetensors")
+        with pickled_weights_refused(model_dir):
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True)
+        model.save_pretrained(str(stage_dir))
         give_open_mode(stage_dir.glob("*.safetensors"))
     else:
         raise PublishError(f"no model weights in {model_dir} (model.safetensors or "

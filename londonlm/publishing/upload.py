@@ -60,6 +60,9 @@ def upload_to_hub(folder: Path, target: HubTarget, repo_type: str = "model", log
     try:
         with bounded_client(url), masked_logs(token):
             repo_url, info = _send(api, Path(folder), target, repo_type, branch, log)
+    except PublishError:  # the repo holds another project's model: said as it is
+        end_progress_bars()
+        raise
     except Exception as e:  # the Hub's refusal, a failed connection, an answer of another shape
         end_progress_bars()
         raise PublishError(mask_secret(f"upload to {url}/{target.repo_id} failed{failure_text(e, token)}",
@@ -74,6 +77,8 @@ def _send(api, folder: Path, target: HubTarget, repo_type: str, branch: str, log
     repo_id = target.repo_id
     repo_url = api.create_repo(repo_id, repo_type=repo_type, private=True if target.private else None,
                                exist_ok=True)
+    if not target.replace_other:  # before the repo's settings, branches or files are touched
+        _refuse_another_projects(api, repo_id, repo_type, branch)
     if target.private:  # create_repo leaves an existing public repo public: make it private too
         api.update_repo_settings(repo_id, repo_type=repo_type, private=True)
     if branch != "main":
@@ -89,6 +94,63 @@ def _send(api, folder: Path, target: HubTarget, repo_type: str, branch: str, log
     oid = str(getattr(info, "oid", None) or "")  # the new commit when the Hub names one
     check_received(api, folder, repo_id, repo_type, oid if re.fullmatch(r"[0-9a-f]{40}", oid) else branch)
     return repo_url, info
+
+
+# The tag every card a publish writes carries (model, chat and dataset cards): a repo whose card
+# lacks it was not made by this project.
+PROJECT_TAG = "londonlm"
+
+
+def _refuse_another_projects(api, repo_id: str, repo_type: str, branch: str) -> None:
+    """PublishError when the repo (at ``branch``, or main that a new branch starts from) holds
+    files a publish owns (:data:`OWNED_FILES`: weights, configs, a corpus) under a card without
+    the project's tag: another project's model, which the commit would replace (its weights
+    and tokenizer deleted as "left over"). A new repo, one holding only a user's own files, and
+    an earlier publish of this project (its card tagged) go on."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    try:
+        files, rev = api.list_repo_files(repo_id, revision=branch, repo_type=repo_type), branch
+    except RevisionNotFoundError:  # a new branch: made from main
+        files, rev = api.list_repo_files(repo_id, revision="main", repo_type=repo_type), "main"
+    theirs = sorted(p for p in files if owned(p, repo_type))
+    if not theirs:
+        return
+    card = getattr(api.repo_info(repo_id, repo_type=repo_type, revision=rev), "card_data", None)
+    tags = card.get("tags") if card is not None else None
+    if PROJECT_TAG in (tags if isinstance(tags, list) else [tags]):
+        return
+    kind = "corpus" if repo_type == "dataset" else "model"
+    raise PublishError(
+        f"refusing to publish: {repo_id} ({rev}) already holds a {kind} that this project did not "
+        f"publish (its card has no {PROJECT_TAG!r} tag; it holds {', '.join(theirs[:4])}"
+        f"{', ...' if len(theirs) > 4 else ''}), which this upload would replace; pick another "
+        f"repo id, or pass --replace_other_repo to replace it (the Hub's history keeps the old files)")
+
+
+def refuse_another_projects_repo(target: HubTarget, repo_type: str) -> None:
+    """The check :func:`upload_to_hub` makes of a repo before it touches it, made alone and read
+    only, for a repo a later upload of the same command goes to: with ``--dataset_repo_id`` the
+    model went up first, and only then was the dataset repo found to hold another corpus. A repo
+    not there yet, a dry run and ``replace_other`` pass; a failed read is one line."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    target = target.checked("--dataset_repo_id" if repo_type == "dataset" else "--repo_id", require_repo=True)
+    if target.dry_run or target.replace_other or constants.is_offline_mode():  # (the upload says why)
+        return
+    url, token = hub_endpoint(target.endpoint), target.token
+    try:
+        with bounded_client(url), masked_logs(token):
+            _refuse_another_projects(HfApi(endpoint=url, token=token), target.repo_id, repo_type,
+                                     target.revision or "main")
+    except PublishError:
+        raise
+    except RepositoryNotFoundError:  # not there yet: the upload makes it
+        return
+    except Exception as e:  # a refusal, a failed connection, an answer of another shape
+        raise PublishError(mask_secret(f"reading {url}/{target.repo_id} failed{failure_text(e, token)}",
+                                       token)) from None
 
 
 def _left_over(remote: list[str], folder: Path, repo_type: str) -> list[str]:

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core import LondonLMError, now_iso, require_input, sha256_file, write_json_atomic
 from ..corpus import (MANIFEST, corpus_time_facts, iter_split_texts, read_manifest, require_finished_corpus,
-                      split_sizes, text_sizes)
+                      split_sizes, text_sizes, texts_not_as_made)
 from .chunks import CHUNK_BYTES, PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
 from .tokenizer import (EOT, ERA_WIDTH, PIECE_CHARS, era_token, era_width_in, era_width_of, load_tokenizer,
                         plain_backend, split_exact)
@@ -74,6 +74,7 @@ class CacheRequest:
     era_tokens: bool
     era_width: int = ERA_WIDTH  # the tokenizer's (a cache from before it was recorded: the default)
     vocab_size: int | None = None  # the tokenizer's; None: unread (loading the tokenizer says why)
+    texts_changed: str | None = None  # a corpus text edited since it was made (``texts_not_as_made``)
 
 
 def incompatibility(meta: dict, req: CacheRequest) -> str | None:
@@ -83,6 +84,8 @@ def incompatibility(meta: dict, req: CacheRequest) -> str | None:
         return "tokenizer mismatch"
     if meta.get("manifest_sha256") != req.manifest_sha256:
         return "corpus mismatch (manifest changed)"
+    if req.texts_changed:
+        return f"corpus mismatch (texts changed since it was made: {req.texts_changed})"
     if req.vocab_size is not None and meta.get("vocab_size") != req.vocab_size:
         # (the tokenizer's hash matched: a metadata.json edited or copied over another cache's
         # tokens, whose ids the model's embeddings may not have, or may not have trained)
@@ -473,8 +476,12 @@ def cache_request(tokenizer_dir: Path, processed_dir: Path, context_length: int,
                              "python 03_tokenizer/train_historical_tokenizer.py", "tokenizer")
     man = require_input(Path(processed_dir) / MANIFEST,
                         "python 02_data_collection/historical_data_collector.py", "corpus manifest")
+    # The cache records the manifest's hash, and a text edited by hand since keeps it: the cache of
+    # the old text was called current and trained on. The corpus's own check sees it (a stat per
+    # text while nothing changed); a build is then refused by it, naming the text.
     return CacheRequest(sha256_file(tok_file), sha256_file(man), context_length, era_tokens,
-                        era_width_in(tokenizer_dir), tokenizer_vocab_size(tokenizer_dir))
+                        era_width_in(tokenizer_dir), tokenizer_vocab_size(tokenizer_dir),
+                        texts_not_as_made(processed_dir))
 
 
 def cached_split_tokens(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path,

@@ -36,6 +36,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "record": ("save_model_folder",),
     "resume": ("Resumed", "move_run_aside", "resumed"),
     "run": ("run_training",),
+    "runlock": ("run_lock",),
     "speed.settings": ("SpeedRequest", "SpeedSettings"),
     "tools.grid": ("share_cache",),
 })

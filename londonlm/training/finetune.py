@@ -12,6 +12,7 @@ is the job's; :func:`.record.save_model_folder` writes a ``final/`` the way pre-
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -26,7 +27,8 @@ from .length import fit_length
 from .model import ModelShape, configure_torch, prepare_for_training
 from .resume import Resumed, check_optimizer, checkpoint_step_of, recorded_position
 from .runlock import run_lock
-from .speed.choice import SpeedPlan, check_time_budget, choose_speed, refuse_past_memory, speed_callbacks
+from .speed.choice import (SpeedPlan, check_time_budget, choose_speed, refuse_past_memory, refuse_step_past_memory,
+                           speed_callbacks)
 from .step.callbacks import step_callbacks
 from .step.schedules import BudgetFitCallback
 from .step.trainer import Outcome, build_trainer, train
@@ -47,6 +49,9 @@ class FineTuneJob:
     config: TrainingConfig
     resume: Resumed = field(default_factory=Resumed)  # the checkpoint to resume from, its run's record
     extra_callbacks: list = field(default_factory=list)
+    # the caller holds the run's lock (run_lock) already: it chose the resume and wrote the run's
+    # record under it (a second flock of the folder, from this process, would be refused)
+    locked: bool = False
 
 
 @dataclass
@@ -83,7 +88,7 @@ def fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTun
     if not len(data.train):
         raise TrainingError("no training rows")
     _ = training_arguments(job.config).device  # joins the process group under torchrun
-    with run_lock(job.config.run):
+    with contextlib.nullcontext() if job.locked else run_lock(job.config.run):
         return _fine_tune(job, model, tokenizer, data)
 
 
@@ -108,6 +113,8 @@ def _fine_tune(job: FineTuneJob, model, tokenizer, data: FineTuneData) -> FineTu
     configure_torch()
     check_optimizer(job.resume, job.config.optim.optimizer)
     shape = model_shape(model, data.row_tokens)
+    # (rows of input_ids, labels and attention_mask)
+    refuse_step_past_memory(job.config.sequences_per_step, data.row_tokens, 3, job.config.speed.grad_accum)
     config, speed = choose_speed(job.config, shape, world_size(), job.resume.speed)
     refuse_past_memory(shape, config.speed.micro_batch, speed.settings, config.optim.optimizer, config.model.dropout,
                        world_size() if config.trainer.get("fsdp") else 1, "cuda" if speed.cuda else "cpu")

@@ -26,7 +26,7 @@ from .plan import TrainingPlan, check_run_folder, plan_run, start_fresh
 from .resume import RunRecord, check_schedule
 from .record import ConfigFileCallback, SaveBestCallback, finish, run_summary, start_record
 from .runlock import run_lock
-from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory, speed_callbacks
+from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory, refuse_step_past_memory, speed_callbacks
 from .speed.settings import SpeedSettings
 from .step.callbacks import LogFileCallback, step_callbacks
 from .step.schedules import BudgetFitCallback
@@ -48,6 +48,7 @@ def run_training(config: TrainingConfig) -> dict:
         check_schedule(plan.resume, settings)
         configure_torch()  # training threads before the speed probe times anything
         check_blocks_fit(config.run, config.data, config.model.context_length, plan.tokenizer)
+        refuse_step_past_memory(config.sequences_per_step, config.model.context_length, 2, config.speed.grad_accum)
         config, speed = choose_speed(config, plan.shape, plan.world, plan.resume.speed)
         config = fit_batch_to_memory(config, plan.shape, speed, plan.world, plan.resume.micro_batch)
         config = check_time_budget(config, plan.shape, speed)

@@ -6,7 +6,8 @@ process ends however it ends (``kill -9`` too), so a stale lock never blocks a r
 training or resume of the run gets one ``error:`` line naming the process that holds it (read
 from ``/proc/locks`` where there is one). Under torchrun the global rank 0 holds it and every
 rank learns the outcome. A run folder made only to be locked is removed again when the run
-is refused before anything was written in it.
+is refused before anything was written in it. A job that chooses its resume and writes its
+record under the lock (chat fine-tuning) takes it itself and says so (``FineTuneJob.locked``).
 """
 from __future__ import annotations
 

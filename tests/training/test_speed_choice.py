@@ -551,7 +551,8 @@ def test_a_step_past_the_free_memory_is_one_line_before_any_work(root, capsys, m
     the check trains at once instead of being killed.)"""
     from londonlm.training.speed import choice
 
-    monkeypatch.setattr(choice, "free_memory_bytes", lambda device: 10_000)
+    # (100 kB: room for a step's batches, 8 kB here, whose own check comes first; not for the step)
+    monkeypatch.setattr(choice, "free_memory_bytes", lambda device: 100_000)
     assert train(root, "--max_steps", "2", *QUIET) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: a training step at micro-batch ") and \

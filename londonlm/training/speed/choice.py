@@ -175,6 +175,34 @@ def refuse_past_memory(shape, batch: int, settings: SpeedSettings, optimizer: st
             f"tokens per step)")
 
 
+# A step's batches held at once may take at most this share of the free memory: the rest is the
+# model's, its optimizer's and its activations' (:func:`refuse_past_memory`). An ordinary step
+# holds megabytes (512 sequences of 1,024 tokens: 8 MB).
+STEP_BATCHES_SHARE = 0.5
+
+
+def refuse_step_past_memory(sequences: int, tokens: int, tensors: int, accum: int) -> None:
+    """One line, before the speed probe, when one optimizer step's batches do not fit in memory.
+    The Trainer fetches all ``accum`` micro-batches of a step (``get_batch_samples``) before its
+    first forward and holds them to its end: ``sequences`` (this rank's per step) of ``tokens``
+    int64 ids in ``tensors`` tensors each (input_ids, labels, ...), on the device they train on.
+    ``--gradient_accumulation_steps 1000000`` grew memory by gigabytes before the first step, until
+    the machine ran out, with SIGTERM unheard (its handler waits for a step's end)."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    free = free_memory_bytes(device)
+    free = -agree([-(free if free is not None else 2 ** 62)])[0]  # (unknown: no refusal)
+    ranks_here = 1 if device == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    need = ranks_here * sequences * tokens * tensors * 8
+    if need > STEP_BATCHES_SHARE * free:
+        raise TrainingError(
+            f"one optimizer step holds all its {accum:,} micro-batches at once ({sequences:,} sequences of "
+            f"{tokens:,} tokens{f' on each of the {ranks_here} ranks here' if ranks_here > 1 else ''}: "
+            f"{_gb(need)}), more than {STEP_BATCHES_SHARE:.0%} of the {_gb(free)} free on the {device}: lower "
+            f"--gradient_accumulation_steps (or --per_device_train_batch_size); nothing was trained")
+
+
 # --------------------------------------------------------------------------- the time budget's step time
 
 def check_time_budget(config, shape, speed: SpeedPlan):
