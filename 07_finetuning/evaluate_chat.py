@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, where config.py checks this Python
 import config
 from londonlm.core.cli import non_negative_int, positive_int, StageParser, writable_dir
-from londonlm.chat.evaluate import ChatEvalOptions, evaluate_chat
+from londonlm.chat.evaluate import ChatEvalOptions, check_recorded_base, evaluate_chat
 from londonlm.chat.respond import chat_year, is_chat_model, read_chat_info
 from londonlm.core.artifacts import refuse_output_over_inputs
 from londonlm.core import CHAT_INFO, ModelNotFound
@@ -53,6 +53,8 @@ def main(argv=None) -> int:
                          f"pass --base with the base model") from None
     for model_dir in (chat_dir, base_dir):  # a damaged folder is said before the slow work
         check_model_dir(model_dir)
+    if not a.base:  # the recorded base: still the weights it was tuned from?
+        check_recorded_base(chat_dir, base_dir)
     out_dir = Path(a.out_dir) if a.out_dir else RunLayout(chat_dir.parent).evaluation_dir_for(chat_dir)
     data_dir = a.data_dir or layout.chat_data_dir
     # before the slow work: the report's files written into a model's folder or the dataset change them

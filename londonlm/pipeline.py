@@ -305,6 +305,8 @@ def corpus_stage(plan: PipelinePlan, log) -> dict:
 
     have = collected_sources(plan.processed_dir)
     nothing_named = plan.source_dir is None and plan.use_sample is None
+    if nothing_named and have is None and not plan.overwrite:
+        _refuse_a_stopped_collection(plan.processed_dir, SAMPLE_SOURCE_ID)
     if nothing_named and have not in (None, [SAMPLE_SOURCE_ID]) and not plan.overwrite:
         log(f"corpus: using the corpus collected in {plan.processed_dir} (sources: {', '.join(have)}); "
             f"--source_dir or --overwrite builds another")
@@ -317,6 +319,26 @@ def corpus_stage(plan: PipelinePlan, log) -> dict:
                           keep_other_sources=not plan.overwrite)
     require_validation(corpus, f"the corpus in {plan.processed_dir}", "add texts")
     return corpus
+
+
+def _refuse_a_stopped_collection(processed_dir: Path, sample_id: str) -> None:
+    """A collection from the user's sources stopped before its sidecar (Ctrl-C, a full disk)
+    is no finished corpus, so it was not "the corpus collected": the pipeline built the embedded
+    sample over it and trained (time-locked, too) on the First Folio, exit 0. Its manifest
+    (the stopped run's, or the one before it) still names its sources: refused in one line."""
+    from .corpus import COLLECT_CMD, CorpusError, read_manifest
+
+    if not (processed_dir / MANIFEST).is_file():
+        return
+    try:
+        rows = read_manifest(processed_dir, keys=("source",))
+        sources = sorted({str(r["source"]) for r in rows if r.get("source")})
+    except CorpusError:  # a manifest cut mid-line says nothing of whose it was
+        return
+    if sources and sources != [sample_id]:
+        raise UsageError(f"{processed_dir} holds a collection from {', '.join(sources)} that stopped before it "
+                         f"finished (it has no {SIDECAR}); finish it with `{COLLECT_CMD}` and the options it was "
+                         f"collected with, or pass --source_dir (or --overwrite) to build another corpus over it")
 
 
 def require_validation(counts: dict, what: str, fix: str) -> None:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..core import CHAT_EVAL, LondonLMError, write_json_atomic, write_text_atomic
+from ..core import CHAT_EVAL, CHAT_INFO, LondonLMError, RunLayout, weights_sha256, write_json_atomic, write_text_atomic
 from ..evaluation import BROUGHT_SAMPLES, distinct_n, load_wordlist, repeated_ngram_rate, words_of
 from ..generation import context_length_of, encode_text, load_model
 from ..tokens import EOT, era_token_for
@@ -57,6 +57,23 @@ class ChatEvalOptions:
 
 class ChatEvalError(LondonLMError, ValueError):
     """A chat evaluation that cannot measure anything as asked (the message says what to change)."""
+
+
+def check_recorded_base(chat_dir: Path, base_dir: Path) -> None:
+    """ChatEvalError when ``base_dir``, the base the chat model's chat_info.json names, no longer
+    holds the weights its chat run was tuned from (the run's run_info.json records their hash):
+    the base run trained on or retrained since. The report would have called another model "the
+    base model it was fine-tuned from", its figures and the human pack's base answers that
+    model's. No record (a model from elsewhere): nothing to check."""
+    record = RunLayout(Path(chat_dir).parent).read_run_info()
+    inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}
+    tuned_from = inputs.get("base_weights")
+    if isinstance(tuned_from, str) and tuned_from and weights_sha256(base_dir) != tuned_from:
+        raise ChatEvalError(
+            f"the base model at {base_dir}, named by {Path(chat_dir) / CHAT_INFO}, no longer holds the "
+            f"weights the chat model was fine-tuned from (they changed since: "
+            f"{RunLayout(Path(chat_dir).parent).run_info} records others); pass --base with the model it "
+            f"was tuned from, or --base {base_dir} to compare with that model as it is now")
 
 
 def load_bait(path: str | Path | None = None) -> list[dict]:

@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..core import SIDECAR, read_json_object, record_field, sidecar_current, write_sidecar, write_text_atomic
+from ..core import (SIDECAR, folder_lock, read_json_object, record_field, sidecar_current, write_sidecar,
+                    write_text_atomic)
 from .dating import cutoff_verdict, row_year
 from .manifest import (COLLECT_CMD, CORPUS_OUTPUTS, CUTOFF_STAGE, MANIFEST, REJECTIONS, TEXTS, TEXTS_FINGERPRINT,
                        CorpusError, jsonl_text, manifest_sha256, place_texts, read_manifest, require_finished_corpus,
@@ -116,6 +117,24 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
     if out_dir.resolve() == processed_dir.resolve():
         raise CorpusError(f"the cutoff view must go to another folder than its corpus ({processed_dir})")
     inputs = {"manifest": manifest_sha256(processed_dir)}  # a missing corpus names COLLECT_CMD
+    # One maker of a view at a time (a pipeline and a family, or two families, with one cutoff):
+    # two at once each unlinked and linked the other's texts, and the one that lost a race
+    # stopped with a SameFileError or FileNotFoundError traceback (a family: every member after it)
+    busy = lambda who: CorpusError(f"{who} is making the corpus view {out_dir} now; wait for it to end, then "
+                                   f"run again (the view will be current); nothing was written")
+    made = not out_dir.exists()
+    with folder_lock(out_dir, busy):
+        try:
+            return _make_view(processed_dir, out_dir, cutoff_year, inputs, overwrite, log)
+        except BaseException:
+            if made and not any(out_dir.iterdir()):  # refused before anything was placed: no empty folder left
+                out_dir.rmdir()
+            raise
+
+
+def _make_view(processed_dir: Path, out_dir: Path, cutoff_year: int, inputs: dict, overwrite: bool,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    """:func:`cutoff_view` under its lock."""
     settings = {"cutoff_year": cutoff_year}
     sidecar = out_dir / SIDECAR
     current, why = sidecar_current(sidecar, inputs, settings)

@@ -41,12 +41,15 @@ from ..generation import check_model_dir, check_token_ids, encode_prompt, pickle
 from ..tokens import load_tokenizer, tokenizer_file_problem
 
 STAGE = "export_gguf"
-EXPORT_FORMAT = 3                      # bump when the written files change for the same inputs (3: F32 past F16)
+EXPORT_FORMAT = 4                      # bump when the written files change for the same inputs (3: F32 past F16;
+                                       # 4: the chat template)
 QUANT_TYPES = ("f16", "q8_0")
 WEIGHTS = WEIGHT_FILES[0]             # model.safetensors, named when a folder has no weights
 TOKENIZER = "tokenizer.json"
 MODEL_CONFIG = "config.json"
-TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json")  # bos, eos and pad ids
+# bos, eos and pad ids; the chat template (transformers 5 keeps it in chat_template.jinja, 4.4x in
+# chat_template.json, older ones in tokenizer_config.json)
+TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json")
 TRAIN_CMD = "python 04_training/train_model_slm.py"
 # llama.cpp's name for the GPT-2 split regex (its converter finds it by hashing a probe text)
 PRE_TOKENIZER = "gpt-2"
@@ -124,6 +127,7 @@ class GGUFVocab:
     types: list[int]
     merges: list[str]
     special: dict[str, int | None] = field(default_factory=dict)   # bos/eos/pad -> id
+    chat_template: str | list[dict] | None = None                   # a chat model's, as transformers has it
 
 
 # BPE options transformers' tokenizer honours and llama.cpp's 'gpt-2' BPE has no counterpart
@@ -157,13 +161,24 @@ def _check_bpe_options(where: Path) -> None:
             f"than the model was trained on; export a model saved with the project's tokenizer")
 
 
-def special_token_ids(tokenizer_dir: Path) -> dict[str, int | None]:
+def chat_template_of(tokenizer) -> str | list[dict] | None:
+    """A chat model's template as llama.cpp's converter writes it (``tokenizer.chat_template``):
+    the one template, or named ones as ``[{name, template}]``. Left out, llama.cpp, Ollama and
+    LM Studio talked to a chat model in their default template (ChatML's ``<|im_start|>``, which
+    this vocabulary spells as plain text), never in the role tokens it was tuned on."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        return [{"name": k, "template": v} for k, v in template.items() if isinstance(v, str)] or None
+    return template if isinstance(template, str) and template else None
+
+
+def special_token_ids(tokenizer_dir: Path, tok=None) -> dict[str, int | None]:
     """bos, eos and pad ids as our generation uses them: bos the id every prompt starts with
     (:func:`encode_prompt`: ``<|endoftext|>``, else the tokenizer's bos, else its eos), eos the
     id sampling stops at (for a tokenizer naming none, the bos: ``<|endoftext|>`` ends every
     training document; left out, llama.cpp would end text at its default, token 11), pad the
-    tokenizer's (None when it has none)."""
-    tok = load_tokenizer(tokenizer_dir)
+    tokenizer's (None when it has none). ``tok``: the folder's tokenizer, when already loaded."""
+    tok = tok if tok is not None else load_tokenizer(tokenizer_dir)
     try:
         bos = encode_prompt(tok, "")[0]
     except GenerationError as e:  # (its words name no folder)
@@ -203,7 +218,9 @@ def read_vocab(tokenizer_json: Path, n_rows: int) -> GGUFVocab:
         else:
             types.append(gguf.TokenType.NORMAL)
     merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"].get("merges", [])]
-    return GGUFVocab(tokens, [int(t) for t in types], merges, special_token_ids(tokenizer_json.parent))
+    loaded = load_tokenizer(tokenizer_json.parent)
+    return GGUFVocab(tokens, [int(t) for t in types], merges, special_token_ids(tokenizer_json.parent, loaded),
+                     chat_template_of(loaded))
 
 
 def _add_tokenizer(writer, vocab: GGUFVocab) -> None:
@@ -219,6 +236,8 @@ def _add_tokenizer(writer, vocab: GGUFVocab) -> None:
     # prompts start with <|endoftext|> (the bos), as every document did in training
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
+    if vocab.chat_template:
+        writer.add_chat_template(vocab.chat_template)
 
 
 # --------------------------------------------------------------------------- tensors

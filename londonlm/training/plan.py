@@ -18,7 +18,7 @@ from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_
 from .model import ModelShape
 from .job import TrainingConfig
 from ..tokens import same_tokenizer, tokenizer_identity
-from .resume import Resumed, check_resume, check_shape, move_run_aside, resumed, tokenizer_fingerprint
+from .resume import Resumed, check_resume, check_shape, move_later_aside, move_run_aside, resumed, tokenizer_fingerprint
 from .timelock import time_lock
 
 
@@ -291,8 +291,16 @@ def plan_run(config: TrainingConfig) -> TrainingPlan:
 
 
 def start_fresh(config: TrainingConfig, plan: TrainingPlan) -> None:
-    """--fresh: move the old run aside (rank 0), following a parent that lived inside it."""
-    if not (config.control.fresh and is_main_process()):
+    """--fresh: move the old run aside (rank 0), following a parent that lived inside it. A
+    resume from before the run's last checkpoint moves what came after it aside
+    (:func:`.resume.move_later_aside`). Both after the plan's checks: a run they refuse moves nothing."""
+    if not is_main_process():
+        return
+    later = move_later_aside(config.run, plan.resume.checkpoint)
+    if later:
+        log(f"resuming {plan.resume.checkpoint.name}: what the run saved after it (later checkpoints, "
+            f"their final/ and record) moved to {later}")
+    if not config.control.fresh:
         return
     moved = move_run_aside(config.run)
     if moved:

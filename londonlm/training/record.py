@@ -14,8 +14,8 @@ from typing import Callable
 
 from transformers import TrainerCallback
 
-from ..core import (BEST_INFO, RunLayout, checkpoint_name, checkpoint_step, hardware_summary, now_iso,
-                    read_json, to_generation_config, write_json_atomic)
+from ..core import (BEST_INFO, RunLayout, checkpoint_name, checkpoint_problem, checkpoint_step, hardware_summary,
+                    now_iso, read_json, read_json_object, to_generation_config, write_json_atomic)
 from ..tokens import ERA_WIDTH
 from .data import TrainData, validation_bytes
 from .defaults import enum_name
@@ -224,6 +224,17 @@ class SaveBestCallback(TrainerCallback):
 
     def __init__(self, run: RunLayout | Path):
         self.run = run if isinstance(run, RunLayout) else RunLayout(Path(run))
+
+    def on_train_begin(self, args, state, control, **kw):
+        # a run killed in on_save's swap (after best/ went, before the copy took its place) left
+        # the whole copy in .best.tmp and no best/ (or half of one); its rerun resumes from a
+        # state that already counts that step the best, so no later evaluation would write best/
+        tmp = self.run.best_tmp
+        if state.is_world_process_zero and read_json_object(tmp / BEST_INFO) and \
+                checkpoint_problem(tmp, need_training_state=False) is None:
+            shutil.rmtree(self.run.best, ignore_errors=True)
+            tmp.rename(self.run.best)
+            log(f"best/: put in place from {tmp.name}, the whole copy a stopped run left")
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         loss = (metrics or {}).get("eval_loss")

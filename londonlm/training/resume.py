@@ -20,8 +20,8 @@ from pathlib import Path
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_callback import ExportableState
 
-from ..core import (LondonLMError, RunLayout, checkpoint_problem, checkpoint_step, earlier_run, latest_valid_checkpoint,
-                    list_checkpoints, read_json_object, record_field, sha256_file, user_path)
+from ..core import (BEST_INFO, LondonLMError, RunLayout, checkpoint_problem, checkpoint_step, earlier_run,
+                    latest_valid_checkpoint, list_checkpoints, read_json_object, record_field, sha256_file, user_path)
 from ..corpus import MANIFEST
 from ..tokens import read_metadata, same_tokenizer, tokenizer_identity
 from .data import DataPosition, Position
@@ -144,8 +144,31 @@ def move_run_aside(run: RunLayout) -> Path | None:
     """--fresh: move everything the old model produced (:meth:`RunLayout.movable_on_fresh`:
     checkpoints, final/, best/, run_info.json, logs, its evaluation and staged upload) to a
     dated sibling folder; nothing is deleted. The token cache stays."""
-    movable = run.movable_on_fresh()
-    if not movable:
+    return _move_aside(run, run.movable_on_fresh())
+
+
+def move_later_aside(run: RunLayout, checkpoint: Path | None) -> Path | None:
+    """A resume from ``checkpoint`` while the run holds later checkpoints (one named before its
+    last, to go back; the default resume past damaged ones): those, and the final/, best/ and
+    run_info.json they led to, are moved to a dated sibling folder, as --fresh moves a run. Left
+    in place, the Trainer wrote each new checkpoint-N into the old folder file by file (a kill
+    between its files left a new model beside the old optimizer and trainer_state.json, resumed
+    as whole), and a rerun without the name resumed the abandoned later checkpoint, or skipped
+    the run as finished with its final/."""
+    if checkpoint is None:
+        return None
+    step = checkpoint_step(checkpoint)
+    later = [p for p in list_checkpoints(run.dir) if checkpoint_step(p) > step]
+    if not later:
+        return None
+    best = read_json_object(run.best / BEST_INFO) or {}
+    ends = [run.final, run.run_info] + ([run.best] if not isinstance(best.get("step"), int)
+                                        or best["step"] > step else [])
+    return _move_aside(run, later + [p for p in ends if p.exists()])
+
+
+def _move_aside(run: RunLayout, paths: list[Path]) -> Path | None:
+    if not paths:
         return None
     dest, n = run.previous_dir(), 1
     while True:  # a second --fresh within the same second gets its own folder
@@ -155,7 +178,7 @@ def move_run_aside(run: RunLayout) -> Path | None:
         except FileExistsError:
             n += 1
             dest = dest.with_name(f"{run.previous_dir().name}-{n}")
-    for p in movable:
+    for p in paths:
         shutil.move(str(p), str(dest / p.name))
     return dest
 
