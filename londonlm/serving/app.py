@@ -67,7 +67,7 @@ class _Native:
         except ApiError as e:
             return _error(e.status, e.message, e.headers)
         if force_stream or req.stream:
-            return SlotStreamingResponse(self._events(job, settings), slot.release)
+            return SlotStreamingResponse(self._events(job, settings), slot.release, deadline)
         try:
             samples = await unless_disconnected(request, self.service.samples([job]))
         except ApiError as e:

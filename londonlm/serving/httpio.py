@@ -41,6 +41,13 @@ HEADER_TIMEOUT_S = 10.0
 # A connection whose sent bytes stay stuck in full buffers (uvicorn paused writing) for
 # SEND_STALL_S is aborted: its request sees the client gone, its slot is freed.
 SEND_STALL_S = 30.0
+# Nor for one that reads its stream slowly yet never stops for SEND_STALL_S (48 KB every 29 s): it
+# held its admission slot for as long as the trickle lasted, long after its generation had ended at
+# the request's time limit (a 3 s limit held 9 s by a 64 KB/s reader), so as many such clients as
+# --max_concurrency had every later request refused as busy, the engine idle. A stream names its
+# request's time limit in its scope (DEADLINE_KEY); its bytes still stuck in full buffers
+# SEND_STALL_S past that limit are dropped with the connection, which frees the slot.
+DEADLINE_KEY = "londonlm.deadline"
 # uvicorn's h11 refused a request's line and headers only while they were still incomplete past 16 KB,
 # so the limit hung on how the bytes were cut into reads: a 100 KB Cookie sent in one write passed on
 # loopback (read at once, up to 256 KB a read) while 17 KB trickled over a network was refused, in
@@ -233,7 +240,16 @@ class _SendStallLimit:
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._write_timer is None:
-            self._write_timer = self.loop.call_later(self._send_stall_s, self._write_too_slow)
+            self._write_timer = self.loop.call_later(self._stall_wait(), self._write_too_slow)
+
+    def _stall_wait(self) -> float:
+        """How long writing may stay paused: ``_send_stall_s``, ending no later than ``_send_stall_s``
+        past the time limit its stream's request named (DEADLINE_KEY), however often a trickle of
+        reads resumed it before."""
+        deadline = (getattr(self, "scope", None) or {}).get(DEADLINE_KEY)
+        if deadline is None:
+            return self._send_stall_s
+        return max(0.0, min(self._send_stall_s, deadline + self._send_stall_s - time.monotonic()))
 
     def resume_writing(self) -> None:
         self._write_timer = _cancelled(self._write_timer)
@@ -245,7 +261,12 @@ class _SendStallLimit:
 
     def _write_too_slow(self) -> None:
         self._write_timer = None
-        _server_log.info("client read nothing of its answer for %gs: connection dropped", self._send_stall_s)
+        deadline = (getattr(self, "scope", None) or {}).get(DEADLINE_KEY)
+        if deadline is not None and time.monotonic() >= deadline + self._send_stall_s:
+            _server_log.info("client still reading its stream %gs past the request's time limit: connection "
+                             "dropped", self._send_stall_s)
+        else:
+            _server_log.info("client read nothing of its answer for %gs: connection dropped", self._send_stall_s)
         self.transport.abort()  # close() would wait for the unread bytes to go out
 
 
@@ -385,13 +406,16 @@ def sse(event: str | None, data) -> str:
 
 
 class SlotStreamingResponse(StreamingResponse):
-    """Calls ``release`` however the response ends (done, error, client gone)."""
+    """Calls ``release`` however the response ends (done, error, client gone). ``deadline`` (the
+    request's time limit, ``time.monotonic()``) bounds its delivery too: see DEADLINE_KEY."""
 
-    def __init__(self, content, release, **kwargs):
+    def __init__(self, content, release, deadline: float | None = None, **kwargs):
         super().__init__(content, media_type="text/event-stream", headers=SSE_HEADERS, **kwargs)
-        self._release = release
+        self._release, self._deadline = release, deadline
 
     async def __call__(self, scope, receive, send):
+        if self._deadline is not None:  # (the protocol's own scope: uvicorn passes that dict down)
+            scope[DEADLINE_KEY] = self._deadline
         try:
             await super().__call__(scope, receive, send)
         finally:

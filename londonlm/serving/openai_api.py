@@ -181,6 +181,11 @@ class _OpenAI:
         if score_only:
             settings = replace(settings, max_new_tokens=0)
         prompts, stop = self._prompts(req, settings.era), self._stop(req)
+        if settings.era is not None and any(as_ids for _, _, as_ids in prompts):
+            # (was taken and dropped without a word: ids are never changed, so nothing put it first)
+            era_id = self.lm.tokenizer.convert_tokens_to_ids(settings.era)
+            raise ApiError(400, f"era conditions a text prompt; token ids are taken as they are: put the era's "
+                                f"id ({settings.era} is {era_id}) in them instead", param="era")
         for _, ids, _ in prompts:
             self._check_fits(ids, score_only)
         # every prompt's samples draw seed, seed + 1, ...: a prompt gives the text it gives when
@@ -238,7 +243,7 @@ class _OpenAI:
         echo = [p for p, _ in prompts for _ in range(jobs[0].settings.num_samples)] if prompts and req.echo else None
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
-            return SlotStreamingResponse(self._chunks(jobs, head, chat, echo, usage), slot.release)
+            return SlotStreamingResponse(self._chunks(jobs, head, chat, echo, usage), slot.release, deadline)
         try:
             samples, scores = await unless_disconnected(request, self._answer(jobs, prompts, req, chat))
         except ApiError as e:

@@ -44,6 +44,7 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
                          require=("chars",))
     require_finished_corpus(processed_dir)  # before the currency check: a stopped merge keeps the old manifest
     eras = era_tokens_for_years((r.get("year") for r in rows), era_width) if era_tokens else []
+    _refuse_no_room(vocab_size, eras, era_width)
     inputs = {"manifest_sha256": manifest_sha256(processed_dir)}
     settings = {"vocab_size": vocab_size, "min_frequency": min_frequency,
                 "era_tokens": eras, "model_max_length": model_max_length}
@@ -118,6 +119,21 @@ def _refuse_another_artifacts_folder(out_dir: Path) -> None:
         raise UsageError(f"--output_dir {out_dir} holds files that are not a tokenizer's ({shown}): the "
                          f"tokenizer's files would mix with them, or replace a model's own; name an empty "
                          f"or new folder (or an earlier tokenizer's); nothing was written")
+
+
+BYTE_ALPHABET = 256  # the byte-level alphabet every tokenizer holds, whatever --vocab_size says
+
+
+def _refuse_no_room(vocab_size: int, eras: list[str], era_width: int) -> None:
+    """A vocabulary smaller than the byte alphabet, <|endoftext|>, <|pad|> and the corpus's era
+    tokens (--era_width 1 over a century: one a year) came out larger than asked, with no merge
+    learnt, exit 0: a byte-level tokenizer of a size nobody asked for, under a sidecar saying it."""
+    fixed = BYTE_ALPHABET + 2 + len(eras)
+    if vocab_size < fixed:
+        raise UsageError(f"--vocab_size {vocab_size} is smaller than the tokens every tokenizer of this corpus "
+                         f"holds before any merge: {BYTE_ALPHABET} bytes, 2 special tokens and {len(eras)} era "
+                         f"tokens (--era_width {era_width}) make {fixed}; ask for more, a wider --era_width, or "
+                         f"--no_era_tokens; nothing was written")
 
 
 def _refuse_empty(processed_dir: Path, train_rows: list[dict], train_chars: int) -> None:

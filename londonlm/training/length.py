@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from .data import Position
-from .dist import agree, log
+from .dist import TrainingError, agree, log
 from .job import TrainingConfig
 from .step.schedules import shared_warmup
 
@@ -58,6 +58,20 @@ def fit_length(config: TrainingConfig, position: Position, n_blocks: int,
     if (steps, warmup) == (o.max_steps, o.warmup_steps):
         return config
     return config.but(optim={"max_steps": steps, "warmup_steps": warmup})
+
+
+def refuse_length_behind(steps: int, at_step: int | None) -> None:
+    """A resumed run whose --max_steps ends before the step it resumes at (``--max_steps 3`` on a
+    run at checkpoint-4) took no step, and its final/ (step 4's weights, mid-schedule) was recorded
+    as the finished run of 3 steps, exit 0. Ending at the checkpoint's own step stays (a final/
+    lost after the last checkpoint is written again), and so do fewer --num_train_epochs than it
+    has read (:func:`steps_for_passes`: the run ends where it stands, as asked)."""
+    if at_step is not None and 0 < steps < at_step:
+        raise TrainingError(
+            f"--max_steps {steps:,} ends the run before the step it resumes at ({at_step:,}): a resume only "
+            f"trains on. Give --max_steps {at_step:,} or more ({at_step:,}: end the run at this checkpoint), "
+            f"resume an earlier checkpoint (--resume_from_checkpoint checkpoint-N), or pass --fresh to start "
+            f"this run over; nothing was trained")
 
 
 def note_long_warmup(warmup: float, steps: int, learning_rate: float) -> None:

@@ -159,7 +159,15 @@ def _check_init_against_resume(config: TrainingConfig, init: InitSource, resume:
     """--init_from on a run with checkpoints: only the same command resuming the same run."""
     if resume.checkpoint is None:
         return
-    if not resumed_parent or Path(resumed_parent.get("path", "")) != init.path.resolve():
+    recorded = Path(resumed_parent.get("path", "")) if resumed_parent else None
+    if recorded is not None and recorded != init.path.resolve() and resumed_parent.get("init_from") == init.spec:
+        # the same --init_from, which now names other weights (a run name or `latest`: the parent
+        # trained on since, its final/ written): the run's weights are in its checkpoint, and the
+        # stop's "run the same command again" was refused, offering only --fresh
+        log(f"--init_from {init.spec} now names {init.path}; this run was continued from {recorded}, "
+            f"and its weights are in {resume.checkpoint.name}")
+        return
+    if recorded is None or recorded != init.path.resolve():
         raise TrainingError(
             f"--init_from starts a new run but {config.run.dir} already has checkpoints "
             f"({resume.checkpoint.name})" + (f" of a run continued from {resumed_parent['path']}"
@@ -207,13 +215,30 @@ def _log_plan(plan: TrainingPlan, config: TrainingConfig) -> None:
         log(f"warning: --init_from {plan.init.path}: {plan.init.note}")
 
 
+def _saved(checkpoint: Path | None, key: str) -> int | None:
+    """A positive whole number from a resumed checkpoint's config.json (None: none there)."""
+    if checkpoint is None:
+        return None
+    value = record_field(read_json_object(Path(checkpoint) / "config.json"), key, kind=int)
+    return value if value is not None and value > 0 else None
+
+
 def _saved_rows(checkpoint: Path | None) -> int | None:
     """The embedding rows a resumed checkpoint saved: the tokenizer's size, or more for one saved
     before the vocabulary padding was cut off on saving (then all its rows are the model's own)."""
-    if checkpoint is None:
-        return None
-    rows = record_field(read_json_object(Path(checkpoint) / "config.json"), "vocab_size", kind=int)
-    return rows if rows is not None and rows > 0 else None
+    return _saved(checkpoint, "vocab_size")
+
+
+def _resumed_layers(m, resume: Resumed, continued: bool) -> tuple[int, int, int]:
+    """(layers, heads, width) of a resume without --init_from: the preset's and the shape flags',
+    but a continued run's checkpoint's own when no shape flag is given. Its shape is its parent's,
+    and `resume_training.sh` (which names no --init_from) was refused as "another shape:
+    --n_layer 2 (trained with 3)" for a parent of another shape than the preset."""
+    layers = (m.n_layer, m.n_head, m.n_embd)
+    if not continued or m.shape_overrides:
+        return layers
+    saved = tuple(_saved(resume.checkpoint, k) for k in ("n_layer", "n_head", "n_embd"))
+    return saved if all(saved) else layers
 
 
 def _parent_and_shape(config: TrainingConfig, tokenizer, resume: Resumed):
@@ -222,7 +247,7 @@ def _parent_and_shape(config: TrainingConfig, tokenizer, resume: Resumed):
     resumed_parent = resume.info.get("parent")  # resuming a continued run: shape is the checkpoint's
     if not m.init_from:
         rows = _saved_rows(resume.checkpoint) or len(tokenizer)
-        shape = ModelShape(m.n_layer, m.n_head, m.n_embd, m.context_length, rows)
+        shape = ModelShape(*_resumed_layers(m, resume, bool(resumed_parent)), m.context_length, rows)
         return None, resumed_parent, shape
     init = resolve_init_source(m.init_from, config.run, config.output.layout, tokenizer,
                                config.data.tokenizer_dir, m.context_length)
@@ -277,7 +302,10 @@ def plan_run(config: TrainingConfig) -> TrainingPlan:
     init, parent, shape = _parent_and_shape(config, tokenizer, resume)
     check_shape(resume, shape)
     # the positions the saved model reads: a continued run keeps its parent's whatever --max_length
-    state_model_context(tokenizer, init.config.n_positions if init else shape.n_positions, data.tokenizer_dir)
+    # (resumed without --init_from: its checkpoint's, which are its parent's)
+    positions = init.config.n_positions if init else (
+        parent and _saved(resume.checkpoint, "n_positions")) or shape.n_positions
+    state_model_context(tokenizer, positions, data.tokenizer_dir)
     corpus_time = time_lock(config, tokenizer, init.path if init else None)
     era = data.era_tokens if data.era_tokens is not None else bool(era_tokens_of(tokenizer))
     check_resume(resume, tok_dir=data.tokenizer_dir, optimizer=config.optim.optimizer,

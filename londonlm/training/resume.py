@@ -239,6 +239,11 @@ class Resumed:
     info: dict = field(default_factory=dict)
 
     @property
+    def step(self) -> int | None:
+        """The step it resumes at (None for a new run)."""
+        return checkpoint_step(self.checkpoint) if self.checkpoint is not None else None
+
+    @property
     def speed(self) -> SpeedSettings | None:
         """The speed settings it was trained with: a resumed run keeps them (a later probe might
         choose otherwise)."""
@@ -362,8 +367,25 @@ def _changed_settings(before: dict, now: dict) -> list[str]:
     batch is not one of them: the optimizer's moments and a schedule counted in steps hold under
     another batch, the data position counts sequences, and going on with a larger batch is a
     documented use (README: ``launch_training.sh`` after the pipeline)."""
-    return [f"--{k} {_shown(now[k])} (trained with {_shown(before[k])})" for k in KEPT_ON_RESUME
-            if k in before and k in now and _as_json(before[k]) != _as_json(now[k])]
+    changed = [f"--{k} {_shown(now[k])} (trained with {_shown(before[k])})" for k in KEPT_ON_RESUME
+               if k in before and k in now and _as_json(before[k]) != _as_json(now[k])]
+    return changed + _budget_changed(before.get("time_budget"), now.get("time_budget"))
+
+
+def _budget_changed(before, now) -> list[str]:
+    """A time budget given or dropped on resume is another schedule kind: a budgeted run trains a
+    warmup-stable-decay schedule fitted to its budget (its seconds spent saved in scheduler.pt),
+    an unbudgeted one the Trainer's over --max_steps. Dropped, the resume went on under the
+    preset's warm-up and cosine (here 326 warm-up steps became 5, the rate jumping 100-fold);
+    given, the budget was counted from the resume. Another budget stays free, as --max_steps is
+    (the fitted schedule only moves its decay)."""
+    if not isinstance(before, (int, float)) or not isinstance(now, (int, float)) or bool(before) == bool(now):
+        return []
+    if before:
+        return [f"no --time_budget (trained under --time_budget {before:g}, its schedule fitted to it; "
+                f"resume it with --time_budget {before:g}, or another budget to lengthen or shorten it)"]
+    return [f"--time_budget {now:g} (trained without one, on the --lr_scheduler_type schedule over its "
+            f"--max_steps; drop --time_budget, or give --max_steps to lengthen it)"]
 
 
 def check_schedule(resume: Resumed, settings: dict) -> None:

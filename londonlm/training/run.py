@@ -20,7 +20,7 @@ from .currency import finished_earlier
 from .data import Position, StreamSampler, TrainData, check_blocks_fit, prepare_data
 from .dist import is_main_process, log
 from .job import TrainingConfig, describe, training_arguments, training_settings
-from .length import fit_length
+from .length import fit_length, refuse_length_behind
 from .model import build_model, configure_torch, load_weights, prepare_for_training
 from .plan import TrainingPlan, check_run_folder, plan_run, start_fresh
 from .resume import RunRecord, check_schedule
@@ -46,6 +46,7 @@ def run_training(config: TrainingConfig) -> dict:
         plan = plan_run(config)
         settings = training_settings(config)  # as asked, before the decisions below
         check_schedule(plan.resume, settings)
+        refuse_length_behind(config.optim.max_steps, plan.resume.step)  # before start_fresh moves anything
         configure_torch()  # training threads before the speed probe times anything
         check_blocks_fit(config.run, config.data, config.model.context_length, plan.tokenizer)
         refuse_step_past_memory(config.sequences_per_step, config.model.context_length, 2, config.speed.grad_accum)

@@ -82,23 +82,32 @@ def check_output(flag: str, path: str | os.PathLike) -> None:
     when the finished work was to be written); and for a file, one in another artifact's
     folder (:func:`~londonlm.core.layout.refuse_file_in_an_artifact`)."""
     name = os.fspath(path)
-    _, _, mode = _identity(name)
+    real, _, mode = _identity(name)
     if mode is None:
         if name.endswith(os.sep):
             raise FileClash(f"{flag} {name} names a folder (it ends in {os.sep}): name a file to write")
         parent = nearest_existing(Path(os.path.abspath(name)).parent)
         if os.path.exists(parent) and not os.path.isdir(parent):
             raise FileClash(f"{flag} {name}: {parent} is a file, not a folder; name a file in a folder")
-        refuse_file_in_an_artifact(flag, name)
+        _refuse_in_an_artifact(flag, name, real)
         return
     if _streamed(mode):
         return
     if stat.S_ISREG(mode):
-        refuse_file_in_an_artifact(flag, name)
+        _refuse_in_an_artifact(flag, name, real)
         return
     kind = "a folder" if stat.S_ISDIR(mode) else "a block device" if stat.S_ISBLK(mode) else \
         "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
     raise FileClash(f"{flag} {os.fspath(path)} is {kind}: name a file to write")
+
+
+def _refuse_in_an_artifact(flag: str, name: str, real: str) -> None:
+    """:func:`refuse_file_in_an_artifact` for the name and for the file it leads to: an output is
+    written through a symbolic link to its target, so a link elsewhere to a model's config.json
+    replaced the model's config (the link's own folder is no artifact's), exit 0."""
+    refuse_file_in_an_artifact(flag, name)
+    if real != os.path.abspath(name):
+        refuse_file_in_an_artifact(flag, real)
 
 
 def regular_target(flag: str, path: str | os.PathLike) -> str:
@@ -147,6 +156,15 @@ def remove_stale_temps(path: str | os.PathLike, keep: tuple[str | os.PathLike, .
         p.unlink(missing_ok=True)
         removed.append(p)
     return removed
+
+
+def remove_earlier(path: str | os.PathLike) -> None:
+    """Remove the file ``path`` leads to (a link's target; a device or a pipe is let be): an
+    earlier run's report, once the new one is whole, so that it never stays beside an output
+    it does not describe."""
+    if not (_streamed(_identity(os.fspath(path))[2]) or is_fd_link(path)):
+        with naming(path):
+            Path(os.path.realpath(path)).unlink(missing_ok=True)
 
 
 @contextmanager

@@ -14,7 +14,9 @@ anything is written; one written to while it is read, an error before the output
 output is written whole or not at all (a temporary file renamed at the end; through a link, to
 its target; a device or a pipe streamed: :mod:`.files`), and the report,
 one line per row (what changed, where, the evidence's margin and the misreading's probability,
-the quality before and after) and a summary line last, after it.
+the quality before and after) and a summary line last, just after it (an earlier report is
+removed before the output is put in place: a kill between the two never leaves a report
+beside an output it does not describe).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import os
 import re
 import stat
 from collections import deque
-from contextlib import closing
+from contextlib import ExitStack, closing
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +35,14 @@ from typing import Any, Iterator
 from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
 from .confusions import announce_walk
-from .files import check_output, output_file, refuse_same_files, remove_stale_temps
+from .files import check_output, output_file, refuse_same_files, remove_earlier, remove_stale_temps
 from .processes import batches, bounded_workers, result_of, sigterm_as_error, start_worker, stop_pool, submit
 from .shared_searches import SearchLog, search_log
 from .step import DocumentRepair
 
 MAX_ROW_BYTES = 64 * 1024 * 1024
 MAX_CHANGES_REPORTED = 500   # per row: the report says how many more there were
+ERROR_KEY = "ocr_repair_error"  # a row out unrepaired: why
 
 
 class RepairInputError(CorpusError):
@@ -213,7 +216,7 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions, reported: bool = True) -> tu
     if note:
         entry.update(note)
     if error:
-        row["ocr_repair_error"] = error
+        row[ERROR_KEY] = error
         entry["error"] = error
         return dumps(row), entry
     text = row[o.text_key]
@@ -224,6 +227,9 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions, reported: bool = True) -> tu
         entry["year_ignored"] = not_a_year
     text, facts = _REPAIR.repair_text(text, year, quality=reported)
     row[o.text_key] = text
+    # an earlier run's mark (its output repaired again, a row it passed through as too_large
+    # now under a larger --max_row_mb): kept, it said a repaired row was not, exit 0
+    row.pop(ERROR_KEY, None)
     changes = facts.pop("changes", [])
     entry.update(facts)
     if reported:
@@ -317,14 +323,20 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     summary: dict[str, Any] = {"rows": 0, "repaired": 0, "errors": {}, "changes": 0, "encoding_notes": 0,
                                "years_ignored": 0, "workers": bounded_workers(o.workers)}
     entries: list[dict[str, Any]] | None = [] if report_path is not None else None
-    with sigterm_as_error():  # (SIGTERM: an error, so the temporary files go; Ctrl-C too)
+    # The report is written whole before the output is put in place, the earlier run's report
+    # removed, then the output renamed, then the report: a run killed between the two renames
+    # left the new output beside the earlier run's report (other rows, other changes at other
+    # offsets, another summary) as if it were this output's; now at no moment is a report beside
+    # an output it does not describe (at worst, one of them without a report)
+    with sigterm_as_error(), ExitStack() as files:  # (SIGTERM: an error, so the temporary files go; Ctrl-C too)
+        rep = None if report_path is None else files.enter_context(output_file(report_path))
         with output_file(dst) as out, closing(_ordered(_lines(src), o, repair, reported=report_path is not None)) as rows:
             _write_rows(rows, out, summary, entries, _bar(o.progress))
-        if report_path is not None:
-            with output_file(report_path) as rep:
+            if rep is not None:
                 for e in entries:
                     rep.write(dumps(e) + "\n")
                 rep.write(json.dumps({"summary": summary}, ensure_ascii=False) + "\n")
+                remove_earlier(report_path)
     return summary
 
 
