@@ -5,15 +5,13 @@ was "[Errno 22] Invalid argument" or "KeyError: 174812789"; a stop string holdin
 that are no character) was found only at the row's end, while its text ended in U+FFFD."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from londonlm.serving.textout import TextTracker, decoder_of
-
-BIN_INDEX = "pytorch_model.bin.index.json"
+from pickled_weights import BIN_INDEX, save_pickled_shards
 
 
 def byte_chars() -> dict[int, str]:
@@ -99,31 +97,15 @@ def test_a_bad_byte_then_a_character_split_across_tokens(tok):
 
 
 # --- pickled shards ----------------------------------------------------------------------------------
-def save_pickled_shards(src: Path, dst: Path, n: int = 3, extra=None) -> Path:
-    """``src`` copied to ``dst`` with its weights as pickled shards and their index, as
-    transformers 4 wrote them (``save_pretrained(safe_serialization=False, max_shard_size=…)``;
-    transformers 5 only reads them). ``extra`` (any picklable object) goes into shard 2."""
-    import torch
-    from safetensors.torch import load_file
-
+def pickled_copy(src: Path, dst: Path, extra=None) -> Path:
+    """``src`` copied to ``dst`` with its weights as pickled shards (:func:`save_pickled_shards`)."""
     shutil.copytree(src, dst)
-    state = load_file(str(dst / "model.safetensors"))
-    keys, weight_map = sorted(state), {}
-    for i in range(n):
-        name = f"pytorch_model-{i + 1:05d}-of-{n:05d}.bin"
-        part = {k: state[k].clone() for k in keys[i::n]}
-        if extra is not None and i == 1:
-            part["extra"] = extra
-        torch.save(part, str(dst / name))
-        weight_map.update(dict.fromkeys(part, name))
-    (dst / BIN_INDEX).write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
-    (dst / "model.safetensors").unlink()
-    return dst
+    return save_pickled_shards(dst, extra=extra)
 
 
 @pytest.fixture(scope="module")
 def pickled(tmp_path_factory, tiny_model_dir) -> Path:
-    return save_pickled_shards(tiny_model_dir, tmp_path_factory.mktemp("pickled") / "model")
+    return pickled_copy(tiny_model_dir, tmp_path_factory.mktemp("pickled") / "model")
 
 
 def test_pickled_shards_load_as_the_safetensors_save_does(pickled, tiny_model_dir):
@@ -165,7 +147,7 @@ def test_a_pickle_holding_more_than_tensors_is_one_line(tiny_model_dir, tmp_path
     """Was: torch's UnpicklingError as a traceback, ending by advising weights_only=False."""
     from londonlm.generation import DamagedModel, load_model, load_weights_to_train
 
-    folder = save_pickled_shards(tiny_model_dir, tmp_path / "model", extra=Payload())
+    folder = pickled_copy(tiny_model_dir, tmp_path / "model", extra=Payload())
     for load in (lambda: load_model(folder, device="cpu"), lambda: load_weights_to_train(folder)):
         with pytest.raises(DamagedModel) as e:
             load()

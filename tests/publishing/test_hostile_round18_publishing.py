@@ -5,7 +5,6 @@ a model saved as pickled shards (``pytorch_model.bin.index.json``, transformers 
 more than tensors was a traceback that ended by advising ``weights_only=False``."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -13,12 +12,12 @@ import pytest
 
 from fake_hub import Repo
 from hub_fixtures import staged_files
+from pickled_weights import save_pickled_shards
 from test_publish import REPO_ID, _metrics, _run, _write_evaluation, project  # noqa: F401  (project: a fixture)
 
 pytestmark = pytest.mark.network_local
 
 DATASET_ID = "someone/london-texts"
-BIN_INDEX = "pytorch_model.bin.index.json"
 OTHER_CARD = b"---\nlicense: apache-2.0\ntags:\n- llama\n- text-generation\n---\n# Someone's 7B model\n"
 OTHERS = {"README.md": OTHER_CARD, "config.json": b'{"model_type": "llama"}',
           "model.safetensors": b"their weights", "tokenizer.model": b"spm"}
@@ -89,24 +88,6 @@ def test_a_dataset_repo_holding_another_corpus_is_refused(project, hub, capsys):
 
 
 # --- pickled shards ----------------------------------------------------------------------------------
-def save_pickled_shards(folder: Path, n: int = 3, extra=None) -> None:
-    """``folder``'s model.safetensors replaced by pickled shards and their index, as transformers 4
-    wrote them (``save_pretrained(safe_serialization=False, max_shard_size=...)``; transformers 5
-    only reads them). ``extra`` (a picklable object) goes into the second shard."""
-    import torch
-    from safetensors.torch import load_file
-
-    state = load_file(str(folder / "model.safetensors"))
-    keys, weight_map = sorted(state), {}
-    for i in range(n):
-        name = f"pytorch_model-{i + 1:05d}-of-{n:05d}.bin"
-        part = {k: state[k].clone() for k in keys[i::n]}
-        if extra is not None and i == 1:
-            part["extra"] = extra
-        torch.save(part, str(folder / name))
-        weight_map.update(dict.fromkeys(part, name))
-    (folder / BIN_INDEX).write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
-    (folder / "model.safetensors").unlink()
 
 
 def test_a_model_in_pickled_shards_is_published_as_safetensors(project, hub, capsys):

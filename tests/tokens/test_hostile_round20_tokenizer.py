@@ -3,17 +3,14 @@ tokens every tokenizer of the corpus holds before any merge, and a counts file n
 symbolic link into a model's folder."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
+from test_tokenizer_refusals import run_script
 from londonlm.core import SIDECAR, UsageError, write_sidecar
 from londonlm.corpus.manifest import CORPUS_OUTPUTS
 from londonlm.tokens.stage import train_tokenizer_stage
@@ -21,19 +18,6 @@ from londonlm.tokens.stage import train_tokenizer_stage
 TRAIN = REPO / "03_tokenizer" / "train_historical_tokenizer.py"
 COUNT = REPO / "02_data_collection" / "count_tokens.py"
 WORDS = "the Lord Mayor and the Court of Aldermen sat at Guildhall upon the petition of the watermen "
-
-
-def run_script(script: Path, root: Path, *argv) -> tuple[int, str]:
-    """(exit code, stderr) of a stage script run in this process, as its user runs it."""
-    err, old_argv = io.StringIO(), sys.argv
-    sys.argv = [str(script), "--root", str(root), *map(str, argv)]
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
-                pytest.raises(SystemExit) as stop:
-            runpy.run_path(str(script), run_name="__main__")
-    finally:
-        sys.argv = old_argv
-    return stop.value.code, err.getvalue()
 
 
 def corpus_of_years(processed: Path, years) -> Path:
