@@ -260,6 +260,7 @@ def training_arguments(config: TrainingConfig):
         values.update(torch_compile_backend=None, torch_compile_mode=None)
     values.update(choose_precision() if s.precision is None else
                   {"bf16": s.precision == "bf16", "fp16": s.precision == "fp16"})
+    _refuse_other_half_eval(values)
     if "logging_dir" in values:  # transformers < 5
         values["logging_dir"] = str(config.output.run.dir / TENSORBOARD)
     if c.early_stopping_patience > 0:
@@ -268,6 +269,17 @@ def training_arguments(config: TrainingConfig):
         # each rank writes its part of the optimizer state: gathering it is what FSDP avoids
         values["fsdp_config"] = {**(values.get("fsdp_config") or {}), "state_dict_type": "SHARDED_STATE_DICT"}
     return make_training_arguments(values)
+
+
+def _refuse_other_half_eval(values: dict) -> None:
+    """--fp16_full_eval beside bf16 training (or --bf16_full_eval beside fp16): the evaluation
+    casts the weights to one half type while the training's autocast computes in the other, and
+    the first evaluation died in layer_norm ("mixed dtype (CPU)"), a traceback after the steps."""
+    trains = "bf16" if values.get("bf16") else "fp16" if values.get("fp16") else None
+    for other in ("bf16", "fp16"):
+        if values.get(f"{other}_full_eval") and trains not in (None, other):
+            raise UsageError(f"--{other}_full_eval evaluates in {other} while this run trains in {trains}: give "
+                             f"--{trains}_full_eval, or leave it out to evaluate as the run trains")
 
 
 def make_training_arguments(values: dict):

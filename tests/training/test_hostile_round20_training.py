@@ -149,3 +149,17 @@ def test_a_real_sigkill_mid_checkpoint_then_the_same_command_ends_as_an_uninterr
     a = load_file(run / "final" / "model.safetensors")
     b = load_file(_run(twin, "k") / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
+@pytest.mark.parametrize("precision, other", [("bf16", "fp16"), ("fp16", "bf16")])
+def test_a_full_eval_in_the_other_half_precision_is_one_line(micro_root_copy, capsys, precision, other):
+    # was (found by the trainer-flags fuzz): `--fp16_full_eval true` beside bf16 training cast the
+    # weights to float16 for the evaluation under bf16 autocast; the first evaluation died in
+    # layer_norm ("mixed dtype (CPU)"), a traceback after the steps
+    code = train_exit_code(micro_root_copy, "--run_name", "r20-eval", "--max_steps", "1", f"--{precision}", "true",
+                           f"--{other}_full_eval", "true")
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    last = err.rstrip("\n").splitlines()[-1]
+    assert last.startswith(f"error: --{other}_full_eval evaluates in {other} while this run trains in {precision}"), err
+    assert not (micro_root_copy / "09_models" / "checkpoints" / "r20-eval" / "final").exists()
