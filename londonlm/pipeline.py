@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from .chat import ChatDataError, ChatDatasetOptions, ChatEvalOptions, ChatTrainOptions, chat_settings
 from .core import PIPELINE_SUMMARY, RunLayout, SIDECAR, UsageError, current_or_make, read_json, read_json_object, record_field, sha256_file, write_json_atomic
-from .corpus import MANIFEST
+from .corpus import COLLECT_CMD, MANIFEST, CorpusError, read_manifest
 from .tokens import ERA_WIDTH
 from .evaluation import model_identity
 from .training import JobRequest, TrainingConfig, TrainingError, changed_inputs, finished, training_settings
@@ -326,8 +326,6 @@ def _refuse_a_stopped_collection(processed_dir: Path, sample_id: str) -> None:
     is no finished corpus, so it was not "the corpus collected": the pipeline built the embedded
     sample over it and trained (time-locked, too) on the First Folio, exit 0. Its manifest
     (the stopped run's, or the one before it) still names its sources: refused in one line."""
-    from .corpus import COLLECT_CMD, CorpusError, read_manifest
-
     if not (processed_dir / MANIFEST).is_file():
         return
     try:

@@ -101,9 +101,9 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def tensor_files(folder: str | os.PathLike) -> list[Path]:
-    """The safetensors files of a folder's weights, the ones that hold tensors (a sharded set's
-    index is JSON): model.safetensors, or every shard; [] for pytorch_model.bin or none."""
-    return [f for f in weight_files(folder) if f.suffix == ".safetensors"]
+    """The files of a folder's weights that hold tensors (a sharded set's index is JSON):
+    model.safetensors or pytorch_model.bin, or every shard of either; [] for none."""
+    return [f for f in weight_files(folder) if not f.name.endswith(".index.json")]
 
 
 def weights_sha256(folder: str | os.PathLike) -> str | None:

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..core import (FINAL, GGUF, GenerationError, checkpoint_problem, LondonLMError, RunLayout, SIDECAR, folder_lock,
                     naming, read_json, read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder,
-                    sha256_file, sidecar_current, versions, WEIGHT_FILES, weight_files, write_sidecar)
+                    sha256_file, sidecar_current, tensor_files, versions, WEIGHT_FILES, weight_files, write_sidecar)
 from ..generation import check_model_dir, check_token_ids, encode_prompt, pickled_weights_refused, read_config
 from ..tokens import load_tokenizer, tokenizer_file_problem
 
@@ -277,11 +277,6 @@ def gguf_tensors(weights: Path | list[Path], n_layer: int) -> Iterator[tuple[str
     yield from seen.items()
 
 
-def _tensor_holders(model_dir: Path) -> list[Path]:
-    """The files of a folder's weights that hold tensors: every one but a sharded set's index."""
-    return [f for f in weight_files(model_dir) if not f.name.endswith(".index.json")]
-
-
 @contextlib.contextmanager
 def _weights_reader(weights: Path):
     """A mapping of a weights file's tensors: safetensors, or a pickled ``pytorch_model*.bin``
@@ -371,7 +366,7 @@ def _write_gguf_temp(model_dir: Path, out_path: Path, qtype: str, name: str | No
     writer.add_file_type(file_type[qtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     n_rows = None
-    for tname, data in gguf_tensors(_tensor_holders(model_dir), cfg["n_layer"]):
+    for tname, data in gguf_tensors(tensor_files(model_dir), cfg["n_layer"]):
         if tname.startswith(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD]):
             n_rows = data.shape[0]
         stored, ggml_type = _encode(tname, data, qtype)

@@ -67,7 +67,7 @@ def _header(path: Path) -> dict[str, tuple[int, ...]]:
 def stored_shapes(folder: Path) -> dict[str, tuple[int, ...]] | None:
     """Every stored tensor's shape (safetensors, one file or shards); None for other formats."""
     tensors = tensor_files(folder)
-    if not tensors:
+    if not tensors or any(f.suffix != ".safetensors" for f in tensors):  # (a pickle is read by loading it)
         return None
     return {k: s for f in tensors for k, s in _header(f).items()}
 

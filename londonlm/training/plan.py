@@ -223,12 +223,6 @@ def _saved(checkpoint: Path | None, key: str) -> int | None:
     return value if value is not None and value > 0 else None
 
 
-def _saved_rows(checkpoint: Path | None) -> int | None:
-    """The embedding rows a resumed checkpoint saved: the tokenizer's size, or more for one saved
-    before the vocabulary padding was cut off on saving (then all its rows are the model's own)."""
-    return _saved(checkpoint, "vocab_size")
-
-
 def _resumed_layers(m, resume: Resumed, continued: bool) -> tuple[int, int, int]:
     """(layers, heads, width) of a resume without --init_from: the preset's and the shape flags',
     but a continued run's checkpoint's own when no shape flag is given. Its shape is its parent's,
@@ -246,7 +240,9 @@ def _parent_and_shape(config: TrainingConfig, tokenizer, resume: Resumed):
     m = config.model
     resumed_parent = resume.info.get("parent")  # resuming a continued run: shape is the checkpoint's
     if not m.init_from:
-        rows = _saved_rows(resume.checkpoint) or len(tokenizer)
+        # the embedding rows the checkpoint saved: the tokenizer's size, or more for one saved before
+        # the vocabulary padding was cut off on saving (then all its rows are the model's own)
+        rows = _saved(resume.checkpoint, "vocab_size") or len(tokenizer)
         shape = ModelShape(*_resumed_layers(m, resume, bool(resumed_parent)), m.context_length, rows)
         return None, resumed_parent, shape
     init = resolve_init_source(m.init_from, config.run, config.output.layout, tokenizer,
