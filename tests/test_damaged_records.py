@@ -65,10 +65,10 @@ def test_a_run_records_status_and_a_checkpoints_losses_read_as_unknown(tmp_path,
 
 
 def test_a_checkpoints_config_gives_no_saved_rows(tmp_path, content):
-    from londonlm.training.plan import _saved_rows
+    from londonlm.training.plan import _saved
 
     (tmp_path / "config.json").write_text(content)
-    assert _saved_rows(tmp_path) is None
+    assert _saved(tmp_path, "vocab_size") is None
 
 
 def test_a_checkpoints_callback_state_reads_as_none(tmp_path, content):
