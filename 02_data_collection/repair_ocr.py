@@ -33,8 +33,8 @@ from londonlm.core.cli import StageParser, existing_file, non_negative_float, po
 from londonlm.core import refuse_output_over_inputs
 from londonlm.core.errors import run_main
 from londonlm.corpus.ocr import (DocumentRepair, JsonlOptions, RepairSettings, bounded_workers, check_output,
-                                 default_period_lexicon, load_confusions, load_period_lexicon, refuse_same_files,
-                                 regular_target, repair_jsonl, same_as_stdout, usable_cpus)
+                                 default_period_lexicon, load_confusions, load_period_lexicon, output_locks,
+                                 refuse_same_files, regular_target, repair_jsonl, same_as_stdout, usable_cpus)
 from londonlm.corpus.ocr.adapt import adapt, jsonl_texts
 from londonlm.corpus.ocr.jsonl import check_input
 from londonlm.corpus.ocr.judge import Judge, JudgeSettings
@@ -149,6 +149,13 @@ def main(argv=None) -> int:
         if path:
             check_output(flag, path)
     lexicon_to = regular_target("--save_lexicon", a.save_lexicon) if a.save_lexicon else None
+    # another run writing one of these outputs: refused now, before the long work, and none
+    # taken over while this run writes (its report could end beside the other's rows)
+    with output_locks({"--output": a.output, "--report": a.report, "--save_lexicon": lexicon_to}):
+        return _repair(a, layout, lexicon_to)
+
+
+def _repair(a, layout, lexicon_to) -> int:
     # the judge's model loaded first (a folder that holds none is refused before the long work);
     # each worker process loads its own, on one thread, where there are several
     workers = bounded_workers(a.workers or usable_cpus())

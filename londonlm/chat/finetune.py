@@ -30,8 +30,8 @@ from ..core import (CHAT_INFO, RunLayout, SIDECAR, checkpoint_problem, earlier_r
                     sha256_file, sidecar_current, weights_sha256, write_json_atomic, write_sidecar)
 from ..generation import check_finite, check_model_dir, check_tokenizer_fits, load_model_tokenizer, load_weights_to_train
 from ..training import (FineTuneData, FineTuneJob, JobRequest, ModelConfig, OutputConfig, Resumed, SpeedSettings,
-                        TrainingError, config_from_values, fine_tune, is_main_process, move_run_aside, run_lock,
-                        save_model_folder, training_arguments)
+                        TrainingError, config_from_values, fine_tune, is_main_process, move_run_aside,
+                        recover_run_folder, run_lock, save_model_folder, training_arguments)
 from .dataset import dataset_place, load_chat_dataset
 from .preset import CHAT_FORMAT, ChatTrainOptions, chat_settings
 from .respond import ChatModelDamaged, has_chat_tokens, read_chat_info
@@ -326,6 +326,7 @@ def finetune_chat(base_dir: str | Path, data_dir: str | Path, run: RunLayout,
 
 def _tune(run: RunLayout, made_of: _ChatInputs, options: ChatTrainOptions, config, fresh: bool, log) -> dict:
     """The chat run trained (or resumed) under its lock, saved and recorded (:func:`finetune_chat`)."""
+    recover_run_folder(run)  # a move aside or a final/ swap a kill cut short, before the run is read
     resume = _resume_point(run, made_of.fingerprints, made_of.settings, fresh, log)
     previous = run.read_run_info() if resume is not None else {}
     model, tokenizer = load_base_for_chat(made_of.base_dir)

@@ -184,13 +184,16 @@ def _run_part(run: "RunLayout", path: Path) -> bool:
 def artifact_of(folder: str | os.PathLike, own_stage: str | None = None) -> str | None:
     """What other artifact ``folder`` is, in words: a model's (a config.json), a stage's outputs
     (a sidecar.json; not ``own_stage``'s), a training run's (its record, final/ or
-    checkpoints); None for any other."""
+    checkpoints), a token cache's (its train.bin or val.bin); None for any other."""
     folder = Path(os.path.realpath(folder))
     side = folder / SIDECAR
     return ("a model's folder (it has a config.json)" if (folder / "config.json").is_file()
             else "a stage's output folder (it has a sidecar.json)"
             if side.is_file() and (own_stage is None or record_field(read_json_object(side), "stage") != own_stage)
-            else "a training run's folder" if earlier_run(folder) else None)
+            else "a training run's folder" if earlier_run(folder)
+            # (a token cache has no sidecar; a file written among its splits was taken for damage)
+            else "a token cache's folder (it has train.bin or val.bin)"
+            if (folder / "train.bin").is_file() or (folder / "val.bin").is_file() else None)
 
 
 def refuse_file_in_an_artifact(flag: str, path: str | os.PathLike) -> None:

@@ -17,7 +17,8 @@ The file follows llama.cpp's own converter for ``GPT2LMHeadModel`` (architecture
   is on with bos = ``<|endoftext|>``: our prompts start with it, as documents do in training.
   The bos, eos and pad ids are the tokenizer's, as our generation uses them (never config.json's,
   which may name ids the tokenizer does not have: a GGUF without a valid eos makes llama.cpp
-  take its GPT-2 default, token 11, as end of text).
+  take its GPT-2 default, token 11, as end of text). A chat model also gets its template and its
+  end of turn (``<|end|>``, from its generation config) as ``eot_token_id``.
 
 Our models use the exact (erf) GELU; llama.cpp's GPT-2 graph uses the tanh approximation.
 The two differ by < 5e-4, which can flip a near-tied greedy choice: :mod:`.gguf_check`
@@ -41,15 +42,16 @@ from ..generation import check_model_dir, check_token_ids, encode_prompt, pickle
 from ..tokens import load_tokenizer, tokenizer_file_problem
 
 STAGE = "export_gguf"
-EXPORT_FORMAT = 4                      # bump when the written files change for the same inputs (3: F32 past F16;
-                                       # 4: the chat template)
+EXPORT_FORMAT = 5                      # bump when the written files change for the same inputs (3: F32 past F16;
+                                       # 4: the chat template; 5: a chat model's end of turn as eot)
 QUANT_TYPES = ("f16", "q8_0")
 WEIGHTS = WEIGHT_FILES[0]             # model.safetensors, named when a folder has no weights
 TOKENIZER = "tokenizer.json"
 MODEL_CONFIG = "config.json"
 # bos, eos and pad ids; the chat template (transformers 5 keeps it in chat_template.jinja, 4.4x in
 # chat_template.json, older ones in tokenizer_config.json)
-TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json")
+TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "chat_template.json",
+                    "generation_config.json")  # a chat model's end of turn (end_of_turn_id)
 TRAIN_CMD = "python 04_training/train_model_slm.py"
 # llama.cpp's name for the GPT-2 split regex (its converter finds it by hashing a probe text)
 PRE_TOKENIZER = "gpt-2"
@@ -126,7 +128,7 @@ class GGUFVocab:
     tokens: list[str]
     types: list[int]
     merges: list[str]
-    special: dict[str, int | None] = field(default_factory=dict)   # bos/eos/pad -> id
+    special: dict[str, int | None] = field(default_factory=dict)   # bos/eos/pad (and a chat model's eot) -> id
     chat_template: str | list[dict] | None = None                   # a chat model's, as transformers has it
 
 
@@ -188,6 +190,23 @@ def special_token_ids(tokenizer_dir: Path, tok=None) -> dict[str, int | None]:
     return {"bos": bos, "eos": eos, "pad": tok.pad_token_id}
 
 
+def end_of_turn_id(model_dir: Path, tok, template) -> int | None:
+    """A chat model's end of turn, for ``tokenizer.ggml.eot_token_id``: the first of the end ids
+    its generation_config.json lists (the chat format's own, ``<|end|>``, before ``<|endoftext|>``)
+    when it is not the eos and is a control token the chat template writes; else None. Left out,
+    llama.cpp picks its eot by text among tokens it knows (``<|end|>`` and ``<|endoftext|>`` alike,
+    in no set order), and versions that stop only at eos and eot ran past the turn's end into a
+    question of the model's own; llama.cpp's converter names eot by hand for such models (Gemma,
+    ChatGLM)."""
+    ends = record_field(read_json_object(model_dir / "generation_config.json"), "eos_token_id", kind=list)
+    first = ends[0] if ends else None
+    if not template or not isinstance(first, int) or isinstance(first, bool) or first == tok.eos_token_id:
+        return None
+    token = tok.added_tokens_decoder.get(first)
+    texts = [t["template"] for t in template] if isinstance(template, list) else [template]
+    return first if token is not None and token.special and any(token.content in t for t in texts) else None
+
+
 def read_vocab(tokenizer_json: Path, n_rows: int) -> GGUFVocab:
     """Tokens (byte-level strings, as llama.cpp's gpt2 vocabulary expects), their types and
     the merges, for an embedding of ``n_rows`` rows."""
@@ -219,8 +238,10 @@ def read_vocab(tokenizer_json: Path, n_rows: int) -> GGUFVocab:
             types.append(gguf.TokenType.NORMAL)
     merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"].get("merges", [])]
     loaded = load_tokenizer(tokenizer_json.parent)
-    return GGUFVocab(tokens, [int(t) for t in types], merges, special_token_ids(tokenizer_json.parent, loaded),
-                     chat_template_of(loaded))
+    template = chat_template_of(loaded)
+    special = {**special_token_ids(tokenizer_json.parent, loaded),
+               "eot": end_of_turn_id(tokenizer_json.parent, loaded, template)}
+    return GGUFVocab(tokens, [int(t) for t in types], merges, special, template)
 
 
 def _add_tokenizer(writer, vocab: GGUFVocab) -> None:
@@ -230,7 +251,7 @@ def _add_tokenizer(writer, vocab: GGUFVocab) -> None:
     writer.add_token_types(vocab.types)
     writer.add_token_merges(vocab.merges)
     for key, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
-                     ("pad", writer.add_pad_token_id)):
+                     ("pad", writer.add_pad_token_id), ("eot", writer.add_eot_token_id)):
         if vocab.special.get(key) is not None:
             add(vocab.special[key])
     # prompts start with <|endoftext|> (the bos), as every document did in training

@@ -16,6 +16,8 @@ room left. ``logprobs: k`` (0-5) reports each completion token's log-probability
 ``top_logprobs``, its ``k`` likeliest alternatives and the token itself (up to k + 1, as OpenAI
 reports them); with ``echo`` the prompt's tokens too, and ``max_tokens: 0`` scores the prompt alone:
 what lm-evaluation-harness's ``local-completions`` model scores log-likelihood tasks with.
+Scoring, like generation, ends at the request's time limit: a request whose choices are not all
+scored by then is a 503 ``timeout`` (a choice's logprobs are never left out).
 ``tokens[i]`` is token i's part of the choice's ``text`` and ``text_offset[i]`` where it starts there (``""`` for a token the text does not show, such as the ``<|endoftext|>`` before a text
 prompt). Chat messages go through the tokenizer's chat template (``apply_chat_template(...,
 sanitize_control_tokens=True)``): only the template writes role tokens; a message's text is always
@@ -283,6 +285,7 @@ class _OpenAI:
         out = []
         for ids, (_, as_ids), sample in zip([j.prompt_ids for j in jobs for _ in j.seeds],
                                             [p for p, j in zip(prompts, jobs) for _ in j.seeds], samples):
+            self._within_time_limit(jobs[0].deadline, len(out), len(samples))
             scores = await asyncio.to_thread(score_tokens, self.lm, [*ids, *sample.token_ids], req.logprobs)
             new = fit_pieces(text_pieces(tok, list(sample.token_ids), skip_special_tokens=True), sample.text)
             if req.echo:
@@ -291,6 +294,15 @@ class _OpenAI:
                 scores = scores.after(len(ids)).in_text(new)
             out.append(scores.to_dict())
         return out
+
+    def _within_time_limit(self, deadline: float | None, scored: int, choices: int) -> None:
+        """Scoring is bounded by the request's time limit, as generation is: 4,096 choices' scores
+        ran on past it (a 20 s limit answered in 34 s) holding the request's slot. A choice's
+        logprobs cannot be left out (clients read every one), so the request is refused."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ApiError(503, f"the request's time limit ({self.limits.request_timeout_s:g}s) passed with "
+                                f"{scored} of {choices} choices' logprobs scored: ask for fewer choices or "
+                                f"tokens, or none of their logprobs", code="timeout")
 
     async def _chunks(self, jobs: list[Job], head: dict, chat: bool, echo: list[str] | None, with_usage: bool):
         head = {**head, "object": "chat.completion.chunk" if chat else "text_completion", "system_fingerprint": None}

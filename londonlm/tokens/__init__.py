@@ -14,13 +14,14 @@ from .cache import (cached_split_tokens, ensure_cache, load_checked_tokens, read
                     split_token_ceiling)
 from .stage import train_tokenizer_stage
 from .tokenizer import (EOT, ERA_WIDTH, TOKENIZER_FILES, era_token, era_token_for, era_tokens_of, era_width_of,
-                        load_tokenizer, plain_backend, same_tokenizer, split_exact, tokenizer_file_problem,
+                        load_tokenizer, plain_backend, require_whole_save, same_tokenizer, split_exact,
+                        tokenizer_file_problem,
                         tokenizer_identity, tokenizer_identity_sha256)
 
 __all__ = [
     "cached_split_tokens", "ensure_cache", "EOT", "ERA_WIDTH", "era_token", "era_token_for", "era_tokens_of",
     "era_width_of", "load_checked_tokens", "load_tokenizer",
-    "plain_backend", "read_metadata", "refuse_unfinished_build", "same_tokenizer", "split_exact", "split_token_ceiling", "TOKENIZER_FILES", "tokenizer_file_problem",
+    "plain_backend", "read_metadata", "refuse_unfinished_build", "require_whole_save", "same_tokenizer", "split_exact", "split_token_ceiling", "TOKENIZER_FILES", "tokenizer_file_problem",
     "tokenizer_identity", "tokenizer_identity_sha256",
     "train_tokenizer_stage",
 ]

@@ -38,7 +38,7 @@ from ..corpus import (MANIFEST, corpus_time_facts, iter_split_texts, read_manife
                       split_sizes, text_sizes, texts_not_as_made)
 from .chunks import CHUNK_BYTES, PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
 from .tokenizer import (EOT, ERA_WIDTH, PIECE_CHARS, era_token, era_width_in, era_width_of, load_tokenizer,
-                        plain_backend, split_exact)
+                        plain_backend, require_whole_save, split_exact)
 
 # 3: sampled checksum over 64 KiB blocks (was 1 MiB): start-up reads at most 1 MiB of
 # tokens, so a cache 8x larger loaded in 29 ms instead of 11 ms with 1 MiB blocks.
@@ -474,6 +474,9 @@ def cache_request(tokenizer_dir: Path, processed_dir: Path, context_length: int,
     naming the command that makes it."""
     tok_file = require_input(Path(tokenizer_dir) / "tokenizer.json",
                              "python 03_tokenizer/train_historical_tokenizer.py", "tokenizer")
+    # a cache hit loads no tokenizer: the hash of tokenizer.json alone vouched for a folder whose
+    # other files (the era width) a stopped save left from the tokenizer before
+    require_whole_save(tokenizer_dir)
     man = require_input(Path(processed_dir) / MANIFEST,
                         "python 02_data_collection/historical_data_collector.py", "corpus manifest")
     # The cache records the manifest's hash, and a text edited by hand since keeps it: the cache of

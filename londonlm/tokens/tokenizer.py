@@ -21,7 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ..core import SIDECAR, LondonLMError, NativePanic, naming, native_panics, read_json_object, record_field
+from ..core import (SIDECAR, LondonLMError, NativePanic, naming, native_panics, read_json_object, record_field,
+                    sidecar_intact)
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -264,6 +265,35 @@ def load_tokenizer(path: str | os.PathLike):
             problem = f"{type(e).__name__}: {e}"
     raise TokenizerUnreadable(f"cannot read the tokenizer in {p}: {problem}; rebuild it with "
                               f"`{TRAIN_CMD} --overwrite` (or point to a folder holding a whole one)")
+
+
+def unfinished_save(folder: Path) -> str | None:
+    """Why ``folder``, written by the tokenizer stage, is not the one tokenizer it saved, or None.
+    A save killed between its renames (:func:`save_tokenizer`) left a new tokenizer.json beside
+    the old tokenizer_config.json (the era width) and vocab/merges; the stage, whose sidecar is
+    gone, retrains, but a run and the token cache read the mixture as a tokenizer. Its mark is the
+    save's temporary folder, left with the files not yet renamed. A tokenizer sidecar whose files
+    changed since (an edit, a copy over part of it) vouches for a folder that is no longer what
+    was trained. A folder with no sidecar (a tokenizer of the user's own, a Hub download, one
+    saved by ``save_tokenizer`` alone) is read as it is: nothing says what it should hold."""
+    left = sorted(p.name for p in Path(folder).glob(f"{_SAVING}*"))
+    if left:
+        return f"a save into it stopped part-way ({left[0]} is left): its files are of two tokenizers"
+    if read_json_object(Path(folder) / SIDECAR).get("stage") != "tokenizer":
+        return None
+    intact, why = sidecar_intact(Path(folder) / SIDECAR)
+    # (an edit made on purpose is kept by deleting the sidecar: the folder is then the user's own)
+    return None if intact else (f"{why}, so its {SIDECAR} vouches for other files (delete {SIDECAR} "
+                                f"to use the folder as it is now)")
+
+
+def require_whole_save(folder: str | os.PathLike) -> None:
+    """Refuse, in one line naming the rebuild, a tokenizer folder :func:`unfinished_save` rejects:
+    what reads a tokenizer folder to train on (a run, the token cache) asks this first."""
+    problem = unfinished_save(Path(folder))
+    if problem:
+        raise TokenizerUnreadable(f"the tokenizer in {folder} is not the one its stage saved: {problem}; "
+                                  f"rebuild it with `{TRAIN_CMD} --overwrite`")
 
 
 def tokenizer_file_problem(file: Path) -> str | None:

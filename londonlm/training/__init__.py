@@ -33,7 +33,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "job": ("JobRequest", "ModelConfig", "OptimConfig", "OutputConfig", "RunControl", "SpeedConfig",
             "TrainingConfig", "build_config", "config_from_values", "training_arguments", "training_settings"),
     "model": ("padded_vocab",),
-    "record": ("save_model_folder",),
+    "record": ("recover_run_folder", "save_model_folder"),
     "resume": ("Resumed", "move_run_aside", "resumed"),
     "run": ("run_training",),
     "runlock": ("run_lock",),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..core import (Layout, ModelNotFound, RunLayout, checkpoint_problem, checkpoint_step, model_run_info,
                     model_step, read_json_object, record_field, refuse_foreign_run_folder, sha256_file, user_path)
-from ..tokens import era_tokens_of, load_tokenizer as load_project_tokenizer
+from ..tokens import era_tokens_of, load_tokenizer as load_project_tokenizer, require_whole_save
 from .dist import TrainingError, is_main_process, log, same_on_all_ranks, world_size
 from .model import ModelShape
 from .job import TrainingConfig
@@ -44,6 +44,7 @@ def load_tokenizer(tok_dir: Path, vocab_size: int | None = None):
     """The trained tokenizer, or an error naming the command that makes it (or, for a damaged
     one, the file and the rebuild: :func:`londonlm.tokens.load_tokenizer`)."""
     tokenizer = load_project_tokenizer(tok_dir)
+    require_whole_save(tok_dir)  # (after its files read: a damaged one is named as such)
     if vocab_size and vocab_size != len(tokenizer):
         raise TrainingError(f"--vocab_size {vocab_size} differs from the tokenizer's "
                             f"{len(tokenizer)}; retrain the tokenizer with --vocab_size "

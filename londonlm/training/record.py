@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -19,10 +18,10 @@ from ..core import (BEST_INFO, RunLayout, checkpoint_name, checkpoint_problem, c
 from ..tokens import ERA_WIDTH
 from .data import TrainData, validation_bytes
 from .defaults import enum_name
-from .dist import log
+from .dist import barrier, is_main_process, log
 from .job import TrainingConfig, save_config, training_settings
 from .plan import TrainingPlan
-from .resume import tokenizer_fingerprint
+from .resume import finish_moving_aside, tokenizer_fingerprint
 from .speed.settings import SpeedSettings
 from .step.trainer import Outcome
 from .step.vocab_padding import real_rows
@@ -138,12 +137,58 @@ def generation_config(tokenizer):
                                 pad_token_id=tokenizer.pad_token_id)
 
 
+def _aside(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.old"
+
+
+def swap_in(tmp: Path, folder: Path) -> None:
+    """Put the whole folder ``tmp`` in the place of ``folder``: the old one renamed aside, the new
+    one renamed in, then the old one deleted. Deleting the old one first (as final/ and best/ did)
+    let a kill during the delete leave a folder cut short that still held its config and weights:
+    a run "finished" with a final/ missing its tokenizer. A kill now leaves ``folder`` whole (old
+    or new), or gone with the new one whole in ``tmp`` (:func:`finish_swap`)."""
+    old = _aside(folder)
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def finish_swap(tmp: Path, folder: Path) -> bool:
+    """Finish a :func:`swap_in` a kill cut short; True when it put a folder in place. With the
+    old one aside and ``folder`` gone, ``tmp`` is whole (it is renamed in only once complete)."""
+    old, placed = _aside(folder), False
+    if not folder.exists() and old.exists():
+        (tmp if tmp.is_dir() else old).rename(folder)
+        placed = True
+    shutil.rmtree(old, ignore_errors=True)
+    return placed
+
+
+def recover_run_folder(run: RunLayout) -> None:
+    """What a kill cut short in the run folder, finished before a training reads it: a move aside
+    (:func:`.resume.finish_moving_aside`) and final/'s swap (:func:`finish_swap`). Rank 0; every
+    rank waits for it, so none reads a folder still being moved."""
+    if is_main_process():
+        for dest in finish_moving_aside(run):
+            log(f"{run.dir}: the move of the previous run to {dest} was cut short; finished it")
+        if finish_swap(_tmp(run.final), run.final):
+            log(f"{run.final}: put in place from {_tmp(run.final).name}, cut short in its swap")
+    barrier()
+
+
+def _tmp(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.tmp"
+
+
 def save_model_folder(trainer, folder: Path, tokenizer, extras: Callable[[Path], None] | None = None) -> Path:
     """A ``save_pretrained`` folder (weights, generation config, tokenizer, ``extras``) built
-    in a temporary folder and moved into place, so a crash never leaves half of one. Every rank
-    calls this: under FSDP gathering the weights is a collective (rank 0 writes)."""
+    in a temporary folder and moved into place (:func:`swap_in`), so a crash never leaves half
+    of one. Every rank calls this: under FSDP gathering the weights is a collective (rank 0
+    writes)."""
     folder = Path(folder)
-    tmp = folder.parent / f".{folder.name}.tmp"
+    tmp = _tmp(folder)
     zero = trainer.is_world_process_zero()
     if zero:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -153,8 +198,7 @@ def save_model_folder(trainer, folder: Path, tokenizer, extras: Callable[[Path],
     tokenizer.save_pretrained(str(tmp))
     if extras is not None:
         extras(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    swap_in(tmp, folder)
     return folder
 
 
@@ -196,6 +240,20 @@ def say_which_weights(summary: dict) -> None:
         + (f"; the last step's was {at_last[-1]:.4f}" if at_last else "") + " (--load_best_model_at_end)")
 
 
+REPLACING_FINAL = "stopped while final/ was replaced"
+
+
+def unvouch_final(run: RunLayout) -> None:
+    """Before a new final/ replaces the one an earlier run_info.json describes (a finished run
+    extended): that record marked as no longer vouching for final/, until this run's replaces it.
+    A kill between the new final/ and its record left the old record saying "finished" over the
+    new weights: rerun as it was first asked (the old --max_steps), the run was skipped as
+    finished with a final/ of other steps."""
+    info = run.read_run_info()
+    if info and not info.get("interrupted"):
+        write_json_atomic(run.run_info, {**info, "interrupted": REPLACING_FINAL})
+
+
 def finish(trainer, config: TrainingConfig, plan: TrainingPlan, data: TrainData, summary: dict) -> dict:
     """Evaluate and save final/ (a finished run) or say how to resume (a stopped one); record
     the best checkpoint; write run_info.json last."""
@@ -208,6 +266,8 @@ def finish(trainer, config: TrainingConfig, plan: TrainingPlan, data: TrainData,
             f"Resume: run the same command again (or add --resume_from_checkpoint {checkpoint_name(step)})")
     else:
         summary.update(final_metrics(trainer, summary, data))
+        if zero:
+            unvouch_final(config.run)
         save_final(trainer, config.run, plan.tokenizer, config.data.tokenizer_dir)
         say_which_weights(summary)
     if config.control.save_best:
@@ -230,10 +290,13 @@ class SaveBestCallback(TrainerCallback):
         # the whole copy in .best.tmp and no best/ (or half of one); its rerun resumes from a
         # state that already counts that step the best, so no later evaluation would write best/
         tmp = self.run.best_tmp
-        if state.is_world_process_zero and read_json_object(tmp / BEST_INFO) and \
-                checkpoint_problem(tmp, need_training_state=False) is None:
-            shutil.rmtree(self.run.best, ignore_errors=True)
-            tmp.rename(self.run.best)
+        if not state.is_world_process_zero:
+            return
+        # (a copy killed before its swap began is whole when its best_info.json, written last, reads)
+        whole = read_json_object(tmp / BEST_INFO) and checkpoint_problem(tmp, need_training_state=False) is None
+        if finish_swap(tmp, self.run.best) or whole:
+            if tmp.exists():
+                swap_in(tmp, self.run.best)
             log(f"best/: put in place from {tmp.name}, the whole copy a stopped run left")
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
@@ -257,8 +320,7 @@ class SaveBestCallback(TrainerCallback):
         (tmp / BEST_INFO).write_text(json.dumps(
             {"checkpoint": src.name, "step": state.global_step, "eval_loss": state.best_metric,
              "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1))
-        shutil.rmtree(best, ignore_errors=True)
-        tmp.rename(best)
+        swap_in(tmp, best)
 
 
 class ConfigFileCallback(TrainerCallback):

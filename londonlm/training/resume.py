@@ -12,6 +12,7 @@ consumer of models uses; this module is training's own.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from transformers import TrainerCallback, TrainerState
 from transformers.trainer_callback import ExportableState
 
 from ..core import (BEST_INFO, LondonLMError, RunLayout, checkpoint_problem, checkpoint_step, earlier_run,
-                    latest_valid_checkpoint, list_checkpoints, read_json_object, record_field, sha256_file, user_path)
+                    latest_valid_checkpoint, list_checkpoints, read_json_object, record_field, sha256_file, user_path,
+                    write_json_atomic)
 from ..corpus import MANIFEST
 from ..tokens import read_metadata, same_tokenizer, tokenizer_identity
 from .data import DataPosition, Position
@@ -167,6 +169,12 @@ def move_later_aside(run: RunLayout, checkpoint: Path | None) -> Path | None:
     return _move_aside(run, later + [p for p in ends if p.exists()])
 
 
+# In a <run>.previous-* folder while a move into it is under way: the names it moves. A kill in
+# the middle split the old run between the two folders (a rerun resumed or skipped the part left
+# behind, or --fresh moved it to a second folder); :func:`finish_moving_aside` ends the move.
+MOVING = ".moving.json"
+
+
 def _move_aside(run: RunLayout, paths: list[Path]) -> Path | None:
     if not paths:
         return None
@@ -178,9 +186,34 @@ def _move_aside(run: RunLayout, paths: list[Path]) -> Path | None:
         except FileExistsError:
             n += 1
             dest = dest.with_name(f"{run.previous_dir().name}-{n}")
-    for p in paths:
-        shutil.move(str(p), str(dest / p.name))
+    # run_info.json first: what a kill leaves behind is never a finished run to skip
+    paths = sorted(paths, key=lambda p: p != run.run_info)
+    write_json_atomic(dest / MOVING, {"names": [p.name for p in paths]})
+    _move_names(run, dest, [p.name for p in paths])
+    (dest / MOVING).unlink()
     return dest
+
+
+def _move_names(run: RunLayout, dest: Path, names: list[str]) -> None:
+    for name in names:
+        if (run.dir / name).exists() and not (dest / name).exists():
+            shutil.move(str(run.dir / name), str(dest / name))
+
+
+def finish_moving_aside(run: RunLayout) -> list[Path]:
+    """The moves aside of this run a kill cut short (:data:`MOVING` still in their folder),
+    finished: the rest of what each listed goes to the same folder. Called before anything
+    reads the run folder, so what is left there is the old run's."""
+    done = []
+    for dest in sorted(run.dir.parent.glob(f"{glob.escape(run.dir.name)}.previous-*")):
+        names = read_json_object(dest / MOVING).get("names")
+        if not isinstance(names, list):
+            continue
+        _move_names(run, dest, [n for n in names if isinstance(n, str) and n == Path(n).name
+                                and n not in ("", ".", "..")])
+        (dest / MOVING).unlink()
+        done.append(dest)
+    return done
 
 
 # --------------------------------------------------------------------------- what the checkpoint recorded

@@ -24,7 +24,7 @@ from .length import fit_length, refuse_length_behind
 from .model import build_model, configure_torch, load_weights, prepare_for_training
 from .plan import TrainingPlan, check_run_folder, plan_run, start_fresh
 from .resume import RunRecord, check_schedule
-from .record import ConfigFileCallback, SaveBestCallback, finish, run_summary, start_record
+from .record import ConfigFileCallback, SaveBestCallback, finish, recover_run_folder, run_summary, start_record
 from .runlock import run_lock
 from .speed.choice import check_time_budget, choose_speed, fit_batch_to_memory, refuse_step_past_memory, speed_callbacks
 from .speed.settings import SpeedSettings
@@ -40,6 +40,7 @@ def run_training(config: TrainingConfig) -> dict:
     _ = training_arguments(config).device  # joins the process group under torchrun: ranks agree from here
     check_run_folder(config)  # before the lock makes the folder (and any missing one above it)
     with run_lock(config.run):
+        recover_run_folder(config.run)  # a move aside or a swap a kill cut short, before any reading
         earlier = finished_earlier(config)
         if earlier is not None:
             return earlier

@@ -123,8 +123,8 @@ def test_q8_0_is_smaller_and_sidecar_records_inputs(exported, tiny_model_dir):
     side = json.loads((exported.out_dir / "sidecar.json").read_text())
     assert side["stage"] == "export_gguf"
     assert side["inputs"] == {name: sha256_file(tiny_model_dir / name) for name in (
-        "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-        if (tiny_model_dir / name).is_file()}
+        "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+        "generation_config.json") if (tiny_model_dir / name).is_file()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= set(side["inputs"])
     assert side["versions"]["gguf"] == "0.19.0"
     assert side["files"]["f16"]["sha256"] == sha256_file(exported.files["f16"])

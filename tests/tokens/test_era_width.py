@@ -97,6 +97,8 @@ def test_a_cache_of_another_width_is_not_current(dated_corpus, tmp_path):
     ensure_cache(tmp_path / "cache", tmp_path / "tok", dated_corpus, 64, True, progress=False, **QUIET)
     config = tmp_path / "tok" / "tokenizer_config.json"  # tokenizer.json (the cache's hash of it) unchanged
     config.write_text(json.dumps({**json.loads(config.read_text()), "era_width": 50}))
+    # a folder of the user's own (no sidecar: a stage-made one edited so is refused before, round 21)
+    (tmp_path / "tok" / "sidecar.json").unlink()
     with pytest.raises(CacheError, match=r"era width mismatch \(cache 25 years, tokenizer 50\)"):
         ensure_cache(tmp_path / "cache", tmp_path / "tok", dated_corpus, 64, True, mode="require",
                      progress=False, **QUIET)

@@ -75,6 +75,7 @@ def test_compatibility_matrix(micro_root, tmp_path):
     ensure_cache(cache, tok_dir, proc, 32, True, progress=False, log=q)
     # tokenizer changed
     tj = tok_dir / "tokenizer.json"
+    (tok_dir / "sidecar.json").unlink()  # (a stage-made folder edited so is refused before: round 21)
     tj.write_text(tj.read_text().replace('"model_max_length"', '"model_max_length"') + " ")
     with pytest.raises(CacheError, match="tokenizer mismatch"):
         ensure_cache(cache, tok_dir, proc, 32, True, mode="require", progress=False, log=q)

@@ -35,7 +35,7 @@ _WHERE = {
     "JsonlOptions": "jsonl", "repair_jsonl": "jsonl",
     "bounded_workers": "processes", "Terminated": "processes", "usable_cpus": "processes",
     "check_output": "files", "FileClash": "files", "refuse_same_files": "files", "regular_target": "files",
-    "same_as_stdout": "files",
+    "same_as_stdout": "files", "output_locks": "files",
     "build_lexicon": "lexicon", "LexiconBuilder": "lexicon", "LexiconError": "lexicon", "PeriodLexicon": "lexicon",
     "OCR_SUMMARY_KEYS": "quality", "ocr_quality": "quality", "ocr_summary": "quality",
     "OcrRepairer": "repair", "RepairSettings": "repair",

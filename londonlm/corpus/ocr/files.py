@@ -13,6 +13,8 @@ that do not outlive their run.
   too, appended to, whatever it leads to (``>> log``: the log kept).
 - The temporary file of a run is locked while it is written; one that nobody holds (its run was
   killed with ``kill -9``) is removed by the next run writing the same output.
+- An output is held by one run at a time (:func:`output_lock`: an ``flock`` on ``.NAME.lock``
+  beside its target, removed at the end): a second run into it is refused in one line.
 """
 from __future__ import annotations
 
@@ -20,11 +22,11 @@ import fcntl
 import os
 import re
 import stat
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Mapping
 
-from ...core import atomic_writer, is_fd_link, naming, nearest_existing, refuse_file_in_an_artifact
+from ...core import atomic_writer, flock_holder, is_fd_link, naming, nearest_existing, refuse_file_in_an_artifact
 from ..manifest import CorpusError
 
 
@@ -167,16 +169,77 @@ def remove_earlier(path: str | os.PathLike) -> None:
             Path(os.path.realpath(path)).unlink(missing_ok=True)
 
 
+# Two runs into one output (or one's output the other's report) each wrote theirs whole, but the
+# last report renamed could be the other run's, beside this one's rows. A lock beside the output's
+# target, not on its folder: other outputs in the same folder stay free. Held per process by the
+# target's resolved path, so a script may hold its outputs from its start and the writer again
+_HELD: dict[str, int] = {}
+
+
+@contextmanager
+def output_lock(flag: str, path: str | os.PathLike | None) -> Iterator[None]:
+    """Hold ``path``'s output for this process for the block (a device, a pipe or None: nothing
+    to hold); another run holding it is one line, and nothing is written."""
+    if path is None or _streamed(_identity(os.fspath(path))[2]) or is_fd_link(path):
+        yield
+        return
+    target = Path(os.path.realpath(path))
+    if str(target) in _HELD:
+        yield
+        return
+    lock = target.with_name(f".{target.name}.lock")
+    with naming(path):  # (a folder it may not write in: one line naming the output)
+        lock.parent.mkdir(parents=True, exist_ok=True)  # (as the output's writer makes it)
+        fd = _lock_file(lock)
+    if fd is None:
+        raise FileClash(f"{flag} {os.fspath(path)} is being written by another run ({flock_holder(lock)}, "
+                        f"holding {lock.name}): wait for it to end or name another file; nothing was written")
+    _HELD[str(target)] = fd
+    try:
+        yield
+    finally:
+        del _HELD[str(target)]
+        lock.unlink(missing_ok=True)  # (while held: a run that opened it meanwhile sees it gone)
+        os.close(fd)
+
+
+def _lock_file(lock: Path) -> int | None:
+    """A descriptor of ``lock`` with an exclusive ``flock``, the file still at that name (one
+    unlinked by its holder's end is tried again); None when another process holds it."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextmanager
+def output_locks(named: Mapping[str, str | os.PathLike | None]) -> Iterator[None]:
+    """:func:`output_lock` on each of ``named`` (flag -> path; None: not given)."""
+    with ExitStack() as stack:
+        for flag, path in named.items():
+            stack.enter_context(output_lock(flag, path))
+        yield
+
+
 @contextmanager
 def output_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
-    """``path`` opened for writing as this module says: through a link, whole or not at all;
-    a device or a pipe written as it is."""
+    """``path`` opened for writing as this module says: through a link, whole or not at all
+    (held: :func:`output_lock`); a device or a pipe written as it is."""
     _, _, st_mode = _identity(os.fspath(path))
     if _streamed(st_mode) or is_fd_link(path):  # appended to: a descriptor may be a file opened with >>
         with naming(path), open(path, mode.replace("w", "a"), **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
         return
     check_output("output", path)
-    with atomic_writer(os.path.realpath(path), mode) as f:
+    with output_lock("output", path), atomic_writer(os.path.realpath(path), mode) as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # (a new file: nobody else holds it)
         yield f

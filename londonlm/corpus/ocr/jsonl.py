@@ -36,6 +36,7 @@ from ..cleaning import strip_page_furniture, strip_scan_stamps
 from ..manifest import CorpusError
 from .confusions import announce_walk
 from .files import check_output, output_file, refuse_same_files, remove_earlier, remove_stale_temps
+from .large_rows import CHUNK, LargeRow, copy_row, scan_line
 from .processes import batches, bounded_workers, result_of, sigterm_as_error, start_worker, stop_pool, submit
 from .shared_searches import SearchLog, search_log
 from .step import DocumentRepair
@@ -78,17 +79,25 @@ def check_input(path: Path) -> None:
         raise RepairInputError(f"{path}: binary data (NUL bytes), not JSONL rows")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """The input's lines, numbered. A file written to while it is read (a producer still
+def _lines(path: Path, max_row_bytes: int | None = None) -> Iterator[tuple[int, bytes | LargeRow]]:
+    """The input's lines, numbered; one over ``max_row_bytes`` in a file as a :class:`LargeRow`,
+    never held whole (:mod:`.large_rows`). A file written to while it is read (a producer still
     writing it, ``> in.jsonl`` run again) gave an output of its first rows and the rows of what
     replaced them, exit 0: its size and time of change are compared when the last line is read,
     and a change is an error, so the output is not written."""
     with open(path, "rb") as f:
         before = _version(os.fstat(f.fileno()))
-        for n, raw in enumerate(f, 1):
+        limit = -1 if max_row_bytes is None or before is None else max_row_bytes + 1  # (a stream: read whole)
+        n = 0
+        while raw := f.readline(limit):
+            n += 1
+            start = f.tell() - len(raw) if limit > 0 else 0
             if n == 1 and raw.startswith(BOM):  # (editors on Windows write one)
-                raw = raw[len(BOM):]
-            if raw.strip():
+                raw, start = raw[len(BOM):], start + len(BOM)
+            if len(raw) > max_row_bytes if limit > 0 else False:
+                yield n, LargeRow(str(path), n, start, *scan_line(raw, lambda: f.readline(CHUNK), ERROR_KEY),
+                                  version=before)
+            elif raw.strip():
                 yield n, raw
         if before is not None and _version(os.fstat(f.fileno())) != before:
             raise RepairInputError(f"{path} changed while it was read (another program wrote to it): its rows "
@@ -211,12 +220,17 @@ def repair_row(n: int, raw: bytes, o: JsonlOptions, reported: bool = True) -> tu
     lists each change and the quality before and after (without one, a row's list made, sent
     from its worker and read back for nothing took 2-4% of a run, its quality counted twice for
     nothing a tenth of a row's time; the summary counts neither)."""
+    if isinstance(raw, LargeRow):  # (written by the parent, from the input: _write_rows)
+        return raw, {"line": n, "id": raw.id, "error": "too_large"}
     row, error, note = parse_row(n, raw, o)
     entry: dict[str, Any] = {"line": n, "id": row.get("id")}
     if note:
         entry.update(note)
     if error:
-        row[ERROR_KEY] = error
+        # an earlier run's reason kept (the first one): its bad_json line, passed through as
+        # {"line", "raw", ...}, came out of the next run as no_text, the line's fault lost
+        if not isinstance(row.get(ERROR_KEY), str):
+            row[ERROR_KEY] = error
         entry["error"] = error
         return dumps(row), entry
     text = row[o.text_key]
@@ -330,7 +344,7 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     # an output it does not describe (at worst, one of them without a report)
     with sigterm_as_error(), ExitStack() as files:  # (SIGTERM: an error, so the temporary files go; Ctrl-C too)
         rep = None if report_path is None else files.enter_context(output_file(report_path))
-        with output_file(dst) as out, closing(_ordered(_lines(src), o, repair, reported=report_path is not None)) as rows:
+        with output_file(dst) as out, closing(_ordered(_lines(src, o.max_row_bytes), o, repair, reported=report_path is not None)) as rows:
             _write_rows(rows, out, summary, entries, _bar(o.progress))
             if rep is not None:
                 for e in entries:
@@ -340,9 +354,14 @@ def repair_jsonl(input_path: str | Path, output_path: str | Path, repair: Docume
     return summary
 
 
-def _write_rows(rows: Iterator[tuple[str, dict]], out, summary: dict[str, Any], entries: list | None, bar) -> None:
+def _write_rows(rows: Iterator[tuple[str | LargeRow, dict]], out, summary: dict[str, Any], entries: list | None,
+                bar) -> None:
     for line, entry in rows:
-        out.write(line + "\n")
+        if isinstance(line, LargeRow):
+            _copy_large(line, out, entry)
+        else:
+            out.write(line)
+        out.write("\n")
         summary["rows"] += 1
         summary["encoding_notes"] += "encoding" in entry
         summary["years_ignored"] += "year_ignored" in entry
@@ -357,6 +376,21 @@ def _write_rows(rows: Iterator[tuple[str, dict]], out, summary: dict[str, Any], 
             bar.update(1)
     if bar is not None:
         bar.close()
+
+
+def _copy_large(row: LargeRow, out, entry: dict[str, Any]) -> None:
+    """A too-large row written from the input, read again; the input changed since it was read is
+    the error a change while it is read is (its rows out would mix two versions)."""
+    try:
+        if _version(os.stat(row.path)) != row.version:
+            raise OSError
+        bad = copy_row(row, out, ERROR_KEY, "londonlm_cp1252_bytes", _BAD)
+    except (OSError, EOFError) as e:
+        raise RepairInputError(f"{row.path} changed while it was read (its line {row.line} is not what it was): "
+                               f"its rows out would mix two versions of it; run again once it is written (an "
+                               f"output file and the report were left as they were)") from e
+    if bad:
+        entry.update(encoding="decoded_cp1252", cp1252_bytes=bad[:MAX_BAD_LISTED])
 
 
 def _bar(progress: bool):
