@@ -95,8 +95,9 @@ def _lines(path: Path, max_row_bytes: int | None = None) -> Iterator[tuple[int, 
             if n == 1 and raw.startswith(BOM):  # (editors on Windows write one)
                 raw, start = raw[len(BOM):], start + len(BOM)
             if len(raw) > max_row_bytes if limit > 0 else False:
-                yield n, LargeRow(str(path), n, start, *scan_line(raw, lambda: f.readline(CHUNK), ERROR_KEY),
-                                  version=before)
+                scanned = scan_line(raw, lambda: f.readline(CHUNK), ERROR_KEY)
+                if scanned is not None:  # (None: white space only, a blank line)
+                    yield n, LargeRow(str(path), n, start, *scanned, version=before)
             elif raw.strip():
                 yield n, raw
         if before is not None and _version(os.fstat(f.fileno())) != before:

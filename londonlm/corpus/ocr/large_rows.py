@@ -119,11 +119,14 @@ class _Reader:
         self.i = pattern.match(self.buf, self.i, limit).end()
 
 
-def scan_line(first: bytes, read: Callable[[], bytes], error_key: str) -> tuple[int, int | None, bool, bool, Any]:
+def scan_line(first: bytes, read: Callable[[], bytes], error_key: str) -> tuple[int, int | None, bool, bool, Any] | None:
     """(size, closing brace, empty, marked, id) of the line that starts with ``first`` and goes on
     with ``read()``'s pieces (to and with its ``\\n``, or b"" at the file's end); closing brace
-    None where the line is not one JSON object (as the row's ``json.loads`` would read it)."""
+    None where the line is not one JSON object (as the row's ``json.loads`` would read it). None
+    for a line of white space only: skipped as any blank line is, however long."""
     r = _Reader(first, read)
+    if not r.peek():
+        return None
     try:
         close, empty, marked, id_ = _object(r, error_key.encode())
         if r.peek():

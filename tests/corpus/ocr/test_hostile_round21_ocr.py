@@ -158,3 +158,14 @@ def test_an_output_among_a_token_caches_splits_is_refused(tmp_path, lexicon):
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1 and "token cache" in lines[0], res.stderr
     assert sorted(os.listdir(cache)) == ["train.bin"] and (cache / "train.bin").read_bytes() == b"\x00\x01" * 8
+
+
+def test_a_too_large_line_of_white_space_is_skipped_as_a_blank_line(tmp_path, repair):
+    # was: a line of spaces over --max_row_mb came out as {"line": 2, "raw": "   ...",
+    # "ocr_repair_error": "too_large"}, where a short one is skipped as blank
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(ROWS.splitlines(keepends=True)[0] + b" \t" * 400 + b"\r\n" + ROWS.splitlines(keepends=True)[1])
+    summary = jsonl.repair_jsonl(src, tmp_path / "out.jsonl", repair,
+                                 options=jsonl.JsonlOptions(max_row_bytes=200, workers=1))
+    assert [r["id"] for r in _rows(tmp_path / "out.jsonl")] == ["a", "b"]
+    assert summary["rows"] == 2
