@@ -56,6 +56,8 @@ def step_names(values: list[str]) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown step(s) {', '.join(unknown)}; choose from "
                                          f"{', '.join(BY_NAME)} or all")
+    if not asked:  # (`--steps ,`: no step, whose empty run was the full run's block, erasing it)
+        raise argparse.ArgumentTypeError(f"name at least one step: {', '.join(BY_NAME)} or all")
     return [s.name for s in STEPS if ("all" in asked and s.in_all) or s.name in asked]
 
 
@@ -115,13 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     ctx = context(a)
     if a.dry_run:
         return dry_run(a, ctx)
+    from gpu.report import ANY_END, check_block, machine_info, markers, part_name, write_reports
+
+    part = part_name(a.steps, [s.name for s in STEPS if s.in_all])  # None: the full run's block
+    if a.bench_md:
+        try:  # before the steps: a lease spent on a run whose block then cannot be written
+            check_block(a.bench_md, *markers(part), ANY_END if part else None)
+        except (OSError, ValueError) as e:
+            print(f"error: --bench_md {e}", file=sys.stderr)
+            return 2
     import torch
 
     if not torch.cuda.is_available():
         print(NO_CUDA, file=sys.stderr)
         return 2
-    from gpu.report import machine_info, part_name, write_reports
-
     results = {"command": shlex.join(["python", "benchmarks/gpu_acceptance.py", *(sys.argv[1:] if argv is None else argv)]),
                "date": time.strftime("%Y-%m-%d"), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "machine": machine_info(), "work": str(ctx.work), "steps": {}}
@@ -130,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         r = results["steps"][name] = run_step(BY_NAME[name], ctx)
         print(f"    {r['status']} in {r['seconds']:.1f} s: {r.get('summary') or r.get('error', '')}", flush=True)
         write_reports(results, ctx.out)  # after every step: a run cut short keeps what it measured
-    part = part_name(a.steps, [s.name for s in STEPS if s.in_all])  # None: the full run's block
-    paths = write_reports(results, ctx.out, a.bench_md, part)
+    try:
+        paths = write_reports(results, ctx.out, a.bench_md, part)
+    except (OSError, ValueError) as e:  # the file changed during the run: the reports in --out have it all
+        print(f"error: cannot write the block: {e} (the run's reports are in {ctx.out})", file=sys.stderr)
+        return 2
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0 if all(r["status"] == "passed" for r in results["steps"].values()) else 1
 

@@ -126,9 +126,11 @@ race)
     ;;
 throughput)
     seconds=${2:-}
-    [[ "$seconds" =~ ^[0-9]+$ ]] || die "throughput needs the seconds the lease has left, e.g. throughput 240"
-    # installing and starting take about a minute of them, the checkpoint writes below 40 s
-    budget=$((seconds - 100))
+    # at most 5 digits: bash's arithmetic wraps past 2^63 (a budget of garbage)
+    [[ "$seconds" =~ ^[0-9]{1,5}$ ]] || die "throughput needs the seconds the lease has left, e.g. throughput 240"
+    # installing and starting take about a minute of them, the checkpoint writes below 40 s; base
+    # 10 always (bash reads 0300 as octal, 192 s, and 0299 as an error)
+    budget=$((10#$seconds - 100))
     [ "$budget" -ge 60 ] || die "$seconds s leave too little for the throughput step (it needs 160 at least)"
     install
     # what a checkpoint costs to write on this machine, torch's CRC-32s on and off (~30 s; BENCHMARKS.md,

@@ -61,6 +61,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import math
 import shlex
@@ -76,7 +77,8 @@ if str(REPO) not in sys.path:  # this checkout's londonlm and config.py, before 
     sys.path.insert(1, str(REPO))
 
 from londonlm.core.processes import run_to_log  # noqa: E402
-from race import data as race_data, plot as race_plot, recipes as R, report  # noqa: E402  (benchmarks/ is this script's folder)
+from gpu.report import check_block  # noqa: E402  (benchmarks/ is this script's folder)
+from race import data as race_data, plot as race_plot, recipes as R, report  # noqa: E402
 
 SHARED_BENCH = REPO.parent / "shared" / "bench"
 SCORER = REPO / "benchmarks" / "race" / "score.py"
@@ -123,10 +125,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dry_run", action="store_true", help="print the steps and commands; run nothing")
     a = p.parse_args(argv)
     a.score_bytes = SCORE_BYTES[a.device] if a.score_bytes is None else a.score_bytes
-    if a.seconds <= 0 or a.curve_points < 1 or a.score_bytes < 1:
-        p.error("--seconds, --curve_points and --score_bytes must be positive")
-    if (a.variant_seconds is not None and a.variant_seconds <= 0) or (a.deadline is not None and a.deadline <= 0):
-        p.error("--variant_seconds and --deadline must be positive")
+    # finite too: nan passed every "<= 0" test (a race of nan seconds; nan MB of sources a traceback)
+    seconds = {"--seconds": a.seconds, "--variant_seconds": a.variant_seconds, "--deadline": a.deadline,
+               "--first_pass_seconds": a.first_pass_seconds}
+    bad = [flag for flag, v in seconds.items() if v is not None and not (math.isfinite(v) and v > 0)]
+    if bad:
+        p.error(f"{', '.join(bad)}: a positive, finite number of seconds")
+    if a.curve_points < 1 or a.score_bytes < 1:
+        p.error("--curve_points and --score_bytes must be positive")
+    if not (math.isfinite(a.source_mb) and a.source_mb >= 0):
+        p.error("--source_mb: a number of MB, 0 or more (0: all)")
     if a.variants_only and not a.variant:
         p.error("--variants_only needs at least one --variant")
     if a.seed_bpb is not None and not (a.variants_only and a.seed_bpb > 0):
@@ -142,6 +150,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     a.data = (a.data or (a.work / "data" if a.source_dir else REPO / ".gpu_race")).resolve()
     a.json = (a.json or a.work / "gpu_race.json").resolve()
     a.plot = (a.plot or (a.from_json or a.json).with_suffix(".png")).resolve()
+    # a file written over another of the call's files lost it: --plot over the race's JSON (its one
+    # record from a lease), --json over --bench_md
+    files = {"--plot": a.plot, **({"--bench_md": a.bench_md.resolve()} if a.bench_md else {}),
+             **({"--from_json": a.from_json.resolve()} if a.from_json else {"--json": a.json})}
+    for (f1, q1), (f2, q2) in itertools.combinations(files.items(), 2):
+        if q1 == q2:
+            p.error(f"{f1} and {f2} name one file, {q1}: name another")
     if a.first_pass_seconds is None:
         a.first_pass_seconds = min(max(a.seconds / 10, FIRST_PASS[0]), FIRST_PASS[1])
     return a
@@ -584,6 +599,13 @@ def main(argv: list[str] | None = None) -> int:
         return from_json(a)
     from londonlm.core import LondonLMError
 
+    if a.bench_md and not a.prepare:
+        try:  # before the race: a lease spent on a race whose block cannot be written
+            check_block(a.bench_md, *report.markers(preset.name, not a.variants_only))
+        except (OSError, ValueError) as e:
+            print(f"error: --bench_md {e}", file=sys.stderr)
+            return 2
+
     if a.device == "cuda" and not a.prepare:
         import torch
 
@@ -608,7 +630,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = race(a, preset, d)
     print(f"wrote {report.write_json(results, a.json)}")
-    write_records(results, a.plot, a.bench_md)
+    try:
+        write_records(results, a.plot, a.bench_md)
+    except (OSError, ValueError) as e:  # the file changed during the race: the JSON has it all
+        print(f"error: cannot write the block: {e} (the race's results are in {a.json}: --from_json)",
+              file=sys.stderr)
+        return 2
     for name, r in report.runs(results):
         print(f"{name}: bpb {r.get('bpb')}, {r.get('steps')} steps, {r.get('tokens')} tokens, "
               f"{r.get('train_seconds')} s ({r.get('status')})")
@@ -639,12 +666,13 @@ def from_json(a: argparse.Namespace) -> int:
         if not isinstance(results, dict) or not isinstance(results.get("meta"), dict) or "preset" not in results["meta"]:
             raise ValueError("it holds no race (no meta.preset)")
         report.markdown(results)  # a JSON missing what a race's holds fails here, before anything is written
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        # (RecursionError: arrays nested past the decoder's depth)
         print(f"error: cannot read {a.from_json} as a race's JSON: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     try:
         write_records(results, a.plot, a.bench_md)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # (ValueError: its markers do not pair, a file not UTF-8)
         print(f"error: cannot write the block: {e}", file=sys.stderr)
         return 2
     return 0

@@ -38,9 +38,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 def collect(root: Path, corpus: Path) -> float:
     """The processed corpus under ROOT (the collector skips when current); seconds taken."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "02_data_collection" / "historical_data_collector.py"),
-                    "--root", str(root), "--source_dir", str(corpus)], check=True, cwd=REPO,
-                   stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, str(REPO / "02_data_collection" / "historical_data_collector.py"),
+                           "--root", str(root), "--source_dir", str(corpus)], cwd=REPO, stdout=subprocess.DEVNULL)
+    if done.returncode:  # it said why on stderr, one error line: not a traceback of ours after it
+        raise SystemExit(done.returncode)
     return time.perf_counter() - t0
 
 
@@ -66,6 +67,11 @@ def main(argv=None) -> int:
     p.add_argument("--vocab_size", type=int, default=None, help="default: the slm preset's")
     p.add_argument("--min_frequency", type=int, default=None, help="default: the slm preset's")
     a = p.parse_args(argv)
+    for flag, v in (("--vocab_size", a.vocab_size), ("--min_frequency", a.min_frequency)):
+        if v is not None and v < 1:  # (0 was read as "the default" by the `or` below)
+            p.error(f"{flag} must be positive")
+    if not Path(a.corpus).is_dir():
+        p.error(f"--corpus {a.corpus} is not a folder")
     import config
     from londonlm.corpus import iter_split_texts, read_manifest
     from londonlm.tokens.tokenizer import load_tokenizer, plain_backend
@@ -126,4 +132,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from londonlm.core import run_main
+
+    run_main(main)  # a refusal of the project's stages (a vocabulary too small) is one error line

@@ -275,8 +275,31 @@ def time_to_quality(a, prep, out: Path, env: dict) -> dict:
             "fraction_of_reference_time": round(hit["train_seconds"] / ref["train_seconds"], 3) if hit else None}
 
 
+SCRATCH_MARK = ".londonlm_bench_scratch"  # in a --work folder these benchmarks made
+
+
+def claim_work(work: Path) -> None:
+    """Refuse a --work that is no scratch folder of these benchmarks: it is used as a project root
+    (its data/london_historical/processed and 09_models/tokenizers/london_historical_bpe made
+    from --files), so a project's own root lost its corpus and tokenizer to the benchmark's.
+    A new or empty folder is marked as theirs; an earlier run's (before the mark: src/ holding
+    links to the files only) is taken as it is."""
+    mark = work / SCRATCH_MARK
+    if mark.exists():
+        return
+    src = work / "src"
+    earlier = src.is_dir() and all(p.is_symlink() for p in src.iterdir())
+    if work.exists() and any(work.iterdir()) and not earlier:
+        print(f"error: --work {work} holds other files (a project's root would lose its corpus and tokenizer "
+              f"to the benchmark's): name a new or empty folder", file=sys.stderr)
+        raise SystemExit(2)
+    work.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+
+
 def setup(a, results_name: str):
     """(output folder, training files, prepared data, offline environment) shared by the races."""
+    claim_work(a.work)
     out = (a.out or a.work / results_name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     files = a.files or sorted((SHARED / "corpus").glob("gutenberg_*.txt"))[:6]

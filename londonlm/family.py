@@ -70,7 +70,7 @@ def prepare_member(plan: FamilyPlan, cutoff: int, seen: dict[str, Member], log) 
         seen[digest] = member
     else:
         log(f"cutoff {cutoff}: the same documents as {twin.run.name}; sharing its tokenizer and token cache")
-        share_cache(twin.run, member.run)
+        share_cache(twin.run, member.run, log)
     return member
 
 

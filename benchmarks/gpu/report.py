@@ -9,11 +9,13 @@ erases what a run of other steps recorded."""
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
 from pathlib import Path
 
+from londonlm.core.artifacts import write_text_atomic
 from londonlm.training.step import kernels
 
 BEGIN, END = "<!-- gpu-acceptance:begin -->", "<!-- gpu-acceptance:end -->"
@@ -119,10 +121,21 @@ def replace_section(text: str, section: str, begin: str = BEGIN, end: str = END,
                     after: re.Pattern | None = None) -> str:
     """``text`` with the block between the markers replaced by ``section`` (markers kept), or,
     when there are no markers yet, with the block put after the last match of ``after`` (where
-    given and found), else appended."""
+    given and found), else appended. Markers that do not pair once (a block twice, an end with
+    no begin before it) or a section holding them are a ValueError: replacing the first block of
+    two left the other stale, and a marker inside the block moved the next one's end."""
     block = f"{begin}\n{section.strip()}\n{end}"
+    inside = [m for m in (begin, end) if m in section]
+    if inside:
+        raise ValueError(f"the block's own text holds its marker {inside[0]}: nothing was written")
+    nb, ne = text.count(begin), text.count(end)
+    if nb > 1 or ne > 1:
+        raise ValueError(f"{begin} is there {nb} times and {end} {ne}: keep one block (mend the file "
+                         f"by hand first; nothing was written)")
     i = text.find(begin)
     if i < 0:
+        if ne:
+            raise ValueError(f"{end} without {begin} before it: mend the file by hand first")
         anchor = list(after.finditer(text)) if after is not None else []
         if anchor:
             k = anchor[-1].end()
@@ -130,8 +143,46 @@ def replace_section(text: str, section: str, begin: str = BEGIN, end: str = END,
         return (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
     j = text.find(end, i)
     if j < 0:
-        raise ValueError(f"{begin} without {end}: mend the file by hand first")
+        raise ValueError(f"{begin} without {end} after it: mend the file by hand first")
     return text[:i] + block + text[j + len(end):]
+
+
+def read_markdown(path: Path) -> str:
+    """The text of a Markdown file a block goes in ("" when absent); one not UTF-8 is a ValueError
+    naming it (rewriting it would change what it holds)."""
+    try:
+        return Path(path).read_text(encoding="utf-8") if Path(path).exists() else ""
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}): nothing was written") from None
+
+
+def check_block(path: Path, begin: str, end: str, after: re.Pattern | None = None) -> None:
+    """Before a long run: that its block can go into ``path`` at the end (readable UTF-8, its
+    markers paired, its folder writable), so that a lease is not spent on a run whose record
+    then fails to be written. ValueError or OSError, naming the file."""
+    try:
+        replace_section(read_markdown(path), "", begin, end, after)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    folder = Path(path).resolve().parent
+    while not folder.exists():  # (made when the block is written)
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):  # the file is replaced by a rename in its folder
+        raise ValueError(f"{path}: its folder {folder} is not writable here")
+
+
+def update_block(path: Path, section: str, begin: str, end: str, after: re.Pattern | None = None) -> Path:
+    """The block between ``begin`` and ``end`` in ``path`` replaced by ``section``, the file
+    written whole or not at all (a temporary file renamed over it: a write cut short by a kill
+    or a full disk truncated the whole of BENCHMARKS.md). ValueError (naming the file) where
+    its markers do not pair; OSError where it cannot be written."""
+    try:
+        text = replace_section(read_markdown(path), section, begin, end, after)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    # an edit of the file the user sees: a link to BENCHMARKS.md elsewhere stays a link, its file edited
+    write_text_atomic(Path(path).resolve(), text)
+    return path
 
 
 def write_reports(results: dict, out: Path, bench_md: Path | None = None,
@@ -141,12 +192,10 @@ def write_reports(results: dict, out: Path, bench_md: Path | None = None,
     that it never erases another run's."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "gpu_acceptance.json", "md": out / "gpu_acceptance.md"}
-    paths["json"].write_text(json.dumps(results, indent=2, default=str) + "\n")
+    # whole or not at all: each is rewritten after every step, and a kill mid-write lost the steps before
+    write_text_atomic(paths["json"], json.dumps(results, indent=2, default=str) + "\n")
     section = markdown(results, part)
-    paths["md"].write_text(section)
+    write_text_atomic(paths["md"], section)
     if bench_md is not None:
-        old = bench_md.read_text() if bench_md.exists() else ""
-        begin, end = markers(part)
-        bench_md.write_text(replace_section(old, section, begin, end, ANY_END if part else None))
-        paths["bench_md"] = bench_md
+        paths["bench_md"] = update_block(bench_md, section, *markers(part), ANY_END if part else None)
     return paths

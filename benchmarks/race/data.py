@@ -119,12 +119,26 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
+def read_record(data_dir: Path) -> dict:
+    """A prepared folder's record; one cut short or damaged (a copy stopped part-way) is a
+    RaceDataError saying to prepare it again, not a traceback."""
+    path = Path(data_dir) / RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise RaceDataError(f"{path} cannot be read ({type(e).__name__}: {e}); prepare it again "
+                            f"(--prepare --source_dir DIR)") from None
+    if not isinstance(record, dict):
+        raise RaceDataError(f"{path} is no race data record (a JSON {type(record).__name__}); prepare it again")
+    return record
+
+
 def load(data_dir: Path) -> RaceData:
     record_path = Path(data_dir) / RECORD
     if not record_path.exists():
         raise RaceDataError(f"{data_dir} holds no prepared race data ({RECORD}); make it with "
                             f"`python benchmarks/gpu_race.py --prepare --data {data_dir} --source_dir DIR`")
-    data = RaceData(Path(data_dir), json.loads(record_path.read_text()))
+    data = RaceData(Path(data_dir), read_record(data_dir))
     if data.record.get("format") != FORMAT:
         raise RaceDataError(f"{data_dir} was prepared by an older race (format {data.record.get('format')}, "
                             f"now {FORMAT}); prepare it again (--prepare --source_dir DIR)")
@@ -142,7 +156,10 @@ def prepare(data_dir: Path, source_dir: Path, preset, bench_dir: Path, max_sourc
     sources = choose_sources(source_dir, max_source_bytes)
     want = wanted(preset, sources)
     if (data_dir / RECORD).exists():
-        old = json.loads((data_dir / RECORD).read_text())
+        try:
+            old = read_record(data_dir)
+        except RaceDataError:  # the race's own folder, its record damaged: made again
+            old = {}
         if {k: old.get(k) for k in want} == want:
             log(f"race data: {data_dir} is current ({len(sources)} source files)")
             return load(data_dir)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gpu.report import fmt, replace_section, table  # benchmarks/ is the entry script's folder
+from londonlm.core.artifacts import write_text_atomic
+
+from gpu.report import fmt, table, update_block  # benchmarks/ is the entry script's folder
 
 RECIPES = ("ours", "seed_recipe")
 
@@ -73,9 +75,8 @@ def compare_variants(results: dict) -> None:
 
 
 def write_json(results: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    return path
+    """Whole or not at all: it is rewritten after each run, and a kill mid-write lost the runs before."""
+    return write_text_atomic(path, json.dumps(results, indent=2, default=str) + "\n")
 
 
 def _machine_line(m: dict) -> str:
@@ -220,10 +221,7 @@ def write_block(results: dict, bench_md: Path, png: Path | None = None) -> Path:
     """The race's block in ``bench_md`` (a variants-only call's: its own), replacing an earlier one;
     it links ``png`` where that lies in ``bench_md``'s folder (a picture elsewhere, such as a
     device call's output folder, would be a broken link once committed)."""
-    old = bench_md.read_text() if bench_md.exists() else ""
-    begin, end = markers(results["meta"]["preset"], raced(results))
     picture = None
     if png is not None and png.resolve().is_relative_to(bench_md.resolve().parent):
         picture = png.resolve().relative_to(bench_md.resolve().parent).as_posix()
-    bench_md.write_text(replace_section(old, markdown(results, picture), begin, end))
-    return bench_md
+    return update_block(bench_md, markdown(results, picture), *markers(results["meta"]["preset"], raced(results)))

@@ -14,7 +14,8 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "evaluate": ("ChatEvalOptions", "evaluate_chat"),
     "finetune": ("ChatTrainError", "chat_time_lock", "dataset_fingerprint", "finetune_chat", "fingerprints"),
     "preset": ("ChatTrainOptions", "chat_settings"),
-    "respond": ("ChatModelDamaged", "ChatRequestError", "ChatSettings", "chat_reply", "chat_stream", "check_year",
+    "respond": ("ChatModelDamaged", "ChatRequestError", "ChatSettings", "chat_cutoff", "chat_reply", "chat_stream",
+                "check_year",
                 "is_chat_model", "read_chat_info", "validate_messages", "with_era"),
     "template": ("ChatFormatError", "ChatIds", "encode_chat"),
 })

@@ -354,7 +354,7 @@ def _tune(run: RunLayout, made_of: _ChatInputs, options: ChatTrainOptions, confi
         return info
     metrics = _final_eval(trainer) if data.eval else {}
     info["eval_answer_loss"] = metrics.get("eval_loss")
-    _save_final(trainer, tokenizer, run, made_of.dataset, made_of.base_dir, made_of.data_dir)
+    _save_final(trainer, tokenizer, run, made_of)
     if is_main_process():
         write_json_atomic(run.run_info, info)
         write_sidecar(run.dir / SIDECAR, STAGE, made_of.fingerprints, made_of.settings,
@@ -403,14 +403,17 @@ def _final_eval(trainer) -> dict:
     return trainer.evaluate()
 
 
-def _save_final(trainer, tokenizer, run: RunLayout, dataset, base_dir: Path, data_dir: Path) -> None:
-    """final/: weights, tokenizer + template, generation config, and what the chat expects."""
-    years = sorted({y for split in dataset.values() for y in split["year"] if y})
-    place = dataset_place(data_dir)
+def _save_final(trainer, tokenizer, run: RunLayout, made_of: _ChatInputs) -> None:
+    """final/: weights, tokenizer + template, generation config, and what the chat expects (a
+    time-locked model's cutoff too: the eras it answers end there, wherever the folder goes)."""
+    years = sorted({y for split in made_of.dataset.values() for y in split["year"] if y})
+    place = dataset_place(made_of.data_dir)
+    cutoff = (made_of.corpus_time or {}).get("cutoff_year")
 
     def chat_info(folder: Path) -> None:
         write_json_atomic(folder / CHAT_INFO, {
             "format": CHAT_FORMAT, "place": place, "years": [years[0], years[-1]] if years else [],
-            "system_line": "{place}, {year}.", "base_model": str(base_dir), "dataset": str(data_dir)})
+            "system_line": "{place}, {year}.", "base_model": str(made_of.base_dir), "dataset": str(made_of.data_dir),
+            **({"cutoff_year": cutoff} if cutoff is not None else {})})
 
     save_model_folder(trainer, run.final, tokenizer, chat_info)

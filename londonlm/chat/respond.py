@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..core import CHAT_INFO, GREEDY_BELOW, GenerationSettings, LondonLMError
+from ..core import CHAT_INFO, GREEDY_BELOW, GenerationSettings, LondonLMError, model_run_info, record_field
 from ..generation import padding_ids
 from .dataset import system_line
 from .extract import PLACE
@@ -17,6 +17,7 @@ from .template import CHAT_TOKENS, ChatIds, encode_chat
 
 ROLES = ("system", "user", "assistant")
 YEAR_RANGE = (1674, 1913)          # the Old Bailey Proceedings' span: the eras a user may ask for
+DEFAULT_YEAR = 1800                # the era of a request that names none
 
 
 class ChatRequestError(LondonLMError, ValueError):
@@ -64,6 +65,7 @@ class ChatReply:
     finish_reason: str             # "stop" (the model ended its turn) or "length"
     prompt_tokens: int
     new_tokens: int
+    left_out: int = 0              # earlier messages the prompt left out: the context had no room
 
 
 def validate_messages(messages, *, max_messages: int = 64, max_chars: int = 4000) -> list[dict]:
@@ -95,23 +97,40 @@ def validate_messages(messages, *, max_messages: int = 64, max_chars: int = 4000
     return out
 
 
-def with_era(messages: Sequence[dict], year: int | None, place: str = PLACE) -> list[dict]:
+def with_era(messages: Sequence[dict], year: int | None, place: str = PLACE, cutoff: int | None = None) -> list[dict]:
     """The messages with the system line for ``year`` (replacing any system message). Without
-    a year, a given system message is kept, else the default year's line is used."""
+    a year, a given system message is kept, else the default year's line is used (1800, or a
+    time-locked model's ``cutoff`` when that is earlier: :func:`check_year`)."""
     rest = [m for m in messages if m["role"] != "system"]
     if year is None:
         return list(messages) if len(rest) < len(messages) else [
-            {"role": "system", "content": system_line(1800, place)}, *rest]
-    return [{"role": "system", "content": system_line(check_year(year), place)}, *rest]
+            {"role": "system", "content": system_line(min(DEFAULT_YEAR, cutoff or DEFAULT_YEAR), place)}, *rest]
+    return [{"role": "system", "content": system_line(check_year(year, cutoff), place)}, *rest]
 
 
-def check_year(year) -> int:
-    """``year`` when it is an era a chat may be asked for (``YEAR_RANGE``), else ChatRequestError:
-    the one rule for the server, the REPL's /year, --year and the chat evaluation's --years."""
-    if isinstance(year, bool) or not isinstance(year, int) or not YEAR_RANGE[0] <= year <= YEAR_RANGE[1]:
-        raise ChatRequestError(f"year must be a whole year from {YEAR_RANGE[0]} to {YEAR_RANGE[1]} "
-                               f"(the Old Bailey Proceedings), got {year!r}")
+def check_year(year, cutoff: int | None = None) -> int:
+    """``year`` when it is an era a chat may be asked for (``YEAR_RANGE``, to a time-locked
+    model's ``cutoff``: :func:`chat_cutoff`), else ChatRequestError: the one rule for the server,
+    the REPL's /year, --year and the chat evaluation's --years. A model locked to 1750 was asked
+    to answer "as of 1900" (its default era, 1800, past its cutoff too): an era it was never
+    tuned on, of text its lock promises it never read."""
+    last = YEAR_RANGE[1] if cutoff is None else min(YEAR_RANGE[1], cutoff)
+    if isinstance(year, bool) or not isinstance(year, int) or not YEAR_RANGE[0] <= year <= last:
+        locked = f"; the model is time-locked to {cutoff}" if last != YEAR_RANGE[1] else ""
+        raise ChatRequestError(f"year must be a whole year from {YEAR_RANGE[0]} to {last} "
+                               f"(the Old Bailey Proceedings{locked}), got {year!r}")
     return year
+
+
+def chat_cutoff(model_dir: str | Path) -> int | None:
+    """A time-locked chat model's cutoff year (chat_info.json's ``cutoff_year``, else the
+    ``corpus_time`` its chat run recorded), None for a model without one or not in a folder."""
+    if not Path(model_dir).is_dir():
+        return None
+    cutoff = read_chat_info(model_dir).get("cutoff_year")
+    if cutoff is None:
+        cutoff = (record_field(model_run_info(model_dir), "corpus_time", kind=dict) or {}).get("cutoff_year")
+    return cutoff if isinstance(cutoff, int) and not isinstance(cutoff, bool) else None
 
 
 def chat_year(text: str) -> int:
@@ -131,6 +150,12 @@ def chat_year(text: str) -> int:
 def prompt_ids(tokenizer, messages: Sequence[dict], context: int, max_new_tokens: int) -> list[int]:
     """The prompt for the next answer, dropping the oldest exchanges (never the system line
     nor the question) until prompt + answer fit the context."""
+    return fit_prompt(tokenizer, messages, context, max_new_tokens)[0]
+
+
+def fit_prompt(tokenizer, messages: Sequence[dict], context: int, max_new_tokens: int) -> tuple[list[int], int]:
+    """:func:`prompt_ids`, and how many of the earlier messages it left out (the answer says
+    so, ``ChatReply.left_out``: a conversation that outgrew the context lost its start unseen)."""
     ids = ChatIds.of(tokenizer)
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = list(messages[len(system):])
@@ -143,7 +168,7 @@ def prompt_ids(tokenizer, messages: Sequence[dict], context: int, max_new_tokens
     if len(enc) > budget:
         raise ChatRequestError(f"the question is {len(enc)} tokens; with {max_new_tokens} new tokens it "
                                f"does not fit the model's context of {context}: shorten it or ask for fewer tokens")
-    return enc.input_ids
+    return enc.input_ids, len(messages) - len(system) - len(turns)
 
 
 def turn_ends(ids: ChatIds) -> list[int]:
@@ -155,14 +180,14 @@ def turn_ends(ids: ChatIds) -> list[int]:
 
 
 def _generation(model, tokenizer, messages: Sequence[dict], settings: ChatSettings):
-    """(prompt ids, ``generate()`` keyword arguments, chat ids) for one answer."""
+    """(prompt ids, ``generate()`` keyword arguments, chat ids, messages left out) for one answer."""
     import torch
 
     ids = ChatIds.of(tokenizer)
     context = model.config.n_positions
     if settings.max_new_tokens < 1 or settings.max_new_tokens >= context:
         raise ChatRequestError(f"max_new_tokens must be from 1 to {context - 1}")
-    prompt = prompt_ids(tokenizer, messages, context, settings.max_new_tokens)
+    prompt, left_out = fit_prompt(tokenizer, messages, context, settings.max_new_tokens)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     device = next(model.parameters()).device
@@ -175,23 +200,23 @@ def _generation(model, tokenizer, messages: Sequence[dict], settings: ChatSettin
                   suppress_tokens=padding_ids(model, tokenizer) or None)  # no token's: never chosen
     if sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-    return prompt, kwargs, ids
+    return prompt, kwargs, ids, left_out
 
 
-def _finish(tokenizer, ids: ChatIds, prompt: list[int], new: list[int]) -> ChatReply:
+def _finish(tokenizer, ids: ChatIds, prompt: list[int], new: list[int], left_out: int) -> ChatReply:
     stopped = bool(new) and new[-1] in turn_ends(ids)
     text = tokenizer.decode(new[:-1] if stopped else new, skip_special_tokens=True).strip()
-    return ChatReply(text, "stop" if stopped else "length", len(prompt), len(new))
+    return ChatReply(text, "stop" if stopped else "length", len(prompt), len(new), left_out)
 
 
 def generate_reply(model, tokenizer, messages: Sequence[dict], settings: ChatSettings = ChatSettings()) -> ChatReply:
     """One answer to ``messages`` (already validated, system line included)."""
     import torch
 
-    prompt, kwargs, ids = _generation(model, tokenizer, messages, settings)
+    prompt, kwargs, ids, left_out = _generation(model, tokenizer, messages, settings)
     with torch.inference_mode():
         out = model.generate(**kwargs)
-    return _finish(tokenizer, ids, prompt, out[0, len(prompt):].tolist())
+    return _finish(tokenizer, ids, prompt, out[0, len(prompt):].tolist(), left_out)
 
 
 class _Cancel:
@@ -218,7 +243,7 @@ class ReplyStream:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         self.tokenizer, self.reply, self._error, self._out = tokenizer, None, None, None
-        self._prompt, kwargs, self._ids = _generation(model, tokenizer, messages, settings)
+        self._prompt, kwargs, self._ids, self._left_out = _generation(model, tokenizer, messages, settings)
         self._cancel = threading.Event()
         self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
                                               timeout=600.0)
@@ -252,24 +277,25 @@ class ReplyStream:
             self._thread.join()
         if self._error is not None:
             raise self._error
-        self.reply = _finish(self.tokenizer, self._ids, self._prompt, self._out)
+        self.reply = _finish(self.tokenizer, self._ids, self._prompt, self._out, self._left_out)
 
     def close(self) -> None:
         self._cancel.set()
 
 
 def chat_reply(model, tokenizer, messages, *, year: int | None = None, place: str = PLACE,
-               settings: ChatSettings = ChatSettings(), max_chars: int = 4000) -> ChatReply:
+               settings: ChatSettings = ChatSettings(), max_chars: int = 4000, cutoff: int | None = None) -> ChatReply:
     """Validate a request, set its era, and answer it: the one call for serving."""
     return generate_reply(model, tokenizer, with_era(validate_messages(messages, max_chars=max_chars),
-                                                     year, place), settings)
+                                                     year, place, cutoff), settings)
 
 
 def chat_stream(model, tokenizer, messages, *, year: int | None = None, place: str = PLACE,
-                settings: ChatSettings = ChatSettings(), max_chars: int = 4000) -> ReplyStream:
+                settings: ChatSettings = ChatSettings(), max_chars: int = 4000,
+                cutoff: int | None = None) -> ReplyStream:
     """:func:`chat_reply`, streamed: the request is checked before anything is generated."""
     return ReplyStream(model, tokenizer, with_era(validate_messages(messages, max_chars=max_chars),
-                                                  year, place), settings)
+                                                  year, place, cutoff), settings)
 
 
 def is_chat_model(model_dir: str | Path) -> bool:
@@ -301,6 +327,7 @@ def read_chat_info(model_dir: str | Path) -> dict:
     return info
 
 
-__all__ = ["ChatModelDamaged", "ChatReply", "ChatRequestError", "ChatSettings", "ReplyStream", "chat_reply", "chat_stream",
+__all__ = ["ChatModelDamaged", "ChatReply", "ChatRequestError", "ChatSettings", "ReplyStream", "chat_cutoff", "chat_reply",
+           "chat_stream",
            "generate_reply", "is_chat_model",
            "prompt_ids", "read_chat_info", "validate_messages", "with_era"]

@@ -41,7 +41,7 @@ from .generation_settings import (CONFIG_FIELDS, GREEDY_BELOW, MIN_REPETITION_PE
 from .hardware import (GpuUnusable, choose_precision, cpu_has_fast_bf16, cpu_has_native_bf16, device_name, free_memory_bytes,
                        hardware_summary, keep_freed_memory_in_heap, large_blocks_from_the_system, peak_flops,
                        require_usable_gpus, return_freed_memory, usable_cores, use_training_threads)
-from .processes import Hold, die_with_parent, flock_holder, folder_lock, hold, holder_pid, lock_folder
+from .processes import Hold, die_with_parent, flock_holder, folder_lock, hold, holder_pid, lock_folder, make_exclusive
 from .scratch import ScratchTables, sqlite_os_error
 from .tables import distinct_tokenizers, md_cell, sheet_cell
 from .lazy import lazy_exports
@@ -55,7 +55,7 @@ __all__ = [
     "checkpoint_name", "checkpoint_problem", "checkpoint_step", "choose_precision", "CONFIG_FIELDS",
     "cpu_has_fast_bf16", "cpu_has_native_bf16", "current_or_make", "earlier_run", "CUTOFF_SUFFIX", "defaults_from_generation_config", "describe_checkpoints", "device_name", "die_with_parent",
     "existing_dir", "existing_file", "FINAL", "fraction", "free_text", "free_memory_bytes", "GpuUnusable", "generation_config_dict", "GenerationError",
-    "GenerationSettings", "GGUF", "GREEDY_BELOW", "MIN_REPETITION_PENALTY", "give_open_mode", "hardware_summary", "Hold", "hold", "holder_pid", "flock_holder", "folder_lock", "lock_folder",
+    "GenerationSettings", "GGUF", "GREEDY_BELOW", "MIN_REPETITION_PENALTY", "give_open_mode", "hardware_summary", "Hold", "hold", "holder_pid", "flock_holder", "folder_lock", "lock_folder", "make_exclusive",
     "keep_freed_memory_in_heap",
     "lazy_exports",
     "large_blocks_from_the_system",

@@ -7,7 +7,8 @@ processes that end with the process that started them.
   blocks anyone.
 - :func:`folder_lock`: an ``flock`` on a folder itself (no file is made in it) while one process
   writes there; the refused process names the holder from ``/proc/locks``
-  (:func:`flock_holder`). A run folder, a GGUF export's folder, a chat dataset's.
+  (:func:`flock_holder`). A run folder, a GGUF export's folder, a chat dataset's; a cutoff view's,
+  which its readers hold shared and its maker exclusively once it rebuilds (:func:`make_exclusive`).
 - :func:`die_with_parent`: called first thing in a worker. A pool's workers outlived a parent
   killed with SIGKILL (``kill -9``, the OOM killer): re-parented to init, they kept working,
   kept the parent's open files (an ``flock`` is shared with them through fork) and raced the
@@ -122,32 +123,43 @@ def flock_holder(path: str | Path) -> str:
     return "another process"
 
 
-def lock_folder(folder: str | Path) -> int | None:
-    """``folder`` (which must exist) open with an exclusive ``flock`` on it, as a descriptor:
-    closing it releases the lock, and so does the process's end however it ends (``kill -9``
-    too), so a stale lock never blocks a rerun. None when another process holds it."""
+def lock_folder(folder: str | Path, shared: bool = False) -> int | None:
+    """``folder`` (which must exist) open with an exclusive ``flock`` on it (``shared``: a shared
+    one, which only an exclusive holder refuses), as a descriptor: closing it releases the lock,
+    and so does the process's end however it ends (``kill -9`` too), so a stale lock never
+    blocks a rerun. None when another process holds it."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
     return fd
 
 
+def make_exclusive(fd: int) -> bool:
+    """The shared ``flock`` on ``fd`` made exclusive, without waiting; False while another process
+    holds one. (Linux gives up the shared hold before it tries, so after False none is held.)"""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, busy: Callable[[str], Exception],
-                named: str | Path | None = None) -> Iterator[None]:
+                named: str | Path | None = None, shared: bool = False) -> Iterator[int]:
     """``folder`` made (a failure named as ``named``, else the folder: :func:`~.artifacts.naming`)
-    and :func:`lock_folder` held for the block; ``busy(holder)`` (holder: :func:`flock_holder`'s
-    words) is raised when another process holds it."""
+    and :func:`lock_folder` held for the block (its descriptor yielded, for :func:`make_exclusive`);
+    ``busy(holder)`` (holder: :func:`flock_holder`'s words) is raised when another process holds it."""
     with naming(named if named is not None else folder):
         Path(folder).mkdir(parents=True, exist_ok=True)
-    fd = lock_folder(folder)
+    fd = lock_folder(folder, shared)
     if fd is None:
         raise busy(flock_holder(folder))
     try:
-        yield
+        yield fd
     finally:
         os.close(fd)
 
@@ -196,4 +208,4 @@ def run_to_log(cmd: list[str], log: str | Path, timeout: float, *, env: dict | N
             return None
 
 
-__all__ = ["Hold", "ORPHAN_EXIT", "die_with_parent", "hold", "holder_pid", "run_to_log"]
+__all__ = ["Hold", "ORPHAN_EXIT", "die_with_parent", "hold", "holder_pid", "make_exclusive", "run_to_log"]

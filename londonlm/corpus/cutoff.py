@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..core import (SIDECAR, folder_lock, read_json_object, record_field, sidecar_current, write_sidecar,
-                    write_text_atomic)
+from ..core import (SIDECAR, flock_holder, folder_lock, make_exclusive, read_json_object, record_field,
+                    sidecar_current, write_sidecar, write_text_atomic)
 from .dating import cutoff_verdict, row_year
 from .manifest import (COLLECT_CMD, CORPUS_OUTPUTS, CUTOFF_STAGE, MANIFEST, REJECTIONS, TEXTS, TEXTS_FINGERPRINT,
-                       CorpusError, jsonl_text, manifest_sha256, place_texts, read_manifest, require_finished_corpus,
-                       summarize, texts_fingerprint, texts_not_as_made)
+                       CorpusError, jsonl_text, manifest_sha256, place_texts, read_manifest, reading_corpus,
+                       require_finished_corpus, summarize, texts_fingerprint, texts_not_as_made)
 from .report import CORPUS_STATS
 
 # what a rejection row of the view keeps of the manifest row (the rest describes the text kept)
@@ -116,16 +116,26 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
     processed_dir, out_dir, cutoff_year = Path(processed_dir), Path(out_dir), int(cutoff_year)
     if out_dir.resolve() == processed_dir.resolve():
         raise CorpusError(f"the cutoff view must go to another folder than its corpus ({processed_dir})")
-    inputs = {"manifest": manifest_sha256(processed_dir)}  # a missing corpus names COLLECT_CMD
+    manifest_sha256(processed_dir)  # a missing corpus names COLLECT_CMD (before the view's folder is made)
     # One maker of a view at a time (a pipeline and a family, or two families, with one cutoff):
     # two at once each unlinked and linked the other's texts, and the one that lost a race
     # stopped with a SameFileError or FileNotFoundError traceback (a family: every member after it)
     busy = lambda who: CorpusError(f"{who} is making the corpus view {out_dir} now; wait for it to end, then "
                                    f"run again (the view will be current); nothing was written")
     made = not out_dir.exists()
-    with folder_lock(out_dir, busy):
+    # Shared while it only checks the view is current, as its readers hold it (a tokenizer or token
+    # cache made from it: :func:`.manifest.reading_corpus`); exclusive once it rebuilds, which a
+    # reader refuses: the texts it reads are not pruned or replaced under it.
+    with folder_lock(out_dir, busy, shared=True) as fd:
+        def alone() -> None:
+            if not make_exclusive(fd):
+                raise CorpusError(f"{flock_holder(out_dir)} is reading the corpus view {out_dir} now (a tokenizer or "
+                                  f"token cache made from it); wait for it to end, then run again (the view will "
+                                  f"be made then); nothing was written")
         try:
-            return _make_view(processed_dir, out_dir, cutoff_year, inputs, overwrite, log)
+            with reading_corpus(processed_dir) as unchanged:  # the parent, as every reader of a corpus
+                inputs = {"manifest": manifest_sha256(processed_dir)}
+                return _make_view(processed_dir, out_dir, cutoff_year, inputs, overwrite, log, alone, unchanged)
         except BaseException:
             if made and not any(out_dir.iterdir()):  # refused before anything was placed: no empty folder left
                 out_dir.rmdir()
@@ -133,8 +143,9 @@ def cutoff_view(processed_dir: str | Path, out_dir: str | Path, cutoff_year: int
 
 
 def _make_view(processed_dir: Path, out_dir: Path, cutoff_year: int, inputs: dict, overwrite: bool,
-               log: Callable[[str], None]) -> dict[str, Any]:
-    """:func:`cutoff_view` under its lock."""
+               log: Callable[[str], None], alone: Callable[[], None], unchanged: Callable[[], None]) -> dict[str, Any]:
+    """:func:`cutoff_view` under its shared lock, ``alone()`` taking it exclusively before anything
+    changes, ``unchanged()`` asking that the parent is the one read before the sidecar vouches."""
     settings = {"cutoff_year": cutoff_year}
     sidecar = out_dir / SIDECAR
     current, why = sidecar_current(sidecar, inputs, settings)
@@ -144,6 +155,7 @@ def _make_view(processed_dir: Path, out_dir: Path, cutoff_year: int, inputs: dic
     if current and not overwrite:
         log(f"corpus up to {cutoff_year}: current ({out_dir}); skipping (use --overwrite to rebuild)")
         return {**(record_field(read_json_object(sidecar), "counts", kind=dict) or {}), "skipped": True}
+    alone()
     if sidecar.exists():
         log(f"corpus up to {cutoff_year}: rebuilding ({'--overwrite' if overwrite else why})")
         sidecar.unlink()  # the old files are no longer vouched for
@@ -164,6 +176,7 @@ def _make_view(processed_dir: Path, out_dir: Path, cutoff_year: int, inputs: dic
               "validation_documents": stats["splits"].get("validation", 0), "chars": stats["chars"],
               "words": stats["words"], "rejected": stats["rejections_by_reason"],
               "corpus_time": time_facts_of(stats, cutoff_year)}
+    unchanged()
     write_sidecar(sidecar, CUTOFF_STAGE, inputs, settings, counts, libraries=("londonlm",), outputs=CORPUS_OUTPUTS,
                   extra={"parent": str(processed_dir), TEXTS_FINGERPRINT: texts_fingerprint(out_dir)})  # last
     years = counts["corpus_time"]["years"]

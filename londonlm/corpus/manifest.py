@@ -17,6 +17,7 @@ the report, the sidecar counts and the Hub cards.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,8 +26,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from ..core import (SIDECAR, LondonLMError, link_or_copy, read_json_object, record_field, require_input, sha256_file,
-                    sidecar_intact, write_json_atomic)
+from ..core import (SIDECAR, LondonLMError, flock_holder, link_or_copy, lock_folder, read_json_object, record_field,
+                    require_input, sha256_file, sidecar_intact, write_json_atomic)
 from .dating import row_year
 
 MANIFEST = "manifest.jsonl"
@@ -304,6 +305,58 @@ def require_finished_corpus(processed_dir: str | Path) -> None:
                f"(a stopped --merge: with --merge)")
     raise CorpusError(f"the corpus in {processed_dir} is unfinished or changed since it was made: {why}; "
                       f"nothing was read from it; {fix}")
+
+
+# ---------------------------------------------------------------- reading while another makes
+# A stage that reads a corpus for minutes (a tokenizer, a token cache, a cutoff view of it) read
+# the manifest first and the texts after: a view remade meanwhile from a corpus collected again
+# (a second family, a pipeline) pruned or replaced texts under it, and the reader vouched for a
+# mixture of two corpora under the first manifest's hash, exit 0. A view's maker takes the
+# folder's flock exclusively (:func:`.cutoff.cutoff_view`), so a reader holds it shared: readers
+# never block each other, and a maker finds the view busy rather than changing it. The collection
+# takes no lock on the folder itself (its lock files), so the reader also sees a corpus made again
+# by its sidecar, which every build removes first and writes last.
+def _sidecar_stamp(processed_dir: Path) -> tuple | None:
+    try:
+        st = os.stat(processed_dir / SIDECAR)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@contextlib.contextmanager
+def reading_corpus(processed_dir: str | Path) -> Iterator[Callable[[], None]]:
+    """A shared ``flock`` on the corpus folder while a stage reads it; yields ``unchanged()``, for
+    the reader to call before it vouches for what it read: a :class:`CorpusError` naming the rerun
+    when the corpus was made again since reading began. An error raised inside because it changed
+    (a text pruned under it) is named as that change. A folder not there yields at once (the
+    reader's own checks name the command that makes it), and so does one that cannot be opened or
+    locked (no read permission, a file system without ``flock``): it is read as before."""
+    processed_dir = Path(processed_dir)
+    try:
+        fd = lock_folder(processed_dir, shared=True)
+    except OSError:
+        fd = -1
+    if fd == -1:
+        yield lambda: None
+        return
+    if fd is None:
+        raise CorpusError(f"{flock_holder(processed_dir)} is making the corpus {processed_dir} now; wait for it "
+                          f"to end, then run again; nothing was read from it")
+    stamp = _sidecar_stamp(processed_dir)
+
+    def unchanged() -> None:
+        if _sidecar_stamp(processed_dir) != stamp:
+            raise CorpusError(f"the corpus in {processed_dir} was made again while it was read (another process "
+                              f"collected it or remade the view): what was read is of two corpora, so nothing "
+                              f"made from it was kept; run the same command again")
+    try:
+        yield unchanged
+    except (LondonLMError, OSError):
+        unchanged()  # (the cause, when the texts changed under the reader, rather than its symptom)
+        raise
+    finally:
+        os.close(fd)
 
 
 def manifest_sha256(processed_dir: str | Path) -> str:

@@ -77,6 +77,7 @@ def main(argv: list[str], layout: Layout, default_preset: str, presets: list[str
         return 0
     path = layout.resolve_model(a.checkpoint or "latest", run)  # ModelNotFound lists what exists
     from ..generation import GenerationSettings, check_model_dir, generate, load_model
+    from .repl import for_terminal
 
     check_model_dir(path)  # a folder that is no model is the one error line, before any facts
     facts = checkpoint_facts(path)
@@ -84,7 +85,9 @@ def main(argv: list[str], layout: Layout, default_preset: str, presets: list[str
     print(f"checkpoint: {path}\nstep: {facts['step']}\nvalidation loss: {ev}")
     lm = load_model(path)
     settings = GenerationSettings(max_new_tokens=a.max_new_tokens, seed=a.seed)
+    out = for_terminal(sys.stdout)  # the model's control characters shown, not sent to a terminal
     for prompt in _prompts(a.prompt, a.interactive):
         sample = generate(lm, prompt, settings)[0]
-        print(f"> {prompt}{sample.text}", flush=True)
+        out.write(f"> {prompt}{sample.text}\n")
+        out.flush()
     return 0

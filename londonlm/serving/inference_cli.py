@@ -138,11 +138,13 @@ def parse(parser, argv) -> InferenceArguments:
 
 def run(args: InferenceArguments, layout: Layout, default_prompt: str) -> int:
     """Load the model, then generate once (``--prompt``) or run the REPL (``--interactive``).
-    Text goes to stdout, model and timing lines to stderr."""
+    Text goes to stdout, model and timing lines to stderr. A reader of stdout gone (``| head -1``)
+    is left to ``run_main``: exit 141 as a shell tool's (this returned 0, as if every sample
+    asked for had been written), here and in the chat."""
     from transformers.utils import logging as hf_logging
 
     from ..generation import load_model, normalize_era
-    from .repl import print_generation, run_repl
+    from .repl import for_terminal, print_generation, run_repl
 
     _require_streams(args.interactive or (args.chat and args.prompt is None))
     hf_logging.set_verbosity_error()
@@ -156,20 +158,19 @@ def run(args: InferenceArguments, layout: Layout, default_prompt: str) -> int:
     settings.era = normalize_era(args.era, lm.eras, lm.era_width)
     print(f"model {lm.model_id} · {lm.n_params:,} parameters · step {lm.step} · {lm.device} · {lm.dtype}",
           file=sys.stderr, flush=True)
+    out = for_terminal(sys.stdout)  # the model's control characters shown, not sent to a terminal
     try:
         if args.interactive:
             if sys.stdin.isatty():
                 import readline  # noqa: F401  (arrow-key editing and history for input())
-            return run_repl(lm, settings, sys.stdout, stream_tokens=args.stream or sys.stdin.isatty(),
+            return run_repl(lm, settings, out, stream_tokens=args.stream or sys.stdin.isatty(),
                             max_length=args.max_length, allow_control_tokens=args.allow_control_tokens)
         prompt = args.prompt if args.prompt is not None else default_prompt
-        print_generation(lm, prompt, settings, sys.stdout, info=sys.stderr, stream_tokens=args.stream,
+        print_generation(lm, prompt, settings, out, info=sys.stderr, stream_tokens=args.stream,
                          max_length=args.max_length, allow_control_tokens=args.allow_control_tokens)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. piped into `head`
-        return 0
     return 0
 
 
@@ -209,25 +210,30 @@ def load_chat_model(args: InferenceArguments, layout: Layout):
 def run_chat(args: InferenceArguments, layout: Layout) -> int:
     """``--chat``: one answer to ``--prompt``, else the chat loop. The answer goes to stdout,
     model and timing lines to stderr."""
-    from ..chat import ChatRequestError
-    from .repl import ChatSession, run_chat_repl
+    from ..chat import ChatRequestError, chat_cutoff, check_year
+    from .repl import ChatSession, for_terminal, run_chat_repl
 
     lm = load_chat_model(args, layout)
-    session = ChatSession(args.chat_settings(), year=args.year)
+    cutoff = chat_cutoff(lm.path)
+    if args.year is not None:
+        try:
+            check_year(args.year, cutoff)  # (checked before the load against the Proceedings' span)
+        except ChatRequestError as e:
+            raise UsageError(f"--year: {e}") from None
+    session = ChatSession(args.chat_settings(), year=args.year, cutoff=cutoff)
     print(f"chat model {lm.model_id} · {lm.n_params:,} parameters · step {lm.step} · {lm.device}",
           file=sys.stderr, flush=True)
+    out = for_terminal(sys.stdout)  # the model's control characters shown, not sent to a terminal
     try:
         if args.prompt is not None:
             try:
-                session.ask(lm, args.prompt, sys.stdout, sys.stderr, stream_tokens=args.stream)
+                session.ask(lm, args.prompt, out, sys.stderr, stream_tokens=args.stream)
             except ChatRequestError as e:
                 raise UsageError(str(e)) from None
             return 0
         if sys.stdin.isatty():
             import readline  # noqa: F401  (arrow-key editing and history for input())
-        return run_chat_repl(lm, session, sys.stdout, stream_tokens=args.stream or sys.stdin.isatty())
+        return run_chat_repl(lm, session, out, stream_tokens=args.stream or sys.stdin.isatty())
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0

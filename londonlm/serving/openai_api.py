@@ -76,6 +76,12 @@ def chat_defaults(lm) -> GenerationSettings:
                                    if explicit.get(k) is None})
 
 
+def _chat_cutoff(lm) -> int | None:
+    from ..chat import chat_cutoff
+
+    return chat_cutoff(lm.path)
+
+
 class _OpenAI:
     def __init__(self, service: Service):
         self.service, self.lm, self.limits = service, service.lm, service.limits
@@ -83,6 +89,7 @@ class _OpenAI:
         self.is_chat = bool(getattr(self.lm.tokenizer, "chat_template", None))
         self.chat_stops = chat_stop_ids(self.lm) if self.is_chat else frozenset()
         self.chat_defaults = chat_defaults(self.lm) if self.is_chat else None
+        self.chat_cutoff = _chat_cutoff(self.lm) if self.is_chat else None  # a time-locked model's last era
 
     def model_card(self) -> dict:
         return {"id": self.lm.model_id, "object": "model", "created": 0, "owned_by": "londonlm"}
@@ -203,12 +210,13 @@ class _OpenAI:
 
         try:
             if req.year is not None:
-                check_year(req.year)
+                check_year(req.year, self.chat_cutoff)
         except ChatRequestError as e:
             raise ApiError(400, str(e), param="year") from None
         try:
             messages = with_era(validate_messages([m.plain() for m in req.messages],
-                                                  max_chars=self.limits.max_prompt_chars), req.year)
+                                                  max_chars=self.limits.max_prompt_chars), req.year,
+                                cutoff=self.chat_cutoff)
         except (ChatRequestError, ValueError) as e:
             raise ApiError(400, str(e), param="messages") from None
         if (req.response_format or {}).get("type", "text") != "text":

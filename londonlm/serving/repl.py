@@ -143,8 +143,8 @@ def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
              read: Callable[[str], str] | None = None, stream_tokens: bool = True,
              max_length: int | None = None, allow_control_tokens: bool = False) -> int:
     """Interactive loop: prompts generate, ``/commands`` change settings (see REPL_HELP).
-    Ctrl-D or Ctrl-C at the prompt (or /quit) leaves with 0; Ctrl-C during a generation
-    stops that generation only."""
+    Ctrl-D, /quit or Ctrl-C twice at the prompt (``typed_lines``) leaves with 0; Ctrl-C during a
+    generation stops that generation only."""
     history: list[str] = []
     out.write(_banner(lm))
     out.flush()
@@ -169,6 +169,36 @@ def run_repl(lm: LoadedModel, settings: GenerationSettings, out: TextIO, *,
             out.write("\n[interrupted]\n")
         out.flush()
     return 0
+
+
+# What a terminal acts on instead of showing: C0 controls but tab and newline (ESC starts the
+# sequences that recolour, retitle, move the cursor, or on some terminals answer back as if
+# typed; CR and BS write over text shown), DEL, and the C1 controls (U+009B is a CSI). A model
+# writes them as readily as letters (byte-level BPE has every byte), so on a terminal they are
+# shown as \xNN; a file or pipe gets the text as generated.
+_SHOWN = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(c) not in "\t\n"}
+
+
+class TerminalText:
+    """A text stream to a terminal that shows control characters (``_SHOWN``) instead of
+    sending them: generated text cannot drive the user's terminal."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(text.translate(_SHOWN))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return True
+
+
+def for_terminal(stream: TextIO) -> TextIO:
+    """``stream`` wrapped in :class:`TerminalText` when it is a terminal, else as it is."""
+    return TerminalText(stream) if stream.isatty() else stream
 
 
 def read_line(prompt: str) -> str:
@@ -197,16 +227,25 @@ def read_line(prompt: str) -> str:
 def typed_lines(read: Callable[[str], str] | None, prompt: str, out: TextIO):
     """Each non-blank line typed at ``prompt`` (default reader: :func:`read_line`), as typed (a
     prompt's leading space is part of the text the model continues); a line that is not valid
-    UTF-8 is refused with an ``error:`` line and the loop goes on. Ends on Ctrl-D, Ctrl-C at
-    the prompt, or /quit."""
+    UTF-8 is refused with an ``error:`` line and the loop goes on. Ends on Ctrl-D, /quit, or
+    Ctrl-C twice at the prompt: one Ctrl-C drops the line typed and says how to leave, as
+    Python's and node's prompts do. Leaving at the first ended the whole session (a chat's
+    conversation with it) when Ctrl-C, pressed to stop a generation, came just after it ended."""
     read = read or read_line
+    interrupted = False  # the last read ended in Ctrl-C
     while True:
         try:
             line = read(prompt)
-        except (EOFError, KeyboardInterrupt):
+        except (EOFError, KeyboardInterrupt) as e:
             out.write("\n")
+            if isinstance(e, EOFError) or interrupted:
+                out.flush()
+                return
+            interrupted = True
+            out.write("(line dropped; Ctrl-C again, Ctrl-D or /quit to leave)\n")
             out.flush()
-            return
+            continue
+        interrupted = False
         problem = utf8_problem(line)
         if problem:
             out.write(f"error: {problem}; the line was not used\n")
@@ -240,6 +279,8 @@ class ChatSession:
     settings: "ChatSettings"
     year: int | None = None
     history: list = dc_field(default_factory=list)
+    cutoff: int | None = None  # a time-locked model's last era (chat.chat_cutoff): /year stops there
+    forgotten: int = 0  # messages the history dropped past MAX_HISTORY
 
     def command(self, line: str) -> str:
         """Apply one ``/command``; returns the message to show. Raises ChatRequestError."""
@@ -251,6 +292,7 @@ class ChatSession:
             return CHAT_HELP
         if cmd == "/reset":
             self.history.clear()
+            self.forgotten = 0
             return "conversation cleared"
         if cmd == "/history":
             return "\n".join(f"{m['role']:>9}: {m['content']}" for m in self.history) or "(none yet)"
@@ -258,7 +300,7 @@ class ChatSession:
             if arg:
                 if not arg.isdecimal():  # isdigit() passes "²", which int() refuses
                     raise ChatRequestError(f"/year needs a year such as 1790, got {arg!r}")
-                self.year = check_year(int(arg))
+                self.year = check_year(int(arg), self.cutoff)
             return f"system line: {self.system_line()}"
         fields = {"/temp": ("temperature", float), "/max": ("max_new_tokens", int), "/seed": ("seed", int)}
         if cmd not in fields:
@@ -285,7 +327,7 @@ class ChatSession:
     def system_line(self) -> str:
         from ..chat import with_era
 
-        return with_era([{"role": "user", "content": "?"}], self.year)[0]["content"]
+        return with_era([{"role": "user", "content": "?"}], self.year, cutoff=self.cutoff)[0]["content"]
 
     def ask(self, lm: LoadedModel, question: str, out: TextIO, info: TextIO | None,
             stream_tokens: bool = True):
@@ -294,7 +336,7 @@ class ChatSession:
         from ..chat import chat_reply, chat_stream
 
         messages = [*self.history, {"role": "user", "content": question}]
-        kwargs = dict(year=self.year, settings=self.settings)
+        kwargs = dict(year=self.year, settings=self.settings, cutoff=self.cutoff)
         started = time.monotonic()
         if stream_tokens:
             answer = chat_stream(lm.model, lm.tokenizer, messages, **kwargs)
@@ -305,11 +347,18 @@ class ChatSession:
             out.write(reply.text)
         out.write("\n")
         out.flush()
+        # the exchanges the model did not see: it answered as if they had not been said, while
+        # /history still showed them, and nothing said so
+        unseen = (self.forgotten + reply.left_out) // 2
         if reply.text:
-            self.history = [*messages, {"role": "assistant", "content": reply.text}][-MAX_HISTORY:]
+            kept = [*messages, {"role": "assistant", "content": reply.text}]
+            self.forgotten += max(0, len(kept) - MAX_HISTORY)
+            self.history = kept[-MAX_HISTORY:]
         if info is not None:
             secs = time.monotonic() - started
             empty = " · no answer: not kept in the history" if not reply.text else ""
+            if unseen:
+                empty += f" · the first {unseen} exchange(s) no longer fit the model's context: not seen"
             info.write(f"[{reply.new_tokens} tokens · {reply.new_tokens / secs if secs else 0:.1f} tokens/s · "
                        f"{reply.finish_reason} · {self.system_line()}{empty}]\n")
             info.flush()
@@ -319,8 +368,8 @@ class ChatSession:
 def run_chat_repl(lm: LoadedModel, session: ChatSession, out: TextIO, *,
                   read: Callable[[str], str] | None = None, stream_tokens: bool = True) -> int:
     """The chat loop: each line is a question answered with the conversation so far;
-    ``/commands`` (see CHAT_HELP) set the year, reset, show help. Ctrl-D, Ctrl-C at the prompt
-    or /quit leave with 0; Ctrl-C during an answer stops that answer only."""
+    ``/commands`` (see CHAT_HELP) set the year, reset, show help. Ctrl-D, /quit or Ctrl-C twice
+    at the prompt leave with 0; Ctrl-C during an answer stops that answer only."""
     from ..chat import ChatRequestError
 
     out.write(f"londonlm chat · {lm.model_id} · {lm.n_params:,} parameters · {lm.device}\n"

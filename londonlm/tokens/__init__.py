@@ -11,7 +11,7 @@ trains it (``03_tokenizer/``), and the uint16 memmap token cache training reads.
 - :mod:`.counts`: tokens per split, source and decade (``02_data_collection/count_tokens.py``).
 """
 from .cache import (cached_split_tokens, ensure_cache, load_checked_tokens, read_metadata, refuse_unfinished_build,
-                    split_token_ceiling)
+                    share_built_cache, split_token_ceiling)
 from .stage import train_tokenizer_stage
 from .tokenizer import (EOT, ERA_WIDTH, TOKENIZER_FILES, era_token, era_token_for, era_tokens_of, era_width_of,
                         load_tokenizer, plain_backend, require_whole_save, same_tokenizer, split_exact,
@@ -21,7 +21,7 @@ from .tokenizer import (EOT, ERA_WIDTH, TOKENIZER_FILES, era_token, era_token_fo
 __all__ = [
     "cached_split_tokens", "ensure_cache", "EOT", "ERA_WIDTH", "era_token", "era_token_for", "era_tokens_of",
     "era_width_of", "load_checked_tokens", "load_tokenizer",
-    "plain_backend", "read_metadata", "refuse_unfinished_build", "require_whole_save", "same_tokenizer", "split_exact", "split_token_ceiling", "TOKENIZER_FILES", "tokenizer_file_problem",
+    "plain_backend", "read_metadata", "refuse_unfinished_build", "require_whole_save", "same_tokenizer", "share_built_cache", "split_exact", "split_token_ceiling", "TOKENIZER_FILES", "tokenizer_file_problem",
     "tokenizer_identity", "tokenizer_identity_sha256",
     "train_tokenizer_stage",
 ]

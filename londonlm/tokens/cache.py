@@ -29,13 +29,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..core import LondonLMError, now_iso, require_input, sha256_file, write_json_atomic
-from ..corpus import (MANIFEST, corpus_time_facts, iter_split_texts, read_manifest, require_finished_corpus,
-                      split_sizes, text_sizes, texts_not_as_made)
+from ..core import LondonLMError, link_or_copy, now_iso, require_input, sha256_file, write_json_atomic
+from ..corpus import (MANIFEST, corpus_time_facts, iter_split_texts, read_manifest, reading_corpus,
+                      require_finished_corpus, split_sizes, text_sizes, texts_not_as_made)
 from .chunks import CHUNK_BYTES, PRETOKENIZE_CMD, CacheError, CheckedTokens, ChunkSums
 from .tokenizer import (EOT, ERA_WIDTH, PIECE_CHARS, era_token, era_width_in, era_width_of, load_tokenizer,
                         plain_backend, require_whole_save, split_exact)
@@ -282,6 +282,11 @@ class _SplitWriter:
         elif state and not (_size(self.bin_tmp) >= 2 * state["tokens"] and
                             _size(self.idx_tmp) >= 8 * (state["docs"] + 1)):
             state = None
+        if state and _linked(self.bin_tmp, self.idx_tmp):
+            state = None  # another cache's file too (a copy linked mid-build): never written through
+        if not state:  # a new file, not one truncated: an older name of it may be another cache's
+            self.bin_tmp.unlink(missing_ok=True)
+            self.idx_tmp.unlink(missing_ok=True)
         self.docs, self.tokens = (state["docs"], state["tokens"]) if state else (0, 0)
         mode = "r+b" if state else "w+b"
         self.f, self.fi = open(self.bin_tmp, mode), open(self.idx_tmp, mode)
@@ -352,6 +357,11 @@ def _progress_state(state, identity: dict) -> dict | None:
     return state if _is_count(state.get("docs")) and _is_count(state.get("tokens")) else None
 
 
+def _linked(*paths: Path) -> bool:
+    """Whether any of ``paths`` has another name (a hard link) too."""
+    return any(p.exists() and p.stat().st_nlink > 1 for p in paths)
+
+
 def _size(path: Path) -> int:
     """A file's size in bytes; -1 when there is none."""
     try:
@@ -411,11 +421,44 @@ def build_lock(cache_dir: Path, log=print):
             fcntl.flock(lf, fcntl.LOCK_UN)
 
 
+# A finished cache's files: what another run may share (a grid's next run, a family's twin)
+CACHE_FILES = (*(f"{stem}{ext}" for stem in SPLITS.values() for ext in (".bin", ".idx.npy")), "metadata.json")
+
+
+def share_built_cache(src: Path, dst: Path, log=print) -> bool:
+    """Hard-link the finished cache in ``src`` into ``dst`` (made here; metadata.json last), under
+    ``src``'s build lock, without waiting for it. Linked between a rebuild's start and its end, the
+    other run got the rebuild's half-written ``.bin.tmp``, one file with two names: its own build
+    wrote its tokens into the other's, and the two caches' files became one. False when nothing
+    was linked (no finished cache, ``dst`` there already, or a build running: ``dst`` builds its own)."""
+    src, dst = Path(src), Path(dst)
+    if not (src / "metadata.json").is_file() or dst.exists():
+        return False
+    try:
+        lf = open(src / ".build.lock", "a")
+    except OSError:  # a run folder this user may only read: nothing is shared, the next run builds its own
+        return False
+    with lf:
+        try:
+            fcntl.flock(lf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"token cache: {src} is being built by another process now; not shared")
+            return False
+        if not (src / "metadata.json").is_file():  # (a build stopped since: nothing finished to share)
+            return False
+        dst.mkdir(parents=True)
+        for name in CACHE_FILES:
+            link_or_copy(src / name, dst / name)
+    return True
+
+
 def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir: Path,
                 manifest_rows: list[dict], manifest_sha256: str, context_length: int,
-                era_tokens: bool, progress: bool = True, log=print) -> dict:
+                era_tokens: bool, progress: bool = True, log=print,
+                unchanged: Callable[[], None] = lambda: None) -> dict:
     """Encode both splits to disk (resuming a stopped build for the same inputs and
-    settings); metadata.json is written last, and the build's progress files then go."""
+    settings); metadata.json is written last (once ``unchanged()``, the corpus's
+    :func:`~londonlm.corpus.reading_corpus` check, passes), and the build's progress files then go."""
     if len(tokenizer) >= 65536:
         raise CacheError(f"vocabulary of {len(tokenizer)} does not fit uint16 (< 65,536)")
     eot_id = tokenizer.get_vocab().get(EOT)
@@ -449,6 +492,7 @@ def build_cache(cache_dir: Path, tokenizer, tokenizer_sha256: str, processed_dir
             # checks them even when the run stopped before writing run_info.json
             "corpus_time": corpus_time_facts(processed_dir),
             "build_seconds": round(time.time() - t0, 2)}
+    unchanged()  # tokens of a corpus made again under the build are of two corpora: never vouched for
     write_json_atomic(meta_path, meta)
     for stem in SPLITS.values():
         (cache_dir / f"{stem}.progress.json").unlink(missing_ok=True)
@@ -540,9 +584,20 @@ def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, cont
     checkpoints were not trained on: the metadata when current, else None; it only reads (no
     lock file, no build)."""
     cache_dir = Path(cache_dir)
-    req = cache_request(tokenizer_dir, processed_dir, context_length, era_tokens)
     if mode == "current":
+        req = cache_request(tokenizer_dir, processed_dir, context_length, era_tokens)
         return None if check_cache(cache_dir, req, verify_full) else read_metadata(cache_dir)
+    # the corpus held (shared) from its manifest's hash to the metadata: not remade under the build
+    with reading_corpus(processed_dir) as unchanged:
+        return _ensure_locked(cache_dir, tokenizer_dir, processed_dir, context_length, era_tokens, mode, progress,
+                              verify_full, log, unchanged)
+
+
+def _ensure_locked(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, context_length: int,
+                   era_tokens: bool, mode: str, progress: bool, verify_full: bool, log,
+                   unchanged: Callable[[], None]) -> dict | None:
+    """:func:`ensure_cache` with the corpus held and ``unchanged()`` its check."""
+    req = cache_request(tokenizer_dir, processed_dir, context_length, era_tokens)
     with build_lock(cache_dir, log):
         problem = check_cache(cache_dir, req, verify_full)
         if mode == "require":
@@ -566,7 +621,7 @@ def ensure_cache(cache_dir: Path, tokenizer_dir: Path, processed_dir: Path, cont
         require_finished_corpus(processed_dir)
         log(f"token cache: building {cache_dir} ({why})")
         return build_cache(cache_dir, tokenizer, req.tokenizer_sha256, Path(processed_dir), rows,
-                           req.manifest_sha256, context_length, era_tokens, progress, log=log)
+                           req.manifest_sha256, context_length, era_tokens, progress, log=log, unchanged=unchanged)
 
 
 def load_tokens(cache_dir: Path, split: str) -> np.memmap:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 from ..core import SIDECAR, LondonLMError, UsageError, folder_lock, read_json, read_json_object, refuse_foreign_folder, refuse_output_over_inputs, sidecar_current, write_sidecar
 from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
-                      read_manifest, require_finished_corpus, text_sizes)
+                      read_manifest, reading_corpus, require_finished_corpus, text_sizes)
 from .tokenizer import (ERA_WIDTH, MAX_ERA_WIDTH, TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer,
                         not_tokenizer_files, plain_backend,
                         roundtrip_failures, save_tokenizer, split_exact, train_bpe)
@@ -40,6 +40,16 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
     refuse_foreign_folder(out_dir / SIDECAR, "tokenizer", "--output_dir")  # (says whose folder it is)
     refuse_output_over_inputs("--output_dir", out_dir, {"the corpus folder": processed_dir})
     _refuse_another_artifacts_folder(out_dir)
+    # the corpus held (shared) from its manifest to the sidecar: a view is not remade under the training
+    with reading_corpus(processed_dir) as unchanged:
+        return _train_if_stale(processed_dir, out_dir, vocab_size, min_frequency, era_tokens, era_width,
+                               model_max_length, overwrite, sample_chars, progress, log, unchanged)
+
+
+def _train_if_stale(processed_dir: Path, out_dir: Path, vocab_size: int, min_frequency: int, era_tokens: bool,
+                    era_width: int, model_max_length: int, overwrite: bool, sample_chars: int | None,
+                    progress: bool | None, log, unchanged) -> dict:
+    """:func:`train_tokenizer_stage` with the corpus held and ``unchanged()`` its check."""
     rows = read_manifest(processed_dir, keys=("id", "split", "path", "chars", "year"),  # held while training
                          require=("chars",))
     require_finished_corpus(processed_dir)  # before the currency check: a stopped merge keeps the old manifest
@@ -64,11 +74,12 @@ def train_tokenizer_stage(processed_dir: str | Path, out_dir: str | Path, *, voc
         if (out_dir / SIDECAR).exists():
             log(f"tokenizer: rebuilding ({'--overwrite' if overwrite else why})")
             (out_dir / SIDECAR).unlink()
-        return _train_and_save(processed_dir, out_dir, train_rows, sample, inputs, settings, era_width, progress, log)
+        return _train_and_save(processed_dir, out_dir, train_rows, sample, inputs, settings, era_width, progress, log,
+                               unchanged)
 
 
 def _train_and_save(processed_dir: Path, out_dir: Path, train_rows: list[dict], sample: list[dict], inputs: dict,
-                    settings: dict, era_width: int, progress: bool | None, log) -> dict:
+                    settings: dict, era_width: int, progress: bool | None, log, unchanged=lambda: None) -> dict:
     """Train on ``sample`` (of ``train_rows``) with ``settings``, save, then the sidecar."""
     t0 = time.time()
     train_chars, sampled = sum(r["chars"] for r in train_rows), sum(r["chars"] for r in sample)
@@ -79,6 +90,7 @@ def _train_and_save(processed_dir: Path, out_dir: Path, train_rows: list[dict], 
             f"chosen by a hash of their id (--sample_chars {settings['sample_chars']:,})")
     tok = train_bpe(_pieces(processed_dir, sample, progress, log, vocab_size), vocab_size=vocab_size,
                     min_frequency=settings["min_frequency"], era_tokens=eras, show_progress=False)
+    unchanged()  # merges learnt from a corpus made again under the training: never saved, nor vouched for
     save_tokenizer(tok, out_dir, model_max_length=settings["model_max_length"], era_tokens=eras, era_width=era_width)
     seconds = time.time() - t0
     counts = {"vocab_size": tok.get_vocab_size(), "train_documents": len(train_rows), "train_chars": train_chars,

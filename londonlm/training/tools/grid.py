@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ...core import LondonLMError, RunLayout, UsageError, link_or_copy, plain_name, record_field, user_error_message
+from ...core import LondonLMError, RunLayout, UsageError, plain_name, record_field, user_error_message
+from ...tokens import share_built_cache
 from ..currency import finished, run_changes
 from ..defaults import TrainDefaults
 from ..dist import TrainingError
@@ -76,15 +77,11 @@ def other_settings(run: RunLayout, point: GridPoint, preset: str | None) -> str 
                      if v is not None and asked.get(k) != v) or None
 
 
-def share_cache(src: RunLayout, dst: RunLayout) -> None:
-    """Hard-link a finished run's token cache into the next run (same data, no re-encoding);
-    the training step still checks it is compatible and rebuilds it when not."""
-    if not (src.cache_dir / "metadata.json").exists() or dst.cache_dir.exists():
-        return
-    dst.cache_dir.mkdir(parents=True)
-    for f in src.cache_dir.iterdir():
-        if f.is_file() and not f.name.startswith("."):
-            link_or_copy(f, dst.cache_dir / f.name)
+def share_cache(src: RunLayout, dst: RunLayout, log=print) -> None:
+    """Hard-link a finished run's token cache into the next run (same data, no re-encoding; not
+    while another process rebuilds it: :func:`~londonlm.tokens.share_built_cache`); the training
+    step still checks it is compatible and rebuilds it when not."""
+    share_built_cache(src.cache_dir, dst.cache_dir, log)
 
 
 def point_flags(flags: TrainFlags, opts: GridOptions, point: GridPoint) -> TrainFlags:
@@ -132,7 +129,7 @@ def run_grid(opts: GridOptions, flags: TrainFlags, defaults: TrainDefaults,
                 log(f"{step}: {changed}; starting it over (the finished run is moved aside)")
                 config = config.but(control={"fresh": True})
             if prev is not None:
-                share_cache(prev, run)
+                share_cache(prev, run, log)
             log(f"{step}: learning rate {point.learning_rate:g}, batch size {point.batch_size}")
             run_training(config)
         except (LondonLMError, OSError) as e:  # one bad run does not stop the grid
