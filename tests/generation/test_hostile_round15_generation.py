@@ -58,7 +58,7 @@ def test_a_chat_answer_never_chooses_an_id_past_the_tokenizer(chat_model_dir):
     messages = [{"role": "system", "content": "Old Bailey, London, 1790."}, {"role": "user", "content": "Who?"}]
     chosen = []
     for seed in range(4):
-        prompt, kwargs, _ = _generation(chat.model, chat.tokenizer, messages,
+        prompt, kwargs, *_ = _generation(chat.model, chat.tokenizer, messages,
                                         ChatSettings(max_new_tokens=30, temperature=5.0, top_k=0, top_p=1.0, seed=seed))
         chosen += chat.model.generate(**kwargs)[0, len(prompt):].tolist()
     assert len(chosen) > 30 and max(chosen) < vocab
