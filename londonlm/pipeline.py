@@ -132,12 +132,12 @@ def generate_samples(model_dir: Path, prompts, max_new_tokens: int, seed: int) -
 def evaluate_validation(model_dir: Path, processed_dir: Path, max_tokens: int | None) -> dict:
     """Held-out loss, perplexity and bits per byte on the validation split, on a GPU when there
     is one (:func:`~londonlm.generation.load_model`'s ``auto`` device and dtype, both recorded)."""
-    from .corpus import iter_split_texts
+    from .corpus import read_split_texts
     from .evaluation import evaluate_lm
     from .generation import load_model
 
     lm = load_model(str(model_dir))
-    texts = [t for _, t in iter_split_texts(processed_dir, "validation")]
+    texts = [t for _, t in read_split_texts(processed_dir, "validation")]  # of one corpus
     result = evaluate_lm(lm.model, lm.tokenizer, texts, device=lm.device, max_eval_tokens=max_tokens)
     return {**result, "device": lm.device, "dtype": lm.dtype}
 

@@ -19,7 +19,8 @@ parsing (every source and the report with them: a quarter of the OCR repair stag
 """
 from ..core import lazy_exports
 from .manifest import (COLLECT_CMD, MANIFEST, SPLITS, CorpusError, assign_split, collected_sources, decade_key,
-                       iter_split_texts, manifest_sha256, read_manifest, reading_corpus, require_finished_corpus,
+                       iter_split_texts, manifest_sha256, read_manifest, read_split_texts, reading_corpus,
+                       require_finished_corpus,
                        split_sizes, summarize, text_sizes, texts_not_as_made)
 
 _LAZY, __getattr__, __dir__ = lazy_exports(__name__, {
@@ -32,6 +33,6 @@ _LAZY, __getattr__, __dir__ = lazy_exports(__name__, {
 
 __all__ = [
     "assign_split", "collected_sources", "COLLECT_CMD", "CorpusError", "decade_key", "iter_split_texts", "MANIFEST",
-    "manifest_sha256", "read_manifest", "reading_corpus", "require_finished_corpus", "SPLITS", "split_sizes", "summarize", "text_sizes",
+    "manifest_sha256", "read_manifest", "read_split_texts", "reading_corpus", "require_finished_corpus", "SPLITS", "split_sizes", "summarize", "text_sizes",
     "texts_not_as_made", *_LAZY,
 ]

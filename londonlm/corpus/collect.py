@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ..core import (SIDECAR, UsageError, hold, holder_pid, large_blocks_from_the_system, nearest_existing, read_json, read_json_object, record_field,
-                    sidecar_current, user_path, write_sidecar)
+from ..core import (SIDECAR, UsageError, flock_holder, hold, holder_pid, large_blocks_from_the_system, lock_folder,
+                    nearest_existing, read_json, read_json_object, record_field, sidecar_current, user_path, write_sidecar)
 from .cutoff import time_facts_of
 from .manifest import (CORPUS_OUTPUTS, CORPUS_STAGE, REJECTIONS, SUMMARY_KEYS, TEXTS_FINGERPRINT, CorpusError,
                        collected_sources, corpus_inputs, read_jsonl, iter_manifest, summarize, texts_fingerprint,
                        texts_not_as_made)
-from .ocr import OCR_DIR, OcrOptions, bounded_workers, collection_lexicon
+from .ocr import OCR_DIR, OcrOptions, bounded_workers, collection_lexicon, period_corpus_id
 from .processing import process_documents
 from .shards import PLAN_FILE, NoDocuments, ShardKeep, merge_shards, prepare_shard, shard_dir
 from .sources import Document, load_registry, make_source, select_sources
@@ -304,6 +304,8 @@ def _collect(entries: Sequence[dict[str, Any]], downloads_dir: Path, processed_d
 
     entries_hash = _json_hash([dict(e) for e in entries])
     local_inputs = {f"source:{s.id}": source_fingerprint(s, downloads_dir) for s in srcs if _in_place(s)}
+    if o.ocr.period_corpus and any(s.all_ocr() for s in srcs):  # (its words repair the OCR; a lexicon
+        local_inputs["period_corpus"] = period_corpus_id(o.ocr.period_corpus)  # rebuilt in place was "current")
     # the staging plan leaves downloads out, so shards run on machines with different
     # downloads still merge; a changed download is picked up with --overwrite
     plan = _json_hash({"sources": entries_hash, **local_inputs, "settings": o.settings()})
@@ -330,13 +332,18 @@ def _collect(entries: Sequence[dict[str, Any]], downloads_dir: Path, processed_d
               f"accepted); merge with --merge --num_shards {o.num_shards} once every shard is done")
         return stats
     _check_plans(processed_dir, plan, o.num_shards)
-    try:  # a merge that keeps nothing raises before it writes: the corpus there stays whole, and current
-        stats["merge"] = merge_shards(processed_dir, o.num_shards, o.validation_percent, require_documents=True,
-                                      before_writing=lambda: (processed_dir / SIDECAR).unlink(missing_ok=True))
-    except NoDocuments as e:
-        _log_rejections(e.rejections, sum(e.reasons.values()), "the shards' staged.jsonl", o)
-        raise CollectionError(str(e)) from None
-    return _finish(stats, entries, inputs, processed_dir, metadata_dir, o, t0)
+    with changing_corpus(processed_dir) as alone:
+        def before_writing() -> None:
+            alone()
+            (processed_dir / SIDECAR).unlink(missing_ok=True)
+
+        try:  # a merge that keeps nothing raises before it writes: the corpus there stays whole, and current
+            stats["merge"] = merge_shards(processed_dir, o.num_shards, o.validation_percent, require_documents=True,
+                                          before_writing=before_writing)
+        except NoDocuments as e:
+            _log_rejections(e.rejections, sum(e.reasons.values()), "the shards' staged.jsonl", o)
+            raise CollectionError(str(e)) from None
+        return _finish(stats, entries, inputs, processed_dir, metadata_dir, o, t0)
 
 
 def _refuse_file_in_the_way(folder: Path, what: str) -> None:
@@ -376,6 +383,36 @@ def collection_lock(processed_dir: Path, shard: int | None, num_shards: int) -> 
     finally:
         for h in reversed(holds):
             h.release()
+
+
+@contextlib.contextmanager
+def changing_corpus(processed_dir: Path) -> Iterator[Callable[[], None]]:
+    """Yields ``alone()``, which takes the corpus folder's own ``flock`` exclusively, without
+    waiting, for the rest of the block; called once the merge is decided, before it replaces
+    anything a reader sees. The readers of a corpus hold it shared (:func:`.manifest.reading_corpus`:
+    a tokenizer, a token cache, a cutoff view, an evaluation), so a re-collection no longer
+    replaces texts under one of them, whose work was then lost at its end ("made again while it
+    was read"): it is refused in one line before it writes, while the corpus is still whole and
+    current. Taken only here, not for the staging: a collection that would only skip, and the
+    shards of a Slurm array (they write only their own folders in ``shards/``), run beside readers.
+    A folder that cannot be opened or locked (no ``flock``) is written as before."""
+    fd: list[int] = []
+
+    def alone() -> None:
+        try:
+            got = lock_folder(processed_dir)
+        except OSError:
+            return
+        if got is None:
+            raise CollectionBusy(f"{flock_holder(processed_dir)} is reading the corpus in {processed_dir} now (a "
+                                 f"tokenizer, token cache, cutoff view or evaluation made from it); wait for it to "
+                                 f"end, then run the same command again; the corpus there was not changed")
+        fd.append(got)
+    try:
+        yield alone
+    finally:
+        for f in fd:
+            os.close(f)
 
 
 def _shard_lock(shard: int, num_shards: int) -> str:

@@ -312,10 +312,11 @@ def require_finished_corpus(processed_dir: str | Path) -> None:
 # the manifest first and the texts after: a view remade meanwhile from a corpus collected again
 # (a second family, a pipeline) pruned or replaced texts under it, and the reader vouched for a
 # mixture of two corpora under the first manifest's hash, exit 0. A view's maker takes the
-# folder's flock exclusively (:func:`.cutoff.cutoff_view`), so a reader holds it shared: readers
-# never block each other, and a maker finds the view busy rather than changing it. The collection
-# takes no lock on the folder itself (its lock files), so the reader also sees a corpus made again
-# by its sidecar, which every build removes first and writes last.
+# folder's flock exclusively (:func:`.cutoff.cutoff_view`), and so does the collection once its
+# merge is decided (:func:`.collect.changing_corpus`), so a reader holds it shared: readers never
+# block each other, and a maker finds the corpus busy rather than changing it. Where no flock can
+# be taken, the reader still sees a corpus made again by its sidecar, which every build removes
+# first and writes last.
 def _sidecar_stamp(processed_dir: Path) -> tuple | None:
     try:
         st = os.stat(processed_dir / SIDECAR)
@@ -370,6 +371,17 @@ def iter_split_texts(processed_dir: str | Path, split: str,
     for row in rows if rows is not None else read_manifest(processed_dir):
         if row["split"] == split:
             yield row, document_text(processed_dir, row)
+
+
+def read_split_texts(processed_dir: str | Path, split: str) -> list[tuple[dict, str]]:
+    """Every (manifest row, text) of one split, read whole under :func:`reading_corpus`: a reader
+    that holds the texts in memory (an evaluation's validation split) scores one corpus, not the
+    old manifest's texts mixed with a new collection's. Held only while reading: the work after
+    it, from memory, does not keep a collection waiting."""
+    with reading_corpus(processed_dir) as unchanged:
+        docs = list(iter_split_texts(processed_dir, split))
+        unchanged()
+    return docs
 
 
 def missing_text(processed_dir: str | Path, row: Mapping[str, Any]) -> CorpusError:

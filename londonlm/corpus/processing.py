@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import asdict
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -18,7 +19,7 @@ from ..core import die_with_parent
 from .cleaning import MAX_LINE_CHARS, clean_text
 from .dedup import hash_words, norm_words, signature
 from .filters import default_filters, preview, run_filters
-from .ocr import DocumentRepair, OcrOptions
+from .ocr import DocumentRepair, OcrOptions, WorkerDied
 from .shards import ShardWriter
 from .sources import Document, materialise
 
@@ -116,17 +117,25 @@ def _bounded_map(docs: Iterable[Document], workers: int, settings: dict[str, Any
         pending: set[Future] = set()
         it = iter(docs)
         exhausted = False
-        while pending or not exhausted:
-            while not exhausted and len(pending) < 2 * workers:
-                try:
-                    pending.add(pool.submit(process_one, next(it)))
-                except StopIteration:
-                    exhausted = True
-            if not pending:
-                break
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
+        try:
+            while pending or not exhausted:
+                while not exhausted and len(pending) < 2 * workers:
+                    try:
+                        pending.add(pool.submit(process_one, next(it)))
+                    except StopIteration:
+                        exhausted = True
+                if not pending:
+                    break
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        except BrokenProcessPool:  # (the pool says only that it broke: a traceback, the run's cause unsaid)
+            raise WorkerDied(WORKER_DIED) from None
+
+
+WORKER_DIED = ("a cleaning worker process died (killed from outside it: the system's out-of-memory killer, or "
+               "kill -9); the documents staged before it are kept: run the same command again to go on from "
+               "them (with fewer --workers if memory ran short)")
 
 
 def _duplicate_id(doc: Document) -> Document:

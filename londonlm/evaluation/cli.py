@@ -14,7 +14,7 @@ from typing import Sequence
 from ..core import (Layout, RunLayout, StageParser, UsageError, checkpoint_problem, existing_dir, existing_file,
                     number_in, positive_int, refuse_output_over_inputs, refuse_artifacts_folder,
                     writable_dir, year)
-from ..corpus import iter_split_texts
+from ..corpus import read_split_texts
 from ..generation import DTYPES
 from . import human_eval
 from .harness import TEXT_TASK
@@ -120,9 +120,10 @@ def build_parser(prog: str | None, presets: Sequence[str], default_preset: str,
 
 
 def load_validation(processed_dir: Path) -> tuple[list[str], list[int | None]]:
-    """Texts and years of the manifest's validation documents, in manifest order."""
+    """Texts and years of the manifest's validation documents, in manifest order, of one corpus
+    (a corpus collected again while they are read is one line, not figures of two)."""
     texts, years = [], []
-    for row, text in iter_split_texts(processed_dir, "validation"):
+    for row, text in read_split_texts(processed_dir, "validation"):
         texts.append(text)
         y = row.get("year")
         years.append(int(y) if isinstance(y, (int, float)) else None)

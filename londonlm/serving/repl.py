@@ -4,7 +4,10 @@ through :mod:`londonlm.serving.inference_cli`; the core (:mod:`londonlm.generati
 terminals."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
@@ -212,7 +215,7 @@ def read_line(prompt: str) -> str:
     if getattr(sys.stdin, "errors", None) == "strict" and hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")
     if sys.stdin.isatty():
-        return input(prompt)
+        return _tty_input(prompt)
     sys.stdout.write(prompt)
     sys.stdout.flush()
     line = sys.stdin.readline(MAX_LINE_CHARS + 1)
@@ -222,6 +225,46 @@ def read_line(prompt: str) -> str:
         raise UsageError(f"standard input holds a line of over {MAX_LINE_CHARS:,} characters, which is no prompt: "
                          f"give a file of prompts, one a line")
     return line[:-1] if line.endswith("\n") else line
+
+
+# A signal that only interrupts the main thread's wait (its handler does nothing; by default it
+# is ignored, so one that comes after the read is harmless).
+_POKE = getattr(signal, "SIGURG", None)
+
+
+def _tty_input(prompt: str) -> str:
+    """``input(prompt)`` on a terminal, where Ctrl-C is acted on at once. Python's readline waits
+    for a key in ``select()`` with no timeout and looks at signals only when that wait is cut short:
+    a SIGINT that came while it was still echoing a key or drawing the prompt, or that the kernel
+    gave another thread (OpenBLAS's), waited for the next key. On a busy machine Ctrl-C at the
+    prompt did nothing, and after two the REPL never left. A thread woken by the signal
+    (``set_wakeup_fd``, which any thread's SIGINT writes to) interrupts the wait until it ends."""
+    if _POKE is None or threading.current_thread() is not threading.main_thread():
+        return input(prompt)  # (only the main thread takes Python's signals)
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    done = threading.Event()
+    earlier = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    was = signal.signal(_POKE, lambda *_: None)
+    try:
+        threading.Thread(target=_interrupt_on_sigint, args=(r, threading.get_ident(), done),
+                         name="ctrl-c", daemon=True).start()
+        return input(prompt)
+    finally:
+        done.set()
+        signal.set_wakeup_fd(earlier)
+        signal.signal(_POKE, was)
+        os.close(w)  # the thread reads the end of the pipe, closes it and ends
+
+
+def _interrupt_on_sigint(r: int, main: int, done: threading.Event) -> None:
+    """:func:`_tty_input`'s thread: after a SIGINT (its number read from ``r``), send ``_POKE``
+    to the main thread until its read is done; one landing before its ``select()`` is lost too."""
+    with open(r, "rb", buffering=0) as wakeups:
+        while got := wakeups.read(64):
+            if signal.SIGINT in got:
+                while not done.wait(0.02):
+                    signal.pthread_kill(main, _POKE)
 
 
 def typed_lines(read: Callable[[str], str] | None, prompt: str, out: TextIO):

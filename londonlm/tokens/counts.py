@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import StageInputMissing
-from ..corpus import SPLITS, decade_key, iter_split_texts, read_manifest, require_finished_corpus
+from ..corpus import SPLITS, decade_key, iter_split_texts, read_manifest, reading_corpus, require_finished_corpus
 from .tokenizer import load_tokenizer, plain_backend
 
 
@@ -17,6 +17,15 @@ def count_tokens(processed_dir: str | Path, tokenizer, batch: int = 32) -> dict[
     tokenizer), totalled per split, per source and per decade; no special tokens added."""
     processed = Path(processed_dir)
     backend = plain_backend(tokenizer)  # corpus text never becomes a control token
+    # held shared from the rows to the last text: a corpus collected again (or a view remade) under
+    # the count gave counts of the old rows over new texts, written as the corpus's
+    with reading_corpus(processed) as unchanged:
+        counts = _count(processed, backend, batch)
+        unchanged()
+    return counts
+
+
+def _count(processed: Path, backend, batch: int) -> dict[str, Any]:
     rows = read_manifest(processed)
     require_finished_corpus(processed)  # counts of a half-merged corpus would be of no corpus there was
     empty = lambda: {"documents": 0, "tokens": 0, "chars": 0, "bytes": 0}  # noqa: E731

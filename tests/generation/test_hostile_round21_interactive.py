@@ -185,7 +185,6 @@ def _exit_code(pid, timeout=20.0):
     return "hung"
 
 
-@pytest.mark.slow  # (timing of a real terminal: on 2 loaded cores a Ctrl-C was seen only at the next key)
 def test_the_repl_on_a_real_terminal_ctrl_c_and_a_models_escapes(esc_model):
     """Under a pty, with readline: a half-typed line and Ctrl-C is dropped, the REPL stays;
     the model's ESC bytes are shown as text; two Ctrl-C in a row leave, exit 0, no traceback."""

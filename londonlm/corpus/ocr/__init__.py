@@ -33,14 +33,14 @@ from importlib import import_module
 _WHERE = {
     "ConfusionError": "confusions", "ConfusionModel": "confusions", "load_confusions": "confusions",
     "JsonlOptions": "jsonl", "repair_jsonl": "jsonl",
-    "bounded_workers": "processes", "Terminated": "processes", "usable_cpus": "processes",
+    "bounded_workers": "processes", "Terminated": "processes", "usable_cpus": "processes", "WorkerDied": "processes",
     "check_output": "files", "FileClash": "files", "refuse_same_files": "files", "regular_target": "files",
     "same_as_stdout": "files", "output_locks": "files",
     "build_lexicon": "lexicon", "LexiconBuilder": "lexicon", "LexiconError": "lexicon", "PeriodLexicon": "lexicon",
     "OCR_SUMMARY_KEYS": "quality", "ocr_quality": "quality", "ocr_summary": "quality",
     "OcrRepairer": "repair", "RepairSettings": "repair",
     "collection_lexicon": "step", "DocumentRepair": "step", "load_period_lexicon": "step", "OCR_DIR": "step",
-    "default_period_lexicon": "step", "shipped_lexicon": "step",
+    "default_period_lexicon": "step", "shipped_lexicon": "step", "period_corpus_id": "step",
     "OcrOptions": "step",
 }
 __all__ = sorted(_WHERE)

@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
@@ -31,7 +32,17 @@ class Terminated(CorpusError):
     """The run was sent SIGTERM; nothing was written."""
 
 
+class WorkerDied(CorpusError):
+    """A worker process of the pool died while the run needed it: killed from outside (the
+    system's out-of-memory killer, ``kill -9`` of one worker). The pool says only that it is
+    broken (``BrokenProcessPool``, a traceback); the run ends as after any error, the pool
+    stopped, what it was writing removed."""
+
+
 TERMINATED = "terminated (SIGTERM): nothing written, the temporary output removed"
+WORKER_DIED = ("a repair worker process died (killed from outside it: the system's out-of-memory killer, or "
+               "kill -9): nothing written, the temporary output removed; run again (with fewer --workers if "
+               "memory ran short)")
 POLL_SECONDS = 0.2  # (how soon a stop noted while waiting on a pool ends the run)
 
 
@@ -199,17 +210,24 @@ def submit(pool: ProcessPoolExecutor, fn: Callable[..., Any], *args: Any,
            when_done: Callable[[Future], None] | None = None) -> Future:
     """``pool.submit(fn, *args)``, with ``when_done`` its done callback, with stops deferred (the
     first submission forks the workers; the callback of a future already done runs here, under
-    the future's lock)."""
+    the future's lock); a pool broken by a worker that died: :class:`WorkerDied`."""
     with stops_deferred():
-        future = pool.submit(fn, *args)
+        try:
+            future = pool.submit(fn, *args)
+        except BrokenProcessPool:  # (a worker died since the last result was waited for)
+            raise WorkerDied(WORKER_DIED) from None
         if when_done is not None:
             future.add_done_callback(when_done)
     return future
 
 
-def result_of(future: Future) -> Any:
-    """``future.result()``, waited for with stops deferred and checked every ``POLL_SECONDS``."""
+def result_of(future: Future, died: str = WORKER_DIED) -> Any:
+    """``future.result()``, waited for with stops deferred and checked every ``POLL_SECONDS``; a
+    worker that died meanwhile (its pool broken) is :class:`WorkerDied` saying ``died``."""
     with stops_deferred():
         while not wait([future], POLL_SECONDS, return_when=FIRST_COMPLETED).done:
             raise_if_stopped()
-    return future.result()
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise WorkerDied(died) from None

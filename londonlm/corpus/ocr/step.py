@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -158,6 +159,31 @@ def load_period_lexicon(path: str | Path) -> PeriodLexicon:
     return lexicon
 
 
+def period_corpus_id(path: str | Path | None) -> str | None:
+    """What changes when the period corpus the user names does (None: none named): a lexicon
+    file's bytes; a collected corpus's manifest (each text's sha256); a folder of texts, each
+    file's name, size and time of change (reading every text at each run to find the corpus
+    current would cost what learning from it does). The name alone was the key: a lexicon
+    rebuilt in place (or another under the same relative name) left the collection's kept copy
+    and its corpus "current", repaired with the old words, ``--overwrite`` too."""
+    if path is None:
+        return None
+    p = user_path(str(path))
+    try:
+        if p.is_file():
+            return sha256_file(p)
+        if (p / MANIFEST).is_file():
+            return "corpus:" + sha256_file(p / MANIFEST)
+        h = hashlib.sha256()
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            st = f.stat()
+            name = os.fsencode(f.relative_to(p).as_posix())  # (a name's bytes, UTF-8 or not)
+            h.update(name + f"\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        return "folder:" + h.hexdigest()
+    except OSError as e:  # (read as it is learned from, where the error is named)
+        return f"unreadable: {e.errno}"
+
+
 def _learn(texts: Iterable[str], made_from: dict[str, Any]) -> PeriodLexicon | None:
     b = LexiconBuilder()
     for t in texts:
@@ -176,7 +202,8 @@ def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, in
     if not has_ocr:
         return None
     shipped = None if options.period_corpus else shipped_lexicon_id()
-    key = hashlib.sha256(json.dumps([inputs_key, options.period_corpus, RULES, shipped]).encode()).hexdigest()
+    named = [options.period_corpus] + ([period_corpus_id(options.period_corpus)] if options.period_corpus else [])
+    key = hashlib.sha256(json.dumps([inputs_key, *named, RULES, shipped]).encode()).hexdigest()
     path, key_file = out_dir / LEXICON_FILE, out_dir / KEY_FILE
     if _kept_lexicon_current(path, key_file, key):
         log(f"corpus: OCR documents found; period lexicon {path} is current")
@@ -188,7 +215,8 @@ def collection_lexicon(docs: Callable[[], Iterable[Document]], out_dir: Path, in
                                       {"period_corpus": "the collection's transcribed documents"}))
     lexicon.save(path)
     write_text_atomic(key_file, json.dumps({"key": key, "made_from": lexicon.made_from, "sha256": sha256_file(path)}))
-    log(f"corpus: period lexicon of {len(lexicon):,} words from {describe(lexicon)} -> {path}")
+    # (a saved lexicon's own made_from need not say where it lies: "from None")
+    log(f"corpus: period lexicon of {len(lexicon):,} words from {options.period_corpus or describe(lexicon)} -> {path}")
     return path
 
 
