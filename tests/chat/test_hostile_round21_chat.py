@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO, serving_in_thread
 from script_fuzz import completed_in_process
+from test_hostile_round18_chat import _time_locked_base  # (a base whose run names a cutoff)
 from londonlm.chat.finetune import finetune_chat
 from londonlm.chat.preset import ChatTrainOptions
 from londonlm.chat.respond import ChatRequestError, ChatSettings, chat_cutoff, check_year, with_era
@@ -47,18 +48,11 @@ def test_a_chat_runs_move_aside_cut_short_is_finished_before_it_trains(chat_root
     assert (run.final / "config.json").is_file()
 
 
-def _locked_base(chat_root, tmp_path, cutoff: int):
-    run = tmp_path / "09_models" / "checkpoints" / f"base-to{cutoff}"
-    shutil.copytree(Layout(chat_root).run("base").final, run / "final")
-    (run / "run_info.json").write_text(json.dumps({"corpus_time": {"cutoff_year": cutoff, "years": [1700, 1750]}}))
-    return run / "final"
-
-
 def test_a_time_locked_chat_model_carries_its_cutoff_in_its_folder(chat_root, tmp_path):
     # was: only the chat run's run_info.json knew the cutoff; the model folder (served, exported,
     # published alone) said nothing of it, and nothing that answers read it
     run = Layout(tmp_path).run("base-to1850-chat")
-    finetune_chat(_locked_base(chat_root, tmp_path, 1850), Layout(chat_root).chat_data_dir, run, ONE_STEP,
+    finetune_chat(_time_locked_base(chat_root, tmp_path, 1850), Layout(chat_root).chat_data_dir, run, ONE_STEP,
                   log=lambda *_: None)
     assert json.loads((run.final / CHAT_INFO).read_text())["cutoff_year"] == 1850
     moved = shutil.copytree(run.final, tmp_path / "alone")  # no run folder around it

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import tree_digest, vouch_for_corpus
+from reading_at import read_at
 from londonlm.core import SIDECAR, lock_folder
 from londonlm.corpus import CorpusError, cutoff_view
 import londonlm.corpus.manifest as manifest_module
@@ -56,19 +57,6 @@ def tok_dir(tmp_path) -> Path:
                     show_progress=False)
     save_tokenizer(tok, out, model_max_length=64, era_tokens=ERAS)
     return out
-
-
-def read_at(monkeypatch, n: int, then) -> None:
-    """``then()`` runs as the reader reads its ``n``-th text: another process, just now."""
-    real, calls = manifest_module.document_text, []
-
-    def document_text(processed_dir, row):
-        calls.append(row["id"])
-        if len(calls) == n:
-            then()
-        return real(processed_dir, row)
-
-    monkeypatch.setattr(manifest_module, "document_text", document_text)
 
 
 def cache_words(cache: Path, tok_dir: Path) -> set[str]:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import tree_digest, write_micro_source
+from reading_at import read_at
 from londonlm.core import SIDECAR, lock_folder
 from londonlm.corpus import CollectionOptions, CorpusError, build_corpus
-import londonlm.corpus.manifest as manifest_module
 import londonlm.corpus.shards as shards_module
 from londonlm.corpus.collect import CollectionBusy
 from londonlm.tokens import ensure_cache
@@ -65,19 +65,6 @@ def tok_dir(tmp_path) -> Path:
                     show_progress=False)
     save_tokenizer(tok, tmp_path / "tok", model_max_length=64, era_tokens=eras)
     return tmp_path / "tok"
-
-
-def read_at(monkeypatch, n: int, then) -> None:
-    """``then()`` runs as the reader reads its ``n``-th text: another process, just now."""
-    real, calls = manifest_module.document_text, []
-
-    def document_text(processed_dir, row):
-        calls.append(row["id"])
-        if len(calls) == n:
-            then()
-        return real(processed_dir, row)
-
-    monkeypatch.setattr(manifest_module, "document_text", document_text)
 
 
 def test_a_collection_under_a_cache_build_is_refused_and_the_build_finishes(corpus, tok_dir, tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import evaluation_exit_code, script_as_module, tree_digest, vouch_for_corpus
+from reading_at import read_at
 from londonlm.corpus import CollectionOptions, CorpusError, build_corpus
-import londonlm.corpus.manifest as manifest_module
 from londonlm.corpus.collect import CollectionBusy
 from londonlm.tokens.counts import count_tokens_with
 
@@ -64,19 +64,6 @@ def copied_over(processed: Path) -> None:
         r.update(chars=len(text), sha256=hashlib.sha256(text.encode()).hexdigest())
     (processed / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     vouch_for_corpus(processed)
-
-
-def read_at(monkeypatch, n: int, then) -> None:
-    """``then()`` runs as the reader reads its ``n``-th text: another process, just now."""
-    real, calls = manifest_module.document_text, []
-
-    def document_text(processed_dir, row):
-        calls.append(row["id"])
-        if len(calls) == n:
-            then()
-        return real(processed_dir, row)
-
-    monkeypatch.setattr(manifest_module, "document_text", document_text)
 
 
 def evaluate(root: Path, model: Path, out: Path) -> int:

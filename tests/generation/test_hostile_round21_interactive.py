@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import time
 import pytest
 import torch
 
+from pty_io import pty_read as _pty_read
 from conftest import REPO
 from londonlm.core import Layout
 from londonlm.generation import GenerationSettings, load_model
@@ -160,18 +160,6 @@ def test_a_chat_says_when_its_first_exchanges_no_longer_fit_the_context(chat_mod
     assert "not seen" not in info.getvalue().splitlines()[-1]
 
 
-def _pty_read(fd, until: bytes, timeout=60.0) -> bytes:
-    got, end = b"", time.monotonic() + timeout
-    while until not in got and time.monotonic() < end:
-        if select.select([fd], [], [], 0.1)[0]:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            got += chunk
-    return got
 
 
 def _exit_code(pid, timeout=20.0):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import signal
 import sys
 import time
 
+from pty_io import pty_read as _pty_read
 from conftest import REPO
 
 # The child: the prompt's reader on a terminal, with readline, as the REPL reads it. At the
@@ -43,18 +43,6 @@ print("left:", signal.getsignal(signal.SIGURG) is signal.SIG_DFL, signal.set_wak
 """
 
 
-def _pty_read(fd, until: bytes, timeout: float) -> bytes:
-    got, end = b"", time.monotonic() + timeout
-    while until not in got and time.monotonic() < end:
-        if select.select([fd], [], [], 0.05)[0]:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            got += chunk
-    return got
 
 
 def test_a_ctrl_c_another_thread_takes_at_the_prompt_is_acted_on_at_once():

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proc_tree import alive as _alive, children as _children
 from conftest import REPO
 from ocr_fixtures import period_lexicon
 
@@ -243,24 +244,8 @@ def _slow_input(path: Path) -> None:
             f.write(json.dumps({"id": i, "text": " ".join(words)}) + "\n")
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = Path(f"/proc/{d}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(d))
-    return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _temps(folder: Path) -> list[Path]:
