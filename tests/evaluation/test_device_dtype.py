@@ -87,7 +87,7 @@ def test_the_pipeline_evaluates_where_load_model_puts_the_model(monkeypatch, tmp
     loads, scored = [], []
     lm = SimpleNamespace(model=object(), tokenizer=object(), device="cuda", dtype="bfloat16")
     monkeypatch.setattr(londonlm.generation, "load_model", lambda *a, **kw: (loads.append(kw), lm)[1])
-    monkeypatch.setattr(londonlm.corpus, "iter_split_texts", lambda *a: iter([({}, "text")]))
+    monkeypatch.setattr(londonlm.corpus, "read_split_texts", lambda *a: [({}, "text")])
     monkeypatch.setattr(londonlm.evaluation, "evaluate_lm",
                         lambda model, tok, texts, **kw: (scored.append(kw), {"loss": 1.0})[1])
     result = evaluate_validation(tmp_path / "final", tmp_path, 100)
