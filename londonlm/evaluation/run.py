@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..core import LondonLMError, current_or_make, now_iso, read_json, sha256_file, versions, write_text_atomic
-from ..generation import LoadedModel, encode_text, pick_device
+from ..generation import LoadedModel, encode_text, model_changed, model_stamp, pick_device
 from ..tokens import era_token_for, era_tokens_of, tokenizer_identity_sha256
 from . import curves, human_eval, report
 from .harness import check_harness_request, run_harness
@@ -424,6 +424,9 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
     t_start, timing = time.time(), {}
     settings = settings.resolved()
     out, model_path = Path(out_dir), Path(model_path)
+    # the folder's files before their hash: a training that saves it again before the load below
+    # gave figures of other weights than the weights_sha256 recorded
+    read = model_stamp(model_path)
     inputs = evaluation_inputs(model_path, settings, val_texts)
     old = None if overwrite else current_evaluation(out, inputs)
     if old is not None:
@@ -434,6 +437,8 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
     refuse_unwritable_outputs(out, settings, probe_sets)
     with _timed(timing, "load"):
         lm = load_for_evaluation(model_path, settings.device, settings.dtype)
+    if lm.stamp[:1] != read:
+        raise model_changed(model_path, "evaluated")
     # from here on the dtype the weights were loaded in ("auto" resolved): compared models load
     # in it too, and metrics.json records it
     info, settings = _model_info(lm, model_path, inputs["model"]["weights_sha256"]), replace(settings, dtype=lm.dtype)
@@ -449,11 +454,7 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
             compare_rows, human = _compare_and_human_eval(
                 _main_row(info, model_path, scores), scores["samples"], val_texts,
                 scores["scored_texts"], probe_sets["london"], out, plots, settings, inputs["compare"])
-    harness = None
-    if settings.lm_eval_tasks:
-        with _timed(timing, "lm_eval"):
-            harness = run_harness(model_path, settings.lm_eval_tasks, text_dir=settings.lm_eval_text_dir,
-                                  probes_path=settings.probes, device=settings.device, dtype=settings.dtype)
+    harness = _harness_scores(model_path, settings, read, timing)
     timing["total"] = time.time() - t_start
     metrics = _metrics_document(info, settings, probe_files, scores, training, compare_rows, human, timing)
     if harness is not None:
@@ -462,6 +463,19 @@ def run_evaluation(model_path: str | Path, out_dir: str | Path, settings: Evalua
     _write_outputs(out, metrics, plots, scores["samples"], scores["probe_rows"])
     log(f"wrote {out / METRICS_FILE} and report.md in {timing['total']:.1f} s")
     return metrics
+
+
+def _harness_scores(model_path: Path, settings: EvaluationSettings, read: tuple, timing: dict) -> dict | None:
+    """lm-evaluation-harness's scores (None without ``lm_eval_tasks``). The harness loads the
+    folder again, by its path: it must still be the one evaluated (``read``: its stamp before)."""
+    if not settings.lm_eval_tasks:
+        return None
+    with _timed(timing, "lm_eval"):
+        harness = run_harness(model_path, settings.lm_eval_tasks, text_dir=settings.lm_eval_text_dir,
+                              probes_path=settings.probes, device=settings.device, dtype=settings.dtype)
+    if model_stamp(model_path) != read:
+        raise model_changed(model_path, "evaluated")
+    return harness
 
 
 def _measure(lm: LoadedModel, model_path: Path, val_texts, val_years, probe_sets: dict,

@@ -38,7 +38,8 @@ import numpy as np
 from ..core import (FINAL, GGUF, GenerationError, checkpoint_problem, LondonLMError, RunLayout, SIDECAR, folder_lock,
                     naming, read_json, read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder,
                     sha256_file, sidecar_current, tensor_files, versions, WEIGHT_FILES, weight_files, write_sidecar)
-from ..generation import check_model_dir, check_token_ids, encode_prompt, pickled_weights_refused, read_config
+from ..generation import (check_model_dir, check_token_ids, encode_prompt, model_changed, model_stamp,
+                          pickled_weights_refused, read_config)
 from ..tokens import load_tokenizer, tokenizer_file_problem
 
 STAGE = "export_gguf"
@@ -520,13 +521,16 @@ def _write_temps(model_dir: Path, files: dict[str, Path], stem: str) -> dict[Pat
 
 def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 options: GGUFOptions = GGUFOptions(),
-                log: Callable[[str], None] = print) -> GGUFExport:
+                log: Callable[[str], None] = print,
+                then: Callable[[GGUFExport], None] | None = None) -> GGUFExport:
     """Write one GGUF file per type in ``options.types`` into ``out_dir``, then its sidecar
     (inputs' hashes, settings, sizes, versions) last; skip when the sidecar says the files
-    are current, unless ``options.overwrite``."""
+    are current, unless ``options.overwrite``. ``then(export)`` runs still under the folder's
+    lock (a publish links the files there: no other export replaces them meanwhile)."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     stem = options.stem or model_dir.name
     files = _planned_files(model_dir, out_dir, options, stem)
+    read = model_stamp(model_dir)  # before the hashes: the GGUF files must be of the files hashed
     inputs = _inputs(model_dir)
     read_gpt2_config(model_dir)  # a model llama.cpp's GPT-2 can run, said before the slower checks
     # BPE options llama.cpp lacks, before the checks below build the tokenizer: one of them
@@ -535,7 +539,10 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     check_model_dir(model_dir)   # the model interface's checks: config, shapes, tokenizer
     settings = {"format": EXPORT_FORMAT, "types": list(options.types), "stem": stem}
     with _export_lock(out_dir, next(iter(files.values()))):
-        return _export_locked(model_dir, out_dir, files, inputs, settings, options, log)
+        result = _export_locked(model_dir, out_dir, files, (inputs, read), settings, options, log)
+        if then is not None:
+            then(result)
+        return result
 
 
 @contextlib.contextmanager
@@ -551,16 +558,29 @@ def _export_lock(out_dir: Path, first_file: Path) -> Iterator[None]:
         yield
 
 
-def _export_locked(model_dir: Path, out_dir: Path, files: dict[str, Path], inputs: dict[str, str],
+def _export_locked(model_dir: Path, out_dir: Path, files: dict[str, Path], read: tuple[dict[str, str], tuple],
                    settings: dict, options: GGUFOptions, log: Callable[[str], None]) -> GGUFExport:
-    """:func:`export_gguf`'s skip or write, under the folder's lock."""
+    """:func:`export_gguf`'s skip or write, under the folder's lock. ``read``: the inputs' hashes and the
+    model folder's stamp before them (:func:`~londonlm.generation.model_stamp`). A training that saved
+    the folder again while it was read gave GGUF files of other weights than the sidecar's hashes (or
+    one type of each save), so files made from a folder that changed are not kept."""
+    inputs, stamp = read
     current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
     if current and not all(p.is_file() for p in files.values()):
         current, why = False, "a GGUF file is missing"
     if current and not options.overwrite:
         log(f"gguf: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
         return GGUFExport(out_dir, files, skipped=True)
-    temps = _write_temps(model_dir, files, settings["stem"])
+    try:
+        temps = _write_temps(model_dir, files, settings["stem"])
+    except (OSError, LondonLMError):
+        if model_stamp(model_dir) != stamp:  # a file gone under the read (FileNotFoundError): not damage
+            raise model_changed(model_dir, "exported") from None
+        raise
+    if model_stamp(model_dir) != stamp:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise model_changed(model_dir, "exported")
     if (out_dir / SIDECAR).exists():
         log(f"gguf: rebuilding ({'--overwrite' if options.overwrite else why})")
         with naming(out_dir / SIDECAR):

@@ -19,7 +19,7 @@ The terminal front end (REPL, printing) lives in :mod:`londonlm.serving.repl`, o
 from ..core import (CONFIG_FIELDS, GREEDY_BELOW, REQUEST_FIELDS, GenerationError, GenerationSettings,
                     defaults_from_generation_config, generation_config_dict, to_generation_config)
 from .checks import DamagedModel, check_finite, check_token_ids, check_tokenizer_fits, read_config
-from .model import (DTYPES, LoadedModel, check_model_dir, context_length_of, encode_prompt, encode_text, load_model,
+from .model import (DTYPES, LoadedModel, ModelChanged, check_model_dir, model_changed, model_stamp, context_length_of, encode_prompt, encode_text, load_model,
                     load_model_tokenizer, load_weights_to_train, pickled_weights_refused,
                     new_tokens_for_max_length, normalize_era, padding_ids, pick_device, pick_dtype, prompt_length,
                     resolve_model_dir)
@@ -31,7 +31,7 @@ __all__ = [
     "check_finite", "check_model_dir", "check_token_ids", "check_tokenizer_fits", "DamagedModel", "read_config",
     "MAX_TOP", "CONFIG_FIELDS", "ContinuationScorer", "continuation_logprobs", "context_length_of", "DTYPES", "defaults_from_generation_config", "encode_prompt",
     "encode_text", "fit_to_context", "generate", "generation_config_dict", "GenerationError",
-    "GenerationSettings", "GREEDY_BELOW", "load_model", "load_model_tokenizer", "load_weights_to_train", "LoadedModel", "new_tokens_for_max_length", "normalize_era",
+    "GenerationSettings", "GREEDY_BELOW", "load_model", "ModelChanged", "model_changed", "model_stamp", "load_model_tokenizer", "load_weights_to_train", "LoadedModel", "new_tokens_for_max_length", "normalize_era",
     "padding_ids", "pickled_weights_refused", "pick_device", "pick_dtype", "prompt_length", "REQUEST_FIELDS", "resolve_model_dir", "Sample", "sample_seed", "score_tokens",
     "stream", "text_pieces", "TextStream", "to_generation_config", "TokenScores", "fit_pieces",
 ]

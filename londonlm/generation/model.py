@@ -13,11 +13,12 @@ arguments) places control ids. ``allow_control_tokens=True`` restores the old re
 """
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import weakref
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..core import (GenerationError, GenerationSettings, Layout, ModelNotFound, NativePanic, RunLayout,
@@ -47,6 +48,7 @@ class LoadedModel:
     defaults: GenerationSettings
     dtype: str = "float32"  # the weights' dtype: float32, bfloat16 or float16
     era_width: int = ERA_WIDTH  # the years each of ``eras`` covers (the tokenizer's)
+    stamp: tuple | None = None  # the folder's files as read (:func:`model_stamp`); None for a Hub id
 
     def info(self) -> dict:
         """What a client may see (no filesystem paths)."""
@@ -171,6 +173,39 @@ def _sources(spec: str | None, layout: Layout | None,
         return None, spec, spec, spec, str(local_err)
 
 
+def model_stamp(folder: str | Path | None, tokenizer_folder: str | Path | None = None) -> tuple | None:
+    """Which files a model folder (and the folder its tokenizer is read from) holds now, read from
+    their inodes alone: each folder's identity and each file's name, inode, size and mtime. A training
+    replaces final/ and best/ whole (a new folder renamed in, the old deleted) and rotates checkpoints
+    away, so a reader whose stamp is the same after its reads as before them read the files of one
+    save. None for no folder (a Hub id); a folder gone, or a file deleted under the listing, is
+    ``("gone",)``, which never equals a stamp taken before. The model folder's part comes first."""
+    if folder is None:
+        return None
+    stamps = []
+    for d in dict.fromkeys(str(f) for f in (folder, tokenizer_folder or folder)):
+        try:
+            st = os.stat(d)
+            files = sorted((e.name, s.st_ino, s.st_size, s.st_mtime_ns)
+                           for e in os.scandir(d) if e.is_file() for s in (e.stat(),))
+        except OSError:
+            return ("gone",)
+        stamps.append((st.st_dev, st.st_ino, tuple(files)))
+    return tuple(stamps)
+
+
+class ModelChanged(GenerationError):
+    """A model folder replaced or removed while it was read (a training saved it again, or rotated
+    the checkpoint away): what was read is not of one save."""
+
+
+def model_changed(folder, doing: str = "loaded") -> ModelChanged:
+    return ModelChanged(f"the model at {folder} was replaced or removed while it was {doing} (a training "
+                        f"saved it again, rotated the checkpoint away, or moved the run aside), so what was "
+                        f"read is not of one save; run the same command again (once that training is done, "
+                        f"if it happens again)")
+
+
 def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = None,
                run: str | RunLayout | None = None, device: str = "auto",
                dtype: str = "auto") -> LoadedModel:
@@ -180,14 +215,42 @@ def load_model(spec_or_folder: str | Path | None, *, layout: Layout | None = Non
     ``spec_or_folder``: a model folder (needs nothing else); with ``layout``/``run``, also
     ``final``/``best``/``latest``/``checkpoint-N``, a run name or ``RUN/checkpoint-N``; or a
     Hub id (``owner/name``) that is already in the local Hugging Face cache. A damaged local
-    folder (config, weights, tokenizer, non-finite weights) is one DamagedModel line (:mod:`.checks`)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    folder (config, weights, tokenizer, non-finite weights) is one DamagedModel line (:mod:`.checks`).
 
+    The folder is read file by file (config, shapes, tokenizer, weights), so a training that
+    replaces it meanwhile (final/ or best/ saved again, the checkpoint rotated away) gave the
+    tokenizer or config of one save with the weights of another, or a traceback-worded line: a
+    load whose folder changed under it (:func:`model_stamp`) is done once more, from the spec
+    resolved again (``latest`` then names the newer checkpoint), and is ModelChanged the second time."""
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     spec = str(spec_or_folder) if spec_or_folder is not None else None
-    path, source, tok_source, model_id, hub_hint = _sources(spec, layout, run)
+    path = None
+    for again in (False, True):
+        try:
+            path, source, tok_source, model_id, hub_hint = _sources(spec, layout, run)
+        except GenerationError:
+            if again:  # it was there a moment ago
+                raise model_changed(path) from None
+            raise
+        before = model_stamp(path, tok_source if path is not None else None)
+        try:
+            lm = _load_from(path, source, tok_source, model_id, hub_hint, spec, dev, dt)
+        except GenerationError:
+            if before == model_stamp(path, tok_source if path is not None else None):
+                raise  # the folder as it is: said as it is
+            continue
+        if before == model_stamp(path, tok_source if path is not None else None):
+            return replace(lm, stamp=before)
+    raise model_changed(path)
+
+
+def _load_from(path: Path | None, source: str, tok_source: str, model_id: str, hub_hint: str,
+               spec: str | None, dev: str, dt: str) -> LoadedModel:
+    """:func:`load_model`'s one reading of a resolved source (see :func:`_sources`)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     gen_config = None
     if path is not None:
         check_model_dir(path)

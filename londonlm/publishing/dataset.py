@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ..core import link_or_copy, sha256_file, write_text_atomic
-from ..corpus import COLLECT_CMD, MANIFEST, corpus_time_facts, summarize
+from ..corpus import COLLECT_CMD, MANIFEST, corpus_time_facts, reading_corpus, summarize
 from .access import HubTarget, PublishError
 from .cards import render_dataset_card
 from .cards.dataset_card import corpus_splits, split_file
@@ -62,6 +62,19 @@ def stage_dataset(processed_dir: Path, stage_dir: Path, repo_id: str,
     processed_dir = Path(processed_dir)
     if not (processed_dir / MANIFEST).exists():
         raise PublishError(f"no corpus manifest at {processed_dir / MANIFEST}; run `{COLLECT_CMD}` first")
+    # Held shared from the rows to the card, as every reader of a corpus holds it: a collection
+    # then is refused rather than staging its new manifest beside the old rows' texts and tables,
+    # and a writer that takes no lock is caught before anything is uploaded. The staged texts are
+    # hard links (or copies), so the upload after it reads no more of the corpus.
+    with reading_corpus(processed_dir) as unchanged:
+        corpus, problems = _stage_corpus(processed_dir, stage_dir, repo_id, model_repo_id)
+        unchanged()
+    log(f"staged dataset: {corpus['documents']} documents -> {stage_dir}")
+    return corpus, problems
+
+
+def _stage_corpus(processed_dir: Path, stage_dir: Path, repo_id: str,
+                  model_repo_id: str | None) -> tuple[dict, list[str]]:
     rows = read_corpus_rows(processed_dir)
     if not rows:
         raise PublishError(f"{processed_dir / MANIFEST} lists no documents")
@@ -86,7 +99,6 @@ def stage_dataset(processed_dir: Path, stage_dir: Path, repo_id: str,
         write_split_tables(rows, processed_dir, stage_dir, corpus_splits(corpus))
     write_text_atomic(stage_dir / "README.md", render_dataset_card(
         corpus, repo_id, model_repo_id=model_repo_id, corpus_time=corpus_time_facts(processed_dir)))
-    log(f"staged dataset: {len(rows)} documents -> {stage_dir}")
     return corpus, problems
 
 

@@ -12,7 +12,7 @@ from .cards import DEFAULT_PROMPT, LICENSES, CardInputs, license_text, render_mo
 from .chat import (ChatFacts, chat_card_text, gather_chat_facts, is_chat_run, run_chat_snippet,
                    stage_chat_files, verify_chat_folder)
 from .facts import RunFacts, gather_run_facts, redact_local_paths
-from .staging import Log, StagedFile, list_folder, prepare_stage_dir, stage_model_files
+from .staging import Log, StagedFile, list_folder, one_save, prepare_stage_dir, stage_model_files
 from .upload import UploadResult, upload_to_hub
 from .verify import VerificationReport, check_docs, verify_model_folder
 
@@ -58,14 +58,14 @@ def publish_model(layout: Layout, run: RunLayout, target: HubTarget, *, checkpoi
         raise PublishError(f"unknown --license {card.license_id!r}; choose one of: {', '.join(LICENSES)}")
     target = target.checked()
     model_dir = Path(layout.resolve_model(checkpoint, run))
-    facts = gather_run_facts(model_dir, run, layout.corpus_of(model_dir), root=layout.root)
-    chat = gather_chat_facts(model_dir, facts, layout) if is_chat_run(model_dir, facts.run_info) else None
-
-    stage_dir = prepare_stage_dir(Path(stage_dir) if stage_dir else run.hub_stage)
-    log(f"staging {'chat model ' if chat else ''}{model_dir} -> {stage_dir}")
-    stage_model_files(model_dir, stage_dir, facts.tokenizer_fallback, log=log)
-    if chat:
-        stage_chat_files(model_dir, stage_dir)
+    with one_save(model_dir):  # (the run may be training now, and save the folder again)
+        facts = gather_run_facts(model_dir, run, layout.corpus_of(model_dir), root=layout.root)
+        chat = gather_chat_facts(model_dir, facts, layout) if is_chat_run(model_dir, facts.run_info) else None
+        stage_dir = prepare_stage_dir(Path(stage_dir) if stage_dir else run.hub_stage)
+        log(f"staging {'chat model ' if chat else ''}{model_dir} -> {stage_dir}")
+        stage_model_files(model_dir, stage_dir, facts.tokenizer_fallback, log=log)
+        if chat:
+            stage_chat_files(model_dir, stage_dir)
     log("verifying the staged folder offline (load, special ids, generate, usage snippet)")
     report = verify_model_folder(stage_dir, prompt=card.prompt)
     if chat:
@@ -86,14 +86,20 @@ def publish_model(layout: Layout, run: RunLayout, target: HubTarget, *, checkpoi
 
 
 def _stage_gguf(model_dir: Path, run: RunLayout, stage_dir: Path, log: Log) -> None:
-    """Export (or reuse) the model's GGUF files and stage them beside the safetensors."""
+    """Export (or reuse) the model's GGUF files and stage them beside the safetensors. Exported
+    from the staged folder, not ``model_dir`` again: a training that saved the model since would
+    give GGUF files of other weights than the safetensors beside them (the export's inputs are
+    hashes, so a current export of ``model_dir`` is still reused). Staged under the export's lock:
+    another export replacing the files once it is let go would put its files in this upload."""
     from ..export import GGUFOptions, default_output, export_gguf
 
+    def stage(result) -> None:
+        for path in result.files.values():
+            link_or_copy(path, stage_dir / path.name)
+            log(f"staged {path.name}")
+
     out_dir, stem = default_output(run, model_dir)
-    result = export_gguf(model_dir, out_dir, GGUFOptions(stem=stem), log=log)
-    for path in result.files.values():
-        link_or_copy(path, stage_dir / path.name)
-        log(f"staged {path.name}")
+    export_gguf(stage_dir, out_dir, GGUFOptions(stem=stem), log=log, then=stage)
 
 
 def _samples(facts: RunFacts, report: VerificationReport) -> tuple[list[dict], str]:

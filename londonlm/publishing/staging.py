@@ -5,14 +5,17 @@ marker so a later staging may wipe it, and nothing else.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..core import checkpoint_problem, give_open_mode, link_or_copy, weight_files, write_json_atomic
-from ..generation import generation_config_dict, pickled_weights_refused
+from ..core import (LondonLMError, checkpoint_problem, flock_holder, give_open_mode, link_or_copy, lock_folder,
+                    weight_files, write_json_atomic)
+from ..generation import generation_config_dict, model_stamp, pickled_weights_refused
 from ..tokens import TOKENIZER_FILES
 from .access import PublishError
 
@@ -64,6 +67,41 @@ def prepare_stage_dir(stage_dir: Path) -> Path:
     stage_dir.mkdir(parents=True)
     (stage_dir / STAGE_MARKER).write_text("staged by londonlm.publishing; safe to delete\n")
     return stage_dir
+
+
+def _trainer_of(run_dir: Path) -> str:
+    """Who trains the run now (its run lock, an exclusive ``flock`` on the folder), in words."""
+    with contextlib.suppress(OSError):
+        fd = lock_folder(run_dir, shared=True)
+        if fd is None:
+            return f" by {flock_holder(run_dir)}, which is training {run_dir}"
+        os.close(fd)
+    return ""
+
+
+@contextlib.contextmanager
+def one_save(model_dir: Path):
+    """The block (the facts checked against the weights, then the staging) reads one save of
+    ``model_dir``. A training of the run saving it again meanwhile gave a folder of two saves (the
+    old weights with the new config and tokenizer), or new weights under the old evaluation's
+    metrics, published as one model: now one line, before anything is uploaded. A save replaces the
+    folder whole or writes its files anew, so the same :func:`~londonlm.generation.model_stamp` after
+    the block as before it means one save was read. The staged files are hard links (or copies), so
+    a save after the block leaves what is staged as it was."""
+    model_dir = Path(model_dir)
+    before = model_stamp(model_dir)
+
+    def unchanged() -> None:
+        if model_stamp(model_dir) != before:
+            raise PublishError(f"the model in {model_dir} was saved again while it was published"
+                               f"{_trainer_of(model_dir.parent)}: what was staged could mix two saves, so "
+                               f"nothing was uploaded; run the same command again once it is saved")
+    try:
+        yield
+    except (LondonLMError, OSError):  # (a file gone mid-save: named as the save, not its symptom)
+        unchanged()
+        raise
+    unchanged()
 
 
 def stage_model_files(model_dir: Path, stage_dir: Path, tokenizer_fallback: Path | None = None,

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..core import StageInputMissing
 from ..corpus import SPLITS, decade_key, iter_split_texts, read_manifest, reading_corpus, require_finished_corpus
-from .tokenizer import load_tokenizer, plain_backend
+from .tokenizer import load_tokenizer, plain_backend, require_whole_save
 
 
 def count_tokens(processed_dir: str | Path, tokenizer, batch: int = 32) -> dict[str, Any]:
@@ -67,6 +67,7 @@ def count_tokens_with(processed_dir: str | Path, tokenizer_dir: str | Path) -> d
         tokenizer = load_tokenizer(tokenizer_dir)
     except FileNotFoundError as e:  # its message names the command that trains one
         raise StageInputMissing(str(e)) from None
+    require_whole_save(tokenizer_dir)  # counts of a save killed half-way are of no tokenizer (as tokenizer_report)
     return {**count_tokens(processed_dir, tokenizer), "tokenizer": str(tokenizer_dir)}
 
 

@@ -13,7 +13,7 @@ from ..core import SIDECAR, LondonLMError, UsageError, folder_lock, read_json, r
 from ..corpus import (COLLECT_CMD, MANIFEST, CorpusError, corpus_time_facts, iter_split_texts, manifest_sha256,
                       read_manifest, reading_corpus, require_finished_corpus, text_sizes)
 from .tokenizer import (ERA_WIDTH, MAX_ERA_WIDTH, TOKENIZER_FILES, TokenizerUnreadable, era_tokens_for_years, load_tokenizer,
-                        not_tokenizer_files, plain_backend,
+                        not_tokenizer_files, plain_backend, require_whole_save,
                         roundtrip_failures, save_tokenizer, split_exact, train_bpe)
 
 TRAIN_TOKENIZER_CMD = "python 03_tokenizer/train_historical_tokenizer.py"
@@ -213,12 +213,30 @@ def _pieces(processed_dir: Path, rows: list[dict], progress: bool | None, log=pr
     log(f"tokenizer: text read; computing merges up to a vocabulary of {vocab_size:,}")
 
 
+def _merges(tokenizer_dir: str | Path) -> list[str]:
+    """The merges of the tokenizer's merges.txt ([] when it has none)."""
+    merges_path = Path(tokenizer_dir) / "merges.txt"
+    if not merges_path.exists():
+        return []
+    try:
+        text = merges_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise TokenizerUnreadable(
+            f"cannot read the tokenizer in {tokenizer_dir}: {merges_path} is not UTF-8 text ({e.reason} at "
+            f"byte {e.start}); rebuild it with `{TRAIN_TOKENIZER_CMD} --overwrite`") from None
+    return [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+
+
 def tokenizer_report(tokenizer_dir: str | Path, processed_dir: str | Path,
                      top_merges: int = 20) -> dict:
     """Round trip over every document, bytes/token and tokens/word on validation,
     fertility on period words, most frequent merges. Text is encoded as the token cache
     encodes it (special-token strings as plain text)."""
     tok = load_tokenizer(tokenizer_dir)
+    merges = _merges(tokenizer_dir)
+    # a save killed between its renames left files of two tokenizers: the report passed the
+    # mixture (exit 0) that every run and token cache refuses (after the reads: damage is named first)
+    require_whole_save(tokenizer_dir)
     plain = plain_backend(tok)
     rows = read_manifest(processed_dir)
     require_finished_corpus(processed_dir)  # a report on a half-merged corpus would describe neither
@@ -238,16 +256,6 @@ def tokenizer_report(tokenizer_dir: str | Path, processed_dir: str | Path,
         n_words += len(text.split())
         merge_use.update(ids)
     fertility = {w: len(plain.encode(" " + w, add_special_tokens=False).ids) for w in PERIOD_WORDS}
-    merges_path = Path(tokenizer_dir) / "merges.txt"
-    merges = []
-    if merges_path.exists():
-        try:
-            text = merges_path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise TokenizerUnreadable(
-                f"cannot read the tokenizer in {tokenizer_dir}: {merges_path} is not UTF-8 text ({e.reason} at "
-                f"byte {e.start}); rebuild it with `{TRAIN_TOKENIZER_CMD} --overwrite`") from None
-        merges = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     inv = {v: k for k, v in tok.get_vocab().items()}
     frequent = [{"token": inv.get(i, "?"), "text": tok.decode([i]), "count": c}
                 for i, c in merge_use.most_common(top_merges * 3) if len(inv.get(i, "")) > 1][:top_merges]

@@ -154,9 +154,10 @@ def without_generation_cache(model):
     return model
 
 
-def load_weights(path: Path, tokenizer, resize_rows: int | None = None):
+def load_weights(path: Path, tokenizer, resize_rows: int | None = None, seed: int = 0):
     """A model from saved weights (a checkpoint, a ``--init_from`` parent) with ``tokenizer``'s
-    special ids; its embeddings resized to ``resize_rows`` when given (``--resize_embeddings``).
+    special ids; its embeddings resized to ``resize_rows`` when given (``--resize_embeddings``),
+    the new rows drawn from ``seed``.
     Loaded in float32 whatever dtype its config.json records: a parent saved in bfloat16 was
     loaded so, and AdamW then stepped half-precision master weights (updates under their
     precision lost without a word; mixed precision is the Trainer's ``--bf16``, not the weights')."""
@@ -165,7 +166,12 @@ def load_weights(path: Path, tokenizer, resize_rows: int | None = None):
 
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
     if resize_rows:
-        model.resize_token_embeddings(resize_rows)
+        # the new rows are drawn around the old ones' mean (transformers' mean_resizing) from torch's
+        # global generator, in whatever state this process had left it: two identical commands
+        # trained different models. Drawn from the run's seed, as a fresh model's weights are.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model.resize_token_embeddings(resize_rows)
     for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.config, k, getattr(tokenizer, k))
     return with_causal_lm_loss(model)

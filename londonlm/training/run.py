@@ -106,7 +106,7 @@ def make_model(config: TrainingConfig, plan: TrainingPlan, speed: SpeedSettings,
         model = load_weights(plan.resume.checkpoint, tok)
     elif plan.init is not None:
         rows = len(tok) if plan.init.tokenizer_problem else None
-        model = load_weights(plan.init.path, tok, rows)
+        model = load_weights(plan.init.path, tok, rows, seed)
         if rows:
             log(f"--resize_embeddings: {plan.init.tokenizer_problem}; embeddings resized to {rows} rows")
         log(f"init from {plan.init.path}: step 0, fresh optimizer and schedule (continued pre-training)")

@@ -28,6 +28,7 @@ def hooked_build_trainer(*args, **kwargs):
 
 
 run_module.build_trainer = hooked_build_trainer
+testhooks.install_kill_points()
 
 if __name__ == "__main__":
     run_main(lambda argv: main(argv, config.train_defaults("slm"), description=__doc__.splitlines()[0]))

@@ -8,10 +8,16 @@ library's Trainer builder; the library knows nothing of them.
 ``LONDONLM_TEST_KILL=RANK:STEP``           that rank SIGKILLs itself once STEP is finished
 ``LONDONLM_TEST_BLOCK_LOG=DIR``            each rank appends, per micro-batch, the training
                                            block indices it trains on to DIR/blocks-rank<R>.txt
+``LONDONLM_TEST_KILL_AT=CALL:NAME``        the process SIGKILLs itself at a write of its run folder:
+                                           CALL is ``rename`` (before a rename of a folder named
+                                           NAME), ``move`` (before ``shutil.move`` of NAME) or
+                                           ``rmtree`` (one file into the delete of NAME);
+                                           :func:`install_kill_points`, at import
 """
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from collections import deque
 from pathlib import Path
@@ -24,6 +30,7 @@ from londonlm.training.step.schedules import BudgetFitCallback
 
 CLOCK_SKEW = "LONDONLM_TEST_CLOCK_SKEW"
 KILL = "LONDONLM_TEST_KILL"
+KILL_AT = "LONDONLM_TEST_KILL_AT"
 BLOCK_LOG = "LONDONLM_TEST_BLOCK_LOG"
 BLOCK_KEY = "block_index"
 
@@ -118,3 +125,43 @@ def install(trainer) -> None:
         trainer.train_dataset = IndexedBlocks(trainer.train_dataset)
         trainer.data_collator = log = BlockLog(trainer.data_collator, path)
         callbacks.insert(0, log)
+
+
+def install_kill_points() -> None:
+    """``LONDONLM_TEST_KILL_AT=CALL:NAME``: SIGKILL at that exact point of a write (a real kill: no
+    ``finally`` runs), the functions wrapped process-wide by the name of the path they act on."""
+    call, _, name = os.environ.get(KILL_AT, "").partition(":")
+    if not name:
+        return
+
+    def die() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if call == "rename":
+        real_rename = Path.rename
+
+        def rename(self, target):
+            if self.name == name:
+                die()
+            return real_rename(self, target)
+        Path.rename = rename
+    elif call == "move":
+        real_move = shutil.move
+
+        def move(src, dst, *a, **kw):
+            if Path(src).name == name:
+                die()
+            return real_move(src, dst, *a, **kw)
+        shutil.move = move
+    elif call == "rmtree":
+        real_rmtree = shutil.rmtree
+
+        def rmtree(path, *a, **kw):
+            files = sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).name == name else []
+            if files:
+                files[0].unlink()  # the delete under way ...
+                die()              # ... when the process dies
+            return real_rmtree(path, *a, **kw)
+        shutil.rmtree = rmtree
+    else:
+        raise ValueError(f"{KILL_AT}: CALL must be rename, move or rmtree, got {call!r}")

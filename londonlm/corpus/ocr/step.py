@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ...core import UsageError, sha256_file, user_path, write_text_atomic
 from ..cleaning import clean_text, join_hyphenation
-from ..manifest import MANIFEST, CorpusError, read_jsonl
+from .. import manifest
+from ..manifest import MANIFEST, CorpusError, read_jsonl, reading_corpus
 from ..sources import Document, LocalSource, materialise
 from .confusions import ConfusionModel, load_confusions
 from .judge import Judge, JudgedRepairer
@@ -92,9 +93,14 @@ def corpus_texts(path: str | Path) -> Iterator[str]:
     rows not marked OCR) or a folder of .txt/.xml/.html files (read as the collection reads them)."""
     folder = user_path(str(path))
     if (folder / MANIFEST).is_file():
-        for row in read_jsonl(folder / MANIFEST):
-            if not row.get("ocr") and row.get("path"):
-                yield (folder / row["path"]).read_text(encoding="utf-8")
+        # Held shared while read, as every reader of a corpus holds it: a collection of it is
+        # refused meanwhile, and one that took no lock is named before a lexicon of two corpora
+        # (the old rows over the new texts, or a text pruned under it) is learnt and kept.
+        with reading_corpus(folder) as unchanged:
+            for row in read_jsonl(folder / MANIFEST):
+                if not row.get("ocr") and row.get("path"):
+                    yield manifest.document_text(folder, row)
+            unchanged()
         return
     if not folder.is_dir():
         raise CorpusError(f"period corpus {path} is neither a period lexicon file, a collected corpus nor a folder "
