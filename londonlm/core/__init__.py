@@ -25,7 +25,7 @@
 """
 from .artifacts import (StageInputMissing, atomic_writer, current_or_make, give_open_mode, is_fd_link, is_stream,
                         link_or_copy, naming,
-                        now_iso, read_json, read_json_object, record_field, refuse_foreign_folder, refuse_output_over_inputs, require_input, sha256_file, sidecar_current, sidecar_intact, versions, write_bytes_atomic,
+                        now_iso, read_json, read_json_object, read_unchanged, record_field, refuse_foreign_folder, refuse_output_over_inputs, require_input, sha256_file, sidecar_current, sidecar_intact, versions, write_bytes_atomic,
                         write_json_atomic, write_sidecar, write_text_atomic)
 from .checkpoints import (BEST, BEST_INFO, WEIGHT_FILES, archives_without_crc, checkpoint_name, checkpoint_problem,
                           checkpoint_step, earlier_run, latest_valid_checkpoint, list_checkpoints, model_step,
@@ -61,7 +61,7 @@ __all__ = [
     "large_blocks_from_the_system",
     "is_plain_name", "latest_valid_checkpoint", "Layout", "LEAKAGE", "link_or_copy", "list_checkpoints", "LondonLMError",
     "distinct_tokenizers", "md_cell", "model_run_info", "model_step", "ModelNotFound", "naming", "NativePanic", "native_panics", "non_negative_float", "non_negative_int", "now_iso", "number_in",
-    "OneLineErrors", "peak_flops", "PIPELINE_SUMMARY", "plain_name", "port", "positive_float", "positive_int", "read_json", "read_json_object", "record_field", "refuse_file_in_an_artifact", "refuse_foreign_folder", "refuse_foreign_run_folder", "refuse_artifacts_folder", "artifact_of",
+    "OneLineErrors", "peak_flops", "PIPELINE_SUMMARY", "plain_name", "port", "positive_float", "positive_int", "read_json", "read_json_object", "read_unchanged", "record_field", "refuse_file_in_an_artifact", "refuse_foreign_folder", "refuse_foreign_run_folder", "refuse_artifacts_folder", "artifact_of",
     "refuse_output_over_inputs",
     "REQUEST_FIELDS", "require_input", "require_usable_gpus", "return_freed_memory", "run_main", "RunLayout", "sha256_file", "SIDECAR",
     "ScratchTables", "sheet_cell", "sidecar_current", "sidecar_intact", "sqlite_os_error", "StageInputMissing", "StageParser", "TENSORBOARD", "to_generation_config",

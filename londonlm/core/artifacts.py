@@ -24,7 +24,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping, Sequence
+from typing import IO, Any, Callable, Iterator, Mapping, Sequence
 
 from .errors import USER_OS_ERRNOS, LondonLMError, UsageError
 
@@ -148,6 +148,25 @@ def _open_stream(path: str | os.PathLike, mode: str) -> IO:
             time.sleep(0.05)
     os.set_blocking(fd, True)
     return os.fdopen(fd, mode, **text)
+
+
+@contextmanager
+def read_unchanged(stamp: Callable[[], Any], changed: Callable[[], Exception]) -> Iterator[Callable[[], None]]:
+    """A block that reads files another process may replace meanwhile with no lock to stop it (a
+    corpus collected again, a model saved again): yields ``unchanged()``, which raises ``changed()``
+    when ``stamp()`` is no longer what it was before the block; the reader calls it before it
+    vouches for what it read. An error inside the block is named as that change when there was
+    one (a file gone under the read), not as its symptom."""
+    before = stamp()
+
+    def unchanged() -> None:
+        if stamp() != before:
+            raise changed()
+    try:
+        yield unchanged
+    except (LondonLMError, OSError):
+        unchanged()
+        raise
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from ..core import (SIDECAR, LondonLMError, flock_holder, link_or_copy, lock_folder, read_json_object, record_field,
+from ..core import (SIDECAR, LondonLMError, flock_holder, link_or_copy, lock_folder, read_json_object, read_unchanged, record_field,
                     require_input, sha256_file, sidecar_intact, write_json_atomic)
 from .dating import row_year
 
@@ -344,18 +344,12 @@ def reading_corpus(processed_dir: str | Path) -> Iterator[Callable[[], None]]:
     if fd is None:
         raise CorpusError(f"{flock_holder(processed_dir)} is making the corpus {processed_dir} now; wait for it "
                           f"to end, then run again; nothing was read from it")
-    stamp = _sidecar_stamp(processed_dir)
-
-    def unchanged() -> None:
-        if _sidecar_stamp(processed_dir) != stamp:
-            raise CorpusError(f"the corpus in {processed_dir} was made again while it was read (another process "
-                              f"collected it or remade the view): what was read is of two corpora, so nothing "
-                              f"made from it was kept; run the same command again")
+    made_again = lambda: CorpusError(f"the corpus in {processed_dir} was made again while it was read (another "
+                                     f"process collected it or remade the view): what was read is of two corpora, "
+                                     f"so nothing made from it was kept; run the same command again")
     try:
-        yield unchanged
-    except (LondonLMError, OSError):
-        unchanged()  # (the cause, when the texts changed under the reader, rather than its symptom)
-        raise
+        with read_unchanged(lambda: _sidecar_stamp(processed_dir), made_again) as unchanged:
+            yield unchanged
     finally:
         os.close(fd)
 

@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..core import (FINAL, GGUF, GenerationError, checkpoint_problem, LondonLMError, RunLayout, SIDECAR, folder_lock,
-                    naming, read_json, read_json_object, record_field, refuse_artifacts_folder, refuse_foreign_folder,
+                    naming, read_json, read_json_object, read_unchanged, record_field, refuse_artifacts_folder, refuse_foreign_folder,
                     sha256_file, sidecar_current, tensor_files, versions, WEIGHT_FILES, weight_files, write_sidecar)
 from ..generation import (check_model_dir, check_token_ids, encode_prompt, model_changed, model_stamp,
                           pickled_weights_refused, read_config)
@@ -530,19 +530,22 @@ def export_gguf(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     stem = options.stem or model_dir.name
     files = _planned_files(model_dir, out_dir, options, stem)
-    read = model_stamp(model_dir)  # before the hashes: the GGUF files must be of the files hashed
-    inputs = _inputs(model_dir)
-    read_gpt2_config(model_dir)  # a model llama.cpp's GPT-2 can run, said before the slower checks
-    # BPE options llama.cpp lacks, before the checks below build the tokenizer: one of them
-    # (a subword prefix) can make that build fail, whose words say nothing of llama.cpp
-    _check_bpe_options(model_dir / TOKENIZER)
-    check_model_dir(model_dir)   # the model interface's checks: config, shapes, tokenizer
-    settings = {"format": EXPORT_FORMAT, "types": list(options.types), "stem": stem}
-    with _export_lock(out_dir, next(iter(files.values()))):
-        result = _export_locked(model_dir, out_dir, files, (inputs, read), settings, options, log)
-        if then is not None:
-            then(result)
-        return result
+    # from before the hashes to the files written: the GGUF files must be of the files hashed (a
+    # training that saved the folder again meanwhile gave files of other weights than the sidecar's
+    # hashes, or one type of each save; a file gone under the read was a traceback)
+    with read_unchanged(lambda: model_stamp(model_dir), lambda: model_changed(model_dir, "exported")) as unchanged:
+        inputs = _inputs(model_dir)
+        read_gpt2_config(model_dir)  # a model llama.cpp's GPT-2 can run, said before the slower checks
+        # BPE options llama.cpp lacks, before the checks below build the tokenizer: one of them
+        # (a subword prefix) can make that build fail, whose words say nothing of llama.cpp
+        _check_bpe_options(model_dir / TOKENIZER)
+        check_model_dir(model_dir)   # the model interface's checks: config, shapes, tokenizer
+        settings = {"format": EXPORT_FORMAT, "types": list(options.types), "stem": stem}
+        with _export_lock(out_dir, next(iter(files.values()))):
+            result = _export_locked(model_dir, out_dir, files, (inputs, unchanged), settings, options, log)
+            if then is not None:
+                then(result)
+            return result
 
 
 @contextlib.contextmanager
@@ -558,29 +561,26 @@ def _export_lock(out_dir: Path, first_file: Path) -> Iterator[None]:
         yield
 
 
-def _export_locked(model_dir: Path, out_dir: Path, files: dict[str, Path], read: tuple[dict[str, str], tuple],
-                   settings: dict, options: GGUFOptions, log: Callable[[str], None]) -> GGUFExport:
-    """:func:`export_gguf`'s skip or write, under the folder's lock. ``read``: the inputs' hashes and the
-    model folder's stamp before them (:func:`~londonlm.generation.model_stamp`). A training that saved
-    the folder again while it was read gave GGUF files of other weights than the sidecar's hashes (or
-    one type of each save), so files made from a folder that changed are not kept."""
-    inputs, stamp = read
+def _export_locked(model_dir: Path, out_dir: Path, files: dict[str, Path],
+                   read: tuple[dict[str, str], Callable[[], None]], settings: dict, options: GGUFOptions,
+                   log: Callable[[str], None]) -> GGUFExport:
+    """:func:`export_gguf`'s skip or write, under the folder's lock. ``read``: the inputs' hashes and
+    the check that the model folder is still the one they are of (:func:`~londonlm.core.read_unchanged`):
+    files written from a folder that changed are not kept."""
+    inputs, unchanged = read
     current, why = sidecar_current(out_dir / SIDECAR, inputs, settings)
     if current and not all(p.is_file() for p in files.values()):
         current, why = False, "a GGUF file is missing"
     if current and not options.overwrite:
         log(f"gguf: outputs are current ({out_dir}); skipping (use --overwrite to rebuild)")
         return GGUFExport(out_dir, files, skipped=True)
+    temps = _write_temps(model_dir, files, settings["stem"])
     try:
-        temps = _write_temps(model_dir, files, settings["stem"])
-    except (OSError, LondonLMError):
-        if model_stamp(model_dir) != stamp:  # a file gone under the read (FileNotFoundError): not damage
-            raise model_changed(model_dir, "exported") from None
-        raise
-    if model_stamp(model_dir) != stamp:
+        unchanged()
+    except LondonLMError:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
-        raise model_changed(model_dir, "exported")
+        raise
     if (out_dir / SIDECAR).exists():
         log(f"gguf: rebuilding ({'--overwrite' if options.overwrite else why})")
         with naming(out_dir / SIDECAR):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..core import (LondonLMError, checkpoint_problem, flock_holder, give_open_mode, link_or_copy, lock_folder,
+from ..core import (checkpoint_problem, flock_holder, give_open_mode, link_or_copy, lock_folder, read_unchanged,
                     weight_files, write_json_atomic)
 from ..generation import generation_config_dict, model_stamp, pickled_weights_refused
 from ..tokens import TOKENIZER_FILES
@@ -89,18 +89,11 @@ def one_save(model_dir: Path):
     the block as before it means one save was read. The staged files are hard links (or copies), so
     a save after the block leaves what is staged as it was."""
     model_dir = Path(model_dir)
-    before = model_stamp(model_dir)
-
-    def unchanged() -> None:
-        if model_stamp(model_dir) != before:
-            raise PublishError(f"the model in {model_dir} was saved again while it was published"
-                               f"{_trainer_of(model_dir.parent)}: what was staged could mix two saves, so "
-                               f"nothing was uploaded; run the same command again once it is saved")
-    try:
+    saved_again = lambda: PublishError(f"the model in {model_dir} was saved again while it was published"
+                                       f"{_trainer_of(model_dir.parent)}: what was staged could mix two saves, so "
+                                       f"nothing was uploaded; run the same command again once it is saved")
+    with read_unchanged(lambda: model_stamp(model_dir), saved_again) as unchanged:
         yield
-    except (LondonLMError, OSError):  # (a file gone mid-save: named as the save, not its symptom)
-        unchanged()
-        raise
     unchanged()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fakeservers import FakeServer
+from proc_tree import alive, children
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "02_data_collection" / "historical_data_collector.py"
@@ -216,26 +217,6 @@ def slow_source(folder: Path, mb: int = 12) -> Path:
     return folder
 
 
-def children_of(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper is dead)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def wait_for(condition, seconds: float):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -255,7 +236,7 @@ def test_a_killed_collector_takes_its_workers_with_it(tmp_path):
                              "--workers", "2"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: list[int] = []
     try:
-        workers = wait_for(lambda: children_of(proc.pid), 60)
+        workers = wait_for(lambda: children(proc.pid), 60)
         assert workers, "the collector started no worker"
         time.sleep(0.5)  # a large document is being cleaned
         proc.kill()

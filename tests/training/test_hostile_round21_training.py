@@ -6,15 +6,13 @@ what a SIGKILL leaves, but for the ``finally`` blocks), then a rerun."""
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from conftest import train_exit_code
-from londonlm.tokens.stage import train_tokenizer_stage
+from test_hostile_round24_training import _kill_save_between_renames
 from londonlm.training import record, resume
 
 FLAGS = ("--run_name", "r", "--max_steps", "4", "--save_steps", "2", "--eval_steps", "2",
@@ -43,24 +41,7 @@ def test_training_refuses_a_tokenizer_whose_save_was_killed_between_its_renames(
     tok = micro_root_copy / "09_models" / "tokenizers" / "london_historical_bpe"
     proc = micro_root_copy / "data" / "london_historical" / "processed"
 
-    def child():
-        real, done = os.replace, [0]
-
-        def replace(src, dst, *a, **kw):
-            if ".saving-" in str(src):
-                if done[0] == 3:
-                    os._exit(9)
-                done[0] += 1
-            return real(src, dst, *a, **kw)
-
-        os.replace = replace
-        train_tokenizer_stage(proc, tok, vocab_size=400, era_tokens=True, model_max_length=64, log=lambda *_: None)
-        os._exit(0)
-
-    p = multiprocessing.get_context("fork").Process(target=child)
-    p.start()
-    p.join(60)
-    assert p.exitcode == 9 and list(tok.glob(".saving-*"))
+    _kill_save_between_renames(tok, proc)
     capsys.readouterr()
     assert train_exit_code(micro_root_copy, *FLAGS) == 2
     _one_error_line(capsys.readouterr().err, f"the tokenizer in {tok} is not the one its stage saved",

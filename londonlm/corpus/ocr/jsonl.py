@@ -88,14 +88,15 @@ def _lines(path: Path, max_row_bytes: int | None = None) -> Iterator[tuple[int, 
     with open(path, "rb") as f:
         before = _version(os.fstat(f.fileno()))
         limit = -1 if max_row_bytes is None or before is None else max_row_bytes + 1  # (a stream: read whole)
-        n = 0
+        n = offset = 0  # (the line's first byte: counted, not asked of the file, a line at a time)
         while raw := f.readline(limit):
-            n += 1
-            start = f.tell() - len(raw) if limit > 0 else 0
+            n, start = n + 1, offset
+            offset += len(raw)
             if n == 1 and raw.startswith(BOM):  # (editors on Windows write one)
                 raw, start = raw[len(BOM):], start + len(BOM)
             if len(raw) > max_row_bytes if limit > 0 else False:
                 scanned = scan_line(raw, lambda: f.readline(CHUNK), ERROR_KEY)
+                offset = f.tell()  # (past the rest of the line, read in pieces)
                 if scanned is not None:  # (None: white space only, a blank line)
                     yield n, LargeRow(str(path), n, start, *scanned, version=before)
             elif raw.strip():

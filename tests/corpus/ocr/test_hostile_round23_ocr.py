@@ -9,11 +9,10 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from proc_tree import alive as _alive, children as _children
+from proc_tree import alive as _alive, kill_all, started_children
 from conftest import REPO
 from ocr_fixtures import OCR, period_lexicon
 
@@ -58,20 +57,12 @@ def test_a_repair_worker_killed_mid_run_is_one_error_line_and_the_next_run_works
                             text=True)
     workers: list[int] = []
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None and not (len(workers) >= 2 and _temps(tmp_path)):
-            time.sleep(0.05)
-            workers = _children(proc.pid)
+        workers = started_children(proc, 2, lambda: bool(_temps(tmp_path)))
         assert proc.poll() is None and len(workers) >= 2, "the run ended or never started"
         os.kill(workers[0], signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
     finally:
-        for pid in [proc.pid, *workers]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.communicate()
+        kill_all(proc, workers)
     errors = [x for x in err.splitlines() if x.startswith("error:")]
     assert proc.returncode == 2 and "Traceback" not in err and len(errors) == 1, err[-3000:]
     assert "worker process died" in errors[0] and "out-of-memory" in errors[0]

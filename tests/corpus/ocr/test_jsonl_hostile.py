@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from proc_tree import alive as _alive, children as _children
+from proc_tree import alive as _alive, kill_all, started_children
 from conftest import REPO
 from ocr_fixtures import period_lexicon
 
@@ -259,21 +259,12 @@ def busy_run(tmp_path, lexicon):
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--input", "in.jsonl", "--output", "out.jsonl",
                              "--period_corpus", str(lexicon), "--workers", "2", "--thorough"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    workers: list[int] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None and not (len(workers) >= 2 and _temps(tmp_path)):
-        time.sleep(0.05)
-        workers = _children(proc.pid)
+    workers = started_children(proc, 2, lambda: bool(_temps(tmp_path)))
     assert proc.poll() is None and len(workers) >= 2 and _temps(tmp_path), "the run ended or never started"
     try:
         yield proc, workers
-    finally:  # (whatever the test found, nothing of it is left running)
-        for pid in [proc.pid, *workers]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.communicate()
+    finally:
+        kill_all(proc, workers)
 
 
 def _gone(pids: list[int], within: float) -> bool:
