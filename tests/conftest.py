@@ -5,6 +5,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -61,6 +62,16 @@ SAMPLE_TEXTS = [
     "The prisoner was indicted for stealing a silver watch, value 40 s. the goods of John Smith.\n",
     "London, that great Wen, swallowed the country lads by the waggon-load — every day.\n",
 ]
+
+
+def pytest_configure(config) -> None:
+    """Ctrl-C as a terminal gives it, however the suite was started: a suite started in the
+    background by a script (``cmd &`` without job control) inherits SIGINT ignored, and the tests
+    of what Ctrl-C does (the OCR pools' stops, the REPL on a pty) then saw no KeyboardInterrupt
+    in this process or in the programs it starts (a handled signal is the default again after
+    ``exec``; an ignored one stays ignored). Each xdist worker runs this too."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
